@@ -1,0 +1,993 @@
+//! The object model users write and read: Kubernetes-style documents with
+//! `apiVersion`, `kind`, `metadata`, `spec` and a read-only `status`.
+//!
+//! Parsing is strict (unknown fields are errors) and every error names the
+//! source file, the document, the field path and the reason, so that
+//! `gpuctl apply -f job.yaml` can tell the user exactly what to fix.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The `apiVersion` of every gpuctl object.
+pub const API_VERSION: &str = "gpuctl.io/v1";
+
+/// Largest whole-GPU request of one task; more is surely a typo.
+pub const MAX_GPUS_PER_TASK: f64 = 64.0;
+/// Largest number of tasks in one job.
+pub const MAX_TASKS_PER_JOB: u32 = 10_000;
+/// Largest CPU request of one task, in millicores (4096 cores).
+pub const MAX_CPU_MILLI: u64 = 4096 * 1000;
+/// Largest memory request of one task (64 TiB).
+pub const MAX_MEMORY_BYTES: u64 = 64 << 40;
+/// Longest kept event list of a job; older events are dropped.
+pub const MAX_EVENTS: usize = 50;
+
+/// An error in a document a user supplied.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{source_name}{doc}: {path}{sep}{reason}",
+    doc = if *.document > 0 { format!(" (document {})", .document) } else { String::new() },
+    sep = if .path.is_empty() { "" } else { ": " })]
+pub struct ManifestError {
+    /// File name, or `<submit>` / `<stdin>`.
+    pub source_name: String,
+    /// 1-based document number in a multi-document file; 0 when there is one.
+    pub document: usize,
+    /// Field path such as `spec.tasks[0].resources.gpus`; empty for the whole document.
+    pub path: String,
+    /// What is wrong and, where it helps, what to do.
+    pub reason: String,
+}
+
+/// A problem with one field, before the file name is known.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct FieldError {
+    pub path: String,
+    pub reason: String,
+}
+
+impl FieldError {
+    pub fn new(path: impl Into<String>, reason: impl Into<String>) -> Self {
+        FieldError {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Attach the file name and document number.
+    pub fn in_source(self, source_name: &str, document: usize) -> ManifestError {
+        ManifestError {
+            source_name: source_name.to_string(),
+            document,
+            path: self.path,
+            reason: self.reason,
+        }
+    }
+}
+
+/// Any object a user can apply.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Manifest {
+    Job(Job),
+}
+
+impl Manifest {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Manifest::Job(_) => "Job",
+        }
+    }
+    pub fn name(&self) -> &str {
+        match self {
+            Manifest::Job(j) => &j.metadata.name,
+        }
+    }
+}
+
+/// Parse every document in a YAML (or JSON) text and validate each one.
+///
+/// `source_name` is used only in error messages.
+pub fn parse_manifests(source_name: &str, text: &str) -> Result<Vec<Manifest>, ManifestError> {
+    let mut docs = Vec::new();
+    for de in serde_yaml_ng::Deserializer::from_str(text) {
+        let value = match serde_yaml_ng::Value::deserialize(de) {
+            Ok(v) => v,
+            Err(e) => {
+                return Err(ManifestError {
+                    source_name: source_name.to_string(),
+                    document: docs.len() + 1,
+                    path: String::new(),
+                    reason: format!("malformed YAML: {e}"),
+                })
+            }
+        };
+        if value.is_null() {
+            continue; // an empty document, e.g. a trailing `---`
+        }
+        docs.push(value);
+    }
+    if docs.is_empty() {
+        return Err(ManifestError {
+            source_name: source_name.to_string(),
+            document: 0,
+            path: String::new(),
+            reason: "no objects found (the file is empty)".into(),
+        });
+    }
+    let numbered = docs.len() > 1;
+    docs.into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let doc = if numbered { i + 1 } else { 0 };
+            parse_value(v).map_err(|e| e.in_source(source_name, doc))
+        })
+        .collect()
+}
+
+/// Parse and validate one object given as JSON (what travels over the API).
+pub fn parse_manifest_json(source_name: &str, json: &str) -> Result<Manifest, ManifestError> {
+    let value: serde_yaml_ng::Value = serde_json::from_str(json).map_err(|e| ManifestError {
+        source_name: source_name.to_string(),
+        document: 0,
+        path: String::new(),
+        reason: format!("malformed JSON: {e}"),
+    })?;
+    parse_value(value).map_err(|e| e.in_source(source_name, 0))
+}
+
+fn parse_value(value: serde_yaml_ng::Value) -> Result<Manifest, FieldError> {
+    let map = value.as_mapping().ok_or_else(|| {
+        FieldError::new(
+            "",
+            "expected a mapping with apiVersion, kind, metadata and spec",
+        )
+    })?;
+    let kind = match map.get("kind") {
+        None => {
+            return Err(FieldError::new(
+                "kind",
+                "missing field (expected `kind: Job`)",
+            ))
+        }
+        Some(k) => k
+            .as_str()
+            .ok_or_else(|| FieldError::new("kind", "expected a string such as `Job`"))?
+            .to_string(),
+    };
+    match map.get("apiVersion").map(|v| v.as_str()) {
+        None => {
+            return Err(FieldError::new(
+                "apiVersion",
+                format!("missing field (expected `apiVersion: {API_VERSION}`)"),
+            ))
+        }
+        Some(Some(API_VERSION)) => {}
+        Some(other) => {
+            return Err(FieldError::new(
+                "apiVersion",
+                format!(
+                    "unsupported version {:?} (expected `{API_VERSION}`)",
+                    other.unwrap_or("")
+                ),
+            ))
+        }
+    }
+    match kind.as_str() {
+        "Job" => {
+            let job: Job = serde_path_to_error::deserialize(value).map_err(path_error)?;
+            job.validate()?;
+            Ok(Manifest::Job(job))
+        }
+        other => Err(FieldError::new(
+            "kind",
+            format!("unknown kind {other:?} (this server knows: Job)"),
+        )),
+    }
+}
+
+fn path_error(e: serde_path_to_error::Error<serde_yaml_ng::Error>) -> FieldError {
+    let path = e.path().to_string();
+    let path = if path == "." { String::new() } else { path };
+    let inner = e.into_inner().to_string();
+    // serde_yaml_ng appends " at line L column C" for positioned errors; keep it.
+    FieldError::new(path, inner)
+}
+
+/// `metadata` of every object.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ObjectMeta {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Queue a job is submitted to (`default` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// Set by the server: the Raft index that created the object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u64>,
+    /// Set by the server: the Raft index of the last change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_version: Option<u64>,
+    /// Set by the server: creation time, milliseconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation_timestamp_ms: Option<u64>,
+}
+
+/// A batch job: one or more task groups, run as an all-or-nothing gang.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Job {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: ObjectMeta,
+    pub spec: JobSpec,
+    /// Read-only; ignored when applied.
+    #[serde(default)]
+    pub status: JobStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct JobSpec {
+    /// Task groups; tasks are numbered across groups in order (the global
+    /// index is the `RANK` of a gang).
+    pub tasks: Vec<TaskSpec>,
+    /// Fewest tasks that may run; default: all of them (a gang).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_available: Option<u32>,
+    /// Higher runs first within a queue.
+    #[serde(default, skip_serializing_if = "is_zero_i32")]
+    pub priority: i32,
+    /// Where a gang's tasks should land.
+    #[serde(default, skip_serializing_if = "Topology::is_default")]
+    pub topology: Topology,
+    /// How many times the whole job is retried after a failed attempt.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub max_retries: u32,
+    /// An attempt running longer than this fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+}
+
+fn is_zero_i32(v: &i32) -> bool {
+    *v == 0
+}
+fn is_zero_u32(v: &u32) -> bool {
+    *v == 0
+}
+
+/// Placement preference for a gang.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Topology {
+    /// As few nodes and NVLink domains as possible.
+    #[default]
+    Pack,
+    /// No preference.
+    Any,
+}
+
+impl Topology {
+    fn is_default(&self) -> bool {
+        *self == Topology::Pack
+    }
+}
+
+/// One task group: `replicas` identical tasks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TaskSpec {
+    #[serde(default = "default_group_name")]
+    pub name: String,
+    #[serde(default = "default_replicas")]
+    pub replicas: u32,
+    /// Program and arguments, run directly (no shell): `[sh, -c, "..."]` for one.
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    #[serde(default)]
+    pub resources: Resources,
+}
+
+fn default_group_name() -> String {
+    "main".to_string()
+}
+fn default_replicas() -> u32 {
+    1
+}
+
+/// What one task of a group needs.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Resources {
+    /// Whole GPUs (1, 2, 8) or a share of one GPU (0.25).
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub gpus: f64,
+    /// Acceptable GPU models separated by `|`, e.g. `A100|H100`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_model: Option<String>,
+    /// Least memory each bound GPU must have, e.g. `40Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_memory: Option<Bytes>,
+    /// CPU cores, e.g. `4` or `500m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Cpu>,
+    /// Host memory, e.g. `16Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Bytes>,
+}
+
+fn is_zero_f64(v: &f64) -> bool {
+    *v == 0.0
+}
+
+impl Resources {
+    /// GPU request in thousandths of a GPU (`gpu_milli` in the openb traces).
+    pub fn gpu_milli(&self) -> u64 {
+        (self.gpus * 1000.0).round() as u64
+    }
+
+    /// Whether a GPU of `model` with `memory_bytes` satisfies the model and
+    /// memory constraints.
+    pub fn accepts_gpu(&self, model: &str, memory_bytes: u64) -> bool {
+        if let Some(min) = &self.gpu_memory {
+            if memory_bytes < min.0 {
+                return false;
+            }
+        }
+        match &self.gpu_model {
+            None => true,
+            Some(alts) => alts
+                .split('|')
+                .map(str::trim)
+                .any(|alt| model_matches(alt, model)),
+        }
+    }
+}
+
+/// `alt` names `model` when equal (ignoring case), or when `model` is `alt`
+/// followed by a `-` qualifier (`A100` matches `A100-80GB`), or when NVML's
+/// `NVIDIA ` prefix is all that differs.
+pub fn model_matches(alt: &str, model: &str) -> bool {
+    let norm = |s: &str| {
+        let s = s.trim().to_ascii_uppercase();
+        s.strip_prefix("NVIDIA ").map(str::to_string).unwrap_or(s)
+    };
+    let (alt, model) = (norm(alt), norm(model));
+    if alt.is_empty() {
+        return false;
+    }
+    model == alt
+        || model
+            .strip_prefix(&alt)
+            .is_some_and(|rest| rest.starts_with('-'))
+}
+
+/// A CPU quantity in millicores; written as `4`, `0.5` or `500m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Cpu(pub u64);
+
+/// A byte quantity; written as `16Gi`, `512Mi`, `1G` or a plain number of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Bytes(pub u64);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NumOrString {
+    Num(f64),
+    Str(String),
+}
+
+impl<'de> Deserialize<'de> for Cpu {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = NumOrString::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("expected CPU cores such as 4, 0.5 or \"500m\"")
+        })?;
+        parse_cpu(&v).map(Cpu).map_err(serde::de::Error::custom)
+    }
+}
+
+fn parse_cpu(v: &NumOrString) -> Result<u64, String> {
+    let cores = match v {
+        NumOrString::Num(n) => *n,
+        NumOrString::Str(s) => {
+            let s = s.trim();
+            if let Some(m) = s.strip_suffix('m') {
+                let milli: f64 = m.parse().map_err(|_| {
+                    format!("invalid CPU quantity {s:?} (expected 4, 0.5 or \"500m\")")
+                })?;
+                milli / 1000.0
+            } else {
+                s.parse().map_err(|_| {
+                    format!("invalid CPU quantity {s:?} (expected 4, 0.5 or \"500m\")")
+                })?
+            }
+        }
+    };
+    if !cores.is_finite() || cores < 0.0 {
+        return Err(format!("CPU must be zero or more cores, got {cores}"));
+    }
+    let milli = (cores * 1000.0).round();
+    if milli > MAX_CPU_MILLI as f64 {
+        return Err(format!(
+            "{cores} CPU cores is more than any node has (limit {})",
+            MAX_CPU_MILLI / 1000
+        ));
+    }
+    Ok(milli as u64)
+}
+
+impl Serialize for Cpu {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 % 1000 == 0 {
+            s.serialize_u64(self.0 / 1000)
+        } else {
+            s.serialize_str(&format!("{}m", self.0))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = NumOrString::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "expected a size such as \"16Gi\", \"512Mi\" or a number of bytes",
+            )
+        })?;
+        let s = match v {
+            NumOrString::Num(n) => format!("{n}"),
+            NumOrString::Str(s) => s,
+        };
+        parse_bytes(&s).map(Bytes).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parse `16Gi`, `512Mi`, `80GB`, `1G`, `1024`.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+' || c == 'e'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?} (expected e.g. \"16Gi\", \"512Mi\" or bytes)"))?;
+    let mult: f64 = match unit.trim() {
+        "" => 1.0,
+        "k" | "K" | "KB" | "kB" => 1e3,
+        "M" | "MB" => 1e6,
+        "G" | "GB" => 1e9,
+        "T" | "TB" => 1e12,
+        "Ki" | "KiB" => 1024.0,
+        "Mi" | "MiB" => 1024.0 * 1024.0,
+        "Gi" | "GiB" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" | "TiB" => 1024.0f64.powi(4),
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} in {s:?} (use Ki, Mi, Gi, Ti, K, M, G, T)"
+            ))
+        }
+    };
+    let bytes = n * mult;
+    if !bytes.is_finite() || bytes < 0.0 {
+        return Err(format!("size must be zero or more, got {s:?}"));
+    }
+    if bytes > MAX_MEMORY_BYTES as f64 {
+        return Err(format!("{s} is more than any node has (limit 64Ti)"));
+    }
+    Ok(bytes.round() as u64)
+}
+
+/// Render bytes the way users write them (`80Gi`, `512Mi`).
+pub fn format_bytes(b: u64) -> String {
+    const UNITS: [(&str, u64); 4] = [
+        ("Ti", 1 << 40),
+        ("Gi", 1 << 30),
+        ("Mi", 1 << 20),
+        ("Ki", 1 << 10),
+    ];
+    for (u, m) in UNITS {
+        if b >= m && b % m == 0 {
+            return format!("{}{u}", b / m);
+        }
+    }
+    for (u, m) in UNITS {
+        if b >= m {
+            return format!("{:.1}{u}", b as f64 / m as f64);
+        }
+    }
+    format!("{b}")
+}
+
+impl Serialize for Bytes {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_bytes(self.0))
+    }
+}
+
+/// Check a DNS-1123 label: what Kubernetes allows as an object name.
+pub fn validate_name(path: &str, name: &str) -> Result<(), FieldError> {
+    if name.is_empty() {
+        return Err(FieldError::new(path, "must not be empty"));
+    }
+    if name.len() > 63 {
+        return Err(FieldError::new(
+            path,
+            format!("{name:?} is longer than 63 characters"),
+        ));
+    }
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    let ok_ends = name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if !ok_chars || !ok_ends {
+        return Err(FieldError::new(
+            path,
+            format!("{name:?} is not a valid name: use lowercase letters, digits and '-', starting and ending with a letter or digit"),
+        ));
+    }
+    Ok(())
+}
+
+impl Job {
+    /// A job with defaults, as `gpuctl submit` builds it.
+    pub fn new(name: &str, spec: JobSpec) -> Job {
+        Job {
+            api_version: API_VERSION.to_string(),
+            kind: "Job".to_string(),
+            metadata: ObjectMeta {
+                name: name.to_string(),
+                ..Default::default()
+            },
+            spec,
+            status: JobStatus::default(),
+        }
+    }
+
+    /// Total number of tasks across groups.
+    pub fn task_count(&self) -> u32 {
+        self.spec.tasks.iter().map(|t| t.replicas).sum()
+    }
+
+    /// The group spec of global task index `i`.
+    pub fn task_spec(&self, index: u32) -> Option<&TaskSpec> {
+        let mut base = 0;
+        for t in &self.spec.tasks {
+            if index < base + t.replicas {
+                return Some(t);
+            }
+            base += t.replicas;
+        }
+        None
+    }
+
+    /// Static checks that need no cluster state.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self.kind != "Job" {
+            return Err(FieldError::new(
+                "kind",
+                format!("expected Job, got {:?}", self.kind),
+            ));
+        }
+        validate_name("metadata.name", &self.metadata.name)?;
+        if let Some(q) = &self.metadata.queue {
+            validate_name("metadata.queue", q)?;
+        }
+        if self.spec.tasks.is_empty() {
+            return Err(FieldError::new(
+                "spec.tasks",
+                "a job needs at least one task group",
+            ));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        let mut total: u64 = 0;
+        for (i, t) in self.spec.tasks.iter().enumerate() {
+            let p = format!("spec.tasks[{i}]");
+            validate_name(&format!("{p}.name"), &t.name)?;
+            if !names.insert(t.name.as_str()) {
+                return Err(FieldError::new(
+                    format!("{p}.name"),
+                    format!("duplicate task group name {:?}", t.name),
+                ));
+            }
+            if t.replicas == 0 {
+                return Err(FieldError::new(
+                    format!("{p}.replicas"),
+                    "must be at least 1",
+                ));
+            }
+            total += u64::from(t.replicas);
+            if t.command.is_empty() || t.command[0].trim().is_empty() {
+                return Err(FieldError::new(
+                    format!("{p}.command"),
+                    "missing command: give the program and its arguments, e.g. [python, train.py]",
+                ));
+            }
+            for k in t.env.keys() {
+                if k.is_empty() || k.contains('=') || k.contains('\0') {
+                    return Err(FieldError::new(
+                        format!("{p}.env"),
+                        format!("invalid variable name {k:?}"),
+                    ));
+                }
+            }
+            let r = &t.resources;
+            let rp = format!("{p}.resources");
+            if !r.gpus.is_finite() || r.gpus < 0.0 {
+                return Err(FieldError::new(
+                    format!("{rp}.gpus"),
+                    format!("must be zero or more, got {}", r.gpus),
+                ));
+            }
+            if r.gpus > MAX_GPUS_PER_TASK {
+                return Err(FieldError::new(
+                    format!("{rp}.gpus"),
+                    format!("{} GPUs for one task is more than any node has (limit {MAX_GPUS_PER_TASK}); use more replicas", r.gpus),
+                ));
+            }
+            if r.gpus > 1.0 && r.gpus.fract() != 0.0 {
+                return Err(FieldError::new(
+                    format!("{rp}.gpus"),
+                    format!(
+                        "{} is neither whole GPUs nor a share of one GPU (use e.g. 2 or 0.5)",
+                        r.gpus
+                    ),
+                ));
+            }
+            if r.gpus > 0.0 && r.gpu_milli() == 0 {
+                return Err(FieldError::new(
+                    format!("{rp}.gpus"),
+                    "a GPU share must be at least 0.001",
+                ));
+            }
+            if let Some(m) = &r.gpu_model {
+                if m.split('|').any(|a| a.trim().is_empty()) {
+                    return Err(FieldError::new(
+                        format!("{rp}.gpuModel"),
+                        format!("{m:?} has an empty alternative"),
+                    ));
+                }
+            }
+        }
+        if total > u64::from(MAX_TASKS_PER_JOB) {
+            return Err(FieldError::new(
+                "spec.tasks",
+                format!("{total} tasks is more than the limit of {MAX_TASKS_PER_JOB}"),
+            ));
+        }
+        if let Some(m) = self.spec.min_available {
+            if m == 0 || u64::from(m) > total {
+                return Err(FieldError::new(
+                    "spec.minAvailable",
+                    format!("must be between 1 and the number of tasks ({total}), got {m}"),
+                ));
+            }
+        }
+        if self.spec.max_retries > 100 {
+            return Err(FieldError::new(
+                "spec.maxRetries",
+                format!("{} retries is absurd (limit 100)", self.spec.max_retries),
+            ));
+        }
+        if self.spec.timeout_seconds == Some(0) {
+            return Err(FieldError::new(
+                "spec.timeoutSeconds",
+                "must be at least 1 (leave it out for no timeout)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum JobPhase {
+    /// Waiting for capacity (or to be retried).
+    #[default]
+    Pending,
+    /// Placed; some tasks are starting or running.
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobPhase {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobPhase::Succeeded | JobPhase::Failed | JobPhase::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for JobPhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobStatus {
+    pub phase: JobPhase,
+    /// Current attempt, from 1; 0 before the job was stored.
+    #[serde(default)]
+    pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<TaskStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the current attempt's tasks were all bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time_ms: Option<u64>,
+    /// `MASTER_PORT` of the gang's rank 0.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub master_port: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<Event>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum TaskPhase {
+    #[default]
+    Pending,
+    /// Placed on a node; the node has not reported it started.
+    Bound,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl TaskPhase {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskPhase::Succeeded | TaskPhase::Failed | TaskPhase::Cancelled
+        )
+    }
+    /// Whether the task holds resources on its node.
+    pub fn holds_resources(self) -> bool {
+        matches!(self, TaskPhase::Bound | TaskPhase::Running)
+    }
+}
+
+impl fmt::Display for TaskPhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// A share of one GPU bound to a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GpuShare {
+    pub index: u32,
+    pub uuid: String,
+    /// Thousandths of the GPU (1000: the whole GPU).
+    pub milli: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskStatus {
+    /// Global index (RANK).
+    pub index: u32,
+    pub group: String,
+    pub phase: TaskPhase,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<GpuShare>,
+    /// Rank among this job's tasks on the same node.
+    #[serde(default)]
+    pub local_rank: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_time_ms: Option<u64>,
+}
+
+/// Something that happened to an object, shown by `gpuctl describe`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    pub time_ms: u64,
+    pub reason: String,
+    pub message: String,
+}
+
+/// A GPU host, as its node daemon registered it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Node {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: ObjectMeta,
+    pub spec: NodeSpec,
+    pub status: NodeStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSpec {
+    /// Cordoned: no new tasks are placed here.
+    #[serde(default)]
+    pub unschedulable: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum NodePhase {
+    #[default]
+    Ready,
+    /// Missed heartbeats; its running tasks were failed.
+    Lost,
+}
+
+impl fmt::Display for NodePhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStatus {
+    pub phase: NodePhase,
+    /// Address gang peers use to reach the node (MASTER_ADDR).
+    pub address: String,
+    /// The node daemon's gRPC endpoint.
+    pub agent_endpoint: String,
+    /// `nvml` or `simulated`.
+    pub inventory: String,
+    pub cpu_milli: u64,
+    pub memory_bytes: u64,
+    pub gpus: Vec<Gpu>,
+    #[serde(default)]
+    pub registered_ms: u64,
+    #[serde(default)]
+    pub last_transition_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Gpu {
+    pub uuid: String,
+    pub index: u32,
+    pub model: String,
+    pub memory_bytes: u64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub nvlink_domain: String,
+    pub healthy: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_err(text: &str) -> ManifestError {
+        parse_manifests("job.yaml", text).expect_err("should be rejected")
+    }
+
+    const GOOD: &str = r#"
+apiVersion: gpuctl.io/v1
+kind: Job
+metadata:
+  name: train
+spec:
+  tasks:
+    - name: worker
+      replicas: 2
+      command: [python, train.py]
+      env: {EPOCHS: "3"}
+      resources: {gpus: 2, cpu: "500m", memory: 16Gi, gpuModel: "A100|H100"}
+"#;
+
+    #[test]
+    fn parses_a_good_job() {
+        let m = parse_manifests("job.yaml", GOOD).unwrap();
+        let Manifest::Job(j) = &m[0];
+        assert_eq!(j.metadata.name, "train");
+        assert_eq!(j.task_count(), 2);
+        let r = &j.spec.tasks[0].resources;
+        assert_eq!(r.gpu_milli(), 2000);
+        assert_eq!(r.cpu, Some(Cpu(500)));
+        assert_eq!(r.memory, Some(Bytes(16 << 30)));
+        assert!(r.accepts_gpu("A100-80GB", 80 << 30));
+        assert!(r.accepts_gpu("NVIDIA H100", 80 << 30));
+        assert!(!r.accepts_gpu("V100M16", 16 << 30));
+        // Round trip through JSON, as over the API.
+        let json = serde_json::to_string(&m[0]).unwrap();
+        let back = parse_manifest_json("<api>", &json).unwrap();
+        assert_eq!(back, m[0]);
+    }
+
+    #[test]
+    fn unknown_field_names_the_path() {
+        let e = parse_err(&GOOD.replace("replicas: 2", "replicas: 2\n      replica: 3"));
+        assert_eq!(e.source_name, "job.yaml");
+        assert_eq!(e.path, "spec.tasks[0].replica");
+        assert!(e.reason.contains("unknown field `replica`"), "{e}");
+    }
+
+    #[test]
+    fn malformed_yaml_is_reported() {
+        let e = parse_err("apiVersion: gpuctl.io/v1\nkind: Job\nmetadata: {name: x\n");
+        assert!(e.reason.starts_with("malformed YAML"), "{e}");
+        assert!(e.to_string().starts_with("job.yaml"), "{e}");
+    }
+
+    #[test]
+    fn missing_command_is_rejected() {
+        let e = parse_err(&GOOD.replace("command: [python, train.py]", "command: []"));
+        assert_eq!(e.path, "spec.tasks[0].command");
+        let e = parse_err(&GOOD.replace("      command: [python, train.py]\n", ""));
+        assert!(e.reason.contains("missing field `command`"), "{e}");
+    }
+
+    #[test]
+    fn bad_resources_are_rejected() {
+        for (gpus, why) in [
+            ("-1", "zero or more"),
+            ("1000", "more than any node"),
+            ("1.5", "neither whole"),
+        ] {
+            let e = parse_err(&GOOD.replace("gpus: 2,", &format!("gpus: {gpus},")));
+            assert_eq!(e.path, "spec.tasks[0].resources.gpus", "{gpus}");
+            assert!(e.reason.contains(why), "{gpus}: {e}");
+        }
+        let e = parse_err(&GOOD.replace("memory: 16Gi", "memory: 16Qi"));
+        assert_eq!(e.path, "spec.tasks[0].resources.memory");
+        let e = parse_err(&GOOD.replace("cpu: \"500m\"", "cpu: -2"));
+        assert_eq!(e.path, "spec.tasks[0].resources.cpu");
+        let e = parse_err(&GOOD.replace("replicas: 2", "replicas: 0"));
+        assert_eq!(e.path, "spec.tasks[0].replicas");
+    }
+
+    #[test]
+    fn bad_names_and_kinds() {
+        let e = parse_err(&GOOD.replace("name: train", "name: Train_1"));
+        assert_eq!(e.path, "metadata.name");
+        let e = parse_err(&GOOD.replace("kind: Job", "kind: Jobb"));
+        assert_eq!(e.path, "kind");
+        let e = parse_err(&GOOD.replace("gpuctl.io/v1", "v2"));
+        assert_eq!(e.path, "apiVersion");
+        let e = parse_err("");
+        assert!(e.reason.contains("empty"));
+    }
+
+    #[test]
+    fn multi_document_errors_name_the_document() {
+        let text = format!("{GOOD}---\n{}", GOOD.replace("gpus: 2,", "gpus: -3,"));
+        let e = parse_err(&text);
+        assert_eq!(e.document, 2);
+        assert!(e.to_string().contains("(document 2)"), "{e}");
+    }
+
+    #[test]
+    fn quantities() {
+        assert_eq!(parse_bytes("80GB").unwrap(), 80_000_000_000);
+        assert_eq!(parse_bytes("1Gi").unwrap(), 1 << 30);
+        assert_eq!(parse_bytes("1024").unwrap(), 1024);
+        assert!(parse_bytes("lots").is_err());
+        assert_eq!(format_bytes(80 << 30), "80Gi");
+        assert!(model_matches("a100", "A100-80GB"));
+        assert!(!model_matches("A10", "A100-80GB"));
+        assert!(model_matches("A10", "A10"));
+    }
+}

@@ -1,0 +1,18 @@
+//! What every gpuctl process shares:
+//!
+//! - [`api`]: the object model (Job, Node) users write and read, with strict
+//!   parsing and validation that name the file, field path and reason. Pure.
+//! - [`httpd`]: the small HTTP server for `/metrics` (Prometheus text) and
+//!   `/healthz` that every process runs.
+
+pub mod api;
+pub mod httpd;
+
+/// Milliseconds since the Unix epoch by the wall clock (for timestamps shown
+/// to users; never for measuring durations).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

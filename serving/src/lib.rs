@@ -1,0 +1,1 @@
+//! Serving: gateway, autoscaler and model server (filled in by the serving work).
