@@ -1,1 +1,22 @@
+//! gpuctl's control plane.
+//!
+//! ```text
+//!  gRPC (service)  ──propose──►  raft_node (RawNode thread) ──► storage (RocksDB)
+//!       │ reads                      │ committed entries
+//!       ▼                            ▼
+//!     State  ◄──────────────── state::State::apply (pure)
+//!       ▲
+//!  controller (leader only): placement::place (pure) → Bind, NodeLost, FailAttempt
+//! ```
+//!
+//! The pure parts ([`state`], [`placement`]) have no I/O and no clock; the
+//! shells ([`storage`], [`raft_node`], [`service`], [`controller`]) are thin.
 
+pub mod controller;
+pub mod metrics;
+pub mod placement;
+pub mod raft_node;
+pub mod server;
+pub mod service;
+pub mod state;
+pub mod storage;

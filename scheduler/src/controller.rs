@@ -1,0 +1,166 @@
+//! Leader-only loops. Each is level-triggered and idempotent: it compares
+//! the state with what should be and proposes the difference, so a new
+//! leader simply runs them again.
+//!
+//! - scheduling: pending jobs → placement core → `Bind` batches;
+//! - liveness: Ready nodes silent for longer than the timeout → `NodeLost`;
+//! - timeouts: attempts running past `timeoutSeconds` → `FailAttempt`.
+
+use std::time::{Duration, Instant};
+
+use gpuctl_common::api::{JobPhase, NodePhase};
+
+use crate::placement::{self, Snapshot};
+use crate::raft_node::RaftHandle;
+use crate::service::Heartbeats;
+use crate::state::{Applied, Command, Envelope};
+
+/// Settings of the controllers.
+#[derive(Debug, Clone)]
+pub struct ControllerOptions {
+    /// A node silent for this long is marked lost.
+    pub node_timeout: Duration,
+    /// How often the liveness and timeout checks run, and the scheduling
+    /// loop's fallback period when nothing changes.
+    pub resync: Duration,
+}
+
+impl Default for ControllerOptions {
+    fn default() -> Self {
+        ControllerOptions {
+            node_timeout: Duration::from_secs(10),
+            resync: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Run the controllers until `shutdown` fires.
+pub async fn run(
+    raft: RaftHandle,
+    heartbeats: std::sync::Arc<Heartbeats>,
+    opts: ControllerOptions,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut version = raft.shared.version.subscribe();
+    let mut was_leader = false;
+    let mut last_checks = Instant::now();
+    loop {
+        let leader = raft.shared.status().is_leader();
+        if leader && !was_leader {
+            // Everyone gets a full grace period under a new leader.
+            heartbeats.reset();
+        }
+        was_leader = leader;
+        if leader {
+            schedule_once(&raft).await;
+            if last_checks.elapsed() >= opts.resync {
+                last_checks = Instant::now();
+                check_liveness(&raft, &heartbeats, opts.node_timeout).await;
+                check_timeouts(&raft).await;
+            }
+        }
+        raft.shared.metrics.observe_state(&raft.shared.read());
+        tokio::select! {
+            _ = version.changed() => {}
+            _ = tokio::time::sleep(opts.resync) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn propose(raft: &RaftHandle, cmd: Command) -> Option<Applied> {
+    let name = cmd.name();
+    match raft
+        .propose(Envelope {
+            now_ms: gpuctl_common::now_ms(),
+            cmd,
+        })
+        .await
+    {
+        Ok(a) => Some(a),
+        Err(e) => {
+            tracing::warn!("{name} not applied: {e}");
+            None
+        }
+    }
+}
+
+/// One scheduling pass: place what fits and propose it as one batch.
+pub async fn schedule_once(raft: &RaftHandle) {
+    let bindings = {
+        let st = raft.shared.read();
+        let pending = st.pending_jobs();
+        if pending.is_empty() {
+            return;
+        }
+        let snap = Snapshot::of(&st);
+        let start = Instant::now();
+        let b = placement::place(&snap, &pending);
+        raft.shared
+            .metrics
+            .placement_seconds
+            .observe(start.elapsed().as_secs_f64());
+        b
+    };
+    if bindings.is_empty() {
+        return;
+    }
+    if let Some(Applied::Bound { applied, refused }) =
+        propose(raft, Command::Bind { bindings }).await
+    {
+        let m = &raft.shared.metrics.bindings;
+        m.with_label_values(&["applied"])
+            .inc_by(applied.len() as u64);
+        m.with_label_values(&["refused"])
+            .inc_by(refused.len() as u64);
+        for (job, why) in refused {
+            tracing::debug!("binding of {job} refused: {why}");
+        }
+    }
+}
+
+async fn check_liveness(raft: &RaftHandle, heartbeats: &Heartbeats, timeout: Duration) {
+    let now = Instant::now();
+    let lost: Vec<String> = {
+        let st = raft.shared.read();
+        st.nodes
+            .values()
+            .filter(|n| n.status.phase == NodePhase::Ready)
+            .filter(|n| now.duration_since(heartbeats.last_seen(&n.metadata.name, now)) > timeout)
+            .map(|n| n.metadata.name.clone())
+            .collect()
+    };
+    for node in lost {
+        tracing::warn!("node {node} missed heartbeats for {timeout:?}: marking it lost");
+        propose(raft, Command::NodeLost { node }).await;
+    }
+}
+
+async fn check_timeouts(raft: &RaftHandle) {
+    let now = gpuctl_common::now_ms();
+    let expired: Vec<(String, u32, u64)> = {
+        let st = raft.shared.read();
+        st.jobs
+            .values()
+            .filter(|j| j.status.phase == JobPhase::Running)
+            .filter_map(|j| {
+                let limit = j.spec.timeout_seconds? * 1000;
+                let started = j.status.start_time_ms?;
+                (now.saturating_sub(started) > limit)
+                    .then(|| (j.metadata.name.clone(), j.status.attempt, limit / 1000))
+            })
+            .collect()
+    };
+    for (job, attempt, secs) in expired {
+        let reason = format!("ran longer than timeoutSeconds ({secs})");
+        propose(
+            raft,
+            Command::FailAttempt {
+                job,
+                attempt,
+                reason,
+            },
+        )
+        .await;
+    }
+}

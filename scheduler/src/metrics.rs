@@ -1,0 +1,207 @@
+//! The scheduler's Prometheus metrics (`gpuctl_scheduler_` prefix, base units).
+
+use std::time::Duration;
+
+use gpuctl_common::api::{JobPhase, NodePhase};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+use crate::raft_node::RaftStatus;
+use crate::state::State;
+
+/// Every metric the scheduler exports, registered in one registry.
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    commands: IntCounterVec,
+    command_seconds: HistogramVec,
+    pub placement_seconds: Histogram,
+    pub bindings: IntCounterVec,
+    raft_term: IntGauge,
+    raft_commit: IntGauge,
+    raft_applied: IntGauge,
+    raft_leader: IntGauge,
+    jobs: IntGaugeVec,
+    nodes: IntGaugeVec,
+    gpus: IntGauge,
+    gpus_allocated_milli: IntGauge,
+}
+
+fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
+    r.register(Box::new(c.clone()))
+        .expect("metric names are unique");
+    c
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let buckets = vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+        ];
+        Metrics {
+            commands: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "gpuctl_scheduler_commands_total",
+                        "Commands proposed through Raft, by command and result.",
+                    ),
+                    &["command", "result"],
+                )
+                .expect("valid"),
+            ),
+            command_seconds: reg(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "gpuctl_scheduler_command_duration_seconds",
+                        "Time from proposing a command to it being committed and applied.",
+                    )
+                    .buckets(buckets.clone()),
+                    &["command"],
+                )
+                .expect("valid"),
+            ),
+            placement_seconds: reg(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "gpuctl_scheduler_placement_duration_seconds",
+                        "Time the placement core takes for one batch of pending jobs.",
+                    )
+                    .buckets(vec![1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0]),
+                )
+                .expect("valid"),
+            ),
+            bindings: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "gpuctl_scheduler_bindings_total",
+                        "Gang bindings proposed, by result.",
+                    ),
+                    &["result"],
+                )
+                .expect("valid"),
+            ),
+            raft_term: reg(
+                &r,
+                IntGauge::new("gpuctl_scheduler_raft_term", "Current Raft term.").expect("valid"),
+            ),
+            raft_commit: reg(
+                &r,
+                IntGauge::new(
+                    "gpuctl_scheduler_raft_commit_index",
+                    "Highest committed Raft log index.",
+                )
+                .expect("valid"),
+            ),
+            raft_applied: reg(
+                &r,
+                IntGauge::new(
+                    "gpuctl_scheduler_raft_applied_index",
+                    "Highest applied Raft log index.",
+                )
+                .expect("valid"),
+            ),
+            raft_leader: reg(
+                &r,
+                IntGauge::new(
+                    "gpuctl_scheduler_raft_is_leader",
+                    "1 when this replica is the Raft leader.",
+                )
+                .expect("valid"),
+            ),
+            jobs: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new("gpuctl_scheduler_jobs", "Jobs by phase."),
+                    &["phase"],
+                )
+                .expect("valid"),
+            ),
+            nodes: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new("gpuctl_scheduler_nodes", "Nodes by phase."),
+                    &["phase"],
+                )
+                .expect("valid"),
+            ),
+            gpus: reg(
+                &r,
+                IntGauge::new("gpuctl_scheduler_gpus", "GPUs on Ready nodes.").expect("valid"),
+            ),
+            gpus_allocated_milli: reg(
+                &r,
+                IntGauge::new(
+                    "gpuctl_scheduler_gpu_allocated_milli",
+                    "Thousandths of GPUs held by bound or running tasks.",
+                )
+                .expect("valid"),
+            ),
+            registry: r,
+        }
+    }
+
+    pub fn observe_command(&self, command: &str, ok: bool, took: Duration) {
+        let result = if ok { "ok" } else { "error" };
+        self.commands.with_label_values(&[command, result]).inc();
+        self.command_seconds
+            .with_label_values(&[command])
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn observe_raft(&self, st: &RaftStatus) {
+        self.raft_term.set(st.term as i64);
+        self.raft_commit.set(st.commit as i64);
+        self.raft_applied.set(st.applied as i64);
+        self.raft_leader.set(i64::from(st.is_leader()));
+    }
+
+    /// Refresh the object gauges from the state.
+    pub fn observe_state(&self, s: &State) {
+        for p in [
+            JobPhase::Pending,
+            JobPhase::Running,
+            JobPhase::Succeeded,
+            JobPhase::Failed,
+            JobPhase::Cancelled,
+        ] {
+            let n = s.jobs.values().filter(|j| j.status.phase == p).count();
+            self.jobs.with_label_values(&[&p.to_string()]).set(n as i64);
+        }
+        for p in [NodePhase::Ready, NodePhase::Lost] {
+            let n = s.nodes.values().filter(|x| x.status.phase == p).count();
+            self.nodes
+                .with_label_values(&[&p.to_string()])
+                .set(n as i64);
+        }
+        let ready = s
+            .nodes
+            .values()
+            .filter(|n| n.status.phase == NodePhase::Ready);
+        self.gpus
+            .set(ready.map(|n| n.status.gpus.len() as i64).sum());
+        let alloc: u64 = s
+            .nodes
+            .keys()
+            .map(|n| {
+                s.usage(n)
+                    .gpu_milli
+                    .values()
+                    .map(|m| u64::from(*m))
+                    .sum::<u64>()
+            })
+            .sum();
+        self.gpus_allocated_milli.set(alloc as i64);
+    }
+}

@@ -1,0 +1,511 @@
+//! The Raft driver: one thread owns the `raft::RawNode` and runs the loop
+//! raft-rs prescribes (tick/step/propose → `ready()` → send messages →
+//! apply committed entries → persist entries and hard state → send
+//! persisted messages → `advance()`).
+//!
+//! ```text
+//!  async callers ──Propose(Envelope)──► driver thread ──► RawNode
+//!        ▲                                   │ ready
+//!        │ reply after commit + apply        ▼
+//!        └──────────────────────────── State::apply ──► RocksDB (state cf)
+//!                                           │
+//!                              version watch (wakes controllers, watchers)
+//! ```
+//!
+//! Proposals that arrive together are proposed together and persisted in
+//! one synced write, so throughput does not cost one fsync per command.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use protobuf::Message as _;
+use raft::prelude::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
+use raft::{Config, RawNode, StateRole};
+use tokio::sync::{oneshot, watch};
+
+use crate::metrics::Metrics;
+use crate::state::{Applied, ApplyError, Envelope, ObjKey, State};
+use crate::storage::{RaftStorage, StoreError};
+
+/// Why a proposal did not take effect.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProposeError {
+    #[error("this scheduler replica is not the leader (leader: {leader:?}); retry")]
+    NotLeader { leader: Option<u64> },
+    #[error(transparent)]
+    Rejected(#[from] ApplyError),
+    #[error("the proposal was not committed within {0:?}; it may or may not take effect")]
+    Timeout(Duration),
+    #[error("the scheduler is shutting down")]
+    Shutdown,
+    #[error("storage failure: {0}")]
+    Storage(String),
+}
+
+/// Raft status of this replica, for `gpuctl cluster status` and metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RaftStatus {
+    pub id: u64,
+    pub leader_id: u64,
+    pub term: u64,
+    pub commit: u64,
+    pub applied: u64,
+    pub role: String,
+    pub voters: Vec<u64>,
+}
+
+impl RaftStatus {
+    pub fn is_leader(&self) -> bool {
+        self.role == "Leader"
+    }
+}
+
+type Reply = oneshot::Sender<Result<Applied, ProposeError>>;
+
+enum Msg {
+    Propose { env: Box<Envelope>, reply: Reply },
+    Shutdown,
+}
+
+/// State shared between the driver thread and the async world.
+pub struct Shared {
+    pub state: RwLock<State>,
+    pub status: Mutex<RaftStatus>,
+    /// Bumped to the applied index after every applied batch.
+    pub version: watch::Sender<u64>,
+    pub metrics: Metrics,
+}
+
+impl Shared {
+    pub fn status(&self) -> RaftStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Handle to the driver; cheap to clone.
+#[derive(Clone)]
+pub struct RaftHandle {
+    tx: Sender<Msg>,
+    pub shared: Arc<Shared>,
+    propose_timeout: Duration,
+}
+
+/// Settings of the driver.
+#[derive(Debug, Clone)]
+pub struct RaftOptions {
+    pub id: u64,
+    pub tick: Duration,
+    /// Keep at most this many applied entries in the log before compacting.
+    pub compact_after: u64,
+    /// How long a caller waits for its proposal to be applied.
+    pub propose_timeout: Duration,
+}
+
+impl Default for RaftOptions {
+    fn default() -> Self {
+        RaftOptions {
+            id: 1,
+            tick: Duration::from_millis(100),
+            compact_after: 10_000,
+            propose_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RaftHandle {
+    /// Propose a command and wait until it is committed and applied.
+    pub async fn propose(&self, env: Envelope) -> Result<Applied, ProposeError> {
+        let (tx, rx) = oneshot::channel();
+        let name = env.cmd.name();
+        let start = Instant::now();
+        self.tx
+            .send(Msg::Propose {
+                env: Box::new(env),
+                reply: tx,
+            })
+            .map_err(|_| ProposeError::Shutdown)?;
+        let timeout = self.propose_timeout;
+        let res = match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(ProposeError::Shutdown),
+            Err(_) => Err(ProposeError::Timeout(timeout)),
+        };
+        let m = &self.shared.metrics;
+        m.observe_command(name, res.is_ok(), start.elapsed());
+        res
+    }
+
+    /// Stop the driver after it has persisted what it has.
+    pub fn shutdown(&self) {
+        let _ = self.tx.send(Msg::Shutdown);
+    }
+}
+
+/// A slog drain that forwards raft-rs's log lines to `tracing`.
+struct TracingDrain;
+
+impl slog::Drain for TracingDrain {
+    type Ok = ();
+    type Err = slog::Never;
+    fn log(
+        &self,
+        record: &slog::Record<'_>,
+        _values: &slog::OwnedKVList,
+    ) -> Result<(), slog::Never> {
+        match record.level() {
+            slog::Level::Critical | slog::Level::Error => {
+                tracing::error!(target: "raft", "{}", record.msg())
+            }
+            slog::Level::Warning => tracing::warn!(target: "raft", "{}", record.msg()),
+            slog::Level::Info => tracing::info!(target: "raft", "{}", record.msg()),
+            _ => tracing::debug!(target: "raft", "{}", record.msg()),
+        }
+        Ok(())
+    }
+}
+
+/// Start the driver thread over opened storage.
+pub fn start(
+    opts: RaftOptions,
+    storage: RaftStorage,
+    state: State,
+    applied: u64,
+    metrics: Metrics,
+) -> Result<(RaftHandle, std::thread::JoinHandle<()>), StoreError> {
+    if !storage.is_initialized() {
+        storage.initialize(&[opts.id])?;
+    }
+    let (version, _) = watch::channel(applied);
+    let shared = Arc::new(Shared {
+        state: RwLock::new(state),
+        status: Mutex::new(RaftStatus {
+            id: opts.id,
+            applied,
+            ..Default::default()
+        }),
+        version,
+        metrics,
+    });
+    let cfg = Config {
+        id: opts.id,
+        election_tick: 10,
+        heartbeat_tick: 2,
+        applied,
+        pre_vote: true,
+        check_quorum: true,
+        max_size_per_msg: 1 << 20,
+        max_inflight_msgs: 256,
+        ..Default::default()
+    };
+    let logger = slog::Logger::root(TracingDrain, slog::o!("raft_id" => opts.id));
+    let node = RawNode::new(&cfg, storage.clone(), &logger).map_err(|e| StoreError::Corrupt {
+        what: "raft state".into(),
+        detail: e.to_string(),
+    })?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = RaftHandle {
+        tx,
+        shared: shared.clone(),
+        propose_timeout: opts.propose_timeout,
+    };
+    let mut driver = Driver {
+        node,
+        storage,
+        shared,
+        opts,
+        pending: HashMap::new(),
+        next_id: 0,
+        incarnation: incarnation(),
+        applied,
+        last_compact_check: applied,
+    };
+    let thread = std::thread::Builder::new()
+        .name("raft".into())
+        .spawn(move || driver.run(rx))
+        .map_err(|e| StoreError::Corrupt {
+            what: "raft thread".into(),
+            detail: e.to_string(),
+        })?;
+    Ok((handle, thread))
+}
+
+/// Distinguishes this process's proposal ids from those of an earlier run
+/// whose entries may still be replayed.
+fn incarnation() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    t ^ u64::from(std::process::id()).rotate_left(32)
+}
+
+struct Driver {
+    node: RawNode<RaftStorage>,
+    storage: RaftStorage,
+    shared: Arc<Shared>,
+    opts: RaftOptions,
+    /// Proposals of this process waiting for apply, by id.
+    pending: HashMap<u64, Reply>,
+    next_id: u64,
+    incarnation: u64,
+    applied: u64,
+    last_compact_check: u64,
+}
+
+impl Driver {
+    fn run(&mut self, rx: Receiver<Msg>) {
+        let single_voter = self.storage.conf_state().voters == vec![self.opts.id];
+        if single_voter {
+            // No one to wait for: become leader at once instead of after an election timeout.
+            let _ = self.node.campaign();
+        }
+        let mut next_tick = Instant::now() + self.opts.tick;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            let first = match rx.recv_timeout(wait) {
+                Ok(m) => Some(m),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut stop = false;
+            if let Some(m) = first {
+                stop |= self.handle(m);
+                // Batch whatever else is already queued.
+                for _ in 0..4096 {
+                    match rx.try_recv() {
+                        Ok(m) => stop |= self.handle(m),
+                        Err(_) => break,
+                    }
+                }
+            }
+            if Instant::now() >= next_tick {
+                self.node.tick();
+                next_tick = Instant::now() + self.opts.tick;
+            }
+            if let Err(e) = self.on_ready() {
+                tracing::error!("raft storage failed, stopping the replica: {e}");
+                self.fail_all(ProposeError::Storage(e.to_string()));
+                break;
+            }
+            if stop {
+                break;
+            }
+        }
+        self.fail_all(ProposeError::Shutdown);
+    }
+
+    /// Returns true on shutdown.
+    fn handle(&mut self, m: Msg) -> bool {
+        match m {
+            Msg::Shutdown => true,
+            Msg::Propose { env, reply } => {
+                if self.node.raft.state != StateRole::Leader {
+                    let leader = Some(self.node.raft.leader_id).filter(|l| *l != 0);
+                    let _ = reply.send(Err(ProposeError::NotLeader { leader }));
+                    return false;
+                }
+                let data = match serde_json::to_vec(&*env) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        let _ = reply
+                            .send(Err(ProposeError::Storage(format!("encoding command: {e}"))));
+                        return false;
+                    }
+                };
+                self.next_id += 1;
+                let id = self.next_id;
+                let mut ctx = self.incarnation.to_be_bytes().to_vec();
+                ctx.extend_from_slice(&id.to_be_bytes());
+                match self.node.propose(ctx, data) {
+                    Ok(()) => {
+                        self.pending.insert(id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(ProposeError::NotLeader { leader: None }));
+                        tracing::debug!("proposal dropped: {e}");
+                    }
+                }
+                false
+            }
+        }
+    }
+
+    fn fail_all(&mut self, err: ProposeError) {
+        for (_, r) in self.pending.drain() {
+            let _ = r.send(Err(err.clone()));
+        }
+    }
+
+    fn send_messages(&mut self, msgs: Vec<Message>) {
+        // Peer transport arrives with replication; a single voter sends none.
+        for m in msgs {
+            tracing::debug!(
+                "dropping raft message to {} (no transport configured)",
+                m.to
+            );
+        }
+    }
+
+    fn on_ready(&mut self) -> Result<(), StoreError> {
+        if !self.node.has_ready() {
+            return Ok(());
+        }
+        let mut ready = self.node.ready();
+        if let Some(ss) = ready.ss() {
+            if ss.raft_state != StateRole::Leader && !self.pending.is_empty() {
+                let leader = Some(ss.leader_id).filter(|l| *l != 0);
+                self.fail_all(ProposeError::NotLeader { leader });
+            }
+        }
+        if !ready.messages().is_empty() {
+            let msgs = ready.take_messages();
+            self.send_messages(msgs);
+        }
+        if !ready.snapshot().is_empty() {
+            tracing::warn!(
+                "received a snapshot; snapshots are not supported by a single-voter cluster"
+            );
+        }
+        let committed = ready.take_committed_entries();
+        self.apply_entries(committed, None)?;
+        let hs = ready.hs().cloned();
+        if !ready.entries().is_empty() || hs.is_some() {
+            self.storage
+                .append(ready.entries(), hs.as_ref(), ready.must_sync())?;
+        }
+        if !ready.persisted_messages().is_empty() {
+            let msgs = ready.take_persisted_messages();
+            self.send_messages(msgs);
+        }
+        let mut light = self.node.advance(ready);
+        let commit = light.commit_index();
+        let msgs = light.take_messages();
+        self.send_messages(msgs);
+        let committed = light.take_committed_entries();
+        self.apply_entries(committed, commit)?;
+        self.node.advance_apply();
+        self.publish_status();
+        self.maybe_compact()?;
+        Ok(())
+    }
+
+    fn apply_entries(
+        &mut self,
+        entries: Vec<Entry>,
+        commit: Option<u64>,
+    ) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            if let Some(c) = commit {
+                self.storage.persist_applied(self.applied, Some(c), &[])?;
+            }
+            return Ok(());
+        }
+        let mut replies = Vec::new();
+        let dirty: Vec<(ObjKey, Option<Vec<u8>>)>;
+        {
+            let shared = self.shared.clone();
+            let mut state = shared.state.write().unwrap_or_else(|p| p.into_inner());
+            for e in &entries {
+                self.applied = e.index;
+                match e.get_entry_type() {
+                    EntryType::EntryNormal => {
+                        if e.data.is_empty() {
+                            continue; // a new leader's empty entry
+                        }
+                        let result = match serde_json::from_slice::<Envelope>(&e.data) {
+                            Ok(env) => state.apply(e.index, &env).map_err(ProposeError::from),
+                            Err(err) => {
+                                // Never fails for entries this build wrote; an
+                                // entry from an incompatible build is skipped
+                                // the same way on every replica.
+                                tracing::error!(
+                                    "skipping undecodable log entry {}: {err}",
+                                    e.index
+                                );
+                                Err(ProposeError::Storage(format!("undecodable entry: {err}")))
+                            }
+                        };
+                        if let Some(reply) = self.take_reply(&e.context) {
+                            replies.push((reply, result));
+                        }
+                    }
+                    EntryType::EntryConfChange => {
+                        let mut cc = ConfChange::default();
+                        if cc.merge_from_bytes(&e.data).is_ok() {
+                            if let Ok(cs) = self.node.apply_conf_change(&cc) {
+                                self.storage.set_conf_state(cs)?;
+                            }
+                        }
+                    }
+                    EntryType::EntryConfChangeV2 => {
+                        let mut cc = ConfChangeV2::default();
+                        if cc.merge_from_bytes(&e.data).is_ok() {
+                            if let Ok(cs) = self.node.apply_conf_change(&cc) {
+                                self.storage.set_conf_state(cs)?;
+                            }
+                        }
+                    }
+                }
+            }
+            dirty = state
+                .take_dirty()
+                .into_iter()
+                .map(|k| {
+                    let v = state.object_json(&k);
+                    (k, v)
+                })
+                .collect();
+        }
+        self.storage.persist_applied(self.applied, commit, &dirty)?;
+        self.shared.version.send_replace(self.applied);
+        for (reply, result) in replies {
+            let _ = reply.send(result);
+        }
+        Ok(())
+    }
+
+    fn take_reply(&mut self, ctx: &[u8]) -> Option<Reply> {
+        if ctx.len() != 16 || ctx[..8] != self.incarnation.to_be_bytes() {
+            return None;
+        }
+        let id = u64::from_be_bytes(ctx[8..].try_into().ok()?);
+        self.pending.remove(&id)
+    }
+
+    fn publish_status(&mut self) {
+        let r = &self.node.raft;
+        let st = RaftStatus {
+            id: r.id,
+            leader_id: r.leader_id,
+            term: r.term,
+            commit: r.raft_log.committed,
+            applied: self.applied,
+            role: format!("{:?}", r.state),
+            voters: self.storage.conf_state().voters,
+        };
+        self.shared.metrics.observe_raft(&st);
+        *self.shared.status.lock().unwrap_or_else(|p| p.into_inner()) = st;
+    }
+
+    fn maybe_compact(&mut self) -> Result<(), StoreError> {
+        if self.applied < self.last_compact_check + self.opts.compact_after {
+            return Ok(());
+        }
+        self.last_compact_check = self.applied;
+        // Keep the newest `compact_after / 2` applied entries for slow readers.
+        let keep = self.opts.compact_after / 2;
+        if self.storage.log_len() as u64 > keep {
+            self.storage
+                .compact(self.applied.saturating_sub(keep).max(1))?;
+        }
+        Ok(())
+    }
+}

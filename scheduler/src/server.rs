@@ -1,0 +1,146 @@
+//! Wires the parts of one scheduler replica together. Takes its listeners
+//! and its shutdown signal from outside, so tests run it on `127.0.0.1:0`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gpuctl_proto::v1::control_server::ControlServer;
+use gpuctl_proto::v1::node_service_server::NodeServiceServer;
+use tokio::net::TcpListener;
+
+use crate::controller::{self, ControllerOptions};
+use crate::metrics::Metrics;
+use crate::raft_node::{self, RaftHandle, RaftOptions};
+use crate::service::{Api, Heartbeats, ServiceOptions};
+use crate::state::State;
+use crate::storage::RaftStorage;
+
+/// Everything a replica needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub id: u64,
+    pub data_dir: PathBuf,
+    pub raft: RaftOptions,
+    pub service: ServiceOptions,
+    pub controller: ControllerOptions,
+}
+
+/// A started replica; [`Server::wait_leader`] tells when it accepts writes.
+pub struct Server {
+    pub raft: RaftHandle,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    raft_thread: Option<std::thread::JoinHandle<()>>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Server {
+    /// Open storage, start Raft, the controllers and both servers.
+    pub async fn start(
+        cfg: Config,
+        grpc: TcpListener,
+        metrics_listener: TcpListener,
+    ) -> anyhow::Result<Server> {
+        let (storage, rec) = RaftStorage::open(&cfg.data_dir)?;
+        tracing::info!(
+            "recovered {} job(s), {} node(s), applied index {} from {}",
+            rec.jobs.len(),
+            rec.nodes.len(),
+            rec.applied,
+            cfg.data_dir.display()
+        );
+        let state = State::from_objects(rec.jobs, rec.nodes);
+        let metrics = Metrics::new();
+        let mut ropts = cfg.raft.clone();
+        ropts.id = cfg.id;
+        let (raft, thread) = raft_node::start(ropts, storage, state, rec.applied, metrics.clone())?;
+        let heartbeats = Arc::new(Heartbeats::default());
+        let api = Api {
+            raft: raft.clone(),
+            heartbeats: heartbeats.clone(),
+            opts: cfg.service.clone(),
+        };
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let mut tasks = Vec::new();
+
+        let mut s = stop_rx.clone();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
+        let router = tonic::transport::Server::builder()
+            .add_service(ControlServer::new(api.clone()))
+            .add_service(NodeServiceServer::new(api));
+        tasks.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = s.changed().await;
+            };
+            if let Err(e) = router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+            {
+                tracing::error!("gRPC server failed: {e}");
+            }
+        }));
+
+        let mut s = stop_rx.clone();
+        let r2 = raft.clone();
+        let health: gpuctl_common::httpd::HealthCheck = Arc::new(move || {
+            let st = r2.shared.status();
+            if st.leader_id == 0 {
+                Err(format!(
+                    "replica {} has no leader (term {})",
+                    st.id, st.term
+                ))
+            } else {
+                Ok(())
+            }
+        });
+        let registry = metrics.registry.clone();
+        tasks.push(tokio::spawn(async move {
+            gpuctl_common::httpd::serve(metrics_listener, registry, health, async move {
+                let _ = s.changed().await;
+            })
+            .await;
+        }));
+
+        tasks.push(tokio::spawn(controller::run(
+            raft.clone(),
+            heartbeats,
+            cfg.controller.clone(),
+            stop_rx,
+        )));
+        Ok(Server {
+            raft,
+            tasks,
+            raft_thread: Some(thread),
+            stop,
+        })
+    }
+
+    /// Wait until this replica knows a leader (bounded).
+    pub async fn wait_leader(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut v = self.raft.shared.version.subscribe();
+        loop {
+            if self.raft.shared.status().leader_id != 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, v.changed())
+                .await
+                .is_err()
+            {
+                return self.raft.shared.status().leader_id != 0;
+            }
+        }
+    }
+
+    /// Stop serving, let Raft persist what it holds, and join everything.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        self.raft.shutdown();
+        if let Some(t) = self.raft_thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+}

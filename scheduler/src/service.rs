@@ -1,0 +1,497 @@
+//! The gRPC shell: `Control` (for the CLI) and `NodeService` (for node
+//! daemons). Handlers validate, turn requests into [`Command`]s, propose
+//! them through Raft and answer once they are applied. Reads come from the
+//! local state machine.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gpuctl_common::api::{self, Job, Manifest, NodePhase, TaskPhase};
+use gpuctl_proto::v1 as pb;
+use gpuctl_proto::v1::control_server::Control;
+use gpuctl_proto::v1::node_service_server::NodeService;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::placement;
+use crate::raft_node::{ProposeError, RaftHandle};
+use crate::state::{Applied, ApplyError, Command, Envelope, NodeRegistration, State, TaskReport};
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Last heartbeat seen from each node, on this replica (leader-local soft
+/// state: a new leader gives every node a fresh grace period).
+#[derive(Default)]
+pub struct Heartbeats {
+    seen: Mutex<HashMap<String, Instant>>,
+}
+
+impl Heartbeats {
+    pub fn beat(&self, node: &str, now: Instant) {
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node.to_string(), now);
+    }
+
+    /// When the node was last heard from; first asked, it counts as heard now.
+    pub fn last_seen(&self, node: &str, now: Instant) -> Instant {
+        *self
+            .seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(node.to_string())
+            .or_insert(now)
+    }
+
+    /// Forget everything (on gaining leadership: everyone gets a grace period).
+    pub fn reset(&self) {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+/// Settings the services need.
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    /// Interval node daemons are told to heartbeat at.
+    pub heartbeat_interval: Duration,
+    /// Longest server-side wait of one `Wait` call.
+    pub max_wait: Duration,
+}
+
+impl Default for ServiceOptions {
+    fn default() -> Self {
+        ServiceOptions {
+            heartbeat_interval: Duration::from_secs(1),
+            max_wait: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Implements both gRPC services over one Raft handle.
+#[derive(Clone)]
+pub struct Api {
+    pub raft: RaftHandle,
+    pub heartbeats: Arc<Heartbeats>,
+    pub opts: ServiceOptions,
+}
+
+fn to_status(e: ProposeError) -> Status {
+    match e {
+        ProposeError::NotLeader { .. } | ProposeError::Shutdown => {
+            Status::unavailable(e.to_string())
+        }
+        ProposeError::Timeout(_) => Status::deadline_exceeded(e.to_string()),
+        ProposeError::Storage(_) => Status::internal(e.to_string()),
+        ProposeError::Rejected(a) => match a {
+            ApplyError::AlreadyExists { .. } => Status::already_exists(a.to_string()),
+            ApplyError::NotFound { .. } => Status::not_found(a.to_string()),
+            ApplyError::Invalid(_) => Status::invalid_argument(a.to_string()),
+            ApplyError::FailedPrecondition(_) | ApplyError::StaleBinding { .. } => {
+                Status::failed_precondition(a.to_string())
+            }
+        },
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String, Status> {
+    serde_json::to_string(v).map_err(|e| Status::internal(format!("encoding object: {e}")))
+}
+
+/// Normalise `jobs`, `job`, `node`, `no` … to `job` / `node`.
+fn kind_of(kind: &str) -> Result<&'static str, Status> {
+    match kind.to_ascii_lowercase().as_str() {
+        "job" | "jobs" => Ok("job"),
+        "node" | "nodes" | "no" => Ok("node"),
+        other => Err(Status::invalid_argument(format!(
+            "unknown kind {other:?}: this server knows jobs and nodes"
+        ))),
+    }
+}
+
+impl Api {
+    async fn propose(&self, cmd: Command) -> Result<Applied, Status> {
+        let env = Envelope {
+            now_ms: gpuctl_common::now_ms(),
+            cmd,
+        };
+        self.raft.propose(env).await.map_err(to_status)
+    }
+
+    fn state(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.raft.shared.read()
+    }
+
+    fn job_reply(applied: Applied) -> Result<String, Status> {
+        match applied {
+            Applied::Job(j) => json(&*j),
+            Applied::Node(n) => json(&*n),
+            _ => Ok(String::new()),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Control for Api {
+    async fn apply(
+        &self,
+        req: Request<pb::ApplyRequest>,
+    ) -> Result<Response<pb::ApplyResponse>, Status> {
+        let req = req.into_inner();
+        let source = if req.source.is_empty() {
+            "<api>".to_string()
+        } else {
+            req.source.clone()
+        };
+        let manifest = api::parse_manifest_json(&source, &req.object_json)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let Manifest::Job(job) = manifest;
+        {
+            let st = self.state();
+            if st.jobs.contains_key(&job.metadata.name) {
+                return Err(Status::already_exists(format!(
+                    "{source}: job {:?} already exists; pick another metadata.name or cancel the old one",
+                    job.metadata.name
+                )));
+            }
+            let nodes: Vec<&api::Node> = st.nodes.values().collect();
+            if let Some(why) = placement::infeasible(&nodes, &job) {
+                return Err(Status::invalid_argument(format!(
+                    "{source}: job {:?}: {why}",
+                    job.metadata.name
+                )));
+            }
+        }
+        let applied = self
+            .propose(Command::SubmitJob { job: Box::new(job) })
+            .await?;
+        Ok(Response::new(pb::ApplyResponse {
+            object_json: Self::job_reply(applied)?,
+        }))
+    }
+
+    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        let req = req.into_inner();
+        let kind = kind_of(&req.kind)?;
+        let st = self.state();
+        let objects_json = match (kind, req.name.is_empty()) {
+            ("job", true) => {
+                let mut jobs: Vec<&Job> = st.jobs.values().collect();
+                jobs.sort_by_key(|j| j.metadata.uid);
+                jobs.into_iter().map(json).collect::<Result<_, _>>()?
+            }
+            ("job", false) => {
+                vec![json(st.jobs.get(&req.name).ok_or_else(|| {
+                    Status::not_found(format!("job {:?} not found", req.name))
+                })?)?]
+            }
+            (_, true) => st.nodes.values().map(json).collect::<Result<_, _>>()?,
+            (_, false) => vec![json(st.nodes.get(&req.name).ok_or_else(|| {
+                Status::not_found(format!("node {:?} not found", req.name))
+            })?)?],
+        };
+        Ok(Response::new(pb::GetResponse { objects_json }))
+    }
+
+    async fn cancel(
+        &self,
+        req: Request<pb::CancelRequest>,
+    ) -> Result<Response<pb::CancelResponse>, Status> {
+        let req = req.into_inner();
+        if kind_of(if req.kind.is_empty() {
+            "job"
+        } else {
+            &req.kind
+        })? != "job"
+        {
+            return Err(Status::invalid_argument("only jobs can be cancelled"));
+        }
+        let applied = self.propose(Command::CancelJob { name: req.name }).await?;
+        Ok(Response::new(pb::CancelResponse {
+            object_json: Self::job_reply(applied)?,
+        }))
+    }
+
+    async fn cordon(
+        &self,
+        req: Request<pb::CordonRequest>,
+    ) -> Result<Response<pb::CordonResponse>, Status> {
+        let req = req.into_inner();
+        let applied = self
+            .propose(Command::Cordon {
+                node: req.node,
+                unschedulable: req.cordon,
+            })
+            .await?;
+        Ok(Response::new(pb::CordonResponse {
+            object_json: Self::job_reply(applied)?,
+        }))
+    }
+
+    async fn wait(
+        &self,
+        req: Request<pb::WaitRequest>,
+    ) -> Result<Response<pb::WaitResponse>, Status> {
+        let req = req.into_inner();
+        let limit = if req.timeout_ms == 0 {
+            self.opts.max_wait
+        } else {
+            Duration::from_millis(req.timeout_ms).min(self.opts.max_wait)
+        };
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut version = self.raft.shared.version.subscribe();
+        loop {
+            let (phase, obj) = {
+                let st = self.state();
+                let j = st
+                    .jobs
+                    .get(&req.name)
+                    .ok_or_else(|| Status::not_found(format!("job {:?} not found", req.name)))?;
+                (j.status.phase, json(j)?)
+            };
+            if phase.is_terminal() {
+                return Ok(Response::new(pb::WaitResponse {
+                    finished: true,
+                    phase: phase.to_string(),
+                    object_json: obj,
+                }));
+            }
+            let changed = tokio::time::timeout_at(deadline, version.changed()).await;
+            if !matches!(changed, Ok(Ok(()))) {
+                return Ok(Response::new(pb::WaitResponse {
+                    finished: false,
+                    phase: phase.to_string(),
+                    object_json: obj,
+                }));
+            }
+        }
+    }
+
+    type LogsStream = BoxStream<pb::LogChunk>;
+
+    async fn logs(
+        &self,
+        req: Request<pb::LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        let req = req.into_inner();
+        let (endpoint, attempt) = {
+            let st = self.state();
+            let j = st
+                .jobs
+                .get(&req.job)
+                .ok_or_else(|| Status::not_found(format!("job {:?} not found", req.job)))?;
+            let t = j.status.tasks.get(req.task_index as usize).ok_or_else(|| {
+                Status::not_found(format!(
+                    "job {:?} has {} task(s); there is no task {}",
+                    req.job,
+                    j.status.tasks.len(),
+                    req.task_index
+                ))
+            })?;
+            let node = t.node.as_ref().ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "task {} of job {:?} has not been placed yet (phase {}); try again once it runs",
+                    req.task_index, req.job, t.phase
+                ))
+            })?;
+            let n = st
+                .nodes
+                .get(node)
+                .ok_or_else(|| Status::not_found(format!("node {node:?} not found")))?;
+            (n.status.agent_endpoint.clone(), j.status.attempt)
+        };
+        let mut client =
+            gpuctl_proto::v1::node_agent_client::NodeAgentClient::connect(endpoint.clone())
+                .await
+                .map_err(|e| {
+                    Status::unavailable(format!("cannot reach the node daemon at {endpoint}: {e}"))
+                })?;
+        let stream = client
+            .read_logs(pb::ReadLogsRequest {
+                job: req.job,
+                task_index: req.task_index,
+                attempt,
+                follow: req.follow,
+            })
+            .await?
+            .into_inner();
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn cluster_status(
+        &self,
+        _req: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        let s = self.raft.shared.status();
+        Ok(Response::new(pb::ClusterStatusResponse {
+            id: s.id,
+            leader_id: s.leader_id,
+            term: s.term,
+            commit_index: s.commit,
+            applied_index: s.applied,
+            role: s.role,
+            voters: s.voters,
+        }))
+    }
+}
+
+/// The tasks `node` should run, as the node daemon sees them.
+pub fn assignments_for(st: &State, node: &str, version: u64) -> pb::Assignments {
+    let mut tasks = Vec::new();
+    for (job, t) in st.tasks_on_node(node) {
+        let Some(spec) = job.task_spec(t.index) else {
+            continue;
+        };
+        let master = job
+            .status
+            .tasks
+            .first()
+            .and_then(|t0| t0.node.as_ref())
+            .and_then(|n| st.nodes.get(n))
+            .map(|n| n.status.address.clone())
+            .unwrap_or_default();
+        tasks.push(pb::TaskAssignment {
+            job: job.metadata.name.clone(),
+            task_index: t.index,
+            attempt: job.status.attempt,
+            task_group: t.group.clone(),
+            command: spec.command.clone(),
+            env: spec.env.clone().into_iter().collect(),
+            working_dir: spec.working_dir.clone().unwrap_or_default(),
+            gpu_indices: t.gpus.iter().map(|g| g.index).collect(),
+            gpu_uuids: t.gpus.iter().map(|g| g.uuid.clone()).collect(),
+            phase: t.phase.to_string(),
+            world_size: job.task_count(),
+            rank: t.index,
+            local_rank: t.local_rank,
+            master_addr: master,
+            master_port: job.status.master_port,
+            job_tasks: job.task_count(),
+        });
+    }
+    tasks.sort_by(|a, b| (&a.job, a.task_index).cmp(&(&b.job, b.task_index)));
+    pb::Assignments { version, tasks }
+}
+
+fn parse_phase(p: &str) -> Result<TaskPhase, Status> {
+    match p {
+        "Running" => Ok(TaskPhase::Running),
+        "Succeeded" => Ok(TaskPhase::Succeeded),
+        "Failed" => Ok(TaskPhase::Failed),
+        other => Err(Status::invalid_argument(format!(
+            "phase {other:?}: a node reports Running, Succeeded or Failed"
+        ))),
+    }
+}
+
+#[tonic::async_trait]
+impl NodeService for Api {
+    async fn register(
+        &self,
+        req: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let r = req.into_inner();
+        api::validate_name("name", &r.name)
+            .map_err(|e| Status::invalid_argument(format!("node {e}")))?;
+        let reg = NodeRegistration {
+            name: r.name.clone(),
+            address: r.address,
+            agent_endpoint: r.agent_endpoint,
+            inventory: r.inventory,
+            cpu_milli: r.cpu_milli,
+            memory_bytes: r.memory_bytes,
+            gpus: r
+                .gpus
+                .into_iter()
+                .map(|g| api::Gpu {
+                    uuid: g.uuid,
+                    index: g.index,
+                    model: g.model,
+                    memory_bytes: g.memory_bytes,
+                    nvlink_domain: g.nvlink_domain,
+                    healthy: g.healthy,
+                })
+                .collect(),
+            labels: r.labels.into_iter().collect(),
+        };
+        self.propose(Command::RegisterNode { reg }).await?;
+        self.heartbeats.beat(&r.name, Instant::now());
+        Ok(Response::new(pb::RegisterResponse {
+            heartbeat_interval_ms: self.opts.heartbeat_interval.as_millis() as u64,
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let r = req.into_inner();
+        let known = self
+            .state()
+            .nodes
+            .get(&r.name)
+            .map(|n| n.status.phase == NodePhase::Ready)
+            .unwrap_or(false);
+        if known {
+            self.heartbeats.beat(&r.name, Instant::now());
+        }
+        Ok(Response::new(pb::HeartbeatResponse { reregister: !known }))
+    }
+
+    type WatchAssignmentsStream = BoxStream<pb::Assignments>;
+
+    async fn watch_assignments(
+        &self,
+        req: Request<pb::WatchAssignmentsRequest>,
+    ) -> Result<Response<Self::WatchAssignmentsStream>, Status> {
+        let node = req.into_inner().node;
+        let mut version = self.raft.shared.version.subscribe();
+        let shared = self.raft.shared.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut last: Option<Vec<pb::TaskAssignment>> = None;
+            loop {
+                let v = *version.borrow_and_update();
+                let a = assignments_for(&shared.read(), &node, v);
+                if last.as_ref() != Some(&a.tasks) {
+                    last = Some(a.tasks.clone());
+                    if tx.send(Ok(a)).await.is_err() {
+                        return; // the node hung up
+                    }
+                }
+                tokio::select! {
+                    r = version.changed() => if r.is_err() { return },
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn report_task(
+        &self,
+        req: Request<pb::ReportTaskRequest>,
+    ) -> Result<Response<pb::ReportTaskResponse>, Status> {
+        let r = req.into_inner();
+        let report = TaskReport {
+            node: r.node,
+            job: r.job,
+            index: r.task_index,
+            attempt: r.attempt,
+            phase: parse_phase(&r.phase)?,
+            exit_code: if r.phase == "Running" {
+                None
+            } else {
+                Some(r.exit_code)
+            },
+            message: Some(r.message).filter(|m| !m.is_empty()),
+            pid: Some(r.pid).filter(|p| *p != 0),
+        };
+        self.propose(Command::TaskReport { report }).await?;
+        Ok(Response::new(pb::ReportTaskResponse {}))
+    }
+}

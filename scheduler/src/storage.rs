@@ -1,0 +1,497 @@
+//! Durable storage for one scheduler replica, in one RocksDB database:
+//!
+//! | column family | key | value |
+//! |---|---|---|
+//! | `raft_log`  | entry index (u64 big-endian) | `eraftpb::Entry` (protobuf) |
+//! | `raft_meta` | `hard_state`, `conf_state`, `snapshot_meta` | protobuf |
+//! | `state`     | `applied`, `job/<name>`, `node/<name>` | u64 BE / JSON objects |
+//!
+//! Log entries and the hard state are written in one synced batch before
+//! anything that depends on them is acknowledged. Applied objects and the
+//! applied index are written together in one batch, so after a crash the
+//! state column family is exactly the state at `applied`, and Raft replays
+//! the committed entries after it.
+//!
+//! [`RaftStorage`] implements raft-rs's `Storage` trait over an in-memory
+//! mirror of the uncompacted log (reads never touch disk).
+
+use std::path::Path;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use gpuctl_common::api::{Job, Node};
+use protobuf::Message as _;
+use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
+use raft::{GetEntriesContext, RaftState, StorageError};
+use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+
+use crate::state::ObjKey;
+
+const CF_LOG: &str = "raft_log";
+const CF_META: &str = "raft_meta";
+const CF_STATE: &str = "state";
+const KEY_HARD_STATE: &[u8] = b"hard_state";
+const KEY_CONF_STATE: &[u8] = b"conf_state";
+const KEY_SNAPSHOT_META: &[u8] = b"snapshot_meta";
+const KEY_APPLIED: &[u8] = b"applied";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("RocksDB at {path}: {source}")]
+    Rocks {
+        path: String,
+        source: rocksdb::Error,
+    },
+    #[error("corrupt {what} in the scheduler's data folder: {detail}")]
+    Corrupt { what: String, detail: String },
+}
+
+/// What was stored when the replica last stopped.
+pub struct Recovered {
+    pub jobs: Vec<Job>,
+    pub nodes: Vec<Node>,
+    pub applied: u64,
+}
+
+struct Core {
+    db: Arc<DB>,
+    path: String,
+    hard_state: HardState,
+    conf_state: ConfState,
+    snapshot_meta: SnapshotMetadata,
+    /// entries[i].index == first_index + i
+    entries: Vec<Entry>,
+}
+
+/// raft-rs storage over RocksDB. Cheap to clone (shared core).
+#[derive(Clone)]
+pub struct RaftStorage {
+    core: Arc<RwLock<Core>>,
+}
+
+fn rocks(path: &str) -> impl Fn(rocksdb::Error) -> StoreError + '_ {
+    move |source| StoreError::Rocks {
+        path: path.to_string(),
+        source,
+    }
+}
+
+fn corrupt(what: &str, detail: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        what: what.to_string(),
+        detail: detail.to_string(),
+    }
+}
+
+impl RaftStorage {
+    /// Open (or create) the database in `dir` and load everything.
+    pub fn open(dir: &Path) -> Result<(RaftStorage, Recovered), StoreError> {
+        let path = dir.display().to_string();
+        std::fs::create_dir_all(dir).map_err(|e| corrupt("data folder", format!("{path}: {e}")))?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        let cfs =
+            [CF_LOG, CF_META, CF_STATE].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(rocks(&path))?;
+        let db = Arc::new(db);
+
+        let meta = db.cf_handle(CF_META).expect("created above");
+        let load = |key: &[u8]| db.get_cf(meta, key).map_err(rocks(&path));
+        let hard_state = match load(KEY_HARD_STATE)? {
+            Some(b) => HardState::parse_from_bytes(&b).map_err(|e| corrupt("hard state", e))?,
+            None => HardState::default(),
+        };
+        let conf_state = match load(KEY_CONF_STATE)? {
+            Some(b) => ConfState::parse_from_bytes(&b).map_err(|e| corrupt("conf state", e))?,
+            None => ConfState::default(),
+        };
+        let snapshot_meta = match load(KEY_SNAPSHOT_META)? {
+            Some(b) => SnapshotMetadata::parse_from_bytes(&b)
+                .map_err(|e| corrupt("snapshot metadata", e))?,
+            None => SnapshotMetadata::default(),
+        };
+
+        let log = db.cf_handle(CF_LOG).expect("created above");
+        let mut entries = Vec::new();
+        for item in db.iterator_cf(log, rocksdb::IteratorMode::Start) {
+            let (_, v) = item.map_err(rocks(&path))?;
+            let e = Entry::parse_from_bytes(&v).map_err(|e| corrupt("log entry", e))?;
+            if let Some(prev) = entries.last() {
+                let prev: &Entry = prev;
+                if e.index != prev.index + 1 {
+                    return Err(corrupt(
+                        "raft log",
+                        format!("gap after index {}", prev.index),
+                    ));
+                }
+            }
+            entries.push(e);
+        }
+
+        let state = db.cf_handle(CF_STATE).expect("created above");
+        let mut jobs = Vec::new();
+        let mut nodes = Vec::new();
+        let mut applied = 0;
+        for item in db.iterator_cf(state, rocksdb::IteratorMode::Start) {
+            let (k, v) = item.map_err(rocks(&path))?;
+            if &*k == KEY_APPLIED {
+                applied = u64::from_be_bytes(
+                    v.as_ref()
+                        .try_into()
+                        .map_err(|_| corrupt("applied index", "length"))?,
+                );
+            } else if k.starts_with(b"job/") {
+                jobs.push(serde_json::from_slice(&v).map_err(|e| corrupt("stored job", e))?);
+            } else if k.starts_with(b"node/") {
+                nodes.push(serde_json::from_slice(&v).map_err(|e| corrupt("stored node", e))?);
+            }
+        }
+        let core = Core {
+            db,
+            path,
+            hard_state,
+            conf_state,
+            snapshot_meta,
+            entries,
+        };
+        Ok((
+            RaftStorage {
+                core: Arc::new(RwLock::new(core)),
+            },
+            Recovered {
+                jobs,
+                nodes,
+                applied,
+            },
+        ))
+    }
+
+    fn rl(&self) -> RwLockReadGuard<'_, Core> {
+        self.core.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wl(&self) -> RwLockWriteGuard<'_, Core> {
+        self.core.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a configuration was ever stored (the replica was bootstrapped).
+    pub fn is_initialized(&self) -> bool {
+        let c = self.rl();
+        !c.conf_state.voters.is_empty() || !c.conf_state.learners.is_empty()
+    }
+
+    /// Bootstrap a brand-new replica with the initial voters.
+    pub fn initialize(&self, voters: &[u64]) -> Result<(), StoreError> {
+        let mut cs = ConfState::default();
+        cs.voters = voters.to_vec();
+        self.set_conf_state(cs)
+    }
+
+    pub fn set_conf_state(&self, cs: ConfState) -> Result<(), StoreError> {
+        let mut c = self.wl();
+        let bytes = cs.write_to_bytes().map_err(|e| corrupt("conf state", e))?;
+        let meta = c.db.cf_handle(CF_META).expect("exists");
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        let mut b = WriteBatch::default();
+        b.put_cf(meta, KEY_CONF_STATE, bytes);
+        c.db.write_opt(b, &wo).map_err(rocks(&c.path))?;
+        c.conf_state = cs;
+        Ok(())
+    }
+
+    pub fn conf_state(&self) -> ConfState {
+        self.rl().conf_state.clone()
+    }
+
+    pub fn hard_state(&self) -> HardState {
+        self.rl().hard_state.clone()
+    }
+
+    /// Append entries (replacing any conflicting suffix) and store the hard
+    /// state, in one batch; synced when `sync`.
+    pub fn append(
+        &self,
+        ents: &[Entry],
+        hs: Option<&HardState>,
+        sync: bool,
+    ) -> Result<(), StoreError> {
+        let mut c = self.wl();
+        let log = c.db.cf_handle(CF_LOG).expect("exists");
+        let meta = c.db.cf_handle(CF_META).expect("exists");
+        let mut b = WriteBatch::default();
+        if let Some(first) = ents.first() {
+            let first_index = c.first_index();
+            if first.index < first_index {
+                return Err(corrupt(
+                    "append",
+                    format!(
+                        "entry {} is before the log start {first_index}",
+                        first.index
+                    ),
+                ));
+            }
+            let last = c.last_index();
+            if first.index <= last {
+                // Drop the conflicting suffix [first.index, last].
+                b.delete_range_cf(log, first.index.to_be_bytes(), (last + 1).to_be_bytes());
+            }
+            for e in ents {
+                b.put_cf(
+                    log,
+                    e.index.to_be_bytes(),
+                    e.write_to_bytes().map_err(|e| corrupt("entry", e))?,
+                );
+            }
+        }
+        if let Some(hs) = hs {
+            b.put_cf(
+                meta,
+                KEY_HARD_STATE,
+                hs.write_to_bytes().map_err(|e| corrupt("hard state", e))?,
+            );
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(sync);
+        c.db.write_opt(b, &wo).map_err(rocks(&c.path))?;
+        if let Some(first) = ents.first() {
+            let offset = c.first_index();
+            c.entries.truncate((first.index - offset) as usize);
+            c.entries.extend_from_slice(ents);
+        }
+        if let Some(hs) = hs {
+            c.hard_state = hs.clone();
+        }
+        Ok(())
+    }
+
+    /// Store the objects changed by applying entries up to `applied`, the
+    /// applied index itself and the commit index, in one batch. Not synced:
+    /// the log is already durable and is replayed from the stored `applied`.
+    pub fn persist_applied(
+        &self,
+        applied: u64,
+        commit: Option<u64>,
+        objects: &[(ObjKey, Option<Vec<u8>>)],
+    ) -> Result<(), StoreError> {
+        let mut c = self.wl();
+        let state = c.db.cf_handle(CF_STATE).expect("exists");
+        let meta = c.db.cf_handle(CF_META).expect("exists");
+        let mut b = WriteBatch::default();
+        for (k, v) in objects {
+            match v {
+                Some(v) => b.put_cf(state, k.storage_key(), v),
+                None => b.delete_cf(state, k.storage_key()),
+            }
+        }
+        b.put_cf(state, KEY_APPLIED, applied.to_be_bytes());
+        let mut hs = c.hard_state.clone();
+        if let Some(commit) = commit {
+            if commit > hs.commit {
+                hs.commit = commit;
+                b.put_cf(
+                    meta,
+                    KEY_HARD_STATE,
+                    hs.write_to_bytes().map_err(|e| corrupt("hard state", e))?,
+                );
+            }
+        }
+        c.db.write(b).map_err(rocks(&c.path))?;
+        c.hard_state = hs;
+        Ok(())
+    }
+
+    /// Drop log entries before `index` (all of them applied and stored in
+    /// the state column family).
+    pub fn compact(&self, index: u64) -> Result<(), StoreError> {
+        let mut c = self.wl();
+        let first = c.first_index();
+        if index <= first || index > c.last_index() + 1 {
+            return Ok(());
+        }
+        let keep_from = (index - first) as usize;
+        let term = c.entries[keep_from - 1].term;
+        let mut meta = c.snapshot_meta.clone();
+        meta.index = index - 1;
+        meta.term = term;
+        meta.set_conf_state(c.conf_state.clone());
+        let log = c.db.cf_handle(CF_LOG).expect("exists");
+        let meta_cf = c.db.cf_handle(CF_META).expect("exists");
+        let mut b = WriteBatch::default();
+        b.delete_range_cf(log, first.to_be_bytes(), index.to_be_bytes());
+        b.put_cf(
+            meta_cf,
+            KEY_SNAPSHOT_META,
+            meta.write_to_bytes()
+                .map_err(|e| corrupt("snapshot metadata", e))?,
+        );
+        c.db.write(b).map_err(rocks(&c.path))?;
+        c.entries.drain(..keep_from);
+        c.snapshot_meta = meta;
+        Ok(())
+    }
+
+    /// Number of entries held in the log.
+    pub fn log_len(&self) -> usize {
+        self.rl().entries.len()
+    }
+}
+
+impl Core {
+    fn first_index(&self) -> u64 {
+        self.entries
+            .first()
+            .map(|e| e.index)
+            .unwrap_or(self.snapshot_meta.index + 1)
+    }
+    fn last_index(&self) -> u64 {
+        self.entries
+            .last()
+            .map(|e| e.index)
+            .unwrap_or(self.snapshot_meta.index)
+    }
+}
+
+impl raft::Storage for RaftStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        let c = self.rl();
+        Ok(RaftState::new(c.hard_state.clone(), c.conf_state.clone()))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        let c = self.rl();
+        if low < c.first_index() {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > c.last_index() + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let offset = c.first_index();
+        let mut ents = c.entries[(low - offset) as usize..(high - offset) as usize].to_vec();
+        if let Some(max) = max_size.into() {
+            let mut size = 0u64;
+            let mut keep = 0;
+            for e in &ents {
+                size += u64::from(e.compute_size());
+                if keep > 0 && size > max {
+                    break;
+                }
+                keep += 1;
+            }
+            ents.truncate(keep);
+        }
+        Ok(ents)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        let c = self.rl();
+        if idx == c.snapshot_meta.index {
+            return Ok(c.snapshot_meta.term);
+        }
+        let offset = c.first_index();
+        if idx < offset {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if idx > c.last_index() {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        Ok(c.entries[(idx - offset) as usize].term)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.rl().first_index())
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.rl().last_index())
+    }
+
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // Streaming the state machine to a lagging follower arrives with
+        // replication; a single voter never asks for a snapshot.
+        Err(raft::Error::Store(
+            StorageError::SnapshotTemporarilyUnavailable,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::Storage as _;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        let mut e = Entry::default();
+        e.index = index;
+        e.term = term;
+        e.data = format!("e{index}").into_bytes().into();
+        e
+    }
+
+    #[test]
+    fn log_hard_state_and_objects_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (s, rec) = RaftStorage::open(dir.path()).unwrap();
+            assert_eq!(rec.applied, 0);
+            assert!(!s.is_initialized());
+            s.initialize(&[1]).unwrap();
+            let mut hs = HardState::default();
+            hs.term = 2;
+            hs.vote = 1;
+            s.append(&[entry(1, 1), entry(2, 1), entry(3, 2)], Some(&hs), true)
+                .unwrap();
+            // A conflicting suffix replaces what was there.
+            s.append(&[entry(3, 2), entry(4, 2)], None, true).unwrap();
+            let job = br#"{"apiVersion":"gpuctl.io/v1","kind":"Job","metadata":{"name":"a"},"spec":{"tasks":[{"command":["true"]}]}}"#;
+            s.persist_applied(3, Some(3), &[(ObjKey::Job("a".into()), Some(job.to_vec()))])
+                .unwrap();
+        }
+        let (s, rec) = RaftStorage::open(dir.path()).unwrap();
+        assert!(s.is_initialized());
+        assert_eq!(rec.applied, 3);
+        assert_eq!(rec.jobs.len(), 1);
+        assert_eq!(s.last_index().unwrap(), 4);
+        assert_eq!(s.term(3).unwrap(), 2);
+        let st = s.initial_state().unwrap();
+        assert_eq!((st.hard_state.term, st.hard_state.commit), (2, 3));
+        assert_eq!(st.conf_state.voters, vec![1]);
+        let ents = s
+            .entries(2, 5, None, GetEntriesContext::empty(false))
+            .unwrap();
+        assert_eq!(
+            ents.iter().map(|e| e.index).collect::<Vec<_>>(),
+            vec![2, 3, 4]
+        );
+    }
+
+    #[test]
+    fn compaction_keeps_term_of_last_dropped_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = RaftStorage::open(dir.path()).unwrap();
+        s.initialize(&[1]).unwrap();
+        s.append(
+            &[entry(1, 1), entry(2, 1), entry(3, 2), entry(4, 3)],
+            None,
+            true,
+        )
+        .unwrap();
+        s.compact(3).unwrap();
+        assert_eq!(s.first_index().unwrap(), 3);
+        assert_eq!(s.term(2).unwrap(), 1);
+        assert!(matches!(
+            s.term(1),
+            Err(raft::Error::Store(StorageError::Compacted))
+        ));
+        drop(s);
+        let (s, _) = RaftStorage::open(dir.path()).unwrap();
+        assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (3, 4));
+        assert_eq!(s.term(2).unwrap(), 1);
+    }
+}
