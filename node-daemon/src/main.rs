@@ -1,1 +1,366 @@
-fn main() {}
+//! `gpu-node`: flags in, [`gpuctl_node::Node`] out. See the library docs for
+//! what the daemon does.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use gpuctl_node::inventory::{self, GpuInventory, NoGpus, NvmlInventory, SimulatedInventory};
+use gpuctl_node::{Config, Node};
+
+/// gpuctl node daemon: registers this host's GPUs with the scheduler and runs
+/// the tasks it assigns here.
+#[derive(Debug, Parser)]
+#[command(name = "gpu-node", version)]
+struct Cli {
+    /// Scheduler gRPC URL(s); a comma-separated list is tried in order.
+    #[arg(
+        long,
+        env = "GPUCTL_SERVER",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:7000",
+        value_name = "URL[,URL...]"
+    )]
+    server: Vec<String>,
+
+    /// Node name, unique in the cluster [default: the host name].
+    #[arg(long)]
+    name: Option<String>,
+
+    /// Simulated GPUs, COUNTxMODEL (e.g. 4xA100-80GB); repeat for a mixed
+    /// node, each spec being its own NVLink domain.
+    #[arg(long = "gpus", value_name = "COUNTxMODEL", conflicts_with = "gpu_file")]
+    gpus: Vec<String>,
+
+    /// Simulated GPUs from a YAML file (models, memory, NVLink domains, faults).
+    #[arg(long, value_name = "FILE")]
+    gpu_file: Option<PathBuf>,
+
+    /// CPU capacity reported, in cores or millicores (8, 0.5, 7500m)
+    /// [default: the CPUs this process may use].
+    #[arg(long)]
+    cpus: Option<String>,
+
+    /// Memory capacity reported (64Gi, 512Mi, bytes) [default: MemTotal].
+    #[arg(long)]
+    memory: Option<String>,
+
+    /// Address of the NodeAgent (log) gRPC service.
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
+    listen: SocketAddr,
+
+    /// Address of /metrics and /healthz.
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
+    metrics_listen: SocketAddr,
+
+    /// Host other gang members use to reach this node (MASTER_ADDR)
+    /// [default: the IP of --listen].
+    #[arg(long, value_name = "HOST")]
+    address: Option<String>,
+
+    /// Folder for task logs (DIR/logs/JOB/task-I-attempt-A.log)
+    /// [default: ./gpu-node-NAME].
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+
+    /// Heartbeat period until the scheduler names one (500ms, 1s, 2m).
+    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
+    heartbeat_interval: Duration,
+
+    /// Heartbeat period in milliseconds (instead of --heartbeat-interval).
+    #[arg(long, conflicts_with = "heartbeat_interval", value_name = "MS")]
+    heartbeat_interval_ms: Option<u64>,
+
+    /// Time between SIGTERM and SIGKILL when stopping a task's process group.
+    #[arg(long, default_value_t = 5000, value_name = "MS")]
+    kill_grace_ms: u64,
+
+    /// After the first successful registration, write this JSON file
+    /// (name, agent, metrics, pid, inventory) atomically.
+    #[arg(long, value_name = "PATH")]
+    ready_file: Option<PathBuf>,
+
+    /// Node label reported to the scheduler; repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+}
+
+/// `500ms`, `1s`, `1.5s`, `2m`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (expected e.g. 500ms, 1s, 2m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => {
+            return Err(format!(
+                "invalid duration {s:?}: use ms, s or m (e.g. 500ms, 1s)"
+            ))
+        }
+    };
+    if !(0.001..=3600.0).contains(&secs) {
+        return Err(format!("duration {s:?} must be from 1ms to 1h"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// `8`, `0.5`, `7500m` → millicores.
+fn parse_cpus(s: &str) -> anyhow::Result<u64> {
+    let t = s.trim();
+    let cores: f64 = match t.strip_suffix('m') {
+        Some(m) => m.parse::<f64>().map(|v| v / 1000.0),
+        None => t.parse::<f64>(),
+    }
+    .map_err(|_| anyhow::anyhow!("--cpus {s:?}: expected cores (8, 0.5) or millicores (7500m)"))?;
+    if !cores.is_finite() || cores <= 0.0 || cores > 100_000.0 {
+        bail!("--cpus {s:?}: must be more than 0 and at most 100000 cores");
+    }
+    Ok((cores * 1000.0).round() as u64)
+}
+
+fn default_name() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    // A DNS label: the first part of the host name, lower case.
+    let label: String = raw
+        .trim()
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let label = label.trim_matches('-');
+    if label.is_empty() {
+        "node".to_string()
+    } else {
+        label.chars().take(63).collect()
+    }
+}
+
+fn mem_total() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn choose_inventory(cli: &Cli, name: &str) -> anyhow::Result<Arc<dyn GpuInventory>> {
+    if let Some(path) = &cli.gpu_file {
+        return Ok(Arc::new(SimulatedInventory::from_file(name, path)?));
+    }
+    if !cli.gpus.is_empty() {
+        return Ok(Arc::new(SimulatedInventory::from_specs(name, &cli.gpus)?));
+    }
+    match NvmlInventory::new() {
+        Ok(inv) => Ok(Arc::new(inv)),
+        Err(e) => {
+            let msg = format!(
+                "gpu-node: NVML not available ({e}); this node reports no GPUs. \
+                 Pass --gpus 4xA100-80GB for a simulated inventory."
+            );
+            eprintln!("{msg}");
+            tracing::warn!("{msg}");
+            Ok(Arc::new(NoGpus))
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let name = match &cli.name {
+        Some(n) => {
+            gpuctl_common::api::validate_name("--name", n)?;
+            n.clone()
+        }
+        None => default_name(),
+    };
+    let inventory = choose_inventory(&cli, &name)?;
+    tracing::info!("{}", inventory::describe(inventory.as_ref()));
+    let cpu_milli = match &cli.cpus {
+        Some(s) => parse_cpus(s)?,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()) as u64 * 1000,
+    };
+    let memory_bytes = match &cli.memory {
+        Some(s) => {
+            gpuctl_common::api::parse_bytes(s).map_err(|e| anyhow::anyhow!("--memory: {e}"))?
+        }
+        None => mem_total().unwrap_or(0),
+    };
+    let mut labels = BTreeMap::new();
+    for l in &cli.labels {
+        let Some((k, v)) = l.split_once('=') else {
+            bail!("--label {l:?}: expected KEY=VALUE");
+        };
+        if k.is_empty() {
+            bail!("--label {l:?}: the key must not be empty");
+        }
+        labels.insert(k.to_string(), v.to_string());
+    }
+    let servers: Vec<String> = cli
+        .server
+        .iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if servers.is_empty() {
+        bail!("--server: give at least one scheduler URL, e.g. http://127.0.0.1:7000");
+    }
+    let heartbeat_interval = match cli.heartbeat_interval_ms {
+        Some(0) => bail!("--heartbeat-interval-ms must be more than 0"),
+        Some(ms) => Duration::from_millis(ms),
+        None => cli.heartbeat_interval,
+    };
+    let config = Config {
+        work_dir: cli
+            .work_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("gpu-node-{name}"))),
+        name: name.clone(),
+        servers,
+        listen: cli.listen,
+        metrics_listen: cli.metrics_listen,
+        address: cli.address.clone(),
+        cpu_milli,
+        memory_bytes,
+        labels,
+        heartbeat_interval,
+        kill_grace: Duration::from_millis(cli.kill_grace_ms),
+        ready_file: cli.ready_file.clone(),
+    };
+    let work_dir = config.work_dir.clone();
+    let node = Node::bind(config, inventory.clone())
+        .await
+        .context("starting gpu-node")?;
+    println!(
+        "gpu-node {name}: agent {} ({})",
+        node.agent_addr(),
+        node.identity().agent_endpoint
+    );
+    println!(
+        "gpu-node {name}: metrics http://{}/metrics",
+        node.metrics_addr()
+    );
+    println!(
+        "gpu-node {name}: {}",
+        inventory::describe(inventory.as_ref())
+    );
+    println!(
+        "gpu-node {name}: logs in {}",
+        work_dir.join("logs").display()
+    );
+    println!("gpu-node {name}: scheduler {}", cli.server.join(","));
+    tracing::info!(
+        "node {name}: agent {}, metrics {}, address {}",
+        node.agent_addr(),
+        node.metrics_addr(),
+        node.identity().address
+    );
+    node.run(shutdown_signal()).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!("cannot watch SIGTERM ({e}); stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gpu-node: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gpu-node: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("1s").unwrap(), Duration::from_secs(1));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("1").unwrap_err().contains("use ms, s or m"));
+        assert!(parse_duration("0s").unwrap_err().contains("from 1ms to 1h"));
+        assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn cpus() {
+        assert_eq!(parse_cpus("8").unwrap(), 8000);
+        assert_eq!(parse_cpus("0.5").unwrap(), 500);
+        assert_eq!(parse_cpus("7500m").unwrap(), 7500);
+        assert!(parse_cpus("-1").is_err());
+        assert!(parse_cpus("lots").is_err());
+    }
+
+    #[test]
+    fn cli_parses() {
+        let cli = Cli::try_parse_from([
+            "gpu-node",
+            "--server",
+            "http://a:7000,http://b:7000",
+            "--gpus",
+            "4xA100-80GB",
+            "--gpus",
+            "2xT4-16GB",
+            "--heartbeat-interval-ms",
+            "250",
+        ])
+        .unwrap();
+        assert_eq!(cli.server, vec!["http://a:7000", "http://b:7000"]);
+        assert_eq!(cli.gpus.len(), 2);
+        assert_eq!(cli.heartbeat_interval_ms, Some(250));
+        assert!(
+            Cli::try_parse_from(["gpu-node", "--gpus", "1xA100", "--gpu-file", "x.yaml"]).is_err()
+        );
+    }
+}

@@ -1,0 +1,446 @@
+//! Task processes: start one in its own process group with its output
+//! appended to a log file, wait for it, stop its whole group.
+//!
+//! A task is `command[0]` run directly (no shell) with `command[1..]` as
+//! arguments. It leads a new process group, so stopping the task reaches
+//! everything it started (`torchrun` workers, `sh -c` children): SIGTERM to
+//! the group, then SIGKILL after a grace period.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+/// Identifies one attempt of one task: what assignments, reports and log
+/// files are keyed by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskKey {
+    pub job: String,
+    pub task_index: u32,
+    pub attempt: u32,
+}
+
+impl fmt::Display for TaskKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/task-{}/attempt-{}",
+            self.job, self.task_index, self.attempt
+        )
+    }
+}
+
+/// A job name that cannot be a folder name under the log directory.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("job name {0:?} cannot name a log folder (expected a DNS label such as \"train-1\")")]
+pub struct BadJobName(pub String);
+
+/// `<logs>/<job>/task-<index>-attempt-<attempt>.log`. Job names are DNS
+/// labels; anything that could leave `logs` (`/`, `..`, NUL) is refused.
+pub fn log_path(logs: &Path, key: &TaskKey) -> Result<PathBuf, BadJobName> {
+    Ok(logs.join(job_dir_name(&key.job)?).join(format!(
+        "task-{}-attempt-{}.log",
+        key.task_index, key.attempt
+    )))
+}
+
+/// The folder of a job's logs under the log directory.
+pub fn job_dir_name(job: &str) -> Result<&str, BadJobName> {
+    let ok = !job.is_empty()
+        && job.len() <= 253
+        && !job.starts_with('.')
+        && job
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(job)
+    } else {
+        Err(BadJobName(job.to_string()))
+    }
+}
+
+/// A task that could not be started: reported as `Failed` with this exit code
+/// (127, as a shell reports a command it cannot run) and message.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("{message}")]
+pub struct StartError {
+    pub exit_code: i32,
+    pub message: String,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct StartSpec<'a> {
+    pub command: &'a [String],
+    /// Set on top of the daemon's own environment, which the task inherits.
+    pub env: &'a BTreeMap<String, String>,
+    /// Empty: the daemon's working directory.
+    pub working_dir: &'a str,
+    /// Created with its folders if missing; output is appended.
+    pub log: &'a Path,
+}
+
+/// A started task process.
+#[derive(Debug)]
+pub struct Process {
+    /// Also the id of the process group it leads.
+    pub pid: u32,
+    child: tokio::process::Child,
+}
+
+/// How a task process ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exit {
+    /// The exit code, or 128 + signal number when a signal killed it (the
+    /// shell convention), -1 when unknown.
+    pub code: i32,
+    /// Empty on success; otherwise says what happened.
+    pub message: String,
+}
+
+impl Exit {
+    pub fn succeeded(&self) -> bool {
+        self.code == 0
+    }
+
+    fn from_status(status: ExitStatus) -> Exit {
+        if let Some(code) = status.code() {
+            let message = if code == 0 {
+                String::new()
+            } else {
+                format!("exited with code {code}")
+            };
+            return Exit { code, message };
+        }
+        if let Some(sig) = status.signal() {
+            let name = Signal::try_from(sig)
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_else(|_| format!("signal {sig}"));
+            return Exit {
+                code: 128 + sig,
+                message: format!("killed by {name} (signal {sig})"),
+            };
+        }
+        Exit {
+            code: -1,
+            message: format!("ended with unknown status {status}"),
+        }
+    }
+}
+
+fn start_error(command: &str, why: impl fmt::Display) -> StartError {
+    StartError {
+        exit_code: 127,
+        message: format!("cannot start {command:?}: {why}"),
+    }
+}
+
+/// Start a task process. Returns at once: spawning is a fork and an exec, and
+/// the caller waits with [`Process::wait`]. On failure the reason is also
+/// appended to the log, so `gpuctl logs` shows it.
+pub fn start(spec: &StartSpec<'_>) -> Result<Process, StartError> {
+    let Some((program, args)) = spec.command.split_first() else {
+        return Err(StartError {
+            exit_code: 127,
+            message: "cannot start the task: its command is empty".into(),
+        });
+    };
+    if let Some(dir) = spec.log.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| start_error(program, format!("creating log folder {dir:?}: {e}")))?;
+    }
+    let mut log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(spec.log)
+        .map_err(|e| start_error(program, format!("opening log {:?}: {e}", spec.log)))?;
+    let result = spawn(program, args, spec, &log);
+    if let Err(e) = &result {
+        let _ = writeln!(log, "gpu-node: {e}");
+    }
+    result
+}
+
+fn spawn(
+    program: &str,
+    args: &[String],
+    spec: &StartSpec<'_>,
+    log: &std::fs::File,
+) -> Result<Process, StartError> {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .envs(spec.env)
+        .stdin(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(false);
+    if !spec.working_dir.is_empty() {
+        let dir = Path::new(spec.working_dir);
+        if !dir.is_dir() {
+            return Err(start_error(
+                program,
+                format!("working directory {:?} does not exist", spec.working_dir),
+            ));
+        }
+        cmd.current_dir(dir);
+    }
+    let out = log
+        .try_clone()
+        .map_err(|e| start_error(program, format!("log file: {e}")))?;
+    let err = log
+        .try_clone()
+        .map_err(|e| start_error(program, format!("log file: {e}")))?;
+    cmd.stdout(out).stderr(err);
+    let child = cmd.spawn().map_err(|e| start_error(program, e))?;
+    let pid = child.id().unwrap_or(0);
+    Ok(Process { pid, child })
+}
+
+impl Process {
+    /// Wait for the task's main process to end. Whatever it left running in
+    /// its group is then killed: a task is over when its main process is.
+    pub async fn wait(mut self) -> Exit {
+        let exit = match self.child.wait().await {
+            Ok(status) => Exit::from_status(status),
+            Err(e) => Exit {
+                code: -1,
+                message: format!("waiting for the process failed: {e}"),
+            },
+        };
+        signal_group(self.pid, Signal::SIGKILL);
+        exit
+    }
+}
+
+/// Send `sig` to the process group `pgid`. A group that is gone is fine.
+pub fn signal_group(pgid: u32, sig: Signal) {
+    let Ok(raw) = i32::try_from(pgid) else {
+        return;
+    };
+    if raw <= 1 {
+        // Never signal our own group or every process.
+        return;
+    }
+    match killpg(Pid::from_raw(raw), sig) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+        Err(e) => tracing::warn!("sending {sig} to process group {pgid}: {e}"),
+    }
+}
+
+/// Stop a task's process group: SIGTERM, then SIGKILL if `exited` has not
+/// resolved within `grace`.
+pub async fn stop_group(pgid: u32, grace: Duration, exited: impl std::future::Future<Output = ()>) {
+    signal_group(pgid, Signal::SIGTERM);
+    if tokio::time::timeout(grace, exited).await.is_err() {
+        tracing::info!("process group {pgid} outlived its {grace:?} grace period: SIGKILL");
+        signal_group(pgid, Signal::SIGKILL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_spec(
+        dir: &Path,
+        command: &[&str],
+        working_dir: &str,
+    ) -> (Result<Process, StartError>, PathBuf) {
+        let log = dir.join("logs/job/task-0-attempt-1.log");
+        let command: Vec<String> = command.iter().map(|s| s.to_string()).collect();
+        let mut env = BTreeMap::new();
+        env.insert("GREETING".to_string(), "hello".to_string());
+        let spec = StartSpec {
+            command: &command,
+            env: &env,
+            working_dir,
+            log: &log,
+        };
+        (start(&spec), log)
+    }
+
+    fn alive(pid: i32) -> bool {
+        // Signal 0 checks existence; a zombie still counts, so look at its state.
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) => !stat
+                .rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+                .unwrap_or(false),
+            Err(_) => false,
+        }
+    }
+
+    #[tokio::test]
+    async fn output_goes_to_the_log_and_exit_code_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, log) = run_spec(
+            dir.path(),
+            &["sh", "-c", "echo hi $GREETING; echo err >&2; exit 3"],
+            "",
+        );
+        let p = p.unwrap();
+        assert!(p.pid > 1);
+        let exit = tokio::time::timeout(Duration::from_secs(10), p.wait())
+            .await
+            .unwrap();
+        assert_eq!(exit.code, 3);
+        assert_eq!(exit.message, "exited with code 3");
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.contains("hi hello\n"), "{text}");
+        assert!(text.contains("err\n"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn stopping_kills_the_whole_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, log) = run_spec(
+            dir.path(),
+            &["sh", "-c", "sleep 30 & echo $!; sleep 30"],
+            "",
+        );
+        let p = p.unwrap();
+        let pid = p.pid;
+        // Learn the background child's pid from the log (bounded wait).
+        let mut child = None;
+        for _ in 0..200 {
+            if let Ok(text) = std::fs::read_to_string(&log) {
+                if let Ok(n) = text.trim().parse::<i32>() {
+                    child = Some(n);
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let child = child.expect("background pid in the log");
+        assert!(alive(child));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let waiter = tokio::spawn(async move {
+            let exit = p.wait().await;
+            let _ = tx.send(());
+            exit
+        });
+        stop_group(pid, Duration::from_secs(5), async {
+            let _ = rx.await;
+        })
+        .await;
+        let exit = tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(exit.code, 128 + 15);
+        assert_eq!(exit.message, "killed by SIGTERM (signal 15)");
+        let mut gone = false;
+        for _ in 0..500 {
+            if !alive(child) {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(gone, "background child {child} survived");
+    }
+
+    #[tokio::test]
+    async fn sigkill_after_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, _) = run_spec(
+            dir.path(),
+            &["sh", "-c", "trap '' TERM; while :; do sleep 0.05; done"],
+            "",
+        );
+        let p = p.unwrap();
+        let pid = p.pid;
+        // Give the shell a moment to install its trap.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let waiter = tokio::spawn(async move {
+            let exit = p.wait().await;
+            let _ = tx.send(());
+            exit
+        });
+        stop_group(pid, Duration::from_millis(200), async {
+            let _ = rx.await;
+        })
+        .await;
+        let exit = tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(exit.code, 128 + 9);
+        assert_eq!(exit.message, "killed by SIGKILL (signal 9)");
+    }
+
+    #[tokio::test]
+    async fn command_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, log) = run_spec(dir.path(), &["no-such-command-gpuctl"], "");
+        let err = p.unwrap_err();
+        assert_eq!(err.exit_code, 127);
+        assert!(
+            err.message
+                .starts_with("cannot start \"no-such-command-gpuctl\": No such file or directory"),
+            "{}",
+            err.message
+        );
+        let text = std::fs::read_to_string(log).unwrap();
+        assert!(text.contains(&err.message), "{text}");
+    }
+
+    #[tokio::test]
+    async fn missing_working_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, _) = run_spec(dir.path(), &["true"], "/no/such/dir");
+        let err = p.unwrap_err();
+        assert_eq!(err.exit_code, 127);
+        assert_eq!(
+            err.message,
+            "cannot start \"true\": working directory \"/no/such/dir\" does not exist"
+        );
+    }
+
+    #[tokio::test]
+    async fn working_dir_is_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let wd = dir.path().join("wd");
+        std::fs::create_dir(&wd).unwrap();
+        let (p, log) = run_spec(dir.path(), &["pwd"], wd.to_str().unwrap());
+        let exit = tokio::time::timeout(Duration::from_secs(10), p.unwrap().wait())
+            .await
+            .unwrap();
+        assert!(exit.succeeded());
+        let text = std::fs::read_to_string(log).unwrap();
+        assert_eq!(text.trim(), wd.canonicalize().unwrap().to_str().unwrap());
+    }
+
+    #[test]
+    fn empty_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, _) = run_spec(dir.path(), &[], "");
+        assert_eq!(p.unwrap_err().exit_code, 127);
+    }
+
+    #[test]
+    fn log_paths_stay_inside() {
+        let key = |job: &str| TaskKey {
+            job: job.into(),
+            task_index: 2,
+            attempt: 3,
+        };
+        assert_eq!(
+            log_path(Path::new("/w/logs"), &key("train")).unwrap(),
+            PathBuf::from("/w/logs/train/task-2-attempt-3.log")
+        );
+        for bad in ["", "..", ".hidden", "a/b", "../x", "a\0b", "/abs"] {
+            assert!(
+                log_path(Path::new("/w/logs"), &key(bad)).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+}
