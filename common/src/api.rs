@@ -425,7 +425,7 @@ fn parse_cpu(v: &NumOrString) -> Result<u64, String> {
 
 impl Serialize for Cpu {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if self.0 % 1000 == 0 {
+        if self.0.is_multiple_of(1000) {
             s.serialize_u64(self.0 / 1000)
         } else {
             s.serialize_str(&format!("{}m", self.0))
@@ -493,7 +493,7 @@ pub fn format_bytes(b: u64) -> String {
         ("Ki", 1 << 10),
     ];
     for (u, m) in UNITS {
-        if b >= m && b % m == 0 {
+        if b >= m && b.is_multiple_of(m) {
             return format!("{}{u}", b / m);
         }
     }

@@ -289,13 +289,16 @@ mod tests {
             .collect()
     }
 
+    /// Bindings as (job, [(node, [gpu index])]).
+    type Placed<S> = Vec<(S, Vec<(S, Vec<u32>)>)>;
+
     #[test]
     fn table() {
         struct Case {
             name: &'static str,
             nodes: Vec<NodeView>,
             jobs: Vec<Job>,
-            want: Vec<(&'static str, Vec<(&'static str, Vec<u32>)>)>,
+            want: Placed<&'static str>,
         }
         let mut busy = node("a", 4);
         busy.gpus[0].used_milli = 1000;
@@ -343,9 +346,8 @@ mod tests {
         for c in cases {
             let jobs: Vec<&Job> = c.jobs.iter().collect();
             let got = place(&Snapshot { nodes: c.nodes }, &jobs);
-            let got: Vec<(String, Vec<(String, Vec<u32>)>)> =
-                got.iter().map(|b| (b.job.clone(), gpus_of(b))).collect();
-            let want: Vec<(String, Vec<(String, Vec<u32>)>)> = c
+            let got: Placed<String> = got.iter().map(|b| (b.job.clone(), gpus_of(b))).collect();
+            let want: Placed<String> = c
                 .want
                 .into_iter()
                 .map(|(j, t)| {

@@ -55,12 +55,13 @@ impl Server {
         ropts.id = cfg.id;
         let (raft, thread) = raft_node::start(ropts, storage, state, rec.applied, metrics.clone())?;
         let heartbeats = Arc::new(Heartbeats::default());
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let api = Api {
             raft: raft.clone(),
             heartbeats: heartbeats.clone(),
             opts: cfg.service.clone(),
+            stop: stop_rx.clone(),
         };
-        let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
 
         let mut s = stop_rx.clone();

@@ -76,6 +76,8 @@ pub struct Api {
     pub raft: RaftHandle,
     pub heartbeats: Arc<Heartbeats>,
     pub opts: ServiceOptions,
+    /// Flips to true on shutdown; ends long-lived streams and waits.
+    pub stop: tokio::sync::watch::Receiver<bool>,
 }
 
 fn to_status(e: ProposeError) -> Status {
@@ -258,8 +260,12 @@ impl Control for Api {
                     object_json: obj,
                 }));
             }
-            let changed = tokio::time::timeout_at(deadline, version.changed()).await;
-            if !matches!(changed, Ok(Ok(()))) {
+            let mut stop = self.stop.clone();
+            let changed = tokio::select! {
+                r = tokio::time::timeout_at(deadline, version.changed()) => matches!(r, Ok(Ok(()))),
+                _ = stop.wait_for(|s| *s) => false,
+            };
+            if !changed {
                 return Ok(Response::new(pb::WaitResponse {
                     finished: false,
                     phase: phase.to_string(),
@@ -449,6 +455,7 @@ impl NodeService for Api {
         let node = req.into_inner().node;
         let mut version = self.raft.shared.version.subscribe();
         let shared = self.raft.shared.clone();
+        let mut stop = self.stop.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
             let mut last: Option<Vec<pb::TaskAssignment>> = None;
@@ -464,6 +471,7 @@ impl NodeService for Api {
                 tokio::select! {
                     r = version.changed() => if r.is_err() { return },
                     _ = tx.closed() => return,
+                    _ = stop.wait_for(|s| *s) => return,
                 }
             }
         });

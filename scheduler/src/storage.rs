@@ -182,9 +182,10 @@ impl RaftStorage {
 
     /// Bootstrap a brand-new replica with the initial voters.
     pub fn initialize(&self, voters: &[u64]) -> Result<(), StoreError> {
-        let mut cs = ConfState::default();
-        cs.voters = voters.to_vec();
-        self.set_conf_state(cs)
+        self.set_conf_state(ConfState {
+            voters: voters.to_vec(),
+            ..Default::default()
+        })
     }
 
     pub fn set_conf_state(&self, cs: ConfState) -> Result<(), StoreError> {
@@ -427,11 +428,12 @@ mod tests {
     use raft::Storage as _;
 
     fn entry(index: u64, term: u64) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = term;
-        e.data = format!("e{index}").into_bytes().into();
-        e
+        Entry {
+            index,
+            term,
+            data: format!("e{index}").into_bytes().into(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -442,9 +444,11 @@ mod tests {
             assert_eq!(rec.applied, 0);
             assert!(!s.is_initialized());
             s.initialize(&[1]).unwrap();
-            let mut hs = HardState::default();
-            hs.term = 2;
-            hs.vote = 1;
+            let hs = HardState {
+                term: 2,
+                vote: 1,
+                ..Default::default()
+            };
             s.append(&[entry(1, 1), entry(2, 1), entry(3, 2)], Some(&hs), true)
                 .unwrap();
             // A conflicting suffix replaces what was there.

@@ -1,0 +1,419 @@
+//! The scheduler's gRPC API end to end, in process, on 127.0.0.1:0: a fake
+//! node registers, jobs are submitted, bound, reported, and everything
+//! survives a restart on the same data folder.
+
+use std::time::Duration;
+
+use gpuctl_common::api::{Job, JobPhase, JobSpec, Node, NodePhase, Resources, TaskPhase, TaskSpec};
+use gpuctl_proto::v1 as pb;
+use gpuctl_proto::v1::control_client::ControlClient;
+use gpuctl_proto::v1::node_service_client::NodeServiceClient;
+use gpuctl_scheduler::controller::ControllerOptions;
+use gpuctl_scheduler::raft_node::RaftOptions;
+use gpuctl_scheduler::server::{Config, Server};
+use gpuctl_scheduler::service::ServiceOptions;
+use tonic::transport::Channel;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+async fn start(dir: &std::path::Path, node_timeout: Duration) -> (Server, String) {
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("http://{}", grpc.local_addr().unwrap());
+    let cfg = Config {
+        id: 1,
+        data_dir: dir.to_path_buf(),
+        raft: RaftOptions::default(),
+        service: ServiceOptions::default(),
+        controller: ControllerOptions {
+            node_timeout,
+            resync: Duration::from_millis(100),
+        },
+    };
+    let s = Server::start(cfg, grpc, metrics).await.unwrap();
+    assert!(s.wait_leader(LIMIT).await, "single voter became leader");
+    (s, addr)
+}
+
+async fn clients(addr: &str) -> (ControlClient<Channel>, NodeServiceClient<Channel>) {
+    let ch = Channel::from_shared(addr.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    (ControlClient::new(ch.clone()), NodeServiceClient::new(ch))
+}
+
+fn register(name: &str, gpus: u32) -> pb::RegisterRequest {
+    pb::RegisterRequest {
+        name: name.into(),
+        address: "127.0.0.1".into(),
+        agent_endpoint: "http://127.0.0.1:1".into(),
+        gpus: (0..gpus)
+            .map(|i| pb::GpuDevice {
+                uuid: format!("GPU-{name}-{i}"),
+                index: i,
+                model: "A100-80GB".into(),
+                memory_bytes: 80 << 30,
+                nvlink_domain: "nvl0".into(),
+                healthy: true,
+            })
+            .collect(),
+        cpu_milli: 32_000,
+        memory_bytes: 128 << 30,
+        inventory: "simulated".into(),
+        labels: Default::default(),
+    }
+}
+
+fn job_json(name: &str, replicas: u32, gpus: f64) -> String {
+    let j = Job::new(
+        name,
+        JobSpec {
+            tasks: vec![TaskSpec {
+                name: "main".into(),
+                replicas,
+                command: vec!["true".into()],
+                env: Default::default(),
+                working_dir: None,
+                resources: Resources {
+                    gpus,
+                    ..Default::default()
+                },
+            }],
+            min_available: None,
+            priority: 0,
+            topology: Default::default(),
+            max_retries: 0,
+            timeout_seconds: None,
+        },
+    );
+    serde_json::to_string(&j).unwrap()
+}
+
+async fn get_job(c: &mut ControlClient<Channel>, name: &str) -> Job {
+    let r = c
+        .get(pb::GetRequest {
+            kind: "jobs".into(),
+            name: name.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    serde_json::from_str(&r.objects_json[0]).unwrap()
+}
+
+/// Next assignments message with exactly `n` tasks, all of job `job`.
+async fn next_with(
+    stream: &mut tonic::Streaming<pb::Assignments>,
+    job: &str,
+    n: usize,
+) -> pb::Assignments {
+    tokio::time::timeout(LIMIT, async {
+        loop {
+            let a = stream.message().await.unwrap().expect("stream open");
+            if a.tasks.len() == n && a.tasks.iter().all(|t| t.job == job) {
+                return a;
+            }
+        }
+    })
+    .await
+    .expect("assignments arrive")
+}
+
+async fn report(
+    n: &mut NodeServiceClient<Channel>,
+    t: &pb::TaskAssignment,
+    phase: &str,
+    code: i32,
+) {
+    n.report_task(pb::ReportTaskRequest {
+        node: "n1".into(),
+        job: t.job.clone(),
+        task_index: t.task_index,
+        attempt: t.attempt,
+        phase: phase.into(),
+        exit_code: code,
+        message: String::new(),
+        pid: 4242,
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gang_lifecycle_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr) = start(dir.path(), Duration::from_secs(60)).await;
+    let (mut c, mut n) = clients(&addr).await;
+
+    // Before any node exists, a GPU job is refused as impossible.
+    let e = c
+        .apply(pb::ApplyRequest {
+            object_json: job_json("early", 1, 1.0),
+            source: "early.yaml".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("no nodes"), "{}", e.message());
+
+    n.register(register("n1", 4)).await.unwrap();
+    let mut watch = n
+        .watch_assignments(pb::WatchAssignmentsRequest { node: "n1".into() })
+        .await
+        .unwrap()
+        .into_inner();
+
+    for j in ["a", "b", "c"] {
+        c.apply(pb::ApplyRequest {
+            object_json: job_json(j, 2, 2.0),
+            source: format!("{j}.yaml"),
+        })
+        .await
+        .unwrap();
+    }
+    // Impossible: 8 GPUs per task on a 4-GPU node. Nothing stored.
+    let e = c
+        .apply(pb::ApplyRequest {
+            object_json: job_json("huge", 1, 8.0),
+            source: "huge.yaml".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().starts_with("huge.yaml"), "{}", e.message());
+    assert!(
+        e.message().contains("largest node (n1) has 4"),
+        "{}",
+        e.message()
+    );
+    let e = c
+        .apply(pb::ApplyRequest {
+            object_json: job_json("a", 1, 1.0),
+            source: "dup.yaml".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::AlreadyExists);
+
+    // Job a takes the whole node: two tasks with disjoint GPUs, ranks 0 and 1.
+    let a = next_with(&mut watch, "a", 2).await;
+    assert!(a
+        .tasks
+        .iter()
+        .all(|t| t.job == "a" && t.phase == "Bound" && t.world_size == 2));
+    let mut gpus: Vec<u32> = a.tasks.iter().flat_map(|t| t.gpu_indices.clone()).collect();
+    gpus.sort();
+    assert_eq!(gpus, vec![0, 1, 2, 3]);
+    assert_eq!(
+        a.tasks.iter().map(|t| t.rank).collect::<Vec<_>>(),
+        vec![0, 1]
+    );
+    assert_eq!(get_job(&mut c, "b").await.status.phase, JobPhase::Pending);
+
+    for t in &a.tasks {
+        report(&mut n, t, "Running", 0).await;
+    }
+    for t in &a.tasks {
+        report(&mut n, t, "Succeeded", 0).await;
+    }
+    let w = c
+        .wait(pb::WaitRequest {
+            name: "a".into(),
+            timeout_ms: 10_000,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(w.finished);
+    assert_eq!(w.phase, "Succeeded");
+
+    // Capacity freed: b is placed next, c still waits.
+    let b = next_with(&mut watch, "b", 2).await;
+    assert!(b.tasks.iter().all(|t| t.job == "b"), "{b:?}");
+    assert_eq!(get_job(&mut c, "c").await.status.phase, JobPhase::Pending);
+
+    // A wait with a short timeout on a pending job returns unfinished.
+    let w = c
+        .wait(pb::WaitRequest {
+            name: "c".into(),
+            timeout_ms: 50,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!w.finished);
+
+    server.shutdown().await;
+
+    // Restart on the same folder: all three jobs and the node come back,
+    // with b's allocation.
+    let (server, addr) = start(dir.path(), Duration::from_secs(60)).await;
+    let (mut c, _n) = clients(&addr).await;
+    let r = c
+        .get(pb::GetRequest {
+            kind: "jobs".into(),
+            name: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let jobs: Vec<Job> = r
+        .objects_json
+        .iter()
+        .map(|j| serde_json::from_str(j).unwrap())
+        .collect();
+    let names: Vec<&str> = jobs.iter().map(|j| j.metadata.name.as_str()).collect();
+    assert_eq!(names, vec!["a", "b", "c"]);
+    assert_eq!(jobs[0].status.phase, JobPhase::Succeeded);
+    assert_eq!(jobs[1].status.phase, JobPhase::Running);
+    assert!(jobs[1]
+        .status
+        .tasks
+        .iter()
+        .all(|t| t.phase == TaskPhase::Bound));
+    assert_eq!(jobs[2].status.phase, JobPhase::Pending);
+    let r = c
+        .get(pb::GetRequest {
+            kind: "nodes".into(),
+            name: "n1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let node: Node = serde_json::from_str(&r.objects_json[0]).unwrap();
+    assert_eq!(node.status.gpus.len(), 4);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_node_is_lost_and_its_job_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr) = start(dir.path(), Duration::from_millis(300)).await;
+    let (mut c, mut n) = clients(&addr).await;
+    n.register(register("n1", 2)).await.unwrap();
+    let mut j: Job = serde_json::from_str(&job_json("r", 1, 2.0)).unwrap();
+    j.spec.max_retries = 1;
+    c.apply(pb::ApplyRequest {
+        object_json: serde_json::to_string(&j).unwrap(),
+        source: "r.yaml".into(),
+    })
+    .await
+    .unwrap();
+    // No heartbeats: within a bounded time the node is lost and the job's
+    // attempt 1 failed; attempt 2 waits for capacity.
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let job = get_job(&mut c, "r").await;
+        if job.status.attempt == 2 {
+            assert_eq!(job.status.phase, JobPhase::Pending);
+            assert!(
+                job.status.events.iter().any(|e| e.reason == "NodeLost"),
+                "{:?}",
+                job.status.events
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node never marked lost"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = c
+        .get(pb::GetRequest {
+            kind: "node".into(),
+            name: "n1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let node: Node = serde_json::from_str(&r.objects_json[0]).unwrap();
+    assert_eq!(node.status.phase, NodePhase::Lost);
+    // Its heartbeat now asks it to register again.
+    let hb = n
+        .heartbeat(pb::HeartbeatRequest {
+            name: "n1".into(),
+            metrics: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(hb.reregister);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_refused_with_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr) = start(dir.path(), Duration::from_secs(60)).await;
+    let (mut c, mut n) = clients(&addr).await;
+    let e = c
+        .apply(pb::ApplyRequest {
+            object_json: "{not json".into(),
+            source: "x.json".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().starts_with("x.json"), "{}", e.message());
+    let bad = job_json("neg", 1, 1.0).replace("\"gpus\":1.0", "\"gpus\":-1.0");
+    let e = c
+        .apply(pb::ApplyRequest {
+            object_json: bad,
+            source: "neg.yaml".into(),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        e.message().contains("spec.tasks[0].resources.gpus"),
+        "{}",
+        e.message()
+    );
+    let e = c
+        .get(pb::GetRequest {
+            kind: "pods".into(),
+            name: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    let e = c
+        .get(pb::GetRequest {
+            kind: "job".into(),
+            name: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    let e = c
+        .cancel(pb::CancelRequest {
+            kind: "job".into(),
+            name: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    let e = c
+        .cordon(pb::CordonRequest {
+            node: "nope".into(),
+            cordon: true,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    let mut r = register("Bad_Name", 1);
+    r.name = "Bad_Name".into();
+    let e = n.register(r).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    let e = n
+        .report_task(pb::ReportTaskRequest {
+            phase: "Exploded".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    server.shutdown().await;
+}
