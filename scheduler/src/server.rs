@@ -119,18 +119,13 @@ impl Server {
     /// Wait until this replica knows a leader (bounded).
     pub async fn wait_leader(&self, limit: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + limit;
-        let mut v = self.raft.shared.version.subscribe();
-        loop {
-            if self.raft.shared.status().leader_id != 0 {
-                return true;
+        while self.raft.shared.status().leader_id == 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
             }
-            if tokio::time::timeout_at(deadline, v.changed())
-                .await
-                .is_err()
-            {
-                return self.raft.shared.status().leader_id != 0;
-            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        true
     }
 
     /// Stop serving, let Raft persist what it holds, and join everything.
