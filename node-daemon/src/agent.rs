@@ -805,76 +805,25 @@ mod tests {
     #[test]
     fn plan_table() {
         use LocalState::*;
-        let cases: Vec<(
-            &str,
-            Vec<TaskAssignment>,
-            Vec<(&str, LocalState)>,
-            Vec<Action>,
-        )> = vec![
-            (
-                "bound and new: start",
-                vec![task("a", "Bound")],
-                vec![],
-                vec![Action::Start(task("a", "Bound"))],
-            ),
-            (
-                "bound and running here: nothing",
-                vec![task("a", "Bound")],
-                vec![("a", Running)],
-                vec![],
-            ),
-            (
-                "running and running here: nothing",
-                vec![task("a", "Running")],
-                vec![("a", Running)],
-                vec![],
-            ),
-            (
-                "re-sent after exit: not again",
-                vec![task("a", "Bound")],
-                vec![("a", Done)],
-                vec![],
-            ),
-            (
-                "running, unknown here: lost",
-                vec![task("a", "Running")],
-                vec![],
-                vec![Action::ReportLost(task("a", "Running"))],
-            ),
-            (
-                "gone while running: stop",
-                vec![],
-                vec![("a", Running)],
-                vec![Action::Stop(key("a"))],
-            ),
-            (
-                "gone while stopping: wait",
-                vec![],
-                vec![("a", Stopping)],
-                vec![],
-            ),
-            (
-                "gone after exit: forget",
-                vec![],
-                vec![("a", Done)],
-                vec![Action::Forget(key("a"))],
-            ),
-            (
-                "other phases: nothing",
-                vec![task("a", "Pending")],
-                vec![],
-                vec![],
-            ),
-            (
-                "duplicates: once",
-                vec![task("a", "Bound"), task("a", "Bound")],
-                vec![],
-                vec![Action::Start(task("a", "Bound"))],
-            ),
+        type Local = &'static [(&'static str, LocalState)];
+        let bound = || task("a", "Bound");
+        let running = || task("a", "Running");
+        #[rustfmt::skip]
+        let cases: [(&str, Vec<TaskAssignment>, Local, Vec<Action>); 10] = [
+            ("bound and new: start", vec![bound()], &[], vec![Action::Start(bound())]),
+            ("bound and running here: nothing", vec![bound()], &[("a", Running)], vec![]),
+            ("running and running here: nothing", vec![running()], &[("a", Running)], vec![]),
+            ("re-sent after exit: not again", vec![bound()], &[("a", Done)], vec![]),
+            ("running, unknown here: lost", vec![running()], &[], vec![Action::ReportLost(running())]),
+            ("gone while running: stop", vec![], &[("a", Running)], vec![Action::Stop(key("a"))]),
+            ("gone while stopping: wait", vec![], &[("a", Stopping)], vec![]),
+            ("gone after exit: forget", vec![], &[("a", Done)], vec![Action::Forget(key("a"))]),
+            ("other phases: nothing", vec![task("a", "Pending")], &[], vec![]),
+            ("duplicates: once", vec![bound(), bound()], &[], vec![Action::Start(bound())]),
         ];
         for (name, desired, local, want) in cases {
             let local: BTreeMap<TaskKey, LocalState> =
-                local.into_iter().map(|(j, s)| (key(j), s)).collect();
+                local.iter().map(|(j, s)| (key(j), *s)).collect();
             assert_eq!(plan(&desired, &local), want, "{name}");
         }
     }

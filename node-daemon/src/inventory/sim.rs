@@ -180,8 +180,14 @@ impl SimulatedInventory {
 
     /// From YAML text; `file` names the source in errors.
     pub fn from_yaml(node: &str, file: &str, text: &str) -> Result<Self, SimError> {
-        let de = serde_yaml_ng::Deserializer::from_str(text);
-        let doc: FileDoc = serde_path_to_error::deserialize(de).map_err(|e| {
+        // Through a Value, as gpuctl-common parses manifests: syntax errors
+        // carry their line, field errors their path (and nothing twice).
+        let value: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(text).map_err(|e| SimError::File {
+                file: file.to_string(),
+                reason: format!("malformed YAML: {e}"),
+            })?;
+        let doc: FileDoc = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
             let reason = e.into_inner().to_string();
             if path == "." || path.is_empty() {
@@ -520,7 +526,7 @@ faults:
         let cases = [
             (
                 "gpus:\n  - model: A100\n    count: 2\n    colour: red\n",
-                "node.yaml: gpus[0]: unknown field `colour`",
+                "node.yaml: gpus[0].colour: unknown field `colour`, expected one of `model`, `count`, `memory`, `nvlinkDomain`",
             ),
             (
                 "gpus:\n  - model: A100\n    count: 0\n",
@@ -551,7 +557,9 @@ faults:
                 "node.yaml: faults[0]: missing field `xid`",
             ),
             ("gpus: []\n", "node.yaml: gpus: list at least one GPU group"),
-            ("gpu: []\n", "node.yaml: unknown field `gpu`"),
+            ("gpus: [\n", "node.yaml: malformed YAML"),
+            ("", "node.yaml: missing field `gpus`"),
+            ("gpu: []\n", "node.yaml: gpu: unknown field `gpu`, expected `gpus` or `faults`"),
             (
                 "gpus:\n  - model: A100\n    count: 40\n  - model: T4\n    count: 40\n",
                 "80 GPUs on one node is more than the limit of 64",
