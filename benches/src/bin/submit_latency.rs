@@ -1,0 +1,174 @@
+//! Submit-to-start latency on `gpuctl dev`.
+//!
+//! Starts `gpuctl dev` (8 simulated GPUs) in a temporary folder, then submits
+//! trivial 1-GPU jobs one at a time through the scheduler's gRPC API. Each
+//! job's task is this same binary in `--probe` mode, which records the wall
+//! clock the moment its process runs. Latency = probe time − the time the
+//! `Apply` call returned. Reports p50/p99 over `--jobs` (default 200).
+//!
+//! Build everything in release first: `cargo build --release --bins`, then
+//! `target/release/submit-latency [--jobs 200] [--json]`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use benches::percentile;
+use clap::Parser;
+use gpuctl_common::api::{Job, JobSpec, Resources, TaskSpec};
+use gpuctl_proto::v1 as pb;
+
+#[derive(Parser)]
+struct Args {
+    /// Number of jobs to submit.
+    #[arg(long, default_value_t = 200)]
+    jobs: usize,
+    /// Simulated GPUs of the dev node.
+    #[arg(long, default_value = "8xA100-80GB")]
+    gpus: String,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Internal: record the current time into FILE and exit (the task).
+    #[arg(long, hide = true)]
+    probe: Option<PathBuf>,
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if let Some(path) = &args.probe {
+        let t = now_ns();
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, t.to_string())?;
+        std::fs::rename(&tmp, path)?;
+        return Ok(());
+    }
+    let me = std::env::current_exe()?;
+    let bin_dir = me.parent().context("binary folder")?.to_path_buf();
+    let gpuctl = bin_dir.join("gpuctl");
+    if !gpuctl.exists() {
+        bail!("{} not found: run `cargo build --release --bins` first", gpuctl.display());
+    }
+    let root = std::env::temp_dir().join(format!("gpuctl-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&root)?;
+    let config = root.join("config");
+    let log = std::fs::File::create(root.join("dev.log"))?;
+    let mut dev = Command::new(&gpuctl)
+        .args(["dev", "--state-dir"])
+        .arg(root.join("state"))
+        .args(["--gpus", &args.gpus])
+        .env("GPUCTL_CONFIG_DIR", &config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting gpuctl dev")?;
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(run(&args, &me, &root, &config));
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(dev.id() as i32), nix::sys::signal::Signal::SIGINT);
+    let _ = dev.wait();
+    if result.is_ok() {
+        let _ = std::fs::remove_dir_all(&root);
+    } else {
+        eprintln!("kept {} for inspection (dev.log)", root.display());
+    }
+    result
+}
+
+async fn run(args: &Args, me: &Path, root: &Path, config: &Path) -> anyhow::Result<()> {
+    let ctx_file = config.join("context.json");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !ctx_file.exists() {
+        if Instant::now() > deadline {
+            bail!("gpuctl dev did not become ready; see {}", root.join("dev.log").display());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ctx: serde_json::Value = serde_json::from_slice(&std::fs::read(&ctx_file)?)?;
+    let server = ctx["server"].as_str().context("server in context.json")?.to_string();
+    let mut client = pb::control_client::ControlClient::connect(server.clone()).await?;
+    let probes = root.join("probes");
+    std::fs::create_dir_all(&probes)?;
+
+    let mut latencies_ms = Vec::with_capacity(args.jobs);
+    let mut submit_ms = Vec::with_capacity(args.jobs);
+    for i in 0..args.jobs {
+        let name = format!("lat-{i}");
+        let probe = probes.join(&name);
+        let job = Job::new(
+            &name,
+            JobSpec {
+                tasks: vec![TaskSpec {
+                    name: "main".into(),
+                    replicas: 1,
+                    command: vec![me.display().to_string(), "--probe".into(), probe.display().to_string()],
+                    env: Default::default(),
+                    working_dir: None,
+                    resources: Resources { gpus: 1.0, ..Default::default() },
+                }],
+                min_available: None,
+                priority: 0,
+                topology: Default::default(),
+                max_retries: 0,
+                timeout_seconds: None,
+            },
+        );
+        let sent = Instant::now();
+        client
+            .apply(pb::ApplyRequest { object_json: serde_json::to_string(&job)?, source: "<bench>".into() })
+            .await
+            .with_context(|| format!("submitting {name}"))?;
+        let returned = now_ns();
+        submit_ms.push(sent.elapsed().as_secs_f64() * 1e3);
+        let limit = Instant::now() + Duration::from_secs(30);
+        let started: u128 = loop {
+            if let Ok(s) = std::fs::read_to_string(&probe) {
+                break s.trim().parse()?;
+            }
+            if Instant::now() > limit {
+                bail!("job {name}'s process did not start within 30s");
+            }
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        };
+        latencies_ms.push(started.saturating_sub(returned) as f64 / 1e6);
+        // Let it finish so every job finds the same free capacity.
+        let w = client.wait(pb::WaitRequest { name: name.clone(), timeout_ms: 30_000 }).await?.into_inner();
+        if w.phase != "Succeeded" {
+            bail!("job {name} ended {}", w.phase);
+        }
+    }
+    latencies_ms.sort_by(f64::total_cmp);
+    submit_ms.sort_by(f64::total_cmp);
+    let (p50, p99) = (percentile(&latencies_ms, 50.0), percentile(&latencies_ms, 99.0));
+    let max = latencies_ms.last().copied().unwrap_or(f64::NAN);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "jobs": args.jobs,
+                "start_latency_ms_p50": p50,
+                "start_latency_ms_p99": p99,
+                "start_latency_ms_max": max,
+                "submit_rpc_ms_p50": percentile(&submit_ms, 50.0),
+                "submit_rpc_ms_p99": percentile(&submit_ms, 99.0),
+            })
+        );
+    } else {
+        println!("submit returned → task process started, over {} jobs:", args.jobs);
+        println!("  p50 {p50:.2} ms   p99 {p99:.2} ms   max {max:.2} ms");
+        println!(
+            "submit RPC (apply, committed + applied): p50 {:.2} ms   p99 {:.2} ms",
+            percentile(&submit_ms, 50.0),
+            percentile(&submit_ms, 99.0)
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,30 @@
+//! gpuctl's benchmarks and scenario drivers.
+//!
+//! - `submit-latency`: on a `gpuctl dev` cluster, the time from `submit`
+//!   returning to the task's process starting (p50/p99).
+//!
+//! Results are kept in `benches/RESULTS.md`.
+
+/// Percentile (nearest-rank) of sorted samples; `p` in 0..=100.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn nearest_rank() {
+        let v: Vec<f64> = (1..=200).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), 100.0);
+        assert_eq!(percentile(&v, 99.0), 198.0);
+        assert_eq!(percentile(&v, 100.0), 200.0);
+        assert_eq!(percentile(&[7.0], 99.0), 7.0);
+        assert!(percentile(&[], 50.0).is_nan());
+    }
+}
