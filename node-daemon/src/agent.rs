@@ -97,6 +97,22 @@ impl Quiet {
     }
 }
 
+/// A status in one line: code, message and the root cause of a transport
+/// error ("unavailable: tcp connect error (Connection refused ...)").
+pub fn brief(s: &Status) -> String {
+    let mut root: Option<&dyn std::error::Error> = std::error::Error::source(s);
+    while let Some(next) = root.and_then(|e| e.source()) {
+        root = Some(next);
+    }
+    let code = format!("{:?}", s.code()).to_lowercase();
+    match root {
+        Some(r) if !s.message().contains(&r.to_string()) => {
+            format!("{code}: {} ({r})", s.message())
+        }
+        _ => format!("{code}: {}", s.message()),
+    }
+}
+
 /// The scheduler replicas, tried in order: a call that fails as if the
 /// replica were down (or not the leader) moves on to the next one.
 #[derive(Debug)]
@@ -157,7 +173,7 @@ impl Servers {
                 .compare_exchange(i, next, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
             {
-                tracing::info!(
+                tracing::debug!(
                     "scheduler {} failed ({}); trying {}",
                     self.urls[i],
                     status.code(),
@@ -244,7 +260,7 @@ pub async fn register_until_ok(
                 };
             }
             Err(s) => {
-                quiet.failed(&format!("Register with {}", servers.urls[i]), &s);
+                quiet.failed(&format!("Register with {}", servers.urls[i]), brief(&s));
                 servers.failed(i, &s);
             }
         }
@@ -294,7 +310,7 @@ pub async fn heartbeat_loop(
                 }
             }
             Err(s) => {
-                quiet.failed(&format!("Heartbeat to {}", servers.urls[i]), &s);
+                quiet.failed(&format!("Heartbeat to {}", servers.urls[i]), brief(&s));
                 servers.failed(i, &s);
             }
         }
@@ -341,7 +357,7 @@ pub async fn watch_loop(servers: Arc<Servers>, node: String, events: mpsc::Unbou
                             break;
                         }
                         Err(s) => {
-                            quiet.failed(&what, &s);
+                            quiet.failed(&what, brief(&s));
                             servers.failed(i, &s);
                             break;
                         }
@@ -349,7 +365,7 @@ pub async fn watch_loop(servers: Arc<Servers>, node: String, events: mpsc::Unbou
                 }
             }
             Err(s) => {
-                quiet.failed(&what, &s);
+                quiet.failed(&what, brief(&s));
                 servers.failed(i, &s);
             }
         }
@@ -400,7 +416,7 @@ pub async fn outbox_loop(
                     break;
                 }
                 Err(s) => {
-                    quiet.failed(&format!("ReportTask to {}", servers.urls[i]), &s);
+                    quiet.failed(&format!("ReportTask to {}", servers.urls[i]), brief(&s));
                     servers.failed(i, &s);
                 }
             }
@@ -508,6 +524,8 @@ pub struct ReconcilerConfig {
     pub logs_dir: PathBuf,
     /// SIGTERM → SIGKILL delay when stopping a task.
     pub kill_grace: Duration,
+    /// Where running process groups are recorded (see [`runtime::PidDir`]).
+    pub pid_dir: PathBuf,
 }
 
 /// Owns the local task table; see the module docs.
@@ -521,6 +539,7 @@ pub struct Reconciler {
     live: LiveTasks,
     reports: mpsc::UnboundedSender<ReportTaskRequest>,
     events: mpsc::UnboundedSender<Event>,
+    pids: runtime::PidDir,
 }
 
 impl Reconciler {
@@ -533,6 +552,7 @@ impl Reconciler {
         events: mpsc::UnboundedSender<Event>,
     ) -> Self {
         Reconciler {
+            pids: runtime::PidDir::new(cfg.pid_dir.clone()),
             cfg,
             tasks: BTreeMap::new(),
             desired: HashSet::new(),
@@ -621,6 +641,7 @@ impl Reconciler {
                 self.metrics.tasks_running.inc();
                 tracing::info!("{key}: started pid {pid}: {:?}", a.command);
                 self.live.insert(key.clone());
+                self.pids.record(&key, pid);
                 self.report(&key, "Running", 0, "", pid);
                 let (exited_tx, exited_rx) = watch::channel(false);
                 let events = self.events.clone();
@@ -674,6 +695,7 @@ impl Reconciler {
 
     fn exited(&mut self, key: TaskKey, exit: Exit) {
         self.live.remove(&key);
+        self.pids.forget(&key);
         self.metrics.tasks_running.dec();
         let result = if exit.succeeded() {
             "succeeded"
@@ -684,7 +706,11 @@ impl Reconciler {
         let was = self.tasks.get(&key).map(|t| t.state);
         match was {
             Some(LocalState::Running) => {
-                tracing::info!("{key}: exited with code {} {}", exit.code, exit.message);
+                if exit.succeeded() {
+                    tracing::info!("{key}: succeeded");
+                } else {
+                    tracing::info!("{key}: failed: {}", exit.message);
+                }
                 let phase = if exit.succeeded() {
                     "Succeeded"
                 } else {

@@ -200,6 +200,12 @@ impl Node {
             memory_bytes: config.memory_bytes,
             labels: config.labels.clone(),
         };
+        let leftovers = runtime::PidDir::new(config.work_dir.join("pids")).kill_leftovers();
+        if leftovers > 0 {
+            tracing::warn!(
+                "killed {leftovers} task process group(s) a previous run of this daemon left running"
+            );
+        }
         let metrics = Metrics::new(inventory.clone())?;
         Ok(Node {
             config,
@@ -267,6 +273,7 @@ impl Node {
                     node: self.config.name.clone(),
                     logs_dir,
                     kill_grace: self.config.kill_grace,
+                    pid_dir: self.config.work_dir.join("pids"),
                 },
                 self.inventory.clone(),
                 self.metrics.clone(),

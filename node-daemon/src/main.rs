@@ -246,24 +246,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let node = Node::bind(config, inventory.clone())
         .await
         .context("starting gpu-node")?;
-    println!(
-        "gpu-node {name}: agent {} ({})",
+    // Never panic on a closed stdout (a supervisor that stopped reading).
+    let banner = format!(
+        "gpu-node {name}: agent {} ({})\n\
+         gpu-node {name}: metrics http://{}/metrics\n\
+         gpu-node {name}: {}\n\
+         gpu-node {name}: logs in {}\n\
+         gpu-node {name}: scheduler {}\n",
         node.agent_addr(),
-        node.identity().agent_endpoint
+        node.identity().agent_endpoint,
+        node.metrics_addr(),
+        inventory::describe(inventory.as_ref()),
+        work_dir.join("logs").display(),
+        cli.server.join(","),
     );
-    println!(
-        "gpu-node {name}: metrics http://{}/metrics",
-        node.metrics_addr()
-    );
-    println!(
-        "gpu-node {name}: {}",
-        inventory::describe(inventory.as_ref())
-    );
-    println!(
-        "gpu-node {name}: logs in {}",
-        work_dir.join("logs").display()
-    );
-    println!("gpu-node {name}: scheduler {}", cli.server.join(","));
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(banner.as_bytes()).and_then(|_| out.flush());
+    }
     tracing::info!(
         "node {name}: agent {}, metrics {}, address {}",
         node.agent_addr(),
@@ -294,6 +295,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

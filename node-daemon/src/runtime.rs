@@ -243,6 +243,87 @@ pub async fn stop_group(pgid: u32, grace: Duration, exited: impl std::future::Fu
     }
 }
 
+/// Records of the task process groups this daemon started, one file per
+/// task in `<work-dir>/pids/`, so that a daemon that crashed (and so could not
+/// stop its tasks) kills the leftovers when it starts again instead of leaving
+/// them on the GPUs the scheduler hands to others.
+#[derive(Debug, Clone)]
+pub struct PidDir {
+    dir: PathBuf,
+}
+
+/// Start time of a process in clock ticks since boot (field 22 of
+/// `/proc/<pid>/stat`): with the pid it names one process, even after the pid
+/// is reused.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+impl PidDir {
+    pub fn new(dir: PathBuf) -> Self {
+        PidDir { dir }
+    }
+
+    fn file(&self, key: &TaskKey) -> Option<PathBuf> {
+        let job = job_dir_name(&key.job).ok()?;
+        Some(
+            self.dir
+                .join(format!("{job}.{}.{}", key.task_index, key.attempt)),
+        )
+    }
+
+    /// Remember that `key` runs as process group `pid`.
+    pub fn record(&self, key: &TaskKey, pid: u32) {
+        let Some(path) = self.file(key) else {
+            return;
+        };
+        let Some(start) = start_time(pid) else {
+            return;
+        };
+        let result = std::fs::create_dir_all(&self.dir)
+            .and_then(|_| std::fs::write(&path, format!("{pid} {start}\n")));
+        if let Err(e) = result {
+            tracing::warn!("recording pid {pid} of {key} in {path:?}: {e}");
+        }
+    }
+
+    /// `key`'s process has exited.
+    pub fn forget(&self, key: &TaskKey) {
+        if let Some(path) = self.file(key) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// Kill the process groups a previous run of the daemon left behind;
+    /// returns how many were still running.
+    pub fn kill_leftovers(&self) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        let mut killed = 0;
+        for entry in entries.filter_map(|e| e.ok()) {
+            let path = entry.path();
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let mut parts = text.split_whitespace().map(|p| p.parse::<u64>().ok());
+            if let (Some(Some(pid)), Some(Some(start))) = (parts.next(), parts.next()) {
+                let pid = u32::try_from(pid).unwrap_or(0);
+                if pid > 1 && start_time(pid) == Some(start) {
+                    tracing::warn!(
+                        "killing process group {pid} left over from a previous run ({:?})",
+                        entry.file_name()
+                    );
+                    signal_group(pid, Signal::SIGKILL);
+                    killed += 1;
+                }
+            }
+            let _ = std::fs::remove_file(&path);
+        }
+        killed
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,5 +523,32 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn leftovers_of_a_crashed_daemon_are_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, _) = run_spec(dir.path(), &["sleep", "30"], "");
+        let p = p.unwrap();
+        let pid = p.pid;
+        let pids = PidDir::new(dir.path().join("pids"));
+        let key = TaskKey {
+            job: "job".into(),
+            task_index: 0,
+            attempt: 1,
+        };
+        pids.record(&key, pid);
+        // A stale record (no such process) is only removed.
+        std::fs::write(dir.path().join("pids/old.0.1"), "999999999 1\n").unwrap();
+        // The daemon "restarts": a new PidDir over the same folder.
+        assert_eq!(PidDir::new(dir.path().join("pids")).kill_leftovers(), 1);
+        let exit = tokio::time::timeout(Duration::from_secs(10), p.wait())
+            .await
+            .unwrap();
+        assert_eq!(exit.code, 128 + 9);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("pids")).unwrap().count(),
+            0
+        );
     }
 }

@@ -314,9 +314,15 @@ fn sim_uuid(node: &str, index: u32) -> String {
         }
         h
     }
+    // splitmix64's finalizer, so neighbouring indices differ in every digit.
+    fn mix(mut z: u64) -> u64 {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
     let key = format!("gpuctl-sim/{node}/{index}");
-    let a = fnv1a(0xcbf2_9ce4_8422_2325, key.as_bytes());
-    let b = fnv1a(a ^ 0x9e37_79b9_7f4a_7c15, key.as_bytes());
+    let a = mix(fnv1a(0xcbf2_9ce4_8422_2325, key.as_bytes()));
+    let b = mix(a ^ 0x9e37_79b9_7f4a_7c15);
     format!(
         "GPU-{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
         a >> 32,
