@@ -237,16 +237,8 @@ pub async fn register_until_ok(
     let mut backoff = Backoff::default();
     let mut quiet = Quiet::default();
     loop {
-        let req = {
-            let inv = inv.clone();
-            let id = id.clone();
-            tokio::task::spawn_blocking(move || register_request(&id, inv.as_ref()))
-                .await
-                .unwrap_or_else(|_| RegisterRequest {
-                    name: String::new(),
-                    ..Default::default()
-                })
-        };
+        // Device lists are cached by every inventory: cheap to call here.
+        let req = register_request(id, inv.as_ref());
         let (i, mut client) = servers.client();
         match client.register(req).await {
             Ok(resp) => {
@@ -596,7 +588,6 @@ impl Reconciler {
                         "{key}: assigned as Running but no process here; reporting it lost"
                     );
                     self.report(&key, "Failed", -1, LOST_MESSAGE, 0);
-                    self.metrics.task_exits.with_label_values(&["failed"]).inc();
                     self.tasks.insert(
                         key,
                         LocalTask {

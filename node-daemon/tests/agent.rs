@@ -118,7 +118,8 @@ async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     assert!(ok.is_ok(), "timed out waiting for {what}");
 }
 
-async fn start() -> Harness {
+/// `dead_first`: list an unreachable scheduler replica before the fake one.
+async fn start(dead_first: bool) -> Harness {
     let (reports_tx, reports) = mpsc::unbounded_channel();
     let fake = FakeScheduler {
         state: Arc::default(),
@@ -138,7 +139,12 @@ async fn start() -> Harness {
         Arc::new(SimulatedInventory::from_specs("node-1", &["2xA100-80GB".to_string()]).unwrap());
     let config = Config {
         name: "node-1".into(),
-        servers: vec![format!("http://{server_addr}")],
+        servers: if dead_first {
+            // Port 1 on loopback: nothing listens, connections are refused.
+            vec!["http://127.0.0.1:1".into(), format!("http://{server_addr}")]
+        } else {
+            vec![format!("http://{server_addr}")]
+        },
         listen: "127.0.0.1:0".parse().unwrap(),
         metrics_listen: "127.0.0.1:0".parse().unwrap(),
         address: None,
@@ -239,7 +245,7 @@ fn read(path: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_an_assignment_once_and_reports_it() {
-    let mut h = start().await;
+    let mut h = start(false).await;
     {
         let st = h.fake.state.lock().unwrap();
         let reg = &st.registers[0];
@@ -326,7 +332,8 @@ async fn runs_an_assignment_once_and_reports_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_running_task_is_reported_lost_not_started() {
-    let mut h = start().await;
+    // Also: a replica that is down is skipped for the next one.
+    let mut h = start(true).await;
     let ghost = task("ghost", "Running", &["sh", "-c", "echo started"]);
     h.fake.push(vec![ghost.clone()]);
     let r = h.report().await;
@@ -342,7 +349,7 @@ async fn unknown_running_task_is_reported_lost_not_started() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_and_cancellation() {
-    let mut h = start().await;
+    let mut h = start(false).await;
     // A command that does not exist fails with 127 and says why.
     h.fake
         .push(vec![task("missing", "Bound", &["no-such-command-gpuctl"])]);
