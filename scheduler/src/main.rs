@@ -25,10 +25,10 @@ struct Args {
     #[arg(long, default_value = "gpuctl-scheduler-data")]
     data_dir: PathBuf,
     /// gRPC address for the CLI and node daemons.
-    #[arg(long, default_value = "127.0.0.1:7070")]
+    #[arg(long, default_value = "127.0.0.1:7000")]
     listen: SocketAddr,
     /// HTTP address for /metrics and /healthz.
-    #[arg(long, default_value = "127.0.0.1:7071")]
+    #[arg(long, default_value = "127.0.0.1:7001")]
     metrics_listen: SocketAddr,
     /// Write {"id","grpc","metrics","pid"} here once the replica accepts writes.
     #[arg(long)]
