@@ -1,0 +1,652 @@
+//! `gpuctl`, the command line of the gpuctl GPU cluster platform.
+//!
+//! ```text
+//! argv ──clap──► Cli ──run()──► config (which server?) ──client──► Control gRPC
+//!                  │                manifest (files, submit flags → Job)
+//!                  │                render (tables, describe)
+//!                  └── dev ──► spawns gpu-scheduler + gpu-node children, supervises them
+//! ```
+//!
+//! The binary is a thin `main` around [`run`]; everything a test wants to
+//! pin (address resolution, manifests, tables) is a pure function in a module.
+//!
+//! Exit codes: 0 success, 1 failure (server error, bad manifest, unreachable
+//! server, a job that `wait` saw fail), 2 bad command line, 124 `wait` timed out.
+
+pub mod client;
+pub mod config;
+pub mod dev;
+pub mod duration;
+pub mod error;
+pub mod manifest;
+pub mod render;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use gpuctl_common::api::{Job, JobPhase, Manifest, Node};
+use gpuctl_proto::v1::{
+    ApplyRequest, CancelRequest, CordonRequest, GetRequest, LogsRequest, WaitRequest,
+};
+
+use crate::client::{status_error, Client, Target};
+use crate::config::EnvVars;
+use crate::duration::HumanDuration;
+pub use crate::error::{Error, Result, EXIT_FAILURE, EXIT_TIMEOUT, EXIT_USAGE};
+use crate::manifest::SubmitArgs;
+
+/// The gpuctl command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "gpuctl",
+    version,
+    about = "Run batch jobs on a gpuctl GPU cluster",
+    after_help = "The server address comes from --server, then GPUCTL_SERVER, then the context \
+                  file \"gpuctl dev\" writes ($GPUCTL_CONFIG_DIR or ~/.config/gpuctl/context.json)."
+)]
+pub struct Cli {
+    /// Scheduler address(es), comma-separated, tried in order: host:port or
+    /// http://host:port [env: GPUCTL_SERVER]
+    #[arg(long, global = true, value_name = "URL")]
+    pub server: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the objects in files or folders (*.yaml, *.yml, *.json).
+    Apply {
+        /// A file, a folder, or - for stdin (repeatable).
+        #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+        files: Vec<String>,
+    },
+    /// Submit a quick job: one task group running CMD.
+    Submit(SubmitFlags),
+    /// List jobs or nodes, or show one.
+    Get {
+        /// jobs or nodes (job, node, no).
+        #[arg(value_parser = parse_kind)]
+        kind: Kind,
+        name: Option<String>,
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Show a job or node in detail.
+    Describe {
+        /// job or node.
+        #[arg(value_parser = parse_kind)]
+        kind: Kind,
+        name: String,
+    },
+    /// Print a task's log.
+    Logs {
+        job: String,
+        /// Global task index (RANK).
+        #[arg(long, default_value_t = 0)]
+        task: u32,
+        /// Keep streaming until the task ends.
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
+    /// Cancel a job: its tasks are stopped.
+    Cancel { job: String },
+    /// Mark a node unschedulable: no new tasks are placed on it.
+    Cordon { node: String },
+    /// Mark a node schedulable again.
+    Uncordon { node: String },
+    /// Wait until a job finishes: exit 0 Succeeded, 1 Failed or Cancelled, 124 timeout.
+    Wait {
+        job: String,
+        /// How long to wait, e.g. 60s, 2m, 500ms; 0 waits for ever.
+        #[arg(long, default_value = "60s")]
+        timeout: HumanDuration,
+    },
+    /// Start a whole cluster on this machine (scheduler + simulated GPU nodes).
+    Dev(DevFlags),
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitFlags {
+    /// Job name (default: job-<random>).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// GPUs per task: whole (1, 8) or a share of one (0.5).
+    #[arg(long, default_value_t = 0.0)]
+    pub gpus: f64,
+    /// Number of tasks (a gang: all start together).
+    #[arg(long, default_value_t = 1)]
+    pub replicas: u32,
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// Acceptable GPU models, e.g. "A100|H100".
+    #[arg(long)]
+    pub gpu_model: Option<String>,
+    /// CPU cores per task, e.g. 4 or 500m.
+    #[arg(long)]
+    pub cpu: Option<String>,
+    /// Memory per task, e.g. 16Gi.
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// Environment variable KEY=VALUE (repeatable).
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    #[arg(long, default_value_t = 0)]
+    pub max_retries: u32,
+    #[arg(long)]
+    pub timeout_seconds: Option<u64>,
+    /// Working directory of the tasks.
+    #[arg(long)]
+    pub workdir: Option<String>,
+    /// The program and its arguments, after `--`.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+impl SubmitFlags {
+    pub fn to_args(&self) -> SubmitArgs {
+        SubmitArgs {
+            name: self.name.clone(),
+            gpus: self.gpus,
+            replicas: self.replicas,
+            queue: self.queue.clone(),
+            gpu_model: self.gpu_model.clone(),
+            cpu: self.cpu.clone(),
+            memory: self.memory.clone(),
+            env: self.env.clone(),
+            max_retries: self.max_retries,
+            timeout_seconds: self.timeout_seconds,
+            workdir: self.workdir.clone(),
+            command: self.command.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DevFlags {
+    /// Where the cluster keeps its state (default: $XDG_DATA_HOME/gpuctl/dev
+    /// or ~/.local/share/gpuctl/dev).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Simulated GPUs of every node, e.g. 8xA100-80GB (repeatable).
+    #[arg(long, value_name = "SPEC")]
+    pub gpus: Vec<String>,
+    /// Number of node daemons.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub nodes: u32,
+    /// Scheduler gRPC port (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    pub scheduler_port: u16,
+    /// Submit a small example job once the cluster is up.
+    #[arg(long)]
+    pub example: bool,
+}
+
+/// The object kinds `get` and `describe` know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Jobs,
+    Nodes,
+}
+
+impl Kind {
+    /// The kind as the API's `Get` takes it.
+    pub fn api_name(self) -> &'static str {
+        match self {
+            Kind::Jobs => "jobs",
+            Kind::Nodes => "nodes",
+        }
+    }
+    /// The singular, as in `job/x` and `job "x" not found`.
+    pub fn singular(self) -> &'static str {
+        match self {
+            Kind::Jobs => "job",
+            Kind::Nodes => "node",
+        }
+    }
+}
+
+/// `jobs`, `job`, `nodes`, `node`, `no` (any case).
+pub fn parse_kind(s: &str) -> Result<Kind, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "job" | "jobs" => Ok(Kind::Jobs),
+        "node" | "nodes" | "no" => Ok(Kind::Nodes),
+        _ => Err(format!("unknown kind {s:?} (expected jobs or nodes)")),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+    Yaml,
+}
+
+/// Run one command; returns the exit code. The context file and the server
+/// list are read through `env`, so tests can point them at temp dirs.
+pub async fn run(cli: Cli, env: &EnvVars) -> Result<u8> {
+    if let Command::Dev(flags) = cli.command {
+        return dev::run(flags, env).await;
+    }
+    let servers = config::resolve_servers(
+        cli.server.as_deref(),
+        env.gpuctl_server.as_deref(),
+        env.config_dir().as_deref(),
+    )?;
+    let mut cx = Ctx {
+        urls: servers.urls,
+        client: None,
+    };
+    match cli.command {
+        Command::Dev(_) => unreachable!("handled above"),
+        Command::Apply { files } => cmd_apply(&mut cx, &files).await,
+        Command::Submit(flags) => cmd_submit(&mut cx, &flags).await,
+        Command::Get { kind, name, output } => cmd_get(&mut cx, kind, name, output).await,
+        Command::Describe { kind, name } => cmd_describe(&mut cx, kind, &name).await,
+        Command::Logs { job, task, follow } => cmd_logs(&mut cx, &job, task, follow).await,
+        Command::Cancel { job } => {
+            let req = CancelRequest {
+                kind: "jobs".into(),
+                name: job.clone(),
+            };
+            let target = job_target(&job);
+            let c = cx.client().await?;
+            c.cancel(req).await.map_err(|s| cx.status(s, target))?;
+            out(&format!("job/{job} cancelled\n"))?;
+            Ok(0)
+        }
+        Command::Cordon { node } => cmd_cordon(&mut cx, &node, true).await,
+        Command::Uncordon { node } => cmd_cordon(&mut cx, &node, false).await,
+        Command::Wait { job, timeout } => cmd_wait(&mut cx, &job, &timeout).await,
+    }
+}
+
+/// A lazily connected client: commands that fail locally never dial.
+struct Ctx {
+    urls: Vec<String>,
+    client: Option<Client>,
+}
+
+impl Ctx {
+    async fn client(&mut self) -> Result<&mut Client> {
+        if self.client.is_none() {
+            self.client = Some(client::connect(&self.urls, client::CONNECT_TIMEOUT).await?);
+        }
+        Ok(self.client.as_mut().expect("just connected"))
+    }
+
+    fn status(&self, s: tonic::Status, target: Option<Target<'_>>) -> Error {
+        status_error(s, target, &self.urls)
+    }
+
+    async fn get_raw(&mut self, kind: Kind, name: Option<&str>) -> Result<Vec<String>> {
+        let req = GetRequest {
+            kind: kind.api_name().into(),
+            name: name.unwrap_or_default().into(),
+        };
+        let target = name.map(|n| Target {
+            kind: kind.singular(),
+            name: n,
+        });
+        let c = self.client().await?;
+        let resp = c
+            .get(req)
+            .await
+            .map_err(|s| status_error(s, target, &self.urls))?;
+        let objs = resp.into_inner().objects_json;
+        if let (Some(t), true) = (target, objs.is_empty()) {
+            return Err(Error::NotFound {
+                kind: t.kind,
+                name: t.name.to_string(),
+            });
+        }
+        Ok(objs)
+    }
+
+    async fn get_jobs(&mut self, name: Option<&str>) -> Result<Vec<Job>> {
+        self.get_raw(Kind::Jobs, name)
+            .await?
+            .iter()
+            .map(|j| decode(j, "job"))
+            .collect()
+    }
+
+    async fn get_nodes(&mut self, name: Option<&str>) -> Result<Vec<Node>> {
+        self.get_raw(Kind::Nodes, name)
+            .await?
+            .iter()
+            .map(|j| decode(j, "node"))
+            .collect()
+    }
+}
+
+fn job_target(name: &str) -> Option<Target<'_>> {
+    Some(Target { kind: "job", name })
+}
+
+fn decode<T: serde::de::DeserializeOwned>(json: &str, what: &str) -> Result<T> {
+    serde_json::from_str(json).map_err(|e| {
+        Error::Other(format!(
+            "cannot read a {what} the server sent ({e}); is gpuctl the same version as the scheduler?"
+        ))
+    })
+}
+
+/// Write to stdout now (flushed), so output interleaves with streamed logs.
+pub fn out(s: &str) -> Result<()> {
+    out_bytes(s.as_bytes())
+}
+
+fn out_bytes(b: &[u8]) -> Result<()> {
+    let mut o = std::io::stdout().lock();
+    o.write_all(b)
+        .and_then(|_| o.flush())
+        .map_err(|e| Error::io("cannot write to stdout", e))
+}
+
+async fn cmd_apply(cx: &mut Ctx, files: &[String]) -> Result<u8> {
+    // Parse and validate everything before sending anything.
+    let loaded = manifest::load_manifests(files, &mut std::io::stdin().lock())?;
+    let mut code = 0;
+    for l in loaded {
+        let kind = l.manifest.kind().to_ascii_lowercase();
+        let name = l.manifest.name().to_string();
+        let req = ApplyRequest {
+            object_json: serde_json::to_string(&l.manifest).expect("manifests serialise"),
+            source: l.source.clone(),
+        };
+        let c = cx.client().await?;
+        match c.apply(req).await {
+            Ok(_) => out(&format!("{kind}/{name} created\n"))?,
+            Err(s) => {
+                let e = cx.status(s, None);
+                if matches!(e, Error::Unreachable { .. }) {
+                    return Err(e);
+                }
+                eprintln!("error: {e}");
+                code = EXIT_FAILURE;
+            }
+        }
+    }
+    Ok(code)
+}
+
+async fn cmd_submit(cx: &mut Ctx, flags: &SubmitFlags) -> Result<u8> {
+    let job = manifest::build_submit_job(&flags.to_args(), manifest::random_job_name)?;
+    let name = job.metadata.name.clone();
+    submit_job(cx, &job).await?;
+    out(&format!("job/{name} submitted\n"))?;
+    Ok(0)
+}
+
+async fn submit_job(cx: &mut Ctx, job: &Job) -> Result<()> {
+    let req = ApplyRequest {
+        object_json: serde_json::to_string(&Manifest::Job(job.clone())).expect("jobs serialise"),
+        source: manifest::SUBMIT_SOURCE.into(),
+    };
+    let c = cx.client().await?;
+    c.apply(req).await.map_err(|s| cx.status(s, None))?;
+    Ok(())
+}
+
+async fn cmd_get(cx: &mut Ctx, kind: Kind, name: Option<String>, output: Output) -> Result<u8> {
+    let name = name.as_deref();
+    match output {
+        Output::Json | Output::Yaml => {
+            let raw = cx.get_raw(kind, name).await?;
+            let values: Vec<serde_json::Value> = raw
+                .iter()
+                .map(|j| decode(j, kind.singular()))
+                .collect::<Result<_>>()?;
+            let doc = match (name, values.len()) {
+                (Some(_), 1) => values.into_iter().next().expect("one"),
+                _ => serde_json::Value::Array(values),
+            };
+            let text = if output == Output::Json {
+                let mut s = serde_json::to_string_pretty(&doc).expect("json");
+                s.push('\n');
+                s
+            } else {
+                serde_yaml_ng::to_string(&doc)
+                    .map_err(|e| Error::Other(format!("cannot render YAML: {e}")))?
+            };
+            out(&text)?;
+        }
+        Output::Table => {
+            let now = gpuctl_common::now_ms();
+            let text = match kind {
+                Kind::Jobs => render::jobs_table(&cx.get_jobs(name).await?, now),
+                Kind::Nodes => {
+                    let nodes = cx.get_nodes(name).await?;
+                    let jobs = cx.get_jobs(None).await?;
+                    render::nodes_table(&nodes, &jobs, now)
+                }
+            };
+            out(&text)?;
+        }
+    }
+    Ok(0)
+}
+
+async fn cmd_describe(cx: &mut Ctx, kind: Kind, name: &str) -> Result<u8> {
+    let now = gpuctl_common::now_ms();
+    let text = match kind {
+        Kind::Jobs => {
+            let jobs = cx.get_jobs(Some(name)).await?;
+            jobs.iter()
+                .map(|j| render::describe_job(j, now))
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+        Kind::Nodes => {
+            let nodes = cx.get_nodes(Some(name)).await?;
+            let jobs = cx.get_jobs(None).await?;
+            nodes
+                .iter()
+                .map(|n| render::describe_node(n, &jobs, now))
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+    };
+    out(&text)?;
+    Ok(0)
+}
+
+async fn cmd_logs(cx: &mut Ctx, job: &str, task: u32, follow: bool) -> Result<u8> {
+    let req = LogsRequest {
+        job: job.into(),
+        task_index: task,
+        follow,
+    };
+    let c = cx.client().await?;
+    let mut stream = c
+        .logs(req)
+        .await
+        .map_err(|s| status_error(s, job_target(job), &cx.urls))?
+        .into_inner();
+    loop {
+        match stream.message().await {
+            Ok(Some(chunk)) => out_bytes(&chunk.data)?,
+            Ok(None) => return Ok(0),
+            Err(s) => return Err(cx.status(s, job_target(job))),
+        }
+    }
+}
+
+async fn cmd_cordon(cx: &mut Ctx, node: &str, cordon: bool) -> Result<u8> {
+    let req = CordonRequest {
+        node: node.into(),
+        cordon,
+    };
+    let target = Some(Target {
+        kind: "node",
+        name: node,
+    });
+    let c = cx.client().await?;
+    c.cordon(req).await.map_err(|s| cx.status(s, target))?;
+    let what = if cordon { "cordoned" } else { "uncordoned" };
+    out(&format!("node/{node} {what}\n"))?;
+    Ok(0)
+}
+
+/// Longest single `Wait` call; the client loops until its own deadline.
+const WAIT_CHUNK: Duration = Duration::from_secs(30);
+/// Slack for a server that overruns the timeout it was given.
+const WAIT_SLACK: Duration = Duration::from_secs(10);
+
+async fn cmd_wait(cx: &mut Ctx, name: &str, timeout: &HumanDuration) -> Result<u8> {
+    let start = tokio::time::Instant::now();
+    let deadline = (!timeout.duration.is_zero()).then(|| start + timeout.duration);
+    let mut phase = String::from("Pending");
+    loop {
+        let chunk = match deadline {
+            Some(d) => d
+                .saturating_duration_since(tokio::time::Instant::now())
+                .min(WAIT_CHUNK),
+            None => WAIT_CHUNK,
+        };
+        // timeout_ms 0 would mean "for ever" to the server.
+        let req = WaitRequest {
+            name: name.into(),
+            timeout_ms: (chunk.as_millis() as u64).max(1),
+        };
+        let c = cx.client().await?;
+        match tokio::time::timeout(chunk + WAIT_SLACK, c.wait(req)).await {
+            Err(_) => {}
+            Ok(Err(s)) => return Err(cx.status(s, job_target(name))),
+            Ok(Ok(resp)) => {
+                let r = resp.into_inner();
+                if !r.phase.is_empty() {
+                    phase = r.phase.clone();
+                }
+                let job: Option<Job> = serde_json::from_str(&r.object_json).ok();
+                let job_phase = job.as_ref().map(|j| j.status.phase);
+                if r.finished || job_phase.is_some_and(JobPhase::is_terminal) {
+                    let message = job
+                        .as_ref()
+                        .and_then(|j| j.status.message.clone())
+                        .unwrap_or_else(|| "no message".into());
+                    return if job_phase == Some(JobPhase::Succeeded) || r.phase == "Succeeded" {
+                        out(&format!("job/{name} Succeeded\n"))?;
+                        Ok(0)
+                    } else {
+                        eprintln!("job/{name} {phase}: {message}");
+                        Ok(EXIT_FAILURE)
+                    };
+                }
+            }
+        }
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            eprintln!("error: timed out after {timeout} waiting for job/{name} (phase {phase})");
+            return Ok(EXIT_TIMEOUT);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("gpuctl").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn command_line_shapes() {
+        let c = parse(&["get", "no", "-o", "yaml", "--server", "a:1"]);
+        assert_eq!(c.server.as_deref(), Some("a:1"));
+        assert!(matches!(
+            c.command,
+            Command::Get {
+                kind: Kind::Nodes,
+                name: None,
+                output: Output::Yaml
+            }
+        ));
+        let c = parse(&[
+            "submit",
+            "--gpus",
+            "0.5",
+            "--replicas",
+            "2",
+            "-e",
+            "A=1",
+            "--",
+            "sh",
+            "-c",
+            "echo --x",
+        ]);
+        let Command::Submit(f) = c.command else {
+            panic!()
+        };
+        assert_eq!(f.command, ["sh", "-c", "echo --x"]);
+        assert_eq!(f.gpus, 0.5);
+        assert_eq!(f.env, ["A=1"]);
+        let c = parse(&["wait", "j", "--timeout", "2m"]);
+        let Command::Wait { timeout, .. } = c.command else {
+            panic!()
+        };
+        assert_eq!(timeout.duration, Duration::from_secs(120));
+        let c = parse(&["wait", "j"]);
+        let Command::Wait { timeout, .. } = c.command else {
+            panic!()
+        };
+        assert_eq!(timeout.to_string(), "60s");
+        let c = parse(&["apply", "-f", "a.yaml", "-f", "dir"]);
+        let Command::Apply { files } = c.command else {
+            panic!()
+        };
+        assert_eq!(files, ["a.yaml", "dir"]);
+        let c = parse(&[
+            "dev",
+            "--gpus",
+            "4xH100-80GB",
+            "--gpus",
+            "2xA100-40GB",
+            "--nodes",
+            "2",
+        ]);
+        let Command::Dev(d) = c.command else { panic!() };
+        assert_eq!(d.gpus.len(), 2);
+        assert_eq!(d.nodes, 2);
+        assert!(Cli::try_parse_from(["gpuctl", "get", "pods"]).is_err());
+        assert!(Cli::try_parse_from(["gpuctl", "wait", "j", "--timeout", "soon"]).is_err());
+    }
+
+    #[tokio::test]
+    async fn unreachable_server_fails_with_exit_1() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let cfg = tempfile::tempdir().unwrap();
+        config::write_context(
+            cfg.path(),
+            &config::Context {
+                server: format!("127.0.0.1:{port}"),
+                state_dir: None,
+            },
+        )
+        .unwrap();
+        let env = EnvVars {
+            gpuctl_config_dir: Some(cfg.path().display().to_string()),
+            ..Default::default()
+        };
+        let e = run(parse(&["get", "jobs"]), &env).await.unwrap_err();
+        assert!(
+            e.to_string().starts_with(&format!(
+                "cannot reach the gpuctl scheduler at http://127.0.0.1:{port}: connection refused"
+            )),
+            "{e}"
+        );
+        assert_eq!(e.exit_code(), 1);
+        // A bad submit fails before dialling.
+        let e = run(parse(&["submit", "--gpus", "1.5", "--", "x"]), &env)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().starts_with("<submit>: --gpus:"), "{e}");
+    }
+}

@@ -1,0 +1,703 @@
+//! What `get` and `describe` print. Pure functions of the objects and `now`,
+//! so the tests pin the output exactly.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use gpuctl_common::api::{format_bytes, Job, Node, NodePhase, TaskPhase, TaskSpec};
+
+/// Lay out rows under a header in columns separated by three spaces, the way
+/// kubectl does. The last column is not padded.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let cols = header.len();
+    let mut width: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate().take(cols) {
+            width[i] = width[i].max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut l = String::new();
+        for (i, c) in cells.enumerate() {
+            if i + 1 < cols {
+                let _ = write!(l, "{c:<w$}   ", w = width[i]);
+            } else {
+                l.push_str(c);
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&mut header.iter().copied());
+    for r in rows {
+        line(&mut r.iter().map(String::as_str));
+    }
+    out
+}
+
+/// GPUs as users write them: `2`, `0.5`, `1.25`.
+pub fn format_gpus(g: f64) -> String {
+    if g.fract() == 0.0 {
+        format!("{}", g as i64)
+    } else {
+        let s = format!("{g:.3}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+fn format_milli(m: u64) -> String {
+    format_gpus(m as f64 / 1000.0)
+}
+
+/// Age like kubectl: `45s`, `3m20s`, `25m`, `5h10m`, `30h`, `3d4h`, `20d`.
+pub fn format_age(from_ms: Option<u64>, now_ms: u64) -> String {
+    let Some(from) = from_ms.filter(|&t| t > 0) else {
+        return "<unknown>".into();
+    };
+    let s = now_ms.saturating_sub(from) / 1000;
+    let (m, h, d) = (s / 60, s / 3600, s / 86400);
+    if s < 120 {
+        format!("{s}s")
+    } else if m < 10 {
+        format!("{m}m{}s", s % 60)
+    } else if h < 3 {
+        format!("{m}m")
+    } else if h < 8 {
+        format!("{h}h{}m", m % 60)
+    } else if d < 2 {
+        format!("{h}h")
+    } else if d < 8 {
+        format!("{d}d{}h", h % 24)
+    } else {
+        format!("{d}d")
+    }
+}
+
+/// `2024-05-01T12:00:00Z` (UTC) for milliseconds since the epoch.
+pub fn format_time(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86400, secs % 86400);
+    // Howard Hinnant's civil_from_days.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn time_and_age(ms: Option<u64>, now_ms: u64) -> String {
+    match ms.filter(|&t| t > 0) {
+        None => "-".into(),
+        Some(t) => format!("{} ({} ago)", format_time(t), format_age(Some(t), now_ms)),
+    }
+}
+
+/// Total GPUs a job asks for across all its tasks.
+pub fn job_gpus(job: &Job) -> f64 {
+    let milli: u64 = job
+        .spec
+        .tasks
+        .iter()
+        .map(|t| u64::from(t.replicas) * t.resources.gpu_milli())
+        .sum();
+    milli as f64 / 1000.0
+}
+
+/// `gpuctl get jobs`.
+pub fn jobs_table(jobs: &[Job], now_ms: u64) -> String {
+    let rows: Vec<Vec<String>> = jobs
+        .iter()
+        .map(|j| {
+            let running = j
+                .status
+                .tasks
+                .iter()
+                .filter(|t| t.phase == TaskPhase::Running)
+                .count();
+            vec![
+                j.metadata.name.clone(),
+                j.metadata.queue.clone().unwrap_or_else(|| "default".into()),
+                j.status.phase.to_string(),
+                format!("{running}/{}", j.task_count()),
+                format_gpus(job_gpus(j)),
+                j.status.attempt.to_string(),
+                format_age(j.metadata.creation_timestamp_ms, now_ms),
+            ]
+        })
+        .collect();
+    table(
+        &["NAME", "QUEUE", "PHASE", "TASKS", "GPUS", "ATTEMPT", "AGE"],
+        &rows,
+    )
+}
+
+/// `Ready`, `Lost`, with `,SchedulingDisabled` when cordoned.
+pub fn node_status(n: &Node) -> String {
+    let phase = match n.status.phase {
+        NodePhase::Ready => "Ready",
+        NodePhase::Lost => "Lost",
+    };
+    if n.spec.unschedulable {
+        format!("{phase},SchedulingDisabled")
+    } else {
+        phase.to_string()
+    }
+}
+
+/// One task's hold on one GPU of a node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuUse {
+    pub job: String,
+    pub task: u32,
+    pub milli: u32,
+}
+
+/// GPU index → the tasks that hold it, for one node, from the jobs' tasks
+/// that are bound or running there.
+pub fn gpu_usage(node: &str, jobs: &[Job]) -> BTreeMap<u32, Vec<GpuUse>> {
+    let mut m: BTreeMap<u32, Vec<GpuUse>> = BTreeMap::new();
+    for j in jobs {
+        for t in &j.status.tasks {
+            if t.node.as_deref() != Some(node) || !t.phase.holds_resources() {
+                continue;
+            }
+            for g in &t.gpus {
+                m.entry(g.index).or_default().push(GpuUse {
+                    job: j.metadata.name.clone(),
+                    task: t.index,
+                    milli: g.milli,
+                });
+            }
+        }
+    }
+    m
+}
+
+/// GPUs allocated on a node in thousandths (fractional shares summed).
+pub fn allocated_milli(node: &str, jobs: &[Job]) -> u64 {
+    gpu_usage(node, jobs)
+        .values()
+        .flatten()
+        .map(|u| u64::from(u.milli))
+        .sum()
+}
+
+/// `8xA100-80GB` or `4xA100-80GB,4xH100-80GB`.
+pub fn node_models(n: &Node) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for g in &n.status.gpus {
+        *counts.entry(g.model.as_str()).or_default() += 1;
+    }
+    if counts.is_empty() {
+        return "-".into();
+    }
+    counts
+        .iter()
+        .map(|(m, c)| format!("{c}x{m}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn node_created(n: &Node) -> Option<u64> {
+    n.metadata
+        .creation_timestamp_ms
+        .or(Some(n.status.registered_ms))
+}
+
+/// `gpuctl get nodes`; `jobs` give the allocation.
+pub fn nodes_table(nodes: &[Node], jobs: &[Job], now_ms: u64) -> String {
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            let alloc = allocated_milli(&n.metadata.name, jobs);
+            vec![
+                n.metadata.name.clone(),
+                node_status(n),
+                format!("{}/{}", format_milli(alloc), n.status.gpus.len()),
+                node_models(n),
+                n.status.inventory.clone(),
+                format_age(node_created(n), now_ms),
+            ]
+        })
+        .collect();
+    table(
+        &["NAME", "STATUS", "GPUS", "MODELS", "INVENTORY", "AGE"],
+        &rows,
+    )
+}
+
+/// Quote a command for display so it can be pasted into a shell.
+pub fn shell_join(cmd: &[String]) -> String {
+    cmd.iter()
+        .map(|a| {
+            let plain = !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+            if plain {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn resources_line(t: &TaskSpec) -> String {
+    let r = &t.resources;
+    let mut parts = vec![format!("gpus={}", format_gpus(r.gpus))];
+    if let Some(m) = &r.gpu_model {
+        parts.push(format!("gpuModel={m}"));
+    }
+    if let Some(m) = &r.gpu_memory {
+        parts.push(format!("gpuMemory={}", format_bytes(m.0)));
+    }
+    if let Some(c) = &r.cpu {
+        parts.push(format!("cpu={}", format_gpus(c.0 as f64 / 1000.0)));
+    }
+    if let Some(m) = &r.memory {
+        parts.push(format!("memory={}", format_bytes(m.0)));
+    }
+    parts.join(" ")
+}
+
+fn indent(text: &str, by: &str) -> String {
+    text.lines()
+        .map(|l| format!("{by}{l}\n"))
+        .collect::<String>()
+}
+
+fn gpu_list(gpus: &[gpuctl_common::api::GpuShare]) -> String {
+    if gpus.is_empty() {
+        return "-".into();
+    }
+    gpus.iter()
+        .map(|g| {
+            if g.milli >= 1000 {
+                g.index.to_string()
+            } else {
+                format!("{}({})", g.index, format_milli(u64::from(g.milli)))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `gpuctl describe job NAME`.
+pub fn describe_job(j: &Job, now_ms: u64) -> String {
+    let s = &j.status;
+    let mut o = String::new();
+    let mut kv = |k: &str, v: String| {
+        let _ = writeln!(o, "{:<14}{v}", format!("{k}:"));
+    };
+    kv("Name", j.metadata.name.clone());
+    kv(
+        "Queue",
+        j.metadata.queue.clone().unwrap_or_else(|| "default".into()),
+    );
+    kv("Priority", j.spec.priority.to_string());
+    kv("Phase", s.phase.to_string());
+    kv(
+        "Attempt",
+        format!("{} (maxRetries {})", s.attempt, j.spec.max_retries),
+    );
+    kv(
+        "Created",
+        time_and_age(j.metadata.creation_timestamp_ms, now_ms),
+    );
+    kv("Started", time_and_age(s.start_time_ms, now_ms));
+    kv("Completed", time_and_age(s.completion_time_ms, now_ms));
+    if let Some(t) = j.spec.timeout_seconds {
+        kv("Timeout", format!("{t}s"));
+    }
+    if let Some(m) = j.spec.min_available {
+        kv("MinAvailable", m.to_string());
+    }
+    kv("Tasks", j.task_count().to_string());
+    kv("GPUs", format_gpus(job_gpus(j)));
+    kv("Message", s.message.clone().unwrap_or_else(|| "-".into()));
+    if !j.metadata.labels.is_empty() {
+        kv(
+            "Labels",
+            j.metadata
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+    }
+    o.push_str("Task groups:\n");
+    for t in &j.spec.tasks {
+        let _ = writeln!(o, "  {}:", t.name);
+        let _ = writeln!(o, "    Replicas:   {}", t.replicas);
+        let _ = writeln!(o, "    Command:    {}", shell_join(&t.command));
+        let _ = writeln!(o, "    Resources:  {}", resources_line(t));
+        if let Some(w) = &t.working_dir {
+            let _ = writeln!(o, "    WorkingDir: {w}");
+        }
+        if !t.env.is_empty() {
+            o.push_str("    Env:\n");
+            for (k, v) in &t.env {
+                let _ = writeln!(o, "      {k}={v}");
+            }
+        }
+    }
+    o.push_str("Tasks:\n");
+    if s.tasks.is_empty() {
+        o.push_str("  <none>\n");
+    } else {
+        let rows: Vec<Vec<String>> = s
+            .tasks
+            .iter()
+            .map(|t| {
+                vec![
+                    t.index.to_string(),
+                    t.group.clone(),
+                    t.phase.to_string(),
+                    t.node.clone().unwrap_or_else(|| "-".into()),
+                    gpu_list(&t.gpus),
+                    t.exit_code.map_or("-".into(), |c| c.to_string()),
+                    t.message.clone().unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect();
+        o.push_str(&indent(
+            &table(
+                &["INDEX", "GROUP", "PHASE", "NODE", "GPUS", "EXIT", "MESSAGE"],
+                &rows,
+            ),
+            "  ",
+        ));
+    }
+    o.push_str("Events:\n");
+    if s.events.is_empty() {
+        o.push_str("  <none>\n");
+    } else {
+        let rows: Vec<Vec<String>> = s
+            .events
+            .iter()
+            .map(|e| {
+                vec![
+                    format!("{} ago", format_age(Some(e.time_ms), now_ms)),
+                    e.reason.clone(),
+                    e.message.clone(),
+                ]
+            })
+            .collect();
+        o.push_str(&indent(&table(&["AGE", "REASON", "MESSAGE"], &rows), "  "));
+    }
+    o
+}
+
+/// `gpuctl describe node NAME`; `jobs` give what runs on it.
+pub fn describe_node(n: &Node, jobs: &[Job], now_ms: u64) -> String {
+    let name = &n.metadata.name;
+    let st = &n.status;
+    let usage = gpu_usage(name, jobs);
+    let mut o = String::new();
+    let mut kv = |k: &str, v: String| {
+        let _ = writeln!(o, "{:<14}{v}", format!("{k}:"));
+    };
+    kv("Name", name.clone());
+    kv("Status", node_status(n));
+    kv("Address", st.address.clone());
+    kv("Agent", st.agent_endpoint.clone());
+    kv("Inventory", st.inventory.clone());
+    kv("Registered", time_and_age(Some(st.registered_ms), now_ms));
+    kv(
+        "Last change",
+        time_and_age(Some(st.last_transition_ms), now_ms),
+    );
+    if !n.metadata.labels.is_empty() {
+        kv(
+            "Labels",
+            n.metadata
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+    }
+    let alloc: u64 = usage.values().flatten().map(|u| u64::from(u.milli)).sum();
+    o.push_str("Capacity:\n");
+    let _ = writeln!(o, "  cpu:     {}", format_milli(st.cpu_milli));
+    let _ = writeln!(o, "  memory:  {}", format_bytes(st.memory_bytes));
+    let _ = writeln!(
+        o,
+        "  gpus:    {} ({} allocated)",
+        st.gpus.len(),
+        format_milli(alloc)
+    );
+    o.push_str("GPUs:\n");
+    if st.gpus.is_empty() {
+        o.push_str("  <none>\n");
+    } else {
+        let rows: Vec<Vec<String>> = st
+            .gpus
+            .iter()
+            .map(|g| {
+                let to = usage.get(&g.index).map_or("-".into(), |us| {
+                    us.iter()
+                        .map(|u| {
+                            if u.milli >= 1000 {
+                                format!("{}/{}", u.job, u.task)
+                            } else {
+                                format!(
+                                    "{}/{}({})",
+                                    u.job,
+                                    u.task,
+                                    format_milli(u64::from(u.milli))
+                                )
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                        .join(",")
+                });
+                vec![
+                    g.index.to_string(),
+                    g.model.clone(),
+                    format_bytes(g.memory_bytes),
+                    g.uuid.clone(),
+                    if g.healthy { "yes" } else { "no" }.into(),
+                    to,
+                ]
+            })
+            .collect();
+        o.push_str(&indent(
+            &table(
+                &[
+                    "INDEX",
+                    "MODEL",
+                    "MEMORY",
+                    "UUID",
+                    "HEALTHY",
+                    "ALLOCATED-TO",
+                ],
+                &rows,
+            ),
+            "  ",
+        ));
+    }
+    o.push_str("Tasks:\n");
+    let rows: Vec<Vec<String>> = jobs
+        .iter()
+        .flat_map(|j| {
+            j.status
+                .tasks
+                .iter()
+                .filter(|t| t.node.as_deref() == Some(name.as_str()) && t.phase.holds_resources())
+                .map(move |t| {
+                    vec![
+                        j.metadata.name.clone(),
+                        t.index.to_string(),
+                        t.phase.to_string(),
+                        gpu_list(&t.gpus),
+                        format_age(t.start_time_ms, now_ms),
+                    ]
+                })
+        })
+        .collect();
+    if rows.is_empty() {
+        o.push_str("  <none>\n");
+    } else {
+        o.push_str(&indent(
+            &table(&["JOB", "TASK", "PHASE", "GPUS", "AGE"], &rows),
+            "  ",
+        ));
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gpuctl_common::api::{Event, Gpu, GpuShare, JobPhase, TaskStatus};
+
+    const NOW: u64 = 1_700_000_000_000;
+
+    fn job(name: &str, replicas: u32, gpus: f64) -> Job {
+        let text = format!(
+            "{{\"apiVersion\":\"gpuctl.io/v1\",\"kind\":\"Job\",\"metadata\":{{\"name\":\"{name}\",\"creationTimestampMs\":{}}},\
+             \"spec\":{{\"tasks\":[{{\"replicas\":{replicas},\"command\":[\"sh\",\"-c\",\"echo $RANK\"],\"resources\":{{\"gpus\":{gpus}}}}}]}}}}",
+            NOW - 90_000
+        );
+        serde_json::from_str(&text).unwrap()
+    }
+
+    fn task(index: u32, phase: TaskPhase, node: &str, gpus: &[(u32, u32)]) -> TaskStatus {
+        TaskStatus {
+            index,
+            group: "main".into(),
+            phase,
+            node: Some(node.into()),
+            gpus: gpus
+                .iter()
+                .map(|&(index, milli)| GpuShare {
+                    index,
+                    uuid: format!("GPU-{index}"),
+                    milli,
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn node(name: &str, gpus: u32) -> Node {
+        Node {
+            api_version: "gpuctl.io/v1".into(),
+            kind: "Node".into(),
+            metadata: gpuctl_common::api::ObjectMeta {
+                name: name.into(),
+                ..Default::default()
+            },
+            spec: Default::default(),
+            status: gpuctl_common::api::NodeStatus {
+                address: "127.0.0.1".into(),
+                agent_endpoint: "http://127.0.0.1:9001".into(),
+                inventory: "simulated".into(),
+                cpu_milli: 16_000,
+                memory_bytes: 64 << 30,
+                gpus: (0..gpus)
+                    .map(|i| Gpu {
+                        uuid: format!("GPU-{name}-{i}"),
+                        index: i,
+                        model: "A100-80GB".into(),
+                        memory_bytes: 80 << 30,
+                        nvlink_domain: String::new(),
+                        healthy: i != 3,
+                    })
+                    .collect(),
+                registered_ms: NOW - 3_600_000,
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Two jobs on two nodes: `train` holds 2 whole GPUs on n1 and one
+    /// finished task; `frac` holds two half shares of GPU 5 on n1 and one on n2.
+    fn fixture() -> (Vec<Job>, Vec<Node>) {
+        let mut train = job("train", 3, 1.0);
+        train.metadata.queue = Some("research".into());
+        train.status.phase = JobPhase::Running;
+        train.status.attempt = 1;
+        train.status.tasks = vec![
+            task(0, TaskPhase::Running, "n1", &[(0, 1000)]),
+            task(1, TaskPhase::Bound, "n1", &[(1, 1000)]),
+            task(2, TaskPhase::Succeeded, "n1", &[(2, 1000)]),
+        ];
+        let mut frac = job("frac", 3, 0.5);
+        frac.status.phase = JobPhase::Running;
+        frac.status.attempt = 2;
+        frac.status.tasks = vec![
+            task(0, TaskPhase::Running, "n1", &[(5, 500)]),
+            task(1, TaskPhase::Running, "n1", &[(5, 500)]),
+            task(2, TaskPhase::Running, "n2", &[(0, 500)]),
+        ];
+        let mut n2 = node("n2", 4);
+        n2.spec.unschedulable = true;
+        let mut n3 = node("n3", 2);
+        n3.status.phase = NodePhase::Lost;
+        (vec![train, frac], vec![node("n1", 8), n2, n3])
+    }
+
+    #[test]
+    fn jobs_table_renders() {
+        let (jobs, _) = fixture();
+        let got = jobs_table(&jobs, NOW);
+        let want = "\
+NAME    QUEUE      PHASE     TASKS   GPUS   ATTEMPT   AGE
+train   research   Running   1/3     3      1         90s
+frac    default    Running   3/3     1.5    2         90s
+";
+        assert_eq!(got, want, "\n{got}");
+    }
+
+    #[test]
+    fn nodes_table_sums_allocation_and_shows_cordon() {
+        let (jobs, nodes) = fixture();
+        let got = nodes_table(&nodes, &jobs, NOW);
+        let want = "\
+NAME   STATUS                     GPUS    MODELS        INVENTORY   AGE
+n1     Ready                      3/8     8xA100-80GB   simulated   60m
+n2     Ready,SchedulingDisabled   0.5/4   4xA100-80GB   simulated   60m
+n3     Lost                       0/2     2xA100-80GB   simulated   60m
+";
+        assert_eq!(got, want, "\n{got}");
+        assert_eq!(allocated_milli("n1", &jobs), 3000);
+    }
+
+    #[test]
+    fn describe_job_shows_specs_tasks_and_events() {
+        let (mut jobs, _) = fixture();
+        let j = &mut jobs[1];
+        j.status.events.push(Event {
+            time_ms: NOW - 5_000,
+            reason: "Scheduled".into(),
+            message: "3 tasks bound".into(),
+        });
+        j.status.tasks[2].exit_code = Some(0);
+        let d = describe_job(j, NOW);
+        assert!(d.contains("Name:         frac\n"), "{d}");
+        assert!(d.contains("Attempt:      2 (maxRetries 0)\n"), "{d}");
+        assert!(d.contains("Command:    sh -c 'echo $RANK'\n"), "{d}");
+        assert!(d.contains("Resources:  gpus=0.5\n"), "{d}");
+        assert!(
+            d.contains("INDEX   GROUP   PHASE     NODE   GPUS     EXIT   MESSAGE"),
+            "{d}"
+        );
+        assert!(
+            d.contains("2       main    Running   n2     0(0.5)   0      -"),
+            "{d}"
+        );
+        assert!(d.contains("5s ago   Scheduled   3 tasks bound"), "{d}");
+        assert!(
+            d.contains("Created:      2023-11-14T22:11:50Z (90s ago)"),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn describe_node_shows_gpus_and_tasks() {
+        let (jobs, nodes) = fixture();
+        let d = describe_node(&nodes[0], &jobs, NOW);
+        assert!(d.contains("Status:       Ready\n"), "{d}");
+        assert!(d.contains("gpus:    8 (3 allocated)"), "{d}");
+        assert!(d.contains("frac/0(0.5),frac/1(0.5)"), "{d}");
+        assert!(d.contains("GPU-n1-0   yes       train/0"), "{d}");
+        assert!(d.contains("GPU-n1-3   no        -"), "{d}");
+        // The finished task holds nothing.
+        assert!(!d.contains("train/2"), "{d}");
+        assert!(d.contains("train   1      Bound"), "{d}");
+    }
+
+    #[test]
+    fn formats() {
+        assert_eq!(format_gpus(2.0), "2");
+        assert_eq!(format_gpus(0.25), "0.25");
+        assert_eq!(format_gpus(1.5), "1.5");
+        assert_eq!(format_age(Some(NOW - 5_000), NOW), "5s");
+        assert_eq!(format_age(Some(NOW - 200_000), NOW), "3m20s");
+        assert_eq!(format_age(Some(NOW - 3_600_000 * 5 - 60_000), NOW), "5h1m");
+        assert_eq!(format_age(Some(NOW - 86_400_000 * 3), NOW), "3d0h");
+        assert_eq!(format_age(None, NOW), "<unknown>");
+        assert_eq!(format_time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_time(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(
+            shell_join(&["sh".into(), "-c".into(), "it's".into()]),
+            r"sh -c 'it'\''s'"
+        );
+    }
+}
