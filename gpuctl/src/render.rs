@@ -50,6 +50,26 @@ fn format_milli(m: u64) -> String {
     format_gpus(m as f64 / 1000.0)
 }
 
+/// Bytes for reading: `80Gi`, `23.5Gi`, `512Mi`.
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [(&str, u64); 4] = [
+        ("Ti", 1 << 40),
+        ("Gi", 1 << 30),
+        ("Mi", 1 << 20),
+        ("Ki", 1 << 10),
+    ];
+    for (u, m) in UNITS {
+        if b >= m {
+            return if b & (m - 1) == 0 {
+                format!("{}{u}", b / m)
+            } else {
+                format!("{:.1}{u}", b as f64 / m as f64)
+            };
+        }
+    }
+    format!("{b}")
+}
+
 /// Age like kubectl: `45s`, `3m20s`, `25m`, `5h10m`, `30h`, `3d4h`, `20d`.
 pub fn format_age(from_ms: Option<u64>, now_ms: u64) -> String {
     let Some(from) = from_ms.filter(|&t| t > 0) else {
@@ -434,7 +454,7 @@ pub fn describe_node(n: &Node, jobs: &[Job], now_ms: u64) -> String {
     let alloc: u64 = usage.values().flatten().map(|u| u64::from(u.milli)).sum();
     o.push_str("Capacity:\n");
     let _ = writeln!(o, "  cpu:     {}", format_milli(st.cpu_milli));
-    let _ = writeln!(o, "  memory:  {}", format_bytes(st.memory_bytes));
+    let _ = writeln!(o, "  memory:  {}", human_bytes(st.memory_bytes));
     let _ = writeln!(
         o,
         "  gpus:    {} ({} allocated)",
@@ -469,7 +489,7 @@ pub fn describe_node(n: &Node, jobs: &[Job], now_ms: u64) -> String {
                 vec![
                     g.index.to_string(),
                     g.model.clone(),
-                    format_bytes(g.memory_bytes),
+                    human_bytes(g.memory_bytes),
                     g.uuid.clone(),
                     if g.healthy { "yes" } else { "no" }.into(),
                     to,
@@ -686,6 +706,9 @@ n3     Lost                       0/2     2xA100-80GB   simulated   60m
     #[test]
     fn formats() {
         assert_eq!(format_gpus(2.0), "2");
+        assert_eq!(human_bytes(24_684_092 << 10), "23.5Gi");
+        assert_eq!(human_bytes(80 << 30), "80Gi");
+        assert_eq!(human_bytes(512), "512");
         assert_eq!(format_gpus(0.25), "0.25");
         assert_eq!(format_gpus(1.5), "1.5");
         assert_eq!(format_age(Some(NOW - 5_000), NOW), "5s");
