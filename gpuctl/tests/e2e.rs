@@ -1,0 +1,402 @@
+//! End to end, as a new user would try it: `gpuctl dev` starts the real
+//! `gpu-scheduler` and `gpu-node` binaries on loopback with simulated GPUs,
+//! and every other step is the `gpuctl` binary.
+//!
+//! The binaries must sit next to `gpuctl` (`cargo test --workspace` builds
+//! them all; `cargo build --bins` does too).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use gpuctl_common::api::{Job, JobPhase};
+
+fn gpuctl_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_gpuctl"))
+}
+
+fn require_binaries() {
+    let dir = gpuctl_bin().parent().unwrap().to_path_buf();
+    for b in ["gpu-scheduler", "gpu-node"] {
+        assert!(
+            dir.join(b).exists(),
+            "{b} is not built next to gpuctl in {}; run `cargo build --bins` or `cargo test --workspace`",
+            dir.display()
+        );
+    }
+}
+
+/// A `gpuctl dev` cluster in a temporary folder, stopped on drop.
+struct Dev {
+    child: Option<Child>,
+    root: tempfile::TempDir,
+}
+
+impl Dev {
+    fn start(root: tempfile::TempDir, extra: &[&str]) -> Dev {
+        require_binaries();
+        let state = root.path().join("state");
+        let log = std::fs::File::create(root.path().join("dev.log")).unwrap();
+        let _ = std::fs::remove_file(config_dir(root.path()).join("context.json"));
+        let child = Command::new(gpuctl_bin())
+            .arg("dev")
+            .arg("--state-dir")
+            .arg(&state)
+            .args(extra)
+            .env("GPUCTL_CONFIG_DIR", config_dir(root.path()))
+            .env_remove("GPUCTL_SERVER")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn gpuctl dev");
+        let mut dev = Dev {
+            child: Some(child),
+            root,
+        };
+        dev.wait_ready();
+        dev
+    }
+
+    fn wait_ready(&mut self) {
+        let ctx = config_dir(self.root.path()).join("context.json");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !ctx.exists() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("gpuctl dev exited early ({status}):\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gpuctl dev not ready in 60s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.root.path().join("dev.log")).unwrap_or_default()
+    }
+
+    /// Run `gpuctl ARGS` against this cluster (found through the context file).
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(gpuctl_bin())
+            .args(args)
+            .env("GPUCTL_CONFIG_DIR", config_dir(self.root.path()))
+            .env_remove("GPUCTL_SERVER")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run gpuctl")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "gpuctl {args:?} failed ({}):\nstdout: {}\nstderr: {}\ndev log:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn jobs(&self) -> Vec<Job> {
+        serde_json::from_str(&self.ok(&["get", "jobs", "-o", "json"]))
+            .expect("get jobs -o json is a JSON array of jobs")
+    }
+
+    fn job(&self, name: &str) -> Job {
+        self.jobs()
+            .into_iter()
+            .find(|j| j.metadata.name == name)
+            .unwrap_or_else(|| panic!("job {name} listed"))
+    }
+
+    /// Stop like Ctrl-C does, and hand back the folder.
+    fn stop(mut self) -> tempfile::TempDir {
+        self.interrupt();
+        std::mem::replace(&mut self.root, tempfile::tempdir().unwrap())
+    }
+
+    fn interrupt(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    panic!(
+                        "gpuctl dev did not stop within 20s of SIGINT:\n{}",
+                        self.log()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn config_dir(root: &Path) -> PathBuf {
+    root.join("config")
+}
+
+/// Poll `f` until it returns Some, for at most `limit`.
+fn eventually<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("{key}= in {line:?}"))
+}
+
+#[test]
+fn gang_jobs_run_wait_log_and_survive_restart() {
+    let dev = Dev::start(tempfile::tempdir().unwrap(), &["--gpus", "4xA100-80GB"]);
+    let script = "echo rank=$RANK world=$WORLD_SIZE local=$LOCAL_RANK gpus=$CUDA_VISIBLE_DEVICES \
+                  nv=$NVIDIA_VISIBLE_DEVICES job=$GPUCTL_JOB index=$GPUCTL_TASK_INDEX \
+                  master=$MASTER_ADDR:$MASTER_PORT; sleep 1";
+    for name in ["hello", "second", "third"] {
+        dev.ok(&[
+            "submit",
+            "--name",
+            name,
+            "--gpus",
+            "2",
+            "--replicas",
+            "2",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ]);
+    }
+    // Each job needs all 4 GPUs: while hello runs, the third one waits.
+    let hello = eventually(Duration::from_secs(30), "hello to run", || {
+        let j = dev.job("hello");
+        (j.status.phase == JobPhase::Running).then_some(j)
+    });
+    assert_eq!(
+        dev.job("third").status.phase,
+        JobPhase::Pending,
+        "third waits for capacity"
+    );
+    assert!(hello.status.tasks.iter().all(|t| t.node.is_some()));
+
+    let out = dev.run(&["wait", "hello", "--timeout", "60s"]);
+    assert!(
+        out.status.success(),
+        "wait hello: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in ["second", "third"] {
+        let out = dev.run(&["wait", name, "--timeout", "60s"]);
+        assert!(
+            out.status.success(),
+            "wait {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // Both tasks ran with the gang environment and disjoint GPUs.
+    let mut seen_gpus = Vec::new();
+    for task in 0..2 {
+        let log = dev.ok(&["logs", "hello", "--task", &task.to_string()]);
+        let line = log
+            .lines()
+            .find(|l| l.starts_with("rank="))
+            .unwrap_or_else(|| panic!("log line in {log:?}"));
+        assert_eq!(field(line, "rank"), task.to_string());
+        assert_eq!(field(line, "world"), "2");
+        assert_eq!(field(line, "job"), "hello");
+        assert_eq!(field(line, "index"), task.to_string());
+        assert_eq!(
+            field(line, "local"),
+            task.to_string(),
+            "both tasks on the one node"
+        );
+        assert!(field(line, "master").starts_with("127.0.0.1:"), "{line}");
+        let gpus: Vec<String> = field(line, "gpus").split(',').map(String::from).collect();
+        assert_eq!(gpus.len(), 2, "{line}");
+        assert_eq!(field(line, "nv"), field(line, "gpus"));
+        seen_gpus.extend(gpus);
+    }
+    seen_gpus.sort();
+    seen_gpus.dedup();
+    assert_eq!(
+        seen_gpus.len(),
+        4,
+        "CUDA_VISIBLE_DEVICES of the two tasks are disjoint"
+    );
+
+    // The third job started only after capacity was freed.
+    let jobs = dev.jobs();
+    assert_eq!(jobs.len(), 3);
+    let done = |n: &str| jobs.iter().find(|j| j.metadata.name == n).unwrap().clone();
+    let (h, t) = (done("hello"), done("third"));
+    assert!(jobs.iter().all(|j| j.status.phase == JobPhase::Succeeded));
+    let hello_end = h
+        .status
+        .tasks
+        .iter()
+        .filter_map(|t| t.finish_time_ms)
+        .max()
+        .unwrap();
+    let third_start = t.status.start_time_ms.unwrap();
+    assert!(
+        third_start >= hello_end,
+        "third bound at {third_start}, before hello ended at {hello_end}"
+    );
+
+    // Restart the whole cluster on the same state folder: all three are back.
+    let root = dev.stop();
+    let dev = Dev::start(root, &["--gpus", "4xA100-80GB"]);
+    let mut names: Vec<String> = dev.jobs().into_iter().map(|j| j.metadata.name).collect();
+    names.sort();
+    assert_eq!(names, vec!["hello", "second", "third"]);
+    assert!(dev
+        .jobs()
+        .iter()
+        .all(|j| j.status.phase == JobPhase::Succeeded));
+}
+
+#[test]
+fn failures_cancel_and_bad_input() {
+    let dev = Dev::start(tempfile::tempdir().unwrap(), &["--gpus", "2xA100-80GB"]);
+
+    // A failing job: wait exits non-zero and the exit code is recorded.
+    dev.ok(&[
+        "submit",
+        "--name",
+        "fails",
+        "--gpus",
+        "1",
+        "--",
+        "sh",
+        "-c",
+        "echo boom >&2; exit 3",
+    ]);
+    let out = dev.run(&["wait", "fails", "--timeout", "60s"]);
+    assert!(!out.status.success(), "wait on a failed job exits non-zero");
+    let j = dev.job("fails");
+    assert_eq!(j.status.phase, JobPhase::Failed);
+    assert_eq!(j.status.tasks[0].exit_code, Some(3));
+    assert!(dev.ok(&["logs", "fails"]).contains("boom"));
+
+    // Cancel stops the process group.
+    dev.ok(&[
+        "submit",
+        "--name",
+        "sleeper",
+        "--gpus",
+        "1",
+        "--",
+        "sh",
+        "-c",
+        "sleep 600 & sleep 600",
+    ]);
+    let pid = eventually(Duration::from_secs(30), "sleeper to run", || {
+        dev.job("sleeper").status.tasks[0]
+            .pid
+            .filter(|_| dev.job("sleeper").status.phase == JobPhase::Running)
+    });
+    dev.ok(&["cancel", "sleeper"]);
+    assert_eq!(dev.job("sleeper").status.phase, JobPhase::Cancelled);
+    eventually(
+        Duration::from_secs(20),
+        "the cancelled task's process to exit",
+        || {
+            let alive =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(-(pid as i32)), None).is_ok();
+            (!alive).then_some(())
+        },
+    );
+
+    // Bad input is refused with the file, field and reason; nothing changes.
+    let before = dev.jobs();
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("malformed.yaml", "apiVersion: gpuctl.io/v1\nkind: Job\nmetadata: {name: x\n", "malformed YAML"),
+        (
+            "unknown.yaml",
+            "apiVersion: gpuctl.io/v1\nkind: Job\nmetadata: {name: u}\nspec:\n  tasks:\n  - command: [\"true\"]\n    replicass: 2\n",
+            "replicass",
+        ),
+        (
+            "nocommand.yaml",
+            "apiVersion: gpuctl.io/v1\nkind: Job\nmetadata: {name: n}\nspec:\n  tasks:\n  - resources: {gpus: 1}\n",
+            "command",
+        ),
+        (
+            "negative.yaml",
+            "apiVersion: gpuctl.io/v1\nkind: Job\nmetadata: {name: neg}\nspec:\n  tasks:\n  - command: [\"true\"]\n    resources: {gpus: -2}\n",
+            "spec.tasks[0].resources.gpus",
+        ),
+        (
+            "impossible.yaml",
+            "apiVersion: gpuctl.io/v1\nkind: Job\nmetadata: {name: imp}\nspec:\n  tasks:\n  - command: [\"true\"]\n    resources: {gpus: 8}\n",
+            "no node could ever run",
+        ),
+    ];
+    for (file, text, needle) in cases {
+        let path = dir.path().join(file);
+        std::fs::write(&path, text).unwrap();
+        let out = dev.run(&["apply", "-f", path.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{file} accepted");
+        assert!(err.contains(file), "{file}: error names the file: {err}");
+        assert!(
+            err.contains(needle),
+            "{file}: error mentions {needle:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let out = dev.run(&["submit", "--name", "toomany", "--gpus", "-1", "--", "true"]);
+    assert!(!out.status.success());
+    let after = dev.jobs();
+    assert_eq!(before.len(), after.len(), "rejected input stored nothing");
+
+    // An unreachable server: one line naming the address tried.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let out = dev.run(&["--server", &format!("127.0.0.1:{port}"), "get", "jobs"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+}
