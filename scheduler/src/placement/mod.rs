@@ -1,14 +1,42 @@
 //! Placement: a pure function from a cluster snapshot and the pending jobs
-//! to gang bindings. This first version is first-fit over nodes in name
-//! order with all-or-nothing gangs: a job whose tasks cannot all be placed
-//! (or `minAvailable` of them) binds nothing and holds nothing.
+//! to gang bindings, with no I/O, no clock and seeded randomness only.
 //!
-//! The seam stays the same for the full engine: `place(&Snapshot, &[&Job])
-//! -> Vec<Binding>`; the snapshot carries everything a decision needs.
+//! ```text
+//! place(&Snapshot, &[&Job]) ─ place_with(.., &Policy, &WorkloadMix)
+//!   per job (a gang: all tasks, or `minAvailable` of them, or nothing):
+//!     per task: choose_node_near(&ClusterModel, &PodRequest, ..)
+//!       filter   schedulable · host_fit (CPU, memory) · gpu_fit (count,
+//!                share, GPU memory, model alternatives, healthy GPUs)
+//!       options  which GPUs on each feasible node
+//!       score    bestfit · frag (FGD's measure over the workload mix) ·
+//!                topology (NVLink domains, gang on few nodes)
+//!       choose   by the policy
+//!     ClusterModel::commit (refuses any over-commit)
+//!   a gang that does not fit leaves the model as it was
+//! ```
+//!
+//! The seam stays `place(&Snapshot, &[&Job]) -> Vec<Binding>`; the trace
+//! replay (`benches`, `trace-replay`) drives [`choose_node`] per pod, the same
+//! code path `place` takes per task.
 
-use gpuctl_common::api::{GpuShare, Job, NodePhase, Resources};
+mod choose;
+pub mod filter;
+mod mix;
+mod model;
+mod policy;
+pub mod score;
+
+use gpuctl_common::api::{GpuShare, Job, NodePhase, Topology};
+use rand::{rngs::StdRng, SeedableRng};
 
 use crate::state::{Binding, State, TaskPlacement};
+
+pub use choose::{choose_node, choose_node_near};
+pub use mix::{MixEntry, MixOptions, WorkloadMix};
+pub use model::{
+    ClusterModel, CommitError, GpuKind, GpuSlot, NodeModel, Placement, PodRequest, MILLI,
+};
+pub use policy::Policy;
 
 /// One GPU as placement sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,6 +45,8 @@ pub struct GpuView {
     pub uuid: String,
     pub model: String,
     pub memory_bytes: u64,
+    /// NVLink domain the node reported; empty: none.
+    pub nvlink_domain: String,
     pub healthy: bool,
     /// Thousandths in use.
     pub used_milli: u32,
@@ -62,6 +92,7 @@ impl Snapshot {
                             uuid: g.uuid.clone(),
                             model: g.model.clone(),
                             memory_bytes: g.memory_bytes,
+                            nvlink_domain: g.nvlink_domain.clone(),
                             healthy: g.healthy,
                             used_milli: u.gpu_milli.get(&g.index).copied().unwrap_or(0),
                         })
@@ -77,21 +108,58 @@ impl Snapshot {
     }
 }
 
-/// Place as many pending jobs as fit, in the given order.
+/// Place as many pending jobs as fit, in the given order, with the default
+/// policy and the mix of the pending tasks.
 pub fn place(snapshot: &Snapshot, pending: &[&Job]) -> Vec<Binding> {
-    let mut work = snapshot.clone();
+    let policy = Policy::default();
+    let mix = WorkloadMix::from_jobs(pending, policy.mix_options());
+    place_with(snapshot, pending, &policy, &mix)
+}
+
+/// [`place`] with a chosen policy and workload mix.
+pub fn place_with(
+    snapshot: &Snapshot,
+    pending: &[&Job],
+    policy: &Policy,
+    mix: &WorkloadMix,
+) -> Vec<Binding> {
+    let mut work = ClusterModel::from_views(&snapshot.nodes);
+    let mut rng = StdRng::seed_from_u64(policy.seed());
     let mut out = Vec::new();
     for job in pending {
         let mut trial = work.clone();
         let mut tasks = Vec::new();
+        let mut gang_nodes: Vec<usize> = Vec::new();
+        let pack = job.spec.topology == Topology::Pack;
         let total = job.task_count();
         for index in 0..total {
             let Some(spec) = job.task_spec(index) else {
                 break;
             };
-            match place_task(&mut trial, &spec.resources) {
-                Some((node, gpus)) => tasks.push(TaskPlacement { index, node, gpus }),
-                None => break,
+            let req = PodRequest::from_resources(&spec.resources);
+            let near = if pack { &gang_nodes[..] } else { &[] };
+            let Some(p) = choose_node_near(&trial, &req, policy, mix, &mut rng, near) else {
+                break;
+            };
+            if trial.commit(&req, &p).is_err() {
+                break;
+            }
+            let n = &trial.nodes[p.node];
+            tasks.push(TaskPlacement {
+                index,
+                node: n.name.clone(),
+                gpus: p
+                    .gpus
+                    .iter()
+                    .map(|&g| GpuShare {
+                        index: n.gpus[g].index,
+                        uuid: n.gpus[g].uuid.clone(),
+                        milli: p.milli,
+                    })
+                    .collect(),
+            });
+            if !gang_nodes.contains(&p.node) {
+                gang_nodes.push(p.node);
             }
         }
         let need = job.spec.min_available.unwrap_or(total);
@@ -105,65 +173,6 @@ pub fn place(snapshot: &Snapshot, pending: &[&Job]) -> Vec<Binding> {
         }
     }
     out
-}
-
-fn fits_host(n: &NodeView, r: &Resources) -> bool {
-    let cpu = r.cpu.map(|c| c.0).unwrap_or(0);
-    let mem = r.memory.map(|m| m.0).unwrap_or(0);
-    (n.cpu_milli == 0 || n.cpu_used + cpu <= n.cpu_milli)
-        && (n.memory_bytes == 0 || n.memory_used + mem <= n.memory_bytes)
-}
-
-/// First node (in snapshot order) that can host the task; updates the snapshot.
-fn place_task(snap: &mut Snapshot, r: &Resources) -> Option<(String, Vec<GpuShare>)> {
-    let milli = r.gpu_milli();
-    for n in snap.nodes.iter_mut().filter(|n| n.schedulable) {
-        if !fits_host(n, r) {
-            continue;
-        }
-        let usable = |g: &GpuView| g.healthy && r.accepts_gpu(&g.model, g.memory_bytes);
-        let chosen: Vec<usize> = if milli == 0 {
-            Vec::new()
-        } else if milli < 1000 {
-            match n
-                .gpus
-                .iter()
-                .position(|g| usable(g) && g.used_milli + milli as u32 <= 1000)
-            {
-                Some(i) => vec![i],
-                None => continue,
-            }
-        } else {
-            let want = (milli / 1000) as usize;
-            let free: Vec<usize> = n
-                .gpus
-                .iter()
-                .enumerate()
-                .filter(|(_, g)| usable(g) && g.used_milli == 0)
-                .map(|(i, _)| i)
-                .take(want)
-                .collect();
-            if free.len() < want {
-                continue;
-            }
-            free
-        };
-        let per = if milli < 1000 { milli as u32 } else { 1000 };
-        let mut shares = Vec::new();
-        for i in chosen {
-            let g = &mut n.gpus[i];
-            g.used_milli += per;
-            shares.push(GpuShare {
-                index: g.index,
-                uuid: g.uuid.clone(),
-                milli: per,
-            });
-        }
-        n.cpu_used += r.cpu.map(|c| c.0).unwrap_or(0);
-        n.memory_used += r.memory.map(|m| m.0).unwrap_or(0);
-        return Some((n.name.clone(), shares));
-    }
-    None
 }
 
 /// Why no node of the cluster could ever run a task of `job`, even empty;
@@ -233,7 +242,7 @@ pub fn infeasible(nodes: &[&gpuctl_common::api::Node], job: &Job) -> Option<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gpuctl_common::api::{JobSpec, TaskSpec};
+    use gpuctl_common::api::{JobSpec, Resources, TaskSpec};
 
     fn node(name: &str, gpus: u32) -> NodeView {
         NodeView {
@@ -245,6 +254,7 @@ mod tests {
                     uuid: format!("{name}-{i}"),
                     model: "A100-80GB".into(),
                     memory_bytes: 80 << 30,
+                    nvlink_domain: String::new(),
                     healthy: true,
                     used_milli: 0,
                 })
@@ -396,5 +406,158 @@ mod tests {
         assert!(infeasible(&[], &job("x", 1, 1.0))
             .unwrap()
             .contains("no nodes"));
+    }
+
+    /// Random clusters and random pods under every policy: nothing is ever
+    /// over-committed, and every placement `choose_node` returns commits.
+    #[test]
+    fn never_overcommits() {
+        use rand::Rng;
+        let mut rng = StdRng::seed_from_u64(42);
+        for round in 0..40 {
+            let nodes: Vec<NodeView> = (0..rng.gen_range(1..12))
+                .map(|i| {
+                    let mut n = node(&format!("n{i}"), rng.gen_range(0..9));
+                    n.cpu_milli = rng.gen_range(1..9) * 4000;
+                    n.memory_bytes = rng.gen_range(1..9) << 32;
+                    for g in &mut n.gpus {
+                        g.healthy = rng.gen_bool(0.9);
+                        g.nvlink_domain = format!("d{}", rng.gen_range(0..2));
+                        if rng.gen_bool(0.5) {
+                            g.model = "T4".into();
+                        }
+                    }
+                    n
+                })
+                .collect();
+            let cap: Vec<(u64, u64)> = nodes
+                .iter()
+                .map(|n| (n.cpu_milli, n.memory_bytes))
+                .collect();
+            let pods: Vec<PodRequest> = (0..60)
+                .map(|_| {
+                    let (gpus, gpu_milli) = match rng.gen_range(0..4) {
+                        0 => (0, 0),
+                        1 => (1, rng.gen_range(1..1000)),
+                        2 => (1, 1000),
+                        _ => (rng.gen_range(2..9), 1000),
+                    };
+                    PodRequest {
+                        cpu_milli: rng.gen_range(0..16000),
+                        memory_bytes: rng.gen_range(0..8) << 30,
+                        gpus,
+                        gpu_milli,
+                        models: if rng.gen_bool(0.2) {
+                            vec!["T4".into()]
+                        } else {
+                            vec![]
+                        },
+                        gpu_memory: 0,
+                    }
+                })
+                .collect();
+            for policy in Policy::NAMES.map(|n| Policy::parse(n, round).unwrap()) {
+                let mix = WorkloadMix::from_requests(&pods, policy.mix_options());
+                let mut m = ClusterModel::from_views(&nodes);
+                let mut placed = 0;
+                for p in &pods {
+                    if let Some(at) = choose_node(&m, p, &policy, &mix, &mut rng) {
+                        m.commit(p, &at).unwrap_or_else(|e| panic!("{policy}: {e}"));
+                        placed += 1;
+                    }
+                }
+                assert!(placed > 0, "{policy}: nothing placed in round {round}");
+                for (n, (cpu, mem)) in m.nodes.iter().zip(&cap) {
+                    assert!(n.cpu_used <= *cpu, "{policy}: cpu on {}", n.name);
+                    assert!(n.memory_used <= *mem, "{policy}: memory on {}", n.name);
+                    for g in &n.gpus {
+                        assert!(g.free <= MILLI, "{policy}: GPU over 1000m");
+                        if !g.healthy {
+                            assert_eq!(g.free, MILLI, "{policy}: unhealthy GPU used");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn policies_agree_on_the_obvious() {
+        // One node can take the share on its half-used GPU; every policy
+        // finds a place, and none puts it on a full GPU.
+        let mut busy = node("a", 4);
+        busy.gpus[0].used_milli = 1000;
+        busy.gpus[2].used_milli = 500;
+        let m = ClusterModel::from_views([&busy]);
+        let share = PodRequest {
+            gpus: 1,
+            gpu_milli: 500,
+            ..Default::default()
+        };
+        let whole = PodRequest {
+            gpus: 1,
+            gpu_milli: 1000,
+            ..Default::default()
+        };
+        let mix = WorkloadMix::from_requests([&share, &whole], MixOptions::FULL);
+        let mut rng = StdRng::seed_from_u64(1);
+        for name in Policy::NAMES {
+            let p = Policy::parse(name, 1).unwrap();
+            let at = choose_node(&m, &share, &p, &mix, &mut rng).unwrap();
+            assert_ne!(at.gpus, vec![0], "{name}");
+        }
+        for name in ["bestfit", "fgd", "fragaware"] {
+            let p = Policy::parse(name, 1).unwrap();
+            let at = choose_node(&m, &share, &p, &mix, &mut rng).unwrap();
+            assert_eq!(
+                at.gpus,
+                vec![2],
+                "{name} packs the share onto the shared GPU"
+            );
+        }
+    }
+
+    #[test]
+    fn gang_packs_and_whole_gpus_keep_to_one_nvlink_domain() {
+        // Node a: 8 GPUs in two NVLink domains of 4; node b: 2 GPUs.
+        let mut a = node("a", 8);
+        for g in &mut a.gpus {
+            g.nvlink_domain = if g.index < 4 { "x".into() } else { "y".into() };
+        }
+        a.gpus[0].used_milli = 1000;
+        let b = node("b", 2);
+        let mut j = job("j", 2, 2.0);
+        j.spec.tasks[0].resources.gpus = 3.0;
+        let got = place(&Snapshot { nodes: vec![a, b] }, &[&j]);
+        let got = gpus_of(&got[0]);
+        // Three free GPUs in domain x (1,2,3) and four in y: the first task
+        // takes x's three, keeping y whole for the second.
+        assert_eq!(
+            got,
+            vec![
+                ("a".to_string(), vec![1, 2, 3]),
+                ("a".to_string(), vec![4, 5, 6])
+            ]
+        );
+    }
+
+    #[test]
+    fn place_with_each_policy_binds_what_fits() {
+        let jobs = [job("j1", 2, 2.0), job("j2", 1, 0.5), job("j3", 1, 8.0)];
+        let jobs: Vec<&Job> = jobs.iter().collect();
+        for name in Policy::NAMES {
+            let p = Policy::parse(name, 3).unwrap();
+            let mix = WorkloadMix::from_jobs(&jobs, p.mix_options());
+            let got = place_with(
+                &Snapshot {
+                    nodes: vec![node("a", 4), node("b", 4)],
+                },
+                &jobs,
+                &p,
+                &mix,
+            );
+            let names: Vec<&str> = got.iter().map(|b| b.job.as_str()).collect();
+            assert_eq!(names, ["j1", "j2"], "{name}");
+        }
     }
 }

@@ -1,0 +1,291 @@
+//! One decision: filters → options (which GPUs on each feasible node) →
+//! scores → choose. `place` runs this per task; the trace replay calls it
+//! per pod.
+
+use rand::Rng;
+
+use super::filter::{self, gpu_fit};
+use super::mix::WorkloadMix;
+use super::model::{ClusterModel, NodeModel, Placement, PodRequest};
+use super::policy::Policy;
+use super::score::frag::{self, Cap, HostLeft};
+use super::score::{bestfit, topology};
+
+/// Where one task should go, or `None` when no node can take it now.
+/// Does not change `m`: [`ClusterModel::commit`] the answer to take it.
+pub fn choose_node<R: Rng + ?Sized>(
+    m: &ClusterModel,
+    req: &PodRequest,
+    policy: &Policy,
+    mix: &WorkloadMix,
+    rng: &mut R,
+) -> Option<Placement> {
+    choose_node_near(m, req, policy, mix, rng, &[])
+}
+
+/// [`choose_node`] for a task of a gang whose earlier tasks hold
+/// `gang_nodes` (the topology score keeps the gang on those when it can).
+pub fn choose_node_near<R: Rng + ?Sized>(
+    m: &ClusterModel,
+    req: &PodRequest,
+    policy: &Policy,
+    mix: &WorkloadMix,
+    rng: &mut R,
+    gang_nodes: &[usize],
+) -> Option<Placement> {
+    let accept = req.accept_table(&m.kinds);
+    let feasible = m
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| filter::passes(n, req, &accept));
+    let at = |node: usize, gpus: Vec<usize>| Placement {
+        node,
+        gpus,
+        milli: req.gpu_milli,
+    };
+    match policy {
+        Policy::FirstFit => feasible
+            .map(|(i, n)| (i, first_gpus(n, req, &accept)))
+            .find_map(|(i, g)| g.map(|g| at(i, g))),
+        Policy::Random { .. } => {
+            let mut pick: Ties = Ties::default();
+            for (i, _) in feasible {
+                pick.offer(0, i, rng);
+            }
+            let node = pick.best?.1;
+            default_gpus(&m.nodes[node], req, &accept).map(|g| at(node, g))
+        }
+        Policy::BestFit => {
+            let mut pick: Ties = Ties::default();
+            for (i, n) in feasible {
+                let left = bestfit::leftover(n, req, m.max_cpu_milli, m.max_gpu_milli);
+                pick.offer(bestfit::score(left), i, rng);
+            }
+            let node = pick.best?.1;
+            default_gpus(&m.nodes[node], req, &accept).map(|g| at(node, g))
+        }
+        Policy::Fgd => {
+            let mut pick: Ties<Vec<usize>> = Ties::default();
+            let mut caps = Vec::new();
+            let mut opts = Vec::new();
+            for (i, n) in feasible {
+                fgd_options(n, req, &accept, &mut opts);
+                let mut best: Option<(i64, usize)> = None;
+                for (o, gpus) in opts.iter().enumerate() {
+                    let d = delta(m, n, req, gpus, mix, false, &mut caps);
+                    let s = frag::fgd_score(d);
+                    if best.is_none_or(|(b, _)| s > b) {
+                        best = Some((s, o));
+                    }
+                }
+                if let Some((s, o)) = best {
+                    pick.offer_with(s, i, rng, || opts[o].clone());
+                }
+            }
+            let (_, node, gpus) = pick.best_with()?;
+            Some(at(node, gpus))
+        }
+        Policy::FragAware => {
+            let mut best: Option<(Key, usize, Vec<usize>)> = None;
+            let mut caps = Vec::new();
+            let mut opts = Vec::new();
+            for (i, n) in feasible {
+                frag_aware_options(n, req, &accept, &mut opts);
+                for gpus in &opts {
+                    let key = Key {
+                        spread: topology::gang_spread(i, gang_nodes),
+                        delta: delta(m, n, req, gpus, mix, true, &mut caps),
+                        tight: gpus.iter().map(|&g| n.gpus[g].free - req.gpu_milli).sum(),
+                        leftover: bestfit::leftover(n, req, m.max_cpu_milli, m.max_gpu_milli),
+                    };
+                    if best.as_ref().is_none_or(|(b, _, _)| key.better_than(b)) {
+                        best = Some((key, i, gpus.clone()));
+                    }
+                }
+            }
+            best.map(|(_, node, gpus)| at(node, gpus))
+        }
+    }
+}
+
+/// FragAware's ranking, compared in this order.
+#[derive(Debug, Clone, Copy)]
+struct Key {
+    /// 1 when the task would open a new node for its gang.
+    spread: u32,
+    /// Growth of the node's fragmentation (thousandths of a GPU).
+    delta: f64,
+    /// Room left on the chosen GPUs (tighter first).
+    tight: u32,
+    /// Best-fit leftover of the node.
+    leftover: f64,
+}
+
+/// Fragmentation deltas closer than this (thousandths of a GPU) are equal.
+const DELTA_EPS: f64 = 1e-6;
+
+impl Key {
+    fn better_than(&self, o: &Key) -> bool {
+        if self.spread != o.spread {
+            return self.spread < o.spread;
+        }
+        if (self.delta - o.delta).abs() > DELTA_EPS {
+            return self.delta < o.delta;
+        }
+        if self.tight != o.tight {
+            return self.tight < o.tight;
+        }
+        self.leftover < o.leftover - 1e-12
+    }
+}
+
+/// Growth of `n`'s fragmentation if `req` took `gpus` there.
+fn delta(
+    m: &ClusterModel,
+    n: &NodeModel,
+    req: &PodRequest,
+    gpus: &[usize],
+    mix: &WorkloadMix,
+    memory: bool,
+    caps: &mut Vec<Cap>,
+) -> f64 {
+    if mix.entries.is_empty() {
+        return 0.0;
+    }
+    caps.clear();
+    caps.extend(n.gpus.iter().map(|g| Cap {
+        free: if g.healthy { g.free } else { 0 },
+        kind: g.kind,
+    }));
+    let host = HostLeft {
+        cpu: n.cpu_left(),
+        memory: n.memory_left(),
+    };
+    let before = frag::node_frag(caps, host, mix, &m.kinds, memory);
+    for &g in gpus {
+        caps[g].free -= req.gpu_milli;
+    }
+    let after_host = HostLeft {
+        cpu: host.cpu.saturating_sub(req.cpu_milli),
+        memory: host.memory.saturating_sub(req.memory_bytes),
+    };
+    frag::node_frag(caps, after_host, mix, &m.kinds, memory) - before
+}
+
+/// First fit: the first GPUs with room, by index.
+fn first_gpus(n: &NodeModel, req: &PodRequest, accept: &[bool]) -> Option<Vec<usize>> {
+    let g: Vec<usize> = n
+        .gpus
+        .iter()
+        .enumerate()
+        .filter(|(_, g)| gpu_fit::has_room(g, accept, req.gpu_milli))
+        .map(|(i, _)| i)
+        .take(req.gpus as usize)
+        .collect();
+    (g.len() == req.gpus as usize).then_some(g)
+}
+
+/// The tightest GPU for a share, topology's pick for whole GPUs.
+fn default_gpus(n: &NodeModel, req: &PodRequest, accept: &[bool]) -> Option<Vec<usize>> {
+    if req.gpus == 0 {
+        Some(Vec::new())
+    } else if req.is_share() {
+        bestfit::tightest_gpu(n, accept, req.gpu_milli).map(|g| vec![g])
+    } else {
+        topology::pick_whole(n, accept, req.gpus as usize)
+    }
+}
+
+/// FGD's options: a share may go on any GPU with room; whole GPUs are the
+/// first free ones by index.
+fn fgd_options(n: &NodeModel, req: &PodRequest, accept: &[bool], out: &mut Vec<Vec<usize>>) {
+    out.clear();
+    if req.is_share() {
+        out.extend(
+            (0..n.gpus.len())
+                .filter(|&g| gpu_fit::has_room(&n.gpus[g], accept, req.gpu_milli))
+                .map(|g| vec![g]),
+        );
+    } else if let Some(g) = first_gpus(n, req, accept) {
+        out.push(g);
+    }
+}
+
+/// FragAware's options: a share may go on any GPU with room, one per
+/// distinct (free, kind) since equal GPUs score alike; whole GPUs are
+/// topology's pick.
+fn frag_aware_options(n: &NodeModel, req: &PodRequest, accept: &[bool], out: &mut Vec<Vec<usize>>) {
+    out.clear();
+    if req.is_share() {
+        for (i, g) in n.gpus.iter().enumerate() {
+            if gpu_fit::has_room(g, accept, req.gpu_milli)
+                && !out.iter().any(|o| {
+                    let h = &n.gpus[o[0]];
+                    h.free == g.free && h.kind == g.kind
+                })
+            {
+                out.push(vec![i]);
+            }
+        }
+    } else if let Some(g) = default_gpus(n, req, accept) {
+        out.push(g);
+    }
+}
+
+/// The highest score seen, ties broken uniformly at random (reservoir
+/// sampling), as the Kubernetes scheduler framework does.
+struct Ties<T = ()> {
+    best: Option<(i64, usize)>,
+    payload: Option<T>,
+    count: u32,
+}
+
+impl<T> Default for Ties<T> {
+    fn default() -> Self {
+        Ties {
+            best: None,
+            payload: None,
+            count: 0,
+        }
+    }
+}
+
+impl<T> Ties<T> {
+    fn offer<R: Rng + ?Sized>(&mut self, score: i64, node: usize, rng: &mut R) -> bool {
+        match self.best {
+            Some((b, _)) if score < b => false,
+            Some((b, _)) if score == b => {
+                self.count += 1;
+                if rng.gen_range(0..self.count) == 0 {
+                    self.best = Some((score, node));
+                    true
+                } else {
+                    false
+                }
+            }
+            _ => {
+                self.best = Some((score, node));
+                self.count = 1;
+                true
+            }
+        }
+    }
+
+    fn offer_with<R: Rng + ?Sized>(
+        &mut self,
+        score: i64,
+        node: usize,
+        rng: &mut R,
+        payload: impl FnOnce() -> T,
+    ) {
+        if self.offer(score, node, rng) {
+            self.payload = Some(payload());
+        }
+    }
+
+    fn best_with(self) -> Option<(i64, usize, T)> {
+        let (s, n) = self.best?;
+        Some((s, n, self.payload?))
+    }
+}

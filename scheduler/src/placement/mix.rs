@@ -1,0 +1,196 @@
+//! The workload mix: which task shapes arrive, and how often. The
+//! fragmentation score asks how much of a node's free GPU capacity tasks
+//! drawn from this mix could still use.
+
+use std::collections::HashMap;
+
+use gpuctl_common::api::Job;
+
+use super::model::PodRequest;
+
+/// One task shape and its share of arrivals (shares sum to 1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MixEntry {
+    pub shape: PodRequest,
+    pub weight: f64,
+}
+
+/// How requests are grouped into shapes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MixOptions {
+    /// Leave CPU-only tasks out. They never use GPUs, so for them every
+    /// free GPU is unusable on every node alike: they shift all nodes'
+    /// fragmentation by the same amount and cannot change a choice.
+    pub gpu_only: bool,
+    /// Keep host memory in the shape (FGD keys shapes by CPU and GPU only).
+    pub memory: bool,
+    /// Keep the most popular shapes until they cover this share of requests...
+    pub coverage: f64,
+    /// ...adding this many shapes at a time (FGD's "typical pods": 60%, 10).
+    pub step: usize,
+}
+
+impl MixOptions {
+    /// The FGD simulator's typical pods: shapes keyed by CPU, GPU count,
+    /// GPU share and model; the top ones by count, ten at a time, until
+    /// they cover 60% of pods.
+    pub const FGD: MixOptions = MixOptions {
+        gpu_only: true,
+        memory: false,
+        coverage: 0.6,
+        step: 10,
+    };
+    /// Every shape, host memory included.
+    pub const FULL: MixOptions = MixOptions {
+        gpu_only: true,
+        memory: true,
+        coverage: 1.0,
+        step: 1,
+    };
+}
+
+/// A small table of (task shape → popularity).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct WorkloadMix {
+    pub entries: Vec<MixEntry>,
+}
+
+impl WorkloadMix {
+    /// Group `reqs` into shapes as `opts` says.
+    pub fn from_requests<'a>(
+        reqs: impl IntoIterator<Item = &'a PodRequest>,
+        opts: MixOptions,
+    ) -> WorkloadMix {
+        let mut count: HashMap<PodRequest, f64> = HashMap::new();
+        let mut total = 0.0;
+        for r in reqs {
+            if opts.gpu_only && r.gpus == 0 {
+                continue;
+            }
+            let mut shape = r.clone();
+            if !opts.memory {
+                shape.memory_bytes = 0;
+            }
+            *count.entry(shape).or_default() += 1.0;
+            total += 1.0;
+        }
+        let mut entries: Vec<MixEntry> = count
+            .into_iter()
+            .map(|(shape, n)| MixEntry { shape, weight: n })
+            .collect();
+        // Most popular first; a total order so the mix is the same every run.
+        entries.sort_by(|a, b| {
+            b.weight.total_cmp(&a.weight).then_with(|| {
+                let k = |s: &PodRequest| {
+                    (
+                        s.gpus,
+                        s.gpu_milli,
+                        s.cpu_milli,
+                        s.memory_bytes,
+                        s.models.clone(),
+                        s.gpu_memory,
+                    )
+                };
+                k(&a.shape).cmp(&k(&b.shape))
+            })
+        });
+        let step = opts.step.max(1);
+        let (mut keep, mut covered) = (0, 0.0);
+        while keep < entries.len() && covered < opts.coverage * total {
+            let end = (keep + step).min(entries.len());
+            covered += entries[keep..end].iter().map(|e| e.weight).sum::<f64>();
+            keep = end;
+        }
+        entries.truncate(keep);
+        for e in &mut entries {
+            e.weight /= covered;
+        }
+        WorkloadMix { entries }
+    }
+
+    /// The mix of the tasks of `jobs` (what the live scheduler knows: the
+    /// pending queue).
+    pub fn from_jobs(jobs: &[&Job], opts: MixOptions) -> WorkloadMix {
+        let reqs: Vec<PodRequest> = jobs
+            .iter()
+            .flat_map(|j| {
+                j.spec.tasks.iter().flat_map(|t| {
+                    std::iter::repeat_n(
+                        PodRequest::from_resources(&t.resources),
+                        t.replicas as usize,
+                    )
+                })
+            })
+            .collect();
+        WorkloadMix::from_requests(&reqs, opts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(cpu: u64, gpus: u32, milli: u32) -> PodRequest {
+        PodRequest {
+            cpu_milli: cpu,
+            memory_bytes: cpu * 7,
+            gpus,
+            gpu_milli: milli,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn table() {
+        let reqs = [
+            r(1, 1, 500),
+            r(1, 1, 500),
+            r(1, 1, 500),
+            r(2, 2, 1000),
+            r(3, 0, 0),
+            r(4, 1, 1000),
+        ];
+        // (options, shapes kept as (gpus, milli), weights)
+        let cases: [(MixOptions, &[(u32, u32)], &[f64]); 3] = [
+            (
+                MixOptions::FULL,
+                &[(1, 500), (1, 1000), (2, 1000)],
+                &[0.6, 0.2, 0.2],
+            ),
+            (
+                MixOptions {
+                    gpu_only: false,
+                    ..MixOptions::FULL
+                },
+                &[(1, 500), (0, 0), (1, 1000), (2, 1000)],
+                &[0.5, 1.0 / 6.0, 1.0 / 6.0, 1.0 / 6.0],
+            ),
+            (
+                MixOptions {
+                    coverage: 0.5,
+                    step: 1,
+                    ..MixOptions::FGD
+                },
+                &[(1, 500)],
+                &[1.0],
+            ),
+        ];
+        for (i, (opts, shapes, weights)) in cases.into_iter().enumerate() {
+            let m = WorkloadMix::from_requests(&reqs, opts);
+            let got: Vec<(u32, u32)> = m
+                .entries
+                .iter()
+                .map(|e| (e.shape.gpus, e.shape.gpu_milli))
+                .collect();
+            assert_eq!(got, shapes, "case {i}");
+            for (e, w) in m.entries.iter().zip(weights) {
+                assert!((e.weight - w).abs() < 1e-9, "case {i}: {} vs {w}", e.weight);
+            }
+        }
+        let fgd = WorkloadMix::from_requests(&reqs, MixOptions::FGD);
+        assert!(fgd.entries.iter().all(|e| e.shape.memory_bytes == 0));
+        assert!(WorkloadMix::from_requests(&[], MixOptions::FGD)
+            .entries
+            .is_empty());
+    }
+}

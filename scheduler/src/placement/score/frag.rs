@@ -1,0 +1,225 @@
+//! Score: fragmentation, the measure of FGD (Weng et al., "Beware of
+//! Fragmentation", ATC'23). For one task shape, the fragment of a node is
+//! the free GPU capacity that shape cannot use there: all of it when the
+//! shape does not fit the node at all (too few GPUs with room, too little
+//! CPU, a model it does not accept), else the free capacity of the GPUs
+//! too small for one of its GPUs. A node's fragmentation is the expected
+//! fragment over the [`WorkloadMix`]; placing a task should increase it as
+//! little as possible.
+
+use crate::placement::mix::WorkloadMix;
+use crate::placement::model::{GpuKind, PodRequest};
+
+/// One healthy GPU as the measure needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cap {
+    pub free: u32,
+    pub kind: u16,
+}
+
+/// A node's state as the measure needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct HostLeft {
+    pub cpu: u64,
+    pub memory: u64,
+}
+
+/// The free capacity of `gpus` that one task of `shape` could not use.
+pub fn fragment(
+    gpus: &[Cap],
+    host: HostLeft,
+    shape: &PodRequest,
+    kinds: &[GpuKind],
+    memory: bool,
+) -> u64 {
+    let total: u64 = gpus.iter().map(|g| u64::from(g.free)).sum();
+    if shape.gpus == 0 || host.cpu < shape.cpu_milli || (memory && host.memory < shape.memory_bytes)
+    {
+        return total;
+    }
+    let any_model = shape.models.is_empty() && shape.gpu_memory == 0;
+    let (mut room, mut frag) = (0u32, 0u64);
+    for g in gpus {
+        let ok = g.free >= shape.gpu_milli
+            && (any_model || kinds.get(g.kind as usize).is_some_and(|k| shape.accepts(k)));
+        if ok {
+            room += 1;
+        } else {
+            frag += u64::from(g.free);
+        }
+    }
+    if room >= shape.gpus {
+        frag
+    } else {
+        total
+    }
+}
+
+/// Expected fragment over the mix, in thousandths of a GPU. `memory`:
+/// whether a shape that lacks host memory counts as not fitting (FGD only
+/// looks at CPU).
+pub fn node_frag(
+    gpus: &[Cap],
+    host: HostLeft,
+    mix: &WorkloadMix,
+    kinds: &[GpuKind],
+    memory: bool,
+) -> f64 {
+    mix.entries
+        .iter()
+        .map(|e| e.weight * fragment(gpus, host, &e.shape, kinds, memory) as f64)
+        .sum()
+}
+
+/// FGD's node score for a change of fragmentation `delta` (thousandths):
+/// `sigmoid(-delta / 1000)` scaled to the scheduler framework's 0..=100 and
+/// truncated, as the authors' simulator does. Truncation makes many nodes
+/// tie; FGD breaks those ties at random.
+pub fn fgd_score(delta: f64) -> i64 {
+    let s = 1.0 / (1.0 + (delta / 1000.0).exp());
+    (s * 100.0) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::placement::mix::MixEntry;
+
+    fn caps(free: &[u32]) -> Vec<Cap> {
+        free.iter().map(|&f| Cap { free: f, kind: 0 }).collect()
+    }
+
+    fn shape(gpus: u32, milli: u32, cpu: u64) -> PodRequest {
+        PodRequest {
+            cpu_milli: cpu,
+            gpus,
+            gpu_milli: milli,
+            ..Default::default()
+        }
+    }
+
+    const HOST: HostLeft = HostLeft {
+        cpu: 8000,
+        memory: 1 << 30,
+    };
+
+    #[test]
+    fn fragment_table() {
+        let kinds = [GpuKind {
+            model: "T4".into(),
+            memory_bytes: 16 << 30,
+        }];
+        let mut a100 = shape(1, 1000, 0);
+        a100.models = vec!["A100".into()];
+        let mut mem_hog = shape(1, 500, 0);
+        mem_hog.memory_bytes = 2 << 30;
+        // (name, free per GPU, shape, check memory, want)
+        let cases = [
+            (
+                "cpu-only shape cannot use any GPU",
+                vec![1000, 300],
+                shape(0, 0, 1),
+                false,
+                1300,
+            ),
+            (
+                "whole GPU: the partly used GPU is a fragment",
+                vec![1000, 300],
+                shape(1, 1000, 1),
+                false,
+                300,
+            ),
+            (
+                "share of 300 fits both",
+                vec![1000, 300],
+                shape(1, 300, 1),
+                false,
+                0,
+            ),
+            (
+                "share of 500: the 300 left is a fragment",
+                vec![1000, 300],
+                shape(1, 500, 1),
+                false,
+                300,
+            ),
+            (
+                "two whole GPUs do not fit: all of it",
+                vec![1000, 300],
+                shape(2, 1000, 1),
+                false,
+                1300,
+            ),
+            (
+                "not enough CPU: all of it",
+                vec![1000, 300],
+                shape(1, 500, 9000),
+                false,
+                1300,
+            ),
+            (
+                "model not accepted: all of it",
+                vec![1000],
+                a100,
+                false,
+                1000,
+            ),
+            (
+                "memory ignored unless asked",
+                vec![1000],
+                mem_hog.clone(),
+                false,
+                0,
+            ),
+            (
+                "memory short when asked: all of it",
+                vec![1000],
+                mem_hog,
+                true,
+                1000,
+            ),
+            (
+                "nothing free, no fragment",
+                vec![0, 0],
+                shape(1, 100, 1),
+                false,
+                0,
+            ),
+        ];
+        for (name, free, s, mem, want) in cases {
+            assert_eq!(
+                fragment(&caps(&free), HOST, &s, &kinds, mem),
+                want,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn node_frag_weights_and_fgd_choice() {
+        let mix = WorkloadMix {
+            entries: vec![
+                MixEntry {
+                    shape: shape(1, 1000, 0),
+                    weight: 0.5,
+                },
+                MixEntry {
+                    shape: shape(1, 500, 0),
+                    weight: 0.5,
+                },
+            ],
+        };
+        let f = |free: &[u32]| node_frag(&caps(free), HOST, &mix, &[], false);
+        assert_eq!(f(&[1000, 1000]), 0.0);
+        assert_eq!(f(&[1000, 600]), 300.0);
+        assert_eq!(f(&[1000, 400]), 0.5 * 400.0 + 0.5 * 400.0);
+        // A share of 400 on a node [1000, 600]: onto the used GPU leaves
+        // [1000, 200] (frag 200), onto the free one [600, 600] (frag 600).
+        let before = f(&[1000, 600]);
+        assert!(f(&[1000, 200]) - before < f(&[600, 600]) - before);
+        assert!(fgd_score(f(&[1000, 200]) - before) > fgd_score(f(&[600, 600]) - before));
+        assert_eq!(fgd_score(0.0), 50);
+        assert_eq!(fgd_score(-1e9), 100);
+        assert_eq!(fgd_score(1e9), 0);
+    }
+}
