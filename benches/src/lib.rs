@@ -2,8 +2,13 @@
 //!
 //! - `submit-latency`: on a `gpuctl dev` cluster, the time from `submit`
 //!   returning to the task's process starting (p50/p99).
+//! - `trace-replay`: the placement engine over the Alibaba openb traces, the
+//!   FGD paper's method (GPU allocation ratio at 100% and 130% of capacity
+//!   requested); the replay core is [`replay`].
 //!
 //! Results are kept in `benches/RESULTS.md`.
+
+pub mod replay;
 
 /// Percentile (nearest-rank) of sorted samples; `p` in 0..=100.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {

@@ -36,7 +36,10 @@ struct Args {
 }
 
 fn now_ns() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,7 +55,10 @@ fn main() -> anyhow::Result<()> {
     let bin_dir = me.parent().context("binary folder")?.to_path_buf();
     let gpuctl = bin_dir.join("gpuctl");
     if !gpuctl.exists() {
-        bail!("{} not found: run `cargo build --release --bins` first", gpuctl.display());
+        bail!(
+            "{} not found: run `cargo build --release --bins` first",
+            gpuctl.display()
+        );
     }
     let root = std::env::temp_dir().join(format!("gpuctl-bench-{}", std::process::id()));
     std::fs::create_dir_all(&root)?;
@@ -73,7 +79,10 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?
         .block_on(run(&args, &me, &root, &config));
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(dev.id() as i32), nix::sys::signal::Signal::SIGINT);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(dev.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    );
     let _ = dev.wait();
     if result.is_ok() {
         let _ = std::fs::remove_dir_all(&root);
@@ -88,12 +97,18 @@ async fn run(args: &Args, me: &Path, root: &Path, config: &Path) -> anyhow::Resu
     let deadline = Instant::now() + Duration::from_secs(120);
     while !ctx_file.exists() {
         if Instant::now() > deadline {
-            bail!("gpuctl dev did not become ready; see {}", root.join("dev.log").display());
+            bail!(
+                "gpuctl dev did not become ready; see {}",
+                root.join("dev.log").display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let ctx: serde_json::Value = serde_json::from_slice(&std::fs::read(&ctx_file)?)?;
-    let server = ctx["server"].as_str().context("server in context.json")?.to_string();
+    let server = ctx["server"]
+        .as_str()
+        .context("server in context.json")?
+        .to_string();
     let mut client = pb::control_client::ControlClient::connect(server.clone()).await?;
     let probes = root.join("probes");
     std::fs::create_dir_all(&probes)?;
@@ -109,10 +124,17 @@ async fn run(args: &Args, me: &Path, root: &Path, config: &Path) -> anyhow::Resu
                 tasks: vec![TaskSpec {
                     name: "main".into(),
                     replicas: 1,
-                    command: vec![me.display().to_string(), "--probe".into(), probe.display().to_string()],
+                    command: vec![
+                        me.display().to_string(),
+                        "--probe".into(),
+                        probe.display().to_string(),
+                    ],
                     env: Default::default(),
                     working_dir: None,
-                    resources: Resources { gpus: 1.0, ..Default::default() },
+                    resources: Resources {
+                        gpus: 1.0,
+                        ..Default::default()
+                    },
                 }],
                 min_available: None,
                 priority: 0,
@@ -123,7 +145,10 @@ async fn run(args: &Args, me: &Path, root: &Path, config: &Path) -> anyhow::Resu
         );
         let sent = Instant::now();
         client
-            .apply(pb::ApplyRequest { object_json: serde_json::to_string(&job)?, source: "<bench>".into() })
+            .apply(pb::ApplyRequest {
+                object_json: serde_json::to_string(&job)?,
+                source: "<bench>".into(),
+            })
             .await
             .with_context(|| format!("submitting {name}"))?;
         let returned = now_ns();
@@ -140,14 +165,23 @@ async fn run(args: &Args, me: &Path, root: &Path, config: &Path) -> anyhow::Resu
         };
         latencies_ms.push(started.saturating_sub(returned) as f64 / 1e6);
         // Let it finish so every job finds the same free capacity.
-        let w = client.wait(pb::WaitRequest { name: name.clone(), timeout_ms: 30_000 }).await?.into_inner();
+        let w = client
+            .wait(pb::WaitRequest {
+                name: name.clone(),
+                timeout_ms: 30_000,
+            })
+            .await?
+            .into_inner();
         if w.phase != "Succeeded" {
             bail!("job {name} ended {}", w.phase);
         }
     }
     latencies_ms.sort_by(f64::total_cmp);
     submit_ms.sort_by(f64::total_cmp);
-    let (p50, p99) = (percentile(&latencies_ms, 50.0), percentile(&latencies_ms, 99.0));
+    let (p50, p99) = (
+        percentile(&latencies_ms, 50.0),
+        percentile(&latencies_ms, 99.0),
+    );
     let max = latencies_ms.last().copied().unwrap_or(f64::NAN);
     if args.json {
         println!(
@@ -162,7 +196,10 @@ async fn run(args: &Args, me: &Path, root: &Path, config: &Path) -> anyhow::Resu
             })
         );
     } else {
-        println!("submit returned → task process started, over {} jobs:", args.jobs);
+        println!(
+            "submit returned → task process started, over {} jobs:",
+            args.jobs
+        );
         println!("  p50 {p50:.2} ms   p99 {p99:.2} ms   max {max:.2} ms");
         println!(
             "submit RPC (apply, committed + applied): p50 {:.2} ms   p99 {:.2} ms",

@@ -1,0 +1,414 @@
+//! Trace replay in the manner of the FGD paper (Weng et al., ATC'23, §6):
+//! per seed, draw pods with replacement from a pod list and place them in
+//! order, with no departures, until the GPUs asked for reach 130% of the
+//! cluster's; report the share of GPU capacity allocated when the arrived
+//! requests reach 100% and 130% of it.
+//!
+//! Parsing is header-driven over the openb CSVs (`sn,cpu_milli,memory_mib,
+//! gpu,model` for nodes; `name,cpu_milli,memory_mib,num_gpu,gpu_milli
+//! [,gpu_spec,...]` for pods). The placement itself is
+//! `gpuctl_scheduler::placement::choose_node`, the code path `place` uses.
+
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use gpuctl_scheduler::placement::{
+    choose_node, ClusterModel, GpuView, NodeView, PodRequest, Policy, WorkloadMix, MILLI,
+};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+const MIB: u64 = 1 << 20;
+
+/// The columns of a CSV header, and a lookup that names the file when one is missing.
+struct Header<'a> {
+    file: &'a str,
+    cols: Vec<&'a str>,
+}
+
+impl<'a> Header<'a> {
+    fn col(&self, name: &str) -> anyhow::Result<usize> {
+        self.cols
+            .iter()
+            .position(|c| c.trim() == name)
+            .with_context(|| {
+                format!(
+                    "{}:1: header has no column `{name}` (columns: {})",
+                    self.file,
+                    self.cols.join(",")
+                )
+            })
+    }
+}
+
+/// Rows of a CSV with its header: (line number, fields).
+fn rows<'a>(
+    file: &'a str,
+    text: &'a str,
+) -> anyhow::Result<(Header<'a>, Vec<(usize, Vec<&'a str>)>)> {
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
+    let Some((_, head)) = lines.next() else {
+        bail!("{file}:1: empty file, expected a CSV header");
+    };
+    let header = Header {
+        file,
+        cols: head.trim_start_matches('\u{feff}').split(',').collect(),
+    };
+    let width = header.cols.len();
+    let mut out = Vec::new();
+    for (i, l) in lines {
+        let fields: Vec<&str> = l.trim_end_matches('\r').split(',').collect();
+        if fields.len() != width {
+            bail!(
+                "{file}:{}: {} fields, the header has {width}",
+                i + 1,
+                fields.len()
+            );
+        }
+        out.push((i + 1, fields));
+    }
+    Ok((header, out))
+}
+
+fn num(file: &str, line: usize, col: &str, v: &str) -> anyhow::Result<u64> {
+    v.trim().parse::<u64>().with_context(|| {
+        format!("{file}:{line}: column `{col}`: `{v}` is not a non-negative integer")
+    })
+}
+
+/// Nodes of an openb node list (`sn,cpu_milli,memory_mib,gpu,model`).
+/// GPUs get no NVLink domain and no memory size (the traces have neither).
+pub fn parse_nodes(file: &str, text: &str) -> anyhow::Result<Vec<NodeView>> {
+    let (h, rows) = rows(file, text)?;
+    let (sn, cpu, mem, gpu, model) = (
+        h.col("sn")?,
+        h.col("cpu_milli")?,
+        h.col("memory_mib")?,
+        h.col("gpu")?,
+        h.col("model")?,
+    );
+    rows.into_iter()
+        .map(|(line, f)| {
+            let gpus = num(file, line, "gpu", f[gpu])? as u32;
+            Ok(NodeView {
+                name: f[sn].trim().to_string(),
+                schedulable: true,
+                gpus: (0..gpus)
+                    .map(|i| GpuView {
+                        index: i,
+                        uuid: format!("{}-gpu{i}", f[sn].trim()),
+                        model: f[model].trim().to_string(),
+                        memory_bytes: 0,
+                        nvlink_domain: String::new(),
+                        healthy: true,
+                        used_milli: 0,
+                    })
+                    .collect(),
+                cpu_milli: num(file, line, "cpu_milli", f[cpu])?,
+                memory_bytes: num(file, line, "memory_mib", f[mem])? * MIB,
+                cpu_used: 0,
+                memory_used: 0,
+            })
+        })
+        .collect()
+}
+
+/// Pods of an openb pod list. `gpu_milli` is the share of one GPU and
+/// applies only when `num_gpu` is 1; a pod with 2 or more GPUs takes them
+/// whole. `gpu_spec` (optional column) lists acceptable models, `|`-separated.
+pub fn parse_pods(file: &str, text: &str) -> anyhow::Result<Vec<PodRequest>> {
+    let (h, rows) = rows(file, text)?;
+    let (cpu, mem, ngpu, milli) = (
+        h.col("cpu_milli")?,
+        h.col("memory_mib")?,
+        h.col("num_gpu")?,
+        h.col("gpu_milli")?,
+    );
+    let spec = h.col("gpu_spec").ok();
+    rows.into_iter()
+        .map(|(line, f)| {
+            let gpus = num(file, line, "num_gpu", f[ngpu])? as u32;
+            let m = num(file, line, "gpu_milli", f[milli])? as u32;
+            let gpu_milli = match gpus {
+                0 => 0,
+                1 if (1..=MILLI).contains(&m) => m,
+                1 => bail!("{file}:{line}: a 1-GPU pod with gpu_milli {m} (want 1..=1000)"),
+                _ => MILLI,
+            };
+            let models = spec
+                .map(|c| {
+                    f[c].split('|')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty() && *s != "nan")
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default();
+            Ok(PodRequest {
+                cpu_milli: num(file, line, "cpu_milli", f[cpu])?,
+                memory_bytes: num(file, line, "memory_mib", f[mem])? * MIB,
+                gpus,
+                gpu_milli,
+                models,
+                gpu_memory: 0,
+            })
+        })
+        .collect()
+}
+
+/// What one seed's replay saw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeedResult {
+    /// Allocated GPU / cluster GPU when the arrived GPU requests first reach 100% of capacity.
+    pub alloc_at_100: f64,
+    /// The same when they reach 130% (the end of the run).
+    pub alloc_at_130: f64,
+    /// Pods that arrived.
+    pub arrived: usize,
+    /// Pods no node could take when they arrived (GPU and CPU-only).
+    pub failed: usize,
+    /// Of those, pods asking for GPUs.
+    pub failed_gpu: usize,
+    /// Seconds each `choose_node` call took.
+    pub decision_s: Vec<f64>,
+    /// Allocated GPU thousandths at the end (as the model counts them).
+    pub allocated_milli: u64,
+}
+
+/// One seed: sample from `pods` with replacement until the GPU asked for
+/// reaches `stop` × capacity; place each in arrival order.
+pub fn replay_seed(
+    nodes: &[NodeView],
+    pods: &[PodRequest],
+    policy: &Policy,
+    mix: &WorkloadMix,
+    seed: u64,
+    stop: f64,
+) -> anyhow::Result<SeedResult> {
+    if pods.iter().all(|p| p.gpus == 0) {
+        bail!("the pod list asks for no GPUs; nothing to replay");
+    }
+    let mut model = ClusterModel::from_views(nodes);
+    let capacity = model.gpu_capacity_milli() as f64;
+    if capacity == 0.0 {
+        bail!("the node list has no GPUs");
+    }
+    let mut draw = StdRng::seed_from_u64(seed);
+    // A separate stream for the policy's tie-breaks, so that every policy
+    // sees the same arrivals for the same seed.
+    let mut ties = StdRng::seed_from_u64(seed ^ TIE_SEED);
+    let (mut arrived_milli, mut allocated) = (0u64, 0u64);
+    let mut out = SeedResult {
+        alloc_at_100: f64::NAN,
+        alloc_at_130: 0.0,
+        arrived: 0,
+        failed: 0,
+        failed_gpu: 0,
+        decision_s: Vec::new(),
+        allocated_milli: 0,
+    };
+    while (arrived_milli as f64) < stop * capacity {
+        let pod = &pods[draw.gen_range(0..pods.len())];
+        out.arrived += 1;
+        arrived_milli += pod.total_gpu_milli();
+        let t = Instant::now();
+        let at = choose_node(&model, pod, policy, mix, &mut ties);
+        out.decision_s.push(t.elapsed().as_secs_f64());
+        match at {
+            Some(at) => {
+                model
+                    .commit(pod, &at)
+                    .context("a chosen placement did not commit")?;
+                allocated += pod.total_gpu_milli();
+            }
+            None => {
+                out.failed += 1;
+                out.failed_gpu += usize::from(pod.gpus > 0);
+            }
+        }
+        if out.alloc_at_100.is_nan() && arrived_milli as f64 >= capacity {
+            out.alloc_at_100 = allocated as f64 / capacity;
+        }
+    }
+    out.alloc_at_130 = allocated as f64 / capacity;
+    out.allocated_milli = allocated;
+    Ok(out)
+}
+
+/// Mixed into the seed of the tie-break stream.
+const TIE_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// Results over seeds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    pub policy: String,
+    pub seeds: usize,
+    /// Means over seeds.
+    pub alloc_at_100: f64,
+    pub alloc_at_130: f64,
+    pub arrived: f64,
+    /// Pods that failed to place, mean per seed.
+    pub failed_pods: f64,
+    pub failed_gpu_pods: f64,
+    /// Over every decision of every seed.
+    pub decision_us_median: f64,
+    pub decision_us_p99: f64,
+}
+
+pub fn summarize(policy: &Policy, results: &[SeedResult]) -> Summary {
+    let n = results.len().max(1) as f64;
+    let mean = |f: fn(&SeedResult) -> f64| results.iter().map(f).sum::<f64>() / n;
+    let mut us: Vec<f64> = results
+        .iter()
+        .flat_map(|r| r.decision_s.iter().map(|s| s * 1e6))
+        .collect();
+    us.sort_by(f64::total_cmp);
+    Summary {
+        policy: policy.name().to_string(),
+        seeds: results.len(),
+        alloc_at_100: mean(|r| r.alloc_at_100),
+        alloc_at_130: mean(|r| r.alloc_at_130),
+        arrived: mean(|r| r.arrived as f64),
+        failed_pods: mean(|r| r.failed as f64),
+        failed_gpu_pods: mean(|r| r.failed_gpu as f64),
+        decision_us_median: crate::percentile(&us, 50.0),
+        decision_us_p99: crate::percentile(&us, 99.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gpuctl_scheduler::placement::MixOptions;
+
+    const NODES: &str = "sn,cpu_milli,memory_mib,gpu,model\n\
+        a,8000,16384,2,T4\n\
+        b,4000,8192,1,V100\n";
+    const PODS: &str = "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec\n\
+        p0,1000,1024,1,500,\n\
+        p1,2000,2048,2,1000,nan\n\
+        p2,500,512,0,0,\n\
+        p3,1000,1024,1,1000,V100|T4\n";
+
+    #[test]
+    fn parses_by_header() {
+        let nodes = parse_nodes("nodes.csv", NODES).unwrap();
+        assert_eq!(nodes.len(), 2);
+        assert_eq!(
+            (
+                nodes[0].gpus.len(),
+                nodes[0].cpu_milli,
+                nodes[0].memory_bytes
+            ),
+            (2, 8000, 16384 * MIB)
+        );
+        let pods = parse_pods("pods.csv", PODS).unwrap();
+        let shapes: Vec<(u32, u32)> = pods.iter().map(|p| (p.gpus, p.gpu_milli)).collect();
+        assert_eq!(shapes, [(1, 500), (2, 1000), (0, 0), (1, 1000)]);
+        assert_eq!(pods[3].models, ["V100", "T4"]);
+        assert!(pods[1].models.is_empty(), "nan means any model");
+        // The multigpu20 list has no gpu_spec column.
+        let short = parse_pods(
+            "m.csv",
+            "name,cpu_milli,memory_mib,num_gpu,gpu_milli\nx,1,1,8,0\n",
+        )
+        .unwrap();
+        assert_eq!((short[0].gpus, short[0].gpu_milli), (8, 1000));
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let cases = [
+            (
+                parse_nodes("n.csv", "sn,cpu_milli,memory_mib,gpu\n").err(),
+                "n.csv:1: header has no column `model`",
+            ),
+            (
+                parse_nodes("n.csv", "sn,cpu_milli,memory_mib,gpu,model\na,1,1,x,T4\n").err(),
+                "n.csv:2: column `gpu`",
+            ),
+            (parse_pods("p.csv", "").err(), "p.csv:1: empty file"),
+            (
+                parse_pods(
+                    "p.csv",
+                    "name,cpu_milli,memory_mib,num_gpu,gpu_milli\na,1,1,1\n",
+                )
+                .err(),
+                "p.csv:2: 4 fields",
+            ),
+            (
+                parse_pods(
+                    "p.csv",
+                    "name,cpu_milli,memory_mib,num_gpu,gpu_milli\na,1,1,1,0\n",
+                )
+                .err(),
+                "p.csv:2: a 1-GPU pod with gpu_milli 0",
+            ),
+        ];
+        for (err, want) in cases {
+            let msg = format!("{:#}", err.expect(want));
+            assert!(msg.contains(want), "{msg:?} should contain {want:?}");
+        }
+    }
+
+    #[test]
+    fn replay_bookkeeping_on_a_tiny_cluster() {
+        let nodes = parse_nodes("nodes.csv", NODES).unwrap();
+        let pods = parse_pods("pods.csv", PODS).unwrap();
+        let capacity = 3000.0;
+        for name in Policy::NAMES {
+            let policy = Policy::parse(name, 1).unwrap();
+            let mix = WorkloadMix::from_requests(&pods, policy.mix_options());
+            for seed in 0..5 {
+                let r = replay_seed(&nodes, &pods, &policy, &mix, seed, 1.3).unwrap();
+                // Ratios are allocated / capacity, never above 1, and never fall.
+                assert!(r.alloc_at_100 <= r.alloc_at_130 + 1e-12, "{name}");
+                assert!(r.alloc_at_130 <= 1.0, "{name}");
+                assert!((r.alloc_at_130 - r.allocated_milli as f64 / capacity).abs() < 1e-12);
+                assert_eq!(r.allocated_milli % 10, 0);
+                assert_eq!(r.decision_s.len(), r.arrived);
+                assert!(r.failed >= r.failed_gpu && r.failed < r.arrived);
+                // Replaying the same draws by hand gives the same bookkeeping.
+                let mut model = ClusterModel::from_views(&nodes);
+                let mut draw = StdRng::seed_from_u64(seed);
+                let mut ties = StdRng::seed_from_u64(seed ^ TIE_SEED);
+                let (mut arrived, mut failed) = (0u64, 0);
+                while (arrived as f64) < 1.3 * capacity {
+                    let p = &pods[draw.gen_range(0..pods.len())];
+                    arrived += p.total_gpu_milli();
+                    match choose_node(&model, p, &policy, &mix, &mut ties) {
+                        Some(at) => model.commit(p, &at).unwrap(),
+                        None => failed += 1,
+                    }
+                }
+                assert_eq!(
+                    model.gpu_used_milli(),
+                    r.allocated_milli,
+                    "{name} seed {seed}"
+                );
+                assert_eq!(failed, r.failed);
+                for n in &model.nodes {
+                    assert!(n.cpu_used <= n.cpu_milli && n.memory_used <= n.memory_bytes);
+                    assert!(n.gpus.iter().all(|g| g.free <= MILLI));
+                }
+            }
+        }
+        let one = replay_seed(
+            &nodes,
+            &pods,
+            &Policy::FirstFit,
+            &WorkloadMix::from_requests(&pods, MixOptions::FGD),
+            0,
+            1.3,
+        )
+        .unwrap();
+        let s = summarize(&Policy::FirstFit, &[one.clone(), one.clone()]);
+        assert_eq!(
+            (s.seeds, s.alloc_at_130, s.failed_pods),
+            (2, one.alloc_at_130, one.failed as f64)
+        );
+        assert!(s.decision_us_median <= s.decision_us_p99);
+    }
+}
