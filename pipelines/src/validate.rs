@@ -74,6 +74,10 @@ struct Validator<'a> {
     errors: Vec<FieldError>,
 }
 
+/// A DAG's tasks, which of them may be named (`None`: all), and the task
+/// doing the naming.
+type DagRefs<'a> = (&'a [DagTask], Option<&'a BTreeSet<usize>>, Option<&'a str>);
+
 /// Where a string with `{{...}}` sits, which decides what it may refer to.
 #[derive(Clone, Copy)]
 struct VarCtx<'a> {
@@ -81,7 +85,7 @@ struct VarCtx<'a> {
     tmpl: &'a Template,
     /// In a DAG task or DAG output: the DAG and which of its tasks may be
     /// named (`None`: any task of the DAG).
-    dag: Option<(&'a [DagTask], Option<&'a BTreeSet<usize>>, Option<&'a str>)>,
+    dag: Option<DagRefs<'a>>,
     item: bool,
     leaf: bool,
     /// An artifact `from`: `tasks.X.outputs.artifacts.Y`, `inputs.artifacts.Y`.

@@ -36,10 +36,10 @@ pub fn segments(s: &str) -> Result<Vec<Segment<'_>>, (usize, String)> {
         if name.is_empty() {
             return Err((base + open, format!("empty variable `{{{{}}}}` in {s:?}")));
         }
-        if name.starts_with('=') {
+        if let Some(expr) = name.strip_prefix('=') {
             return Err((
                 base + open,
-                format!("expression templates `{{{{={}}}}}` are not supported; use a plain variable such as `{{{{inputs.parameters.x}}}}`", &name[1..]),
+                format!("expression templates `{{{{={expr}}}}}` are not supported; use a plain variable such as `{{{{inputs.parameters.x}}}}`"),
             ));
         }
         if name.contains("{{") {
