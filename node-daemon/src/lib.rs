@@ -42,7 +42,6 @@ use std::time::Duration;
 use gpuctl_proto::v1::node_agent_server::NodeAgentServer;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::TcpListenerStream;
 
 use agent::{Event, NodeIdentity, Reconciler, ReconcilerConfig, Servers};
 use inventory::GpuInventory;
@@ -253,7 +252,8 @@ impl Node {
                     live.clone(),
                 )))
                 .serve_with_incoming_shutdown(
-                    TcpListenerStream::new(self.agent_listener),
+                    tonic::transport::server::TcpIncoming::from(self.agent_listener)
+                        .with_nodelay(Some(true)),
                     stopped(stop_rx.clone()),
                 ),
         );

@@ -65,7 +65,8 @@ impl Server {
         let mut tasks = Vec::new();
 
         let mut s = stop_rx.clone();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
+        // Small RPCs: without TCP_NODELAY, Nagle and delayed ACKs add ~40 ms to a reply.
+        let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
         let router = tonic::transport::Server::builder()
             .add_service(ControlServer::new(api.clone()))
             .add_service(NodeServiceServer::new(api));
