@@ -19,7 +19,7 @@ use std::fmt;
 use gpuctl_common::api::{Bytes, Cpu, FieldError};
 use serde::{Deserialize, Serialize};
 
-use crate::expr::{eval_when, Depends, TaskResult, TaskResults};
+use crate::expr::{eval_when, Depends, TaskResults};
 use crate::spec::{parse_duration_ms, RetryPolicy, Template, Workflow};
 use crate::store::{ArtifactKey, MemoCache, MemoEntry};
 use crate::validate::{ancestors_of, task_depends, validate_all, MAX_DAG_DEPTH, MAX_FAN_OUT};
@@ -180,6 +180,9 @@ pub struct Node {
     /// Part of the `onExit` handler.
     #[serde(default)]
     pub exit_handler: bool,
+    /// Creation order: steps launch in the order they became ready.
+    #[serde(default)]
+    pub seq: u64,
 }
 
 impl Node {
@@ -205,6 +208,7 @@ impl Node {
             memo_key: None,
             depth: 0,
             exit_handler: false,
+            seq: 0,
         }
     }
 }
@@ -470,16 +474,9 @@ impl DagInfo {
 fn mark_handled(e: &Depends, negated: bool, index: &BTreeMap<&str, usize>, out: &mut [bool]) {
     match e {
         Depends::Task { name, result } => {
-            let failure_aware = negated
-                || matches!(
-                    result,
-                    Some(
-                        TaskResult::Failed
-                            | TaskResult::Errored
-                            | TaskResult::AllFailed
-                            | TaskResult::Omitted
-                    )
-                );
+            // Any explicit result (`A.Succeeded`, `A.Failed`, `!A`) means the
+            // author wrote result-aware logic about A.
+            let failure_aware = negated || result.is_some();
             if failure_aware {
                 if let Some(&k) = index.get(name.as_str()) {
                     out[k] = true;
@@ -523,6 +520,8 @@ pub struct Run {
     terminated: bool,
     /// Launched steps the shell should stop.
     to_cancel: Vec<String>,
+    /// Next node's `seq`.
+    next_seq: u64,
 }
 
 impl Run {
@@ -613,6 +612,7 @@ impl Run {
             exit_status: None,
             terminated: false,
             to_cancel: Vec::new(),
+            next_seq: 0,
         };
         let entry = workflow.spec.entrypoint.clone().unwrap_or_default();
         let root = run.name.clone();
@@ -681,7 +681,7 @@ impl Run {
             if self.phase.is_terminal() {
                 break;
             }
-            let pending: Vec<String> = self
+            let mut pending: Vec<(u64, String)> = self
                 .nodes
                 .values()
                 .filter(|n| {
@@ -689,10 +689,11 @@ impl Run {
                         && n.phase == NodePhase::Pending
                         && n.not_before_ms.is_none_or(|t| t <= now_ms)
                 })
-                .map(|n| n.id.clone())
+                .map(|n| (n.seq, n.id.clone()))
                 .collect();
+            pending.sort();
             let mut changed = false;
-            for id in pending {
+            for (_, id) in pending {
                 match self.build_step(&id) {
                     Err(e) => {
                         self.finish_node(&id, NodePhase::Error, Some(e), now_ms);
@@ -863,6 +864,12 @@ impl Run {
         self.finish_node(id, phase, message, now_ms);
         self.reconcile(now_ms);
         Ok(())
+    }
+
+    /// Launched steps to stop, collected since the last call (also
+    /// returned by [`Run::on_tick`] and [`Run::terminate`]).
+    pub fn take_cancellations(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.to_cancel)
     }
 
     /// Apply deadlines and backoff timers. Returns the steps to stop and
@@ -1040,7 +1047,7 @@ impl Run {
             n.started_ms = Some(now_ms);
             n.finished_ms = Some(now_ms);
             n.exit_handler = exit_handler;
-            self.nodes.insert(id.to_string(), n);
+            self.insert_node(n);
             return;
         }
         self.instantiate(id, id, &t, inputs, 0, exit_handler, now_ms);
@@ -1078,7 +1085,7 @@ impl Run {
             n.deadline_ms = deadline.map(|d| now_ms + d);
             n.depth = depth;
             n.exit_handler = exit_handler;
-            self.nodes.insert(id.to_string(), n);
+            self.insert_node(n);
             self.advance(id, now_ms);
             return;
         }
@@ -1092,7 +1099,7 @@ impl Run {
             r.exit_handler = exit_handler;
             pod_id = format!("{id}(0)");
             r.children.push(pod_id.clone());
-            self.nodes.insert(id.to_string(), r);
+            self.insert_node(r);
         }
         let display = if pod_id == id {
             display.to_string()
@@ -1104,7 +1111,13 @@ impl Run {
         p.inputs = inputs;
         p.depth = depth;
         p.exit_handler = exit_handler;
-        self.nodes.insert(pod_id, p);
+        self.insert_node(p);
+    }
+
+    fn insert_node(&mut self, mut n: Node) {
+        n.seq = self.next_seq;
+        self.next_seq += 1;
+        self.nodes.insert(n.id.clone(), n);
     }
 
     fn finish_node(&mut self, id: &str, phase: NodePhase, message: Option<String>, now_ms: u64) {
@@ -1348,7 +1361,7 @@ impl Run {
         p.exit_handler = n.exit_handler;
         p.retries = attempts;
         p.not_before_ms = Some(now_ms + delay);
-        self.nodes.insert(child_id.clone(), p);
+        self.insert_node(p);
         let n = self.nodes.get_mut(id).expect("retry node");
         n.children.push(child_id);
         n.retries = attempts;
@@ -1682,7 +1695,7 @@ impl Run {
 
     fn add_task_node(&mut self, dag_id: &str, task: &str, n: Node) {
         let nid = n.id.clone();
-        self.nodes.insert(nid.clone(), n);
+        self.insert_node(n);
         let d = self.nodes.get_mut(dag_id).expect("dag node");
         d.task_nodes.insert(task.to_string(), nid.clone());
         d.children.push(nid);
@@ -1794,7 +1807,7 @@ impl Run {
                 now_ms,
             );
             if let Some(n) = n {
-                self.nodes.insert(child_id.clone(), n);
+                self.insert_node(n);
             }
             self.nodes
                 .get_mut(task_id)
