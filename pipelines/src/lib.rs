@@ -1,4 +1,47 @@
-//! Pipelines: the Argo-style DAG workflow format and its run state machine.
+//! Pipelines: Argo Workflows DAG workflows for gpuctl — parse, validate,
+//! expand, and run them as a pure state machine.
+//!
+//! An ML engineer's existing Argo `Workflow` (`kind: Workflow`, `dag`
+//! templates, `container`/`script` leaves) runs unchanged: each leaf becomes
+//! a gpuctl job. This crate does no I/O: no tokio, sockets, clock or process
+//! spawning. Time comes in as `now_ms`; randomness (a `generateName` suffix)
+//! comes in as a string. The scheduler's pipeline controller is the shell.
+//!
+//! ```text
+//!  wf.yaml ──parse_workflow()──► Workflow ──Run::new(wf, name, args, now)──► Run
+//!            spec.rs: strict serde    │                                       │
+//!            validate.rs: graph,      │ errors: ManifestError                 │ serde: persisted in
+//!            cycles, {{vars}},        ▼ "wf.yaml: spec.templates[1]           │ the Raft state; a new
+//!            depends/when syntax        .dag.tasks[2].depends: ..."           │ leader deserializes it
+//!                                                                             ▼
+//!   shell (pipeline controller)                                   run.rs: the state machine
+//!   ┌──────────────────────────────────────────────────────────────────────────────────────┐
+//!   │ loop {                                                                               │
+//!   │   for step in run.ready_steps(now, &mut cache)   // StepToLaunch: id, argv, env,     │
+//!   │       launch a gpuctl job named step.id          //   script source, gpus/cpu/mem,   │
+//!   │       (get step.input_artifacts from the store)  //   attempt, memoize key           │
+//!   │   on job end: put output artifacts in the store;                                     │
+//!   │       run.on_step_finished(id, StepOutcome{phase, exit code, params, result,         │
+//!   │                                            artifacts}, now, &mut cache)              │
+//!   │   let t = run.on_tick(now)        // deadlines, retry backoff → t.cancel (jobs to    │
+//!   │   stop t.cancel; sleep until t.next_wakeup_ms or the next job event   //  stop)      │
+//!   │   persist run; show run.status() in `gpuctl describe workflow`                       │
+//!   │ } until run.phase() is terminal                                                      │
+//!   └──────────────────────────────────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! Inside the run, DAG nodes expand lazily as their dependencies finish:
+//! nested DAGs, `withItems`/`withParam` fan-out (`A(0:foo)`), `when`
+//! (Skipped), `depends` (Omitted when it can no longer hold), `target`,
+//! retries (`A(0)`, `A(1)` after the backoff), `failFast`, `continueOn`,
+//! deadlines, memoization through a [`MemoCache`], and the `onExit` handler
+//! with `{{workflow.status}}`. Artifacts are tracked by [`ArtifactKey`]; the
+//! bytes live in an [`ArtifactStore`] the shell owns.
+//!
+//! Modules: [`spec`] (the document, parsing), [`validate`] (static checks),
+//! [`expr`] (`depends` and `when`), [`vars`] (`{{...}}`), [`run`] (the state
+//! machine), [`store`] (artifact store and memo cache traits).
+
 pub mod expr;
 pub mod run;
 pub mod spec;
@@ -7,8 +50,9 @@ pub mod validate;
 pub mod vars;
 
 pub use run::{
-    Node, NodeInputs, NodeOutputs, NodePhase, NodeType, NodeView, Run, RunError, StepOutcome,
-    StepPhase, StepResources, StepToLaunch, Tick, WorkflowPhase, WorkflowStatus,
+    InputArtifact, Node, NodeInputs, NodeOutputs, NodePhase, NodeType, NodeView,
+    OutputArtifactSpec, OutputParameterSpec, Run, RunError, StepOutcome, StepPhase, StepResources,
+    StepToLaunch, Tick, WorkflowPhase, WorkflowStatus,
 };
 pub use spec::{parse_workflow, Workflow};
 pub use store::{

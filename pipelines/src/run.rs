@@ -103,6 +103,7 @@ impl fmt::Display for NodePhase {
 
 /// Inputs of a node after argument resolution.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct NodeInputs {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub parameters: BTreeMap<String, String>,
@@ -112,6 +113,7 @@ pub struct NodeInputs {
 
 /// An input artifact: where it comes from and (for a step) where it goes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct InputArtifact {
     pub name: String,
     /// Where the step expects it; `None` for a DAG's input.
@@ -121,6 +123,7 @@ pub struct InputArtifact {
 
 /// What a node produced.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct NodeOutputs {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub parameters: BTreeMap<String, String>,
@@ -133,6 +136,7 @@ pub struct NodeOutputs {
 
 /// One node of the status tree.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Node {
     /// Argo's node name; for a `Pod`, the step id.
     pub id: String,
@@ -215,6 +219,7 @@ impl Node {
 
 /// What a step needs, from `resources` (requests, else limits).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct StepResources {
     /// From `nvidia.com/gpu`; may be a share such as 0.5.
     pub gpus: f64,
@@ -224,6 +229,7 @@ pub struct StepResources {
 
 /// An output parameter the shell reads from a file after the step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct OutputParameterSpec {
     pub name: String,
     pub path: String,
@@ -231,6 +237,7 @@ pub struct OutputParameterSpec {
 
 /// An output artifact the shell stores after the step, if present.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct OutputArtifactSpec {
     pub name: String,
     pub path: String,
@@ -241,6 +248,7 @@ pub struct OutputArtifactSpec {
 
 /// A step to run as a gpuctl job, fully substituted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct StepToLaunch {
     /// Stable id (the Argo node name); use it to name the job.
     pub id: String,
@@ -293,6 +301,7 @@ pub enum StepPhase {
 
 /// What the shell reports when a step ends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct StepOutcome {
     pub phase: StepPhase,
     pub exit_code: Option<i32>,
@@ -348,6 +357,7 @@ impl StepOutcome {
 
 /// What [`Run::on_tick`] asks of the shell.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Tick {
     /// Launched steps to stop (deadline passed, run terminated).
     pub cancel: Vec<String>,
@@ -372,6 +382,7 @@ pub enum RunError {
 
 /// Per DAG template: its graph, derived once from the spec.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct DagInfo {
     /// Task indices, dependencies first.
     order: Vec<usize>,
@@ -500,6 +511,7 @@ struct TaskScope {
 
 /// One workflow run. Serialize it to persist; deserialize to resume.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Run {
     name: String,
     workflow: Workflow,
@@ -2081,6 +2093,7 @@ fn item_label(v: &serde_json::Value) -> String {
 
 /// A run's status for `gpuctl describe workflow`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct WorkflowStatus {
     pub name: String,
     pub phase: WorkflowPhase,
@@ -2093,6 +2106,7 @@ pub struct WorkflowStatus {
 
 /// One node of [`WorkflowStatus`], with its children nested.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct NodeView {
     pub id: String,
     pub display_name: String,

@@ -12,6 +12,7 @@ use crate::run::NodeOutputs;
 /// Where one artifact lives: the workflow run, the step (node id) that
 /// produced it, and its name.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ArtifactKey {
     pub workflow: String,
     pub step: String,
@@ -85,6 +86,7 @@ impl ArtifactStore for InMemoryArtifactStore {
 
 /// One memoized result: the outputs of a step that succeeded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct MemoEntry {
     /// When the step finished (ms since the epoch); `maxAge` counts from here.
     pub created_ms: u64,

@@ -898,12 +898,9 @@ fn a_serialized_run_resumes_without_relaunching() {
     assert_eq!(resumed.phase(), WorkflowPhase::Succeeded);
     // The status tree serializes too (for `describe` and the API).
     let st = serde_json::to_value(resumed.status()).unwrap();
-    assert_eq!(
-        st["root"]["nodeType"]
-            .as_str()
-            .or(st["root"]["node_type"].as_str()),
-        Some("DAG")
-    );
+    assert_eq!(st["root"]["nodeType"], "DAG");
+    assert_eq!(st["root"]["children"][3]["displayName"], "D");
+    assert_eq!(st["root"]["children"][3]["finishedMs"], 4000);
 }
 
 #[test]
