@@ -40,11 +40,11 @@ impl<'a> Header<'a> {
     }
 }
 
-/// Rows of a CSV with its header: (line number, fields).
-fn rows<'a>(
-    file: &'a str,
-    text: &'a str,
-) -> anyhow::Result<(Header<'a>, Vec<(usize, Vec<&'a str>)>)> {
+/// Data rows of a CSV: (line number, fields).
+type Rows<'a> = Vec<(usize, Vec<&'a str>)>;
+
+/// Rows of a CSV with its header.
+fn rows<'a>(file: &'a str, text: &'a str) -> anyhow::Result<(Header<'a>, Rows<'a>)> {
     let mut lines = text
         .lines()
         .enumerate()

@@ -33,6 +33,13 @@ struct Args {
     /// Stop when the GPUs asked for reach this share of capacity.
     #[arg(long, default_value_t = 1.3)]
     stop: f64,
+    /// Override the share of requests the workload mix covers (most popular
+    /// shapes first; the policy's own default otherwise: FGD 0.6, ours 1.0).
+    #[arg(long)]
+    mix_coverage: Option<f64>,
+    /// Weigh the mix's shapes by the GPU they ask for, not by count.
+    #[arg(long)]
+    mix_by_gpu_demand: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -60,7 +67,13 @@ fn main() -> anyhow::Result<()> {
     anyhow::ensure!(!pods.is_empty(), "{pf}: no pods");
     // The workload mix comes from the pod list, as the FGD simulator takes
     // its typical pods from the trace it replays.
-    let mix = WorkloadMix::from_requests(&pods, policy.mix_options());
+    let mut opts = policy.mix_options();
+    if let Some(c) = args.mix_coverage {
+        opts.coverage = c;
+        opts.step = 1;
+    }
+    opts.by_gpu_demand |= args.mix_by_gpu_demand;
+    let mix = WorkloadMix::from_requests(&pods, opts);
     let mut results = Vec::new();
     for seed in 0..args.seeds {
         let policy = match policy {
@@ -79,7 +92,7 @@ fn main() -> anyhow::Result<()> {
             "nodes": nodes.len(),
             "gpus": gpus,
             "seeds": s.seeds,
-            "mix_shapes": mix.entries.len(),
+            "mix_shapes": mix.entries().len(),
             "alloc_at_100": s.alloc_at_100,
             "alloc_at_130": s.alloc_at_130,
             "arrived_pods": s.arrived,
@@ -96,7 +109,7 @@ fn main() -> anyhow::Result<()> {
             s.policy,
             nodes.len(),
             s.seeds,
-            mix.entries.len()
+            mix.entries().len()
         );
         println!(
             "  GPU allocated at 100% requested: {:.2}%",

@@ -67,13 +67,14 @@ pub fn choose_node_near<R: Rng + ?Sized>(
         }
         Policy::Fgd => {
             let mut pick: Ties<Vec<usize>> = Ties::default();
-            let mut caps = Vec::new();
+            let mut before = Before::new();
             let mut opts = Vec::new();
             for (i, n) in feasible {
                 fgd_options(n, req, &accept, &mut opts);
+                before.load(m, n, mix, false);
                 let mut best: Option<(i64, usize)> = None;
                 for (o, gpus) in opts.iter().enumerate() {
-                    let d = delta(m, n, req, gpus, mix, false, &mut caps);
+                    let d = before.delta(m, req, gpus, mix, false);
                     let s = frag::fgd_score(d);
                     if best.is_none_or(|(b, _)| s > b) {
                         best = Some((s, o));
@@ -88,14 +89,15 @@ pub fn choose_node_near<R: Rng + ?Sized>(
         }
         Policy::FragAware => {
             let mut best: Option<(Key, usize, Vec<usize>)> = None;
-            let mut caps = Vec::new();
+            let mut before = Before::new();
             let mut opts = Vec::new();
             for (i, n) in feasible {
                 frag_aware_options(n, req, &accept, &mut opts);
+                before.load(m, n, mix, true);
                 for gpus in &opts {
                     let key = Key {
                         spread: topology::gang_spread(i, gang_nodes),
-                        delta: delta(m, n, req, gpus, mix, true, &mut caps),
+                        delta: before.delta(m, req, gpus, mix, true),
                         tight: gpus.iter().map(|&g| n.gpus[g].free - req.gpu_milli).sum(),
                         leftover: bestfit::leftover(n, req, m.max_cpu_milli, m.max_gpu_milli),
                     };
@@ -140,37 +142,65 @@ impl Key {
     }
 }
 
-/// Growth of `n`'s fragmentation if `req` took `gpus` there.
-fn delta(
-    m: &ClusterModel,
-    n: &NodeModel,
-    req: &PodRequest,
-    gpus: &[usize],
-    mix: &WorkloadMix,
-    memory: bool,
-    caps: &mut Vec<Cap>,
-) -> f64 {
-    if mix.entries.is_empty() {
-        return 0.0;
+/// One node's fragmentation now, with the scratch state to try options on.
+struct Before {
+    caps: Vec<Cap>,
+    host: HostLeft,
+    frag: f64,
+}
+
+impl Before {
+    fn new() -> Before {
+        Before {
+            caps: Vec::new(),
+            host: HostLeft { cpu: 0, memory: 0 },
+            frag: 0.0,
+        }
     }
-    caps.clear();
-    caps.extend(n.gpus.iter().map(|g| Cap {
-        free: if g.healthy { g.free } else { 0 },
-        kind: g.kind,
-    }));
-    let host = HostLeft {
-        cpu: n.cpu_left(),
-        memory: n.memory_left(),
-    };
-    let before = frag::node_frag(caps, host, mix, &m.kinds, memory);
-    for &g in gpus {
-        caps[g].free -= req.gpu_milli;
+
+    /// Load `n` and work out its fragmentation.
+    fn load(&mut self, m: &ClusterModel, n: &NodeModel, mix: &WorkloadMix, memory: bool) {
+        self.caps.clear();
+        self.caps.extend(n.gpus.iter().map(|g| Cap {
+            free: if g.healthy { g.free } else { 0 },
+            kind: g.kind,
+        }));
+        self.host = HostLeft {
+            cpu: n.cpu_left(),
+            memory: n.memory_left(),
+        };
+        self.frag = if mix.entries().is_empty() {
+            0.0
+        } else {
+            frag::node_frag(&self.caps, self.host, mix, &m.kinds, memory)
+        };
     }
-    let after_host = HostLeft {
-        cpu: host.cpu.saturating_sub(req.cpu_milli),
-        memory: host.memory.saturating_sub(req.memory_bytes),
-    };
-    frag::node_frag(caps, after_host, mix, &m.kinds, memory) - before
+
+    /// Growth of the loaded node's fragmentation if `req` took `gpus` there.
+    fn delta(
+        &mut self,
+        m: &ClusterModel,
+        req: &PodRequest,
+        gpus: &[usize],
+        mix: &WorkloadMix,
+        memory: bool,
+    ) -> f64 {
+        if mix.entries().is_empty() {
+            return 0.0;
+        }
+        for &g in gpus {
+            self.caps[g].free -= req.gpu_milli;
+        }
+        let host = HostLeft {
+            cpu: self.host.cpu.saturating_sub(req.cpu_milli),
+            memory: self.host.memory.saturating_sub(req.memory_bytes),
+        };
+        let after = frag::node_frag(&self.caps, host, mix, &m.kinds, memory);
+        for &g in gpus {
+            self.caps[g].free += req.gpu_milli;
+        }
+        after - self.frag
+    }
 }
 
 /// First fit: the first GPUs with room, by index.

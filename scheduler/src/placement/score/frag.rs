@@ -57,7 +57,8 @@ pub fn fragment(
 
 /// Expected fragment over the mix, in thousandths of a GPU. `memory`:
 /// whether a shape that lacks host memory counts as not fitting (FGD only
-/// looks at CPU).
+/// looks at CPU). Equal to the weighted sum of [`fragment`] over the mix's
+/// shapes, with the GPU side worked out once per group of shapes.
 pub fn node_frag(
     gpus: &[Cap],
     host: HostLeft,
@@ -65,11 +66,26 @@ pub fn node_frag(
     kinds: &[GpuKind],
     memory: bool,
 ) -> f64 {
-    mix.entries
-        .iter()
-        .map(|e| e.weight * fragment(gpus, host, &e.shape, kinds, memory) as f64)
-        .sum()
+    let total: u64 = gpus.iter().map(|g| u64::from(g.free)).sum();
+    let mut f = 0.0;
+    for g in mix.groups() {
+        let gpu_side = fragment(gpus, NO_LIMIT, &g.gpu, kinds, false);
+        if gpu_side == total {
+            f += g.weight * total as f64;
+            continue;
+        }
+        for &(cpu, mem, w) in &g.hosts {
+            let fits = host.cpu >= cpu && (!memory || host.memory >= mem);
+            f += w * if fits { gpu_side } else { total } as f64;
+        }
+    }
+    f
 }
+
+const NO_LIMIT: HostLeft = HostLeft {
+    cpu: u64::MAX,
+    memory: u64::MAX,
+};
 
 /// FGD's node score for a change of fragmentation `delta` (thousandths):
 /// `sigmoid(-delta / 1000)` scaled to the scheduler framework's 0..=100 and
@@ -197,18 +213,16 @@ mod tests {
 
     #[test]
     fn node_frag_weights_and_fgd_choice() {
-        let mix = WorkloadMix {
-            entries: vec![
-                MixEntry {
-                    shape: shape(1, 1000, 0),
-                    weight: 0.5,
-                },
-                MixEntry {
-                    shape: shape(1, 500, 0),
-                    weight: 0.5,
-                },
-            ],
-        };
+        let mix = WorkloadMix::new(vec![
+            MixEntry {
+                shape: shape(1, 1000, 0),
+                weight: 0.5,
+            },
+            MixEntry {
+                shape: shape(1, 500, 0),
+                weight: 0.5,
+            },
+        ]);
         let f = |free: &[u32]| node_frag(&caps(free), HOST, &mix, &[], false);
         assert_eq!(f(&[1000, 1000]), 0.0);
         assert_eq!(f(&[1000, 600]), 300.0);
@@ -221,5 +235,39 @@ mod tests {
         assert_eq!(fgd_score(0.0), 50);
         assert_eq!(fgd_score(-1e9), 100);
         assert_eq!(fgd_score(1e9), 0);
+    }
+
+    #[test]
+    fn grouped_sum_equals_per_shape_sum() {
+        let kinds = [GpuKind {
+            model: "T4".into(),
+            memory_bytes: 0,
+        }];
+        let mut shapes = Vec::new();
+        for (gpus, milli) in [(0, 0), (1, 300), (1, 1000), (2, 1000)] {
+            for cpu in [0, 4000, 9000] {
+                let mut s = shape(gpus, milli, cpu);
+                s.memory_bytes = cpu << 18;
+                shapes.push(MixEntry {
+                    shape: s,
+                    weight: 1.0 / 12.0,
+                });
+            }
+        }
+        let mix = WorkloadMix::new(shapes.clone());
+        for free in [vec![1000, 1000], vec![700, 0], vec![1000, 200], vec![]] {
+            for mem in [false, true] {
+                let host = HostLeft {
+                    cpu: 5000,
+                    memory: 1 << 30,
+                };
+                let want: f64 = shapes
+                    .iter()
+                    .map(|e| e.weight * fragment(&caps(&free), host, &e.shape, &kinds, mem) as f64)
+                    .sum();
+                let got = node_frag(&caps(&free), host, &mix, &kinds, mem);
+                assert!((got - want).abs() < 1e-9, "{free:?} {mem}: {got} vs {want}");
+            }
+        }
     }
 }
