@@ -39,6 +39,10 @@ struct Args {
     /// Interval node daemons are asked to heartbeat at.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     heartbeat_interval: Duration,
+    /// Every replica of the cluster, this one included: `1=127.0.0.1:7000,2=127.0.0.1:7002,3=...`.
+    /// Leave out for a single replica.
+    #[arg(long, value_parser = gpuctl_scheduler::transport::parse_peers)]
+    peers: Option<std::collections::BTreeMap<u64, String>>,
     /// Compact the Raft log after this many applied entries.
     #[arg(long, default_value_t = 10_000)]
     compact_after: u64,
@@ -85,6 +89,7 @@ async fn main() -> anyhow::Result<()> {
     let metrics_addr = metrics.local_addr()?;
     let cfg = Config {
         id: args.id,
+        peers: args.peers.clone().unwrap_or_default(),
         data_dir: args.data_dir.clone(),
         raft: RaftOptions {
             id: args.id,

@@ -28,6 +28,7 @@ use tokio::sync::{oneshot, watch};
 use crate::metrics::Metrics;
 use crate::state::{Applied, ApplyError, Envelope, ObjKey, State};
 use crate::storage::{RaftStorage, StoreError};
+use crate::transport::Transport;
 
 /// Why a proposal did not take effect.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -63,9 +64,19 @@ impl RaftStatus {
 }
 
 type Reply = oneshot::Sender<Result<Applied, ProposeError>>;
+type ReadReply = oneshot::Sender<Result<(), ProposeError>>;
 
 enum Msg {
-    Propose { env: Box<Envelope>, reply: Reply },
+    Propose {
+        env: Box<Envelope>,
+        reply: Reply,
+    },
+    /// A message from a peer.
+    Step(Box<Message>),
+    /// Sending to this peer failed.
+    Unreachable(u64),
+    /// Answer once this replica has applied everything committed when asked.
+    ReadIndex(oneshot::Sender<Result<(), ProposeError>>),
     Shutdown,
 }
 
@@ -102,6 +113,9 @@ pub struct RaftHandle {
 #[derive(Debug, Clone)]
 pub struct RaftOptions {
     pub id: u64,
+    /// Voters of a brand-new cluster (every replica is given the same list);
+    /// ignored once the replica has stored a configuration.
+    pub initial_voters: Vec<u64>,
     pub tick: Duration,
     /// Keep at most this many applied entries in the log before compacting.
     pub compact_after: u64,
@@ -113,6 +127,7 @@ impl Default for RaftOptions {
     fn default() -> Self {
         RaftOptions {
             id: 1,
+            initial_voters: vec![1],
             tick: Duration::from_millis(100),
             compact_after: 10_000,
             propose_timeout: Duration::from_secs(10),
@@ -141,6 +156,30 @@ impl RaftHandle {
         let m = &self.shared.metrics;
         m.observe_command(name, res.is_ok(), start.elapsed());
         res
+    }
+
+    /// Hand a peer's message to Raft.
+    pub fn step(&self, m: Message) {
+        let _ = self.tx.send(Msg::Step(Box::new(m)));
+    }
+
+    /// Tell Raft that sending to a peer failed.
+    pub fn unreachable(&self, id: u64) {
+        let _ = self.tx.send(Msg::Unreachable(id));
+    }
+
+    /// Wait until this replica has applied every write committed before the
+    /// call (Raft's ReadIndex): a read after this is linearizable.
+    pub async fn read_barrier(&self) -> Result<(), ProposeError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::ReadIndex(tx))
+            .map_err(|_| ProposeError::Shutdown)?;
+        match tokio::time::timeout(self.propose_timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(ProposeError::Shutdown),
+            Err(_) => Err(ProposeError::Timeout(self.propose_timeout)),
+        }
     }
 
     /// Stop the driver after it has persisted what it has.
@@ -179,9 +218,15 @@ pub fn start(
     state: State,
     applied: u64,
     metrics: Metrics,
+    transport: Option<Transport>,
 ) -> Result<(RaftHandle, std::thread::JoinHandle<()>), StoreError> {
     if !storage.is_initialized() {
-        storage.initialize(&[opts.id])?;
+        let voters = if opts.initial_voters.is_empty() {
+            vec![opts.id]
+        } else {
+            opts.initial_voters.clone()
+        };
+        storage.initialize(&voters)?;
     }
     let (version, _) = watch::channel(applied);
     let shared = Arc::new(Shared {
@@ -196,7 +241,7 @@ pub fn start(
     });
     let cfg = Config {
         id: opts.id,
-        election_tick: 10,
+        election_tick: 12,
         heartbeat_tick: 2,
         applied,
         pre_vote: true,
@@ -222,6 +267,9 @@ pub fn start(
         shared,
         opts,
         pending: HashMap::new(),
+        reads: HashMap::new(),
+        waiting_reads: Vec::new(),
+        transport,
         next_id: 0,
         incarnation: incarnation(),
         applied,
@@ -254,6 +302,11 @@ struct Driver {
     opts: RaftOptions,
     /// Proposals of this process waiting for apply, by id.
     pending: HashMap<u64, Reply>,
+    /// ReadIndex requests waiting for their read state, by id.
+    reads: HashMap<u64, ReadReply>,
+    /// Read states waiting for `applied` to reach their index.
+    waiting_reads: Vec<(u64, ReadReply)>,
+    transport: Option<Transport>,
     next_id: u64,
     incarnation: u64,
     applied: u64,
@@ -306,6 +359,30 @@ impl Driver {
     fn handle(&mut self, m: Msg) -> bool {
         match m {
             Msg::Shutdown => true,
+            Msg::Step(m) => {
+                if self.transport.as_ref().is_some_and(|t| t.is_cut_off()) {
+                    return false; // a simulated partition drops incoming traffic too
+                }
+                if let Err(e) = self.node.step(*m) {
+                    tracing::debug!("dropping raft message: {e}");
+                }
+                false
+            }
+            Msg::Unreachable(id) => {
+                self.node.report_unreachable(id);
+                false
+            }
+            Msg::ReadIndex(reply) => {
+                if self.node.raft.leader_id == 0 {
+                    let _ = reply.send(Err(ProposeError::NotLeader { leader: None }));
+                    return false;
+                }
+                self.next_id += 1;
+                let id = self.next_id;
+                self.reads.insert(id, reply);
+                self.node.read_index(self.context(id));
+                false
+            }
             Msg::Propose { env, reply } => {
                 if self.node.raft.state != StateRole::Leader {
                     let leader = Some(self.node.raft.leader_id).filter(|l| *l != 0);
@@ -322,9 +399,7 @@ impl Driver {
                 };
                 self.next_id += 1;
                 let id = self.next_id;
-                let mut ctx = self.incarnation.to_be_bytes().to_vec();
-                ctx.extend_from_slice(&id.to_be_bytes());
-                match self.node.propose(ctx, data) {
+                match self.node.propose(self.context(id), data) {
                     Ok(()) => {
                         self.pending.insert(id, reply);
                     }
@@ -338,19 +413,53 @@ impl Driver {
         }
     }
 
+    /// Request context: this process's incarnation, then the request id.
+    fn context(&self, id: u64) -> Vec<u8> {
+        let mut ctx = self.incarnation.to_be_bytes().to_vec();
+        ctx.extend_from_slice(&id.to_be_bytes());
+        ctx
+    }
+
+    fn request_id(&self, ctx: &[u8]) -> Option<u64> {
+        if ctx.len() != 16 || ctx[..8] != self.incarnation.to_be_bytes() {
+            return None;
+        }
+        Some(u64::from_be_bytes(ctx[8..].try_into().ok()?))
+    }
+
     fn fail_all(&mut self, err: ProposeError) {
         for (_, r) in self.pending.drain() {
+            let _ = r.send(Err(err.clone()));
+        }
+        for (_, r) in self.reads.drain() {
+            let _ = r.send(Err(err.clone()));
+        }
+        for (_, r) in self.waiting_reads.drain(..) {
             let _ = r.send(Err(err.clone()));
         }
     }
 
     fn send_messages(&mut self, msgs: Vec<Message>) {
-        // Peer transport arrives with replication; a single voter sends none.
-        for m in msgs {
-            tracing::debug!(
-                "dropping raft message to {} (no transport configured)",
-                m.to
-            );
+        match &self.transport {
+            Some(t) => msgs.into_iter().for_each(|m| t.send(m)),
+            None => {
+                for m in msgs {
+                    tracing::debug!("dropping raft message to {} (no peers configured)", m.to);
+                }
+            }
+        }
+    }
+
+    /// Answer reads whose read index has been applied.
+    fn release_reads(&mut self) {
+        let applied = self.applied;
+        let (ready, waiting): (Vec<_>, Vec<_>) = self
+            .waiting_reads
+            .drain(..)
+            .partition(|(i, _)| *i <= applied);
+        self.waiting_reads = waiting;
+        for (_, r) in ready {
+            let _ = r.send(Ok(()));
         }
     }
 
@@ -360,7 +469,9 @@ impl Driver {
         }
         let mut ready = self.node.ready();
         if let Some(ss) = ready.ss() {
-            if ss.raft_state != StateRole::Leader && !self.pending.is_empty() {
+            if ss.raft_state != StateRole::Leader
+                && !(self.pending.is_empty() && self.reads.is_empty())
+            {
                 let leader = Some(ss.leader_id).filter(|l| *l != 0);
                 self.fail_all(ProposeError::NotLeader { leader });
             }
@@ -370,9 +481,25 @@ impl Driver {
             self.send_messages(msgs);
         }
         if !ready.snapshot().is_empty() {
-            tracing::warn!(
-                "received a snapshot; snapshots are not supported by a single-voter cluster"
+            let snap = ready.snapshot().clone();
+            let rec = self.storage.apply_snapshot(&snap)?;
+            tracing::info!(
+                "installed a snapshot at index {} ({} jobs, {} nodes)",
+                rec.applied,
+                rec.jobs.len(),
+                rec.nodes.len()
             );
+            *self.shared.state.write().unwrap_or_else(|p| p.into_inner()) =
+                State::from_objects(rec.jobs, rec.nodes);
+            self.applied = rec.applied;
+            self.last_compact_check = rec.applied;
+            self.shared.version.send_replace(self.applied);
+        }
+        for rs in ready.take_read_states() {
+            let id = self.request_id(&rs.request_ctx);
+            if let Some(reply) = id.and_then(|id| self.reads.remove(&id)) {
+                self.waiting_reads.push((rs.index, reply));
+            }
         }
         let committed = ready.take_committed_entries();
         self.apply_entries(committed, None)?;
@@ -392,6 +519,7 @@ impl Driver {
         let committed = light.take_committed_entries();
         self.apply_entries(committed, commit)?;
         self.node.advance_apply();
+        self.release_reads();
         self.publish_status();
         self.maybe_compact()?;
         Ok(())
@@ -473,10 +601,7 @@ impl Driver {
     }
 
     fn take_reply(&mut self, ctx: &[u8]) -> Option<Reply> {
-        if ctx.len() != 16 || ctx[..8] != self.incarnation.to_be_bytes() {
-            return None;
-        }
-        let id = u64::from_be_bytes(ctx[8..].try_into().ok()?);
+        let id = self.request_id(ctx)?;
         self.pending.remove(&id)
     }
 

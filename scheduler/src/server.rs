@@ -12,14 +12,19 @@ use tokio::net::TcpListener;
 use crate::controller::{self, ControllerOptions};
 use crate::metrics::Metrics;
 use crate::raft_node::{self, RaftHandle, RaftOptions};
-use crate::service::{Api, Heartbeats, ServiceOptions};
+use crate::service::{Api, Heartbeats, Peers, RaftPeerService, ServiceOptions};
 use crate::state::State;
 use crate::storage::RaftStorage;
+use crate::transport::Transport;
+use gpuctl_proto::v1::raft_server::RaftServer;
 
 /// Everything a replica needs to start.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub id: u64,
+    /// Every replica of the cluster (id → gRPC URL), this one included;
+    /// empty for a single replica.
+    pub peers: std::collections::BTreeMap<u64, String>,
     pub data_dir: PathBuf,
     pub raft: RaftOptions,
     pub service: ServiceOptions,
@@ -29,6 +34,9 @@ pub struct Config {
 /// A started replica; [`Server::wait_leader`] tells when it accepts writes.
 pub struct Server {
     pub raft: RaftHandle,
+    /// Peer traffic of this replica (None for a single replica); fault
+    /// tests cut it off to partition the replica.
+    pub transport: Option<Transport>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     raft_thread: Option<std::thread::JoinHandle<()>>,
     stop: tokio::sync::watch::Sender<bool>,
@@ -53,7 +61,42 @@ impl Server {
         let metrics = Metrics::new();
         let mut ropts = cfg.raft.clone();
         ropts.id = cfg.id;
-        let (raft, thread) = raft_node::start(ropts, storage, state, rec.applied, metrics.clone())?;
+        if !cfg.peers.is_empty() {
+            anyhow::ensure!(
+                cfg.peers.contains_key(&cfg.id),
+                "--peers must list this replica's own id {} too",
+                cfg.id
+            );
+            ropts.initial_voters = cfg.peers.keys().copied().collect();
+        }
+        // The transport reports unreachable peers to Raft, which starts below.
+        let handle_cell: Arc<std::sync::OnceLock<RaftHandle>> =
+            Arc::new(std::sync::OnceLock::new());
+        let transport = (cfg.peers.len() > 1).then(|| {
+            let cell = handle_cell.clone();
+            Transport::start(
+                cfg.id,
+                &cfg.peers,
+                Arc::new(move |id| {
+                    if let Some(h) = cell.get() {
+                        h.unreachable(id);
+                    }
+                }),
+            )
+        });
+        let (raft, thread) = raft_node::start(
+            ropts,
+            storage,
+            state,
+            rec.applied,
+            metrics.clone(),
+            transport.clone(),
+        )?;
+        let _ = handle_cell.set(raft.clone());
+        let peers_transport = transport.clone();
+        let peers = Arc::new(
+            Peers::new(cfg.id, &cfg.peers, transport.clone()).map_err(anyhow::Error::msg)?,
+        );
         let heartbeats = Arc::new(Heartbeats::default());
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let api = Api {
@@ -61,6 +104,7 @@ impl Server {
             heartbeats: heartbeats.clone(),
             opts: cfg.service.clone(),
             stop: stop_rx.clone(),
+            peers,
         };
         let mut tasks = Vec::new();
 
@@ -69,7 +113,8 @@ impl Server {
         let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
         let router = tonic::transport::Server::builder()
             .add_service(ControlServer::new(api.clone()))
-            .add_service(NodeServiceServer::new(api));
+            .add_service(NodeServiceServer::new(api.clone()))
+            .add_service(RaftServer::new(RaftPeerService { api }));
         tasks.push(tokio::spawn(async move {
             let shutdown = async move {
                 let _ = s.changed().await;
@@ -111,6 +156,7 @@ impl Server {
         )));
         Ok(Server {
             raft,
+            transport: peers_transport,
             tasks,
             raft_thread: Some(thread),
             stop,

@@ -11,13 +11,20 @@ use std::time::{Duration, Instant};
 use gpuctl_common::api::{self, Job, Manifest, NodePhase, TaskPhase};
 use gpuctl_proto::v1 as pb;
 use gpuctl_proto::v1::control_server::Control;
+use gpuctl_proto::v1::node_service_client::NodeServiceClient;
 use gpuctl_proto::v1::node_service_server::NodeService;
+use gpuctl_proto::v1::raft_client::RaftClient;
+use gpuctl_proto::v1::raft_server::Raft as RaftService;
+use protobuf::Message as _;
+use std::collections::BTreeMap;
 use tokio_stream::Stream;
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::placement;
 use crate::raft_node::{ProposeError, RaftHandle};
 use crate::state::{Applied, ApplyError, Command, Envelope, NodeRegistration, State, TaskReport};
+use crate::transport::Transport;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -78,6 +85,94 @@ pub struct Api {
     pub opts: ServiceOptions,
     /// Flips to true on shutdown; ends long-lived streams and waits.
     pub stop: tokio::sync::watch::Receiver<bool>,
+    /// The other replicas, for forwarding.
+    pub peers: Arc<Peers>,
+}
+
+/// This replica's id and clients for the other replicas.
+pub struct Peers {
+    pub me: u64,
+    pub clients: HashMap<u64, RaftClient<Channel>>,
+    pub node_clients: HashMap<u64, NodeServiceClient<Channel>>,
+    pub transport: Option<Transport>,
+}
+
+impl Peers {
+    /// Clients for every peer in `addrs` (id → URL) other than `me`; lazy
+    /// connections, so a peer that is down does not delay start-up.
+    pub fn new(
+        me: u64,
+        addrs: &BTreeMap<u64, String>,
+        transport: Option<Transport>,
+    ) -> Result<Peers, String> {
+        let mut clients = HashMap::new();
+        let mut node_clients = HashMap::new();
+        for (&id, url) in addrs.iter().filter(|(id, _)| **id != me) {
+            let ch = tonic::transport::Endpoint::from_shared(url.clone())
+                .map_err(|e| format!("peer {id}: bad address {url:?}: {e}"))?
+                .connect_timeout(Duration::from_millis(500))
+                .timeout(Duration::from_secs(15))
+                .tcp_nodelay(true)
+                .connect_lazy();
+            clients.insert(id, RaftClient::new(ch.clone()));
+            node_clients.insert(id, NodeServiceClient::new(ch));
+        }
+        Ok(Peers {
+            me,
+            clients,
+            node_clients,
+            transport,
+        })
+    }
+
+    pub fn is_cut_off(&self) -> bool {
+        self.transport.as_ref().is_some_and(|t| t.is_cut_off())
+    }
+}
+
+/// Peer-to-peer service: Raft messages in, forwarded writes to the leader.
+#[derive(Clone)]
+pub struct RaftPeerService {
+    pub api: Api,
+}
+
+#[tonic::async_trait]
+impl RaftService for RaftPeerService {
+    async fn step(&self, req: Request<pb::RaftBatch>) -> Result<Response<pb::RaftAck>, Status> {
+        let b = req.into_inner();
+        for bytes in b.messages {
+            match raft::prelude::Message::parse_from_bytes(&bytes) {
+                Ok(m) => self.api.raft.step(m),
+                Err(e) => {
+                    return Err(Status::invalid_argument(format!(
+                        "undecodable raft message from replica {}: {e}",
+                        b.from
+                    )))
+                }
+            }
+        }
+        Ok(Response::new(pb::RaftAck {}))
+    }
+
+    async fn forward(
+        &self,
+        req: Request<pb::ForwardRequest>,
+    ) -> Result<Response<pb::ForwardResponse>, Status> {
+        if self.api.peers.is_cut_off() {
+            return Err(Status::unavailable(
+                "this replica is cut off from its peers",
+            ));
+        }
+        let mut env: Envelope = serde_json::from_slice(&req.into_inner().envelope)
+            .map_err(|e| Status::invalid_argument(format!("undecodable forwarded command: {e}")))?;
+        // The leader's clock stamps every command it proposes.
+        env.now_ms = gpuctl_common::now_ms();
+        // Propose here only: a forwarded write is never forwarded again.
+        let applied = self.api.raft.propose(env).await.map_err(to_status)?;
+        Ok(Response::new(pb::ForwardResponse {
+            object_json: Api::job_reply(applied)?,
+        }))
+    }
 }
 
 fn to_status(e: ProposeError) -> Status {
@@ -113,13 +208,61 @@ fn kind_of(kind: &str) -> Result<&'static str, Status> {
     }
 }
 
+/// How long a write waits for an election to finish before giving up.
+const NO_LEADER_WAIT: Duration = Duration::from_secs(5);
+
 impl Api {
-    async fn propose(&self, cmd: Command) -> Result<Applied, Status> {
+    /// Propose a command here, or forward it to the leader when this replica
+    /// follows; answers with the changed object as JSON (or an empty string).
+    async fn propose(&self, cmd: Command) -> Result<String, Status> {
         let env = Envelope {
             now_ms: gpuctl_common::now_ms(),
             cmd,
         };
-        self.raft.propose(env).await.map_err(to_status)
+        let deadline = Instant::now() + NO_LEADER_WAIT;
+        loop {
+            match self.raft.propose(env.clone()).await {
+                Ok(applied) => return Self::job_reply(applied),
+                Err(ProposeError::NotLeader { leader }) => {
+                    if let Some(client) = leader
+                        .filter(|l| *l != self.peers.me)
+                        .and_then(|l| self.peers.clients.get(&l))
+                    {
+                        return self.forward(client.clone(), &env).await;
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(Status::unavailable(format!(
+                            "scheduler replica {} knows no leader after {NO_LEADER_WAIT:?} (an election is under way or a majority of replicas is down); retry, or try another replica",
+                            self.peers.me
+                        )));
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(to_status(e)),
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        mut client: RaftClient<Channel>,
+        env: &Envelope,
+    ) -> Result<String, Status> {
+        if self.peers.is_cut_off() {
+            return Err(Status::unavailable(format!(
+                "scheduler replica {} is cut off from its peers and cannot reach a majority: writes are refused here; retry on another replica",
+                self.peers.me
+            )));
+        }
+        let envelope = serde_json::to_vec(env)
+            .map_err(|e| Status::internal(format!("encoding command: {e}")))?;
+        let r = client.forward(pb::ForwardRequest { envelope }).await?;
+        Ok(r.into_inner().object_json)
+    }
+
+    /// Make the next local read see every write committed before this call.
+    async fn read_barrier(&self) -> Result<(), Status> {
+        self.raft.read_barrier().await.map_err(to_status)
     }
 
     fn state(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -166,17 +309,16 @@ impl Control for Api {
                 )));
             }
         }
-        let applied = self
+        let object_json = self
             .propose(Command::SubmitJob { job: Box::new(job) })
             .await?;
-        Ok(Response::new(pb::ApplyResponse {
-            object_json: Self::job_reply(applied)?,
-        }))
+        Ok(Response::new(pb::ApplyResponse { object_json }))
     }
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
         let req = req.into_inner();
         let kind = kind_of(&req.kind)?;
+        self.read_barrier().await?;
         let st = self.state();
         let objects_json = match (kind, req.name.is_empty()) {
             ("job", true) => {
@@ -210,10 +352,8 @@ impl Control for Api {
         {
             return Err(Status::invalid_argument("only jobs can be cancelled"));
         }
-        let applied = self.propose(Command::CancelJob { name: req.name }).await?;
-        Ok(Response::new(pb::CancelResponse {
-            object_json: Self::job_reply(applied)?,
-        }))
+        let object_json = self.propose(Command::CancelJob { name: req.name }).await?;
+        Ok(Response::new(pb::CancelResponse { object_json }))
     }
 
     async fn cordon(
@@ -221,15 +361,13 @@ impl Control for Api {
         req: Request<pb::CordonRequest>,
     ) -> Result<Response<pb::CordonResponse>, Status> {
         let req = req.into_inner();
-        let applied = self
+        let object_json = self
             .propose(Command::Cordon {
                 node: req.node,
                 unschedulable: req.cordon,
             })
             .await?;
-        Ok(Response::new(pb::CordonResponse {
-            object_json: Self::job_reply(applied)?,
-        }))
+        Ok(Response::new(pb::CordonResponse { object_json }))
     }
 
     async fn wait(
@@ -237,6 +375,7 @@ impl Control for Api {
         req: Request<pb::WaitRequest>,
     ) -> Result<Response<pb::WaitResponse>, Status> {
         let req = req.into_inner();
+        self.read_barrier().await?;
         let limit = if req.timeout_ms == 0 {
             self.opts.max_wait
         } else {
@@ -434,6 +573,15 @@ impl NodeService for Api {
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let r = req.into_inner();
+        // Liveness is tracked by the leader: pass the beat on when following.
+        let st = self.raft.shared.status();
+        if !st.is_leader() && st.leader_id != 0 {
+            if let Some(mut leader) = self.peers.node_clients.get(&st.leader_id).cloned() {
+                if !self.peers.is_cut_off() {
+                    return leader.heartbeat(r).await;
+                }
+            }
+        }
         let known = self
             .state()
             .nodes

@@ -336,6 +336,127 @@ impl RaftStorage {
     pub fn log_len(&self) -> usize {
         self.rl().entries.len()
     }
+
+    /// A snapshot of the applied state, for a follower that fell behind the
+    /// compacted log: the state column family as of its `applied` index.
+    fn build_snapshot(&self, request_index: u64) -> Result<Option<Snapshot>, StoreError> {
+        let c = self.rl();
+        let state = c.db.cf_handle(CF_STATE).expect("exists");
+        let snap = c.db.snapshot();
+        let mut data = SnapshotData::default();
+        for item in snap.iterator_cf(state, rocksdb::IteratorMode::Start) {
+            let (k, v) = item.map_err(rocks(&c.path))?;
+            if &*k == KEY_APPLIED {
+                data.applied = u64::from_be_bytes(
+                    v.as_ref()
+                        .try_into()
+                        .map_err(|_| corrupt("applied index", "length"))?,
+                );
+            } else if k.starts_with(b"job/") {
+                data.jobs
+                    .push(serde_json::from_slice(&v).map_err(|e| corrupt("stored job", e))?);
+            } else if k.starts_with(b"node/") {
+                data.nodes
+                    .push(serde_json::from_slice(&v).map_err(|e| corrupt("stored node", e))?);
+            }
+        }
+        if data.applied < request_index || data.applied < c.snapshot_meta.index {
+            return Ok(None);
+        }
+        let term = if data.applied == c.snapshot_meta.index {
+            c.snapshot_meta.term
+        } else {
+            let offset = c.first_index();
+            match c.entries.get((data.applied - offset) as usize) {
+                Some(e) => e.term,
+                None => return Ok(None),
+            }
+        };
+        let mut s = Snapshot {
+            data: serde_json::to_vec(&data)
+                .map_err(|e| corrupt("snapshot", e))?
+                .into(),
+            ..Default::default()
+        };
+        let m = s.mut_metadata();
+        m.index = data.applied;
+        m.term = term;
+        m.set_conf_state(c.conf_state.clone());
+        Ok(Some(s))
+    }
+
+    /// Replace everything with a snapshot from the leader: the state column
+    /// family, the applied index, the log (emptied) and the configuration.
+    pub fn apply_snapshot(&self, snap: &Snapshot) -> Result<Recovered, StoreError> {
+        let data: SnapshotData = serde_json::from_slice(&snap.data)
+            .map_err(|e| corrupt("snapshot from the leader", e))?;
+        let meta = snap.get_metadata().clone();
+        let mut c = self.wl();
+        let log = c.db.cf_handle(CF_LOG).expect("exists");
+        let meta_cf = c.db.cf_handle(CF_META).expect("exists");
+        let state = c.db.cf_handle(CF_STATE).expect("exists");
+        let mut b = WriteBatch::default();
+        b.delete_range_cf(log, 0u64.to_be_bytes(), u64::MAX.to_be_bytes());
+        // Remove every stored object, then write the snapshot's.
+        for item in c.db.iterator_cf(state, rocksdb::IteratorMode::Start) {
+            let (k, _) = item.map_err(rocks(&c.path))?;
+            b.delete_cf(state, k);
+        }
+        for j in &data.jobs {
+            let v = serde_json::to_vec(j).map_err(|e| corrupt("snapshot job", e))?;
+            b.put_cf(state, ObjKey::Job(j.metadata.name.clone()).storage_key(), v);
+        }
+        for n in &data.nodes {
+            let v = serde_json::to_vec(n).map_err(|e| corrupt("snapshot node", e))?;
+            b.put_cf(
+                state,
+                ObjKey::Node(n.metadata.name.clone()).storage_key(),
+                v,
+            );
+        }
+        b.put_cf(state, KEY_APPLIED, meta.index.to_be_bytes());
+        let mut hs = c.hard_state.clone();
+        hs.term = hs.term.max(meta.term);
+        hs.commit = hs.commit.max(meta.index);
+        b.put_cf(
+            meta_cf,
+            KEY_HARD_STATE,
+            hs.write_to_bytes().map_err(|e| corrupt("hard state", e))?,
+        );
+        b.put_cf(
+            meta_cf,
+            KEY_CONF_STATE,
+            meta.get_conf_state()
+                .write_to_bytes()
+                .map_err(|e| corrupt("conf state", e))?,
+        );
+        b.put_cf(
+            meta_cf,
+            KEY_SNAPSHOT_META,
+            meta.write_to_bytes()
+                .map_err(|e| corrupt("snapshot metadata", e))?,
+        );
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        c.db.write_opt(b, &wo).map_err(rocks(&c.path))?;
+        c.entries.clear();
+        c.hard_state = hs;
+        c.conf_state = meta.get_conf_state().clone();
+        c.snapshot_meta = meta.clone();
+        Ok(Recovered {
+            jobs: data.jobs,
+            nodes: data.nodes,
+            applied: meta.index,
+        })
+    }
+}
+
+/// What a snapshot carries: every object at `applied`.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct SnapshotData {
+    applied: u64,
+    jobs: Vec<Job>,
+    nodes: Vec<Node>,
 }
 
 impl Core {
@@ -413,12 +534,19 @@ impl raft::Storage for RaftStorage {
         Ok(self.rl().last_index())
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // Streaming the state machine to a lagging follower arrives with
-        // replication; a single voter never asks for a snapshot.
-        Err(raft::Error::Store(
-            StorageError::SnapshotTemporarilyUnavailable,
-        ))
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        match self.build_snapshot(request_index) {
+            Ok(Some(s)) => Ok(s),
+            Ok(None) => Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            )),
+            Err(e) => {
+                tracing::error!("building a snapshot: {e}");
+                Err(raft::Error::Store(
+                    StorageError::SnapshotTemporarilyUnavailable,
+                ))
+            }
+        }
     }
 }
 
@@ -473,6 +601,36 @@ mod tests {
             ents.iter().map(|e| e.index).collect::<Vec<_>>(),
             vec![2, 3, 4]
         );
+    }
+
+    #[test]
+    fn snapshot_moves_state_to_another_replica() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, _) = RaftStorage::open(d1.path()).unwrap();
+        a.initialize(&[1, 2, 3]).unwrap();
+        a.append(&[entry(1, 1), entry(2, 1), entry(3, 2)], None, true)
+            .unwrap();
+        let job = br#"{"apiVersion":"gpuctl.io/v1","kind":"Job","metadata":{"name":"a"},"spec":{"tasks":[{"command":["true"]}]}}"#;
+        a.persist_applied(3, Some(3), &[(ObjKey::Job("a".into()), Some(job.to_vec()))])
+            .unwrap();
+        // Not yet applied that far: ask again later.
+        assert!(a.snapshot(4, 2).is_err());
+        let snap = a.snapshot(2, 2).unwrap();
+        assert_eq!(
+            (snap.get_metadata().index, snap.get_metadata().term),
+            (3, 2)
+        );
+
+        let (b, _) = RaftStorage::open(d2.path()).unwrap();
+        b.append(&[entry(1, 1)], None, true).unwrap();
+        let rec = b.apply_snapshot(&snap).unwrap();
+        assert_eq!((rec.applied, rec.jobs.len()), (3, 1));
+        assert_eq!((b.first_index().unwrap(), b.last_index().unwrap()), (4, 3));
+        assert_eq!(b.term(3).unwrap(), 2);
+        drop(b);
+        let (b, rec) = RaftStorage::open(d2.path()).unwrap();
+        assert_eq!((rec.applied, rec.jobs.len()), (3, 1));
+        assert_eq!(b.conf_state().voters, vec![1, 2, 3]);
     }
 
     #[test]

@@ -22,6 +22,7 @@ async fn start(dir: &std::path::Path, node_timeout: Duration) -> (Server, String
     let addr = format!("http://{}", grpc.local_addr().unwrap());
     let cfg = Config {
         id: 1,
+        peers: Default::default(),
         data_dir: dir.to_path_buf(),
         raft: RaftOptions::default(),
         service: ServiceOptions::default(),

@@ -1,0 +1,378 @@
+//! Three replicas in process on 127.0.0.1:0: writes through any replica,
+//! failover when the leader stops, catch-up after a restart, and a replica
+//! cut off from its peers refusing writes while the majority goes on.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use gpuctl_common::api::{Job, JobSpec, Resources, TaskSpec};
+use gpuctl_proto::v1 as pb;
+use gpuctl_proto::v1::control_client::ControlClient;
+use gpuctl_scheduler::controller::ControllerOptions;
+use gpuctl_scheduler::raft_node::RaftOptions;
+use gpuctl_scheduler::server::{Config, Server};
+use gpuctl_scheduler::service::ServiceOptions;
+use tonic::transport::Channel;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+struct Replica {
+    id: u64,
+    dir: PathBuf,
+    addr: String,
+    server: Option<Server>,
+}
+
+async fn start_one(
+    id: u64,
+    dir: &Path,
+    listener: tokio::net::TcpListener,
+    peers: &BTreeMap<u64, String>,
+) -> Server {
+    let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let cfg = Config {
+        id,
+        peers: peers.clone(),
+        data_dir: dir.to_path_buf(),
+        raft: RaftOptions {
+            tick: Duration::from_millis(50),
+            ..Default::default()
+        },
+        service: ServiceOptions::default(),
+        controller: ControllerOptions {
+            node_timeout: Duration::from_secs(60),
+            resync: Duration::from_millis(100),
+        },
+    };
+    Server::start(cfg, listener, metrics).await.unwrap()
+}
+
+async fn cluster(root: &Path) -> (Vec<Replica>, BTreeMap<u64, String>) {
+    let mut listeners = Vec::new();
+    let mut peers = BTreeMap::new();
+    for id in 1..=3u64 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        peers.insert(id, format!("http://{}", l.local_addr().unwrap()));
+        listeners.push((id, l));
+    }
+    let mut replicas = Vec::new();
+    for (id, l) in listeners {
+        let dir = root.join(format!("r{id}"));
+        let server = start_one(id, &dir, l, &peers).await;
+        replicas.push(Replica {
+            id,
+            dir,
+            addr: peers[&id].clone(),
+            server: Some(server),
+        });
+    }
+    (replicas, peers)
+}
+
+async fn client(addr: &str) -> ControlClient<Channel> {
+    let ch = tonic::transport::Endpoint::from_shared(addr.to_string())
+        .unwrap()
+        .timeout(Duration::from_secs(20))
+        .connect_lazy();
+    ControlClient::new(ch)
+}
+
+fn job_json(name: &str) -> String {
+    let j = Job::new(
+        name,
+        JobSpec {
+            tasks: vec![TaskSpec {
+                name: "main".into(),
+                replicas: 1,
+                command: vec!["true".into()],
+                env: Default::default(),
+                working_dir: None,
+                resources: Resources::default(),
+            }],
+            min_available: None,
+            priority: 0,
+            topology: Default::default(),
+            max_retries: 0,
+            timeout_seconds: None,
+        },
+    );
+    serde_json::to_string(&j).unwrap()
+}
+
+/// Register a CPU-only node through `addr` (jobs are refused on a cluster with no nodes).
+async fn register_node(addr: &str) {
+    let ch = tonic::transport::Endpoint::from_shared(addr.to_string())
+        .unwrap()
+        .connect_lazy();
+    let mut n = gpuctl_proto::v1::node_service_client::NodeServiceClient::new(ch);
+    n.register(pb::RegisterRequest {
+        name: "n1".into(),
+        address: "127.0.0.1".into(),
+        agent_endpoint: "http://127.0.0.1:1".into(),
+        cpu_milli: 8000,
+        memory_bytes: 16 << 30,
+        inventory: "simulated".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+}
+
+/// Id of the replica that all running replicas agree leads, within LIMIT.
+async fn agreed_leader(replicas: &[Replica]) -> u64 {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let leaders: Vec<u64> = replicas
+            .iter()
+            .filter_map(|r| r.server.as_ref())
+            .map(|s| s.raft.shared.status().leader_id)
+            .collect();
+        if leaders[0] != 0 && leaders.iter().all(|l| *l == leaders[0]) {
+            let leader = leaders[0];
+            let leads = replicas.iter().any(|r| {
+                r.id == leader
+                    && r.server
+                        .as_ref()
+                        .is_some_and(|s| s.raft.shared.status().is_leader())
+            });
+            if leads {
+                return leader;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no agreed leader within {LIMIT:?}: {leaders:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn job_names(addr: &str) -> Vec<String> {
+    let r = client(addr)
+        .await
+        .get(pb::GetRequest {
+            kind: "jobs".into(),
+            name: String::new(),
+        })
+        .await
+        .unwrap();
+    let mut names: Vec<String> = r
+        .into_inner()
+        .objects_json
+        .iter()
+        .map(|j| serde_json::from_str::<Job>(j).unwrap().metadata.name)
+        .collect();
+    names.sort();
+    names
+}
+
+/// Apply through `addr`, retrying UNAVAILABLE (an election) for a bounded time.
+async fn apply(addr: &str, name: &str) {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let r = client(addr)
+            .await
+            .apply(pb::ApplyRequest {
+                object_json: job_json(name),
+                source: "<test>".into(),
+            })
+            .await;
+        match r {
+            Ok(_) => return,
+            Err(e) if e.code() == tonic::Code::AlreadyExists => return, // an earlier try took effect
+            Err(e)
+                if e.code() == tonic::Code::Unavailable
+                    || e.code() == tonic::Code::DeadlineExceeded =>
+            {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "apply {name} via {addr}: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("apply {name} via {addr}: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failover_and_catch_up() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut replicas, peers) = cluster(root.path()).await;
+    let leader = agreed_leader(&replicas).await;
+    let follower = replicas
+        .iter()
+        .find(|r| r.id != leader)
+        .unwrap()
+        .addr
+        .clone();
+    register_node(&follower).await;
+
+    // Writes through a follower are forwarded; reads anywhere see them.
+    for i in 0..5 {
+        apply(&follower, &format!("before-{i}")).await;
+    }
+    for r in &replicas {
+        assert_eq!(
+            job_names(&r.addr).await.len(),
+            5,
+            "replica {} is current",
+            r.id
+        );
+    }
+
+    // Stop the leader: the other two elect a new one and keep accepting writes.
+    let old = replicas.iter().position(|r| r.id == leader).unwrap();
+    replicas[old].server.take().unwrap().shutdown().await;
+    let survivors: Vec<&Replica> = replicas.iter().filter(|r| r.server.is_some()).collect();
+    for i in 0..5 {
+        apply(&survivors[i % 2].addr, &format!("after-{i}")).await;
+    }
+    let new_leader = agreed_leader(&replicas).await;
+    assert_ne!(new_leader, leader);
+
+    // The old leader restarts on its data folder and catches up.
+    let l = tokio::net::TcpListener::bind(replicas[old].addr.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    replicas[old].server = Some(start_one(replicas[old].id, &replicas[old].dir, l, &peers).await);
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let st = replicas[old]
+            .server
+            .as_ref()
+            .unwrap()
+            .raft
+            .shared
+            .read()
+            .jobs
+            .len();
+        if st == 10 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "restarted replica has {st} of 10 jobs"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let expect = job_names(&replicas[0].addr).await;
+    assert_eq!(expect.len(), 10);
+    for r in &replicas {
+        assert_eq!(job_names(&r.addr).await, expect, "replica {} agrees", r.id);
+    }
+    for r in replicas.iter_mut() {
+        r.server.take().unwrap().shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cut_off_replica_refuses_writes_while_majority_works() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut replicas, _) = cluster(root.path()).await;
+    let leader = agreed_leader(&replicas).await;
+    register_node(&replicas[0].addr).await;
+    // Every replica has applied the registration before the cut.
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while replicas.iter().any(|r| {
+        r.server
+            .as_ref()
+            .unwrap()
+            .raft
+            .shared
+            .read()
+            .nodes
+            .is_empty()
+    }) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "registration not replicated"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Cut off a follower.
+    let cut = replicas.iter().position(|r| r.id != leader).unwrap();
+    replicas[cut]
+        .server
+        .as_ref()
+        .unwrap()
+        .transport
+        .as_ref()
+        .unwrap()
+        .set_cut_off(true);
+
+    let e = client(&replicas[cut].addr)
+        .await
+        .apply(pb::ApplyRequest {
+            object_json: job_json("minority"),
+            source: "<test>".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e}");
+    assert!(
+        e.message().contains("cut off") || e.message().contains("no leader"),
+        "{}",
+        e.message()
+    );
+
+    let majority: Vec<String> = replicas
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != cut)
+        .map(|(_, r)| r.addr.clone())
+        .collect();
+    for (i, addr) in majority.iter().enumerate() {
+        apply(addr, &format!("majority-{i}")).await;
+    }
+    assert_eq!(
+        job_names(&majority[0]).await,
+        vec!["majority-0", "majority-1"]
+    );
+    // The cut-off replica did not take the refused write.
+    assert!(!replicas[cut]
+        .server
+        .as_ref()
+        .unwrap()
+        .raft
+        .shared
+        .read()
+        .jobs
+        .contains_key("minority"));
+
+    // Heal: it catches up, and the leader it disrupted nothing (pre-vote).
+    replicas[cut]
+        .server
+        .as_ref()
+        .unwrap()
+        .transport
+        .as_ref()
+        .unwrap()
+        .set_cut_off(false);
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while replicas[cut]
+        .server
+        .as_ref()
+        .unwrap()
+        .raft
+        .shared
+        .read()
+        .jobs
+        .len()
+        != 2
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "healed replica did not catch up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        job_names(&replicas[cut].addr).await,
+        vec!["majority-0", "majority-1"]
+    );
+    for r in replicas.iter_mut() {
+        r.server.take().unwrap().shutdown().await;
+    }
+}
