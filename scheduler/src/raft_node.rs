@@ -55,6 +55,18 @@ pub struct RaftStatus {
     pub applied: u64,
     pub role: String,
     pub voters: Vec<u64>,
+    /// Replication progress of each peer; filled in on the leader only.
+    pub progress: Vec<PeerProgress>,
+}
+
+/// How far one peer's log is, as the leader sees it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PeerProgress {
+    pub id: u64,
+    pub matched: u64,
+    pub next_index: u64,
+    pub state: String,
+    pub recent_active: bool,
 }
 
 impl RaftStatus {
@@ -615,6 +627,23 @@ impl Driver {
             applied: self.applied,
             role: format!("{:?}", r.state),
             voters: self.storage.conf_state().voters,
+            progress: if r.state == StateRole::Leader {
+                let mut p: Vec<PeerProgress> = r
+                    .prs()
+                    .iter()
+                    .map(|(id, pr)| PeerProgress {
+                        id: *id,
+                        matched: pr.matched,
+                        next_index: pr.next_idx,
+                        state: format!("{:?}", pr.state),
+                        recent_active: pr.recent_active,
+                    })
+                    .collect();
+                p.sort_by_key(|x| x.id);
+                p
+            } else {
+                Vec::new()
+            },
         };
         self.shared.metrics.observe_raft(&st);
         *self.shared.status.lock().unwrap_or_else(|p| p.into_inner()) = st;

@@ -92,6 +92,8 @@ pub struct Api {
 /// This replica's id and clients for the other replicas.
 pub struct Peers {
     pub me: u64,
+    /// gRPC URL of every replica, by id (empty for a single replica).
+    pub addresses: BTreeMap<u64, String>,
     pub clients: HashMap<u64, RaftClient<Channel>>,
     pub node_clients: HashMap<u64, NodeServiceClient<Channel>>,
     pub transport: Option<Transport>,
@@ -118,6 +120,7 @@ impl Peers {
             node_clients.insert(id, NodeServiceClient::new(ch));
         }
         Ok(Peers {
+            addresses: addrs.clone(),
             me,
             clients,
             node_clients,
@@ -478,6 +481,18 @@ impl Control for Api {
             applied_index: s.applied,
             role: s.role,
             voters: s.voters,
+            peers: s
+                .progress
+                .into_iter()
+                .map(|p| pb::PeerProgress {
+                    id: p.id,
+                    matched: p.matched,
+                    next_index: p.next_index,
+                    state: p.state,
+                    recent_active: p.recent_active,
+                })
+                .collect(),
+            addresses: self.peers.addresses.clone().into_iter().collect(),
         }))
     }
 }
