@@ -33,7 +33,10 @@ use crate::transport::Transport;
 /// Why a proposal did not take effect.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProposeError {
-    #[error("this scheduler replica is not the leader (leader: {leader:?}); retry")]
+    #[error("{}", match leader {
+        Some(l) => format!("this scheduler replica is not the leader (replica {l} is); retry"),
+        None => "no leader is known right now (an election is under way, or this replica cannot reach a majority of its peers); retry, or try another replica".to_string(),
+    })]
     NotLeader { leader: Option<u64> },
     #[error(transparent)]
     Rejected(#[from] ApplyError),

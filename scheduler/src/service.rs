@@ -296,6 +296,8 @@ impl Control for Api {
         let manifest = api::parse_manifest_json(&source, &req.object_json)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let Manifest::Job(job) = manifest;
+        // Check against current state, not a follower's possibly older copy.
+        self.read_barrier().await?;
         {
             let st = self.state();
             if st.jobs.contains_key(&job.metadata.name) {

@@ -15,6 +15,7 @@
 //! [`RaftStorage`] implements raft-rs's `Storage` trait over an in-memory
 //! mirror of the uncompacted log (reads never touch disk).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -33,6 +34,7 @@ const KEY_HARD_STATE: &[u8] = b"hard_state";
 const KEY_CONF_STATE: &[u8] = b"conf_state";
 const KEY_SNAPSHOT_META: &[u8] = b"snapshot_meta";
 const KEY_APPLIED: &[u8] = b"applied";
+const KEY_PEERS: &[u8] = b"peer_addresses";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -146,6 +148,8 @@ impl RaftStorage {
                 nodes.push(serde_json::from_slice(&v).map_err(|e| corrupt("stored node", e))?);
             }
         }
+        // Everything up to the last snapshot is applied by definition.
+        let applied = applied.max(snapshot_meta.index);
         let core = Core {
             db,
             path,
@@ -180,12 +184,76 @@ impl RaftStorage {
         !c.conf_state.voters.is_empty() || !c.conf_state.learners.is_empty()
     }
 
-    /// Bootstrap a brand-new replica with the initial voters.
+    /// Bootstrap a brand-new replica of a brand-new cluster with the
+    /// initial voters. The log starts after a snapshot at index 1 that holds
+    /// the configuration, so a replica added later (with an empty log) is
+    /// brought up by a snapshot, which carries the configuration, instead of
+    /// replaying a log that does not.
     pub fn initialize(&self, voters: &[u64]) -> Result<(), StoreError> {
-        self.set_conf_state(ConfState {
+        let cs = ConfState {
             voters: voters.to_vec(),
             ..Default::default()
-        })
+        };
+        let mut meta = SnapshotMetadata {
+            index: 1,
+            term: 1,
+            ..Default::default()
+        };
+        meta.set_conf_state(cs.clone());
+        let hs = HardState {
+            term: 1,
+            commit: 1,
+            ..Default::default()
+        };
+        let mut c = self.wl();
+        let meta_cf = c.db.cf_handle(CF_META).expect("exists");
+        let state = c.db.cf_handle(CF_STATE).expect("exists");
+        let mut b = WriteBatch::default();
+        b.put_cf(
+            meta_cf,
+            KEY_CONF_STATE,
+            cs.write_to_bytes().map_err(|e| corrupt("conf state", e))?,
+        );
+        b.put_cf(
+            meta_cf,
+            KEY_SNAPSHOT_META,
+            meta.write_to_bytes()
+                .map_err(|e| corrupt("snapshot metadata", e))?,
+        );
+        b.put_cf(
+            meta_cf,
+            KEY_HARD_STATE,
+            hs.write_to_bytes().map_err(|e| corrupt("hard state", e))?,
+        );
+        b.put_cf(state, KEY_APPLIED, 1u64.to_be_bytes());
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        c.db.write_opt(b, &wo).map_err(rocks(&c.path))?;
+        c.conf_state = cs;
+        c.snapshot_meta = meta;
+        c.hard_state = hs;
+        c.entries.clear();
+        Ok(())
+    }
+
+    /// Replica addresses agreed through membership changes (id → gRPC URL).
+    pub fn peer_addresses(&self) -> Result<BTreeMap<u64, String>, StoreError> {
+        let c = self.rl();
+        let meta = c.db.cf_handle(CF_META).expect("exists");
+        match c.db.get_cf(meta, KEY_PEERS).map_err(rocks(&c.path))? {
+            Some(b) => serde_json::from_slice(&b).map_err(|e| corrupt("peer addresses", e)),
+            None => Ok(BTreeMap::new()),
+        }
+    }
+
+    pub fn set_peer_addresses(&self, peers: &BTreeMap<u64, String>) -> Result<(), StoreError> {
+        let c = self.rl();
+        let meta = c.db.cf_handle(CF_META).expect("exists");
+        let v = serde_json::to_vec(peers).map_err(|e| corrupt("peer addresses", e))?;
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        c.db.put_cf_opt(meta, KEY_PEERS, v, &wo)
+            .map_err(rocks(&c.path))
     }
 
     pub fn set_conf_state(&self, cs: ConfState) -> Result<(), StoreError> {
@@ -577,7 +645,13 @@ mod tests {
                 vote: 1,
                 ..Default::default()
             };
-            s.append(&[entry(1, 1), entry(2, 1), entry(3, 2)], Some(&hs), true)
+            assert_eq!(
+                s.first_index().unwrap(),
+                2,
+                "the bootstrap snapshot holds index 1"
+            );
+            assert_eq!(s.term(1).unwrap(), 1);
+            s.append(&[entry(2, 1), entry(3, 2)], Some(&hs), true)
                 .unwrap();
             // A conflicting suffix replaces what was there.
             s.append(&[entry(3, 2), entry(4, 2)], None, true).unwrap();
@@ -608,13 +682,15 @@ mod tests {
         let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let (a, _) = RaftStorage::open(d1.path()).unwrap();
         a.initialize(&[1, 2, 3]).unwrap();
-        a.append(&[entry(1, 1), entry(2, 1), entry(3, 2)], None, true)
-            .unwrap();
+        a.append(&[entry(2, 1), entry(3, 2)], None, true).unwrap();
         let job = br#"{"apiVersion":"gpuctl.io/v1","kind":"Job","metadata":{"name":"a"},"spec":{"tasks":[{"command":["true"]}]}}"#;
         a.persist_applied(3, Some(3), &[(ObjKey::Job("a".into()), Some(job.to_vec()))])
             .unwrap();
         // Not yet applied that far: ask again later.
         assert!(a.snapshot(4, 2).is_err());
+        let peers: BTreeMap<u64, String> = [(1, "http://a".to_string())].into();
+        a.set_peer_addresses(&peers).unwrap();
+        assert_eq!(a.peer_addresses().unwrap(), peers);
         let snap = a.snapshot(2, 2).unwrap();
         assert_eq!(
             (snap.get_metadata().index, snap.get_metadata().term),
@@ -637,7 +713,6 @@ mod tests {
     fn compaction_keeps_term_of_last_dropped_entry() {
         let dir = tempfile::tempdir().unwrap();
         let (s, _) = RaftStorage::open(dir.path()).unwrap();
-        s.initialize(&[1]).unwrap();
         s.append(
             &[entry(1, 1), entry(2, 1), entry(3, 2), entry(4, 3)],
             None,
