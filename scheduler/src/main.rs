@@ -43,6 +43,10 @@ struct Args {
     /// Leave out for a single replica.
     #[arg(long, value_parser = gpuctl_scheduler::transport::parse_peers)]
     peers: Option<std::collections::BTreeMap<u64, String>>,
+    /// Join an existing cluster instead of bootstrapping a new one: start
+    /// empty and wait to be added with `gpuctl cluster add-peer ID ADDR`.
+    #[arg(long)]
+    join: bool,
     /// Compact the Raft log after this many applied entries.
     #[arg(long, default_value_t = 10_000)]
     compact_after: u64,
@@ -93,6 +97,7 @@ async fn main() -> anyhow::Result<()> {
         data_dir: args.data_dir.clone(),
         raft: RaftOptions {
             id: args.id,
+            join: args.join,
             compact_after: args.compact_after.max(100),
             ..Default::default()
         },
@@ -111,7 +116,8 @@ async fn main() -> anyhow::Result<()> {
             args.data_dir.display()
         )
     })?;
-    if !server.wait_leader(Duration::from_secs(30)).await {
+    // A joining replica has no leader until the cluster adds it.
+    if !args.join && !server.wait_leader(Duration::from_secs(30)).await {
         anyhow::bail!("replica {} found no leader within 30s", args.id);
     }
     println!("gpu-scheduler {}: gRPC on {grpc_addr}, metrics on http://{metrics_addr}/metrics, data in {}", args.id, args.data_dir.display());

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use protobuf::Message as _;
-use raft::prelude::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
+use raft::prelude::{ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message};
 use raft::{Config, RawNode, StateRole};
 use tokio::sync::{oneshot, watch};
 
@@ -92,6 +92,11 @@ enum Msg {
     Unreachable(u64),
     /// Answer once this replica has applied everything committed when asked.
     ReadIndex(oneshot::Sender<Result<(), ProposeError>>),
+    /// Propose a configuration change; answered once applied.
+    ConfChange {
+        cc: Box<ConfChange>,
+        reply: Reply,
+    },
     Shutdown,
 }
 
@@ -101,6 +106,8 @@ pub struct Shared {
     pub status: Mutex<RaftStatus>,
     /// Bumped to the applied index after every applied batch.
     pub version: watch::Sender<u64>,
+    /// Replica addresses (id → gRPC URL), changed by membership changes.
+    pub members: watch::Sender<std::collections::BTreeMap<u64, String>>,
     pub metrics: Metrics,
 }
 
@@ -131,6 +138,9 @@ pub struct RaftOptions {
     /// Voters of a brand-new cluster (every replica is given the same list);
     /// ignored once the replica has stored a configuration.
     pub initial_voters: Vec<u64>,
+    /// Join an existing cluster instead of bootstrapping one: start empty
+    /// and wait for the leader (after `AddPeer`) to send a snapshot.
+    pub join: bool,
     pub tick: Duration,
     /// Keep at most this many applied entries in the log before compacting.
     pub compact_after: u64,
@@ -143,6 +153,7 @@ impl Default for RaftOptions {
         RaftOptions {
             id: 1,
             initial_voters: vec![1],
+            join: false,
             tick: Duration::from_millis(100),
             compact_after: 10_000,
             propose_timeout: Duration::from_secs(10),
@@ -197,6 +208,22 @@ impl RaftHandle {
         }
     }
 
+    /// Add or remove a voter; returns once the change is applied here.
+    pub async fn change_membership(&self, cc: ConfChange) -> Result<Applied, ProposeError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::ConfChange {
+                cc: Box::new(cc),
+                reply: tx,
+            })
+            .map_err(|_| ProposeError::Shutdown)?;
+        match tokio::time::timeout(self.propose_timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(ProposeError::Shutdown),
+            Err(_) => Err(ProposeError::Timeout(self.propose_timeout)),
+        }
+    }
+
     /// Stop the driver after it has persisted what it has.
     pub fn shutdown(&self) {
         let _ = self.tx.send(Msg::Shutdown);
@@ -235,7 +262,7 @@ pub fn start(
     metrics: Metrics,
     transport: Option<Transport>,
 ) -> Result<(RaftHandle, std::thread::JoinHandle<()>), StoreError> {
-    if !storage.is_initialized() {
+    if !storage.is_initialized() && !opts.join {
         let voters = if opts.initial_voters.is_empty() {
             vec![opts.id]
         } else {
@@ -244,6 +271,7 @@ pub fn start(
         storage.initialize(&voters)?;
     }
     let (version, _) = watch::channel(applied);
+    let (members, _) = watch::channel(storage.peer_addresses()?);
     let shared = Arc::new(Shared {
         state: RwLock::new(state),
         status: Mutex::new(RaftStatus {
@@ -252,6 +280,7 @@ pub fn start(
             ..Default::default()
         }),
         version,
+        members,
         metrics,
     });
     let cfg = Config {
@@ -396,6 +425,28 @@ impl Driver {
                 let id = self.next_id;
                 self.reads.insert(id, reply);
                 self.node.read_index(self.context(id));
+                false
+            }
+            Msg::ConfChange { cc, reply } => {
+                if self.node.raft.state != StateRole::Leader {
+                    let leader = Some(self.node.raft.leader_id).filter(|l| *l != 0);
+                    let _ = reply.send(Err(ProposeError::NotLeader { leader }));
+                    return false;
+                }
+                self.next_id += 1;
+                let id = self.next_id;
+                match self.node.propose_conf_change(self.context(id), *cc) {
+                    Ok(()) => {
+                        self.pending.insert(id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(ProposeError::Rejected(
+                            ApplyError::FailedPrecondition(format!(
+                                "configuration change refused: {e}"
+                            )),
+                        )));
+                    }
+                }
                 false
             }
             Msg::Propose { env, reply } => {
@@ -582,10 +633,14 @@ impl Driver {
                     }
                     EntryType::EntryConfChange => {
                         let mut cc = ConfChange::default();
-                        if cc.merge_from_bytes(&e.data).is_ok() {
-                            if let Ok(cs) = self.node.apply_conf_change(&cc) {
-                                self.storage.set_conf_state(cs)?;
-                            }
+                        let result = match cc.merge_from_bytes(&e.data) {
+                            Ok(()) => self.apply_membership(&cc),
+                            Err(err) => Err(ProposeError::Storage(format!(
+                                "undecodable configuration change: {err}"
+                            ))),
+                        };
+                        if let Some(reply) = self.take_reply(&e.context) {
+                            replies.push((reply, result));
                         }
                     }
                     EntryType::EntryConfChangeV2 => {
@@ -613,6 +668,43 @@ impl Driver {
             let _ = reply.send(result);
         }
         Ok(())
+    }
+
+    /// Apply a committed configuration change: Raft's voters, the stored
+    /// configuration, and the replica addresses it carries.
+    fn apply_membership(&mut self, cc: &ConfChange) -> Result<Applied, ProposeError> {
+        let cs = self.node.apply_conf_change(cc).map_err(|e| {
+            ProposeError::Rejected(ApplyError::Invalid(format!("configuration change: {e}")))
+        })?;
+        self.storage
+            .set_conf_state(cs)
+            .map_err(|e| ProposeError::Storage(e.to_string()))?;
+        let mut addrs = self
+            .storage
+            .peer_addresses()
+            .map_err(|e| ProposeError::Storage(e.to_string()))?;
+        match cc.get_change_type() {
+            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                if let Ok(url) = std::str::from_utf8(&cc.context) {
+                    if !url.is_empty() {
+                        addrs.insert(cc.node_id, url.to_string());
+                    }
+                }
+            }
+            ConfChangeType::RemoveNode => {
+                addrs.remove(&cc.node_id);
+            }
+        }
+        self.storage
+            .set_peer_addresses(&addrs)
+            .map_err(|e| ProposeError::Storage(e.to_string()))?;
+        tracing::info!(
+            "membership changed: {:?} replica {}; replicas {addrs:?}",
+            cc.get_change_type(),
+            cc.node_id
+        );
+        self.shared.members.send_replace(addrs);
+        Ok(Applied::Nothing)
     }
 
     fn take_reply(&mut self, ctx: &[u8]) -> Option<Reply> {

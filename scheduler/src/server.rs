@@ -69,21 +69,26 @@ impl Server {
             );
             ropts.initial_voters = cfg.peers.keys().copied().collect();
         }
+        // Replica addresses: those agreed by membership changes win over
+        // the command line, which only seeds a new cluster.
+        let mut addresses = storage.peer_addresses()?;
+        if addresses.is_empty() && !cfg.peers.is_empty() {
+            addresses = cfg.peers.clone();
+            storage.set_peer_addresses(&addresses)?;
+        }
         // The transport reports unreachable peers to Raft, which starts below.
         let handle_cell: Arc<std::sync::OnceLock<RaftHandle>> =
             Arc::new(std::sync::OnceLock::new());
-        let transport = (cfg.peers.len() > 1).then(|| {
-            let cell = handle_cell.clone();
-            Transport::start(
-                cfg.id,
-                &cfg.peers,
-                Arc::new(move |id| {
-                    if let Some(h) = cell.get() {
-                        h.unreachable(id);
-                    }
-                }),
-            )
-        });
+        let cell = handle_cell.clone();
+        let transport = Some(Transport::start(
+            cfg.id,
+            &addresses,
+            Arc::new(move |id| {
+                if let Some(h) = cell.get() {
+                    h.unreachable(id);
+                }
+            }),
+        ));
         let (raft, thread) = raft_node::start(
             ropts,
             storage,
@@ -95,8 +100,9 @@ impl Server {
         let _ = handle_cell.set(raft.clone());
         let peers_transport = transport.clone();
         let peers = Arc::new(
-            Peers::new(cfg.id, &cfg.peers, transport.clone()).map_err(anyhow::Error::msg)?,
+            Peers::new(cfg.id, &addresses, transport.clone()).map_err(anyhow::Error::msg)?,
         );
+        let api_peers = peers.clone();
         let heartbeats = Arc::new(Heartbeats::default());
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let api = Api {
@@ -146,6 +152,23 @@ impl Server {
                 let _ = s.changed().await;
             })
             .await;
+        }));
+
+        // Follow membership changes: who to send Raft traffic and forwards to.
+        let mut members = raft.shared.members.subscribe();
+        let peers_follow = api_peers.clone();
+        let mut s = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    r = members.changed() => if r.is_err() { return },
+                    _ = s.changed() => return,
+                }
+                let addrs = members.borrow_and_update().clone();
+                if let Err(e) = peers_follow.set(&addrs) {
+                    tracing::error!("applying the new membership: {e}");
+                }
+            }
         }));
 
         tasks.push(tokio::spawn(controller::run(

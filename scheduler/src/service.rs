@@ -16,6 +16,7 @@ use gpuctl_proto::v1::node_service_server::NodeService;
 use gpuctl_proto::v1::raft_client::RaftClient;
 use gpuctl_proto::v1::raft_server::Raft as RaftService;
 use protobuf::Message as _;
+use raft::prelude::{ConfChange, ConfChangeType};
 use std::collections::BTreeMap;
 use tokio_stream::Stream;
 use tonic::transport::Channel;
@@ -89,14 +90,17 @@ pub struct Api {
     pub peers: Arc<Peers>,
 }
 
-/// This replica's id and clients for the other replicas.
+/// This replica's id and clients for the other replicas; follows
+/// membership changes.
 pub struct Peers {
     pub me: u64,
-    /// gRPC URL of every replica, by id (empty for a single replica).
-    pub addresses: BTreeMap<u64, String>,
-    pub clients: HashMap<u64, RaftClient<Channel>>,
-    pub node_clients: HashMap<u64, NodeServiceClient<Channel>>,
+    clients: Mutex<PeerClients>,
     pub transport: Option<Transport>,
+}
+
+#[derive(Default)]
+struct PeerClients {
+    channels: HashMap<u64, Channel>,
 }
 
 impl Peers {
@@ -107,26 +111,60 @@ impl Peers {
         addrs: &BTreeMap<u64, String>,
         transport: Option<Transport>,
     ) -> Result<Peers, String> {
-        let mut clients = HashMap::new();
-        let mut node_clients = HashMap::new();
-        for (&id, url) in addrs.iter().filter(|(id, _)| **id != me) {
+        let p = Peers {
+            me,
+            clients: Mutex::new(PeerClients::default()),
+            transport,
+        };
+        p.set(addrs)?;
+        Ok(p)
+    }
+
+    /// Replace the set of replicas (after a membership change).
+    pub fn set(&self, addrs: &BTreeMap<u64, String>) -> Result<(), String> {
+        let mut channels = HashMap::new();
+        for (&id, url) in addrs.iter().filter(|(id, _)| **id != self.me) {
             let ch = tonic::transport::Endpoint::from_shared(url.clone())
                 .map_err(|e| format!("peer {id}: bad address {url:?}: {e}"))?
                 .connect_timeout(Duration::from_millis(500))
                 .timeout(Duration::from_secs(15))
                 .tcp_nodelay(true)
                 .connect_lazy();
-            clients.insert(id, RaftClient::new(ch.clone()));
-            node_clients.insert(id, NodeServiceClient::new(ch));
+            channels.insert(id, ch);
         }
-        Ok(Peers {
-            addresses: addrs.clone(),
-            me,
-            clients,
-            node_clients,
-            transport,
-        })
+        let mut c = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        c.channels = channels;
+        if let Some(t) = &self.transport {
+            t.set_peers(addrs);
+        }
+        Ok(())
     }
+
+    fn channel(&self, id: u64) -> Option<Channel> {
+        self.clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .channels
+            .get(&id)
+            .cloned()
+    }
+
+    pub fn raft_client(&self, id: u64) -> Option<RaftClient<Channel>> {
+        self.channel(id).map(RaftClient::new)
+    }
+
+    pub fn node_client(&self, id: u64) -> Option<NodeServiceClient<Channel>> {
+        self.channel(id).map(NodeServiceClient::new)
+    }
+
+    pub fn control_client(
+        &self,
+        id: u64,
+    ) -> Option<gpuctl_proto::v1::control_client::ControlClient<Channel>> {
+        self.channel(id)
+            .map(gpuctl_proto::v1::control_client::ControlClient::new)
+    }
+
 
     pub fn is_cut_off(&self) -> bool {
         self.transport.as_ref().is_some_and(|t| t.is_cut_off())
@@ -211,6 +249,67 @@ fn kind_of(kind: &str) -> Result<&'static str, Status> {
     }
 }
 
+impl Api {
+    fn status_reply(&self) -> pb::ClusterStatusResponse {
+        let s = self.raft.shared.status();
+        pb::ClusterStatusResponse {
+            id: s.id,
+            leader_id: s.leader_id,
+            term: s.term,
+            commit_index: s.commit,
+            applied_index: s.applied,
+            role: s.role,
+            voters: s.voters,
+            peers: s
+                .progress
+                .into_iter()
+                .map(|p| pb::PeerProgress {
+                    id: p.id,
+                    matched: p.matched,
+                    next_index: p.next_index,
+                    state: p.state,
+                    recent_active: p.recent_active,
+                })
+                .collect(),
+            // The applied membership (Peers follows it asynchronously).
+            addresses: self
+                .raft
+                .shared
+                .members
+                .borrow()
+                .clone()
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    /// Propose a configuration change here when leading, else hand the
+    /// request to the leader with `forward`.
+    async fn change_membership<R, F, Fut>(
+        &self,
+        cc: ConfChange,
+        forward: F,
+        req: R,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status>
+    where
+        F: FnOnce(gpuctl_proto::v1::control_client::ControlClient<Channel>, R) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<pb::ClusterStatusResponse>, Status>>,
+    {
+        match self.raft.change_membership(cc).await {
+            Ok(_) => Ok(Response::new(self.status_reply())),
+            Err(ProposeError::NotLeader { leader: Some(l) }) if l != self.peers.me => {
+                match self.peers.control_client(l) {
+                    Some(c) => forward(c, req).await,
+                    None => Err(Status::unavailable(format!(
+                        "the leader is replica {l}, whose address this replica does not know"
+                    ))),
+                }
+            }
+            Err(e) => Err(to_status(e)),
+        }
+    }
+}
+
 /// How long a write waits for an election to finish before giving up.
 const NO_LEADER_WAIT: Duration = Duration::from_secs(5);
 
@@ -229,9 +328,9 @@ impl Api {
                 Err(ProposeError::NotLeader { leader }) => {
                     if let Some(client) = leader
                         .filter(|l| *l != self.peers.me)
-                        .and_then(|l| self.peers.clients.get(&l))
+                        .and_then(|l| self.peers.raft_client(l))
                     {
-                        return self.forward(client.clone(), &env).await;
+                        return self.forward(client, &env).await;
                     }
                     if Instant::now() >= deadline {
                         return Err(Status::unavailable(format!(
@@ -474,28 +573,73 @@ impl Control for Api {
         &self,
         _req: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
-        let s = self.raft.shared.status();
-        Ok(Response::new(pb::ClusterStatusResponse {
-            id: s.id,
-            leader_id: s.leader_id,
-            term: s.term,
-            commit_index: s.commit,
-            applied_index: s.applied,
-            role: s.role,
-            voters: s.voters,
-            peers: s
-                .progress
-                .into_iter()
-                .map(|p| pb::PeerProgress {
-                    id: p.id,
-                    matched: p.matched,
-                    next_index: p.next_index,
-                    state: p.state,
-                    recent_active: p.recent_active,
-                })
-                .collect(),
-            addresses: self.peers.addresses.clone().into_iter().collect(),
-        }))
+        Ok(Response::new(self.status_reply()))
+    }
+
+    async fn add_peer(
+        &self,
+        req: Request<pb::AddPeerRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        let r = req.into_inner();
+        if r.id == 0 {
+            return Err(Status::invalid_argument("replica ids start at 1"));
+        }
+        let url = if r.address.contains("://") {
+            r.address.clone()
+        } else {
+            format!("http://{}", r.address)
+        };
+        tonic::transport::Endpoint::from_shared(url.clone())
+            .map_err(|e| Status::invalid_argument(format!("address {:?}: {e}", r.address)))?;
+        if self.raft.shared.status().voters.contains(&r.id) {
+            return Err(Status::already_exists(format!(
+                "replica {} is already a voter",
+                r.id
+            )));
+        }
+        let cc = ConfChange {
+            change_type: ConfChangeType::AddNode,
+            node_id: r.id,
+            context: url.into_bytes().into(),
+            ..Default::default()
+        };
+        self.change_membership(
+            cc,
+            |mut c, req| async move { c.add_peer(req).await },
+            pb::AddPeerRequest {
+                id: r.id,
+                address: r.address,
+            },
+        )
+        .await
+    }
+
+    async fn remove_peer(
+        &self,
+        req: Request<pb::RemovePeerRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        let r = req.into_inner();
+        let voters = self.raft.shared.status().voters;
+        if !voters.contains(&r.id) {
+            return Err(Status::not_found(format!(
+                "replica {} is not a voter (voters: {voters:?})",
+                r.id
+            )));
+        }
+        if voters.len() == 1 {
+            return Err(Status::failed_precondition("cannot remove the last voter"));
+        }
+        let cc = ConfChange {
+            change_type: ConfChangeType::RemoveNode,
+            node_id: r.id,
+            ..Default::default()
+        };
+        self.change_membership(
+            cc,
+            |mut c, req| async move { c.remove_peer(req).await },
+            pb::RemovePeerRequest { id: r.id },
+        )
+        .await
     }
 }
 
@@ -593,7 +737,7 @@ impl NodeService for Api {
         // Liveness is tracked by the leader: pass the beat on when following.
         let st = self.raft.shared.status();
         if !st.is_leader() && st.leader_id != 0 {
-            if let Some(mut leader) = self.peers.node_clients.get(&st.leader_id).cloned() {
+            if let Some(mut leader) = self.peers.node_client(st.leader_id) {
                 if !self.peers.is_cut_off() {
                     return leader.heartbeat(r).await;
                 }

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gpuctl_proto::v1 as pb;
@@ -20,27 +20,66 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 /// Called with a peer id when sending to it failed.
 pub type Unreachable = Arc<dyn Fn(u64) + Send + Sync>;
 
+/// A peer's URL and the queue its sender task drains.
+type PeerQueue = (String, UnboundedSender<Message>);
+
 /// Outgoing Raft traffic of one replica.
 #[derive(Clone)]
 pub struct Transport {
-    queues: HashMap<u64, UnboundedSender<Message>>,
+    me: u64,
+    /// Per peer: its URL and the queue its sender task drains.
+    queues: Arc<Mutex<HashMap<u64, PeerQueue>>>,
     /// When set, this replica neither sends nor accepts peer traffic.
     cut_off: Arc<AtomicBool>,
+    unreachable: Unreachable,
 }
 
 impl Transport {
     /// Start one sender task per peer (other than `me`). Must be called
     /// inside a tokio runtime. `peers` maps replica id → gRPC URL.
     pub fn start(me: u64, peers: &BTreeMap<u64, String>, unreachable: Unreachable) -> Transport {
-        let cut_off = Arc::new(AtomicBool::new(false));
-        let mut queues = HashMap::new();
-        for (&id, addr) in peers.iter().filter(|(id, _)| **id != me) {
-            let (tx, mut rx) = unbounded_channel::<Message>();
-            queues.insert(id, tx);
-            let addr = addr.clone();
-            let unreachable = unreachable.clone();
-            let cut = cut_off.clone();
-            tokio::spawn(async move {
+        let t = Transport {
+            me,
+            queues: Arc::new(Mutex::new(HashMap::new())),
+            cut_off: Arc::new(AtomicBool::new(false)),
+            unreachable,
+        };
+        t.set_peers(peers);
+        t
+    }
+
+    /// Follow a membership change: start senders for new peers (or new
+    /// addresses) and stop those of removed peers.
+    pub fn set_peers(&self, peers: &BTreeMap<u64, String>) {
+        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        queues.retain(|id, (addr, _)| peers.get(id) == Some(addr));
+        for (&id, addr) in peers.iter().filter(|(id, _)| **id != self.me) {
+            if queues.contains_key(&id) {
+                continue;
+            }
+            let (tx, rx) = unbounded_channel::<Message>();
+            queues.insert(id, (addr.clone(), tx));
+            tokio::spawn(Self::sender(
+                self.me,
+                id,
+                addr.clone(),
+                rx,
+                self.unreachable.clone(),
+                self.cut_off.clone(),
+            ));
+        }
+    }
+
+    async fn sender(
+        me: u64,
+        id: u64,
+        addr: String,
+        mut rx: tokio::sync::mpsc::UnboundedReceiver<Message>,
+        unreachable: Unreachable,
+        cut: Arc<AtomicBool>,
+    ) {
+        {
+            {
                 let endpoint = match tonic::transport::Endpoint::from_shared(addr.clone()) {
                     Ok(e) => e
                         .connect_timeout(Duration::from_millis(500))
@@ -84,14 +123,14 @@ impl Transport {
                         }
                     }
                 }
-            });
+            }
         }
-        Transport { queues, cut_off }
     }
 
     /// Queue a message for its peer (dropped if the peer is unknown).
     pub fn send(&self, m: Message) {
-        if let Some(q) = self.queues.get(&m.to) {
+        let queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, q)) = queues.get(&m.to) {
             let _ = q.send(m);
         }
     }

@@ -30,6 +30,16 @@ async fn start_one(
     listener: tokio::net::TcpListener,
     peers: &BTreeMap<u64, String>,
 ) -> Server {
+    start_opts(id, dir, listener, peers, false).await
+}
+
+async fn start_opts(
+    id: u64,
+    dir: &Path,
+    listener: tokio::net::TcpListener,
+    peers: &BTreeMap<u64, String>,
+    join: bool,
+) -> Server {
     let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let cfg = Config {
         id,
@@ -37,6 +47,7 @@ async fn start_one(
         data_dir: dir.to_path_buf(),
         raft: RaftOptions {
             tick: Duration::from_millis(50),
+            join,
             ..Default::default()
         },
         service: ServiceOptions::default(),
@@ -374,5 +385,107 @@ async fn cut_off_replica_refuses_writes_while_majority_works() {
     );
     for r in replicas.iter_mut() {
         r.server.take().unwrap().shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn add_and_remove_a_replica() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut replicas, mut peers) = cluster(root.path()).await;
+    let leader = agreed_leader(&replicas).await;
+    let follower = replicas
+        .iter()
+        .find(|r| r.id != leader)
+        .unwrap()
+        .addr
+        .clone();
+    register_node(&follower).await;
+    for i in 0..3 {
+        apply(&follower, &format!("early-{i}")).await;
+    }
+
+    // A fourth replica starts empty with --join, and is added through a follower.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr4 = format!("http://{}", l.local_addr().unwrap());
+    peers.insert(4, addr4.clone());
+    let dir4 = root.path().join("r4");
+    let s4 = start_opts(4, &dir4, l, &peers, true).await;
+    assert_eq!(
+        s4.raft.shared.status().voters,
+        Vec::<u64>::new(),
+        "a joining replica starts with no configuration"
+    );
+    replicas.push(Replica {
+        id: 4,
+        dir: dir4,
+        addr: addr4.clone(),
+        server: Some(s4),
+    });
+    let st = client(&follower)
+        .await
+        .add_peer(pb::AddPeerRequest {
+            id: 4,
+            address: addr4.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(st.voters.contains(&4), "{st:?}");
+    assert_eq!(st.addresses.get(&4), Some(&addr4));
+    // It catches up (by snapshot: the log starts after the bootstrap snapshot).
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let s4 = replicas[3].server.as_ref().unwrap();
+        if s4.raft.shared.read().jobs.len() == 3 && s4.raft.shared.status().voters.len() == 4 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new replica did not catch up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Adding it again is refused.
+    let e = client(&follower)
+        .await
+        .add_peer(pb::AddPeerRequest {
+            id: 4,
+            address: addr4.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::AlreadyExists);
+
+    // Remove a follower other than the new one; writes go on with 3 voters.
+    let gone = replicas
+        .iter()
+        .find(|r| r.id != leader && r.id != 4)
+        .unwrap()
+        .id;
+    let st = client(&replicas[3].addr)
+        .await
+        .remove_peer(pb::RemovePeerRequest { id: gone })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!st.voters.contains(&gone), "{st:?}");
+    let e = client(&replicas[3].addr)
+        .await
+        .remove_peer(pb::RemovePeerRequest { id: 99 })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    let idx = replicas.iter().position(|r| r.id == gone).unwrap();
+    replicas[idx].server.take().unwrap().shutdown().await;
+    apply(&replicas[3].addr, "after-removal").await;
+    let names = job_names(&replicas[3].addr).await;
+    assert_eq!(
+        names,
+        vec!["after-removal", "early-0", "early-1", "early-2"]
+    );
+    for r in replicas.iter_mut() {
+        if let Some(s) = r.server.take() {
+            s.shutdown().await;
+        }
     }
 }
