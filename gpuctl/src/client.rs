@@ -29,7 +29,7 @@ pub async fn connect(urls: &[String], timeout: Duration) -> Result<Client, Error
     })
 }
 
-async fn connect_one(url: &str, timeout: Duration) -> Result<Channel, String> {
+pub async fn connect_one(url: &str, timeout: Duration) -> Result<Channel, String> {
     let ep = Endpoint::from_shared(url.to_string())
         .map_err(|e| format!("invalid address ({e})"))?
         .connect_timeout(timeout)
@@ -111,6 +111,214 @@ pub fn status_error(s: tonic::Status, target: Option<Target<'_>>, urls: &[String
     }
 }
 
+/// How [`Conn::call`] retries: each address at most `per_address` times,
+/// no new attempt after `budget` has passed since the first failure, and a
+/// pause between rounds over the list that starts at `pause` and doubles up
+/// to `max_pause`.
+///
+/// The defaults ride out a Raft election (a replica answers UNAVAILABLE at
+/// once while it knows no leader; an election takes 1.2 to 2.4 s after the
+/// leader stops): the pauses add up to 3.75 s before the fifth round.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub per_address: u32,
+    pub budget: Duration,
+    pub pause: Duration,
+    pub max_pause: Duration,
+    /// How long dialling one address may take.
+    pub connect_timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            per_address: 5,
+            budget: Duration::from_secs(15),
+            pause: Duration::from_millis(250),
+            max_pause: Duration::from_secs(2),
+            connect_timeout: CONNECT_TIMEOUT,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The pause after round `round` (from 0).
+    pub fn pause_after(&self, round: u32) -> Duration {
+        self.pause
+            .saturating_mul(1u32 << round.min(16))
+            .min(self.max_pause.max(self.pause))
+    }
+}
+
+/// How many times [`Conn::call`] dials an address that refuses before it
+/// gives that address up for the call.
+pub const DIAL_TRIES: u32 = 2;
+
+/// Why [`Conn::call`] gave up.
+#[derive(Debug)]
+pub enum CallError {
+    /// A server answered with a status that retrying elsewhere would not
+    /// change (NOT_FOUND, INVALID_ARGUMENT, ...), or every retry ended in
+    /// UNAVAILABLE from a server (its message says why, e.g. no leader).
+    Status(tonic::Status),
+    /// No address could be dialled; the cause of the last failure.
+    Connect(String),
+}
+
+impl CallError {
+    /// The error for the user; `target` names the object for NOT_FOUND.
+    pub fn into_error(self, target: Option<Target<'_>>, urls: &[String]) -> Error {
+        match self {
+            CallError::Status(s) => status_error(s, target, urls),
+            CallError::Connect(cause) => Error::Unreachable {
+                addr: urls.join(", "),
+                cause,
+            },
+        }
+    }
+}
+
+/// Whether a failed call may succeed on another replica (or on the same one
+/// a moment later): UNAVAILABLE (no leader yet, a follower cut off, the
+/// connection refused or reset), or any status that carries a transport
+/// error (the connection broke mid-call).
+pub fn is_retryable(s: &tonic::Status) -> bool {
+    s.code() == Code::Unavailable || std::error::Error::source(s).is_some()
+}
+
+/// The order [`Conn::call`] tries addresses in: from `start` round the list,
+/// skipping those already tried `per_address` times. Empty when all are spent.
+pub fn round_order(n: usize, start: usize, tried: &[u32], per_address: u32) -> Vec<usize> {
+    (0..n)
+        .map(|k| (start + k) % n)
+        .filter(|&i| tried[i] < per_address)
+        .collect()
+}
+
+/// A set of scheduler replicas that a command talks to: calls go to the
+/// replica that answered last and move on to the next address when one is
+/// unavailable (see [`Conn::call`]).
+pub struct Conn {
+    urls: Vec<String>,
+    clients: Vec<Option<Client>>,
+    current: usize,
+    pub policy: RetryPolicy,
+}
+
+impl Conn {
+    pub fn new(urls: Vec<String>) -> Conn {
+        Conn::with_policy(urls, RetryPolicy::default())
+    }
+
+    pub fn with_policy(urls: Vec<String>, policy: RetryPolicy) -> Conn {
+        let clients = urls.iter().map(|_| None).collect();
+        Conn {
+            urls,
+            clients,
+            current: 0,
+            policy,
+        }
+    }
+
+    pub fn urls(&self) -> &[String] {
+        &self.urls
+    }
+
+    /// The address the last successful call went to.
+    pub fn current_url(&self) -> &str {
+        &self.urls[self.current]
+    }
+
+    /// Run one unary call, `f(client)`, failing over between the addresses.
+    ///
+    /// A call that fails with a retryable status ([`is_retryable`]) or whose
+    /// address cannot be dialled is tried on the next address; each address
+    /// at most `policy.per_address` times ([`DIAL_TRIES`] if it cannot be
+    /// dialled), with `policy.pause` between rounds,
+    /// and no attempt starts later than `policy.budget` after the first
+    /// failure (so a long `Wait` that succeeds is not cut short). `f` may run
+    /// more than once: it must be safe to repeat (see `apply` for creates).
+    pub async fn call<T, F, Fut>(&mut self, mut f: F) -> Result<T, CallError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        let n = self.urls.len();
+        if n == 0 {
+            return Err(CallError::Connect("no address given".into()));
+        }
+        let mut tried = vec![0u32; n];
+        // Dial failures per address: a replica that is down (or being
+        // restarted) is given up sooner than one that answers UNAVAILABLE.
+        let mut refused = vec![0u32; n];
+        let mut deadline: Option<tokio::time::Instant> = None;
+        let mut last: Option<CallError> = None;
+        let start = self.current;
+        let mut round = 0;
+        loop {
+            let order = round_order(n, start, &tried, self.policy.per_address);
+            if order.is_empty() {
+                break;
+            }
+            for i in order {
+                if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                    break;
+                }
+                tried[i] += 1;
+                let client = match &self.clients[i] {
+                    Some(c) => c.clone(),
+                    None => match connect_one(&self.urls[i], self.policy.connect_timeout).await {
+                        Ok(ch) => {
+                            let c = ControlClient::new(ch);
+                            self.clients[i] = Some(c.clone());
+                            c
+                        }
+                        Err(cause) => {
+                            refused[i] += 1;
+                            if refused[i] >= DIAL_TRIES {
+                                tried[i] = self.policy.per_address;
+                            }
+                            deadline.get_or_insert_with(|| {
+                                tokio::time::Instant::now() + self.policy.budget
+                            });
+                            last = Some(CallError::Connect(cause));
+                            continue;
+                        }
+                    },
+                };
+                match f(client).await {
+                    Ok(v) => {
+                        self.current = i;
+                        return Ok(v);
+                    }
+                    Err(s) if is_retryable(&s) => {
+                        deadline.get_or_insert_with(|| {
+                            tokio::time::Instant::now() + self.policy.budget
+                        });
+                        if std::error::Error::source(&s).is_some() {
+                            // The connection broke: dial afresh next time.
+                            self.clients[i] = None;
+                        }
+                        last = Some(CallError::Status(s));
+                    }
+                    Err(s) => {
+                        self.current = i;
+                        return Err(CallError::Status(s));
+                    }
+                }
+            }
+            let Some(d) = deadline else { break };
+            let now = tokio::time::Instant::now();
+            if now >= d {
+                break;
+            }
+            tokio::time::sleep(self.policy.pause_after(round).min(d - now)).await;
+            round += 1;
+        }
+        Err(last.unwrap_or_else(|| CallError::Connect("no address left to try".into())))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,5 +375,213 @@ mod tests {
         assert_eq!(e.to_string(), "job \"x\" already exists");
         let e = status_error(tonic::Status::invalid_argument(""), None, &[]);
         assert!(e.to_string().contains("InvalidArgument"), "{e}");
+    }
+
+    use crate::testserver::{closed_url, serve, Fake};
+    use gpuctl_proto::v1::{ApplyRequest, GetRequest};
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    fn quick() -> RetryPolicy {
+        RetryPolicy {
+            per_address: 2,
+            pause: Duration::from_millis(20),
+            max_pause: Duration::from_millis(20),
+            ..RetryPolicy::default()
+        }
+    }
+
+    #[test]
+    fn pauses_back_off() {
+        let p = RetryPolicy::default();
+        let total: Duration = (0..p.per_address - 1).map(|r| p.pause_after(r)).sum();
+        assert_eq!(total, Duration::from_millis(3750));
+        assert_eq!(p.pause_after(10), Duration::from_secs(2));
+        assert!(total < p.budget);
+    }
+
+    fn get_all() -> GetRequest {
+        GetRequest {
+            kind: "jobs".into(),
+            name: String::new(),
+        }
+    }
+
+    fn apply_req(name: &str) -> ApplyRequest {
+        ApplyRequest {
+            object_json: format!(r#"{{"metadata":{{"name":"{name}"}}}}"#),
+            source: "<test>".into(),
+        }
+    }
+
+    #[test]
+    fn rounds_start_at_the_last_good_address_and_skip_spent_ones() {
+        assert_eq!(round_order(3, 0, &[0, 0, 0], 2), vec![0, 1, 2]);
+        assert_eq!(round_order(3, 2, &[0, 0, 0], 2), vec![2, 0, 1]);
+        assert_eq!(round_order(3, 1, &[2, 1, 2], 2), vec![1]);
+        assert!(round_order(3, 0, &[2, 2, 2], 2).is_empty());
+    }
+
+    #[test]
+    fn what_is_retried() {
+        assert!(is_retryable(&tonic::Status::unavailable("no leader")));
+        assert!(!is_retryable(&tonic::Status::not_found("x")));
+        assert!(!is_retryable(&tonic::Status::already_exists("x")));
+        assert!(!is_retryable(&tonic::Status::invalid_argument("x")));
+    }
+
+    #[tokio::test]
+    async fn a_dead_address_is_skipped_and_the_good_one_kept() {
+        let fake = Arc::new(Fake::default());
+        let good = serve(fake.clone()).await;
+        let mut conn = Conn::with_policy(vec![closed_url(), good.clone()], quick());
+        for _ in 0..3 {
+            conn.call(|mut c| async move { c.get(get_all()).await })
+                .await
+                .unwrap();
+        }
+        assert_eq!(conn.current_url(), good);
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn unavailable_moves_on_to_the_next_replica() {
+        let a = Arc::new(Fake::default());
+        a.unavailable_first.store(100, Ordering::SeqCst);
+        let b = Arc::new(Fake::default());
+        let urls = vec![serve(a.clone()).await, serve(b.clone()).await];
+        let mut conn = Conn::with_policy(urls.clone(), quick());
+        conn.call(|mut c| async move { c.get(get_all()).await })
+            .await
+            .unwrap();
+        assert_eq!(a.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(b.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(conn.current_url(), urls[1]);
+    }
+
+    #[tokio::test]
+    async fn a_single_replica_is_retried_through_an_election() {
+        let a = Arc::new(Fake::default());
+        a.unavailable_first.store(1, Ordering::SeqCst);
+        let mut conn = Conn::with_policy(vec![serve(a.clone()).await], quick());
+        conn.call(|mut c| async move { c.get(get_all()).await })
+            .await
+            .unwrap();
+        assert_eq!(a.calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn other_errors_are_final_and_not_retried() {
+        let a = Arc::new(Fake::default());
+        let b = Arc::new(Fake::default());
+        let urls = vec![serve(a.clone()).await, serve(b.clone()).await];
+        let mut conn = Conn::with_policy(urls.clone(), quick());
+        let req = GetRequest {
+            kind: "jobs".into(),
+            name: "nope".into(),
+        };
+        let e = conn
+            .call(|mut c| {
+                let req = req.clone();
+                async move { c.get(req).await }
+            })
+            .await
+            .unwrap_err();
+        let t = Some(Target {
+            kind: "job",
+            name: "nope",
+        });
+        assert_eq!(e.into_error(t, &urls).to_string(), "job \"nope\" not found");
+        assert_eq!(
+            a.calls.load(Ordering::SeqCst) + b.calls.load(Ordering::SeqCst),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn retries_are_bounded() {
+        // Every address refuses: each is tried at most twice, then the error
+        // names them all.
+        let urls = vec![closed_url(), closed_url(), closed_url()];
+        let mut conn = Conn::with_policy(urls.clone(), quick());
+        let mut calls = 0;
+        let started = std::time::Instant::now();
+        let e = conn
+            .call(|mut c| {
+                calls += 1;
+                async move { c.get(get_all()).await }
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(calls, 0, "nothing to call: no address could be dialled");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let msg = e.into_error(None, &urls).to_string();
+        assert!(
+            urls.iter().all(|u| msg.contains(u)) && msg.contains("connection refused"),
+            "{msg}"
+        );
+
+        // Always UNAVAILABLE: per-address limit (2 each), and the server's
+        // explanation is what the user sees.
+        let a = Arc::new(Fake::default());
+        a.unavailable_first.store(100, Ordering::SeqCst);
+        let b = Arc::new(Fake::default());
+        b.unavailable_first.store(100, Ordering::SeqCst);
+        let urls = vec![serve(a.clone()).await, serve(b.clone()).await];
+        let mut conn = Conn::with_policy(urls.clone(), quick());
+        let e = conn
+            .call(|mut c| async move { c.get(get_all()).await })
+            .await
+            .unwrap_err();
+        assert_eq!(a.calls.load(Ordering::SeqCst), 2);
+        assert_eq!(b.calls.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            e.into_error(None, &urls).to_string(),
+            "no leader yet; retry"
+        );
+
+        // The time budget stops retries even with attempts left.
+        let c = Arc::new(Fake::default());
+        c.unavailable_first.store(100, Ordering::SeqCst);
+        let policy = RetryPolicy {
+            per_address: 1000,
+            budget: Duration::from_millis(300),
+            pause: Duration::from_millis(50),
+            max_pause: Duration::from_millis(50),
+            connect_timeout: CONNECT_TIMEOUT,
+        };
+        let mut conn = Conn::with_policy(vec![serve(c.clone()).await], policy);
+        let started = std::time::Instant::now();
+        conn.call(|mut c| async move { c.get(get_all()).await })
+            .await
+            .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(2));
+        let n = c.calls.load(Ordering::SeqCst);
+        assert!((2..=10).contains(&n), "{n} calls");
+    }
+
+    #[tokio::test]
+    async fn a_retried_create_that_finds_its_object_succeeded() {
+        // The first attempt is committed but its answer lost (UNAVAILABLE);
+        // the retry sees ALREADY_EXISTS and reports the create as done.
+        let a = Arc::new(Fake {
+            commit_then_fail: true,
+            ..Fake::default()
+        });
+        a.unavailable_first.store(1, Ordering::SeqCst);
+        let mut conn = Conn::with_policy(vec![serve(a.clone()).await], quick());
+        let r = crate::create(&mut conn, &apply_req("j1")).await.unwrap();
+        assert_eq!(r, crate::Created::ByEarlierAttempt);
+        assert_eq!(a.calls.load(Ordering::SeqCst), 2);
+
+        // A first attempt that finds the name taken is an error.
+        let e = crate::create(&mut conn, &apply_req("j1"))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, CallError::Status(s) if s.code() == Code::AlreadyExists));
+        assert_eq!(
+            crate::create(&mut conn, &apply_req("j2")).await.unwrap(),
+            crate::Created::Now
+        );
     }
 }

@@ -20,6 +20,9 @@ pub mod duration;
 pub mod error;
 pub mod manifest;
 pub mod render;
+pub mod status;
+#[cfg(test)]
+mod testserver;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -31,7 +34,7 @@ use gpuctl_proto::v1::{
     ApplyRequest, CancelRequest, CordonRequest, GetRequest, LogsRequest, WaitRequest,
 };
 
-use crate::client::{status_error, Client, Target};
+use crate::client::{status_error, CallError, Client, Conn, Target};
 use crate::config::EnvVars;
 use crate::duration::HumanDuration;
 pub use crate::error::{Error, Result, EXIT_FAILURE, EXIT_TIMEOUT, EXIT_USAGE};
@@ -107,6 +110,25 @@ pub enum Command {
     },
     /// Start a whole cluster on this machine (scheduler + simulated GPU nodes).
     Dev(DevFlags),
+    /// The control plane's replicas.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Ask every scheduler replica for its Raft state: role, term, log
+    /// indexes, replication progress. Exit 0 when a leader is known and a
+    /// majority of the voters answered, 1 otherwise.
+    Status {
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+        /// How long each replica may take to answer.
+        #[arg(long, default_value = "2s")]
+        timeout: HumanDuration,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -183,6 +205,14 @@ pub struct DevFlags {
     /// Submit a small example job once the cluster is up.
     #[arg(long)]
     pub example: bool,
+    /// Scheduler replicas (Raft voters): 1, 3 or 5. A state dir keeps the
+    /// count it was created with.
+    #[arg(long, default_value_t = 1)]
+    pub replicas: u32,
+    /// With --replicas 3 or 5: how long to wait before restarting a
+    /// scheduler replica that died.
+    #[arg(long, default_value = "2s", value_name = "DURATION")]
+    pub restart_delay: HumanDuration,
 }
 
 /// The object kinds `get` and `describe` know.
@@ -237,11 +267,13 @@ pub async fn run(cli: Cli, env: &EnvVars) -> Result<u8> {
         env.config_dir().as_deref(),
     )?;
     let mut cx = Ctx {
-        urls: servers.urls,
-        client: None,
+        conn: Conn::new(servers.urls),
     };
     match cli.command {
         Command::Dev(_) => unreachable!("handled above"),
+        Command::Cluster {
+            command: ClusterCommand::Status { output, timeout },
+        } => status::cmd_status(cx.conn.urls(), output, timeout.duration).await,
         Command::Apply { files } => cmd_apply(&mut cx, &files).await,
         Command::Submit(flags) => cmd_submit(&mut cx, &flags).await,
         Command::Get { kind, name, output } => cmd_get(&mut cx, kind, name, output).await,
@@ -252,9 +284,11 @@ pub async fn run(cli: Cli, env: &EnvVars) -> Result<u8> {
                 kind: "jobs".into(),
                 name: job.clone(),
             };
-            let target = job_target(&job);
-            let c = cx.client().await?;
-            c.cancel(req).await.map_err(|s| cx.status(s, target))?;
+            cx.call(job_target(&job), |mut c| {
+                let req = req.clone();
+                async move { c.cancel(req).await }
+            })
+            .await?;
             out(&format!("job/{job} cancelled\n"))?;
             Ok(0)
         }
@@ -264,22 +298,28 @@ pub async fn run(cli: Cli, env: &EnvVars) -> Result<u8> {
     }
 }
 
-/// A lazily connected client: commands that fail locally never dial.
+/// The replicas a command talks to. Connections are made lazily, so
+/// commands that fail locally never dial; every unary call fails over to the
+/// next address when one is unavailable (see [`Conn::call`]).
 struct Ctx {
-    urls: Vec<String>,
-    client: Option<Client>,
+    conn: Conn,
 }
 
 impl Ctx {
-    async fn client(&mut self) -> Result<&mut Client> {
-        if self.client.is_none() {
-            self.client = Some(client::connect(&self.urls, client::CONNECT_TIMEOUT).await?);
-        }
-        Ok(self.client.as_mut().expect("just connected"))
+    fn urls(&self) -> &[String] {
+        self.conn.urls()
     }
 
-    fn status(&self, s: tonic::Status, target: Option<Target<'_>>) -> Error {
-        status_error(s, target, &self.urls)
+    /// One unary call with failover; errors phrased for the user.
+    async fn call<T, F, Fut>(&mut self, target: Option<Target<'_>>, f: F) -> Result<T>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, tonic::Status>>,
+    {
+        match self.conn.call(f).await {
+            Ok(v) => Ok(v),
+            Err(e) => Err(e.into_error(target, self.conn.urls())),
+        }
     }
 
     async fn get_raw(&mut self, kind: Kind, name: Option<&str>) -> Result<Vec<String>> {
@@ -291,11 +331,12 @@ impl Ctx {
             kind: kind.singular(),
             name: n,
         });
-        let c = self.client().await?;
-        let resp = c
-            .get(req)
-            .await
-            .map_err(|s| status_error(s, target, &self.urls))?;
+        let resp = self
+            .call(target, |mut c| {
+                let req = req.clone();
+                async move { c.get(req).await }
+            })
+            .await?;
         let objs = resp.into_inner().objects_json;
         if let (Some(t), true) = (target, objs.is_empty()) {
             return Err(Error::NotFound {
@@ -358,11 +399,10 @@ async fn cmd_apply(cx: &mut Ctx, files: &[String]) -> Result<u8> {
             object_json: serde_json::to_string(&l.manifest).expect("manifests serialise"),
             source: l.source.clone(),
         };
-        let c = cx.client().await?;
-        match c.apply(req).await {
+        match create(&mut cx.conn, &req).await {
             Ok(_) => out(&format!("{kind}/{name} created\n"))?,
-            Err(s) => {
-                let e = cx.status(s, None);
+            Err(e) => {
+                let e = e.into_error(None, cx.urls());
                 if matches!(e, Error::Unreachable { .. }) {
                     return Err(e);
                 }
@@ -387,9 +427,49 @@ async fn submit_job(cx: &mut Ctx, job: &Job) -> Result<()> {
         object_json: serde_json::to_string(&Manifest::Job(job.clone())).expect("jobs serialise"),
         source: manifest::SUBMIT_SOURCE.into(),
     };
-    let c = cx.client().await?;
-    c.apply(req).await.map_err(|s| cx.status(s, None))?;
+    create(&mut cx.conn, &req)
+        .await
+        .map_err(|e| e.into_error(None, cx.urls()))?;
     Ok(())
+}
+
+/// How a create ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// The server stored it on this call.
+    Now,
+    /// A retry found it already there: an earlier attempt of this same call
+    /// was committed, but its answer was lost (say, the leader died after
+    /// committing and before replying).
+    ByEarlierAttempt,
+}
+
+/// `Apply` with failover. Retrying a create is safe: the object's name is
+/// its identity, so a create cannot happen twice; if a retried attempt gets
+/// ALREADY_EXISTS after this invocation already sent the object once, that
+/// earlier attempt is taken to have succeeded and the create is reported as
+/// done. (The only other way to see that is someone else creating the same
+/// name in the same instant, which a first attempt would have reported.)
+pub async fn create(
+    conn: &mut Conn,
+    req: &ApplyRequest,
+) -> std::result::Result<Created, CallError> {
+    let mut sent = 0u32;
+    conn.call(|mut c| {
+        sent += 1;
+        let retried = sent > 1;
+        let req = req.clone();
+        async move {
+            match c.apply(req).await {
+                Ok(_) => Ok(Created::Now),
+                Err(s) if retried && s.code() == tonic::Code::AlreadyExists => {
+                    Ok(Created::ByEarlierAttempt)
+                }
+                Err(s) => Err(s),
+            }
+        }
+    })
+    .await
 }
 
 async fn cmd_get(cx: &mut Ctx, kind: Kind, name: Option<String>, output: Output) -> Result<u8> {
@@ -461,17 +541,19 @@ async fn cmd_logs(cx: &mut Ctx, job: &str, task: u32, follow: bool) -> Result<u8
         task_index: task,
         follow,
     };
-    let c = cx.client().await?;
-    let mut stream = c
-        .logs(req)
-        .await
-        .map_err(|s| status_error(s, job_target(job), &cx.urls))?
+    // Only opening the stream fails over; a stream that breaks ends the command.
+    let mut stream = cx
+        .call(job_target(job), |mut c| {
+            let req = req.clone();
+            async move { c.logs(req).await }
+        })
+        .await?
         .into_inner();
     loop {
         match stream.message().await {
             Ok(Some(chunk)) => out_bytes(&chunk.data)?,
             Ok(None) => return Ok(0),
-            Err(s) => return Err(cx.status(s, job_target(job))),
+            Err(s) => return Err(status_error(s, job_target(job), cx.urls())),
         }
     }
 }
@@ -485,8 +567,11 @@ async fn cmd_cordon(cx: &mut Ctx, node: &str, cordon: bool) -> Result<u8> {
         kind: "node",
         name: node,
     });
-    let c = cx.client().await?;
-    c.cordon(req).await.map_err(|s| cx.status(s, target))?;
+    cx.call(target, |mut c| {
+        let req = req.clone();
+        async move { c.cordon(req).await }
+    })
+    .await?;
     let what = if cordon { "cordoned" } else { "uncordoned" };
     out(&format!("node/{node} {what}\n"))?;
     Ok(0)
@@ -513,10 +598,13 @@ async fn cmd_wait(cx: &mut Ctx, name: &str, timeout: &HumanDuration) -> Result<u
             name: name.into(),
             timeout_ms: (chunk.as_millis() as u64).max(1),
         };
-        let c = cx.client().await?;
-        match tokio::time::timeout(chunk + WAIT_SLACK, c.wait(req)).await {
+        let call = cx.call(job_target(name), |mut c| {
+            let req = req.clone();
+            async move { c.wait(req).await }
+        });
+        match tokio::time::timeout(chunk + WAIT_SLACK, call).await {
             Err(_) => {}
-            Ok(Err(s)) => return Err(cx.status(s, job_target(name))),
+            Ok(Err(e)) => return Err(e),
             Ok(Ok(resp)) => {
                 let r = resp.into_inner();
                 if !r.phase.is_empty() {
@@ -612,6 +700,22 @@ mod tests {
         let Command::Dev(d) = c.command else { panic!() };
         assert_eq!(d.gpus.len(), 2);
         assert_eq!(d.nodes, 2);
+        assert_eq!(d.replicas, 1);
+        assert_eq!(d.restart_delay.duration, Duration::from_secs(2));
+        let c = parse(&["dev", "--replicas", "3", "--restart-delay", "500ms"]);
+        let Command::Dev(d) = c.command else { panic!() };
+        assert_eq!(d.replicas, 3);
+        assert_eq!(d.restart_delay.duration, Duration::from_millis(500));
+        let c = parse(&["cluster", "status", "-o", "json"]);
+        assert!(matches!(
+            c.command,
+            Command::Cluster {
+                command: ClusterCommand::Status {
+                    output: Output::Json,
+                    ..
+                }
+            }
+        ));
         assert!(Cli::try_parse_from(["gpuctl", "get", "pods"]).is_err());
         assert!(Cli::try_parse_from(["gpuctl", "wait", "j", "--timeout", "soon"]).is_err());
     }
