@@ -1,1 +1,4 @@
-//! Serving: gateway, autoscaler and model server (filled in by the serving work).
+//! Serving (placeholder doc, rewritten below).
+pub mod batcher;
+pub mod model;
+pub mod protocol;

@@ -1,0 +1,901 @@
+//! The Open Inference Protocol (KServe V2) JSON codec: pure code over bytes.
+//!
+//! Decoding is model-aware: [`decode_infer_request`] checks every input against the
+//! model's [`ModelSpec`] (names, datatypes, ranks and fixed dimensions) and turns flat or
+//! nested (row-major) `data` into typed [`Tensor`]s in the model's input order. Every
+//! failure is a [`ProtocolError`] that names the input and the dimension or element that
+//! is wrong, and renders as a 4xx `{"error": "..."}`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// A tensor element type, spelled as in the protocol (`FP32`, `INT64`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DataType {
+    Bool,
+    Uint8,
+    Uint16,
+    Uint32,
+    Uint64,
+    Int8,
+    Int16,
+    Int32,
+    Int64,
+    Fp16,
+    Bf16,
+    Fp32,
+    Fp64,
+    Bytes,
+}
+
+impl DataType {
+    const ALL: [DataType; 14] = [
+        DataType::Bool,
+        DataType::Uint8,
+        DataType::Uint16,
+        DataType::Uint32,
+        DataType::Uint64,
+        DataType::Int8,
+        DataType::Int16,
+        DataType::Int32,
+        DataType::Int64,
+        DataType::Fp16,
+        DataType::Bf16,
+        DataType::Fp32,
+        DataType::Fp64,
+        DataType::Bytes,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataType::Bool => "BOOL",
+            DataType::Uint8 => "UINT8",
+            DataType::Uint16 => "UINT16",
+            DataType::Uint32 => "UINT32",
+            DataType::Uint64 => "UINT64",
+            DataType::Int8 => "INT8",
+            DataType::Int16 => "INT16",
+            DataType::Int32 => "INT32",
+            DataType::Int64 => "INT64",
+            DataType::Fp16 => "FP16",
+            DataType::Bf16 => "BF16",
+            DataType::Fp32 => "FP32",
+            DataType::Fp64 => "FP64",
+            DataType::Bytes => "BYTES",
+        }
+    }
+
+    /// Parses a protocol datatype name (case-sensitive, as the protocol specifies).
+    pub fn parse(s: &str) -> Option<DataType> {
+        Self::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+
+    /// Whether this server can carry tensors of this type in JSON (see [`TensorData`]).
+    pub fn is_supported(self) -> bool {
+        matches!(
+            self,
+            DataType::Bool | DataType::Int32 | DataType::Int64 | DataType::Fp32 | DataType::Fp64
+        )
+    }
+}
+
+impl std::fmt::Display for DataType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Flat, row-major tensor elements of one of the supported datatypes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TensorData {
+    Bool(Vec<bool>),
+    Int32(Vec<i32>),
+    Int64(Vec<i64>),
+    Fp32(Vec<f32>),
+    Fp64(Vec<f64>),
+}
+
+impl TensorData {
+    pub fn datatype(&self) -> DataType {
+        match self {
+            TensorData::Bool(_) => DataType::Bool,
+            TensorData::Int32(_) => DataType::Int32,
+            TensorData::Int64(_) => DataType::Int64,
+            TensorData::Fp32(_) => DataType::Fp32,
+            TensorData::Fp64(_) => DataType::Fp64,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            TensorData::Bool(v) => v.len(),
+            TensorData::Int32(v) => v.len(),
+            TensorData::Int64(v) => v.len(),
+            TensorData::Fp32(v) => v.len(),
+            TensorData::Fp64(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// An empty buffer of the same type, with room for `cap` elements.
+    pub fn empty_like(&self, cap: usize) -> TensorData {
+        match self {
+            TensorData::Bool(_) => TensorData::Bool(Vec::with_capacity(cap)),
+            TensorData::Int32(_) => TensorData::Int32(Vec::with_capacity(cap)),
+            TensorData::Int64(_) => TensorData::Int64(Vec::with_capacity(cap)),
+            TensorData::Fp32(_) => TensorData::Fp32(Vec::with_capacity(cap)),
+            TensorData::Fp64(_) => TensorData::Fp64(Vec::with_capacity(cap)),
+        }
+    }
+
+    /// Appends `other`'s elements; returns false (and appends nothing) if the types differ.
+    pub fn extend_from(&mut self, other: &TensorData) -> bool {
+        match (self, other) {
+            (TensorData::Bool(a), TensorData::Bool(b)) => a.extend_from_slice(b),
+            (TensorData::Int32(a), TensorData::Int32(b)) => a.extend_from_slice(b),
+            (TensorData::Int64(a), TensorData::Int64(b)) => a.extend_from_slice(b),
+            (TensorData::Fp32(a), TensorData::Fp32(b)) => a.extend_from_slice(b),
+            (TensorData::Fp64(a), TensorData::Fp64(b)) => a.extend_from_slice(b),
+            _ => return false,
+        }
+        true
+    }
+
+    /// A copy of elements `range`.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> TensorData {
+        match self {
+            TensorData::Bool(v) => TensorData::Bool(v[range].to_vec()),
+            TensorData::Int32(v) => TensorData::Int32(v[range].to_vec()),
+            TensorData::Int64(v) => TensorData::Int64(v[range].to_vec()),
+            TensorData::Fp32(v) => TensorData::Fp32(v[range].to_vec()),
+            TensorData::Fp64(v) => TensorData::Fp64(v[range].to_vec()),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        match self {
+            TensorData::Bool(v) => Value::from(v.clone()),
+            TensorData::Int32(v) => Value::from(v.clone()),
+            TensorData::Int64(v) => Value::from(v.clone()),
+            // NaN and infinities have no JSON spelling; serde_json writes them as null.
+            TensorData::Fp32(v) => Value::Array(v.iter().map(|x| json_f64(*x as f64)).collect()),
+            TensorData::Fp64(v) => Value::Array(v.iter().map(|x| json_f64(*x)).collect()),
+        }
+    }
+}
+
+fn json_f64(x: f64) -> Value {
+    serde_json::Number::from_f64(x)
+        .map(Value::Number)
+        .unwrap_or(Value::Null)
+}
+
+/// A named tensor: shape plus flat row-major data (`data.len() == shape.product()`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub data: TensorData,
+}
+
+/// What a model takes or produces, as its metadata reports it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TensorSpec {
+    pub name: String,
+    #[serde(serialize_with = "ser_datatype")]
+    pub datatype: DataType,
+    /// -1 marks a dynamic dimension.
+    pub shape: Vec<i64>,
+}
+
+fn ser_datatype<S: serde::Serializer>(d: &DataType, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(d.as_str())
+}
+
+/// A model's name and signature: everything request validation needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    pub name: String,
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+}
+
+/// A validated inference request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InferRequest {
+    /// Echoed back in the response, as the protocol asks.
+    pub id: Option<String>,
+    /// One tensor per model input, in the model's input order.
+    pub inputs: Vec<Tensor>,
+    /// The outputs the client asked for by name; `None` means all of them.
+    pub outputs: Option<Vec<String>>,
+}
+
+/// Everything that can be wrong with a request, with what the client needs to fix it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("request body is larger than the limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("request JSON is truncated at line {line}, column {column}")]
+    TruncatedJson { line: usize, column: usize },
+    #[error("invalid request JSON at line {line}, column {column}: {reason}")]
+    MalformedJson {
+        line: usize,
+        column: usize,
+        reason: String,
+    },
+    #[error("{what}: missing field `{field}`")]
+    MissingField { what: String, field: &'static str },
+    #[error("input {input}: unknown datatype {datatype:?}")]
+    UnknownDatatype { input: String, datatype: String },
+    #[error("input {input}: datatype {datatype} is not supported by this server (supported: BOOL, INT32, INT64, FP32, FP64)")]
+    UnsupportedDatatype { input: String, datatype: DataType },
+    #[error("input {input}: datatype {got} does not match the model's {expected}")]
+    WrongDatatype {
+        input: String,
+        expected: DataType,
+        got: DataType,
+    },
+    #[error("input {input}: dimension {dim} is negative ({value})")]
+    NegativeDim {
+        input: String,
+        dim: usize,
+        value: i64,
+    },
+    #[error("input {input}: shape has {got} dimensions but the model takes {expected}")]
+    RankMismatch {
+        input: String,
+        expected: usize,
+        got: usize,
+    },
+    #[error("input {input}: dimension {dim} is {got} but the model takes {expected}")]
+    DimMismatch {
+        input: String,
+        dim: usize,
+        expected: i64,
+        got: usize,
+    },
+    #[error("input {input}: shape {shape:?} needs {expected} elements but data has {got}")]
+    ElementCount {
+        input: String,
+        shape: Vec<usize>,
+        expected: usize,
+        got: usize,
+    },
+    #[error("input {input}: data at {at} has {got} elements along dimension {dim} but shape says {expected}")]
+    NestedShape {
+        input: String,
+        dim: usize,
+        at: String,
+        expected: usize,
+        got: usize,
+    },
+    #[error("input {input}: data at {at} should be a list (dimension {dim} of shape {shape:?})")]
+    NotNested {
+        input: String,
+        dim: usize,
+        at: String,
+        shape: Vec<usize>,
+    },
+    #[error("input {input}: data at {at} is nested deeper than shape {shape:?}")]
+    TooDeep {
+        input: String,
+        at: String,
+        shape: Vec<usize>,
+    },
+    #[error("input {input}: element {index} ({value}) is not a valid {datatype}")]
+    InvalidElement {
+        input: String,
+        index: usize,
+        datatype: DataType,
+        value: String,
+    },
+    #[error("unknown input {input} for model {model} (it takes {})", .expected.join(", "))]
+    UnknownInput {
+        input: String,
+        model: String,
+        expected: Vec<String>,
+    },
+    #[error("input {input} is given more than once")]
+    DuplicateInput { input: String },
+    #[error("missing input {input} for model {model}")]
+    MissingInput { input: String, model: String },
+    #[error("unknown output {output} requested from model {model} (it produces {})", .expected.join(", "))]
+    UnknownOutput {
+        output: String,
+        model: String,
+        expected: Vec<String>,
+    },
+}
+
+impl ProtocolError {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> u16 {
+        match self {
+            ProtocolError::BodyTooLarge { .. } => 413,
+            _ => 400,
+        }
+    }
+}
+
+/// The `{"error": "..."}` body every failure is answered with.
+pub fn error_body(message: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({ "error": message })).unwrap_or_default()
+}
+
+#[derive(Deserialize)]
+struct RawRequest {
+    #[serde(default)]
+    id: Option<String>,
+    // Tolerated and ignored: clients (tritonclient) send their own parameters.
+    #[serde(default)]
+    #[allow(dead_code)]
+    parameters: Option<Map<String, Value>>,
+    inputs: Vec<RawInput>,
+    #[serde(default)]
+    outputs: Option<Vec<RawOutput>>,
+}
+
+#[derive(Deserialize)]
+struct RawInput {
+    name: Option<String>,
+    shape: Option<Vec<i64>>,
+    datatype: Option<String>,
+    data: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct RawOutput {
+    name: String,
+}
+
+fn json_error(e: serde_json::Error) -> ProtocolError {
+    if e.classify() == serde_json::error::Category::Eof {
+        ProtocolError::TruncatedJson {
+            line: e.line(),
+            column: e.column(),
+        }
+    } else {
+        // serde_json appends " at line L column C" to its message; we say it ourselves.
+        let reason = e.to_string();
+        let reason = match reason.rfind(" at line ") {
+            Some(i) => reason[..i].to_string(),
+            None => reason,
+        };
+        ProtocolError::MalformedJson {
+            line: e.line(),
+            column: e.column(),
+            reason,
+        }
+    }
+}
+
+/// Parses and validates an infer request body against `model`.
+pub fn decode_infer_request(body: &[u8], model: &ModelSpec) -> Result<InferRequest, ProtocolError> {
+    let raw: RawRequest = serde_json::from_slice(body).map_err(json_error)?;
+    let mut slots: Vec<Option<Tensor>> = vec![None; model.inputs.len()];
+    for (i, input) in raw.inputs.into_iter().enumerate() {
+        let name = input.name.ok_or_else(|| ProtocolError::MissingField {
+            what: format!("inputs[{i}]"),
+            field: "name",
+        })?;
+        let Some(idx) = model.inputs.iter().position(|s| s.name == name) else {
+            return Err(ProtocolError::UnknownInput {
+                input: name,
+                model: model.name.clone(),
+                expected: model.inputs.iter().map(|s| s.name.clone()).collect(),
+            });
+        };
+        if slots[idx].is_some() {
+            return Err(ProtocolError::DuplicateInput { input: name });
+        }
+        let spec = &model.inputs[idx];
+        let missing = |field| ProtocolError::MissingField {
+            what: format!("input {name}"),
+            field,
+        };
+        let dt_name = input.datatype.ok_or_else(|| missing("datatype"))?;
+        let datatype = DataType::parse(&dt_name).ok_or_else(|| ProtocolError::UnknownDatatype {
+            input: name.clone(),
+            datatype: dt_name.clone(),
+        })?;
+        if datatype != spec.datatype {
+            return Err(ProtocolError::WrongDatatype {
+                input: name,
+                expected: spec.datatype,
+                got: datatype,
+            });
+        }
+        if !datatype.is_supported() {
+            return Err(ProtocolError::UnsupportedDatatype {
+                input: name,
+                datatype,
+            });
+        }
+        let raw_shape = input.shape.ok_or_else(|| missing("shape"))?;
+        let data = input.data.ok_or_else(|| missing("data"))?;
+        let shape = check_shape(&name, &raw_shape, &spec.shape)?;
+        let mut flat = Vec::new();
+        flatten(&name, &data, &shape, &mut flat)?;
+        let data = convert(&name, datatype, &flat)?;
+        slots[idx] = Some(Tensor { name, shape, data });
+    }
+    let mut inputs = Vec::with_capacity(slots.len());
+    for (slot, spec) in slots.into_iter().zip(&model.inputs) {
+        inputs.push(slot.ok_or_else(|| ProtocolError::MissingInput {
+            input: spec.name.clone(),
+            model: model.name.clone(),
+        })?);
+    }
+    let outputs = match raw.outputs {
+        None => None,
+        Some(outs) => {
+            let mut names = Vec::with_capacity(outs.len());
+            for o in outs {
+                if !model.outputs.iter().any(|s| s.name == o.name) {
+                    return Err(ProtocolError::UnknownOutput {
+                        output: o.name,
+                        model: model.name.clone(),
+                        expected: model.outputs.iter().map(|s| s.name.clone()).collect(),
+                    });
+                }
+                names.push(o.name);
+            }
+            Some(names)
+        }
+    };
+    Ok(InferRequest {
+        id: raw.id,
+        inputs,
+        outputs,
+    })
+}
+
+fn check_shape(input: &str, raw: &[i64], model: &[i64]) -> Result<Vec<usize>, ProtocolError> {
+    let mut shape = Vec::with_capacity(raw.len());
+    for (dim, &value) in raw.iter().enumerate() {
+        if value < 0 {
+            return Err(ProtocolError::NegativeDim {
+                input: input.to_string(),
+                dim,
+                value,
+            });
+        }
+        shape.push(value as usize);
+    }
+    if shape.len() != model.len() {
+        return Err(ProtocolError::RankMismatch {
+            input: input.to_string(),
+            expected: model.len(),
+            got: shape.len(),
+        });
+    }
+    for (dim, (&got, &expected)) in shape.iter().zip(model).enumerate() {
+        if expected >= 0 && got as i64 != expected {
+            return Err(ProtocolError::DimMismatch {
+                input: input.to_string(),
+                dim,
+                expected,
+                got,
+            });
+        }
+    }
+    Ok(shape)
+}
+
+fn at(path: &[usize]) -> String {
+    let parts: Vec<String> = path.iter().map(|i| i.to_string()).collect();
+    format!("[{}]", parts.join("]["))
+}
+
+/// Collects the elements of flat or nested `data` in row-major order, checking them
+/// against `shape`.
+fn flatten<'a>(
+    input: &str,
+    data: &'a Value,
+    shape: &[usize],
+    out: &mut Vec<&'a Value>,
+) -> Result<(), ProtocolError> {
+    let expected: usize = shape.iter().product();
+    match data {
+        Value::Array(items) if !items.iter().any(Value::is_array) && shape.len() != 1 => {
+            // Flat: the common case for clients (tritonclient always sends flat data).
+            if items.len() != expected {
+                return Err(ProtocolError::ElementCount {
+                    input: input.to_string(),
+                    shape: shape.to_vec(),
+                    expected,
+                    got: items.len(),
+                });
+            }
+            out.extend(items);
+            Ok(())
+        }
+        Value::Array(_) => nested(input, data, shape, 0, &mut Vec::new(), out),
+        scalar => {
+            if expected != 1 {
+                return Err(ProtocolError::ElementCount {
+                    input: input.to_string(),
+                    shape: shape.to_vec(),
+                    expected,
+                    got: 1,
+                });
+            }
+            out.push(scalar);
+            Ok(())
+        }
+    }
+}
+
+fn nested<'a>(
+    input: &str,
+    value: &'a Value,
+    shape: &[usize],
+    dim: usize,
+    path: &mut Vec<usize>,
+    out: &mut Vec<&'a Value>,
+) -> Result<(), ProtocolError> {
+    if dim == shape.len() {
+        if value.is_array() {
+            return Err(ProtocolError::TooDeep {
+                input: input.to_string(),
+                at: at(path),
+                shape: shape.to_vec(),
+            });
+        }
+        out.push(value);
+        return Ok(());
+    }
+    let Value::Array(items) = value else {
+        return Err(ProtocolError::NotNested {
+            input: input.to_string(),
+            dim,
+            at: at(path),
+            shape: shape.to_vec(),
+        });
+    };
+    if items.len() != shape[dim] {
+        return Err(ProtocolError::NestedShape {
+            input: input.to_string(),
+            dim,
+            at: at(path),
+            expected: shape[dim],
+            got: items.len(),
+        });
+    }
+    for (i, item) in items.iter().enumerate() {
+        path.push(i);
+        nested(input, item, shape, dim + 1, path, out)?;
+        path.pop();
+    }
+    Ok(())
+}
+
+fn convert(
+    input: &str,
+    datatype: DataType,
+    values: &[&Value],
+) -> Result<TensorData, ProtocolError> {
+    let bad = |index: usize, v: &Value| ProtocolError::InvalidElement {
+        input: input.to_string(),
+        index,
+        datatype,
+        value: v.to_string(),
+    };
+    Ok(match datatype {
+        DataType::Bool => TensorData::Bool(
+            values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| v.as_bool().ok_or_else(|| bad(i, v)))
+                .collect::<Result<_, _>>()?,
+        ),
+        DataType::Int32 => TensorData::Int32(
+            values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    v.as_i64()
+                        .and_then(|x| i32::try_from(x).ok())
+                        .ok_or_else(|| bad(i, v))
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        DataType::Int64 => TensorData::Int64(
+            values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| v.as_i64().ok_or_else(|| bad(i, v)))
+                .collect::<Result<_, _>>()?,
+        ),
+        DataType::Fp32 => TensorData::Fp32(
+            values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| v.as_f64().map(|x| x as f32).ok_or_else(|| bad(i, v)))
+                .collect::<Result<_, _>>()?,
+        ),
+        DataType::Fp64 => TensorData::Fp64(
+            values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| v.as_f64().ok_or_else(|| bad(i, v)))
+                .collect::<Result<_, _>>()?,
+        ),
+        other => {
+            return Err(ProtocolError::UnsupportedDatatype {
+                input: input.to_string(),
+                datatype: other,
+            })
+        }
+    })
+}
+
+/// Renders an infer response: outputs with flat row-major `data`.
+pub fn encode_infer_response(model: &str, id: Option<&str>, outputs: &[Tensor]) -> Vec<u8> {
+    let outputs: Vec<Value> = outputs
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "name": t.name,
+                "datatype": t.data.datatype().as_str(),
+                "shape": t.shape,
+                "data": t.data.to_json(),
+            })
+        })
+        .collect();
+    let mut body = serde_json::json!({
+        "model_name": model,
+        "model_version": "1",
+        "outputs": outputs,
+    });
+    if let Some(id) = id {
+        body["id"] = Value::from(id);
+    }
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// Renders `GET /v2/models/{m}`.
+pub fn encode_model_metadata(model: &ModelSpec) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "name": model.name,
+        "versions": ["1"],
+        "platform": "onnx",
+        "inputs": model.inputs,
+        "outputs": model.outputs,
+    }))
+    .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ModelSpec {
+        let t = |name: &str, datatype, shape: &[i64]| TensorSpec {
+            name: name.into(),
+            datatype,
+            shape: shape.to_vec(),
+        };
+        ModelSpec {
+            name: "m".into(),
+            inputs: vec![
+                t("a", DataType::Fp32, &[-1, 2]),
+                t("b", DataType::Int64, &[-1]),
+            ],
+            outputs: vec![t("y", DataType::Fp32, &[-1, 2])],
+        }
+    }
+
+    fn decode(body: &str) -> Result<InferRequest, ProtocolError> {
+        decode_infer_request(body.as_bytes(), &spec())
+    }
+
+    fn err(body: &str) -> String {
+        decode(body).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn decodes_flat_and_nested_in_model_order() {
+        let flat = decode(
+            r#"{"id":"7","parameters":{"whatever":1},"inputs":[
+                {"name":"b","shape":[2],"datatype":"INT64","data":[5,6]},
+                {"name":"a","shape":[2,2],"datatype":"FP32","data":[1,2,3,4.5],"parameters":{"x":"y"}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(flat.id.as_deref(), Some("7"));
+        assert_eq!(flat.inputs[0].name, "a");
+        assert_eq!(flat.inputs[0].shape, vec![2, 2]);
+        assert_eq!(
+            flat.inputs[0].data,
+            TensorData::Fp32(vec![1.0, 2.0, 3.0, 4.5])
+        );
+        assert_eq!(flat.inputs[1].data, TensorData::Int64(vec![5, 6]));
+        assert_eq!(flat.outputs, None);
+
+        let nested = decode(
+            r#"{"inputs":[{"name":"a","shape":[2,2],"datatype":"FP32","data":[[1,2],[3,4.5]]},
+                {"name":"b","shape":[2],"datatype":"INT64","data":[5,6]}],
+                "outputs":[{"name":"y","parameters":{"binary_data":false}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(nested.inputs, flat.inputs);
+        assert_eq!(nested.outputs, Some(vec!["y".to_string()]));
+    }
+
+    #[test]
+    fn every_bad_request_names_what_is_wrong() {
+        let cases: &[(&str, &str)] = &[
+            (
+                r#"{"inputs":[{"name":"a","shape":[1,2],"datatype":"FP32","data":[1,2]}"#,
+                "truncated at line 1",
+            ),
+            (
+                r#"{"inputs":[{"name":"a",,]}"#,
+                "invalid request JSON at line 1, column 24",
+            ),
+            (
+                r#"{"inputs":[{"name":"c","shape":[1],"datatype":"FP32","data":[1]}]}"#,
+                "unknown input c for model m (it takes a, b)",
+            ),
+            (
+                r#"{"inputs":[{"name":"a","shape":[1,2],"datatype":"FP32","data":[1,2]}]}"#,
+                "missing input b for model m",
+            ),
+            (
+                r#"{"inputs":[{"name":"a","shape":[1,2],"datatype":"INT32","data":[1,2]}]}"#,
+                "input a: datatype INT32 does not match the model's FP32",
+            ),
+            (
+                r#"{"inputs":[{"name":"a","shape":[1,2],"datatype":"FP33","data":[1,2]}]}"#,
+                "input a: unknown datatype \"FP33\"",
+            ),
+            (
+                r#"{"inputs":[{"name":"a","shape":[1,3],"datatype":"FP32","data":[1,2,3]}]}"#,
+                "input a: dimension 1 is 3 but the model takes 2",
+            ),
+            (
+                r#"{"inputs":[{"name":"a","shape":[2],"datatype":"FP32","data":[1,2]}]}"#,
+                "input a: shape has 1 dimensions but the model takes 2",
+            ),
+            (
+                r#"{"inputs":[{"name":"a","shape":[-1,2],"datatype":"FP32","data":[1,2]}]}"#,
+                "input a: dimension 0 is negative (-1)",
+            ),
+            (
+                r#"{"inputs":[{"name":"a","shape":[2,2],"datatype":"FP32","data":[1,2,3]}]}"#,
+                "input a: shape [2, 2] needs 4 elements but data has 3",
+            ),
+            (
+                r#"{"inputs":[{"name":"a","shape":[2,2],"datatype":"FP32","data":[[1,2],[3]]}]}"#,
+                "input a: data at [1] has 1 elements along dimension 1 but shape says 2",
+            ),
+            (
+                r#"{"inputs":[{"name":"a","shape":[2,2],"datatype":"FP32","data":[[1,2],3]}]}"#,
+                "input a: data at [1] should be a list (dimension 1",
+            ),
+            (
+                r#"{"inputs":[{"name":"a","shape":[1,2],"datatype":"FP32","data":[[[1],[2]]]}]}"#,
+                "input a: data at [0][0] is nested deeper",
+            ),
+            (
+                r#"{"inputs":[{"name":"a","shape":[1,2],"datatype":"FP32","data":[1,"x"]}]}"#,
+                "input a: element 1 (\"x\") is not a valid FP32",
+            ),
+            (
+                r#"{"inputs":[{"name":"b","shape":[1],"datatype":"INT64","data":[1.5]}]}"#,
+                "input b: element 0 (1.5) is not a valid INT64",
+            ),
+            (
+                r#"{"inputs":[{"name":"a","datatype":"FP32","data":[1,2]}]}"#,
+                "input a: missing field `shape`",
+            ),
+            (
+                r#"{"inputs":[{"shape":[1],"datatype":"FP32","data":[1,2]}]}"#,
+                "inputs[0]: missing field `name`",
+            ),
+            (
+                r#"{"inputs":[{"name":"a","shape":[1,2],"datatype":"FP32","data":[1,2]},{"name":"a","shape":[1,2],"datatype":"FP32","data":[1,2]}]}"#,
+                "input a is given more than once",
+            ),
+            (
+                r#"{"inputs":[{"name":"a","shape":[1,2],"datatype":"FP32","data":[1,2]},{"name":"b","shape":[1],"datatype":"INT64","data":[1]}],"outputs":[{"name":"z"}]}"#,
+                "unknown output z requested from model m",
+            ),
+            (r#"{"id":"1"}"#, "missing field `inputs`"),
+        ];
+        for (body, want) in cases {
+            let got = err(body);
+            assert!(
+                got.contains(want),
+                "body {body}\n  got:  {got}\n  want: {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn unsupported_datatypes_are_named() {
+        let mut m = spec();
+        m.inputs[0].datatype = DataType::Fp16;
+        let e = decode_infer_request(
+            br#"{"inputs":[{"name":"a","shape":[1,2],"datatype":"FP16","data":[1,2]}]}"#,
+            &m,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "input a: datatype FP16 is not supported by this server (supported: BOOL, INT32, INT64, FP32, FP64)"
+        );
+        assert_eq!(e.status(), 400);
+        // Asking an FP32 input with INT8 data is a datatype mismatch, named as such.
+        let e = err(r#"{"inputs":[{"name":"a","shape":[1,2],"datatype":"INT8","data":[1,2]}]}"#);
+        assert!(
+            e.contains("datatype INT8 does not match the model's FP32"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn int32_range_and_bool_and_scalars() {
+        let t = |name: &str, datatype, shape: &[i64]| TensorSpec {
+            name: name.into(),
+            datatype,
+            shape: shape.to_vec(),
+        };
+        let m = ModelSpec {
+            name: "m".into(),
+            inputs: vec![t("i", DataType::Int32, &[-1]), t("f", DataType::Bool, &[])],
+            outputs: vec![],
+        };
+        let ok = decode_infer_request(
+            br#"{"inputs":[{"name":"i","shape":[2],"datatype":"INT32","data":[[1],[2]]},{"name":"f","shape":[],"datatype":"BOOL","data":true}]}"#,
+            &m,
+        );
+        // A rank-1 shape with nested data is nested too deep.
+        assert!(ok.unwrap_err().to_string().contains("nested deeper"));
+        let ok = decode_infer_request(
+            br#"{"inputs":[{"name":"i","shape":[2],"datatype":"INT32","data":[1,2]},{"name":"f","shape":[],"datatype":"BOOL","data":[true]}]}"#,
+            &m,
+        )
+        .unwrap();
+        assert_eq!(ok.inputs[0].data, TensorData::Int32(vec![1, 2]));
+        assert_eq!(ok.inputs[1].data, TensorData::Bool(vec![true]));
+        let e = decode_infer_request(
+            br#"{"inputs":[{"name":"i","shape":[1],"datatype":"INT32","data":[3000000000]},{"name":"f","shape":[],"datatype":"BOOL","data":[1]}]}"#,
+            &m,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("element 0 (3000000000) is not a valid INT32"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn responses_and_metadata_render() {
+        let out = Tensor {
+            name: "y".into(),
+            shape: vec![1, 2],
+            data: TensorData::Fp32(vec![1.5, f32::NAN]),
+        };
+        let body: Value =
+            serde_json::from_slice(&encode_infer_response("m", Some("r1"), &[out])).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"model_name":"m","model_version":"1","id":"r1",
+                "outputs":[{"name":"y","datatype":"FP32","shape":[1,2],"data":[1.5,null]}]})
+        );
+        let meta: Value = serde_json::from_slice(&encode_model_metadata(&spec())).unwrap();
+        assert_eq!(meta["platform"], "onnx");
+        assert_eq!(
+            meta["inputs"][0],
+            serde_json::json!({"name":"a","datatype":"FP32","shape":[-1,2]})
+        );
+        assert_eq!(error_body("x"), br#"{"error":"x"}"#.to_vec());
+        assert_eq!(ProtocolError::BodyTooLarge { limit: 1 }.status(), 413);
+    }
+}
