@@ -1,1 +1,88 @@
-fn main() {}
+//! `gpu-model-server`: serves one ONNX model over the Open Inference Protocol (KServe V2)
+//! with dynamic batching. It listens before the model is loaded, so `/v2/health/live`
+//! answers at once and `/v2/health/ready` turns true when the model is in.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use gpuctl_serving::model::OnnxModel;
+use gpuctl_serving::model_server::{self, ModelServer, ModelServerConfig};
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "Serve an ONNX model over the Open Inference Protocol (KServe V2)"
+)]
+struct Args {
+    /// The ONNX file to serve.
+    #[arg(long)]
+    model: PathBuf,
+    /// The model's name in URLs (/v2/models/NAME); defaults to the file name without .onnx.
+    #[arg(long)]
+    name: Option<String>,
+    /// Port to listen on (0 picks a free one and prints it).
+    #[arg(long, env = "PORT", default_value_t = 8000)]
+    port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    listen: String,
+    /// Most rows (sum of batch dimensions) in one model run.
+    #[arg(long, default_value_t = 8)]
+    max_batch_size: usize,
+    /// Longest a request waits for others to batch with, in milliseconds.
+    #[arg(long, default_value_t = 5)]
+    max_delay_ms: u64,
+    /// Largest request body accepted (413 above it).
+    #[arg(long, default_value_t = 16 << 20)]
+    max_body_bytes: usize,
+    /// Model runs that may execute at once.
+    #[arg(long, default_value_t = 1)]
+    instances: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let name = match args.name {
+        Some(n) => n,
+        None => args
+            .model
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .context("--name is needed: the model file name is not valid UTF-8")?
+            .to_string(),
+    };
+    let config = ModelServerConfig {
+        max_batch_size: args.max_batch_size,
+        max_delay: Duration::from_millis(args.max_delay_ms),
+        max_body_bytes: args.max_body_bytes,
+        instances: args.instances,
+    };
+    let addr = format!("{}:{}", args.listen, args.port);
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    let server = ModelServer::new(&name, config);
+    println!(
+        "gpu-model-server: model {name} on http://{}",
+        listener.local_addr()?
+    );
+    let path = args.model.clone();
+    let model_name = name.clone();
+    let model = tokio::task::spawn_blocking(move || OnnxModel::load(&path, &model_name));
+    let serving = tokio::spawn(model_server::serve(listener, server.clone(), async {
+        let _ = tokio::signal::ctrl_c().await;
+    }));
+    let model = model.await?.context("the model server cannot start")?;
+    tracing::info!(model = %name, inputs = ?model.spec().inputs, outputs = ?model.spec().outputs, "model loaded; ready");
+    server.set_model(model);
+    serving.await?;
+    Ok(())
+}
