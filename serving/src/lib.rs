@@ -1,6 +1,35 @@
-//! Serving (placeholder doc, rewritten below).
+//! Serving: the gateway, the autoscaler, and the model server with its inference
+//! protocol (binaries `gpu-gateway` and `gpu-model-server`).
+//!
+//! ```text
+//!  HTTP client (KServe V2 / Triton JSON)
+//!      │  POST /v2/models/{endpoint}/infer
+//!      ▼
+//!  gateway (hyper) ── body limit (413) ── endpoint lookup
+//!      │  replicas? ── none ─► activator queue (bounded, 503 when full)
+//!      │                        ScaleUp hook, once per cold start ─► scheduler (later)
+//!      │                        wait for set_replicas, 503 after the timeout
+//!      ▼  p2c over outstanding requests; connect failure → retry elsewhere
+//!  model-server replicas (one per task)
+//!      │  protocol::decode (typed 4xx errors naming the input)
+//!      ▼
+//!  batcher (group by non-batch dims; close on max batch size or max delay)
+//!      │  merge along dim 0 ─► tract (ONNX, blocking pool) ─► split per request
+//!      ▼
+//!  protocol::encode ─► response
+//!
+//!  gateway concurrency samples ─► autoscaler (KPA: stable/panic windows,
+//!  rate limits, scale to zero) ─► desired replicas for the endpoint controller (later)
+//! ```
+//!
+//! Pure cores, no I/O and time passed in: [`protocol`], [`batcher`], [`autoscaler`],
+//! [`p2c`]. Shells: [`model`] (tract), [`model_server`], [`gateway`], [`http`].
+//! Servers take their listener and shutdown future from outside, so tests run them on
+//! `127.0.0.1:0`.
+
 pub mod autoscaler;
 pub mod batcher;
+pub mod gateway;
 pub mod http;
 pub mod model;
 pub mod model_server;

@@ -1,0 +1,564 @@
+//! The gateway: routes `/v2/models/{endpoint}/...` to that endpoint's ready replicas.
+//!
+//! ```text
+//! request ─► /v2/models/{e}/… ─► read body (limit, 413)
+//!         ─► endpoint has replicas? ── no ─► activator queue (bounded; full → 503)
+//!         │                                  scale-up hook, once per cold start
+//!         │                                  wait for set_replicas (timeout → 503)
+//!         ▼ yes
+//!         p2c over outstanding requests ─► forward (pooled keep-alive client)
+//!         connect failed (request not sent) ─► retry on a replica not yet tried
+//! ```
+//!
+//! Replicas come from [`Gateway::set_replicas`] (static flags today, the scheduler later).
+//! A replica removed there gets no new requests; requests already sent to it finish,
+//! because each holds its own handle on the replica.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Incoming};
+use hyper::header::{HeaderName, HOST};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::http::{self, BodyError};
+use crate::p2c::{self, Rng, SplitMix64};
+
+/// Asked to bring an endpoint up from zero replicas. The scheduler's endpoint controller
+/// will implement it; it must not block.
+pub trait ScaleUp: Send + Sync + 'static {
+    fn scale_up(&self, endpoint: &str);
+}
+
+/// For a gateway with static routes: there is no one to ask.
+pub struct NoScaleUp;
+
+impl ScaleUp for NoScaleUp {
+    fn scale_up(&self, endpoint: &str) {
+        tracing::warn!(
+            endpoint,
+            "endpoint has no replicas and no scheduler to ask for one"
+        );
+    }
+}
+
+impl ScaleUp for tokio::sync::mpsc::UnboundedSender<String> {
+    fn scale_up(&self, endpoint: &str) {
+        let _ = self.send(endpoint.to_string());
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Largest request body forwarded (413 above it).
+    pub max_body_bytes: usize,
+    /// Requests one endpoint may hold while it has no replica (503 beyond).
+    pub queue_capacity: usize,
+    /// How long a held request waits for a replica before 503.
+    pub cold_start_timeout: Duration,
+    /// How long a connection attempt to a replica may take before it counts as failed.
+    pub connect_timeout: Duration,
+    /// How long an idle pooled connection to a replica is kept.
+    pub pool_idle_timeout: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            max_body_bytes: 16 << 20,
+            queue_capacity: 100,
+            cold_start_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(2),
+            pool_idle_timeout: Duration::from_secs(90),
+        }
+    }
+}
+
+/// One replica: where it is and how busy the gateway keeps it.
+#[derive(Debug)]
+pub struct Replica {
+    /// `http://host:port`, no trailing slash.
+    base: String,
+    outstanding: AtomicUsize,
+}
+
+impl Replica {
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.load(Ordering::Relaxed)
+    }
+}
+
+/// Holds one outstanding request on a replica; dropping it releases the slot.
+struct Outstanding(Arc<Replica>);
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+struct Endpoint {
+    replicas: Vec<Arc<Replica>>,
+    /// The replica count, for requests waiting in the activator queue.
+    ready: watch::Sender<usize>,
+    /// Requests held waiting for a replica.
+    queued: usize,
+    /// Whether this cold start has already asked for a scale-up.
+    scale_up_requested: bool,
+}
+
+struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    in_flight: IntGaugeVec,
+    cold_starts: IntCounterVec,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "gpuctl_gateway_requests_total",
+                "Requests answered by the gateway, by endpoint and HTTP status code.",
+            ),
+            &["endpoint", "code"],
+        )
+        .expect("valid metric");
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "gpuctl_gateway_request_duration_seconds",
+                "Time from request received to response ready, queueing included.",
+            )
+            .buckets(prometheus::exponential_buckets(0.0005, 2.0, 18).expect("valid buckets")),
+            &["endpoint"],
+        )
+        .expect("valid metric");
+        let in_flight = IntGaugeVec::new(
+            Opts::new(
+                "gpuctl_gateway_in_flight_requests",
+                "Requests being handled (queued or forwarded), by endpoint.",
+            ),
+            &["endpoint"],
+        )
+        .expect("valid metric");
+        let cold_starts = IntCounterVec::new(
+            Opts::new(
+                "gpuctl_gateway_cold_starts_total",
+                "Times a request found an endpoint with no replica and asked for a scale-up.",
+            ),
+            &["endpoint"],
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(duration.clone()),
+            Box::new(in_flight.clone()),
+            Box::new(cold_starts.clone()),
+        ] {
+            registry.register(c).expect("metric registered once");
+        }
+        Metrics {
+            registry,
+            requests,
+            duration,
+            in_flight,
+            cold_starts,
+        }
+    }
+}
+
+/// The gateway: endpoints, their replicas, the client pool, metrics.
+pub struct Gateway {
+    config: GatewayConfig,
+    endpoints: Mutex<HashMap<String, Endpoint>>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    rng: Mutex<Box<dyn Rng>>,
+    scale_up: Arc<dyn ScaleUp>,
+    metrics: Metrics,
+}
+
+/// Headers that belong to one connection, not to the request or response (RFC 9110 §7.6.1).
+fn hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "content-length"
+    )
+}
+
+impl Gateway {
+    /// A gateway with a seeded default RNG. Call within a tokio runtime.
+    pub fn new(config: GatewayConfig, scale_up: Arc<dyn ScaleUp>) -> Arc<Gateway> {
+        Gateway::with_rng(
+            config,
+            scale_up,
+            Box::new(SplitMix64::new(0x6770_7563_746c)),
+        )
+    }
+
+    /// A gateway whose replica choices come from `rng`.
+    pub fn with_rng(
+        config: GatewayConfig,
+        scale_up: Arc<dyn ScaleUp>,
+        rng: Box<dyn Rng>,
+    ) -> Arc<Gateway> {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        Arc::new(Gateway {
+            config,
+            endpoints: Mutex::new(HashMap::new()),
+            client,
+            rng: Mutex::new(rng),
+            scale_up,
+            metrics: Metrics::new(),
+        })
+    }
+
+    /// The registry behind `/metrics`.
+    pub fn registry(&self) -> &Registry {
+        &self.metrics.registry
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Endpoint>> {
+        // A panic while holding the lock leaves plain data behind; keep serving.
+        self.endpoints.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets the ready replicas of `endpoint` (creating it), as base URLs such as
+    /// `http://10.0.0.5:8000`. Replicas that stay keep their load counts; removed ones get
+    /// no new requests while their in-flight requests finish. Held requests are released
+    /// as soon as a replica appears.
+    pub fn set_replicas(&self, endpoint: &str, urls: Vec<String>) {
+        let mut eps = self.lock();
+        let ep = eps.entry(endpoint.to_string()).or_insert_with(|| Endpoint {
+            replicas: Vec::new(),
+            ready: watch::Sender::new(0),
+            queued: 0,
+            scale_up_requested: false,
+        });
+        let old = std::mem::take(&mut ep.replicas);
+        for url in urls {
+            let base = url.trim_end_matches('/').to_string();
+            if ep.replicas.iter().any(|r| r.base == base) {
+                continue;
+            }
+            let replica = old
+                .iter()
+                .find(|r| r.base == base)
+                .cloned()
+                .unwrap_or_else(|| {
+                    Arc::new(Replica {
+                        base,
+                        outstanding: AtomicUsize::new(0),
+                    })
+                });
+            ep.replicas.push(replica);
+        }
+        if !ep.replicas.is_empty() {
+            ep.scale_up_requested = false;
+        }
+        ep.ready.send_replace(ep.replicas.len());
+    }
+
+    /// The replicas of `endpoint` (None if there is no such endpoint).
+    pub fn replicas(&self, endpoint: &str) -> Option<Vec<Arc<Replica>>> {
+        self.lock().get(endpoint).map(|e| e.replicas.clone())
+    }
+
+    /// Observed concurrency of `endpoint`: requests outstanding on its replicas plus
+    /// requests held waiting for one. This is what the autoscaler samples.
+    pub fn concurrency(&self, endpoint: &str) -> usize {
+        self.lock().get(endpoint).map_or(0, |e| {
+            e.queued + e.replicas.iter().map(|r| r.outstanding()).sum::<usize>()
+        })
+    }
+
+    /// Picks a replica not in `tried` by p2c and counts a request on it.
+    fn pick(&self, endpoint: &str, tried: &[Arc<Replica>]) -> Option<Outstanding> {
+        let eps = self.lock();
+        let candidates: Vec<&Arc<Replica>> = eps
+            .get(endpoint)?
+            .replicas
+            .iter()
+            .filter(|r| !tried.iter().any(|t| Arc::ptr_eq(t, r)))
+            .collect();
+        let loads: Vec<usize> = candidates.iter().map(|r| r.outstanding()).collect();
+        let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        let i = p2c::pick(&loads, rng.as_mut())?;
+        let replica = candidates[i].clone();
+        // Counted under the endpoints lock, so concurrent picks see it.
+        replica.outstanding.fetch_add(1, Ordering::Relaxed);
+        Some(Outstanding(replica))
+    }
+
+    /// Waits (in the activator queue) until `endpoint` has a replica or `deadline` passes.
+    async fn wait_for_replica(
+        &self,
+        endpoint: &str,
+        deadline: Instant,
+    ) -> Result<(), Response<Full<Bytes>>> {
+        let (mut ready, ask) = {
+            let mut eps = self.lock();
+            let Some(ep) = eps.get_mut(endpoint) else {
+                return Err(no_endpoint(endpoint));
+            };
+            if !ep.replicas.is_empty() {
+                return Ok(());
+            }
+            if ep.queued >= self.config.queue_capacity {
+                return Err(http::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!(
+                        "endpoint {endpoint} has no ready replica and its queue is full ({} requests waiting)",
+                        ep.queued
+                    ),
+                ));
+            }
+            ep.queued += 1;
+            let ask = !ep.scale_up_requested;
+            ep.scale_up_requested = true;
+            (ep.ready.subscribe(), ask)
+        };
+        // Leaves the queue however this future ends (answered, timed out, cancelled).
+        struct Queued<'a>(&'a Gateway, &'a str);
+        impl Drop for Queued<'_> {
+            fn drop(&mut self) {
+                if let Some(ep) = self.0.lock().get_mut(self.1) {
+                    ep.queued -= 1;
+                }
+            }
+        }
+        let _queued = Queued(self, endpoint);
+        if ask {
+            self.metrics
+                .cold_starts
+                .with_label_values(&[endpoint])
+                .inc();
+            self.scale_up.scale_up(endpoint);
+        }
+        let appeared = matches!(
+            tokio::time::timeout_at(deadline, async { ready.wait_for(|n| *n > 0).await.is_ok() })
+                .await,
+            Ok(true)
+        );
+        match appeared {
+            true => Ok(()),
+            false => Err(http::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!(
+                    "endpoint {endpoint} has no ready replica after {}s",
+                    self.config.cold_start_timeout.as_secs_f64()
+                ),
+            )),
+        }
+    }
+
+    /// Answers one request. Generic over the body so tests can call it without a socket.
+    pub async fn handle_request<B>(&self, req: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: Body,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let path = req.uri().path().to_string();
+        match path.as_str() {
+            "/metrics" => return http::metrics(&self.metrics.registry),
+            "/healthz" => return http::response(StatusCode::OK, "text/plain", "ok\n"),
+            "/v2/health/live" | "/v2/health/ready" => {
+                return http::json_value(
+                    StatusCode::OK,
+                    &serde_json::json!({"live": true, "ready": true}),
+                )
+            }
+            _ => {}
+        }
+        let Some(endpoint) = path
+            .strip_prefix("/v2/models/")
+            .and_then(|rest| rest.split('/').next())
+            .filter(|e| !e.is_empty())
+            .map(str::to_string)
+        else {
+            return http::error(
+                StatusCode::NOT_FOUND,
+                &format!("no route {path}: the gateway serves /v2/models/{{endpoint}}/..."),
+            );
+        };
+        if !self.lock().contains_key(&endpoint) {
+            return no_endpoint(&endpoint);
+        }
+        let start = Instant::now();
+        let in_flight = self.metrics.in_flight.with_label_values(&[&endpoint]);
+        in_flight.inc();
+        let resp = self.forward(&endpoint, req, start).await;
+        in_flight.dec();
+        self.metrics
+            .requests
+            .with_label_values(&[&endpoint, resp.status().as_str()])
+            .inc();
+        self.metrics
+            .duration
+            .with_label_values(&[&endpoint])
+            .observe(start.elapsed().as_secs_f64());
+        resp
+    }
+
+    async fn forward<B>(
+        &self,
+        endpoint: &str,
+        req: Request<B>,
+        start: Instant,
+    ) -> Response<Full<Bytes>>
+    where
+        B: Body,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let (parts, body) = match http::read_body(req, self.config.max_body_bytes).await {
+            Ok(x) => x,
+            Err(e @ BodyError::TooLarge { .. }) => {
+                return http::error(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string())
+            }
+            Err(e) => return http::error(StatusCode::BAD_REQUEST, &e.to_string()),
+        };
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let deadline = start + self.config.cold_start_timeout;
+        let mut tried: Vec<Arc<Replica>> = Vec::new();
+        let mut last_error = String::new();
+        loop {
+            let Some(slot) = self.pick(endpoint, &tried) else {
+                if !tried.is_empty() {
+                    return http::error(
+                        StatusCode::BAD_GATEWAY,
+                        &format!(
+                            "endpoint {endpoint}: no replica accepted a connection ({last_error})"
+                        ),
+                    );
+                }
+                if let Err(resp) = self.wait_for_replica(endpoint, deadline).await {
+                    return resp;
+                }
+                continue;
+            };
+            let replica = slot.0.clone();
+            let mut builder = Request::builder()
+                .method(parts.method.clone())
+                .uri(format!("{}{}", replica.base, path_and_query));
+            for (name, value) in &parts.headers {
+                if !hop_by_hop(name) && name != HOST {
+                    builder = builder.header(name, value);
+                }
+            }
+            let upstream = match builder.body(Full::new(body.clone())) {
+                Ok(r) => r,
+                Err(e) => {
+                    return http::error(StatusCode::BAD_REQUEST, &format!("bad request: {e}"))
+                }
+            };
+            match self.client.request(upstream).await {
+                Ok(resp) => {
+                    let (rparts, rbody) = resp.into_parts();
+                    let bytes =
+                        match rbody.collect().await {
+                            Ok(c) => c.to_bytes(),
+                            Err(e) => return http::error(
+                                StatusCode::BAD_GATEWAY,
+                                &format!(
+                                    "endpoint {endpoint}: replica {} broke off its response: {e}",
+                                    replica.base
+                                ),
+                            ),
+                        };
+                    drop(slot);
+                    let mut out = Response::new(Full::new(bytes));
+                    *out.status_mut() = rparts.status;
+                    for (name, value) in &rparts.headers {
+                        if !hop_by_hop(name) {
+                            out.headers_mut().append(name, value.clone());
+                        }
+                    }
+                    return out;
+                }
+                // The connection never opened, so the request was not sent: safe to retry
+                // on another replica whatever the method.
+                Err(e) if e.is_connect() => {
+                    tracing::warn!(endpoint, replica = %replica.base, "connect failed: {e:?}");
+                    last_error = format!("{}: {}", replica.base, error_chain(&e));
+                    tried.push(replica);
+                }
+                Err(e) => {
+                    return http::error(
+                        StatusCode::BAD_GATEWAY,
+                        &format!(
+                            "endpoint {endpoint}: replica {} failed: {}",
+                            replica.base,
+                            error_chain(&e)
+                        ),
+                    )
+                }
+            }
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+fn no_endpoint(endpoint: &str) -> Response<Full<Bytes>> {
+    http::error(
+        StatusCode::NOT_FOUND,
+        &format!("no endpoint named {endpoint}"),
+    )
+}
+
+impl http::Handler for Gateway {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        self.handle_request(req).await
+    }
+}
+
+/// Serves `gateway` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    http::serve(listener, gateway, shutdown).await
+}

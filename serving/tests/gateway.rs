@@ -1,0 +1,304 @@
+//! The gateway against tiny in-test backends on 127.0.0.1:0: balancing, retry on a dead
+//! replica, the body limit, scale from zero, the activator queue, and drain.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{get, json, post};
+use gpuctl_serving::gateway::{self, Gateway, GatewayConfig, NoScaleUp, ScaleUp};
+use gpuctl_serving::http::{self as ghttp, Handler};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use tokio::sync::{mpsc, Semaphore};
+
+/// A backend that answers `{"backend": NAME, "path": ...}`; when `gate` has no permits
+/// it holds each request until one is added.
+struct Backend {
+    name: String,
+    hits: AtomicUsize,
+    gate: Arc<Semaphore>,
+}
+
+impl Handler for Backend {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        self.hits.fetch_add(1, Ordering::SeqCst);
+        let _permit = self.gate.acquire().await;
+        ghttp::json_value(
+            StatusCode::OK,
+            &serde_json::json!({"backend": self.name, "path": req.uri().path()}),
+        )
+    }
+}
+
+async fn backend(name: &str, open: bool) -> (String, Arc<Backend>) {
+    let b = Arc::new(Backend {
+        name: name.into(),
+        hits: AtomicUsize::new(0),
+        gate: Arc::new(Semaphore::new(if open {
+            Semaphore::MAX_PERMITS
+        } else {
+            0
+        })),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(ghttp::serve(listener, b.clone(), std::future::pending()));
+    (url, b)
+}
+
+async fn start_gateway(config: GatewayConfig, hook: Arc<dyn ScaleUp>) -> (String, Arc<Gateway>) {
+    let gw = Gateway::new(config, hook);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(gateway::serve(listener, gw.clone(), std::future::pending()));
+    (url, gw)
+}
+
+/// A URL where nothing listens: bind a port, then let it go.
+async fn dead_url() -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    format!("http://{}", l.local_addr().unwrap())
+}
+
+async fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    for _ in 0..500 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[tokio::test]
+async fn routes_and_reports_metrics() {
+    let (a_url, a) = backend("a", true).await;
+    let (gw_url, gw) = start_gateway(GatewayConfig::default(), Arc::new(NoScaleUp)).await;
+    gw.set_replicas("m", vec![a_url]);
+    let (code, body) = post(&format!("{gw_url}/v2/models/m/infer"), "{}").await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        json(&body),
+        serde_json::json!({"backend": "a", "path": "/v2/models/m/infer"})
+    );
+    let (code, body) = get(&format!("{gw_url}/v2/models/other/ready")).await;
+    assert_eq!(
+        (code, json(&body)["error"].as_str().unwrap()),
+        (404, "no endpoint named other")
+    );
+    assert_eq!(get(&format!("{gw_url}/healthz")).await.0, 200);
+    let (_, metrics) = get(&format!("{gw_url}/metrics")).await;
+    assert!(
+        metrics.contains(r#"gpuctl_gateway_requests_total{code="200",endpoint="m"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"gpuctl_gateway_in_flight_requests{endpoint="m"} 0"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"gpuctl_gateway_request_duration_seconds_count{endpoint="m"} 1"#),
+        "{metrics}"
+    );
+    assert_eq!(a.hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn p2c_sends_new_requests_away_from_the_busy_replica() {
+    // `slow` holds every request; `fast` answers at once. With two replicas p2c compares
+    // both, so once `slow` has one request outstanding every later request goes to
+    // `fast`: whatever the random draws, `slow` ends with at most one.
+    let (slow_url, slow) = backend("slow", false).await;
+    let (fast_url, fast) = backend("fast", true).await;
+    let (gw_url, gw) = start_gateway(GatewayConfig::default(), Arc::new(NoScaleUp)).await;
+    gw.set_replicas("m", vec![slow_url, fast_url]);
+    let mut held = Vec::new();
+    for i in 0..10 {
+        let url = format!("{gw_url}/v2/models/m/infer");
+        let h = tokio::spawn(async move { post(&url, "{}").await });
+        wait_until("the request reached a backend", || {
+            slow.hits.load(Ordering::SeqCst) + fast.hits.load(Ordering::SeqCst) == i + 1
+        })
+        .await;
+        held.push(h);
+    }
+    assert!(
+        slow.hits.load(Ordering::SeqCst) <= 1,
+        "slow got {}",
+        slow.hits.load(Ordering::SeqCst)
+    );
+    assert!(fast.hits.load(Ordering::SeqCst) >= 9);
+    assert_eq!(gw.concurrency("m"), slow.hits.load(Ordering::SeqCst));
+    slow.gate.add_permits(10);
+    for h in held {
+        assert_eq!(h.await.unwrap().0, 200);
+    }
+}
+
+#[tokio::test]
+async fn a_dead_replica_is_retried_on_another() {
+    let (live_url, live) = backend("live", true).await;
+    let (gw_url, gw) = start_gateway(GatewayConfig::default(), Arc::new(NoScaleUp)).await;
+    gw.set_replicas("m", vec![dead_url().await, live_url]);
+    for _ in 0..10 {
+        let (code, body) = post(&format!("{gw_url}/v2/models/m/infer"), "{}").await;
+        assert_eq!(
+            (code, json(&body)["backend"].clone()),
+            (200, serde_json::json!("live"))
+        );
+    }
+    assert_eq!(live.hits.load(Ordering::SeqCst), 10);
+    // Nothing left to try: 502 naming the replica.
+    let dead = dead_url().await;
+    gw.set_replicas("m", vec![dead.clone()]);
+    let (code, body) = post(&format!("{gw_url}/v2/models/m/infer"), "{}").await;
+    assert_eq!(code, 502);
+    let err = json(&body)["error"].as_str().unwrap().to_string();
+    assert!(
+        err.starts_with("endpoint m: no replica accepted a connection"),
+        "{err}"
+    );
+    assert!(err.contains(&dead), "{err}");
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_get_413_and_never_reach_a_replica() {
+    let (a_url, a) = backend("a", true).await;
+    let config = GatewayConfig {
+        max_body_bytes: 1024,
+        ..GatewayConfig::default()
+    };
+    let (gw_url, gw) = start_gateway(config, Arc::new(NoScaleUp)).await;
+    gw.set_replicas("m", vec![a_url]);
+    let (code, body) = post(&format!("{gw_url}/v2/models/m/infer"), vec![b'x'; 2000]).await;
+    assert_eq!(code, 413);
+    assert_eq!(
+        json(&body)["error"],
+        "request body is larger than the limit of 1024 bytes"
+    );
+    assert_eq!(
+        post(&format!("{gw_url}/v2/models/m/infer"), vec![b' '; 1024])
+            .await
+            .0,
+        200
+    );
+    assert_eq!(a.hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn scale_from_zero_holds_requests_until_a_replica_appears() {
+    let (tx, mut asked) = mpsc::unbounded_channel::<String>();
+    let (gw_url, gw) = start_gateway(GatewayConfig::default(), Arc::new(tx)).await;
+    gw.set_replicas("m", vec![]);
+    let url = format!("{gw_url}/v2/models/m/infer");
+    let first = tokio::spawn({
+        let url = url.clone();
+        async move { post(&url, "{}").await }
+    });
+    assert_eq!(asked.recv().await.as_deref(), Some("m"));
+    let second = tokio::spawn(async move { post(&url, "{}").await });
+    wait_until("both requests are held", || gw.concurrency("m") == 2).await;
+    // One cold start, one scale-up request.
+    assert!(asked.try_recv().is_err());
+    let (a_url, a) = backend("a", true).await;
+    gw.set_replicas("m", vec![a_url]);
+    assert_eq!(first.await.unwrap().0, 200);
+    assert_eq!(second.await.unwrap().0, 200);
+    assert_eq!(a.hits.load(Ordering::SeqCst), 2);
+    let (_, metrics) = get(&format!("{gw_url}/metrics")).await;
+    assert!(
+        metrics.contains(r#"gpuctl_gateway_cold_starts_total{endpoint="m"} 1"#),
+        "{metrics}"
+    );
+}
+
+fn empty_post() -> Request<Full<Bytes>> {
+    Request::post("/v2/models/m/infer")
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+async fn error_of(resp: Response<Full<Bytes>>) -> (u16, String) {
+    use http_body_util::BodyExt;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    (status, v["error"].as_str().unwrap_or_default().to_string())
+}
+
+#[tokio::test(start_paused = true)]
+async fn held_requests_time_out_and_a_full_queue_refuses_at_once() {
+    let config = GatewayConfig {
+        queue_capacity: 1,
+        cold_start_timeout: Duration::from_secs(3),
+        ..GatewayConfig::default()
+    };
+    let gw = Gateway::new(config, Arc::new(NoScaleUp));
+    gw.set_replicas("m", vec![]);
+    let start = tokio::time::Instant::now();
+    let held = tokio::spawn({
+        let gw = gw.clone();
+        async move { gw.handle_request(empty_post()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(gw.concurrency("m"), 1);
+    let (code, err) = error_of(gw.handle_request(empty_post()).await).await;
+    assert_eq!(code, 503);
+    assert_eq!(
+        err,
+        "endpoint m has no ready replica and its queue is full (1 requests waiting)"
+    );
+    assert_eq!(start.elapsed(), Duration::from_millis(10));
+    let (code, err) = error_of(held.await.unwrap()).await;
+    assert_eq!(
+        (code, err.as_str()),
+        (503, "endpoint m has no ready replica after 3s")
+    );
+    assert_eq!(start.elapsed(), Duration::from_secs(3));
+    // The queue empties when a held request gives up.
+    assert_eq!(gw.concurrency("m"), 0);
+}
+
+#[tokio::test]
+async fn removing_a_replica_drains_it() {
+    let (old_url, old) = backend("old", false).await;
+    let (new_url, new) = backend("new", true).await;
+    let (gw_url, gw) = start_gateway(GatewayConfig::default(), Arc::new(NoScaleUp)).await;
+    gw.set_replicas("m", vec![old_url]);
+    let url = format!("{gw_url}/v2/models/m/infer");
+    let in_flight = tokio::spawn({
+        let url = url.clone();
+        async move { post(&url, "{}").await }
+    });
+    wait_until("the old replica has the request", || {
+        old.hits.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    gw.set_replicas("m", vec![new_url]);
+    for _ in 0..5 {
+        let (code, body) = post(&url, "{}").await;
+        assert_eq!(
+            (code, json(&body)["backend"].clone()),
+            (200, serde_json::json!("new"))
+        );
+    }
+    assert!(!in_flight.is_finished());
+    old.gate.add_permits(1);
+    let (code, body) = in_flight.await.unwrap();
+    assert_eq!(
+        (code, json(&body)["backend"].clone()),
+        (200, serde_json::json!("old"))
+    );
+    assert_eq!(
+        (
+            old.hits.load(Ordering::SeqCst),
+            new.hits.load(Ordering::SeqCst)
+        ),
+        (1, 5)
+    );
+}
