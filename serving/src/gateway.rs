@@ -487,17 +487,18 @@ impl Gateway {
             match self.client.request(upstream).await {
                 Ok(resp) => {
                     let (rparts, rbody) = resp.into_parts();
-                    let bytes =
-                        match rbody.collect().await {
-                            Ok(c) => c.to_bytes(),
-                            Err(e) => return http::error(
+                    let bytes = match rbody.collect().await {
+                        Ok(c) => c.to_bytes(),
+                        Err(e) => {
+                            return http::error(
                                 StatusCode::BAD_GATEWAY,
                                 &format!(
                                     "endpoint {endpoint}: replica {} broke off its response: {e}",
                                     replica.base
                                 ),
-                            ),
-                        };
+                            )
+                        }
+                    };
                     drop(slot);
                     let mut out = Response::new(Full::new(bytes));
                     *out.status_mut() = rparts.status;

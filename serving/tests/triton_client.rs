@@ -1,0 +1,44 @@
+//! Runs `triton_client.py` (NVIDIA's tritonclient[http], JSON tensors) against an
+//! in-process model server, when Python has `tritonclient.http`; skipped otherwise.
+
+mod common;
+
+use gpuctl_serving::model::OnnxModel;
+use gpuctl_serving::model_server::{self, ModelServer, ModelServerConfig};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tritonclient_speaks_to_the_model_server() {
+    let probe = std::process::Command::new("python3")
+        .args(["-c", "import tritonclient.http, numpy"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: python3 with tritonclient[http] is not installed (pip install 'tritonclient[http]')");
+        return;
+    }
+    let model = OnnxModel::load(&common::testdata("add_mul.onnx"), "add_mul").unwrap();
+    let server = ModelServer::with_model(model, ModelServerConfig::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(model_server::serve(
+        listener,
+        server,
+        std::future::pending(),
+    ));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/triton_client.py");
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        tokio::process::Command::new("python3")
+            .arg(script)
+            .arg(&addr)
+            .output(),
+    )
+    .await
+    .expect("the client finished within 60 s")
+    .expect("python3 ran");
+    assert!(
+        out.status.success(),
+        "tritonclient failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
