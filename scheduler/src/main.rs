@@ -134,9 +134,20 @@ async fn main() -> anyhow::Result<()> {
         std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let mut check = tokio::time::interval(Duration::from_millis(200));
+    let raft_died = loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break false,
+            _ = term.recv() => break false,
+            _ = check.tick() => if !server.raft_alive() { break true },
+        }
+    };
+    if raft_died {
+        // Without its Raft thread the replica can only refuse calls: exit so
+        // that a supervisor notices and restarts it.
+        tracing::error!("the Raft thread stopped (see the errors above); exiting");
+        server.shutdown().await;
+        std::process::exit(70);
     }
     tracing::info!("shutting down");
     server.shutdown().await;

@@ -78,6 +78,9 @@ impl RaftStatus {
     }
 }
 
+/// Longest wait for a ReadIndex answer.
+const READ_BARRIER_TIMEOUT: Duration = Duration::from_secs(3);
+
 type Reply = oneshot::Sender<Result<Applied, ProposeError>>;
 type ReadReply = oneshot::Sender<Result<(), ProposeError>>;
 
@@ -201,10 +204,12 @@ impl RaftHandle {
         self.tx
             .send(Msg::ReadIndex(tx))
             .map_err(|_| ProposeError::Shutdown)?;
-        match tokio::time::timeout(self.propose_timeout, rx).await {
+        // A read has no side effect: a slow barrier is reported as "no
+        // leader" so that clients retry, possibly on another replica.
+        match tokio::time::timeout(READ_BARRIER_TIMEOUT, rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(ProposeError::Shutdown),
-            Err(_) => Err(ProposeError::Timeout(self.propose_timeout)),
+            Err(_) => Err(ProposeError::NotLeader { leader: None }),
         }
     }
 
@@ -312,6 +317,7 @@ pub fn start(
         opts,
         pending: HashMap::new(),
         reads: HashMap::new(),
+        era: (0, 0),
         waiting_reads: Vec::new(),
         transport,
         next_id: 0,
@@ -346,6 +352,8 @@ struct Driver {
     opts: RaftOptions,
     /// Proposals of this process waiting for apply, by id.
     pending: HashMap<u64, Reply>,
+    /// (term, leader) when last looked at, to notice elections.
+    era: (u64, u64),
     /// ReadIndex requests waiting for their read state, by id.
     reads: HashMap<u64, ReadReply>,
     /// Read states waiting for `applied` to reach their index.
@@ -534,6 +542,18 @@ impl Driver {
             return Ok(());
         }
         let mut ready = self.node.ready();
+        // A ReadIndex request in flight when the term or leader changes may
+        // have gone to a replica that died: fail it (reads are safe to retry)
+        // rather than let it wait out its timeout.
+        let era = (self.node.raft.term, self.node.raft.leader_id);
+        if era != self.era {
+            self.era = era;
+            for (_, r) in self.reads.drain() {
+                let _ = r.send(Err(ProposeError::NotLeader {
+                    leader: Some(era.1).filter(|l| *l != 0),
+                }));
+            }
+        }
         if let Some(ss) = ready.ss() {
             if ss.raft_state != StateRole::Leader
                 && !(self.pending.is_empty() && self.reads.is_empty())

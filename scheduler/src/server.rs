@@ -198,6 +198,12 @@ impl Server {
         true
     }
 
+    /// Whether the Raft thread is still running (it stops only on shutdown
+    /// or when storage fails or raft-rs panics).
+    pub fn raft_alive(&self) -> bool {
+        self.raft_thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
     /// Stop serving, let Raft persist what it holds, and join everything.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);

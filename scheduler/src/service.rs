@@ -165,7 +165,6 @@ impl Peers {
             .map(gpuctl_proto::v1::control_client::ControlClient::new)
     }
 
-
     pub fn is_cut_off(&self) -> bool {
         self.transport.as_ref().is_some_and(|t| t.is_cut_off())
     }
@@ -364,7 +363,17 @@ impl Api {
 
     /// Make the next local read see every write committed before this call.
     async fn read_barrier(&self) -> Result<(), Status> {
-        self.raft.read_barrier().await.map_err(to_status)
+        let deadline = Instant::now() + NO_LEADER_WAIT;
+        loop {
+            match self.raft.read_barrier().await {
+                Ok(()) => return Ok(()),
+                // An election is under way: reads are safe to try again.
+                Err(ProposeError::NotLeader { .. }) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(to_status(e)),
+            }
+        }
     }
 
     fn state(&self) -> std::sync::RwLockReadGuard<'_, State> {
