@@ -129,6 +129,18 @@ pub enum ClusterCommand {
         #[arg(long, default_value = "2s")]
         timeout: HumanDuration,
     },
+    /// Add a scheduler replica as a voter (Raft configuration change). Start
+    /// it first with `gpu-scheduler --id ID --join --peers ...`; it catches
+    /// up from a snapshot.
+    AddPeer {
+        /// Replica id, unused so far in this cluster.
+        id: u64,
+        /// Its gRPC address, e.g. 127.0.0.1:7003 or http://10.0.0.4:7000.
+        address: String,
+    },
+    /// Remove a scheduler replica from the voters (e.g. a dead one, before
+    /// adding its replacement under a new id).
+    RemovePeer { id: u64 },
 }
 
 #[derive(Debug, Args)]
@@ -274,6 +286,38 @@ pub async fn run(cli: Cli, env: &EnvVars) -> Result<u8> {
         Command::Cluster {
             command: ClusterCommand::Status { output, timeout },
         } => status::cmd_status(cx.conn.urls(), output, timeout.duration).await,
+        Command::Cluster {
+            command: ClusterCommand::AddPeer { id, address },
+        } => {
+            let req = gpuctl_proto::v1::AddPeerRequest {
+                id,
+                address: address.clone(),
+            };
+            let st = cx
+                .call(None, |mut c| {
+                    let req = req.clone();
+                    async move { c.add_peer(req).await }
+                })
+                .await?;
+            out(&format!(
+                "replica {id} ({address}) added; voters now {:?}\n",
+                sorted(&st.get_ref().voters)
+            ))?;
+            Ok(0)
+        }
+        Command::Cluster {
+            command: ClusterCommand::RemovePeer { id },
+        } => {
+            let req = gpuctl_proto::v1::RemovePeerRequest { id };
+            let st = cx
+                .call(None, |mut c| async move { c.remove_peer(req).await })
+                .await?;
+            out(&format!(
+                "replica {id} removed; voters now {:?}\n",
+                sorted(&st.get_ref().voters)
+            ))?;
+            Ok(0)
+        }
         Command::Apply { files } => cmd_apply(&mut cx, &files).await,
         Command::Submit(flags) => cmd_submit(&mut cx, &flags).await,
         Command::Get { kind, name, output } => cmd_get(&mut cx, kind, name, output).await,
@@ -556,6 +600,12 @@ async fn cmd_logs(cx: &mut Ctx, job: &str, task: u32, follow: bool) -> Result<u8
             Err(s) => return Err(status_error(s, job_target(job), cx.urls())),
         }
     }
+}
+
+fn sorted(ids: &[u64]) -> Vec<u64> {
+    let mut v = ids.to_vec();
+    v.sort_unstable();
+    v
 }
 
 async fn cmd_cordon(cx: &mut Ctx, node: &str, cordon: bool) -> Result<u8> {
