@@ -1,6 +1,6 @@
 //! End to end with a replicated control plane: `gpuctl dev --replicas 3`
 //! starts three real `gpu-scheduler` replicas and a `gpu-node`; the test
-//! kills the Raft leader three times (SIGKILL) while a background thread keeps
+//! kills the Raft leader five times (SIGKILL), then every replica at once, while a background thread keeps
 //! submitting jobs through the `gpuctl` binary, and checks that every
 //! acknowledged submission survives exactly once, that every job runs to
 //! completion, that the replicas converge, and that all of it is still there
@@ -332,9 +332,9 @@ fn leader_failover_keeps_every_acknowledged_job() {
     };
 
     let acked_count = || results.lock().unwrap().iter().filter(|(_, r)| r.ok).count();
-    // Kill the leader three times.
+    // Kill the leader five times in a row.
     let mut kills = Vec::new();
-    for round in 1..=3 {
+    for round in 1..=5 {
         // Let some submissions through between kills.
         let before = acked_count();
         eventually(
@@ -456,9 +456,37 @@ fn leader_failover_keeps_every_acknowledged_job() {
     let log = dev.log();
     assert_eq!(
         log.matches("restarting it in 500ms").count(),
-        3,
-        "three restarts announced:\n{log}"
+        5,
+        "five restarts announced:\n{log}"
     );
+
+    // Crash every replica at once (SIGKILL): they come back, elect a leader,
+    // and every acknowledged job is still there.
+    let before = dev.pids();
+    for pid in before.values() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    eventually(
+        Duration::from_secs(60),
+        "all three replicas restarted with a leader",
+        || {
+            let now = dev.pids();
+            let restarted = before
+                .iter()
+                .all(|(id, old)| now.get(id).is_some_and(|p| p != old && alive(*p)));
+            (restarted && leader_of(&dev.status()).is_some()).then_some(())
+        },
+    );
+    let names: Vec<String> = dev.jobs().into_iter().map(|j| j.metadata.name).collect();
+    for name in &acked {
+        assert!(
+            names.contains(name),
+            "{name} lost when every replica crashed"
+        );
+    }
 
     // Stop everything and start again on the same state dir.
     let root = dev.stop();
