@@ -5,26 +5,14 @@
 //! The binaries must sit next to `gpuctl` (`cargo test --workspace` builds
 //! them all; `cargo build --bins` does too).
 
+mod support;
+use support::{eventually, gpuctl_bin, require_binaries};
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use gpuctl_common::api::{Job, JobPhase};
-
-fn gpuctl_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_gpuctl"))
-}
-
-fn require_binaries() {
-    let dir = gpuctl_bin().parent().unwrap().to_path_buf();
-    for b in ["gpu-scheduler", "gpu-node"] {
-        assert!(
-            dir.join(b).exists(),
-            "{b} is not built next to gpuctl in {}; run `cargo build --bins` or `cargo test --workspace`",
-            dir.display()
-        );
-    }
-}
 
 /// A `gpuctl dev` cluster in a temporary folder, stopped on drop.
 struct Dev {
@@ -146,35 +134,13 @@ impl Dev {
 impl Drop for Dev {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+            support::interrupt(&mut c, Duration::from_secs(15));
         }
     }
 }
 
 fn config_dir(root: &Path) -> PathBuf {
     root.join("config")
-}
-
-/// Poll `f` until it returns Some, for at most `limit`.
-fn eventually<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn field<'a>(line: &'a str, key: &str) -> &'a str {

@@ -8,6 +8,9 @@
 //!
 //! The binaries must sit next to `gpuctl` (`cargo build --bins`).
 
+mod support;
+use support::{eventually, gpuctl_bin, require_binaries};
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -26,21 +29,6 @@ const DEV_ARGS: &[&str] = &[
     "--restart-delay",
     "500ms",
 ];
-
-fn gpuctl_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_gpuctl"))
-}
-
-fn require_binaries() {
-    let dir = gpuctl_bin().parent().unwrap().to_path_buf();
-    for b in ["gpu-scheduler", "gpu-node"] {
-        assert!(
-            dir.join(b).exists(),
-            "{b} is not built next to gpuctl in {}; run `cargo build --bins`",
-            dir.display()
-        );
-    }
-}
 
 /// What one `gpuctl` run gave.
 #[derive(Debug, Clone)]
@@ -241,30 +229,8 @@ impl Dev {
 impl Drop for Dev {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+            support::interrupt(&mut c, Duration::from_secs(15));
         }
-    }
-}
-
-/// Poll `f` until it returns Some, for at most `limit`.
-fn eventually<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
