@@ -443,6 +443,17 @@ impl Driver {
                 }
                 self.next_id += 1;
                 let id = self.next_id;
+                // raft-rs silently turns a second change into an empty entry
+                // while one is unapplied; refuse it clearly instead.
+                let r = &self.node.raft;
+                if r.pending_conf_index > r.raft_log.applied() {
+                    let _ = reply
+                        .send(Err(ProposeError::Rejected(ApplyError::FailedPrecondition(
+                        "another membership change is still being applied; try again in a moment"
+                            .into(),
+                    ))));
+                    return false;
+                }
                 match self.node.propose_conf_change(self.context(id), *cc) {
                     Ok(()) => {
                         self.pending.insert(id, reply);
