@@ -167,24 +167,37 @@ impl Default for RaftOptions {
 impl RaftHandle {
     /// Propose a command and wait until it is committed and applied.
     pub async fn propose(&self, env: Envelope) -> Result<Applied, ProposeError> {
-        let (tx, rx) = oneshot::channel();
         let name = env.cmd.name();
         let start = Instant::now();
-        self.tx
-            .send(Msg::Propose {
-                env: Box::new(env),
-                reply: tx,
-            })
-            .map_err(|_| ProposeError::Shutdown)?;
+        let env = Box::new(env);
         let timeout = self.propose_timeout;
-        let res = match tokio::time::timeout(timeout, rx).await {
+        let res = self
+            .ask(
+                |reply| Msg::Propose { env, reply },
+                timeout,
+                ProposeError::Timeout(timeout),
+            )
+            .await;
+        self.shared
+            .metrics
+            .observe_command(name, res.is_ok(), start.elapsed());
+        res
+    }
+
+    /// Send the driver a request and wait up to `timeout` for its answer.
+    async fn ask<T>(
+        &self,
+        msg: impl FnOnce(oneshot::Sender<Result<T, ProposeError>>) -> Msg,
+        timeout: Duration,
+        on_timeout: ProposeError,
+    ) -> Result<T, ProposeError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(msg(tx)).map_err(|_| ProposeError::Shutdown)?;
+        match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(ProposeError::Shutdown),
-            Err(_) => Err(ProposeError::Timeout(timeout)),
-        };
-        let m = &self.shared.metrics;
-        m.observe_command(name, res.is_ok(), start.elapsed());
-        res
+            Err(_) => Err(on_timeout),
+        }
     }
 
     /// Hand a peer's message to Raft.
@@ -200,33 +213,26 @@ impl RaftHandle {
     /// Wait until this replica has applied every write committed before the
     /// call (Raft's ReadIndex): a read after this is linearizable.
     pub async fn read_barrier(&self) -> Result<(), ProposeError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Msg::ReadIndex(tx))
-            .map_err(|_| ProposeError::Shutdown)?;
         // A read has no side effect: a slow barrier is reported as "no
         // leader" so that clients retry, possibly on another replica.
-        match tokio::time::timeout(READ_BARRIER_TIMEOUT, rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(ProposeError::Shutdown),
-            Err(_) => Err(ProposeError::NotLeader { leader: None }),
-        }
+        self.ask(
+            Msg::ReadIndex,
+            READ_BARRIER_TIMEOUT,
+            ProposeError::NotLeader { leader: None },
+        )
+        .await
     }
 
     /// Add or remove a voter; returns once the change is applied here.
     pub async fn change_membership(&self, cc: ConfChange) -> Result<Applied, ProposeError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Msg::ConfChange {
-                cc: Box::new(cc),
-                reply: tx,
-            })
-            .map_err(|_| ProposeError::Shutdown)?;
-        match tokio::time::timeout(self.propose_timeout, rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(ProposeError::Shutdown),
-            Err(_) => Err(ProposeError::Timeout(self.propose_timeout)),
-        }
+        let cc = Box::new(cc);
+        let timeout = self.propose_timeout;
+        self.ask(
+            |reply| Msg::ConfChange { cc, reply },
+            timeout,
+            ProposeError::Timeout(timeout),
+        )
+        .await
     }
 
     /// Stop the driver after it has persisted what it has.

@@ -131,23 +131,11 @@ impl RaftStorage {
         }
 
         let state = db.cf_handle(CF_STATE).expect("created above");
-        let mut jobs = Vec::new();
-        let mut nodes = Vec::new();
-        let mut applied = 0;
-        for item in db.iterator_cf(state, rocksdb::IteratorMode::Start) {
-            let (k, v) = item.map_err(rocks(&path))?;
-            if &*k == KEY_APPLIED {
-                applied = u64::from_be_bytes(
-                    v.as_ref()
-                        .try_into()
-                        .map_err(|_| corrupt("applied index", "length"))?,
-                );
-            } else if k.starts_with(b"job/") {
-                jobs.push(serde_json::from_slice(&v).map_err(|e| corrupt("stored job", e))?);
-            } else if k.starts_with(b"node/") {
-                nodes.push(serde_json::from_slice(&v).map_err(|e| corrupt("stored node", e))?);
-            }
-        }
+        let SnapshotData {
+            applied,
+            jobs,
+            nodes,
+        } = read_state(db.iterator_cf(state, rocksdb::IteratorMode::Start), &path)?;
         // Everything up to the last snapshot is applied by definition.
         let applied = applied.max(snapshot_meta.index);
         let core = Core {
@@ -411,23 +399,10 @@ impl RaftStorage {
         let c = self.rl();
         let state = c.db.cf_handle(CF_STATE).expect("exists");
         let snap = c.db.snapshot();
-        let mut data = SnapshotData::default();
-        for item in snap.iterator_cf(state, rocksdb::IteratorMode::Start) {
-            let (k, v) = item.map_err(rocks(&c.path))?;
-            if &*k == KEY_APPLIED {
-                data.applied = u64::from_be_bytes(
-                    v.as_ref()
-                        .try_into()
-                        .map_err(|_| corrupt("applied index", "length"))?,
-                );
-            } else if k.starts_with(b"job/") {
-                data.jobs
-                    .push(serde_json::from_slice(&v).map_err(|e| corrupt("stored job", e))?);
-            } else if k.starts_with(b"node/") {
-                data.nodes
-                    .push(serde_json::from_slice(&v).map_err(|e| corrupt("stored node", e))?);
-            }
-        }
+        let data = read_state(
+            snap.iterator_cf(state, rocksdb::IteratorMode::Start),
+            &c.path,
+        )?;
         if data.applied < request_index || data.applied < c.snapshot_meta.index {
             return Ok(None);
         }
@@ -517,6 +492,31 @@ impl RaftStorage {
             applied: meta.index,
         })
     }
+}
+
+/// Decode the state column family: the applied index and every object.
+fn read_state<I>(items: I, path: &str) -> Result<SnapshotData, StoreError>
+where
+    I: Iterator<Item = Result<(Box<[u8]>, Box<[u8]>), rocksdb::Error>>,
+{
+    let mut data = SnapshotData::default();
+    for item in items {
+        let (k, v) = item.map_err(rocks(path))?;
+        if &*k == KEY_APPLIED {
+            let bytes = v
+                .as_ref()
+                .try_into()
+                .map_err(|_| corrupt("applied index", "length"))?;
+            data.applied = u64::from_be_bytes(bytes);
+        } else if k.starts_with(b"job/") {
+            data.jobs
+                .push(serde_json::from_slice(&v).map_err(|e| corrupt("stored job", e))?);
+        } else if k.starts_with(b"node/") {
+            data.nodes
+                .push(serde_json::from_slice(&v).map_err(|e| corrupt("stored node", e))?);
+        }
+    }
+    Ok(data)
 }
 
 /// What a snapshot carries: every object at `applied`.
