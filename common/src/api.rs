@@ -72,17 +72,20 @@ impl FieldError {
 #[serde(untagged)]
 pub enum Manifest {
     Job(Job),
+    Queue(crate::queue::Queue),
 }
 
 impl Manifest {
     pub fn kind(&self) -> &'static str {
         match self {
             Manifest::Job(_) => "Job",
+            Manifest::Queue(_) => "Queue",
         }
     }
     pub fn name(&self) -> &str {
         match self {
             Manifest::Job(j) => &j.metadata.name,
+            Manifest::Queue(q) => &q.metadata.name,
         }
     }
 }
@@ -181,9 +184,15 @@ fn parse_value(value: serde_yaml_ng::Value) -> Result<Manifest, FieldError> {
             job.validate()?;
             Ok(Manifest::Job(job))
         }
+        "Queue" => {
+            let q: crate::queue::Queue =
+                serde_path_to_error::deserialize(value).map_err(path_error)?;
+            q.validate()?;
+            Ok(Manifest::Queue(q))
+        }
         other => Err(FieldError::new(
             "kind",
-            format!("unknown kind {other:?} (this server knows: Job)"),
+            format!("unknown kind {other:?} (this server knows: Job, Queue)"),
         )),
     }
 }
@@ -901,7 +910,9 @@ spec:
     #[test]
     fn parses_a_good_job() {
         let m = parse_manifests("job.yaml", GOOD).unwrap();
-        let Manifest::Job(j) = &m[0];
+        let Manifest::Job(j) = &m[0] else {
+            panic!("not a job")
+        };
         assert_eq!(j.metadata.name, "train");
         assert_eq!(j.task_count(), 2);
         let r = &j.spec.tasks[0].resources;

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod httpd;
+pub mod queue;
 
 /// Milliseconds since the Unix epoch by the wall clock (for timestamps shown
 /// to users; never for measuring durations).

@@ -1091,6 +1091,7 @@ async fn submit_example(urls: &[String]) -> Result<()> {
     let req = ApplyRequest {
         object_json: serde_json::to_string(&Manifest::Job(job)).expect("json"),
         source: "<gpuctl dev --example>".into(),
+        request_id: String::new(),
     };
     let r = conn
         .call(|mut c| {

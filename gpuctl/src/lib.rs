@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use gpuctl_common::api::{Job, JobPhase, Manifest, Node};
+use gpuctl_common::queue::Queue;
 use gpuctl_proto::v1::{
     ApplyRequest, CancelRequest, CordonRequest, GetRequest, LogsRequest, WaitRequest,
 };
@@ -232,6 +233,7 @@ pub struct DevFlags {
 pub enum Kind {
     Jobs,
     Nodes,
+    Queues,
 }
 
 impl Kind {
@@ -240,6 +242,7 @@ impl Kind {
         match self {
             Kind::Jobs => "jobs",
             Kind::Nodes => "nodes",
+            Kind::Queues => "queues",
         }
     }
     /// The singular, as in `job/x` and `job "x" not found`.
@@ -247,16 +250,20 @@ impl Kind {
         match self {
             Kind::Jobs => "job",
             Kind::Nodes => "node",
+            Kind::Queues => "queue",
         }
     }
 }
 
-/// `jobs`, `job`, `nodes`, `node`, `no` (any case).
+/// `jobs`, `job`, `nodes`, `node`, `no`, `queues`, `queue`, `q` (any case).
 pub fn parse_kind(s: &str) -> Result<Kind, String> {
     match s.to_ascii_lowercase().as_str() {
         "job" | "jobs" => Ok(Kind::Jobs),
         "node" | "nodes" | "no" => Ok(Kind::Nodes),
-        _ => Err(format!("unknown kind {s:?} (expected jobs or nodes)")),
+        "queue" | "queues" | "q" => Ok(Kind::Queues),
+        _ => Err(format!(
+            "unknown kind {s:?} (expected jobs, nodes or queues)"
+        )),
     }
 }
 
@@ -399,6 +406,14 @@ impl Ctx {
             .collect()
     }
 
+    async fn get_queues(&mut self, name: Option<&str>) -> Result<Vec<Queue>> {
+        self.get_raw(Kind::Queues, name)
+            .await?
+            .iter()
+            .map(|j| decode(j, "queue"))
+            .collect()
+    }
+
     async fn get_nodes(&mut self, name: Option<&str>) -> Result<Vec<Node>> {
         self.get_raw(Kind::Nodes, name)
             .await?
@@ -442,9 +457,14 @@ async fn cmd_apply(cx: &mut Ctx, files: &[String]) -> Result<u8> {
         let req = ApplyRequest {
             object_json: serde_json::to_string(&l.manifest).expect("manifests serialise"),
             source: l.source.clone(),
+            request_id: new_request_id(),
+        };
+        let verb = match &l.manifest {
+            Manifest::Job(_) => "created",
+            _ => "configured",
         };
         match create(&mut cx.conn, &req).await {
-            Ok(_) => out(&format!("{kind}/{name} created\n"))?,
+            Ok(_) => out(&format!("{kind}/{name} {verb}\n"))?,
             Err(e) => {
                 let e = e.into_error(None, cx.urls());
                 if matches!(e, Error::Unreachable { .. }) {
@@ -470,11 +490,35 @@ async fn submit_job(cx: &mut Ctx, job: &Job) -> Result<()> {
     let req = ApplyRequest {
         object_json: serde_json::to_string(&Manifest::Job(job.clone())).expect("jobs serialise"),
         source: manifest::SUBMIT_SOURCE.into(),
+        request_id: new_request_id(),
     };
     create(&mut cx.conn, &req)
         .await
         .map_err(|e| e.into_error(None, cx.urls()))?;
     Ok(())
+}
+
+/// A fresh id for one request, sent again unchanged on every retry of it so
+/// that the scheduler applies it at most once (random, 128 bits).
+pub fn new_request_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let half = |salt: u64| {
+        // RandomState is seeded from the OS once per process, then varied.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(salt);
+        h.write_u64(n);
+        h.write_u32(std::process::id());
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        h.finish()
+    };
+    format!("{:016x}{:016x}", half(1), half(2))
 }
 
 /// How a create ended.
@@ -543,6 +587,7 @@ async fn cmd_get(cx: &mut Ctx, kind: Kind, name: Option<String>, output: Output)
             let now = gpuctl_common::now_ms();
             let text = match kind {
                 Kind::Jobs => render::jobs_table(&cx.get_jobs(name).await?, now),
+                Kind::Queues => render::queues_table(&cx.get_queues(name).await?, now),
                 Kind::Nodes => {
                     let nodes = cx.get_nodes(name).await?;
                     let jobs = cx.get_jobs(None).await?;
@@ -571,6 +616,15 @@ async fn cmd_describe(cx: &mut Ctx, kind: Kind, name: &str) -> Result<u8> {
             nodes
                 .iter()
                 .map(|n| render::describe_node(n, &jobs, now))
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+        Kind::Queues => {
+            let queues = cx.get_queues(Some(name)).await?;
+            let jobs = cx.get_jobs(None).await?;
+            queues
+                .iter()
+                .map(|q| render::describe_queue(q, &jobs, now))
                 .collect::<Vec<_>>()
                 .join("\n")
         }

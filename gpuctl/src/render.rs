@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use gpuctl_common::api::{format_bytes, Job, Node, NodePhase, TaskPhase, TaskSpec};
+use gpuctl_common::queue::Queue;
 
 /// Lay out rows under a header in columns separated by three spaces, the way
 /// kubectl does. The last column is not padded.
@@ -537,6 +538,84 @@ pub fn describe_node(n: &Node, jobs: &[Job], now_ms: u64) -> String {
             &table(&["JOB", "TASK", "PHASE", "GPUS", "AGE"], &rows),
             "  ",
         ));
+    }
+    o
+}
+
+fn queue_quota(q: &Queue) -> String {
+    q.spec.gpu_quota.map_or("-".into(), format_gpus)
+}
+
+/// `gpuctl get queues`.
+pub fn queues_table(queues: &[Queue], now_ms: u64) -> String {
+    let rows: Vec<Vec<String>> = queues
+        .iter()
+        .map(|q| {
+            let st = q.status.clone().unwrap_or_default();
+            vec![
+                q.metadata.name.clone(),
+                queue_quota(q),
+                format_gpus(st.gpus_in_use),
+                q.spec.weight.to_string(),
+                if q.spec.borrow { "yes" } else { "no" }.into(),
+                st.running_jobs.to_string(),
+                st.pending_jobs.to_string(),
+                q.metadata
+                    .resource_version
+                    .map_or("-".into(), |v| v.to_string()),
+                format_age(q.metadata.creation_timestamp_ms, now_ms),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NAME", "QUOTA", "IN-USE", "WEIGHT", "BORROW", "RUNNING", "PENDING", "VERSION", "AGE",
+        ],
+        &rows,
+    )
+}
+
+/// `gpuctl describe queue NAME`; `jobs` list what the queue holds and waits for.
+pub fn describe_queue(q: &Queue, jobs: &[Job], now_ms: u64) -> String {
+    let st = q.status.clone().unwrap_or_default();
+    let mut o = String::new();
+    let mut kv = |k: &str, v: String| {
+        let _ = writeln!(o, "{:<18}{v}", format!("{k}:"));
+    };
+    kv("Name", q.metadata.name.clone());
+    kv(
+        "GPU quota",
+        q.spec
+            .gpu_quota
+            .map_or("none (no limit)".into(), format_gpus),
+    );
+    kv("GPUs in use", format_gpus(st.gpus_in_use));
+    kv("Weight", q.spec.weight.to_string());
+    kv("Borrow", q.spec.borrow.to_string());
+    kv("Preemptible", q.spec.preemptible.to_string());
+    kv(
+        "ResourceVersion",
+        q.metadata
+            .resource_version
+            .map_or("-".into(), |v| v.to_string()),
+    );
+    kv(
+        "Created",
+        time_and_age(q.metadata.creation_timestamp_ms, now_ms),
+    );
+    let mine: Vec<Job> = jobs
+        .iter()
+        .filter(|j| j.metadata.queue.as_deref().unwrap_or("default") == q.metadata.name)
+        .filter(|j| !j.status.phase.is_terminal())
+        .cloned()
+        .collect();
+    o.push_str("Jobs:\n");
+    if mine.is_empty() {
+        o.push_str("  <none>\n");
+    } else {
+        for line in jobs_table(&mine, now_ms).lines() {
+            let _ = writeln!(o, "  {line}");
+        }
     }
     o
 }

@@ -71,10 +71,7 @@ pub async fn run(
 async fn propose(raft: &RaftHandle, cmd: Command) -> Option<Applied> {
     let name = cmd.name();
     match raft
-        .propose(Envelope {
-            now_ms: gpuctl_common::now_ms(),
-            cmd,
-        })
+        .propose(Envelope::new(gpuctl_common::now_ms(), cmd))
         .await
     {
         Ok(a) => Some(a),
@@ -90,6 +87,11 @@ pub async fn schedule_once(raft: &RaftHandle) {
     let bindings = {
         let st = raft.shared.read();
         let pending = st.pending_jobs();
+        if pending.is_empty() {
+            return;
+        }
+        let (pending, _held) =
+            placement::quota::admit(&pending, &st.queues, &st.queue_usage_milli());
         if pending.is_empty() {
             return;
         }

@@ -586,14 +586,15 @@ impl Driver {
         if !ready.snapshot().is_empty() {
             let snap = ready.snapshot().clone();
             let rec = self.storage.apply_snapshot(&snap)?;
+            let state = rec.state()?;
             tracing::info!(
-                "installed a snapshot at index {} ({} jobs, {} nodes)",
+                "installed a snapshot at index {} ({} jobs, {} nodes, {} queues)",
                 rec.applied,
-                rec.jobs.len(),
-                rec.nodes.len()
+                state.jobs.len(),
+                state.nodes.len(),
+                state.queues.len()
             );
-            *self.shared.state.write().unwrap_or_else(|p| p.into_inner()) =
-                State::from_objects(rec.jobs, rec.nodes);
+            *self.shared.state.write().unwrap_or_else(|p| p.into_inner()) = state;
             self.applied = rec.applied;
             self.last_compact_check = rec.applied;
             self.shared.version.send_replace(self.applied);

@@ -13,7 +13,6 @@ use crate::controller::{self, ControllerOptions};
 use crate::metrics::Metrics;
 use crate::raft_node::{self, RaftHandle, RaftOptions};
 use crate::service::{Api, Heartbeats, Peers, RaftPeerService, ServiceOptions};
-use crate::state::State;
 use crate::storage::RaftStorage;
 use crate::transport::Transport;
 use gpuctl_proto::v1::raft_server::RaftServer;
@@ -50,14 +49,15 @@ impl Server {
         metrics_listener: TcpListener,
     ) -> anyhow::Result<Server> {
         let (storage, rec) = RaftStorage::open(&cfg.data_dir)?;
+        let state = rec.state()?;
         tracing::info!(
-            "recovered {} job(s), {} node(s), applied index {} from {}",
-            rec.jobs.len(),
-            rec.nodes.len(),
+            "recovered {} job(s), {} node(s), {} queue(s), applied index {} from {}",
+            state.jobs.len(),
+            state.nodes.len(),
+            state.queues.len(),
             rec.applied,
             cfg.data_dir.display()
         );
-        let state = State::from_objects(rec.jobs, rec.nodes);
         let metrics = Metrics::new();
         let mut ropts = cfg.raft.clone();
         ropts.id = cfg.id;

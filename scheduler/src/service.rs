@@ -24,7 +24,9 @@ use tonic::{Request, Response, Status};
 
 use crate::placement;
 use crate::raft_node::{ProposeError, RaftHandle};
-use crate::state::{Applied, ApplyError, Command, Envelope, NodeRegistration, State, TaskReport};
+use crate::state::{
+    Applied, ApplyError, Command, Envelope, ErrorCode, NodeRegistration, State, TaskReport,
+};
 use crate::transport::Transport;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -229,7 +231,31 @@ fn to_status(e: ProposeError) -> Status {
             ApplyError::FailedPrecondition(_) | ApplyError::StaleBinding { .. } => {
                 Status::failed_precondition(a.to_string())
             }
+            ApplyError::Conflict(_) => Status::aborted(a.to_string()),
+            ApplyError::Repeated { code, message } => match code {
+                ErrorCode::AlreadyExists => Status::already_exists(message),
+                ErrorCode::NotFound => Status::not_found(message),
+                ErrorCode::Invalid => Status::invalid_argument(message),
+                ErrorCode::FailedPrecondition => Status::failed_precondition(message),
+                ErrorCode::Conflict => Status::aborted(message),
+            },
         },
+    }
+}
+
+/// Prefix a refusal of the state machine with where the object came from.
+fn in_source(source: &str, s: Status) -> Status {
+    match s.code() {
+        tonic::Code::InvalidArgument
+        | tonic::Code::AlreadyExists
+        | tonic::Code::NotFound
+        | tonic::Code::Aborted
+        | tonic::Code::FailedPrecondition
+            if !s.message().starts_with(source) =>
+        {
+            Status::new(s.code(), format!("{source}: {}", s.message()))
+        }
+        _ => s,
     }
 }
 
@@ -237,15 +263,23 @@ fn json<T: serde::Serialize>(v: &T) -> Result<String, Status> {
     serde_json::to_string(v).map_err(|e| Status::internal(format!("encoding object: {e}")))
 }
 
-/// Normalise `jobs`, `job`, `node`, `no` … to `job` / `node`.
+/// Normalise `jobs`, `job`, `node`, `no`, `queues` … to `job` / `node` / `queue`.
 fn kind_of(kind: &str) -> Result<&'static str, Status> {
     match kind.to_ascii_lowercase().as_str() {
         "job" | "jobs" => Ok("job"),
         "node" | "nodes" | "no" => Ok("node"),
+        "queue" | "queues" | "q" => Ok("queue"),
         other => Err(Status::invalid_argument(format!(
-            "unknown kind {other:?}: this server knows jobs and nodes"
+            "unknown kind {other:?}: this server knows jobs, nodes and queues"
         ))),
     }
+}
+
+/// A queue as a reader sees it: with its status computed now.
+fn queue_view(st: &State, q: &gpuctl_common::queue::Queue) -> gpuctl_common::queue::Queue {
+    let mut q = q.clone();
+    q.status = Some(st.queue_status(&q.metadata.name));
+    q
 }
 
 impl Api {
@@ -316,10 +350,17 @@ impl Api {
     /// Propose a command here, or forward it to the leader when this replica
     /// follows; answers with the changed object as JSON (or an empty string).
     async fn propose(&self, cmd: Command) -> Result<String, Status> {
-        let env = Envelope {
-            now_ms: gpuctl_common::now_ms(),
-            cmd,
-        };
+        self.propose_request(cmd, None).await
+    }
+
+    /// [`Api::propose`] for a client request with its retry-stable id.
+    async fn propose_request(
+        &self,
+        cmd: Command,
+        request_id: Option<String>,
+    ) -> Result<String, Status> {
+        let mut env = Envelope::new(gpuctl_common::now_ms(), cmd);
+        env.request_id = request_id;
         let deadline = Instant::now() + NO_LEADER_WAIT;
         loop {
             match self.raft.propose(env.clone()).await {
@@ -384,6 +425,7 @@ impl Api {
         match applied {
             Applied::Job(j) => json(&*j),
             Applied::Node(n) => json(&*n),
+            Applied::Queue(q) => json(&*q),
             _ => Ok(String::new()),
         }
     }
@@ -403,10 +445,29 @@ impl Control for Api {
         };
         let manifest = api::parse_manifest_json(&source, &req.object_json)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let Manifest::Job(job) = manifest;
+        let request_id = Some(req.request_id.clone()).filter(|r| !r.is_empty());
         // Check against current state, not a follower's possibly older copy.
         self.read_barrier().await?;
-        {
+        // A retry of a request that was applied gets its recorded answer.
+        let repeated = request_id
+            .as_deref()
+            .is_some_and(|id| self.state().request(id).is_some());
+        let job = match manifest {
+            Manifest::Job(job) => job,
+            Manifest::Queue(queue) => {
+                let object_json = self
+                    .propose_request(
+                        Command::PutQueue {
+                            queue: Box::new(queue),
+                        },
+                        request_id,
+                    )
+                    .await
+                    .map_err(|s| in_source(&source, s))?;
+                return Ok(Response::new(pb::ApplyResponse { object_json }));
+            }
+        };
+        if !repeated {
             let st = self.state();
             if st.jobs.contains_key(&job.metadata.name) {
                 return Err(Status::already_exists(format!(
@@ -423,8 +484,9 @@ impl Control for Api {
             }
         }
         let object_json = self
-            .propose(Command::SubmitJob { job: Box::new(job) })
-            .await?;
+            .propose_request(Command::SubmitJob { job: Box::new(job) }, request_id)
+            .await
+            .map_err(|s| in_source(&source, s))?;
         Ok(Response::new(pb::ApplyResponse { object_json }))
     }
 
@@ -443,6 +505,19 @@ impl Control for Api {
                 vec![json(st.jobs.get(&req.name).ok_or_else(|| {
                     Status::not_found(format!("job {:?} not found", req.name))
                 })?)?]
+            }
+            ("queue", true) => st
+                .queues
+                .values()
+                .map(|q| json(&queue_view(&st, q)))
+                .collect::<Result<_, _>>()?,
+            ("queue", false) => {
+                vec![json(&queue_view(
+                    &st,
+                    st.queues.get(&req.name).ok_or_else(|| {
+                        Status::not_found(format!("queue {:?} not found", req.name))
+                    })?,
+                ))?]
             }
             (_, true) => st.nodes.values().map(json).collect::<Result<_, _>>()?,
             (_, false) => vec![json(st.nodes.get(&req.name).ok_or_else(|| {

@@ -15,6 +15,7 @@ use gpuctl_common::api::{
     Event, GpuShare, Job, JobPhase, Node, NodePhase, NodeSpec, NodeStatus, ObjectMeta, TaskPhase,
     TaskStatus, API_VERSION, MAX_EVENTS,
 };
+use gpuctl_common::queue::{Queue, QueueStatus, DEFAULT_QUEUE};
 use serde::{Deserialize, Serialize};
 
 /// A log entry's payload: the command and the proposer's clock.
@@ -23,6 +24,22 @@ pub struct Envelope {
     /// Wall-clock milliseconds at the proposer; the only clock `apply` sees.
     pub now_ms: u64,
     pub cmd: Command,
+    /// The client's id for this request, the same on every retry of it: a
+    /// request already applied is answered from its record instead of being
+    /// applied again (see [`State::apply`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+impl Envelope {
+    /// A command stamped with `now_ms`, with no request id.
+    pub fn new(now_ms: u64, cmd: Command) -> Envelope {
+        Envelope {
+            now_ms,
+            cmd,
+            request_id: None,
+        }
+    }
 }
 
 /// Every change to cluster state.
@@ -48,6 +65,9 @@ pub enum Command {
         attempt: u32,
         reason: String,
     },
+    /// Create or replace a queue. When the queue carries
+    /// `metadata.resourceVersion`, the replace is a compare-and-set on it.
+    PutQueue { queue: Box<Queue> },
 }
 
 impl Command {
@@ -62,6 +82,7 @@ impl Command {
             Command::Cordon { .. } => "Cordon",
             Command::NodeLost { .. } => "NodeLost",
             Command::FailAttempt { .. } => "FailAttempt",
+            Command::PutQueue { .. } => "PutQueue",
         }
     }
 }
@@ -121,13 +142,68 @@ pub enum ApplyError {
     /// A binding lost a race with another change; the scheduler will retry.
     #[error("binding of job {job:?} is stale: {reason}")]
     StaleBinding { job: String, reason: String },
+    /// A compare-and-set named a resourceVersion that is no longer current.
+    #[error("{0}")]
+    Conflict(String),
+    /// The refusal recorded for a request that is being retried.
+    #[error("{message}")]
+    Repeated { code: ErrorCode, message: String },
 }
+
+/// The class of an [`ApplyError`], kept in request records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    AlreadyExists,
+    NotFound,
+    Invalid,
+    FailedPrecondition,
+    Conflict,
+}
+
+impl ApplyError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ApplyError::AlreadyExists { .. } => ErrorCode::AlreadyExists,
+            ApplyError::NotFound { .. } => ErrorCode::NotFound,
+            ApplyError::Invalid(_) => ErrorCode::Invalid,
+            ApplyError::FailedPrecondition(_) | ApplyError::StaleBinding { .. } => {
+                ErrorCode::FailedPrecondition
+            }
+            ApplyError::Conflict(_) => ErrorCode::Conflict,
+            ApplyError::Repeated { code, .. } => *code,
+        }
+    }
+}
+
+/// How an applied request ended, kept for [`REQUEST_TTL_MS`] so that a
+/// client's retry of it gets the same answer instead of a second apply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    pub id: String,
+    /// The proposer's clock when it was applied.
+    pub at_ms: u64,
+    /// The Raft index it was applied at.
+    pub index: u64,
+    /// The object it changed (its storage key), when it succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<(ErrorCode, String)>,
+}
+
+/// How long a request is remembered: longer than any client keeps retrying.
+pub const REQUEST_TTL_MS: u64 = 10 * 60 * 1000;
+/// Most requests remembered at once; the oldest are forgotten first.
+pub const MAX_REQUEST_RECORDS: usize = 100_000;
+/// Longest accepted request id.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// What an applied command produced, for the proposer's reply.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Applied {
     Job(Box<Job>),
     Node(Box<Node>),
+    Queue(Box<Queue>),
     /// Bindings that were applied (by job name) and those refused.
     Bound {
         applied: Vec<String>,
@@ -141,6 +217,9 @@ pub enum Applied {
 pub enum ObjKey {
     Job(String),
     Node(String),
+    Queue(String),
+    /// A [`RequestRecord`], by request id.
+    Request(String),
 }
 
 impl ObjKey {
@@ -149,6 +228,8 @@ impl ObjKey {
         match self {
             ObjKey::Job(n) => format!("job/{n}"),
             ObjKey::Node(n) => format!("node/{n}"),
+            ObjKey::Queue(n) => format!("queue/{n}"),
+            ObjKey::Request(n) => format!("req/{n}"),
         }
     }
 }
@@ -167,6 +248,10 @@ pub struct NodeUsage {
 pub struct State {
     pub jobs: BTreeMap<String, Job>,
     pub nodes: BTreeMap<String, Node>,
+    pub queues: BTreeMap<String, Queue>,
+    /// Recently applied requests, by id, and the same in age order.
+    requests: BTreeMap<String, RequestRecord>,
+    requests_by_age: BTreeSet<(u64, String)>,
     /// Derived: what tasks hold on each node.
     usage: BTreeMap<String, NodeUsage>,
     /// Objects changed since the last [`State::take_dirty`].
@@ -193,6 +278,83 @@ impl State {
         };
         s.rebuild_usage();
         s
+    }
+
+    /// Build the state from the state column family's objects (storage
+    /// key, JSON), as stored by [`State::object_json`]. Unknown keys are
+    /// skipped (they belong to a newer version); an undecodable object is an
+    /// error naming its key.
+    pub fn from_stored(objects: Vec<(String, Vec<u8>)>) -> Result<State, String> {
+        fn decode<T: serde::de::DeserializeOwned>(k: &str, v: &[u8]) -> Result<T, String> {
+            serde_json::from_slice(v).map_err(|e| format!("stored object {k}: {e}"))
+        }
+        let mut s = State::default();
+        for (k, v) in objects {
+            if let Some(n) = k.strip_prefix("job/") {
+                s.jobs.insert(n.to_string(), decode(&k, &v)?);
+            } else if let Some(n) = k.strip_prefix("node/") {
+                s.nodes.insert(n.to_string(), decode(&k, &v)?);
+            } else if let Some(n) = k.strip_prefix("queue/") {
+                s.queues.insert(n.to_string(), decode(&k, &v)?);
+            } else if k.starts_with("req/") {
+                let r: RequestRecord = decode(&k, &v)?;
+                s.requests_by_age.insert((r.at_ms, r.id.clone()));
+                s.requests.insert(r.id.clone(), r);
+            }
+        }
+        s.rebuild_usage();
+        Ok(s)
+    }
+
+    /// Every stored object as (storage key, JSON): what [`State::from_stored`]
+    /// reads back.
+    pub fn stored_objects(&self) -> Vec<(String, Vec<u8>)> {
+        let keys = self
+            .jobs
+            .keys()
+            .map(|n| ObjKey::Job(n.clone()))
+            .chain(self.nodes.keys().map(|n| ObjKey::Node(n.clone())))
+            .chain(self.queues.keys().map(|n| ObjKey::Queue(n.clone())))
+            .chain(self.requests.keys().map(|n| ObjKey::Request(n.clone())));
+        keys.filter_map(|k| self.object_json(&k).map(|v| (k.storage_key(), v)))
+            .collect()
+    }
+
+    /// The record of a request applied in the last [`REQUEST_TTL_MS`].
+    pub fn request(&self, id: &str) -> Option<&RequestRecord> {
+        self.requests.get(id)
+    }
+
+    /// What a queue's jobs hold and wait for now.
+    pub fn queue_status(&self, queue: &str) -> QueueStatus {
+        let mut st = QueueStatus::default();
+        let mut milli = 0u64;
+        for j in self.jobs.values() {
+            if j.metadata.queue.as_deref().unwrap_or(DEFAULT_QUEUE) != queue {
+                continue;
+            }
+            match j.status.phase {
+                JobPhase::Pending => st.pending_jobs += 1,
+                JobPhase::Running => st.running_jobs += 1,
+                _ => {}
+            }
+            milli += job_gpu_milli_held(j);
+        }
+        st.gpus_in_use = milli as f64 / 1000.0;
+        st
+    }
+
+    /// GPU thousandths held by the bound and running tasks of each queue.
+    pub fn queue_usage_milli(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for j in self.jobs.values() {
+            let held = job_gpu_milli_held(j);
+            if held > 0 {
+                let q = j.metadata.queue.as_deref().unwrap_or(DEFAULT_QUEUE);
+                *out.entry(q.to_string()).or_default() += held;
+            }
+        }
+        out
     }
 
     /// Recompute the usage index from the tasks.
@@ -232,6 +394,11 @@ impl State {
         match key {
             ObjKey::Job(n) => self.jobs.get(n).and_then(|j| serde_json::to_vec(j).ok()),
             ObjKey::Node(n) => self.nodes.get(n).and_then(|n| serde_json::to_vec(n).ok()),
+            ObjKey::Queue(n) => self.queues.get(n).and_then(|q| serde_json::to_vec(q).ok()),
+            ObjKey::Request(n) => self
+                .requests
+                .get(n)
+                .and_then(|r| serde_json::to_vec(r).ok()),
         }
     }
 
@@ -261,7 +428,89 @@ impl State {
 
     /// Apply one committed command at log `index`. Deterministic; on error
     /// nothing changed.
+    ///
+    /// A command with a request id that was already applied is not applied
+    /// again: the answer is the recorded one (the object's current form, or
+    /// the same refusal). This makes a client's retry after a lost answer
+    /// (say, the leader died between commit and reply) safe for every write,
+    /// compare-and-set included.
     pub fn apply(&mut self, index: u64, env: &Envelope) -> Result<Applied, ApplyError> {
+        let Some(id) = &env.request_id else {
+            return self.apply_cmd(index, env);
+        };
+        self.forget_requests(env.now_ms);
+        if let Some(r) = self.requests.get(id) {
+            return match &r.error {
+                Some((code, message)) => Err(ApplyError::Repeated {
+                    code: *code,
+                    message: message.clone(),
+                }),
+                None => Ok(r
+                    .object
+                    .as_deref()
+                    .map(|k| self.applied_object(k))
+                    .unwrap_or(Applied::Nothing)),
+            };
+        }
+        if id.is_empty() || id.len() > MAX_REQUEST_ID_LEN {
+            return Err(ApplyError::Invalid(format!(
+                "request id must be 1 to {MAX_REQUEST_ID_LEN} bytes"
+            )));
+        }
+        let result = self.apply_cmd(index, env);
+        let (object, error) = match &result {
+            Ok(Applied::Job(j)) => (Some(ObjKey::Job(j.metadata.name.clone())), None),
+            Ok(Applied::Node(n)) => (Some(ObjKey::Node(n.metadata.name.clone())), None),
+            Ok(Applied::Queue(q)) => (Some(ObjKey::Queue(q.metadata.name.clone())), None),
+            Ok(_) => (None, None),
+            Err(e) => (None, Some((e.code(), e.to_string()))),
+        };
+        let record = RequestRecord {
+            id: id.clone(),
+            at_ms: env.now_ms,
+            index,
+            object: object.map(|k| k.storage_key()),
+            error,
+        };
+        self.requests_by_age.insert((env.now_ms, id.clone()));
+        self.requests.insert(id.clone(), record);
+        self.dirty.insert(ObjKey::Request(id.clone()));
+        result
+    }
+
+    /// Drop request records older than [`REQUEST_TTL_MS`], and the oldest
+    /// beyond [`MAX_REQUEST_RECORDS`].
+    fn forget_requests(&mut self, now: u64) {
+        while let Some((at, id)) = self.requests_by_age.first().cloned() {
+            let expired = at.saturating_add(REQUEST_TTL_MS) < now;
+            if !expired && self.requests.len() < MAX_REQUEST_RECORDS {
+                break;
+            }
+            self.requests_by_age.pop_first();
+            self.requests.remove(&id);
+            self.dirty.insert(ObjKey::Request(id));
+        }
+    }
+
+    /// The current form of the object under a storage key.
+    fn applied_object(&self, key: &str) -> Applied {
+        if let Some(n) = key.strip_prefix("job/") {
+            return self.job_applied(n);
+        }
+        if let Some(n) = key.strip_prefix("node/") {
+            if let Some(node) = self.nodes.get(n) {
+                return Applied::Node(Box::new(node.clone()));
+            }
+        }
+        if let Some(n) = key.strip_prefix("queue/") {
+            if let Some(q) = self.queues.get(n) {
+                return Applied::Queue(Box::new(q.clone()));
+            }
+        }
+        Applied::Nothing
+    }
+
+    fn apply_cmd(&mut self, index: u64, env: &Envelope) -> Result<Applied, ApplyError> {
         let now = env.now_ms;
         match &env.cmd {
             Command::SubmitJob { job } => self.submit(index, now, job),
@@ -288,7 +537,47 @@ impl State {
                 self.fail_attempt(index, now, job, reason, "AttemptFailed");
                 Ok(self.job_applied(job))
             }
+            Command::PutQueue { queue } => self.put_queue(index, now, queue),
         }
+    }
+
+    fn put_queue(&mut self, index: u64, now: u64, queue: &Queue) -> Result<Applied, ApplyError> {
+        queue
+            .validate()
+            .map_err(|e| ApplyError::Invalid(e.to_string()))?;
+        let name = queue.metadata.name.clone();
+        let expected = queue.metadata.resource_version;
+        let mut q = queue.clone();
+        q.api_version = API_VERSION.to_string();
+        q.status = None;
+        q.metadata.resource_version = Some(index);
+        match self.queues.get(&name) {
+            Some(old) => {
+                if let Some(want) = expected {
+                    let have = old.metadata.resource_version.unwrap_or(0);
+                    if want != have {
+                        return Err(ApplyError::Conflict(format!(
+                            "queue {name:?} was changed (resourceVersion {have}) after version {want} that this update is based on; get it again and reapply"
+                        )));
+                    }
+                }
+                q.metadata.uid = old.metadata.uid;
+                q.metadata.creation_timestamp_ms = old.metadata.creation_timestamp_ms;
+            }
+            None => {
+                if let Some(want) = expected {
+                    return Err(ApplyError::NotFound {
+                        kind: "queue",
+                        name: format!("{name} (the update names resourceVersion {want})"),
+                    });
+                }
+                q.metadata.uid = Some(index);
+                q.metadata.creation_timestamp_ms = Some(now);
+            }
+        }
+        self.queues.insert(name.clone(), q.clone());
+        self.dirty.insert(ObjKey::Queue(name));
+        Ok(Applied::Queue(Box::new(q)))
     }
 
     fn job_applied(&self, name: &str) -> Applied {
@@ -319,6 +608,13 @@ impl State {
         }
         job.validate()
             .map_err(|e| ApplyError::Invalid(e.to_string()))?;
+        if let Some(q) = job.metadata.queue.as_deref() {
+            if q != DEFAULT_QUEUE && !self.queues.contains_key(q) {
+                return Err(ApplyError::Invalid(format!(
+                    "metadata.queue: queue {q:?} does not exist; create it first (kind: Queue) or leave the field out for the {DEFAULT_QUEUE:?} queue"
+                )));
+            }
+        }
         let mut j = job.clone();
         j.api_version = API_VERSION.to_string();
         j.metadata.uid = Some(index);
@@ -757,6 +1053,17 @@ impl State {
 }
 
 /// CPU and memory one task of `job` asks for.
+/// GPU thousandths held by a job's bound and running tasks.
+fn job_gpu_milli_held(j: &Job) -> u64 {
+    j.status
+        .tasks
+        .iter()
+        .filter(|t| t.phase.holds_resources())
+        .flat_map(|t| t.gpus.iter())
+        .map(|g| u64::from(g.milli))
+        .sum()
+}
+
 fn task_cpu_mem(job: &Job, index: u32) -> (u64, u64) {
     job.task_spec(index)
         .map(|s| {
@@ -863,10 +1170,7 @@ mod tests {
         }
         fn apply(&mut self, cmd: Command) -> Result<Applied, ApplyError> {
             self.index += 1;
-            let env = Envelope {
-                now_ms: 1000 * self.index,
-                cmd,
-            };
+            let env = Envelope::new(1000 * self.index, cmd);
             self.s.apply(self.index, &env)
         }
         fn bind(&mut self, job: &str, node: &str, gpu_sets: &[&[u32]]) -> Applied {
@@ -1095,14 +1399,159 @@ mod tests {
         assert_eq!(refused.len(), 1);
     }
 
+    fn queue(name: &str, weight: u32, version: Option<u64>) -> Box<Queue> {
+        let doc = format!(
+            "apiVersion: gpuctl.io/v1\nkind: Queue\nmetadata: {{name: {name}}}\nspec: {{weight: {weight}}}\n"
+        );
+        let mut m = gpuctl_common::api::parse_manifests("q.yaml", &doc).unwrap();
+        let gpuctl_common::api::Manifest::Queue(mut q) = m.remove(0) else {
+            panic!("not a queue")
+        };
+        q.metadata.resource_version = version;
+        Box::new(q)
+    }
+
+    fn put(
+        h: &mut Harness,
+        name: &str,
+        weight: u32,
+        version: Option<u64>,
+    ) -> Result<u64, ApplyError> {
+        match h.apply(Command::PutQueue {
+            queue: queue(name, weight, version),
+        })? {
+            Applied::Queue(q) => Ok(q.metadata.resource_version.unwrap()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn queue_updates_compare_and_set_on_resource_version() {
+        let mut h = Harness::new();
+        let v1 = put(&mut h, "research", 1, None).unwrap();
+        assert_eq!(v1, 1);
+        // A blind write replaces whatever is there.
+        let v2 = put(&mut h, "research", 2, None).unwrap();
+        assert_eq!(v2, 2);
+        // A compare-and-set on the current version wins...
+        let v3 = put(&mut h, "research", 3, Some(v2)).unwrap();
+        assert_eq!(h.s.queues["research"].spec.weight, 3);
+        // ... and one on a stale version is refused and changes nothing.
+        let e = put(&mut h, "research", 9, Some(v2)).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Conflict);
+        assert!(e.to_string().contains("get it again"), "{e}");
+        assert_eq!(h.s.queues["research"].spec.weight, 3);
+        assert_eq!(h.s.queues["research"].metadata.resource_version, Some(v3));
+        assert_eq!(h.s.queues["research"].metadata.uid, Some(1));
+        // An update of a queue that does not exist is not a create.
+        let e = put(&mut h, "nope", 1, Some(1)).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::NotFound);
+        assert!(!h.s.queues.contains_key("nope"));
+    }
+
+    #[test]
+    fn jobs_name_existing_queues() {
+        let mut h = Harness::new();
+        let mut j = job("a", 1, 1.0, 0);
+        j.metadata.queue = Some("research".into());
+        let e = h
+            .apply(Command::SubmitJob {
+                job: Box::new(j.clone()),
+            })
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("queue \"research\" does not exist"),
+            "{e}"
+        );
+        put(&mut h, "research", 1, None).unwrap();
+        h.apply(Command::SubmitJob { job: Box::new(j) }).unwrap();
+        assert_eq!(h.s.queue_status("research").pending_jobs, 1);
+        // The default queue needs no object.
+        h.apply(Command::SubmitJob {
+            job: Box::new(job("b", 1, 1.0, 0)),
+        })
+        .unwrap();
+        assert_eq!(h.s.queue_status("default").pending_jobs, 1);
+    }
+
+    fn with_id(now_ms: u64, id: &str, cmd: Command) -> Envelope {
+        let mut env = Envelope::new(now_ms, cmd);
+        env.request_id = Some(id.to_string());
+        env
+    }
+
+    #[test]
+    fn a_retried_request_is_answered_from_its_record_not_applied_again() {
+        let mut s = State::default();
+        let cas = |weight, version| Command::PutQueue {
+            queue: queue("q", weight, version),
+        };
+        s.apply(1, &with_id(10, "r1", cas(1, None))).unwrap();
+        let Applied::Queue(q) = s.apply(2, &with_id(20, "r2", cas(2, Some(1)))).unwrap() else {
+            panic!()
+        };
+        assert_eq!(q.metadata.resource_version, Some(2));
+        // The retry of r2 (its first answer was lost) must not turn into a
+        // conflict with its own write, nor apply twice.
+        let Applied::Queue(again) = s.apply(3, &with_id(30, "r2", cas(2, Some(1)))).unwrap() else {
+            panic!()
+        };
+        assert_eq!(again.metadata.resource_version, Some(2));
+        // A refusal is repeated as the same refusal.
+        let e = s.apply(4, &with_id(40, "r3", cas(5, Some(1)))).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Conflict);
+        s.apply(5, &with_id(50, "r4", cas(6, None))).unwrap();
+        let e2 = s.apply(6, &with_id(60, "r3", cas(5, Some(1)))).unwrap_err();
+        assert_eq!(
+            (e2.code(), e2.to_string()),
+            (ErrorCode::Conflict, e.to_string())
+        );
+        // The same for job creates: the retry is not "already exists".
+        let submit = Command::SubmitJob {
+            job: Box::new(job("a", 1, 1.0, 0)),
+        };
+        s.apply(7, &with_id(70, "j1", submit.clone())).unwrap();
+        assert!(matches!(
+            s.apply(8, &with_id(80, "j1", submit.clone())).unwrap(),
+            Applied::Job(_)
+        ));
+        assert_eq!(s.jobs["a"].metadata.uid, Some(7));
+        // Records survive a restart (they are stored objects)...
+        let back = State::from_stored(s.stored_objects()).unwrap();
+        assert_eq!(back.request("r2"), s.request("r2"));
+        assert_eq!(back.queues, s.queues);
+        // ... and are forgotten after the TTL, deterministically.
+        let mut s = back;
+        let late = 80 + REQUEST_TTL_MS + 1;
+        s.apply(9, &with_id(late, "x", cas(7, None))).unwrap();
+        assert!(s.request("r1").is_none() && s.request("j1").is_none());
+        assert!(s.request("x").is_some());
+        assert!(s.take_dirty().contains(&ObjKey::Request("r1".to_string())));
+        assert!(s.object_json(&ObjKey::Request("r1".into())).is_none());
+    }
+
+    #[test]
+    fn stored_objects_round_trip_and_unknown_keys_are_skipped() {
+        let mut h = Harness::new();
+        h.apply(reg("n1", 2)).unwrap();
+        put(&mut h, "q", 4, None).unwrap();
+        let mut stored = h.s.stored_objects();
+        stored.push(("widget/x".into(), b"{}".to_vec()));
+        let back = State::from_stored(stored.clone()).unwrap();
+        assert_eq!((back.nodes.len(), back.queues.len()), (1, 1));
+        stored.push(("queue/bad".into(), b"{".to_vec()));
+        let e = State::from_stored(stored).unwrap_err();
+        assert!(e.contains("queue/bad"), "{e}");
+    }
+
     #[test]
     fn envelope_round_trips_as_json() {
-        let env = Envelope {
-            now_ms: 7,
-            cmd: Command::SubmitJob {
+        let env = Envelope::new(
+            7,
+            Command::SubmitJob {
                 job: Box::new(job("a", 2, 0.5, 0)),
             },
-        };
+        );
         let bytes = serde_json::to_vec(&env).unwrap();
         let back: Envelope = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(back, env);

@@ -19,7 +19,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use gpuctl_common::api::{Job, Node};
 use protobuf::Message as _;
 use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
@@ -49,9 +48,17 @@ pub enum StoreError {
 
 /// What was stored when the replica last stopped.
 pub struct Recovered {
-    pub jobs: Vec<Job>,
-    pub nodes: Vec<Node>,
+    /// Every object in the state column family: (storage key, JSON), for
+    /// [`crate::state::State::from_stored`].
+    pub objects: Vec<(String, Vec<u8>)>,
     pub applied: u64,
+}
+
+impl Recovered {
+    /// Decode the objects into the state machine.
+    pub fn state(&self) -> Result<crate::state::State, StoreError> {
+        crate::state::State::from_stored(self.objects.clone()).map_err(|e| corrupt("state", e))
+    }
 }
 
 struct Core {
@@ -131,11 +138,8 @@ impl RaftStorage {
         }
 
         let state = db.cf_handle(CF_STATE).expect("created above");
-        let SnapshotData {
-            applied,
-            jobs,
-            nodes,
-        } = read_state(db.iterator_cf(state, rocksdb::IteratorMode::Start), &path)?;
+        let SnapshotData { applied, objects } =
+            read_state(db.iterator_cf(state, rocksdb::IteratorMode::Start), &path)?;
         // Everything up to the last snapshot is applied by definition.
         let applied = applied.max(snapshot_meta.index);
         let core = Core {
@@ -151,8 +155,10 @@ impl RaftStorage {
                 core: Arc::new(RwLock::new(core)),
             },
             Recovered {
-                jobs,
-                nodes,
+                objects: objects
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_bytes()))
+                    .collect(),
                 applied,
             },
         ))
@@ -445,17 +451,8 @@ impl RaftStorage {
             let (k, _) = item.map_err(rocks(&c.path))?;
             b.delete_cf(state, k);
         }
-        for j in &data.jobs {
-            let v = serde_json::to_vec(j).map_err(|e| corrupt("snapshot job", e))?;
-            b.put_cf(state, ObjKey::Job(j.metadata.name.clone()).storage_key(), v);
-        }
-        for n in &data.nodes {
-            let v = serde_json::to_vec(n).map_err(|e| corrupt("snapshot node", e))?;
-            b.put_cf(
-                state,
-                ObjKey::Node(n.metadata.name.clone()).storage_key(),
-                v,
-            );
+        for (k, v) in &data.objects {
+            b.put_cf(state, k, v);
         }
         b.put_cf(state, KEY_APPLIED, meta.index.to_be_bytes());
         let mut hs = c.hard_state.clone();
@@ -487,8 +484,11 @@ impl RaftStorage {
         c.conf_state = meta.get_conf_state().clone();
         c.snapshot_meta = meta.clone();
         Ok(Recovered {
-            jobs: data.jobs,
-            nodes: data.nodes,
+            objects: data
+                .objects
+                .into_iter()
+                .map(|(k, v)| (k, v.into_bytes()))
+                .collect(),
             applied: meta.index,
         })
     }
@@ -508,23 +508,24 @@ where
                 .try_into()
                 .map_err(|_| corrupt("applied index", "length"))?;
             data.applied = u64::from_be_bytes(bytes);
-        } else if k.starts_with(b"job/") {
-            data.jobs
-                .push(serde_json::from_slice(&v).map_err(|e| corrupt("stored job", e))?);
-        } else if k.starts_with(b"node/") {
-            data.nodes
-                .push(serde_json::from_slice(&v).map_err(|e| corrupt("stored node", e))?);
+        } else {
+            // Objects are JSON under "kind/name" keys; the state machine
+            // decodes them (State::from_stored).
+            let key = String::from_utf8(k.to_vec()).map_err(|e| corrupt("state key", e))?;
+            let value = String::from_utf8(v.to_vec())
+                .map_err(|e| corrupt(&format!("stored object {key}"), e))?;
+            data.objects.push((key, value));
         }
     }
     Ok(data)
 }
 
-/// What a snapshot carries: every object at `applied`.
+/// What a snapshot carries: every object at `applied`, as (storage key,
+/// JSON text) pairs.
 #[derive(Default, serde::Serialize, serde::Deserialize)]
 struct SnapshotData {
     applied: u64,
-    jobs: Vec<Job>,
-    nodes: Vec<Node>,
+    objects: Vec<(String, String)>,
 }
 
 impl Core {
@@ -662,7 +663,7 @@ mod tests {
         let (s, rec) = RaftStorage::open(dir.path()).unwrap();
         assert!(s.is_initialized());
         assert_eq!(rec.applied, 3);
-        assert_eq!(rec.jobs.len(), 1);
+        assert_eq!(rec.state().unwrap().jobs.len(), 1);
         assert_eq!(s.last_index().unwrap(), 4);
         assert_eq!(s.term(3).unwrap(), 2);
         let st = s.initial_state().unwrap();
@@ -700,12 +701,12 @@ mod tests {
         let (b, _) = RaftStorage::open(d2.path()).unwrap();
         b.append(&[entry(1, 1)], None, true).unwrap();
         let rec = b.apply_snapshot(&snap).unwrap();
-        assert_eq!((rec.applied, rec.jobs.len()), (3, 1));
+        assert_eq!((rec.applied, rec.state().unwrap().jobs.len()), (3, 1));
         assert_eq!((b.first_index().unwrap(), b.last_index().unwrap()), (4, 3));
         assert_eq!(b.term(3).unwrap(), 2);
         drop(b);
         let (b, rec) = RaftStorage::open(d2.path()).unwrap();
-        assert_eq!((rec.applied, rec.jobs.len()), (3, 1));
+        assert_eq!((rec.applied, rec.state().unwrap().jobs.len()), (3, 1));
         assert_eq!(b.conf_state().voters, vec![1, 2, 3]);
     }
 

@@ -153,6 +153,7 @@ async fn gang_lifecycle_and_restart() {
         .apply(pb::ApplyRequest {
             object_json: job_json("early", 1, 1.0),
             source: "early.yaml".into(),
+            request_id: String::new(),
         })
         .await
         .unwrap_err();
@@ -170,6 +171,7 @@ async fn gang_lifecycle_and_restart() {
         c.apply(pb::ApplyRequest {
             object_json: job_json(j, 2, 2.0),
             source: format!("{j}.yaml"),
+            request_id: String::new(),
         })
         .await
         .unwrap();
@@ -179,6 +181,7 @@ async fn gang_lifecycle_and_restart() {
         .apply(pb::ApplyRequest {
             object_json: job_json("huge", 1, 8.0),
             source: "huge.yaml".into(),
+            request_id: String::new(),
         })
         .await
         .unwrap_err();
@@ -193,6 +196,7 @@ async fn gang_lifecycle_and_restart() {
         .apply(pb::ApplyRequest {
             object_json: job_json("a", 1, 1.0),
             source: "dup.yaml".into(),
+            request_id: String::new(),
         })
         .await
         .unwrap_err();
@@ -299,6 +303,7 @@ async fn silent_node_is_lost_and_its_job_retried() {
     c.apply(pb::ApplyRequest {
         object_json: serde_json::to_string(&j).unwrap(),
         source: "r.yaml".into(),
+        request_id: String::new(),
     })
     .await
     .unwrap();
@@ -354,6 +359,7 @@ async fn bad_requests_are_refused_with_reasons() {
         .apply(pb::ApplyRequest {
             object_json: "{not json".into(),
             source: "x.json".into(),
+            request_id: String::new(),
         })
         .await
         .unwrap_err();
@@ -364,6 +370,7 @@ async fn bad_requests_are_refused_with_reasons() {
         .apply(pb::ApplyRequest {
             object_json: bad,
             source: "neg.yaml".into(),
+            request_id: String::new(),
         })
         .await
         .unwrap_err();
@@ -416,5 +423,131 @@ async fn bad_requests_are_refused_with_reasons() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    server.shutdown().await;
+}
+
+fn queue_json(name: &str, weight: u32, quota: f64, version: Option<u64>) -> String {
+    let mut v = serde_json::json!({
+        "apiVersion": "gpuctl.io/v1",
+        "kind": "Queue",
+        "metadata": {"name": name},
+        "spec": {"weight": weight, "gpuQuota": quota},
+    });
+    if let Some(rv) = version {
+        v["metadata"]["resourceVersion"] = rv.into();
+    }
+    v.to_string()
+}
+
+async fn apply(
+    c: &mut ControlClient<Channel>,
+    json: String,
+    request_id: &str,
+) -> Result<serde_json::Value, tonic::Status> {
+    let r = c
+        .apply(pb::ApplyRequest {
+            object_json: json,
+            source: "q.yaml".into(),
+            request_id: request_id.into(),
+        })
+        .await?;
+    Ok(serde_json::from_str(&r.into_inner().object_json).unwrap())
+}
+
+async fn get_queue(c: &mut ControlClient<Channel>, name: &str) -> serde_json::Value {
+    let r = c
+        .get(pb::GetRequest {
+            kind: "queues".into(),
+            name: name.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    serde_json::from_str(&r.objects_json[0]).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_compare_and_set_retry_safely_cap_gpus_and_survive_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr) = start(dir.path(), Duration::from_secs(60)).await;
+    let (mut c, mut n) = clients(&addr).await;
+    n.register(register("n1", 4)).await.unwrap();
+
+    let q = apply(&mut c, queue_json("research", 1, 1.0, None), "a")
+        .await
+        .unwrap();
+    let v1 = q["metadata"]["resourceVersion"].as_u64().unwrap();
+    // Compare-and-set on the version just read wins.
+    let q = apply(&mut c, queue_json("research", 2, 1.0, Some(v1)), "b")
+        .await
+        .unwrap();
+    let v2 = q["metadata"]["resourceVersion"].as_u64().unwrap();
+    assert!(v2 > v1);
+    // The same request again (a retry after a lost answer) is answered as
+    // the first time, not refused as a conflict with itself.
+    let again = apply(&mut c, queue_json("research", 2, 1.0, Some(v1)), "b")
+        .await
+        .unwrap();
+    assert_eq!(again["metadata"]["resourceVersion"].as_u64(), Some(v2));
+    // A new request on the stale version is a conflict that names the file.
+    let e = apply(&mut c, queue_json("research", 3, 1.0, Some(v1)), "c")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Aborted, "{e:?}");
+    assert!(
+        e.message()
+            .starts_with("q.yaml: queue \"research\" was changed"),
+        "{}",
+        e.message()
+    );
+    assert_eq!(get_queue(&mut c, "research").await["spec"]["weight"], 2);
+
+    // The quota (1 GPU) holds the second 1-GPU job back while the first runs.
+    let mut watch = n
+        .watch_assignments(pb::WatchAssignmentsRequest { node: "n1".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    for name in ["r1", "r2"] {
+        let mut j: serde_json::Value = serde_json::from_str(&job_json(name, 1, 1.0)).unwrap();
+        j["metadata"]["queue"] = "research".into();
+        apply(&mut c, j.to_string(), &format!("job-{name}"))
+            .await
+            .unwrap();
+    }
+    let a = next_with(&mut watch, "r1", 1).await;
+    report(&mut n, &a.tasks[0], "Running", 0).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(get_job(&mut c, "r2").await.status.phase, JobPhase::Pending);
+    let q = get_queue(&mut c, "research").await;
+    assert_eq!(q["status"]["gpusInUse"], 1.0);
+    assert_eq!(q["status"]["pendingJobs"], 1);
+    // When r1 ends, r2 gets its turn.
+    report(&mut n, &a.tasks[0], "Succeeded", 0).await;
+    next_with(&mut watch, "r2", 1).await;
+    // A job in a queue that does not exist is refused, naming the field.
+    let mut j: serde_json::Value = serde_json::from_str(&job_json("lost", 1, 1.0)).unwrap();
+    j["metadata"]["queue"] = "nope".into();
+    let e = apply(&mut c, j.to_string(), "job-lost").await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("metadata.queue"), "{}", e.message());
+
+    drop((c, n, watch));
+    server.shutdown().await;
+    let (server, addr) = start(dir.path(), Duration::from_secs(60)).await;
+    let (mut c, _n) = clients(&addr).await;
+    let q = get_queue(&mut c, "research").await;
+    assert_eq!(
+        (
+            q["spec"]["weight"].as_u64(),
+            q["metadata"]["resourceVersion"].as_u64()
+        ),
+        (Some(2), Some(v2))
+    );
+    // Request records survive the restart too.
+    let again = apply(&mut c, queue_json("research", 2, 1.0, Some(v1)), "b")
+        .await
+        .unwrap();
+    assert_eq!(again["metadata"]["resourceVersion"].as_u64(), Some(v2));
     server.shutdown().await;
 }

@@ -24,6 +24,7 @@ pub mod filter;
 mod mix;
 mod model;
 mod policy;
+pub mod quota;
 pub mod score;
 
 use gpuctl_common::api::{GpuShare, Job, NodePhase, Topology};
