@@ -6,6 +6,13 @@
 //! completion, that the replicas converge, and that all of it is still there
 //! after a restart of the whole cluster.
 //!
+//! Alongside, three clients read, write and compare-and-set two `Queue`
+//! objects (a label as the value, `metadata.resourceVersion` for the
+//! compare) through the same binary; the history of their calls and answers
+//! is checked for linearizability with the Wing–Gong–Lowe checker of
+//! `todc-utils`. Every task records its start in a file, so a task started
+//! twice for one attempt (a binding done again by a new leader) is caught.
+//!
 //! The binaries must sit next to `gpuctl` (`cargo build --bins`).
 
 mod support;
@@ -20,6 +27,9 @@ use std::time::{Duration, Instant};
 
 use gpuctl_common::api::{Job, JobPhase};
 use serde_json::Value;
+use std::sync::atomic::AtomicU64;
+use todc_utils::linearizability::history::{Action, History};
+use todc_utils::{Specification, WGLChecker};
 
 const DEV_ARGS: &[&str] = &[
     "--replicas",
@@ -188,6 +198,24 @@ impl Dev {
         serde_json::from_str(&r.stdout).unwrap_or_default()
     }
 
+    /// [`eventually`], with the cluster's logs in the failure message.
+    fn until<T>(&self, limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "timed out waiting for {what}\n--- gpuctl dev:\n{}\n{}",
+                    self.log(),
+                    self.scheduler_logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// scheduler id → pid, from `cluster.json`.
     fn pids(&self) -> BTreeMap<u64, i32> {
         let text = std::fs::read_to_string(self.state().join("cluster.json")).unwrap();
@@ -251,6 +279,331 @@ fn alive(pid: i32) -> bool {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
 }
 
+/// What became of a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Outcome {
+    Ok,
+    /// Refused (a conflict, or the object was not there): it did not happen.
+    Failed,
+    /// No answer (killed, unreachable, timed out): it may or may not have
+    /// happened. Its response is put at the end of the history.
+    Unknown,
+}
+
+/// Operations on one queue, whose value is its `lin` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum LinOp {
+    /// A read that saw this value (`None`: no such queue).
+    Read(Option<u64>),
+    /// Create or replace with this value.
+    Write(u64, Outcome),
+    /// Replace with `new` if the version read along with `expected` is
+    /// still current. Values are unique, so "the version is current" is
+    /// "the value is still `expected`".
+    Cas {
+        expected: u64,
+        new: u64,
+        outcome: Outcome,
+    },
+}
+
+struct QueueSpec;
+
+impl Specification for QueueSpec {
+    type State = Option<u64>;
+    type Operation = LinOp;
+
+    fn init() -> Self::State {
+        None
+    }
+
+    fn apply(op: &LinOp, state: &Option<u64>) -> (bool, Option<u64>) {
+        match *op {
+            LinOp::Read(v) => (v == *state, *state),
+            LinOp::Write(v, Outcome::Ok | Outcome::Unknown) => (true, Some(v)),
+            LinOp::Write(_, Outcome::Failed) => (true, *state),
+            LinOp::Cas {
+                expected,
+                new,
+                outcome,
+            } => {
+                let holds = *state == Some(expected);
+                match outcome {
+                    Outcome::Ok => (holds, if holds { Some(new) } else { *state }),
+                    Outcome::Failed => (!holds, *state),
+                    Outcome::Unknown => (true, if holds { Some(new) } else { *state }),
+                }
+            }
+        }
+    }
+}
+
+/// One operation of the history: when it was called and answered, in one
+/// global order (`None`: never answered).
+#[derive(Debug, Clone)]
+struct Event {
+    object: usize,
+    call: u64,
+    ret: Option<u64>,
+    op: LinOp,
+}
+
+const LIN_OBJECTS: [&str; 2] = ["lin-a", "lin-b"];
+
+/// Write a Queue manifest whose value is `value`; with `version`, the apply
+/// is a compare-and-set on it.
+fn queue_file(dir: &Path, name: &str, value: u64, version: Option<u64>) -> PathBuf {
+    let path = dir.join(format!("{name}-{value}.yaml"));
+    let rv = version.map_or(String::new(), |v| format!("\n  resourceVersion: {v}"));
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: gpuctl.io/v1\nkind: Queue\nmetadata:\n  name: {name}\n  labels: {{lin: \"{value}\"}}{rv}\nspec:\n  weight: 1\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// `gpuctl get queue NAME -o json`: Some((value, version)), Some(None) when
+/// there is no such queue, None when the read failed (no information).
+fn read_queue(config: &Path, name: &str) -> Option<Option<(u64, u64)>> {
+    let r = gpuctl(
+        config,
+        &["get", "queue", name, "-o", "json"],
+        Duration::from_secs(30),
+    );
+    if !r.ok {
+        return r.stderr.contains("not found").then_some(None);
+    }
+    let v: Value = serde_json::from_str(&r.stdout).ok()?;
+    let value = v["metadata"]["labels"]["lin"].as_str()?.parse().ok()?;
+    let version = v["metadata"]["resourceVersion"].as_u64()?;
+    Some(Some((value, version)))
+}
+
+fn write_outcome(r: &Ran) -> Outcome {
+    if r.ok {
+        Outcome::Ok
+    } else if r.stderr.contains("was changed") || r.stderr.contains("does not exist") {
+        Outcome::Failed
+    } else {
+        Outcome::Unknown
+    }
+}
+
+/// A client: reads, blind writes, and read-then-compare-and-set, on random
+/// objects (seeded), until `stop`.
+fn lin_client(
+    id: u64,
+    config: PathBuf,
+    files: PathBuf,
+    clock: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    history: Arc<Mutex<Vec<Event>>>,
+) {
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ id;
+    let mut next = || {
+        // xorshift64*
+        seed ^= seed >> 12;
+        seed ^= seed << 25;
+        seed ^= seed >> 27;
+        seed.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    let tick = || clock.fetch_add(1, Ordering::SeqCst);
+    let mut seq = 0u64;
+    let mut record = |e: Event| history.lock().unwrap().push(e);
+    while !stop.load(Ordering::SeqCst) {
+        let object = (next() % LIN_OBJECTS.len() as u64) as usize;
+        let name = LIN_OBJECTS[object];
+        seq += 1;
+        let value = id * 1_000_000 + seq;
+        match next() % 3 {
+            0 => {
+                let call = tick();
+                if let Some(seen) = read_queue(&config, name) {
+                    let ret = tick();
+                    record(Event {
+                        object,
+                        call,
+                        ret: Some(ret),
+                        op: LinOp::Read(seen.map(|(v, _)| v)),
+                    });
+                }
+            }
+            1 => {
+                let file = queue_file(&files, name, value, None);
+                let call = tick();
+                let r = gpuctl(
+                    &config,
+                    &["apply", "-f", file.to_str().unwrap()],
+                    Duration::from_secs(30),
+                );
+                let outcome = write_outcome(&r);
+                let ret = (outcome != Outcome::Unknown).then(tick);
+                record(Event {
+                    object,
+                    call,
+                    ret,
+                    op: LinOp::Write(value, outcome),
+                });
+            }
+            _ => {
+                // Read, then compare-and-set on what was read.
+                let call = tick();
+                let Some(Some((expected, version))) = read_queue(&config, name) else {
+                    continue;
+                };
+                let ret = tick();
+                record(Event {
+                    object,
+                    call,
+                    ret: Some(ret),
+                    op: LinOp::Read(Some(expected)),
+                });
+                let file = queue_file(&files, name, value, Some(version));
+                let call = tick();
+                let r = gpuctl(
+                    &config,
+                    &["apply", "-f", file.to_str().unwrap()],
+                    Duration::from_secs(30),
+                );
+                let outcome = write_outcome(&r);
+                let ret = (outcome != Outcome::Unknown).then(tick);
+                record(Event {
+                    object,
+                    call,
+                    ret,
+                    op: LinOp::Cas {
+                        expected,
+                        new: value,
+                        outcome,
+                    },
+                });
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Check the history of each object (linearizability is compositional).
+/// Each operation is its own process: unanswered ones end after everything.
+fn check_linearizable(events: &[Event]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (object, name) in LIN_OBJECTS.iter().enumerate() {
+        let mine: Vec<&Event> = events.iter().filter(|e| e.object == object).collect();
+        let end = events.iter().filter_map(|e| e.ret).max().unwrap_or(0) + 1;
+        let mut stamped: Vec<(u64, usize, Action<LinOp>)> = Vec::new();
+        for (process, e) in mine.iter().enumerate() {
+            stamped.push((e.call, process, Action::Call(e.op)));
+            let ret = e.ret.unwrap_or(end + process as u64);
+            stamped.push((ret, process, Action::Response(e.op)));
+        }
+        if stamped.is_empty() {
+            continue;
+        }
+        stamped.sort_by_key(|(t, _, _)| *t);
+        let actions: Vec<(usize, Action<LinOp>)> =
+            stamped.into_iter().map(|(_, p, a)| (p, a)).collect();
+        if !WGLChecker::<QueueSpec>::is_linearizable(History::from_actions(actions)) {
+            problems.push(format!(
+                "the history of queue {name} is not linearizable: {mine:?}"
+            ));
+        }
+    }
+    problems
+}
+
+#[test]
+fn the_checker_tells_linearizable_histories_from_others() {
+    let ev = |call, ret, op| Event {
+        object: 0,
+        call,
+        ret,
+        op,
+    };
+    use LinOp::*;
+    // Sequential: write 1, CAS 1→2, read 2.
+    let good = [
+        ev(0, Some(1), Write(1, Outcome::Ok)),
+        ev(
+            2,
+            Some(3),
+            Cas {
+                expected: 1,
+                new: 2,
+                outcome: Outcome::Ok,
+            },
+        ),
+        ev(4, Some(5), Read(Some(2))),
+    ];
+    assert!(check_linearizable(&good).is_empty());
+    // A stale read after the CAS was acknowledged.
+    let stale = [
+        ev(0, Some(1), Write(1, Outcome::Ok)),
+        ev(
+            2,
+            Some(3),
+            Cas {
+                expected: 1,
+                new: 2,
+                outcome: Outcome::Ok,
+            },
+        ),
+        ev(4, Some(5), Read(Some(1))),
+    ];
+    assert_eq!(check_linearizable(&stale).len(), 1);
+    // A CAS that failed although nothing changed the value.
+    let lost = [
+        ev(0, Some(1), Write(1, Outcome::Ok)),
+        ev(
+            2,
+            Some(3),
+            Cas {
+                expected: 1,
+                new: 2,
+                outcome: Outcome::Failed,
+            },
+        ),
+    ];
+    assert_eq!(check_linearizable(&lost).len(), 1);
+    // An unanswered write may have happened: a later read of it is fine,
+    // and so is a read that does not see it.
+    let maybe = [
+        ev(0, None, Write(7, Outcome::Unknown)),
+        ev(2, Some(3), Read(Some(7))),
+    ];
+    assert!(check_linearizable(&maybe).is_empty());
+    let maybe_not = [
+        ev(0, None, Write(7, Outcome::Unknown)),
+        ev(2, Some(3), Read(None)),
+    ];
+    assert!(check_linearizable(&maybe_not).is_empty());
+    // Two compare-and-sets from the same version cannot both win.
+    let both = [
+        ev(0, Some(1), Write(1, Outcome::Ok)),
+        ev(
+            2,
+            Some(5),
+            Cas {
+                expected: 1,
+                new: 2,
+                outcome: Outcome::Ok,
+            },
+        ),
+        ev(
+            3,
+            Some(6),
+            Cas {
+                expected: 1,
+                new: 3,
+                outcome: Outcome::Ok,
+            },
+        ),
+    ];
+    assert_eq!(check_linearizable(&both).len(), 1);
+}
+
 #[test]
 fn leader_failover_keeps_every_acknowledged_job() {
     let started = Instant::now();
@@ -263,8 +616,22 @@ fn leader_failover_keeps_every_acknowledged_job() {
         "the context lists every replica: {ctx}"
     );
 
+    // Every task appends "job task attempt" here when it starts.
+    let starts = dev.root.path().join("starts");
+    let record_start = format!(
+        "echo \"$GPUCTL_JOB $GPUCTL_TASK_INDEX $GPUCTL_ATTEMPT\" >> '{}'",
+        starts.display()
+    );
     // A job that is running while leaders die.
-    dev.ok(&["submit", "--name", "sleeper", "--", "sleep", "2"]);
+    dev.ok(&[
+        "submit",
+        "--name",
+        "sleeper",
+        "--",
+        "sh",
+        "-c",
+        &format!("{record_start}; sleep 2"),
+    ]);
     let waiter = {
         let config = dev.config();
         std::thread::spawn(move || {
@@ -281,6 +648,7 @@ fn leader_failover_keeps_every_acknowledged_job() {
     let results: Arc<Mutex<Vec<(String, Ran)>>> = Arc::default();
     let submitter = {
         let (stop, results, config) = (stop.clone(), results.clone(), dev.config());
+        let record_start = record_start.clone();
         std::thread::spawn(move || {
             let mut n = 0;
             while !stop.load(Ordering::SeqCst) {
@@ -288,7 +656,7 @@ fn leader_failover_keeps_every_acknowledged_job() {
                 let name = format!("s-{n}");
                 let r = gpuctl(
                     &config,
-                    &["submit", "--name", &name, "--", "true"],
+                    &["submit", "--name", &name, "--", "sh", "-c", &record_start],
                     Duration::from_secs(30),
                 );
                 results.lock().unwrap().push((name, r));
@@ -296,6 +664,24 @@ fn leader_failover_keeps_every_acknowledged_job() {
             }
         })
     };
+
+    // Clients of the linearizability check.
+    let clock = Arc::new(AtomicU64::new(0));
+    let history: Arc<Mutex<Vec<Event>>> = Arc::default();
+    let files = dev.root.path().join("queues");
+    std::fs::create_dir_all(&files).unwrap();
+    let lin_clients: Vec<_> = (1..=3)
+        .map(|id| {
+            let (config, files, clock, stop, history) = (
+                dev.config(),
+                files.clone(),
+                clock.clone(),
+                stop.clone(),
+                history.clone(),
+            );
+            std::thread::spawn(move || lin_client(id, config, files, clock, stop, history))
+        })
+        .collect();
 
     let acked_count = || results.lock().unwrap().iter().filter(|(_, r)| r.ok).count();
     // Kill the leader five times in a row.
@@ -308,7 +694,7 @@ fn leader_failover_keeps_every_acknowledged_job() {
             "three more acknowledged submissions",
             || (acked_count() >= before + 3).then_some(()),
         );
-        let (leader, term) = eventually(
+        let (leader, term) = dev.until(
             Duration::from_secs(20),
             "a leader with all three replicas answering",
             || {
@@ -324,13 +710,13 @@ fn leader_failover_keeps_every_acknowledged_job() {
         )
         .unwrap();
         let killed_at = Instant::now();
-        let (new_leader, new_term) = eventually(
+        let (new_leader, new_term) = dev.until(
             Duration::from_secs(20),
             "a new leader after the kill",
             || leader_of(&dev.status()).filter(|(_, t)| *t > term),
         );
         let elected_after = killed_at.elapsed();
-        let new_pid = eventually(
+        let new_pid = dev.until(
             Duration::from_secs(30),
             "the killed replica to be restarted (new pid in cluster.json)",
             || {
@@ -355,6 +741,43 @@ fn leader_failover_keeps_every_acknowledged_job() {
 
     stop.store(true, Ordering::SeqCst);
     submitter.join().unwrap();
+    for c in lin_clients {
+        c.join().unwrap();
+    }
+    let events = history.lock().unwrap().clone();
+    let answered = events.iter().filter(|e| e.ret.is_some()).count();
+    let cas_ok = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.op,
+                LinOp::Cas {
+                    outcome: Outcome::Ok,
+                    ..
+                }
+            )
+        })
+        .count();
+    let cas_failed = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.op,
+                LinOp::Cas {
+                    outcome: Outcome::Failed,
+                    ..
+                }
+            )
+        })
+        .count();
+    eprintln!(
+        "linearizability history: {} operations, {answered} answered, {cas_ok} compare-and-sets won, {cas_failed} refused",
+        events.len()
+    );
+    assert!(answered >= 30, "too few operations to check: {events:?}");
+    assert!(cas_ok > 0, "no compare-and-set won: {events:?}");
+    let problems = check_linearizable(&events);
+    assert!(problems.is_empty(), "{problems:#?}");
     let results = results.lock().unwrap().clone();
     let acked: Vec<&String> = results
         .iter()
@@ -404,6 +827,22 @@ fn leader_failover_keeps_every_acknowledged_job() {
         .map(|j| (&j.metadata.name, j.status.phase))
         .collect();
     assert!(failed_jobs.is_empty(), "{failed_jobs:?}");
+
+    // No task was started twice for one attempt, and each job's task started.
+    let text = std::fs::read_to_string(&starts).unwrap();
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for line in text.lines() {
+        *seen.entry(line).or_default() += 1;
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "started more than once: {twice:?}");
+    for j in &jobs {
+        let line = format!("{} 0 {}", j.metadata.name, j.status.attempt);
+        assert!(
+            seen.contains_key(line.as_str()),
+            "no start recorded for {line:?}"
+        );
+    }
 
     // The replicas converge on the same applied index.
     let applied = eventually(
