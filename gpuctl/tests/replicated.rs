@@ -412,7 +412,7 @@ fn lin_client(
     };
     let tick = || clock.fetch_add(1, Ordering::SeqCst);
     let mut seq = 0u64;
-    let mut record = |e: Event| history.lock().unwrap().push(e);
+    let record = |e: Event| history.lock().unwrap().push(e);
     while !stop.load(Ordering::SeqCst) {
         let object = (next() % LIN_OBJECTS.len() as u64) as usize;
         let name = LIN_OBJECTS[object];
