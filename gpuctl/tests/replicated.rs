@@ -1,5 +1,5 @@
 //! End to end with a replicated control plane: `gpuctl dev --replicas 3`
-//! starts three real `gpu-scheduler` replicas and a `gpu-node`; the test
+//! starts three real `gpu-scheduler` replicas and two `gpu-node`s; the test
 //! kills the Raft leader five times (SIGKILL), then every replica at once, while a background thread keeps
 //! submitting jobs through the `gpuctl` binary, and checks that every
 //! acknowledged submission survives exactly once, that every job runs to
@@ -36,6 +36,8 @@ const DEV_ARGS: &[&str] = &[
     "3",
     "--gpus",
     "4xA100-80GB",
+    "--nodes",
+    "2",
     "--restart-delay",
     "500ms",
 ];
