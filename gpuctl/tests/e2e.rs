@@ -366,3 +366,70 @@ fn failures_cancel_and_bad_input() {
     assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
 }
+
+#[test]
+fn queues_cap_gpus_and_refuse_stale_updates() {
+    let dev = Dev::start(tempfile::tempdir().unwrap(), &["--gpus", "4xA100-80GB"]);
+    let dir = tempfile::tempdir().unwrap();
+    let queue = |version: Option<&str>, quota: u32| {
+        let path = dir.path().join(format!("queue-{quota}.yaml"));
+        let rv = version.map_or(String::new(), |v| format!("\n  resourceVersion: {v}"));
+        std::fs::write(
+            &path,
+            format!("apiVersion: gpuctl.io/v1\nkind: Queue\nmetadata:\n  name: team{rv}\nspec:\n  gpuQuota: {quota}\n"),
+        )
+        .unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    assert!(dev
+        .ok(&["apply", "-f", &queue(None, 1)])
+        .contains("queue/team configured"));
+    let q: serde_json::Value =
+        serde_json::from_str(&dev.ok(&["get", "queue", "team", "-o", "json"])).unwrap();
+    let v1 = q["metadata"]["resourceVersion"]
+        .as_u64()
+        .unwrap()
+        .to_string();
+
+    // Two 1-GPU jobs in a 1-GPU queue: the second waits for the first.
+    for (name, secs) in [("first", "4"), ("second", "0")] {
+        dev.ok(&[
+            "submit", "--name", name, "--queue", "team", "--gpus", "1", "--", "sleep", secs,
+        ]);
+    }
+    eventually(Duration::from_secs(30), "first to run", || {
+        (dev.job("first").status.phase == JobPhase::Running).then_some(())
+    });
+    assert_eq!(dev.job("second").status.phase, JobPhase::Pending);
+    let table = dev.ok(&["get", "queues"]);
+    assert!(table.starts_with("NAME"), "{table}");
+    let row = table.lines().find(|l| l.starts_with("team")).unwrap();
+    assert_eq!(
+        row.split_whitespace().take(3).collect::<Vec<_>>(),
+        ["team", "1", "1"],
+        "quota 1, 1 in use: {table}"
+    );
+    let described = dev.ok(&["describe", "queue", "team"]);
+    assert!(described.contains("second"), "{described}");
+    dev.ok(&["wait", "second", "--timeout", "60s"]);
+
+    // A compare-and-set on the version read wins once; the same version again
+    // is a conflict that says what to do, and changes nothing.
+    dev.ok(&["apply", "-f", &queue(Some(&v1), 2)]);
+    let out = dev.run(&["apply", "-f", &queue(Some(&v1), 3)]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("queue-3.yaml") && err.contains("was changed") && err.contains("get it again"),
+        "{err}"
+    );
+    let q: serde_json::Value =
+        serde_json::from_str(&dev.ok(&["get", "queue", "team", "-o", "json"])).unwrap();
+    assert_eq!(q["spec"]["gpuQuota"], 2.0);
+
+    // A job naming a queue that does not exist is refused.
+    let out = dev.run(&["submit", "--queue", "ghost", "--", "true"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("queue \"ghost\" does not exist"), "{err}");
+}
