@@ -741,6 +741,10 @@ pub struct JobStatus {
     /// `MASTER_PORT` of the gang's rank 0.
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub master_port: u32,
+    /// Attempts that ended because the job was preempted (they do not count
+    /// against `maxRetries`).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub preemptions: u32,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<Event>,
 }

@@ -157,6 +157,9 @@ pub struct SubmitFlags {
     pub replicas: u32,
     #[arg(long)]
     pub queue: Option<String>,
+    /// Priority within the queue: higher runs first and may preempt lower.
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    pub priority: i32,
     /// Acceptable GPU models, e.g. "A100|H100".
     #[arg(long)]
     pub gpu_model: Option<String>,
@@ -196,6 +199,7 @@ impl SubmitFlags {
             timeout_seconds: self.timeout_seconds,
             workdir: self.workdir.clone(),
             command: self.command.clone(),
+            priority: self.priority,
         }
     }
 }

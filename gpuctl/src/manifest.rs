@@ -107,6 +107,8 @@ pub struct SubmitArgs {
     pub timeout_seconds: Option<u64>,
     pub workdir: Option<String>,
     pub command: Vec<String>,
+    /// Higher runs first within the queue and may preempt lower.
+    pub priority: i32,
 }
 
 /// Build and validate the job `gpuctl submit` sends: one task group `main`.
@@ -162,7 +164,7 @@ pub fn build_submit_job(args: &SubmitArgs, default_name: impl FnOnce() -> String
                 },
             }],
             min_available: None,
-            priority: 0,
+            priority: args.priority,
             topology: Default::default(),
             max_retries: args.max_retries,
             timeout_seconds: args.timeout_seconds,
@@ -308,6 +310,7 @@ mod tests {
             timeout_seconds: Some(600),
             workdir: Some("/tmp".into()),
             command: vec!["python".into(), "train.py".into()],
+            priority: 7,
         };
         let j = build_submit_job(&a, || unreachable!()).unwrap();
         assert_eq!(j.metadata.name, "train");
@@ -324,6 +327,7 @@ mod tests {
         assert_eq!(t.resources.memory, Some(Bytes(16 << 30)));
         assert_eq!(j.spec.max_retries, 2);
         assert_eq!(j.spec.timeout_seconds, Some(600));
+        assert_eq!(j.spec.priority, 7);
         // What goes over the wire parses back the same on the server.
         let json = serde_json::to_string(&j).unwrap();
         let back = gpuctl_common::api::parse_manifest_json(SUBMIT_SOURCE, &json).unwrap();

@@ -433,3 +433,99 @@ fn queues_cap_gpus_and_refuse_stale_updates() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("queue \"ghost\" does not exist"), "{err}");
 }
+
+#[test]
+fn priority_preempts_and_a_wide_gang_is_not_starved() {
+    let dev = Dev::start(tempfile::tempdir().unwrap(), &["--gpus", "4xA100-80GB"]);
+
+    // A low-priority gang holds every GPU; a high-priority job preempts it.
+    dev.ok(&[
+        "submit",
+        "--name",
+        "low",
+        "--gpus",
+        "2",
+        "--replicas",
+        "2",
+        "--",
+        "sleep",
+        "600",
+    ]);
+    eventually(Duration::from_secs(30), "low to run", || {
+        (dev.job("low").status.phase == JobPhase::Running).then_some(())
+    });
+    dev.ok(&[
+        "submit",
+        "--name",
+        "high",
+        "--priority",
+        "5",
+        "--gpus",
+        "2",
+        "--",
+        "true",
+    ]);
+    dev.ok(&["wait", "high", "--timeout", "60s"]);
+    let low = dev.job("low");
+    assert!(
+        low.status.attempt >= 2,
+        "low was requeued: {:?}",
+        low.status
+    );
+    assert_eq!(low.status.preemptions, 1);
+    let described = dev.ok(&["describe", "job", "low"]);
+    assert!(
+        described.contains("Preempted") && described.contains("preempted by job \"high\""),
+        "{described}"
+    );
+    // It runs again once high is done, its retries untouched.
+    eventually(Duration::from_secs(30), "low to run again", || {
+        let j = dev.job("low");
+        (j.status.phase == JobPhase::Running && j.status.attempt == 2).then_some(())
+    });
+    dev.ok(&["cancel", "low"]);
+
+    // Three 1-GPU fillers, then a 4-GPU gang, then a stream of 1-GPU jobs:
+    // the gang reserves the node, so the stream cannot keep it from starting.
+    for i in 0..3 {
+        dev.ok(&[
+            "submit",
+            "--name",
+            &format!("fill-{i}"),
+            "--gpus",
+            "1",
+            "--",
+            "sleep",
+            "2",
+        ]);
+    }
+    dev.ok(&[
+        "submit",
+        "--name",
+        "wide",
+        "--gpus",
+        "1",
+        "--replicas",
+        "4",
+        "--",
+        "sleep",
+        "1",
+    ]);
+    let mut small = Vec::new();
+    for i in 0..8 {
+        let name = format!("small-{i}");
+        dev.ok(&["submit", "--name", &name, "--gpus", "1", "--", "sleep", "1"]);
+        small.push(name);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    dev.ok(&["wait", "wide", "--timeout", "60s"]);
+    let wide_start = dev.job("wide").status.start_time_ms.unwrap();
+    for name in &small {
+        dev.ok(&["wait", name, "--timeout", "60s"]);
+        let started = dev.job(name).status.start_time_ms.unwrap();
+        assert!(
+            started >= wide_start,
+            "{name} started at {started}, before the waiting gang (at {wide_start})"
+        );
+    }
+}

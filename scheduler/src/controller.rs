@@ -8,9 +8,11 @@
 
 use std::time::{Duration, Instant};
 
-use gpuctl_common::api::{JobPhase, NodePhase};
+use std::collections::BTreeMap;
 
-use crate::placement::{self, Snapshot};
+use gpuctl_common::api::{Job, JobPhase, NodePhase};
+
+use crate::placement::{self, Policy, Snapshot, WorkloadMix};
 use crate::raft_node::RaftHandle;
 use crate::service::Heartbeats;
 use crate::state::{Applied, Command, Envelope};
@@ -82,42 +84,73 @@ async fn propose(raft: &RaftHandle, cmd: Command) -> Option<Applied> {
     }
 }
 
-/// One scheduling pass: place what fits and propose it as one batch.
+/// One scheduling pass: order the pending jobs by queue fair share, hold
+/// back what a queue's quota does not allow, place what fits (the first gang
+/// that does not fit reserves nodes) and propose it as one batch; then, if
+/// that first gang may preempt running jobs to fit, propose the preemption.
 pub async fn schedule_once(raft: &RaftHandle) {
-    let bindings = {
+    let (bindings, preemption) = {
         let st = raft.shared.read();
         let pending = st.pending_jobs();
         if pending.is_empty() {
             return;
         }
-        let (pending, _held) =
-            placement::quota::admit(&pending, &st.queues, &st.queue_usage_milli());
-        if pending.is_empty() {
-            return;
-        }
         let snap = Snapshot::of(&st);
         let start = Instant::now();
-        let b = placement::place(&snap, &pending);
+        let held = placement::fair::held_by_queue(st.jobs.values());
+        let ordered = placement::fair::order(
+            &pending,
+            &st.queues,
+            &held,
+            &placement::fair::capacity(&snap),
+        );
+        let gpu_held: BTreeMap<String, u64> =
+            held.iter().map(|(q, u)| (q.clone(), u.gpu_milli)).collect();
+        let (admitted, _held_back) = placement::quota::admit(&ordered, &st.queues, &gpu_held);
+        if admitted.is_empty() {
+            return;
+        }
+        let policy = Policy::default();
+        let mix = WorkloadMix::from_jobs(&admitted, policy.mix_options());
+        let (b, _reservation) = placement::place_with_reservation(&snap, &admitted, &policy, &mix);
+        let head = admitted
+            .iter()
+            .find(|j| !b.iter().any(|x| x.job == j.metadata.name));
+        let preemption = head.and_then(|head| {
+            let jobs: Vec<&Job> = st.jobs.values().collect();
+            placement::preempt::plan(&snap, head, &jobs, &st.queues, &gpu_held, &policy, &mix)
+        });
         raft.shared
             .metrics
             .placement_seconds
             .observe(start.elapsed().as_secs_f64());
-        b
+        (b, preemption)
     };
-    if bindings.is_empty() {
-        return;
-    }
-    if let Some(Applied::Bound { applied, refused }) =
-        propose(raft, Command::Bind { bindings }).await
-    {
-        let m = &raft.shared.metrics.bindings;
-        m.with_label_values(&["applied"])
-            .inc_by(applied.len() as u64);
-        m.with_label_values(&["refused"])
-            .inc_by(refused.len() as u64);
-        for (job, why) in refused {
-            tracing::debug!("binding of {job} refused: {why}");
+    if !bindings.is_empty() {
+        if let Some(Applied::Bound { applied, refused }) =
+            propose(raft, Command::Bind { bindings }).await
+        {
+            let m = &raft.shared.metrics.bindings;
+            m.with_label_values(&["applied"])
+                .inc_by(applied.len() as u64);
+            m.with_label_values(&["refused"])
+                .inc_by(refused.len() as u64);
+            for (job, why) in refused {
+                tracing::debug!("binding of {job} refused: {why}");
+            }
         }
+    }
+    if let Some(p) = preemption {
+        tracing::info!("{}: stopping {:?}", p.reason, p.victims);
+        propose(
+            raft,
+            Command::Preempt {
+                victims: p.victims,
+                by: p.preemptor,
+                reason: p.reason,
+            },
+        )
+        .await;
     }
 }
 

@@ -68,6 +68,13 @@ pub enum Command {
     /// Create or replace a queue. When the queue carries
     /// `metadata.resourceVersion`, the replace is a compare-and-set on it.
     PutQueue { queue: Box<Queue> },
+    /// Stop the current attempts of `victims` (job, attempt) so that job
+    /// `by` can run; each is queued again without using up a retry.
+    Preempt {
+        victims: Vec<(String, u32)>,
+        by: String,
+        reason: String,
+    },
 }
 
 impl Command {
@@ -83,6 +90,7 @@ impl Command {
             Command::NodeLost { .. } => "NodeLost",
             Command::FailAttempt { .. } => "FailAttempt",
             Command::PutQueue { .. } => "PutQueue",
+            Command::Preempt { .. } => "Preempt",
         }
     }
 }
@@ -538,7 +546,58 @@ impl State {
                 Ok(self.job_applied(job))
             }
             Command::PutQueue { queue } => self.put_queue(index, now, queue),
+            Command::Preempt {
+                victims,
+                by,
+                reason,
+            } => {
+                let mut stopped = Vec::new();
+                for (job, attempt) in victims {
+                    let Some(j) = self.jobs.get(job) else {
+                        continue;
+                    };
+                    let holds = j.status.tasks.iter().any(|t| t.phase.holds_resources());
+                    if j.status.attempt != *attempt || j.status.phase.is_terminal() || !holds {
+                        continue;
+                    }
+                    self.preempt(index, now, job, by, reason);
+                    stopped.push(job.clone());
+                }
+                Ok(Applied::Bound {
+                    applied: stopped,
+                    refused: Vec::new(),
+                })
+            }
         }
+    }
+
+    /// Stop a job's current attempt for `by` and queue it again; the attempt
+    /// does not count as a failure.
+    fn preempt(&mut self, index: u64, now: u64, name: &str, by: &str, reason: &str) {
+        self.stop_tasks(name, TaskPhase::Failed, reason);
+        let Some(job) = self.jobs.get_mut(name) else {
+            return;
+        };
+        let attempt = job.status.attempt;
+        push_event(
+            job,
+            now,
+            "Preempted",
+            format!("attempt {attempt}: {reason}"),
+        );
+        job.status.attempt = attempt + 1;
+        job.status.preemptions += 1;
+        job.status.phase = JobPhase::Pending;
+        job.status.tasks = pending_tasks(job);
+        job.status.start_time_ms = None;
+        job.status.message = Some(format!("{reason}; waiting to run again"));
+        push_event(
+            job,
+            now,
+            "Requeued",
+            format!("attempt {} queued after preemption by {by:?}", attempt + 1),
+        );
+        self.touch_job(index, name);
     }
 
     fn put_queue(&mut self, index: u64, now: u64, queue: &Queue) -> Result<Applied, ApplyError> {
@@ -943,7 +1002,9 @@ impl State {
         };
         let attempt = job.status.attempt;
         push_event(job, now, event, format!("attempt {attempt}: {reason}"));
-        if attempt <= job.spec.max_retries {
+        // Attempts ended by preemption do not use up retries.
+        let failures = attempt - job.status.preemptions.min(attempt - 1);
+        if failures <= job.spec.max_retries {
             job.status.attempt = attempt + 1;
             job.status.phase = JobPhase::Pending;
             job.status.tasks = pending_tasks(job);
@@ -952,7 +1013,7 @@ impl State {
             let msg = format!(
                 "attempt {} of {} queued",
                 attempt + 1,
-                job.spec.max_retries + 1
+                job.spec.max_retries + 1 + job.status.preemptions
             );
             push_event(job, now, "Retrying", msg);
         } else {
@@ -1542,6 +1603,54 @@ mod tests {
         stored.push(("queue/bad".into(), b"{".to_vec()));
         let e = State::from_stored(stored).unwrap_err();
         assert!(e.contains("queue/bad"), "{e}");
+    }
+
+    #[test]
+    fn preemption_requeues_without_using_a_retry() {
+        let mut h = Harness::new();
+        h.apply(reg("n1", 2)).unwrap();
+        h.apply(Command::SubmitJob {
+            job: Box::new(job("low", 1, 2.0, 0)),
+        })
+        .unwrap();
+        h.bind("low", "n1", &[&[0, 1]]);
+        h.report("low", 0, TaskPhase::Running, None);
+        assert_eq!(h.s.usage("n1").gpu_milli.len(), 2);
+        // A stale attempt number changes nothing.
+        h.apply(Command::Preempt {
+            victims: vec![("low".into(), 7)],
+            by: "high".into(),
+            reason: "preempted by job \"high\"".into(),
+        })
+        .unwrap();
+        assert_eq!(h.s.jobs["low"].status.phase, JobPhase::Running);
+        let Applied::Bound { applied, .. } = h
+            .apply(Command::Preempt {
+                victims: vec![("low".into(), 1), ("ghost".into(), 1)],
+                by: "high".into(),
+                reason: "preempted by job \"high\" (priority 5 > 0)".into(),
+            })
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(applied, ["low"]);
+        let j = &h.s.jobs["low"];
+        assert_eq!(
+            (j.status.phase, j.status.attempt, j.status.preemptions),
+            (JobPhase::Pending, 2, 1)
+        );
+        assert!(h.s.usage("n1").gpu_milli.is_empty(), "GPUs released");
+        assert!(j
+            .status
+            .events
+            .iter()
+            .any(|e| e.reason == "Preempted" && e.message.contains("priority 5 > 0")));
+        // maxRetries is 0, yet the preempted job runs again; a real failure
+        // of that attempt then ends it.
+        h.bind("low", "n1", &[&[0, 1]]);
+        h.report("low", 0, TaskPhase::Failed, Some(1));
+        assert_eq!(h.s.jobs["low"].status.phase, JobPhase::Failed);
     }
 
     #[test]

@@ -20,10 +20,12 @@
 //! code path `place` takes per task.
 
 mod choose;
+pub mod fair;
 pub mod filter;
 mod mix;
 mod model;
 mod policy;
+pub mod preempt;
 pub mod quota;
 pub mod score;
 
@@ -124,46 +126,32 @@ pub fn place_with(
     policy: &Policy,
     mix: &WorkloadMix,
 ) -> Vec<Binding> {
+    place_with_reservation(snapshot, pending, policy, mix).0
+}
+
+/// [`place_with`], also naming the job that holds a reservation.
+///
+/// The first gang in `pending` that does not fit gets a reservation: the
+/// nodes it would take on an empty cluster, chosen among those with the
+/// most GPU free now (the closest to fitting it). No later job of this pass
+/// is placed on them, so a stream of small jobs cannot starve a large gang:
+/// small jobs backfill only the nodes the gang does not need, and the
+/// reserved nodes drain until the gang fits. A gang that could not fit even
+/// on the empty cluster reserves nothing.
+pub fn place_with_reservation(
+    snapshot: &Snapshot,
+    pending: &[&Job],
+    policy: &Policy,
+    mix: &WorkloadMix,
+) -> (Vec<Binding>, Option<Reservation>) {
     let mut work = ClusterModel::from_views(&snapshot.nodes);
     let mut rng = StdRng::seed_from_u64(policy.seed());
     let mut out = Vec::new();
+    let mut reservation: Option<Reservation> = None;
     for job in pending {
         let mut trial = work.clone();
-        let mut tasks = Vec::new();
-        let mut gang_nodes: Vec<usize> = Vec::new();
-        let pack = job.spec.topology == Topology::Pack;
-        let total = job.task_count();
-        for index in 0..total {
-            let Some(spec) = job.task_spec(index) else {
-                break;
-            };
-            let req = PodRequest::from_resources(&spec.resources);
-            let near = if pack { &gang_nodes[..] } else { &[] };
-            let Some(p) = choose_node_near(&trial, &req, policy, mix, &mut rng, near) else {
-                break;
-            };
-            if trial.commit(&req, &p).is_err() {
-                break;
-            }
-            let n = &trial.nodes[p.node];
-            tasks.push(TaskPlacement {
-                index,
-                node: n.name.clone(),
-                gpus: p
-                    .gpus
-                    .iter()
-                    .map(|&g| GpuShare {
-                        index: n.gpus[g].index,
-                        uuid: n.gpus[g].uuid.clone(),
-                        milli: p.milli,
-                    })
-                    .collect(),
-            });
-            if !gang_nodes.contains(&p.node) {
-                gang_nodes.push(p.node);
-            }
-        }
-        let need = job.spec.min_available.unwrap_or(total);
+        let tasks = place_gang(&mut trial, job, policy, mix, &mut rng);
+        let need = job.spec.min_available.unwrap_or(job.task_count());
         if tasks.len() as u32 >= need {
             work = trial;
             out.push(Binding {
@@ -171,9 +159,109 @@ pub fn place_with(
                 attempt: job.status.attempt,
                 tasks,
             });
+        } else if reservation.is_none() {
+            if let Some(nodes) = reserve(snapshot, &work, job, mix, &mut rng) {
+                for n in work.nodes.iter_mut() {
+                    if nodes.contains(&n.name) {
+                        n.schedulable = false;
+                    }
+                }
+                reservation = Some(Reservation {
+                    job: job.metadata.name.clone(),
+                    nodes,
+                });
+            }
         }
     }
-    out
+    (out, reservation)
+}
+
+/// Nodes held for a gang that does not fit yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub job: String,
+    pub nodes: Vec<String>,
+}
+
+/// Place a job's tasks one by one on `trial`; returns the tasks placed (all
+/// of them, or fewer when one did not fit).
+fn place_gang(
+    trial: &mut ClusterModel,
+    job: &Job,
+    policy: &Policy,
+    mix: &WorkloadMix,
+    rng: &mut StdRng,
+) -> Vec<TaskPlacement> {
+    let mut tasks = Vec::new();
+    let mut gang_nodes: Vec<usize> = Vec::new();
+    let pack = job.spec.topology == Topology::Pack;
+    for index in 0..job.task_count() {
+        let Some(spec) = job.task_spec(index) else {
+            break;
+        };
+        let req = PodRequest::from_resources(&spec.resources);
+        let near = if pack { &gang_nodes[..] } else { &[] };
+        let Some(p) = choose_node_near(trial, &req, policy, mix, rng, near) else {
+            break;
+        };
+        if trial.commit(&req, &p).is_err() {
+            break;
+        }
+        let n = &trial.nodes[p.node];
+        tasks.push(TaskPlacement {
+            index,
+            node: n.name.clone(),
+            gpus: p
+                .gpus
+                .iter()
+                .map(|&g| GpuShare {
+                    index: n.gpus[g].index,
+                    uuid: n.gpus[g].uuid.clone(),
+                    milli: p.milli,
+                })
+                .collect(),
+        });
+        if !gang_nodes.contains(&p.node) {
+            gang_nodes.push(p.node);
+        }
+    }
+    tasks
+}
+
+/// Where `job` would run if the schedulable nodes were empty, trying the
+/// nodes with the most GPU free in `work` first; `None` if it would not fit.
+fn reserve(
+    snapshot: &Snapshot,
+    work: &ClusterModel,
+    job: &Job,
+    mix: &WorkloadMix,
+    rng: &mut StdRng,
+) -> Option<Vec<String>> {
+    let mut order: Vec<usize> = (0..work.nodes.len())
+        .filter(|&i| work.nodes[i].schedulable)
+        .collect();
+    order.sort_by_key(|&i| (std::cmp::Reverse(work.nodes[i].gpu_free_milli()), i));
+    let empty: Vec<NodeView> = order
+        .iter()
+        .map(|&i| {
+            let mut v = snapshot.nodes[i].clone();
+            v.cpu_used = 0;
+            v.memory_used = 0;
+            for g in &mut v.gpus {
+                g.used_milli = 0;
+            }
+            v
+        })
+        .collect();
+    let mut model = ClusterModel::from_views(&empty);
+    let tasks = place_gang(&mut model, job, &Policy::FirstFit, mix, rng);
+    if (tasks.len() as u32) < job.spec.min_available.unwrap_or(job.task_count()) {
+        return None;
+    }
+    let mut nodes: Vec<String> = tasks.into_iter().map(|t| t.node).collect();
+    nodes.sort();
+    nodes.dedup();
+    Some(nodes)
 }
 
 /// Why no node of the cluster could ever run a task of `job`, even empty;
@@ -236,6 +324,38 @@ pub fn infeasible(nodes: &[&gpuctl_common::api::Node], job: &Job) -> Option<Stri
                 "spec.tasks[{gi}].resources: no node could ever run this task: it {reason}"
             ));
         }
+    }
+    // A gang needs all its GPUs at once.
+    let cluster_milli: u64 = nodes
+        .iter()
+        .map(|n| n.status.gpus.len() as u64 * 1000)
+        .sum();
+    let need: u64 = job
+        .spec
+        .tasks
+        .iter()
+        .map(|t| u64::from(t.replicas) * t.resources.gpu_milli())
+        .sum();
+    let need_min = match job.spec.min_available {
+        // With minAvailable, the smallest tasks may be left out.
+        Some(min) => {
+            let mut per_task: Vec<u64> = job
+                .spec
+                .tasks
+                .iter()
+                .flat_map(|t| std::iter::repeat_n(t.resources.gpu_milli(), t.replicas as usize))
+                .collect();
+            per_task.sort_unstable();
+            per_task.iter().take(min as usize).sum()
+        }
+        None => need,
+    };
+    if need_min > cluster_milli {
+        return Some(format!(
+            "spec.tasks: the gang needs {} GPUs at once, but the whole cluster has {}",
+            need_min as f64 / 1000.0,
+            cluster_milli / 1000
+        ));
     }
     None
 }
@@ -314,6 +434,12 @@ mod tests {
         let mut busy = node("a", 4);
         busy.gpus[0].used_milli = 1000;
         busy.gpus[2].used_milli = 500;
+        let half_busy = |name: &str| {
+            let mut n = node(name, 4);
+            n.gpus[0].used_milli = 1000;
+            n.gpus[1].used_milli = 1000;
+            n
+        };
         let mut cordoned = node("a", 8);
         cordoned.schedulable = false;
         let cases = vec![
@@ -346,6 +472,12 @@ mod tests {
                 nodes: vec![cordoned, node("b", 1)],
                 jobs: vec![job("j", 1, 1.0)],
                 want: vec![("j", vec![("b", vec![0])])],
+            },
+            Case {
+                name: "a gang that does not fit yet reserves the nodes it needs; small jobs backfill elsewhere",
+                nodes: vec![half_busy("a"), node("b", 1)],
+                jobs: vec![job("big", 1, 4.0), job("s1", 1, 1.0), job("s2", 1, 1.0)],
+                want: vec![("s1", vec![("b", vec![0])])],
             },
             Case {
                 name: "a gang spans nodes when it must",
@@ -398,7 +530,15 @@ mod tests {
                 ..Default::default()
             },
         };
-        assert_eq!(infeasible(&[&n], &job("ok", 3, 4.0)), None);
+        assert_eq!(infeasible(&[&n], &job("ok", 1, 4.0)), None);
+        let why = infeasible(&[&n], &job("wide", 3, 4.0)).unwrap();
+        assert!(
+            why.contains("needs 12 GPUs at once, but the whole cluster has 4"),
+            "{why}"
+        );
+        let mut some = job("some", 3, 2.0);
+        some.spec.min_available = Some(2);
+        assert_eq!(infeasible(&[&n], &some), None);
         let why = infeasible(&[&n], &job("big", 1, 8.0)).unwrap();
         assert!(why.contains("largest node (n1) has 4"), "{why}");
         let mut h = job("h100", 1, 1.0);
