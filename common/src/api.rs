@@ -745,6 +745,10 @@ pub struct JobStatus {
     /// against `maxRetries`).
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub preemptions: u32,
+    /// Why a pending job is not running yet, computed by the scheduler when
+    /// the job is read (not stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<Event>,
 }

@@ -348,6 +348,9 @@ pub fn describe_job(j: &Job, now_ms: u64) -> String {
     kv("Tasks", j.task_count().to_string());
     kv("GPUs", format_gpus(job_gpus(j)));
     kv("Message", s.message.clone().unwrap_or_else(|| "-".into()));
+    if let Some(w) = &s.waiting {
+        kv("Waiting", w.clone());
+    }
     if !j.metadata.labels.is_empty() {
         kv(
             "Labels",

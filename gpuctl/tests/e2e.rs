@@ -411,6 +411,11 @@ fn queues_cap_gpus_and_refuse_stale_updates() {
     );
     let described = dev.ok(&["describe", "queue", "team"]);
     assert!(described.contains("second"), "{described}");
+    let why = dev.ok(&["describe", "job", "second"]);
+    assert!(
+        why.contains("Waiting:") && why.contains("queue \"team\" is at its GPU quota"),
+        "{why}"
+    );
     dev.ok(&["wait", "second", "--timeout", "60s"]);
 
     // A compare-and-set on the version read wins once; the same version again

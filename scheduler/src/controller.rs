@@ -8,11 +8,9 @@
 
 use std::time::{Duration, Instant};
 
-use std::collections::BTreeMap;
+use gpuctl_common::api::{JobPhase, NodePhase};
 
-use gpuctl_common::api::{Job, JobPhase, NodePhase};
-
-use crate::placement::{self, Policy, Snapshot, WorkloadMix};
+use crate::placement;
 use crate::raft_node::RaftHandle;
 use crate::service::Heartbeats;
 use crate::state::{Applied, Command, Envelope};
@@ -91,40 +89,16 @@ async fn propose(raft: &RaftHandle, cmd: Command) -> Option<Applied> {
 pub async fn schedule_once(raft: &RaftHandle) {
     let (bindings, preemption) = {
         let st = raft.shared.read();
-        let pending = st.pending_jobs();
-        if pending.is_empty() {
+        if st.pending_jobs().is_empty() {
             return;
         }
-        let snap = Snapshot::of(&st);
         let start = Instant::now();
-        let held = placement::fair::held_by_queue(st.jobs.values());
-        let ordered = placement::fair::order(
-            &pending,
-            &st.queues,
-            &held,
-            &placement::fair::capacity(&snap),
-        );
-        let gpu_held: BTreeMap<String, u64> =
-            held.iter().map(|(q, u)| (q.clone(), u.gpu_milli)).collect();
-        let (admitted, _held_back) = placement::quota::admit(&ordered, &st.queues, &gpu_held);
-        if admitted.is_empty() {
-            return;
-        }
-        let policy = Policy::default();
-        let mix = WorkloadMix::from_jobs(&admitted, policy.mix_options());
-        let (b, _reservation) = placement::place_with_reservation(&snap, &admitted, &policy, &mix);
-        let head = admitted
-            .iter()
-            .find(|j| !b.iter().any(|x| x.job == j.metadata.name));
-        let preemption = head.and_then(|head| {
-            let jobs: Vec<&Job> = st.jobs.values().collect();
-            placement::preempt::plan(&snap, head, &jobs, &st.queues, &gpu_held, &policy, &mix)
-        });
+        let round = placement::plan_round(&st);
         raft.shared
             .metrics
             .placement_seconds
             .observe(start.elapsed().as_secs_f64());
-        (b, preemption)
+        (round.bindings, round.preemption)
     };
     if !bindings.is_empty() {
         if let Some(Applied::Bound { applied, refused }) =

@@ -502,9 +502,16 @@ impl Control for Api {
                 jobs.into_iter().map(json).collect::<Result<_, _>>()?
             }
             ("job", false) => {
-                vec![json(st.jobs.get(&req.name).ok_or_else(|| {
-                    Status::not_found(format!("job {:?} not found", req.name))
-                })?)?]
+                let mut job = st
+                    .jobs
+                    .get(&req.name)
+                    .ok_or_else(|| Status::not_found(format!("job {:?} not found", req.name)))?
+                    .clone();
+                if job.status.phase == api::JobPhase::Pending {
+                    let round = placement::plan_round(&st);
+                    job.status.waiting = placement::waiting_reason(&st, &round, &req.name);
+                }
+                vec![json(&job)?]
             }
             ("queue", true) => st
                 .queues

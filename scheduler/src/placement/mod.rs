@@ -176,6 +176,98 @@ pub fn place_with_reservation(
     (out, reservation)
 }
 
+/// What one scheduling round decides, from the state alone.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Round {
+    /// Gangs to bind now.
+    pub bindings: Vec<Binding>,
+    /// Running jobs to stop so that the first waiting gang fits.
+    pub preemption: Option<preempt::Plan>,
+    /// Nodes held for the first waiting gang.
+    pub reservation: Option<Reservation>,
+    /// Jobs their queue's quota holds back, with the reason.
+    pub held_back: Vec<(String, String)>,
+}
+
+/// One scheduling round, as the leader runs it: pending jobs in weighted
+/// fair-share order across queues ([`fair::order`]), those over a quota held
+/// back ([`quota::admit`]), then placed with the default policy; the first
+/// gang that does not fit reserves nodes and, where allowed, preempts
+/// ([`preempt::plan`]). Pure and deterministic.
+pub fn plan_round(st: &State) -> Round {
+    let pending = st.pending_jobs();
+    if pending.is_empty() {
+        return Round::default();
+    }
+    let snap = Snapshot::of(st);
+    let held = fair::held_by_queue(st.jobs.values());
+    let ordered = fair::order(&pending, &st.queues, &held, &fair::capacity(&snap));
+    let gpu_held: std::collections::BTreeMap<String, u64> =
+        held.iter().map(|(q, u)| (q.clone(), u.gpu_milli)).collect();
+    let (admitted, held_back) = quota::admit(&ordered, &st.queues, &gpu_held);
+    let held_back = held_back
+        .into_iter()
+        .map(|(j, why)| (j.metadata.name.clone(), why))
+        .collect();
+    if admitted.is_empty() {
+        return Round {
+            held_back,
+            ..Default::default()
+        };
+    }
+    let policy = Policy::default();
+    let mix = WorkloadMix::from_jobs(&admitted, policy.mix_options());
+    let (bindings, reservation) = place_with_reservation(&snap, &admitted, &policy, &mix);
+    let head = admitted
+        .iter()
+        .find(|j| !bindings.iter().any(|b| b.job == j.metadata.name));
+    let preemption = head.and_then(|head| {
+        let jobs: Vec<&Job> = st.jobs.values().collect();
+        preempt::plan(&snap, head, &jobs, &st.queues, &gpu_held, &policy, &mix)
+    });
+    Round {
+        bindings,
+        preemption,
+        reservation,
+        held_back,
+    }
+}
+
+/// Why the pending job `name` is not running, from a round's decisions
+/// (`None` when the round binds it, or it is not pending).
+pub fn waiting_reason(st: &State, round: &Round, name: &str) -> Option<String> {
+    let job = st.jobs.get(name)?;
+    if job.status.phase != gpuctl_common::api::JobPhase::Pending
+        || round.bindings.iter().any(|b| b.job == name)
+    {
+        return None;
+    }
+    if let Some((_, why)) = round.held_back.iter().find(|(j, _)| j == name) {
+        return Some(why.clone());
+    }
+    if let Some(p) = round.preemption.as_ref().filter(|p| p.preemptor == name) {
+        let victims: Vec<&str> = p.victims.iter().map(|(j, _)| j.as_str()).collect();
+        return Some(format!("preempting {} to make room", victims.join(", ")));
+    }
+    if let Some(r) = &round.reservation {
+        if r.job == name {
+            return Some(format!(
+                "not enough free GPUs yet; node(s) {} are held for this job until the jobs running there finish",
+                r.nodes.join(", ")
+            ));
+        }
+        return Some(format!(
+            "behind job {:?}, which is first in line and holds node(s) {}",
+            r.job,
+            r.nodes.join(", ")
+        ));
+    }
+    Some(format!(
+        "no node has room for it now ({} GPU(s) in all); it runs when running jobs finish",
+        quota::job_gpu_milli(job) as f64 / 1000.0
+    ))
+}
+
 /// Nodes held for a gang that does not fit yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {
