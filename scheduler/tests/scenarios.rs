@@ -318,3 +318,92 @@ fn priority_preemption_takes_only_lower_priority_jobs() {
     // mid2 needs all four GPUs, which would take vip: it waits.
     assert_eq!(sim.phase("mid2"), JobPhase::Pending);
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// (replicas, GPUs per task, priority, queue index, rounds it runs)
+    type JobGen = (u32, u32, i32, usize, u64);
+
+    const GPU_CHOICES: [f64; 6] = [0.0, 0.25, 0.5, 1.0, 2.0, 4.0];
+    const QUEUES: [&str; 3] = ["default", "capped", "lender"];
+
+    fn jobs() -> impl Strategy<Value = Vec<JobGen>> {
+        prop::collection::vec((1u32..4, 0u32..6, 0i32..4, 0usize..3, 1u64..5), 1..24)
+    }
+
+    fn build(nodes: u32, gpus: u32, jobs: &[JobGen], first: usize) -> Sim {
+        let mut sim = Sim::new(nodes, gpus);
+        sim.queue("capped", Some(3.0), false);
+        sim.queue("lender", Some(2.0), true);
+        for (i, &(replicas, g, priority, q, rounds)) in jobs.iter().enumerate().take(first) {
+            sim.submit(
+                &format!("j{i}"),
+                QUEUES[q],
+                priority,
+                replicas,
+                GPU_CHOICES[g as usize],
+                rounds,
+            );
+        }
+        sim
+    }
+
+    fn held(sim: &Sim, queue: &str) -> u64 {
+        sim.st
+            .jobs
+            .values()
+            .filter(|j| j.metadata.queue.as_deref() == Some(queue))
+            .flat_map(|j| &j.status.tasks)
+            .filter(|t| t.phase.holds_resources())
+            .flat_map(|t| &t.gpus)
+            .map(|g| u64::from(g.milli))
+            .sum()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        /// Round after round with jobs arriving: nothing over-committed and
+        /// gangs whole (checked in every step), the capped queue never past
+        /// its quota, a preemption never takes a higher (or equal) priority
+        /// job of the same queue nor one from a queue within its quota, and
+        /// a round is a function of the state.
+        #[test]
+        fn rounds_keep_the_invariants(nodes in 1u32..4, gpus in 1u32..9, jobs in jobs()) {
+            let half = jobs.len() / 2;
+            let mut sim = build(nodes, gpus, &jobs, half);
+            for round in 0..12 {
+                if round == 3 {
+                    for (i, &(replicas, g, priority, q, rounds)) in jobs.iter().enumerate().skip(half) {
+                        sim.submit(&format!("j{i}"), QUEUES[q], priority, replicas, GPU_CHOICES[g as usize], rounds);
+                    }
+                }
+                let plan = plan_round(&sim.st);
+                prop_assert_eq!(&plan, &plan_round(&sim.st.clone()), "deterministic");
+                for b in &plan.bindings {
+                    let j = &sim.st.jobs[&b.job];
+                    prop_assert_eq!(b.tasks.len() as u32, j.task_count(), "a whole gang");
+                }
+                if let Some(p) = &plan.preemption {
+                    let head = &sim.st.jobs[&p.preemptor];
+                    for (v, _) in &p.victims {
+                        let v = &sim.st.jobs[v];
+                        let vq = v.metadata.queue.as_deref().unwrap_or("default");
+                        if vq == head.metadata.queue.as_deref().unwrap_or("default") {
+                            prop_assert!(v.spec.priority < head.spec.priority,
+                                "{} (priority {}) preempted for {} (priority {})",
+                                v.metadata.name, v.spec.priority, head.metadata.name, head.spec.priority);
+                        } else {
+                            let quota = match vq { "capped" => 3000, "lender" => 2000, _ => 0 };
+                            prop_assert!(held(&sim, vq) > quota, "{vq} within its quota lost {}", v.metadata.name);
+                        }
+                    }
+                }
+                sim.step();
+                prop_assert!(held(&sim, "capped") <= 3000, "capped queue past its quota");
+            }
+        }
+    }
+}
