@@ -26,7 +26,9 @@ fn traces() -> Option<PathBuf> {
         .unwrap_or_else(|| {
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces/openb")
         });
-    dir.join("openb_node_list_gpu_node.csv").exists().then_some(dir)
+    dir.join("openb_node_list_gpu_node.csv")
+        .exists()
+        .then_some(dir)
 }
 
 fn load() -> Option<(Vec<NodeView>, Vec<PodRequest>)> {
@@ -37,8 +39,11 @@ fn load() -> Option<(Vec<NodeView>, Vec<PodRequest>)> {
         &read("openb_node_list_gpu_node.csv"),
     )
     .expect("node list");
-    let pods =
-        parse_pods("openb_pod_list_default.csv", &read("openb_pod_list_default.csv")).expect("pods");
+    let pods = parse_pods(
+        "openb_pod_list_default.csv",
+        &read("openb_pod_list_default.csv"),
+    )
+    .expect("pods");
     Some((nodes, pods))
 }
 

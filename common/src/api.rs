@@ -745,6 +745,10 @@ pub struct JobStatus {
     /// against `maxRetries`).
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub preemptions: u32,
+    /// Where earlier attempts ran and how they ended (the most recent
+    /// [`MAX_PAST_ATTEMPTS`]), so their logs stay reachable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub past_attempts: Vec<PastAttempt>,
     /// Why a pending job is not running yet, computed by the scheduler when
     /// the job is read (not stored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -819,6 +823,20 @@ pub struct TaskStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finish_time_ms: Option<u64>,
 }
+
+/// An attempt that ended and was followed by another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PastAttempt {
+    pub attempt: u32,
+    /// Node of each task, by task index (empty: the task was not placed).
+    pub nodes: Vec<String>,
+    pub reason: String,
+    pub ended_ms: u64,
+}
+
+/// Most earlier attempts remembered per job.
+pub const MAX_PAST_ATTEMPTS: usize = 10;
 
 /// Something that happened to an object, shown by `gpuctl describe`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

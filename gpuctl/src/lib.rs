@@ -95,6 +95,9 @@ pub enum Command {
         /// Keep streaming until the task ends.
         #[arg(short = 'f', long)]
         follow: bool,
+        /// An earlier attempt's log (after a retry or a preemption).
+        #[arg(long)]
+        attempt: Option<u32>,
     },
     /// Cancel a job: its tasks are stopped.
     Cancel { job: String },
@@ -333,7 +336,12 @@ pub async fn run(cli: Cli, env: &EnvVars) -> Result<u8> {
         Command::Submit(flags) => cmd_submit(&mut cx, &flags).await,
         Command::Get { kind, name, output } => cmd_get(&mut cx, kind, name, output).await,
         Command::Describe { kind, name } => cmd_describe(&mut cx, kind, &name).await,
-        Command::Logs { job, task, follow } => cmd_logs(&mut cx, &job, task, follow).await,
+        Command::Logs {
+            job,
+            task,
+            follow,
+            attempt,
+        } => cmd_logs(&mut cx, &job, task, follow, attempt.unwrap_or(0)).await,
         Command::Cancel { job } => {
             let req = CancelRequest {
                 kind: "jobs".into(),
@@ -637,11 +645,12 @@ async fn cmd_describe(cx: &mut Ctx, kind: Kind, name: &str) -> Result<u8> {
     Ok(0)
 }
 
-async fn cmd_logs(cx: &mut Ctx, job: &str, task: u32, follow: bool) -> Result<u8> {
+async fn cmd_logs(cx: &mut Ctx, job: &str, task: u32, follow: bool, attempt: u32) -> Result<u8> {
     let req = LogsRequest {
         job: job.into(),
         task_index: task,
         follow,
+        attempt,
     };
     // Only opening the stream fails over; a stream that breaks ends the command.
     let mut stream = cx

@@ -453,8 +453,9 @@ fn priority_preempts_and_a_wide_gang_is_not_starved() {
         "--replicas",
         "2",
         "--",
-        "sleep",
-        "600",
+        "sh",
+        "-c",
+        "echo attempt=$GPUCTL_ATTEMPT; exec sleep 600",
     ]);
     eventually(Duration::from_secs(30), "low to run", || {
         (dev.job("low").status.phase == JobPhase::Running).then_some(())
@@ -488,6 +489,13 @@ fn priority_preempts_and_a_wide_gang_is_not_starved() {
         let j = dev.job("low");
         (j.status.phase == JobPhase::Running && j.status.attempt == 2).then_some(())
     });
+    // The preempted attempt's log is still there.
+    let first = dev.ok(&["logs", "low", "--task", "1", "--attempt", "1"]);
+    assert!(first.contains("attempt=1"), "{first}");
+    let out = dev.run(&["logs", "low", "--attempt", "9"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no attempt 9 on record"), "{err}");
     dev.ok(&["cancel", "low"]);
 
     // Three 1-GPU fillers, then a 4-GPU gang, then a stream of 1-GPU jobs:

@@ -616,7 +616,7 @@ impl Control for Api {
         req: Request<pb::LogsRequest>,
     ) -> Result<Response<Self::LogsStream>, Status> {
         let req = req.into_inner();
-        let (endpoint, attempt) = {
+        let (endpoint, attempt, is_current) = {
             let st = self.state();
             let j = st
                 .jobs
@@ -630,17 +630,59 @@ impl Control for Api {
                     req.task_index
                 ))
             })?;
-            let node = t.node.as_ref().ok_or_else(|| {
-                Status::failed_precondition(format!(
-                    "task {} of job {:?} has not been placed yet (phase {}); try again once it runs",
-                    req.task_index, req.job, t.phase
-                ))
-            })?;
+            let current = j.status.attempt;
+            let attempt = if req.attempt == 0 {
+                current
+            } else {
+                req.attempt
+            };
+            let node = if attempt == current {
+                t.node.as_ref().ok_or_else(|| {
+                    let earlier = if current > 1 {
+                        format!("; the previous attempt's log: --attempt {}", current - 1)
+                    } else {
+                        String::new()
+                    };
+                    Status::failed_precondition(format!(
+                        "task {} of job {:?} has not been placed yet (attempt {current}, phase {}); try again once it runs{earlier}",
+                        req.task_index, req.job, t.phase
+                    ))
+                })?
+            } else {
+                let past = j
+                    .status
+                    .past_attempts
+                    .iter()
+                    .find(|p| p.attempt == attempt)
+                    .ok_or_else(|| {
+                        let known: Vec<String> = j
+                            .status
+                            .past_attempts
+                            .iter()
+                            .map(|p| p.attempt.to_string())
+                            .chain(std::iter::once(current.to_string()))
+                            .collect();
+                        Status::out_of_range(format!(
+                            "job {:?} has no attempt {attempt} on record (attempts: {})",
+                            req.job,
+                            known.join(", ")
+                        ))
+                    })?;
+                past.nodes
+                    .get(req.task_index as usize)
+                    .filter(|n| !n.is_empty())
+                    .ok_or_else(|| {
+                        Status::out_of_range(format!(
+                            "task {} of job {:?} did not run in attempt {attempt}",
+                            req.task_index, req.job
+                        ))
+                    })?
+            };
             let n = st
                 .nodes
                 .get(node)
                 .ok_or_else(|| Status::not_found(format!("node {node:?} not found")))?;
-            (n.status.agent_endpoint.clone(), j.status.attempt)
+            (n.status.agent_endpoint.clone(), attempt, attempt == current)
         };
         let mut client =
             gpuctl_proto::v1::node_agent_client::NodeAgentClient::connect(endpoint.clone())
@@ -653,7 +695,7 @@ impl Control for Api {
                 job: req.job,
                 task_index: req.task_index,
                 attempt,
-                follow: req.follow,
+                follow: req.follow && is_current,
             })
             .await?
             .into_inner();

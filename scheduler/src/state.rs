@@ -579,6 +579,7 @@ impl State {
             return;
         };
         let attempt = job.status.attempt;
+        remember_attempt(job, now, reason);
         push_event(
             job,
             now,
@@ -1005,6 +1006,7 @@ impl State {
         // Attempts ended by preemption do not use up retries.
         let failures = attempt - job.status.preemptions.min(attempt - 1);
         if failures <= job.spec.max_retries {
+            remember_attempt(job, now, reason);
             job.status.attempt = attempt + 1;
             job.status.phase = JobPhase::Pending;
             job.status.tasks = pending_tasks(job);
@@ -1114,6 +1116,29 @@ impl State {
 }
 
 /// CPU and memory one task of `job` asks for.
+/// Keep where the current attempt's tasks ran, before a new attempt
+/// replaces them.
+fn remember_attempt(job: &mut Job, now: u64, reason: &str) {
+    let nodes = job
+        .status
+        .tasks
+        .iter()
+        .map(|t| t.node.clone().unwrap_or_default())
+        .collect();
+    let s = &mut job.status;
+    s.past_attempts.push(gpuctl_common::api::PastAttempt {
+        attempt: s.attempt,
+        nodes,
+        reason: reason.to_string(),
+        ended_ms: now,
+    });
+    let extra = s
+        .past_attempts
+        .len()
+        .saturating_sub(gpuctl_common::api::MAX_PAST_ATTEMPTS);
+    s.past_attempts.drain(..extra);
+}
+
 /// GPU thousandths held by a job's bound and running tasks.
 fn job_gpu_milli_held(j: &Job) -> u64 {
     j.status
