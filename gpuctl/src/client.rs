@@ -411,6 +411,7 @@ mod tests {
         ApplyRequest {
             object_json: format!(r#"{{"metadata":{{"name":"{name}"}}}}"#),
             source: "<test>".into(),
+            ..Default::default()
         }
     }
 

@@ -442,6 +442,7 @@ async fn cmd_apply(cx: &mut Ctx, files: &[String]) -> Result<u8> {
         let req = ApplyRequest {
             object_json: serde_json::to_string(&l.manifest).expect("manifests serialise"),
             source: l.source.clone(),
+            ..Default::default()
         };
         match create(&mut cx.conn, &req).await {
             Ok(_) => out(&format!("{kind}/{name} created\n"))?,
@@ -470,6 +471,7 @@ async fn submit_job(cx: &mut Ctx, job: &Job) -> Result<()> {
     let req = ApplyRequest {
         object_json: serde_json::to_string(&Manifest::Job(job.clone())).expect("jobs serialise"),
         source: manifest::SUBMIT_SOURCE.into(),
+        ..Default::default()
     };
     create(&mut cx.conn, &req)
         .await

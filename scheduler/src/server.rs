@@ -57,7 +57,8 @@ impl Server {
             rec.applied,
             cfg.data_dir.display()
         );
-        let state = State::from_objects(rec.jobs, rec.nodes);
+        let state =
+            State::from_objects(rec.jobs, rec.nodes).with_workflows(rec.workflows, rec.memo);
         let metrics = Metrics::new();
         let mut ropts = cfg.raft.clone();
         ropts.id = cfg.id;

@@ -17,6 +17,12 @@ use gpuctl_common::api::{
 };
 use serde::{Deserialize, Serialize};
 
+mod workflows;
+pub use workflows::{
+    sanitize_job_name, MemoRecord, StepOutputs, WorkflowObject, LABEL_STEP, LABEL_WORKFLOW,
+    WORKFLOW_API_VERSION,
+};
+
 /// A log entry's payload: the command and the proposer's clock.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -48,6 +54,18 @@ pub enum Command {
         attempt: u32,
         reason: String,
     },
+    /// Store a workflow and start its run under `name` (the proposer picks
+    /// the `generateName` suffix, so every replica agrees on it).
+    SubmitWorkflow {
+        name: String,
+        workflow: Box<gpuctl_pipelines::Workflow>,
+        #[serde(default)]
+        arguments: BTreeMap<String, String>,
+    },
+    /// A workflow's timer passed (retry backoff, a deadline).
+    WorkflowTick { name: String },
+    /// Stop a workflow: its running steps are cancelled.
+    CancelWorkflow { name: String },
 }
 
 impl Command {
@@ -62,6 +80,9 @@ impl Command {
             Command::Cordon { .. } => "Cordon",
             Command::NodeLost { .. } => "NodeLost",
             Command::FailAttempt { .. } => "FailAttempt",
+            Command::SubmitWorkflow { .. } => "SubmitWorkflow",
+            Command::WorkflowTick { .. } => "WorkflowTick",
+            Command::CancelWorkflow { .. } => "CancelWorkflow",
         }
     }
 }
@@ -105,6 +126,9 @@ pub struct TaskReport {
     pub exit_code: Option<i32>,
     pub message: Option<String>,
     pub pid: Option<u32>,
+    /// A workflow step's outputs, with its final report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<StepOutputs>,
 }
 
 /// Why a command was refused. Refusals change nothing.
@@ -128,6 +152,8 @@ pub enum ApplyError {
 pub enum Applied {
     Job(Box<Job>),
     Node(Box<Node>),
+    /// A workflow, as the API serves it.
+    Workflow(Box<serde_json::Value>),
     /// Bindings that were applied (by job name) and those refused.
     Bound {
         applied: Vec<String>,
@@ -141,6 +167,9 @@ pub enum Applied {
 pub enum ObjKey {
     Job(String),
     Node(String),
+    Workflow(String),
+    /// A memoization cache entry, by key.
+    Memo(String),
 }
 
 impl ObjKey {
@@ -149,6 +178,8 @@ impl ObjKey {
         match self {
             ObjKey::Job(n) => format!("job/{n}"),
             ObjKey::Node(n) => format!("node/{n}"),
+            ObjKey::Workflow(n) => format!("workflow/{n}"),
+            ObjKey::Memo(k) => format!("memo/{k}"),
         }
     }
 }
@@ -167,6 +198,9 @@ pub struct NodeUsage {
 pub struct State {
     pub jobs: BTreeMap<String, Job>,
     pub nodes: BTreeMap<String, Node>,
+    pub workflows: BTreeMap<String, WorkflowObject>,
+    /// The workflows' memoization cache: `memoize.key` → outputs.
+    pub memo: BTreeMap<String, gpuctl_pipelines::MemoEntry>,
     /// Derived: what tasks hold on each node.
     usage: BTreeMap<String, NodeUsage>,
     /// Objects changed since the last [`State::take_dirty`].
@@ -232,6 +266,17 @@ impl State {
         match key {
             ObjKey::Job(n) => self.jobs.get(n).and_then(|j| serde_json::to_vec(j).ok()),
             ObjKey::Node(n) => self.nodes.get(n).and_then(|n| serde_json::to_vec(n).ok()),
+            ObjKey::Workflow(n) => self
+                .workflows
+                .get(n)
+                .and_then(|w| serde_json::to_vec(w).ok()),
+            ObjKey::Memo(k) => self.memo.get(k).and_then(|e| {
+                serde_json::to_vec(&MemoRecord {
+                    key: k.clone(),
+                    entry: e.clone(),
+                })
+                .ok()
+            }),
         }
     }
 
@@ -262,6 +307,33 @@ impl State {
     /// Apply one committed command at log `index`. Deterministic; on error
     /// nothing changed.
     pub fn apply(&mut self, index: u64, env: &Envelope) -> Result<Applied, ApplyError> {
+        if self.workflows.is_empty() {
+            return self.apply_command(index, env);
+        }
+        // Step jobs this command ends advance their workflows in the same
+        // apply: collect the jobs it touches.
+        let earlier = std::mem::take(&mut self.dirty);
+        let r = self.apply_command(index, env);
+        let touched: Vec<String> = self
+            .dirty
+            .iter()
+            .filter_map(|k| match k {
+                ObjKey::Job(n) => Some(n.clone()),
+                _ => None,
+            })
+            .collect();
+        let report = match &env.cmd {
+            Command::TaskReport { report } => {
+                report.outputs.as_ref().map(|o| (report.job.as_str(), o))
+            }
+            _ => None,
+        };
+        self.workflow_jobs_changed(index, env.now_ms, &touched, report);
+        self.dirty.extend(earlier);
+        r
+    }
+
+    fn apply_command(&mut self, index: u64, env: &Envelope) -> Result<Applied, ApplyError> {
         let now = env.now_ms;
         match &env.cmd {
             Command::SubmitJob { job } => self.submit(index, now, job),
@@ -288,6 +360,13 @@ impl State {
                 self.fail_attempt(index, now, job, reason, "AttemptFailed");
                 Ok(self.job_applied(job))
             }
+            Command::SubmitWorkflow {
+                name,
+                workflow,
+                arguments,
+            } => self.submit_workflow(index, now, name, workflow, arguments),
+            Command::WorkflowTick { name } => self.workflow_tick(index, now, name),
+            Command::CancelWorkflow { name } => self.cancel_workflow(index, now, name),
         }
     }
 
@@ -907,6 +986,7 @@ mod tests {
                 exit_code: code,
                 message: None,
                 pid: Some(42),
+                outputs: None,
             };
             self.apply(Command::TaskReport { report: r }).unwrap();
         }
@@ -1017,6 +1097,7 @@ mod tests {
             exit_code: Some(0),
             message: None,
             pid: None,
+            outputs: None,
         };
         h.apply(Command::TaskReport { report: stale }).unwrap();
         assert_eq!(h.s.jobs["a"].status.phase, JobPhase::Pending);

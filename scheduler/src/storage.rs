@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `raft_log`  | entry index (u64 big-endian) | `eraftpb::Entry` (protobuf) |
 //! | `raft_meta` | `hard_state`, `conf_state`, `snapshot_meta` | protobuf |
-//! | `state`     | `applied`, `job/<name>`, `node/<name>` | u64 BE / JSON objects |
+//! | `state`     | `applied`, `job/<name>`, `node/<name>`, `workflow/<name>`, `memo/<key>` | u64 BE / JSON objects |
 //!
 //! Log entries and the hard state are written in one synced batch before
 //! anything that depends on them is acknowledged. Applied objects and the
@@ -25,7 +25,7 @@ use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 
-use crate::state::ObjKey;
+use crate::state::{MemoRecord, ObjKey, WorkflowObject};
 
 const CF_LOG: &str = "raft_log";
 const CF_META: &str = "raft_meta";
@@ -52,6 +52,8 @@ pub struct Recovered {
     pub jobs: Vec<Job>,
     pub nodes: Vec<Node>,
     pub applied: u64,
+    pub workflows: Vec<WorkflowObject>,
+    pub memo: Vec<MemoRecord>,
 }
 
 struct Core {
@@ -135,6 +137,8 @@ impl RaftStorage {
             applied,
             jobs,
             nodes,
+            workflows,
+            memo,
         } = read_state(db.iterator_cf(state, rocksdb::IteratorMode::Start), &path)?;
         // Everything up to the last snapshot is applied by definition.
         let applied = applied.max(snapshot_meta.index);
@@ -154,6 +158,8 @@ impl RaftStorage {
                 jobs,
                 nodes,
                 applied,
+                workflows,
+                memo,
             },
         ))
     }
@@ -457,6 +463,18 @@ impl RaftStorage {
                 v,
             );
         }
+        for w in &data.workflows {
+            let v = serde_json::to_vec(w).map_err(|e| corrupt("snapshot workflow", e))?;
+            b.put_cf(
+                state,
+                ObjKey::Workflow(w.metadata.name.clone()).storage_key(),
+                v,
+            );
+        }
+        for m in &data.memo {
+            let v = serde_json::to_vec(m).map_err(|e| corrupt("snapshot memo entry", e))?;
+            b.put_cf(state, ObjKey::Memo(m.key.clone()).storage_key(), v);
+        }
         b.put_cf(state, KEY_APPLIED, meta.index.to_be_bytes());
         let mut hs = c.hard_state.clone();
         hs.term = hs.term.max(meta.term);
@@ -490,6 +508,8 @@ impl RaftStorage {
             jobs: data.jobs,
             nodes: data.nodes,
             applied: meta.index,
+            workflows: data.workflows,
+            memo: data.memo,
         })
     }
 }
@@ -514,6 +534,12 @@ where
         } else if k.starts_with(b"node/") {
             data.nodes
                 .push(serde_json::from_slice(&v).map_err(|e| corrupt("stored node", e))?);
+        } else if k.starts_with(b"workflow/") {
+            data.workflows
+                .push(serde_json::from_slice(&v).map_err(|e| corrupt("stored workflow", e))?);
+        } else if k.starts_with(b"memo/") {
+            data.memo
+                .push(serde_json::from_slice(&v).map_err(|e| corrupt("stored memo entry", e))?);
         }
     }
     Ok(data)
@@ -525,6 +551,10 @@ struct SnapshotData {
     applied: u64,
     jobs: Vec<Job>,
     nodes: Vec<Node>,
+    #[serde(default)]
+    workflows: Vec<WorkflowObject>,
+    #[serde(default)]
+    memo: Vec<MemoRecord>,
 }
 
 impl Core {

@@ -137,6 +137,7 @@ async fn report(
         exit_code: code,
         message: String::new(),
         pid: 4242,
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -153,6 +154,7 @@ async fn gang_lifecycle_and_restart() {
         .apply(pb::ApplyRequest {
             object_json: job_json("early", 1, 1.0),
             source: "early.yaml".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -170,6 +172,7 @@ async fn gang_lifecycle_and_restart() {
         c.apply(pb::ApplyRequest {
             object_json: job_json(j, 2, 2.0),
             source: format!("{j}.yaml"),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -179,6 +182,7 @@ async fn gang_lifecycle_and_restart() {
         .apply(pb::ApplyRequest {
             object_json: job_json("huge", 1, 8.0),
             source: "huge.yaml".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -193,6 +197,7 @@ async fn gang_lifecycle_and_restart() {
         .apply(pb::ApplyRequest {
             object_json: job_json("a", 1, 1.0),
             source: "dup.yaml".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -299,6 +304,7 @@ async fn silent_node_is_lost_and_its_job_retried() {
     c.apply(pb::ApplyRequest {
         object_json: serde_json::to_string(&j).unwrap(),
         source: "r.yaml".into(),
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -364,6 +370,7 @@ async fn bad_requests_are_refused_with_reasons() {
         .apply(pb::ApplyRequest {
             object_json: bad,
             source: "neg.yaml".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -1,0 +1,139 @@
+//! The API's workflow parts: `Apply` of a `kind: Workflow`, reads, `Wait`,
+//! and the step files a node daemon needs (in each `TaskAssignment`) and
+//! reports back (in `ReportTask`).
+
+use std::collections::BTreeMap;
+
+use gpuctl_common::api::{self, Job};
+use gpuctl_pipelines::{StepToLaunch, WorkflowPhase};
+use gpuctl_proto::v1 as pb;
+use rand::Rng;
+use tonic::Status;
+
+use super::{json, Api};
+use crate::state::{Command, StepOutputs, WorkflowObject};
+
+/// Length of the random suffix appended to `metadata.generateName`.
+const SUFFIX_LEN: usize = 5;
+
+/// Is this API object a workflow (`kind: Workflow`)?
+pub(super) fn is_workflow(object_json: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(object_json)
+        .ok()
+        .and_then(|v| {
+            v.get("kind")
+                .and_then(|k| k.as_str())
+                .map(|k| k == "Workflow")
+        })
+        .unwrap_or(false)
+}
+
+/// A `generateName` suffix: lowercase letters and digits, as Kubernetes.
+fn random_suffix() -> String {
+    const CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::thread_rng();
+    (0..SUFFIX_LEN)
+        .map(|_| CHARS[rng.gen_range(0..CHARS.len())] as char)
+        .collect()
+}
+
+impl Api {
+    /// Validate a workflow, pick its name, and store it.
+    pub(super) async fn apply_workflow(
+        &self,
+        source: &str,
+        object_json: &str,
+        parameters: BTreeMap<String, String>,
+    ) -> Result<String, Status> {
+        let wf = gpuctl_pipelines::parse_workflow(source, object_json)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let generated = wf.metadata.name.as_deref().is_none_or(str::is_empty);
+        let name = wf.run_name(&random_suffix());
+        api::validate_name("metadata.name", &name)
+            .map_err(|e| Status::invalid_argument(e.in_source(source, 0).to_string()))?;
+        self.read_barrier().await?;
+        if !generated && self.state().workflows.contains_key(&name) {
+            return Err(Status::already_exists(format!(
+                "{source}: workflow {name:?} already exists; pick another metadata.name or use metadata.generateName"
+            )));
+        }
+        self.propose(Command::SubmitWorkflow {
+            name,
+            workflow: Box::new(wf),
+            arguments: parameters,
+        })
+        .await
+    }
+
+    pub(super) fn get_workflows(&self, name: &str) -> Result<Vec<String>, Status> {
+        let st = self.state();
+        if name.is_empty() {
+            let mut all: Vec<&WorkflowObject> = st.workflows.values().collect();
+            all.sort_by_key(|w| w.metadata.uid);
+            return all.into_iter().map(|w| json(&w.view())).collect();
+        }
+        let w = st
+            .workflows
+            .get(name)
+            .ok_or_else(|| Status::not_found(format!("workflow {name:?} not found")))?;
+        Ok(vec![json(&w.view())?])
+    }
+
+    /// A workflow's phase and object, for `Wait`; `None` when there is none.
+    pub(super) fn workflow_phase(&self, name: &str) -> Option<(WorkflowPhase, String)> {
+        let st = self.state();
+        let w = st.workflows.get(name)?;
+        Some((w.run.phase(), json(&w.view()).unwrap_or_default()))
+    }
+}
+
+/// The files of a step job, for its `TaskAssignment`.
+pub(super) fn step_io(st: &crate::state::State, job: &Job) -> Option<pb::StepIo> {
+    let s: &StepToLaunch = st.step_of_job(job)?;
+    let art = |name: &str, path: &str, optional: bool, key: &gpuctl_pipelines::ArtifactKey| {
+        pb::ArtifactRef {
+            name: name.to_string(),
+            path: path.to_string(),
+            optional,
+            store_workflow: key.workflow.clone(),
+            store_step: key.step.clone(),
+            store_name: key.name.clone(),
+        }
+    };
+    Some(pb::StepIo {
+        workflow: s.workflow.clone(),
+        step: s.id.clone(),
+        has_script: s.script_source.is_some(),
+        script_source: s.script_source.clone().unwrap_or_default(),
+        script_arg_index: s.command.len() as u32,
+        capture_result: s.script_source.is_some(),
+        output_parameters: s
+            .output_parameters
+            .iter()
+            .map(|p| pb::OutputParameter {
+                name: p.name.clone(),
+                path: p.path.clone(),
+            })
+            .collect(),
+        input_artifacts: s
+            .input_artifacts
+            .iter()
+            .map(|a| art(&a.name, a.path.as_deref().unwrap_or(""), false, &a.from))
+            .collect(),
+        output_artifacts: s
+            .output_artifacts
+            .iter()
+            .map(|a| art(&a.name, &a.path, a.optional, &a.key))
+            .collect(),
+    })
+}
+
+/// A node daemon's report of a step's outputs.
+pub(super) fn outputs_from_pb(o: pb::StepOutputs) -> StepOutputs {
+    StepOutputs {
+        parameters: o.parameters.into_iter().collect(),
+        result: o.has_result.then_some(o.result),
+        artifacts: o.artifacts.into_iter().collect(),
+        error: Some(o.error).filter(|e| !e.is_empty()),
+    }
+}
