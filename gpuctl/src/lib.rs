@@ -505,7 +505,7 @@ async fn cmd_apply(cx: &mut Ctx, files: &[String]) -> Result<u8> {
     let mut code = 0;
     for o in objects {
         let l = match o {
-            manifest::Object::Manifest(l) => l,
+            manifest::Object::Manifest(l) => *l,
             manifest::Object::Workflow { source, workflow } => {
                 match submit_workflow(cx, &source, &workflow, &BTreeMap::new()).await {
                     Ok(name) => out(&format!("workflow/{name} created\n"))?,

@@ -47,7 +47,7 @@ pub fn load_manifests(paths: &[String], stdin: &mut dyn Read) -> Result<Vec<Load
 /// One object to apply: a gpuctl object, or an Argo workflow.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Object {
-    Manifest(Loaded),
+    Manifest(Box<Loaded>),
     Workflow {
         source: String,
         workflow: Box<gpuctl_pipelines::Workflow>,
@@ -68,10 +68,10 @@ pub fn load_objects(paths: &[String], stdin: &mut dyn Read) -> Result<Vec<Object
             continue;
         }
         for manifest in parse_manifests(&source, &text)? {
-            out.push(Object::Manifest(Loaded {
+            out.push(Object::Manifest(Box::new(Loaded {
                 source: source.clone(),
                 manifest,
-            }));
+            })));
         }
     }
     Ok(out)

@@ -297,7 +297,7 @@ mod tests {
     use super::*;
 
     fn doc() -> WorkflowDoc {
-        let v = serde_json::json!({
+        let v = r#"{
             "apiVersion": "argoproj.io/v1alpha1",
             "kind": "Workflow",
             "metadata": {"name": "wf", "creationTimestampMs": 1000},
@@ -321,8 +321,8 @@ mod tests {
                     ]},
                 "onExit": null
             }
-        });
-        serde_json::from_value(v).unwrap()
+        }"#;
+        serde_json::from_str(v).unwrap()
     }
 
     #[test]

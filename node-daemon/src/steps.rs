@@ -46,7 +46,7 @@ fn component(s: &str) -> String {
         }
     }
     if out.is_empty() {
-        out.push_str("%");
+        out.push_str("%25");
     }
     out
 }

@@ -360,6 +360,7 @@ async fn bad_requests_are_refused_with_reasons() {
         .apply(pb::ApplyRequest {
             object_json: "{not json".into(),
             source: "x.json".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
