@@ -79,11 +79,19 @@ impl Api {
         Ok(vec![json(&w.view())?])
     }
 
-    /// A workflow's phase and object, for `Wait`; `None` when there is none.
+    /// A workflow's phase, for `Wait`, with the object once it is over
+    /// (rendering a big run on every change would cost more than the run);
+    /// `None` when there is no such workflow.
     pub(super) fn workflow_phase(&self, name: &str) -> Option<(WorkflowPhase, String)> {
         let st = self.state();
         let w = st.workflows.get(name)?;
-        Some((w.run.phase(), json(&w.view()).unwrap_or_default()))
+        let phase = w.run.phase();
+        let obj = if phase.is_terminal() {
+            json(&w.view()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Some((phase, obj))
     }
 }
 
