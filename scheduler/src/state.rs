@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 
 mod workflows;
 pub use workflows::{
-    sanitize_job_name, MemoRecord, StepOutputs, WorkflowObject, LABEL_STEP, LABEL_WORKFLOW,
-    WORKFLOW_API_VERSION,
+    sanitize_job_name, MemoRecord, StepOutputs, WorkflowObject, WorkflowRecords, LABEL_STEP,
+    LABEL_WORKFLOW, WORKFLOW_API_VERSION,
 };
 
 /// A log entry's payload: the command and the proposer's clock.
@@ -167,7 +167,10 @@ pub enum Applied {
 pub enum ObjKey {
     Job(String),
     Node(String),
+    /// A workflow's header record (its run without nodes).
     Workflow(String),
+    /// One node of a workflow's run: (workflow, node id).
+    WorkflowNode(String, String),
     /// A memoization cache entry, by key.
     Memo(String),
 }
@@ -179,6 +182,7 @@ impl ObjKey {
             ObjKey::Job(n) => format!("job/{n}"),
             ObjKey::Node(n) => format!("node/{n}"),
             ObjKey::Workflow(n) => format!("workflow/{n}"),
+            ObjKey::WorkflowNode(w, id) => format!("wfnode/{w}/{id}"),
             ObjKey::Memo(k) => format!("memo/{k}"),
         }
     }
@@ -201,6 +205,9 @@ pub struct State {
     pub workflows: BTreeMap<String, WorkflowObject>,
     /// The workflows' memoization cache: `memoize.key` → outputs.
     pub memo: BTreeMap<String, gpuctl_pipelines::MemoEntry>,
+    /// Derived: each workflow's nodes as last marked for storing, to find
+    /// the ones an apply changed.
+    persisted_nodes: BTreeMap<String, BTreeMap<String, gpuctl_pipelines::Node>>,
     /// Derived: what tasks hold on each node.
     usage: BTreeMap<String, NodeUsage>,
     /// Objects changed since the last [`State::take_dirty`].
@@ -266,10 +273,8 @@ impl State {
         match key {
             ObjKey::Job(n) => self.jobs.get(n).and_then(|j| serde_json::to_vec(j).ok()),
             ObjKey::Node(n) => self.nodes.get(n).and_then(|n| serde_json::to_vec(n).ok()),
-            ObjKey::Workflow(n) => self
-                .workflows
-                .get(n)
-                .and_then(|w| serde_json::to_vec(w).ok()),
+            ObjKey::Workflow(n) => self.workflows.get(n).and_then(|w| w.header_json()),
+            ObjKey::WorkflowNode(w, id) => self.workflows.get(w).and_then(|w| w.node_json(id)),
             ObjKey::Memo(k) => self.memo.get(k).and_then(|e| {
                 serde_json::to_vec(&MemoRecord {
                     key: k.clone(),
@@ -307,7 +312,7 @@ impl State {
     /// Apply one committed command at log `index`. Deterministic; on error
     /// nothing changed.
     pub fn apply(&mut self, index: u64, env: &Envelope) -> Result<Applied, ApplyError> {
-        if self.workflows.is_empty() {
+        if self.workflows.is_empty() && !matches!(env.cmd, Command::SubmitWorkflow { .. }) {
             return self.apply_command(index, env);
         }
         // Step jobs this command ends advance their workflows in the same
@@ -329,6 +334,17 @@ impl State {
             _ => None,
         };
         self.workflow_jobs_changed(index, env.now_ms, &touched, report);
+        let changed: Vec<String> = self
+            .dirty
+            .iter()
+            .filter_map(|k| match k {
+                ObjKey::Workflow(n) => Some(n.clone()),
+                _ => None,
+            })
+            .collect();
+        for w in changed {
+            self.note_changed_nodes(&w);
+        }
         self.dirty.extend(earlier);
         r
     }

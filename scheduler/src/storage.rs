@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `raft_log`  | entry index (u64 big-endian) | `eraftpb::Entry` (protobuf) |
 //! | `raft_meta` | `hard_state`, `conf_state`, `snapshot_meta` | protobuf |
-//! | `state`     | `applied`, `job/<name>`, `node/<name>`, `workflow/<name>`, `memo/<key>` | u64 BE / JSON objects |
+//! | `state`     | `applied`, `job/<name>`, `node/<name>`, `workflow/<name>`, `wfnode/<workflow>/<node>`, `memo/<key>` | u64 BE / JSON objects |
 //!
 //! Log entries and the hard state are written in one synced batch before
 //! anything that depends on them is acknowledged. Applied objects and the
@@ -25,7 +25,7 @@ use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 
-use crate::state::{MemoRecord, ObjKey, WorkflowObject};
+use crate::state::{MemoRecord, ObjKey, WorkflowObject, WorkflowRecords};
 
 const CF_LOG: &str = "raft_log";
 const CF_META: &str = "raft_meta";
@@ -464,12 +464,9 @@ impl RaftStorage {
             );
         }
         for w in &data.workflows {
-            let v = serde_json::to_vec(w).map_err(|e| corrupt("snapshot workflow", e))?;
-            b.put_cf(
-                state,
-                ObjKey::Workflow(w.metadata.name.clone()).storage_key(),
-                v,
-            );
+            for (k, v) in w.records() {
+                b.put_cf(state, k.storage_key(), v);
+            }
         }
         for m in &data.memo {
             let v = serde_json::to_vec(m).map_err(|e| corrupt("snapshot memo entry", e))?;
@@ -520,6 +517,7 @@ where
     I: Iterator<Item = Result<(Box<[u8]>, Box<[u8]>), rocksdb::Error>>,
 {
     let mut data = SnapshotData::default();
+    let mut workflows = WorkflowRecords::default();
     for item in items {
         let (k, v) = item.map_err(rocks(path))?;
         if &*k == KEY_APPLIED {
@@ -534,14 +532,17 @@ where
         } else if k.starts_with(b"node/") {
             data.nodes
                 .push(serde_json::from_slice(&v).map_err(|e| corrupt("stored node", e))?);
-        } else if k.starts_with(b"workflow/") {
-            data.workflows
-                .push(serde_json::from_slice(&v).map_err(|e| corrupt("stored workflow", e))?);
+        } else if workflows
+            .add(&k, &v)
+            .map_err(|e| corrupt("stored workflow", e))?
+        {
+            // A workflow's header or node record.
         } else if k.starts_with(b"memo/") {
             data.memo
                 .push(serde_json::from_slice(&v).map_err(|e| corrupt("stored memo entry", e))?);
         }
     }
+    data.workflows = workflows.finish();
     Ok(data)
 }
 

@@ -23,7 +23,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use gpuctl_common::api::{validate_name, Job, JobPhase, JobSpec, ObjectMeta, Resources, TaskSpec};
-use gpuctl_pipelines::{MemoCache, MemoEntry, Run, StepOutcome, StepToLaunch, Workflow};
+use gpuctl_pipelines::{
+    MemoCache, MemoEntry, Node, Run, RunHeader, RunWithoutNodes, StepOutcome, StepToLaunch,
+    Workflow,
+};
 use serde::{Deserialize, Serialize};
 
 use super::{Applied, ApplyError, ObjKey, State};
@@ -114,6 +117,144 @@ impl WorkflowObject {
             "spec": self.run.workflow().spec,
             "status": status,
         })
+    }
+}
+
+/// How a workflow is stored: a header record (`workflow/<name>`: the object
+/// and its run without nodes) and one record per node
+/// (`wfnode/<name>/<node id>`: the node, its step's job, and the step's
+/// launch spec while the job runs). An apply
+/// rewrites only the nodes it changed, so a step of a 1,000-way fan-out
+/// costs one small record, not the whole run.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredRef<'a> {
+    metadata: &'a ObjectMeta,
+    run: RunWithoutNodes<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wake_at_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Stored {
+    metadata: ObjectMeta,
+    run: RunHeader,
+    #[serde(default)]
+    wake_at_ms: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct NodeRecordRef<'a> {
+    node: &'a Node,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    job: Option<&'a String>,
+    /// The launch spec while the step's job runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    launch: Option<&'a StepToLaunch>,
+}
+
+#[derive(Deserialize)]
+struct NodeRecord {
+    node: Node,
+    #[serde(default)]
+    job: Option<String>,
+    #[serde(default)]
+    launch: Option<StepToLaunch>,
+}
+
+impl WorkflowObject {
+    /// The header record (see [`StoredRef`]).
+    pub fn header_json(&self) -> Option<Vec<u8>> {
+        serde_json::to_vec(&StoredRef {
+            metadata: &self.metadata,
+            run: self.run.without_nodes(),
+            wake_at_ms: self.wake_at_ms,
+        })
+        .ok()
+    }
+
+    /// The record of one node.
+    pub fn node_json(&self, id: &str) -> Option<Vec<u8>> {
+        let node = self.run.node(id)?;
+        let job = self.jobs.get(id);
+        serde_json::to_vec(&NodeRecordRef {
+            node,
+            job,
+            launch: job.and_then(|j| self.running.get(j)),
+        })
+        .ok()
+    }
+
+    /// Every record of this workflow (to write a snapshot).
+    pub fn records(&self) -> Vec<(ObjKey, Vec<u8>)> {
+        let name = self.metadata.name.clone();
+        let mut out = Vec::new();
+        if let Some(h) = self.header_json() {
+            out.push((ObjKey::Workflow(name.clone()), h));
+        }
+        for id in self.run.nodes().keys() {
+            if let Some(n) = self.node_json(id) {
+                out.push((ObjKey::WorkflowNode(name.clone(), id.clone()), n));
+            }
+        }
+        out
+    }
+}
+
+/// Collects workflow records from the state column family and puts the
+/// workflows back together.
+#[derive(Default)]
+pub struct WorkflowRecords {
+    headers: Vec<Stored>,
+    nodes: BTreeMap<String, Vec<NodeRecord>>,
+}
+
+impl WorkflowRecords {
+    /// Take a record if it is a workflow's: `Ok(true)`; `Ok(false)` if not.
+    pub fn add(&mut self, key: &[u8], value: &[u8]) -> Result<bool, String> {
+        if key.starts_with(b"workflow/") {
+            let h: Stored = serde_json::from_slice(value).map_err(|e| e.to_string())?;
+            self.headers.push(h);
+            Ok(true)
+        } else if let Some(rest) = key.strip_prefix(b"wfnode/") {
+            let rest = String::from_utf8_lossy(rest);
+            let wf = rest.split('/').next().unwrap_or_default().to_string();
+            let n: NodeRecord = serde_json::from_slice(value).map_err(|e| e.to_string())?;
+            self.nodes.entry(wf).or_default().push(n);
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
+
+    /// The workflows (records of nodes without a header are dropped).
+    pub fn finish(mut self) -> Vec<WorkflowObject> {
+        self.headers
+            .into_iter()
+            .map(|h| {
+                let records = self.nodes.remove(&h.metadata.name).unwrap_or_default();
+                let mut jobs = BTreeMap::new();
+                let mut running = BTreeMap::new();
+                let mut nodes = Vec::with_capacity(records.len());
+                for r in records {
+                    if let Some(j) = r.job {
+                        if let Some(l) = r.launch {
+                            running.insert(j.clone(), l);
+                        }
+                        jobs.insert(r.node.id.clone(), j);
+                    }
+                    nodes.push(r.node);
+                }
+                WorkflowObject {
+                    metadata: h.metadata,
+                    run: h.run.into_run(nodes),
+                    wake_at_ms: h.wake_at_ms,
+                    jobs,
+                    running,
+                }
+            })
+            .collect()
     }
 }
 
@@ -496,8 +637,32 @@ impl State {
             .into_iter()
             .map(|w| (w.metadata.name.clone(), w))
             .collect();
+        self.persisted_nodes = self
+            .workflows
+            .iter()
+            .map(|(name, w)| (name.clone(), w.run.nodes().clone()))
+            .collect();
         self.memo = memo.into_iter().map(|r| (r.key, r.entry)).collect();
         self
+    }
+
+    /// After an apply: mark the nodes of `workflow` that differ from what
+    /// was last marked, so only they are written.
+    pub(super) fn note_changed_nodes(&mut self, workflow: &str) {
+        let Some(w) = self.workflows.get(workflow) else {
+            return;
+        };
+        let shadow = self
+            .persisted_nodes
+            .entry(workflow.to_string())
+            .or_default();
+        for (id, n) in w.run.nodes() {
+            if shadow.get(id) != Some(n) {
+                shadow.insert(id.clone(), n.clone());
+                self.dirty
+                    .insert(ObjKey::WorkflowNode(workflow.to_string(), id.clone()));
+            }
+        }
     }
 
     /// Workflows whose timer has passed at `now_ms` (for the controller).
@@ -703,18 +868,20 @@ spec:
             }),
         );
         let dirty = h.s.take_dirty();
-        let mut wfs = Vec::new();
+        let mut records = WorkflowRecords::default();
         let mut memo = Vec::new();
         for k in &dirty {
             let Some(bytes) = h.s.object_json(k) else {
                 continue;
             };
-            match k {
-                ObjKey::Workflow(_) => wfs.push(serde_json::from_slice(&bytes).unwrap()),
-                ObjKey::Memo(_) => memo.push(serde_json::from_slice(&bytes).unwrap()),
-                _ => {}
+            if let ObjKey::Memo(_) = k {
+                memo.push(serde_json::from_slice(&bytes).unwrap());
+            } else {
+                records.add(k.storage_key().as_bytes(), &bytes).unwrap();
             }
         }
+        let wfs = records.finish();
+        assert_eq!(wfs.len(), 1);
         let jobs = h.s.jobs.values().cloned().collect();
         let nodes = h.s.nodes.values().cloned().collect();
         let back = State::from_objects(jobs, nodes).with_workflows(wfs, memo);
