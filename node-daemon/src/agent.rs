@@ -13,7 +13,7 @@
 //! - *outbox*: sends `ReportTask` in order, retrying until acknowledged, so a
 //!   scheduler restart loses no report (the scheduler applies them idempotently).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -382,19 +382,52 @@ fn permanent(code: Code) -> bool {
     )
 }
 
-/// Send reports in order, each retried (capped backoff) until acknowledged.
+/// Send reports, each retried (capped backoff) until acknowledged. The
+/// reports of one task go in order; those of different tasks go
+/// concurrently, so the scheduler commits many in one Raft round instead of
+/// one round each (what a wide workflow fan-out needs). Returns once the
+/// channel is closed and everything queued was sent or refused.
 pub async fn outbox_loop(
     servers: Arc<Servers>,
     mut reports: mpsc::UnboundedReceiver<ReportTaskRequest>,
 ) {
-    let mut quiet = Quiet::default();
+    let quiet = Arc::new(std::sync::Mutex::new(Quiet::default()));
+    let mut lanes: HashMap<(String, u32, u32), mpsc::UnboundedSender<ReportTaskRequest>> =
+        HashMap::new();
+    let mut senders = tokio::task::JoinSet::new();
+    while let Some(report) = reports.recv().await {
+        while senders.try_join_next().is_some() {}
+        let key = (report.job.clone(), report.task_index, report.attempt);
+        let last = report.phase != "Running";
+        let lane = lanes.entry(key.clone()).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            senders.spawn(send_lane(servers.clone(), rx, quiet.clone()));
+            tx
+        });
+        let _ = lane.send(report);
+        if last {
+            // The task's final report: its lane ends once it is sent.
+            lanes.remove(&key);
+        }
+    }
+    lanes.clear();
+    while senders.join_next().await.is_some() {}
+}
+
+/// Send one task's reports in order.
+async fn send_lane(
+    servers: Arc<Servers>,
+    mut reports: mpsc::UnboundedReceiver<ReportTaskRequest>,
+    quiet: Arc<std::sync::Mutex<Quiet>>,
+) {
+    let quiet = |f: &dyn Fn(&mut Quiet)| f(&mut quiet.lock().unwrap_or_else(|p| p.into_inner()));
     while let Some(report) = reports.recv().await {
         let mut backoff = Backoff::default();
         loop {
             let (i, mut client) = servers.client();
             match client.report_task(report.clone()).await {
                 Ok(_) => {
-                    quiet.ok("ReportTask");
+                    quiet(&|q| q.ok("ReportTask"));
                     break;
                 }
                 Err(s) if permanent(s.code()) => {
@@ -409,7 +442,8 @@ pub async fn outbox_loop(
                     break;
                 }
                 Err(s) => {
-                    quiet.failed(&format!("ReportTask to {}", servers.urls[i]), brief(&s));
+                    let what = format!("ReportTask to {}", servers.urls[i]);
+                    quiet(&|q| q.failed(&what, brief(&s)));
                     servers.failed(i, &s);
                 }
             }

@@ -14,7 +14,7 @@
 //!       │  local task table   ▲             │ stdout+stderr                 │
 //!       │                     └ Event::Exited ◄── waiter ◄───── exit ─────────┘
 //!       │ ReportTask(Running/Succeeded/Failed)      ▼
-//!       └──► agent::outbox_loop (ordered, retried) ─┘  <work-dir>/logs/<job>/task-I-attempt-A.log
+//!       └──► agent::outbox_loop (ordered per task, retried) ┘  <work-dir>/logs/<job>/task-I-attempt-A.log
 //!                                                               │
 //!   scheduler (log proxy) ──NodeAgent.ReadLogs──► logs::LogService
 //!   Prometheus ──GET /metrics, /healthz──► metrics::Metrics (GPU gauges sampled on scrape)
