@@ -76,7 +76,9 @@ fn duration(started: Option<u64>, finished: Option<u64>, now_ms: u64) -> String 
     };
     let end = finished.unwrap_or(now_ms);
     let ms = end.saturating_sub(s);
-    if ms < 10_000 {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 10_000 {
         format!("{:.1}s", ms as f64 / 1000.0)
     } else {
         format_age(Some(s), end)

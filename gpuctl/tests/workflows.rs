@@ -474,6 +474,25 @@ spec:
       args: ["echo \"$(date +%s%N) start\" >> EVENTS; sleep 30; echo \"$(date +%s%N) end\" >> EVENTS"]
 "#;
 
+const DEADLINE: &str = r#"
+apiVersion: argoproj.io/v1alpha1
+kind: Workflow
+metadata: {name: deadline}
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    dag:
+      tasks:
+      - {name: slow, template: slow}
+  - name: slow
+    activeDeadlineSeconds: 1
+    container:
+      image: alpine:3
+      command: [sh, -c]
+      args: ["echo \"$(date +%s%N) start\" >> EVENTS; sleep 30; echo \"$(date +%s%N) end\" >> EVENTS"]
+"#;
+
 fn submitted_name(out: &str) -> String {
     out.strip_prefix("workflow/")
         .and_then(|s| s.strip_suffix(" submitted\n"))
@@ -488,7 +507,8 @@ fn failures_retries_exit_handlers_memoization_and_cancel() {
     let (d, devs) = dev.write("doomed.yaml", &format!("{DOOMED}{MARK}"));
     let (m, mevs) = dev.write("memo.yaml", MEMO);
     let (c, cevs) = dev.write("cancel.yaml", CANCEL);
-    for file in [&f, &d, &c] {
+    let (dl, _) = dev.write("deadline.yaml", DEADLINE);
+    for file in [&f, &d, &c, &dl] {
         dev.ok(&["apply", "-f", file.to_str().unwrap()]);
     }
     let m1 = submitted_name(&dev.ok(&["submit", "-f", m.to_str().unwrap()]));
@@ -513,6 +533,22 @@ fn failures_retries_exit_handlers_memoization_and_cancel() {
     assert!(nodes(&wf)
         .get("next")
         .is_none_or(|n| n["phase"] != "Running"));
+
+    // activeDeadlineSeconds: the step is stopped after 1 s, and fails.
+    let t0 = Instant::now();
+    assert_eq!(dev.wait("deadline"), 1);
+    assert!(t0.elapsed() < Duration::from_secs(20));
+    let wf = dev.workflow("deadline");
+    assert_eq!(phase(&nodes(&wf), "slow"), "Failed", "{wf}");
+    let job = wf["status"]["jobs"]["deadline.slow"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let j: Value = serde_json::from_str(&dev.ok(&["get", "job", &job, "-o", "json"])).unwrap();
+    assert_eq!(
+        j["status"]["phase"], "Cancelled",
+        "the step's job was stopped"
+    );
 
     // continueOn, depends with failure branches, retries with backoff, onExit.
     assert_eq!(dev.wait("failures"), 0, "{}", dev.log());
