@@ -741,6 +741,69 @@ mod tests {
     }
 
     #[test]
+    fn workflows_survive_reopen_and_snapshot() {
+        use crate::state::{Command, Envelope, State};
+        let yaml = r#"
+apiVersion: argoproj.io/v1alpha1
+kind: Workflow
+metadata: {name: wf}
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    dag:
+      tasks:
+      - {name: a, template: t}
+      - {name: b, template: t, dependencies: [a]}
+  - name: t
+    container: {image: x, command: ["true"]}
+"#;
+        let mut st = State::default();
+        let env = Envelope {
+            now_ms: 5,
+            cmd: Command::SubmitWorkflow {
+                name: "wf".into(),
+                workflow: Box::new(gpuctl_pipelines::parse_workflow("wf.yaml", yaml).unwrap()),
+                arguments: Default::default(),
+            },
+        };
+        st.apply(2, &env).unwrap();
+        let objects: Vec<(ObjKey, Option<Vec<u8>>)> = st
+            .take_dirty()
+            .into_iter()
+            .map(|k| {
+                let v = st.object_json(&k);
+                (k, v)
+            })
+            .collect();
+        assert!(objects
+            .iter()
+            .any(|(k, _)| matches!(k, ObjKey::WorkflowNode(w, id) if w == "wf" && id == "wf.a")));
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        {
+            let (a, _) = RaftStorage::open(d1.path()).unwrap();
+            a.initialize(&[1, 2]).unwrap();
+            a.append(&[entry(2, 1)], None, true).unwrap();
+            a.persist_applied(2, Some(2), &objects).unwrap();
+        }
+        let (a, rec) = RaftStorage::open(d1.path()).unwrap();
+        let stored = |w: &[WorkflowObject]| serde_json::to_value(w).unwrap();
+        let live: Vec<WorkflowObject> = st.workflows.values().cloned().collect();
+        assert_eq!(rec.workflows.len(), 1);
+        assert_eq!(stored(&rec.workflows), stored(&live));
+        assert_eq!(rec.workflows[0].jobs["wf.a"], "wf-a");
+        assert!(rec.workflows[0].running.contains_key("wf-a"));
+
+        let snap = a.snapshot(2, 2).unwrap();
+        let (b, _) = RaftStorage::open(d2.path()).unwrap();
+        let rec = b.apply_snapshot(&snap).unwrap();
+        assert_eq!(stored(&rec.workflows), stored(&live));
+        drop(b);
+        let (_, rec) = RaftStorage::open(d2.path()).unwrap();
+        assert_eq!(stored(&rec.workflows), stored(&live));
+    }
+
+    #[test]
     fn compaction_keeps_term_of_last_dropped_entry() {
         let dir = tempfile::tempdir().unwrap();
         let (s, _) = RaftStorage::open(dir.path()).unwrap();
