@@ -284,6 +284,22 @@ fn dag_shapes_parameters_artifacts_fan_out_and_conditions() {
     assert!(err.contains("bad.yaml"), "{err}");
     assert!(err.contains("spec.templates[0].dag.tasks[1]"), "{err}");
     assert!(err.contains("nope"), "{err}");
+    // So is one whose step asks for more GPUs than any node has.
+    let huge = format!("{BAD}{MARK}")
+        .replace("dependencies: [nope]", "dependencies: [a]")
+        .replace(
+            "command: [sh, -c]",
+            "command: [sh, -c]\n      resources: {limits: {nvidia.com/gpu: 16}}",
+        );
+    let (huge, _) = dev.write("huge.yaml", &huge);
+    let out = dev.run(&["apply", "-f", huge.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("huge.yaml"), "{err}");
+    assert!(
+        err.contains("spec.templates[1].container.resources"),
+        "{err}"
+    );
     assert_eq!(
         dev.ok(&["get", "workflows", "-o", "json"]).trim(),
         "[]",

@@ -52,10 +52,19 @@ impl Api {
         api::validate_name("metadata.name", &name)
             .map_err(|e| Status::invalid_argument(e.in_source(source, 0).to_string()))?;
         self.read_barrier().await?;
-        if !generated && self.state().workflows.contains_key(&name) {
-            return Err(Status::already_exists(format!(
-                "{source}: workflow {name:?} already exists; pick another metadata.name or use metadata.generateName"
-            )));
+        {
+            let st = self.state();
+            if !generated && st.workflows.contains_key(&name) {
+                return Err(Status::already_exists(format!(
+                    "{source}: workflow {name:?} already exists; pick another metadata.name or use metadata.generateName"
+                )));
+            }
+            let nodes: Vec<&api::Node> = st.nodes.values().collect();
+            if let Some(why) = infeasible_step(&wf, &nodes) {
+                return Err(Status::invalid_argument(format!(
+                    "{source}: workflow {name:?}: {why}"
+                )));
+            }
         }
         self.propose(Command::SubmitWorkflow {
             name,
@@ -93,6 +102,63 @@ impl Api {
         };
         Some((phase, obj))
     }
+}
+
+/// A leaf template whose resources no node could ever give (say 16 GPUs on
+/// a cluster whose largest node has 8): `path: reason`. Requests written
+/// with `{{...}}` are only known at run time and are not checked here.
+fn infeasible_step(wf: &gpuctl_pipelines::Workflow, nodes: &[&api::Node]) -> Option<String> {
+    for (i, t) in wf.spec.templates.iter().enumerate() {
+        let (field, res) = match (&t.container, &t.script) {
+            (Some(c), _) => ("container", c.resources.as_ref()),
+            (_, Some(s)) => ("script", s.resources.as_ref()),
+            _ => continue,
+        };
+        let Some(r) = res else {
+            continue;
+        };
+        let pick = |f: &dyn Fn(&gpuctl_pipelines::spec::ResourceList) -> bool| {
+            r.requests
+                .as_ref()
+                .filter(|l| f(l))
+                .or(r.limits.as_ref().filter(|l| f(l)))
+        };
+        let gpus = r
+            .limits
+            .as_ref()
+            .and_then(|l| l.gpu.as_ref())
+            .or(r.requests.as_ref().and_then(|l| l.gpu.as_ref()))
+            .and_then(|g| gpuctl_pipelines::validate::parse_gpus(g.as_str()).ok())
+            .unwrap_or(0.0);
+        let resources = api::Resources {
+            gpus,
+            cpu: pick(&|l| l.cpu.is_some()).and_then(|l| l.cpu),
+            memory: pick(&|l| l.memory.is_some()).and_then(|l| l.memory),
+            ..Default::default()
+        };
+        let job = Job::new(
+            "step",
+            api::JobSpec {
+                tasks: vec![api::TaskSpec {
+                    name: "main".into(),
+                    replicas: 1,
+                    command: vec!["true".into()],
+                    env: Default::default(),
+                    working_dir: None,
+                    resources,
+                }],
+                min_available: None,
+                priority: 0,
+                topology: Default::default(),
+                max_retries: 0,
+                timeout_seconds: None,
+            },
+        );
+        if let Some(why) = crate::placement::infeasible(nodes, &job) {
+            return Some(format!("spec.templates[{i}].{field}.resources: {why}"));
+        }
+    }
+    None
 }
 
 /// The files of a step job, for its `TaskAssignment`.
