@@ -2,6 +2,9 @@
 //!
 //! - `submit-latency`: on a `gpuctl dev` cluster, the time from `submit`
 //!   returning to the task's process starting (p50/p99).
+//! - `pipeline-overhead`: on a `gpuctl dev` cluster, the gap from a workflow
+//!   step's process exiting to its dependent's starting over a 100-step chain
+//!   (p50/p99), and the wall time of a 1,000-way `withItems` fan-out.
 //! - `trace-replay`: the placement engine over the Alibaba openb traces, the
 //!   FGD paper's method (GPU allocation ratio at 100% and 130% of capacity
 //!   requested); the replay core is [`replay`].

@@ -411,7 +411,7 @@ mod tests {
         ApplyRequest {
             object_json: format!(r#"{{"metadata":{{"name":"{name}"}}}}"#),
             source: "<test>".into(),
-            request_id: String::new(),
+            ..Default::default()
         }
     }
 

@@ -350,6 +350,8 @@ impl Plan {
             "127.0.0.1:0".into(),
             "--work-dir".into(),
             self.node_dir(i).display().to_string(),
+            "--artifact-dir".into(),
+            self.state_dir.join("artifacts").display().to_string(),
             "--ready-file".into(),
             self.node_ready(i).display().to_string(),
         ]);
@@ -1091,7 +1093,7 @@ async fn submit_example(urls: &[String]) -> Result<()> {
     let req = ApplyRequest {
         object_json: serde_json::to_string(&Manifest::Job(job)).expect("json"),
         source: "<gpuctl dev --example>".into(),
-        request_id: String::new(),
+        ..Default::default()
     };
     let r = conn
         .call(|mut c| {
@@ -1148,7 +1150,7 @@ mod tests {
         );
         assert_eq!(
             p.node_args(2, "http://127.0.0.1:7000").join(" "),
-            "--server http://127.0.0.1:7000 --name dev-node-2 --gpus 4xH100-80GB --gpus 2xA100-40GB --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --work-dir /s/node-2 --ready-file /s/node-2.ready.json"
+            "--server http://127.0.0.1:7000 --name dev-node-2 --gpus 4xH100-80GB --gpus 2xA100-40GB --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --work-dir /s/node-2 --artifact-dir /s/artifacts --ready-file /s/node-2.ready.json"
         );
     }
 

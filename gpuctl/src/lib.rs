@@ -23,7 +23,9 @@ pub mod render;
 pub mod status;
 #[cfg(test)]
 mod testserver;
+pub mod workflows;
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -70,28 +72,33 @@ pub enum Command {
     },
     /// Submit a quick job: one task group running CMD.
     Submit(SubmitFlags),
-    /// List jobs or nodes, or show one.
+    /// List jobs, nodes or workflows, or show one.
     Get {
-        /// jobs or nodes (job, node, no).
+        /// jobs, nodes or workflows (job, node, no, workflow, wf).
         #[arg(value_parser = parse_kind)]
         kind: Kind,
         name: Option<String>,
         #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
-    /// Show a job or node in detail.
+    /// Show a job, node or workflow in detail.
     Describe {
-        /// job or node.
+        /// job, node or workflow.
         #[arg(value_parser = parse_kind)]
         kind: Kind,
         name: String,
     },
-    /// Print a task's log.
+    /// Print a task's log, or a workflow's (`logs workflow NAME [--step S]`).
     Logs {
         job: String,
+        /// With `workflow` as the first argument: the workflow's name.
+        name: Option<String>,
         /// Global task index (RANK).
         #[arg(long, default_value_t = 0)]
         task: u32,
+        /// Only this step of the workflow (its name, e.g. train or train(0:a)).
+        #[arg(long)]
+        step: Option<String>,
         /// Keep streaming until the task ends.
         #[arg(short = 'f', long)]
         follow: bool,
@@ -99,13 +106,19 @@ pub enum Command {
         #[arg(long)]
         attempt: Option<u32>,
     },
-    /// Cancel a job: its tasks are stopped.
-    Cancel { job: String },
+    /// Cancel a job (its tasks are stopped), or `cancel workflow NAME`
+    /// (its running steps are stopped, nothing new starts).
+    Cancel {
+        job: String,
+        /// With `workflow` as the first argument: the workflow's name.
+        name: Option<String>,
+    },
     /// Mark a node unschedulable: no new tasks are placed on it.
     Cordon { node: String },
     /// Mark a node schedulable again.
     Uncordon { node: String },
-    /// Wait until a job finishes: exit 0 Succeeded, 1 Failed or Cancelled, 124 timeout.
+    /// Wait until a job or workflow finishes: exit 0 Succeeded, 1 Failed,
+    /// Error or Cancelled, 124 timeout.
     Wait {
         job: String,
         /// How long to wait, e.g. 60s, 2m, 500ms; 0 waits for ever.
@@ -182,6 +195,12 @@ pub struct SubmitFlags {
     /// Working directory of the tasks.
     #[arg(long)]
     pub workdir: Option<String>,
+    /// Submit a workflow file instead of a command (like `argo submit`).
+    #[arg(short = 'f', long = "filename", value_name = "PATH")]
+    pub file: Option<String>,
+    /// Workflow argument NAME=VALUE (with -f; repeatable).
+    #[arg(short = 'p', long = "parameter", value_name = "NAME=VALUE")]
+    pub parameters: Vec<String>,
     /// The program and its arguments, after `--`.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -241,6 +260,7 @@ pub enum Kind {
     Jobs,
     Nodes,
     Queues,
+    Workflows,
 }
 
 impl Kind {
@@ -250,6 +270,7 @@ impl Kind {
             Kind::Jobs => "jobs",
             Kind::Nodes => "nodes",
             Kind::Queues => "queues",
+            Kind::Workflows => "workflows",
         }
     }
     /// The singular, as in `job/x` and `job "x" not found`.
@@ -258,6 +279,7 @@ impl Kind {
             Kind::Jobs => "job",
             Kind::Nodes => "node",
             Kind::Queues => "queue",
+            Kind::Workflows => "workflow",
         }
     }
 }
@@ -268,8 +290,9 @@ pub fn parse_kind(s: &str) -> Result<Kind, String> {
         "job" | "jobs" => Ok(Kind::Jobs),
         "node" | "nodes" | "no" => Ok(Kind::Nodes),
         "queue" | "queues" | "q" => Ok(Kind::Queues),
+        "workflow" | "workflows" | "wf" => Ok(Kind::Workflows),
         _ => Err(format!(
-            "unknown kind {s:?} (expected jobs, nodes or queues)"
+            "unknown kind {s:?} (expected jobs, nodes, queues or workflows)"
         )),
     }
 }
@@ -338,11 +361,44 @@ pub async fn run(cli: Cli, env: &EnvVars) -> Result<u8> {
         Command::Describe { kind, name } => cmd_describe(&mut cx, kind, &name).await,
         Command::Logs {
             job,
+            name: Some(name),
+            step,
+            follow,
+            ..
+        } if is_workflow_word(&job) => {
+            cmd_workflow_logs(&mut cx, &name, step.as_deref(), follow).await
+        }
+        Command::Logs {
+            job,
             task,
             follow,
             attempt,
+            ..
         } => cmd_logs(&mut cx, &job, task, follow, attempt.unwrap_or(0)).await,
-        Command::Cancel { job } => {
+        Command::Cancel {
+            job,
+            name: Some(name),
+        } if is_workflow_word(&job) => {
+            let req = CancelRequest {
+                kind: "workflows".into(),
+                name: name.clone(),
+            };
+            let target = Some(Target {
+                kind: "workflow",
+                name: &name,
+            });
+            cx.call(target, |mut c| {
+                let req = req.clone();
+                async move { c.cancel(req).await }
+            })
+            .await?;
+            out(&format!("workflow/{name} cancelled\n"))?;
+            Ok(0)
+        }
+        Command::Cancel { job, name: Some(_) } => Err(Error::Usage(format!(
+            "cancel takes one job name, or `workflow NAME`; got {job:?} and more"
+        ))),
+        Command::Cancel { job, name: None } => {
             let req = CancelRequest {
                 kind: "jobs".into(),
                 name: job.clone(),
@@ -426,6 +482,14 @@ impl Ctx {
             .collect()
     }
 
+    async fn get_workflows(&mut self, name: Option<&str>) -> Result<Vec<workflows::WorkflowDoc>> {
+        self.get_raw(Kind::Workflows, name)
+            .await?
+            .iter()
+            .map(|j| decode(j, "workflow"))
+            .collect()
+    }
+
     async fn get_nodes(&mut self, name: Option<&str>) -> Result<Vec<Node>> {
         self.get_raw(Kind::Nodes, name)
             .await?
@@ -461,15 +525,32 @@ fn out_bytes(b: &[u8]) -> Result<()> {
 
 async fn cmd_apply(cx: &mut Ctx, files: &[String]) -> Result<u8> {
     // Parse and validate everything before sending anything.
-    let loaded = manifest::load_manifests(files, &mut std::io::stdin().lock())?;
+    let objects = manifest::load_objects(files, &mut std::io::stdin().lock())?;
     let mut code = 0;
-    for l in loaded {
+    for o in objects {
+        let l = match o {
+            manifest::Object::Manifest(l) => *l,
+            manifest::Object::Workflow { source, workflow } => {
+                match submit_workflow(cx, &source, &workflow, &BTreeMap::new()).await {
+                    Ok(name) => out(&format!("workflow/{name} created\n"))?,
+                    Err(e) => {
+                        if matches!(e, Error::Unreachable { .. }) {
+                            return Err(e);
+                        }
+                        eprintln!("error: {e}");
+                        code = EXIT_FAILURE;
+                    }
+                }
+                continue;
+            }
+        };
         let kind = l.manifest.kind().to_ascii_lowercase();
         let name = l.manifest.name().to_string();
         let req = ApplyRequest {
             object_json: serde_json::to_string(&l.manifest).expect("manifests serialise"),
             source: l.source.clone(),
             request_id: new_request_id(),
+            ..Default::default()
         };
         let verb = match &l.manifest {
             Manifest::Job(_) => "created",
@@ -491,6 +572,37 @@ async fn cmd_apply(cx: &mut Ctx, files: &[String]) -> Result<u8> {
 }
 
 async fn cmd_submit(cx: &mut Ctx, flags: &SubmitFlags) -> Result<u8> {
+    if let Some(file) = &flags.file {
+        if !flags.command.is_empty() {
+            return Err(Error::Usage(
+                "give either -f WORKFLOW.yaml or a command after --, not both".into(),
+            ));
+        }
+        let params = workflows::parse_parameters(&flags.parameters)?;
+        let mut workflow = None;
+        for o in manifest::load_objects(std::slice::from_ref(file), &mut std::io::stdin().lock())? {
+            match o {
+                manifest::Object::Workflow { source, workflow: w } => workflow = Some((source, w)),
+                manifest::Object::Manifest(l) => {
+                    return Err(Error::Usage(format!(
+                        "{}: submit -f takes a workflow (kind: Workflow); use `gpuctl apply -f` for a {}",
+                        l.source,
+                        l.manifest.kind()
+                    )))
+                }
+            }
+        }
+        let (source, w) =
+            workflow.ok_or_else(|| Error::Other(format!("{file}: no workflow found")))?;
+        let name = submit_workflow(cx, &source, &w, &params).await?;
+        out(&format!("workflow/{name} submitted\n"))?;
+        return Ok(0);
+    }
+    if !flags.parameters.is_empty() {
+        return Err(Error::Usage(
+            "-p is for workflows: use it with -f WORKFLOW.yaml".into(),
+        ));
+    }
     let job = manifest::build_submit_job(&flags.to_args(), manifest::random_job_name)?;
     let name = job.metadata.name.clone();
     submit_job(cx, &job).await?;
@@ -503,6 +615,7 @@ async fn submit_job(cx: &mut Ctx, job: &Job) -> Result<()> {
         object_json: serde_json::to_string(&Manifest::Job(job.clone())).expect("jobs serialise"),
         source: manifest::SUBMIT_SOURCE.into(),
         request_id: new_request_id(),
+        ..Default::default()
     };
     create(&mut cx.conn, &req)
         .await
@@ -531,6 +644,76 @@ pub fn new_request_id() -> String {
         h.finish()
     };
     format!("{:016x}{:016x}", half(1), half(2))
+}
+
+/// Send a workflow; returns its name (the server picks the suffix of a
+/// `generateName`).
+async fn submit_workflow(
+    cx: &mut Ctx,
+    source: &str,
+    workflow: &gpuctl_pipelines::Workflow,
+    params: &BTreeMap<String, String>,
+) -> Result<String> {
+    let req = ApplyRequest {
+        object_json: serde_json::to_string(workflow).expect("workflows serialise"),
+        source: source.to_string(),
+        parameters: params.clone().into_iter().collect(),
+        request_id: new_request_id(),
+    };
+    let resp = cx
+        .call(None, |mut c| {
+            let req = req.clone();
+            async move { c.apply(req).await }
+        })
+        .await?;
+    let doc: serde_json::Value = decode(&resp.into_inner().object_json, "workflow")?;
+    Ok(doc
+        .pointer("/metadata/name")
+        .and_then(|n| n.as_str())
+        .unwrap_or("?")
+        .to_string())
+}
+
+fn is_workflow_word(s: &str) -> bool {
+    matches!(s, "workflow" | "workflows" | "wf")
+}
+
+async fn cmd_workflow_logs(
+    cx: &mut Ctx,
+    name: &str,
+    step: Option<&str>,
+    follow: bool,
+) -> Result<u8> {
+    let docs = cx.get_workflows(Some(name)).await?;
+    let Some(w) = docs.first() else {
+        return Err(Error::NotFound {
+            kind: "workflow",
+            name: name.to_string(),
+        });
+    };
+    let steps = workflows::step_jobs(w, step);
+    if steps.is_empty() {
+        return Err(Error::Other(match step {
+            Some(s) => format!(
+                "workflow {name:?} has no step {s:?} that ran; see gpuctl describe workflow {name}"
+            ),
+            None => format!("no step of workflow {name:?} has run yet"),
+        }));
+    }
+    let many = steps.len() > 1;
+    for (display, job) in steps {
+        if many {
+            out(&format!("==> {display} ({job}) <==\n"))?;
+        }
+        // A step whose job was never placed has no log yet: say so, go on.
+        if let Err(e) = cmd_logs(cx, &job, 0, follow && !many, 0).await {
+            if !many {
+                return Err(e);
+            }
+            out(&format!("({e})\n"))?;
+        }
+    }
+    Ok(0)
 }
 
 /// How a create ended.
@@ -605,6 +788,7 @@ async fn cmd_get(cx: &mut Ctx, kind: Kind, name: Option<String>, output: Output)
                     let jobs = cx.get_jobs(None).await?;
                     render::nodes_table(&nodes, &jobs, now)
                 }
+                Kind::Workflows => workflows::workflows_table(&cx.get_workflows(name).await?, now),
             };
             out(&text)?;
         }
@@ -640,6 +824,13 @@ async fn cmd_describe(cx: &mut Ctx, kind: Kind, name: &str) -> Result<u8> {
                 .collect::<Vec<_>>()
                 .join("\n")
         }
+        Kind::Workflows => cx
+            .get_workflows(Some(name))
+            .await?
+            .iter()
+            .map(|w| workflows::describe_workflow(w, now))
+            .collect::<Vec<_>>()
+            .join("\n"),
     };
     out(&text)?;
     Ok(0)
@@ -729,16 +920,23 @@ async fn cmd_wait(cx: &mut Ctx, name: &str, timeout: &HumanDuration) -> Result<u
                 }
                 let job: Option<Job> = serde_json::from_str(&r.object_json).ok();
                 let job_phase = job.as_ref().map(|j| j.status.phase);
+                let wf: Option<workflows::WorkflowDoc> = if job.is_none() {
+                    serde_json::from_str(&r.object_json).ok()
+                } else {
+                    None
+                };
+                let kind = if wf.is_some() { "workflow" } else { "job" };
                 if r.finished || job_phase.is_some_and(JobPhase::is_terminal) {
                     let message = job
                         .as_ref()
                         .and_then(|j| j.status.message.clone())
+                        .or_else(|| wf.as_ref().and_then(|w| w.status.run.message.clone()))
                         .unwrap_or_else(|| "no message".into());
                     return if job_phase == Some(JobPhase::Succeeded) || r.phase == "Succeeded" {
-                        out(&format!("job/{name} Succeeded\n"))?;
+                        out(&format!("{kind}/{name} Succeeded\n"))?;
                         Ok(0)
                     } else {
-                        eprintln!("job/{name} {phase}: {message}");
+                        eprintln!("{kind}/{name} {phase}: {message}");
                         Ok(EXIT_FAILURE)
                     };
                 }

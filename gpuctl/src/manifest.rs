@@ -32,6 +32,53 @@ pub struct Loaded {
 /// `*.yml` and `*.json` files, sorted, not recursive) or `-` for `stdin`.
 /// The first error stops everything, so nothing is sent when any file is bad.
 pub fn load_manifests(paths: &[String], stdin: &mut dyn Read) -> Result<Vec<Loaded>> {
+    let mut out = Vec::new();
+    for (source, text) in read_sources(paths, stdin)? {
+        for manifest in parse_manifests(&source, &text)? {
+            out.push(Loaded {
+                source: source.clone(),
+                manifest,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// One object to apply: a gpuctl object, or an Argo workflow.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Object {
+    Manifest(Box<Loaded>),
+    Workflow {
+        source: String,
+        workflow: Box<gpuctl_pipelines::Workflow>,
+    },
+}
+
+/// Like [`load_manifests`], also reading `kind: Workflow` files (one
+/// workflow per file), validated with their file and field in errors.
+pub fn load_objects(paths: &[String], stdin: &mut dyn Read) -> Result<Vec<Object>> {
+    let mut out = Vec::new();
+    for (source, text) in read_sources(paths, stdin)? {
+        if crate::workflows::is_workflow_text(&text) {
+            let workflow = crate::workflows::parse_workflow_file(&source, &text)?;
+            out.push(Object::Workflow {
+                source,
+                workflow: Box::new(workflow),
+            });
+            continue;
+        }
+        for manifest in parse_manifests(&source, &text)? {
+            out.push(Object::Manifest(Box::new(Loaded {
+                source: source.clone(),
+                manifest,
+            })));
+        }
+    }
+    Ok(out)
+}
+
+/// The text of every `-f` argument, with its source name.
+fn read_sources(paths: &[String], stdin: &mut dyn Read) -> Result<Vec<(String, String)>> {
     if paths.is_empty() {
         return Err(Error::Usage(
             "no manifests given: use -f FILE, -f FOLDER or -f - (stdin)".into(),
@@ -74,16 +121,7 @@ pub fn load_manifests(paths: &[String], stdin: &mut dyn Read) -> Result<Vec<Load
             files.push((p.clone(), text));
         }
     }
-    let mut out = Vec::new();
-    for (source, text) in files {
-        for manifest in parse_manifests(&source, &text)? {
-            out.push(Loaded {
-                source: source.clone(),
-                manifest,
-            });
-        }
-    }
-    Ok(out)
+    Ok(files)
 }
 
 fn has_manifest_extension(p: &Path) -> bool {

@@ -13,7 +13,7 @@
 //! - *outbox*: sends `ReportTask` in order, retrying until acknowledged, so a
 //!   scheduler restart loses no report (the scheduler applies them idempotently).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use gpuctl_proto::v1::node_service_client::NodeServiceClient;
 use gpuctl_proto::v1::{
-    GpuDevice, GpuMetrics, HeartbeatRequest, RegisterRequest, ReportTaskRequest, TaskAssignment,
-    WatchAssignmentsRequest,
+    GpuDevice, GpuMetrics, HeartbeatRequest, RegisterRequest, ReportTaskRequest, StepIo,
+    StepOutputs, TaskAssignment, WatchAssignmentsRequest,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -34,6 +34,7 @@ use crate::inventory::GpuInventory;
 use crate::logs::LiveTasks;
 use crate::metrics::Metrics;
 use crate::runtime::{self, log_path, Exit, StartSpec, TaskKey};
+use crate::steps;
 
 /// First retry delay of every loop that talks to the scheduler.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -381,19 +382,52 @@ fn permanent(code: Code) -> bool {
     )
 }
 
-/// Send reports in order, each retried (capped backoff) until acknowledged.
+/// Send reports, each retried (capped backoff) until acknowledged. The
+/// reports of one task go in order; those of different tasks go
+/// concurrently, so the scheduler commits many in one Raft round instead of
+/// one round each (what a wide workflow fan-out needs). Returns once the
+/// channel is closed and everything queued was sent or refused.
 pub async fn outbox_loop(
     servers: Arc<Servers>,
     mut reports: mpsc::UnboundedReceiver<ReportTaskRequest>,
 ) {
-    let mut quiet = Quiet::default();
+    let quiet = Arc::new(std::sync::Mutex::new(Quiet::default()));
+    let mut lanes: HashMap<(String, u32, u32), mpsc::UnboundedSender<ReportTaskRequest>> =
+        HashMap::new();
+    let mut senders = tokio::task::JoinSet::new();
+    while let Some(report) = reports.recv().await {
+        while senders.try_join_next().is_some() {}
+        let key = (report.job.clone(), report.task_index, report.attempt);
+        let last = report.phase != "Running";
+        let lane = lanes.entry(key.clone()).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            senders.spawn(send_lane(servers.clone(), rx, quiet.clone()));
+            tx
+        });
+        let _ = lane.send(report);
+        if last {
+            // The task's final report: its lane ends once it is sent.
+            lanes.remove(&key);
+        }
+    }
+    lanes.clear();
+    while senders.join_next().await.is_some() {}
+}
+
+/// Send one task's reports in order.
+async fn send_lane(
+    servers: Arc<Servers>,
+    mut reports: mpsc::UnboundedReceiver<ReportTaskRequest>,
+    quiet: Arc<std::sync::Mutex<Quiet>>,
+) {
+    let quiet = |f: &dyn Fn(&mut Quiet)| f(&mut quiet.lock().unwrap_or_else(|p| p.into_inner()));
     while let Some(report) = reports.recv().await {
         let mut backoff = Backoff::default();
         loop {
             let (i, mut client) = servers.client();
             match client.report_task(report.clone()).await {
                 Ok(_) => {
-                    quiet.ok("ReportTask");
+                    quiet(&|q| q.ok("ReportTask"));
                     break;
                 }
                 Err(s) if permanent(s.code()) => {
@@ -408,7 +442,8 @@ pub async fn outbox_loop(
                     break;
                 }
                 Err(s) => {
-                    quiet.failed(&format!("ReportTask to {}", servers.urls[i]), brief(&s));
+                    let what = format!("ReportTask to {}", servers.urls[i]);
+                    quiet(&|q| q.failed(&what, brief(&s)));
                     servers.failed(i, &s);
                 }
             }
@@ -506,6 +541,16 @@ struct LocalTask {
     gpus: Vec<u32>,
     /// Becomes true when the main process has exited.
     exited: Option<watch::Receiver<bool>>,
+    /// A workflow step: what to collect when it exits.
+    step: Option<Box<StepRun>>,
+}
+
+/// A running workflow step's files.
+#[derive(Debug)]
+struct StepRun {
+    io: StepIo,
+    prepared: steps::Prepared,
+    log: PathBuf,
 }
 
 /// Settings of the reconciler.
@@ -518,6 +563,10 @@ pub struct ReconcilerConfig {
     pub kill_grace: Duration,
     /// Where running process groups are recorded (see [`runtime::PidDir`]).
     pub pid_dir: PathBuf,
+    /// Workflow steps' folders (script, standard output, relative paths).
+    pub steps_dir: PathBuf,
+    /// The artifact store's folder (shared by the nodes of one machine).
+    pub artifact_dir: PathBuf,
 }
 
 /// Owns the local task table; see the module docs.
@@ -595,6 +644,7 @@ impl Reconciler {
                             pid: None,
                             gpus: Vec::new(),
                             exited: None,
+                            step: None,
                         },
                     );
                 }
@@ -610,13 +660,18 @@ impl Reconciler {
     fn start(&mut self, a: &TaskAssignment, received: Instant) {
         let key = key_of(a);
         let env = task_env(a);
+        let mut step = None;
         let started = match log_path(&self.cfg.logs_dir, &key) {
-            Ok(log) => runtime::start(&StartSpec {
-                command: &a.command,
-                env: &env,
-                working_dir: &a.working_dir,
-                log: &log,
-            }),
+            Ok(log) => match &a.step {
+                None => runtime::start(&StartSpec {
+                    command: &a.command,
+                    env: &env,
+                    working_dir: &a.working_dir,
+                    log: &log,
+                    stdout: None,
+                }),
+                Some(io) => self.start_step(&key, a, io, &env, log, &mut step),
+            },
             Err(e) => Err(runtime::StartError {
                 exit_code: 127,
                 message: format!("cannot start the task: {e}"),
@@ -652,6 +707,7 @@ impl Reconciler {
                         pid: Some(pid),
                         gpus: a.gpu_indices.clone(),
                         exited: Some(exited_rx),
+                        step,
                     },
                 );
             }
@@ -666,10 +722,54 @@ impl Reconciler {
                         pid: None,
                         gpus: Vec::new(),
                         exited: None,
+                        step: None,
                     },
                 );
             }
         }
+    }
+
+    /// Prepare a workflow step's files, then start it. A step whose files
+    /// cannot be prepared is reported failed with the reason.
+    fn start_step(
+        &self,
+        key: &TaskKey,
+        a: &TaskAssignment,
+        io: &StepIo,
+        env: &BTreeMap<String, String>,
+        log: PathBuf,
+        step: &mut Option<Box<StepRun>>,
+    ) -> Result<runtime::Process, runtime::StartError> {
+        let dir = self
+            .cfg
+            .steps_dir
+            .join(format!("{}-{}", key.job, key.attempt));
+        let store = steps::FsArtifactStore::new(&self.cfg.artifact_dir);
+        let prepared =
+            steps::prepare(&dir, io, &a.command, &a.working_dir, &store).map_err(|message| {
+                if let Some(parent) = log.parent() {
+                    let _ = std::fs::create_dir_all(parent);
+                }
+                let _ = std::fs::write(&log, format!("gpu-node: {message}\n"));
+                runtime::StartError {
+                    exit_code: 127,
+                    message,
+                }
+            })?;
+        let wd = prepared.working_dir.display().to_string();
+        let started = runtime::start(&StartSpec {
+            command: &prepared.command,
+            env,
+            working_dir: &wd,
+            log: &log,
+            stdout: prepared.stdout.as_deref(),
+        });
+        *step = Some(Box::new(StepRun {
+            io: io.clone(),
+            prepared,
+            log,
+        }));
+        started
     }
 
     fn stop(&mut self, key: &TaskKey) {
@@ -707,7 +807,19 @@ impl Reconciler {
                 } else {
                     "Failed"
                 };
-                self.report(&key, phase, exit.code, &exit.message, 0);
+                let outputs = self
+                    .tasks
+                    .get_mut(&key)
+                    .and_then(|t| t.step.take())
+                    .map(|s| {
+                        let store = steps::FsArtifactStore::new(&self.cfg.artifact_dir);
+                        let o = steps::collect(&s.prepared, &s.io, exit.succeeded(), &store);
+                        if let Some(out) = &s.prepared.stdout {
+                            steps::append_to_log(out, &s.log);
+                        }
+                        o
+                    });
+                self.report_with(&key, phase, exit.code, &exit.message, 0, outputs);
             }
             // Stopped because it left the desired set: nobody wants a report.
             _ => tracing::info!("{key}: stopped ({})", exit.message),
@@ -724,7 +836,20 @@ impl Reconciler {
     }
 
     fn report(&self, key: &TaskKey, phase: &str, exit_code: i32, message: &str, pid: u32) {
+        self.report_with(key, phase, exit_code, message, pid, None);
+    }
+
+    fn report_with(
+        &self,
+        key: &TaskKey,
+        phase: &str,
+        exit_code: i32,
+        message: &str,
+        pid: u32,
+        outputs: Option<StepOutputs>,
+    ) {
         let _ = self.reports.send(ReportTaskRequest {
+            outputs,
             node: self.cfg.node.clone(),
             job: key.job.clone(),
             task_index: key.task_index,

@@ -14,7 +14,7 @@
 //!       │  local task table   ▲             │ stdout+stderr                 │
 //!       │                     └ Event::Exited ◄── waiter ◄───── exit ─────────┘
 //!       │ ReportTask(Running/Succeeded/Failed)      ▼
-//!       └──► agent::outbox_loop (ordered, retried) ─┘  <work-dir>/logs/<job>/task-I-attempt-A.log
+//!       └──► agent::outbox_loop (ordered per task, retried) ┘  <work-dir>/logs/<job>/task-I-attempt-A.log
 //!                                                               │
 //!   scheduler (log proxy) ──NodeAgent.ReadLogs──► logs::LogService
 //!   Prometheus ──GET /metrics, /healthz──► metrics::Metrics (GPU gauges sampled on scrape)
@@ -31,6 +31,7 @@ pub mod inventory;
 pub mod logs;
 pub mod metrics;
 pub mod runtime;
+pub mod steps;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -64,6 +65,8 @@ pub struct Config {
     pub address: Option<String>,
     /// Holds `logs/`.
     pub work_dir: PathBuf,
+    /// The workflow artifact store's folder; `None`: `<work_dir>/artifacts`.
+    pub artifact_dir: Option<PathBuf>,
     pub cpu_milli: u64,
     pub memory_bytes: u64,
     pub labels: BTreeMap<String, String>,
@@ -274,6 +277,12 @@ impl Node {
                     logs_dir,
                     kill_grace: self.config.kill_grace,
                     pid_dir: self.config.work_dir.join("pids"),
+                    steps_dir: self.config.work_dir.join("steps"),
+                    artifact_dir: self
+                        .config
+                        .artifact_dir
+                        .clone()
+                        .unwrap_or_else(|| self.config.work_dir.join("artifacts")),
                 },
                 self.inventory.clone(),
                 self.metrics.clone(),

@@ -68,6 +68,11 @@ struct Cli {
     #[arg(long, value_name = "DIR")]
     work_dir: Option<PathBuf>,
 
+    /// Workflow artifact store: a folder per workflow (nodes of one machine
+    /// share it) [default: WORK_DIR/artifacts].
+    #[arg(long, value_name = "DIR")]
+    artifact_dir: Option<PathBuf>,
+
     /// Heartbeat period until the scheduler names one (500ms, 1s, 2m).
     #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
     heartbeat_interval: Duration,
@@ -230,6 +235,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .work_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("gpu-node-{name}"))),
+        artifact_dir: cli.artifact_dir.clone(),
         name: name.clone(),
         servers,
         listen: cli.listen,

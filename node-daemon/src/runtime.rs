@@ -85,6 +85,9 @@ pub struct StartSpec<'a> {
     pub working_dir: &'a str,
     /// Created with its folders if missing; output is appended.
     pub log: &'a Path,
+    /// Standard output to this file instead of the log (a workflow script
+    /// step, whose output is its result); standard error still goes to the log.
+    pub stdout: Option<&'a Path>,
 }
 
 /// A started task process.
@@ -190,9 +193,13 @@ fn spawn(
         }
         cmd.current_dir(dir);
     }
-    let out = log
-        .try_clone()
-        .map_err(|e| start_error(program, format!("log file: {e}")))?;
+    let out = match spec.stdout {
+        Some(p) => std::fs::File::create(p)
+            .map_err(|e| start_error(program, format!("output file {p:?}: {e}")))?,
+        None => log
+            .try_clone()
+            .map_err(|e| start_error(program, format!("log file: {e}")))?,
+    };
     let err = log
         .try_clone()
         .map_err(|e| start_error(program, format!("log file: {e}")))?;
@@ -342,6 +349,7 @@ mod tests {
             env: &env,
             working_dir,
             log: &log,
+            stdout: None,
         };
         (start(&spec), log)
     }

@@ -149,6 +149,7 @@ async fn start(dead_first: bool) -> Harness {
         metrics_listen: "127.0.0.1:0".parse().unwrap(),
         address: None,
         work_dir: work.path().join("work"),
+        artifact_dir: None,
         cpu_milli: 4000,
         memory_bytes: 16 << 30,
         labels: Default::default(),

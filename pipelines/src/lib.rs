@@ -51,8 +51,8 @@ pub mod vars;
 
 pub use run::{
     InputArtifact, Node, NodeInputs, NodeOutputs, NodePhase, NodeType, NodeView,
-    OutputArtifactSpec, OutputParameterSpec, Run, RunError, StepOutcome, StepPhase, StepResources,
-    StepToLaunch, Tick, WorkflowPhase, WorkflowStatus,
+    OutputArtifactSpec, OutputParameterSpec, Run, RunError, RunHeader, RunWithoutNodes,
+    StepOutcome, StepPhase, StepResources, StepToLaunch, Tick, WorkflowPhase, WorkflowStatus,
 };
 pub use spec::{parse_workflow, Workflow};
 pub use store::{

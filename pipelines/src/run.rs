@@ -536,6 +536,74 @@ pub struct Run {
     next_seq: u64,
 }
 
+/// A run without its nodes, borrowed, for storing: a shell that keeps a
+/// big run as one record plus one per node rewrites only the nodes that
+/// changed (see [`Run::without_nodes`] and [`RunHeader::into_run`]).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunWithoutNodes<'a> {
+    name: &'a String,
+    workflow: &'a Workflow,
+    parameters: &'a BTreeMap<String, String>,
+    dags: &'a BTreeMap<String, DagInfo>,
+    root: &'a String,
+    exit_node: &'a Option<String>,
+    phase: WorkflowPhase,
+    started_ms: u64,
+    finished_ms: Option<u64>,
+    message: &'a Option<String>,
+    deadline_ms: Option<u64>,
+    exit_status: &'a Option<String>,
+    terminated: bool,
+    to_cancel: &'a Vec<String>,
+    next_seq: u64,
+}
+
+/// What [`RunWithoutNodes`] stored; with the nodes, a [`Run`] again.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunHeader {
+    name: String,
+    workflow: Workflow,
+    parameters: BTreeMap<String, String>,
+    dags: BTreeMap<String, DagInfo>,
+    root: String,
+    exit_node: Option<String>,
+    phase: WorkflowPhase,
+    started_ms: u64,
+    finished_ms: Option<u64>,
+    message: Option<String>,
+    deadline_ms: Option<u64>,
+    exit_status: Option<String>,
+    terminated: bool,
+    to_cancel: Vec<String>,
+    next_seq: u64,
+}
+
+impl RunHeader {
+    /// The run again, from its header and every node.
+    pub fn into_run(self, nodes: impl IntoIterator<Item = Node>) -> Run {
+        Run {
+            name: self.name,
+            workflow: self.workflow,
+            parameters: self.parameters,
+            dags: self.dags,
+            nodes: nodes.into_iter().map(|n| (n.id.clone(), n)).collect(),
+            root: self.root,
+            exit_node: self.exit_node,
+            phase: self.phase,
+            started_ms: self.started_ms,
+            finished_ms: self.finished_ms,
+            message: self.message,
+            deadline_ms: self.deadline_ms,
+            exit_status: self.exit_status,
+            terminated: self.terminated,
+            to_cancel: self.to_cancel,
+            next_seq: self.next_seq,
+        }
+    }
+}
+
 impl Run {
     /// Start a run of `workflow` named `name` (see [`Workflow::run_name`])
     /// with `arguments` overriding `spec.arguments.parameters`.
@@ -631,6 +699,27 @@ impl Run {
         run.start_top_level(&root, &entry, false, now_ms);
         run.reconcile(now_ms);
         Ok(run)
+    }
+
+    /// Everything but the nodes, to store with each node on its own.
+    pub fn without_nodes(&self) -> RunWithoutNodes<'_> {
+        RunWithoutNodes {
+            name: &self.name,
+            workflow: &self.workflow,
+            parameters: &self.parameters,
+            dags: &self.dags,
+            root: &self.root,
+            exit_node: &self.exit_node,
+            phase: self.phase,
+            started_ms: self.started_ms,
+            finished_ms: self.finished_ms,
+            message: &self.message,
+            deadline_ms: self.deadline_ms,
+            exit_status: &self.exit_status,
+            terminated: self.terminated,
+            to_cancel: &self.to_cancel,
+            next_seq: self.next_seq,
+        }
     }
 
     pub fn name(&self) -> &str {

@@ -960,3 +960,21 @@ spec:
     assert_eq!(cancel, ["args-x7k2p"]);
     assert_eq!(run.phase(), WorkflowPhase::Failed);
 }
+
+#[test]
+fn a_run_stored_as_header_and_nodes_comes_back_the_same() {
+    let y = dag(
+        "      - {name: A, template: echo, arguments: {parameters: [{name: msg, value: a}]}}\n      - {name: B, dependencies: [A], template: echo, arguments: {parameters: [{name: msg, value: b}]}}",
+        "",
+    );
+    let mut run = start(&y);
+    let _ = run.ready_steps(1, &mut gpuctl_pipelines::NoCache);
+    let header = serde_json::to_vec(&run.without_nodes()).unwrap();
+    let nodes: Vec<gpuctl_pipelines::Node> = run.nodes().values().cloned().collect();
+    let h: gpuctl_pipelines::RunHeader = serde_json::from_slice(&header).unwrap();
+    let back = h.into_run(nodes);
+    assert_eq!(
+        serde_json::to_value(&back).unwrap(),
+        serde_json::to_value(&run).unwrap()
+    );
+}

@@ -4,7 +4,9 @@
 //!
 //! - scheduling: pending jobs → placement core → `Bind` batches;
 //! - liveness: Ready nodes silent for longer than the timeout → `NodeLost`;
-//! - timeouts: attempts running past `timeoutSeconds` → `FailAttempt`.
+//! - timeouts: attempts running past `timeoutSeconds` → `FailAttempt`;
+//! - workflows: runs whose timer (retry backoff, deadline) passed →
+//!   `WorkflowTick`. Everything else about workflows happens in `apply`.
 
 use std::time::{Duration, Instant};
 
@@ -53,6 +55,7 @@ pub async fn run(
         was_leader = leader;
         if leader {
             schedule_once(&raft).await;
+            tick_workflows(&raft).await;
             if last_checks.elapsed() >= opts.resync {
                 last_checks = Instant::now();
                 check_liveness(&raft, &heartbeats, opts.node_timeout).await;
@@ -60,9 +63,11 @@ pub async fn run(
             }
         }
         raft.shared.metrics.observe_state(&raft.shared.read());
+        // Wake for the earliest workflow timer too (retry backoff).
+        let sleep = next_workflow_wakeup(&raft).map_or(opts.resync, |d| d.min(opts.resync));
         tokio::select! {
             _ = version.changed() => {}
-            _ = tokio::time::sleep(opts.resync) => {}
+            _ = tokio::time::sleep(sleep) => {}
             _ = shutdown.changed() => return,
         }
     }
@@ -172,4 +177,24 @@ async fn check_timeouts(raft: &RaftHandle) {
         )
         .await;
     }
+}
+
+/// Propose a tick for every workflow whose timer has passed.
+async fn tick_workflows(raft: &RaftHandle) {
+    let due = raft.shared.read().workflows_due(gpuctl_common::now_ms());
+    for name in due {
+        propose(raft, Command::WorkflowTick { name }).await;
+    }
+}
+
+/// How long until the earliest workflow timer.
+fn next_workflow_wakeup(raft: &RaftHandle) -> Option<Duration> {
+    let st = raft.shared.read();
+    let now = gpuctl_common::now_ms();
+    st.workflows
+        .values()
+        .filter(|w| !w.run.phase().is_terminal())
+        .filter_map(|w| w.wake_at_ms)
+        .min()
+        .map(|t| Duration::from_millis(t.saturating_sub(now).max(5)))
 }

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gpuctl_common::api::{self, Job, Manifest, NodePhase, TaskPhase};
+use gpuctl_common::api::{self, Job, JobPhase, Manifest, NodePhase, TaskPhase};
 use gpuctl_proto::v1 as pb;
 use gpuctl_proto::v1::control_server::Control;
 use gpuctl_proto::v1::node_service_client::NodeServiceClient;
@@ -28,6 +28,8 @@ use crate::state::{
     Applied, ApplyError, Command, Envelope, ErrorCode, NodeRegistration, State, TaskReport,
 };
 use crate::transport::Transport;
+
+mod workflows;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -269,8 +271,9 @@ fn kind_of(kind: &str) -> Result<&'static str, Status> {
         "job" | "jobs" => Ok("job"),
         "node" | "nodes" | "no" => Ok("node"),
         "queue" | "queues" | "q" => Ok("queue"),
+        "workflow" | "workflows" | "wf" => Ok("workflow"),
         other => Err(Status::invalid_argument(format!(
-            "unknown kind {other:?}: this server knows jobs, nodes and queues"
+            "unknown kind {other:?}: this server knows jobs, nodes, queues and workflows"
         ))),
     }
 }
@@ -426,6 +429,7 @@ impl Api {
             Applied::Job(j) => json(&*j),
             Applied::Node(n) => json(&*n),
             Applied::Queue(q) => json(&*q),
+            Applied::Workflow(w) => json(&*w),
             _ => Ok(String::new()),
         }
     }
@@ -443,6 +447,14 @@ impl Control for Api {
         } else {
             req.source.clone()
         };
+        if workflows::is_workflow(&req.object_json) {
+            let params = req.parameters.into_iter().collect();
+            let request_id = Some(req.request_id.clone()).filter(|r| !r.is_empty());
+            let object_json = self
+                .apply_workflow(&source, &req.object_json, params, request_id)
+                .await?;
+            return Ok(Response::new(pb::ApplyResponse { object_json }));
+        }
         let manifest = api::parse_manifest_json(&source, &req.object_json)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let request_id = Some(req.request_id.clone()).filter(|r| !r.is_empty());
@@ -494,6 +506,10 @@ impl Control for Api {
         let req = req.into_inner();
         let kind = kind_of(&req.kind)?;
         self.read_barrier().await?;
+        if kind == "workflow" {
+            let objects_json = self.get_workflows(&req.name)?;
+            return Ok(Response::new(pb::GetResponse { objects_json }));
+        }
         let st = self.state();
         let objects_json = match (kind, req.name.is_empty()) {
             ("job", true) => {
@@ -539,13 +555,21 @@ impl Control for Api {
         req: Request<pb::CancelRequest>,
     ) -> Result<Response<pb::CancelResponse>, Status> {
         let req = req.into_inner();
-        if kind_of(if req.kind.is_empty() {
+        let kind = kind_of(if req.kind.is_empty() {
             "job"
         } else {
             &req.kind
-        })? != "job"
-        {
-            return Err(Status::invalid_argument("only jobs can be cancelled"));
+        })?;
+        if kind == "workflow" {
+            let object_json = self
+                .propose(Command::CancelWorkflow { name: req.name })
+                .await?;
+            return Ok(Response::new(pb::CancelResponse { object_json }));
+        }
+        if kind != "job" {
+            return Err(Status::invalid_argument(
+                "only jobs and workflows can be cancelled",
+            ));
         }
         let object_json = self.propose(Command::CancelJob { name: req.name }).await?;
         Ok(Response::new(pb::CancelResponse { object_json }))
@@ -579,13 +603,29 @@ impl Control for Api {
         let deadline = tokio::time::Instant::now() + limit;
         let mut version = self.raft.shared.version.subscribe();
         loop {
-            let (phase, obj) = {
+            let job = {
                 let st = self.state();
-                let j = st
-                    .jobs
-                    .get(&req.name)
-                    .ok_or_else(|| Status::not_found(format!("job {:?} not found", req.name)))?;
-                (j.status.phase, json(j)?)
+                match st.jobs.get(&req.name) {
+                    Some(j) => Some((j.status.phase, json(j)?)),
+                    None => None,
+                }
+            };
+            let (phase, obj) = match job {
+                Some(j) => j,
+                None => {
+                    // Not a job: a workflow of that name?
+                    let (wphase, obj) = self.workflow_phase(&req.name).ok_or_else(|| {
+                        Status::not_found(format!("no job or workflow {:?}", req.name))
+                    })?;
+                    if wphase.is_terminal() {
+                        return Ok(Response::new(pb::WaitResponse {
+                            finished: true,
+                            phase: wphase.to_string(),
+                            object_json: obj,
+                        }));
+                    }
+                    (JobPhase::Running, obj)
+                }
             };
             if phase.is_terminal() {
                 return Ok(Response::new(pb::WaitResponse {
@@ -808,6 +848,7 @@ pub fn assignments_for(st: &State, node: &str, version: u64) -> pb::Assignments 
             master_addr: master,
             master_port: job.status.master_port,
             job_tasks: job.task_count(),
+            step: workflows::step_io(st, job),
         });
     }
     tasks.sort_by(|a, b| (&a.job, a.task_index).cmp(&(&b.job, b.task_index)));
@@ -940,6 +981,7 @@ impl NodeService for Api {
             },
             message: Some(r.message).filter(|m| !m.is_empty()),
             pid: Some(r.pid).filter(|p| *p != 0),
+            outputs: r.outputs.map(workflows::outputs_from_pb),
         };
         self.propose(Command::TaskReport { report }).await?;
         Ok(Response::new(pb::ReportTaskResponse {}))

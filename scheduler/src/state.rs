@@ -18,6 +18,12 @@ use gpuctl_common::api::{
 use gpuctl_common::queue::{Queue, QueueStatus, DEFAULT_QUEUE};
 use serde::{Deserialize, Serialize};
 
+mod workflows;
+pub use workflows::{
+    sanitize_job_name, MemoRecord, StepOutputs, WorkflowObject, WorkflowRecords, LABEL_STEP,
+    LABEL_WORKFLOW, WORKFLOW_API_VERSION,
+};
+
 /// A log entry's payload: the command and the proposer's clock.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -75,6 +81,18 @@ pub enum Command {
         by: String,
         reason: String,
     },
+    /// Store a workflow and start its run under `name` (the proposer picks
+    /// the `generateName` suffix, so every replica agrees on it).
+    SubmitWorkflow {
+        name: String,
+        workflow: Box<gpuctl_pipelines::Workflow>,
+        #[serde(default)]
+        arguments: BTreeMap<String, String>,
+    },
+    /// A workflow's timer passed (retry backoff, a deadline).
+    WorkflowTick { name: String },
+    /// Stop a workflow: its running steps are cancelled.
+    CancelWorkflow { name: String },
 }
 
 impl Command {
@@ -91,6 +109,9 @@ impl Command {
             Command::FailAttempt { .. } => "FailAttempt",
             Command::PutQueue { .. } => "PutQueue",
             Command::Preempt { .. } => "Preempt",
+            Command::SubmitWorkflow { .. } => "SubmitWorkflow",
+            Command::WorkflowTick { .. } => "WorkflowTick",
+            Command::CancelWorkflow { .. } => "CancelWorkflow",
         }
     }
 }
@@ -134,6 +155,9 @@ pub struct TaskReport {
     pub exit_code: Option<i32>,
     pub message: Option<String>,
     pub pid: Option<u32>,
+    /// A workflow step's outputs, with its final report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<StepOutputs>,
 }
 
 /// Why a command was refused. Refusals change nothing.
@@ -212,6 +236,8 @@ pub enum Applied {
     Job(Box<Job>),
     Node(Box<Node>),
     Queue(Box<Queue>),
+    /// A workflow, as the API serves it.
+    Workflow(Box<serde_json::Value>),
     /// Bindings that were applied (by job name) and those refused.
     Bound {
         applied: Vec<String>,
@@ -228,6 +254,12 @@ pub enum ObjKey {
     Queue(String),
     /// A [`RequestRecord`], by request id.
     Request(String),
+    /// A workflow's header record (its run without nodes).
+    Workflow(String),
+    /// One node of a workflow's run: (workflow, node id).
+    WorkflowNode(String, String),
+    /// A memoization cache entry, by key.
+    Memo(String),
 }
 
 impl ObjKey {
@@ -238,6 +270,9 @@ impl ObjKey {
             ObjKey::Node(n) => format!("node/{n}"),
             ObjKey::Queue(n) => format!("queue/{n}"),
             ObjKey::Request(n) => format!("req/{n}"),
+            ObjKey::Workflow(n) => format!("workflow/{n}"),
+            ObjKey::WorkflowNode(w, id) => format!("wfnode/{w}/{id}"),
+            ObjKey::Memo(k) => format!("memo/{k}"),
         }
     }
 }
@@ -260,6 +295,12 @@ pub struct State {
     /// Recently applied requests, by id, and the same in age order.
     requests: BTreeMap<String, RequestRecord>,
     requests_by_age: BTreeSet<(u64, String)>,
+    pub workflows: BTreeMap<String, WorkflowObject>,
+    /// The workflows' memoization cache: `memoize.key` → outputs.
+    pub memo: BTreeMap<String, gpuctl_pipelines::MemoEntry>,
+    /// Derived: each workflow's nodes as last marked for storing, to find
+    /// the ones an apply changed.
+    persisted_nodes: BTreeMap<String, BTreeMap<String, gpuctl_pipelines::Node>>,
     /// Derived: what tasks hold on each node.
     usage: BTreeMap<String, NodeUsage>,
     /// Objects changed since the last [`State::take_dirty`].
@@ -297,8 +338,17 @@ impl State {
             serde_json::from_slice(v).map_err(|e| format!("stored object {k}: {e}"))
         }
         let mut s = State::default();
+        let mut workflows = WorkflowRecords::default();
+        let mut memo = Vec::new();
         for (k, v) in objects {
-            if let Some(n) = k.strip_prefix("job/") {
+            if workflows
+                .add(k.as_bytes(), &v)
+                .map_err(|e| format!("stored object {k}: {e}"))?
+            {
+                // A workflow's header or one of its nodes.
+            } else if k.starts_with("memo/") {
+                memo.push(decode::<MemoRecord>(&k, &v)?);
+            } else if let Some(n) = k.strip_prefix("job/") {
                 s.jobs.insert(n.to_string(), decode(&k, &v)?);
             } else if let Some(n) = k.strip_prefix("node/") {
                 s.nodes.insert(n.to_string(), decode(&k, &v)?);
@@ -311,7 +361,7 @@ impl State {
             }
         }
         s.rebuild_usage();
-        Ok(s)
+        Ok(s.with_workflows(workflows.finish(), memo))
     }
 
     /// Every stored object as (storage key, JSON): what [`State::from_stored`]
@@ -323,9 +373,15 @@ impl State {
             .map(|n| ObjKey::Job(n.clone()))
             .chain(self.nodes.keys().map(|n| ObjKey::Node(n.clone())))
             .chain(self.queues.keys().map(|n| ObjKey::Queue(n.clone())))
-            .chain(self.requests.keys().map(|n| ObjKey::Request(n.clone())));
-        keys.filter_map(|k| self.object_json(&k).map(|v| (k.storage_key(), v)))
-            .collect()
+            .chain(self.requests.keys().map(|n| ObjKey::Request(n.clone())))
+            .chain(self.memo.keys().map(|k| ObjKey::Memo(k.clone())));
+        let mut out: Vec<(String, Vec<u8>)> = keys
+            .filter_map(|k| self.object_json(&k).map(|v| (k.storage_key(), v)))
+            .collect();
+        for w in self.workflows.values() {
+            out.extend(w.records().into_iter().map(|(k, v)| (k.storage_key(), v)));
+        }
+        out
     }
 
     /// The record of a request applied in the last [`REQUEST_TTL_MS`].
@@ -407,6 +463,15 @@ impl State {
                 .requests
                 .get(n)
                 .and_then(|r| serde_json::to_vec(r).ok()),
+            ObjKey::Workflow(n) => self.workflows.get(n).and_then(|w| w.header_json()),
+            ObjKey::WorkflowNode(w, id) => self.workflows.get(w).and_then(|w| w.node_json(id)),
+            ObjKey::Memo(k) => self.memo.get(k).and_then(|e| {
+                serde_json::to_vec(&MemoRecord {
+                    key: k.clone(),
+                    entry: e.clone(),
+                })
+                .ok()
+            }),
         }
     }
 
@@ -470,6 +535,12 @@ impl State {
             Ok(Applied::Job(j)) => (Some(ObjKey::Job(j.metadata.name.clone())), None),
             Ok(Applied::Node(n)) => (Some(ObjKey::Node(n.metadata.name.clone())), None),
             Ok(Applied::Queue(q)) => (Some(ObjKey::Queue(q.metadata.name.clone())), None),
+            Ok(Applied::Workflow(w)) => (
+                w["metadata"]["name"]
+                    .as_str()
+                    .map(|n| ObjKey::Workflow(n.to_string())),
+                None,
+            ),
             Ok(_) => (None, None),
             Err(e) => (None, Some((e.code(), e.to_string()))),
         };
@@ -515,10 +586,53 @@ impl State {
                 return Applied::Queue(Box::new(q.clone()));
             }
         }
+        if let Some(n) = key.strip_prefix("workflow/") {
+            if let Some(w) = self.workflows.get(n) {
+                return Applied::Workflow(Box::new(w.view()));
+            }
+        }
         Applied::Nothing
     }
 
     fn apply_cmd(&mut self, index: u64, env: &Envelope) -> Result<Applied, ApplyError> {
+        if self.workflows.is_empty() && !matches!(env.cmd, Command::SubmitWorkflow { .. }) {
+            return self.apply_command(index, env);
+        }
+        // Step jobs this command ends advance their workflows in the same
+        // apply: collect the jobs it touches.
+        let earlier = std::mem::take(&mut self.dirty);
+        let r = self.apply_command(index, env);
+        let touched: Vec<String> = self
+            .dirty
+            .iter()
+            .filter_map(|k| match k {
+                ObjKey::Job(n) => Some(n.clone()),
+                _ => None,
+            })
+            .collect();
+        let report = match &env.cmd {
+            Command::TaskReport { report } => {
+                report.outputs.as_ref().map(|o| (report.job.as_str(), o))
+            }
+            _ => None,
+        };
+        self.workflow_jobs_changed(index, env.now_ms, &touched, report);
+        let changed: Vec<String> = self
+            .dirty
+            .iter()
+            .filter_map(|k| match k {
+                ObjKey::Workflow(n) => Some(n.clone()),
+                _ => None,
+            })
+            .collect();
+        for w in changed {
+            self.note_changed_nodes(&w);
+        }
+        self.dirty.extend(earlier);
+        r
+    }
+
+    fn apply_command(&mut self, index: u64, env: &Envelope) -> Result<Applied, ApplyError> {
         let now = env.now_ms;
         match &env.cmd {
             Command::SubmitJob { job } => self.submit(index, now, job),
@@ -568,6 +682,13 @@ impl State {
                     refused: Vec::new(),
                 })
             }
+            Command::SubmitWorkflow {
+                name,
+                workflow,
+                arguments,
+            } => self.submit_workflow(index, now, name, workflow, arguments),
+            Command::WorkflowTick { name } => self.workflow_tick(index, now, name),
+            Command::CancelWorkflow { name } => self.cancel_workflow(index, now, name),
         }
     }
 
@@ -1297,6 +1418,7 @@ mod tests {
                 exit_code: code,
                 message: None,
                 pid: Some(42),
+                outputs: None,
             };
             self.apply(Command::TaskReport { report: r }).unwrap();
         }
@@ -1407,6 +1529,7 @@ mod tests {
             exit_code: Some(0),
             message: None,
             pid: None,
+            outputs: None,
         };
         h.apply(Command::TaskReport { report: stale }).unwrap();
         assert_eq!(h.s.jobs["a"].status.phase, JobPhase::Pending);

@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `raft_log`  | entry index (u64 big-endian) | `eraftpb::Entry` (protobuf) |
 //! | `raft_meta` | `hard_state`, `conf_state`, `snapshot_meta` | protobuf |
-//! | `state`     | `applied`, `job/<name>`, `node/<name>` | u64 BE / JSON objects |
+//! | `state`     | `applied`, `job/<name>`, `node/<name>`, `workflow/<name>`, `wfnode/<workflow>/<node>`, `memo/<key>` | u64 BE / JSON objects |
 //!
 //! Log entries and the hard state are written in one synced batch before
 //! anything that depends on them is acknowledged. Applied objects and the
@@ -708,6 +708,76 @@ mod tests {
         let (b, rec) = RaftStorage::open(d2.path()).unwrap();
         assert_eq!((rec.applied, rec.state().unwrap().jobs.len()), (3, 1));
         assert_eq!(b.conf_state().voters, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn workflows_survive_reopen_and_snapshot() {
+        use crate::state::{Command, Envelope, State, WorkflowObject};
+        let yaml = r#"
+apiVersion: argoproj.io/v1alpha1
+kind: Workflow
+metadata: {name: wf}
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    dag:
+      tasks:
+      - {name: a, template: t}
+      - {name: b, template: t, dependencies: [a]}
+  - name: t
+    container: {image: x, command: ["true"]}
+"#;
+        let mut st = State::default();
+        let env = Envelope::new(
+            5,
+            Command::SubmitWorkflow {
+                name: "wf".into(),
+                workflow: Box::new(gpuctl_pipelines::parse_workflow("wf.yaml", yaml).unwrap()),
+                arguments: Default::default(),
+            },
+        );
+        st.apply(2, &env).unwrap();
+        let objects: Vec<(ObjKey, Option<Vec<u8>>)> = st
+            .take_dirty()
+            .into_iter()
+            .map(|k| {
+                let v = st.object_json(&k);
+                (k, v)
+            })
+            .collect();
+        assert!(objects
+            .iter()
+            .any(|(k, _)| matches!(k, ObjKey::WorkflowNode(w, id) if w == "wf" && id == "wf.a")));
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        {
+            let (a, _) = RaftStorage::open(d1.path()).unwrap();
+            a.initialize(&[1, 2]).unwrap();
+            a.append(&[entry(2, 1)], None, true).unwrap();
+            a.persist_applied(2, Some(2), &objects).unwrap();
+        }
+        let (a, rec) = RaftStorage::open(d1.path()).unwrap();
+        let stored = |w: Vec<&WorkflowObject>| serde_json::to_value(w).unwrap();
+        let live = stored(st.workflows.values().collect());
+        let back = rec.state().unwrap();
+        assert_eq!(back.workflows.len(), 1);
+        assert_eq!(stored(back.workflows.values().collect()), live);
+        assert_eq!(back.workflows["wf"].jobs["wf.a"], "wf-a");
+        assert!(back.workflows["wf"].running.contains_key("wf-a"));
+
+        let snap = a.snapshot(2, 2).unwrap();
+        let (b, _) = RaftStorage::open(d2.path()).unwrap();
+        let rec = b.apply_snapshot(&snap).unwrap();
+        assert_eq!(
+            stored(rec.state().unwrap().workflows.values().collect()),
+            live
+        );
+        drop(b);
+        let (_, rec) = RaftStorage::open(d2.path()).unwrap();
+        assert_eq!(
+            stored(rec.state().unwrap().workflows.values().collect()),
+            live
+        );
     }
 
     #[test]

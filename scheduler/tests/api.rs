@@ -137,6 +137,7 @@ async fn report(
         exit_code: code,
         message: String::new(),
         pid: 4242,
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -153,7 +154,7 @@ async fn gang_lifecycle_and_restart() {
         .apply(pb::ApplyRequest {
             object_json: job_json("early", 1, 1.0),
             source: "early.yaml".into(),
-            request_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -171,7 +172,7 @@ async fn gang_lifecycle_and_restart() {
         c.apply(pb::ApplyRequest {
             object_json: job_json(j, 2, 2.0),
             source: format!("{j}.yaml"),
-            request_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -181,7 +182,7 @@ async fn gang_lifecycle_and_restart() {
         .apply(pb::ApplyRequest {
             object_json: job_json("huge", 1, 8.0),
             source: "huge.yaml".into(),
-            request_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -196,7 +197,7 @@ async fn gang_lifecycle_and_restart() {
         .apply(pb::ApplyRequest {
             object_json: job_json("a", 1, 1.0),
             source: "dup.yaml".into(),
-            request_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -303,7 +304,7 @@ async fn silent_node_is_lost_and_its_job_retried() {
     c.apply(pb::ApplyRequest {
         object_json: serde_json::to_string(&j).unwrap(),
         source: "r.yaml".into(),
-        request_id: String::new(),
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -359,7 +360,7 @@ async fn bad_requests_are_refused_with_reasons() {
         .apply(pb::ApplyRequest {
             object_json: "{not json".into(),
             source: "x.json".into(),
-            request_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -370,7 +371,7 @@ async fn bad_requests_are_refused_with_reasons() {
         .apply(pb::ApplyRequest {
             object_json: bad,
             source: "neg.yaml".into(),
-            request_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -449,6 +450,7 @@ async fn apply(
             object_json: json,
             source: "q.yaml".into(),
             request_id: request_id.into(),
+            ..Default::default()
         })
         .await?;
     Ok(serde_json::from_str(&r.into_inner().object_json).unwrap())

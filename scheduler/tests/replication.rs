@@ -187,7 +187,7 @@ async fn apply(addr: &str, name: &str) {
             .apply(pb::ApplyRequest {
                 object_json: job_json(name),
                 source: "<test>".into(),
-                request_id: String::new(),
+                ..Default::default()
             })
             .await;
         match r {
@@ -319,7 +319,7 @@ async fn cut_off_replica_refuses_writes_while_majority_works() {
         .apply(pb::ApplyRequest {
             object_json: job_json("minority"),
             source: "<test>".into(),
-            request_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

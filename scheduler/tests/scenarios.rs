@@ -140,6 +140,7 @@ impl Sim {
                     exit_code: (phase == TaskPhase::Succeeded).then_some(0),
                     message: None,
                     pid: Some(1),
+                    outputs: None,
                 },
             });
         }

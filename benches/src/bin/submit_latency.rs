@@ -152,7 +152,7 @@ async fn run(args: &Args, me: &Path, root: &Path, config: &Path) -> anyhow::Resu
             .apply(pb::ApplyRequest {
                 object_json: serde_json::to_string(&job)?,
                 source: "<bench>".into(),
-                request_id: String::new(),
+                ..Default::default()
             })
             .await
             .with_context(|| format!("submitting {name}"))?;

@@ -1,0 +1,353 @@
+//! Workflow steps' files: before a step starts, its script is written and
+//! its input artifacts are placed; after it exits, its output parameters,
+//! its standard output (`outputs.result`) and its output artifacts are
+//! collected and reported with the exit.
+//!
+//! ```text
+//!  <steps-dir>/<job>-<attempt>/       the step's folder (its working
+//!      script                          directory unless it names one)
+//!      stdout                          a script's standard output
+//!  <artifact-dir>/<workflow>/<step>/<name>   the artifact store
+//! ```
+//!
+//! Relative paths in the workflow (`valueFrom.path`, artifact `path`) are
+//! relative to the step's folder, so parallel steps do not collide.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use gpuctl_pipelines::{ArtifactError, ArtifactKey, ArtifactStore};
+use gpuctl_proto::v1::{ArtifactRef, StepIo, StepOutputs};
+
+/// Most bytes of standard output kept as `outputs.result`.
+pub const MAX_RESULT_BYTES: u64 = 256 * 1024;
+/// Most bytes of an output parameter file.
+pub const MAX_PARAMETER_BYTES: u64 = 256 * 1024;
+
+/// An [`ArtifactStore`] in a folder: one file per artifact under
+/// `<root>/<workflow>/<step>/<name>`. Every node of a single-machine
+/// cluster points at the same folder.
+#[derive(Debug, Clone)]
+pub struct FsArtifactStore {
+    root: PathBuf,
+}
+
+/// One path component from any string: `/`, `%` and a leading `.` are
+/// escaped so a name cannot leave its folder.
+fn component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for (i, c) in s.chars().enumerate() {
+        match c {
+            '/' => out.push_str("%2F"),
+            '%' => out.push_str("%25"),
+            '\0' => out.push_str("%00"),
+            '.' if i == 0 => out.push_str("%2E"),
+            c => out.push(c),
+        }
+    }
+    if out.is_empty() {
+        out.push_str("%25");
+    }
+    out
+}
+
+impl FsArtifactStore {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        FsArtifactStore { root: root.into() }
+    }
+
+    fn path(&self, key: &ArtifactKey) -> PathBuf {
+        self.root
+            .join(component(&key.workflow))
+            .join(component(&key.step))
+            .join(component(&key.name))
+    }
+
+    fn io(key: &ArtifactKey, what: &str, e: std::io::Error) -> ArtifactError {
+        ArtifactError::Io(format!(
+            "{what} artifact {:?} of step {:?}: {e}",
+            key.name, key.step
+        ))
+    }
+
+    /// Copy a file into the store (no reading into memory).
+    pub fn put_file(&self, key: &ArtifactKey, from: &Path) -> Result<(), ArtifactError> {
+        let to = self.path(key);
+        if let Some(dir) = to.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Self::io(key, "storing", e))?;
+        }
+        let tmp = to.with_extension("partial");
+        std::fs::copy(from, &tmp).map_err(|e| Self::io(key, "storing", e))?;
+        std::fs::rename(&tmp, &to).map_err(|e| Self::io(key, "storing", e))
+    }
+
+    /// Copy a stored artifact to a file.
+    pub fn get_file(&self, key: &ArtifactKey, to: &Path) -> Result<(), ArtifactError> {
+        let from = self.path(key);
+        if !from.is_file() {
+            return Err(ArtifactError::NotFound {
+                workflow: key.workflow.clone(),
+                step: key.step.clone(),
+                name: key.name.clone(),
+            });
+        }
+        if let Some(dir) = to.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Self::io(key, "placing", e))?;
+        }
+        std::fs::copy(&from, to)
+            .map(|_| ())
+            .map_err(|e| Self::io(key, "placing", e))
+    }
+}
+
+impl ArtifactStore for FsArtifactStore {
+    fn put(&mut self, key: &ArtifactKey, data: Vec<u8>) -> Result<(), ArtifactError> {
+        let to = self.path(key);
+        if let Some(dir) = to.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Self::io(key, "storing", e))?;
+        }
+        std::fs::write(&to, data).map_err(|e| Self::io(key, "storing", e))
+    }
+    fn get(&self, key: &ArtifactKey) -> Result<Vec<u8>, ArtifactError> {
+        std::fs::read(self.path(key)).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => ArtifactError::NotFound {
+                workflow: key.workflow.clone(),
+                step: key.step.clone(),
+                name: key.name.clone(),
+            },
+            _ => Self::io(key, "reading", e),
+        })
+    }
+    fn contains(&self, key: &ArtifactKey) -> bool {
+        self.path(key).is_file()
+    }
+    fn delete_workflow(&mut self, workflow: &str) -> Result<(), ArtifactError> {
+        match std::fs::remove_dir_all(self.root.join(component(workflow))) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(ArtifactError::Io(format!(
+                "deleting the artifacts of workflow {workflow:?}: {e}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn key_of(a: &ArtifactRef) -> ArtifactKey {
+    ArtifactKey {
+        workflow: a.store_workflow.clone(),
+        step: a.store_step.clone(),
+        name: a.store_name.clone(),
+    }
+}
+
+/// A path of the workflow, relative to the step's working directory.
+fn resolve(cwd: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        cwd.join(p)
+    }
+}
+
+/// A step ready to start: its command (with the script inserted), working
+/// directory and where its standard output goes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    pub command: Vec<String>,
+    pub working_dir: PathBuf,
+    /// `Some` for a step whose standard output is its result.
+    pub stdout: Option<PathBuf>,
+}
+
+/// Create the step's folder, write its script, place its input artifacts.
+pub fn prepare(
+    dir: &Path,
+    io: &StepIo,
+    command: &[String],
+    working_dir: &str,
+    store: &FsArtifactStore,
+) -> Result<Prepared, String> {
+    // A fresh folder: a retried attempt runs on a new job, but be safe.
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating the step folder {dir:?}: {e}"))?;
+    let cwd = if working_dir.is_empty() {
+        dir.to_path_buf()
+    } else {
+        PathBuf::from(working_dir)
+    };
+    let mut command = command.to_vec();
+    if io.has_script {
+        let script = dir.join("script");
+        std::fs::write(&script, &io.script_source)
+            .map_err(|e| format!("writing the script to {script:?}: {e}"))?;
+        let at = (io.script_arg_index as usize).min(command.len());
+        command.insert(at, script.display().to_string());
+    }
+    for a in &io.input_artifacts {
+        if a.path.is_empty() {
+            continue;
+        }
+        let to = resolve(&cwd, &a.path);
+        store.get_file(&key_of(a), &to).map_err(|e| {
+            format!(
+                "input artifact {:?} could not be placed at {}: {e}",
+                a.name, a.path
+            )
+        })?;
+    }
+    Ok(Prepared {
+        command,
+        working_dir: cwd,
+        stdout: io.capture_result.then(|| dir.join("stdout")),
+    })
+}
+
+fn read_bounded(path: &Path, limit: u64) -> std::io::Result<String> {
+    let f = std::fs::File::open(path)?;
+    let mut buf = Vec::new();
+    f.take(limit).read_to_end(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// After the step exited: read its outputs and store its artifacts. Only a
+/// step that succeeded has outputs collected (its result is kept always).
+pub fn collect(
+    prepared: &Prepared,
+    io: &StepIo,
+    succeeded: bool,
+    store: &FsArtifactStore,
+) -> StepOutputs {
+    let mut out = StepOutputs::default();
+    if let Some(p) = &prepared.stdout {
+        if let Ok(s) = read_bounded(p, MAX_RESULT_BYTES) {
+            out.has_result = true;
+            out.result = s;
+        }
+    }
+    if !succeeded {
+        return out;
+    }
+    for p in &io.output_parameters {
+        // A missing file is left out: the run then names the parameter and
+        // its path in the step's error (or uses the declared default).
+        if let Ok(v) = read_bounded(
+            &resolve(&prepared.working_dir, &p.path),
+            MAX_PARAMETER_BYTES,
+        ) {
+            out.parameters
+                .insert(p.name.clone(), v.trim_end_matches('\n').to_string());
+        }
+    }
+    for a in &io.output_artifacts {
+        let from = resolve(&prepared.working_dir, &a.path);
+        if from.is_dir() {
+            out.error = format!(
+                "output artifact {:?}: {} is a folder; only files are supported",
+                a.name, a.path
+            );
+            break;
+        }
+        if !from.is_file() {
+            continue; // the run reports it missing unless it is optional
+        }
+        match store.put_file(&key_of(a), &from) {
+            Ok(()) => out.artifacts.push(a.name.clone()),
+            Err(e) => {
+                out.error = format!("output artifact {:?}: {e}", a.name);
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Append a script's standard output to the task log, so `gpuctl logs`
+/// shows it.
+pub fn append_to_log(stdout: &Path, log: &Path) {
+    use std::io::Write;
+    let Ok(mut from) = std::fs::File::open(stdout) else {
+        return;
+    };
+    if let Ok(mut to) = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(log)
+    {
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = to.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn aref(name: &str, path: &str, step: &str) -> ArtifactRef {
+        ArtifactRef {
+            name: name.into(),
+            path: path.into(),
+            optional: false,
+            store_workflow: "wf".into(),
+            store_step: step.into(),
+            store_name: name.into(),
+        }
+    }
+
+    #[test]
+    fn script_outputs_and_artifacts_round_trip() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = FsArtifactStore::new(tmp.path().join("store"));
+        let io = StepIo {
+            workflow: "wf".into(),
+            step: "wf.a".into(),
+            has_script: true,
+            script_source: "echo hi".into(),
+            script_arg_index: 1,
+            capture_result: true,
+            output_parameters: vec![gpuctl_proto::v1::OutputParameter {
+                name: "p".into(),
+                path: "out/p.txt".into(),
+            }],
+            input_artifacts: vec![],
+            output_artifacts: vec![aref("model", "model.bin", "wf.a")],
+        };
+        let dir = tmp.path().join("a-1");
+        let cmd = vec!["sh".to_string(), "-x".to_string()];
+        let p = prepare(&dir, &io, &cmd, "", &store).unwrap();
+        assert_eq!(p.command[0], "sh");
+        assert!(p.command[1].ends_with("/script"));
+        assert_eq!(p.command[2], "-x");
+        std::fs::create_dir_all(dir.join("out")).unwrap();
+        std::fs::write(dir.join("out/p.txt"), "42\n").unwrap();
+        std::fs::write(dir.join("model.bin"), "weights").unwrap();
+        std::fs::write(dir.join("stdout"), "hello\n").unwrap();
+        let o = collect(&p, &io, true, &store);
+        assert_eq!(o.parameters["p"], "42");
+        assert_eq!(o.result, "hello\n");
+        assert_eq!(o.artifacts, ["model"]);
+        // A later step gets the artifact placed at its own path.
+        let io2 = StepIo {
+            input_artifacts: vec![aref("model", "in/m.bin", "wf.a")],
+            ..Default::default()
+        };
+        let dir2 = tmp.path().join("b-1");
+        prepare(&dir2, &io2, &cmd, "", &store).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir2.join("in/m.bin")).unwrap(),
+            "weights"
+        );
+        // A missing input artifact is a clear error.
+        let io3 = StepIo {
+            input_artifacts: vec![aref("nope", "x", "wf.zz")],
+            ..Default::default()
+        };
+        let e = prepare(&tmp.path().join("c-1"), &io3, &cmd, "", &store).unwrap_err();
+        assert!(e.contains("input artifact \"nope\""), "{e}");
+    }
+
+    #[test]
+    fn store_keys_cannot_escape_the_root() {
+        assert_eq!(component("../x"), "%2E.%2Fx");
+        assert_eq!(component("a(0:b/c)"), "a(0:b%2Fc)");
+    }
+}

@@ -1,0 +1,222 @@
+//! The API's workflow parts: `Apply` of a `kind: Workflow`, reads, `Wait`,
+//! and the step files a node daemon needs (in each `TaskAssignment`) and
+//! reports back (in `ReportTask`).
+
+use std::collections::BTreeMap;
+
+use gpuctl_common::api::{self, Job};
+use gpuctl_pipelines::{StepToLaunch, WorkflowPhase};
+use gpuctl_proto::v1 as pb;
+use rand::Rng;
+use tonic::Status;
+
+use super::{json, Api};
+use crate::state::{Command, StepOutputs, WorkflowObject};
+
+/// Length of the random suffix appended to `metadata.generateName`.
+const SUFFIX_LEN: usize = 5;
+
+/// Is this API object a workflow (`kind: Workflow`)?
+pub(super) fn is_workflow(object_json: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(object_json)
+        .ok()
+        .and_then(|v| {
+            v.get("kind")
+                .and_then(|k| k.as_str())
+                .map(|k| k == "Workflow")
+        })
+        .unwrap_or(false)
+}
+
+/// A `generateName` suffix: lowercase letters and digits, as Kubernetes.
+fn random_suffix() -> String {
+    const CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::thread_rng();
+    (0..SUFFIX_LEN)
+        .map(|_| CHARS[rng.gen_range(0..CHARS.len())] as char)
+        .collect()
+}
+
+impl Api {
+    /// Validate a workflow, pick its name, and store it.
+    pub(super) async fn apply_workflow(
+        &self,
+        source: &str,
+        object_json: &str,
+        parameters: BTreeMap<String, String>,
+        request_id: Option<String>,
+    ) -> Result<String, Status> {
+        let wf = gpuctl_pipelines::parse_workflow(source, object_json)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let generated = wf.metadata.name.as_deref().is_none_or(str::is_empty);
+        let name = wf.run_name(&random_suffix());
+        api::validate_name("metadata.name", &name)
+            .map_err(|e| Status::invalid_argument(e.in_source(source, 0).to_string()))?;
+        self.read_barrier().await?;
+        // A retry of an applied request gets its first answer (and does not
+        // start a second run under another generated name).
+        let repeated = request_id
+            .as_deref()
+            .is_some_and(|id| self.state().request(id).is_some());
+        if !repeated {
+            let st = self.state();
+            if !generated && st.workflows.contains_key(&name) {
+                return Err(Status::already_exists(format!(
+                    "{source}: workflow {name:?} already exists; pick another metadata.name or use metadata.generateName"
+                )));
+            }
+            let nodes: Vec<&api::Node> = st.nodes.values().collect();
+            if let Some(why) = infeasible_step(&wf, &nodes) {
+                return Err(Status::invalid_argument(format!(
+                    "{source}: workflow {name:?}: {why}"
+                )));
+            }
+        }
+        self.propose_request(
+            Command::SubmitWorkflow {
+                name,
+                workflow: Box::new(wf),
+                arguments: parameters,
+            },
+            request_id,
+        )
+        .await
+    }
+
+    pub(super) fn get_workflows(&self, name: &str) -> Result<Vec<String>, Status> {
+        let st = self.state();
+        if name.is_empty() {
+            let mut all: Vec<&WorkflowObject> = st.workflows.values().collect();
+            all.sort_by_key(|w| w.metadata.uid);
+            return all.into_iter().map(|w| json(&w.view())).collect();
+        }
+        let w = st
+            .workflows
+            .get(name)
+            .ok_or_else(|| Status::not_found(format!("workflow {name:?} not found")))?;
+        Ok(vec![json(&w.view())?])
+    }
+
+    /// A workflow's phase, for `Wait`, with the object once it is over
+    /// (rendering a big run on every change would cost more than the run);
+    /// `None` when there is no such workflow.
+    pub(super) fn workflow_phase(&self, name: &str) -> Option<(WorkflowPhase, String)> {
+        let st = self.state();
+        let w = st.workflows.get(name)?;
+        let phase = w.run.phase();
+        let obj = if phase.is_terminal() {
+            json(&w.view()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Some((phase, obj))
+    }
+}
+
+/// A leaf template whose resources no node could ever give (say 16 GPUs on
+/// a cluster whose largest node has 8): `path: reason`. Requests written
+/// with `{{...}}` are only known at run time and are not checked here.
+fn infeasible_step(wf: &gpuctl_pipelines::Workflow, nodes: &[&api::Node]) -> Option<String> {
+    for (i, t) in wf.spec.templates.iter().enumerate() {
+        let (field, res) = match (&t.container, &t.script) {
+            (Some(c), _) => ("container", c.resources.as_ref()),
+            (_, Some(s)) => ("script", s.resources.as_ref()),
+            _ => continue,
+        };
+        let Some(r) = res else {
+            continue;
+        };
+        let pick = |f: &dyn Fn(&gpuctl_pipelines::spec::ResourceList) -> bool| {
+            r.requests
+                .as_ref()
+                .filter(|l| f(l))
+                .or(r.limits.as_ref().filter(|l| f(l)))
+        };
+        let gpus = r
+            .limits
+            .as_ref()
+            .and_then(|l| l.gpu.as_ref())
+            .or(r.requests.as_ref().and_then(|l| l.gpu.as_ref()))
+            .and_then(|g| gpuctl_pipelines::validate::parse_gpus(g.as_str()).ok())
+            .unwrap_or(0.0);
+        let resources = api::Resources {
+            gpus,
+            cpu: pick(&|l| l.cpu.is_some()).and_then(|l| l.cpu),
+            memory: pick(&|l| l.memory.is_some()).and_then(|l| l.memory),
+            ..Default::default()
+        };
+        let job = Job::new(
+            "step",
+            api::JobSpec {
+                tasks: vec![api::TaskSpec {
+                    name: "main".into(),
+                    replicas: 1,
+                    command: vec!["true".into()],
+                    env: Default::default(),
+                    working_dir: None,
+                    resources,
+                }],
+                min_available: None,
+                priority: 0,
+                topology: Default::default(),
+                max_retries: 0,
+                timeout_seconds: None,
+            },
+        );
+        if let Some(why) = crate::placement::infeasible(nodes, &job) {
+            return Some(format!("spec.templates[{i}].{field}.resources: {why}"));
+        }
+    }
+    None
+}
+
+/// The files of a step job, for its `TaskAssignment`.
+pub(super) fn step_io(st: &crate::state::State, job: &Job) -> Option<pb::StepIo> {
+    let s: &StepToLaunch = st.step_of_job(job)?;
+    let art = |name: &str, path: &str, optional: bool, key: &gpuctl_pipelines::ArtifactKey| {
+        pb::ArtifactRef {
+            name: name.to_string(),
+            path: path.to_string(),
+            optional,
+            store_workflow: key.workflow.clone(),
+            store_step: key.step.clone(),
+            store_name: key.name.clone(),
+        }
+    };
+    Some(pb::StepIo {
+        workflow: s.workflow.clone(),
+        step: s.id.clone(),
+        has_script: s.script_source.is_some(),
+        script_source: s.script_source.clone().unwrap_or_default(),
+        script_arg_index: s.command.len() as u32,
+        capture_result: s.script_source.is_some(),
+        output_parameters: s
+            .output_parameters
+            .iter()
+            .map(|p| pb::OutputParameter {
+                name: p.name.clone(),
+                path: p.path.clone(),
+            })
+            .collect(),
+        input_artifacts: s
+            .input_artifacts
+            .iter()
+            .map(|a| art(&a.name, a.path.as_deref().unwrap_or(""), false, &a.from))
+            .collect(),
+        output_artifacts: s
+            .output_artifacts
+            .iter()
+            .map(|a| art(&a.name, &a.path, a.optional, &a.key))
+            .collect(),
+    })
+}
+
+/// A node daemon's report of a step's outputs.
+pub(super) fn outputs_from_pb(o: pb::StepOutputs) -> StepOutputs {
+    StepOutputs {
+        parameters: o.parameters.into_iter().collect(),
+        result: o.has_result.then_some(o.result),
+        artifacts: o.artifacts.into_iter().collect(),
+        error: Some(o.error).filter(|e| !e.is_empty()),
+    }
+}
