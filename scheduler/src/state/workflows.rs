@@ -915,6 +915,9 @@ spec:
     }
 }
 
+/// A profiling aid, not a check: the state machine's cost of a 1,000-way
+/// fan-out (`cargo test -p gpuctl-scheduler --lib time_fan_out -- --ignored
+/// --nocapture`).
 #[cfg(test)]
 mod fanout_timing {
     use super::super::{Binding, Command, Envelope, NodeRegistration, TaskPlacement, TaskReport};
