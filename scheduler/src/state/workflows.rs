@@ -512,9 +512,9 @@ impl State {
                 map: &mut self.memo,
                 written: &mut written,
             };
-            if let Err(e) = w.run.on_step_finished(step, outcome, now, &mut cache) {
-                tracing::debug!("workflow {wf}: report of step {step} ignored: {e}");
-            }
+            // An error means the run no longer waits for this step (it was
+            // stopped by a deadline or a cancel): nothing to record.
+            let _ = w.run.on_step_finished(step, outcome, now, &mut cache);
             for k in written {
                 self.dirty.insert(ObjKey::Memo(k));
             }
