@@ -369,6 +369,11 @@ pub async fn run(cli: Cli, env: &EnvVars) -> Result<u8> {
             cmd_workflow_logs(&mut cx, &name, step.as_deref(), follow).await
         }
         Command::Logs {
+            job, name: Some(n), ..
+        } => Err(Error::Usage(format!(
+            "logs takes one job name, or `workflow NAME`; got {job:?} and {n:?}"
+        ))),
+        Command::Logs {
             job,
             task,
             follow,
@@ -1031,6 +1036,32 @@ mod tests {
                 }
             }
         ));
+        let c = parse(&["logs", "workflow", "wf", "--step", "train"]);
+        let Command::Logs {
+            job, name, step, ..
+        } = c.command
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (job.as_str(), name.as_deref(), step.as_deref()),
+            ("workflow", Some("wf"), Some("train"))
+        );
+        let c = parse(&["cancel", "wf", "w1"]);
+        assert!(matches!(c.command, Command::Cancel { name: Some(_), .. }));
+        assert!(matches!(
+            parse(&["get", "wf"]).command,
+            Command::Get {
+                kind: Kind::Workflows,
+                ..
+            }
+        ));
+        let c = parse(&["submit", "-f", "wf.yaml", "-p", "a=1", "-p", "b=2"]);
+        let Command::Submit(f) = c.command else {
+            panic!()
+        };
+        assert_eq!(f.file.as_deref(), Some("wf.yaml"));
+        assert_eq!(f.parameters, ["a=1", "b=2"]);
         assert!(Cli::try_parse_from(["gpuctl", "get", "pods"]).is_err());
         assert!(Cli::try_parse_from(["gpuctl", "wait", "j", "--timeout", "soon"]).is_err());
     }

@@ -37,16 +37,17 @@ pub struct WorkflowDocStatus {
 /// Does this YAML text hold a `kind: Workflow` document?
 pub fn is_workflow_text(text: &str) -> bool {
     use serde::Deserialize as _;
-    serde_yaml_ng::Deserializer::from_str(text).any(|de| {
-        serde_yaml_ng::Value::deserialize(de)
-            .ok()
-            .and_then(|v| {
-                v.get("kind")
-                    .and_then(|k| k.as_str())
-                    .map(|k| k == "Workflow")
-            })
-            .unwrap_or(false)
-    })
+    for de in serde_yaml_ng::Deserializer::from_str(text) {
+        // Malformed YAML: not a workflow here; the manifest parser reports
+        // it. (After an error the document iterator does not end.)
+        let Ok(v) = serde_yaml_ng::Value::deserialize(de) else {
+            return false;
+        };
+        if v.get("kind").and_then(|k| k.as_str()) == Some("Workflow") {
+            return true;
+        }
+    }
+    false
 }
 
 /// Parse and validate a workflow file: errors name the file and the field.
@@ -355,6 +356,13 @@ mod tests {
         );
         assert_eq!(step_jobs(&w, Some("b")).len(), 1);
         assert_eq!(step_jobs(&w, Some("wf.a"))[0].1, "wf-a");
+    }
+
+    #[test]
+    fn malformed_yaml_is_not_a_workflow_and_ends() {
+        assert!(!is_workflow_text("a: [1, 2\nb: {"));
+        assert!(!is_workflow_text("kind: Job\n---\n: : :\n"));
+        assert!(is_workflow_text("kind: Job\n---\nkind: Workflow\n"));
     }
 
     #[test]

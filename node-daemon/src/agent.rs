@@ -551,6 +551,8 @@ struct StepRun {
     io: StepIo,
     prepared: steps::Prepared,
     log: PathBuf,
+    /// The step's own folder, removed once its outputs are collected.
+    dir: PathBuf,
 }
 
 /// Settings of the reconciler.
@@ -768,6 +770,7 @@ impl Reconciler {
             io: io.clone(),
             prepared,
             log,
+            dir,
         }));
         started
     }
@@ -817,6 +820,8 @@ impl Reconciler {
                         if let Some(out) = &s.prepared.stdout {
                             steps::append_to_log(out, &s.log);
                         }
+                        // The outputs are in the report and the store now.
+                        let _ = std::fs::remove_dir_all(&s.dir);
                         o
                     });
                 self.report_with(&key, phase, exit.code, &exit.message, 0, outputs);

@@ -11,7 +11,9 @@
 //! ```
 //!
 //! Relative paths in the workflow (`valueFrom.path`, artifact `path`) are
-//! relative to the step's folder, so parallel steps do not collide.
+//! relative to the step's folder, so parallel steps do not collide. The
+//! folder is removed once the step's outputs are collected (a stopped step's
+//! is left).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

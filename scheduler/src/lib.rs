@@ -6,7 +6,10 @@
 //!       ▼                            ▼
 //!     State  ◄──────────────── state::State::apply (pure)
 //!       ▲
-//!  controller (leader only): placement::place (pure) → Bind, NodeLost, FailAttempt
+//!  controller (leader only): placement::place (pure) → Bind, NodeLost, FailAttempt,
+//!                             WorkflowTick (workflow timers)
+//!  workflows: a workflow's run (the `pipelines` crate) advances inside
+//!  State::apply, which creates each ready step's job (state::workflows)
 //! ```
 //!
 //! The pure parts ([`state`], [`placement`]) have no I/O and no clock; the
