@@ -72,17 +72,20 @@ impl FieldError {
 #[serde(untagged)]
 pub enum Manifest {
     Job(Job),
+    Endpoint(crate::endpoint::Endpoint),
 }
 
 impl Manifest {
     pub fn kind(&self) -> &'static str {
         match self {
             Manifest::Job(_) => "Job",
+            Manifest::Endpoint(_) => "Endpoint",
         }
     }
     pub fn name(&self) -> &str {
         match self {
             Manifest::Job(j) => &j.metadata.name,
+            Manifest::Endpoint(e) => &e.metadata.name,
         }
     }
 }
@@ -181,9 +184,15 @@ fn parse_value(value: serde_yaml_ng::Value) -> Result<Manifest, FieldError> {
             job.validate()?;
             Ok(Manifest::Job(job))
         }
+        "Endpoint" => {
+            let ep: crate::endpoint::Endpoint =
+                serde_path_to_error::deserialize(value).map_err(path_error)?;
+            ep.validate()?;
+            Ok(Manifest::Endpoint(ep))
+        }
         other => Err(FieldError::new(
             "kind",
-            format!("unknown kind {other:?} (this server knows: Job)"),
+            format!("unknown kind {other:?} (this server knows: Job, Endpoint)"),
         )),
     }
 }
@@ -797,6 +806,9 @@ pub struct TaskStatus {
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// `$PORT` the node daemon chose for a task that serves (an endpoint replica).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -901,7 +913,9 @@ spec:
     #[test]
     fn parses_a_good_job() {
         let m = parse_manifests("job.yaml", GOOD).unwrap();
-        let Manifest::Job(j) = &m[0];
+        let Manifest::Job(j) = &m[0] else {
+            panic!("not a job")
+        };
         assert_eq!(j.metadata.name, "train");
         assert_eq!(j.task_count(), 2);
         let r = &j.spec.tasks[0].resources;

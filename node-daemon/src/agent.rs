@@ -609,15 +609,33 @@ impl Reconciler {
 
     fn start(&mut self, a: &TaskAssignment, received: Instant) {
         let key = key_of(a);
-        let env = task_env(a);
-        let started = match log_path(&self.cfg.logs_dir, &key) {
-            Ok(log) => runtime::start(&StartSpec {
-                command: &a.command,
+        let mut env = task_env(a);
+        // A serving task (an endpoint replica) gets a free port as $PORT, reported
+        // with Running so the gateway can reach it.
+        let mut port = 0u16;
+        let mut port_error = None;
+        if a.wants_port {
+            match runtime::free_port() {
+                Ok(p) => {
+                    port = p;
+                    env.insert("PORT".into(), p.to_string());
+                }
+                Err(e) => port_error = Some(format!("cannot find a free port for the task: {e}")),
+            }
+        }
+        let command = runtime::resolve_sibling_program(&a.command);
+        let started = match (log_path(&self.cfg.logs_dir, &key), port_error) {
+            (_, Some(message)) => Err(runtime::StartError {
+                exit_code: 127,
+                message,
+            }),
+            (Ok(log), None) => runtime::start(&StartSpec {
+                command: &command,
                 env: &env,
                 working_dir: &a.working_dir,
                 log: &log,
             }),
-            Err(e) => Err(runtime::StartError {
+            (Err(e), None) => Err(runtime::StartError {
                 exit_code: 127,
                 message: format!("cannot start the task: {e}"),
             }),
@@ -633,7 +651,7 @@ impl Reconciler {
                 tracing::info!("{key}: started pid {pid}: {:?}", a.command);
                 self.live.insert(key.clone());
                 self.pids.record(&key, pid);
-                self.report(&key, "Running", 0, "", pid);
+                self.report_port(&key, "Running", 0, "", pid, port);
                 let (exited_tx, exited_rx) = watch::channel(false);
                 let events = self.events.clone();
                 let waiter_key = key.clone();
@@ -724,6 +742,18 @@ impl Reconciler {
     }
 
     fn report(&self, key: &TaskKey, phase: &str, exit_code: i32, message: &str, pid: u32) {
+        self.report_port(key, phase, exit_code, message, pid, 0);
+    }
+
+    fn report_port(
+        &self,
+        key: &TaskKey,
+        phase: &str,
+        exit_code: i32,
+        message: &str,
+        pid: u32,
+        port: u16,
+    ) {
         let _ = self.reports.send(ReportTaskRequest {
             node: self.cfg.node.clone(),
             job: key.job.clone(),
@@ -733,6 +763,7 @@ impl Reconciler {
             exit_code,
             message: message.to_string(),
             pid,
+            port: u32::from(port),
         });
     }
 

@@ -593,7 +593,7 @@ impl Driver {
                 rec.nodes.len()
             );
             *self.shared.state.write().unwrap_or_else(|p| p.into_inner()) =
-                State::from_objects(rec.jobs, rec.nodes);
+                State::from_objects(rec.jobs, rec.nodes).with_endpoints(rec.endpoints);
             self.applied = rec.applied;
             self.last_compact_check = rec.applied;
             self.shared.version.send_replace(self.applied);

@@ -88,6 +88,8 @@ pub struct Api {
     pub stop: tokio::sync::watch::Receiver<bool>,
     /// The other replicas, for forwarding.
     pub peers: Arc<Peers>,
+    /// Gateway load reports for the endpoint controller (used while leading).
+    pub loads: Arc<crate::endpoints::Loads>,
 }
 
 /// This replica's id and clients for the other replicas; follows
@@ -242,8 +244,9 @@ fn kind_of(kind: &str) -> Result<&'static str, Status> {
     match kind.to_ascii_lowercase().as_str() {
         "job" | "jobs" => Ok("job"),
         "node" | "nodes" | "no" => Ok("node"),
+        "endpoint" | "endpoints" | "ep" => Ok("endpoint"),
         other => Err(Status::invalid_argument(format!(
-            "unknown kind {other:?}: this server knows jobs and nodes"
+            "unknown kind {other:?}: this server knows jobs, nodes and endpoints"
         ))),
     }
 }
@@ -384,13 +387,70 @@ impl Api {
         match applied {
             Applied::Job(j) => json(&*j),
             Applied::Node(n) => json(&*n),
+            Applied::Endpoint(e) => json(&*e),
             _ => Ok(String::new()),
         }
     }
 }
 
+impl Api {
+    /// Create an endpoint after checking that a node could ever run one replica.
+    async fn apply_endpoint(
+        &self,
+        source: &str,
+        ep: gpuctl_common::endpoint::Endpoint,
+    ) -> Result<Response<pb::ApplyResponse>, Status> {
+        self.read_barrier().await?;
+        {
+            let st = self.state();
+            if st.endpoints.contains_key(&ep.metadata.name) {
+                return Err(Status::already_exists(format!(
+                    "{source}: endpoint {:?} already exists; delete it first (gpuctl delete endpoint {})",
+                    ep.metadata.name, ep.metadata.name
+                )));
+            }
+            let nodes: Vec<&api::Node> = st.nodes.values().collect();
+            let probe = crate::endpoints::replica_job(&ep, &ep.metadata.name);
+            if let Some(why) = placement::infeasible(&nodes, &probe) {
+                return Err(Status::invalid_argument(format!(
+                    "{source}: endpoint {:?}: spec.resources: a replica {why}",
+                    ep.metadata.name
+                )));
+            }
+        }
+        let object_json = self
+            .propose(Command::CreateEndpoint {
+                endpoint: Box::new(ep),
+            })
+            .await?;
+        Ok(Response::new(pb::ApplyResponse { object_json }))
+    }
+}
+
 #[tonic::async_trait]
 impl Control for Api {
+    async fn report_load(
+        &self,
+        req: Request<pb::ReportLoadRequest>,
+    ) -> Result<Response<pb::ReportLoadResponse>, Status> {
+        let req = req.into_inner();
+        let status = self.raft.shared.status();
+        if status.is_leader() {
+            crate::endpoints::report_load(&self.raft, &self.loads, &req).await;
+            return Ok(Response::new(pb::ReportLoadResponse {}));
+        }
+        match (status.leader_id != 0 && status.leader_id != self.peers.me)
+            .then(|| self.peers.control_client(status.leader_id))
+            .flatten()
+        {
+            Some(mut c) => c.report_load(req).await,
+            None => Err(Status::unavailable(format!(
+                "scheduler replica {} knows no leader; report to another replica",
+                self.peers.me
+            ))),
+        }
+    }
+
     async fn apply(
         &self,
         req: Request<pb::ApplyRequest>,
@@ -403,7 +463,10 @@ impl Control for Api {
         };
         let manifest = api::parse_manifest_json(&source, &req.object_json)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let Manifest::Job(job) = manifest;
+        let job = match manifest {
+            Manifest::Job(job) => job,
+            Manifest::Endpoint(ep) => return self.apply_endpoint(&source, ep).await,
+        };
         // Check against current state, not a follower's possibly older copy.
         self.read_barrier().await?;
         {
@@ -444,6 +507,14 @@ impl Control for Api {
                     Status::not_found(format!("job {:?} not found", req.name))
                 })?)?]
             }
+            ("endpoint", true) => st
+                .endpoint_views()
+                .iter()
+                .map(json)
+                .collect::<Result<_, _>>()?,
+            ("endpoint", false) => vec![json(&st.endpoint_view(&req.name).ok_or_else(|| {
+                Status::not_found(format!("endpoint {:?} not found", req.name))
+            })?)?],
             (_, true) => st.nodes.values().map(json).collect::<Result<_, _>>()?,
             (_, false) => vec![json(st.nodes.get(&req.name).ok_or_else(|| {
                 Status::not_found(format!("node {:?} not found", req.name))
@@ -457,13 +528,22 @@ impl Control for Api {
         req: Request<pb::CancelRequest>,
     ) -> Result<Response<pb::CancelResponse>, Status> {
         let req = req.into_inner();
-        if kind_of(if req.kind.is_empty() {
+        let kind = kind_of(if req.kind.is_empty() {
             "job"
         } else {
             &req.kind
-        })? != "job"
-        {
-            return Err(Status::invalid_argument("only jobs can be cancelled"));
+        })?;
+        if kind == "endpoint" {
+            // Deleting an endpoint stops its replicas and removes it.
+            let object_json = self
+                .propose(Command::DeleteEndpoint { name: req.name })
+                .await?;
+            return Ok(Response::new(pb::CancelResponse { object_json }));
+        }
+        if kind != "job" {
+            return Err(Status::invalid_argument(
+                "only jobs can be cancelled and endpoints deleted",
+            ));
         }
         let object_json = self.propose(Command::CancelJob { name: req.name }).await?;
         Ok(Response::new(pb::CancelResponse { object_json }))
@@ -684,6 +764,7 @@ pub fn assignments_for(st: &State, node: &str, version: u64) -> pb::Assignments 
             master_addr: master,
             master_port: job.status.master_port,
             job_tasks: job.task_count(),
+            wants_port: crate::endpoints::endpoint_of(job).is_some(),
         });
     }
     tasks.sort_by(|a, b| (&a.job, a.task_index).cmp(&(&b.job, b.task_index)));
@@ -816,6 +897,7 @@ impl NodeService for Api {
             },
             message: Some(r.message).filter(|m| !m.is_empty()),
             pid: Some(r.pid).filter(|p| *p != 0),
+            port: u16::try_from(r.port).ok().filter(|p| *p != 0),
         };
         self.propose(Command::TaskReport { report }).await?;
         Ok(Response::new(pb::ReportTaskResponse {}))

@@ -48,6 +48,27 @@ pub enum Command {
         attempt: u32,
         reason: String,
     },
+    /// Store a new endpoint; it starts at `minReplicas`.
+    CreateEndpoint {
+        endpoint: Box<gpuctl_common::endpoint::Endpoint>,
+    },
+    /// Remove an endpoint and stop its replicas.
+    DeleteEndpoint { name: String },
+    /// Set an endpoint's desired replicas: missing replica jobs are created, extra
+    /// ones start draining, and replicas whose jobs ended are replaced.
+    ScaleEndpoint {
+        name: String,
+        replicas: u32,
+        reason: String,
+    },
+    /// A draining replica has no request in flight (or its grace ran out): stop it.
+    ReplicaDrained { endpoint: String, job: String },
+    /// Load the gateway observed, kept for `gpuctl get endpoints`.
+    EndpointLoad {
+        name: String,
+        concurrency: f64,
+        requests_per_second: f64,
+    },
 }
 
 impl Command {
@@ -62,6 +83,11 @@ impl Command {
             Command::Cordon { .. } => "Cordon",
             Command::NodeLost { .. } => "NodeLost",
             Command::FailAttempt { .. } => "FailAttempt",
+            Command::CreateEndpoint { .. } => "CreateEndpoint",
+            Command::DeleteEndpoint { .. } => "DeleteEndpoint",
+            Command::ScaleEndpoint { .. } => "ScaleEndpoint",
+            Command::ReplicaDrained { .. } => "ReplicaDrained",
+            Command::EndpointLoad { .. } => "EndpointLoad",
         }
     }
 }
@@ -105,6 +131,9 @@ pub struct TaskReport {
     pub exit_code: Option<i32>,
     pub message: Option<String>,
     pub pid: Option<u32>,
+    /// The port a serving task listens on (endpoint replicas).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
 }
 
 /// Why a command was refused. Refusals change nothing.
@@ -128,6 +157,7 @@ pub enum ApplyError {
 pub enum Applied {
     Job(Box<Job>),
     Node(Box<Node>),
+    Endpoint(Box<gpuctl_common::endpoint::Endpoint>),
     /// Bindings that were applied (by job name) and those refused.
     Bound {
         applied: Vec<String>,
@@ -141,6 +171,7 @@ pub enum Applied {
 pub enum ObjKey {
     Job(String),
     Node(String),
+    Endpoint(String),
 }
 
 impl ObjKey {
@@ -149,6 +180,7 @@ impl ObjKey {
         match self {
             ObjKey::Job(n) => format!("job/{n}"),
             ObjKey::Node(n) => format!("node/{n}"),
+            ObjKey::Endpoint(n) => format!("endpoint/{n}"),
         }
     }
 }
@@ -167,6 +199,8 @@ pub struct NodeUsage {
 pub struct State {
     pub jobs: BTreeMap<String, Job>,
     pub nodes: BTreeMap<String, Node>,
+    /// Endpoints; their replicas are jobs labelled `gpuctl.io/endpoint`.
+    pub endpoints: BTreeMap<String, gpuctl_common::endpoint::Endpoint>,
     /// Derived: what tasks hold on each node.
     usage: BTreeMap<String, NodeUsage>,
     /// Objects changed since the last [`State::take_dirty`].
@@ -193,6 +227,15 @@ impl State {
         };
         s.rebuild_usage();
         s
+    }
+
+    /// Add the stored endpoints (after a restart or from a snapshot).
+    pub fn with_endpoints(mut self, endpoints: Vec<gpuctl_common::endpoint::Endpoint>) -> State {
+        self.endpoints = endpoints
+            .into_iter()
+            .map(|e| (e.metadata.name.clone(), e))
+            .collect();
+        self
     }
 
     /// Recompute the usage index from the tasks.
@@ -222,6 +265,11 @@ impl State {
         self.usage.get(node).cloned().unwrap_or_default()
     }
 
+    /// Record that an object changed (or was removed), to persist it.
+    pub(crate) fn mark_dirty(&mut self, key: ObjKey) {
+        self.dirty.insert(key);
+    }
+
     /// Objects changed since the last call, to persist with the applied index.
     pub fn take_dirty(&mut self) -> BTreeSet<ObjKey> {
         std::mem::take(&mut self.dirty)
@@ -232,6 +280,10 @@ impl State {
         match key {
             ObjKey::Job(n) => self.jobs.get(n).and_then(|j| serde_json::to_vec(j).ok()),
             ObjKey::Node(n) => self.nodes.get(n).and_then(|n| serde_json::to_vec(n).ok()),
+            ObjKey::Endpoint(n) => self
+                .endpoints
+                .get(n)
+                .and_then(|e| serde_json::to_vec(e).ok()),
         }
     }
 
@@ -288,17 +340,32 @@ impl State {
                 self.fail_attempt(index, now, job, reason, "AttemptFailed");
                 Ok(self.job_applied(job))
             }
+            Command::CreateEndpoint { endpoint } => self.create_endpoint(index, now, endpoint),
+            Command::DeleteEndpoint { name } => self.delete_endpoint(index, now, name),
+            Command::ScaleEndpoint {
+                name,
+                replicas,
+                reason,
+            } => self.scale_endpoint(index, now, name, *replicas, reason),
+            Command::ReplicaDrained { endpoint, job } => {
+                self.replica_drained(index, now, endpoint, job)
+            }
+            Command::EndpointLoad {
+                name,
+                concurrency,
+                requests_per_second,
+            } => self.endpoint_load(index, name, *concurrency, *requests_per_second),
         }
     }
 
-    fn job_applied(&self, name: &str) -> Applied {
+    pub(crate) fn job_applied(&self, name: &str) -> Applied {
         self.jobs
             .get(name)
             .map(|j| Applied::Job(Box::new(j.clone())))
             .unwrap_or(Applied::Nothing)
     }
 
-    fn touch_job(&mut self, index: u64, name: &str) {
+    pub(crate) fn touch_job(&mut self, index: u64, name: &str) {
         if let Some(j) = self.jobs.get_mut(name) {
             j.metadata.resource_version = Some(index);
         }
@@ -312,7 +379,12 @@ impl State {
         self.dirty.insert(ObjKey::Node(name.to_string()));
     }
 
-    fn submit(&mut self, index: u64, now: u64, job: &Job) -> Result<Applied, ApplyError> {
+    pub(crate) fn submit(
+        &mut self,
+        index: u64,
+        now: u64,
+        job: &Job,
+    ) -> Result<Applied, ApplyError> {
         let name = job.metadata.name.clone();
         if self.jobs.contains_key(&name) {
             return Err(ApplyError::AlreadyExists { kind: "job", name });
@@ -552,6 +624,7 @@ impl State {
                 if t.phase == TaskPhase::Bound {
                     t.phase = TaskPhase::Running;
                     t.pid = r.pid;
+                    t.port = r.port;
                     t.start_time_ms = Some(now);
                     self.touch_job(index, &r.job);
                 }
@@ -608,7 +681,7 @@ impl State {
 
     /// Stop every task of the job's current attempt that still holds
     /// resources, marking it `phase`; pending tasks are cancelled too.
-    fn stop_tasks(&mut self, name: &str, phase: TaskPhase, message: &str) {
+    pub(crate) fn stop_tasks(&mut self, name: &str, phase: TaskPhase, message: &str) {
         let Some(job) = self.jobs.get_mut(name) else {
             return;
         };
@@ -782,7 +855,7 @@ fn pending_tasks(job: &Job) -> Vec<TaskStatus> {
     out
 }
 
-fn push_event(job: &mut Job, now: u64, reason: &str, message: String) {
+pub(crate) fn push_event(job: &mut Job, now: u64, reason: &str, message: String) {
     job.status.events.push(Event {
         time_ms: now,
         reason: reason.to_string(),
@@ -907,6 +980,7 @@ mod tests {
                 exit_code: code,
                 message: None,
                 pid: Some(42),
+                port: None,
             };
             self.apply(Command::TaskReport { report: r }).unwrap();
         }
@@ -1017,6 +1091,7 @@ mod tests {
             exit_code: Some(0),
             message: None,
             pid: None,
+            port: None,
         };
         h.apply(Command::TaskReport { report: stale }).unwrap();
         assert_eq!(h.s.jobs["a"].status.phase, JobPhase::Pending);

@@ -20,6 +20,7 @@ use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use gpuctl_common::api::{Job, Node};
+use gpuctl_common::endpoint::Endpoint;
 use protobuf::Message as _;
 use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
@@ -51,6 +52,7 @@ pub enum StoreError {
 pub struct Recovered {
     pub jobs: Vec<Job>,
     pub nodes: Vec<Node>,
+    pub endpoints: Vec<Endpoint>,
     pub applied: u64,
 }
 
@@ -135,6 +137,7 @@ impl RaftStorage {
             applied,
             jobs,
             nodes,
+            endpoints,
         } = read_state(db.iterator_cf(state, rocksdb::IteratorMode::Start), &path)?;
         // Everything up to the last snapshot is applied by definition.
         let applied = applied.max(snapshot_meta.index);
@@ -153,6 +156,7 @@ impl RaftStorage {
             Recovered {
                 jobs,
                 nodes,
+                endpoints,
                 applied,
             },
         ))
@@ -449,6 +453,14 @@ impl RaftStorage {
             let v = serde_json::to_vec(j).map_err(|e| corrupt("snapshot job", e))?;
             b.put_cf(state, ObjKey::Job(j.metadata.name.clone()).storage_key(), v);
         }
+        for e in &data.endpoints {
+            let v = serde_json::to_vec(e).map_err(|e| corrupt("snapshot endpoint", e))?;
+            b.put_cf(
+                state,
+                ObjKey::Endpoint(e.metadata.name.clone()).storage_key(),
+                v,
+            );
+        }
         for n in &data.nodes {
             let v = serde_json::to_vec(n).map_err(|e| corrupt("snapshot node", e))?;
             b.put_cf(
@@ -489,6 +501,7 @@ impl RaftStorage {
         Ok(Recovered {
             jobs: data.jobs,
             nodes: data.nodes,
+            endpoints: data.endpoints,
             applied: meta.index,
         })
     }
@@ -514,6 +527,9 @@ where
         } else if k.starts_with(b"node/") {
             data.nodes
                 .push(serde_json::from_slice(&v).map_err(|e| corrupt("stored node", e))?);
+        } else if k.starts_with(b"endpoint/") {
+            data.endpoints
+                .push(serde_json::from_slice(&v).map_err(|e| corrupt("stored endpoint", e))?);
         }
     }
     Ok(data)
@@ -525,6 +541,9 @@ struct SnapshotData {
     applied: u64,
     jobs: Vec<Job>,
     nodes: Vec<Node>,
+    /// Absent in snapshots from before endpoints existed.
+    #[serde(default)]
+    endpoints: Vec<Endpoint>,
 }
 
 impl Core {
