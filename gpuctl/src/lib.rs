@@ -17,6 +17,7 @@ pub mod client;
 pub mod config;
 pub mod dev;
 pub mod duration;
+pub mod endpoints;
 pub mod error;
 pub mod manifest;
 pub mod render;
@@ -69,18 +70,18 @@ pub enum Command {
     },
     /// Submit a quick job: one task group running CMD.
     Submit(SubmitFlags),
-    /// List jobs or nodes, or show one.
+    /// List jobs, nodes or endpoints, or show one.
     Get {
-        /// jobs or nodes (job, node, no).
+        /// jobs, nodes or endpoints (job, node, no, endpoint, ep).
         #[arg(value_parser = parse_kind)]
         kind: Kind,
         name: Option<String>,
         #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
-    /// Show a job or node in detail.
+    /// Show a job, node or endpoint in detail.
     Describe {
-        /// job or node.
+        /// job, node or endpoint.
         #[arg(value_parser = parse_kind)]
         kind: Kind,
         name: String,
@@ -97,6 +98,13 @@ pub enum Command {
     },
     /// Cancel a job: its tasks are stopped.
     Cancel { job: String },
+    /// Delete an endpoint: its replicas are stopped and it is removed.
+    Delete {
+        /// endpoint (ep).
+        #[arg(value_parser = parse_kind)]
+        kind: Kind,
+        name: String,
+    },
     /// Mark a node unschedulable: no new tasks are placed on it.
     Cordon { node: String },
     /// Mark a node schedulable again.
@@ -225,6 +233,13 @@ pub struct DevFlags {
     /// scheduler replica that died.
     #[arg(long, default_value = "2s", value_name = "DURATION")]
     pub restart_delay: HumanDuration,
+    /// Port of the inference gateway (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    pub gateway_port: u16,
+    /// How long the gateway holds a request for an endpoint with no ready
+    /// replica before it answers 503.
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    pub cold_start_timeout: HumanDuration,
 }
 
 /// The object kinds `get` and `describe` know.
@@ -232,6 +247,7 @@ pub struct DevFlags {
 pub enum Kind {
     Jobs,
     Nodes,
+    Endpoints,
 }
 
 impl Kind {
@@ -240,6 +256,7 @@ impl Kind {
         match self {
             Kind::Jobs => "jobs",
             Kind::Nodes => "nodes",
+            Kind::Endpoints => "endpoints",
         }
     }
     /// The singular, as in `job/x` and `job "x" not found`.
@@ -247,6 +264,7 @@ impl Kind {
         match self {
             Kind::Jobs => "job",
             Kind::Nodes => "node",
+            Kind::Endpoints => "endpoint",
         }
     }
 }
@@ -256,7 +274,10 @@ pub fn parse_kind(s: &str) -> Result<Kind, String> {
     match s.to_ascii_lowercase().as_str() {
         "job" | "jobs" => Ok(Kind::Jobs),
         "node" | "nodes" | "no" => Ok(Kind::Nodes),
-        _ => Err(format!("unknown kind {s:?} (expected jobs or nodes)")),
+        "endpoint" | "endpoints" | "ep" => Ok(Kind::Endpoints),
+        _ => Err(format!(
+            "unknown kind {s:?} (expected jobs, nodes or endpoints)"
+        )),
     }
 }
 
@@ -278,8 +299,14 @@ pub async fn run(cli: Cli, env: &EnvVars) -> Result<u8> {
         env.gpuctl_server.as_deref(),
         env.config_dir().as_deref(),
     )?;
+    // The gateway `gpuctl dev` started, for endpoint URLs.
+    let gateway = env
+        .config_dir()
+        .and_then(|d| config::read_context(&d).ok().flatten())
+        .and_then(|c| c.gateway);
     let mut cx = Ctx {
         conn: Conn::new(servers.urls),
+        gateway,
     };
     match cli.command {
         Command::Dev(_) => unreachable!("handled above"),
@@ -336,6 +363,7 @@ pub async fn run(cli: Cli, env: &EnvVars) -> Result<u8> {
             out(&format!("job/{job} cancelled\n"))?;
             Ok(0)
         }
+        Command::Delete { kind, name } => cmd_delete(&mut cx, kind, &name).await,
         Command::Cordon { node } => cmd_cordon(&mut cx, &node, true).await,
         Command::Uncordon { node } => cmd_cordon(&mut cx, &node, false).await,
         Command::Wait { job, timeout } => cmd_wait(&mut cx, &job, &timeout).await,
@@ -347,6 +375,8 @@ pub async fn run(cli: Cli, env: &EnvVars) -> Result<u8> {
 /// next address when one is unavailable (see [`Conn::call`]).
 struct Ctx {
     conn: Conn,
+    /// The inference gateway's URL, when known.
+    gateway: Option<String>,
 }
 
 impl Ctx {
@@ -399,6 +429,17 @@ impl Ctx {
             .collect()
     }
 
+    async fn get_endpoints(
+        &mut self,
+        name: Option<&str>,
+    ) -> Result<Vec<gpuctl_common::endpoint::Endpoint>> {
+        self.get_raw(Kind::Endpoints, name)
+            .await?
+            .iter()
+            .map(|j| decode(j, "endpoint"))
+            .collect()
+    }
+
     async fn get_nodes(&mut self, name: Option<&str>) -> Result<Vec<Node>> {
         self.get_raw(Kind::Nodes, name)
             .await?
@@ -434,7 +475,10 @@ fn out_bytes(b: &[u8]) -> Result<()> {
 
 async fn cmd_apply(cx: &mut Ctx, files: &[String]) -> Result<u8> {
     // Parse and validate everything before sending anything.
-    let loaded = manifest::load_manifests(files, &mut std::io::stdin().lock())?;
+    let mut loaded = manifest::load_manifests(files, &mut std::io::stdin().lock())?;
+    let cwd =
+        std::env::current_dir().map_err(|e| Error::io("cannot read the current folder", e))?;
+    endpoints::resolve_model_paths(&mut loaded, &cwd);
     let mut code = 0;
     for l in loaded {
         let kind = l.manifest.kind().to_ascii_lowercase();
@@ -548,6 +592,10 @@ async fn cmd_get(cx: &mut Ctx, kind: Kind, name: Option<String>, output: Output)
                     let jobs = cx.get_jobs(None).await?;
                     render::nodes_table(&nodes, &jobs, now)
                 }
+                Kind::Endpoints => {
+                    let eps = cx.get_endpoints(name).await?;
+                    endpoints::endpoints_table(&eps, cx.gateway.as_deref(), now)
+                }
             };
             out(&text)?;
         }
@@ -574,8 +622,41 @@ async fn cmd_describe(cx: &mut Ctx, kind: Kind, name: &str) -> Result<u8> {
                 .collect::<Vec<_>>()
                 .join("\n")
         }
+        Kind::Endpoints => {
+            let eps = cx.get_endpoints(Some(name)).await?;
+            eps.iter()
+                .map(|e| endpoints::describe_endpoint(e, cx.gateway.as_deref(), now))
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
     };
     out(&text)?;
+    Ok(0)
+}
+
+async fn cmd_delete(cx: &mut Ctx, kind: Kind, name: &str) -> Result<u8> {
+    if kind != Kind::Endpoints {
+        return Err(Error::Usage(format!(
+            "{} cannot be deleted; jobs are stopped with `gpuctl cancel JOB`",
+            kind.api_name()
+        )));
+    }
+    let req = CancelRequest {
+        kind: "endpoints".into(),
+        name: name.to_string(),
+    };
+    cx.call(
+        Some(Target {
+            kind: "endpoint",
+            name,
+        }),
+        |mut c| {
+            let req = req.clone();
+            async move { c.cancel(req).await }
+        },
+    )
+    .await?;
+    out(&format!("endpoint/{name} deleted\n"))?;
     Ok(0)
 }
 
@@ -782,6 +863,7 @@ mod tests {
             &config::Context {
                 server: format!("127.0.0.1:{port}"),
                 state_dir: None,
+                gateway: None,
             },
         )
         .unwrap();

@@ -42,6 +42,9 @@ struct Args {
     /// Seconds a held request waits for a replica before 503.
     #[arg(long, default_value_t = 60)]
     cold_start_timeout_secs: u64,
+    /// The same in milliseconds (overrides --cold-start-timeout-secs).
+    #[arg(long)]
+    cold_start_timeout_ms: Option<u64>,
 }
 
 fn parse_endpoint(s: &str) -> anyhow::Result<(String, Vec<String>)> {
@@ -76,7 +79,10 @@ async fn main() -> anyhow::Result<()> {
     let config = GatewayConfig {
         max_body_bytes: args.max_body_bytes,
         queue_capacity: args.queue_capacity,
-        cold_start_timeout: Duration::from_secs(args.cold_start_timeout_secs),
+        cold_start_timeout: args
+            .cold_start_timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or(Duration::from_secs(args.cold_start_timeout_secs)),
         ..GatewayConfig::default()
     };
     let (wake_tx, wake_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
