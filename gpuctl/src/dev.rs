@@ -1218,6 +1218,10 @@ mod tests {
             p.node_args(2, "http://127.0.0.1:7000").join(" "),
             "--server http://127.0.0.1:7000 --name dev-node-2 --gpus 4xH100-80GB --gpus 2xA100-40GB --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --work-dir /s/node-2 --ready-file /s/node-2.ready.json"
         );
+        assert_eq!(
+            p.gateway_args("http://127.0.0.1:7000").join(" "),
+            "--server http://127.0.0.1:7000 --listen 127.0.0.1 --port 0 --cold-start-timeout-ms 60000 --ready-file /s/gateway.ready.json"
+        );
     }
 
     #[test]
@@ -1234,6 +1238,8 @@ mod tests {
             example: false,
             replicas: 1,
             restart_delay: "2s".parse().unwrap(),
+            gateway_port: 0,
+            cold_start_timeout: "60s".parse().unwrap(),
         };
         let p = Plan::from_flags(flags, &env).unwrap();
         assert_eq!(p.state_dir, Path::new("/home/u/.local/share/gpuctl/dev"));
@@ -1376,6 +1382,8 @@ mod tests {
             example: false,
             replicas: 2,
             restart_delay: "2s".parse().unwrap(),
+            gateway_port: 0,
+            cold_start_timeout: "60s".parse().unwrap(),
         };
         assert!(Plan::from_flags(flags, &env).is_err());
     }

@@ -799,7 +799,7 @@ mod tests {
         assert_eq!(h.replicas().len(), 1);
         assert!(!h.s.jobs.contains_key("lin-replica-1"));
         assert!(
-            h.s.usage("n1").gpu_milli.get(&1).is_none(),
+            !h.s.usage("n1").gpu_milli.contains_key(&1),
             "GPU 1 released"
         );
         // A stale drain report changes nothing.

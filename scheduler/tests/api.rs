@@ -137,6 +137,7 @@ async fn report(
         exit_code: code,
         message: String::new(),
         pid: 4242,
+        port: 0,
     })
     .await
     .unwrap();

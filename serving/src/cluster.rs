@@ -140,16 +140,13 @@ impl Schedulers {
 /// Why an endpoint has no ready replica, for 503 answers.
 fn note(ep: &Endpoint) -> Option<String> {
     if ep.status.replicas.is_empty() {
-        return match ep
+        return ep
             .status
             .events
             .iter()
             .rev()
             .find(|e| e.reason == "ReplicaEnded")
-        {
-            Some(e) => Some(format!("last replica ended: {}", e.message)),
-            None => None,
-        };
+            .map(|e| format!("last replica ended: {}", e.message));
     }
     let states: Vec<String> = ep
         .status
