@@ -75,7 +75,11 @@ fn bin(name: &str) -> anyhow::Result<PathBuf> {
     if p.is_file() {
         Ok(p)
     } else {
-        bail!("{} not found next to {}; run cargo build --release --bins", name, exe.display())
+        bail!(
+            "{} not found next to {}; run cargo build --release --bins",
+            name,
+            exe.display()
+        )
     }
 }
 
@@ -103,7 +107,9 @@ impl Drop for Proc {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 async fn wait_listening(addr: SocketAddr, path: &str) -> anyhow::Result<()> {
@@ -342,7 +348,12 @@ async fn proxy(
     std::fs::write(&conf, nginx_conf(tmp.path(), ng_port, up))?;
     let _ng = Proc(
         Command::new(nginx)
-            .args(["-c", &conf.display().to_string(), "-p", &tmp.path().display().to_string()])
+            .args([
+                "-c",
+                &conf.display().to_string(),
+                "-p",
+                &tmp.path().display().to_string(),
+            ])
             .stdout(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {nginx} (apt-get install nginx-light)"))?,
@@ -430,9 +441,13 @@ async fn batching(
         );
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         wait_listening(addr, "/v2/health/ready").await?;
-        let (code, answer) = one_request(addr, "POST", "/v2/models/mlp/infer", body.clone()).await?;
+        let (code, answer) =
+            one_request(addr, "POST", "/v2/models/mlp/infer", body.clone()).await?;
         if code != 200 {
-            bail!("model server answered {code}: {}", String::from_utf8_lossy(&answer));
+            bail!(
+                "model server answered {code}: {}",
+                String::from_utf8_lossy(&answer)
+            );
         }
         let r = load(
             addr,
@@ -462,10 +477,7 @@ fn gpuctl(cfg: &Path, args: &[&str]) -> anyhow::Result<String> {
         .env_remove("GPUCTL_SERVER")
         .output()?;
     if !out.status.success() {
-        bail!(
-            "gpuctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("gpuctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -489,7 +501,10 @@ async fn cold_start(wakeups: usize, json: bool) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     while !ctx.exists() {
         if Instant::now() > deadline {
-            bail!("gpuctl dev not ready; see {}", tmp.path().join("dev.log").display());
+            bail!(
+                "gpuctl dev not ready; see {}",
+                tmp.path().join("dev.log").display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -499,7 +514,9 @@ async fn cold_start(wakeups: usize, json: bool) -> anyhow::Result<()> {
         .context("no gateway in the context")?
         .trim_start_matches("http://")
         .parse()?;
-    let model = repo_root().join("serving/testdata/linear.onnx").canonicalize()?;
+    let model = repo_root()
+        .join("serving/testdata/linear.onnx")
+        .canonicalize()?;
     let manifest = tmp.path().join("ep.yaml");
     std::fs::write(
         &manifest,
@@ -535,7 +552,8 @@ async fn cold_start(wakeups: usize, json: bool) -> anyhow::Result<()> {
         // The gateway's own view settles on its next poll.
         tokio::time::sleep(Duration::from_millis(600)).await;
         let t = Instant::now();
-        let (code, answer) = one_request(gw, "POST", "/v2/models/linear/infer", body.clone()).await?;
+        let (code, answer) =
+            one_request(gw, "POST", "/v2/models/linear/infer", body.clone()).await?;
         let d = t.elapsed();
         if code != 200 || !String::from_utf8_lossy(&answer).contains("[9.5,11.5]") {
             bail!("wake-up {i}: {code} {}", String::from_utf8_lossy(&answer));
