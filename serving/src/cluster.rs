@@ -263,7 +263,18 @@ pub async fn run(
                 last_served.remove(&old);
             }
         }
-        draining.retain(|(ep, _), _| names.contains(ep.as_str()));
+        // Forget drains that are over (the replica is gone or serves again).
+        let still_draining: HashSet<(&str, &str)> = known
+            .iter()
+            .flat_map(|e| {
+                e.status
+                    .replicas
+                    .iter()
+                    .filter(|r| r.draining())
+                    .map(move |r| (e.metadata.name.as_str(), r.job.as_str()))
+            })
+            .collect();
+        draining.retain(|(ep, job), _| still_draining.contains(&(ep.as_str(), job.as_str())));
         // Start probing replicas that serve and are not known ready.
         for ep in &known {
             let name = &ep.metadata.name;
