@@ -73,6 +73,7 @@ impl FieldError {
 pub enum Manifest {
     Job(Job),
     Queue(crate::queue::Queue),
+    Endpoint(crate::endpoint::Endpoint),
 }
 
 impl Manifest {
@@ -80,12 +81,14 @@ impl Manifest {
         match self {
             Manifest::Job(_) => "Job",
             Manifest::Queue(_) => "Queue",
+            Manifest::Endpoint(_) => "Endpoint",
         }
     }
     pub fn name(&self) -> &str {
         match self {
             Manifest::Job(j) => &j.metadata.name,
             Manifest::Queue(q) => &q.metadata.name,
+            Manifest::Endpoint(e) => &e.metadata.name,
         }
     }
 }
@@ -190,9 +193,15 @@ fn parse_value(value: serde_yaml_ng::Value) -> Result<Manifest, FieldError> {
             q.validate()?;
             Ok(Manifest::Queue(q))
         }
+        "Endpoint" => {
+            let ep: crate::endpoint::Endpoint =
+                serde_path_to_error::deserialize(value).map_err(path_error)?;
+            ep.validate()?;
+            Ok(Manifest::Endpoint(ep))
+        }
         other => Err(FieldError::new(
             "kind",
-            format!("unknown kind {other:?} (this server knows: Job, Queue)"),
+            format!("unknown kind {other:?} (this server knows: Job, Queue, Endpoint)"),
         )),
     }
 }
@@ -818,6 +827,9 @@ pub struct TaskStatus {
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// `$PORT` the node daemon chose for a task that serves (an endpoint replica).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

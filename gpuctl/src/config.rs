@@ -70,6 +70,9 @@ pub struct Context {
     /// The `gpuctl dev` state dir that wrote it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_dir: Option<PathBuf>,
+    /// The inference gateway's URL (`gpuctl get endpoints` shows it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
 }
 
 /// Read `DIR/context.json`; `Ok(None)` when there is none.
@@ -241,6 +244,7 @@ mod tests {
         let ctx = Context {
             server: "http://127.0.0.1:4000".into(),
             state_dir: Some("/tmp/x".into()),
+            gateway: Some("http://127.0.0.1:8080".into()),
         };
         write_context(dir.path(), &ctx).unwrap();
         assert_eq!(read_context(dir.path()).unwrap(), Some(ctx));

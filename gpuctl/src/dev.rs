@@ -5,6 +5,7 @@
 //!                      given the same --peers) --ready-file DIR/scheduler-i.ready.json
 //!            ─spawn─► gpu-node × N  --server URL1,URL2,… --ready-file DIR/node-i.ready.json
 //!            ─waits for the ready files, then for every node to be Ready
+//!            ─spawn─► gpu-gateway --server URL1,URL2,… --ready-file DIR/gateway.ready.json
 //!            ─writes DIR/cluster.json and the CLI context file
 //!            ─supervises: Ctrl-C/SIGTERM stops all; a node dying, or the
 //!             only scheduler dying, stops all; with R > 1 a scheduler
@@ -240,6 +241,10 @@ pub struct Plan {
     /// Port of replica `i` at `ports[i - 1]`; filled in by [`plan_ports`]
     /// (until then, `--scheduler-port` for the first).
     pub ports: Vec<u16>,
+    /// The inference gateway's port (0: any free one).
+    pub gateway_port: u16,
+    /// How long the gateway holds a request while an endpoint has no replica.
+    pub cold_start_timeout: Duration,
 }
 
 impl Plan {
@@ -268,6 +273,8 @@ impl Plan {
             replicas,
             restart_delay: flags.restart_delay.duration,
             ports: vec![flags.scheduler_port],
+            gateway_port: flags.gateway_port,
+            cold_start_timeout: flags.cold_start_timeout.duration,
         })
     }
 
@@ -329,6 +336,28 @@ impl Plan {
             a.push(self.peers_arg());
         }
         a
+    }
+
+    /// Where the gateway writes its address once it listens.
+    pub fn gateway_ready(&self) -> PathBuf {
+        self.state_dir.join("gateway.ready.json")
+    }
+
+    /// `gpu-gateway`'s arguments: it follows every scheduler replica.
+    pub fn gateway_args(&self, scheduler_urls: &str) -> Vec<String> {
+        let timeout_ms = self.cold_start_timeout.as_millis().max(1);
+        vec![
+            "--server".into(),
+            scheduler_urls.into(),
+            "--listen".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            self.gateway_port.to_string(),
+            "--cold-start-timeout-ms".into(),
+            timeout_ms.to_string(),
+            "--ready-file".into(),
+            self.gateway_ready().display().to_string(),
+        ]
     }
 
     /// `gpu-node`'s arguments for node `i` (from 1).
@@ -610,6 +639,8 @@ struct Started {
     /// Each replica's ready file plus its data dir, as in `cluster.json`.
     schedulers: Vec<Value>,
     nodes: Vec<Value>,
+    /// The gateway's ready file (`http`, `url`, `metrics`, `pid`), when it runs.
+    gateway: Option<Value>,
 }
 
 impl Started {
@@ -624,10 +655,11 @@ fn field<'a>(v: &'a Value, k: &str) -> &'a str {
 
 /// Write `DIR/cluster.json` (atomically): every process with its addresses
 /// and pid, for scripts and tests.
-fn write_cluster_file(plan: &Plan, schedulers: &[Value], nodes: &[Value]) -> Result<()> {
+fn write_cluster_file(plan: &Plan, started: &Started) -> Result<()> {
     let cluster = json!({
-        "schedulers": schedulers,
-        "nodes": nodes,
+        "schedulers": started.schedulers,
+        "nodes": started.nodes,
+        "gateway": started.gateway,
         "stateDir": plan.state_dir,
     });
     config::write_atomic(
@@ -693,6 +725,14 @@ pub async fn run(flags: DevFlags, env: &EnvVars) -> Result<u8> {
     let path_env = std::env::var_os("PATH");
     let scheduler_bin = find_binary("gpu-scheduler", exe.as_deref(), path_env.as_deref())?;
     let node_bin = find_binary("gpu-node", exe.as_deref(), path_env.as_deref())?;
+    // Without the gateway the cluster still runs jobs; endpoints are not served.
+    let gateway_bin = match find_binary("gpu-gateway", exe.as_deref(), path_env.as_deref()) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            eprintln!("gpuctl dev: {e}; starting without the inference gateway");
+            None
+        }
+    };
     remove_stale_ready_files(&plan.state_dir)?;
 
     let mut sigint =
@@ -712,7 +752,7 @@ pub async fn run(flags: DevFlags, env: &EnvVars) -> Result<u8> {
         plan.state_dir.display()
     ))?;
     let started = tokio::select! {
-        r = start(&mut sup, &plan, &scheduler_bin, &node_bin) => r,
+        r = start(&mut sup, &plan, &scheduler_bin, &node_bin, gateway_bin.as_deref()) => r,
         _ = sigint.recv() => Err(Error::Other("interrupted".into())),
         _ = sigterm.recv() => Err(Error::Other("interrupted".into())),
     };
@@ -730,9 +770,13 @@ pub async fn run(flags: DevFlags, env: &EnvVars) -> Result<u8> {
     let context = Context {
         server: started.server_list(),
         state_dir: Some(plan.state_dir.clone()),
+        gateway: started
+            .gateway
+            .as_ref()
+            .map(|g| format!("http://{}", field(g, "http"))),
     };
     let finish = async {
-        write_cluster_file(&plan, &started.schedulers, &started.nodes)?;
+        write_cluster_file(&plan, &started)?;
         let ctx_path = match &plan.config_dir {
             Some(d) => Some(config::write_context(d, &context)?),
             None => None,
@@ -861,7 +905,7 @@ async fn supervise(
                     restarts.remove(&idx);
                     failures.remove(&idx);
                     started.schedulers[idx] = scheduler_entry(plan, id, &ready);
-                    if let Err(e) = write_cluster_file(plan, &started.schedulers, &started.nodes) {
+                    if let Err(e) = write_cluster_file(plan, started) {
                         eprintln!("gpuctl dev: {e}");
                     }
                     out(&format!(
@@ -888,6 +932,7 @@ async fn start(
     plan: &Plan,
     scheduler_bin: &Path,
     node_bin: &Path,
+    gateway_bin: Option<&Path>,
 ) -> Result<Started> {
     let logs = plan.logs_dir();
     // Start every replica before waiting: none is ready before a majority
@@ -978,10 +1023,23 @@ async fn start(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let gateway = match gateway_bin {
+        Some(bin) => {
+            let idx = sup.spawn(
+                "gpu-gateway",
+                bin,
+                &plan.gateway_args(&server_list),
+                logs.join("gateway.log"),
+            )?;
+            Some(sup.wait_ready(idx, &plan.gateway_ready()).await?)
+        }
+        None => None,
+    };
     Ok(Started {
         server_urls,
         schedulers,
         nodes,
+        gateway,
     })
 }
 
@@ -1029,6 +1087,15 @@ fn summary(plan: &Plan, s: &Started, ctx_path: Option<&Path>) -> String {
             n.get("pid").map_or("?".into(), |p| p.to_string()),
             plan.gpus.join(" + "),
             field(n, "inventory"),
+        ));
+    }
+    if let Some(g) = &s.gateway {
+        o.push_str(&format!(
+            "  {:<16} {}/v2/models/ENDPOINT/infer   metrics {}   pid {}\n",
+            "gateway",
+            field(g, "url"),
+            field(g, "metrics"),
+            g.get("pid").map_or("?".into(), |p| p.to_string()),
         ));
     }
     o.push_str(&format!(
@@ -1128,6 +1195,8 @@ mod tests {
             replicas: 1,
             restart_delay: Duration::from_secs(2),
             ports: vec![0],
+            gateway_port: 0,
+            cold_start_timeout: Duration::from_secs(60),
         }
     }
 
@@ -1152,6 +1221,10 @@ mod tests {
             p.node_args(2, "http://127.0.0.1:7000").join(" "),
             "--server http://127.0.0.1:7000 --name dev-node-2 --gpus 4xH100-80GB --gpus 2xA100-40GB --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --work-dir /s/node-2 --artifact-dir /s/artifacts --ready-file /s/node-2.ready.json"
         );
+        assert_eq!(
+            p.gateway_args("http://127.0.0.1:7000").join(" "),
+            "--server http://127.0.0.1:7000 --listen 127.0.0.1 --port 0 --cold-start-timeout-ms 60000 --ready-file /s/gateway.ready.json"
+        );
     }
 
     #[test]
@@ -1168,6 +1241,8 @@ mod tests {
             example: false,
             replicas: 1,
             restart_delay: "2s".parse().unwrap(),
+            gateway_port: 0,
+            cold_start_timeout: "60s".parse().unwrap(),
         };
         let p = Plan::from_flags(flags, &env).unwrap();
         assert_eq!(p.state_dir, Path::new("/home/u/.local/share/gpuctl/dev"));
@@ -1223,6 +1298,7 @@ mod tests {
         let ours = Context {
             server: "http://127.0.0.1:1".into(),
             state_dir: Some(dir.path().into()),
+            gateway: None,
         };
         let theirs = Context {
             server: "http://127.0.0.1:2".into(),
@@ -1309,6 +1385,8 @@ mod tests {
             example: false,
             replicas: 2,
             restart_delay: "2s".parse().unwrap(),
+            gateway_port: 0,
+            cold_start_timeout: "60s".parse().unwrap(),
         };
         assert!(Plan::from_flags(flags, &env).is_err());
     }

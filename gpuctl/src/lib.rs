@@ -17,6 +17,7 @@ pub mod client;
 pub mod config;
 pub mod dev;
 pub mod duration;
+pub mod endpoints;
 pub mod error;
 pub mod manifest;
 pub mod render;
@@ -72,18 +73,19 @@ pub enum Command {
     },
     /// Submit a quick job: one task group running CMD.
     Submit(SubmitFlags),
-    /// List jobs, nodes or workflows, or show one.
+    /// List jobs, nodes, queues, workflows or endpoints, or show one.
     Get {
-        /// jobs, nodes or workflows (job, node, no, workflow, wf).
+        /// jobs, nodes, queues, workflows or endpoints (job, node, no, queue, q,
+        /// workflow, wf, endpoint, ep).
         #[arg(value_parser = parse_kind)]
         kind: Kind,
         name: Option<String>,
         #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
-    /// Show a job, node or workflow in detail.
+    /// Show a job, node, queue, workflow or endpoint in detail.
     Describe {
-        /// job, node or workflow.
+        /// job, node, queue, workflow or endpoint.
         #[arg(value_parser = parse_kind)]
         kind: Kind,
         name: String,
@@ -112,6 +114,13 @@ pub enum Command {
         job: String,
         /// With `workflow` as the first argument: the workflow's name.
         name: Option<String>,
+    },
+    /// Delete an endpoint: its replicas are stopped and it is removed.
+    Delete {
+        /// endpoint (ep).
+        #[arg(value_parser = parse_kind)]
+        kind: Kind,
+        name: String,
     },
     /// Mark a node unschedulable: no new tasks are placed on it.
     Cordon { node: String },
@@ -252,6 +261,13 @@ pub struct DevFlags {
     /// scheduler replica that died.
     #[arg(long, default_value = "2s", value_name = "DURATION")]
     pub restart_delay: HumanDuration,
+    /// Port of the inference gateway (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    pub gateway_port: u16,
+    /// How long the gateway holds a request for an endpoint with no ready
+    /// replica before it answers 503.
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    pub cold_start_timeout: HumanDuration,
 }
 
 /// The object kinds `get` and `describe` know.
@@ -261,6 +277,7 @@ pub enum Kind {
     Nodes,
     Queues,
     Workflows,
+    Endpoints,
 }
 
 impl Kind {
@@ -271,6 +288,7 @@ impl Kind {
             Kind::Nodes => "nodes",
             Kind::Queues => "queues",
             Kind::Workflows => "workflows",
+            Kind::Endpoints => "endpoints",
         }
     }
     /// The singular, as in `job/x` and `job "x" not found`.
@@ -280,6 +298,7 @@ impl Kind {
             Kind::Nodes => "node",
             Kind::Queues => "queue",
             Kind::Workflows => "workflow",
+            Kind::Endpoints => "endpoint",
         }
     }
 }
@@ -291,8 +310,9 @@ pub fn parse_kind(s: &str) -> Result<Kind, String> {
         "node" | "nodes" | "no" => Ok(Kind::Nodes),
         "queue" | "queues" | "q" => Ok(Kind::Queues),
         "workflow" | "workflows" | "wf" => Ok(Kind::Workflows),
+        "endpoint" | "endpoints" | "ep" => Ok(Kind::Endpoints),
         _ => Err(format!(
-            "unknown kind {s:?} (expected jobs, nodes, queues or workflows)"
+            "unknown kind {s:?} (expected jobs, nodes, queues, workflows or endpoints)"
         )),
     }
 }
@@ -315,8 +335,14 @@ pub async fn run(cli: Cli, env: &EnvVars) -> Result<u8> {
         env.gpuctl_server.as_deref(),
         env.config_dir().as_deref(),
     )?;
+    // The gateway `gpuctl dev` started, for endpoint URLs.
+    let gateway = env
+        .config_dir()
+        .and_then(|d| config::read_context(&d).ok().flatten())
+        .and_then(|c| c.gateway);
     let mut cx = Ctx {
         conn: Conn::new(servers.urls),
+        gateway,
     };
     match cli.command {
         Command::Dev(_) => unreachable!("handled above"),
@@ -416,6 +442,7 @@ pub async fn run(cli: Cli, env: &EnvVars) -> Result<u8> {
             out(&format!("job/{job} cancelled\n"))?;
             Ok(0)
         }
+        Command::Delete { kind, name } => cmd_delete(&mut cx, kind, &name).await,
         Command::Cordon { node } => cmd_cordon(&mut cx, &node, true).await,
         Command::Uncordon { node } => cmd_cordon(&mut cx, &node, false).await,
         Command::Wait { job, timeout } => cmd_wait(&mut cx, &job, &timeout).await,
@@ -427,6 +454,8 @@ pub async fn run(cli: Cli, env: &EnvVars) -> Result<u8> {
 /// next address when one is unavailable (see [`Conn::call`]).
 struct Ctx {
     conn: Conn,
+    /// The inference gateway's URL, when known.
+    gateway: Option<String>,
 }
 
 impl Ctx {
@@ -495,6 +524,17 @@ impl Ctx {
             .collect()
     }
 
+    async fn get_endpoints(
+        &mut self,
+        name: Option<&str>,
+    ) -> Result<Vec<gpuctl_common::endpoint::Endpoint>> {
+        self.get_raw(Kind::Endpoints, name)
+            .await?
+            .iter()
+            .map(|j| decode(j, "endpoint"))
+            .collect()
+    }
+
     async fn get_nodes(&mut self, name: Option<&str>) -> Result<Vec<Node>> {
         self.get_raw(Kind::Nodes, name)
             .await?
@@ -530,7 +570,14 @@ fn out_bytes(b: &[u8]) -> Result<()> {
 
 async fn cmd_apply(cx: &mut Ctx, files: &[String]) -> Result<u8> {
     // Parse and validate everything before sending anything.
-    let objects = manifest::load_objects(files, &mut std::io::stdin().lock())?;
+    let mut objects = manifest::load_objects(files, &mut std::io::stdin().lock())?;
+    let cwd =
+        std::env::current_dir().map_err(|e| Error::io("cannot read the current folder", e))?;
+    for o in objects.iter_mut() {
+        if let manifest::Object::Manifest(l) = o {
+            endpoints::resolve_model_paths(std::slice::from_mut(&mut **l), &cwd);
+        }
+    }
     let mut code = 0;
     for o in objects {
         let l = match o {
@@ -558,8 +605,8 @@ async fn cmd_apply(cx: &mut Ctx, files: &[String]) -> Result<u8> {
             ..Default::default()
         };
         let verb = match &l.manifest {
-            Manifest::Job(_) => "created",
-            _ => "configured",
+            Manifest::Job(_) | Manifest::Endpoint(_) => "created",
+            Manifest::Queue(_) => "configured",
         };
         match create(&mut cx.conn, &req).await {
             Ok(_) => out(&format!("{kind}/{name} {verb}\n"))?,
@@ -794,6 +841,10 @@ async fn cmd_get(cx: &mut Ctx, kind: Kind, name: Option<String>, output: Output)
                     render::nodes_table(&nodes, &jobs, now)
                 }
                 Kind::Workflows => workflows::workflows_table(&cx.get_workflows(name).await?, now),
+                Kind::Endpoints => {
+                    let eps = cx.get_endpoints(name).await?;
+                    endpoints::endpoints_table(&eps, cx.gateway.as_deref(), now)
+                }
             };
             out(&text)?;
         }
@@ -836,8 +887,41 @@ async fn cmd_describe(cx: &mut Ctx, kind: Kind, name: &str) -> Result<u8> {
             .map(|w| workflows::describe_workflow(w, now))
             .collect::<Vec<_>>()
             .join("\n"),
+        Kind::Endpoints => {
+            let eps = cx.get_endpoints(Some(name)).await?;
+            eps.iter()
+                .map(|e| endpoints::describe_endpoint(e, cx.gateway.as_deref(), now))
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
     };
     out(&text)?;
+    Ok(0)
+}
+
+async fn cmd_delete(cx: &mut Ctx, kind: Kind, name: &str) -> Result<u8> {
+    if kind != Kind::Endpoints {
+        return Err(Error::Usage(format!(
+            "{} cannot be deleted; jobs are stopped with `gpuctl cancel JOB`",
+            kind.api_name()
+        )));
+    }
+    let req = CancelRequest {
+        kind: "endpoints".into(),
+        name: name.to_string(),
+    };
+    cx.call(
+        Some(Target {
+            kind: "endpoint",
+            name,
+        }),
+        |mut c| {
+            let req = req.clone();
+            async move { c.cancel(req).await }
+        },
+    )
+    .await?;
+    out(&format!("endpoint/{name} deleted\n"))?;
     Ok(0)
 }
 
@@ -1078,6 +1162,7 @@ mod tests {
             &config::Context {
                 server: format!("127.0.0.1:{port}"),
                 state_dir: None,
+                gateway: None,
             },
         )
         .unwrap();

@@ -293,7 +293,7 @@ fn resources_line(t: &TaskSpec) -> String {
     parts.join(" ")
 }
 
-fn indent(text: &str, by: &str) -> String {
+pub(crate) fn indent(text: &str, by: &str) -> String {
     text.lines()
         .map(|l| format!("{by}{l}\n"))
         .collect::<String>()

@@ -661,12 +661,30 @@ impl Reconciler {
 
     fn start(&mut self, a: &TaskAssignment, received: Instant) {
         let key = key_of(a);
-        let env = task_env(a);
+        let mut env = task_env(a);
+        // A serving task (an endpoint replica) gets a free port as $PORT, reported
+        // with Running so the gateway can reach it.
+        let mut port = 0u16;
+        let mut port_error = None;
+        if a.wants_port {
+            match runtime::free_port() {
+                Ok(p) => {
+                    port = p;
+                    env.insert("PORT".into(), p.to_string());
+                }
+                Err(e) => port_error = Some(format!("cannot find a free port for the task: {e}")),
+            }
+        }
+        let command = runtime::resolve_sibling_program(&a.command);
         let mut step = None;
-        let started = match log_path(&self.cfg.logs_dir, &key) {
-            Ok(log) => match &a.step {
+        let started = match (log_path(&self.cfg.logs_dir, &key), port_error) {
+            (_, Some(message)) => Err(runtime::StartError {
+                exit_code: 127,
+                message,
+            }),
+            (Ok(log), None) => match &a.step {
                 None => runtime::start(&StartSpec {
-                    command: &a.command,
+                    command: &command,
                     env: &env,
                     working_dir: &a.working_dir,
                     log: &log,
@@ -674,7 +692,7 @@ impl Reconciler {
                 }),
                 Some(io) => self.start_step(&key, a, io, &env, log, &mut step),
             },
-            Err(e) => Err(runtime::StartError {
+            (Err(e), None) => Err(runtime::StartError {
                 exit_code: 127,
                 message: format!("cannot start the task: {e}"),
             }),
@@ -690,7 +708,7 @@ impl Reconciler {
                 tracing::info!("{key}: started pid {pid}: {:?}", a.command);
                 self.live.insert(key.clone());
                 self.pids.record(&key, pid);
-                self.report(&key, "Running", 0, "", pid);
+                self.report_with(&key, "Running", 0, "", pid, port, None);
                 let (exited_tx, exited_rx) = watch::channel(false);
                 let events = self.events.clone();
                 let waiter_key = key.clone();
@@ -824,7 +842,7 @@ impl Reconciler {
                         let _ = std::fs::remove_dir_all(&s.dir);
                         o
                     });
-                self.report_with(&key, phase, exit.code, &exit.message, 0, outputs);
+                self.report_with(&key, phase, exit.code, &exit.message, 0, 0, outputs);
             }
             // Stopped because it left the desired set: nobody wants a report.
             _ => tracing::info!("{key}: stopped ({})", exit.message),
@@ -841,9 +859,12 @@ impl Reconciler {
     }
 
     fn report(&self, key: &TaskKey, phase: &str, exit_code: i32, message: &str, pid: u32) {
-        self.report_with(key, phase, exit_code, message, pid, None);
+        self.report_with(key, phase, exit_code, message, pid, 0, None);
     }
 
+    /// Report a task's phase; `port` for a serving task that started, `outputs`
+    /// for a workflow step that ended.
+    #[allow(clippy::too_many_arguments)]
     fn report_with(
         &self,
         key: &TaskKey,
@@ -851,6 +872,7 @@ impl Reconciler {
         exit_code: i32,
         message: &str,
         pid: u32,
+        port: u16,
         outputs: Option<StepOutputs>,
     ) {
         let _ = self.reports.send(ReportTaskRequest {
@@ -863,6 +885,7 @@ impl Reconciler {
             exit_code,
             message: message.to_string(),
             pid,
+            port: u32::from(port),
         });
     }
 

@@ -145,6 +145,31 @@ fn start_error(command: &str, why: impl fmt::Display) -> StartError {
     }
 }
 
+/// A port free on every interface now, for a serving task's `$PORT`.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind(("0.0.0.0", 0))?
+        .local_addr()?
+        .port())
+}
+
+/// gpuctl's own programs (e.g. `gpu-model-server` for endpoint replicas) installed
+/// next to the daemon's executable are preferred over `PATH`: a bare program name
+/// with such a sibling is replaced by the sibling's path.
+pub fn resolve_sibling_program(command: &[String]) -> Vec<String> {
+    let mut out = command.to_vec();
+    if let Some(first) = out.first_mut() {
+        if first.starts_with("gpu-") && !first.contains('/') {
+            let sibling = std::env::current_exe()
+                .ok()
+                .and_then(|e| e.parent().map(|d| d.join(first.as_str())));
+            if let Some(p) = sibling.filter(|p| p.is_file()) {
+                *first = p.to_string_lossy().into_owned();
+            }
+        }
+    }
+    out
+}
+
 /// Start a task process. Returns at once: spawning is a fork and an exec, and
 /// the caller waits with [`Process::wait`]. On failure the reason is also
 /// appended to the log, so `gpuctl logs` shows it.

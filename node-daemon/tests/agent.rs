@@ -410,3 +410,31 @@ async fn failures_and_cancellation() {
         ("tail", "Failed", 143)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serving_task_gets_a_free_port_reported_with_running() {
+    let mut h = start(false).await;
+    let mut t = task(
+        "ep-replica-0",
+        "Bound",
+        &["sh", "-c", "echo port=$PORT; sleep 0.2"],
+    );
+    t.wants_port = true;
+    h.fake.push(vec![t]);
+    let r = h.report().await;
+    assert_eq!(r.phase, "Running");
+    assert!(r.port > 0, "a serving task's port is reported: {r:?}");
+    let r2 = h.report().await;
+    assert_eq!(r2.phase, "Succeeded");
+    assert_eq!(r2.port, 0);
+    assert_eq!(read(&h.log("ep-replica-0")), format!("port={}\n", r.port));
+    // A task that does not serve gets no port.
+    h.fake.push(vec![task(
+        "plain",
+        "Bound",
+        &["sh", "-c", "echo port=$PORT"],
+    )]);
+    let r = h.report().await;
+    assert_eq!((r.job.as_str(), r.port), ("plain", 0));
+    h.shutdown().await;
+}

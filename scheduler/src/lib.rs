@@ -16,6 +16,7 @@
 //! shells ([`storage`], [`raft_node`], [`service`], [`controller`]) are thin.
 
 pub mod controller;
+pub mod endpoints;
 pub mod metrics;
 pub mod placement;
 pub mod raft_node;

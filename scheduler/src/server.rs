@@ -105,12 +105,14 @@ impl Server {
         let api_peers = peers.clone();
         let heartbeats = Arc::new(Heartbeats::default());
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let loads = Arc::new(crate::endpoints::Loads::default());
         let api = Api {
             raft: raft.clone(),
             heartbeats: heartbeats.clone(),
             opts: cfg.service.clone(),
             stop: stop_rx.clone(),
             peers,
+            loads: loads.clone(),
         };
         let mut tasks = Vec::new();
 
@@ -171,6 +173,11 @@ impl Server {
             }
         }));
 
+        tasks.push(tokio::spawn(crate::endpoints::run(
+            raft.clone(),
+            loads,
+            stop_rx.clone(),
+        )));
         tasks.push(tokio::spawn(controller::run(
             raft.clone(),
             heartbeats,

@@ -92,6 +92,8 @@ pub struct Api {
     pub stop: tokio::sync::watch::Receiver<bool>,
     /// The other replicas, for forwarding.
     pub peers: Arc<Peers>,
+    /// Gateway load reports for the endpoint controller (used while leading).
+    pub loads: Arc<crate::endpoints::Loads>,
 }
 
 /// This replica's id and clients for the other replicas; follows
@@ -272,8 +274,9 @@ fn kind_of(kind: &str) -> Result<&'static str, Status> {
         "node" | "nodes" | "no" => Ok("node"),
         "queue" | "queues" | "q" => Ok("queue"),
         "workflow" | "workflows" | "wf" => Ok("workflow"),
+        "endpoint" | "endpoints" | "ep" => Ok("endpoint"),
         other => Err(Status::invalid_argument(format!(
-            "unknown kind {other:?}: this server knows jobs, nodes, queues and workflows"
+            "unknown kind {other:?}: this server knows jobs, nodes, queues, workflows and endpoints"
         ))),
     }
 }
@@ -430,13 +433,78 @@ impl Api {
             Applied::Node(n) => json(&*n),
             Applied::Queue(q) => json(&*q),
             Applied::Workflow(w) => json(&*w),
+            Applied::Endpoint(e) => json(&*e),
             _ => Ok(String::new()),
         }
     }
 }
 
+impl Api {
+    /// Create an endpoint after checking that a node could ever run one replica.
+    async fn apply_endpoint(
+        &self,
+        source: &str,
+        ep: gpuctl_common::endpoint::Endpoint,
+        request_id: Option<String>,
+    ) -> Result<Response<pb::ApplyResponse>, Status> {
+        self.read_barrier().await?;
+        let repeated = request_id
+            .as_deref()
+            .is_some_and(|id| self.state().request(id).is_some());
+        if !repeated {
+            let st = self.state();
+            if st.endpoints.contains_key(&ep.metadata.name) {
+                return Err(Status::already_exists(format!(
+                    "{source}: endpoint {:?} already exists; delete it first (gpuctl delete endpoint {})",
+                    ep.metadata.name, ep.metadata.name
+                )));
+            }
+            let nodes: Vec<&api::Node> = st.nodes.values().collect();
+            let probe = crate::endpoints::replica_job(&ep, &ep.metadata.name);
+            if let Some(why) = placement::infeasible(&nodes, &probe) {
+                return Err(Status::invalid_argument(format!(
+                    "{source}: endpoint {:?}: spec.resources: a replica {why}",
+                    ep.metadata.name
+                )));
+            }
+        }
+        let object_json = self
+            .propose_request(
+                Command::CreateEndpoint {
+                    endpoint: Box::new(ep),
+                },
+                request_id,
+            )
+            .await
+            .map_err(|s| in_source(source, s))?;
+        Ok(Response::new(pb::ApplyResponse { object_json }))
+    }
+}
+
 #[tonic::async_trait]
 impl Control for Api {
+    async fn report_load(
+        &self,
+        req: Request<pb::ReportLoadRequest>,
+    ) -> Result<Response<pb::ReportLoadResponse>, Status> {
+        let req = req.into_inner();
+        let status = self.raft.shared.status();
+        if status.is_leader() {
+            crate::endpoints::report_load(&self.raft, &self.loads, &req).await;
+            return Ok(Response::new(pb::ReportLoadResponse {}));
+        }
+        match (status.leader_id != 0 && status.leader_id != self.peers.me)
+            .then(|| self.peers.control_client(status.leader_id))
+            .flatten()
+        {
+            Some(mut c) => c.report_load(req).await,
+            None => Err(Status::unavailable(format!(
+                "scheduler replica {} knows no leader; report to another replica",
+                self.peers.me
+            ))),
+        }
+    }
+
     async fn apply(
         &self,
         req: Request<pb::ApplyRequest>,
@@ -466,6 +534,9 @@ impl Control for Api {
             .is_some_and(|id| self.state().request(id).is_some());
         let job = match manifest {
             Manifest::Job(job) => job,
+            Manifest::Endpoint(ep) => {
+                return self.apply_endpoint(&source, ep, request_id).await;
+            }
             Manifest::Queue(queue) => {
                 let object_json = self
                     .propose_request(
@@ -542,6 +613,14 @@ impl Control for Api {
                     })?,
                 ))?]
             }
+            ("endpoint", true) => st
+                .endpoint_views()
+                .iter()
+                .map(json)
+                .collect::<Result<_, _>>()?,
+            ("endpoint", false) => vec![json(&st.endpoint_view(&req.name).ok_or_else(|| {
+                Status::not_found(format!("endpoint {:?} not found", req.name))
+            })?)?],
             (_, true) => st.nodes.values().map(json).collect::<Result<_, _>>()?,
             (_, false) => vec![json(st.nodes.get(&req.name).ok_or_else(|| {
                 Status::not_found(format!("node {:?} not found", req.name))
@@ -566,9 +645,16 @@ impl Control for Api {
                 .await?;
             return Ok(Response::new(pb::CancelResponse { object_json }));
         }
+        if kind == "endpoint" {
+            // Deleting an endpoint stops its replicas and removes it.
+            let object_json = self
+                .propose(Command::DeleteEndpoint { name: req.name })
+                .await?;
+            return Ok(Response::new(pb::CancelResponse { object_json }));
+        }
         if kind != "job" {
             return Err(Status::invalid_argument(
-                "only jobs and workflows can be cancelled",
+                "only jobs and workflows can be cancelled, and endpoints deleted",
             ));
         }
         let object_json = self.propose(Command::CancelJob { name: req.name }).await?;
@@ -849,6 +935,7 @@ pub fn assignments_for(st: &State, node: &str, version: u64) -> pb::Assignments 
             master_port: job.status.master_port,
             job_tasks: job.task_count(),
             step: workflows::step_io(st, job),
+            wants_port: crate::endpoints::endpoint_of(job).is_some(),
         });
     }
     tasks.sort_by(|a, b| (&a.job, a.task_index).cmp(&(&b.job, b.task_index)));
@@ -982,6 +1069,7 @@ impl NodeService for Api {
             message: Some(r.message).filter(|m| !m.is_empty()),
             pid: Some(r.pid).filter(|p| *p != 0),
             outputs: r.outputs.map(workflows::outputs_from_pb),
+            port: u16::try_from(r.port).ok().filter(|p| *p != 0),
         };
         self.propose(Command::TaskReport { report }).await?;
         Ok(Response::new(pb::ReportTaskResponse {}))

@@ -93,6 +93,27 @@ pub enum Command {
     WorkflowTick { name: String },
     /// Stop a workflow: its running steps are cancelled.
     CancelWorkflow { name: String },
+    /// Store a new endpoint; it starts at `minReplicas`.
+    CreateEndpoint {
+        endpoint: Box<gpuctl_common::endpoint::Endpoint>,
+    },
+    /// Remove an endpoint and stop its replicas.
+    DeleteEndpoint { name: String },
+    /// Set an endpoint's desired replicas: missing replica jobs are created, extra
+    /// ones start draining, and replicas whose jobs ended are replaced.
+    ScaleEndpoint {
+        name: String,
+        replicas: u32,
+        reason: String,
+    },
+    /// A draining replica has no request in flight (or its grace ran out): stop it.
+    ReplicaDrained { endpoint: String, job: String },
+    /// Load the gateway observed, kept for `gpuctl get endpoints`.
+    EndpointLoad {
+        name: String,
+        concurrency: f64,
+        requests_per_second: f64,
+    },
 }
 
 impl Command {
@@ -112,6 +133,11 @@ impl Command {
             Command::SubmitWorkflow { .. } => "SubmitWorkflow",
             Command::WorkflowTick { .. } => "WorkflowTick",
             Command::CancelWorkflow { .. } => "CancelWorkflow",
+            Command::CreateEndpoint { .. } => "CreateEndpoint",
+            Command::DeleteEndpoint { .. } => "DeleteEndpoint",
+            Command::ScaleEndpoint { .. } => "ScaleEndpoint",
+            Command::ReplicaDrained { .. } => "ReplicaDrained",
+            Command::EndpointLoad { .. } => "EndpointLoad",
         }
     }
 }
@@ -158,6 +184,9 @@ pub struct TaskReport {
     /// A workflow step's outputs, with its final report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outputs: Option<StepOutputs>,
+    /// The port a serving task listens on (endpoint replicas).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
 }
 
 /// Why a command was refused. Refusals change nothing.
@@ -238,6 +267,7 @@ pub enum Applied {
     Queue(Box<Queue>),
     /// A workflow, as the API serves it.
     Workflow(Box<serde_json::Value>),
+    Endpoint(Box<gpuctl_common::endpoint::Endpoint>),
     /// Bindings that were applied (by job name) and those refused.
     Bound {
         applied: Vec<String>,
@@ -260,6 +290,7 @@ pub enum ObjKey {
     WorkflowNode(String, String),
     /// A memoization cache entry, by key.
     Memo(String),
+    Endpoint(String),
 }
 
 impl ObjKey {
@@ -273,6 +304,7 @@ impl ObjKey {
             ObjKey::Workflow(n) => format!("workflow/{n}"),
             ObjKey::WorkflowNode(w, id) => format!("wfnode/{w}/{id}"),
             ObjKey::Memo(k) => format!("memo/{k}"),
+            ObjKey::Endpoint(n) => format!("endpoint/{n}"),
         }
     }
 }
@@ -301,6 +333,8 @@ pub struct State {
     /// Derived: each workflow's nodes as last marked for storing, to find
     /// the ones an apply changed.
     persisted_nodes: BTreeMap<String, BTreeMap<String, gpuctl_pipelines::Node>>,
+    /// Endpoints; their replicas are jobs labelled `gpuctl.io/endpoint`.
+    pub endpoints: BTreeMap<String, gpuctl_common::endpoint::Endpoint>,
     /// Derived: what tasks hold on each node.
     usage: BTreeMap<String, NodeUsage>,
     /// Objects changed since the last [`State::take_dirty`].
@@ -352,6 +386,8 @@ impl State {
                 s.jobs.insert(n.to_string(), decode(&k, &v)?);
             } else if let Some(n) = k.strip_prefix("node/") {
                 s.nodes.insert(n.to_string(), decode(&k, &v)?);
+            } else if let Some(n) = k.strip_prefix("endpoint/") {
+                s.endpoints.insert(n.to_string(), decode(&k, &v)?);
             } else if let Some(n) = k.strip_prefix("queue/") {
                 s.queues.insert(n.to_string(), decode(&k, &v)?);
             } else if k.starts_with("req/") {
@@ -374,7 +410,8 @@ impl State {
             .chain(self.nodes.keys().map(|n| ObjKey::Node(n.clone())))
             .chain(self.queues.keys().map(|n| ObjKey::Queue(n.clone())))
             .chain(self.requests.keys().map(|n| ObjKey::Request(n.clone())))
-            .chain(self.memo.keys().map(|k| ObjKey::Memo(k.clone())));
+            .chain(self.memo.keys().map(|k| ObjKey::Memo(k.clone())))
+            .chain(self.endpoints.keys().map(|n| ObjKey::Endpoint(n.clone())));
         let mut out: Vec<(String, Vec<u8>)> = keys
             .filter_map(|k| self.object_json(&k).map(|v| (k.storage_key(), v)))
             .collect();
@@ -421,6 +458,15 @@ impl State {
         out
     }
 
+    /// Add the stored endpoints (after a restart or from a snapshot).
+    pub fn with_endpoints(mut self, endpoints: Vec<gpuctl_common::endpoint::Endpoint>) -> State {
+        self.endpoints = endpoints
+            .into_iter()
+            .map(|e| (e.metadata.name.clone(), e))
+            .collect();
+        self
+    }
+
     /// Recompute the usage index from the tasks.
     pub fn rebuild_usage(&mut self) {
         self.usage.clear();
@@ -448,6 +494,11 @@ impl State {
         self.usage.get(node).cloned().unwrap_or_default()
     }
 
+    /// Record that an object changed (or was removed), to persist it.
+    pub(crate) fn mark_dirty(&mut self, key: ObjKey) {
+        self.dirty.insert(key);
+    }
+
     /// Objects changed since the last call, to persist with the applied index.
     pub fn take_dirty(&mut self) -> BTreeSet<ObjKey> {
         std::mem::take(&mut self.dirty)
@@ -472,6 +523,10 @@ impl State {
                 })
                 .ok()
             }),
+            ObjKey::Endpoint(n) => self
+                .endpoints
+                .get(n)
+                .and_then(|e| serde_json::to_vec(e).ok()),
         }
     }
 
@@ -535,6 +590,7 @@ impl State {
             Ok(Applied::Job(j)) => (Some(ObjKey::Job(j.metadata.name.clone())), None),
             Ok(Applied::Node(n)) => (Some(ObjKey::Node(n.metadata.name.clone())), None),
             Ok(Applied::Queue(q)) => (Some(ObjKey::Queue(q.metadata.name.clone())), None),
+            Ok(Applied::Endpoint(e)) => (Some(ObjKey::Endpoint(e.metadata.name.clone())), None),
             Ok(Applied::Workflow(w)) => (
                 w["metadata"]["name"]
                     .as_str()
@@ -584,6 +640,11 @@ impl State {
         if let Some(n) = key.strip_prefix("queue/") {
             if let Some(q) = self.queues.get(n) {
                 return Applied::Queue(Box::new(q.clone()));
+            }
+        }
+        if let Some(n) = key.strip_prefix("endpoint/") {
+            if let Some(e) = self.endpoints.get(n) {
+                return Applied::Endpoint(Box::new(e.clone()));
             }
         }
         if let Some(n) = key.strip_prefix("workflow/") {
@@ -689,6 +750,21 @@ impl State {
             } => self.submit_workflow(index, now, name, workflow, arguments),
             Command::WorkflowTick { name } => self.workflow_tick(index, now, name),
             Command::CancelWorkflow { name } => self.cancel_workflow(index, now, name),
+            Command::CreateEndpoint { endpoint } => self.create_endpoint(index, now, endpoint),
+            Command::DeleteEndpoint { name } => self.delete_endpoint(index, now, name),
+            Command::ScaleEndpoint {
+                name,
+                replicas,
+                reason,
+            } => self.scale_endpoint(index, now, name, *replicas, reason),
+            Command::ReplicaDrained { endpoint, job } => {
+                self.replica_drained(index, now, endpoint, job)
+            }
+            Command::EndpointLoad {
+                name,
+                concurrency,
+                requests_per_second,
+            } => self.endpoint_load(index, name, *concurrency, *requests_per_second),
         }
     }
 
@@ -761,14 +837,14 @@ impl State {
         Ok(Applied::Queue(Box::new(q)))
     }
 
-    fn job_applied(&self, name: &str) -> Applied {
+    pub(crate) fn job_applied(&self, name: &str) -> Applied {
         self.jobs
             .get(name)
             .map(|j| Applied::Job(Box::new(j.clone())))
             .unwrap_or(Applied::Nothing)
     }
 
-    fn touch_job(&mut self, index: u64, name: &str) {
+    pub(crate) fn touch_job(&mut self, index: u64, name: &str) {
         if let Some(j) = self.jobs.get_mut(name) {
             j.metadata.resource_version = Some(index);
         }
@@ -782,7 +858,12 @@ impl State {
         self.dirty.insert(ObjKey::Node(name.to_string()));
     }
 
-    fn submit(&mut self, index: u64, now: u64, job: &Job) -> Result<Applied, ApplyError> {
+    pub(crate) fn submit(
+        &mut self,
+        index: u64,
+        now: u64,
+        job: &Job,
+    ) -> Result<Applied, ApplyError> {
         let name = job.metadata.name.clone();
         if self.jobs.contains_key(&name) {
             return Err(ApplyError::AlreadyExists { kind: "job", name });
@@ -1029,6 +1110,7 @@ impl State {
                 if t.phase == TaskPhase::Bound {
                     t.phase = TaskPhase::Running;
                     t.pid = r.pid;
+                    t.port = r.port;
                     t.start_time_ms = Some(now);
                     self.touch_job(index, &r.job);
                 }
@@ -1085,7 +1167,7 @@ impl State {
 
     /// Stop every task of the job's current attempt that still holds
     /// resources, marking it `phase`; pending tasks are cancelled too.
-    fn stop_tasks(&mut self, name: &str, phase: TaskPhase, message: &str) {
+    pub(crate) fn stop_tasks(&mut self, name: &str, phase: TaskPhase, message: &str) {
         let Some(job) = self.jobs.get_mut(name) else {
             return;
         };
@@ -1296,7 +1378,7 @@ fn pending_tasks(job: &Job) -> Vec<TaskStatus> {
     out
 }
 
-fn push_event(job: &mut Job, now: u64, reason: &str, message: String) {
+pub(crate) fn push_event(job: &mut Job, now: u64, reason: &str, message: String) {
     job.status.events.push(Event {
         time_ms: now,
         reason: reason.to_string(),
@@ -1419,6 +1501,7 @@ mod tests {
                 message: None,
                 pid: Some(42),
                 outputs: None,
+                port: None,
             };
             self.apply(Command::TaskReport { report: r }).unwrap();
         }
@@ -1530,6 +1613,7 @@ mod tests {
             message: None,
             pid: None,
             outputs: None,
+            port: None,
         };
         h.apply(Command::TaskReport { report: stale }).unwrap();
         assert_eq!(h.s.jobs["a"].status.phase, JobPhase::Pending);

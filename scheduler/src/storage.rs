@@ -781,6 +781,35 @@ spec:
     }
 
     #[test]
+    fn endpoints_survive_restart_and_travel_in_snapshots() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, _) = RaftStorage::open(d1.path()).unwrap();
+        a.initialize(&[1, 2]).unwrap();
+        a.append(&[entry(2, 1)], None, true).unwrap();
+        let ep = br#"{"apiVersion":"gpuctl.io/v1","kind":"Endpoint","metadata":{"name":"lin"},"spec":{"model":{"path":"/m.onnx"}},"status":{"desiredReplicas":1,"replicas":[{"job":"lin-replica-0","port":0}],"nextReplica":1}}"#;
+        a.persist_applied(
+            2,
+            Some(2),
+            &[(ObjKey::Endpoint("lin".into()), Some(ep.to_vec()))],
+        )
+        .unwrap();
+        let snap = a.snapshot(2, 1).unwrap();
+        drop(a);
+        let (_a, rec) = RaftStorage::open(d1.path()).unwrap();
+        let st = rec.state().unwrap();
+        assert_eq!(st.endpoints.len(), 1);
+        assert_eq!(st.endpoints["lin"].status.replicas[0].job, "lin-replica-0");
+        let (b, _) = RaftStorage::open(d2.path()).unwrap();
+        let rec = b.apply_snapshot(&snap).unwrap();
+        assert_eq!(rec.state().unwrap().endpoints.len(), 1);
+        drop(b);
+        let (_b, rec) = RaftStorage::open(d2.path()).unwrap();
+        let st = rec.state().unwrap();
+        assert_eq!(st.endpoints["lin"].metadata.name, "lin");
+        assert_eq!(st.endpoints["lin"].status.desired_replicas, 1);
+    }
+
+    #[test]
     fn compaction_keeps_term_of_last_dropped_entry() {
         let dir = tempfile::tempdir().unwrap();
         let (s, _) = RaftStorage::open(dir.path()).unwrap();

@@ -141,6 +141,7 @@ impl Sim {
                     message: None,
                     pid: Some(1),
                     outputs: None,
+                    port: None,
                 },
             });
         }

@@ -10,7 +10,8 @@
 //!         connect failed (request not sent) ─► retry on a replica not yet tried
 //! ```
 //!
-//! Replicas come from [`Gateway::set_replicas`] (static flags today, the scheduler later).
+//! Replicas come from [`Gateway::set_replicas`]: static flags, or [`crate::cluster`]
+//! following the scheduler.
 //! A replica removed there gets no new requests; requests already sent to it finish,
 //! because each holds its own handle on the replica.
 
@@ -34,8 +35,8 @@ use tokio::time::Instant;
 use crate::http::{self, BodyError};
 use crate::p2c::{self, Rng, SplitMix64};
 
-/// Asked to bring an endpoint up from zero replicas. The scheduler's endpoint controller
-/// will implement it; it must not block.
+/// Asked to bring an endpoint up from zero replicas ([`crate::cluster`] forwards it
+/// to the scheduler's endpoint controller); it must not block.
 pub trait ScaleUp: Send + Sync + 'static {
     fn scale_up(&self, endpoint: &str);
 }
@@ -118,6 +119,10 @@ struct Endpoint {
     queued: usize,
     /// Whether this cold start has already asked for a scale-up.
     scale_up_requested: bool,
+    /// Requests answered, for the requests-per-second the gateway reports.
+    served: u64,
+    /// Why the endpoint has no replica, when known (quoted in 503 answers).
+    note: Option<String>,
 }
 
 struct Metrics {
@@ -263,6 +268,8 @@ impl Gateway {
             ready: watch::Sender::new(0),
             queued: 0,
             scale_up_requested: false,
+            served: 0,
+            note: None,
         });
         let old = std::mem::take(&mut ep.replicas);
         for url in urls {
@@ -286,6 +293,36 @@ impl Gateway {
             ep.scale_up_requested = false;
         }
         ep.ready.send_replace(ep.replicas.len());
+    }
+
+    /// Forgets `endpoint`: new requests get 404; held requests time out with 503.
+    pub fn remove_endpoint(&self, endpoint: &str) {
+        self.lock().remove(endpoint);
+    }
+
+    /// The endpoints the gateway routes.
+    pub fn endpoint_names(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// Requests answered for `endpoint` so far.
+    pub fn served(&self, endpoint: &str) -> u64 {
+        self.lock().get(endpoint).map_or(0, |e| e.served)
+    }
+
+    /// Whether requests are held for `endpoint` because it has no replica.
+    pub fn waiting(&self, endpoint: &str) -> bool {
+        self.lock()
+            .get(endpoint)
+            .is_some_and(|e| e.queued > 0 && e.replicas.is_empty())
+    }
+
+    /// Sets why `endpoint` has no ready replica (e.g. "replica pending: no node
+    /// has a free GPU"); a held request that times out quotes it.
+    pub fn set_note(&self, endpoint: &str, note: Option<String>) {
+        if let Some(e) = self.lock().get_mut(endpoint) {
+            e.note = note;
+        }
     }
 
     /// The replicas of `endpoint` (None if there is no such endpoint).
@@ -371,13 +408,21 @@ impl Gateway {
         );
         match appeared {
             true => Ok(()),
-            false => Err(http::error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!(
-                    "endpoint {endpoint} has no ready replica after {}s",
-                    self.config.cold_start_timeout.as_secs_f64()
-                ),
-            )),
+            false => {
+                let note = self
+                    .lock()
+                    .get(endpoint)
+                    .and_then(|e| e.note.clone())
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default();
+                Err(http::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!(
+                        "endpoint {endpoint} has no ready replica after {}s{note}",
+                        self.config.cold_start_timeout.as_secs_f64()
+                    ),
+                ))
+            }
         }
     }
 
@@ -418,6 +463,9 @@ impl Gateway {
         in_flight.inc();
         let resp = self.forward(&endpoint, req, start).await;
         in_flight.dec();
+        if let Some(e) = self.lock().get_mut(&endpoint) {
+            e.served += 1;
+        }
         self.metrics
             .requests
             .with_label_values(&[&endpoint, resp.status().as_str()])

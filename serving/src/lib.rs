@@ -7,7 +7,7 @@
 //!      ▼
 //!  gateway (hyper) ── body limit (413) ── endpoint lookup
 //!      │  replicas? ── none ─► activator queue (bounded, 503 when full)
-//!      │                        ScaleUp hook, once per cold start ─► scheduler (later)
+//!      │                        ScaleUp hook, once per cold start ─► scheduler
 //!      │                        wait for set_replicas, 503 after the timeout
 //!      ▼  p2c over outstanding requests; connect failure → retry elsewhere
 //!  model-server replicas (one per task)
@@ -19,7 +19,10 @@
 //!  protocol::encode ─► response
 //!
 //!  gateway concurrency samples ─► autoscaler (KPA: stable/panic windows,
-//!  rate limits, scale to zero) ─► desired replicas for the endpoint controller (later)
+//!  rate limits, scale to zero), run by the scheduler's endpoint controller
+//!
+//!  cluster: polls the scheduler for endpoints and replicas, probes readiness,
+//!  reports load and drained replicas (`gpu-gateway --server`)
 //! ```
 //!
 //! Pure cores, no I/O and time passed in: [`protocol`], [`batcher`], [`autoscaler`],
@@ -27,8 +30,11 @@
 //! Servers take their listener and shutdown future from outside, so tests run them on
 //! `127.0.0.1:0`.
 
-pub mod autoscaler;
+/// The pure autoscaler lives in `gpuctl-common` so the scheduler's endpoint controller
+/// runs it without building the model runtime.
+pub use gpuctl_common::autoscaler;
 pub mod batcher;
+pub mod cluster;
 pub mod gateway;
 pub mod http;
 pub mod model;

@@ -10,6 +10,11 @@ a dynamic first (batch) dimension named "batch" so the model server can batch re
                 W = [[1,2],[3,4],[5,6]], bias = [0.5,-0.5]
 - int_bool.onnx: x INT64 [-1,3], mask BOOL [-1,3]
                 -> masked = where(mask, x, 0) (INT64 [-1,3]), positive = x > 0 (BOOL [-1,3])
+- mlp.onnx:     x FP32 [-1,256] -> relu(relu(x @ W1) @ W2) @ W3 = y (FP32 [-1,10]), a small MLP
+                (256 -> 1024 -> 1024 -> 10) for the batching benchmark. Its weights are built
+                in the graph by ConstantOfShape (every weight 0.001), so the file stays tiny while
+                a run costs what a real MLP of that size costs; for x >= 0 every output is
+                sum(x) * 1024 * 1024 * 1e-9.
 """
 
 import os
@@ -78,7 +83,33 @@ def int_bool():
     save(helper.make_model(graph, opset_imports=OPSET, producer_name="gpuctl-testdata"), "int_bool.onnx")
 
 
+def mlp():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 256])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 10])
+    nodes, inits = [], []
+    for name, rows, cols in [("W1", 256, 1024), ("W2", 1024, 1024), ("W3", 1024, 10)]:
+        inits.append(numpy_helper.from_array(np.array([rows, cols], dtype=np.int64), name + "_shape"))
+        nodes.append(
+            helper.make_node(
+                "ConstantOfShape",
+                [name + "_shape"],
+                [name],
+                value=numpy_helper.from_array(np.array([0.001], dtype=np.float32)),
+            )
+        )
+    nodes += [
+        helper.make_node("MatMul", ["x", "W1"], ["h1"]),
+        helper.make_node("Relu", ["h1"], ["a1"]),
+        helper.make_node("MatMul", ["a1", "W2"], ["h2"]),
+        helper.make_node("Relu", ["h2"], ["a2"]),
+        helper.make_node("MatMul", ["a2", "W3"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "mlp", [x], [y], initializer=inits)
+    save(helper.make_model(graph, opset_imports=OPSET, producer_name="gpuctl-testdata"), "mlp.onnx")
+
+
 if __name__ == "__main__":
     add_mul()
     linear()
     int_bool()
+    mlp()

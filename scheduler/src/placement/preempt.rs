@@ -267,6 +267,7 @@ mod tests {
             pid: None,
             start_time_ms: Some(start),
             finish_time_ms: None,
+            port: None,
         }];
         j
     }

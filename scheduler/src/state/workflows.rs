@@ -761,6 +761,7 @@ spec:
                     message: None,
                     pid: None,
                     outputs,
+                    port: None,
                 },
             })
             .unwrap();
@@ -996,6 +997,7 @@ mod fanout_timing {
                         message: None,
                         pid: None,
                         outputs: None,
+                        port: None,
                     },
                 },
             );

@@ -1,12 +1,14 @@
-//! `gpu-gateway`: the inference gateway with static routes for now
-//! (`--endpoint NAME=URL1,URL2`); learning replicas from the scheduler comes later.
+//! `gpu-gateway`: the inference gateway. With `--server` it follows the scheduler
+//! (endpoints, ready replicas, scale-up from zero, load reports, drains); with
+//! `--endpoint NAME=URL1,URL2` it serves static routes.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use gpuctl_serving::gateway::{self, Gateway, GatewayConfig, NoScaleUp};
+use gpuctl_serving::cluster::{self, ClusterConfig};
+use gpuctl_serving::gateway::{self, Gateway, GatewayConfig, NoScaleUp, ScaleUp};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -18,6 +20,13 @@ struct Args {
     /// endpoint with no URLs (NAME=) holds requests until the timeout.
     #[arg(long = "endpoint", value_name = "NAME=URL1,URL2")]
     endpoints: Vec<String>,
+    /// Scheduler gRPC addresses to follow (comma-separated, tried in turn), e.g.
+    /// http://127.0.0.1:7000. Endpoints and their replicas come from there.
+    #[arg(long, env = "GPUCTL_SERVER", value_delimiter = ',')]
+    server: Vec<String>,
+    /// Where to write {"http": ADDR, "metrics": URL, "pid": PID} once listening.
+    #[arg(long)]
+    ready_file: Option<std::path::PathBuf>,
     /// Port to listen on (0 picks a free one and prints it).
     #[arg(long, env = "PORT", default_value_t = 8080)]
     port: u16,
@@ -33,6 +42,9 @@ struct Args {
     /// Seconds a held request waits for a replica before 503.
     #[arg(long, default_value_t = 60)]
     cold_start_timeout_secs: u64,
+    /// The same in milliseconds (overrides --cold-start-timeout-secs).
+    #[arg(long)]
+    cold_start_timeout_ms: Option<u64>,
 }
 
 fn parse_endpoint(s: &str) -> anyhow::Result<(String, Vec<String>)> {
@@ -67,10 +79,19 @@ async fn main() -> anyhow::Result<()> {
     let config = GatewayConfig {
         max_body_bytes: args.max_body_bytes,
         queue_capacity: args.queue_capacity,
-        cold_start_timeout: Duration::from_secs(args.cold_start_timeout_secs),
+        cold_start_timeout: args
+            .cold_start_timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or(Duration::from_secs(args.cold_start_timeout_secs)),
         ..GatewayConfig::default()
     };
-    let gw = Gateway::new(config, Arc::new(NoScaleUp));
+    let (wake_tx, wake_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let scale_up: Arc<dyn ScaleUp> = if args.server.is_empty() {
+        Arc::new(NoScaleUp)
+    } else {
+        Arc::new(wake_tx)
+    };
+    let gw = Gateway::new(config, scale_up);
     for e in &args.endpoints {
         let (name, urls) = parse_endpoint(e)?;
         println!("endpoint {name}: {}", urls.join(", "));
@@ -80,10 +101,51 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;
-    println!("gpu-gateway on http://{}", listener.local_addr()?);
-    gateway::serve(listener, gw, async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await;
+    let local = listener.local_addr()?;
+    println!("gpu-gateway on http://{local}");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let follower = if args.server.is_empty() {
+        None
+    } else {
+        println!("following scheduler(s) {}", args.server.join(", "));
+        let cfg = ClusterConfig {
+            servers: args.server.clone(),
+            ..ClusterConfig::default()
+        };
+        Some(tokio::spawn(cluster::run(
+            gw.clone(),
+            cfg,
+            wake_rx,
+            stopped(stop_rx.clone()),
+        )))
+    };
+    if let Some(path) = &args.ready_file {
+        let doc = serde_json::json!({
+            "http": local.to_string(),
+            "url": format!("http://{local}"),
+            "metrics": format!("http://{local}/metrics"),
+            "pid": std::process::id(),
+        });
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, doc.to_string())
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .with_context(|| format!("writing the ready file {path:?}"))?;
+    }
+    let server = tokio::spawn(gateway::serve(listener, gw, stopped(stop_rx)));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    if let Some(f) = follower {
+        if let Ok(Err(e)) = f.await {
+            tracing::warn!("following the scheduler: {e}");
+        }
+    }
     Ok(())
 }

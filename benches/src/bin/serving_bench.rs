@@ -1,0 +1,600 @@
+//! Serving benchmarks, run by hand (not in CI):
+//!
+//! - `proxy`: the gateway vs nginx as a reverse proxy in front of the same
+//!   fixed-response upstream, the same load generator at 64 connections;
+//! - `batching`: `gpu-model-server` throughput at 64 concurrent clients with dynamic
+//!   batching on (`--max-batch-size 64`) vs off (`--max-batch-size 1`), small MLP;
+//! - `cold-start`: on `gpuctl dev`, an endpoint at zero replicas, first request to its
+//!   response, over N wake-ups.
+//!
+//! The load generator is in this file: N tasks, each with one keep-alive HTTP/1.1
+//! connection (hyper), sending the next request as soon as the last answered (as
+//! `wrk -c N` does). Binaries are looked up next to this one (`cargo build --release
+//! --bins`), or given with flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+
+#[derive(Parser)]
+#[command(about = "gpuctl serving benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Gateway vs nginx in front of the same fixed-response upstream.
+    Proxy {
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Rounds; each measures the gateway then nginx.
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        #[arg(long, default_value = "nginx")]
+        nginx: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Model-server throughput with dynamic batching on vs off.
+    Batching {
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// The model (default: serving/testdata/mlp.onnx).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// First request at zero replicas → response, on `gpuctl dev`.
+    ColdStart {
+        #[arg(long, default_value_t = 20)]
+        wakeups: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn bin(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let p = exe.parent().context("exe has a folder")?.join(name);
+    if p.is_file() {
+        Ok(p)
+    } else {
+        bail!(
+            "{} not found next to {}; run cargo build --release --bins",
+            name,
+            exe.display()
+        )
+    }
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A child process killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn wait_listening(addr: SocketAddr, path: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = one_request(addr, "GET", path, Bytes::new()).await {
+            if r.0 == 200 {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("{addr}{path} not answering 200 after 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One request on a fresh connection: (status, body).
+async fn one_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Bytes,
+) -> anyhow::Result<(u16, Bytes)> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string())
+        .header("content-type", "application/json")
+        .body(Full::new(body))?;
+    let resp = send.send_request(req).await?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok((status, body))
+}
+
+/// What one load run measured.
+#[derive(Debug, Clone, serde::Serialize)]
+struct LoadResult {
+    requests: u64,
+    errors: u64,
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+/// `connections` keep-alive connections, each sending `body` to `path` back to back
+/// for `warmup + measure`; only the `measure` part counts.
+async fn load(
+    addr: SocketAddr,
+    path: &str,
+    body: Bytes,
+    connections: usize,
+    warmup: Duration,
+    measure: Duration,
+) -> LoadResult {
+    let start = Instant::now() + warmup;
+    let end = start + measure;
+    let path: Arc<str> = path.into();
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (path, body) = (path.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0u64;
+            'outer: while Instant::now() < end {
+                let Ok(stream) = tokio::net::TcpStream::connect(addr).await else {
+                    errors += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let Ok((mut send, conn)) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+                else {
+                    errors += 1;
+                    continue;
+                };
+                tokio::spawn(conn);
+                while Instant::now() < end {
+                    let req = Request::builder()
+                        .method("POST")
+                        .uri(&*path)
+                        .header("host", addr.to_string())
+                        .header("content-type", "application/json")
+                        .body(Full::new(body.clone()))
+                        .expect("valid request");
+                    let t = Instant::now();
+                    let ok = match send.send_request(req).await {
+                        Ok(resp) => {
+                            let good = resp.status().is_success();
+                            resp.into_body().collect().await.is_ok() && good
+                        }
+                        Err(_) => false,
+                    };
+                    let done = Instant::now();
+                    if done >= start && done < end {
+                        if ok {
+                            lat.push(done - t);
+                        } else {
+                            errors += 1;
+                        }
+                    }
+                    if !ok {
+                        continue 'outer; // a fresh connection
+                    }
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        if let Ok((l, e)) = t.await {
+            all.extend(l);
+            errors += e;
+        }
+    }
+    all.sort();
+    LoadResult {
+        requests: all.len() as u64,
+        errors,
+        rps: all.len() as f64 / measure.as_secs_f64(),
+        p50_ms: percentile(&all, 0.5),
+        p99_ms: percentile(&all, 0.99),
+    }
+}
+
+/// The fixed-response upstream: any request gets the same small JSON.
+async fn upstream() -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let body = Bytes::from_static(
+        br#"{"model_name":"up","model_version":"1","outputs":[{"name":"y","shape":[1,2],"datatype":"FP32","data":[9.5,11.5]}]}"#,
+    );
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let body = body.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let body = body.clone();
+                    async move {
+                        let _ = req.into_body().collect().await;
+                        Ok::<_, std::convert::Infallible>(
+                            Response::builder()
+                                .header("content-type", "application/json")
+                                .body(Full::new(body))
+                                .expect("valid response"),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+fn nginx_conf(dir: &Path, port: u16, upstream: SocketAddr) -> String {
+    format!(
+        "worker_processes auto;
+daemon off;
+master_process on;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/body;
+  proxy_temp_path {dir}/proxy;
+  fastcgi_temp_path {dir}/fastcgi;
+  uwsgi_temp_path {dir}/uwsgi;
+  scgi_temp_path {dir}/scgi;
+  upstream replicas {{ server {upstream}; keepalive 128; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://replicas;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+      proxy_buffering on;
+    }}
+  }}
+}}
+",
+        dir = dir.display()
+    )
+}
+
+async fn proxy(
+    connections: usize,
+    seconds: u64,
+    rounds: usize,
+    nginx: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    let up = upstream().await?;
+    let tmp = tempfile::tempdir()?;
+    // The gateway, with a static route to the upstream.
+    let gw_port = free_port()?;
+    let _gw = Proc(
+        Command::new(bin("gpu-gateway")?)
+            .args([
+                "--endpoint",
+                &format!("up=http://{up}"),
+                "--port",
+                &gw_port.to_string(),
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting gpu-gateway")?,
+    );
+    // nginx, the same upstream.
+    let ng_port = free_port()?;
+    let conf = tmp.path().join("nginx.conf");
+    std::fs::write(&conf, nginx_conf(tmp.path(), ng_port, up))?;
+    let _ng = Proc(
+        Command::new(nginx)
+            .args([
+                "-c",
+                &conf.display().to_string(),
+                "-p",
+                &tmp.path().display().to_string(),
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {nginx} (apt-get install nginx-light)"))?,
+    );
+    let gw: SocketAddr = format!("127.0.0.1:{gw_port}").parse()?;
+    let ng: SocketAddr = format!("127.0.0.1:{ng_port}").parse()?;
+    wait_listening(gw, "/healthz").await?;
+    wait_listening(ng, "/v2/models/up/ready").await?;
+    let body = Bytes::from_static(
+        br#"{"inputs":[{"name":"x","shape":[1,3],"datatype":"FP32","data":[1,1,1]}]}"#,
+    );
+    let path = "/v2/models/up/infer";
+    let mut rows = Vec::new();
+    for round in 1..=rounds {
+        for (name, addr) in [("gpu-gateway", gw), ("nginx", ng)] {
+            let r = load(
+                addr,
+                path,
+                body.clone(),
+                connections,
+                Duration::from_secs(2),
+                Duration::from_secs(seconds),
+            )
+            .await;
+            eprintln!(
+                "round {round} {name:<12} {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms  errors {}",
+                r.rps, r.p50_ms, r.p99_ms, r.errors
+            );
+            rows.push(serde_json::json!({"round": round, "proxy": name, "result": r}));
+        }
+    }
+    // The upstream alone, for reference.
+    let direct = load(
+        up,
+        path,
+        body,
+        connections,
+        Duration::from_secs(1),
+        Duration::from_secs(seconds),
+    )
+    .await;
+    eprintln!(
+        "direct       {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms",
+        direct.rps, direct.p50_ms, direct.p99_ms
+    );
+    rows.push(serde_json::json!({"proxy": "none (upstream direct)", "result": direct}));
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    }
+    Ok(())
+}
+
+async fn batching(
+    clients: usize,
+    seconds: u64,
+    model: Option<PathBuf>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let model = model.unwrap_or_else(|| repo_root().join("serving/testdata/mlp.onnx"));
+    let x: Vec<f32> = (0..256).map(|i| (i % 7) as f32 * 0.1).collect();
+    let body = Bytes::from(serde_json::to_vec(&serde_json::json!({
+        "inputs": [{"name": "x", "shape": [1, 256], "datatype": "FP32", "data": x}]
+    }))?);
+    let mut rows = Vec::new();
+    for (label, batch, delay) in [("off", 1, 0), ("on", 64, 2)] {
+        let port = free_port()?;
+        let _srv = Proc(
+            Command::new(bin("gpu-model-server")?)
+                .args([
+                    "--model",
+                    &model.display().to_string(),
+                    "--name",
+                    "mlp",
+                    "--port",
+                    &port.to_string(),
+                    "--max-batch-size",
+                    &batch.to_string(),
+                    "--max-delay-ms",
+                    &delay.to_string(),
+                ])
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .spawn()
+                .context("starting gpu-model-server")?,
+        );
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        wait_listening(addr, "/v2/health/ready").await?;
+        let (code, answer) =
+            one_request(addr, "POST", "/v2/models/mlp/infer", body.clone()).await?;
+        if code != 200 {
+            bail!(
+                "model server answered {code}: {}",
+                String::from_utf8_lossy(&answer)
+            );
+        }
+        let r = load(
+            addr,
+            "/v2/models/mlp/infer",
+            body.clone(),
+            clients,
+            Duration::from_secs(2),
+            Duration::from_secs(seconds),
+        )
+        .await;
+        eprintln!(
+            "batching {label:<3} (max batch {batch:>2}, delay {delay} ms): {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  errors {}",
+            r.rps, r.p50_ms, r.p99_ms, r.errors
+        );
+        rows.push(serde_json::json!({"batching": label, "maxBatchSize": batch, "maxDelayMillis": delay, "result": r}));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    }
+    Ok(())
+}
+
+fn gpuctl(cfg: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(bin("gpuctl")?)
+        .args(args)
+        .env("GPUCTL_CONFIG_DIR", cfg)
+        .env_remove("GPUCTL_SERVER")
+        .output()?;
+    if !out.status.success() {
+        bail!("gpuctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+async fn cold_start(wakeups: usize, json: bool) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let cfg = tmp.path().join("cfg");
+    let log = std::fs::File::create(tmp.path().join("dev.log"))?;
+    let _dev = Proc(
+        Command::new(bin("gpuctl")?)
+            .args(["dev", "--state-dir"])
+            .arg(tmp.path().join("state"))
+            .args(["--gpus", "4xA100-80GB"])
+            .env("GPUCTL_CONFIG_DIR", &cfg)
+            .env_remove("GPUCTL_SERVER")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?,
+    );
+    let ctx = cfg.join("context.json");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !ctx.exists() {
+        if Instant::now() > deadline {
+            bail!(
+                "gpuctl dev not ready; see {}",
+                tmp.path().join("dev.log").display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ctx: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&ctx)?)?;
+    let gw: SocketAddr = ctx["gateway"]
+        .as_str()
+        .context("no gateway in the context")?
+        .trim_start_matches("http://")
+        .parse()?;
+    let model = repo_root()
+        .join("serving/testdata/linear.onnx")
+        .canonicalize()?;
+    let manifest = tmp.path().join("ep.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: gpuctl.io/v1\nkind: Endpoint\nmetadata: {{name: linear}}\nspec:\n  model: {{path: {}}}\n  resources: {{gpus: 1}}\n  autoscaling: {{minReplicas: 0, maxReplicas: 1, targetConcurrency: 1, scaleToZeroAfterSeconds: 1, stableWindowSeconds: 1}}\n",
+            model.display()
+        ),
+    )?;
+    gpuctl(&cfg, &["apply", "-f", &manifest.display().to_string()])?;
+    let body = Bytes::from_static(
+        br#"{"inputs":[{"name":"x","shape":[1,3],"datatype":"FP32","data":[1,1,1]}]}"#,
+    );
+    let mut lat = Vec::new();
+    for i in 0..wakeups {
+        // Wait until the endpoint is at zero and its replica job is gone.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ep: serde_json::Value =
+                serde_json::from_str(&gpuctl(&cfg, &["get", "endpoint", "linear", "-o", "json"])?)?;
+            let jobs: Vec<serde_json::Value> =
+                serde_json::from_str(&gpuctl(&cfg, &["get", "jobs", "-o", "json"])?)?;
+            let zero = ep["status"]["replicas"]
+                .as_array()
+                .is_none_or(|r| r.is_empty());
+            if zero && jobs.is_empty() {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the endpoint did not go back to zero");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // The gateway's own view settles on its next poll.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let t = Instant::now();
+        let (code, answer) =
+            one_request(gw, "POST", "/v2/models/linear/infer", body.clone()).await?;
+        let d = t.elapsed();
+        if code != 200 || !String::from_utf8_lossy(&answer).contains("[9.5,11.5]") {
+            bail!("wake-up {i}: {code} {}", String::from_utf8_lossy(&answer));
+        }
+        eprintln!("wake-up {:>2}: {:.1} ms", i + 1, d.as_secs_f64() * 1000.0);
+        lat.push(d);
+    }
+    let mut sorted = lat.clone();
+    sorted.sort();
+    let (p50, p99) = (percentile(&sorted, 0.5), percentile(&sorted, 0.99));
+    eprintln!(
+        "cold start over {wakeups} wake-ups: p50 {p50:.1} ms  p99 {p99:.1} ms  min {:.1} ms  max {:.1} ms",
+        sorted[0].as_secs_f64() * 1000.0,
+        sorted[sorted.len() - 1].as_secs_f64() * 1000.0
+    );
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"wakeups": wakeups, "p50_ms": p50, "p99_ms": p99,
+                "all_ms": lat.iter().map(|d| d.as_secs_f64() * 1000.0).collect::<Vec<_>>()})
+        );
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Proxy {
+            connections,
+            seconds,
+            rounds,
+            nginx,
+            json,
+        } => proxy(connections, seconds, rounds, &nginx, json).await,
+        Cmd::Batching {
+            clients,
+            seconds,
+            model,
+            json,
+        } => batching(clients, seconds, model, json).await,
+        Cmd::ColdStart { wakeups, json } => cold_start(wakeups, json).await,
+    }
+}

@@ -1,0 +1,460 @@
+//! The `Endpoint` object: a model served over HTTP by replica tasks that the endpoint
+//! controller scales between `minReplicas` (possibly 0) and `maxReplicas`.
+//!
+//! ```text
+//! Endpoint (spec: model or server.command, resources, autoscaling, batching)
+//!    │ ScaleEndpoint { replicas }           (the endpoint controller, on the leader)
+//!    ▼
+//! replica jobs  <endpoint>-replica-<n>   one task each, label gpuctl.io/endpoint,
+//!    │                                   $PORT fixed at creation, scheduled like any job
+//!    ▼
+//! status.replicas [{job, port, draining}] + the job's node ─► URL the gateway routes to
+//! ```
+//!
+//! Parsing is as strict as for jobs: unknown fields are errors naming the field path.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::{validate_name, Event, FieldError, ObjectMeta, Resources, TaskPhase};
+
+/// Label on every replica job: the endpoint that owns it.
+pub const ENDPOINT_LABEL: &str = "gpuctl.io/endpoint";
+/// Longest endpoint name: leaves room for the `-replica-N` suffix of its jobs.
+pub const MAX_ENDPOINT_NAME: usize = 45;
+/// Most replicas one endpoint may ask for.
+pub const MAX_ENDPOINT_REPLICAS: u32 = 1000;
+
+/// A model behind an HTTP endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Endpoint {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: ObjectMeta,
+    pub spec: EndpointSpec,
+    /// Read-only; ignored when applied.
+    #[serde(default)]
+    pub status: EndpointStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EndpointSpec {
+    /// A model file served by the built-in `gpu-model-server`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelSpec>,
+    /// Or a server of the user's own that listens on `$PORT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerSpec>,
+    /// What each replica needs (one task per replica).
+    #[serde(default)]
+    pub resources: Resources,
+    #[serde(default)]
+    pub autoscaling: Autoscaling,
+    #[serde(default)]
+    pub batching: Batching,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ModelSpec {
+    /// The model's name as the user knows it (requests use the endpoint's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The model file as the node sees it (`gpuctl apply` makes a relative path
+    /// absolute against the manifest's folder).
+    pub path: String,
+    /// Only `onnx` today.
+    #[serde(default = "default_format")]
+    pub format: String,
+}
+
+fn default_format() -> String {
+    "onnx".to_string()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServerSpec {
+    /// Program and arguments, run directly; it must serve the Open Inference Protocol
+    /// on `$PORT` with the endpoint's name as the model name.
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Autoscaling {
+    /// May be 0: the endpoint scales to zero when idle.
+    #[serde(default)]
+    pub min_replicas: u32,
+    #[serde(default = "default_max_replicas")]
+    pub max_replicas: u32,
+    /// Concurrent requests one replica should handle.
+    #[serde(default = "default_target")]
+    pub target_concurrency: f64,
+    /// Idle time before the last replica goes (with `minReplicas: 0`).
+    #[serde(default = "default_scale_to_zero")]
+    pub scale_to_zero_after_seconds: u64,
+    /// The autoscaler's stable window (the panic window is a tenth of it).
+    #[serde(default = "default_window")]
+    pub stable_window_seconds: u64,
+}
+
+fn default_max_replicas() -> u32 {
+    4
+}
+fn default_target() -> f64 {
+    4.0
+}
+fn default_scale_to_zero() -> u64 {
+    60
+}
+fn default_window() -> u64 {
+    60
+}
+
+impl Default for Autoscaling {
+    fn default() -> Self {
+        Autoscaling {
+            min_replicas: 0,
+            max_replicas: default_max_replicas(),
+            target_concurrency: default_target(),
+            scale_to_zero_after_seconds: default_scale_to_zero(),
+            stable_window_seconds: default_window(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Batching {
+    /// Most rows in one model run.
+    #[serde(default = "default_batch")]
+    pub max_batch_size: u32,
+    /// Longest a request waits for others to batch with.
+    #[serde(default = "default_delay")]
+    pub max_delay_millis: u64,
+}
+
+fn default_batch() -> u32 {
+    8
+}
+fn default_delay() -> u64 {
+    5
+}
+
+impl Default for Batching {
+    fn default() -> Self {
+        Batching {
+            max_batch_size: default_batch(),
+            max_delay_millis: default_delay(),
+        }
+    }
+}
+
+/// Set by the server.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointStatus {
+    /// Replicas the endpoint controller asked for.
+    #[serde(default)]
+    pub desired_replicas: u32,
+    /// Replica jobs that exist, draining ones included.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<ReplicaStatus>,
+    /// Serial number of the next replica job.
+    #[serde(default)]
+    pub next_replica: u64,
+    /// Why the replica count last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Load the gateway last reported (refreshed every few seconds while it changes).
+    #[serde(default)]
+    pub concurrency: f64,
+    #[serde(default)]
+    pub requests_per_second: f64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<Event>,
+}
+
+/// One replica job of an endpoint.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaStatus {
+    pub job: String,
+    /// `$PORT` of the replica's server.
+    pub port: u16,
+    /// Chosen for removal: gets no new requests; stopped once its requests are done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draining_since_ms: Option<u64>,
+    /// Filled in when read (from the replica's job and node), not stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<TaskPhase>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// `http://node-address:port` once the replica is bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+impl ReplicaStatus {
+    pub fn draining(&self) -> bool {
+        self.draining_since_ms.is_some()
+    }
+    /// Running and not draining: what the gateway may route to once it answers.
+    pub fn serving(&self) -> bool {
+        !self.draining() && self.phase == Some(TaskPhase::Running) && self.url.is_some()
+    }
+}
+
+impl Endpoint {
+    /// Static checks that need no cluster state.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self.kind != "Endpoint" {
+            return Err(FieldError::new(
+                "kind",
+                format!("expected Endpoint, got {:?}", self.kind),
+            ));
+        }
+        validate_name("metadata.name", &self.metadata.name)?;
+        if self.metadata.name.len() > MAX_ENDPOINT_NAME {
+            return Err(FieldError::new(
+                "metadata.name",
+                format!(
+                    "{:?} is longer than {MAX_ENDPOINT_NAME} characters (an endpoint's replica jobs add a suffix)",
+                    self.metadata.name
+                ),
+            ));
+        }
+        if self.metadata.queue.is_some() {
+            return Err(FieldError::new(
+                "metadata.queue",
+                "endpoints have no queue: their replicas run in the default queue",
+            ));
+        }
+        let s = &self.spec;
+        match (&s.model, &s.server) {
+            (None, None) => {
+                return Err(FieldError::new(
+                    "spec",
+                    "give either spec.model (served by gpu-model-server) or spec.server.command",
+                ))
+            }
+            (Some(_), Some(_)) => {
+                return Err(FieldError::new(
+                    "spec.server",
+                    "give spec.model or spec.server, not both",
+                ))
+            }
+            (Some(m), None) => {
+                if m.path.trim().is_empty() {
+                    return Err(FieldError::new(
+                        "spec.model.path",
+                        "missing model file path",
+                    ));
+                }
+                if m.format != "onnx" {
+                    return Err(FieldError::new(
+                        "spec.model.format",
+                        format!("unsupported format {:?} (supported: onnx)", m.format),
+                    ));
+                }
+                if let Some(n) = &m.name {
+                    if n.is_empty() || n.contains('/') {
+                        return Err(FieldError::new(
+                            "spec.model.name",
+                            format!("{n:?} is not a valid model name"),
+                        ));
+                    }
+                }
+            }
+            (None, Some(srv)) => {
+                if srv.command.is_empty() || srv.command[0].trim().is_empty() {
+                    return Err(FieldError::new(
+                        "spec.server.command",
+                        "missing command: give the program and its arguments; it must listen on $PORT",
+                    ));
+                }
+                for k in srv.env.keys() {
+                    if k.is_empty() || k.contains('=') || k.contains('\0') {
+                        return Err(FieldError::new(
+                            "spec.server.env",
+                            format!("invalid variable name {k:?}"),
+                        ));
+                    }
+                }
+            }
+        }
+        // The replica's task is checked like any job's (gpus, gpuModel, ...).
+        let probe = crate::api::Job::new(
+            &self.metadata.name,
+            crate::api::JobSpec {
+                tasks: vec![crate::api::TaskSpec {
+                    name: "server".into(),
+                    replicas: 1,
+                    command: vec!["server".into()],
+                    env: BTreeMap::new(),
+                    working_dir: None,
+                    resources: s.resources.clone(),
+                }],
+                min_available: None,
+                priority: 0,
+                topology: Default::default(),
+                max_retries: 0,
+                timeout_seconds: None,
+            },
+        );
+        probe.validate().map_err(|e| FieldError {
+            path: e.path.replace("spec.tasks[0].resources", "spec.resources"),
+            reason: e.reason,
+        })?;
+        let a = &s.autoscaling;
+        if a.max_replicas == 0 || a.max_replicas > MAX_ENDPOINT_REPLICAS {
+            return Err(FieldError::new(
+                "spec.autoscaling.maxReplicas",
+                format!(
+                    "must be between 1 and {MAX_ENDPOINT_REPLICAS}, got {}",
+                    a.max_replicas
+                ),
+            ));
+        }
+        if a.min_replicas > a.max_replicas {
+            return Err(FieldError::new(
+                "spec.autoscaling.minReplicas",
+                format!(
+                    "{} is more than maxReplicas ({})",
+                    a.min_replicas, a.max_replicas
+                ),
+            ));
+        }
+        if !a.target_concurrency.is_finite() || a.target_concurrency <= 0.0 {
+            return Err(FieldError::new(
+                "spec.autoscaling.targetConcurrency",
+                format!("must be more than 0, got {}", a.target_concurrency),
+            ));
+        }
+        if a.stable_window_seconds == 0 || a.stable_window_seconds > 3600 {
+            return Err(FieldError::new(
+                "spec.autoscaling.stableWindowSeconds",
+                format!(
+                    "must be between 1 and 3600, got {}",
+                    a.stable_window_seconds
+                ),
+            ));
+        }
+        if a.scale_to_zero_after_seconds > 7 * 24 * 3600 {
+            return Err(FieldError::new(
+                "spec.autoscaling.scaleToZeroAfterSeconds",
+                "more than a week is absurd",
+            ));
+        }
+        let b = &s.batching;
+        if b.max_batch_size == 0 || b.max_batch_size > 4096 {
+            return Err(FieldError::new(
+                "spec.batching.maxBatchSize",
+                format!("must be between 1 and 4096, got {}", b.max_batch_size),
+            ));
+        }
+        if b.max_delay_millis > 10_000 {
+            return Err(FieldError::new(
+                "spec.batching.maxDelayMillis",
+                format!("must be at most 10000, got {}", b.max_delay_millis),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The autoscaler settings for this endpoint.
+    pub fn autoscaler_config(&self) -> crate::autoscaler::AutoscalerConfig {
+        let a = &self.spec.autoscaling;
+        let window = std::time::Duration::from_secs(a.stable_window_seconds);
+        crate::autoscaler::AutoscalerConfig {
+            target_concurrency: a.target_concurrency,
+            min_replicas: a.min_replicas,
+            max_replicas: a.max_replicas,
+            stable_window: window,
+            panic_window: (window / 10).max(std::time::Duration::from_secs(1)),
+            scale_to_zero_after: std::time::Duration::from_secs(a.scale_to_zero_after_seconds),
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::api::{parse_manifests, Manifest};
+
+    fn parse(text: &str) -> Result<Manifest, String> {
+        parse_manifests("ep.yaml", text)
+            .map(|mut v| v.remove(0))
+            .map_err(|e| e.to_string())
+    }
+
+    const OK: &str = "apiVersion: gpuctl.io/v1\nkind: Endpoint\nmetadata: {name: lin}\nspec:\n  model: {path: /m/linear.onnx}\n  resources: {gpus: 1}\n  autoscaling: {minReplicas: 0, maxReplicas: 3, targetConcurrency: 2}\n  batching: {maxBatchSize: 16, maxDelayMillis: 2}\n";
+
+    #[test]
+    fn a_good_endpoint_parses_with_defaults() {
+        let Manifest::Endpoint(e) = parse(OK).unwrap() else {
+            panic!("not an endpoint")
+        };
+        assert_eq!(e.spec.autoscaling.max_replicas, 3);
+        assert_eq!(e.spec.autoscaling.scale_to_zero_after_seconds, 60);
+        assert_eq!(e.spec.model.as_ref().unwrap().format, "onnx");
+        assert_eq!(e.spec.batching.max_batch_size, 16);
+        let c = e.autoscaler_config();
+        assert_eq!(c.panic_window, std::time::Duration::from_secs(6));
+    }
+
+    #[test]
+    fn bad_endpoints_name_the_field() {
+        let cases = [
+            (
+                OK.replace("maxDelayMillis: 2", "maxDelay: 2"),
+                "spec.batching",
+            ),
+            (
+                OK.replace("maxReplicas: 3", "maxReplicas: 0"),
+                "spec.autoscaling.maxReplicas",
+            ),
+            (
+                OK.replace("minReplicas: 0", "minReplicas: 5"),
+                "spec.autoscaling.minReplicas",
+            ),
+            (
+                OK.replace("targetConcurrency: 2", "targetConcurrency: -1"),
+                "spec.autoscaling.targetConcurrency",
+            ),
+            (
+                OK.replace("{path: /m/linear.onnx}", "{path: /m/x.pt, format: torch}"),
+                "spec.model.format",
+            ),
+            (
+                OK.replace("  model: {path: /m/linear.onnx}\n", ""),
+                "spec: give either",
+            ),
+            (OK.replace("gpus: 1", "gpus: 1.5"), "spec.resources.gpus"),
+            (
+                OK.replace(
+                    "  model: {path: /m/linear.onnx}\n",
+                    "  server: {command: []}\n",
+                ),
+                "spec.server.command",
+            ),
+            (
+                OK.replace("metadata: {name: lin}", "metadata: {name: Lin}"),
+                "metadata.name",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = parse(&text).unwrap_err();
+            assert!(err.starts_with("ep.yaml: "), "{err}");
+            assert!(err.contains(want), "{want:?} not in {err:?}");
+        }
+    }
+}

@@ -1,0 +1,375 @@
+//! Serving end to end on `gpuctl dev`: an endpoint at zero replicas wakes on its first
+//! request, answers with what the model computes, goes back to zero when idle, scales
+//! up under concurrent load and drains on the way down without failing a request; an
+//! endpoint that cannot get a replica answers 503 saying why.
+//!
+//! Needs every binary next to `gpuctl` (`cargo build --bins`), including
+//! `gpu-gateway` and `gpu-model-server`.
+
+mod support;
+use support::{eventually, gpuctl_bin, interrupt, require_binaries};
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gpuctl_common::endpoint::Endpoint;
+
+fn require_serving_binaries() {
+    require_binaries();
+    let dir = gpuctl_bin().parent().unwrap().to_path_buf();
+    for b in ["gpu-gateway", "gpu-model-server"] {
+        assert!(
+            dir.join(b).exists(),
+            "{b} is not built next to gpuctl in {}; run `cargo build --bins`",
+            dir.display()
+        );
+    }
+}
+
+fn testdata(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../serving/testdata")
+        .join(name)
+}
+
+/// A `gpuctl dev` cluster in a temporary folder, stopped on drop.
+struct Dev {
+    child: Option<Child>,
+    root: tempfile::TempDir,
+}
+
+impl Dev {
+    fn start(extra: &[&str]) -> Dev {
+        require_serving_binaries();
+        let root = tempfile::tempdir().unwrap();
+        let log = std::fs::File::create(root.path().join("dev.log")).unwrap();
+        let child = Command::new(gpuctl_bin())
+            .arg("dev")
+            .arg("--state-dir")
+            .arg(root.path().join("state"))
+            .args(extra)
+            .env("GPUCTL_CONFIG_DIR", root.path().join("cfg"))
+            .env_remove("GPUCTL_SERVER")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn gpuctl dev");
+        let mut dev = Dev {
+            child: Some(child),
+            root,
+        };
+        let ctx = dev.root.path().join("cfg/context.json");
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !ctx.exists() {
+            if let Some(st) = dev.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("gpuctl dev exited early ({st}):\n{}", dev.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gpuctl dev not ready:\n{}",
+                dev.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        dev
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.root.path().join("dev.log")).unwrap_or_default()
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(gpuctl_bin())
+            .args(args)
+            .env("GPUCTL_CONFIG_DIR", self.root.path().join("cfg"))
+            .env_remove("GPUCTL_SERVER")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run gpuctl")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "gpuctl {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The gateway's `host:port`, from the context `gpuctl dev` wrote.
+    fn gateway(&self) -> String {
+        let text = std::fs::read_to_string(self.root.path().join("cfg/context.json")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["gateway"]
+            .as_str()
+            .expect("the context names the gateway")
+            .trim_start_matches("http://")
+            .to_string()
+    }
+
+    fn endpoint(&self, name: &str) -> Endpoint {
+        serde_json::from_str(&self.ok(&["get", "endpoint", name, "-o", "json"])).unwrap()
+    }
+
+    fn apply(&self, yaml: &str) -> Output {
+        let path = self.root.path().join("ep.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        self.run(&["apply", "-f", path.to_str().unwrap()])
+    }
+
+    fn job_count(&self) -> usize {
+        let v: Vec<serde_json::Value> =
+            serde_json::from_str(&self.ok(&["get", "jobs", "-o", "json"])).unwrap();
+        v.len()
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            interrupt(&mut c, Duration::from_secs(20));
+        }
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection: (status, body).
+fn http(addr: &str, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+const INFER: &str =
+    r#"{"inputs":[{"name":"x","shape":[2,3],"datatype":"FP32","data":[1,1,1,1,0,-1]}]}"#;
+
+/// y = x @ [[1,2],[3,4],[5,6]] + [0.5,-0.5]
+fn check_linear_answer(body: &str) {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    let out = &v["outputs"][0];
+    assert_eq!(out["name"], "y", "{body}");
+    assert_eq!(out["shape"], serde_json::json!([2, 2]), "{body}");
+    assert_eq!(
+        out["data"],
+        serde_json::json!([9.5, 11.5, -3.5, -4.5]),
+        "{body}"
+    );
+}
+
+fn endpoint_yaml(model: &Path) -> String {
+    format!(
+        "apiVersion: gpuctl.io/v1
+kind: Endpoint
+metadata: {{name: linear}}
+spec:
+  model: {{name: linear, path: {}, format: onnx}}
+  resources: {{gpus: 1}}
+  autoscaling:
+    minReplicas: 0
+    maxReplicas: 3
+    targetConcurrency: 1
+    scaleToZeroAfterSeconds: 2
+    stableWindowSeconds: 3
+  batching: {{maxBatchSize: 8, maxDelayMillis: 2}}
+",
+        model.display()
+    )
+}
+
+#[test]
+fn endpoint_wakes_from_zero_scales_up_and_drains_without_failing_a_request() {
+    let dev = Dev::start(&["--gpus", "4xA100-80GB", "--cold-start-timeout", "30s"]);
+    let gw = dev.gateway();
+    let out = dev.apply(&endpoint_yaml(&testdata("linear.onnx")));
+    assert!(out.status.success(), "{out:?}");
+    let ep = dev.endpoint("linear");
+    assert_eq!(ep.status.desired_replicas, 0);
+    assert!(ep.status.replicas.is_empty());
+    assert_eq!(
+        dev.job_count(),
+        0,
+        "minReplicas 0: nothing runs before traffic"
+    );
+    // The gateway learns the endpoint on its next poll.
+    eventually(
+        Duration::from_secs(10),
+        "the gateway to know the endpoint",
+        || {
+            let (code, _) = http(&gw, "GET", "/v2/models/linear/ready", "").ok()?;
+            (code != 404).then_some(())
+        },
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the endpoint to be back at zero",
+        || (dev.job_count() == 0).then_some(()),
+    );
+
+    // 1. The first request wakes the endpoint and gets the model's answer.
+    let t = Instant::now();
+    let (code, body) = http(&gw, "POST", "/v2/models/linear/infer", INFER).unwrap();
+    let cold = t.elapsed();
+    assert_eq!(code, 200, "{body}");
+    check_linear_answer(&body);
+    eprintln!("cold start: first request answered in {cold:?}");
+    assert!(cold < Duration::from_secs(10), "cold start took {cold:?}");
+    let ep = dev.endpoint("linear");
+    assert_eq!(ep.status.desired_replicas, 1);
+    assert!(ep
+        .status
+        .events
+        .iter()
+        .any(|e| e.reason == "Scaled" && e.message.contains("traffic arrived with no replicas")));
+
+    // 2. Idle, it goes back to zero.
+    eventually(Duration::from_secs(30), "scale to zero when idle", || {
+        let ep = dev.endpoint("linear");
+        (ep.status.desired_replicas == 0 && ep.status.replicas.is_empty() && dev.job_count() == 0)
+            .then_some(())
+    });
+
+    // 3. Under 16 concurrent clients it scales past one replica; then one client keeps
+    //    going while the endpoint scales down, and no request fails throughout.
+    let stop_heavy = Arc::new(AtomicBool::new(false));
+    let stop_all = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failures: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut clients = Vec::new();
+    for i in 0..16 {
+        let (gw, stop_heavy, stop_all, ok, failures) = (
+            gw.clone(),
+            stop_heavy.clone(),
+            stop_all.clone(),
+            ok.clone(),
+            failures.clone(),
+        );
+        clients.push(std::thread::spawn(move || {
+            let stop = if i == 0 { stop_all } else { stop_heavy };
+            while !stop.load(Ordering::Relaxed) {
+                match http(&gw, "POST", "/v2/models/linear/infer", INFER) {
+                    Ok((200, body)) => {
+                        check_linear_answer(&body);
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok((code, body)) => failures.lock().unwrap().push(format!("{code}: {body}")),
+                    Err(e) => failures.lock().unwrap().push(e.to_string()),
+                }
+            }
+        }));
+    }
+    let peak = eventually(Duration::from_secs(40), "scale-up past one replica", || {
+        let ep = dev.endpoint("linear");
+        let serving = ep.status.replicas.iter().filter(|r| r.serving()).count();
+        (serving >= 2).then_some(serving)
+    });
+    eprintln!("scaled up to {peak} serving replicas");
+    // Let the new replicas take traffic for a moment.
+    std::thread::sleep(Duration::from_secs(2));
+    stop_heavy.store(true, Ordering::Relaxed);
+    eventually(Duration::from_secs(60), "scale-down to one replica", || {
+        let ep = dev.endpoint("linear");
+        let drained = ep
+            .status
+            .events
+            .iter()
+            .filter(|e| e.reason == "ReplicaStopped")
+            .count();
+        (ep.status.replicas.len() <= 1 && drained >= 2).then_some(())
+    });
+    stop_all.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().expect("client thread");
+    }
+    let failures = failures.lock().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed, e.g. {:?}",
+        failures.len(),
+        failures.len() + ok.load(Ordering::Relaxed),
+        failures.first()
+    );
+    assert!(ok.load(Ordering::Relaxed) > 50);
+
+    // 4. `get endpoints` shows the URL; delete stops everything.
+    let table = dev.ok(&["get", "endpoints"]);
+    assert!(
+        table.contains(&format!("http://{gw}/v2/models/linear")),
+        "{table}"
+    );
+    let describe = dev.ok(&["describe", "endpoint", "linear"]);
+    assert!(describe.contains("ReplicaDraining"), "{describe}");
+    dev.ok(&["delete", "endpoint", "linear"]);
+    assert_eq!(dev.ok(&["get", "endpoints", "-o", "json"]).trim(), "[]");
+    eventually(Duration::from_secs(10), "replica jobs gone", || {
+        (dev.job_count() == 0).then_some(())
+    });
+    let (code, _) = eventually(Duration::from_secs(10), "the gateway to forget it", || {
+        let r = http(&gw, "POST", "/v2/models/linear/infer", INFER).ok()?;
+        (r.0 == 404).then_some(r)
+    });
+    assert_eq!(code, 404);
+}
+
+#[test]
+fn endpoint_without_room_for_a_replica_answers_503_saying_why() {
+    let dev = Dev::start(&["--gpus", "1xA100-80GB", "--cold-start-timeout", "2s"]);
+    let gw = dev.gateway();
+    // More GPUs per replica than any node has: refused at apply, naming the field.
+    let too_big = endpoint_yaml(&testdata("linear.onnx")).replace("gpus: 1", "gpus: 2");
+    let out = dev.apply(&too_big);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("spec.resources"), "{err}");
+    // The only GPU is taken by a job: a replica can be created but never placed.
+    dev.ok(&[
+        "submit", "--name", "hog", "--gpus", "1", "--", "sleep", "600",
+    ]);
+    let out = dev.apply(&endpoint_yaml(&testdata("linear.onnx")));
+    assert!(out.status.success(), "{out:?}");
+    eventually(
+        Duration::from_secs(10),
+        "the gateway to know the endpoint",
+        || {
+            let (code, _) = http(&gw, "GET", "/v2/models/linear/ready", "").ok()?;
+            (code != 404).then_some(())
+        },
+    );
+    let t = Instant::now();
+    let (code, body) = http(&gw, "POST", "/v2/models/linear/infer", INFER).unwrap();
+    let waited = t.elapsed();
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("no ready replica after 2s"), "{body}");
+    assert!(body.contains("pending: no node has room"), "{body}");
+    assert!(waited >= Duration::from_secs(2) && waited < Duration::from_secs(10));
+    let ep = dev.endpoint("linear");
+    assert_eq!(
+        ep.status.desired_replicas, 1,
+        "the request asked for a replica"
+    );
+}

@@ -1,0 +1,901 @@
+//! Endpoints in the state machine: the pure `apply` side of `CreateEndpoint`,
+//! `ScaleEndpoint`, `ReplicaDrained`, `DeleteEndpoint` and `EndpointLoad`.
+//!
+//! ```text
+//! ScaleEndpoint { replicas: n }
+//!   1. replicas whose job ended (failed, lost node) are removed, with an event;
+//!   2. fewer than n serving: revive draining replicas (newest first), then submit
+//!      new replica jobs `<endpoint>-replica-<serial>` (one task each, labelled
+//!      gpuctl.io/endpoint) that placement binds like any job;
+//!   3. more than n: replicas not yet running are stopped at once; running ones are
+//!      marked draining (the gateway stops routing to them) and stopped later by
+//!      `ReplicaDrained`, once the gateway reports no request in flight on them.
+//! ```
+//!
+//! Deterministic like the rest of `apply`: replica names come from a serial in the
+//! endpoint's status, time from the envelope.
+
+use std::collections::BTreeMap;
+
+use gpuctl_common::api::{
+    Event, Job, JobSpec, TaskPhase, TaskSpec, Topology, API_VERSION, MAX_EVENTS,
+};
+use gpuctl_common::endpoint::{Endpoint, ReplicaStatus, ENDPOINT_LABEL};
+
+use crate::state::{Applied, ApplyError, ObjKey, State};
+
+/// The program the built-in model server runs as; the node daemon finds it next to
+/// its own executable, else on `PATH`.
+pub const MODEL_SERVER: &str = "gpu-model-server";
+
+/// The replica job an endpoint runs (before the state machine fills in its status).
+pub fn replica_job(ep: &Endpoint, job_name: &str) -> Job {
+    let spec = &ep.spec;
+    let (command, env, working_dir) = match (&spec.model, &spec.server) {
+        (Some(m), _) => (
+            vec![
+                MODEL_SERVER.to_string(),
+                "--model".into(),
+                m.path.clone(),
+                "--name".into(),
+                ep.metadata.name.clone(),
+                "--listen".into(),
+                "0.0.0.0".into(),
+                "--max-batch-size".into(),
+                spec.batching.max_batch_size.to_string(),
+                "--max-delay-ms".into(),
+                spec.batching.max_delay_millis.to_string(),
+            ],
+            BTreeMap::new(),
+            None,
+        ),
+        (None, Some(s)) => (s.command.clone(), s.env.clone(), s.working_dir.clone()),
+        (None, None) => (vec!["false".into()], BTreeMap::new(), None),
+    };
+    let mut job = Job::new(
+        job_name,
+        JobSpec {
+            tasks: vec![TaskSpec {
+                name: "server".into(),
+                replicas: 1,
+                command,
+                env,
+                working_dir,
+                resources: spec.resources.clone(),
+            }],
+            min_available: None,
+            priority: 0,
+            topology: Topology::Pack,
+            max_retries: 0,
+            timeout_seconds: None,
+        },
+    );
+    job.metadata
+        .labels
+        .insert(ENDPOINT_LABEL.to_string(), ep.metadata.name.clone());
+    job
+}
+
+/// Whether `job` is a replica of some endpoint, and of which.
+pub fn endpoint_of(job: &Job) -> Option<&str> {
+    job.metadata.labels.get(ENDPOINT_LABEL).map(String::as_str)
+}
+
+fn push_ep_event(ep: &mut Endpoint, now: u64, reason: &str, message: String) {
+    ep.status.events.push(Event {
+        time_ms: now,
+        reason: reason.to_string(),
+        message,
+    });
+    let n = ep.status.events.len();
+    if n > MAX_EVENTS {
+        ep.status.events.drain(..n - MAX_EVENTS);
+    }
+}
+
+impl State {
+    fn touch_endpoint(&mut self, index: u64, name: &str) {
+        if let Some(e) = self.endpoints.get_mut(name) {
+            e.metadata.resource_version = Some(index);
+        }
+        self.mark_dirty(ObjKey::Endpoint(name.to_string()));
+    }
+
+    fn endpoint_applied(&self, name: &str) -> Applied {
+        self.endpoint_view(name)
+            .map(|e| Applied::Endpoint(Box::new(e)))
+            .unwrap_or(Applied::Nothing)
+    }
+
+    /// Stop a replica's job and forget it (it is not kept like a user's job).
+    fn remove_replica_job(&mut self, job: &str) {
+        if self.jobs.contains_key(job) {
+            self.stop_tasks(job, TaskPhase::Cancelled, "endpoint replica removed");
+            self.jobs.remove(job);
+            self.mark_dirty(ObjKey::Job(job.to_string()));
+        }
+    }
+
+    pub(crate) fn create_endpoint(
+        &mut self,
+        index: u64,
+        now: u64,
+        ep: &Endpoint,
+    ) -> Result<Applied, ApplyError> {
+        let name = ep.metadata.name.clone();
+        if self.endpoints.contains_key(&name) {
+            return Err(ApplyError::AlreadyExists {
+                kind: "endpoint",
+                name,
+            });
+        }
+        ep.validate()
+            .map_err(|e| ApplyError::Invalid(e.to_string()))?;
+        let mut e = ep.clone();
+        e.api_version = API_VERSION.to_string();
+        e.metadata.uid = Some(index);
+        e.metadata.creation_timestamp_ms = Some(now);
+        e.status = Default::default();
+        push_ep_event(&mut e, now, "Created", "endpoint created".into());
+        let min = e.spec.autoscaling.min_replicas;
+        self.endpoints.insert(name.clone(), e);
+        self.touch_endpoint(index, &name);
+        self.reconcile_endpoint(index, now, &name, min, "minReplicas")?;
+        Ok(self.endpoint_applied(&name))
+    }
+
+    pub(crate) fn delete_endpoint(
+        &mut self,
+        index: u64,
+        _now: u64,
+        name: &str,
+    ) -> Result<Applied, ApplyError> {
+        let Some(ep) = self.endpoints.remove(name) else {
+            return Err(ApplyError::NotFound {
+                kind: "endpoint",
+                name: name.to_string(),
+            });
+        };
+        for r in &ep.status.replicas {
+            self.remove_replica_job(&r.job);
+        }
+        self.mark_dirty(ObjKey::Endpoint(name.to_string()));
+        let mut gone = ep;
+        gone.metadata.resource_version = Some(index);
+        gone.status.desired_replicas = 0;
+        gone.status.replicas.clear();
+        Ok(Applied::Endpoint(Box::new(gone)))
+    }
+
+    pub(crate) fn scale_endpoint(
+        &mut self,
+        index: u64,
+        now: u64,
+        name: &str,
+        replicas: u32,
+        reason: &str,
+    ) -> Result<Applied, ApplyError> {
+        self.reconcile_endpoint(index, now, name, replicas, reason)?;
+        Ok(self.endpoint_applied(name))
+    }
+
+    /// Bring the endpoint's replica jobs to `want` serving replicas (clamped to the
+    /// endpoint's bounds).
+    fn reconcile_endpoint(
+        &mut self,
+        index: u64,
+        now: u64,
+        name: &str,
+        want: u32,
+        reason: &str,
+    ) -> Result<(), ApplyError> {
+        let Some(ep) = self.endpoints.get(name) else {
+            return Err(ApplyError::NotFound {
+                kind: "endpoint",
+                name: name.to_string(),
+            });
+        };
+        let a = &ep.spec.autoscaling;
+        let want = want.clamp(a.min_replicas, a.max_replicas);
+        let old_desired = ep.status.desired_replicas;
+        let mut replicas = ep.status.replicas.clone();
+        let mut serial = ep.status.next_replica;
+        let mut events: Vec<(&'static str, String)> = Vec::new();
+        let mut remove_jobs: Vec<String> = Vec::new();
+        let mut new_jobs: Vec<Job> = Vec::new();
+
+        // 1. Replicas whose job ended are gone.
+        replicas.retain(|r| match self.jobs.get(&r.job) {
+            Some(j) if !j.status.phase.is_terminal() => true,
+            Some(j) => {
+                let why = j.status.message.clone().unwrap_or_default();
+                if !r.draining() {
+                    events.push((
+                        "ReplicaEnded",
+                        format!("replica {} ended ({}): {why}", r.job, j.status.phase),
+                    ));
+                }
+                remove_jobs.push(r.job.clone());
+                false
+            }
+            None => false,
+        });
+
+        let serving = |rs: &[ReplicaStatus]| rs.iter().filter(|r| !r.draining()).count() as u32;
+        // 2. Too few: revive draining replicas, newest first, then add new ones.
+        while serving(&replicas) < want {
+            if let Some(r) = replicas.iter_mut().rev().find(|r| r.draining()) {
+                r.draining_since_ms = None;
+                events.push(("ReplicaRevived", format!("replica {} serves again", r.job)));
+                continue;
+            }
+            let mut job_name = format!("{name}-replica-{serial}");
+            serial += 1;
+            while self.jobs.contains_key(&job_name)
+                || new_jobs.iter().any(|j| j.metadata.name == job_name)
+            {
+                job_name = format!("{name}-replica-{serial}");
+                serial += 1;
+            }
+            let ep = &self.endpoints[name];
+            new_jobs.push(replica_job(ep, &job_name));
+            replicas.push(ReplicaStatus {
+                job: job_name,
+                ..Default::default()
+            });
+        }
+        // 3. Too many: drop replicas not yet running, then drain the newest running.
+        while serving(&replicas) > want {
+            let not_running = replicas.iter().rposition(|r| {
+                !r.draining()
+                    && self
+                        .jobs
+                        .get(&r.job)
+                        .and_then(|j| j.status.tasks.first())
+                        .is_none_or(|t| t.phase != TaskPhase::Running)
+            });
+            if let Some(i) = not_running {
+                let r = replicas.remove(i);
+                remove_jobs.push(r.job);
+                continue;
+            }
+            if let Some(r) = replicas.iter_mut().rev().find(|r| !r.draining()) {
+                r.draining_since_ms = Some(now);
+                events.push(("ReplicaDraining", format!("replica {} is draining", r.job)));
+            }
+        }
+
+        for j in remove_jobs {
+            self.remove_replica_job(&j);
+        }
+        for j in new_jobs {
+            let job_name = j.metadata.name.clone();
+            self.submit(index, now, &j)?;
+            events.push(("ReplicaCreated", format!("replica {job_name} created")));
+        }
+        let ep = self.endpoints.get_mut(name).expect("checked above");
+        ep.status.replicas = replicas;
+        ep.status.next_replica = serial;
+        ep.status.desired_replicas = want;
+        if want != old_desired {
+            ep.status.reason = Some(reason.to_string());
+            push_ep_event(
+                ep,
+                now,
+                "Scaled",
+                format!("{old_desired} → {want} replicas: {reason}"),
+            );
+        }
+        for (r, m) in events {
+            push_ep_event(ep, now, r, m);
+        }
+        self.touch_endpoint(index, name);
+        Ok(())
+    }
+
+    pub(crate) fn replica_drained(
+        &mut self,
+        index: u64,
+        now: u64,
+        endpoint: &str,
+        job: &str,
+    ) -> Result<Applied, ApplyError> {
+        let Some(ep) = self.endpoints.get_mut(endpoint) else {
+            return Ok(Applied::Nothing);
+        };
+        let Some(i) = ep
+            .status
+            .replicas
+            .iter()
+            .position(|r| r.job == job && r.draining())
+        else {
+            return Ok(Applied::Nothing); // revived or already gone: a stale report
+        };
+        ep.status.replicas.remove(i);
+        push_ep_event(
+            ep,
+            now,
+            "ReplicaStopped",
+            format!("replica {job} drained and stopped"),
+        );
+        self.remove_replica_job(job);
+        self.touch_endpoint(index, endpoint);
+        Ok(self.endpoint_applied(endpoint))
+    }
+
+    pub(crate) fn endpoint_load(
+        &mut self,
+        index: u64,
+        name: &str,
+        concurrency: f64,
+        rps: f64,
+    ) -> Result<Applied, ApplyError> {
+        let Some(ep) = self.endpoints.get_mut(name) else {
+            return Ok(Applied::Nothing);
+        };
+        let finite = |v: f64| if v.is_finite() { v.max(0.0) } else { 0.0 };
+        ep.status.concurrency = finite(concurrency);
+        ep.status.requests_per_second = finite(rps);
+        self.touch_endpoint(index, name);
+        Ok(Applied::Nothing)
+    }
+
+    /// An endpoint as users and the gateway read it: each replica's phase, node and
+    /// URL filled in from its job and node.
+    pub fn endpoint_view(&self, name: &str) -> Option<Endpoint> {
+        let mut e = self.endpoints.get(name)?.clone();
+        for r in &mut e.status.replicas {
+            let task = self.jobs.get(&r.job).and_then(|j| j.status.tasks.first());
+            r.phase = task.map(|t| t.phase);
+            r.node = task.and_then(|t| t.node.clone());
+            r.url = task.and_then(|t| {
+                let node = self.nodes.get(t.node.as_deref()?)?;
+                let port = t.port?;
+                let host = if node.status.address.contains(':') {
+                    format!("[{}]", node.status.address)
+                } else {
+                    node.status.address.clone()
+                };
+                Some(format!("http://{host}:{port}"))
+            });
+            if let Some(p) = task.and_then(|t| t.port) {
+                r.port = p;
+            }
+        }
+        Some(e)
+    }
+
+    /// Every endpoint as [`State::endpoint_view`] shows it.
+    pub fn endpoint_views(&self) -> Vec<Endpoint> {
+        self.endpoints
+            .keys()
+            .filter_map(|n| self.endpoint_view(n))
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The endpoint controller (leader only).
+
+/// A draining replica the gateway never reports as idle is stopped after this.
+pub const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+/// How often the endpoint controller runs when nothing wakes it.
+const TICK: std::time::Duration = std::time::Duration::from_millis(200);
+/// Least time between two `EndpointLoad` writes for one endpoint.
+const LOAD_WRITE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+/// Least time between two replacements of ended replicas of one endpoint.
+const REPLACE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use gpuctl_common::autoscaler::{Autoscaler, AutoscalerConfig};
+use gpuctl_proto::v1 as pb;
+use tokio::time::Instant;
+
+use crate::raft_node::RaftHandle;
+use crate::state::{Command, Envelope};
+
+/// What the leader knows about one endpoint's load (soft state: a new leader
+/// starts afresh, holding the replicas that exist for a stable window).
+struct EndpointLoad {
+    config: AutoscalerConfig,
+    autoscaler: Autoscaler,
+    concurrency: f64,
+    rps: f64,
+    /// Draining replicas the gateway last reported idle.
+    drained: BTreeSet<String>,
+    last_load_write: Option<Instant>,
+    written: (f64, f64),
+    last_replace: Option<Instant>,
+}
+
+/// Gateway load reports, on the replica that leads.
+pub struct Loads {
+    origin: Instant,
+    eps: Mutex<HashMap<String, EndpointLoad>>,
+    /// Wakes the controller when a report arrives.
+    pub wake: tokio::sync::Notify,
+}
+
+impl Default for Loads {
+    fn default() -> Self {
+        Loads {
+            origin: Instant::now(),
+            eps: Mutex::new(HashMap::new()),
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+}
+
+impl Loads {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, EndpointLoad>> {
+        self.eps.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn entry<'a>(
+        &self,
+        map: &'a mut HashMap<String, EndpointLoad>,
+        ep: &Endpoint,
+        now: Instant,
+    ) -> &'a mut EndpointLoad {
+        let config = ep.autoscaler_config();
+        let stale = map
+            .get(&ep.metadata.name)
+            .is_some_and(|e| e.config != config);
+        if stale {
+            map.remove(&ep.metadata.name);
+        }
+        map.entry(ep.metadata.name.clone()).or_insert_with(|| {
+            let mut autoscaler = Autoscaler::new(config.clone());
+            // A new leader holds what runs until the windows have seen real load.
+            let current = ep.status.replicas.iter().filter(|r| !r.draining()).count();
+            if current > 0 {
+                autoscaler.record(
+                    now.duration_since(self.origin),
+                    current as f64 * config.target_concurrency,
+                );
+            }
+            EndpointLoad {
+                config,
+                autoscaler,
+                concurrency: 0.0,
+                rps: 0.0,
+                drained: BTreeSet::new(),
+                last_load_write: None,
+                written: (0.0, 0.0),
+                last_replace: None,
+            }
+        })
+    }
+
+    /// Record one report; returns the endpoints that need a replica right now
+    /// (a request waits and none serves), with the replicas to ask for.
+    pub fn record(&self, st: &State, req: &pb::ReportLoadRequest) -> Vec<(String, u32)> {
+        let now = Instant::now();
+        let mut map = self.lock();
+        let mut wake = Vec::new();
+        for l in &req.endpoints {
+            let Some(ep) = st.endpoints.get(&l.endpoint) else {
+                continue;
+            };
+            let e = self.entry(&mut map, ep, now);
+            let c = if l.concurrency.is_finite() {
+                l.concurrency.max(0.0)
+            } else {
+                0.0
+            };
+            e.autoscaler.record(now.duration_since(self.origin), c);
+            e.concurrency = c;
+            e.rps = if l.requests_per_second.is_finite() {
+                l.requests_per_second.max(0.0)
+            } else {
+                0.0
+            };
+            e.drained = l.drained.iter().cloned().collect();
+            let serving = ep.status.replicas.iter().filter(|r| !r.draining()).count();
+            if l.cold_start && serving == 0 {
+                wake.push((ep.metadata.name.clone(), ep.status.desired_replicas.max(1)));
+            }
+        }
+        wake
+    }
+
+    /// Forget everything (this replica stopped leading).
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    /// The commands that bring every endpoint where it should be at `now`.
+    pub fn plan(&self, st: &State, now: Instant, now_ms: u64) -> Vec<Command> {
+        let mut map = self.lock();
+        map.retain(|name, _| st.endpoints.contains_key(name));
+        let mut cmds = Vec::new();
+        for ep in st.endpoints.values() {
+            let name = &ep.metadata.name;
+            let e = self.entry(&mut map, ep, now);
+            let live: Vec<&ReplicaStatus> = ep
+                .status
+                .replicas
+                .iter()
+                .filter(|r| !r.draining())
+                .collect();
+            let ended = ep.status.replicas.iter().any(|r| {
+                st.jobs
+                    .get(&r.job)
+                    .is_none_or(|j| j.status.phase.is_terminal())
+            });
+            let d = e
+                .autoscaler
+                .decide(now.duration_since(self.origin), live.len() as u32);
+            if d.desired != ep.status.desired_replicas {
+                cmds.push(Command::ScaleEndpoint {
+                    name: name.clone(),
+                    replicas: d.desired,
+                    reason: d.reason.to_string(),
+                });
+            } else if ended
+                && e.last_replace
+                    .is_none_or(|t| now.duration_since(t) >= REPLACE_EVERY)
+            {
+                e.last_replace = Some(now);
+                cmds.push(Command::ScaleEndpoint {
+                    name: name.clone(),
+                    replicas: ep.status.desired_replicas,
+                    reason: "replacing a replica that ended".into(),
+                });
+            }
+            for r in ep.status.replicas.iter() {
+                let Some(since) = r.draining_since_ms else {
+                    continue;
+                };
+                let running = st
+                    .jobs
+                    .get(&r.job)
+                    .and_then(|j| j.status.tasks.first())
+                    .is_some_and(|t| t.phase == TaskPhase::Running);
+                let expired = now_ms.saturating_sub(since) >= DRAIN_GRACE.as_millis() as u64;
+                if e.drained.contains(&r.job) || expired || !running {
+                    e.drained.remove(&r.job);
+                    cmds.push(Command::ReplicaDrained {
+                        endpoint: name.clone(),
+                        job: r.job.clone(),
+                    });
+                }
+            }
+            let changed = (e.rps - e.written.0).abs() > 0.05 * e.written.0.max(1.0)
+                || (e.concurrency - e.written.1).abs() > 0.05 * e.written.1.max(1.0);
+            if changed
+                && e.last_load_write
+                    .is_none_or(|t| now.duration_since(t) >= LOAD_WRITE_EVERY)
+            {
+                e.last_load_write = Some(now);
+                e.written = (e.rps, e.concurrency);
+                cmds.push(Command::EndpointLoad {
+                    name: name.clone(),
+                    concurrency: e.concurrency,
+                    requests_per_second: e.rps,
+                });
+            }
+        }
+        cmds
+    }
+}
+
+async fn propose(raft: &RaftHandle, cmd: Command) {
+    let name = cmd.name();
+    if let Err(e) = raft
+        .propose(Envelope::new(gpuctl_common::now_ms(), cmd))
+        .await
+    {
+        tracing::warn!("{name} not applied: {e}");
+    }
+}
+
+/// Handle a gateway's report on the leader: record it and wake cold endpoints now.
+pub async fn report_load(raft: &RaftHandle, loads: &Loads, req: &pb::ReportLoadRequest) {
+    let wake = {
+        let st = raft.shared.read();
+        loads.record(&st, req)
+    };
+    for (name, replicas) in wake {
+        propose(
+            raft,
+            Command::ScaleEndpoint {
+                name,
+                replicas,
+                reason: gpuctl_common::autoscaler::Reason::ColdStart.to_string(),
+            },
+        )
+        .await;
+    }
+    loads.wake.notify_one();
+}
+
+/// The endpoint controller: runs the autoscaler on the gateways' reports, replaces
+/// replicas that ended and stops drained ones. Leader only; idempotent.
+pub async fn run(
+    raft: RaftHandle,
+    loads: std::sync::Arc<Loads>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        if raft.shared.status().is_leader() {
+            let cmds = {
+                let st = raft.shared.read();
+                loads.plan(&st, Instant::now(), gpuctl_common::now_ms())
+            };
+            for c in cmds {
+                propose(&raft, c).await;
+            }
+        } else {
+            loads.clear();
+        }
+        tokio::select! {
+            _ = loads.wake.notified() => {}
+            _ = tokio::time::sleep(TICK) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Binding, NodeRegistration, TaskPlacement, TaskReport};
+    use gpuctl_common::api::{Gpu, GpuShare, Manifest};
+
+    fn endpoint(min: u32, max: u32) -> Endpoint {
+        let text = format!(
+            "apiVersion: gpuctl.io/v1\nkind: Endpoint\nmetadata: {{name: lin}}\nspec:\n  model: {{path: /m/linear.onnx}}\n  resources: {{gpus: 1}}\n  autoscaling: {{minReplicas: {min}, maxReplicas: {max}, targetConcurrency: 1, scaleToZeroAfterSeconds: 5, stableWindowSeconds: 10}}\n"
+        );
+        match gpuctl_common::api::parse_manifests("ep.yaml", &text)
+            .unwrap()
+            .remove(0)
+        {
+            Manifest::Endpoint(e) => e,
+            _ => panic!("not an endpoint"),
+        }
+    }
+
+    struct H {
+        s: State,
+        index: u64,
+    }
+
+    impl H {
+        fn new() -> H {
+            let mut h = H {
+                s: State::default(),
+                index: 0,
+            };
+            h.apply(Command::RegisterNode {
+                reg: NodeRegistration {
+                    name: "n1".into(),
+                    address: "127.0.0.1".into(),
+                    agent_endpoint: "http://127.0.0.1:1".into(),
+                    inventory: "simulated".into(),
+                    cpu_milli: 0,
+                    memory_bytes: 0,
+                    gpus: (0..4)
+                        .map(|i| Gpu {
+                            uuid: format!("GPU-{i}"),
+                            index: i,
+                            model: "A100-80GB".into(),
+                            memory_bytes: 80 << 30,
+                            nvlink_domain: String::new(),
+                            healthy: true,
+                        })
+                        .collect(),
+                    labels: Default::default(),
+                },
+            })
+            .unwrap();
+            h
+        }
+        fn apply(&mut self, cmd: Command) -> Result<Applied, ApplyError> {
+            self.index += 1;
+            self.s
+                .apply(self.index, &Envelope::new(1000 * self.index, cmd))
+        }
+        fn scale(&mut self, n: u32) {
+            self.apply(Command::ScaleEndpoint {
+                name: "lin".into(),
+                replicas: n,
+                reason: "test".into(),
+            })
+            .unwrap();
+        }
+        fn replicas(&self) -> Vec<ReplicaStatus> {
+            self.s.endpoint_view("lin").unwrap().status.replicas
+        }
+        /// Bind replica `job` to GPU `gpu` and report it running on `port`.
+        fn run(&mut self, job: &str, gpu: u32, port: u16) {
+            self.apply(Command::Bind {
+                bindings: vec![Binding {
+                    job: job.into(),
+                    attempt: 1,
+                    tasks: vec![TaskPlacement {
+                        index: 0,
+                        node: "n1".into(),
+                        gpus: vec![GpuShare {
+                            index: gpu,
+                            uuid: format!("GPU-{gpu}"),
+                            milli: 1000,
+                        }],
+                    }],
+                }],
+            })
+            .unwrap();
+            self.apply(Command::TaskReport {
+                report: TaskReport {
+                    node: "n1".into(),
+                    job: job.into(),
+                    index: 0,
+                    attempt: 1,
+                    phase: TaskPhase::Running,
+                    exit_code: None,
+                    message: None,
+                    pid: Some(7),
+                    port: Some(port),
+                    outputs: None,
+                },
+            })
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn replicas_are_jobs_that_drain_before_they_stop() {
+        let mut h = H::new();
+        h.apply(Command::CreateEndpoint {
+            endpoint: Box::new(endpoint(0, 3)),
+        })
+        .unwrap();
+        assert!(h.replicas().is_empty(), "minReplicas 0: nothing runs");
+        h.scale(2);
+        let r = h.replicas();
+        assert_eq!(r.len(), 2);
+        let job = &h.s.jobs[&r[0].job];
+        assert_eq!(endpoint_of(job), Some("lin"));
+        let cmd = &job.spec.tasks[0].command;
+        assert_eq!(cmd[0], MODEL_SERVER);
+        assert!(cmd.windows(2).any(|w| w == ["--name", "lin"]), "{cmd:?}");
+        assert_eq!(job.spec.tasks[0].resources.gpus, 1.0);
+
+        h.run("lin-replica-0", 0, 20001);
+        h.run("lin-replica-1", 1, 20002);
+        let r = h.replicas();
+        assert_eq!(r[0].url.as_deref(), Some("http://127.0.0.1:20001"));
+        assert!(r.iter().all(|r| r.serving()));
+
+        // Scale down: the newest running replica drains; its job keeps running.
+        h.scale(1);
+        let r = h.replicas();
+        assert_eq!(r.len(), 2);
+        assert!(r[1].draining() && !r[1].serving());
+        assert_eq!(
+            h.s.jobs["lin-replica-1"].status.tasks[0].phase,
+            TaskPhase::Running
+        );
+        // Scale up again revives it instead of starting a new job.
+        h.scale(2);
+        assert!(h.replicas().iter().all(|r| !r.draining()));
+        assert!(!h.s.jobs.contains_key("lin-replica-2"));
+        h.scale(1);
+        // The gateway reports it drained: the job is stopped and forgotten.
+        h.apply(Command::ReplicaDrained {
+            endpoint: "lin".into(),
+            job: "lin-replica-1".into(),
+        })
+        .unwrap();
+        assert_eq!(h.replicas().len(), 1);
+        assert!(!h.s.jobs.contains_key("lin-replica-1"));
+        assert!(
+            !h.s.usage("n1").gpu_milli.contains_key(&1),
+            "GPU 1 released"
+        );
+        // A stale drain report changes nothing.
+        assert_eq!(
+            h.apply(Command::ReplicaDrained {
+                endpoint: "lin".into(),
+                job: "lin-replica-1".into(),
+            }),
+            Ok(Applied::Nothing)
+        );
+        // Bounds: asking for 10 gives maxReplicas.
+        h.scale(10);
+        assert_eq!(h.s.endpoints["lin"].status.desired_replicas, 3);
+        // Replicas not running yet are removed at once on scale-down.
+        h.scale(1);
+        assert_eq!(h.replicas().len(), 1);
+        assert_eq!(h.replicas()[0].job, "lin-replica-0");
+        let dirty = h.s.take_dirty();
+        assert!(dirty.contains(&ObjKey::Endpoint("lin".into())));
+        // Delete stops everything.
+        h.apply(Command::DeleteEndpoint { name: "lin".into() })
+            .unwrap();
+        assert!(h.s.endpoints.is_empty());
+        assert!(h.s.jobs.is_empty());
+        assert!(h.s.usage("n1").gpu_milli.is_empty());
+        assert_eq!(h.s.object_json(&ObjKey::Endpoint("lin".into())), None);
+    }
+
+    #[test]
+    fn ended_replicas_are_replaced_and_min_replicas_start_at_once() {
+        let mut h = H::new();
+        h.apply(Command::CreateEndpoint {
+            endpoint: Box::new(endpoint(1, 2)),
+        })
+        .unwrap();
+        assert_eq!(h.replicas().len(), 1);
+        let dup = h.apply(Command::CreateEndpoint {
+            endpoint: Box::new(endpoint(1, 2)),
+        });
+        assert!(matches!(dup, Err(ApplyError::AlreadyExists { .. })));
+        h.run("lin-replica-0", 0, 20001);
+        h.apply(Command::TaskReport {
+            report: TaskReport {
+                node: "n1".into(),
+                job: "lin-replica-0".into(),
+                index: 0,
+                attempt: 1,
+                phase: TaskPhase::Failed,
+                exit_code: Some(1),
+                message: Some("model file not found".into()),
+                pid: None,
+                port: None,
+                outputs: None,
+            },
+        })
+        .unwrap();
+        h.scale(1);
+        let r = h.replicas();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].job, "lin-replica-1");
+        assert!(!h.s.jobs.contains_key("lin-replica-0"));
+        let ev = &h.s.endpoints["lin"].status.events;
+        assert!(ev.iter().any(|e| e.reason == "ReplicaEnded"), "{ev:?}");
+        // The state survives a restart through its stored objects.
+        let eps: Vec<Endpoint> = h.s.endpoints.values().cloned().collect();
+        let jobs = h.s.jobs.values().cloned().collect();
+        let nodes = h.s.nodes.values().cloned().collect();
+        let back = State::from_objects(jobs, nodes).with_endpoints(eps);
+        assert_eq!(back.endpoint_view("lin"), h.s.endpoint_view("lin"));
+    }
+
+    #[test]
+    fn controller_wakes_cold_endpoints_and_scales_to_zero_when_idle() {
+        let mut h = H::new();
+        h.apply(Command::CreateEndpoint {
+            endpoint: Box::new(endpoint(0, 3)),
+        })
+        .unwrap();
+        let loads = Loads::default();
+        let t0 = loads.origin;
+        let report = |c: f64, cold: bool| pb::ReportLoadRequest {
+            endpoints: vec![pb::EndpointLoad {
+                endpoint: "lin".into(),
+                concurrency: c,
+                requests_per_second: 0.0,
+                cold_start: cold,
+                drained: vec![],
+            }],
+        };
+        // Nothing reported, nothing to do.
+        assert!(loads.plan(&h.s, t0, 0).is_empty());
+        // A request waits: wake at once with one replica.
+        let wake = loads.record(&h.s, &report(1.0, true));
+        assert_eq!(wake, vec![("lin".to_string(), 1)]);
+        h.scale(1);
+        h.run("lin-replica-0", 0, 20001);
+        // Idle for longer than scaleToZeroAfterSeconds (5 s) and the window: zero.
+        let later = t0 + std::time::Duration::from_secs(30);
+        let cmds = loads.plan(&h.s, later, 30_000);
+        assert!(
+            cmds.iter()
+                .any(|c| matches!(c, Command::ScaleEndpoint { replicas: 0, .. })),
+            "{cmds:?}"
+        );
+    }
+}

@@ -1,0 +1,420 @@
+//! The gateway's link to the scheduler: learns each endpoint's ready replicas, asks
+//! for a replica when a request finds none, reports load, and confirms drains.
+//!
+//! ```text
+//! scheduler Get(endpoints) ─every 500 ms (20 ms while a cold start is pending)─►
+//!   replicas Running, not draining, with a URL ─► probe GET /v2/health/ready
+//!       (every 10 ms) ─ready─► Gateway::set_replicas (at once, not at the next poll)
+//!   replicas draining ─► removed from routing; once no request is in flight on them
+//!       they are listed as drained in the next report
+//! Gateway ScaleUp hook ─► ReportLoad { cold_start } at once
+//! every second ─► ReportLoad { concurrency, requests/s, drained }
+//! ```
+//!
+//! Several schedulers may be given: a call that fails moves on to the next one.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use gpuctl_common::endpoint::Endpoint;
+use gpuctl_proto::v1 as pb;
+use gpuctl_proto::v1::control_client::ControlClient;
+use http_body_util::Empty;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tonic::transport::Channel;
+
+use crate::gateway::{Gateway, Replica};
+
+/// How the gateway follows the scheduler.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Scheduler gRPC URLs (`http://host:port`), tried in turn.
+    pub servers: Vec<String>,
+    /// Poll period when nothing is pending.
+    pub poll_idle: Duration,
+    /// Poll period while a request waits for a replica or a replica is starting.
+    pub poll_busy: Duration,
+    /// How often load is reported.
+    pub report_every: Duration,
+    /// Probe period of a starting replica's `/v2/health/ready`.
+    pub probe_every: Duration,
+    /// A replica not ready after this long is probed no more (until it restarts).
+    pub probe_timeout: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            servers: Vec::new(),
+            poll_idle: Duration::from_millis(500),
+            poll_busy: Duration::from_millis(20),
+            report_every: Duration::from_secs(1),
+            probe_every: Duration::from_millis(10),
+            probe_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Scheduler clients with failover.
+struct Schedulers {
+    clients: Vec<ControlClient<Channel>>,
+    current: usize,
+}
+
+impl Schedulers {
+    fn new(urls: &[String]) -> anyhow::Result<Schedulers> {
+        let mut clients = Vec::new();
+        for u in urls {
+            let url = if u.contains("://") {
+                u.clone()
+            } else {
+                format!("http://{u}")
+            };
+            let ch = tonic::transport::Endpoint::from_shared(url.clone())
+                .map_err(|e| anyhow::anyhow!("scheduler address {u:?}: {e}"))?
+                .connect_timeout(Duration::from_millis(500))
+                .timeout(Duration::from_secs(10))
+                .tcp_nodelay(true)
+                .connect_lazy();
+            clients.push(ControlClient::new(ch));
+        }
+        if clients.is_empty() {
+            anyhow::bail!("no scheduler address given");
+        }
+        Ok(Schedulers {
+            clients,
+            current: 0,
+        })
+    }
+
+    fn failed(&mut self, what: &str, e: &tonic::Status) {
+        tracing::warn!(
+            "scheduler {}: {what}: {}; trying the next one",
+            self.current,
+            e.message()
+        );
+        self.current = (self.current + 1) % self.clients.len();
+    }
+
+    async fn endpoints(&mut self) -> Option<Vec<Endpoint>> {
+        let mut c = self.clients[self.current].clone();
+        match c
+            .get(pb::GetRequest {
+                kind: "endpoints".into(),
+                name: String::new(),
+            })
+            .await
+        {
+            Ok(r) => Some(
+                r.into_inner()
+                    .objects_json
+                    .iter()
+                    .filter_map(|j| serde_json::from_str(j).ok())
+                    .collect(),
+            ),
+            Err(e) => {
+                self.failed("listing endpoints", &e);
+                None
+            }
+        }
+    }
+
+    async fn report(&mut self, req: pb::ReportLoadRequest) -> bool {
+        let mut c = self.clients[self.current].clone();
+        match c.report_load(req).await {
+            Ok(_) => true,
+            Err(e) => {
+                self.failed("reporting load", &e);
+                false
+            }
+        }
+    }
+}
+
+/// Why an endpoint has no ready replica, for 503 answers.
+fn note(ep: &Endpoint) -> Option<String> {
+    if ep.status.replicas.is_empty() {
+        return ep
+            .status
+            .events
+            .iter()
+            .rev()
+            .find(|e| e.reason == "ReplicaEnded")
+            .map(|e| format!("last replica ended: {}", e.message));
+    }
+    let states: Vec<String> = ep
+        .status
+        .replicas
+        .iter()
+        .filter(|r| !r.draining())
+        .map(|r| match r.phase {
+            Some(gpuctl_common::api::TaskPhase::Pending) | None => {
+                format!("{} is pending: no node has room for it yet", r.job)
+            }
+            Some(gpuctl_common::api::TaskPhase::Running) => {
+                format!("{} is running but not ready", r.job)
+            }
+            Some(p) => format!("{} is {p}", r.job),
+        })
+        .collect();
+    (!states.is_empty()).then(|| states.join("; "))
+}
+
+/// Follows the scheduler until `shutdown` resolves. `wake` carries the endpoints the
+/// gateway's scale-up hook asked for.
+pub async fn run(
+    gateway: Arc<Gateway>,
+    config: ClusterConfig,
+    mut wake: mpsc::UnboundedReceiver<String>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let mut schedulers = Schedulers::new(&config.servers)?;
+    let probe_client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(5))
+        .build_http();
+    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<(String, String)>();
+    // url → probe in progress (false) or ready (true), per endpoint.
+    let mut probes: HashMap<String, HashMap<String, bool>> = HashMap::new();
+    // url → flag that stops its probe once the replica is gone.
+    let mut probe_stop: HashMap<String, Arc<AtomicBool>> = HashMap::new();
+    // Draining replicas still routed to when first seen draining: (endpoint, job) → handle.
+    let mut draining: HashMap<(String, String), Option<Arc<Replica>>> = HashMap::new();
+    let mut known: Vec<Endpoint> = Vec::new();
+    let mut last_served: HashMap<String, u64> = HashMap::new();
+    let mut last_report = Instant::now();
+    let mut next_poll = Instant::now();
+    tokio::pin!(shutdown);
+
+    loop {
+        let busy = gateway.endpoint_names().iter().any(|e| gateway.waiting(e))
+            || probes.values().any(|m| m.values().any(|r| !r));
+        let poll_every = if busy {
+            config.poll_busy
+        } else {
+            config.poll_idle
+        };
+        next_poll = next_poll.min(Instant::now() + poll_every);
+        let report_at = last_report + config.report_every;
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            Some(ep) = wake.recv() => {
+                let req = pb::ReportLoadRequest {
+                    endpoints: vec![pb::EndpointLoad {
+                        endpoint: ep.clone(),
+                        concurrency: gateway.concurrency(&ep) as f64,
+                        requests_per_second: 0.0,
+                        cold_start: true,
+                        drained: Vec::new(),
+                    }],
+                };
+                schedulers.report(req).await;
+                next_poll = Instant::now();
+                continue;
+            }
+            Some((ep, url)) = ready_rx.recv() => {
+                if let Some(m) = probes.get_mut(&ep) {
+                    if let Some(r) = m.get_mut(&url) {
+                        *r = true;
+                    }
+                }
+                apply_routes(&gateway, &known, &probes, &mut draining);
+                continue;
+            }
+            _ = tokio::time::sleep_until(next_poll) => {}
+            _ = tokio::time::sleep_until(report_at) => {
+                last_report = Instant::now();
+                let drained = drained_now(&gateway, &known, &draining);
+                let mut loads = Vec::new();
+                for name in gateway.endpoint_names() {
+                    let served = gateway.served(&name);
+                    let before = last_served.insert(name.clone(), served).unwrap_or(served);
+                    loads.push(pb::EndpointLoad {
+                        endpoint: name.clone(),
+                        concurrency: gateway.concurrency(&name) as f64,
+                        requests_per_second: served.saturating_sub(before) as f64
+                            / config.report_every.as_secs_f64(),
+                        cold_start: gateway.waiting(&name),
+                        drained: drained.get(&name).cloned().unwrap_or_default(),
+                    });
+                }
+                if !loads.is_empty() {
+                    schedulers.report(pb::ReportLoadRequest { endpoints: loads }).await;
+                }
+                continue;
+            }
+        }
+        next_poll = Instant::now() + poll_every;
+        let Some(eps) = schedulers.endpoints().await else {
+            continue;
+        };
+        known = eps;
+        // Endpoints that went away.
+        let names: HashSet<&str> = known.iter().map(|e| e.metadata.name.as_str()).collect();
+        for old in gateway.endpoint_names() {
+            if !names.contains(old.as_str()) {
+                gateway.remove_endpoint(&old);
+                probes.remove(&old);
+                last_served.remove(&old);
+            }
+        }
+        // Forget drains that are over (the replica is gone or serves again).
+        let still_draining: HashSet<(&str, &str)> = known
+            .iter()
+            .flat_map(|e| {
+                e.status
+                    .replicas
+                    .iter()
+                    .filter(|r| r.draining())
+                    .map(move |r| (e.metadata.name.as_str(), r.job.as_str()))
+            })
+            .collect();
+        draining.retain(|(ep, job), _| still_draining.contains(&(ep.as_str(), job.as_str())));
+        // Start probing replicas that serve and are not known ready.
+        for ep in &known {
+            let name = &ep.metadata.name;
+            let m = probes.entry(name.clone()).or_default();
+            let urls: HashSet<&str> = ep
+                .status
+                .replicas
+                .iter()
+                .filter(|r| r.serving())
+                .filter_map(|r| r.url.as_deref())
+                .collect();
+            m.retain(|u, _| {
+                let keep = urls.contains(u.as_str());
+                if !keep {
+                    if let Some(stop) = probe_stop.remove(u) {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                }
+                keep
+            });
+            for url in urls {
+                if m.contains_key(url) {
+                    continue;
+                }
+                m.insert(url.to_string(), false);
+                let stop = Arc::new(AtomicBool::new(false));
+                if let Some(old) = probe_stop.insert(url.to_string(), stop.clone()) {
+                    old.store(true, Ordering::Relaxed);
+                }
+                tokio::spawn(probe(
+                    probe_client.clone(),
+                    name.clone(),
+                    url.to_string(),
+                    stop,
+                    config.probe_every,
+                    config.probe_timeout,
+                    ready_tx.clone(),
+                ));
+            }
+        }
+        apply_routes(&gateway, &known, &probes, &mut draining);
+    }
+}
+
+/// Routes each endpoint to its ready replicas; draining ones leave the routes, and
+/// the handle on each is kept so its in-flight requests can be counted.
+fn apply_routes(
+    gateway: &Gateway,
+    known: &[Endpoint],
+    probes: &HashMap<String, HashMap<String, bool>>,
+    draining: &mut HashMap<(String, String), Option<Arc<Replica>>>,
+) {
+    for ep in known {
+        let name = &ep.metadata.name;
+        let before = gateway.replicas(name).unwrap_or_default();
+        for r in ep.status.replicas.iter().filter(|r| r.draining()) {
+            draining
+                .entry((name.clone(), r.job.clone()))
+                .or_insert_with(|| {
+                    let url = r.url.as_deref()?;
+                    before.iter().find(|x| x.url() == url).cloned()
+                });
+        }
+        let ready = probes.get(name);
+        let urls: Vec<String> = ep
+            .status
+            .replicas
+            .iter()
+            .filter(|r| r.serving())
+            .filter_map(|r| r.url.clone())
+            .filter(|u| ready.and_then(|m| m.get(u)).copied().unwrap_or(false))
+            .collect();
+        gateway.set_replicas(name, urls.clone());
+        gateway.set_note(name, if urls.is_empty() { note(ep) } else { None });
+    }
+}
+
+/// Draining replicas with no request in flight here, by endpoint.
+fn drained_now(
+    gateway: &Gateway,
+    known: &[Endpoint],
+    draining: &HashMap<(String, String), Option<Arc<Replica>>>,
+) -> HashMap<String, Vec<String>> {
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    for ep in known {
+        let name = &ep.metadata.name;
+        let routed = gateway.replicas(name).unwrap_or_default();
+        for r in ep.status.replicas.iter().filter(|r| r.draining()) {
+            // Still routed (this gateway has not applied the drain yet): not drained.
+            if r.url
+                .as_deref()
+                .is_some_and(|u| routed.iter().any(|x| x.url() == u))
+            {
+                continue;
+            }
+            let idle = match draining.get(&(name.clone(), r.job.clone())) {
+                Some(Some(h)) => h.outstanding() == 0,
+                Some(None) => true,
+                None => false, // not seen draining yet
+            };
+            if idle {
+                out.entry(name.clone()).or_default().push(r.job.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Probes `url` until it answers ready, then reports it on `ready`.
+async fn probe(
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
+    endpoint: String,
+    url: String,
+    stop: Arc<AtomicBool>,
+    every: Duration,
+    limit: Duration,
+    ready: mpsc::UnboundedSender<(String, String)>,
+) {
+    let deadline = Instant::now() + limit;
+    let Ok(uri) = format!("{url}/v2/health/ready").parse::<hyper::Uri>() else {
+        tracing::warn!(endpoint, url, "replica URL is not valid");
+        return;
+    };
+    while Instant::now() < deadline {
+        if ready.is_closed() || stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let attempt = tokio::time::timeout(Duration::from_secs(1), client.get(uri.clone())).await;
+        if let Ok(Ok(resp)) = attempt {
+            if resp.status().is_success() {
+                tracing::info!(endpoint, url, "replica ready");
+                let _ = ready.send((endpoint, url));
+                return;
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
+    tracing::warn!(
+        endpoint,
+        url,
+        "replica not ready after {limit:?}; giving up on it"
+    );
+}
