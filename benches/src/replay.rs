@@ -1,7 +1,8 @@
-//! Trace replay in the manner of the FGD paper (Weng et al., ATC'23, §6):
-//! per seed, draw pods with replacement from a pod list and place them in
-//! order, with no departures, until the GPUs asked for reach 130% of the
-//! cluster's; report the share of GPU capacity allocated when the arrived
+//! Trace replay in the manner of the FGD paper (Weng et al., ATC'23, §6)
+//! and its authors' simulator: per seed, the pods of a pod list in a
+//! shuffled order, topped up with pods drawn with replacement until the
+//! GPUs asked for reach 130% of the cluster's, placed in order with no
+//! departures; report the share of GPU capacity allocated when the arrived
 //! requests reach 100% and 130% of it.
 //!
 //! Parsing is header-driven over the openb CSVs (`sn,cpu_milli,memory_mib,
@@ -15,7 +16,7 @@ use anyhow::{bail, Context};
 use gpuctl_scheduler::placement::{
     choose_node, ClusterModel, GpuView, NodeView, PodRequest, Policy, WorkloadMix, MILLI,
 };
-use rand::{rngs::StdRng, Rng, SeedableRng};
+use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
 
 const MIB: u64 = 1 << 20;
 
@@ -177,8 +178,69 @@ pub struct SeedResult {
     pub allocated_milli: u64,
 }
 
-/// One seed: sample from `pods` with replacement until the GPU asked for
-/// reaches `stop` × capacity; place each in arrival order.
+/// How a seed's arrivals are drawn from the pod list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sampling {
+    /// As the FGD authors' simulator builds the workload its published
+    /// figures come from (`-tune 1.3 --shuffle-pod=true`): every pod of the
+    /// list once, in a shuffled order, then pods drawn with replacement
+    /// until the next one would take the GPU asked for past the target; a
+    /// list that already asks for more than the target loses pods at random.
+    #[default]
+    Simulator,
+    /// Every arrival drawn with replacement, until the GPU asked for reaches
+    /// the target.
+    Replacement,
+}
+
+impl Sampling {
+    pub fn parse(name: &str) -> Option<Sampling> {
+        match name {
+            "simulator" => Some(Sampling::Simulator),
+            "replacement" => Some(Sampling::Replacement),
+            _ => None,
+        }
+    }
+}
+
+/// The arrival order of one seed: indices into `pods`, whose GPU asked for
+/// reaches (or, for [`Sampling::Simulator`], just stays under) `target`
+/// thousandths of a GPU.
+pub fn arrivals(pods: &[PodRequest], sampling: Sampling, seed: u64, target: f64) -> Vec<usize> {
+    let mut draw = StdRng::seed_from_u64(seed);
+    match sampling {
+        Sampling::Replacement => {
+            let (mut out, mut asked) = (Vec::new(), 0u64);
+            while (asked as f64) < target {
+                let i = draw.gen_range(0..pods.len());
+                asked += pods[i].total_gpu_milli();
+                out.push(i);
+            }
+            out
+        }
+        Sampling::Simulator => {
+            let mut out: Vec<usize> = (0..pods.len()).collect();
+            out.shuffle(&mut draw);
+            let mut asked: u64 = pods.iter().map(PodRequest::total_gpu_milli).sum();
+            while asked as f64 > target && !out.is_empty() {
+                let i = out.remove(draw.gen_range(0..out.len()));
+                asked -= pods[i].total_gpu_milli();
+            }
+            loop {
+                let i = draw.gen_range(0..pods.len());
+                let more = pods[i].total_gpu_milli();
+                if (asked + more) as f64 > target {
+                    break out;
+                }
+                asked += more;
+                out.push(i);
+            }
+        }
+    }
+}
+
+/// One seed: the arrivals [`arrivals`] draws for a GPU request of `stop` ×
+/// capacity, each placed in arrival order.
 pub fn replay_seed(
     nodes: &[NodeView],
     pods: &[PodRequest],
@@ -186,6 +248,19 @@ pub fn replay_seed(
     mix: &WorkloadMix,
     seed: u64,
     stop: f64,
+) -> anyhow::Result<SeedResult> {
+    replay_seed_with(nodes, pods, policy, mix, seed, stop, Sampling::default())
+}
+
+/// [`replay_seed`] with a chosen way of sampling arrivals.
+pub fn replay_seed_with(
+    nodes: &[NodeView],
+    pods: &[PodRequest],
+    policy: &Policy,
+    mix: &WorkloadMix,
+    seed: u64,
+    stop: f64,
+    sampling: Sampling,
 ) -> anyhow::Result<SeedResult> {
     if pods.iter().all(|p| p.gpus == 0) {
         bail!("the pod list asks for no GPUs; nothing to replay");
@@ -195,7 +270,6 @@ pub fn replay_seed(
     if capacity == 0.0 {
         bail!("the node list has no GPUs");
     }
-    let mut draw = StdRng::seed_from_u64(seed);
     // A separate stream for the policy's tie-breaks, so that every policy
     // sees the same arrivals for the same seed.
     let mut ties = StdRng::seed_from_u64(seed ^ TIE_SEED);
@@ -209,8 +283,8 @@ pub fn replay_seed(
         decision_s: Vec::new(),
         allocated_milli: 0,
     };
-    while (arrived_milli as f64) < stop * capacity {
-        let pod = &pods[draw.gen_range(0..pods.len())];
+    for i in arrivals(pods, sampling, seed, stop * capacity) {
+        let pod = &pods[i];
         out.arrived += 1;
         arrived_milli += pod.total_gpu_milli();
         let t = Instant::now();
@@ -231,6 +305,9 @@ pub fn replay_seed(
         if out.alloc_at_100.is_nan() && arrived_milli as f64 >= capacity {
             out.alloc_at_100 = allocated as f64 / capacity;
         }
+    }
+    if out.alloc_at_100.is_nan() {
+        out.alloc_at_100 = allocated as f64 / capacity;
     }
     out.alloc_at_130 = allocated as f64 / capacity;
     out.allocated_milli = allocated;
@@ -372,12 +449,10 @@ mod tests {
                 assert!(r.failed >= r.failed_gpu && r.failed < r.arrived);
                 // Replaying the same draws by hand gives the same bookkeeping.
                 let mut model = ClusterModel::from_views(&nodes);
-                let mut draw = StdRng::seed_from_u64(seed);
                 let mut ties = StdRng::seed_from_u64(seed ^ TIE_SEED);
-                let (mut arrived, mut failed) = (0u64, 0);
-                while (arrived as f64) < 1.3 * capacity {
-                    let p = &pods[draw.gen_range(0..pods.len())];
-                    arrived += p.total_gpu_milli();
+                let mut failed = 0;
+                for i in arrivals(&pods, Sampling::Simulator, seed, 1.3 * capacity) {
+                    let p = &pods[i];
                     match choose_node(&model, p, &policy, &mix, &mut ties) {
                         Some(at) => model.commit(p, &at).unwrap(),
                         None => failed += 1,
@@ -410,5 +485,31 @@ mod tests {
             (2, one.alloc_at_130, one.failed as f64)
         );
         assert!(s.decision_us_median <= s.decision_us_p99);
+    }
+
+    #[test]
+    fn arrivals_follow_the_sampling() {
+        let pods = parse_pods("pods.csv", PODS).unwrap();
+        let asked = |a: &[usize]| a.iter().map(|&i| pods[i].total_gpu_milli()).sum::<u64>();
+        // The list asks for 3500m. Simulator: all of it once, then draws
+        // that stay within the target; replacement: draws until it is reached.
+        for seed in 0..20 {
+            let a = arrivals(&pods, Sampling::Simulator, seed, 9000.0);
+            let mut first: Vec<usize> = a[..pods.len()].to_vec();
+            first.sort_unstable();
+            assert_eq!(first, [0, 1, 2, 3], "seed {seed}");
+            assert!(asked(&a) <= 9000 && asked(&a) > 9000 - 2000, "seed {seed}");
+            assert_eq!(a, arrivals(&pods, Sampling::Simulator, seed, 9000.0));
+            // A target under the list's request drops pods at random.
+            let few = arrivals(&pods, Sampling::Simulator, seed, 2000.0);
+            assert!(
+                asked(&few) <= 2000 && few.len() < pods.len() + 4,
+                "seed {seed}"
+            );
+            let r = arrivals(&pods, Sampling::Replacement, seed, 9000.0);
+            assert!(asked(&r) >= 9000 && asked(&r[..r.len() - 1]) < 9000);
+        }
+        assert_eq!(Sampling::parse("simulator"), Some(Sampling::Simulator));
+        assert_eq!(Sampling::parse("x"), None);
     }
 }

@@ -1,6 +1,7 @@
 //! Replay an openb trace (Alibaba, from the FGD paper) through the placement
-//! engine: per seed, pods drawn with replacement from the pod list arrive
-//! until the GPUs asked for reach 130% of the cluster's; each is placed by
+//! engine: per seed, the pod list's pods in a shuffled order, topped up with
+//! pods drawn with replacement until the GPUs asked for reach 130% of the
+//! cluster's (as the FGD authors' simulator does), arrive; each is placed by
 //! `choose_node` in arrival order, nothing departs. Prints the GPU
 //! allocation ratio when arrivals reach 100% and 130% of capacity (mean over
 //! seeds), pods that failed to place (mean per seed) and the time of one
@@ -12,7 +13,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use benches::replay::{parse_nodes, parse_pods, replay_seed, summarize};
+use benches::replay::{parse_nodes, parse_pods, replay_seed_with, summarize, Sampling};
 use clap::Parser;
 use gpuctl_scheduler::placement::{Policy, WorkloadMix};
 
@@ -34,12 +35,20 @@ struct Args {
     #[arg(long, default_value_t = 1.3)]
     stop: f64,
     /// Override the share of requests the workload mix covers (most popular
-    /// shapes first; the policy's own default otherwise: FGD 0.6, ours 1.0).
+    /// shapes first; the policy's own default otherwise: 1.0, every shape).
     #[arg(long)]
     mix_coverage: Option<f64>,
     /// Weigh the mix's shapes by the GPU they ask for, not by count.
     #[arg(long)]
     mix_by_gpu_demand: bool,
+    /// How arrivals are drawn: `simulator` (the pod list once, shuffled,
+    /// topped up with draws with replacement: the FGD authors' simulator) or
+    /// `replacement` (every arrival drawn with replacement).
+    #[arg(long, default_value = "simulator")]
+    sampling: String,
+    /// Weigh each shape of the mix by its count raised to this power.
+    #[arg(long)]
+    mix_power: Option<f64>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -58,6 +67,12 @@ fn main() -> anyhow::Result<()> {
             Policy::NAMES.join(", ")
         )
     })?;
+    let sampling = Sampling::parse(&args.sampling).with_context(|| {
+        format!(
+            "unknown sampling `{}`; one of simulator, replacement",
+            args.sampling
+        )
+    })?;
     let (nf, pf) = (
         args.nodes.display().to_string(),
         args.pods.display().to_string(),
@@ -73,6 +88,9 @@ fn main() -> anyhow::Result<()> {
         opts.step = 1;
     }
     opts.by_gpu_demand |= args.mix_by_gpu_demand;
+    if let Some(p) = args.mix_power {
+        opts.power = p;
+    }
     let mix = WorkloadMix::from_requests(&pods, opts);
     let mut results = Vec::new();
     for seed in 0..args.seeds {
@@ -80,7 +98,9 @@ fn main() -> anyhow::Result<()> {
             Policy::Random { .. } => Policy::Random { seed },
             p => p,
         };
-        results.push(replay_seed(&nodes, &pods, &policy, &mix, seed, args.stop)?);
+        results.push(replay_seed_with(
+            &nodes, &pods, &policy, &mix, seed, args.stop, sampling,
+        )?);
     }
     let s = summarize(&policy, &results);
     let gpus: usize = nodes.iter().map(|n| n.gpus.len()).sum();
@@ -92,6 +112,7 @@ fn main() -> anyhow::Result<()> {
             "nodes": nodes.len(),
             "gpus": gpus,
             "seeds": s.seeds,
+            "sampling": args.sampling,
             "mix_shapes": mix.entries().len(),
             "alloc_at_100": s.alloc_at_100,
             "alloc_at_130": s.alloc_at_130,

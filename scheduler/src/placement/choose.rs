@@ -5,6 +5,7 @@
 use rand::Rng;
 
 use super::filter::{self, gpu_fit};
+use super::memo::{Memo, NodeBest};
 use super::mix::WorkloadMix;
 use super::model::{ClusterModel, NodeModel, Placement, PodRequest};
 use super::policy::Policy;
@@ -66,49 +67,140 @@ pub fn choose_node_near<R: Rng + ?Sized>(
             default_gpus(&m.nodes[node], req, &accept).map(|g| at(node, g))
         }
         Policy::Fgd => {
+            let mut memo = m.memo.lock(mix.id(), MEMO_FGD, m.nodes.len());
+            let shape = memo.shape(req);
             let mut pick: Ties<Vec<usize>> = Ties::default();
-            let mut before = Before::new();
-            let mut opts = Vec::new();
+            let mut scratch = Scratch::new();
             for (i, n) in feasible {
-                fgd_options(n, req, &accept, &mut opts);
-                before.load(m, n, mix, false);
-                let mut best: Option<(i64, usize)> = None;
-                for (o, gpus) in opts.iter().enumerate() {
-                    let d = before.delta(m, req, gpus, mix, false);
-                    let s = frag::fgd_score(d);
-                    if best.is_none_or(|(b, _)| s > b) {
-                        best = Some((s, o));
-                    }
+                if memo.best(shape, i, n).is_none() {
+                    let b = fgd_best(m, i, n, req, &accept, mix, &mut memo, &mut scratch);
+                    memo.set_best(shape, i, n, b);
                 }
-                if let Some((s, o)) = best {
-                    pick.offer_with(s, i, rng, || opts[o].clone());
+                if let Some(Some(b)) = memo.best(shape, i, n) {
+                    pick.offer_with(b.score, i, rng, || b.gpus.clone());
                 }
             }
             let (_, node, gpus) = pick.best_with()?;
             Some(at(node, gpus))
         }
         Policy::FragAware => {
-            let mut best: Option<(Key, usize, Vec<usize>)> = None;
-            let mut before = Before::new();
-            let mut opts = Vec::new();
+            let mut memo = m.memo.lock(mix.id(), MEMO_FRAG_AWARE, m.nodes.len());
+            let shape = memo.shape(req);
+            let mut best: Option<(Key, usize)> = None;
+            let mut scratch = Scratch::new();
             for (i, n) in feasible {
-                frag_aware_options(n, req, &accept, &mut opts);
-                before.load(m, n, mix, true);
-                for gpus in &opts {
-                    let key = Key {
-                        spread: topology::gang_spread(i, gang_nodes),
-                        delta: before.delta(m, req, gpus, mix, true),
-                        tight: gpus.iter().map(|&g| n.gpus[g].free - req.gpu_milli).sum(),
-                        leftover: bestfit::leftover(n, req, m.max_cpu_milli, m.max_gpu_milli),
-                    };
-                    if best.as_ref().is_none_or(|(b, _, _)| key.better_than(b)) {
-                        best = Some((key, i, gpus.clone()));
-                    }
+                if memo.best(shape, i, n).is_none() {
+                    let b = frag_aware_best(m, i, n, req, &accept, mix, &mut memo, &mut scratch);
+                    memo.set_best(shape, i, n, b);
+                }
+                let Some(Some(b)) = memo.best(shape, i, n) else {
+                    continue;
+                };
+                let key = Key {
+                    spread: topology::gang_spread(i, gang_nodes),
+                    delta: b.delta,
+                    tight: b.tight,
+                    leftover: bestfit::leftover(n, req, m.max_cpu_milli, m.max_gpu_milli),
+                };
+                if best.as_ref().is_none_or(|(k, _)| key.better_than(k)) {
+                    best = Some((key, i));
                 }
             }
-            best.map(|(_, node, gpus)| at(node, gpus))
+            let (_, node) = best?;
+            let gpus = match memo.best(shape, node, &m.nodes[node]) {
+                Some(Some(b)) => b.gpus.clone(),
+                _ => return None,
+            };
+            Some(at(node, gpus))
         }
     }
+}
+
+/// Memo tags of the policies that remember per-node work.
+const MEMO_FGD: u8 = 1;
+const MEMO_FRAG_AWARE: u8 = 2;
+
+/// Scratch space reused across the nodes of one decision.
+struct Scratch {
+    before: Before,
+    opts: Vec<Vec<usize>>,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        Scratch {
+            before: Before::new(),
+            opts: Vec::new(),
+        }
+    }
+}
+
+/// FGD's best option on node `i`: the highest score, the first of equals.
+#[allow(clippy::too_many_arguments)]
+fn fgd_best(
+    m: &ClusterModel,
+    i: usize,
+    n: &NodeModel,
+    req: &PodRequest,
+    accept: &[bool],
+    mix: &WorkloadMix,
+    memo: &mut Memo,
+    s: &mut Scratch,
+) -> Option<NodeBest> {
+    fgd_options(n, req, accept, &mut s.opts);
+    s.before.load(m, i, n, mix, false, memo);
+    let mut best: Option<NodeBest> = None;
+    for gpus in &s.opts {
+        let delta = s.before.delta(m, req, gpus, mix, false);
+        let score = frag::fgd_score(delta);
+        if best.as_ref().is_none_or(|b| score > b.score) {
+            best = Some(NodeBest {
+                delta,
+                score,
+                tight: 0,
+                gpus: gpus.clone(),
+            });
+        }
+    }
+    best
+}
+
+/// FragAware's best option on node `i`: the least growth of fragmentation,
+/// then the tightest GPUs, the first of equals.
+#[allow(clippy::too_many_arguments)]
+fn frag_aware_best(
+    m: &ClusterModel,
+    i: usize,
+    n: &NodeModel,
+    req: &PodRequest,
+    accept: &[bool],
+    mix: &WorkloadMix,
+    memo: &mut Memo,
+    s: &mut Scratch,
+) -> Option<NodeBest> {
+    frag_aware_options(n, req, accept, &mut s.opts);
+    s.before.load(m, i, n, mix, true, memo);
+    let mut best: Option<NodeBest> = None;
+    for gpus in &s.opts {
+        let delta = s.before.delta(m, req, gpus, mix, true);
+        let tight = gpus.iter().map(|&g| n.gpus[g].free - req.gpu_milli).sum();
+        let better = best.as_ref().is_none_or(|b| {
+            if (delta - b.delta).abs() > DELTA_EPS {
+                delta < b.delta
+            } else {
+                tight < b.tight
+            }
+        });
+        if better {
+            best = Some(NodeBest {
+                delta,
+                score: 0,
+                tight,
+                gpus: gpus.clone(),
+            });
+        }
+    }
+    best
 }
 
 /// FragAware's ranking, compared in this order.
@@ -158,8 +250,17 @@ impl Before {
         }
     }
 
-    /// Load `n` and work out its fragmentation.
-    fn load(&mut self, m: &ClusterModel, n: &NodeModel, mix: &WorkloadMix, memory: bool) {
+    /// Load node `i` (`n`) and its fragmentation, from the memo when it
+    /// holds it for the node's present state.
+    fn load(
+        &mut self,
+        m: &ClusterModel,
+        i: usize,
+        n: &NodeModel,
+        mix: &WorkloadMix,
+        memory: bool,
+        memo: &mut Memo,
+    ) {
         self.caps.clear();
         self.caps.extend(n.gpus.iter().map(|g| Cap {
             free: if g.healthy { g.free } else { 0 },
@@ -169,11 +270,14 @@ impl Before {
             cpu: n.cpu_left(),
             memory: n.memory_left(),
         };
-        self.frag = if mix.entries().is_empty() {
-            0.0
-        } else {
-            frag::node_frag(&self.caps, self.host, mix, &m.kinds, memory)
-        };
+        let (caps, host) = (&self.caps, self.host);
+        self.frag = memo.before(i, n, || {
+            if mix.entries().is_empty() {
+                0.0
+            } else {
+                frag::node_frag(caps, host, mix, &m.kinds, memory)
+            }
+        });
     }
 
     /// Growth of the loaded node's fragmentation if `req` took `gpus` there.

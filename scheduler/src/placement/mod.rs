@@ -21,6 +21,7 @@
 
 mod choose;
 pub mod filter;
+mod memo;
 mod mix;
 mod model;
 mod policy;
