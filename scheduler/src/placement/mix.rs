@@ -45,8 +45,9 @@ impl MixOptions {
     /// shape is kept: the experiments' `podPopularityThreshold: 95` (and the
     /// simulator's built-in 60) drop the rare shapes, among them the 8-GPU
     /// ones, and FGD then reaches only ~90% allocation on the openb default
-    /// trace in our replay, far from the published 95.4%, which the full
-    /// mix comes within 0.3 point of.
+    /// trace in our replay, far from the published 95.4%; with the full mix
+    /// it is 0.24 point under it (0.38 under on gpushare40, 0.10 over on
+    /// multigpu20).
     pub const FGD: MixOptions = MixOptions {
         gpu_only: false,
         memory: false,
