@@ -442,3 +442,82 @@ impl<T> Ties<T> {
         Some((s, n, self.payload?))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::placement::{GpuView, NodeView};
+    use rand::{rngs::StdRng, SeedableRng};
+
+    fn view(i: usize) -> NodeView {
+        let (gpus, model, cpu) =
+            [(8, "G2", 96_000), (2, "T4", 104_000), (2, "P100", 16_000)][i % 3];
+        NodeView {
+            name: format!("n{i}"),
+            schedulable: true,
+            gpus: (0..gpus)
+                .map(|g| GpuView {
+                    index: g,
+                    uuid: format!("n{i}-{g}"),
+                    model: model.into(),
+                    memory_bytes: 0,
+                    nvlink_domain: String::new(),
+                    healthy: true,
+                    used_milli: 0,
+                })
+                .collect(),
+            cpu_milli: cpu,
+            memory_bytes: 256 << 30,
+            cpu_used: 0,
+            memory_used: 0,
+        }
+    }
+
+    /// The memo never changes a decision: a long run of placements and
+    /// releases decides exactly as a model that remembers nothing.
+    #[test]
+    fn memo_decides_as_without_it() {
+        let reqs: Vec<PodRequest> = [
+            (0, 0, 8000),
+            (1, 810, 3152),
+            (1, 470, 8000),
+            (1, 1000, 11300),
+            (2, 1000, 16000),
+            (8, 1000, 88000),
+            (1, 160, 4000),
+        ]
+        .into_iter()
+        .map(|(gpus, milli, cpu)| PodRequest {
+            cpu_milli: cpu,
+            memory_bytes: cpu << 20,
+            gpus,
+            gpu_milli: milli,
+            ..Default::default()
+        })
+        .collect();
+        for policy in [Policy::Fgd, Policy::FragAware] {
+            let mix = WorkloadMix::from_requests(&reqs, policy.mix_options());
+            let views: Vec<NodeView> = (0..12).map(view).collect();
+            let mut m = ClusterModel::from_views(&views);
+            let mut draw = StdRng::seed_from_u64(7);
+            let mut rng = StdRng::seed_from_u64(8);
+            let mut placed: Vec<(PodRequest, Placement)> = Vec::new();
+            for step in 0..400 {
+                if step % 5 == 4 && !placed.is_empty() {
+                    let (r, p) = placed.swap_remove(draw.gen_range(0..placed.len()));
+                    m.release(&r, &p);
+                    continue;
+                }
+                let req = &reqs[draw.gen_range(0..reqs.len())];
+                let mut fresh_rng = rng.clone();
+                let want = choose_node(&m.with_fresh_memo(), req, &policy, &mix, &mut fresh_rng);
+                let got = choose_node(&m, req, &policy, &mix, &mut rng);
+                assert_eq!(got, want, "{policy} step {step}");
+                if let Some(p) = got {
+                    m.commit(req, &p).unwrap();
+                    placed.push((req.clone(), p));
+                }
+            }
+        }
+    }
+}

@@ -310,6 +310,14 @@ impl ClusterModel {
         Ok(())
     }
 
+    /// A copy with a memo of its own, empty (the copy `clone` makes shares it).
+    pub fn with_fresh_memo(&self) -> ClusterModel {
+        ClusterModel {
+            memo: ScoreMemo::default(),
+            ..self.clone()
+        }
+    }
+
     /// Give back what a committed placement took.
     pub fn release(&mut self, req: &PodRequest, p: &Placement) {
         if let Some(n) = self.nodes.get_mut(p.node) {
