@@ -1,6 +1,7 @@
 //! Replay an openb trace (Alibaba, from the FGD paper) through the placement
-//! engine: per seed, pods drawn with replacement from the pod list arrive
-//! until the GPUs asked for reach 130% of the cluster's; each is placed by
+//! engine: per seed, the pod list's pods in a shuffled order, topped up with
+//! pods drawn with replacement until the GPUs asked for reach 130% of the
+//! cluster's (as the FGD authors' simulator does), arrive; each is placed by
 //! `choose_node` in arrival order, nothing departs. Prints the GPU
 //! allocation ratio when arrivals reach 100% and 130% of capacity (mean over
 //! seeds), pods that failed to place (mean per seed) and the time of one
@@ -12,7 +13,10 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use benches::replay::{parse_nodes, parse_pods, replay_seed, summarize};
+use benches::replay::{
+    offered_load, parse_nodes, parse_pods, parse_timed_pods, replay_seed_with, replay_timeline,
+    space_to_load, summarize, summarize_timeline, Sampling,
+};
 use clap::Parser;
 use gpuctl_scheduler::placement::{Policy, WorkloadMix};
 
@@ -34,12 +38,30 @@ struct Args {
     #[arg(long, default_value_t = 1.3)]
     stop: f64,
     /// Override the share of requests the workload mix covers (most popular
-    /// shapes first; the policy's own default otherwise: FGD 0.6, ours 1.0).
+    /// shapes first; the policy's own default otherwise: 1.0, every shape).
     #[arg(long)]
     mix_coverage: Option<f64>,
     /// Weigh the mix's shapes by the GPU they ask for, not by count.
     #[arg(long)]
     mix_by_gpu_demand: bool,
+    /// How arrivals are drawn: `simulator` (the pod list once, shuffled,
+    /// topped up with draws with replacement: the FGD authors' simulator) or
+    /// `replacement` (every arrival drawn with replacement).
+    #[arg(long, default_value = "simulator")]
+    sampling: String,
+    /// Weigh each shape of the mix by its count raised to this power.
+    #[arg(long)]
+    mix_power: Option<f64>,
+    /// `snapshot` (the FGD paper's method: arrivals until 130%, nothing
+    /// departs) or `timeline` (the pods' creation and deletion times; needs
+    /// the `creation_time` and `deletion_time` columns).
+    #[arg(long, default_value = "snapshot")]
+    mode: String,
+    /// Timeline mode: space the pods' creations evenly, in their order,
+    /// lifetimes kept, so that the GPU asked for over time is this share of
+    /// capacity; the pods' own times otherwise.
+    #[arg(long)]
+    load: Option<f64>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -58,6 +80,12 @@ fn main() -> anyhow::Result<()> {
             Policy::NAMES.join(", ")
         )
     })?;
+    let sampling = Sampling::parse(&args.sampling).with_context(|| {
+        format!(
+            "unknown sampling `{}`; one of simulator, replacement",
+            args.sampling
+        )
+    })?;
     let (nf, pf) = (
         args.nodes.display().to_string(),
         args.pods.display().to_string(),
@@ -73,17 +101,89 @@ fn main() -> anyhow::Result<()> {
         opts.step = 1;
     }
     opts.by_gpu_demand |= args.mix_by_gpu_demand;
+    if let Some(p) = args.mix_power {
+        opts.power = p;
+    }
     let mix = WorkloadMix::from_requests(&pods, opts);
+    let gpus: usize = nodes.iter().map(|n| n.gpus.len()).sum();
+    match args.mode.as_str() {
+        "snapshot" => {}
+        "timeline" => {
+            let mut timed = parse_timed_pods(&pf, &read(&args.pods)?)?;
+            let capacity = gpus as u64 * 1000;
+            if let Some(l) = args.load {
+                timed = space_to_load(&timed, capacity, l);
+            }
+            let load = offered_load(&timed, capacity);
+            let mut results = Vec::new();
+            for seed in 0..args.seeds {
+                let policy = match policy {
+                    Policy::Random { .. } => Policy::Random { seed },
+                    p => p,
+                };
+                results.push(replay_timeline(&nodes, &timed, &policy, &mix, seed)?);
+            }
+            let s = summarize_timeline(&policy, &results);
+            if args.json {
+                let v = serde_json::json!({
+                    "policy": s.policy,
+                    "mode": "timeline",
+                    "nodes_file": nf,
+                    "pods_file": pf,
+                    "nodes": nodes.len(),
+                    "gpus": gpus,
+                    "seeds": s.seeds,
+                    "pods": s.pods,
+                    "offered_load": load,
+                    "mix_shapes": mix.entries().len(),
+                    "mean_gpu_alloc": s.mean_alloc,
+                    "queue_delay_s_p50": s.delay_s_p50,
+                    "queue_delay_s_p99": s.delay_s_p99,
+                    "waited_share": s.waited_share,
+                    "never_placed_pods": s.never_placed,
+                    "decision_us_median": s.decision_us_median,
+                    "decision_us_p99": s.decision_us_p99,
+                });
+                println!("{v}");
+            } else {
+                println!(
+                    "policy {} on {} nodes / {gpus} GPUs, pods from {pf} by their creation and deletion times, {} seeds",
+                    s.policy, nodes.len(), s.seeds
+                );
+                println!(
+                    "  offered load {:.2}%, mean GPU allocated: {:.2}%",
+                    100.0 * load,
+                    100.0 * s.mean_alloc
+                );
+                println!(
+                    "  queueing delay of placed pods: p50 {:.0} s, p99 {:.0} s",
+                    s.delay_s_p50, s.delay_s_p99
+                );
+                println!(
+                    "  pods that waited: {:.2}% ({:.1} never placed, mean per seed)",
+                    100.0 * s.waited_share,
+                    s.never_placed
+                );
+                println!(
+                    "  decision time: median {:.1} µs, p99 {:.1} µs",
+                    s.decision_us_median, s.decision_us_p99
+                );
+            }
+            return Ok(());
+        }
+        m => anyhow::bail!("unknown mode `{m}`; one of snapshot, timeline"),
+    }
     let mut results = Vec::new();
     for seed in 0..args.seeds {
         let policy = match policy {
             Policy::Random { .. } => Policy::Random { seed },
             p => p,
         };
-        results.push(replay_seed(&nodes, &pods, &policy, &mix, seed, args.stop)?);
+        results.push(replay_seed_with(
+            &nodes, &pods, &policy, &mix, seed, args.stop, sampling,
+        )?);
     }
     let s = summarize(&policy, &results);
-    let gpus: usize = nodes.iter().map(|n| n.gpus.len()).sum();
     if args.json {
         let v = serde_json::json!({
             "policy": s.policy,
@@ -92,6 +192,8 @@ fn main() -> anyhow::Result<()> {
             "nodes": nodes.len(),
             "gpus": gpus,
             "seeds": s.seeds,
+            "mode": "snapshot",
+            "sampling": args.sampling,
             "mix_shapes": mix.entries().len(),
             "alloc_at_100": s.alloc_at_100,
             "alloc_at_130": s.alloc_at_130,

@@ -9,8 +9,10 @@
 //!                share, GPU memory, model alternatives, healthy GPUs)
 //!       options  which GPUs on each feasible node
 //!       score    bestfit · frag (FGD's measure over the workload mix) ·
+//!                strand (GPU left without CPU/memory to back it) ·
 //!                topology (NVLink domains, gang on few nodes)
-//!       choose   by the policy
+//!       choose   by the policy (fgd and fragaware read each node's
+//!                result from the model's memo while the node is unchanged)
 //!     ClusterModel::commit (refuses any over-commit)
 //!   a gang that does not fit leaves the model as it was
 //! ```
@@ -22,6 +24,7 @@
 mod choose;
 pub mod fair;
 pub mod filter;
+mod memo;
 mod mix;
 mod model;
 mod policy;

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use gpuctl_common::api::{model_matches, Resources};
 
+use super::memo::ScoreMemo;
 use super::NodeView;
 
 /// Thousandths of a GPU in one whole GPU.
@@ -176,6 +177,8 @@ pub struct ClusterModel {
     pub max_cpu_milli: u64,
     pub max_gpu_milli: u64,
     kind_ids: HashMap<GpuKind, u16>,
+    /// Per-node scores remembered between decisions (never part of equality).
+    pub(crate) memo: ScoreMemo,
 }
 
 impl ClusterModel {
@@ -305,6 +308,14 @@ impl ClusterModel {
         n.cpu_used += req.cpu_milli;
         n.memory_used += req.memory_bytes;
         Ok(())
+    }
+
+    /// A copy with a memo of its own, empty (the copy `clone` makes shares it).
+    pub fn with_fresh_memo(&self) -> ClusterModel {
+        ClusterModel {
+            memo: ScoreMemo::default(),
+            ..self.clone()
+        }
     }
 
     /// Give back what a committed placement took.

@@ -20,8 +20,10 @@ pub enum Policy {
     /// truncated sigmoid, ties at random; the mix is FGD's typical pods.
     Fgd,
     /// Ours: FGD's measure over the whole mix with host memory, compared
-    /// exactly (no truncation); near-equal fragmentation goes to the tighter
-    /// GPU, then the tighter node; a gang packs onto nodes it already holds;
+    /// exactly (no truncation), plus twice the GPU the task would leave
+    /// stranded (free GPU the node's CPU and memory left cannot back at the
+    /// mix's ratio); near-equal totals go to the tighter GPU, then the
+    /// tighter node; a gang packs onto nodes it already holds;
     /// deterministic.
     #[default]
     FragAware,

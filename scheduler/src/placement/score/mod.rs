@@ -3,4 +3,5 @@
 
 pub mod bestfit;
 pub mod frag;
+pub mod strand;
 pub mod topology;
