@@ -10,11 +10,12 @@ a dynamic first (batch) dimension named "batch" so the model server can batch re
                 W = [[1,2],[3,4],[5,6]], bias = [0.5,-0.5]
 - int_bool.onnx: x INT64 [-1,3], mask BOOL [-1,3]
                 -> masked = where(mask, x, 0) (INT64 [-1,3]), positive = x > 0 (BOOL [-1,3])
-- mlp.onnx:     x FP32 [-1,256] -> relu(relu(x @ W1) @ W2) @ W3 = y (FP32 [-1,10]), a small MLP
-                (256 -> 1024 -> 1024 -> 10) for the batching benchmark. Its weights are built
+- mlp.onnx:     x FP32 [-1,16]  -> relu(relu(x @ W1) @ W2) @ W3 = y (FP32 [-1,10]), a small MLP
+                (16 -> 1024 -> 1024 -> 10) for the batching benchmark. Its weights are built
                 in the graph by ConstantOfShape (every weight 0.001), so the file stays tiny while
                 a run costs what a real MLP of that size costs; for x >= 0 every output is
                 sum(x) * 1024 * 1024 * 1e-9.
+- mlp_wide.onnx: the same with 2048-wide hidden layers (16 -> 2048 -> 2048 -> 10).
 """
 
 import os
@@ -83,11 +84,11 @@ def int_bool():
     save(helper.make_model(graph, opset_imports=OPSET, producer_name="gpuctl-testdata"), "int_bool.onnx")
 
 
-def mlp():
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 256])
+def mlp(hidden=1024, file="mlp.onnx"):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 10])
     nodes, inits = [], []
-    for name, rows, cols in [("W1", 256, 1024), ("W2", 1024, 1024), ("W3", 1024, 10)]:
+    for name, rows, cols in [("W1", 16, hidden), ("W2", hidden, hidden), ("W3", hidden, 10)]:
         inits.append(numpy_helper.from_array(np.array([rows, cols], dtype=np.int64), name + "_shape"))
         nodes.append(
             helper.make_node(
@@ -105,7 +106,7 @@ def mlp():
         helper.make_node("MatMul", ["a2", "W3"], ["y"]),
     ]
     graph = helper.make_graph(nodes, "mlp", [x], [y], initializer=inits)
-    save(helper.make_model(graph, opset_imports=OPSET, producer_name="gpuctl-testdata"), "mlp.onnx")
+    save(helper.make_model(graph, opset_imports=OPSET, producer_name="gpuctl-testdata"), file)
 
 
 if __name__ == "__main__":
@@ -113,3 +114,4 @@ if __name__ == "__main__":
     linear()
     int_bool()
     mlp()
+    mlp(2048, "mlp_wide.onnx")

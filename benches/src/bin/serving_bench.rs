@@ -302,9 +302,11 @@ http {{
   fastcgi_temp_path {dir}/fastcgi;
   uwsgi_temp_path {dir}/uwsgi;
   scgi_temp_path {dir}/scgi;
-  upstream replicas {{ server {upstream}; keepalive 128; }}
+  upstream replicas {{ server {upstream}; keepalive 128; keepalive_requests 1000000; }}
   server {{
     listen 127.0.0.1:{port};
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
     location / {{
       proxy_pass http://replicas;
       proxy_http_version 1.1;
@@ -413,9 +415,9 @@ async fn batching(
     json: bool,
 ) -> anyhow::Result<()> {
     let model = model.unwrap_or_else(|| repo_root().join("serving/testdata/mlp.onnx"));
-    let x: Vec<f32> = (0..256).map(|i| (i % 7) as f32 * 0.1).collect();
+    let x: Vec<f32> = (0..16).map(|i| (i % 7) as f32 * 0.1).collect();
     let body = Bytes::from(serde_json::to_vec(&serde_json::json!({
-        "inputs": [{"name": "x", "shape": [1, 256], "datatype": "FP32", "data": x}]
+        "inputs": [{"name": "x", "shape": [1, 16], "datatype": "FP32", "data": x}]
     }))?);
     let mut rows = Vec::new();
     for (label, batch, delay) in [("off", 1, 0), ("on", 64, 2)] {
