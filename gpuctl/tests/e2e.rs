@@ -6,88 +6,29 @@
 //! them all; `cargo build --bins` does too).
 
 mod support;
-use support::{eventually, gpuctl_bin, require_binaries};
+use support::{eventually, DevCluster};
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gpuctl_common::api::{Job, JobPhase};
 
 /// A `gpuctl dev` cluster in a temporary folder, stopped on drop.
-struct Dev {
-    child: Option<Child>,
-    root: tempfile::TempDir,
+struct Dev(DevCluster);
+
+impl std::ops::Deref for Dev {
+    type Target = DevCluster;
+    fn deref(&self) -> &DevCluster {
+        &self.0
+    }
 }
 
 impl Dev {
     fn start(root: tempfile::TempDir, extra: &[&str]) -> Dev {
-        require_binaries();
-        let state = root.path().join("state");
-        let log = std::fs::File::create(root.path().join("dev.log")).unwrap();
-        let _ = std::fs::remove_file(config_dir(root.path()).join("context.json"));
-        let child = Command::new(gpuctl_bin())
-            .arg("dev")
-            .arg("--state-dir")
-            .arg(&state)
-            .args(extra)
-            .env("GPUCTL_CONFIG_DIR", config_dir(root.path()))
-            .env_remove("GPUCTL_SERVER")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn gpuctl dev");
-        let mut dev = Dev {
-            child: Some(child),
-            root,
-        };
-        dev.wait_ready();
-        dev
+        Dev(DevCluster::start(root, extra, Duration::from_secs(60)))
     }
 
-    fn wait_ready(&mut self) {
-        let ctx = config_dir(self.root.path()).join("context.json");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !ctx.exists() {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("gpuctl dev exited early ({status}):\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "gpuctl dev not ready in 60s:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.root.path().join("dev.log")).unwrap_or_default()
-    }
-
-    /// Run `gpuctl ARGS` against this cluster (found through the context file).
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(gpuctl_bin())
-            .args(args)
-            .env("GPUCTL_CONFIG_DIR", config_dir(self.root.path()))
-            .env_remove("GPUCTL_SERVER")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run gpuctl")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "gpuctl {args:?} failed ({}):\nstdout: {}\nstderr: {}\ndev log:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            self.log()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+    fn stop(self) -> tempfile::TempDir {
+        self.0.stop()
     }
 
     fn jobs(&self) -> Vec<Job> {
@@ -101,46 +42,6 @@ impl Dev {
             .find(|j| j.metadata.name == name)
             .unwrap_or_else(|| panic!("job {name} listed"))
     }
-
-    /// Stop like Ctrl-C does, and hand back the folder.
-    fn stop(mut self) -> tempfile::TempDir {
-        self.interrupt();
-        std::mem::replace(&mut self.root, tempfile::tempdir().unwrap())
-    }
-
-    fn interrupt(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                if let Ok(Some(_)) = c.try_wait() {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                    panic!(
-                        "gpuctl dev did not stop within 20s of SIGINT:\n{}",
-                        self.log()
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    }
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            support::interrupt(&mut c, Duration::from_secs(15));
-        }
-    }
-}
-
-fn config_dir(root: &Path) -> PathBuf {
-    root.join("config")
 }
 
 fn field<'a>(line: &'a str, key: &str) -> &'a str {

@@ -16,11 +16,11 @@
 //! The binaries must sit next to `gpuctl` (`cargo build --bins`).
 
 mod support;
-use support::{eventually, gpuctl_bin, require_binaries};
+use support::{eventually, gpuctl_bin, DevCluster};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -93,63 +93,18 @@ fn gpuctl(config: &Path, args: &[&str], limit: Duration) -> Ran {
 }
 
 /// A `gpuctl dev` cluster in a temporary folder, stopped on drop.
-struct Dev {
-    child: Option<Child>,
-    root: tempfile::TempDir,
+struct Dev(DevCluster);
+
+impl std::ops::Deref for Dev {
+    type Target = DevCluster;
+    fn deref(&self) -> &DevCluster {
+        &self.0
+    }
 }
 
 impl Dev {
     fn start(root: tempfile::TempDir) -> Dev {
-        require_binaries();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(root.path().join("dev.log"))
-            .unwrap();
-        let config = root.path().join("config");
-        let _ = std::fs::remove_file(config.join("context.json"));
-        let child = Command::new(gpuctl_bin())
-            .arg("dev")
-            .arg("--state-dir")
-            .arg(root.path().join("state"))
-            .args(DEV_ARGS)
-            .env("GPUCTL_CONFIG_DIR", &config)
-            .env_remove("GPUCTL_SERVER")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn gpuctl dev");
-        let mut dev = Dev {
-            child: Some(child),
-            root,
-        };
-        let ctx = config.join("context.json");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !ctx.exists() {
-            if let Some(status) = dev.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("gpuctl dev exited early ({status}):\n{}", dev.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "gpuctl dev not ready in 60s:\n{}",
-                dev.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        dev
-    }
-
-    fn config(&self) -> PathBuf {
-        self.root.path().join("config")
-    }
-
-    fn state(&self) -> PathBuf {
-        self.root.path().join("state")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.root.path().join("dev.log")).unwrap_or_default()
+        Dev(DevCluster::start(root, DEV_ARGS, Duration::from_secs(60)))
     }
 
     /// Scheduler logs, for failure messages.
@@ -231,36 +186,8 @@ impl Dev {
     }
 
     /// Stop like Ctrl-C does, and hand back the folder.
-    fn stop(mut self) -> tempfile::TempDir {
-        if let Some(mut c) = self.child.take() {
-            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                if let Ok(Some(status)) = c.try_wait() {
-                    assert!(status.success(), "gpuctl dev after SIGINT: {status}");
-                    break;
-                }
-                if Instant::now() > deadline {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                    panic!(
-                        "gpuctl dev did not stop within 20s of SIGINT:\n{}",
-                        self.log()
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        std::mem::replace(&mut self.root, tempfile::tempdir().unwrap())
-    }
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            support::interrupt(&mut c, Duration::from_secs(15));
-        }
+    fn stop(self) -> tempfile::TempDir {
+        self.0.stop()
     }
 }
 
@@ -619,7 +546,7 @@ fn leader_failover_keeps_every_acknowledged_job() {
     );
 
     // Every task appends "job task attempt" here when it starts.
-    let starts = dev.root.path().join("starts");
+    let starts = dev.dir().join("starts");
     let record_start = format!(
         "echo \"$GPUCTL_JOB $GPUCTL_TASK_INDEX $GPUCTL_ATTEMPT\" >> '{}'",
         starts.display()
@@ -670,7 +597,7 @@ fn leader_failover_keeps_every_acknowledged_job() {
     // Clients of the linearizability check.
     let clock = Arc::new(AtomicU64::new(0));
     let history: Arc<Mutex<Vec<Event>>> = Arc::default();
-    let files = dev.root.path().join("queues");
+    let files = dev.dir().join("queues");
     std::fs::create_dir_all(&files).unwrap();
     let lin_clients: Vec<_> = (1..=3)
         .map(|id| {

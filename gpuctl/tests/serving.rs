@@ -7,12 +7,12 @@
 //! `gpu-gateway` and `gpu-model-server`.
 
 mod support;
-use support::{eventually, gpuctl_bin, interrupt, require_binaries};
+use support::{eventually, gpuctl_bin, require_binaries, DevCluster};
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Output;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -37,78 +37,28 @@ fn testdata(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A `gpuctl dev` cluster in a temporary folder, stopped on drop.
-struct Dev {
-    child: Option<Child>,
-    root: tempfile::TempDir,
+struct Dev(DevCluster);
+
+impl std::ops::Deref for Dev {
+    type Target = DevCluster;
+    fn deref(&self) -> &DevCluster {
+        &self.0
+    }
 }
 
 impl Dev {
     fn start(extra: &[&str]) -> Dev {
         require_serving_binaries();
-        let root = tempfile::tempdir().unwrap();
-        let log = std::fs::File::create(root.path().join("dev.log")).unwrap();
-        let child = Command::new(gpuctl_bin())
-            .arg("dev")
-            .arg("--state-dir")
-            .arg(root.path().join("state"))
-            .args(extra)
-            .env("GPUCTL_CONFIG_DIR", root.path().join("cfg"))
-            .env_remove("GPUCTL_SERVER")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn gpuctl dev");
-        let mut dev = Dev {
-            child: Some(child),
-            root,
-        };
-        let ctx = dev.root.path().join("cfg/context.json");
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while !ctx.exists() {
-            if let Some(st) = dev.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("gpuctl dev exited early ({st}):\n{}", dev.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "gpuctl dev not ready:\n{}",
-                dev.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        dev
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.root.path().join("dev.log")).unwrap_or_default()
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(gpuctl_bin())
-            .args(args)
-            .env("GPUCTL_CONFIG_DIR", self.root.path().join("cfg"))
-            .env_remove("GPUCTL_SERVER")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run gpuctl")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "gpuctl {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        Dev(DevCluster::start(
+            tempfile::tempdir().unwrap(),
+            extra,
+            Duration::from_secs(90),
+        ))
     }
 
     /// The gateway's `host:port`, from the context `gpuctl dev` wrote.
     fn gateway(&self) -> String {
-        let text = std::fs::read_to_string(self.root.path().join("cfg/context.json")).unwrap();
+        let text = std::fs::read_to_string(self.config().join("context.json")).unwrap();
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         v["gateway"]
             .as_str()
@@ -122,7 +72,7 @@ impl Dev {
     }
 
     fn apply(&self, yaml: &str) -> Output {
-        let path = self.root.path().join("ep.yaml");
+        let path = self.dir().join("ep.yaml");
         std::fs::write(&path, yaml).unwrap();
         self.run(&["apply", "-f", path.to_str().unwrap()])
     }
@@ -131,14 +81,6 @@ impl Dev {
         let v: Vec<serde_json::Value> =
             serde_json::from_str(&self.ok(&["get", "jobs", "-o", "json"])).unwrap();
         v.len()
-    }
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            interrupt(&mut c, Duration::from_secs(20));
-        }
     }
 }
 

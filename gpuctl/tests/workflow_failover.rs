@@ -4,88 +4,37 @@
 //! the workflow succeeds and every step's process started exactly once.
 
 mod support;
-use support::{eventually, gpuctl_bin, require_binaries};
+use support::{eventually, DevCluster};
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use serde_json::Value;
 
-struct Dev {
-    child: Option<Child>,
-    root: tempfile::TempDir,
+struct Dev(DevCluster);
+
+impl std::ops::Deref for Dev {
+    type Target = DevCluster;
+    fn deref(&self) -> &DevCluster {
+        &self.0
+    }
 }
 
 impl Dev {
     fn start() -> Dev {
-        require_binaries();
-        let root = tempfile::tempdir().unwrap();
-        let log = std::fs::File::create(root.path().join("dev.log")).unwrap();
-        let child = Command::new(gpuctl_bin())
-            .arg("dev")
-            .arg("--state-dir")
-            .arg(root.path().join("state"))
-            .args([
+        Dev(DevCluster::start(
+            tempfile::tempdir().unwrap(),
+            &[
                 "--replicas",
                 "3",
                 "--gpus",
                 "4xA100-80GB",
                 "--restart-delay",
                 "500ms",
-            ])
-            .env("GPUCTL_CONFIG_DIR", root.path().join("config"))
-            .env_remove("GPUCTL_SERVER")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn gpuctl dev");
-        let mut dev = Dev {
-            child: Some(child),
-            root,
-        };
-        let ctx = dev.dir().join("config").join("context.json");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !ctx.exists() {
-            if let Some(status) = dev.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("gpuctl dev exited early ({status}):\n{}", dev.log());
-            }
-            assert!(Instant::now() < deadline, "gpuctl dev not ready in 60s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        dev
-    }
-
-    fn dir(&self) -> &Path {
-        self.root.path()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir().join("dev.log")).unwrap_or_default()
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(gpuctl_bin())
-            .args(args)
-            .env("GPUCTL_CONFIG_DIR", self.dir().join("config"))
-            .env_remove("GPUCTL_SERVER")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run gpuctl")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "gpuctl {args:?} failed:\nstdout: {}\nstderr: {}\ndev log:\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            self.log()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+            ],
+            Duration::from_secs(60),
+        ))
     }
 
     /// The leader's pid (from `cluster status` and `cluster.json`).
@@ -101,14 +50,6 @@ impl Dev {
             .filter_map(|s| Some((s["id"].as_u64()?, s["pid"].as_i64()?)))
             .collect();
         pids.get(&id).map(|p| *p as i32)
-    }
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            support::interrupt(&mut c, Duration::from_secs(15));
-        }
     }
 }
 

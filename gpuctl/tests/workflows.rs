@@ -5,83 +5,30 @@
 //! scheduler recorded.
 
 mod support;
-use support::{eventually, gpuctl_bin, require_binaries};
+use support::{eventually, DevCluster};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// A `gpuctl dev` cluster in a temporary folder, stopped on drop.
-struct Dev {
-    child: Option<Child>,
-    root: tempfile::TempDir,
+struct Dev(DevCluster);
+
+impl std::ops::Deref for Dev {
+    type Target = DevCluster;
+    fn deref(&self) -> &DevCluster {
+        &self.0
+    }
 }
 
 impl Dev {
     fn start(extra: &[&str]) -> Dev {
-        require_binaries();
-        let root = tempfile::tempdir().unwrap();
-        let log = std::fs::File::create(root.path().join("dev.log")).unwrap();
-        let child = Command::new(gpuctl_bin())
-            .arg("dev")
-            .arg("--state-dir")
-            .arg(root.path().join("state"))
-            .args(extra)
-            .env("GPUCTL_CONFIG_DIR", root.path().join("config"))
-            .env_remove("GPUCTL_SERVER")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn gpuctl dev");
-        let mut dev = Dev {
-            child: Some(child),
-            root,
-        };
-        let ctx = dev.root.path().join("config").join("context.json");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !ctx.exists() {
-            if let Some(status) = dev.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("gpuctl dev exited early ({status}):\n{}", dev.log());
-            }
-            assert!(Instant::now() < deadline, "gpuctl dev not ready in 60s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        dev
-    }
-
-    fn dir(&self) -> &Path {
-        self.root.path()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir().join("dev.log")).unwrap_or_default()
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(gpuctl_bin())
-            .args(args)
-            .env("GPUCTL_CONFIG_DIR", self.dir().join("config"))
-            .env_remove("GPUCTL_SERVER")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run gpuctl")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "gpuctl {args:?} failed ({}):\nstdout: {}\nstderr: {}\ndev log:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            self.log()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        Dev(DevCluster::start(
+            tempfile::tempdir().unwrap(),
+            extra,
+            Duration::from_secs(60),
+        ))
     }
 
     /// Write a workflow file, with `EVENTS` replaced by its events file.
@@ -100,14 +47,6 @@ impl Dev {
     fn wait(&self, name: &str) -> i32 {
         let out = self.run(&["wait", name, "--timeout", "45s"]);
         out.status.code().unwrap_or(-1)
-    }
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            support::interrupt(&mut c, Duration::from_secs(15));
-        }
     }
 }
 
