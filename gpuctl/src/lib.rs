@@ -35,7 +35,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use gpuctl_common::api::{Job, JobPhase, Manifest, Node};
 use gpuctl_common::queue::Queue;
 use gpuctl_proto::v1::{
-    ApplyRequest, CancelRequest, CordonRequest, GetRequest, LogsRequest, WaitRequest,
+    ApplyRequest, CancelRequest, CordonRequest, DeleteRequest, GetRequest, LogsRequest, WaitRequest,
 };
 
 use crate::client::{status_error, CallError, Client, Conn, Target};
@@ -115,9 +115,10 @@ pub enum Command {
         /// With `workflow` as the first argument: the workflow's name.
         name: Option<String>,
     },
-    /// Delete an endpoint: its replicas are stopped and it is removed.
+    /// Delete a finished job, a finished workflow (with its step jobs), or an
+    /// endpoint (its replicas are stopped).
     Delete {
-        /// endpoint (ep).
+        /// job, workflow or endpoint.
         #[arg(value_parser = parse_kind)]
         kind: Kind,
         name: String,
@@ -900,28 +901,32 @@ async fn cmd_describe(cx: &mut Ctx, kind: Kind, name: &str) -> Result<u8> {
 }
 
 async fn cmd_delete(cx: &mut Ctx, kind: Kind, name: &str) -> Result<u8> {
-    if kind != Kind::Endpoints {
+    if !matches!(kind, Kind::Jobs | Kind::Workflows | Kind::Endpoints) {
         return Err(Error::Usage(format!(
-            "{} cannot be deleted; jobs are stopped with `gpuctl cancel JOB`",
+            "{} cannot be deleted; jobs, workflows and endpoints can",
             kind.api_name()
         )));
     }
-    let req = CancelRequest {
-        kind: "endpoints".into(),
+    let req = DeleteRequest {
+        kind: kind.api_name().into(),
         name: name.to_string(),
     };
     cx.call(
         Some(Target {
-            kind: "endpoint",
+            kind: kind.singular(),
             name,
         }),
         |mut c| {
             let req = req.clone();
-            async move { c.cancel(req).await }
+            async move { c.delete(req).await }
         },
     )
     .await?;
-    out(&format!("endpoint/{name} deleted\n"))?;
+    out(&format!(
+        "{}/{name} deleted
+",
+        kind.singular()
+    ))?;
     Ok(0)
 }
 

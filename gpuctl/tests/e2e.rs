@@ -182,6 +182,11 @@ fn failures_cancel_and_bad_input() {
     assert_eq!(j.status.phase, JobPhase::Failed);
     assert_eq!(j.status.tasks[0].exit_code, Some(3));
     assert!(dev.ok(&["logs", "fails"]).contains("boom"));
+    // A finished job can be deleted.
+    assert!(dev
+        .ok(&["delete", "job", "fails"])
+        .contains("job/fails deleted"));
+    assert!(!dev.jobs().iter().any(|j| j.metadata.name == "fails"));
 
     // Cancel stops the process group.
     dev.ok(&[
@@ -200,6 +205,12 @@ fn failures_cancel_and_bad_input() {
             .pid
             .filter(|_| dev.job("sleeper").status.phase == JobPhase::Running)
     });
+    let out = dev.run(&["delete", "job", "sleeper"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cancel it first"),
+        "a running job is not deleted: {err}"
+    );
     dev.ok(&["cancel", "sleeper"]);
     assert_eq!(dev.job("sleeper").status.phase, JobPhase::Cancelled);
     eventually(

@@ -324,6 +324,27 @@ fn dag_shapes_parameters_artifacts_fan_out_and_conditions() {
     assert_eq!(logs, "hello\n");
     let logs = dev.ok(&["logs", "workflow", "shapes"]);
     assert!(logs.contains("==> a (shapes-a) <==\nhello\n"), "{logs}");
+
+    // A step's job goes with its workflow, not alone; deleting the finished
+    // workflow removes it and every one of its step jobs.
+    let out = dev.run(&["delete", "job", "shapes-a"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is a step of workflow \"shapes\""), "{err}");
+    let steps = |dev: &Dev| {
+        let jobs: Vec<Value> =
+            serde_json::from_str(&dev.ok(&["get", "jobs", "-o", "json"])).unwrap();
+        jobs.iter()
+            .filter(|j| j["metadata"]["labels"]["gpuctl.io/workflow"] == "shapes")
+            .count()
+    };
+    assert!(steps(&dev) >= 14);
+    assert!(dev
+        .ok(&["delete", "workflow", "shapes"])
+        .contains("workflow/shapes deleted"));
+    assert_eq!(steps(&dev), 0);
+    let out = dev.run(&["get", "workflow", "shapes"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
 }
 
 const FAILURES: &str = r#"

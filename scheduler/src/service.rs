@@ -661,6 +661,26 @@ impl Control for Api {
         Ok(Response::new(pb::CancelResponse { object_json }))
     }
 
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let req = req.into_inner();
+        let name = req.name;
+        let cmd = match kind_of(&req.kind)? {
+            "job" => Command::DeleteJob { name },
+            "workflow" => Command::DeleteWorkflow { name },
+            "endpoint" => Command::DeleteEndpoint { name },
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "{other}s cannot be deleted; jobs, workflows and endpoints can"
+                )))
+            }
+        };
+        let object_json = self.propose(cmd).await?;
+        Ok(Response::new(pb::DeleteResponse { object_json }))
+    }
+
     async fn cordon(
         &self,
         req: Request<pb::CordonRequest>,

@@ -93,6 +93,10 @@ pub enum Command {
     WorkflowTick { name: String },
     /// Stop a workflow: its running steps are cancelled.
     CancelWorkflow { name: String },
+    /// Remove a finished job.
+    DeleteJob { name: String },
+    /// Remove a finished workflow and its step jobs.
+    DeleteWorkflow { name: String },
     /// Store a new endpoint; it starts at `minReplicas`.
     CreateEndpoint {
         endpoint: Box<gpuctl_common::endpoint::Endpoint>,
@@ -133,6 +137,8 @@ impl Command {
             Command::SubmitWorkflow { .. } => "SubmitWorkflow",
             Command::WorkflowTick { .. } => "WorkflowTick",
             Command::CancelWorkflow { .. } => "CancelWorkflow",
+            Command::DeleteJob { .. } => "DeleteJob",
+            Command::DeleteWorkflow { .. } => "DeleteWorkflow",
             Command::CreateEndpoint { .. } => "CreateEndpoint",
             Command::DeleteEndpoint { .. } => "DeleteEndpoint",
             Command::ScaleEndpoint { .. } => "ScaleEndpoint",
@@ -750,6 +756,8 @@ impl State {
             } => self.submit_workflow(index, now, name, workflow, arguments),
             Command::WorkflowTick { name } => self.workflow_tick(index, now, name),
             Command::CancelWorkflow { name } => self.cancel_workflow(index, now, name),
+            Command::DeleteJob { name } => self.delete_job(name),
+            Command::DeleteWorkflow { name } => self.delete_workflow(name),
             Command::CreateEndpoint { endpoint } => self.create_endpoint(index, now, endpoint),
             Command::DeleteEndpoint { name } => self.delete_endpoint(index, now, name),
             Command::ScaleEndpoint {
@@ -796,6 +804,81 @@ impl State {
             format!("attempt {} queued after preemption by {by:?}", attempt + 1),
         );
         self.touch_job(index, name);
+    }
+
+    /// Remove a job that has ended. A job that still runs must be cancelled
+    /// first; a workflow's step or an endpoint's replica goes with its owner.
+    fn delete_job(&mut self, name: &str) -> Result<Applied, ApplyError> {
+        let j = self.jobs.get(name).ok_or_else(|| ApplyError::NotFound {
+            kind: "job",
+            name: name.to_string(),
+        })?;
+        if !j.status.phase.is_terminal() {
+            return Err(ApplyError::FailedPrecondition(format!(
+                "job {name:?} is {}; cancel it first (gpuctl cancel {name})",
+                j.status.phase
+            )));
+        }
+        if let Some(w) = j
+            .metadata
+            .labels
+            .get(LABEL_WORKFLOW)
+            .filter(|w| self.workflows.contains_key(*w))
+        {
+            return Err(ApplyError::FailedPrecondition(format!(
+                "job {name:?} is a step of workflow {w:?}; delete the workflow (gpuctl delete workflow {w})"
+            )));
+        }
+        if let Some(e) =
+            crate::endpoints::endpoint_of(j).filter(|e| self.endpoints.contains_key(*e))
+        {
+            return Err(ApplyError::FailedPrecondition(format!(
+                "job {name:?} is a replica of endpoint {e:?}; delete the endpoint (gpuctl delete endpoint {e})"
+            )));
+        }
+        let j = self.jobs.remove(name).expect("checked");
+        self.dirty.insert(ObjKey::Job(name.to_string()));
+        Ok(Applied::Job(Box::new(j)))
+    }
+
+    /// Remove a workflow that has ended, with its step jobs (its memoized
+    /// outputs stay: they are a cache shared by workflows).
+    fn delete_workflow(&mut self, name: &str) -> Result<Applied, ApplyError> {
+        let w = self
+            .workflows
+            .get(name)
+            .ok_or_else(|| ApplyError::NotFound {
+                kind: "workflow",
+                name: name.to_string(),
+            })?;
+        if !w.run.phase().is_terminal() {
+            return Err(ApplyError::FailedPrecondition(format!(
+                "workflow {name:?} is {}; cancel it first (gpuctl cancel workflow {name})",
+                w.run.phase()
+            )));
+        }
+        let view = w.view();
+        let nodes: Vec<String> = w.run.nodes().keys().cloned().collect();
+        let steps: Vec<String> = self
+            .jobs
+            .values()
+            .filter(|j| j.metadata.labels.get(LABEL_WORKFLOW).map(String::as_str) == Some(name))
+            .map(|j| j.metadata.name.clone())
+            .collect();
+        for job in steps {
+            // A step still holding resources (it should not) is stopped first.
+            self.stop_tasks(&job, TaskPhase::Cancelled, "its workflow was deleted");
+            self.jobs.remove(&job);
+            self.dirty.insert(ObjKey::Job(job));
+        }
+        self.workflows.remove(name);
+        self.persisted_nodes.remove(name);
+        for id in nodes {
+            self.dirty
+                .insert(ObjKey::WorkflowNode(name.to_string(), id));
+        }
+        self.dirty.insert(ObjKey::Workflow(name.to_string()));
+        Ok(Applied::Workflow(Box::new(view)))
     }
 
     fn put_queue(&mut self, index: u64, now: u64, queue: &Queue) -> Result<Applied, ApplyError> {
@@ -1883,6 +1966,69 @@ mod tests {
         h.bind("low", "n1", &[&[0, 1]]);
         h.report("low", 0, TaskPhase::Failed, Some(1));
         assert_eq!(h.s.jobs["low"].status.phase, JobPhase::Failed);
+    }
+
+    #[test]
+    fn deletes_take_finished_jobs_and_workflows_with_every_stored_record() {
+        let mut h = Harness::new();
+        h.apply(reg("n1", 2)).unwrap();
+        h.apply(Command::SubmitJob {
+            job: Box::new(job("a", 1, 1.0, 0)),
+        })
+        .unwrap();
+        let e = h
+            .apply(Command::DeleteJob { name: "a".into() })
+            .unwrap_err();
+        assert!(e.to_string().contains("cancel it first"), "{e}");
+        h.apply(Command::CancelJob { name: "a".into() }).unwrap();
+        h.s.take_dirty();
+        h.apply(Command::DeleteJob { name: "a".into() }).unwrap();
+        assert!(!h.s.jobs.contains_key("a"));
+        assert!(h.s.take_dirty().contains(&ObjKey::Job("a".into())));
+
+        let yaml = "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata: {name: wf}\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    dag:\n      tasks:\n      - {name: s, template: t}\n  - name: t\n    container: {image: x, command: [\"true\"]}\n";
+        h.apply(Command::SubmitWorkflow {
+            name: "wf".into(),
+            workflow: Box::new(gpuctl_pipelines::parse_workflow("wf.yaml", yaml).unwrap()),
+            arguments: Default::default(),
+        })
+        .unwrap();
+        assert!(h.s.jobs.values().any(|j| j
+            .metadata
+            .labels
+            .get(LABEL_WORKFLOW)
+            .map(String::as_str)
+            == Some("wf")));
+        let e = h
+            .apply(Command::DeleteWorkflow { name: "wf".into() })
+            .unwrap_err();
+        assert!(e.to_string().contains("cancel it first"), "{e}");
+        h.apply(Command::CancelWorkflow { name: "wf".into() })
+            .unwrap();
+        let before = h.s.stored_objects();
+        assert!(before.iter().any(|(k, _)| k.starts_with("wfnode/wf/")));
+        h.s.take_dirty();
+        h.apply(Command::DeleteWorkflow { name: "wf".into() })
+            .unwrap();
+        let dirty = h.s.take_dirty();
+        // Every record the workflow had is marked, and none is left to store.
+        let records: Vec<&String> = before
+            .iter()
+            .map(|(k, _)| k)
+            .filter(|k| k.starts_with("wfnode/wf/") || *k == "workflow/wf")
+            .collect();
+        assert!(records.len() >= 2, "{records:?}");
+        for k in records {
+            assert!(
+                dirty.iter().any(|d| &d.storage_key() == k),
+                "{k} not marked for deletion"
+            );
+        }
+        for d in &dirty {
+            assert!(h.s.object_json(d).is_none(), "{d:?} still stored");
+        }
+        assert!(h.s.workflows.is_empty());
+        assert!(h.s.jobs.is_empty(), "its step jobs went with it");
     }
 
     #[test]
