@@ -574,6 +574,26 @@ impl Job {
         self.spec.tasks.iter().map(|t| t.replicas).sum()
     }
 
+    /// GPU thousandths every task asks for, together.
+    pub fn gpu_milli_requested(&self) -> u64 {
+        self.spec
+            .tasks
+            .iter()
+            .map(|t| u64::from(t.replicas) * t.resources.gpu_milli())
+            .sum()
+    }
+
+    /// GPU thousandths the current attempt's bound and running tasks hold.
+    pub fn gpu_milli_held(&self) -> u64 {
+        self.status
+            .tasks
+            .iter()
+            .filter(|t| t.phase.holds_resources())
+            .flat_map(|t| &t.gpus)
+            .map(|g| u64::from(g.milli))
+            .sum()
+    }
+
     /// The group spec of global task index `i`.
     pub fn task_spec(&self, index: u32) -> Option<&TaskSpec> {
         let mut base = 0;

@@ -126,13 +126,7 @@ fn time_and_age(ms: Option<u64>, now_ms: u64) -> String {
 
 /// Total GPUs a job asks for across all its tasks.
 pub fn job_gpus(job: &Job) -> f64 {
-    let milli: u64 = job
-        .spec
-        .tasks
-        .iter()
-        .map(|t| u64::from(t.replicas) * t.resources.gpu_milli())
-        .sum();
-    milli as f64 / 1000.0
+    job.gpu_milli_requested() as f64 / 1000.0
 }
 
 /// `gpuctl get jobs`.

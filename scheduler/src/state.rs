@@ -445,23 +445,10 @@ impl State {
                 JobPhase::Running => st.running_jobs += 1,
                 _ => {}
             }
-            milli += job_gpu_milli_held(j);
+            milli += j.gpu_milli_held();
         }
         st.gpus_in_use = milli as f64 / 1000.0;
         st
-    }
-
-    /// GPU thousandths held by the bound and running tasks of each queue.
-    pub fn queue_usage_milli(&self) -> BTreeMap<String, u64> {
-        let mut out = BTreeMap::new();
-        for j in self.jobs.values() {
-            let held = job_gpu_milli_held(j);
-            if held > 0 {
-                let q = j.metadata.queue.as_deref().unwrap_or(DEFAULT_QUEUE);
-                *out.entry(q.to_string()).or_default() += held;
-            }
-        }
-        out
     }
 
     /// Add the stored endpoints (after a restart or from a snapshot).
@@ -1423,17 +1410,6 @@ fn remember_attempt(job: &mut Job, now: u64, reason: &str) {
         .len()
         .saturating_sub(gpuctl_common::api::MAX_PAST_ATTEMPTS);
     s.past_attempts.drain(..extra);
-}
-
-/// GPU thousandths held by a job's bound and running tasks.
-fn job_gpu_milli_held(j: &Job) -> u64 {
-    j.status
-        .tasks
-        .iter()
-        .filter(|t| t.phase.holds_resources())
-        .flat_map(|t| t.gpus.iter())
-        .map(|g| u64::from(g.milli))
-        .sum()
 }
 
 fn task_cpu_mem(job: &Job, index: u32) -> (u64, u64) {

@@ -267,7 +267,7 @@ pub fn waiting_reason(st: &State, round: &Round, name: &str) -> Option<String> {
     }
     Some(format!(
         "no node has room for it now ({} GPU(s) in all); it runs when running jobs finish",
-        quota::job_gpu_milli(job) as f64 / 1000.0
+        job.gpu_milli_requested() as f64 / 1000.0
     ))
 }
 

@@ -20,7 +20,6 @@ use gpuctl_common::api::{Job, JobPhase};
 use gpuctl_common::queue::Queue;
 
 use super::fair::queue_of;
-use super::quota::job_gpu_milli;
 use super::{place_with, Policy, Snapshot, WorkloadMix};
 
 /// Most candidates looked at for one preemption.
@@ -34,17 +33,6 @@ pub struct Plan {
     pub victims: Vec<(String, u32)>,
     /// Why, for the victims' events.
     pub reason: String,
-}
-
-/// GPU thousandths a job's bound and running tasks hold.
-fn held_milli(j: &Job) -> u64 {
-    j.status
-        .tasks
-        .iter()
-        .filter(|t| t.phase.holds_resources())
-        .flat_map(|t| &t.gpus)
-        .map(|g| u64::from(g.milli))
-        .sum()
 }
 
 /// Which running jobs to preempt for `head`, or `None` when none may be or
@@ -62,12 +50,12 @@ pub fn plan(
     let hq = queue_of(head);
     let held = |q: &str| queue_held.get(q).copied().unwrap_or(0);
     let quota = |q: &str| queues.get(q).and_then(|q| q.quota_milli()).unwrap_or(0);
-    let head_within_quota = held(hq) + job_gpu_milli(head) <= quota(hq);
+    let head_within_quota = held(hq) + head.gpu_milli_requested() <= quota(hq);
     let mut candidates: Vec<(&Job, bool)> = jobs
         .iter()
         .copied()
         .filter(|j| j.metadata.name != head.metadata.name)
-        .filter(|j| j.status.phase == JobPhase::Running && held_milli(j) > 0)
+        .filter(|j| j.status.phase == JobPhase::Running && j.gpu_milli_held() > 0)
         .filter_map(|j| {
             let q = queue_of(j);
             if q == hq {
@@ -81,7 +69,7 @@ pub fn plan(
     candidates.sort_by_key(|(j, _)| {
         (
             j.spec.priority,
-            held_milli(j),
+            j.gpu_milli_held(),
             std::cmp::Reverse(j.status.start_time_ms.unwrap_or(0)),
             j.metadata.name.clone(),
         )
@@ -103,7 +91,7 @@ pub fn plan(
             if left <= quota(q) {
                 continue;
             }
-            *taken.entry(q).or_default() += held_milli(j);
+            *taken.entry(q).or_default() += j.gpu_milli_held();
         }
         chosen.push(j);
         if fits(&chosen) {
@@ -321,7 +309,7 @@ mod tests {
         let refs: Vec<&Job> = running_jobs.iter().collect();
         let mut held: BTreeMap<String, u64> = BTreeMap::new();
         for j in running_jobs {
-            *held.entry(queue_of(j).to_string()).or_default() += held_milli(j);
+            *held.entry(queue_of(j).to_string()).or_default() += j.gpu_milli_held();
         }
         let queues: BTreeMap<String, Queue> = queues.iter().cloned().collect();
         let policy = Policy::default();

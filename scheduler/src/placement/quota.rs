@@ -9,14 +9,6 @@ use std::collections::BTreeMap;
 use gpuctl_common::api::Job;
 use gpuctl_common::queue::{Queue, DEFAULT_QUEUE};
 
-/// GPU thousandths a job asks for across all its tasks.
-pub fn job_gpu_milli(job: &Job) -> u64 {
-    (0..job.task_count())
-        .filter_map(|i| job.task_spec(i))
-        .map(|t| t.resources.gpu_milli())
-        .sum()
-}
-
 /// Split `pending` (in priority order) into the jobs placement may consider
 /// and those held back by their queue's quota, with the reason.
 /// `held_milli` is what each queue's bound and running tasks hold now.
@@ -30,7 +22,7 @@ pub fn admit<'a>(
     let mut held = Vec::new();
     for &job in pending {
         let qname = job.metadata.queue.as_deref().unwrap_or(DEFAULT_QUEUE);
-        let want = job_gpu_milli(job);
+        let want = job.gpu_milli_requested();
         let limit = queues
             .get(qname)
             .filter(|q| !q.spec.borrow)
