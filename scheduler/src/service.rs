@@ -247,6 +247,11 @@ fn to_status(e: ProposeError) -> Status {
     }
 }
 
+/// A request's id, when the client sent one.
+fn request_id_of(raw: &str) -> Option<String> {
+    Some(raw.to_string()).filter(|r| !r.is_empty())
+}
+
 /// Prefix a refusal of the state machine with where the object came from.
 fn in_source(source: &str, s: Status) -> Status {
     match s.code() {
@@ -423,6 +428,13 @@ impl Api {
         }
     }
 
+    /// Whether a request with this id was applied already (after a read
+    /// barrier, so on any replica): its retry is answered from the record
+    /// and skips the checks a new request gets.
+    fn already_applied(&self, request_id: Option<&str>) -> bool {
+        request_id.is_some_and(|id| self.state().request(id).is_some())
+    }
+
     fn state(&self) -> std::sync::RwLockReadGuard<'_, State> {
         self.raft.shared.read()
     }
@@ -448,9 +460,7 @@ impl Api {
         request_id: Option<String>,
     ) -> Result<Response<pb::ApplyResponse>, Status> {
         self.read_barrier().await?;
-        let repeated = request_id
-            .as_deref()
-            .is_some_and(|id| self.state().request(id).is_some());
+        let repeated = self.already_applied(request_id.as_deref());
         if !repeated {
             let st = self.state();
             if st.endpoints.contains_key(&ep.metadata.name) {
@@ -517,7 +527,7 @@ impl Control for Api {
         };
         if workflows::is_workflow(&req.object_json) {
             let params = req.parameters.into_iter().collect();
-            let request_id = Some(req.request_id.clone()).filter(|r| !r.is_empty());
+            let request_id = request_id_of(&req.request_id);
             let object_json = self
                 .apply_workflow(&source, &req.object_json, params, request_id)
                 .await?;
@@ -525,13 +535,11 @@ impl Control for Api {
         }
         let manifest = api::parse_manifest_json(&source, &req.object_json)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let request_id = Some(req.request_id.clone()).filter(|r| !r.is_empty());
+        let request_id = request_id_of(&req.request_id);
         // Check against current state, not a follower's possibly older copy.
         self.read_barrier().await?;
         // A retry of a request that was applied gets its recorded answer.
-        let repeated = request_id
-            .as_deref()
-            .is_some_and(|id| self.state().request(id).is_some());
+        let repeated = self.already_applied(request_id.as_deref());
         let job = match manifest {
             Manifest::Job(job) => job,
             Manifest::Endpoint(ep) => {

@@ -373,7 +373,7 @@ impl State {
     /// key, JSON), as stored by [`State::object_json`]. Unknown keys are
     /// skipped (they belong to a newer version); an undecodable object is an
     /// error naming its key.
-    pub fn from_stored(objects: Vec<(String, Vec<u8>)>) -> Result<State, String> {
+    pub fn from_stored(objects: &[(String, Vec<u8>)]) -> Result<State, String> {
         fn decode<T: serde::de::DeserializeOwned>(k: &str, v: &[u8]) -> Result<T, String> {
             serde_json::from_slice(v).map_err(|e| format!("stored object {k}: {e}"))
         }
@@ -382,22 +382,22 @@ impl State {
         let mut memo = Vec::new();
         for (k, v) in objects {
             if workflows
-                .add(k.as_bytes(), &v)
+                .add(k.as_bytes(), v)
                 .map_err(|e| format!("stored object {k}: {e}"))?
             {
                 // A workflow's header or one of its nodes.
             } else if k.starts_with("memo/") {
-                memo.push(decode::<MemoRecord>(&k, &v)?);
+                memo.push(decode::<MemoRecord>(k, v)?);
             } else if let Some(n) = k.strip_prefix("job/") {
-                s.jobs.insert(n.to_string(), decode(&k, &v)?);
+                s.jobs.insert(n.to_string(), decode(k, v)?);
             } else if let Some(n) = k.strip_prefix("node/") {
-                s.nodes.insert(n.to_string(), decode(&k, &v)?);
+                s.nodes.insert(n.to_string(), decode(k, v)?);
             } else if let Some(n) = k.strip_prefix("endpoint/") {
-                s.endpoints.insert(n.to_string(), decode(&k, &v)?);
+                s.endpoints.insert(n.to_string(), decode(k, v)?);
             } else if let Some(n) = k.strip_prefix("queue/") {
-                s.queues.insert(n.to_string(), decode(&k, &v)?);
+                s.queues.insert(n.to_string(), decode(k, v)?);
             } else if k.starts_with("req/") {
-                let r: RequestRecord = decode(&k, &v)?;
+                let r: RequestRecord = decode(k, v)?;
                 s.requests_by_age.insert((r.at_ms, r.id.clone()));
                 s.requests.insert(r.id.clone(), r);
             }
@@ -1869,7 +1869,7 @@ mod tests {
         ));
         assert_eq!(s.jobs["a"].metadata.uid, Some(7));
         // Records survive a restart (they are stored objects)...
-        let back = State::from_stored(s.stored_objects()).unwrap();
+        let back = State::from_stored(&s.stored_objects()).unwrap();
         assert_eq!(back.request("r2"), s.request("r2"));
         assert_eq!(back.queues, s.queues);
         // ... and are forgotten after the TTL, deterministically.
@@ -1889,10 +1889,10 @@ mod tests {
         put(&mut h, "q", 4, None).unwrap();
         let mut stored = h.s.stored_objects();
         stored.push(("widget/x".into(), b"{}".to_vec()));
-        let back = State::from_stored(stored.clone()).unwrap();
+        let back = State::from_stored(&stored).unwrap();
         assert_eq!((back.nodes.len(), back.queues.len()), (1, 1));
         stored.push(("queue/bad".into(), b"{".to_vec()));
-        let e = State::from_stored(stored).unwrap_err();
+        let e = State::from_stored(&stored).unwrap_err();
         assert!(e.contains("queue/bad"), "{e}");
     }
 

@@ -57,7 +57,7 @@ pub struct Recovered {
 impl Recovered {
     /// Decode the objects into the state machine.
     pub fn state(&self) -> Result<crate::state::State, StoreError> {
-        crate::state::State::from_stored(self.objects.clone()).map_err(|e| corrupt("state", e))
+        crate::state::State::from_stored(&self.objects).map_err(|e| corrupt("state", e))
     }
 }
 

@@ -55,9 +55,7 @@ impl Api {
         self.read_barrier().await?;
         // A retry of an applied request gets its first answer (and does not
         // start a second run under another generated name).
-        let repeated = request_id
-            .as_deref()
-            .is_some_and(|id| self.state().request(id).is_some());
+        let repeated = self.already_applied(request_id.as_deref());
         if !repeated {
             let st = self.state();
             if !generated && st.workflows.contains_key(&name) {
