@@ -130,32 +130,11 @@ pub fn order<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gpuctl_common::api::{JobSpec, Resources, TaskSpec};
+    use crate::placement::testutil;
     use gpuctl_common::queue::QueueSpec;
 
     fn job(name: &str, queue: &str, priority: i32, uid: u64, gpus: f64) -> Job {
-        let mut j = Job::new(
-            name,
-            JobSpec {
-                tasks: vec![TaskSpec {
-                    name: "main".into(),
-                    replicas: 1,
-                    command: vec!["true".into()],
-                    env: Default::default(),
-                    working_dir: None,
-                    resources: Resources {
-                        gpus,
-                        ..Default::default()
-                    },
-                }],
-                min_available: None,
-                priority,
-                topology: Default::default(),
-                max_retries: 0,
-                timeout_seconds: None,
-            },
-        );
-        j.metadata.queue = Some(queue.into());
+        let mut j = testutil::job(name, Some(queue), priority, 1, gpus);
         j.metadata.uid = Some(uid);
         j
     }
@@ -164,20 +143,11 @@ mod tests {
         weights
             .iter()
             .map(|(n, w)| {
-                (
-                    n.to_string(),
-                    Queue {
-                        api_version: "gpuctl.io/v1".into(),
-                        kind: "Queue".into(),
-                        metadata: gpuctl_common::api::ObjectMeta {
-                            name: n.to_string(),
-                            ..Default::default()
-                        },
-                        spec: QueueSpec {
-                            weight: *w,
-                            ..Default::default()
-                        },
-                        status: None,
+                testutil::queue(
+                    n,
+                    QueueSpec {
+                        weight: *w,
+                        ..Default::default()
                     },
                 )
             })

@@ -455,12 +455,16 @@ pub fn infeasible(nodes: &[&gpuctl_common::api::Node], job: &Job) -> Option<Stri
     None
 }
 
+/// Builders shared by the placement modules' tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use gpuctl_common::api::{JobSpec, Resources, TaskSpec};
+pub(crate) mod testutil {
+    use gpuctl_common::api::{Job, JobSpec, ObjectMeta, Resources, TaskSpec};
+    use gpuctl_common::queue::{Queue, QueueSpec};
 
-    fn node(name: &str, gpus: u32) -> NodeView {
+    use super::{GpuView, NodeView};
+
+    /// A schedulable node with `gpus` idle A100s and no CPU or memory limit.
+    pub fn node(name: &str, gpus: u32) -> NodeView {
         NodeView {
             name: name.into(),
             schedulable: true,
@@ -482,7 +486,9 @@ mod tests {
         }
     }
 
-    fn job(name: &str, replicas: u32, gpus: f64) -> Job {
+    /// A pending job at attempt 1: one group of `replicas` tasks with `gpus`
+    /// each, in `queue` (`None`: as submitted, no queue named).
+    pub fn job(name: &str, queue: Option<&str>, priority: i32, replicas: u32, gpus: f64) -> Job {
         let mut j = Job::new(
             name,
             JobSpec {
@@ -498,14 +504,42 @@ mod tests {
                     },
                 }],
                 min_available: None,
-                priority: 0,
+                priority,
                 topology: Default::default(),
                 max_retries: 0,
                 timeout_seconds: None,
             },
         );
+        j.metadata.queue = queue.map(str::to_string);
         j.status.attempt = 1;
         j
+    }
+
+    /// A queue with `spec`, keyed by its name.
+    pub fn queue(name: &str, spec: QueueSpec) -> (String, Queue) {
+        (
+            name.to_string(),
+            Queue {
+                api_version: "gpuctl.io/v1".into(),
+                kind: "Queue".into(),
+                metadata: ObjectMeta {
+                    name: name.into(),
+                    ..Default::default()
+                },
+                spec,
+                status: None,
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::node;
+    use super::*;
+
+    fn job(name: &str, replicas: u32, gpus: f64) -> Job {
+        testutil::job(name, None, 0, replicas, gpus)
     }
 
     fn gpus_of(b: &Binding) -> Vec<(String, Vec<u32>)> {

@@ -171,57 +171,12 @@ fn release(snapshot: &Snapshot, victims: &[&Job]) -> Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::placement::{GpuView, NodeView};
-    use gpuctl_common::api::{GpuShare, JobSpec, Resources, TaskPhase, TaskSpec, TaskStatus};
+    use crate::placement::testutil::{self, node};
+    use gpuctl_common::api::{GpuShare, TaskPhase, TaskStatus};
     use gpuctl_common::queue::QueueSpec;
 
-    fn node(name: &str, gpus: u32) -> NodeView {
-        NodeView {
-            name: name.into(),
-            schedulable: true,
-            gpus: (0..gpus)
-                .map(|i| GpuView {
-                    index: i,
-                    uuid: format!("{name}-{i}"),
-                    model: "A100-80GB".into(),
-                    memory_bytes: 80 << 30,
-                    nvlink_domain: String::new(),
-                    healthy: true,
-                    used_milli: 0,
-                })
-                .collect(),
-            cpu_milli: 0,
-            memory_bytes: 0,
-            cpu_used: 0,
-            memory_used: 0,
-        }
-    }
-
     fn job(name: &str, queue: &str, priority: i32, gpus: f64) -> Job {
-        let mut j = Job::new(
-            name,
-            JobSpec {
-                tasks: vec![TaskSpec {
-                    name: "main".into(),
-                    replicas: 1,
-                    command: vec!["true".into()],
-                    env: Default::default(),
-                    working_dir: None,
-                    resources: Resources {
-                        gpus,
-                        ..Default::default()
-                    },
-                }],
-                min_available: None,
-                priority,
-                topology: Default::default(),
-                max_retries: 0,
-                timeout_seconds: None,
-            },
-        );
-        j.metadata.queue = Some(queue.into());
-        j.status.attempt = 1;
-        j
+        testutil::job(name, Some(queue), priority, 1, gpus)
     }
 
     /// A running job on `node`'s GPUs `gpus` (whole), started at `start`.
@@ -280,21 +235,12 @@ mod tests {
     }
 
     fn queue(name: &str, quota: Option<f64>, preemptible: bool) -> (String, Queue) {
-        (
-            name.into(),
-            Queue {
-                api_version: "gpuctl.io/v1".into(),
-                kind: "Queue".into(),
-                metadata: gpuctl_common::api::ObjectMeta {
-                    name: name.into(),
-                    ..Default::default()
-                },
-                spec: QueueSpec {
-                    gpu_quota: quota,
-                    preemptible,
-                    ..Default::default()
-                },
-                status: None,
+        testutil::queue(
+            name,
+            QueueSpec {
+                gpu_quota: quota,
+                preemptible,
+                ..Default::default()
             },
         )
     }

@@ -60,51 +60,20 @@ fn gpus(milli: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gpuctl_common::api::{JobSpec, Resources, TaskSpec};
+    use crate::placement::testutil;
     use gpuctl_common::queue::QueueSpec;
 
     fn job(name: &str, queue: &str, replicas: u32, gpus: f64) -> Job {
-        let mut j = Job::new(
-            name,
-            JobSpec {
-                tasks: vec![TaskSpec {
-                    name: "main".into(),
-                    replicas,
-                    command: vec!["true".into()],
-                    env: Default::default(),
-                    working_dir: None,
-                    resources: Resources {
-                        gpus,
-                        ..Default::default()
-                    },
-                }],
-                min_available: None,
-                priority: 0,
-                topology: Default::default(),
-                max_retries: 0,
-                timeout_seconds: None,
-            },
-        );
-        j.metadata.queue = Some(queue.into());
-        j
+        testutil::job(name, Some(queue), 0, replicas, gpus)
     }
 
     fn queue(name: &str, quota: Option<f64>, borrow: bool) -> (String, Queue) {
-        (
-            name.to_string(),
-            Queue {
-                api_version: "gpuctl.io/v1".into(),
-                kind: "Queue".into(),
-                metadata: gpuctl_common::api::ObjectMeta {
-                    name: name.into(),
-                    ..Default::default()
-                },
-                spec: QueueSpec {
-                    gpu_quota: quota,
-                    borrow,
-                    ..Default::default()
-                },
-                status: None,
+        testutil::queue(
+            name,
+            QueueSpec {
+                gpu_quota: quota,
+                borrow,
+                ..Default::default()
             },
         )
     }
