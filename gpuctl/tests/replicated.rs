@@ -347,6 +347,20 @@ fn lin_client(
         let name = LIN_OBJECTS[object];
         seq += 1;
         let value = id * 1_000_000 + seq;
+        // Apply the queue with this operation's value (a compare-and-set
+        // when `version` is given): when it was called, when it was answered
+        // (never, if the outcome is unknown), and the outcome.
+        let apply = |version: Option<u64>| {
+            let file = queue_file(&files, name, value, version);
+            let call = tick();
+            let r = gpuctl(
+                &config,
+                &["apply", "-f", file.to_str().unwrap()],
+                Duration::from_secs(30),
+            );
+            let outcome = write_outcome(&r);
+            (call, (outcome != Outcome::Unknown).then(tick), outcome)
+        };
         match next() % 3 {
             0 => {
                 let call = tick();
@@ -361,15 +375,7 @@ fn lin_client(
                 }
             }
             1 => {
-                let file = queue_file(&files, name, value, None);
-                let call = tick();
-                let r = gpuctl(
-                    &config,
-                    &["apply", "-f", file.to_str().unwrap()],
-                    Duration::from_secs(30),
-                );
-                let outcome = write_outcome(&r);
-                let ret = (outcome != Outcome::Unknown).then(tick);
+                let (call, ret, outcome) = apply(None);
                 record(Event {
                     object,
                     call,
@@ -390,15 +396,7 @@ fn lin_client(
                     ret: Some(ret),
                     op: LinOp::Read(Some(expected)),
                 });
-                let file = queue_file(&files, name, value, Some(version));
-                let call = tick();
-                let r = gpuctl(
-                    &config,
-                    &["apply", "-f", file.to_str().unwrap()],
-                    Duration::from_secs(30),
-                );
-                let outcome = write_outcome(&r);
-                let ret = (outcome != Outcome::Unknown).then(tick);
+                let (call, ret, outcome) = apply(Some(version));
                 record(Event {
                     object,
                     call,
