@@ -179,8 +179,35 @@ pub struct EndpointStatus {
     pub concurrency: f64,
     #[serde(default)]
     pub requests_per_second: f64,
+    /// Replicas that ended on their own in a row, each soon after it started
+    /// (a crash loop: a bad model file, a server that exits). One that ran for
+    /// [`CRASH_LOOP_RESET_MS`] or longer starts the count again.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub consecutive_failures: u32,
+    /// No new replica starts before this time (ms since the epoch), while the
+    /// endpoint backs off from a crash loop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_until_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<Event>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// A replica that served at least this long before it ended does not count
+/// towards a crash loop.
+pub const CRASH_LOOP_RESET_MS: u64 = 30_000;
+/// Wait before the replacement of the first replica of a crash loop; doubled
+/// for each further one, up to [`CRASH_LOOP_MAX_BACKOFF_MS`].
+pub const CRASH_LOOP_BASE_BACKOFF_MS: u64 = 1_000;
+pub const CRASH_LOOP_MAX_BACKOFF_MS: u64 = 60_000;
+
+/// How long to wait before replacing a replica after `failures` in a row.
+pub fn crash_loop_backoff_ms(failures: u32) -> u64 {
+    let doublings = failures.saturating_sub(1).min(16);
+    (CRASH_LOOP_BASE_BACKOFF_MS << doublings).min(CRASH_LOOP_MAX_BACKOFF_MS)
 }
 
 /// One replica job of an endpoint.

@@ -149,6 +149,16 @@ pub fn describe_endpoint(e: &Endpoint, gateway: Option<&str>, now_ms: u64) -> St
     if let Some(r) = &e.status.reason {
         kv("Last scaled", r.clone());
     }
+    if let Some(until) = e.status.backoff_until_ms.filter(|&t| t > now_ms) {
+        kv(
+            "Back-off",
+            format!(
+                "{} replicas in a row ended soon after starting; the next starts in {:.0}s",
+                e.status.consecutive_failures,
+                (until - now_ms) as f64 / 1000.0
+            ),
+        );
+    }
     kv(
         "Created",
         format_age(e.metadata.creation_timestamp_ms, now_ms) + " ago",

@@ -315,3 +315,51 @@ fn endpoint_without_room_for_a_replica_answers_503_saying_why() {
         "the request asked for a replica"
     );
 }
+
+#[test]
+fn a_replica_that_keeps_failing_backs_off_and_the_503_says_so() {
+    let dev = Dev::start(&["--gpus", "1xA100-80GB", "--cold-start-timeout", "2s"]);
+    let gw = dev.gateway();
+    // The model file does not exist: every replica's server exits at once.
+    let yaml =
+        endpoint_yaml(&testdata("no-such-model.onnx")).replace("minReplicas: 0", "minReplicas: 1");
+    let out = dev.apply(&yaml);
+    assert!(out.status.success(), "{out:?}");
+    // Waits of 1, 2 and 4 s after the first three failures; the fourth waits 8 s.
+    let ep = eventually(
+        Duration::from_secs(40),
+        "four replicas in a row to fail",
+        || {
+            let ep = dev.endpoint("linear");
+            (ep.status.consecutive_failures >= 4).then_some(ep)
+        },
+    );
+    let ended: Vec<u64> = ep
+        .status
+        .events
+        .iter()
+        .filter(|e| e.reason == "ReplicaEnded")
+        .map(|e| e.time_ms)
+        .collect();
+    assert!(ended.len() >= 4, "{:?}", ep.status.events);
+    let until = ep.status.backoff_until_ms.expect("backing off");
+    assert!(
+        until >= ended[ended.len() - 1] + 4_000,
+        "the wait doubles: {until} vs {ended:?}"
+    );
+    // Fewer replica jobs than a restart every second would have made.
+    assert!(ep.status.next_replica <= 5, "{}", ep.status.next_replica);
+    // A request during the back-off gets 503 saying why.
+    let (code, body) = http(&gw, "POST", "/v2/models/linear/infer", INFER).unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("in a row failed soon after starting"),
+        "{body}"
+    );
+    assert!(
+        body.contains("no-such-model.onnx") || body.contains("ended"),
+        "{body}"
+    );
+    let described = dev.ok(&["describe", "endpoint", "linear"]);
+    assert!(described.contains("Back-off:"), "{described}");
+}

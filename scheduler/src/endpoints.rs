@@ -20,7 +20,9 @@ use std::collections::BTreeMap;
 use gpuctl_common::api::{
     Event, Job, JobSpec, TaskPhase, TaskSpec, Topology, API_VERSION, MAX_EVENTS,
 };
-use gpuctl_common::endpoint::{Endpoint, ReplicaStatus, ENDPOINT_LABEL};
+use gpuctl_common::endpoint::{
+    crash_loop_backoff_ms, Endpoint, ReplicaStatus, CRASH_LOOP_RESET_MS, ENDPOINT_LABEL,
+};
 
 use crate::state::{Applied, ApplyError, ObjKey, State};
 
@@ -200,11 +202,15 @@ impl State {
         let old_desired = ep.status.desired_replicas;
         let mut replicas = ep.status.replicas.clone();
         let mut serial = ep.status.next_replica;
+        let mut failures = ep.status.consecutive_failures;
+        let mut backoff_until = ep.status.backoff_until_ms;
         let mut events: Vec<(&'static str, String)> = Vec::new();
         let mut remove_jobs: Vec<String> = Vec::new();
         let mut new_jobs: Vec<Job> = Vec::new();
 
-        // 1. Replicas whose job ended are gone.
+        // 1. Replicas whose job ended are gone. One that ended on its own soon
+        //    after it started is a step of a crash loop: its replacement waits.
+        let mut newly_failed = false;
         replicas.retain(|r| match self.jobs.get(&r.job) {
             Some(j) if !j.status.phase.is_terminal() => true,
             Some(j) => {
@@ -214,12 +220,25 @@ impl State {
                         "ReplicaEnded",
                         format!("replica {} ended ({}): {why}", r.job, j.status.phase),
                     ));
+                    let task = j.status.tasks.first();
+                    let finished = task.and_then(|t| t.finish_time_ms).unwrap_or(now);
+                    let started = task.and_then(|t| t.start_time_ms);
+                    let served_long =
+                        started.is_some_and(|s| finished.saturating_sub(s) >= CRASH_LOOP_RESET_MS);
+                    failures = if served_long { 1 } else { failures + 1 };
+                    let until = finished + crash_loop_backoff_ms(failures);
+                    backoff_until = Some(backoff_until.map_or(until, |b| b.max(until)));
+                    newly_failed = true;
                 }
                 remove_jobs.push(r.job.clone());
                 false
             }
             None => false,
         });
+        let backing_off = backoff_until.is_some_and(|t| now < t);
+        if !backing_off {
+            backoff_until = None;
+        }
 
         let serving = |rs: &[ReplicaStatus]| rs.iter().filter(|r| !r.draining()).count() as u32;
         // 2. Too few: revive draining replicas, newest first, then add new ones.
@@ -228,6 +247,21 @@ impl State {
                 r.draining_since_ms = None;
                 events.push(("ReplicaRevived", format!("replica {} serves again", r.job)));
                 continue;
+            }
+            if backing_off {
+                if newly_failed {
+                    let wait = backoff_until.unwrap_or(now).saturating_sub(now);
+                    events.push((
+                        "BackOff",
+                        format!(
+                            "{failures} replicas in a row ended within {} s of starting; \
+                             the next starts in {:.1} s",
+                            CRASH_LOOP_RESET_MS / 1000,
+                            wait as f64 / 1000.0
+                        ),
+                    ));
+                }
+                break;
             }
             let mut job_name = format!("{name}-replica-{serial}");
             serial += 1;
@@ -276,6 +310,8 @@ impl State {
         let ep = self.endpoints.get_mut(name).expect("checked above");
         ep.status.replicas = replicas;
         ep.status.next_replica = serial;
+        ep.status.consecutive_failures = failures;
+        ep.status.backoff_until_ms = backoff_until;
         ep.status.desired_replicas = want;
         if want != old_desired {
             ep.status.reason = Some(reason.to_string());
@@ -534,7 +570,8 @@ impl Loads {
                     replicas: d.desired,
                     reason: d.reason.to_string(),
                 });
-            } else if ended
+            } else if (ended || live.len() < ep.status.desired_replicas as usize)
+                && ep.status.backoff_until_ms.is_none_or(|t| now_ms >= t)
                 && e.last_replace
                     .is_none_or(|t| now.duration_since(t) >= REPLACE_EVERY)
             {
@@ -661,6 +698,8 @@ mod tests {
     struct H {
         s: State,
         index: u64,
+        /// Added to the clock (1 s per command).
+        skew_ms: u64,
     }
 
     impl H {
@@ -668,6 +707,7 @@ mod tests {
             let mut h = H {
                 s: State::default(),
                 index: 0,
+                skew_ms: 0,
             };
             h.apply(Command::RegisterNode {
                 reg: NodeRegistration {
@@ -695,8 +735,30 @@ mod tests {
         }
         fn apply(&mut self, cmd: Command) -> Result<Applied, ApplyError> {
             self.index += 1;
-            self.s
-                .apply(self.index, &Envelope::new(1000 * self.index, cmd))
+            let now = self.now_ms();
+            self.s.apply(self.index, &Envelope::new(now, cmd))
+        }
+        /// The clock of the last command.
+        fn now_ms(&self) -> u64 {
+            1000 * self.index + self.skew_ms
+        }
+        /// Report replica `job`'s server as having exited with status 1.
+        fn fail(&mut self, job: &str) {
+            self.apply(Command::TaskReport {
+                report: TaskReport {
+                    node: "n1".into(),
+                    job: job.into(),
+                    index: 0,
+                    attempt: 1,
+                    phase: TaskPhase::Failed,
+                    exit_code: Some(1),
+                    message: Some("model file not found".into()),
+                    pid: None,
+                    port: None,
+                    outputs: None,
+                },
+            })
+            .unwrap();
         }
         fn scale(&mut self, n: u32) {
             self.apply(Command::ScaleEndpoint {
@@ -834,21 +896,7 @@ mod tests {
         });
         assert!(matches!(dup, Err(ApplyError::AlreadyExists { .. })));
         h.run("lin-replica-0", 0, 20001);
-        h.apply(Command::TaskReport {
-            report: TaskReport {
-                node: "n1".into(),
-                job: "lin-replica-0".into(),
-                index: 0,
-                attempt: 1,
-                phase: TaskPhase::Failed,
-                exit_code: Some(1),
-                message: Some("model file not found".into()),
-                pid: None,
-                port: None,
-                outputs: None,
-            },
-        })
-        .unwrap();
+        h.fail("lin-replica-0");
         h.scale(1);
         let r = h.replicas();
         assert_eq!(r.len(), 1);
@@ -862,6 +910,82 @@ mod tests {
         let nodes = h.s.nodes.values().cloned().collect();
         let back = State::from_objects(jobs, nodes).with_endpoints(eps);
         assert_eq!(back.endpoint_view("lin"), h.s.endpoint_view("lin"));
+    }
+
+    #[test]
+    fn a_crash_loop_backs_off_doubling_and_a_long_run_resets_it() {
+        let mut h = H::new();
+        h.apply(Command::CreateEndpoint {
+            endpoint: Box::new(endpoint(1, 2)),
+        })
+        .unwrap();
+        let loads = Loads::default();
+        let t0 = loads.origin;
+        let plan_now = |h: &H| {
+            let secs = std::time::Duration::from_millis(h.now_ms());
+            loads.plan(&h.s, t0 + secs, h.now_ms())
+        };
+        // The first failure waits 1 s from its end: the next command is 1 s later.
+        h.run("lin-replica-0", 0, 20001);
+        h.fail("lin-replica-0");
+        let ended_at = h.now_ms();
+        h.scale(1);
+        assert_eq!(h.replicas()[0].job, "lin-replica-1");
+        let st = &h.s.endpoints["lin"].status;
+        assert_eq!(st.consecutive_failures, 1);
+        assert_eq!(st.backoff_until_ms, None, "over at {}", ended_at + 1000);
+
+        // The second in a row waits 2 s: a scale-up 1 s later starts nothing.
+        h.run("lin-replica-1", 0, 20002);
+        h.fail("lin-replica-1");
+        let ended_at = h.now_ms();
+        h.scale(1);
+        assert!(h.replicas().is_empty(), "{:?}", h.replicas());
+        let st = &h.s.endpoints["lin"].status;
+        assert_eq!(st.consecutive_failures, 2);
+        assert_eq!(st.backoff_until_ms, Some(ended_at + 2000));
+        let ev = st.events.last().unwrap();
+        assert_eq!(ev.reason, "BackOff");
+        assert!(ev.message.contains("2 replicas in a row"), "{}", ev.message);
+        // The controller does not ask again before the back-off is over...
+        assert!(
+            !plan_now(&h)
+                .iter()
+                .any(|c| matches!(c, Command::ScaleEndpoint { .. })),
+            "asked during the back-off"
+        );
+        // ...and does once it is (the scale below is that command, applied).
+        h.skew_ms += 1000;
+        let cmds = plan_now(&h);
+        assert!(
+            cmds.iter()
+                .any(|c| matches!(c, Command::ScaleEndpoint { replicas: 1, .. })),
+            "{cmds:?}"
+        );
+        h.scale(1);
+        assert_eq!(h.replicas()[0].job, "lin-replica-2");
+        assert_eq!(h.s.endpoints["lin"].status.backoff_until_ms, None);
+
+        // A replica that served for a minute before ending starts the count again.
+        h.run("lin-replica-2", 0, 20003);
+        h.skew_ms += 60_000;
+        h.fail("lin-replica-2");
+        h.scale(1);
+        let st = &h.s.endpoints["lin"].status;
+        assert_eq!(st.consecutive_failures, 1);
+        assert_eq!(h.replicas()[0].job, "lin-replica-3");
+
+        // The back-off survives a restart: it is part of the stored endpoint.
+        h.run("lin-replica-3", 0, 20004);
+        h.fail("lin-replica-3");
+        h.scale(1);
+        assert!(h.replicas().is_empty());
+        let eps: Vec<Endpoint> = h.s.endpoints.values().cloned().collect();
+        let back = State::default().with_endpoints(eps);
+        assert_eq!(
+            back.endpoints["lin"].status.backoff_until_ms,
+            h.s.endpoints["lin"].status.backoff_until_ms
+        );
     }
 
     #[test]

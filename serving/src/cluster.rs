@@ -140,13 +140,24 @@ impl Schedulers {
 /// Why an endpoint has no ready replica, for 503 answers.
 fn note(ep: &Endpoint) -> Option<String> {
     if ep.status.replicas.is_empty() {
-        return ep
+        let ended = ep
             .status
             .events
             .iter()
             .rev()
             .find(|e| e.reason == "ReplicaEnded")
             .map(|e| format!("last replica ended: {}", e.message));
+        let now = gpuctl_common::now_ms();
+        return match ep.status.backoff_until_ms.filter(|&t| t > now) {
+            Some(until) => Some(format!(
+                "{}{}{} replicas in a row failed soon after starting; the next starts in {:.1} s",
+                ended.as_deref().unwrap_or(""),
+                if ended.is_some() { "; " } else { "" },
+                ep.status.consecutive_failures,
+                (until - now) as f64 / 1000.0
+            )),
+            None => ended,
+        };
     }
     let states: Vec<String> = ep
         .status
@@ -417,4 +428,59 @@ async fn probe(
         url,
         "replica not ready after {limit:?}; giving up on it"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gpuctl_common::api::{Event, Manifest};
+
+    fn endpoint() -> Endpoint {
+        let text = "apiVersion: gpuctl.io/v1\nkind: Endpoint\nmetadata: {name: lin}\nspec:\n  model: {path: /m/linear.onnx}\n  resources: {gpus: 1}\n";
+        match gpuctl_common::api::parse_manifests("ep.yaml", text)
+            .unwrap()
+            .remove(0)
+        {
+            Manifest::Endpoint(e) => e,
+            _ => panic!("not an endpoint"),
+        }
+    }
+
+    #[test]
+    fn the_503_note_says_why_no_replica_serves() {
+        let mut ep = endpoint();
+        assert_eq!(note(&ep), None, "nothing known yet");
+        ep.status.events.push(Event {
+            time_ms: 1,
+            reason: "ReplicaEnded".into(),
+            message: "replica lin-replica-0 ended (Failed): exit status 1".into(),
+        });
+        assert_eq!(
+            note(&ep).as_deref(),
+            Some("last replica ended: replica lin-replica-0 ended (Failed): exit status 1")
+        );
+        // A crash loop: the note says so and when the next replica starts.
+        ep.status.consecutive_failures = 3;
+        ep.status.backoff_until_ms = Some(gpuctl_common::now_ms() + 60_000);
+        let n = note(&ep).unwrap();
+        assert!(n.starts_with("last replica ended: "), "{n}");
+        assert!(
+            n.contains("3 replicas in a row failed soon after starting; the next starts in"),
+            "{n}"
+        );
+        // A back-off in the past is over and not mentioned.
+        ep.status.backoff_until_ms = Some(1);
+        assert!(!note(&ep).unwrap().contains("in a row"));
+        // With replicas, each says where it is.
+        ep.status
+            .replicas
+            .push(gpuctl_common::endpoint::ReplicaStatus {
+                job: "lin-replica-1".into(),
+                ..Default::default()
+            });
+        assert_eq!(
+            note(&ep).as_deref(),
+            Some("lin-replica-1 is pending: no node has room for it yet")
+        );
+    }
 }
