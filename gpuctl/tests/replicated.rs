@@ -173,18 +173,6 @@ impl Dev {
         }
     }
 
-    /// scheduler id → pid, from `cluster.json`.
-    fn pids(&self) -> BTreeMap<u64, i32> {
-        let text = std::fs::read_to_string(self.state().join("cluster.json")).unwrap();
-        let v: Value = serde_json::from_str(&text).unwrap();
-        v["schedulers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| (s["id"].as_u64().unwrap(), s["pid"].as_i64().unwrap() as i32))
-            .collect()
-    }
-
     /// Stop like Ctrl-C does, and hand back the folder.
     fn stop(self) -> tempfile::TempDir {
         self.0.stop()
@@ -629,7 +617,7 @@ fn leader_failover_keeps_every_acknowledged_job() {
                 all_answer(&rows).then(|| leader_of(&rows)).flatten()
             },
         );
-        let pid = dev.pids()[&leader];
+        let pid = dev.scheduler_pids()[&leader];
         assert!(alive(pid), "round {round}: leader {leader} pid {pid} alive");
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
@@ -647,7 +635,7 @@ fn leader_failover_keeps_every_acknowledged_job() {
             Duration::from_secs(30),
             "the killed replica to be restarted (new pid in cluster.json)",
             || {
-                let p = dev.pids()[&leader];
+                let p = dev.scheduler_pids()[&leader];
                 (p != pid && alive(p)).then_some(p)
             },
         );
@@ -794,7 +782,7 @@ fn leader_failover_keeps_every_acknowledged_job() {
 
     // Crash every replica at once (SIGKILL): they come back, elect a leader,
     // and every acknowledged job is still there.
-    let before = dev.pids();
+    let before = dev.scheduler_pids();
     for pid in before.values() {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(*pid),
@@ -805,7 +793,7 @@ fn leader_failover_keeps_every_acknowledged_job() {
         Duration::from_secs(60),
         "all three replicas restarted with a leader",
         || {
-            let now = dev.pids();
+            let now = dev.scheduler_pids();
             let restarted = before
                 .iter()
                 .all(|(id, old)| now.get(id).is_some_and(|p| p != old && alive(*p)));

@@ -363,3 +363,123 @@ fn a_replica_that_keeps_failing_backs_off_and_the_503_says_so() {
     let described = dev.ok(&["describe", "endpoint", "linear"]);
     assert!(described.contains("Back-off:"), "{described}");
 }
+
+/// The leader's id, once `all` replicas (or any) answer `cluster status`.
+fn leader_id(dev: &Dev, all: usize) -> Option<u64> {
+    let out = dev.run(&["cluster", "status", "-o", "json"]);
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).ok()?;
+    let answering = rows
+        .iter()
+        .filter(|r| r["health"] == "ok" || r["health"] == "lagging")
+        .count();
+    if answering < all {
+        return None;
+    }
+    rows.iter()
+        .find(|r| r["role"] == "Leader")
+        .and_then(|r| r["id"].as_u64())
+}
+
+#[test]
+fn endpoints_keep_serving_while_scheduler_leaders_die() {
+    let dev = Dev::start(&[
+        "--replicas",
+        "3",
+        "--gpus",
+        "2xA100-80GB",
+        "--restart-delay",
+        "500ms",
+        "--cold-start-timeout",
+        "30s",
+    ]);
+    let gw = dev.gateway();
+    let yaml = endpoint_yaml(&testdata("linear.onnx")).replace("maxReplicas: 3", "maxReplicas: 1");
+    let out = dev.apply(&yaml);
+    assert!(out.status.success(), "{out:?}");
+    // Wake it and note which replica serves.
+    let (code, body) = eventually(
+        Duration::from_secs(30),
+        "the gateway to know the endpoint",
+        || {
+            let r = http(&gw, "POST", "/v2/models/linear/infer", INFER).ok()?;
+            (r.0 != 404).then_some(r)
+        },
+    );
+    assert_eq!(code, 200, "{body}");
+    check_linear_answer(&body);
+    let replica = dev.endpoint("linear").status.replicas[0].job.clone();
+
+    // Clients send requests back to back while two leaders are killed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
+    let failed: Arc<Mutex<Vec<String>>> = Arc::default();
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            let (gw, stop, served, failed) =
+                (gw.clone(), stop.clone(), served.clone(), failed.clone());
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(120);
+                while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                    match http(&gw, "POST", "/v2/models/linear/infer", INFER) {
+                        Ok((200, body)) => {
+                            check_linear_answer(&body);
+                            served.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Ok((code, body)) => failed.lock().unwrap().push(format!("{code}: {body}")),
+                        Err(e) => failed.lock().unwrap().push(e.to_string()),
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        })
+        .collect();
+    for round in 1..=2 {
+        let leader = eventually(Duration::from_secs(30), "a leader, all answering", || {
+            leader_id(&dev, 3)
+        });
+        let pid = dev.scheduler_pids()[&leader];
+        let before = served.load(Ordering::SeqCst);
+        eventually(Duration::from_secs(20), "requests served", || {
+            (served.load(Ordering::SeqCst) >= before + 20).then_some(())
+        });
+        dev.kill_scheduler(leader);
+        let next = eventually(
+            Duration::from_secs(30),
+            &format!("round {round}: a new leader"),
+            || leader_id(&dev, 2).filter(|&l| l != leader),
+        );
+        assert_ne!(next, leader);
+        eventually(
+            Duration::from_secs(30),
+            "the killed replica to be restarted",
+            || (dev.scheduler_pids()[&leader] != pid).then_some(()),
+        );
+    }
+    let before = served.load(Ordering::SeqCst);
+    eventually(Duration::from_secs(20), "requests served after", || {
+        (served.load(Ordering::SeqCst) >= before + 20).then_some(())
+    });
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let failed = failed.lock().unwrap().clone();
+    assert!(
+        failed.is_empty(),
+        "{} requests failed: {failed:?}",
+        failed.len()
+    );
+    // The same replica served throughout: no new leader stopped or replaced it.
+    let ep = dev.endpoint("linear");
+    let jobs: Vec<&str> = ep.status.replicas.iter().map(|r| r.job.as_str()).collect();
+    assert_eq!(jobs, [replica.as_str()], "{:?}", ep.status.events);
+
+    // Idle, the last leader takes it to zero; a request wakes it through that leader.
+    eventually(Duration::from_secs(30), "scale to zero", || {
+        let ep = dev.endpoint("linear");
+        (ep.status.replicas.is_empty() && dev.job_count() == 0).then_some(())
+    });
+    let (code, body) = http(&gw, "POST", "/v2/models/linear/infer", INFER).unwrap();
+    assert_eq!(code, 200, "{body}");
+    check_linear_answer(&body);
+}

@@ -146,6 +146,30 @@ impl DevCluster {
 }
 
 impl DevCluster {
+    /// Scheduler replica id → pid, from the `cluster.json` `gpuctl dev` writes.
+    pub fn scheduler_pids(&self) -> std::collections::BTreeMap<u64, i32> {
+        let text = std::fs::read_to_string(self.state().join("cluster.json")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["schedulers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["id"].as_u64().unwrap(), s["pid"].as_i64().unwrap() as i32))
+            .collect()
+    }
+
+    /// SIGKILL scheduler replica `id` (`gpuctl dev` restarts it later).
+    pub fn kill_scheduler(&self, id: u64) {
+        let pid = self.scheduler_pids()[&id];
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    }
+}
+
+impl DevCluster {
     /// Stop like Ctrl-C does (it must exit 0 within 20 s), and hand back
     /// the folder, e.g. to start again on the same state.
     pub fn stop(mut self) -> tempfile::TempDir {
