@@ -9,6 +9,10 @@
 //! - *reconciler*: owns the local task table. On each desired set it runs the
 //!   pure [`plan`] and carries out its actions: start processes, stop process
 //!   groups, report tasks it cannot have (lost across a daemon restart).
+//!   The scheduler frees a stopped task's GPUs at once (a preempted or
+//!   cancelled task), but its process may live on for the kill grace; a new
+//!   task that would use one of those GPUs beyond its capacity waits here
+//!   until that process has exited.
 //! - *waiters*: one per process, turning its exit into an event.
 //! - *outbox*: sends `ReportTask` in order, retrying until acknowledged, so a
 //!   scheduler restart loses no report (the scheduler applies them idempotently).
@@ -473,6 +477,11 @@ pub enum LocalState {
     Running,
     /// Its process group was sent SIGTERM because it left the desired set.
     Stopping,
+    /// Assigned, but a GPU it needs is still held by a stopping process of
+    /// this node (a preempted or cancelled task within its grace period);
+    /// started as soon as that process exits, so that a GPU is never used
+    /// beyond its capacity.
+    Waiting,
     /// Over (exited, failed to start, or reported lost); kept while the task
     /// is still desired so that a re-sent assignment never starts it twice.
     Done,
@@ -526,7 +535,7 @@ pub fn plan(desired: &[TaskAssignment], local: &BTreeMap<TaskKey, LocalState>) -
         match state {
             LocalState::Running => actions.push(Action::Stop(key.clone())),
             LocalState::Stopping => {}
-            LocalState::Done => actions.push(Action::Forget(key.clone())),
+            LocalState::Done | LocalState::Waiting => actions.push(Action::Forget(key.clone())),
         }
     }
     actions
@@ -539,6 +548,10 @@ struct LocalTask {
     /// Process group id; `None` for tasks that never had a process here.
     pid: Option<u32>,
     gpus: Vec<u32>,
+    /// Thousandths of each of `gpus` the task holds.
+    milli: Vec<u32>,
+    /// A `Waiting` task's assignment and when it arrived.
+    waiting: Option<(Box<TaskAssignment>, Instant)>,
     /// Becomes true when the main process has exited.
     exited: Option<watch::Receiver<bool>>,
     /// A workflow step: what to collect when it exits.
@@ -583,6 +596,8 @@ pub struct Reconciler {
     reports: mpsc::UnboundedSender<ReportTaskRequest>,
     events: mpsc::UnboundedSender<Event>,
     pids: runtime::PidDir,
+    /// Set once shutdown began: waiting tasks are not started any more.
+    shutting_down: bool,
 }
 
 impl Reconciler {
@@ -604,6 +619,7 @@ impl Reconciler {
             live,
             reports,
             events,
+            shutting_down: false,
         }
     }
 
@@ -630,7 +646,11 @@ impl Reconciler {
 
     fn reconcile(&mut self, desired: &[TaskAssignment], received: Instant) {
         self.desired = desired.iter().map(key_of).collect();
-        for action in plan(desired, &self.local_states()) {
+        // Stops first, so that a task taking a stopped task's GPU sees it stopping.
+        let (starts, others): (Vec<Action>, Vec<Action>) = plan(desired, &self.local_states())
+            .into_iter()
+            .partition(|a| matches!(a, Action::Start(_)));
+        for action in others.into_iter().chain(starts) {
             match action {
                 Action::Start(a) => self.start(&a, received),
                 Action::ReportLost(a) => {
@@ -645,6 +665,8 @@ impl Reconciler {
                             state: LocalState::Done,
                             pid: None,
                             gpus: Vec::new(),
+                            milli: Vec::new(),
+                            waiting: None,
                             exited: None,
                             step: None,
                         },
@@ -661,6 +683,22 @@ impl Reconciler {
 
     fn start(&mut self, a: &TaskAssignment, received: Instant) {
         let key = key_of(a);
+        if let Some(why) = self.blocked_by(a) {
+            tracing::info!("{key}: waiting to start: {why}");
+            self.tasks.insert(
+                key,
+                LocalTask {
+                    state: LocalState::Waiting,
+                    pid: None,
+                    gpus: Vec::new(),
+                    milli: Vec::new(),
+                    waiting: Some((Box::new(a.clone()), received)),
+                    exited: None,
+                    step: None,
+                },
+            );
+            return;
+        }
         let mut env = task_env(a);
         // A serving task (an endpoint replica) gets a free port as $PORT, reported
         // with Running so the gateway can reach it.
@@ -726,6 +764,8 @@ impl Reconciler {
                         state: LocalState::Running,
                         pid: Some(pid),
                         gpus: a.gpu_indices.clone(),
+                        milli: gpu_milli(a),
+                        waiting: None,
                         exited: Some(exited_rx),
                         step,
                     },
@@ -741,11 +781,59 @@ impl Reconciler {
                         state: LocalState::Done,
                         pid: None,
                         gpus: Vec::new(),
+                        milli: Vec::new(),
+                        waiting: None,
                         exited: None,
                         step: None,
                     },
                 );
             }
+        }
+    }
+
+    /// Why `a` cannot start yet: one of its GPUs would be used beyond its
+    /// capacity, counting processes still stopping on it. `None` when it can.
+    fn blocked_by(&self, a: &TaskAssignment) -> Option<String> {
+        let want = gpu_milli(a);
+        for (&gpu, &need) in a.gpu_indices.iter().zip(&want) {
+            let holders = self.tasks.iter().filter_map(|(k, t)| {
+                let live = matches!(t.state, LocalState::Running | LocalState::Stopping);
+                let i = t.gpus.iter().position(|&g| g == gpu)?;
+                live.then(|| (k, t.state, t.milli.get(i).copied().unwrap_or(1000)))
+            });
+            let (mut held, mut stopping) = (0u32, Vec::new());
+            for (k, state, m) in holders {
+                held += m;
+                if state == LocalState::Stopping {
+                    stopping.push(k.to_string());
+                }
+            }
+            if !stopping.is_empty() && held + need > 1000 {
+                return Some(format!(
+                    "GPU {gpu} is still held by {} (stopping)",
+                    stopping.join(", ")
+                ));
+            }
+        }
+        None
+    }
+
+    /// Start the waiting tasks that can start now (after a process exited).
+    fn start_waiting(&mut self) {
+        if self.shutting_down {
+            return;
+        }
+        let waiting: Vec<TaskKey> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.state == LocalState::Waiting)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in waiting {
+            let Some((a, received)) = self.tasks.remove(&key).and_then(|t| t.waiting) else {
+                continue;
+            };
+            self.start(&a, received);
         }
     }
 
@@ -851,10 +939,12 @@ impl Reconciler {
             if let Some(t) = self.tasks.get_mut(&key) {
                 t.state = LocalState::Done;
                 t.gpus.clear();
+                t.milli.clear();
             }
         } else {
             self.tasks.remove(&key);
         }
+        self.start_waiting();
         self.update_busy();
     }
 
@@ -893,7 +983,7 @@ impl Reconciler {
         let mut busy: Vec<u32> = self
             .tasks
             .values()
-            .filter(|t| t.state != LocalState::Done)
+            .filter(|t| matches!(t.state, LocalState::Running | LocalState::Stopping))
             .flat_map(|t| t.gpus.iter().copied())
             .collect();
         busy.sort_unstable();
@@ -904,10 +994,11 @@ impl Reconciler {
     /// Stop every process group (SIGTERM, SIGKILL after the grace period) and
     /// wait, bounded, for their exits so their reports are queued.
     async fn shutdown(&mut self, rx: &mut mpsc::UnboundedReceiver<Event>) {
+        self.shutting_down = true;
         let running: Vec<TaskKey> = self
             .tasks
             .iter()
-            .filter(|(_, t)| t.state != LocalState::Done)
+            .filter(|(_, t)| matches!(t.state, LocalState::Running | LocalState::Stopping))
             .map(|(k, _)| k.clone())
             .collect();
         if running.is_empty() {
@@ -939,6 +1030,13 @@ impl Reconciler {
             }
         }
     }
+}
+
+/// Thousandths of each assigned GPU (whole GPUs when the scheduler sent none).
+fn gpu_milli(a: &TaskAssignment) -> Vec<u32> {
+    (0..a.gpu_indices.len())
+        .map(|i| a.gpu_milli.get(i).copied().unwrap_or(1000))
+        .collect()
 }
 
 async fn stop_task(pid: u32, grace: Duration, mut exited: watch::Receiver<bool>) {
@@ -979,7 +1077,7 @@ mod tests {
         let bound = || task("a", "Bound");
         let running = || task("a", "Running");
         #[rustfmt::skip]
-        let cases: [(&str, Vec<TaskAssignment>, Local, Vec<Action>); 10] = [
+        let cases: [(&str, Vec<TaskAssignment>, Local, Vec<Action>); 12] = [
             ("bound and new: start", vec![bound()], &[], vec![Action::Start(bound())]),
             ("bound and running here: nothing", vec![bound()], &[("a", Running)], vec![]),
             ("running and running here: nothing", vec![running()], &[("a", Running)], vec![]),
@@ -988,6 +1086,8 @@ mod tests {
             ("gone while running: stop", vec![], &[("a", Running)], vec![Action::Stop(key("a"))]),
             ("gone while stopping: wait", vec![], &[("a", Stopping)], vec![]),
             ("gone after exit: forget", vec![], &[("a", Done)], vec![Action::Forget(key("a"))]),
+            ("waiting for a GPU: nothing", vec![bound()], &[("a", Waiting)], vec![]),
+            ("gone while waiting: forget", vec![], &[("a", Waiting)], vec![Action::Forget(key("a"))]),
             ("other phases: nothing", vec![task("a", "Pending")], &[], vec![]),
             ("duplicates: once", vec![bound(), bound()], &[], vec![Action::Start(bound())]),
         ];

@@ -438,3 +438,59 @@ async fn a_serving_task_gets_a_free_port_reported_with_running() {
     assert_eq!((r.job.as_str(), r.port), ("plain", 0));
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gpu_is_not_reused_before_its_stopping_process_exits() {
+    let mut h = start(false).await;
+    // The victim ignores SIGTERM: it holds GPU 1 for the whole grace (1 s).
+    let victim = task("victim", "Bound", &["sh", "-c", "trap '' TERM; sleep 30"]);
+    h.fake.push(vec![victim]);
+    let r = h.report().await;
+    assert_eq!((r.job.as_str(), r.phase.as_str()), ("victim", "Running"));
+    let victim_pid = r.pid;
+
+    // It is preempted: the scheduler now wants another task on GPU 1, and one
+    // on GPU 0 that shares nothing with it.
+    let mut other = task("other", "Bound", &["sh", "-c", "sleep 30"]);
+    other.gpu_indices = vec![0];
+    let preemptor = task("preemptor", "Bound", &["sh", "-c", "sleep 30"]);
+    h.fake.push(vec![other.clone(), preemptor.clone()]);
+    let r = h.report().await;
+    assert_eq!(
+        (r.job.as_str(), r.phase.as_str()),
+        ("other", "Running"),
+        "a task on another GPU starts at once"
+    );
+    // The preemptor waits while the victim's process lives...
+    h.no_report_for(Duration::from_millis(500)).await;
+    assert!(alive(victim_pid), "SIGTERM is ignored until SIGKILL");
+    // ...and starts once it is gone.
+    let r = h.report().await;
+    assert_eq!((r.job.as_str(), r.phase.as_str()), ("preemptor", "Running"));
+    assert!(!alive(victim_pid), "started only after the victim exited");
+
+    // Shares that fit beside a stopping process do not wait: 500 + 500 milli.
+    let mut half = task("half-a", "Bound", &["sh", "-c", "trap '' TERM; sleep 30"]);
+    half.gpu_indices = vec![0];
+    half.gpu_milli = vec![500];
+    h.fake.push(vec![preemptor.clone(), half.clone()]);
+    let r = h.report().await;
+    assert_eq!((r.job.as_str(), r.phase.as_str()), ("half-a", "Running"));
+    let half_pid = r.pid;
+    let mut half_b = half.clone();
+    half_b.job = "half-b".into();
+    half_b.command = vec!["sh".into(), "-c".into(), "sleep 30".into()];
+    h.fake.push(vec![preemptor.clone(), half_b.clone()]);
+    let r = h.report().await;
+    assert_eq!((r.job.as_str(), r.phase.as_str()), ("half-b", "Running"));
+    assert!(alive(half_pid), "half-a is still stopping beside it");
+
+    // A waiting task that is no longer wanted is dropped, never started.
+    let mut whole = task("whole", "Bound", &["sh", "-c", "sleep 30"]);
+    whole.gpu_indices = vec![0];
+    h.fake.push(vec![preemptor.clone(), whole]);
+    h.no_report_for(Duration::from_millis(300)).await;
+    h.fake.push(vec![preemptor]);
+    h.no_report_for(Duration::from_millis(1500)).await;
+    h.shutdown().await;
+}

@@ -955,6 +955,7 @@ pub fn assignments_for(st: &State, node: &str, version: u64) -> pb::Assignments 
             working_dir: spec.working_dir.clone().unwrap_or_default(),
             gpu_indices: t.gpus.iter().map(|g| g.index).collect(),
             gpu_uuids: t.gpus.iter().map(|g| g.uuid.clone()).collect(),
+            gpu_milli: t.gpus.iter().map(|g| g.milli).collect(),
             phase: t.phase.to_string(),
             world_size: job.task_count(),
             rank: t.index,
