@@ -137,6 +137,7 @@ fn decisions(c: &mut Criterion) {
             topology: Default::default(),
             max_retries: 0,
             timeout_seconds: None,
+            ttl_seconds_after_finished: None,
         },
     );
     gang.status.attempt = 1;

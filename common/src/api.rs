@@ -269,6 +269,11 @@ pub struct JobSpec {
     /// An attempt running longer than this fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,
+    /// Delete the job this long after it finished (succeeded, failed or
+    /// cancelled), as Kubernetes' Job field of the same name; kept until
+    /// deleted otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds_after_finished: Option<u64>,
 }
 
 fn is_zero_i32(v: &i32) -> bool {

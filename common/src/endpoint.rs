@@ -335,6 +335,7 @@ impl Endpoint {
                 topology: Default::default(),
                 max_retries: 0,
                 timeout_seconds: None,
+                ttl_seconds_after_finished: None,
             },
         );
         probe.validate().map_err(|e| FieldError {

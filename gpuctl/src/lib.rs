@@ -202,6 +202,9 @@ pub struct SubmitFlags {
     pub max_retries: u32,
     #[arg(long)]
     pub timeout_seconds: Option<u64>,
+    /// Delete the job this many seconds after it finishes.
+    #[arg(long)]
+    pub ttl_seconds_after_finished: Option<u64>,
     /// Working directory of the tasks.
     #[arg(long)]
     pub workdir: Option<String>,
@@ -229,6 +232,7 @@ impl SubmitFlags {
             env: self.env.clone(),
             max_retries: self.max_retries,
             timeout_seconds: self.timeout_seconds,
+            ttl_seconds_after_finished: self.ttl_seconds_after_finished,
             workdir: self.workdir.clone(),
             command: self.command.clone(),
             priority: self.priority,

@@ -143,6 +143,7 @@ pub struct SubmitArgs {
     pub env: Vec<String>,
     pub max_retries: u32,
     pub timeout_seconds: Option<u64>,
+    pub ttl_seconds_after_finished: Option<u64>,
     pub workdir: Option<String>,
     pub command: Vec<String>,
     /// Higher runs first within the queue and may preempt lower.
@@ -206,6 +207,7 @@ pub fn build_submit_job(args: &SubmitArgs, default_name: impl FnOnce() -> String
             topology: Default::default(),
             max_retries: args.max_retries,
             timeout_seconds: args.timeout_seconds,
+            ttl_seconds_after_finished: args.ttl_seconds_after_finished,
         },
     );
     job.metadata.queue = args.queue.clone();
@@ -346,6 +348,7 @@ mod tests {
             env: vec!["A=1".into(), "B=x=y".into()],
             max_retries: 2,
             timeout_seconds: Some(600),
+            ttl_seconds_after_finished: Some(3600),
             workdir: Some("/tmp".into()),
             command: vec!["python".into(), "train.py".into()],
             priority: 7,
@@ -365,6 +368,7 @@ mod tests {
         assert_eq!(t.resources.memory, Some(Bytes(16 << 30)));
         assert_eq!(j.spec.max_retries, 2);
         assert_eq!(j.spec.timeout_seconds, Some(600));
+        assert_eq!(j.spec.ttl_seconds_after_finished, Some(3600));
         assert_eq!(j.spec.priority, 7);
         // What goes over the wire parses back the same on the server.
         let json = serde_json::to_string(&j).unwrap();

@@ -336,6 +336,16 @@ pub fn describe_job(j: &Job, now_ms: u64) -> String {
     if let Some(t) = j.spec.timeout_seconds {
         kv("Timeout", format!("{t}s"));
     }
+    if let Some(t) = j.spec.ttl_seconds_after_finished {
+        let when = match s.completion_time_ms {
+            Some(done) => format!(
+                "{t}s after it finished (in {})",
+                format_age(Some(now_ms), done.saturating_add(t.saturating_mul(1000)))
+            ),
+            None => format!("{t}s after it finishes"),
+        };
+        kv("Deleted", when);
+    }
     if let Some(m) = j.spec.min_available {
         kv("MinAvailable", m.to_string());
     }

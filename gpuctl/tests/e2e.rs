@@ -187,6 +187,20 @@ fn failures_cancel_and_bad_input() {
         .ok(&["delete", "job", "fails"])
         .contains("job/fails deleted"));
     assert!(!dev.jobs().iter().any(|j| j.metadata.name == "fails"));
+    // A job with a time to live is deleted by itself once it is over.
+    dev.ok(&[
+        "submit",
+        "--name",
+        "brief",
+        "--ttl-seconds-after-finished",
+        "1",
+        "--",
+        "true",
+    ]);
+    dev.ok(&["wait", "brief", "--timeout", "60s"]);
+    eventually(Duration::from_secs(15), "brief to be deleted", || {
+        (!dev.jobs().iter().any(|j| j.metadata.name == "brief")).then_some(())
+    });
 
     // Cancel stops the process group.
     dev.ok(&[

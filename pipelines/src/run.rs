@@ -737,6 +737,20 @@ impl Run {
     pub fn started_ms(&self) -> u64 {
         self.started_ms
     }
+    /// When a finished run is due for deletion under its `ttlStrategy`
+    /// (ms since the epoch); `None` while it runs or without a TTL.
+    pub fn delete_at_ms(&self) -> Option<u64> {
+        let ttl = self.workflow.spec.ttl_strategy?;
+        let finished = self.finished_ms?;
+        let secs = match self.phase {
+            WorkflowPhase::Running => return None,
+            WorkflowPhase::Succeeded => ttl.seconds_after_success,
+            WorkflowPhase::Failed | WorkflowPhase::Error => ttl.seconds_after_failure,
+        }
+        .or(ttl.seconds_after_completion)?;
+        Some(finished.saturating_add(secs.saturating_mul(1000)))
+    }
+
     pub fn finished_ms(&self) -> Option<u64> {
         self.finished_ms
     }

@@ -8,7 +8,7 @@
 //!
 //! Accepted and ignored (they only matter to Kubernetes, not to the DAG):
 //! `metadata.namespace`, `metadata.uid` and other server-set metadata,
-//! `spec.serviceAccountName`, `spec.podGC`, `spec.ttlStrategy`,
+//! `spec.serviceAccountName`, `spec.podGC`,
 //! `spec.volumes`, `spec.nodeSelector`, `spec.tolerations`, `spec.affinity`,
 //! `spec.imagePullSecrets`, `spec.securityContext`, `spec.podMetadata`,
 //! `spec.priorityClassName`, `spec.archiveLogs`, `status`; in a template:
@@ -137,6 +137,19 @@ pub struct Workflow {
     pub status: Ignored,
 }
 
+/// Argo's `spec.ttlStrategy`: seconds after the run ends before it is
+/// deleted; the outcome's own field wins over `secondsAfterCompletion`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TtlStrategy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds_after_completion: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds_after_success: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds_after_failure: Option<u64>,
+}
+
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct WorkflowMeta {
@@ -182,8 +195,9 @@ pub struct WorkflowSpec {
     pub service_account_name: Ignored,
     #[serde(default, skip_serializing, rename = "podGC")]
     pub pod_gc: Ignored,
-    #[serde(default, skip_serializing)]
-    pub ttl_strategy: Ignored,
+    /// When a finished run is deleted (with its step jobs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_strategy: Option<TtlStrategy>,
     #[serde(default, skip_serializing)]
     pub volumes: Ignored,
     #[serde(default, skip_serializing)]

@@ -645,3 +645,47 @@ fn the_training_example_runs_end_to_end() {
     let exit = sim.log.last().unwrap();
     assert_eq!(exit.1.command[2], format!("echo {name} Succeeded"));
 }
+
+#[test]
+fn ttl_strategy_sets_when_a_finished_run_is_deleted() {
+    let run_with = |ttl: &str, fail: bool| {
+        let text = ARGO_DIAMOND.replace("ttlStrategy: {secondsAfterCompletion: 300}", ttl);
+        let wf = parse_workflow("diamond.yaml", &text).unwrap();
+        let mut run = Run::new(&wf, &wf.run_name("x"), &BTreeMap::new(), 0).unwrap();
+        assert_eq!(run.delete_at_ms(), None, "not while it runs");
+        if fail {
+            run.terminate(5_000, "stopped by the user");
+            (run.finished_ms().unwrap(), run)
+        } else {
+            let mut sim = common::Sim::new(run);
+            let phase = sim.finish(&mut |_: &StepToLaunch| (1000, StepOutcome::succeeded()));
+            assert_eq!(phase, WorkflowPhase::Succeeded);
+            (sim.run.finished_ms().unwrap(), sim.run)
+        }
+    };
+    let (done, run) = run_with("ttlStrategy: {secondsAfterCompletion: 300}", false);
+    assert_eq!(run.delete_at_ms(), Some(done + 300_000));
+    let both = "ttlStrategy: {secondsAfterCompletion: 300, secondsAfterSuccess: 10, secondsAfterFailure: 60}";
+    let (done, run) = run_with(both, false);
+    assert_eq!(
+        run.delete_at_ms(),
+        Some(done + 10_000),
+        "success's own field wins"
+    );
+    let (done, run) = run_with(both, true);
+    assert_eq!(
+        run.delete_at_ms(),
+        Some(done + 60_000),
+        "failure's own field wins"
+    );
+    let (_, run) = run_with("ttlStrategy: {secondsAfterSuccess: 10}", true);
+    assert_eq!(run.delete_at_ms(), None, "no TTL for a failed run");
+    let (_, run) = run_with("", false);
+    assert_eq!(run.delete_at_ms(), None, "no TTL at all");
+    // A misspelt field is an error naming it, not a run kept forever.
+    let text = ARGO_DIAMOND.replace("secondsAfterCompletion", "secondsAfterCompletoin");
+    let err = parse_workflow("diamond.yaml", &text)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("secondsAfterCompletoin"), "{err}");
+}

@@ -70,6 +70,7 @@ pub fn replica_job(ep: &Endpoint, job_name: &str) -> Job {
             topology: Topology::Pack,
             max_retries: 0,
             timeout_seconds: None,
+            ttl_seconds_after_finished: None,
         },
     );
     job.metadata

@@ -17,6 +17,7 @@
 
 pub mod controller;
 pub mod endpoints;
+pub mod gc;
 pub mod metrics;
 pub mod placement;
 pub mod raft_node;

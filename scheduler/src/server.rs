@@ -178,6 +178,7 @@ impl Server {
             loads,
             stop_rx.clone(),
         )));
+        tasks.push(tokio::spawn(crate::gc::run(raft.clone(), stop_rx.clone())));
         tasks.push(tokio::spawn(controller::run(
             raft.clone(),
             heartbeats,

@@ -1498,6 +1498,7 @@ mod tests {
                 topology: Default::default(),
                 max_retries: retries,
                 timeout_seconds: None,
+                ttl_seconds_after_finished: None,
             },
         );
         j.metadata.queue = None;

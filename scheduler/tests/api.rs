@@ -87,6 +87,7 @@ fn job_json(name: &str, replicas: u32, gpus: f64) -> String {
             topology: Default::default(),
             max_retries: 0,
             timeout_seconds: None,
+            ttl_seconds_after_finished: None,
         },
     );
     serde_json::to_string(&j).unwrap()

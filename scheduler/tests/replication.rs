@@ -106,6 +106,7 @@ fn job_json(name: &str) -> String {
             topology: Default::default(),
             max_retries: 0,
             timeout_seconds: None,
+            ttl_seconds_after_finished: None,
         },
     );
     serde_json::to_string(&j).unwrap()

@@ -112,6 +112,7 @@ impl Sim {
                 topology: Default::default(),
                 max_retries: 0,
                 timeout_seconds: None,
+                ttl_seconds_after_finished: None,
             },
         );
         j.metadata.queue = Some(queue.into());

@@ -144,6 +144,7 @@ async fn run(args: &Args, me: &Path, root: &Path, config: &Path) -> anyhow::Resu
                 topology: Default::default(),
                 max_retries: 0,
                 timeout_seconds: None,
+                ttl_seconds_after_finished: None,
             },
         );
         let sent = Instant::now();

@@ -508,6 +508,7 @@ pub(crate) mod testutil {
                 topology: Default::default(),
                 max_retries: 0,
                 timeout_seconds: None,
+                ttl_seconds_after_finished: None,
             },
         );
         j.metadata.queue = queue.map(str::to_string);

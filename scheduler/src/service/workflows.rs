@@ -159,6 +159,7 @@ fn infeasible_step(wf: &gpuctl_pipelines::Workflow, nodes: &[&api::Node]) -> Opt
                 topology: Default::default(),
                 max_retries: 0,
                 timeout_seconds: None,
+                ttl_seconds_after_finished: None,
             },
         );
         if let Some(why) = crate::placement::infeasible(nodes, &job) {

@@ -373,6 +373,7 @@ fn step_job(name: &str, workflow: &str, step: &StepToLaunch) -> Job {
             // Retries are the workflow's (retryStrategy): each is a new step.
             max_retries: 0,
             timeout_seconds: None,
+            ttl_seconds_after_finished: None,
         },
     );
     job.metadata.labels = labels;
