@@ -438,13 +438,59 @@ use crate::state::{Command, Envelope};
 struct EndpointLoad {
     config: AutoscalerConfig,
     autoscaler: Autoscaler,
+    /// The last report of each gateway, by its id.
+    gateways: HashMap<String, GatewayReport>,
+    /// Sums over the gateways heard from in the last [`GATEWAY_STALE`].
     concurrency: f64,
     rps: f64,
-    /// Draining replicas the gateway last reported idle.
+    /// Draining replicas every such gateway last reported idle.
     drained: BTreeSet<String>,
     last_load_write: Option<Instant>,
     written: (f64, f64),
     last_replace: Option<Instant>,
+}
+
+/// One gateway's last report for one endpoint.
+struct GatewayReport {
+    at: Instant,
+    concurrency: f64,
+    rps: f64,
+    drained: BTreeSet<String>,
+}
+
+/// A gateway not heard from for this long no longer counts (it stopped, or
+/// lost its way to the leader); its in-flight requests are no longer added.
+const GATEWAY_STALE: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl EndpointLoad {
+    /// Record `gateway`'s report at `now` and work out the sums again.
+    fn report(
+        &mut self,
+        gateway: &str,
+        now: Instant,
+        concurrency: f64,
+        rps: f64,
+        drained: &[String],
+    ) {
+        self.gateways.insert(
+            gateway.to_string(),
+            GatewayReport {
+                at: now,
+                concurrency,
+                rps,
+                drained: drained.iter().cloned().collect(),
+            },
+        );
+        self.gateways
+            .retain(|_, g| now.saturating_duration_since(g.at) < GATEWAY_STALE);
+        self.concurrency = self.gateways.values().map(|g| g.concurrency).sum();
+        self.rps = self.gateways.values().map(|g| g.rps).sum();
+        let mut live = self.gateways.values();
+        let first = live.next().map(|g| g.drained.clone()).unwrap_or_default();
+        self.drained = live.fold(first, |acc, g| {
+            acc.intersection(&g.drained).cloned().collect()
+        });
+    }
 }
 
 /// Gateway load reports, on the replica that leads.
@@ -496,6 +542,7 @@ impl Loads {
             EndpointLoad {
                 config,
                 autoscaler,
+                gateways: HashMap::new(),
                 concurrency: 0.0,
                 rps: 0.0,
                 drained: BTreeSet::new(),
@@ -509,7 +556,15 @@ impl Loads {
     /// Record one report; returns the endpoints that need a replica right now
     /// (a request waits and none serves), with the replicas to ask for.
     pub fn record(&self, st: &State, req: &pb::ReportLoadRequest) -> Vec<(String, u32)> {
-        let now = Instant::now();
+        self.record_at(st, req, Instant::now())
+    }
+
+    fn record_at(
+        &self,
+        st: &State,
+        req: &pb::ReportLoadRequest,
+        now: Instant,
+    ) -> Vec<(String, u32)> {
         let mut map = self.lock();
         let mut wake = Vec::new();
         for l in &req.endpoints {
@@ -517,19 +572,11 @@ impl Loads {
                 continue;
             };
             let e = self.entry(&mut map, ep, now);
-            let c = if l.concurrency.is_finite() {
-                l.concurrency.max(0.0)
-            } else {
-                0.0
-            };
-            e.autoscaler.record(now.duration_since(self.origin), c);
-            e.concurrency = c;
-            e.rps = if l.requests_per_second.is_finite() {
-                l.requests_per_second.max(0.0)
-            } else {
-                0.0
-            };
-            e.drained = l.drained.iter().cloned().collect();
+            let finite = |v: f64| if v.is_finite() { v.max(0.0) } else { 0.0 };
+            let (c, rps) = (finite(l.concurrency), finite(l.requests_per_second));
+            e.report(&req.gateway, now, c, rps, &l.drained);
+            e.autoscaler
+                .record(now.duration_since(self.origin), e.concurrency);
             let serving = ep.status.replicas.iter().filter(|r| !r.draining()).count();
             if l.cold_start && serving == 0 {
                 wake.push((ep.metadata.name.clone(), ep.status.desired_replicas.max(1)));
@@ -990,6 +1037,57 @@ mod tests {
     }
 
     #[test]
+    fn several_gateways_add_up_and_all_must_call_a_replica_drained() {
+        let mut h = H::new();
+        h.apply(Command::CreateEndpoint {
+            endpoint: Box::new(endpoint(0, 4)),
+        })
+        .unwrap();
+        h.scale(2);
+        h.run("lin-replica-0", 0, 20001);
+        h.run("lin-replica-1", 1, 20002);
+        h.scale(1);
+        assert!(h.replicas()[1].draining());
+        let loads = Loads::default();
+        let t0 = loads.origin;
+        let at = |s: u64| t0 + std::time::Duration::from_secs(s);
+        let report = |gw: &str, c: f64, drained: &[&str]| pb::ReportLoadRequest {
+            gateway: gw.into(),
+            endpoints: vec![pb::EndpointLoad {
+                endpoint: "lin".into(),
+                concurrency: c,
+                requests_per_second: c * 10.0,
+                cold_start: false,
+                drained: drained.iter().map(|d| d.to_string()).collect(),
+            }],
+        };
+        let sums = |loads: &Loads| {
+            let map = loads.lock();
+            (map["lin"].concurrency, map["lin"].rps)
+        };
+        let drained_cmd = |cmds: &[Command]| {
+            cmds.iter()
+                .any(|c| matches!(c, Command::ReplicaDrained { job, .. } if job == "lin-replica-1"))
+        };
+        loads.record_at(&h.s, &report("a", 3.0, &["lin-replica-1"]), at(1));
+        loads.record_at(&h.s, &report("b", 4.0, &[]), at(1));
+        assert_eq!(sums(&loads), (7.0, 70.0), "the load of both gateways");
+        // Gateway b still routes to (or serves on) the draining replica.
+        assert!(!drained_cmd(&loads.plan(&h.s, at(1), 1_000)));
+        loads.record_at(&h.s, &report("b", 4.0, &["lin-replica-1"]), at(2));
+        assert!(
+            drained_cmd(&loads.plan(&h.s, at(2), 2_000)),
+            "both call it drained"
+        );
+        // A gateway silent for longer than GATEWAY_STALE no longer counts.
+        loads.record_at(&h.s, &report("a", 1.0, &[]), at(9));
+        assert_eq!(sums(&loads), (1.0, 10.0));
+        // Reports without an id (older gateways) count as one gateway.
+        loads.record_at(&h.s, &report("", 2.0, &[]), at(9));
+        assert_eq!(sums(&loads), (3.0, 30.0));
+    }
+
+    #[test]
     fn controller_wakes_cold_endpoints_and_scales_to_zero_when_idle() {
         let mut h = H::new();
         h.apply(Command::CreateEndpoint {
@@ -999,6 +1097,7 @@ mod tests {
         let loads = Loads::default();
         let t0 = loads.origin;
         let report = |c: f64, cold: bool| pb::ReportLoadRequest {
+            gateway: String::new(),
             endpoints: vec![pb::EndpointLoad {
                 endpoint: "lin".into(),
                 concurrency: c,

@@ -137,6 +137,16 @@ impl Schedulers {
     }
 }
 
+/// This gateway process's id in load reports: its pid and start time, so that
+/// gateways on other machines (or a restarted one) are told apart.
+fn gateway_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("gw-{}-{nanos:x}", std::process::id())
+}
+
 /// Why an endpoint has no ready replica, for 503 answers.
 fn note(ep: &Endpoint) -> Option<String> {
     if ep.status.replicas.is_empty() {
@@ -186,6 +196,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let mut schedulers = Schedulers::new(&config.servers)?;
+    let id = gateway_id();
     let probe_client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(5))
         .build_http();
@@ -216,6 +227,7 @@ pub async fn run(
             _ = &mut shutdown => return Ok(()),
             Some(ep) = wake.recv() => {
                 let req = pb::ReportLoadRequest {
+                    gateway: id.clone(),
                     endpoints: vec![pb::EndpointLoad {
                         endpoint: ep.clone(),
                         concurrency: gateway.concurrency(&ep) as f64,
@@ -255,7 +267,11 @@ pub async fn run(
                     });
                 }
                 if !loads.is_empty() {
-                    schedulers.report(pb::ReportLoadRequest { endpoints: loads }).await;
+                    let req = pb::ReportLoadRequest {
+                        gateway: id.clone(),
+                        endpoints: loads,
+                    };
+                    schedulers.report(req).await;
                 }
                 continue;
             }
