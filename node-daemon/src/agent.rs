@@ -125,6 +125,49 @@ pub struct Servers {
     urls: Vec<String>,
     channels: Vec<Channel>,
     current: AtomicUsize,
+    /// When the scheduler last acknowledged a registration or heartbeat.
+    pub contact: Contact,
+}
+
+/// Whether this node is in touch with the scheduler, for `/healthz`.
+#[derive(Debug, Default)]
+pub struct Contact {
+    /// ms since the epoch of the last acknowledged call; 0: never.
+    last_ok_ms: std::sync::atomic::AtomicU64,
+    last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl Contact {
+    pub fn ok(&self, now_ms: u64) {
+        self.last_ok_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    pub fn failed(&self, why: String) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+    }
+
+    /// Healthy when the scheduler acknowledged a call within `within`.
+    pub fn check(&self, now_ms: u64, within: Duration) -> Result<(), String> {
+        let last = self.last_ok_ms.load(Ordering::Relaxed);
+        let error = self
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .map(|e| format!(" (last error: {e})"))
+            .unwrap_or_default();
+        if last == 0 {
+            return Err(format!("not registered with the scheduler yet{error}"));
+        }
+        let quiet = now_ms.saturating_sub(last);
+        if quiet > within.as_millis() as u64 {
+            return Err(format!(
+                "no heartbeat acknowledged by the scheduler for {:.1}s{error}",
+                quiet as f64 / 1000.0
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Servers {
@@ -156,6 +199,7 @@ impl Servers {
             urls: urls.to_vec(),
             channels,
             current: AtomicUsize::new(0),
+            contact: Contact::default(),
         })
     }
 
@@ -248,6 +292,7 @@ pub async fn register_until_ok(
         match client.register(req).await {
             Ok(resp) => {
                 quiet.ok("Register");
+                servers.contact.ok(gpuctl_common::now_ms());
                 tracing::info!("registered node {} with {}", id.name, servers.urls[i]);
                 let ms = resp.into_inner().heartbeat_interval_ms;
                 return if ms > 0 {
@@ -257,6 +302,9 @@ pub async fn register_until_ok(
                 };
             }
             Err(s) => {
+                servers
+                    .contact
+                    .failed(format!("Register with {}: {}", servers.urls[i], brief(&s)));
                 quiet.failed(&format!("Register with {}", servers.urls[i]), brief(&s));
                 servers.failed(i, &s);
             }
@@ -301,12 +349,16 @@ pub async fn heartbeat_loop(
         match client.heartbeat(req).await {
             Ok(resp) => {
                 quiet.ok("Heartbeat");
+                servers.contact.ok(gpuctl_common::now_ms());
                 if resp.into_inner().reregister {
                     tracing::info!("scheduler asked node {} to register again", id.name);
                     interval = register_until_ok(&servers, &id, &inv, default).await;
                 }
             }
             Err(s) => {
+                servers
+                    .contact
+                    .failed(format!("Heartbeat to {}: {}", servers.urls[i], brief(&s)));
                 quiet.failed(&format!("Heartbeat to {}", servers.urls[i]), brief(&s));
                 servers.failed(i, &s);
             }
@@ -1068,6 +1120,25 @@ mod tests {
             task_index: 0,
             attempt: 1,
         }
+    }
+
+    #[test]
+    fn healthy_only_while_the_scheduler_answers() {
+        let c = Contact::default();
+        let within = Duration::from_secs(10);
+        c.failed("Register with http://s:7000: unavailable".into());
+        let e = c.check(1_000, within).unwrap_err();
+        assert_eq!(
+            e,
+            "not registered with the scheduler yet (last error: Register with http://s:7000: unavailable)"
+        );
+        c.ok(5_000);
+        assert_eq!(c.check(15_000, within), Ok(()));
+        let e = c.check(15_001, within).unwrap_err();
+        assert!(
+            e.starts_with("no heartbeat acknowledged by the scheduler for 10.0s"),
+            "{e}"
+        );
     }
 
     #[test]

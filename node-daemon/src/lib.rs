@@ -261,10 +261,16 @@ impl Node {
                 ),
         );
         let registry = self.metrics.registry.clone();
+        // Unhealthy when the scheduler has not acknowledged a heartbeat for a
+        // few intervals (its tasks keep running; it just cannot be told).
+        let servers = self.servers.clone();
+        let within = (self.config.heartbeat_interval * 5).max(Duration::from_secs(10));
+        let health: gpuctl_common::httpd::HealthCheck =
+            Arc::new(move || servers.contact.check(gpuctl_common::now_ms(), within));
         let httpd = tokio::spawn(gpuctl_common::httpd::serve(
             self.metrics_listener,
             registry,
-            Arc::new(|| Ok(())),
+            health,
             stopped(stop_rx.clone()),
         ));
 
