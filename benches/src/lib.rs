@@ -11,6 +11,7 @@
 //!
 //! Results are kept in `benches/RESULTS.md`.
 
+pub mod dev;
 pub mod replay;
 
 /// Percentile (nearest-rank) of sorted samples; `p` in 0..=100.

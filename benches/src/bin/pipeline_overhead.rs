@@ -17,10 +17,10 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context};
+use benches::dev::Dev;
 use benches::percentile;
 use clap::Parser;
 
@@ -45,57 +45,16 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let me = std::env::current_exe()?;
-    let gpuctl = me.parent().context("binary folder")?.join("gpuctl");
-    if !gpuctl.exists() {
-        bail!(
-            "{} not found: run `cargo build --release --bins` first",
-            gpuctl.display()
-        );
-    }
     let root = std::env::temp_dir().join(format!("gpuctl-pipeline-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&root)?;
-    let config = root.join("config");
-    let log = std::fs::File::create(root.join("dev.log"))?;
-    let mut dev = Command::new(&gpuctl)
-        .args(["dev", "--state-dir"])
-        .arg(root.join("state"))
-        .args(["--gpus", &args.gpus])
-        .env("GPUCTL_CONFIG_DIR", &config)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .context("starting gpuctl dev")?;
-    let result = run(&args, &gpuctl, &root, &config);
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(dev.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    );
-    let _ = dev.wait();
+    let dev = Dev::start(&root, &["--gpus", &args.gpus])?;
+    let result = run(&args, &dev, &root);
+    dev.stop();
     if result.is_ok() {
         let _ = std::fs::remove_dir_all(&root);
     } else {
         eprintln!("kept {} for inspection (dev.log)", root.display());
     }
     result
-}
-
-fn gpuctl_ok(gpuctl: &Path, config: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(gpuctl)
-        .args(args)
-        .env("GPUCTL_CONFIG_DIR", config)
-        .env_remove("GPUCTL_SERVER")
-        .stdin(Stdio::null())
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "gpuctl {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn chain_yaml(n: usize, dir: &Path) -> String {
@@ -134,14 +93,7 @@ fn read_ns(p: &Path) -> anyhow::Result<f64> {
     Ok(s.trim().parse::<f64>()?)
 }
 
-fn run(args: &Args, gpuctl: &Path, root: &Path, config: &Path) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !config.join("context.json").exists() {
-        if Instant::now() > deadline {
-            bail!("gpuctl dev did not become ready");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn run(args: &Args, dev: &Dev, root: &Path) -> anyhow::Result<()> {
     let stamps = root.join("stamps");
     std::fs::create_dir_all(&stamps)?;
 
@@ -149,12 +101,8 @@ fn run(args: &Args, gpuctl: &Path, root: &Path, config: &Path) -> anyhow::Result
     let file: PathBuf = root.join("chain.yaml");
     std::fs::write(&file, chain_yaml(args.chain, &stamps))?;
     let t0 = Instant::now();
-    gpuctl_ok(
-        gpuctl,
-        config,
-        &["apply", "-f", file.to_str().unwrap_or("")],
-    )?;
-    gpuctl_ok(gpuctl, config, &["wait", "chain", "--timeout", "600s"])?;
+    dev.gpuctl(&["apply", "-f", file.to_str().unwrap_or("")])?;
+    dev.gpuctl(&["wait", "chain", "--timeout", "600s"])?;
     let chain_wall = t0.elapsed().as_secs_f64();
     let mut gaps_ms = Vec::new();
     for i in 1..args.chain {
@@ -170,18 +118,11 @@ fn run(args: &Args, gpuctl: &Path, root: &Path, config: &Path) -> anyhow::Result
         let file = root.join("fan.yaml");
         std::fs::write(&file, fan_yaml(args.fan_out, args.share))?;
         let t0 = Instant::now();
-        gpuctl_ok(
-            gpuctl,
-            config,
-            &["apply", "-f", file.to_str().unwrap_or("")],
-        )?;
-        gpuctl_ok(gpuctl, config, &["wait", "fan", "--timeout", "600s"])?;
+        dev.gpuctl(&["apply", "-f", file.to_str().unwrap_or("")])?;
+        dev.gpuctl(&["wait", "fan", "--timeout", "600s"])?;
         fan_wall = t0.elapsed().as_secs_f64();
-        let doc: serde_json::Value = serde_json::from_str(&gpuctl_ok(
-            gpuctl,
-            config,
-            &["get", "wf", "fan", "-o", "json"],
-        )?)?;
+        let doc: serde_json::Value =
+            serde_json::from_str(&dev.gpuctl(&["get", "wf", "fan", "-o", "json"])?)?;
         let st = &doc["status"];
         if let (Some(s), Some(f)) = (st["startedMs"].as_f64(), st["finishedMs"].as_f64()) {
             fan_run = (f - s) / 1000.0;

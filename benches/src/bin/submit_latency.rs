@@ -10,10 +10,10 @@
 //! `target/release/submit-latency [--jobs 200] [--json]`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
+use benches::dev::Dev;
 use benches::percentile;
 use clap::Parser;
 use gpuctl_common::api::{Job, JobSpec, Resources, TaskSpec};
@@ -52,38 +52,14 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let me = std::env::current_exe()?;
-    let bin_dir = me.parent().context("binary folder")?.to_path_buf();
-    let gpuctl = bin_dir.join("gpuctl");
-    if !gpuctl.exists() {
-        bail!(
-            "{} not found: run `cargo build --release --bins` first",
-            gpuctl.display()
-        );
-    }
     let root = std::env::temp_dir().join(format!("gpuctl-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&root)?;
-    let config = root.join("config");
-    let log = std::fs::File::create(root.join("dev.log"))?;
-    let mut dev = Command::new(&gpuctl)
-        .args(["dev", "--state-dir"])
-        .arg(root.join("state"))
-        .args(["--gpus", &args.gpus])
-        .env("GPUCTL_CONFIG_DIR", &config)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .context("starting gpuctl dev")?;
+    let dev = Dev::start(&root, &["--gpus", &args.gpus])?;
     let result = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?
-        .block_on(run(&args, &me, &root, &config));
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(dev.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    );
-    let _ = dev.wait();
+        .block_on(run(&args, &me, &root, &dev));
+    dev.stop();
     if result.is_ok() {
         let _ = std::fs::remove_dir_all(&root);
     } else {
@@ -92,23 +68,8 @@ fn main() -> anyhow::Result<()> {
     result
 }
 
-async fn run(args: &Args, me: &Path, root: &Path, config: &Path) -> anyhow::Result<()> {
-    let ctx_file = config.join("context.json");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !ctx_file.exists() {
-        if Instant::now() > deadline {
-            bail!(
-                "gpuctl dev did not become ready; see {}",
-                root.join("dev.log").display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let ctx: serde_json::Value = serde_json::from_slice(&std::fs::read(&ctx_file)?)?;
-    let server = ctx["server"]
-        .as_str()
-        .context("server in context.json")?
-        .to_string();
+async fn run(args: &Args, me: &Path, root: &Path, dev: &Dev) -> anyhow::Result<()> {
+    let server = dev.url("server")?;
     let mut client = pb::control_client::ControlClient::connect(server.clone()).await?;
     let probes = root.join("probes");
     std::fs::create_dir_all(&probes)?;

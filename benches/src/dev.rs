@@ -1,0 +1,146 @@
+//! A `gpuctl dev` cluster for the scenario drivers: started in a folder the
+//! driver chooses, found through the context it writes, and stopped with
+//! SIGINT as Ctrl-C would (on [`Dev::stop`] or when dropped).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+/// How long `gpuctl dev` gets to write its context.
+const READY_WITHIN: Duration = Duration::from_secs(120);
+/// How long it gets to stop after SIGINT before it is killed.
+const STOP_WITHIN: Duration = Duration::from_secs(20);
+
+/// A binary built next to the running one (`cargo build --release --bins`).
+pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let p = exe.parent().context("the binary's folder")?.join(name);
+    if p.is_file() {
+        Ok(p)
+    } else {
+        bail!(
+            "{} not found next to {}: run `cargo build --release --bins` first",
+            name,
+            exe.display()
+        )
+    }
+}
+
+/// A running `gpuctl dev`.
+pub struct Dev {
+    child: Option<Child>,
+    gpuctl: PathBuf,
+    root: PathBuf,
+    context: serde_json::Value,
+}
+
+impl Dev {
+    /// Start `gpuctl dev ARGS` with its state, configuration and log
+    /// (`dev.log`) under `root`, and wait until it is ready.
+    pub fn start(root: &Path, args: &[&str]) -> anyhow::Result<Dev> {
+        let gpuctl = sibling("gpuctl")?;
+        std::fs::create_dir_all(root)?;
+        let log = std::fs::File::create(root.join("dev.log"))?;
+        let child = Command::new(&gpuctl)
+            .args(["dev", "--state-dir"])
+            .arg(root.join("state"))
+            .args(args)
+            .env("GPUCTL_CONFIG_DIR", root.join("config"))
+            .env_remove("GPUCTL_SERVER")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting gpuctl dev")?;
+        let mut dev = Dev {
+            child: Some(child),
+            gpuctl,
+            root: root.to_path_buf(),
+            context: serde_json::Value::Null,
+        };
+        let file = dev.config().join("context.json");
+        let deadline = Instant::now() + READY_WITHIN;
+        while !file.exists() {
+            if let Some(Ok(Some(status))) = dev.child.as_mut().map(Child::try_wait) {
+                bail!("gpuctl dev exited ({status}); see {}", dev.log().display());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "gpuctl dev did not become ready; see {}",
+                    dev.log().display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        dev.context = serde_json::from_slice(&std::fs::read(&file)?)
+            .with_context(|| format!("reading {}", file.display()))?;
+        Ok(dev)
+    }
+
+    /// The folder `gpuctl` finds the cluster through (`GPUCTL_CONFIG_DIR`).
+    pub fn config(&self) -> PathBuf {
+        self.root.join("config")
+    }
+
+    pub fn log(&self) -> PathBuf {
+        self.root.join("dev.log")
+    }
+
+    /// A URL from the context `gpuctl dev` wrote: `server` (the scheduler's
+    /// gRPC address) or `gateway`.
+    pub fn url(&self, key: &str) -> anyhow::Result<String> {
+        self.context[key]
+            .as_str()
+            .map(str::to_string)
+            .with_context(|| format!("no {key} in the context: {}", self.context))
+    }
+
+    /// Run `gpuctl ARGS` against the cluster; its stdout, or an error with
+    /// its output.
+    pub fn gpuctl(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = Command::new(&self.gpuctl)
+            .args(args)
+            .env("GPUCTL_CONFIG_DIR", self.config())
+            .env_remove("GPUCTL_SERVER")
+            .stdin(Stdio::null())
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "gpuctl {args:?}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Stop it as Ctrl-C does (killed if it takes longer than 20 s).
+    pub fn stop(mut self) {
+        self.interrupt();
+    }
+
+    fn interrupt(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+        let deadline = Instant::now() + STOP_WITHIN;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        self.interrupt();
+    }
+}
