@@ -104,7 +104,7 @@ fn decisions(c: &mut Criterion) {
     let m = filled(&big, &pods, 0.5);
     let snapshot = Snapshot {
         nodes: m
-            .nodes
+            .nodes()
             .iter()
             .zip(&big)
             .map(|(n, v)| {

@@ -12,9 +12,11 @@
 //!                strand (GPU left without CPU/memory to back it) ·
 //!                topology (NVLink domains, gang on few nodes)
 //!       choose   by the policy (fgd and fragaware read each node's
-//!                result from the model's memo while the node is unchanged)
+//!                result from the model's memo while the node is unchanged;
+//!                fragaware reads the best node from the memo's rank index
+//!                per request shape, re-ranking only the nodes that changed)
 //!     ClusterModel::commit (refuses any over-commit)
-//!   a gang that does not fit leaves the model as it was
+//!   a gang that does not fit is rolled back (ClusterModel::checkpoint)
 //! ```
 //!
 //! The seam stays `place(&Snapshot, &[&Job]) -> Vec<Binding>`; the trace
@@ -40,7 +42,8 @@ use crate::state::{Binding, State, TaskPlacement};
 pub use choose::{choose_node, choose_node_near};
 pub use mix::{MixEntry, MixOptions, WorkloadMix};
 pub use model::{
-    ClusterModel, CommitError, GpuKind, GpuSlot, NodeModel, Placement, PodRequest, MILLI,
+    Checkpoint, ClusterModel, CommitError, GpuKind, GpuSlot, NodeModel, Placement, PodRequest,
+    MILLI,
 };
 pub use policy::Policy;
 
@@ -152,21 +155,25 @@ pub fn place_with_reservation(
     let mut out = Vec::new();
     let mut reservation: Option<Reservation> = None;
     for job in pending {
-        let mut trial = work.clone();
-        let tasks = place_gang(&mut trial, job, policy, mix, &mut rng);
+        // A trial on the model itself: rolled back unless the gang fits.
+        let trial = work.checkpoint();
+        let tasks = place_gang(&mut work, job, policy, mix, &mut rng);
         let need = job.spec.min_available.unwrap_or(job.task_count());
         if tasks.len() as u32 >= need {
-            work = trial;
+            work.keep(trial);
             out.push(Binding {
                 job: job.metadata.name.clone(),
                 attempt: job.status.attempt,
                 tasks,
             });
-        } else if reservation.is_none() {
+            continue;
+        }
+        work.rollback(trial);
+        if reservation.is_none() {
             if let Some(nodes) = reserve(snapshot, &work, job, mix, &mut rng) {
-                for n in work.nodes.iter_mut() {
-                    if nodes.contains(&n.name) {
-                        n.schedulable = false;
+                for i in 0..work.nodes().len() {
+                    if nodes.contains(&work.nodes()[i].name) {
+                        work.node_mut(i).schedulable = false;
                     }
                 }
                 reservation = Some(Reservation {
@@ -302,7 +309,7 @@ fn place_gang(
         if trial.commit(&req, &p).is_err() {
             break;
         }
-        let n = &trial.nodes[p.node];
+        let n = &trial.nodes()[p.node];
         tasks.push(TaskPlacement {
             index,
             node: n.name.clone(),
@@ -332,10 +339,9 @@ fn reserve(
     mix: &WorkloadMix,
     rng: &mut StdRng,
 ) -> Option<Vec<String>> {
-    let mut order: Vec<usize> = (0..work.nodes.len())
-        .filter(|&i| work.nodes[i].schedulable)
-        .collect();
-    order.sort_by_key(|&i| (std::cmp::Reverse(work.nodes[i].gpu_free_milli()), i));
+    let nodes = work.nodes();
+    let mut order: Vec<usize> = (0..nodes.len()).filter(|&i| nodes[i].schedulable).collect();
+    order.sort_by_key(|&i| (std::cmp::Reverse(nodes[i].gpu_free_milli()), i));
     let empty: Vec<NodeView> = order
         .iter()
         .map(|&i| {
@@ -737,7 +743,7 @@ mod tests {
                     }
                 }
                 assert!(placed > 0, "{policy}: nothing placed in round {round}");
-                for (n, (cpu, mem)) in m.nodes.iter().zip(&cap) {
+                for (n, (cpu, mem)) in m.nodes().iter().zip(&cap) {
                     assert!(n.cpu_used <= *cpu, "{policy}: cpu on {}", n.name);
                     assert!(n.memory_used <= *mem, "{policy}: memory on {}", n.name);
                     for g in &n.gpus {
