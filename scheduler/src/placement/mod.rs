@@ -29,6 +29,7 @@ pub mod filter;
 mod memo;
 mod mix;
 mod model;
+mod planner;
 mod policy;
 pub mod preempt;
 pub mod quota;
@@ -45,6 +46,7 @@ pub use model::{
     Checkpoint, ClusterModel, CommitError, GpuKind, GpuSlot, NodeModel, Placement, PodRequest,
     MILLI,
 };
+pub use planner::Planner;
 pub use policy::Policy;
 
 /// One GPU as placement sees it.
@@ -151,13 +153,25 @@ pub fn place_with_reservation(
     mix: &WorkloadMix,
 ) -> (Vec<Binding>, Option<Reservation>) {
     let mut work = ClusterModel::from_views(&snapshot.nodes);
+    place_on(&mut work, snapshot, pending, policy, mix)
+}
+
+/// [`place_with_reservation`] on `work`, a model of `snapshot` (left with
+/// the bindings and the reservation taken).
+fn place_on(
+    work: &mut ClusterModel,
+    snapshot: &Snapshot,
+    pending: &[&Job],
+    policy: &Policy,
+    mix: &WorkloadMix,
+) -> (Vec<Binding>, Option<Reservation>) {
     let mut rng = StdRng::seed_from_u64(policy.seed());
     let mut out = Vec::new();
     let mut reservation: Option<Reservation> = None;
     for job in pending {
         // A trial on the model itself: rolled back unless the gang fits.
         let trial = work.checkpoint();
-        let tasks = place_gang(&mut work, job, policy, mix, &mut rng);
+        let tasks = place_gang(work, job, policy, mix, &mut rng);
         let need = job.spec.min_available.unwrap_or(job.task_count());
         if tasks.len() as u32 >= need {
             work.keep(trial);
@@ -170,7 +184,7 @@ pub fn place_with_reservation(
         }
         work.rollback(trial);
         if reservation.is_none() {
-            if let Some(nodes) = reserve(snapshot, &work, job, mix, &mut rng) {
+            if let Some(nodes) = reserve(snapshot, work, job, mix, &mut rng) {
                 for i in 0..work.nodes().len() {
                     if nodes.contains(&work.nodes()[i].name) {
                         work.node_mut(i).schedulable = false;
@@ -203,8 +217,18 @@ pub struct Round {
 /// fair-share order across queues ([`fair::order`]), those over a quota held
 /// back ([`quota::admit`]), then placed with the default policy; the first
 /// gang that does not fit reserves nodes and, where allowed, preempts
-/// ([`preempt::plan`]). Pure and deterministic.
+/// ([`preempt::plan`]). Pure and deterministic. The leader keeps a
+/// [`Planner`] instead, which decides the same without building the
+/// cluster model anew each round.
 pub fn plan_round(st: &State) -> Round {
+    plan_round_with(st, place_with_reservation)
+}
+
+/// [`plan_round`] with `place` for [`place_with_reservation`].
+fn plan_round_with(
+    st: &State,
+    place: impl FnOnce(&Snapshot, &[&Job], &Policy, &WorkloadMix) -> (Vec<Binding>, Option<Reservation>),
+) -> Round {
     let pending = st.pending_jobs();
     if pending.is_empty() {
         return Round::default();
@@ -227,7 +251,7 @@ pub fn plan_round(st: &State) -> Round {
     }
     let policy = Policy::default();
     let mix = WorkloadMix::from_jobs(&admitted, policy.mix_options());
-    let (bindings, reservation) = place_with_reservation(&snap, &admitted, &policy, &mix);
+    let (bindings, reservation) = place(&snap, &admitted, &policy, &mix);
     let head = admitted
         .iter()
         .find(|j| !bindings.iter().any(|b| b.job == j.metadata.name));

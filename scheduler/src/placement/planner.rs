@@ -1,0 +1,219 @@
+//! The leader's placement state between rounds: one cluster model, with its
+//! memo and rank indexes, brought up to each round's snapshot by updating
+//! the nodes whose view changed instead of being built cold every round.
+//! A round places on it inside a checkpoint and rolls back at the end, so
+//! the model always stands for the last snapshot.
+//!
+//! Decisions are exactly those of the stateless functions
+//! ([`plan_round`](super::plan_round),
+//! [`place_with_reservation`](super::place_with_reservation)): the synced
+//! model equals one built from the snapshot, and the memo and index never
+//! change a decision.
+
+use gpuctl_common::api::Job;
+
+use super::{
+    place_on, plan_round_with, ClusterModel, NodeView, Policy, Reservation, Round, Snapshot,
+    WorkloadMix, MILLI,
+};
+use crate::state::{Binding, State};
+
+/// Placement state kept across rounds; see the module doc.
+#[derive(Debug, Default)]
+pub struct Planner {
+    model: ClusterModel,
+    /// The views the model stands for, in the model's order.
+    views: Vec<NodeView>,
+    /// Rounds that had to build the model from scratch (for tests and
+    /// metrics).
+    rebuilds: u64,
+}
+
+impl Planner {
+    pub fn new() -> Planner {
+        Planner::default()
+    }
+
+    /// [`plan_round`](super::plan_round) on the kept model.
+    pub fn plan_round(&mut self, st: &State) -> Round {
+        plan_round_with(st, |snap, pending, policy, mix| {
+            self.place_with_reservation(snap, pending, policy, mix)
+        })
+    }
+
+    /// [`place_with_reservation`](super::place_with_reservation) on the
+    /// kept model, synced to `snapshot` first.
+    pub fn place_with_reservation(
+        &mut self,
+        snapshot: &Snapshot,
+        pending: &[&Job],
+        policy: &Policy,
+        mix: &WorkloadMix,
+    ) -> (Vec<Binding>, Option<Reservation>) {
+        self.sync(snapshot);
+        let round = self.model.checkpoint();
+        let out = place_on(&mut self.model, snapshot, pending, policy, mix);
+        self.model.rollback(round);
+        out
+    }
+
+    /// How many times the model was built from scratch.
+    pub fn rebuilds(&self) -> u64 {
+        self.rebuilds
+    }
+
+    /// Bring the model to `snapshot`. A node whose view changed only in
+    /// what is in use (GPU use and health, CPU and memory used, whether it
+    /// is schedulable) is updated in place; any other difference (nodes
+    /// added, removed, renamed or reconfigured) builds the model anew.
+    fn sync(&mut self, snapshot: &Snapshot) {
+        let same_nodes = self.views.len() == snapshot.nodes.len()
+            && self
+                .views
+                .iter()
+                .zip(&snapshot.nodes)
+                .all(|(old, new)| old == new || same_node(old, new));
+        if !same_nodes {
+            self.model = ClusterModel::from_views(&snapshot.nodes);
+            self.views = snapshot.nodes.clone();
+            self.rebuilds += 1;
+            return;
+        }
+        for (i, new) in snapshot.nodes.iter().enumerate() {
+            if self.views[i] == *new {
+                continue;
+            }
+            let n = self.model.node_mut(i);
+            n.schedulable = new.schedulable;
+            n.cpu_used = new.cpu_used;
+            n.memory_used = new.memory_used;
+            for (slot, g) in n.gpus.iter_mut().zip(&new.gpus) {
+                slot.healthy = g.healthy;
+                slot.free = MILLI.saturating_sub(g.used_milli);
+            }
+            self.views[i] = new.clone();
+        }
+    }
+}
+
+/// The same node with the same capacity and GPUs (use aside).
+fn same_node(a: &NodeView, b: &NodeView) -> bool {
+    a.name == b.name
+        && a.cpu_milli == b.cpu_milli
+        && a.memory_bytes == b.memory_bytes
+        && a.gpus.len() == b.gpus.len()
+        && a.gpus.iter().zip(&b.gpus).all(|(x, y)| {
+            x.index == y.index
+                && x.uuid == y.uuid
+                && x.model == y.model
+                && x.memory_bytes == y.memory_bytes
+                && x.nvlink_domain == y.nvlink_domain
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::placement::place_with_reservation;
+    use crate::placement::testutil::{job, node};
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+
+    /// A kept planner decides as the stateless functions round after round
+    /// while the cluster changes under it: use, health and cordons change
+    /// in place; nodes added or reconfigured rebuild the model.
+    #[test]
+    fn decides_as_the_stateless_round() {
+        let mut draw = StdRng::seed_from_u64(5);
+        let mut planner = Planner::new();
+        let mut nodes: Vec<NodeView> = (0..6)
+            .map(|i| {
+                let mut n = node(&format!("n{i}"), [8, 4, 2][i % 3]);
+                n.cpu_milli = 64_000;
+                n.memory_bytes = 256 << 30;
+                for g in &mut n.gpus {
+                    g.nvlink_domain = format!("d{}", g.index / 4);
+                }
+                n
+            })
+            .collect();
+        let policy = Policy::default();
+        // (what changes before the round, whether the model is rebuilt)
+        type Change = fn(&mut Vec<NodeView>, &mut StdRng);
+        let changes: [(&str, Change, bool); 6] = [
+            ("nothing", |_, _| {}, false),
+            (
+                "GPU use",
+                |ns, r| {
+                    let n = r.gen_range(0..ns.len());
+                    let g = r.gen_range(0..ns[n].gpus.len());
+                    ns[n].gpus[g].used_milli = [0, 250, 500, 1000][r.gen_range(0..4)];
+                    ns[n].cpu_used = r.gen_range(0..8) * 4000;
+                },
+                false,
+            ),
+            (
+                "a cordon",
+                |ns, r| {
+                    let n = r.gen_range(0..ns.len());
+                    ns[n].schedulable = !ns[n].schedulable;
+                },
+                false,
+            ),
+            (
+                "a GPU's health",
+                |ns, r| {
+                    let n = r.gen_range(0..ns.len());
+                    ns[n].gpus[0].healthy = !ns[n].gpus[0].healthy;
+                },
+                false,
+            ),
+            (
+                "a node added",
+                |ns, _| {
+                    let i = ns.len();
+                    ns.push(node(&format!("n{i}"), 4));
+                },
+                true,
+            ),
+            (
+                "a node's CPU capacity",
+                |ns, r| {
+                    let n = r.gen_range(0..ns.len());
+                    ns[n].cpu_milli += 1000;
+                },
+                true,
+            ),
+        ];
+        for round in 0..60 {
+            let (what, change, rebuilds) = changes[round % changes.len()];
+            change(&mut nodes, &mut draw);
+            let jobs: Vec<Job> = (0..draw.gen_range(1..6))
+                .map(|j| {
+                    let g = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0][draw.gen_range(0..6)];
+                    job(&format!("r{round}j{j}"), None, 0, draw.gen_range(1..4), g)
+                })
+                .collect();
+            let pending: Vec<&Job> = jobs.iter().collect();
+            let mix = WorkloadMix::from_jobs(&pending, policy.mix_options());
+            let snap = Snapshot {
+                nodes: nodes.clone(),
+            };
+            let before = planner.rebuilds();
+            let got = planner.place_with_reservation(&snap, &pending, &policy, &mix);
+            let want = place_with_reservation(&snap, &pending, &policy, &mix);
+            assert_eq!(got, want, "round {round} ({what})");
+            if round > 0 {
+                assert_eq!(
+                    planner.rebuilds() > before,
+                    rebuilds,
+                    "round {round} ({what})"
+                );
+            }
+            assert_eq!(
+                planner.model,
+                ClusterModel::from_views(&snap.nodes),
+                "round {round} ({what}): the model stands for the snapshot"
+            );
+        }
+    }
+}
