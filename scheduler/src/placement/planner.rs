@@ -51,6 +51,20 @@ impl Planner {
         mix: &WorkloadMix,
     ) -> (Vec<Binding>, Option<Reservation>) {
         self.sync(snapshot);
+        self.place_synced(snapshot, pending, policy, mix)
+    }
+
+    /// [`Planner::place_with_reservation`] without the sync: the model
+    /// must stand for `snapshot` already (the last [`Planner::sync`] was
+    /// to it).
+    pub fn place_synced(
+        &mut self,
+        snapshot: &Snapshot,
+        pending: &[&Job],
+        policy: &Policy,
+        mix: &WorkloadMix,
+    ) -> (Vec<Binding>, Option<Reservation>) {
+        debug_assert_eq!(self.views, snapshot.nodes, "synced to another snapshot");
         let round = self.model.checkpoint();
         let out = place_on(&mut self.model, snapshot, pending, policy, mix);
         self.model.rollback(round);
@@ -66,23 +80,29 @@ impl Planner {
     /// what is in use (GPU use and health, CPU and memory used, whether it
     /// is schedulable) is updated in place; any other difference (nodes
     /// added, removed, renamed or reconfigured) builds the model anew.
-    fn sync(&mut self, snapshot: &Snapshot) {
+    pub fn sync(&mut self, snapshot: &Snapshot) {
+        let mut changed = Vec::new();
         let same_nodes = self.views.len() == snapshot.nodes.len()
             && self
                 .views
                 .iter()
                 .zip(&snapshot.nodes)
-                .all(|(old, new)| old == new || same_node(old, new));
+                .enumerate()
+                .all(|(i, (old, new))| {
+                    if same_use(old, new) && same_node(old, new) {
+                        return true;
+                    }
+                    changed.push(i);
+                    same_node(old, new)
+                });
         if !same_nodes {
             self.model = ClusterModel::from_views(&snapshot.nodes);
             self.views = snapshot.nodes.clone();
             self.rebuilds += 1;
             return;
         }
-        for (i, new) in snapshot.nodes.iter().enumerate() {
-            if self.views[i] == *new {
-                continue;
-            }
+        for i in changed {
+            let new = &snapshot.nodes[i];
             let n = self.model.node_mut(i);
             n.schedulable = new.schedulable;
             n.cpu_used = new.cpu_used;
@@ -94,6 +114,19 @@ impl Planner {
             self.views[i] = new.clone();
         }
     }
+}
+
+/// The same use of a node (given [`same_node`]): what is taken, health
+/// and whether it is schedulable.
+fn same_use(a: &NodeView, b: &NodeView) -> bool {
+    a.schedulable == b.schedulable
+        && a.cpu_used == b.cpu_used
+        && a.memory_used == b.memory_used
+        && a.gpus.len() == b.gpus.len()
+        && a.gpus
+            .iter()
+            .zip(&b.gpus)
+            .all(|(x, y)| x.healthy == y.healthy && x.used_milli == y.used_milli)
 }
 
 /// The same node with the same capacity and GPUs (use aside).
