@@ -15,7 +15,11 @@
 //!   model (and so a cold memo) each call;
 //! - `planner_sync/*`: what a round pays before placing, on top of building
 //!   its snapshot from the state: `Planner::sync` to a snapshot with no
-//!   node changed (a visit of every node's view).
+//!   node changed (a visit of every node's view);
+//! - `leader_round_gang_32x8/*`: the leader's whole round with the gang
+//!   pending, `Planner::plan_round(&State)` on a kept planner: the snapshot
+//!   of the state, fair-share order, quota, the mix, the sync and the gang
+//!   (what is in use is held by one running job per node).
 //!
 //! Clusters: the openb cluster (1,213 GPU nodes, 6,212 GPUs); 10,000 nodes
 //! by repeating the openb node mix (51,200 GPUs); the same 10,000 nodes with
@@ -33,10 +37,14 @@ use std::path::PathBuf;
 
 use benches::replay::{parse_nodes, parse_pods};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use gpuctl_common::api::{Job, JobSpec, Resources, TaskSpec};
+use gpuctl_common::api::{
+    Bytes, Cpu, Gpu, GpuShare, Job, JobPhase, JobSpec, Node, NodeStatus, ObjectMeta, Resources,
+    TaskPhase, TaskSpec, TaskStatus,
+};
 use gpuctl_scheduler::placement::{
     choose_node, place, ClusterModel, NodeView, Planner, PodRequest, Policy, Snapshot, WorkloadMix,
 };
+use gpuctl_scheduler::state::State;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 fn traces() -> Option<PathBuf> {
@@ -125,6 +133,91 @@ fn snapshot_of(m: &ClusterModel, views: &[NodeView]) -> Snapshot {
             })
             .collect(),
     }
+}
+
+/// The state of a cluster: `snapshot`'s nodes as node objects, what each
+/// uses held by one running job on it, and `pending`.
+fn state_of(snapshot: &Snapshot, pending: &[Job]) -> State {
+    let nodes = snapshot
+        .nodes
+        .iter()
+        .map(|v| Node {
+            api_version: "gpuctl.io/v1".into(),
+            kind: "Node".into(),
+            metadata: ObjectMeta {
+                name: v.name.clone(),
+                ..Default::default()
+            },
+            spec: Default::default(),
+            status: NodeStatus {
+                cpu_milli: v.cpu_milli,
+                memory_bytes: v.memory_bytes,
+                gpus: v
+                    .gpus
+                    .iter()
+                    .map(|g| Gpu {
+                        uuid: g.uuid.clone(),
+                        index: g.index,
+                        model: g.model.clone(),
+                        memory_bytes: g.memory_bytes,
+                        nvlink_domain: g.nvlink_domain.clone(),
+                        healthy: g.healthy,
+                    })
+                    .collect(),
+                ..Default::default()
+            },
+        })
+        .collect();
+    let mut jobs = pending.to_vec();
+    for (i, v) in snapshot.nodes.iter().enumerate() {
+        let gpus: Vec<GpuShare> = v
+            .gpus
+            .iter()
+            .filter(|g| g.used_milli > 0)
+            .map(|g| GpuShare {
+                index: g.index,
+                uuid: g.uuid.clone(),
+                milli: g.used_milli,
+            })
+            .collect();
+        if gpus.is_empty() && v.cpu_used == 0 && v.memory_used == 0 {
+            continue;
+        }
+        let mut j = Job::new(
+            &format!("fill-{i}"),
+            JobSpec {
+                tasks: vec![TaskSpec {
+                    name: "main".into(),
+                    replicas: 1,
+                    command: vec!["true".into()],
+                    env: Default::default(),
+                    working_dir: None,
+                    resources: Resources {
+                        cpu: Some(Cpu(v.cpu_used)),
+                        memory: Some(Bytes(v.memory_used)),
+                        ..Default::default()
+                    },
+                }],
+                min_available: None,
+                priority: 0,
+                topology: Default::default(),
+                max_retries: 0,
+                timeout_seconds: None,
+            },
+        );
+        j.status.phase = JobPhase::Running;
+        j.status.attempt = 1;
+        j.status.tasks = vec![TaskStatus {
+            index: 0,
+            group: "main".into(),
+            phase: TaskPhase::Running,
+            node: Some(v.name.clone()),
+            gpus,
+            ..Default::default()
+        }];
+        jobs.push(j);
+    }
+    State::from_objects(jobs, nodes)
 }
 
 /// The cluster with pods placed until `fill` of its GPUs are allocated
@@ -227,6 +320,15 @@ fn decisions(c: &mut Criterion) {
         });
         group.bench_function(format!("planner_sync/{label}"), |b| {
             b.iter(|| planner.sync(&snapshot))
+        });
+        let state = state_of(&snapshot, std::slice::from_ref(&gang));
+        let mut leader = Planner::new();
+        group.bench_function(format!("leader_round_gang_32x8/{label}"), |b| {
+            b.iter(|| {
+                let round = leader.plan_round(&state);
+                assert_eq!(round.bindings.len(), 1, "the gang fits");
+                round
+            })
         });
         if label == "synthetic_10000_nodes" {
             group.bench_function(format!("place_gang_32x8_cold/{label}"), |b| {

@@ -105,8 +105,9 @@ pub fn choose_node_near<R: Rng + ?Sized>(
                 );
                 memo.rank(shape, i, key);
             }
-            // The gang's own nodes rank ahead of every other node (see
-            // `Key::spread`): the best of them if any can take the task.
+            // A packed gang's own nodes rank ahead of every other node
+            // (`topology::gang_spread`): the best of them if any can take
+            // the task, else the best node of the index.
             let near = gang_nodes
                 .iter()
                 .filter_map(|&i| memo.rank_of(shape, i))
@@ -315,10 +316,11 @@ fn frag_aware_best(
     best
 }
 
-/// Fragmentation deltas closer than this (thousandths of a GPU) are equal.
+/// Fragmentation deltas (thousandths of a GPU) are ranked in steps of this,
+/// and a node's options closer than this are equal.
 const DELTA_EPS: f64 = 1e-6;
 
-/// Best-fit leftovers (0..=1) closer than this are equal.
+/// Best-fit leftovers (0..=1) are ranked in steps of this.
 const LEFTOVER_EPS: f64 = 1e-12;
 
 /// One node's fragmentation now, with the scratch state to try options on.
