@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use gpuctl_common::api::{Gpu, Job, JobPhase, JobSpec, Resources, TaskPhase, TaskSpec};
 use gpuctl_common::queue::{Queue, QueueSpec};
-use gpuctl_scheduler::placement::{plan_round, Planner};
+use gpuctl_scheduler::placement::{plan_round, Planner, Snapshot};
 use gpuctl_scheduler::state::{Command, Envelope, NodeRegistration, State, TaskReport};
 
 /// The state, a log index, and how many more rounds each job's tasks run.
@@ -387,6 +387,9 @@ mod properties {
                 let plan = plan_round(&sim.st);
                 prop_assert_eq!(&plan, &plan_round(&sim.st.clone()), "deterministic");
                 prop_assert_eq!(&plan, &planner.plan_round(&sim.st), "a kept planner decides the same");
+                if !sim.st.pending_jobs().is_empty() {
+                    prop_assert_eq!(planner.snapshot(), &Snapshot::of(&sim.st), "the planner's snapshot is the state's");
+                }
                 for b in &plan.bindings {
                     let j = &sim.st.jobs[&b.job];
                     prop_assert_eq!(b.tasks.len() as u32, j.task_count(), "a whole gang");
