@@ -13,12 +13,12 @@
 //!   planner kept across iterations (the gang placed, then rolled back as
 //!   the round ends); `cold` is the stateless `place`, which builds the
 //!   model (and so a cold memo) each call;
-//! - `planner_sync/*`: what a round pays before placing, on top of building
-//!   its snapshot from the state: `Planner::sync` to a snapshot with no
-//!   node changed (a visit of every node's view);
+//! - `planner_sync/*`: `Planner::sync` to a snapshot with no node changed
+//!   (a visit of every node's view; the leader's round uses
+//!   `Planner::sync_state`, inside the next figure);
 //! - `leader_round_gang_32x8/*`: the leader's whole round with the gang
-//!   pending, `Planner::plan_round(&State)` on a kept planner: the snapshot
-//!   of the state, fair-share order, quota, the mix, the sync and the gang
+//!   pending, `Planner::plan_round(&State)` on a kept planner: the sync
+//!   from the state, fair-share order, quota, the mix and the gang
 //!   (what is in use is held by one running job per node).
 //!
 //! Clusters: the openb cluster (1,213 GPU nodes, 6,212 GPUs); 10,000 nodes
