@@ -15,7 +15,9 @@
 //!   model (and so a cold memo) each call;
 //! - `planner_sync/*`: `Planner::sync` to a snapshot with no node changed
 //!   (a visit of every node's view; the leader's round uses
-//!   `Planner::sync_state`, inside the next figure);
+//!   `Planner::sync_state`, inside the leader round's figure);
+//! - `planner_sync_state/*`: `Planner::sync_state` to a state with no node
+//!   changed (each node and its usage compared with the kept view);
 //! - `leader_round_gang_32x8/*`: the leader's whole round with the gang
 //!   pending, `Planner::plan_round(&State)` on a kept planner: the sync
 //!   from the state, fair-share order, quota, the mix and the gang
@@ -323,6 +325,10 @@ fn decisions(c: &mut Criterion) {
         });
         let state = state_of(&snapshot, std::slice::from_ref(&gang));
         let mut leader = Planner::new();
+        leader.sync_state(&state);
+        group.bench_function(format!("planner_sync_state/{label}"), |b| {
+            b.iter(|| leader.sync_state(&state))
+        });
         group.bench_function(format!("leader_round_gang_32x8/{label}"), |b| {
             b.iter(|| {
                 let round = leader.plan_round(&state);
