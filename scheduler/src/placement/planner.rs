@@ -26,8 +26,8 @@ pub struct Planner {
     model: ClusterModel,
     /// The snapshot the model stands for, in the model's order.
     snap: Snapshot,
-    /// Rounds that had to build the model from scratch (for tests and
-    /// metrics).
+    /// Times the model was built from scratch (a sync that found nodes
+    /// added, removed or reconfigured, or the first).
     rebuilds: u64,
 }
 
