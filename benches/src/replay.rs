@@ -760,7 +760,7 @@ mod tests {
                     "{name} seed {seed}"
                 );
                 assert_eq!(failed, r.failed);
-                for n in &model.nodes {
+                for n in model.nodes() {
                     assert!(n.cpu_used <= n.cpu_milli && n.memory_used <= n.memory_bytes);
                     assert!(n.gpus.iter().all(|g| g.free <= MILLI));
                 }

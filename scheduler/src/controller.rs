@@ -46,6 +46,8 @@ pub async fn run(
     let mut version = raft.shared.version.subscribe();
     let mut was_leader = false;
     let mut last_checks = Instant::now();
+    // Kept across rounds: the cluster model is synced, not rebuilt.
+    let mut planner = placement::Planner::new();
     loop {
         let leader = raft.shared.status().is_leader();
         if leader && !was_leader {
@@ -54,7 +56,7 @@ pub async fn run(
         }
         was_leader = leader;
         if leader {
-            schedule_once(&raft).await;
+            schedule_once(&raft, &mut planner).await;
             tick_workflows(&raft).await;
             if last_checks.elapsed() >= opts.resync {
                 last_checks = Instant::now();
@@ -91,14 +93,19 @@ async fn propose(raft: &RaftHandle, cmd: Command) -> Option<Applied> {
 /// back what a queue's quota does not allow, place what fits (the first gang
 /// that does not fit reserves nodes) and propose it as one batch; then, if
 /// that first gang may preempt running jobs to fit, propose the preemption.
-pub async fn schedule_once(raft: &RaftHandle) {
+/// `planner` keeps the cluster model between passes.
+pub async fn schedule_once(raft: &RaftHandle, planner: &mut placement::Planner) {
     let (bindings, preemption) = {
         let st = raft.shared.read();
-        if st.pending_jobs().is_empty() {
+        if !st
+            .jobs
+            .values()
+            .any(|j| j.status.phase == JobPhase::Pending)
+        {
             return;
         }
         let start = Instant::now();
-        let round = placement::plan_round(&st);
+        let round = planner.plan_round(&st);
         raft.shared
             .metrics
             .placement_seconds

@@ -487,6 +487,11 @@ impl State {
         self.usage.get(node).cloned().unwrap_or_default()
     }
 
+    /// Usage of each node where something runs, by node name (in order).
+    pub fn usages(&self) -> impl Iterator<Item = (&str, &NodeUsage)> + '_ {
+        self.usage.iter().map(|(n, u)| (n.as_str(), u))
+    }
+
     /// Record that an object changed (or was removed), to persist it.
     pub(crate) fn mark_dirty(&mut self, key: ObjKey) {
         self.dirty.insert(key);

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use gpuctl_common::api::{Gpu, Job, JobPhase, JobSpec, Resources, TaskPhase, TaskSpec};
 use gpuctl_common::queue::{Queue, QueueSpec};
-use gpuctl_scheduler::placement::plan_round;
+use gpuctl_scheduler::placement::{plan_round, Planner, Snapshot};
 use gpuctl_scheduler::state::{Command, Envelope, NodeRegistration, State, TaskReport};
 
 /// The state, a log index, and how many more rounds each job's tasks run.
@@ -372,11 +372,13 @@ mod properties {
         /// gangs whole (checked in every step), the capped queue never past
         /// its quota, a preemption never takes a higher (or equal) priority
         /// job of the same queue nor one from a queue within its quota, and
-        /// a round is a function of the state.
+        /// a round is a function of the state (a planner kept across the
+        /// rounds decides the same).
         #[test]
         fn rounds_keep_the_invariants(nodes in 1u32..4, gpus in 1u32..9, jobs in jobs()) {
             let half = jobs.len() / 2;
             let mut sim = build(nodes, gpus, &jobs, half);
+            let mut planner = Planner::new();
             for round in 0..12 {
                 if round == 3 {
                     for (i, &(replicas, g, priority, q, rounds)) in jobs.iter().enumerate().skip(half) {
@@ -385,6 +387,10 @@ mod properties {
                 }
                 let plan = plan_round(&sim.st);
                 prop_assert_eq!(&plan, &plan_round(&sim.st.clone()), "deterministic");
+                prop_assert_eq!(&plan, &planner.plan_round(&sim.st), "a kept planner decides the same");
+                if !sim.st.pending_jobs().is_empty() {
+                    prop_assert_eq!(planner.snapshot(), &Snapshot::of(&sim.st), "the planner's snapshot is the state's");
+                }
                 for b in &plan.bindings {
                     let j = &sim.st.jobs[&b.job];
                     prop_assert_eq!(b.tasks.len() as u32, j.task_count(), "a whole gang");

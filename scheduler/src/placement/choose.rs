@@ -5,7 +5,7 @@
 use rand::Rng;
 
 use super::filter::{self, gpu_fit};
-use super::memo::{Memo, NodeBest};
+use super::memo::{Memo, NodeBest, RankKey};
 use super::mix::WorkloadMix;
 use super::model::{ClusterModel, NodeModel, Placement, PodRequest};
 use super::policy::Policy;
@@ -37,7 +37,7 @@ pub fn choose_node_near<R: Rng + ?Sized>(
 ) -> Option<Placement> {
     let accept = req.accept_table(&m.kinds);
     let feasible = m
-        .nodes
+        .nodes()
         .iter()
         .enumerate()
         .filter(|(_, n)| filter::passes(n, req, &accept));
@@ -56,7 +56,7 @@ pub fn choose_node_near<R: Rng + ?Sized>(
                 pick.offer(0, i, rng);
             }
             let node = pick.best?.1;
-            default_gpus(&m.nodes[node], req, &accept).map(|g| at(node, g))
+            default_gpus(&m.nodes()[node], req, &accept).map(|g| at(node, g))
         }
         Policy::BestFit => {
             let mut pick: Ties = Ties::default();
@@ -65,10 +65,10 @@ pub fn choose_node_near<R: Rng + ?Sized>(
                 pick.offer(bestfit::score(left), i, rng);
             }
             let node = pick.best?.1;
-            default_gpus(&m.nodes[node], req, &accept).map(|g| at(node, g))
+            default_gpus(&m.nodes()[node], req, &accept).map(|g| at(node, g))
         }
         Policy::Fgd => {
-            let mut memo = m.memo.lock(mix.id(), MEMO_FGD, m.nodes.len());
+            let mut memo = m.memo.lock(mix.id(), MEMO_FGD, m.nodes().len());
             let shape = memo.shape(req);
             let mut pick: Ties<Vec<usize>> = Ties::default();
             let mut scratch = Scratch::new();
@@ -85,38 +85,133 @@ pub fn choose_node_near<R: Rng + ?Sized>(
             Some(at(node, gpus))
         }
         Policy::FragAware => {
-            let mut memo = m.memo.lock(mix.id(), MEMO_FRAG_AWARE, m.nodes.len());
+            let mut memo = m.memo.lock(mix.id(), MEMO_FRAG_AWARE, m.nodes().len());
             let shape = memo.shape(req);
-            let mut best: Option<(Key, usize)> = None;
             let mut scratch = Scratch::new();
             let ratio = HostRatio::of(mix);
-            for (i, n) in feasible {
-                if memo.best(shape, i, n).is_none() {
-                    let b =
-                        frag_aware_best(m, i, n, req, &accept, mix, ratio, &mut memo, &mut scratch);
-                    memo.set_best(shape, i, n, b);
-                }
-                let Some(Some(b)) = memo.best(shape, i, n) else {
-                    continue;
-                };
-                let key = Key {
-                    spread: topology::gang_spread(i, gang_nodes),
-                    delta: b.delta,
-                    tight: b.tight,
-                    leftover: bestfit::leftover(n, req, m.max_cpu_milli, m.max_gpu_milli),
-                };
-                if best.as_ref().is_none_or(|(k, _)| key.better_than(k)) {
-                    best = Some((key, i));
-                }
+            let mut stale = Vec::new();
+            memo.stale(shape, &m.changes, &mut stale);
+            for i in stale {
+                let key = frag_aware_rank(
+                    m,
+                    i,
+                    shape,
+                    req,
+                    &accept,
+                    mix,
+                    ratio,
+                    &mut memo,
+                    &mut scratch,
+                );
+                memo.rank(shape, i, key);
             }
-            let (_, node) = best?;
-            let gpus = match memo.best(shape, node, &m.nodes[node]) {
+            // A packed gang's own nodes rank ahead of every other node
+            // (`topology::gang_spread`): the best of them if any can take
+            // the task, else the best node of the index.
+            let near = gang_nodes
+                .iter()
+                .filter_map(|&i| memo.rank_of(shape, i))
+                .min();
+            let (.., node) = near.or_else(|| memo.top(shape))?;
+            let gpus = match memo.best(shape, node, &m.nodes()[node]) {
                 Some(Some(b)) => b.gpus.clone(),
                 _ => return None,
             };
             Some(at(node, gpus))
         }
     }
+}
+
+/// FragAware by visiting every feasible node: what the index in
+/// [`choose_node_near`] must agree with (the reference its tests compare
+/// against).
+#[cfg(test)]
+pub(crate) fn frag_aware_scan(
+    m: &ClusterModel,
+    req: &PodRequest,
+    mix: &WorkloadMix,
+    gang_nodes: &[usize],
+) -> Option<Placement> {
+    let accept = req.accept_table(&m.kinds);
+    let mut memo = m.memo.lock(mix.id(), MEMO_FRAG_AWARE, m.nodes().len());
+    let shape = memo.shape(req);
+    let mut scratch = Scratch::new();
+    let ratio = HostRatio::of(mix);
+    let mut best: Option<(u32, RankKey)> = None;
+    for i in 0..m.nodes().len() {
+        let Some(key) = frag_aware_rank(
+            m,
+            i,
+            shape,
+            req,
+            &accept,
+            mix,
+            ratio,
+            &mut memo,
+            &mut scratch,
+        ) else {
+            continue;
+        };
+        let key = (topology::gang_spread(i, gang_nodes), key);
+        if best.is_none_or(|b| key < b) {
+            best = Some(key);
+        }
+    }
+    let (_, (.., node)) = best?;
+    let gpus = match memo.best(shape, node, &m.nodes()[node]) {
+        Some(Some(b)) => b.gpus.clone(),
+        _ => return None,
+    };
+    Some(Placement {
+        node,
+        gpus,
+        milli: req.gpu_milli,
+    })
+}
+
+/// FragAware's rank of node `i` for `req` (lower is better; `None`: the
+/// node cannot take it), its best option remembered in the memo. Compared
+/// in this order: growth of the node's fragmentation plus `STRAND_WEIGHT`
+/// × growth of its stranded GPU (thousandths of a GPU, in steps of
+/// [`DELTA_EPS`]); room left on the chosen GPUs (tighter first); the
+/// node's best-fit leftover (in steps of [`LEFTOVER_EPS`]); the node's
+/// index. A packed gang's task ranks the nodes the gang holds first.
+#[allow(clippy::too_many_arguments)]
+fn frag_aware_rank(
+    m: &ClusterModel,
+    i: usize,
+    shape: usize,
+    req: &PodRequest,
+    accept: &[bool],
+    mix: &WorkloadMix,
+    ratio: HostRatio,
+    memo: &mut Memo,
+    s: &mut Scratch,
+) -> Option<RankKey> {
+    let n = &m.nodes()[i];
+    if !filter::passes(n, req, accept) {
+        return None;
+    }
+    if memo.best(shape, i, n).is_none() {
+        let b = frag_aware_best(m, i, n, req, accept, mix, ratio, memo, s);
+        memo.set_best(shape, i, n, b);
+    }
+    let Some(Some(b)) = memo.best(shape, i, n) else {
+        return None;
+    };
+    let leftover = bestfit::leftover(n, req, m.max_cpu_milli, m.max_gpu_milli);
+    Some((
+        steps(b.delta, DELTA_EPS),
+        b.tight,
+        steps(leftover, LEFTOVER_EPS),
+        i,
+    ))
+}
+
+/// `x` in whole steps of `eps` (nearest): values closer than about `eps`
+/// compare equal, and the order is total.
+fn steps(x: f64, eps: f64) -> i64 {
+    (x / eps).round() as i64
 }
 
 /// Weight of a thousandth of GPU stranded (see [`strand`]) against a
@@ -221,37 +316,12 @@ fn frag_aware_best(
     best
 }
 
-/// FragAware's ranking, compared in this order.
-#[derive(Debug, Clone, Copy)]
-struct Key {
-    /// 1 when the task would open a new node for its gang.
-    spread: u32,
-    /// Growth of the node's fragmentation plus `STRAND_WEIGHT` × growth of
-    /// its stranded GPU (thousandths of a GPU).
-    delta: f64,
-    /// Room left on the chosen GPUs (tighter first).
-    tight: u32,
-    /// Best-fit leftover of the node.
-    leftover: f64,
-}
-
-/// Fragmentation deltas closer than this (thousandths of a GPU) are equal.
+/// Fragmentation deltas (thousandths of a GPU) are ranked in steps of this,
+/// and a node's options closer than this are equal.
 const DELTA_EPS: f64 = 1e-6;
 
-impl Key {
-    fn better_than(&self, o: &Key) -> bool {
-        if self.spread != o.spread {
-            return self.spread < o.spread;
-        }
-        if (self.delta - o.delta).abs() > DELTA_EPS {
-            return self.delta < o.delta;
-        }
-        if self.tight != o.tight {
-            return self.tight < o.tight;
-        }
-        self.leftover < o.leftover - 1e-12
-    }
-}
+/// Best-fit leftovers (0..=1) are ranked in steps of this.
+const LEFTOVER_EPS: f64 = 1e-12;
 
 /// One node's fragmentation now, with the scratch state to try options on.
 struct Before {
@@ -518,6 +588,113 @@ mod tests {
                     placed.push((req.clone(), p));
                 }
             }
+        }
+    }
+
+    /// The per-shape index decides exactly as visiting every node does,
+    /// over random clusters (many identical nodes, so many ties) and random
+    /// runs of commits, releases, cordons, GPU health changes, gang tasks
+    /// and trials kept or rolled back.
+    #[test]
+    fn index_decides_as_the_scan() {
+        let mut draw = StdRng::seed_from_u64(11);
+        let policy = Policy::FragAware;
+        for round in 0..24 {
+            let views: Vec<NodeView> = (0..draw.gen_range(1..30))
+                .map(|i| {
+                    let mut v = view(draw.gen_range(0..4));
+                    v.name = format!("n{i}");
+                    for g in &mut v.gpus {
+                        g.nvlink_domain = format!("d{}", g.index / 4);
+                        if draw.gen_bool(0.1) {
+                            g.used_milli = [300, 500, 1000][draw.gen_range(0..3)];
+                        }
+                    }
+                    v
+                })
+                .collect();
+            let reqs: Vec<PodRequest> = (0..8)
+                .map(|_| {
+                    let (gpus, gpu_milli) = match draw.gen_range(0..5) {
+                        0 => (0, 0),
+                        1 => (1, [250, 500, 700][draw.gen_range(0..3)]),
+                        2 => (1, 1000),
+                        3 => (2, 1000),
+                        _ => (draw.gen_range(3..9), 1000),
+                    };
+                    PodRequest {
+                        cpu_milli: draw.gen_range(0..5) * 4000,
+                        memory_bytes: draw.gen_range(0..4) << 32,
+                        gpus,
+                        gpu_milli,
+                        models: if draw.gen_bool(0.2) {
+                            vec!["T4".into()]
+                        } else {
+                            vec![]
+                        },
+                        gpu_memory: 0,
+                    }
+                })
+                .collect();
+            let mix = WorkloadMix::from_requests(&reqs, policy.mix_options());
+            let mut m = ClusterModel::from_views(&views);
+            let mut rng = StdRng::seed_from_u64(round);
+            let mut placed: Vec<(PodRequest, Placement)> = Vec::new();
+            // An open trial: its checkpoint, how many were placed before it,
+            // and the nodes its gang holds.
+            let mut trial: Option<(crate::placement::Checkpoint, usize, Vec<usize>)> = None;
+            let mut decided = 0;
+            for step in 0..160 {
+                let nodes = m.nodes().len();
+                match draw.gen_range(0..12) {
+                    0 if trial.is_none() && !placed.is_empty() => {
+                        let (r, p) = placed.swap_remove(draw.gen_range(0..placed.len()));
+                        m.release(&r, &p);
+                    }
+                    1 => {
+                        let n = m.node_mut(draw.gen_range(0..nodes));
+                        n.schedulable = !n.schedulable;
+                    }
+                    2 => {
+                        let n = m.node_mut(draw.gen_range(0..nodes));
+                        if !n.gpus.is_empty() {
+                            let g = draw.gen_range(0..n.gpus.len());
+                            n.gpus[g].healthy = !n.gpus[g].healthy;
+                        }
+                    }
+                    3 if trial.is_none() => {
+                        trial = Some((m.checkpoint(), placed.len(), Vec::new()))
+                    }
+                    4 => {
+                        if let Some((cp, before, _)) = trial.take() {
+                            if draw.gen_bool(0.5) {
+                                m.rollback(cp);
+                                placed.truncate(before);
+                            } else {
+                                m.keep(cp);
+                            }
+                        }
+                    }
+                    _ => {
+                        let req = &reqs[draw.gen_range(0..reqs.len())];
+                        let near = trial.as_ref().map(|t| t.2.clone()).unwrap_or_default();
+                        let want = frag_aware_scan(&m.with_fresh_memo(), req, &mix, &near);
+                        let got = choose_node_near(&m, req, &policy, &mix, &mut rng, &near);
+                        assert_eq!(got, want, "round {round} step {step}");
+                        if let Some(p) = got {
+                            decided += 1;
+                            m.commit(req, &p).unwrap();
+                            if let Some((_, _, gang)) = &mut trial {
+                                if !gang.contains(&p.node) {
+                                    gang.push(p.node);
+                                }
+                            }
+                            placed.push((req.clone(), p));
+                        }
+                    }
+                }
+            }
+            assert!(decided > 0, "round {round} placed nothing");
         }
     }
 }

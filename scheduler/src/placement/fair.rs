@@ -67,7 +67,15 @@ pub fn held_by_queue<'a>(jobs: impl IntoIterator<Item = &'a Job>) -> BTreeMap<St
                 cpu_milli: spec.and_then(|s| s.resources.cpu).map_or(0, |c| c.0),
                 memory_bytes: spec.and_then(|s| s.resources.memory).map_or(0, |m| m.0),
             };
-            out.entry(queue_of(j).to_string()).or_default().add(u);
+            // A name copied once per queue, not once per task.
+            match out.get_mut(queue_of(j)) {
+                Some(held) => held.add(u),
+                None => {
+                    let mut held = Usage::default();
+                    held.add(u);
+                    out.insert(queue_of(j).to_string(), held);
+                }
+            }
         }
     }
     out

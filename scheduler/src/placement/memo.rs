@@ -6,16 +6,23 @@
 //! never be stale: nodes changed any way (commit, release, a field set by
 //! hand) are simply worked out again.
 //!
+//! On top of that, a rank index per shape: the nodes that can take the
+//! shape, ordered by the policy's rank, so that a decision reads the best
+//! node instead of visiting every node. The index follows the model's
+//! change log ([`Changes`]): before a read it re-ranks the nodes that
+//! changed since its last read, and only those. It is tied to one model
+//! (its change id); a memo used by another model rebuilds it.
+//!
 //! It lives in [`ClusterModel`](super::ClusterModel) behind a shared lock:
 //! clones (the trial copy a gang is placed on) share it, which is sound for
 //! the same reason. Entries hold for one workload mix and policy; another
 //! empties it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::model::{NodeModel, PodRequest};
+use super::model::{Changes, NodeModel, PodRequest};
 
 /// Shapes remembered before the memo starts over (bounds its memory when
 /// requests are very diverse).
@@ -105,6 +112,24 @@ pub(crate) struct NodeBest {
 /// it holds for.
 type BestEntry = (NodeSig, Option<NodeBest>);
 
+/// A node's rank for one shape, best first, ending with the node's index
+/// (the first of equals wins). The policy defines the other fields.
+pub(crate) type RankKey = (i64, u32, i64, usize);
+
+/// Per shape: the nodes that can take it, ordered by rank, kept current by
+/// re-ranking the nodes the model's change log names (see [`Memo::stale`]).
+#[derive(Debug, Default)]
+struct ShapeIndex {
+    built: bool,
+    ranked: BTreeSet<RankKey>,
+    /// Per node: its key in `ranked` (`None`: it cannot take the shape).
+    key: Vec<Option<RankKey>>,
+    /// Per node: the version it was ranked at.
+    seen: Vec<u64>,
+    /// The change number up to which the log has been read.
+    cursor: u64,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Memo {
     tag: Option<(u64, u8)>,
@@ -113,6 +138,10 @@ pub(crate) struct Memo {
     shapes: HashMap<PodRequest, usize>,
     /// Per shape, per node: the node's best option (`None`: no option).
     best: Vec<Vec<Option<BestEntry>>>,
+    /// Per shape: the rank index (parallel to `best`).
+    index: Vec<ShapeIndex>,
+    /// The model (its [`Changes::id`]) the indexes follow.
+    index_model: u64,
 }
 
 impl Memo {
@@ -124,9 +153,11 @@ impl Memo {
         if self.shapes.len() >= MAX_SHAPES {
             self.shapes.clear();
             self.best.clear();
+            self.index.clear();
         }
         let s = self.best.len();
         self.best.push(vec![None; self.before.len()]);
+        self.index.push(ShapeIndex::default());
         self.shapes.insert(req.clone(), s);
         s
     }
@@ -154,6 +185,74 @@ impl Memo {
 
     pub(crate) fn set_best(&mut self, shape: usize, i: usize, n: &NodeModel, b: Option<NodeBest>) {
         self.best[shape][i] = Some((NodeSig::of(n), b));
+    }
+
+    /// The nodes whose rank for `shape` must be worked out (again) before
+    /// the index can be read: every node the first time, after that the
+    /// nodes that changed since the last call (each once), or every node
+    /// whose version moved when the log no longer reaches back that far.
+    /// They count as ranked from here on: [`Memo::rank`] each of them.
+    pub(crate) fn stale(&mut self, shape: usize, ch: &Changes, out: &mut Vec<usize>) {
+        let nodes = self.before.len();
+        if self.index_model != ch.id {
+            self.index_model = ch.id;
+            for ix in &mut self.index {
+                *ix = ShapeIndex::default();
+            }
+        }
+        let ix = &mut self.index[shape];
+        let version = |i: usize| ch.version.get(i).copied().unwrap_or(0);
+        out.clear();
+        if !ix.built {
+            *ix = ShapeIndex {
+                built: true,
+                ranked: BTreeSet::new(),
+                key: vec![None; nodes],
+                seen: (0..nodes).map(version).collect(),
+                cursor: ch.end(),
+            };
+            out.extend(0..nodes);
+            return;
+        }
+        if ix.cursor < ch.base {
+            for i in 0..nodes {
+                if ix.seen[i] != version(i) {
+                    ix.seen[i] = version(i);
+                    out.push(i);
+                }
+            }
+        } else {
+            for &i in &ch.log[(ix.cursor - ch.base) as usize..] {
+                if ix.seen[i] != version(i) {
+                    ix.seen[i] = version(i);
+                    out.push(i);
+                }
+            }
+        }
+        ix.cursor = ch.end();
+    }
+
+    /// Set node `i`'s rank for `shape` (`None`: it cannot take it).
+    pub(crate) fn rank(&mut self, shape: usize, i: usize, key: Option<RankKey>) {
+        let ix = &mut self.index[shape];
+        if let Some(old) = ix.key[i].take() {
+            ix.ranked.remove(&old);
+        }
+        if let Some(k) = key {
+            debug_assert_eq!(k.3, i);
+            ix.ranked.insert(k);
+            ix.key[i] = Some(k);
+        }
+    }
+
+    /// Node `i`'s rank for `shape`, as last set.
+    pub(crate) fn rank_of(&self, shape: usize, i: usize) -> Option<RankKey> {
+        self.index[shape].key.get(i).copied().flatten()
+    }
+
+    /// The best-ranked node for `shape`.
+    pub(crate) fn top(&self, shape: usize) -> Option<RankKey> {
+        self.index[shape].ranked.first().copied()
     }
 }
 
@@ -215,5 +314,67 @@ mod tests {
         let s = m.shape(&req);
         assert!(m.best(s, 0, &n).is_none());
         assert_eq!(memo, ScoreMemo::default());
+    }
+
+    #[test]
+    fn stale_names_each_changed_node_once() {
+        use crate::placement::model::ClusterModel;
+        use crate::placement::testutil;
+        let views: Vec<_> = (0..4)
+            .map(|i| testutil::node(&format!("n{i}"), 2))
+            .collect();
+        let mut m = ClusterModel::from_views(&views);
+        let memo = ScoreMemo::default();
+        let req = PodRequest::default();
+        let mut out = Vec::new();
+        let mut stale = |m: &ClusterModel| {
+            let mut g = memo.lock(1, 0, 4);
+            let s = g.shape(&req);
+            g.stale(s, &m.changes, &mut out);
+            out.clone()
+        };
+        // (what happens before the read, the nodes to re-rank)
+        type Step = fn(&mut ClusterModel);
+        let steps: [(&str, Step, &[usize]); 6] = [
+            ("first read: every node", |_| {}, &[0, 1, 2, 3]),
+            ("nothing changed", |_| {}, &[]),
+            (
+                "node 2 twice, then node 0",
+                |m| {
+                    m.node_mut(2).cpu_used += 1;
+                    m.node_mut(2).cpu_used += 1;
+                    m.node_mut(0).schedulable = false;
+                },
+                &[2, 0],
+            ),
+            (
+                "changes past what the log keeps: by version",
+                |m| {
+                    for _ in 0..5000 {
+                        m.node_mut(3).cpu_used += 1;
+                    }
+                    m.node_mut(1).cpu_used += 1;
+                },
+                &[1, 3],
+            ),
+            (
+                "a rolled-back change is a change",
+                |m| {
+                    let cp = m.checkpoint();
+                    m.node_mut(1).cpu_used += 1;
+                    m.rollback(cp);
+                },
+                &[1],
+            ),
+            (
+                "another model (a clone): every node",
+                |m| *m = m.clone(),
+                &[0, 1, 2, 3],
+            ),
+        ];
+        for (what, step, want) in steps {
+            step(&mut m);
+            assert_eq!(stale(&m), want, "{what}");
+        }
     }
 }

@@ -12,9 +12,11 @@
 //!                strand (GPU left without CPU/memory to back it) ·
 //!                topology (NVLink domains, gang on few nodes)
 //!       choose   by the policy (fgd and fragaware read each node's
-//!                result from the model's memo while the node is unchanged)
+//!                result from the model's memo while the node is unchanged;
+//!                fragaware reads the best node from the memo's rank index
+//!                per request shape, re-ranking only the nodes that changed)
 //!     ClusterModel::commit (refuses any over-commit)
-//!   a gang that does not fit leaves the model as it was
+//!   a gang that does not fit is rolled back (ClusterModel::checkpoint)
 //! ```
 //!
 //! The seam stays `place(&Snapshot, &[&Job]) -> Vec<Binding>`; the trace
@@ -27,21 +29,24 @@ pub mod filter;
 mod memo;
 mod mix;
 mod model;
+mod planner;
 mod policy;
 pub mod preempt;
 pub mod quota;
 pub mod score;
 
-use gpuctl_common::api::{GpuShare, Job, NodePhase, Topology};
+use gpuctl_common::api::{GpuShare, Job, Node, NodePhase, Topology};
 use rand::{rngs::StdRng, SeedableRng};
 
-use crate::state::{Binding, State, TaskPlacement};
+use crate::state::{Binding, NodeUsage, State, TaskPlacement};
 
 pub use choose::{choose_node, choose_node_near};
 pub use mix::{MixEntry, MixOptions, WorkloadMix};
 pub use model::{
-    ClusterModel, CommitError, GpuKind, GpuSlot, NodeModel, Placement, PodRequest, MILLI,
+    Checkpoint, ClusterModel, CommitError, GpuKind, GpuSlot, NodeModel, Placement, PodRequest,
+    MILLI,
 };
+pub use planner::Planner;
 pub use policy::Policy;
 
 /// One GPU as placement sees it.
@@ -81,37 +86,78 @@ pub struct Snapshot {
 impl Snapshot {
     /// Take a consistent snapshot of the state.
     pub fn of(state: &State) -> Snapshot {
-        let nodes = state
-            .nodes
-            .values()
-            .map(|n| {
-                let u = state.usage(&n.metadata.name);
-                NodeView {
-                    name: n.metadata.name.clone(),
-                    schedulable: n.status.phase == NodePhase::Ready && !n.spec.unschedulable,
-                    gpus: n
-                        .status
-                        .gpus
-                        .iter()
-                        .map(|g| GpuView {
-                            index: g.index,
-                            uuid: g.uuid.clone(),
-                            model: g.model.clone(),
-                            memory_bytes: g.memory_bytes,
-                            nvlink_domain: g.nvlink_domain.clone(),
-                            healthy: g.healthy,
-                            used_milli: u.gpu_milli.get(&g.index).copied().unwrap_or(0),
-                        })
-                        .collect(),
-                    cpu_milli: n.status.cpu_milli,
-                    memory_bytes: n.status.memory_bytes,
-                    cpu_used: u.cpu_milli,
-                    memory_used: u.memory_bytes,
-                }
-            })
-            .collect();
-        Snapshot { nodes }
+        Snapshot {
+            nodes: nodes_with_usage(state)
+                .map(|(n, u)| node_view(n, u))
+                .collect(),
+        }
     }
+}
+
+/// Each node of `state` (in name order) with its usage, if anything runs
+/// there.
+fn nodes_with_usage(state: &State) -> impl Iterator<Item = (&Node, Option<&NodeUsage>)> + '_ {
+    let mut usage = state.usages().peekable();
+    state.nodes.iter().map(move |(name, n)| {
+        while usage.next_if(|(k, _)| *k < name.as_str()).is_some() {}
+        let u = usage.next_if(|(k, _)| *k == name.as_str()).map(|(_, u)| u);
+        (n, u)
+    })
+}
+
+/// How placement sees node `n` with usage `u`.
+fn node_view(n: &Node, u: Option<&NodeUsage>) -> NodeView {
+    NodeView {
+        name: n.metadata.name.clone(),
+        schedulable: schedulable(n),
+        gpus: n
+            .status
+            .gpus
+            .iter()
+            .map(|g| GpuView {
+                index: g.index,
+                uuid: g.uuid.clone(),
+                model: g.model.clone(),
+                memory_bytes: g.memory_bytes,
+                nvlink_domain: g.nvlink_domain.clone(),
+                healthy: g.healthy,
+                used_milli: gpu_used(u, g.index),
+            })
+            .collect(),
+        cpu_milli: n.status.cpu_milli,
+        memory_bytes: n.status.memory_bytes,
+        cpu_used: u.map_or(0, |u| u.cpu_milli),
+        memory_used: u.map_or(0, |u| u.memory_bytes),
+    }
+}
+
+/// Whether `v` is [`node_view`] of `n` and `u`, without building it.
+fn view_matches(n: &Node, u: Option<&NodeUsage>, v: &NodeView) -> bool {
+    v.schedulable == schedulable(n)
+        && v.cpu_milli == n.status.cpu_milli
+        && v.memory_bytes == n.status.memory_bytes
+        && v.cpu_used == u.map_or(0, |u| u.cpu_milli)
+        && v.memory_used == u.map_or(0, |u| u.memory_bytes)
+        && v.gpus.len() == n.status.gpus.len()
+        && v.gpus.iter().zip(&n.status.gpus).all(|(v, g)| {
+            v.index == g.index
+                && v.healthy == g.healthy
+                && v.memory_bytes == g.memory_bytes
+                && v.used_milli == gpu_used(u, g.index)
+                && v.uuid == g.uuid
+                && v.model == g.model
+                && v.nvlink_domain == g.nvlink_domain
+        })
+        && v.name == n.metadata.name
+}
+
+fn schedulable(n: &Node) -> bool {
+    n.status.phase == NodePhase::Ready && !n.spec.unschedulable
+}
+
+fn gpu_used(u: Option<&NodeUsage>, index: u32) -> u32 {
+    u.and_then(|u| u.gpu_milli.get(&index).copied())
+        .unwrap_or(0)
 }
 
 /// Place as many pending jobs as fit, in the given order, with the default
@@ -148,25 +194,41 @@ pub fn place_with_reservation(
     mix: &WorkloadMix,
 ) -> (Vec<Binding>, Option<Reservation>) {
     let mut work = ClusterModel::from_views(&snapshot.nodes);
+    place_on(&mut work, snapshot, pending, policy, mix)
+}
+
+/// [`place_with_reservation`] on `work`, a model of `snapshot` (left with
+/// the bindings and the reservation taken).
+fn place_on(
+    work: &mut ClusterModel,
+    snapshot: &Snapshot,
+    pending: &[&Job],
+    policy: &Policy,
+    mix: &WorkloadMix,
+) -> (Vec<Binding>, Option<Reservation>) {
     let mut rng = StdRng::seed_from_u64(policy.seed());
     let mut out = Vec::new();
     let mut reservation: Option<Reservation> = None;
     for job in pending {
-        let mut trial = work.clone();
-        let tasks = place_gang(&mut trial, job, policy, mix, &mut rng);
+        // A trial on the model itself: rolled back unless the gang fits.
+        let trial = work.checkpoint();
+        let tasks = place_gang(work, job, policy, mix, &mut rng);
         let need = job.spec.min_available.unwrap_or(job.task_count());
         if tasks.len() as u32 >= need {
-            work = trial;
+            work.keep(trial);
             out.push(Binding {
                 job: job.metadata.name.clone(),
                 attempt: job.status.attempt,
                 tasks,
             });
-        } else if reservation.is_none() {
-            if let Some(nodes) = reserve(snapshot, &work, job, mix, &mut rng) {
-                for n in work.nodes.iter_mut() {
-                    if nodes.contains(&n.name) {
-                        n.schedulable = false;
+            continue;
+        }
+        work.rollback(trial);
+        if reservation.is_none() {
+            if let Some(nodes) = reserve(snapshot, work, job, mix, &mut rng) {
+                for i in 0..work.nodes().len() {
+                    if nodes.contains(&work.nodes()[i].name) {
+                        work.node_mut(i).schedulable = false;
                     }
                 }
                 reservation = Some(Reservation {
@@ -196,15 +258,27 @@ pub struct Round {
 /// fair-share order across queues ([`fair::order`]), those over a quota held
 /// back ([`quota::admit`]), then placed with the default policy; the first
 /// gang that does not fit reserves nodes and, where allowed, preempts
-/// ([`preempt::plan`]). Pure and deterministic.
+/// ([`preempt::plan`]). Pure and deterministic. The leader keeps a
+/// [`Planner`] instead, which decides the same without building the
+/// cluster model anew each round.
 pub fn plan_round(st: &State) -> Round {
     let pending = st.pending_jobs();
     if pending.is_empty() {
         return Round::default();
     }
-    let snap = Snapshot::of(st);
+    plan_round_with(st, pending, &Snapshot::of(st), place_with_reservation)
+}
+
+/// [`plan_round`] for the non-empty `pending` on `snap`, the snapshot of
+/// `st`, with `place` for [`place_with_reservation`].
+fn plan_round_with(
+    st: &State,
+    pending: Vec<&Job>,
+    snap: &Snapshot,
+    place: impl FnOnce(&Snapshot, &[&Job], &Policy, &WorkloadMix) -> (Vec<Binding>, Option<Reservation>),
+) -> Round {
     let held = fair::held_by_queue(st.jobs.values());
-    let ordered = fair::order(&pending, &st.queues, &held, &fair::capacity(&snap));
+    let ordered = fair::order(&pending, &st.queues, &held, &fair::capacity(snap));
     let gpu_held: std::collections::BTreeMap<String, u64> =
         held.iter().map(|(q, u)| (q.clone(), u.gpu_milli)).collect();
     let (admitted, held_back) = quota::admit(&ordered, &st.queues, &gpu_held);
@@ -220,13 +294,13 @@ pub fn plan_round(st: &State) -> Round {
     }
     let policy = Policy::default();
     let mix = WorkloadMix::from_jobs(&admitted, policy.mix_options());
-    let (bindings, reservation) = place_with_reservation(&snap, &admitted, &policy, &mix);
+    let (bindings, reservation) = place(snap, &admitted, &policy, &mix);
     let head = admitted
         .iter()
         .find(|j| !bindings.iter().any(|b| b.job == j.metadata.name));
     let preemption = head.and_then(|head| {
         let jobs: Vec<&Job> = st.jobs.values().collect();
-        preempt::plan(&snap, head, &jobs, &st.queues, &gpu_held, &policy, &mix)
+        preempt::plan(snap, head, &jobs, &st.queues, &gpu_held, &policy, &mix)
     });
     Round {
         bindings,
@@ -302,7 +376,7 @@ fn place_gang(
         if trial.commit(&req, &p).is_err() {
             break;
         }
-        let n = &trial.nodes[p.node];
+        let n = &trial.nodes()[p.node];
         tasks.push(TaskPlacement {
             index,
             node: n.name.clone(),
@@ -332,10 +406,9 @@ fn reserve(
     mix: &WorkloadMix,
     rng: &mut StdRng,
 ) -> Option<Vec<String>> {
-    let mut order: Vec<usize> = (0..work.nodes.len())
-        .filter(|&i| work.nodes[i].schedulable)
-        .collect();
-    order.sort_by_key(|&i| (std::cmp::Reverse(work.nodes[i].gpu_free_milli()), i));
+    let nodes = work.nodes();
+    let mut order: Vec<usize> = (0..nodes.len()).filter(|&i| nodes[i].schedulable).collect();
+    order.sort_by_key(|&i| (std::cmp::Reverse(nodes[i].gpu_free_milli()), i));
     let empty: Vec<NodeView> = order
         .iter()
         .map(|&i| {
@@ -679,6 +752,81 @@ mod tests {
             .contains("no nodes"));
     }
 
+    /// `view_matches` is true exactly for the view `node_view` builds: a
+    /// change of any field the view reads makes it false.
+    #[test]
+    fn view_matches_what_node_view_builds() {
+        let base = gpuctl_common::api::Node {
+            api_version: "gpuctl.io/v1".into(),
+            kind: "Node".into(),
+            metadata: gpuctl_common::api::ObjectMeta {
+                name: "n1".into(),
+                ..Default::default()
+            },
+            spec: Default::default(),
+            status: gpuctl_common::api::NodeStatus {
+                cpu_milli: 8000,
+                memory_bytes: 1 << 30,
+                gpus: (0..2)
+                    .map(|i| gpuctl_common::api::Gpu {
+                        uuid: format!("u{i}"),
+                        index: i,
+                        model: "A100".into(),
+                        memory_bytes: 80 << 30,
+                        nvlink_domain: "d".into(),
+                        healthy: true,
+                    })
+                    .collect(),
+                ..Default::default()
+            },
+        };
+        let usage = NodeUsage {
+            gpu_milli: [(1, 500)].into_iter().collect(),
+            cpu_milli: 1000,
+            memory_bytes: 1 << 20,
+        };
+        let view = node_view(&base, Some(&usage));
+        assert_eq!(view.gpus[1].used_milli, 500);
+        assert!(view_matches(&base, Some(&usage), &view));
+        assert!(!view_matches(&base, None, &view), "usage gone");
+        type NodeChange = fn(&mut gpuctl_common::api::Node);
+        let changes: [(&str, NodeChange); 11] = [
+            ("name", |n| n.metadata.name = "n2".into()),
+            ("cordon", |n| n.spec.unschedulable = true),
+            ("lost", |n| n.status.phase = NodePhase::Lost),
+            ("cpu", |n| n.status.cpu_milli += 1),
+            ("memory", |n| n.status.memory_bytes += 1),
+            ("a GPU less", |n| {
+                n.status.gpus.pop();
+            }),
+            ("GPU health", |n| n.status.gpus[0].healthy = false),
+            ("GPU uuid", |n| n.status.gpus[0].uuid = "x".into()),
+            ("GPU model", |n| n.status.gpus[0].model = "H100".into()),
+            ("GPU memory", |n| n.status.gpus[0].memory_bytes += 1),
+            ("NVLink domain", |n| n.status.gpus[1].nvlink_domain.clear()),
+        ];
+        for (what, change) in changes {
+            let mut n = base.clone();
+            change(&mut n);
+            assert!(!view_matches(&n, Some(&usage), &view), "{what}");
+            assert!(
+                view_matches(&n, Some(&usage), &node_view(&n, Some(&usage))),
+                "{what}"
+            );
+        }
+        type UsageChange = fn(&mut NodeUsage);
+        let changes: [(&str, UsageChange); 3] = [
+            ("GPU use", |u| u.gpu_milli.insert(0, 1000).map_or((), drop)),
+            ("CPU used", |u| u.cpu_milli += 1),
+            ("memory used", |u| u.memory_bytes += 1),
+        ];
+        for (what, change) in changes {
+            let mut u = usage.clone();
+            change(&mut u);
+            assert!(!view_matches(&base, Some(&u), &view), "{what}");
+        }
+    }
+
     /// Random clusters and random pods under every policy: nothing is ever
     /// over-committed, and every placement `choose_node` returns commits.
     #[test]
@@ -738,7 +886,7 @@ mod tests {
                     }
                 }
                 assert!(placed > 0, "{policy}: nothing placed in round {round}");
-                for (n, (cpu, mem)) in m.nodes.iter().zip(&cap) {
+                for (n, (cpu, mem)) in m.nodes().iter().zip(&cap) {
                     assert!(n.cpu_used <= *cpu, "{policy}: cpu on {}", n.name);
                     assert!(n.memory_used <= *mem, "{policy}: memory on {}", n.name);
                     for g in &n.gpus {

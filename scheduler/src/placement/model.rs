@@ -169,9 +169,15 @@ pub enum CommitError {
 }
 
 /// The whole cluster, with the numbers scores normalise by.
+///
+/// Nodes change only through methods ([`commit`](Self::commit),
+/// [`release`](Self::release), [`node_mut`](Self::node_mut), ...), which
+/// record the change (see [`Changes`]) so that the memo's per-shape index
+/// revisits exactly the nodes that changed, and, inside a
+/// [`checkpoint`](Self::checkpoint), keep what is needed to roll back.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ClusterModel {
-    pub nodes: Vec<NodeModel>,
+    nodes: Vec<NodeModel>,
     pub kinds: Vec<GpuKind>,
     /// Largest node CPU and GPU capacity (BestFit normalises leftovers by them).
     pub max_cpu_milli: u64,
@@ -179,6 +185,102 @@ pub struct ClusterModel {
     kind_ids: HashMap<GpuKind, u16>,
     /// Per-node scores remembered between decisions (never part of equality).
     pub(crate) memo: ScoreMemo,
+    /// Which nodes changed when (never part of equality).
+    pub(crate) changes: Changes,
+    /// Nodes as they were before changes made since the oldest open
+    /// checkpoint, newest last (never part of equality).
+    undo: Undo,
+}
+
+/// Where the model's change record stood when a checkpoint was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a checkpoint is closed by rollback or keep"]
+pub struct Checkpoint(usize);
+
+/// Record of node changes: a version per node, bumped on every change, and
+/// the log of changed nodes since `base`. Each model has an id of its own
+/// (a clone gets a new one), so that a memo shared by clones never takes
+/// one model's versions for another's.
+#[derive(Debug)]
+pub(crate) struct Changes {
+    pub id: u64,
+    /// Per node: the clock when it last changed (0: never).
+    pub version: Vec<u64>,
+    clock: u64,
+    /// Nodes changed, oldest first; entry `k` is change number `base + k`.
+    pub log: Vec<usize>,
+    pub base: u64,
+}
+
+impl Changes {
+    fn fresh_id() -> u64 {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Change number of the next change: the log holds `base..end()`.
+    pub fn end(&self) -> u64 {
+        self.base + self.log.len() as u64
+    }
+
+    fn touch(&mut self, i: usize) {
+        self.clock += 1;
+        if self.version.len() <= i {
+            self.version.resize(i + 1, 0);
+        }
+        self.version[i] = self.clock;
+        // Bounded: a reader that fell behind `base` revisits every node.
+        if self.log.len() >= 4096 && self.log.len() >= 2 * self.version.len() {
+            self.base += self.log.len() as u64;
+            self.log.clear();
+        }
+        self.log.push(i);
+    }
+}
+
+impl Default for Changes {
+    fn default() -> Self {
+        Changes {
+            id: Changes::fresh_id(),
+            version: Vec::new(),
+            clock: 0,
+            log: Vec::new(),
+            base: 0,
+        }
+    }
+}
+
+impl Clone for Changes {
+    /// Same versions, but a model of its own.
+    fn clone(&self) -> Self {
+        Changes {
+            id: Changes::fresh_id(),
+            version: self.version.clone(),
+            clock: self.clock,
+            log: self.log.clone(),
+            base: self.base,
+        }
+    }
+}
+
+impl PartialEq for Changes {
+    fn eq(&self, _: &Changes) -> bool {
+        true
+    }
+}
+
+/// Undo log: (node, its state before a change), and how many checkpoints
+/// are open (nothing is recorded while none is).
+#[derive(Debug, Clone, Default)]
+struct Undo {
+    entries: Vec<(usize, NodeModel)>,
+    open: usize,
+}
+
+impl PartialEq for Undo {
+    fn eq(&self, _: &Undo) -> bool {
+        true
+    }
 }
 
 impl ClusterModel {
@@ -232,6 +334,7 @@ impl ClusterModel {
             .collect::<Vec<_>>();
         self.max_cpu_milli = self.max_cpu_milli.max(v.cpu_milli);
         self.max_gpu_milli = self.max_gpu_milli.max(gpus.len() as u64 * u64::from(MILLI));
+        self.changes.touch(self.nodes.len());
         self.nodes.push(NodeModel {
             name: v.name.clone(),
             schedulable: v.schedulable,
@@ -242,6 +345,58 @@ impl ClusterModel {
             gpus,
         });
         self.nodes.len() - 1
+    }
+
+    /// The nodes, in the order they were added.
+    pub fn nodes(&self) -> &[NodeModel] {
+        &self.nodes
+    }
+
+    /// Node `i`, to change by hand (recorded as a change of the node).
+    pub fn node_mut(&mut self, i: usize) -> &mut NodeModel {
+        self.touch(i);
+        &mut self.nodes[i]
+    }
+
+    /// Record that node `i` is about to change.
+    fn touch(&mut self, i: usize) {
+        if self.undo.open > 0 {
+            self.undo.entries.push((i, self.nodes[i].clone()));
+        }
+        self.changes.touch(i);
+    }
+
+    /// Open a checkpoint: changes from now on can be rolled back. Nested
+    /// checkpoints close innermost first.
+    pub fn checkpoint(&mut self) -> Checkpoint {
+        self.undo.open += 1;
+        Checkpoint(self.undo.entries.len())
+    }
+
+    /// Undo every change since `cp` and close it.
+    pub fn rollback(&mut self, cp: Checkpoint) {
+        while self.undo.entries.len() > cp.0 {
+            let Some((i, n)) = self.undo.entries.pop() else {
+                break;
+            };
+            self.changes.touch(i);
+            self.nodes[i] = n;
+        }
+        self.close();
+    }
+
+    /// Keep the changes since `cp` and close it (an enclosing checkpoint
+    /// can still roll them back).
+    pub fn keep(&mut self, cp: Checkpoint) {
+        debug_assert!(cp.0 <= self.undo.entries.len());
+        self.close();
+    }
+
+    fn close(&mut self) {
+        self.undo.open = self.undo.open.saturating_sub(1);
+        if self.undo.open == 0 {
+            self.undo.entries.clear();
+        }
     }
 
     /// Thousandths of GPU over all healthy GPUs.
@@ -268,10 +423,7 @@ impl ClusterModel {
     /// would over-commit a GPU, CPU or memory, or does not match `req`.
     pub fn commit(&mut self, req: &PodRequest, p: &Placement) -> Result<(), CommitError> {
         let kinds = &self.kinds;
-        let n = self
-            .nodes
-            .get_mut(p.node)
-            .ok_or(CommitError::NoNode(p.node))?;
+        let n = self.nodes.get(p.node).ok_or(CommitError::NoNode(p.node))?;
         let refuse = |what: String| CommitError::Refused {
             node: n.name.clone(),
             what,
@@ -302,6 +454,8 @@ impl ClusterModel {
                 return Err(refuse(format!("GPU {} named twice", slot.index)));
             }
         }
+        self.touch(p.node);
+        let n = &mut self.nodes[p.node];
         for &g in &p.gpus {
             n.gpus[g].free -= p.milli;
         }
@@ -320,7 +474,9 @@ impl ClusterModel {
 
     /// Give back what a committed placement took.
     pub fn release(&mut self, req: &PodRequest, p: &Placement) {
-        if let Some(n) = self.nodes.get_mut(p.node) {
+        if p.node < self.nodes.len() {
+            self.touch(p.node);
+            let n = &mut self.nodes[p.node];
             for &g in &p.gpus {
                 if let Some(s) = n.gpus.get_mut(g) {
                     s.free = (s.free + p.milli).min(MILLI);
@@ -430,5 +586,59 @@ mod tests {
         m.release(&share, &on0);
         assert_eq!(m.gpu_used_milli(), 0);
         assert_eq!(m.nodes[0].cpu_used, 0);
+    }
+
+    #[test]
+    fn checkpoints_roll_back_and_record_changes() {
+        let mut m = ClusterModel::from_views([&view(4000, 4), &view(4000, 2)]);
+        let one = PodRequest {
+            cpu_milli: 1000,
+            gpus: 1,
+            gpu_milli: 1000,
+            ..Default::default()
+        };
+        let on = |node, g| Placement {
+            node,
+            gpus: vec![g],
+            milli: 1000,
+        };
+        let start = m.clone();
+        let end = m.changes.end();
+        // (what, whether the inner checkpoint is kept)
+        let cases = [("inner kept", true), ("inner rolled back", false)];
+        for (what, keep) in cases {
+            let outer = m.checkpoint();
+            m.commit(&one, &on(0, 0)).unwrap();
+            let inner = m.checkpoint();
+            m.commit(&one, &on(1, 1)).unwrap();
+            m.node_mut(0).schedulable = false;
+            if keep {
+                m.keep(inner);
+                assert_eq!(m.gpu_used_milli(), 2000, "{what}");
+                assert!(!m.nodes()[0].schedulable, "{what}");
+            } else {
+                m.rollback(inner);
+                assert_eq!(m.gpu_used_milli(), 1000, "{what}");
+                assert!(m.nodes()[0].schedulable, "{what}");
+                assert_eq!(m.nodes()[1].cpu_used, 0, "{what}");
+            }
+            m.rollback(outer);
+            assert_eq!(m, start, "{what}");
+            assert_eq!(m.nodes()[0].cpu_used, 0, "{what}");
+        }
+        // Every change, rollbacks included, is in the log; outside a
+        // checkpoint nothing is kept to undo.
+        assert!(m.changes.end() > end);
+        assert!(m.changes.log.iter().all(|&i| i < 2));
+        m.commit(&one, &on(0, 0)).unwrap();
+        assert!(m.undo.entries.is_empty());
+        let v = m.changes.version[0];
+        m.release(&one, &on(0, 0));
+        assert!(m.changes.version[0] > v);
+        assert_ne!(
+            m.clone().changes.id,
+            m.changes.id,
+            "a clone is a model of its own"
+        );
     }
 }
