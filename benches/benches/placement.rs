@@ -205,6 +205,7 @@ fn state_of(snapshot: &Snapshot, pending: &[Job]) -> State {
                 topology: Default::default(),
                 max_retries: 0,
                 timeout_seconds: None,
+                ttl_seconds_after_finished: None,
             },
         );
         j.status.phase = JobPhase::Running;
