@@ -42,6 +42,9 @@ pub enum ProposeError {
     Rejected(#[from] ApplyError),
     #[error("the proposal was not committed within {0:?}; it may or may not take effect")]
     Timeout(Duration),
+    /// A membership change while the last one is not yet applied here.
+    #[error("another membership change is still being applied; try again in a moment")]
+    ChangeInProgress,
     #[error("the scheduler is shutting down")]
     Shutdown,
     #[error("storage failure: {0}")]
@@ -453,11 +456,7 @@ impl Driver {
                 // while one is unapplied; refuse it clearly instead.
                 let r = &self.node.raft;
                 if r.pending_conf_index > r.raft_log.applied() {
-                    let _ = reply
-                        .send(Err(ProposeError::Rejected(ApplyError::FailedPrecondition(
-                        "another membership change is still being applied; try again in a moment"
-                            .into(),
-                    ))));
+                    let _ = reply.send(Err(ProposeError::ChangeInProgress));
                     return false;
                 }
                 match self.node.propose_conf_change(self.context(id), *cc) {
@@ -702,6 +701,11 @@ impl Driver {
         }
         self.storage.persist_applied(self.applied, commit, &dirty)?;
         self.shared.version.send_replace(self.applied);
+        if !replies.is_empty() {
+            // A caller answered now may read the status next (a membership
+            // change answers with the voters): let it see what it waited for.
+            self.publish_status();
+        }
         for (reply, result) in replies {
             let _ = reply.send(result);
         }

@@ -227,6 +227,7 @@ fn to_status(e: ProposeError) -> Status {
             Status::unavailable(e.to_string())
         }
         ProposeError::Timeout(_) => Status::deadline_exceeded(e.to_string()),
+        ProposeError::ChangeInProgress => Status::failed_precondition(e.to_string()),
         ProposeError::Storage(_) => Status::internal(e.to_string()),
         ProposeError::Rejected(a) => match a {
             ApplyError::AlreadyExists { .. } => Status::already_exists(a.to_string()),
@@ -339,17 +340,29 @@ impl Api {
         F: FnOnce(gpuctl_proto::v1::control_client::ControlClient<Channel>, R) -> Fut,
         Fut: std::future::Future<Output = Result<Response<pb::ClusterStatusResponse>, Status>>,
     {
-        match self.raft.change_membership(cc).await {
-            Ok(_) => Ok(Response::new(self.status_reply())),
-            Err(ProposeError::NotLeader { leader: Some(l) }) if l != self.peers.me => {
-                match self.peers.control_client(l) {
-                    Some(c) => forward(c, req).await,
-                    None => Err(Status::unavailable(format!(
-                        "the leader is replica {l}, whose address this replica does not know"
-                    ))),
+        // The last change may still be applying, or an election under way:
+        // wait for either (bounded) rather than fail a change that would
+        // succeed a moment later.
+        let deadline = Instant::now() + NO_LEADER_WAIT;
+        loop {
+            match self.raft.change_membership(cc.clone()).await {
+                Ok(_) => return Ok(Response::new(self.status_reply())),
+                Err(ProposeError::NotLeader { leader: Some(l) }) if l != self.peers.me => {
+                    return match self.peers.control_client(l) {
+                        Some(c) => forward(c, req).await,
+                        None => Err(Status::unavailable(format!(
+                            "the leader is replica {l}, whose address this replica does not know"
+                        ))),
+                    };
                 }
+                Err(e @ (ProposeError::ChangeInProgress | ProposeError::NotLeader { .. }))
+                    if Instant::now() < deadline =>
+                {
+                    tracing::debug!("membership change waits: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(to_status(e)),
             }
-            Err(e) => Err(to_status(e)),
         }
     }
 }
