@@ -216,11 +216,81 @@ impl WorkloadMix {
             .collect();
         WorkloadMix::from_requests(&reqs, opts)
     }
+
+    /// The mix a scheduling round scores against: the tasks of every job
+    /// that is pending or running (the cluster's recent requests, not only
+    /// what waits now, so that one waiting shape does not make every other
+    /// look irrelevant), with weights rounded to multiples of
+    /// 1/[`MIX_STEPS`] (each present shape at least one step). Rounding
+    /// keeps the mix, and with it the memo and rank index built for it,
+    /// the same from round to round while the workload's proportions hold.
+    pub fn of_workload<'a>(
+        jobs: impl IntoIterator<Item = &'a Job>,
+        opts: MixOptions,
+    ) -> WorkloadMix {
+        let live: Vec<&Job> = jobs
+            .into_iter()
+            .filter(|j| !j.status.phase.is_terminal())
+            .collect();
+        WorkloadMix::from_jobs(&live, opts).rounded(MIX_STEPS)
+    }
+
+    /// This mix with weights rounded to multiples of `1/steps` (at least
+    /// one step each), then scaled to sum to 1.
+    pub fn rounded(&self, steps: u32) -> WorkloadMix {
+        let steps = f64::from(steps.max(1));
+        let mut entries = self.entries.clone();
+        for e in &mut entries {
+            e.weight = (e.weight * steps).round().max(1.0);
+        }
+        let total: f64 = entries.iter().map(|e| e.weight).sum();
+        for e in &mut entries {
+            e.weight /= total;
+        }
+        WorkloadMix::new(entries)
+    }
 }
+
+/// Steps of the rounded weights of [`WorkloadMix::of_workload`].
+pub const MIX_STEPS: u32 = 32;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::placement::testutil;
+
+    #[test]
+    fn the_workload_mix_holds_while_proportions_do() {
+        let job = |name: String, gpus: f64| testutil::job(&name, None, 0, 1, gpus);
+        let mut jobs: Vec<Job> = (0..60).map(|i| job(format!("a{i}"), 1.0)).collect();
+        jobs.extend((0..40).map(|i| job(format!("b{i}"), 0.5)));
+        let opts = MixOptions::FULL;
+        let mix = WorkloadMix::of_workload(&jobs, opts);
+        let weights: Vec<f64> = mix.entries().iter().map(|e| e.weight).collect();
+        assert_eq!(weights, [19.0 / 32.0, 13.0 / 32.0], "60/40 → 19/32, 13/32");
+        // One more job of a known shape: the same mix (and memo) as before.
+        jobs.push(job("a60".into(), 1.0));
+        assert_eq!(WorkloadMix::of_workload(&jobs, opts).id(), mix.id());
+        // A finished job does not count.
+        let mut done = job("c0".into(), 8.0);
+        done.status.phase = gpuctl_common::api::JobPhase::Succeeded;
+        jobs.push(done);
+        assert_eq!(WorkloadMix::of_workload(&jobs, opts).id(), mix.id());
+        // A new shape, however rare, is in the mix with at least one step.
+        jobs.push(job("c1".into(), 8.0));
+        let with_new = WorkloadMix::of_workload(&jobs, opts);
+        assert_ne!(with_new.id(), mix.id());
+        let eight = with_new
+            .entries()
+            .iter()
+            .find(|e| e.shape.gpus == 8)
+            .unwrap();
+        assert!(
+            (eight.weight - 1.0 / 33.0).abs() < 1e-12,
+            "{}",
+            eight.weight
+        );
+    }
 
     fn r(cpu: u64, gpus: u32, milli: u32) -> PodRequest {
         PodRequest {

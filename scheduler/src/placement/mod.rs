@@ -293,7 +293,7 @@ fn plan_round_with(
         };
     }
     let policy = Policy::default();
-    let mix = WorkloadMix::from_jobs(&admitted, policy.mix_options());
+    let mix = WorkloadMix::of_workload(st.jobs.values(), policy.mix_options());
     let (bindings, reservation) = place(snap, &admitted, &policy, &mix);
     let head = admitted
         .iter()
