@@ -604,6 +604,8 @@ struct LocalTask {
     milli: Vec<u32>,
     /// A `Waiting` task's assignment and when it arrived.
     waiting: Option<(Box<TaskAssignment>, Instant)>,
+    /// `$PORT` of a serving task (0: none).
+    port: u16,
     /// Becomes true when the main process has exited.
     exited: Option<watch::Receiver<bool>>,
     /// A workflow step: what to collect when it exits.
@@ -628,6 +630,8 @@ pub struct ReconcilerConfig {
     pub logs_dir: PathBuf,
     /// SIGTERM → SIGKILL delay when stopping a task.
     pub kill_grace: Duration,
+    /// Ports for serving tasks' `$PORT`.
+    pub ports: runtime::PortRange,
     /// Where running process groups are recorded (see [`runtime::PidDir`]).
     pub pid_dir: PathBuf,
     /// Workflow steps' folders (script, standard output, relative paths).
@@ -650,6 +654,8 @@ pub struct Reconciler {
     pids: runtime::PidDir,
     /// Set once shutdown began: waiting tasks are not started any more.
     shutting_down: bool,
+    /// The last `$PORT` given; the next is looked for after it.
+    last_port: u16,
 }
 
 impl Reconciler {
@@ -661,6 +667,11 @@ impl Reconciler {
         reports: mpsc::UnboundedSender<ReportTaskRequest>,
         events: mpsc::UnboundedSender<Event>,
     ) -> Self {
+        let cfg_ports = cfg.ports;
+        let node_hash = cfg
+            .node
+            .bytes()
+            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
         Reconciler {
             pids: runtime::PidDir::new(cfg.pid_dir.clone()),
             cfg,
@@ -672,6 +683,13 @@ impl Reconciler {
             reports,
             events,
             shutting_down: false,
+            // Daemons sharing a host (gpuctl dev --nodes N) start at
+            // different places in the range, so they rarely try the same port.
+            last_port: {
+                let r = cfg_ports;
+                let n = u32::from(r.last - r.first) + 1;
+                r.first + ((std::process::id().wrapping_mul(7919) ^ node_hash) % n) as u16
+            },
         }
     }
 
@@ -719,6 +737,7 @@ impl Reconciler {
                             gpus: Vec::new(),
                             milli: Vec::new(),
                             waiting: None,
+                            port: 0,
                             exited: None,
                             step: None,
                         },
@@ -745,6 +764,7 @@ impl Reconciler {
                     gpus: Vec::new(),
                     milli: Vec::new(),
                     waiting: Some((Box::new(a.clone()), received)),
+                    port: 0,
                     exited: None,
                     step: None,
                 },
@@ -757,9 +777,16 @@ impl Reconciler {
         let mut port = 0u16;
         let mut port_error = None;
         if a.wants_port {
-            match runtime::free_port() {
+            let taken: HashSet<u16> = self
+                .tasks
+                .values()
+                .filter(|t| matches!(t.state, LocalState::Running | LocalState::Stopping))
+                .map(|t| t.port)
+                .collect();
+            match runtime::free_port(self.cfg.ports, self.last_port, &taken) {
                 Ok(p) => {
                     port = p;
+                    self.last_port = p;
                     env.insert("PORT".into(), p.to_string());
                 }
                 Err(e) => port_error = Some(format!("cannot find a free port for the task: {e}")),
@@ -818,6 +845,7 @@ impl Reconciler {
                         gpus: a.gpu_indices.clone(),
                         milli: gpu_milli(a),
                         waiting: None,
+                        port,
                         exited: Some(exited_rx),
                         step,
                     },
@@ -835,6 +863,7 @@ impl Reconciler {
                         gpus: Vec::new(),
                         milli: Vec::new(),
                         waiting: None,
+                        port: 0,
                         exited: None,
                         step: None,
                     },

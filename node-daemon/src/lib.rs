@@ -74,6 +74,8 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     /// SIGTERM → SIGKILL delay when stopping a task.
     pub kill_grace: Duration,
+    /// Ports for serving tasks' `$PORT`.
+    pub task_ports: crate::runtime::PortRange,
     /// Written (atomically) after the first successful `Register`.
     pub ready_file: Option<PathBuf>,
 }
@@ -282,6 +284,7 @@ impl Node {
                     node: self.config.name.clone(),
                     logs_dir,
                     kill_grace: self.config.kill_grace,
+                    ports: self.config.task_ports,
                     pid_dir: self.config.work_dir.join("pids"),
                     steps_dir: self.config.work_dir.join("steps"),
                     artifact_dir: self

@@ -85,6 +85,11 @@ struct Cli {
     #[arg(long, default_value_t = 5000, value_name = "MS")]
     kill_grace_ms: u64,
 
+    /// Ports given to serving tasks (endpoint replicas) as $PORT, FIRST-LAST;
+    /// by default below Linux's ephemeral port range.
+    #[arg(long, default_value = "20000-32767", value_name = "FIRST-LAST")]
+    task_ports: gpuctl_node::runtime::PortRange,
+
     /// After the first successful registration, write this JSON file
     /// (name, agent, metrics, pid, inventory) atomically.
     #[arg(long, value_name = "PATH")]
@@ -246,6 +251,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         labels,
         heartbeat_interval,
         kill_grace: Duration::from_millis(cli.kill_grace_ms),
+        task_ports: cli.task_ports,
         ready_file: cli.ready_file.clone(),
     };
     let work_dir = config.work_dir.clone();

@@ -145,11 +145,75 @@ fn start_error(command: &str, why: impl fmt::Display) -> StartError {
     }
 }
 
-/// A port free on every interface now, for a serving task's `$PORT`.
-pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind(("0.0.0.0", 0))?
-        .local_addr()?
-        .port())
+/// Ports the daemon gives serving tasks as `$PORT`: by default below Linux's
+/// ephemeral range (32768-60999), so that the kernel does not hand one to an
+/// outgoing connection between the daemon's check and the task's bind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl Default for PortRange {
+    fn default() -> Self {
+        PortRange {
+            first: 20000,
+            last: 32767,
+        }
+    }
+}
+
+impl std::str::FromStr for PortRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, b) = s
+            .split_once('-')
+            .ok_or_else(|| format!("expected FIRST-LAST, e.g. 20000-32767, got {s:?}"))?;
+        let port = |p: &str| {
+            p.trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|&p| p > 0)
+                .ok_or_else(|| format!("{p:?} is not a port (1-65535)"))
+        };
+        let (first, last) = (port(a)?, port(b)?);
+        if first > last {
+            return Err(format!("{first} is after {last}"));
+        }
+        Ok(PortRange { first, last })
+    }
+}
+
+/// A port of `range` free on every interface now, for a serving task's
+/// `$PORT`: the first after `after` (wrapping around) that is not in
+/// `avoid` (ports of this node's live tasks) and can be bound. Going round
+/// the range instead of taking the lowest free port keeps a port that a
+/// replica just gave up from going at once to another, which a gateway may
+/// still know by the old replica's URL.
+pub fn free_port(
+    range: PortRange,
+    after: u16,
+    avoid: &std::collections::HashSet<u16>,
+) -> std::io::Result<u16> {
+    let n = u32::from(range.last - range.first) + 1;
+    let start = if (range.first..=range.last).contains(&after) {
+        u32::from(after - range.first) + 1
+    } else {
+        0
+    };
+    for k in 0..n {
+        let port = range.first + ((start + k) % n) as u16;
+        if avoid.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        format!("no free port in {}-{}", range.first, range.last),
+    ))
 }
 
 /// gpuctl's own programs (e.g. `gpu-model-server` for endpoint replicas) installed
@@ -537,6 +601,36 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (p, _) = run_spec(dir.path(), &[], "");
         assert_eq!(p.unwrap_err().exit_code, 127);
+    }
+
+    #[test]
+    fn ports_go_round_the_range_skipping_taken_ones() {
+        use std::collections::HashSet;
+        let range: PortRange = "20000-32767".parse().unwrap();
+        assert_eq!(range, PortRange::default());
+        assert!("20000".parse::<PortRange>().is_err());
+        assert!("3-2".parse::<PortRange>().is_err());
+        assert!("0-10".parse::<PortRange>().is_err());
+        assert!("1-70000".parse::<PortRange>().is_err());
+        // A busy port (held here) and an avoided one are passed over.
+        let held = std::net::TcpListener::bind(("0.0.0.0", 0)).unwrap();
+        let busy = held.local_addr().unwrap().port();
+        let r = PortRange {
+            first: busy,
+            last: busy.saturating_add(40),
+        };
+        let avoid: HashSet<u16> = [busy + 1].into();
+        let p = free_port(r, 0, &avoid).unwrap();
+        assert!(p > busy + 1 && p <= r.last, "{p} in {r:?}");
+        // The next goes after the last one given, and wraps around.
+        let q = free_port(r, p, &avoid).unwrap();
+        assert!(q > p || q < p && p == r.last, "{q} after {p}");
+        let only = PortRange {
+            first: busy,
+            last: busy,
+        };
+        let e = free_port(only, 0, &HashSet::new()).unwrap_err();
+        assert_eq!(e.to_string(), format!("no free port in {busy}-{busy}"));
     }
 
     #[test]

@@ -155,6 +155,7 @@ async fn start(dead_first: bool) -> Harness {
         labels: Default::default(),
         heartbeat_interval: Duration::from_millis(100),
         kill_grace: Duration::from_secs(1),
+        task_ports: Default::default(),
         ready_file: Some(ready.clone()),
     };
     let node = Node::bind(config, inventory).await.unwrap();
@@ -423,11 +424,22 @@ async fn a_serving_task_gets_a_free_port_reported_with_running() {
     h.fake.push(vec![t]);
     let r = h.report().await;
     assert_eq!(r.phase, "Running");
-    assert!(r.port > 0, "a serving task's port is reported: {r:?}");
+    assert!(
+        (20000..=32767).contains(&r.port),
+        "a serving task's port, from the daemon's range, is reported: {r:?}"
+    );
     let r2 = h.report().await;
     assert_eq!(r2.phase, "Succeeded");
     assert_eq!(r2.port, 0);
     assert_eq!(read(&h.log("ep-replica-0")), format!("port={}\n", r.port));
+    // The next replica gets another port, even though that one is free again.
+    let mut t1 = task("ep-replica-1", "Bound", &["sh", "-c", "sleep 0.1"]);
+    t1.wants_port = true;
+    h.fake.push(vec![t1]);
+    let r3 = h.report().await;
+    assert_eq!(r3.phase, "Running");
+    assert_ne!(r3.port, r.port);
+    assert_eq!(h.report().await.phase, "Succeeded");
     // A task that does not serve gets no port.
     h.fake.push(vec![task(
         "plain",
