@@ -18,7 +18,9 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::{Body, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 
@@ -124,22 +126,47 @@ struct Loaded {
     jobs: mpsc::UnboundedSender<Job>,
 }
 
+/// The model's metrics with their labels resolved once: a `with_label_values` lookup
+/// hashes the labels and takes a lock, on every request otherwise.
+struct Handles {
+    /// `requests_total{code="200"}`; other codes are looked up when they happen.
+    ok: IntCounter,
+    request_duration: Histogram,
+    batch_size: Histogram,
+    inference_duration: Histogram,
+}
+
+impl Handles {
+    fn new(metrics: &Metrics, model: &str) -> Handles {
+        Handles {
+            ok: metrics.requests.with_label_values(&[model, "200"]),
+            request_duration: metrics.request_duration.with_label_values(&[model]),
+            batch_size: metrics.batch_size.with_label_values(&[model]),
+            inference_duration: metrics.inference_duration.with_label_values(&[model]),
+        }
+    }
+}
+
 /// The application: routes, the loaded model, metrics.
 pub struct ModelServer {
     name: String,
     config: ModelServerConfig,
     loaded: OnceLock<Loaded>,
     metrics: Arc<Metrics>,
+    /// The request metrics of `name`.
+    handles: Handles,
 }
 
 impl ModelServer {
     /// A server for model `name`, live but not ready until [`ModelServer::set_model`].
     pub fn new(name: &str, config: ModelServerConfig) -> Arc<ModelServer> {
+        let metrics = Metrics::new();
         Arc::new(ModelServer {
             name: name.to_string(),
             config,
             loaded: OnceLock::new(),
-            metrics: Arc::new(Metrics::new()),
+            handles: Handles::new(&metrics, name),
+            metrics: Arc::new(metrics),
         })
     }
 
@@ -170,12 +197,13 @@ impl ModelServer {
             })
             .is_ok()
         {
+            let handles = Arc::new(Handles::new(&self.metrics, &model.spec().name));
             tokio::spawn(run_batcher(
                 model,
                 policy,
                 self.config.instances.max(1),
                 rx,
-                self.metrics.clone(),
+                handles,
             ));
         }
     }
@@ -195,33 +223,56 @@ impl ModelServer {
         B: Body,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        let path = req.uri().path().to_string();
+        let path = req.uri().path();
         if path == "/metrics" {
             return http::metrics(&self.metrics.registry);
         }
         if path == "/healthz" {
             return http::response(StatusCode::OK, "text/plain", "ok\n");
         }
+        let counted = path.starts_with("/v2");
         let start = Instant::now();
-        let resp = self.route(req, &path).await;
-        if path.starts_with("/v2") {
-            self.metrics
-                .requests
-                .with_label_values(&[&self.name, resp.status().as_str()])
-                .inc();
-            self.metrics
+        let resp = self.route(req).await;
+        if counted {
+            if resp.status() == StatusCode::OK {
+                self.handles.ok.inc();
+            } else {
+                self.metrics
+                    .requests
+                    .with_label_values(&[&self.name, resp.status().as_str()])
+                    .inc();
+            }
+            self.handles
                 .request_duration
-                .with_label_values(&[&self.name])
                 .observe(start.elapsed().as_secs_f64());
         }
         resp
     }
 
-    async fn route<B>(&self, req: Request<B>, path: &str) -> Response<Full<Bytes>>
+    async fn route<B>(&self, req: Request<B>) -> Response<Full<Bytes>>
     where
         B: Body,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
+        // The inference path first, without collecting the segments.
+        if req.method() == Method::POST {
+            if let Some(rest) = req.uri().path().strip_prefix("/v2/models/") {
+                let rest = rest.trim_end_matches('/');
+                let model = rest.strip_suffix("/infer").and_then(|m| {
+                    // `/versions/{v}` is accepted and ignored: one version, "1".
+                    match m.split_once("/versions/") {
+                        Some((m, v)) if !v.is_empty() && !v.contains('/') => Some(m),
+                        Some(_) => None,
+                        None => Some(m),
+                    }
+                });
+                if model == Some(self.name.as_str()) {
+                    return self.infer(req).await;
+                }
+            }
+        }
+        let path = req.uri().path().to_string();
+        let path = path.as_str();
         let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
         let get = req.method() == Method::GET || req.method() == Method::HEAD;
         let post = req.method() == Method::POST;
@@ -392,23 +443,31 @@ pub async fn serve(
 
 /// The batch key: every input's dimensions after the first. Only requests that agree on
 /// all of them can be stacked.
-type BatchKey = Vec<Vec<usize>>;
+/// Every input's rank and dims after the first, one after the other (`[rank, d1, ..,
+/// rank, d1, ..]`): one allocation however many inputs.
+type BatchKey = Vec<usize>;
+
+fn batch_key(inputs: &[Tensor]) -> BatchKey {
+    let mut key = Vec::with_capacity(inputs.iter().map(|t| t.shape.len()).sum());
+    for t in inputs {
+        // The rank first, so that [_, 3] + [_, 4] and [_, 3, 4] + [_] differ.
+        key.push(t.shape.len());
+        key.extend_from_slice(t.shape.get(1..).unwrap_or_default());
+    }
+    key
+}
 
 async fn run_batcher(
     model: Arc<OnnxModel>,
     policy: BatchPolicy,
     instances: usize,
     mut jobs: mpsc::UnboundedReceiver<Job>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<Handles>,
 ) {
     let mut queue: Batcher<BatchKey, Job> = Batcher::new(policy);
     let runs = Arc::new(Semaphore::new(instances));
     let push = |queue: &mut Batcher<BatchKey, Job>, job: Job| {
-        let key: BatchKey = job
-            .inputs
-            .iter()
-            .map(|t| t.shape.get(1..).unwrap_or_default().to_vec())
-            .collect();
+        let key = batch_key(&job.inputs);
         queue.push(key, job.rows, job, Instant::now().into_std());
     };
     loop {
@@ -445,7 +504,7 @@ async fn run_batcher(
     }
 }
 
-fn run_batch(model: &OnnxModel, jobs: Vec<Job>, metrics: &Metrics) {
+fn run_batch(model: &OnnxModel, jobs: Vec<Job>, metrics: &Handles) {
     let name = &model.spec().name;
     let rows: Vec<usize> = jobs.iter().map(|j| j.rows).collect();
     let total: usize = rows.iter().sum();
@@ -456,15 +515,11 @@ fn run_batch(model: &OnnxModel, jobs: Vec<Job>, metrics: &Metrics) {
     } else {
         batcher::merge(&inputs)
     };
-    metrics
-        .batch_size
-        .with_label_values(&[name])
-        .observe(total as f64);
+    metrics.batch_size.observe(total as f64);
     let started = std::time::Instant::now();
     let result = model.run(&merged);
     metrics
         .inference_duration
-        .with_label_values(&[name])
         .observe(started.elapsed().as_secs_f64());
     let per_request: Result<Vec<Vec<Tensor>>, String> = match result {
         Ok(outputs) if replies.len() == 1 => Ok(vec![outputs]),

@@ -35,7 +35,13 @@ impl Rng for SplitMix64 {
 /// Picks an index into `loads` (outstanding requests per replica): two distinct random
 /// candidates, the less loaded wins (the first drawn on a tie). `None` when empty.
 pub fn pick(loads: &[usize], rng: &mut dyn Rng) -> Option<usize> {
-    match loads.len() {
+    pick_by(loads.len(), |i| loads[i], rng)
+}
+
+/// [`pick`] over `n` replicas whose loads `load(i)` reads, for callers that hold the
+/// replicas rather than a slice of loads: only the two drawn are read.
+pub fn pick_by(n: usize, load: impl Fn(usize) -> usize, rng: &mut dyn Rng) -> Option<usize> {
+    match n {
         0 => None,
         1 => Some(0),
         n => {
@@ -45,7 +51,7 @@ pub fn pick(loads: &[usize], rng: &mut dyn Rng) -> Option<usize> {
             if b >= a {
                 b += 1;
             }
-            Some(if loads[b] < loads[a] { b } else { a })
+            Some(if load(b) < load(a) { b } else { a })
         }
     }
 }
@@ -76,6 +82,25 @@ mod tests {
         assert_eq!(counts[3], 0);
         for c in &counts[..3] {
             assert!(*c > 700, "{counts:?}");
+        }
+    }
+
+    #[test]
+    fn pick_by_reads_only_the_two_drawn_and_agrees_with_pick() {
+        let loads = [4, 0, 7, 2, 2, 9];
+        let (mut r1, mut r2) = (SplitMix64::new(11), SplitMix64::new(11));
+        for _ in 0..200 {
+            let read = std::cell::Cell::new(0);
+            let by = pick_by(
+                loads.len(),
+                |i| {
+                    read.set(read.get() + 1);
+                    loads[i]
+                },
+                &mut r2,
+            );
+            assert_eq!(read.get(), 2);
+            assert_eq!(by, pick(&loads, &mut r1));
         }
     }
 

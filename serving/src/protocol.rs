@@ -6,8 +6,10 @@
 //! failure is a [`ProtocolError`] that names the input and the dimension or element that
 //! is wrong, and renders as a 4xx `{"error": "..."}`.
 
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
+use serde::ser::SerializeSeq;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
 
 /// A tensor element type, spelled as in the protocol (`FP32`, `INT64`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -154,23 +156,28 @@ impl TensorData {
             TensorData::Fp64(v) => TensorData::Fp64(v[range].to_vec()),
         }
     }
-
-    fn to_json(&self) -> Value {
-        match self {
-            TensorData::Bool(v) => Value::from(v.clone()),
-            TensorData::Int32(v) => Value::from(v.clone()),
-            TensorData::Int64(v) => Value::from(v.clone()),
-            // NaN and infinities have no JSON spelling; serde_json writes them as null.
-            TensorData::Fp32(v) => Value::Array(v.iter().map(|x| json_f64(*x as f64)).collect()),
-            TensorData::Fp64(v) => Value::Array(v.iter().map(|x| json_f64(*x)).collect()),
-        }
-    }
 }
 
-fn json_f64(x: f64) -> Value {
-    serde_json::Number::from_f64(x)
-        .map(Value::Number)
-        .unwrap_or(Value::Null)
+/// A flat JSON list of the elements, written straight from the typed buffer. Floats are
+/// written in their shortest round-tripping form (an FP32 0.1 as `0.1`); NaN and
+/// infinities have no JSON spelling and are written as `null`, as serde_json does.
+impl Serialize for TensorData {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        fn seq<S: Serializer, T: Serialize>(s: S, v: &[T]) -> Result<S::Ok, S::Error> {
+            let mut out = s.serialize_seq(Some(v.len()))?;
+            for x in v {
+                out.serialize_element(x)?;
+            }
+            out.end()
+        }
+        match self {
+            TensorData::Bool(v) => seq(s, v),
+            TensorData::Int32(v) => seq(s, v),
+            TensorData::Int64(v) => seq(s, v),
+            TensorData::Fp32(v) => seq(s, v),
+            TensorData::Fp64(v) => seq(s, v),
+        }
+    }
 }
 
 /// A named tensor: shape plus flat row-major data (`data.len() == shape.product()`).
@@ -330,10 +337,11 @@ pub fn error_body(message: &str) -> Vec<u8> {
 struct RawRequest {
     #[serde(default)]
     id: Option<String>,
-    // Tolerated and ignored: clients (tritonclient) send their own parameters.
+    // Tolerated and ignored (skipped unparsed): clients (tritonclient) send their own
+    // parameters.
     #[serde(default)]
     #[allow(dead_code)]
-    parameters: Option<Map<String, Value>>,
+    parameters: Option<IgnoredAny>,
     inputs: Vec<RawInput>,
     #[serde(default)]
     outputs: Option<Vec<RawOutput>>,
@@ -344,7 +352,159 @@ struct RawInput {
     name: Option<String>,
     shape: Option<Vec<i64>>,
     datatype: Option<String>,
-    data: Option<Value>,
+    data: Option<RawData>,
+}
+
+/// One JSON scalar of a tensor's `data`, kept without a `serde_json::Value` per element.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Scalar {
+    Bool(bool),
+    /// serde_json hands non-negative integers over as u64 and negative ones as i64.
+    U64(u64),
+    I64(i64),
+    F64(f64),
+}
+
+impl Scalar {
+    fn to_value(self) -> Value {
+        match self {
+            Scalar::Bool(b) => Value::Bool(b),
+            Scalar::U64(x) => Value::from(x),
+            Scalar::I64(x) => Value::from(x),
+            Scalar::F64(x) => serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number),
+        }
+    }
+}
+
+/// A tensor's `data` as parsed: the common flat list of numbers (or booleans) straight
+/// into a vector of [`Scalar`]s; anything else (nested lists, a lone scalar, strings,
+/// nulls) as a `Value`, checked by the general code with its detailed errors.
+#[derive(Debug)]
+enum RawData {
+    Flat(Vec<Scalar>),
+    Other(Value),
+}
+
+impl RawData {
+    fn into_value(self) -> Value {
+        match self {
+            RawData::Flat(v) => Value::Array(v.into_iter().map(Scalar::to_value).collect()),
+            RawData::Other(v) => v,
+        }
+    }
+}
+
+/// A list element: a scalar, or anything else as a `Value`.
+enum Elem {
+    Scalar(Scalar),
+    Other(Value),
+}
+
+struct ElemVisitor;
+
+impl<'de> Visitor<'de> for ElemVisitor {
+    type Value = Elem;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Elem, E> {
+        Ok(Elem::Scalar(Scalar::Bool(v)))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Elem, E> {
+        Ok(Elem::Scalar(Scalar::U64(v)))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Elem, E> {
+        Ok(Elem::Scalar(Scalar::I64(v)))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Elem, E> {
+        Ok(Elem::Scalar(Scalar::F64(v)))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Elem, E> {
+        Ok(Elem::Other(Value::String(v.to_string())))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Elem, E> {
+        Ok(Elem::Other(Value::String(v)))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Elem, E> {
+        Ok(Elem::Other(Value::Null))
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Elem, E> {
+        Ok(Elem::Other(Value::Null))
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Elem, D::Error> {
+        Elem::deserialize(d)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Elem, A::Error> {
+        Value::deserialize(de::value::SeqAccessDeserializer::new(seq)).map(Elem::Other)
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Elem, A::Error> {
+        Value::deserialize(de::value::MapAccessDeserializer::new(map)).map(Elem::Other)
+    }
+}
+
+impl<'de> Deserialize<'de> for Elem {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Elem, D::Error> {
+        d.deserialize_any(ElemVisitor)
+    }
+}
+
+struct RawDataVisitor;
+
+impl<'de> Visitor<'de> for RawDataVisitor {
+    type Value = RawData;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawData, A::Error> {
+        let mut flat: Vec<Scalar> = Vec::with_capacity(seq.size_hint().unwrap_or(16));
+        while let Some(e) = seq.next_element::<Elem>()? {
+            match e {
+                Elem::Scalar(x) => flat.push(x),
+                Elem::Other(v) => {
+                    // Not a flat list of scalars: keep the whole list as a Value.
+                    let mut items: Vec<Value> = flat.into_iter().map(Scalar::to_value).collect();
+                    items.push(v);
+                    while let Some(v) = seq.next_element::<Value>()? {
+                        items.push(v);
+                    }
+                    return Ok(RawData::Other(Value::Array(items)));
+                }
+            }
+        }
+        Ok(RawData::Flat(flat))
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<RawData, E> {
+        Ok(RawData::Other(Value::Bool(v)))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawData, E> {
+        Ok(RawData::Other(Value::from(v)))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawData, E> {
+        Ok(RawData::Other(Value::from(v)))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawData, E> {
+        Ok(RawData::Other(Scalar::F64(v).to_value()))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<RawData, E> {
+        Ok(RawData::Other(Value::String(v.to_string())))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<RawData, E> {
+        Ok(RawData::Other(Value::String(v)))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<RawData, E> {
+        Ok(RawData::Other(Value::Null))
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<RawData, A::Error> {
+        Value::deserialize(de::value::MapAccessDeserializer::new(map)).map(RawData::Other)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawData {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RawData, D::Error> {
+        d.deserialize_any(RawDataVisitor)
+    }
 }
 
 #[derive(Deserialize)]
@@ -418,9 +578,30 @@ pub fn decode_infer_request(body: &[u8], model: &ModelSpec) -> Result<InferReque
         let raw_shape = input.shape.ok_or_else(|| missing("shape"))?;
         let data = input.data.ok_or_else(|| missing("data"))?;
         let shape = check_shape(&name, &raw_shape, &spec.shape)?;
-        let mut flat = Vec::new();
-        flatten(&name, &data, &shape, &mut flat)?;
-        let data = convert(&name, datatype, &flat)?;
+        let expected: usize = shape.iter().product();
+        let data = match data {
+            // The common case, without a Value per element. Rank 1 goes the general way,
+            // which checks a list against dimension 0 (and says so when it is wrong).
+            RawData::Flat(items) if shape.len() != 1 && items.len() == expected => {
+                match convert_scalars(datatype, &items) {
+                    Ok(data) => data,
+                    Err(index) => {
+                        return Err(ProtocolError::InvalidElement {
+                            input: name,
+                            index,
+                            datatype,
+                            value: items[index].to_value().to_string(),
+                        })
+                    }
+                }
+            }
+            other => {
+                let value = other.into_value();
+                let mut flat = Vec::new();
+                flatten(&name, &value, &shape, &mut flat)?;
+                convert(&name, datatype, &flat)?
+            }
+        };
         slots[idx] = Some(Tensor { name, shape, data });
     }
     let mut inputs = Vec::with_capacity(slots.len());
@@ -574,6 +755,44 @@ fn nested<'a>(
     Ok(())
 }
 
+/// Typed elements from scalars, with what [`convert`] accepts; `Err(i)` names the first
+/// element that is not a valid `datatype`.
+fn convert_scalars(datatype: DataType, items: &[Scalar]) -> Result<TensorData, usize> {
+    fn each<T>(items: &[Scalar], f: impl Fn(Scalar) -> Option<T>) -> Result<Vec<T>, usize> {
+        let mut out = Vec::with_capacity(items.len());
+        for (i, &x) in items.iter().enumerate() {
+            out.push(f(x).ok_or(i)?);
+        }
+        Ok(out)
+    }
+    // As serde_json's Value: as_i64 takes integers within i64, as_f64 any number.
+    let as_i64 = |x: Scalar| match x {
+        Scalar::I64(v) => Some(v),
+        Scalar::U64(v) => i64::try_from(v).ok(),
+        _ => None,
+    };
+    let as_f64 = |x: Scalar| match x {
+        Scalar::I64(v) => Some(v as f64),
+        Scalar::U64(v) => Some(v as f64),
+        Scalar::F64(v) => Some(v),
+        Scalar::Bool(_) => None,
+    };
+    Ok(match datatype {
+        DataType::Bool => TensorData::Bool(each(items, |x| match x {
+            Scalar::Bool(b) => Some(b),
+            _ => None,
+        })?),
+        DataType::Int32 => TensorData::Int32(each(items, |x| {
+            as_i64(x).and_then(|v| i32::try_from(v).ok())
+        })?),
+        DataType::Int64 => TensorData::Int64(each(items, as_i64)?),
+        DataType::Fp32 => TensorData::Fp32(each(items, |x| as_f64(x).map(|v| v as f32))?),
+        DataType::Fp64 => TensorData::Fp64(each(items, as_f64)?),
+        // Refused before any element is looked at (is_supported).
+        _ => return Err(0),
+    })
+}
+
 fn convert(
     input: &str,
     datatype: DataType,
@@ -634,28 +853,45 @@ fn convert(
     })
 }
 
-/// Renders an infer response: outputs with flat row-major `data`.
+#[derive(Serialize)]
+struct InferResponse<'a> {
+    model_name: &'a str,
+    model_version: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    outputs: Vec<OutputTensor<'a>>,
+}
+
+#[derive(Serialize)]
+struct OutputTensor<'a> {
+    name: &'a str,
+    datatype: &'static str,
+    shape: &'a [usize],
+    data: &'a TensorData,
+}
+
+/// Renders an infer response: outputs with flat row-major `data`, serialised straight
+/// from the tensors (no intermediate `Value`).
 pub fn encode_infer_response(model: &str, id: Option<&str>, outputs: &[Tensor]) -> Vec<u8> {
-    let outputs: Vec<Value> = outputs
-        .iter()
-        .map(|t| {
-            serde_json::json!({
-                "name": t.name,
-                "datatype": t.data.datatype().as_str(),
-                "shape": t.shape,
-                "data": t.data.to_json(),
+    let body = InferResponse {
+        model_name: model,
+        model_version: "1",
+        id,
+        outputs: outputs
+            .iter()
+            .map(|t| OutputTensor {
+                name: &t.name,
+                datatype: t.data.datatype().as_str(),
+                shape: &t.shape,
+                data: &t.data,
             })
-        })
-        .collect();
-    let mut body = serde_json::json!({
-        "model_name": model,
-        "model_version": "1",
-        "outputs": outputs,
-    });
-    if let Some(id) = id {
-        body["id"] = Value::from(id);
-    }
-    serde_json::to_vec(&body).unwrap_or_default()
+            .collect(),
+    };
+    let size: usize = outputs.iter().map(|t| 64 + t.data.len() * 12).sum();
+    let mut buf = Vec::with_capacity(128 + size);
+    // Serialising borrowed strings and numbers into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut buf, &body);
+    buf
 }
 
 /// Renders `GET /v2/models/{m}`.
@@ -817,6 +1053,138 @@ mod tests {
     }
 
     #[test]
+    fn flat_lists_decode_without_values_and_keep_the_same_errors() {
+        let t = |name: &str, datatype, shape: &[i64]| TensorSpec {
+            name: name.into(),
+            datatype,
+            shape: shape.to_vec(),
+        };
+        let model = |datatype| ModelSpec {
+            name: "m".into(),
+            inputs: vec![t("x", datatype, &[-1, 3])],
+            outputs: vec![],
+        };
+        let decode = |datatype, data: &str| {
+            let body = format!(
+                r#"{{"inputs":[{{"name":"x","shape":[1,3],"datatype":"{datatype}","data":{data}}}]}}"#
+            );
+            decode_infer_request(body.as_bytes(), &model(datatype))
+                .map(|r| r.inputs[0].data.clone())
+                .map_err(|e| e.to_string())
+        };
+        use DataType::*;
+        // Integers, negatives and decimals are all numbers for the float types.
+        assert_eq!(
+            decode(Fp32, "[1, -2, 0.25]"),
+            Ok(TensorData::Fp32(vec![1.0, -2.0, 0.25]))
+        );
+        assert_eq!(
+            decode(Fp64, "[1e3, -2, 0.1]"),
+            Ok(TensorData::Fp64(vec![1000.0, -2.0, 0.1]))
+        );
+        assert_eq!(
+            decode(Int64, "[-9223372036854775808, 0, 9223372036854775807]"),
+            Ok(TensorData::Int64(vec![i64::MIN, 0, i64::MAX]))
+        );
+        assert_eq!(
+            decode(Int32, "[-2147483648, 0, 2147483647]"),
+            Ok(TensorData::Int32(vec![i32::MIN, 0, i32::MAX]))
+        );
+        assert_eq!(
+            decode(Bool, "[true, false, true]"),
+            Ok(TensorData::Bool(vec![true, false, true]))
+        );
+        // Flat and nested spellings of the same data decode alike.
+        assert_eq!(decode(Fp32, "[[1, 2, 3]]"), decode(Fp32, "[1, 2, 3]"));
+        // Every element that is not a valid value is named, and quoted as it was sent.
+        let cases: &[(DataType, &str, &str)] = &[
+            (
+                Int64,
+                "[1, 9223372036854775808, 3]",
+                "input x: element 1 (9223372036854775808) is not a valid INT64",
+            ),
+            (
+                Int64,
+                "[1, 2, 2.5]",
+                "input x: element 2 (2.5) is not a valid INT64",
+            ),
+            (
+                Int32,
+                "[1, 2147483648, 3]",
+                "input x: element 1 (2147483648) is not a valid INT32",
+            ),
+            (
+                Int32,
+                "[-2147483649, 0, 0]",
+                "input x: element 0 (-2147483649) is not a valid INT32",
+            ),
+            (
+                Bool,
+                "[true, 1, false]",
+                "input x: element 1 (1) is not a valid BOOL",
+            ),
+            (
+                Fp32,
+                "[true, 1, 2]",
+                "input x: element 0 (true) is not a valid FP32",
+            ),
+            (
+                Fp32,
+                "[1, null, 2]",
+                "input x: element 1 (null) is not a valid FP32",
+            ),
+            (
+                Fp32,
+                r#"[1, 2, "3"]"#,
+                r#"input x: element 2 ("3") is not a valid FP32"#,
+            ),
+            (
+                Fp32,
+                r#"[1, {"a": 2}, 3]"#,
+                r#"input x: element 1 ({"a":2}) is not a valid FP32"#,
+            ),
+            (
+                Fp32,
+                "[1, 2]",
+                "input x: shape [1, 3] needs 3 elements but data has 2",
+            ),
+            (
+                Fp32,
+                "[1, 2, 3, 4]",
+                "input x: shape [1, 3] needs 3 elements but data has 4",
+            ),
+            (
+                Fp32,
+                "[1, [2], 3]",
+                "input x: data at [] has 3 elements along dimension 0 but shape says 1",
+            ),
+            (
+                Fp32,
+                "7",
+                "input x: shape [1, 3] needs 3 elements but data has 1",
+            ),
+            (
+                Fp32,
+                r#""abc""#,
+                "input x: shape [1, 3] needs 3 elements but data has 1",
+            ),
+        ];
+        for (datatype, data, want) in cases {
+            let got = decode(*datatype, data).unwrap_err();
+            assert!(
+                got.contains(want),
+                "data {data}\n  got:  {got}\n  want: {want}"
+            );
+        }
+        // A list mixing scalars and lists goes the general way and names the place.
+        let mixed = decode(Fp32, "[[1, 2, 3], 4]").unwrap_err();
+        assert!(
+            mixed.contains("data at [] has 2 elements along dimension 0"),
+            "{mixed}"
+        );
+    }
+
+    #[test]
     fn unsupported_datatypes_are_named() {
         let mut m = spec();
         m.inputs[0].datatype = DataType::Fp16;
@@ -896,6 +1264,47 @@ mod tests {
             serde_json::json!({"name":"a","datatype":"FP32","shape":[-1,2]})
         );
         assert_eq!(error_body("x"), br#"{"error":"x"}"#.to_vec());
+        // Written straight from the typed buffers: FP32 in its shortest form, no id
+        // when the request had none, every datatype.
+        let outs = [
+            Tensor {
+                name: "f".into(),
+                shape: vec![1, 3],
+                data: TensorData::Fp32(vec![0.1, -2.0, f32::INFINITY]),
+            },
+            Tensor {
+                name: "d".into(),
+                shape: vec![2],
+                data: TensorData::Fp64(vec![0.1, 1e300]),
+            },
+            Tensor {
+                name: "i".into(),
+                shape: vec![2],
+                data: TensorData::Int64(vec![-1, i64::MAX]),
+            },
+            Tensor {
+                name: "j".into(),
+                shape: vec![1],
+                data: TensorData::Int32(vec![7]),
+            },
+            Tensor {
+                name: "b\"q".into(),
+                shape: vec![],
+                data: TensorData::Bool(vec![true]),
+            },
+        ];
+        let text = String::from_utf8(encode_infer_response("m", None, &outs)).unwrap();
+        assert_eq!(
+            text,
+            concat!(
+                r#"{"model_name":"m","model_version":"1","outputs":["#,
+                r#"{"name":"f","datatype":"FP32","shape":[1,3],"data":[0.1,-2.0,null]},"#,
+                r#"{"name":"d","datatype":"FP64","shape":[2],"data":[0.1,1e+300]},"#,
+                r#"{"name":"i","datatype":"INT64","shape":[2],"data":[-1,9223372036854775807]},"#,
+                r#"{"name":"j","datatype":"INT32","shape":[1],"data":[7]},"#,
+                r#"{"name":"b\"q","datatype":"BOOL","shape":[],"data":[true]}]}"#
+            )
+        );
         assert_eq!(ProtocolError::BodyTooLarge { limit: 1 }.status(), 413);
     }
 }

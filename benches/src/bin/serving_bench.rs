@@ -45,6 +45,9 @@ enum Cmd {
         rounds: usize,
         #[arg(long, default_value = "nginx")]
         nginx: String,
+        /// The gateway binary (default: gpu-gateway next to this one).
+        #[arg(long)]
+        gateway: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -57,6 +60,9 @@ enum Cmd {
         /// The model (default: serving/testdata/mlp.onnx).
         #[arg(long)]
         model: Option<PathBuf>,
+        /// The model-server binary (default: gpu-model-server next to this one).
+        #[arg(long)]
+        model_server: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -104,6 +110,36 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// CPU time (user + system) used so far by process `pid` and, recursively, the
+/// processes it started (nginx's workers), from /proc; 0 where unreadable.
+fn cpu_seconds(pid: u32) -> f64 {
+    // Linux reports these in USER_HZ, 100 a second on every common configuration.
+    cpu_ticks(pid) as f64 / 100.0
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let own = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(0, |stat| {
+        // The fields after the command name (which may hold spaces) in parentheses;
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after ")".
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        field(11) + field(12)
+    });
+    let children: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    own + children.into_iter().map(cpu_ticks).sum::<u64>()
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -325,6 +361,7 @@ async fn proxy(
     seconds: u64,
     rounds: usize,
     nginx: &str,
+    gateway: Option<PathBuf>,
     json: bool,
 ) -> anyhow::Result<()> {
     let up = upstream().await?;
@@ -332,17 +369,20 @@ async fn proxy(
     // The gateway, with a static route to the upstream.
     let gw_port = free_port()?;
     let _gw = Proc(
-        Command::new(bin("gpu-gateway")?)
-            .args([
-                "--endpoint",
-                &format!("up=http://{up}"),
-                "--port",
-                &gw_port.to_string(),
-            ])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .context("starting gpu-gateway")?,
+        Command::new(match gateway {
+            Some(g) => g,
+            None => bin("gpu-gateway")?,
+        })
+        .args([
+            "--endpoint",
+            &format!("up=http://{up}"),
+            "--port",
+            &gw_port.to_string(),
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting gpu-gateway")?,
     );
     // nginx, the same upstream.
     let ng_port = free_port()?;
@@ -360,6 +400,7 @@ async fn proxy(
             .spawn()
             .with_context(|| format!("starting {nginx} (apt-get install nginx-light)"))?,
     );
+    let (gw_pid, ng_pid) = (_gw.0.id(), _ng.0.id());
     let gw: SocketAddr = format!("127.0.0.1:{gw_port}").parse()?;
     let ng: SocketAddr = format!("127.0.0.1:{ng_port}").parse()?;
     wait_listening(gw, "/healthz").await?;
@@ -370,7 +411,8 @@ async fn proxy(
     let path = "/v2/models/up/infer";
     let mut rows = Vec::new();
     for round in 1..=rounds {
-        for (name, addr) in [("gpu-gateway", gw), ("nginx", ng)] {
+        for (name, addr, pid) in [("gpu-gateway", gw, gw_pid), ("nginx", ng, ng_pid)] {
+            let cpu_before = cpu_seconds(pid);
             let r = load(
                 addr,
                 path,
@@ -380,11 +422,15 @@ async fn proxy(
                 Duration::from_secs(seconds),
             )
             .await;
+            // The proxy's CPU per request over warm-up and measurement: less sensitive
+            // to other load on the machine than requests per second.
+            let cpu_us =
+                (cpu_seconds(pid) - cpu_before) * 1e6 / (r.rps * (seconds + 2) as f64).max(1.0);
             eprintln!(
-                "round {round} {name:<12} {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms  errors {}",
+                "round {round} {name:<12} {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms  errors {}  proxy CPU {cpu_us:.0} µs/req",
                 r.rps, r.p50_ms, r.p99_ms, r.errors
             );
-            rows.push(serde_json::json!({"round": round, "proxy": name, "result": r}));
+            rows.push(serde_json::json!({"round": round, "proxy": name, "result": r, "proxyCpuMicrosPerRequest": cpu_us}));
         }
     }
     // The upstream alone, for reference.
@@ -412,6 +458,7 @@ async fn batching(
     clients: usize,
     seconds: u64,
     model: Option<PathBuf>,
+    model_server: Option<PathBuf>,
     json: bool,
 ) -> anyhow::Result<()> {
     let model = model.unwrap_or_else(|| repo_root().join("serving/testdata/mlp.onnx"));
@@ -423,23 +470,26 @@ async fn batching(
     for (label, batch, delay) in [("off", 1, 0), ("on", 64, 2)] {
         let port = free_port()?;
         let _srv = Proc(
-            Command::new(bin("gpu-model-server")?)
-                .args([
-                    "--model",
-                    &model.display().to_string(),
-                    "--name",
-                    "mlp",
-                    "--port",
-                    &port.to_string(),
-                    "--max-batch-size",
-                    &batch.to_string(),
-                    "--max-delay-ms",
-                    &delay.to_string(),
-                ])
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .spawn()
-                .context("starting gpu-model-server")?,
+            Command::new(match &model_server {
+                Some(m) => m.clone(),
+                None => bin("gpu-model-server")?,
+            })
+            .args([
+                "--model",
+                &model.display().to_string(),
+                "--name",
+                "mlp",
+                "--port",
+                &port.to_string(),
+                "--max-batch-size",
+                &batch.to_string(),
+                "--max-delay-ms",
+                &delay.to_string(),
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting gpu-model-server")?,
         );
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         wait_listening(addr, "/v2/health/ready").await?;
@@ -451,6 +501,7 @@ async fn batching(
                 String::from_utf8_lossy(&answer)
             );
         }
+        let cpu_before = cpu_seconds(_srv.0.id());
         let r = load(
             addr,
             "/v2/models/mlp/infer",
@@ -460,11 +511,14 @@ async fn batching(
             Duration::from_secs(seconds),
         )
         .await;
+        // The server's CPU per request over warm-up and measurement.
+        let cpu_us =
+            (cpu_seconds(_srv.0.id()) - cpu_before) * 1e6 / (r.rps * (seconds + 2) as f64).max(1.0);
         eprintln!(
-            "batching {label:<3} (max batch {batch:>2}, delay {delay} ms): {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  errors {}",
+            "batching {label:<3} (max batch {batch:>2}, delay {delay} ms): {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  errors {}  server CPU {cpu_us:.0} µs/req",
             r.rps, r.p50_ms, r.p99_ms, r.errors
         );
-        rows.push(serde_json::json!({"batching": label, "maxBatchSize": batch, "maxDelayMillis": delay, "result": r}));
+        rows.push(serde_json::json!({"batching": label, "maxBatchSize": batch, "maxDelayMillis": delay, "result": r, "serverCpuMicrosPerRequest": cpu_us}));
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -589,14 +643,16 @@ async fn main() -> anyhow::Result<()> {
             seconds,
             rounds,
             nginx,
+            gateway,
             json,
-        } => proxy(connections, seconds, rounds, &nginx, json).await,
+        } => proxy(connections, seconds, rounds, &nginx, gateway, json).await,
         Cmd::Batching {
             clients,
             seconds,
             model,
+            model_server,
             json,
-        } => batching(clients, seconds, model, json).await,
+        } => batching(clients, seconds, model, model_server, json).await,
         Cmd::ColdStart { wakeups, json } => cold_start(wakeups, json).await,
     }
 }
