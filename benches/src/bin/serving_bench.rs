@@ -48,6 +48,10 @@ enum Cmd {
         /// The gateway binary (default: gpu-gateway next to this one).
         #[arg(long)]
         gateway: Option<PathBuf>,
+        /// Drive the load with wrk (e.g. `--wrk wrk`, Debian package `wrk`,
+        /// two threads) instead of the built-in generator.
+        #[arg(long)]
+        wrk: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -356,12 +360,124 @@ http {{
     )
 }
 
+/// What drives the load of the proxy comparison.
+enum Generator {
+    BuiltIn,
+    /// The `wrk` program at this path.
+    Wrk(String),
+}
+
+impl Generator {
+    #[allow(clippy::too_many_arguments)]
+    async fn run(
+        &self,
+        addr: SocketAddr,
+        path: &str,
+        body: &Bytes,
+        connections: usize,
+        warmup: Duration,
+        measure: Duration,
+        dir: &Path,
+    ) -> anyhow::Result<LoadResult> {
+        match self {
+            Generator::BuiltIn => {
+                Ok(load(addr, path, body.clone(), connections, warmup, measure).await)
+            }
+            Generator::Wrk(wrk) => {
+                let script = dir.join("post.lua");
+                std::fs::write(&script, wrk_script(body))?;
+                let url = format!("http://{addr}{path}");
+                let run = |secs: u64| -> anyhow::Result<String> {
+                    let out = Command::new(wrk)
+                        .args(["-t2", &format!("-c{connections}"), &format!("-d{secs}s")])
+                        .args(["--latency", "-s", &script.display().to_string(), &url])
+                        .output()
+                        .with_context(|| format!("running {wrk} (apt-get install wrk)"))?;
+                    if !out.status.success() {
+                        bail!("{wrk}: {}", String::from_utf8_lossy(&out.stderr));
+                    }
+                    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+                };
+                if !warmup.is_zero() {
+                    run(warmup.as_secs().max(1))?;
+                }
+                parse_wrk(&run(measure.as_secs().max(1))?)
+            }
+        }
+    }
+}
+
+/// A wrk script that POSTs `body` as JSON and counts non-2xx answers.
+fn wrk_script(body: &Bytes) -> String {
+    let body = String::from_utf8_lossy(body)
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"");
+    format!(
+        "wrk.method = \"POST\"\nwrk.body = \"{body}\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"
+    )
+}
+
+/// Requests per second, p50 and p99 and errors from wrk's `--latency` report.
+fn parse_wrk(out: &str) -> anyhow::Result<LoadResult> {
+    let ms = |v: &str| -> Option<f64> {
+        let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic())?);
+        let n: f64 = num.parse().ok()?;
+        Some(match unit {
+            "us" => n / 1000.0,
+            "ms" => n,
+            "s" => n * 1000.0,
+            "m" => n * 60_000.0,
+            _ => return None,
+        })
+    };
+    let field = |label: &str| {
+        out.lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(label))
+            .map(|rest| rest.trim().to_string())
+    };
+    let rps: f64 = field("Requests/sec:")
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no Requests/sec in wrk's output:\n{out}"))?;
+    let p50 = field("50%")
+        .and_then(|v| ms(&v))
+        .context("no 50% latency")?;
+    let p99 = field("99%")
+        .and_then(|v| ms(&v))
+        .context("no 99% latency")?;
+    let requests: u64 = out
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    let errors: u64 = field("Non-2xx or 3xx responses:")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+        + out
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Socket errors:"))
+            .map(|rest| {
+                rest.split(',')
+                    .filter_map(|kv| kv.split_whitespace().last()?.parse::<u64>().ok())
+                    .sum::<u64>()
+            })
+            .unwrap_or(0);
+    Ok(LoadResult {
+        requests,
+        errors,
+        rps,
+        p50_ms: p50,
+        p99_ms: p99,
+    })
+}
+
 async fn proxy(
     connections: usize,
     seconds: u64,
     rounds: usize,
     nginx: &str,
     gateway: Option<PathBuf>,
+    generator: &Generator,
     json: bool,
 ) -> anyhow::Result<()> {
     let up = upstream().await?;
@@ -413,15 +529,17 @@ async fn proxy(
     for round in 1..=rounds {
         for (name, addr, pid) in [("gpu-gateway", gw, gw_pid), ("nginx", ng, ng_pid)] {
             let cpu_before = cpu_seconds(pid);
-            let r = load(
-                addr,
-                path,
-                body.clone(),
-                connections,
-                Duration::from_secs(2),
-                Duration::from_secs(seconds),
-            )
-            .await;
+            let r = generator
+                .run(
+                    addr,
+                    path,
+                    &body,
+                    connections,
+                    Duration::from_secs(2),
+                    Duration::from_secs(seconds),
+                    tmp.path(),
+                )
+                .await?;
             // The proxy's CPU per request over warm-up and measurement: less sensitive
             // to other load on the machine than requests per second.
             let cpu_us =
@@ -434,15 +552,17 @@ async fn proxy(
         }
     }
     // The upstream alone, for reference.
-    let direct = load(
-        up,
-        path,
-        body,
-        connections,
-        Duration::from_secs(1),
-        Duration::from_secs(seconds),
-    )
-    .await;
+    let direct = generator
+        .run(
+            up,
+            path,
+            &body,
+            connections,
+            Duration::from_secs(1),
+            Duration::from_secs(seconds),
+            tmp.path(),
+        )
+        .await?;
     eprintln!(
         "direct       {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms",
         direct.rps, direct.p50_ms, direct.p99_ms
@@ -644,8 +764,24 @@ async fn main() -> anyhow::Result<()> {
             rounds,
             nginx,
             gateway,
+            wrk,
             json,
-        } => proxy(connections, seconds, rounds, &nginx, gateway, json).await,
+        } => {
+            let generator = match wrk {
+                Some(w) => Generator::Wrk(w),
+                None => Generator::BuiltIn,
+            };
+            proxy(
+                connections,
+                seconds,
+                rounds,
+                &nginx,
+                gateway,
+                &generator,
+                json,
+            )
+            .await
+        }
         Cmd::Batching {
             clients,
             seconds,
@@ -654,5 +790,43 @@ async fn main() -> anyhow::Result<()> {
             json,
         } => batching(clients, seconds, model, model_server, json).await,
         Cmd::ColdStart { wakeups, json } => cold_start(wakeups, json).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WRK: &str = "Running 10s test @ http://127.0.0.1:8080/v2/models/up/infer
+  2 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     3.10ms    1.20ms  40.00ms   90.00%
+    Req/Sec    10.20k     1.00k   12.00k    70.00%
+  Latency Distribution
+     50%    2.95ms
+     75%    3.50ms
+     90%    4.20ms
+     99%  812.00us
+  203456 requests in 10.00s, 40.00MB read
+  Socket errors: connect 0, read 2, write 1, timeout 0
+  Non-2xx or 3xx responses: 4
+Requests/sec:  20345.60
+Transfer/sec:      4.00MB
+";
+
+    #[test]
+    fn wrk_reports_are_read() {
+        let r = parse_wrk(WRK).unwrap();
+        assert_eq!(r.rps, 20345.6);
+        assert_eq!(r.p50_ms, 2.95);
+        assert!((r.p99_ms - 0.812).abs() < 1e-9);
+        assert_eq!(r.requests, 203456);
+        assert_eq!(r.errors, 7);
+        assert!(parse_wrk("garbage").is_err());
+        let script = wrk_script(&Bytes::from_static(br#"{"a":"b\c"}"#));
+        assert!(
+            script.contains(r#"wrk.body = "{\"a\":\"b\\c\"}""#),
+            "{script}"
+        );
     }
 }
