@@ -67,6 +67,9 @@ enum Cmd {
         /// The model-server binary (default: gpu-model-server next to this one).
         #[arg(long)]
         model_server: Option<PathBuf>,
+        /// Drive the load with wrk instead of the built-in generator.
+        #[arg(long)]
+        wrk: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -579,8 +582,10 @@ async fn batching(
     seconds: u64,
     model: Option<PathBuf>,
     model_server: Option<PathBuf>,
+    generator: &Generator,
     json: bool,
 ) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
     let model = model.unwrap_or_else(|| repo_root().join("serving/testdata/mlp.onnx"));
     let x: Vec<f32> = (0..16).map(|i| (i % 7) as f32 * 0.1).collect();
     let body = Bytes::from(serde_json::to_vec(&serde_json::json!({
@@ -622,15 +627,17 @@ async fn batching(
             );
         }
         let cpu_before = cpu_seconds(_srv.0.id());
-        let r = load(
-            addr,
-            "/v2/models/mlp/infer",
-            body.clone(),
-            clients,
-            Duration::from_secs(2),
-            Duration::from_secs(seconds),
-        )
-        .await;
+        let r = generator
+            .run(
+                addr,
+                "/v2/models/mlp/infer",
+                &body,
+                clients,
+                Duration::from_secs(2),
+                Duration::from_secs(seconds),
+                tmp.path(),
+            )
+            .await?;
         // The server's CPU per request over warm-up and measurement.
         let cpu_us =
             (cpu_seconds(_srv.0.id()) - cpu_before) * 1e6 / (r.rps * (seconds + 2) as f64).max(1.0);
@@ -787,8 +794,15 @@ async fn main() -> anyhow::Result<()> {
             seconds,
             model,
             model_server,
+            wrk,
             json,
-        } => batching(clients, seconds, model, model_server, json).await,
+        } => {
+            let generator = match wrk {
+                Some(w) => Generator::Wrk(w),
+                None => Generator::BuiltIn,
+            };
+            batching(clients, seconds, model, model_server, &generator, json).await
+        }
         Cmd::ColdStart { wakeups, json } => cold_start(wakeups, json).await,
     }
 }
