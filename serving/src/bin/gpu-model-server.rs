@@ -40,6 +40,9 @@ struct Args {
     /// Model runs that may execute at once.
     #[arg(long, default_value_t = 1)]
     instances: usize,
+    /// Threads one model run's matrix products may use (0: one per CPU core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
 }
 
 #[tokio::main]
@@ -50,6 +53,15 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    let threads = match args.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    if threads > 1 {
+        tract_linalg::multithread::set_default_executor(
+            tract_linalg::multithread::Executor::multithread(threads),
+        );
+    }
     let name = match args.name {
         Some(n) => n,
         None => args
