@@ -236,11 +236,14 @@ impl Route {
 pub struct Gateway {
     config: GatewayConfig,
     endpoints: Mutex<HashMap<String, Endpoint>>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    /// Tells this gateway's per-thread connection pools from another's.
+    id: usize,
     rng: Mutex<Box<dyn Rng>>,
     scale_up: Arc<dyn ScaleUp>,
     metrics: Metrics,
 }
+
+type UpstreamClient = Client<HttpConnector, Full<Bytes>>;
 
 /// Headers that belong to one connection, not to the request or response (RFC 9110 §7.6.1).
 fn hop_by_hop(name: &HeaderName) -> bool {
@@ -275,20 +278,38 @@ impl Gateway {
         scale_up: Arc<dyn ScaleUp>,
         rng: Box<dyn Rng>,
     ) -> Arc<Gateway> {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_timer(TokioTimer::new())
-            .build(connector);
+        static NEXT_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         Arc::new(Gateway {
             config,
             endpoints: Mutex::new(HashMap::new()),
-            client,
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             rng: Mutex::new(rng),
             scale_up,
             metrics: Metrics::new(),
+        })
+    }
+
+    /// This thread's client (and pool of connections to replicas). Each
+    /// thread keeps its own, so that with one runtime per thread (gpu-gateway
+    /// `--workers`) a request and the connection that carries it upstream are
+    /// served by the same thread, with no hand-off between threads.
+    fn client(&self) -> UpstreamClient {
+        thread_local! {
+            static CLIENTS: std::cell::RefCell<HashMap<usize, UpstreamClient>> =
+                std::cell::RefCell::new(HashMap::new());
+        }
+        CLIENTS.with_borrow_mut(|m| {
+            m.entry(self.id)
+                .or_insert_with(|| {
+                    let mut connector = HttpConnector::new();
+                    connector.set_connect_timeout(Some(self.config.connect_timeout));
+                    connector.set_nodelay(true);
+                    Client::builder(TokioExecutor::new())
+                        .pool_idle_timeout(self.config.pool_idle_timeout)
+                        .pool_timer(TokioTimer::new())
+                        .build(connector)
+                })
+                .clone()
         })
     }
 
@@ -607,7 +628,7 @@ impl Gateway {
             *upstream.method_mut() = method.clone();
             *upstream.uri_mut() = uri;
             *upstream.headers_mut() = headers.clone();
-            match self.client.request(upstream).await {
+            match self.client().request(upstream).await {
                 Ok(resp) => {
                     let (mut rparts, rbody) = resp.into_parts();
                     let bytes = match rbody.collect().await {

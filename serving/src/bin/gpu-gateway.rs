@@ -45,6 +45,39 @@ struct Args {
     /// The same in milliseconds (overrides --cold-start-timeout-secs).
     #[arg(long)]
     cold_start_timeout_ms: Option<u64>,
+    /// Threads that serve requests, each with its own event loop and its own
+    /// listening socket on the port (SO_REUSEPORT), as nginx's workers do;
+    /// 0: one per CPU core.
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+}
+
+/// `workers` sockets listening on `addr` together (SO_REUSEPORT; the kernel
+/// spreads connections over them), as std listeners for each worker's own
+/// runtime. With port 0 the first picks the port and the others join it.
+async fn listeners(addr: &str, workers: usize) -> anyhow::Result<Vec<std::net::TcpListener>> {
+    let mut at = tokio::net::lookup_host(addr)
+        .await
+        .with_context(|| format!("resolving {addr}"))?
+        .next()
+        .with_context(|| format!("{addr} resolves to no address"))?;
+    let mut out = Vec::new();
+    for _ in 0..workers.max(1) {
+        let socket = if at.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+        socket
+            .bind(at)
+            .with_context(|| format!("listening on {at}"))?;
+        let l = socket.listen(1024)?;
+        at = l.local_addr()?;
+        out.push(l.into_std()?);
+    }
+    Ok(out)
 }
 
 fn parse_endpoint(s: &str) -> anyhow::Result<(String, Vec<String>)> {
@@ -98,10 +131,12 @@ async fn main() -> anyhow::Result<()> {
         gw.set_replicas(&name, urls);
     }
     let addr = format!("{}:{}", args.listen, args.port);
-    let listener = tokio::net::TcpListener::bind(&addr)
-        .await
-        .with_context(|| format!("listening on {addr}"))?;
-    let local = listener.local_addr()?;
+    let workers = match args.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let listeners = listeners(&addr, workers).await?;
+    let local = listeners[0].local_addr()?;
     println!("gpu-gateway on http://{local}");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -134,7 +169,35 @@ async fn main() -> anyhow::Result<()> {
             .and_then(|()| std::fs::rename(&tmp, path))
             .with_context(|| format!("writing the ready file {path:?}"))?;
     }
-    let server = tokio::spawn(gateway::serve(listener, gw, stopped(stop_rx)));
+    // Each worker serves on a single-threaded runtime of its own: a request,
+    // its upstream connection and its reply stay on one thread.
+    let mut servers = Vec::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        let (gw, rx) = (gw.clone(), stop_rx.clone());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        servers.push(
+            std::thread::Builder::new()
+                .name(format!("gateway-worker-{i}"))
+                .spawn(move || -> anyhow::Result<()> {
+                    rt.block_on(async move {
+                        let l = tokio::net::TcpListener::from_std(l)?;
+                        gateway::serve(l, gw, stopped(rx)).await;
+                        Ok(())
+                    })
+                })?,
+        );
+    }
+    let server = tokio::task::spawn_blocking(move || {
+        for s in servers {
+            match s.join() {
+                Ok(Err(e)) => tracing::error!("gateway worker: {e}"),
+                Err(_) => tracing::error!("a gateway worker panicked"),
+                Ok(Ok(())) => {}
+            }
+        }
+    });
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
@@ -148,4 +211,32 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn workers_share_one_port() {
+        let ls = listeners("127.0.0.1:0", 3).await.unwrap();
+        assert_eq!(ls.len(), 3);
+        let port = ls[0].local_addr().unwrap().port();
+        assert_ne!(port, 0);
+        assert!(ls.iter().all(|l| l.local_addr().unwrap().port() == port));
+        // Connections to the port are accepted (by one of them).
+        let _c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let err = listeners("256.0.0.1:80", 1).await.unwrap_err();
+        assert!(err.to_string().contains("256.0.0.1:80"), "{err}");
+    }
+
+    #[test]
+    fn endpoints_parse() {
+        let (name, urls) = parse_endpoint("up=http://a:1,http://b:2").unwrap();
+        assert_eq!(name, "up");
+        assert_eq!(urls, ["http://a:1", "http://b:2"]);
+        assert!(parse_endpoint("up").is_err());
+        assert!(parse_endpoint("=http://a:1").is_err());
+        assert!(parse_endpoint("up=ftp://a").is_err());
+    }
 }
