@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use benches::dev::{sibling, Dev};
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use http_body_util::{BodyExt, Full};
@@ -80,20 +81,6 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-}
-
-fn bin(name: &str) -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let p = exe.parent().context("exe has a folder")?.join(name);
-    if p.is_file() {
-        Ok(p)
-    } else {
-        bail!(
-            "{} not found next to {}; run cargo build --release --bins",
-            name,
-            exe.display()
-        )
-    }
 }
 
 fn repo_root() -> PathBuf {
@@ -490,7 +477,7 @@ async fn proxy(
     let _gw = Proc(
         Command::new(match gateway {
             Some(g) => g,
-            None => bin("gpu-gateway")?,
+            None => sibling("gpu-gateway")?,
         })
         .args([
             "--endpoint",
@@ -597,7 +584,7 @@ async fn batching(
         let _srv = Proc(
             Command::new(match &model_server {
                 Some(m) => m.clone(),
-                None => bin("gpu-model-server")?,
+                None => sibling("gpu-model-server")?,
             })
             .args([
                 "--model",
@@ -653,50 +640,11 @@ async fn batching(
     Ok(())
 }
 
-fn gpuctl(cfg: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(bin("gpuctl")?)
-        .args(args)
-        .env("GPUCTL_CONFIG_DIR", cfg)
-        .env_remove("GPUCTL_SERVER")
-        .output()?;
-    if !out.status.success() {
-        bail!("gpuctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 async fn cold_start(wakeups: usize, json: bool) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
-    let cfg = tmp.path().join("cfg");
-    let log = std::fs::File::create(tmp.path().join("dev.log"))?;
-    let _dev = Proc(
-        Command::new(bin("gpuctl")?)
-            .args(["dev", "--state-dir"])
-            .arg(tmp.path().join("state"))
-            .args(["--gpus", "4xA100-80GB"])
-            .env("GPUCTL_CONFIG_DIR", &cfg)
-            .env_remove("GPUCTL_SERVER")
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?,
-    );
-    let ctx = cfg.join("context.json");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !ctx.exists() {
-        if Instant::now() > deadline {
-            bail!(
-                "gpuctl dev not ready; see {}",
-                tmp.path().join("dev.log").display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let ctx: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&ctx)?)?;
-    let gw: SocketAddr = ctx["gateway"]
-        .as_str()
-        .context("no gateway in the context")?
-        .trim_start_matches("http://")
-        .parse()?;
+    // Blocking start (a few seconds), before any load runs.
+    let dev = Dev::start(tmp.path(), &["--gpus", "4xA100-80GB"])?;
+    let gw: SocketAddr = dev.url("gateway")?.trim_start_matches("http://").parse()?;
     let model = repo_root()
         .join("serving/testdata/linear.onnx")
         .canonicalize()?;
@@ -708,7 +656,7 @@ async fn cold_start(wakeups: usize, json: bool) -> anyhow::Result<()> {
             model.display()
         ),
     )?;
-    gpuctl(&cfg, &["apply", "-f", &manifest.display().to_string()])?;
+    dev.gpuctl(&["apply", "-f", &manifest.display().to_string()])?;
     let body = Bytes::from_static(
         br#"{"inputs":[{"name":"x","shape":[1,3],"datatype":"FP32","data":[1,1,1]}]}"#,
     );
@@ -718,9 +666,9 @@ async fn cold_start(wakeups: usize, json: bool) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let ep: serde_json::Value =
-                serde_json::from_str(&gpuctl(&cfg, &["get", "endpoint", "linear", "-o", "json"])?)?;
+                serde_json::from_str(&dev.gpuctl(&["get", "endpoint", "linear", "-o", "json"])?)?;
             let jobs: Vec<serde_json::Value> =
-                serde_json::from_str(&gpuctl(&cfg, &["get", "jobs", "-o", "json"])?)?;
+                serde_json::from_str(&dev.gpuctl(&["get", "jobs", "-o", "json"])?)?;
             let zero = ep["status"]["replicas"]
                 .as_array()
                 .is_none_or(|r| r.is_empty());
