@@ -34,8 +34,8 @@ pub const MODEL_SERVER: &str = "gpu-model-server";
 pub fn replica_job(ep: &Endpoint, job_name: &str) -> Job {
     let spec = &ep.spec;
     let (command, env, working_dir) = match (&spec.model, &spec.server) {
-        (Some(m), _) => (
-            vec![
+        (Some(m), _) => {
+            let mut cmd = vec![
                 MODEL_SERVER.to_string(),
                 "--model".into(),
                 m.path.clone(),
@@ -47,10 +47,14 @@ pub fn replica_job(ep: &Endpoint, job_name: &str) -> Job {
                 spec.batching.max_batch_size.to_string(),
                 "--max-delay-ms".into(),
                 spec.batching.max_delay_millis.to_string(),
-            ],
-            BTreeMap::new(),
-            None,
-        ),
+            ];
+            // As many threads as the replica asked cores for (all of the
+            // node's otherwise), so replicas sharing a node share its cores.
+            if let Some(cpu) = spec.resources.cpu {
+                cmd.extend(["--threads".into(), cpu.0.div_ceil(1000).max(1).to_string()]);
+            }
+            (cmd, BTreeMap::new(), None)
+        }
         (None, Some(s)) => (s.command.clone(), s.env.clone(), s.working_dir.clone()),
         (None, None) => (vec!["false".into()], BTreeMap::new(), None),
     };
@@ -871,6 +875,14 @@ mod tests {
         let cmd = &job.spec.tasks[0].command;
         assert_eq!(cmd[0], MODEL_SERVER);
         assert!(cmd.windows(2).any(|w| w == ["--name", "lin"]), "{cmd:?}");
+        assert!(
+            !cmd.iter().any(|a| a == "--threads"),
+            "no CPU asked: all cores"
+        );
+        let mut ep = endpoint(0, 3);
+        ep.spec.resources.cpu = Some(gpuctl_common::api::Cpu(2500));
+        let cmd = replica_job(&ep, "x").spec.tasks[0].command.clone();
+        assert!(cmd.windows(2).any(|w| w == ["--threads", "3"]), "{cmd:?}");
         assert_eq!(job.spec.tasks[0].resources.gpus, 1.0);
 
         h.run("lin-replica-0", 0, 20001);
