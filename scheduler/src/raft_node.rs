@@ -699,6 +699,11 @@ impl Driver {
                 })
                 .collect();
         }
+        // With the applied index, a commit index at least as high, in the
+        // same write: entries are applied before this Ready's hard state is
+        // stored, and a restart between the two must not find applied
+        // above commit (Raft refuses to start so).
+        let commit = Some(commit.unwrap_or(0).max(self.applied));
         self.storage.persist_applied(self.applied, commit, &dirty)?;
         self.shared.version.send_replace(self.applied);
         if !replies.is_empty() {

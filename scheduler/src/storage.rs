@@ -142,6 +142,15 @@ impl RaftStorage {
             read_state(db.iterator_cf(state, rocksdb::IteratorMode::Start), &path)?;
         // Everything up to the last snapshot is applied by definition.
         let applied = applied.max(snapshot_meta.index);
+        // Applied entries are committed. An older build could store the
+        // applied index before the hard state that commits it (killed in
+        // between); Raft refuses to start with applied above commit.
+        let mut hard_state = hard_state;
+        if applied > hard_state.commit
+            && applied <= entries.last().map_or(snapshot_meta.index, |e| e.index)
+        {
+            hard_state.commit = applied;
+        }
         let core = Core {
             db,
             path,
@@ -675,6 +684,44 @@ mod tests {
         assert_eq!(
             ents.iter().map(|e| e.index).collect::<Vec<_>>(),
             vec![2, 3, 4]
+        );
+    }
+
+    #[test]
+    fn applied_is_never_above_commit_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (s, _) = RaftStorage::open(dir.path()).unwrap();
+            s.initialize(&[1]).unwrap();
+            let hs = HardState {
+                term: 1,
+                commit: 2,
+                ..Default::default()
+            };
+            s.append(&[entry(2, 1), entry(3, 1), entry(4, 1)], Some(&hs), true)
+                .unwrap();
+            // Applied before the Ready's hard state (commit 4) was stored: the
+            // commit goes with the applied index.
+            s.persist_applied(4, Some(4), &[]).unwrap();
+            assert_eq!(s.hard_state().commit, 4);
+        }
+        {
+            // What an older build could leave: applied 4 stored, commit 2.
+            let (s, rec) = RaftStorage::open(dir.path()).unwrap();
+            let hs = HardState {
+                term: 1,
+                commit: 2,
+                ..Default::default()
+            };
+            s.append(&[], Some(&hs), true).unwrap();
+            assert_eq!(rec.applied, 4);
+        }
+        let (s, rec) = RaftStorage::open(dir.path()).unwrap();
+        assert_eq!(rec.applied, 4);
+        assert_eq!(
+            s.initial_state().unwrap().hard_state.commit,
+            4,
+            "repaired on open"
         );
     }
 
