@@ -88,6 +88,15 @@ pub fn endpoint_of(job: &Job) -> Option<&str> {
     job.metadata.labels.get(ENDPOINT_LABEL).map(String::as_str)
 }
 
+/// A reported load figure, or 0 when it is negative, NaN or infinite.
+fn finite(v: f64) -> f64 {
+    if v.is_finite() {
+        v.max(0.0)
+    } else {
+        0.0
+    }
+}
+
 fn push_ep_event(ep: &mut Endpoint, now: u64, reason: &str, message: String) {
     ep.status.events.push(Event {
         time_ms: now,
@@ -374,7 +383,6 @@ impl State {
         let Some(ep) = self.endpoints.get_mut(name) else {
             return Ok(Applied::Nothing);
         };
-        let finite = |v: f64| if v.is_finite() { v.max(0.0) } else { 0.0 };
         ep.status.concurrency = finite(concurrency);
         ep.status.requests_per_second = finite(rps);
         self.touch_endpoint(index, name);
@@ -576,7 +584,6 @@ impl Loads {
                 continue;
             };
             let e = self.entry(&mut map, ep, now);
-            let finite = |v: f64| if v.is_finite() { v.max(0.0) } else { 0.0 };
             let (c, rps) = (finite(l.concurrency), finite(l.requests_per_second));
             e.report(&req.gateway, now, c, rps, &l.drained);
             e.autoscaler
