@@ -6,9 +6,8 @@
 
 use std::time::Duration;
 
-use crate::endpoints::endpoint_of;
 use crate::raft_node::RaftHandle;
-use crate::state::{Command, Envelope, State, LABEL_WORKFLOW};
+use crate::state::{Command, Envelope, State};
 
 /// How often the leader looks for objects due for deletion.
 const EVERY: Duration = Duration::from_secs(1);
@@ -20,14 +19,9 @@ pub fn due(st: &State, now_ms: u64) -> Vec<Command> {
         let Some(ttl) = j.spec.ttl_seconds_after_finished else {
             continue;
         };
-        // Steps go with their workflow, replicas with their endpoint.
-        let step = j
-            .metadata
-            .labels
-            .get(LABEL_WORKFLOW)
-            .is_some_and(|w| st.workflows.contains_key(w));
-        let replica = endpoint_of(j).is_some_and(|e| st.endpoints.contains_key(e));
-        if step || replica || !j.status.phase.is_terminal() {
+        // Running jobs wait; steps go with their workflow, replicas with
+        // their endpoint: what `gpuctl delete job` would refuse.
+        if st.refuse_delete(j).is_some() {
             continue;
         }
         let Some(done) = j.status.completion_time_ms else {
@@ -70,6 +64,7 @@ pub async fn run(raft: RaftHandle, mut shutdown: tokio::sync::watch::Receiver<bo
 mod tests {
     use super::*;
     use crate::placement::testutil;
+    use crate::state::LABEL_WORKFLOW;
     use std::collections::BTreeMap;
 
     fn apply(s: &mut State, index: u64, now: u64, cmd: Command) {

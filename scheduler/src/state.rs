@@ -798,15 +798,13 @@ impl State {
         self.touch_job(index, name);
     }
 
-    /// Remove a job that has ended. A job that still runs must be cancelled
-    /// first; a workflow's step or an endpoint's replica goes with its owner.
-    fn delete_job(&mut self, name: &str) -> Result<Applied, ApplyError> {
-        let j = self.jobs.get(name).ok_or_else(|| ApplyError::NotFound {
-            kind: "job",
-            name: name.to_string(),
-        })?;
+    /// Why job `j` may not be deleted on its own now, if it may not: it
+    /// still runs (cancel it first), or it is a workflow's step or an
+    /// endpoint's replica (it goes with its owner).
+    pub(crate) fn refuse_delete(&self, j: &Job) -> Option<ApplyError> {
+        let name = &j.metadata.name;
         if !j.status.phase.is_terminal() {
-            return Err(ApplyError::FailedPrecondition(format!(
+            return Some(ApplyError::FailedPrecondition(format!(
                 "job {name:?} is {}; cancel it first (gpuctl cancel {name})",
                 j.status.phase
             )));
@@ -817,16 +815,28 @@ impl State {
             .get(LABEL_WORKFLOW)
             .filter(|w| self.workflows.contains_key(*w))
         {
-            return Err(ApplyError::FailedPrecondition(format!(
+            return Some(ApplyError::FailedPrecondition(format!(
                 "job {name:?} is a step of workflow {w:?}; delete the workflow (gpuctl delete workflow {w})"
             )));
         }
         if let Some(e) =
             crate::endpoints::endpoint_of(j).filter(|e| self.endpoints.contains_key(*e))
         {
-            return Err(ApplyError::FailedPrecondition(format!(
+            return Some(ApplyError::FailedPrecondition(format!(
                 "job {name:?} is a replica of endpoint {e:?}; delete the endpoint (gpuctl delete endpoint {e})"
             )));
+        }
+        None
+    }
+
+    /// Remove a job that has ended (see [`State::refuse_delete`]).
+    fn delete_job(&mut self, name: &str) -> Result<Applied, ApplyError> {
+        let j = self.jobs.get(name).ok_or_else(|| ApplyError::NotFound {
+            kind: "job",
+            name: name.to_string(),
+        })?;
+        if let Some(e) = self.refuse_delete(j) {
+            return Err(e);
         }
         let j = self.jobs.remove(name).expect("checked");
         self.dirty.insert(ObjKey::Job(name.to_string()));
