@@ -539,6 +539,14 @@ pub enum LocalState {
     Done,
 }
 
+impl LocalState {
+    /// Its process lives (running, or stopping within the kill grace): it
+    /// holds its GPUs and its port.
+    pub fn has_process(self) -> bool {
+        matches!(self, LocalState::Running | LocalState::Stopping)
+    }
+}
+
 /// One step of reconciliation.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
@@ -780,7 +788,7 @@ impl Reconciler {
             let taken: HashSet<u16> = self
                 .tasks
                 .values()
-                .filter(|t| matches!(t.state, LocalState::Running | LocalState::Stopping))
+                .filter(|t| t.state.has_process())
                 .map(|t| t.port)
                 .collect();
             match runtime::free_port(self.cfg.ports, self.last_port, &taken) {
@@ -878,7 +886,7 @@ impl Reconciler {
         let want = gpu_milli(a);
         for (&gpu, &need) in a.gpu_indices.iter().zip(&want) {
             let holders = self.tasks.iter().filter_map(|(k, t)| {
-                let live = matches!(t.state, LocalState::Running | LocalState::Stopping);
+                let live = t.state.has_process();
                 let i = t.gpus.iter().position(|&g| g == gpu)?;
                 live.then(|| (k, t.state, t.milli.get(i).copied().unwrap_or(1000)))
             });
@@ -1064,7 +1072,7 @@ impl Reconciler {
         let mut busy: Vec<u32> = self
             .tasks
             .values()
-            .filter(|t| matches!(t.state, LocalState::Running | LocalState::Stopping))
+            .filter(|t| t.state.has_process())
             .flat_map(|t| t.gpus.iter().copied())
             .collect();
         busy.sort_unstable();
@@ -1079,7 +1087,7 @@ impl Reconciler {
         let running: Vec<TaskKey> = self
             .tasks
             .iter()
-            .filter(|(_, t)| matches!(t.state, LocalState::Running | LocalState::Stopping))
+            .filter(|(_, t)| t.state.has_process())
             .map(|(k, _)| k.clone())
             .collect();
         if running.is_empty() {
