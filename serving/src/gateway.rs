@@ -8,6 +8,8 @@
 //!         ▼ yes
 //!         p2c over outstanding requests ─► forward (pooled keep-alive client)
 //!         connect failed (request not sent) ─► retry on a replica not yet tried
+//!         response: length known and ≤ 1 MiB ─► read whole (broken off → 502)
+//!                   otherwise (chunked, SSE, large) ─► streamed to the client as it comes
 //! ```
 //!
 //! Replicas come from [`Gateway::set_replicas`]: static flags, or [`crate::cluster`]
@@ -124,6 +126,94 @@ impl Replica {
 
 /// Holds one outstanding request on a replica; dropping it releases the slot.
 struct Outstanding(Arc<Replica>);
+
+/// Responses whose length is known and at most this are read whole before they are
+/// answered, so that one the replica breaks off becomes a clear 502; longer ones, and
+/// those of unknown length (chunked: token streams, server-sent events), are streamed.
+pub const BUFFER_RESPONSES_UP_TO: u64 = 1 << 20;
+
+/// Counts a request in `gpuctl_gateway_in_flight_requests` while it lives.
+struct InFlight(IntGauge);
+
+impl InFlight {
+    fn enter(gauge: &IntGauge) -> InFlight {
+        gauge.inc();
+        InFlight(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// The body of a gateway response: made whole, or a replica's response streamed
+/// through. A streamed body keeps its request outstanding on the replica (so a
+/// draining replica is not stopped under it) and in flight until it ends or the
+/// client goes away.
+pub enum GatewayBody {
+    Whole(Full<Bytes>),
+    Streamed(Streamed),
+}
+
+pub struct Streamed {
+    body: Incoming,
+    /// Released when the body is dropped.
+    _held: (Outstanding, InFlight),
+    /// For the log line when the replica breaks off.
+    endpoint: String,
+    replica: String,
+}
+
+impl From<Full<Bytes>> for GatewayBody {
+    fn from(b: Full<Bytes>) -> GatewayBody {
+        GatewayBody::Whole(b)
+    }
+}
+
+impl Body for GatewayBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            GatewayBody::Whole(b) => std::pin::Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(|e| match e {}))),
+            GatewayBody::Streamed(s) => {
+                let frame = std::pin::Pin::new(&mut s.body).poll_frame(cx);
+                if let std::task::Poll::Ready(Some(Err(e))) = &frame {
+                    tracing::warn!(endpoint = %s.endpoint, replica = %s.replica,
+                        "replica broke off a streamed response: {e}");
+                }
+                frame
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            GatewayBody::Whole(b) => b.is_end_stream(),
+            GatewayBody::Streamed(s) => s.body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            GatewayBody::Whole(b) => b.size_hint(),
+            GatewayBody::Streamed(s) => s.body.size_hint(),
+        }
+    }
+}
+
+/// A gateway response made whole (errors, health, metrics).
+fn whole(resp: Response<Full<Bytes>>) -> Response<GatewayBody> {
+    resp.map(GatewayBody::Whole)
+}
 
 impl Drop for Outstanding {
     fn drop(&mut self) {
@@ -511,20 +601,20 @@ impl Gateway {
     }
 
     /// Answers one request. Generic over the body so tests can call it without a socket.
-    pub async fn handle_request<B>(&self, req: Request<B>) -> Response<Full<Bytes>>
+    pub async fn handle_request<B>(&self, req: Request<B>) -> Response<GatewayBody>
     where
         B: Body,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let path = req.uri().path();
         match path {
-            "/metrics" => return http::metrics(&self.metrics.registry),
-            "/healthz" => return http::response(StatusCode::OK, "text/plain", "ok\n"),
+            "/metrics" => return whole(http::metrics(&self.metrics.registry)),
+            "/healthz" => return whole(http::response(StatusCode::OK, "text/plain", "ok\n")),
             "/v2/health/live" | "/v2/health/ready" => {
-                return http::json_value(
+                return whole(http::json_value(
                     StatusCode::OK,
                     &serde_json::json!({"live": true, "ready": true}),
-                )
+                ))
             }
             _ => {}
         }
@@ -533,18 +623,17 @@ impl Gateway {
             .and_then(|rest| rest.split('/').next())
             .filter(|e| !e.is_empty())
         else {
-            return http::error(
+            return whole(http::error(
                 StatusCode::NOT_FOUND,
                 &format!("no route {path}: the gateway serves /v2/models/{{endpoint}}/..."),
-            );
+            ));
         };
         let Some(route) = self.lock().get(endpoint).map(|e| e.route.clone()) else {
-            return no_endpoint(endpoint);
+            return whole(no_endpoint(endpoint));
         };
         let start = Instant::now();
-        route.in_flight.inc();
-        let resp = self.forward(&route.name, req, start).await;
-        route.in_flight.dec();
+        let in_flight = InFlight::enter(&route.in_flight);
+        let resp = self.forward(&route.name, req, start, in_flight).await;
         route.served.fetch_add(1, Ordering::Relaxed);
         if resp.status() == StatusCode::OK {
             route.ok.inc();
@@ -558,12 +647,15 @@ impl Gateway {
         resp
     }
 
+    /// Sends the request to a replica and answers with its response. `in_flight`
+    /// lasts as long as the response: until its body is streamed, if it is.
     async fn forward<B>(
         &self,
         endpoint: &str,
         req: Request<B>,
         start: Instant,
-    ) -> Response<Full<Bytes>>
+        in_flight: InFlight,
+    ) -> Response<GatewayBody>
     where
         B: Body,
         B::Error: std::error::Error + Send + Sync + 'static,
@@ -571,9 +663,9 @@ impl Gateway {
         let (parts, body) = match http::read_body(req, self.config.max_body_bytes).await {
             Ok(x) => x,
             Err(e @ BodyError::TooLarge { .. }) => {
-                return http::error(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string())
+                return whole(http::error(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string()))
             }
-            Err(e) => return http::error(StatusCode::BAD_REQUEST, &e.to_string()),
+            Err(e) => return whole(http::error(StatusCode::BAD_REQUEST, &e.to_string())),
         };
         let path_and_query = parts
             .uri
@@ -592,15 +684,15 @@ impl Gateway {
         loop {
             let Some(slot) = self.pick(endpoint, &tried) else {
                 if !tried.is_empty() {
-                    return http::error(
+                    return whole(http::error(
                         StatusCode::BAD_GATEWAY,
                         &format!(
                             "endpoint {endpoint}: no replica accepted a connection ({last_error})"
                         ),
-                    );
+                    ));
                 }
                 if let Err(resp) = self.wait_for_replica(endpoint, deadline).await {
-                    return resp;
+                    return whole(resp);
                 }
                 continue;
             };
@@ -608,10 +700,10 @@ impl Gateway {
             let (scheme, authority) = match &replica.target {
                 Ok(t) => t.clone(),
                 Err(e) => {
-                    return http::error(
+                    return whole(http::error(
                         StatusCode::BAD_GATEWAY,
                         &format!("endpoint {endpoint}: {e}"),
-                    )
+                    ))
                 }
             };
             let mut uri = hyper::http::uri::Parts::default();
@@ -621,7 +713,10 @@ impl Gateway {
             let uri = match Uri::from_parts(uri) {
                 Ok(u) => u,
                 Err(e) => {
-                    return http::error(StatusCode::BAD_REQUEST, &format!("bad request: {e}"))
+                    return whole(http::error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("bad request: {e}"),
+                    ))
                 }
             };
             let mut upstream = Request::new(Full::new(body.clone()));
@@ -631,23 +726,35 @@ impl Gateway {
             match self.client().request(upstream).await {
                 Ok(resp) => {
                     let (mut rparts, rbody) = resp.into_parts();
+                    strip_hop_by_hop(&mut rparts.headers);
+                    rparts.extensions.clear();
+                    rparts.version = hyper::Version::HTTP_11;
+                    let small = rbody
+                        .size_hint()
+                        .exact()
+                        .is_some_and(|n| n <= BUFFER_RESPONSES_UP_TO);
+                    if !small {
+                        let streamed = Streamed {
+                            body: rbody,
+                            _held: (slot, in_flight),
+                            endpoint: endpoint.to_string(),
+                            replica: replica.base.clone(),
+                        };
+                        return Response::from_parts(rparts, GatewayBody::Streamed(streamed));
+                    }
                     let bytes = match rbody.collect().await {
                         Ok(c) => c.to_bytes(),
                         Err(e) => {
-                            return http::error(
+                            return whole(http::error(
                                 StatusCode::BAD_GATEWAY,
                                 &format!(
                                     "endpoint {endpoint}: replica {} broke off its response: {e}",
                                     replica.base
                                 ),
-                            )
+                            ))
                         }
                     };
-                    drop(slot);
-                    strip_hop_by_hop(&mut rparts.headers);
-                    rparts.extensions.clear();
-                    rparts.version = hyper::Version::HTTP_11;
-                    return Response::from_parts(rparts, Full::new(bytes));
+                    return Response::from_parts(rparts, GatewayBody::Whole(Full::new(bytes)));
                 }
                 // The connection never opened, so the request was not sent: safe to retry
                 // on another replica whatever the method.
@@ -657,14 +764,14 @@ impl Gateway {
                     tried.push(replica);
                 }
                 Err(e) => {
-                    return http::error(
+                    return whole(http::error(
                         StatusCode::BAD_GATEWAY,
                         &format!(
                             "endpoint {endpoint}: replica {} failed: {}",
                             replica.base,
                             error_chain(&e)
                         ),
-                    )
+                    ))
                 }
             }
         }
@@ -702,7 +809,9 @@ fn no_endpoint(endpoint: &str) -> Response<Full<Bytes>> {
 }
 
 impl http::Handler for Gateway {
-    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    type Body = GatewayBody;
+
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<GatewayBody> {
         self.handle_request(req).await
     }
 }

@@ -16,10 +16,15 @@ use tokio::net::TcpListener;
 
 /// A request handler: the whole application behind one function.
 pub trait Handler: Send + Sync + 'static {
+    /// The body of its responses (`Full<Bytes>` for answers made whole).
+    type Body: Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + 'static;
+
     fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
-    ) -> impl Future<Output = Response<Full<Bytes>>> + Send;
+    ) -> impl Future<Output = Response<Self::Body>> + Send;
 }
 
 /// Serves HTTP/1.1 on `listener` until `shutdown` resolves. Connections already accepted

@@ -427,6 +427,8 @@ impl ModelServer {
 }
 
 impl http::Handler for ModelServer {
+    type Body = Full<Bytes>;
+
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
         self.handle_request(req).await
     }

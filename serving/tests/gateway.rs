@@ -1,5 +1,6 @@
 //! The gateway against tiny in-test backends on 127.0.0.1:0: balancing, retry on a dead
-//! replica, the body limit, scale from zero, the activator queue, and drain.
+//! replica, the body limit, scale from zero, the activator queue, drain, and responses
+//! streamed through, read whole, or broken off.
 
 mod common;
 
@@ -25,6 +26,8 @@ struct Backend {
 }
 
 impl Handler for Backend {
+    type Body = Full<Bytes>;
+
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
         self.hits.fetch_add(1, Ordering::SeqCst);
         let _permit = self.gate.acquire().await;
@@ -223,7 +226,11 @@ fn empty_post() -> Request<Full<Bytes>> {
         .unwrap()
 }
 
-async fn error_of(resp: Response<Full<Bytes>>) -> (u16, String) {
+async fn error_of<B>(resp: Response<B>) -> (u16, String)
+where
+    B: hyper::body::Body,
+    B::Error: std::fmt::Debug,
+{
     use http_body_util::BodyExt;
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
@@ -301,4 +308,177 @@ async fn removing_a_replica_drains_it() {
         ),
         (1, 5)
     );
+}
+
+/// A body whose chunks the test sends one at a time (a chunked response, as a
+/// token stream or server-sent events are).
+struct ChannelBody(mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|c| c.map(|c| Ok(hyper::body::Frame::data(c))))
+    }
+}
+
+/// A replica whose next response streams what the test sends on the channel.
+struct Streamer(std::sync::Mutex<Option<mpsc::Receiver<Bytes>>>);
+
+impl Handler for Streamer {
+    type Body = ChannelBody;
+
+    async fn handle(self: Arc<Self>, _req: Request<Incoming>) -> Response<ChannelBody> {
+        let rx = self.0.lock().unwrap().take().expect("one request");
+        Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(ChannelBody(rx))
+            .unwrap()
+    }
+}
+
+/// `fut`'s output, or a panic naming `what` after 10 s while a stream is open.
+async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), fut)
+        .await
+        .unwrap_or_else(|_| panic!("no {what} within 10 s while the stream is open"))
+}
+
+#[tokio::test]
+async fn a_chunked_response_is_streamed_through_and_holds_its_replica_until_done() {
+    use http_body_util::BodyExt;
+    let (tx, rx) = mpsc::channel::<Bytes>(1);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let replica = format!("http://{}", listener.local_addr().unwrap());
+    let streamer = Arc::new(Streamer(std::sync::Mutex::new(Some(rx))));
+    tokio::spawn(ghttp::serve(listener, streamer, std::future::pending()));
+    let (gw_url, gw) = start_gateway(GatewayConfig::default(), Arc::new(NoScaleUp)).await;
+    gw.set_replicas("llm", vec![replica]);
+    let req = Request::post(format!("{gw_url}/v2/models/llm/generate_stream"))
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .unwrap();
+    let send = tokio::spawn(async move { common::client().request(req).await });
+    tx.send(Bytes::from_static(b"data: one\n\n")).await.unwrap();
+    // Bounded: a gateway that waited for the whole body would never answer here.
+    let resp = within("the response head", send).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut body = resp.into_body();
+    // The first event arrives while the replica has not sent (or even been given) the
+    // second: the gateway does not wait for the end of the response.
+    let first = within("the first event", body.frame())
+        .await
+        .unwrap()
+        .unwrap()
+        .into_data()
+        .unwrap();
+    assert_eq!(first, "data: one\n\n");
+    assert_eq!(
+        gw.concurrency("llm"),
+        1,
+        "the stream is outstanding on its replica"
+    );
+    tx.send(Bytes::from_static(b"data: two\n\n")).await.unwrap();
+    let second = within("the second event", body.frame())
+        .await
+        .unwrap()
+        .unwrap()
+        .into_data()
+        .unwrap();
+    assert_eq!(second, "data: two\n\n");
+    drop(tx);
+    assert!(
+        within("the end of the stream", body.frame())
+            .await
+            .is_none(),
+        "the stream ends when the replica's does"
+    );
+    wait_until("the stream's slot is released", || {
+        gw.concurrency("llm") == 0
+    })
+    .await;
+    let metrics = get(&format!("{gw_url}/metrics")).await.1;
+    assert!(
+        metrics.contains(r#"gpuctl_gateway_in_flight_requests{endpoint="llm"} 0"#),
+        "{metrics}"
+    );
+}
+
+/// A replica on a raw socket that answers every request with `answer`, then closes.
+async fn raw_replica(answer: &'static [u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s.write_all(answer).await;
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn a_response_broken_off_before_its_length_is_a_502_naming_the_replica() {
+    let replica =
+        raw_replica(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"outputs\": [").await;
+    let (gw_url, gw) = start_gateway(GatewayConfig::default(), Arc::new(NoScaleUp)).await;
+    gw.set_replicas("m", vec![replica.clone()]);
+    let (code, body) = post(&format!("{gw_url}/v2/models/m/infer"), "{}").await;
+    assert_eq!(code, 502, "{body}");
+    let err = json(&body)["error"].as_str().unwrap().to_string();
+    assert!(
+        err.starts_with(&format!(
+            "endpoint m: replica {replica} broke off its response"
+        )),
+        "{err}"
+    );
+    assert_eq!(gw.concurrency("m"), 0);
+}
+
+#[tokio::test]
+async fn a_large_response_passes_whole_with_its_length() {
+    use http_body_util::BodyExt;
+    let size = (gateway::BUFFER_RESPONSES_UP_TO + 12_345) as usize;
+    let payload: &'static [u8] = Box::leak(
+        (0..size)
+            .map(|i| b'a' + (i % 26) as u8)
+            .collect::<Vec<u8>>()
+            .into_boxed_slice(),
+    );
+    let answer: &'static [u8] = Box::leak(
+        [
+            format!("HTTP/1.1 200 OK\r\ncontent-length: {size}\r\n\r\n").as_bytes(),
+            payload,
+        ]
+        .concat()
+        .into_boxed_slice(),
+    );
+    let replica = raw_replica(answer).await;
+    let (gw_url, gw) = start_gateway(GatewayConfig::default(), Arc::new(NoScaleUp)).await;
+    gw.set_replicas("big", vec![replica]);
+    let req = Request::post(format!("{gw_url}/v2/models/big/infer"))
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .unwrap();
+    let resp = common::client().request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-length"], size.to_string().as_str());
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(body.as_ref() == payload, "the body arrived changed");
+    wait_until("the slot is released", || gw.concurrency("big") == 0).await;
 }
