@@ -338,10 +338,16 @@ fn dag_shapes_parameters_artifacts_fan_out_and_conditions() {
             .count()
     };
     assert!(steps(&dev) >= 14);
+    let artifacts = dev.state().join("artifacts").join("shapes");
+    assert!(artifacts.is_dir(), "no artifacts at {artifacts:?}");
     assert!(dev
         .ok(&["delete", "workflow", "shapes"])
         .contains("workflow/shapes deleted"));
     assert_eq!(steps(&dev), 0);
+    // The nodes remove a deleted workflow's artifacts (they sweep every second here).
+    eventually(Duration::from_secs(30), "the artifacts removed", || {
+        (!artifacts.exists()).then_some(())
+    });
     let out = dev.run(&["get", "workflow", "shapes"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));

@@ -67,6 +67,9 @@ pub struct Config {
     pub work_dir: PathBuf,
     /// The workflow artifact store's folder; `None`: `<work_dir>/artifacts`.
     pub artifact_dir: Option<PathBuf>,
+    /// How often the artifacts of deleted workflows are looked for and
+    /// removed; `None`: never.
+    pub artifact_sweep: Option<Duration>,
     pub cpu_milli: u64,
     pub memory_bytes: u64,
     pub labels: BTreeMap<String, String>,
@@ -278,6 +281,11 @@ impl Node {
 
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
+        let artifact_dir = self
+            .config
+            .artifact_dir
+            .clone()
+            .unwrap_or_else(|| self.config.work_dir.join("artifacts"));
         let reconciler = tokio::spawn(
             Reconciler::new(
                 ReconcilerConfig {
@@ -287,11 +295,7 @@ impl Node {
                     ports: self.config.task_ports,
                     pid_dir: self.config.work_dir.join("pids"),
                     steps_dir: self.config.work_dir.join("steps"),
-                    artifact_dir: self
-                        .config
-                        .artifact_dir
-                        .clone()
-                        .unwrap_or_else(|| self.config.work_dir.join("artifacts")),
+                    artifact_dir: artifact_dir.clone(),
                 },
                 self.inventory.clone(),
                 self.metrics.clone(),
@@ -309,6 +313,10 @@ impl Node {
             let identity = self.identity.clone();
             let inventory = self.inventory.clone();
             let default_interval = self.config.heartbeat_interval;
+            let sweep = self
+                .config
+                .artifact_sweep
+                .map(|every| (artifact_dir, every));
             let ready = self.config.ready_file.clone().map(|path| {
                 (
                     path,
@@ -331,9 +339,18 @@ impl Node {
                         eprintln!("gpu-node: cannot write the ready file {path:?}: {e}");
                     }
                 }
+                let sweep = {
+                    let servers = servers.clone();
+                    async move {
+                        if let Some((dir, every)) = sweep {
+                            agent::artifact_sweep_loop(servers, dir, every).await;
+                        }
+                    }
+                };
                 tokio::join!(
                     agent::heartbeat_loop(servers.clone(), identity.clone(), inventory, interval),
                     agent::watch_loop(servers, identity.name, events_tx),
+                    sweep,
                 );
             })
         };

@@ -73,6 +73,17 @@ struct Cli {
     #[arg(long, value_name = "DIR")]
     artifact_dir: Option<PathBuf>,
 
+    /// How often to look for the artifacts of workflows the cluster has
+    /// deleted and remove them (folders unchanged for as long); 0s: never.
+    #[arg(
+        long,
+        env = "GPUCTL_ARTIFACT_SWEEP",
+        default_value = "5m",
+        value_parser = parse_duration,
+        value_name = "DURATION"
+    )]
+    artifact_sweep: Duration,
+
     /// Heartbeat period until the scheduler names one (500ms, 1s, 2m).
     #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
     heartbeat_interval: Duration,
@@ -241,6 +252,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("gpu-node-{name}"))),
         artifact_dir: cli.artifact_dir.clone(),
+        artifact_sweep: Some(cli.artifact_sweep).filter(|d| !d.is_zero()),
         name: name.clone(),
         servers,
         listen: cli.listen,

@@ -53,9 +53,51 @@ fn component(s: &str) -> String {
     out
 }
 
+/// The string [`component`] made `c` from, if `c` is one it makes.
+fn from_component(c: &str) -> Option<String> {
+    let mut out = String::with_capacity(c.len());
+    let mut rest = c;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        let (ch, n) = match rest.get(i..i + 3)? {
+            "%2F" => ('/', 3),
+            "%25" => ('%', 3),
+            "%00" => ('\0', 3),
+            "%2E" if i == 0 && out.is_empty() => ('.', 3),
+            _ => return None,
+        };
+        out.push(ch);
+        rest = &rest[i + n..];
+    }
+    out.push_str(rest);
+    // Only names `component` gives back (a stray folder is left alone).
+    (component(&out) == c).then_some(out)
+}
+
 impl FsArtifactStore {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         FsArtifactStore { root: root.into() }
+    }
+
+    /// The workflows with artifacts here whose folder has not changed for
+    /// `quiet` (a folder changes when a step stores its first artifact).
+    pub fn workflows_quiet_for(&self, quiet: std::time::Duration) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        let now = std::time::SystemTime::now();
+        let mut out: Vec<String> = entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter(|e| {
+                e.metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| now.duration_since(t).unwrap_or_default() >= quiet)
+            })
+            .filter_map(|e| from_component(e.file_name().to_str()?))
+            .collect();
+        out.sort();
+        out
     }
 
     fn path(&self, key: &ArtifactKey) -> PathBuf {
@@ -283,6 +325,40 @@ pub fn append_to_log(stdout: &Path, log: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn workflow_folders_name_their_workflows() {
+        for name in ["train", "a/b", "%x", ".hidden", "a.b", "x%2Fy", "\0"] {
+            assert_eq!(from_component(&component(name)).as_deref(), Some(name));
+        }
+        for stray in ["%zz", "a%2", "b%2E", "%2"] {
+            assert_eq!(from_component(stray), None, "{stray}");
+        }
+    }
+
+    #[test]
+    fn quiet_workflow_folders_are_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = FsArtifactStore::new(dir.path());
+        for wf in ["b", "a/x"] {
+            let key = ArtifactKey {
+                workflow: wf.into(),
+                step: "s".into(),
+                name: "n".into(),
+            };
+            store.put(&key, b"1".to_vec()).unwrap();
+        }
+        std::fs::write(dir.path().join("not-a-folder"), b"").unwrap();
+        std::fs::create_dir(dir.path().join("%zz")).unwrap();
+        let zero = std::time::Duration::ZERO;
+        assert_eq!(store.workflows_quiet_for(zero), vec!["a/x", "b"]);
+        let hour = std::time::Duration::from_secs(3600);
+        assert!(store.workflows_quiet_for(hour).is_empty());
+        store.delete_workflow("a/x").unwrap();
+        assert_eq!(store.workflows_quiet_for(zero), vec!["b"]);
+        let gone = FsArtifactStore::new(dir.path().join("missing"));
+        assert!(gone.workflows_quiet_for(zero).is_empty());
+    }
 
     fn aref(name: &str, path: &str, step: &str) -> ArtifactRef {
         ArtifactRef {

@@ -11,9 +11,9 @@ use gpuctl_node::{Config, Node};
 use gpuctl_proto::v1::node_agent_client::NodeAgentClient;
 use gpuctl_proto::v1::node_service_server::{NodeService, NodeServiceServer};
 use gpuctl_proto::v1::{
-    Assignments, HeartbeatRequest, HeartbeatResponse, ReadLogsRequest, RegisterRequest,
-    RegisterResponse, ReportTaskRequest, ReportTaskResponse, TaskAssignment,
-    WatchAssignmentsRequest,
+    Assignments, GoneWorkflowsRequest, GoneWorkflowsResponse, HeartbeatRequest, HeartbeatResponse,
+    ReadLogsRequest, RegisterRequest, RegisterResponse, ReportTaskRequest, ReportTaskResponse,
+    TaskAssignment, WatchAssignmentsRequest,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
@@ -27,6 +27,10 @@ struct State {
     heartbeats: Vec<HeartbeatRequest>,
     current: Assignments,
     watchers: Vec<mpsc::Sender<Result<Assignments, Status>>>,
+    /// Workflows the fake cluster has (GoneWorkflows calls the others gone).
+    workflows: std::collections::BTreeSet<String>,
+    /// What each GoneWorkflows call asked about.
+    asked: Vec<Vec<String>>,
 }
 
 #[derive(Clone)]
@@ -97,6 +101,21 @@ impl NodeService for FakeScheduler {
         let _ = self.reports.send(request.into_inner());
         Ok(Response::new(ReportTaskResponse {}))
     }
+
+    async fn gone_workflows(
+        &self,
+        request: Request<GoneWorkflowsRequest>,
+    ) -> Result<Response<GoneWorkflowsResponse>, Status> {
+        let asked = request.into_inner().workflows;
+        let mut st = self.state.lock().unwrap();
+        let gone = asked
+            .iter()
+            .filter(|w| !st.workflows.contains(*w))
+            .cloned()
+            .collect();
+        st.asked.push(asked);
+        Ok(Response::new(GoneWorkflowsResponse { gone }))
+    }
 }
 
 struct Harness {
@@ -150,6 +169,7 @@ async fn start(dead_first: bool) -> Harness {
         address: None,
         work_dir: work.path().join("work"),
         artifact_dir: None,
+        artifact_sweep: Some(Duration::from_millis(100)),
         cpu_milli: 4000,
         memory_bytes: 16 << 30,
         labels: Default::default(),
@@ -505,4 +525,30 @@ async fn a_gpu_is_not_reused_before_its_stopping_process_exits() {
     h.fake.push(vec![preemptor]);
     h.no_report_for(Duration::from_millis(1500)).await;
     h.shutdown().await;
+}
+
+#[tokio::test]
+async fn artifacts_of_workflows_the_cluster_deleted_are_removed() {
+    let h = start(false).await;
+    h.fake.state.lock().unwrap().workflows.insert("live".into());
+    let store = h.work.path().join("work").join("artifacts");
+    for wf in ["live", "deleted"] {
+        let dir = store.join(wf).join("step");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("data"), wf).unwrap();
+    }
+    let gone = store.join("deleted");
+    wait_until("the deleted workflow's artifacts are removed", || {
+        !gone.exists()
+    })
+    .await;
+    assert_eq!(
+        std::fs::read_to_string(store.join("live").join("step").join("data")).unwrap(),
+        "live"
+    );
+    let asked = h.fake.state.lock().unwrap().asked.clone();
+    assert!(
+        asked.iter().any(|a| a == &["deleted", "live"]),
+        "asked {asked:?}"
+    );
 }

@@ -1058,6 +1058,35 @@ impl NodeService for Api {
         Ok(Response::new(pb::HeartbeatResponse { reregister: !known }))
     }
 
+    async fn gone_workflows(
+        &self,
+        req: Request<pb::GoneWorkflowsRequest>,
+    ) -> Result<Response<pb::GoneWorkflowsResponse>, Status> {
+        let r = req.into_inner();
+        // The leader's state is the newest; a follower could lag behind a
+        // workflow just created and call it gone.
+        let st = self.raft.shared.status();
+        if !st.is_leader() {
+            return match (st.leader_id != 0 && !self.peers.is_cut_off())
+                .then(|| self.peers.node_client(st.leader_id))
+                .flatten()
+            {
+                Some(mut leader) => leader.gone_workflows(r).await,
+                None => Err(Status::unavailable(format!(
+                    "scheduler replica {} knows no leader; ask another replica",
+                    self.peers.me
+                ))),
+            };
+        }
+        let state = self.state();
+        let gone = r
+            .workflows
+            .into_iter()
+            .filter(|w| !state.workflows.contains_key(w))
+            .collect();
+        Ok(Response::new(pb::GoneWorkflowsResponse { gone }))
+    }
+
     type WatchAssignmentsStream = BoxStream<pb::Assignments>;
 
     async fn watch_assignments(

@@ -78,6 +78,9 @@ impl DevCluster {
             .args(args)
             .env("GPUCTL_CONFIG_DIR", &config)
             .env_remove("GPUCTL_SERVER")
+            // Nodes look for deleted workflows' artifacts every second (not
+            // every 5 minutes), so tests see them go.
+            .env("GPUCTL_ARTIFACT_SWEEP", "1s")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
