@@ -172,10 +172,11 @@ pub(crate) fn frag_aware_scan(
 /// FragAware's rank of node `i` for `req` (lower is better; `None`: the
 /// node cannot take it), its best option remembered in the memo. Compared
 /// in this order: growth of the node's fragmentation plus `STRAND_WEIGHT`
-/// × growth of its stranded GPU (thousandths of a GPU, in steps of
-/// [`DELTA_EPS`]); room left on the chosen GPUs (tighter first); the
-/// node's best-fit leftover (in steps of [`LEFTOVER_EPS`]); the node's
-/// index. A packed gang's task ranks the nodes the gang holds first.
+/// × growth of its stranded GPU plus `WASTE_WEIGHT` × growth of the chosen
+/// GPUs' gap waste (thousandths of a GPU, in steps of [`DELTA_EPS`]); room
+/// left on the chosen GPUs (tighter first); the node's best-fit leftover
+/// (in steps of [`LEFTOVER_EPS`]); the node's index. A packed gang's task
+/// ranks the nodes the gang holds first.
 #[allow(clippy::too_many_arguments)]
 fn frag_aware_rank(
     m: &ClusterModel,
@@ -218,6 +219,15 @@ fn steps(x: f64, eps: f64) -> i64 {
 /// thousandth of expected fragment. Allocation on the openb traces is flat
 /// from 1 to 8 (2 is in the middle) and lower at 0.1–0.3.
 const STRAND_WEIGHT: f64 = 2.0;
+
+/// Weight of a thousandth of gap waste (see [`waste`](super::score::waste))
+/// against a thousandth of expected fragment. Large enough that a share
+/// mostly goes where its GPU's gap is left fillable, small enough that
+/// breaking a whole GPU (which FGD's measure prices at about the share of
+/// whole-GPU tasks × 1000) still costs more than a gap difference of a few
+/// tens of milli. On the openb default trace: 95.96% without, 96.12 / 96.13
+/// / 96.21 / 96.28 / 96.30% at 2 / 5 / 10 / 50 / 100.
+const WASTE_WEIGHT: f64 = 10.0;
 
 /// Memo tags of the policies that remember per-node work.
 const MEMO_FGD: u8 = 1;
@@ -269,7 +279,8 @@ fn fgd_best(
 }
 
 /// FragAware's best option on node `i`: the least growth of fragmentation
-/// plus stranded GPU, then the tightest GPUs, the first of equals.
+/// plus stranded GPU plus gap waste, then the tightest GPUs, the first of
+/// equals.
 #[allow(clippy::too_many_arguments)]
 fn frag_aware_best(
     m: &ClusterModel,
@@ -295,7 +306,18 @@ fn frag_aware_best(
         ratio,
     ) - strand::stranded(free, n.cpu_left(), n.memory_left(), ratio);
     for gpus in &s.opts {
-        let delta = s.before.delta(m, req, gpus, mix, true) + STRAND_WEIGHT * strand_delta;
+        // Growth of the chosen GPUs' gap waste: zero for whole GPUs (a
+        // whole free GPU and a full one both waste nothing).
+        let waste: i64 = gpus
+            .iter()
+            .map(|&g| {
+                let free = n.gpus[g].free;
+                i64::from(mix.gap_waste(free - req.gpu_milli)) - i64::from(mix.gap_waste(free))
+            })
+            .sum();
+        let delta = s.before.delta(m, req, gpus, mix, true)
+            + STRAND_WEIGHT * strand_delta
+            + WASTE_WEIGHT * waste as f64;
         let tight = gpus.iter().map(|&g| n.gpus[g].free - req.gpu_milli).sum();
         let better = best.as_ref().is_none_or(|b| {
             if (delta - b.delta).abs() > DELTA_EPS {

@@ -8,6 +8,7 @@ use std::hash::{Hash, Hasher};
 use gpuctl_common::api::Job;
 
 use super::model::PodRequest;
+use super::score::waste;
 
 /// One task shape and its share of arrivals (shares sum to 1).
 #[derive(Debug, Clone, PartialEq)]
@@ -75,6 +76,8 @@ pub struct WorkloadMix {
     /// A digest of the entries: scores remembered for one mix are not
     /// reused for another.
     id: u64,
+    /// Gap waste per free amount (see [`waste`]).
+    waste: Vec<u16>,
 }
 
 /// Shapes that differ only in CPU and memory. The fragmentation score
@@ -92,6 +95,12 @@ pub(crate) struct MixGroup {
 impl WorkloadMix {
     /// A mix of these shapes; weights should sum to 1.
     pub fn new(entries: Vec<MixEntry>) -> WorkloadMix {
+        let waste = waste::table(&entries);
+        WorkloadMix::with_waste(entries, waste)
+    }
+
+    /// A mix of these shapes with this gap-waste table.
+    fn with_waste(entries: Vec<MixEntry>, waste: Vec<u16>) -> WorkloadMix {
         let mut groups: Vec<MixGroup> = Vec::new();
         for e in &entries {
             let gpu = PodRequest {
@@ -117,11 +126,21 @@ impl WorkloadMix {
             e.shape.hash(&mut h);
             e.weight.to_bits().hash(&mut h);
         }
+        waste.hash(&mut h);
         WorkloadMix {
             id: h.finish(),
+            waste,
             entries,
             groups,
         }
+    }
+
+    /// What the mix's common shares cannot fill of `free` thousandths of a
+    /// GPU ([`waste::table`]; 0 for an empty default mix).
+    pub(crate) fn gap_waste(&self, free: u32) -> u32 {
+        self.waste
+            .get(free.min(1000) as usize)
+            .map_or(0, |&w| u32::from(w))
     }
 
     /// The shapes, most popular first.
@@ -236,7 +255,9 @@ impl WorkloadMix {
     }
 
     /// This mix with weights rounded to multiples of `1/steps` (at least
-    /// one step each), then scaled to sum to 1.
+    /// one step each), then scaled to sum to 1. The gap-waste table stays
+    /// this mix's: rounding lifts a rare share to at least one step, which
+    /// would make it look common (see [`waste::COMMON_SHARE`]).
     pub fn rounded(&self, steps: u32) -> WorkloadMix {
         let steps = f64::from(steps.max(1));
         let mut entries = self.entries.clone();
@@ -247,7 +268,7 @@ impl WorkloadMix {
         for e in &mut entries {
             e.weight /= total;
         }
-        WorkloadMix::new(entries)
+        WorkloadMix::with_waste(entries, self.waste.clone())
     }
 }
 
@@ -290,6 +311,14 @@ mod tests {
             "{}",
             eight.weight
         );
+        // A rare share (1 task in 103) is lifted to a step of the rounded
+        // weights but stays out of the gap-waste table: a 300-milli gap is
+        // waste, a 500 is not.
+        jobs.push(job("d0".into(), 0.3));
+        let with_rare = WorkloadMix::of_workload(&jobs, opts);
+        assert!(with_rare.entries().iter().any(|e| e.shape.gpu_milli == 300));
+        assert_eq!(with_rare.gap_waste(300), 300);
+        assert_eq!(with_rare.gap_waste(500), 0);
     }
 
     fn r(cpu: u64, gpus: u32, milli: u32) -> PodRequest {

@@ -22,7 +22,9 @@ pub enum Policy {
     /// Ours: FGD's measure over the whole mix with host memory, compared
     /// exactly (no truncation), plus twice the GPU the task would leave
     /// stranded (free GPU the node's CPU and memory left cannot back at the
-    /// mix's ratio); near-equal totals go to the tighter GPU, then the
+    /// mix's ratio), plus ten times the growth of the gap that the mix's
+    /// common shares could not fill on the GPU a share takes
+    /// ([`waste`](super::score::waste)); near-equal totals go to the tighter GPU, then the
     /// tighter node; a gang packs onto nodes it already holds;
     /// deterministic.
     #[default]

@@ -5,3 +5,4 @@ pub mod bestfit;
 pub mod frag;
 pub mod strand;
 pub mod topology;
+pub mod waste;
