@@ -41,8 +41,9 @@ enum Cmd {
         connections: usize,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
-        /// Rounds; each measures the gateway then nginx.
-        #[arg(long, default_value_t = 2)]
+        /// Rounds; each measures the gateway then nginx. The medians over the
+        /// rounds are printed last (single rounds swing on a shared machine).
+        #[arg(long, default_value_t = 5)]
         rounds: usize,
         #[arg(long, default_value = "nginx")]
         nginx: String,
@@ -188,6 +189,31 @@ struct LoadResult {
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
+}
+
+/// Medians over rounds of each figure (each on its own).
+struct Medians {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    cpu_us: f64,
+}
+
+fn medians(runs: &[(LoadResult, f64)]) -> Medians {
+    fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        match v.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    }
+    Medians {
+        rps: median(runs.iter().map(|r| r.0.rps).collect()),
+        p50_ms: median(runs.iter().map(|r| r.0.p50_ms).collect()),
+        p99_ms: median(runs.iter().map(|r| r.0.p99_ms).collect()),
+        cpu_us: median(runs.iter().map(|r| r.1).collect()),
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -516,6 +542,8 @@ async fn proxy(
     );
     let path = "/v2/models/up/infer";
     let mut rows = Vec::new();
+    let mut per_proxy: std::collections::BTreeMap<&str, Vec<(LoadResult, f64)>> =
+        Default::default();
     for round in 1..=rounds {
         for (name, addr, pid) in [("gpu-gateway", gw, gw_pid), ("nginx", ng, ng_pid)] {
             let cpu_before = cpu_seconds(pid);
@@ -539,7 +567,28 @@ async fn proxy(
                 r.rps, r.p50_ms, r.p99_ms, r.errors
             );
             rows.push(serde_json::json!({"round": round, "proxy": name, "result": r, "proxyCpuMicrosPerRequest": cpu_us}));
+            per_proxy.entry(name).or_default().push((r, cpu_us));
         }
+    }
+    // Single rounds swing by a quarter on a shared VM; the medians over the
+    // interleaved rounds are what to compare.
+    for (name, runs) in &per_proxy {
+        let m = medians(runs);
+        eprintln!(
+            "median of {} {name:<12} {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms  proxy CPU {:.0} µs/req",
+            runs.len(),
+            m.rps,
+            m.p50_ms,
+            m.p99_ms,
+            m.cpu_us
+        );
+        rows.push(serde_json::json!({"median": name, "rounds": runs.len(), "rps": m.rps, "p50Ms": m.p50_ms, "p99Ms": m.p99_ms, "proxyCpuMicrosPerRequest": m.cpu_us}));
+    }
+    if let (Some(gw), Some(ng)) = (per_proxy.get("gpu-gateway"), per_proxy.get("nginx")) {
+        eprintln!(
+            "gateway / nginx requests per second (medians): {:.2}",
+            medians(gw).rps / medians(ng).rps
+        );
     }
     // The upstream alone, for reference.
     let direct = generator
@@ -758,6 +807,31 @@ async fn main() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn medians_of_rounds() {
+        let run = |rps: f64, p99: f64, cpu: f64| {
+            (
+                LoadResult {
+                    requests: 1,
+                    errors: 0,
+                    rps,
+                    p50_ms: 1.0,
+                    p99_ms: p99,
+                },
+                cpu,
+            )
+        };
+        let odd = medians(&[
+            run(30.0, 9.0, 40.0),
+            run(10.0, 1.0, 20.0),
+            run(20.0, 5.0, 30.0),
+        ]);
+        assert_eq!((odd.rps, odd.p99_ms, odd.cpu_us), (20.0, 5.0, 30.0));
+        let even = medians(&[run(40.0, 2.0, 1.0), run(10.0, 4.0, 3.0)]);
+        assert_eq!((even.rps, even.p99_ms, even.cpu_us), (25.0, 3.0, 2.0));
+        assert!(medians(&[]).rps.is_nan());
+    }
 
     const WRK: &str = "Running 10s test @ http://127.0.0.1:8080/v2/models/up/infer
   2 threads and 64 connections
