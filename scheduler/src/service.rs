@@ -295,6 +295,27 @@ fn queue_view(st: &State, q: &gpuctl_common::queue::Queue) -> gpuctl_common::que
 }
 
 impl Api {
+    /// For a request only the leader answers: `None` when this replica
+    /// leads, the leader's id when another one does, unavailable when no
+    /// leader is known or this replica is cut off from its peers.
+    fn leader_elsewhere(&self) -> Result<Option<u64>, Status> {
+        let st = self.raft.shared.status();
+        if st.is_leader() {
+            Ok(None)
+        } else if st.leader_id != 0 && st.leader_id != self.peers.me && !self.peers.is_cut_off() {
+            Ok(Some(st.leader_id))
+        } else {
+            Err(self.no_leader())
+        }
+    }
+
+    fn no_leader(&self) -> Status {
+        Status::unavailable(format!(
+            "scheduler replica {} knows no leader; ask another replica",
+            self.peers.me
+        ))
+    }
+
     fn status_reply(&self) -> pb::ClusterStatusResponse {
         let s = self.raft.shared.status();
         pb::ClusterStatusResponse {
@@ -511,20 +532,15 @@ impl Control for Api {
         req: Request<pb::ReportLoadRequest>,
     ) -> Result<Response<pb::ReportLoadResponse>, Status> {
         let req = req.into_inner();
-        let status = self.raft.shared.status();
-        if status.is_leader() {
-            crate::endpoints::report_load(&self.raft, &self.loads, &req).await;
-            return Ok(Response::new(pb::ReportLoadResponse {}));
-        }
-        match (status.leader_id != 0 && status.leader_id != self.peers.me)
-            .then(|| self.peers.control_client(status.leader_id))
-            .flatten()
-        {
-            Some(mut c) => c.report_load(req).await,
-            None => Err(Status::unavailable(format!(
-                "scheduler replica {} knows no leader; report to another replica",
-                self.peers.me
-            ))),
+        match self.leader_elsewhere()? {
+            None => {
+                crate::endpoints::report_load(&self.raft, &self.loads, &req).await;
+                Ok(Response::new(pb::ReportLoadResponse {}))
+            }
+            Some(leader) => match self.peers.control_client(leader) {
+                Some(mut c) => c.report_load(req).await,
+                None => Err(self.no_leader()),
+            },
         }
     }
 
@@ -1065,17 +1081,10 @@ impl NodeService for Api {
         let r = req.into_inner();
         // The leader's state is the newest; a follower could lag behind a
         // workflow just created and call it gone.
-        let st = self.raft.shared.status();
-        if !st.is_leader() {
-            return match (st.leader_id != 0 && !self.peers.is_cut_off())
-                .then(|| self.peers.node_client(st.leader_id))
-                .flatten()
-            {
-                Some(mut leader) => leader.gone_workflows(r).await,
-                None => Err(Status::unavailable(format!(
-                    "scheduler replica {} knows no leader; ask another replica",
-                    self.peers.me
-                ))),
+        if let Some(leader) = self.leader_elsewhere()? {
+            return match self.peers.node_client(leader) {
+                Some(mut c) => c.gone_workflows(r).await,
+                None => Err(self.no_leader()),
             };
         }
         let state = self.state();
