@@ -372,26 +372,19 @@ async fn a_chunked_response_is_streamed_through_and_holds_its_replica_until_done
     let mut body = resp.into_body();
     // The first event arrives while the replica has not sent (or even been given) the
     // second: the gateway does not wait for the end of the response.
-    let first = within("the first event", body.frame())
-        .await
-        .unwrap()
-        .unwrap()
-        .into_data()
-        .unwrap();
-    assert_eq!(first, "data: one\n\n");
+    // One data frame of the stream, within the bound.
+    async fn event(body: &mut Incoming, what: &str) -> Bytes {
+        let frame = within(what, body.frame()).await.expect("a frame");
+        frame.expect("no error").into_data().expect("a data frame")
+    }
+    assert_eq!(event(&mut body, "the first event").await, "data: one\n\n");
     assert_eq!(
         gw.concurrency("llm"),
         1,
         "the stream is outstanding on its replica"
     );
     tx.send(Bytes::from_static(b"data: two\n\n")).await.unwrap();
-    let second = within("the second event", body.frame())
-        .await
-        .unwrap()
-        .unwrap()
-        .into_data()
-        .unwrap();
-    assert_eq!(second, "data: two\n\n");
+    assert_eq!(event(&mut body, "the second event").await, "data: two\n\n");
     drop(tx);
     assert!(
         within("the end of the stream", body.frame())
