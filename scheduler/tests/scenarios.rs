@@ -19,6 +19,9 @@ struct Sim {
     /// job → round its current attempt's tasks started.
     started: BTreeMap<String, u64>,
     preempted: Vec<String>,
+    /// A leader's kept planner: every round it must decide as `plan_round`
+    /// (placements, reservations and preemptions checked on its model).
+    planner: Planner,
 }
 
 impl Sim {
@@ -30,6 +33,7 @@ impl Sim {
             runs_for: BTreeMap::new(),
             started: BTreeMap::new(),
             preempted: Vec::new(),
+            planner: Planner::new(),
         };
         for n in 0..nodes {
             let name = format!("n{n}");
@@ -165,6 +169,11 @@ impl Sim {
             }
         }
         let round = plan_round(&self.st);
+        assert_eq!(
+            round,
+            self.planner.plan_round(&self.st),
+            "the kept planner decides as the stateless round"
+        );
         let bound: Vec<String> = round.bindings.iter().map(|b| b.job.clone()).collect();
         if !round.bindings.is_empty() {
             self.apply(Command::Bind {

@@ -266,16 +266,70 @@ pub fn plan_round(st: &State) -> Round {
     if pending.is_empty() {
         return Round::default();
     }
-    plan_round_with(st, pending, &Snapshot::of(st), place_with_reservation)
+    plan_round_with(st, pending, &Snapshot::of(st), &mut Fresh)
+}
+
+/// How a round places and checks preemptions: on models built for the
+/// purpose ([`Fresh`]), or on the leader's kept model ([`Planner`]).
+pub(crate) trait Engine {
+    /// [`place_with_reservation`].
+    fn place(
+        &mut self,
+        snap: &Snapshot,
+        pending: &[&Job],
+        policy: &Policy,
+        mix: &WorkloadMix,
+    ) -> (Vec<Binding>, Option<Reservation>);
+
+    /// [`preempt::plan`].
+    #[allow(clippy::too_many_arguments)]
+    fn preempt(
+        &mut self,
+        snap: &Snapshot,
+        head: &Job,
+        jobs: &[&Job],
+        queues: &std::collections::BTreeMap<String, gpuctl_common::queue::Queue>,
+        queue_held: &std::collections::BTreeMap<String, u64>,
+        policy: &Policy,
+        mix: &WorkloadMix,
+    ) -> Option<preempt::Plan>;
+}
+
+/// The stateless engine: a model built from the snapshot for each use.
+struct Fresh;
+
+impl Engine for Fresh {
+    fn place(
+        &mut self,
+        snap: &Snapshot,
+        pending: &[&Job],
+        policy: &Policy,
+        mix: &WorkloadMix,
+    ) -> (Vec<Binding>, Option<Reservation>) {
+        place_with_reservation(snap, pending, policy, mix)
+    }
+
+    fn preempt(
+        &mut self,
+        snap: &Snapshot,
+        head: &Job,
+        jobs: &[&Job],
+        queues: &std::collections::BTreeMap<String, gpuctl_common::queue::Queue>,
+        queue_held: &std::collections::BTreeMap<String, u64>,
+        policy: &Policy,
+        mix: &WorkloadMix,
+    ) -> Option<preempt::Plan> {
+        preempt::plan(snap, head, jobs, queues, queue_held, policy, mix)
+    }
 }
 
 /// [`plan_round`] for the non-empty `pending` on `snap`, the snapshot of
-/// `st`, with `place` for [`place_with_reservation`].
+/// `st`, placing and checking preemptions with `engine`.
 fn plan_round_with(
     st: &State,
     pending: Vec<&Job>,
     snap: &Snapshot,
-    place: impl FnOnce(&Snapshot, &[&Job], &Policy, &WorkloadMix) -> (Vec<Binding>, Option<Reservation>),
+    engine: &mut impl Engine,
 ) -> Round {
     let held = fair::held_by_queue(st.jobs.values());
     let ordered = fair::order(&pending, &st.queues, &held, &fair::capacity(snap));
@@ -294,13 +348,13 @@ fn plan_round_with(
     }
     let policy = Policy::default();
     let mix = WorkloadMix::of_workload(st.jobs.values(), policy.mix_options());
-    let (bindings, reservation) = place(snap, &admitted, &policy, &mix);
+    let (bindings, reservation) = engine.place(snap, &admitted, &policy, &mix);
     let head = admitted
         .iter()
         .find(|j| !bindings.iter().any(|b| b.job == j.metadata.name));
     let preemption = head.and_then(|head| {
         let jobs: Vec<&Job> = st.jobs.values().collect();
-        preempt::plan(snap, head, &jobs, &st.queues, &gpu_held, &policy, &mix)
+        engine.preempt(snap, head, &jobs, &st.queues, &gpu_held, &policy, &mix)
     });
     Round {
         bindings,

@@ -3,8 +3,9 @@
 //! each round's state by updating the nodes whose view changed (compared
 //! in place, without copying the others) instead of being built cold
 //! every round.
-//! A round places on it inside a checkpoint and rolls back at the end, so
-//! the model always stands for the last snapshot.
+//! A round places on it inside a checkpoint and rolls back at the end, and
+//! checks each preemption's fit the same way, so the model always stands
+//! for the last snapshot.
 //!
 //! Decisions are exactly those of the stateless functions
 //! ([`plan_round`](super::plan_round),
@@ -12,11 +13,14 @@
 //! model equals one built from the snapshot, and the memo and index never
 //! change a decision.
 
+use std::collections::BTreeMap;
+
 use gpuctl_common::api::Job;
+use gpuctl_common::queue::Queue;
 
 use super::{
-    node_view, nodes_with_usage, place_on, plan_round_with, view_matches, ClusterModel, NodeView,
-    Policy, Reservation, Round, Snapshot, WorkloadMix, MILLI,
+    node_view, nodes_with_usage, place_on, plan_round_with, preempt, view_matches, ClusterModel,
+    Engine, NodeView, Policy, Reservation, Round, Snapshot, WorkloadMix, MILLI,
 };
 use crate::state::{Binding, State};
 
@@ -45,9 +49,7 @@ impl Planner {
         }
         self.sync_state(st);
         let Planner { model, snap, .. } = self;
-        plan_round_with(st, pending, snap, |snap, pending, policy, mix| {
-            place_kept(model, snap, pending, policy, mix)
-        })
+        plan_round_with(st, pending, snap, &mut Kept(model))
     }
 
     /// The snapshot the model stands for.
@@ -160,6 +162,34 @@ impl Planner {
             slot.free = MILLI.saturating_sub(g.used_milli);
         }
         self.snap.nodes[i] = new;
+    }
+}
+
+/// The leader's engine: its kept model, left as it was after each use.
+struct Kept<'a>(&'a mut ClusterModel);
+
+impl Engine for Kept<'_> {
+    fn place(
+        &mut self,
+        snap: &Snapshot,
+        pending: &[&Job],
+        policy: &Policy,
+        mix: &WorkloadMix,
+    ) -> (Vec<Binding>, Option<Reservation>) {
+        place_kept(self.0, snap, pending, policy, mix)
+    }
+
+    fn preempt(
+        &mut self,
+        snap: &Snapshot,
+        head: &Job,
+        jobs: &[&Job],
+        queues: &BTreeMap<String, Queue>,
+        queue_held: &BTreeMap<String, u64>,
+        policy: &Policy,
+        mix: &WorkloadMix,
+    ) -> Option<preempt::Plan> {
+        preempt::plan_on(self.0, snap, head, jobs, queues, queue_held, policy, mix)
     }
 }
 

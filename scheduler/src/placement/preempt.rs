@@ -12,15 +12,21 @@
 //! recently started, so the least work is lost) until the job fits; then any
 //! victim the job fits without is given back, most expensive first. A gang
 //! is stopped whole. Pure: the fit is checked with [`place_with`] on the
-//! snapshot with the victims' resources released.
+//! snapshot with the victims' resources released ([`plan`]), or, by the
+//! leader's kept [`Planner`](super::Planner), on its model with the victims'
+//! resources released and rolled back after each check ([`plan_on`]): the
+//! same decisions without building the cluster model anew for each of up to
+//! [`MAX_CANDIDATES`] checks.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use gpuctl_common::api::{Job, JobPhase};
 use gpuctl_common::queue::Queue;
+use rand::{rngs::StdRng, SeedableRng};
 
 use super::fair::queue_of;
-use super::{place_with, Policy, Snapshot, WorkloadMix};
+use super::model::{ClusterModel, Placement, PodRequest};
+use super::{place_gang, place_with, Policy, Snapshot, WorkloadMix};
 
 /// Most candidates looked at for one preemption.
 pub const MAX_CANDIDATES: usize = 256;
@@ -46,6 +52,54 @@ pub fn plan(
     queue_held: &BTreeMap<String, u64>,
     policy: &Policy,
     mix: &WorkloadMix,
+) -> Option<Plan> {
+    plan_by(head, jobs, queues, queue_held, |victims| {
+        let freed = release(snapshot, victims);
+        !place_with(&freed, &[head], policy, mix).is_empty()
+    })
+}
+
+/// [`plan`] with each fit checked on `model`, which stands for `snapshot`
+/// (and does again after).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn plan_on(
+    model: &mut ClusterModel,
+    snapshot: &Snapshot,
+    head: &Job,
+    jobs: &[&Job],
+    queues: &BTreeMap<String, Queue>,
+    queue_held: &BTreeMap<String, u64>,
+    policy: &Policy,
+    mix: &WorkloadMix,
+) -> Option<Plan> {
+    let at: HashMap<&str, usize> = snapshot
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.name.as_str(), i))
+        .collect();
+    plan_by(head, jobs, queues, queue_held, |victims| {
+        let cp = model.checkpoint();
+        for j in victims {
+            release_on(model, snapshot, &at, j);
+        }
+        // As `place_with` would place it alone: a fresh draw, the whole gang
+        // (or `minAvailable`) or nothing.
+        let mut rng = StdRng::seed_from_u64(policy.seed());
+        let placed = place_gang(model, head, policy, mix, &mut rng).len() as u32;
+        model.rollback(cp);
+        placed >= head.spec.min_available.unwrap_or(head.task_count())
+    })
+}
+
+/// The decision of [`plan`], with `fits` telling whether `head` fits once
+/// the given victims are stopped.
+fn plan_by(
+    head: &Job,
+    jobs: &[&Job],
+    queues: &BTreeMap<String, Queue>,
+    queue_held: &BTreeMap<String, u64>,
+    mut fits: impl FnMut(&[&Job]) -> bool,
 ) -> Option<Plan> {
     let hq = queue_of(head);
     let held = |q: &str| queue_held.get(q).copied().unwrap_or(0);
@@ -75,10 +129,6 @@ pub fn plan(
         )
     });
     candidates.truncate(MAX_CANDIDATES);
-    let fits = |victims: &[&Job]| {
-        let freed = release(snapshot, victims);
-        !place_with(&freed, &[head], policy, mix).is_empty()
-    };
     // Take victims cheapest first; a reclaim stops once the victim's queue
     // is back within its quota.
     let mut chosen: Vec<&Job> = Vec::new();
@@ -137,6 +187,59 @@ pub fn plan(
             why.first().cloned().unwrap_or_default()
         ),
     })
+}
+
+/// What [`release`] gives back of `victim`, given back on `model` (which
+/// stands for `snapshot`; `at` finds a node's position by name).
+fn release_on(
+    model: &mut ClusterModel,
+    snapshot: &Snapshot,
+    at: &HashMap<&str, usize>,
+    victim: &Job,
+) {
+    for t in victim
+        .status
+        .tasks
+        .iter()
+        .filter(|t| t.phase.holds_resources())
+    {
+        let Some(&node) = t.node.as_deref().and_then(|n| at.get(n)) else {
+            continue;
+        };
+        let view = &snapshot.nodes[node];
+        let (cpu, memory) = victim.task_spec(t.index).map_or((0, 0), |spec| {
+            (
+                spec.resources.cpu.map(|c| c.0).unwrap_or(0),
+                spec.resources.memory.map(|m| m.0).unwrap_or(0),
+            )
+        });
+        // CPU and memory once, then each GPU share on its own (a task's
+        // shares could differ in size).
+        let mut req = PodRequest {
+            cpu_milli: cpu,
+            memory_bytes: memory,
+            ..Default::default()
+        };
+        for share in &t.gpus {
+            if let Some(g) = view.gpus.iter().position(|g| g.index == share.index) {
+                let p = Placement {
+                    node,
+                    gpus: vec![g],
+                    milli: share.milli,
+                };
+                model.release(&req, &p);
+                req = PodRequest::default();
+            }
+        }
+        if req.cpu_milli > 0 || req.memory_bytes > 0 {
+            let p = Placement {
+                node,
+                gpus: Vec::new(),
+                milli: 0,
+            };
+            model.release(&req, &p);
+        }
+    }
 }
 
 /// The snapshot with every resource the `victims`' tasks hold given back.
