@@ -44,7 +44,8 @@ use gpuctl_common::api::{
     TaskPhase, TaskSpec, TaskStatus,
 };
 use gpuctl_scheduler::placement::{
-    choose_node, place, ClusterModel, NodeView, Planner, PodRequest, Policy, Snapshot, WorkloadMix,
+    choose_node, place, plan_round, ClusterModel, NodeView, Planner, PodRequest, Policy, Snapshot,
+    WorkloadMix,
 };
 use gpuctl_scheduler::state::State;
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -338,6 +339,32 @@ fn decisions(c: &mut Criterion) {
                 round
             })
         });
+        // Preemption: the cluster nearly full of priority-0 jobs (one a
+        // node), a priority-10 gang of 4 × 8 GPUs that does not fit. Each
+        // round checks the candidate victims cheapest first (fewest GPUs):
+        // here the 256 cheapest never free a whole 8-GPU node, so every
+        // round makes all 256 checks and finds no plan, the worst case.
+        let full = filled(&cluster, &pods, 0.97);
+        let full_snap = snapshot_of(&full, &cluster);
+        let mut vip = gang.clone();
+        vip.metadata.name = "vip".into();
+        vip.spec.tasks[0].replicas = 4;
+        vip.spec.priority = 10;
+        let full_state = state_of(&full_snap, std::slice::from_ref(&vip));
+        let mut kept = Planner::new();
+        let round = kept.plan_round(&full_state);
+        assert!(round.bindings.is_empty(), "the gang does not fit as it is");
+        assert_eq!(round.preemption, None, "no plan within the candidates");
+        group.bench_function(format!("leader_round_preempt_4x8/{label}"), |b| {
+            b.iter(|| kept.plan_round(&full_state))
+        });
+        if label == "openb_1213_nodes" {
+            // The same round on a model built for each check (seconds a
+            // round at 10,000 nodes, so measured on openb only).
+            group.bench_function(format!("plan_round_preempt_4x8_cold/{label}"), |b| {
+                b.iter(|| plan_round(&full_state))
+            });
+        }
         if label == "synthetic_10000_nodes" {
             group.bench_function(format!("place_gang_32x8_cold/{label}"), |b| {
                 b.iter_batched(

@@ -78,18 +78,42 @@ pub(super) fn plan_on(
         .enumerate()
         .map(|(i, v)| (v.name.as_str(), i))
         .collect();
-    plan_by(head, jobs, queues, queue_held, |victims| {
-        let cp = model.checkpoint();
-        for j in victims {
+    // The victims released so far, inside `outer`: the cheapest-first
+    // search asks about one victim more each time, so only that one is
+    // released; any other list (giving victims back) starts over.
+    let mut outer = None;
+    let mut released: Vec<String> = Vec::new();
+    let plan = plan_by(head, jobs, queues, queue_held, |victims| {
+        let extends = released.len() <= victims.len()
+            && released
+                .iter()
+                .zip(victims)
+                .all(|(r, v)| *r == v.metadata.name);
+        if !extends {
+            if let Some(cp) = outer.take() {
+                model.rollback(cp);
+            }
+            released.clear();
+        }
+        if outer.is_none() {
+            outer = Some(model.checkpoint());
+        }
+        for j in &victims[released.len()..] {
             release_on(model, snapshot, &at, j);
+            released.push(j.metadata.name.clone());
         }
         // As `place_with` would place it alone: a fresh draw, the whole gang
         // (or `minAvailable`) or nothing.
+        let trial = model.checkpoint();
         let mut rng = StdRng::seed_from_u64(policy.seed());
         let placed = place_gang(model, head, policy, mix, &mut rng).len() as u32;
-        model.rollback(cp);
+        model.rollback(trial);
         placed >= head.spec.min_available.unwrap_or(head.task_count())
-    })
+    });
+    if let Some(cp) = outer {
+        model.rollback(cp);
+    }
+    plan
 }
 
 /// The decision of [`plan`], with `fits` telling whether `head` fits once
@@ -363,8 +387,20 @@ mod tests {
         let queues: BTreeMap<String, Queue> = queues.iter().cloned().collect();
         let policy = Policy::default();
         let mix = WorkloadMix::from_jobs(&[head], policy.mix_options());
-        plan(&snap, head, &refs, &queues, &held, &policy, &mix)
-            .map(|p| p.victims.into_iter().map(|(n, _)| n).collect())
+        let fresh = plan(&snap, head, &refs, &queues, &held, &policy, &mix);
+        // The leader's way, on a kept model: the same plan, and the model
+        // stands for the snapshot again after.
+        let mut model = ClusterModel::from_views(&snap.nodes);
+        let kept = plan_on(
+            &mut model, &snap, head, &refs, &queues, &held, &policy, &mix,
+        );
+        assert_eq!(fresh, kept, "plan_on decides as plan");
+        assert_eq!(
+            model.nodes(),
+            ClusterModel::from_views(&snap.nodes).nodes(),
+            "the model is rolled back"
+        );
+        fresh.map(|p| p.victims.into_iter().map(|(n, _)| n).collect())
     }
 
     #[test]
