@@ -205,5 +205,35 @@ impl Drop for DevCluster {
         if let Some(mut c) = self.child.take() {
             interrupt(&mut c, Duration::from_secs(20));
         }
+        // A failed test shows how its cluster ended: the tail of every log.
+        if std::thread::panicking() {
+            self.print_log_tails(60);
+        }
+    }
+}
+
+impl DevCluster {
+    /// The last `lines` lines of `gpuctl dev`'s log and of each process's log
+    /// (`STATE/logs`: schedulers, nodes, gateway), to standard error.
+    fn print_log_tails(&self, lines: usize) {
+        let mut logs = vec![self.dir().join("dev.log")];
+        let mut own: Vec<PathBuf> = std::fs::read_dir(self.state().join("logs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        own.sort();
+        logs.extend(own);
+        for log in logs {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let all: Vec<&str> = text.lines().collect();
+            let tail = &all[all.len().saturating_sub(lines)..];
+            eprintln!("==> {} (last {} lines) <==", log.display(), tail.len());
+            for l in tail {
+                eprintln!("{l}");
+            }
+        }
     }
 }
