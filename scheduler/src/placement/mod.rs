@@ -266,70 +266,17 @@ pub fn plan_round(st: &State) -> Round {
     if pending.is_empty() {
         return Round::default();
     }
-    plan_round_with(st, pending, &Snapshot::of(st), &mut Fresh)
-}
-
-/// How a round places and checks preemptions: on models built for the
-/// purpose ([`Fresh`]), or on the leader's kept model ([`Planner`]).
-pub(crate) trait Engine {
-    /// [`place_with_reservation`].
-    fn place(
-        &mut self,
-        snap: &Snapshot,
-        pending: &[&Job],
-        policy: &Policy,
-        mix: &WorkloadMix,
-    ) -> (Vec<Binding>, Option<Reservation>);
-
-    /// [`preempt::plan`].
-    #[allow(clippy::too_many_arguments)]
-    fn preempt(
-        &mut self,
-        snap: &Snapshot,
-        head: &Job,
-        jobs: &[&Job],
-        queues: &std::collections::BTreeMap<String, gpuctl_common::queue::Queue>,
-        queue_held: &std::collections::BTreeMap<String, u64>,
-        policy: &Policy,
-        mix: &WorkloadMix,
-    ) -> Option<preempt::Plan>;
-}
-
-/// The stateless engine: a model built from the snapshot for each use.
-struct Fresh;
-
-impl Engine for Fresh {
-    fn place(
-        &mut self,
-        snap: &Snapshot,
-        pending: &[&Job],
-        policy: &Policy,
-        mix: &WorkloadMix,
-    ) -> (Vec<Binding>, Option<Reservation>) {
-        place_with_reservation(snap, pending, policy, mix)
-    }
-
-    fn preempt(
-        &mut self,
-        snap: &Snapshot,
-        head: &Job,
-        jobs: &[&Job],
-        queues: &std::collections::BTreeMap<String, gpuctl_common::queue::Queue>,
-        queue_held: &std::collections::BTreeMap<String, u64>,
-        policy: &Policy,
-        mix: &WorkloadMix,
-    ) -> Option<preempt::Plan> {
-        preempt::plan(snap, head, jobs, queues, queue_held, policy, mix)
-    }
+    plan_round_with(st, pending, &Snapshot::of(st), None)
 }
 
 /// [`plan_round`] for the non-empty `pending` on `snap`, the snapshot of
-/// `st`, placing and checking preemptions with `engine`.
+/// `st`. Placements and preemption checks go on `kept`, the leader's model
+/// of `snap` (left standing for it), or on models built for each use.
 fn plan_round_with(
     st: &State,
     pending: Vec<&Job>,
     snap: &Snapshot,
-    engine: &mut impl Engine,
+    mut kept: Option<&mut ClusterModel>,
 ) -> Round {
     let held = fair::held_by_queue(st.jobs.values());
     let ordered = fair::order(&pending, &st.queues, &held, &fair::capacity(snap));
@@ -348,13 +295,20 @@ fn plan_round_with(
     }
     let policy = Policy::default();
     let mix = WorkloadMix::of_workload(st.jobs.values(), policy.mix_options());
-    let (bindings, reservation) = engine.place(snap, &admitted, &policy, &mix);
+    let (bindings, reservation) = match kept.as_deref_mut() {
+        Some(model) => planner::place_kept(model, snap, &admitted, &policy, &mix),
+        None => place_with_reservation(snap, &admitted, &policy, &mix),
+    };
     let head = admitted
         .iter()
         .find(|j| !bindings.iter().any(|b| b.job == j.metadata.name));
     let preemption = head.and_then(|head| {
         let jobs: Vec<&Job> = st.jobs.values().collect();
-        engine.preempt(snap, head, &jobs, &st.queues, &gpu_held, &policy, &mix)
+        let (queues, held) = (&st.queues, &gpu_held);
+        match kept {
+            Some(model) => preempt::plan_on(model, snap, head, &jobs, queues, held, &policy, &mix),
+            None => preempt::plan(snap, head, &jobs, queues, held, &policy, &mix),
+        }
     });
     Round {
         bindings,

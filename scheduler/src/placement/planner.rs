@@ -13,14 +13,11 @@
 //! model equals one built from the snapshot, and the memo and index never
 //! change a decision.
 
-use std::collections::BTreeMap;
-
 use gpuctl_common::api::Job;
-use gpuctl_common::queue::Queue;
 
 use super::{
-    node_view, nodes_with_usage, place_on, plan_round_with, preempt, view_matches, ClusterModel,
-    Engine, NodeView, Policy, Reservation, Round, Snapshot, WorkloadMix, MILLI,
+    node_view, nodes_with_usage, place_on, plan_round_with, view_matches, ClusterModel, NodeView,
+    Policy, Reservation, Round, Snapshot, WorkloadMix, MILLI,
 };
 use crate::state::{Binding, State};
 
@@ -49,7 +46,7 @@ impl Planner {
         }
         self.sync_state(st);
         let Planner { model, snap, .. } = self;
-        plan_round_with(st, pending, snap, &mut Kept(model))
+        plan_round_with(st, pending, snap, Some(model))
     }
 
     /// The snapshot the model stands for.
@@ -165,37 +162,9 @@ impl Planner {
     }
 }
 
-/// The leader's engine: its kept model, left as it was after each use.
-struct Kept<'a>(&'a mut ClusterModel);
-
-impl Engine for Kept<'_> {
-    fn place(
-        &mut self,
-        snap: &Snapshot,
-        pending: &[&Job],
-        policy: &Policy,
-        mix: &WorkloadMix,
-    ) -> (Vec<Binding>, Option<Reservation>) {
-        place_kept(self.0, snap, pending, policy, mix)
-    }
-
-    fn preempt(
-        &mut self,
-        snap: &Snapshot,
-        head: &Job,
-        jobs: &[&Job],
-        queues: &BTreeMap<String, Queue>,
-        queue_held: &BTreeMap<String, u64>,
-        policy: &Policy,
-        mix: &WorkloadMix,
-    ) -> Option<preempt::Plan> {
-        preempt::plan_on(self.0, snap, head, jobs, queues, queue_held, policy, mix)
-    }
-}
-
 /// Place on `model` (standing for `snapshot`) and roll back: the model
 /// stands for `snapshot` again after.
-fn place_kept(
+pub(super) fn place_kept(
     model: &mut ClusterModel,
     snapshot: &Snapshot,
     pending: &[&Job],
