@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use gpuctl_common::api::{Job, JobPhase};
+use gpuctl_common::api::{GpuShare, Job, JobPhase};
 use gpuctl_common::queue::Queue;
 use rand::{rngs::StdRng, SeedableRng};
 
@@ -213,6 +213,26 @@ fn plan_by(
     })
 }
 
+/// What each task of `victim` that holds resources holds: its node's name,
+/// its GPU shares, and the CPU and memory of its spec (what stopping it
+/// gives back).
+fn holdings(victim: &Job) -> impl Iterator<Item = (&str, &[GpuShare], u64, u64)> {
+    victim
+        .status
+        .tasks
+        .iter()
+        .filter(|t| t.phase.holds_resources())
+        .filter_map(move |t| {
+            let (cpu, memory) = victim.task_spec(t.index).map_or((0, 0), |spec| {
+                (
+                    spec.resources.cpu.map(|c| c.0).unwrap_or(0),
+                    spec.resources.memory.map(|m| m.0).unwrap_or(0),
+                )
+            });
+            Some((t.node.as_deref()?, &t.gpus[..], cpu, memory))
+        })
+}
+
 /// What [`release`] gives back of `victim`, given back on `model` (which
 /// stands for `snapshot`; `at` finds a node's position by name).
 fn release_on(
@@ -221,22 +241,11 @@ fn release_on(
     at: &HashMap<&str, usize>,
     victim: &Job,
 ) {
-    for t in victim
-        .status
-        .tasks
-        .iter()
-        .filter(|t| t.phase.holds_resources())
-    {
-        let Some(&node) = t.node.as_deref().and_then(|n| at.get(n)) else {
+    for (name, shares, cpu, memory) in holdings(victim) {
+        let Some(&node) = at.get(name) else {
             continue;
         };
         let view = &snapshot.nodes[node];
-        let (cpu, memory) = victim.task_spec(t.index).map_or((0, 0), |spec| {
-            (
-                spec.resources.cpu.map(|c| c.0).unwrap_or(0),
-                spec.resources.memory.map(|m| m.0).unwrap_or(0),
-            )
-        });
         // CPU and memory once, then each GPU share on its own (a task's
         // shares could differ in size).
         let mut req = PodRequest {
@@ -244,7 +253,7 @@ fn release_on(
             memory_bytes: memory,
             ..Default::default()
         };
-        for share in &t.gpus {
+        for share in shares {
             if let Some(g) = view.gpus.iter().position(|g| g.index == share.index) {
                 let p = Placement {
                     node,
@@ -270,26 +279,17 @@ fn release_on(
 fn release(snapshot: &Snapshot, victims: &[&Job]) -> Snapshot {
     let mut s = snapshot.clone();
     for j in victims {
-        for t in j.status.tasks.iter().filter(|t| t.phase.holds_resources()) {
-            let Some(node) = t.node.as_deref() else {
-                continue;
-            };
+        for (node, shares, cpu, memory) in holdings(j) {
             let Some(v) = s.nodes.iter_mut().find(|v| v.name == node) else {
                 continue;
             };
-            for share in &t.gpus {
+            for share in shares {
                 if let Some(g) = v.gpus.iter_mut().find(|g| g.index == share.index) {
                     g.used_milli = g.used_milli.saturating_sub(share.milli);
                 }
             }
-            if let Some(spec) = j.task_spec(t.index) {
-                v.cpu_used = v
-                    .cpu_used
-                    .saturating_sub(spec.resources.cpu.map(|c| c.0).unwrap_or(0));
-                v.memory_used = v
-                    .memory_used
-                    .saturating_sub(spec.resources.memory.map(|m| m.0).unwrap_or(0));
-            }
+            v.cpu_used = v.cpu_used.saturating_sub(cpu);
+            v.memory_used = v.memory_used.saturating_sub(memory);
         }
     }
     s
