@@ -384,6 +384,11 @@ enum Generator {
 }
 
 impl Generator {
+    /// wrk at `wrk` when given, else the built-in generator.
+    fn new(wrk: Option<String>) -> Generator {
+        wrk.map_or(Generator::BuiltIn, Generator::Wrk)
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn run(
         &self,
@@ -572,8 +577,10 @@ async fn proxy(
     }
     // Single rounds swing by a quarter on a shared VM; the medians over the
     // interleaved rounds are what to compare.
+    let mut median_rps = std::collections::BTreeMap::new();
     for (name, runs) in &per_proxy {
         let m = medians(runs);
+        median_rps.insert(*name, m.rps);
         eprintln!(
             "median of {} {name:<12} {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms  proxy CPU {:.0} µs/req",
             runs.len(),
@@ -584,10 +591,10 @@ async fn proxy(
         );
         rows.push(serde_json::json!({"median": name, "rounds": runs.len(), "rps": m.rps, "p50Ms": m.p50_ms, "p99Ms": m.p99_ms, "proxyCpuMicrosPerRequest": m.cpu_us}));
     }
-    if let (Some(gw), Some(ng)) = (per_proxy.get("gpu-gateway"), per_proxy.get("nginx")) {
+    if let (Some(gw), Some(ng)) = (median_rps.get("gpu-gateway"), median_rps.get("nginx")) {
         eprintln!(
             "gateway / nginx requests per second (medians): {:.2}",
-            medians(gw).rps / medians(ng).rps
+            gw / ng
         );
     }
     // The upstream alone, for reference.
@@ -771,10 +778,7 @@ async fn main() -> anyhow::Result<()> {
             wrk,
             json,
         } => {
-            let generator = match wrk {
-                Some(w) => Generator::Wrk(w),
-                None => Generator::BuiltIn,
-            };
+            let generator = Generator::new(wrk);
             proxy(
                 connections,
                 seconds,
@@ -794,10 +798,7 @@ async fn main() -> anyhow::Result<()> {
             wrk,
             json,
         } => {
-            let generator = match wrk {
-                Some(w) => Generator::Wrk(w),
-                None => Generator::BuiltIn,
-            };
+            let generator = Generator::new(wrk);
             batching(clients, seconds, model, model_server, &generator, json).await
         }
         Cmd::ColdStart { wakeups, json } => cold_start(wakeups, json).await,
