@@ -372,9 +372,10 @@ pub async fn heartbeat_loop(
 /// a deleted one; nothing is removed while no scheduler answers.
 pub async fn artifact_sweep_loop(servers: Arc<Servers>, artifact_dir: PathBuf, every: Duration) {
     let mut quiet = Quiet::default();
+    let root = crate::steps::FsArtifactStore::new(artifact_dir);
     loop {
         tokio::time::sleep(every).await;
-        let store = crate::steps::FsArtifactStore::new(&artifact_dir);
+        let store = root.clone();
         let candidates = {
             let store = store.clone();
             tokio::task::spawn_blocking(move || store.workflows_quiet_for(every))
