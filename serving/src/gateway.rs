@@ -6,7 +6,8 @@
 //!         │                                  scale-up hook, once per cold start
 //!         │                                  wait for set_replicas (timeout → 503)
 //!         ▼ yes
-//!         p2c over outstanding requests ─► forward (pooled keep-alive client)
+//!         p2c over outstanding requests ─► forward ([`crate::upstream`]: per-thread
+//!                                              pools of keep-alive connections)
 //!         connect failed (request not sent) ─► retry on a replica not yet tried
 //!         response: length known and ≤ 1 MiB ─► read whole (broken off → 502)
 //!                   otherwise (chunked, SSE, large) ─► streamed to the client as it comes
@@ -23,14 +24,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::{Body, Incoming};
-use hyper::header::{HeaderMap, HeaderName, HOST};
-use hyper::http::uri::{Authority, PathAndQuery, Scheme};
+use hyper::header::{HeaderMap, HeaderName, EXPECT, HOST};
 use hyper::{Request, Response, StatusCode, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
@@ -40,6 +37,7 @@ use tokio::time::Instant;
 
 use crate::http::{self, BodyError};
 use crate::p2c::{self, Rng, SplitMix64};
+use crate::upstream::{self, ResponseBody, SendError, StreamedBody};
 
 /// Asked to bring an endpoint up from zero replicas ([`crate::cluster`] forwards it
 /// to the scheduler's endpoint controller); it must not block.
@@ -96,23 +94,30 @@ impl Default for GatewayConfig {
 pub struct Replica {
     /// `http://host:port`, no trailing slash.
     base: String,
-    /// `base` parsed once, so forwarding builds each request's URI from parts.
-    target: Result<(Scheme, Authority), String>,
+    /// `host:port` of `base`, parsed once, or why it has none.
+    authority: Result<String, String>,
+    /// Names its idle connections in the per-thread pools; never reused.
+    id: u64,
     outstanding: AtomicUsize,
 }
 
-/// The scheme and authority of a replica's base URL, or why it has none.
-fn parse_base(base: &str) -> Result<(Scheme, Authority), String> {
+/// The `host:port` of a replica's base URL, or why it has none.
+fn parse_base(base: &str) -> Result<String, String> {
     let uri: Uri = base
         .parse()
         .map_err(|e| format!("replica URL {base:?} is not a valid URL: {e}"))?;
-    let parts = uri.into_parts();
-    match (parts.scheme, parts.authority) {
-        (Some(scheme), Some(authority)) => Ok((scheme, authority)),
-        _ => Err(format!(
-            "replica URL {base:?} needs a scheme and a host (http://host:port)"
-        )),
+    if uri.scheme_str() != Some("http") {
+        return Err(format!(
+            "replica URL {base:?} must start with http:// (replicas speak plain HTTP/1.1)"
+        ));
     }
+    let Some(authority) = uri.authority() else {
+        return Err(format!(
+            "replica URL {base:?} needs a host (http://host:port)"
+        ));
+    };
+    let port = authority.port_u16().unwrap_or(80);
+    Ok(format!("{}:{port}", authority.host()))
 }
 
 impl Replica {
@@ -158,7 +163,7 @@ pub enum GatewayBody {
 }
 
 pub struct Streamed {
-    body: Incoming,
+    body: StreamedBody,
     /// Released when the body is dropped.
     _held: (Outstanding, InFlight),
     /// For the log line when the replica breaks off.
@@ -174,12 +179,12 @@ impl From<Full<Bytes>> for GatewayBody {
 
 impl Body for GatewayBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = std::io::Error;
 
     fn poll_frame(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
         match self.get_mut() {
             GatewayBody::Whole(b) => std::pin::Pin::new(b)
                 .poll_frame(cx)
@@ -328,15 +333,15 @@ pub struct Gateway {
     endpoints: Mutex<HashMap<String, Endpoint>>,
     /// Tells this gateway's per-thread connection pools from another's.
     id: usize,
+    client: upstream::Client,
     rng: Mutex<Box<dyn Rng>>,
     scale_up: Arc<dyn ScaleUp>,
     metrics: Metrics,
 }
 
-type UpstreamClient = Client<HttpConnector, Full<Bytes>>;
-
-/// Headers that belong to one connection, not to the request or response (RFC 9110 §7.6.1).
-fn hop_by_hop(name: &HeaderName) -> bool {
+/// Headers that belong to one connection, not to the request or response (RFC 9110 §7.6.1),
+/// and `content-length`, which each side sets for the body it sends.
+pub(crate) fn hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
         "connection"
@@ -370,36 +375,17 @@ impl Gateway {
     ) -> Arc<Gateway> {
         static NEXT_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         Arc::new(Gateway {
+            client: upstream::Client {
+                connect_timeout: config.connect_timeout,
+                idle_timeout: config.pool_idle_timeout,
+                whole_up_to: BUFFER_RESPONSES_UP_TO,
+            },
             config,
             endpoints: Mutex::new(HashMap::new()),
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             rng: Mutex::new(rng),
             scale_up,
             metrics: Metrics::new(),
-        })
-    }
-
-    /// This thread's client (and pool of connections to replicas). Each
-    /// thread keeps its own, so that with one runtime per thread (gpu-gateway
-    /// `--workers`) a request and the connection that carries it upstream are
-    /// served by the same thread, with no hand-off between threads.
-    fn client(&self) -> UpstreamClient {
-        thread_local! {
-            static CLIENTS: std::cell::RefCell<HashMap<usize, UpstreamClient>> =
-                std::cell::RefCell::new(HashMap::new());
-        }
-        CLIENTS.with_borrow_mut(|m| {
-            m.entry(self.id)
-                .or_insert_with(|| {
-                    let mut connector = HttpConnector::new();
-                    connector.set_connect_timeout(Some(self.config.connect_timeout));
-                    connector.set_nodelay(true);
-                    Client::builder(TokioExecutor::new())
-                        .pool_idle_timeout(self.config.pool_idle_timeout)
-                        .pool_timer(TokioTimer::new())
-                        .build(connector)
-                })
-                .clone()
         })
     }
 
@@ -438,8 +424,10 @@ impl Gateway {
                 .find(|r| r.base == base)
                 .cloned()
                 .unwrap_or_else(|| {
+                    static NEXT_REPLICA: AtomicU64 = AtomicU64::new(0);
                     Arc::new(Replica {
-                        target: parse_base(&base),
+                        authority: parse_base(&base),
+                        id: NEXT_REPLICA.fetch_add(1, Ordering::Relaxed),
                         base,
                         outstanding: AtomicUsize::new(0),
                     })
@@ -670,14 +658,15 @@ impl Gateway {
         let path_and_query = parts
             .uri
             .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+            .map_or("/", |p| p.as_str())
+            .to_string();
         let method = parts.method;
-        // The request's own headers, less those of its connection; the client sets Host
-        // from the replica's address.
+        // The request's own headers, less those of its connection (and Expect: the
+        // body is already here); the client sets Host from the replica's address.
         let mut headers = parts.headers;
         strip_hop_by_hop(&mut headers);
         headers.remove(HOST);
+        headers.remove(EXPECT);
         let deadline = start + self.config.cold_start_timeout;
         let mut tried: Vec<Arc<Replica>> = Vec::new();
         let mut last_error = String::new();
@@ -697,8 +686,8 @@ impl Gateway {
                 continue;
             };
             let replica = slot.0.clone();
-            let (scheme, authority) = match &replica.target {
-                Ok(t) => t.clone(),
+            let authority = match &replica.authority {
+                Ok(a) => a,
                 Err(e) => {
                     return whole(http::error(
                         StatusCode::BAD_GATEWAY,
@@ -706,71 +695,46 @@ impl Gateway {
                     ))
                 }
             };
-            let mut uri = hyper::http::uri::Parts::default();
-            uri.scheme = Some(scheme);
-            uri.authority = Some(authority);
-            uri.path_and_query = Some(path_and_query.clone());
-            let uri = match Uri::from_parts(uri) {
-                Ok(u) => u,
-                Err(e) => {
-                    return whole(http::error(
-                        StatusCode::BAD_REQUEST,
-                        &format!("bad request: {e}"),
-                    ))
-                }
-            };
-            let mut upstream = Request::new(Full::new(body.clone()));
-            *upstream.method_mut() = method.clone();
-            *upstream.uri_mut() = uri;
-            *upstream.headers_mut() = headers.clone();
-            match self.client().request(upstream).await {
+            let sent = self
+                .client
+                .send(
+                    (self.id, replica.id),
+                    &upstream::Request {
+                        method: &method,
+                        path_and_query: &path_and_query,
+                        authority,
+                        headers: &headers,
+                        body: &body,
+                    },
+                )
+                .await;
+            match sent {
                 Ok(resp) => {
-                    let (mut rparts, rbody) = resp.into_parts();
-                    strip_hop_by_hop(&mut rparts.headers);
-                    rparts.extensions.clear();
-                    rparts.version = hyper::Version::HTTP_11;
-                    let small = rbody
-                        .size_hint()
-                        .exact()
-                        .is_some_and(|n| n <= BUFFER_RESPONSES_UP_TO);
-                    if !small {
-                        let streamed = Streamed {
-                            body: rbody,
+                    let mut out = Response::new(GatewayBody::Whole(Full::new(Bytes::new())));
+                    *out.status_mut() = resp.status;
+                    *out.headers_mut() = resp.headers;
+                    *out.body_mut() = match resp.body {
+                        ResponseBody::Whole(bytes) => GatewayBody::Whole(Full::new(bytes)),
+                        ResponseBody::Streamed(body) => GatewayBody::Streamed(Streamed {
+                            body,
                             _held: (slot, in_flight),
                             endpoint: endpoint.to_string(),
                             replica: replica.base.clone(),
-                        };
-                        return Response::from_parts(rparts, GatewayBody::Streamed(streamed));
-                    }
-                    let bytes = match rbody.collect().await {
-                        Ok(c) => c.to_bytes(),
-                        Err(e) => {
-                            return whole(http::error(
-                                StatusCode::BAD_GATEWAY,
-                                &format!(
-                                    "endpoint {endpoint}: replica {} broke off its response: {e}",
-                                    replica.base
-                                ),
-                            ))
-                        }
+                        }),
                     };
-                    return Response::from_parts(rparts, GatewayBody::Whole(Full::new(bytes)));
+                    return out;
                 }
                 // The connection never opened, so the request was not sent: safe to retry
                 // on another replica whatever the method.
-                Err(e) if e.is_connect() => {
-                    tracing::warn!(endpoint, replica = %replica.base, "connect failed: {e:?}");
-                    last_error = format!("{}: {}", replica.base, error_chain(&e));
+                Err(SendError::Connect(e)) => {
+                    tracing::warn!(endpoint, replica = %replica.base, "connect failed: {e}");
+                    last_error = format!("{}: {e}", replica.base);
                     tried.push(replica);
                 }
-                Err(e) => {
+                Err(SendError::Failed(e)) => {
                     return whole(http::error(
                         StatusCode::BAD_GATEWAY,
-                        &format!(
-                            "endpoint {endpoint}: replica {} failed: {}",
-                            replica.base,
-                            error_chain(&e)
-                        ),
+                        &format!("endpoint {endpoint}: replica {} {e}", replica.base),
                     ))
                 }
             }
@@ -788,17 +752,6 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in names {
         headers.remove(name);
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
 }
 
 fn no_endpoint(endpoint: &str) -> Response<Full<Bytes>> {

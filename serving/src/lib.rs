@@ -41,3 +41,4 @@ pub mod model;
 pub mod model_server;
 pub mod p2c;
 pub mod protocol;
+pub mod upstream;

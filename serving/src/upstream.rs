@@ -1,0 +1,838 @@
+//! The gateway's HTTP/1.1 client for its connections to replicas.
+//!
+//! The gateway's server side is hyper's. The side that talks to replicas is this small
+//! client, with httparse (hyper's own parser) reading the responses, because a proxy
+//! built on hyper's client spends about twice nginx's CPU per request (its dispatcher
+//! task and channels, a body channel per response, a pool behind a lock; see the
+//! serving section of `benches/RESULTS.md`), and the gateway is meant to be at least as
+//! fast as nginx. It speaks only what a replica needs: one request at a time on a
+//! keep-alive connection, bodies framed by `Content-Length`, responses framed by
+//! `Content-Length`, chunked transfer coding or the end of the connection.
+//!
+//! ```text
+//! send ─► idle connection of this thread for the replica? ── no ─► connect (timeout)
+//!      ─► write head + body in one write
+//!      ─► read the head (1xx skipped) ─► framing: none | length | chunked | until close
+//!      ─► length ≤ `whole_up_to`: read whole, connection back to this thread's pool
+//!         otherwise: a streamed body that owns the connection
+//! ```
+//!
+//! A connection taken from the pool that turns out closed by the replica (it timed out
+//! idle just as the request went out: the write fails, or the replica closes without a
+//! byte of answer) is replaced by a new connection once. Idle connections live in a
+//! pool per thread (the gateway runs one single-threaded runtime per core), so a
+//! request and its connection stay on one thread, with no lock.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, StatusCode};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+/// The longest response head read (status line and headers).
+pub const MAX_HEAD_BYTES: usize = 64 << 10;
+/// The most headers a response head may have.
+const MAX_HEADERS: usize = 100;
+/// Below this, the head and the body go out in one write (one copy of the body).
+const ONE_WRITE_UP_TO: usize = 64 << 10;
+/// Idle connections kept per replica and thread.
+const MAX_IDLE_PER_REPLICA: usize = 1024;
+/// Read buffer of a connection; a response that fits is read in one system call.
+const READ_BUFFER: usize = 8 << 10;
+
+/// What identifies a replica's idle connections: the gateway and the replica, both by
+/// ids never reused within a process.
+pub type PoolKey = (usize, u64);
+
+/// Why a request got no response.
+#[derive(Debug)]
+pub enum SendError {
+    /// No connection could be opened: the request was not sent, and may go elsewhere.
+    Connect(io::Error),
+    /// The request may have reached the replica, which gave no usable answer; the
+    /// message reads after "replica URL ", e.g. "broke off its response: ...".
+    Failed(String),
+}
+
+/// A request as the gateway forwards it.
+pub struct Request<'a> {
+    pub method: &'a Method,
+    /// Origin form: `/v2/models/m/infer?x=y`.
+    pub path_and_query: &'a str,
+    /// `host:port`, also sent as `Host`.
+    pub authority: &'a str,
+    /// End-to-end headers only: no `Host`, `Content-Length` or hop-by-hop ones.
+    pub headers: &'a HeaderMap,
+    pub body: &'a Bytes,
+}
+
+/// A response: status, end-to-end headers, and its body.
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: ResponseBody,
+}
+
+pub enum ResponseBody {
+    /// Read whole: the connection went back to the pool.
+    Whole(Bytes),
+    /// Still coming: the body owns the connection until it ends.
+    Streamed(StreamedBody),
+}
+
+struct Conn {
+    stream: TcpStream,
+    /// Read buffer: `rbuf[..filled]` holds bytes read and not yet used.
+    rbuf: Vec<u8>,
+    filled: usize,
+    /// The request being written.
+    wbuf: Vec<u8>,
+    idle_since: Instant,
+}
+
+impl Conn {
+    fn new(stream: TcpStream) -> Conn {
+        Conn {
+            stream,
+            rbuf: vec![0; READ_BUFFER],
+            filled: 0,
+            wbuf: Vec::with_capacity(1024),
+            idle_since: Instant::now(),
+        }
+    }
+
+    /// Whether an idle connection can carry a request: nothing arrived on it since its
+    /// last response (no end of stream, no stray bytes), as far as the reactor knows;
+    /// when the reactor's readiness is stale, one non-blocking read settles it.
+    fn usable(&self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.stream.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
+    /// Reads more into `rbuf`, growing it (up to `max`) when full. Ok(0) at the end of
+    /// the stream.
+    async fn fill(&mut self, max: usize) -> io::Result<usize> {
+        if self.filled == self.rbuf.len() {
+            if self.rbuf.len() >= max {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("response head is larger than {max} bytes"),
+                ));
+            }
+            let grown = (self.rbuf.len() * 2).min(max);
+            self.rbuf.resize(grown, 0);
+        }
+        let n = self.stream.read(&mut self.rbuf[self.filled..]).await?;
+        self.filled += n;
+        Ok(n)
+    }
+
+    /// Drops the first `n` buffered bytes.
+    fn consume(&mut self, n: usize) {
+        self.rbuf.copy_within(n..self.filled, 0);
+        self.filled -= n;
+    }
+}
+
+struct Pools {
+    idle: HashMap<PoolKey, Vec<Conn>>,
+    last_sweep: Instant,
+}
+
+thread_local! {
+    static POOLS: RefCell<Pools> = RefCell::new(Pools {
+        idle: HashMap::new(),
+        last_sweep: Instant::now(),
+    });
+}
+
+/// The client: how long to wait for a connection and to keep one idle, and up to
+/// which length responses are read whole.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub whole_up_to: u64,
+}
+
+/// How a response's body ends (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+struct Head {
+    status: StatusCode,
+    headers: HeaderMap,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+impl Client {
+    /// Sends `req` to `key`'s replica at `req.authority` and reads the response.
+    pub async fn send(&self, key: PoolKey, req: &Request<'_>) -> Result<Response, SendError> {
+        if let Some(mut c) = self.take(key) {
+            match exchange(&mut c, req).await {
+                Ok(head) => return self.finish(key, c, req, head).await,
+                // Closed while idle, before it could answer: a new connection, once.
+                Err(Exchange::Stale) => {}
+                Err(Exchange::Failed(e)) => return Err(SendError::Failed(e)),
+            }
+        }
+        let mut c = self
+            .connect(req.authority)
+            .await
+            .map_err(SendError::Connect)?;
+        match exchange(&mut c, req).await {
+            Ok(head) => self.finish(key, c, req, head).await,
+            Err(Exchange::Stale) => Err(SendError::Failed(
+                "closed the connection without a response".into(),
+            )),
+            Err(Exchange::Failed(e)) => Err(SendError::Failed(e)),
+        }
+    }
+
+    async fn connect(&self, authority: &str) -> io::Result<Conn> {
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(authority))
+            .await
+            .map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "no connection within {:.1}s",
+                        self.connect_timeout.as_secs_f64()
+                    ),
+                )
+            })??;
+        stream.set_nodelay(true)?;
+        Ok(Conn::new(stream))
+    }
+
+    fn take(&self, key: PoolKey) -> Option<Conn> {
+        POOLS.with_borrow_mut(|p| {
+            let idle = p.idle.get_mut(&key)?;
+            while let Some(c) = idle.pop() {
+                if c.idle_since.elapsed() < self.idle_timeout && c.usable() {
+                    return Some(c);
+                }
+            }
+            None
+        })
+    }
+
+    fn put(&self, key: PoolKey, mut conn: Conn) {
+        conn.idle_since = Instant::now();
+        POOLS.with_borrow_mut(|p| {
+            let idle = p.idle.entry(key).or_default();
+            if idle.len() < MAX_IDLE_PER_REPLICA {
+                idle.push(conn);
+            }
+            // Now and then, close what has been idle too long (replicas gone included).
+            if p.last_sweep.elapsed() >= Duration::from_secs(1) {
+                p.last_sweep = Instant::now();
+                let timeout = self.idle_timeout;
+                p.idle.retain(|_, conns| {
+                    conns.retain(|c| c.idle_since.elapsed() < timeout);
+                    !conns.is_empty()
+                });
+            }
+        });
+    }
+
+    /// Reads the body whole (and pools the connection) or hands it over to stream.
+    async fn finish(
+        &self,
+        key: PoolKey,
+        mut conn: Conn,
+        req: &Request<'_>,
+        head: Head,
+    ) -> Result<Response, SendError> {
+        let framing = if *req.method == Method::HEAD {
+            Framing::Empty
+        } else {
+            head.framing
+        };
+        let body = match framing {
+            Framing::Empty => {
+                if head.keep_alive && conn.filled == 0 {
+                    self.put(key, conn);
+                }
+                ResponseBody::Whole(Bytes::new())
+            }
+            Framing::Length(n) if n <= self.whole_up_to => {
+                let n = n as usize;
+                let bytes = if conn.filled >= n {
+                    let b = Bytes::copy_from_slice(&conn.rbuf[..n]);
+                    conn.consume(n);
+                    b
+                } else {
+                    let mut body = vec![0u8; n];
+                    let mut got = conn.filled;
+                    body[..got].copy_from_slice(&conn.rbuf[..got]);
+                    conn.filled = 0;
+                    while got < n {
+                        match conn.stream.read(&mut body[got..]).await {
+                            Ok(0) => {
+                                return Err(SendError::Failed(format!(
+                                    "broke off its response: the connection closed after {got} of {n} body bytes"
+                                )))
+                            }
+                            Ok(k) => got += k,
+                            Err(e) => {
+                                return Err(SendError::Failed(format!(
+                                    "broke off its response: {e} after {got} of {n} body bytes"
+                                )))
+                            }
+                        }
+                    }
+                    Bytes::from(body)
+                };
+                // Bytes after the body were never asked for: that connection is spoiled.
+                if head.keep_alive && conn.filled == 0 {
+                    self.put(key, conn);
+                }
+                ResponseBody::Whole(bytes)
+            }
+            framing => ResponseBody::Streamed(StreamedBody::new(conn, framing)),
+        };
+        Ok(Response {
+            status: head.status,
+            headers: head.headers,
+            body,
+        })
+    }
+}
+
+enum Exchange {
+    /// The connection was closed before any byte of a response: it had been closed
+    /// while idle.
+    Stale,
+    Failed(String),
+}
+
+/// Writes the request and reads the response head (skipping 1xx), leaving the bytes
+/// after the head in `conn.rbuf`.
+async fn exchange(conn: &mut Conn, req: &Request<'_>) -> Result<Head, Exchange> {
+    write_head(&mut conn.wbuf, req);
+    let body = req.body.as_ref();
+    let written = if conn.wbuf.len() + body.len() <= ONE_WRITE_UP_TO {
+        conn.wbuf.extend_from_slice(body);
+        conn.stream.write_all(&conn.wbuf).await
+    } else {
+        match conn.stream.write_all(&conn.wbuf).await {
+            Ok(()) => conn.stream.write_all(body).await,
+            Err(e) => Err(e),
+        }
+    };
+    if let Err(e) = written {
+        return Err(match e.kind() {
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => Exchange::Stale,
+            _ => Exchange::Failed(format!("failed: sending the request: {e}")),
+        });
+    }
+    conn.filled = 0;
+    let mut answered = false;
+    loop {
+        match parse_head(&conn.rbuf[..conn.filled]) {
+            Ok(Some((len, head))) => {
+                conn.consume(len);
+                match head {
+                    Some(head) => return Ok(head),
+                    None => continue, // 1xx: the real answer follows.
+                }
+            }
+            Ok(None) => {}
+            Err(e) => return Err(Exchange::Failed(format!("sent a bad response: {e}"))),
+        }
+        match conn.fill(MAX_HEAD_BYTES).await {
+            Ok(0) if !answered => return Err(Exchange::Stale),
+            Ok(0) => return Err(Exchange::Failed("broke off its response head".into())),
+            Ok(_) => answered = true,
+            Err(e) if !answered && e.kind() == io::ErrorKind::ConnectionReset => {
+                return Err(Exchange::Stale)
+            }
+            Err(e) => {
+                return Err(Exchange::Failed(format!(
+                    "failed: reading the response: {e}"
+                )))
+            }
+        }
+    }
+}
+
+/// `METHOD path HTTP/1.1`, `Host`, the headers, `Content-Length`.
+fn write_head(out: &mut Vec<u8>, req: &Request<'_>) {
+    out.clear();
+    out.extend_from_slice(req.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(req.path_and_query.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(req.authority.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in req.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let bodiless = matches!(
+        *req.method,
+        Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE
+    );
+    if !req.body.is_empty() || !bodiless {
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(req.body.len().to_string().as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Parses a response head at the start of `buf`: Ok(None) when more bytes are needed,
+/// Ok(Some((length, None))) for a 1xx to skip.
+#[allow(clippy::type_complexity)]
+fn parse_head(buf: &[u8]) -> Result<Option<(usize, Option<Head>)>, String> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut raw);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(format!("the response head is not valid HTTP/1.1: {e}")),
+    };
+    let code = resp.code.unwrap_or(0);
+    let status = StatusCode::from_u16(code).map_err(|_| format!("bad status code {code}"))?;
+    if status.is_informational() {
+        return Ok(Some((len, None)));
+    }
+    let mut keep_alive = resp.version == Some(1);
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    let mut transfer_coded = false;
+    let mut headers = HeaderMap::with_capacity(resp.headers.len());
+    for h in resp.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| format!("bad header name {:?}", h.name))?;
+        match name.as_str() {
+            "content-length" => {
+                let n = std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .ok_or_else(|| {
+                        format!("bad content-length {:?}", String::from_utf8_lossy(h.value))
+                    })?;
+                if length.is_some_and(|l| l != n) {
+                    return Err("two different content-length headers".into());
+                }
+                length = Some(n);
+                continue;
+            }
+            "transfer-encoding" => {
+                transfer_coded = true;
+                chunked = h
+                    .value
+                    .rsplit(|&b| b == b',')
+                    .next()
+                    .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                continue;
+            }
+            "connection" => {
+                for token in h.value.split(|&b| b == b',') {
+                    let token = token.trim_ascii();
+                    if token.eq_ignore_ascii_case(b"close") {
+                        keep_alive = false;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        keep_alive = true;
+                    }
+                }
+                continue;
+            }
+            _ if crate::gateway::hop_by_hop(&name) => continue,
+            _ => {}
+        }
+        let value = HeaderValue::from_bytes(h.value)
+            .map_err(|_| format!("bad value for header {}", name.as_str()))?;
+        headers.append(name, value);
+    }
+    let framing = if matches!(code, 204 | 304) {
+        Framing::Empty
+    } else if transfer_coded {
+        if chunked {
+            Framing::Chunked
+        } else {
+            Framing::UntilClose
+        }
+    } else {
+        match length {
+            Some(0) => Framing::Empty,
+            Some(n) => Framing::Length(n),
+            None => Framing::UntilClose,
+        }
+    };
+    if framing == Framing::UntilClose {
+        keep_alive = false;
+    }
+    Ok(Some((
+        len,
+        Some(Head {
+            status,
+            headers,
+            framing,
+            keep_alive,
+        }),
+    )))
+}
+
+/// Where a streamed body is in its framing.
+#[derive(Debug, Clone, Copy)]
+enum Stream {
+    /// This many bytes still to come.
+    Length(u64),
+    UntilClose,
+    /// The next thing is a chunk-size line.
+    ChunkSize,
+    /// This many bytes of the current chunk still to come.
+    ChunkData(u64),
+    /// The CRLF after a chunk's data.
+    ChunkEnd,
+    /// Trailer lines, up to an empty one (trailers are dropped).
+    Trailers,
+    Done,
+}
+
+/// A response body read from the replica as the client takes it: a long or
+/// unknown-length answer (token streams, server-sent events). The connection is
+/// closed when it is dropped, ended or not.
+pub struct StreamedBody {
+    conn: Conn,
+    state: Stream,
+    /// Bytes of chunk-size and trailer lines read, against a limit.
+    meta: usize,
+}
+
+/// The most bytes of chunk-size lines and trailers one body may have.
+const MAX_CHUNK_META: usize = 64 << 10;
+
+fn invalid(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+impl StreamedBody {
+    fn new(conn: Conn, framing: Framing) -> StreamedBody {
+        let state = match framing {
+            Framing::Empty => Stream::Done,
+            Framing::Length(n) => Stream::Length(n),
+            Framing::Chunked => Stream::ChunkSize,
+            Framing::UntilClose => Stream::UntilClose,
+        };
+        StreamedBody {
+            conn,
+            state,
+            meta: 0,
+        }
+    }
+
+    /// The next line (without CRLF) if the buffer holds one; consumed.
+    fn line(&mut self) -> io::Result<Option<Vec<u8>>> {
+        let buf = &self.conn.rbuf[..self.conn.filled];
+        match buf.windows(2).position(|w| w == b"\r\n") {
+            Some(i) => {
+                self.meta += i + 2;
+                if self.meta > MAX_CHUNK_META {
+                    return Err(invalid("chunk headers and trailers over 64 KiB"));
+                }
+                let line = buf[..i].to_vec();
+                self.conn.consume(i + 2);
+                Ok(Some(line))
+            }
+            None if self.meta + buf.len() > MAX_CHUNK_META => {
+                Err(invalid("chunk headers and trailers over 64 KiB"))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Up to `max` buffered bytes as a frame.
+    fn take(&mut self, max: u64) -> Bytes {
+        let n = (self.conn.filled as u64).min(max) as usize;
+        let b = Bytes::copy_from_slice(&self.conn.rbuf[..n]);
+        self.conn.consume(n);
+        b
+    }
+
+    /// Reads more into the buffer: Ready(Ok(0)) at the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let conn = &mut self.conn;
+        if conn.filled == conn.rbuf.len() {
+            // Only lines can fill it (data is taken as it comes); `line` limits them.
+            let grown = conn.rbuf.len() * 2;
+            conn.rbuf.resize(grown, 0);
+        }
+        let mut rb = ReadBuf::new(&mut conn.rbuf[conn.filled..]);
+        match Pin::new(&mut conn.stream).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => {
+                let n = rb.filled().len();
+                conn.filled += n;
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// One step: Some(frame), None at the end, or an error.
+    fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
+        loop {
+            // What the buffer already allows.
+            match self.state {
+                Stream::Done => return Poll::Ready(Ok(None)),
+                Stream::Length(0) => {
+                    self.state = Stream::Done;
+                    return Poll::Ready(Ok(None));
+                }
+                Stream::Length(n) if self.conn.filled > 0 => {
+                    let b = self.take(n);
+                    self.state = Stream::Length(n - b.len() as u64);
+                    return Poll::Ready(Ok(Some(b)));
+                }
+                Stream::UntilClose if self.conn.filled > 0 => {
+                    return Poll::Ready(Ok(Some(self.take(u64::MAX))))
+                }
+                Stream::ChunkData(n) if self.conn.filled > 0 => {
+                    let b = self.take(n);
+                    let left = n - b.len() as u64;
+                    self.state = if left == 0 {
+                        Stream::ChunkEnd
+                    } else {
+                        Stream::ChunkData(left)
+                    };
+                    return Poll::Ready(Ok(Some(b)));
+                }
+                Stream::ChunkEnd if self.conn.filled >= 2 => {
+                    if &self.conn.rbuf[..2] != b"\r\n" {
+                        return Poll::Ready(Err(invalid("no CRLF after a chunk")));
+                    }
+                    self.conn.consume(2);
+                    self.state = Stream::ChunkSize;
+                    continue;
+                }
+                Stream::ChunkSize => {
+                    if let Some(line) = self.line()? {
+                        let digits = line.split(|&b| b == b';').next().unwrap_or(&[]);
+                        let size = std::str::from_utf8(digits)
+                            .ok()
+                            .map(str::trim_ascii)
+                            .filter(|d| !d.is_empty() && d.len() <= 16)
+                            .and_then(|d| u64::from_str_radix(d, 16).ok())
+                            .ok_or_else(|| {
+                                invalid(format!(
+                                    "bad chunk size line {:?}",
+                                    String::from_utf8_lossy(&line)
+                                ))
+                            })?;
+                        self.state = if size == 0 {
+                            Stream::Trailers
+                        } else {
+                            Stream::ChunkData(size)
+                        };
+                        continue;
+                    }
+                }
+                Stream::Trailers => {
+                    if let Some(line) = self.line()? {
+                        if line.is_empty() {
+                            self.state = Stream::Done;
+                        }
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            // Need more bytes.
+            match std::task::ready!(self.poll_fill(cx)) {
+                Ok(0) => {
+                    return Poll::Ready(match self.state {
+                        Stream::UntilClose => {
+                            self.state = Stream::Done;
+                            Ok(None)
+                        }
+                        _ => Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the replica closed the connection before the end of the body",
+                        )),
+                    })
+                }
+                Ok(_) => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl Body for StreamedBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = self.get_mut();
+        match std::task::ready!(this.poll_step(cx)) {
+            Ok(Some(b)) => Poll::Ready(Some(Ok(Frame::data(b)))),
+            Ok(None) => Poll::Ready(None),
+            Err(e) => {
+                // A broken body ends here; later polls see the end.
+                this.state = Stream::Done;
+                Poll::Ready(Some(Err(e)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.state, Stream::Done | Stream::Length(0))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state {
+            Stream::Length(n) => SizeHint::with_exact(n),
+            Stream::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(raw: &str) -> Head {
+        match parse_head(raw.as_bytes()) {
+            Ok(Some((len, Some(h)))) => {
+                assert_eq!(len, raw.len());
+                h
+            }
+            other => panic!(
+                "{raw:?}: {:?}",
+                other.map(|o| o.map(|(l, h)| (l, h.is_some())))
+            ),
+        }
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let h = head("HTTP/1.1 200 OK\r\ncontent-length: 12\r\nx-a: b\r\n\r\n");
+        assert_eq!(h.framing, Framing::Length(12));
+        assert!(h.keep_alive);
+        assert_eq!(h.headers.len(), 1, "content-length is not passed on");
+        let h = head(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\ncontent-length: 5\r\n\r\n",
+        );
+        assert_eq!(h.framing, Framing::Chunked, "chunked wins over a length");
+        let h = head("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n");
+        assert_eq!(h.framing, Framing::UntilClose);
+        assert!(!h.keep_alive);
+        let h = head("HTTP/1.1 200 OK\r\n\r\n");
+        assert_eq!(h.framing, Framing::UntilClose);
+        let h = head("HTTP/1.1 204 No Content\r\ncontent-length: 7\r\n\r\n");
+        assert_eq!(h.framing, Framing::Empty);
+        let h = head("HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\n");
+        assert!(!h.keep_alive);
+        let h = head("HTTP/1.0 200 OK\r\ncontent-length: 3\r\n\r\n");
+        assert!(!h.keep_alive, "HTTP/1.0 closes unless it says keep-alive");
+        let h = head("HTTP/1.0 200 OK\r\ncontent-length: 3\r\nConnection: Keep-Alive\r\n\r\n");
+        assert!(h.keep_alive);
+    }
+
+    #[test]
+    fn informational_heads_are_skipped_and_partial_ones_wait() {
+        assert!(matches!(
+            parse_head(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"),
+            Ok(Some((25, None)))
+        ));
+        assert!(matches!(
+            parse_head(b"HTTP/1.1 200 OK\r\ncontent-le"),
+            Ok(None)
+        ));
+        assert!(matches!(parse_head(b""), Ok(None)));
+    }
+
+    #[test]
+    fn bad_heads_are_errors_that_say_what() {
+        for (raw, says) in [
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n",
+                "bad content-length",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
+                "two different content-length",
+            ),
+            ("SMTP ready\r\n\r\n", "not valid HTTP/1.1"),
+            ("HTTP/1.1 099 Odd\r\n\r\n", "bad status code 99"),
+        ] {
+            match parse_head(raw.as_bytes()) {
+                Err(e) => assert!(e.contains(says), "{raw:?}: {e}"),
+                Ok(_) => panic!("{raw:?} was accepted"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_request_head_has_host_headers_and_length() {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        let body = Bytes::from_static(b"{}");
+        let mut out = Vec::new();
+        write_head(
+            &mut out,
+            &Request {
+                method: &Method::POST,
+                path_and_query: "/v2/models/m/infer?a=b",
+                authority: "10.0.0.5:8000",
+                headers: &headers,
+                body: &body,
+            },
+        );
+        assert_eq!(
+            String::from_utf8(out.clone()).unwrap(),
+            "POST /v2/models/m/infer?a=b HTTP/1.1\r\nhost: 10.0.0.5:8000\r\n\
+             content-type: application/json\r\ncontent-length: 2\r\n\r\n"
+        );
+        let empty = Bytes::new();
+        write_head(
+            &mut out,
+            &Request {
+                method: &Method::GET,
+                path_and_query: "/v2/models/m",
+                authority: "h:1",
+                headers: &HeaderMap::new(),
+                body: &empty,
+            },
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET /v2/models/m HTTP/1.1\r\nhost: h:1\r\n\r\n",
+            "a bodiless GET has no content-length"
+        );
+    }
+}
