@@ -724,6 +724,8 @@ impl Body for StreamedBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
 
     fn head(raw: &str) -> Head {
         match parse_head(raw.as_bytes()) {
@@ -834,5 +836,291 @@ mod tests {
             "GET /v2/models/m HTTP/1.1\r\nhost: h:1\r\n\r\n",
             "a bodiless GET has no content-length"
         );
+    }
+    /// What a scripted replica does with a request: answer with these bytes (then
+    /// close the connection or keep it), or close without a word.
+    enum Act {
+        Answer(&'static [u8], bool),
+        Hangup,
+    }
+
+    /// A replica on a raw socket: `script(connection, request on it, request text)`
+    /// says what to do; returns its address, the connections it accepted and the
+    /// requests it read.
+    async fn replica(
+        script: fn(usize, usize, &str) -> Act,
+    ) -> (String, Arc<AtomicUsize>, Arc<Mutex<Vec<String>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let conns = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (c, s) = (conns.clone(), seen.clone());
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let conn = c.fetch_add(1, Ordering::SeqCst);
+                let seen = s.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    for nth in 0..100 {
+                        // One request: its head, then its Content-Length body.
+                        let mut chunk = [0u8; 4096];
+                        let head_end = loop {
+                            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break i + 4;
+                            }
+                            match sock.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                        let len = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length: "))
+                            .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                        while buf.len() < head_end + len {
+                            match sock.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        let request = String::from_utf8_lossy(&buf[..head_end + len]).to_string();
+                        buf.drain(..head_end + len);
+                        seen.lock().unwrap().push(request.clone());
+                        match script(conn, nth, &request) {
+                            Act::Answer(bytes, close) => {
+                                if sock.write_all(bytes).await.is_err() || close {
+                                    return;
+                                }
+                            }
+                            Act::Hangup => return,
+                        }
+                    }
+                });
+            }
+        });
+        (addr, conns, seen)
+    }
+
+    fn client() -> Client {
+        Client {
+            connect_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(90),
+            whole_up_to: 1 << 20,
+        }
+    }
+
+    static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
+
+    /// Sends `method path` with `body` and returns the response, its body read whole
+    /// (streamed ones too), or the error's text.
+    async fn call(
+        c: &Client,
+        key: PoolKey,
+        addr: &str,
+        method: Method,
+        body: &'static str,
+    ) -> Result<(u16, HeaderMap, String), String> {
+        use http_body_util::BodyExt;
+        let mut headers = HeaderMap::new();
+        headers.insert("x-request", HeaderValue::from_static("yes"));
+        let body = Bytes::from_static(body.as_bytes());
+        let resp = c
+            .send(
+                key,
+                &Request {
+                    method: &method,
+                    path_and_query: "/v2/models/m/infer",
+                    authority: addr,
+                    headers: &headers,
+                    body: &body,
+                },
+            )
+            .await
+            .map_err(|e| match e {
+                SendError::Connect(e) => format!("connect: {e}"),
+                SendError::Failed(e) => e,
+            })?;
+        let bytes = match resp.body {
+            ResponseBody::Whole(b) => b,
+            ResponseBody::Streamed(s) => s.collect().await.map_err(|e| e.to_string())?.to_bytes(),
+        };
+        Ok((
+            resp.status.as_u16(),
+            resp.headers,
+            String::from_utf8_lossy(&bytes).into_owned(),
+        ))
+    }
+
+    fn key() -> PoolKey {
+        (usize::MAX, NEXT_KEY.fetch_add(1, Ordering::Relaxed))
+    }
+
+    const OK: &[u8] =
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-reply: 1\r\nconnection: keep-alive\r\n\r\nok";
+
+    #[tokio::test]
+    async fn keep_alive_connections_are_reused_one_request_at_a_time() {
+        let (addr, conns, seen) = replica(|_, _, _| Act::Answer(OK, false)).await;
+        let (c, k) = (client(), key());
+        for _ in 0..10 {
+            let (code, headers, body) = call(&c, k, &addr, Method::POST, "{}").await.unwrap();
+            assert_eq!((code, body.as_str()), (200, "ok"));
+            assert_eq!(headers.get("x-reply").unwrap(), "1");
+            assert!(
+                headers.get("connection").is_none(),
+                "hop-by-hop headers stay behind"
+            );
+        }
+        assert_eq!(conns.load(Ordering::SeqCst), 1);
+        let first = seen.lock().unwrap()[0].clone();
+        assert_eq!(
+            first,
+            format!(
+                "POST /v2/models/m/infer HTTP/1.1\r\nhost: {addr}\r\nx-request: yes\r\n\
+                 content-length: 2\r\n\r\n{{}}"
+            )
+        );
+        // Another pool key (another replica or gateway) has its own connections.
+        call(&c, key(), &addr, Method::POST, "{}").await.unwrap();
+        assert_eq!(conns.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_replica_closed_while_idle_is_replaced() {
+        // Every connection carries one request, then the replica closes it without
+        // saying so in the response.
+        let (addr, conns, _) = replica(|_, _, _| Act::Answer(OK, true)).await;
+        let (c, k) = (client(), key());
+        for i in 0..5 {
+            let r = call(&c, k, &addr, Method::POST, "{}").await;
+            assert_eq!(r.map(|r| r.0), Ok(200), "request {i}");
+        }
+        assert_eq!(conns.load(Ordering::SeqCst), 5);
+    }
+
+    #[tokio::test]
+    async fn a_reused_connection_that_turns_out_closed_is_retried_once_on_a_new_one() {
+        // The replica takes the second request of each connection and hangs up
+        // without answering: as if its idle timeout struck as the request went out.
+        let (addr, conns, seen) = replica(|_, nth, _| match nth {
+            0 => Act::Answer(OK, false),
+            _ => Act::Hangup,
+        })
+        .await;
+        let (c, k) = (client(), key());
+        assert_eq!(call(&c, k, &addr, Method::POST, "{}").await.unwrap().0, 200);
+        assert_eq!(call(&c, k, &addr, Method::POST, "{}").await.unwrap().0, 200);
+        assert_eq!(conns.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            seen.lock().unwrap().len(),
+            3,
+            "sent twice: once on the stale one"
+        );
+        // A new connection that closes without an answer is an error, not a loop.
+        let (addr, conns, _) = replica(|_, _, _| Act::Hangup).await;
+        let err = call(&c, key(), &addr, Method::POST, "{}")
+            .await
+            .unwrap_err();
+        assert_eq!(err, "closed the connection without a response");
+        assert_eq!(conns.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_a_connect_error() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        drop(l);
+        let err = call(&client(), key(), &addr, Method::POST, "{}")
+            .await
+            .unwrap_err();
+        assert!(err.starts_with("connect: "), "{err}");
+    }
+
+    #[tokio::test]
+    async fn bodies_are_framed_by_length_chunks_or_the_end_of_the_connection() {
+        let (addr, conns, _) = replica(|_, _, req| {
+            if req.contains("/chunked") {
+                return Act::Answer(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+                    5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: 1\r\n\r\n", false);
+            }
+            if req.starts_with("HEAD") {
+                return Act::Answer(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", false);
+            }
+            if req.starts_with("GET") {
+                return Act::Answer(
+                    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 3\r\n\r\nabc",
+                    false,
+                );
+            }
+            Act::Answer(b"HTTP/1.1 200 OK\r\n\r\nuntil the end", true)
+        })
+        .await;
+        let (c, k) = (client(), key());
+        let r = call(&c, k, &addr, Method::HEAD, "").await.unwrap();
+        assert_eq!((r.0, r.2.as_str()), (200, ""), "a HEAD answer has no body");
+        let r = call(&c, k, &addr, Method::GET, "").await.unwrap();
+        assert_eq!((r.0, r.2.as_str()), (201, "abc"), "1xx skipped");
+        assert_eq!(conns.load(Ordering::SeqCst), 1, "both on one connection");
+        let r = call(&c, k, &addr, Method::POST, "{}").await.unwrap();
+        assert_eq!(r.2, "until the end");
+        let mut headers = HeaderMap::new();
+        headers.insert("x-request", HeaderValue::from_static("yes"));
+        let body = Bytes::new();
+        let resp = c
+            .send(
+                k,
+                &Request {
+                    method: &Method::GET,
+                    path_and_query: "/chunked",
+                    authority: &addr,
+                    headers: &headers,
+                    body: &body,
+                },
+            )
+            .await
+            .ok()
+            .unwrap();
+        let ResponseBody::Streamed(s) = resp.body else {
+            panic!("a chunked answer is streamed");
+        };
+        use http_body_util::BodyExt;
+        let bytes = s.collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], b"hello world");
+    }
+
+    #[tokio::test]
+    async fn broken_answers_are_errors_that_say_what_broke() {
+        let (addr, _, _) = replica(|_, _, req| {
+            Act::Answer(
+                if req.contains("x-request") && req.starts_with("POST") {
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort"
+                } else if req.starts_with("GET") {
+                    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n"
+                } else if req.starts_with("PUT") {
+                    b"garbage\r\n\r\n"
+                } else {
+                    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhel"
+                },
+                true,
+            )
+        })
+        .await;
+        let c = client();
+        let err = call(&c, key(), &addr, Method::POST, "{}")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "broke off its response: the connection closed after 5 of 10 body bytes"
+        );
+        let err = call(&c, key(), &addr, Method::GET, "").await.unwrap_err();
+        assert!(err.contains("bad chunk size line \"zz\""), "{err}");
+        let err = call(&c, key(), &addr, Method::PUT, "").await.unwrap_err();
+        assert!(err.starts_with("sent a bad response: "), "{err}");
+        let err = call(&c, key(), &addr, Method::DELETE, "")
+            .await
+            .unwrap_err();
+        assert!(err.contains("before the end of the body"), "{err}");
     }
 }
