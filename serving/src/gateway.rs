@@ -655,11 +655,7 @@ impl Gateway {
             }
             Err(e) => return whole(http::error(StatusCode::BAD_REQUEST, &e.to_string())),
         };
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
+        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let method = parts.method;
         // The request's own headers, less those of its connection (and Expect: the
         // body is already here); the client sets Host from the replica's address.
@@ -701,7 +697,7 @@ impl Gateway {
                     (self.id, replica.id),
                     &upstream::Request {
                         method: &method,
-                        path_and_query: &path_and_query,
+                        path_and_query,
                         authority,
                         headers: &headers,
                         body: &body,

@@ -6,8 +6,8 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use bytes::{Buf, Bytes};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -130,9 +130,84 @@ where
         return Err(BodyError::TooLarge { limit });
     }
     let (parts, body) = req.into_parts();
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok((parts, collected.to_bytes())),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge { limit }),
-        Err(e) => Err(BodyError::Read(e.to_string())),
+    let mut body = std::pin::pin!(body);
+    // Most bodies come in one frame: that frame is the body, with no copy.
+    let mut first: Option<Bytes> = None;
+    let mut more: Vec<u8> = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
+        let Ok(mut data) = frame.into_data() else {
+            continue; // trailers
+        };
+        // Free for `Bytes`, which is what hyper's bodies carry.
+        let data = data.copy_to_bytes(data.remaining());
+        total += data.len();
+        if total > limit {
+            return Err(BodyError::TooLarge { limit });
+        }
+        match &first {
+            None => first = Some(data),
+            Some(f) => {
+                if more.is_empty() {
+                    more.extend_from_slice(f);
+                }
+                more.extend_from_slice(&data);
+            }
+        }
+    }
+    let bytes = match (first, more.is_empty()) {
+        (None, _) => Bytes::new(),
+        (Some(f), true) => f,
+        (Some(_), false) => Bytes::from(more),
+    };
+    Ok((parts, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    /// A body that yields these frames, one per poll.
+    struct Frames(VecDeque<&'static [u8]>);
+
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = std::io::Error;
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+            Poll::Ready(
+                self.get_mut()
+                    .0
+                    .pop_front()
+                    .map(|b| Ok(hyper::body::Frame::data(Bytes::from_static(b)))),
+            )
+        }
+    }
+
+    async fn read(frames: &[&'static [u8]], limit: usize) -> Result<Bytes, BodyError> {
+        let req = Request::new(Frames(frames.iter().copied().collect()));
+        read_body(req, limit).await.map(|(_, b)| b)
+    }
+
+    #[tokio::test]
+    async fn bodies_are_read_whole_across_frames_and_under_the_limit() {
+        assert_eq!(read(&[], 4).await.unwrap(), "");
+        assert_eq!(read(&[b"abcd"], 4).await.unwrap(), "abcd");
+        assert_eq!(read(&[b"ab", b"", b"cd"], 4).await.unwrap(), "abcd");
+        assert_eq!(read(&[b"", b"abc"], 4).await.unwrap(), "abc");
+        assert!(matches!(
+            read(&[b"ab", b"cde"], 4).await,
+            Err(BodyError::TooLarge { limit: 4 })
+        ));
+        assert!(matches!(
+            read(&[b"abcde"], 4).await,
+            Err(BodyError::TooLarge { limit: 4 })
+        ));
     }
 }

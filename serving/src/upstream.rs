@@ -239,18 +239,19 @@ impl Client {
     }
 
     fn put(&self, key: PoolKey, mut conn: Conn) {
-        conn.idle_since = Instant::now();
+        let now = Instant::now();
+        conn.idle_since = now;
         POOLS.with_borrow_mut(|p| {
             let idle = p.idle.entry(key).or_default();
             if idle.len() < MAX_IDLE_PER_REPLICA {
                 idle.push(conn);
             }
             // Now and then, close what has been idle too long (replicas gone included).
-            if p.last_sweep.elapsed() >= Duration::from_secs(1) {
-                p.last_sweep = Instant::now();
+            if now.duration_since(p.last_sweep) >= Duration::from_secs(1) {
+                p.last_sweep = now;
                 let timeout = self.idle_timeout;
                 p.idle.retain(|_, conns| {
-                    conns.retain(|c| c.idle_since.elapsed() < timeout);
+                    conns.retain(|c| now.duration_since(c.idle_since) < timeout);
                     !conns.is_empty()
                 });
             }
