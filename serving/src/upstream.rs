@@ -241,6 +241,14 @@ impl Client {
     fn put(&self, key: PoolKey, mut conn: Conn) {
         let now = Instant::now();
         conn.idle_since = now;
+        // An idle connection keeps small buffers, whatever its last request needed.
+        if conn.wbuf.capacity() > 4 * READ_BUFFER {
+            conn.wbuf = Vec::with_capacity(1024);
+        }
+        if conn.rbuf.len() > READ_BUFFER {
+            conn.rbuf.truncate(READ_BUFFER);
+            conn.rbuf.shrink_to_fit();
+        }
         POOLS.with_borrow_mut(|p| {
             let idle = p.idle.entry(key).or_default();
             if idle.len() < MAX_IDLE_PER_REPLICA {
