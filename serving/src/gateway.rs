@@ -9,6 +9,7 @@
 //!         p2c over outstanding requests ─► forward ([`crate::upstream`]: per-thread
 //!                                              pools of keep-alive connections)
 //!         connect failed (request not sent) ─► retry on a replica not yet tried
+//!         no answer within the response timeout ─► 504
 //!         response: length known and ≤ 1 MiB ─► read whole (broken off → 502)
 //!                   otherwise (chunked, SSE, large) ─► streamed to the client as it comes
 //! ```
@@ -75,6 +76,9 @@ pub struct GatewayConfig {
     pub connect_timeout: Duration,
     /// How long an idle pooled connection to a replica is kept.
     pub pool_idle_timeout: Duration,
+    /// How long a replica may take to answer a forwarded request (its response head,
+    /// and its body when read whole) before 504.
+    pub response_timeout: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -85,6 +89,7 @@ impl Default for GatewayConfig {
             cold_start_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(2),
             pool_idle_timeout: Duration::from_secs(90),
+            response_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -691,19 +696,25 @@ impl Gateway {
                     ))
                 }
             };
-            let sent = self
-                .client
-                .send(
-                    (self.id, replica.id),
-                    &upstream::Request {
-                        method: &method,
-                        path_and_query,
-                        authority,
-                        headers: &headers,
-                        body: &body,
-                    },
-                )
-                .await;
+            let request = upstream::Request {
+                method: &method,
+                path_and_query,
+                authority,
+                headers: &headers,
+                body: &body,
+            };
+            let send = self.client.send((self.id, replica.id), &request);
+            // Giving up drops the connection with the request: it is not reused.
+            let Ok(sent) = tokio::time::timeout(self.config.response_timeout, send).await else {
+                return whole(http::error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    &format!(
+                        "endpoint {endpoint}: replica {} did not answer within {}s",
+                        replica.base,
+                        self.config.response_timeout.as_secs_f64()
+                    ),
+                ));
+            };
             match sent {
                 Ok(resp) => {
                     let mut out = Response::new(GatewayBody::Whole(Full::new(Bytes::new())));

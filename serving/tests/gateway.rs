@@ -271,6 +271,39 @@ async fn held_requests_time_out_and_a_full_queue_refuses_at_once() {
     assert_eq!(gw.concurrency("m"), 0);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_replica_that_does_not_answer_in_time_gets_a_504_naming_it() {
+    let (url, slow) = backend("slow", false).await;
+    let config = GatewayConfig {
+        response_timeout: Duration::from_secs(5),
+        ..GatewayConfig::default()
+    };
+    let gw = Gateway::new(config, Arc::new(NoScaleUp));
+    gw.set_replicas("m", vec![url.clone()]);
+    let start = tokio::time::Instant::now();
+    let (code, err) = error_of(gw.handle_request(empty_post()).await).await;
+    assert_eq!(code, 504);
+    assert_eq!(
+        err,
+        format!("endpoint m: replica {url} did not answer within 5s")
+    );
+    assert_eq!(start.elapsed(), Duration::from_secs(5));
+    assert_eq!(
+        slow.hits.load(Ordering::SeqCst),
+        1,
+        "it reached the replica"
+    );
+    assert_eq!(
+        gw.concurrency("m"),
+        0,
+        "its slot on the replica is given back"
+    );
+    // The replica answers again: a new request gets through on a new connection.
+    slow.gate.add_permits(Semaphore::MAX_PERMITS >> 1);
+    let resp = gw.handle_request(empty_post()).await;
+    assert_eq!(resp.status(), 200);
+}
+
 #[tokio::test]
 async fn removing_a_replica_drains_it() {
     let (old_url, old) = backend("old", false).await;

@@ -45,6 +45,11 @@ struct Args {
     /// The same in milliseconds (overrides --cold-start-timeout-secs).
     #[arg(long)]
     cold_start_timeout_ms: Option<u64>,
+    /// Seconds a replica may take to answer a forwarded request (its response head,
+    /// and the body when it is read whole) before the client gets 504. A streamed
+    /// body may then take as long as it takes.
+    #[arg(long, default_value_t = 300)]
+    response_timeout_secs: u64,
     /// Threads that serve requests, each with its own event loop and its own
     /// listening socket on the port (SO_REUSEPORT), as nginx's workers do;
     /// 0: one per CPU core.
@@ -116,6 +121,7 @@ async fn main() -> anyhow::Result<()> {
             .cold_start_timeout_ms
             .map(Duration::from_millis)
             .unwrap_or(Duration::from_secs(args.cold_start_timeout_secs)),
+        response_timeout: Duration::from_secs(args.response_timeout_secs),
         ..GatewayConfig::default()
     };
     let (wake_tx, wake_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
