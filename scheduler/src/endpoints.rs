@@ -446,7 +446,7 @@ use crate::raft_node::RaftHandle;
 use crate::state::{Command, Envelope};
 
 /// What the leader knows about one endpoint's load (soft state: a new leader
-/// starts afresh, holding the replicas that exist for a stable window).
+/// starts afresh, holding the replicas that exist until a gateway reports).
 struct EndpointLoad {
     config: AutoscalerConfig,
     autoscaler: Autoscaler,
@@ -460,6 +460,11 @@ struct EndpointLoad {
     last_load_write: Option<Instant>,
     written: (f64, f64),
     last_replace: Option<Instant>,
+    /// Whether a gateway has reported since this replica began leading. Until
+    /// then the autoscaler sees the serving replicas as fully loaded: gateways
+    /// find a new leader seconds after it is elected, and their silence is
+    /// not idleness.
+    heard: bool,
 }
 
 /// One gateway's last report for one endpoint.
@@ -484,6 +489,7 @@ impl EndpointLoad {
         rps: f64,
         drained: &[String],
     ) {
+        self.heard = true;
         self.gateways.insert(
             gateway.to_string(),
             GatewayReport {
@@ -541,19 +547,11 @@ impl Loads {
         if stale {
             map.remove(&ep.metadata.name);
         }
-        map.entry(ep.metadata.name.clone()).or_insert_with(|| {
-            let mut autoscaler = Autoscaler::new(config.clone());
-            // A new leader holds what runs until the windows have seen real load.
-            let current = ep.status.replicas.iter().filter(|r| !r.draining()).count();
-            if current > 0 {
-                autoscaler.record(
-                    now.duration_since(self.origin),
-                    current as f64 * config.target_concurrency,
-                );
-            }
-            EndpointLoad {
+        let e = map
+            .entry(ep.metadata.name.clone())
+            .or_insert_with(|| EndpointLoad {
+                autoscaler: Autoscaler::new(config.clone()),
                 config,
-                autoscaler,
                 gateways: HashMap::new(),
                 concurrency: 0.0,
                 rps: 0.0,
@@ -561,8 +559,18 @@ impl Loads {
                 last_load_write: None,
                 written: (0.0, 0.0),
                 last_replace: None,
-            }
-        })
+                heard: false,
+            });
+        // A new leader holds what runs until a gateway has reported (and then
+        // until the windows have seen real load).
+        let current = ep.status.replicas.iter().filter(|r| !r.draining()).count();
+        if !e.heard && current > 0 {
+            e.autoscaler.record(
+                now.duration_since(self.origin),
+                current as f64 * e.config.target_concurrency,
+            );
+        }
+        e
     }
 
     /// Record one report; returns the endpoints that need a replica right now
@@ -1104,6 +1112,55 @@ mod tests {
         // Reports without an id (older gateways) count as one gateway.
         loads.record_at(&h.s, &report("", 2.0, &[]), at(9));
         assert_eq!(sums(&loads), (3.0, 30.0));
+    }
+
+    #[test]
+    fn a_new_leader_holds_serving_replicas_until_a_gateway_reports() {
+        let mut h = H::new();
+        h.apply(Command::CreateEndpoint {
+            endpoint: Box::new(endpoint(0, 3)),
+        })
+        .unwrap();
+        h.scale(1);
+        h.run("lin-replica-0", 0, 20001);
+        // A new leader: its load map is empty, and the gateway, still failing
+        // over (a read barrier on a replica that knows no leader takes seconds),
+        // reports nothing for longer than the stable window (10 s) and
+        // scaleToZeroAfterSeconds (5 s).
+        let loads = Loads::default();
+        let t0 = loads.origin;
+        let at = |s: u64| t0 + std::time::Duration::from_secs(s);
+        let scaled = |cmds: &[Command]| {
+            cmds.iter().find_map(|c| match c {
+                Command::ScaleEndpoint { replicas, .. } => Some(*replicas),
+                _ => None,
+            })
+        };
+        for s in [1, 6, 12, 20] {
+            let cmds = loads.plan(&h.s, at(s), s * 1000);
+            assert_eq!(scaled(&cmds), None, "at {s} s, nothing heard: {cmds:?}");
+        }
+        // Once the gateway is heard from, its reports decide: busy, it stays...
+        let report = |c: f64| pb::ReportLoadRequest {
+            gateway: "gw".into(),
+            endpoints: vec![pb::EndpointLoad {
+                endpoint: "lin".into(),
+                concurrency: c,
+                requests_per_second: c * 100.0,
+                cold_start: false,
+                drained: vec![],
+            }],
+        };
+        for s in 21..=40 {
+            loads.record_at(&h.s, &report(1.0), at(s));
+            let cmds = loads.plan(&h.s, at(s), s * 1000);
+            assert_eq!(scaled(&cmds), None, "at {s} s, busy: {cmds:?}");
+        }
+        // ...and idle for the window and scaleToZeroAfterSeconds, it goes to zero.
+        for s in 41..=60 {
+            loads.record_at(&h.s, &report(0.0), at(s));
+        }
+        assert_eq!(scaled(&loads.plan(&h.s, at(60), 60_000)), Some(0));
     }
 
     #[test]
