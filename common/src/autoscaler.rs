@@ -156,6 +156,15 @@ impl Autoscaler {
         self.samples.push_back((at, concurrency));
     }
 
+    /// Records that requests were answered in the period ending at `at`, whatever the
+    /// concurrency samples saw: short requests between two samples of the in-flight
+    /// count are traffic too, and keep the last replica from scaling to zero.
+    pub fn record_requests(&mut self, at: Duration) {
+        if self.last_traffic.is_none_or(|t| t < at) {
+            self.last_traffic = Some(at);
+        }
+    }
+
     fn average(&self, now: Duration, window: Duration) -> f64 {
         let from = now.saturating_sub(window);
         let (sum, n) = self
@@ -494,6 +503,24 @@ mod tests {
         assert_eq!(d.desired, 3);
         // Nothing recorded for longer than the stable window and the grace: zero.
         let d = a.decide(secs(100), 1);
+        assert_eq!((d.desired, d.reason), (0, Reason::ScaleToZero));
+    }
+
+    #[test]
+    fn requests_between_samples_keep_the_last_replica() {
+        let mut a = Autoscaler::new(cfg(1.0, 0, 10));
+        // Every sample of the in-flight count saw 0, but requests were answered.
+        for t in 1..=100 {
+            a.record(secs(t), 0.0);
+            a.record_requests(secs(t));
+        }
+        let d = a.decide(secs(100), 1);
+        assert_eq!((d.desired, d.reason), (1, Reason::HoldingLastReplica));
+        // When the requests stop, the grace runs from the last one.
+        for t in 101..=200 {
+            a.record(secs(t), 0.0);
+        }
+        let d = a.decide(secs(200), 1);
         assert_eq!((d.desired, d.reason), (0, Reason::ScaleToZero));
     }
 }

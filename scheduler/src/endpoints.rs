@@ -594,8 +594,11 @@ impl Loads {
             let e = self.entry(&mut map, ep, now);
             let (c, rps) = (finite(l.concurrency), finite(l.requests_per_second));
             e.report(&req.gateway, now, c, rps, &l.drained);
-            e.autoscaler
-                .record(now.duration_since(self.origin), e.concurrency);
+            let at = now.duration_since(self.origin);
+            e.autoscaler.record(at, e.concurrency);
+            if e.rps > 0.0 {
+                e.autoscaler.record_requests(at);
+            }
             let serving = ep.status.replicas.iter().filter(|r| !r.draining()).count();
             if l.cold_start && serving == 0 {
                 wake.push((ep.metadata.name.clone(), ep.status.desired_replicas.max(1)));
