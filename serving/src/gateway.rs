@@ -717,10 +717,7 @@ impl Gateway {
             };
             match sent {
                 Ok(resp) => {
-                    let mut out = Response::new(GatewayBody::Whole(Full::new(Bytes::new())));
-                    *out.status_mut() = resp.status;
-                    *out.headers_mut() = resp.headers;
-                    *out.body_mut() = match resp.body {
+                    let body = match resp.body {
                         ResponseBody::Whole(bytes) => GatewayBody::Whole(Full::new(bytes)),
                         ResponseBody::Streamed(body) => GatewayBody::Streamed(Streamed {
                             body,
@@ -729,6 +726,9 @@ impl Gateway {
                             replica: replica.base.clone(),
                         }),
                     };
+                    let mut out = Response::new(body);
+                    *out.status_mut() = resp.status;
+                    *out.headers_mut() = resp.headers;
                     return out;
                 }
                 // The connection never opened, so the request was not sent: safe to retry

@@ -124,22 +124,27 @@ impl Conn {
         }
     }
 
-    /// Reads more into `rbuf`, growing it (up to `max`) when full. Ok(0) at the end of
-    /// the stream.
-    async fn fill(&mut self, max: usize) -> io::Result<usize> {
+    /// Reads more into `rbuf`, growing it (up to `max`) when full. Ready(Ok(0)) at the
+    /// end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, max: usize) -> Poll<io::Result<usize>> {
         if self.filled == self.rbuf.len() {
             if self.rbuf.len() >= max {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("response head is larger than {max} bytes"),
-                ));
+                return Poll::Ready(Err(invalid(format!(
+                    "response head is larger than {max} bytes"
+                ))));
             }
             let grown = (self.rbuf.len() * 2).min(max);
             self.rbuf.resize(grown, 0);
         }
-        let n = self.stream.read(&mut self.rbuf[self.filled..]).await?;
+        let mut rb = ReadBuf::new(&mut self.rbuf[self.filled..]);
+        std::task::ready!(Pin::new(&mut self.stream).poll_read(cx, &mut rb))?;
+        let n = rb.filled().len();
         self.filled += n;
-        Ok(n)
+        Poll::Ready(Ok(n))
+    }
+
+    async fn fill(&mut self, max: usize) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_fill(cx, max)).await
     }
 
     /// Drops the first `n` buffered bytes.
@@ -588,26 +593,6 @@ impl StreamedBody {
         b
     }
 
-    /// Reads more into the buffer: Ready(Ok(0)) at the end of the stream.
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let conn = &mut self.conn;
-        if conn.filled == conn.rbuf.len() {
-            // Only lines can fill it (data is taken as it comes); `line` limits them.
-            let grown = conn.rbuf.len() * 2;
-            conn.rbuf.resize(grown, 0);
-        }
-        let mut rb = ReadBuf::new(&mut conn.rbuf[conn.filled..]);
-        match Pin::new(&mut conn.stream).poll_read(cx, &mut rb) {
-            Poll::Ready(Ok(())) => {
-                let n = rb.filled().len();
-                conn.filled += n;
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
     /// One step: Some(frame), None at the end, or an error.
     fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
         loop {
@@ -677,7 +662,9 @@ impl StreamedBody {
                 _ => {}
             }
             // Need more bytes.
-            match std::task::ready!(self.poll_fill(cx)) {
+            // Only lines can fill the buffer (data is taken as it comes), and `line`
+            // stops them at MAX_CHUNK_META, below this bound.
+            match std::task::ready!(self.conn.poll_fill(cx, MAX_CHUNK_META + READ_BUFFER)) {
                 Ok(0) => {
                     return Poll::Ready(match self.state {
                         Stream::UntilClose => {
