@@ -388,6 +388,11 @@ fn drained_now(
     let mut out: HashMap<String, Vec<String>> = HashMap::new();
     for ep in known {
         let name = &ep.metadata.name;
+        // Requests wait here for a replica: a draining one is what the cold-start
+        // wake should revive, so it is not offered up to be stopped.
+        if gateway.waiting(name) {
+            continue;
+        }
         let routed = gateway.replicas(name).unwrap_or_default();
         for r in ep.status.replicas.iter().filter(|r| r.draining()) {
             // Still routed (this gateway has not applied the drain yet): not drained.
@@ -498,5 +503,46 @@ mod tests {
             note(&ep).as_deref(),
             Some("lin-replica-1 is pending: no node has room for it yet")
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_draining_replica_is_not_reported_drained_while_requests_wait_for_one() {
+        use crate::gateway::{GatewayConfig, NoScaleUp};
+        let gateway = Gateway::new(GatewayConfig::default(), Arc::new(NoScaleUp));
+        let mut ep = endpoint();
+        ep.status
+            .replicas
+            .push(gpuctl_common::endpoint::ReplicaStatus {
+                job: "lin-replica-0".into(),
+                url: Some("http://127.0.0.1:9".into()),
+                draining_since_ms: Some(1),
+                ..Default::default()
+            });
+        let known = vec![ep];
+        let mut draining = HashMap::new();
+        apply_routes(&gateway, &known, &HashMap::new(), &mut draining);
+        let idle = HashMap::from([("lin".to_string(), vec!["lin-replica-0".to_string()])]);
+        assert_eq!(drained_now(&gateway, &known, &draining), idle);
+        // A request arrives and waits in the queue: the replica is no longer offered.
+        let held = tokio::spawn({
+            let gateway = gateway.clone();
+            async move {
+                let req = hyper::Request::post("/v2/models/lin/infer")
+                    .body(http_body_util::Full::new(Bytes::from_static(b"{}")))
+                    .unwrap();
+                gateway.handle_request(req).await.status()
+            }
+        });
+        for _ in 0..100 {
+            if gateway.waiting("lin") {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(gateway.waiting("lin"), "the request should be queued");
+        assert!(drained_now(&gateway, &known, &draining).is_empty());
+        // It times out (503); the queue is empty and the drain can finish.
+        assert_eq!(held.await.unwrap(), hyper::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(drained_now(&gateway, &known, &draining), idle);
     }
 }
