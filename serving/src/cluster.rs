@@ -212,6 +212,20 @@ pub async fn run(
     let mut last_report = Instant::now();
     let mut next_poll = Instant::now();
     tokio::pin!(shutdown);
+    // Concurrency is sampled 20 times per report period, apart from this loop (which
+    // can wait seconds on a scheduler without a leader).
+    let _sampler = AbortOnDrop(tokio::spawn({
+        let gateway = gateway.clone();
+        let every = (config.report_every / 20).max(Duration::from_millis(10));
+        async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tick.tick().await;
+                gateway.sample_concurrency();
+            }
+        }
+    }));
 
     loop {
         let busy = gateway.endpoint_names().iter().any(|e| gateway.waiting(e))
@@ -259,7 +273,7 @@ pub async fn run(
                     let before = last_served.insert(name.clone(), served).unwrap_or(served);
                     loads.push(pb::EndpointLoad {
                         endpoint: name.clone(),
-                        concurrency: gateway.concurrency(&name) as f64,
+                        concurrency: gateway.mean_concurrency(&name),
                         requests_per_second: served.saturating_sub(before) as f64
                             / config.report_every.as_secs_f64(),
                         cold_start: gateway.waiting(&name),
@@ -343,6 +357,15 @@ pub async fn run(
             }
         }
         apply_routes(&gateway, &known, &probes, &mut draining);
+    }
+}
+
+/// Stops a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -243,6 +243,15 @@ struct Endpoint {
     scale_up_requested: bool,
     /// Why the endpoint has no replica, when known (quoted in 503 answers).
     note: Option<String>,
+    /// Samples of the concurrency since the last report: their sum and count.
+    sampled: (f64, u32),
+}
+
+impl Endpoint {
+    /// Requests held or in flight on its routed replicas.
+    fn concurrency(&self) -> usize {
+        self.queued + self.replicas.iter().map(|r| r.outstanding()).sum::<usize>()
+    }
 }
 
 struct Metrics {
@@ -417,6 +426,7 @@ impl Gateway {
             queued: 0,
             scale_up_requested: false,
             note: None,
+            sampled: (0.0, 0),
         });
         let old = std::mem::take(&mut ep.replicas);
         for url in urls {
@@ -485,8 +495,31 @@ impl Gateway {
     /// Observed concurrency of `endpoint`: requests outstanding on its replicas plus
     /// requests held waiting for one. This is what the autoscaler samples.
     pub fn concurrency(&self, endpoint: &str) -> usize {
-        self.lock().get(endpoint).map_or(0, |e| {
-            e.queued + e.replicas.iter().map(|r| r.outstanding()).sum::<usize>()
+        self.lock().get(endpoint).map_or(0, Endpoint::concurrency)
+    }
+
+    /// Adds a sample of every endpoint's concurrency to its mean for the next report.
+    /// Taken many times a second, the mean is the time-weighted concurrency over the
+    /// report period (as Knative's queue-proxy reports it), where one reading at
+    /// report time would mostly miss short requests.
+    pub fn sample_concurrency(&self) {
+        for e in self.lock().values_mut() {
+            let c = e.concurrency() as f64;
+            e.sampled.0 += c;
+            e.sampled.1 += 1;
+        }
+    }
+
+    /// The mean of `endpoint`'s samples since the last call, and starts afresh; the
+    /// concurrency now when there was no sample.
+    pub fn mean_concurrency(&self, endpoint: &str) -> f64 {
+        self.lock().get_mut(endpoint).map_or(0.0, |e| {
+            let (sum, n) = std::mem::take(&mut e.sampled);
+            if n == 0 {
+                e.concurrency() as f64
+            } else {
+                sum / f64::from(n)
+            }
         })
     }
 

@@ -508,3 +508,35 @@ async fn a_large_response_passes_whole_with_its_length() {
     assert!(body.as_ref() == payload, "the body arrived changed");
     wait_until("the slot is released", || gw.concurrency("big") == 0).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_reported_concurrency_is_the_mean_of_the_samples_since_the_last_report() {
+    let gw = Gateway::new(GatewayConfig::default(), Arc::new(NoScaleUp));
+    gw.set_replicas("m", vec![]);
+    // Nothing sampled yet: the concurrency now.
+    assert_eq!(gw.mean_concurrency("m"), 0.0);
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let gw = gw.clone();
+            tokio::spawn(async move { gw.handle_request(empty_post()).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(gw.concurrency("m"), 2);
+    gw.sample_concurrency();
+    gw.sample_concurrency();
+    gw.sample_concurrency();
+    for h in held {
+        h.abort();
+        let _ = h.await;
+    }
+    assert_eq!(gw.concurrency("m"), 0);
+    gw.sample_concurrency();
+    // Two requests for three samples of four, then none: 1.5, though both are gone
+    // by the time of the report.
+    assert_eq!(gw.mean_concurrency("m"), 1.5);
+    // The next period starts afresh.
+    gw.sample_concurrency();
+    assert_eq!(gw.mean_concurrency("m"), 0.0);
+    assert_eq!(gw.mean_concurrency("nothing"), 0.0);
+}
