@@ -412,9 +412,9 @@ fn write_head(out: &mut Vec<u8>, req: &Request<'_>) {
         Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE
     );
     if !req.body.is_empty() || !bodiless {
-        out.extend_from_slice(b"content-length: ");
-        out.extend_from_slice(req.body.len().to_string().as_bytes());
-        out.extend_from_slice(b"\r\n");
+        use std::io::Write as _;
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, "content-length: {}\r\n", req.body.len());
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -426,9 +426,13 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, Option<Head>)>, String> {
     if buf.is_empty() {
         return Ok(None);
     }
-    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut raw);
-    let len = match resp.parse(buf) {
+    // Left uninitialised: the parser writes the headers it finds (no 3 KiB to clear
+    // for each response).
+    let mut raw = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, buf, &mut raw);
+    let len = match parsed {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => return Err(format!("the response head is not valid HTTP/1.1: {e}")),

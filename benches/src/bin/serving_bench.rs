@@ -110,18 +110,26 @@ impl Drop for Proc {
 /// CPU time (user + system) used so far by process `pid` and, recursively, the
 /// processes it started (nginx's workers), from /proc; 0 where unreadable.
 fn cpu_seconds(pid: u32) -> f64 {
+    let (user, system) = cpu_ticks(pid);
     // Linux reports these in USER_HZ, 100 a second on every common configuration.
-    cpu_ticks(pid) as f64 / 100.0
+    (user + system) as f64 / 100.0
 }
 
-fn cpu_ticks(pid: u32) -> u64 {
-    let own = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(0, |stat| {
+/// The user part of [`cpu_seconds`]: the proxy's own code, without the kernel's
+/// TCP work, which is much the same for any proxy.
+fn user_cpu_seconds(pid: u32) -> f64 {
+    cpu_ticks(pid).0 as f64 / 100.0
+}
+
+/// (user, system) ticks of `pid` and its descendants.
+fn cpu_ticks(pid: u32) -> (u64, u64) {
+    let own = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or((0, 0), |stat| {
         // The fields after the command name (which may hold spaces) in parentheses;
         // utime and stime are fields 14 and 15 of the line, 12 and 13 after ")".
         let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
         let f: Vec<&str> = rest.split_whitespace().collect();
         let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        field(11) + field(12)
+        (field(11), field(12))
     });
     let children: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
         .into_iter()
@@ -134,7 +142,10 @@ fn cpu_ticks(pid: u32) -> u64 {
                 .collect::<Vec<_>>()
         })
         .collect();
-    own + children.into_iter().map(cpu_ticks).sum::<u64>()
+    children
+        .into_iter()
+        .map(cpu_ticks)
+        .fold(own, |(u, s), (cu, cs)| (u + cu, s + cs))
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -213,6 +224,59 @@ fn medians(runs: &[(LoadResult, f64)]) -> Medians {
         p50_ms: median(runs.iter().map(|r| r.0.p50_ms).collect()),
         p99_ms: median(runs.iter().map(|r| r.0.p99_ms).collect()),
         cpu_us: median(runs.iter().map(|r| r.1).collect()),
+    }
+}
+
+/// The rounds of the proxy comparison taken in pairs (gateway and nginx of one round).
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PairedRounds {
+    rounds: usize,
+    /// Median over the rounds of gateway requests/s ÷ nginx requests/s.
+    median_rps_ratio: f64,
+    /// Its lower and upper quartiles.
+    rps_ratio_quartiles: (f64, f64),
+    /// Rounds where the gateway answered more requests per second.
+    gateway_ahead: usize,
+    /// Median over the rounds of gateway p99 − nginx p99, in ms.
+    median_p99_difference_ms: f64,
+}
+
+impl PairedRounds {
+    /// From (rps ratio, p99 difference) per round.
+    fn of(pairs: &[(f64, f64)]) -> PairedRounds {
+        let quantile = |mut v: Vec<f64>, q: f64| -> f64 {
+            if v.is_empty() {
+                return f64::NAN;
+            }
+            v.sort_by(f64::total_cmp);
+            let x = q * (v.len() - 1) as f64;
+            let (lo, hi) = (x.floor() as usize, x.ceil() as usize);
+            v[lo] + (v[hi] - v[lo]) * (x - lo as f64)
+        };
+        let ratios: Vec<f64> = pairs.iter().map(|p| p.0).collect();
+        PairedRounds {
+            rounds: pairs.len(),
+            median_rps_ratio: quantile(ratios.clone(), 0.5),
+            rps_ratio_quartiles: (quantile(ratios.clone(), 0.25), quantile(ratios, 0.75)),
+            gateway_ahead: pairs.iter().filter(|p| p.0 > 1.0).count(),
+            median_p99_difference_ms: quantile(pairs.iter().map(|p| p.1).collect(), 0.5),
+        }
+    }
+}
+
+impl std::fmt::Display for PairedRounds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "paired rounds: gateway / nginx requests per second, median {:.3} (quartiles {:.3}-{:.3}), gateway ahead in {} of {}; p99 gateway - nginx, median {:+.3} ms",
+            self.median_rps_ratio,
+            self.rps_ratio_quartiles.0,
+            self.rps_ratio_quartiles.1,
+            self.gateway_ahead,
+            self.rounds,
+            self.median_p99_difference_ms
+        )
     }
 }
 
@@ -549,9 +613,18 @@ async fn proxy(
     let mut rows = Vec::new();
     let mut per_proxy: std::collections::BTreeMap<&str, Vec<(LoadResult, f64)>> =
         Default::default();
+    let mut pairs: Vec<(f64, f64)> = Vec::new();
+    let mut user_per_proxy: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
     for round in 1..=rounds {
-        for (name, addr, pid) in [("gpu-gateway", gw, gw_pid), ("nginx", ng, ng_pid)] {
-            let cpu_before = cpu_seconds(pid);
+        // Each proxy goes first in every other round, so that a machine getting
+        // faster or slower over a round favours neither.
+        let mut order = [("gpu-gateway", gw, gw_pid), ("nginx", ng, ng_pid)];
+        if round % 2 == 0 {
+            order.reverse();
+        }
+        let mut this_round = std::collections::BTreeMap::new();
+        for (name, addr, pid) in order {
+            let (cpu_before, user_before) = (cpu_seconds(pid), user_cpu_seconds(pid));
             let r = generator
                 .run(
                     addr,
@@ -565,14 +638,20 @@ async fn proxy(
                 .await?;
             // The proxy's CPU per request over warm-up and measurement: less sensitive
             // to other load on the machine than requests per second.
-            let cpu_us =
-                (cpu_seconds(pid) - cpu_before) * 1e6 / (r.rps * (seconds + 2) as f64).max(1.0);
+            let per_request = |secs: f64| secs * 1e6 / (r.rps * (seconds + 2) as f64).max(1.0);
+            let cpu_us = per_request(cpu_seconds(pid) - cpu_before);
+            let user_us = per_request(user_cpu_seconds(pid) - user_before);
             eprintln!(
-                "round {round} {name:<12} {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms  errors {}  proxy CPU {cpu_us:.0} µs/req",
+                "round {round} {name:<12} {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms  errors {}  proxy CPU {cpu_us:.0} µs/req (user {user_us:.1})",
                 r.rps, r.p50_ms, r.p99_ms, r.errors
             );
-            rows.push(serde_json::json!({"round": round, "proxy": name, "result": r, "proxyCpuMicrosPerRequest": cpu_us}));
+            rows.push(serde_json::json!({"round": round, "proxy": name, "result": r, "proxyCpuMicrosPerRequest": cpu_us, "proxyUserCpuMicrosPerRequest": user_us}));
+            user_per_proxy.entry(name).or_default().push(user_us);
+            this_round.insert(name, (r.rps, r.p99_ms));
             per_proxy.entry(name).or_default().push((r, cpu_us));
+        }
+        if let (Some(g), Some(n)) = (this_round.get("gpu-gateway"), this_round.get("nginx")) {
+            pairs.push((g.0 / n.0, g.1 - n.1));
         }
     }
     // Single rounds swing by a quarter on a shared VM; the medians over the
@@ -581,15 +660,21 @@ async fn proxy(
     for (name, runs) in &per_proxy {
         let m = medians(runs);
         median_rps.insert(*name, m.rps);
+        let user: Vec<(LoadResult, f64)> = runs
+            .iter()
+            .zip(user_per_proxy.get(name).into_iter().flatten())
+            .map(|((r, _), u)| (r.clone(), *u))
+            .collect();
+        let user_us = medians(&user).cpu_us;
         eprintln!(
-            "median of {} {name:<12} {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms  proxy CPU {:.0} µs/req",
+            "median of {} {name:<12} {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms  proxy CPU {:.0} µs/req (user {user_us:.1})",
             runs.len(),
             m.rps,
             m.p50_ms,
             m.p99_ms,
             m.cpu_us
         );
-        rows.push(serde_json::json!({"median": name, "rounds": runs.len(), "rps": m.rps, "p50Ms": m.p50_ms, "p99Ms": m.p99_ms, "proxyCpuMicrosPerRequest": m.cpu_us}));
+        rows.push(serde_json::json!({"median": name, "rounds": runs.len(), "rps": m.rps, "p50Ms": m.p50_ms, "p99Ms": m.p99_ms, "proxyCpuMicrosPerRequest": m.cpu_us, "proxyUserCpuMicrosPerRequest": user_us}));
     }
     if let (Some(gw), Some(ng)) = (median_rps.get("gpu-gateway"), median_rps.get("nginx")) {
         eprintln!(
@@ -597,6 +682,11 @@ async fn proxy(
             gw / ng
         );
     }
+    // The two proxies of one round ran minutes apart at most: their ratio is less
+    // exposed to the machine's drift than the ratio of the medians.
+    let paired = PairedRounds::of(&pairs);
+    eprintln!("{paired}");
+    rows.push(serde_json::to_value(&paired)?);
     // The upstream alone, for reference.
     let direct = generator
         .run(
@@ -832,6 +922,20 @@ mod tests {
         let even = medians(&[run(40.0, 2.0, 1.0), run(10.0, 4.0, 3.0)]);
         assert_eq!((even.rps, even.p99_ms, even.cpu_us), (25.0, 3.0, 2.0));
         assert!(medians(&[]).rps.is_nan());
+    }
+
+    #[test]
+    fn paired_rounds_summarise_ratios_and_p99_differences() {
+        let p = PairedRounds::of(&[(0.9, 0.5), (1.1, -0.2), (1.2, 0.1), (1.0, 0.3), (0.95, 0.0)]);
+        assert_eq!(p.rounds, 5);
+        assert_eq!(p.median_rps_ratio, 1.0);
+        assert_eq!(p.rps_ratio_quartiles, (0.95, 1.1));
+        assert_eq!(p.gateway_ahead, 2, "a ratio of exactly 1 is not ahead");
+        assert_eq!(p.median_p99_difference_ms, 0.1);
+        let even = PairedRounds::of(&[(1.0, 1.0), (2.0, 3.0)]);
+        assert_eq!(even.median_rps_ratio, 1.5);
+        assert_eq!(even.median_p99_difference_ms, 2.0);
+        assert!(PairedRounds::of(&[]).median_rps_ratio.is_nan());
     }
 
     const WRK: &str = "Running 10s test @ http://127.0.0.1:8080/v2/models/up/infer
