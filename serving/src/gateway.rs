@@ -493,7 +493,8 @@ impl Gateway {
     }
 
     /// Observed concurrency of `endpoint`: requests outstanding on its replicas plus
-    /// requests held waiting for one. This is what the autoscaler samples.
+    /// requests held waiting for one. [`Gateway::sample_concurrency`] samples it for
+    /// the load reports the autoscaler reads.
     pub fn concurrency(&self, endpoint: &str) -> usize {
         self.lock().get(endpoint).map_or(0, Endpoint::concurrency)
     }
