@@ -107,18 +107,12 @@ impl Drop for Proc {
     }
 }
 
-/// CPU time (user + system) used so far by process `pid` and, recursively, the
+/// CPU time (user, system) used so far by process `pid` and, recursively, the
 /// processes it started (nginx's workers), from /proc; 0 where unreadable.
-fn cpu_seconds(pid: u32) -> f64 {
+fn cpu_seconds(pid: u32) -> (f64, f64) {
     let (user, system) = cpu_ticks(pid);
     // Linux reports these in USER_HZ, 100 a second on every common configuration.
-    (user + system) as f64 / 100.0
-}
-
-/// The user part of [`cpu_seconds`]: the proxy's own code, without the kernel's
-/// TCP work, which is much the same for any proxy.
-fn user_cpu_seconds(pid: u32) -> f64 {
-    cpu_ticks(pid).0 as f64 / 100.0
+    (user as f64 / 100.0, system as f64 / 100.0)
 }
 
 /// (user, system) ticks of `pid` and its descendants.
@@ -210,15 +204,23 @@ struct Medians {
     cpu_us: f64,
 }
 
-fn medians(runs: &[(LoadResult, f64)]) -> Medians {
-    fn median(mut v: Vec<f64>) -> f64 {
-        v.sort_by(f64::total_cmp);
-        match v.len() {
-            0 => f64::NAN,
-            n if n % 2 == 1 => v[n / 2],
-            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-        }
+/// The `q` quantile of `v` (0.5: the median), between the two nearest values;
+/// NaN for none.
+fn quantile(mut v: Vec<f64>, q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
     }
+    v.sort_by(f64::total_cmp);
+    let x = q * (v.len() - 1) as f64;
+    let (lo, hi) = (x.floor() as usize, x.ceil() as usize);
+    v[lo] + (v[hi] - v[lo]) * (x - lo as f64)
+}
+
+fn median(v: Vec<f64>) -> f64 {
+    quantile(v, 0.5)
+}
+
+fn medians(runs: &[(LoadResult, f64)]) -> Medians {
     Medians {
         rps: median(runs.iter().map(|r| r.0.rps).collect()),
         p50_ms: median(runs.iter().map(|r| r.0.p50_ms).collect()),
@@ -245,22 +247,13 @@ struct PairedRounds {
 impl PairedRounds {
     /// From (rps ratio, p99 difference) per round.
     fn of(pairs: &[(f64, f64)]) -> PairedRounds {
-        let quantile = |mut v: Vec<f64>, q: f64| -> f64 {
-            if v.is_empty() {
-                return f64::NAN;
-            }
-            v.sort_by(f64::total_cmp);
-            let x = q * (v.len() - 1) as f64;
-            let (lo, hi) = (x.floor() as usize, x.ceil() as usize);
-            v[lo] + (v[hi] - v[lo]) * (x - lo as f64)
-        };
         let ratios: Vec<f64> = pairs.iter().map(|p| p.0).collect();
         PairedRounds {
             rounds: pairs.len(),
-            median_rps_ratio: quantile(ratios.clone(), 0.5),
+            median_rps_ratio: median(ratios.clone()),
             rps_ratio_quartiles: (quantile(ratios.clone(), 0.25), quantile(ratios, 0.75)),
             gateway_ahead: pairs.iter().filter(|p| p.0 > 1.0).count(),
-            median_p99_difference_ms: quantile(pairs.iter().map(|p| p.1).collect(), 0.5),
+            median_p99_difference_ms: median(pairs.iter().map(|p| p.1).collect()),
         }
     }
 }
@@ -624,7 +617,7 @@ async fn proxy(
         }
         let mut this_round = std::collections::BTreeMap::new();
         for (name, addr, pid) in order {
-            let (cpu_before, user_before) = (cpu_seconds(pid), user_cpu_seconds(pid));
+            let before = cpu_seconds(pid);
             let r = generator
                 .run(
                     addr,
@@ -639,8 +632,9 @@ async fn proxy(
             // The proxy's CPU per request over warm-up and measurement: less sensitive
             // to other load on the machine than requests per second.
             let per_request = |secs: f64| secs * 1e6 / (r.rps * (seconds + 2) as f64).max(1.0);
-            let cpu_us = per_request(cpu_seconds(pid) - cpu_before);
-            let user_us = per_request(user_cpu_seconds(pid) - user_before);
+            let after = cpu_seconds(pid);
+            let cpu_us = per_request(after.0 + after.1 - before.0 - before.1);
+            let user_us = per_request(after.0 - before.0);
             eprintln!(
                 "round {round} {name:<12} {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms  errors {}  proxy CPU {cpu_us:.0} µs/req (user {user_us:.1})",
                 r.rps, r.p50_ms, r.p99_ms, r.errors
@@ -660,12 +654,7 @@ async fn proxy(
     for (name, runs) in &per_proxy {
         let m = medians(runs);
         median_rps.insert(*name, m.rps);
-        let user: Vec<(LoadResult, f64)> = runs
-            .iter()
-            .zip(user_per_proxy.get(name).into_iter().flatten())
-            .map(|((r, _), u)| (r.clone(), *u))
-            .collect();
-        let user_us = medians(&user).cpu_us;
+        let user_us = median(user_per_proxy.get(name).cloned().unwrap_or_default());
         eprintln!(
             "median of {} {name:<12} {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms  proxy CPU {:.0} µs/req (user {user_us:.1})",
             runs.len(),
@@ -759,7 +748,7 @@ async fn batching(
                 String::from_utf8_lossy(&answer)
             );
         }
-        let cpu_before = cpu_seconds(_srv.0.id());
+        let before = cpu_seconds(_srv.0.id());
         let r = generator
             .run(
                 addr,
@@ -772,8 +761,9 @@ async fn batching(
             )
             .await?;
         // The server's CPU per request over warm-up and measurement.
-        let cpu_us =
-            (cpu_seconds(_srv.0.id()) - cpu_before) * 1e6 / (r.rps * (seconds + 2) as f64).max(1.0);
+        let after = cpu_seconds(_srv.0.id());
+        let cpu_us = (after.0 + after.1 - before.0 - before.1) * 1e6
+            / (r.rps * (seconds + 2) as f64).max(1.0);
         eprintln!(
             "batching {label:<3} (max batch {batch:>2}, delay {delay} ms): {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  errors {}  server CPU {cpu_us:.0} µs/req",
             r.rps, r.p50_ms, r.p99_ms, r.errors
