@@ -15,9 +15,11 @@ use std::time::Duration;
 use gpuctl_proto::v1::{ClusterStatusRequest, ClusterStatusResponse};
 use serde::Serialize;
 
+use crate::cli::Output;
 use crate::client::{self, Client};
 use crate::error::{Error, Result, EXIT_FAILURE};
-use crate::{config, out, render, Output};
+use crate::stdout::out;
+use crate::{config, render};
 
 /// A replica is `lagging` when its applied index is this far behind the
 /// leader's commit index.
@@ -286,7 +288,7 @@ pub async fn probe(url: String, timeout: Duration) -> Probe {
 }
 
 fn render_duration(d: Duration) -> String {
-    crate::dev::format_delay(d)
+    crate::duration::format_delay(d)
 }
 
 /// Probe `urls` at once.
