@@ -356,18 +356,67 @@ pub fn describe_job(j: &Job, now_ms: u64) -> String {
         kv("Waiting", w.clone());
     }
     if !j.metadata.labels.is_empty() {
-        kv(
-            "Labels",
-            j.metadata
-                .labels
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(","),
-        );
+        kv("Labels", labels_line(&j.metadata.labels));
     }
+    task_groups(&mut o, &j.spec.tasks);
+    let rows: Vec<Vec<String>> = s
+        .tasks
+        .iter()
+        .map(|t| {
+            vec![
+                t.index.to_string(),
+                t.group.clone(),
+                t.phase.to_string(),
+                t.node.clone().unwrap_or_else(|| "-".into()),
+                gpu_list(&t.gpus),
+                t.exit_code.map_or("-".into(), |c| c.to_string()),
+                t.message.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    push_section(
+        &mut o,
+        "Tasks",
+        &["INDEX", "GROUP", "PHASE", "NODE", "GPUS", "EXIT", "MESSAGE"],
+        &rows,
+    );
+    let rows: Vec<Vec<String>> = s
+        .events
+        .iter()
+        .map(|e| {
+            vec![
+                format!("{} ago", format_age(Some(e.time_ms), now_ms)),
+                e.reason.clone(),
+                e.message.clone(),
+            ]
+        })
+        .collect();
+    push_section(&mut o, "Events", &["AGE", "REASON", "MESSAGE"], &rows);
+    o
+}
+
+/// `Title:` and the table below it, indented, or `<none>`.
+fn push_section(o: &mut String, title: &str, header: &[&str], rows: &[Vec<String>]) {
+    let _ = writeln!(o, "{title}:");
+    if rows.is_empty() {
+        o.push_str("  <none>\n");
+    } else {
+        o.push_str(&indent(&table(header, rows), "  "));
+    }
+}
+
+fn labels_line(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A job's task groups as `describe job` lists them: the spec, not the tasks.
+fn task_groups(o: &mut String, tasks: &[TaskSpec]) {
     o.push_str("Task groups:\n");
-    for t in &j.spec.tasks {
+    for t in tasks {
         let _ = writeln!(o, "  {}:", t.name);
         let _ = writeln!(o, "    Replicas:   {}", t.replicas);
         let _ = writeln!(o, "    Command:    {}", shell_join(&t.command));
@@ -382,51 +431,6 @@ pub fn describe_job(j: &Job, now_ms: u64) -> String {
             }
         }
     }
-    o.push_str("Tasks:\n");
-    if s.tasks.is_empty() {
-        o.push_str("  <none>\n");
-    } else {
-        let rows: Vec<Vec<String>> = s
-            .tasks
-            .iter()
-            .map(|t| {
-                vec![
-                    t.index.to_string(),
-                    t.group.clone(),
-                    t.phase.to_string(),
-                    t.node.clone().unwrap_or_else(|| "-".into()),
-                    gpu_list(&t.gpus),
-                    t.exit_code.map_or("-".into(), |c| c.to_string()),
-                    t.message.clone().unwrap_or_else(|| "-".into()),
-                ]
-            })
-            .collect();
-        o.push_str(&indent(
-            &table(
-                &["INDEX", "GROUP", "PHASE", "NODE", "GPUS", "EXIT", "MESSAGE"],
-                &rows,
-            ),
-            "  ",
-        ));
-    }
-    o.push_str("Events:\n");
-    if s.events.is_empty() {
-        o.push_str("  <none>\n");
-    } else {
-        let rows: Vec<Vec<String>> = s
-            .events
-            .iter()
-            .map(|e| {
-                vec![
-                    format!("{} ago", format_age(Some(e.time_ms), now_ms)),
-                    e.reason.clone(),
-                    e.message.clone(),
-                ]
-            })
-            .collect();
-        o.push_str(&indent(&table(&["AGE", "REASON", "MESSAGE"], &rows), "  "));
-    }
-    o
 }
 
 /// `gpuctl describe node NAME`; `jobs` give what runs on it.
@@ -449,15 +453,7 @@ pub fn describe_node(n: &Node, jobs: &[Job], now_ms: u64) -> String {
         time_and_age(Some(st.last_transition_ms), now_ms),
     );
     if !n.metadata.labels.is_empty() {
-        kv(
-            "Labels",
-            n.metadata
-                .labels
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(","),
-        );
+        kv("Labels", labels_line(&n.metadata.labels));
     }
     let alloc: u64 = usage.values().flatten().map(|u| u64::from(u.milli)).sum();
     o.push_str("Capacity:\n");
@@ -469,57 +465,33 @@ pub fn describe_node(n: &Node, jobs: &[Job], now_ms: u64) -> String {
         st.gpus.len(),
         format_milli(alloc)
     );
-    o.push_str("GPUs:\n");
-    if st.gpus.is_empty() {
-        o.push_str("  <none>\n");
-    } else {
-        let rows: Vec<Vec<String>> = st
-            .gpus
-            .iter()
-            .map(|g| {
-                let to = usage.get(&g.index).map_or("-".into(), |us| {
-                    us.iter()
-                        .map(|u| {
-                            if u.milli >= 1000 {
-                                format!("{}/{}", u.job, u.task)
-                            } else {
-                                format!(
-                                    "{}/{}({})",
-                                    u.job,
-                                    u.task,
-                                    format_milli(u64::from(u.milli))
-                                )
-                            }
-                        })
-                        .collect::<Vec<_>>()
-                        .join(",")
-                });
-                vec![
-                    g.index.to_string(),
-                    g.model.clone(),
-                    human_bytes(g.memory_bytes),
-                    g.uuid.clone(),
-                    if g.healthy { "yes" } else { "no" }.into(),
-                    to,
-                ]
-            })
-            .collect();
-        o.push_str(&indent(
-            &table(
-                &[
-                    "INDEX",
-                    "MODEL",
-                    "MEMORY",
-                    "UUID",
-                    "HEALTHY",
-                    "ALLOCATED-TO",
-                ],
-                &rows,
-            ),
-            "  ",
-        ));
-    }
-    o.push_str("Tasks:\n");
+    let rows: Vec<Vec<String>> = st
+        .gpus
+        .iter()
+        .map(|g| {
+            vec![
+                g.index.to_string(),
+                g.model.clone(),
+                human_bytes(g.memory_bytes),
+                g.uuid.clone(),
+                if g.healthy { "yes" } else { "no" }.into(),
+                allocated_to(usage.get(&g.index)),
+            ]
+        })
+        .collect();
+    push_section(
+        &mut o,
+        "GPUs",
+        &[
+            "INDEX",
+            "MODEL",
+            "MEMORY",
+            "UUID",
+            "HEALTHY",
+            "ALLOCATED-TO",
+        ],
+        &rows,
+    );
     let rows: Vec<Vec<String>> = jobs
         .iter()
         .flat_map(|j| {
@@ -538,15 +510,29 @@ pub fn describe_node(n: &Node, jobs: &[Job], now_ms: u64) -> String {
                 })
         })
         .collect();
-    if rows.is_empty() {
-        o.push_str("  <none>\n");
-    } else {
-        o.push_str(&indent(
-            &table(&["JOB", "TASK", "PHASE", "GPUS", "AGE"], &rows),
-            "  ",
-        ));
-    }
+    push_section(
+        &mut o,
+        "Tasks",
+        &["JOB", "TASK", "PHASE", "GPUS", "AGE"],
+        &rows,
+    );
     o
+}
+
+/// Who holds one GPU: `job/task`, with the share when it is part of one.
+fn allocated_to(uses: Option<&Vec<GpuUse>>) -> String {
+    uses.map_or("-".into(), |us| {
+        us.iter()
+            .map(|u| {
+                if u.milli >= 1000 {
+                    format!("{}/{}", u.job, u.task)
+                } else {
+                    format!("{}/{}({})", u.job, u.task, format_milli(u64::from(u.milli)))
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    })
 }
 
 fn queue_quota(q: &Queue) -> String {

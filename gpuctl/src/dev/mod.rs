@@ -39,14 +39,15 @@ use crate::stdout::out;
 pub use crate::duration::format_delay;
 pub use example::{example_job, EXAMPLE_JOB};
 pub use plan::{
-    find_binary, plan_ports, saved_replica_plan, validate_replicas, Plan, ReplicaPlan, ReplicaPort,
-    DEFAULT_GPUS, REPLICAS_FILE,
+    find_binary, plan_ports, saved_replica_plan, validate_replicas, Binaries, Plan, ReplicaPlan,
+    ReplicaPort, DEFAULT_GPUS, REPLICAS_FILE,
 };
 pub use supervisor::log_tail;
 
 use example::submit_example;
 use start::{
     field, remove_context_if_ours, remove_stale_ready_files, start, summary, write_cluster_file,
+    Started,
 };
 use supervisor::Supervisor;
 use watch::supervise;
@@ -54,45 +55,8 @@ use watch::supervise;
 /// Run `gpuctl dev` until Ctrl-C (exit 0) or a child dies (exit 1).
 pub async fn run(flags: DevFlags, env: &EnvVars) -> Result<u8> {
     let mut plan = Plan::from_flags(flags, env)?;
-    std::fs::create_dir_all(&plan.state_dir)
-        .map_err(|e| Error::io(format!("cannot create {}", plan.state_dir.display()), e))?;
-    plan.state_dir = std::fs::canonicalize(&plan.state_dir).unwrap_or(plan.state_dir);
-    let saved = saved_replica_plan(&plan.state_dir)?;
-    let replica_plan = plan_ports(
-        plan.replicas,
-        plan.scheduler_port,
-        saved.as_ref(),
-        &plan.state_dir,
-    )?;
-    plan.ports = replica_plan.ports();
-    if saved.as_ref() != Some(&replica_plan) {
-        config::write_atomic(
-            &plan.state_dir.join(REPLICAS_FILE),
-            serde_json::to_string_pretty(&replica_plan)
-                .expect("json")
-                .as_bytes(),
-        )?;
-    }
-    for d in [plan.logs_dir()]
-        .into_iter()
-        .chain(plan.scheduler_ids().map(|id| plan.scheduler_dir(id)))
-        .chain((1..=plan.nodes).map(|i| plan.node_dir(i)))
-    {
-        std::fs::create_dir_all(&d)
-            .map_err(|e| Error::io(format!("cannot create {}", d.display()), e))?;
-    }
-    let exe = std::env::current_exe().ok();
-    let path_env = std::env::var_os("PATH");
-    let scheduler_bin = find_binary("gpu-scheduler", exe.as_deref(), path_env.as_deref())?;
-    let node_bin = find_binary("gpu-node", exe.as_deref(), path_env.as_deref())?;
-    // Without the gateway the cluster still runs jobs; endpoints are not served.
-    let gateway_bin = match find_binary("gpu-gateway", exe.as_deref(), path_env.as_deref()) {
-        Ok(b) => Some(b),
-        Err(e) => {
-            eprintln!("gpuctl dev: {e}; starting without the inference gateway");
-            None
-        }
-    };
+    plan.prepare_state_dir()?;
+    let bins = Binaries::find()?;
     remove_stale_ready_files(&plan.state_dir)?;
 
     let mut sigint =
@@ -112,7 +76,7 @@ pub async fn run(flags: DevFlags, env: &EnvVars) -> Result<u8> {
         plan.state_dir.display()
     ))?;
     let started = tokio::select! {
-        r = start(&mut sup, &plan, &scheduler_bin, &node_bin, gateway_bin.as_deref()) => r,
+        r = start(&mut sup, &plan, &bins) => r,
         _ = sigint.recv() => Err(Error::Other("interrupted".into())),
         _ = sigterm.recv() => Err(Error::Other("interrupted".into())),
     };
@@ -135,19 +99,7 @@ pub async fn run(flags: DevFlags, env: &EnvVars) -> Result<u8> {
             .as_ref()
             .map(|g| format!("http://{}", field(g, "http"))),
     };
-    let finish = async {
-        write_cluster_file(&plan, &started)?;
-        let ctx_path = match &plan.config_dir {
-            Some(d) => Some(config::write_context(d, &context)?),
-            None => None,
-        };
-        out(&summary(&plan, &started, ctx_path.as_deref()))?;
-        if plan.example {
-            submit_example(&started.server_urls).await?;
-        }
-        out("\nPress Ctrl-C to stop the cluster.\n")?;
-        Ok::<(), Error>(())
-    };
+    let finish = publish(&plan, &started, &context);
     let code = tokio::select! {
         r = finish => match r {
             Ok(()) => None,
@@ -167,4 +119,20 @@ pub async fn run(flags: DevFlags, env: &EnvVars) -> Result<u8> {
     }
     out("gpuctl dev: stopped\n").ok();
     Ok(code)
+}
+
+/// Once the cluster is up: `cluster.json`, the context file the CLI reads,
+/// the summary, and the `--example` job.
+async fn publish(plan: &Plan, started: &Started, context: &Context) -> Result<()> {
+    write_cluster_file(plan, started)?;
+    let ctx_path = match &plan.config_dir {
+        Some(d) => Some(config::write_context(d, context)?),
+        None => None,
+    };
+    out(&summary(plan, started, ctx_path.as_deref()))?;
+    if plan.example {
+        submit_example(&started.server_urls).await?;
+    }
+    out("\nPress Ctrl-C to stop the cluster.\n")?;
+    Ok(())
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::DevFlags;
-use crate::config::EnvVars;
+use crate::config::{self, EnvVars};
 use crate::error::{Error, Result};
 
 /// GPUs of each node when `--gpus` is not given.
@@ -337,6 +337,72 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// Create the state dir and its folders, and fix the replicas' ports:
+    /// those kept in `replicas.json`, else new ones, which are kept there.
+    pub fn prepare_state_dir(&mut self) -> Result<()> {
+        std::fs::create_dir_all(&self.state_dir)
+            .map_err(|e| Error::io(format!("cannot create {}", self.state_dir.display()), e))?;
+        self.state_dir = std::fs::canonicalize(&self.state_dir).unwrap_or(self.state_dir.clone());
+        let saved = saved_replica_plan(&self.state_dir)?;
+        let replica_plan = plan_ports(
+            self.replicas,
+            self.scheduler_port,
+            saved.as_ref(),
+            &self.state_dir,
+        )?;
+        self.ports = replica_plan.ports();
+        if saved.as_ref() != Some(&replica_plan) {
+            config::write_atomic(
+                &self.state_dir.join(REPLICAS_FILE),
+                serde_json::to_string_pretty(&replica_plan)
+                    .expect("json")
+                    .as_bytes(),
+            )?;
+        }
+        for d in [self.logs_dir()]
+            .into_iter()
+            .chain(self.scheduler_ids().map(|id| self.scheduler_dir(id)))
+            .chain((1..=self.nodes).map(|i| self.node_dir(i)))
+        {
+            std::fs::create_dir_all(&d)
+                .map_err(|e| Error::io(format!("cannot create {}", d.display()), e))?;
+        }
+        Ok(())
+    }
+}
+
+/// The programs `gpuctl dev` starts.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    pub scheduler: PathBuf,
+    pub node: PathBuf,
+    /// Without the gateway the cluster still runs jobs; endpoints are not served.
+    pub gateway: Option<PathBuf>,
+}
+
+impl Binaries {
+    /// Next to this executable, else on `PATH` (see [`find_binary`]).
+    pub fn find() -> Result<Binaries> {
+        let exe = std::env::current_exe().ok();
+        let path_env = std::env::var_os("PATH");
+        let scheduler = find_binary("gpu-scheduler", exe.as_deref(), path_env.as_deref())?;
+        let node = find_binary("gpu-node", exe.as_deref(), path_env.as_deref())?;
+        let gateway = match find_binary("gpu-gateway", exe.as_deref(), path_env.as_deref()) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                eprintln!("gpuctl dev: {e}; starting without the inference gateway");
+                None
+            }
+        };
+        Ok(Binaries {
+            scheduler,
+            node,
+            gateway,
+        })
+    }
+}
+
 /// Find `name` next to the running executable (also one level up, for test
 /// binaries in `target/debug/deps`), else on `PATH`.
 pub fn find_binary(name: &str, exe: Option<&Path>, path_env: Option<&OsStr>) -> Result<PathBuf> {
@@ -370,7 +436,6 @@ fn is_executable(p: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config;
     use crate::error::EXIT_USAGE;
 
     fn plan(dir: &Path) -> Plan {

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::client;
 use crate::config::{self, Context};
-use crate::dev::plan::Plan;
+use crate::dev::plan::{Binaries, Plan};
 use crate::dev::supervisor::Supervisor;
 use crate::duration::format_delay;
 use crate::error::{Error, Result};
@@ -68,13 +68,7 @@ pub(super) fn scheduler_entry(plan: &Plan, id: u64, ready: &Value) -> Value {
     v
 }
 
-pub(super) async fn start(
-    sup: &mut Supervisor,
-    plan: &Plan,
-    scheduler_bin: &Path,
-    node_bin: &Path,
-    gateway_bin: Option<&Path>,
-) -> Result<Started> {
+pub(super) async fn start(sup: &mut Supervisor, plan: &Plan, bins: &Binaries) -> Result<Started> {
     let logs = plan.logs_dir();
     // Start every replica before waiting: none is ready before a majority
     // is up to elect a leader.
@@ -82,7 +76,7 @@ pub(super) async fn start(
     for id in plan.scheduler_ids() {
         let idx = sup.spawn(
             &format!("gpu-scheduler {id}"),
-            scheduler_bin,
+            &bins.scheduler,
             &plan.scheduler_args(id),
             plan.scheduler_log(id),
         )?;
@@ -108,7 +102,7 @@ pub(super) async fn start(
     for i in 1..=plan.nodes {
         let idx = sup.spawn(
             &Plan::node_name(i),
-            node_bin,
+            &bins.node,
             &plan.node_args(i, &server_list),
             logs.join(format!("node-{i}.log")),
         )?;
@@ -119,10 +113,34 @@ pub(super) async fn start(
         nodes.push(sup.wait_ready(idx, &plan.node_ready(i)).await?);
     }
 
-    // Wait until the scheduler lists every node Ready.
+    wait_for_nodes(sup, plan, &server_urls).await?;
+    let gateway = match &bins.gateway {
+        Some(bin) => {
+            let idx = sup.spawn(
+                "gpu-gateway",
+                bin,
+                &plan.gateway_args(&server_list),
+                logs.join("gateway.log"),
+            )?;
+            Some(sup.wait_ready(idx, &plan.gateway_ready()).await?)
+        }
+        None => None,
+    };
+    Ok(Started {
+        server_urls,
+        schedulers,
+        nodes,
+        gateway,
+    })
+}
+
+/// Wait until the scheduler lists every node Ready: a node daemon's ready
+/// file says it listens, not that its registration was committed.
+async fn wait_for_nodes(sup: &Supervisor, plan: &Plan, server_urls: &[String]) -> Result<()> {
+    let logs = plan.logs_dir();
     let want: Vec<String> = (1..=plan.nodes).map(Plan::node_name).collect();
     let deadline = tokio::time::Instant::now() + NODES_READY_TIMEOUT;
-    let mut conn = client::Conn::new(server_urls.clone());
+    let mut conn = client::Conn::new(server_urls.to_vec());
     let mut missing = want.clone();
     loop {
         sup.check_alive()?;
@@ -151,7 +169,7 @@ pub(super) async fn start(
                 .cloned()
                 .collect();
             if missing.is_empty() {
-                break;
+                return Ok(());
             }
         }
         if tokio::time::Instant::now() >= deadline {
@@ -164,24 +182,6 @@ pub(super) async fn start(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let gateway = match gateway_bin {
-        Some(bin) => {
-            let idx = sup.spawn(
-                "gpu-gateway",
-                bin,
-                &plan.gateway_args(&server_list),
-                logs.join("gateway.log"),
-            )?;
-            Some(sup.wait_ready(idx, &plan.gateway_ready()).await?)
-        }
-        None => None,
-    };
-    Ok(Started {
-        server_urls,
-        schedulers,
-        nodes,
-        gateway,
-    })
 }
 
 pub(super) fn remove_stale_ready_files(dir: &Path) -> Result<()> {
