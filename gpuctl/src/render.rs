@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use gpuctl_common::api::{format_bytes, Job, Node, NodePhase, TaskPhase, TaskSpec};
+use gpuctl_common::api::{format_bytes, Event, Job, Node, NodePhase, TaskPhase, TaskSpec};
 use gpuctl_common::queue::Queue;
 
 /// Lay out rows under a header in columns separated by three spaces, the way
@@ -380,8 +380,13 @@ pub fn describe_job(j: &Job, now_ms: u64) -> String {
         &["INDEX", "GROUP", "PHASE", "NODE", "GPUS", "EXIT", "MESSAGE"],
         &rows,
     );
-    let rows: Vec<Vec<String>> = s
-        .events
+    push_events(&mut o, &s.events, now_ms);
+    o
+}
+
+/// The `Events:` section of `describe`: newest last, with their age.
+pub fn push_events(o: &mut String, events: &[Event], now_ms: u64) {
+    let rows: Vec<Vec<String>> = events
         .iter()
         .map(|e| {
             vec![
@@ -391,8 +396,7 @@ pub fn describe_job(j: &Job, now_ms: u64) -> String {
             ]
         })
         .collect();
-    push_section(&mut o, "Events", &["AGE", "REASON", "MESSAGE"], &rows);
-    o
+    push_section(o, "Events", &["AGE", "REASON", "MESSAGE"], &rows);
 }
 
 /// `Title:` and the table below it, indented, or `<none>`.
