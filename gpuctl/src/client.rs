@@ -1,4 +1,5 @@
-//! Connecting to the scheduler and turning gRPC failures into [`Error`]s.
+//! Connecting to the scheduler and turning gRPC failures into [`Error`]s;
+//! [`create`] is the `Apply` that is safe to retry.
 
 use std::time::Duration;
 

@@ -3,13 +3,13 @@
 //! its ready file, starting it again, and stopping them all (SIGTERM, then
 //! SIGKILL). It knows nothing of schedulers or nodes.
 
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
-use std::os::unix::process::CommandExt as _;
 use tokio::sync::{mpsc, watch};
 
 use crate::error::{Error, Result};
