@@ -1,3 +1,5 @@
+//! The renderers' output, pinned exactly from fixture objects.
+
 use super::*;
 use gpuctl_common::api::{Event, Gpu, GpuShare, JobPhase, TaskStatus};
 
