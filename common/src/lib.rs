@@ -4,13 +4,10 @@
 //!   parsing and validation that name the file, field path and reason. Pure.
 //! - [`endpoint`]: the `Endpoint` object (a model served by replica tasks).
 //! - [`autoscaler`]: the pure KPA-style replica decision the endpoint controller runs.
-//! - [`httpd`]: the small HTTP server for `/metrics` (Prometheus text) and
-//!   `/healthz` that every process runs.
 
 pub mod api;
 pub mod autoscaler;
 pub mod endpoint;
-pub mod httpd;
 pub mod queue;
 
 /// Milliseconds since the Unix epoch by the wall clock (for timestamps shown

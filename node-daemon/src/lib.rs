@@ -270,9 +270,9 @@ impl Node {
         // few intervals (its tasks keep running; it just cannot be told).
         let servers = self.servers.clone();
         let within = (self.config.heartbeat_interval * 5).max(Duration::from_secs(10));
-        let health: gpuctl_common::httpd::HealthCheck =
+        let health: gpuctl_telemetry::HealthCheck =
             Arc::new(move || servers.contact.check(gpuctl_common::now_ms(), within));
-        let httpd = tokio::spawn(gpuctl_common::httpd::serve(
+        let httpd = tokio::spawn(gpuctl_telemetry::serve(
             self.metrics_listener,
             registry,
             health,
