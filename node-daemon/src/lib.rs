@@ -26,6 +26,7 @@
 //! flags.
 
 pub mod agent;
+pub mod assignment;
 pub mod env;
 pub mod inventory;
 pub mod logs;
