@@ -8,7 +8,7 @@
 //! - *watch* ([`watch`]): `WatchAssignments`, whose every message is the full
 //!   desired set (level-triggered), converted to typed [`Assignment`]s there.
 //! - *reconciler* ([`reconciler`]): owns the local task table. On each
-//!   desired set it runs the pure [`plan`] and carries out its actions: start
+//!   desired set it runs the pure [`plan()`] and carries out its actions: start
 //!   processes, stop process groups, report tasks it cannot have (lost across
 //!   a daemon restart). *Waiters*, one per process, turn exits into events.
 //! - *outbox* ([`outbox`]): sends `ReportTask` in order, retrying until

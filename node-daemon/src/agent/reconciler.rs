@@ -63,6 +63,31 @@ struct LocalTask {
     step: Option<Box<StepRun>>,
 }
 
+impl LocalTask {
+    /// A task that is over, or never had a process here.
+    fn done() -> Self {
+        LocalTask {
+            state: LocalState::Done,
+            pid: None,
+            gpus: Vec::new(),
+            milli: Vec::new(),
+            waiting: None,
+            port: 0,
+            exited: None,
+            step: None,
+        }
+    }
+
+    /// A task whose GPU is still held by a stopping process.
+    fn waiting(a: Assignment, received: Instant) -> Self {
+        LocalTask {
+            state: LocalState::Waiting,
+            waiting: Some((Box::new(a), received)),
+            ..LocalTask::done()
+        }
+    }
+}
+
 /// A running workflow step's files.
 #[derive(Debug)]
 struct StepRun {
@@ -180,19 +205,7 @@ impl Reconciler {
                         "{key}: assigned as Running but no process here; reporting it lost"
                     );
                     self.report(&key, TaskPhase::Failed, -1, LOST_MESSAGE, 0);
-                    self.tasks.insert(
-                        key,
-                        LocalTask {
-                            state: LocalState::Done,
-                            pid: None,
-                            gpus: Vec::new(),
-                            milli: Vec::new(),
-                            waiting: None,
-                            port: 0,
-                            exited: None,
-                            step: None,
-                        },
-                    );
+                    self.tasks.insert(key, LocalTask::done());
                 }
                 Action::Stop(key) => self.stop(&key),
                 Action::Forget(key) => {
@@ -207,45 +220,48 @@ impl Reconciler {
         let key = a.key();
         if let Some(why) = self.blocked_by(a) {
             tracing::info!("{key}: waiting to start: {why}");
-            self.tasks.insert(
-                key,
-                LocalTask {
-                    state: LocalState::Waiting,
-                    pid: None,
-                    gpus: Vec::new(),
-                    milli: Vec::new(),
-                    waiting: Some((Box::new(a.clone()), received)),
-                    port: 0,
-                    exited: None,
-                    step: None,
-                },
-            );
+            self.tasks
+                .insert(key, LocalTask::waiting(a.clone(), received));
             return;
         }
+        let mut step = None;
+        let (started, port) = self.spawn(&key, a, &mut step);
+        match started {
+            Ok(process) => self.started(key, a, process, port, step, received),
+            Err(e) => {
+                tracing::warn!("{key}: {}", e.message);
+                self.metrics.task_exits.with_label_values(&["failed"]).inc();
+                self.report(&key, TaskPhase::Failed, e.exit_code, &e.message, 0);
+                self.tasks.insert(key, LocalTask::done());
+            }
+        }
+    }
+
+    /// Start `a`'s process group with its environment, its `$PORT` when it
+    /// serves, its log file, and a workflow step's files. Returns the port
+    /// given (0: none) with the outcome.
+    fn spawn(
+        &mut self,
+        key: &TaskKey,
+        a: &Assignment,
+        step: &mut Option<Box<StepRun>>,
+    ) -> (Result<runtime::Process, runtime::StartError>, u16) {
         let mut env = task_env(a);
         // A serving task (an endpoint replica) gets a free port as $PORT, reported
         // with Running so the gateway can reach it.
         let mut port = 0u16;
         let mut port_error = None;
         if a.wants_port {
-            let taken: HashSet<u16> = self
-                .tasks
-                .values()
-                .filter(|t| t.state.has_process())
-                .map(|t| t.port)
-                .collect();
-            match runtime::free_port(self.cfg.ports, self.last_port, &taken) {
+            match self.next_port() {
                 Ok(p) => {
                     port = p;
-                    self.last_port = p;
                     env.insert("PORT".into(), p.to_string());
                 }
                 Err(e) => port_error = Some(format!("cannot find a free port for the task: {e}")),
             }
         }
         let command = runtime::resolve_sibling_program(&a.command);
-        let mut step = None;
-        let started = match (log_path(&self.cfg.logs_dir, &key), port_error) {
+        let started = match (log_path(&self.cfg.logs_dir, key), port_error) {
             (_, Some(message)) => Err(runtime::StartError {
                 exit_code: 127,
                 message,
@@ -258,69 +274,75 @@ impl Reconciler {
                     log: &log,
                     stdout: None,
                 }),
-                Some(io) => self.start_step(&key, a, io, &env, log, &mut step),
+                Some(io) => self.start_step(key, a, io, &env, log, step),
             },
             (Err(e), None) => Err(runtime::StartError {
                 exit_code: 127,
                 message: format!("cannot start the task: {e}"),
             }),
         };
-        match started {
-            Ok(process) => {
-                let pid = process.pid;
-                self.metrics
-                    .start_latency
-                    .observe(received.elapsed().as_secs_f64());
-                self.metrics.task_starts.inc();
-                self.metrics.tasks_running.inc();
-                tracing::info!("{key}: started pid {pid}: {:?}", a.command);
-                self.live.insert(key.clone());
-                self.pids.record(&key, pid);
-                self.report_with(&key, TaskPhase::Running, 0, "", pid, port, None);
-                let (exited_tx, exited_rx) = watch::channel(false);
-                let events = self.events.clone();
-                let waiter_key = key.clone();
-                tokio::spawn(async move {
-                    let exit = process.wait().await;
-                    let _ = exited_tx.send(true);
-                    let _ = events.send(Event::Exited {
-                        key: waiter_key,
-                        exit,
-                    });
-                });
-                self.tasks.insert(
-                    key,
-                    LocalTask {
-                        state: LocalState::Running,
-                        pid: Some(pid),
-                        gpus: a.gpu_indices.clone(),
-                        milli: a.gpu_shares(),
-                        waiting: None,
-                        port,
-                        exited: Some(exited_rx),
-                        step,
-                    },
-                );
-            }
-            Err(e) => {
-                tracing::warn!("{key}: {}", e.message);
-                self.metrics.task_exits.with_label_values(&["failed"]).inc();
-                self.report(&key, TaskPhase::Failed, e.exit_code, &e.message, 0);
-                self.tasks.insert(
-                    key,
-                    LocalTask {
-                        state: LocalState::Done,
-                        pid: None,
-                        gpus: Vec::new(),
-                        milli: Vec::new(),
-                        waiting: None,
-                        port: 0,
-                        exited: None,
-                        step: None,
-                    },
-                );
-            }
-        }
+        (started, port)
+    }
+
+    /// A port for a serving task, looked for after the last one given and
+    /// away from those the live processes of this node hold.
+    fn next_port(&mut self) -> std::io::Result<u16> {
+        let taken: HashSet<u16> = self
+            .tasks
+            .values()
+            .filter(|t| t.state.has_process())
+            .map(|t| t.port)
+            .collect();
+        let p = runtime::free_port(self.cfg.ports, self.last_port, &taken)?;
+        self.last_port = p;
+        Ok(p)
+    }
+
+    /// A process started: report it `Running`, record it, and spawn its
+    /// waiter, which turns its exit into an [`Event::Exited`].
+    fn started(
+        &mut self,
+        key: TaskKey,
+        a: &Assignment,
+        process: runtime::Process,
+        port: u16,
+        step: Option<Box<StepRun>>,
+        received: Instant,
+    ) {
+        let pid = process.pid;
+        self.metrics
+            .start_latency
+            .observe(received.elapsed().as_secs_f64());
+        self.metrics.task_starts.inc();
+        self.metrics.tasks_running.inc();
+        tracing::info!("{key}: started pid {pid}: {:?}", a.command);
+        self.live.insert(key.clone());
+        self.pids.record(&key, pid);
+        self.report_with(&key, TaskPhase::Running, 0, "", pid, port, None);
+        let (exited_tx, exited_rx) = watch::channel(false);
+        let events = self.events.clone();
+        let waiter_key = key.clone();
+        tokio::spawn(async move {
+            let exit = process.wait().await;
+            let _ = exited_tx.send(true);
+            let _ = events.send(Event::Exited {
+                key: waiter_key,
+                exit,
+            });
+        });
+        self.tasks.insert(
+            key,
+            LocalTask {
+                state: LocalState::Running,
+                pid: Some(pid),
+                gpus: a.gpu_indices.clone(),
+                milli: a.gpu_shares(),
+                waiting: None,
+                port,
+                exited: Some(exited_rx),
+                step,
+            },
+        );
     }
 
     /// Why `a` cannot start yet: one of its GPUs would be used beyond its
