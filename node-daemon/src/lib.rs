@@ -17,7 +17,8 @@
 //!       └──► agent::outbox_loop (ordered per task, retried) ┘  <work-dir>/logs/<job>/task-I-attempt-A.log
 //!                                                               │
 //!   scheduler (log proxy) ──NodeAgent.ReadLogs──► logs::LogService
-//!   Prometheus ──GET /metrics, /healthz──► metrics::Metrics (GPU gauges sampled on scrape)
+//!   Prometheus ──GET /metrics, /healthz──► gpuctl_telemetry::serve ─► metrics::Metrics
+//!                                          (GPU gauges sampled on scrape)
 //! ```
 //!
 //! Assignments from the scheduler become typed [`assignment::Assignment`]s
