@@ -7,13 +7,10 @@
 //! - [`node`]: the `Node` object (a GPU host and its GPUs).
 //! - [`endpoint`]: the `Endpoint` object (a model served by replica tasks).
 //! - [`autoscaler`]: the pure KPA-style replica decision the endpoint controller runs.
-//! - [`httpd`]: the small HTTP server for `/metrics` (Prometheus text) and
-//!   `/healthz` that every process runs.
 
 pub mod api;
 pub mod autoscaler;
 pub mod endpoint;
-pub mod httpd;
 pub mod manifest;
 pub mod node;
 pub mod queue;
