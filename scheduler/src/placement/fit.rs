@@ -213,7 +213,15 @@ mod tests {
             memory_bytes: 0,
         };
         // (cordoned, in use, resources, chosen GPUs, want, as a refused binding says it)
-        let cases: Vec<(bool, InUse, Resources, Option<Vec<GpuShare>>, Fit, &str)> = vec![
+        type Case<'a> = (
+            bool,
+            InUse<'a>,
+            Resources,
+            Option<Vec<GpuShare>>,
+            Fit,
+            &'a str,
+        );
+        let cases: Vec<Case> = vec![
             (
                 false,
                 InUse::NONE,

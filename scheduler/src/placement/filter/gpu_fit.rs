@@ -146,7 +146,15 @@ mod tests {
         // (used, unhealthy, gpus, milli, accept, want)
         let not_now = |need, milli, have| Fit::NotNow(Misfit::Gpus { need, milli, have });
         let never = |need, milli, have| Fit::Never(Misfit::Gpus { need, milli, have });
-        let cases: [(&[u32], Option<usize>, u32, u32, &[bool], Fit); 5] = [
+        type Case = (
+            &'static [u32],
+            Option<usize>,
+            u32,
+            u32,
+            &'static [bool],
+            Fit,
+        );
+        let cases: [Case; 5] = [
             (&[1000, 0], None, 2, 1000, &[true], not_now(2, 1000, 1)),
             (&[0, 0], Some(0), 2, 1000, &[true], not_now(2, 1000, 1)),
             (&[0, 0], None, 3, 1000, &[true], never(3, 1000, 2)),
