@@ -32,11 +32,13 @@ pub fn fit(n: &NodeModel, req: &PodRequest, accept: &[bool]) -> Fit {
 }
 
 /// [`fit`] for a task whose GPUs are chosen already (`gpus`, by device
-/// index, with what each takes): those GPUs instead of any with room.
+/// index, with what each takes): those GPUs instead of any with room. Of
+/// two reasons alike, the GPUs' comes first, as a refused binding always
+/// named it.
 pub fn fit_chosen(n: &NodeModel, req: &PodRequest, accept: &[bool], gpus: &[GpuShare]) -> Fit {
     schedulable::filter(n)
-        .or(host_fit::filter(n, req))
         .or(gpu_fit::chosen(n, accept, gpus))
+        .or(host_fit::filter(n, req))
 }
 
 /// What already runs on a node, in the state's terms (its `NodeUsage`).
@@ -83,8 +85,9 @@ pub(super) fn fit_request(
         .iter()
         .map(|g| req.accepts_gpu(&g.model, g.memory_bytes))
         .collect();
+    // Names and UUIDs are left out: no filter reads them.
     let n = NodeModel {
-        name: node.metadata.name.clone(),
+        name: String::new(),
         schedulable: schedulable::node_object(node),
         cpu_milli: s.cpu_milli,
         memory_bytes: s.memory_bytes,
@@ -96,7 +99,7 @@ pub(super) fn fit_request(
             .enumerate()
             .map(|(k, g)| GpuSlot {
                 index: g.index,
-                uuid: g.uuid.clone(),
+                uuid: String::new(),
                 kind: k as u16,
                 domain: 0,
                 healthy: g.healthy,

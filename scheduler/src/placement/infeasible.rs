@@ -16,49 +16,59 @@ pub fn infeasible(nodes: &[&Node], job: &Job) -> Option<String> {
         );
     }
     for (gi, t) in job.spec.tasks.iter().enumerate() {
-        let r = &t.resources;
-        let milli = r.gpu_milli();
-        let req = as_submitted(r);
+        let req = as_submitted(&t.resources);
         let fits = nodes
             .iter()
             .any(|n| !fit_request(n, InUse::NONE, &req, None).is_never());
         if !fits {
-            let largest = nodes
-                .iter()
-                .map(|n| {
-                    (
-                        n.status
-                            .gpus
-                            .iter()
-                            .filter(|g| r.accepts_gpu(&g.model, g.memory_bytes))
-                            .count(),
-                        n,
-                    )
-                })
-                .max_by_key(|(c, _)| *c)
-                .map(|(c, n)| (c, n.metadata.name.clone()));
-            let (count, name) = largest.unwrap_or((0, String::new()));
-            let what = match (&r.gpu_model, &r.gpu_memory) {
-                (Some(m), _) => format!(" of model {m}"),
-                (None, Some(mem)) => {
-                    format!(" with {} memory", gpuctl_common::api::format_bytes(mem.0))
-                }
-                _ => String::new(),
-            };
-            let reason = if milli > 0 && (count as u64) * 1000 < milli.max(1) {
-                format!(
-                    "asks for {} GPU(s){what} per task, but the largest node ({name}) has {count} such GPU(s)",
-                    r.gpus
-                )
-            } else {
-                "asks for more CPU or memory per task than any node has".to_string()
-            };
             return Some(format!(
-                "spec.tasks[{gi}].resources: no node could ever run this task: it {reason}"
+                "spec.tasks[{gi}].resources: no node could ever run this task: it {}",
+                never_reason(nodes, &t.resources)
             ));
         }
     }
-    // A gang needs all its GPUs at once.
+    gang_too_wide(nodes, job)
+}
+
+/// What about `r` no node could ever give: GPUs when even the node with the
+/// most GPUs `r` accepts has too few, else CPU or memory.
+fn never_reason(nodes: &[&Node], r: &Resources) -> String {
+    let milli = r.gpu_milli();
+    let largest = nodes
+        .iter()
+        .map(|n| {
+            (
+                n.status
+                    .gpus
+                    .iter()
+                    .filter(|g| r.accepts_gpu(&g.model, g.memory_bytes))
+                    .count(),
+                n,
+            )
+        })
+        .max_by_key(|(c, _)| *c)
+        .map(|(c, n)| (c, n.metadata.name.clone()));
+    let (count, name) = largest.unwrap_or((0, String::new()));
+    let what = match (&r.gpu_model, &r.gpu_memory) {
+        (Some(m), _) => format!(" of model {m}"),
+        (None, Some(mem)) => {
+            format!(" with {} memory", gpuctl_common::api::format_bytes(mem.0))
+        }
+        _ => String::new(),
+    };
+    if milli > 0 && (count as u64) * 1000 < milli.max(1) {
+        format!(
+            "asks for {} GPU(s){what} per task, but the largest node ({name}) has {count} such GPU(s)",
+            r.gpus
+        )
+    } else {
+        "asks for more CPU or memory per task than any node has".to_string()
+    }
+}
+
+/// A gang needs all its GPUs at once (with `minAvailable`, those of its
+/// smallest tasks): why the whole cluster is too small for that, if it is.
+fn gang_too_wide(nodes: &[&Node], job: &Job) -> Option<String> {
     let cluster_milli: u64 = nodes
         .iter()
         .map(|n| n.status.gpus.len() as u64 * 1000)

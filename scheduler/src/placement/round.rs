@@ -36,8 +36,8 @@ pub struct Round {
 /// back ([`quota::admit`]), then placed with the default policy; the first
 /// gang that does not fit reserves nodes and, where allowed, preempts
 /// ([`preempt::plan`]). Pure and deterministic. The leader keeps a
-/// [`Planner`] instead, which decides the same without building the
-/// cluster model anew each round.
+/// [`Planner`](super::planner::Planner) instead, which decides the same
+/// without building the cluster model anew each round.
 pub fn plan_round(st: &State) -> Round {
     let pending = st.pending_jobs();
     if pending.is_empty() {
