@@ -20,7 +20,7 @@ pub struct GpuSlot {
     /// Device index reported by the node.
     pub index: u32,
     pub uuid: String,
-    /// Index into [`ClusterModel::kinds`].
+    /// Index into [`ClusterModel::kinds`](super::model::ClusterModel::kinds).
     pub kind: u16,
     /// NVLink domain number within the node; GPUs reporting no domain share 0.
     pub domain: u16,
