@@ -10,49 +10,25 @@ pub fn passes(n: &NodeModel, req: &PodRequest) -> bool {
 }
 
 pub fn filter(n: &NodeModel, req: &PodRequest) -> Fit {
-    if passes(n, req) {
-        return Fit::Fits;
-    }
-    let cpu = room(req.cpu_milli, n.cpu_milli, n.cpu_left());
-    let memory = room(req.memory_bytes, n.memory_bytes, n.memory_left());
-    let cpu = cpu.map_or(Fit::Fits, |(never, have)| {
-        answer(
-            never,
-            Misfit::Cpu {
-                need: req.cpu_milli,
-                have,
-            },
-        )
-    });
-    let memory = memory.map_or(Fit::Fits, |(never, have)| {
-        answer(
-            never,
-            Misfit::Memory {
-                need: req.memory_bytes,
-                have,
-            },
-        )
-    });
-    cpu.or(memory)
+    let (cpu, memory) = (req.cpu_milli, req.memory_bytes);
+    room(cpu, n.cpu_milli, n.cpu_left(), |have| Misfit::Cpu {
+        need: cpu,
+        have,
+    })
+    .or(room(memory, n.memory_bytes, n.memory_left(), |have| {
+        Misfit::Memory { need: memory, have }
+    }))
 }
 
-/// `None` when `need` fits in `left`; else whether it could never fit the
-/// node's `capacity` (0: not enforced), and what the node has.
-fn room(need: u64, capacity: u64, left: u64) -> Option<(bool, u64)> {
+/// Whether `need` fits in what is `left` of `capacity` (0: not enforced);
+/// `why` states the shortfall from what the node has.
+fn room(need: u64, capacity: u64, left: u64, why: impl Fn(u64) -> Misfit) -> Fit {
     if need <= left {
-        None
+        Fit::Fits
     } else if capacity != 0 && need > capacity {
-        Some((true, capacity))
+        Fit::Never(why(capacity))
     } else {
-        Some((false, left))
-    }
-}
-
-fn answer(never: bool, why: Misfit) -> Fit {
-    if never {
-        Fit::Never(why)
-    } else {
-        Fit::NotNow(why)
+        Fit::NotNow(why(left))
     }
 }
 
