@@ -25,18 +25,14 @@ pub fn has_room(g: &GpuSlot, accept: &[bool], milli: u32) -> bool {
 }
 
 pub fn passes(n: &NodeModel, req: &PodRequest, accept: &[bool]) -> bool {
-    filter(n, req, accept).fits()
+    req.gpus == 0 || room(n, req, accept) >= req.gpus as usize
 }
 
 pub fn filter(n: &NodeModel, req: &PodRequest, accept: &[bool]) -> Fit {
     if req.gpus == 0 {
         return Fit::Fits;
     }
-    let room = n
-        .gpus
-        .iter()
-        .filter(|g| has_room(g, accept, req.gpu_milli))
-        .count();
+    let room = room(n, req, accept);
     if room >= req.gpus as usize {
         return Fit::Fits;
     }
@@ -53,6 +49,14 @@ pub fn filter(n: &NodeModel, req: &PodRequest, accept: &[bool]) -> Fit {
     } else {
         Fit::NotNow(why(room))
     }
+}
+
+/// How many GPUs of `n` have room for one of `req`'s.
+fn room(n: &NodeModel, req: &PodRequest, accept: &[bool]) -> usize {
+    n.gpus
+        .iter()
+        .filter(|g| has_room(g, accept, req.gpu_milli))
+        .count()
 }
 
 /// The filter for a task whose GPUs are chosen: each GPU named in `gpus`
