@@ -4,11 +4,14 @@
 
 use rand::Rng;
 
-use super::filter::{self, gpu_fit};
+use super::filter::gpu_fit;
+use super::fit;
 use super::memo::{Memo, NodeBest, RankKey};
 use super::mix::WorkloadMix;
-use super::model::{ClusterModel, NodeModel, Placement, PodRequest};
+use super::model::{ClusterModel, Placement};
+use super::node::NodeModel;
 use super::policy::Policy;
+use super::request::PodRequest;
 use super::score::frag::{self, Cap, HostLeft};
 use super::score::strand::{self, HostRatio};
 use super::score::{bestfit, topology};
@@ -40,7 +43,7 @@ pub fn choose_node_near<R: Rng + ?Sized>(
         .nodes()
         .iter()
         .enumerate()
-        .filter(|(_, n)| filter::passes(n, req, &accept));
+        .filter(|(_, n)| fit::passes(n, req, &accept));
     let at = |node: usize, gpus: Vec<usize>| Placement {
         node,
         gpus,
@@ -190,7 +193,7 @@ fn frag_aware_rank(
     s: &mut Scratch,
 ) -> Option<RankKey> {
     let n = &m.nodes()[i];
-    if !filter::passes(n, req, accept) {
+    if !fit::passes(n, req, accept) {
         return None;
     }
     if memo.best(shape, i, n).is_none() {
@@ -538,7 +541,7 @@ impl<T> Ties<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::placement::{GpuView, NodeView};
+    use crate::placement::snapshot::{GpuView, NodeView};
     use rand::{rngs::StdRng, SeedableRng};
 
     fn view(i: usize) -> NodeView {
@@ -664,7 +667,7 @@ mod tests {
             let mut placed: Vec<(PodRequest, Placement)> = Vec::new();
             // An open trial: its checkpoint, how many were placed before it,
             // and the nodes its gang holds.
-            let mut trial: Option<(crate::placement::Checkpoint, usize, Vec<usize>)> = None;
+            let mut trial: Option<(crate::placement::model::Checkpoint, usize, Vec<usize>)> = None;
             let mut decided = 0;
             for step in 0..160 {
                 let nodes = m.nodes().len();

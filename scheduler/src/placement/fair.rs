@@ -14,6 +14,8 @@ use std::collections::{BTreeMap, VecDeque};
 use gpuctl_common::api::Job;
 use gpuctl_common::queue::{Queue, DEFAULT_QUEUE};
 
+use super::snapshot::Snapshot;
+
 /// Resources held (or asked for), in the units the state keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Usage {
@@ -82,7 +84,7 @@ pub fn held_by_queue<'a>(jobs: impl IntoIterator<Item = &'a Job>) -> BTreeMap<St
 }
 
 /// The cluster's capacity, from a placement snapshot.
-pub fn capacity(snapshot: &super::Snapshot) -> Usage {
+pub fn capacity(snapshot: &Snapshot) -> Usage {
     let mut u = Usage::default();
     for n in &snapshot.nodes {
         u.gpu_milli += n.gpus.len() as u64 * 1000;

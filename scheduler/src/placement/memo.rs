@@ -13,7 +13,7 @@
 //! changed since its last read, and only those. It is tied to one model
 //! (its change id); a memo used by another model rebuilds it.
 //!
-//! It lives in [`ClusterModel`](super::ClusterModel) behind a shared lock:
+//! It lives in [`ClusterModel`](super::model::ClusterModel) behind a shared lock:
 //! clones (the trial copy a gang is placed on) share it, which is sound for
 //! the same reason. Entries hold for one workload mix and policy; another
 //! empties it.
@@ -22,7 +22,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::model::{Changes, NodeModel, PodRequest};
+use super::changes::Changes;
+use super::node::NodeModel;
+use super::request::PodRequest;
 
 /// Shapes remembered before the memo starts over (bounds its memory when
 /// requests are very diverse).
@@ -314,67 +316,5 @@ mod tests {
         let s = m.shape(&req);
         assert!(m.best(s, 0, &n).is_none());
         assert_eq!(memo, ScoreMemo::default());
-    }
-
-    #[test]
-    fn stale_names_each_changed_node_once() {
-        use crate::placement::model::ClusterModel;
-        use crate::placement::testutil;
-        let views: Vec<_> = (0..4)
-            .map(|i| testutil::node(&format!("n{i}"), 2))
-            .collect();
-        let mut m = ClusterModel::from_views(&views);
-        let memo = ScoreMemo::default();
-        let req = PodRequest::default();
-        let mut out = Vec::new();
-        let mut stale = |m: &ClusterModel| {
-            let mut g = memo.lock(1, 0, 4);
-            let s = g.shape(&req);
-            g.stale(s, &m.changes, &mut out);
-            out.clone()
-        };
-        // (what happens before the read, the nodes to re-rank)
-        type Step = fn(&mut ClusterModel);
-        let steps: [(&str, Step, &[usize]); 6] = [
-            ("first read: every node", |_| {}, &[0, 1, 2, 3]),
-            ("nothing changed", |_| {}, &[]),
-            (
-                "node 2 twice, then node 0",
-                |m| {
-                    m.node_mut(2).cpu_used += 1;
-                    m.node_mut(2).cpu_used += 1;
-                    m.node_mut(0).schedulable = false;
-                },
-                &[2, 0],
-            ),
-            (
-                "changes past what the log keeps: by version",
-                |m| {
-                    for _ in 0..5000 {
-                        m.node_mut(3).cpu_used += 1;
-                    }
-                    m.node_mut(1).cpu_used += 1;
-                },
-                &[1, 3],
-            ),
-            (
-                "a rolled-back change is a change",
-                |m| {
-                    let cp = m.checkpoint();
-                    m.node_mut(1).cpu_used += 1;
-                    m.rollback(cp);
-                },
-                &[1],
-            ),
-            (
-                "another model (a clone): every node",
-                |m| *m = m.clone(),
-                &[0, 1, 2, 3],
-            ),
-        ];
-        for (what, step, want) in steps {
-            step(&mut m);
-            assert_eq!(stale(&m), want, "{what}");
-        }
     }
 }

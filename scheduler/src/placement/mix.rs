@@ -7,7 +7,7 @@ use std::hash::{Hash, Hasher};
 
 use gpuctl_common::api::Job;
 
-use super::model::PodRequest;
+use super::request::PodRequest;
 use super::score::waste;
 
 /// One task shape and its share of arrivals (shares sum to 1).
@@ -95,7 +95,7 @@ pub(crate) struct MixGroup {
 impl WorkloadMix {
     /// A mix of these shapes; weights should sum to 1.
     pub fn new(entries: Vec<MixEntry>) -> WorkloadMix {
-        let waste = waste::table(&entries);
+        let waste = waste::table(entries.iter().map(|e| (&e.shape, e.weight)));
         WorkloadMix::with_waste(entries, waste)
     }
 

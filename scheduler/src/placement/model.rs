@@ -1,152 +1,14 @@
-//! The cluster as the placement pipeline sees it: compact per-node state
-//! that filters and scores read without allocating, and the one place where
-//! capacity is taken (`commit`) or given back (`release`).
+//! The whole cluster as the placement pipeline sees it, and the one place
+//! where capacity is taken (`commit`) or given back (`release`), with
+//! checkpoints to roll a trial back.
 
 use std::collections::HashMap;
 
-use gpuctl_common::api::{model_matches, Resources};
-
+use super::changes::Changes;
 use super::memo::ScoreMemo;
-use super::NodeView;
-
-/// Thousandths of a GPU in one whole GPU.
-pub const MILLI: u32 = 1000;
-
-/// A distinct (model, memory) pair. GPUs refer to kinds by number so that a
-/// request's model constraints are matched once per kind, not once per GPU.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct GpuKind {
-    pub model: String,
-    pub memory_bytes: u64,
-}
-
-/// One GPU of a node.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GpuSlot {
-    /// Device index reported by the node.
-    pub index: u32,
-    pub uuid: String,
-    /// Index into [`ClusterModel::kinds`].
-    pub kind: u16,
-    /// NVLink domain number within the node; GPUs reporting no domain share 0.
-    pub domain: u16,
-    pub healthy: bool,
-    /// Thousandths still free.
-    pub free: u32,
-}
-
-/// One node: capacity, use, and its GPUs.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NodeModel {
-    pub name: String,
-    /// Ready and not cordoned.
-    pub schedulable: bool,
-    /// Capacity; 0 means "not reported" and is not enforced.
-    pub cpu_milli: u64,
-    pub memory_bytes: u64,
-    pub cpu_used: u64,
-    pub memory_used: u64,
-    pub gpus: Vec<GpuSlot>,
-}
-
-impl NodeModel {
-    /// CPU still free (`u64::MAX` when capacity is not enforced).
-    pub fn cpu_left(&self) -> u64 {
-        if self.cpu_milli == 0 {
-            u64::MAX
-        } else {
-            self.cpu_milli.saturating_sub(self.cpu_used)
-        }
-    }
-
-    /// Memory still free (`u64::MAX` when capacity is not enforced).
-    pub fn memory_left(&self) -> u64 {
-        if self.memory_bytes == 0 {
-            u64::MAX
-        } else {
-            self.memory_bytes.saturating_sub(self.memory_used)
-        }
-    }
-
-    /// Free thousandths over healthy GPUs.
-    pub fn gpu_free_milli(&self) -> u64 {
-        self.gpus
-            .iter()
-            .filter(|g| g.healthy)
-            .map(|g| u64::from(g.free))
-            .sum()
-    }
-}
-
-/// What one task (one pod of a trace) asks for.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
-pub struct PodRequest {
-    pub cpu_milli: u64,
-    pub memory_bytes: u64,
-    /// Number of GPUs; 0 for a CPU-only task.
-    pub gpus: u32,
-    /// Thousandths taken on each of those GPUs: below 1000 only when `gpus`
-    /// is 1 (a shared GPU), else 1000.
-    pub gpu_milli: u32,
-    /// Acceptable GPU models; empty: any.
-    pub models: Vec<String>,
-    /// Least memory each GPU must have; 0: any.
-    pub gpu_memory: u64,
-}
-
-impl PodRequest {
-    /// The request of one task of a job. A whole-GPU count with a fraction
-    /// (2.5) takes the whole part, as the first-fit engine did.
-    pub fn from_resources(r: &Resources) -> PodRequest {
-        let milli = r.gpu_milli();
-        let (gpus, gpu_milli) = match milli {
-            0 => (0, 0),
-            m if m < u64::from(MILLI) => (1, m as u32),
-            m => ((m / u64::from(MILLI)) as u32, MILLI),
-        };
-        PodRequest {
-            cpu_milli: r.cpu.map(|c| c.0).unwrap_or(0),
-            memory_bytes: r.memory.map(|m| m.0).unwrap_or(0),
-            gpus,
-            gpu_milli,
-            models: r
-                .gpu_model
-                .as_deref()
-                .map(|m| {
-                    m.split('|')
-                        .map(|s| s.trim().to_string())
-                        .filter(|s| !s.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default(),
-            gpu_memory: r.gpu_memory.map(|m| m.0).unwrap_or(0),
-        }
-    }
-
-    /// Thousandths of GPU asked for in all.
-    pub fn total_gpu_milli(&self) -> u64 {
-        u64::from(self.gpus) * u64::from(self.gpu_milli)
-    }
-
-    /// A share of one GPU, which may sit next to other shares.
-    pub fn is_share(&self) -> bool {
-        self.gpus == 1 && self.gpu_milli < MILLI
-    }
-
-    /// Whether a GPU of `kind` satisfies the model and memory constraints.
-    pub fn accepts(&self, kind: &GpuKind) -> bool {
-        (self.gpu_memory == 0 || kind.memory_bytes >= self.gpu_memory)
-            && (self.models.is_empty() || self.models.iter().any(|m| model_matches(m, &kind.model)))
-    }
-
-    /// `accepts` for every kind of the cluster, by kind number.
-    pub fn accept_table(&self, kinds: &[GpuKind]) -> Vec<bool> {
-        if self.gpu_memory == 0 && self.models.is_empty() {
-            return vec![true; kinds.len()];
-        }
-        kinds.iter().map(|k| self.accepts(k)).collect()
-    }
-}
+use super::node::{GpuKind, GpuSlot, NodeModel, MILLI};
+use super::request::PodRequest;
+use super::snapshot::NodeView;
 
 /// Where one task goes: a node and, for a GPU task, which of its GPUs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,78 +58,6 @@ pub struct ClusterModel {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use = "a checkpoint is closed by rollback or keep"]
 pub struct Checkpoint(usize);
-
-/// Record of node changes: a version per node, bumped on every change, and
-/// the log of changed nodes since `base`. Each model has an id of its own
-/// (a clone gets a new one), so that a memo shared by clones never takes
-/// one model's versions for another's.
-#[derive(Debug)]
-pub(crate) struct Changes {
-    pub id: u64,
-    /// Per node: the clock when it last changed (0: never).
-    pub version: Vec<u64>,
-    clock: u64,
-    /// Nodes changed, oldest first; entry `k` is change number `base + k`.
-    pub log: Vec<usize>,
-    pub base: u64,
-}
-
-impl Changes {
-    fn fresh_id() -> u64 {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Change number of the next change: the log holds `base..end()`.
-    pub fn end(&self) -> u64 {
-        self.base + self.log.len() as u64
-    }
-
-    fn touch(&mut self, i: usize) {
-        self.clock += 1;
-        if self.version.len() <= i {
-            self.version.resize(i + 1, 0);
-        }
-        self.version[i] = self.clock;
-        // Bounded: a reader that fell behind `base` revisits every node.
-        if self.log.len() >= 4096 && self.log.len() >= 2 * self.version.len() {
-            self.base += self.log.len() as u64;
-            self.log.clear();
-        }
-        self.log.push(i);
-    }
-}
-
-impl Default for Changes {
-    fn default() -> Self {
-        Changes {
-            id: Changes::fresh_id(),
-            version: Vec::new(),
-            clock: 0,
-            log: Vec::new(),
-            base: 0,
-        }
-    }
-}
-
-impl Clone for Changes {
-    /// Same versions, but a model of its own.
-    fn clone(&self) -> Self {
-        Changes {
-            id: Changes::fresh_id(),
-            version: self.version.clone(),
-            clock: self.clock,
-            log: self.log.clone(),
-            base: self.base,
-        }
-    }
-}
-
-impl PartialEq for Changes {
-    fn eq(&self, _: &Changes) -> bool {
-        true
-    }
-}
 
 /// Undo log: (node, its state before a change), and how many checkpoints
 /// are open (nothing is recorded while none is).
@@ -491,7 +281,7 @@ impl ClusterModel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::placement::GpuView;
+    use crate::placement::snapshot::GpuView;
 
     fn view(cpu: u64, gpus: u32) -> NodeView {
         NodeView {
@@ -512,23 +302,6 @@ mod tests {
             memory_bytes: 0,
             cpu_used: 0,
             memory_used: 0,
-        }
-    }
-
-    #[test]
-    fn request_shapes() {
-        let r = |gpus: f64| {
-            PodRequest::from_resources(&Resources {
-                gpus,
-                gpu_model: Some("A100 | H100".into()),
-                ..Default::default()
-            })
-        };
-        let cases = [(0.0, 0, 0), (0.25, 1, 250), (1.0, 1, 1000), (4.0, 4, 1000)];
-        for (gpus, n, m) in cases {
-            let p = r(gpus);
-            assert_eq!((p.gpus, p.gpu_milli), (n, m), "{gpus}");
-            assert_eq!(p.models, vec!["A100".to_string(), "H100".to_string()]);
         }
     }
 
@@ -640,5 +413,68 @@ mod tests {
             m.changes.id,
             "a clone is a model of its own"
         );
+    }
+
+    /// The memo's rank index follows the model's change record.
+    #[test]
+    fn stale_names_each_changed_node_once() {
+        use crate::placement::memo::ScoreMemo;
+        use crate::placement::testutil;
+        let views: Vec<_> = (0..4)
+            .map(|i| testutil::node(&format!("n{i}"), 2))
+            .collect();
+        let mut m = ClusterModel::from_views(&views);
+        let memo = ScoreMemo::default();
+        let req = PodRequest::default();
+        let mut out = Vec::new();
+        let mut stale = |m: &ClusterModel| {
+            let mut g = memo.lock(1, 0, 4);
+            let s = g.shape(&req);
+            g.stale(s, &m.changes, &mut out);
+            out.clone()
+        };
+        // (what happens before the read, the nodes to re-rank)
+        type Step = fn(&mut ClusterModel);
+        let steps: [(&str, Step, &[usize]); 6] = [
+            ("first read: every node", |_| {}, &[0, 1, 2, 3]),
+            ("nothing changed", |_| {}, &[]),
+            (
+                "node 2 twice, then node 0",
+                |m| {
+                    m.node_mut(2).cpu_used += 1;
+                    m.node_mut(2).cpu_used += 1;
+                    m.node_mut(0).schedulable = false;
+                },
+                &[2, 0],
+            ),
+            (
+                "changes past what the log keeps: by version",
+                |m| {
+                    for _ in 0..5000 {
+                        m.node_mut(3).cpu_used += 1;
+                    }
+                    m.node_mut(1).cpu_used += 1;
+                },
+                &[1, 3],
+            ),
+            (
+                "a rolled-back change is a change",
+                |m| {
+                    let cp = m.checkpoint();
+                    m.node_mut(1).cpu_used += 1;
+                    m.rollback(cp);
+                },
+                &[1],
+            ),
+            (
+                "another model (a clone): every node",
+                |m| *m = m.clone(),
+                &[0, 1, 2, 3],
+            ),
+        ];
+        for (what, step, want) in steps {
+            step(&mut m);
+            assert_eq!(stale(&m), want, "{what}");
+        }
     }
 }

@@ -8,17 +8,21 @@
 //! for the last snapshot.
 //!
 //! Decisions are exactly those of the stateless functions
-//! ([`plan_round`](super::plan_round),
-//! [`place_with_reservation`](super::place_with_reservation)): the synced
+//! ([`plan_round`](super::round::plan_round),
+//! [`place_with_reservation`](super::place::place_with_reservation)): the synced
 //! model equals one built from the snapshot, and the memo and index never
 //! change a decision.
 
 use gpuctl_common::api::Job;
 
-use super::{
-    node_view, nodes_with_usage, place_on, plan_round_with, view_matches, ClusterModel, NodeView,
-    Policy, Reservation, Round, Snapshot, WorkloadMix, MILLI,
-};
+use super::mix::WorkloadMix;
+use super::model::ClusterModel;
+use super::node::MILLI;
+use super::place::place_kept;
+use super::policy::Policy;
+use super::reservation::Reservation;
+use super::round::{plan_round_with, Round};
+use super::snapshot::{node_view, nodes_with_usage, view_matches, NodeView, Snapshot};
 use crate::state::{Binding, State};
 
 /// Placement state kept across rounds; see the module doc.
@@ -37,7 +41,7 @@ impl Planner {
         Planner::default()
     }
 
-    /// [`plan_round`](super::plan_round) on the kept model, synced to
+    /// [`plan_round`](super::round::plan_round) on the kept model, synced to
     /// `st` first (without taking a new snapshot).
     pub fn plan_round(&mut self, st: &State) -> Round {
         let pending = st.pending_jobs();
@@ -88,7 +92,7 @@ impl Planner {
         }
     }
 
-    /// [`place_with_reservation`](super::place_with_reservation) on the
+    /// [`place_with_reservation`](super::place::place_with_reservation) on the
     /// kept model, synced to `snapshot` first.
     pub fn place_with_reservation(
         &mut self,
@@ -162,21 +166,6 @@ impl Planner {
     }
 }
 
-/// Place on `model` (standing for `snapshot`) and roll back: the model
-/// stands for `snapshot` again after.
-pub(super) fn place_kept(
-    model: &mut ClusterModel,
-    snapshot: &Snapshot,
-    pending: &[&Job],
-    policy: &Policy,
-    mix: &WorkloadMix,
-) -> (Vec<Binding>, Option<Reservation>) {
-    let round = model.checkpoint();
-    let out = place_on(model, snapshot, pending, policy, mix);
-    model.rollback(round);
-    out
-}
-
 /// The same use of a node (given [`same_node`]): what is taken, health
 /// and whether it is schedulable.
 fn same_use(a: &NodeView, b: &NodeView) -> bool {
@@ -208,7 +197,7 @@ fn same_node(a: &NodeView, b: &NodeView) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::placement::place_with_reservation;
+    use crate::placement::place::place_with_reservation;
     use crate::placement::testutil::{job, node};
     use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -390,7 +379,7 @@ mod tests {
             change(&mut st);
             let got = planner.plan_round(&st);
             assert_eq!(planner.snapshot(), &Snapshot::of(&st), "{what}");
-            assert_eq!(got, crate::placement::plan_round(&st), "{what}");
+            assert_eq!(got, crate::placement::round::plan_round(&st), "{what}");
             assert_eq!(
                 planner.model,
                 ClusterModel::from_views(&Snapshot::of(&st).nodes),

@@ -13,7 +13,7 @@
 //! victim the job fits without is given back, most expensive first. A gang
 //! is stopped whole. Pure: the fit is checked with [`place_with`] on the
 //! snapshot with the victims' resources released ([`plan`]), or, by the
-//! leader's kept [`Planner`](super::Planner), on its model with the victims'
+//! leader's kept [`Planner`](super::planner::Planner), on its model with the victims'
 //! resources released and rolled back after each check ([`plan_on`]): the
 //! same decisions without building the cluster model anew for each of up to
 //! [`MAX_CANDIDATES`] checks.
@@ -25,8 +25,13 @@ use gpuctl_common::queue::Queue;
 use rand::{rngs::StdRng, SeedableRng};
 
 use super::fair::queue_of;
-use super::model::{ClusterModel, Placement, PodRequest};
-use super::{place_gang, place_with, Policy, Snapshot, WorkloadMix};
+use super::gang::place_gang;
+use super::mix::WorkloadMix;
+use super::model::{ClusterModel, Placement};
+use super::place::place_with;
+use super::policy::Policy;
+use super::request::PodRequest;
+use super::snapshot::Snapshot;
 
 /// Most candidates looked at for one preemption.
 pub const MAX_CANDIDATES: usize = 256;

@@ -1,9 +1,26 @@
 //! Filter: the node is Ready and not cordoned.
 
-use crate::placement::model::NodeModel;
+use gpuctl_common::api::{Node, NodePhase};
+
+use super::{Fit, Misfit};
+use crate::placement::node::NodeModel;
+
+/// Whether a node object is Ready and not cordoned (what a model's
+/// `schedulable` holds).
+pub fn node_object(n: &Node) -> bool {
+    n.status.phase == NodePhase::Ready && !n.spec.unschedulable
+}
 
 pub fn passes(n: &NodeModel) -> bool {
-    n.schedulable
+    filter(n).fits()
+}
+
+pub fn filter(n: &NodeModel) -> Fit {
+    if n.schedulable {
+        Fit::Fits
+    } else {
+        Fit::NotNow(Misfit::Unschedulable)
+    }
 }
 
 #[cfg(test)]
@@ -17,6 +34,7 @@ mod tests {
             let mut n = node(0, 0, &[0]);
             n.schedulable = schedulable;
             assert_eq!(passes(&n), want);
+            assert!(!filter(&n).is_never(), "a cordon is lifted");
         }
     }
 }

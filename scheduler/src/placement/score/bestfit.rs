@@ -5,7 +5,8 @@
 //! ones are broken.
 
 use crate::placement::filter::gpu_fit;
-use crate::placement::model::{NodeModel, PodRequest};
+use crate::placement::node::NodeModel;
+use crate::placement::request::PodRequest;
 
 /// Leftover in 0..=1 after `req` lands on `n` (lower is tighter).
 pub fn leftover(n: &NodeModel, req: &PodRequest, max_cpu: u64, max_gpu: u64) -> f64 {

@@ -8,7 +8,8 @@
 //! little as possible.
 
 use crate::placement::mix::WorkloadMix;
-use crate::placement::model::{GpuKind, PodRequest};
+use crate::placement::node::GpuKind;
+use crate::placement::request::PodRequest;
 
 /// One healthy GPU as the measure needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -56,7 +56,7 @@ pub fn stranded(free_milli: u64, cpu_left: u64, memory_left: u64, r: HostRatio) 
 mod tests {
     use super::*;
     use crate::placement::mix::MixEntry;
-    use crate::placement::model::PodRequest;
+    use crate::placement::request::PodRequest;
 
     #[test]
     fn ratio_of_mix() {

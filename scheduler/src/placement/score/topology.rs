@@ -3,7 +3,7 @@
 //! possible.
 
 use crate::placement::filter::gpu_fit;
-use crate::placement::model::NodeModel;
+use crate::placement::node::NodeModel;
 
 /// `count` whole free GPUs of `n`: all from one NVLink domain when one has
 /// enough (the one with the fewest that suffice, so larger domains stay

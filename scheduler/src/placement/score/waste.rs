@@ -14,7 +14,7 @@
 //! only such shares fit counts as waste and the rare share is drawn into
 //! one of them.
 
-use crate::placement::mix::MixEntry;
+use crate::placement::request::PodRequest;
 
 /// A one-GPU share size counts as a filler when at least this share of the
 /// mix's tasks ask for it (all shapes of that size together). On the openb
@@ -26,14 +26,14 @@ pub const COMMON_SHARE: f64 = 0.015;
 /// Waste per free amount: entry `f` (thousandths, 0..=1000) is `f` minus
 /// the largest sum of common share sizes (see [`COMMON_SHARE`]) not above
 /// `f`. A whole free GPU is not waste (whole-GPU tasks take it; the FGD
-/// measure weighs that).
-pub fn table(entries: &[MixEntry]) -> Vec<u16> {
+/// measure weighs that). `entries` are the mix's shapes with their weights.
+pub fn table<'a>(entries: impl IntoIterator<Item = (&'a PodRequest, f64)>) -> Vec<u16> {
     let mut sizes: Vec<(usize, f64)> = Vec::new();
-    for e in entries.iter().filter(|e| e.shape.is_share()) {
-        let s = e.shape.gpu_milli as usize;
+    for (shape, weight) in entries.into_iter().filter(|(s, _)| s.is_share()) {
+        let s = shape.gpu_milli as usize;
         match sizes.iter_mut().find(|x| x.0 == s) {
-            Some(x) => x.1 += e.weight,
-            None => sizes.push((s, e.weight)),
+            Some(x) => x.1 += weight,
+            None => sizes.push((s, weight)),
         }
     }
     sizes.retain(|&(s, w)| s > 0 && w >= COMMON_SHARE);
@@ -54,30 +54,27 @@ pub fn table(entries: &[MixEntry]) -> Vec<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::placement::model::PodRequest;
 
-    fn share(milli: u32, cpu: u64, weight: f64) -> MixEntry {
-        MixEntry {
-            shape: PodRequest {
-                cpu_milli: cpu,
-                gpus: 1,
-                gpu_milli: milli,
-                ..Default::default()
-            },
-            weight,
-        }
+    fn share(milli: u32, cpu: u64, weight: f64) -> (PodRequest, f64) {
+        let shape = PodRequest {
+            cpu_milli: cpu,
+            gpus: 1,
+            gpu_milli: milli,
+            ..Default::default()
+        };
+        (shape, weight)
     }
 
     #[test]
     fn waste_table() {
-        let whole = MixEntry {
-            shape: PodRequest {
+        let whole = (
+            PodRequest {
                 gpus: 1,
                 gpu_milli: 1000,
                 ..Default::default()
             },
-            weight: 0.5,
-        };
+            0.5,
+        );
         // 470 and 320 are common (320 only over its two CPU sizes
         // together); 160 is rare.
         let entries = [
@@ -87,7 +84,7 @@ mod tests {
             share(320, 4000, 0.01),
             share(160, 1000, 0.005),
         ];
-        let t = table(&entries);
+        let t = table(entries.iter().map(|(s, w)| (s, *w)));
         assert_eq!(t.len(), 1001);
         // (free, waste)
         for (f, w) in [
@@ -105,7 +102,7 @@ mod tests {
             assert_eq!(t[f], w, "free {f}");
         }
         // No shares at all: every partial gap is waste, a whole GPU is not.
-        let t = table(&[]);
+        let t = table([]);
         assert_eq!((t[0], t[500], t[1000]), (0, 500, 0));
     }
 }
