@@ -4,10 +4,13 @@
 //!   parsing and validation that name the file, field path and reason. Pure.
 //! - [`endpoint`]: the `Endpoint` object (a model served by replica tasks).
 //! - [`autoscaler`]: the pure KPA-style replica decision the endpoint controller runs.
+//! - [`artifact`]: the artifact store trait and its key and error types, shared
+//!   by the pipeline engine and the node daemon's store.
 //! - [`httpd`]: the small HTTP server for `/metrics` (Prometheus text) and
 //!   `/healthz` that every process runs.
 
 pub mod api;
+pub mod artifact;
 pub mod autoscaler;
 pub mod endpoint;
 pub mod httpd;

@@ -54,8 +54,22 @@ pub use run::{
     OutputArtifactSpec, OutputParameterSpec, Run, RunError, RunHeader, RunWithoutNodes,
     StepOutcome, StepPhase, StepResources, StepToLaunch, Tick, WorkflowPhase, WorkflowStatus,
 };
-pub use spec::{parse_workflow, Workflow};
+pub use spec::Workflow;
 pub use store::{
     ArtifactError, ArtifactKey, ArtifactStore, InMemoryArtifactStore, MemoCache, MemoEntry, NoCache,
 };
 pub use validate::validate_all;
+
+use gpuctl_common::api::ManifestError;
+
+/// Parse one Argo `Workflow` from YAML (or JSON) text and validate it.
+///
+/// `source_name` (a file name, `<stdin>`, …) appears in errors. Validation
+/// stops at the first problem; [`validate_all`] lists all.
+pub fn parse_workflow(source_name: &str, text: &str) -> Result<Workflow, ManifestError> {
+    let wf = spec::parse_unvalidated(text).map_err(|e| e.in_source(source_name, 0))?;
+    if let Some(e) = validate_all(&wf).into_iter().next() {
+        return Err(e.in_source(source_name, 0));
+    }
+    Ok(wf)
+}

@@ -22,7 +22,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use gpuctl_common::api::{Bytes, Cpu, FieldError, ManifestError};
+use gpuctl_common::api::{Bytes, Cpu, FieldError};
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -743,18 +743,6 @@ pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
         rest = &rest[unit_end..];
     }
     Ok(total.round() as u64)
-}
-
-/// Parse one Argo `Workflow` from YAML (or JSON) text and validate it.
-///
-/// `source_name` (a file name, `<stdin>`, …) appears in errors. Validation
-/// stops at the first problem; [`crate::validate::validate_all`] lists all.
-pub fn parse_workflow(source_name: &str, text: &str) -> Result<Workflow, ManifestError> {
-    let wf = parse_unvalidated(text).map_err(|e| e.in_source(source_name, 0))?;
-    if let Some(e) = crate::validate::validate_all(&wf).into_iter().next() {
-        return Err(e.in_source(source_name, 0));
-    }
-    Ok(wf)
 }
 
 /// Parse without semantic validation: structure and unknown fields only.
