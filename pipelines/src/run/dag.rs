@@ -6,7 +6,7 @@ use super::graph::DagInfo;
 use super::node::{Node, NodeOutputs, NodePhase, NodeType};
 use super::state::Run;
 use crate::expr::TaskResults;
-use crate::spec::DagTask;
+use crate::spec::{DagTask, Template};
 use crate::vars::{sole_var, substitute};
 
 impl Run {
@@ -26,6 +26,14 @@ impl Run {
             .as_ref()
             .map(|d| d.tasks.clone())
             .unwrap_or_default();
+        self.start_ready_tasks(id, &info, &tasks, now_ms);
+        self.assess_dag(id, &info, &tmpl, &tasks, now_ms);
+    }
+
+    /// Advance the tasks already started, and start (or omit) each task in
+    /// reach of `target` whose dependencies have all finished, unless
+    /// failFast has stopped the DAG.
+    fn start_ready_tasks(&mut self, id: &str, info: &DagInfo, tasks: &[DagTask], now_ms: u64) {
         for &j in &info.order {
             if !info.active[j] {
                 continue;
@@ -36,7 +44,7 @@ impl Run {
                 self.advance(&child, now_ms);
                 continue;
             }
-            if self.fail_fast_tripped(dag_node, &info, &tasks) {
+            if self.fail_fast_tripped(dag_node, info, tasks) {
                 continue;
             }
             let ready = info.deps[j].iter().all(|&k| {
@@ -68,11 +76,23 @@ impl Run {
                     continue;
                 }
             }
-            let scope = self.dag_scope(dag_node, &tasks, &info.ancestors[j]);
+            let scope = self.dag_scope(dag_node, tasks, &info.ancestors[j]);
             let (depth, exit_handler) = (dag_node.depth, dag_node.exit_handler);
             self.start_task(id, &task_id, task, &scope, depth, exit_handler, now_ms);
         }
-        // Assess.
+    }
+
+    /// Once every started task has finished and every target has been
+    /// reached (or failFast stopped the DAG), finish the DAG node with its
+    /// phase, message and outputs.
+    fn assess_dag(
+        &mut self,
+        id: &str,
+        info: &DagInfo,
+        tmpl: &Template,
+        tasks: &[DagTask],
+        now_ms: u64,
+    ) {
         let dag_node = &self.nodes[id];
         let all_done = dag_node
             .task_nodes
@@ -81,32 +101,8 @@ impl Run {
         if !all_done {
             return;
         }
-        let stopped = self.fail_fast_tripped(dag_node, &info, &tasks);
-        // Branch phase: a completed node's own phase; a skipped or omitted
-        // node inherits its parents' (failures win).
-        let mut branch: Vec<Option<NodePhase>> = vec![None; tasks.len()];
-        for &j in &info.order {
-            let Some(n) = dag_node
-                .task_nodes
-                .get(&tasks[j].name)
-                .map(|c| &self.nodes[c])
-            else {
-                continue;
-            };
-            branch[j] = Some(if n.phase.completed() {
-                n.phase
-            } else {
-                let mut b = NodePhase::Succeeded;
-                for &k in &info.deps[j] {
-                    match branch[k] {
-                        Some(NodePhase::Error) => b = NodePhase::Error,
-                        Some(NodePhase::Failed) if b != NodePhase::Error => b = NodePhase::Failed,
-                        _ => {}
-                    }
-                }
-                b
-            });
-        }
+        let stopped = self.fail_fast_tripped(dag_node, info, tasks);
+        let branch = self.branch_phases(dag_node, info, tasks);
         let mut result = NodePhase::Succeeded;
         let mut message = None;
         for &t in &info.targets {
@@ -152,56 +148,106 @@ impl Run {
             ));
         }
         if result == NodePhase::Succeeded {
-            // A DAG's outputs come from its tasks.
-            let all: Vec<usize> = (0..tasks.len()).collect();
-            let scope = self.dag_scope(dag_node, &tasks, &all);
-            let mut outputs = NodeOutputs::default();
-            for p in tmpl.output_parameters() {
-                let src = p
-                    .value_from
-                    .as_ref()
-                    .and_then(|v| v.parameter.clone())
-                    .or_else(|| p.value.as_ref().map(|v| v.0.clone()))
-                    .unwrap_or_default();
-                match substitute(&src, &scope.vars) {
-                    Ok(v) => {
-                        outputs.parameters.insert(p.name.clone(), v);
-                    }
-                    Err(e) => match p.value_from.as_ref().and_then(|v| v.default.as_ref()) {
-                        Some(d) => {
-                            outputs.parameters.insert(p.name.clone(), d.0.clone());
-                        }
-                        None => {
-                            result = NodePhase::Error;
-                            message = Some(format!("output parameter {:?}: {e}", p.name));
-                        }
-                    },
-                }
-            }
-            for a in tmpl.output_artifacts() {
-                let key = a
-                    .from
-                    .as_deref()
-                    .and_then(sole_var)
-                    .and_then(|v| scope.artifacts.get(v));
-                match key {
-                    Some(k) => {
-                        outputs.artifacts.insert(a.name.clone(), k.clone());
-                    }
-                    None if a.optional == Some(true) => {}
-                    None => {
-                        result = NodePhase::Error;
-                        message = Some(format!(
-                            "output artifact {:?}: unable to resolve {}",
-                            a.name,
-                            a.from.as_deref().unwrap_or("")
-                        ));
-                    }
-                }
+            let (outputs, problem) = self.dag_outputs(dag_node, tmpl, tasks);
+            if let Some(problem) = problem {
+                result = NodePhase::Error;
+                message = Some(problem);
             }
             self.nodes.get_mut(id).expect("dag node").outputs = outputs;
         }
         self.finish_node(id, result, message, now_ms);
+    }
+
+    /// Each task's branch phase, by task index: a completed node's own
+    /// phase; a skipped or omitted node inherits its parents' (failures
+    /// win); `None` for a task not started.
+    fn branch_phases(
+        &self,
+        dag_node: &Node,
+        info: &DagInfo,
+        tasks: &[DagTask],
+    ) -> Vec<Option<NodePhase>> {
+        let mut branch: Vec<Option<NodePhase>> = vec![None; tasks.len()];
+        for &j in &info.order {
+            let Some(n) = dag_node
+                .task_nodes
+                .get(&tasks[j].name)
+                .map(|c| &self.nodes[c])
+            else {
+                continue;
+            };
+            branch[j] = Some(if n.phase.completed() {
+                n.phase
+            } else {
+                let mut b = NodePhase::Succeeded;
+                for &k in &info.deps[j] {
+                    match branch[k] {
+                        Some(NodePhase::Error) => b = NodePhase::Error,
+                        Some(NodePhase::Failed) if b != NodePhase::Error => b = NodePhase::Failed,
+                        _ => {}
+                    }
+                }
+                b
+            });
+        }
+        branch
+    }
+
+    /// A succeeded DAG's outputs, which come from its tasks. The second
+    /// value is why the DAG is an Error instead (the last output that could
+    /// not be resolved), if any.
+    fn dag_outputs(
+        &self,
+        dag_node: &Node,
+        tmpl: &Template,
+        tasks: &[DagTask],
+    ) -> (NodeOutputs, Option<String>) {
+        let all: Vec<usize> = (0..tasks.len()).collect();
+        let scope = self.dag_scope(dag_node, tasks, &all);
+        let mut outputs = NodeOutputs::default();
+        let mut problem = None;
+        for p in tmpl.output_parameters() {
+            let src = p
+                .value_from
+                .as_ref()
+                .and_then(|v| v.parameter.clone())
+                .or_else(|| p.value.as_ref().map(|v| v.0.clone()))
+                .unwrap_or_default();
+            match substitute(&src, &scope.vars) {
+                Ok(v) => {
+                    outputs.parameters.insert(p.name.clone(), v);
+                }
+                Err(e) => match p.value_from.as_ref().and_then(|v| v.default.as_ref()) {
+                    Some(d) => {
+                        outputs.parameters.insert(p.name.clone(), d.0.clone());
+                    }
+                    None => {
+                        problem = Some(format!("output parameter {:?}: {e}", p.name));
+                    }
+                },
+            }
+        }
+        for a in tmpl.output_artifacts() {
+            let key = a
+                .from
+                .as_deref()
+                .and_then(sole_var)
+                .and_then(|v| scope.artifacts.get(v));
+            match key {
+                Some(k) => {
+                    outputs.artifacts.insert(a.name.clone(), k.clone());
+                }
+                None if a.optional == Some(true) => {}
+                None => {
+                    problem = Some(format!(
+                        "output artifact {:?}: unable to resolve {}",
+                        a.name,
+                        a.from.as_deref().unwrap_or("")
+                    ));
+                }
+            }
+        }
+        (outputs, problem)
     }
 
     /// Whether the DAG has stopped starting new tasks (failFast).

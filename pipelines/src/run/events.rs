@@ -2,10 +2,10 @@
 //! memoization cache), how a launched step ended, timers (deadlines and
 //! retry backoff), and termination.
 
-use super::node::{NodeOutputs, NodePhase, NodeType};
+use super::node::{Node, NodeOutputs, NodePhase, NodeType};
 use super::state::Run;
 use super::step::{RunError, StepOutcome, StepPhase, StepToLaunch, Tick};
-use crate::spec::parse_duration_ms;
+use crate::spec::{parse_duration_ms, Template};
 use crate::store::{ArtifactKey, MemoCache, MemoEntry};
 use crate::vars::substitute;
 
@@ -149,49 +149,11 @@ impl Run {
             ..Default::default()
         };
         if phase == NodePhase::Succeeded {
-            let scope = self.leaf_scope(node);
-            for p in tmpl.output_parameters() {
-                let vf = p.value_from.as_ref();
-                let value = outcome
-                    .parameters
-                    .get(&p.name)
-                    .cloned()
-                    .or_else(|| vf.and_then(|v| v.default.as_ref()).map(|d| d.0.clone()))
-                    .or_else(|| p.default.as_ref().map(|d| d.0.clone()))
-                    .or_else(|| p.value.as_ref().and_then(|v| substitute(&v.0, &scope).ok()));
-                match value {
-                    Some(v) => {
-                        outputs.parameters.insert(p.name.clone(), v);
-                    }
-                    None => {
-                        phase = NodePhase::Error;
-                        message = Some(format!(
-                            "output parameter {:?} not found (the step did not write {})",
-                            p.name,
-                            vf.and_then(|v| v.path.as_deref()).unwrap_or("its file")
-                        ));
-                        break;
-                    }
-                }
-            }
-            for a in tmpl.output_artifacts() {
-                if outcome.artifacts.contains(&a.name) {
-                    outputs.artifacts.insert(
-                        a.name.clone(),
-                        ArtifactKey {
-                            workflow: self.name.clone(),
-                            step: id.to_string(),
-                            name: a.name.clone(),
-                        },
-                    );
-                } else if a.optional != Some(true) && phase == NodePhase::Succeeded {
-                    phase = NodePhase::Error;
-                    message = Some(format!(
-                        "output artifact {:?} not found at {}",
-                        a.name,
-                        a.path.as_deref().unwrap_or("its path")
-                    ));
-                }
+            if let Some(missing) =
+                self.collect_leaf_outputs(id, node, &tmpl, &outcome, &mut outputs)
+            {
+                phase = NodePhase::Error;
+                message = Some(missing);
             }
         }
         let memo_key = node.memo_key.clone();
@@ -213,6 +175,64 @@ impl Run {
         self.finish_node(id, phase, message, now_ms);
         self.reconcile(now_ms);
         Ok(())
+    }
+
+    /// Fill `outputs` with a succeeded step's declared outputs from what the
+    /// shell found. Returns why the step is an Error instead when a required
+    /// output is missing: the first missing parameter, else the first
+    /// missing artifact.
+    fn collect_leaf_outputs(
+        &self,
+        id: &str,
+        node: &Node,
+        tmpl: &Template,
+        outcome: &StepOutcome,
+        outputs: &mut NodeOutputs,
+    ) -> Option<String> {
+        let mut missing = None;
+        let scope = self.leaf_scope(node);
+        for p in tmpl.output_parameters() {
+            let vf = p.value_from.as_ref();
+            let value = outcome
+                .parameters
+                .get(&p.name)
+                .cloned()
+                .or_else(|| vf.and_then(|v| v.default.as_ref()).map(|d| d.0.clone()))
+                .or_else(|| p.default.as_ref().map(|d| d.0.clone()))
+                .or_else(|| p.value.as_ref().and_then(|v| substitute(&v.0, &scope).ok()));
+            match value {
+                Some(v) => {
+                    outputs.parameters.insert(p.name.clone(), v);
+                }
+                None => {
+                    missing = Some(format!(
+                        "output parameter {:?} not found (the step did not write {})",
+                        p.name,
+                        vf.and_then(|v| v.path.as_deref()).unwrap_or("its file")
+                    ));
+                    break;
+                }
+            }
+        }
+        for a in tmpl.output_artifacts() {
+            if outcome.artifacts.contains(&a.name) {
+                outputs.artifacts.insert(
+                    a.name.clone(),
+                    ArtifactKey {
+                        workflow: self.name.clone(),
+                        step: id.to_string(),
+                        name: a.name.clone(),
+                    },
+                );
+            } else if a.optional != Some(true) && missing.is_none() {
+                missing = Some(format!(
+                    "output artifact {:?} not found at {}",
+                    a.name,
+                    a.path.as_deref().unwrap_or("its path")
+                ));
+            }
+        }
+        missing
     }
 
     /// Launched steps to stop, collected since the last call (also

@@ -7,7 +7,7 @@ use gpuctl_common::artifact::ArtifactKey;
 
 use super::state::Run;
 use super::step::{OutputArtifactSpec, OutputParameterSpec, StepResources, StepToLaunch};
-use crate::spec::ResourceList;
+use crate::spec::{ResourceList, ResourceRequirements};
 use crate::validate::parse_gpus;
 use crate::vars::substitute;
 
@@ -47,25 +47,11 @@ impl Run {
             let v = e.value.as_ref().map(|v| v.0.as_str()).unwrap_or("");
             env_out.insert(e.name.clone(), sub(v)?);
         }
-        let mut res = StepResources::default();
-        if let Some(r) = resources {
-            let pick = |f: &dyn Fn(&ResourceList) -> bool| {
-                r.requests
-                    .as_ref()
-                    .filter(|l| f(l))
-                    .or(r.limits.as_ref().filter(|l| f(l)))
-            };
-            if let Some(l) = r
-                .limits
-                .as_ref()
-                .filter(|l| l.gpu.is_some())
-                .or(r.requests.as_ref().filter(|l| l.gpu.is_some()))
-            {
-                res.gpus = parse_gpus(&l.gpu.as_ref().map(|g| g.0.clone()).unwrap_or_default())?;
-            }
-            res.cpu = pick(&|l| l.cpu.is_some()).and_then(|l| l.cpu);
-            res.memory = pick(&|l| l.memory.is_some()).and_then(|l| l.memory);
-        }
+        let res = resources
+            .as_ref()
+            .map(step_resources)
+            .transpose()?
+            .unwrap_or_default();
         let memoize_key = t.memoize.as_ref().map(|m| sub(&m.key)).transpose()?;
         let mut output_parameters = Vec::new();
         for p in t.output_parameters() {
@@ -113,4 +99,27 @@ impl Run {
             output_artifacts,
         })
     }
+}
+
+/// What a step needs: GPUs from `limits` (else `requests`), CPU and memory
+/// from `requests` (else `limits`).
+fn step_resources(r: &ResourceRequirements) -> Result<StepResources, String> {
+    let mut res = StepResources::default();
+    let pick = |f: &dyn Fn(&ResourceList) -> bool| {
+        r.requests
+            .as_ref()
+            .filter(|l| f(l))
+            .or(r.limits.as_ref().filter(|l| f(l)))
+    };
+    if let Some(l) = r
+        .limits
+        .as_ref()
+        .filter(|l| l.gpu.is_some())
+        .or(r.requests.as_ref().filter(|l| l.gpu.is_some()))
+    {
+        res.gpus = parse_gpus(&l.gpu.as_ref().map(|g| g.0.clone()).unwrap_or_default())?;
+    }
+    res.cpu = pick(&|l| l.cpu.is_some()).and_then(|l| l.cpu);
+    res.memory = pick(&|l| l.memory.is_some()).and_then(|l| l.memory);
+    Ok(res)
 }

@@ -77,41 +77,7 @@ impl Run {
                 s.vars.insert(format!("{pre}.exitCode"), c.to_string());
             }
             if n.node_type == NodeType::TaskGroup {
-                let mut results = Vec::new();
-                let mut params = Vec::new();
-                let mut by_name: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
-                for c in &n.children {
-                    let o = &self.nodes[c].outputs;
-                    if let Some(r) = &o.result {
-                        results.push(
-                            serde_json::from_str(r)
-                                .unwrap_or_else(|_| serde_json::Value::String(r.clone())),
-                        );
-                    }
-                    if !o.parameters.is_empty() {
-                        params.push(serde_json::to_value(&o.parameters).unwrap_or_default());
-                        for (k, v) in &o.parameters {
-                            by_name
-                                .entry(k.clone())
-                                .or_default()
-                                .push(serde_json::Value::String(v.clone()));
-                        }
-                    }
-                }
-                s.vars.insert(
-                    format!("{pre}.outputs.result"),
-                    serde_json::Value::Array(results).to_string(),
-                );
-                s.vars.insert(
-                    format!("{pre}.outputs.parameters"),
-                    serde_json::Value::Array(params).to_string(),
-                );
-                for (k, vs) in by_name {
-                    s.vars.insert(
-                        format!("{pre}.outputs.parameters.{k}"),
-                        serde_json::Value::Array(vs).to_string(),
-                    );
-                }
+                self.add_group_outputs(&mut s.vars, &pre, n);
             } else {
                 for (k, v) in &n.outputs.parameters {
                     s.vars
@@ -131,5 +97,46 @@ impl Run {
             }
         }
         s
+    }
+    /// A fan-out task's outputs as JSON lists over its instances, in
+    /// instance order: `outputs.result` (each parsed as JSON when it is),
+    /// `outputs.parameters` (one map per instance that has any) and
+    /// `outputs.parameters.NAME`.
+    fn add_group_outputs(&self, vars: &mut Scope, pre: &str, group: &Node) {
+        let mut results = Vec::new();
+        let mut params = Vec::new();
+        let mut by_name: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+        for c in &group.children {
+            let o = &self.nodes[c].outputs;
+            if let Some(r) = &o.result {
+                results.push(
+                    serde_json::from_str(r)
+                        .unwrap_or_else(|_| serde_json::Value::String(r.clone())),
+                );
+            }
+            if !o.parameters.is_empty() {
+                params.push(serde_json::to_value(&o.parameters).unwrap_or_default());
+                for (k, v) in &o.parameters {
+                    by_name
+                        .entry(k.clone())
+                        .or_default()
+                        .push(serde_json::Value::String(v.clone()));
+                }
+            }
+        }
+        vars.insert(
+            format!("{pre}.outputs.result"),
+            serde_json::Value::Array(results).to_string(),
+        );
+        vars.insert(
+            format!("{pre}.outputs.parameters"),
+            serde_json::Value::Array(params).to_string(),
+        );
+        for (k, vs) in by_name {
+            vars.insert(
+                format!("{pre}.outputs.parameters.{k}"),
+                serde_json::Value::Array(vs).to_string(),
+            );
+        }
     }
 }

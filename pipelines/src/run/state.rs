@@ -119,53 +119,7 @@ impl Run {
         if let Some(e) = validate_all(workflow).into_iter().next() {
             return Err(RunError::Invalid(e));
         }
-        let declared = workflow
-            .spec
-            .arguments
-            .as_ref()
-            .map_or(&[][..], |a| &a.parameters[..]);
-        let mut parameters = BTreeMap::new();
-        for (k, v) in arguments {
-            let Some(p) = declared.iter().find(|p| &p.name == k) else {
-                return Err(RunError::Argument {
-                    name: k.clone(),
-                    reason: format!(
-                        "not a parameter of this workflow (declared: {})",
-                        declared
-                            .iter()
-                            .map(|p| p.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                });
-            };
-            if let Some(allowed) = &p.enum_values {
-                if !allowed.iter().any(|a| &a.0 == v) {
-                    return Err(RunError::Argument {
-                        name: k.clone(),
-                        reason: format!("{v:?} is not one of the allowed values"),
-                    });
-                }
-            }
-        }
-        for p in declared {
-            let v = arguments
-                .get(&p.name)
-                .cloned()
-                .or_else(|| p.value.as_ref().map(|v| v.0.clone()))
-                .or_else(|| p.default.as_ref().map(|v| v.0.clone()));
-            match v {
-                Some(v) => {
-                    parameters.insert(p.name.clone(), v);
-                }
-                None => {
-                    return Err(RunError::Argument {
-                        name: p.name.clone(),
-                        reason: "no value: pass one (e.g. -p name=value)".into(),
-                    })
-                }
-            }
-        }
+        let parameters = resolve_arguments(workflow, arguments)?;
         let dags = workflow
             .spec
             .templates
@@ -333,4 +287,61 @@ impl Run {
         }
         self.finish_node(id, NodePhase::Failed, Some(reason.to_string()), now_ms);
     }
+}
+
+/// `workflow.parameters.*`: each declared parameter's argument, else its
+/// `value`, else its `default`. An argument the workflow does not declare,
+/// or one outside its `enum`, is refused.
+fn resolve_arguments(
+    workflow: &Workflow,
+    arguments: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, RunError> {
+    let declared = workflow
+        .spec
+        .arguments
+        .as_ref()
+        .map_or(&[][..], |a| &a.parameters[..]);
+    let mut parameters = BTreeMap::new();
+    for (k, v) in arguments {
+        let Some(p) = declared.iter().find(|p| &p.name == k) else {
+            return Err(RunError::Argument {
+                name: k.clone(),
+                reason: format!(
+                    "not a parameter of this workflow (declared: {})",
+                    declared
+                        .iter()
+                        .map(|p| p.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        };
+        if let Some(allowed) = &p.enum_values {
+            if !allowed.iter().any(|a| &a.0 == v) {
+                return Err(RunError::Argument {
+                    name: k.clone(),
+                    reason: format!("{v:?} is not one of the allowed values"),
+                });
+            }
+        }
+    }
+    for p in declared {
+        let v = arguments
+            .get(&p.name)
+            .cloned()
+            .or_else(|| p.value.as_ref().map(|v| v.0.clone()))
+            .or_else(|| p.default.as_ref().map(|v| v.0.clone()));
+        match v {
+            Some(v) => {
+                parameters.insert(p.name.clone(), v);
+            }
+            None => {
+                return Err(RunError::Argument {
+                    name: p.name.clone(),
+                    reason: "no value: pass one (e.g. -p name=value)".into(),
+                })
+            }
+        }
+    }
+    Ok(parameters)
 }
