@@ -137,6 +137,27 @@ pub struct Workflow {
     pub status: Ignored,
 }
 
+impl Workflow {
+    /// The template called `name` and its index.
+    pub fn template(&self, name: &str) -> Option<(usize, &Template)> {
+        self.spec
+            .templates
+            .iter()
+            .enumerate()
+            .find(|(_, t)| t.name == name)
+    }
+
+    /// The run's name: `metadata.name`, or `metadata.generateName` followed
+    /// by `suffix` (the caller's randomness, e.g. five random letters).
+    pub fn run_name(&self, suffix: &str) -> String {
+        match (&self.metadata.name, &self.metadata.generate_name) {
+            (Some(n), _) if !n.is_empty() => n.clone(),
+            (_, Some(g)) => format!("{g}{suffix}"),
+            _ => suffix.to_string(),
+        }
+    }
+}
+
 /// Argo's `spec.ttlStrategy`: seconds after the run ends before it is
 /// deleted; the outcome's own field wins over `secondsAfterCompletion`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
