@@ -10,6 +10,7 @@ use crate::spec::{DagTask, Template};
 use crate::vars::{sole_var, substitute};
 
 impl Run {
+    /// Advance DAG node `id`: its tasks, then its own phase.
     pub(super) fn advance_dag(&mut self, id: &str, now_ms: u64) {
         let dag_node = &self.nodes[id];
         let Some(tname) = dag_node.template.clone() else {
@@ -270,6 +271,7 @@ impl Run {
         })
     }
 
+    /// How `task` of DAG node `dag` ended, as `depends` reads it.
     fn task_results(&self, dag: &Node, task: &DagTask) -> TaskResults {
         let Some(n) = dag
             .task_nodes
@@ -296,6 +298,7 @@ impl Run {
         r
     }
 
+    /// Add `n` as the node of `task` under DAG node `dag_id`.
     pub(super) fn add_task_node(&mut self, dag_id: &str, task: &str, n: Node) {
         let nid = n.id.clone();
         self.insert_node(n);

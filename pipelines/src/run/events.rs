@@ -84,6 +84,8 @@ impl Run {
         out
     }
 
+    /// A fresh cache entry for a first attempt's `key` (within the
+    /// template's `memoize.maxAge`, when it has one).
     fn memo_hit(
         &self,
         id: &str,
@@ -302,6 +304,8 @@ impl Run {
         t
     }
 
+    /// Fail what has run past its deadline: the whole run
+    /// (`spec.activeDeadlineSeconds`), then each running step or DAG.
     fn apply_deadlines(&mut self, now_ms: u64) {
         if self.phase.is_terminal() {
             return;

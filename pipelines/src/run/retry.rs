@@ -14,6 +14,7 @@ enum NextAttempt {
 }
 
 impl Run {
+    /// Advance Retry node `id` once its last attempt has finished.
     pub(super) fn advance_retry(&mut self, id: &str, now_ms: u64) {
         let n = &self.nodes[id];
         let Some(last_id) = n.children.last().cloned() else {

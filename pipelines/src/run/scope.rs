@@ -19,6 +19,8 @@ pub(super) struct TaskScope {
 }
 
 impl Run {
+    /// `workflow.*`; `workflow.status` is the main DAG's phase only in the
+    /// exit handler.
     fn workflow_scope(&self, exit_handler: bool) -> Scope {
         let mut s = Scope::new();
         s.insert("workflow.name".into(), self.name.clone());

@@ -241,17 +241,22 @@ impl Run {
             .map(|n| n.id.clone())
             .collect()
     }
+}
 
+/// Node bookkeeping the other parts share.
+impl Run {
     pub(super) fn template(&self, name: &str) -> Option<&Template> {
         self.workflow.template(name).map(|(_, t)| t)
     }
 
+    /// Add `n`, numbered so that steps launch in the order they were created.
     pub(super) fn insert_node(&mut self, mut n: Node) {
         n.seq = self.next_seq;
         self.next_seq += 1;
         self.nodes.insert(n.id.clone(), n);
     }
 
+    /// End node `id` in `phase`; `message` replaces the node's only when given.
     pub(super) fn finish_node(
         &mut self,
         id: &str,

@@ -59,6 +59,7 @@ impl Run {
         self.finished_ms = Some(now_ms);
     }
 
+    /// Advance node `id` and what is under it, by its type.
     pub(super) fn advance(&mut self, id: &str, now_ms: u64) {
         let Some(n) = self.nodes.get(id) else { return };
         if n.phase.is_fulfilled() {

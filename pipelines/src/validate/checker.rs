@@ -31,6 +31,8 @@ pub(super) struct VarCtx<'a> {
     pub(super) artifact: bool,
 }
 
+/// One error for each of `fields` that is set: Argo has it, gpuctl does
+/// not; `why` may say what to use instead.
 pub(super) fn unsupported(
     errors: &mut Vec<FieldError>,
     path: &str,

@@ -30,6 +30,7 @@ fn task_names(d: &DagTemplate) -> String {
 }
 
 impl<'a> Validator<'a> {
+    /// A DAG template `t` at path `p`.
     pub(super) fn dag(&mut self, p: &str, t: &'a Template, d: &'a DagTemplate) {
         let dp = format!("{p}.dag");
         if d.tasks.is_empty() {

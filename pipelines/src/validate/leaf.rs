@@ -7,6 +7,7 @@ use super::checker::{unsupported, Validator, VarCtx};
 use crate::spec::{parse_duration_ms, Container, EnvVar, Memoize, ResourceRequirements, Script};
 
 impl Validator<'_> {
+    /// A `container` template's fields; the command must be given.
     pub(super) fn container(&mut self, p: &str, c: &Container, ctx: VarCtx<'_>) {
         let cp = format!("{p}.container");
         unsupported(
@@ -34,6 +35,7 @@ impl Validator<'_> {
         }
     }
 
+    /// A `script` template's fields; the interpreter and source must be given.
     pub(super) fn script(&mut self, p: &str, s: &Script, ctx: VarCtx<'_>) {
         let sp = format!("{p}.script");
         unsupported(
@@ -121,6 +123,7 @@ impl Validator<'_> {
         }
     }
 
+    /// `memoize`: leaf templates only, a key, and a `maxAge` that parses.
     pub(super) fn memoize(&mut self, p: &str, m: &Memoize, leaf: bool, ctx: VarCtx<'_>) {
         let mp = format!("{p}.memoize");
         if !leaf {

@@ -55,6 +55,7 @@ pub fn validate_all(wf: &Workflow) -> Vec<FieldError> {
 }
 
 impl<'a> Validator<'a> {
+    /// The whole document, top-level fields first, then each template.
     fn workflow(&mut self) {
         self.metadata();
         let s = &self.wf.spec;

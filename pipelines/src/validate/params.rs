@@ -47,6 +47,7 @@ impl Validator<'_> {
         }
     }
 
+    /// What every parameter needs, wherever it is declared.
     pub(super) fn param_common(&mut self, path: &str, p: &Parameter) {
         if p.name.is_empty() {
             self.err(format!("{path}.name"), "must not be empty");
@@ -74,6 +75,7 @@ impl Validator<'_> {
         }
     }
 
+    /// What every artifact needs, wherever it is declared.
     pub(super) fn artifact_common(&mut self, path: &str, a: &Artifact) {
         if a.name.is_empty() {
             self.err(format!("{path}.name"), "must not be empty");

@@ -6,6 +6,8 @@ use super::checker::{Validator, VarCtx};
 use crate::vars::{segments, var_names};
 
 impl Validator<'_> {
+    /// Every `{{...}}` in `s`, found at `path`, must be well formed and
+    /// refer to something in reach of `ctx`.
     pub(super) fn check_str(&mut self, path: &str, s: &str, ctx: VarCtx<'_>) {
         if !s.contains("{{") && !s.contains("}}") {
             return;
@@ -21,6 +23,8 @@ impl Validator<'_> {
         }
     }
 
+    /// Whether variable `v` exists where `ctx` says the string sits, and if
+    /// not, why (with what to write instead where there is an obvious fix).
     pub(super) fn check_var(&self, v: &str, ctx: VarCtx<'_>) -> Result<(), String> {
         let parts: Vec<&str> = v.split('.').collect();
         let wf = self.wf;

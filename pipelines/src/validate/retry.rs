@@ -5,6 +5,7 @@ use super::checker::{unsupported, Validator};
 use super::limits::{MAX_DEADLINE_SECONDS, MAX_RETRY_LIMIT};
 use crate::spec::{parse_duration_ms, IntOrString, RetryStrategy};
 
+/// An `activeDeadlineSeconds`: a whole number from 1 second to 30 days.
 pub(super) fn positive_seconds(v: &IntOrString) -> Result<i64, String> {
     match v.as_int() {
         Some(s) if s <= 0 => Err(format!("must be at least 1 second, got {s}")),
@@ -17,6 +18,7 @@ pub(super) fn positive_seconds(v: &IntOrString) -> Result<i64, String> {
 }
 
 impl Validator<'_> {
+    /// `retryStrategy`: a bounded limit and a backoff that parses.
     pub(super) fn retry_strategy(&mut self, p: &str, r: &RetryStrategy) {
         let rp = format!("{p}.retryStrategy");
         unsupported(
