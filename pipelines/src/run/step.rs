@@ -147,7 +147,7 @@ impl StepOutcome {
     }
 }
 
-/// What [`Run::on_tick`] asks of the shell.
+/// What [`Run::on_tick`](crate::Run::on_tick) asks of the shell.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Tick {
