@@ -10,6 +10,9 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub use crate::manifest::{parse_manifest_json, parse_manifests, Manifest};
+pub use crate::node::{Gpu, Node, NodePhase, NodeSpec, NodeStatus};
+
 /// The `apiVersion` of every gpuctl object.
 pub const API_VERSION: &str = "gpuctl.io/v1";
 
@@ -65,153 +68,6 @@ impl FieldError {
             reason: self.reason,
         }
     }
-}
-
-/// Any object a user can apply.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(untagged)]
-pub enum Manifest {
-    Job(Job),
-    Queue(crate::queue::Queue),
-    Endpoint(crate::endpoint::Endpoint),
-}
-
-impl Manifest {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Manifest::Job(_) => "Job",
-            Manifest::Queue(_) => "Queue",
-            Manifest::Endpoint(_) => "Endpoint",
-        }
-    }
-    pub fn name(&self) -> &str {
-        match self {
-            Manifest::Job(j) => &j.metadata.name,
-            Manifest::Queue(q) => &q.metadata.name,
-            Manifest::Endpoint(e) => &e.metadata.name,
-        }
-    }
-}
-
-/// Parse every document in a YAML (or JSON) text and validate each one.
-///
-/// `source_name` is used only in error messages.
-pub fn parse_manifests(source_name: &str, text: &str) -> Result<Vec<Manifest>, ManifestError> {
-    let mut docs = Vec::new();
-    for de in serde_yaml_ng::Deserializer::from_str(text) {
-        let value = match serde_yaml_ng::Value::deserialize(de) {
-            Ok(v) => v,
-            Err(e) => {
-                return Err(ManifestError {
-                    source_name: source_name.to_string(),
-                    document: docs.len() + 1,
-                    path: String::new(),
-                    reason: format!("malformed YAML: {e}"),
-                })
-            }
-        };
-        if value.is_null() {
-            continue; // an empty document, e.g. a trailing `---`
-        }
-        docs.push(value);
-    }
-    if docs.is_empty() {
-        return Err(ManifestError {
-            source_name: source_name.to_string(),
-            document: 0,
-            path: String::new(),
-            reason: "no objects found (the file is empty)".into(),
-        });
-    }
-    let numbered = docs.len() > 1;
-    docs.into_iter()
-        .enumerate()
-        .map(|(i, v)| {
-            let doc = if numbered { i + 1 } else { 0 };
-            parse_value(v).map_err(|e| e.in_source(source_name, doc))
-        })
-        .collect()
-}
-
-/// Parse and validate one object given as JSON (what travels over the API).
-pub fn parse_manifest_json(source_name: &str, json: &str) -> Result<Manifest, ManifestError> {
-    let value: serde_yaml_ng::Value = serde_json::from_str(json).map_err(|e| ManifestError {
-        source_name: source_name.to_string(),
-        document: 0,
-        path: String::new(),
-        reason: format!("malformed JSON: {e}"),
-    })?;
-    parse_value(value).map_err(|e| e.in_source(source_name, 0))
-}
-
-fn parse_value(value: serde_yaml_ng::Value) -> Result<Manifest, FieldError> {
-    let map = value.as_mapping().ok_or_else(|| {
-        FieldError::new(
-            "",
-            "expected a mapping with apiVersion, kind, metadata and spec",
-        )
-    })?;
-    let kind = match map.get("kind") {
-        None => {
-            return Err(FieldError::new(
-                "kind",
-                "missing field (expected `kind: Job`)",
-            ))
-        }
-        Some(k) => k
-            .as_str()
-            .ok_or_else(|| FieldError::new("kind", "expected a string such as `Job`"))?
-            .to_string(),
-    };
-    match map.get("apiVersion").map(|v| v.as_str()) {
-        None => {
-            return Err(FieldError::new(
-                "apiVersion",
-                format!("missing field (expected `apiVersion: {API_VERSION}`)"),
-            ))
-        }
-        Some(Some(API_VERSION)) => {}
-        Some(other) => {
-            return Err(FieldError::new(
-                "apiVersion",
-                format!(
-                    "unsupported version {:?} (expected `{API_VERSION}`)",
-                    other.unwrap_or("")
-                ),
-            ))
-        }
-    }
-    match kind.as_str() {
-        "Job" => {
-            let job: Job = serde_path_to_error::deserialize(value).map_err(path_error)?;
-            job.validate()?;
-            Ok(Manifest::Job(job))
-        }
-        "Queue" => {
-            let q: crate::queue::Queue =
-                serde_path_to_error::deserialize(value).map_err(path_error)?;
-            q.validate()?;
-            Ok(Manifest::Queue(q))
-        }
-        "Endpoint" => {
-            let ep: crate::endpoint::Endpoint =
-                serde_path_to_error::deserialize(value).map_err(path_error)?;
-            ep.validate()?;
-            Ok(Manifest::Endpoint(ep))
-        }
-        other => Err(FieldError::new(
-            "kind",
-            format!("unknown kind {other:?} (this server knows: Job, Queue, Endpoint)"),
-        )),
-    }
-}
-
-fn path_error(e: serde_path_to_error::Error<serde_yaml_ng::Error>) -> FieldError {
-    let path = e.path().to_string();
-    let path = if path == "." { String::new() } else { path };
-    let inner = e.into_inner().to_string();
-    // serde_yaml_ng appends " at line L column C" for positioned errors; keep it.
-    FieldError::new(path, inner)
 }
 
 /// `metadata` of every object.
@@ -882,70 +738,6 @@ pub struct Event {
     pub time_ms: u64,
     pub reason: String,
     pub message: String,
-}
-
-/// A GPU host, as its node daemon registered it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Node {
-    pub api_version: String,
-    pub kind: String,
-    pub metadata: ObjectMeta,
-    pub spec: NodeSpec,
-    pub status: NodeStatus,
-}
-
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct NodeSpec {
-    /// Cordoned: no new tasks are placed here.
-    #[serde(default)]
-    pub unschedulable: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub enum NodePhase {
-    #[default]
-    Ready,
-    /// Missed heartbeats; its running tasks were failed.
-    Lost,
-}
-
-impl fmt::Display for NodePhase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct NodeStatus {
-    pub phase: NodePhase,
-    /// Address gang peers use to reach the node (MASTER_ADDR).
-    pub address: String,
-    /// The node daemon's gRPC endpoint.
-    pub agent_endpoint: String,
-    /// `nvml` or `simulated`.
-    pub inventory: String,
-    pub cpu_milli: u64,
-    pub memory_bytes: u64,
-    pub gpus: Vec<Gpu>,
-    #[serde(default)]
-    pub registered_ms: u64,
-    #[serde(default)]
-    pub last_transition_ms: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Gpu {
-    pub uuid: String,
-    pub index: u32,
-    pub model: String,
-    pub memory_bytes: u64,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub nvlink_domain: String,
-    pub healthy: bool,
 }
 
 #[cfg(test)]

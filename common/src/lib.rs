@@ -2,18 +2,20 @@
 //!
 //! - [`api`]: the object model (Job, Node) users write and read, with strict
 //!   parsing and validation that name the file, field path and reason. Pure.
+//! - [`manifest`]: documents (YAML files, JSON payloads) to objects of the kind
+//!   they name.
+//! - [`node`]: the `Node` object (a GPU host and its GPUs).
 //! - [`endpoint`]: the `Endpoint` object (a model served by replica tasks).
 //! - [`autoscaler`]: the pure KPA-style replica decision the endpoint controller runs.
 //! - [`artifact`]: the artifact store trait and its key and error types, shared
 //!   by the pipeline engine and the node daemon's store.
-//! - [`httpd`]: the small HTTP server for `/metrics` (Prometheus text) and
-//!   `/healthz` that every process runs.
 
 pub mod api;
 pub mod artifact;
 pub mod autoscaler;
 pub mod endpoint;
-pub mod httpd;
+pub mod manifest;
+pub mod node;
 pub mod queue;
 
 /// Milliseconds since the Unix epoch by the wall clock (for timestamps shown

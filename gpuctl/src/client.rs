@@ -1,8 +1,10 @@
-//! Connecting to the scheduler and turning gRPC failures into [`Error`]s.
+//! Connecting to the scheduler and turning gRPC failures into [`Error`]s;
+//! [`create`] is the `Apply` that is safe to retry.
 
 use std::time::Duration;
 
 use gpuctl_proto::v1::control_client::ControlClient;
+use gpuctl_proto::v1::ApplyRequest;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
@@ -319,6 +321,45 @@ impl Conn {
     }
 }
 
+/// How a create ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// The server stored it on this call.
+    Now,
+    /// A retry found it already there: an earlier attempt of this same call
+    /// was committed, but its answer was lost (say, the leader died after
+    /// committing and before replying).
+    ByEarlierAttempt,
+}
+
+/// `Apply` with failover. Retrying a create is safe: the object's name is
+/// its identity, so a create cannot happen twice; if a retried attempt gets
+/// ALREADY_EXISTS after this invocation already sent the object once, that
+/// earlier attempt is taken to have succeeded and the create is reported as
+/// done. (The only other way to see that is someone else creating the same
+/// name in the same instant, which a first attempt would have reported.)
+pub async fn create(
+    conn: &mut Conn,
+    req: &ApplyRequest,
+) -> std::result::Result<Created, CallError> {
+    let mut sent = 0u32;
+    conn.call(|mut c| {
+        sent += 1;
+        let retried = sent > 1;
+        let req = req.clone();
+        async move {
+            match c.apply(req).await {
+                Ok(_) => Ok(Created::Now),
+                Err(s) if retried && s.code() == tonic::Code::AlreadyExists => {
+                    Ok(Created::ByEarlierAttempt)
+                }
+                Err(s) => Err(s),
+            }
+        }
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -571,18 +612,16 @@ mod tests {
         });
         a.unavailable_first.store(1, Ordering::SeqCst);
         let mut conn = Conn::with_policy(vec![serve(a.clone()).await], quick());
-        let r = crate::create(&mut conn, &apply_req("j1")).await.unwrap();
-        assert_eq!(r, crate::Created::ByEarlierAttempt);
+        let r = create(&mut conn, &apply_req("j1")).await.unwrap();
+        assert_eq!(r, Created::ByEarlierAttempt);
         assert_eq!(a.calls.load(Ordering::SeqCst), 2);
 
         // A first attempt that finds the name taken is an error.
-        let e = crate::create(&mut conn, &apply_req("j1"))
-            .await
-            .unwrap_err();
+        let e = create(&mut conn, &apply_req("j1")).await.unwrap_err();
         assert!(matches!(e, CallError::Status(s) if s.code() == Code::AlreadyExists));
         assert_eq!(
-            crate::create(&mut conn, &apply_req("j2")).await.unwrap(),
-            crate::Created::Now
+            create(&mut conn, &apply_req("j2")).await.unwrap(),
+            Created::Now
         );
     }
 }

@@ -71,6 +71,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// `500ms`, `2s`, `1.5s`: a delay as the restart message shows it.
+pub fn format_delay(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,5 +117,12 @@ mod tests {
         let d: HumanDuration = "60s".parse().unwrap();
         assert_eq!(d.to_string(), "60s");
         assert_eq!(d.duration, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn delays_read_well() {
+        assert_eq!(format_delay(Duration::from_millis(500)), "500ms");
+        assert_eq!(format_delay(Duration::from_secs(2)), "2s");
+        assert_eq!(format_delay(Duration::from_millis(1500)), "1.5s");
     }
 }

@@ -8,7 +8,7 @@ use gpuctl_common::api::Manifest;
 use gpuctl_common::endpoint::Endpoint;
 
 use crate::manifest::{Loaded, STDIN_SOURCE};
-use crate::render::{format_age, format_gpus, indent, shell_join, table};
+use crate::render::{format_age, format_gpus, indent, push_events, shell_join, table};
 
 /// A relative `spec.model.path` is relative to the manifest's folder (to the current
 /// folder for stdin), as the node daemon on this machine would not know it.
@@ -165,44 +165,29 @@ pub fn describe_endpoint(e: &Endpoint, gateway: Option<&str>, now_ms: u64) -> St
     );
     if !e.status.replicas.is_empty() {
         o.push_str("Replica jobs:\n");
-        let rows: Vec<Vec<String>> = e
-            .status
-            .replicas
-            .iter()
-            .map(|r| {
-                vec![
-                    r.job.clone(),
-                    r.phase.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-                    r.node.clone().unwrap_or_else(|| "-".into()),
-                    r.url.clone().unwrap_or_else(|| "-".into()),
-                    if r.draining() { "draining" } else { "serving" }.into(),
-                ]
-            })
-            .collect();
-        o.push_str(&indent(
-            &table(&["JOB", "PHASE", "NODE", "URL", "ROUTING"], &rows),
-            "  ",
-        ));
+        o.push_str(&indent(&replicas_table(e), "  "));
     }
-    o.push_str("Events:\n");
-    if e.status.events.is_empty() {
-        o.push_str("  <none>\n");
-    } else {
-        let rows: Vec<Vec<String>> = e
-            .status
-            .events
-            .iter()
-            .map(|ev| {
-                vec![
-                    format!("{} ago", format_age(Some(ev.time_ms), now_ms)),
-                    ev.reason.clone(),
-                    ev.message.clone(),
-                ]
-            })
-            .collect();
-        o.push_str(&indent(&table(&["AGE", "REASON", "MESSAGE"], &rows), "  "));
-    }
+    push_events(&mut o, &e.status.events, now_ms);
     o
+}
+
+/// An endpoint's replica jobs: where each runs and whether it gets requests.
+fn replicas_table(e: &Endpoint) -> String {
+    let rows: Vec<Vec<String>> = e
+        .status
+        .replicas
+        .iter()
+        .map(|r| {
+            vec![
+                r.job.clone(),
+                r.phase.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                r.node.clone().unwrap_or_else(|| "-".into()),
+                r.url.clone().unwrap_or_else(|| "-".into()),
+                if r.draining() { "draining" } else { "serving" }.into(),
+            ]
+        })
+        .collect();
+    table(&["JOB", "PHASE", "NODE", "URL", "ROUTING"], &rows)
 }
 
 #[cfg(test)]

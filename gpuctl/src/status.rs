@@ -15,9 +15,11 @@ use std::time::Duration;
 use gpuctl_proto::v1::{ClusterStatusRequest, ClusterStatusResponse};
 use serde::Serialize;
 
+use crate::cli::Output;
 use crate::client::{self, Client};
 use crate::error::{Error, Result, EXIT_FAILURE};
-use crate::{config, out, render, Output};
+use crate::stdout::out;
+use crate::{config, render};
 
 /// A replica is `lagging` when its applied index is this far behind the
 /// leader's commit index.
@@ -112,23 +114,7 @@ pub fn report(probes: &[Probe]) -> Report {
         }
     }
     let term = answers.iter().map(|a| a.term).max().unwrap_or(0);
-    // The leader: a replica that says it leads in the newest term, else the
-    // leader that replicas in the newest term name.
-    let leader_answer = answers
-        .iter()
-        .filter(|a| a.role == "Leader" && a.term == term)
-        .max_by_key(|a| a.commit_index)
-        .copied();
-    let leader_id = leader_answer.map(|a| a.id).or_else(|| {
-        let mut votes: BTreeMap<u64, usize> = BTreeMap::new();
-        for a in answers
-            .iter()
-            .filter(|a| a.term == term && a.leader_id != 0)
-        {
-            *votes.entry(a.leader_id).or_default() += 1;
-        }
-        votes.into_iter().max_by_key(|(_, n)| *n).map(|(id, _)| id)
-    });
+    let (leader_answer, leader_id) = find_leader(&answers, term);
     let voters: Vec<u64> = leader_answer
         .or_else(|| answers.iter().find(|a| a.term == term).copied())
         .map(|a| {
@@ -148,37 +134,7 @@ pub fn report(probes: &[Probe]) -> Report {
     let mut by_id: BTreeMap<u64, Row> = BTreeMap::new();
     let mut anonymous: Vec<Row> = Vec::new();
     for p in probes {
-        let row = match &p.answer {
-            Ok(a) => {
-                let lagging = leader_commit
-                    .is_some_and(|c| c.saturating_sub(a.applied_index) > LAG_THRESHOLD);
-                Row {
-                    id: Some(a.id),
-                    address: host_port(&p.url),
-                    role: Some(a.role.clone()),
-                    term: Some(a.term),
-                    commit: Some(a.commit_index),
-                    applied: Some(a.applied_index),
-                    matched: matched.get(&a.id).copied(),
-                    health: if lagging { "lagging" } else { "ok" }.into(),
-                    leader_id: Some(a.leader_id),
-                }
-            }
-            Err(cause) => {
-                let id = id_of.get(&p.url).copied();
-                Row {
-                    id,
-                    address: host_port(&p.url),
-                    role: None,
-                    term: None,
-                    commit: None,
-                    applied: None,
-                    matched: id.and_then(|i| matched.get(&i).copied()),
-                    health: format!("unreachable: {cause}"),
-                    leader_id: None,
-                }
-            }
-        };
+        let row = probe_row(p, leader_commit, &matched, &id_of);
         match row.id {
             Some(id) => {
                 let keep_old = by_id.get(&id).is_some_and(|old| old.role.is_some());
@@ -214,6 +170,71 @@ pub fn report(probes: &[Probe]) -> Report {
         term,
         voters,
         answered,
+    }
+}
+
+/// The leader: a replica that says it leads in the newest term (its answer
+/// and id), else the leader that replicas in the newest term name (its id).
+fn find_leader<'a>(
+    answers: &[&'a ClusterStatusResponse],
+    term: u64,
+) -> (Option<&'a ClusterStatusResponse>, Option<u64>) {
+    let leader_answer = answers
+        .iter()
+        .filter(|a| a.role == "Leader" && a.term == term)
+        .max_by_key(|a| a.commit_index)
+        .copied();
+    let leader_id = leader_answer.map(|a| a.id).or_else(|| {
+        let mut votes: BTreeMap<u64, usize> = BTreeMap::new();
+        for a in answers
+            .iter()
+            .filter(|a| a.term == term && a.leader_id != 0)
+        {
+            *votes.entry(a.leader_id).or_default() += 1;
+        }
+        votes.into_iter().max_by_key(|(_, n)| *n).map(|(id, _)| id)
+    });
+    (leader_answer, leader_id)
+}
+
+/// One probe's row; a replica that did not answer keeps the id and match
+/// index the others know it by.
+fn probe_row(
+    p: &Probe,
+    leader_commit: Option<u64>,
+    matched: &BTreeMap<u64, u64>,
+    id_of: &BTreeMap<String, u64>,
+) -> Row {
+    match &p.answer {
+        Ok(a) => {
+            let lagging =
+                leader_commit.is_some_and(|c| c.saturating_sub(a.applied_index) > LAG_THRESHOLD);
+            Row {
+                id: Some(a.id),
+                address: host_port(&p.url),
+                role: Some(a.role.clone()),
+                term: Some(a.term),
+                commit: Some(a.commit_index),
+                applied: Some(a.applied_index),
+                matched: matched.get(&a.id).copied(),
+                health: if lagging { "lagging" } else { "ok" }.into(),
+                leader_id: Some(a.leader_id),
+            }
+        }
+        Err(cause) => {
+            let id = id_of.get(&p.url).copied();
+            Row {
+                id,
+                address: host_port(&p.url),
+                role: None,
+                term: None,
+                commit: None,
+                applied: None,
+                matched: id.and_then(|i| matched.get(&i).copied()),
+                health: format!("unreachable: {cause}"),
+                leader_id: None,
+            }
+        }
     }
 }
 
@@ -286,7 +307,7 @@ pub async fn probe(url: String, timeout: Duration) -> Probe {
 }
 
 fn render_duration(d: Duration) -> String {
-    crate::dev::format_delay(d)
+    crate::duration::format_delay(d)
 }
 
 /// Probe `urls` at once.

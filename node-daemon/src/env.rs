@@ -9,13 +9,12 @@
 
 use std::collections::BTreeMap;
 
-use gpuctl_proto::v1::TaskAssignment;
+use crate::assignment::Assignment;
 
 /// The variables the daemon sets for `a`, without the inherited environment.
 /// The spec env comes first and the daemon's own variables replace it.
-pub fn task_env(a: &TaskAssignment) -> BTreeMap<String, String> {
-    let mut env: BTreeMap<String, String> =
-        a.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+pub fn task_env(a: &Assignment) -> BTreeMap<String, String> {
+    let mut env = a.env.clone();
     let gpus = a
         .gpu_indices
         .iter()
@@ -47,15 +46,15 @@ pub fn task_env(a: &TaskAssignment) -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gpuctl_common::api::TaskPhase;
 
-    fn assignment() -> TaskAssignment {
-        TaskAssignment {
+    fn assignment() -> Assignment {
+        Assignment {
             job: "train".into(),
             task_index: 0,
             attempt: 1,
-            task_group: "worker".into(),
             command: vec!["python".into(), "train.py".into()],
-            phase: "Bound".into(),
+            phase: TaskPhase::Bound,
             job_tasks: 1,
             world_size: 1,
             ..Default::default()

@@ -17,15 +17,22 @@
 //!       └──► agent::outbox_loop (ordered per task, retried) ┘  <work-dir>/logs/<job>/task-I-attempt-A.log
 //!                                                               │
 //!   scheduler (log proxy) ──NodeAgent.ReadLogs──► logs::LogService
-//!   Prometheus ──GET /metrics, /healthz──► metrics::Metrics (GPU gauges sampled on scrape)
+//!   Prometheus ──GET /metrics, /healthz──► gpuctl_telemetry::serve ─► metrics::Metrics
+//!                                          (GPU gauges sampled on scrape)
 //! ```
 //!
-//! The pure parts are [`env::task_env`] (what a task sees), [`agent::plan`]
+//! Assignments from the scheduler become typed [`assignment::Assignment`]s
+//! as they arrive (in `agent::watch_loop`), and reports stay
+//! [`assignment::TaskReport`]s until the outbox sends them, so the daemon
+//! works with a `TaskPhase`, never a phase string.
+//!
+//! The pure parts are [`env::task_env`] (what a task sees), [`agent::plan()`]
 //! (desired vs. local → actions) and the inventory parsers; the rest is the
 //! I/O shell around them. [`Node`] ties it together; `main.rs` only parses
 //! flags.
 
 pub mod agent;
+pub mod assignment;
 pub mod env;
 pub mod inventory;
 pub mod logs;
@@ -252,6 +259,16 @@ impl Node {
         };
         let live = LiveTasks::default();
         let logs_dir = self.config.work_dir.join("logs");
+        let artifact_dir = self
+            .config
+            .artifact_dir
+            .clone()
+            .unwrap_or_else(|| self.config.work_dir.join("artifacts"));
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (reports_tx, reports_rx) = mpsc::unbounded_channel();
+        // Built before the listeners move out of `self`; spawned below.
+        let health = self.health();
+        let control_loops = self.control_loops(artifact_dir.clone(), events_tx.clone());
 
         let grpc = tokio::spawn(
             tonic::transport::Server::builder()
@@ -265,27 +282,13 @@ impl Node {
                     stopped(stop_rx.clone()),
                 ),
         );
-        let registry = self.metrics.registry.clone();
-        // Unhealthy when the scheduler has not acknowledged a heartbeat for a
-        // few intervals (its tasks keep running; it just cannot be told).
-        let servers = self.servers.clone();
-        let within = (self.config.heartbeat_interval * 5).max(Duration::from_secs(10));
-        let health: gpuctl_common::httpd::HealthCheck =
-            Arc::new(move || servers.contact.check(gpuctl_common::now_ms(), within));
-        let httpd = tokio::spawn(gpuctl_common::httpd::serve(
+        let httpd = tokio::spawn(gpuctl_telemetry::serve(
             self.metrics_listener,
-            registry,
+            self.metrics.registry.clone(),
             health,
             stopped(stop_rx.clone()),
         ));
 
-        let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let (reports_tx, reports_rx) = mpsc::unbounded_channel();
-        let artifact_dir = self
-            .config
-            .artifact_dir
-            .clone()
-            .unwrap_or_else(|| self.config.work_dir.join("artifacts"));
         let reconciler = tokio::spawn(
             Reconciler::new(
                 ReconcilerConfig {
@@ -295,7 +298,7 @@ impl Node {
                     ports: self.config.task_ports,
                     pid_dir: self.config.work_dir.join("pids"),
                     steps_dir: self.config.work_dir.join("steps"),
-                    artifact_dir: artifact_dir.clone(),
+                    artifact_dir,
                 },
                 self.inventory.clone(),
                 self.metrics.clone(),
@@ -306,60 +309,13 @@ impl Node {
             .run(events_rx),
         );
         let outbox = tokio::spawn(agent::outbox_loop(self.servers.clone(), reports_rx));
-        let shutdown_events = events_tx.clone();
-
-        let control = {
-            let servers = self.servers.clone();
-            let identity = self.identity.clone();
-            let inventory = self.inventory.clone();
-            let default_interval = self.config.heartbeat_interval;
-            let sweep = self
-                .config
-                .artifact_sweep
-                .map(|every| (artifact_dir, every));
-            let ready = self.config.ready_file.clone().map(|path| {
-                (
-                    path,
-                    serde_json::json!({
-                        "name": self.config.name,
-                        "agent": self.agent_addr.to_string(),
-                        "metrics": self.metrics_addr.to_string(),
-                        "pid": std::process::id(),
-                        "inventory": self.inventory.kind(),
-                    }),
-                )
-            });
-            tokio::spawn(async move {
-                let interval =
-                    agent::register_until_ok(&servers, &identity, &inventory, default_interval)
-                        .await;
-                if let Some((path, doc)) = ready {
-                    if let Err(e) = write_atomically(&path, doc.to_string().as_bytes()) {
-                        tracing::error!("cannot write the ready file {path:?}: {e}");
-                        eprintln!("gpu-node: cannot write the ready file {path:?}: {e}");
-                    }
-                }
-                let sweep = {
-                    let servers = servers.clone();
-                    async move {
-                        if let Some((dir, every)) = sweep {
-                            agent::artifact_sweep_loop(servers, dir, every).await;
-                        }
-                    }
-                };
-                tokio::join!(
-                    agent::heartbeat_loop(servers.clone(), identity.clone(), inventory, interval),
-                    agent::watch_loop(servers, identity.name, events_tx),
-                    sweep,
-                );
-            })
-        };
+        let control = tokio::spawn(control_loops);
 
         shutdown.await;
         tracing::info!("shutting down");
         control.abort();
         // The reconciler stops every process group and waits (bounded) for them.
-        let _ = shutdown_events.send(Event::Shutdown);
+        let _ = events_tx.send(Event::Shutdown);
         let _ = reconciler.await;
         // Reports of the tasks just stopped: best effort, bounded.
         if tokio::time::timeout(Duration::from_secs(2), outbox)
@@ -371,6 +327,67 @@ impl Node {
         let _ = stop_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(1), grpc).await;
         let _ = tokio::time::timeout(Duration::from_secs(1), httpd).await;
+    }
+
+    /// `/healthz`: unhealthy when the scheduler has not acknowledged a
+    /// heartbeat for a few intervals (its tasks keep running; it just cannot
+    /// be told).
+    fn health(&self) -> gpuctl_telemetry::HealthCheck {
+        let servers = self.servers.clone();
+        let within = (self.config.heartbeat_interval * 5).max(Duration::from_secs(10));
+        Arc::new(move || servers.contact.check(gpuctl_common::now_ms(), within))
+    }
+
+    /// Register (then write the ready file), and from then on heartbeat,
+    /// watch assignments and sweep artifacts until aborted.
+    fn control_loops(
+        &self,
+        artifact_dir: PathBuf,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let servers = self.servers.clone();
+        let identity = self.identity.clone();
+        let inventory = self.inventory.clone();
+        let default_interval = self.config.heartbeat_interval;
+        let sweep = self
+            .config
+            .artifact_sweep
+            .map(|every| (artifact_dir, every));
+        let ready = self.config.ready_file.clone().map(|path| {
+            (
+                path,
+                serde_json::json!({
+                    "name": self.config.name,
+                    "agent": self.agent_addr.to_string(),
+                    "metrics": self.metrics_addr.to_string(),
+                    "pid": std::process::id(),
+                    "inventory": self.inventory.kind(),
+                }),
+            )
+        });
+        async move {
+            let interval =
+                agent::register_until_ok(&servers, &identity, &inventory, default_interval).await;
+            if let Some((path, doc)) = ready {
+                if let Err(e) = write_atomically(&path, doc.to_string().as_bytes()) {
+                    tracing::error!("cannot write the ready file {path:?}: {e}");
+                    eprintln!("gpu-node: cannot write the ready file {path:?}: {e}");
+                }
+            }
+            let sweep = {
+                let servers = servers.clone();
+                async move {
+                    if let Some((dir, every)) = sweep {
+                        agent::artifact_sweep_loop(servers, dir, every).await;
+                    }
+                }
+            };
+            tokio::join!(
+                agent::heartbeat_loop(servers.clone(), identity.clone(), inventory, interval),
+                agent::watch_loop(servers, identity.name, events),
+                sweep,
+            );
+        }
     }
 }
 

@@ -137,7 +137,7 @@ impl Server {
 
         let mut s = stop_rx.clone();
         let r2 = raft.clone();
-        let health: gpuctl_common::httpd::HealthCheck = Arc::new(move || {
+        let health: gpuctl_telemetry::HealthCheck = Arc::new(move || {
             let st = r2.shared.status();
             if st.leader_id == 0 {
                 Err(format!(
@@ -150,7 +150,7 @@ impl Server {
         });
         let registry = metrics.registry.clone();
         tasks.push(tokio::spawn(async move {
-            gpuctl_common::httpd::serve(metrics_listener, registry, health, async move {
+            gpuctl_telemetry::serve(metrics_listener, registry, health, async move {
                 let _ = s.changed().await;
             })
             .await;

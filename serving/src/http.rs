@@ -9,6 +9,7 @@ use std::sync::Arc;
 use bytes::{Buf, Bytes};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
+use hyper::header::{HeaderMap, HeaderName};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use prometheus::{Encoder, Registry, TextEncoder};
@@ -162,6 +163,36 @@ where
         (Some(_), false) => Bytes::from(more),
     };
     Ok((parts, bytes))
+}
+
+/// Headers that belong to one connection, not to the request or response (RFC 9110 §7.6.1),
+/// and `content-length`, which each side sets for the body it sends.
+pub(crate) fn hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "content-length"
+    )
+}
+
+/// Removes the headers that belong to one connection (see [`hop_by_hop`]); a scan of
+/// the few headers a request has, and removals only when one is there.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.keys().any(hop_by_hop) {
+        return;
+    }
+    let names: Vec<HeaderName> = headers.keys().filter(|n| hop_by_hop(n)).cloned().collect();
+    for name in names {
+        headers.remove(name);
+    }
 }
 
 #[cfg(test)]

@@ -484,7 +484,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, Option<Head>)>, String> {
                 }
                 continue;
             }
-            _ if crate::gateway::hop_by_hop(&name) => continue,
+            _ if crate::http::hop_by_hop(&name) => continue,
             _ => {}
         }
         let value = HeaderValue::from_bytes(h.value)

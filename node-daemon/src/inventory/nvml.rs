@@ -16,7 +16,7 @@ use nvml_wrapper::error::NvmlError as RawError;
 use nvml_wrapper::event::EventSet;
 use nvml_wrapper::{Device, Nvml};
 
-use super::{GpuInfo, GpuInventory, GpuSample};
+use super::gpu::{GpuInfo, GpuInventory, GpuSample};
 
 /// NVML could not be loaded or initialised.
 #[derive(Debug, thiserror::Error)]

@@ -21,7 +21,7 @@ use std::sync::Mutex;
 
 use serde::Deserialize;
 
-use super::{GpuInfo, GpuInventory, GpuSample};
+use super::gpu::{GpuInfo, GpuInventory, GpuSample};
 
 /// More GPUs than any node has: a typo, not a machine.
 pub const MAX_GPUS_PER_NODE: u32 = 64;

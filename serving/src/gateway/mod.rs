@@ -27,18 +27,18 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::{Body, Incoming};
-use hyper::header::{HeaderMap, HeaderName, EXPECT, HOST};
+use hyper::header::{EXPECT, HOST};
 use hyper::{Request, Response, StatusCode, Uri};
-use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
-};
+use prometheus::{Histogram, IntCounter, IntGauge, Registry};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::http::{self, BodyError};
+use crate::http::{self, strip_hop_by_hop, BodyError};
+
+mod metrics;
 use crate::p2c::{self, Rng, SplitMix64};
 use crate::upstream::{self, ResponseBody, SendError, StreamedBody};
+use metrics::Metrics;
 
 /// Asked to bring an endpoint up from zero replicas ([`crate::cluster`] forwards it
 /// to the scheduler's endpoint controller); it must not block.
@@ -254,68 +254,6 @@ impl Endpoint {
     }
 }
 
-struct Metrics {
-    registry: Registry,
-    requests: IntCounterVec,
-    duration: HistogramVec,
-    in_flight: IntGaugeVec,
-    cold_starts: IntCounterVec,
-}
-
-impl Metrics {
-    fn new() -> Metrics {
-        let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "gpuctl_gateway_requests_total",
-                "Requests answered by the gateway, by endpoint and HTTP status code.",
-            ),
-            &["endpoint", "code"],
-        )
-        .expect("valid metric");
-        let duration = HistogramVec::new(
-            HistogramOpts::new(
-                "gpuctl_gateway_request_duration_seconds",
-                "Time from request received to response ready, queueing included.",
-            )
-            .buckets(prometheus::exponential_buckets(0.0005, 2.0, 18).expect("valid buckets")),
-            &["endpoint"],
-        )
-        .expect("valid metric");
-        let in_flight = IntGaugeVec::new(
-            Opts::new(
-                "gpuctl_gateway_in_flight_requests",
-                "Requests being handled (queued or forwarded), by endpoint.",
-            ),
-            &["endpoint"],
-        )
-        .expect("valid metric");
-        let cold_starts = IntCounterVec::new(
-            Opts::new(
-                "gpuctl_gateway_cold_starts_total",
-                "Times a request found an endpoint with no replica and asked for a scale-up.",
-            ),
-            &["endpoint"],
-        )
-        .expect("valid metric");
-        for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(duration.clone()),
-            Box::new(in_flight.clone()),
-            Box::new(cold_starts.clone()),
-        ] {
-            registry.register(c).expect("metric registered once");
-        }
-        Metrics {
-            registry,
-            requests,
-            duration,
-            in_flight,
-            cold_starts,
-        }
-    }
-}
-
 /// What a request needs of its endpoint without the endpoints lock: the name, and the
 /// endpoint's metrics with their labels resolved once (a `with_label_values` lookup
 /// hashes the labels and takes a lock; three per request cost more than the routing).
@@ -351,24 +289,6 @@ pub struct Gateway {
     rng: Mutex<Box<dyn Rng>>,
     scale_up: Arc<dyn ScaleUp>,
     metrics: Metrics,
-}
-
-/// Headers that belong to one connection, not to the request or response (RFC 9110 §7.6.1),
-/// and `content-length`, which each side sets for the body it sends.
-pub(crate) fn hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "content-length"
-    )
 }
 
 impl Gateway {
@@ -780,18 +700,6 @@ impl Gateway {
                 }
             }
         }
-    }
-}
-
-/// Removes the headers that belong to one connection (see [`hop_by_hop`]); a scan of
-/// the few headers a request has, and removals only when one is there.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if !headers.keys().any(hop_by_hop) {
-        return;
-    }
-    let names: Vec<HeaderName> = headers.keys().filter(|n| hop_by_hop(n)).cloned().collect();
-    for name in names {
-        headers.remove(name);
     }
 }
 

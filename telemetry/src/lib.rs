@@ -1,6 +1,18 @@
-//! `/metrics` and `/healthz` over HTTP/1.1 (hyper), for Prometheus and for
-//! liveness checks. The server takes its listener and shutdown signal from
-//! outside, so tests run it on `127.0.0.1:0`.
+//! What every gpuctl process serves about itself: `/metrics` (Prometheus
+//! text) and `/healthz` over HTTP/1.1 (hyper), for Prometheus and for
+//! liveness checks.
+//!
+//! It lives apart from `gpuctl-common` so that the object model stays free of
+//! hyper, tokio and prometheus; only the crates that build processes (the
+//! scheduler, the node daemon) depend on it.
+//!
+//! ```text
+//!   Prometheus ──GET /metrics──► serve ──► Registry::gather (the caller's metrics)
+//!   liveness   ──GET /healthz──► serve ──► HealthCheck (the caller's closure)
+//! ```
+//!
+//! The server takes its listener and shutdown signal from outside, so tests
+//! run it on `127.0.0.1:0`.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -97,5 +109,63 @@ fn handle(
             "text/plain",
             format!("no such path {other}: try /metrics or /healthz\n"),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// One request on a fresh connection (HTTP/1.0, so the server closes it):
+    /// the status code and the body.
+    async fn call(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String) {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!("{method} {path} HTTP/1.0\r\nHost: x\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+        let code = head.split(' ').nth(1).and_then(|c| c.parse().ok());
+        (code.unwrap_or(0), body.to_string())
+    }
+
+    #[tokio::test]
+    async fn serves_metrics_and_health_and_refuses_the_rest() {
+        let registry = Registry::new();
+        let c = prometheus::IntCounter::new("gpuctl_test_things_total", "Things.").unwrap();
+        registry.register(Box::new(c.clone())).unwrap();
+        c.inc();
+        let healthy = Arc::new(AtomicBool::new(true));
+        let flag = healthy.clone();
+        let health: HealthCheck = Arc::new(move || {
+            if flag.load(Ordering::Relaxed) {
+                Ok(())
+            } else {
+                Err("no leader".into())
+            }
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, registry, health, async move {
+            let _ = stopped.await;
+        }));
+
+        let (code, body) = call(addr, "GET", "/metrics").await;
+        assert_eq!(code, 200);
+        assert!(body.contains("gpuctl_test_things_total 1"), "{body}");
+        assert_eq!(call(addr, "GET", "/healthz").await, (200, "ok\n".into()));
+        healthy.store(false, Ordering::Relaxed);
+        assert_eq!(
+            call(addr, "GET", "/healthz").await,
+            (503, "no leader\n".into())
+        );
+        assert_eq!(call(addr, "GET", "/nope").await.0, 404);
+        assert_eq!(call(addr, "POST", "/metrics").await.0, 405);
+
+        let _ = stop.send(());
+        server.await.unwrap();
     }
 }

@@ -26,6 +26,11 @@ use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
+mod stats;
+mod wrk;
+use stats::{median, medians, percentile, LoadResult, PairedRounds};
+use wrk::{parse_wrk, wrk_script};
+
 #[derive(Parser)]
 #[command(about = "gpuctl serving benchmarks")]
 struct Cli {
@@ -184,101 +189,6 @@ async fn one_request(
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await?.to_bytes();
     Ok((status, body))
-}
-
-/// What one load run measured.
-#[derive(Debug, Clone, serde::Serialize)]
-struct LoadResult {
-    requests: u64,
-    errors: u64,
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-}
-
-/// Medians over rounds of each figure (each on its own).
-struct Medians {
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    cpu_us: f64,
-}
-
-/// The `q` quantile of `v` (0.5: the median), between the two nearest values;
-/// NaN for none.
-fn quantile(mut v: Vec<f64>, q: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let x = q * (v.len() - 1) as f64;
-    let (lo, hi) = (x.floor() as usize, x.ceil() as usize);
-    v[lo] + (v[hi] - v[lo]) * (x - lo as f64)
-}
-
-fn median(v: Vec<f64>) -> f64 {
-    quantile(v, 0.5)
-}
-
-fn medians(runs: &[(LoadResult, f64)]) -> Medians {
-    Medians {
-        rps: median(runs.iter().map(|r| r.0.rps).collect()),
-        p50_ms: median(runs.iter().map(|r| r.0.p50_ms).collect()),
-        p99_ms: median(runs.iter().map(|r| r.0.p99_ms).collect()),
-        cpu_us: median(runs.iter().map(|r| r.1).collect()),
-    }
-}
-
-/// The rounds of the proxy comparison taken in pairs (gateway and nginx of one round).
-#[derive(Debug, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct PairedRounds {
-    rounds: usize,
-    /// Median over the rounds of gateway requests/s ÷ nginx requests/s.
-    median_rps_ratio: f64,
-    /// Its lower and upper quartiles.
-    rps_ratio_quartiles: (f64, f64),
-    /// Rounds where the gateway answered more requests per second.
-    gateway_ahead: usize,
-    /// Median over the rounds of gateway p99 − nginx p99, in ms.
-    median_p99_difference_ms: f64,
-}
-
-impl PairedRounds {
-    /// From (rps ratio, p99 difference) per round.
-    fn of(pairs: &[(f64, f64)]) -> PairedRounds {
-        let ratios: Vec<f64> = pairs.iter().map(|p| p.0).collect();
-        PairedRounds {
-            rounds: pairs.len(),
-            median_rps_ratio: median(ratios.clone()),
-            rps_ratio_quartiles: (quantile(ratios.clone(), 0.25), quantile(ratios, 0.75)),
-            gateway_ahead: pairs.iter().filter(|p| p.0 > 1.0).count(),
-            median_p99_difference_ms: median(pairs.iter().map(|p| p.1).collect()),
-        }
-    }
-}
-
-impl std::fmt::Display for PairedRounds {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "paired rounds: gateway / nginx requests per second, median {:.3} (quartiles {:.3}-{:.3}), gateway ahead in {} of {}; p99 gateway - nginx, median {:+.3} ms",
-            self.median_rps_ratio,
-            self.rps_ratio_quartiles.0,
-            self.rps_ratio_quartiles.1,
-            self.gateway_ahead,
-            self.rounds,
-            self.median_p99_difference_ms
-        )
-    }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
 }
 
 /// `connections` keep-alive connections, each sending `body` to `path` back to back
@@ -483,70 +393,6 @@ impl Generator {
             }
         }
     }
-}
-
-/// A wrk script that POSTs `body` as JSON and counts non-2xx answers.
-fn wrk_script(body: &Bytes) -> String {
-    let body = String::from_utf8_lossy(body)
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"");
-    format!(
-        "wrk.method = \"POST\"\nwrk.body = \"{body}\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"
-    )
-}
-
-/// Requests per second, p50 and p99 and errors from wrk's `--latency` report.
-fn parse_wrk(out: &str) -> anyhow::Result<LoadResult> {
-    let ms = |v: &str| -> Option<f64> {
-        let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic())?);
-        let n: f64 = num.parse().ok()?;
-        Some(match unit {
-            "us" => n / 1000.0,
-            "ms" => n,
-            "s" => n * 1000.0,
-            "m" => n * 60_000.0,
-            _ => return None,
-        })
-    };
-    let field = |label: &str| {
-        out.lines()
-            .map(str::trim)
-            .find_map(|l| l.strip_prefix(label))
-            .map(|rest| rest.trim().to_string())
-    };
-    let rps: f64 = field("Requests/sec:")
-        .and_then(|v| v.parse().ok())
-        .with_context(|| format!("no Requests/sec in wrk's output:\n{out}"))?;
-    let p50 = field("50%")
-        .and_then(|v| ms(&v))
-        .context("no 50% latency")?;
-    let p99 = field("99%")
-        .and_then(|v| ms(&v))
-        .context("no 99% latency")?;
-    let requests: u64 = out
-        .lines()
-        .find(|l| l.contains("requests in"))
-        .and_then(|l| l.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
-    let errors: u64 = field("Non-2xx or 3xx responses:")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-        + out
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("Socket errors:"))
-            .map(|rest| {
-                rest.split(',')
-                    .filter_map(|kv| kv.split_whitespace().last()?.parse::<u64>().ok())
-                    .sum::<u64>()
-            })
-            .unwrap_or(0);
-    Ok(LoadResult {
-        requests,
-        errors,
-        rps,
-        p50_ms: p50,
-        p99_ms: p99,
-    })
 }
 
 async fn proxy(

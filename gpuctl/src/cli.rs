@@ -1,0 +1,416 @@
+//! The command line's shape: the clap types for every command and flag, and
+//! the few words they take (kinds, output formats). Parsing only: what a
+//! command does lives in `commands/`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::duration::HumanDuration;
+use crate::manifest::SubmitArgs;
+
+/// The gpuctl command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "gpuctl",
+    version,
+    about = "Run batch jobs on a gpuctl GPU cluster",
+    after_help = "The server address comes from --server, then GPUCTL_SERVER, then the context \
+                  file \"gpuctl dev\" writes ($GPUCTL_CONFIG_DIR or ~/.config/gpuctl/context.json)."
+)]
+pub struct Cli {
+    /// Scheduler address(es), comma-separated, tried in order: host:port or
+    /// http://host:port [env: GPUCTL_SERVER]
+    #[arg(long, global = true, value_name = "URL")]
+    pub server: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the objects in files or folders (*.yaml, *.yml, *.json).
+    Apply {
+        /// A file, a folder, or - for stdin (repeatable).
+        #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+        files: Vec<String>,
+    },
+    /// Submit a quick job: one task group running CMD.
+    Submit(SubmitFlags),
+    /// List jobs, nodes, queues, workflows or endpoints, or show one.
+    Get {
+        /// jobs, nodes, queues, workflows or endpoints (job, node, no, queue, q,
+        /// workflow, wf, endpoint, ep).
+        #[arg(value_parser = parse_kind)]
+        kind: Kind,
+        name: Option<String>,
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Show a job, node, queue, workflow or endpoint in detail.
+    Describe {
+        /// job, node, queue, workflow or endpoint.
+        #[arg(value_parser = parse_kind)]
+        kind: Kind,
+        name: String,
+    },
+    /// Print a task's log, or a workflow's (`logs workflow NAME [--step S]`).
+    Logs {
+        job: String,
+        /// With `workflow` as the first argument: the workflow's name.
+        name: Option<String>,
+        /// Global task index (RANK).
+        #[arg(long, default_value_t = 0)]
+        task: u32,
+        /// Only this step of the workflow (its name, e.g. train or train(0:a)).
+        #[arg(long)]
+        step: Option<String>,
+        /// Keep streaming until the task ends.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// An earlier attempt's log (after a retry or a preemption).
+        #[arg(long)]
+        attempt: Option<u32>,
+    },
+    /// Cancel a job (its tasks are stopped), or `cancel workflow NAME`
+    /// (its running steps are stopped, nothing new starts).
+    Cancel {
+        job: String,
+        /// With `workflow` as the first argument: the workflow's name.
+        name: Option<String>,
+    },
+    /// Delete a finished job, a finished workflow (with its step jobs), or an
+    /// endpoint (its replicas are stopped).
+    Delete {
+        /// job, workflow or endpoint.
+        #[arg(value_parser = parse_kind)]
+        kind: Kind,
+        name: String,
+    },
+    /// Mark a node unschedulable: no new tasks are placed on it.
+    Cordon { node: String },
+    /// Mark a node schedulable again.
+    Uncordon { node: String },
+    /// Wait until a job or workflow finishes: exit 0 Succeeded, 1 Failed,
+    /// Error or Cancelled, 124 timeout.
+    Wait {
+        job: String,
+        /// How long to wait, e.g. 60s, 2m, 500ms; 0 waits for ever.
+        #[arg(long, default_value = "60s")]
+        timeout: HumanDuration,
+    },
+    /// Start a whole cluster on this machine (scheduler + simulated GPU nodes).
+    Dev(DevFlags),
+    /// The control plane's replicas.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Ask every scheduler replica for its Raft state: role, term, log
+    /// indexes, replication progress. Exit 0 when a leader is known and a
+    /// majority of the voters answered, 1 otherwise.
+    Status {
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+        /// How long each replica may take to answer.
+        #[arg(long, default_value = "2s")]
+        timeout: HumanDuration,
+    },
+    /// Add a scheduler replica as a voter (Raft configuration change). Start
+    /// it first with `gpu-scheduler --id ID --join --peers ...`; it catches
+    /// up from a snapshot.
+    AddPeer {
+        /// Replica id, unused so far in this cluster.
+        id: u64,
+        /// Its gRPC address, e.g. 127.0.0.1:7003 or http://10.0.0.4:7000.
+        address: String,
+    },
+    /// Remove a scheduler replica from the voters (e.g. a dead one, before
+    /// adding its replacement under a new id).
+    RemovePeer { id: u64 },
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitFlags {
+    /// Job name (default: job-<random>).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// GPUs per task: whole (1, 8) or a share of one (0.5).
+    #[arg(long, default_value_t = 0.0)]
+    pub gpus: f64,
+    /// Number of tasks (a gang: all start together).
+    #[arg(long, default_value_t = 1)]
+    pub replicas: u32,
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// Priority within the queue: higher runs first and may preempt lower.
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    pub priority: i32,
+    /// Acceptable GPU models, e.g. "A100|H100".
+    #[arg(long)]
+    pub gpu_model: Option<String>,
+    /// CPU cores per task, e.g. 4 or 500m.
+    #[arg(long)]
+    pub cpu: Option<String>,
+    /// Memory per task, e.g. 16Gi.
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// Environment variable KEY=VALUE (repeatable).
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    #[arg(long, default_value_t = 0)]
+    pub max_retries: u32,
+    #[arg(long)]
+    pub timeout_seconds: Option<u64>,
+    /// Delete the job this many seconds after it finishes.
+    #[arg(long)]
+    pub ttl_seconds_after_finished: Option<u64>,
+    /// Working directory of the tasks.
+    #[arg(long)]
+    pub workdir: Option<String>,
+    /// Submit a workflow file instead of a command (like `argo submit`).
+    #[arg(short = 'f', long = "filename", value_name = "PATH")]
+    pub file: Option<String>,
+    /// Workflow argument NAME=VALUE (with -f; repeatable).
+    #[arg(short = 'p', long = "parameter", value_name = "NAME=VALUE")]
+    pub parameters: Vec<String>,
+    /// The program and its arguments, after `--`.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+impl SubmitFlags {
+    pub fn to_args(&self) -> SubmitArgs {
+        SubmitArgs {
+            name: self.name.clone(),
+            gpus: self.gpus,
+            replicas: self.replicas,
+            queue: self.queue.clone(),
+            gpu_model: self.gpu_model.clone(),
+            cpu: self.cpu.clone(),
+            memory: self.memory.clone(),
+            env: self.env.clone(),
+            max_retries: self.max_retries,
+            timeout_seconds: self.timeout_seconds,
+            ttl_seconds_after_finished: self.ttl_seconds_after_finished,
+            workdir: self.workdir.clone(),
+            command: self.command.clone(),
+            priority: self.priority,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DevFlags {
+    /// Where the cluster keeps its state (default: $XDG_DATA_HOME/gpuctl/dev
+    /// or ~/.local/share/gpuctl/dev).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Simulated GPUs of every node, e.g. 8xA100-80GB (repeatable).
+    #[arg(long, value_name = "SPEC")]
+    pub gpus: Vec<String>,
+    /// Number of node daemons.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub nodes: u32,
+    /// Scheduler gRPC port (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    pub scheduler_port: u16,
+    /// Submit a small example job once the cluster is up.
+    #[arg(long)]
+    pub example: bool,
+    /// Scheduler replicas (Raft voters): 1, 3 or 5. A state dir keeps the
+    /// count it was created with.
+    #[arg(long, default_value_t = 1)]
+    pub replicas: u32,
+    /// With --replicas 3 or 5: how long to wait before restarting a
+    /// scheduler replica that died.
+    #[arg(long, default_value = "2s", value_name = "DURATION")]
+    pub restart_delay: HumanDuration,
+    /// Port of the inference gateway (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    pub gateway_port: u16,
+    /// How long the gateway holds a request for an endpoint with no ready
+    /// replica before it answers 503.
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    pub cold_start_timeout: HumanDuration,
+}
+
+/// The object kinds `get` and `describe` know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Jobs,
+    Nodes,
+    Queues,
+    Workflows,
+    Endpoints,
+}
+
+impl Kind {
+    /// The kind as the API's `Get` takes it.
+    pub fn api_name(self) -> &'static str {
+        match self {
+            Kind::Jobs => "jobs",
+            Kind::Nodes => "nodes",
+            Kind::Queues => "queues",
+            Kind::Workflows => "workflows",
+            Kind::Endpoints => "endpoints",
+        }
+    }
+    /// The singular, as in `job/x` and `job "x" not found`.
+    pub fn singular(self) -> &'static str {
+        match self {
+            Kind::Jobs => "job",
+            Kind::Nodes => "node",
+            Kind::Queues => "queue",
+            Kind::Workflows => "workflow",
+            Kind::Endpoints => "endpoint",
+        }
+    }
+}
+
+/// `jobs`, `job`, `nodes`, `node`, `no`, `queues`, `queue`, `q` (any case).
+pub fn parse_kind(s: &str) -> Result<Kind, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "job" | "jobs" => Ok(Kind::Jobs),
+        "node" | "nodes" | "no" => Ok(Kind::Nodes),
+        "queue" | "queues" | "q" => Ok(Kind::Queues),
+        "workflow" | "workflows" | "wf" => Ok(Kind::Workflows),
+        "endpoint" | "endpoints" | "ep" => Ok(Kind::Endpoints),
+        _ => Err(format!(
+            "unknown kind {s:?} (expected jobs, nodes, queues, workflows or endpoints)"
+        )),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+    Yaml,
+}
+
+/// `workflow`, `workflows` or `wf` as the first argument of `logs` and
+/// `cancel`: the next argument names a workflow.
+pub fn is_workflow_word(s: &str) -> bool {
+    matches!(s, "workflow" | "workflows" | "wf")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("gpuctl").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn command_line_shapes() {
+        let c = parse(&["get", "no", "-o", "yaml", "--server", "a:1"]);
+        assert_eq!(c.server.as_deref(), Some("a:1"));
+        assert!(matches!(
+            c.command,
+            Command::Get {
+                kind: Kind::Nodes,
+                name: None,
+                output: Output::Yaml
+            }
+        ));
+        let c = parse(&[
+            "submit",
+            "--gpus",
+            "0.5",
+            "--replicas",
+            "2",
+            "-e",
+            "A=1",
+            "--",
+            "sh",
+            "-c",
+            "echo --x",
+        ]);
+        let Command::Submit(f) = c.command else {
+            panic!()
+        };
+        assert_eq!(f.command, ["sh", "-c", "echo --x"]);
+        assert_eq!(f.gpus, 0.5);
+        assert_eq!(f.env, ["A=1"]);
+        let c = parse(&["wait", "j", "--timeout", "2m"]);
+        let Command::Wait { timeout, .. } = c.command else {
+            panic!()
+        };
+        assert_eq!(timeout.duration, Duration::from_secs(120));
+        let c = parse(&["wait", "j"]);
+        let Command::Wait { timeout, .. } = c.command else {
+            panic!()
+        };
+        assert_eq!(timeout.to_string(), "60s");
+        let c = parse(&["apply", "-f", "a.yaml", "-f", "dir"]);
+        let Command::Apply { files } = c.command else {
+            panic!()
+        };
+        assert_eq!(files, ["a.yaml", "dir"]);
+        let c = parse(&[
+            "dev",
+            "--gpus",
+            "4xH100-80GB",
+            "--gpus",
+            "2xA100-40GB",
+            "--nodes",
+            "2",
+        ]);
+        let Command::Dev(d) = c.command else { panic!() };
+        assert_eq!(d.gpus.len(), 2);
+        assert_eq!(d.nodes, 2);
+        assert_eq!(d.replicas, 1);
+        assert_eq!(d.restart_delay.duration, Duration::from_secs(2));
+        let c = parse(&["dev", "--replicas", "3", "--restart-delay", "500ms"]);
+        let Command::Dev(d) = c.command else { panic!() };
+        assert_eq!(d.replicas, 3);
+        assert_eq!(d.restart_delay.duration, Duration::from_millis(500));
+        let c = parse(&["cluster", "status", "-o", "json"]);
+        assert!(matches!(
+            c.command,
+            Command::Cluster {
+                command: ClusterCommand::Status {
+                    output: Output::Json,
+                    ..
+                }
+            }
+        ));
+        let c = parse(&["logs", "workflow", "wf", "--step", "train"]);
+        let Command::Logs {
+            job, name, step, ..
+        } = c.command
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (job.as_str(), name.as_deref(), step.as_deref()),
+            ("workflow", Some("wf"), Some("train"))
+        );
+        let c = parse(&["cancel", "wf", "w1"]);
+        assert!(matches!(c.command, Command::Cancel { name: Some(_), .. }));
+        assert!(matches!(
+            parse(&["get", "wf"]).command,
+            Command::Get {
+                kind: Kind::Workflows,
+                ..
+            }
+        ));
+        let c = parse(&["submit", "-f", "wf.yaml", "-p", "a=1", "-p", "b=2"]);
+        let Command::Submit(f) = c.command else {
+            panic!()
+        };
+        assert_eq!(f.file.as_deref(), Some("wf.yaml"));
+        assert_eq!(f.parameters, ["a=1", "b=2"]);
+        assert!(Cli::try_parse_from(["gpuctl", "get", "pods"]).is_err());
+        assert!(Cli::try_parse_from(["gpuctl", "wait", "j", "--timeout", "soon"]).is_err());
+    }
+}

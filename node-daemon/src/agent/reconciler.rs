@@ -1,0 +1,592 @@
+//! The reconciler: owns the local task table and carries out what [`plan`]
+//! decides. It starts processes (with the environment [`task_env`] builds),
+//! stops process groups, reports tasks it cannot have (lost across a daemon
+//! restart), and turns each process exit into a report.
+//!
+//! The scheduler frees a stopped task's GPUs at once (a preempted or
+//! cancelled task), but its process may live on for the kill grace; a new
+//! task that would use one of those GPUs beyond its capacity waits here
+//! until that process has exited.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gpuctl_common::api::TaskPhase;
+use gpuctl_proto::v1::{StepIo, StepOutputs};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::plan::{plan, Action, LocalState};
+use crate::assignment::{Assignment, TaskReport};
+use crate::env::task_env;
+use crate::inventory::GpuInventory;
+use crate::logs::LiveTasks;
+use crate::metrics::Metrics;
+use crate::runtime::{self, log_path, Exit, StartSpec, TaskKey};
+use crate::steps;
+
+/// Message of the report for a `Running` task this daemon has no process for.
+pub const LOST_MESSAGE: &str = "task process lost: node daemon restarted";
+
+/// What the reconciler reacts to.
+#[derive(Debug)]
+pub enum Event {
+    /// A full desired set from `WatchAssignments`.
+    Desired {
+        tasks: Vec<Assignment>,
+        received: Instant,
+    },
+    /// A task's main process ended.
+    Exited { key: TaskKey, exit: Exit },
+    /// Stop every process and return once they are gone.
+    Shutdown,
+}
+
+/// A task this daemon knows about.
+#[derive(Debug)]
+struct LocalTask {
+    state: LocalState,
+    /// Process group id; `None` for tasks that never had a process here.
+    pid: Option<u32>,
+    gpus: Vec<u32>,
+    /// Thousandths of each of `gpus` the task holds.
+    milli: Vec<u32>,
+    /// A `Waiting` task's assignment and when it arrived.
+    waiting: Option<(Box<Assignment>, Instant)>,
+    /// `$PORT` of a serving task (0: none).
+    port: u16,
+    /// Becomes true when the main process has exited.
+    exited: Option<watch::Receiver<bool>>,
+    /// A workflow step: what to collect when it exits.
+    step: Option<Box<StepRun>>,
+}
+
+impl LocalTask {
+    /// A task that is over, or never had a process here.
+    fn done() -> Self {
+        LocalTask {
+            state: LocalState::Done,
+            pid: None,
+            gpus: Vec::new(),
+            milli: Vec::new(),
+            waiting: None,
+            port: 0,
+            exited: None,
+            step: None,
+        }
+    }
+
+    /// A task whose GPU is still held by a stopping process.
+    fn waiting(a: Assignment, received: Instant) -> Self {
+        LocalTask {
+            state: LocalState::Waiting,
+            waiting: Some((Box::new(a), received)),
+            ..LocalTask::done()
+        }
+    }
+}
+
+/// A running workflow step's files.
+#[derive(Debug)]
+struct StepRun {
+    io: StepIo,
+    prepared: steps::Prepared,
+    log: PathBuf,
+    /// The step's own folder, removed once its outputs are collected.
+    dir: PathBuf,
+}
+
+/// Settings of the reconciler.
+#[derive(Debug, Clone)]
+pub struct ReconcilerConfig {
+    pub node: String,
+    /// Log files live under `<logs_dir>/<job>/`.
+    pub logs_dir: PathBuf,
+    /// SIGTERM → SIGKILL delay when stopping a task.
+    pub kill_grace: Duration,
+    /// Ports for serving tasks' `$PORT`.
+    pub ports: runtime::PortRange,
+    /// Where running process groups are recorded (see [`runtime::PidDir`]).
+    pub pid_dir: PathBuf,
+    /// Workflow steps' folders (script, standard output, relative paths).
+    pub steps_dir: PathBuf,
+    /// The artifact store's folder (shared by the nodes of one machine).
+    pub artifact_dir: PathBuf,
+}
+
+/// Owns the local task table; see the module docs.
+pub struct Reconciler {
+    cfg: ReconcilerConfig,
+    tasks: BTreeMap<TaskKey, LocalTask>,
+    /// The keys of the last desired set, to forget a stopped task on exit.
+    desired: HashSet<TaskKey>,
+    inventory: Arc<dyn GpuInventory>,
+    metrics: Metrics,
+    live: LiveTasks,
+    reports: mpsc::UnboundedSender<TaskReport>,
+    events: mpsc::UnboundedSender<Event>,
+    pids: runtime::PidDir,
+    /// Set once shutdown began: waiting tasks are not started any more.
+    shutting_down: bool,
+    /// The last `$PORT` given; the next is looked for after it.
+    last_port: u16,
+}
+
+impl Reconciler {
+    pub fn new(
+        cfg: ReconcilerConfig,
+        inventory: Arc<dyn GpuInventory>,
+        metrics: Metrics,
+        live: LiveTasks,
+        reports: mpsc::UnboundedSender<TaskReport>,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Self {
+        let cfg_ports = cfg.ports;
+        let node_hash = cfg
+            .node
+            .bytes()
+            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+        Reconciler {
+            pids: runtime::PidDir::new(cfg.pid_dir.clone()),
+            cfg,
+            tasks: BTreeMap::new(),
+            desired: HashSet::new(),
+            inventory,
+            metrics,
+            live,
+            reports,
+            events,
+            shutting_down: false,
+            // Daemons sharing a host (gpuctl dev --nodes N) start at
+            // different places in the range, so they rarely try the same port.
+            last_port: {
+                let r = cfg_ports;
+                let n = u32::from(r.last - r.first) + 1;
+                r.first + ((std::process::id().wrapping_mul(7919) ^ node_hash) % n) as u16
+            },
+        }
+    }
+
+    /// Handle events until `Shutdown` (or every sender is gone).
+    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Event>) {
+        while let Some(ev) = rx.recv().await {
+            match ev {
+                Event::Desired { tasks, received } => self.reconcile(&tasks, received),
+                Event::Exited { key, exit } => self.exited(key, exit),
+                Event::Shutdown => {
+                    self.shutdown(&mut rx).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn local_states(&self) -> BTreeMap<TaskKey, LocalState> {
+        self.tasks
+            .iter()
+            .map(|(k, t)| (k.clone(), t.state))
+            .collect()
+    }
+
+    fn reconcile(&mut self, desired: &[Assignment], received: Instant) {
+        self.desired = desired.iter().map(Assignment::key).collect();
+        // Stops first, so that a task taking a stopped task's GPU sees it stopping.
+        let (starts, others): (Vec<Action>, Vec<Action>) = plan(desired, &self.local_states())
+            .into_iter()
+            .partition(|a| matches!(a, Action::Start(_)));
+        for action in others.into_iter().chain(starts) {
+            match action {
+                Action::Start(a) => self.start(&a, received),
+                Action::ReportLost(a) => {
+                    let key = a.key();
+                    tracing::warn!(
+                        "{key}: assigned as Running but no process here; reporting it lost"
+                    );
+                    self.report(&key, TaskPhase::Failed, -1, LOST_MESSAGE, 0);
+                    self.tasks.insert(key, LocalTask::done());
+                }
+                Action::Stop(key) => self.stop(&key),
+                Action::Forget(key) => {
+                    self.tasks.remove(&key);
+                }
+            }
+        }
+        self.update_busy();
+    }
+
+    fn start(&mut self, a: &Assignment, received: Instant) {
+        let key = a.key();
+        if let Some(why) = self.blocked_by(a) {
+            tracing::info!("{key}: waiting to start: {why}");
+            self.tasks
+                .insert(key, LocalTask::waiting(a.clone(), received));
+            return;
+        }
+        let mut step = None;
+        let (started, port) = self.spawn(&key, a, &mut step);
+        match started {
+            Ok(process) => self.started(key, a, process, port, step, received),
+            Err(e) => {
+                tracing::warn!("{key}: {}", e.message);
+                self.metrics.task_exits.with_label_values(&["failed"]).inc();
+                self.report(&key, TaskPhase::Failed, e.exit_code, &e.message, 0);
+                self.tasks.insert(key, LocalTask::done());
+            }
+        }
+    }
+
+    /// Start `a`'s process group with its environment, its `$PORT` when it
+    /// serves, its log file, and a workflow step's files. Returns the port
+    /// given (0: none) with the outcome.
+    fn spawn(
+        &mut self,
+        key: &TaskKey,
+        a: &Assignment,
+        step: &mut Option<Box<StepRun>>,
+    ) -> (Result<runtime::Process, runtime::StartError>, u16) {
+        let mut env = task_env(a);
+        // A serving task (an endpoint replica) gets a free port as $PORT, reported
+        // with Running so the gateway can reach it.
+        let mut port = 0u16;
+        let mut port_error = None;
+        if a.wants_port {
+            match self.next_port() {
+                Ok(p) => {
+                    port = p;
+                    env.insert("PORT".into(), p.to_string());
+                }
+                Err(e) => port_error = Some(format!("cannot find a free port for the task: {e}")),
+            }
+        }
+        let command = runtime::resolve_sibling_program(&a.command);
+        let started = match (log_path(&self.cfg.logs_dir, key), port_error) {
+            (_, Some(message)) => Err(runtime::StartError {
+                exit_code: 127,
+                message,
+            }),
+            (Ok(log), None) => match &a.step {
+                None => runtime::start(&StartSpec {
+                    command: &command,
+                    env: &env,
+                    working_dir: &a.working_dir,
+                    log: &log,
+                    stdout: None,
+                }),
+                Some(io) => self.start_step(key, a, io, &env, log, step),
+            },
+            (Err(e), None) => Err(runtime::StartError {
+                exit_code: 127,
+                message: format!("cannot start the task: {e}"),
+            }),
+        };
+        (started, port)
+    }
+
+    /// A port for a serving task, looked for after the last one given and
+    /// away from those the live processes of this node hold.
+    fn next_port(&mut self) -> std::io::Result<u16> {
+        let taken: HashSet<u16> = self
+            .tasks
+            .values()
+            .filter(|t| t.state.has_process())
+            .map(|t| t.port)
+            .collect();
+        let p = runtime::free_port(self.cfg.ports, self.last_port, &taken)?;
+        self.last_port = p;
+        Ok(p)
+    }
+
+    /// A process started: report it `Running`, record it, and spawn its
+    /// waiter, which turns its exit into an [`Event::Exited`].
+    fn started(
+        &mut self,
+        key: TaskKey,
+        a: &Assignment,
+        process: runtime::Process,
+        port: u16,
+        step: Option<Box<StepRun>>,
+        received: Instant,
+    ) {
+        let pid = process.pid;
+        self.metrics
+            .start_latency
+            .observe(received.elapsed().as_secs_f64());
+        self.metrics.task_starts.inc();
+        self.metrics.tasks_running.inc();
+        tracing::info!("{key}: started pid {pid}: {:?}", a.command);
+        self.live.insert(key.clone());
+        self.pids.record(&key, pid);
+        self.report_with(&key, TaskPhase::Running, 0, "", pid, port, None);
+        let (exited_tx, exited_rx) = watch::channel(false);
+        let events = self.events.clone();
+        let waiter_key = key.clone();
+        tokio::spawn(async move {
+            let exit = process.wait().await;
+            let _ = exited_tx.send(true);
+            let _ = events.send(Event::Exited {
+                key: waiter_key,
+                exit,
+            });
+        });
+        self.tasks.insert(
+            key,
+            LocalTask {
+                state: LocalState::Running,
+                pid: Some(pid),
+                gpus: a.gpu_indices.clone(),
+                milli: a.gpu_shares(),
+                waiting: None,
+                port,
+                exited: Some(exited_rx),
+                step,
+            },
+        );
+    }
+
+    /// Why `a` cannot start yet: one of its GPUs would be used beyond its
+    /// capacity, counting processes still stopping on it. `None` when it can.
+    fn blocked_by(&self, a: &Assignment) -> Option<String> {
+        let want = a.gpu_shares();
+        for (&gpu, &need) in a.gpu_indices.iter().zip(&want) {
+            let holders = self.tasks.iter().filter_map(|(k, t)| {
+                let live = t.state.has_process();
+                let i = t.gpus.iter().position(|&g| g == gpu)?;
+                live.then(|| (k, t.state, t.milli.get(i).copied().unwrap_or(1000)))
+            });
+            let (mut held, mut stopping) = (0u32, Vec::new());
+            for (k, state, m) in holders {
+                held += m;
+                if state == LocalState::Stopping {
+                    stopping.push(k.to_string());
+                }
+            }
+            if !stopping.is_empty() && held + need > 1000 {
+                return Some(format!(
+                    "GPU {gpu} is still held by {} (stopping)",
+                    stopping.join(", ")
+                ));
+            }
+        }
+        None
+    }
+
+    /// Start the waiting tasks that can start now (after a process exited).
+    fn start_waiting(&mut self) {
+        if self.shutting_down {
+            return;
+        }
+        let waiting: Vec<TaskKey> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.state == LocalState::Waiting)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in waiting {
+            let Some((a, received)) = self.tasks.remove(&key).and_then(|t| t.waiting) else {
+                continue;
+            };
+            self.start(&a, received);
+        }
+    }
+
+    /// Prepare a workflow step's files, then start it. A step whose files
+    /// cannot be prepared is reported failed with the reason.
+    fn start_step(
+        &self,
+        key: &TaskKey,
+        a: &Assignment,
+        io: &StepIo,
+        env: &BTreeMap<String, String>,
+        log: PathBuf,
+        step: &mut Option<Box<StepRun>>,
+    ) -> Result<runtime::Process, runtime::StartError> {
+        let dir = self
+            .cfg
+            .steps_dir
+            .join(format!("{}-{}", key.job, key.attempt));
+        let store = steps::FsArtifactStore::new(&self.cfg.artifact_dir);
+        let prepared =
+            steps::prepare(&dir, io, &a.command, &a.working_dir, &store).map_err(|message| {
+                if let Some(parent) = log.parent() {
+                    let _ = std::fs::create_dir_all(parent);
+                }
+                let _ = std::fs::write(&log, format!("gpu-node: {message}\n"));
+                runtime::StartError {
+                    exit_code: 127,
+                    message,
+                }
+            })?;
+        let wd = prepared.working_dir.display().to_string();
+        let started = runtime::start(&StartSpec {
+            command: &prepared.command,
+            env,
+            working_dir: &wd,
+            log: &log,
+            stdout: prepared.stdout.as_deref(),
+        });
+        *step = Some(Box::new(StepRun {
+            io: io.clone(),
+            prepared,
+            log,
+            dir,
+        }));
+        started
+    }
+
+    fn stop(&mut self, key: &TaskKey) {
+        let Some(task) = self.tasks.get_mut(key) else {
+            return;
+        };
+        let (Some(pid), Some(exited)) = (task.pid, task.exited.clone()) else {
+            return;
+        };
+        task.state = LocalState::Stopping;
+        tracing::info!("{key}: no longer assigned; stopping process group {pid}");
+        tokio::spawn(stop_task(pid, self.cfg.kill_grace, exited));
+    }
+
+    fn exited(&mut self, key: TaskKey, exit: Exit) {
+        self.live.remove(&key);
+        self.pids.forget(&key);
+        self.metrics.tasks_running.dec();
+        let result = if exit.succeeded() {
+            "succeeded"
+        } else {
+            "failed"
+        };
+        self.metrics.task_exits.with_label_values(&[result]).inc();
+        let was = self.tasks.get(&key).map(|t| t.state);
+        match was {
+            Some(LocalState::Running) => {
+                if exit.succeeded() {
+                    tracing::info!("{key}: succeeded");
+                } else {
+                    tracing::info!("{key}: failed: {}", exit.message);
+                }
+                let phase = if exit.succeeded() {
+                    TaskPhase::Succeeded
+                } else {
+                    TaskPhase::Failed
+                };
+                let outputs = self
+                    .tasks
+                    .get_mut(&key)
+                    .and_then(|t| t.step.take())
+                    .map(|s| {
+                        let store = steps::FsArtifactStore::new(&self.cfg.artifact_dir);
+                        let o = steps::collect(&s.prepared, &s.io, exit.succeeded(), &store);
+                        if let Some(out) = &s.prepared.stdout {
+                            steps::append_to_log(out, &s.log);
+                        }
+                        // The outputs are in the report and the store now.
+                        let _ = std::fs::remove_dir_all(&s.dir);
+                        o
+                    });
+                self.report_with(&key, phase, exit.code, &exit.message, 0, 0, outputs);
+            }
+            // Stopped because it left the desired set: nobody wants a report.
+            _ => tracing::info!("{key}: stopped ({})", exit.message),
+        }
+        if self.desired.contains(&key) {
+            if let Some(t) = self.tasks.get_mut(&key) {
+                t.state = LocalState::Done;
+                t.gpus.clear();
+                t.milli.clear();
+            }
+        } else {
+            self.tasks.remove(&key);
+        }
+        self.start_waiting();
+        self.update_busy();
+    }
+
+    fn report(&self, key: &TaskKey, phase: TaskPhase, exit_code: i32, message: &str, pid: u32) {
+        self.report_with(key, phase, exit_code, message, pid, 0, None);
+    }
+
+    /// Report a task's phase; `port` for a serving task that started, `outputs`
+    /// for a workflow step that ended.
+    #[allow(clippy::too_many_arguments)]
+    fn report_with(
+        &self,
+        key: &TaskKey,
+        phase: TaskPhase,
+        exit_code: i32,
+        message: &str,
+        pid: u32,
+        port: u16,
+        outputs: Option<StepOutputs>,
+    ) {
+        let _ = self.reports.send(TaskReport {
+            node: self.cfg.node.clone(),
+            key: key.clone(),
+            phase,
+            exit_code,
+            message: message.to_string(),
+            pid,
+            port,
+            outputs,
+        });
+    }
+
+    fn update_busy(&self) {
+        let mut busy: Vec<u32> = self
+            .tasks
+            .values()
+            .filter(|t| t.state.has_process())
+            .flat_map(|t| t.gpus.iter().copied())
+            .collect();
+        busy.sort_unstable();
+        busy.dedup();
+        self.inventory.set_busy(&busy);
+    }
+
+    /// Stop every process group (SIGTERM, SIGKILL after the grace period) and
+    /// wait, bounded, for their exits so their reports are queued.
+    async fn shutdown(&mut self, rx: &mut mpsc::UnboundedReceiver<Event>) {
+        self.shutting_down = true;
+        let running: Vec<TaskKey> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.state.has_process())
+            .map(|(k, _)| k.clone())
+            .collect();
+        if running.is_empty() {
+            return;
+        }
+        tracing::info!("stopping {} task(s) before exiting", running.len());
+        for key in &running {
+            // Stopping ones already have a stop in flight.
+            if let Some(t) = self
+                .tasks
+                .get(key)
+                .filter(|t| t.state == LocalState::Running)
+            {
+                if let (Some(pid), Some(exited)) = (t.pid, t.exited.clone()) {
+                    tokio::spawn(stop_task(pid, self.cfg.kill_grace, exited));
+                }
+            }
+        }
+        let deadline = Instant::now() + self.cfg.kill_grace + Duration::from_secs(2);
+        let mut left: HashSet<TaskKey> = running.into_iter().collect();
+        while !left.is_empty() {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(Event::Exited { key, exit })) => {
+                    left.remove(&key);
+                    self.exited(key, exit);
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+}
+
+async fn stop_task(pid: u32, grace: Duration, mut exited: watch::Receiver<bool>) {
+    runtime::stop_group(pid, grace, async move {
+        let _ = exited.wait_for(|done| *done).await;
+    })
+    .await;
+}

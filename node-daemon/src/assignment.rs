@@ -1,0 +1,212 @@
+//! The typed edge between the daemon and the scheduler's task messages.
+//!
+//! An assignment from `WatchAssignments` is converted once, as it arrives,
+//! into an [`Assignment`] whose phase is a [`TaskPhase`]; what the daemon
+//! says about a task is a [`TaskReport`], turned into a `ReportTaskRequest`
+//! only as it is sent. The rest of the daemon never sees a phase as a string.
+
+use std::collections::BTreeMap;
+
+use gpuctl_common::api::TaskPhase;
+use gpuctl_proto::v1::{ReportTaskRequest, StepIo, StepOutputs, TaskAssignment};
+
+use crate::runtime::TaskKey;
+
+/// A task the scheduler wants on this node.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Assignment {
+    pub job: String,
+    /// Global task index within the job (RANK for a gang).
+    pub task_index: u32,
+    /// Starts at 1; a retried job gets a new attempt.
+    pub attempt: u32,
+    /// `Bound`: start it; `Running`: it was started here, keep it. Any other
+    /// phase is the scheduler's business, not a process.
+    pub phase: TaskPhase,
+    pub command: Vec<String>,
+    /// The user's env from the spec (the daemon adds its own variables).
+    pub env: BTreeMap<String, String>,
+    pub working_dir: String,
+    /// CUDA indices of the GPUs bound to the task.
+    pub gpu_indices: Vec<u32>,
+    /// Thousandths of each of `gpu_indices`, as sent: empty from older
+    /// schedulers, meaning whole GPUs (see [`Assignment::gpu_shares`]).
+    pub gpu_milli: Vec<u32>,
+    /// Number of tasks in the job (1 for a single task job).
+    pub job_tasks: u32,
+    pub world_size: u32,
+    pub rank: u32,
+    pub local_rank: u32,
+    pub master_addr: String,
+    pub master_port: u32,
+    /// Set when the task is a workflow step: its files in and out.
+    pub step: Option<StepIo>,
+    /// A serving task: it gets a free port as `$PORT`.
+    pub wants_port: bool,
+}
+
+impl Assignment {
+    pub fn key(&self) -> TaskKey {
+        TaskKey {
+            job: self.job.clone(),
+            task_index: self.task_index,
+            attempt: self.attempt,
+        }
+    }
+
+    /// Thousandths of each assigned GPU (whole GPUs when the scheduler sent none).
+    pub fn gpu_shares(&self) -> Vec<u32> {
+        (0..self.gpu_indices.len())
+            .map(|i| self.gpu_milli.get(i).copied().unwrap_or(1000))
+            .collect()
+    }
+}
+
+impl From<TaskAssignment> for Assignment {
+    fn from(a: TaskAssignment) -> Self {
+        Assignment {
+            phase: phase_named(&a.phase),
+            job: a.job,
+            task_index: a.task_index,
+            attempt: a.attempt,
+            command: a.command,
+            env: a.env.into_iter().collect(),
+            working_dir: a.working_dir,
+            gpu_indices: a.gpu_indices,
+            gpu_milli: a.gpu_milli,
+            job_tasks: a.job_tasks,
+            world_size: a.world_size,
+            rank: a.rank,
+            local_rank: a.local_rank,
+            master_addr: a.master_addr,
+            master_port: a.master_port,
+            step: a.step,
+            wants_port: a.wants_port,
+        }
+    }
+}
+
+/// The phase named in an assignment. A name this daemon does not know (from
+/// a newer scheduler) reads as `Pending`: the task stays in the desired set,
+/// so a process of it here is kept, but there is nothing to start.
+fn phase_named(name: &str) -> TaskPhase {
+    match name {
+        "Bound" => TaskPhase::Bound,
+        "Running" => TaskPhase::Running,
+        "Succeeded" => TaskPhase::Succeeded,
+        "Failed" => TaskPhase::Failed,
+        "Cancelled" => TaskPhase::Cancelled,
+        _ => TaskPhase::Pending,
+    }
+}
+
+/// What the daemon tells the scheduler about one of its tasks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskReport {
+    pub node: String,
+    pub key: TaskKey,
+    /// `Running`, `Succeeded` or `Failed`.
+    pub phase: TaskPhase,
+    pub exit_code: i32,
+    pub message: String,
+    /// Process group of a task that started (0: none).
+    pub pid: u32,
+    /// `$PORT` of a serving task that started (0: none).
+    pub port: u16,
+    /// A workflow step's outputs, sent with its final phase.
+    pub outputs: Option<StepOutputs>,
+}
+
+impl TaskReport {
+    /// The task's last report: it ended, nothing follows.
+    pub fn is_final(&self) -> bool {
+        self.phase != TaskPhase::Running
+    }
+
+    pub fn to_proto(&self) -> ReportTaskRequest {
+        ReportTaskRequest {
+            outputs: self.outputs.clone(),
+            node: self.node.clone(),
+            job: self.key.job.clone(),
+            task_index: self.key.task_index,
+            attempt: self.key.attempt,
+            phase: self.phase.to_string(),
+            exit_code: self.exit_code,
+            message: self.message.clone(),
+            pid: self.pid,
+            port: u32::from(self.port),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_are_read_once_at_the_edge() {
+        let sent = |phase: &str| TaskAssignment {
+            phase: phase.into(),
+            ..Default::default()
+        };
+        let read = |phase| Assignment::from(sent(phase)).phase;
+        assert_eq!(read("Bound"), TaskPhase::Bound);
+        assert_eq!(read("Running"), TaskPhase::Running);
+        assert_eq!(read("Evicted"), TaskPhase::Pending);
+        assert_eq!(read(""), TaskPhase::Pending);
+    }
+
+    #[test]
+    fn an_assignment_keeps_what_the_scheduler_sent() {
+        let a = Assignment::from(TaskAssignment {
+            job: "train".into(),
+            task_index: 1,
+            attempt: 2,
+            phase: "Bound".into(),
+            command: vec!["python".into()],
+            env: [("EPOCHS".to_string(), "3".to_string())].into(),
+            gpu_indices: vec![0, 3],
+            job_tasks: 2,
+            world_size: 2,
+            rank: 1,
+            master_addr: "10.0.0.5".into(),
+            master_port: 29500,
+            wants_port: true,
+            ..Default::default()
+        });
+        assert_eq!(a.key().to_string(), "train/task-1/attempt-2");
+        assert_eq!(a.env["EPOCHS"], "3");
+        assert_eq!(a.gpu_shares(), vec![1000, 1000]);
+        assert_eq!((a.world_size, a.rank, a.master_port), (2, 1, 29500));
+        assert!(a.wants_port);
+    }
+
+    #[test]
+    fn a_report_names_its_phase_as_the_scheduler_reads_it() {
+        let r = TaskReport {
+            node: "n1".into(),
+            key: TaskKey {
+                job: "a".into(),
+                task_index: 0,
+                attempt: 1,
+            },
+            phase: TaskPhase::Succeeded,
+            exit_code: 0,
+            message: String::new(),
+            pid: 0,
+            port: 8080,
+            outputs: None,
+        };
+        assert!(r.is_final());
+        let p = r.to_proto();
+        assert_eq!(
+            (p.phase.as_str(), p.job.as_str(), p.port),
+            ("Succeeded", "a", 8080)
+        );
+        let running = TaskReport {
+            phase: TaskPhase::Running,
+            ..r
+        };
+        assert!(!running.is_final());
+    }
+}
