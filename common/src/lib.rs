@@ -7,8 +7,11 @@
 //! - [`node`]: the `Node` object (a GPU host and its GPUs).
 //! - [`endpoint`]: the `Endpoint` object (a model served by replica tasks).
 //! - [`autoscaler`]: the pure KPA-style replica decision the endpoint controller runs.
+//! - [`artifact`]: the artifact store trait and its key and error types, shared
+//!   by the pipeline engine and the node daemon's store.
 
 pub mod api;
+pub mod artifact;
 pub mod autoscaler;
 pub mod endpoint;
 pub mod manifest;

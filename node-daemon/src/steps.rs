@@ -18,7 +18,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use gpuctl_pipelines::{ArtifactError, ArtifactKey, ArtifactStore};
+use gpuctl_common::artifact::{ArtifactError, ArtifactKey, ArtifactStore};
 use gpuctl_proto::v1::{ArtifactRef, StepIo, StepOutputs};
 
 /// Most bytes of standard output kept as `outputs.result`.

@@ -9,12 +9,12 @@
 //!
 //! ```text
 //!  wf.yaml ──parse_workflow()──► Workflow ──Run::new(wf, name, args, now)──► Run
-//!            spec.rs: strict serde    │                                       │
-//!            validate.rs: graph,      │ errors: ManifestError                 │ serde: persisted in
+//!            spec/: strict serde      │                                       │
+//!            validate/: graph,        │ errors: ManifestError                 │ serde: persisted in
 //!            cycles, {{vars}},        ▼ "wf.yaml: spec.templates[1]           │ the Raft state; a new
 //!            depends/when syntax        .dag.tasks[2].depends: ..."           │ leader deserializes it
 //!                                                                             ▼
-//!   shell (pipeline controller)                                   run.rs: the state machine
+//!   shell (pipeline controller)                                   run/: the state machine
 //!   ┌──────────────────────────────────────────────────────────────────────────────────────┐
 //!   │ loop {                                                                               │
 //!   │   for step in run.ready_steps(now, &mut cache)   // StepToLaunch: id, argv, env,     │
@@ -40,7 +40,10 @@
 //!
 //! Modules: [`spec`] (the document, parsing), [`validate`] (static checks),
 //! [`expr`] (`depends` and `when`), [`vars`] (`{{...}}`), [`run`] (the state
-//! machine), [`store`] (artifact store and memo cache traits).
+//! machine), [`store`] (the memo cache trait, in-memory stores, and the
+//! artifact store trait re-exported from `gpuctl_common::artifact`, where
+//! the node daemon's store finds it without this crate). [`parse_workflow`]
+//! lives here because it joins parsing and validation.
 
 pub mod expr;
 pub mod run;
@@ -54,8 +57,22 @@ pub use run::{
     OutputArtifactSpec, OutputParameterSpec, Run, RunError, RunHeader, RunWithoutNodes,
     StepOutcome, StepPhase, StepResources, StepToLaunch, Tick, WorkflowPhase, WorkflowStatus,
 };
-pub use spec::{parse_workflow, Workflow};
+pub use spec::Workflow;
 pub use store::{
     ArtifactError, ArtifactKey, ArtifactStore, InMemoryArtifactStore, MemoCache, MemoEntry, NoCache,
 };
 pub use validate::validate_all;
+
+use gpuctl_common::api::ManifestError;
+
+/// Parse one Argo `Workflow` from YAML (or JSON) text and validate it.
+///
+/// `source_name` (a file name, `<stdin>`, …) appears in errors. Validation
+/// stops at the first problem; [`validate_all`] lists all.
+pub fn parse_workflow(source_name: &str, text: &str) -> Result<Workflow, ManifestError> {
+    let wf = spec::parse_unvalidated(text).map_err(|e| e.in_source(source_name, 0))?;
+    if let Some(e) = validate_all(&wf).into_iter().next() {
+        return Err(e.in_source(source_name, 0));
+    }
+    Ok(wf)
+}

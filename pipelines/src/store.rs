@@ -1,46 +1,16 @@
 //! The two stores a run talks to through the shell: artifacts (bytes a step
 //! produced) and the memoization cache (outputs of earlier steps by key).
 //! Both are small traits with in-memory versions for tests; the filesystem
-//! or Raft-backed versions belong to the shells.
+//! or Raft-backed versions belong to the shells. The artifact trait and its
+//! key and error types live in `gpuctl_common::artifact` (the node daemon's
+//! store implements it without this crate) and are re-exported here.
 
 use std::collections::BTreeMap;
 
+pub use gpuctl_common::artifact::{ArtifactError, ArtifactKey, ArtifactStore};
 use serde::{Deserialize, Serialize};
 
-use crate::run::NodeOutputs;
-
-/// Where one artifact lives: the workflow run, the step (node id) that
-/// produced it, and its name.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ArtifactKey {
-    pub workflow: String,
-    pub step: String,
-    pub name: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ArtifactError {
-    #[error("artifact {name:?} of step {step:?} in workflow {workflow:?} not found")]
-    NotFound {
-        workflow: String,
-        step: String,
-        name: String,
-    },
-    #[error("artifact store: {0}")]
-    Io(String),
-}
-
-/// Artifact bytes by (workflow, step, name). After a step succeeds the
-/// shell `put`s each output artifact it finds at the declared path; before a
-/// step starts it `get`s each input artifact and writes it to its path.
-pub trait ArtifactStore {
-    fn put(&mut self, key: &ArtifactKey, data: Vec<u8>) -> Result<(), ArtifactError>;
-    fn get(&self, key: &ArtifactKey) -> Result<Vec<u8>, ArtifactError>;
-    fn contains(&self, key: &ArtifactKey) -> bool;
-    /// Forget everything a workflow run stored (when it is deleted).
-    fn delete_workflow(&mut self, workflow: &str) -> Result<(), ArtifactError>;
-}
+use crate::run::node::NodeOutputs;
 
 /// An [`ArtifactStore`] in memory.
 #[derive(Debug, Clone, Default)]

@@ -46,7 +46,7 @@ pub async fn artifact_sweep_loop(servers: Arc<Servers>, artifact_dir: PathBuf, e
         let _ = tokio::task::spawn_blocking(move || {
             let mut store = store;
             for wf in gone {
-                match gpuctl_pipelines::ArtifactStore::delete_workflow(&mut store, &wf) {
+                match gpuctl_common::artifact::ArtifactStore::delete_workflow(&mut store, &wf) {
                     Ok(()) => tracing::info!(workflow = %wf, "removed the artifacts of a deleted workflow"),
                     Err(e) => tracing::warn!("{e}"),
                 }

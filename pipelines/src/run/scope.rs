@@ -1,0 +1,144 @@
+//! The `{{...}}` variables and artifacts in reach of a node: the
+//! workflow's, a leaf's inputs, and in a DAG the inputs plus the outputs of
+//! the tasks a task depends on (a fan-out task's outputs as JSON lists).
+
+use std::collections::BTreeMap;
+
+use gpuctl_common::artifact::ArtifactKey;
+
+use super::node::{Node, NodeType};
+use super::state::Run;
+use crate::spec::DagTask;
+use crate::vars::Scope;
+
+/// Variables and artifacts in reach of a DAG task.
+#[derive(Default)]
+pub(super) struct TaskScope {
+    pub(super) vars: Scope,
+    pub(super) artifacts: BTreeMap<String, ArtifactKey>,
+}
+
+impl Run {
+    /// `workflow.*`; `workflow.status` is the main DAG's phase only in the
+    /// exit handler.
+    fn workflow_scope(&self, exit_handler: bool) -> Scope {
+        let mut s = Scope::new();
+        s.insert("workflow.name".into(), self.name.clone());
+        s.insert("workflow.uid".into(), self.name.clone());
+        s.insert("workflow.namespace".into(), "default".into());
+        let status = if exit_handler {
+            self.exit_status.clone().unwrap_or_else(|| "Running".into())
+        } else {
+            "Running".into()
+        };
+        s.insert("workflow.status".into(), status);
+        for (k, v) in &self.parameters {
+            s.insert(format!("workflow.parameters.{k}"), v.clone());
+        }
+        s
+    }
+
+    /// Variables in reach of a leaf's fields.
+    pub(super) fn leaf_scope(&self, n: &Node) -> Scope {
+        let mut s = self.workflow_scope(n.exit_handler);
+        for (k, v) in &n.inputs.parameters {
+            s.insert(format!("inputs.parameters.{k}"), v.clone());
+        }
+        for (k, a) in &n.inputs.artifacts {
+            if let Some(p) = &a.path {
+                s.insert(format!("inputs.artifacts.{k}.path"), p.clone());
+            }
+        }
+        s.insert("pod.name".into(), n.id.clone());
+        s.insert("retries".into(), n.retries.to_string());
+        s
+    }
+
+    /// Variables a task of DAG node `dag` may use; `tasks` limits which
+    /// tasks' outputs are included.
+    pub(super) fn dag_scope(&self, dag: &Node, tasks: &[DagTask], which: &[usize]) -> TaskScope {
+        let mut s = TaskScope {
+            vars: self.workflow_scope(dag.exit_handler),
+            ..Default::default()
+        };
+        for (k, v) in &dag.inputs.parameters {
+            s.vars.insert(format!("inputs.parameters.{k}"), v.clone());
+        }
+        for (k, a) in &dag.inputs.artifacts {
+            s.artifacts
+                .insert(format!("inputs.artifacts.{k}"), a.from.clone());
+        }
+        for &j in which {
+            let name = &tasks[j].name;
+            let Some(n) = dag.task_nodes.get(name).and_then(|id| self.nodes.get(id)) else {
+                continue;
+            };
+            let pre = format!("tasks.{name}");
+            s.vars.insert(format!("{pre}.status"), n.phase.to_string());
+            if let Some(c) = n.exit_code {
+                s.vars.insert(format!("{pre}.exitCode"), c.to_string());
+            }
+            if n.node_type == NodeType::TaskGroup {
+                self.add_group_outputs(&mut s.vars, &pre, n);
+            } else {
+                for (k, v) in &n.outputs.parameters {
+                    s.vars
+                        .insert(format!("{pre}.outputs.parameters.{k}"), v.clone());
+                }
+                s.vars.insert(
+                    format!("{pre}.outputs.parameters"),
+                    serde_json::to_string(&n.outputs.parameters).unwrap_or_default(),
+                );
+                if let Some(r) = &n.outputs.result {
+                    s.vars.insert(format!("{pre}.outputs.result"), r.clone());
+                }
+                for (k, a) in &n.outputs.artifacts {
+                    s.artifacts
+                        .insert(format!("{pre}.outputs.artifacts.{k}"), a.clone());
+                }
+            }
+        }
+        s
+    }
+    /// A fan-out task's outputs as JSON lists over its instances, in
+    /// instance order: `outputs.result` (each parsed as JSON when it is),
+    /// `outputs.parameters` (one map per instance that has any) and
+    /// `outputs.parameters.NAME`.
+    fn add_group_outputs(&self, vars: &mut Scope, pre: &str, group: &Node) {
+        let mut results = Vec::new();
+        let mut params = Vec::new();
+        let mut by_name: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+        for c in &group.children {
+            let o = &self.nodes[c].outputs;
+            if let Some(r) = &o.result {
+                results.push(
+                    serde_json::from_str(r)
+                        .unwrap_or_else(|_| serde_json::Value::String(r.clone())),
+                );
+            }
+            if !o.parameters.is_empty() {
+                params.push(serde_json::to_value(&o.parameters).unwrap_or_default());
+                for (k, v) in &o.parameters {
+                    by_name
+                        .entry(k.clone())
+                        .or_default()
+                        .push(serde_json::Value::String(v.clone()));
+                }
+            }
+        }
+        vars.insert(
+            format!("{pre}.outputs.result"),
+            serde_json::Value::Array(results).to_string(),
+        );
+        vars.insert(
+            format!("{pre}.outputs.parameters"),
+            serde_json::Value::Array(params).to_string(),
+        );
+        for (k, vs) in by_name {
+            vars.insert(
+                format!("{pre}.outputs.parameters.{k}"),
+                serde_json::Value::Array(vs).to_string(),
+            );
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! Starting one task of a DAG: fan-out over `withItems`/`withParam` into a
+//! `TaskGroup`, then for each instance the `when` check, argument
+//! resolution against the task's scope, and the template's nodes.
+
+use super::node::{InputArtifact, Node, NodeInputs, NodePhase, NodeType};
+use super::scope::TaskScope;
+use super::state::Run;
+use crate::expr::eval_when;
+use crate::spec::{DagTask, Template};
+use crate::validate::MAX_FAN_OUT;
+use crate::vars::{sole_var, substitute, Scope};
+
+impl Run {
+    /// Start task `task` of DAG `dag_id`: expand, check `when`, resolve
+    /// arguments, and create its nodes.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn start_task(
+        &mut self,
+        dag_id: &str,
+        task_id: &str,
+        task: &DagTask,
+        scope: &TaskScope,
+        depth: usize,
+        exit_handler: bool,
+        now_ms: u64,
+    ) {
+        let items = match fan_out_items(task, &scope.vars) {
+            Ok(items) => items,
+            Err(msg) => {
+                let mut n = Node::new(task_id, &task.name, NodeType::Skipped, NodePhase::Error);
+                n.template = task.template.clone();
+                n.message = Some(msg);
+                n.started_ms = Some(now_ms);
+                n.finished_ms = Some(now_ms);
+                n.exit_handler = exit_handler;
+                self.add_task_node(dag_id, &task.name, n);
+                return;
+            }
+        };
+        let Some(items) = items else {
+            let n = self.make_task_instance(
+                task_id,
+                &task.name,
+                task,
+                &scope.vars,
+                scope,
+                depth,
+                exit_handler,
+                now_ms,
+            );
+            if let Some(n) = n {
+                self.add_task_node(dag_id, &task.name, n);
+            } else {
+                let d = self.nodes.get_mut(dag_id).expect("dag node");
+                d.task_nodes.insert(task.name.clone(), task_id.to_string());
+                d.children.push(task_id.to_string());
+            }
+            return;
+        };
+        self.start_task_group(
+            dag_id,
+            task_id,
+            task,
+            scope,
+            &items,
+            depth,
+            exit_handler,
+            now_ms,
+        );
+    }
+
+    /// A fan-out task: a `TaskGroup` node with one instance per item, each
+    /// with `{{item}}` (and `{{item.KEY}}` for a map) in reach.
+    #[allow(clippy::too_many_arguments)]
+    fn start_task_group(
+        &mut self,
+        dag_id: &str,
+        task_id: &str,
+        task: &DagTask,
+        scope: &TaskScope,
+        items: &[serde_json::Value],
+        depth: usize,
+        exit_handler: bool,
+        now_ms: u64,
+    ) {
+        let mut group = Node::new(task_id, &task.name, NodeType::TaskGroup, NodePhase::Running);
+        group.template = task.template.clone();
+        group.started_ms = Some(now_ms);
+        group.exit_handler = exit_handler;
+        if items.is_empty() {
+            group.phase = NodePhase::Skipped;
+            group.message = Some("withItems/withParam expanded to no items".into());
+            group.finished_ms = Some(now_ms);
+        }
+        self.add_task_node(dag_id, &task.name, group);
+        for (i, item) in items.iter().enumerate() {
+            let label = format!("{}({i}:{})", task.name, item_label(item));
+            let child_id = format!("{task_id}({i}:{})", item_label(item));
+            let mut vars = scope.vars.clone();
+            vars.insert("item".into(), value_text(item));
+            if let serde_json::Value::Object(m) = item {
+                for (k, v) in m {
+                    vars.insert(format!("item.{k}"), value_text(v));
+                }
+            }
+            let n = self.make_task_instance(
+                &child_id,
+                &label,
+                task,
+                &vars,
+                scope,
+                depth,
+                exit_handler,
+                now_ms,
+            );
+            if let Some(n) = n {
+                self.insert_node(n);
+            }
+            self.nodes
+                .get_mut(task_id)
+                .expect("group")
+                .children
+                .push(child_id);
+        }
+    }
+
+    /// One instance of a task (the task itself or one fan-out item): a
+    /// Skipped/Error node returned for the caller to insert, or `None` when
+    /// the template's nodes were created under `id`.
+    #[allow(clippy::too_many_arguments)]
+    fn make_task_instance(
+        &mut self,
+        id: &str,
+        display: &str,
+        task: &DagTask,
+        vars: &Scope,
+        scope: &TaskScope,
+        depth: usize,
+        exit_handler: bool,
+        now_ms: u64,
+    ) -> Option<Node> {
+        let done = |phase: NodePhase, msg: String| {
+            let mut n = Node::new(id, display, NodeType::Skipped, phase);
+            n.template = task.template.clone();
+            n.message = Some(msg);
+            n.started_ms = Some(now_ms);
+            n.finished_ms = Some(now_ms);
+            n.exit_handler = exit_handler;
+            Some(n)
+        };
+        if let Some(w) = &task.when {
+            if let Err((phase, msg)) = check_when(task, w, vars) {
+                return done(phase, msg);
+            }
+        }
+        let Some(callee) = task
+            .template
+            .as_deref()
+            .and_then(|t| self.template(t))
+            .cloned()
+        else {
+            return done(NodePhase::Error, "template not found".into());
+        };
+        let inputs = match task_inputs(task, &callee, vars, scope) {
+            Ok(inputs) => inputs,
+            Err(msg) => return done(NodePhase::Error, msg),
+        };
+        let depth = if callee.dag.is_some() {
+            depth + 1
+        } else {
+            depth
+        };
+        self.instantiate(id, display, &callee, inputs, depth, exit_handler, now_ms);
+        None
+    }
+}
+
+/// The items a task fans out over: `withItems` as written, or `withParam`
+/// after substitution parsed as a JSON list; `None` for a task without
+/// either. An error is why the task cannot start.
+fn fan_out_items(task: &DagTask, vars: &Scope) -> Result<Option<Vec<serde_json::Value>>, String> {
+    if let Some(items) = &task.with_items {
+        return Ok(Some(items.clone()));
+    }
+    let Some(wp) = &task.with_param else {
+        return Ok(None);
+    };
+    let text = substitute(wp, vars).map_err(|e| format!("withParam: {e}"))?;
+    match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(serde_json::Value::Array(v)) if v.len() <= MAX_FAN_OUT => Ok(Some(v)),
+        Ok(serde_json::Value::Array(v)) => Err(format!(
+            "withParam expanded to {} items, more than the limit of {MAX_FAN_OUT}",
+            v.len()
+        )),
+        _ => Err(format!(
+            "withParam value could not be parsed as a JSON list: {}",
+            text.trim()
+        )),
+    }
+}
+
+/// A task's `when` condition `w` after substitution. `Err` carries the
+/// phase the task instance ends in (Skipped when false, Error when the
+/// condition cannot be evaluated) and why.
+fn check_when(task: &DagTask, w: &str, vars: &Scope) -> Result<(), (NodePhase, String)> {
+    let text = substitute(w, vars).map_err(|e| {
+        (
+            NodePhase::Error,
+            format!("when {w:?} of task {:?}: {e}", task.name),
+        )
+    })?;
+    match eval_when(&text) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err((NodePhase::Skipped, format!("when '{text}' evaluated false"))),
+        Err(e) => Err((
+            NodePhase::Error,
+            format!(
+                "when {w:?} of task {:?} (after substitution: {text:?}): {e}",
+                task.name
+            ),
+        )),
+    }
+}
+
+/// The inputs of the template `callee` that a task instance calls: each
+/// parameter from the task's argument (substituted) or the input's own
+/// value or default, each artifact from the task's `from`. An error is the
+/// first input that cannot be supplied.
+fn task_inputs(
+    task: &DagTask,
+    callee: &Template,
+    vars: &Scope,
+    scope: &TaskScope,
+) -> Result<NodeInputs, String> {
+    let mut inputs = NodeInputs::default();
+    for ip in callee.input_parameters() {
+        let arg = task.parameters().iter().find(|a| a.name == ip.name);
+        let v = match arg {
+            Some(a) => {
+                let raw = a.value.as_ref().map(|v| v.0.clone()).unwrap_or_default();
+                let v = substitute(&raw, vars)
+                    .map_err(|e| format!("argument {:?} of task {:?}: {e}", ip.name, task.name))?;
+                Some(v)
+            }
+            None => ip
+                .value
+                .as_ref()
+                .or(ip.default.as_ref())
+                .map(|v| v.0.clone()),
+        };
+        match v {
+            Some(v) => {
+                inputs.parameters.insert(ip.name.clone(), v);
+            }
+            None => return Err(format!("inputs.parameters.{} was not supplied", ip.name)),
+        }
+    }
+    for ia in callee.input_artifacts() {
+        let arg = task.artifacts().iter().find(|a| a.name == ia.name);
+        let key = arg
+            .and_then(|a| a.from.as_deref())
+            .and_then(sole_var)
+            .and_then(|v| scope.artifacts.get(v));
+        match key {
+            Some(k) => {
+                inputs.artifacts.insert(
+                    ia.name.clone(),
+                    InputArtifact {
+                        name: ia.name.clone(),
+                        path: ia.path.clone(),
+                        from: k.clone(),
+                    },
+                );
+            }
+            None if ia.optional == Some(true) || arg.is_some_and(|a| a.optional == Some(true)) => {}
+            None => {
+                return Err(format!(
+                    "input artifact {:?} of task {:?}: unable to resolve {}",
+                    ia.name,
+                    task.name,
+                    arg.and_then(|a| a.from.as_deref()).unwrap_or("(no from)")
+                ))
+            }
+        }
+    }
+    Ok(inputs)
+}
+
+/// `{{item}}` text: strings as they are, everything else as JSON.
+fn value_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The part of a fan-out child's name after the index, as Argo writes it:
+/// `foo` for a scalar, `a:1,b:2` (keys sorted) for a map.
+fn item_label(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Object(m) => {
+            let mut parts: Vec<String> = m
+                .iter()
+                .map(|(k, v)| format!("{k}:{}", value_text(v)))
+                .collect();
+            parts.sort();
+            parts.join(",")
+        }
+        other => value_text(other),
+    }
+}

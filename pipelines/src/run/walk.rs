@@ -1,0 +1,203 @@
+//! Reconciling: moving every node of the run forward as far as it can go
+//! without the shell, deciding the run's phase, starting the `onExit`
+//! handler, and creating the nodes that run a template.
+
+use super::node::{Node, NodeInputs, NodePhase, NodeType, WorkflowPhase};
+use super::state::Run;
+use crate::spec::Template;
+use crate::validate::MAX_DAG_DEPTH;
+
+impl Run {
+    /// Move everything forward as far as it can go without the shell.
+    pub(super) fn reconcile(&mut self, now_ms: u64) {
+        if self.phase.is_terminal() {
+            return;
+        }
+        let root = self.root.clone();
+        self.advance(&root, now_ms);
+        let main = match self.nodes.get(&root) {
+            Some(n) if n.phase.is_fulfilled() => n.phase,
+            _ => return,
+        };
+        if self.exit_node.is_none() && !self.terminated {
+            if let Some(exit) = self.workflow.spec.on_exit.clone() {
+                self.exit_status = Some(main.to_string());
+                let id = format!("{}.onExit", self.name);
+                self.exit_node = Some(id.clone());
+                self.start_top_level(&id, &exit, true, now_ms);
+            }
+        }
+        let exit_phase = match self.exit_node.clone() {
+            Some(e) => {
+                self.advance(&e, now_ms);
+                match self.nodes.get(&e) {
+                    Some(n) if !n.phase.is_fulfilled() => return,
+                    Some(n) => Some(n.phase),
+                    None => None,
+                }
+            }
+            None => None,
+        };
+        let root_node = &self.nodes[&root];
+        self.phase = match main {
+            NodePhase::Succeeded | NodePhase::Skipped | NodePhase::Omitted => match exit_phase {
+                Some(p) if p.failed_or_error() => WorkflowPhase::Failed,
+                _ => WorkflowPhase::Succeeded,
+            },
+            NodePhase::Error => WorkflowPhase::Error,
+            _ => WorkflowPhase::Failed,
+        };
+        if self.message.is_none() {
+            self.message = match (self.phase, exit_phase) {
+                (WorkflowPhase::Succeeded, _) => None,
+                (_, Some(p)) if p.failed_or_error() && !main.failed_or_error() => {
+                    Some("the onExit handler failed".into())
+                }
+                _ => root_node.message.clone(),
+            };
+        }
+        self.finished_ms = Some(now_ms);
+    }
+
+    /// Advance node `id` and what is under it, by its type.
+    pub(super) fn advance(&mut self, id: &str, now_ms: u64) {
+        let Some(n) = self.nodes.get(id) else { return };
+        if n.phase.is_fulfilled() {
+            return;
+        }
+        match n.node_type {
+            NodeType::Dag => self.advance_dag(id, now_ms),
+            NodeType::TaskGroup => {
+                for c in n.children.clone() {
+                    self.advance(&c, now_ms);
+                }
+                let n = &self.nodes[id];
+                let phases: Vec<NodePhase> =
+                    n.children.iter().map(|c| self.nodes[c].phase).collect();
+                if phases.iter().all(|p| p.is_fulfilled()) {
+                    let failed = phases.iter().rev().find(|p| p.failed_or_error()).copied();
+                    let msg = failed.map(|_| "one or more items failed".to_string());
+                    self.finish_node(id, failed.unwrap_or(NodePhase::Succeeded), msg, now_ms);
+                }
+            }
+            NodeType::Retry => self.advance_retry(id, now_ms),
+            NodeType::Pod | NodeType::Skipped => {}
+        }
+    }
+
+    /// Inputs of the entrypoint or exit handler, from workflow parameters.
+    pub(super) fn start_top_level(
+        &mut self,
+        id: &str,
+        template: &str,
+        exit_handler: bool,
+        now_ms: u64,
+    ) {
+        let Some(t) = self.template(template).cloned() else {
+            return;
+        };
+        let mut inputs = NodeInputs::default();
+        let mut problem = None;
+        for p in t.input_parameters() {
+            let v = self
+                .parameters
+                .get(&p.name)
+                .cloned()
+                .or_else(|| p.value.as_ref().map(|v| v.0.clone()))
+                .or_else(|| p.default.as_ref().map(|v| v.0.clone()));
+            match v {
+                Some(v) => {
+                    inputs.parameters.insert(p.name.clone(), v);
+                }
+                None => {
+                    problem = Some(format!(
+                        "input parameter {:?} of {template:?} was not supplied (add it to spec.arguments.parameters)",
+                        p.name
+                    ))
+                }
+            }
+        }
+        if let Some(a) = t
+            .input_artifacts()
+            .iter()
+            .find(|a| a.optional != Some(true))
+        {
+            problem = Some(format!(
+                "input artifact {:?} of {template:?} cannot be supplied to a top-level template",
+                a.name
+            ));
+        }
+        if let Some(msg) = problem {
+            let mut n = Node::new(id, id, NodeType::Skipped, NodePhase::Error);
+            n.template = Some(template.to_string());
+            n.message = Some(msg);
+            n.started_ms = Some(now_ms);
+            n.finished_ms = Some(now_ms);
+            n.exit_handler = exit_handler;
+            self.insert_node(n);
+            return;
+        }
+        self.instantiate(id, id, &t, inputs, 0, exit_handler, now_ms);
+    }
+
+    /// Create the node(s) that run template `t` with `inputs`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn instantiate(
+        &mut self,
+        id: &str,
+        display: &str,
+        t: &Template,
+        inputs: NodeInputs,
+        depth: usize,
+        exit_handler: bool,
+        now_ms: u64,
+    ) {
+        let deadline = t
+            .active_deadline_seconds
+            .as_ref()
+            .and_then(|d| d.as_int())
+            .map(|s| s as u64 * 1000);
+        if t.dag.is_some() {
+            let mut n = Node::new(id, display, NodeType::Dag, NodePhase::Running);
+            if depth > MAX_DAG_DEPTH {
+                n.phase = NodePhase::Error;
+                n.message = Some(format!(
+                    "DAGs nested more than {MAX_DAG_DEPTH} deep; does a recursion miss its base case?"
+                ));
+                n.finished_ms = Some(now_ms);
+            }
+            n.template = Some(t.name.clone());
+            n.inputs = inputs;
+            n.started_ms = Some(now_ms);
+            n.deadline_ms = deadline.map(|d| now_ms + d);
+            n.depth = depth;
+            n.exit_handler = exit_handler;
+            self.insert_node(n);
+            self.advance(id, now_ms);
+            return;
+        }
+        let mut pod_id = id.to_string();
+        if t.retry_strategy.is_some() {
+            let mut r = Node::new(id, display, NodeType::Retry, NodePhase::Running);
+            r.template = Some(t.name.clone());
+            r.inputs = inputs.clone();
+            r.started_ms = Some(now_ms);
+            r.depth = depth;
+            r.exit_handler = exit_handler;
+            pod_id = format!("{id}(0)");
+            r.children.push(pod_id.clone());
+            self.insert_node(r);
+        }
+        let display = if pod_id == id {
+            display.to_string()
+        } else {
+            format!("{display}(0)")
+        };
+        let mut p = Node::new(&pod_id, &display, NodeType::Pod, NodePhase::Pending);
+        p.template = Some(t.name.clone());
+        p.inputs = inputs;
+        p.depth = depth;
+        p.exit_handler = exit_handler;
+        self.insert_node(p);
+    }
+}

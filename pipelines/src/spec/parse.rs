@@ -1,0 +1,83 @@
+//! Parsing text into a [`Workflow`]: one YAML (or JSON) document of
+//! `kind: Workflow` in Argo's `apiVersion`, strictly, with errors that name
+//! the field. Semantic checks are [`crate::validate`]'s.
+
+use gpuctl_common::api::FieldError;
+use serde::Deserialize;
+
+use super::workflow::Workflow;
+
+/// `apiVersion` of an Argo workflow.
+pub const ARGO_API_VERSION: &str = "argoproj.io/v1alpha1";
+
+/// Parse without semantic validation: structure and unknown fields only.
+pub fn parse_unvalidated(text: &str) -> Result<Workflow, FieldError> {
+    let mut docs = Vec::new();
+    for de in serde_yaml_ng::Deserializer::from_str(text) {
+        let value = serde_yaml_ng::Value::deserialize(de)
+            .map_err(|e| FieldError::new("", format!("malformed YAML: {e}")))?;
+        if !value.is_null() {
+            docs.push(value);
+        }
+    }
+    let value = match docs.len() {
+        0 => return Err(FieldError::new("", "no workflow found (the file is empty)")),
+        1 => docs.pop().unwrap_or_default(),
+        n => {
+            return Err(FieldError::new(
+                "",
+                format!("expected one Workflow, found {n} documents"),
+            ))
+        }
+    };
+    let map = value.as_mapping().ok_or_else(|| {
+        FieldError::new(
+            "",
+            "expected a mapping with apiVersion, kind, metadata and spec",
+        )
+    })?;
+    match map.get("apiVersion").map(|v| v.as_str()) {
+        None => {
+            return Err(FieldError::new(
+                "apiVersion",
+                format!("missing field (expected `apiVersion: {ARGO_API_VERSION}`)"),
+            ))
+        }
+        Some(Some(ARGO_API_VERSION)) => {}
+        Some(other) => {
+            return Err(FieldError::new(
+                "apiVersion",
+                format!(
+                    "unsupported version {:?} (expected `{ARGO_API_VERSION}`)",
+                    other.unwrap_or("")
+                ),
+            ))
+        }
+    }
+    match map.get("kind").map(|v| v.as_str()) {
+        Some(Some("Workflow")) => {}
+        Some(Some(k @ ("WorkflowTemplate" | "ClusterWorkflowTemplate" | "CronWorkflow"))) => {
+            return Err(FieldError::new(
+                "kind",
+                format!("{k} is not supported; submit a `kind: Workflow`"),
+            ))
+        }
+        None => {
+            return Err(FieldError::new(
+                "kind",
+                "missing field (expected `kind: Workflow`)",
+            ))
+        }
+        Some(other) => {
+            return Err(FieldError::new(
+                "kind",
+                format!("expected `Workflow`, got {:?}", other.unwrap_or("")),
+            ))
+        }
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        FieldError::new(path, e.into_inner().to_string())
+    })
+}

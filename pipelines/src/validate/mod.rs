@@ -1,0 +1,171 @@
+//! Checks that need no cluster: everything that can be known about a
+//! workflow before any step runs.
+//!
+//! [`validate_all`] returns every problem found, each with its field path
+//! (`spec.templates[1].dag.tasks[2].depends`) and the reason; the first is
+//! what [`crate::parse_workflow`] reports. Problems are reported in document
+//! order, so the driver here walks the document and hands each part to the
+//! checker of its concern:
+//!
+//! ```text
+//!  mod.rs      the driver: the workflow, then each template
+//!  names       metadata and template names, entrypoint and onExit
+//!  params      parameters and artifacts: arguments, inputs, outputs
+//!  leaf        container and script templates, memoize
+//!  resources   GPU counts and the resources block
+//!  retry       retryStrategy and activeDeadlineSeconds
+//!  dag         DAG templates: tasks, dependencies, target, task arguments
+//!  graph       dependencies, cycles, ancestors, recursion between templates
+//!  refs        what each `{{...}}` may refer to where it sits
+//!  checker     the shared state (errors so far) and helpers
+//!  limits      the numbers validation enforces
+//! ```
+
+mod checker;
+mod dag;
+mod graph;
+mod leaf;
+mod limits;
+mod names;
+mod params;
+mod refs;
+mod resources;
+mod retry;
+
+pub use graph::{ancestors_of, find_cycle, task_depends};
+pub use limits::{
+    MAX_DAG_DEPTH, MAX_DEADLINE_SECONDS, MAX_FAN_OUT, MAX_RETRY_LIMIT, MAX_TASKS_PER_DAG,
+};
+pub use resources::parse_gpus;
+
+use gpuctl_common::api::FieldError;
+
+use crate::spec::{Template, Workflow};
+use checker::{unsupported, Validator, VarCtx};
+use retry::positive_seconds;
+
+/// Every problem in the workflow, in document order.
+pub fn validate_all(wf: &Workflow) -> Vec<FieldError> {
+    let mut v = Validator {
+        wf,
+        errors: Vec::new(),
+    };
+    v.workflow();
+    v.errors
+}
+
+impl<'a> Validator<'a> {
+    /// The whole document, top-level fields first, then each template.
+    fn workflow(&mut self) {
+        self.metadata();
+        let s = &self.wf.spec;
+        unsupported(
+            &mut self.errors,
+            "spec",
+            &[
+                ("parallelism", &s.parallelism),
+                ("workflowTemplateRef", &s.workflow_template_ref),
+                ("volumeClaimTemplates", &s.volume_claim_templates),
+                ("hooks", &s.hooks),
+                ("synchronization", &s.synchronization),
+                ("templateDefaults", &s.template_defaults),
+                ("suspend", &s.suspend),
+                ("shutdown", &s.shutdown),
+                ("retryStrategy", &s.retry_strategy),
+            ],
+            "",
+        );
+        if let Some(a) = &s.arguments {
+            self.workflow_arguments(a);
+        }
+        if let Some(d) = &s.active_deadline_seconds {
+            if let Err(e) = positive_seconds(d) {
+                self.err("spec.activeDeadlineSeconds", e);
+            }
+        }
+        self.template_names();
+        self.entry_points();
+        for (i, t) in s.templates.iter().enumerate() {
+            self.template(i, t);
+        }
+        self.recursion();
+    }
+
+    /// One template: its kind, inputs and outputs, then the fields of its
+    /// kind, retries, deadline, memoize and, for a DAG, its tasks.
+    fn template(&mut self, i: usize, t: &'a Template) {
+        let p = format!("spec.templates[{i}]");
+        unsupported(
+            &mut self.errors,
+            &p,
+            &[
+                ("steps", &t.steps),
+                ("resource", &t.resource),
+                ("suspend", &t.suspend),
+                ("containerSet", &t.container_set),
+                ("http", &t.http),
+                ("data", &t.data),
+                ("plugin", &t.plugin),
+                ("parallelism", &t.parallelism),
+                ("synchronization", &t.synchronization),
+                ("sidecars", &t.sidecars),
+                ("initContainers", &t.init_containers),
+                ("daemon", &t.daemon),
+                ("timeout", &t.timeout),
+                ("podSpecPatch", &t.pod_spec_patch),
+            ],
+            " (templates are `dag`, `container` or `script`)",
+        );
+        let kinds = [t.dag.is_some(), t.container.is_some(), t.script.is_some()]
+            .iter()
+            .filter(|b| **b)
+            .count();
+        if kinds == 0 && t.steps.is_none() && t.resource.is_none() && t.suspend.is_none() {
+            self.err(
+                &p,
+                format!(
+                    "template {:?} has none of `dag`, `container`, `script`",
+                    t.name
+                ),
+            );
+        } else if kinds > 1 {
+            self.err(
+                &p,
+                format!(
+                    "template {:?} must have exactly one of `dag`, `container`, `script`",
+                    t.name
+                ),
+            );
+        }
+        let leaf = t.dag.is_none();
+        let ctx = VarCtx {
+            tmpl: t,
+            dag: None,
+            item: false,
+            leaf,
+            artifact: false,
+        };
+        self.template_inputs(&p, t);
+        self.template_outputs(&p, t, ctx);
+        if let Some(c) = &t.container {
+            self.container(&p, c, ctx);
+        }
+        if let Some(s) = &t.script {
+            self.script(&p, s, ctx);
+        }
+        if let Some(r) = &t.retry_strategy {
+            self.retry_strategy(&p, r);
+        }
+        if let Some(d) = &t.active_deadline_seconds {
+            if let Err(e) = positive_seconds(d) {
+                self.err(format!("{p}.activeDeadlineSeconds"), e);
+            }
+        }
+        if let Some(m) = &t.memoize {
+            self.memoize(&p, m, leaf, ctx);
+        }
+        if let Some(d) = &t.dag {
+            self.dag(&p, t, d);
+        }
+    }
+}

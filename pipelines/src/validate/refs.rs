@@ -1,0 +1,123 @@
+//! `{{...}}` references: every variable a string names must exist where
+//! the string sits (a workflow parameter, the template's inputs, a task
+//! the current task depends on, an item of a fan-out, a step's pod name).
+
+use super::checker::{Validator, VarCtx};
+use crate::vars::{segments, var_names};
+
+impl Validator<'_> {
+    /// Every `{{...}}` in `s`, found at `path`, must be well formed and
+    /// refer to something in reach of `ctx`.
+    pub(super) fn check_str(&mut self, path: &str, s: &str, ctx: VarCtx<'_>) {
+        if !s.contains("{{") && !s.contains("}}") {
+            return;
+        }
+        if let Err((_, e)) = segments(s) {
+            self.err(path, e);
+            return;
+        }
+        for v in var_names(s) {
+            if let Err(e) = self.check_var(v, ctx) {
+                self.err(path, e);
+            }
+        }
+    }
+
+    /// Whether variable `v` exists where `ctx` says the string sits, and if
+    /// not, why (with what to write instead where there is an obvious fix).
+    pub(super) fn check_var(&self, v: &str, ctx: VarCtx<'_>) -> Result<(), String> {
+        let parts: Vec<&str> = v.split('.').collect();
+        let wf = self.wf;
+        let here = if ctx.leaf {
+            "in a container or script"
+        } else {
+            "here"
+        };
+        match parts.as_slice() {
+            ["workflow", "name" | "status" | "uid" | "namespace"] => Ok(()),
+            ["workflow", "parameters", p] => {
+                let declared = wf
+                    .spec
+                    .arguments
+                    .as_ref()
+                    .is_some_and(|a| a.parameters.iter().any(|x| x.name == *p));
+                if declared {
+                    Ok(())
+                } else {
+                    Err(format!("`{{{{{v}}}}}`: no workflow parameter {p:?} in spec.arguments.parameters"))
+                }
+            }
+            ["inputs", "parameters", p] => {
+                if ctx.tmpl.input_parameters().iter().any(|x| x.name == *p) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "`{{{{{v}}}}}`: template {:?} has no input parameter {p:?}",
+                        ctx.tmpl.name
+                    ))
+                }
+            }
+            ["inputs", "artifacts", a, rest @ ..] => {
+                if !ctx.tmpl.input_artifacts().iter().any(|x| x.name == *a) {
+                    return Err(format!(
+                        "`{{{{{v}}}}}`: template {:?} has no input artifact {a:?}",
+                        ctx.tmpl.name
+                    ));
+                }
+                match rest {
+                    ["path"] if ctx.leaf => Ok(()),
+                    [] if ctx.artifact => Ok(()),
+                    _ => Err(format!("`{{{{{v}}}}}` cannot be used {here} (use `{{{{inputs.artifacts.{a}.path}}}}` in a step, `{{{{inputs.artifacts.{a}}}}}` in `from`)")),
+                }
+            }
+            ["item", ..] => {
+                if ctx.item {
+                    Ok(())
+                } else {
+                    Err(format!("`{{{{{v}}}}}` is only defined in a task with `withItems` or `withParam`"))
+                }
+            }
+            ["pod", "name"] | ["retries"] if ctx.leaf => Ok(()),
+            ["tasks", t, rest @ ..] => {
+                let Some((tasks, allowed, me)) = ctx.dag else {
+                    return Err(format!("`{{{{{v}}}}}`: only a DAG task's arguments, `when` and `withParam` (or a DAG's outputs) can refer to tasks"));
+                };
+                let Some(idx) = tasks.iter().position(|x| x.name == *t) else {
+                    return Err(format!("`{{{{{v}}}}}`: unknown task {t:?}"));
+                };
+                if let (Some(allowed), Some(me)) = (allowed, me) {
+                    if !allowed.contains(&idx) {
+                        return Err(format!("`{{{{{v}}}}}`: task {t:?} is not a dependency of {me:?}; add it to `depends` or `dependencies`"));
+                    }
+                }
+                let task_tmpl = tasks[idx]
+                    .template
+                    .as_deref()
+                    .and_then(|n| wf.template(n))
+                    .map(|(_, t)| t);
+                match rest {
+                    ["status"] | ["exitCode"] | ["outputs", "result"] | ["outputs", "parameters"] => Ok(()),
+                    ["outputs", "parameters", p] => match task_tmpl {
+                        Some(tt) if !tt.output_parameters().iter().any(|x| x.name == *p) => Err(format!(
+                            "`{{{{{v}}}}}`: template {:?} of task {t:?} has no output parameter {p:?}",
+                            tt.name
+                        )),
+                        _ => Ok(()),
+                    },
+                    ["outputs", "artifacts", a] if ctx.artifact => match task_tmpl {
+                        Some(tt) if !tt.output_artifacts().iter().any(|x| x.name == *a) => Err(format!(
+                            "`{{{{{v}}}}}`: template {:?} of task {t:?} has no output artifact {a:?}",
+                            tt.name
+                        )),
+                        _ => Ok(()),
+                    },
+                    ["outputs", "artifacts", _] => Err(format!("`{{{{{v}}}}}`: pass artifacts with `arguments.artifacts[].from`")),
+                    _ => Err(format!("`{{{{{v}}}}}`: unknown task variable (use tasks.{t}.outputs.parameters.NAME, tasks.{t}.outputs.result, tasks.{t}.outputs.artifacts.NAME or tasks.{t}.status)")),
+                }
+            }
+            _ => Err(format!(
+                "unknown variable `{{{{{v}}}}}` {here} (known: inputs.parameters.*, inputs.artifacts.*, workflow.name, workflow.parameters.*, workflow.status, tasks.*, item)"
+            )),
+        }
+    }
+}

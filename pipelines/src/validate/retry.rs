@@ -1,0 +1,63 @@
+//! Retries and timeouts: `retryStrategy` (a limit is required, backoff
+//! durations must parse) and `activeDeadlineSeconds`.
+
+use super::checker::{unsupported, Validator};
+use super::limits::{MAX_DEADLINE_SECONDS, MAX_RETRY_LIMIT};
+use crate::spec::{parse_duration_ms, IntOrString, RetryStrategy};
+
+/// An `activeDeadlineSeconds`: a whole number from 1 second to 30 days.
+pub(super) fn positive_seconds(v: &IntOrString) -> Result<i64, String> {
+    match v.as_int() {
+        Some(s) if s <= 0 => Err(format!("must be at least 1 second, got {s}")),
+        Some(s) if s > MAX_DEADLINE_SECONDS => Err(format!(
+            "{s} seconds is more than 30 days; is the unit right?"
+        )),
+        Some(s) => Ok(s),
+        None => Err(format!("expected a whole number of seconds, got {v}")),
+    }
+}
+
+impl Validator<'_> {
+    /// `retryStrategy`: a bounded limit and a backoff that parses.
+    pub(super) fn retry_strategy(&mut self, p: &str, r: &RetryStrategy) {
+        let rp = format!("{p}.retryStrategy");
+        unsupported(
+            &mut self.errors,
+            &rp,
+            &[("affinity", &r.affinity), ("expression", &r.expression)],
+            "",
+        );
+        match r.limit.as_ref().map(|l| (l, l.as_int())) {
+                None => self.err(format!("{rp}.limit"), format!("missing: gpuctl does not retry forever; give a limit (at most {MAX_RETRY_LIMIT})")),
+                Some((l, None)) => self.err(format!("{rp}.limit"), format!("expected a whole number, got {l}")),
+                Some((_, Some(n))) if n < 0 => self.err(format!("{rp}.limit"), format!("must be zero or more, got {n}")),
+                Some((_, Some(n))) if n > MAX_RETRY_LIMIT => self.err(format!("{rp}.limit"), format!("{n} retries is absurd (limit {MAX_RETRY_LIMIT})")),
+                Some(_) => {}
+            }
+        if let Some(b) = &r.backoff {
+            let bp = format!("{rp}.backoff");
+            unsupported(
+                &mut self.errors,
+                &bp,
+                &[("cap", &b.cap)],
+                " (use maxDuration)",
+            );
+            for (name, val) in [("duration", &b.duration), ("maxDuration", &b.max_duration)] {
+                if let Some(d) = val {
+                    if let Err(e) = parse_duration_ms(&d.0) {
+                        self.err(format!("{bp}.{name}"), e);
+                    }
+                }
+            }
+            if let Some(f) = &b.factor {
+                match f.as_int() {
+                    Some(n) if (1..=100).contains(&n) => {}
+                    _ => self.err(
+                        format!("{bp}.factor"),
+                        format!("expected a whole number from 1 to 100, got {f}"),
+                    ),
+                }
+            }
+        }
+    }
+}
