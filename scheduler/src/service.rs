@@ -504,7 +504,7 @@ impl Api {
                 )));
             }
             let nodes: Vec<&api::Node> = st.nodes.values().collect();
-            let probe = crate::endpoints::replica_job(&ep, &ep.metadata.name);
+            let probe = crate::state::endpoints::replica_job(&ep, &ep.metadata.name);
             if let Some(why) = placement::infeasible(&nodes, &probe) {
                 return Err(Status::invalid_argument(format!(
                     "{source}: endpoint {:?}: spec.resources: a replica {why}",
@@ -959,47 +959,6 @@ impl Control for Api {
     }
 }
 
-/// The tasks `node` should run, as the node daemon sees them.
-pub fn assignments_for(st: &State, node: &str, version: u64) -> pb::Assignments {
-    let mut tasks = Vec::new();
-    for (job, t) in st.tasks_on_node(node) {
-        let Some(spec) = job.task_spec(t.index) else {
-            continue;
-        };
-        let master = job
-            .status
-            .tasks
-            .first()
-            .and_then(|t0| t0.node.as_ref())
-            .and_then(|n| st.nodes.get(n))
-            .map(|n| n.status.address.clone())
-            .unwrap_or_default();
-        tasks.push(pb::TaskAssignment {
-            job: job.metadata.name.clone(),
-            task_index: t.index,
-            attempt: job.status.attempt,
-            task_group: t.group.clone(),
-            command: spec.command.clone(),
-            env: spec.env.clone().into_iter().collect(),
-            working_dir: spec.working_dir.clone().unwrap_or_default(),
-            gpu_indices: t.gpus.iter().map(|g| g.index).collect(),
-            gpu_uuids: t.gpus.iter().map(|g| g.uuid.clone()).collect(),
-            gpu_milli: t.gpus.iter().map(|g| g.milli).collect(),
-            phase: t.phase.to_string(),
-            world_size: job.task_count(),
-            rank: t.index,
-            local_rank: t.local_rank,
-            master_addr: master,
-            master_port: job.status.master_port,
-            job_tasks: job.task_count(),
-            step: workflows::step_io(st, job),
-            wants_port: crate::endpoints::endpoint_of(job).is_some(),
-        });
-    }
-    tasks.sort_by(|a, b| (&a.job, a.task_index).cmp(&(&b.job, b.task_index)));
-    pb::Assignments { version, tasks }
-}
-
 fn parse_phase(p: &str) -> Result<TaskPhase, Status> {
     match p {
         "Running" => Ok(TaskPhase::Running),
@@ -1111,7 +1070,7 @@ impl NodeService for Api {
             let mut last: Option<Vec<pb::TaskAssignment>> = None;
             loop {
                 let v = *version.borrow_and_update();
-                let a = assignments_for(&shared.read(), &node, v);
+                let a = crate::state::views::assignments_for(&shared.read(), &node, v);
                 if last.as_ref() != Some(&a.tasks) {
                     last = Some(a.tasks.clone());
                     if tx.send(Ok(a)).await.is_err() {
