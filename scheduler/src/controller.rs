@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use gpuctl_common::api::{JobPhase, NodePhase};
 
 use crate::placement;
-use crate::raft_node::RaftHandle;
+use crate::raft::RaftHandle;
 use crate::service::Heartbeats;
 use crate::state::{Applied, Command, Envelope};
 

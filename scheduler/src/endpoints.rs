@@ -13,7 +13,7 @@ use gpuctl_common::endpoint::{Endpoint, ReplicaStatus};
 use gpuctl_proto::v1 as pb;
 use tokio::time::Instant;
 
-use crate::raft_node::RaftHandle;
+use crate::raft::RaftHandle;
 use crate::state::endpoints::finite;
 use crate::state::{Command, Envelope, State};
 

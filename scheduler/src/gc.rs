@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::raft_node::RaftHandle;
+use crate::raft::RaftHandle;
 use crate::state::{Command, Envelope, State};
 
 /// How often the leader looks for objects due for deletion.

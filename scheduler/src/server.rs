@@ -11,10 +11,8 @@ use tokio::net::TcpListener;
 
 use crate::controller::{self, ControllerOptions};
 use crate::metrics::Metrics;
-use crate::raft_node::{self, RaftHandle, RaftOptions};
+use crate::raft::{RaftHandle, RaftOptions, RaftStorage, Transport};
 use crate::service::{Api, Heartbeats, Peers, RaftPeerService, ServiceOptions};
-use crate::storage::RaftStorage;
-use crate::transport::Transport;
 use gpuctl_proto::v1::raft_server::RaftServer;
 
 /// Everything a replica needs to start.
@@ -89,7 +87,7 @@ impl Server {
                 }
             }),
         ));
-        let (raft, thread) = raft_node::start(
+        let (raft, thread) = crate::raft::start(
             ropts,
             storage,
             state,

@@ -23,11 +23,11 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::placement;
-use crate::raft_node::{ProposeError, RaftHandle};
+use crate::raft::Transport;
+use crate::raft::{ProposeError, RaftHandle};
 use crate::state::{
     Applied, ApplyError, Command, Envelope, ErrorCode, NodeRegistration, State, TaskReport,
 };
-use crate::transport::Transport;
 
 mod workflows;
 

@@ -10,7 +10,7 @@ use gpuctl_common::api::{Job, JobSpec, Resources, TaskSpec};
 use gpuctl_proto::v1 as pb;
 use gpuctl_proto::v1::control_client::ControlClient;
 use gpuctl_scheduler::controller::ControllerOptions;
-use gpuctl_scheduler::raft_node::RaftOptions;
+use gpuctl_scheduler::raft::RaftOptions;
 use gpuctl_scheduler::server::{Config, Server};
 use gpuctl_scheduler::service::ServiceOptions;
 use tonic::transport::Channel;
