@@ -15,9 +15,7 @@
 //! The pure parts ([`state`], [`placement`]) have no I/O and no clock; the
 //! shells ([`storage`], [`raft_node`], [`service`], [`controller`]) are thin.
 
-pub mod controller;
-pub mod endpoints;
-pub mod gc;
+pub mod controllers;
 pub mod metrics;
 pub mod placement;
 pub mod raft;

@@ -9,10 +9,10 @@ use gpuctl_proto::v1::control_server::ControlServer;
 use gpuctl_proto::v1::node_service_server::NodeServiceServer;
 use tokio::net::TcpListener;
 
-use crate::controller::{self, ControllerOptions};
+use crate::controllers::{runner, ControllerOptions, Heartbeats, Loads};
 use crate::metrics::Metrics;
 use crate::raft::{RaftHandle, RaftOptions, RaftStorage, Transport};
-use crate::service::{Api, Heartbeats, Peers, RaftPeerService, ServiceOptions};
+use crate::service::{Api, Peers, RaftPeerService, ServiceOptions};
 use gpuctl_proto::v1::raft_server::RaftServer;
 
 /// Everything a replica needs to start.
@@ -103,7 +103,7 @@ impl Server {
         let api_peers = peers.clone();
         let heartbeats = Arc::new(Heartbeats::default());
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let loads = Arc::new(crate::endpoints::Loads::default());
+        let loads = Arc::new(Loads::default());
         let api = Api {
             raft: raft.clone(),
             heartbeats: heartbeats.clone(),
@@ -171,13 +171,13 @@ impl Server {
             }
         }));
 
-        tasks.push(tokio::spawn(crate::endpoints::run(
+        tasks.push(tokio::spawn(runner::run_endpoints(
             raft.clone(),
             loads,
             stop_rx.clone(),
         )));
-        tasks.push(tokio::spawn(crate::gc::run(raft.clone(), stop_rx.clone())));
-        tasks.push(tokio::spawn(controller::run(
+        tasks.push(tokio::spawn(runner::run_gc(raft.clone(), stop_rx.clone())));
+        tasks.push(tokio::spawn(runner::run(
             raft.clone(),
             heartbeats,
             cfg.controller.clone(),

@@ -22,6 +22,7 @@ use tokio_stream::Stream;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use crate::controllers::{Heartbeats, Loads};
 use crate::placement;
 use crate::raft::Transport;
 use crate::raft::{ProposeError, RaftHandle};
@@ -32,37 +33,6 @@ use crate::state::{
 mod workflows;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
-
-/// Last heartbeat seen from each node, on this replica (leader-local soft
-/// state: a new leader gives every node a fresh grace period).
-#[derive(Default)]
-pub struct Heartbeats {
-    seen: Mutex<HashMap<String, Instant>>,
-}
-
-impl Heartbeats {
-    pub fn beat(&self, node: &str, now: Instant) {
-        self.seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(node.to_string(), now);
-    }
-
-    /// When the node was last heard from; first asked, it counts as heard now.
-    pub fn last_seen(&self, node: &str, now: Instant) -> Instant {
-        *self
-            .seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(node.to_string())
-            .or_insert(now)
-    }
-
-    /// Forget everything (on gaining leadership: everyone gets a grace period).
-    pub fn reset(&self) {
-        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clear();
-    }
-}
 
 /// Settings the services need.
 #[derive(Debug, Clone)]
@@ -93,7 +63,7 @@ pub struct Api {
     /// The other replicas, for forwarding.
     pub peers: Arc<Peers>,
     /// Gateway load reports for the endpoint controller (used while leading).
-    pub loads: Arc<crate::endpoints::Loads>,
+    pub loads: Arc<Loads>,
 }
 
 /// This replica's id and clients for the other replicas; follows
@@ -534,7 +504,7 @@ impl Control for Api {
         let req = req.into_inner();
         match self.leader_elsewhere()? {
             None => {
-                crate::endpoints::report_load(&self.raft, &self.loads, &req).await;
+                crate::controllers::runner::report_load(&self.raft, &self.loads, &req).await;
                 Ok(Response::new(pb::ReportLoadResponse {}))
             }
             Some(leader) => match self.peers.control_client(leader) {

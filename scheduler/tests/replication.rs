@@ -9,7 +9,7 @@ use std::time::Duration;
 use gpuctl_common::api::{Job, JobSpec, Resources, TaskSpec};
 use gpuctl_proto::v1 as pb;
 use gpuctl_proto::v1::control_client::ControlClient;
-use gpuctl_scheduler::controller::ControllerOptions;
+use gpuctl_scheduler::controllers::ControllerOptions;
 use gpuctl_scheduler::raft::RaftOptions;
 use gpuctl_scheduler::server::{Config, Server};
 use gpuctl_scheduler::service::ServiceOptions;

@@ -13,14 +13,11 @@ use gpuctl_common::endpoint::{Endpoint, ReplicaStatus};
 use gpuctl_proto::v1 as pb;
 use tokio::time::Instant;
 
-use crate::raft::RaftHandle;
 use crate::state::endpoints::finite;
-use crate::state::{Command, Envelope, State};
+use crate::state::{Command, State};
 
 /// A draining replica the gateway never reports as idle is stopped after this.
 pub const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
-/// How often the endpoint controller runs when nothing wakes it.
-const TICK: std::time::Duration = std::time::Duration::from_millis(200);
 /// Least time between two `EndpointLoad` writes for one endpoint.
 const LOAD_WRITE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 /// Least time between two replacements of ended replicas of one endpoint.
@@ -270,61 +267,16 @@ impl Loads {
     }
 }
 
-async fn propose(raft: &RaftHandle, cmd: Command) {
-    let name = cmd.name();
-    if let Err(e) = raft
-        .propose(Envelope::new(gpuctl_common::now_ms(), cmd))
-        .await
-    {
-        tracing::warn!("{name} not applied: {e}");
-    }
-}
-
-/// Handle a gateway's report on the leader: record it and wake cold endpoints now.
-pub async fn report_load(raft: &RaftHandle, loads: &Loads, req: &pb::ReportLoadRequest) {
-    let wake = {
-        let st = raft.shared.read();
-        loads.record(&st, req)
-    };
-    for (name, replicas) in wake {
-        propose(
-            raft,
-            Command::ScaleEndpoint {
-                name,
-                replicas,
-                reason: gpuctl_common::autoscaler::Reason::ColdStart.to_string(),
-            },
-        )
-        .await;
-    }
-    loads.wake.notify_one();
-}
-
-/// The endpoint controller: runs the autoscaler on the gateways' reports, replaces
-/// replicas that ended and stops drained ones. Leader only; idempotent.
-pub async fn run(
-    raft: RaftHandle,
-    loads: std::sync::Arc<Loads>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    loop {
-        if raft.shared.status().is_leader() {
-            let cmds = {
-                let st = raft.shared.read();
-                loads.plan(&st, Instant::now(), gpuctl_common::now_ms())
-            };
-            for c in cmds {
-                propose(&raft, c).await;
-            }
-        } else {
-            loads.clear();
-        }
-        tokio::select! {
-            _ = loads.wake.notified() => {}
-            _ = tokio::time::sleep(TICK) => {}
-            _ = shutdown.changed() => return,
-        }
-    }
+/// The `ScaleEndpoint` commands for the endpoints [`Loads::record`] found
+/// cold: a request waits and no replica serves.
+pub fn cold_starts(wake: Vec<(String, u32)>) -> Vec<Command> {
+    wake.into_iter()
+        .map(|(name, replicas)| Command::ScaleEndpoint {
+            name,
+            replicas,
+            reason: gpuctl_common::autoscaler::Reason::ColdStart.to_string(),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -332,7 +284,7 @@ mod tests {
     use super::*;
     use crate::state::endpoints::{endpoint_of, replica_job, MODEL_SERVER};
     use crate::state::{
-        Applied, ApplyError, Binding, NodeRegistration, ObjKey, TaskPlacement, TaskReport,
+        Applied, ApplyError, Binding, Envelope, NodeRegistration, ObjKey, TaskPlacement, TaskReport,
     };
     use gpuctl_common::api::{Gpu, GpuShare, Manifest};
 
