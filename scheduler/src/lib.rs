@@ -15,10 +15,10 @@
 //! The pure parts ([`state`], [`placement`]) have no I/O and no clock; the
 //! shells ([`storage`], [`raft_node`], [`service`], [`controller`]) are thin.
 
+pub mod api;
 pub mod controllers;
 pub mod metrics;
 pub mod placement;
 pub mod raft;
 pub mod server;
-pub mod service;
 pub mod state;

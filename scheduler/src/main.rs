@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use gpuctl_scheduler::api::ServiceOptions;
 use gpuctl_scheduler::controllers::ControllerOptions;
 use gpuctl_scheduler::raft::RaftOptions;
 use gpuctl_scheduler::server::{Config, Server};
-use gpuctl_scheduler::service::ServiceOptions;
 
 #[derive(Parser, Debug)]
 #[command(

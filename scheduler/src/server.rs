@@ -9,10 +9,11 @@ use gpuctl_proto::v1::control_server::ControlServer;
 use gpuctl_proto::v1::node_service_server::NodeServiceServer;
 use tokio::net::TcpListener;
 
+use crate::api::raft_peer::RaftPeerService;
+use crate::api::{Api, Peers, ServiceOptions};
 use crate::controllers::{runner, ControllerOptions, Heartbeats, Loads};
 use crate::metrics::Metrics;
 use crate::raft::{RaftHandle, RaftOptions, RaftStorage, Transport};
-use crate::service::{Api, Peers, RaftPeerService, ServiceOptions};
 use gpuctl_proto::v1::raft_server::RaftServer;
 
 /// Everything a replica needs to start.

@@ -10,7 +10,8 @@ use gpuctl_proto::v1 as pb;
 use rand::Rng;
 use tonic::Status;
 
-use super::{json, Api};
+use super::convert::json;
+use super::Api;
 use crate::state::{Command, StepOutputs, WorkflowObject};
 
 /// Length of the random suffix appended to `metadata.generateName`.
@@ -52,7 +53,7 @@ impl Api {
         let name = wf.run_name(&random_suffix());
         api::validate_name("metadata.name", &name)
             .map_err(|e| Status::invalid_argument(e.in_source(source, 0).to_string()))?;
-        self.read_barrier().await?;
+        self.proposer().read_barrier().await?;
         // A retry of an applied request gets its first answer (and does not
         // start a second run under another generated name).
         let repeated = self.already_applied(request_id.as_deref());
@@ -70,15 +71,16 @@ impl Api {
                 )));
             }
         }
-        self.propose_request(
-            Command::SubmitWorkflow {
-                name,
-                workflow: Box::new(wf),
-                arguments: parameters,
-            },
-            request_id,
-        )
-        .await
+        self.proposer()
+            .propose_request(
+                Command::SubmitWorkflow {
+                    name,
+                    workflow: Box::new(wf),
+                    arguments: parameters,
+                },
+                request_id,
+            )
+            .await
     }
 
     pub(super) fn get_workflows(&self, name: &str) -> Result<Vec<String>, Status> {

@@ -1,261 +1,23 @@
-//! The gRPC shell: `Control` (for the CLI) and `NodeService` (for node
-//! daemons). Handlers validate, turn requests into [`Command`]s, propose
-//! them through Raft and answer once they are applied. Reads come from the
-//! local state machine.
+//! The `Control` service, for the command line: apply, get, cancel,
+//! delete, cordon, wait, logs, gateway load reports and the cluster's
+//! membership.
 
-use std::collections::HashMap;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gpuctl_common::api::{self, Job, JobPhase, Manifest, NodePhase, TaskPhase};
+use gpuctl_common::api::{self, Job, JobPhase, Manifest};
 use gpuctl_proto::v1 as pb;
 use gpuctl_proto::v1::control_server::Control;
-use gpuctl_proto::v1::node_service_client::NodeServiceClient;
-use gpuctl_proto::v1::node_service_server::NodeService;
-use gpuctl_proto::v1::raft_client::RaftClient;
-use gpuctl_proto::v1::raft_server::Raft as RaftService;
-use protobuf::Message as _;
 use raft::prelude::{ConfChange, ConfChangeType};
-use std::collections::BTreeMap;
-use tokio_stream::Stream;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use crate::controllers::{Heartbeats, Loads};
+use super::convert::{in_source, json, kind_of, request_id_of, to_status};
+use super::proposer::NO_LEADER_WAIT;
+use super::workflows::is_workflow;
+use super::{Api, BoxStream};
 use crate::placement;
-use crate::raft::Transport;
-use crate::raft::{ProposeError, RaftHandle};
-use crate::state::{
-    Applied, ApplyError, Command, Envelope, ErrorCode, NodeRegistration, State, TaskReport,
-};
-
-mod workflows;
-
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
-
-/// Settings the services need.
-#[derive(Debug, Clone)]
-pub struct ServiceOptions {
-    /// Interval node daemons are told to heartbeat at.
-    pub heartbeat_interval: Duration,
-    /// Longest server-side wait of one `Wait` call.
-    pub max_wait: Duration,
-}
-
-impl Default for ServiceOptions {
-    fn default() -> Self {
-        ServiceOptions {
-            heartbeat_interval: Duration::from_secs(1),
-            max_wait: Duration::from_secs(300),
-        }
-    }
-}
-
-/// Implements both gRPC services over one Raft handle.
-#[derive(Clone)]
-pub struct Api {
-    pub raft: RaftHandle,
-    pub heartbeats: Arc<Heartbeats>,
-    pub opts: ServiceOptions,
-    /// Flips to true on shutdown; ends long-lived streams and waits.
-    pub stop: tokio::sync::watch::Receiver<bool>,
-    /// The other replicas, for forwarding.
-    pub peers: Arc<Peers>,
-    /// Gateway load reports for the endpoint controller (used while leading).
-    pub loads: Arc<Loads>,
-}
-
-/// This replica's id and clients for the other replicas; follows
-/// membership changes.
-pub struct Peers {
-    pub me: u64,
-    clients: Mutex<PeerClients>,
-    pub transport: Option<Transport>,
-}
-
-#[derive(Default)]
-struct PeerClients {
-    channels: HashMap<u64, Channel>,
-}
-
-impl Peers {
-    /// Clients for every peer in `addrs` (id → URL) other than `me`; lazy
-    /// connections, so a peer that is down does not delay start-up.
-    pub fn new(
-        me: u64,
-        addrs: &BTreeMap<u64, String>,
-        transport: Option<Transport>,
-    ) -> Result<Peers, String> {
-        let p = Peers {
-            me,
-            clients: Mutex::new(PeerClients::default()),
-            transport,
-        };
-        p.set(addrs)?;
-        Ok(p)
-    }
-
-    /// Replace the set of replicas (after a membership change).
-    pub fn set(&self, addrs: &BTreeMap<u64, String>) -> Result<(), String> {
-        let mut channels = HashMap::new();
-        for (&id, url) in addrs.iter().filter(|(id, _)| **id != self.me) {
-            let ch = tonic::transport::Endpoint::from_shared(url.clone())
-                .map_err(|e| format!("peer {id}: bad address {url:?}: {e}"))?
-                .connect_timeout(Duration::from_millis(500))
-                .timeout(Duration::from_secs(15))
-                .tcp_nodelay(true)
-                .connect_lazy();
-            channels.insert(id, ch);
-        }
-        let mut c = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        c.channels = channels;
-        if let Some(t) = &self.transport {
-            t.set_peers(addrs);
-        }
-        Ok(())
-    }
-
-    fn channel(&self, id: u64) -> Option<Channel> {
-        self.clients
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .channels
-            .get(&id)
-            .cloned()
-    }
-
-    pub fn raft_client(&self, id: u64) -> Option<RaftClient<Channel>> {
-        self.channel(id).map(RaftClient::new)
-    }
-
-    pub fn node_client(&self, id: u64) -> Option<NodeServiceClient<Channel>> {
-        self.channel(id).map(NodeServiceClient::new)
-    }
-
-    pub fn control_client(
-        &self,
-        id: u64,
-    ) -> Option<gpuctl_proto::v1::control_client::ControlClient<Channel>> {
-        self.channel(id)
-            .map(gpuctl_proto::v1::control_client::ControlClient::new)
-    }
-
-    pub fn is_cut_off(&self) -> bool {
-        self.transport.as_ref().is_some_and(|t| t.is_cut_off())
-    }
-}
-
-/// Peer-to-peer service: Raft messages in, forwarded writes to the leader.
-#[derive(Clone)]
-pub struct RaftPeerService {
-    pub api: Api,
-}
-
-#[tonic::async_trait]
-impl RaftService for RaftPeerService {
-    async fn step(&self, req: Request<pb::RaftBatch>) -> Result<Response<pb::RaftAck>, Status> {
-        let b = req.into_inner();
-        for bytes in b.messages {
-            match raft::prelude::Message::parse_from_bytes(&bytes) {
-                Ok(m) => self.api.raft.step(m),
-                Err(e) => {
-                    return Err(Status::invalid_argument(format!(
-                        "undecodable raft message from replica {}: {e}",
-                        b.from
-                    )))
-                }
-            }
-        }
-        Ok(Response::new(pb::RaftAck {}))
-    }
-
-    async fn forward(
-        &self,
-        req: Request<pb::ForwardRequest>,
-    ) -> Result<Response<pb::ForwardResponse>, Status> {
-        if self.api.peers.is_cut_off() {
-            return Err(Status::unavailable(
-                "this replica is cut off from its peers",
-            ));
-        }
-        let mut env: Envelope = serde_json::from_slice(&req.into_inner().envelope)
-            .map_err(|e| Status::invalid_argument(format!("undecodable forwarded command: {e}")))?;
-        // The leader's clock stamps every command it proposes.
-        env.now_ms = gpuctl_common::now_ms();
-        // Propose here only: a forwarded write is never forwarded again.
-        let applied = self.api.raft.propose(env).await.map_err(to_status)?;
-        Ok(Response::new(pb::ForwardResponse {
-            object_json: Api::job_reply(applied)?,
-        }))
-    }
-}
-
-fn to_status(e: ProposeError) -> Status {
-    match e {
-        ProposeError::NotLeader { .. } | ProposeError::Shutdown => {
-            Status::unavailable(e.to_string())
-        }
-        ProposeError::Timeout(_) => Status::deadline_exceeded(e.to_string()),
-        ProposeError::ChangeInProgress => Status::failed_precondition(e.to_string()),
-        ProposeError::Storage(_) => Status::internal(e.to_string()),
-        ProposeError::Rejected(a) => match a {
-            ApplyError::AlreadyExists { .. } => Status::already_exists(a.to_string()),
-            ApplyError::NotFound { .. } => Status::not_found(a.to_string()),
-            ApplyError::Invalid(_) => Status::invalid_argument(a.to_string()),
-            ApplyError::FailedPrecondition(_) | ApplyError::StaleBinding { .. } => {
-                Status::failed_precondition(a.to_string())
-            }
-            ApplyError::Conflict(_) => Status::aborted(a.to_string()),
-            ApplyError::Repeated { code, message } => match code {
-                ErrorCode::AlreadyExists => Status::already_exists(message),
-                ErrorCode::NotFound => Status::not_found(message),
-                ErrorCode::Invalid => Status::invalid_argument(message),
-                ErrorCode::FailedPrecondition => Status::failed_precondition(message),
-                ErrorCode::Conflict => Status::aborted(message),
-            },
-        },
-    }
-}
-
-/// A request's id, when the client sent one.
-fn request_id_of(raw: &str) -> Option<String> {
-    Some(raw.to_string()).filter(|r| !r.is_empty())
-}
-
-/// Prefix a refusal of the state machine with where the object came from.
-fn in_source(source: &str, s: Status) -> Status {
-    match s.code() {
-        tonic::Code::InvalidArgument
-        | tonic::Code::AlreadyExists
-        | tonic::Code::NotFound
-        | tonic::Code::Aborted
-        | tonic::Code::FailedPrecondition
-            if !s.message().starts_with(source) =>
-        {
-            Status::new(s.code(), format!("{source}: {}", s.message()))
-        }
-        _ => s,
-    }
-}
-
-fn json<T: serde::Serialize>(v: &T) -> Result<String, Status> {
-    serde_json::to_string(v).map_err(|e| Status::internal(format!("encoding object: {e}")))
-}
-
-/// Normalise `jobs`, `job`, `node`, `no`, `queues` … to `job` / `node` / `queue`.
-fn kind_of(kind: &str) -> Result<&'static str, Status> {
-    match kind.to_ascii_lowercase().as_str() {
-        "job" | "jobs" => Ok("job"),
-        "node" | "nodes" | "no" => Ok("node"),
-        "queue" | "queues" | "q" => Ok("queue"),
-        "workflow" | "workflows" | "wf" => Ok("workflow"),
-        "endpoint" | "endpoints" | "ep" => Ok("endpoint"),
-        other => Err(Status::invalid_argument(format!(
-            "unknown kind {other:?}: this server knows jobs, nodes, queues, workflows and endpoints"
-        ))),
-    }
-}
+use crate::raft::ProposeError;
+use crate::state::{Command, State};
 
 /// A queue as a reader sees it: with its status computed now.
 fn queue_view(st: &State, q: &gpuctl_common::queue::Queue) -> gpuctl_common::queue::Queue {
@@ -265,27 +27,6 @@ fn queue_view(st: &State, q: &gpuctl_common::queue::Queue) -> gpuctl_common::que
 }
 
 impl Api {
-    /// For a request only the leader answers: `None` when this replica
-    /// leads, the leader's id when another one does, unavailable when no
-    /// leader is known or this replica is cut off from its peers.
-    fn leader_elsewhere(&self) -> Result<Option<u64>, Status> {
-        let st = self.raft.shared.status();
-        if st.is_leader() {
-            Ok(None)
-        } else if st.leader_id != 0 && st.leader_id != self.peers.me && !self.peers.is_cut_off() {
-            Ok(Some(st.leader_id))
-        } else {
-            Err(self.no_leader())
-        }
-    }
-
-    fn no_leader(&self) -> Status {
-        Status::unavailable(format!(
-            "scheduler replica {} knows no leader; ask another replica",
-            self.peers.me
-        ))
-    }
-
     fn status_reply(&self) -> pb::ClusterStatusResponse {
         let s = self.raft.shared.status();
         pb::ClusterStatusResponse {
@@ -356,106 +97,7 @@ impl Api {
             }
         }
     }
-}
 
-/// How long a write waits for an election to finish before giving up.
-const NO_LEADER_WAIT: Duration = Duration::from_secs(5);
-
-impl Api {
-    /// Propose a command here, or forward it to the leader when this replica
-    /// follows; answers with the changed object as JSON (or an empty string).
-    async fn propose(&self, cmd: Command) -> Result<String, Status> {
-        self.propose_request(cmd, None).await
-    }
-
-    /// [`Api::propose`] for a client request with its retry-stable id.
-    async fn propose_request(
-        &self,
-        cmd: Command,
-        request_id: Option<String>,
-    ) -> Result<String, Status> {
-        let mut env = Envelope::new(gpuctl_common::now_ms(), cmd);
-        env.request_id = request_id;
-        let deadline = Instant::now() + NO_LEADER_WAIT;
-        loop {
-            match self.raft.propose(env.clone()).await {
-                Ok(applied) => return Self::job_reply(applied),
-                Err(ProposeError::NotLeader { leader }) => {
-                    if let Some(client) = leader
-                        .filter(|l| *l != self.peers.me)
-                        .and_then(|l| self.peers.raft_client(l))
-                    {
-                        return self.forward(client, &env).await;
-                    }
-                    if Instant::now() >= deadline {
-                        return Err(Status::unavailable(format!(
-                            "scheduler replica {} knows no leader after {NO_LEADER_WAIT:?} (an election is under way or a majority of replicas is down); retry, or try another replica",
-                            self.peers.me
-                        )));
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => return Err(to_status(e)),
-            }
-        }
-    }
-
-    async fn forward(
-        &self,
-        mut client: RaftClient<Channel>,
-        env: &Envelope,
-    ) -> Result<String, Status> {
-        if self.peers.is_cut_off() {
-            return Err(Status::unavailable(format!(
-                "scheduler replica {} is cut off from its peers and cannot reach a majority: writes are refused here; retry on another replica",
-                self.peers.me
-            )));
-        }
-        let envelope = serde_json::to_vec(env)
-            .map_err(|e| Status::internal(format!("encoding command: {e}")))?;
-        let r = client.forward(pb::ForwardRequest { envelope }).await?;
-        Ok(r.into_inner().object_json)
-    }
-
-    /// Make the next local read see every write committed before this call.
-    async fn read_barrier(&self) -> Result<(), Status> {
-        let deadline = Instant::now() + NO_LEADER_WAIT;
-        loop {
-            match self.raft.read_barrier().await {
-                Ok(()) => return Ok(()),
-                // An election is under way: reads are safe to try again.
-                Err(ProposeError::NotLeader { .. }) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => return Err(to_status(e)),
-            }
-        }
-    }
-
-    /// Whether a request with this id was applied already (after a read
-    /// barrier, so on any replica): its retry is answered from the record
-    /// and skips the checks a new request gets.
-    fn already_applied(&self, request_id: Option<&str>) -> bool {
-        request_id.is_some_and(|id| self.state().request(id).is_some())
-    }
-
-    fn state(&self) -> std::sync::RwLockReadGuard<'_, State> {
-        self.raft.shared.read()
-    }
-
-    fn job_reply(applied: Applied) -> Result<String, Status> {
-        match applied {
-            Applied::Job(j) => json(&*j),
-            Applied::Node(n) => json(&*n),
-            Applied::Queue(q) => json(&*q),
-            Applied::Workflow(w) => json(&*w),
-            Applied::Endpoint(e) => json(&*e),
-            _ => Ok(String::new()),
-        }
-    }
-}
-
-impl Api {
     /// Create an endpoint after checking that a node could ever run one replica.
     async fn apply_endpoint(
         &self,
@@ -463,7 +105,7 @@ impl Api {
         ep: gpuctl_common::endpoint::Endpoint,
         request_id: Option<String>,
     ) -> Result<Response<pb::ApplyResponse>, Status> {
-        self.read_barrier().await?;
+        self.proposer().read_barrier().await?;
         let repeated = self.already_applied(request_id.as_deref());
         if !repeated {
             let st = self.state();
@@ -483,6 +125,7 @@ impl Api {
             }
         }
         let object_json = self
+            .proposer()
             .propose_request(
                 Command::CreateEndpoint {
                     endpoint: Box::new(ep),
@@ -502,14 +145,14 @@ impl Control for Api {
         req: Request<pb::ReportLoadRequest>,
     ) -> Result<Response<pb::ReportLoadResponse>, Status> {
         let req = req.into_inner();
-        match self.leader_elsewhere()? {
+        match self.proposer().leader_elsewhere()? {
             None => {
                 crate::controllers::runner::report_load(&self.raft, &self.loads, &req).await;
                 Ok(Response::new(pb::ReportLoadResponse {}))
             }
             Some(leader) => match self.peers.control_client(leader) {
                 Some(mut c) => c.report_load(req).await,
-                None => Err(self.no_leader()),
+                None => Err(self.proposer().no_leader()),
             },
         }
     }
@@ -524,7 +167,7 @@ impl Control for Api {
         } else {
             req.source.clone()
         };
-        if workflows::is_workflow(&req.object_json) {
+        if is_workflow(&req.object_json) {
             let params = req.parameters.into_iter().collect();
             let request_id = request_id_of(&req.request_id);
             let object_json = self
@@ -536,7 +179,7 @@ impl Control for Api {
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let request_id = request_id_of(&req.request_id);
         // Check against current state, not a follower's possibly older copy.
-        self.read_barrier().await?;
+        self.proposer().read_barrier().await?;
         // A retry of a request that was applied gets its recorded answer.
         let repeated = self.already_applied(request_id.as_deref());
         let job = match manifest {
@@ -546,6 +189,7 @@ impl Control for Api {
             }
             Manifest::Queue(queue) => {
                 let object_json = self
+                    .proposer()
                     .propose_request(
                         Command::PutQueue {
                             queue: Box::new(queue),
@@ -574,6 +218,7 @@ impl Control for Api {
             }
         }
         let object_json = self
+            .proposer()
             .propose_request(Command::SubmitJob { job: Box::new(job) }, request_id)
             .await
             .map_err(|s| in_source(&source, s))?;
@@ -583,7 +228,7 @@ impl Control for Api {
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
         let req = req.into_inner();
         let kind = kind_of(&req.kind)?;
-        self.read_barrier().await?;
+        self.proposer().read_barrier().await?;
         if kind == "workflow" {
             let objects_json = self.get_workflows(&req.name)?;
             return Ok(Response::new(pb::GetResponse { objects_json }));
@@ -648,6 +293,7 @@ impl Control for Api {
         })?;
         if kind == "workflow" {
             let object_json = self
+                .proposer()
                 .propose(Command::CancelWorkflow { name: req.name })
                 .await?;
             return Ok(Response::new(pb::CancelResponse { object_json }));
@@ -655,6 +301,7 @@ impl Control for Api {
         if kind == "endpoint" {
             // Deleting an endpoint stops its replicas and removes it.
             let object_json = self
+                .proposer()
                 .propose(Command::DeleteEndpoint { name: req.name })
                 .await?;
             return Ok(Response::new(pb::CancelResponse { object_json }));
@@ -664,7 +311,10 @@ impl Control for Api {
                 "only jobs and workflows can be cancelled, and endpoints deleted",
             ));
         }
-        let object_json = self.propose(Command::CancelJob { name: req.name }).await?;
+        let object_json = self
+            .proposer()
+            .propose(Command::CancelJob { name: req.name })
+            .await?;
         Ok(Response::new(pb::CancelResponse { object_json }))
     }
 
@@ -684,7 +334,7 @@ impl Control for Api {
                 )))
             }
         };
-        let object_json = self.propose(cmd).await?;
+        let object_json = self.proposer().propose(cmd).await?;
         Ok(Response::new(pb::DeleteResponse { object_json }))
     }
 
@@ -694,6 +344,7 @@ impl Control for Api {
     ) -> Result<Response<pb::CordonResponse>, Status> {
         let req = req.into_inner();
         let object_json = self
+            .proposer()
             .propose(Command::Cordon {
                 node: req.node,
                 unschedulable: req.cordon,
@@ -707,7 +358,7 @@ impl Control for Api {
         req: Request<pb::WaitRequest>,
     ) -> Result<Response<pb::WaitResponse>, Status> {
         let req = req.into_inner();
-        self.read_barrier().await?;
+        self.proposer().read_barrier().await?;
         let limit = if req.timeout_ms == 0 {
             self.opts.max_wait
         } else {
@@ -926,161 +577,5 @@ impl Control for Api {
             pb::RemovePeerRequest { id: r.id },
         )
         .await
-    }
-}
-
-fn parse_phase(p: &str) -> Result<TaskPhase, Status> {
-    match p {
-        "Running" => Ok(TaskPhase::Running),
-        "Succeeded" => Ok(TaskPhase::Succeeded),
-        "Failed" => Ok(TaskPhase::Failed),
-        other => Err(Status::invalid_argument(format!(
-            "phase {other:?}: a node reports Running, Succeeded or Failed"
-        ))),
-    }
-}
-
-#[tonic::async_trait]
-impl NodeService for Api {
-    async fn register(
-        &self,
-        req: Request<pb::RegisterRequest>,
-    ) -> Result<Response<pb::RegisterResponse>, Status> {
-        let r = req.into_inner();
-        api::validate_name("name", &r.name)
-            .map_err(|e| Status::invalid_argument(format!("node {e}")))?;
-        let reg = NodeRegistration {
-            name: r.name.clone(),
-            address: r.address,
-            agent_endpoint: r.agent_endpoint,
-            inventory: r.inventory,
-            cpu_milli: r.cpu_milli,
-            memory_bytes: r.memory_bytes,
-            gpus: r
-                .gpus
-                .into_iter()
-                .map(|g| api::Gpu {
-                    uuid: g.uuid,
-                    index: g.index,
-                    model: g.model,
-                    memory_bytes: g.memory_bytes,
-                    nvlink_domain: g.nvlink_domain,
-                    healthy: g.healthy,
-                })
-                .collect(),
-            labels: r.labels.into_iter().collect(),
-        };
-        self.propose(Command::RegisterNode { reg }).await?;
-        self.heartbeats.beat(&r.name, Instant::now());
-        Ok(Response::new(pb::RegisterResponse {
-            heartbeat_interval_ms: self.opts.heartbeat_interval.as_millis() as u64,
-        }))
-    }
-
-    async fn heartbeat(
-        &self,
-        req: Request<pb::HeartbeatRequest>,
-    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
-        let r = req.into_inner();
-        // Liveness is tracked by the leader: pass the beat on when following.
-        let st = self.raft.shared.status();
-        if !st.is_leader() && st.leader_id != 0 {
-            if let Some(mut leader) = self.peers.node_client(st.leader_id) {
-                if !self.peers.is_cut_off() {
-                    return leader.heartbeat(r).await;
-                }
-            }
-        }
-        let known = self
-            .state()
-            .nodes
-            .get(&r.name)
-            .map(|n| n.status.phase == NodePhase::Ready)
-            .unwrap_or(false);
-        if known {
-            self.heartbeats.beat(&r.name, Instant::now());
-        }
-        Ok(Response::new(pb::HeartbeatResponse { reregister: !known }))
-    }
-
-    async fn gone_workflows(
-        &self,
-        req: Request<pb::GoneWorkflowsRequest>,
-    ) -> Result<Response<pb::GoneWorkflowsResponse>, Status> {
-        let r = req.into_inner();
-        // The leader's state is the newest; a follower could lag behind a
-        // workflow just created and call it gone.
-        if let Some(leader) = self.leader_elsewhere()? {
-            return match self.peers.node_client(leader) {
-                Some(mut c) => c.gone_workflows(r).await,
-                None => Err(self.no_leader()),
-            };
-        }
-        let state = self.state();
-        let gone = r
-            .workflows
-            .into_iter()
-            .filter(|w| !state.workflows.contains_key(w))
-            .collect();
-        Ok(Response::new(pb::GoneWorkflowsResponse { gone }))
-    }
-
-    type WatchAssignmentsStream = BoxStream<pb::Assignments>;
-
-    async fn watch_assignments(
-        &self,
-        req: Request<pb::WatchAssignmentsRequest>,
-    ) -> Result<Response<Self::WatchAssignmentsStream>, Status> {
-        let node = req.into_inner().node;
-        let mut version = self.raft.shared.version.subscribe();
-        let shared = self.raft.shared.clone();
-        let mut stop = self.stop.clone();
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        tokio::spawn(async move {
-            let mut last: Option<Vec<pb::TaskAssignment>> = None;
-            loop {
-                let v = *version.borrow_and_update();
-                let a = crate::state::views::assignments_for(&shared.read(), &node, v);
-                if last.as_ref() != Some(&a.tasks) {
-                    last = Some(a.tasks.clone());
-                    if tx.send(Ok(a)).await.is_err() {
-                        return; // the node hung up
-                    }
-                }
-                tokio::select! {
-                    r = version.changed() => if r.is_err() { return },
-                    _ = tx.closed() => return,
-                    _ = stop.wait_for(|s| *s) => return,
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
-    }
-
-    async fn report_task(
-        &self,
-        req: Request<pb::ReportTaskRequest>,
-    ) -> Result<Response<pb::ReportTaskResponse>, Status> {
-        let r = req.into_inner();
-        let report = TaskReport {
-            node: r.node,
-            job: r.job,
-            index: r.task_index,
-            attempt: r.attempt,
-            phase: parse_phase(&r.phase)?,
-            exit_code: if r.phase == "Running" {
-                None
-            } else {
-                Some(r.exit_code)
-            },
-            message: Some(r.message).filter(|m| !m.is_empty()),
-            pid: Some(r.pid).filter(|p| *p != 0),
-            outputs: r.outputs.map(workflows::outputs_from_pb),
-            port: u16::try_from(r.port).ok().filter(|p| *p != 0),
-        };
-        self.propose(Command::TaskReport { report }).await?;
-        Ok(Response::new(pb::ReportTaskResponse {}))
     }
 }
