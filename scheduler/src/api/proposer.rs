@@ -54,7 +54,7 @@ impl Proposer<'_> {
         self.propose_request(cmd, None).await
     }
 
-    /// [`Api::propose`] for a client request with its retry-stable id.
+    /// [`Proposer::propose`] for a client request with its retry-stable id.
     pub async fn propose_request(
         &self,
         cmd: Command,

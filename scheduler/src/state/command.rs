@@ -17,7 +17,7 @@ pub struct Envelope {
     pub cmd: Command,
     /// The client's id for this request, the same on every retry of it: a
     /// request already applied is answered from its record instead of being
-    /// applied again (see [`State::apply`]).
+    /// applied again (see [`State::apply`](crate::state::State::apply)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
 }

@@ -21,7 +21,8 @@ use gpuctl_common::api::{
     Event, Job, JobSpec, TaskPhase, TaskSpec, Topology, API_VERSION, MAX_EVENTS,
 };
 use gpuctl_common::endpoint::{
-    crash_loop_backoff_ms, Endpoint, ReplicaStatus, CRASH_LOOP_RESET_MS, ENDPOINT_LABEL,
+    crash_loop_backoff_ms, Endpoint, EndpointStatus, ReplicaStatus, CRASH_LOOP_RESET_MS,
+    ENDPOINT_LABEL,
 };
 
 use super::command::{Applied, ApplyError};
@@ -216,104 +217,20 @@ impl State {
         let a = &ep.spec.autoscaling;
         let want = want.clamp(a.min_replicas, a.max_replicas);
         let old_desired = ep.status.desired_replicas;
-        let mut replicas = ep.status.replicas.clone();
-        let mut serial = ep.status.next_replica;
-        let mut failures = ep.status.consecutive_failures;
-        let mut backoff_until = ep.status.backoff_until_ms;
-        let mut events: Vec<(&'static str, String)> = Vec::new();
-        let mut remove_jobs: Vec<String> = Vec::new();
-        let mut new_jobs: Vec<Job> = Vec::new();
-
-        // 1. Replicas whose job ended are gone. One that ended on its own soon
-        //    after it started is a step of a crash loop: its replacement waits.
-        let mut newly_failed = false;
-        replicas.retain(|r| match self.jobs.get(&r.job) {
-            Some(j) if !j.status.phase.is_terminal() => true,
-            Some(j) => {
-                let why = j.status.message.clone().unwrap_or_default();
-                if !r.draining() {
-                    events.push((
-                        "ReplicaEnded",
-                        format!("replica {} ended ({}): {why}", r.job, j.status.phase),
-                    ));
-                    let task = j.status.tasks.first();
-                    let finished = task.and_then(|t| t.finish_time_ms).unwrap_or(now);
-                    let started = task.and_then(|t| t.start_time_ms);
-                    let served_long =
-                        started.is_some_and(|s| finished.saturating_sub(s) >= CRASH_LOOP_RESET_MS);
-                    failures = if served_long { 1 } else { failures + 1 };
-                    let until = finished + crash_loop_backoff_ms(failures);
-                    backoff_until = Some(backoff_until.map_or(until, |b| b.max(until)));
-                    newly_failed = true;
-                }
-                remove_jobs.push(r.job.clone());
-                false
-            }
-            None => false,
-        });
-        let backing_off = backoff_until.is_some_and(|t| now < t);
-        if !backing_off {
-            backoff_until = None;
-        }
-
-        let serving = |rs: &[ReplicaStatus]| rs.iter().filter(|r| !r.draining()).count() as u32;
-        // 2. Too few: revive draining replicas, newest first, then add new ones.
-        while serving(&replicas) < want {
-            if let Some(r) = replicas.iter_mut().rev().find(|r| r.draining()) {
-                r.draining_since_ms = None;
-                events.push(("ReplicaRevived", format!("replica {} serves again", r.job)));
-                continue;
-            }
-            if backing_off {
-                if newly_failed {
-                    let wait = backoff_until.unwrap_or(now).saturating_sub(now);
-                    events.push((
-                        "BackOff",
-                        format!(
-                            "{failures} replicas in a row ended within {} s of starting; \
-                             the next starts in {:.1} s",
-                            CRASH_LOOP_RESET_MS / 1000,
-                            wait as f64 / 1000.0
-                        ),
-                    ));
-                }
-                break;
-            }
-            let mut job_name = format!("{name}-replica-{serial}");
-            serial += 1;
-            while self.jobs.contains_key(&job_name)
-                || new_jobs.iter().any(|j| j.metadata.name == job_name)
-            {
-                job_name = format!("{name}-replica-{serial}");
-                serial += 1;
-            }
-            let ep = &self.endpoints[name];
-            new_jobs.push(replica_job(ep, &job_name));
-            replicas.push(ReplicaStatus {
-                job: job_name,
-                ..Default::default()
-            });
-        }
-        // 3. Too many: drop replicas not yet running, then drain the newest running.
-        while serving(&replicas) > want {
-            let not_running = replicas.iter().rposition(|r| {
-                !r.draining()
-                    && self
-                        .jobs
-                        .get(&r.job)
-                        .and_then(|j| j.status.tasks.first())
-                        .is_none_or(|t| t.phase != TaskPhase::Running)
-            });
-            if let Some(i) = not_running {
-                let r = replicas.remove(i);
-                remove_jobs.push(r.job);
-                continue;
-            }
-            if let Some(r) = replicas.iter_mut().rev().find(|r| !r.draining()) {
-                r.draining_since_ms = Some(now);
-                events.push(("ReplicaDraining", format!("replica {} is draining", r.job)));
-            }
-        }
+        let mut plan = ReplicaPlan::new(&ep.status);
+        let backing_off = plan.drop_ended(&self.jobs, now);
+        plan.add_replicas(&self.jobs, name, ep, want, backing_off, now);
+        plan.remove_extra(&self.jobs, want, now);
+        let ReplicaPlan {
+            replicas,
+            serial,
+            failures,
+            backoff_until,
+            mut events,
+            remove_jobs,
+            new_jobs,
+            ..
+        } = plan;
 
         for j in remove_jobs {
             self.remove_replica_job(&j);
@@ -389,5 +306,150 @@ impl State {
         ep.status.requests_per_second = finite(rps);
         self.touch_endpoint(index, name);
         Ok(Applied::Nothing)
+    }
+}
+
+/// The replica set [`State::reconcile_endpoint`] works on before writing it
+/// back: a copy of the endpoint's replica status, and the jobs to create and
+/// stop and the events to record on the way.
+struct ReplicaPlan {
+    replicas: Vec<ReplicaStatus>,
+    /// The serial of the next replica job's name.
+    serial: u64,
+    failures: u32,
+    backoff_until: Option<u64>,
+    events: Vec<(&'static str, String)>,
+    remove_jobs: Vec<String>,
+    new_jobs: Vec<Job>,
+    /// A replica ended in this apply (the back-off event is recorded once).
+    newly_failed: bool,
+}
+
+impl ReplicaPlan {
+    fn new(status: &EndpointStatus) -> ReplicaPlan {
+        ReplicaPlan {
+            replicas: status.replicas.clone(),
+            serial: status.next_replica,
+            failures: status.consecutive_failures,
+            backoff_until: status.backoff_until_ms,
+            events: Vec::new(),
+            remove_jobs: Vec::new(),
+            new_jobs: Vec::new(),
+            newly_failed: false,
+        }
+    }
+
+    /// Replicas not draining.
+    fn serving(&self) -> u32 {
+        self.replicas.iter().filter(|r| !r.draining()).count() as u32
+    }
+
+    /// 1. Replicas whose job ended are gone. One that ended on its own soon
+    ///    after it started is a step of a crash loop: its replacement waits.
+    ///    Returns whether replacements wait (backing off) at `now`.
+    fn drop_ended(&mut self, jobs: &BTreeMap<String, Job>, now: u64) -> bool {
+        self.replicas.retain(|r| match jobs.get(&r.job) {
+            Some(j) if !j.status.phase.is_terminal() => true,
+            Some(j) => {
+                let why = j.status.message.clone().unwrap_or_default();
+                if !r.draining() {
+                    self.events.push((
+                        "ReplicaEnded",
+                        format!("replica {} ended ({}): {why}", r.job, j.status.phase),
+                    ));
+                    let task = j.status.tasks.first();
+                    let finished = task.and_then(|t| t.finish_time_ms).unwrap_or(now);
+                    let started = task.and_then(|t| t.start_time_ms);
+                    let served_long =
+                        started.is_some_and(|s| finished.saturating_sub(s) >= CRASH_LOOP_RESET_MS);
+                    self.failures = if served_long { 1 } else { self.failures + 1 };
+                    let until = finished + crash_loop_backoff_ms(self.failures);
+                    self.backoff_until = Some(self.backoff_until.map_or(until, |b| b.max(until)));
+                    self.newly_failed = true;
+                }
+                self.remove_jobs.push(r.job.clone());
+                false
+            }
+            None => false,
+        });
+        let backing_off = self.backoff_until.is_some_and(|t| now < t);
+        if !backing_off {
+            self.backoff_until = None;
+        }
+        backing_off
+    }
+
+    /// 2. Too few: revive draining replicas, newest first, then add new ones
+    ///    (unless backing off), named `<name>-replica-<serial>`.
+    fn add_replicas(
+        &mut self,
+        jobs: &BTreeMap<String, Job>,
+        name: &str,
+        ep: &Endpoint,
+        want: u32,
+        backing_off: bool,
+        now: u64,
+    ) {
+        while self.serving() < want {
+            if let Some(r) = self.replicas.iter_mut().rev().find(|r| r.draining()) {
+                r.draining_since_ms = None;
+                self.events
+                    .push(("ReplicaRevived", format!("replica {} serves again", r.job)));
+                continue;
+            }
+            if backing_off {
+                if self.newly_failed {
+                    let wait = self.backoff_until.unwrap_or(now).saturating_sub(now);
+                    self.events.push((
+                        "BackOff",
+                        format!(
+                            "{} replicas in a row ended within {} s of starting; \
+                             the next starts in {:.1} s",
+                            self.failures,
+                            CRASH_LOOP_RESET_MS / 1000,
+                            wait as f64 / 1000.0
+                        ),
+                    ));
+                }
+                break;
+            }
+            let mut job_name = format!("{name}-replica-{}", self.serial);
+            self.serial += 1;
+            while jobs.contains_key(&job_name)
+                || self.new_jobs.iter().any(|j| j.metadata.name == job_name)
+            {
+                job_name = format!("{name}-replica-{}", self.serial);
+                self.serial += 1;
+            }
+            self.new_jobs.push(replica_job(ep, &job_name));
+            self.replicas.push(ReplicaStatus {
+                job: job_name,
+                ..Default::default()
+            });
+        }
+    }
+
+    /// 3. Too many: drop replicas not yet running, then drain the newest
+    ///    running.
+    fn remove_extra(&mut self, jobs: &BTreeMap<String, Job>, want: u32, now: u64) {
+        while self.serving() > want {
+            let not_running = self.replicas.iter().rposition(|r| {
+                !r.draining()
+                    && jobs
+                        .get(&r.job)
+                        .and_then(|j| j.status.tasks.first())
+                        .is_none_or(|t| t.phase != TaskPhase::Running)
+            });
+            if let Some(i) = not_running {
+                let r = self.replicas.remove(i);
+                self.remove_jobs.push(r.job);
+                continue;
+            }
+            if let Some(r) = self.replicas.iter_mut().rev().find(|r| !r.draining()) {
+                r.draining_since_ms = Some(now);
+                self.events
+                    .push(("ReplicaDraining", format!("replica {} is draining", r.job)));
+            }
+        }
     }
 }

@@ -86,6 +86,15 @@ impl State {
 
     /// Check one gang binding against current state, then commit it whole.
     fn bind(&mut self, index: u64, now: u64, b: &Binding) -> Result<(), ApplyError> {
+        self.check_binding(b)?;
+        self.commit_binding(index, now, b);
+        Ok(())
+    }
+
+    /// Why `b` no longer fits the current state, if it does not: the job
+    /// moved on, a task is not pending or not given what it asks, the gang
+    /// is short of `minAvailable`, or a node cannot hold what it is given.
+    fn check_binding(&self, b: &Binding) -> Result<(), ApplyError> {
         let stale = |reason: String| ApplyError::StaleBinding {
             job: b.job.clone(),
             reason,
@@ -172,10 +181,15 @@ impl State {
                 return Err(stale(format!("not enough memory on {node_name}")));
             }
         }
-        // All checks passed: commit the gang.
+        Ok(())
+    }
+
+    /// Commit a checked binding: its tasks are bound, the ones a partial
+    /// gang left out are cancelled, and the job runs.
+    fn commit_binding(&mut self, index: u64, now: u64, b: &Binding) {
         let mut local: BTreeMap<String, u32> = BTreeMap::new();
         let mut holds = Vec::new();
-        let job = self.jobs.get_mut(&b.job).expect("checked above");
+        let job = self.jobs.get_mut(&b.job).expect("checked in check_binding");
         let mut placed: Vec<&TaskPlacement> = b.tasks.iter().collect();
         placed.sort_by_key(|p| p.index);
         for p in placed {
@@ -213,7 +227,6 @@ impl State {
             self.hold(&n, &g, c, m);
         }
         self.touch_job(index, &b.job);
-        Ok(())
     }
 
     pub(super) fn task_report(
