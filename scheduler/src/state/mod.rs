@@ -250,30 +250,27 @@ impl State {
 
     /// The current form of the object under a storage key.
     fn applied_object(&self, key: &str) -> Applied {
-        if let Some(n) = key.strip_prefix("job/") {
-            return self.job_applied(n);
-        }
-        if let Some(n) = key.strip_prefix("node/") {
-            if let Some(node) = self.nodes.get(n) {
-                return Applied::Node(Box::new(node.clone()));
-            }
-        }
-        if let Some(n) = key.strip_prefix("queue/") {
-            if let Some(q) = self.queues.get(n) {
-                return Applied::Queue(Box::new(q.clone()));
-            }
-        }
-        if let Some(n) = key.strip_prefix("endpoint/") {
-            if let Some(e) = self.endpoints.get(n) {
-                return Applied::Endpoint(Box::new(e.clone()));
-            }
-        }
-        if let Some(n) = key.strip_prefix("workflow/") {
-            if let Some(w) = self.workflows.get(n) {
-                return Applied::Workflow(Box::new(w.view()));
-            }
-        }
-        Applied::Nothing
+        let found = match ObjKey::parse(key) {
+            Some(ObjKey::Job(n)) => return self.job_applied(&n),
+            Some(ObjKey::Node(n)) => self
+                .nodes
+                .get(&n)
+                .map(|x| Applied::Node(Box::new(x.clone()))),
+            Some(ObjKey::Queue(n)) => self
+                .queues
+                .get(&n)
+                .map(|q| Applied::Queue(Box::new(q.clone()))),
+            Some(ObjKey::Endpoint(n)) => self
+                .endpoints
+                .get(&n)
+                .map(|e| Applied::Endpoint(Box::new(e.clone()))),
+            Some(ObjKey::Workflow(n)) => self
+                .workflows
+                .get(&n)
+                .map(|w| Applied::Workflow(Box::new(w.view()))),
+            _ => None,
+        };
+        found.unwrap_or(Applied::Nothing)
     }
 
     fn apply_cmd(&mut self, index: u64, env: &Envelope) -> Result<Applied, ApplyError> {

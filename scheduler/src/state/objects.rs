@@ -1,6 +1,9 @@
-//! Names of the objects the state machine stores ([`ObjKey`]) and the
-//! record kept of each applied client request ([`RequestRecord`]), so that a
-//! retried request is answered instead of applied twice.
+//! Names of the objects the state machine stores ([`ObjKey`]), with their
+//! key form (`job/<name>`, `wfnode/<workflow>/<node>`, …: the one place that
+//! spells it), and the record kept of each applied client request
+//! ([`RequestRecord`]), so that a retried request is answered instead of
+//! applied twice. Request records name the object they changed by its key,
+//! and the Raft storage uses the same keys in its state column family.
 
 use serde::{Deserialize, Serialize};
 
@@ -59,5 +62,51 @@ impl ObjKey {
             ObjKey::Memo(k) => format!("memo/{k}"),
             ObjKey::Endpoint(n) => format!("endpoint/{n}"),
         }
+    }
+
+    /// The object a storage key names (the inverse of
+    /// [`ObjKey::storage_key`]); `None` for a kind this version does not
+    /// know.
+    pub fn parse(key: &str) -> Option<ObjKey> {
+        let (kind, rest) = key.split_once('/')?;
+        let name = rest.to_string();
+        Some(match kind {
+            "job" => ObjKey::Job(name),
+            "node" => ObjKey::Node(name),
+            "queue" => ObjKey::Queue(name),
+            "req" => ObjKey::Request(name),
+            "workflow" => ObjKey::Workflow(name),
+            "wfnode" => {
+                let (w, id) = rest.split_once('/').unwrap_or((rest, ""));
+                ObjKey::WorkflowNode(w.to_string(), id.to_string())
+            }
+            "memo" => ObjKey::Memo(name),
+            "endpoint" => ObjKey::Endpoint(name),
+            _ => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_parse_back_to_the_object_they_name() {
+        let keys = [
+            ObjKey::Job("train".into()),
+            ObjKey::Node("gpu-1".into()),
+            ObjKey::Queue("research".into()),
+            ObjKey::Request("r-1".into()),
+            ObjKey::Workflow("wf".into()),
+            ObjKey::WorkflowNode("wf".into(), "wf.a(0:x)".into()),
+            ObjKey::Memo("gen-1".into()),
+            ObjKey::Endpoint("lin".into()),
+        ];
+        for k in keys {
+            assert_eq!(ObjKey::parse(&k.storage_key()), Some(k));
+        }
+        assert_eq!(ObjKey::parse("future/thing"), None);
+        assert_eq!(ObjKey::parse("applied"), None);
     }
 }

@@ -20,25 +20,33 @@ impl State {
         let mut workflows = WorkflowRecords::default();
         let mut memo = Vec::new();
         for (k, v) in objects {
-            if workflows
-                .add(k.as_bytes(), v)
-                .map_err(|e| format!("stored object {k}: {e}"))?
-            {
-                // A workflow's header or one of its nodes.
-            } else if k.starts_with("memo/") {
-                memo.push(decode::<MemoRecord>(k, v)?);
-            } else if let Some(n) = k.strip_prefix("job/") {
-                s.jobs.insert(n.to_string(), decode(k, v)?);
-            } else if let Some(n) = k.strip_prefix("node/") {
-                s.nodes.insert(n.to_string(), decode(k, v)?);
-            } else if let Some(n) = k.strip_prefix("endpoint/") {
-                s.endpoints.insert(n.to_string(), decode(k, v)?);
-            } else if let Some(n) = k.strip_prefix("queue/") {
-                s.queues.insert(n.to_string(), decode(k, v)?);
-            } else if k.starts_with("req/") {
-                let r: RequestRecord = decode(k, v)?;
-                s.requests_by_age.insert((r.at_ms, r.id.clone()));
-                s.requests.insert(r.id.clone(), r);
+            let Some(key) = ObjKey::parse(k) else {
+                continue;
+            };
+            match key {
+                ObjKey::Workflow(_) | ObjKey::WorkflowNode(..) => {
+                    workflows
+                        .add(k.as_bytes(), v)
+                        .map_err(|e| format!("stored object {k}: {e}"))?;
+                }
+                ObjKey::Memo(_) => memo.push(decode::<MemoRecord>(k, v)?),
+                ObjKey::Job(n) => {
+                    s.jobs.insert(n, decode(k, v)?);
+                }
+                ObjKey::Node(n) => {
+                    s.nodes.insert(n, decode(k, v)?);
+                }
+                ObjKey::Endpoint(n) => {
+                    s.endpoints.insert(n, decode(k, v)?);
+                }
+                ObjKey::Queue(n) => {
+                    s.queues.insert(n, decode(k, v)?);
+                }
+                ObjKey::Request(_) => {
+                    let r: RequestRecord = decode(k, v)?;
+                    s.requests_by_age.insert((r.at_ms, r.id.clone()));
+                    s.requests.insert(r.id.clone(), r);
+                }
             }
         }
         s.rebuild_usage();

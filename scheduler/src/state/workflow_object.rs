@@ -176,18 +176,18 @@ pub struct WorkflowRecords {
 impl WorkflowRecords {
     /// Take a record if it is a workflow's: `Ok(true)`; `Ok(false)` if not.
     pub fn add(&mut self, key: &[u8], value: &[u8]) -> Result<bool, String> {
-        if key.starts_with(b"workflow/") {
-            let h: Stored = serde_json::from_slice(value).map_err(|e| e.to_string())?;
-            self.headers.push(h);
-            Ok(true)
-        } else if let Some(rest) = key.strip_prefix(b"wfnode/") {
-            let rest = String::from_utf8_lossy(rest);
-            let wf = rest.split('/').next().unwrap_or_default().to_string();
-            let n: NodeRecord = serde_json::from_slice(value).map_err(|e| e.to_string())?;
-            self.nodes.entry(wf).or_default().push(n);
-            Ok(true)
-        } else {
-            Ok(false)
+        match ObjKey::parse(&String::from_utf8_lossy(key)) {
+            Some(ObjKey::Workflow(_)) => {
+                let h: Stored = serde_json::from_slice(value).map_err(|e| e.to_string())?;
+                self.headers.push(h);
+                Ok(true)
+            }
+            Some(ObjKey::WorkflowNode(wf, _)) => {
+                let n: NodeRecord = serde_json::from_slice(value).map_err(|e| e.to_string())?;
+                self.nodes.entry(wf).or_default().push(n);
+                Ok(true)
+            }
+            _ => Ok(false),
         }
     }
 
