@@ -13,7 +13,9 @@
 //! ```
 //!
 //! Deterministic like the rest of `apply`: replica names come from a serial in the
-//! endpoint's status, time from the envelope.
+//! endpoint's status, time from the envelope. What a replica job is
+//! ([`replica_job`]) and whose replica a job is ([`endpoint_of`]) live here
+//! too, for the API's feasibility check and the node assignments.
 
 use std::collections::BTreeMap;
 

@@ -1,3 +1,6 @@
+//! Tests of the state machine: jobs, gangs, retries, nodes, queues,
+//! request records, preemption, deletes and the stored form.
+
 use super::*;
 use gpuctl_common::api::{
     Gpu, GpuShare, Job, JobPhase, JobSpec, NodePhase, Resources, TaskPhase, TaskSpec,

@@ -18,7 +18,8 @@
 //! leader finds finished steps in the state and never runs them again. The
 //! memoization cache is replicated state too. The only clock-driven part is
 //! [`WorkflowObject::wake_at_ms`]: the leader's controller proposes a
-//! `WorkflowTick` once it has passed.
+//! `WorkflowTick` once it has passed. The workflow object and its stored
+//! records are in `workflow_object.rs`; this file is the apply side.
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -1,3 +1,6 @@
+//! Storage tests: what survives a reopen, snapshots between replicas, and
+//! compaction.
+
 use super::*;
 use raft::Storage as _;
 

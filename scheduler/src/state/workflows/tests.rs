@@ -1,3 +1,6 @@
+//! Tests of workflows in the state machine: steps become jobs in the apply
+//! that readies them, failures and cancel, the stored form, job names.
+
 use super::super::{
     Binding, Command, Envelope, NodeRegistration, TaskPlacement, TaskReport, WorkflowRecords,
 };
