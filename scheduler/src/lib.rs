@@ -1,28 +1,39 @@
 //! gpuctl's control plane.
 //!
 //! ```text
-//!  gRPC (service)  ──propose──►  raft_node (RawNode thread) ──► storage (RocksDB)
-//!       │ reads                      │ committed entries
-//!       ▼                            ▼
-//!     State  ◄──────────────── state::State::apply (pure)
-//!       ▲
-//!  controller (leader only): placement::place (pure) → Bind, NodeLost, FailAttempt,
-//!                             WorkflowTick (workflow timers)
-//!  workflows: a workflow's run (the `pipelines` crate) advances inside
-//!  State::apply, which creates each ready step's job (state::workflows)
+//!  api/ (gRPC: Control, NodeService, Raft peers)
+//!    │ Proposer: propose here, or forward to the leader
+//!    ▼
+//!  raft/ handle ──Msg──► driver (RawNode thread) ──► storage (RocksDB)
+//!                          │ committed entries            ▲
+//!                          ▼                              │ peers
+//!  state/ State::apply (pure) ──► views (reads)      transport
+//!    ▲
+//!  controllers/ (leader only), each (state, soft state, now) → commands:
+//!    scheduling (placement → Bind, Preempt), liveness (NodeLost),
+//!    timeouts (FailAttempt), workflows (WorkflowTick), endpoints
+//!    (autoscaler → ScaleEndpoint …), gc (Delete…); runner proposes them
 //! ```
 //!
-//! The pure parts ([`state`], [`placement`]) have no I/O and no clock; the
-//! shells ([`storage`], [`raft_node`], [`service`], [`controller`]) are thin.
+//! Imports point down this picture: `api` and `controllers` use `raft`,
+//! `state` and `placement`; `raft` uses `state`; `state` uses none of them.
+//! A workflow's run (the `pipelines` crate) advances inside
+//! [`State::apply`](state::State::apply), which creates each ready step's
+//! job (`state::workflows`).
+//!
+//! The pure parts ([`state`], [`placement`], the decisions in
+//! [`controllers`]) have no I/O and no clock; the shells ([`raft`], [`api`],
+//! [`controllers::runner`], [`server`]) are thin. [`metrics`] reads what the
+//! driver and the state report.
 
-pub mod controller;
-pub mod endpoints;
-pub mod gc;
+pub mod api;
+pub mod controllers;
 pub mod metrics;
 pub mod placement;
-pub mod raft_node;
+pub mod raft;
 pub mod server;
-pub mod service;
 pub mod state;
-pub mod storage;
-pub mod transport;
+
+/// What an endpoint's replica job is ([`endpoints::replica_job`]), at the
+/// crate root as well: other crates check their example endpoints with it.
+pub use state::endpoints;

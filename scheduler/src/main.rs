@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use gpuctl_scheduler::controller::ControllerOptions;
-use gpuctl_scheduler::raft_node::RaftOptions;
+use gpuctl_scheduler::api::ServiceOptions;
+use gpuctl_scheduler::controllers::ControllerOptions;
+use gpuctl_scheduler::raft::RaftOptions;
 use gpuctl_scheduler::server::{Config, Server};
-use gpuctl_scheduler::service::ServiceOptions;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -41,7 +41,7 @@ struct Args {
     heartbeat_interval: Duration,
     /// Every replica of the cluster, this one included: `1=127.0.0.1:7000,2=127.0.0.1:7002,3=...`.
     /// Leave out for a single replica.
-    #[arg(long, value_parser = gpuctl_scheduler::transport::parse_peers)]
+    #[arg(long, value_parser = gpuctl_scheduler::raft::transport::parse_peers)]
     peers: Option<std::collections::BTreeMap<u64, String>>,
     /// Join an existing cluster instead of bootstrapping a new one: start
     /// empty and wait to be added with `gpuctl cluster add-peer ID ADDR`.

@@ -7,7 +7,7 @@ use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
-use crate::raft_node::RaftStatus;
+use crate::raft::status::RaftStatus;
 use crate::state::State;
 
 /// Every metric the scheduler exports, registered in one registry.

@@ -1,6 +1,7 @@
 //! Wires the parts of one scheduler replica together. Takes its listeners
 //! and its shutdown signal from outside, so tests run it on `127.0.0.1:0`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,12 +10,11 @@ use gpuctl_proto::v1::control_server::ControlServer;
 use gpuctl_proto::v1::node_service_server::NodeServiceServer;
 use tokio::net::TcpListener;
 
-use crate::controller::{self, ControllerOptions};
+use crate::api::raft_peer::RaftPeerService;
+use crate::api::{Api, Peers, ServiceOptions};
+use crate::controllers::{runner, ControllerOptions, Heartbeats, Loads};
 use crate::metrics::Metrics;
-use crate::raft_node::{self, RaftHandle, RaftOptions};
-use crate::service::{Api, Heartbeats, Peers, RaftPeerService, ServiceOptions};
-use crate::storage::RaftStorage;
-use crate::transport::Transport;
+use crate::raft::{RaftHandle, RaftOptions, RaftStorage, Transport};
 use gpuctl_proto::v1::raft_server::RaftServer;
 
 /// Everything a replica needs to start.
@@ -48,146 +48,43 @@ impl Server {
         grpc: TcpListener,
         metrics_listener: TcpListener,
     ) -> anyhow::Result<Server> {
-        let (storage, rec) = RaftStorage::open(&cfg.data_dir)?;
-        let state = rec.state()?;
-        tracing::info!(
-            "recovered {} job(s), {} node(s), {} queue(s), applied index {} from {}",
-            state.jobs.len(),
-            state.nodes.len(),
-            state.queues.len(),
-            rec.applied,
-            cfg.data_dir.display()
-        );
         let metrics = Metrics::new();
-        let mut ropts = cfg.raft.clone();
-        ropts.id = cfg.id;
-        if !cfg.peers.is_empty() {
-            anyhow::ensure!(
-                cfg.peers.contains_key(&cfg.id),
-                "--peers must list this replica's own id {} too",
-                cfg.id
-            );
-            ropts.initial_voters = cfg.peers.keys().copied().collect();
-        }
-        // Replica addresses: those agreed by membership changes win over
-        // the command line, which only seeds a new cluster.
-        let mut addresses = storage.peer_addresses()?;
-        if addresses.is_empty() && !cfg.peers.is_empty() {
-            addresses = cfg.peers.clone();
-            storage.set_peer_addresses(&addresses)?;
-        }
-        // The transport reports unreachable peers to Raft, which starts below.
-        let handle_cell: Arc<std::sync::OnceLock<RaftHandle>> =
-            Arc::new(std::sync::OnceLock::new());
-        let cell = handle_cell.clone();
-        let transport = Some(Transport::start(
-            cfg.id,
-            &addresses,
-            Arc::new(move |id| {
-                if let Some(h) = cell.get() {
-                    h.unreachable(id);
-                }
-            }),
-        ));
-        let (raft, thread) = raft_node::start(
-            ropts,
-            storage,
-            state,
-            rec.applied,
-            metrics.clone(),
-            transport.clone(),
-        )?;
-        let _ = handle_cell.set(raft.clone());
-        let peers_transport = transport.clone();
+        let StartedRaft {
+            raft,
+            thread,
+            transport,
+            addresses,
+        } = start_raft(&cfg, &metrics)?;
         let peers = Arc::new(
             Peers::new(cfg.id, &addresses, transport.clone()).map_err(anyhow::Error::msg)?,
         );
-        let api_peers = peers.clone();
         let heartbeats = Arc::new(Heartbeats::default());
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let loads = Arc::new(crate::endpoints::Loads::default());
+        let loads = Arc::new(Loads::default());
         let api = Api {
             raft: raft.clone(),
             heartbeats: heartbeats.clone(),
             opts: cfg.service.clone(),
             stop: stop_rx.clone(),
-            peers,
+            peers: peers.clone(),
             loads: loads.clone(),
         };
-        let mut tasks = Vec::new();
-
-        let mut s = stop_rx.clone();
-        // Small RPCs: without TCP_NODELAY, Nagle and delayed ACKs add ~40 ms to a reply.
-        let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
-        let router = tonic::transport::Server::builder()
-            .add_service(ControlServer::new(api.clone()))
-            .add_service(NodeServiceServer::new(api.clone()))
-            .add_service(RaftServer::new(RaftPeerService { api }));
-        tasks.push(tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = s.changed().await;
-            };
-            if let Err(e) = router
-                .serve_with_incoming_shutdown(incoming, shutdown)
-                .await
-            {
-                tracing::error!("gRPC server failed: {e}");
-            }
-        }));
-
-        let mut s = stop_rx.clone();
-        let r2 = raft.clone();
-        let health: gpuctl_telemetry::HealthCheck = Arc::new(move || {
-            let st = r2.shared.status();
-            if st.leader_id == 0 {
-                Err(format!(
-                    "replica {} has no leader (term {})",
-                    st.id, st.term
-                ))
-            } else {
-                Ok(())
-            }
-        });
-        let registry = metrics.registry.clone();
-        tasks.push(tokio::spawn(async move {
-            gpuctl_telemetry::serve(metrics_listener, registry, health, async move {
-                let _ = s.changed().await;
-            })
-            .await;
-        }));
-
-        // Follow membership changes: who to send Raft traffic and forwards to.
-        let mut members = raft.shared.members.subscribe();
-        let peers_follow = api_peers.clone();
-        let mut s = stop_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    r = members.changed() => if r.is_err() { return },
-                    _ = s.changed() => return,
-                }
-                let addrs = members.borrow_and_update().clone();
-                if let Err(e) = peers_follow.set(&addrs) {
-                    tracing::error!("applying the new membership: {e}");
-                }
-            }
-        }));
-
-        tasks.push(tokio::spawn(crate::endpoints::run(
-            raft.clone(),
-            loads,
-            stop_rx.clone(),
-        )));
-        tasks.push(tokio::spawn(crate::gc::run(raft.clone(), stop_rx.clone())));
-        tasks.push(tokio::spawn(controller::run(
-            raft.clone(),
-            heartbeats,
-            cfg.controller.clone(),
-            stop_rx,
-        )));
+        let tasks = vec![
+            serve_grpc(api, grpc, stop_rx.clone()),
+            serve_metrics(metrics_listener, &metrics, raft.clone(), stop_rx.clone()),
+            follow_membership(&raft, peers, stop_rx.clone()),
+            tokio::spawn(runner::run_endpoints(raft.clone(), loads, stop_rx.clone())),
+            tokio::spawn(runner::run_gc(raft.clone(), stop_rx.clone())),
+            tokio::spawn(runner::run(
+                raft.clone(),
+                heartbeats,
+                cfg.controller.clone(),
+                stop_rx,
+            )),
+        ];
         Ok(Server {
             raft,
-            transport: peers_transport,
+            transport,
             tasks,
             raft_thread: Some(thread),
             stop,
@@ -223,4 +120,146 @@ impl Server {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
     }
+}
+
+/// A started Raft thread and what the rest of the replica needs from it.
+struct StartedRaft {
+    raft: RaftHandle,
+    thread: std::thread::JoinHandle<()>,
+    transport: Option<Transport>,
+    /// The replicas (id → gRPC URL) as this replica starts.
+    addresses: BTreeMap<u64, String>,
+}
+
+/// Recover the state from storage and start the Raft thread with its peer
+/// transport.
+fn start_raft(cfg: &Config, metrics: &Metrics) -> anyhow::Result<StartedRaft> {
+    let (storage, rec) = RaftStorage::open(&cfg.data_dir)?;
+    let state = rec.state()?;
+    tracing::info!(
+        "recovered {} job(s), {} node(s), {} queue(s), applied index {} from {}",
+        state.jobs.len(),
+        state.nodes.len(),
+        state.queues.len(),
+        rec.applied,
+        cfg.data_dir.display()
+    );
+    let mut ropts = cfg.raft.clone();
+    ropts.id = cfg.id;
+    if !cfg.peers.is_empty() {
+        anyhow::ensure!(
+            cfg.peers.contains_key(&cfg.id),
+            "--peers must list this replica's own id {} too",
+            cfg.id
+        );
+        ropts.initial_voters = cfg.peers.keys().copied().collect();
+    }
+    // Replica addresses: those agreed by membership changes win over
+    // the command line, which only seeds a new cluster.
+    let mut addresses = storage.peer_addresses()?;
+    if addresses.is_empty() && !cfg.peers.is_empty() {
+        addresses = cfg.peers.clone();
+        storage.set_peer_addresses(&addresses)?;
+    }
+    // The transport reports unreachable peers to Raft, which starts below.
+    let handle_cell: Arc<std::sync::OnceLock<RaftHandle>> = Arc::new(std::sync::OnceLock::new());
+    let cell = handle_cell.clone();
+    let transport = Some(Transport::start(
+        cfg.id,
+        &addresses,
+        Arc::new(move |id| {
+            if let Some(h) = cell.get() {
+                h.unreachable(id);
+            }
+        }),
+    ));
+    let (raft, thread) = crate::raft::start(
+        ropts,
+        storage,
+        state,
+        rec.applied,
+        metrics.clone(),
+        transport.clone(),
+    )?;
+    let _ = handle_cell.set(raft.clone());
+    Ok(StartedRaft {
+        raft,
+        thread,
+        transport,
+        addresses,
+    })
+}
+
+/// Serve the `Control`, `NodeService` and Raft peer services until `stop`.
+fn serve_grpc(
+    api: Api,
+    grpc: TcpListener,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    // Small RPCs: without TCP_NODELAY, Nagle and delayed ACKs add ~40 ms to a reply.
+    let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
+    let router = tonic::transport::Server::builder()
+        .add_service(ControlServer::new(api.clone()))
+        .add_service(NodeServiceServer::new(api.clone()))
+        .add_service(RaftServer::new(RaftPeerService { api }));
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.changed().await;
+        };
+        if let Err(e) = router
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+        {
+            tracing::error!("gRPC server failed: {e}");
+        }
+    })
+}
+
+/// Serve `/metrics`, and `/healthz` (healthy while a leader is known),
+/// until `stop`.
+fn serve_metrics(
+    listener: TcpListener,
+    metrics: &Metrics,
+    raft: RaftHandle,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let health: gpuctl_telemetry::HealthCheck = Arc::new(move || {
+        let st = raft.shared.status();
+        if st.leader_id == 0 {
+            Err(format!(
+                "replica {} has no leader (term {})",
+                st.id, st.term
+            ))
+        } else {
+            Ok(())
+        }
+    });
+    let registry = metrics.registry.clone();
+    tokio::spawn(async move {
+        gpuctl_telemetry::serve(listener, registry, health, async move {
+            let _ = stop.changed().await;
+        })
+        .await;
+    })
+}
+
+/// Follow membership changes: who to send Raft traffic and forwards to.
+fn follow_membership(
+    raft: &RaftHandle,
+    peers: Arc<Peers>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let mut members = raft.shared.members.subscribe();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                r = members.changed() => if r.is_err() { return },
+                _ = stop.changed() => return,
+            }
+            let addrs = members.borrow_and_update().clone();
+            if let Err(e) = peers.set(&addrs) {
+                tracing::error!("applying the new membership: {e}");
+            }
+        }
+    })
 }

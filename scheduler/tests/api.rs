@@ -8,10 +8,10 @@ use gpuctl_common::api::{Job, JobPhase, JobSpec, Node, NodePhase, Resources, Tas
 use gpuctl_proto::v1 as pb;
 use gpuctl_proto::v1::control_client::ControlClient;
 use gpuctl_proto::v1::node_service_client::NodeServiceClient;
-use gpuctl_scheduler::controller::ControllerOptions;
-use gpuctl_scheduler::raft_node::RaftOptions;
+use gpuctl_scheduler::api::ServiceOptions;
+use gpuctl_scheduler::controllers::ControllerOptions;
+use gpuctl_scheduler::raft::RaftOptions;
 use gpuctl_scheduler::server::{Config, Server};
-use gpuctl_scheduler::service::ServiceOptions;
 use tonic::transport::Channel;
 
 const LIMIT: Duration = Duration::from_secs(20);

@@ -18,252 +18,20 @@
 //! leader finds finished steps in the state and never runs them again. The
 //! memoization cache is replicated state too. The only clock-driven part is
 //! [`WorkflowObject::wake_at_ms`]: the leader's controller proposes a
-//! `WorkflowTick` once it has passed.
+//! `WorkflowTick` once it has passed. The workflow object and its stored
+//! records are in `workflow_object.rs`; this file is the apply side.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use gpuctl_common::api::{validate_name, Job, JobPhase, JobSpec, ObjectMeta, Resources, TaskSpec};
-use gpuctl_pipelines::{
-    MemoCache, MemoEntry, Node, Run, RunHeader, RunWithoutNodes, StepOutcome, StepToLaunch,
-    Workflow,
+use gpuctl_common::api::{
+    validate_name, Job, JobPhase, JobSpec, ObjectMeta, Resources, TaskPhase, TaskSpec,
 };
-use serde::{Deserialize, Serialize};
+use gpuctl_pipelines::{MemoCache, MemoEntry, Run, StepOutcome, StepToLaunch, Workflow};
 
-use super::{Applied, ApplyError, ObjKey, State};
-
-/// Label naming the workflow that owns a step job.
-pub const LABEL_WORKFLOW: &str = "gpuctl.io/workflow";
-/// Label naming the step (the Argo node id) a job runs.
-pub const LABEL_STEP: &str = "gpuctl.io/step";
-/// `apiVersion` of workflows as the API serves them.
-pub const WORKFLOW_API_VERSION: &str = "argoproj.io/v1alpha1";
-
-/// What a workflow step's node daemon reported besides the exit code.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StepOutputs {
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub parameters: BTreeMap<String, String>,
-    /// Standard output of a script step.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<String>,
-    /// Output artifacts that were found and stored.
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
-    pub artifacts: BTreeSet<String>,
-    /// The daemon could not handle the step's files: the step errored.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// A stored workflow run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct WorkflowObject {
-    pub metadata: ObjectMeta,
-    pub run: Run,
-    /// When the leader should propose a `WorkflowTick` (retry backoff or a
-    /// deadline); `None`: nothing is timed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub wake_at_ms: Option<u64>,
-    /// Step id → the job that runs it, for every step launched.
-    #[serde(default)]
-    pub jobs: BTreeMap<String, String>,
-    /// Launch specs of the steps whose jobs have not ended, by job name:
-    /// the node daemon needs their files (script, artifacts, outputs).
-    #[serde(default)]
-    pub running: BTreeMap<String, StepToLaunch>,
-}
-
-impl WorkflowObject {
-    pub fn name(&self) -> &str {
-        &self.metadata.name
-    }
-
-    /// Steps that finished successfully (run or memoized) and all steps so
-    /// far, for `gpuctl get workflows` (`3/5`).
-    pub fn progress(&self) -> (usize, usize) {
-        use gpuctl_pipelines::{NodePhase, NodeType};
-        let pods = self
-            .run
-            .nodes()
-            .values()
-            .filter(|n| n.node_type == NodeType::Pod);
-        let (mut done, mut all) = (0, 0);
-        for n in pods {
-            all += 1;
-            if n.phase == NodePhase::Succeeded {
-                done += 1;
-            }
-        }
-        (done, all)
-    }
-
-    /// The object as the API serves it: Argo's shape (`spec` as submitted,
-    /// `status` with the node tree) plus `status.jobs` and `status.progress`.
-    pub fn view(&self) -> serde_json::Value {
-        let (done, all) = self.progress();
-        let mut status = serde_json::to_value(self.run.status()).unwrap_or_default();
-        if let Some(m) = status.as_object_mut() {
-            m.insert("progress".into(), format!("{done}/{all}").into());
-            m.insert(
-                "jobs".into(),
-                serde_json::to_value(&self.jobs).unwrap_or_default(),
-            );
-        }
-        serde_json::json!({
-            "apiVersion": WORKFLOW_API_VERSION,
-            "kind": "Workflow",
-            "metadata": self.metadata,
-            "spec": self.run.workflow().spec,
-            "status": status,
-        })
-    }
-}
-
-/// How a workflow is stored: a header record (`workflow/<name>`: the object
-/// and its run without nodes) and one record per node
-/// (`wfnode/<name>/<node id>`: the node, its step's job, and the step's
-/// launch spec while the job runs). An apply
-/// rewrites only the nodes it changed, so a step of a 1,000-way fan-out
-/// costs one small record, not the whole run.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct StoredRef<'a> {
-    metadata: &'a ObjectMeta,
-    run: RunWithoutNodes<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    wake_at_ms: Option<u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Stored {
-    metadata: ObjectMeta,
-    run: RunHeader,
-    #[serde(default)]
-    wake_at_ms: Option<u64>,
-}
-
-#[derive(Serialize)]
-struct NodeRecordRef<'a> {
-    node: &'a Node,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    job: Option<&'a String>,
-    /// The launch spec while the step's job runs.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    launch: Option<&'a StepToLaunch>,
-}
-
-#[derive(Deserialize)]
-struct NodeRecord {
-    node: Node,
-    #[serde(default)]
-    job: Option<String>,
-    #[serde(default)]
-    launch: Option<StepToLaunch>,
-}
-
-impl WorkflowObject {
-    /// The header record (see [`StoredRef`]).
-    pub fn header_json(&self) -> Option<Vec<u8>> {
-        serde_json::to_vec(&StoredRef {
-            metadata: &self.metadata,
-            run: self.run.without_nodes(),
-            wake_at_ms: self.wake_at_ms,
-        })
-        .ok()
-    }
-
-    /// The record of one node.
-    pub fn node_json(&self, id: &str) -> Option<Vec<u8>> {
-        let node = self.run.node(id)?;
-        let job = self.jobs.get(id);
-        serde_json::to_vec(&NodeRecordRef {
-            node,
-            job,
-            launch: job.and_then(|j| self.running.get(j)),
-        })
-        .ok()
-    }
-
-    /// Every record of this workflow (to write a snapshot).
-    pub fn records(&self) -> Vec<(ObjKey, Vec<u8>)> {
-        let name = self.metadata.name.clone();
-        let mut out = Vec::new();
-        if let Some(h) = self.header_json() {
-            out.push((ObjKey::Workflow(name.clone()), h));
-        }
-        for id in self.run.nodes().keys() {
-            if let Some(n) = self.node_json(id) {
-                out.push((ObjKey::WorkflowNode(name.clone(), id.clone()), n));
-            }
-        }
-        out
-    }
-}
-
-/// Collects workflow records from the state column family and puts the
-/// workflows back together.
-#[derive(Default)]
-pub struct WorkflowRecords {
-    headers: Vec<Stored>,
-    nodes: BTreeMap<String, Vec<NodeRecord>>,
-}
-
-impl WorkflowRecords {
-    /// Take a record if it is a workflow's: `Ok(true)`; `Ok(false)` if not.
-    pub fn add(&mut self, key: &[u8], value: &[u8]) -> Result<bool, String> {
-        if key.starts_with(b"workflow/") {
-            let h: Stored = serde_json::from_slice(value).map_err(|e| e.to_string())?;
-            self.headers.push(h);
-            Ok(true)
-        } else if let Some(rest) = key.strip_prefix(b"wfnode/") {
-            let rest = String::from_utf8_lossy(rest);
-            let wf = rest.split('/').next().unwrap_or_default().to_string();
-            let n: NodeRecord = serde_json::from_slice(value).map_err(|e| e.to_string())?;
-            self.nodes.entry(wf).or_default().push(n);
-            Ok(true)
-        } else {
-            Ok(false)
-        }
-    }
-
-    /// The workflows (records of nodes without a header are dropped).
-    pub fn finish(mut self) -> Vec<WorkflowObject> {
-        self.headers
-            .into_iter()
-            .map(|h| {
-                let records = self.nodes.remove(&h.metadata.name).unwrap_or_default();
-                let mut jobs = BTreeMap::new();
-                let mut running = BTreeMap::new();
-                let mut nodes = Vec::with_capacity(records.len());
-                for r in records {
-                    if let Some(j) = r.job {
-                        if let Some(l) = r.launch {
-                            running.insert(j.clone(), l);
-                        }
-                        jobs.insert(r.node.id.clone(), j);
-                    }
-                    nodes.push(r.node);
-                }
-                WorkflowObject {
-                    metadata: h.metadata,
-                    run: h.run.into_run(nodes),
-                    wake_at_ms: h.wake_at_ms,
-                    jobs,
-                    running,
-                }
-            })
-            .collect()
-    }
-}
-
-/// One memoization entry as stored (`memo/<key>`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MemoRecord {
-    pub key: String,
-    pub entry: MemoEntry,
-}
+use super::command::{Applied, ApplyError, StepOutputs};
+use super::objects::ObjKey;
+use super::workflow_object::{MemoRecord, WorkflowObject, LABEL_STEP, LABEL_WORKFLOW};
+use super::State;
 
 /// The replicated memo cache, recording which keys were written.
 struct Recording<'a> {
@@ -379,7 +147,6 @@ fn step_job(name: &str, workflow: &str, step: &StepToLaunch) -> Job {
     job.metadata.labels = labels;
     job
 }
-
 impl State {
     /// Store a workflow and start its run. `name` was chosen by the
     /// proposer (a `generateName` suffix is random, so it cannot be chosen
@@ -675,343 +442,50 @@ impl State {
             .map(|w| w.metadata.name.clone())
             .collect()
     }
+
+    /// Remove a workflow that has ended, with its step jobs (its memoized
+    /// outputs stay: they are a cache shared by workflows).
+    pub(super) fn delete_workflow(&mut self, name: &str) -> Result<Applied, ApplyError> {
+        let w = self
+            .workflows
+            .get(name)
+            .ok_or_else(|| ApplyError::NotFound {
+                kind: "workflow",
+                name: name.to_string(),
+            })?;
+        if !w.run.phase().is_terminal() {
+            return Err(ApplyError::FailedPrecondition(format!(
+                "workflow {name:?} is {}; cancel it first (gpuctl cancel workflow {name})",
+                w.run.phase()
+            )));
+        }
+        let view = w.view();
+        let nodes: Vec<String> = w.run.nodes().keys().cloned().collect();
+        let steps: Vec<String> = self
+            .jobs
+            .values()
+            .filter(|j| j.metadata.labels.get(LABEL_WORKFLOW).map(String::as_str) == Some(name))
+            .map(|j| j.metadata.name.clone())
+            .collect();
+        for job in steps {
+            // A step still holding resources (it should not) is stopped first.
+            self.stop_tasks(&job, TaskPhase::Cancelled, "its workflow was deleted");
+            self.jobs.remove(&job);
+            self.dirty.insert(ObjKey::Job(job));
+        }
+        self.workflows.remove(name);
+        self.persisted_nodes.remove(name);
+        for id in nodes {
+            self.dirty
+                .insert(ObjKey::WorkflowNode(name.to_string(), id));
+        }
+        self.dirty.insert(ObjKey::Workflow(name.to_string()));
+        Ok(Applied::Workflow(Box::new(view)))
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::super::{Binding, Command, Envelope, NodeRegistration, TaskPlacement, TaskReport};
-    use super::*;
-    use gpuctl_common::api::TaskPhase;
-    use gpuctl_pipelines::WorkflowPhase;
+mod tests;
 
-    const WF: &str = r#"
-apiVersion: argoproj.io/v1alpha1
-kind: Workflow
-metadata: {name: wf}
-spec:
-  entrypoint: main
-  templates:
-  - name: main
-    dag:
-      tasks:
-      - {name: a, template: gen}
-      - {name: b, template: echo, dependencies: [a], arguments: {parameters: [{name: m, value: "{{tasks.a.outputs.parameters.p}}"}]}}
-      - {name: c, template: echo, dependencies: [a], arguments: {parameters: [{name: m, value: "{{tasks.a.outputs.result}}"}]}}
-  - name: gen
-    memoize: {key: gen-1, maxAge: 1h, cache: {configMap: {name: c}}}
-    script: {image: x, command: [sh], source: "echo hi"}
-    outputs: {parameters: [{name: p, valueFrom: {path: p.txt}}]}
-  - name: echo
-    inputs: {parameters: [{name: m}]}
-    container: {image: x, command: [echo, "{{inputs.parameters.m}}"]}
-"#;
-
-    struct H {
-        s: State,
-        index: u64,
-    }
-
-    impl H {
-        fn apply(&mut self, cmd: Command) -> Result<Applied, ApplyError> {
-            self.index += 1;
-            let env = Envelope::new(1000 * self.index, cmd);
-            self.s.apply(self.index, &env)
-        }
-        fn submit(&mut self, name: &str) {
-            let wf = gpuctl_pipelines::parse_workflow("wf.yaml", WF).unwrap();
-            self.apply(Command::SubmitWorkflow {
-                name: name.into(),
-                workflow: Box::new(wf),
-                arguments: BTreeMap::new(),
-            })
-            .unwrap();
-        }
-        /// Bind a step job and report it finished.
-        fn finish(&mut self, job: &str, code: i32, outputs: Option<StepOutputs>) {
-            let attempt = self.s.jobs[job].status.attempt;
-            let Applied::Bound { applied, .. } = self
-                .apply(Command::Bind {
-                    bindings: vec![Binding {
-                        job: job.into(),
-                        attempt,
-                        tasks: vec![TaskPlacement {
-                            index: 0,
-                            node: "n1".into(),
-                            gpus: vec![],
-                        }],
-                    }],
-                })
-                .unwrap()
-            else {
-                panic!()
-            };
-            assert_eq!(applied, [job]);
-            let phase = if code == 0 {
-                TaskPhase::Succeeded
-            } else {
-                TaskPhase::Failed
-            };
-            self.apply(Command::TaskReport {
-                report: TaskReport {
-                    node: "n1".into(),
-                    job: job.into(),
-                    index: 0,
-                    attempt,
-                    phase,
-                    exit_code: Some(code),
-                    message: None,
-                    pid: None,
-                    outputs,
-                    port: None,
-                },
-            })
-            .unwrap();
-        }
-    }
-
-    fn harness() -> H {
-        let mut h = H {
-            s: State::default(),
-            index: 0,
-        };
-        h.apply(Command::RegisterNode {
-            reg: NodeRegistration {
-                name: "n1".into(),
-                address: "127.0.0.1".into(),
-                agent_endpoint: "http://127.0.0.1:1".into(),
-                inventory: "simulated".into(),
-                cpu_milli: 0,
-                memory_bytes: 0,
-                gpus: vec![],
-                labels: Default::default(),
-            },
-        })
-        .unwrap();
-        h
-    }
-
-    #[test]
-    fn steps_become_jobs_in_the_apply_that_readies_them() {
-        let mut h = harness();
-        h.submit("wf");
-        assert_eq!(h.s.jobs.keys().collect::<Vec<_>>(), ["wf-a"]);
-        let a = &h.s.jobs["wf-a"];
-        assert_eq!(a.metadata.labels[LABEL_WORKFLOW], "wf");
-        assert_eq!(a.metadata.labels[LABEL_STEP], "wf.a");
-        assert_eq!(
-            a.spec.tasks[0].command,
-            ["sh"],
-            "the daemon adds the script"
-        );
-        assert!(h.s.step_of_job(a).unwrap().script_source.is_some());
-        let outputs = StepOutputs {
-            parameters: [("p".to_string(), "7".to_string())].into(),
-            result: Some("hi\n".into()),
-            ..Default::default()
-        };
-        h.finish("wf-a", 0, Some(outputs));
-        // b and c were created by the apply of a's report.
-        assert_eq!(h.s.jobs["wf-b"].spec.tasks[0].command, ["echo", "7"]);
-        assert_eq!(h.s.jobs["wf-c"].spec.tasks[0].command, ["echo", "hi"]);
-        assert!(h.s.memo.contains_key("gen-1"));
-        h.finish("wf-b", 0, None);
-        h.finish("wf-c", 0, None);
-        let w = &h.s.workflows["wf"];
-        assert_eq!(w.run.phase(), WorkflowPhase::Succeeded);
-        assert!(w.running.is_empty());
-        assert_eq!(w.progress(), (3, 3));
-        assert_eq!(w.view()["status"]["progress"], "3/3");
-
-        // The same key in a second run completes from the cache: no job.
-        h.submit("wf2");
-        assert!(!h.s.jobs.contains_key("wf2-a"));
-        assert!(h.s.workflows["wf2"].run.task_node("a").unwrap().memoized);
-        assert!(h.s.jobs.contains_key("wf2-b"));
-    }
-
-    #[test]
-    fn a_failed_step_fails_the_run_and_cancel_stops_running_steps() {
-        let mut h = harness();
-        h.submit("wf");
-        h.finish("wf-a", 3, None);
-        let w = &h.s.workflows["wf"];
-        assert_eq!(w.run.phase(), WorkflowPhase::Failed);
-        assert!(!h.s.jobs.contains_key("wf-b"));
-        assert!(matches!(
-            h.apply(Command::CancelWorkflow { name: "wf".into() }),
-            Err(ApplyError::FailedPrecondition(_))
-        ));
-
-        h.submit("wf3");
-        h.apply(Command::CancelWorkflow { name: "wf3".into() })
-            .unwrap();
-        assert_eq!(h.s.jobs["wf3-a"].status.phase, JobPhase::Cancelled);
-        assert_eq!(h.s.workflows["wf3"].run.phase(), WorkflowPhase::Failed);
-        assert!(matches!(
-            h.apply(Command::CancelWorkflow { name: "zz".into() }),
-            Err(ApplyError::NotFound { .. })
-        ));
-    }
-
-    #[test]
-    fn workflows_and_memo_survive_a_restart_through_their_stored_form() {
-        let mut h = harness();
-        h.submit("wf");
-        h.finish(
-            "wf-a",
-            0,
-            Some(StepOutputs {
-                parameters: [("p".to_string(), "7".to_string())].into(),
-                result: Some("hi".into()),
-                ..Default::default()
-            }),
-        );
-        let dirty = h.s.take_dirty();
-        let mut records = WorkflowRecords::default();
-        let mut memo = Vec::new();
-        for k in &dirty {
-            let Some(bytes) = h.s.object_json(k) else {
-                continue;
-            };
-            if let ObjKey::Memo(_) = k {
-                memo.push(serde_json::from_slice(&bytes).unwrap());
-            } else {
-                records.add(k.storage_key().as_bytes(), &bytes).unwrap();
-            }
-        }
-        let wfs = records.finish();
-        assert_eq!(wfs.len(), 1);
-        let jobs = h.s.jobs.values().cloned().collect();
-        let nodes = h.s.nodes.values().cloned().collect();
-        let back = State::from_objects(jobs, nodes).with_workflows(wfs, memo);
-        // Compared in their stored form: fields the format ignores (such as
-        // memoize.cache) are not kept.
-        let stored = |s: &State| serde_json::to_value(&s.workflows).unwrap();
-        assert_eq!(stored(&back), stored(&h.s));
-        assert_eq!(back.memo, h.s.memo);
-        // The restored replica goes on exactly as the original.
-        let mut h2 = H {
-            s: back,
-            index: h.index,
-        };
-        h.finish("wf-b", 0, None);
-        h2.finish("wf-b", 0, None);
-        assert_eq!(stored(&h2.s), stored(&h.s));
-        h.finish("wf-c", 0, None);
-        h2.finish("wf-c", 0, None);
-        assert_eq!(stored(&h2.s), stored(&h.s));
-        assert_eq!(h2.s.workflows["wf"].run.phase(), WorkflowPhase::Succeeded);
-    }
-
-    #[test]
-    fn job_names_are_dns_labels() {
-        assert_eq!(sanitize_job_name("wf.train(0:a/b)"), "wf-train-0-a-b");
-        assert_eq!(sanitize_job_name("..."), "step");
-        let s = State::default();
-        let long = format!("wf.{}", "x".repeat(80));
-        let n = s.step_job_name(&long);
-        assert!(n.len() <= 63 && validate_name("n", &n).is_ok(), "{n}");
-    }
-}
-
-/// A profiling aid, not a check: the state machine's cost of a 1,000-way
-/// fan-out (`cargo test -p gpuctl-scheduler --lib time_fan_out -- --ignored
-/// --nocapture`).
 #[cfg(test)]
-mod fanout_timing {
-    use super::super::{Binding, Command, Envelope, NodeRegistration, TaskPlacement, TaskReport};
-    use super::*;
-    use gpuctl_common::api::TaskPhase;
-    use std::time::Instant;
-
-    #[test]
-    #[ignore]
-    fn time_fan_out() {
-        let items: Vec<String> = (0..1000).map(|i| i.to_string()).collect();
-        let y = format!("apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata: {{name: fan}}\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    dag:\n      tasks:\n      - name: f\n        template: step\n        withItems: [{}]\n  - name: step\n    container:\n      image: busybox\n      command: [\"true\"]\n", items.join(", "));
-        let wf = gpuctl_pipelines::parse_workflow("f", &y).unwrap();
-        let mut s = State::default();
-        let mut index = 0;
-        let mut apply = |s: &mut State, cmd: Command| {
-            index += 1;
-            s.apply(index, &Envelope::new(index, cmd)).unwrap()
-        };
-        apply(
-            &mut s,
-            Command::RegisterNode {
-                reg: NodeRegistration {
-                    name: "n1".into(),
-                    address: "a".into(),
-                    agent_endpoint: "e".into(),
-                    inventory: "s".into(),
-                    cpu_milli: 0,
-                    memory_bytes: 0,
-                    gpus: vec![],
-                    labels: Default::default(),
-                },
-            },
-        );
-        let t = Instant::now();
-        apply(
-            &mut s,
-            Command::SubmitWorkflow {
-                name: "fan".into(),
-                workflow: Box::new(wf),
-                arguments: Default::default(),
-            },
-        );
-        eprintln!("submit: {:?}, jobs {}", t.elapsed(), s.jobs.len());
-        let names: Vec<String> = s.jobs.keys().cloned().collect();
-        let (mut t_bind, mut t_done, mut t_ser) = (
-            std::time::Duration::ZERO,
-            std::time::Duration::ZERO,
-            std::time::Duration::ZERO,
-        );
-        for j in names {
-            let t = Instant::now();
-            apply(
-                &mut s,
-                Command::Bind {
-                    bindings: vec![Binding {
-                        job: j.clone(),
-                        attempt: 1,
-                        tasks: vec![TaskPlacement {
-                            index: 0,
-                            node: "n1".into(),
-                            gpus: vec![],
-                        }],
-                    }],
-                },
-            );
-            t_bind += t.elapsed();
-            let t = Instant::now();
-            apply(
-                &mut s,
-                Command::TaskReport {
-                    report: TaskReport {
-                        node: "n1".into(),
-                        job: j,
-                        index: 0,
-                        attempt: 1,
-                        phase: TaskPhase::Succeeded,
-                        exit_code: Some(0),
-                        message: None,
-                        pid: None,
-                        outputs: None,
-                        port: None,
-                    },
-                },
-            );
-            t_done += t.elapsed();
-            let t = Instant::now();
-            for k in s.take_dirty() {
-                let _ = s.object_json(&k);
-            }
-            t_ser += t.elapsed();
-        }
-        eprintln!(
-            "bind {t_bind:?} report {t_done:?} serialize {t_ser:?} phase {:?}",
-            s.workflows["fan"].run.phase()
-        );
-    }
-}
+mod fanout_timing;

@@ -5,12 +5,13 @@
 use std::collections::BTreeMap;
 
 use gpuctl_common::api::{self, Job};
-use gpuctl_pipelines::{StepToLaunch, WorkflowPhase};
+use gpuctl_pipelines::WorkflowPhase;
 use gpuctl_proto::v1 as pb;
 use rand::Rng;
 use tonic::Status;
 
-use super::{json, Api};
+use super::convert::json;
+use super::Api;
 use crate::state::{Command, StepOutputs, WorkflowObject};
 
 /// Length of the random suffix appended to `metadata.generateName`.
@@ -52,7 +53,7 @@ impl Api {
         let name = wf.run_name(&random_suffix());
         api::validate_name("metadata.name", &name)
             .map_err(|e| Status::invalid_argument(e.in_source(source, 0).to_string()))?;
-        self.read_barrier().await?;
+        self.proposer().read_barrier().await?;
         // A retry of an applied request gets its first answer (and does not
         // start a second run under another generated name).
         let repeated = self.already_applied(request_id.as_deref());
@@ -70,15 +71,16 @@ impl Api {
                 )));
             }
         }
-        self.propose_request(
-            Command::SubmitWorkflow {
-                name,
-                workflow: Box::new(wf),
-                arguments: parameters,
-            },
-            request_id,
-        )
-        .await
+        self.proposer()
+            .propose_request(
+                Command::SubmitWorkflow {
+                    name,
+                    workflow: Box::new(wf),
+                    arguments: parameters,
+                },
+                request_id,
+            )
+            .await
     }
 
     pub(super) fn get_workflows(&self, name: &str) -> Result<Vec<String>, Status> {
@@ -167,47 +169,6 @@ fn infeasible_step(wf: &gpuctl_pipelines::Workflow, nodes: &[&api::Node]) -> Opt
         }
     }
     None
-}
-
-/// The files of a step job, for its `TaskAssignment`.
-pub(super) fn step_io(st: &crate::state::State, job: &Job) -> Option<pb::StepIo> {
-    let s: &StepToLaunch = st.step_of_job(job)?;
-    let art = |name: &str, path: &str, optional: bool, key: &gpuctl_pipelines::ArtifactKey| {
-        pb::ArtifactRef {
-            name: name.to_string(),
-            path: path.to_string(),
-            optional,
-            store_workflow: key.workflow.clone(),
-            store_step: key.step.clone(),
-            store_name: key.name.clone(),
-        }
-    };
-    Some(pb::StepIo {
-        workflow: s.workflow.clone(),
-        step: s.id.clone(),
-        has_script: s.script_source.is_some(),
-        script_source: s.script_source.clone().unwrap_or_default(),
-        script_arg_index: s.command.len() as u32,
-        capture_result: s.script_source.is_some(),
-        output_parameters: s
-            .output_parameters
-            .iter()
-            .map(|p| pb::OutputParameter {
-                name: p.name.clone(),
-                path: p.path.clone(),
-            })
-            .collect(),
-        input_artifacts: s
-            .input_artifacts
-            .iter()
-            .map(|a| art(&a.name, a.path.as_deref().unwrap_or(""), false, &a.from))
-            .collect(),
-        output_artifacts: s
-            .output_artifacts
-            .iter()
-            .map(|a| art(&a.name, &a.path, a.optional, &a.key))
-            .collect(),
-    })
 }
 
 /// A node daemon's report of a step's outputs.

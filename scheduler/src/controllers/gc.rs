@@ -4,13 +4,7 @@
 //! `gpuctl delete` proposes, so every replica (and a restart) agrees.
 //! Objects without a time to live are kept until deleted by hand.
 
-use std::time::Duration;
-
-use crate::raft_node::RaftHandle;
-use crate::state::{Command, Envelope, State};
-
-/// How often the leader looks for objects due for deletion.
-const EVERY: Duration = Duration::from_secs(1);
+use crate::state::{Command, State};
 
 /// The deletions due at `now_ms`, jobs first, each in name order.
 pub fn due(st: &State, now_ms: u64) -> Vec<Command> {
@@ -39,32 +33,11 @@ pub fn due(st: &State, now_ms: u64) -> Vec<Command> {
     cmds
 }
 
-/// On the leader, delete what is due, once a second, until `shutdown`.
-pub async fn run(raft: RaftHandle, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    loop {
-        if raft.shared.status().is_leader() {
-            let now = gpuctl_common::now_ms();
-            let cmds = due(&raft.shared.read(), now);
-            for cmd in cmds {
-                let what = format!("{cmd:?}");
-                match raft.propose(Envelope::new(now, cmd)).await {
-                    Ok(_) => tracing::info!("time to live over: {what}"),
-                    Err(e) => tracing::debug!("{what} not applied: {e}"),
-                }
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(EVERY) => {}
-            _ = shutdown.changed() => return,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::placement::testutil;
-    use crate::state::LABEL_WORKFLOW;
+    use crate::state::{Envelope, LABEL_WORKFLOW};
     use std::collections::BTreeMap;
 
     fn apply(s: &mut State, index: u64, now: u64, cmd: Command) {

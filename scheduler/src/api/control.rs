@@ -1,0 +1,581 @@
+//! The `Control` service, for the command line: apply, get, cancel,
+//! delete, cordon, wait, logs, gateway load reports and the cluster's
+//! membership.
+
+use std::time::{Duration, Instant};
+
+use gpuctl_common::api::{self, Job, JobPhase, Manifest};
+use gpuctl_proto::v1 as pb;
+use gpuctl_proto::v1::control_server::Control;
+use raft::prelude::{ConfChange, ConfChangeType};
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use super::convert::{in_source, json, kind_of, request_id_of, to_status};
+use super::proposer::NO_LEADER_WAIT;
+use super::workflows::is_workflow;
+use super::{Api, BoxStream};
+use crate::placement;
+use crate::raft::ProposeError;
+use crate::state::{Command, State};
+
+/// A queue as a reader sees it: with its status computed now.
+fn queue_view(st: &State, q: &gpuctl_common::queue::Queue) -> gpuctl_common::queue::Queue {
+    let mut q = q.clone();
+    q.status = Some(st.queue_status(&q.metadata.name));
+    q
+}
+
+impl Api {
+    fn status_reply(&self) -> pb::ClusterStatusResponse {
+        let s = self.raft.shared.status();
+        pb::ClusterStatusResponse {
+            id: s.id,
+            leader_id: s.leader_id,
+            term: s.term,
+            commit_index: s.commit,
+            applied_index: s.applied,
+            role: s.role,
+            voters: s.voters,
+            peers: s
+                .progress
+                .into_iter()
+                .map(|p| pb::PeerProgress {
+                    id: p.id,
+                    matched: p.matched,
+                    next_index: p.next_index,
+                    state: p.state,
+                    recent_active: p.recent_active,
+                })
+                .collect(),
+            // The applied membership (Peers follows it asynchronously).
+            addresses: self
+                .raft
+                .shared
+                .members
+                .borrow()
+                .clone()
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    /// Propose a configuration change here when leading, else hand the
+    /// request to the leader with `forward`.
+    async fn change_membership<R, F, Fut>(
+        &self,
+        cc: ConfChange,
+        forward: F,
+        req: R,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status>
+    where
+        F: FnOnce(gpuctl_proto::v1::control_client::ControlClient<Channel>, R) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<pb::ClusterStatusResponse>, Status>>,
+    {
+        // The last change may still be applying, or an election under way:
+        // wait for either (bounded) rather than fail a change that would
+        // succeed a moment later.
+        let deadline = Instant::now() + NO_LEADER_WAIT;
+        loop {
+            match self.raft.change_membership(cc.clone()).await {
+                Ok(_) => return Ok(Response::new(self.status_reply())),
+                Err(ProposeError::NotLeader { leader: Some(l) }) if l != self.peers.me => {
+                    return match self.peers.control_client(l) {
+                        Some(c) => forward(c, req).await,
+                        None => Err(Status::unavailable(format!(
+                            "the leader is replica {l}, whose address this replica does not know"
+                        ))),
+                    };
+                }
+                Err(e @ (ProposeError::ChangeInProgress | ProposeError::NotLeader { .. }))
+                    if Instant::now() < deadline =>
+                {
+                    tracing::debug!("membership change waits: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(to_status(e)),
+            }
+        }
+    }
+
+    /// Create an endpoint after checking that a node could ever run one replica.
+    async fn apply_endpoint(
+        &self,
+        source: &str,
+        ep: gpuctl_common::endpoint::Endpoint,
+        request_id: Option<String>,
+    ) -> Result<Response<pb::ApplyResponse>, Status> {
+        self.proposer().read_barrier().await?;
+        let repeated = self.already_applied(request_id.as_deref());
+        if !repeated {
+            let st = self.state();
+            if st.endpoints.contains_key(&ep.metadata.name) {
+                return Err(Status::already_exists(format!(
+                    "{source}: endpoint {:?} already exists; delete it first (gpuctl delete endpoint {})",
+                    ep.metadata.name, ep.metadata.name
+                )));
+            }
+            let nodes: Vec<&api::Node> = st.nodes.values().collect();
+            let probe = crate::state::endpoints::replica_job(&ep, &ep.metadata.name);
+            if let Some(why) = placement::infeasible(&nodes, &probe) {
+                return Err(Status::invalid_argument(format!(
+                    "{source}: endpoint {:?}: spec.resources: a replica {why}",
+                    ep.metadata.name
+                )));
+            }
+        }
+        let object_json = self
+            .proposer()
+            .propose_request(
+                Command::CreateEndpoint {
+                    endpoint: Box::new(ep),
+                },
+                request_id,
+            )
+            .await
+            .map_err(|s| in_source(source, s))?;
+        Ok(Response::new(pb::ApplyResponse { object_json }))
+    }
+}
+
+#[tonic::async_trait]
+impl Control for Api {
+    async fn report_load(
+        &self,
+        req: Request<pb::ReportLoadRequest>,
+    ) -> Result<Response<pb::ReportLoadResponse>, Status> {
+        let req = req.into_inner();
+        match self.proposer().leader_elsewhere()? {
+            None => {
+                crate::controllers::runner::report_load(&self.raft, &self.loads, &req).await;
+                Ok(Response::new(pb::ReportLoadResponse {}))
+            }
+            Some(leader) => match self.peers.control_client(leader) {
+                Some(mut c) => c.report_load(req).await,
+                None => Err(self.proposer().no_leader()),
+            },
+        }
+    }
+
+    async fn apply(
+        &self,
+        req: Request<pb::ApplyRequest>,
+    ) -> Result<Response<pb::ApplyResponse>, Status> {
+        let req = req.into_inner();
+        let source = if req.source.is_empty() {
+            "<api>".to_string()
+        } else {
+            req.source.clone()
+        };
+        if is_workflow(&req.object_json) {
+            let params = req.parameters.into_iter().collect();
+            let request_id = request_id_of(&req.request_id);
+            let object_json = self
+                .apply_workflow(&source, &req.object_json, params, request_id)
+                .await?;
+            return Ok(Response::new(pb::ApplyResponse { object_json }));
+        }
+        let manifest = api::parse_manifest_json(&source, &req.object_json)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let request_id = request_id_of(&req.request_id);
+        // Check against current state, not a follower's possibly older copy.
+        self.proposer().read_barrier().await?;
+        // A retry of a request that was applied gets its recorded answer.
+        let repeated = self.already_applied(request_id.as_deref());
+        let job = match manifest {
+            Manifest::Job(job) => job,
+            Manifest::Endpoint(ep) => {
+                return self.apply_endpoint(&source, ep, request_id).await;
+            }
+            Manifest::Queue(queue) => {
+                let object_json = self
+                    .proposer()
+                    .propose_request(
+                        Command::PutQueue {
+                            queue: Box::new(queue),
+                        },
+                        request_id,
+                    )
+                    .await
+                    .map_err(|s| in_source(&source, s))?;
+                return Ok(Response::new(pb::ApplyResponse { object_json }));
+            }
+        };
+        if !repeated {
+            let st = self.state();
+            if st.jobs.contains_key(&job.metadata.name) {
+                return Err(Status::already_exists(format!(
+                    "{source}: job {:?} already exists; pick another metadata.name or cancel the old one",
+                    job.metadata.name
+                )));
+            }
+            let nodes: Vec<&api::Node> = st.nodes.values().collect();
+            if let Some(why) = placement::infeasible(&nodes, &job) {
+                return Err(Status::invalid_argument(format!(
+                    "{source}: job {:?}: {why}",
+                    job.metadata.name
+                )));
+            }
+        }
+        let object_json = self
+            .proposer()
+            .propose_request(Command::SubmitJob { job: Box::new(job) }, request_id)
+            .await
+            .map_err(|s| in_source(&source, s))?;
+        Ok(Response::new(pb::ApplyResponse { object_json }))
+    }
+
+    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        let req = req.into_inner();
+        let kind = kind_of(&req.kind)?;
+        self.proposer().read_barrier().await?;
+        if kind == "workflow" {
+            let objects_json = self.get_workflows(&req.name)?;
+            return Ok(Response::new(pb::GetResponse { objects_json }));
+        }
+        let st = self.state();
+        let objects_json = match (kind, req.name.is_empty()) {
+            ("job", true) => {
+                let mut jobs: Vec<&Job> = st.jobs.values().collect();
+                jobs.sort_by_key(|j| j.metadata.uid);
+                jobs.into_iter().map(json).collect::<Result<_, _>>()?
+            }
+            ("job", false) => {
+                let mut job = st
+                    .jobs
+                    .get(&req.name)
+                    .ok_or_else(|| Status::not_found(format!("job {:?} not found", req.name)))?
+                    .clone();
+                if job.status.phase == api::JobPhase::Pending {
+                    let round = placement::plan_round(&st);
+                    job.status.waiting = placement::waiting_reason(&st, &round, &req.name);
+                }
+                vec![json(&job)?]
+            }
+            ("queue", true) => st
+                .queues
+                .values()
+                .map(|q| json(&queue_view(&st, q)))
+                .collect::<Result<_, _>>()?,
+            ("queue", false) => {
+                vec![json(&queue_view(
+                    &st,
+                    st.queues.get(&req.name).ok_or_else(|| {
+                        Status::not_found(format!("queue {:?} not found", req.name))
+                    })?,
+                ))?]
+            }
+            ("endpoint", true) => st
+                .endpoint_views()
+                .iter()
+                .map(json)
+                .collect::<Result<_, _>>()?,
+            ("endpoint", false) => vec![json(&st.endpoint_view(&req.name).ok_or_else(|| {
+                Status::not_found(format!("endpoint {:?} not found", req.name))
+            })?)?],
+            (_, true) => st.nodes.values().map(json).collect::<Result<_, _>>()?,
+            (_, false) => vec![json(st.nodes.get(&req.name).ok_or_else(|| {
+                Status::not_found(format!("node {:?} not found", req.name))
+            })?)?],
+        };
+        Ok(Response::new(pb::GetResponse { objects_json }))
+    }
+
+    async fn cancel(
+        &self,
+        req: Request<pb::CancelRequest>,
+    ) -> Result<Response<pb::CancelResponse>, Status> {
+        let req = req.into_inner();
+        let kind = kind_of(if req.kind.is_empty() {
+            "job"
+        } else {
+            &req.kind
+        })?;
+        if kind == "workflow" {
+            let object_json = self
+                .proposer()
+                .propose(Command::CancelWorkflow { name: req.name })
+                .await?;
+            return Ok(Response::new(pb::CancelResponse { object_json }));
+        }
+        if kind == "endpoint" {
+            // Deleting an endpoint stops its replicas and removes it.
+            let object_json = self
+                .proposer()
+                .propose(Command::DeleteEndpoint { name: req.name })
+                .await?;
+            return Ok(Response::new(pb::CancelResponse { object_json }));
+        }
+        if kind != "job" {
+            return Err(Status::invalid_argument(
+                "only jobs and workflows can be cancelled, and endpoints deleted",
+            ));
+        }
+        let object_json = self
+            .proposer()
+            .propose(Command::CancelJob { name: req.name })
+            .await?;
+        Ok(Response::new(pb::CancelResponse { object_json }))
+    }
+
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let req = req.into_inner();
+        let name = req.name;
+        let cmd = match kind_of(&req.kind)? {
+            "job" => Command::DeleteJob { name },
+            "workflow" => Command::DeleteWorkflow { name },
+            "endpoint" => Command::DeleteEndpoint { name },
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "{other}s cannot be deleted; jobs, workflows and endpoints can"
+                )))
+            }
+        };
+        let object_json = self.proposer().propose(cmd).await?;
+        Ok(Response::new(pb::DeleteResponse { object_json }))
+    }
+
+    async fn cordon(
+        &self,
+        req: Request<pb::CordonRequest>,
+    ) -> Result<Response<pb::CordonResponse>, Status> {
+        let req = req.into_inner();
+        let object_json = self
+            .proposer()
+            .propose(Command::Cordon {
+                node: req.node,
+                unschedulable: req.cordon,
+            })
+            .await?;
+        Ok(Response::new(pb::CordonResponse { object_json }))
+    }
+
+    async fn wait(
+        &self,
+        req: Request<pb::WaitRequest>,
+    ) -> Result<Response<pb::WaitResponse>, Status> {
+        let req = req.into_inner();
+        self.proposer().read_barrier().await?;
+        let limit = if req.timeout_ms == 0 {
+            self.opts.max_wait
+        } else {
+            Duration::from_millis(req.timeout_ms).min(self.opts.max_wait)
+        };
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut version = self.raft.shared.version.subscribe();
+        loop {
+            let job = {
+                let st = self.state();
+                match st.jobs.get(&req.name) {
+                    Some(j) => Some((j.status.phase, json(j)?)),
+                    None => None,
+                }
+            };
+            let (phase, obj) = match job {
+                Some(j) => j,
+                None => {
+                    // Not a job: a workflow of that name?
+                    let (wphase, obj) = self.workflow_phase(&req.name).ok_or_else(|| {
+                        Status::not_found(format!("no job or workflow {:?}", req.name))
+                    })?;
+                    if wphase.is_terminal() {
+                        return Ok(Response::new(pb::WaitResponse {
+                            finished: true,
+                            phase: wphase.to_string(),
+                            object_json: obj,
+                        }));
+                    }
+                    (JobPhase::Running, obj)
+                }
+            };
+            if phase.is_terminal() {
+                return Ok(Response::new(pb::WaitResponse {
+                    finished: true,
+                    phase: phase.to_string(),
+                    object_json: obj,
+                }));
+            }
+            let mut stop = self.stop.clone();
+            let changed = tokio::select! {
+                r = tokio::time::timeout_at(deadline, version.changed()) => matches!(r, Ok(Ok(()))),
+                _ = stop.wait_for(|s| *s) => false,
+            };
+            if !changed {
+                return Ok(Response::new(pb::WaitResponse {
+                    finished: false,
+                    phase: phase.to_string(),
+                    object_json: obj,
+                }));
+            }
+        }
+    }
+
+    type LogsStream = BoxStream<pb::LogChunk>;
+
+    async fn logs(
+        &self,
+        req: Request<pb::LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        let req = req.into_inner();
+        let (endpoint, attempt, is_current) = {
+            let st = self.state();
+            let j = st
+                .jobs
+                .get(&req.job)
+                .ok_or_else(|| Status::not_found(format!("job {:?} not found", req.job)))?;
+            let t = j.status.tasks.get(req.task_index as usize).ok_or_else(|| {
+                Status::not_found(format!(
+                    "job {:?} has {} task(s); there is no task {}",
+                    req.job,
+                    j.status.tasks.len(),
+                    req.task_index
+                ))
+            })?;
+            let current = j.status.attempt;
+            let attempt = if req.attempt == 0 {
+                current
+            } else {
+                req.attempt
+            };
+            let node = if attempt == current {
+                t.node.as_ref().ok_or_else(|| {
+                    let earlier = if current > 1 {
+                        format!("; the previous attempt's log: --attempt {}", current - 1)
+                    } else {
+                        String::new()
+                    };
+                    Status::failed_precondition(format!(
+                        "task {} of job {:?} has not been placed yet (attempt {current}, phase {}); try again once it runs{earlier}",
+                        req.task_index, req.job, t.phase
+                    ))
+                })?
+            } else {
+                let past = j
+                    .status
+                    .past_attempts
+                    .iter()
+                    .find(|p| p.attempt == attempt)
+                    .ok_or_else(|| {
+                        let known: Vec<String> = j
+                            .status
+                            .past_attempts
+                            .iter()
+                            .map(|p| p.attempt.to_string())
+                            .chain(std::iter::once(current.to_string()))
+                            .collect();
+                        Status::out_of_range(format!(
+                            "job {:?} has no attempt {attempt} on record (attempts: {})",
+                            req.job,
+                            known.join(", ")
+                        ))
+                    })?;
+                past.nodes
+                    .get(req.task_index as usize)
+                    .filter(|n| !n.is_empty())
+                    .ok_or_else(|| {
+                        Status::out_of_range(format!(
+                            "task {} of job {:?} did not run in attempt {attempt}",
+                            req.task_index, req.job
+                        ))
+                    })?
+            };
+            let n = st
+                .nodes
+                .get(node)
+                .ok_or_else(|| Status::not_found(format!("node {node:?} not found")))?;
+            (n.status.agent_endpoint.clone(), attempt, attempt == current)
+        };
+        let mut client =
+            gpuctl_proto::v1::node_agent_client::NodeAgentClient::connect(endpoint.clone())
+                .await
+                .map_err(|e| {
+                    Status::unavailable(format!("cannot reach the node daemon at {endpoint}: {e}"))
+                })?;
+        let stream = client
+            .read_logs(pb::ReadLogsRequest {
+                job: req.job,
+                task_index: req.task_index,
+                attempt,
+                follow: req.follow && is_current,
+            })
+            .await?
+            .into_inner();
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn cluster_status(
+        &self,
+        _req: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        Ok(Response::new(self.status_reply()))
+    }
+
+    async fn add_peer(
+        &self,
+        req: Request<pb::AddPeerRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        let r = req.into_inner();
+        if r.id == 0 {
+            return Err(Status::invalid_argument("replica ids start at 1"));
+        }
+        let url = if r.address.contains("://") {
+            r.address.clone()
+        } else {
+            format!("http://{}", r.address)
+        };
+        tonic::transport::Endpoint::from_shared(url.clone())
+            .map_err(|e| Status::invalid_argument(format!("address {:?}: {e}", r.address)))?;
+        if self.raft.shared.status().voters.contains(&r.id) {
+            return Err(Status::already_exists(format!(
+                "replica {} is already a voter",
+                r.id
+            )));
+        }
+        let cc = ConfChange {
+            change_type: ConfChangeType::AddNode,
+            node_id: r.id,
+            context: url.into_bytes().into(),
+            ..Default::default()
+        };
+        self.change_membership(
+            cc,
+            |mut c, req| async move { c.add_peer(req).await },
+            pb::AddPeerRequest {
+                id: r.id,
+                address: r.address,
+            },
+        )
+        .await
+    }
+
+    async fn remove_peer(
+        &self,
+        req: Request<pb::RemovePeerRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        let r = req.into_inner();
+        let voters = self.raft.shared.status().voters;
+        if !voters.contains(&r.id) {
+            return Err(Status::not_found(format!(
+                "replica {} is not a voter (voters: {voters:?})",
+                r.id
+            )));
+        }
+        if voters.len() == 1 {
+            return Err(Status::failed_precondition("cannot remove the last voter"));
+        }
+        let cc = ConfChange {
+            change_type: ConfChangeType::RemoveNode,
+            node_id: r.id,
+            ..Default::default()
+        };
+        self.change_membership(
+            cc,
+            |mut c, req| async move { c.remove_peer(req).await },
+            pb::RemovePeerRequest { id: r.id },
+        )
+        .await
+    }
+}

@@ -1,0 +1,92 @@
+//! The gRPC shell: `Control` (for the CLI), `NodeService` (for node
+//! daemons) and the Raft peer service (for the other replicas). Handlers
+//! validate, turn requests into [`Command`](crate::state::Command)s, propose
+//! them through Raft and answer once they are applied. Reads come from the
+//! local state machine.
+//!
+//! ```text
+//!  control.rs    Control: apply, get, cancel, delete, wait, logs, cluster
+//!  nodes.rs      NodeService: register, heartbeat, assignments, reports
+//!  raft_peer.rs  Raft: peers' messages in, writes forwarded to the leader
+//!  workflows.rs  Control's workflow parts (apply, reads, wait)
+//!  proposer.rs   Proposer: propose here, or forward to the leader
+//!  peers.rs      Peers: clients for the other replicas
+//!  convert.rs    errors to gRPC statuses, objects to JSON, kind names
+//! ```
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_stream::Stream;
+use tonic::Status;
+
+use crate::controllers::{Heartbeats, Loads};
+use crate::raft::RaftHandle;
+use crate::state::State;
+
+mod control;
+mod convert;
+mod nodes;
+pub mod peers;
+pub mod proposer;
+pub mod raft_peer;
+mod workflows;
+
+pub use peers::Peers;
+use proposer::Proposer;
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Settings the services need.
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    /// Interval node daemons are told to heartbeat at.
+    pub heartbeat_interval: Duration,
+    /// Longest server-side wait of one `Wait` call.
+    pub max_wait: Duration,
+}
+
+impl Default for ServiceOptions {
+    fn default() -> Self {
+        ServiceOptions {
+            heartbeat_interval: Duration::from_secs(1),
+            max_wait: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Implements the `Control` and `NodeService` gRPC services over one Raft
+/// handle.
+#[derive(Clone)]
+pub struct Api {
+    pub raft: RaftHandle,
+    pub heartbeats: Arc<Heartbeats>,
+    pub opts: ServiceOptions,
+    /// Flips to true on shutdown; ends long-lived streams and waits.
+    pub stop: tokio::sync::watch::Receiver<bool>,
+    /// The other replicas, for forwarding.
+    pub peers: Arc<Peers>,
+    /// Gateway load reports for the endpoint controller (used while leading).
+    pub loads: Arc<Loads>,
+}
+
+impl Api {
+    /// Proposes this API's writes: here, or on the leader.
+    fn proposer(&self) -> Proposer<'_> {
+        Proposer {
+            raft: &self.raft,
+            peers: &self.peers,
+        }
+    }
+
+    /// barrier, so on any replica): its retry is answered from the record
+    /// and skips the checks a new request gets.
+    fn already_applied(&self, request_id: Option<&str>) -> bool {
+        request_id.is_some_and(|id| self.state().request(id).is_some())
+    }
+
+    fn state(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.raft.shared.read()
+    }
+}

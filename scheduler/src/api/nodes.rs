@@ -1,0 +1,175 @@
+//! The `NodeService`, for node daemons: register, heartbeat (passed on to
+//! the leader, which tracks liveness), watch assignments, report task
+//! phases, and ask which workflows are gone.
+
+use std::time::Instant;
+
+use gpuctl_common::api::{self, NodePhase, TaskPhase};
+use gpuctl_proto::v1 as pb;
+use gpuctl_proto::v1::node_service_server::NodeService;
+use tonic::{Request, Response, Status};
+
+use super::workflows::outputs_from_pb;
+use super::{Api, BoxStream};
+use crate::state::views::assignments_for;
+use crate::state::{Command, NodeRegistration, TaskReport};
+
+fn parse_phase(p: &str) -> Result<TaskPhase, Status> {
+    match p {
+        "Running" => Ok(TaskPhase::Running),
+        "Succeeded" => Ok(TaskPhase::Succeeded),
+        "Failed" => Ok(TaskPhase::Failed),
+        other => Err(Status::invalid_argument(format!(
+            "phase {other:?}: a node reports Running, Succeeded or Failed"
+        ))),
+    }
+}
+
+#[tonic::async_trait]
+impl NodeService for Api {
+    async fn register(
+        &self,
+        req: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let r = req.into_inner();
+        api::validate_name("name", &r.name)
+            .map_err(|e| Status::invalid_argument(format!("node {e}")))?;
+        let reg = NodeRegistration {
+            name: r.name.clone(),
+            address: r.address,
+            agent_endpoint: r.agent_endpoint,
+            inventory: r.inventory,
+            cpu_milli: r.cpu_milli,
+            memory_bytes: r.memory_bytes,
+            gpus: r
+                .gpus
+                .into_iter()
+                .map(|g| api::Gpu {
+                    uuid: g.uuid,
+                    index: g.index,
+                    model: g.model,
+                    memory_bytes: g.memory_bytes,
+                    nvlink_domain: g.nvlink_domain,
+                    healthy: g.healthy,
+                })
+                .collect(),
+            labels: r.labels.into_iter().collect(),
+        };
+        self.proposer()
+            .propose(Command::RegisterNode { reg })
+            .await?;
+        self.heartbeats.beat(&r.name, Instant::now());
+        Ok(Response::new(pb::RegisterResponse {
+            heartbeat_interval_ms: self.opts.heartbeat_interval.as_millis() as u64,
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let r = req.into_inner();
+        // Liveness is tracked by the leader: pass the beat on when following.
+        let st = self.raft.shared.status();
+        if !st.is_leader() && st.leader_id != 0 {
+            if let Some(mut leader) = self.peers.node_client(st.leader_id) {
+                if !self.peers.is_cut_off() {
+                    return leader.heartbeat(r).await;
+                }
+            }
+        }
+        let known = self
+            .state()
+            .nodes
+            .get(&r.name)
+            .map(|n| n.status.phase == NodePhase::Ready)
+            .unwrap_or(false);
+        if known {
+            self.heartbeats.beat(&r.name, Instant::now());
+        }
+        Ok(Response::new(pb::HeartbeatResponse { reregister: !known }))
+    }
+
+    async fn gone_workflows(
+        &self,
+        req: Request<pb::GoneWorkflowsRequest>,
+    ) -> Result<Response<pb::GoneWorkflowsResponse>, Status> {
+        let r = req.into_inner();
+        // The leader's state is the newest; a follower could lag behind a
+        // workflow just created and call it gone.
+        if let Some(leader) = self.proposer().leader_elsewhere()? {
+            return match self.peers.node_client(leader) {
+                Some(mut c) => c.gone_workflows(r).await,
+                None => Err(self.proposer().no_leader()),
+            };
+        }
+        let state = self.state();
+        let gone = r
+            .workflows
+            .into_iter()
+            .filter(|w| !state.workflows.contains_key(w))
+            .collect();
+        Ok(Response::new(pb::GoneWorkflowsResponse { gone }))
+    }
+
+    type WatchAssignmentsStream = BoxStream<pb::Assignments>;
+
+    async fn watch_assignments(
+        &self,
+        req: Request<pb::WatchAssignmentsRequest>,
+    ) -> Result<Response<Self::WatchAssignmentsStream>, Status> {
+        let node = req.into_inner().node;
+        let mut version = self.raft.shared.version.subscribe();
+        let shared = self.raft.shared.clone();
+        let mut stop = self.stop.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut last: Option<Vec<pb::TaskAssignment>> = None;
+            loop {
+                let v = *version.borrow_and_update();
+                let a = assignments_for(&shared.read(), &node, v);
+                if last.as_ref() != Some(&a.tasks) {
+                    last = Some(a.tasks.clone());
+                    if tx.send(Ok(a)).await.is_err() {
+                        return; // the node hung up
+                    }
+                }
+                tokio::select! {
+                    r = version.changed() => if r.is_err() { return },
+                    _ = tx.closed() => return,
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn report_task(
+        &self,
+        req: Request<pb::ReportTaskRequest>,
+    ) -> Result<Response<pb::ReportTaskResponse>, Status> {
+        let r = req.into_inner();
+        let report = TaskReport {
+            node: r.node,
+            job: r.job,
+            index: r.task_index,
+            attempt: r.attempt,
+            phase: parse_phase(&r.phase)?,
+            exit_code: if r.phase == "Running" {
+                None
+            } else {
+                Some(r.exit_code)
+            },
+            message: Some(r.message).filter(|m| !m.is_empty()),
+            pid: Some(r.pid).filter(|p| *p != 0),
+            outputs: r.outputs.map(outputs_from_pb),
+            port: u16::try_from(r.port).ok().filter(|p| *p != 0),
+        };
+        self.proposer()
+            .propose(Command::TaskReport { report })
+            .await?;
+        Ok(Response::new(pb::ReportTaskResponse {}))
+    }
+}

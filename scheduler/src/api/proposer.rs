@@ -1,0 +1,132 @@
+//! The API's one way to write: [`Proposer`] proposes a command on this
+//! replica when it leads and forwards it to the leader when it follows,
+//! waiting out a short election; [`Proposer::read_barrier`] makes the next
+//! local read current.
+
+use std::time::{Duration, Instant};
+
+use gpuctl_proto::v1 as pb;
+use gpuctl_proto::v1::raft_client::RaftClient;
+use tonic::transport::Channel;
+use tonic::Status;
+
+use super::convert::{json, to_status};
+use super::peers::Peers;
+use crate::raft::{ProposeError, RaftHandle};
+use crate::state::{Applied, Command, Envelope};
+
+/// How long a write waits for an election to finish before giving up.
+pub const NO_LEADER_WAIT: Duration = Duration::from_secs(5);
+
+/// Proposes for one request: through this replica's Raft handle, or to the
+/// leader through [`Peers`].
+#[derive(Clone, Copy)]
+pub struct Proposer<'a> {
+    pub raft: &'a RaftHandle,
+    pub peers: &'a Peers,
+}
+
+impl Proposer<'_> {
+    /// For a request only the leader answers: `None` when this replica
+    /// leads, the leader's id when another one does, unavailable when no
+    /// leader is known or this replica is cut off from its peers.
+    pub fn leader_elsewhere(&self) -> Result<Option<u64>, Status> {
+        let st = self.raft.shared.status();
+        if st.is_leader() {
+            Ok(None)
+        } else if st.leader_id != 0 && st.leader_id != self.peers.me && !self.peers.is_cut_off() {
+            Ok(Some(st.leader_id))
+        } else {
+            Err(self.no_leader())
+        }
+    }
+
+    pub fn no_leader(&self) -> Status {
+        Status::unavailable(format!(
+            "scheduler replica {} knows no leader; ask another replica",
+            self.peers.me
+        ))
+    }
+
+    /// Propose a command here, or forward it to the leader when this replica
+    /// follows; answers with the changed object as JSON (or an empty string).
+    pub async fn propose(&self, cmd: Command) -> Result<String, Status> {
+        self.propose_request(cmd, None).await
+    }
+
+    /// [`Proposer::propose`] for a client request with its retry-stable id.
+    pub async fn propose_request(
+        &self,
+        cmd: Command,
+        request_id: Option<String>,
+    ) -> Result<String, Status> {
+        let mut env = Envelope::new(gpuctl_common::now_ms(), cmd);
+        env.request_id = request_id;
+        let deadline = Instant::now() + NO_LEADER_WAIT;
+        loop {
+            match self.raft.propose(env.clone()).await {
+                Ok(applied) => return applied_json(applied),
+                Err(ProposeError::NotLeader { leader }) => {
+                    if let Some(client) = leader
+                        .filter(|l| *l != self.peers.me)
+                        .and_then(|l| self.peers.raft_client(l))
+                    {
+                        return self.forward(client, &env).await;
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(Status::unavailable(format!(
+                            "scheduler replica {} knows no leader after {NO_LEADER_WAIT:?} (an election is under way or a majority of replicas is down); retry, or try another replica",
+                            self.peers.me
+                        )));
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(to_status(e)),
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        mut client: RaftClient<Channel>,
+        env: &Envelope,
+    ) -> Result<String, Status> {
+        if self.peers.is_cut_off() {
+            return Err(Status::unavailable(format!(
+                "scheduler replica {} is cut off from its peers and cannot reach a majority: writes are refused here; retry on another replica",
+                self.peers.me
+            )));
+        }
+        let envelope = serde_json::to_vec(env)
+            .map_err(|e| Status::internal(format!("encoding command: {e}")))?;
+        let r = client.forward(pb::ForwardRequest { envelope }).await?;
+        Ok(r.into_inner().object_json)
+    }
+
+    /// Make the next local read see every write committed before this call.
+    pub async fn read_barrier(&self) -> Result<(), Status> {
+        let deadline = Instant::now() + NO_LEADER_WAIT;
+        loop {
+            match self.raft.read_barrier().await {
+                Ok(()) => return Ok(()),
+                // An election is under way: reads are safe to try again.
+                Err(ProposeError::NotLeader { .. }) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(to_status(e)),
+            }
+        }
+    }
+}
+
+/// The object an applied command changed, as JSON (empty when none).
+pub fn applied_json(applied: Applied) -> Result<String, Status> {
+    match applied {
+        Applied::Job(j) => json(&*j),
+        Applied::Node(n) => json(&*n),
+        Applied::Queue(q) => json(&*q),
+        Applied::Workflow(w) => json(&*w),
+        Applied::Endpoint(e) => json(&*e),
+        _ => Ok(String::new()),
+    }
+}

@@ -1,0 +1,84 @@
+//! Job timeouts (leader only): an attempt running longer than its job's
+//! `timeoutSeconds` is failed with `FailAttempt` (and retried if the job
+//! has retries left).
+
+use gpuctl_common::api::JobPhase;
+
+use crate::state::{Command, State};
+
+/// `FailAttempt` for every running attempt past its job's timeout at `now_ms`.
+pub fn expired(st: &State, now_ms: u64) -> Vec<Command> {
+    st.jobs
+        .values()
+        .filter(|j| j.status.phase == JobPhase::Running)
+        .filter_map(|j| {
+            let limit = j.spec.timeout_seconds? * 1000;
+            let started = j.status.start_time_ms?;
+            (now_ms.saturating_sub(started) > limit).then(|| Command::FailAttempt {
+                job: j.metadata.name.clone(),
+                attempt: j.status.attempt,
+                reason: format!("ran longer than timeoutSeconds ({})", limit / 1000),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gpuctl_common::api::{Job, JobSpec, TaskSpec};
+
+    fn running(name: &str, timeout_seconds: Option<u64>, started_ms: u64) -> Job {
+        let mut j = Job::new(
+            name,
+            JobSpec {
+                tasks: vec![TaskSpec {
+                    name: "main".into(),
+                    replicas: 1,
+                    command: vec!["true".into()],
+                    env: Default::default(),
+                    working_dir: None,
+                    resources: Default::default(),
+                }],
+                min_available: None,
+                priority: 0,
+                topology: Default::default(),
+                max_retries: 0,
+                timeout_seconds,
+                ttl_seconds_after_finished: None,
+            },
+        );
+        j.status.phase = JobPhase::Running;
+        j.status.attempt = 2;
+        j.status.start_time_ms = Some(started_ms);
+        j
+    }
+
+    #[test]
+    fn only_attempts_past_their_timeout_fail() {
+        let mut st = State::default();
+        for j in [
+            running("slow", Some(10), 1_000),
+            running("fresh", Some(10), 5_000),
+            running("unbounded", None, 0),
+        ] {
+            st.jobs.insert(j.metadata.name.clone(), j);
+        }
+        assert!(expired(&st, 11_000).is_empty(), "exactly at the limit");
+        let cmds = expired(&st, 11_001);
+        assert_eq!(
+            cmds,
+            vec![Command::FailAttempt {
+                job: "slow".into(),
+                attempt: 2,
+                reason: "ran longer than timeoutSeconds (10)".into(),
+            }]
+        );
+        st.jobs.get_mut("slow").unwrap().status.phase = JobPhase::Succeeded;
+        assert_eq!(
+            expired(&st, 15_001).len(),
+            1,
+            "only fresh, now past its limit"
+        );
+    }
+}

@@ -1,0 +1,25 @@
+//! Raft over RocksDB: the shell that makes the state machine replicated.
+//!
+//! ```text
+//!  handle.rs     RaftHandle (propose, read barrier, membership) ─┐ Msg
+//!  driver.rs     the thread that owns raft-rs's RawNode  ◄───────┘
+//!                  ready → send → apply (State::apply) → persist → advance
+//!  storage.rs    RaftStorage: the log, hard state and applied objects in RocksDB
+//!  transport.rs  Raft messages to the other replicas over gRPC
+//!  status.rs     RaftStatus: role, term, indexes, peers' progress
+//! ```
+//!
+//! The metrics read what the driver reports ([`status`]); the driver never
+//! reads metrics back.
+
+pub mod driver;
+pub mod handle;
+pub mod status;
+pub mod storage;
+pub mod transport;
+
+pub use driver::start;
+pub use handle::{ProposeError, RaftHandle, RaftOptions, Shared};
+pub use status::{PeerProgress, RaftStatus};
+pub use storage::{RaftStorage, Recovered, StoreError};
+pub use transport::Transport;

@@ -1,0 +1,457 @@
+//! Endpoints in the state machine: the pure `apply` side of `CreateEndpoint`,
+//! `ScaleEndpoint`, `ReplicaDrained`, `DeleteEndpoint` and `EndpointLoad`.
+//!
+//! ```text
+//! ScaleEndpoint { replicas: n }
+//!   1. replicas whose job ended (failed, lost node) are removed, with an event;
+//!   2. fewer than n serving: revive draining replicas (newest first), then submit
+//!      new replica jobs `<endpoint>-replica-<serial>` (one task each, labelled
+//!      gpuctl.io/endpoint) that placement binds like any job;
+//!   3. more than n: replicas not yet running are stopped at once; running ones are
+//!      marked draining (the gateway stops routing to them) and stopped later by
+//!      `ReplicaDrained`, once the gateway reports no request in flight on them.
+//! ```
+//!
+//! Deterministic like the rest of `apply`: replica names come from a serial in the
+//! endpoint's status, time from the envelope. What a replica job is
+//! ([`replica_job`]) and whose replica a job is ([`endpoint_of`]) live here
+//! too, for the API's feasibility check and the node assignments.
+
+use std::collections::BTreeMap;
+
+use gpuctl_common::api::{
+    Event, Job, JobSpec, TaskPhase, TaskSpec, Topology, API_VERSION, MAX_EVENTS,
+};
+use gpuctl_common::endpoint::{
+    crash_loop_backoff_ms, Endpoint, EndpointStatus, ReplicaStatus, CRASH_LOOP_RESET_MS,
+    ENDPOINT_LABEL,
+};
+
+use super::command::{Applied, ApplyError};
+use super::objects::ObjKey;
+use super::State;
+
+/// The program the built-in model server runs as; the node daemon finds it next to
+/// its own executable, else on `PATH`.
+pub const MODEL_SERVER: &str = "gpu-model-server";
+
+/// The replica job an endpoint runs (before the state machine fills in its status).
+pub fn replica_job(ep: &Endpoint, job_name: &str) -> Job {
+    let spec = &ep.spec;
+    let (command, env, working_dir) = match (&spec.model, &spec.server) {
+        (Some(m), _) => {
+            let mut cmd = vec![
+                MODEL_SERVER.to_string(),
+                "--model".into(),
+                m.path.clone(),
+                "--name".into(),
+                ep.metadata.name.clone(),
+                "--listen".into(),
+                "0.0.0.0".into(),
+                "--max-batch-size".into(),
+                spec.batching.max_batch_size.to_string(),
+                "--max-delay-ms".into(),
+                spec.batching.max_delay_millis.to_string(),
+            ];
+            // As many threads as the replica asked cores for (all of the
+            // node's otherwise), so replicas sharing a node share its cores.
+            if let Some(cpu) = spec.resources.cpu {
+                cmd.extend(["--threads".into(), cpu.0.div_ceil(1000).max(1).to_string()]);
+            }
+            (cmd, BTreeMap::new(), None)
+        }
+        (None, Some(s)) => (s.command.clone(), s.env.clone(), s.working_dir.clone()),
+        (None, None) => (vec!["false".into()], BTreeMap::new(), None),
+    };
+    let mut job = Job::new(
+        job_name,
+        JobSpec {
+            tasks: vec![TaskSpec {
+                name: "server".into(),
+                replicas: 1,
+                command,
+                env,
+                working_dir,
+                resources: spec.resources.clone(),
+            }],
+            min_available: None,
+            priority: 0,
+            topology: Topology::Pack,
+            max_retries: 0,
+            timeout_seconds: None,
+            ttl_seconds_after_finished: None,
+        },
+    );
+    job.metadata
+        .labels
+        .insert(ENDPOINT_LABEL.to_string(), ep.metadata.name.clone());
+    job
+}
+
+/// Whether `job` is a replica of some endpoint, and of which.
+pub fn endpoint_of(job: &Job) -> Option<&str> {
+    job.metadata.labels.get(ENDPOINT_LABEL).map(String::as_str)
+}
+
+/// A reported load figure, or 0 when it is negative, NaN or infinite.
+pub fn finite(v: f64) -> f64 {
+    if v.is_finite() {
+        v.max(0.0)
+    } else {
+        0.0
+    }
+}
+
+fn push_ep_event(ep: &mut Endpoint, now: u64, reason: &str, message: String) {
+    ep.status.events.push(Event {
+        time_ms: now,
+        reason: reason.to_string(),
+        message,
+    });
+    let n = ep.status.events.len();
+    if n > MAX_EVENTS {
+        ep.status.events.drain(..n - MAX_EVENTS);
+    }
+}
+
+impl State {
+    fn touch_endpoint(&mut self, index: u64, name: &str) {
+        if let Some(e) = self.endpoints.get_mut(name) {
+            e.metadata.resource_version = Some(index);
+        }
+        self.mark_dirty(ObjKey::Endpoint(name.to_string()));
+    }
+
+    fn endpoint_applied(&self, name: &str) -> Applied {
+        self.endpoint_view(name)
+            .map(|e| Applied::Endpoint(Box::new(e)))
+            .unwrap_or(Applied::Nothing)
+    }
+
+    /// Stop a replica's job and forget it (it is not kept like a user's job).
+    fn remove_replica_job(&mut self, job: &str) {
+        if self.jobs.contains_key(job) {
+            self.stop_tasks(job, TaskPhase::Cancelled, "endpoint replica removed");
+            self.jobs.remove(job);
+            self.mark_dirty(ObjKey::Job(job.to_string()));
+        }
+    }
+
+    pub(crate) fn create_endpoint(
+        &mut self,
+        index: u64,
+        now: u64,
+        ep: &Endpoint,
+    ) -> Result<Applied, ApplyError> {
+        let name = ep.metadata.name.clone();
+        if self.endpoints.contains_key(&name) {
+            return Err(ApplyError::AlreadyExists {
+                kind: "endpoint",
+                name,
+            });
+        }
+        ep.validate()
+            .map_err(|e| ApplyError::Invalid(e.to_string()))?;
+        let mut e = ep.clone();
+        e.api_version = API_VERSION.to_string();
+        e.metadata.uid = Some(index);
+        e.metadata.creation_timestamp_ms = Some(now);
+        e.status = Default::default();
+        push_ep_event(&mut e, now, "Created", "endpoint created".into());
+        let min = e.spec.autoscaling.min_replicas;
+        self.endpoints.insert(name.clone(), e);
+        self.touch_endpoint(index, &name);
+        self.reconcile_endpoint(index, now, &name, min, "minReplicas")?;
+        Ok(self.endpoint_applied(&name))
+    }
+
+    pub(crate) fn delete_endpoint(
+        &mut self,
+        index: u64,
+        _now: u64,
+        name: &str,
+    ) -> Result<Applied, ApplyError> {
+        let Some(ep) = self.endpoints.remove(name) else {
+            return Err(ApplyError::NotFound {
+                kind: "endpoint",
+                name: name.to_string(),
+            });
+        };
+        for r in &ep.status.replicas {
+            self.remove_replica_job(&r.job);
+        }
+        self.mark_dirty(ObjKey::Endpoint(name.to_string()));
+        let mut gone = ep;
+        gone.metadata.resource_version = Some(index);
+        gone.status.desired_replicas = 0;
+        gone.status.replicas.clear();
+        Ok(Applied::Endpoint(Box::new(gone)))
+    }
+
+    pub(crate) fn scale_endpoint(
+        &mut self,
+        index: u64,
+        now: u64,
+        name: &str,
+        replicas: u32,
+        reason: &str,
+    ) -> Result<Applied, ApplyError> {
+        self.reconcile_endpoint(index, now, name, replicas, reason)?;
+        Ok(self.endpoint_applied(name))
+    }
+
+    /// Bring the endpoint's replica jobs to `want` serving replicas (clamped to the
+    /// endpoint's bounds).
+    fn reconcile_endpoint(
+        &mut self,
+        index: u64,
+        now: u64,
+        name: &str,
+        want: u32,
+        reason: &str,
+    ) -> Result<(), ApplyError> {
+        let Some(ep) = self.endpoints.get(name) else {
+            return Err(ApplyError::NotFound {
+                kind: "endpoint",
+                name: name.to_string(),
+            });
+        };
+        let a = &ep.spec.autoscaling;
+        let want = want.clamp(a.min_replicas, a.max_replicas);
+        let old_desired = ep.status.desired_replicas;
+        let mut plan = ReplicaPlan::new(&ep.status);
+        let backing_off = plan.drop_ended(&self.jobs, now);
+        plan.add_replicas(&self.jobs, name, ep, want, backing_off, now);
+        plan.remove_extra(&self.jobs, want, now);
+        let ReplicaPlan {
+            replicas,
+            serial,
+            failures,
+            backoff_until,
+            mut events,
+            remove_jobs,
+            new_jobs,
+            ..
+        } = plan;
+
+        for j in remove_jobs {
+            self.remove_replica_job(&j);
+        }
+        for j in new_jobs {
+            let job_name = j.metadata.name.clone();
+            self.submit(index, now, &j)?;
+            events.push(("ReplicaCreated", format!("replica {job_name} created")));
+        }
+        let ep = self.endpoints.get_mut(name).expect("checked above");
+        ep.status.replicas = replicas;
+        ep.status.next_replica = serial;
+        ep.status.consecutive_failures = failures;
+        ep.status.backoff_until_ms = backoff_until;
+        ep.status.desired_replicas = want;
+        if want != old_desired {
+            ep.status.reason = Some(reason.to_string());
+            push_ep_event(
+                ep,
+                now,
+                "Scaled",
+                format!("{old_desired} → {want} replicas: {reason}"),
+            );
+        }
+        for (r, m) in events {
+            push_ep_event(ep, now, r, m);
+        }
+        self.touch_endpoint(index, name);
+        Ok(())
+    }
+
+    pub(crate) fn replica_drained(
+        &mut self,
+        index: u64,
+        now: u64,
+        endpoint: &str,
+        job: &str,
+    ) -> Result<Applied, ApplyError> {
+        let Some(ep) = self.endpoints.get_mut(endpoint) else {
+            return Ok(Applied::Nothing);
+        };
+        let Some(i) = ep
+            .status
+            .replicas
+            .iter()
+            .position(|r| r.job == job && r.draining())
+        else {
+            return Ok(Applied::Nothing); // revived or already gone: a stale report
+        };
+        ep.status.replicas.remove(i);
+        push_ep_event(
+            ep,
+            now,
+            "ReplicaStopped",
+            format!("replica {job} drained and stopped"),
+        );
+        self.remove_replica_job(job);
+        self.touch_endpoint(index, endpoint);
+        Ok(self.endpoint_applied(endpoint))
+    }
+
+    pub(crate) fn endpoint_load(
+        &mut self,
+        index: u64,
+        name: &str,
+        concurrency: f64,
+        rps: f64,
+    ) -> Result<Applied, ApplyError> {
+        let Some(ep) = self.endpoints.get_mut(name) else {
+            return Ok(Applied::Nothing);
+        };
+        ep.status.concurrency = finite(concurrency);
+        ep.status.requests_per_second = finite(rps);
+        self.touch_endpoint(index, name);
+        Ok(Applied::Nothing)
+    }
+}
+
+/// The replica set [`State::reconcile_endpoint`] works on before writing it
+/// back: a copy of the endpoint's replica status, and the jobs to create and
+/// stop and the events to record on the way.
+struct ReplicaPlan {
+    replicas: Vec<ReplicaStatus>,
+    /// The serial of the next replica job's name.
+    serial: u64,
+    failures: u32,
+    backoff_until: Option<u64>,
+    events: Vec<(&'static str, String)>,
+    remove_jobs: Vec<String>,
+    new_jobs: Vec<Job>,
+    /// A replica ended in this apply (the back-off event is recorded once).
+    newly_failed: bool,
+}
+
+impl ReplicaPlan {
+    fn new(status: &EndpointStatus) -> ReplicaPlan {
+        ReplicaPlan {
+            replicas: status.replicas.clone(),
+            serial: status.next_replica,
+            failures: status.consecutive_failures,
+            backoff_until: status.backoff_until_ms,
+            events: Vec::new(),
+            remove_jobs: Vec::new(),
+            new_jobs: Vec::new(),
+            newly_failed: false,
+        }
+    }
+
+    /// Replicas not draining.
+    fn serving(&self) -> u32 {
+        self.replicas.iter().filter(|r| !r.draining()).count() as u32
+    }
+
+    /// 1. Replicas whose job ended are gone. One that ended on its own soon
+    ///    after it started is a step of a crash loop: its replacement waits.
+    ///    Returns whether replacements wait (backing off) at `now`.
+    fn drop_ended(&mut self, jobs: &BTreeMap<String, Job>, now: u64) -> bool {
+        self.replicas.retain(|r| match jobs.get(&r.job) {
+            Some(j) if !j.status.phase.is_terminal() => true,
+            Some(j) => {
+                let why = j.status.message.clone().unwrap_or_default();
+                if !r.draining() {
+                    self.events.push((
+                        "ReplicaEnded",
+                        format!("replica {} ended ({}): {why}", r.job, j.status.phase),
+                    ));
+                    let task = j.status.tasks.first();
+                    let finished = task.and_then(|t| t.finish_time_ms).unwrap_or(now);
+                    let started = task.and_then(|t| t.start_time_ms);
+                    let served_long =
+                        started.is_some_and(|s| finished.saturating_sub(s) >= CRASH_LOOP_RESET_MS);
+                    self.failures = if served_long { 1 } else { self.failures + 1 };
+                    let until = finished + crash_loop_backoff_ms(self.failures);
+                    self.backoff_until = Some(self.backoff_until.map_or(until, |b| b.max(until)));
+                    self.newly_failed = true;
+                }
+                self.remove_jobs.push(r.job.clone());
+                false
+            }
+            None => false,
+        });
+        let backing_off = self.backoff_until.is_some_and(|t| now < t);
+        if !backing_off {
+            self.backoff_until = None;
+        }
+        backing_off
+    }
+
+    /// 2. Too few: revive draining replicas, newest first, then add new ones
+    ///    (unless backing off), named `<name>-replica-<serial>`.
+    fn add_replicas(
+        &mut self,
+        jobs: &BTreeMap<String, Job>,
+        name: &str,
+        ep: &Endpoint,
+        want: u32,
+        backing_off: bool,
+        now: u64,
+    ) {
+        while self.serving() < want {
+            if let Some(r) = self.replicas.iter_mut().rev().find(|r| r.draining()) {
+                r.draining_since_ms = None;
+                self.events
+                    .push(("ReplicaRevived", format!("replica {} serves again", r.job)));
+                continue;
+            }
+            if backing_off {
+                if self.newly_failed {
+                    let wait = self.backoff_until.unwrap_or(now).saturating_sub(now);
+                    self.events.push((
+                        "BackOff",
+                        format!(
+                            "{} replicas in a row ended within {} s of starting; \
+                             the next starts in {:.1} s",
+                            self.failures,
+                            CRASH_LOOP_RESET_MS / 1000,
+                            wait as f64 / 1000.0
+                        ),
+                    ));
+                }
+                break;
+            }
+            let mut job_name = format!("{name}-replica-{}", self.serial);
+            self.serial += 1;
+            while jobs.contains_key(&job_name)
+                || self.new_jobs.iter().any(|j| j.metadata.name == job_name)
+            {
+                job_name = format!("{name}-replica-{}", self.serial);
+                self.serial += 1;
+            }
+            self.new_jobs.push(replica_job(ep, &job_name));
+            self.replicas.push(ReplicaStatus {
+                job: job_name,
+                ..Default::default()
+            });
+        }
+    }
+
+    /// 3. Too many: drop replicas not yet running, then drain the newest
+    ///    running.
+    fn remove_extra(&mut self, jobs: &BTreeMap<String, Job>, want: u32, now: u64) {
+        while self.serving() > want {
+            let not_running = self.replicas.iter().rposition(|r| {
+                !r.draining()
+                    && jobs
+                        .get(&r.job)
+                        .and_then(|j| j.status.tasks.first())
+                        .is_none_or(|t| t.phase != TaskPhase::Running)
+            });
+            if let Some(i) = not_running {
+                let r = self.replicas.remove(i);
+                self.remove_jobs.push(r.job);
+                continue;
+            }
+            if let Some(r) = self.replicas.iter_mut().rev().find(|r| !r.draining()) {
+                r.draining_since_ms = Some(now);
+                self.events
+                    .push(("ReplicaDraining", format!("replica {} is draining", r.job)));
+            }
+        }
+    }
+}
