@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use gpuctl_common::api::{Job, JobPhase, JobSpec, Node, NodePhase, Resources, TaskPhase, TaskSpec};
+use gpuctl_common::api::{Job, JobPhase, Node, NodePhase, TaskPhase};
 use gpuctl_proto::v1 as pb;
 use gpuctl_proto::v1::control_client::ControlClient;
 use gpuctl_proto::v1::node_service_client::NodeServiceClient;
@@ -46,51 +46,39 @@ async fn clients(addr: &str) -> (ControlClient<Channel>, NodeServiceClient<Chann
 }
 
 fn register(name: &str, gpus: u32) -> pb::RegisterRequest {
+    let n = gpuctl_testkit::node(name)
+        .gpus(gpus, gpuctl_testkit::A100)
+        .nvlink("nvl0")
+        .cpu_milli(32_000)
+        .memory_bytes(128 << 30)
+        .build();
     pb::RegisterRequest {
-        name: name.into(),
-        address: "127.0.0.1".into(),
-        agent_endpoint: "http://127.0.0.1:1".into(),
-        gpus: (0..gpus)
-            .map(|i| pb::GpuDevice {
-                uuid: format!("GPU-{name}-{i}"),
-                index: i,
-                model: "A100-80GB".into(),
-                memory_bytes: 80 << 30,
-                nvlink_domain: "nvl0".into(),
-                healthy: true,
+        name: n.metadata.name,
+        address: n.status.address,
+        agent_endpoint: n.status.agent_endpoint,
+        gpus: n
+            .status
+            .gpus
+            .into_iter()
+            .map(|g| pb::GpuDevice {
+                uuid: g.uuid,
+                index: g.index,
+                model: g.model,
+                memory_bytes: g.memory_bytes,
+                nvlink_domain: g.nvlink_domain,
+                healthy: g.healthy,
             })
             .collect(),
-        cpu_milli: 32_000,
-        memory_bytes: 128 << 30,
-        inventory: "simulated".into(),
-        labels: Default::default(),
+        cpu_milli: n.status.cpu_milli,
+        memory_bytes: n.status.memory_bytes,
+        inventory: n.status.inventory,
+        labels: n.metadata.labels.into_iter().collect(),
     }
 }
 
 fn job_json(name: &str, replicas: u32, gpus: f64) -> String {
-    let j = Job::new(
-        name,
-        JobSpec {
-            tasks: vec![TaskSpec {
-                name: "main".into(),
-                replicas,
-                command: vec!["true".into()],
-                env: Default::default(),
-                working_dir: None,
-                resources: Resources {
-                    gpus,
-                    ..Default::default()
-                },
-            }],
-            min_available: None,
-            priority: 0,
-            topology: Default::default(),
-            max_retries: 0,
-            timeout_seconds: None,
-            ttl_seconds_after_finished: None,
-        },
-    );
-    serde_json::to_string(&j).unwrap()
+    let j = gpuctl_testkit::job(name).replicas(replicas).gpus(gpus);
+    serde_json::to_string(&j.build()).unwrap()
 }
 
 async fn get_job(c: &mut ControlClient<Channel>, name: &str) -> Job {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use gpuctl_common::api::{Job, JobSpec, Resources, TaskSpec};
+use gpuctl_common::api::Job;
 use gpuctl_proto::v1 as pb;
 use gpuctl_proto::v1::control_client::ControlClient;
 use gpuctl_scheduler::api::ServiceOptions;
@@ -90,26 +90,7 @@ async fn client(addr: &str) -> ControlClient<Channel> {
 }
 
 fn job_json(name: &str) -> String {
-    let j = Job::new(
-        name,
-        JobSpec {
-            tasks: vec![TaskSpec {
-                name: "main".into(),
-                replicas: 1,
-                command: vec!["true".into()],
-                env: Default::default(),
-                working_dir: None,
-                resources: Resources::default(),
-            }],
-            min_available: None,
-            priority: 0,
-            topology: Default::default(),
-            max_retries: 0,
-            timeout_seconds: None,
-            ttl_seconds_after_finished: None,
-        },
-    );
-    serde_json::to_string(&j).unwrap()
+    serde_json::to_string(&gpuctl_testkit::job(name).build()).unwrap()
 }
 
 /// Register a CPU-only node through `addr` (jobs are refused on a cluster with no nodes).

@@ -5,8 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use gpuctl_common::api::{Gpu, Job, JobPhase, JobSpec, Resources, TaskPhase, TaskSpec};
-use gpuctl_common::queue::{Queue, QueueSpec};
+use gpuctl_common::api::{JobPhase, TaskPhase};
 use gpuctl_scheduler::placement::{plan_round, Planner, Snapshot};
 use gpuctl_scheduler::state::{Command, Envelope, NodeRegistration, State, TaskReport};
 
@@ -35,27 +34,17 @@ impl Sim {
             preempted: Vec::new(),
             planner: Planner::new(),
         };
-        for n in 0..nodes {
-            let name = format!("n{n}");
+        for n in gpuctl_testkit::cluster(nodes, gpus) {
             s.apply(Command::RegisterNode {
                 reg: NodeRegistration {
-                    name: name.clone(),
-                    address: "127.0.0.1".into(),
-                    agent_endpoint: "http://127.0.0.1:1".into(),
-                    inventory: "simulated".into(),
-                    cpu_milli: 0,
-                    memory_bytes: 0,
-                    gpus: (0..gpus)
-                        .map(|i| Gpu {
-                            uuid: format!("GPU-{name}-{i}"),
-                            index: i,
-                            model: "A100-80GB".into(),
-                            memory_bytes: 80 << 30,
-                            nvlink_domain: String::new(),
-                            healthy: true,
-                        })
-                        .collect(),
-                    labels: Default::default(),
+                    name: n.metadata.name,
+                    address: n.status.address,
+                    agent_endpoint: n.status.agent_endpoint,
+                    inventory: n.status.inventory,
+                    cpu_milli: n.status.cpu_milli,
+                    memory_bytes: n.status.memory_bytes,
+                    gpus: n.status.gpus,
+                    labels: n.metadata.labels,
                 },
             });
         }
@@ -70,20 +59,12 @@ impl Sim {
 
     fn queue(&mut self, name: &str, quota: Option<f64>, borrow: bool) {
         self.apply(Command::PutQueue {
-            queue: Box::new(Queue {
-                api_version: "gpuctl.io/v1".into(),
-                kind: "Queue".into(),
-                metadata: gpuctl_common::api::ObjectMeta {
-                    name: name.into(),
-                    ..Default::default()
-                },
-                spec: QueueSpec {
-                    gpu_quota: quota,
-                    borrow,
-                    ..Default::default()
-                },
-                status: None,
-            }),
+            queue: Box::new(
+                gpuctl_testkit::queue(name)
+                    .quota(quota)
+                    .borrow(borrow)
+                    .build(),
+            ),
         });
     }
 
@@ -97,29 +78,12 @@ impl Sim {
         gpus: f64,
         rounds: u64,
     ) {
-        let mut j = Job::new(
-            name,
-            JobSpec {
-                tasks: vec![TaskSpec {
-                    name: "main".into(),
-                    replicas,
-                    command: vec!["true".into()],
-                    env: Default::default(),
-                    working_dir: None,
-                    resources: Resources {
-                        gpus,
-                        ..Default::default()
-                    },
-                }],
-                min_available: None,
-                priority,
-                topology: Default::default(),
-                max_retries: 0,
-                timeout_seconds: None,
-                ttl_seconds_after_finished: None,
-            },
-        );
-        j.metadata.queue = Some(queue.into());
+        let j = gpuctl_testkit::job(name)
+            .replicas(replicas)
+            .gpus(gpus)
+            .priority(priority)
+            .queue(queue)
+            .build();
         self.apply(Command::SubmitJob { job: Box::new(j) });
         self.runs_for.insert(name.into(), rounds);
     }

@@ -283,22 +283,19 @@ pub fn cold_starts(wake: Vec<(String, u32)>) -> Vec<Command> {
 mod tests {
     use super::*;
     use crate::state::endpoints::{endpoint_of, replica_job, MODEL_SERVER};
-    use crate::state::{
-        Applied, ApplyError, Binding, Envelope, NodeRegistration, ObjKey, TaskPlacement, TaskReport,
-    };
-    use gpuctl_common::api::{Gpu, GpuShare, Manifest};
+    use crate::state::testutil::register;
+    use crate::state::{Applied, ApplyError, Binding, Envelope, ObjKey, TaskPlacement, TaskReport};
+    use gpuctl_common::api::GpuShare;
 
     fn endpoint(min: u32, max: u32) -> Endpoint {
-        let text = format!(
-            "apiVersion: gpuctl.io/v1\nkind: Endpoint\nmetadata: {{name: lin}}\nspec:\n  model: {{path: /m/linear.onnx}}\n  resources: {{gpus: 1}}\n  autoscaling: {{minReplicas: {min}, maxReplicas: {max}, targetConcurrency: 1, scaleToZeroAfterSeconds: 5, stableWindowSeconds: 10}}\n"
-        );
-        match gpuctl_common::api::parse_manifests("ep.yaml", &text)
-            .unwrap()
-            .remove(0)
-        {
-            Manifest::Endpoint(e) => e,
-            _ => panic!("not an endpoint"),
-        }
+        gpuctl_testkit::endpoint("lin")
+            .model("/m/linear.onnx")
+            .gpus(1.0)
+            .replicas(min, max)
+            .target_concurrency(1.0)
+            .scale_to_zero_after_seconds(5)
+            .stable_window_seconds(10)
+            .build()
     }
 
     struct H {
@@ -315,28 +312,10 @@ mod tests {
                 index: 0,
                 skew_ms: 0,
             };
-            h.apply(Command::RegisterNode {
-                reg: NodeRegistration {
-                    name: "n1".into(),
-                    address: "127.0.0.1".into(),
-                    agent_endpoint: "http://127.0.0.1:1".into(),
-                    inventory: "simulated".into(),
-                    cpu_milli: 0,
-                    memory_bytes: 0,
-                    gpus: (0..4)
-                        .map(|i| Gpu {
-                            uuid: format!("GPU-{i}"),
-                            index: i,
-                            model: "A100-80GB".into(),
-                            memory_bytes: 80 << 30,
-                            nvlink_domain: String::new(),
-                            healthy: true,
-                        })
-                        .collect(),
-                    labels: Default::default(),
-                },
-            })
-            .unwrap();
+            let n1 = gpuctl_testkit::node("n1")
+                .uuid_prefix("GPU")
+                .gpus(4, gpuctl_testkit::A100);
+            h.apply(register(&n1.build())).unwrap();
             h
         }
         fn apply(&mut self, cmd: Command) -> Result<Applied, ApplyError> {

@@ -63,20 +63,13 @@ pub fn lost_nodes(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{Envelope, NodeRegistration};
+    use crate::state::{testutil, Envelope};
 
     fn register(st: &mut State, index: u64, name: &str) {
-        let reg = NodeRegistration {
-            name: name.into(),
-            address: "127.0.0.1".into(),
-            agent_endpoint: "http://127.0.0.1:1".into(),
-            inventory: "simulated".into(),
-            cpu_milli: 1000,
-            memory_bytes: 1 << 30,
-            gpus: Vec::new(),
-            labels: Default::default(),
-        };
-        let cmd = Command::RegisterNode { reg };
+        let n = gpuctl_testkit::node(name)
+            .cpu_milli(1000)
+            .memory_bytes(1 << 30);
+        let cmd = testutil::register(&n.build());
         st.apply(index, &Envelope::new(1_000, cmd)).unwrap();
     }
 

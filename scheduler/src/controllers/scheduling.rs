@@ -41,36 +41,16 @@ pub fn decide(st: &State, planner: &mut placement::Planner) -> Vec<Command> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{Applied, Envelope, NodeRegistration};
-    use gpuctl_common::api::{Gpu, Job, JobSpec, Resources, TaskSpec};
+    use crate::state::testutil::register;
+    use crate::state::{Applied, Envelope};
+    use gpuctl_common::api::Job;
 
     fn apply(st: &mut State, index: u64, cmd: Command) -> Applied {
         st.apply(index, &Envelope::new(1_000 * index, cmd)).unwrap()
     }
 
     fn one_gpu_job(name: &str) -> Job {
-        Job::new(
-            name,
-            JobSpec {
-                tasks: vec![TaskSpec {
-                    name: "main".into(),
-                    replicas: 1,
-                    command: vec!["true".into()],
-                    env: Default::default(),
-                    working_dir: None,
-                    resources: Resources {
-                        gpus: 1.0,
-                        ..Default::default()
-                    },
-                }],
-                min_available: None,
-                priority: 0,
-                topology: Default::default(),
-                max_retries: 0,
-                timeout_seconds: None,
-                ttl_seconds_after_finished: None,
-            },
-        )
+        gpuctl_testkit::job(name).gpus(1.0).build()
     }
 
     #[test]
@@ -78,24 +58,11 @@ mod tests {
         let mut st = State::default();
         let mut planner = placement::Planner::new();
         assert!(!has_pending(&st));
-        let reg = NodeRegistration {
-            name: "n1".into(),
-            address: "127.0.0.1".into(),
-            agent_endpoint: "http://127.0.0.1:1".into(),
-            inventory: "simulated".into(),
-            cpu_milli: 8_000,
-            memory_bytes: 64 << 30,
-            gpus: vec![Gpu {
-                uuid: "GPU-n1-0".into(),
-                index: 0,
-                model: "A100-80GB".into(),
-                memory_bytes: 80 << 30,
-                nvlink_domain: String::new(),
-                healthy: true,
-            }],
-            labels: Default::default(),
-        };
-        apply(&mut st, 1, Command::RegisterNode { reg });
+        let n1 = gpuctl_testkit::node("n1")
+            .gpus(1, gpuctl_testkit::A100)
+            .cpu_milli(8_000)
+            .memory_bytes(64 << 30);
+        apply(&mut st, 1, register(&n1.build()));
         for (i, name) in ["a", "b"].into_iter().enumerate() {
             let job = Box::new(one_gpu_job(name));
             apply(&mut st, 2 + i as u64, Command::SubmitJob { job });

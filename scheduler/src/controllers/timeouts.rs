@@ -26,28 +26,12 @@ pub fn expired(st: &State, now_ms: u64) -> Vec<Command> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gpuctl_common::api::{Job, JobSpec, TaskSpec};
+    use gpuctl_common::api::Job;
 
     fn running(name: &str, timeout_seconds: Option<u64>, started_ms: u64) -> Job {
-        let mut j = Job::new(
-            name,
-            JobSpec {
-                tasks: vec![TaskSpec {
-                    name: "main".into(),
-                    replicas: 1,
-                    command: vec!["true".into()],
-                    env: Default::default(),
-                    working_dir: None,
-                    resources: Default::default(),
-                }],
-                min_available: None,
-                priority: 0,
-                topology: Default::default(),
-                max_retries: 0,
-                timeout_seconds,
-                ttl_seconds_after_finished: None,
-            },
-        );
+        let mut j = gpuctl_testkit::job(name)
+            .timeout_seconds(timeout_seconds)
+            .build();
         j.status.phase = JobPhase::Running;
         j.status.attempt = 2;
         j.status.start_time_ms = Some(started_ms);

@@ -541,31 +541,20 @@ impl<T> Ties<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::placement::snapshot::{GpuView, NodeView};
+    use crate::placement::snapshot::{node_view, NodeView};
     use rand::{rngs::StdRng, SeedableRng};
 
     fn view(i: usize) -> NodeView {
         let (gpus, model, cpu) =
             [(8, "G2", 96_000), (2, "T4", 104_000), (2, "P100", 16_000)][i % 3];
-        NodeView {
-            name: format!("n{i}"),
-            schedulable: true,
-            gpus: (0..gpus)
-                .map(|g| GpuView {
-                    index: g,
-                    uuid: format!("n{i}-{g}"),
-                    model: model.into(),
-                    memory_bytes: 0,
-                    nvlink_domain: String::new(),
-                    healthy: true,
-                    used_milli: 0,
-                })
-                .collect(),
-            cpu_milli: cpu,
-            memory_bytes: 256 << 30,
-            cpu_used: 0,
-            memory_used: 0,
-        }
+        let name = format!("n{i}");
+        let n = gpuctl_testkit::node(&name)
+            .uuid_prefix(&name)
+            .gpus(gpus, model)
+            .gpu_memory(0)
+            .cpu_milli(cpu)
+            .memory_bytes(256 << 30);
+        node_view(&n.build(), None)
     }
 
     /// The memo never changes a decision: a long run of placements and

@@ -122,7 +122,7 @@ fn as_submitted(r: &Resources) -> PodRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::placement::testutil::{self, node};
+    use crate::placement::testutil;
 
     fn job(name: &str, replicas: u32, gpus: f64) -> Job {
         testutil::job(name, None, 0, replicas, gpus)
@@ -130,30 +130,9 @@ mod tests {
 
     #[test]
     fn infeasible_requests_are_named() {
-        let n = gpuctl_common::api::Node {
-            api_version: "gpuctl.io/v1".into(),
-            kind: "Node".into(),
-            metadata: gpuctl_common::api::ObjectMeta {
-                name: "n1".into(),
-                ..Default::default()
-            },
-            spec: Default::default(),
-            status: gpuctl_common::api::NodeStatus {
-                gpus: node("n1", 4)
-                    .gpus
-                    .iter()
-                    .map(|g| gpuctl_common::api::Gpu {
-                        uuid: g.uuid.clone(),
-                        index: g.index,
-                        model: g.model.clone(),
-                        memory_bytes: g.memory_bytes,
-                        nvlink_domain: String::new(),
-                        healthy: true,
-                    })
-                    .collect(),
-                ..Default::default()
-            },
-        };
+        let n = gpuctl_testkit::node("n1")
+            .gpus(4, gpuctl_testkit::A100)
+            .build();
         assert_eq!(infeasible(&[&n], &job("ok", 1, 4.0)), None);
         let why = infeasible(&[&n], &job("wide", 3, 4.0)).unwrap();
         assert!(

@@ -126,30 +126,12 @@ mod tests {
     /// change of any field the view reads makes it false.
     #[test]
     fn view_matches_what_node_view_builds() {
-        let base = gpuctl_common::api::Node {
-            api_version: "gpuctl.io/v1".into(),
-            kind: "Node".into(),
-            metadata: gpuctl_common::api::ObjectMeta {
-                name: "n1".into(),
-                ..Default::default()
-            },
-            spec: Default::default(),
-            status: gpuctl_common::api::NodeStatus {
-                cpu_milli: 8000,
-                memory_bytes: 1 << 30,
-                gpus: (0..2)
-                    .map(|i| gpuctl_common::api::Gpu {
-                        uuid: format!("u{i}"),
-                        index: i,
-                        model: "A100".into(),
-                        memory_bytes: 80 << 30,
-                        nvlink_domain: "d".into(),
-                        healthy: true,
-                    })
-                    .collect(),
-                ..Default::default()
-            },
-        };
+        let base = gpuctl_testkit::node("n1")
+            .gpus(2, "A100")
+            .nvlink("d")
+            .cpu_milli(8000)
+            .memory_bytes(1 << 30)
+            .build();
         let usage = NodeUsage {
             gpu_milli: [(1, 500)].into_iter().collect(),
             cpu_milli: 1000,

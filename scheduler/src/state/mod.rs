@@ -32,6 +32,8 @@ mod queues;
 mod stored;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+pub(crate) mod testutil;
 pub mod views;
 mod workflow_object;
 pub mod workflows;

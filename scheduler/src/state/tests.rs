@@ -1,61 +1,25 @@
 //! Tests of the state machine: jobs, gangs, retries, nodes, queues,
 //! request records, preemption, deletes and the stored form.
 
+use super::testutil::register;
 use super::*;
-use gpuctl_common::api::{
-    Gpu, GpuShare, Job, JobPhase, JobSpec, NodePhase, Resources, TaskPhase, TaskSpec,
-};
+use gpuctl_common::api::{GpuShare, Job, JobPhase, NodePhase, TaskPhase};
 use gpuctl_common::queue::Queue;
 
 fn reg(name: &str, gpus: u32) -> Command {
-    Command::RegisterNode {
-        reg: NodeRegistration {
-            name: name.into(),
-            address: "127.0.0.1".into(),
-            agent_endpoint: "http://127.0.0.1:1".into(),
-            inventory: "simulated".into(),
-            cpu_milli: 64_000,
-            memory_bytes: 256 << 30,
-            gpus: (0..gpus)
-                .map(|i| Gpu {
-                    uuid: format!("GPU-{name}-{i}"),
-                    index: i,
-                    model: "A100-80GB".into(),
-                    memory_bytes: 80 << 30,
-                    nvlink_domain: String::new(),
-                    healthy: true,
-                })
-                .collect(),
-            labels: Default::default(),
-        },
-    }
+    let n = gpuctl_testkit::node(name)
+        .gpus(gpus, gpuctl_testkit::A100)
+        .cpu_milli(64_000)
+        .memory_bytes(256 << 30);
+    register(&n.build())
 }
 
 fn job(name: &str, replicas: u32, gpus: f64, retries: u32) -> Job {
-    let mut j = Job::new(
-        name,
-        JobSpec {
-            tasks: vec![TaskSpec {
-                name: "main".into(),
-                replicas,
-                command: vec!["true".into()],
-                env: Default::default(),
-                working_dir: None,
-                resources: Resources {
-                    gpus,
-                    ..Default::default()
-                },
-            }],
-            min_available: None,
-            priority: 0,
-            topology: Default::default(),
-            max_retries: retries,
-            timeout_seconds: None,
-            ttl_seconds_after_finished: None,
-        },
-    );
-    j.metadata.queue = None;
-    j
+    gpuctl_testkit::job(name)
+        .replicas(replicas)
+        .gpus(gpus)
+        .max_retries(retries)
+        .build()
 }
 
 struct Harness {
@@ -306,15 +270,8 @@ fn cordoned_node_refuses_binding() {
 }
 
 fn queue(name: &str, weight: u32, version: Option<u64>) -> Box<Queue> {
-    let doc = format!(
-        "apiVersion: gpuctl.io/v1\nkind: Queue\nmetadata: {{name: {name}}}\nspec: {{weight: {weight}}}\n"
-    );
-    let mut m = gpuctl_common::api::parse_manifests("q.yaml", &doc).unwrap();
-    let gpuctl_common::api::Manifest::Queue(mut q) = m.remove(0) else {
-        panic!("not a queue")
-    };
-    q.metadata.resource_version = version;
-    Box::new(q)
+    let q = gpuctl_testkit::queue(name).weight(weight);
+    Box::new(q.resource_version(version).build())
 }
 
 fn put(h: &mut Harness, name: &str, weight: u32, version: Option<u64>) -> Result<u64, ApplyError> {

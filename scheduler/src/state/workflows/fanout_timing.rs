@@ -2,7 +2,8 @@
 //! fan-out (`cargo test -p gpuctl-scheduler --lib time_fan_out -- --ignored
 //! --nocapture`).
 
-use super::super::{Binding, Command, Envelope, NodeRegistration, TaskPlacement, TaskReport};
+use super::super::testutil::register;
+use super::super::{Binding, Command, Envelope, TaskPlacement, TaskReport};
 use super::*;
 use std::time::Instant;
 
@@ -18,21 +19,7 @@ fn time_fan_out() {
         index += 1;
         s.apply(index, &Envelope::new(index, cmd)).unwrap()
     };
-    apply(
-        &mut s,
-        Command::RegisterNode {
-            reg: NodeRegistration {
-                name: "n1".into(),
-                address: "a".into(),
-                agent_endpoint: "e".into(),
-                inventory: "s".into(),
-                cpu_milli: 0,
-                memory_bytes: 0,
-                gpus: vec![],
-                labels: Default::default(),
-            },
-        },
-    );
+    apply(&mut s, register(&gpuctl_testkit::node("n1").build()));
     let t = Instant::now();
     apply(
         &mut s,

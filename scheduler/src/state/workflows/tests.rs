@@ -1,9 +1,8 @@
 //! Tests of workflows in the state machine: steps become jobs in the apply
 //! that readies them, failures and cancel, the stored form, job names.
 
-use super::super::{
-    Binding, Command, Envelope, NodeRegistration, TaskPlacement, TaskReport, WorkflowRecords,
-};
+use super::super::testutil::register;
+use super::super::{Binding, Command, Envelope, TaskPlacement, TaskReport, WorkflowRecords};
 use super::*;
 use gpuctl_pipelines::WorkflowPhase;
 
@@ -97,19 +96,8 @@ fn harness() -> H {
         s: State::default(),
         index: 0,
     };
-    h.apply(Command::RegisterNode {
-        reg: NodeRegistration {
-            name: "n1".into(),
-            address: "127.0.0.1".into(),
-            agent_endpoint: "http://127.0.0.1:1".into(),
-            inventory: "simulated".into(),
-            cpu_milli: 0,
-            memory_bytes: 0,
-            gpus: vec![],
-            labels: Default::default(),
-        },
-    })
-    .unwrap();
+    h.apply(register(&gpuctl_testkit::node("n1").build()))
+        .unwrap();
     h
 }
 
