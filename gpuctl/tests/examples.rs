@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Parser as _;
 use gpuctl::manifest::{self, Loaded, Object};
-use gpuctl_common::api::{Job, JobSpec, Manifest, Node, Resources, TaskSpec};
+use gpuctl_common::api::{Job, Manifest, Node, Resources};
 
 /// The host `gpuctl dev` reports when nothing says otherwise.
 const DEV_CPU_MILLI: u64 = 2_000;
@@ -30,34 +30,13 @@ fn dev_node() -> Node {
     let (count, model) = gpuctl::dev::DEFAULT_GPUS
         .split_once('x')
         .expect("COUNTxMODEL");
-    let gpus: Vec<serde_json::Value> = (0..count.parse::<u32>().unwrap())
-        .map(|i| {
-            serde_json::json!({
-                "uuid": format!("GPU-dev-{i}"),
-                "index": i,
-                "model": model,
-                "memoryBytes": 80u64 << 30,
-                "nvlinkDomain": "nvl0",
-                "healthy": true,
-            })
-        })
-        .collect();
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "gpuctl.io/v1",
-        "kind": "Node",
-        "metadata": {"name": "dev-node-1"},
-        "spec": {},
-        "status": {
-            "phase": "Ready",
-            "address": "127.0.0.1",
-            "agentEndpoint": "http://127.0.0.1:1",
-            "inventory": "simulated",
-            "cpuMilli": DEV_CPU_MILLI,
-            "memoryBytes": DEV_MEMORY,
-            "gpus": gpus,
-        },
-    }))
-    .expect("a Node")
+    gpuctl_testkit::node("dev-node-1")
+        .uuid_prefix("GPU-dev")
+        .gpus(count.parse().unwrap(), model)
+        .nvlink("nvl0")
+        .cpu_milli(DEV_CPU_MILLI)
+        .memory_bytes(DEV_MEMORY)
+        .build()
 }
 
 /// Why `job` would be refused or never start on the dev node; `None` when
@@ -111,25 +90,9 @@ fn step_job(r: &gpuctl_pipelines::spec::ResourceRequirements) -> Job {
         memory: pick(&|l| l.memory.is_some()).and_then(|l| l.memory),
         ..Default::default()
     };
-    Job::new(
-        "step",
-        JobSpec {
-            tasks: vec![TaskSpec {
-                name: "main".into(),
-                replicas: 1,
-                command: vec!["true".into()],
-                env: Default::default(),
-                working_dir: None,
-                resources,
-            }],
-            min_available: None,
-            priority: 0,
-            topology: Default::default(),
-            max_retries: 0,
-            timeout_seconds: None,
-            ttl_seconds_after_finished: None,
-        },
-    )
+    gpuctl_testkit::job("step")
+        .with_resources(resources)
+        .build()
 }
 
 /// Every problem with the objects of one file or block, as `SOURCE: why`.

@@ -477,17 +477,13 @@ async fn probe(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gpuctl_common::api::{Event, Manifest};
+    use gpuctl_common::api::Event;
 
     fn endpoint() -> Endpoint {
-        let text = "apiVersion: gpuctl.io/v1\nkind: Endpoint\nmetadata: {name: lin}\nspec:\n  model: {path: /m/linear.onnx}\n  resources: {gpus: 1}\n";
-        match gpuctl_common::api::parse_manifests("ep.yaml", text)
-            .unwrap()
-            .remove(0)
-        {
-            Manifest::Endpoint(e) => e,
-            _ => panic!("not an endpoint"),
-        }
+        gpuctl_testkit::endpoint("lin")
+            .model("/m/linear.onnx")
+            .gpus(1.0)
+            .build()
     }
 
     #[test]

@@ -1,17 +1,17 @@
 //! The renderers' output, pinned exactly from fixture objects.
 
 use super::*;
-use gpuctl_common::api::{Event, Gpu, GpuShare, JobPhase, TaskStatus};
+use gpuctl_common::api::{Event, GpuShare, JobPhase, TaskStatus};
 
 const NOW: u64 = 1_700_000_000_000;
 
 fn job(name: &str, replicas: u32, gpus: f64) -> Job {
-    let text = format!(
-            "{{\"apiVersion\":\"gpuctl.io/v1\",\"kind\":\"Job\",\"metadata\":{{\"name\":\"{name}\",\"creationTimestampMs\":{}}},\
-             \"spec\":{{\"tasks\":[{{\"replicas\":{replicas},\"command\":[\"sh\",\"-c\",\"echo $RANK\"],\"resources\":{{\"gpus\":{gpus}}}}}]}}}}",
-            NOW - 90_000
-        );
-    serde_json::from_str(&text).unwrap()
+    gpuctl_testkit::job(name)
+        .replicas(replicas)
+        .gpus(gpus)
+        .command(&["sh", "-c", "echo $RANK"])
+        .created_ms(NOW - 90_000)
+        .build()
 }
 
 fn task(index: u32, phase: TaskPhase, node: &str, gpus: &[(u32, u32)]) -> TaskStatus {
@@ -33,34 +33,14 @@ fn task(index: u32, phase: TaskPhase, node: &str, gpus: &[(u32, u32)]) -> TaskSt
 }
 
 fn node(name: &str, gpus: u32) -> Node {
-    Node {
-        api_version: "gpuctl.io/v1".into(),
-        kind: "Node".into(),
-        metadata: gpuctl_common::api::ObjectMeta {
-            name: name.into(),
-            ..Default::default()
-        },
-        spec: Default::default(),
-        status: gpuctl_common::api::NodeStatus {
-            address: "127.0.0.1".into(),
-            agent_endpoint: "http://127.0.0.1:9001".into(),
-            inventory: "simulated".into(),
-            cpu_milli: 16_000,
-            memory_bytes: 64 << 30,
-            gpus: (0..gpus)
-                .map(|i| Gpu {
-                    uuid: format!("GPU-{name}-{i}"),
-                    index: i,
-                    model: "A100-80GB".into(),
-                    memory_bytes: 80 << 30,
-                    nvlink_domain: String::new(),
-                    healthy: i != 3,
-                })
-                .collect(),
-            registered_ms: NOW - 3_600_000,
-            ..Default::default()
-        },
-    }
+    gpuctl_testkit::node(name)
+        .gpus(gpus, gpuctl_testkit::A100)
+        .unhealthy(3)
+        .cpu_milli(16_000)
+        .memory_bytes(64 << 30)
+        .agent_endpoint("http://127.0.0.1:9001")
+        .registered_ms(NOW - 3_600_000)
+        .build()
 }
 
 /// Two jobs on two nodes: `train` holds 2 whole GPUs on n1 and one
