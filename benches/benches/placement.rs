@@ -40,8 +40,7 @@ use std::path::PathBuf;
 use benches::replay::{parse_nodes, parse_pods};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use gpuctl_common::api::{
-    Bytes, Cpu, Gpu, GpuShare, Job, JobPhase, JobSpec, Node, NodeStatus, ObjectMeta, Resources,
-    TaskPhase, TaskSpec, TaskStatus,
+    Gpu, GpuShare, Job, JobPhase, Node, NodeStatus, ObjectMeta, TaskPhase, TaskStatus,
 };
 use gpuctl_scheduler::placement::{
     choose_node, place, plan_round, ClusterModel, NodeView, Planner, PodRequest, Policy, Snapshot,
@@ -186,29 +185,10 @@ fn state_of(snapshot: &Snapshot, pending: &[Job]) -> State {
         if gpus.is_empty() && v.cpu_used == 0 && v.memory_used == 0 {
             continue;
         }
-        let mut j = Job::new(
-            &format!("fill-{i}"),
-            JobSpec {
-                tasks: vec![TaskSpec {
-                    name: "main".into(),
-                    replicas: 1,
-                    command: vec!["true".into()],
-                    env: Default::default(),
-                    working_dir: None,
-                    resources: Resources {
-                        cpu: Some(Cpu(v.cpu_used)),
-                        memory: Some(Bytes(v.memory_used)),
-                        ..Default::default()
-                    },
-                }],
-                min_available: None,
-                priority: 0,
-                topology: Default::default(),
-                max_retries: 0,
-                timeout_seconds: None,
-                ttl_seconds_after_finished: None,
-            },
-        );
+        let mut j = gpuctl_testkit::job(&format!("fill-{i}"))
+            .cpu_milli(v.cpu_used)
+            .memory_bytes(v.memory_used)
+            .build();
         j.status.phase = JobPhase::Running;
         j.status.attempt = 1;
         j.status.tasks = vec![TaskStatus {
@@ -258,29 +238,13 @@ fn decisions(c: &mut Criterion) {
         ("synthetic_10000_nodes", big.clone()),
         ("synthetic_10000_nodes_80000_gpus", scale_gpus(&big, 80_000)),
     ];
-    let mut gang = Job::new(
-        "gang",
-        JobSpec {
-            tasks: vec![TaskSpec {
-                name: "worker".into(),
-                replicas: 32,
-                command: vec!["train".into()],
-                env: Default::default(),
-                working_dir: None,
-                resources: Resources {
-                    gpus: 8.0,
-                    ..Default::default()
-                },
-            }],
-            min_available: None,
-            priority: 0,
-            topology: Default::default(),
-            max_retries: 0,
-            timeout_seconds: None,
-            ttl_seconds_after_finished: None,
-        },
-    );
-    gang.status.attempt = 1;
+    let gang = gpuctl_testkit::job("gang")
+        .group("worker")
+        .replicas(32)
+        .command(&["train"])
+        .gpus(8.0)
+        .attempt(1)
+        .build();
     let gang_mix = WorkloadMix::from_jobs(&[&gang], policy.mix_options());
     for (label, cluster) in clusters {
         let mut m = filled(&cluster, &pods, 0.5);
