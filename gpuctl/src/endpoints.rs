@@ -193,14 +193,11 @@ fn replicas_table(e: &Endpoint) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gpuctl_common::api::parse_manifests;
 
     fn ep() -> Endpoint {
-        let text = "apiVersion: gpuctl.io/v1\nkind: Endpoint\nmetadata: {name: lin}\nspec:\n  model: {path: ../testdata/linear.onnx}\n";
-        match parse_manifests("x.yaml", text).unwrap().remove(0) {
-            Manifest::Endpoint(e) => e,
-            _ => panic!("not an endpoint"),
-        }
+        gpuctl_testkit::endpoint("lin")
+            .model("../testdata/linear.onnx")
+            .build()
     }
 
     #[test]

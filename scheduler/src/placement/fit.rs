@@ -115,7 +115,7 @@ pub(super) fn fit_request(
 
 #[cfg(test)]
 mod tests {
-    use gpuctl_common::api::{Cpu, Gpu, NodePhase, NodeSpec, NodeStatus, ObjectMeta};
+    use gpuctl_common::api::Cpu;
     use rand::{rngs::StdRng, Rng, SeedableRng};
 
     use super::*;
@@ -167,31 +167,14 @@ mod tests {
     }
 
     fn object(cordoned: bool) -> Node {
-        Node {
-            api_version: "gpuctl.io/v1".into(),
-            kind: "Node".into(),
-            metadata: ObjectMeta {
-                name: "n1".into(),
-                ..Default::default()
-            },
-            spec: NodeSpec {
-                unschedulable: cordoned,
-            },
-            status: NodeStatus {
-                phase: NodePhase::Ready,
-                cpu_milli: 8000,
-                gpus: (0..2)
-                    .map(|i| Gpu {
-                        uuid: format!("u{i}"),
-                        index: i,
-                        model: "A100-80GB".into(),
-                        memory_bytes: 80 << 30,
-                        nvlink_domain: String::new(),
-                        healthy: i == 0,
-                    })
-                    .collect(),
-                ..Default::default()
-            },
+        let n = gpuctl_testkit::node("n1")
+            .gpus(2, gpuctl_testkit::A100)
+            .unhealthy(1)
+            .cpu_milli(8000);
+        if cordoned {
+            n.unschedulable().build()
+        } else {
+            n.build()
         }
     }
 

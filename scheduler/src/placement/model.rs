@@ -281,28 +281,18 @@ impl ClusterModel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::placement::snapshot::GpuView;
+    use crate::placement::snapshot::node_view;
 
+    /// `gpus` T4s (at least 2), the first two in one NVLink domain.
     fn view(cpu: u64, gpus: u32) -> NodeView {
-        NodeView {
-            name: "n".into(),
-            schedulable: true,
-            gpus: (0..gpus)
-                .map(|i| GpuView {
-                    index: i,
-                    uuid: format!("u{i}"),
-                    model: "T4".into(),
-                    memory_bytes: 16 << 30,
-                    nvlink_domain: if i < 2 { "a".into() } else { String::new() },
-                    healthy: true,
-                    used_milli: 0,
-                })
-                .collect(),
-            cpu_milli: cpu,
-            memory_bytes: 0,
-            cpu_used: 0,
-            memory_used: 0,
-        }
+        let n = gpuctl_testkit::node("n")
+            .uuid_prefix("u")
+            .gpus(2, "T4")
+            .nvlink("a")
+            .gpus(gpus - 2, "T4")
+            .gpu_memory(16 << 30)
+            .cpu_milli(cpu);
+        node_view(&n.build(), None)
     }
 
     #[test]

@@ -305,28 +305,11 @@ mod tests {
     /// the stateless rounds.
     #[test]
     fn syncs_from_the_state() {
-        use gpuctl_common::api::{Gpu, Node, NodeStatus, ObjectMeta};
-        let object = |name: &str, gpus: u32| Node {
-            api_version: "gpuctl.io/v1".into(),
-            kind: "Node".into(),
-            metadata: ObjectMeta {
-                name: name.into(),
-                ..Default::default()
-            },
-            spec: Default::default(),
-            status: NodeStatus {
-                gpus: (0..gpus)
-                    .map(|i| Gpu {
-                        uuid: format!("{name}-{i}"),
-                        index: i,
-                        model: "A100".into(),
-                        memory_bytes: 80 << 30,
-                        nvlink_domain: String::new(),
-                        healthy: true,
-                    })
-                    .collect(),
-                ..Default::default()
-            },
+        let object = |name: &str, gpus: u32| {
+            let n = gpuctl_testkit::node(name)
+                .uuid_prefix(name)
+                .gpus(gpus, "A100");
+            n.build()
         };
         let mut planner = Planner::new();
         let mut st = State::from_objects(
