@@ -306,10 +306,10 @@ mod tests {
     #[test]
     fn syncs_from_the_state() {
         let object = |name: &str, gpus: u32| {
-            let n = gpuctl_testkit::node(name)
+            gpuctl_testkit::node(name)
                 .uuid_prefix(name)
-                .gpus(gpus, "A100");
-            n.build()
+                .gpus(gpus, "A100")
+                .build()
         };
         let mut planner = Planner::new();
         let mut st = State::from_objects(
