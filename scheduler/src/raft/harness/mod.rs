@@ -278,6 +278,14 @@ impl Cluster {
         answer
     }
 
+    /// Ask replica `id` for a read barrier (ReadIndex), as its handle would.
+    pub(super) fn read_barrier(&mut self, id: u64) -> oneshot::Receiver<Result<(), ProposeError>> {
+        let (reply, answer) = oneshot::channel();
+        self.replica_mut(id).handle(Msg::ReadIndex(reply));
+        self.process_ready(id);
+        answer
+    }
+
     /// Propose adding (`add`) or removing replica `node` on replica `id`.
     pub(super) fn change_membership(&mut self, id: u64, node: u64, add: bool) -> Answer {
         let (reply, answer) = oneshot::channel();

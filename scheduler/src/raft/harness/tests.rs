@@ -1,14 +1,15 @@
 //! Replication through the real per-Ready processing, without sockets:
-//! elections, commit and apply everywhere, partitions and healing, lost
-//! messages, restarts from storage, catch-up by snapshot, and adding a
-//! replica. Bounds are in rounds (one tick per replica, then every message
+//! elections, commit and apply everywhere, read barriers, partitions and
+//! healing, lost messages, restarts from storage, catch-up by snapshot,
+//! and adding and removing replicas. Bounds are in rounds (one tick per replica, then every message
 //! delivered); an election timeout is 12 to 23 ticks.
 
 use gpuctl_common::api::{Job, JobSpec, Resources, TaskSpec};
+use tokio::sync::oneshot;
 
-use super::{Answer, Cluster};
+use super::Cluster;
 use crate::raft::handle::{ProposeError, RaftOptions};
-use crate::state::{Applied, Command, NodeRegistration};
+use crate::state::{Command, NodeRegistration};
 
 fn register(name: &str) -> Command {
     Command::RegisterNode {
@@ -49,22 +50,26 @@ fn submit(name: &str) -> Command {
 }
 
 /// The answer, if the replica has given one.
-fn answered(a: &mut Answer) -> Option<Result<Applied, ProposeError>> {
+fn answered<T>(a: &mut oneshot::Receiver<T>) -> Option<T> {
     a.try_recv().ok()
+}
+
+/// Run rounds until the replica answers, at most `max`.
+fn await_answer<T>(c: &mut Cluster, a: &mut oneshot::Receiver<T>, max: usize) -> T {
+    c.deliver_all();
+    for _ in 0..max {
+        if let Some(r) = answered(a) {
+            return r;
+        }
+        c.round();
+    }
+    answered(a).unwrap_or_else(|| panic!("no answer within {max} rounds"))
 }
 
 /// Propose on the leader and run until the answer comes; it must be a success.
 fn commit(c: &mut Cluster, leader: u64, cmd: Command) {
     let mut a = c.propose(leader, cmd);
-    c.deliver_all();
-    for _ in 0..50 {
-        if let Some(r) = answered(&mut a) {
-            r.expect("committed and applied");
-            return;
-        }
-        c.round();
-    }
-    panic!("no answer within 50 rounds");
+    await_answer(c, &mut a, 50).expect("committed and applied");
 }
 
 fn job_names(c: &Cluster, id: u64) -> Vec<String> {
@@ -147,6 +152,39 @@ fn a_command_commits_and_applies_on_every_replica() {
         c.ids().iter().all(|id| c.applied(*id) == c.applied(leader))
     });
     assert_all_equal(&c);
+}
+
+#[test]
+fn read_barriers_wait_for_the_commit_and_fail_when_cut_off() {
+    let mut c = Cluster::new(3);
+    let leader = c.elect();
+    let f = c.ids().into_iter().find(|id| *id != leader).unwrap();
+    // A write the follower misses: its read barrier must wait for it.
+    c.isolate(f);
+    commit(&mut c, leader, register("n1"));
+    c.heal();
+    assert!(c.with_state(f, |s| s.nodes.is_empty()));
+    let mut read = c.read_barrier(f);
+    assert!(answered(&mut read).is_none());
+    await_answer(&mut c, &mut read, 5).expect("read index");
+    assert!(c.with_state(f, |s| s.nodes.contains_key("n1")));
+
+    // Cut off, the follower cannot confirm a read index; once it stops
+    // following the leader the read fails instead of waiting out its
+    // timeout.
+    c.isolate(f);
+    let mut read = c.read_barrier(f);
+    match await_answer(&mut c, &mut read, 60) {
+        Err(ProposeError::NotLeader { .. }) => {}
+        other => panic!("a read cut off from the leader: {other:?}"),
+    }
+    // With no leader known, a read is refused at once.
+    assert_eq!(c.status(f).leader_id, 0);
+    let mut read = c.read_barrier(f);
+    assert!(matches!(
+        answered(&mut read),
+        Some(Err(ProposeError::NotLeader { leader: None }))
+    ));
 }
 
 #[test]
