@@ -6,6 +6,7 @@
 //!
 //! ```text
 //!  control.rs      Control: apply, get, cancel, delete, wait, logs, cluster
+//!  apply.rs        Control.Apply: the object parsed once, checked, proposed
 //!  nodes.rs        NodeService: register, heartbeat, assignments, reports
 //!  assignments.rs  a node's tasks as TaskAssignment messages
 //!  raft_peer.rs    Raft: peers' messages in, writes forwarded to the leader
@@ -27,6 +28,7 @@ use crate::controllers::{Heartbeats, Loads};
 use crate::raft::RaftHandle;
 use crate::state::State;
 
+mod apply;
 mod assignments;
 mod control;
 mod convert;
