@@ -240,7 +240,7 @@ async fn gang_lifecycle_and_restart() {
         .unwrap()
         .into_inner();
     assert!(w.finished);
-    assert_eq!(w.phase, "Succeeded");
+    assert_eq!(w.phase(), pb::RunPhase::Succeeded);
 
     // Capacity freed: b is placed next, c still waits.
     let b = next_with(&mut watch, "b", 2).await;

@@ -11,7 +11,7 @@ use raft::prelude::{ConfChange, ConfChangeType};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use super::convert::{json, kind_of, to_status};
+use super::convert::{job_phase_to_pb, json, kind_of, to_status, workflow_phase_to_pb};
 use super::proposer::NO_LEADER_WAIT;
 use super::{Api, BoxStream};
 use crate::placement;
@@ -284,7 +284,7 @@ impl Control for Api {
                     if wphase.is_terminal() {
                         return Ok(Response::new(pb::WaitResponse {
                             finished: true,
-                            phase: wphase.to_string(),
+                            phase: workflow_phase_to_pb(wphase).into(),
                             object_json: obj,
                         }));
                     }
@@ -294,7 +294,7 @@ impl Control for Api {
             if phase.is_terminal() {
                 return Ok(Response::new(pb::WaitResponse {
                     finished: true,
-                    phase: phase.to_string(),
+                    phase: job_phase_to_pb(phase).into(),
                     object_json: obj,
                 }));
             }
@@ -306,7 +306,7 @@ impl Control for Api {
             if !changed {
                 return Ok(Response::new(pb::WaitResponse {
                     finished: false,
-                    phase: phase.to_string(),
+                    phase: job_phase_to_pb(phase).into(),
                     object_json: obj,
                 }));
             }

@@ -1,9 +1,10 @@
 //! Conversions at the gRPC edge: refusals to statuses (with the file an
-//! object came from), objects to JSON, the kind names users type, and task
-//! phases to and from the proto enum (the only place either side of the
-//! scheduler's node messages names a phase).
+//! object came from), objects to JSON, the kind names users type, and
+//! phases to and from the proto enums (the one place the scheduler's side
+//! of the node and `Wait` messages names a phase).
 
-use gpuctl_common::api::TaskPhase;
+use gpuctl_common::api::{JobPhase, TaskPhase};
+use gpuctl_pipelines::WorkflowPhase;
 use gpuctl_proto::v1 as pb;
 use tonic::Status;
 
@@ -85,6 +86,27 @@ pub(super) fn phase_to_pb(p: TaskPhase) -> pb::TaskPhase {
         TaskPhase::Succeeded => pb::TaskPhase::Succeeded,
         TaskPhase::Failed => pb::TaskPhase::Failed,
         TaskPhase::Cancelled => pb::TaskPhase::Cancelled,
+    }
+}
+
+/// A job's phase as `Wait` reports it.
+pub(super) fn job_phase_to_pb(p: JobPhase) -> pb::RunPhase {
+    match p {
+        JobPhase::Pending => pb::RunPhase::Pending,
+        JobPhase::Running => pb::RunPhase::Running,
+        JobPhase::Succeeded => pb::RunPhase::Succeeded,
+        JobPhase::Failed => pb::RunPhase::Failed,
+        JobPhase::Cancelled => pb::RunPhase::Cancelled,
+    }
+}
+
+/// A workflow's phase as `Wait` reports it.
+pub(super) fn workflow_phase_to_pb(p: WorkflowPhase) -> pb::RunPhase {
+    match p {
+        WorkflowPhase::Running => pb::RunPhase::Running,
+        WorkflowPhase::Succeeded => pb::RunPhase::Succeeded,
+        WorkflowPhase::Failed => pb::RunPhase::Failed,
+        WorkflowPhase::Error => pb::RunPhase::Error,
     }
 }
 
