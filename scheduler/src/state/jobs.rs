@@ -5,9 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use gpuctl_common::api::{
-    Event, Job, JobPhase, NodePhase, TaskPhase, TaskStatus, API_VERSION, MAX_EVENTS,
-};
+use gpuctl_common::api::{Event, Job, JobPhase, TaskPhase, TaskStatus, API_VERSION, MAX_EVENTS};
 use gpuctl_common::queue::DEFAULT_QUEUE;
 
 use super::command::{Applied, ApplyError, Binding, TaskPlacement, TaskReport};
@@ -15,6 +13,7 @@ use super::endpoints::endpoint_of;
 use super::objects::ObjKey;
 use super::workflow_object::LABEL_WORKFLOW;
 use super::{task_cpu_mem, NodeUsage, State};
+use crate::placement::fit::{fit_node, InUse};
 
 /// Ports handed out as `MASTER_PORT`: one per job, derived from its uid.
 const MASTER_PORT_BASE: u32 = 29500;
@@ -110,8 +109,6 @@ impl State {
             )));
         }
         let mut seen = BTreeSet::new();
-        // Resources this binding adds, per node, to check against capacity.
-        let mut add: BTreeMap<&str, NodeUsage> = BTreeMap::new();
         for p in &b.tasks {
             let t = job
                 .status
@@ -132,13 +129,6 @@ impl State {
                     p.index
                 )));
             }
-            let (cpu, mem) = task_cpu_mem(job, p.index);
-            let u = add.entry(p.node.as_str()).or_default();
-            for g in &p.gpus {
-                *u.gpu_milli.entry(g.index).or_default() += g.milli;
-            }
-            u.cpu_milli += cpu;
-            u.memory_bytes += mem;
         }
         let min = job.spec.min_available.unwrap_or_else(|| job.task_count());
         if (b.tasks.len() as u32) < min {
@@ -148,38 +138,35 @@ impl State {
                 job.task_count()
             )));
         }
-        for (node_name, extra) in &add {
+        // Each task re-checked with placement's own fit (as Nomad's plan
+        // applier re-checks with the scheduler's AllocsFit), the gang's
+        // earlier tasks on the same node counted as in use.
+        let mut on: BTreeMap<&str, NodeUsage> = BTreeMap::new();
+        for p in &b.tasks {
             let node = self
                 .nodes
-                .get(*node_name)
-                .ok_or_else(|| stale(format!("node {node_name} unknown")))?;
-            if node.status.phase != NodePhase::Ready || node.spec.unschedulable {
-                return Err(stale(format!("node {node_name} is not schedulable")));
+                .get(&p.node)
+                .ok_or_else(|| stale(format!("node {} unknown", p.node)))?;
+            let spec = job
+                .task_spec(p.index)
+                .ok_or_else(|| stale(format!("no task {}", p.index)))?;
+            let used = on
+                .entry(p.node.as_str())
+                .or_insert_with(|| self.usage(&p.node));
+            let in_use = InUse {
+                gpu_milli: &used.gpu_milli,
+                cpu_milli: used.cpu_milli,
+                memory_bytes: used.memory_bytes,
+            };
+            if let Some(why) = fit_node(node, in_use, &spec.resources, Some(&p.gpus)).misfit() {
+                return Err(stale(why.on(&p.node)));
             }
-            let used = self.usage(node_name);
-            for (gi, m) in &extra.gpu_milli {
-                let gpu = node
-                    .status
-                    .gpus
-                    .iter()
-                    .find(|g| g.index == *gi)
-                    .ok_or_else(|| stale(format!("node {node_name} has no GPU {gi}")))?;
-                if !gpu.healthy {
-                    return Err(stale(format!("GPU {gi} on {node_name} is unhealthy")));
-                }
-                if used.gpu_milli.get(gi).copied().unwrap_or(0) + m > 1000 {
-                    return Err(stale(format!("GPU {gi} on {node_name} is over-committed")));
-                }
+            for g in &p.gpus {
+                *used.gpu_milli.entry(g.index).or_default() += g.milli;
             }
-            if node.status.cpu_milli > 0 && used.cpu_milli + extra.cpu_milli > node.status.cpu_milli
-            {
-                return Err(stale(format!("not enough CPU on {node_name}")));
-            }
-            if node.status.memory_bytes > 0
-                && used.memory_bytes + extra.memory_bytes > node.status.memory_bytes
-            {
-                return Err(stale(format!("not enough memory on {node_name}")));
-            }
+            let (cpu, mem) = task_cpu_mem(job, p.index);
+            used.cpu_milli += cpu;
+            used.memory_bytes += mem;
         }
         Ok(())
     }

@@ -198,6 +198,51 @@ fn over_commit_is_refused() {
 }
 
 #[test]
+fn a_binding_is_rechecked_with_the_placement_fit() {
+    // bind uses placement's own fit: a GPU of a model the task does not
+    // accept, or a gang whose tasks together overfill a GPU, is refused and
+    // the job stays pending, with the reason placement would give.
+    let mut h = Harness::new();
+    h.apply(reg("n1", 4)).unwrap();
+    let mut h100 = job("h100", 1, 1.0, 0);
+    h100.spec.tasks[0].resources.gpu_model = Some("H100".into());
+    h.apply(Command::SubmitJob {
+        job: Box::new(h100),
+    })
+    .unwrap();
+    let Applied::Bound { applied, refused } = h.bind("h100", "n1", &[&[0]]) else {
+        panic!()
+    };
+    assert!(applied.is_empty());
+    assert_eq!(refused.len(), 1);
+    assert!(
+        matches!(&refused[0].1, ApplyError::StaleBinding { .. }),
+        "{:?}",
+        refused[0].1
+    );
+    assert_eq!(h.s.jobs["h100"].status.phase, JobPhase::Pending);
+
+    h.apply(Command::SubmitJob {
+        job: Box::new(job("pair", 2, 1.0, 0)),
+    })
+    .unwrap();
+    let Applied::Bound { refused, .. } = h.bind("pair", "n1", &[&[1], &[1]]) else {
+        panic!()
+    };
+    assert_eq!(refused.len(), 1);
+    assert!(
+        refused[0]
+            .1
+            .to_string()
+            .contains("GPU 1 on n1 is over-committed"),
+        "{}",
+        refused[0].1
+    );
+    assert_eq!(h.s.jobs["pair"].status.phase, JobPhase::Pending);
+    h.check_usage();
+}
+
+#[test]
 fn failure_retries_whole_gang_then_fails() {
     let mut h = Harness::new();
     h.apply(reg("n1", 4)).unwrap();
