@@ -3,7 +3,9 @@
 //! An assignment from `WatchAssignments` is converted once, as it arrives,
 //! into an [`Assignment`] whose phase is a [`TaskPhase`]; what the daemon
 //! says about a task is a [`TaskReport`], turned into a `ReportTaskRequest`
-//! only as it is sent. The rest of the daemon never sees a phase as a string.
+//! only as it is sent. The proto's `TaskPhase` enum is mapped to the
+//! domain's here and nowhere else, so the rest of the daemon never sees a
+//! wire phase.
 
 use std::collections::BTreeMap;
 

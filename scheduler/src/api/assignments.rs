@@ -12,7 +12,7 @@ use crate::state::endpoints::endpoint_of;
 use crate::state::State;
 
 /// The tasks `node` should run, as the node daemon sees them.
-pub fn assignments_for(st: &State, node: &str, version: u64) -> pb::Assignments {
+pub(super) fn assignments_for(st: &State, node: &str, version: u64) -> pb::Assignments {
     let mut tasks = Vec::new();
     for (job, t) in st.tasks_on_node(node) {
         let Some(spec) = job.task_spec(t.index) else {
