@@ -74,15 +74,38 @@ pub fn parse_manifests(source_name: &str, text: &str) -> Result<Vec<Manifest>, M
         .collect()
 }
 
-/// Parse and validate one object given as JSON (what travels over the API).
-pub fn parse_manifest_json(source_name: &str, json: &str) -> Result<Manifest, ManifestError> {
-    let value: serde_yaml_ng::Value = serde_json::from_str(json).map_err(|e| ManifestError {
+/// One document as read, before its kind is known: what the object model
+/// here and the workflow format (`gpuctl-pipelines`) each parse from, so
+/// that an API payload is read once whatever its kind.
+pub type Document = serde_yaml_ng::Value;
+
+/// Read one object given as JSON (what travels over the API).
+pub fn json_document(source_name: &str, json: &str) -> Result<Document, ManifestError> {
+    serde_json::from_str(json).map_err(|e| ManifestError {
         source_name: source_name.to_string(),
         document: 0,
         path: String::new(),
         reason: format!("malformed JSON: {e}"),
-    })?;
-    parse_value(value).map_err(|e| e.in_source(source_name, 0))
+    })
+}
+
+/// The `kind` a document names, when it names one as a string.
+pub fn document_kind(doc: &Document) -> Option<&str> {
+    doc.get("kind")?.as_str()
+}
+
+/// Parse and validate one document (from [`json_document`]) into the
+/// object it names.
+pub fn parse_manifest_document(
+    source_name: &str,
+    doc: Document,
+) -> Result<Manifest, ManifestError> {
+    parse_value(doc).map_err(|e| e.in_source(source_name, 0))
+}
+
+/// Parse and validate one object given as JSON (what travels over the API).
+pub fn parse_manifest_json(source_name: &str, json: &str) -> Result<Manifest, ManifestError> {
+    parse_manifest_document(source_name, json_document(source_name, json)?)
 }
 
 fn parse_value(value: serde_yaml_ng::Value) -> Result<Manifest, FieldError> {

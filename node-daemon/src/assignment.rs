@@ -3,11 +3,14 @@
 //! An assignment from `WatchAssignments` is converted once, as it arrives,
 //! into an [`Assignment`] whose phase is a [`TaskPhase`]; what the daemon
 //! says about a task is a [`TaskReport`], turned into a `ReportTaskRequest`
-//! only as it is sent. The rest of the daemon never sees a phase as a string.
+//! only as it is sent. The proto's `TaskPhase` enum is mapped to the
+//! domain's here and nowhere else, so the rest of the daemon never sees a
+//! wire phase.
 
 use std::collections::BTreeMap;
 
 use gpuctl_common::api::TaskPhase;
+use gpuctl_proto::v1 as pb;
 use gpuctl_proto::v1::{ReportTaskRequest, StepIo, StepOutputs, TaskAssignment};
 
 use crate::runtime::TaskKey;
@@ -65,7 +68,7 @@ impl Assignment {
 impl From<TaskAssignment> for Assignment {
     fn from(a: TaskAssignment) -> Self {
         Assignment {
-            phase: phase_named(&a.phase),
+            phase: phase_from_pb(a.phase),
             job: a.job,
             task_index: a.task_index,
             attempt: a.attempt,
@@ -86,17 +89,30 @@ impl From<TaskAssignment> for Assignment {
     }
 }
 
-/// The phase named in an assignment. A name this daemon does not know (from
-/// a newer scheduler) reads as `Pending`: the task stays in the desired set,
-/// so a process of it here is kept, but there is nothing to start.
-fn phase_named(name: &str) -> TaskPhase {
-    match name {
-        "Bound" => TaskPhase::Bound,
-        "Running" => TaskPhase::Running,
-        "Succeeded" => TaskPhase::Succeeded,
-        "Failed" => TaskPhase::Failed,
-        "Cancelled" => TaskPhase::Cancelled,
-        _ => TaskPhase::Pending,
+/// The phase of an assignment. One this daemon does not know (unspecified,
+/// or from a newer scheduler) reads as `Pending`: the task stays in the
+/// desired set, so a process of it here is kept, but there is nothing to
+/// start.
+fn phase_from_pb(raw: i32) -> TaskPhase {
+    match pb::TaskPhase::try_from(raw) {
+        Ok(pb::TaskPhase::Bound) => TaskPhase::Bound,
+        Ok(pb::TaskPhase::Running) => TaskPhase::Running,
+        Ok(pb::TaskPhase::Succeeded) => TaskPhase::Succeeded,
+        Ok(pb::TaskPhase::Failed) => TaskPhase::Failed,
+        Ok(pb::TaskPhase::Cancelled) => TaskPhase::Cancelled,
+        Ok(pb::TaskPhase::Pending | pb::TaskPhase::Unspecified) | Err(_) => TaskPhase::Pending,
+    }
+}
+
+/// A phase as the scheduler reads it in a report.
+fn phase_to_pb(p: TaskPhase) -> pb::TaskPhase {
+    match p {
+        TaskPhase::Pending => pb::TaskPhase::Pending,
+        TaskPhase::Bound => pb::TaskPhase::Bound,
+        TaskPhase::Running => pb::TaskPhase::Running,
+        TaskPhase::Succeeded => pb::TaskPhase::Succeeded,
+        TaskPhase::Failed => pb::TaskPhase::Failed,
+        TaskPhase::Cancelled => pb::TaskPhase::Cancelled,
     }
 }
 
@@ -130,7 +146,7 @@ impl TaskReport {
             job: self.key.job.clone(),
             task_index: self.key.task_index,
             attempt: self.key.attempt,
-            phase: self.phase.to_string(),
+            phase: phase_to_pb(self.phase).into(),
             exit_code: self.exit_code,
             message: self.message.clone(),
             pid: self.pid,
@@ -145,8 +161,18 @@ mod tests {
 
     #[test]
     fn phases_are_read_once_at_the_edge() {
+        // By name, as the scheduler's users know them: a name without a
+        // variant here stands for a number this daemon has no variant for,
+        // and "" for a message without the field.
         let sent = |phase: &str| TaskAssignment {
-            phase: phase.into(),
+            phase: match phase {
+                "" => 0,
+                name => pb::TaskPhase::from_str_name(&format!(
+                    "TASK_PHASE_{}",
+                    name.to_ascii_uppercase()
+                ))
+                .map_or(99, i32::from),
+            },
             ..Default::default()
         };
         let read = |phase| Assignment::from(sent(phase)).phase;
@@ -162,7 +188,7 @@ mod tests {
             job: "train".into(),
             task_index: 1,
             attempt: 2,
-            phase: "Bound".into(),
+            phase: pb::TaskPhase::Bound.into(),
             command: vec!["python".into()],
             env: [("EPOCHS".to_string(), "3".to_string())].into(),
             gpu_indices: vec![0, 3],
@@ -200,8 +226,8 @@ mod tests {
         assert!(r.is_final());
         let p = r.to_proto();
         assert_eq!(
-            (p.phase.as_str(), p.job.as_str(), p.port),
-            ("Succeeded", "a", 8080)
+            (p.phase(), p.job.as_str(), p.port),
+            (pb::TaskPhase::Succeeded, "a", 8080)
         );
         let running = TaskReport {
             phase: TaskPhase::Running,

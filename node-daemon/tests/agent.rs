@@ -13,7 +13,7 @@ use gpuctl_proto::v1::node_service_server::{NodeService, NodeServiceServer};
 use gpuctl_proto::v1::{
     Assignments, GoneWorkflowsRequest, GoneWorkflowsResponse, HeartbeatRequest, HeartbeatResponse,
     ReadLogsRequest, RegisterRequest, RegisterResponse, ReportTaskRequest, ReportTaskResponse,
-    TaskAssignment, WatchAssignmentsRequest,
+    TaskAssignment, TaskPhase, WatchAssignmentsRequest,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
@@ -236,6 +236,12 @@ impl Harness {
     }
 }
 
+/// A phase by the name the scheduler's users know it by ("Bound").
+fn phase_named(name: &str) -> TaskPhase {
+    TaskPhase::from_str_name(&format!("TASK_PHASE_{}", name.to_ascii_uppercase()))
+        .unwrap_or_else(|| panic!("no task phase {name:?}"))
+}
+
 fn task(job: &str, phase: &str, command: &[&str]) -> TaskAssignment {
     TaskAssignment {
         job: job.into(),
@@ -243,7 +249,7 @@ fn task(job: &str, phase: &str, command: &[&str]) -> TaskAssignment {
         attempt: 1,
         task_group: "main".into(),
         command: command.iter().map(|s| s.to_string()).collect(),
-        phase: phase.into(),
+        phase: phase_named(phase).into(),
         gpu_indices: vec![1],
         job_tasks: 1,
         world_size: 1,
@@ -289,7 +295,7 @@ async fn runs_an_assignment_once_and_reports_it() {
     );
     h.fake.push(vec![hello.clone()]);
     let r = h.report().await;
-    assert_eq!((r.job.as_str(), r.phase.as_str()), ("hello", "Running"));
+    assert_eq!((r.job.as_str(), r.phase()), ("hello", TaskPhase::Running));
     assert_eq!(r.node, "node-1");
     assert!(r.pid > 1);
     // While it runs, its GPU shows load in the heartbeat.
@@ -304,14 +310,14 @@ async fn runs_an_assignment_once_and_reports_it() {
     })
     .await;
     let r = h.report().await;
-    assert_eq!(r.phase, "Succeeded");
+    assert_eq!(r.phase(), TaskPhase::Succeeded);
     assert_eq!(r.exit_code, 0);
     assert_eq!(read(&h.log("hello")), "hello gpus=1\n");
 
     // The same assignment again, as Bound and as Running: never a second start.
     h.fake.push(vec![hello.clone()]);
     let mut running = hello.clone();
-    running.phase = "Running".into();
+    running.set_phase(TaskPhase::Running);
     h.fake.push(vec![running]);
     h.no_report_for(Duration::from_millis(500)).await;
     assert_eq!(read(&h.log("hello")), "hello gpus=1\n");
@@ -359,7 +365,7 @@ async fn unknown_running_task_is_reported_lost_not_started() {
     let ghost = task("ghost", "Running", &["sh", "-c", "echo started"]);
     h.fake.push(vec![ghost.clone()]);
     let r = h.report().await;
-    assert_eq!((r.job.as_str(), r.phase.as_str()), ("ghost", "Failed"));
+    assert_eq!((r.job.as_str(), r.phase()), ("ghost", TaskPhase::Failed));
     assert_eq!(r.exit_code, -1);
     assert_eq!(r.message, LOST_MESSAGE);
     // Re-sent: reported once, never started.
@@ -376,7 +382,7 @@ async fn failures_and_cancellation() {
     h.fake
         .push(vec![task("missing", "Bound", &["no-such-command-gpuctl"])]);
     let r = h.report().await;
-    assert_eq!((r.phase.as_str(), r.exit_code), ("Failed", 127));
+    assert_eq!((r.phase(), r.exit_code), (TaskPhase::Failed, 127));
     assert!(
         r.message
             .starts_with("cannot start \"no-such-command-gpuctl\""),
@@ -388,9 +394,9 @@ async fn failures_and_cancellation() {
     h.fake
         .push(vec![task("three", "Bound", &["sh", "-c", "exit 3"])]);
     let r = h.report().await;
-    assert_eq!((r.job.as_str(), r.phase.as_str()), ("three", "Running"));
+    assert_eq!((r.job.as_str(), r.phase()), ("three", TaskPhase::Running));
     let r = h.report().await;
-    assert_eq!((r.phase.as_str(), r.exit_code), ("Failed", 3));
+    assert_eq!((r.phase(), r.exit_code), (TaskPhase::Failed, 3));
 
     // A task that leaves the desired set has its whole group stopped.
     h.fake.push(vec![task(
@@ -399,7 +405,7 @@ async fn failures_and_cancellation() {
         &["sh", "-c", "sleep 30 & sleep 30"],
     )]);
     let r = h.report().await;
-    assert_eq!((r.job.as_str(), r.phase.as_str()), ("long", "Running"));
+    assert_eq!((r.job.as_str(), r.phase()), ("long", TaskPhase::Running));
     let pid = r.pid;
     assert!(alive(pid));
     h.fake.push(vec![]);
@@ -410,7 +416,7 @@ async fn failures_and_cancellation() {
     h.fake
         .push(vec![task("tail", "Bound", &["sh", "-c", "sleep 30"])]);
     let r = h.report().await;
-    assert_eq!((r.job.as_str(), r.phase.as_str()), ("tail", "Running"));
+    assert_eq!((r.job.as_str(), r.phase()), ("tail", TaskPhase::Running));
     let pid = r.pid;
     let (stop, mut reports) = (
         h.stop.take(),
@@ -427,8 +433,8 @@ async fn failures_and_cancellation() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        (r.job.as_str(), r.phase.as_str(), r.exit_code),
-        ("tail", "Failed", 143)
+        (r.job.as_str(), r.phase(), r.exit_code),
+        ("tail", TaskPhase::Failed, 143)
     );
 }
 
@@ -443,13 +449,13 @@ async fn a_serving_task_gets_a_free_port_reported_with_running() {
     t.wants_port = true;
     h.fake.push(vec![t]);
     let r = h.report().await;
-    assert_eq!(r.phase, "Running");
+    assert_eq!(r.phase(), TaskPhase::Running);
     assert!(
         (20000..=32767).contains(&r.port),
         "a serving task's port, from the daemon's range, is reported: {r:?}"
     );
     let r2 = h.report().await;
-    assert_eq!(r2.phase, "Succeeded");
+    assert_eq!(r2.phase(), TaskPhase::Succeeded);
     assert_eq!(r2.port, 0);
     assert_eq!(read(&h.log("ep-replica-0")), format!("port={}\n", r.port));
     // The next replica gets another port, even though that one is free again.
@@ -457,9 +463,9 @@ async fn a_serving_task_gets_a_free_port_reported_with_running() {
     t1.wants_port = true;
     h.fake.push(vec![t1]);
     let r3 = h.report().await;
-    assert_eq!(r3.phase, "Running");
+    assert_eq!(r3.phase(), TaskPhase::Running);
     assert_ne!(r3.port, r.port);
-    assert_eq!(h.report().await.phase, "Succeeded");
+    assert_eq!(h.report().await.phase(), TaskPhase::Succeeded);
     // A task that does not serve gets no port.
     h.fake.push(vec![task(
         "plain",
@@ -478,7 +484,7 @@ async fn a_gpu_is_not_reused_before_its_stopping_process_exits() {
     let victim = task("victim", "Bound", &["sh", "-c", "trap '' TERM; sleep 30"]);
     h.fake.push(vec![victim]);
     let r = h.report().await;
-    assert_eq!((r.job.as_str(), r.phase.as_str()), ("victim", "Running"));
+    assert_eq!((r.job.as_str(), r.phase()), ("victim", TaskPhase::Running));
     let victim_pid = r.pid;
 
     // It is preempted: the scheduler now wants another task on GPU 1, and one
@@ -489,8 +495,8 @@ async fn a_gpu_is_not_reused_before_its_stopping_process_exits() {
     h.fake.push(vec![other.clone(), preemptor.clone()]);
     let r = h.report().await;
     assert_eq!(
-        (r.job.as_str(), r.phase.as_str()),
-        ("other", "Running"),
+        (r.job.as_str(), r.phase()),
+        ("other", TaskPhase::Running),
         "a task on another GPU starts at once"
     );
     // The preemptor waits while the victim's process lives...
@@ -498,7 +504,10 @@ async fn a_gpu_is_not_reused_before_its_stopping_process_exits() {
     assert!(alive(victim_pid), "SIGTERM is ignored until SIGKILL");
     // ...and starts once it is gone.
     let r = h.report().await;
-    assert_eq!((r.job.as_str(), r.phase.as_str()), ("preemptor", "Running"));
+    assert_eq!(
+        (r.job.as_str(), r.phase()),
+        ("preemptor", TaskPhase::Running)
+    );
     assert!(!alive(victim_pid), "started only after the victim exited");
 
     // Shares that fit beside a stopping process do not wait: 500 + 500 milli.
@@ -507,14 +516,14 @@ async fn a_gpu_is_not_reused_before_its_stopping_process_exits() {
     half.gpu_milli = vec![500];
     h.fake.push(vec![preemptor.clone(), half.clone()]);
     let r = h.report().await;
-    assert_eq!((r.job.as_str(), r.phase.as_str()), ("half-a", "Running"));
+    assert_eq!((r.job.as_str(), r.phase()), ("half-a", TaskPhase::Running));
     let half_pid = r.pid;
     let mut half_b = half.clone();
     half_b.job = "half-b".into();
     half_b.command = vec!["sh".into(), "-c".into(), "sleep 30".into()];
     h.fake.push(vec![preemptor.clone(), half_b.clone()]);
     let r = h.report().await;
-    assert_eq!((r.job.as_str(), r.phase.as_str()), ("half-b", "Running"));
+    assert_eq!((r.job.as_str(), r.phase()), ("half-b", TaskPhase::Running));
     assert!(alive(half_pid), "half-a is still stopping beside it");
 
     // A waiting task that is no longer wanted is dropped, never started.

@@ -64,6 +64,7 @@ pub use store::{
 pub use validate::validate_all;
 
 use gpuctl_common::api::ManifestError;
+use gpuctl_common::manifest::Document;
 
 /// Parse one Argo `Workflow` from YAML (or JSON) text and validate it.
 ///
@@ -71,6 +72,21 @@ use gpuctl_common::api::ManifestError;
 /// stops at the first problem; [`validate_all`] lists all.
 pub fn parse_workflow(source_name: &str, text: &str) -> Result<Workflow, ManifestError> {
     let wf = spec::parse_unvalidated(text).map_err(|e| e.in_source(source_name, 0))?;
+    validated(source_name, wf)
+}
+
+/// [`parse_workflow`] of a document already read, so that an API payload
+/// whose kind was looked up is not read a second time.
+pub fn parse_workflow_document(
+    source_name: &str,
+    doc: Document,
+) -> Result<Workflow, ManifestError> {
+    let wf = spec::from_document(doc).map_err(|e| e.in_source(source_name, 0))?;
+    validated(source_name, wf)
+}
+
+/// The workflow, or the first problem [`validate_all`] finds in it.
+fn validated(source_name: &str, wf: Workflow) -> Result<Workflow, ManifestError> {
     if let Some(e) = validate_all(&wf).into_iter().next() {
         return Err(e.in_source(source_name, 0));
     }

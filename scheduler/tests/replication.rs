@@ -1,6 +1,8 @@
 //! Three replicas in process on 127.0.0.1:0: writes through any replica,
 //! failover when the leader stops, catch-up after a restart, and a replica
 //! cut off from its peers refusing writes while the majority goes on.
+//! These run the whole server over gRPC; the replication logic alone is
+//! tested without sockets, tick by tick, in `src/raft/harness/`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -140,8 +140,8 @@ async fn run(args: &Args, me: &Path, root: &Path, dev: &Dev) -> anyhow::Result<(
             })
             .await?
             .into_inner();
-        if w.phase != "Succeeded" {
-            bail!("job {name} ended {}", w.phase);
+        if w.phase() != pb::RunPhase::Succeeded {
+            bail!("job {name} ended {:?}", w.phase());
         }
     }
     latencies_ms.sort_by(f64::total_cmp);

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use gpuctl_common::api::{Job, JobPhase};
-use gpuctl_proto::v1::WaitRequest;
+use gpuctl_proto::v1::{RunPhase, WaitRequest};
 
 use crate::commands::ctx::{job_target, Ctx};
 use crate::duration::HumanDuration;
@@ -42,8 +42,8 @@ pub(crate) async fn cmd_wait(cx: &mut Ctx, name: &str, timeout: &HumanDuration) 
             Ok(Err(e)) => return Err(e),
             Ok(Ok(resp)) => {
                 let r = resp.into_inner();
-                if !r.phase.is_empty() {
-                    phase = r.phase.clone();
+                if let Some(name) = phase_name(r.phase()) {
+                    phase = name.to_string();
                 }
                 let job: Option<Job> = serde_json::from_str(&r.object_json).ok();
                 let job_phase = job.as_ref().map(|j| j.status.phase);
@@ -59,7 +59,9 @@ pub(crate) async fn cmd_wait(cx: &mut Ctx, name: &str, timeout: &HumanDuration) 
                         .and_then(|j| j.status.message.clone())
                         .or_else(|| wf.as_ref().and_then(|w| w.status.run.message.clone()))
                         .unwrap_or_else(|| "no message".into());
-                    return if job_phase == Some(JobPhase::Succeeded) || r.phase == "Succeeded" {
+                    return if job_phase == Some(JobPhase::Succeeded)
+                        || r.phase() == RunPhase::Succeeded
+                    {
                         out(&format!("{kind}/{name} Succeeded\n"))?;
                         Ok(0)
                     } else {
@@ -73,5 +75,41 @@ pub(crate) async fn cmd_wait(cx: &mut Ctx, name: &str, timeout: &HumanDuration) 
             eprintln!("error: timed out after {timeout} waiting for job/{name} (phase {phase})");
             return Ok(EXIT_TIMEOUT);
         }
+    }
+}
+
+/// A phase as `Wait` reports it, by the name users see in `gpuctl get`;
+/// `None` when the server named none (or one this client does not know).
+fn phase_name(p: RunPhase) -> Option<&'static str> {
+    match p {
+        RunPhase::Unspecified => None,
+        RunPhase::Pending => Some("Pending"),
+        RunPhase::Running => Some("Running"),
+        RunPhase::Succeeded => Some("Succeeded"),
+        RunPhase::Failed => Some("Failed"),
+        RunPhase::Cancelled => Some("Cancelled"),
+        RunPhase::Error => Some("Error"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phase_names_are_the_ones_get_shows() {
+        let jobs = [
+            (RunPhase::Pending, JobPhase::Pending),
+            (RunPhase::Running, JobPhase::Running),
+            (RunPhase::Succeeded, JobPhase::Succeeded),
+            (RunPhase::Failed, JobPhase::Failed),
+            (RunPhase::Cancelled, JobPhase::Cancelled),
+        ];
+        for (sent, shown) in jobs {
+            assert_eq!(phase_name(sent), Some(shown.to_string().as_str()));
+        }
+        let error = gpuctl_pipelines::WorkflowPhase::Error.to_string();
+        assert_eq!(phase_name(RunPhase::Error), Some(error.as_str()));
+        assert_eq!(phase_name(RunPhase::Unspecified), None);
     }
 }

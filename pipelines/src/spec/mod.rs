@@ -36,7 +36,7 @@ mod workflow;
 pub use container::{Container, EnvVar, ResourceList, ResourceRequirements, Script};
 pub use dag::{Arguments, ContinueOn, DagTask, DagTemplate};
 pub use io::{Artifact, Inputs, Outputs, Parameter, ValueFrom};
-pub use parse::{parse_unvalidated, ARGO_API_VERSION};
+pub use parse::{from_document, parse_unvalidated, ARGO_API_VERSION};
 pub use scalar::{parse_duration_ms, AnyString, Ignored, IntOrString, Unsupported};
 pub use template::{Backoff, Memoize, RetryPolicy, RetryStrategy, Template};
 pub use workflow::{TtlStrategy, Workflow, WorkflowArguments, WorkflowMeta, WorkflowSpec};

@@ -3,6 +3,7 @@
 //! the field. Semantic checks are [`crate::validate`]'s.
 
 use gpuctl_common::api::FieldError;
+use gpuctl_common::manifest::Document;
 use serde::Deserialize;
 
 use super::workflow::Workflow;
@@ -30,6 +31,11 @@ pub fn parse_unvalidated(text: &str) -> Result<Workflow, FieldError> {
             ))
         }
     };
+    from_document(value)
+}
+
+/// [`parse_unvalidated`] of a document already read (an API payload).
+pub fn from_document(value: Document) -> Result<Workflow, FieldError> {
     let map = value.as_mapping().ok_or_else(|| {
         FieldError::new(
             "",

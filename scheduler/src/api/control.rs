@@ -4,16 +4,15 @@
 
 use std::time::{Duration, Instant};
 
-use gpuctl_common::api::{self, Job, JobPhase, Manifest};
+use gpuctl_common::api::{self, Job, JobPhase};
 use gpuctl_proto::v1 as pb;
 use gpuctl_proto::v1::control_server::Control;
 use raft::prelude::{ConfChange, ConfChangeType};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use super::convert::{in_source, json, kind_of, request_id_of, to_status};
+use super::convert::{job_phase_to_pb, json, kind_of, to_status, workflow_phase_to_pb};
 use super::proposer::NO_LEADER_WAIT;
-use super::workflows::is_workflow;
 use super::{Api, BoxStream};
 use crate::placement;
 use crate::raft::ProposeError;
@@ -97,45 +96,6 @@ impl Api {
             }
         }
     }
-
-    /// Create an endpoint after checking that a node could ever run one replica.
-    async fn apply_endpoint(
-        &self,
-        source: &str,
-        ep: gpuctl_common::endpoint::Endpoint,
-        request_id: Option<String>,
-    ) -> Result<Response<pb::ApplyResponse>, Status> {
-        self.proposer().read_barrier().await?;
-        let repeated = self.already_applied(request_id.as_deref());
-        if !repeated {
-            let st = self.state();
-            if st.endpoints.contains_key(&ep.metadata.name) {
-                return Err(Status::already_exists(format!(
-                    "{source}: endpoint {:?} already exists; delete it first (gpuctl delete endpoint {})",
-                    ep.metadata.name, ep.metadata.name
-                )));
-            }
-            let nodes: Vec<&api::Node> = st.nodes.values().collect();
-            let probe = crate::state::endpoints::replica_job(&ep, &ep.metadata.name);
-            if let Some(why) = placement::infeasible(&nodes, &probe) {
-                return Err(Status::invalid_argument(format!(
-                    "{source}: endpoint {:?}: spec.resources: a replica {why}",
-                    ep.metadata.name
-                )));
-            }
-        }
-        let object_json = self
-            .proposer()
-            .propose_request(
-                Command::CreateEndpoint {
-                    endpoint: Box::new(ep),
-                },
-                request_id,
-            )
-            .await
-            .map_err(|s| in_source(source, s))?;
-        Ok(Response::new(pb::ApplyResponse { object_json }))
-    }
 }
 
 #[tonic::async_trait]
@@ -161,67 +121,7 @@ impl Control for Api {
         &self,
         req: Request<pb::ApplyRequest>,
     ) -> Result<Response<pb::ApplyResponse>, Status> {
-        let req = req.into_inner();
-        let source = if req.source.is_empty() {
-            "<api>".to_string()
-        } else {
-            req.source.clone()
-        };
-        if is_workflow(&req.object_json) {
-            let params = req.parameters.into_iter().collect();
-            let request_id = request_id_of(&req.request_id);
-            let object_json = self
-                .apply_workflow(&source, &req.object_json, params, request_id)
-                .await?;
-            return Ok(Response::new(pb::ApplyResponse { object_json }));
-        }
-        let manifest = api::parse_manifest_json(&source, &req.object_json)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let request_id = request_id_of(&req.request_id);
-        // Check against current state, not a follower's possibly older copy.
-        self.proposer().read_barrier().await?;
-        // A retry of a request that was applied gets its recorded answer.
-        let repeated = self.already_applied(request_id.as_deref());
-        let job = match manifest {
-            Manifest::Job(job) => job,
-            Manifest::Endpoint(ep) => {
-                return self.apply_endpoint(&source, ep, request_id).await;
-            }
-            Manifest::Queue(queue) => {
-                let object_json = self
-                    .proposer()
-                    .propose_request(
-                        Command::PutQueue {
-                            queue: Box::new(queue),
-                        },
-                        request_id,
-                    )
-                    .await
-                    .map_err(|s| in_source(&source, s))?;
-                return Ok(Response::new(pb::ApplyResponse { object_json }));
-            }
-        };
-        if !repeated {
-            let st = self.state();
-            if st.jobs.contains_key(&job.metadata.name) {
-                return Err(Status::already_exists(format!(
-                    "{source}: job {:?} already exists; pick another metadata.name or cancel the old one",
-                    job.metadata.name
-                )));
-            }
-            let nodes: Vec<&api::Node> = st.nodes.values().collect();
-            if let Some(why) = placement::infeasible(&nodes, &job) {
-                return Err(Status::invalid_argument(format!(
-                    "{source}: job {:?}: {why}",
-                    job.metadata.name
-                )));
-            }
-        }
-        let object_json = self
-            .proposer()
-            .propose_request(Command::SubmitJob { job: Box::new(job) }, request_id)
-            .await
-            .map_err(|s| in_source(&source, s))?;
+        let object_json = self.apply_object(req.into_inner()).await?;
         Ok(Response::new(pb::ApplyResponse { object_json }))
     }
 
@@ -384,7 +284,7 @@ impl Control for Api {
                     if wphase.is_terminal() {
                         return Ok(Response::new(pb::WaitResponse {
                             finished: true,
-                            phase: wphase.to_string(),
+                            phase: workflow_phase_to_pb(wphase).into(),
                             object_json: obj,
                         }));
                     }
@@ -394,7 +294,7 @@ impl Control for Api {
             if phase.is_terminal() {
                 return Ok(Response::new(pb::WaitResponse {
                     finished: true,
-                    phase: phase.to_string(),
+                    phase: job_phase_to_pb(phase).into(),
                     object_json: obj,
                 }));
             }
@@ -406,7 +306,7 @@ impl Control for Api {
             if !changed {
                 return Ok(Response::new(pb::WaitResponse {
                     finished: false,
-                    phase: phase.to_string(),
+                    phase: job_phase_to_pb(phase).into(),
                     object_json: obj,
                 }));
             }

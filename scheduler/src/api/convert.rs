@@ -1,6 +1,11 @@
 //! Conversions at the gRPC edge: refusals to statuses (with the file an
-//! object came from), objects to JSON, and the kind names users type.
+//! object came from), objects to JSON, the kind names users type, and
+//! phases to and from the proto enums (the one place the scheduler's side
+//! of the node and `Wait` messages names a phase).
 
+use gpuctl_common::api::{JobPhase, TaskPhase};
+use gpuctl_pipelines::WorkflowPhase;
+use gpuctl_proto::v1 as pb;
 use tonic::Status;
 
 use crate::raft::ProposeError;
@@ -69,5 +74,96 @@ pub(super) fn kind_of(kind: &str) -> Result<&'static str, Status> {
         other => Err(Status::invalid_argument(format!(
             "unknown kind {other:?}: this server knows jobs, nodes, queues, workflows and endpoints"
         ))),
+    }
+}
+
+/// A task's phase as the node messages carry it.
+pub(super) fn phase_to_pb(p: TaskPhase) -> pb::TaskPhase {
+    match p {
+        TaskPhase::Pending => pb::TaskPhase::Pending,
+        TaskPhase::Bound => pb::TaskPhase::Bound,
+        TaskPhase::Running => pb::TaskPhase::Running,
+        TaskPhase::Succeeded => pb::TaskPhase::Succeeded,
+        TaskPhase::Failed => pb::TaskPhase::Failed,
+        TaskPhase::Cancelled => pb::TaskPhase::Cancelled,
+    }
+}
+
+/// A job's phase as `Wait` reports it.
+pub(super) fn job_phase_to_pb(p: JobPhase) -> pb::RunPhase {
+    match p {
+        JobPhase::Pending => pb::RunPhase::Pending,
+        JobPhase::Running => pb::RunPhase::Running,
+        JobPhase::Succeeded => pb::RunPhase::Succeeded,
+        JobPhase::Failed => pb::RunPhase::Failed,
+        JobPhase::Cancelled => pb::RunPhase::Cancelled,
+    }
+}
+
+/// A workflow's phase as `Wait` reports it.
+pub(super) fn workflow_phase_to_pb(p: WorkflowPhase) -> pb::RunPhase {
+    match p {
+        WorkflowPhase::Running => pb::RunPhase::Running,
+        WorkflowPhase::Succeeded => pb::RunPhase::Succeeded,
+        WorkflowPhase::Failed => pb::RunPhase::Failed,
+        WorkflowPhase::Error => pb::RunPhase::Error,
+    }
+}
+
+/// A phase from a node message; `None` for one this scheduler does not know
+/// (unspecified, or from a newer sender).
+fn phase_from_pb(raw: i32) -> Option<TaskPhase> {
+    match pb::TaskPhase::try_from(raw).ok()? {
+        pb::TaskPhase::Unspecified => None,
+        pb::TaskPhase::Pending => Some(TaskPhase::Pending),
+        pb::TaskPhase::Bound => Some(TaskPhase::Bound),
+        pb::TaskPhase::Running => Some(TaskPhase::Running),
+        pb::TaskPhase::Succeeded => Some(TaskPhase::Succeeded),
+        pb::TaskPhase::Failed => Some(TaskPhase::Failed),
+        pb::TaskPhase::Cancelled => Some(TaskPhase::Cancelled),
+    }
+}
+
+/// The phase a node reports for one of its tasks: only what a node can
+/// know (it started, it ended well, it ended badly); the rest is the
+/// scheduler's to decide.
+pub(super) fn reported_phase(raw: i32) -> Result<TaskPhase, Status> {
+    match phase_from_pb(raw) {
+        Some(p @ (TaskPhase::Running | TaskPhase::Succeeded | TaskPhase::Failed)) => Ok(p),
+        Some(p) => Err(Status::invalid_argument(format!(
+            "phase {p}: a node reports Running, Succeeded or Failed"
+        ))),
+        None => Err(Status::invalid_argument(format!(
+            "phase {raw} (unspecified or unknown): a node reports Running, Succeeded or Failed"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_phase_crosses_the_edge_and_a_node_reports_only_its_own() {
+        let all = [
+            TaskPhase::Pending,
+            TaskPhase::Bound,
+            TaskPhase::Running,
+            TaskPhase::Succeeded,
+            TaskPhase::Failed,
+            TaskPhase::Cancelled,
+        ];
+        for p in all {
+            let sent = phase_to_pb(p) as i32;
+            let reportable = matches!(
+                p,
+                TaskPhase::Running | TaskPhase::Succeeded | TaskPhase::Failed
+            );
+            assert_eq!(reported_phase(sent).ok(), reportable.then_some(p), "{p}");
+        }
+        for raw in [pb::TaskPhase::Unspecified as i32, 99] {
+            let e = reported_phase(raw).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        }
     }
 }

@@ -5,13 +5,16 @@
 //! local state machine.
 //!
 //! ```text
-//!  control.rs    Control: apply, get, cancel, delete, wait, logs, cluster
-//!  nodes.rs      NodeService: register, heartbeat, assignments, reports
-//!  raft_peer.rs  Raft: peers' messages in, writes forwarded to the leader
-//!  workflows.rs  Control's workflow parts (apply, reads, wait)
-//!  proposer.rs   Proposer: propose here, or forward to the leader
-//!  peers.rs      Peers: clients for the other replicas
-//!  convert.rs    errors to gRPC statuses, objects to JSON, kind names
+//!  control.rs      Control: apply, get, cancel, delete, wait, logs, cluster
+//!  apply.rs        Control.Apply: the object parsed once, checked, proposed
+//!  nodes.rs        NodeService: register, heartbeat, assignments, reports
+//!  assignments.rs  a node's tasks as TaskAssignment messages
+//!  raft_peer.rs    Raft: peers' messages in, writes forwarded to the leader
+//!  workflows.rs    Control's workflow parts (apply, reads, wait)
+//!  proposer.rs     Proposer: propose here, or forward to the leader
+//!  peers.rs        Peers: clients for the other replicas
+//!  convert.rs      errors to gRPC statuses, objects to JSON, kind names,
+//!                  task phases to and from the proto enum
 //! ```
 
 use std::pin::Pin;
@@ -25,6 +28,8 @@ use crate::controllers::{Heartbeats, Loads};
 use crate::raft::RaftHandle;
 use crate::state::State;
 
+mod apply;
+mod assignments;
 mod control;
 mod convert;
 mod nodes;

@@ -9,21 +9,11 @@ use gpuctl_proto::v1 as pb;
 use gpuctl_proto::v1::node_service_server::NodeService;
 use tonic::{Request, Response, Status};
 
+use super::assignments::assignments_for;
+use super::convert::reported_phase;
 use super::workflows::outputs_from_pb;
 use super::{Api, BoxStream};
-use crate::state::views::assignments_for;
 use crate::state::{Command, NodeRegistration, TaskReport};
-
-fn parse_phase(p: &str) -> Result<TaskPhase, Status> {
-    match p {
-        "Running" => Ok(TaskPhase::Running),
-        "Succeeded" => Ok(TaskPhase::Succeeded),
-        "Failed" => Ok(TaskPhase::Failed),
-        other => Err(Status::invalid_argument(format!(
-            "phase {other:?}: a node reports Running, Succeeded or Failed"
-        ))),
-    }
-}
 
 #[tonic::async_trait]
 impl NodeService for Api {
@@ -151,13 +141,14 @@ impl NodeService for Api {
         req: Request<pb::ReportTaskRequest>,
     ) -> Result<Response<pb::ReportTaskResponse>, Status> {
         let r = req.into_inner();
+        let phase = reported_phase(r.phase)?;
         let report = TaskReport {
             node: r.node,
             job: r.job,
             index: r.task_index,
             attempt: r.attempt,
-            phase: parse_phase(&r.phase)?,
-            exit_code: if r.phase == "Running" {
+            phase,
+            exit_code: if phase == TaskPhase::Running {
                 None
             } else {
                 Some(r.exit_code)

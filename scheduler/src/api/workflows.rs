@@ -1,11 +1,11 @@
-//! The API's workflow parts: `Apply` of a `kind: Workflow`, reads, `Wait`,
-//! and the step files a node daemon needs (in each `TaskAssignment`) and
-//! reports back (in `ReportTask`).
+//! The API's workflow parts: `Apply` of a parsed `kind: Workflow`, reads,
+//! `Wait`, and the step files a node daemon needs (in each
+//! `TaskAssignment`) and reports back (in `ReportTask`).
 
 use std::collections::BTreeMap;
 
 use gpuctl_common::api::{self, Job};
-use gpuctl_pipelines::WorkflowPhase;
+use gpuctl_pipelines::{Workflow, WorkflowPhase};
 use gpuctl_proto::v1 as pb;
 use rand::Rng;
 use tonic::Status;
@@ -17,18 +17,6 @@ use crate::state::{Command, StepOutputs, WorkflowObject};
 /// Length of the random suffix appended to `metadata.generateName`.
 const SUFFIX_LEN: usize = 5;
 
-/// Is this API object a workflow (`kind: Workflow`)?
-pub(super) fn is_workflow(object_json: &str) -> bool {
-    serde_json::from_str::<serde_json::Value>(object_json)
-        .ok()
-        .and_then(|v| {
-            v.get("kind")
-                .and_then(|k| k.as_str())
-                .map(|k| k == "Workflow")
-        })
-        .unwrap_or(false)
-}
-
 /// A `generateName` suffix: lowercase letters and digits, as Kubernetes.
 fn random_suffix() -> String {
     const CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
@@ -39,16 +27,15 @@ fn random_suffix() -> String {
 }
 
 impl Api {
-    /// Validate a workflow, pick its name, and store it.
+    /// Pick a parsed workflow's name, check it against the cluster, and
+    /// store it.
     pub(super) async fn apply_workflow(
         &self,
         source: &str,
-        object_json: &str,
+        wf: Workflow,
         parameters: BTreeMap<String, String>,
         request_id: Option<String>,
     ) -> Result<String, Status> {
-        let wf = gpuctl_pipelines::parse_workflow(source, object_json)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let generated = wf.metadata.name.as_deref().is_none_or(str::is_empty);
         let name = wf.run_name(&random_suffix());
         api::validate_name("metadata.name", &name)
@@ -116,7 +103,7 @@ impl Api {
 /// A leaf template whose resources no node could ever give (say 16 GPUs on
 /// a cluster whose largest node has 8): `path: reason`. Requests written
 /// with `{{...}}` are only known at run time and are not checked here.
-fn infeasible_step(wf: &gpuctl_pipelines::Workflow, nodes: &[&api::Node]) -> Option<String> {
+fn infeasible_step(wf: &Workflow, nodes: &[&api::Node]) -> Option<String> {
     for (i, t) in wf.spec.templates.iter().enumerate() {
         let (field, res) = match (&t.container, &t.script) {
             (Some(c), _) => ("container", c.resources.as_ref()),

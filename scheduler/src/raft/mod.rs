@@ -2,11 +2,16 @@
 //!
 //! ```text
 //!  handle.rs     RaftHandle (propose, read barrier, membership) ─┐ Msg
-//!  driver.rs     the thread that owns raft-rs's RawNode  ◄───────┘
-//!                  ready → send → apply (State::apply) → persist → advance
+//!  driver.rs     the thread: wall-clock ticks, requests  ◄───────┘
+//!                  │ and the gRPC transport, around …
+//!  replica.rs    Replica: raft-rs's RawNode, the bookkeeping of proposals
+//!                  and reads, the status it publishes
+//!  ready.rs      one Ready: send → apply (State::apply) → persist → advance
 //!  storage.rs    RaftStorage: the log, hard state and applied objects in RocksDB
 //!  transport.rs  Raft messages to the other replicas over gRPC
 //!  status.rs     RaftStatus: role, term, indexes, peers' progress
+//!  harness/      (tests) N replicas in one process over an in-memory
+//!                  network that can drop, cut and isolate
 //! ```
 //!
 //! The metrics read what the driver reports ([`status`]); the driver never
@@ -14,6 +19,10 @@
 
 pub mod driver;
 pub mod handle;
+#[cfg(test)]
+mod harness;
+mod ready;
+mod replica;
 pub mod status;
 pub mod storage;
 pub mod transport;

@@ -14,7 +14,7 @@
 //!  mod.rs       State and the apply dispatch, request records, usage index
 //!  jobs.rs  nodes.rs  queues.rs  endpoints.rs  workflows.rs   one file per
 //!               command family (each an `impl State`)
-//!  views.rs     read models (queue status, endpoint views, assignments)
+//!  views.rs     read models (queue status, endpoint views, tasks on a node)
 //!  objects.rs  stored.rs  workflow_object.rs   the stored form
 //! ```
 

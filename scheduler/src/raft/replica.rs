@@ -1,0 +1,297 @@
+//! One replica's Raft node without a thread or a clock: raft-rs's `RawNode`
+//! over [`RaftStorage`], the [`Shared`] state it applies to, and the
+//! bookkeeping of this process's proposals and reads.
+//!
+//! The driver thread (`driver.rs`) feeds it requests and ticks and calls
+//! its per-Ready step (`ready.rs`); the in-process test harness
+//! (`harness/`) does the same for several replicas over an in-memory
+//! network. What a Ready sends goes to an [`Outbox`]: the gRPC transport
+//! or the harness's queue.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use raft::prelude::Message;
+use raft::{Config, RawNode, StateRole};
+use tokio::sync::watch;
+
+use super::handle::{Msg, ProposeError, RaftOptions, ReadReply, Reply, Shared};
+use super::status::{PeerProgress, RaftStatus};
+use super::storage::{RaftStorage, StoreError};
+use crate::metrics::Metrics;
+use crate::state::{ApplyError, State};
+
+/// Where the messages of a Ready go.
+pub(super) trait Outbox {
+    fn send(&mut self, msgs: Vec<Message>);
+}
+
+/// A slog drain that forwards raft-rs's log lines to `tracing`.
+struct TracingDrain;
+
+impl slog::Drain for TracingDrain {
+    type Ok = ();
+    type Err = slog::Never;
+    fn log(
+        &self,
+        record: &slog::Record<'_>,
+        _values: &slog::OwnedKVList,
+    ) -> Result<(), slog::Never> {
+        match record.level() {
+            slog::Level::Critical | slog::Level::Error => {
+                tracing::error!(target: "raft", "{}", record.msg())
+            }
+            slog::Level::Warning => tracing::warn!(target: "raft", "{}", record.msg()),
+            slog::Level::Info => tracing::info!(target: "raft", "{}", record.msg()),
+            _ => tracing::debug!(target: "raft", "{}", record.msg()),
+        }
+        Ok(())
+    }
+}
+
+pub(super) struct Replica {
+    pub(super) node: RawNode<RaftStorage>,
+    pub(super) storage: RaftStorage,
+    pub(super) shared: Arc<Shared>,
+    pub(super) opts: RaftOptions,
+    /// Proposals of this process waiting for apply, by id.
+    pub(super) pending: HashMap<u64, Reply>,
+    /// (term, leader) when last looked at, to notice elections.
+    pub(super) era: (u64, u64),
+    /// ReadIndex requests waiting for their read state, by id.
+    pub(super) reads: HashMap<u64, ReadReply>,
+    /// Read states waiting for `applied` to reach their index.
+    pub(super) waiting_reads: Vec<(u64, ReadReply)>,
+    pub(super) next_id: u64,
+    /// Distinguishes this process's proposal ids from those of an earlier
+    /// run whose entries may still be replayed.
+    pub(super) incarnation: u64,
+    pub(super) applied: u64,
+    pub(super) last_compact_check: u64,
+}
+
+impl Replica {
+    /// Bootstrap the storage if this is a brand-new replica of a brand-new
+    /// cluster, and build the Raft node over it.
+    pub(super) fn new(
+        opts: RaftOptions,
+        storage: RaftStorage,
+        state: State,
+        applied: u64,
+        metrics: Metrics,
+        incarnation: u64,
+    ) -> Result<Replica, StoreError> {
+        if !storage.is_initialized() && !opts.join {
+            let voters = if opts.initial_voters.is_empty() {
+                vec![opts.id]
+            } else {
+                opts.initial_voters.clone()
+            };
+            storage.initialize(&voters)?;
+        }
+        let (version, _) = watch::channel(applied);
+        let (members, _) = watch::channel(storage.peer_addresses()?);
+        let shared = Arc::new(Shared {
+            state: RwLock::new(state),
+            status: Mutex::new(RaftStatus {
+                id: opts.id,
+                applied,
+                ..Default::default()
+            }),
+            version,
+            members,
+            metrics,
+        });
+        let cfg = Config {
+            id: opts.id,
+            election_tick: 12,
+            heartbeat_tick: 2,
+            applied,
+            pre_vote: true,
+            check_quorum: true,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            ..Default::default()
+        };
+        let logger = slog::Logger::root(TracingDrain, slog::o!("raft_id" => opts.id));
+        let node =
+            RawNode::new(&cfg, storage.clone(), &logger).map_err(|e| StoreError::Corrupt {
+                what: "raft state".into(),
+                detail: e.to_string(),
+            })?;
+        Ok(Replica {
+            node,
+            storage,
+            shared,
+            opts,
+            pending: HashMap::new(),
+            reads: HashMap::new(),
+            era: (0, 0),
+            waiting_reads: Vec::new(),
+            next_id: 0,
+            incarnation,
+            applied,
+            last_compact_check: applied,
+        })
+    }
+
+    /// Handle one request from the handle or a peer. Returns true on shutdown.
+    pub(super) fn handle(&mut self, m: Msg) -> bool {
+        match m {
+            Msg::Shutdown => true,
+            Msg::Step(m) => {
+                if let Err(e) = self.node.step(*m) {
+                    tracing::debug!("dropping raft message: {e}");
+                }
+                false
+            }
+            Msg::Unreachable(id) => {
+                self.node.report_unreachable(id);
+                false
+            }
+            Msg::ReadIndex(reply) => {
+                if self.node.raft.leader_id == 0 {
+                    let _ = reply.send(Err(ProposeError::NotLeader { leader: None }));
+                    return false;
+                }
+                self.next_id += 1;
+                let id = self.next_id;
+                self.reads.insert(id, reply);
+                self.node.read_index(self.context(id));
+                false
+            }
+            Msg::ConfChange { cc, reply } => {
+                if self.node.raft.state != StateRole::Leader {
+                    let leader = Some(self.node.raft.leader_id).filter(|l| *l != 0);
+                    let _ = reply.send(Err(ProposeError::NotLeader { leader }));
+                    return false;
+                }
+                self.next_id += 1;
+                let id = self.next_id;
+                // raft-rs silently turns a second change into an empty entry
+                // while one is unapplied; refuse it clearly instead.
+                let r = &self.node.raft;
+                if r.pending_conf_index > r.raft_log.applied() {
+                    let _ = reply.send(Err(ProposeError::ChangeInProgress));
+                    return false;
+                }
+                match self.node.propose_conf_change(self.context(id), *cc) {
+                    Ok(()) => {
+                        self.pending.insert(id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(ProposeError::Rejected(
+                            ApplyError::FailedPrecondition(format!(
+                                "configuration change refused: {e}"
+                            )),
+                        )));
+                    }
+                }
+                false
+            }
+            Msg::Propose { env, reply } => {
+                if self.node.raft.state != StateRole::Leader {
+                    let leader = Some(self.node.raft.leader_id).filter(|l| *l != 0);
+                    let _ = reply.send(Err(ProposeError::NotLeader { leader }));
+                    return false;
+                }
+                let data = match serde_json::to_vec(&*env) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        let _ = reply
+                            .send(Err(ProposeError::Storage(format!("encoding command: {e}"))));
+                        return false;
+                    }
+                };
+                self.next_id += 1;
+                let id = self.next_id;
+                match self.node.propose(self.context(id), data) {
+                    Ok(()) => {
+                        self.pending.insert(id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(ProposeError::NotLeader { leader: None }));
+                        tracing::debug!("proposal dropped: {e}");
+                    }
+                }
+                false
+            }
+        }
+    }
+
+    /// Request context: this process's incarnation, then the request id.
+    fn context(&self, id: u64) -> Vec<u8> {
+        let mut ctx = self.incarnation.to_be_bytes().to_vec();
+        ctx.extend_from_slice(&id.to_be_bytes());
+        ctx
+    }
+
+    pub(super) fn request_id(&self, ctx: &[u8]) -> Option<u64> {
+        if ctx.len() != 16 || ctx[..8] != self.incarnation.to_be_bytes() {
+            return None;
+        }
+        Some(u64::from_be_bytes(ctx[8..].try_into().ok()?))
+    }
+
+    pub(super) fn take_reply(&mut self, ctx: &[u8]) -> Option<Reply> {
+        let id = self.request_id(ctx)?;
+        self.pending.remove(&id)
+    }
+
+    pub(super) fn fail_all(&mut self, err: ProposeError) {
+        for (_, r) in self.pending.drain() {
+            let _ = r.send(Err(err.clone()));
+        }
+        for (_, r) in self.reads.drain() {
+            let _ = r.send(Err(err.clone()));
+        }
+        for (_, r) in self.waiting_reads.drain(..) {
+            let _ = r.send(Err(err.clone()));
+        }
+    }
+
+    /// Answer reads whose read index has been applied.
+    pub(super) fn release_reads(&mut self) {
+        let applied = self.applied;
+        let (ready, waiting): (Vec<_>, Vec<_>) = self
+            .waiting_reads
+            .drain(..)
+            .partition(|(i, _)| *i <= applied);
+        self.waiting_reads = waiting;
+        for (_, r) in ready {
+            let _ = r.send(Ok(()));
+        }
+    }
+
+    pub(super) fn publish_status(&mut self) {
+        let r = &self.node.raft;
+        let st = RaftStatus {
+            id: r.id,
+            leader_id: r.leader_id,
+            term: r.term,
+            commit: r.raft_log.committed,
+            applied: self.applied,
+            role: format!("{:?}", r.state),
+            voters: self.storage.conf_state().voters,
+            progress: if r.state == StateRole::Leader {
+                let mut p: Vec<PeerProgress> = r
+                    .prs()
+                    .iter()
+                    .map(|(id, pr)| PeerProgress {
+                        id: *id,
+                        matched: pr.matched,
+                        next_index: pr.next_idx,
+                        state: format!("{:?}", pr.state),
+                        recent_active: pr.recent_active,
+                    })
+                    .collect();
+                p.sort_by_key(|x| x.id);
+                p
+            } else {
+                Vec::new()
+            },
+        };
+        self.shared.metrics.observe_raft(&st);
+        *self.shared.status.lock().unwrap_or_else(|p| p.into_inner()) = st;
+    }
+}
