@@ -4,48 +4,21 @@
 //! and adding and removing replicas. Bounds are in rounds (one tick per replica, then every message
 //! delivered); an election timeout is 12 to 23 ticks.
 
-use gpuctl_common::api::{Job, JobSpec, Resources, TaskSpec};
 use tokio::sync::oneshot;
 
 use super::Cluster;
 use crate::raft::handle::{ProposeError, RaftOptions};
-use crate::state::{Command, NodeRegistration};
+use crate::state::{testutil, Command};
 
 fn register(name: &str) -> Command {
-    Command::RegisterNode {
-        reg: NodeRegistration {
-            name: name.into(),
-            address: "127.0.0.1".into(),
-            agent_endpoint: "http://127.0.0.1:1".into(),
-            inventory: "simulated".into(),
-            cpu_milli: 8_000,
-            memory_bytes: 16 << 30,
-            gpus: Vec::new(),
-            labels: Default::default(),
-        },
-    }
+    let n = gpuctl_testkit::node(name)
+        .cpu_milli(8_000)
+        .memory_bytes(16 << 30);
+    testutil::register(&n.build())
 }
 
 fn submit(name: &str) -> Command {
-    let job = Job::new(
-        name,
-        JobSpec {
-            tasks: vec![TaskSpec {
-                name: "main".into(),
-                replicas: 1,
-                command: vec!["true".into()],
-                env: Default::default(),
-                working_dir: None,
-                resources: Resources::default(),
-            }],
-            min_available: None,
-            priority: 0,
-            topology: Default::default(),
-            max_retries: 0,
-            timeout_seconds: None,
-            ttl_seconds_after_finished: None,
-        },
-    );
+    let job = gpuctl_testkit::job(name).build();
     Command::SubmitJob { job: Box::new(job) }
 }
 
