@@ -71,23 +71,11 @@ fn why_not(node: &Node, job: &Job) -> Option<String> {
 /// A one-task job with a workflow leaf's resources, as the scheduler checks
 /// a workflow at submit and later runs each step.
 fn step_job(r: &gpuctl_pipelines::spec::ResourceRequirements) -> Job {
-    let pick = |f: &dyn Fn(&gpuctl_pipelines::spec::ResourceList) -> bool| {
-        r.requests
-            .as_ref()
-            .filter(|l| f(l))
-            .or(r.limits.as_ref().filter(|l| f(l)))
-    };
-    let gpus = r
-        .limits
-        .as_ref()
-        .and_then(|l| l.gpu.as_ref())
-        .or(r.requests.as_ref().and_then(|l| l.gpu.as_ref()))
-        .map(|g| gpuctl_pipelines::validate::parse_gpus(g.as_str()).expect("valid GPUs"))
-        .unwrap_or(0.0);
+    let step = gpuctl_pipelines::step_resources(r).expect("valid resources");
     let resources = Resources {
-        gpus,
-        cpu: pick(&|l| l.cpu.is_some()).and_then(|l| l.cpu),
-        memory: pick(&|l| l.memory.is_some()).and_then(|l| l.memory),
+        gpus: step.gpus,
+        cpu: step.cpu,
+        memory: step.memory,
         ..Default::default()
     };
     gpuctl_testkit::job("step")

@@ -52,6 +52,7 @@ pub mod store;
 pub mod validate;
 pub mod vars;
 
+pub use run::step_resources;
 pub use run::{
     InputArtifact, Node, NodeInputs, NodeOutputs, NodePhase, NodeType, NodeView,
     OutputArtifactSpec, OutputParameterSpec, Run, RunError, RunHeader, RunWithoutNodes,

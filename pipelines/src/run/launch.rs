@@ -102,8 +102,9 @@ impl Run {
 }
 
 /// What a step needs: GPUs from `limits` (else `requests`), CPU and memory
-/// from `requests` (else `limits`).
-fn step_resources(r: &ResourceRequirements) -> Result<StepResources, String> {
+/// from `requests` (else `limits`). The one reading of a leaf's resources:
+/// the scheduler's checks and the example tests use it too.
+pub fn step_resources(r: &ResourceRequirements) -> Result<StepResources, String> {
     let mut res = StepResources::default();
     let pick = |f: &dyn Fn(&ResourceList) -> bool| {
         r.requests

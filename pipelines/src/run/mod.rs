@@ -47,6 +47,7 @@ mod task;
 mod view;
 mod walk;
 
+pub use launch::step_resources;
 pub use node::{InputArtifact, Node, NodeInputs, NodeOutputs, NodePhase, NodeType, WorkflowPhase};
 pub use state::{Run, RunHeader, RunWithoutNodes};
 pub use step::{
