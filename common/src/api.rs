@@ -731,6 +731,19 @@ pub struct PastAttempt {
 /// Most earlier attempts remembered per job.
 pub const MAX_PAST_ATTEMPTS: usize = 10;
 
+/// Append an event to an object's list, keeping the last [`MAX_EVENTS`].
+pub fn push_event(events: &mut Vec<Event>, time_ms: u64, reason: &str, message: String) {
+    events.push(Event {
+        time_ms,
+        reason: reason.to_string(),
+        message,
+    });
+    let n = events.len();
+    if n > MAX_EVENTS {
+        events.drain(..n - MAX_EVENTS);
+    }
+}
+
 /// Something that happened to an object, shown by `gpuctl describe`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

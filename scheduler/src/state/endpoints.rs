@@ -19,9 +19,7 @@
 
 use std::collections::BTreeMap;
 
-use gpuctl_common::api::{
-    Event, Job, JobSpec, TaskPhase, TaskSpec, Topology, API_VERSION, MAX_EVENTS,
-};
+use gpuctl_common::api::{push_event, Job, JobSpec, TaskPhase, TaskSpec, Topology, API_VERSION};
 use gpuctl_common::endpoint::{
     crash_loop_backoff_ms, Endpoint, EndpointStatus, ReplicaStatus, CRASH_LOOP_RESET_MS,
     ENDPOINT_LABEL,
@@ -102,18 +100,6 @@ pub fn finite(v: f64) -> f64 {
     }
 }
 
-fn push_ep_event(ep: &mut Endpoint, now: u64, reason: &str, message: String) {
-    ep.status.events.push(Event {
-        time_ms: now,
-        reason: reason.to_string(),
-        message,
-    });
-    let n = ep.status.events.len();
-    if n > MAX_EVENTS {
-        ep.status.events.drain(..n - MAX_EVENTS);
-    }
-}
-
 impl State {
     fn touch_endpoint(&mut self, index: u64, name: &str) {
         if let Some(e) = self.endpoints.get_mut(name) {
@@ -157,7 +143,12 @@ impl State {
         e.metadata.uid = Some(index);
         e.metadata.creation_timestamp_ms = Some(now);
         e.status = Default::default();
-        push_ep_event(&mut e, now, "Created", "endpoint created".into());
+        push_event(
+            &mut e.status.events,
+            now,
+            "Created",
+            "endpoint created".into(),
+        );
         let min = e.spec.autoscaling.min_replicas;
         self.endpoints.insert(name.clone(), e);
         self.touch_endpoint(index, &name);
@@ -250,15 +241,15 @@ impl State {
         ep.status.desired_replicas = want;
         if want != old_desired {
             ep.status.reason = Some(reason.to_string());
-            push_ep_event(
-                ep,
+            push_event(
+                &mut ep.status.events,
                 now,
                 "Scaled",
                 format!("{old_desired} → {want} replicas: {reason}"),
             );
         }
         for (r, m) in events {
-            push_ep_event(ep, now, r, m);
+            push_event(&mut ep.status.events, now, r, m);
         }
         self.touch_endpoint(index, name);
         Ok(())
@@ -283,8 +274,8 @@ impl State {
             return Ok(Applied::Nothing); // revived or already gone: a stale report
         };
         ep.status.replicas.remove(i);
-        push_ep_event(
-            ep,
+        push_event(
+            &mut ep.status.events,
             now,
             "ReplicaStopped",
             format!("replica {job} drained and stopped"),

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use gpuctl_common::api::{Event, Job, JobPhase, TaskPhase, TaskStatus, API_VERSION, MAX_EVENTS};
+use gpuctl_common::api::{push_event, Job, JobPhase, TaskPhase, TaskStatus, API_VERSION};
 use gpuctl_common::queue::DEFAULT_QUEUE;
 
 use super::command::{Applied, ApplyError, Binding, TaskPlacement, TaskReport};
@@ -51,7 +51,7 @@ impl State {
         j.status.master_port = MASTER_PORT_BASE + (index % MASTER_PORT_SPAN) as u32;
         j.status.tasks = pending_tasks(&j);
         let msg = format!("{} task(s) queued", j.task_count());
-        push_event(&mut j, now, "Submitted", msg);
+        push_event(&mut j.status.events, now, "Submitted", msg);
         self.jobs.insert(name.clone(), j);
         self.touch_job(index, &name);
         Ok(self.job_applied(&name))
@@ -209,7 +209,7 @@ impl State {
             b.tasks.len(),
             nodes.into_iter().collect::<Vec<_>>().join(", ")
         );
-        push_event(job, now, "Scheduled", msg);
+        push_event(&mut job.status.events, now, "Scheduled", msg);
         for (n, g, c, m) in holds {
             self.hold(&n, &g, c, m);
         }
@@ -276,7 +276,7 @@ impl State {
                         job.status.completion_time_ms = Some(now);
                         job.status.message = None;
                         push_event(
-                            job,
+                            &mut job.status.events,
                             now,
                             "Succeeded",
                             format!("attempt {} succeeded", job.status.attempt),
@@ -341,7 +341,12 @@ impl State {
             return;
         };
         let attempt = job.status.attempt;
-        push_event(job, now, event, format!("attempt {attempt}: {reason}"));
+        push_event(
+            &mut job.status.events,
+            now,
+            event,
+            format!("attempt {attempt}: {reason}"),
+        );
         // Attempts ended by preemption do not use up retries.
         let failures = attempt - job.status.preemptions.min(attempt - 1);
         if failures <= job.spec.max_retries {
@@ -356,7 +361,7 @@ impl State {
                 attempt + 1,
                 job.spec.max_retries + 1 + job.status.preemptions
             );
-            push_event(job, now, "Retrying", msg);
+            push_event(&mut job.status.events, now, "Retrying", msg);
         } else {
             job.status.phase = JobPhase::Failed;
             job.status.completion_time_ms = Some(now);
@@ -386,7 +391,12 @@ impl State {
         job.status.phase = JobPhase::Cancelled;
         job.status.completion_time_ms = Some(now);
         job.status.message = Some("cancelled by user".into());
-        push_event(job, now, "Cancelled", "cancelled by user".into());
+        push_event(
+            &mut job.status.events,
+            now,
+            "Cancelled",
+            "cancelled by user".into(),
+        );
         self.touch_job(index, name);
         Ok(self.job_applied(name))
     }
@@ -449,7 +459,7 @@ impl State {
         let attempt = job.status.attempt;
         remember_attempt(job, now, reason);
         push_event(
-            job,
+            &mut job.status.events,
             now,
             "Preempted",
             format!("attempt {attempt}: {reason}"),
@@ -461,7 +471,7 @@ impl State {
         job.status.start_time_ms = None;
         job.status.message = Some(format!("{reason}; waiting to run again"));
         push_event(
-            job,
+            &mut job.status.events,
             now,
             "Requeued",
             format!("attempt {} queued after preemption by {by:?}", attempt + 1),
@@ -548,16 +558,4 @@ fn pending_tasks(job: &Job) -> Vec<TaskStatus> {
         }
     }
     out
-}
-
-pub(crate) fn push_event(job: &mut Job, now: u64, reason: &str, message: String) {
-    job.status.events.push(Event {
-        time_ms: now,
-        reason: reason.to_string(),
-        message,
-    });
-    let n = job.status.events.len();
-    if n > MAX_EVENTS {
-        job.status.events.drain(..n - MAX_EVENTS);
-    }
 }
