@@ -13,7 +13,7 @@ pub struct Parsed {
     /// Paths that are dependencies: private `use` trees and paths in code.
     pub uses: Vec<UseTree>,
     /// Every name a `use` binds (public or not), for following re-exports.
-    pub reexports: BTreeMap<String, UseTree>,
+    pub bindings: BTreeMap<String, UseTree>,
     pub code_lines: usize,
 }
 
@@ -42,7 +42,7 @@ pub fn parse_file(text: &str) -> Parsed {
                 i += 1;
                 for (name, tree) in parse_use(&tokens, &mut i) {
                     if let Some(name) = name {
-                        p.reexports.insert(name, tree.clone());
+                        p.bindings.insert(name, tree.clone());
                     }
                     if !public {
                         p.uses.push(tree);

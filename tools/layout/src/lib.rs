@@ -38,8 +38,9 @@ struct Module {
     children: BTreeSet<String>,
     /// Paths this file names (its `use` trees and paths in code).
     uses: Vec<UseTree>,
-    /// Names brought in by `pub use`: name → the path it re-exports.
-    reexports: BTreeMap<String, UseTree>,
+    /// Names its `use` declarations bind (public or not): name → the path
+    /// it stands for, followed when another file names the item through it.
+    bindings: BTreeMap<String, UseTree>,
     /// Lines outside test items.
     code_lines: usize,
 }
@@ -187,7 +188,7 @@ fn read_tree(ws: &Path, root: &Path) -> std::io::Result<BTreeMap<Vec<String>, Mo
                 path,
                 children: parsed.children.into_iter().collect(),
                 uses: parsed.uses,
-                reexports: parsed.reexports,
+                bindings: parsed.bindings,
                 code_lines: parsed.code_lines,
             },
         );
@@ -248,8 +249,8 @@ fn resolve(
             at.push(seg.to_string());
             continue;
         }
-        // An item of `at`: follow a re-export to where it is defined.
-        if let Some(origin) = module.reexports.get(seg) {
+        // An item of `at`: follow a `use` binding to where it is defined.
+        if let Some(origin) = module.bindings.get(seg) {
             if depth < 8 {
                 if let Some(t) = resolve(modules, &at, origin, depth + 1) {
                     return Some(t);
