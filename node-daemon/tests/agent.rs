@@ -55,6 +55,15 @@ impl FakeScheduler {
 
 #[tonic::async_trait]
 impl NodeService for FakeScheduler {
+    async fn join(
+        &self,
+        _request: Request<gpuctl_proto::v1::JoinRequest>,
+    ) -> Result<Response<gpuctl_proto::v1::JoinResponse>, Status> {
+        Err(Status::unimplemented(
+            "the fake scheduler takes no join tokens",
+        ))
+    }
+
     async fn register(
         &self,
         request: Request<RegisterRequest>,

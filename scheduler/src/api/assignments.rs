@@ -46,6 +46,7 @@ pub(super) fn assignments_for(st: &State, node: &str, version: u64) -> pb::Assig
             job_tasks: job.task_count(),
             step: step_io(st, job),
             wants_port: endpoint_of(job).is_some(),
+            owner: None,
         });
     }
     tasks.sort_by(|a, b| (&a.job, a.task_index).cmp(&(&b.job, b.task_index)));

@@ -100,6 +100,43 @@ impl Api {
 
 #[tonic::async_trait]
 impl Control for Api {
+    async fn create_user(
+        &self,
+        _req: Request<pb::CreateUserRequest>,
+    ) -> Result<Response<pb::UserResponse>, Status> {
+        Err(Status::unimplemented("users are not implemented yet"))
+    }
+
+    async fn create_token(
+        &self,
+        _req: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        Err(Status::unimplemented("tokens are not implemented yet"))
+    }
+
+    async fn revoke_token(
+        &self,
+        _req: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
+        Err(Status::unimplemented("tokens are not implemented yet"))
+    }
+
+    async fn who_am_i(
+        &self,
+        _req: Request<pb::WhoAmIRequest>,
+    ) -> Result<Response<pb::WhoAmIResponse>, Status> {
+        Err(Status::unimplemented("identity is not implemented yet"))
+    }
+
+    async fn audit(
+        &self,
+        _req: Request<pb::AuditRequest>,
+    ) -> Result<Response<pb::AuditResponse>, Status> {
+        Err(Status::unimplemented(
+            "the audit log is not implemented yet",
+        ))
+    }
+
     async fn report_load(
         &self,
         req: Request<pb::ReportLoadRequest>,

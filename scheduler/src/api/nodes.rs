@@ -17,6 +17,13 @@ use crate::state::{Command, NodeRegistration, TaskReport};
 
 #[tonic::async_trait]
 impl NodeService for Api {
+    async fn join(
+        &self,
+        _req: Request<pb::JoinRequest>,
+    ) -> Result<Response<pb::JoinResponse>, Status> {
+        Err(Status::unimplemented("joining is not implemented yet"))
+    }
+
     async fn register(
         &self,
         req: Request<pb::RegisterRequest>,
