@@ -88,6 +88,12 @@ pub struct Config {
     pub task_ports: crate::runtime::PortRange,
     /// Written (atomically) after the first successful `Register`.
     pub ready_file: Option<PathBuf>,
+    /// This node's credential (mode 0600); `None`: `<work_dir>/node.token`.
+    pub token_file: Option<PathBuf>,
+    /// A join token, traded through `NodeService.Join` for the credential
+    /// when the token file holds none (or the scheduler refuses it).
+    /// `None` and no credential: calls carry no token.
+    pub join_token_file: Option<PathBuf>,
 }
 
 /// Why the daemon could not start.
@@ -106,6 +112,8 @@ pub enum NodeError {
     },
     #[error(transparent)]
     Agent(#[from] agent::AgentError),
+    #[error(transparent)]
+    Credentials(#[from] agent::CredentialError),
     #[error("setting up metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }
@@ -191,7 +199,15 @@ impl Node {
         };
         let agent_addr = local(&agent_listener, config.listen)?;
         let metrics_addr = local(&metrics_listener, config.metrics_listen)?;
-        let servers = Arc::new(Servers::new(&config.servers)?);
+        let credentials = agent::Credentials::load(
+            config
+                .token_file
+                .clone()
+                .unwrap_or_else(|| config.work_dir.join("node.token")),
+            config.join_token_file.as_deref(),
+        )?;
+        let servers =
+            Arc::new(Servers::new(&config.servers)?.with_credentials(&config.name, credentials));
         let endpoint_ip = if agent_addr.ip().is_unspecified() {
             outbound_ip(&config.servers[0])
         } else {
@@ -366,6 +382,8 @@ impl Node {
             )
         });
         async move {
+            // With a join token and no credential yet: join before anything else.
+            servers.join_until_ok().await;
             let interval =
                 agent::register_until_ok(&servers, &identity, &inventory, default_interval).await;
             if let Some((path, doc)) = ready {

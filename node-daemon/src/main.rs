@@ -109,6 +109,17 @@ struct Cli {
     /// Node label reported to the scheduler; repeatable.
     #[arg(long = "label", value_name = "KEY=VALUE")]
     labels: Vec<String>,
+
+    /// A join token (file holding `gpuctl_<id>_<secret>`): traded with the
+    /// scheduler for this node's own credential when --token-file holds none,
+    /// or when the scheduler refuses the one it holds.
+    #[arg(long, value_name = "FILE")]
+    join_token_file: Option<PathBuf>,
+
+    /// This node's credential, sent with every call to the scheduler; written
+    /// (mode 0600) after joining [default: WORK_DIR/node.token].
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
 }
 
 /// `500ms`, `1s`, `1.5s`, `2m`.
@@ -265,6 +276,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         kill_grace: Duration::from_millis(cli.kill_grace_ms),
         task_ports: cli.task_ports,
         ready_file: cli.ready_file.clone(),
+        token_file: cli.token_file.clone(),
+        join_token_file: cli.join_token_file.clone(),
     };
     let work_dir = config.work_dir.clone();
     let node = Node::bind(config, inventory.clone())

@@ -67,12 +67,13 @@ pub async fn register_until_ok(
     loop {
         // Device lists are cached by every inventory: cheap to call here.
         let req = register_request(id, inv.as_ref());
-        let (i, mut client) = servers.client();
+        let (call, mut client) = servers.client();
         match client.register(req).await {
             Ok(resp) => {
                 quiet.ok("Register");
                 servers.contact.ok(gpuctl_common::now_ms());
-                tracing::info!("registered node {} with {}", id.name, servers.url(i));
+                servers.accepted(&call);
+                tracing::info!("registered node {} with {}", id.name, servers.url(call.index));
                 let ms = resp.into_inner().heartbeat_interval_ms;
                 return if ms > 0 {
                     Duration::from_millis(ms)
@@ -83,9 +84,9 @@ pub async fn register_until_ok(
             Err(s) => {
                 servers
                     .contact
-                    .failed(format!("Register with {}: {}", servers.url(i), brief(&s)));
-                quiet.failed(&format!("Register with {}", servers.url(i)), brief(&s));
-                servers.failed(i, &s);
+                    .failed(format!("Register with {}: {}", servers.url(call.index), brief(&s)));
+                quiet.failed(&format!("Register with {}", servers.url(call.index)), brief(&s));
+                servers.failed(&call, &s).await;
             }
         }
         tokio::time::sleep(backoff.next_delay()).await;
@@ -124,11 +125,12 @@ pub async fn heartbeat_loop(
                 })
                 .collect(),
         };
-        let (i, mut client) = servers.client();
+        let (call, mut client) = servers.client();
         match client.heartbeat(req).await {
             Ok(resp) => {
                 quiet.ok("Heartbeat");
                 servers.contact.ok(gpuctl_common::now_ms());
+                servers.accepted(&call);
                 if resp.into_inner().reregister {
                     tracing::info!("scheduler asked node {} to register again", id.name);
                     interval = register_until_ok(&servers, &id, &inv, default).await;
@@ -137,9 +139,9 @@ pub async fn heartbeat_loop(
             Err(s) => {
                 servers
                     .contact
-                    .failed(format!("Heartbeat to {}: {}", servers.url(i), brief(&s)));
-                quiet.failed(&format!("Heartbeat to {}", servers.url(i)), brief(&s));
-                servers.failed(i, &s);
+                    .failed(format!("Heartbeat to {}: {}", servers.url(call.index), brief(&s)));
+                quiet.failed(&format!("Heartbeat to {}", servers.url(call.index)), brief(&s));
+                servers.failed(&call, &s).await;
             }
         }
     }

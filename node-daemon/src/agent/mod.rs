@@ -23,12 +23,14 @@
 //!                                   outbox ◄──── TaskReport ──── reconciler ◄── Event::Exited ── waiters
 //! ```
 //!
-//! [`servers`] (which replica to call, whether calls get through) and
-//! [`retry`] (backoff, quiet logging) are shared by the loops.
+//! [`servers`] (which replica to call, whether calls get through, this
+//! node's credential from [`credentials`] on every call) and [`retry`]
+//! (backoff, quiet logging) are shared by the loops.
 //!
 //! [`Assignment`]: crate::assignment::Assignment
 
 pub mod control;
+pub mod credentials;
 pub mod outbox;
 pub mod plan;
 pub mod reconciler;
@@ -42,6 +44,7 @@ pub use outbox::outbox_loop;
 pub use plan::{plan, Action, LocalState};
 pub use reconciler::{Event, Reconciler, ReconcilerConfig, LOST_MESSAGE};
 pub use retry::{brief, Backoff, BACKOFF_MAX, BACKOFF_MIN};
-pub use servers::{AgentError, Contact, Servers};
+pub use credentials::{CredentialError, Credentials};
+pub use servers::{AgentError, Call, Contact, NodeClient, Servers};
 pub use sweep::artifact_sweep_loop;
 pub use watch::watch_loop;

@@ -14,7 +14,8 @@ use crate::assignment::TaskReport;
 use crate::runtime::TaskKey;
 
 /// Codes that retrying cannot fix: the report is dropped with a warning
-/// rather than blocking every later report.
+/// rather than blocking every later report. A refused credential is not
+/// one of them: it is replaced by joining again, then the report is sent.
 fn permanent(code: Code) -> bool {
     matches!(
         code,
@@ -23,7 +24,6 @@ fn permanent(code: Code) -> bool {
             | Code::AlreadyExists
             | Code::FailedPrecondition
             | Code::PermissionDenied
-            | Code::Unauthenticated
             | Code::OutOfRange
             | Code::Unimplemented
     )
@@ -68,10 +68,11 @@ async fn send_lane(
         let request = report.to_proto();
         let mut backoff = Backoff::default();
         loop {
-            let (i, mut client) = servers.client();
+            let (call, mut client) = servers.client();
             match client.report_task(request.clone()).await {
                 Ok(_) => {
                     quiet(&|q| q.ok("ReportTask"));
+                    servers.accepted(&call);
                     break;
                 }
                 Err(s) if permanent(s.code()) => {
@@ -84,9 +85,9 @@ async fn send_lane(
                     break;
                 }
                 Err(s) => {
-                    let what = format!("ReportTask to {}", servers.url(i));
+                    let what = format!("ReportTask to {}", servers.url(call.index));
                     quiet(&|q| q.failed(&what, brief(&s)));
-                    servers.failed(i, &s);
+                    servers.failed(&call, &s).await;
                 }
             }
             tokio::time::sleep(backoff.next_delay()).await;

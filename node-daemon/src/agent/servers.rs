@@ -1,13 +1,39 @@
 //! The scheduler replicas this node talks to: one lazily connecting channel
 //! each, which one to call now, and whether the last calls got through
-//! (what `/healthz` reports).
+//! (what `/healthz` reports). Every call carries this node's credential
+//! ([`authorized`]); a refused one is replaced by joining again
+//! ([`Servers::failed`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use gpuctl_proto::v1::node_service_client::NodeServiceClient;
+use gpuctl_proto::v1::JoinRequest;
+use tonic::metadata::AsciiMetadataValue;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Status};
+use tonic::{Code, Request, Status};
+
+use super::credentials::{Bearer, Credentials, Refusal};
+use super::retry::{brief, Backoff, Quiet};
+
+/// A `NodeService` client whose calls carry the node's credential.
+pub type NodeClient = NodeServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// One call: the replica it goes to and the credential it carries, for
+/// [`Servers::failed`] and [`Servers::accepted`].
+#[derive(Debug, Clone, Copy)]
+pub struct Call {
+    /// The replica's position in the list.
+    pub index: usize,
+    credential: u64,
+}
+
+/// The client of `channel` whose every call carries `authorization: Bearer
+/// <credential>` (nothing without a credential).
+fn authorized(channel: Channel, credential: Option<AsciiMetadataValue>) -> NodeClient {
+    NodeServiceClient::with_interceptor(channel, Bearer(credential))
+}
 
 /// Errors of the agent's set-up (the loops themselves retry forever).
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +53,9 @@ pub struct Servers {
     current: AtomicUsize,
     /// When the scheduler last acknowledged a registration or heartbeat.
     pub contact: Contact,
+    /// This node's name (what `Join` asks a credential for).
+    node: String,
+    credentials: Credentials,
 }
 
 /// Whether this node is in touch with the scheduler, for `/healthz`.
@@ -100,13 +129,29 @@ impl Servers {
             channels,
             current: AtomicUsize::new(0),
             contact: Contact::default(),
+            node: String::new(),
+            credentials: Credentials::none(),
         })
     }
 
-    /// The replica to call now, and its position for [`Servers::failed`].
-    pub fn client(&self) -> (usize, NodeServiceClient<Channel>) {
-        let i = self.current.load(Ordering::Relaxed) % self.channels.len();
-        (i, NodeServiceClient::new(self.channels[i].clone()))
+    /// Calls of node `node` carry `credentials` (without: no token).
+    pub fn with_credentials(mut self, node: &str, credentials: Credentials) -> Servers {
+        self.node = node.to_string();
+        self.credentials = credentials;
+        self
+    }
+
+    /// The replica to call now, with this node's credential.
+    pub fn client(&self) -> (Call, NodeClient) {
+        let index = self.current.load(Ordering::Relaxed) % self.channels.len();
+        let (credential, header) = self.credentials.snapshot();
+        let call = Call { index, credential };
+        (call, authorized(self.channels[index].clone(), header))
+    }
+
+    /// The scheduler answered `call`: its credential works.
+    pub fn accepted(&self, call: &Call) {
+        self.credentials.confirm(call.credential);
     }
 
     /// The URL of replica `i`, for messages.
@@ -114,8 +159,19 @@ impl Servers {
         &self.urls[i]
     }
 
-    /// A call to replica `i` failed: move on if it looks down or not leader.
-    pub fn failed(&self, i: usize, status: &Status) {
+    /// `call` failed: move on to the next replica if this one looks down
+    /// or not leader; if the scheduler refused the credential, join again
+    /// (once, with the join token) or log why not. The caller retries.
+    pub async fn failed(&self, call: &Call, status: &Status) {
+        self.rotate(call.index, status);
+        if status.code() == Code::Unauthenticated
+            && self.credentials.refused(call.credential, &brief(status)) == Refusal::Rejoin
+        {
+            self.rejoin(call.credential, status).await;
+        }
+    }
+
+    fn rotate(&self, i: usize, status: &Status) {
         let rotate = matches!(
             status.code(),
             Code::Unavailable | Code::Unknown | Code::DeadlineExceeded | Code::Cancelled
@@ -135,6 +191,101 @@ impl Servers {
                 );
             }
         }
+    }
+}
+
+impl Servers {
+    /// Before the first call: with a join token and no credential yet,
+    /// trade the join token for one (retried with backoff until the
+    /// scheduler answers) and save it.
+    pub async fn join_until_ok(&self) {
+        if !self.credentials.must_join() {
+            return;
+        }
+        let mut backoff = Backoff::default();
+        let mut quiet = Quiet::default();
+        loop {
+            match self.join().await {
+                Ok(()) => {
+                    quiet.ok("Join");
+                    return;
+                }
+                Err(why) => {
+                    self.contact.failed(why.clone());
+                    quiet.failed("Join", why);
+                }
+            }
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+    }
+
+    /// The credential of generation `refused` was refused: join again, once
+    /// (concurrent refusals of the same credential make one join).
+    async fn rejoin(&self, refused: u64, status: &Status) {
+        let _one = self.credentials.joining.lock().await;
+        if self.credentials.snapshot().0 != refused {
+            return;
+        }
+        tracing::warn!(
+            "the scheduler refused this node's credential in {} ({}); joining again with the join token in {}",
+            self.credentials.token_file(),
+            brief(status),
+            self.credentials.join_token_file(),
+        );
+        match self.join_as(true).await {
+            Ok(()) => tracing::info!(
+                "node {} joined again; its new credential is in {}",
+                self.node,
+                self.credentials.token_file()
+            ),
+            Err(why) => tracing::warn!("{why} (retrying)"),
+        }
+    }
+
+    async fn join(&self) -> Result<(), String> {
+        let _one = self.credentials.joining.lock().await;
+        if !self.credentials.must_join() {
+            return Ok(());
+        }
+        self.join_as(false).await?;
+        tracing::info!(
+            "node {} joined the cluster; its credential is in {}",
+            self.node,
+            self.credentials.token_file()
+        );
+        Ok(())
+    }
+
+    /// One `Join` with the join token; the credential it returns is saved
+    /// and used from now on.
+    async fn join_as(&self, after_refusal: bool) -> Result<(), String> {
+        let Some(join) = self.credentials.join_header() else {
+            return Err("no join token (--join-token-file)".into());
+        };
+        let index = self.current.load(Ordering::Relaxed) % self.channels.len();
+        let mut client = NodeServiceClient::new(self.channels[index].clone());
+        let mut request = Request::new(JoinRequest {
+            node: self.node.clone(),
+        });
+        request.metadata_mut().insert("authorization", join.clone());
+        let token = match client.join(request).await {
+            Ok(resp) => resp.into_inner().token,
+            Err(s) => {
+                self.rotate(index, &s);
+                let url = &self.urls[index];
+                return Err(match s.code() {
+                    Code::Unauthenticated | Code::PermissionDenied => format!(
+                        "Join with {url}: the scheduler refused the join token in {}: {}",
+                        self.credentials.join_token_file(),
+                        brief(&s)
+                    ),
+                    _ => format!("Join with {url}: {}", brief(&s)),
+                });
+            }
+        };
+        self.credentials
+            .replace(&token, after_refusal)
+            .map_err(|e| format!("Join with {}: {e}", self.urls[index]))
     }
 }
 

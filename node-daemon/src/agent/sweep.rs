@@ -28,18 +28,19 @@ pub async fn artifact_sweep_loop(servers: Arc<Servers>, artifact_dir: PathBuf, e
         if candidates.is_empty() {
             continue;
         }
-        let (i, mut client) = servers.client();
+        let (call, mut client) = servers.client();
         let req = gpuctl_proto::v1::GoneWorkflowsRequest {
             workflows: candidates,
         };
         let gone = match client.gone_workflows(req).await {
             Ok(resp) => {
                 quiet.ok("GoneWorkflows");
+                servers.accepted(&call);
                 resp.into_inner().gone
             }
             Err(s) => {
-                quiet.failed(&format!("GoneWorkflows to {}", servers.url(i)), brief(&s));
-                servers.failed(i, &s);
+                quiet.failed(&format!("GoneWorkflows to {}", servers.url(call.index)), brief(&s));
+                servers.failed(&call, &s).await;
                 continue;
             }
         };

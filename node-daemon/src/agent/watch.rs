@@ -19,8 +19,8 @@ pub async fn watch_loop(servers: Arc<Servers>, node: String, events: mpsc::Unbou
     let mut backoff = Backoff::default();
     let mut quiet = Quiet::default();
     loop {
-        let (i, mut client) = servers.client();
-        let what = format!("WatchAssignments from {}", servers.url(i));
+        let (call, mut client) = servers.client();
+        let what = format!("WatchAssignments from {}", servers.url(call.index));
         match client
             .watch_assignments(WatchAssignmentsRequest { node: node.clone() })
             .await
@@ -32,6 +32,7 @@ pub async fn watch_loop(servers: Arc<Servers>, node: String, events: mpsc::Unbou
                         Ok(Some(msg)) => {
                             let received = Instant::now();
                             quiet.ok(&what);
+                            servers.accepted(&call);
                             backoff.reset();
                             tracing::debug!(
                                 "assignments version {}: {} tasks",
@@ -54,7 +55,7 @@ pub async fn watch_loop(servers: Arc<Servers>, node: String, events: mpsc::Unbou
                         }
                         Err(s) => {
                             quiet.failed(&what, brief(&s));
-                            servers.failed(i, &s);
+                            servers.failed(&call, &s).await;
                             break;
                         }
                     }
@@ -62,7 +63,7 @@ pub async fn watch_loop(servers: Arc<Servers>, node: String, events: mpsc::Unbou
             }
             Err(s) => {
                 quiet.failed(&what, brief(&s));
-                servers.failed(i, &s);
+                servers.failed(&call, &s).await;
             }
         }
         tokio::time::sleep(backoff.next_delay()).await;
