@@ -1,284 +1,17 @@
-//! The daemon against a fake scheduler: a tiny `NodeService` on 127.0.0.1:0
-//! that hands out desired sets and records what the daemon reports.
+//! The daemon against a fake scheduler (`fake/`): a tiny `NodeService` on
+//! 127.0.0.1:0 that hands out desired sets and records what the daemon
+//! reports, and checks the node's credential when told to.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+mod fake;
+
 use std::time::Duration;
 
 use gpuctl_node::agent::LOST_MESSAGE;
-use gpuctl_node::inventory::SimulatedInventory;
-use gpuctl_node::{Config, Node};
 use gpuctl_proto::v1::node_agent_client::NodeAgentClient;
-use gpuctl_proto::v1::node_service_server::{NodeService, NodeServiceServer};
-use gpuctl_proto::v1::{
-    Assignments, GoneWorkflowsRequest, GoneWorkflowsResponse, HeartbeatRequest, HeartbeatResponse,
-    ReadLogsRequest, RegisterRequest, RegisterResponse, ReportTaskRequest, ReportTaskResponse,
-    TaskAssignment, TaskPhase, WatchAssignmentsRequest,
-};
+use gpuctl_proto::v1::{ReadLogsRequest, TaskPhase};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
-use tonic::{Request, Response, Status};
 
-const BOUND: Duration = Duration::from_secs(10);
-
-#[derive(Default)]
-struct State {
-    registers: Vec<RegisterRequest>,
-    heartbeats: Vec<HeartbeatRequest>,
-    current: Assignments,
-    watchers: Vec<mpsc::Sender<Result<Assignments, Status>>>,
-    /// Workflows the fake cluster has (GoneWorkflows calls the others gone).
-    workflows: std::collections::BTreeSet<String>,
-    /// What each GoneWorkflows call asked about.
-    asked: Vec<Vec<String>>,
-}
-
-#[derive(Clone)]
-struct FakeScheduler {
-    state: Arc<Mutex<State>>,
-    reports: mpsc::UnboundedSender<ReportTaskRequest>,
-}
-
-impl FakeScheduler {
-    /// Replace the desired set and send it to every watcher.
-    fn push(&self, tasks: Vec<TaskAssignment>) {
-        let mut st = self.state.lock().unwrap();
-        st.current.version += 1;
-        st.current.tasks = tasks;
-        let msg = st.current.clone();
-        st.watchers.retain(|w| w.try_send(Ok(msg.clone())).is_ok());
-    }
-    fn watching(&self) -> bool {
-        !self.state.lock().unwrap().watchers.is_empty()
-    }
-}
-
-#[tonic::async_trait]
-impl NodeService for FakeScheduler {
-    async fn join(
-        &self,
-        _request: Request<gpuctl_proto::v1::JoinRequest>,
-    ) -> Result<Response<gpuctl_proto::v1::JoinResponse>, Status> {
-        Err(Status::unimplemented(
-            "the fake scheduler takes no join tokens",
-        ))
-    }
-
-    async fn register(
-        &self,
-        request: Request<RegisterRequest>,
-    ) -> Result<Response<RegisterResponse>, Status> {
-        self.state
-            .lock()
-            .unwrap()
-            .registers
-            .push(request.into_inner());
-        Ok(Response::new(RegisterResponse {
-            heartbeat_interval_ms: 100,
-        }))
-    }
-
-    async fn heartbeat(
-        &self,
-        request: Request<HeartbeatRequest>,
-    ) -> Result<Response<HeartbeatResponse>, Status> {
-        self.state
-            .lock()
-            .unwrap()
-            .heartbeats
-            .push(request.into_inner());
-        Ok(Response::new(HeartbeatResponse { reregister: false }))
-    }
-
-    type WatchAssignmentsStream = ReceiverStream<Result<Assignments, Status>>;
-
-    async fn watch_assignments(
-        &self,
-        _request: Request<WatchAssignmentsRequest>,
-    ) -> Result<Response<Self::WatchAssignmentsStream>, Status> {
-        let (tx, rx) = mpsc::channel(64);
-        let mut st = self.state.lock().unwrap();
-        let _ = tx.try_send(Ok(st.current.clone()));
-        st.watchers.push(tx);
-        Ok(Response::new(ReceiverStream::new(rx)))
-    }
-
-    async fn report_task(
-        &self,
-        request: Request<ReportTaskRequest>,
-    ) -> Result<Response<ReportTaskResponse>, Status> {
-        let _ = self.reports.send(request.into_inner());
-        Ok(Response::new(ReportTaskResponse {}))
-    }
-
-    async fn gone_workflows(
-        &self,
-        request: Request<GoneWorkflowsRequest>,
-    ) -> Result<Response<GoneWorkflowsResponse>, Status> {
-        let asked = request.into_inner().workflows;
-        let mut st = self.state.lock().unwrap();
-        let gone = asked
-            .iter()
-            .filter(|w| !st.workflows.contains(*w))
-            .cloned()
-            .collect();
-        st.asked.push(asked);
-        Ok(Response::new(GoneWorkflowsResponse { gone }))
-    }
-}
-
-struct Harness {
-    fake: FakeScheduler,
-    reports: mpsc::UnboundedReceiver<ReportTaskRequest>,
-    work: tempfile::TempDir,
-    agent: std::net::SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    node: tokio::task::JoinHandle<()>,
-}
-
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let ok = tokio::time::timeout(BOUND, async {
-        while !cond() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    assert!(ok.is_ok(), "timed out waiting for {what}");
-}
-
-/// `dead_first`: list an unreachable scheduler replica before the fake one.
-async fn start(dead_first: bool) -> Harness {
-    let (reports_tx, reports) = mpsc::unbounded_channel();
-    let fake = FakeScheduler {
-        state: Arc::default(),
-        reports: reports_tx,
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server_addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(NodeServiceServer::new(fake.clone()))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
-
-    let work = tempfile::tempdir().unwrap();
-    let ready = work.path().join("ready.json");
-    let inventory =
-        Arc::new(SimulatedInventory::from_specs("node-1", &["2xA100-80GB".to_string()]).unwrap());
-    let config = Config {
-        name: "node-1".into(),
-        servers: if dead_first {
-            // Port 1 on loopback: nothing listens, connections are refused.
-            vec!["http://127.0.0.1:1".into(), format!("http://{server_addr}")]
-        } else {
-            vec![format!("http://{server_addr}")]
-        },
-        listen: "127.0.0.1:0".parse().unwrap(),
-        metrics_listen: "127.0.0.1:0".parse().unwrap(),
-        address: None,
-        work_dir: work.path().join("work"),
-        artifact_dir: None,
-        artifact_sweep: Some(Duration::from_millis(100)),
-        cpu_milli: 4000,
-        memory_bytes: 16 << 30,
-        labels: Default::default(),
-        heartbeat_interval: Duration::from_millis(100),
-        kill_grace: Duration::from_secs(1),
-        task_ports: Default::default(),
-        ready_file: Some(ready.clone()),
-    };
-    let node = Node::bind(config, inventory).await.unwrap();
-    let agent = node.agent_addr();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let node = tokio::spawn(node.run(async move {
-        let _ = stop_rx.await;
-    }));
-    wait_until("the ready file", || ready.exists()).await;
-    let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&ready).unwrap()).unwrap();
-    assert_eq!(doc["name"], "node-1");
-    assert_eq!(doc["agent"], agent.to_string());
-    assert_eq!(doc["inventory"], "simulated");
-    assert_eq!(doc["pid"], std::process::id());
-    let f = fake.clone();
-    wait_until("WatchAssignments", || f.watching()).await;
-    Harness {
-        fake,
-        reports,
-        work,
-        agent,
-        stop: Some(stop_tx),
-        node,
-    }
-}
-
-impl Harness {
-    async fn report(&mut self) -> ReportTaskRequest {
-        tokio::time::timeout(BOUND, self.reports.recv())
-            .await
-            .expect("a report in time")
-            .expect("reports channel open")
-    }
-
-    async fn no_report_for(&mut self, d: Duration) {
-        if let Ok(r) = tokio::time::timeout(d, self.reports.recv()).await {
-            panic!("unexpected report {r:?}");
-        }
-    }
-
-    fn log(&self, job: &str) -> PathBuf {
-        self.work
-            .path()
-            .join("work/logs")
-            .join(job)
-            .join("task-0-attempt-1.log")
-    }
-
-    async fn shutdown(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        tokio::time::timeout(BOUND, &mut self.node)
-            .await
-            .expect("daemon stops in time")
-            .unwrap();
-    }
-}
-
-/// A phase by the name the scheduler's users know it by ("Bound").
-fn phase_named(name: &str) -> TaskPhase {
-    TaskPhase::from_str_name(&format!("TASK_PHASE_{}", name.to_ascii_uppercase()))
-        .unwrap_or_else(|| panic!("no task phase {name:?}"))
-}
-
-fn task(job: &str, phase: &str, command: &[&str]) -> TaskAssignment {
-    TaskAssignment {
-        job: job.into(),
-        task_index: 0,
-        attempt: 1,
-        task_group: "main".into(),
-        command: command.iter().map(|s| s.to_string()).collect(),
-        phase: phase_named(phase).into(),
-        gpu_indices: vec![1],
-        job_tasks: 1,
-        world_size: 1,
-        ..Default::default()
-    }
-}
-
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-            .unwrap_or(false),
-        Err(_) => false,
-    }
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
+use fake::{alive, read, start, start_with, task, wait_until, Options, BOUND};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_an_assignment_once_and_reports_it() {
@@ -569,4 +302,110 @@ async fn artifacts_of_workflows_the_cluster_deleted_are_removed() {
         asked.iter().any(|a| a == &["deleted", "live"]),
         "asked {asked:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_once_keeps_the_credential_private_and_reuses_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let join = gpuctl_security::token::generate().token;
+    let mut h = start_with(Options {
+        join_token: Some(join),
+        ..Options::default()
+    })
+    .await;
+    // Registered (the ready file) and watching: with the issued credential.
+    let issued = {
+        let st = h.fake.state.lock().unwrap();
+        assert_eq!(st.joins, ["node-1"]);
+        assert_eq!(st.refused, 0, "no call went without the credential");
+        st.issued[0].clone()
+    };
+    let file = h.token_file();
+    assert_eq!(read(&file), format!("{issued}\n"));
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the credential file is private");
+    // Reports carry it too.
+    h.fake.push(vec![task("hello", "Bound", &["true"])]);
+    assert_eq!(h.report().await.phase(), TaskPhase::Running);
+    assert_eq!(h.report().await.phase(), TaskPhase::Succeeded);
+
+    // A restart uses the stored credential: no second join.
+    h.stop_node().await;
+    let registers = h.fake.state.lock().unwrap().registers.len();
+    let join_file = h.work.path().join("join.token");
+    h.run_node(false, Some(join_file), true).await;
+    {
+        let st = h.fake.state.lock().unwrap();
+        assert_eq!(st.joins.len(), 1, "the restarted daemon did not join again");
+        assert!(st.registers.len() > registers);
+        assert_eq!(st.refused, 0);
+    }
+    assert_eq!(read(&file), format!("{issued}\n"));
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_credential_is_replaced_by_one_join() {
+    let join = gpuctl_security::token::generate().token;
+    let mut h = start_with(Options {
+        join_token: Some(join),
+        ..Options::default()
+    })
+    .await;
+    // The scheduler forgets every credential (revoked).
+    h.fake.state.lock().unwrap().valid.clear();
+    let f = h.fake.clone();
+    wait_until("a second join", || f.joins() == 2).await;
+    let beats = f.state.lock().unwrap().heartbeats.len();
+    wait_until("heartbeats with the new credential", || {
+        f.state.lock().unwrap().heartbeats.len() > beats + 2
+    })
+    .await;
+    let (issued, refused) = {
+        let st = f.state.lock().unwrap();
+        (st.issued.clone(), st.refused)
+    };
+    assert!(refused >= 1);
+    assert_eq!(issued.len(), 2, "one join for the refused credential");
+    assert_eq!(read(&h.token_file()), format!("{}\n", issued[1]));
+    // The calls that were refused went through again: reports are not lost.
+    h.fake.push(vec![task("after", "Bound", &["true"])]);
+    assert_eq!(h.report().await.phase(), TaskPhase::Running);
+    assert_eq!(h.report().await.phase(), TaskPhase::Succeeded);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(f.joins(), 2);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_join_token_a_refused_credential_is_retried_not_replaced() {
+    let join = gpuctl_security::token::generate().token;
+    let mut h = start_with(Options {
+        join_token: Some(join),
+        ..Options::default()
+    })
+    .await;
+    h.stop_node().await;
+    // Restarted without the join token, with a credential the scheduler
+    // no longer accepts.
+    h.fake.state.lock().unwrap().valid.clear();
+    h.run_node(false, None, false).await;
+    let f = h.fake.clone();
+    wait_until("several refused calls", || {
+        f.state.lock().unwrap().refused >= 3
+    })
+    .await;
+    {
+        let st = f.state.lock().unwrap();
+        assert_eq!(st.joins.len(), 1, "no join without a join token");
+    }
+    // Accepted again (say, the operator fixed the scheduler): it registers.
+    let token = read(&h.token_file()).trim().to_string();
+    let registers = f.state.lock().unwrap().registers.len();
+    f.state.lock().unwrap().valid.insert(token);
+    wait_until("registration once accepted", || {
+        f.state.lock().unwrap().registers.len() > registers
+    })
+    .await;
+    h.shutdown().await;
 }
