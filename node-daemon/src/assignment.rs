@@ -13,6 +13,7 @@ use gpuctl_common::api::TaskPhase;
 use gpuctl_proto::v1 as pb;
 use gpuctl_proto::v1::{ReportTaskRequest, StepIo, StepOutputs, TaskAssignment};
 
+use crate::owner::Owner;
 use crate::runtime::TaskKey;
 
 /// A task the scheduler wants on this node.
@@ -46,6 +47,8 @@ pub struct Assignment {
     pub step: Option<StepIo>,
     /// A serving task: it gets a free port as `$PORT`.
     pub wants_port: bool,
+    /// Who the task runs as; `None`: the daemon's own user.
+    pub owner: Option<Owner>,
 }
 
 impl Assignment {
@@ -85,6 +88,11 @@ impl From<TaskAssignment> for Assignment {
             master_port: a.master_port,
             step: a.step,
             wants_port: a.wants_port,
+            owner: a.owner.map(|o| Owner {
+                user: o.user,
+                uid: o.uid,
+                allow_root: o.allow_root,
+            }),
         }
     }
 }
@@ -205,6 +213,23 @@ mod tests {
         assert_eq!(a.gpu_shares(), vec![1000, 1000]);
         assert_eq!((a.world_size, a.rank, a.master_port), (2, 1, 29500));
         assert!(a.wants_port);
+        assert_eq!(a.owner, None, "no owner: the daemon's own user");
+        let owned = Assignment::from(TaskAssignment {
+            owner: Some(pb::TaskOwner {
+                user: "alice".into(),
+                uid: Some(1001),
+                allow_root: false,
+            }),
+            ..Default::default()
+        });
+        assert_eq!(
+            owned.owner,
+            Some(Owner {
+                user: "alice".into(),
+                uid: Some(1001),
+                allow_root: false
+            })
+        );
     }
 
     #[test]

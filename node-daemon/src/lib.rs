@@ -37,6 +37,7 @@ pub mod env;
 pub mod inventory;
 pub mod logs;
 pub mod metrics;
+pub mod owner;
 pub mod runtime;
 pub mod steps;
 
@@ -314,6 +315,7 @@ impl Node {
                     ports: self.config.task_ports,
                     pid_dir: self.config.work_dir.join("pids"),
                     steps_dir: self.config.work_dir.join("steps"),
+                    tasks_dir: self.config.work_dir.join("tasks"),
                     artifact_dir,
                 },
                 self.inventory.clone(),

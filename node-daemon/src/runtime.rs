@@ -5,6 +5,9 @@
 //! arguments. It leads a new process group, so stopping the task reaches
 //! everything it started (`torchrun` workers, `sh -c` children): SIGTERM to
 //! the group, then SIGKILL after a grace period.
+//!
+//! A task with an owner runs as that owner's Unix identity
+//! ([`crate::owner`]); its log file is then the owner's, mode 0600.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -17,6 +20,8 @@ use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
+
+use crate::owner::{self, RunAs};
 
 /// Identifies one attempt of one task: what assignments, reports and log
 /// files are keyed by.
@@ -67,7 +72,8 @@ pub fn job_dir_name(job: &str) -> Result<&str, BadJobName> {
 }
 
 /// A task that could not be started: reported as `Failed` with this exit code
-/// (127, as a shell reports a command it cannot run) and message.
+/// (127, as a shell reports a command it cannot run; 126 when the task may not
+/// run here as its owner) and message.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[error("{message}")]
 pub struct StartError {
@@ -88,6 +94,8 @@ pub struct StartSpec<'a> {
     /// Standard output to this file instead of the log (a workflow script
     /// step, whose output is its result); standard error still goes to the log.
     pub stdout: Option<&'a Path>,
+    /// Who the process runs as; `None`: the daemon's own user.
+    pub run_as: Option<&'a RunAs>,
 }
 
 /// A started task process.
@@ -135,6 +143,12 @@ impl Exit {
             code: -1,
             message: format!("ended with unknown status {status}"),
         }
+    }
+}
+
+impl StartError {
+    pub fn new(exit_code: i32, message: String) -> StartError {
+        StartError { exit_code, message }
     }
 }
 
@@ -253,6 +267,11 @@ pub fn start(spec: &StartSpec<'_>) -> Result<Process, StartError> {
         .append(true)
         .open(spec.log)
         .map_err(|e| start_error(program, format!("opening log {:?}: {e}", spec.log)))?;
+    if let Some(r) = spec.run_as {
+        owner::own_file(&log, r).map_err(|e| {
+            start_error(program, format!("giving log {:?} to uid {}: {e}", spec.log, r.uid))
+        })?;
+    }
     let result = spawn(program, args, spec, &log);
     if let Err(e) = &result {
         let _ = writeln!(log, "gpu-node: {e}");
@@ -266,9 +285,8 @@ fn spawn(
     spec: &StartSpec<'_>,
     log: &std::fs::File,
 ) -> Result<Process, StartError> {
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args)
-        .envs(spec.env)
+    let mut cmd = owner::command(program, args, spec.run_as);
+    cmd.envs(spec.env)
         .stdin(Stdio::null())
         .process_group(0)
         .kill_on_drop(false);
@@ -283,8 +301,15 @@ fn spawn(
         cmd.current_dir(dir);
     }
     let out = match spec.stdout {
-        Some(p) => std::fs::File::create(p)
-            .map_err(|e| start_error(program, format!("output file {p:?}: {e}")))?,
+        Some(p) => {
+            let f = std::fs::File::create(p)
+                .map_err(|e| start_error(program, format!("output file {p:?}: {e}")))?;
+            if let Some(r) = spec.run_as {
+                owner::own_file(&f, r)
+                    .map_err(|e| start_error(program, format!("output file {p:?}: {e}")))?;
+            }
+            f
+        }
         None => log
             .try_clone()
             .map_err(|e| start_error(program, format!("log file: {e}")))?,
@@ -296,6 +321,17 @@ fn spawn(
     let child = cmd.spawn().map_err(|e| start_error(program, e))?;
     let pid = child.id().unwrap_or(0);
     Ok(Process { pid, child })
+}
+
+/// Append `gpu-node: <message>` to a task's log (creating it and its
+/// folder), so `gpuctl logs` shows why a task never started.
+pub fn note_in_log(log: &Path, message: &str) {
+    if let Some(dir) = log.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(log) {
+        let _ = writeln!(f, "gpu-node: {message}");
+    }
 }
 
 impl Process {
@@ -439,6 +475,7 @@ mod tests {
             working_dir,
             log: &log,
             stdout: None,
+            run_as: None,
         };
         (start(&spec), log)
     }

@@ -14,12 +14,19 @@
 //! relative to the step's folder, so parallel steps do not collide. The
 //! folder is removed once the step's outputs are collected (a stopped step's
 //! is left).
+//!
+//! A step with an owner gets its folder, script and inputs as that user's
+//! (inputs outside its folder are written with the user's rights), and its
+//! outputs are read back only from files that user owns.
 
+use std::fs::File;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use gpuctl_common::artifact::{ArtifactError, ArtifactKey, ArtifactStore};
 use gpuctl_proto::v1::{ArtifactRef, StepIo, StepOutputs};
+
+use crate::owner::{self, RunAs};
 
 /// Most bytes of standard output kept as `outputs.result`.
 pub const MAX_RESULT_BYTES: u64 = 256 * 1024;
@@ -114,15 +121,29 @@ impl FsArtifactStore {
         ))
     }
 
-    /// Copy a file into the store (no reading into memory).
-    pub fn put_file(&self, key: &ArtifactKey, from: &Path) -> Result<(), ArtifactError> {
+    /// Copy an open file into the store (no reading into memory).
+    pub fn put_file(&self, key: &ArtifactKey, from: &mut File) -> Result<(), ArtifactError> {
         let to = self.path(key);
         if let Some(dir) = to.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Self::io(key, "storing", e))?;
         }
         let tmp = to.with_extension("partial");
-        std::fs::copy(from, &tmp).map_err(|e| Self::io(key, "storing", e))?;
+        File::create(&tmp)
+            .and_then(|mut out| std::io::copy(from, &mut out))
+            .map_err(|e| Self::io(key, "storing", e))?;
         std::fs::rename(&tmp, &to).map_err(|e| Self::io(key, "storing", e))
+    }
+
+    /// A stored artifact, open for reading.
+    pub fn open(&self, key: &ArtifactKey) -> Result<File, ArtifactError> {
+        File::open(self.path(key)).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => ArtifactError::NotFound {
+                workflow: key.workflow.clone(),
+                step: key.step.clone(),
+                name: key.name.clone(),
+            },
+            _ => Self::io(key, "reading", e),
+        })
     }
 
     /// Copy a stored artifact to a file.
@@ -203,13 +224,20 @@ pub struct Prepared {
     pub stdout: Option<PathBuf>,
 }
 
-/// Create the step's folder, write its script, place its input artifacts.
+/// Whether `path` is inside `dir` without leaving it through `..`.
+fn inside(dir: &Path, path: &Path) -> bool {
+    path.starts_with(dir) && !path.components().any(|c| c == Component::ParentDir)
+}
+
+/// Create the step's folder, write its script, place its input artifacts;
+/// with `run_as`, all of it becomes that user's.
 pub fn prepare(
     dir: &Path,
     io: &StepIo,
     command: &[String],
     working_dir: &str,
     store: &FsArtifactStore,
+    run_as: Option<&RunAs>,
 ) -> Result<Prepared, String> {
     // A fresh folder: a retried attempt runs on a new job, but be safe.
     let _ = std::fs::remove_dir_all(dir);
@@ -232,12 +260,24 @@ pub fn prepare(
             continue;
         }
         let to = resolve(&cwd, &a.path);
-        store.get_file(&key_of(a), &to).map_err(|e| {
+        let placed = match run_as.filter(|r| r.switch && !inside(dir, &to)) {
+            // Outside the step's folder: written with the user's rights.
+            Some(r) => store
+                .open(&key_of(a))
+                .map_err(|e| e.to_string())
+                .and_then(|from| owner::copy_as(r, from, &to)),
+            None => store.get_file(&key_of(a), &to).map_err(|e| e.to_string()),
+        };
+        placed.map_err(|e| {
             format!(
                 "input artifact {:?} could not be placed at {}: {e}",
                 a.name, a.path
             )
         })?;
+    }
+    if let Some(r) = run_as {
+        owner::own_tree(dir, r)
+            .map_err(|e| format!("giving the step folder {dir:?} to uid {}: {e}", r.uid))?;
     }
     Ok(Prepared {
         command,
@@ -246,8 +286,8 @@ pub fn prepare(
     })
 }
 
-fn read_bounded(path: &Path, limit: u64) -> std::io::Result<String> {
-    let f = std::fs::File::open(path)?;
+fn read_bounded(path: &Path, limit: u64, uid: Option<u32>) -> std::io::Result<String> {
+    let f = owner::open_owned(path, uid)?;
     let mut buf = Vec::new();
     f.take(limit).read_to_end(&mut buf)?;
     Ok(String::from_utf8_lossy(&buf).into_owned())
@@ -255,15 +295,17 @@ fn read_bounded(path: &Path, limit: u64) -> std::io::Result<String> {
 
 /// After the step exited: read its outputs and store its artifacts. Only a
 /// step that succeeded has outputs collected (its result is kept always).
+/// With `uid` (a step run as its owner), only files that uid owns are read.
 pub fn collect(
     prepared: &Prepared,
     io: &StepIo,
     succeeded: bool,
     store: &FsArtifactStore,
+    uid: Option<u32>,
 ) -> StepOutputs {
     let mut out = StepOutputs::default();
     if let Some(p) = &prepared.stdout {
-        if let Ok(s) = read_bounded(p, MAX_RESULT_BYTES) {
+        if let Ok(s) = read_bounded(p, MAX_RESULT_BYTES, uid) {
             out.has_result = true;
             out.result = s;
         }
@@ -277,6 +319,7 @@ pub fn collect(
         if let Ok(v) = read_bounded(
             &resolve(&prepared.working_dir, &p.path),
             MAX_PARAMETER_BYTES,
+            uid,
         ) {
             out.parameters
                 .insert(p.name.clone(), v.trim_end_matches('\n').to_string());
@@ -294,7 +337,14 @@ pub fn collect(
         if !from.is_file() {
             continue; // the run reports it missing unless it is optional
         }
-        match store.put_file(&key_of(a), &from) {
+        let stored = owner::open_owned(&from, uid)
+            .map_err(|e| format!("reading {}: {e}", a.path))
+            .and_then(|mut f| {
+                store
+                    .put_file(&key_of(a), &mut f)
+                    .map_err(|e| e.to_string())
+            });
+        match stored {
             Ok(()) => out.artifacts.push(a.name.clone()),
             Err(e) => {
                 out.error = format!("output artifact {:?}: {e}", a.name);
@@ -306,10 +356,10 @@ pub fn collect(
 }
 
 /// Append a script's standard output to the task log, so `gpuctl logs`
-/// shows it.
-pub fn append_to_log(stdout: &Path, log: &Path) {
+/// shows it (with `uid`, only a file that uid owns).
+pub fn append_to_log(stdout: &Path, log: &Path, uid: Option<u32>) {
     use std::io::Write;
-    let Ok(mut from) = std::fs::File::open(stdout) else {
+    let Ok(mut from) = owner::open_owned(stdout, uid) else {
         return;
     };
     if let Ok(mut to) = std::fs::OpenOptions::new()
@@ -391,7 +441,7 @@ mod tests {
         };
         let dir = tmp.path().join("a-1");
         let cmd = vec!["sh".to_string(), "-x".to_string()];
-        let p = prepare(&dir, &io, &cmd, "", &store).unwrap();
+        let p = prepare(&dir, &io, &cmd, "", &store, None).unwrap();
         assert_eq!(p.command[0], "sh");
         assert!(p.command[1].ends_with("/script"));
         assert_eq!(p.command[2], "-x");
@@ -399,7 +449,7 @@ mod tests {
         std::fs::write(dir.join("out/p.txt"), "42\n").unwrap();
         std::fs::write(dir.join("model.bin"), "weights").unwrap();
         std::fs::write(dir.join("stdout"), "hello\n").unwrap();
-        let o = collect(&p, &io, true, &store);
+        let o = collect(&p, &io, true, &store, None);
         assert_eq!(o.parameters["p"], "42");
         assert_eq!(o.result, "hello\n");
         assert_eq!(o.artifacts, ["model"]);
@@ -409,7 +459,7 @@ mod tests {
             ..Default::default()
         };
         let dir2 = tmp.path().join("b-1");
-        prepare(&dir2, &io2, &cmd, "", &store).unwrap();
+        prepare(&dir2, &io2, &cmd, "", &store, None).unwrap();
         assert_eq!(
             std::fs::read_to_string(dir2.join("in/m.bin")).unwrap(),
             "weights"
@@ -419,7 +469,7 @@ mod tests {
             input_artifacts: vec![aref("nope", "x", "wf.zz")],
             ..Default::default()
         };
-        let e = prepare(&tmp.path().join("c-1"), &io3, &cmd, "", &store).unwrap_err();
+        let e = prepare(&tmp.path().join("c-1"), &io3, &cmd, "", &store, None).unwrap_err();
         assert!(e.contains("input artifact \"nope\""), "{e}");
     }
 

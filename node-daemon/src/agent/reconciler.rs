@@ -24,6 +24,7 @@ use crate::env::task_env;
 use crate::inventory::GpuInventory;
 use crate::logs::LiveTasks;
 use crate::metrics::Metrics;
+use crate::owner::{self, RunAs};
 use crate::runtime::{self, log_path, Exit, StartSpec, TaskKey};
 use crate::steps;
 
@@ -61,6 +62,8 @@ struct LocalTask {
     exited: Option<watch::Receiver<bool>>,
     /// A workflow step: what to collect when it exits.
     step: Option<Box<StepRun>>,
+    /// The folder made for a task run as its owner, removed when it exits.
+    scratch: Option<PathBuf>,
 }
 
 impl LocalTask {
@@ -75,6 +78,7 @@ impl LocalTask {
             port: 0,
             exited: None,
             step: None,
+            scratch: None,
         }
     }
 
@@ -96,6 +100,8 @@ struct StepRun {
     log: PathBuf,
     /// The step's own folder, removed once its outputs are collected.
     dir: PathBuf,
+    /// The uid it runs as when it has an owner: outputs must be its files.
+    uid: Option<u32>,
 }
 
 /// Settings of the reconciler.
@@ -112,6 +118,8 @@ pub struct ReconcilerConfig {
     pub pid_dir: PathBuf,
     /// Workflow steps' folders (script, standard output, relative paths).
     pub steps_dir: PathBuf,
+    /// Folders of tasks that run as their owner (not steps), one each.
+    pub tasks_dir: PathBuf,
     /// The artifact store's folder (shared by the nodes of one machine).
     pub artifact_dir: PathBuf,
 }
@@ -224,12 +232,21 @@ impl Reconciler {
                 .insert(key, LocalTask::waiting(a.clone(), received));
             return;
         }
-        let mut step = None;
-        let (started, port) = self.spawn(&key, a, &mut step);
+        let (mut step, mut scratch) = (None, None);
+        let (started, port) = self.spawn(&key, a, &mut step, &mut scratch);
         match started {
-            Ok(process) => self.started(key, a, process, port, step, received),
+            Ok(process) => {
+                self.started(key.clone(), a, process, port, step, received);
+                if let Some(t) = self.tasks.get_mut(&key) {
+                    t.scratch = scratch;
+                }
+            }
             Err(e) => {
                 tracing::warn!("{key}: {}", e.message);
+                if let Some(dir) = scratch {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+                // Refusals (an owner who may not run here) count as failed.
                 self.metrics.task_exits.with_label_values(&["failed"]).inc();
                 self.report(&key, TaskPhase::Failed, e.exit_code, &e.message, 0);
                 self.tasks.insert(key, LocalTask::done());
@@ -238,50 +255,99 @@ impl Reconciler {
     }
 
     /// Start `a`'s process group with its environment, its `$PORT` when it
-    /// serves, its log file, and a workflow step's files. Returns the port
-    /// given (0: none) with the outcome.
+    /// serves, its log file, a workflow step's files, and as its owner (in a
+    /// folder of its own). Returns the port given (0: none) with the outcome.
     fn spawn(
         &mut self,
         key: &TaskKey,
         a: &Assignment,
         step: &mut Option<Box<StepRun>>,
+        scratch: &mut Option<PathBuf>,
     ) -> (Result<runtime::Process, runtime::StartError>, u16) {
+        let log = match log_path(&self.cfg.logs_dir, key) {
+            Ok(log) => log,
+            Err(e) => {
+                let message = format!("cannot start the task: {e}");
+                return (Err(runtime::StartError::new(127, message)), 0);
+            }
+        };
+        let run_as = match &a.owner {
+            None => None,
+            Some(o) => match owner::resolve(o, &a.job, &self.cfg.node) {
+                Ok(r) => Some(r),
+                Err(message) => {
+                    runtime::note_in_log(&log, &message);
+                    return (Err(runtime::StartError::new(126, message)), 0);
+                }
+            },
+        };
         let mut env = task_env(a);
+        let mut working_dir = a.working_dir.clone();
+        if let Some(r) = &run_as {
+            // A folder of the task's own: its working directory unless the
+            // job names one, and its HOME without a passwd entry.
+            let dir = match &a.step {
+                Some(_) => self.step_dir(key),
+                None => {
+                    let dir = self.task_dir(key);
+                    let _ = std::fs::remove_dir_all(&dir);
+                    if let Err(e) = owner::own_dir(&dir, r) {
+                        let message = format!("creating the task folder {dir:?}: {e}");
+                        runtime::note_in_log(&log, &message);
+                        return (Err(runtime::StartError::new(127, message)), 0);
+                    }
+                    if working_dir.is_empty() {
+                        working_dir = dir.display().to_string();
+                    }
+                    *scratch = Some(dir.clone());
+                    dir
+                }
+            };
+            r.add_env(&mut env, &dir);
+        }
         // A serving task (an endpoint replica) gets a free port as $PORT, reported
         // with Running so the gateway can reach it.
         let mut port = 0u16;
-        let mut port_error = None;
         if a.wants_port {
             match self.next_port() {
                 Ok(p) => {
                     port = p;
                     env.insert("PORT".into(), p.to_string());
                 }
-                Err(e) => port_error = Some(format!("cannot find a free port for the task: {e}")),
+                Err(e) => {
+                    let message = format!("cannot find a free port for the task: {e}");
+                    return (Err(runtime::StartError::new(127, message)), 0);
+                }
             }
         }
         let command = runtime::resolve_sibling_program(&a.command);
-        let started = match (log_path(&self.cfg.logs_dir, key), port_error) {
-            (_, Some(message)) => Err(runtime::StartError {
-                exit_code: 127,
-                message,
+        let started = match &a.step {
+            None => runtime::start(&StartSpec {
+                command: &command,
+                env: &env,
+                working_dir: &working_dir,
+                log: &log,
+                stdout: None,
+                run_as: run_as.as_ref(),
             }),
-            (Ok(log), None) => match &a.step {
-                None => runtime::start(&StartSpec {
-                    command: &command,
-                    env: &env,
-                    working_dir: &a.working_dir,
-                    log: &log,
-                    stdout: None,
-                }),
-                Some(io) => self.start_step(key, a, io, &env, log, step),
-            },
-            (Err(e), None) => Err(runtime::StartError {
-                exit_code: 127,
-                message: format!("cannot start the task: {e}"),
-            }),
+            Some(io) => self.start_step(key, a, io, &env, log, run_as.as_ref(), step),
         };
         (started, port)
+    }
+
+    /// A workflow step's folder (script, standard output, relative paths).
+    fn step_dir(&self, key: &TaskKey) -> PathBuf {
+        self.cfg
+            .steps_dir
+            .join(format!("{}-{}", key.job, key.attempt))
+    }
+
+    /// The folder of a task that runs as its owner (not a step).
+    fn task_dir(&self, key: &TaskKey) -> PathBuf {
+        self.cfg.tasks_dir.join(format!(
+            "{}-{}-{}",
+            key.job, key.task_index, key.attempt
+        ))
     }
 
     /// A port for a serving task, looked for after the last one given and
@@ -341,6 +407,7 @@ impl Reconciler {
                 port,
                 exited: Some(exited_rx),
                 step,
+                scratch: None,
             },
         );
     }
@@ -391,8 +458,9 @@ impl Reconciler {
         }
     }
 
-    /// Prepare a workflow step's files, then start it. A step whose files
-    /// cannot be prepared is reported failed with the reason.
+    /// Prepare a workflow step's files (as `run_as`'s), then start it. A
+    /// step whose files cannot be prepared is reported failed with the reason.
+    #[allow(clippy::too_many_arguments)]
     fn start_step(
         &self,
         key: &TaskKey,
@@ -400,23 +468,15 @@ impl Reconciler {
         io: &StepIo,
         env: &BTreeMap<String, String>,
         log: PathBuf,
+        run_as: Option<&RunAs>,
         step: &mut Option<Box<StepRun>>,
     ) -> Result<runtime::Process, runtime::StartError> {
-        let dir = self
-            .cfg
-            .steps_dir
-            .join(format!("{}-{}", key.job, key.attempt));
+        let dir = self.step_dir(key);
         let store = steps::FsArtifactStore::new(&self.cfg.artifact_dir);
-        let prepared =
-            steps::prepare(&dir, io, &a.command, &a.working_dir, &store).map_err(|message| {
-                if let Some(parent) = log.parent() {
-                    let _ = std::fs::create_dir_all(parent);
-                }
-                let _ = std::fs::write(&log, format!("gpu-node: {message}\n"));
-                runtime::StartError {
-                    exit_code: 127,
-                    message,
-                }
+        let prepared = steps::prepare(&dir, io, &a.command, &a.working_dir, &store, run_as)
+            .map_err(|message| {
+                runtime::note_in_log(&log, &message);
+                runtime::StartError::new(127, message)
             })?;
         let wd = prepared.working_dir.display().to_string();
         let started = runtime::start(&StartSpec {
@@ -425,12 +485,14 @@ impl Reconciler {
             working_dir: &wd,
             log: &log,
             stdout: prepared.stdout.as_deref(),
+            run_as,
         });
         *step = Some(Box::new(StepRun {
             io: io.clone(),
             prepared,
             log,
             dir,
+            uid: run_as.map(|r| r.uid),
         }));
         started
     }
@@ -457,6 +519,9 @@ impl Reconciler {
             "failed"
         };
         self.metrics.task_exits.with_label_values(&[result]).inc();
+        if let Some(dir) = self.tasks.get_mut(&key).and_then(|t| t.scratch.take()) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         let was = self.tasks.get(&key).map(|t| t.state);
         match was {
             Some(LocalState::Running) => {
@@ -476,9 +541,10 @@ impl Reconciler {
                     .and_then(|t| t.step.take())
                     .map(|s| {
                         let store = steps::FsArtifactStore::new(&self.cfg.artifact_dir);
-                        let o = steps::collect(&s.prepared, &s.io, exit.succeeded(), &store);
+                        let o =
+                            steps::collect(&s.prepared, &s.io, exit.succeeded(), &store, s.uid);
                         if let Some(out) = &s.prepared.stdout {
-                            steps::append_to_log(out, &s.log);
+                            steps::append_to_log(out, &s.log, s.uid);
                         }
                         // The outputs are in the report and the store now.
                         let _ = std::fs::remove_dir_all(&s.dir);
