@@ -26,6 +26,13 @@
 //! [`assignment::TaskReport`]s until the outbox sends them, so the daemon
 //! works with a `TaskPhase`, never a phase string.
 //!
+//! Identity: every `NodeService` call carries this node's credential
+//! (`authorization: Bearer`, from `--token-file`), obtained once by trading
+//! a join token through `NodeService.Join` ([`agent::credentials`]). A task
+//! whose assignment names an owner runs as that owner's Unix user, or is
+//! refused with the rule it breaks ([`owner`]); its log, folder and step
+//! files are that user's.
+//!
 //! The pure parts are [`env::task_env`] (what a task sees), [`agent::plan()`]
 //! (desired vs. local → actions) and the inventory parsers; the rest is the
 //! I/O shell around them. [`Node`] ties it together; `main.rs` only parses

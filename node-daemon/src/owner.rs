@@ -145,7 +145,11 @@ pub fn decide(
         None => (uid, Vec::new(), None, user.clone()),
     };
     Ok(RunAs {
-        user: if name.is_empty() { format!("uid-{uid}") } else { name },
+        user: if name.is_empty() {
+            format!("uid-{uid}")
+        } else {
+            name
+        },
         uid,
         gid,
         groups,
@@ -161,13 +165,7 @@ pub fn resolve(owner: &Owner, job: &str, node: &str) -> Result<RunAs, String> {
         None if owner.user.is_empty() => None,
         None => lookup_name(&owner.user)?,
     };
-    decide(
-        owner,
-        account,
-        job,
-        node,
-        nix::unistd::geteuid().as_raw(),
-    )
+    decide(owner, account, job, node, nix::unistd::geteuid().as_raw())
 }
 
 impl RunAs {
@@ -182,7 +180,8 @@ impl RunAs {
         let home = self.home.as_deref().unwrap_or(fallback);
         env.entry("HOME".into())
             .or_insert_with(|| home.display().to_string());
-        env.entry("USER".into()).or_insert_with(|| self.user.clone());
+        env.entry("USER".into())
+            .or_insert_with(|| self.user.clone());
         env.entry("LOGNAME".into())
             .or_insert_with(|| self.user.clone());
     }
@@ -342,7 +341,10 @@ mod tests {
         env.insert("HOME".to_string(), "/data".to_string());
         r.add_env(&mut env, Path::new("/w/t"));
         assert_eq!(env["HOME"], "/data", "the job's own HOME wins");
-        assert_eq!((env["USER"].as_str(), env["LOGNAME"].as_str()), ("alice", "alice"));
+        assert_eq!(
+            (env["USER"].as_str(), env["LOGNAME"].as_str()),
+            ("alice", "alice")
+        );
     }
 
     #[test]
@@ -370,7 +372,13 @@ mod tests {
         );
         let mut root = alice();
         root.uid = 0;
-        let e = decide(&owner("alice", None, false), Some(root.clone()), "x", "n1", 0);
+        let e = decide(
+            &owner("alice", None, false),
+            Some(root.clone()),
+            "x",
+            "n1",
+            0,
+        );
         assert!(e.unwrap_err().contains("would run as root"));
         let r = decide(&owner("alice", None, true), Some(root), "x", "n1", 0).unwrap();
         assert_eq!((r.uid, r.switch), (0, false));
@@ -382,7 +390,10 @@ mod tests {
         let r = decide(&owner("me", Some(1000), false), None, "x", "n1", 1000).unwrap();
         assert!(!r.switch, "a daemon's own uid needs no change");
         let e = decide(&owner("", None, false), None, "x", "n1", 0).unwrap_err();
-        assert_eq!(e, "job \"x\" has an owner with neither a user name nor a uid");
+        assert_eq!(
+            e,
+            "job \"x\" has an owner with neither a user name nor a uid"
+        );
     }
 
     #[test]
@@ -397,7 +408,14 @@ mod tests {
             .collect();
         assert_eq!(
             args,
-            ["--reuid=1001", "--regid=1001", "--groups=1001,27", "--", "python", "t.py"]
+            [
+                "--reuid=1001",
+                "--regid=1001",
+                "--groups=1001,27",
+                "--",
+                "python",
+                "t.py"
+            ]
         );
         r.groups = vec![1001];
         let cmd = command("python", &["t.py".into()], Some(&r));

@@ -269,7 +269,10 @@ pub fn start(spec: &StartSpec<'_>) -> Result<Process, StartError> {
         .map_err(|e| start_error(program, format!("opening log {:?}: {e}", spec.log)))?;
     if let Some(r) = spec.run_as {
         owner::own_file(&log, r).map_err(|e| {
-            start_error(program, format!("giving log {:?} to uid {}: {e}", spec.log, r.uid))
+            start_error(
+                program,
+                format!("giving log {:?} to uid {}: {e}", spec.log, r.uid),
+            )
         })?;
     }
     let result = spawn(program, args, spec, &log);

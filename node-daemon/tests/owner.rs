@@ -103,10 +103,16 @@ async fn tasks_run_as_their_owners_and_keep_their_files_private() {
     // Let other users walk to the log folder: only the file's mode keeps
     // them out.
     std::fs::set_permissions(h.work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let script = "id -u; id -G; stat -c '%u %a' .; pwd; echo HOME=$HOME USER=$USER LOGNAME=$LOGNAME";
+    let script =
+        "id -u; id -G; stat -c '%u %a' .; pwd; echo HOME=$HOME USER=$USER LOGNAME=$LOGNAME";
     let ta = owned(task("ja", "Bound", &["sh", "-c", script]), &a, None, false);
     // B is named by uid, as a user object with --uid would be.
-    let tb = owned(task("jb", "Bound", &["sh", "-c", script]), "bee", Some(b_uid), false);
+    let tb = owned(
+        task("jb", "Bound", &["sh", "-c", script]),
+        "bee",
+        Some(b_uid),
+        false,
+    );
     h.fake.push(vec![ta, tb]);
     let got = reports(&mut h, 4).await;
     for job in ["ja", "jb"] {
@@ -126,12 +132,13 @@ async fn tasks_run_as_their_owners_and_keep_their_files_private() {
         lines[1].split(' ').any(|g| g == "100"),
         "A keeps its supplementary group users (100): {log_a}"
     );
-    assert_eq!(lines[2], format!("{a_uid} 700"), "its folder is its own, 0700");
-    assert_eq!(lines[3], tasks_dir.join("ja-0-1").display().to_string());
     assert_eq!(
-        lines[4],
-        format!("HOME=/home/{a} USER={a} LOGNAME={a}")
+        lines[2],
+        format!("{a_uid} 700"),
+        "its folder is its own, 0700"
     );
+    assert_eq!(lines[3], tasks_dir.join("ja-0-1").display().to_string());
+    assert_eq!(lines[4], format!("HOME=/home/{a} USER={a} LOGNAME={a}"));
     let log_b = read(&h.log("jb"));
     let lines: Vec<&str> = log_b.lines().collect();
     assert_eq!(lines[0], b_uid.to_string(), "{log_b}");
@@ -165,7 +172,12 @@ async fn owners_who_may_not_run_here_are_refused_with_the_rule() {
     let ghost = format!("gpuctl-t-{}-nobody", std::process::id());
     h.fake.push(vec![
         owned(task("nobody", "Bound", &["id", "-u"]), &ghost, None, false),
-        owned(task("rootjob", "Bound", &["id", "-u"]), "alice", Some(0), false),
+        owned(
+            task("rootjob", "Bound", &["id", "-u"]),
+            "alice",
+            Some(0),
+            false,
+        ),
         owned(task("admin", "Bound", &["id", "-u"]), "root", None, true),
     ]);
     let got = reports(&mut h, 4).await;

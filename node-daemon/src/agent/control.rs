@@ -73,7 +73,11 @@ pub async fn register_until_ok(
                 quiet.ok("Register");
                 servers.contact.ok(gpuctl_common::now_ms());
                 servers.accepted(&call);
-                tracing::info!("registered node {} with {}", id.name, servers.url(call.index));
+                tracing::info!(
+                    "registered node {} with {}",
+                    id.name,
+                    servers.url(call.index)
+                );
                 let ms = resp.into_inner().heartbeat_interval_ms;
                 return if ms > 0 {
                     Duration::from_millis(ms)
@@ -82,10 +86,15 @@ pub async fn register_until_ok(
                 };
             }
             Err(s) => {
-                servers
-                    .contact
-                    .failed(format!("Register with {}: {}", servers.url(call.index), brief(&s)));
-                quiet.failed(&format!("Register with {}", servers.url(call.index)), brief(&s));
+                servers.contact.failed(format!(
+                    "Register with {}: {}",
+                    servers.url(call.index),
+                    brief(&s)
+                ));
+                quiet.failed(
+                    &format!("Register with {}", servers.url(call.index)),
+                    brief(&s),
+                );
                 servers.failed(&call, &s).await;
             }
         }
@@ -137,10 +146,15 @@ pub async fn heartbeat_loop(
                 }
             }
             Err(s) => {
-                servers
-                    .contact
-                    .failed(format!("Heartbeat to {}: {}", servers.url(call.index), brief(&s)));
-                quiet.failed(&format!("Heartbeat to {}", servers.url(call.index)), brief(&s));
+                servers.contact.failed(format!(
+                    "Heartbeat to {}: {}",
+                    servers.url(call.index),
+                    brief(&s)
+                ));
+                quiet.failed(
+                    &format!("Heartbeat to {}", servers.url(call.index)),
+                    brief(&s),
+                );
                 servers.failed(&call, &s).await;
             }
         }

@@ -329,9 +329,15 @@ mod tests {
         let join = dir.path().join("join");
         std::fs::write(&join, "\n").unwrap();
         let e = Credentials::load(dir.path().join("x"), Some(&join)).unwrap_err();
-        assert_eq!(e.to_string(), format!("the join token file {join:?} is empty"));
+        assert_eq!(
+            e.to_string(),
+            format!("the join token file {join:?} is empty")
+        );
         let e = Credentials::load(dir.path().join("x"), Some(&dir.path().join("no"))).unwrap_err();
-        assert!(e.to_string().starts_with("cannot read the join token file"), "{e}");
+        assert!(
+            e.to_string().starts_with("cannot read the join token file"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -40,11 +40,11 @@ pub mod sweep;
 pub mod watch;
 
 pub use control::{heartbeat_loop, register_request, register_until_ok, NodeIdentity};
+pub use credentials::{CredentialError, Credentials};
 pub use outbox::outbox_loop;
 pub use plan::{plan, Action, LocalState};
 pub use reconciler::{Event, Reconciler, ReconcilerConfig, LOST_MESSAGE};
 pub use retry::{brief, Backoff, BACKOFF_MAX, BACKOFF_MIN};
-pub use credentials::{CredentialError, Credentials};
 pub use servers::{AgentError, Call, Contact, NodeClient, Servers};
 pub use sweep::artifact_sweep_loop;
 pub use watch::watch_loop;

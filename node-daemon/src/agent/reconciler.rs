@@ -344,10 +344,9 @@ impl Reconciler {
 
     /// The folder of a task that runs as its owner (not a step).
     fn task_dir(&self, key: &TaskKey) -> PathBuf {
-        self.cfg.tasks_dir.join(format!(
-            "{}-{}-{}",
-            key.job, key.task_index, key.attempt
-        ))
+        self.cfg
+            .tasks_dir
+            .join(format!("{}-{}-{}", key.job, key.task_index, key.attempt))
     }
 
     /// A port for a serving task, looked for after the last one given and
@@ -541,8 +540,7 @@ impl Reconciler {
                     .and_then(|t| t.step.take())
                     .map(|s| {
                         let store = steps::FsArtifactStore::new(&self.cfg.artifact_dir);
-                        let o =
-                            steps::collect(&s.prepared, &s.io, exit.succeeded(), &store, s.uid);
+                        let o = steps::collect(&s.prepared, &s.io, exit.succeeded(), &store, s.uid);
                         if let Some(out) = &s.prepared.stdout {
                             steps::append_to_log(out, &s.log, s.uid);
                         }

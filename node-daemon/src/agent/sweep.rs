@@ -39,7 +39,10 @@ pub async fn artifact_sweep_loop(servers: Arc<Servers>, artifact_dir: PathBuf, e
                 resp.into_inner().gone
             }
             Err(s) => {
-                quiet.failed(&format!("GoneWorkflows to {}", servers.url(call.index)), brief(&s));
+                quiet.failed(
+                    &format!("GoneWorkflows to {}", servers.url(call.index)),
+                    brief(&s),
+                );
                 servers.failed(&call, &s).await;
                 continue;
             }

@@ -263,7 +263,10 @@ impl Harness {
             name: "node-1".into(),
             servers: if dead_first {
                 // Port 1 on loopback: nothing listens, connections are refused.
-                vec!["http://127.0.0.1:1".into(), format!("http://{}", self.server)]
+                vec![
+                    "http://127.0.0.1:1".into(),
+                    format!("http://{}", self.server),
+                ]
             } else {
                 vec![format!("http://{}", self.server)]
             },
