@@ -224,16 +224,27 @@ pub fn command(program: &str, args: &[String], run_as: Option<&RunAs>) -> tokio:
     }
 }
 
+/// Give `path` (a link itself, never what it points to) to `run_as`; a
+/// task that runs as the daemon's own uid has its files already.
+fn chown(path: &Path, run_as: &RunAs) -> io::Result<()> {
+    if !run_as.switch {
+        return Ok(());
+    }
+    std::os::unix::fs::lchown(path, Some(run_as.uid), Some(run_as.gid))
+}
+
 /// Create `dir` (and its parents) and make it `run_as`'s, mode 0700.
 pub fn own_dir(dir: &Path, run_as: &RunAs) -> io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    std::os::unix::fs::lchown(dir, Some(run_as.uid), Some(run_as.gid))?;
+    chown(dir, run_as)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
 /// Make an open file `run_as`'s, mode 0600.
 pub fn own_file(file: &File, run_as: &RunAs) -> io::Result<()> {
-    std::os::unix::fs::fchown(file, Some(run_as.uid), Some(run_as.gid))?;
+    if run_as.switch {
+        std::os::unix::fs::fchown(file, Some(run_as.uid), Some(run_as.gid))?;
+    }
     file.set_permissions(std::fs::Permissions::from_mode(0o600))
 }
 
@@ -241,11 +252,14 @@ pub fn own_file(file: &File, run_as: &RunAs) -> io::Result<()> {
 /// themselves, never what they point to); `root` gets mode 0700.
 pub fn own_tree(root: &Path, run_as: &RunAs) -> io::Result<()> {
     own_dir(root, run_as)?;
+    if !run_as.switch {
+        return Ok(());
+    }
     let mut todo = vec![root.to_path_buf()];
     while let Some(dir) = todo.pop() {
         for entry in std::fs::read_dir(&dir)? {
             let path = entry?.path();
-            std::os::unix::fs::lchown(&path, Some(run_as.uid), Some(run_as.gid))?;
+            chown(&path, run_as)?;
             if std::fs::symlink_metadata(&path)?.is_dir() {
                 todo.push(path);
             }

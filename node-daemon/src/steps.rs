@@ -128,7 +128,7 @@ impl FsArtifactStore {
             std::fs::create_dir_all(dir).map_err(|e| Self::io(key, "storing", e))?;
         }
         let tmp = to.with_extension("partial");
-        File::create(&tmp)
+        private_file(&tmp)
             .and_then(|mut out| std::io::copy(from, &mut out))
             .map_err(|e| Self::io(key, "storing", e))?;
         std::fs::rename(&tmp, &to).map_err(|e| Self::io(key, "storing", e))
@@ -171,7 +171,9 @@ impl ArtifactStore for FsArtifactStore {
         if let Some(dir) = to.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Self::io(key, "storing", e))?;
         }
-        std::fs::write(&to, data).map_err(|e| Self::io(key, "storing", e))
+        private_file(&to)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, &data))
+            .map_err(|e| Self::io(key, "storing", e))
     }
     fn get(&self, key: &ArtifactKey) -> Result<Vec<u8>, ArtifactError> {
         std::fs::read(self.path(key)).map_err(|e| match e.kind() {
@@ -194,6 +196,18 @@ impl ArtifactStore for FsArtifactStore {
             _ => Ok(()),
         }
     }
+}
+
+/// A new (or emptied) file only the daemon's user can read: stored
+/// artifacts reach a task through the daemon, never by the task's rights.
+fn private_file(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
 }
 
 fn key_of(a: &ArtifactRef) -> ArtifactKey {
