@@ -214,9 +214,15 @@ async fn a_step_reads_its_inputs_and_reports_only_its_own_files() {
     // output: the daemon must not read it on the step's behalf.
     let secret = h.work.path().join("secret");
     std::fs::write(&secret, "root only\n").unwrap();
+    // Inputs: one in the step's folder, one in the user's home (placed
+    // with the user's rights).
+    let stored = h.work.path().join("work/artifacts/wf/wf.a");
+    std::fs::create_dir_all(&stored).unwrap();
+    std::fs::write(stored.join("model"), "weights\n").unwrap();
+    let outside = format!("/home/{a}/in/m.bin");
     let script = format!(
         "id -u; cat $0 > /dev/null && echo script-readable; echo 42 > p.txt; \
-         ln -s {} leak.txt",
+         ln -s {} leak.txt; stat -c '%u' in/m.bin {outside}; cat in/m.bin {outside}",
         secret.display()
     );
     let mut t = owned(task("step", "Bound", &["sh"]), &a, None, false);
@@ -237,6 +243,17 @@ async fn a_step_reads_its_inputs_and_reports_only_its_own_files() {
                 path: "leak.txt".into(),
             },
         ],
+        input_artifacts: [("in/m.bin"), (outside.as_str())]
+            .into_iter()
+            .map(|path| gpuctl_proto::v1::ArtifactRef {
+                name: "model".into(),
+                path: path.into(),
+                optional: false,
+                store_workflow: "wf".into(),
+                store_step: "wf.a".into(),
+                store_name: "model".into(),
+            })
+            .collect(),
         ..Default::default()
     });
     h.fake.push(vec![t]);
@@ -244,7 +261,11 @@ async fn a_step_reads_its_inputs_and_reports_only_its_own_files() {
     let done = &got["step"][1];
     assert_eq!(done.phase(), TaskPhase::Succeeded, "{done:?}");
     let out = done.outputs.clone().expect("step outputs");
-    assert_eq!(out.result, format!("{a_uid}\nscript-readable\n"));
+    assert_eq!(
+        out.result,
+        format!("{a_uid}\nscript-readable\n{a_uid}\n{a_uid}\nweights\nweights\n"),
+        "the step's script and both inputs are its user's"
+    );
     assert_eq!(out.parameters.get("p").map(String::as_str), Some("42"));
     assert_eq!(
         out.parameters.get("leak"),
