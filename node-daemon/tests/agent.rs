@@ -409,3 +409,39 @@ async fn without_a_join_token_a_refused_credential_is_retried_not_replaced() {
     .await;
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_join_token_is_retried_slowly() {
+    let join = gpuctl_security::token::generate().token;
+    let h = start_with(Options {
+        join_token: Some(join),
+        ..Options::default()
+    })
+    .await;
+    // The node's credential and its join token are both revoked.
+    {
+        let mut st = h.fake.state.lock().unwrap();
+        st.valid.clear();
+        st.join_token = Some(gpuctl_security::token::generate().token);
+    }
+    let f = h.fake.clone();
+    wait_until("a re-join attempt", || {
+        f.state.lock().unwrap().join_attempts >= 2
+    })
+    .await;
+    let refused = f.state.lock().unwrap().refused;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let st = f.state.lock().unwrap();
+    assert!(st.refused > refused, "the node keeps retrying its calls");
+    // Joins after the first failed one wait 1 s, then 2 s: at most one more
+    // in 1.5 s, however many calls were refused meanwhile.
+    assert!(
+        st.join_attempts <= 3,
+        "{} join attempts for {} refused calls",
+        st.join_attempts,
+        st.refused
+    );
+    assert_eq!(st.joins.len(), 1, "only the first join got a credential");
+    drop(st);
+    h.shutdown().await;
+}

@@ -97,8 +97,6 @@ pub struct Credentials {
     token_file: Option<PathBuf>,
     join: Option<(PathBuf, AsciiMetadataValue)>,
     current: Mutex<Current>,
-    /// One join at a time.
-    pub(super) joining: tokio::sync::Mutex<()>,
 }
 
 /// What to do about a refused credential.
@@ -119,7 +117,6 @@ impl Credentials {
             token_file: None,
             join: None,
             current: Mutex::default(),
-            joining: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -155,7 +152,6 @@ impl Credentials {
                 header,
                 ..Current::default()
             }),
-            joining: tokio::sync::Mutex::new(()),
         })
     }
 

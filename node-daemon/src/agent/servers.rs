@@ -56,6 +56,35 @@ pub struct Servers {
     /// This node's name (what `Join` asks a credential for).
     node: String,
     credentials: Credentials,
+    /// One join at a time, and re-joins paced.
+    joining: tokio::sync::Mutex<Rejoins>,
+}
+
+/// How re-joins after refusals are paced and logged: a join token the
+/// scheduler refuses is not tried again on every refused call.
+#[derive(Debug, Default)]
+struct Rejoins {
+    backoff: RejoinBackoff,
+    not_before: Option<tokio::time::Instant>,
+    quiet: Quiet,
+}
+
+/// Capped doubling delay between failed re-joins: 1 s to 1 min.
+#[derive(Debug)]
+struct RejoinBackoff(Duration);
+
+impl Default for RejoinBackoff {
+    fn default() -> Self {
+        RejoinBackoff(Duration::from_secs(1))
+    }
+}
+
+impl RejoinBackoff {
+    fn next_delay(&mut self) -> Duration {
+        let d = self.0;
+        self.0 = (self.0 * 2).min(Duration::from_secs(60));
+        d
+    }
 }
 
 /// Whether this node is in touch with the scheduler, for `/healthz`.
@@ -131,6 +160,7 @@ impl Servers {
             contact: Contact::default(),
             node: String::new(),
             credentials: Credentials::none(),
+            joining: tokio::sync::Mutex::default(),
         })
     }
 
@@ -220,30 +250,45 @@ impl Servers {
     }
 
     /// The credential of generation `refused` was refused: join again, once
-    /// (concurrent refusals of the same credential make one join).
+    /// (concurrent refusals of the same credential make one join; after a
+    /// failed join, the next waits 1 s, doubling to 1 min).
     async fn rejoin(&self, refused: u64, status: &Status) {
-        let _one = self.credentials.joining.lock().await;
+        let mut pace = self.joining.lock().await;
         if self.credentials.snapshot().0 != refused {
             return;
         }
-        tracing::warn!(
-            "the scheduler refused this node's credential in {} ({}); joining again with the join token in {}",
-            self.credentials.token_file(),
-            brief(status),
-            self.credentials.join_token_file(),
-        );
+        let now = tokio::time::Instant::now();
+        if pace.not_before.is_some_and(|t| now < t) {
+            return;
+        }
+        if pace.not_before.is_none() {
+            tracing::warn!(
+                "the scheduler refused this node's credential in {} ({}); joining again with \
+                 the join token in {}",
+                self.credentials.token_file(),
+                brief(status),
+                self.credentials.join_token_file(),
+            );
+        }
         match self.join_as(true).await {
-            Ok(()) => tracing::info!(
-                "node {} joined again; its new credential is in {}",
-                self.node,
-                self.credentials.token_file()
-            ),
-            Err(why) => tracing::warn!("{why} (retrying)"),
+            Ok(()) => {
+                pace.quiet.ok("Join");
+                *pace = Rejoins::default();
+                tracing::info!(
+                    "node {} joined again; its new credential is in {}",
+                    self.node,
+                    self.credentials.token_file()
+                );
+            }
+            Err(why) => {
+                pace.quiet.failed("Join", why);
+                pace.not_before = Some(now + pace.backoff.next_delay());
+            }
         }
     }
 
     async fn join(&self) -> Result<(), String> {
-        let _one = self.credentials.joining.lock().await;
+        let _one = self.joining.lock().await;
         if !self.credentials.must_join() {
             return Ok(());
         }

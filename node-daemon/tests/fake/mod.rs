@@ -43,8 +43,10 @@ pub struct State {
     pub valid: HashSet<String>,
     /// Calls refused for their credential.
     pub refused: usize,
-    /// What Join was asked, in order.
+    /// What Join was asked, in order (only the joins that succeeded).
     pub joins: Vec<String>,
+    /// Every Join call, refused or not.
+    pub join_attempts: usize,
 }
 
 #[derive(Clone)]
@@ -94,6 +96,7 @@ impl NodeService for FakeScheduler {
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
         let presented = bearer(&request);
         let mut st = self.state.lock().unwrap();
+        st.join_attempts += 1;
         let Some(join) = st.join_token.clone() else {
             return Err(Status::unimplemented(
                 "the fake scheduler takes no join tokens",
