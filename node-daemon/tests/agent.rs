@@ -431,17 +431,17 @@ async fn a_refused_join_token_is_retried_slowly() {
     .await;
     let refused = f.state.lock().unwrap().refused;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let st = f.state.lock().unwrap();
-    assert!(st.refused > refused, "the node keeps retrying its calls");
+    let (attempts, refused_now, joins) = {
+        let st = f.state.lock().unwrap();
+        (st.join_attempts, st.refused, st.joins.len())
+    };
+    assert!(refused_now > refused, "the node keeps retrying its calls");
     // Joins after the first failed one wait 1 s, then 2 s: at most one more
     // in 1.5 s, however many calls were refused meanwhile.
     assert!(
-        st.join_attempts <= 3,
-        "{} join attempts for {} refused calls",
-        st.join_attempts,
-        st.refused
+        attempts <= 3,
+        "{attempts} join attempts for {refused_now} refused calls"
     );
-    assert_eq!(st.joins.len(), 1, "only the first join got a credential");
-    drop(st);
+    assert_eq!(joins, 1, "only the first join got a credential");
     h.shutdown().await;
 }
