@@ -393,8 +393,15 @@ mod tests {
             "2xT4-16GB",
             "--heartbeat-interval-ms",
             "250",
+            "--join-token-file",
+            "/etc/gpuctl/join.token",
         ])
         .unwrap();
+        assert_eq!(
+            cli.join_token_file.as_deref(),
+            Some(std::path::Path::new("/etc/gpuctl/join.token"))
+        );
+        assert_eq!(cli.token_file, None, "default: WORK_DIR/node.token");
         assert_eq!(cli.server, vec!["http://a:7000", "http://b:7000"]);
         assert_eq!(cli.gpus.len(), 2);
         assert_eq!(cli.heartbeat_interval_ms, Some(250));
