@@ -158,14 +158,23 @@ pub fn decide(
     })
 }
 
-/// [`decide`] against this node's user database and the daemon's uid.
+/// [`decide`] against this node's user database and the daemon's uid;
+/// also refused when the user's groups need `setpriv` and it is missing.
 pub fn resolve(owner: &Owner, job: &str, node: &str) -> Result<RunAs, String> {
     let account = match owner.uid {
         Some(uid) => lookup_uid(uid)?,
         None if owner.user.is_empty() => None,
         None => lookup_name(&owner.user)?,
     };
-    decide(owner, account, job, node, nix::unistd::geteuid().as_raw())
+    let run_as = decide(owner, account, job, node, nix::unistd::geteuid().as_raw())?;
+    if run_as.switch && run_as.has_supplementary_groups() && find_setpriv().is_none() {
+        return Err(format!(
+            "user {:?} has supplementary groups, and starting a task with them needs \
+             setpriv (util-linux), which node {node:?} lacks",
+            run_as.user
+        ));
+    }
+    Ok(run_as)
 }
 
 impl RunAs {
@@ -187,12 +196,14 @@ impl RunAs {
     }
 }
 
-/// util-linux `setpriv`, where Debian and most distributions install it.
-fn setpriv() -> &'static str {
-    ["/usr/bin/setpriv", "/bin/setpriv"]
+/// util-linux `setpriv`: where distributions install it, else on `PATH`.
+fn find_setpriv() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    [PathBuf::from("/usr/bin"), PathBuf::from("/bin")]
         .into_iter()
-        .find(|p| Path::new(p).is_file())
-        .unwrap_or("setpriv")
+        .chain(std::env::split_paths(&path))
+        .map(|dir| dir.join("setpriv"))
+        .find(|p| p.is_file())
 }
 
 /// `program args` to run as `run_as` (`None`, or no change of identity
@@ -202,7 +213,8 @@ pub fn command(program: &str, args: &[String], run_as: Option<&RunAs>) -> tokio:
     match run_as.filter(|r| r.switch) {
         Some(r) if r.has_supplementary_groups() => {
             let groups: Vec<String> = r.groups.iter().map(u32::to_string).collect();
-            let mut cmd = tokio::process::Command::new(setpriv());
+            let setpriv = find_setpriv().unwrap_or_else(|| "setpriv".into());
+            let mut cmd = tokio::process::Command::new(setpriv);
             cmd.arg(format!("--reuid={}", r.uid))
                 .arg(format!("--regid={}", r.gid))
                 .arg(format!("--groups={}", groups.join(",")))
