@@ -244,6 +244,8 @@ impl Node {
                 "killed {leftovers} task process group(s) a previous run of this daemon left running"
             );
         }
+        // The folders of tasks a previous run started (they are gone now).
+        let _ = std::fs::remove_dir_all(config.work_dir.join("tasks"));
         let metrics = Metrics::new(inventory.clone())?;
         Ok(Node {
             config,
