@@ -46,6 +46,12 @@ pub struct Assignment {
     pub step: Option<StepIo>,
     /// A serving task: it gets a free port as `$PORT`.
     pub wants_port: bool,
+    /// Variables from the task's `envFrom` secrets (`env` wins on a clash).
+    pub secret_env: BTreeMap<String, String>,
+    /// The task's secret files: `dir/key` → content.
+    pub secret_files: BTreeMap<String, Vec<u8>>,
+    /// Why the task cannot have its secrets; it fails with this.
+    pub secret_error: String,
 }
 
 impl Assignment {
@@ -85,6 +91,9 @@ impl From<TaskAssignment> for Assignment {
             master_port: a.master_port,
             step: a.step,
             wants_port: a.wants_port,
+            secret_env: a.secret_env.into_iter().collect(),
+            secret_files: a.secret_files.into_iter().collect(),
+            secret_error: a.secret_error,
         }
     }
 }

@@ -38,6 +38,7 @@ pub mod inventory;
 pub mod logs;
 pub mod metrics;
 pub mod runtime;
+pub mod secrets;
 pub mod steps;
 
 use std::collections::BTreeMap;
@@ -289,6 +290,9 @@ impl Node {
             stopped(stop_rx.clone()),
         ));
 
+        // No task of an earlier run is kept, so neither are its secrets.
+        let secrets_dir = self.config.work_dir.join("secrets");
+        secrets::remove_all(&secrets_dir);
         let reconciler = tokio::spawn(
             Reconciler::new(
                 ReconcilerConfig {
@@ -299,6 +303,7 @@ impl Node {
                     pid_dir: self.config.work_dir.join("pids"),
                     steps_dir: self.config.work_dir.join("steps"),
                     artifact_dir,
+                    secrets_dir,
                 },
                 self.inventory.clone(),
                 self.metrics.clone(),

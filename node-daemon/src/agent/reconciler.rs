@@ -25,7 +25,7 @@ use crate::inventory::GpuInventory;
 use crate::logs::LiveTasks;
 use crate::metrics::Metrics;
 use crate::runtime::{self, log_path, Exit, StartSpec, TaskKey};
-use crate::steps;
+use crate::{secrets, steps};
 
 /// Message of the report for a `Running` task this daemon has no process for.
 pub const LOST_MESSAGE: &str = "task process lost: node daemon restarted";
@@ -114,6 +114,8 @@ pub struct ReconcilerConfig {
     pub steps_dir: PathBuf,
     /// The artifact store's folder (shared by the nodes of one machine).
     pub artifact_dir: PathBuf,
+    /// Tasks' secret files (see [`crate::secrets`]).
+    pub secrets_dir: PathBuf,
 }
 
 /// Owns the local task table; see the module docs.
@@ -230,6 +232,7 @@ impl Reconciler {
             Ok(process) => self.started(key, a, process, port, step, received),
             Err(e) => {
                 tracing::warn!("{key}: {}", e.message);
+                secrets::remove(&self.cfg.secrets_dir, &key);
                 self.metrics.task_exits.with_label_values(&["failed"]).inc();
                 self.report(&key, TaskPhase::Failed, e.exit_code, &e.message, 0);
                 self.tasks.insert(key, LocalTask::done());
@@ -258,6 +261,16 @@ impl Reconciler {
                     env.insert("PORT".into(), p.to_string());
                 }
                 Err(e) => port_error = Some(format!("cannot find a free port for the task: {e}")),
+            }
+        }
+        if !a.secret_error.is_empty() {
+            port_error = Some(format!("cannot start the task: {}", a.secret_error));
+        } else if !a.secret_files.is_empty() {
+            match secrets::write(&self.cfg.secrets_dir, key, &a.secret_files, None) {
+                Ok(dir) => {
+                    env.insert("GPUCTL_SECRETS_DIR".into(), dir.display().to_string());
+                }
+                Err(e) => port_error = Some(format!("cannot give the task its secret files: {e}")),
             }
         }
         let command = runtime::resolve_sibling_program(&a.command);
@@ -448,6 +461,7 @@ impl Reconciler {
     }
 
     fn exited(&mut self, key: TaskKey, exit: Exit) {
+        secrets::remove(&self.cfg.secrets_dir, &key);
         self.live.remove(&key);
         self.pids.forget(&key);
         self.metrics.tasks_running.dec();
