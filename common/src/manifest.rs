@@ -12,6 +12,9 @@ use crate::secret::Secret;
 /// Any object a user can apply.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
+// One per applied document, moved a few times: boxing the larger kinds would
+// cost every match on it more than the copies do.
+#[allow(clippy::large_enum_variant)]
 pub enum Manifest {
     Job(Job),
     Queue(Queue),
