@@ -24,22 +24,11 @@ fn presented(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
 }
 
-/// Whether `headers` carry one of `hashes`' keys; the 401 to answer if not.
-pub fn check(
-    endpoint: &str,
-    hashes: &[String],
-    headers: &HeaderMap,
-) -> Result<(), Response<Full<Bytes>>> {
-    let refuse = |message: String| {
-        let mut resp = http::error(StatusCode::UNAUTHORIZED, &message);
-        resp.headers_mut().insert(
-            WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"gpuctl\""),
-        );
-        Err(resp)
-    };
+/// Whether `headers` carry one of `hashes`' keys; why not, if not (answer
+/// it with [`unauthorized`]).
+pub fn check(endpoint: &str, hashes: &[String], headers: &HeaderMap) -> Result<(), String> {
     let Some(key) = presented(headers).filter(|k| !k.is_empty()) else {
-        return refuse(format!(
+        return Err(format!(
             "endpoint {endpoint} requires an API key: send \"Authorization: Bearer KEY\" or \"x-api-key: KEY\""
         ));
     };
@@ -50,8 +39,18 @@ pub fn check(
     if ok {
         Ok(())
     } else {
-        refuse(format!("endpoint {endpoint}: the API key is not valid"))
+        Err(format!("endpoint {endpoint}: the API key is not valid"))
     }
+}
+
+/// The 401 for a request [`check`] refused.
+pub fn unauthorized(message: &str) -> Response<Full<Bytes>> {
+    let mut resp = http::error(StatusCode::UNAUTHORIZED, message);
+    resp.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"gpuctl\""),
+    );
+    resp
 }
 
 /// Remove the credentials before the request goes to a replica.
@@ -72,8 +71,8 @@ mod tests {
         h
     }
 
-    fn message(r: Result<(), Response<Full<Bytes>>>) -> (StatusCode, String) {
-        let resp = r.unwrap_err();
+    fn message(r: Result<(), String>) -> (StatusCode, String) {
+        let resp = unauthorized(&r.unwrap_err());
         let status = resp.status();
         assert_eq!(resp.headers()[WWW_AUTHENTICATE], "Bearer realm=\"gpuctl\"");
         let body = futures_body(resp);

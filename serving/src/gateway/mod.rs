@@ -597,12 +597,12 @@ impl Gateway {
         };
         let mut req = req;
         if let Some(keys) = api_keys {
-            if let Err(resp) = auth::check(&endpoint, &keys, req.headers()) {
+            if let Err(why) = auth::check(&endpoint, &keys, req.headers()) {
                 self.metrics
                     .requests
                     .with_label_values(&[&route.name, "401"])
                     .inc();
-                return whole(resp);
+                return whole(auth::unauthorized(&why));
             }
             auth::strip(req.headers_mut());
         }
