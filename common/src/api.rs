@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::secret::{EnvFromSource, SecretFilesSource};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use crate::manifest::{parse_manifest_json, parse_manifests, Manifest};
@@ -168,6 +169,12 @@ pub struct TaskSpec {
     pub command: Vec<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Secrets whose keys become environment variables (`env` wins on a clash).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_from: Vec<EnvFromSource>,
+    /// Secrets whose keys become files under `$GPUCTL_SECRETS_DIR`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_files: Vec<SecretFilesSource>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
     #[serde(default)]
@@ -490,6 +497,7 @@ impl Job {
         for (i, t) in self.spec.tasks.iter().enumerate() {
             let p = format!("spec.tasks[{i}]");
             validate_name(&format!("{p}.name"), &t.name)?;
+            crate::secret::validate_refs(&p, &t.env_from, &t.secret_files)?;
             if !names.insert(t.name.as_str()) {
                 return Err(FieldError::new(
                     format!("{p}.name"),

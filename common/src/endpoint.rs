@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{validate_name, Event, FieldError, ObjectMeta, Resources, TaskPhase};
+use crate::secret::{EnvFromSource, SecretFilesSource, SecretRef};
 
 /// Label on every replica job: the endpoint that owns it.
 pub const ENDPOINT_LABEL: &str = "gpuctl.io/endpoint";
@@ -55,6 +56,18 @@ pub struct EndpointSpec {
     pub autoscaling: Autoscaling,
     #[serde(default)]
     pub batching: Batching,
+    /// Callers must present one of the keys in a Secret (`Authorization:
+    /// Bearer KEY` or `x-api-key: KEY`); absent: the endpoint is open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<EndpointAuth>,
+}
+
+/// Who may call an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EndpointAuth {
+    /// Every value of this Secret is an accepted API key.
+    pub api_key_secret: SecretRef,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,6 +96,12 @@ pub struct ServerSpec {
     pub command: Vec<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Secrets whose keys become environment variables of every replica.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_from: Vec<EnvFromSource>,
+    /// Secrets whose keys become files under `$GPUCTL_SECRETS_DIR`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_files: Vec<SecretFilesSource>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
 }
@@ -190,6 +209,10 @@ pub struct EndpointStatus {
     pub backoff_until_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<Event>,
+    /// SHA-256 (hex) of each accepted API key, for the gateway; filled in
+    /// by the server from `spec.auth`'s Secret when the endpoint is read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub api_key_hashes: Vec<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -316,7 +339,11 @@ impl Endpoint {
                         ));
                     }
                 }
+                crate::secret::validate_refs("spec.server", &srv.env_from, &srv.secret_files)?;
             }
+        }
+        if let Some(a) = &s.auth {
+            validate_name("spec.auth.apiKeySecret.name", &a.api_key_secret.name)?;
         }
         // The replica's task is checked like any job's (gpus, gpuModel, ...).
         let probe = crate::api::Job::new(
@@ -327,6 +354,8 @@ impl Endpoint {
                     replicas: 1,
                     command: vec!["server".into()],
                     env: BTreeMap::new(),
+                    env_from: Vec::new(),
+                    secret_files: Vec::new(),
                     working_dir: None,
                     resources: s.resources.clone(),
                 }],

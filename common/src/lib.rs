@@ -6,6 +6,7 @@
 //!   they name.
 //! - [`node`]: the `Node` object (a GPU host and its GPUs).
 //! - [`endpoint`]: the `Endpoint` object (a model served by replica tasks).
+//! - [`secret`]: the `Secret` object and how tasks refer to it.
 //! - [`autoscaler`]: the pure KPA-style replica decision the endpoint controller runs.
 //! - [`artifact`]: the artifact store trait and its key and error types, shared
 //!   by the pipeline engine and the node daemon's store.
@@ -17,6 +18,7 @@ pub mod endpoint;
 pub mod manifest;
 pub mod node;
 pub mod queue;
+pub mod secret;
 
 /// Milliseconds since the Unix epoch by the wall clock (for timestamps shown
 /// to users; never for measuring durations).

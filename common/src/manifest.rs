@@ -7,14 +7,19 @@ use serde::{Deserialize, Serialize};
 use crate::api::{FieldError, Job, ManifestError, API_VERSION};
 use crate::endpoint::Endpoint;
 use crate::queue::Queue;
+use crate::secret::Secret;
 
 /// Any object a user can apply.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
+// One per applied document, moved a few times: boxing the larger kinds would
+// cost every match on it more than the copies do.
+#[allow(clippy::large_enum_variant)]
 pub enum Manifest {
     Job(Job),
     Queue(Queue),
     Endpoint(Endpoint),
+    Secret(Secret),
 }
 
 impl Manifest {
@@ -23,6 +28,7 @@ impl Manifest {
             Manifest::Job(_) => "Job",
             Manifest::Queue(_) => "Queue",
             Manifest::Endpoint(_) => "Endpoint",
+            Manifest::Secret(_) => "Secret",
         }
     }
     pub fn name(&self) -> &str {
@@ -30,6 +36,7 @@ impl Manifest {
             Manifest::Job(j) => &j.metadata.name,
             Manifest::Queue(q) => &q.metadata.name,
             Manifest::Endpoint(e) => &e.metadata.name,
+            Manifest::Secret(s) => &s.metadata.name,
         }
     }
 }
@@ -161,9 +168,14 @@ fn parse_value(value: serde_yaml_ng::Value) -> Result<Manifest, FieldError> {
             ep.validate()?;
             Ok(Manifest::Endpoint(ep))
         }
+        "Secret" => {
+            let mut s: Secret = serde_path_to_error::deserialize(value).map_err(path_error)?;
+            s.validate()?;
+            Ok(Manifest::Secret(s))
+        }
         other => Err(FieldError::new(
             "kind",
-            format!("unknown kind {other:?} (this server knows: Job, Queue, Endpoint)"),
+            format!("unknown kind {other:?} (this server knows: Job, Queue, Endpoint, Secret)"),
         )),
     }
 }

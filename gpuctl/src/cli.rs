@@ -248,6 +248,7 @@ pub enum Kind {
     Queues,
     Workflows,
     Endpoints,
+    Secrets,
 }
 
 impl Kind {
@@ -259,6 +260,7 @@ impl Kind {
             Kind::Queues => "queues",
             Kind::Workflows => "workflows",
             Kind::Endpoints => "endpoints",
+            Kind::Secrets => "secrets",
         }
     }
     /// The singular, as in `job/x` and `job "x" not found`.
@@ -269,6 +271,7 @@ impl Kind {
             Kind::Queues => "queue",
             Kind::Workflows => "workflow",
             Kind::Endpoints => "endpoint",
+            Kind::Secrets => "secret",
         }
     }
 }
@@ -281,8 +284,9 @@ pub fn parse_kind(s: &str) -> Result<Kind, String> {
         "queue" | "queues" | "q" => Ok(Kind::Queues),
         "workflow" | "workflows" | "wf" => Ok(Kind::Workflows),
         "endpoint" | "endpoints" | "ep" => Ok(Kind::Endpoints),
+        "secret" | "secrets" => Ok(Kind::Secrets),
         _ => Err(format!(
-            "unknown kind {s:?} (expected jobs, nodes, queues, workflows or endpoints)"
+            "unknown kind {s:?} (expected jobs, nodes, queues, workflows, endpoints or secrets)"
         )),
     }
 }

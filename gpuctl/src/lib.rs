@@ -30,6 +30,7 @@ pub mod endpoints;
 pub mod error;
 pub mod manifest;
 pub mod render;
+pub mod secrets;
 pub mod status;
 mod stdout;
 #[cfg(test)]

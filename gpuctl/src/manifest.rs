@@ -193,6 +193,8 @@ pub fn build_submit_job(args: &SubmitArgs, default_name: impl FnOnce() -> String
                 replicas: args.replicas,
                 command: args.command.clone(),
                 env,
+                env_from: Vec::new(),
+                secret_files: Vec::new(),
                 working_dir: args.workdir.clone(),
                 resources: Resources {
                     gpus: args.gpus,

@@ -112,7 +112,7 @@ fn check_objects(node: &Node, objects: Vec<Object>, model_files_exist: bool) -> 
                             }
                         }
                     }
-                    Manifest::Queue(_) => {}
+                    Manifest::Queue(_) | Manifest::Secret(_) => {}
                 }
             }
             Object::Workflow { source, workflow } => {

@@ -49,6 +49,12 @@ pub struct Assignment {
     pub wants_port: bool,
     /// Who the task runs as; `None`: the daemon's own user.
     pub owner: Option<Owner>,
+    /// Variables from the task's `envFrom` secrets (`env` wins on a clash).
+    pub secret_env: BTreeMap<String, String>,
+    /// The task's secret files: `dir/key` → content.
+    pub secret_files: BTreeMap<String, Vec<u8>>,
+    /// Why the task cannot have its secrets; it fails with this.
+    pub secret_error: String,
 }
 
 impl Assignment {
@@ -93,6 +99,9 @@ impl From<TaskAssignment> for Assignment {
                 uid: o.uid,
                 allow_root: o.allow_root,
             }),
+            secret_env: a.secret_env.into_iter().collect(),
+            secret_files: a.secret_files.into_iter().collect(),
+            secret_error: a.secret_error,
         }
     }
 }

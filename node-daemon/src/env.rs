@@ -1,7 +1,8 @@
 //! The environment a task process sees. Pure: an assignment in, variables out.
 //!
 //! Layers, later wins: the daemon's own environment (PATH, HOME, ...; the
-//! process inherits it), then the user's `env` from the job spec, then the
+//! process inherits it), then the task's `envFrom` secrets, then the user's
+//! `env` from the job spec, then the
 //! variables the daemon owns
 //! (GPU visibility, job identity, and for gangs what `torch.distributed`
 //! reads). A user cannot override `CUDA_VISIBLE_DEVICES` by accident and get
@@ -14,7 +15,8 @@ use crate::assignment::Assignment;
 /// The variables the daemon sets for `a`, without the inherited environment.
 /// The spec env comes first and the daemon's own variables replace it.
 pub fn task_env(a: &Assignment) -> BTreeMap<String, String> {
-    let mut env = a.env.clone();
+    let mut env = a.secret_env.clone();
+    env.extend(a.env.clone());
     let gpus = a
         .gpu_indices
         .iter()

@@ -46,6 +46,7 @@ pub mod logs;
 pub mod metrics;
 pub mod owner;
 pub mod runtime;
+pub mod secrets;
 pub mod steps;
 
 use std::collections::BTreeMap;
@@ -315,6 +316,9 @@ impl Node {
             stopped(stop_rx.clone()),
         ));
 
+        // No task of an earlier run is kept, so neither are its secrets.
+        let secrets_dir = self.config.work_dir.join("secrets");
+        secrets::remove_all(&secrets_dir);
         let reconciler = tokio::spawn(
             Reconciler::new(
                 ReconcilerConfig {
@@ -326,6 +330,7 @@ impl Node {
                     steps_dir: self.config.work_dir.join("steps"),
                     tasks_dir: self.config.work_dir.join("tasks"),
                     artifact_dir,
+                    secrets_dir,
                 },
                 self.inventory.clone(),
                 self.metrics.clone(),

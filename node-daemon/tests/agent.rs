@@ -445,3 +445,54 @@ async fn a_refused_join_token_is_retried_slowly() {
     assert_eq!(joins, 1, "only the first join got a credential");
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_reach_the_task_as_env_and_owner_only_files_that_go_with_it() {
+    let mut h = start(false).await;
+    let mut t = task(
+        "secret-user",
+        "Bound",
+        &[
+            "sh",
+            "-c",
+            "echo \"env=$TOKEN user=$USER_NAME\"; cat \"$GPUCTL_SECRETS_DIR/hf/TOKEN\"; echo; \
+             stat -c %a \"$GPUCTL_SECRETS_DIR/hf/TOKEN\"; echo \"$GPUCTL_SECRETS_DIR\" > \"$0.dir\"",
+            h.work.path().join("probe").to_str().unwrap(),
+        ],
+    );
+    t.secret_env = [("TOKEN", "from-secret"), ("USER_NAME", "bot")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    t.env = [("TOKEN".to_string(), "from-spec".to_string())].into();
+    t.secret_files = [("hf/TOKEN".to_string(), b"file-secret".to_vec())].into();
+    h.fake.push(vec![t]);
+    assert_eq!(h.report().await.phase(), TaskPhase::Running);
+    let r = h.report().await;
+    assert_eq!(
+        (r.phase(), r.exit_code),
+        (TaskPhase::Succeeded, 0),
+        "{}",
+        r.message
+    );
+    let log = read(&h.log("secret-user"));
+    assert!(log.contains("env=from-spec user=bot"), "{log}");
+    assert!(log.contains("file-secret\n400"), "{log}");
+    // The files are gone once the task has ended.
+    let dir = read(&h.work.path().join("probe.dir"));
+    assert!(!dir.trim().is_empty());
+    assert!(!std::path::Path::new(dir.trim()).exists(), "{dir} still exists");
+
+    // A task whose secret was deleted fails without starting, saying why.
+    let mut t = task("no-secret", "Bound", &["sh", "-c", "echo started"]);
+    t.secret_error = "secret \"hf\" no longer exists".into();
+    h.fake.push(vec![t]);
+    let r = h.report().await;
+    assert_eq!(r.phase(), TaskPhase::Failed);
+    assert_eq!(
+        r.message,
+        "cannot start the task: secret \"hf\" no longer exists"
+    );
+    assert!(!read(&h.log("no-secret")).contains("started"));
+    h.shutdown().await;
+}

@@ -549,3 +549,114 @@ async fn queues_compare_and_set_retry_safely_cap_gpus_and_survive_restart() {
     assert_eq!(again["metadata"]["resourceVersion"].as_u64(), Some(v2));
     server.shutdown().await;
 }
+
+fn secret_json(name: &str, pairs: &[(&str, &str)]) -> String {
+    let data: serde_json::Map<String, serde_json::Value> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+        .collect();
+    serde_json::json!({
+        "apiVersion": "gpuctl.io/v1",
+        "kind": "Secret",
+        "metadata": {"name": name},
+        "stringData": data,
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_reach_only_the_assignment_and_survive_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr) = start(dir.path(), Duration::from_secs(60)).await;
+    let (mut c, mut n) = clients(&addr).await;
+    n.register(register("n1", 8)).await.unwrap();
+    let mut stream = n
+        .watch_assignments(pb::WatchAssignmentsRequest { node: "n1".into() })
+        .await
+        .unwrap()
+        .into_inner();
+
+    // A job naming a secret that does not exist is refused, naming the field.
+    let mut job: serde_json::Value = serde_json::from_str(&job_json("uses-hf", 1, 1.0)).unwrap();
+    job["spec"]["tasks"][0]["envFrom"] = serde_json::json!([{"secretRef": {"name": "hf"}}]);
+    job["spec"]["tasks"][0]["secretFiles"] = serde_json::json!([{"secretRef": {"name": "hf"}}]);
+    job["spec"]["tasks"][0]["env"] = serde_json::json!({"TOKEN": "from-env"});
+    let e = apply(&mut c, job.to_string(), "").await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(
+        e.message()
+            .contains("job \"uses-hf\": spec.tasks[0].envFrom[0]: secret \"hf\" does not exist"),
+        "{}",
+        e.message()
+    );
+
+    // Applied, the secret is shown redacted by Apply and Get.
+    let shown = apply(
+        &mut c,
+        secret_json("hf", &[("TOKEN", "s3cret"), ("USER", "bot")]),
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(shown["data"]["TOKEN"], "<redacted> (6 bytes)");
+    let got = c
+        .get(pb::GetRequest {
+            kind: "secrets".into(),
+            name: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.objects_json.len(), 1);
+    assert!(!got.objects_json[0].contains("s3cret"));
+    assert!(!got.objects_json[0].contains("czNjcmV0")); // base64 of the value
+
+    // The job's assignment carries the values: env (the spec's env wins) and files.
+    apply(&mut c, job.to_string(), "").await.unwrap();
+    let a = next_with(&mut stream, "uses-hf", 1).await;
+    let t = &a.tasks[0];
+    assert_eq!(t.secret_env.get("USER").map(String::as_str), Some("bot"));
+    assert_eq!(
+        t.secret_env.get("TOKEN").map(String::as_str),
+        Some("s3cret")
+    );
+    assert_eq!(t.env.get("TOKEN").map(String::as_str), Some("from-env"));
+    assert_eq!(
+        t.secret_files.get("hf/TOKEN").map(Vec::as_slice),
+        Some(&b"s3cret"[..])
+    );
+    assert!(t.secret_error.is_empty());
+
+    // Deleted while the task is bound: the assignment says why it cannot start.
+    c.delete(pb::DeleteRequest {
+        kind: "secret".into(),
+        name: "hf".into(),
+    })
+    .await
+    .unwrap();
+    let a = next_with(&mut stream, "uses-hf", 1).await;
+    assert_eq!(a.tasks[0].secret_error, "secret \"hf\" no longer exists");
+    assert!(a.tasks[0].secret_env.is_empty());
+
+    // A secret survives a restart.
+    apply(&mut c, secret_json("keys", &[("k", "v")]), "")
+        .await
+        .unwrap();
+    drop((c, n, stream));
+    server.shutdown().await;
+    let (_server, addr) = start(dir.path(), Duration::from_secs(60)).await;
+    let (mut c, _) = clients(&addr).await;
+    let got = c
+        .get(pb::GetRequest {
+            kind: "secret".into(),
+            name: "keys".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        got.objects_json[0].contains("<redacted> (1 bytes)"),
+        "{:?}",
+        got.objects_json
+    );
+}

@@ -398,6 +398,13 @@ fn apply_routes(
             .filter(|u| ready.and_then(|m| m.get(u)).copied().unwrap_or(false))
             .collect();
         gateway.set_replicas(name, urls.clone());
+        gateway.set_api_keys(
+            name,
+            ep.spec
+                .auth
+                .as_ref()
+                .map(|_| ep.status.api_key_hashes.clone()),
+        );
         gateway.set_note(name, if urls.is_empty() { note(ep) } else { None });
     }
 }

@@ -16,6 +16,8 @@ pub fn job(name: &str) -> JobBuilder {
                     replicas: 1,
                     command: vec!["true".into()],
                     env: BTreeMap::new(),
+                    env_from: Vec::new(),
+                    secret_files: Vec::new(),
                     working_dir: None,
                     resources: Resources::default(),
                 }],

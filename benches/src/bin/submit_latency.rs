@@ -94,6 +94,8 @@ async fn run(args: &Args, me: &Path, root: &Path, dev: &Dev) -> anyhow::Result<(
                         probe.display().to_string(),
                     ],
                     env: Default::default(),
+                    env_from: Vec::new(),
+                    secret_files: Vec::new(),
                     working_dir: None,
                     resources: Resources {
                         gpus: 1.0,

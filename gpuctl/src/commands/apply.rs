@@ -51,7 +51,7 @@ pub(crate) async fn cmd_apply(cx: &mut Ctx, files: &[String]) -> Result<u8> {
         };
         let verb = match &l.manifest {
             Manifest::Job(_) | Manifest::Endpoint(_) => "created",
-            Manifest::Queue(_) => "configured",
+            Manifest::Queue(_) | Manifest::Secret(_) => "configured",
         };
         match create(&mut cx.conn, &req).await {
             Ok(_) => out(&format!("{kind}/{name} {verb}\n"))?,

@@ -88,6 +88,17 @@ impl Ctx {
             .collect()
     }
 
+    pub(crate) async fn get_secrets(
+        &mut self,
+        name: Option<&str>,
+    ) -> Result<Vec<gpuctl_common::secret::Secret>> {
+        self.get_raw(Kind::Secrets, name)
+            .await?
+            .iter()
+            .map(|j| decode(j, "secret"))
+            .collect()
+    }
+
     pub(crate) async fn get_endpoints(
         &mut self,
         name: Option<&str>,

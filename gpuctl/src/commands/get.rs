@@ -5,7 +5,7 @@ use crate::cli::{Kind, Output};
 use crate::commands::ctx::{decode, Ctx};
 use crate::error::{Error, Result};
 use crate::stdout::out;
-use crate::{endpoints, render, workflows};
+use crate::{endpoints, render, secrets, workflows};
 
 pub(crate) async fn cmd_get(
     cx: &mut Ctx,
@@ -50,6 +50,7 @@ pub(crate) async fn cmd_get(
                     let eps = cx.get_endpoints(name).await?;
                     endpoints::endpoints_table(&eps, cx.gateway.as_deref(), now)
                 }
+                Kind::Secrets => secrets::secrets_table(&cx.get_secrets(name).await?, now),
             };
             out(&text)?;
         }
@@ -99,6 +100,13 @@ pub(crate) async fn cmd_describe(cx: &mut Ctx, kind: Kind, name: &str) -> Result
                 .collect::<Vec<_>>()
                 .join("\n")
         }
+        Kind::Secrets => cx
+            .get_secrets(Some(name))
+            .await?
+            .iter()
+            .map(|s| secrets::describe_secret(s, now))
+            .collect::<Vec<_>>()
+            .join("\n"),
     };
     out(&text)?;
     Ok(0)

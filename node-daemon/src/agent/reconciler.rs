@@ -26,7 +26,7 @@ use crate::logs::LiveTasks;
 use crate::metrics::Metrics;
 use crate::owner::{self, RunAs};
 use crate::runtime::{self, log_path, Exit, StartSpec, TaskKey};
-use crate::steps;
+use crate::{secrets, steps};
 
 /// Message of the report for a `Running` task this daemon has no process for.
 pub const LOST_MESSAGE: &str = "task process lost: node daemon restarted";
@@ -122,6 +122,8 @@ pub struct ReconcilerConfig {
     pub tasks_dir: PathBuf,
     /// The artifact store's folder (shared by the nodes of one machine).
     pub artifact_dir: PathBuf,
+    /// Tasks' secret files (see [`crate::secrets`]).
+    pub secrets_dir: PathBuf,
 }
 
 /// Owns the local task table; see the module docs.
@@ -246,6 +248,7 @@ impl Reconciler {
                 if let Some(dir) = scratch {
                     let _ = std::fs::remove_dir_all(dir);
                 }
+                secrets::remove(&self.cfg.secrets_dir, &key);
                 // Refusals (an owner who may not run here) count as failed.
                 self.metrics.task_exits.with_label_values(&["failed"]).inc();
                 self.report(&key, TaskPhase::Failed, e.exit_code, &e.message, 0);
@@ -316,6 +319,24 @@ impl Reconciler {
                 }
                 Err(e) => {
                     let message = format!("cannot find a free port for the task: {e}");
+                    return (Err(runtime::StartError::new(127, message)), 0);
+                }
+            }
+        }
+        if !a.secret_error.is_empty() {
+            let message = format!("cannot start the task: {}", a.secret_error);
+            runtime::note_in_log(&log, &message);
+            return (Err(runtime::StartError::new(127, message)), 0);
+        }
+        if !a.secret_files.is_empty() {
+            let owner = run_as.as_ref().map(|r| (r.uid, r.gid));
+            match secrets::write(&self.cfg.secrets_dir, key, &a.secret_files, owner) {
+                Ok(dir) => {
+                    env.insert("GPUCTL_SECRETS_DIR".into(), dir.display().to_string());
+                }
+                Err(e) => {
+                    let message = format!("cannot give the task its secret files: {e}");
+                    runtime::note_in_log(&log, &message);
                     return (Err(runtime::StartError::new(127, message)), 0);
                 }
             }
@@ -509,6 +530,7 @@ impl Reconciler {
     }
 
     fn exited(&mut self, key: TaskKey, exit: Exit) {
+        secrets::remove(&self.cfg.secrets_dir, &key);
         self.live.remove(&key);
         self.pids.forget(&key);
         self.metrics.tasks_running.dec();

@@ -73,6 +73,9 @@ impl Api {
             Manifest::Queue(queue) => Command::PutQueue {
                 queue: Box::new(queue),
             },
+            Manifest::Secret(secret) => Command::PutSecret {
+                secret: Box::new(secret),
+            },
         };
         self.proposer()
             .propose_request(cmd, request_id)
@@ -88,6 +91,14 @@ impl Api {
                 "{source}: job {:?} already exists; pick another metadata.name or cancel the old one",
                 job.metadata.name
             )));
+        }
+        for (i, t) in job.spec.tasks.iter().enumerate() {
+            if let Some(why) = st.missing_secret(&format!("spec.tasks[{i}]"), t) {
+                return Err(Status::invalid_argument(format!(
+                    "{source}: job {:?}: {why}",
+                    job.metadata.name
+                )));
+            }
         }
         let nodes: Vec<&api::Node> = st.nodes.values().collect();
         if let Some(why) = placement::infeasible(&nodes, job) {
@@ -111,6 +122,22 @@ impl Api {
         }
         let nodes: Vec<&api::Node> = st.nodes.values().collect();
         let probe = crate::state::endpoints::replica_job(ep, &ep.metadata.name);
+        let missing = ep
+            .spec
+            .auth
+            .as_ref()
+            .map(|a| &a.api_key_secret.name)
+            .filter(|n| !st.secrets.contains_key(*n))
+            .map(|n| {
+                format!("spec.auth.apiKeySecret: secret {n:?} does not exist; apply it first (kind: Secret)")
+            })
+            .or_else(|| st.missing_secret("spec.server", &probe.spec.tasks[0]));
+        if let Some(why) = missing {
+            return Err(Status::invalid_argument(format!(
+                "{source}: endpoint {:?}: {why}",
+                ep.metadata.name
+            )));
+        }
         if let Some(why) = placement::infeasible(&nodes, &probe) {
             return Err(Status::invalid_argument(format!(
                 "{source}: endpoint {:?}: spec.resources: a replica {why}",

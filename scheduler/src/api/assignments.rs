@@ -26,6 +26,14 @@ pub(super) fn assignments_for(st: &State, node: &str, version: u64) -> pb::Assig
             .and_then(|n| st.nodes.get(n))
             .map(|n| n.status.address.clone())
             .unwrap_or_default();
+        let (secret_env, secret_files, secret_error) = match st.task_secrets(spec) {
+            Ok(s) => (
+                s.env.into_iter().collect(),
+                s.files.into_iter().collect(),
+                String::new(),
+            ),
+            Err(why) => (Default::default(), Default::default(), why),
+        };
         tasks.push(pb::TaskAssignment {
             job: job.metadata.name.clone(),
             task_index: t.index,
@@ -47,6 +55,9 @@ pub(super) fn assignments_for(st: &State, node: &str, version: u64) -> pb::Assig
             step: step_io(st, job),
             wants_port: endpoint_of(job).is_some(),
             owner: None,
+            secret_env,
+            secret_files,
+            secret_error,
         });
     }
     tasks.sort_by(|a, b| (&a.job, a.task_index).cmp(&(&b.job, b.task_index)));

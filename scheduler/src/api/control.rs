@@ -210,6 +210,18 @@ impl Control for Api {
             ("endpoint", false) => vec![json(&st.endpoint_view(&req.name).ok_or_else(|| {
                 Status::not_found(format!("endpoint {:?} not found", req.name))
             })?)?],
+            // Values never leave through Get: each shows as its size.
+            ("secret", true) => st
+                .secrets
+                .values()
+                .map(|s| json(&s.redacted()))
+                .collect::<Result<_, _>>()?,
+            ("secret", false) => vec![json(
+                &st.secrets
+                    .get(&req.name)
+                    .ok_or_else(|| Status::not_found(format!("secret {:?} not found", req.name)))?
+                    .redacted(),
+            )?],
             (_, true) => st.nodes.values().map(json).collect::<Result<_, _>>()?,
             (_, false) => vec![json(st.nodes.get(&req.name).ok_or_else(|| {
                 Status::not_found(format!("node {:?} not found", req.name))
@@ -265,9 +277,10 @@ impl Control for Api {
             "job" => Command::DeleteJob { name },
             "workflow" => Command::DeleteWorkflow { name },
             "endpoint" => Command::DeleteEndpoint { name },
+            "secret" => Command::DeleteSecret { name },
             other => {
                 return Err(Status::invalid_argument(format!(
-                    "{other}s cannot be deleted; jobs, workflows and endpoints can"
+                    "{other}s cannot be deleted; jobs, workflows, endpoints and secrets can"
                 )))
             }
         };

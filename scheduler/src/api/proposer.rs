@@ -127,6 +127,7 @@ pub fn applied_json(applied: Applied) -> Result<String, Status> {
         Applied::Queue(q) => json(&*q),
         Applied::Workflow(w) => json(&*w),
         Applied::Endpoint(e) => json(&*e),
+        Applied::Secret(s) => json(&*s),
         _ => Ok(String::new()),
     }
 }

@@ -140,6 +140,8 @@ fn infeasible_step(wf: &Workflow, nodes: &[&api::Node]) -> Option<String> {
                     replicas: 1,
                     command: vec!["true".into()],
                     env: Default::default(),
+                    env_from: Vec::new(),
+                    secret_files: Vec::new(),
                     working_dir: None,
                     resources,
                 }],

@@ -59,6 +59,12 @@ pub enum Command {
     /// Create or replace a queue. When the queue carries
     /// `metadata.resourceVersion`, the replace is a compare-and-set on it.
     PutQueue { queue: Box<Queue> },
+    /// Create or replace a secret.
+    PutSecret {
+        secret: Box<gpuctl_common::secret::Secret>,
+    },
+    /// Remove a secret.
+    DeleteSecret { name: String },
     /// Stop the current attempts of `victims` (job, attempt) so that job
     /// `by` can run; each is queued again without using up a retry.
     Preempt {
@@ -118,6 +124,8 @@ impl Command {
             Command::NodeLost { .. } => "NodeLost",
             Command::FailAttempt { .. } => "FailAttempt",
             Command::PutQueue { .. } => "PutQueue",
+            Command::PutSecret { .. } => "PutSecret",
+            Command::DeleteSecret { .. } => "DeleteSecret",
             Command::Preempt { .. } => "Preempt",
             Command::SubmitWorkflow { .. } => "SubmitWorkflow",
             Command::WorkflowTick { .. } => "WorkflowTick",
@@ -253,6 +261,8 @@ pub enum Applied {
     /// A workflow, as the API serves it.
     Workflow(Box<serde_json::Value>),
     Endpoint(Box<gpuctl_common::endpoint::Endpoint>),
+    /// A secret as `get` shows it (values redacted).
+    Secret(Box<gpuctl_common::secret::Secret>),
     /// Bindings that were applied (by job name) and those refused.
     Bound {
         applied: Vec<String>,

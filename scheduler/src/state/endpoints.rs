@@ -69,6 +69,16 @@ pub fn replica_job(ep: &Endpoint, job_name: &str) -> Job {
                 replicas: 1,
                 command,
                 env,
+                env_from: spec
+                    .server
+                    .as_ref()
+                    .map(|s| s.env_from.clone())
+                    .unwrap_or_default(),
+                secret_files: spec
+                    .server
+                    .as_ref()
+                    .map(|s| s.secret_files.clone())
+                    .unwrap_or_default(),
                 working_dir,
                 resources: spec.resources.clone(),
             }],

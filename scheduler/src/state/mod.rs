@@ -29,6 +29,7 @@ mod jobs;
 mod nodes;
 mod objects;
 mod queues;
+mod secrets;
 mod stored;
 #[cfg(test)]
 mod tests;
@@ -73,6 +74,8 @@ pub struct State {
     persisted_nodes: BTreeMap<String, BTreeMap<String, gpuctl_pipelines::Node>>,
     /// Endpoints; their replicas are jobs labelled `gpuctl.io/endpoint`.
     pub endpoints: BTreeMap<String, gpuctl_common::endpoint::Endpoint>,
+    /// Secrets, with their values; only assignments carry the values out.
+    pub secrets: BTreeMap<String, gpuctl_common::secret::Secret>,
     /// Derived: what tasks hold on each node.
     usage: BTreeMap<String, NodeUsage>,
     /// Objects changed since the last [`State::take_dirty`].
@@ -332,6 +335,8 @@ impl State {
                 reason,
             } => Ok(self.fail_attempt_if_current(index, now, job, *attempt, reason)),
             Command::PutQueue { queue } => self.put_queue(index, now, queue),
+            Command::PutSecret { secret } => self.put_secret(index, now, secret),
+            Command::DeleteSecret { name } => self.delete_secret(name),
             Command::Preempt {
                 victims,
                 by,

@@ -47,6 +47,7 @@ pub enum ObjKey {
     /// A memoization cache entry, by key.
     Memo(String),
     Endpoint(String),
+    Secret(String),
 }
 
 impl ObjKey {
@@ -61,6 +62,7 @@ impl ObjKey {
             ObjKey::WorkflowNode(w, id) => format!("wfnode/{w}/{id}"),
             ObjKey::Memo(k) => format!("memo/{k}"),
             ObjKey::Endpoint(n) => format!("endpoint/{n}"),
+            ObjKey::Secret(n) => format!("secret/{n}"),
         }
     }
 
@@ -82,6 +84,7 @@ impl ObjKey {
             }
             "memo" => ObjKey::Memo(name),
             "endpoint" => ObjKey::Endpoint(name),
+            "secret" => ObjKey::Secret(name),
             _ => return None,
         })
     }
@@ -102,6 +105,7 @@ mod tests {
             ObjKey::WorkflowNode("wf".into(), "wf.a(0:x)".into()),
             ObjKey::Memo("gen-1".into()),
             ObjKey::Endpoint("lin".into()),
+            ObjKey::Secret("hf".into()),
         ];
         for k in keys {
             assert_eq!(ObjKey::parse(&k.storage_key()), Some(k));

@@ -42,6 +42,9 @@ impl State {
                 ObjKey::Queue(n) => {
                     s.queues.insert(n, decode(k, v)?);
                 }
+                ObjKey::Secret(n) => {
+                    s.secrets.insert(n, decode(k, v)?);
+                }
                 ObjKey::Request(_) => {
                     let r: RequestRecord = decode(k, v)?;
                     s.requests_by_age.insert((r.at_ms, r.id.clone()));
@@ -64,7 +67,8 @@ impl State {
             .chain(self.queues.keys().map(|n| ObjKey::Queue(n.clone())))
             .chain(self.requests.keys().map(|n| ObjKey::Request(n.clone())))
             .chain(self.memo.keys().map(|k| ObjKey::Memo(k.clone())))
-            .chain(self.endpoints.keys().map(|n| ObjKey::Endpoint(n.clone())));
+            .chain(self.endpoints.keys().map(|n| ObjKey::Endpoint(n.clone())))
+            .chain(self.secrets.keys().map(|n| ObjKey::Secret(n.clone())));
         let mut out: Vec<(String, Vec<u8>)> = keys
             .filter_map(|k| self.object_json(&k).map(|v| (k.storage_key(), v)))
             .collect();
@@ -97,6 +101,7 @@ impl State {
                 .endpoints
                 .get(n)
                 .and_then(|e| serde_json::to_vec(e).ok()),
+            ObjKey::Secret(n) => self.secrets.get(n).and_then(|s| serde_json::to_vec(s).ok()),
         }
     }
 }

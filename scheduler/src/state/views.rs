@@ -51,6 +51,7 @@ impl State {
                 r.port = p;
             }
         }
+        e.status.api_key_hashes = self.api_key_hashes(&e);
         Some(e)
     }
 

@@ -127,6 +127,8 @@ fn step_job(name: &str, workflow: &str, step: &StepToLaunch) -> Job {
                 // A script's file is inserted after `command` by the daemon.
                 command: step.argv(None),
                 env: step.env.clone(),
+                env_from: Vec::new(),
+                secret_files: Vec::new(),
                 working_dir: step.working_dir.clone(),
                 resources: Resources {
                     gpus: step.resources.gpus,

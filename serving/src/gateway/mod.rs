@@ -35,6 +35,7 @@ use tokio::time::Instant;
 
 use crate::http::{self, strip_hop_by_hop, BodyError};
 
+mod auth;
 mod metrics;
 use crate::p2c::{self, Rng, SplitMix64};
 use crate::upstream::{self, ResponseBody, SendError, StreamedBody};
@@ -245,6 +246,8 @@ struct Endpoint {
     note: Option<String>,
     /// Samples of the concurrency since the last report: their sum and count.
     sampled: (f64, u32),
+    /// The SHA-256 of each accepted API key, when the endpoint requires one.
+    api_keys: Option<Arc<[String]>>,
 }
 
 impl Endpoint {
@@ -347,6 +350,7 @@ impl Gateway {
             scale_up_requested: false,
             note: None,
             sampled: (0.0, 0),
+            api_keys: None,
         });
         let old = std::mem::take(&mut ep.replicas);
         for url in urls {
@@ -404,6 +408,14 @@ impl Gateway {
     pub fn set_note(&self, endpoint: &str, note: Option<String>) {
         if let Some(e) = self.lock().get_mut(endpoint) {
             e.note = note;
+        }
+    }
+
+    /// Requires one of these API keys (their SHA-256 hashes) for requests to
+    /// `endpoint`; `None`: the endpoint is open.
+    pub fn set_api_keys(&self, endpoint: &str, hashes: Option<Vec<String>>) {
+        if let Some(e) = self.lock().get_mut(endpoint) {
+            e.api_keys = hashes.map(Arc::from);
         }
     }
 
@@ -575,9 +587,25 @@ impl Gateway {
                 &format!("no route {path}: the gateway serves /v2/models/{{endpoint}}/..."),
             ));
         };
-        let Some(route) = self.lock().get(endpoint).map(|e| e.route.clone()) else {
-            return whole(no_endpoint(endpoint));
+        let endpoint = endpoint.to_string();
+        let Some((route, api_keys)) = self
+            .lock()
+            .get(&endpoint)
+            .map(|e| (e.route.clone(), e.api_keys.clone()))
+        else {
+            return whole(no_endpoint(&endpoint));
         };
+        let mut req = req;
+        if let Some(keys) = api_keys {
+            if let Err(why) = auth::check(&endpoint, &keys, req.headers()) {
+                self.metrics
+                    .requests
+                    .with_label_values(&[&route.name, "401"])
+                    .inc();
+                return whole(auth::unauthorized(&why));
+            }
+            auth::strip(req.headers_mut());
+        }
         let start = Instant::now();
         let in_flight = InFlight::enter(&route.in_flight);
         let resp = self.forward(&route.name, req, start, in_flight).await;
