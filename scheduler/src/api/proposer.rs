@@ -127,6 +127,8 @@ pub fn applied_json(applied: Applied) -> Result<String, Status> {
         Applied::Queue(q) => json(&*q),
         Applied::Workflow(w) => json(&*w),
         Applied::Endpoint(e) => json(&*e),
+        Applied::User(u) => json(&*u),
+        Applied::Token(t) => json(&t.view()),
         _ => Ok(String::new()),
     }
 }

@@ -25,6 +25,7 @@ use gpuctl_common::queue::Queue;
 
 mod command;
 pub mod endpoints;
+pub mod identity;
 mod jobs;
 mod nodes;
 mod objects;
@@ -73,6 +74,10 @@ pub struct State {
     persisted_nodes: BTreeMap<String, BTreeMap<String, gpuctl_pipelines::Node>>,
     /// Endpoints; their replicas are jobs labelled `gpuctl.io/endpoint`.
     pub endpoints: BTreeMap<String, gpuctl_common::endpoint::Endpoint>,
+    /// Users, by name.
+    pub users: BTreeMap<String, identity::User>,
+    /// Token records (hashes, never secrets), by token id.
+    pub tokens: BTreeMap<String, identity::Token>,
     /// Derived: what tasks hold on each node.
     usage: BTreeMap<String, NodeUsage>,
     /// Objects changed since the last [`State::take_dirty`].
@@ -214,6 +219,8 @@ impl State {
             Ok(Applied::Node(n)) => (Some(ObjKey::Node(n.metadata.name.clone())), None),
             Ok(Applied::Queue(q)) => (Some(ObjKey::Queue(q.metadata.name.clone())), None),
             Ok(Applied::Endpoint(e)) => (Some(ObjKey::Endpoint(e.metadata.name.clone())), None),
+            Ok(Applied::User(u)) => (Some(ObjKey::User(u.name.clone())), None),
+            Ok(Applied::Token(t)) => (Some(ObjKey::Token(t.id.clone())), None),
             Ok(Applied::Workflow(w)) => (
                 w["metadata"]["name"]
                     .as_str()
@@ -270,6 +277,11 @@ impl State {
                 .workflows
                 .get(&n)
                 .map(|w| Applied::Workflow(Box::new(w.view()))),
+            Some(ObjKey::User(n)) => self.users.get(&n).map(|u| Applied::User(Box::new(u.clone()))),
+            Some(ObjKey::Token(n)) => self
+                .tokens
+                .get(&n)
+                .map(|t| Applied::Token(Box::new(t.clone()))),
             _ => None,
         };
         found.unwrap_or(Applied::Nothing)
@@ -341,7 +353,8 @@ impl State {
                 name,
                 workflow,
                 arguments,
-            } => self.submit_workflow(index, now, name, workflow, arguments),
+                owner,
+            } => self.submit_workflow(index, now, name, workflow, arguments, owner.as_deref()),
             Command::WorkflowTick { name } => self.workflow_tick(index, now, name),
             Command::CancelWorkflow { name } => self.cancel_workflow(index, now, name),
             Command::DeleteJob { name } => self.delete_job(name),
@@ -361,6 +374,9 @@ impl State {
                 concurrency,
                 requests_per_second,
             } => self.endpoint_load(index, name, *concurrency, *requests_per_second),
+            Command::CreateUser { user } => self.create_user(now, user),
+            Command::CreateToken { token } => self.create_token(now, token),
+            Command::RevokeToken { id } => self.revoke_token(id),
         }
     }
 }

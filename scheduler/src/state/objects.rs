@@ -47,6 +47,10 @@ pub enum ObjKey {
     /// A memoization cache entry, by key.
     Memo(String),
     Endpoint(String),
+    /// A user, by name.
+    User(String),
+    /// A token record, by token id.
+    Token(String),
 }
 
 impl ObjKey {
@@ -61,6 +65,8 @@ impl ObjKey {
             ObjKey::WorkflowNode(w, id) => format!("wfnode/{w}/{id}"),
             ObjKey::Memo(k) => format!("memo/{k}"),
             ObjKey::Endpoint(n) => format!("endpoint/{n}"),
+            ObjKey::User(n) => format!("user/{n}"),
+            ObjKey::Token(n) => format!("token/{n}"),
         }
     }
 
@@ -82,6 +88,8 @@ impl ObjKey {
             }
             "memo" => ObjKey::Memo(name),
             "endpoint" => ObjKey::Endpoint(name),
+            "user" => ObjKey::User(name),
+            "token" => ObjKey::Token(name),
             _ => return None,
         })
     }
@@ -102,6 +110,8 @@ mod tests {
             ObjKey::WorkflowNode("wf".into(), "wf.a(0:x)".into()),
             ObjKey::Memo("gen-1".into()),
             ObjKey::Endpoint("lin".into()),
+            ObjKey::User("alice".into()),
+            ObjKey::Token("0123456789ab".into()),
         ];
         for k in keys {
             assert_eq!(ObjKey::parse(&k.storage_key()), Some(k));

@@ -42,6 +42,12 @@ impl State {
                 ObjKey::Queue(n) => {
                     s.queues.insert(n, decode(k, v)?);
                 }
+                ObjKey::User(n) => {
+                    s.users.insert(n, decode(k, v)?);
+                }
+                ObjKey::Token(n) => {
+                    s.tokens.insert(n, decode(k, v)?);
+                }
                 ObjKey::Request(_) => {
                     let r: RequestRecord = decode(k, v)?;
                     s.requests_by_age.insert((r.at_ms, r.id.clone()));
@@ -64,7 +70,9 @@ impl State {
             .chain(self.queues.keys().map(|n| ObjKey::Queue(n.clone())))
             .chain(self.requests.keys().map(|n| ObjKey::Request(n.clone())))
             .chain(self.memo.keys().map(|k| ObjKey::Memo(k.clone())))
-            .chain(self.endpoints.keys().map(|n| ObjKey::Endpoint(n.clone())));
+            .chain(self.endpoints.keys().map(|n| ObjKey::Endpoint(n.clone())))
+            .chain(self.users.keys().map(|n| ObjKey::User(n.clone())))
+            .chain(self.tokens.keys().map(|n| ObjKey::Token(n.clone())));
         let mut out: Vec<(String, Vec<u8>)> = keys
             .filter_map(|k| self.object_json(&k).map(|v| (k.storage_key(), v)))
             .collect();
@@ -97,6 +105,8 @@ impl State {
                 .endpoints
                 .get(n)
                 .and_then(|e| serde_json::to_vec(e).ok()),
+            ObjKey::User(n) => self.users.get(n).and_then(|u| serde_json::to_vec(u).ok()),
+            ObjKey::Token(n) => self.tokens.get(n).and_then(|t| serde_json::to_vec(t).ok()),
         }
     }
 }
