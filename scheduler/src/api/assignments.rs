@@ -46,11 +46,23 @@ pub(super) fn assignments_for(st: &State, node: &str, version: u64) -> pb::Assig
             job_tasks: job.task_count(),
             step: step_io(st, job),
             wants_port: endpoint_of(job).is_some(),
-            owner: None,
+            owner: owner_of(st, job),
         });
     }
     tasks.sort_by(|a, b| (&a.job, a.task_index).cmp(&(&b.job, b.task_index)));
     pb::Assignments { version, tasks }
+}
+
+/// Who a job's tasks run as: its owner, with the user's uid and root
+/// permission; none for a job without an owner.
+fn owner_of(st: &State, job: &Job) -> Option<pb::TaskOwner> {
+    let user = job.metadata.owner.as_ref()?;
+    let u = st.users.get(user);
+    Some(pb::TaskOwner {
+        user: user.clone(),
+        uid: u.and_then(|u| u.uid),
+        allow_root: u.is_some_and(|u| u.allow_root),
+    })
 }
 
 /// The files of a step job, for its `TaskAssignment`.

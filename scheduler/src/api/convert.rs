@@ -71,8 +71,10 @@ pub(super) fn kind_of(kind: &str) -> Result<&'static str, Status> {
         "queue" | "queues" | "q" => Ok("queue"),
         "workflow" | "workflows" | "wf" => Ok("workflow"),
         "endpoint" | "endpoints" | "ep" => Ok("endpoint"),
+        "user" | "users" => Ok("user"),
+        "token" | "tokens" => Ok("token"),
         other => Err(Status::invalid_argument(format!(
-            "unknown kind {other:?}: this server knows jobs, nodes, queues, workflows and endpoints"
+            "unknown kind {other:?}: this server knows jobs, nodes, queues, workflows, endpoints, users and tokens"
         ))),
     }
 }
