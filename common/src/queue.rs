@@ -147,7 +147,10 @@ impl Queue {
                 ),
             ));
         }
-        for (field, names) in [("spec.teams", &self.spec.teams), ("spec.users", &self.spec.users)] {
+        for (field, names) in [
+            ("spec.teams", &self.spec.teams),
+            ("spec.users", &self.spec.users),
+        ] {
             for (i, n) in names.iter().enumerate() {
                 validate_name(&format!("{field}[{i}]"), n)?;
             }

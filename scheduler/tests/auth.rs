@@ -46,7 +46,10 @@ async fn start() -> Cluster {
         },
     };
     let server = Server::start(cfg, grpc, metrics).await.unwrap();
-    assert!(server.wait_leader(LIMIT).await, "single voter became leader");
+    assert!(
+        server.wait_leader(LIMIT).await,
+        "single voter became leader"
+    );
     let ch = Channel::from_shared(addr).unwrap().connect().await.unwrap();
     Cluster {
         server,
@@ -347,10 +350,7 @@ async fn users_stop_only_their_own_objects_and_team_leads_their_teams() {
     let bob = c.user("bob", "vision", "user", false).await;
     let carol = c.user("carol", "nlp", "user", true).await;
     let viewer = c.user("vera", "", "viewer", false).await;
-    c.nodes
-        .register(with(ADMIN, register("n1")))
-        .await
-        .unwrap();
+    c.nodes.register(with(ADMIN, register("n1"))).await.unwrap();
     let created = c.apply(&alice, job_json("train", None)).await.unwrap();
     let job: serde_json::Value = serde_json::from_str(&created).unwrap();
     assert_eq!(job["metadata"]["owner"], "alice");
@@ -421,10 +421,7 @@ async fn users_submit_only_to_queues_their_team_may_use() {
     let mut c = start().await;
     let alice = c.user("alice", "nlp", "user", false).await;
     let bob = c.user("bob", "vision", "user", false).await;
-    c.nodes
-        .register(with(ADMIN, register("n1")))
-        .await
-        .unwrap();
+    c.nodes.register(with(ADMIN, register("n1"))).await.unwrap();
     let queue = serde_json::json!({
         "apiVersion": "gpuctl.io/v1", "kind": "Queue",
         "metadata": {"name": "nlp"}, "spec": {"teams": ["nlp"]}
@@ -496,10 +493,7 @@ async fn nodes_act_only_as_themselves_and_join_tokens_only_join() {
     );
     expect_err(
         c.nodes
-            .watch_assignments(with(
-                &n2,
-                pb::WatchAssignmentsRequest { node: "n1".into() },
-            ))
+            .watch_assignments(with(&n2, pb::WatchAssignmentsRequest { node: "n1".into() }))
             .await,
         Code::PermissionDenied,
         "node \"n2\" may not watch assignments as node \"n1\"",

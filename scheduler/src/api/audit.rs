@@ -189,7 +189,12 @@ mod tests {
             log.record(&entry(i, "bob"));
         }
         // The oldest rotated file is gone: at most two files' worth remain.
-        let left: Vec<u64> = log.tail(100, "").unwrap().iter().map(|e| e.time_ms).collect();
+        let left: Vec<u64> = log
+            .tail(100, "")
+            .unwrap()
+            .iter()
+            .map(|e| e.time_ms)
+            .collect();
         assert_eq!(left, vec![3, 4, 5, 6, 7]);
     }
 

@@ -170,7 +170,10 @@ mod tests {
             who(Some(&bearer(&admin.token)), 0).unwrap().subject(),
             "admin"
         );
-        assert_eq!(who(Some(&bearer(&t.token)), 999).unwrap().subject(), "alice");
+        assert_eq!(
+            who(Some(&bearer(&t.token)), 999).unwrap().subject(),
+            "alice"
+        );
         let err = who(Some(&bearer(&t.token)), 1000).unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unauthenticated);
         assert_eq!(

@@ -283,9 +283,7 @@ fn user_rules(
             match owner {
                 None => Ok(()), // not found: the state machine says so
                 Some(Some(o)) if o == me => Ok(()),
-                Some(Some(o)) if team_lead && !team.is_empty() && team_of(st, &o) == team => {
-                    Ok(())
-                }
+                Some(Some(o)) if team_lead && !team.is_empty() && team_of(st, &o) == team => Ok(()),
                 Some(Some(o)) => Err(Denied(format!(
                     "{who} may not {verb} {kind} {name:?} (owner {o:?})"
                 ))),

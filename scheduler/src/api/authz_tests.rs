@@ -199,7 +199,10 @@ fn viewers_read_only_and_gateways_read_and_report_load() {
         "user \"gw\" has role gateway and may only read and report load, not cancel job \"train\""
     );
     assert_eq!(
-        denied(&user("bob", "vision", Role::User, false), Action::ReportLoad),
+        denied(
+            &user("bob", "vision", Role::User, false),
+            Action::ReportLoad
+        ),
         "user \"bob\" may not report load: ReportLoad is for admins"
     );
 }

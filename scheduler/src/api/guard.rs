@@ -17,7 +17,9 @@ impl Api {
     pub(super) async fn caller(&self, md: &MetadataMap) -> Result<Principal, Status> {
         let first = authenticate(&self.opts.auth, md, &self.state(), gpuctl_common::now_ms());
         match first {
-            Err(e) if e.code() == tonic::Code::Unauthenticated && md.contains_key("authorization") => {
+            Err(e)
+                if e.code() == tonic::Code::Unauthenticated && md.contains_key("authorization") =>
+            {
                 if self.proposer().read_barrier().await.is_err() {
                     return Err(e);
                 }
@@ -57,7 +59,8 @@ impl Api {
             Ok(p) => p.subject(),
             Err(_) => "",
         };
-        self.audit_log.record(&Entry::of(subject, verb, kind, name, r));
+        self.audit_log
+            .record(&Entry::of(subject, verb, kind, name, r));
     }
 }
 

@@ -163,7 +163,10 @@ impl Api {
         result
     }
 
-    pub(super) async fn who_am_i_call(&self, md: &MetadataMap) -> Result<pb::WhoAmIResponse, Status> {
+    pub(super) async fn who_am_i_call(
+        &self,
+        md: &MetadataMap,
+    ) -> Result<pb::WhoAmIResponse, Status> {
         let who = self.allow(md, &Action::WhoAmI).await?;
         Ok(match who {
             Principal::Anonymous => pb::WhoAmIResponse {

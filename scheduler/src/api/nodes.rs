@@ -11,8 +11,8 @@ use tonic::{Request, Response, Status};
 
 use super::assignments::assignments_for;
 use super::authz::Action;
-use super::guard::forwarded;
 use super::convert::reported_phase;
+use super::guard::forwarded;
 use super::workflows::outputs_from_pb;
 use super::{Api, BoxStream};
 use crate::state::{Command, NodeRegistration, TaskReport};

@@ -107,13 +107,9 @@ pub enum Command {
         requests_per_second: f64,
     },
     /// Add a user.
-    CreateUser {
-        user: Box<super::identity::User>,
-    },
+    CreateUser { user: Box<super::identity::User> },
     /// Store a token record (its hash, never the secret).
-    CreateToken {
-        token: Box<super::identity::Token>,
-    },
+    CreateToken { token: Box<super::identity::Token> },
     /// Stop a token from working.
     RevokeToken { id: String },
 }

@@ -138,8 +138,7 @@ impl Token {
 
 impl State {
     pub(super) fn create_user(&mut self, now: u64, user: &User) -> Result<Applied, ApplyError> {
-        validate_name("name", &user.name)
-            .map_err(|e| ApplyError::Invalid(format!("user {e}")))?;
+        validate_name("name", &user.name).map_err(|e| ApplyError::Invalid(format!("user {e}")))?;
         if !user.team.is_empty() {
             validate_name("team", &user.team)
                 .map_err(|e| ApplyError::Invalid(format!("user {:?}: {e}", user.name)))?;
@@ -190,10 +189,13 @@ impl State {
     }
 
     pub(super) fn revoke_token(&mut self, id: &str) -> Result<Applied, ApplyError> {
-        let t = self.tokens.get_mut(id).ok_or_else(|| ApplyError::NotFound {
-            kind: "token",
-            name: id.to_string(),
-        })?;
+        let t = self
+            .tokens
+            .get_mut(id)
+            .ok_or_else(|| ApplyError::NotFound {
+                kind: "token",
+                name: id.to_string(),
+            })?;
         t.revoked = true;
         let t = t.clone();
         self.dirty.insert(ObjKey::Token(id.to_string()));

@@ -277,7 +277,10 @@ impl State {
                 .workflows
                 .get(&n)
                 .map(|w| Applied::Workflow(Box::new(w.view()))),
-            Some(ObjKey::User(n)) => self.users.get(&n).map(|u| Applied::User(Box::new(u.clone()))),
+            Some(ObjKey::User(n)) => self
+                .users
+                .get(&n)
+                .map(|u| Applied::User(Box::new(u.clone()))),
             Some(ObjKey::Token(n)) => self
                 .tokens
                 .get(&n)

@@ -322,7 +322,10 @@ impl State {
             for step in steps {
                 let job_name = self.step_job_name(&step.id);
                 let mut job = step_job(&job_name, name, &step);
-                job.metadata.owner = self.workflows.get(name).and_then(|w| w.metadata.owner.clone());
+                job.metadata.owner = self
+                    .workflows
+                    .get(name)
+                    .and_then(|w| w.metadata.owner.clone());
                 match self.submit(index, now, &job) {
                     Ok(_) => {
                         let w = self.workflows.get_mut(name).expect("present");
