@@ -90,9 +90,9 @@ impl Schedulers {
     fn new(urls: &[String], token: Option<&str>) -> anyhow::Result<Schedulers> {
         let bearer = match token.map(str::trim).filter(|t| !t.is_empty()) {
             Some(t) => {
-                let mut v: MetadataValue<Ascii> = format!("Bearer {t}")
-                    .parse()
-                    .map_err(|_| anyhow::anyhow!("the token has characters a header cannot carry"))?;
+                let mut v: MetadataValue<Ascii> = format!("Bearer {t}").parse().map_err(|_| {
+                    anyhow::anyhow!("the token has characters a header cannot carry")
+                })?;
                 v.set_sensitive(true);
                 Bearer(Some(v))
             }

@@ -212,7 +212,7 @@ pub(crate) async fn cmd_audit(cx: &mut Ctx, limit: u32, user: Option<String>) ->
     };
     let mut entries = Vec::new();
     let mut answered = 0;
-    let mut last_err = None;
+    let mut failed = Vec::new();
     for u in &urls {
         let mut one = Conn::with_policy(
             vec![u.clone()],
@@ -235,15 +235,17 @@ pub(crate) async fn cmd_audit(cx: &mut Ctx, limit: u32, user: Option<String>) ->
                     entries.push(decode::<AuditEntry>(&j, "audit entry")?);
                 }
             }
-            Err(e) => {
-                let e = e.into_error(None, std::slice::from_ref(u));
-                eprintln!("warning: {u}: {e}");
-                last_err = Some(e);
-            }
+            Err(e) => failed.push((u.clone(), e.into_error(None, std::slice::from_ref(u)))),
         }
     }
     if answered == 0 {
-        return Err(last_err.unwrap_or_else(|| Error::Other("no replica to ask".into())));
+        return Err(failed
+            .pop()
+            .map(|(_, e)| e)
+            .unwrap_or_else(|| Error::Other("no replica to ask".into())));
+    }
+    for (u, e) in failed {
+        eprintln!("warning: {u} did not answer, its entries are missing: {e}");
     }
     entries.sort_by_key(|e| e.time_ms);
     let skip = entries.len().saturating_sub(limit as usize);
