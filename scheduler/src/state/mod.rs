@@ -35,6 +35,7 @@ mod stored;
 mod tests;
 #[cfg(test)]
 pub(crate) mod testutil;
+mod users;
 pub mod views;
 mod workflow_object;
 pub mod workflows;
