@@ -12,8 +12,9 @@
 //! ```text
 //!  command.rs   Envelope, Command, Applied, ApplyError (the log's data)
 //!  mod.rs       State and the apply dispatch, request records, usage index
-//!  jobs.rs  nodes.rs  queues.rs  endpoints.rs  workflows.rs   one file per
-//!               command family (each an `impl State`)
+//!  jobs.rs  nodes.rs  queues.rs  endpoints.rs  workflows.rs  users.rs
+//!               one file per command family (each an `impl State`)
+//!  identity.rs  user and token records (token hashes, never secrets)
 //!  views.rs     read models (queue status, endpoint views, tasks on a node)
 //!  objects.rs  stored.rs  workflow_object.rs   the stored form
 //! ```
