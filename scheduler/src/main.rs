@@ -187,3 +187,53 @@ async fn main() -> anyhow::Result<()> {
     server.shutdown().await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("gpu-scheduler").chain(extra.iter().copied()))
+    }
+
+    #[test]
+    fn authentication_must_be_chosen_explicitly() {
+        let e = parse(&[]).unwrap_err().to_string();
+        assert!(e.contains("--admin-token-file <FILE>"), "{e}");
+        assert!(parse(&["--no-auth", "--admin-token-file", "x"]).is_err());
+        let open = parse(&["--no-auth"]).unwrap();
+        assert!(!auth_options(&open).unwrap().enabled);
+    }
+
+    #[test]
+    fn the_admin_token_file_is_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin.token");
+        let args =
+            |p: &std::path::Path| parse(&["--admin-token-file", p.to_str().unwrap()]).unwrap();
+        let e = auth_options(&args(&path)).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!(
+                "--admin-token-file {}: cannot read it",
+                path.display()
+            )),
+            "{e}"
+        );
+        std::fs::write(&path, "\n").unwrap();
+        let e = auth_options(&args(&path)).unwrap_err().to_string();
+        assert!(e.contains("the file is empty"), "{e}");
+        std::fs::write(&path, "short\n").unwrap();
+        let e = auth_options(&args(&path)).unwrap_err().to_string();
+        assert!(
+            e.ends_with("the token is 5 characters; use at least 16"),
+            "{e}"
+        );
+        std::fs::write(&path, "a-long-enough-admin-secret\n").unwrap();
+        let opts = auth_options(&args(&path)).unwrap();
+        assert!(opts.enabled);
+        assert_eq!(
+            opts.admin_token_hash,
+            Some(gpuctl_security::token::hash("a-long-enough-admin-secret"))
+        );
+    }
+}

@@ -2,6 +2,10 @@
 //! replica when it leads and forwards it to the leader when it follows,
 //! waiting out a short election; [`Proposer::read_barrier`] makes the next
 //! local read current.
+//!
+//! Every handler authorizes its caller (`authz.rs`) before it proposes, so
+//! a follower refuses a call before forwarding it; the leader applies a
+//! forwarded envelope as it is (the replicas are peers).
 
 use std::time::{Duration, Instant};
 
