@@ -551,3 +551,148 @@ async fn nodes_act_only_as_themselves_and_join_tokens_only_join() {
     assert_eq!(c.all("jobs").await, before);
     c.server.shutdown().await;
 }
+
+/// Three replicas with authentication on: `(servers, clients)` by id order.
+async fn three(root: &std::path::Path) -> (Vec<Server>, Vec<ControlClient<Channel>>) {
+    let mut listeners = Vec::new();
+    let mut peers = std::collections::BTreeMap::new();
+    for id in 1..=3u64 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        peers.insert(id, format!("http://{}", l.local_addr().unwrap()));
+        listeners.push((id, l));
+    }
+    let mut servers = Vec::new();
+    for (id, l) in listeners {
+        let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let cfg = Config {
+            id,
+            peers: peers.clone(),
+            data_dir: root.join(format!("r{id}")),
+            raft: RaftOptions {
+                tick: Duration::from_millis(50),
+                ..Default::default()
+            },
+            service: ServiceOptions {
+                auth: AuthOptions::with_admin_token(ADMIN),
+                ..Default::default()
+            },
+            controller: ControllerOptions::default(),
+        };
+        servers.push(Server::start(cfg, l, metrics).await.unwrap());
+    }
+    let mut clients = Vec::new();
+    for (s, url) in servers.iter().zip(peers.values()) {
+        assert!(s.wait_leader(LIMIT).await, "a leader is elected");
+        let ch = tonic::transport::Endpoint::from_shared(url.clone())
+            .unwrap()
+            .timeout(LIMIT)
+            .connect_lazy();
+        clients.push(ControlClient::new(ch));
+    }
+    (servers, clients)
+}
+
+/// The audit entries replica `c` recorded, as JSON strings.
+async fn audit_of(c: &mut ControlClient<Channel>) -> Vec<String> {
+    c.audit(with(ADMIN, pb::AuditRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .entries_json
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_authenticate_fresh_tokens_refuse_before_forwarding_and_audit_what_they_received()
+{
+    let root = tempfile::tempdir().unwrap();
+    let (servers, mut clients) = three(root.path()).await;
+    let leader = servers[0].raft.shared.status().leader_id as usize - 1;
+    let f1 = (leader + 1) % 3;
+    let f2 = (leader + 2) % 3;
+
+    // Created through one follower (forwarded to the leader) ...
+    clients[f1]
+        .create_user(with(
+            ADMIN,
+            pb::CreateUserRequest {
+                name: "alice".into(),
+                team: "nlp".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    let t = clients[f1]
+        .create_token(with(
+            ADMIN,
+            pb::CreateTokenRequest {
+                user: "alice".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    // ... and good at once on the other, which may not have applied it yet.
+    let who = clients[f2]
+        .who_am_i(with(&t.token, pb::WhoAmIRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(who.name, "alice");
+
+    // A refused call on a follower is refused there and recorded there only.
+    let before = clients[leader]
+        .get(with(
+            ADMIN,
+            pb::GetRequest {
+                kind: "users".into(),
+                name: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .objects_json;
+    expect_err(
+        clients[f2]
+            .create_user(with(
+                &t.token,
+                pb::CreateUserRequest {
+                    name: "mallory".into(),
+                    ..Default::default()
+                },
+            ))
+            .await,
+        Code::PermissionDenied,
+        "user \"alice\" may not create users: CreateUser is for admins",
+    );
+    let after = clients[leader]
+        .get(with(
+            ADMIN,
+            pb::GetRequest {
+                kind: "users".into(),
+                name: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .objects_json;
+    assert_eq!(before, after);
+    let denied = |entries: &[String]| {
+        entries
+            .iter()
+            .filter(|e| e.contains("\"name\":\"mallory\"") && e.contains("\"result\":\"denied\""))
+            .count()
+    };
+    assert_eq!(denied(&audit_of(&mut clients[f2]).await), 1);
+    assert_eq!(denied(&audit_of(&mut clients[leader]).await), 0);
+    assert!(audit_of(&mut clients[f1])
+        .await
+        .iter()
+        .any(|e| e.contains("\"name\":\"alice\"") && e.contains("\"result\":\"ok\"")));
+    for s in servers {
+        s.shutdown().await;
+    }
+}
