@@ -297,6 +297,9 @@ pub fn describe_job(j: &Job, now_ms: u64) -> String {
         let _ = writeln!(o, "{:<14}{v}", format!("{k}:"));
     };
     kv("Name", j.metadata.name.clone());
+    if let Some(owner) = &j.metadata.owner {
+        kv("Owner", owner.clone());
+    }
     kv(
         "Queue",
         j.metadata.queue.clone().unwrap_or_else(|| "default".into()),
@@ -570,6 +573,18 @@ pub fn describe_queue(q: &Queue, jobs: &[Job], now_ms: u64) -> String {
     kv("Weight", q.spec.weight.to_string());
     kv("Borrow", q.spec.borrow.to_string());
     kv("Preemptible", q.spec.preemptible.to_string());
+    if q.spec.teams.is_empty() && q.spec.users.is_empty() {
+        kv("Open to", "every user".into());
+    } else {
+        let mut who = Vec::new();
+        if !q.spec.teams.is_empty() {
+            who.push(format!("teams {}", q.spec.teams.join(", ")));
+        }
+        if !q.spec.users.is_empty() {
+            who.push(format!("users {}", q.spec.users.join(", ")));
+        }
+        kv("Open to", who.join("; "));
+    }
     kv(
         "ResourceVersion",
         q.metadata
