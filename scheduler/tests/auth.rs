@@ -549,6 +549,35 @@ async fn nodes_act_only_as_themselves_and_join_tokens_only_join() {
         "node \"n2\" may not report for node \"n1\"",
     );
     assert_eq!(c.all("jobs").await, before);
+    // Refused node calls are in the audit log (accepted ones are not: noise).
+    let audit = c
+        .control
+        .audit(with(
+            ADMIN,
+            pb::AuditRequest {
+                limit: 0,
+                subject: "n2".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .entries_json;
+    let verbs: Vec<String> = audit
+        .iter()
+        .map(|e| {
+            let v: serde_json::Value = serde_json::from_str(e).unwrap();
+            format!("{} {}/{} {}", v["verb"], v["kind"], v["name"], v["result"])
+        })
+        .collect();
+    assert_eq!(
+        verbs,
+        [
+            "\"register\" \"node\"/\"n1\" \"denied\"",
+            "\"report\" \"task\"/\"train/0\" \"denied\"",
+            "\"report\" \"task\"/\"train/0\" \"denied\"",
+        ]
+    );
     c.server.shutdown().await;
 }
 

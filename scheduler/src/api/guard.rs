@@ -17,9 +17,7 @@ impl Api {
     pub(super) async fn caller(&self, md: &MetadataMap) -> Result<Principal, Status> {
         let first = authenticate(&self.opts.auth, md, &self.state(), gpuctl_common::now_ms());
         match first {
-            Err(e)
-                if e.code() == tonic::Code::Unauthenticated && md.contains_key("authorization") =>
-            {
+            Err(e) if e.code() == tonic::Code::Unauthenticated && self.unknown_token(md) => {
                 if self.proposer().read_barrier().await.is_err() {
                     return Err(e);
                 }
@@ -27,6 +25,16 @@ impl Api {
             }
             r => r,
         }
+    }
+
+    /// Whether the call carries a well-formed token whose id this replica
+    /// has no record of (yet).
+    fn unknown_token(&self, md: &MetadataMap) -> bool {
+        md.get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| gpuctl_security::token::from_bearer(v).ok())
+            .and_then(|t| gpuctl_security::token::id_of(t).ok())
+            .is_some_and(|id| !self.state().tokens.contains_key(id))
     }
 
     /// Whether `who` may do `action` now; PERMISSION_DENIED naming the rule
@@ -44,6 +52,25 @@ impl Api {
         let who = self.caller(md).await?;
         self.check(&who, action)?;
         Ok(who)
+    }
+
+    /// [`Api::allow`] for the node service's frequent calls: only a
+    /// refusal is recorded in the audit log (`verb` on `kind/name`).
+    pub(super) async fn allow_or_audit(
+        &self,
+        md: &MetadataMap,
+        action: &Action<'_>,
+        (verb, kind, name): (&str, &str, &str),
+    ) -> Result<Principal, Status> {
+        let who = self.caller(md).await;
+        let r = match &who {
+            Ok(w) => self.check(w, action).map(|()| w.clone()),
+            Err(e) => Err(e.clone()),
+        };
+        if r.is_err() {
+            self.audit(&who, verb, kind, name, &r);
+        }
+        r
     }
 
     /// Record a mutating call's outcome in this replica's audit log.

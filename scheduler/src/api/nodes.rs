@@ -32,12 +32,13 @@ impl NodeService for Api {
         req: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
         let (md, _, r) = req.into_parts();
-        self.allow(
+        self.allow_or_audit(
             &md,
             &Action::AsNode {
                 verb: "register",
                 node: &r.name,
             },
+            ("register", "node", &r.name),
         )
         .await?;
         api::validate_name("name", &r.name)
@@ -177,7 +178,8 @@ impl NodeService for Api {
         req: Request<pb::ReportTaskRequest>,
     ) -> Result<Response<pb::ReportTaskResponse>, Status> {
         let (md, _, r) = req.into_parts();
-        self.allow(
+        let task = format!("{}/{}", r.job, r.task_index);
+        self.allow_or_audit(
             &md,
             &Action::ReportTask {
                 node: &r.node,
@@ -185,6 +187,7 @@ impl NodeService for Api {
                 index: r.task_index,
                 attempt: r.attempt,
             },
+            ("report", "task", &task),
         )
         .await?;
         let phase = reported_phase(r.phase)?;
