@@ -148,13 +148,14 @@ impl NodeService for Api {
         .await?;
         let mut version = self.raft.shared.version.subscribe();
         let shared = self.raft.shared.clone();
+        let owners = self.opts.auth.enabled;
         let mut stop = self.stop.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
             let mut last: Option<Vec<pb::TaskAssignment>> = None;
             loop {
                 let v = *version.borrow_and_update();
-                let a = assignments_for(&shared.read(), &node, v);
+                let a = assignments_for(&shared.read(), &node, v, owners);
                 if last.as_ref() != Some(&a.tasks) {
                     last = Some(a.tasks.clone());
                     if tx.send(Ok(a)).await.is_err() {
