@@ -103,6 +103,8 @@ impl Api {
             Manifest::Endpoint(_) => (ApplyKind::Endpoint, None),
             Manifest::Queue(_) => (ApplyKind::Queue, None),
         };
+        // Check against current state, not a follower's possibly older copy.
+        self.proposer().read_barrier().await?;
         self.check(
             who,
             &Action::Apply {
@@ -122,8 +124,6 @@ impl Api {
             Manifest::Endpoint(e) => owned(&mut e.metadata),
             Manifest::Queue(q) => q.metadata.owner = None,
         }
-        // Check against current state, not a follower's possibly older copy.
-        self.proposer().read_barrier().await?;
         // A retry of a request that was applied gets its recorded answer.
         let repeated = self.already_applied(request_id.as_deref());
         let cmd = match *manifest {

@@ -283,6 +283,8 @@ impl Control for Api {
                     ))
                 }
             };
+            // Judge ownership on current state, not a follower's older copy.
+            self.proposer().read_barrier().await?;
             self.check(
                 who,
                 &Action::Stop {
@@ -320,6 +322,8 @@ impl Control for Api {
                     )))
                 }
             };
+            // Judge ownership on current state, not a follower's older copy.
+            self.proposer().read_barrier().await?;
             self.check(
                 who,
                 &Action::Stop {

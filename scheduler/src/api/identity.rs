@@ -152,6 +152,8 @@ impl Api {
         let id = r.id.trim().trim_start_matches(token::PREFIX).to_string();
         let result = async {
             let who = who.as_ref().map_err(Clone::clone)?;
+            // Whose token it is, on current state.
+            self.proposer().read_barrier().await?;
             self.check(who, &Action::RevokeToken { id: &id })?;
             self.proposer()
                 .propose(Command::RevokeToken { id: id.clone() })
