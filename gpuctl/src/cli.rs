@@ -16,7 +16,8 @@ use crate::manifest::SubmitArgs;
     version,
     about = "Run batch jobs on a gpuctl GPU cluster",
     after_help = "The server address comes from --server, then GPUCTL_SERVER, then the context \
-                  file \"gpuctl dev\" writes ($GPUCTL_CONFIG_DIR or ~/.config/gpuctl/context.json)."
+                  file \"gpuctl dev\" writes ($GPUCTL_CONFIG_DIR or ~/.config/gpuctl/context.json). \
+                  The token from --token, then GPUCTL_TOKEN, then that file (\"gpuctl login\" stores it)."
 )]
 pub struct Cli {
     /// Scheduler address(es), comma-separated, tried in order: host:port or
