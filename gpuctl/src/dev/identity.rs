@@ -179,3 +179,41 @@ pub(super) fn gateway_user() -> pb::CreateUserRequest {
         allow_root: false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    #[test]
+    fn the_admin_token_is_made_once_private_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = crate::config::EnvVars::default();
+        let flags = crate::cli::DevFlags {
+            state_dir: Some(dir.path().to_path_buf()),
+            gpus: vec![],
+            nodes: 1,
+            scheduler_port: 0,
+            example: false,
+            replicas: 1,
+            restart_delay: "2s".parse().unwrap(),
+            gateway_port: 0,
+            cold_start_timeout: "60s".parse().unwrap(),
+        };
+        let plan = Plan::from_flags(flags, &env).unwrap();
+        let first = ensure_admin_token(&plan).unwrap();
+        assert!(gpuctl_security::token::id_of(&first).is_ok(), "{first}");
+        let meta = std::fs::metadata(plan.admin_token_file()).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(ensure_admin_token(&plan).unwrap(), first);
+    }
+
+    #[test]
+    fn the_local_user_is_a_valid_admin_name() {
+        let u = local_user();
+        assert!(gpuctl_common::api::validate_name("name", &u.name).is_ok());
+        assert_eq!(u.role, "admin");
+        assert_eq!(u.allow_root, u.uid == Some(0));
+    }
+}
