@@ -90,6 +90,11 @@ pub struct ObjectMeta {
     /// Set by the server: creation time, milliseconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub creation_timestamp_ms: Option<u64>,
+    /// Set by the server: the user who created the object (jobs, workflows,
+    /// endpoints; the jobs a workflow or endpoint creates inherit it).
+    /// Only an admin may name another owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// A batch job: one or more task groups, run as an all-or-nothing gang.

@@ -55,6 +55,13 @@ pub struct QueueSpec {
     /// Whether jobs running on borrowed capacity may be preempted.
     #[serde(default = "yes")]
     pub preemptible: bool,
+    /// Teams whose users may submit here; with `users`, both empty: every
+    /// user may.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub teams: Vec<String>,
+    /// Users who may submit here besides the `teams`' members.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
 }
 
 fn one() -> u32 {
@@ -72,6 +79,8 @@ impl Default for QueueSpec {
             weight: 1,
             borrow: false,
             preemptible: true,
+            teams: Vec::new(),
+            users: Vec::new(),
         }
     }
 }
@@ -87,6 +96,15 @@ pub struct QueueStatus {
 }
 
 impl Queue {
+    /// Whether a user of `team` may submit to this queue: it names the
+    /// user or the team, or it names neither teams nor users (open).
+    pub fn admits(&self, user: &str, team: &str) -> bool {
+        let s = &self.spec;
+        (s.teams.is_empty() && s.users.is_empty())
+            || s.users.iter().any(|u| u == user)
+            || (!team.is_empty() && s.teams.iter().any(|t| t == team))
+    }
+
     /// The quota in thousandths of a GPU (`None`: unlimited).
     pub fn quota_milli(&self) -> Option<u64> {
         self.spec.gpu_quota.map(|g| (g * 1000.0).round() as u64)
@@ -129,6 +147,14 @@ impl Queue {
                 ),
             ));
         }
+        for (field, names) in [
+            ("spec.teams", &self.spec.teams),
+            ("spec.users", &self.spec.users),
+        ] {
+            for (i, n) in names.iter().enumerate() {
+                validate_name(&format!("{field}[{i}]"), n)?;
+            }
+        }
         Ok(())
     }
 }
@@ -153,6 +179,21 @@ mod tests {
         assert_eq!(q.spec.weight, 1);
         assert!(!q.spec.borrow);
         assert!(q.spec.preemptible);
+        assert!(q.admits("anyone", ""));
+    }
+
+    #[test]
+    fn a_queue_with_teams_or_users_admits_only_them() {
+        let m = parse("apiVersion: gpuctl.io/v1\nkind: Queue\nmetadata: {name: nlp}\nspec: {teams: [nlp], users: [carol]}\n").unwrap();
+        let Manifest::Queue(q) = m else {
+            panic!("not a queue: {m:?}")
+        };
+        assert!(q.admits("alice", "nlp"));
+        assert!(q.admits("carol", "vision"));
+        assert!(!q.admits("bob", "vision"));
+        assert!(!q.admits("bob", ""));
+        let err = parse("apiVersion: gpuctl.io/v1\nkind: Queue\nmetadata: {name: nlp}\nspec: {teams: [\"Bad Team\"]}\n").unwrap_err();
+        assert!(err.contains("spec.teams[0]"), "{err}");
     }
 
     #[test]

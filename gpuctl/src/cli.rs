@@ -16,13 +16,19 @@ use crate::manifest::SubmitArgs;
     version,
     about = "Run batch jobs on a gpuctl GPU cluster",
     after_help = "The server address comes from --server, then GPUCTL_SERVER, then the context \
-                  file \"gpuctl dev\" writes ($GPUCTL_CONFIG_DIR or ~/.config/gpuctl/context.json)."
+                  file \"gpuctl dev\" writes ($GPUCTL_CONFIG_DIR or ~/.config/gpuctl/context.json). \
+                  The token from --token, then GPUCTL_TOKEN, then that file (\"gpuctl login\" stores it)."
 )]
 pub struct Cli {
     /// Scheduler address(es), comma-separated, tried in order: host:port or
     /// http://host:port [env: GPUCTL_SERVER]
     #[arg(long, global = true, value_name = "URL")]
     pub server: Option<String>,
+
+    /// Bearer token sent on every call, over GPUCTL_TOKEN and the context's
+    /// (`gpuctl login` stores one).
+    #[arg(long, global = true, value_name = "TOKEN")]
+    pub token: Option<String>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -38,10 +44,10 @@ pub enum Command {
     },
     /// Submit a quick job: one task group running CMD.
     Submit(SubmitFlags),
-    /// List jobs, nodes, queues, workflows or endpoints, or show one.
+    /// List jobs, nodes, queues, workflows, endpoints, users or tokens, or show one.
     Get {
-        /// jobs, nodes, queues, workflows or endpoints (job, node, no, queue, q,
-        /// workflow, wf, endpoint, ep).
+        /// jobs, nodes, queues, workflows, endpoints, users or tokens (job, node,
+        /// no, queue, q, workflow, wf, endpoint, ep, user, token).
         #[arg(value_parser = parse_kind)]
         kind: Kind,
         name: Option<String>,
@@ -107,6 +113,65 @@ pub enum Command {
         #[command(subcommand)]
         command: ClusterCommand,
     },
+    /// Store a token in the context after checking it with the scheduler:
+    /// `gpuctl login --token T`, or the token on stdin.
+    Login,
+    /// Who the scheduler takes you for.
+    Whoami,
+    /// Users and tokens (admins; a user may create and revoke their own tokens).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// The audit log: every mutating call with who, what, result; merged
+    /// from every scheduler replica, oldest first.
+    Audit {
+        /// The newest this many entries.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Only this user's (or node's) calls.
+        #[arg(long)]
+        user: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create a user.
+    CreateUser {
+        name: String,
+        #[arg(long, default_value = "")]
+        team: String,
+        #[arg(long, value_parser = ["admin", "user", "viewer", "gateway"], default_value = "user")]
+        role: String,
+        /// May cancel and delete the objects of everyone in the same team.
+        #[arg(long)]
+        team_lead: bool,
+        /// Unix uid the user's tasks run as (default: the user's name looked
+        /// up on each node).
+        #[arg(long)]
+        uid: Option<u32>,
+        /// The user's tasks may run as root.
+        #[arg(long)]
+        allow_root: bool,
+    },
+    /// Issue a token, printed once on stdout (its id and expiry on stderr).
+    CreateToken {
+        /// Whose token (default: yours).
+        #[arg(long)]
+        user: Option<String>,
+        /// Lifetime, e.g. 24h, 30d (default: no expiry).
+        #[arg(long)]
+        ttl: Option<HumanDuration>,
+        /// A node join token (for `gpu-node --join-token-file`).
+        #[arg(long, conflicts_with = "user")]
+        join: bool,
+        /// Shown next to the token's id in `gpuctl get tokens`.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Revoke a token by its id (see `gpuctl get tokens`).
+    RevokeToken { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -249,6 +314,8 @@ pub enum Kind {
     Workflows,
     Endpoints,
     Secrets,
+    Users,
+    Tokens,
 }
 
 impl Kind {
@@ -261,6 +328,8 @@ impl Kind {
             Kind::Workflows => "workflows",
             Kind::Endpoints => "endpoints",
             Kind::Secrets => "secrets",
+            Kind::Users => "users",
+            Kind::Tokens => "tokens",
         }
     }
     /// The singular, as in `job/x` and `job "x" not found`.
@@ -272,6 +341,8 @@ impl Kind {
             Kind::Workflows => "workflow",
             Kind::Endpoints => "endpoint",
             Kind::Secrets => "secret",
+            Kind::Users => "user",
+            Kind::Tokens => "token",
         }
     }
 }
@@ -285,8 +356,10 @@ pub fn parse_kind(s: &str) -> Result<Kind, String> {
         "workflow" | "workflows" | "wf" => Ok(Kind::Workflows),
         "endpoint" | "endpoints" | "ep" => Ok(Kind::Endpoints),
         "secret" | "secrets" => Ok(Kind::Secrets),
+        "user" | "users" => Ok(Kind::Users),
+        "token" | "tokens" => Ok(Kind::Tokens),
         _ => Err(format!(
-            "unknown kind {s:?} (expected jobs, nodes, queues, workflows, endpoints or secrets)"
+            "unknown kind {s:?} (expected jobs, nodes, queues, workflows, endpoints, secrets, users or tokens)"
         )),
     }
 }

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use gpuctl_proto::v1::control_client::ControlClient;
 use gpuctl_proto::v1::ApplyRequest;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
@@ -13,7 +15,54 @@ use crate::error::Error;
 /// How long one connection attempt may take before the next address is tried.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
-pub type Client = ControlClient<Channel>;
+pub type Client = ControlClient<InterceptedService<Channel, Bearer>>;
+
+/// Puts `authorization: Bearer <token>` on every call (nothing without a
+/// token).
+#[derive(Clone, Default)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Bearer(<token>)"
+        } else {
+            "Bearer(none)"
+        })
+    }
+}
+
+impl Bearer {
+    /// The header for `token` (none for `None` or an empty one); `source`
+    /// names where the token came from, for the error when it cannot be a
+    /// header.
+    pub fn new(token: Option<&str>, source: &str) -> Result<Bearer, Error> {
+        let Some(t) = token.map(str::trim).filter(|t| !t.is_empty()) else {
+            return Ok(Bearer(None));
+        };
+        let mut v: MetadataValue<Ascii> = format!("Bearer {t}").parse().map_err(|_| {
+            Error::Other(format!(
+                "the token from {source} has characters a header cannot carry; copy it again"
+            ))
+        })?;
+        v.set_sensitive(true);
+        Ok(Bearer(Some(v)))
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A `Control` client on `ch` that sends `bearer`'s token.
+pub fn client_for(ch: Channel, bearer: &Bearer) -> Client {
+    ControlClient::with_interceptor(ch, bearer.clone())
+}
 
 /// Connect to the first of `urls` that answers. When none does, the error
 /// names every address tried and the last cause.
@@ -21,7 +70,7 @@ pub async fn connect(urls: &[String], timeout: Duration) -> Result<Client, Error
     let mut last_cause = String::from("no address given");
     for url in urls {
         match connect_one(url, timeout).await {
-            Ok(ch) => return Ok(ControlClient::new(ch)),
+            Ok(ch) => return Ok(client_for(ch, &Bearer::default())),
             Err(cause) => last_cause = cause,
         }
     }
@@ -205,6 +254,7 @@ pub struct Conn {
     clients: Vec<Option<Client>>,
     current: usize,
     pub policy: RetryPolicy,
+    bearer: Bearer,
 }
 
 impl Conn {
@@ -219,7 +269,19 @@ impl Conn {
             clients,
             current: 0,
             policy,
+            bearer: Bearer::default(),
         }
+    }
+
+    /// The token this connection sends.
+    pub fn bearer(&self) -> &Bearer {
+        &self.bearer
+    }
+
+    /// Send `bearer`'s token on every call.
+    pub fn with_bearer(mut self, bearer: Bearer) -> Conn {
+        self.bearer = bearer;
+        self
     }
 
     pub fn urls(&self) -> &[String] {
@@ -271,7 +333,7 @@ impl Conn {
                     Some(c) => c.clone(),
                     None => match connect_one(&self.urls[i], self.policy.connect_timeout).await {
                         Ok(ch) => {
-                            let c = ControlClient::new(ch);
+                            let c = client_for(ch, &self.bearer);
                             self.clients[i] = Some(c.clone());
                             c
                         }

@@ -19,6 +19,8 @@ pub const CONTEXT_FILE: &str = "context.json";
 #[derive(Debug, Clone, Default)]
 pub struct EnvVars {
     pub gpuctl_server: Option<String>,
+    /// `GPUCTL_TOKEN`: the bearer token, over the context's.
+    pub gpuctl_token: Option<String>,
     pub gpuctl_config_dir: Option<String>,
     pub xdg_config_home: Option<String>,
     pub xdg_data_home: Option<String>,
@@ -30,6 +32,7 @@ impl EnvVars {
         let get = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         EnvVars {
             gpuctl_server: get("GPUCTL_SERVER"),
+            gpuctl_token: get("GPUCTL_TOKEN"),
             gpuctl_config_dir: get("GPUCTL_CONFIG_DIR"),
             xdg_config_home: get("XDG_CONFIG_HOME"),
             xdg_data_home: get("XDG_DATA_HOME"),
@@ -73,6 +76,10 @@ pub struct Context {
     /// The inference gateway's URL (`gpuctl get endpoints` shows it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<String>,
+    /// The bearer token sent on every call (`gpuctl login` stores it; the
+    /// file is then readable by its owner only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 /// Read `DIR/context.json`; `Ok(None)` when there is none.
@@ -91,12 +98,62 @@ pub fn read_context(config_dir: &Path) -> Result<Option<Context>> {
     })
 }
 
-/// Write `DIR/context.json` atomically (temp file + rename).
+/// Write `DIR/context.json` atomically (temp file + rename), readable by
+/// its owner only (it may hold a token).
 pub fn write_context(config_dir: &Path, ctx: &Context) -> Result<PathBuf> {
     let path = config_dir.join(CONTEXT_FILE);
     let json = serde_json::to_string_pretty(ctx).expect("context serialises");
-    write_atomic(&path, json.as_bytes())?;
+    write_private(&path, json.as_bytes())?;
     Ok(path)
+}
+
+/// [`write_atomic`] with mode 0600 from the start: the content is a secret.
+pub fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp.{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&tmp);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(data))
+        .map_err(|e| Error::io(format!("cannot write {}", tmp.display()), e))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(format!("cannot write {}", path.display()), e)
+    })
+}
+
+/// The token for calls: `flag` (`--token`) > `env` (`GPUCTL_TOKEN`) > the
+/// context's; with where it came from, for messages.
+pub fn resolve_token(
+    flag: Option<&str>,
+    env: Option<&str>,
+    config_dir: Option<&Path>,
+) -> Result<Option<(String, &'static str)>> {
+    let nonempty = |s: Option<&str>| s.map(str::trim).filter(|s| !s.is_empty()).map(String::from);
+    if let Some(t) = nonempty(flag) {
+        return Ok(Some((t, "--token")));
+    }
+    if let Some(t) = nonempty(env) {
+        return Ok(Some((t, "GPUCTL_TOKEN")));
+    }
+    let ctx = match config_dir {
+        Some(d) => read_context(d)?,
+        None => None,
+    };
+    Ok(ctx
+        .and_then(|c| nonempty(c.token.as_deref()))
+        .map(|t| (t, "the context file")))
 }
 
 /// Write a file so that readers see either the old or the new content.
@@ -215,6 +272,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_token_comes_from_the_flag_then_the_env_then_a_private_context() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(resolve_token(None, None, Some(dir.path())).unwrap(), None);
+        let ctx = Context {
+            server: "http://127.0.0.1:4000".into(),
+            state_dir: None,
+            gateway: None,
+            token: Some("ctx-token".into()),
+        };
+        let path = write_context(dir.path(), &ctx).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let t = |f, e| resolve_token(f, e, Some(dir.path())).unwrap().unwrap();
+        assert_eq!(t(None, None), ("ctx-token".into(), "the context file"));
+        assert_eq!(t(None, Some("env")), ("env".into(), "GPUCTL_TOKEN"));
+        assert_eq!(t(Some("flag"), Some("env")), ("flag".into(), "--token"));
+        assert_eq!(t(Some(" "), Some("env")), ("env".into(), "GPUCTL_TOKEN"));
+    }
+
+    #[test]
     fn urls_are_normalised() {
         assert_eq!(
             normalize_url("127.0.0.1:7000").unwrap(),
@@ -245,6 +323,7 @@ mod tests {
             server: "http://127.0.0.1:4000".into(),
             state_dir: Some("/tmp/x".into()),
             gateway: Some("http://127.0.0.1:8080".into()),
+            token: None,
         };
         write_context(dir.path(), &ctx).unwrap();
         assert_eq!(read_context(dir.path()).unwrap(), Some(ctx));

@@ -2,9 +2,9 @@
 //! directly, everything else after resolving which scheduler to talk to.
 
 use crate::cli::{is_workflow_word, Cli, ClusterCommand, Command};
-use crate::client::Conn;
+use crate::client::{Bearer, Conn};
 use crate::commands::ctx::Ctx;
-use crate::commands::{apply, cancel, cluster, cordon, get, logs, wait};
+use crate::commands::{apply, cancel, cluster, cordon, get, identity, logs, wait};
 use crate::config::{self, EnvVars};
 use crate::error::{Error, Result};
 use crate::{dev, status};
@@ -26,7 +26,7 @@ pub async fn run(cli: Cli, env: &EnvVars) -> Result<u8> {
         .and_then(|d| config::read_context(&d).ok().flatten())
         .and_then(|c| c.gateway);
     let mut cx = Ctx {
-        conn: Conn::new(servers.urls),
+        conn: Conn::new(servers.urls).with_bearer(bearer(&cli, env)?),
         gateway,
     };
     match cli.command {
@@ -77,6 +77,26 @@ pub async fn run(cli: Cli, env: &EnvVars) -> Result<u8> {
         Command::Cordon { node } => cordon::cmd_cordon(&mut cx, &node, true).await,
         Command::Uncordon { node } => cordon::cmd_cordon(&mut cx, &node, false).await,
         Command::Wait { job, timeout } => wait::cmd_wait(&mut cx, &job, &timeout).await,
+        Command::Login => {
+            identity::cmd_login(&mut cx, cli.token, env.config_dir().as_deref()).await
+        }
+        Command::Whoami => identity::cmd_whoami(&mut cx).await,
+        Command::Admin { command } => identity::cmd_admin(&mut cx, command).await,
+        Command::Audit { limit, user } => identity::cmd_audit(&mut cx, limit, user).await,
+    }
+}
+
+/// The token every call carries: `--token`, else `GPUCTL_TOKEN`, else the
+/// context's.
+fn bearer(cli: &Cli, env: &EnvVars) -> Result<Bearer> {
+    let token = config::resolve_token(
+        cli.token.as_deref(),
+        env.gpuctl_token.as_deref(),
+        env.config_dir().as_deref(),
+    )?;
+    match token {
+        Some((t, source)) => Bearer::new(Some(&t), source),
+        None => Ok(Bearer::default()),
     }
 }
 
@@ -103,6 +123,7 @@ mod tests {
                 server: format!("127.0.0.1:{port}"),
                 state_dir: None,
                 gateway: None,
+                token: None,
             },
         )
         .unwrap();

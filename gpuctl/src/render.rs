@@ -95,27 +95,7 @@ pub fn format_age(from_ms: Option<u64>, now_ms: u64) -> String {
     }
 }
 
-/// `2024-05-01T12:00:00Z` (UTC) for milliseconds since the epoch.
-pub fn format_time(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = (secs / 86400, secs % 86400);
-    // Howard Hinnant's civil_from_days.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
+pub use gpuctl_common::format_time;
 
 fn time_and_age(ms: Option<u64>, now_ms: u64) -> String {
     match ms.filter(|&t| t > 0) {
@@ -317,6 +297,9 @@ pub fn describe_job(j: &Job, now_ms: u64) -> String {
         let _ = writeln!(o, "{:<14}{v}", format!("{k}:"));
     };
     kv("Name", j.metadata.name.clone());
+    if let Some(owner) = &j.metadata.owner {
+        kv("Owner", owner.clone());
+    }
     kv(
         "Queue",
         j.metadata.queue.clone().unwrap_or_else(|| "default".into()),
@@ -590,6 +573,18 @@ pub fn describe_queue(q: &Queue, jobs: &[Job], now_ms: u64) -> String {
     kv("Weight", q.spec.weight.to_string());
     kv("Borrow", q.spec.borrow.to_string());
     kv("Preemptible", q.spec.preemptible.to_string());
+    if q.spec.teams.is_empty() && q.spec.users.is_empty() {
+        kv("Open to", "every user".into());
+    } else {
+        let mut who = Vec::new();
+        if !q.spec.teams.is_empty() {
+            who.push(format!("teams {}", q.spec.teams.join(", ")));
+        }
+        if !q.spec.users.is_empty() {
+            who.push(format!("users {}", q.spec.users.join(", ")));
+        }
+        kv("Open to", who.join("; "));
+    }
     kv(
         "ResourceVersion",
         q.metadata

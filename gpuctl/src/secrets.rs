@@ -21,17 +21,19 @@ pub fn secrets_table(secrets: &[Secret], now_ms: u64) -> String {
             vec![
                 s.metadata.name.clone(),
                 s.data.len().to_string(),
+                s.metadata.owner.clone().unwrap_or_else(|| "-".into()),
                 format_age(s.metadata.creation_timestamp_ms, now_ms),
             ]
         })
         .collect();
-    table(&["NAME", "KEYS", "AGE"], &rows)
+    table(&["NAME", "KEYS", "OWNER", "AGE"], &rows)
 }
 
 pub fn describe_secret(s: &Secret, now_ms: u64) -> String {
     let mut out = format!(
-        "Name:   {}\nAge:    {}\nData (values are never shown):\n",
+        "Name:   {}\nOwner:  {}\nAge:    {}\nData (values are never shown):\n",
         s.metadata.name,
+        s.metadata.owner.as_deref().unwrap_or("-"),
         format_age(s.metadata.creation_timestamp_ms, now_ms)
     );
     for (k, v) in &s.data {

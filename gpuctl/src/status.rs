@@ -290,7 +290,8 @@ pub fn table(r: &Report) -> String {
 pub async fn probe(url: String, timeout: Duration) -> Probe {
     let ask = async {
         let ch = client::connect_one(&url, timeout).await?;
-        let mut c: Client = gpuctl_proto::v1::control_client::ControlClient::new(ch);
+        // ClusterStatus needs no token.
+        let mut c: Client = client::client_for(ch, &client::Bearer::default());
         c.cluster_status(ClusterStatusRequest {})
             .await
             .map(tonic::Response::into_inner)

@@ -481,7 +481,10 @@ async fn secrets_reach_the_task_as_env_and_owner_only_files_that_go_with_it() {
     // The files are gone once the task has ended.
     let dir = read(&h.work.path().join("probe.dir"));
     assert!(!dir.trim().is_empty());
-    assert!(!std::path::Path::new(dir.trim()).exists(), "{dir} still exists");
+    assert!(
+        !std::path::Path::new(dir.trim()).exists(),
+        "{dir} still exists"
+    );
 
     // A task whose secret was deleted fails without starting, saying why.
     let mut t = task("no-secret", "Bound", &["sh", "-c", "echo started"]);

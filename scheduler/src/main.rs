@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use gpuctl_scheduler::api::auth::AuthOptions;
 use gpuctl_scheduler::api::ServiceOptions;
 use gpuctl_scheduler::controllers::ControllerOptions;
 use gpuctl_scheduler::raft::RaftOptions;
@@ -50,6 +51,37 @@ struct Args {
     /// Compact the Raft log after this many applied entries.
     #[arg(long, default_value_t = 10_000)]
     compact_after: u64,
+    /// File holding the bootstrap admin's token (user "admin", role admin);
+    /// the scheduler keeps only its hash. Create users and their tokens with
+    /// it (`gpuctl admin create-user`, `gpuctl admin create-token`).
+    #[arg(long, value_name = "FILE", required_unless_present = "no_auth")]
+    admin_token_file: Option<PathBuf>,
+    /// Accept every caller as an anonymous admin, without a token (for
+    /// benchmarks and tests; never on a shared network).
+    #[arg(long, conflicts_with = "admin_token_file")]
+    no_auth: bool,
+}
+
+/// The authentication settings from `--admin-token-file` / `--no-auth`.
+fn auth_options(args: &Args) -> anyhow::Result<AuthOptions> {
+    let Some(path) = &args.admin_token_file else {
+        return Ok(AuthOptions::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--admin-token-file {}: cannot read it", path.display()))?;
+    let token = text.trim();
+    anyhow::ensure!(
+        !token.is_empty(),
+        "--admin-token-file {}: the file is empty; put a token in it (e.g. one printed by `gpuctl admin create-token`, or any long random string)",
+        path.display()
+    );
+    anyhow::ensure!(
+        token.len() >= 16,
+        "--admin-token-file {}: the token is {} characters; use at least 16",
+        path.display(),
+        token.len()
+    );
+    Ok(AuthOptions::with_admin_token(token))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -83,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    let auth = auth_options(&args)?;
     let grpc = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {} for gRPC", args.listen))?;
@@ -103,6 +136,7 @@ async fn main() -> anyhow::Result<()> {
         },
         service: ServiceOptions {
             heartbeat_interval: args.heartbeat_interval,
+            auth,
             ..Default::default()
         },
         controller: ControllerOptions {
@@ -152,4 +186,54 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!("shutting down");
     server.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("gpu-scheduler").chain(extra.iter().copied()))
+    }
+
+    #[test]
+    fn authentication_must_be_chosen_explicitly() {
+        let e = parse(&[]).unwrap_err().to_string();
+        assert!(e.contains("--admin-token-file <FILE>"), "{e}");
+        assert!(parse(&["--no-auth", "--admin-token-file", "x"]).is_err());
+        let open = parse(&["--no-auth"]).unwrap();
+        assert!(!auth_options(&open).unwrap().enabled);
+    }
+
+    #[test]
+    fn the_admin_token_file_is_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin.token");
+        let args =
+            |p: &std::path::Path| parse(&["--admin-token-file", p.to_str().unwrap()]).unwrap();
+        let e = auth_options(&args(&path)).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!(
+                "--admin-token-file {}: cannot read it",
+                path.display()
+            )),
+            "{e}"
+        );
+        std::fs::write(&path, "\n").unwrap();
+        let e = auth_options(&args(&path)).unwrap_err().to_string();
+        assert!(e.contains("the file is empty"), "{e}");
+        std::fs::write(&path, "short\n").unwrap();
+        let e = auth_options(&args(&path)).unwrap_err().to_string();
+        assert!(
+            e.ends_with("the token is 5 characters; use at least 16"),
+            "{e}"
+        );
+        std::fs::write(&path, "a-long-enough-admin-secret\n").unwrap();
+        let opts = auth_options(&args(&path)).unwrap();
+        assert!(opts.enabled);
+        assert_eq!(
+            opts.admin_token_hash,
+            Some(gpuctl_security::token::hash("a-long-enough-admin-secret"))
+        );
+    }
 }

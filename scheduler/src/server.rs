@@ -68,6 +68,7 @@ impl Server {
             stop: stop_rx.clone(),
             peers: peers.clone(),
             loads: loads.clone(),
+            audit_log: Arc::new(crate::api::audit::AuditLog::new(&cfg.data_dir)),
         };
         let tasks = vec![
             serve_grpc(api, grpc, stop_rx.clone()),

@@ -200,6 +200,8 @@ async fn gang_lifecycle_and_restart() {
 
     // Job a takes the whole node: two tasks with disjoint GPUs, ranks 0 and 1.
     let a = next_with(&mut watch, "a", 2).await;
+    // Without authentication tasks name no owner: they run as the daemon's user.
+    assert!(a.tasks.iter().all(|t| t.owner.is_none()));
     assert!(a
         .tasks
         .iter()

@@ -27,6 +27,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
 use tonic::transport::Channel;
 
 use crate::gateway::{Gateway, Replica};
@@ -46,6 +49,8 @@ pub struct ClusterConfig {
     pub probe_every: Duration,
     /// A replica not ready after this long is probed no more (until it restarts).
     pub probe_timeout: Duration,
+    /// Bearer token sent on every call (a user with role gateway).
+    pub token: Option<String>,
 }
 
 impl Default for ClusterConfig {
@@ -57,18 +62,42 @@ impl Default for ClusterConfig {
             report_every: Duration::from_secs(1),
             probe_every: Duration::from_millis(10),
             probe_timeout: Duration::from_secs(300),
+            token: None,
         }
+    }
+}
+
+/// Puts `authorization: Bearer <token>` on every call to the scheduler.
+#[derive(Clone)]
+struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
     }
 }
 
 /// Scheduler clients with failover.
 struct Schedulers {
-    clients: Vec<ControlClient<Channel>>,
+    clients: Vec<ControlClient<InterceptedService<Channel, Bearer>>>,
     current: usize,
 }
 
 impl Schedulers {
-    fn new(urls: &[String]) -> anyhow::Result<Schedulers> {
+    fn new(urls: &[String], token: Option<&str>) -> anyhow::Result<Schedulers> {
+        let bearer = match token.map(str::trim).filter(|t| !t.is_empty()) {
+            Some(t) => {
+                let mut v: MetadataValue<Ascii> = format!("Bearer {t}").parse().map_err(|_| {
+                    anyhow::anyhow!("the token has characters a header cannot carry")
+                })?;
+                v.set_sensitive(true);
+                Bearer(Some(v))
+            }
+            None => Bearer(None),
+        };
         let mut clients = Vec::new();
         for u in urls {
             let url = if u.contains("://") {
@@ -82,7 +111,7 @@ impl Schedulers {
                 .timeout(Duration::from_secs(10))
                 .tcp_nodelay(true)
                 .connect_lazy();
-            clients.push(ControlClient::new(ch));
+            clients.push(ControlClient::with_interceptor(ch, bearer.clone()));
         }
         if clients.is_empty() {
             anyhow::bail!("no scheduler address given");
@@ -195,7 +224,7 @@ pub async fn run(
     mut wake: mpsc::UnboundedReceiver<String>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let mut schedulers = Schedulers::new(&config.servers)?;
+    let mut schedulers = Schedulers::new(&config.servers, config.token.as_deref())?;
     let id = gateway_id();
     let probe_client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(5))

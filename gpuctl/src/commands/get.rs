@@ -3,6 +3,7 @@
 
 use crate::cli::{Kind, Output};
 use crate::commands::ctx::{decode, Ctx};
+use crate::commands::identity;
 use crate::error::{Error, Result};
 use crate::stdout::out;
 use crate::{endpoints, render, secrets, workflows};
@@ -51,11 +52,22 @@ pub(crate) async fn cmd_get(
                     endpoints::endpoints_table(&eps, cx.gateway.as_deref(), now)
                 }
                 Kind::Secrets => secrets::secrets_table(&cx.get_secrets(name).await?, now),
+                Kind::Users => identity::users_table(&values_of(cx, kind, name).await?),
+                Kind::Tokens => identity::tokens_table(&values_of(cx, kind, name).await?, now),
             };
             out(&text)?;
         }
     }
     Ok(0)
+}
+
+/// The objects of `kind` as JSON values.
+async fn values_of(cx: &mut Ctx, kind: Kind, name: Option<&str>) -> Result<Vec<serde_json::Value>> {
+    cx.get_raw(kind, name)
+        .await?
+        .iter()
+        .map(|j| decode(j, kind.singular()))
+        .collect()
 }
 
 pub(crate) async fn cmd_describe(cx: &mut Ctx, kind: Kind, name: &str) -> Result<u8> {
@@ -107,6 +119,13 @@ pub(crate) async fn cmd_describe(cx: &mut Ctx, kind: Kind, name: &str) -> Result
             .map(|s| secrets::describe_secret(s, now))
             .collect::<Vec<_>>()
             .join("\n"),
+        Kind::Users | Kind::Tokens => values_of(cx, kind, Some(name))
+            .await?
+            .iter()
+            .map(serde_yaml_ng::to_string)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::Other(format!("cannot render YAML: {e}")))?
+            .join("---\n"),
     };
     out(&text)?;
     Ok(0)

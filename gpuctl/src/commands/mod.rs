@@ -8,5 +8,6 @@ pub(crate) mod cluster;
 pub(crate) mod cordon;
 pub(crate) mod ctx;
 pub(crate) mod get;
+pub(crate) mod identity;
 pub(crate) mod logs;
 pub(crate) mod wait;

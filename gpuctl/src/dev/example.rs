@@ -30,9 +30,10 @@ pub fn example_job() -> Result<Job> {
     )
 }
 
-pub(super) async fn submit_example(urls: &[String]) -> Result<()> {
+pub(super) async fn submit_example(urls: &[String], token: &str) -> Result<()> {
     let job = example_job()?;
-    let mut conn = client::Conn::new(urls.to_vec());
+    let mut conn = client::Conn::new(urls.to_vec())
+        .with_bearer(client::Bearer::new(Some(token), "the context")?);
     let req = ApplyRequest {
         object_json: serde_json::to_string(&Manifest::Job(job)).expect("json"),
         source: "<gpuctl dev --example>".into(),

@@ -24,6 +24,7 @@
 //! brings the cluster up, `watch` keeps it up, and `example` is `--example`.
 
 mod example;
+mod identity;
 mod plan;
 mod start;
 mod supervisor;
@@ -56,6 +57,7 @@ use watch::supervise;
 pub async fn run(flags: DevFlags, env: &EnvVars) -> Result<u8> {
     let mut plan = Plan::from_flags(flags, env)?;
     plan.prepare_state_dir()?;
+    let admin_token = identity::ensure_admin_token(&plan)?;
     let bins = Binaries::find()?;
     remove_stale_ready_files(&plan.state_dir)?;
 
@@ -76,7 +78,7 @@ pub async fn run(flags: DevFlags, env: &EnvVars) -> Result<u8> {
         plan.state_dir.display()
     ))?;
     let started = tokio::select! {
-        r = start(&mut sup, &plan, &bins) => r,
+        r = start(&mut sup, &plan, &bins, &admin_token) => r,
         _ = sigint.recv() => Err(Error::Other("interrupted".into())),
         _ = sigterm.recv() => Err(Error::Other("interrupted".into())),
     };
@@ -98,6 +100,7 @@ pub async fn run(flags: DevFlags, env: &EnvVars) -> Result<u8> {
             .gateway
             .as_ref()
             .map(|g| format!("http://{}", field(g, "http"))),
+        token: Some(started.user_token.clone()),
     };
     let finish = publish(&plan, &started, &context);
     let code = tokio::select! {
@@ -131,7 +134,7 @@ async fn publish(plan: &Plan, started: &Started, context: &Context) -> Result<()
     };
     out(&summary(plan, started, ctx_path.as_deref()))?;
     if plan.example {
-        submit_example(&started.server_urls).await?;
+        submit_example(&started.server_urls, &started.user_token).await?;
     }
     out("\nPress Ctrl-C to stop the cluster.\n")?;
     Ok(())

@@ -264,6 +264,22 @@ impl Plan {
     pub fn logs_dir(&self) -> PathBuf {
         self.state_dir.join("logs")
     }
+    /// The bootstrap admin's token (kept across restarts).
+    pub fn admin_token_file(&self) -> PathBuf {
+        self.state_dir.join("admin.token")
+    }
+    /// The join token every node trades for its credential.
+    pub fn join_token_file(&self) -> PathBuf {
+        self.state_dir.join("join.token")
+    }
+    /// The gateway's token (user "gateway", role gateway).
+    pub fn gateway_token_file(&self) -> PathBuf {
+        self.state_dir.join("gateway.token")
+    }
+    /// The token of the user running `gpuctl dev`, also in the context.
+    pub fn user_token_file(&self) -> PathBuf {
+        self.state_dir.join("user.token")
+    }
 
     /// `gpu-scheduler`'s arguments for replica `id` (from 1); `--peers`
     /// only when there is more than one replica.
@@ -279,6 +295,8 @@ impl Plan {
             "127.0.0.1:0".into(),
             "--ready-file".into(),
             self.scheduler_ready(id).display().to_string(),
+            "--admin-token-file".into(),
+            self.admin_token_file().display().to_string(),
         ];
         if self.replicas > 1 {
             a.push("--peers".into());
@@ -306,6 +324,8 @@ impl Plan {
             timeout_ms.to_string(),
             "--ready-file".into(),
             self.gateway_ready().display().to_string(),
+            "--token-file".into(),
+            self.gateway_token_file().display().to_string(),
         ]
     }
 
@@ -332,6 +352,8 @@ impl Plan {
             self.state_dir.join("artifacts").display().to_string(),
             "--ready-file".into(),
             self.node_ready(i).display().to_string(),
+            "--join-token-file".into(),
+            self.join_token_file().display().to_string(),
         ]);
         a
     }
@@ -459,7 +481,7 @@ mod tests {
         let p = plan(Path::new("/s"));
         assert_eq!(
             p.scheduler_args(1).join(" "),
-            "--id 1 --data-dir /s/scheduler-1 --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --ready-file /s/scheduler-1.ready.json"
+            "--id 1 --data-dir /s/scheduler-1 --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --ready-file /s/scheduler-1.ready.json --admin-token-file /s/admin.token"
         );
         let p3 = Plan {
             replicas: 3,
@@ -469,15 +491,15 @@ mod tests {
         assert_eq!(
             p3.scheduler_args(2).join(" "),
             "--id 2 --data-dir /s/scheduler-2 --listen 127.0.0.1:7200 --metrics-listen 127.0.0.1:0 --ready-file /s/scheduler-2.ready.json \
-             --peers 1=127.0.0.1:7100,2=127.0.0.1:7200,3=127.0.0.1:7300"
+             --admin-token-file /s/admin.token --peers 1=127.0.0.1:7100,2=127.0.0.1:7200,3=127.0.0.1:7300"
         );
         assert_eq!(
             p.node_args(2, "http://127.0.0.1:7000").join(" "),
-            "--server http://127.0.0.1:7000 --name dev-node-2 --gpus 4xH100-80GB --gpus 2xA100-40GB --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --work-dir /s/node-2 --artifact-dir /s/artifacts --ready-file /s/node-2.ready.json"
+            "--server http://127.0.0.1:7000 --name dev-node-2 --gpus 4xH100-80GB --gpus 2xA100-40GB --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --work-dir /s/node-2 --artifact-dir /s/artifacts --ready-file /s/node-2.ready.json --join-token-file /s/join.token"
         );
         assert_eq!(
             p.gateway_args("http://127.0.0.1:7000").join(" "),
-            "--server http://127.0.0.1:7000 --listen 127.0.0.1 --port 0 --cold-start-timeout-ms 60000 --ready-file /s/gateway.ready.json"
+            "--server http://127.0.0.1:7000 --listen 127.0.0.1 --port 0 --cold-start-timeout-ms 60000 --ready-file /s/gateway.ready.json --token-file /s/gateway.token"
         );
     }
 

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use crate::client;
 use crate::config::{self, Context};
+use crate::dev::identity;
 use crate::dev::plan::{Binaries, Plan};
 use crate::dev::supervisor::Supervisor;
 use crate::duration::format_delay;
@@ -29,6 +30,9 @@ pub(super) struct Started {
     pub(super) nodes: Vec<Value>,
     /// The gateway's ready file (`http`, `url`, `metrics`, `pid`), when it runs.
     pub(super) gateway: Option<Value>,
+    /// The token of the admin user named after whoever runs `gpuctl dev`.
+    pub(super) user_token: String,
+    pub(super) user_name: String,
 }
 
 impl Started {
@@ -68,7 +72,12 @@ pub(super) fn scheduler_entry(plan: &Plan, id: u64, ready: &Value) -> Value {
     v
 }
 
-pub(super) async fn start(sup: &mut Supervisor, plan: &Plan, bins: &Binaries) -> Result<Started> {
+pub(super) async fn start(
+    sup: &mut Supervisor,
+    plan: &Plan,
+    bins: &Binaries,
+    admin_token: &str,
+) -> Result<Started> {
     let logs = plan.logs_dir();
     // Start every replica before waiting: none is ready before a majority
     // is up to elect a leader.
@@ -97,6 +106,8 @@ pub(super) async fn start(sup: &mut Supervisor, plan: &Plan, bins: &Binaries) ->
         schedulers.push(scheduler_entry(plan, id, &ready));
     }
     let server_list = server_urls.join(",");
+    let mut admin = identity::admin_conn(&server_urls, admin_token)?;
+    identity::ensure_join_token(plan, &mut admin).await?;
 
     let mut idxs = Vec::new();
     for i in 1..=plan.nodes {
@@ -113,9 +124,16 @@ pub(super) async fn start(sup: &mut Supervisor, plan: &Plan, bins: &Binaries) ->
         nodes.push(sup.wait_ready(idx, &plan.node_ready(i)).await?);
     }
 
-    wait_for_nodes(sup, plan, &server_urls).await?;
+    wait_for_nodes(sup, plan, &mut admin).await?;
     let gateway = match &bins.gateway {
         Some(bin) => {
+            identity::ensure_user_token(
+                &mut admin,
+                &plan.gateway_token_file(),
+                identity::gateway_user(),
+                "gpuctl dev gateway",
+            )
+            .await?;
             let idx = sup.spawn(
                 "gpu-gateway",
                 bin,
@@ -126,21 +144,26 @@ pub(super) async fn start(sup: &mut Supervisor, plan: &Plan, bins: &Binaries) ->
         }
         None => None,
     };
+    let me = identity::local_user();
+    let user_name = me.name.clone();
+    let user_token =
+        identity::ensure_user_token(&mut admin, &plan.user_token_file(), me, "gpuctl dev").await?;
     Ok(Started {
         server_urls,
         schedulers,
         nodes,
         gateway,
+        user_token,
+        user_name,
     })
 }
 
 /// Wait until the scheduler lists every node Ready: a node daemon's ready
 /// file says it listens, not that its registration was committed.
-async fn wait_for_nodes(sup: &Supervisor, plan: &Plan, server_urls: &[String]) -> Result<()> {
+async fn wait_for_nodes(sup: &Supervisor, plan: &Plan, conn: &mut client::Conn) -> Result<()> {
     let logs = plan.logs_dir();
     let want: Vec<String> = (1..=plan.nodes).map(Plan::node_name).collect();
     let deadline = tokio::time::Instant::now() + NODES_READY_TIMEOUT;
-    let mut conn = client::Conn::new(server_urls.to_vec());
     let mut missing = want.clone();
     loop {
         sup.check_alive()?;
@@ -251,6 +274,11 @@ pub(super) fn summary(plan: &Plan, s: &Started, ctx_path: Option<&Path>) -> Stri
         "  cluster file     {}\n",
         plan.state_dir.join("cluster.json").display()
     ));
+    o.push_str(&format!(
+        "  admin token      {} (bootstrap admin; you are user {:?}, an admin, in the context)\n",
+        plan.admin_token_file().display(),
+        s.user_name
+    ));
     match ctx_path {
         Some(p) => o.push_str(&format!(
             "  context          {} (gpuctl commands now talk to this cluster)\n",
@@ -297,6 +325,7 @@ mod tests {
             server: "http://127.0.0.1:1".into(),
             state_dir: Some(dir.path().into()),
             gateway: None,
+            token: None,
         };
         let theirs = Context {
             server: "http://127.0.0.1:2".into(),

@@ -160,3 +160,16 @@ fn formats() {
         r"sh -c 'it'\''s'"
     );
 }
+
+#[test]
+fn describe_shows_the_owner_and_who_a_queue_is_open_to() {
+    let mut j = job("train", 1, 1.0);
+    assert!(!describe_job(&j, NOW).contains("Owner:"));
+    j.metadata.owner = Some("alice".into());
+    assert!(describe_job(&j, NOW).contains("\nOwner:        alice\n"));
+    let mut q = gpuctl_testkit::queue("nlp").build();
+    assert!(describe_queue(&q, &[], NOW).contains("Open to:          every user\n"));
+    q.spec.teams = vec!["nlp".into()];
+    q.spec.users = vec!["carol".into()];
+    assert!(describe_queue(&q, &[], NOW).contains("Open to:          teams nlp; users carol\n"));
+}

@@ -78,6 +78,7 @@ impl DevCluster {
             .args(args)
             .env("GPUCTL_CONFIG_DIR", &config)
             .env_remove("GPUCTL_SERVER")
+            .env_remove("GPUCTL_TOKEN")
             // Nodes look for deleted workflows' artifacts every second (not
             // every 5 minutes), so tests see them go.
             .env("GPUCTL_ARTIFACT_SWEEP", "1s")
@@ -128,6 +129,7 @@ impl DevCluster {
             .args(args)
             .env("GPUCTL_CONFIG_DIR", self.config())
             .env_remove("GPUCTL_SERVER")
+            .env_remove("GPUCTL_TOKEN")
             .stdin(Stdio::null())
             .output()
             .expect("run gpuctl")

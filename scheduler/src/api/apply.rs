@@ -10,6 +10,7 @@ use gpuctl_pipelines::Workflow;
 use gpuctl_proto::v1 as pb;
 use tonic::Status;
 
+use super::authz::{Action, ApplyKind, Principal};
 use super::convert::{in_source, request_id_of};
 use super::Api;
 use crate::placement;
@@ -35,24 +36,99 @@ fn parse_object(source: &str, object_json: &str) -> Result<Object, Status> {
 }
 
 impl Api {
-    /// Create (or, for a queue, configure) the object in `req`; answers with
-    /// the stored object as JSON.
-    pub(super) async fn apply_object(&self, req: pb::ApplyRequest) -> Result<String, Status> {
+    /// Create (or, for a queue, configure) the object in `req` for `who`
+    /// (refused when it may not); answers with the stored object as JSON.
+    /// The call is recorded in the audit log.
+    pub(super) async fn apply_object(
+        &self,
+        who: &Result<Principal, Status>,
+        req: pb::ApplyRequest,
+    ) -> Result<String, Status> {
         let source = if req.source.is_empty() {
             "<api>".to_string()
         } else {
-            req.source
+            req.source.clone()
         };
+        let parsed = parse_object(&source, &req.object_json);
+        let (kind, name) = match &parsed {
+            Ok(Object::Manifest(m)) => (m.kind().to_ascii_lowercase(), m.name().to_string()),
+            Ok(Object::Workflow(wf)) => (
+                "workflow".to_string(),
+                wf.metadata
+                    .name
+                    .clone()
+                    .or_else(|| wf.metadata.generate_name.clone())
+                    .unwrap_or_default(),
+            ),
+            Err(_) => (String::new(), String::new()),
+        };
+        let r = async {
+            let who = who.as_ref().map_err(Clone::clone)?;
+            self.apply_as(who, &source, parsed?, req).await
+        }
+        .await;
+        self.audit(who, "apply", &kind, &name, &r);
+        r
+    }
+
+    async fn apply_as(
+        &self,
+        who: &Principal,
+        source: &str,
+        object: Object,
+        req: pb::ApplyRequest,
+    ) -> Result<String, Status> {
+        let source = source.to_string();
         let request_id = request_id_of(&req.request_id);
-        let manifest = match parse_object(&source, &req.object_json)? {
+        let mut manifest = match object {
             Object::Workflow(wf) => {
+                let name = wf.metadata.name.clone().unwrap_or_default();
+                self.check(
+                    who,
+                    &Action::Apply {
+                        kind: ApplyKind::Workflow,
+                        name: &name,
+                        queue: None,
+                    },
+                )?;
                 let params = req.parameters.into_iter().collect();
-                return self.apply_workflow(&source, *wf, params, request_id).await;
+                return self
+                    .apply_workflow(&source, *wf, params, request_id, who.owner())
+                    .await;
             }
             Object::Manifest(m) => m,
         };
+        let (kind, queue) = match &*manifest {
+            Manifest::Job(j) => (ApplyKind::Job, j.metadata.queue.as_deref()),
+            Manifest::Endpoint(_) => (ApplyKind::Endpoint, None),
+            Manifest::Queue(_) => (ApplyKind::Queue, None),
+            Manifest::Secret(_) => (ApplyKind::Secret, None),
+        };
         // Check against current state, not a follower's possibly older copy.
         self.proposer().read_barrier().await?;
+        self.check(
+            who,
+            &Action::Apply {
+                kind,
+                name: manifest.name(),
+                queue,
+            },
+        )?;
+        // The owner is the caller; only an admin may name another one.
+        let owned = |meta: &mut api::ObjectMeta| {
+            if !who.is_admin() || meta.owner.is_none() {
+                meta.owner = who.owner();
+            }
+        };
+        match &mut *manifest {
+            Manifest::Job(j) => owned(&mut j.metadata),
+            Manifest::Endpoint(e) => owned(&mut e.metadata),
+            Manifest::Queue(q) => q.metadata.owner = None,
+            Manifest::Secret(s) => owned(&mut s.metadata),
+        }
+        for name in secrets_named(&manifest) {
+            self.check(who, &Action::UseSecret { name })?;
+        }
         // A retry of a request that was applied gets its recorded answer.
         let repeated = self.already_applied(request_id.as_deref());
         let cmd = match *manifest {
@@ -145,5 +221,35 @@ impl Api {
             )));
         }
         Ok(())
+    }
+}
+
+fn refs<'a>(
+    env: &'a [gpuctl_common::secret::EnvFromSource],
+    files: &'a [gpuctl_common::secret::SecretFilesSource],
+) -> Vec<&'a str> {
+    env.iter()
+        .map(|e| e.secret_ref.name.as_str())
+        .chain(files.iter().map(|f| f.secret_ref.name.as_str()))
+        .collect()
+}
+
+/// The secrets an applied job or endpoint would give its tasks.
+fn secrets_named(m: &Manifest) -> Vec<&str> {
+    match m {
+        Manifest::Job(j) => j
+            .spec
+            .tasks
+            .iter()
+            .flat_map(|t| refs(&t.env_from, &t.secret_files))
+            .collect(),
+        Manifest::Endpoint(e) => e
+            .spec
+            .server
+            .iter()
+            .flat_map(|s| refs(&s.env_from, &s.secret_files))
+            .chain(e.spec.auth.iter().map(|a| a.api_key_secret.name.as_str()))
+            .collect(),
+        Manifest::Queue(_) | Manifest::Secret(_) => Vec::new(),
     }
 }

@@ -11,8 +11,15 @@ use super::convert::phase_to_pb;
 use crate::state::endpoints::endpoint_of;
 use crate::state::State;
 
-/// The tasks `node` should run, as the node daemon sees them.
-pub(super) fn assignments_for(st: &State, node: &str, version: u64) -> pb::Assignments {
+/// The tasks `node` should run, as the node daemon sees them; with
+/// `owners`, each names who it runs as (off when the scheduler runs without
+/// authentication: tasks run as the daemon's own user).
+pub(super) fn assignments_for(
+    st: &State,
+    node: &str,
+    version: u64,
+    owners: bool,
+) -> pb::Assignments {
     let mut tasks = Vec::new();
     for (job, t) in st.tasks_on_node(node) {
         let Some(spec) = job.task_spec(t.index) else {
@@ -54,7 +61,7 @@ pub(super) fn assignments_for(st: &State, node: &str, version: u64) -> pb::Assig
             job_tasks: job.task_count(),
             step: step_io(st, job),
             wants_port: endpoint_of(job).is_some(),
-            owner: None,
+            owner: if owners { owner_of(st, job) } else { None },
             secret_env,
             secret_files,
             secret_error,
@@ -62,6 +69,18 @@ pub(super) fn assignments_for(st: &State, node: &str, version: u64) -> pb::Assig
     }
     tasks.sort_by(|a, b| (&a.job, a.task_index).cmp(&(&b.job, b.task_index)));
     pb::Assignments { version, tasks }
+}
+
+/// Who a job's tasks run as: its owner, with the user's uid and root
+/// permission; none for a job without an owner.
+fn owner_of(st: &State, job: &Job) -> Option<pb::TaskOwner> {
+    let user = job.metadata.owner.as_ref()?;
+    let u = st.users.get(user);
+    Some(pb::TaskOwner {
+        user: user.clone(),
+        uid: u.and_then(|u| u.uid),
+        allow_root: u.is_some_and(|u| u.allow_root),
+    })
 }
 
 /// The files of a step job, for its `TaskAssignment`.

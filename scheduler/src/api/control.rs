@@ -8,10 +8,13 @@ use gpuctl_common::api::{self, Job, JobPhase};
 use gpuctl_proto::v1 as pb;
 use gpuctl_proto::v1::control_server::Control;
 use raft::prelude::{ConfChange, ConfChangeType};
+use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use super::authz::{Action, Principal};
 use super::convert::{job_phase_to_pb, json, kind_of, to_status, workflow_phase_to_pb};
+use super::guard::forwarded;
 use super::proposer::NO_LEADER_WAIT;
 use super::{Api, BoxStream};
 use crate::placement;
@@ -23,6 +26,27 @@ fn queue_view(st: &State, q: &gpuctl_common::queue::Queue) -> gpuctl_common::que
     let mut q = q.clone();
     q.status = Some(st.queue_status(&q.metadata.name));
     q
+}
+
+/// Users or tokens (without their hashes), all or the one named.
+fn identity_objects(st: &State, kind: &str, name: &str) -> Result<Vec<String>, Status> {
+    let values: Vec<serde_json::Value> = if kind == "user" {
+        st.users
+            .values()
+            .filter(|u| name.is_empty() || u.name == name)
+            .map(|u| serde_json::to_value(u).unwrap_or_default())
+            .collect()
+    } else {
+        st.tokens
+            .values()
+            .filter(|t| name.is_empty() || t.id == name || t.subject == name)
+            .map(|t| t.view())
+            .collect()
+    };
+    if values.is_empty() && !name.is_empty() {
+        return Err(Status::not_found(format!("{kind} {name:?} not found")));
+    }
+    values.iter().map(json).collect()
 }
 
 impl Api {
@@ -102,53 +126,56 @@ impl Api {
 impl Control for Api {
     async fn create_user(
         &self,
-        _req: Request<pb::CreateUserRequest>,
+        req: Request<pb::CreateUserRequest>,
     ) -> Result<Response<pb::UserResponse>, Status> {
-        Err(Status::unimplemented("users are not implemented yet"))
+        let (md, _, r) = req.into_parts();
+        Ok(Response::new(self.create_user_call(&md, r).await?))
     }
 
     async fn create_token(
         &self,
-        _req: Request<pb::CreateTokenRequest>,
+        req: Request<pb::CreateTokenRequest>,
     ) -> Result<Response<pb::CreateTokenResponse>, Status> {
-        Err(Status::unimplemented("tokens are not implemented yet"))
+        let (md, _, r) = req.into_parts();
+        Ok(Response::new(self.create_token_call(&md, r).await?))
     }
 
     async fn revoke_token(
         &self,
-        _req: Request<pb::RevokeTokenRequest>,
+        req: Request<pb::RevokeTokenRequest>,
     ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
-        Err(Status::unimplemented("tokens are not implemented yet"))
+        let (md, _, r) = req.into_parts();
+        Ok(Response::new(self.revoke_token_call(&md, r).await?))
     }
 
     async fn who_am_i(
         &self,
-        _req: Request<pb::WhoAmIRequest>,
+        req: Request<pb::WhoAmIRequest>,
     ) -> Result<Response<pb::WhoAmIResponse>, Status> {
-        Err(Status::unimplemented("identity is not implemented yet"))
+        Ok(Response::new(self.who_am_i_call(req.metadata()).await?))
     }
 
     async fn audit(
         &self,
-        _req: Request<pb::AuditRequest>,
+        req: Request<pb::AuditRequest>,
     ) -> Result<Response<pb::AuditResponse>, Status> {
-        Err(Status::unimplemented(
-            "the audit log is not implemented yet",
-        ))
+        let (md, _, r) = req.into_parts();
+        Ok(Response::new(self.audit_call(&md, r).await?))
     }
 
     async fn report_load(
         &self,
         req: Request<pb::ReportLoadRequest>,
     ) -> Result<Response<pb::ReportLoadResponse>, Status> {
-        let req = req.into_inner();
+        let (md, _, req) = req.into_parts();
+        self.allow(&md, &Action::ReportLoad).await?;
         match self.proposer().leader_elsewhere()? {
             None => {
                 crate::controllers::runner::report_load(&self.raft, &self.loads, &req).await;
                 Ok(Response::new(pb::ReportLoadResponse {}))
             }
             Some(leader) => match self.peers.control_client(leader) {
-                Some(mut c) => c.report_load(req).await,
+                Some(mut c) => c.report_load(forwarded(&md, req)).await,
                 None => Err(self.proposer().no_leader()),
             },
         }
@@ -158,16 +185,23 @@ impl Control for Api {
         &self,
         req: Request<pb::ApplyRequest>,
     ) -> Result<Response<pb::ApplyResponse>, Status> {
-        let object_json = self.apply_object(req.into_inner()).await?;
+        let (md, _, r) = req.into_parts();
+        let who = self.caller(&md).await;
+        let object_json = self.apply_object(&who, r).await?;
         Ok(Response::new(pb::ApplyResponse { object_json }))
     }
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
-        let req = req.into_inner();
+        let (md, _, req) = req.into_parts();
+        self.allow(&md, &Action::Read).await?;
         let kind = kind_of(&req.kind)?;
         self.proposer().read_barrier().await?;
         if kind == "workflow" {
             let objects_json = self.get_workflows(&req.name)?;
+            return Ok(Response::new(pb::GetResponse { objects_json }));
+        }
+        if kind == "user" || kind == "token" {
+            let objects_json = identity_objects(&self.state(), kind, &req.name)?;
             return Ok(Response::new(pb::GetResponse { objects_json }));
         }
         let st = self.state();
@@ -234,79 +268,120 @@ impl Control for Api {
         &self,
         req: Request<pb::CancelRequest>,
     ) -> Result<Response<pb::CancelResponse>, Status> {
-        let req = req.into_inner();
+        let (md, _, req) = req.into_parts();
+        let who = self.caller(&md).await;
         let kind = kind_of(if req.kind.is_empty() {
             "job"
         } else {
             &req.kind
-        })?;
-        if kind == "workflow" {
-            let object_json = self
-                .proposer()
-                .propose(Command::CancelWorkflow { name: req.name })
-                .await?;
-            return Ok(Response::new(pb::CancelResponse { object_json }));
+        });
+        let r = async {
+            let who = who.as_ref().map_err(Clone::clone)?;
+            let kind = kind.clone()?;
+            let cmd = match kind {
+                "workflow" => Command::CancelWorkflow {
+                    name: req.name.clone(),
+                },
+                // Deleting an endpoint stops its replicas and removes it.
+                "endpoint" => Command::DeleteEndpoint {
+                    name: req.name.clone(),
+                },
+                "job" => Command::CancelJob {
+                    name: req.name.clone(),
+                },
+                _ => {
+                    return Err(Status::invalid_argument(
+                        "only jobs and workflows can be cancelled, and endpoints deleted",
+                    ))
+                }
+            };
+            // Judge ownership on current state, not a follower's older copy.
+            self.proposer().read_barrier().await?;
+            self.check(
+                who,
+                &Action::Stop {
+                    verb: "cancel",
+                    kind,
+                    name: &req.name,
+                },
+            )?;
+            let object_json = self.proposer().propose(cmd).await?;
+            Ok(Response::new(pb::CancelResponse { object_json }))
         }
-        if kind == "endpoint" {
-            // Deleting an endpoint stops its replicas and removes it.
-            let object_json = self
-                .proposer()
-                .propose(Command::DeleteEndpoint { name: req.name })
-                .await?;
-            return Ok(Response::new(pb::CancelResponse { object_json }));
-        }
-        if kind != "job" {
-            return Err(Status::invalid_argument(
-                "only jobs and workflows can be cancelled, and endpoints deleted",
-            ));
-        }
-        let object_json = self
-            .proposer()
-            .propose(Command::CancelJob { name: req.name })
-            .await?;
-        Ok(Response::new(pb::CancelResponse { object_json }))
+        .await;
+        self.audit(&who, "cancel", kind.unwrap_or(""), &req.name, &r);
+        r
     }
 
     async fn delete(
         &self,
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let req = req.into_inner();
-        let name = req.name;
-        let cmd = match kind_of(&req.kind)? {
-            "job" => Command::DeleteJob { name },
-            "workflow" => Command::DeleteWorkflow { name },
-            "endpoint" => Command::DeleteEndpoint { name },
-            "secret" => Command::DeleteSecret { name },
-            other => {
-                return Err(Status::invalid_argument(format!(
-                    "{other}s cannot be deleted; jobs, workflows, endpoints and secrets can"
-                )))
-            }
-        };
-        let object_json = self.proposer().propose(cmd).await?;
-        Ok(Response::new(pb::DeleteResponse { object_json }))
+        let (md, _, req) = req.into_parts();
+        let who = self.caller(&md).await;
+        let kind = kind_of(&req.kind);
+        let r = async {
+            let who = who.as_ref().map_err(Clone::clone)?;
+            let kind = kind.clone()?;
+            let name = req.name.clone();
+            let cmd = match kind {
+                "job" => Command::DeleteJob { name },
+                "workflow" => Command::DeleteWorkflow { name },
+                "endpoint" => Command::DeleteEndpoint { name },
+                "secret" => Command::DeleteSecret { name },
+                other => {
+                    return Err(Status::invalid_argument(format!(
+                        "{other}s cannot be deleted; jobs, workflows, endpoints and secrets can"
+                    )))
+                }
+            };
+            // Judge ownership on current state, not a follower's older copy.
+            self.proposer().read_barrier().await?;
+            self.check(
+                who,
+                &Action::Stop {
+                    verb: "delete",
+                    kind,
+                    name: &req.name,
+                },
+            )?;
+            let object_json = self.proposer().propose(cmd).await?;
+            Ok(Response::new(pb::DeleteResponse { object_json }))
+        }
+        .await;
+        self.audit(&who, "delete", kind.unwrap_or(""), &req.name, &r);
+        r
     }
 
     async fn cordon(
         &self,
         req: Request<pb::CordonRequest>,
     ) -> Result<Response<pb::CordonResponse>, Status> {
-        let req = req.into_inner();
-        let object_json = self
-            .proposer()
-            .propose(Command::Cordon {
-                node: req.node,
-                unschedulable: req.cordon,
-            })
-            .await?;
-        Ok(Response::new(pb::CordonResponse { object_json }))
+        let (md, _, req) = req.into_parts();
+        let who = self.caller(&md).await;
+        let r = async {
+            let who = who.as_ref().map_err(Clone::clone)?;
+            self.check(who, &Action::Cordon { node: &req.node })?;
+            let object_json = self
+                .proposer()
+                .propose(Command::Cordon {
+                    node: req.node.clone(),
+                    unschedulable: req.cordon,
+                })
+                .await?;
+            Ok(Response::new(pb::CordonResponse { object_json }))
+        }
+        .await;
+        let verb = if req.cordon { "cordon" } else { "uncordon" };
+        self.audit(&who, verb, "node", &req.node, &r);
+        r
     }
 
     async fn wait(
         &self,
         req: Request<pb::WaitRequest>,
     ) -> Result<Response<pb::WaitResponse>, Status> {
+        self.allow(req.metadata(), &Action::Read).await?;
         let req = req.into_inner();
         self.proposer().read_barrier().await?;
         let limit = if req.timeout_ms == 0 {
@@ -369,6 +444,7 @@ impl Control for Api {
         &self,
         req: Request<pb::LogsRequest>,
     ) -> Result<Response<Self::LogsStream>, Status> {
+        self.allow(req.metadata(), &Action::Read).await?;
         let req = req.into_inner();
         let (endpoint, attempt, is_current) = {
             let st = self.state();
@@ -460,6 +536,9 @@ impl Control for Api {
         &self,
         _req: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        // Open to every caller, like a health check: replicas, roles and
+        // terms, which `gpuctl cluster status` and failover need before any
+        // credential is known to work.
         Ok(Response::new(self.status_reply()))
     }
 
@@ -467,7 +546,35 @@ impl Control for Api {
         &self,
         req: Request<pb::AddPeerRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
-        let r = req.into_inner();
+        let (md, _, r) = req.into_parts();
+        let who = self.caller(&md).await;
+        let id = r.id.to_string();
+        let result = self.add_peer_as(&who, &md, r).await;
+        self.audit(&who, "add", "peer", &id, &result);
+        result
+    }
+
+    async fn remove_peer(
+        &self,
+        req: Request<pb::RemovePeerRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        let (md, _, r) = req.into_parts();
+        let who = self.caller(&md).await;
+        let id = r.id.to_string();
+        let result = self.remove_peer_as(&who, &md, r).await;
+        self.audit(&who, "remove", "peer", &id, &result);
+        result
+    }
+}
+
+impl Api {
+    async fn add_peer_as(
+        &self,
+        who: &Result<Principal, Status>,
+        md: &MetadataMap,
+        r: pb::AddPeerRequest,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        self.check(who.as_ref().map_err(Clone::clone)?, &Action::ChangePeers)?;
         if r.id == 0 {
             return Err(Status::invalid_argument("replica ids start at 1"));
         }
@@ -493,19 +600,24 @@ impl Control for Api {
         self.change_membership(
             cc,
             |mut c, req| async move { c.add_peer(req).await },
-            pb::AddPeerRequest {
-                id: r.id,
-                address: r.address,
-            },
+            forwarded(
+                md,
+                pb::AddPeerRequest {
+                    id: r.id,
+                    address: r.address,
+                },
+            ),
         )
         .await
     }
 
-    async fn remove_peer(
+    async fn remove_peer_as(
         &self,
-        req: Request<pb::RemovePeerRequest>,
+        who: &Result<Principal, Status>,
+        md: &MetadataMap,
+        r: pb::RemovePeerRequest,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
-        let r = req.into_inner();
+        self.check(who.as_ref().map_err(Clone::clone)?, &Action::ChangePeers)?;
         let voters = self.raft.shared.status().voters;
         if !voters.contains(&r.id) {
             return Err(Status::not_found(format!(
@@ -524,7 +636,7 @@ impl Control for Api {
         self.change_membership(
             cc,
             |mut c, req| async move { c.remove_peer(req).await },
-            pb::RemovePeerRequest { id: r.id },
+            forwarded(md, pb::RemovePeerRequest { id: r.id }),
         )
         .await
     }

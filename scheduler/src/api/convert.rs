@@ -72,8 +72,10 @@ pub(super) fn kind_of(kind: &str) -> Result<&'static str, Status> {
         "workflow" | "workflows" | "wf" => Ok("workflow"),
         "endpoint" | "endpoints" | "ep" => Ok("endpoint"),
         "secret" | "secrets" => Ok("secret"),
+        "user" | "users" => Ok("user"),
+        "token" | "tokens" => Ok("token"),
         other => Err(Status::invalid_argument(format!(
-            "unknown kind {other:?}: this server knows jobs, nodes, queues, workflows, endpoints and secrets"
+            "unknown kind {other:?}: this server knows jobs, nodes, queues, workflows, endpoints, secrets, users and tokens"
         ))),
     }
 }

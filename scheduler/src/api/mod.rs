@@ -7,6 +7,11 @@
 //! ```text
 //!  control.rs      Control: apply, get, cancel, delete, wait, logs, cluster
 //!  apply.rs        Control.Apply: the object parsed once, checked, proposed
+//!  auth.rs         who a call's bearer token says the caller is
+//!  authz.rs        what each caller may do: the one authorization function
+//!  guard.rs        the handlers' use of both, and of the audit log
+//!  audit.rs        the audit log of mutating calls (DATA_DIR/audit.log)
+//!  identity.rs     Control's users, tokens, WhoAmI and Audit
 //!  nodes.rs        NodeService: register, heartbeat, assignments, reports
 //!  assignments.rs  a node's tasks as TaskAssignment messages
 //!  raft_peer.rs    Raft: peers' messages in, writes forwarded to the leader
@@ -30,8 +35,13 @@ use crate::state::State;
 
 mod apply;
 mod assignments;
+pub mod audit;
+pub mod auth;
+pub mod authz;
 mod control;
 mod convert;
+mod guard;
+mod identity;
 mod nodes;
 pub mod peers;
 pub mod proposer;
@@ -50,6 +60,9 @@ pub struct ServiceOptions {
     pub heartbeat_interval: Duration,
     /// Longest server-side wait of one `Wait` call.
     pub max_wait: Duration,
+    /// How callers are authenticated (off by default: every caller is an
+    /// anonymous admin).
+    pub auth: auth::AuthOptions,
 }
 
 impl Default for ServiceOptions {
@@ -57,6 +70,7 @@ impl Default for ServiceOptions {
         ServiceOptions {
             heartbeat_interval: Duration::from_secs(1),
             max_wait: Duration::from_secs(300),
+            auth: auth::AuthOptions::default(),
         }
     }
 }
@@ -74,6 +88,8 @@ pub struct Api {
     pub peers: Arc<Peers>,
     /// Gateway load reports for the endpoint controller (used while leading).
     pub loads: Arc<Loads>,
+    /// This replica's record of mutating calls.
+    pub audit_log: Arc<audit::AuditLog>,
 }
 
 impl Api {

@@ -10,7 +10,9 @@ use gpuctl_proto::v1::node_service_server::NodeService;
 use tonic::{Request, Response, Status};
 
 use super::assignments::assignments_for;
+use super::authz::Action;
 use super::convert::reported_phase;
+use super::guard::forwarded;
 use super::workflows::outputs_from_pb;
 use super::{Api, BoxStream};
 use crate::state::{Command, NodeRegistration, TaskReport};
@@ -19,16 +21,26 @@ use crate::state::{Command, NodeRegistration, TaskReport};
 impl NodeService for Api {
     async fn join(
         &self,
-        _req: Request<pb::JoinRequest>,
+        req: Request<pb::JoinRequest>,
     ) -> Result<Response<pb::JoinResponse>, Status> {
-        Err(Status::unimplemented("joining is not implemented yet"))
+        let (md, _, r) = req.into_parts();
+        Ok(Response::new(self.join_call(&md, r).await?))
     }
 
     async fn register(
         &self,
         req: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
-        let r = req.into_inner();
+        let (md, _, r) = req.into_parts();
+        self.allow_or_audit(
+            &md,
+            &Action::AsNode {
+                verb: "register",
+                node: &r.name,
+            },
+            ("register", "node", &r.name),
+        )
+        .await?;
         api::validate_name("name", &r.name)
             .map_err(|e| Status::invalid_argument(format!("node {e}")))?;
         let reg = NodeRegistration {
@@ -65,13 +77,21 @@ impl NodeService for Api {
         &self,
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
-        let r = req.into_inner();
+        let (md, _, r) = req.into_parts();
+        self.allow(
+            &md,
+            &Action::AsNode {
+                verb: "heartbeat",
+                node: &r.name,
+            },
+        )
+        .await?;
         // Liveness is tracked by the leader: pass the beat on when following.
         let st = self.raft.shared.status();
         if !st.is_leader() && st.leader_id != 0 {
             if let Some(mut leader) = self.peers.node_client(st.leader_id) {
                 if !self.peers.is_cut_off() {
-                    return leader.heartbeat(r).await;
+                    return leader.heartbeat(forwarded(&md, r)).await;
                 }
             }
         }
@@ -91,12 +111,13 @@ impl NodeService for Api {
         &self,
         req: Request<pb::GoneWorkflowsRequest>,
     ) -> Result<Response<pb::GoneWorkflowsResponse>, Status> {
-        let r = req.into_inner();
+        let (md, _, r) = req.into_parts();
+        self.allow(&md, &Action::GoneWorkflows).await?;
         // The leader's state is the newest; a follower could lag behind a
         // workflow just created and call it gone.
         if let Some(leader) = self.proposer().leader_elsewhere()? {
             return match self.peers.node_client(leader) {
-                Some(mut c) => c.gone_workflows(r).await,
+                Some(mut c) => c.gone_workflows(forwarded(&md, r)).await,
                 None => Err(self.proposer().no_leader()),
             };
         }
@@ -115,16 +136,26 @@ impl NodeService for Api {
         &self,
         req: Request<pb::WatchAssignmentsRequest>,
     ) -> Result<Response<Self::WatchAssignmentsStream>, Status> {
-        let node = req.into_inner().node;
+        let (md, _, r) = req.into_parts();
+        let node = r.node;
+        self.allow(
+            &md,
+            &Action::AsNode {
+                verb: "watch assignments",
+                node: &node,
+            },
+        )
+        .await?;
         let mut version = self.raft.shared.version.subscribe();
         let shared = self.raft.shared.clone();
+        let owners = self.opts.auth.enabled;
         let mut stop = self.stop.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
             let mut last: Option<Vec<pb::TaskAssignment>> = None;
             loop {
                 let v = *version.borrow_and_update();
-                let a = assignments_for(&shared.read(), &node, v);
+                let a = assignments_for(&shared.read(), &node, v, owners);
                 if last.as_ref() != Some(&a.tasks) {
                     last = Some(a.tasks.clone());
                     if tx.send(Ok(a)).await.is_err() {
@@ -147,7 +178,19 @@ impl NodeService for Api {
         &self,
         req: Request<pb::ReportTaskRequest>,
     ) -> Result<Response<pb::ReportTaskResponse>, Status> {
-        let r = req.into_inner();
+        let (md, _, r) = req.into_parts();
+        let task = format!("{}/{}", r.job, r.task_index);
+        self.allow_or_audit(
+            &md,
+            &Action::ReportTask {
+                node: &r.node,
+                job: &r.job,
+                index: r.task_index,
+                attempt: r.attempt,
+            },
+            ("report", "task", &task),
+        )
+        .await?;
         let phase = reported_phase(r.phase)?;
         let report = TaskReport {
             node: r.node,

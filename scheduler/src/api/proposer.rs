@@ -2,6 +2,10 @@
 //! replica when it leads and forwards it to the leader when it follows,
 //! waiting out a short election; [`Proposer::read_barrier`] makes the next
 //! local read current.
+//!
+//! Every handler authorizes its caller (`authz.rs`) before it proposes, so
+//! a follower refuses a call before forwarding it; the leader applies a
+//! forwarded envelope as it is (the replicas are peers).
 
 use std::time::{Duration, Instant};
 
@@ -128,6 +132,8 @@ pub fn applied_json(applied: Applied) -> Result<String, Status> {
         Applied::Workflow(w) => json(&*w),
         Applied::Endpoint(e) => json(&*e),
         Applied::Secret(s) => json(&*s),
+        Applied::User(u) => json(&*u),
+        Applied::Token(t) => json(&t.view()),
         _ => Ok(String::new()),
     }
 }

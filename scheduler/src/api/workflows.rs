@@ -35,6 +35,7 @@ impl Api {
         wf: Workflow,
         parameters: BTreeMap<String, String>,
         request_id: Option<String>,
+        owner: Option<String>,
     ) -> Result<String, Status> {
         let generated = wf.metadata.name.as_deref().is_none_or(str::is_empty);
         let name = wf.run_name(&random_suffix());
@@ -64,6 +65,7 @@ impl Api {
                     name,
                     workflow: Box::new(wf),
                     arguments: parameters,
+                    owner,
                 },
                 request_id,
             )

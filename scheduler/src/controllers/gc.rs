@@ -84,6 +84,7 @@ mod tests {
             name: "wf".into(),
             workflow: Box::new(wf),
             arguments: BTreeMap::new(),
+            owner: None,
         };
         apply(&mut s, 30, 20_000, cmd);
         let step = s

@@ -79,6 +79,9 @@ pub enum Command {
         workflow: Box<gpuctl_pipelines::Workflow>,
         #[serde(default)]
         arguments: BTreeMap<String, String>,
+        /// The user who submitted it; its step jobs inherit it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<String>,
     },
     /// A workflow's timer passed (retry backoff, a deadline).
     WorkflowTick { name: String },
@@ -109,6 +112,12 @@ pub enum Command {
         concurrency: f64,
         requests_per_second: f64,
     },
+    /// Add a user.
+    CreateUser { user: Box<super::identity::User> },
+    /// Store a token record (its hash, never the secret).
+    CreateToken { token: Box<super::identity::Token> },
+    /// Stop a token from working.
+    RevokeToken { id: String },
 }
 
 impl Command {
@@ -137,6 +146,9 @@ impl Command {
             Command::ScaleEndpoint { .. } => "ScaleEndpoint",
             Command::ReplicaDrained { .. } => "ReplicaDrained",
             Command::EndpointLoad { .. } => "EndpointLoad",
+            Command::CreateUser { .. } => "CreateUser",
+            Command::CreateToken { .. } => "CreateToken",
+            Command::RevokeToken { .. } => "RevokeToken",
         }
     }
 }
@@ -263,6 +275,9 @@ pub enum Applied {
     Endpoint(Box<gpuctl_common::endpoint::Endpoint>),
     /// A secret as `get` shows it (values redacted).
     Secret(Box<gpuctl_common::secret::Secret>),
+    User(Box<super::identity::User>),
+    /// A token record (the API serves it without its hash).
+    Token(Box<super::identity::Token>),
     /// Bindings that were applied (by job name) and those refused.
     Bound {
         applied: Vec<String>,

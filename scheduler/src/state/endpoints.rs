@@ -93,6 +93,7 @@ pub fn replica_job(ep: &Endpoint, job_name: &str) -> Job {
     job.metadata
         .labels
         .insert(ENDPOINT_LABEL.to_string(), ep.metadata.name.clone());
+    job.metadata.owner = ep.metadata.owner.clone();
     job
 }
 

@@ -12,8 +12,9 @@
 //! ```text
 //!  command.rs   Envelope, Command, Applied, ApplyError (the log's data)
 //!  mod.rs       State and the apply dispatch, request records, usage index
-//!  jobs.rs  nodes.rs  queues.rs  endpoints.rs  workflows.rs   one file per
-//!               command family (each an `impl State`)
+//!  jobs.rs  nodes.rs  queues.rs  endpoints.rs  workflows.rs  users.rs
+//!               one file per command family (each an `impl State`)
+//!  identity.rs  user and token records (token hashes, never secrets)
 //!  views.rs     read models (queue status, endpoint views, tasks on a node)
 //!  objects.rs  stored.rs  workflow_object.rs   the stored form
 //! ```
@@ -25,6 +26,7 @@ use gpuctl_common::queue::Queue;
 
 mod command;
 pub mod endpoints;
+pub mod identity;
 mod jobs;
 mod nodes;
 mod objects;
@@ -35,6 +37,7 @@ mod stored;
 mod tests;
 #[cfg(test)]
 pub(crate) mod testutil;
+mod users;
 pub mod views;
 mod workflow_object;
 pub mod workflows;
@@ -76,6 +79,10 @@ pub struct State {
     pub endpoints: BTreeMap<String, gpuctl_common::endpoint::Endpoint>,
     /// Secrets, with their values; only assignments carry the values out.
     pub secrets: BTreeMap<String, gpuctl_common::secret::Secret>,
+    /// Users, by name.
+    pub users: BTreeMap<String, identity::User>,
+    /// Token records (hashes, never secrets), by token id.
+    pub tokens: BTreeMap<String, identity::Token>,
     /// Derived: what tasks hold on each node.
     usage: BTreeMap<String, NodeUsage>,
     /// Objects changed since the last [`State::take_dirty`].
@@ -217,6 +224,8 @@ impl State {
             Ok(Applied::Node(n)) => (Some(ObjKey::Node(n.metadata.name.clone())), None),
             Ok(Applied::Queue(q)) => (Some(ObjKey::Queue(q.metadata.name.clone())), None),
             Ok(Applied::Endpoint(e)) => (Some(ObjKey::Endpoint(e.metadata.name.clone())), None),
+            Ok(Applied::User(u)) => (Some(ObjKey::User(u.name.clone())), None),
+            Ok(Applied::Token(t)) => (Some(ObjKey::Token(t.id.clone())), None),
             Ok(Applied::Workflow(w)) => (
                 w["metadata"]["name"]
                     .as_str()
@@ -273,6 +282,14 @@ impl State {
                 .workflows
                 .get(&n)
                 .map(|w| Applied::Workflow(Box::new(w.view()))),
+            Some(ObjKey::User(n)) => self
+                .users
+                .get(&n)
+                .map(|u| Applied::User(Box::new(u.clone()))),
+            Some(ObjKey::Token(n)) => self
+                .tokens
+                .get(&n)
+                .map(|t| Applied::Token(Box::new(t.clone()))),
             _ => None,
         };
         found.unwrap_or(Applied::Nothing)
@@ -346,7 +363,8 @@ impl State {
                 name,
                 workflow,
                 arguments,
-            } => self.submit_workflow(index, now, name, workflow, arguments),
+                owner,
+            } => self.submit_workflow(index, now, name, workflow, arguments, owner.as_deref()),
             Command::WorkflowTick { name } => self.workflow_tick(index, now, name),
             Command::CancelWorkflow { name } => self.cancel_workflow(index, now, name),
             Command::DeleteJob { name } => self.delete_job(name),
@@ -366,6 +384,9 @@ impl State {
                 concurrency,
                 requests_per_second,
             } => self.endpoint_load(index, name, *concurrency, *requests_per_second),
+            Command::CreateUser { user } => self.create_user(now, user),
+            Command::CreateToken { token } => self.create_token(now, token),
+            Command::RevokeToken { id } => self.revoke_token(id),
         }
     }
 }

@@ -48,6 +48,10 @@ pub enum ObjKey {
     Memo(String),
     Endpoint(String),
     Secret(String),
+    /// A user, by name.
+    User(String),
+    /// A token record, by token id.
+    Token(String),
 }
 
 impl ObjKey {
@@ -63,6 +67,8 @@ impl ObjKey {
             ObjKey::Memo(k) => format!("memo/{k}"),
             ObjKey::Endpoint(n) => format!("endpoint/{n}"),
             ObjKey::Secret(n) => format!("secret/{n}"),
+            ObjKey::User(n) => format!("user/{n}"),
+            ObjKey::Token(n) => format!("token/{n}"),
         }
     }
 
@@ -85,6 +91,8 @@ impl ObjKey {
             "memo" => ObjKey::Memo(name),
             "endpoint" => ObjKey::Endpoint(name),
             "secret" => ObjKey::Secret(name),
+            "user" => ObjKey::User(name),
+            "token" => ObjKey::Token(name),
             _ => return None,
         })
     }
@@ -106,6 +114,8 @@ mod tests {
             ObjKey::Memo("gen-1".into()),
             ObjKey::Endpoint("lin".into()),
             ObjKey::Secret("hf".into()),
+            ObjKey::User("alice".into()),
+            ObjKey::Token("0123456789ab".into()),
         ];
         for k in keys {
             assert_eq!(ObjKey::parse(&k.storage_key()), Some(k));

@@ -45,6 +45,12 @@ impl State {
                 ObjKey::Secret(n) => {
                     s.secrets.insert(n, decode(k, v)?);
                 }
+                ObjKey::User(n) => {
+                    s.users.insert(n, decode(k, v)?);
+                }
+                ObjKey::Token(n) => {
+                    s.tokens.insert(n, decode(k, v)?);
+                }
                 ObjKey::Request(_) => {
                     let r: RequestRecord = decode(k, v)?;
                     s.requests_by_age.insert((r.at_ms, r.id.clone()));
@@ -68,7 +74,9 @@ impl State {
             .chain(self.requests.keys().map(|n| ObjKey::Request(n.clone())))
             .chain(self.memo.keys().map(|k| ObjKey::Memo(k.clone())))
             .chain(self.endpoints.keys().map(|n| ObjKey::Endpoint(n.clone())))
-            .chain(self.secrets.keys().map(|n| ObjKey::Secret(n.clone())));
+            .chain(self.secrets.keys().map(|n| ObjKey::Secret(n.clone())))
+            .chain(self.users.keys().map(|n| ObjKey::User(n.clone())))
+            .chain(self.tokens.keys().map(|n| ObjKey::Token(n.clone())));
         let mut out: Vec<(String, Vec<u8>)> = keys
             .filter_map(|k| self.object_json(&k).map(|v| (k.storage_key(), v)))
             .collect();
@@ -102,6 +110,8 @@ impl State {
                 .get(n)
                 .and_then(|e| serde_json::to_vec(e).ok()),
             ObjKey::Secret(n) => self.secrets.get(n).and_then(|s| serde_json::to_vec(s).ok()),
+            ObjKey::User(n) => self.users.get(n).and_then(|u| serde_json::to_vec(u).ok()),
+            ObjKey::Token(n) => self.tokens.get(n).and_then(|t| serde_json::to_vec(t).ok()),
         }
     }
 }

@@ -518,6 +518,7 @@ fn deletes_take_finished_jobs_and_workflows_with_every_stored_record() {
         name: "wf".into(),
         workflow: Box::new(gpuctl_pipelines::parse_workflow("wf.yaml", yaml).unwrap()),
         arguments: Default::default(),
+        owner: None,
     })
     .unwrap();
     assert!(h

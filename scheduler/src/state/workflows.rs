@@ -160,6 +160,7 @@ impl State {
         name: &str,
         workflow: &Workflow,
         arguments: &BTreeMap<String, String>,
+        owner: Option<&str>,
     ) -> Result<Applied, ApplyError> {
         if self.workflows.contains_key(name) {
             return Err(ApplyError::AlreadyExists {
@@ -177,6 +178,7 @@ impl State {
                 uid: Some(index),
                 resource_version: Some(index),
                 creation_timestamp_ms: Some(now),
+                owner: owner.map(str::to_string),
                 ..Default::default()
             },
             run,
@@ -321,7 +323,11 @@ impl State {
             let mut refused = Vec::new();
             for step in steps {
                 let job_name = self.step_job_name(&step.id);
-                let job = step_job(&job_name, name, &step);
+                let mut job = step_job(&job_name, name, &step);
+                job.metadata.owner = self
+                    .workflows
+                    .get(name)
+                    .and_then(|w| w.metadata.owner.clone());
                 match self.submit(index, now, &job) {
                     Ok(_) => {
                         let w = self.workflows.get_mut(name).expect("present");

@@ -55,6 +55,11 @@ struct Args {
     /// 0: one per CPU core.
     #[arg(long, default_value_t = 0)]
     workers: usize,
+    /// File holding the bearer token the gateway calls the scheduler with
+    /// (a user with role gateway: `gpuctl admin create-user gw --role gateway`,
+    /// then `gpuctl admin create-token --user gw`).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<std::path::PathBuf>,
 }
 
 /// `workers` sockets listening on `addr` together (SO_REUSEPORT; the kernel
@@ -152,8 +157,18 @@ async fn main() -> anyhow::Result<()> {
         None
     } else {
         println!("following scheduler(s) {}", args.server.join(", "));
+        let token = match &args.token_file {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("--token-file {}: cannot read it", p.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => None,
+        };
         let cfg = ClusterConfig {
             servers: args.server.clone(),
+            token,
             ..ClusterConfig::default()
         };
         Some(tokio::spawn(cluster::run(

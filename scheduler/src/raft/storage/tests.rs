@@ -153,6 +153,7 @@ spec:
             name: "wf".into(),
             workflow: Box::new(gpuctl_pipelines::parse_workflow("wf.yaml", yaml).unwrap()),
             arguments: Default::default(),
+            owner: None,
         },
     );
     st.apply(2, &env).unwrap();

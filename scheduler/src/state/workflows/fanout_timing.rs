@@ -27,6 +27,7 @@ fn time_fan_out() {
             name: "fan".into(),
             workflow: Box::new(wf),
             arguments: Default::default(),
+            owner: None,
         },
     );
     eprintln!("submit: {:?}, jobs {}", t.elapsed(), s.jobs.len());

@@ -45,6 +45,7 @@ impl H {
             name: name.into(),
             workflow: Box::new(wf),
             arguments: BTreeMap::new(),
+            owner: None,
         })
         .unwrap();
     }
