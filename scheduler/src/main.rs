@@ -50,6 +50,9 @@ struct Args {
     /// Compact the Raft log after this many applied entries.
     #[arg(long, default_value_t = 10_000)]
     compact_after: u64,
+    /// TLS for the gRPC port and for calls to peers and node daemons.
+    #[command(flatten)]
+    tls: gpuctl_security::tls::TlsArgs,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -83,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    let tls = args.tls.load()?;
     let grpc = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {} for gRPC", args.listen))?;
@@ -109,6 +113,7 @@ async fn main() -> anyhow::Result<()> {
             node_timeout: args.node_timeout,
             ..Default::default()
         },
+        tls,
     };
     let server = Server::start(cfg, grpc, metrics).await.with_context(|| {
         format!(

@@ -454,30 +454,30 @@ pub fn explain(
 
 /// [`explain`], and for a plaintext (`http://`) client whose connection
 /// failed after it was accepted, a probe: a TLS ClientHello sent to the
-/// server; a TLS record in reply says the server speaks TLS.
-pub async fn diagnose(
+/// server; a TLS record in reply says the server speaks TLS. The future
+/// borrows nothing, so it can be awaited while the error is gone.
+pub fn diagnose(
     err: &(dyn std::error::Error + 'static),
     url: &str,
     ca: Option<&Path>,
-) -> Option<String> {
-    if let Some(m) = explain(err, url, ca) {
-        return Some(m);
-    }
-    if url.starts_with("https://") {
-        return None;
-    }
+) -> impl std::future::Future<Output = Option<String>> + Send + 'static {
+    let explained = explain(err, url, ca);
     let all = chain(err).join(" | ");
-    if all.contains("ConnectionRefused") || all.contains("Connection refused") {
-        return None;
-    }
+    let refused = all.contains("ConnectionRefused") || all.contains("Connection refused");
     let addr = url.split_once("://").map_or(url, |(_, r)| r);
-    let addr = addr.split('/').next().unwrap_or(addr);
-    if speaks_tls(addr, Duration::from_secs(2)).await == Some(true) {
-        Some(format!(
-            "the server at {addr} speaks TLS: a plaintext client cannot talk to it; drop --insecure and give --ca"
-        ))
-    } else {
-        None
+    let addr = addr.split('/').next().unwrap_or(addr).to_string();
+    let probe = explained.is_none() && !url.starts_with("https://") && !refused;
+    async move {
+        if explained.is_some() || !probe {
+            return explained;
+        }
+        if speaks_tls(&addr, Duration::from_secs(2)).await == Some(true) {
+            Some(format!(
+                "the server at {addr} speaks TLS: a plaintext client cannot talk to it; drop --insecure and give --ca"
+            ))
+        } else {
+            None
+        }
     }
 }
 

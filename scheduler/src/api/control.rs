@@ -425,12 +425,10 @@ impl Control for Api {
                 .ok_or_else(|| Status::not_found(format!("node {node:?} not found")))?;
             (n.status.agent_endpoint.clone(), attempt, attempt == current)
         };
-        let mut client =
-            gpuctl_proto::v1::node_agent_client::NodeAgentClient::connect(endpoint.clone())
-                .await
-                .map_err(|e| {
-                    Status::unavailable(format!("cannot reach the node daemon at {endpoint}: {e}"))
-                })?;
+        let channel = self.peers.connect_agent(&endpoint).await.map_err(|e| {
+            Status::unavailable(format!("cannot reach the node daemon at {endpoint}: {e}"))
+        })?;
+        let mut client = gpuctl_proto::v1::node_agent_client::NodeAgentClient::new(channel);
         let stream = client
             .read_logs(pb::ReadLogsRequest {
                 job: req.job,
