@@ -88,6 +88,10 @@ pub struct Config {
     pub task_ports: crate::runtime::PortRange,
     /// Written (atomically) after the first successful `Register`.
     pub ready_file: Option<PathBuf>,
+    /// TLS: calls to the scheduler present this node's certificate, and
+    /// the NodeAgent service serves TLS and requires a client certificate
+    /// from the CA. None: plaintext.
+    pub tls: Option<gpuctl_security::tls::Tls>,
 }
 
 /// Why the daemon could not start.
@@ -108,6 +112,8 @@ pub enum NodeError {
     Agent(#[from] agent::AgentError),
     #[error("setting up metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("TLS for the NodeAgent service: {0}")]
+    Tls(String),
 }
 
 /// A daemon with its listeners bound, ready to [`Node::run`].
@@ -121,6 +127,9 @@ pub struct Node {
     identity: NodeIdentity,
     servers: Arc<Servers>,
     metrics: Metrics,
+    /// The NodeAgent service's server, with TLS (client certificates
+    /// required) when configured.
+    agent_server: tonic::transport::Server,
 }
 
 impl std::fmt::Debug for Node {
@@ -191,7 +200,16 @@ impl Node {
         };
         let agent_addr = local(&agent_listener, config.listen)?;
         let metrics_addr = local(&metrics_listener, config.metrics_listen)?;
-        let servers = Arc::new(Servers::new(&config.servers)?);
+        let servers = Arc::new(Servers::new(&config.servers, config.tls.as_ref())?);
+        let mut agent_server = tonic::transport::Server::builder();
+        if let Some(t) = &config.tls {
+            let cfg = t
+                .server_config(gpuctl_security::tls::ClientAuth::Required)
+                .map_err(|e| NodeError::Tls(e.to_string()))?;
+            agent_server = agent_server
+                .tls_config(cfg)
+                .map_err(|e| NodeError::Tls(e.to_string()))?;
+        }
         let endpoint_ip = if agent_addr.ip().is_unspecified() {
             outbound_ip(&config.servers[0])
         } else {
@@ -209,7 +227,10 @@ impl Node {
         let identity = NodeIdentity {
             name: config.name.clone(),
             address,
-            agent_endpoint: format!("http://{}", host_port(&endpoint_host, agent_addr.port())),
+            agent_endpoint: gpuctl_security::tls::url(
+                &host_port(&endpoint_host, agent_addr.port()),
+                config.tls.is_some(),
+            ),
             cpu_milli: config.cpu_milli,
             memory_bytes: config.memory_bytes,
             labels: config.labels.clone(),
@@ -231,6 +252,7 @@ impl Node {
             identity,
             servers,
             metrics,
+            agent_server,
         })
     }
 
@@ -270,8 +292,9 @@ impl Node {
         let health = self.health();
         let control_loops = self.control_loops(artifact_dir.clone(), events_tx.clone());
 
+        let mut agent_server = self.agent_server;
         let grpc = tokio::spawn(
-            tonic::transport::Server::builder()
+            agent_server
                 .add_service(NodeAgentServer::new(LogService::new(
                     logs_dir.clone(),
                     live.clone(),

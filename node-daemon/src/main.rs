@@ -58,6 +58,10 @@ struct Cli {
     #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
     metrics_listen: SocketAddr,
 
+    /// TLS to the scheduler (mutual) and for the NodeAgent service.
+    #[command(flatten)]
+    tls: gpuctl_security::tls::TlsArgs,
+
     /// Host other gang members use to reach this node (MASTER_ADDR)
     /// [default: the IP of --listen].
     #[arg(long, value_name = "HOST")]
@@ -203,6 +207,7 @@ fn choose_inventory(cli: &Cli, name: &str) -> anyhow::Result<Arc<dyn GpuInventor
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let tls = cli.tls.load()?;
     let name = match &cli.name {
         Some(n) => {
             gpuctl_common::api::validate_name("--name", n)?;
@@ -265,6 +270,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         kill_grace: Duration::from_millis(cli.kill_grace_ms),
         task_ports: cli.task_ports,
         ready_file: cli.ready_file.clone(),
+        tls,
     };
     let work_dir = config.work_dir.clone();
     let node = Node::bind(config, inventory.clone())

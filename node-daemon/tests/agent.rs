@@ -186,6 +186,7 @@ async fn start(dead_first: bool) -> Harness {
         kill_grace: Duration::from_secs(1),
         task_ports: Default::default(),
         ready_file: Some(ready.clone()),
+        tls: None,
     };
     let node = Node::bind(config, inventory).await.unwrap();
     let agent = node.agent_addr();
