@@ -46,6 +46,8 @@ pub struct ClusterConfig {
     pub probe_every: Duration,
     /// A replica not ready after this long is probed no more (until it restarts).
     pub probe_timeout: Duration,
+    /// TLS to the scheduler (presenting the gateway's certificate); None: plaintext.
+    pub tls: Option<gpuctl_security::tls::Tls>,
 }
 
 impl Default for ClusterConfig {
@@ -57,6 +59,7 @@ impl Default for ClusterConfig {
             report_every: Duration::from_secs(1),
             probe_every: Duration::from_millis(10),
             probe_timeout: Duration::from_secs(300),
+            tls: None,
         }
     }
 }
@@ -68,15 +71,10 @@ struct Schedulers {
 }
 
 impl Schedulers {
-    fn new(urls: &[String]) -> anyhow::Result<Schedulers> {
+    fn new(urls: &[String], tls: Option<&gpuctl_security::tls::Tls>) -> anyhow::Result<Schedulers> {
         let mut clients = Vec::new();
         for u in urls {
-            let url = if u.contains("://") {
-                u.clone()
-            } else {
-                format!("http://{u}")
-            };
-            let ch = tonic::transport::Endpoint::from_shared(url.clone())
+            let ch = gpuctl_security::tls::endpoint(u, tls)
                 .map_err(|e| anyhow::anyhow!("scheduler address {u:?}: {e}"))?
                 .connect_timeout(Duration::from_millis(500))
                 .timeout(Duration::from_secs(10))
@@ -195,7 +193,7 @@ pub async fn run(
     mut wake: mpsc::UnboundedReceiver<String>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let mut schedulers = Schedulers::new(&config.servers)?;
+    let mut schedulers = Schedulers::new(&config.servers, config.tls.as_ref())?;
     let id = gateway_id();
     let probe_client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(5))
