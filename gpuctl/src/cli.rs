@@ -24,6 +24,16 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "URL")]
     pub server: Option<String>,
 
+    /// CA certificate (PEM) that https:// servers are checked against
+    /// [default: `ca` in the context file]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+
+    /// Talk plaintext (no TLS), to a cluster started with --insecure; for
+    /// `gpuctl dev`: run the whole cluster without TLS.
+    #[arg(long, global = true)]
+    pub insecure: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -207,6 +217,9 @@ impl SubmitFlags {
 
 #[derive(Debug, Args)]
 pub struct DevFlags {
+    /// Run every process plaintext (the global --insecure).
+    #[arg(skip)]
+    pub insecure: bool,
     /// Where the cluster keeps its state (default: $XDG_DATA_HOME/gpuctl/dev
     /// or ~/.local/share/gpuctl/dev).
     #[arg(long)]

@@ -73,6 +73,9 @@ pub struct Context {
     /// The inference gateway's URL (`gpuctl get endpoints` shows it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<String>,
+    /// The CA certificate (PEM) that `https://` servers are checked against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
 }
 
 /// Read `DIR/context.json`; `Ok(None)` when there is none.
@@ -245,6 +248,7 @@ mod tests {
             server: "http://127.0.0.1:4000".into(),
             state_dir: Some("/tmp/x".into()),
             gateway: Some("http://127.0.0.1:8080".into()),
+            ca: Some("/tmp/x/tls/ca.pem".into()),
         };
         write_context(dir.path(), &ctx).unwrap();
         assert_eq!(read_context(dir.path()).unwrap(), Some(ctx));
