@@ -221,7 +221,10 @@ pub fn status_error(s: tonic::Status, target: Option<Target<'_>>, urls: &[String
         // never worked.
         Code::Unavailable | Code::Unknown if std::error::Error::source(&s).is_some() => {
             let sec = security();
-            let url = urls.first().map(|u| sec.effective_url(u)).unwrap_or_default();
+            let url = urls
+                .first()
+                .map(|u| sec.effective_url(u))
+                .unwrap_or_default();
             let src = std::error::Error::source(&s);
             match src.and_then(|e| tls::explain(e, &url, sec.ca_path().as_deref())) {
                 Some(cause) => Error::Tls {
@@ -441,7 +444,8 @@ impl Conn {
                         deadline.get_or_insert_with(|| {
                             tokio::time::Instant::now() + self.policy.budget
                         });
-                        let why = std::error::Error::source(&s).map(|src| diagnose(src, &self.urls[i]));
+                        let why =
+                            std::error::Error::source(&s).map(|src| diagnose(src, &self.urls[i]));
                         if let Some(why) = why {
                             // The connection broke: dial afresh next time.
                             self.clients[i] = None;

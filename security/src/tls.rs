@@ -375,7 +375,7 @@ pub fn endpoint_for_url(url: &str, tls: Option<&Tls>) -> Result<Endpoint, TlsErr
     if url.starts_with("https://") {
         let t = tls.ok_or_else(|| {
             TlsError::Config(format!(
-                "{url} speaks TLS: give the CA that signed its certificate (--ca FILE, or `ca` in the context)"
+                "an https:// server needs the CA that signed its certificate: give --ca FILE (or `ca` in the context)"
             ))
         })?;
         endpoint(url, Some(t))

@@ -249,7 +249,7 @@ async fn https_without_a_ca_is_refused_before_connecting() {
     let e = endpoint_for_url("https://127.0.0.1:1", None).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "https://127.0.0.1:1 speaks TLS: give the CA that signed its certificate (--ca FILE, or `ca` in the context)"
+        "an https:// server needs the CA that signed its certificate: give --ca FILE (or `ca` in the context)"
     );
     assert_eq!(url("127.0.0.1:7000", true), "https://127.0.0.1:7000");
     assert_eq!(url("https://h:1", false), "http://h:1");

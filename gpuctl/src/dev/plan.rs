@@ -525,7 +525,11 @@ mod tests {
             plain.node_args(1, "http://127.0.0.1:7000"),
             plain.gateway_args("http://127.0.0.1:7000"),
         ] {
-            assert_eq!(args.last().map(String::as_str), Some("--insecure"), "{args:?}");
+            assert_eq!(
+                args.last().map(String::as_str),
+                Some("--insecure"),
+                "{args:?}"
+            );
             assert!(!args.iter().any(|a| a.starts_with("--tls-")), "{args:?}");
         }
     }
