@@ -374,9 +374,9 @@ pub fn endpoint(addr: &str, tls: Option<&Tls>) -> Result<Endpoint, TlsError> {
 pub fn endpoint_for_url(url: &str, tls: Option<&Tls>) -> Result<Endpoint, TlsError> {
     if url.starts_with("https://") {
         let t = tls.ok_or_else(|| {
-            TlsError::Config(format!(
-                "an https:// server needs the CA that signed its certificate: give --ca FILE (or `ca` in the context)"
-            ))
+            TlsError::Config(
+                "an https:// server needs the CA that signed its certificate: give --ca FILE (or `ca` in the context)".into(),
+            )
         })?;
         endpoint(url, Some(t))
     } else {

@@ -22,7 +22,7 @@ pub struct RaftPeerService {
 
 impl RaftPeerService {
     fn check_peer<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        if self.require_client_cert && !req.peer_certs().is_some_and(|c| !c.is_empty()) {
+        if self.require_client_cert && req.peer_certs().is_none_or(|c| c.is_empty()) {
             return Err(Status::permission_denied(
                 "raft peer calls need a client certificate from the cluster CA",
             ));
