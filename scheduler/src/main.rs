@@ -97,7 +97,13 @@ async fn main() -> anyhow::Result<()> {
     let metrics_addr = metrics.local_addr()?;
     let cfg = Config {
         id: args.id,
-        peers: args.peers.clone().unwrap_or_default(),
+        peers: args
+            .peers
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(id, addr)| (id, gpuctl_security::tls::url(&addr, tls.is_some())))
+            .collect(),
         data_dir: args.data_dir.clone(),
         raft: RaftOptions {
             id: args.id,

@@ -119,10 +119,16 @@ async fn replicas_talk_over_mutual_tls_and_refuse_peers_without_a_certificate() 
         .unwrap()
         .timeout(LIMIT)
         .connect_lazy();
-    ControlClient::new(anon.clone())
+    let status = ControlClient::new(anon.clone())
         .cluster_status(pb::ClusterStatusRequest {})
         .await
-        .expect("Control needs no client certificate");
+        .expect("Control needs no client certificate")
+        .into_inner();
+    // The replicas' addresses, as reported, carry the scheme they speak.
+    assert_eq!(status.addresses.len(), 3);
+    for (id, url) in &status.addresses {
+        assert_eq!(url, &tls::url(&peers[id], true));
+    }
     let refused = RaftClient::new(anon.clone())
         .step(pb::RaftBatch {
             from: 9,

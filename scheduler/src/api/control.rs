@@ -47,7 +47,8 @@ impl Api {
                     recent_active: p.recent_active,
                 })
                 .collect(),
-            // The applied membership (Peers follows it asynchronously).
+            // The applied membership (Peers follows it asynchronously),
+            // with the scheme the replicas speak.
             addresses: self
                 .raft
                 .shared
@@ -55,6 +56,7 @@ impl Api {
                 .borrow()
                 .clone()
                 .into_iter()
+                .map(|(id, url)| (id, self.peers.url(&url)))
                 .collect(),
         }
     }
@@ -456,11 +458,7 @@ impl Control for Api {
         if r.id == 0 {
             return Err(Status::invalid_argument("replica ids start at 1"));
         }
-        let url = if r.address.contains("://") {
-            r.address.clone()
-        } else {
-            format!("http://{}", r.address)
-        };
+        let url = self.peers.url(&r.address);
         tonic::transport::Endpoint::from_shared(url.clone())
             .map_err(|e| Status::invalid_argument(format!("address {:?}: {e}", r.address)))?;
         if self.raft.shared.status().voters.contains(&r.id) {

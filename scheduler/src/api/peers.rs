@@ -92,6 +92,12 @@ impl Peers {
             .map(gpuctl_proto::v1::control_client::ControlClient::new)
     }
 
+    /// `addr` (`host:port` or URL) with the scheme this cluster speaks
+    /// (`https://` with TLS).
+    pub fn url(&self, addr: &str) -> String {
+        tls::url(addr, self.tls.is_some())
+    }
+
     /// Connect to a node daemon's agent (`agent_endpoint`), with TLS when
     /// this replica has it; the agent requires our client certificate.
     pub async fn connect_agent(&self, url: &str) -> Result<Channel, String> {
