@@ -49,6 +49,10 @@ struct Args {
     /// PEM private key of --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Serve plaintext HTTP on an address beyond this host (plaintext on
+    /// loopback needs no flag).
+    #[arg(long, conflicts_with = "tls_cert")]
+    insecure: bool,
 }
 
 #[tokio::main]
@@ -101,8 +105,10 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("listening on {addr}"))?;
     let server = ModelServer::new(&name, config);
     let local = listener.local_addr()?;
-    if acceptor.is_none() && !local.ip().is_loopback() {
-        tracing::warn!("serving plaintext HTTP on {local}, beyond this host (give --tls-cert and --tls-key for HTTPS)");
+    if acceptor.is_none() && !local.ip().is_loopback() && !args.insecure {
+        anyhow::bail!(
+            "plaintext HTTP on {local} is reachable beyond this host: give --tls-cert and --tls-key, or --insecure"
+        );
     }
     let scheme = if acceptor.is_some() { "https" } else { "http" };
     println!("gpu-model-server: model {name} on {scheme}://{local}");
