@@ -377,3 +377,18 @@ async fn the_http_acceptor_serves_tls_answers_plaintext_with_400_and_times_out_s
         .unwrap_or(0);
     assert_eq!(n, 0);
 }
+
+#[tokio::test]
+async fn errors_that_are_not_about_tls_get_no_explanation() {
+    let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+    assert_eq!(explain(&refused, "https://127.0.0.1:1", None), None);
+    // Nothing listens: no probe answer, no explanation.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    drop(l);
+    let url = format!("http://{addr}");
+    let e = call(endpoint(&url, None).unwrap()).await.unwrap_err();
+    let e: &(dyn std::error::Error + 'static) = &*e;
+    assert_eq!(diagnose(e, &url, None).await, None);
+    assert_eq!(speaks_tls(&addr, Duration::from_secs(2)).await, None);
+}
