@@ -67,13 +67,19 @@ impl Default for ClusterConfig {
 /// Scheduler clients with failover.
 struct Schedulers {
     clients: Vec<ControlClient<Channel>>,
+    /// Each client's URL (with the scheme it speaks), for messages.
+    urls: Vec<String>,
+    /// The CA trusted, for messages.
+    ca: Option<std::path::PathBuf>,
     current: usize,
 }
 
 impl Schedulers {
     fn new(urls: &[String], tls: Option<&gpuctl_security::tls::Tls>) -> anyhow::Result<Schedulers> {
         let mut clients = Vec::new();
+        let mut with_scheme = Vec::new();
         for u in urls {
+            with_scheme.push(gpuctl_security::tls::url(u, tls.is_some()));
             let ch = gpuctl_security::tls::endpoint(u, tls)
                 .map_err(|e| anyhow::anyhow!("scheduler address {u:?}: {e}"))?
                 .connect_timeout(Duration::from_millis(500))
@@ -87,16 +93,19 @@ impl Schedulers {
         }
         Ok(Schedulers {
             clients,
+            urls: with_scheme,
+            ca: tls.and_then(|t| t.ca_path().map(std::path::Path::to_path_buf)),
             current: 0,
         })
     }
 
     fn failed(&mut self, what: &str, e: &tonic::Status) {
-        tracing::warn!(
-            "scheduler {}: {what}: {}; trying the next one",
-            self.current,
-            e.message()
-        );
+        let url = &self.urls[self.current];
+        // A TLS mismatch, said as such; otherwise the status's message.
+        let why = std::error::Error::source(e)
+            .and_then(|s| gpuctl_security::tls::explain(s, url, self.ca.as_deref()))
+            .unwrap_or_else(|| e.message().to_string());
+        tracing::warn!("scheduler {url}: {what}: {why}; trying the next one");
         self.current = (self.current + 1) % self.clients.len();
     }
 
