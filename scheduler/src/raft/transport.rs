@@ -127,7 +127,12 @@ impl Transport {
                         }
                         Err(e) => {
                             if !failing {
-                                tracing::warn!("peer {id} at {addr} unreachable: {}", e.message());
+                                let url = tls::url(&addr, tls.is_some());
+                                let ca = tls.as_ref().and_then(|t| t.ca_path());
+                                let why = std::error::Error::source(&e)
+                                    .and_then(|s| tls::explain(s, &url, ca))
+                                    .unwrap_or_else(|| e.message().to_string());
+                                tracing::warn!("peer {id} at {addr} unreachable: {why}");
                             }
                             failing = true;
                             unreachable(id);
