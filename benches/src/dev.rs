@@ -44,7 +44,7 @@ impl Dev {
         std::fs::create_dir_all(root)?;
         let log = std::fs::File::create(root.join("dev.log"))?;
         let child = Command::new(&gpuctl)
-            .args(["dev", "--state-dir"])
+            .args(["dev", "--insecure", "--state-dir"])
             .arg(root.join("state"))
             .args(args)
             .env("GPUCTL_CONFIG_DIR", root.join("config"))

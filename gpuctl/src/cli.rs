@@ -29,6 +29,15 @@ pub struct Cli {
     /// (`gpuctl login` stores one).
     #[arg(long, global = true, value_name = "TOKEN")]
     pub token: Option<String>,
+    /// CA certificate (PEM) that https:// servers are checked against
+    /// [default: `ca` in the context file]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+
+    /// Talk plaintext (no TLS), to a cluster started with --insecure; for
+    /// `gpuctl dev`: run the whole cluster without TLS.
+    #[arg(long, global = true)]
+    pub insecure: bool,
 
     #[command(subcommand)]
     pub command: Command,
@@ -272,6 +281,9 @@ impl SubmitFlags {
 
 #[derive(Debug, Args)]
 pub struct DevFlags {
+    /// Run every process plaintext (the global --insecure).
+    #[arg(skip)]
+    pub insecure: bool,
     /// Where the cluster keeps its state (default: $XDG_DATA_HOME/gpuctl/dev
     /// or ~/.local/share/gpuctl/dev).
     #[arg(long)]

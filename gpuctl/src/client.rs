@@ -1,10 +1,13 @@
 //! Connecting to the scheduler and turning gRPC failures into [`Error`]s;
 //! [`create`] is the `Apply` that is safe to retry.
 
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
 use std::time::Duration;
 
 use gpuctl_proto::v1::control_client::ControlClient;
 use gpuctl_proto::v1::ApplyRequest;
+use gpuctl_security::tls::{self, Tls, TlsFiles};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
@@ -64,34 +67,159 @@ pub fn client_for(ch: Channel, bearer: &Bearer) -> Client {
     ControlClient::with_interceptor(ch, bearer.clone())
 }
 
+/// How this process's connections use TLS: `https://` URLs are checked
+/// against the CA (`--ca`, or `ca` in the context); `--insecure` makes
+/// every connection plaintext.
+#[derive(Clone, Default)]
+pub struct Security {
+    pub insecure: bool,
+    tls: Option<Tls>,
+}
+
+impl Security {
+    /// Load the CA file (when given); errors name the file.
+    pub fn new(ca: Option<&Path>, insecure: bool) -> Result<Security, Error> {
+        let tls = match ca {
+            Some(p) if !insecure => Some(
+                TlsFiles {
+                    ca: Some(p.to_path_buf()),
+                    ..TlsFiles::default()
+                }
+                .load()
+                .map_err(|e| Error::Usage(format!("--ca: {e}")))?,
+            ),
+            _ => None,
+        };
+        Ok(Security { insecure, tls })
+    }
+
+    fn ca_path(&self) -> Option<PathBuf> {
+        self.tls
+            .as_ref()
+            .and_then(|t| t.ca_path().map(Path::to_path_buf))
+    }
+
+    /// The URL as it is dialled: plaintext with `--insecure`.
+    fn effective_url(&self, url: &str) -> String {
+        if self.insecure {
+            tls::url(url, false)
+        } else {
+            url.to_string()
+        }
+    }
+}
+
+static SECURITY: RwLock<Option<Security>> = RwLock::new(None);
+
+/// Set how this process's connections use TLS (once, before connecting).
+pub fn configure(security: Security) {
+    *SECURITY.write().unwrap_or_else(|p| p.into_inner()) = Some(security);
+}
+
+/// The CA file this process's connections trust, if any.
+pub fn configured_ca() -> Option<PathBuf> {
+    security().ca_path()
+}
+
+fn security() -> Security {
+    SECURITY
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .unwrap_or_default()
+}
+
 /// Connect to the first of `urls` that answers. When none does, the error
 /// names every address tried and the last cause.
 pub async fn connect(urls: &[String], timeout: Duration) -> Result<Client, Error> {
-    let mut last_cause = String::from("no address given");
+    let mut last = Dial::Failed(String::from("no address given"));
     for url in urls {
-        match connect_one(url, timeout).await {
+        match dial(url, timeout).await {
             Ok(ch) => return Ok(client_for(ch, &Bearer::default())),
-            Err(cause) => last_cause = cause,
+            Err(d) => last = d,
         }
     }
-    Err(Error::Unreachable {
-        addr: urls.join(", "),
-        cause: last_cause,
-    })
+    Err(last.into_error(urls))
 }
 
-pub async fn connect_one(url: &str, timeout: Duration) -> Result<Channel, String> {
-    let ep = Endpoint::from_shared(url.to_string())
-        .map_err(|e| format!("invalid address ({e})"))?
-        .connect_timeout(timeout)
-        .tcp_nodelay(true);
+/// Why dialling an address failed.
+#[derive(Debug)]
+pub enum Dial {
+    /// Refused, timed out, ...: the short cause.
+    Failed(String),
+    /// A TLS mismatch, in one line ([`tls::explain`]).
+    Tls(String),
+}
+
+impl Dial {
+    fn into_error(self, urls: &[String]) -> Error {
+        match self {
+            Dial::Failed(cause) => Error::Unreachable {
+                addr: urls.join(", "),
+                cause,
+            },
+            Dial::Tls(cause) => Error::Tls {
+                addr: urls.join(", "),
+                cause,
+            },
+        }
+    }
+}
+
+/// The endpoint for one scheduler URL, with TLS as [`configure`]d: the one
+/// place the CLI's connections are built.
+pub fn endpoint(url: &str, timeout: Duration) -> Result<Endpoint, Dial> {
+    let sec = security();
+    let url = sec.effective_url(url);
+    let ep = tls::endpoint_for_url(&url, sec.tls.as_ref()).map_err(|e| match e {
+        tls::TlsError::Config(m) if url.starts_with("https://") => Dial::Tls(m),
+        e => Dial::Failed(format!("invalid address ({e})")),
+    })?;
+    Ok(ep.connect_timeout(timeout).tcp_nodelay(true))
+}
+
+/// Dial one address (TCP, TLS, HTTP/2) within `timeout` (plus a second).
+pub async fn dial(url: &str, timeout: Duration) -> Result<Channel, Dial> {
+    let ep = endpoint(url, timeout)?;
     // The connect timeout covers TCP; the outer one also covers the HTTP/2
     // handshake with a peer that accepts and then says nothing.
     match tokio::time::timeout(timeout + Duration::from_secs(1), ep.connect()).await {
         Ok(Ok(ch)) => Ok(ch),
-        Ok(Err(e)) => Err(short_cause(&e)),
-        Err(_) => Err(format!("timed out after {}s", timeout.as_secs())),
+        Ok(Err(e)) => {
+            let why = diagnose(&e, url);
+            drop(e);
+            Err(why.await)
+        }
+        Err(_) => Err(Dial::Failed(format!(
+            "timed out after {}s",
+            timeout.as_secs()
+        ))),
     }
+}
+
+/// A transport failure on `url`: the TLS mismatch behind it when there is
+/// one (probing the server for a plaintext client), else the short cause.
+/// The future borrows nothing from `e`.
+pub fn diagnose(
+    e: &(dyn std::error::Error + 'static),
+    url: &str,
+) -> impl std::future::Future<Output = Dial> + Send + 'static {
+    let sec = security();
+    let url = sec.effective_url(url);
+    let short = short_cause(e);
+    let why = tls::diagnose(e, &url, sec.ca_path().as_deref());
+    async move {
+        match why.await {
+            Some(m) => Dial::Tls(m),
+            None => Dial::Failed(short),
+        }
+    }
+}
+
+pub async fn connect_one(url: &str, timeout: Duration) -> Result<Channel, String> {
+    dial(url, timeout).await.map_err(|d| match d {
+        Dial::Failed(m) | Dial::Tls(m) => m,
+    })
 }
 
 /// The innermost cause of a transport error, phrased briefly:
@@ -145,12 +273,26 @@ pub fn status_error(s: tonic::Status, target: Option<Target<'_>>, urls: &[String
         },
         // A connection lost or refused after connecting reads like one that
         // never worked.
-        Code::Unavailable if std::error::Error::source(&s).is_some() => Error::Unreachable {
-            addr: urls.join(", "),
-            cause: std::error::Error::source(&s)
-                .map(short_cause)
-                .unwrap_or_else(|| s.message().to_string()),
-        },
+        Code::Unavailable | Code::Unknown if std::error::Error::source(&s).is_some() => {
+            let sec = security();
+            let url = urls
+                .first()
+                .map(|u| sec.effective_url(u))
+                .unwrap_or_default();
+            let src = std::error::Error::source(&s);
+            match src.and_then(|e| tls::explain(e, &url, sec.ca_path().as_deref())) {
+                Some(cause) => Error::Tls {
+                    addr: urls.join(", "),
+                    cause,
+                },
+                None => Error::Unreachable {
+                    addr: urls.join(", "),
+                    cause: src
+                        .map(short_cause)
+                        .unwrap_or_else(|| s.message().to_string()),
+                },
+            }
+        }
         _ => {
             let m = s.message().trim();
             if m.is_empty() {
@@ -214,6 +356,8 @@ pub enum CallError {
     Status(tonic::Status),
     /// No address could be dialled; the cause of the last failure.
     Connect(String),
+    /// A TLS mismatch, in one line.
+    Tls(String),
 }
 
 impl CallError {
@@ -222,6 +366,10 @@ impl CallError {
         match self {
             CallError::Status(s) => status_error(s, target, urls),
             CallError::Connect(cause) => Error::Unreachable {
+                addr: urls.join(", "),
+                cause,
+            },
+            CallError::Tls(cause) => Error::Tls {
                 addr: urls.join(", "),
                 cause,
             },
@@ -331,13 +479,17 @@ impl Conn {
                 tried[i] += 1;
                 let client = match &self.clients[i] {
                     Some(c) => c.clone(),
-                    None => match connect_one(&self.urls[i], self.policy.connect_timeout).await {
+                    None => match dial(&self.urls[i], self.policy.connect_timeout).await {
                         Ok(ch) => {
                             let c = client_for(ch, &self.bearer);
                             self.clients[i] = Some(c.clone());
                             c
                         }
-                        Err(cause) => {
+                        Err(Dial::Tls(cause)) => {
+                            // A mismatch that retrying will not change.
+                            return Err(CallError::Tls(cause));
+                        }
+                        Err(Dial::Failed(cause)) => {
                             refused[i] += 1;
                             if refused[i] >= DIAL_TRIES {
                                 tried[i] = self.policy.per_address;
@@ -359,9 +511,16 @@ impl Conn {
                         deadline.get_or_insert_with(|| {
                             tokio::time::Instant::now() + self.policy.budget
                         });
-                        if std::error::Error::source(&s).is_some() {
+                        let why =
+                            std::error::Error::source(&s).map(|src| diagnose(src, &self.urls[i]));
+                        if let Some(why) = why {
                             // The connection broke: dial afresh next time.
                             self.clients[i] = None;
+                            // A TLS mismatch (a plaintext client to a TLS
+                            // server fails only here) will not go away.
+                            if let Dial::Tls(cause) = why.await {
+                                return Err(CallError::Tls(cause));
+                            }
                         }
                         last = Some(CallError::Status(s));
                     }

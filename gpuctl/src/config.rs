@@ -80,6 +80,9 @@ pub struct Context {
     /// file is then readable by its owner only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// The CA certificate (PEM) that `https://` servers are checked against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
 }
 
 /// Read `DIR/context.json`; `Ok(None)` when there is none.
@@ -281,6 +284,7 @@ mod tests {
             state_dir: None,
             gateway: None,
             token: Some("ctx-token".into()),
+            ca: None,
         };
         let path = write_context(dir.path(), &ctx).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
@@ -324,6 +328,7 @@ mod tests {
             state_dir: Some("/tmp/x".into()),
             gateway: Some("http://127.0.0.1:8080".into()),
             token: None,
+            ca: Some("/tmp/x/tls/ca.pem".into()),
         };
         write_context(dir.path(), &ctx).unwrap();
         assert_eq!(read_context(dir.path()).unwrap(), Some(ctx));

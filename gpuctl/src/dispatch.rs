@@ -2,7 +2,7 @@
 //! directly, everything else after resolving which scheduler to talk to.
 
 use crate::cli::{is_workflow_word, Cli, ClusterCommand, Command};
-use crate::client::{Bearer, Conn};
+use crate::client::{self, Bearer, Conn};
 use crate::commands::ctx::Ctx;
 use crate::commands::{apply, cancel, cluster, cordon, get, identity, logs, wait};
 use crate::config::{self, EnvVars};
@@ -12,7 +12,8 @@ use crate::{dev, status};
 /// Run one command; returns the exit code. The context file and the server
 /// list are read through `env`, so tests can point them at temp dirs.
 pub async fn run(cli: Cli, env: &EnvVars) -> Result<u8> {
-    if let Command::Dev(flags) = cli.command {
+    if let Command::Dev(mut flags) = cli.command {
+        flags.insecure = cli.insecure;
         return dev::run(flags, env).await;
     }
     let servers = config::resolve_servers(
@@ -20,11 +21,17 @@ pub async fn run(cli: Cli, env: &EnvVars) -> Result<u8> {
         env.gpuctl_server.as_deref(),
         env.config_dir().as_deref(),
     )?;
-    // The gateway `gpuctl dev` started, for endpoint URLs.
-    let gateway = env
+    let context = env
         .config_dir()
-        .and_then(|d| config::read_context(&d).ok().flatten())
-        .and_then(|c| c.gateway);
+        .and_then(|d| config::read_context(&d).ok().flatten());
+    // TLS: --ca, else the context's CA; --insecure: plaintext.
+    let ca = cli
+        .ca
+        .clone()
+        .or_else(|| context.as_ref().and_then(|c| c.ca.clone()));
+    client::configure(client::Security::new(ca.as_deref(), cli.insecure)?);
+    // The gateway `gpuctl dev` started, for endpoint URLs.
+    let gateway = context.and_then(|c| c.gateway);
     let mut cx = Ctx {
         conn: Conn::new(servers.urls).with_bearer(bearer(&cli, env)?),
         gateway,
@@ -124,6 +131,7 @@ mod tests {
                 state_dir: None,
                 gateway: None,
                 token: None,
+                ca: None,
             },
         )
         .unwrap();

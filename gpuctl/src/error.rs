@@ -16,6 +16,9 @@ pub enum Error {
     /// No scheduler answered at any of the addresses tried.
     #[error("cannot reach the gpuctl scheduler at {addr}: {cause}; start one with \"gpuctl dev\" or set --server / GPUCTL_SERVER")]
     Unreachable { addr: String, cause: String },
+    /// The connection failed on a TLS mismatch; `cause` says which.
+    #[error("cannot reach {addr}: {cause}")]
+    Tls { addr: String, cause: String },
     /// The server said NOT_FOUND for a named object.
     #[error("{kind} {name:?} not found")]
     NotFound { kind: &'static str, name: String },

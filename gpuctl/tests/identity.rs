@@ -29,6 +29,7 @@ async fn start(dir: &Path) -> (Server, String) {
             ..Default::default()
         },
         controller: ControllerOptions::default(),
+        tls: None,
     };
     let s = Server::start(cfg, grpc, metrics).await.unwrap();
     assert!(s.wait_leader(Duration::from_secs(20)).await);

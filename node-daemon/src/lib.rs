@@ -103,6 +103,10 @@ pub struct Config {
     /// when the token file holds none (or the scheduler refuses it).
     /// `None` and no credential: calls carry no token.
     pub join_token_file: Option<PathBuf>,
+    /// TLS: calls to the scheduler present this node's certificate, and
+    /// the NodeAgent service serves TLS and requires a client certificate
+    /// from the CA. None: plaintext.
+    pub tls: Option<gpuctl_security::tls::Tls>,
 }
 
 /// Why the daemon could not start.
@@ -125,6 +129,8 @@ pub enum NodeError {
     Credentials(#[from] agent::CredentialError),
     #[error("setting up metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("TLS for the NodeAgent service: {0}")]
+    Tls(String),
 }
 
 /// A daemon with its listeners bound, ready to [`Node::run`].
@@ -138,6 +144,9 @@ pub struct Node {
     identity: NodeIdentity,
     servers: Arc<Servers>,
     metrics: Metrics,
+    /// The NodeAgent service's server, with TLS (client certificates
+    /// required) when configured.
+    agent_server: tonic::transport::Server,
 }
 
 impl std::fmt::Debug for Node {
@@ -215,8 +224,19 @@ impl Node {
                 .unwrap_or_else(|| config.work_dir.join("node.token")),
             config.join_token_file.as_deref(),
         )?;
-        let servers =
-            Arc::new(Servers::new(&config.servers)?.with_credentials(&config.name, credentials));
+        let servers = Arc::new(
+            Servers::new(&config.servers, config.tls.as_ref())?
+                .with_credentials(&config.name, credentials),
+        );
+        let mut agent_server = tonic::transport::Server::builder();
+        if let Some(t) = &config.tls {
+            let cfg = t
+                .server_config(gpuctl_security::tls::ClientAuth::Required)
+                .map_err(|e| NodeError::Tls(e.to_string()))?;
+            agent_server = agent_server
+                .tls_config(cfg)
+                .map_err(|e| NodeError::Tls(e.to_string()))?;
+        }
         let endpoint_ip = if agent_addr.ip().is_unspecified() {
             outbound_ip(&config.servers[0])
         } else {
@@ -234,7 +254,10 @@ impl Node {
         let identity = NodeIdentity {
             name: config.name.clone(),
             address,
-            agent_endpoint: format!("http://{}", host_port(&endpoint_host, agent_addr.port())),
+            agent_endpoint: gpuctl_security::tls::url(
+                &host_port(&endpoint_host, agent_addr.port()),
+                config.tls.is_some(),
+            ),
             cpu_milli: config.cpu_milli,
             memory_bytes: config.memory_bytes,
             labels: config.labels.clone(),
@@ -258,6 +281,7 @@ impl Node {
             identity,
             servers,
             metrics,
+            agent_server,
         })
     }
 
@@ -297,8 +321,9 @@ impl Node {
         let health = self.health();
         let control_loops = self.control_loops(artifact_dir.clone(), events_tx.clone());
 
+        let mut agent_server = self.agent_server;
         let grpc = tokio::spawn(
-            tonic::transport::Server::builder()
+            agent_server
                 .add_service(NodeAgentServer::new(LogService::new(
                     logs_dir.clone(),
                     live.clone(),

@@ -58,6 +58,10 @@ struct Cli {
     #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
     metrics_listen: SocketAddr,
 
+    /// TLS to the scheduler (mutual) and for the NodeAgent service.
+    #[command(flatten)]
+    tls: gpuctl_security::tls::TlsArgs,
+
     /// Host other gang members use to reach this node (MASTER_ADDR)
     /// [default: the IP of --listen].
     #[arg(long, value_name = "HOST")]
@@ -214,6 +218,7 @@ fn choose_inventory(cli: &Cli, name: &str) -> anyhow::Result<Arc<dyn GpuInventor
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let tls = cli.tls.load()?;
     let name = match &cli.name {
         Some(n) => {
             gpuctl_common::api::validate_name("--name", n)?;
@@ -278,6 +283,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         ready_file: cli.ready_file.clone(),
         token_file: cli.token_file.clone(),
         join_token_file: cli.join_token_file.clone(),
+        tls,
     };
     let work_dir = config.work_dir.clone();
     let node = Node::bind(config, inventory.clone())

@@ -60,6 +60,9 @@ struct Args {
     /// benchmarks and tests; never on a shared network).
     #[arg(long, conflicts_with = "admin_token_file")]
     no_auth: bool,
+    /// TLS for the gRPC port and for calls to peers and node daemons.
+    #[command(flatten)]
+    tls: gpuctl_security::tls::TlsArgs,
 }
 
 /// The authentication settings from `--admin-token-file` / `--no-auth`.
@@ -116,6 +119,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let auth = auth_options(&args)?;
+    let tls = args.tls.load()?;
     let grpc = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {} for gRPC", args.listen))?;
@@ -126,7 +130,13 @@ async fn main() -> anyhow::Result<()> {
     let metrics_addr = metrics.local_addr()?;
     let cfg = Config {
         id: args.id,
-        peers: args.peers.clone().unwrap_or_default(),
+        peers: args
+            .peers
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(id, addr)| (id, gpuctl_security::tls::url(&addr, tls.is_some())))
+            .collect(),
         data_dir: args.data_dir.clone(),
         raft: RaftOptions {
             id: args.id,
@@ -143,6 +153,7 @@ async fn main() -> anyhow::Result<()> {
             node_timeout: args.node_timeout,
             ..Default::default()
         },
+        tls,
     };
     let server = Server::start(cfg, grpc, metrics).await.with_context(|| {
         format!(

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use gpuctl_proto::v1::control_server::ControlServer;
 use gpuctl_proto::v1::node_service_server::NodeServiceServer;
+use gpuctl_security::tls::{ClientAuth, Tls};
 use tokio::net::TcpListener;
 
 use crate::api::raft_peer::RaftPeerService;
@@ -28,6 +29,9 @@ pub struct Config {
     pub raft: RaftOptions,
     pub service: ServiceOptions,
     pub controller: ControllerOptions,
+    /// TLS for the gRPC port and for calls to peers and node daemons
+    /// (presenting this replica's certificate); None: plaintext.
+    pub tls: Option<Tls>,
 }
 
 /// A started replica; [`Server::wait_leader`] tells when it accepts writes.
@@ -56,7 +60,8 @@ impl Server {
             addresses,
         } = start_raft(&cfg, &metrics)?;
         let peers = Arc::new(
-            Peers::new(cfg.id, &addresses, transport.clone()).map_err(anyhow::Error::msg)?,
+            Peers::new(cfg.id, &addresses, transport.clone(), cfg.tls.clone())
+                .map_err(anyhow::Error::msg)?,
         );
         let heartbeats = Arc::new(Heartbeats::default());
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
@@ -71,7 +76,7 @@ impl Server {
             audit_log: Arc::new(crate::api::audit::AuditLog::new(&cfg.data_dir)),
         };
         let tasks = vec![
-            serve_grpc(api, grpc, stop_rx.clone()),
+            serve_grpc(api, grpc, cfg.tls.as_ref(), stop_rx.clone())?,
             serve_metrics(metrics_listener, &metrics, raft.clone(), stop_rx.clone()),
             follow_membership(&raft, peers, stop_rx.clone()),
             tokio::spawn(runner::run_endpoints(raft.clone(), loads, stop_rx.clone())),
@@ -173,6 +178,7 @@ fn start_raft(cfg: &Config, metrics: &Metrics) -> anyhow::Result<StartedRaft> {
                 h.unreachable(id);
             }
         }),
+        cfg.tls.clone(),
     ));
     let (raft, thread) = crate::raft::start(
         ropts,
@@ -191,19 +197,29 @@ fn start_raft(cfg: &Config, metrics: &Metrics) -> anyhow::Result<StartedRaft> {
     })
 }
 
-/// Serve the `Control`, `NodeService` and Raft peer services until `stop`.
+/// Serve the `Control`, `NodeService` and Raft peer services until `stop`;
+/// with TLS, client certificates from the CA are accepted (and the Raft
+/// peer service requires one).
 fn serve_grpc(
     api: Api,
     grpc: TcpListener,
+    tls: Option<&Tls>,
     mut stop: tokio::sync::watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     // Small RPCs: without TCP_NODELAY, Nagle and delayed ACKs add ~40 ms to a reply.
     let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
-    let router = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(t) = tls {
+        builder = builder.tls_config(t.server_config(ClientAuth::Optional)?)?;
+    }
+    let router = builder
         .add_service(ControlServer::new(api.clone()))
         .add_service(NodeServiceServer::new(api.clone()))
-        .add_service(RaftServer::new(RaftPeerService { api }));
-    tokio::spawn(async move {
+        .add_service(RaftServer::new(RaftPeerService {
+            api,
+            require_client_cert: tls.is_some(),
+        }));
+    Ok(tokio::spawn(async move {
         let shutdown = async move {
             let _ = stop.changed().await;
         };
@@ -213,7 +229,7 @@ fn serve_grpc(
         {
             tracing::error!("gRPC server failed: {e}");
         }
-    })
+    }))
 }
 
 /// Serve `/metrics`, and `/healthz` (healthy while a leader is known),

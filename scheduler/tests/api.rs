@@ -30,6 +30,7 @@ async fn start(dir: &std::path::Path, node_timeout: Duration) -> (Server, String
             node_timeout,
             resync: Duration::from_millis(100),
         },
+        tls: None,
     };
     let s = Server::start(cfg, grpc, metrics).await.unwrap();
     assert!(s.wait_leader(LIMIT).await, "single voter became leader");

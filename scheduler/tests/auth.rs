@@ -44,6 +44,7 @@ async fn start() -> Cluster {
             node_timeout: Duration::from_secs(120),
             resync: Duration::from_millis(100),
         },
+        tls: None,
     };
     let server = Server::start(cfg, grpc, metrics).await.unwrap();
     assert!(
@@ -606,6 +607,7 @@ async fn three(root: &std::path::Path) -> (Vec<Server>, Vec<ControlClient<Channe
                 ..Default::default()
             },
             controller: ControllerOptions::default(),
+            tls: None,
         };
         servers.push(Server::start(cfg, l, metrics).await.unwrap());
     }

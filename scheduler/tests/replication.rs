@@ -57,6 +57,7 @@ async fn start_opts(
             node_timeout: Duration::from_secs(60),
             resync: Duration::from_millis(100),
         },
+        tls: None,
     };
     Server::start(cfg, listener, metrics).await.unwrap()
 }

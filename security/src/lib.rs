@@ -2,5 +2,10 @@
 //!
 //! - [`token`]: bearer tokens `gpuctl_<id>_<secret>`: made here, kept by the
 //!   state only as a hash, parsed from the `authorization` header.
+//! - [`tls`]: certificates loaded once into rustls/tonic configurations for
+//!   every listener and client, and one-line explanations of TLS mismatches.
+//! - [`ca`]: the local CA and cluster certificate `gpuctl dev` makes.
 
+pub mod ca;
+pub mod tls;
 pub mod token;

@@ -51,6 +51,8 @@ pub struct ClusterConfig {
     pub probe_timeout: Duration,
     /// Bearer token sent on every call (a user with role gateway).
     pub token: Option<String>,
+    /// TLS to the scheduler (presenting the gateway's certificate); None: plaintext.
+    pub tls: Option<gpuctl_security::tls::Tls>,
 }
 
 impl Default for ClusterConfig {
@@ -63,6 +65,7 @@ impl Default for ClusterConfig {
             probe_every: Duration::from_millis(10),
             probe_timeout: Duration::from_secs(300),
             token: None,
+            tls: None,
         }
     }
 }
@@ -83,11 +86,19 @@ impl Interceptor for Bearer {
 /// Scheduler clients with failover.
 struct Schedulers {
     clients: Vec<ControlClient<InterceptedService<Channel, Bearer>>>,
+    /// Each client's URL (with the scheme it speaks), for messages.
+    urls: Vec<String>,
+    /// The CA trusted, for messages.
+    ca: Option<std::path::PathBuf>,
     current: usize,
 }
 
 impl Schedulers {
-    fn new(urls: &[String], token: Option<&str>) -> anyhow::Result<Schedulers> {
+    fn new(
+        urls: &[String],
+        token: Option<&str>,
+        tls: Option<&gpuctl_security::tls::Tls>,
+    ) -> anyhow::Result<Schedulers> {
         let bearer = match token.map(str::trim).filter(|t| !t.is_empty()) {
             Some(t) => {
                 let mut v: MetadataValue<Ascii> = format!("Bearer {t}").parse().map_err(|_| {
@@ -99,13 +110,10 @@ impl Schedulers {
             None => Bearer(None),
         };
         let mut clients = Vec::new();
+        let mut with_scheme = Vec::new();
         for u in urls {
-            let url = if u.contains("://") {
-                u.clone()
-            } else {
-                format!("http://{u}")
-            };
-            let ch = tonic::transport::Endpoint::from_shared(url.clone())
+            with_scheme.push(gpuctl_security::tls::url(u, tls.is_some()));
+            let ch = gpuctl_security::tls::endpoint(u, tls)
                 .map_err(|e| anyhow::anyhow!("scheduler address {u:?}: {e}"))?
                 .connect_timeout(Duration::from_millis(500))
                 .timeout(Duration::from_secs(10))
@@ -118,16 +126,19 @@ impl Schedulers {
         }
         Ok(Schedulers {
             clients,
+            urls: with_scheme,
+            ca: tls.and_then(|t| t.ca_path().map(std::path::Path::to_path_buf)),
             current: 0,
         })
     }
 
     fn failed(&mut self, what: &str, e: &tonic::Status) {
-        tracing::warn!(
-            "scheduler {}: {what}: {}; trying the next one",
-            self.current,
-            e.message()
-        );
+        let url = &self.urls[self.current];
+        // A TLS mismatch, said as such; otherwise the status's message.
+        let why = std::error::Error::source(e)
+            .and_then(|s| gpuctl_security::tls::explain(s, url, self.ca.as_deref()))
+            .unwrap_or_else(|| e.message().to_string());
+        tracing::warn!("scheduler {url}: {what}: {why}; trying the next one");
         self.current = (self.current + 1) % self.clients.len();
     }
 
@@ -224,7 +235,11 @@ pub async fn run(
     mut wake: mpsc::UnboundedReceiver<String>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let mut schedulers = Schedulers::new(&config.servers, config.token.as_deref())?;
+    let mut schedulers = Schedulers::new(
+        &config.servers,
+        config.token.as_deref(),
+        config.tls.as_ref(),
+    )?;
     let id = gateway_id();
     let probe_client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(5))

@@ -35,6 +35,18 @@ pub async fn serve<H: Handler>(
     handler: Arc<H>,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_with(listener, handler, None, shutdown).await
+}
+
+/// [`serve`], over TLS when `tls` is given: each connection's handshake
+/// must finish within [`gpuctl_security::tls::HANDSHAKE_TIMEOUT`], and a
+/// plaintext request is answered `400` (use https) and closed.
+pub async fn serve_with<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -51,15 +63,28 @@ pub async fn serve<H: Handler>(
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let handler = handler.clone();
                 async move { Ok::<_, Infallible>(handler.handle(req).await) }
             });
+            let http = hyper::server::conn::http1::Builder::new();
             // Errors here are a client hanging up or sending garbage: nothing to do.
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            match tls {
+                None => {
+                    let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                }
+                Some(acceptor) => {
+                    let limit = gpuctl_security::tls::HANDSHAKE_TIMEOUT;
+                    match gpuctl_security::tls::accept_http(&acceptor, stream, limit).await {
+                        Ok(s) => {
+                            let _ = http.serve_connection(TokioIo::new(s), svc).await;
+                        }
+                        Err(e) => tracing::debug!("connection dropped: {e}"),
+                    }
+                }
+            }
         });
     }
 }

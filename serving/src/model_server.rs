@@ -443,6 +443,16 @@ pub async fn serve(
     http::serve(listener, server, shutdown).await
 }
 
+/// [`serve`] over TLS (HTTPS) when `tls` is given.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    server: Arc<ModelServer>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    http::serve_with(listener, server, tls, shutdown).await
+}
+
 /// The batch key: every input's dimensions after the first. Only requests that agree on
 /// all of them can be stacked.
 /// Every input's rank and dims after the first, one after the other (`[rank, d1, ..,

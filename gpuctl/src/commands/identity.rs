@@ -55,6 +55,7 @@ pub(crate) async fn cmd_login(
         state_dir: None,
         gateway: None,
         token: None,
+        ca: crate::client::configured_ca(),
     });
     ctx.token = Some(token);
     let path = config::write_context(dir, &ctx)?;

@@ -200,6 +200,7 @@ mod tests {
             restart_delay: "2s".parse().unwrap(),
             gateway_port: 0,
             cold_start_timeout: "60s".parse().unwrap(),
+            insecure: false,
         };
         let plan = Plan::from_flags(flags, &env).unwrap();
         let first = ensure_admin_token(&plan).unwrap();

@@ -58,6 +58,17 @@ pub async fn run(flags: DevFlags, env: &EnvVars) -> Result<u8> {
     let mut plan = Plan::from_flags(flags, env)?;
     plan.prepare_state_dir()?;
     let admin_token = identity::ensure_admin_token(&plan)?;
+    // The dev CA and cluster certificate (made once, reused after), and
+    // this process's own connections to the cluster.
+    let ca = if plan.insecure {
+        None
+    } else {
+        let dir = plan.state_dir.join("tls");
+        let files = gpuctl_security::ca::ensure_dev(&dir)
+            .map_err(|e| Error::Other(format!("making the dev CA in {}: {e}", dir.display())))?;
+        Some(files.ca)
+    };
+    crate::client::configure(crate::client::Security::new(ca.as_deref(), plan.insecure)?);
     let bins = Binaries::find()?;
     remove_stale_ready_files(&plan.state_dir)?;
 
@@ -99,8 +110,9 @@ pub async fn run(flags: DevFlags, env: &EnvVars) -> Result<u8> {
         gateway: started
             .gateway
             .as_ref()
-            .map(|g| format!("http://{}", field(g, "http"))),
+            .map(|g| format!("{}://{}", plan.scheme(), field(g, "http"))),
         token: Some(started.user_token.clone()),
+        ca,
     };
     let finish = publish(&plan, &started, &context);
     let code = tokio::select! {

@@ -194,6 +194,9 @@ pub struct Plan {
     pub gateway_port: u16,
     /// How long the gateway holds a request while an endpoint has no replica.
     pub cold_start_timeout: Duration,
+    /// Run every process plaintext; otherwise each gets the dev CA's
+    /// cluster certificate (`STATE_DIR/tls/`).
+    pub insecure: bool,
 }
 
 impl Plan {
@@ -224,6 +227,7 @@ impl Plan {
             ports: vec![flags.scheduler_port],
             gateway_port: flags.gateway_port,
             cold_start_timeout: flags.cold_start_timeout.duration,
+            insecure: flags.insecure,
         })
     }
 
@@ -280,6 +284,33 @@ impl Plan {
     pub fn user_token_file(&self) -> PathBuf {
         self.state_dir.join("user.token")
     }
+    /// The dev CA and the cluster certificate every process presents.
+    pub fn tls_files(&self) -> gpuctl_security::ca::DevFiles {
+        gpuctl_security::ca::DevFiles::in_dir(&self.state_dir.join("tls"))
+    }
+    /// The TLS flags every process gets: the cluster certificate, or `--insecure`.
+    pub fn tls_args(&self) -> Vec<String> {
+        if self.insecure {
+            return vec!["--insecure".into()];
+        }
+        let f = self.tls_files();
+        vec![
+            "--tls-cert".into(),
+            f.cert.display().to_string(),
+            "--tls-key".into(),
+            f.key.display().to_string(),
+            "--tls-ca".into(),
+            f.ca.display().to_string(),
+        ]
+    }
+    /// `http` or `https`, as the cluster's servers speak.
+    pub fn scheme(&self) -> &'static str {
+        if self.insecure {
+            "http"
+        } else {
+            "https"
+        }
+    }
 
     /// `gpu-scheduler`'s arguments for replica `id` (from 1); `--peers`
     /// only when there is more than one replica.
@@ -302,6 +333,7 @@ impl Plan {
             a.push("--peers".into());
             a.push(self.peers_arg());
         }
+        a.extend(self.tls_args());
         a
     }
 
@@ -313,7 +345,7 @@ impl Plan {
     /// `gpu-gateway`'s arguments: it follows every scheduler replica.
     pub fn gateway_args(&self, scheduler_urls: &str) -> Vec<String> {
         let timeout_ms = self.cold_start_timeout.as_millis().max(1);
-        vec![
+        let mut a = vec![
             "--server".into(),
             scheduler_urls.into(),
             "--listen".into(),
@@ -326,7 +358,9 @@ impl Plan {
             self.gateway_ready().display().to_string(),
             "--token-file".into(),
             self.gateway_token_file().display().to_string(),
-        ]
+        ];
+        a.extend(self.tls_args());
+        a
     }
 
     /// `gpu-node`'s arguments for node `i` (from 1).
@@ -355,6 +389,7 @@ impl Plan {
             "--join-token-file".into(),
             self.join_token_file().display().to_string(),
         ]);
+        a.extend(self.tls_args());
         a
     }
 }
@@ -473,6 +508,7 @@ mod tests {
             ports: vec![0],
             gateway_port: 0,
             cold_start_timeout: Duration::from_secs(60),
+            insecure: false,
         }
     }
 
@@ -481,7 +517,7 @@ mod tests {
         let p = plan(Path::new("/s"));
         assert_eq!(
             p.scheduler_args(1).join(" "),
-            "--id 1 --data-dir /s/scheduler-1 --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --ready-file /s/scheduler-1.ready.json --admin-token-file /s/admin.token"
+            "--id 1 --data-dir /s/scheduler-1 --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --ready-file /s/scheduler-1.ready.json --admin-token-file /s/admin.token --tls-cert /s/tls/cluster.pem --tls-key /s/tls/cluster-key.pem --tls-ca /s/tls/ca.pem"
         );
         let p3 = Plan {
             replicas: 3,
@@ -491,16 +527,33 @@ mod tests {
         assert_eq!(
             p3.scheduler_args(2).join(" "),
             "--id 2 --data-dir /s/scheduler-2 --listen 127.0.0.1:7200 --metrics-listen 127.0.0.1:0 --ready-file /s/scheduler-2.ready.json \
-             --admin-token-file /s/admin.token --peers 1=127.0.0.1:7100,2=127.0.0.1:7200,3=127.0.0.1:7300"
+             --admin-token-file /s/admin.token --peers 1=127.0.0.1:7100,2=127.0.0.1:7200,3=127.0.0.1:7300 --tls-cert /s/tls/cluster.pem --tls-key /s/tls/cluster-key.pem --tls-ca /s/tls/ca.pem"
         );
         assert_eq!(
             p.node_args(2, "http://127.0.0.1:7000").join(" "),
-            "--server http://127.0.0.1:7000 --name dev-node-2 --gpus 4xH100-80GB --gpus 2xA100-40GB --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --work-dir /s/node-2 --artifact-dir /s/artifacts --ready-file /s/node-2.ready.json --join-token-file /s/join.token"
+            "--server http://127.0.0.1:7000 --name dev-node-2 --gpus 4xH100-80GB --gpus 2xA100-40GB --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --work-dir /s/node-2 --artifact-dir /s/artifacts --ready-file /s/node-2.ready.json --join-token-file /s/join.token --tls-cert /s/tls/cluster.pem --tls-key /s/tls/cluster-key.pem --tls-ca /s/tls/ca.pem"
         );
         assert_eq!(
             p.gateway_args("http://127.0.0.1:7000").join(" "),
-            "--server http://127.0.0.1:7000 --listen 127.0.0.1 --port 0 --cold-start-timeout-ms 60000 --ready-file /s/gateway.ready.json --token-file /s/gateway.token"
+            "--server http://127.0.0.1:7000 --listen 127.0.0.1 --port 0 --cold-start-timeout-ms 60000 --ready-file /s/gateway.ready.json --token-file /s/gateway.token --tls-cert /s/tls/cluster.pem --tls-key /s/tls/cluster-key.pem --tls-ca /s/tls/ca.pem"
         );
+        // `gpuctl dev --insecure`: every process plaintext, said explicitly.
+        let plain = Plan {
+            insecure: true,
+            ..plan(Path::new("/s"))
+        };
+        for args in [
+            plain.scheduler_args(1),
+            plain.node_args(1, "http://127.0.0.1:7000"),
+            plain.gateway_args("http://127.0.0.1:7000"),
+        ] {
+            assert_eq!(
+                args.last().map(String::as_str),
+                Some("--insecure"),
+                "{args:?}"
+            );
+            assert!(!args.iter().any(|a| a.starts_with("--tls-")), "{args:?}");
+        }
     }
 
     #[test]
@@ -519,6 +572,7 @@ mod tests {
             restart_delay: "2s".parse().unwrap(),
             gateway_port: 0,
             cold_start_timeout: "60s".parse().unwrap(),
+            insecure: false,
         };
         let p = Plan::from_flags(flags, &env).unwrap();
         assert_eq!(p.state_dir, Path::new("/home/u/.local/share/gpuctl/dev"));
@@ -579,6 +633,7 @@ mod tests {
             restart_delay: "2s".parse().unwrap(),
             gateway_port: 0,
             cold_start_timeout: "60s".parse().unwrap(),
+            insecure: false,
         };
         assert!(Plan::from_flags(flags, &env).is_err());
     }

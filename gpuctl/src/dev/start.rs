@@ -102,6 +102,7 @@ pub(super) async fn start(
                 plan.scheduler_ready(id).display()
             ))
         })?;
+        let url = gpuctl_security::tls::url(&url, !plan.insecure);
         server_urls.push(url);
         schedulers.push(scheduler_entry(plan, id, &ready));
     }
@@ -232,6 +233,7 @@ pub(super) fn remove_context_if_ours(config_dir: &Path, ours: &Context) {
 /// What `gpuctl dev` prints once the cluster is up.
 pub(super) fn summary(plan: &Plan, s: &Started, ctx_path: Option<&Path>) -> String {
     let url = |a: &str| format!("http://{a}");
+    let agent = |a: &str| format!("{}://{a}", plan.scheme());
     let mut o = String::from("\ngpuctl dev: cluster is up\n\n");
     for (i, sch) in s.schedulers.iter().enumerate() {
         let label = format!("scheduler {}", i + 1);
@@ -246,7 +248,7 @@ pub(super) fn summary(plan: &Plan, s: &Started, ctx_path: Option<&Path>) -> Stri
         o.push_str(&format!(
             "  {:<16} agent {}   metrics {}/metrics   pid {}   GPUs {} ({})\n",
             field(n, "name"),
-            url(field(n, "agent")),
+            agent(field(n, "agent")),
             url(field(n, "metrics")),
             n.get("pid").map_or("?".into(), |p| p.to_string()),
             plan.gpus.join(" + "),
@@ -326,6 +328,7 @@ mod tests {
             state_dir: Some(dir.path().into()),
             gateway: None,
             token: None,
+            ca: None,
         };
         let theirs = Context {
             server: "http://127.0.0.1:2".into(),

@@ -11,7 +11,7 @@ use gpuctl_proto::v1::node_service_client::NodeServiceClient;
 use gpuctl_proto::v1::JoinRequest;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
 use super::credentials::{Bearer, Credentials, Refusal};
@@ -129,22 +129,22 @@ impl Contact {
 }
 
 impl Servers {
-    /// Lazily connecting channels to each URL (`http://host:port`).
-    pub fn new(urls: &[String]) -> Result<Servers, AgentError> {
+    /// Lazily connecting channels to each URL (`host:port` or a URL; its
+    /// scheme follows `tls`), presenting our certificate when `tls` is set.
+    pub fn new(
+        urls: &[String],
+        tls: Option<&gpuctl_security::tls::Tls>,
+    ) -> Result<Servers, AgentError> {
         if urls.is_empty() {
             return Err(AgentError::NoServer);
         }
         let mut channels = Vec::new();
         for url in urls {
-            let with_scheme = if url.contains("://") {
-                url.clone()
-            } else {
-                format!("http://{url}")
-            };
-            let ep = Endpoint::from_shared(with_scheme).map_err(|e| AgentError::BadServer {
-                url: url.clone(),
-                reason: e.to_string(),
-            })?;
+            let ep =
+                gpuctl_security::tls::endpoint(url, tls).map_err(|e| AgentError::BadServer {
+                    url: url.clone(),
+                    reason: e.to_string(),
+                })?;
             let ep = ep
                 .connect_timeout(Duration::from_secs(1))
                 .tcp_nodelay(true)

@@ -288,6 +288,7 @@ impl Harness {
             ready_file: Some(ready.clone()),
             token_file: None,
             join_token_file: join,
+            tls: None,
         };
         let node = Node::bind(config, inventory).await.unwrap();
         self.agent = node.agent_addr();

@@ -71,7 +71,8 @@ impl Api {
                     recent_active: p.recent_active,
                 })
                 .collect(),
-            // The applied membership (Peers follows it asynchronously).
+            // The applied membership (Peers follows it asynchronously),
+            // with the scheme the replicas speak.
             addresses: self
                 .raft
                 .shared
@@ -79,6 +80,7 @@ impl Api {
                 .borrow()
                 .clone()
                 .into_iter()
+                .map(|(id, url)| (id, self.peers.url(&url)))
                 .collect(),
         }
     }
@@ -514,12 +516,10 @@ impl Control for Api {
                 .ok_or_else(|| Status::not_found(format!("node {node:?} not found")))?;
             (n.status.agent_endpoint.clone(), attempt, attempt == current)
         };
-        let mut client =
-            gpuctl_proto::v1::node_agent_client::NodeAgentClient::connect(endpoint.clone())
-                .await
-                .map_err(|e| {
-                    Status::unavailable(format!("cannot reach the node daemon at {endpoint}: {e}"))
-                })?;
+        let channel = self.peers.connect_agent(&endpoint).await.map_err(|e| {
+            Status::unavailable(format!("cannot reach the node daemon at {endpoint}: {e}"))
+        })?;
+        let mut client = gpuctl_proto::v1::node_agent_client::NodeAgentClient::new(channel);
         let stream = client
             .read_logs(pb::ReadLogsRequest {
                 job: req.job,
@@ -578,11 +578,7 @@ impl Api {
         if r.id == 0 {
             return Err(Status::invalid_argument("replica ids start at 1"));
         }
-        let url = if r.address.contains("://") {
-            r.address.clone()
-        } else {
-            format!("http://{}", r.address)
-        };
+        let url = self.peers.url(&r.address);
         tonic::transport::Endpoint::from_shared(url.clone())
             .map_err(|e| Status::invalid_argument(format!("address {:?}: {e}", r.address)))?;
         if self.raft.shared.status().voters.contains(&r.id) {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use gpuctl_proto::v1::node_service_client::NodeServiceClient;
 use gpuctl_proto::v1::raft_client::RaftClient;
+use gpuctl_security::tls::{self, Tls};
 use tonic::transport::Channel;
 
 use crate::raft::Transport;
@@ -18,6 +19,8 @@ pub struct Peers {
     pub me: u64,
     clients: Mutex<PeerClients>,
     pub transport: Option<Transport>,
+    /// TLS to the other replicas and to node daemons, or plaintext.
+    tls: Option<Tls>,
 }
 
 #[derive(Default)]
@@ -32,11 +35,13 @@ impl Peers {
         me: u64,
         addrs: &BTreeMap<u64, String>,
         transport: Option<Transport>,
+        tls: Option<Tls>,
     ) -> Result<Peers, String> {
         let p = Peers {
             me,
             clients: Mutex::new(PeerClients::default()),
             transport,
+            tls,
         };
         p.set(addrs)?;
         Ok(p)
@@ -46,8 +51,8 @@ impl Peers {
     pub fn set(&self, addrs: &BTreeMap<u64, String>) -> Result<(), String> {
         let mut channels = HashMap::new();
         for (&id, url) in addrs.iter().filter(|(id, _)| **id != self.me) {
-            let ch = tonic::transport::Endpoint::from_shared(url.clone())
-                .map_err(|e| format!("peer {id}: bad address {url:?}: {e}"))?
+            let ch = tls::endpoint(url, self.tls.as_ref())
+                .map_err(|e| format!("peer {id}: {e}"))?
                 .connect_timeout(Duration::from_millis(500))
                 .timeout(Duration::from_secs(15))
                 .tcp_nodelay(true)
@@ -85,6 +90,31 @@ impl Peers {
     ) -> Option<gpuctl_proto::v1::control_client::ControlClient<Channel>> {
         self.channel(id)
             .map(gpuctl_proto::v1::control_client::ControlClient::new)
+    }
+
+    /// `addr` (`host:port` or URL) with the scheme this cluster speaks
+    /// (`https://` with TLS).
+    pub fn url(&self, addr: &str) -> String {
+        tls::url(addr, self.tls.is_some())
+    }
+
+    /// Connect to a node daemon's agent (`agent_endpoint`), with TLS when
+    /// this replica has it; the agent requires our client certificate.
+    pub async fn connect_agent(&self, url: &str) -> Result<Channel, String> {
+        let ep = tls::endpoint(url, self.tls.as_ref())
+            .map_err(|e| e.to_string())?
+            .connect_timeout(Duration::from_secs(3));
+        let u = tls::url(url, self.tls.is_some());
+        match ep.connect().await {
+            Ok(ch) => Ok(ch),
+            Err(e) => {
+                let ca = self.tls.as_ref().and_then(|t| t.ca_path());
+                let plain = e.to_string();
+                let why = tls::diagnose(&e, &u, ca);
+                drop(e);
+                Err(why.await.unwrap_or(plain))
+            }
+        }
     }
 
     pub fn is_cut_off(&self) -> bool {

@@ -15,11 +15,26 @@ use crate::state::Envelope;
 #[derive(Clone)]
 pub struct RaftPeerService {
     pub api: Api,
+    /// With TLS on: only callers presenting a certificate from the
+    /// cluster's CA (the other replicas) may call.
+    pub require_client_cert: bool,
+}
+
+impl RaftPeerService {
+    fn check_peer<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        if self.require_client_cert && req.peer_certs().is_none_or(|c| c.is_empty()) {
+            return Err(Status::permission_denied(
+                "raft peer calls need a client certificate from the cluster CA",
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[tonic::async_trait]
 impl RaftService for RaftPeerService {
     async fn step(&self, req: Request<pb::RaftBatch>) -> Result<Response<pb::RaftAck>, Status> {
+        self.check_peer(&req)?;
         let b = req.into_inner();
         for bytes in b.messages {
             match raft::prelude::Message::parse_from_bytes(&bytes) {
@@ -39,6 +54,7 @@ impl RaftService for RaftPeerService {
         &self,
         req: Request<pb::ForwardRequest>,
     ) -> Result<Response<pb::ForwardResponse>, Status> {
+        self.check_peer(&req)?;
         if self.api.peers.is_cut_off() {
             return Err(Status::unavailable(
                 "this replica is cut off from its peers",

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use gpuctl_proto::v1 as pb;
 use gpuctl_proto::v1::raft_client::RaftClient;
+use gpuctl_security::tls::{self, Tls};
 use protobuf::Message as _;
 use raft::prelude::Message;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
@@ -32,17 +33,25 @@ pub struct Transport {
     /// When set, this replica neither sends nor accepts peer traffic.
     cut_off: Arc<AtomicBool>,
     unreachable: Unreachable,
+    /// TLS to the peers (presenting this replica's certificate), or plaintext.
+    tls: Option<Tls>,
 }
 
 impl Transport {
     /// Start one sender task per peer (other than `me`). Must be called
     /// inside a tokio runtime. `peers` maps replica id → gRPC URL.
-    pub fn start(me: u64, peers: &BTreeMap<u64, String>, unreachable: Unreachable) -> Transport {
+    pub fn start(
+        me: u64,
+        peers: &BTreeMap<u64, String>,
+        unreachable: Unreachable,
+        tls: Option<Tls>,
+    ) -> Transport {
         let t = Transport {
             me,
             queues: Arc::new(Mutex::new(HashMap::new())),
             cut_off: Arc::new(AtomicBool::new(false)),
             unreachable,
+            tls,
         };
         t.set_peers(peers);
         t
@@ -66,6 +75,7 @@ impl Transport {
                 rx,
                 self.unreachable.clone(),
                 self.cut_off.clone(),
+                self.tls.clone(),
             ));
         }
     }
@@ -77,10 +87,11 @@ impl Transport {
         mut rx: tokio::sync::mpsc::UnboundedReceiver<Message>,
         unreachable: Unreachable,
         cut: Arc<AtomicBool>,
+        tls: Option<Tls>,
     ) {
         {
             {
-                let endpoint = match tonic::transport::Endpoint::from_shared(addr.clone()) {
+                let endpoint = match tls::endpoint(&addr, tls.as_ref()) {
                     Ok(e) => e
                         .connect_timeout(Duration::from_millis(500))
                         .timeout(Duration::from_secs(3))
@@ -116,7 +127,12 @@ impl Transport {
                         }
                         Err(e) => {
                             if !failing {
-                                tracing::warn!("peer {id} at {addr} unreachable: {}", e.message());
+                                let url = tls::url(&addr, tls.is_some());
+                                let ca = tls.as_ref().and_then(|t| t.ca_path());
+                                let why = std::error::Error::source(&e)
+                                    .and_then(|s| tls::explain(s, &url, ca))
+                                    .unwrap_or_else(|| e.message().to_string());
+                                tracing::warn!("peer {id} at {addr} unreachable: {why}");
                             }
                             failing = true;
                             unreachable(id);

@@ -46,6 +46,8 @@ pub fn replica_job(ep: &Endpoint, job_name: &str) -> Job {
                 ep.metadata.name.clone(),
                 "--listen".into(),
                 "0.0.0.0".into(),
+                // The gateway reaches replicas over plain HTTP.
+                "--insecure".into(),
                 "--max-batch-size".into(),
                 spec.batching.max_batch_size.to_string(),
                 "--max-delay-ms".into(),

@@ -60,6 +60,9 @@ struct Args {
     /// then `gpuctl admin create-token --user gw`).
     #[arg(long, value_name = "FILE")]
     token_file: Option<std::path::PathBuf>,
+    /// HTTPS for clients, and TLS to the scheduler (presenting --tls-cert).
+    #[command(flatten)]
+    tls: gpuctl_security::tls::TlsArgs,
 }
 
 /// `workers` sockets listening on `addr` together (SO_REUSEPORT; the kernel
@@ -119,6 +122,12 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    let tls = args.tls.load()?;
+    let acceptor = match &tls {
+        Some(t) => Some(t.acceptor(None)?),
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let config = GatewayConfig {
         max_body_bytes: args.max_body_bytes,
         queue_capacity: args.queue_capacity,
@@ -148,7 +157,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let listeners = listeners(&addr, workers).await?;
     let local = listeners[0].local_addr()?;
-    println!("gpu-gateway on http://{local}");
+    println!("gpu-gateway on {scheme}://{local}");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -169,6 +178,7 @@ async fn main() -> anyhow::Result<()> {
         let cfg = ClusterConfig {
             servers: args.server.clone(),
             token,
+            tls: tls.clone(),
             ..ClusterConfig::default()
         };
         Some(tokio::spawn(cluster::run(
@@ -181,8 +191,8 @@ async fn main() -> anyhow::Result<()> {
     if let Some(path) = &args.ready_file {
         let doc = serde_json::json!({
             "http": local.to_string(),
-            "url": format!("http://{local}"),
-            "metrics": format!("http://{local}/metrics"),
+            "url": format!("{scheme}://{local}"),
+            "metrics": format!("{scheme}://{local}/metrics"),
             "pid": std::process::id(),
         });
         let tmp = path.with_extension("tmp");
@@ -194,7 +204,7 @@ async fn main() -> anyhow::Result<()> {
     // its upstream connection and its reply stay on one thread.
     let mut servers = Vec::new();
     for (i, l) in listeners.into_iter().enumerate() {
-        let (gw, rx) = (gw.clone(), stop_rx.clone());
+        let (gw, rx, acceptor) = (gw.clone(), stop_rx.clone(), acceptor.clone());
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -204,7 +214,7 @@ async fn main() -> anyhow::Result<()> {
                 .spawn(move || -> anyhow::Result<()> {
                     rt.block_on(async move {
                         let l = tokio::net::TcpListener::from_std(l)?;
-                        gateway::serve(l, gw, stopped(rx)).await;
+                        gateway::serve_with(l, gw, acceptor, stopped(rx)).await;
                         Ok(())
                     })
                 })?,

@@ -43,6 +43,16 @@ struct Args {
     /// Threads one model run's matrix products may use (0: one per CPU core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Serve HTTPS with this PEM certificate (with --tls-key); plaintext without.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve plaintext HTTP on an address beyond this host (plaintext on
+    /// loopback needs no flag).
+    #[arg(long, conflicts_with = "tls_cert")]
+    insecure: bool,
 }
 
 #[tokio::main]
@@ -53,6 +63,18 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    let acceptor = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            gpuctl_security::tls::TlsFiles {
+                cert: Some(cert.clone()),
+                key: Some(key.clone()),
+                ca: None,
+            }
+            .load()?
+            .acceptor(None)?,
+        ),
+        _ => None,
+    };
     let threads = match args.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -82,16 +104,25 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {addr}"))?;
     let server = ModelServer::new(&name, config);
-    println!(
-        "gpu-model-server: model {name} on http://{}",
-        listener.local_addr()?
-    );
+    let local = listener.local_addr()?;
+    if acceptor.is_none() && !local.ip().is_loopback() && !args.insecure {
+        anyhow::bail!(
+            "plaintext HTTP on {local} is reachable beyond this host: give --tls-cert and --tls-key, or --insecure"
+        );
+    }
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
+    println!("gpu-model-server: model {name} on {scheme}://{local}");
     let path = args.model.clone();
     let model_name = name.clone();
     let model = tokio::task::spawn_blocking(move || OnnxModel::load(&path, &model_name));
-    let serving = tokio::spawn(model_server::serve(listener, server.clone(), async {
-        let _ = tokio::signal::ctrl_c().await;
-    }));
+    let serving = tokio::spawn(model_server::serve_with(
+        listener,
+        server.clone(),
+        acceptor,
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        },
+    ));
     let model = model.await?.context("the model server cannot start")?;
     tracing::info!(model = %name, inputs = ?model.spec().inputs, outputs = ?model.spec().outputs, "model loaded; ready");
     server.set_model(model);

@@ -754,3 +754,13 @@ pub async fn serve(
 ) {
     http::serve(listener, gateway, shutdown).await
 }
+
+/// [`serve`] over TLS (HTTPS) when `tls` is given.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    gateway: Arc<Gateway>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    http::serve_with(listener, gateway, tls, shutdown).await
+}

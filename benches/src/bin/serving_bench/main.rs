@@ -414,6 +414,7 @@ async fn proxy(
             None => sibling("gpu-gateway")?,
         })
         .args([
+            "--insecure",
             "--endpoint",
             &format!("up=http://{up}"),
             "--port",
