@@ -28,6 +28,43 @@ pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     }
 }
 
+/// Whether a `gpuctl dev` cluster runs with TLS and tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Security {
+    /// `gpuctl dev` as users run it: TLS everywhere, a token on every call.
+    On,
+    /// `--insecure --no-auth`: plaintext, no tokens (what the earlier
+    /// figures measured).
+    Off,
+}
+
+impl Security {
+    pub fn label(self) -> &'static str {
+        match self {
+            Security::On => "TLS + tokens",
+            Security::Off => "plaintext, no auth",
+        }
+    }
+}
+
+/// Sends the context's token on every call.
+#[derive(Clone)]
+pub struct BearerToken(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A `Control` client that sends the context's token.
+pub type ControlClient = gpuctl_proto::v1::control_client::ControlClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, BearerToken>,
+>;
+
 /// A running `gpuctl dev`.
 pub struct Dev {
     child: Option<Child>,
@@ -37,14 +74,26 @@ pub struct Dev {
 }
 
 impl Dev {
-    /// Start `gpuctl dev ARGS` with its state, configuration and log
-    /// (`dev.log`) under `root`, and wait until it is ready.
+    /// Start `gpuctl dev --insecure --no-auth ARGS` (see
+    /// [`Security::Off`]) under `root`, and wait until it is ready.
     pub fn start(root: &Path, args: &[&str]) -> anyhow::Result<Dev> {
+        Dev::start_with(root, args, Security::Off)
+    }
+
+    /// Start `gpuctl dev ARGS` with its state, configuration and log
+    /// (`dev.log`) under `root`, TLS and tokens as `security` says, and
+    /// wait until it is ready.
+    pub fn start_with(root: &Path, args: &[&str], security: Security) -> anyhow::Result<Dev> {
         let gpuctl = sibling("gpuctl")?;
         std::fs::create_dir_all(root)?;
         let log = std::fs::File::create(root.join("dev.log"))?;
         let child = Command::new(&gpuctl)
-            .args(["dev", "--insecure", "--state-dir"])
+            .arg("dev")
+            .args(match security {
+                Security::On => &[][..],
+                Security::Off => &["--insecure", "--no-auth"][..],
+            })
+            .arg("--state-dir")
             .arg(root.join("state"))
             .args(args)
             .env("GPUCTL_CONFIG_DIR", root.join("config"))
@@ -95,6 +144,38 @@ impl Dev {
             .as_str()
             .map(str::to_string)
             .with_context(|| format!("no {key} in the context: {}", self.context))
+    }
+
+    /// A `Control` client of the first scheduler, over TLS with the
+    /// context's CA when the cluster speaks it, sending the context's token.
+    pub async fn control(&self) -> anyhow::Result<ControlClient> {
+        let server = self.url("server")?;
+        let server = server.split(',').next().unwrap_or_default().to_string();
+        let tls = match self.context["ca"].as_str() {
+            Some(ca) => Some(
+                gpuctl_security::tls::TlsFiles {
+                    ca: Some(ca.into()),
+                    ..Default::default()
+                }
+                .load()?,
+            ),
+            None => None,
+        };
+        let channel = gpuctl_security::tls::endpoint_for_url(&server, tls.as_ref())?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .with_context(|| format!("connecting to {server}"))?;
+        let token = match self.context["token"].as_str() {
+            Some(t) => Some(format!("Bearer {t}").parse()?),
+            None => None,
+        };
+        Ok(
+            gpuctl_proto::v1::control_client::ControlClient::with_interceptor(
+                channel,
+                BearerToken(token),
+            ),
+        )
     }
 
     /// Run `gpuctl ARGS` against the cluster; its stdout, or an error with

@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::secret::{EnvFromSource, SecretFilesSource};
+pub use crate::field::{validate_name, FieldError, ManifestError};
+use crate::secret_ref::{EnvFromSource, SecretFilesSource};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use crate::manifest::{parse_manifest_json, parse_manifests, Manifest};
@@ -27,49 +28,6 @@ pub const MAX_CPU_MILLI: u64 = 4096 * 1000;
 pub const MAX_MEMORY_BYTES: u64 = 64 << 40;
 /// Longest kept event list of a job; older events are dropped.
 pub const MAX_EVENTS: usize = 50;
-
-/// An error in a document a user supplied.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{source_name}{doc}: {path}{sep}{reason}",
-    doc = if *.document > 0 { format!(" (document {})", .document) } else { String::new() },
-    sep = if .path.is_empty() { "" } else { ": " })]
-pub struct ManifestError {
-    /// File name, or `<submit>` / `<stdin>`.
-    pub source_name: String,
-    /// 1-based document number in a multi-document file; 0 when there is one.
-    pub document: usize,
-    /// Field path such as `spec.tasks[0].resources.gpus`; empty for the whole document.
-    pub path: String,
-    /// What is wrong and, where it helps, what to do.
-    pub reason: String,
-}
-
-/// A problem with one field, before the file name is known.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{path}: {reason}")]
-pub struct FieldError {
-    pub path: String,
-    pub reason: String,
-}
-
-impl FieldError {
-    pub fn new(path: impl Into<String>, reason: impl Into<String>) -> Self {
-        FieldError {
-            path: path.into(),
-            reason: reason.into(),
-        }
-    }
-
-    /// Attach the file name and document number.
-    pub fn in_source(self, source_name: &str, document: usize) -> ManifestError {
-        ManifestError {
-            source_name: source_name.to_string(),
-            document,
-            path: self.path,
-            reason: self.reason,
-        }
-    }
-}
 
 /// `metadata` of every object.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -402,31 +360,6 @@ impl Serialize for Bytes {
     }
 }
 
-/// Check a DNS-1123 label: what Kubernetes allows as an object name.
-pub fn validate_name(path: &str, name: &str) -> Result<(), FieldError> {
-    if name.is_empty() {
-        return Err(FieldError::new(path, "must not be empty"));
-    }
-    if name.len() > 63 {
-        return Err(FieldError::new(
-            path,
-            format!("{name:?} is longer than 63 characters"),
-        ));
-    }
-    let ok_chars = name
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    let ok_ends = name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
-    if !ok_chars || !ok_ends {
-        return Err(FieldError::new(
-            path,
-            format!("{name:?} is not a valid name: use lowercase letters, digits and '-', starting and ending with a letter or digit"),
-        ));
-    }
-    Ok(())
-}
-
 impl Job {
     /// A job with defaults, as `gpuctl submit` builds it.
     pub fn new(name: &str, spec: JobSpec) -> Job {
@@ -502,7 +435,7 @@ impl Job {
         for (i, t) in self.spec.tasks.iter().enumerate() {
             let p = format!("spec.tasks[{i}]");
             validate_name(&format!("{p}.name"), &t.name)?;
-            crate::secret::validate_refs(&p, &t.env_from, &t.secret_files)?;
+            crate::secret_ref::validate_refs(&p, &t.env_from, &t.secret_files)?;
             if !names.insert(t.name.as_str()) {
                 return Err(FieldError::new(
                     format!("{p}.name"),

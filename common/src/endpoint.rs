@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{validate_name, Event, FieldError, ObjectMeta, Resources, TaskPhase};
-use crate::secret::{EnvFromSource, SecretFilesSource, SecretRef};
+use crate::secret_ref::{EnvFromSource, SecretFilesSource, SecretRef};
 
 /// Label on every replica job: the endpoint that owns it.
 pub const ENDPOINT_LABEL: &str = "gpuctl.io/endpoint";
@@ -339,7 +339,7 @@ impl Endpoint {
                         ));
                     }
                 }
-                crate::secret::validate_refs("spec.server", &srv.env_from, &srv.secret_files)?;
+                crate::secret_ref::validate_refs("spec.server", &srv.env_from, &srv.secret_files)?;
             }
         }
         if let Some(a) = &s.auth {

@@ -15,10 +15,12 @@ pub mod api;
 pub mod artifact;
 pub mod autoscaler;
 pub mod endpoint;
+pub mod field;
 pub mod manifest;
 pub mod node;
 pub mod queue;
 pub mod secret;
+pub mod secret_ref;
 
 /// Milliseconds since the Unix epoch by the wall clock (for timestamps shown
 /// to users; never for measuring durations).

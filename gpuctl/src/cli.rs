@@ -284,6 +284,11 @@ pub struct DevFlags {
     /// Run every process plaintext (the global --insecure).
     #[arg(skip)]
     pub insecure: bool,
+    /// Accept every caller without a token (the schedulers run with
+    /// --no-auth): for comparisons such as benchmarks, never on a shared
+    /// machine.
+    #[arg(long)]
+    pub no_auth: bool,
     /// Where the cluster keeps its state (default: $XDG_DATA_HOME/gpuctl/dev
     /// or ~/.local/share/gpuctl/dev).
     #[arg(long)]

@@ -4,7 +4,9 @@
 //! trivial 1-GPU jobs one at a time through the scheduler's gRPC API. Each
 //! job's task is this same binary in `--probe` mode, which records the wall
 //! clock the moment its process runs. Latency = probe time − the time the
-//! `Apply` call returned. Reports p50/p99 over `--jobs` (default 200).
+//! `Apply` call returned. Reports p50/p99 over `--jobs` (default 200), on a
+//! cluster with TLS and tokens and on one without (`--security on|off|both`,
+//! default both, one after the other in the same run).
 //!
 //! Build everything in release first: `cargo build --release --bins`, then
 //! `target/release/submit-latency [--jobs 200] [--json]`.
@@ -13,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use benches::dev::Dev;
+use benches::dev::{Dev, Security};
 use benches::percentile;
 use clap::Parser;
 use gpuctl_common::api::{Job, JobSpec, Resources, TaskSpec};
@@ -30,6 +32,10 @@ struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// `on` (TLS and tokens, as `gpuctl dev` runs by default), `off`
+    /// (`--insecure --no-auth`) or `both`.
+    #[arg(long, default_value = "both", value_parser = ["on", "off", "both"])]
+    security: String,
     /// Internal: record the current time into FILE and exit (the task).
     #[arg(long, hide = true)]
     probe: Option<PathBuf>,
@@ -52,25 +58,47 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let me = std::env::current_exe()?;
-    let root = std::env::temp_dir().join(format!("gpuctl-bench-{}", std::process::id()));
-    let dev = Dev::start(&root, &["--gpus", &args.gpus])?;
-    let result = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?
-        .block_on(run(&args, &me, &root, &dev));
-    dev.stop();
-    if result.is_ok() {
-        let _ = std::fs::remove_dir_all(&root);
-    } else {
-        eprintln!("kept {} for inspection (dev.log)", root.display());
+    let modes: &[Security] = match args.security.as_str() {
+        "on" => &[Security::On],
+        "off" => &[Security::Off],
+        _ => &[Security::Off, Security::On],
+    };
+    let mut all = Vec::new();
+    for &security in modes {
+        let root =
+            std::env::temp_dir().join(format!("gpuctl-bench-{}-{security:?}", std::process::id()));
+        let dev = Dev::start_with(&root, &["--gpus", &args.gpus], security)?;
+        let result = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?
+            .block_on(run(&args, &me, &root, &dev, security));
+        dev.stop();
+        match result {
+            Ok(r) => {
+                let _ = std::fs::remove_dir_all(&root);
+                all.push(r);
+            }
+            Err(e) => {
+                eprintln!("kept {} for inspection (dev.log)", root.display());
+                return Err(e);
+            }
+        }
     }
-    result
+    if args.json {
+        println!("{}", serde_json::Value::Array(all));
+    }
+    Ok(())
 }
 
-async fn run(args: &Args, me: &Path, root: &Path, dev: &Dev) -> anyhow::Result<()> {
-    let server = dev.url("server")?;
-    let mut client = pb::control_client::ControlClient::connect(server.clone()).await?;
+async fn run(
+    args: &Args,
+    me: &Path,
+    root: &Path,
+    dev: &Dev,
+    security: Security,
+) -> anyhow::Result<serde_json::Value> {
+    let mut client = dev.control().await?;
     let probes = root.join("probes");
     std::fs::create_dir_all(&probes)?;
 
@@ -154,36 +182,34 @@ async fn run(args: &Args, me: &Path, root: &Path, dev: &Dev) -> anyhow::Result<(
         percentile(&latencies_ms, 99.0),
     );
     let max = latencies_ms.last().copied().unwrap_or(f64::NAN);
-    if args.json {
+    let figures = serde_json::json!({
+        "security": format!("{security:?}").to_lowercase(),
+        "jobs": args.jobs,
+        "start_latency_ms_p50": p50,
+        "start_latency_ms_p99": p99,
+        "start_latency_ms_max": max,
+        "from_submit_call_ms_p50": percentile(&from_sent_ms, 50.0),
+        "from_submit_call_ms_p99": percentile(&from_sent_ms, 99.0),
+        "submit_rpc_ms_p50": percentile(&submit_ms, 50.0),
+        "submit_rpc_ms_p99": percentile(&submit_ms, 99.0),
+    });
+    if !args.json {
+        println!("{}:", security.label());
         println!(
-            "{}",
-            serde_json::json!({
-                "jobs": args.jobs,
-                "start_latency_ms_p50": p50,
-                "start_latency_ms_p99": p99,
-                "start_latency_ms_max": max,
-                "from_submit_call_ms_p50": percentile(&from_sent_ms, 50.0),
-                "from_submit_call_ms_p99": percentile(&from_sent_ms, 99.0),
-                "submit_rpc_ms_p50": percentile(&submit_ms, 50.0),
-                "submit_rpc_ms_p99": percentile(&submit_ms, 99.0),
-            })
-        );
-    } else {
-        println!(
-            "submit returned → task process started (0 when it started first), over {} jobs:",
+            "  submit returned → task process started (0 when it started first), over {} jobs:",
             args.jobs
         );
-        println!("  p50 {p50:.2} ms   p99 {p99:.2} ms   max {max:.2} ms");
+        println!("    p50 {p50:.2} ms   p99 {p99:.2} ms   max {max:.2} ms");
         println!(
-            "submit called → task process started: p50 {:.2} ms   p99 {:.2} ms",
+            "  submit called → task process started: p50 {:.2} ms   p99 {:.2} ms",
             percentile(&from_sent_ms, 50.0),
             percentile(&from_sent_ms, 99.0)
         );
         println!(
-            "submit RPC (apply, committed + applied): p50 {:.2} ms   p99 {:.2} ms",
+            "  submit RPC (apply, committed + applied): p50 {:.2} ms   p99 {:.2} ms",
             percentile(&submit_ms, 50.0),
             percentile(&submit_ms, 99.0)
         );
     }
-    Ok(())
+    Ok(figures)
 }

@@ -201,6 +201,7 @@ mod tests {
             gateway_port: 0,
             cold_start_timeout: "60s".parse().unwrap(),
             insecure: false,
+            no_auth: false,
         };
         let plan = Plan::from_flags(flags, &env).unwrap();
         let first = ensure_admin_token(&plan).unwrap();

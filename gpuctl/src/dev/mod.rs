@@ -111,7 +111,7 @@ pub async fn run(flags: DevFlags, env: &EnvVars) -> Result<u8> {
             .gateway
             .as_ref()
             .map(|g| format!("{}://{}", plan.scheme(), field(g, "http"))),
-        token: Some(started.user_token.clone()),
+        token: Some(started.user_token.clone()).filter(|t| !t.is_empty()),
         ca,
     };
     let finish = publish(&plan, &started, &context);

@@ -197,6 +197,8 @@ pub struct Plan {
     /// Run every process plaintext; otherwise each gets the dev CA's
     /// cluster certificate (`STATE_DIR/tls/`).
     pub insecure: bool,
+    /// No tokens: the schedulers accept every caller as an admin.
+    pub no_auth: bool,
 }
 
 impl Plan {
@@ -228,6 +230,7 @@ impl Plan {
             gateway_port: flags.gateway_port,
             cold_start_timeout: flags.cold_start_timeout.duration,
             insecure: flags.insecure,
+            no_auth: flags.no_auth,
         })
     }
 
@@ -326,9 +329,13 @@ impl Plan {
             "127.0.0.1:0".into(),
             "--ready-file".into(),
             self.scheduler_ready(id).display().to_string(),
-            "--admin-token-file".into(),
-            self.admin_token_file().display().to_string(),
         ];
+        if self.no_auth {
+            a.push("--no-auth".into());
+        } else {
+            a.push("--admin-token-file".into());
+            a.push(self.admin_token_file().display().to_string());
+        }
         if self.replicas > 1 {
             a.push("--peers".into());
             a.push(self.peers_arg());
@@ -356,9 +363,11 @@ impl Plan {
             timeout_ms.to_string(),
             "--ready-file".into(),
             self.gateway_ready().display().to_string(),
-            "--token-file".into(),
-            self.gateway_token_file().display().to_string(),
         ];
+        if !self.no_auth {
+            a.push("--token-file".into());
+            a.push(self.gateway_token_file().display().to_string());
+        }
         a.extend(self.tls_args());
         a
     }
@@ -386,9 +395,11 @@ impl Plan {
             self.state_dir.join("artifacts").display().to_string(),
             "--ready-file".into(),
             self.node_ready(i).display().to_string(),
-            "--join-token-file".into(),
-            self.join_token_file().display().to_string(),
         ]);
+        if !self.no_auth {
+            a.push("--join-token-file".into());
+            a.push(self.join_token_file().display().to_string());
+        }
         a.extend(self.tls_args());
         a
     }
@@ -507,6 +518,7 @@ mod tests {
             restart_delay: Duration::from_secs(2),
             ports: vec![0],
             gateway_port: 0,
+            no_auth: false,
             cold_start_timeout: Duration::from_secs(60),
             insecure: false,
         }
@@ -563,6 +575,7 @@ mod tests {
             ..Default::default()
         };
         let flags = DevFlags {
+            no_auth: false,
             state_dir: None,
             gpus: vec![],
             nodes: 1,
@@ -624,6 +637,7 @@ mod tests {
         }
         let env = EnvVars::default();
         let flags = DevFlags {
+            no_auth: false,
             state_dir: Some("/s".into()),
             gpus: vec![],
             nodes: 1,

@@ -108,7 +108,9 @@ pub(super) async fn start(
     }
     let server_list = server_urls.join(",");
     let mut admin = identity::admin_conn(&server_urls, admin_token)?;
-    identity::ensure_join_token(plan, &mut admin).await?;
+    if !plan.no_auth {
+        identity::ensure_join_token(plan, &mut admin).await?;
+    }
 
     let mut idxs = Vec::new();
     for i in 1..=plan.nodes {
@@ -128,13 +130,15 @@ pub(super) async fn start(
     wait_for_nodes(sup, plan, &mut admin).await?;
     let gateway = match &bins.gateway {
         Some(bin) => {
-            identity::ensure_user_token(
-                &mut admin,
-                &plan.gateway_token_file(),
-                identity::gateway_user(),
-                "gpuctl dev gateway",
-            )
-            .await?;
+            if !plan.no_auth {
+                identity::ensure_user_token(
+                    &mut admin,
+                    &plan.gateway_token_file(),
+                    identity::gateway_user(),
+                    "gpuctl dev gateway",
+                )
+                .await?;
+            }
             let idx = sup.spawn(
                 "gpu-gateway",
                 bin,
@@ -147,8 +151,12 @@ pub(super) async fn start(
     };
     let me = identity::local_user();
     let user_name = me.name.clone();
-    let user_token =
-        identity::ensure_user_token(&mut admin, &plan.user_token_file(), me, "gpuctl dev").await?;
+    // Without authentication no token is needed (nor would one say who calls).
+    let user_token = if plan.no_auth {
+        String::new()
+    } else {
+        identity::ensure_user_token(&mut admin, &plan.user_token_file(), me, "gpuctl dev").await?
+    };
     Ok(Started {
         server_urls,
         schedulers,
@@ -276,11 +284,15 @@ pub(super) fn summary(plan: &Plan, s: &Started, ctx_path: Option<&Path>) -> Stri
         "  cluster file     {}\n",
         plan.state_dir.join("cluster.json").display()
     ));
-    o.push_str(&format!(
+    if plan.no_auth {
+        o.push_str("  authentication   off (--no-auth): every caller is an admin\n");
+    } else {
+        o.push_str(&format!(
         "  admin token      {} (bootstrap admin; you are user {:?}, an admin, in the context)\n",
         plan.admin_token_file().display(),
         s.user_name
     ));
+    }
     match ctx_path {
         Some(p) => o.push_str(&format!(
             "  context          {} (gpuctl commands now talk to this cluster)\n",
