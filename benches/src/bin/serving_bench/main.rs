@@ -4,6 +4,8 @@
 //!   fixed-response upstream, the same load generator at 64 connections;
 //! - `batching`: `gpu-model-server` throughput at 64 concurrent clients with dynamic
 //!   batching on (`--max-batch-size 64`) vs off (`--max-batch-size 1`), small MLP;
+//! - `security`: on `gpuctl dev`, the gateway with TLS and an endpoint API key vs
+//!   plaintext and an open endpoint, wrk at 64 connections;
 //! - `cold-start`: on `gpuctl dev`, an endpoint at zero replicas, first request to its
 //!   response, over N wake-ups.
 //!
@@ -26,6 +28,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
+mod security;
 mod stats;
 mod wrk;
 use stats::{median, medians, percentile, LoadResult, PairedRounds};
@@ -77,6 +80,18 @@ enum Cmd {
         /// Drive the load with wrk instead of the built-in generator.
         #[arg(long)]
         wrk: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The gateway with TLS and an endpoint API key vs plaintext and an open
+    /// endpoint, on `gpuctl dev`, driven by wrk.
+    Security {
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value = "wrk")]
+        wrk: String,
         #[arg(long)]
         json: bool,
     },
@@ -729,6 +744,12 @@ async fn main() -> anyhow::Result<()> {
             batching(clients, seconds, model, model_server, &generator, json).await
         }
         Cmd::ColdStart { wakeups, json } => cold_start(wakeups, json).await,
+        Cmd::Security {
+            connections,
+            seconds,
+            wrk,
+            json,
+        } => tokio::task::block_in_place(|| security::security(connections, seconds, &wrk, json)),
     }
 }
 
