@@ -727,3 +727,53 @@ async fn followers_authenticate_fresh_tokens_refuse_before_forwarding_and_audit_
         s.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoints_key_hashes_reach_the_gateway_and_admins_only() {
+    let mut c = start().await;
+    let alice = c.user("alice", "nlp", "user", false).await;
+    let gateway = c.user("gw", "", "gateway", false).await;
+    c.nodes.register(with(ADMIN, register("n1"))).await.unwrap();
+    let secret = serde_json::json!({
+        "apiVersion": "gpuctl.io/v1", "kind": "Secret",
+        "metadata": {"name": "keys"}, "stringData": {"ci": "key-1"}
+    });
+    let endpoint = serde_json::json!({
+        "apiVersion": "gpuctl.io/v1", "kind": "Endpoint",
+        "metadata": {"name": "private"},
+        "spec": {"server": {"command": ["srv"]}, "auth": {"apiKeySecret": {"name": "keys"}}}
+    });
+    // The key's secret must exist first.
+    let e = c.apply(&alice, endpoint.to_string()).await.unwrap_err();
+    assert!(
+        e.message()
+            .contains("spec.auth.apiKeySecret: secret \"keys\" does not exist"),
+        "{}",
+        e.message()
+    );
+    c.apply(&alice, secret.to_string()).await.unwrap();
+    c.apply(&alice, endpoint.to_string()).await.unwrap();
+    let hashes = |token: String| {
+        let mut control = c.control.clone();
+        async move {
+            let r = control
+                .get(with(
+                    &token,
+                    pb::GetRequest {
+                        kind: "endpoints".into(),
+                        name: "private".into(),
+                    },
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            let v: serde_json::Value = serde_json::from_str(&r.objects_json[0]).unwrap();
+            v["status"]["apiKeyHashes"].clone()
+        }
+    };
+    let want = serde_json::json!([gpuctl_security::token::hash("key-1")]);
+    assert_eq!(hashes(gateway).await, want);
+    assert_eq!(hashes(ADMIN.to_string()).await, want);
+    assert_eq!(hashes(alice).await, serde_json::Value::Null);
+    c.server.shutdown().await;
+}

@@ -19,6 +19,7 @@ use super::proposer::NO_LEADER_WAIT;
 use super::{Api, BoxStream};
 use crate::placement;
 use crate::raft::ProposeError;
+use crate::state::identity::Role;
 use crate::state::{Command, State};
 
 /// A queue as a reader sees it: with its status computed now.
@@ -195,7 +196,16 @@ impl Control for Api {
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
         let (md, _, req) = req.into_parts();
-        self.allow(&md, &Action::Read).await?;
+        let who = self.allow(&md, &Action::Read).await?;
+        // Endpoints' API key hashes are for the gateway (and admins) only.
+        let key_hashes = who.is_admin()
+            || matches!(
+                who,
+                Principal::User {
+                    role: Role::Gateway,
+                    ..
+                }
+            );
         let kind = kind_of(&req.kind)?;
         self.proposer().read_barrier().await?;
         if kind == "workflow" {
@@ -240,12 +250,15 @@ impl Control for Api {
             }
             ("endpoint", true) => st
                 .endpoint_views()
-                .iter()
-                .map(json)
+                .into_iter()
+                .map(|e| json(&shown_endpoint(e, key_hashes)))
                 .collect::<Result<_, _>>()?,
-            ("endpoint", false) => vec![json(&st.endpoint_view(&req.name).ok_or_else(|| {
-                Status::not_found(format!("endpoint {:?} not found", req.name))
-            })?)?],
+            ("endpoint", false) => vec![json(&shown_endpoint(
+                st.endpoint_view(&req.name).ok_or_else(|| {
+                    Status::not_found(format!("endpoint {:?} not found", req.name))
+                })?,
+                key_hashes,
+            ))?],
             // Values never leave through Get: each shows as its size.
             ("secret", true) => st
                 .secrets
@@ -636,4 +649,16 @@ impl Api {
         )
         .await
     }
+}
+
+/// An endpoint as `Get` answers it: without its API key hashes unless the
+/// caller may have them.
+fn shown_endpoint(
+    mut e: gpuctl_common::endpoint::Endpoint,
+    key_hashes: bool,
+) -> gpuctl_common::endpoint::Endpoint {
+    if !key_hashes {
+        e.status.api_key_hashes.clear();
+    }
+    e
 }
