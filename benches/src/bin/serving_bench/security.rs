@@ -35,7 +35,8 @@ fn wrk(
     secs: u64,
 ) -> anyhow::Result<LoadResult> {
     let out = Command::new(wrk)
-        .args(["-t2", &format!("-c{connections}"), &format!("-d{secs}s")])
+        .arg(format!("-t{}", connections.clamp(1, 2)))
+        .args([format!("-c{connections}"), format!("-d{secs}s")])
         .args(["--latency", "-s", &script.display().to_string(), url])
         .output()
         .with_context(|| format!("running {wrk} (apt-get install wrk)"))?;
