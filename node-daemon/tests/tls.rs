@@ -96,3 +96,44 @@ async fn the_agent_requires_a_client_certificate_from_the_ca() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_tls_node_told_a_plaintext_scheduler_says_so_in_one_line() {
+    let work = tempfile::tempdir().unwrap();
+    let tls = ca::ensure_dev(&work.path().join("tls"))
+        .unwrap()
+        .tls_files()
+        .load()
+        .unwrap();
+    // A plaintext gRPC server where the node expects TLS.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(pb::node_agent_server::NodeAgentServer::new(Silent))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l)),
+    );
+    let servers = gpuctl_node::agent::Servers::new(&[addr.to_string()], Some(&tls)).unwrap();
+    let (call, mut client) = servers.client();
+    let s = client
+        .heartbeat(pb::HeartbeatRequest::default())
+        .await
+        .expect_err("no TLS there");
+    let why = servers.why(call.index, &s);
+    assert!(why.contains("does not speak TLS"), "{why}");
+}
+
+/// A NodeAgent with no logs, served plaintext.
+struct Silent;
+
+#[tonic::async_trait]
+impl pb::node_agent_server::NodeAgent for Silent {
+    type ReadLogsStream =
+        tokio_stream::wrappers::ReceiverStream<Result<pb::LogChunk, tonic::Status>>;
+    async fn read_logs(
+        &self,
+        _r: tonic::Request<pb::ReadLogsRequest>,
+    ) -> Result<tonic::Response<Self::ReadLogsStream>, tonic::Status> {
+        Err(tonic::Status::not_found("no logs"))
+    }
+}

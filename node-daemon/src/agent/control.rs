@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use gpuctl_proto::v1::{GpuDevice, GpuMetrics, HeartbeatRequest, RegisterRequest};
 
-use super::retry::{brief, Backoff, Quiet};
+use super::retry::{Backoff, Quiet};
 use super::servers::Servers;
 use crate::inventory::GpuInventory;
 
@@ -89,11 +89,11 @@ pub async fn register_until_ok(
                 servers.contact.failed(format!(
                     "Register with {}: {}",
                     servers.url(call.index),
-                    brief(&s)
+                    servers.why(call.index, &s)
                 ));
                 quiet.failed(
                     &format!("Register with {}", servers.url(call.index)),
-                    brief(&s),
+                    servers.why(call.index, &s),
                 );
                 servers.failed(&call, &s).await;
             }
@@ -149,11 +149,11 @@ pub async fn heartbeat_loop(
                 servers.contact.failed(format!(
                     "Heartbeat to {}: {}",
                     servers.url(call.index),
-                    brief(&s)
+                    servers.why(call.index, &s)
                 ));
                 quiet.failed(
                     &format!("Heartbeat to {}", servers.url(call.index)),
-                    brief(&s),
+                    servers.why(call.index, &s),
                 );
                 servers.failed(&call, &s).await;
             }

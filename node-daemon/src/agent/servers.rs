@@ -48,6 +48,8 @@ pub enum AgentError {
 /// replica were down (or not the leader) moves on to the next one.
 #[derive(Debug)]
 pub struct Servers {
+    /// The CA the scheduler is checked against, for messages.
+    ca: Option<std::path::PathBuf>,
     urls: Vec<String>,
     channels: Vec<Channel>,
     current: AtomicUsize,
@@ -154,6 +156,7 @@ impl Servers {
             channels.push(ep.connect_lazy());
         }
         Ok(Servers {
+            ca: tls.and_then(|t| t.ca_path().map(std::path::Path::to_path_buf)),
             urls: urls.to_vec(),
             channels,
             current: AtomicUsize::new(0),
@@ -187,6 +190,14 @@ impl Servers {
     /// The URL of replica `i`, for messages.
     pub fn url(&self, i: usize) -> &str {
         &self.urls[i]
+    }
+
+    /// Why a call to replica `index` failed, in one line: a TLS mismatch said
+    /// as such (plaintext against TLS, an unknown CA, ...), else the status.
+    pub fn why(&self, index: usize, status: &Status) -> String {
+        std::error::Error::source(status)
+            .and_then(|e| gpuctl_security::tls::explain(e, self.url(index), self.ca.as_deref()))
+            .unwrap_or_else(|| brief(status))
     }
 
     /// `call` failed: move on to the next replica if this one looks down
