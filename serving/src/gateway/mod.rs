@@ -33,7 +33,7 @@ use prometheus::{Histogram, IntCounter, IntGauge, Registry};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::http::{self, strip_hop_by_hop, BodyError};
+use crate::http::{self, strip_hop_by_hop};
 
 mod auth;
 mod metrics;
@@ -80,6 +80,11 @@ pub struct GatewayConfig {
     /// How long a replica may take to answer a forwarded request (its response head,
     /// and its body when read whole) before 504.
     pub response_timeout: Duration,
+    /// How long a client may take to send a request's head (also the longest a
+    /// keep-alive connection may sit idle) before it is closed.
+    pub header_read_timeout: Duration,
+    /// How long a client may take to send a request's body before 408.
+    pub body_read_timeout: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -91,6 +96,8 @@ impl Default for GatewayConfig {
             connect_timeout: Duration::from_secs(2),
             pool_idle_timeout: Duration::from_secs(90),
             response_timeout: Duration::from_secs(300),
+            header_read_timeout: http::HEADER_READ_TIMEOUT,
+            body_read_timeout: http::BODY_READ_TIMEOUT,
         }
     }
 }
@@ -569,6 +576,18 @@ impl Gateway {
         match path {
             "/metrics" => return whole(http::metrics(&self.metrics.registry)),
             "/healthz" => return whole(http::response(StatusCode::OK, "text/plain", "ok\n")),
+            // Server metadata (V2 protocol), as `tritonclient`'s
+            // `get_server_metadata` asks for it.
+            "/v2" | "/v2/" => {
+                return whole(http::json_value(
+                    StatusCode::OK,
+                    &serde_json::json!({
+                        "name": "gpuctl-gateway",
+                        "version": env!("CARGO_PKG_VERSION"),
+                        "extensions": [],
+                    }),
+                ))
+            }
             "/v2/health/live" | "/v2/health/ready" => {
                 return whole(http::json_value(
                     StatusCode::OK,
@@ -635,12 +654,10 @@ impl Gateway {
         B: Body,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        let (parts, body) = match http::read_body(req, self.config.max_body_bytes).await {
+        let limits = (self.config.max_body_bytes, self.config.body_read_timeout);
+        let (parts, body) = match http::read_body(req, limits.0, limits.1).await {
             Ok(x) => x,
-            Err(e @ BodyError::TooLarge { .. }) => {
-                return whole(http::error(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string()))
-            }
-            Err(e) => return whole(http::error(StatusCode::BAD_REQUEST, &e.to_string())),
+            Err(e) => return whole(e.response()),
         };
         let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let method = parts.method;
@@ -743,6 +760,10 @@ impl http::Handler for Gateway {
 
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<GatewayBody> {
         self.handle_request(req).await
+    }
+
+    fn header_read_timeout(&self) -> Duration {
+        self.config.header_read_timeout
     }
 }
 
