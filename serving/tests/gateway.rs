@@ -624,3 +624,43 @@ async fn slow_or_silent_clients_are_cut_off() {
         "only the whole request reached the replica"
     );
 }
+
+#[tokio::test]
+async fn a_request_for_an_unknown_endpoint_asks_the_scheduler_again_before_404() {
+    let (a_url, a) = backend("a", true).await;
+    let (gw_url, gw) = start_gateway(GatewayConfig::default(), Arc::new(NoScaleUp)).await;
+    // Without a scheduler to ask, an unknown endpoint is 404 at once.
+    let (code, _) = post(&format!("{gw_url}/v2/models/fresh/infer"), "{}").await;
+    assert_eq!(code, 404);
+    // A stand-in for the loop that follows the scheduler: each look it is asked
+    // for finds the endpoint "fresh", applied since the last poll.
+    gw.follow_scheduler();
+    let looks = Arc::new(AtomicUsize::new(0));
+    let follower = tokio::spawn({
+        let (gw, looks) = (gw.clone(), looks.clone());
+        async move {
+            loop {
+                gw.lookup_wanted().await;
+                let asked = gw.lookups_asked();
+                looks.fetch_add(1, Ordering::SeqCst);
+                gw.set_replicas("fresh", vec![a_url.clone()]);
+                gw.looked_up(asked);
+            }
+        }
+    });
+    let (code, body) = post(&format!("{gw_url}/v2/models/fresh/infer"), "{}").await;
+    assert_eq!((code, json(&body)["backend"].as_str()), (200, Some("a")));
+    assert_eq!(a.hits.load(Ordering::SeqCst), 1);
+    // A name the scheduler does not know either: 404 after one look.
+    let before = looks.load(Ordering::SeqCst);
+    let (code, body) = post(&format!("{gw_url}/v2/models/nope/infer"), "{}").await;
+    assert_eq!(
+        (code, json(&body)["error"].as_str()),
+        (404, Some("no endpoint named nope"))
+    );
+    assert!(
+        looks.load(Ordering::SeqCst) > before,
+        "no fresh look was asked for"
+    );
+    follower.abort();
+}

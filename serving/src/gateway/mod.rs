@@ -299,7 +299,26 @@ pub struct Gateway {
     rng: Mutex<Box<dyn Rng>>,
     scale_up: Arc<dyn ScaleUp>,
     metrics: Metrics,
+    /// Asking the scheduler again about an endpoint the gateway does not know.
+    lookup: Lookup,
 }
+
+/// How a request for an endpoint the gateway does not know gets a fresh answer
+/// before 404, when the gateway follows a scheduler ([`crate::cluster`]): an
+/// endpoint just applied is routed at once, not at the next poll.
+#[derive(Default)]
+struct Lookup {
+    /// Set while a scheduler is followed.
+    following: std::sync::atomic::AtomicBool,
+    /// Numbered requests for a fresh look, and the wakeup of the loop that looks.
+    asked: AtomicU64,
+    wanted: tokio::sync::Notify,
+    /// The highest request number that a finished look started after.
+    answered: watch::Sender<u64>,
+}
+
+/// How long a request for an unknown endpoint waits for a fresh look before 404.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Gateway {
     /// A gateway with a seeded default RNG. Call within a tokio runtime.
@@ -330,6 +349,7 @@ impl Gateway {
             rng: Mutex::new(rng),
             scale_up,
             metrics: Metrics::new(),
+            lookup: Lookup::default(),
         })
     }
 
@@ -384,6 +404,48 @@ impl Gateway {
             ep.scale_up_requested = false;
         }
         ep.ready.send_replace(ep.replicas.len());
+    }
+
+    /// Called by whoever keeps the routes from a scheduler: from now on a
+    /// request for an unknown endpoint asks for a fresh look before 404.
+    pub fn follow_scheduler(&self) {
+        self.lookup.following.store(true, Ordering::Relaxed);
+    }
+
+    /// Resolves when a request wants the routes looked up again now.
+    pub async fn lookup_wanted(&self) {
+        self.lookup.wanted.notified().await
+    }
+
+    /// The lookups asked for so far; pass it to [`Gateway::looked_up`] once a
+    /// look that starts now has updated the routes.
+    pub fn lookups_asked(&self) -> u64 {
+        self.lookup.asked.load(Ordering::SeqCst)
+    }
+
+    /// The routes now reflect a look that started after lookup `asked`.
+    pub fn looked_up(&self, asked: u64) {
+        self.lookup.answered.send_if_modified(|a| {
+            let newer = asked > *a;
+            if newer {
+                *a = asked;
+            }
+            newer
+        });
+    }
+
+    /// Whether `endpoint` is routed, after a fresh look when it is not and a
+    /// scheduler is followed (bounded by [`LOOKUP_TIMEOUT`]).
+    async fn known_after_lookup(&self, endpoint: &str) -> bool {
+        if !self.lookup.following.load(Ordering::Relaxed) {
+            return false;
+        }
+        let mut answered = self.lookup.answered.subscribe();
+        let n = self.lookup.asked.fetch_add(1, Ordering::SeqCst) + 1;
+        self.lookup.wanted.notify_one();
+        let look = answered.wait_for(|a| *a >= n || self.lock().contains_key(endpoint));
+        let _ = tokio::time::timeout(LOOKUP_TIMEOUT, look).await;
+        self.lock().contains_key(endpoint)
     }
 
     /// Forgets `endpoint`: new requests get 404; held requests time out with 503.
@@ -607,11 +669,16 @@ impl Gateway {
             ));
         };
         let endpoint = endpoint.to_string();
-        let Some((route, api_keys)) = self
-            .lock()
-            .get(&endpoint)
-            .map(|e| (e.route.clone(), e.api_keys.clone()))
-        else {
+        let route_of = |gw: &Gateway| {
+            gw.lock()
+                .get(&endpoint)
+                .map(|e| (e.route.clone(), e.api_keys.clone()))
+        };
+        let mut found = route_of(self);
+        if found.is_none() && self.known_after_lookup(&endpoint).await {
+            found = route_of(self);
+        }
+        let Some((route, api_keys)) = found else {
             return whole(no_endpoint(&endpoint));
         };
         let mut req = req;
