@@ -722,6 +722,37 @@ spec:
 "#;
 
     #[test]
+    fn deep_nesting_is_refused_at_once_naming_where() {
+        // Far deeper than the parser's limit: refused by a linear scan, not
+        // after the parser's quadratic walk.
+        for deep in ["[".repeat(200_000), "{a: ".repeat(50_000)] {
+            let e = parse_err(&deep);
+            assert_eq!(e.source_name, "job.yaml");
+            assert!(
+                e.reason
+                    .starts_with("nested more than 128 levels deep at line 1 column"),
+                "{e}"
+            );
+        }
+        let e = parse_err(&format!("a:\n  b: {}", "[".repeat(129)));
+        assert_eq!(
+            e.reason,
+            "nested more than 128 levels deep at line 2 column 134"
+        );
+        // Brackets in quoted strings, comments and plain scalars do not count.
+        let deep_text = "[".repeat(300);
+        let ok = GOOD.replace(
+            "EPOCHS: \"3\"",
+            &format!("EPOCHS: \"3\", A: \"{deep_text}\", B: '{deep_text}'"),
+        );
+        let ok = format!("# {deep_text}\n{ok}");
+        let ok = ok.replace("name: worker", &format!("name: worker # {deep_text}"));
+        assert!(crate::manifest::check_nesting("job.yaml", &ok).is_ok());
+        assert!(crate::manifest::check_nesting("x", &format!("a: b{deep_text}")).is_ok());
+        assert!(parse_manifests("job.yaml", &ok).is_ok());
+    }
+
+    #[test]
     fn parses_a_good_job() {
         let m = parse_manifests("job.yaml", GOOD).unwrap();
         let Manifest::Job(j) = &m[0] else {

@@ -41,10 +41,97 @@ impl Manifest {
     }
 }
 
+/// The deepest nesting of flow collections (`[...]`, `{...}`) a manifest may
+/// have: the YAML parser's own recursion limit, checked first in linear time
+/// (the parser takes time quadratic in the depth before it gets there).
+pub const MAX_NESTING: usize = 128;
+
+/// Refuses a text whose flow collections nest deeper than [`MAX_NESTING`],
+/// naming the line and column, before any YAML parser sees it. A linear scan
+/// that skips quoted strings and comments; brackets inside plain scalars
+/// (`a[1]`) are not counted.
+pub fn check_nesting(source_name: &str, text: &str) -> Result<(), ManifestError> {
+    let (mut depth, mut line, mut col) = (0usize, 1usize, 0usize);
+    // The previous significant character on this line: a bracket opens a
+    // collection only where a node may start.
+    let mut prev: Option<char> = None;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        col += 1;
+        let node_start = match prev {
+            None => true,
+            Some(':' | '-' | '?') => true,
+            // Flow indicators only inside a flow collection; outside, `a[b`
+            // and `a, b` are plain text.
+            Some(',' | '[' | '{') => depth > 0,
+            Some(_) => false,
+        };
+        match c {
+            '\n' => {
+                line += 1;
+                col = 0;
+                prev = None;
+                continue;
+            }
+            ' ' | '\t' | '\r' => continue,
+            '#' => {
+                // A comment runs to the end of the line.
+                for n in chars.by_ref() {
+                    if n == '\n' {
+                        line += 1;
+                        col = 0;
+                        break;
+                    }
+                }
+                prev = None;
+                continue;
+            }
+            '"' | '\'' if node_start => {
+                // A quoted scalar: skip to its closing quote.
+                let mut escaped = false;
+                for n in chars.by_ref() {
+                    col += 1;
+                    if n == '\n' {
+                        line += 1;
+                        col = 0;
+                    }
+                    if c == '"' && escaped {
+                        escaped = false;
+                        continue;
+                    }
+                    if c == '"' && n == '\\' {
+                        escaped = true;
+                    } else if n == c {
+                        break;
+                    }
+                }
+            }
+            '[' | '{' if node_start || depth > 0 => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(ManifestError {
+                        source_name: source_name.to_string(),
+                        document: 0,
+                        path: String::new(),
+                        reason: format!(
+                            "nested more than {MAX_NESTING} levels deep at line {line} column {col}"
+                        ),
+                    });
+                }
+            }
+            ']' | '}' if depth > 0 => depth -= 1,
+            _ => {}
+        }
+        prev = Some(c);
+    }
+    Ok(())
+}
+
 /// Parse every document in a YAML (or JSON) text and validate each one.
 ///
 /// `source_name` is used only in error messages.
 pub fn parse_manifests(source_name: &str, text: &str) -> Result<Vec<Manifest>, ManifestError> {
+    check_nesting(source_name, text)?;
     let mut docs = Vec::new();
     for de in serde_yaml_ng::Deserializer::from_str(text) {
         let value = match serde_yaml_ng::Value::deserialize(de) {

@@ -265,6 +265,10 @@ pub struct Target<'a> {
 pub fn status_error(s: tonic::Status, target: Option<Target<'_>>, urls: &[String]) -> Error {
     match s.code() {
         Code::NotFound => match target {
+            // The server says more than "not found" (where to look instead).
+            Some(_) if s.message().contains("not found: ") => {
+                Error::Server(s.message().to_string())
+            }
             Some(t) => Error::NotFound {
                 kind: t.kind,
                 name: t.name.to_string(),

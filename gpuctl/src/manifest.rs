@@ -121,6 +121,10 @@ fn read_sources(paths: &[String], stdin: &mut dyn Read) -> Result<Vec<(String, S
             files.push((p.clone(), text));
         }
     }
+    // Before any YAML parser (also the workflow format's) sees them.
+    for (name, text) in &files {
+        gpuctl_common::manifest::check_nesting(name, text)?;
+    }
     Ok(files)
 }
 

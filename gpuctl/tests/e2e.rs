@@ -263,7 +263,26 @@ fn failures_cancel_and_bad_input() {
             "no node could ever run",
         ),
     ];
-    for (file, text, needle) in cases {
+    // Nesting far past the parser's limit (refused at once, not after a
+    // quadratic parse) and an object too large for the API.
+    let deep = "[".repeat(200_000);
+    let huge = format!(
+        "apiVersion: gpuctl.io/v1\nkind: Job\nmetadata: {{name: huge}}\nspec:\n  tasks:\n  - command: [\"true\"]\n    env: {{BIG: \"{}\"}}\n",
+        "x".repeat(10 << 20)
+    );
+    let large = [
+        (
+            "deep.yaml",
+            deep.as_str(),
+            "nested more than 128 levels deep at line 1",
+        ),
+        (
+            "huge.yaml",
+            huge.as_str(),
+            "job/huge is 10.0 MiB as sent; an object may be at most",
+        ),
+    ];
+    for (file, text, needle) in cases.into_iter().chain(large) {
         let path = dir.path().join(file);
         std::fs::write(&path, text).unwrap();
         let out = dev.run(&["apply", "-f", path.to_str().unwrap()]);

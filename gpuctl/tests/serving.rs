@@ -356,7 +356,7 @@ fn endpoint_without_room_for_a_replica_answers_503_saying_why() {
 
 #[test]
 fn a_replica_that_keeps_failing_backs_off_and_the_503_says_so() {
-    let dev = Dev::start(&["--gpus", "1xA100-80GB", "--cold-start-timeout", "2s"]);
+    let dev = Dev::start(&["--gpus", "1xA100-80GB", "--cold-start-timeout", "60s"]);
     let gw = dev.gateway();
     // The model file does not exist: every replica's server exits at once.
     let yaml =
@@ -387,19 +387,26 @@ fn a_replica_that_keeps_failing_backs_off_and_the_503_says_so() {
     );
     // Fewer replica jobs than a restart every second would have made.
     assert!(ep.status.next_replica <= 5, "{}", ep.status.next_replica);
-    // A request during the back-off gets 503 saying why.
+    // A request during the back-off gets 503 at once (not after the 60 s
+    // cold-start timeout) saying why, with the replica's last output.
+    let t = Instant::now();
     let (code, body) = http(&gw, "POST", "/v2/models/linear/infer", INFER).unwrap();
     assert_eq!(code, 503, "{body}");
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
     assert!(
         body.contains("in a row failed soon after starting"),
         "{body}"
     );
-    assert!(
-        body.contains("no-such-model.onnx") || body.contains("ended"),
-        "{body}"
-    );
+    assert!(body.contains("last output:"), "{body}");
+    assert!(body.contains("no-such-model.onnx"), "{body}");
     let described = dev.ok(&["describe", "endpoint", "linear"]);
     assert!(described.contains("Back-off:"), "{described}");
+    assert!(described.contains("no-such-model.onnx"), "{described}");
+    // The ended replica's job is gone; the error says where its reason is.
+    let out = dev.run(&["logs", "linear-replica-0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("gpuctl describe endpoint linear"), "{err}");
 }
 
 /// The leader's id, once `all` replicas (or any) answer `cluster status`.

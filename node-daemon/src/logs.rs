@@ -23,6 +23,61 @@ pub const CHUNK_BYTES: usize = 64 * 1024;
 /// How often a followed log is checked for new output.
 pub const FOLLOW_POLL: Duration = Duration::from_millis(50);
 
+/// The last lines a task wrote, for the message of a failed task (as
+/// Kubernetes' `FallbackToLogsOnError`): at most `lines` non-empty lines and
+/// `max_bytes` bytes from the end of its log, joined with ` | `; `None` when the
+/// log is empty or unreadable.
+pub fn last_output(log: &Path, lines: usize, max_bytes: usize) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(log).ok()?;
+    let len = f.metadata().ok()?.len();
+    // Enough of the end for a short backtrace below the error line.
+    let window = (max_bytes as u64 * 4).max(16 << 10);
+    f.seek(SeekFrom::Start(len.saturating_sub(window))).ok()?;
+    let mut buf = Vec::new();
+    f.take(window).read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    let all: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    // A backtrace ends the output of many crashes; the error is above it: a
+    // Rust panic (`panicked at`, then its message) or a returned `Error:`.
+    let error_at = all
+        .iter()
+        .rposition(|l| l.contains("panicked at") || l.starts_with("Error: "));
+    let picked: Vec<&str> = match error_at {
+        // The error and its causes (anyhow's `Caused by:` list), up to the
+        // backtrace.
+        Some(i) => all[i..]
+            .iter()
+            .take_while(|l| {
+                !l.starts_with("Stack backtrace:")
+                    && !l.starts_with("stack backtrace:")
+                    && !l.starts_with("note: run with")
+            })
+            .filter(|l| **l != "Caused by:")
+            .take(lines + 1)
+            .copied()
+            .collect(),
+        None => all[all.len().saturating_sub(lines)..].to_vec(),
+    };
+    let joined = picked.join(" | ");
+    if joined.is_empty() {
+        return None;
+    }
+    if joined.len() <= max_bytes {
+        return Some(joined);
+    }
+    // Keep the end (the error is usually last), cut on a character boundary.
+    let mut start = joined.len() - max_bytes;
+    while !joined.is_char_boundary(start) {
+        start += 1;
+    }
+    Some(format!("…{}", &joined[start..]))
+}
+
 /// The tasks whose main process is running, shared by the agent (writer) and
 /// the log service (reader: a followed log ends when its task is not here).
 #[derive(Debug, Clone, Default)]
@@ -189,6 +244,45 @@ mod tests {
             .await
             .expect("log stream ended")?;
         Ok(out)
+    }
+
+    #[test]
+    fn last_output_is_the_end_of_the_log_in_a_few_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("t.log");
+        assert_eq!(last_output(&log, 3, 100), None, "no log");
+        std::fs::write(&log, "").unwrap();
+        assert_eq!(last_output(&log, 3, 100), None, "empty log");
+        let mut text = "noise\n".repeat(5000);
+        text.push_str("loading model\n\n  no model file at /m/x.onnx  \n");
+        std::fs::write(&log, &text).unwrap();
+        assert_eq!(
+            last_output(&log, 2, 100).as_deref(),
+            Some("loading model | no model file at /m/x.onnx")
+        );
+        // A crash with a backtrace: the error above it.
+        std::fs::write(
+            &log,
+            "Error: cannot start\n\nCaused by:\n    0: loading /m/x.onnx\n    1: not found\n\nStack backtrace:\n   0: main\n   1: _start\n",
+        )
+        .unwrap();
+        assert_eq!(
+            last_output(&log, 3, 100).as_deref(),
+            Some("Error: cannot start | 0: loading /m/x.onnx | 1: not found")
+        );
+        std::fs::write(
+            &log,
+            "thread 'main' panicked at src/main.rs:2:5:\nbad model\nstack backtrace:\n   0: x\n",
+        )
+        .unwrap();
+        assert_eq!(
+            last_output(&log, 3, 100).as_deref(),
+            Some("thread 'main' panicked at src/main.rs:2:5: | bad model")
+        );
+        // Too long: the end is kept, cut on a character boundary.
+        std::fs::write(&log, format!("{}é tail\n", "x".repeat(50))).unwrap();
+        assert_eq!(last_output(&log, 3, 7).as_deref(), Some("…é tail"));
+        assert_eq!(last_output(&log, 3, 6).as_deref(), Some("… tail"));
     }
 
     fn req(job: &str, attempt: u32, follow: bool) -> ReadLogsRequest {

@@ -38,6 +38,7 @@ impl Metrics {
     /// Register every metric; the GPU gauges read `inventory` on each scrape.
     pub fn new(inventory: Arc<dyn GpuInventory>) -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
+        gpuctl_telemetry::register_build_info(&registry, "node")?;
         let tasks_running = IntGauge::new(
             "gpuctl_node_tasks_running",
             "Task processes running on this node.",

@@ -133,12 +133,24 @@ async fn failures_and_cancellation() {
     );
 
     // A non-zero exit is Failed with its code.
-    h.fake
-        .push(vec![task("three", "Bound", &["sh", "-c", "exit 3"])]);
+    // Its last output is in the message.
+    h.fake.push(vec![task(
+        "three",
+        "Bound",
+        &[
+            "sh",
+            "-c",
+            "echo loading; echo 'no model at /m/x.onnx' >&2; exit 3",
+        ],
+    )]);
     let r = h.report().await;
     assert_eq!((r.job.as_str(), r.phase()), ("three", TaskPhase::Running));
     let r = h.report().await;
     assert_eq!((r.phase(), r.exit_code), (TaskPhase::Failed, 3));
+    assert_eq!(
+        r.message,
+        "exited with code 3; last output: loading | no model at /m/x.onnx"
+    );
 
     // A task that leaves the desired set has its whole group stopped.
     h.fake.push(vec![task(

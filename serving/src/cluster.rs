@@ -449,6 +449,7 @@ fn apply_routes(
             .filter(|u| ready.and_then(|m| m.get(u)).copied().unwrap_or(false))
             .collect();
         gateway.set_replicas(name, urls.clone());
+        gateway.set_desired(name, ep.status.desired_replicas);
         gateway.set_api_keys(
             name,
             ep.spec
@@ -457,6 +458,13 @@ fn apply_routes(
                 .map(|_| ep.status.api_key_hashes.clone()),
         );
         gateway.set_note(name, if urls.is_empty() { note(ep) } else { None });
+        let now = gpuctl_common::now_ms();
+        let backoff = ep
+            .status
+            .backoff_until_ms
+            .filter(|&t| t > now && ep.status.consecutive_failures > 0)
+            .map(|t| Duration::from_millis(t - now));
+        gateway.set_backoff(name, backoff);
     }
 }
 

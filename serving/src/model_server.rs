@@ -68,6 +68,7 @@ struct Metrics {
 impl Metrics {
     fn new() -> Metrics {
         let registry = Registry::new();
+        let _ = gpuctl_telemetry::register_build_info(&registry, "model-server");
         let requests = IntCounterVec::new(
             Opts::new(
                 "gpuctl_model_server_requests_total",

@@ -173,6 +173,12 @@ async fn a_dead_replica_is_retried_on_another() {
         "{err}"
     );
     assert!(err.contains(&dead), "{err}");
+    // Each refused connection is counted against its replica.
+    let (_, metrics) = get(&format!("{gw_url}/metrics")).await;
+    let line = format!(
+        r#"gpuctl_gateway_upstream_errors_total{{endpoint="m",kind="connect",replica="{dead}"}} 1"#
+    );
+    assert!(metrics.contains(&line), "{line} in {metrics}");
 }
 
 #[tokio::test]
@@ -212,6 +218,13 @@ async fn scale_from_zero_holds_requests_until_a_replica_appears() {
     assert_eq!(asked.recv().await.as_deref(), Some("m"));
     let second = tokio::spawn(async move { post(&url, "{}").await });
     wait_until("both requests are held", || gw.concurrency("m") == 2).await;
+    let (_, metrics) = get(&format!("{gw_url}/metrics")).await;
+    for line in [
+        r#"gpuctl_gateway_queued_requests{endpoint="m"} 2"#,
+        r#"gpuctl_gateway_ready_replicas{endpoint="m"} 0"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
     // One cold start, one scale-up request.
     assert!(asked.try_recv().is_err());
     let (a_url, a) = backend("a", true).await;
@@ -220,8 +233,20 @@ async fn scale_from_zero_holds_requests_until_a_replica_appears() {
     assert_eq!(second.await.unwrap().0, 200);
     assert_eq!(a.hits.load(Ordering::SeqCst), 2);
     let (_, metrics) = get(&format!("{gw_url}/metrics")).await;
+    for line in [
+        r#"gpuctl_gateway_cold_starts_total{endpoint="m"} 1"#,
+        r#"gpuctl_gateway_cold_start_duration_seconds_count{endpoint="m"} 2"#,
+        r#"gpuctl_gateway_queued_requests{endpoint="m"} 0"#,
+        r#"gpuctl_gateway_ready_replicas{endpoint="m"} 1"#,
+        r#"gpuctl_build_info{component="gateway",version="#,
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+    // A removed endpoint leaves the gauges.
+    gw.remove_endpoint("m");
+    let (_, metrics) = get(&format!("{gw_url}/metrics")).await;
     assert!(
-        metrics.contains(r#"gpuctl_gateway_cold_starts_total{endpoint="m"} 1"#),
+        !metrics.contains(r#"gpuctl_gateway_ready_replicas{endpoint="m"}"#),
         "{metrics}"
     );
 }
@@ -663,4 +688,78 @@ async fn a_request_for_an_unknown_endpoint_asks_the_scheduler_again_before_404()
         "no fresh look was asked for"
     );
     follower.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn while_replicas_back_off_a_request_fails_at_once_saying_why() {
+    let config = GatewayConfig {
+        cold_start_timeout: Duration::from_secs(60),
+        ..GatewayConfig::default()
+    };
+    let asked = Arc::new(AtomicUsize::new(0));
+    struct Count(Arc<AtomicUsize>);
+    impl ScaleUp for Count {
+        fn scale_up(&self, _: &str) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let gw = Gateway::new(config, Arc::new(Count(asked.clone())));
+    gw.set_replicas("m", vec![]);
+    gw.set_note(
+        "m",
+        Some("last replica ended: exited with code 1; last output: no model".into()),
+    );
+    gw.set_backoff("m", Some(Duration::from_millis(7500)));
+    let start = tokio::time::Instant::now();
+    let resp = gw.handle_request(empty_post()).await;
+    assert_eq!(start.elapsed(), Duration::ZERO, "it did not wait");
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "8");
+    let (_, err) = error_of(resp).await;
+    assert!(err.contains("last output: no model"), "{err}");
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        0,
+        "no scale-up during back-off"
+    );
+    // Once the back-off is over, requests wait for a replica again.
+    tokio::time::advance(Duration::from_secs(8)).await;
+    let held = tokio::spawn({
+        let gw = gw.clone();
+        async move { gw.handle_request(empty_post()).await.status() }
+    });
+    wait_until("the request to be held", || gw.waiting("m")).await;
+    assert_eq!(asked.load(Ordering::SeqCst), 1);
+    // The replica it asked for failed too: the held request is answered as
+    // soon as the gateway learns of the new back-off.
+    let t = tokio::time::Instant::now();
+    gw.set_backoff("m", Some(Duration::from_secs(16)));
+    assert_eq!(held.await.unwrap(), 503);
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "it waited {:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn connection_close_is_honoured() {
+    let (a_url, _a) = backend("a", true).await;
+    let (gw_url, gw) = start_gateway(GatewayConfig::default(), Arc::new(NoScaleUp)).await;
+    gw.set_replicas("m", vec![a_url]);
+    gw.set_replicas("b", vec![]);
+    gw.set_backoff("b", Some(Duration::from_secs(30)));
+    for ep in ["m", "b", "nope"] {
+        let req = format!(
+            "POST /v2/models/{ep}/infer HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}"
+        );
+        let t = std::time::Instant::now();
+        let (got, closed) = raw_exchange(&gw_url, req.as_bytes(), false).await;
+        assert!(closed, "{ep}: not closed: {got:?}");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{ep}: closed after {:?}",
+            t.elapsed()
+        );
+    }
 }

@@ -42,6 +42,8 @@ async fn the_gateway_serves_https_with_keep_alive_and_refuses_plaintext() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let gw = Gateway::new(GatewayConfig::default(), Arc::new(NoScaleUp));
+    gw.set_replicas("b", vec![]);
+    gw.set_backoff("b", Some(Duration::from_secs(30)));
     tokio::spawn(gateway::serve_with(
         listener,
         gw,
@@ -63,18 +65,32 @@ async fn the_gateway_serves_https_with_keep_alive_and_refuses_plaintext() {
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let stream = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(
-            rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap(),
-            tcp,
-        ),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    let mut conn = BufReader::new(stream);
+    let cfg = Arc::new(cfg);
+    let connect = || async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio_rustls::TlsConnector::from(cfg.clone()).connect(
+                rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap(),
+                tcp,
+            ),
+        )
+        .await
+        .unwrap()
+        .unwrap()
+    };
+    // `Connection: close`: answered, then closed (with TLS's close_notify).
+    for req in [
+        "GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        "POST /v2/models/b/infer HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
+    ] {
+        let mut s = connect().await;
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
+        assert!(read.is_ok(), "not closed after {:?}", String::from_utf8_lossy(&got));
+    }
+    let mut conn = BufReader::new(connect().await);
     // Two requests on the one connection: HTTP/1.1 keep-alive over TLS.
     for _ in 0..2 {
         conn.get_mut()

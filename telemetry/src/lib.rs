@@ -26,6 +26,22 @@ use hyper_util::rt::TokioIo;
 use prometheus::{Encoder, Registry, TextEncoder};
 use tokio::net::TcpListener;
 
+/// Registers `gpuctl_build_info{component, version}` = 1 in `registry`, as
+/// Prometheus' own `prometheus_build_info`: which version each process runs,
+/// for dashboards and for alerts on a cluster running mixed versions.
+pub fn register_build_info(registry: &Registry, component: &str) -> prometheus::Result<()> {
+    let info = prometheus::IntGaugeVec::new(
+        prometheus::Opts::new(
+            "gpuctl_build_info",
+            "Always 1; its labels name the component and its version.",
+        ),
+        &["component", "version"],
+    )?;
+    info.with_label_values(&[component, env!("CARGO_PKG_VERSION")])
+        .set(1);
+    registry.register(Box::new(info))
+}
+
 /// Reports whether the process is healthy, with a short reason when it is not.
 pub type HealthCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
@@ -134,6 +150,7 @@ mod tests {
     #[tokio::test]
     async fn serves_metrics_and_health_and_refuses_the_rest() {
         let registry = Registry::new();
+        register_build_info(&registry, "test").unwrap();
         let c = prometheus::IntCounter::new("gpuctl_test_things_total", "Things.").unwrap();
         registry.register(Box::new(c.clone())).unwrap();
         c.inc();
@@ -156,6 +173,11 @@ mod tests {
         let (code, body) = call(addr, "GET", "/metrics").await;
         assert_eq!(code, 200);
         assert!(body.contains("gpuctl_test_things_total 1"), "{body}");
+        let info = format!(
+            "gpuctl_build_info{{component=\"test\",version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(body.contains(&info), "{body}");
         assert_eq!(call(addr, "GET", "/healthz").await, (200, "ok\n".into()));
         healthy.store(false, Ordering::Relaxed);
         assert_eq!(

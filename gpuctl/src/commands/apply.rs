@@ -43,8 +43,14 @@ pub(crate) async fn cmd_apply(cx: &mut Ctx, files: &[String]) -> Result<u8> {
         };
         let kind = l.manifest.kind().to_ascii_lowercase();
         let name = l.manifest.name().to_string();
+        let object_json = serde_json::to_string(&l.manifest).expect("manifests serialise");
+        if let Err(e) = check_size(&l.source, &format!("{kind}/{name}"), &object_json) {
+            eprintln!("error: {e}");
+            code = EXIT_FAILURE;
+            continue;
+        }
         let req = ApplyRequest {
-            object_json: serde_json::to_string(&l.manifest).expect("manifests serialise"),
+            object_json,
             source: l.source.clone(),
             request_id: new_request_id(),
             ..Default::default()
@@ -143,6 +149,23 @@ pub fn new_request_id() -> String {
     format!("{:016x}{:016x}", half(1), half(2))
 }
 
+/// The largest object the API takes: a message's size limit (gRPC's usual
+/// 4 MiB), less room for the rest of the request.
+pub const MAX_OBJECT_BYTES: usize = (4 << 20) - (64 << 10);
+
+/// Refuses an object too large to send, naming its file and itself, instead
+/// of the transport's error.
+fn check_size(source: &str, object: &str, json: &str) -> Result<()> {
+    if json.len() <= MAX_OBJECT_BYTES {
+        return Ok(());
+    }
+    Err(Error::Other(format!(
+        "{source}: {object} is {:.1} MiB as sent; an object may be at most {:.1} MiB (keep large data in files or an artifact store, and name it)",
+        json.len() as f64 / (1 << 20) as f64,
+        MAX_OBJECT_BYTES as f64 / (1 << 20) as f64
+    )))
+}
+
 /// Send a workflow; returns its name (the server picks the suffix of a
 /// `generateName`).
 pub(crate) async fn submit_workflow(
@@ -151,8 +174,10 @@ pub(crate) async fn submit_workflow(
     workflow: &gpuctl_pipelines::Workflow,
     params: &BTreeMap<String, String>,
 ) -> Result<String> {
+    let object_json = serde_json::to_string(workflow).expect("workflows serialise");
+    check_size(source, "workflow", &object_json)?;
     let req = ApplyRequest {
-        object_json: serde_json::to_string(workflow).expect("workflows serialise"),
+        object_json,
         source: source.to_string(),
         parameters: params.clone().into_iter().collect(),
         request_id: new_request_id(),

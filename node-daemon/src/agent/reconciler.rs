@@ -574,7 +574,18 @@ impl Reconciler {
                         let _ = std::fs::remove_dir_all(&s.dir);
                         o
                     });
-                self.report_with(&key, phase, exit.code, &exit.message, 0, 0, outputs);
+                let mut message = exit.message.clone();
+                if !exit.succeeded() {
+                    // The reason is usually in its last words: say them where
+                    // `describe` and the endpoint's events show the failure.
+                    let last = log_path(&self.cfg.logs_dir, &key)
+                        .ok()
+                        .and_then(|log| crate::logs::last_output(&log, 3, 400));
+                    if let Some(last) = last {
+                        message = format!("{message}; last output: {last}");
+                    }
+                }
+                self.report_with(&key, phase, exit.code, &message, 0, 0, outputs);
             }
             // Stopped because it left the desired set: nobody wants a report.
             _ => tracing::info!("{key}: stopped ({})", exit.message),

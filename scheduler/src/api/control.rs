@@ -463,10 +463,21 @@ impl Control for Api {
         let req = req.into_inner();
         let (endpoint, attempt, is_current) = {
             let st = self.state();
-            let j = st
-                .jobs
-                .get(&req.job)
-                .ok_or_else(|| Status::not_found(format!("job {:?} not found", req.job)))?;
+            let j = st.jobs.get(&req.job).ok_or_else(|| {
+                // An endpoint's replica job is removed when it ends; where to look.
+                let endpoint = req
+                    .job
+                    .rsplit_once("-replica-")
+                    .map(|(e, _)| e)
+                    .filter(|e| st.endpoints.contains_key(*e));
+                Status::not_found(match endpoint {
+                    Some(e) => format!(
+                        "job {:?} not found: replicas of endpoint {e} are removed when they end; `gpuctl describe endpoint {e}` shows why each ended, with its last output",
+                        req.job
+                    ),
+                    None => format!("job {:?} not found", req.job),
+                })
+            })?;
             let t = j.status.tasks.get(req.task_index as usize).ok_or_else(|| {
                 Status::not_found(format!(
                     "job {:?} has {} task(s); there is no task {}",

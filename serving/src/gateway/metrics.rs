@@ -2,12 +2,21 @@
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
+fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
+}
+
 pub(super) struct Metrics {
     pub(super) registry: Registry,
     pub(super) requests: IntCounterVec,
     pub(super) duration: HistogramVec,
     pub(super) in_flight: IntGaugeVec,
     pub(super) cold_starts: IntCounterVec,
+    pub(super) cold_start_duration: HistogramVec,
+    pub(super) queued: IntGaugeVec,
+    pub(super) ready_replicas: IntGaugeVec,
+    pub(super) desired_replicas: IntGaugeVec,
+    pub(super) upstream_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -46,20 +55,63 @@ impl Metrics {
             &["endpoint"],
         )
         .expect("valid metric");
+        let cold_start_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "gpuctl_gateway_cold_start_duration_seconds",
+                "Time a request held for an endpoint with no ready replica waited until one was ready.",
+            )
+            .buckets(prometheus::exponential_buckets(0.005, 2.0, 16).expect("valid buckets")),
+            &["endpoint"],
+        )
+        .expect("valid metric");
+        let queued = gauge(
+            "gpuctl_gateway_queued_requests",
+            "Requests held waiting for a ready replica (the activator queue), by endpoint.",
+            &["endpoint"],
+        );
+        let ready_replicas = gauge(
+            "gpuctl_gateway_ready_replicas",
+            "Replicas the gateway routes to (ready, not draining), by endpoint.",
+            &["endpoint"],
+        );
+        let desired_replicas = gauge(
+            "gpuctl_gateway_desired_replicas",
+            "Replicas the autoscaler wants, by endpoint, as last read from the scheduler.",
+            &["endpoint"],
+        );
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                "gpuctl_gateway_upstream_errors_total",
+                "Requests a replica failed, by endpoint, replica and kind: connect (no connection; retried elsewhere), failed (broken off or malformed; 502) or timeout (no answer in time; 504).",
+            ),
+            &["endpoint", "replica", "kind"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
             Box::new(in_flight.clone()),
             Box::new(cold_starts.clone()),
+            Box::new(cold_start_duration.clone()),
+            Box::new(queued.clone()),
+            Box::new(ready_replicas.clone()),
+            Box::new(desired_replicas.clone()),
+            Box::new(upstream_errors.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
+        let _ = gpuctl_telemetry::register_build_info(&registry, "gateway");
         Metrics {
             registry,
             requests,
             duration,
             in_flight,
             cold_starts,
+            cold_start_duration,
+            queued,
+            ready_replicas,
+            desired_replicas,
+            upstream_errors,
         }
     }
 }

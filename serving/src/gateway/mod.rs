@@ -255,6 +255,11 @@ struct Endpoint {
     sampled: (f64, u32),
     /// The SHA-256 of each accepted API key, when the endpoint requires one.
     api_keys: Option<Arc<[String]>>,
+    /// Until when its replicas are in crash-loop back-off (no new one starts
+    /// before): a request that finds no replica fails at once, saying why.
+    /// Held requests watch it too: a back-off learned while they wait ends
+    /// their wait at once.
+    backoff_until: watch::Sender<Option<Instant>>,
 }
 
 impl Endpoint {
@@ -378,6 +383,7 @@ impl Gateway {
             note: None,
             sampled: (0.0, 0),
             api_keys: None,
+            backoff_until: watch::Sender::new(None),
         });
         let old = std::mem::take(&mut ep.replicas);
         for url in urls {
@@ -404,6 +410,10 @@ impl Gateway {
             ep.scale_up_requested = false;
         }
         ep.ready.send_replace(ep.replicas.len());
+        self.metrics
+            .ready_replicas
+            .with_label_values(&[endpoint])
+            .set(ep.replicas.len() as i64);
     }
 
     /// Called by whoever keeps the routes from a scheduler: from now on a
@@ -451,6 +461,18 @@ impl Gateway {
     /// Forgets `endpoint`: new requests get 404; held requests time out with 503.
     pub fn remove_endpoint(&self, endpoint: &str) {
         self.lock().remove(endpoint);
+        let m = &self.metrics;
+        for g in [&m.ready_replicas, &m.desired_replicas, &m.queued] {
+            let _ = g.remove_label_values(&[endpoint]);
+        }
+    }
+
+    /// The replicas the autoscaler wants for `endpoint` (for the metrics).
+    pub fn set_desired(&self, endpoint: &str, desired: u32) {
+        self.metrics
+            .desired_replicas
+            .with_label_values(&[endpoint])
+            .set(i64::from(desired));
     }
 
     /// The endpoints the gateway routes.
@@ -477,6 +499,17 @@ impl Gateway {
     pub fn set_note(&self, endpoint: &str, note: Option<String>) {
         if let Some(e) = self.lock().get_mut(endpoint) {
             e.note = note;
+        }
+    }
+
+    /// Says that `endpoint`'s replicas keep failing and none starts again for
+    /// `remaining` (`None`: not backing off). Meanwhile a request that finds no
+    /// replica gets 503 at once with the reason and `Retry-After`, instead of
+    /// waiting out the cold-start timeout.
+    pub fn set_backoff(&self, endpoint: &str, remaining: Option<Duration>) {
+        if let Some(e) = self.lock().get_mut(endpoint) {
+            e.backoff_until
+                .send_replace(remaining.map(|d| Instant::now() + d));
         }
     }
 
@@ -564,13 +597,16 @@ impl Gateway {
         endpoint: &str,
         deadline: Instant,
     ) -> Result<(), Response<Full<Bytes>>> {
-        let (mut ready, ask) = {
+        let (mut ready, mut backoff, ask) = {
             let mut eps = self.lock();
             let Some(ep) = eps.get_mut(endpoint) else {
                 return Err(no_endpoint(endpoint));
             };
             if !ep.replicas.is_empty() {
                 return Ok(());
+            }
+            if let Some(resp) = backing_off(endpoint, ep) {
+                return Err(resp);
             }
             if ep.queued >= self.config.queue_capacity {
                 return Err(http::error(
@@ -582,9 +618,13 @@ impl Gateway {
                 ));
             }
             ep.queued += 1;
+            self.metrics
+                .queued
+                .with_label_values(&[endpoint])
+                .set(ep.queued as i64);
             let ask = !ep.scale_up_requested;
             ep.scale_up_requested = true;
-            (ep.ready.subscribe(), ask)
+            (ep.ready.subscribe(), ep.backoff_until.subscribe(), ask)
         };
         // Leaves the queue however this future ends (answered, timed out, cancelled).
         struct Queued<'a>(&'a Gateway, &'a str);
@@ -592,6 +632,11 @@ impl Gateway {
             fn drop(&mut self) {
                 if let Some(ep) = self.0.lock().get_mut(self.1) {
                     ep.queued -= 1;
+                    self.0
+                        .metrics
+                        .queued
+                        .with_label_values(&[self.1])
+                        .set(ep.queued as i64);
                 }
             }
         }
@@ -603,13 +648,29 @@ impl Gateway {
                 .inc();
             self.scale_up.scale_up(endpoint);
         }
-        let appeared = matches!(
-            tokio::time::timeout_at(deadline, async { ready.wait_for(|n| *n > 0).await.is_ok() })
-                .await,
-            Ok(true)
-        );
+        let held = Instant::now();
+        let wait = async {
+            tokio::select! {
+                r = ready.wait_for(|n| *n > 0) => r.is_ok(),
+                // Its replicas turn out to be failing: say so now.
+                _ = backoff.wait_for(|b| b.is_some_and(|u| u > Instant::now())) => false,
+            }
+        };
+        let appeared = matches!(tokio::time::timeout_at(deadline, wait).await, Ok(true));
+        if !appeared {
+            let eps = self.lock();
+            if let Some(resp) = eps.get(endpoint).and_then(|ep| backing_off(endpoint, ep)) {
+                return Err(resp);
+            }
+        }
         match appeared {
-            true => Ok(()),
+            true => {
+                self.metrics
+                    .cold_start_duration
+                    .with_label_values(&[endpoint])
+                    .observe(held.elapsed().as_secs_f64());
+                Ok(())
+            }
             false => {
                 let note = self
                     .lock()
@@ -772,6 +833,7 @@ impl Gateway {
             let send = self.client.send((self.id, replica.id), &request);
             // Giving up drops the connection with the request: it is not reused.
             let Ok(sent) = tokio::time::timeout(self.config.response_timeout, send).await else {
+                self.upstream_error(endpoint, &replica, "timeout");
                 return whole(http::error(
                     StatusCode::GATEWAY_TIMEOUT,
                     &format!(
@@ -800,18 +862,48 @@ impl Gateway {
                 // The connection never opened, so the request was not sent: safe to retry
                 // on another replica whatever the method.
                 Err(SendError::Connect(e)) => {
+                    self.upstream_error(endpoint, &replica, "connect");
                     tracing::warn!(endpoint, replica = %replica.base, "connect failed: {e}");
                     last_error = format!("{}: {e}", replica.base);
                     tried.push(replica);
                 }
                 Err(SendError::Failed(e)) => {
+                    self.upstream_error(endpoint, &replica, "failed");
                     return whole(http::error(
                         StatusCode::BAD_GATEWAY,
                         &format!("endpoint {endpoint}: replica {} {e}", replica.base),
-                    ))
+                    ));
                 }
             }
         }
+    }
+}
+
+/// The 503 for an endpoint with no replica while its replicas are in crash-loop
+/// back-off: the reason and `Retry-After`; `None` when it is not backing off.
+fn backing_off(endpoint: &str, ep: &Endpoint) -> Option<Response<Full<Bytes>>> {
+    if !ep.replicas.is_empty() {
+        return None;
+    }
+    let now = Instant::now();
+    let until = (*ep.backoff_until.borrow()).filter(|&u| u > now)?;
+    let note = ep.note.as_deref().unwrap_or("its replicas keep failing");
+    let mut resp = http::error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &format!("endpoint {endpoint} has no ready replica ({note})"),
+    );
+    let secs = (until - now).as_secs_f64().ceil().max(1.0) as u64;
+    resp.headers_mut()
+        .insert(hyper::header::RETRY_AFTER, secs.into());
+    Some(resp)
+}
+
+impl Gateway {
+    fn upstream_error(&self, endpoint: &str, replica: &Replica, kind: &str) {
+        self.metrics
+            .upstream_errors
+            .with_label_values(&[endpoint, &replica.base, kind])
+            .inc();
     }
 }
 
