@@ -56,10 +56,12 @@ pub mod secrets;
 pub mod steps;
 pub mod supervisor;
 
+pub use supervisor::record::write_atomically;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -493,16 +495,4 @@ impl Node {
             );
         }
     }
-}
-
-/// Write `data` to `path` via a temporary file and a rename, so readers see
-/// either nothing or the whole file.
-pub fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp.{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, data)?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
 }

@@ -36,6 +36,7 @@ use crate::supervisor::{self, Launched, Supervisors};
 use crate::{secrets, steps};
 
 mod adopt;
+mod started;
 pub use adopt::Adopted;
 
 /// Message of the report for a `Running` task this daemon has no process for.
@@ -278,63 +279,6 @@ impl Reconciler {
                 }
                 self.start_failed(&key, &e, true);
                 self.tasks.insert(key, LocalTask::done());
-            }
-        }
-    }
-
-    /// A task that could not start: its secrets go, and it is reported
-    /// failed (`report`: unless nobody wants to hear).
-    fn start_failed(&mut self, key: &TaskKey, e: &StartError, report: bool) {
-        tracing::warn!("{key}: {}", e.message);
-        secrets::remove(&self.cfg.secrets_dir, key);
-        // Refusals (an owner who may not run here) count as failed.
-        self.metrics.task_exits.with_label_values(&["failed"]).inc();
-        if report {
-            self.report(key, TaskPhase::Failed, e.exit_code, &e.message, 0);
-        }
-    }
-
-    /// The supervisor of `key` said whether its task started.
-    fn on_started(&mut self, key: TaskKey, ready: Result<u32, StartError>) {
-        let Some(t) = self.tasks.get_mut(&key) else {
-            return;
-        };
-        let wanted = t.state == LocalState::Running;
-        match ready {
-            Ok(pid) => {
-                t.pid = Some(pid);
-                let port = t.port;
-                if let Some(received) = t.received.take() {
-                    self.metrics
-                        .start_latency
-                        .observe(received.elapsed().as_secs_f64());
-                }
-                self.metrics.task_starts.inc();
-                self.metrics.tasks_running.inc();
-                tracing::info!("{key}: started pid {pid}");
-                self.live.insert(key.clone());
-                if wanted {
-                    self.report_with(&key, TaskPhase::Running, 0, "", pid, port, None);
-                }
-            }
-            Err(e) => {
-                if let Some(dir) = t.scratch.take() {
-                    let _ = std::fs::remove_dir_all(dir);
-                }
-                if let Some(s) = t.step.take() {
-                    let _ = std::fs::remove_dir_all(&s.dir);
-                }
-                if let Some(d) = t.dir.take() {
-                    d.remove();
-                }
-                self.start_failed(&key, &e, wanted);
-                if self.desired.contains(&key) || !self.desired_seen {
-                    self.tasks.insert(key, LocalTask::done());
-                } else {
-                    self.tasks.remove(&key);
-                }
-                self.start_waiting();
-                self.update_busy();
             }
         }
     }
@@ -643,7 +587,12 @@ impl Reconciler {
         };
         task.state = LocalState::Stopping;
         tracing::info!("{key}: no longer assigned; stopping it (supervisor pid {supervisor})");
-        tokio::spawn(stop_task(supervisor, task.pid, self.cfg.kill_grace, exited));
+        tokio::spawn(supervisor::stop(
+            supervisor,
+            task.pid,
+            self.cfg.kill_grace,
+            exited,
+        ));
     }
 
     fn exited(&mut self, key: TaskKey, exit: Exit) {
@@ -770,7 +719,12 @@ impl Reconciler {
                 .filter(|t| t.state == LocalState::Running)
             {
                 if let (Some(supervisor), Some(exited)) = (t.supervisor, t.exited.clone()) {
-                    tokio::spawn(stop_task(supervisor, t.pid, self.cfg.kill_grace, exited));
+                    tokio::spawn(supervisor::stop(
+                        supervisor,
+                        t.pid,
+                        self.cfg.kill_grace,
+                        exited,
+                    ));
                 }
             }
         }
@@ -792,29 +746,5 @@ impl Reconciler {
                 Ok(None) | Err(_) => break,
             }
         }
-    }
-}
-
-/// Ask a task's supervisor to stop it (it sends SIGTERM to the task's
-/// group, SIGKILL after the grace). Should the supervisor not be done a
-/// little after the grace, the task's group and the supervisor are killed.
-async fn stop_task(
-    supervisor: u32,
-    pid: Option<u32>,
-    grace: Duration,
-    mut exited: watch::Receiver<bool>,
-) {
-    use nix::sys::signal::Signal;
-    supervisor::signal(supervisor, Signal::SIGTERM);
-    let done = exited.wait_for(|done| *done);
-    if tokio::time::timeout(grace + Duration::from_secs(2), done)
-        .await
-        .is_err()
-    {
-        tracing::warn!("supervisor {supervisor} did not stop its task in time: SIGKILL");
-        if let Some(pid) = pid {
-            runtime::signal_group(pid, Signal::SIGKILL);
-        }
-        supervisor::signal(supervisor, Signal::SIGKILL);
     }
 }

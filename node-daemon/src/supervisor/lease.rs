@@ -25,7 +25,7 @@ pub fn read(path: &Path) -> Option<u64> {
 
 /// Move the lease to `ms` (whole, atomically).
 pub fn write(path: &Path, ms: u64) -> std::io::Result<()> {
-    crate::write_atomically(path, format!("{ms}\n").as_bytes())
+    super::record::write_atomically(path, format!("{ms}\n").as_bytes())
 }
 
 /// Whether a supervisor must stop its task now: the later of the lease and

@@ -40,7 +40,7 @@ pub const POLL: Duration = Duration::from_millis(100);
 /// `8s`, `1.5s`, `250ms`.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else if ms > 1000 {
         format!("{}s", ms as f64 / 1000.0)
@@ -308,6 +308,29 @@ pub async fn wait_adopted(dir: TaskDir, supervisor: ProcId, task: Option<ProcId>
             return supervisor_died(supervisor.pid, task);
         }
         tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Ask a task's supervisor to stop it (it sends SIGTERM to the task's
+/// group, SIGKILL after the grace). Should the supervisor not be done a
+/// little after the grace, the task's group and the supervisor are killed.
+pub async fn stop(
+    supervisor: u32,
+    pid: Option<u32>,
+    grace: Duration,
+    mut exited: tokio::sync::watch::Receiver<bool>,
+) {
+    signal(supervisor, Signal::SIGTERM);
+    let done = exited.wait_for(|done| *done);
+    if tokio::time::timeout(grace + Duration::from_secs(2), done)
+        .await
+        .is_err()
+    {
+        tracing::warn!("supervisor {supervisor} did not stop its task in time: SIGKILL");
+        if let Some(pid) = pid {
+            runtime::signal_group(pid, Signal::SIGKILL);
+        }
+        signal(supervisor, Signal::SIGKILL);
     }
 }
 

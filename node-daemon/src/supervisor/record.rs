@@ -252,7 +252,19 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, RecordErr
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
     let data = serde_json::to_vec(value).map_err(std::io::Error::other)?;
-    crate::write_atomically(path, &data)
+    write_atomically(path, &data)
+}
+
+/// Write `data` to `path` via a temporary file and a rename, so readers see
+/// either nothing or the whole file.
+pub fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp.{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 #[cfg(test)]
