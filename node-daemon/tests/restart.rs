@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gpuctl_proto::v1::{ReportTaskRequest, TaskPhase};
+use gpuctl_proto::v1::node_agent_client::NodeAgentClient;
+use gpuctl_proto::v1::{ReadLogsRequest, ReportTaskRequest, TaskPhase};
 use tokio::sync::mpsc;
 
 use fake::{alive, read, serve, task, wait_until, FakeScheduler, BOUND};
@@ -52,7 +53,17 @@ impl Daemon {
             .unwrap();
         self.child = Some(child);
         let ready = self.ready_file();
-        wait_until("the daemon's ready file", || ready.exists()).await;
+        let ok = tokio::time::timeout(BOUND, async {
+            while !ready.exists() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(
+            ok.is_ok(),
+            "no ready file from the daemon; its output:\n{}",
+            read(&self.work.join("daemon.log"))
+        );
         let f = fake.clone();
         wait_until("WatchAssignments", || f.watching()).await;
     }
@@ -81,6 +92,12 @@ impl Daemon {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// The NodeAgent (log) service's address, from the ready file.
+    fn agent(&self) -> String {
+        let v: serde_json::Value = serde_json::from_str(&read(&self.ready_file())).unwrap();
+        format!("http://{}", v["agent"].as_str().unwrap())
     }
 
     fn log(&self, job: &str) -> PathBuf {
@@ -210,6 +227,27 @@ async fn running_tasks_survive_a_daemon_killed_and_restarted() {
     })
     .await;
 
+    // Their logs stream from the restarted daemon, and a followed one ends
+    // when its task does.
+    let mut logs = NodeAgentClient::connect(d.agent()).await.unwrap();
+    let mut stream = logs
+        .read_logs(ReadLogsRequest {
+            job: "rank-0".into(),
+            task_index: 0,
+            attempt: 1,
+            follow: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let followed = tokio::spawn(async move {
+        let mut got = Vec::new();
+        while let Some(chunk) = stream.message().await.unwrap() {
+            got.extend(chunk.data);
+        }
+        String::from_utf8(got).unwrap()
+    });
+
     // They finish with their own exit codes, on attempt 1.
     std::fs::write(&gate, "").unwrap();
     let done = collect(
@@ -228,6 +266,11 @@ async fn running_tasks_survive_a_daemon_killed_and_restarted() {
         (r1.phase(), r1.exit_code, r1.attempt),
         (TaskPhase::Failed, 3, 1)
     );
+    let followed = tokio::time::timeout(BOUND, followed)
+        .await
+        .expect("the followed log ends with its task")
+        .unwrap();
+    assert_eq!(followed, "started\ndone\n");
     for job in ["rank-0", "rank-1", "third"] {
         let log = read(&d.log(job));
         assert_eq!(log.matches("started\n").count(), 1, "{job} ran once: {log}");
