@@ -375,3 +375,54 @@ async fn a_supervisor_that_died_makes_its_task_fail_saying_so() {
     wait_until("the unsupervised task to be killed", || !alive(pid)).await;
     d.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_step_taken_back_still_reports_its_outputs() {
+    let (fake, mut reports, server) = serve(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon {
+        child: None,
+        work: dir.path().to_path_buf(),
+        server,
+        fence: "5s",
+    };
+    d.start(&fake).await;
+    let gate = dir.path().join("gate");
+    let script = format!(
+        "echo result-line; while [ ! -e '{}' ]; do sleep 0.05; done; echo 42 > out.txt",
+        gate.display()
+    );
+    let mut t = task("wf-step", "Bound", &["sh", "-c", &script]);
+    t.step = Some(gpuctl_proto::v1::StepIo {
+        workflow: "wf".into(),
+        step: "wf.s".into(),
+        capture_result: true,
+        output_parameters: vec![gpuctl_proto::v1::OutputParameter {
+            name: "answer".into(),
+            path: "out.txt".into(),
+        }],
+        ..Default::default()
+    });
+    fake.push(vec![t]);
+    let r = next(&mut reports).await;
+    assert_eq!((r.job.as_str(), r.phase()), ("wf-step", TaskPhase::Running));
+    let pid = r.pid;
+    d.kill(&fake);
+    d.start(&fake).await;
+    let r = next(&mut reports).await;
+    assert_eq!((r.phase(), r.pid), (TaskPhase::Running, pid), "taken back");
+    std::fs::write(&gate, "").unwrap();
+    let r = next(&mut reports).await;
+    assert_eq!((r.phase(), r.exit_code), (TaskPhase::Succeeded, 0), "{r:?}");
+    let out = r.outputs.expect("a step's outputs");
+    assert_eq!(
+        (out.has_result, out.result.as_str()),
+        (true, "result-line\n")
+    );
+    assert_eq!(
+        out.parameters.get("answer").map(|v| v.trim()),
+        Some("42"),
+        "{out:?}"
+    );
+    d.stop();
+}
