@@ -1,6 +1,7 @@
 //! `gpuctl dev` brings back a node daemon that was SIGKILLed under a running
 //! gang, and the gang finishes on its first attempt with its own exit codes:
-//! the restarted daemon took its tasks back instead of losing them.
+//! the restarted daemon took its tasks back instead of losing them. A
+//! killed gateway is brought back too.
 //!
 //! The binaries must sit next to `gpuctl` (`cargo build --bins`).
 
@@ -19,11 +20,27 @@ fn job(dev: &DevCluster, name: &str) -> Job {
         .unwrap_or_else(|| panic!("job {name} listed"))
 }
 
-/// The pid of node `i` (from 1) in `cluster.json`.
-fn node_pid(dev: &DevCluster) -> i32 {
+/// The pid of the first node (`nodes`) or of the gateway (`gateway`) in
+/// `cluster.json`.
+fn pid_of(dev: &DevCluster, what: &str) -> i32 {
     let text = std::fs::read_to_string(dev.state().join("cluster.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    v["nodes"][0]["pid"].as_i64().expect("a node pid") as i32
+    let entry = if what == "nodes" {
+        &v[what][0]
+    } else {
+        &v[what]
+    };
+    entry["pid"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("a {what} pid in {v}")) as i32
+}
+
+fn sigkill(pid: i32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
 }
 
 fn alive(pid: u32) -> bool {
@@ -69,16 +86,12 @@ fn a_killed_node_daemon_is_restarted_and_its_gang_finishes_on_attempt_one() {
         .map(|t| t.pid.expect("a running task's pid"))
         .collect();
 
-    let old = node_pid(&dev);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(old),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    let old = pid_of(&dev, "nodes");
+    sigkill(old);
     let new = eventually(
         Duration::from_secs(30),
         "the node daemon to be restarted (new pid in cluster.json)",
-        || Some(node_pid(&dev)).filter(|p| *p != old),
+        || Some(pid_of(&dev, "nodes")).filter(|p| *p != old),
     );
     assert!(alive(new as u32));
     assert!(
@@ -119,4 +132,16 @@ fn a_killed_node_daemon_is_restarted_and_its_gang_finishes_on_attempt_one() {
     }
     let log = dev.log();
     assert!(log.contains("dev-node-1 is back"), "{log}");
+
+    // The gateway comes back too.
+    let old = pid_of(&dev, "gateway");
+    sigkill(old);
+    let new = eventually(
+        Duration::from_secs(30),
+        "the gateway to be restarted (new pid in cluster.json)",
+        || Some(pid_of(&dev, "gateway")).filter(|p| *p != old),
+    );
+    assert!(alive(new as u32));
+    let log = dev.log();
+    assert!(log.contains("the gateway is back"), "{log}");
 }
