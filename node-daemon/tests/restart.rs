@@ -186,7 +186,12 @@ async fn running_tasks_survive_a_daemon_killed_and_restarted() {
     // One ends while no daemon runs: its supervisor records the exit.
     std::fs::write(&gate_c, "").unwrap();
     let third_pid = running["third"].pid;
-    wait_until("the third task to end", || !alive(third_pid)).await;
+    let third_exit = dir.path().join("work/supervisors/third.0.1/exit.json");
+    wait_until("the third task's exit to be recorded", || {
+        third_exit.exists()
+    })
+    .await;
+    assert!(!alive(third_pid));
 
     // Back (within the fence): the live ones are taken back, not restarted.
     d.start(&fake).await;
@@ -295,7 +300,7 @@ async fn a_daemon_that_never_comes_back_has_its_tasks_fenced() {
         child: None,
         work: dir.path().to_path_buf(),
         server,
-        fence: "1s",
+        fence: "2s",
     };
     d.start(&fake).await;
     // It ignores SIGTERM: the fence's SIGKILL comes at most 1 s later.
@@ -305,16 +310,17 @@ async fn a_daemon_that_never_comes_back_has_its_tasks_fenced() {
     assert_eq!((r.job.as_str(), r.phase()), ("orphan", TaskPhase::Running));
     let pid = r.pid;
     // Healthy: the lease moves with every heartbeat, so nothing is fenced.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep(Duration::from_millis(3000)).await;
     assert!(alive(pid), "fenced while the daemon reached the scheduler");
 
     d.kill(&fake);
     let killed = Instant::now();
     wait_until("the fence to stop the orphan", || !alive(pid)).await;
     let after = killed.elapsed();
-    // 1 s fence, checked every second, 1 s grace.
+    // 2 s fence (less the lease's last move before the kill), checked
+    // every second, then 1 s grace.
     assert!(
-        after >= Duration::from_millis(900),
+        after >= Duration::from_millis(1500),
         "fenced after {after:?}"
     );
     let exit = dir.path().join("work/supervisors/orphan.0.1/exit.json");
@@ -323,7 +329,7 @@ async fn a_daemon_that_never_comes_back_has_its_tasks_fenced() {
     assert_eq!(v["code"], 128 + 9);
     assert_eq!(
         v["message"],
-        "stopped: the node daemon has not reached the scheduler for 1s (fenced)"
+        "stopped: the node daemon has not reached the scheduler for 2s (fenced)"
     );
     assert!(read(&d.log("orphan")).contains("(fenced)"));
 
@@ -363,6 +369,7 @@ async fn a_supervisor_that_died_makes_its_task_fail_saying_so() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
+    wait_until("the supervisor to die", || !alive(sup as u32)).await;
     d.start(&fake).await;
     let r = next(&mut reports).await;
     assert_eq!((r.phase(), r.exit_code), (TaskPhase::Failed, -1));
