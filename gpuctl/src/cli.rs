@@ -309,8 +309,8 @@ pub struct DevFlags {
     /// count it was created with.
     #[arg(long, default_value_t = 1)]
     pub replicas: u32,
-    /// With --replicas 3 or 5: how long to wait before restarting a
-    /// scheduler replica that died.
+    /// How long to wait before restarting a node daemon, the gateway or
+    /// (with --replicas 3 or 5) a scheduler replica that died.
     #[arg(long, default_value = "2s", value_name = "DURATION")]
     pub restart_delay: HumanDuration,
     /// Port of the inference gateway (0: any free port).

@@ -10,9 +10,9 @@
 //!       │busy    agent::watch_loop ◄────────────────────────────────────────────┘
 //!       │             │ Event::Desired                                          ▲
 //!       │             ▼                                                          │
-//!   agent::Reconciler ── plan() ──► runtime::start (env::task_env) ─► process group
-//!       │  local task table   ▲             │ stdout+stderr                 │
-//!       │                     └ Event::Exited ◄── waiter ◄───── exit ─────────┘
+//!   agent::Reconciler ── plan() ──► supervisor (gpu-node supervise) ─► runtime::start ─► process group
+//!       │  local task table   ▲     (env::task_env)       │ stdout+stderr            │
+//!       │                     └ Event::Started/Exited ◄── waiter ◄── exit.json ◄─────┘
 //!       │ ReportTask(Running/Succeeded/Failed)      ▼
 //!       └──► agent::outbox_loop (ordered per task, retried) ┘  <work-dir>/logs/<job>/task-I-attempt-A.log
 //!                                                               │
@@ -33,6 +33,12 @@
 //! refused with the rule it breaks ([`owner`]); its log, folder and step
 //! files are that user's.
 //!
+//! Restarts: each task runs under a supervisor of its own ([`supervisor`])
+//! that outlives the daemon; a daemon started again over the same work
+//! folder takes back the tasks still running and reports those that ended
+//! meanwhile. Supervisors stop their task when the daemon has not reached
+//! the scheduler for the fence timeout ([`supervisor::lease`]).
+//!
 //! The pure parts are [`env::task_env`] (what a task sees), [`agent::plan()`]
 //! (desired vs. local → actions) and the inventory parsers; the rest is the
 //! I/O shell around them. [`Node`] ties it together; `main.rs` only parses
@@ -48,11 +54,14 @@ pub mod owner;
 pub mod runtime;
 pub mod secrets;
 pub mod steps;
+pub mod supervisor;
+
+pub use supervisor::record::write_atomically;
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -95,6 +104,13 @@ pub struct Config {
     pub kill_grace: Duration,
     /// Ports for serving tasks' `$PORT`.
     pub task_ports: crate::runtime::PortRange,
+    /// A task's supervisor stops it when the scheduler has not acknowledged
+    /// a call from this daemon for longer (so that a node the scheduler
+    /// declares lost runs nothing it may restart elsewhere); zero: never.
+    pub fence_timeout: Duration,
+    /// The `gpu-node` executable that supervises tasks (`gpu-node
+    /// supervise`); `None`: this process's own (`/proc/self/exe`).
+    pub supervisor_exe: Option<PathBuf>,
     /// Written (atomically) after the first successful `Register`.
     pub ready_file: Option<PathBuf>,
     /// This node's credential (mode 0600); `None`: `<work_dir>/node.token`.
@@ -262,14 +278,15 @@ impl Node {
             memory_bytes: config.memory_bytes,
             labels: config.labels.clone(),
         };
+        // Process groups recorded in `pids/` by a daemon from before tasks
+        // had supervisors: nothing can take them back, so they go. Tasks
+        // under supervisors are taken back when the daemon runs.
         let leftovers = runtime::PidDir::new(config.work_dir.join("pids")).kill_leftovers();
         if leftovers > 0 {
             tracing::warn!(
                 "killed {leftovers} task process group(s) a previous run of this daemon left running"
             );
         }
-        // The folders of tasks a previous run started (they are gone now).
-        let _ = std::fs::remove_dir_all(config.work_dir.join("tasks"));
         let metrics = Metrics::new(inventory.clone())?;
         Ok(Node {
             config,
@@ -320,6 +337,7 @@ impl Node {
         // Built before the listeners move out of `self`; spawned below.
         let health = self.health();
         let control_loops = self.control_loops(artifact_dir.clone(), events_tx.clone());
+        let supervisors = self.supervisors();
 
         let mut agent_server = self.agent_server;
         let grpc = tokio::spawn(
@@ -341,36 +359,51 @@ impl Node {
             stopped(stop_rx.clone()),
         ));
 
-        // No task of an earlier run is kept, so neither are its secrets.
-        let secrets_dir = self.config.work_dir.join("secrets");
-        secrets::remove_all(&secrets_dir);
-        let reconciler = tokio::spawn(
-            Reconciler::new(
-                ReconcilerConfig {
-                    node: self.config.name.clone(),
-                    logs_dir,
-                    kill_grace: self.config.kill_grace,
-                    ports: self.config.task_ports,
-                    pid_dir: self.config.work_dir.join("pids"),
-                    steps_dir: self.config.work_dir.join("steps"),
-                    tasks_dir: self.config.work_dir.join("tasks"),
-                    artifact_dir,
-                    secrets_dir,
-                },
-                self.inventory.clone(),
-                self.metrics.clone(),
-                live,
-                reports_tx,
-                events_tx.clone(),
-            )
-            .run(events_rx),
+        // Moved on whenever the scheduler acknowledges a call; supervisors
+        // stop their tasks when it gets too old (fencing).
+        let lease = {
+            let servers = self.servers.clone();
+            tokio::spawn(supervisor::lease::keep(
+                supervisors.lease.clone(),
+                move || servers.contact.last_ok_ms(),
+            ))
+        };
+        let mut reconciler = Reconciler::new(
+            ReconcilerConfig {
+                node: self.config.name.clone(),
+                logs_dir,
+                kill_grace: self.config.kill_grace,
+                ports: self.config.task_ports,
+                supervisors,
+                steps_dir: self.config.work_dir.join("steps"),
+                tasks_dir: self.config.work_dir.join("tasks"),
+                artifact_dir,
+                secrets_dir: self.config.work_dir.join("secrets"),
+            },
+            self.inventory.clone(),
+            self.metrics.clone(),
+            live,
+            reports_tx,
+            events_tx.clone(),
         );
+        // Tasks whose supervisors outlived a previous run are taken back;
+        // the files of any other earlier task go.
+        let adopted = reconciler.adopt();
+        if adopted.running + adopted.ended > 0 {
+            tracing::info!(
+                "took back {} running task(s) and {} that ended while the daemon was down",
+                adopted.running,
+                adopted.ended
+            );
+        }
+        let reconciler = tokio::spawn(reconciler.run(events_rx));
         let outbox = tokio::spawn(agent::outbox_loop(self.servers.clone(), reports_rx));
         let control = tokio::spawn(control_loops);
 
         shutdown.await;
         tracing::info!("shutting down");
         control.abort();
+        lease.abort();
         // The reconciler stops every process group and waits (bounded) for them.
         let _ = events_tx.send(Event::Shutdown);
         let _ = reconciler.await;
@@ -384,6 +417,20 @@ impl Node {
         let _ = stop_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(1), grpc).await;
         let _ = tokio::time::timeout(Duration::from_secs(1), httpd).await;
+    }
+
+    /// How this daemon starts its tasks' supervisors.
+    fn supervisors(&self) -> supervisor::Supervisors {
+        let exe = self.config.supervisor_exe.clone().unwrap_or_else(|| {
+            std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"))
+        });
+        supervisor::Supervisors {
+            root: self.config.work_dir.join("supervisors"),
+            exe,
+            lease: self.config.work_dir.join("lease"),
+            fence: self.config.fence_timeout,
+            kill_grace: self.config.kill_grace,
+        }
     }
 
     /// `/healthz`: unhealthy when the scheduler has not acknowledged a
@@ -448,16 +495,4 @@ impl Node {
             );
         }
     }
-}
-
-/// Write `data` to `path` via a temporary file and a rename, so readers see
-/// either nothing or the whole file.
-pub fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp.{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, data)?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
 }

@@ -100,6 +100,13 @@ struct Cli {
     #[arg(long, default_value_t = 5000, value_name = "MS")]
     kill_grace_ms: u64,
 
+    /// Each task's supervisor stops it (SIGTERM, SIGKILL after at most 1s)
+    /// when this daemon has not reached the scheduler for this long, so that
+    /// a task never runs twice at once when the scheduler declares the node
+    /// lost (after 10s) and starts its work elsewhere. `off`: never.
+    #[arg(long, default_value = "7s", value_parser = parse_fence, value_name = "DURATION")]
+    fence_timeout: Duration,
+
     /// Ports given to serving tasks (endpoint replicas) as $PORT, FIRST-LAST;
     /// by default below Linux's ephemeral port range.
     #[arg(long, default_value = "20000-32767", value_name = "FIRST-LAST")]
@@ -150,6 +157,14 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("duration {s:?} must be from 1ms to 1h"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// `--fence-timeout`: a duration, or `off` (zero: never fence).
+fn parse_fence(s: &str) -> Result<Duration, String> {
+    if matches!(s.trim(), "off" | "0") {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(s)
 }
 
 /// `8`, `0.5`, `7500m` → millicores.
@@ -280,6 +295,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         heartbeat_interval,
         kill_grace: Duration::from_millis(cli.kill_grace_ms),
         task_ports: cli.task_ports,
+        fence_timeout: cli.fence_timeout,
+        supervisor_exe: None,
         ready_file: cli.ready_file.clone(),
         token_file: cli.token_file.clone(),
         join_token_file: cli.join_token_file.clone(),
@@ -335,6 +352,13 @@ async fn shutdown_signal() {
 }
 
 fn main() -> ExitCode {
+    // `gpu-node supervise ...`: the supervisor of one task, which the
+    // daemon starts (see gpuctl_node::supervisor); not for people to run.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "supervise") {
+        let args =
+            gpuctl_node::supervisor::run::SuperviseArgs::parse_from(std::env::args_os().skip(1));
+        return gpuctl_node::supervisor::run::main(args);
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -411,6 +435,10 @@ mod tests {
         assert_eq!(cli.server, vec!["http://a:7000", "http://b:7000"]);
         assert_eq!(cli.gpus.len(), 2);
         assert_eq!(cli.heartbeat_interval_ms, Some(250));
+        assert_eq!(cli.fence_timeout, Duration::from_secs(7));
+        let off = Cli::try_parse_from(["gpu-node", "--fence-timeout", "off"]).unwrap();
+        assert_eq!(off.fence_timeout, Duration::ZERO);
+        assert!(Cli::try_parse_from(["gpu-node", "--fence-timeout", "soon"]).is_err());
         assert!(
             Cli::try_parse_from(["gpu-node", "--gpus", "1xA100", "--gpu-file", "x.yaml"]).is_err()
         );

@@ -49,7 +49,7 @@ pub struct Account {
 }
 
 /// The identity a task's process gets.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RunAs {
     /// `USER` and `LOGNAME`: the account's name, else the gpuctl user's.
     pub user: String,

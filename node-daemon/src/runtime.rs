@@ -106,8 +106,9 @@ pub struct Process {
     child: tokio::process::Child,
 }
 
-/// How a task process ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How a task process ended. Serialized: a task's supervisor records it in
+/// its folder (`crate::supervisor`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Exit {
     /// The exit code, or 128 + signal number when a signal killed it (the
     /// shell convention), -1 when unknown.
@@ -390,7 +391,7 @@ pub struct PidDir {
 /// Start time of a process in clock ticks since boot (field 22 of
 /// `/proc/<pid>/stat`): with the pid it names one process, even after the pid
 /// is reused.
-fn start_time(pid: u32) -> Option<u64> {
+pub fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (_, rest) = stat.rsplit_once(')')?;
     rest.split_whitespace().nth(19)?.parse().ok()

@@ -56,6 +56,8 @@ async fn the_agent_requires_a_client_certificate_from_the_ca() {
         heartbeat_interval: Duration::from_millis(100),
         kill_grace: Duration::from_secs(1),
         task_ports: Default::default(),
+        fence_timeout: Duration::from_secs(7),
+        supervisor_exe: Some(env!("CARGO_BIN_EXE_gpu-node").into()),
         ready_file: None,
         tls: Some(tls.clone()),
         token_file: None,

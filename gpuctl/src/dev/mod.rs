@@ -7,9 +7,11 @@
 //!            ─waits for the ready files, then for every node to be Ready
 //!            ─spawn─► gpu-gateway --server URL1,URL2,… --ready-file DIR/gateway.ready.json
 //!            ─writes DIR/cluster.json and the CLI context file
-//!            ─supervises: Ctrl-C/SIGTERM stops all; a node dying, or the
-//!             only scheduler dying, stops all; with R > 1 a scheduler
-//!             replica that dies is restarted (same id, port and data dir)
+//!            ─supervises: Ctrl-C/SIGTERM stops all; the only scheduler
+//!             dying stops all; a node daemon (same name and work dir: it
+//!             takes back its running tasks), the gateway, and with R > 1 a
+//!             scheduler replica (same id, port and data dir) that dies is
+//!             restarted
 //! ```
 //!
 //! The replicas' ports are chosen once and kept in `DIR/replicas.json`:
@@ -53,7 +55,7 @@ use start::{
 use supervisor::Supervisor;
 use watch::supervise;
 
-/// Run `gpuctl dev` until Ctrl-C (exit 0) or a child dies (exit 1).
+/// Run `gpuctl dev` until Ctrl-C (exit 0) or a child that is not restarted dies (exit 1).
 pub async fn run(flags: DevFlags, env: &EnvVars) -> Result<u8> {
     let mut plan = Plan::from_flags(flags, env)?;
     plan.prepare_state_dir()?;

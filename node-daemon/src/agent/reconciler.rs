@@ -1,7 +1,12 @@
 //! The reconciler: owns the local task table and carries out what [`plan`]
-//! decides. It starts processes (with the environment [`task_env`] builds),
-//! stops process groups, reports tasks it cannot have (lost across a daemon
-//! restart), and turns each process exit into a report.
+//! decides. It starts tasks (with the environment [`task_env`] builds), each
+//! under a supervisor of its own ([`crate::supervisor`]), stops them,
+//! reports tasks it cannot have, and turns each exit into a report.
+//!
+//! When the daemon starts, [`Reconciler::adopt`] takes back the tasks whose
+//! supervisors outlived the previous run: live ones are `Running` again
+//! (never started twice), and those that ended meanwhile are reported with
+//! the exit their supervisor recorded.
 //!
 //! The scheduler frees a stopped task's GPUs at once (a preempted or
 //! cancelled task), but its process may live on for the kill grace; a new
@@ -25,8 +30,14 @@ use crate::inventory::GpuInventory;
 use crate::logs::LiveTasks;
 use crate::metrics::Metrics;
 use crate::owner::{self, RunAs};
-use crate::runtime::{self, log_path, Exit, StartSpec, TaskKey};
+use crate::runtime::{self, log_path, Exit, StartError, StartSpec, TaskKey};
+use crate::supervisor::record::{Meta, StepMeta, TaskDir};
+use crate::supervisor::{self, Launched, Supervisors};
 use crate::{secrets, steps};
+
+mod adopt;
+mod started;
+pub use adopt::Adopted;
 
 /// Message of the report for a `Running` task this daemon has no process for.
 pub const LOST_MESSAGE: &str = "task process lost: node daemon restarted";
@@ -39,6 +50,11 @@ pub enum Event {
         tasks: Vec<Assignment>,
         received: Instant,
     },
+    /// A task's supervisor said whether the task started (its pid).
+    Started {
+        key: TaskKey,
+        ready: Result<u32, StartError>,
+    },
     /// A task's main process ended.
     Exited { key: TaskKey, exit: Exit },
     /// Stop every process and return once they are gone.
@@ -49,8 +65,14 @@ pub enum Event {
 #[derive(Debug)]
 struct LocalTask {
     state: LocalState,
-    /// Process group id; `None` for tasks that never had a process here.
+    /// The task's process group id, once its supervisor said it started.
     pid: Option<u32>,
+    /// Its supervisor's pid; `None` for tasks that never had one here.
+    supervisor: Option<u32>,
+    /// Its supervisor's folder, removed once the exit is reported.
+    dir: Option<TaskDir>,
+    /// When its assignment arrived, until it is reported started.
+    received: Option<Instant>,
     gpus: Vec<u32>,
     /// Thousandths of each of `gpus` the task holds.
     milli: Vec<u32>,
@@ -72,6 +94,9 @@ impl LocalTask {
         LocalTask {
             state: LocalState::Done,
             pid: None,
+            supervisor: None,
+            dir: None,
+            received: None,
             gpus: Vec::new(),
             milli: Vec::new(),
             waiting: None,
@@ -114,8 +139,8 @@ pub struct ReconcilerConfig {
     pub kill_grace: Duration,
     /// Ports for serving tasks' `$PORT`.
     pub ports: runtime::PortRange,
-    /// Where running process groups are recorded (see [`runtime::PidDir`]).
-    pub pid_dir: PathBuf,
+    /// How tasks' supervisors are started, and where their folders are.
+    pub supervisors: Supervisors,
     /// Workflow steps' folders (script, standard output, relative paths).
     pub steps_dir: PathBuf,
     /// Folders of tasks that run as their owner (not steps), one each.
@@ -137,7 +162,10 @@ pub struct Reconciler {
     live: LiveTasks,
     reports: mpsc::UnboundedSender<TaskReport>,
     events: mpsc::UnboundedSender<Event>,
-    pids: runtime::PidDir,
+    /// Set once the first desired set came: until then an adopted task
+    /// that ends is kept (as `Done`), so that the scheduler, still showing
+    /// it `Running`, does not make it look lost.
+    desired_seen: bool,
     /// Set once shutdown began: waiting tasks are not started any more.
     shutting_down: bool,
     /// The last `$PORT` given; the next is looked for after it.
@@ -159,8 +187,8 @@ impl Reconciler {
             .bytes()
             .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
         Reconciler {
-            pids: runtime::PidDir::new(cfg.pid_dir.clone()),
             cfg,
+            desired_seen: false,
             tasks: BTreeMap::new(),
             desired: HashSet::new(),
             inventory,
@@ -184,6 +212,7 @@ impl Reconciler {
         while let Some(ev) = rx.recv().await {
             match ev {
                 Event::Desired { tasks, received } => self.reconcile(&tasks, received),
+                Event::Started { key, ready } => self.on_started(key, ready),
                 Event::Exited { key, exit } => self.exited(key, exit),
                 Event::Shutdown => {
                     self.shutdown(&mut rx).await;
@@ -202,6 +231,7 @@ impl Reconciler {
 
     fn reconcile(&mut self, desired: &[Assignment], received: Instant) {
         self.desired = desired.iter().map(Assignment::key).collect();
+        self.desired_seen = true;
         // Stops first, so that a task taking a stopped task's GPU sees it stopping.
         let (starts, others): (Vec<Action>, Vec<Action>) = plan(desired, &self.local_states())
             .into_iter()
@@ -237,21 +267,17 @@ impl Reconciler {
         let (mut step, mut scratch) = (None, None);
         let (started, port) = self.spawn(&key, a, &mut step, &mut scratch);
         match started {
-            Ok(process) => {
-                self.started(key.clone(), a, process, port, step, received);
+            Ok(launched) => {
+                self.started(key.clone(), a, launched, port, step, received);
                 if let Some(t) = self.tasks.get_mut(&key) {
                     t.scratch = scratch;
                 }
             }
             Err(e) => {
-                tracing::warn!("{key}: {}", e.message);
                 if let Some(dir) = scratch {
                     let _ = std::fs::remove_dir_all(dir);
                 }
-                secrets::remove(&self.cfg.secrets_dir, &key);
-                // Refusals (an owner who may not run here) count as failed.
-                self.metrics.task_exits.with_label_values(&["failed"]).inc();
-                self.report(&key, TaskPhase::Failed, e.exit_code, &e.message, 0);
+                self.start_failed(&key, &e, true);
                 self.tasks.insert(key, LocalTask::done());
             }
         }
@@ -266,7 +292,7 @@ impl Reconciler {
         a: &Assignment,
         step: &mut Option<Box<StepRun>>,
         scratch: &mut Option<PathBuf>,
-    ) -> (Result<runtime::Process, runtime::StartError>, u16) {
+    ) -> (Result<Launched, StartError>, u16) {
         let log = match log_path(&self.cfg.logs_dir, key) {
             Ok(log) => log,
             Err(e) => {
@@ -342,16 +368,29 @@ impl Reconciler {
             }
         }
         let command = runtime::resolve_sibling_program(&a.command);
+        let meta = Meta {
+            job: key.job.clone(),
+            task_index: key.task_index,
+            attempt: key.attempt,
+            gpus: a.gpu_indices.clone(),
+            milli: a.gpu_shares(),
+            port,
+            scratch: scratch.clone(),
+            step: None,
+        };
         let started = match &a.step {
-            None => runtime::start(&StartSpec {
-                command: &command,
-                env: &env,
-                working_dir: &working_dir,
-                log: &log,
-                stdout: None,
-                run_as: run_as.as_ref(),
-            }),
-            Some(io) => self.start_step(key, a, io, &env, log, run_as.as_ref(), step),
+            None => self.cfg.supervisors.launch(
+                &StartSpec {
+                    command: &command,
+                    env: &env,
+                    working_dir: &working_dir,
+                    log: &log,
+                    stdout: None,
+                    run_as: run_as.as_ref(),
+                },
+                &meta,
+            ),
+            Some(io) => self.start_step(key, a, io, &env, log, run_as.as_ref(), step, meta),
         };
         (started, port)
     }
@@ -384,43 +423,52 @@ impl Reconciler {
         Ok(p)
     }
 
-    /// A process started: report it `Running`, record it, and spawn its
-    /// waiter, which turns its exit into an [`Event::Exited`].
+    /// A supervisor started: the task holds its GPUs from now on. Its
+    /// waiter sends [`Event::Started`] once the supervisor says whether the
+    /// task started (then it is reported `Running`), and [`Event::Exited`]
+    /// when it ends.
     fn started(
         &mut self,
         key: TaskKey,
         a: &Assignment,
-        process: runtime::Process,
+        mut launched: Launched,
         port: u16,
         step: Option<Box<StepRun>>,
         received: Instant,
     ) {
-        let pid = process.pid;
-        self.metrics
-            .start_latency
-            .observe(received.elapsed().as_secs_f64());
-        self.metrics.task_starts.inc();
-        self.metrics.tasks_running.inc();
-        tracing::info!("{key}: started pid {pid}: {:?}", a.command);
-        self.live.insert(key.clone());
-        self.pids.record(&key, pid);
-        self.report_with(&key, TaskPhase::Running, 0, "", pid, port, None);
+        let supervisor = launched.pid();
+        tracing::info!(
+            "{key}: supervisor pid {supervisor} starting {:?}",
+            a.command
+        );
+        let dir = TaskDir::new(&self.cfg.supervisors.root, &key);
         let (exited_tx, exited_rx) = watch::channel(false);
         let events = self.events.clone();
         let waiter_key = key.clone();
         tokio::spawn(async move {
-            let exit = process.wait().await;
-            let _ = exited_tx.send(true);
-            let _ = events.send(Event::Exited {
-                key: waiter_key,
-                exit,
+            let ready = launched.ready().await;
+            let ok = ready.is_ok();
+            let _ = events.send(Event::Started {
+                key: waiter_key.clone(),
+                ready,
             });
+            let exit = launched.wait().await;
+            let _ = exited_tx.send(true);
+            if ok {
+                let _ = events.send(Event::Exited {
+                    key: waiter_key,
+                    exit,
+                });
+            }
         });
         self.tasks.insert(
             key,
             LocalTask {
                 state: LocalState::Running,
-                pid: Some(pid),
+                pid: None,
+                supervisor: Some(supervisor),
+                dir,
+                received: Some(received),
                 gpus: a.gpu_indices.clone(),
                 milli: a.gpu_shares(),
                 waiting: None,
@@ -490,7 +538,8 @@ impl Reconciler {
         log: PathBuf,
         run_as: Option<&RunAs>,
         step: &mut Option<Box<StepRun>>,
-    ) -> Result<runtime::Process, runtime::StartError> {
+        mut meta: Meta,
+    ) -> Result<Launched, StartError> {
         let dir = self.step_dir(key);
         let store = steps::FsArtifactStore::new(&self.cfg.artifact_dir);
         let prepared = steps::prepare(&dir, io, &a.command, &a.working_dir, &store, run_as)
@@ -499,14 +548,26 @@ impl Reconciler {
                 runtime::StartError::new(127, message)
             })?;
         let wd = prepared.working_dir.display().to_string();
-        let started = runtime::start(&StartSpec {
-            command: &prepared.command,
-            env,
-            working_dir: &wd,
-            log: &log,
-            stdout: prepared.stdout.as_deref(),
-            run_as,
+        meta.step = Some(StepMeta {
+            io: prost::Message::encode_to_vec(io),
+            command: prepared.command.clone(),
+            working_dir: prepared.working_dir.clone(),
+            stdout: prepared.stdout.clone(),
+            log: log.clone(),
+            dir: dir.clone(),
+            uid: run_as.map(|r| r.uid),
         });
+        let started = self.cfg.supervisors.launch(
+            &StartSpec {
+                command: &prepared.command,
+                env,
+                working_dir: &wd,
+                log: &log,
+                stdout: prepared.stdout.as_deref(),
+                run_as,
+            },
+            &meta,
+        );
         *step = Some(Box::new(StepRun {
             io: io.clone(),
             prepared,
@@ -521,18 +582,22 @@ impl Reconciler {
         let Some(task) = self.tasks.get_mut(key) else {
             return;
         };
-        let (Some(pid), Some(exited)) = (task.pid, task.exited.clone()) else {
+        let (Some(supervisor), Some(exited)) = (task.supervisor, task.exited.clone()) else {
             return;
         };
         task.state = LocalState::Stopping;
-        tracing::info!("{key}: no longer assigned; stopping process group {pid}");
-        tokio::spawn(stop_task(pid, self.cfg.kill_grace, exited));
+        tracing::info!("{key}: no longer assigned; stopping it (supervisor pid {supervisor})");
+        tokio::spawn(supervisor::stop(
+            supervisor,
+            task.pid,
+            self.cfg.kill_grace,
+            exited,
+        ));
     }
 
     fn exited(&mut self, key: TaskKey, exit: Exit) {
         secrets::remove(&self.cfg.secrets_dir, &key);
         self.live.remove(&key);
-        self.pids.forget(&key);
         self.metrics.tasks_running.dec();
         let stopped = self
             .tasks
@@ -546,6 +611,9 @@ impl Reconciler {
         self.metrics.task_exits.with_label_values(&[result]).inc();
         if let Some(dir) = self.tasks.get_mut(&key).and_then(|t| t.scratch.take()) {
             let _ = std::fs::remove_dir_all(dir);
+        }
+        if let Some(dir) = self.tasks.get_mut(&key).and_then(|t| t.dir.take()) {
+            dir.remove();
         }
         let was = self.tasks.get(&key).map(|t| t.state);
         match was {
@@ -590,7 +658,7 @@ impl Reconciler {
             // Stopped because it left the desired set: nobody wants a report.
             _ => tracing::info!("{key}: stopped ({})", exit.message),
         }
-        if self.desired.contains(&key) {
+        if self.desired.contains(&key) || !self.desired_seen {
             if let Some(t) = self.tasks.get_mut(&key) {
                 t.state = LocalState::Done;
                 t.gpus.clear();
@@ -665,8 +733,13 @@ impl Reconciler {
                 .get(key)
                 .filter(|t| t.state == LocalState::Running)
             {
-                if let (Some(pid), Some(exited)) = (t.pid, t.exited.clone()) {
-                    tokio::spawn(stop_task(pid, self.cfg.kill_grace, exited));
+                if let (Some(supervisor), Some(exited)) = (t.supervisor, t.exited.clone()) {
+                    tokio::spawn(supervisor::stop(
+                        supervisor,
+                        t.pid,
+                        self.cfg.kill_grace,
+                        exited,
+                    ));
                 }
             }
         }
@@ -678,16 +751,15 @@ impl Reconciler {
                     left.remove(&key);
                     self.exited(key, exit);
                 }
+                Ok(Some(Event::Started { key, ready })) => {
+                    if ready.is_err() {
+                        left.remove(&key);
+                    }
+                    self.on_started(key, ready);
+                }
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => break,
             }
         }
     }
-}
-
-async fn stop_task(pid: u32, grace: Duration, mut exited: watch::Receiver<bool>) {
-    runtime::stop_group(pid, grace, async move {
-        let _ = exited.wait_for(|done| *done).await;
-    })
-    .await;
 }

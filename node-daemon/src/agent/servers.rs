@@ -102,6 +102,11 @@ impl Contact {
         self.last_ok_ms.store(now_ms, Ordering::Relaxed);
     }
 
+    /// ms since the epoch of the last acknowledged call; 0: never.
+    pub fn last_ok_ms(&self) -> u64 {
+        self.last_ok_ms.load(Ordering::Relaxed)
+    }
+
     pub fn failed(&self, why: String) {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
     }

@@ -221,13 +221,21 @@ pub async fn start(dead_first: bool) -> Harness {
     .await
 }
 
-pub async fn start_with(opts: Options) -> Harness {
+/// Serve a fake scheduler on 127.0.0.1:0: it, the reports it receives,
+/// and its address.
+pub async fn serve(
+    join_token: Option<String>,
+) -> (
+    FakeScheduler,
+    mpsc::UnboundedReceiver<ReportTaskRequest>,
+    std::net::SocketAddr,
+) {
     let (reports_tx, reports) = mpsc::unbounded_channel();
     let fake = FakeScheduler {
         state: Arc::default(),
         reports: reports_tx,
     };
-    fake.state.lock().unwrap().join_token = opts.join_token.clone();
+    fake.state.lock().unwrap().join_token = join_token;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = listener.local_addr().unwrap();
     tokio::spawn(
@@ -235,6 +243,11 @@ pub async fn start_with(opts: Options) -> Harness {
             .add_service(NodeServiceServer::new(fake.clone()))
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
+    (fake, reports, server)
+}
+
+pub async fn start_with(opts: Options) -> Harness {
+    let (fake, reports, server) = serve(opts.join_token.clone()).await;
     let work = tempfile::tempdir().unwrap();
     if let Some(t) = &opts.join_token {
         std::fs::write(work.path().join("join.token"), format!("{t}\n")).unwrap();
@@ -285,6 +298,8 @@ impl Harness {
             heartbeat_interval: Duration::from_millis(100),
             kill_grace: Duration::from_secs(1),
             task_ports: Default::default(),
+            fence_timeout: Duration::from_secs(7),
+            supervisor_exe: Some(env!("CARGO_BIN_EXE_gpu-node").into()),
             ready_file: Some(ready.clone()),
             token_file: None,
             join_token_file: join,
