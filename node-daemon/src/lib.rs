@@ -42,6 +42,7 @@ pub mod agent;
 pub mod assignment;
 pub mod env;
 pub mod inventory;
+pub mod isolation;
 pub mod logs;
 pub mod metrics;
 pub mod owner;
@@ -107,6 +108,8 @@ pub struct Config {
     /// the NodeAgent service serves TLS and requires a client certificate
     /// from the CA. None: plaintext.
     pub tls: Option<gpuctl_security::tls::Tls>,
+    /// Tasks' cgroups, pids limit and private `/tmp` ([`isolation`]).
+    pub isolation: isolation::Options,
 }
 
 /// Why the daemon could not start.
@@ -131,6 +134,8 @@ pub enum NodeError {
     Metrics(#[from] prometheus::Error),
     #[error("TLS for the NodeAgent service: {0}")]
     Tls(String),
+    #[error("{0}")]
+    Isolation(String),
 }
 
 /// A daemon with its listeners bound, ready to [`Node::run`].
@@ -147,6 +152,8 @@ pub struct Node {
     /// The NodeAgent service's server, with TLS (client certificates
     /// required) when configured.
     agent_server: tonic::transport::Server,
+    /// What confines tasks here, found at start.
+    isolation: Arc<isolation::Isolation>,
 }
 
 impl std::fmt::Debug for Node {
@@ -270,7 +277,21 @@ impl Node {
         }
         // The folders of tasks a previous run started (they are gone now).
         let _ = std::fs::remove_dir_all(config.work_dir.join("tasks"));
-        let metrics = Metrics::new(inventory.clone())?;
+        let isolation =
+            isolation::Isolation::detect(&config.isolation, &config.name, &config.work_dir)
+                .map_err(NodeError::Isolation)?;
+        for note in &isolation.notes {
+            tracing::info!("{note}");
+        }
+        for warning in &isolation.warnings {
+            tracing::warn!("{warning}");
+        }
+        let cgroups_left = isolation.remove_leftovers();
+        if cgroups_left > 0 {
+            tracing::warn!("removed {cgroups_left} task cgroup(s) a previous run left");
+        }
+        let isolation = Arc::new(isolation);
+        let metrics = Metrics::new(inventory.clone(), isolation.clone())?;
         Ok(Node {
             config,
             inventory,
@@ -282,6 +303,7 @@ impl Node {
             servers,
             metrics,
             agent_server,
+            isolation,
         })
     }
 
@@ -356,6 +378,7 @@ impl Node {
                     tasks_dir: self.config.work_dir.join("tasks"),
                     artifact_dir,
                     secrets_dir,
+                    isolation: self.isolation.clone(),
                 },
                 self.inventory.clone(),
                 self.metrics.clone(),
@@ -384,6 +407,8 @@ impl Node {
         let _ = stop_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(1), grpc).await;
         let _ = tokio::time::timeout(Duration::from_secs(1), httpd).await;
+        let isolation = self.isolation.clone();
+        let _ = tokio::task::spawn_blocking(move || isolation.remove_node_dirs()).await;
     }
 
     /// `/healthz`: unhealthy when the scheduler has not acknowledged a

@@ -22,6 +22,7 @@ use super::plan::{plan, Action, LocalState};
 use crate::assignment::{Assignment, TaskReport};
 use crate::env::task_env;
 use crate::inventory::GpuInventory;
+use crate::isolation::{Isolation, PrivateTmp, TaskIsolation};
 use crate::logs::LiveTasks;
 use crate::metrics::Metrics;
 use crate::owner::{self, RunAs};
@@ -64,6 +65,9 @@ struct LocalTask {
     step: Option<Box<StepRun>>,
     /// The folder made for a task run as its owner, removed when it exits.
     scratch: Option<PathBuf>,
+    /// The task's own `/tmp`, removed when it exits (after its outputs
+    /// are read).
+    tmp: Option<PrivateTmp>,
 }
 
 impl LocalTask {
@@ -79,6 +83,7 @@ impl LocalTask {
             exited: None,
             step: None,
             scratch: None,
+            tmp: None,
         }
     }
 
@@ -124,6 +129,8 @@ pub struct ReconcilerConfig {
     pub artifact_dir: PathBuf,
     /// Tasks' secret files (see [`crate::secrets`]).
     pub secrets_dir: PathBuf,
+    /// What confines tasks on this host (cgroups, private `/tmp`).
+    pub isolation: Arc<Isolation>,
 }
 
 /// Owns the local task table; see the module docs.
@@ -235,18 +242,30 @@ impl Reconciler {
             return;
         }
         let (mut step, mut scratch) = (None, None);
-        let (started, port) = self.spawn(&key, a, &mut step, &mut scratch);
+        let iso = self.cfg.isolation.for_task(
+            &key.job,
+            key.task_index,
+            key.attempt,
+            a.cpu_milli,
+            a.memory_bytes,
+            &a.gpu_indices,
+        );
+        let (started, port) = self.spawn(&key, a, &iso, &mut step, &mut scratch);
         match started {
             Ok(process) => {
                 self.started(key.clone(), a, process, port, step, received);
                 if let Some(t) = self.tasks.get_mut(&key) {
                     t.scratch = scratch;
+                    t.tmp = iso.tmp;
                 }
             }
             Err(e) => {
                 tracing::warn!("{key}: {}", e.message);
                 if let Some(dir) = scratch {
                     let _ = std::fs::remove_dir_all(dir);
+                }
+                if let Some(tmp) = &iso.tmp {
+                    tmp.remove();
                 }
                 secrets::remove(&self.cfg.secrets_dir, &key);
                 // Refusals (an owner who may not run here) count as failed.
@@ -264,6 +283,7 @@ impl Reconciler {
         &mut self,
         key: &TaskKey,
         a: &Assignment,
+        iso: &TaskIsolation,
         step: &mut Option<Box<StepRun>>,
         scratch: &mut Option<PathBuf>,
     ) -> (Result<runtime::Process, runtime::StartError>, u16) {
@@ -350,8 +370,9 @@ impl Reconciler {
                 log: &log,
                 stdout: None,
                 run_as: run_as.as_ref(),
+                isolation: Some(iso),
             }),
-            Some(io) => self.start_step(key, a, io, &env, log, run_as.as_ref(), step),
+            Some(io) => self.start_step(key, a, io, &env, log, run_as.as_ref(), iso, step),
         };
         (started, port)
     }
@@ -403,6 +424,7 @@ impl Reconciler {
         self.metrics.tasks_running.inc();
         tracing::info!("{key}: started pid {pid}: {:?}", a.command);
         self.live.insert(key.clone());
+        self.metrics.tasks.track(key.clone());
         self.pids.record(&key, pid);
         self.report_with(&key, TaskPhase::Running, 0, "", pid, port, None);
         let (exited_tx, exited_rx) = watch::channel(false);
@@ -428,6 +450,7 @@ impl Reconciler {
                 exited: Some(exited_rx),
                 step,
                 scratch: None,
+                tmp: None,
             },
         );
     }
@@ -489,11 +512,16 @@ impl Reconciler {
         env: &BTreeMap<String, String>,
         log: PathBuf,
         run_as: Option<&RunAs>,
+        iso: &TaskIsolation,
         step: &mut Option<Box<StepRun>>,
     ) -> Result<runtime::Process, runtime::StartError> {
         let dir = self.step_dir(key);
         let store = steps::FsArtifactStore::new(&self.cfg.artifact_dir);
-        let prepared = steps::prepare(&dir, io, &a.command, &a.working_dir, &store, run_as)
+        let files = steps::StepFiles {
+            dir: &dir,
+            tmp: iso.tmp.as_ref(),
+        };
+        let prepared = steps::prepare(&files, io, &a.command, &a.working_dir, &store, run_as)
             .map_err(|message| {
                 runtime::note_in_log(&log, &message);
                 runtime::StartError::new(127, message)
@@ -506,6 +534,7 @@ impl Reconciler {
             log: &log,
             stdout: prepared.stdout.as_deref(),
             run_as,
+            isolation: Some(iso),
         });
         *step = Some(Box::new(StepRun {
             io: io.clone(),
@@ -532,6 +561,7 @@ impl Reconciler {
     fn exited(&mut self, key: TaskKey, exit: Exit) {
         secrets::remove(&self.cfg.secrets_dir, &key);
         self.live.remove(&key);
+        self.metrics.tasks.untrack(&key);
         self.pids.forget(&key);
         self.metrics.tasks_running.dec();
         let result = if exit.succeeded() {
@@ -570,10 +600,14 @@ impl Reconciler {
                         let _ = std::fs::remove_dir_all(&s.dir);
                         o
                     });
-                self.report_with(&key, phase, exit.code, &exit.message, 0, 0, outputs);
+                self.report_exit(&key, phase, &exit, outputs);
             }
             // Stopped because it left the desired set: nobody wants a report.
             _ => tracing::info!("{key}: stopped ({})", exit.message),
+        }
+        // After the outputs were read from it.
+        if let Some(tmp) = self.tasks.get_mut(&key).and_then(|t| t.tmp.take()) {
+            tmp.remove();
         }
         if self.desired.contains(&key) {
             if let Some(t) = self.tasks.get_mut(&key) {
@@ -586,6 +620,27 @@ impl Reconciler {
         }
         self.start_waiting();
         self.update_busy();
+    }
+
+    /// The final report of a task that ran: its exit and what it used.
+    fn report_exit(
+        &self,
+        key: &TaskKey,
+        phase: TaskPhase,
+        exit: &Exit,
+        outputs: Option<StepOutputs>,
+    ) {
+        let _ = self.reports.send(TaskReport {
+            node: self.cfg.node.clone(),
+            key: key.clone(),
+            phase,
+            exit_code: exit.code,
+            message: exit.message.clone(),
+            pid: 0,
+            port: 0,
+            outputs,
+            usage: exit.usage,
+        });
     }
 
     fn report(&self, key: &TaskKey, phase: TaskPhase, exit_code: i32, message: &str, pid: u32) {
@@ -614,6 +669,7 @@ impl Reconciler {
             pid,
             port,
             outputs,
+            usage: None,
         });
     }
 

@@ -79,6 +79,7 @@ impl Harness {
             pid: Some(42),
             outputs: None,
             port: None,
+            usage: None,
         };
         self.apply(Command::TaskReport { report: r }).unwrap();
     }
@@ -236,6 +237,7 @@ fn failure_retries_whole_gang_then_fails() {
         pid: None,
         outputs: None,
         port: None,
+        usage: None,
     };
     h.apply(Command::TaskReport { report: stale }).unwrap();
     assert_eq!(h.s.jobs["a"].status.phase, JobPhase::Pending);
