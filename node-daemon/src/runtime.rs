@@ -294,16 +294,15 @@ pub fn start(spec: &StartSpec<'_>) -> Result<Process, StartError> {
             )
         })?;
     }
-    let prepared = match spec.isolation {
-        Some(iso) => Some(
+    let prepared = spec
+        .isolation
+        .map(|iso| {
             isolation::prepare(iso, spec.run_as).map_err(|e| StartError {
                 exit_code: 127,
                 message: format!("cannot start {program:?}: confining the task: {e}"),
-            }),
-        ),
-        None => None,
-    }
-    .transpose();
+            })
+        })
+        .transpose();
     let result = prepared.and_then(|prepared| spawn(program, args, spec, &log, prepared));
     if let Err(e) = &result {
         let _ = writeln!(log, "gpu-node: {e}");

@@ -141,13 +141,13 @@ fn describe_job_shows_what_ended_tasks_used() {
     });
     let d = describe_job(j, NOW);
     assert!(
-        d.contains("INDEX   GROUP   PHASE    NODE   GPUS     EXIT   CPU    MEM PEAK   MESSAGE"),
+        d.contains("INDEX   GROUP   PHASE     NODE   GPUS     EXIT   CPU    MEM PEAK   MESSAGE"),
         "{d}"
     );
     assert!(
         d.contains(
-            "2       main    Failed   n2     0(0.5)   137    1.2s   64Mi       OOMKilled: the task \
-             used more than its memory limit of 64Mi"
+            "2       main    Failed    n2     0(0.5)   137    1.2s   64Mi       OOMKilled: the \
+             task used more than its memory limit of 64Mi"
         ),
         "{d}"
     );

@@ -555,7 +555,7 @@ impl Active {
 pub fn format_bytes(n: u64) -> String {
     const UNITS: [(&str, u32); 5] = [("Pi", 50), ("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)];
     for (unit, shift) in UNITS {
-        if n >= 1 << shift && n % (1 << shift) == 0 {
+        if n >= 1 << shift && n.trailing_zeros() >= shift {
             return format!("{}{unit}", n >> shift);
         }
     }
