@@ -117,7 +117,7 @@ pub struct Process {
 }
 
 /// How a task process ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Exit {
     /// The exit code, or 128 + signal number when a signal killed it (the
     /// shell convention), -1 when unknown.
