@@ -326,6 +326,9 @@ impl Node {
     /// (SIGTERM, SIGKILL after the grace period), send what reports can be
     /// sent within a short bound, and return.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        // The node's cgroup folders go when this returns, or when the
+        // future is dropped (a runtime shutting down).
+        let _cgroups = isolation::RemoveOnDrop(self.isolation.clone());
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
@@ -407,8 +410,6 @@ impl Node {
         let _ = stop_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(1), grpc).await;
         let _ = tokio::time::timeout(Duration::from_secs(1), httpd).await;
-        let isolation = self.isolation.clone();
-        let _ = tokio::task::spawn_blocking(move || isolation.remove_node_dirs()).await;
     }
 
     /// `/healthz`: unhealthy when the scheduler has not acknowledged a

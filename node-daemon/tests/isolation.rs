@@ -274,3 +274,83 @@ async fn nothing_the_task_started_outlives_it() {
     assert_removed(&task);
     node_dirs_removed(iso, &task);
 }
+
+#[tokio::test]
+async fn running_tasks_usage_is_in_the_nodes_metrics() {
+    use gpuctl_node::inventory::SimulatedInventory;
+    use gpuctl_node::metrics::Metrics;
+    use prometheus::{Encoder, TextEncoder};
+    use std::sync::Arc;
+
+    let work = tempfile::tempdir().unwrap();
+    let Some(iso) = isolation("metrics", work.path()) else {
+        return;
+    };
+    let inv = Arc::new(SimulatedInventory::from_specs("n", &["1xA100-80GB".to_string()]).unwrap());
+    let metrics = Metrics::new(inv, Arc::new(Isolation::clone(&iso))).unwrap();
+    let task = iso.for_task("busy", 2, 1, 0, 0, &[]);
+    let log = work.path().join("busy.log");
+    let command: Vec<String> = [
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; sleep 30",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let env = BTreeMap::new();
+    let p = runtime::start(&StartSpec {
+        command: &command,
+        env: &env,
+        working_dir: "",
+        log: &log,
+        stdout: None,
+        run_as: None,
+        isolation: Some(&task),
+    })
+    .unwrap();
+    let key = runtime::TaskKey {
+        job: "busy".into(),
+        task_index: 2,
+        attempt: 1,
+    };
+    metrics.tasks.track(key.clone());
+    let scrape = || {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&metrics.registry.gather(), &mut buf)
+            .unwrap();
+        String::from_utf8(buf).unwrap()
+    };
+    // Memory is charged from the start; CPU time once the loop ran a while.
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = scrape();
+        if text.contains("gpuctl_node_task_cpu_seconds_total{job=\"busy\",task=\"2\"} 0.")
+            || text.contains("gpuctl_node_task_cpu_seconds_total{job=\"busy\",task=\"2\"} 1")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        text.contains("gpuctl_node_task_cpu_seconds_total{job=\"busy\",task=\"2\"}"),
+        "{text}"
+    );
+    let memory = text
+        .lines()
+        .find_map(|l| l.strip_prefix("gpuctl_node_task_memory_bytes{job=\"busy\",task=\"2\"} "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no memory line: {text}"));
+    assert!(memory > 0.0, "{text}");
+    // Once the task is over it is no longer reported.
+    runtime::signal_group(p.pid, nix::sys::signal::Signal::SIGKILL);
+    let exit = tokio::time::timeout(Duration::from_secs(10), p.wait())
+        .await
+        .unwrap();
+    assert_eq!(exit.code, 128 + 9);
+    metrics.tasks.untrack(&key);
+    assert!(!scrape().contains("job=\"busy\""));
+    assert_removed(&task);
+    node_dirs_removed(iso, &task);
+}

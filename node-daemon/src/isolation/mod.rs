@@ -311,6 +311,17 @@ impl Isolation {
     }
 }
 
+/// Removes the node's cgroup folders ([`Isolation::remove_node_dirs`])
+/// when dropped.
+#[derive(Debug)]
+pub struct RemoveOnDrop(pub std::sync::Arc<Isolation>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        self.0.remove_node_dirs();
+    }
+}
+
 /// Whether the daemon can give tasks a mount namespace of their own: a
 /// child that makes one and exits.
 fn probe_private_tmp(root: bool) -> Result<(), String> {
