@@ -416,12 +416,16 @@ impl Process {
         };
         signal_group(self.pid, Signal::SIGKILL);
         let active = self.isolation;
-        let plain = exit.clone();
-        match tokio::task::spawn_blocking(move || active.finish(exit)).await {
-            Ok(exit) => exit,
+        let (code, message) = (exit.code, exit.message.clone());
+        match tokio::task::spawn_blocking(move || active.finish(code, &message)).await {
+            Ok(ended) => Exit {
+                message: ended.oom_message.unwrap_or(exit.message),
+                usage: ended.usage,
+                code: exit.code,
+            },
             Err(e) => {
                 tracing::warn!("reading the cgroup of process group {}: {e}", self.pid);
-                plain
+                exit
             }
         }
     }

@@ -11,7 +11,8 @@
 //!                 child: join the cgroups, unshare the mount namespace, /
 //!                 slave, bind the folder on /tmp, drop to the task's user ─► exec
 //!  task end       Process::wait → Active::finish: OOM kills → "OOMKilled: ...",
-//!                 usage into Exit, what is left in the cgroup killed, cgroup removed
+//!                 usage (runtime puts both in Exit), what is left in the cgroup
+//!                 killed, cgroup removed
 //!                 (the /tmp folder is removed by the caller once outputs are read)
 //! ```
 //!
@@ -545,21 +546,31 @@ impl Active {
         }
     }
 
-    /// After the task's main process ended (and its group was killed):
-    /// name an OOM kill in `exit`, add the usage, kill what is left in the
-    /// cgroup and remove it. Blocking (bounded): run off the async threads.
-    pub fn finish(self, exit: crate::runtime::Exit) -> crate::runtime::Exit {
+    /// After the task's main process ended with `code` and `message` (and
+    /// its group was killed): what its cgroup says, then kill what is left
+    /// in the cgroup and remove it. Blocking (bounded): run off the async
+    /// threads.
+    pub fn finish(self, code: i32, message: &str) -> Ended {
         let Some((cg, limit)) = self.cgroup else {
-            return exit;
+            return Ended::default();
         };
         let usage = cg.usage();
-        let exit = oom_exit(exit, cg.oom_kills(), cg.limit_hits(), limit);
+        let oom_message = oom_message(code, message, cg.oom_kills(), cg.limit_hits(), limit);
         cg.remove();
-        crate::runtime::Exit {
+        Ended {
             usage: Some(usage),
-            ..exit
+            oom_message,
         }
     }
+}
+
+/// What a task's cgroup said when the task ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ended {
+    /// `None`: the task had no cgroup.
+    pub usage: Option<Usage>,
+    /// Its memory limit killed it: the message it ends with.
+    pub oom_message: Option<String>,
 }
 
 /// `64Mi`, `1Gi`, `1536Ki`; bytes that are no whole KiB as `1000B`.
@@ -573,84 +584,63 @@ pub fn format_bytes(n: u64) -> String {
     format!("{n}B")
 }
 
-/// `exit` of a task whose cgroup counted `oom_kills` (None: the kernel
-/// keeps no count) and `limit_hits` (v1 `memory.failcnt`), under a memory
-/// limit of `limit` bytes (0: none). A task that failed after the OOM
-/// killer killed one of its processes, or (without a count) that was
-/// SIGKILLed after hitting its limit, was killed by its memory limit. Pure.
-pub fn oom_exit(
-    exit: crate::runtime::Exit,
+/// The message of a task that ended with exit `code` and `message` in a
+/// cgroup that counted `oom_kills` (None: the kernel keeps no count) and
+/// `limit_hits` (v1 `memory.failcnt`), under a memory limit of `limit`
+/// bytes (0: none), when its limit killed it: it failed after the OOM
+/// killer killed one of its processes, or (without a count) it was
+/// SIGKILLed after hitting its limit. `None` otherwise. Pure.
+pub fn oom_message(
+    code: i32,
+    message: &str,
     oom_kills: Option<u64>,
     limit_hits: Option<u64>,
     limit: u64,
-) -> crate::runtime::Exit {
+) -> Option<String> {
     let killed = match oom_kills {
         Some(n) => n > 0,
-        None => limit_hits.unwrap_or(0) > 0 && exit.code == 128 + 9,
+        None => limit_hits.unwrap_or(0) > 0 && code == 128 + 9,
     };
-    if exit.succeeded() || limit == 0 || !killed {
-        return exit;
+    if code == 0 || limit == 0 || !killed {
+        return None;
     }
-    crate::runtime::Exit {
-        message: format!(
-            "OOMKilled: the task used more than its memory limit of {} ({})",
-            format_bytes(limit),
-            exit.message
-        ),
-        ..exit
-    }
+    Some(format!(
+        "OOMKilled: the task used more than its memory limit of {} ({message})",
+        format_bytes(limit)
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::Exit;
-
-    fn exit(code: i32, message: &str) -> Exit {
-        Exit {
-            code,
-            message: message.into(),
-            usage: None,
-        }
-    }
 
     #[test]
     fn oom_kills_are_named_with_the_limit() {
-        let e = oom_exit(
-            exit(137, "killed by SIGKILL (signal 9)"),
-            Some(1),
-            None,
-            64 << 20,
-        );
+        let m = oom_message(137, "killed by SIGKILL (signal 9)", Some(1), None, 64 << 20);
         assert_eq!(
-            e.message,
-            "OOMKilled: the task used more than its memory limit of 64Mi (killed by SIGKILL \
-             (signal 9))"
+            m.as_deref(),
+            Some(
+                "OOMKilled: the task used more than its memory limit of 64Mi (killed by SIGKILL \
+                 (signal 9))"
+            )
         );
-        assert_eq!(e.code, 137);
         // A shell whose child was killed exits with 137 itself.
-        let e = oom_exit(exit(137, "exited with code 137"), Some(2), None, 1 << 30);
-        assert!(e.message.starts_with("OOMKilled: "), "{}", e.message);
-        assert!(e.message.contains("limit of 1Gi"), "{}", e.message);
+        let m = oom_message(137, "exited with code 137", Some(2), None, 1 << 30).unwrap();
+        assert!(m.starts_with("OOMKilled: "), "{m}");
+        assert!(m.contains("limit of 1Gi"), "{m}");
         // Old v1 kernels: no count, the limit was hit and SIGKILL came.
-        let e = oom_exit(
-            exit(137, "killed by SIGKILL (signal 9)"),
-            None,
-            Some(5),
-            1000,
-        );
-        assert!(e.message.contains("limit of 1000B"), "{}", e.message);
+        let m = oom_message(137, "killed by SIGKILL (signal 9)", None, Some(5), 1000).unwrap();
+        assert!(m.contains("limit of 1000B"), "{m}");
     }
 
     #[test]
     fn other_ends_are_left_alone() {
-        let ok = exit(0, "");
-        assert_eq!(oom_exit(ok.clone(), Some(1), None, 64 << 20), ok);
-        let failed = exit(1, "exited with code 1");
-        assert_eq!(oom_exit(failed.clone(), Some(0), Some(3), 64 << 20), failed);
-        assert_eq!(oom_exit(failed.clone(), Some(1), None, 0), failed);
-        let term = exit(143, "killed by SIGTERM (signal 15)");
-        assert_eq!(oom_exit(term.clone(), None, Some(3), 64 << 20), term);
+        assert_eq!(oom_message(0, "", Some(1), None, 64 << 20), None);
+        let failed = "exited with code 1";
+        assert_eq!(oom_message(1, failed, Some(0), Some(3), 64 << 20), None);
+        assert_eq!(oom_message(1, failed, Some(1), None, 0), None);
+        let term = "killed by SIGTERM (signal 15)";
+        assert_eq!(oom_message(143, term, None, Some(3), 64 << 20), None);
     }
 
     #[test]
