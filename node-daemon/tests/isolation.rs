@@ -354,3 +354,39 @@ async fn running_tasks_usage_is_in_the_nodes_metrics() {
     assert_removed(&task);
     node_dirs_removed(iso, &task);
 }
+
+#[tokio::test]
+async fn device_rules_reach_the_tasks_devices_cgroup() {
+    let work = tempfile::tempdir().unwrap();
+    let Some(iso) = isolation("devices", work.path()) else {
+        return;
+    };
+    let mut task = iso.for_task("dev", 0, 1, 0, 0, &[]);
+    let Some((cg, limits)) = task.cgroup.as_mut() else {
+        unreachable!("isolation() returns only hosts with cgroups")
+    };
+    if cg.devices.is_none() {
+        eprintln!("skipping device_rules_reach_the_tasks_devices_cgroup: no v1 devices controller");
+        return;
+    }
+    // This host has no GPU device file: the rules are those for one, with
+    // /dev/null (1:3) standing in for a GPU that is not the task's.
+    limits.devices = Some(gpuctl_node::isolation::devices::Rules {
+        deny: vec!["c 1:3 rwm".into()],
+        allow: vec!["c 1:5 rwm".into()],
+    });
+    let (exit, log) = run(
+        work.path(),
+        "dev",
+        "if (echo x > /dev/null) 2>/dev/zero; then echo null-open; else echo null-denied; fi; \
+         head -c 1 /dev/zero | od -An -tx1 && echo zero-open",
+        &task,
+        None,
+    )
+    .await;
+    assert!(exit.succeeded(), "{exit:?} {log}");
+    assert!(log.contains("null-denied"), "{log}");
+    assert!(log.contains("zero-open"), "{log}");
+    assert_removed(&task);
+    node_dirs_removed(iso, &task);
+}
