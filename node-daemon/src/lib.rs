@@ -33,6 +33,12 @@
 //! refused with the rule it breaks ([`owner`]); its log, folder and step
 //! files are that user's.
 //!
+//! Confinement: each task runs in a cgroup of its own (CPU quota, memory
+//! limit, pids limit, GPU device rules) and with its own `/tmp`, and its
+//! exit says `OOMKilled: ...` when its memory limit killed it
+//! ([`isolation`]); without root or cgroups the daemon says so once at
+//! start and runs tasks without limits.
+//!
 //! The pure parts are [`env::task_env`] (what a task sees), [`agent::plan()`]
 //! (desired vs. local → actions) and the inventory parsers; the rest is the
 //! I/O shell around them. [`Node`] ties it together; `main.rs` only parses

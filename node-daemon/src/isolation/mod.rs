@@ -167,6 +167,11 @@ impl Isolation {
                         std::fs::create_dir_all(&dir)
                             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
                     }
+                    // A task cgroup can be made (v2: the controllers can be
+                    // enabled below the daemon's cgroup).
+                    let probe = l.task(node, "probe");
+                    probe.create(&Limits::default())?;
+                    probe.remove();
                     Ok(l)
                 })
             } else {
