@@ -11,6 +11,13 @@
 //! hierarchy wins (hybrid hosts mount v1 controllers next to an unified
 //! hierarchy that has none), else the unified (v2) hierarchy when the
 //! daemon's cgroup offers `memory`, `cpu` and `pids`.
+//!
+//! On v2 the controllers are enabled down from the daemon's own cgroup;
+//! since a cgroup that holds processes cannot enable them for its children,
+//! a daemon alone in its cgroup (a systemd unit with `Delegate=yes`) first
+//! moves itself into a leaf `<own>/gpu-node`. The v1 path runs in this
+//! crate's tests (hybrid hosts); the v2 path is covered by the layout's
+//! unit tests only.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -22,13 +22,17 @@
 //! [`install`] hands [`Hook::run`] to `Command::pre_exec`; the hook only
 //! makes system calls (no allocation) on what was prepared before the fork.
 //!
-//! cgroups are written by hand ([`cgroup`]) rather than with `cgroups-rs`:
-//! its 0.5 release depends on `zbus` (an async D-Bus stack) unconditionally,
-//! on a second `nix` (0.25) and a second `thiserror` (1.x), for about ten
-//! files this module writes; and its hierarchy handling starts at each
-//! mount's root, where task cgroups here go below the daemon's own cgroup
-//! of each controller (the hybrid hosts we run on put the daemon in
-//! `memory:/process_api/<id>`, other controllers at `/`).
+//! cgroups are written by hand ([`cgroup`]) rather than with `cgroups-rs`
+//! (0.5.1, the maintained crate): it depends unconditionally on `zbus` (an
+//! async D-Bus stack, for its systemd manager) and brings a second `nix`
+//! (0.25) and a second `thiserror` (1.x), all for about ten cgroupfs files
+//! this module reads and writes. It could place v1 cgroups below the
+//! daemon's own (`Cgroup::new_with_relative_paths`), but the parts that
+//! matter here would still be ours: the `cgroup.procs` files opened before
+//! the fork, the v1/v2 OOM counters, and the layout decision on hybrid hosts
+//! (v1 controllers next to an unified hierarchy with none, the daemon in
+//! `memory:/process_api/<id>` and `/` elsewhere). Its build cost was not
+//! measured: the dependency list settled it.
 //!
 //! GPU device rules ([`devices`]) are applied on v1 only; see that module
 //! for what v2 lacks.
