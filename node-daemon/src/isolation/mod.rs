@@ -19,7 +19,7 @@
 //! The child joins its cgroups before exec (writing `0` to each
 //! `cgroup.procs` opened before the fork), so nothing it starts escapes
 //! them. This is the one place of the daemon with `unsafe` code:
-//! [`install`] hands [`Hook::run`] to `Command::pre_exec`; the hook only
+//! [`install`] hands `Hook::run` to `Command::pre_exec`; the hook only
 //! makes system calls (no allocation) on what was prepared before the fork.
 //!
 //! cgroups are written by hand ([`cgroup`]) rather than with `cgroups-rs`
@@ -379,7 +379,7 @@ struct Mounts {
 }
 
 /// What the child does between fork and exec, all prepared before the
-/// fork. See [`Hook::run`].
+/// fork. See `Hook::run`.
 #[derive(Debug)]
 pub struct Hook {
     /// `cgroup.procs` of each of the task's cgroups, open for writing.
