@@ -404,7 +404,9 @@ pub fn note_in_log(log: &Path, message: &str) {
 
 impl Process {
     /// Wait for the task's main process to end. Whatever it left running in
-    /// its group is then killed: a task is over when its main process is.
+    /// its group (and, with a cgroup, anywhere in that) is then killed: a
+    /// task is over when its main process is. With a cgroup, the exit names
+    /// an OOM kill and carries the task's usage, and the cgroup is removed.
     pub async fn wait(mut self) -> Exit {
         let exit = match self.child.wait().await {
             Ok(status) => Exit::from_status(status),
