@@ -661,6 +661,20 @@ pub struct TaskStatus {
     pub start_time_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finish_time_ms: Option<u64>,
+    /// What the task used, as its node's cgroup counted it (a task that
+    /// ended on a node with cgroups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<TaskUsage>,
+}
+
+/// CPU time and memory one task used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskUsage {
+    /// CPU time of all its processes, in milliseconds.
+    pub cpu_ms: u64,
+    /// The most memory it held at once (0: the node's kernel keeps no peak).
+    pub memory_peak_bytes: u64,
 }
 
 /// An attempt that ended and was followed by another.

@@ -342,27 +342,40 @@ pub fn describe_job(j: &Job, now_ms: u64) -> String {
         kv("Labels", labels_line(&j.metadata.labels));
     }
     task_groups(&mut o, &j.spec.tasks);
+    // CPU time and peak memory, once a node with cgroups reported them.
+    let with_usage = s.tasks.iter().any(|t| t.usage.is_some());
     let rows: Vec<Vec<String>> = s
         .tasks
         .iter()
         .map(|t| {
-            vec![
+            let mut row = vec![
                 t.index.to_string(),
                 t.group.clone(),
                 t.phase.to_string(),
                 t.node.clone().unwrap_or_else(|| "-".into()),
                 gpu_list(&t.gpus),
                 t.exit_code.map_or("-".into(), |c| c.to_string()),
-                t.message.clone().unwrap_or_else(|| "-".into()),
-            ]
+            ];
+            if with_usage {
+                row.push(
+                    t.usage
+                        .map_or("-".into(), |u| format!("{:.1}s", u.cpu_ms as f64 / 1000.0)),
+                );
+                row.push(match t.usage {
+                    Some(u) if u.memory_peak_bytes > 0 => human_bytes(u.memory_peak_bytes),
+                    _ => "-".into(),
+                });
+            }
+            row.push(t.message.clone().unwrap_or_else(|| "-".into()));
+            row
         })
         .collect();
-    push_section(
-        &mut o,
-        "Tasks",
-        &["INDEX", "GROUP", "PHASE", "NODE", "GPUS", "EXIT", "MESSAGE"],
-        &rows,
-    );
+    let mut headers = vec!["INDEX", "GROUP", "PHASE", "NODE", "GPUS", "EXIT"];
+    if with_usage {
+        headers.extend(["CPU", "MEM PEAK"]);
+    }
+    headers.push("MESSAGE");
+    push_section(&mut o, "Tasks", &headers, &rows);
     push_events(&mut o, &s.events, now_ms);
     o
 }

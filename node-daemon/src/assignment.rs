@@ -55,6 +55,10 @@ pub struct Assignment {
     pub secret_files: BTreeMap<String, Vec<u8>>,
     /// Why the task cannot have its secrets; it fails with this.
     pub secret_error: String,
+    /// `resources.cpu` in thousandths of a CPU: the task's CPU quota (0: none).
+    pub cpu_milli: u64,
+    /// `resources.memory` in bytes: the task's memory limit (0: none).
+    pub memory_bytes: u64,
 }
 
 impl Assignment {
@@ -102,6 +106,8 @@ impl From<TaskAssignment> for Assignment {
             secret_env: a.secret_env.into_iter().collect(),
             secret_files: a.secret_files.into_iter().collect(),
             secret_error: a.secret_error,
+            cpu_milli: a.cpu_milli,
+            memory_bytes: a.memory_bytes,
         }
     }
 }
@@ -148,6 +154,8 @@ pub struct TaskReport {
     pub port: u16,
     /// A workflow step's outputs, sent with its final phase.
     pub outputs: Option<StepOutputs>,
+    /// What a task that ended used (tasks with a cgroup).
+    pub usage: Option<crate::isolation::Usage>,
 }
 
 impl TaskReport {
@@ -168,6 +176,10 @@ impl TaskReport {
             message: self.message.clone(),
             pid: self.pid,
             port: u32::from(self.port),
+            usage: self.usage.map(|u| pb::TaskUsage {
+                cpu_ms: u.cpu_ms,
+                memory_peak_bytes: u.memory_peak_bytes,
+            }),
         }
     }
 }
@@ -256,8 +268,15 @@ mod tests {
             pid: 0,
             port: 8080,
             outputs: None,
+            usage: Some(crate::isolation::Usage {
+                cpu_ms: 1500,
+                memory_bytes: 0,
+                memory_peak_bytes: 64 << 20,
+            }),
         };
         assert!(r.is_final());
+        let u = r.to_proto().usage.expect("usage sent");
+        assert_eq!((u.cpu_ms, u.memory_peak_bytes), (1500, 64 << 20));
         let p = r.to_proto();
         assert_eq!(
             (p.phase(), p.job.as_str(), p.port),

@@ -39,6 +39,13 @@
 //! meanwhile. Supervisors stop their task when the daemon has not reached
 //! the scheduler for the fence timeout ([`supervisor::lease`]).
 //!
+//! Confinement: each task runs in a cgroup of its own (CPU quota, memory
+//! limit, pids limit, GPU device rules) and with its own `/tmp`, and its
+//! exit says `OOMKilled: ...` when its memory limit killed it
+//! ([`isolation`]); without root or cgroups the daemon says so once at
+//! start and runs tasks without limits. The supervisor sets both up as it
+//! starts the task, and reads them back when it ends.
+//!
 //! The pure parts are [`env::task_env`] (what a task sees), [`agent::plan()`]
 //! (desired vs. local → actions) and the inventory parsers; the rest is the
 //! I/O shell around them. [`Node`] ties it together; `main.rs` only parses
@@ -48,6 +55,7 @@ pub mod agent;
 pub mod assignment;
 pub mod env;
 pub mod inventory;
+pub mod isolation;
 pub mod logs;
 pub mod metrics;
 pub mod owner;
@@ -123,6 +131,8 @@ pub struct Config {
     /// the NodeAgent service serves TLS and requires a client certificate
     /// from the CA. None: plaintext.
     pub tls: Option<gpuctl_security::tls::Tls>,
+    /// Tasks' cgroups, pids limit and private `/tmp` ([`isolation`]).
+    pub isolation: isolation::Options,
 }
 
 /// Why the daemon could not start.
@@ -147,6 +157,8 @@ pub enum NodeError {
     Metrics(#[from] prometheus::Error),
     #[error("TLS for the NodeAgent service: {0}")]
     Tls(String),
+    #[error("{0}")]
+    Isolation(String),
 }
 
 /// A daemon with its listeners bound, ready to [`Node::run`].
@@ -163,6 +175,8 @@ pub struct Node {
     /// The NodeAgent service's server, with TLS (client certificates
     /// required) when configured.
     agent_server: tonic::transport::Server,
+    /// What confines tasks here, found at start.
+    isolation: Arc<isolation::Isolation>,
 }
 
 impl std::fmt::Debug for Node {
@@ -287,7 +301,21 @@ impl Node {
                 "killed {leftovers} task process group(s) a previous run of this daemon left running"
             );
         }
-        let metrics = Metrics::new(inventory.clone())?;
+        let isolation =
+            isolation::Isolation::detect(&config.isolation, &config.name, &config.work_dir)
+                .map_err(NodeError::Isolation)?;
+        for note in &isolation.notes {
+            tracing::info!("{note}");
+        }
+        for warning in &isolation.warnings {
+            tracing::warn!("{warning}");
+        }
+        let cgroups_left = isolation.remove_leftovers();
+        if cgroups_left > 0 {
+            tracing::warn!("removed {cgroups_left} empty task cgroup(s) a previous run left");
+        }
+        let isolation = Arc::new(isolation);
+        let metrics = Metrics::new(inventory.clone(), isolation.clone())?;
         Ok(Node {
             config,
             inventory,
@@ -299,6 +327,7 @@ impl Node {
             servers,
             metrics,
             agent_server,
+            isolation,
         })
     }
 
@@ -321,6 +350,9 @@ impl Node {
     /// (SIGTERM, SIGKILL after the grace period), send what reports can be
     /// sent within a short bound, and return.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        // The node's cgroup folders go when this returns, or when the
+        // future is dropped (a runtime shutting down).
+        let _cgroups = isolation::RemoveOnDrop(self.isolation.clone());
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
@@ -379,6 +411,7 @@ impl Node {
                 tasks_dir: self.config.work_dir.join("tasks"),
                 artifact_dir,
                 secrets_dir: self.config.work_dir.join("secrets"),
+                isolation: self.isolation.clone(),
             },
             self.inventory.clone(),
             self.metrics.clone(),

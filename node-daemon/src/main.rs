@@ -131,6 +131,21 @@ struct Cli {
     /// (mode 0600) after joining [default: WORK_DIR/node.token].
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
+
+    /// Tasks' cgroups (CPU quota from resources.cpu, memory limit from
+    /// resources.memory, pids limit, GPU device rules): auto (when this host
+    /// allows it; else the daemon says so and runs tasks without limits),
+    /// required (do not start without them) or off.
+    #[arg(long, default_value = "auto", value_name = "auto|required|off")]
+    cgroups: gpuctl_node::isolation::CgroupMode,
+
+    /// Most processes and threads a task may have at once (pids.max); 0: no limit.
+    #[arg(long, default_value_t = gpuctl_node::isolation::DEFAULT_PIDS_MAX, value_name = "N")]
+    task_pids_max: u64,
+
+    /// Let tasks share the host's /tmp instead of each having its own.
+    #[arg(long)]
+    no_private_tmp: bool,
 }
 
 /// `500ms`, `1s`, `1.5s`, `2m`.
@@ -301,6 +316,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         token_file: cli.token_file.clone(),
         join_token_file: cli.join_token_file.clone(),
         tls,
+        isolation: gpuctl_node::isolation::Options {
+            cgroups: cli.cgroups,
+            pids_max: cli.task_pids_max,
+            private_tmp: !cli.no_private_tmp,
+        },
     };
     let work_dir = config.work_dir.clone();
     let node = Node::bind(config, inventory.clone())

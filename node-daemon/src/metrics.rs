@@ -2,16 +2,22 @@
 //!
 //! GPU gauges mirror the DCGM exporter's meanings and are sampled from the
 //! inventory at scrape time, so `/metrics` is never staler than one scrape.
+//! So are the running tasks' CPU time and memory (labels `job`, `task`),
+//! read from their cgroups (tasks without a cgroup have none).
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    CounterVec, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry,
 };
 
 use crate::inventory::GpuInventory;
+use crate::isolation::Isolation;
+use crate::runtime::TaskKey;
 
 /// The daemon's metrics and the registry that serves them.
 #[derive(Clone)]
@@ -26,6 +32,27 @@ pub struct Metrics {
     pub task_exits: IntCounterVec,
     /// From receiving an assignment to the process being spawned.
     pub start_latency: Histogram,
+    /// The tasks whose usage is exported (running ones).
+    pub tasks: TaskSet,
+}
+
+/// The running tasks, whose cgroups are read on each scrape.
+#[derive(Debug, Clone, Default)]
+pub struct TaskSet(Arc<Mutex<BTreeSet<TaskKey>>>);
+
+impl TaskSet {
+    pub fn track(&self, key: TaskKey) {
+        self.lock().insert(key);
+    }
+    pub fn untrack(&self, key: &TaskKey) {
+        self.lock().remove(key);
+    }
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<TaskKey>> {
+        match self.0.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -35,8 +62,12 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    /// Register every metric; the GPU gauges read `inventory` on each scrape.
-    pub fn new(inventory: Arc<dyn GpuInventory>) -> Result<Metrics, prometheus::Error> {
+    /// Register every metric; the GPU gauges read `inventory` on each
+    /// scrape, the task gauges the cgroups `isolation` names.
+    pub fn new(
+        inventory: Arc<dyn GpuInventory>,
+        isolation: Arc<Isolation>,
+    ) -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
         gpuctl_telemetry::register_build_info(&registry, "node")?;
         let tasks_running = IntGauge::new(
@@ -66,6 +97,8 @@ impl Metrics {
         registry.register(Box::new(task_exits.clone()))?;
         registry.register(Box::new(start_latency.clone()))?;
         registry.register(Box::new(GpuCollector::new(inventory)?))?;
+        let tasks = TaskSet::default();
+        registry.register(Box::new(TaskCollector::new(isolation, tasks.clone())?))?;
         // Both series exist from the start, so rate() works on the first exit.
         task_exits.with_label_values(&["succeeded"]);
         task_exits.with_label_values(&["failed"]);
@@ -76,7 +109,93 @@ impl Metrics {
             task_starts,
             task_exits,
             start_latency,
+            tasks,
         })
+    }
+}
+
+/// Per-task CPU time and memory, read from the cgroups of the tracked
+/// tasks on every scrape.
+struct TaskCollector {
+    isolation: Arc<Isolation>,
+    tasks: TaskSet,
+    cpu: CounterVec,
+    memory: GaugeVec,
+    memory_peak: GaugeVec,
+    descs: Vec<Desc>,
+}
+
+const TASK_LABELS: [&str; 2] = ["job", "task"];
+
+impl TaskCollector {
+    fn new(isolation: Arc<Isolation>, tasks: TaskSet) -> Result<Self, prometheus::Error> {
+        let cpu = CounterVec::new(
+            Opts::new(
+                "gpuctl_node_task_cpu_seconds_total",
+                "CPU time used by a running task's processes (its cgroup).",
+            ),
+            &TASK_LABELS,
+        )?;
+        let memory = GaugeVec::new(
+            Opts::new(
+                "gpuctl_node_task_memory_bytes",
+                "Memory charged to a running task's cgroup.",
+            ),
+            &TASK_LABELS,
+        )?;
+        let memory_peak = GaugeVec::new(
+            Opts::new(
+                "gpuctl_node_task_memory_peak_bytes",
+                "The most memory charged to a running task's cgroup so far (0: not kept).",
+            ),
+            &TASK_LABELS,
+        )?;
+        let mut descs = Vec::new();
+        descs.extend(cpu.desc().into_iter().cloned());
+        descs.extend(memory.desc().into_iter().cloned());
+        descs.extend(memory_peak.desc().into_iter().cloned());
+        Ok(TaskCollector {
+            isolation,
+            tasks,
+            cpu,
+            memory,
+            memory_peak,
+            descs,
+        })
+    }
+}
+
+impl Collector for TaskCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.cpu.reset();
+        self.memory.reset();
+        self.memory_peak.reset();
+        let keys: Vec<TaskKey> = self.tasks.lock().iter().cloned().collect();
+        for k in keys {
+            let Some(cg) = self.isolation.task_cgroup(&k.job, k.task_index, k.attempt) else {
+                continue;
+            };
+            let u = cg.usage();
+            let index = k.task_index.to_string();
+            let labels = [k.job.as_str(), index.as_str()];
+            self.cpu
+                .with_label_values(&labels)
+                .inc_by(u.cpu_ms as f64 / 1000.0);
+            self.memory
+                .with_label_values(&labels)
+                .set(u.memory_bytes as f64);
+            self.memory_peak
+                .with_label_values(&labels)
+                .set(u.memory_peak_bytes as f64);
+        }
+        let mut out = self.cpu.collect();
+        out.extend(self.memory.collect());
+        out.extend(self.memory_peak.collect());
+        out
     }
 }
 
@@ -208,7 +327,7 @@ mod tests {
     fn gpu_gauges_follow_the_inventory() {
         let inv =
             Arc::new(SimulatedInventory::from_specs("n", &["2xA100-80GB".to_string()]).unwrap());
-        let m = Metrics::new(inv.clone()).unwrap();
+        let m = Metrics::new(inv.clone(), Arc::new(Isolation::none())).unwrap();
         inv.set_busy(&[1]);
         m.task_starts.inc();
         let mut buf = Vec::new();

@@ -8,6 +8,11 @@
 //!
 //! A task with an owner runs as that owner's Unix identity
 //! ([`crate::owner`]); its log file is then the owner's, mode 0600.
+//!
+//! With a [`TaskIsolation`] the process starts in its own cgroup (limits)
+//! and with its own `/tmp` ([`crate::isolation`]), and [`Process::wait`]
+//! names an OOM kill, reports the task's CPU time and memory, and removes
+//! the cgroup.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -21,6 +26,7 @@ use std::time::Duration;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
+use crate::isolation::{self, TaskIsolation, Usage};
 use crate::owner::{self, RunAs};
 
 /// Identifies one attempt of one task: what assignments, reports and log
@@ -96,6 +102,8 @@ pub struct StartSpec<'a> {
     pub stdout: Option<&'a Path>,
     /// Who the process runs as; `None`: the daemon's own user.
     pub run_as: Option<&'a RunAs>,
+    /// Its cgroup and `/tmp`; `None`: neither.
+    pub isolation: Option<&'a TaskIsolation>,
 }
 
 /// A started task process.
@@ -104,6 +112,8 @@ pub struct Process {
     /// Also the id of the process group it leads.
     pub pid: u32,
     child: tokio::process::Child,
+    /// Its cgroup, read and removed when it ends.
+    isolation: isolation::Active,
 }
 
 /// How a task process ended. Serialized: a task's supervisor records it in
@@ -113,8 +123,11 @@ pub struct Exit {
     /// The exit code, or 128 + signal number when a signal killed it (the
     /// shell convention), -1 when unknown.
     pub code: i32,
-    /// Empty on success; otherwise says what happened.
+    /// Empty on success; otherwise says what happened (`OOMKilled: ...`
+    /// when its memory limit killed it).
     pub message: String,
+    /// CPU time and memory of the task, from its cgroup; `None` without one.
+    pub usage: Option<Usage>,
 }
 
 impl Exit {
@@ -129,7 +142,11 @@ impl Exit {
             } else {
                 format!("exited with code {code}")
             };
-            return Exit { code, message };
+            return Exit {
+                code,
+                message,
+                usage: None,
+            };
         }
         if let Some(sig) = status.signal() {
             let name = Signal::try_from(sig)
@@ -138,11 +155,13 @@ impl Exit {
             return Exit {
                 code: 128 + sig,
                 message: format!("killed by {name} (signal {sig})"),
+                usage: None,
             };
         }
         Exit {
             code: -1,
             message: format!("ended with unknown status {status}"),
+            usage: None,
         }
     }
 }
@@ -276,9 +295,21 @@ pub fn start(spec: &StartSpec<'_>) -> Result<Process, StartError> {
             )
         })?;
     }
-    let result = spawn(program, args, spec, &log);
+    let prepared = spec
+        .isolation
+        .map(|iso| {
+            isolation::prepare(iso, spec.run_as).map_err(|e| StartError {
+                exit_code: 127,
+                message: format!("cannot start {program:?}: confining the task: {e}"),
+            })
+        })
+        .transpose();
+    let result = prepared.and_then(|prepared| spawn(program, args, spec, &log, prepared));
     if let Err(e) = &result {
         let _ = writeln!(log, "gpu-node: {e}");
+        if let Some(tmp) = spec.isolation.and_then(|i| i.tmp.as_ref()) {
+            tmp.remove();
+        }
     }
     result
 }
@@ -288,8 +319,44 @@ fn spawn(
     args: &[String],
     spec: &StartSpec<'_>,
     log: &std::fs::File,
+    prepared: Option<isolation::Prepared>,
 ) -> Result<Process, StartError> {
-    let mut cmd = owner::command(program, args, spec.run_as);
+    let (hook, active) = match prepared {
+        Some(p) if !p.hook.is_empty() => (Some(p.hook), p.active),
+        Some(p) => (None, p.active),
+        None => (None, isolation::Active::default()),
+    };
+    let spawned = command(program, args, spec, log, hook)
+        .and_then(|mut cmd| cmd.spawn().map_err(|e| start_error(program, e)));
+    match spawned {
+        Ok(child) => Ok(Process {
+            pid: child.id().unwrap_or(0),
+            child,
+            isolation: active,
+        }),
+        Err(e) => {
+            active.discard();
+            Err(e)
+        }
+    }
+}
+
+/// The task's command: identity, environment, process group, working
+/// directory, output files, and `hook` for the child.
+fn command(
+    program: &str,
+    args: &[String],
+    spec: &StartSpec<'_>,
+    log: &std::fs::File,
+    hook: Option<isolation::Hook>,
+) -> Result<tokio::process::Command, StartError> {
+    // The hook switches user itself, after the steps that need root.
+    let switches_itself = hook.as_ref().is_some_and(isolation::Hook::switches_user);
+    let run_as = if switches_itself { None } else { spec.run_as };
+    let mut cmd = owner::command(program, args, run_as);
+    if let Some(hook) = hook {
+        isolation::install(&mut cmd, hook);
+    }
     cmd.envs(spec.env)
         .stdin(Stdio::null())
         .process_group(0)
@@ -322,9 +389,7 @@ fn spawn(
         .try_clone()
         .map_err(|e| start_error(program, format!("log file: {e}")))?;
     cmd.stdout(out).stderr(err);
-    let child = cmd.spawn().map_err(|e| start_error(program, e))?;
-    let pid = child.id().unwrap_or(0);
-    Ok(Process { pid, child })
+    Ok(cmd)
 }
 
 /// Append `gpu-node: <message>` to a task's log (creating it and its
@@ -340,17 +405,32 @@ pub fn note_in_log(log: &Path, message: &str) {
 
 impl Process {
     /// Wait for the task's main process to end. Whatever it left running in
-    /// its group is then killed: a task is over when its main process is.
+    /// its group (and, with a cgroup, anywhere in that) is then killed: a
+    /// task is over when its main process is. With a cgroup, the exit names
+    /// an OOM kill and carries the task's usage, and the cgroup is removed.
     pub async fn wait(mut self) -> Exit {
         let exit = match self.child.wait().await {
             Ok(status) => Exit::from_status(status),
             Err(e) => Exit {
                 code: -1,
                 message: format!("waiting for the process failed: {e}"),
+                usage: None,
             },
         };
         signal_group(self.pid, Signal::SIGKILL);
-        exit
+        let active = self.isolation;
+        let (code, message) = (exit.code, exit.message.clone());
+        match tokio::task::spawn_blocking(move || active.finish(code, &message)).await {
+            Ok(ended) => Exit {
+                message: ended.oom_message.unwrap_or(exit.message),
+                usage: ended.usage,
+                code: exit.code,
+            },
+            Err(e) => {
+                tracing::warn!("reading the cgroup of process group {}: {e}", self.pid);
+                exit
+            }
+        }
     }
 }
 
@@ -480,6 +560,7 @@ mod tests {
             log: &log,
             stdout: None,
             run_as: None,
+            isolation: None,
         };
         (start(&spec), log)
     }

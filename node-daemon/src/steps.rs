@@ -15,6 +15,10 @@
 //! folder is removed once the step's outputs are collected (a stopped step's
 //! is left).
 //!
+//! A step with its own `/tmp` ([`crate::isolation::private_tmp`]) has its
+//! `/tmp/...` inputs placed in, and its outputs read from, that folder: two
+//! parallel steps that both write `/tmp/out` each report their own.
+//!
 //! A step with an owner gets its folder, script and inputs as that user's
 //! (inputs outside its folder are written with the user's rights), and its
 //! outputs are read back only from files that user owns.
@@ -26,6 +30,7 @@ use std::path::{Component, Path, PathBuf};
 use gpuctl_common::artifact::{ArtifactError, ArtifactKey, ArtifactStore};
 use gpuctl_proto::v1::{ArtifactRef, StepIo, StepOutputs};
 
+use crate::isolation::PrivateTmp;
 use crate::owner::{self, RunAs};
 
 /// Most bytes of standard output kept as `outputs.result`.
@@ -236,6 +241,33 @@ pub struct Prepared {
     pub working_dir: PathBuf,
     /// `Some` for a step whose standard output is its result.
     pub stdout: Option<PathBuf>,
+    /// The step's own `/tmp`, where its `/tmp/...` paths are on the host.
+    pub tmp: Option<PrivateTmp>,
+}
+
+impl Prepared {
+    /// Where a path of the workflow (relative to the step's working
+    /// directory, or under its own `/tmp`) is on the host.
+    fn host_path(&self, p: &str) -> PathBuf {
+        host_path(&self.working_dir, self.tmp.as_ref(), p)
+    }
+}
+
+fn host_path(cwd: &Path, tmp: Option<&PrivateTmp>, p: &str) -> PathBuf {
+    let path = resolve(cwd, p);
+    match tmp {
+        Some(t) => t.host_path(&path),
+        None => path,
+    }
+}
+
+/// Where a step's files go on the host.
+#[derive(Debug, Clone, Copy)]
+pub struct StepFiles<'a> {
+    /// The step's folder (script, standard output, relative paths).
+    pub dir: &'a Path,
+    /// The step's own `/tmp`, made here when inputs go there.
+    pub tmp: Option<&'a PrivateTmp>,
 }
 
 /// Whether `path` is inside `dir` without leaving it through `..`.
@@ -246,15 +278,19 @@ fn inside(dir: &Path, path: &Path) -> bool {
 /// Create the step's folder, write its script, place its input artifacts;
 /// with `run_as`, all of it becomes that user's.
 pub fn prepare(
-    dir: &Path,
+    files: &StepFiles<'_>,
     io: &StepIo,
     command: &[String],
     working_dir: &str,
     store: &FsArtifactStore,
     run_as: Option<&RunAs>,
 ) -> Result<Prepared, String> {
+    let dir = files.dir;
     // A fresh folder: a retried attempt runs on a new job, but be safe.
     let _ = std::fs::remove_dir_all(dir);
+    if let Some(t) = files.tmp {
+        t.create(run_as)?;
+    }
     std::fs::create_dir_all(dir).map_err(|e| format!("creating the step folder {dir:?}: {e}"))?;
     let cwd = if working_dir.is_empty() {
         dir.to_path_buf()
@@ -273,7 +309,7 @@ pub fn prepare(
         if a.path.is_empty() {
             continue;
         }
-        let to = resolve(&cwd, &a.path);
+        let to = host_path(&cwd, files.tmp, &a.path);
         let placed = match run_as.filter(|r| r.switch && !inside(dir, &to)) {
             // Outside the step's folder: written with the user's rights.
             Some(r) => store
@@ -297,6 +333,7 @@ pub fn prepare(
         command,
         working_dir: cwd,
         stdout: io.capture_result.then(|| dir.join("stdout")),
+        tmp: files.tmp.cloned(),
     })
 }
 
@@ -330,17 +367,13 @@ pub fn collect(
     for p in &io.output_parameters {
         // A missing file is left out: the run then names the parameter and
         // its path in the step's error (or uses the declared default).
-        if let Ok(v) = read_bounded(
-            &resolve(&prepared.working_dir, &p.path),
-            MAX_PARAMETER_BYTES,
-            uid,
-        ) {
+        if let Ok(v) = read_bounded(&prepared.host_path(&p.path), MAX_PARAMETER_BYTES, uid) {
             out.parameters
                 .insert(p.name.clone(), v.trim_end_matches('\n').to_string());
         }
     }
     for a in &io.output_artifacts {
-        let from = resolve(&prepared.working_dir, &a.path);
+        let from = prepared.host_path(&a.path);
         if from.is_dir() {
             out.error = format!(
                 "output artifact {:?}: {} is a folder; only files are supported",
@@ -389,6 +422,55 @@ pub fn append_to_log(stdout: &Path, log: &Path, uid: Option<u32>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn files(dir: &Path) -> StepFiles<'_> {
+        StepFiles { dir, tmp: None }
+    }
+
+    #[test]
+    fn tmp_paths_are_in_the_steps_own_tmp() {
+        let root = tempfile::tempdir().unwrap();
+        let store = FsArtifactStore::new(root.path().join("store"));
+        let own = PrivateTmp {
+            dir: root.path().join("tmp/s-0-1"),
+            keep: Vec::new(),
+        };
+        let io = StepIo {
+            workflow: "wf".into(),
+            step: "wf.a".into(),
+            output_parameters: vec![gpuctl_proto::v1::OutputParameter {
+                name: "p".into(),
+                path: "/tmp/out".into(),
+            }],
+            input_artifacts: vec![aref("model", "/tmp/in/m.bin", "wf.a")],
+            output_artifacts: vec![aref("log", "/tmp/log.txt", "wf.b")],
+            ..Default::default()
+        };
+        let mut put = store.clone();
+        let key = key_of(&io.input_artifacts[0]);
+        put.put(&key, b"weights".to_vec()).unwrap();
+        let dir = root.path().join("s-1");
+        let step = StepFiles {
+            dir: &dir,
+            tmp: Some(&own),
+        };
+        let p = prepare(&step, &io, &["true".to_string()], "", &store, None).unwrap();
+        // The input is where the step sees /tmp/in/m.bin.
+        assert_eq!(
+            std::fs::read_to_string(own.dir.join("in/m.bin")).unwrap(),
+            "weights"
+        );
+        // What the step wrote to /tmp/out and /tmp/log.txt is read from its folder.
+        std::fs::write(own.dir.join("out"), "mine\n").unwrap();
+        std::fs::write(own.dir.join("log.txt"), "lines").unwrap();
+        let o = collect(&p, &io, true, &store, None);
+        assert_eq!(o.parameters["p"], "mine");
+        assert_eq!(o.artifacts, ["log"]);
+        assert_eq!(
+            store.get(&key_of(&io.output_artifacts[0])).unwrap(),
+            b"lines"
+        );
+    }
 
     #[test]
     fn workflow_folders_name_their_workflows() {
@@ -455,7 +537,7 @@ mod tests {
         };
         let dir = tmp.path().join("a-1");
         let cmd = vec!["sh".to_string(), "-x".to_string()];
-        let p = prepare(&dir, &io, &cmd, "", &store, None).unwrap();
+        let p = prepare(&files(&dir), &io, &cmd, "", &store, None).unwrap();
         assert_eq!(p.command[0], "sh");
         assert!(p.command[1].ends_with("/script"));
         assert_eq!(p.command[2], "-x");
@@ -473,7 +555,7 @@ mod tests {
             ..Default::default()
         };
         let dir2 = tmp.path().join("b-1");
-        prepare(&dir2, &io2, &cmd, "", &store, None).unwrap();
+        prepare(&files(&dir2), &io2, &cmd, "", &store, None).unwrap();
         assert_eq!(
             std::fs::read_to_string(dir2.join("in/m.bin")).unwrap(),
             "weights"
@@ -483,7 +565,8 @@ mod tests {
             input_artifacts: vec![aref("nope", "x", "wf.zz")],
             ..Default::default()
         };
-        let e = prepare(&tmp.path().join("c-1"), &io3, &cmd, "", &store, None).unwrap_err();
+        let c = tmp.path().join("c-1");
+        let e = prepare(&files(&c), &io3, &cmd, "", &store, None).unwrap_err();
         assert!(e.contains("input artifact \"nope\""), "{e}");
     }
 

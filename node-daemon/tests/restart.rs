@@ -204,7 +204,11 @@ async fn running_tasks_survive_a_daemon_killed_and_restarted() {
     let third = back.remove("third").unwrap();
     assert_eq!(
         (third.phase(), third.exit_code, third.message.as_str()),
-        (TaskPhase::Failed, 5, "exited with code 5"),
+        (
+            TaskPhase::Failed,
+            5,
+            "exited with code 5; last output: started | done"
+        ),
         "the exit recorded while the daemon was down is reported"
     );
     for (job, r) in &back {

@@ -62,6 +62,7 @@ async fn the_agent_requires_a_client_certificate_from_the_ca() {
         tls: Some(tls.clone()),
         token_file: None,
         join_token_file: None,
+        isolation: Default::default(),
     };
     let node = Node::bind(config, inventory).await.unwrap();
     let url = node.identity().agent_endpoint.clone();

@@ -124,6 +124,33 @@ fn describe_job_shows_specs_tasks_and_events() {
         d.contains("Created:      2023-11-14T22:11:50Z (90s ago)"),
         "{d}"
     );
+    assert!(!d.contains("MEM PEAK"), "no usage, no columns: {d}");
+}
+
+#[test]
+fn describe_job_shows_what_ended_tasks_used() {
+    let (mut jobs, _) = fixture();
+    let j = &mut jobs[1];
+    j.status.tasks[2].phase = TaskPhase::Failed;
+    j.status.tasks[2].exit_code = Some(137);
+    j.status.tasks[2].message =
+        Some("OOMKilled: the task used more than its memory limit of 64Mi".into());
+    j.status.tasks[2].usage = Some(gpuctl_common::api::TaskUsage {
+        cpu_ms: 1250,
+        memory_peak_bytes: 64 << 20,
+    });
+    let d = describe_job(j, NOW);
+    assert!(
+        d.contains("INDEX   GROUP   PHASE     NODE   GPUS     EXIT   CPU    MEM PEAK   MESSAGE"),
+        "{d}"
+    );
+    assert!(
+        d.contains(
+            "2       main    Failed    n2     0(0.5)   137    1.2s   64Mi       OOMKilled: the \
+             task used more than its memory limit of 64Mi"
+        ),
+        "{d}"
+    );
 }
 
 #[test]

@@ -27,6 +27,7 @@ use super::plan::{plan, Action, LocalState};
 use crate::assignment::{Assignment, TaskReport};
 use crate::env::task_env;
 use crate::inventory::GpuInventory;
+use crate::isolation::{Isolation, PrivateTmp, TaskIsolation};
 use crate::logs::LiveTasks;
 use crate::metrics::Metrics;
 use crate::owner::{self, RunAs};
@@ -86,6 +87,9 @@ struct LocalTask {
     step: Option<Box<StepRun>>,
     /// The folder made for a task run as its owner, removed when it exits.
     scratch: Option<PathBuf>,
+    /// The task's own `/tmp`, removed when it exits (after its outputs
+    /// are read).
+    tmp: Option<PrivateTmp>,
 }
 
 impl LocalTask {
@@ -104,6 +108,7 @@ impl LocalTask {
             exited: None,
             step: None,
             scratch: None,
+            tmp: None,
         }
     }
 
@@ -149,6 +154,8 @@ pub struct ReconcilerConfig {
     pub artifact_dir: PathBuf,
     /// Tasks' secret files (see [`crate::secrets`]).
     pub secrets_dir: PathBuf,
+    /// What confines tasks on this host (cgroups, private `/tmp`).
+    pub isolation: Arc<Isolation>,
 }
 
 /// Owns the local task table; see the module docs.
@@ -265,17 +272,29 @@ impl Reconciler {
             return;
         }
         let (mut step, mut scratch) = (None, None);
-        let (started, port) = self.spawn(&key, a, &mut step, &mut scratch);
+        let iso = self.cfg.isolation.for_task(
+            &key.job,
+            key.task_index,
+            key.attempt,
+            a.cpu_milli,
+            a.memory_bytes,
+            &a.gpu_indices,
+        );
+        let (started, port) = self.spawn(&key, a, &iso, &mut step, &mut scratch);
         match started {
             Ok(launched) => {
                 self.started(key.clone(), a, launched, port, step, received);
                 if let Some(t) = self.tasks.get_mut(&key) {
                     t.scratch = scratch;
+                    t.tmp = iso.tmp;
                 }
             }
             Err(e) => {
                 if let Some(dir) = scratch {
                     let _ = std::fs::remove_dir_all(dir);
+                }
+                if let Some(tmp) = &iso.tmp {
+                    tmp.remove();
                 }
                 self.start_failed(&key, &e, true);
                 self.tasks.insert(key, LocalTask::done());
@@ -290,6 +309,7 @@ impl Reconciler {
         &mut self,
         key: &TaskKey,
         a: &Assignment,
+        iso: &TaskIsolation,
         step: &mut Option<Box<StepRun>>,
         scratch: &mut Option<PathBuf>,
     ) -> (Result<Launched, StartError>, u16) {
@@ -387,10 +407,11 @@ impl Reconciler {
                     log: &log,
                     stdout: None,
                     run_as: run_as.as_ref(),
+                    isolation: Some(iso),
                 },
                 &meta,
             ),
-            Some(io) => self.start_step(key, a, io, &env, log, run_as.as_ref(), step, meta),
+            Some(io) => self.start_step(key, a, io, &env, log, run_as.as_ref(), iso, step, meta),
         };
         (started, port)
     }
@@ -476,6 +497,7 @@ impl Reconciler {
                 exited: Some(exited_rx),
                 step,
                 scratch: None,
+                tmp: None,
             },
         );
     }
@@ -537,12 +559,17 @@ impl Reconciler {
         env: &BTreeMap<String, String>,
         log: PathBuf,
         run_as: Option<&RunAs>,
+        iso: &TaskIsolation,
         step: &mut Option<Box<StepRun>>,
         mut meta: Meta,
     ) -> Result<Launched, StartError> {
         let dir = self.step_dir(key);
         let store = steps::FsArtifactStore::new(&self.cfg.artifact_dir);
-        let prepared = steps::prepare(&dir, io, &a.command, &a.working_dir, &store, run_as)
+        let files = steps::StepFiles {
+            dir: &dir,
+            tmp: iso.tmp.as_ref(),
+        };
+        let prepared = steps::prepare(&files, io, &a.command, &a.working_dir, &store, run_as)
             .map_err(|message| {
                 runtime::note_in_log(&log, &message);
                 runtime::StartError::new(127, message)
@@ -565,6 +592,7 @@ impl Reconciler {
                 log: &log,
                 stdout: prepared.stdout.as_deref(),
                 run_as,
+                isolation: Some(iso),
             },
             &meta,
         );
@@ -598,6 +626,7 @@ impl Reconciler {
     fn exited(&mut self, key: TaskKey, exit: Exit) {
         secrets::remove(&self.cfg.secrets_dir, &key);
         self.live.remove(&key);
+        self.metrics.tasks.untrack(&key);
         self.metrics.tasks_running.dec();
         let stopped = self
             .tasks
@@ -642,7 +671,7 @@ impl Reconciler {
                         let _ = std::fs::remove_dir_all(&s.dir);
                         o
                     });
-                let mut message = exit.message.clone();
+                let mut reported = exit.clone();
                 if !exit.succeeded() {
                     // The reason is usually in its last words: say them where
                     // `describe` and the endpoint's events show the failure.
@@ -650,13 +679,17 @@ impl Reconciler {
                         .ok()
                         .and_then(|log| crate::logs::last_output(&log, 3, 400));
                     if let Some(last) = last {
-                        message = format!("{message}; last output: {last}");
+                        reported.message = format!("{}; last output: {last}", exit.message);
                     }
                 }
-                self.report_with(&key, phase, exit.code, &message, 0, 0, outputs);
+                self.report_exit(&key, phase, &reported, outputs);
             }
             // Stopped because it left the desired set: nobody wants a report.
             _ => tracing::info!("{key}: stopped ({})", exit.message),
+        }
+        // After the outputs were read from it.
+        if let Some(tmp) = self.tasks.get_mut(&key).and_then(|t| t.tmp.take()) {
+            tmp.remove();
         }
         if self.desired.contains(&key) || !self.desired_seen {
             if let Some(t) = self.tasks.get_mut(&key) {
@@ -669,6 +702,27 @@ impl Reconciler {
         }
         self.start_waiting();
         self.update_busy();
+    }
+
+    /// The final report of a task that ran: its exit and what it used.
+    fn report_exit(
+        &self,
+        key: &TaskKey,
+        phase: TaskPhase,
+        exit: &Exit,
+        outputs: Option<StepOutputs>,
+    ) {
+        let _ = self.reports.send(TaskReport {
+            node: self.cfg.node.clone(),
+            key: key.clone(),
+            phase,
+            exit_code: exit.code,
+            message: exit.message.clone(),
+            pid: 0,
+            port: 0,
+            outputs,
+            usage: exit.usage,
+        });
     }
 
     fn report(&self, key: &TaskKey, phase: TaskPhase, exit_code: i32, message: &str, pid: u32) {
@@ -697,6 +751,7 @@ impl Reconciler {
             pid,
             port,
             outputs,
+            usage: None,
         });
     }
 

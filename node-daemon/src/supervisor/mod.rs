@@ -182,11 +182,13 @@ fn found(dir: TaskDir) -> Found {
             Err(_) => Exit {
                 code: -1,
                 message: "the task's supervisor died before it started the task".into(),
+                usage: None,
             },
         },
         Err(e) => Exit {
             code: -1,
             message: format!("the task's exit record cannot be read: {e}"),
+            usage: None,
         },
     };
     Found::Ended { meta, dir, exit }
@@ -203,6 +205,7 @@ fn supervisor_died(supervisor: u32, task: Option<ProcId>) -> Exit {
         message: format!(
             "the task's supervisor (pid {supervisor}) died without recording how the task ended"
         ),
+        usage: None,
     }
 }
 
@@ -280,6 +283,7 @@ impl Launched {
             Err(e) => Exit {
                 code: -1,
                 message: format!("the task's exit record cannot be read: {e}"),
+                usage: None,
             },
         }
     }
@@ -297,6 +301,7 @@ pub async fn wait_adopted(dir: TaskDir, supervisor: ProcId, task: Option<ProcId>
                 return Exit {
                     code: -1,
                     message: format!("the task's exit record cannot be read: {e}"),
+                    usage: None,
                 }
             }
         }

@@ -74,6 +74,8 @@ pub struct OwnedStartSpec {
     pub log: PathBuf,
     pub stdout: Option<PathBuf>,
     pub run_as: Option<RunAs>,
+    /// Its cgroup and `/tmp`, set up by the supervisor as it starts the task.
+    pub isolation: Option<crate::isolation::TaskIsolation>,
 }
 
 impl OwnedStartSpec {
@@ -85,6 +87,7 @@ impl OwnedStartSpec {
             log: spec.log.to_path_buf(),
             stdout: spec.stdout.map(Path::to_path_buf),
             run_as: spec.run_as.cloned(),
+            isolation: spec.isolation.cloned(),
         }
     }
 
@@ -96,6 +99,7 @@ impl OwnedStartSpec {
             log: &self.log,
             stdout: self.stdout.as_deref(),
             run_as: self.run_as.as_ref(),
+            isolation: self.isolation.as_ref(),
         }
     }
 }
@@ -302,6 +306,10 @@ mod tests {
         let exit = Exit {
             code: 3,
             message: "exited with code 3".into(),
+            usage: Some(crate::isolation::cgroup::Usage {
+                cpu_ms: 12,
+                ..Default::default()
+            }),
         };
         d.write_exit(&exit).unwrap();
         assert_eq!(d.read_exit().unwrap(), Some(exit));
@@ -352,6 +360,7 @@ mod tests {
             log: &log,
             stdout: None,
             run_as: None,
+            isolation: None,
         };
         let owned = OwnedStartSpec::new(&spec);
         let back: OwnedStartSpec =

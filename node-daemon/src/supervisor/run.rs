@@ -76,6 +76,7 @@ fn not_started(dir: &TaskDir, exit_code: i32, message: String) -> ExitCode {
     let exit = Exit {
         code: exit_code,
         message: message.clone(),
+        usage: None,
     };
     if let Err(e) = dir.write_exit(&exit) {
         eprintln!(
@@ -152,6 +153,7 @@ async fn supervise(args: SuperviseArgs) -> ExitCode {
             r = &mut waiter => break r.unwrap_or_else(|e| Exit {
                 code: -1,
                 message: format!("waiting for the task failed: {e}"),
+                usage: None,
             }),
             _ = term.recv(), if !stopping => {
                 stopping = true;

@@ -304,6 +304,7 @@ impl Harness {
             token_file: None,
             join_token_file: join,
             tls: None,
+            isolation: Default::default(),
         };
         let node = Node::bind(config, inventory).await.unwrap();
         self.agent = node.agent_addr();

@@ -207,6 +207,10 @@ impl NodeService for Api {
             pid: Some(r.pid).filter(|p| *p != 0),
             outputs: r.outputs.map(outputs_from_pb),
             port: u16::try_from(r.port).ok().filter(|p| *p != 0),
+            usage: r.usage.map(|u| gpuctl_common::api::TaskUsage {
+                cpu_ms: u.cpu_ms,
+                memory_peak_bytes: u.memory_peak_bytes,
+            }),
         };
         self.proposer()
             .propose(Command::TaskReport { report })

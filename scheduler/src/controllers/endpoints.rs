@@ -341,6 +341,7 @@ mod tests {
                     pid: None,
                     port: None,
                     outputs: None,
+                    usage: None,
                 },
             })
             .unwrap();
@@ -386,6 +387,7 @@ mod tests {
                     pid: Some(7),
                     port: Some(port),
                     outputs: None,
+                    usage: None,
                 },
             })
             .unwrap();

@@ -343,6 +343,7 @@ mod tests {
             start_time_ms: Some(start),
             finish_time_ms: None,
             port: None,
+            usage: None,
         }];
         j
     }

@@ -198,6 +198,9 @@ pub struct TaskReport {
     /// The port a serving task listens on (endpoint replicas).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// What a task that ended used (nodes with cgroups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<gpuctl_common::api::TaskUsage>,
 }
 
 /// What a workflow step's node daemon reported besides the exit code.

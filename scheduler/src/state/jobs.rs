@@ -249,6 +249,7 @@ impl State {
                 t.exit_code = r.exit_code;
                 t.message = r.message.clone();
                 t.finish_time_ms = Some(now);
+                t.usage = r.usage;
                 if r.pid.is_some() {
                     t.pid = r.pid;
                 }

@@ -79,6 +79,7 @@ impl Harness {
             pid: Some(42),
             outputs: None,
             port: None,
+            usage: None,
         };
         self.apply(Command::TaskReport { report: r }).unwrap();
     }
@@ -236,6 +237,7 @@ fn failure_retries_whole_gang_then_fails() {
         pid: None,
         outputs: None,
         port: None,
+        usage: None,
     };
     h.apply(Command::TaskReport { report: stale }).unwrap();
     assert_eq!(h.s.jobs["a"].status.phase, JobPhase::Pending);
@@ -569,4 +571,49 @@ fn envelope_round_trips_as_json() {
     let bytes = serde_json::to_vec(&env).unwrap();
     let back: Envelope = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(back, env);
+}
+
+#[test]
+fn an_oom_killed_task_keeps_its_message_and_usage_and_says_so_in_the_events() {
+    let mut h = Harness::new();
+    h.apply(reg("n1", 4)).unwrap();
+    h.apply(Command::SubmitJob {
+        job: Box::new(job("a", 1, 1.0, 0)),
+    })
+    .unwrap();
+    h.bind("a", "n1", &[&[0]]);
+    h.report("a", 0, TaskPhase::Running, None);
+    let oom = "OOMKilled: the task used more than its memory limit of 64Mi (exited with code 137)";
+    let usage = gpuctl_common::api::TaskUsage {
+        cpu_ms: 1200,
+        memory_peak_bytes: 64 << 20,
+    };
+    let r = TaskReport {
+        node: "n1".into(),
+        job: "a".into(),
+        index: 0,
+        attempt: 1,
+        phase: TaskPhase::Failed,
+        exit_code: Some(137),
+        message: Some(oom.into()),
+        pid: None,
+        outputs: None,
+        port: None,
+        usage: Some(usage),
+    };
+    h.apply(Command::TaskReport { report: r }).unwrap();
+    let j = &h.s.jobs["a"];
+    assert_eq!(j.status.phase, JobPhase::Failed);
+    let t = &j.status.tasks[0];
+    assert_eq!(t.message.as_deref(), Some(oom));
+    assert_eq!(t.usage, Some(usage));
+    assert!(
+        j.status
+            .events
+            .iter()
+            .any(|e| e.message.contains("task 0 exit code 137: OOMKilled: ")),
+        "{:?}",
+        j.status.events
+    );
+    h.check_usage();
 }

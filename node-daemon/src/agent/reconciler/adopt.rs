@@ -31,8 +31,9 @@ impl Reconciler {
         let mut adopted = Adopted::default();
         let mut keep_secrets = Vec::new();
         let mut keep_scratch = Vec::new();
+        let mut keep_tmp = Vec::new();
         for found in self.cfg.supervisors.scan() {
-            let (meta, task, ended) = match found {
+            let (meta, mut task, ended) = match found {
                 Found::Unknown { dir, why } => {
                     tracing::warn!("removing the unreadable task record {:?}: {why}", dir.dir);
                     dir.remove();
@@ -82,8 +83,15 @@ impl Reconciler {
             let key = meta.key();
             keep_secrets.push(secrets::task_dir(&self.cfg.secrets_dir, &key));
             keep_scratch.extend(meta.scratch.clone());
+            // Its private `/tmp` (outputs of a step are read from it).
+            task.tmp = self
+                .cfg
+                .isolation
+                .task_tmp(&key.job, key.task_index, key.attempt);
+            keep_tmp.extend(task.tmp.as_ref().map(|t| t.dir.clone()));
             self.metrics.tasks_running.inc();
             self.live.insert(key.clone());
+            self.metrics.tasks.track(key.clone());
             let (pid, port) = (task.pid.unwrap_or(0), task.port);
             self.tasks.insert(key.clone(), task);
             match ended {
@@ -95,6 +103,9 @@ impl Reconciler {
         }
         supervisor::remove_others(&self.cfg.secrets_dir, &keep_secrets);
         supervisor::remove_others(&self.cfg.tasks_dir, &keep_scratch);
+        if let Some(root) = self.cfg.isolation.tmp_root() {
+            supervisor::remove_others(root, &keep_tmp);
+        }
         self.update_busy();
         adopted
     }
@@ -133,6 +144,10 @@ impl Reconciler {
                         command: s.command.clone(),
                         working_dir: s.working_dir.clone(),
                         stdout: s.stdout.clone(),
+                        tmp: self
+                            .cfg
+                            .isolation
+                            .task_tmp(&meta.job, meta.task_index, meta.attempt),
                     },
                     log: s.log.clone(),
                     dir: s.dir.clone(),
@@ -140,6 +155,7 @@ impl Reconciler {
                 }))
             }),
             scratch: meta.scratch.clone(),
+            tmp: None,
         }
     }
 }

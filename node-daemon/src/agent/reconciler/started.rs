@@ -39,6 +39,7 @@ impl Reconciler {
                 self.metrics.tasks_running.inc();
                 tracing::info!("{key}: started pid {pid}");
                 self.live.insert(key.clone());
+                self.metrics.tasks.track(key.clone());
                 if wanted {
                     self.report_with(&key, TaskPhase::Running, 0, "", pid, port, None);
                 }
@@ -52,6 +53,9 @@ impl Reconciler {
                 }
                 if let Some(d) = t.dir.take() {
                     d.remove();
+                }
+                if let Some(tmp) = t.tmp.take() {
+                    tmp.remove();
                 }
                 self.start_failed(&key, &e, wanted);
                 if self.desired.contains(&key) || !self.desired_seen {
