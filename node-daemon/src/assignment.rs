@@ -148,6 +148,8 @@ pub struct TaskReport {
     pub port: u16,
     /// A workflow step's outputs, sent with its final phase.
     pub outputs: Option<StepOutputs>,
+    /// Failed because one of its GPUs reported a fatal XID.
+    pub gpu_fault: Option<pb::GpuFault>,
 }
 
 impl TaskReport {
@@ -168,6 +170,7 @@ impl TaskReport {
             message: self.message.clone(),
             pid: self.pid,
             port: u32::from(self.port),
+            gpu_fault: self.gpu_fault.clone(),
         }
     }
 }
@@ -256,6 +259,7 @@ mod tests {
             pid: 0,
             port: 8080,
             outputs: None,
+            gpu_fault: None,
         };
         assert!(r.is_final());
         let p = r.to_proto();

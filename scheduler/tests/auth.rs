@@ -211,6 +211,7 @@ fn register(name: &str) -> pb::RegisterRequest {
                 memory_bytes: g.memory_bytes,
                 nvlink_domain: g.nvlink_domain,
                 healthy: g.healthy,
+                xid: g.xid,
             })
             .collect(),
         cpu_milli: n.status.cpu_milli,

@@ -111,6 +111,7 @@ impl Sim {
                     pid: Some(1),
                     outputs: None,
                     port: None,
+                    gpu_fault: None,
                 },
             });
         }

@@ -282,6 +282,7 @@ impl Harness {
             cpu_milli: 4000,
             memory_bytes: 16 << 30,
             labels: Default::default(),
+            cordon_after_unhealthy_gpus: 0,
             heartbeat_interval: Duration::from_millis(100),
             kill_grace: Duration::from_secs(1),
             task_ports: Default::default(),

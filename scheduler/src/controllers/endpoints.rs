@@ -340,6 +340,7 @@ mod tests {
                     message: Some("model file not found".into()),
                     pid: None,
                     port: None,
+                    gpu_fault: None,
                     outputs: None,
                 },
             })
@@ -385,6 +386,7 @@ mod tests {
                     message: None,
                     pid: Some(7),
                     port: Some(port),
+                    gpu_fault: None,
                     outputs: None,
                 },
             })

@@ -79,6 +79,7 @@ impl Harness {
             pid: Some(42),
             outputs: None,
             port: None,
+            gpu_fault: None,
         };
         self.apply(Command::TaskReport { report: r }).unwrap();
     }
@@ -236,6 +237,7 @@ fn failure_retries_whole_gang_then_fails() {
         pid: None,
         outputs: None,
         port: None,
+        gpu_fault: None,
     };
     h.apply(Command::TaskReport { report: stale }).unwrap();
     assert_eq!(h.s.jobs["a"].status.phase, JobPhase::Pending);
@@ -302,6 +304,8 @@ fn cordoned_node_refuses_binding() {
     h.apply(Command::Cordon {
         node: "n1".into(),
         unschedulable: true,
+        reason: None,
+        evict: false,
     })
     .unwrap();
     h.apply(Command::SubmitJob {

@@ -69,6 +69,7 @@ fn time_fan_out() {
                     pid: None,
                     outputs: None,
                     port: None,
+                    gpu_fault: None,
                 },
             },
         );

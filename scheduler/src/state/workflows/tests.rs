@@ -86,6 +86,7 @@ impl H {
                 pid: None,
                 outputs,
                 port: None,
+                gpu_fault: None,
             },
         })
         .unwrap();
