@@ -218,6 +218,7 @@ fn register(name: &str) -> pb::RegisterRequest {
         memory_bytes: n.status.memory_bytes,
         inventory: n.status.inventory,
         labels: Default::default(),
+        cordon_after_unhealthy_gpus: 0,
     }
 }
 
@@ -398,6 +399,7 @@ async fn users_stop_only_their_own_objects_and_team_leads_their_teams() {
                 pb::CordonRequest {
                     node: "n1".into(),
                     cordon: true,
+                    ..Default::default()
                 },
             ))
             .await,
