@@ -406,6 +406,22 @@ async fn users_stop_only_their_own_objects_and_team_leads_their_teams() {
         Code::PermissionDenied,
         "user \"alice\" may not cordon node \"n1\": Cordon is for admins",
     );
+    // The last step of `gpuctl drain` (evict) is a cordon too: admins only.
+    expect_err(
+        c.control
+            .cordon(with(
+                &alice,
+                pb::CordonRequest {
+                    node: "n1".into(),
+                    cordon: true,
+                    evict: true,
+                    reason: "drain".into(),
+                },
+            ))
+            .await,
+        Code::PermissionDenied,
+        "user \"alice\" may not cordon node \"n1\": Cordon is for admins",
+    );
     assert_eq!(c.all("jobs").await, before);
     assert!(!c.all("nodes").await[0].contains("unschedulable\":true"));
 
