@@ -67,7 +67,8 @@ struct Cli {
     #[arg(long, value_name = "HOST")]
     address: Option<String>,
 
-    /// Folder for task logs (DIR/logs/JOB/task-I-attempt-A.log)
+    /// Folder for task logs (DIR/logs/JOB/task-I-attempt-A.log) and, for
+    /// simulated GPUs, the XIDs to inject (DIR/inject-xid, lines `GPU XID`)
     /// [default: ./gpu-node-NAME].
     #[arg(long, value_name = "DIR")]
     work_dir: Option<PathBuf>,

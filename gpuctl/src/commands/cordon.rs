@@ -117,3 +117,33 @@ pub(crate) async fn cmd_drain(
         tokio::time::sleep(DRAIN_POLL).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gpuctl_common::api::TaskPhase;
+
+    #[test]
+    fn tasks_on_lists_what_holds_the_node() {
+        let mut a = gpuctl_testkit::job("a").replicas(3).build();
+        let phases = [TaskPhase::Running, TaskPhase::Succeeded, TaskPhase::Bound];
+        for (i, p) in phases.into_iter().enumerate() {
+            a.status.tasks.push(gpuctl_common::api::TaskStatus {
+                index: i as u32,
+                phase: p,
+                node: Some("n1".into()),
+                ..Default::default()
+            });
+        }
+        let mut b = gpuctl_testkit::job("b").build();
+        b.status.tasks.push(gpuctl_common::api::TaskStatus {
+            phase: TaskPhase::Running,
+            node: Some("n2".into()),
+            ..Default::default()
+        });
+        let jobs = [a, b];
+        assert_eq!(tasks_on("n1", &jobs), ["a/0", "a/2"]);
+        assert_eq!(tasks_on("n2", &jobs), ["b/0"]);
+        assert!(tasks_on("n3", &jobs).is_empty());
+    }
+}
