@@ -16,8 +16,10 @@
 //!    endpoint can go 0 → 4 at once and a large one doubles). Down: at least
 //!    `floor(current / max_scale_down_rate)` (default: at most halve per decision), and
 //!    never below 1 by rate alone;
-//! 5. removes the **last replica** only when `min_replicas` is 0 and no sample has shown
-//!    traffic for `scale_to_zero_after` (the replica is kept warm until then);
+//! 5. scales to zero when `min_replicas` is 0 and no sample has shown traffic for
+//!    `scale_to_zero_after`, even while older traffic is still in the stable window
+//!    (so an endpoint goes `scaleToZeroAfterSeconds` after its last request, as the
+//!    field says); until then the last replica is kept warm;
 //! 6. clamps to `[min_replicas, max_replicas]`.
 //!
 //! Every decision carries a [`Reason`] so that `gpuctl describe endpoint` can say why.
@@ -249,16 +251,18 @@ impl Autoscaler {
             }
         }
 
-        // 5. the last replica goes only after scale_to_zero_after without traffic.
-        if stable_want == 0 && desired <= 1 && current >= 1 && !panicking {
-            let idle_for = match self.last_traffic {
-                Some(t) => now.saturating_sub(t),
-                None => now,
-            };
+        // 5. no traffic for scale_to_zero_after: every replica goes, whatever
+        // older samples still in the stable window say; until then the last
+        // replica stays.
+        let idle_for = match self.last_traffic {
+            Some(t) => now.saturating_sub(t),
+            None => now,
+        };
+        if current >= 1 && !panicking {
             if cfg.min_replicas == 0 && idle_for >= cfg.scale_to_zero_after {
                 desired = 0;
                 reason = Reason::ScaleToZero;
-            } else if current == 1 {
+            } else if stable_want == 0 && desired <= 1 && current == 1 {
                 desired = 1;
                 reason = Reason::HoldingLastReplica;
             }
@@ -398,12 +402,10 @@ mod tests {
                 expect: &[
                     (30, 4, Reason::Steady),
                     (40, 3, Reason::ScaleDown),
-                    (60, 2, Reason::ScaleDown),
-                    (75, 1, Reason::ScaleDown),
-                    (89, 1, Reason::Steady),
-                    // Last traffic at 30 s leaves the 60 s window at 90 s; the 30 s grace
-                    // has long passed by then.
-                    (90, 0, Reason::ScaleToZero),
+                    (59, 3, Reason::Steady),
+                    // The last traffic was at 30 s: 30 s later the endpoint goes to
+                    // zero, though that traffic is still in the 60 s stable window.
+                    (60, 0, Reason::ScaleToZero),
                     (200, 0, Reason::Steady),
                 ],
             },

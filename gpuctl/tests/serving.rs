@@ -201,15 +201,10 @@ fn endpoint_wakes_from_zero_scales_up_and_drains_without_failing_a_request() {
         0,
         "minReplicas 0: nothing runs before traffic"
     );
-    // The gateway learns the endpoint on its next poll.
-    eventually(
-        Duration::from_secs(10),
-        "the gateway to know the endpoint",
-        || {
-            let (code, _) = http(&gw, "GET", "/v2/models/linear/ready", "").ok()?;
-            (code != 404).then_some(())
-        },
-    );
+    // The gateway knows the endpoint as soon as apply returns: a request for a
+    // name it has not routed yet makes it ask the scheduler before 404.
+    let (code, body) = http(&gw, "GET", "/v2/models/linear/ready", "").unwrap();
+    assert_ne!(code, 404, "right after apply: {body}");
     eventually(
         Duration::from_secs(10),
         "the endpoint to be back at zero",

@@ -20,7 +20,9 @@ pub struct Metrics {
     /// Task processes whose main process has not exited.
     pub tasks_running: IntGauge,
     pub task_starts: IntCounter,
-    /// By `result`: `succeeded` or `failed` (includes tasks that could not start).
+    /// By `result`: `succeeded`, `failed` (includes tasks that could not
+    /// start) or `stopped` (no longer assigned: a scale-down, a cancel, a
+    /// preemption; not a failure of the task).
     pub task_exits: IntCounterVec,
     /// From receiving an assignment to the process being spawned.
     pub start_latency: Histogram,
@@ -45,7 +47,7 @@ impl Metrics {
         let task_exits = IntCounterVec::new(
             Opts::new(
                 "gpuctl_node_task_exits_total",
-                "Task processes that ended (or could not start), by result.",
+                "Task processes that ended (or could not start), by result: succeeded, failed, or stopped because they were no longer assigned (scale-down, cancel, preemption).",
             ),
             &["result"],
         )?;
@@ -66,6 +68,7 @@ impl Metrics {
         // Both series exist from the start, so rate() works on the first exit.
         task_exits.with_label_values(&["succeeded"]);
         task_exits.with_label_values(&["failed"]);
+        task_exits.with_label_values(&["stopped"]);
         Ok(Metrics {
             registry,
             tasks_running,

@@ -11,7 +11,7 @@ use gpuctl_proto::v1::node_agent_client::NodeAgentClient;
 use gpuctl_proto::v1::{ReadLogsRequest, TaskPhase};
 use tokio::sync::mpsc;
 
-use fake::{alive, read, start, start_with, task, wait_until, Options, BOUND};
+use fake::{alive, metrics_text, read, start, start_with, task, wait_until, Options, BOUND};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_an_assignment_once_and_reports_it() {
@@ -153,6 +153,15 @@ async fn failures_and_cancellation() {
     h.fake.push(vec![]);
     wait_until("the cancelled task's process group to go", || !alive(pid)).await;
     h.no_report_for(Duration::from_millis(300)).await;
+    // Stopped because it was no longer assigned (a cancel, a scale-down): not
+    // a failure of the task in the node's metrics.
+    let metrics = metrics_text(h.work.path());
+    for line in [
+        r#"gpuctl_node_task_exits_total{result="failed"} 2"#,
+        r#"gpuctl_node_task_exits_total{result="stopped"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
 
     // On shutdown, running tasks are stopped and reported.
     h.fake

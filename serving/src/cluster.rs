@@ -7,6 +7,8 @@
 //!       (every 10 ms) ─ready─► Gateway::set_replicas (at once, not at the next poll)
 //!   replicas draining ─► removed from routing; once no request is in flight on them
 //!       they are listed as drained in the next report
+//! request for an endpoint not routed ─► Get(endpoints) at once; the request waits
+//!   (≤ 1 s) for that answer before 404, so an endpoint just applied is found
 //! Gateway ScaleUp hook ─► ReportLoad { cold_start } at once
 //! every second ─► ReportLoad { concurrency, requests/s, drained }
 //! ```
@@ -255,6 +257,7 @@ pub async fn run(
     let mut last_served: HashMap<String, u64> = HashMap::new();
     let mut last_report = Instant::now();
     let mut next_poll = Instant::now();
+    gateway.follow_scheduler();
     tokio::pin!(shutdown);
     // Concurrency is sampled 20 times per report period, apart from this loop (which
     // can wait seconds on a scheduler without a leader).
@@ -308,6 +311,8 @@ pub async fn run(
                 continue;
             }
             _ = tokio::time::sleep_until(next_poll) => {}
+            // A request for an endpoint not routed yet (applied a moment ago?).
+            _ = gateway.lookup_wanted() => {}
             _ = tokio::time::sleep_until(report_at) => {
                 last_report = Instant::now();
                 let drained = drained_now(&gateway, &known, &draining);
@@ -335,6 +340,7 @@ pub async fn run(
             }
         }
         next_poll = Instant::now() + poll_every;
+        let asked = gateway.lookups_asked();
         let Some(eps) = schedulers.endpoints().await else {
             continue;
         };
@@ -401,6 +407,7 @@ pub async fn run(
             }
         }
         apply_routes(&gateway, &known, &probes, &mut draining);
+        gateway.looked_up(asked);
     }
 }
 

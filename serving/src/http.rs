@@ -5,13 +5,14 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
 use hyper::header::{HeaderMap, HeaderName};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::{Encoder, Registry, TextEncoder};
 use tokio::net::TcpListener;
 
@@ -26,7 +27,22 @@ pub trait Handler: Send + Sync + 'static {
         self: Arc<Self>,
         req: Request<Incoming>,
     ) -> impl Future<Output = Response<Self::Body>> + Send;
+
+    /// How long a client may take to send a request's head: a connection that
+    /// has not sent a whole head within it (one byte a second, or nothing at
+    /// all, also between keep-alive requests) is closed.
+    fn header_read_timeout(&self) -> Duration {
+        HEADER_READ_TIMEOUT
+    }
 }
+
+/// The default [`Handler::header_read_timeout`] (nginx's `client_header_timeout`
+/// is 60 s; hyper's own default is 30 s).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default time a client may take to send a request's whole body (nginx's
+/// `client_body_timeout` is 60 s between two reads; this bounds the whole body).
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Serves HTTP/1.1 on `listener` until `shutdown` resolves. Connections already accepted
 /// finish their requests.
@@ -65,11 +81,16 @@ pub async fn serve_with<H: Handler>(
         let handler = handler.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
+            let mut http = hyper::server::conn::http1::Builder::new();
+            // A client that sends its request and then shuts down its side
+            // (`shutdown(SHUT_WR)`) still gets its answer.
+            http.half_close(true)
+                .timer(TokioTimer::new())
+                .header_read_timeout(handler.header_read_timeout());
             let svc = hyper::service::service_fn(move |req| {
                 let handler = handler.clone();
                 async move { Ok::<_, Infallible>(handler.handle(req).await) }
             });
-            let http = hyper::server::conn::http1::Builder::new();
             // Errors here are a client hanging up or sending garbage: nothing to do.
             match tls {
                 None => {
@@ -133,13 +154,49 @@ pub fn metrics(registry: &Registry) -> Response<Full<Bytes>> {
 pub enum BodyError {
     #[error("request body is larger than the limit of {limit} bytes")]
     TooLarge { limit: usize },
+    #[error("the request body did not arrive within {secs}s")]
+    TooSlow { secs: f64 },
     #[error("reading request body: {0}")]
     Read(String),
 }
 
-/// Reads the whole body, refusing more than `limit` bytes (up front when
-/// `Content-Length` says so, otherwise as soon as the limit is crossed).
+impl BodyError {
+    /// The status that answers it: 413, 408 or 400.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            BodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyError::TooSlow { .. } => StatusCode::REQUEST_TIMEOUT,
+            BodyError::Read(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The error answer for it.
+    pub fn response(&self) -> Response<Full<Bytes>> {
+        error(self.status(), &self.to_string())
+    }
+}
+
+/// Reads the whole body within `timeout`, refusing more than `limit` bytes (up
+/// front when `Content-Length` says so, otherwise as soon as the limit is
+/// crossed).
 pub async fn read_body<B>(
+    req: Request<B>,
+    limit: usize,
+    timeout: Duration,
+) -> Result<(hyper::http::request::Parts, Bytes), BodyError>
+where
+    B: Body,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    match tokio::time::timeout(timeout, read_body_whole(req, limit)).await {
+        Ok(r) => r,
+        Err(_) => Err(BodyError::TooSlow {
+            secs: timeout.as_secs_f64(),
+        }),
+    }
+}
+
+async fn read_body_whole<B>(
     req: Request<B>,
     limit: usize,
 ) -> Result<(hyper::http::request::Parts, Bytes), BodyError>
@@ -248,7 +305,9 @@ mod tests {
 
     async fn read(frames: &[&'static [u8]], limit: usize) -> Result<Bytes, BodyError> {
         let req = Request::new(Frames(frames.iter().copied().collect()));
-        read_body(req, limit).await.map(|(_, b)| b)
+        read_body(req, limit, BODY_READ_TIMEOUT)
+            .await
+            .map(|(_, b)| b)
     }
 
     #[tokio::test]

@@ -37,6 +37,11 @@ pub struct ModelServerConfig {
     pub max_body_bytes: usize,
     /// Model runs that may execute at once (each runs on a blocking thread).
     pub instances: usize,
+    /// How long a client may take to send a request's head (also the longest a
+    /// keep-alive connection may sit idle) before it is closed.
+    pub header_read_timeout: Duration,
+    /// How long a client may take to send a request's body before 408.
+    pub body_read_timeout: Duration,
 }
 
 impl Default for ModelServerConfig {
@@ -46,6 +51,8 @@ impl Default for ModelServerConfig {
             max_delay: Duration::from_millis(5),
             max_body_bytes: 16 << 20,
             instances: 1,
+            header_read_timeout: http::HEADER_READ_TIMEOUT,
+            body_read_timeout: http::BODY_READ_TIMEOUT,
         }
     }
 }
@@ -259,9 +266,9 @@ impl ModelServer {
             if let Some(rest) = req.uri().path().strip_prefix("/v2/models/") {
                 let rest = rest.trim_end_matches('/');
                 let model = rest.strip_suffix("/infer").and_then(|m| {
-                    // `/versions/{v}` is accepted and ignored: one version, "1".
+                    // Other versions (and odd paths) go the long way below.
                     match m.split_once("/versions/") {
-                        Some((m, v)) if !v.is_empty() && !v.contains('/') => Some(m),
+                        Some((m, protocol::MODEL_VERSION)) => Some(m),
                         Some(_) => None,
                         None => Some(m),
                     }
@@ -310,9 +317,18 @@ impl ModelServer {
                         &format!("model {m} not found: this server serves {}", self.name),
                     );
                 }
-                // `/versions/{v}` is accepted and ignored: one version, "1".
+                // One version is served: `/versions/1/...` is the same as `/...`.
                 let rest = match rest {
-                    ["versions", _, tail @ ..] => tail,
+                    ["versions", v, tail @ ..] if *v == protocol::MODEL_VERSION => tail,
+                    ["versions", v, ..] => {
+                        return http::error(
+                            StatusCode::NOT_FOUND,
+                            &format!(
+                                "model {m} has no version {v}: this server serves version {}",
+                                protocol::MODEL_VERSION
+                            ),
+                        )
+                    }
                     other => other,
                 };
                 match rest {
@@ -370,13 +386,14 @@ impl ModelServer {
         let Some(loaded) = self.loaded.get() else {
             return self.loading();
         };
-        let body = match http::read_body(req, self.config.max_body_bytes).await {
+        let limits = (self.config.max_body_bytes, self.config.body_read_timeout);
+        let body = match http::read_body(req, limits.0, limits.1).await {
             Ok((_, body)) => body,
             Err(BodyError::TooLarge { limit }) => {
                 let e = ProtocolError::BodyTooLarge { limit };
                 return http::error(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string());
             }
-            Err(e) => return http::error(StatusCode::BAD_REQUEST, &e.to_string()),
+            Err(e) => return e.response(),
         };
         let request = match protocol::decode_infer_request(&body, loaded.model.spec()) {
             Ok(r) => r,
@@ -431,6 +448,10 @@ impl http::Handler for ModelServer {
 
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
         self.handle_request(req).await
+    }
+
+    fn header_read_timeout(&self) -> Duration {
+        self.config.header_read_timeout
     }
 }
 

@@ -95,6 +95,12 @@ async fn routes_and_reports_metrics() {
         (404, "no endpoint named other")
     );
     assert_eq!(get(&format!("{gw_url}/healthz")).await.0, 200);
+    let (code, body) = get(&format!("{gw_url}/v2")).await;
+    assert_eq!(
+        (code, json(&body)["name"].as_str()),
+        (200, Some("gpuctl-gateway"))
+    );
+    assert!(json(&body)["extensions"].is_array(), "{body}");
     let (_, metrics) = get(&format!("{gw_url}/metrics")).await;
     assert!(
         metrics.contains(r#"gpuctl_gateway_requests_total{code="200",endpoint="m"} 1"#),
@@ -539,4 +545,122 @@ async fn the_reported_concurrency_is_the_mean_of_the_samples_since_the_last_repo
     gw.sample_concurrency();
     assert_eq!(gw.mean_concurrency("m"), 0.0);
     assert_eq!(gw.mean_concurrency("nothing"), 0.0);
+}
+
+/// Writes `request` on a new connection to `url`'s address, then reads until the
+/// gateway closes the connection (or 10 s pass): what came back, and whether it
+/// closed.
+async fn raw_exchange(url: &str, request: &[u8], half_close: bool) -> (String, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    if half_close {
+        s.shutdown().await.unwrap();
+    }
+    let mut got = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got))
+        .await
+        .is_ok();
+    (String::from_utf8_lossy(&got).into_owned(), closed)
+}
+
+#[tokio::test]
+async fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
+    let (a_url, a) = backend("a", true).await;
+    let (gw_url, gw) = start_gateway(GatewayConfig::default(), Arc::new(NoScaleUp)).await;
+    gw.set_replicas("m", vec![a_url]);
+    let request = b"POST /v2/models/m/infer HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}";
+    for i in 0..20 {
+        let (got, closed) = raw_exchange(&gw_url, request, true).await;
+        assert!(got.starts_with("HTTP/1.1 200"), "request {i}: {got:?}");
+        assert!(got.contains(r#""backend":"a""#), "request {i}: {got:?}");
+        assert!(
+            closed,
+            "request {i}: the connection stayed open after the answer"
+        );
+    }
+    assert_eq!(a.hits.load(Ordering::SeqCst), 20);
+}
+
+#[tokio::test]
+async fn slow_or_silent_clients_are_cut_off() {
+    let (a_url, a) = backend("a", true).await;
+    let config = GatewayConfig {
+        header_read_timeout: Duration::from_millis(300),
+        body_read_timeout: Duration::from_millis(300),
+        ..GatewayConfig::default()
+    };
+    let (gw_url, gw) = start_gateway(config, Arc::new(NoScaleUp)).await;
+    gw.set_replicas("m", vec![a_url]);
+    // Nothing at all, and half a head: closed without an answer.
+    let (got, closed) = raw_exchange(&gw_url, b"", false).await;
+    assert!(closed && got.is_empty(), "silent client: {got:?}");
+    let (got, closed) = raw_exchange(&gw_url, b"POST /v2/models/m/in", false).await;
+    assert!(closed, "half a head kept the connection open");
+    assert!(!got.contains("200 OK"), "{got:?}");
+    // A head, then less body than it promised: 408 naming the limit.
+    let (got, closed) = raw_exchange(
+        &gw_url,
+        b"POST /v2/models/m/infer HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\n{}",
+        false,
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 408"), "{got:?}");
+    assert!(got.contains("did not arrive within 0.3s"), "{got:?}");
+    assert!(closed, "the connection of a slow body stayed open");
+    // A whole request, then an idle keep-alive connection: answered, then closed.
+    let (got, closed) = raw_exchange(
+        &gw_url,
+        b"POST /v2/models/m/infer HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}",
+        false,
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got:?}");
+    assert!(closed, "an idle keep-alive connection stayed open");
+    assert_eq!(
+        a.hits.load(Ordering::SeqCst),
+        1,
+        "only the whole request reached the replica"
+    );
+}
+
+#[tokio::test]
+async fn a_request_for_an_unknown_endpoint_asks_the_scheduler_again_before_404() {
+    let (a_url, a) = backend("a", true).await;
+    let (gw_url, gw) = start_gateway(GatewayConfig::default(), Arc::new(NoScaleUp)).await;
+    // Without a scheduler to ask, an unknown endpoint is 404 at once.
+    let (code, _) = post(&format!("{gw_url}/v2/models/fresh/infer"), "{}").await;
+    assert_eq!(code, 404);
+    // A stand-in for the loop that follows the scheduler: each look it is asked
+    // for finds the endpoint "fresh", applied since the last poll.
+    gw.follow_scheduler();
+    let looks = Arc::new(AtomicUsize::new(0));
+    let follower = tokio::spawn({
+        let (gw, looks) = (gw.clone(), looks.clone());
+        async move {
+            loop {
+                gw.lookup_wanted().await;
+                let asked = gw.lookups_asked();
+                looks.fetch_add(1, Ordering::SeqCst);
+                gw.set_replicas("fresh", vec![a_url.clone()]);
+                gw.looked_up(asked);
+            }
+        }
+    });
+    let (code, body) = post(&format!("{gw_url}/v2/models/fresh/infer"), "{}").await;
+    assert_eq!((code, json(&body)["backend"].as_str()), (200, Some("a")));
+    assert_eq!(a.hits.load(Ordering::SeqCst), 1);
+    // A name the scheduler does not know either: 404 after one look.
+    let before = looks.load(Ordering::SeqCst);
+    let (code, body) = post(&format!("{gw_url}/v2/models/nope/infer"), "{}").await;
+    assert_eq!(
+        (code, json(&body)["error"].as_str()),
+        (404, Some("no endpoint named nope"))
+    );
+    assert!(
+        looks.load(Ordering::SeqCst) > before,
+        "no fresh look was asked for"
+    );
+    follower.abort();
 }

@@ -50,6 +50,12 @@ async fn health_and_metadata() {
     );
     let (code, body) = get(&format!("{url}/v2/models/add_mul/versions/1")).await;
     assert_eq!((code, json(&body)["name"].clone()), (200, j!("add_mul")));
+    let want = "model add_mul has no version 2: this server serves version 1";
+    let (code, body) = get(&format!("{url}/v2/models/add_mul/versions/2")).await;
+    assert_eq!((code, json(&body)["error"].clone()), (404, j!(want)));
+    let infer_v2 = format!("{url}/v2/models/add_mul/versions/2/infer");
+    let (code, body) = post(&infer_v2, "{}").await;
+    assert_eq!((code, json(&body)["error"].clone()), (404, j!(want)));
     let (code, body) = get(&format!("{url}/v2/models/add_mul/ready")).await;
     assert_eq!(
         (code, json(&body)),

@@ -553,10 +553,14 @@ impl Reconciler {
         self.live.remove(&key);
         self.pids.forget(&key);
         self.metrics.tasks_running.dec();
-        let result = if exit.succeeded() {
-            "succeeded"
-        } else {
-            "failed"
+        let stopped = self
+            .tasks
+            .get(&key)
+            .is_some_and(|t| t.state != LocalState::Running);
+        let result = match (stopped, exit.succeeded()) {
+            (true, _) => "stopped",
+            (false, true) => "succeeded",
+            (false, false) => "failed",
         };
         self.metrics.task_exits.with_label_values(&[result]).inc();
         if let Some(dir) = self.tasks.get_mut(&key).and_then(|t| t.scratch.take()) {

@@ -392,6 +392,20 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
+/// The daemon's `/metrics` text (its address from the ready file), by a plain
+/// HTTP/1.0 GET on loopback.
+pub fn metrics_text(work: &Path) -> String {
+    use std::io::{Read, Write};
+    let ready: serde_json::Value = serde_json::from_str(&read(&work.join("ready.json"))).unwrap();
+    let addr = ready["metrics"].as_str().unwrap().to_string();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
+}
+
 pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }

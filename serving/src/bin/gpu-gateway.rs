@@ -50,6 +50,13 @@ struct Args {
     /// body may then take as long as it takes.
     #[arg(long, default_value_t = 300)]
     response_timeout_secs: u64,
+    /// Seconds a client may take to send a request's head (also the longest a
+    /// keep-alive connection may sit idle) before the connection is closed.
+    #[arg(long, default_value_t = 30)]
+    header_read_timeout_secs: u64,
+    /// Seconds a client may take to send a request's body before 408.
+    #[arg(long, default_value_t = 60)]
+    body_read_timeout_secs: u64,
     /// Threads that serve requests, each with its own event loop and its own
     /// listening socket on the port (SO_REUSEPORT), as nginx's workers do;
     /// 0: one per CPU core.
@@ -136,6 +143,8 @@ async fn main() -> anyhow::Result<()> {
             .map(Duration::from_millis)
             .unwrap_or(Duration::from_secs(args.cold_start_timeout_secs)),
         response_timeout: Duration::from_secs(args.response_timeout_secs),
+        header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
+        body_read_timeout: Duration::from_secs(args.body_read_timeout_secs),
         ..GatewayConfig::default()
     };
     let (wake_tx, wake_rx) = tokio::sync::mpsc::unbounded_channel::<String>();

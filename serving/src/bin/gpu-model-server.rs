@@ -37,6 +37,13 @@ struct Args {
     /// Largest request body accepted (413 above it).
     #[arg(long, default_value_t = 16 << 20)]
     max_body_bytes: usize,
+    /// Seconds a client may take to send a request's head (also the longest a
+    /// keep-alive connection may sit idle) before the connection is closed.
+    #[arg(long, default_value_t = 30)]
+    header_read_timeout_secs: u64,
+    /// Seconds a client may take to send a request's body before 408.
+    #[arg(long, default_value_t = 60)]
+    body_read_timeout_secs: u64,
     /// Model runs that may execute at once.
     #[arg(long, default_value_t = 1)]
     instances: usize,
@@ -98,6 +105,8 @@ async fn main() -> anyhow::Result<()> {
         max_delay: Duration::from_millis(args.max_delay_ms),
         max_body_bytes: args.max_body_bytes,
         instances: args.instances,
+        header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
+        body_read_timeout: Duration::from_secs(args.body_read_timeout_secs),
     };
     let addr = format!("{}:{}", args.listen, args.port);
     let listener = tokio::net::TcpListener::bind(&addr)

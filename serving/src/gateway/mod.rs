@@ -33,7 +33,7 @@ use prometheus::{Histogram, IntCounter, IntGauge, Registry};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::http::{self, strip_hop_by_hop, BodyError};
+use crate::http::{self, strip_hop_by_hop};
 
 mod auth;
 mod metrics;
@@ -80,6 +80,11 @@ pub struct GatewayConfig {
     /// How long a replica may take to answer a forwarded request (its response head,
     /// and its body when read whole) before 504.
     pub response_timeout: Duration,
+    /// How long a client may take to send a request's head (also the longest a
+    /// keep-alive connection may sit idle) before it is closed.
+    pub header_read_timeout: Duration,
+    /// How long a client may take to send a request's body before 408.
+    pub body_read_timeout: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -91,6 +96,8 @@ impl Default for GatewayConfig {
             connect_timeout: Duration::from_secs(2),
             pool_idle_timeout: Duration::from_secs(90),
             response_timeout: Duration::from_secs(300),
+            header_read_timeout: http::HEADER_READ_TIMEOUT,
+            body_read_timeout: http::BODY_READ_TIMEOUT,
         }
     }
 }
@@ -292,7 +299,26 @@ pub struct Gateway {
     rng: Mutex<Box<dyn Rng>>,
     scale_up: Arc<dyn ScaleUp>,
     metrics: Metrics,
+    /// Asking the scheduler again about an endpoint the gateway does not know.
+    lookup: Lookup,
 }
+
+/// How a request for an endpoint the gateway does not know gets a fresh answer
+/// before 404, when the gateway follows a scheduler ([`crate::cluster`]): an
+/// endpoint just applied is routed at once, not at the next poll.
+#[derive(Default)]
+struct Lookup {
+    /// Set while a scheduler is followed.
+    following: std::sync::atomic::AtomicBool,
+    /// Numbered requests for a fresh look, and the wakeup of the loop that looks.
+    asked: AtomicU64,
+    wanted: tokio::sync::Notify,
+    /// The highest request number that a finished look started after.
+    answered: watch::Sender<u64>,
+}
+
+/// How long a request for an unknown endpoint waits for a fresh look before 404.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Gateway {
     /// A gateway with a seeded default RNG. Call within a tokio runtime.
@@ -323,6 +349,7 @@ impl Gateway {
             rng: Mutex::new(rng),
             scale_up,
             metrics: Metrics::new(),
+            lookup: Lookup::default(),
         })
     }
 
@@ -377,6 +404,48 @@ impl Gateway {
             ep.scale_up_requested = false;
         }
         ep.ready.send_replace(ep.replicas.len());
+    }
+
+    /// Called by whoever keeps the routes from a scheduler: from now on a
+    /// request for an unknown endpoint asks for a fresh look before 404.
+    pub fn follow_scheduler(&self) {
+        self.lookup.following.store(true, Ordering::Relaxed);
+    }
+
+    /// Resolves when a request wants the routes looked up again now.
+    pub async fn lookup_wanted(&self) {
+        self.lookup.wanted.notified().await
+    }
+
+    /// The lookups asked for so far; pass it to [`Gateway::looked_up`] once a
+    /// look that starts now has updated the routes.
+    pub fn lookups_asked(&self) -> u64 {
+        self.lookup.asked.load(Ordering::SeqCst)
+    }
+
+    /// The routes now reflect a look that started after lookup `asked`.
+    pub fn looked_up(&self, asked: u64) {
+        self.lookup.answered.send_if_modified(|a| {
+            let newer = asked > *a;
+            if newer {
+                *a = asked;
+            }
+            newer
+        });
+    }
+
+    /// Whether `endpoint` is routed, after a fresh look when it is not and a
+    /// scheduler is followed (bounded by [`LOOKUP_TIMEOUT`]).
+    async fn known_after_lookup(&self, endpoint: &str) -> bool {
+        if !self.lookup.following.load(Ordering::Relaxed) {
+            return false;
+        }
+        let mut answered = self.lookup.answered.subscribe();
+        let n = self.lookup.asked.fetch_add(1, Ordering::SeqCst) + 1;
+        self.lookup.wanted.notify_one();
+        let look = answered.wait_for(|a| *a >= n || self.lock().contains_key(endpoint));
+        let _ = tokio::time::timeout(LOOKUP_TIMEOUT, look).await;
+        self.lock().contains_key(endpoint)
     }
 
     /// Forgets `endpoint`: new requests get 404; held requests time out with 503.
@@ -569,6 +638,18 @@ impl Gateway {
         match path {
             "/metrics" => return whole(http::metrics(&self.metrics.registry)),
             "/healthz" => return whole(http::response(StatusCode::OK, "text/plain", "ok\n")),
+            // Server metadata (V2 protocol), as `tritonclient`'s
+            // `get_server_metadata` asks for it.
+            "/v2" | "/v2/" => {
+                return whole(http::json_value(
+                    StatusCode::OK,
+                    &serde_json::json!({
+                        "name": "gpuctl-gateway",
+                        "version": env!("CARGO_PKG_VERSION"),
+                        "extensions": [],
+                    }),
+                ))
+            }
             "/v2/health/live" | "/v2/health/ready" => {
                 return whole(http::json_value(
                     StatusCode::OK,
@@ -588,11 +669,16 @@ impl Gateway {
             ));
         };
         let endpoint = endpoint.to_string();
-        let Some((route, api_keys)) = self
-            .lock()
-            .get(&endpoint)
-            .map(|e| (e.route.clone(), e.api_keys.clone()))
-        else {
+        let route_of = |gw: &Gateway| {
+            gw.lock()
+                .get(&endpoint)
+                .map(|e| (e.route.clone(), e.api_keys.clone()))
+        };
+        let mut found = route_of(self);
+        if found.is_none() && self.known_after_lookup(&endpoint).await {
+            found = route_of(self);
+        }
+        let Some((route, api_keys)) = found else {
             return whole(no_endpoint(&endpoint));
         };
         let mut req = req;
@@ -635,12 +721,10 @@ impl Gateway {
         B: Body,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        let (parts, body) = match http::read_body(req, self.config.max_body_bytes).await {
+        let limits = (self.config.max_body_bytes, self.config.body_read_timeout);
+        let (parts, body) = match http::read_body(req, limits.0, limits.1).await {
             Ok(x) => x,
-            Err(e @ BodyError::TooLarge { .. }) => {
-                return whole(http::error(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string()))
-            }
-            Err(e) => return whole(http::error(StatusCode::BAD_REQUEST, &e.to_string())),
+            Err(e) => return whole(e.response()),
         };
         let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let method = parts.method;
@@ -743,6 +827,10 @@ impl http::Handler for Gateway {
 
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<GatewayBody> {
         self.handle_request(req).await
+    }
+
+    fn header_read_timeout(&self) -> Duration {
+        self.config.header_read_timeout
     }
 }
 

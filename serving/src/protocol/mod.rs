@@ -375,11 +375,15 @@ pub fn encode_infer_response(model: &str, id: Option<&str>, outputs: &[Tensor]) 
     buf
 }
 
+/// The one version of its model a model server serves: `/versions/{v}` paths
+/// with another `v` are not found.
+pub const MODEL_VERSION: &str = "1";
+
 /// Renders `GET /v2/models/{m}`.
 pub fn encode_model_metadata(model: &ModelSpec) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
         "name": model.name,
-        "versions": ["1"],
+        "versions": [MODEL_VERSION],
         "platform": "onnx",
         "inputs": model.inputs,
         "outputs": model.outputs,
