@@ -164,6 +164,7 @@ fn state_of(snapshot: &Snapshot, pending: &[Job]) -> State {
                         memory_bytes: g.memory_bytes,
                         nvlink_domain: g.nvlink_domain.clone(),
                         healthy: g.healthy,
+                        xid: 0,
                     })
                     .collect(),
                 ..Default::default()

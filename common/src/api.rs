@@ -581,6 +581,10 @@ pub struct JobStatus {
     /// against `maxRetries`).
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub preemptions: u32,
+    /// Attempts that ended through no fault of the job's (a GPU reported a
+    /// fatal XID, its node was drained): requeued without using a retry.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub requeues: u32,
     /// Where earlier attempts ran and how they ended (the most recent
     /// [`MAX_PAST_ATTEMPTS`]), so their logs stay reachable.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -8,6 +8,7 @@
 //! - [`endpoint`]: the `Endpoint` object (a model served by replica tasks).
 //! - [`secret`]: the `Secret` object and how tasks refer to it.
 //! - [`autoscaler`]: the pure KPA-style replica decision the endpoint controller runs.
+//! - [`xid`]: which GPU XID errors take a GPU (or its node) out of service.
 //! - [`artifact`]: the artifact store trait and its key and error types, shared
 //!   by the pipeline engine and the node daemon's store.
 
@@ -21,6 +22,7 @@ pub mod node;
 pub mod queue;
 pub mod secret;
 pub mod secret_ref;
+pub mod xid;
 
 /// Milliseconds since the Unix epoch by the wall clock (for timestamps shown
 /// to users; never for measuring durations).

@@ -24,6 +24,10 @@ pub struct NodeSpec {
     /// Cordoned: no new tasks are placed here.
     #[serde(default)]
     pub unschedulable: bool,
+    /// Why it is cordoned (an admin's `--reason`, a drain, or a GPU fault);
+    /// `None` when not cordoned or no reason was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cordon_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -57,6 +61,17 @@ pub struct NodeStatus {
     pub registered_ms: u64,
     #[serde(default)]
     pub last_transition_ms: u64,
+    /// Unhealthy GPUs at which the node cordons itself (0: never by count),
+    /// as its daemon's `--cordon-after-unhealthy-gpus` says.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cordon_after_unhealthy_gpus: u32,
+    /// GPU faults and cordons, shown by `gpuctl describe node`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<crate::api::Event>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,4 +84,11 @@ pub struct Gpu {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub nvlink_domain: String,
     pub healthy: bool,
+    /// The fatal XID that took it out of service (0: none).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub xid: u64,
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }

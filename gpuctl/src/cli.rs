@@ -104,7 +104,25 @@ pub enum Command {
         name: String,
     },
     /// Mark a node unschedulable: no new tasks are placed on it.
-    Cordon { node: String },
+    Cordon {
+        node: String,
+        /// Why, shown by `get nodes` and `describe node`.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Empty a node for maintenance: cordon it, wait for its tasks to end,
+    /// then stop the rest and requeue their jobs elsewhere (no retry used).
+    /// Exit 0 once the node runs nothing.
+    Drain {
+        node: String,
+        /// How long running tasks may take to end by themselves, e.g. 30s,
+        /// 5m; 0 stops them at once.
+        #[arg(long, default_value = "5m")]
+        timeout: HumanDuration,
+        /// Why, shown by `get nodes` and `describe node`.
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Mark a node schedulable again.
     Uncordon { node: String },
     /// Wait until a job or workflow finishes: exit 0 Succeeded, 1 Failed,

@@ -81,8 +81,15 @@ pub async fn run(cli: Cli, env: &EnvVars) -> Result<u8> {
         ))),
         Command::Cancel { job, name: None } => cancel::cmd_cancel_job(&mut cx, &job).await,
         Command::Delete { kind, name } => cancel::cmd_delete(&mut cx, kind, &name).await,
-        Command::Cordon { node } => cordon::cmd_cordon(&mut cx, &node, true).await,
-        Command::Uncordon { node } => cordon::cmd_cordon(&mut cx, &node, false).await,
+        Command::Cordon { node, reason } => {
+            cordon::cmd_cordon(&mut cx, &node, true, reason.as_deref()).await
+        }
+        Command::Uncordon { node } => cordon::cmd_cordon(&mut cx, &node, false, None).await,
+        Command::Drain {
+            node,
+            timeout,
+            reason,
+        } => cordon::cmd_drain(&mut cx, &node, timeout.duration, reason.as_deref()).await,
         Command::Wait { job, timeout } => wait::cmd_wait(&mut cx, &job, &timeout).await,
         Command::Login => {
             identity::cmd_login(&mut cx, cli.token, env.config_dir().as_deref()).await

@@ -10,8 +10,8 @@
 //!
 //! Where things are: `cli` holds the clap types, `dispatch` picks the
 //! command, `commands/` has one file per command group (apply and submit,
-//! get and describe, logs, wait, cancel and delete, cordon, cluster), and
-//! `status` is `gpuctl cluster status`. `dev/` is `gpuctl dev`.
+//! get and describe, logs, wait, cancel and delete, cordon and drain,
+//! cluster), and `status` is `gpuctl cluster status`. `dev/` is `gpuctl dev`.
 //!
 //! The binary is a thin `main` around [`run`]; everything a test wants to
 //! pin (address resolution, manifests, tables) is a pure function in a module.

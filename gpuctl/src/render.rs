@@ -212,24 +212,31 @@ fn node_created(n: &Node) -> Option<u64> {
 
 /// `gpuctl get nodes`; `jobs` give the allocation.
 pub fn nodes_table(nodes: &[Node], jobs: &[Job], now_ms: u64) -> String {
+    // A REASON column only when some node was cordoned with one.
+    let reasons = nodes.iter().any(|n| n.spec.cordon_reason.is_some());
     let rows: Vec<Vec<String>> = nodes
         .iter()
         .map(|n| {
             let alloc = allocated_milli(&n.metadata.name, jobs);
-            vec![
+            let mut row = vec![
                 n.metadata.name.clone(),
                 node_status(n),
                 format!("{}/{}", format_milli(alloc), n.status.gpus.len()),
                 node_models(n),
                 n.status.inventory.clone(),
                 format_age(node_created(n), now_ms),
-            ]
+            ];
+            if reasons {
+                row.push(n.spec.cordon_reason.clone().unwrap_or_else(|| "-".into()));
+            }
+            row
         })
         .collect();
-    table(
-        &["NAME", "STATUS", "GPUS", "MODELS", "INVENTORY", "AGE"],
-        &rows,
-    )
+    let mut header = vec!["NAME", "STATUS", "GPUS", "MODELS", "INVENTORY", "AGE"];
+    if reasons {
+        header.push("REASON");
+    }
+    table(&header, &rows)
 }
 
 /// Quote a command for display so it can be pasted into a shell.
@@ -444,6 +451,9 @@ pub fn describe_node(n: &Node, jobs: &[Job], now_ms: u64) -> String {
     };
     kv("Name", name.clone());
     kv("Status", node_status(n));
+    if let Some(r) = &n.spec.cordon_reason {
+        kv("Cordoned", r.clone());
+    }
     kv("Address", st.address.clone());
     kv("Agent", st.agent_endpoint.clone());
     kv("Inventory", st.inventory.clone());
@@ -474,7 +484,11 @@ pub fn describe_node(n: &Node, jobs: &[Job], now_ms: u64) -> String {
                 g.model.clone(),
                 human_bytes(g.memory_bytes),
                 g.uuid.clone(),
-                if g.healthy { "yes" } else { "no" }.into(),
+                match (g.healthy, g.xid) {
+                    (true, _) => "yes".into(),
+                    (false, 0) => "no".into(),
+                    (false, x) => format!("no ({})", gpuctl_common::xid::describe(x)),
+                },
                 allocated_to(usage.get(&g.index)),
             ]
         })
@@ -516,6 +530,7 @@ pub fn describe_node(n: &Node, jobs: &[Job], now_ms: u64) -> String {
         &["JOB", "TASK", "PHASE", "GPUS", "AGE"],
         &rows,
     );
+    push_events(&mut o, &st.events, now_ms);
     o
 }
 

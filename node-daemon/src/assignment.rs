@@ -156,6 +156,8 @@ pub struct TaskReport {
     pub outputs: Option<StepOutputs>,
     /// What a task that ended used (tasks with a cgroup).
     pub usage: Option<crate::isolation::Usage>,
+    /// Failed because one of its GPUs reported a fatal XID.
+    pub gpu_fault: Option<pb::GpuFault>,
 }
 
 impl TaskReport {
@@ -180,6 +182,7 @@ impl TaskReport {
                 cpu_ms: u.cpu_ms,
                 memory_peak_bytes: u.memory_peak_bytes,
             }),
+            gpu_fault: self.gpu_fault.clone(),
         }
     }
 }
@@ -273,6 +276,7 @@ mod tests {
                 memory_bytes: 0,
                 memory_peak_bytes: 64 << 20,
             }),
+            gpu_fault: None,
         };
         assert!(r.is_final());
         let u = r.to_proto().usage.expect("usage sent");

@@ -106,6 +106,9 @@ pub struct Config {
     pub cpu_milli: u64,
     pub memory_bytes: u64,
     pub labels: BTreeMap<String, String>,
+    /// Unhealthy GPUs at which the scheduler cordons this node (0: never by
+    /// count; an XID that needs a reboot always cordons it).
+    pub cordon_after_unhealthy_gpus: u32,
     /// Used until the scheduler names its own in `RegisterResponse`.
     pub heartbeat_interval: Duration,
     /// SIGTERM → SIGKILL delay when stopping a task.
@@ -291,6 +294,7 @@ impl Node {
             cpu_milli: config.cpu_milli,
             memory_bytes: config.memory_bytes,
             labels: config.labels.clone(),
+            cordon_after_unhealthy_gpus: config.cordon_after_unhealthy_gpus,
         };
         // Process groups recorded in `pids/` by a daemon from before tasks
         // had supervisors: nothing can take them back, so they go. Tasks
@@ -502,7 +506,10 @@ impl Node {
                 }),
             )
         });
+        let events_for_health = events.clone();
         async move {
+            // Faults from before the first registration travel with it.
+            let known = agent::known_faults(inventory.as_ref());
             // With a join token and no credential yet: join before anything else.
             servers.join_until_ok().await;
             let interval =
@@ -521,7 +528,16 @@ impl Node {
                     }
                 }
             };
+            let health = agent::gpu_health_loop(
+                servers.clone(),
+                identity.clone(),
+                inventory.clone(),
+                events_for_health,
+                known,
+                default_interval.min(Duration::from_secs(1)),
+            );
             tokio::join!(
+                health,
                 agent::heartbeat_loop(servers.clone(), identity.clone(), inventory, interval),
                 agent::watch_loop(servers, identity.name, events),
                 sweep,

@@ -67,7 +67,8 @@ struct Cli {
     #[arg(long, value_name = "HOST")]
     address: Option<String>,
 
-    /// Folder for task logs (DIR/logs/JOB/task-I-attempt-A.log)
+    /// Folder for task logs (DIR/logs/JOB/task-I-attempt-A.log) and, for
+    /// simulated GPUs, the XIDs to inject (DIR/inject-xid, lines `GPU XID`)
     /// [default: ./gpu-node-NAME].
     #[arg(long, value_name = "DIR")]
     work_dir: Option<PathBuf>,
@@ -126,6 +127,11 @@ struct Cli {
     /// or when the scheduler refuses the one it holds.
     #[arg(long, value_name = "FILE")]
     join_token_file: Option<PathBuf>,
+
+    /// Cordon this node once this many of its GPUs are unhealthy (0: never by
+    /// count). A GPU that falls off the bus (XID 79) always cordons it.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    cordon_after_unhealthy_gpus: u32,
 
     /// This node's credential, sent with every call to the scheduler; written
     /// (mode 0600) after joining [default: WORK_DIR/node.token].
@@ -226,12 +232,20 @@ fn mem_total() -> Option<u64> {
     Some(kb * 1024)
 }
 
-fn choose_inventory(cli: &Cli, name: &str) -> anyhow::Result<Arc<dyn GpuInventory>> {
+/// The inventory the flags ask for; a simulated one takes run-time faults
+/// from `inject` (see `SimulatedInventory::with_inject_file`).
+fn choose_inventory(
+    cli: &Cli,
+    name: &str,
+    inject: PathBuf,
+) -> anyhow::Result<Arc<dyn GpuInventory>> {
     if let Some(path) = &cli.gpu_file {
-        return Ok(Arc::new(SimulatedInventory::from_file(name, path)?));
+        let inv = SimulatedInventory::from_file(name, path)?;
+        return Ok(Arc::new(inv.with_inject_file(inject)));
     }
     if !cli.gpus.is_empty() {
-        return Ok(Arc::new(SimulatedInventory::from_specs(name, &cli.gpus)?));
+        let inv = SimulatedInventory::from_specs(name, &cli.gpus)?;
+        return Ok(Arc::new(inv.with_inject_file(inject)));
     }
     match NvmlInventory::new() {
         Ok(inv) => Ok(Arc::new(inv)),
@@ -256,7 +270,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         None => default_name(),
     };
-    let inventory = choose_inventory(&cli, &name)?;
+    let work_dir = cli
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("gpu-node-{name}")));
+    let inventory = choose_inventory(&cli, &name, work_dir.join("inject-xid"))?;
     tracing::info!("{}", inventory::describe(inventory.as_ref()));
     let cpu_milli = match &cli.cpus {
         Some(s) => parse_cpus(s)?,
@@ -293,10 +311,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         None => cli.heartbeat_interval,
     };
     let config = Config {
-        work_dir: cli
-            .work_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(format!("gpu-node-{name}"))),
+        work_dir,
         artifact_dir: cli.artifact_dir.clone(),
         artifact_sweep: Some(cli.artifact_sweep).filter(|d| !d.is_zero()),
         name: name.clone(),
@@ -307,6 +322,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         cpu_milli,
         memory_bytes,
         labels,
+        cordon_after_unhealthy_gpus: cli.cordon_after_unhealthy_gpus,
         heartbeat_interval,
         kill_grace: Duration::from_millis(cli.kill_grace_ms),
         task_ports: cli.task_ports,

@@ -53,6 +53,7 @@ async fn the_agent_requires_a_client_certificate_from_the_ca() {
         cpu_milli: 1000,
         memory_bytes: 1 << 30,
         labels: Default::default(),
+        cordon_after_unhealthy_gpus: 0,
         heartbeat_interval: Duration::from_millis(100),
         kill_grace: Duration::from_secs(1),
         task_ports: Default::default(),

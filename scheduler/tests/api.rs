@@ -68,12 +68,14 @@ fn register(name: &str, gpus: u32) -> pb::RegisterRequest {
                 memory_bytes: g.memory_bytes,
                 nvlink_domain: g.nvlink_domain,
                 healthy: g.healthy,
+                xid: g.xid,
             })
             .collect(),
         cpu_milli: n.status.cpu_milli,
         memory_bytes: n.status.memory_bytes,
         inventory: n.status.inventory,
         labels: n.metadata.labels.into_iter().collect(),
+        cordon_after_unhealthy_gpus: 0,
     }
 }
 
@@ -406,6 +408,7 @@ async fn bad_requests_are_refused_with_reasons() {
         .cordon(pb::CordonRequest {
             node: "nope".into(),
             cordon: true,
+            ..Default::default()
         })
         .await
         .unwrap_err();

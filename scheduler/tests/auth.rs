@@ -211,12 +211,14 @@ fn register(name: &str) -> pb::RegisterRequest {
                 memory_bytes: g.memory_bytes,
                 nvlink_domain: g.nvlink_domain,
                 healthy: g.healthy,
+                xid: g.xid,
             })
             .collect(),
         cpu_milli: n.status.cpu_milli,
         memory_bytes: n.status.memory_bytes,
         inventory: n.status.inventory,
         labels: Default::default(),
+        cordon_after_unhealthy_gpus: 0,
     }
 }
 
@@ -397,6 +399,23 @@ async fn users_stop_only_their_own_objects_and_team_leads_their_teams() {
                 pb::CordonRequest {
                     node: "n1".into(),
                     cordon: true,
+                    ..Default::default()
+                },
+            ))
+            .await,
+        Code::PermissionDenied,
+        "user \"alice\" may not cordon node \"n1\": Cordon is for admins",
+    );
+    // The last step of `gpuctl drain` (evict) is a cordon too: admins only.
+    expect_err(
+        c.control
+            .cordon(with(
+                &alice,
+                pb::CordonRequest {
+                    node: "n1".into(),
+                    cordon: true,
+                    evict: true,
+                    reason: "drain".into(),
                 },
             ))
             .await,

@@ -45,6 +45,7 @@ impl Sim {
                     memory_bytes: n.status.memory_bytes,
                     gpus: n.status.gpus,
                     labels: n.metadata.labels,
+                    cordon_after_unhealthy_gpus: 0,
                 },
             });
         }
@@ -112,6 +113,7 @@ impl Sim {
                     outputs: None,
                     port: None,
                     usage: None,
+                    gpu_fault: None,
                 },
             });
         }

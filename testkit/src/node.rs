@@ -68,6 +68,7 @@ impl NodeBuilder {
             memory_bytes: A100_MEMORY,
             nvlink_domain: String::new(),
             healthy: true,
+            xid: 0,
         }));
         self
     }

@@ -97,6 +97,34 @@ n3     Lost                       0/2     2xA100-80GB   simulated   60m
 }
 
 #[test]
+fn cordon_reasons_and_gpu_faults_are_shown() {
+    let (jobs, mut nodes) = fixture();
+    nodes[1].spec.cordon_reason = Some("GPU 0 (GPU-x) reported XID 79".into());
+    nodes[1].status.gpus[0].healthy = false;
+    nodes[1].status.gpus[0].xid = 79;
+    nodes[1].status.events.push(Event {
+        time_ms: NOW - 5_000,
+        reason: "Cordoned".into(),
+        message: "GPU 0 (GPU-x) reported XID 79".into(),
+    });
+    let got = nodes_table(&nodes, &jobs, NOW);
+    let header = got.lines().next().unwrap();
+    assert!(header.ends_with("AGE   REASON"), "{got}");
+    assert!(got.contains("   GPU 0 (GPU-x) reported XID 79\n"), "{got}");
+    assert!(got.lines().nth(1).unwrap().ends_with("   -"), "{got}");
+    let d = describe_node(&nodes[1], &jobs, NOW);
+    assert!(
+        d.contains("Cordoned:     GPU 0 (GPU-x) reported XID 79\n"),
+        "{d}"
+    );
+    assert!(
+        d.contains("no (XID 79 (GPU has fallen off the bus))"),
+        "{d}"
+    );
+    assert!(d.contains("Cordoned") && d.contains("Events"), "{d}");
+}
+
+#[test]
 fn describe_job_shows_specs_tasks_and_events() {
     let (mut jobs, _) = fixture();
     let j = &mut jobs[1];

@@ -23,6 +23,8 @@ pub struct NodeIdentity {
     pub cpu_milli: u64,
     pub memory_bytes: u64,
     pub labels: BTreeMap<String, String>,
+    /// Unhealthy GPUs at which the scheduler cordons this node (0: never).
+    pub cordon_after_unhealthy_gpus: u32,
 }
 
 /// The `Register` request for this node and inventory.
@@ -41,6 +43,7 @@ pub fn register_request(id: &NodeIdentity, inv: &dyn GpuInventory) -> RegisterRe
                 memory_bytes: d.memory_bytes,
                 nvlink_domain: d.nvlink_domain,
                 healthy: d.healthy,
+                xid: d.xid,
             })
             .collect(),
         cpu_milli: id.cpu_milli,
@@ -51,6 +54,7 @@ pub fn register_request(id: &NodeIdentity, inv: &dyn GpuInventory) -> RegisterRe
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
+        cordon_after_unhealthy_gpus: id.cordon_after_unhealthy_gpus,
     }
 }
 

@@ -15,6 +15,9 @@
 //!   acknowledged, so a scheduler restart loses no report (the scheduler
 //!   applies them idempotently).
 //! - *sweep* ([`sweep`], optional): removes the artifacts of deleted workflows.
+//! - *health* ([`health`]): a GPU that newly reports a fatal XID fails the
+//!   tasks on it ([`Event::GpuFault`] to the reconciler) and the node
+//!   registers again with the GPU unhealthy.
 //!
 //! ```text
 //!   control ──Register/Heartbeat──► scheduler ──WatchAssignments──► watch
@@ -31,6 +34,7 @@
 
 pub mod control;
 pub mod credentials;
+pub mod health;
 pub mod outbox;
 pub mod plan;
 pub mod reconciler;
@@ -41,6 +45,7 @@ pub mod watch;
 
 pub use control::{heartbeat_loop, register_request, register_until_ok, NodeIdentity};
 pub use credentials::{CredentialError, Credentials};
+pub use health::{gpu_health_loop, known_faults};
 pub use outbox::outbox_loop;
 pub use plan::{plan, Action, LocalState};
 pub use reconciler::{Event, Reconciler, ReconcilerConfig, LOST_MESSAGE};

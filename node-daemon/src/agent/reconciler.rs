@@ -58,6 +58,8 @@ pub enum Event {
     },
     /// A task's main process ended.
     Exited { key: TaskKey, exit: Exit },
+    /// A GPU reported a fatal XID: fail and stop the tasks on it.
+    GpuFault(gpuctl_proto::v1::GpuFault),
     /// Stop every process and return once they are gone.
     Shutdown,
 }
@@ -221,6 +223,7 @@ impl Reconciler {
                 Event::Desired { tasks, received } => self.reconcile(&tasks, received),
                 Event::Started { key, ready } => self.on_started(key, ready),
                 Event::Exited { key, exit } => self.exited(key, exit),
+                Event::GpuFault(f) => self.gpu_fault(&f),
                 Event::Shutdown => {
                     self.shutdown(&mut rx).await;
                     return;
@@ -265,6 +268,22 @@ impl Reconciler {
 
     fn start(&mut self, a: &Assignment, received: Instant) {
         let key = a.key();
+        // Bound before the scheduler learnt that one of its GPUs failed.
+        let sick = self
+            .inventory
+            .devices()
+            .into_iter()
+            .find(|d| !d.healthy && d.xid != 0 && a.gpu_indices.contains(&d.index));
+        if let Some(d) = sick {
+            let f = gpuctl_proto::v1::GpuFault {
+                index: d.index,
+                uuid: d.uuid,
+                xid: d.xid,
+            };
+            self.report_fault(&key, f);
+            self.tasks.insert(key, LocalTask::done());
+            return;
+        }
         if let Some(why) = self.blocked_by(a) {
             tracing::info!("{key}: waiting to start: {why}");
             self.tasks
@@ -722,6 +741,41 @@ impl Reconciler {
             port: 0,
             outputs,
             usage: exit.usage,
+            gpu_fault: None,
+        });
+    }
+
+    /// Fail and stop every running task that holds the GPU of `f`.
+    fn gpu_fault(&mut self, f: &gpuctl_proto::v1::GpuFault) {
+        let hit: Vec<TaskKey> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.state == LocalState::Running && t.gpus.contains(&f.index))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in hit {
+            self.report_fault(&key, f.clone());
+            // Stopping: its exit is not reported again.
+            self.stop(&key);
+        }
+    }
+
+    /// Report `key` failed by the XID of `f` (the scheduler requeues its job).
+    fn report_fault(&self, key: &TaskKey, f: gpuctl_proto::v1::GpuFault) {
+        let what = gpuctl_common::xid::describe(f.xid);
+        let message = format!("GPU {} ({}) reported {what}", f.index, f.uuid);
+        tracing::warn!("{key}: {message}; failing the task");
+        let _ = self.reports.send(TaskReport {
+            node: self.cfg.node.clone(),
+            key: key.clone(),
+            phase: TaskPhase::Failed,
+            exit_code: -1,
+            message,
+            pid: 0,
+            port: 0,
+            outputs: None,
+            gpu_fault: Some(f),
+            usage: None,
         });
     }
 
@@ -752,6 +806,7 @@ impl Reconciler {
             port,
             outputs,
             usage: None,
+            gpu_fault: None,
         });
     }
 

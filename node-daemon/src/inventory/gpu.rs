@@ -16,6 +16,9 @@ pub struct GpuInfo {
     /// GPUs that share an NVLink/NVSwitch domain carry the same value.
     pub nvlink_domain: String,
     pub healthy: bool,
+    /// The fatal XID that took it out of service (0: none; see
+    /// [`gpuctl_common::xid`]).
+    pub xid: u64,
 }
 
 /// A point-in-time sample of one GPU, with the meanings of the DCGM exporter.
@@ -47,6 +50,9 @@ pub trait GpuInventory: Send + Sync {
     /// The GPU indices that running tasks hold. The simulated inventory uses
     /// them to report load; a real device measures its own.
     fn set_busy(&self, _indices: &[u32]) {}
+    /// Look for faults injected since the last call (the simulated
+    /// inventory's inject file); real devices report theirs in `metrics`.
+    fn poll_faults(&self) {}
 }
 
 /// An inventory with no GPUs: what a node without NVML reports.

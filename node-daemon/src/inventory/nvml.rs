@@ -93,6 +93,7 @@ impl NvmlInventory {
                 memory_bytes: memory.unwrap_or(0),
                 nvlink_domain,
                 healthy,
+                xid: 0,
             });
         }
         Ok(NvmlInventory {
@@ -158,7 +159,20 @@ impl GpuInventory for NvmlInventory {
     }
 
     fn devices(&self) -> Vec<GpuInfo> {
-        self.devices.clone()
+        // A GPU that reported a fatal XID stays out until the daemon restarts
+        // (after the GPU was reset).
+        let xids = lock(&self.last_xid).clone();
+        let mut devices = self.devices.clone();
+        for d in &mut devices {
+            if let Some(&x) = xids
+                .get(&d.uuid)
+                .filter(|x| gpuctl_common::xid::is_fatal(**x))
+            {
+                d.healthy = false;
+                d.xid = x;
+            }
+        }
+        devices
     }
 
     fn metrics(&self) -> Vec<GpuSample> {

@@ -12,11 +12,18 @@
 //!     count: 2
 //! faults:
 //!   - gpu: 1
-//!     xid: 79             # that GPU reports this XID error and is unhealthy
+//!     xid: 79             # that GPU reports this XID error (unhealthy if fatal)
 //! ```
+//!
+//! Faults can also be injected while the daemon runs (chaos drills, capacity
+//! planning, tests): each line `GPU XID` appended to the inject file
+//! (`<work-dir>/inject-xid`, e.g. `echo "1 79" >> gpu-node-n1/inject-xid`)
+//! is applied within a second, as if that GPU had just reported the XID.
+//! The file is read again after a restart, so an injected fault lasts
+//! until its line is removed (as a real one lasts until the GPU is reset).
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::Deserialize;
@@ -147,10 +154,14 @@ struct FileFault {
 /// A node's GPUs as described, plus which of them running tasks hold.
 #[derive(Debug)]
 pub struct SimulatedInventory {
+    /// As described; health and XIDs are in `faults`.
     devices: Vec<GpuInfo>,
-    /// XID per GPU index (0: no fault).
-    faults: Vec<u64>,
+    /// XID per GPU index (0: no fault); injected ones are added at run time.
+    faults: Mutex<Vec<u64>>,
     busy: Mutex<BTreeSet<u32>>,
+    /// Where run-time faults are read from, and the lines already reported
+    /// as bad (so a bad line is logged once, not every second).
+    inject: Option<(PathBuf, Mutex<BTreeSet<String>>)>,
 }
 
 impl SimulatedInventory {
@@ -287,20 +298,78 @@ impl SimulatedInventory {
                     memory_bytes: g.memory_bytes,
                     nvlink_domain: g.nvlink_domain.clone(),
                     healthy: true,
+                    xid: 0,
                 });
             }
         }
         let mut xids = vec![0; devices.len()];
         for (gpu, xid) in faults {
             xids[gpu as usize] = xid;
-            devices[gpu as usize].healthy = false;
         }
         Ok(SimulatedInventory {
             devices,
-            faults: xids,
+            faults: Mutex::new(xids),
             busy: Mutex::new(BTreeSet::new()),
+            inject: None,
         })
     }
+
+    /// Read run-time faults from `path` (see the module docs), now and on
+    /// every [`GpuInventory::poll_faults`].
+    pub fn with_inject_file(mut self, path: PathBuf) -> Self {
+        self.inject = Some((path, Mutex::new(BTreeSet::new())));
+        self.poll_faults();
+        self
+    }
+
+    /// GPU `gpu` reports `xid` from now on (a fatal one makes it unhealthy).
+    pub fn inject_xid(&self, gpu: u32, xid: u64) -> Result<(), String> {
+        let n = self.devices.len();
+        if gpu as usize >= n {
+            return Err(format!(
+                "no GPU {gpu} on this node (indices run from 0 to {})",
+                n.saturating_sub(1)
+            ));
+        }
+        if xid == 0 {
+            return Err("an XID error is a number above 0, e.g. 79".into());
+        }
+        let mut faults = lock(&self.faults);
+        if faults[gpu as usize] != xid {
+            tracing::warn!(
+                "GPU {gpu} ({}): injected XID {xid}",
+                self.devices[gpu as usize].uuid
+            );
+            faults[gpu as usize] = xid;
+        }
+        Ok(())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// One line of the inject file: `GPU XID`, blank, or a `#` comment.
+fn parse_inject_line(line: &str) -> Result<Option<(u32, u64)>, String> {
+    let line = line.split('#').next().unwrap_or_default().trim();
+    if line.is_empty() {
+        return Ok(None);
+    }
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let [gpu, xid] = words[..] else {
+        return Err("expected GPU XID, e.g. \"1 79\"".into());
+    };
+    let gpu = gpu
+        .parse()
+        .map_err(|_| format!("GPU {gpu:?} is not a GPU index"))?;
+    let xid = xid
+        .parse()
+        .map_err(|_| format!("XID {xid:?} is not a number"))?;
+    Ok(Some((gpu, xid)))
 }
 
 /// A UUID-shaped, deterministic identity: `GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`
@@ -353,15 +422,46 @@ impl GpuInventory for SimulatedInventory {
     }
 
     fn devices(&self) -> Vec<GpuInfo> {
-        self.devices.clone()
+        let faults = lock(&self.faults).clone();
+        let mut devices = self.devices.clone();
+        for (d, &xid) in devices.iter_mut().zip(&faults) {
+            if gpuctl_common::xid::is_fatal(xid) {
+                d.healthy = false;
+                d.xid = xid;
+            }
+        }
+        devices
+    }
+
+    fn poll_faults(&self) {
+        let Some((path, bad)) = &self.inject else {
+            return;
+        };
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                if lock(bad).insert(format!("read: {e}")) {
+                    tracing::warn!("{}: cannot read: {e}", path.display());
+                }
+                return;
+            }
+        };
+        for (i, line) in text.lines().enumerate() {
+            let applied = parse_inject_line(line)
+                .and_then(|f| f.map_or(Ok(()), |(gpu, xid)| self.inject_xid(gpu, xid)));
+            if let Err(why) = applied {
+                let what = format!("{}:{}: {line:?}: {why}", path.display(), i + 1);
+                if lock(bad).insert(what.clone()) {
+                    tracing::warn!("{what}");
+                }
+            }
+        }
     }
 
     fn metrics(&self) -> Vec<GpuSample> {
-        let busy = match self.busy.lock() {
-            Ok(b) => b.clone(),
-            Err(p) => p.into_inner().clone(),
-        };
-        self.devices
+        let busy = lock(&self.busy).clone();
+        self.devices()
             .iter()
             .map(|d| {
                 let is_busy = busy.contains(&d.index);
@@ -377,7 +477,7 @@ impl GpuInventory for SimulatedInventory {
                     memory_used_bytes: if is_busy { d.memory_bytes / 10 * 9 } else { 0 },
                     temperature_celsius: if is_busy { 68.0 } else { 34.0 },
                     power_watts: if is_busy { tdp * 0.9 } else { tdp * 0.15 },
-                    xid_errors: self.faults[d.index as usize],
+                    xid_errors: lock(&self.faults)[d.index as usize],
                     healthy: d.healthy,
                 }
             })
@@ -385,11 +485,7 @@ impl GpuInventory for SimulatedInventory {
     }
 
     fn set_busy(&self, indices: &[u32]) {
-        let mut busy = match self.busy.lock() {
-            Ok(b) => b,
-            Err(p) => p.into_inner(),
-        };
-        *busy = indices.iter().copied().collect();
+        *lock(&self.busy) = indices.iter().copied().collect();
     }
 }
 
@@ -577,6 +673,59 @@ faults:
                 .to_string();
             assert!(got.contains(want), "{text:?}\n got: {got}\nwant: {want}");
         }
+    }
+
+    #[test]
+    fn application_xids_leave_the_gpu_healthy() {
+        let text = "gpus:\n  - model: A100\n    count: 2\nfaults:\n  - gpu: 0\n    xid: 13\n";
+        let inv = SimulatedInventory::from_yaml("n", "node.yaml", text).unwrap();
+        assert!(inv.devices()[0].healthy);
+        assert_eq!(inv.metrics()[0].xid_errors, 13);
+    }
+
+    #[test]
+    fn inject_file_adds_faults_at_run_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inject-xid");
+        let inv = SimulatedInventory::from_specs("n", &["4xA100".into()])
+            .unwrap()
+            .with_inject_file(path.clone());
+        assert!(inv.devices().iter().all(|d| d.healthy), "no file yet");
+        std::fs::write(&path, "# chaos drill\n2 79\n\nnine 79\n9 48\n1 13\n").unwrap();
+        inv.poll_faults();
+        let d = inv.devices();
+        assert!(!d[2].healthy);
+        assert_eq!(d[2].xid, 79);
+        assert!(d[1].healthy, "XID 13 is the application's");
+        assert_eq!(inv.metrics()[1].xid_errors, 13);
+        assert!(d[0].healthy && d[3].healthy);
+        // Bad lines are remembered (logged once), good ones applied.
+        let (_, bad) = inv.inject.as_ref().unwrap();
+        let bad: Vec<String> = lock(bad).iter().cloned().collect();
+        assert_eq!(bad.len(), 2, "{bad:?}");
+        assert!(bad
+            .iter()
+            .any(|b| b.contains(":4: \"nine 79\": GPU \"nine\" is not a GPU index")));
+        assert!(bad
+            .iter()
+            .any(|b| b.contains(":5: \"9 48\": no GPU 9 on this node (indices run from 0 to 3)")));
+        // A restarted daemon reads the file again.
+        let again = SimulatedInventory::from_specs("n", &["4xA100".into()])
+            .unwrap()
+            .with_inject_file(path);
+        assert!(!again.devices()[2].healthy);
+    }
+
+    #[test]
+    fn inject_line_parsing() {
+        assert_eq!(parse_inject_line(" 1   79 # fell off"), Ok(Some((1, 79))));
+        assert_eq!(parse_inject_line("# only a comment"), Ok(None));
+        assert!(parse_inject_line("1")
+            .unwrap_err()
+            .contains("expected GPU XID"));
+        assert!(parse_inject_line("1 x")
+            .unwrap_err()
+            .contains("XID \"x\" is not a number"));
     }
 
     #[test]

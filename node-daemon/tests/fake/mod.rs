@@ -273,7 +273,9 @@ impl Harness {
         let ready = self.work.path().join("ready.json");
         let _ = std::fs::remove_file(&ready);
         let inventory = Arc::new(
-            SimulatedInventory::from_specs("node-1", &["2xA100-80GB".to_string()]).unwrap(),
+            SimulatedInventory::from_specs("node-1", &["2xA100-80GB".to_string()])
+                .unwrap()
+                .with_inject_file(self.inject_file()),
         );
         let config = Config {
             name: "node-1".into(),
@@ -295,6 +297,7 @@ impl Harness {
             cpu_milli: 4000,
             memory_bytes: 16 << 30,
             labels: Default::default(),
+            cordon_after_unhealthy_gpus: 0,
             heartbeat_interval: Duration::from_millis(100),
             kill_grace: Duration::from_secs(1),
             task_ports: Default::default(),
@@ -350,6 +353,11 @@ impl Harness {
         if let Ok(r) = tokio::time::timeout(d, self.reports.recv()).await {
             panic!("unexpected report {r:?}");
         }
+    }
+
+    /// Where lines `GPU XID` make the simulated GPUs report an XID.
+    pub fn inject_file(&self) -> PathBuf {
+        self.work.path().join("work").join("inject-xid")
     }
 
     pub fn token_file(&self) -> PathBuf {

@@ -381,13 +381,19 @@ impl Control for Api {
                 .proposer()
                 .propose(Command::Cordon {
                     node: req.node.clone(),
-                    unschedulable: req.cordon,
+                    unschedulable: req.cordon || req.evict,
+                    reason: Some(req.reason.clone()).filter(|r| !r.trim().is_empty()),
+                    evict: req.evict,
                 })
                 .await?;
             Ok(Response::new(pb::CordonResponse { object_json }))
         }
         .await;
-        let verb = if req.cordon { "cordon" } else { "uncordon" };
+        let verb = match (req.evict, req.cordon) {
+            (true, _) => "drain",
+            (false, true) => "cordon",
+            (false, false) => "uncordon",
+        };
         self.audit(&who, verb, "node", &req.node, &r);
         r
     }

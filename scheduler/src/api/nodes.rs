@@ -15,7 +15,7 @@ use super::convert::reported_phase;
 use super::guard::forwarded;
 use super::workflows::outputs_from_pb;
 use super::{Api, BoxStream};
-use crate::state::{Command, NodeRegistration, TaskReport};
+use crate::state::{Command, GpuFault, NodeRegistration, TaskReport};
 
 #[tonic::async_trait]
 impl NodeService for Api {
@@ -60,9 +60,11 @@ impl NodeService for Api {
                     memory_bytes: g.memory_bytes,
                     nvlink_domain: g.nvlink_domain,
                     healthy: g.healthy,
+                    xid: g.xid,
                 })
                 .collect(),
             labels: r.labels.into_iter().collect(),
+            cordon_after_unhealthy_gpus: r.cordon_after_unhealthy_gpus,
         };
         self.proposer()
             .propose(Command::RegisterNode { reg })
@@ -210,6 +212,11 @@ impl NodeService for Api {
             usage: r.usage.map(|u| gpuctl_common::api::TaskUsage {
                 cpu_ms: u.cpu_ms,
                 memory_peak_bytes: u.memory_peak_bytes,
+            }),
+            gpu_fault: r.gpu_fault.map(|f| GpuFault {
+                index: f.index,
+                uuid: f.uuid,
+                xid: f.xid,
             }),
         };
         self.proposer()

@@ -80,4 +80,55 @@ mod tests {
         assert_eq!((applied.len(), refused.len()), (1, 0));
         assert!(decide(&st, &mut planner).is_empty(), "nothing else fits");
     }
+
+    #[test]
+    fn a_job_requeued_by_an_xid_never_goes_back_to_that_gpu() {
+        use crate::state::{GpuFault, TaskReport};
+        use gpuctl_common::api::TaskPhase;
+        let mut st = State::default();
+        let mut planner = placement::Planner::new();
+        let n1 = gpuctl_testkit::node("n1")
+            .gpus(2, gpuctl_testkit::A100)
+            .cpu_milli(8_000)
+            .memory_bytes(64 << 30);
+        apply(&mut st, 1, register(&n1.build()));
+        let job = Box::new(one_gpu_job("a"));
+        apply(&mut st, 2, Command::SubmitJob { job });
+        let cmds = decide(&st, &mut planner);
+        apply(&mut st, 3, cmds[0].clone());
+        let gpu = st.jobs["a"].status.tasks[0].gpus[0].clone();
+        let report = TaskReport {
+            node: "n1".into(),
+            job: "a".into(),
+            index: 0,
+            attempt: 1,
+            phase: TaskPhase::Failed,
+            exit_code: Some(-1),
+            message: None,
+            pid: None,
+            outputs: None,
+            port: None,
+            usage: None,
+            gpu_fault: Some(GpuFault {
+                index: gpu.index,
+                uuid: gpu.uuid.clone(),
+                xid: 48,
+            }),
+        };
+        apply(&mut st, 4, Command::TaskReport { report });
+        assert_eq!(st.jobs["a"].status.phase, JobPhase::Pending);
+        // The planner kept its model of n1 since the first round.
+        let cmds = decide(&st, &mut planner);
+        let [Command::Bind { bindings }] = cmds.as_slice() else {
+            panic!("the requeued job is placed again, got {cmds:?}");
+        };
+        let again = &bindings[0].tasks[0];
+        assert_eq!(again.node, "n1", "XID 48 does not cordon the node");
+        assert_ne!(again.gpus[0].index, gpu.index, "not on the sick GPU");
+        apply(&mut st, 5, cmds[0].clone());
+        // With the healthy GPU taken, nothing is placed on the sick one.
+        let job = Box::new(one_gpu_job("b"));
+        apply(&mut st, 6, Command::SubmitJob { job });
+        assert!(decide(&st, &mut planner).is_empty());
+    }
 }

@@ -46,8 +46,16 @@ pub enum Command {
     TaskReport { report: TaskReport },
     /// Stop a job for good.
     CancelJob { name: String },
-    /// Mark a node (un)schedulable.
-    Cordon { node: String, unschedulable: bool },
+    /// Mark a node (un)schedulable, with why; `evict` also requeues every
+    /// job with a task there, without using a retry (`gpuctl drain`).
+    Cordon {
+        node: String,
+        unschedulable: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        evict: bool,
+    },
     /// The node missed its heartbeats: fail what ran there.
     NodeLost { node: String },
     /// Fail the current attempt of a job (e.g. it ran past its timeout).
@@ -164,6 +172,9 @@ pub struct NodeRegistration {
     pub memory_bytes: u64,
     pub gpus: Vec<gpuctl_common::api::Gpu>,
     pub labels: BTreeMap<String, String>,
+    /// Unhealthy GPUs at which the node is cordoned (0: never by count).
+    #[serde(default)]
+    pub cordon_after_unhealthy_gpus: u32,
 }
 
 /// Where each task of one job goes.
@@ -201,6 +212,25 @@ pub struct TaskReport {
     /// What a task that ended used (nodes with cgroups).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<gpuctl_common::api::TaskUsage>,
+    /// Failed because one of its GPUs reported a fatal XID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_fault: Option<GpuFault>,
+}
+
+/// A fatal XID on one GPU of a node, reported with the task it failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuFault {
+    pub index: u32,
+    pub uuid: String,
+    pub xid: u64,
+}
+
+impl GpuFault {
+    /// `GPU 1 (GPU-…) reported XID 79 (GPU has fallen off the bus)`.
+    pub fn message(&self) -> String {
+        let what = gpuctl_common::xid::describe(self.xid);
+        format!("GPU {} ({}) reported {what}", self.index, self.uuid)
+    }
 }
 
 /// What a workflow step's node daemon reported besides the exit code.

@@ -1,7 +1,8 @@
 //! Jobs in the state machine: `SubmitJob`, `Bind` (a whole gang or
 //! nothing), `TaskReport`, `CancelJob`, `FailAttempt`, `Preempt` and
 //! `DeleteJob`, and the retry rule (a failed attempt requeues the whole gang
-//! while retries last; preemption does not use one up).
+//! while retries last; preemption and GPU faults (see `health.rs`) do not
+//! use one up).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -256,7 +257,11 @@ impl State {
                 let (node, gpus) = (r.node.clone(), t.gpus.clone());
                 let (cpu, mem) = task_cpu_mem(job, r.index);
                 self.release(&node, &gpus, cpu, mem);
-                if r.phase == TaskPhase::Failed {
+                if let (TaskPhase::Failed, Some(f)) = (r.phase, &r.gpu_fault) {
+                    let why = format!("task {}: {}", r.index, f.message());
+                    self.gpu_faulted(index, now, &node, f);
+                    self.requeue(index, now, &r.job, &why, "GpuFault");
+                } else if r.phase == TaskPhase::Failed {
                     let code = r
                         .exit_code
                         .map(|c| format!("exit code {c}"))
@@ -348,8 +353,9 @@ impl State {
             event,
             format!("attempt {attempt}: {reason}"),
         );
-        // Attempts ended by preemption do not use up retries.
-        let failures = attempt - job.status.preemptions.min(attempt - 1);
+        // Attempts ended by preemption, GPU faults or drains do not use up retries.
+        let free = job.status.preemptions + job.status.requeues;
+        let failures = attempt - free.min(attempt - 1);
         if failures <= job.spec.max_retries {
             remember_attempt(job, now, reason);
             job.status.attempt = attempt + 1;
@@ -360,7 +366,7 @@ impl State {
             let msg = format!(
                 "attempt {} of {} queued",
                 attempt + 1,
-                job.spec.max_retries + 1 + job.status.preemptions
+                job.spec.max_retries + 1 + free
             );
             push_event(&mut job.status.events, now, "Retrying", msg);
         } else {
@@ -526,7 +532,7 @@ impl State {
 
 /// Keep where the current attempt's tasks ran, before a new attempt
 /// replaces them.
-fn remember_attempt(job: &mut Job, now: u64, reason: &str) {
+pub(super) fn remember_attempt(job: &mut Job, now: u64, reason: &str) {
     let nodes = job
         .status
         .tasks
@@ -547,7 +553,7 @@ fn remember_attempt(job: &mut Job, now: u64, reason: &str) {
     s.past_attempts.drain(..extra);
 }
 
-fn pending_tasks(job: &Job) -> Vec<TaskStatus> {
+pub(super) fn pending_tasks(job: &Job) -> Vec<TaskStatus> {
     let mut out = Vec::new();
     for g in &job.spec.tasks {
         for _ in 0..g.replicas {

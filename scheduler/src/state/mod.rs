@@ -26,6 +26,9 @@ use gpuctl_common::queue::Queue;
 
 mod command;
 pub mod endpoints;
+mod health;
+#[cfg(test)]
+mod health_tests;
 pub mod identity;
 mod jobs;
 mod nodes;
@@ -43,8 +46,8 @@ mod workflow_object;
 pub mod workflows;
 
 pub use command::{
-    Applied, ApplyError, Binding, Command, Envelope, ErrorCode, NodeRegistration, StepOutputs,
-    TaskPlacement, TaskReport,
+    Applied, ApplyError, Binding, Command, Envelope, ErrorCode, GpuFault, NodeRegistration,
+    StepOutputs, TaskPlacement, TaskReport,
 };
 pub use objects::{ObjKey, RequestRecord, MAX_REQUEST_ID_LEN, MAX_REQUEST_RECORDS, REQUEST_TTL_MS};
 pub use workflow_object::{
@@ -344,7 +347,9 @@ impl State {
             Command::Cordon {
                 node,
                 unschedulable,
-            } => self.cordon(index, node, *unschedulable),
+                reason,
+                evict,
+            } => self.cordon(index, now, node, *unschedulable, reason.as_deref(), *evict),
             Command::NodeLost { node } => self.node_lost(index, now, node),
             Command::FailAttempt {
                 job,

@@ -1,9 +1,12 @@
-//! Nodes in the state machine: `RegisterNode`, `Cordon` and `NodeLost`
-//! (which fails the attempts that ran on the node).
+//! Nodes in the state machine: `RegisterNode` (GPUs that turned unhealthy
+//! go to `health.rs`'s cordon rule) and `NodeLost` (which fails the attempts
+//! that ran on the node). `Cordon` is in `health.rs`.
 
-use gpuctl_common::api::{Node, NodePhase, NodeSpec, NodeStatus, ObjectMeta, API_VERSION};
+use gpuctl_common::api::{
+    push_event, Node, NodePhase, NodeSpec, NodeStatus, ObjectMeta, API_VERSION,
+};
 
-use super::command::{Applied, ApplyError, NodeRegistration};
+use super::command::{Applied, ApplyError, GpuFault, NodeRegistration};
 use super::objects::ObjKey;
 use super::State;
 
@@ -34,6 +37,21 @@ impl State {
             },
         });
         node.metadata.labels = reg.labels.clone();
+        // GPUs that turned unhealthy since the last registration.
+        let faults: Vec<GpuFault> = reg
+            .gpus
+            .iter()
+            .filter(|g| !g.healthy)
+            .filter(|g| {
+                let before = node.status.gpus.iter().find(|o| o.index == g.index);
+                before.is_none_or(|o| o.healthy || o.xid != g.xid)
+            })
+            .map(|g| GpuFault {
+                index: g.index,
+                uuid: g.uuid.clone(),
+                xid: g.xid,
+            })
+            .collect();
         let s = &mut node.status;
         if s.phase != NodePhase::Ready {
             s.phase = NodePhase::Ready;
@@ -46,26 +64,16 @@ impl State {
         s.memory_bytes = reg.memory_bytes;
         s.gpus = reg.gpus.clone();
         s.registered_ms = now;
+        s.cordon_after_unhealthy_gpus = reg.cordon_after_unhealthy_gpus;
+        for f in &faults {
+            let msg = f.message();
+            push_event(&mut s.events, now, "GpuFault", msg);
+        }
+        for f in &faults {
+            self.health_cordon(now, &name, Some(f));
+        }
         self.touch_node(index, &name);
         Applied::Node(Box::new(self.nodes[&name].clone()))
-    }
-
-    pub(super) fn cordon(
-        &mut self,
-        index: u64,
-        node: &str,
-        unschedulable: bool,
-    ) -> Result<Applied, ApplyError> {
-        let n = self
-            .nodes
-            .get_mut(node)
-            .ok_or_else(|| ApplyError::NotFound {
-                kind: "node",
-                name: node.to_string(),
-            })?;
-        n.spec.unschedulable = unschedulable;
-        self.touch_node(index, node);
-        Ok(Applied::Node(Box::new(self.nodes[node].clone())))
     }
 
     pub(super) fn node_lost(

@@ -80,6 +80,7 @@ impl Harness {
             outputs: None,
             port: None,
             usage: None,
+            gpu_fault: None,
         };
         self.apply(Command::TaskReport { report: r }).unwrap();
     }
@@ -238,6 +239,7 @@ fn failure_retries_whole_gang_then_fails() {
         outputs: None,
         port: None,
         usage: None,
+        gpu_fault: None,
     };
     h.apply(Command::TaskReport { report: stale }).unwrap();
     assert_eq!(h.s.jobs["a"].status.phase, JobPhase::Pending);
@@ -304,6 +306,8 @@ fn cordoned_node_refuses_binding() {
     h.apply(Command::Cordon {
         node: "n1".into(),
         unschedulable: true,
+        reason: None,
+        evict: false,
     })
     .unwrap();
     h.apply(Command::SubmitJob {
@@ -600,6 +604,7 @@ fn an_oom_killed_task_keeps_its_message_and_usage_and_says_so_in_the_events() {
         outputs: None,
         port: None,
         usage: Some(usage),
+        gpu_fault: None,
     };
     h.apply(Command::TaskReport { report: r }).unwrap();
     let j = &h.s.jobs["a"];

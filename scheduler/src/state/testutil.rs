@@ -17,6 +17,7 @@ pub fn register(n: &Node) -> Command {
             memory_bytes: n.status.memory_bytes,
             gpus: n.status.gpus.clone(),
             labels: n.metadata.labels.clone(),
+            cordon_after_unhealthy_gpus: n.status.cordon_after_unhealthy_gpus,
         },
     }
 }

@@ -70,6 +70,7 @@ fn time_fan_out() {
                     outputs: None,
                     port: None,
                     usage: None,
+                    gpu_fault: None,
                 },
             },
         );

@@ -87,6 +87,7 @@ impl H {
                 outputs,
                 port: None,
                 usage: None,
+                gpu_fault: None,
             },
         })
         .unwrap();
