@@ -50,6 +50,9 @@ struct Args {
     /// The etcd server binary.
     #[arg(long, default_value = "etcd")]
     etcd: PathBuf,
+    /// The gpuctl replica binary (default: `gpu-scheduler` next to this one).
+    #[arg(long)]
+    gpu_scheduler: Option<PathBuf>,
     /// Keep the data dirs and logs (they are kept anyway after a failure).
     #[arg(long)]
     keep: bool,
@@ -106,7 +109,7 @@ impl System {
 /// Which system goes first in round `round` at level `level`: alternating,
 /// so neither always runs right after the other's heaviest level.
 fn order(round: usize, level: usize) -> [System; 2] {
-    if (round + level) % 2 == 0 {
+    if (round + level).is_multiple_of(2) {
         [System::Gpuctl, System::Etcd]
     } else {
         [System::Etcd, System::Gpuctl]
@@ -136,7 +139,10 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     args.check()?;
     let version = etcd_version(&args.etcd)?;
-    let scheduler = benches::dev::sibling("gpu-scheduler")?;
+    let scheduler = match &args.gpu_scheduler {
+        Some(p) => p.clone(),
+        None => benches::dev::sibling("gpu-scheduler")?,
+    };
     let root = std::env::temp_dir().join(format!("store-vs-etcd-{}", std::process::id()));
     let mut gpuctl = ControlPlane::start(&scheduler, &root.join("gpuctl"), MEMBERS as u64)?;
     let mut etcd = EtcdCluster::start(&args.etcd, &root.join("etcd"), MEMBERS)?;

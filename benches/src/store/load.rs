@@ -166,7 +166,7 @@ mod tests {
         async fn write(&mut self, seq: u64) -> anyhow::Result<()> {
             self.seen.lock().unwrap().push(seq);
             tokio::task::yield_now().await;
-            if seq % self.fail_every == 0 {
+            if seq.is_multiple_of(self.fail_every) {
                 anyhow::bail!("refused {seq}");
             }
             Ok(())
