@@ -8,11 +8,15 @@
 //! - `trace-replay`: the placement engine over the Alibaba openb traces, the
 //!   FGD paper's method (GPU allocation ratio at 100% and 130% of capacity
 //!   requested); the replay core is [`replay`].
+//! - `store-vs-etcd`: a 3-replica gpuctl control plane and a 3-member etcd
+//!   side by side: committed writes/s and p50/p99 of ~1 KiB writes at 1, 16
+//!   and 64 clients, rounds interleaved; the pieces are in [`store`].
 //!
 //! Results are kept in `benches/RESULTS.md`.
 
 pub mod dev;
 pub mod replay;
+pub mod store;
 
 /// Percentile (nearest-rank) of sorted samples; `p` in 0..=100.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
