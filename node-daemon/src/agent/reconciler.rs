@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gpuctl_common::api::TaskPhase;
-use gpuctl_proto::v1::{StepIo, StepOutputs};
+use gpuctl_proto::v1::StepIo;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -37,6 +37,7 @@ use crate::supervisor::{self, Launched, Supervisors};
 use crate::{secrets, steps};
 
 mod adopt;
+mod report;
 mod started;
 pub use adopt::Adopted;
 
@@ -721,93 +722,6 @@ impl Reconciler {
         }
         self.start_waiting();
         self.update_busy();
-    }
-
-    /// The final report of a task that ran: its exit and what it used.
-    fn report_exit(
-        &self,
-        key: &TaskKey,
-        phase: TaskPhase,
-        exit: &Exit,
-        outputs: Option<StepOutputs>,
-    ) {
-        let _ = self.reports.send(TaskReport {
-            node: self.cfg.node.clone(),
-            key: key.clone(),
-            phase,
-            exit_code: exit.code,
-            message: exit.message.clone(),
-            pid: 0,
-            port: 0,
-            outputs,
-            usage: exit.usage,
-            gpu_fault: None,
-        });
-    }
-
-    /// Fail and stop every running task that holds the GPU of `f`.
-    fn gpu_fault(&mut self, f: &gpuctl_proto::v1::GpuFault) {
-        let hit: Vec<TaskKey> = self
-            .tasks
-            .iter()
-            .filter(|(_, t)| t.state == LocalState::Running && t.gpus.contains(&f.index))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in hit {
-            self.report_fault(&key, f.clone());
-            // Stopping: its exit is not reported again.
-            self.stop(&key);
-        }
-    }
-
-    /// Report `key` failed by the XID of `f` (the scheduler requeues its job).
-    fn report_fault(&self, key: &TaskKey, f: gpuctl_proto::v1::GpuFault) {
-        let what = gpuctl_common::xid::describe(f.xid);
-        let message = format!("GPU {} ({}) reported {what}", f.index, f.uuid);
-        tracing::warn!("{key}: {message}; failing the task");
-        let _ = self.reports.send(TaskReport {
-            node: self.cfg.node.clone(),
-            key: key.clone(),
-            phase: TaskPhase::Failed,
-            exit_code: -1,
-            message,
-            pid: 0,
-            port: 0,
-            outputs: None,
-            gpu_fault: Some(f),
-            usage: None,
-        });
-    }
-
-    fn report(&self, key: &TaskKey, phase: TaskPhase, exit_code: i32, message: &str, pid: u32) {
-        self.report_with(key, phase, exit_code, message, pid, 0, None);
-    }
-
-    /// Report a task's phase; `port` for a serving task that started, `outputs`
-    /// for a workflow step that ended.
-    #[allow(clippy::too_many_arguments)]
-    fn report_with(
-        &self,
-        key: &TaskKey,
-        phase: TaskPhase,
-        exit_code: i32,
-        message: &str,
-        pid: u32,
-        port: u16,
-        outputs: Option<StepOutputs>,
-    ) {
-        let _ = self.reports.send(TaskReport {
-            node: self.cfg.node.clone(),
-            key: key.clone(),
-            phase,
-            exit_code,
-            message: message.to_string(),
-            pid,
-            port,
-            outputs,
-            usage: None,
-            gpu_fault: None,
-        });
     }
 
     fn update_busy(&self) {

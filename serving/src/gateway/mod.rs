@@ -36,71 +36,33 @@ use tokio::time::Instant;
 use crate::http::{self, strip_hop_by_hop};
 
 mod auth;
+mod body;
+mod config;
+mod lookup;
 mod metrics;
 use crate::p2c::{self, Rng, SplitMix64};
-use crate::upstream::{self, ResponseBody, SendError, StreamedBody};
+use crate::upstream::{self, ResponseBody, SendError};
+use body::{whole, InFlight};
+pub use body::{GatewayBody, Streamed};
+pub use config::{GatewayConfig, NoScaleUp, ScaleUp};
 use metrics::Metrics;
 
-/// Asked to bring an endpoint up from zero replicas ([`crate::cluster`] forwards it
-/// to the scheduler's endpoint controller); it must not block.
-pub trait ScaleUp: Send + Sync + 'static {
-    fn scale_up(&self, endpoint: &str);
+/// How a request for an endpoint the gateway does not know gets a fresh answer
+/// before 404, when the gateway follows a scheduler ([`crate::cluster`]): an
+/// endpoint just applied is routed at once, not at the next poll.
+#[derive(Default)]
+struct Lookup {
+    /// Set while a scheduler is followed.
+    following: std::sync::atomic::AtomicBool,
+    /// Numbered requests for a fresh look, and the wakeup of the loop that looks.
+    asked: AtomicU64,
+    wanted: tokio::sync::Notify,
+    /// The highest request number that a finished look started after.
+    answered: watch::Sender<u64>,
 }
 
-/// For a gateway with static routes: there is no one to ask.
-pub struct NoScaleUp;
-
-impl ScaleUp for NoScaleUp {
-    fn scale_up(&self, endpoint: &str) {
-        tracing::warn!(
-            endpoint,
-            "endpoint has no replicas and no scheduler to ask for one"
-        );
-    }
-}
-
-impl ScaleUp for tokio::sync::mpsc::UnboundedSender<String> {
-    fn scale_up(&self, endpoint: &str) {
-        let _ = self.send(endpoint.to_string());
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct GatewayConfig {
-    /// Largest request body forwarded (413 above it).
-    pub max_body_bytes: usize,
-    /// Requests one endpoint may hold while it has no replica (503 beyond).
-    pub queue_capacity: usize,
-    /// How long a held request waits for a replica before 503.
-    pub cold_start_timeout: Duration,
-    /// How long a connection attempt to a replica may take before it counts as failed.
-    pub connect_timeout: Duration,
-    /// How long an idle pooled connection to a replica is kept.
-    pub pool_idle_timeout: Duration,
-    /// How long a replica may take to answer a forwarded request (its response head,
-    /// and its body when read whole) before 504.
-    pub response_timeout: Duration,
-    /// How long a client may take to send a request's head (also the longest a
-    /// keep-alive connection may sit idle) before it is closed.
-    pub header_read_timeout: Duration,
-    /// How long a client may take to send a request's body before 408.
-    pub body_read_timeout: Duration,
-}
-
-impl Default for GatewayConfig {
-    fn default() -> Self {
-        GatewayConfig {
-            max_body_bytes: 16 << 20,
-            queue_capacity: 100,
-            cold_start_timeout: Duration::from_secs(60),
-            connect_timeout: Duration::from_secs(2),
-            pool_idle_timeout: Duration::from_secs(90),
-            response_timeout: Duration::from_secs(300),
-            header_read_timeout: http::HEADER_READ_TIMEOUT,
-            body_read_timeout: http::BODY_READ_TIMEOUT,
-        }
-    }
-}
+/// How long a request for an unknown endpoint waits for a fresh look before 404.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// One replica: where it is and how busy the gateway keeps it.
 #[derive(Debug)]
@@ -149,89 +111,6 @@ struct Outstanding(Arc<Replica>);
 /// answered, so that one the replica breaks off becomes a clear 502; longer ones, and
 /// those of unknown length (chunked: token streams, server-sent events), are streamed.
 pub const BUFFER_RESPONSES_UP_TO: u64 = 1 << 20;
-
-/// Counts a request in `gpuctl_gateway_in_flight_requests` while it lives.
-struct InFlight(IntGauge);
-
-impl InFlight {
-    fn enter(gauge: &IntGauge) -> InFlight {
-        gauge.inc();
-        InFlight(gauge.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
-/// The body of a gateway response: made whole, or a replica's response streamed
-/// through. A streamed body keeps its request outstanding on the replica (so a
-/// draining replica is not stopped under it) and in flight until it ends or the
-/// client goes away.
-pub enum GatewayBody {
-    Whole(Full<Bytes>),
-    Streamed(Streamed),
-}
-
-pub struct Streamed {
-    body: StreamedBody,
-    /// Released when the body is dropped.
-    _held: (Outstanding, InFlight),
-    /// For the log line when the replica breaks off.
-    endpoint: String,
-    replica: String,
-}
-
-impl From<Full<Bytes>> for GatewayBody {
-    fn from(b: Full<Bytes>) -> GatewayBody {
-        GatewayBody::Whole(b)
-    }
-}
-
-impl Body for GatewayBody {
-    type Data = Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
-        match self.get_mut() {
-            GatewayBody::Whole(b) => std::pin::Pin::new(b)
-                .poll_frame(cx)
-                .map(|f| f.map(|f| f.map_err(|e| match e {}))),
-            GatewayBody::Streamed(s) => {
-                let frame = std::pin::Pin::new(&mut s.body).poll_frame(cx);
-                if let std::task::Poll::Ready(Some(Err(e))) = &frame {
-                    tracing::warn!(endpoint = %s.endpoint, replica = %s.replica,
-                        "replica broke off a streamed response: {e}");
-                }
-                frame
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            GatewayBody::Whole(b) => b.is_end_stream(),
-            GatewayBody::Streamed(s) => s.body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        match self {
-            GatewayBody::Whole(b) => b.size_hint(),
-            GatewayBody::Streamed(s) => s.body.size_hint(),
-        }
-    }
-}
-
-/// A gateway response made whole (errors, health, metrics).
-fn whole(resp: Response<Full<Bytes>>) -> Response<GatewayBody> {
-    resp.map(GatewayBody::Whole)
-}
 
 impl Drop for Outstanding {
     fn drop(&mut self) {
@@ -307,23 +186,6 @@ pub struct Gateway {
     /// Asking the scheduler again about an endpoint the gateway does not know.
     lookup: Lookup,
 }
-
-/// How a request for an endpoint the gateway does not know gets a fresh answer
-/// before 404, when the gateway follows a scheduler ([`crate::cluster`]): an
-/// endpoint just applied is routed at once, not at the next poll.
-#[derive(Default)]
-struct Lookup {
-    /// Set while a scheduler is followed.
-    following: std::sync::atomic::AtomicBool,
-    /// Numbered requests for a fresh look, and the wakeup of the loop that looks.
-    asked: AtomicU64,
-    wanted: tokio::sync::Notify,
-    /// The highest request number that a finished look started after.
-    answered: watch::Sender<u64>,
-}
-
-/// How long a request for an unknown endpoint waits for a fresh look before 404.
-const LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Gateway {
     /// A gateway with a seeded default RNG. Call within a tokio runtime.
@@ -414,48 +276,6 @@ impl Gateway {
             .ready_replicas
             .with_label_values(&[endpoint])
             .set(ep.replicas.len() as i64);
-    }
-
-    /// Called by whoever keeps the routes from a scheduler: from now on a
-    /// request for an unknown endpoint asks for a fresh look before 404.
-    pub fn follow_scheduler(&self) {
-        self.lookup.following.store(true, Ordering::Relaxed);
-    }
-
-    /// Resolves when a request wants the routes looked up again now.
-    pub async fn lookup_wanted(&self) {
-        self.lookup.wanted.notified().await
-    }
-
-    /// The lookups asked for so far; pass it to [`Gateway::looked_up`] once a
-    /// look that starts now has updated the routes.
-    pub fn lookups_asked(&self) -> u64 {
-        self.lookup.asked.load(Ordering::SeqCst)
-    }
-
-    /// The routes now reflect a look that started after lookup `asked`.
-    pub fn looked_up(&self, asked: u64) {
-        self.lookup.answered.send_if_modified(|a| {
-            let newer = asked > *a;
-            if newer {
-                *a = asked;
-            }
-            newer
-        });
-    }
-
-    /// Whether `endpoint` is routed, after a fresh look when it is not and a
-    /// scheduler is followed (bounded by [`LOOKUP_TIMEOUT`]).
-    async fn known_after_lookup(&self, endpoint: &str) -> bool {
-        if !self.lookup.following.load(Ordering::Relaxed) {
-            return false;
-        }
-        let mut answered = self.lookup.answered.subscribe();
-        let n = self.lookup.asked.fetch_add(1, Ordering::SeqCst) + 1;
-        self.lookup.wanted.notify_one();
-        let look = answered.wait_for(|a| *a >= n || self.lock().contains_key(endpoint));
-        let _ = tokio::time::timeout(LOOKUP_TIMEOUT, look).await;
-        self.lock().contains_key(endpoint)
     }
 
     /// Forgets `endpoint`: new requests get 404; held requests time out with 503.
@@ -849,7 +669,7 @@ impl Gateway {
                         ResponseBody::Whole(bytes) => GatewayBody::Whole(Full::new(bytes)),
                         ResponseBody::Streamed(body) => GatewayBody::Streamed(Streamed {
                             body,
-                            _held: (slot, in_flight),
+                            _held: Box::new((slot, in_flight)),
                             endpoint: endpoint.to_string(),
                             replica: replica.base.clone(),
                         }),
