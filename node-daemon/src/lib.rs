@@ -33,6 +33,9 @@
 //! refused with the rule it breaks ([`owner`]); its log, folder and step
 //! files are that user's.
 //!
+//! [`hollow`] runs many simulated nodes in one process (`--simulate N`):
+//! the same agent loops, with tasks that run as timers.
+//!
 //! The pure parts are [`env::task_env`] (what a task sees), [`agent::plan()`]
 //! (desired vs. local → actions) and the inventory parsers; the rest is the
 //! I/O shell around them. [`Node`] ties it together; `main.rs` only parses
@@ -41,6 +44,7 @@
 pub mod agent;
 pub mod assignment;
 pub mod env;
+pub mod hollow;
 pub mod inventory;
 pub mod logs;
 pub mod metrics;
@@ -131,6 +135,8 @@ pub enum NodeError {
     Metrics(#[from] prometheus::Error),
     #[error("TLS for the NodeAgent service: {0}")]
     Tls(String),
+    #[error("--simulate: {0}")]
+    Fleet(String),
 }
 
 /// A daemon with its listeners bound, ready to [`Node::run`].

@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
-use gpuctl_common::api::{JobPhase, NodePhase};
+use gpuctl_common::api::NodePhase;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 use crate::raft::status::RaftStatus;
-use crate::state::State;
+use crate::state::{State, JOB_PHASES};
 
 /// Every metric the scheduler exports, registered in one registry.
 #[derive(Clone)]
@@ -167,41 +167,23 @@ impl Metrics {
         self.raft_leader.set(i64::from(st.is_leader()));
     }
 
-    /// Refresh the object gauges from the state.
+    /// Refresh the object gauges from the counts the state keeps as
+    /// objects change (no walk over jobs or nodes).
     pub fn observe_state(&self, s: &State) {
-        for p in [
-            JobPhase::Pending,
-            JobPhase::Running,
-            JobPhase::Succeeded,
-            JobPhase::Failed,
-            JobPhase::Cancelled,
-        ] {
-            let n = s.jobs.values().filter(|j| j.status.phase == p).count();
+        let c = s.counts();
+        for (p, n) in JOB_PHASES.iter().zip(c.jobs) {
             self.jobs.with_label_values(&[&p.to_string()]).set(n as i64);
         }
-        for p in [NodePhase::Ready, NodePhase::Lost] {
-            let n = s.nodes.values().filter(|x| x.status.phase == p).count();
+        for (p, n) in [
+            (NodePhase::Ready, c.nodes_ready),
+            (NodePhase::Lost, c.nodes_lost),
+        ] {
             self.nodes
                 .with_label_values(&[&p.to_string()])
                 .set(n as i64);
         }
-        let ready = s
-            .nodes
-            .values()
-            .filter(|n| n.status.phase == NodePhase::Ready);
-        self.gpus
-            .set(ready.map(|n| n.status.gpus.len() as i64).sum());
-        let alloc: u64 = s
-            .nodes
-            .keys()
-            .map(|n| {
-                s.usage(n)
-                    .gpu_milli
-                    .values()
-                    .map(|m| u64::from(*m))
-                    .sum::<u64>()
-            })
-            .sum();
-        self.gpus_allocated_milli.set(alloc as i64);
+        self.gpus.set(c.gpus_ready as i64);
+        self.gpus_allocated_milli
+            .set(s.gpu_milli_allocated() as i64);
     }
 }

@@ -37,7 +37,9 @@ impl Harness {
     fn apply(&mut self, cmd: Command) -> Result<Applied, ApplyError> {
         self.index += 1;
         let env = Envelope::new(1000 * self.index, cmd);
-        self.s.apply(self.index, &env)
+        let r = self.s.apply(self.index, &env);
+        self.s.check_index();
+        r
     }
     fn bind(&mut self, job: &str, node: &str, gpu_sets: &[&[u32]]) -> Applied {
         let attempt = self.s.jobs[job].status.attempt;

@@ -79,12 +79,16 @@ impl State {
         v
     }
 
-    /// Tasks (of current attempts) bound to or running on `node`.
+    /// Tasks (of current attempts) bound to or running on `node`, read from
+    /// the jobs-by-node index (the jobs with a task there, in name order).
     pub fn tasks_on_node<'a>(
         &'a self,
         node: &'a str,
     ) -> impl Iterator<Item = (&'a Job, &'a TaskStatus)> + 'a {
-        self.jobs.values().flat_map(move |j| {
+        self.index
+            .jobs_on(node)
+            .filter_map(move |n| self.jobs.get(n))
+            .flat_map(move |j| {
             j.status
                 .tasks
                 .iter()
