@@ -52,8 +52,8 @@ use gpuctl_scheduler::placement::{
     WorkloadMix,
 };
 use gpuctl_scheduler::state::{Command, Envelope, State};
-use std::time::{Duration, Instant};
 use rand::{rngs::StdRng, Rng, SeedableRng};
+use std::time::{Duration, Instant};
 
 fn traces() -> Option<PathBuf> {
     let dir = std::env::var_os("GPUCTL_TRACES")

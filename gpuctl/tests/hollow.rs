@@ -36,10 +36,9 @@ fn fifty_hollow_nodes_run_two_hundred_jobs() {
         &["--gpus", "1xA100-80GB"],
         Duration::from_secs(60),
     );
-    let ctx: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dev.config().join("context.json")).unwrap(),
-    )
-    .unwrap();
+    let ctx: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dev.config().join("context.json")).unwrap())
+            .unwrap();
     let server = ctx["server"].as_str().unwrap().to_string();
     assert!(server.starts_with("https://"), "TLS, as gpuctl dev runs");
     let (state, fleet_dir) = (dev.state(), dev.dir().join("fleet"));
@@ -73,7 +72,11 @@ fn fifty_hollow_nodes_run_two_hundred_jobs() {
     });
     assert_eq!(hollow[0]["metadata"]["name"], "hollow-00000");
     assert_eq!(hollow[0]["status"]["gpus"].as_array().unwrap().len(), 8);
-    assert!(fleet_dir.join("hollow-00049.token").exists(), "{}", fleet_log());
+    assert!(
+        fleet_dir.join("hollow-00049.token").exists(),
+        "{}",
+        fleet_log()
+    );
     let table = dev.ok(&["get", "nodes"]);
     assert_eq!(
         table.lines().filter(|l| l.starts_with("hollow-")).count(),
@@ -111,7 +114,11 @@ fn fifty_hollow_nodes_run_two_hundred_jobs() {
         );
         for t in &j.status.tasks {
             let node = t.node.as_deref().unwrap_or_default();
-            assert!(node.starts_with("hollow-"), "{} ran on {node}", j.metadata.name);
+            assert!(
+                node.starts_with("hollow-"),
+                "{} ran on {node}",
+                j.metadata.name
+            );
         }
     }
     drop(fleet);

@@ -57,9 +57,7 @@ impl Shapes {
     ) -> Result<(Arc<dyn GpuInventory>, u64, u64), ShapeError> {
         let (inv, cpu, mem) = match self {
             Shapes::Specs(specs) => (SimulatedInventory::from_specs(name, specs)?, 0, 0),
-            Shapes::Yaml { file, text } => {
-                (SimulatedInventory::from_yaml(name, file, text)?, 0, 0)
-            }
+            Shapes::Yaml { file, text } => (SimulatedInventory::from_yaml(name, file, text)?, 0, 0),
             Shapes::List(rows) => {
                 let row = &rows[i % rows.len()];
                 (
@@ -99,7 +97,10 @@ impl Shapes {
 /// `cpu_milli`, `memory_mib`, `gpu` and `model` (any order; other columns
 /// such as `sn` are ignored), then one row per node.
 pub fn parse_node_list(file: &str, text: &str) -> Result<Vec<NodeShape>, ShapeError> {
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
     let Some((_, header)) = lines.next() else {
         return Err(ShapeError::File {
             file: file.to_string(),
@@ -115,8 +116,12 @@ pub fn parse_node_list(file: &str, text: &str) -> Result<Vec<NodeShape>, ShapeEr
                 reason: format!("the header has no {name:?} column (found {header:?})"),
             })
     };
-    let (cpu_c, mem_c, gpu_c, model_c) =
-        (col("cpu_milli")?, col("memory_mib")?, col("gpu")?, col("model")?);
+    let (cpu_c, mem_c, gpu_c, model_c) = (
+        col("cpu_milli")?,
+        col("memory_mib")?,
+        col("gpu")?,
+        col("model")?,
+    );
     let mut out = Vec::new();
     for (i, line) in lines {
         let cells: Vec<&str> = line.split(',').map(str::trim).collect();
@@ -194,7 +199,9 @@ mod tests {
         let text = "sn,cpu_milli,memory_mib,gpu,model\nn0,lots,1,1,T4\n";
         let e = parse_node_list("nodes.csv", text).unwrap_err().to_string();
         assert_eq!(e, "nodes.csv:2: cpu_milli: \"lots\" is not a whole number");
-        let e = parse_node_list("nodes.csv", "sn,gpu\n").unwrap_err().to_string();
+        let e = parse_node_list("nodes.csv", "sn,gpu\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no \"cpu_milli\" column"), "{e}");
         let e = parse_node_list("n.csv", "cpu_milli,memory_mib,gpu,model\n1,1,2,\n")
             .unwrap_err()

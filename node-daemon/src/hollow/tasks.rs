@@ -213,7 +213,11 @@ mod tests {
         let d = Duration::from_millis(5);
         let a = task("a", TaskPhase::Bound, &[]);
         assert_eq!(outcome(&a, d), Outcome::Exit { after: d, code: 0 });
-        let a = task("a", TaskPhase::Bound, &[(DURATION_VAR, "2s"), (EXIT_CODE_VAR, "3")]);
+        let a = task(
+            "a",
+            TaskPhase::Bound,
+            &[(DURATION_VAR, "2s"), (EXIT_CODE_VAR, "3")],
+        );
         let want = Outcome::Exit {
             after: Duration::from_secs(2),
             code: 3,
@@ -223,7 +227,10 @@ mod tests {
         let Outcome::Refused(why) = outcome(&a, d) else {
             panic!("a bad duration is refused");
         };
-        assert!(why.starts_with("GPUCTL_SIM_DURATION=\"soon\": expected"), "{why}");
+        assert!(
+            why.starts_with("GPUCTL_SIM_DURATION=\"soon\": expected"),
+            "{why}"
+        );
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert!(parse_duration("2h").is_err());

@@ -421,7 +421,13 @@ mod tests {
             }),
             ("a cordon", |st| {
                 let (node, unschedulable) = ("n1".to_string(), true);
-                apply(st, Command::Cordon { node, unschedulable });
+                apply(
+                    st,
+                    Command::Cordon {
+                        node,
+                        unschedulable,
+                    },
+                );
             }),
             ("a GPU unhealthy", |st| {
                 let mut n = st.nodes["n2"].clone();

@@ -127,7 +127,8 @@ impl TaskIndex {
             }
             self.counts.jobs[phase_slot(j.status.phase)] += 1;
             let phase = j.status.phase;
-            self.by_job.insert(name.to_string(), JobEntry { phase, nodes });
+            self.by_job
+                .insert(name.to_string(), JobEntry { phase, nodes });
         }
         touched.sort();
         touched.dedup();
@@ -251,11 +252,7 @@ impl NodeChanges {
         if since.lineage != self.lineage.0 || since.seq > self.seq {
             return None;
         }
-        Some(
-            self.log
-                .range(since.seq + 1..)
-                .map(|(_, n)| n.as_str()),
-        )
+        Some(self.log.range(since.seq + 1..).map(|(_, n)| n.as_str()))
     }
 }
 

@@ -45,11 +45,11 @@ pub mod views;
 mod workflow_object;
 pub mod workflows;
 
-pub use index::{ChangeCursor, Counts, JOB_PHASES};
 pub use command::{
     Applied, ApplyError, Binding, Command, Envelope, ErrorCode, NodeRegistration, StepOutputs,
     TaskPlacement, TaskReport,
 };
+pub use index::{ChangeCursor, Counts, JOB_PHASES};
 pub use objects::{ObjKey, RequestRecord, MAX_REQUEST_ID_LEN, MAX_REQUEST_RECORDS, REQUEST_TTL_MS};
 pub use workflow_object::{
     MemoRecord, WorkflowObject, WorkflowRecords, LABEL_STEP, LABEL_WORKFLOW, WORKFLOW_API_VERSION,
@@ -267,7 +267,10 @@ impl State {
             .flat_map(|u| u.gpu_milli.values())
             .map(|m| u64::from(*m))
             .sum();
-        assert_eq!(self.gpu_milli_allocated, held, "allocated GPU total drifted");
+        assert_eq!(
+            self.gpu_milli_allocated, held,
+            "allocated GPU total drifted"
+        );
     }
 
     fn hold(&mut self, node: &str, gpus: &[GpuShare], cpu: u64, mem: u64) {

@@ -89,11 +89,11 @@ impl State {
             .jobs_on(node)
             .filter_map(move |n| self.jobs.get(n))
             .flat_map(move |j| {
-            j.status
-                .tasks
-                .iter()
-                .filter(move |t| t.phase.holds_resources() && t.node.as_deref() == Some(node))
-                .map(move |t| (j, t))
-        })
+                j.status
+                    .tasks
+                    .iter()
+                    .filter(move |t| t.phase.holds_resources() && t.node.as_deref() == Some(node))
+                    .map(move |t| (j, t))
+            })
     }
 }
