@@ -187,3 +187,53 @@ impl Metrics {
             .set(s.gpu_milli_allocated() as i64);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::testutil::register;
+    use crate::state::{Command, Envelope};
+
+    /// The gauges read the state's counts: the same figures as a walk
+    /// over every job and node.
+    #[test]
+    fn gauges_match_a_scan_of_the_state() {
+        let mut s = State::default();
+        let mut index = 0;
+        let mut apply = |s: &mut State, cmd: Command| {
+            index += 1;
+            s.apply(index, &Envelope::new(1000 * index, cmd))
+        };
+        for n in ["a", "b"] {
+            let node = gpuctl_testkit::node(n).gpus(2, gpuctl_testkit::A100);
+            apply(&mut s, register(&node.build())).unwrap();
+        }
+        for j in ["x", "y", "z"] {
+            let job = Box::new(gpuctl_testkit::job(j).gpus(1.0).build());
+            apply(&mut s, Command::SubmitJob { job }).unwrap();
+        }
+        let round = crate::placement::plan_round(&s);
+        let bindings = round.bindings;
+        apply(&mut s, Command::Bind { bindings }).unwrap();
+        apply(&mut s, Command::CancelJob { name: "z".into() }).ok();
+        apply(&mut s, Command::NodeLost { node: "b".into() }).unwrap();
+        let m = Metrics::new();
+        m.observe_state(&s);
+        for p in JOB_PHASES {
+            let want = s.jobs.values().filter(|j| j.status.phase == p).count();
+            let got = m.jobs.with_label_values(&[&p.to_string()]).get();
+            assert_eq!(got, want as i64, "{p} jobs");
+        }
+        let lost = s
+            .nodes
+            .values()
+            .filter(|n| n.status.phase == NodePhase::Lost)
+            .count();
+        assert_eq!(m.nodes.with_label_values(&["Lost"]).get(), lost as i64);
+        assert_eq!(lost, 1);
+        assert_eq!(m.gpus.get(), 2, "GPUs on Ready nodes");
+        let held: u64 = s.jobs.values().map(|j| j.gpu_milli_held()).sum();
+        assert_eq!(m.gpus_allocated_milli.get(), held as i64);
+        assert!(held > 0, "something runs on node a");
+    }
+}
