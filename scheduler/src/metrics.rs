@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use gpuctl_common::api::NodePhase;
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 use crate::raft::status::RaftStatus;
@@ -26,6 +27,9 @@ pub struct Metrics {
     nodes: IntGaugeVec,
     gpus: IntGauge,
     gpus_allocated_milli: IntGauge,
+    /// Node assignment sets built for `WatchAssignments` streams: with
+    /// per-node wakeups, it follows the nodes whose tasks changed.
+    pub assignment_builds: IntCounter,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
@@ -145,6 +149,14 @@ impl Metrics {
                 IntGauge::new(
                     "gpuctl_scheduler_gpu_allocated_milli",
                     "Thousandths of GPUs held by bound or running tasks.",
+                )
+                .expect("valid"),
+            ),
+            assignment_builds: reg(
+                &r,
+                IntCounter::new(
+                    "gpuctl_scheduler_assignment_builds_total",
+                    "Assignment sets built for node WatchAssignments streams.",
                 )
                 .expect("valid"),
             ),

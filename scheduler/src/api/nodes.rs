@@ -157,6 +157,7 @@ impl NodeService for Api {
             loop {
                 wake.borrow_and_update();
                 let v = *shared.version.borrow();
+                shared.metrics.assignment_builds.inc();
                 let a = assignments_for(&shared.read(), &node, v, owners);
                 if last.as_ref() != Some(&a.tasks) {
                     last = Some(a.tasks.clone());
