@@ -2,7 +2,8 @@
 //! changed instead of for the whole cluster:
 //!
 //! - [`TaskIndex`]: which jobs hold resources on each node (what
-//!   [`State::tasks_on_node`] reads instead of scanning every job), with
+//!   [`State::tasks_on_node`] reads instead of scanning every job), the
+//!   pending jobs in placement order (what a scheduling round reads), and
 //!   each job's phase for the [`Counts`] the gauges read.
 //! - [`NodeChanges`]: a per-node change sequence. Every apply that changes
 //!   what a node runs or holds, or the node itself, moves that node to the
@@ -17,6 +18,7 @@
 //! [`State::tasks_on_node`]: super::State::tasks_on_node
 //! [`State::rebuild_usage`]: super::State::rebuild_usage
 
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -31,14 +33,21 @@ pub struct TaskIndex {
     by_job: HashMap<String, JobEntry>,
     /// Node → its phase and GPU count as last counted.
     nodes: HashMap<String, (NodePhase, u64)>,
+    /// Pending jobs in placement order: priority (highest first), then
+    /// submission (uid), then name.
+    pending: BTreeSet<PendingKey>,
     counts: Counts,
 }
+
+type PendingKey = (Reverse<i32>, u64, String);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct JobEntry {
     phase: JobPhase,
     /// The nodes its tasks hold resources on (sorted, no repeats).
     nodes: Vec<String>,
+    /// Its key in `pending` while it is pending.
+    pending: Option<PendingKey>,
 }
 
 /// Object counts for the gauges, kept as objects change.
@@ -50,6 +59,13 @@ pub struct Counts {
     pub nodes_lost: u64,
     /// GPUs on Ready nodes.
     pub gpus_ready: u64,
+}
+
+impl Counts {
+    /// How many jobs are in phase `p`.
+    pub fn jobs_in(&self, p: JobPhase) -> u64 {
+        self.jobs[phase_slot(p)]
+    }
 }
 
 /// The job phases, in the order of [`Counts::jobs`].
@@ -106,6 +122,9 @@ impl TaskIndex {
         let mut touched = Vec::new();
         if let Some(old) = old {
             self.counts.jobs[phase_slot(old.phase)] -= 1;
+            if let Some(k) = &old.pending {
+                self.pending.remove(k);
+            }
             for n in old.nodes {
                 if let Some(set) = self.by_node.get_mut(&n) {
                     set.remove(name);
@@ -127,8 +146,21 @@ impl TaskIndex {
             }
             self.counts.jobs[phase_slot(j.status.phase)] += 1;
             let phase = j.status.phase;
-            self.by_job
-                .insert(name.to_string(), JobEntry { phase, nodes });
+            let pending = (phase == JobPhase::Pending).then(|| {
+                let key = (
+                    Reverse(j.spec.priority),
+                    j.metadata.uid.unwrap_or(0),
+                    name.to_string(),
+                );
+                self.pending.insert(key.clone());
+                key
+            });
+            let entry = JobEntry {
+                phase,
+                nodes,
+                pending,
+            };
+            self.by_job.insert(name.to_string(), entry);
         }
         touched.sort();
         touched.dedup();
@@ -172,6 +204,11 @@ impl TaskIndex {
     /// The nodes job `name` holds resources on.
     pub fn nodes_of(&self, name: &str) -> &[String] {
         self.by_job.get(name).map_or(&[], |e| e.nodes.as_slice())
+    }
+
+    /// Pending jobs' names in placement order (priority, then submission).
+    pub fn pending(&self) -> impl Iterator<Item = &str> + '_ {
+        self.pending.iter().map(|(_, _, n)| n.as_str())
     }
 
     /// Nodes where some task holds resources, in name order.

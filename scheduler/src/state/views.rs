@@ -65,18 +65,11 @@ impl State {
 
     /// Jobs waiting for placement, in submission order.
     pub fn pending_jobs(&self) -> Vec<&Job> {
-        let mut v: Vec<&Job> = self
-            .jobs
-            .values()
-            .filter(|j| j.status.phase == JobPhase::Pending)
-            .collect();
-        v.sort_by_key(|j| {
-            (
-                std::cmp::Reverse(j.spec.priority),
-                j.metadata.uid.unwrap_or(0),
-            )
-        });
-        v
+        // From the index, already in order (priority, then submission).
+        self.index
+            .pending()
+            .filter_map(|n| self.jobs.get(n))
+            .collect()
     }
 
     /// Tasks (of current attempts) bound to or running on `node`, read from
