@@ -649,3 +649,31 @@ fn node_index_and_change_log_follow_the_change() {
     assert_eq!(h.s.counts().gpus_ready, 8);
     assert_eq!(h.s.gpu_milli_allocated(), 0);
 }
+
+/// Pending jobs come from the index in placement order: higher priority
+/// first, then submission order; bound jobs leave it, retried ones return.
+#[test]
+fn pending_jobs_in_priority_then_submission_order() {
+    let mut h = Harness::new();
+    h.apply(reg("n1", 1)).unwrap();
+    for (name, priority) in [("a", 0), ("b", 5), ("c", 0), ("d", 5)] {
+        let mut j = job(name, 1, 1.0, 1);
+        j.spec.priority = priority;
+        h.apply(Command::SubmitJob { job: Box::new(j) }).unwrap();
+    }
+    let names = |s: &State| -> Vec<String> {
+        s.pending_jobs()
+            .iter()
+            .map(|j| j.metadata.name.clone())
+            .collect()
+    };
+    assert_eq!(names(&h.s), ["b", "d", "a", "c"]);
+    h.bind("b", "n1", &[&[0]]);
+    assert_eq!(names(&h.s), ["d", "a", "c"]);
+    h.report("b", 0, TaskPhase::Failed, Some(1));
+    assert_eq!(
+        names(&h.s),
+        ["b", "d", "a", "c"],
+        "retried, in its old place"
+    );
+}
