@@ -174,7 +174,8 @@ async fn run(
             .spawn()
             .context("starting gpu-node --simulate")?,
     );
-    let mut c = dev.control().await?;
+    // Lists of thousands of nodes and jobs are more than tonic's default 4 MiB.
+    let mut c = dev.control().await?.max_decoding_message_size(1 << 30);
     let up = Instant::now();
     loop {
         let ready = get_all(&mut c, "nodes")
