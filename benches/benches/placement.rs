@@ -17,7 +17,12 @@
 //!   (a visit of every node's view; the leader's round uses
 //!   `Planner::sync_state`, inside the leader round's figure);
 //! - `planner_sync_state/*`: `Planner::sync_state` to a state with no node
-//!   changed (each node and its usage compared with the kept view);
+//!   changed (the state's change log names none);
+//! - `planner_sync_state_one_change/*`: the same after one node changed
+//!   (the log names it: one node visited);
+//! - `planner_sync_state_full_visit/*`: the sync when the log cannot be
+//!   used (another state): each node and its usage compared with the kept
+//!   view, what every round did before the change log;
 //! - `leader_round_gang_32x8/*`: the leader's whole round with the gang
 //!   pending, `Planner::plan_round(&State)` on a kept planner: the sync
 //!   from the state, fair-share order, quota, the mix and the gang
@@ -46,8 +51,9 @@ use gpuctl_scheduler::placement::{
     choose_node, place, plan_round, ClusterModel, NodeView, Planner, PodRequest, Policy, Snapshot,
     WorkloadMix,
 };
-use gpuctl_scheduler::state::State;
+use gpuctl_scheduler::state::{Command, Envelope, State};
 use rand::{rngs::StdRng, Rng, SeedableRng};
+use std::time::{Duration, Instant};
 
 fn traces() -> Option<PathBuf> {
     let dir = std::env::var_os("GPUCTL_TRACES")
@@ -296,6 +302,47 @@ fn decisions(c: &mut Criterion) {
         leader.sync_state(&state);
         group.bench_function(format!("planner_sync_state/{label}"), |b| {
             b.iter(|| leader.sync_state(&state))
+        });
+        // One node changed between rounds (a cordon flipped through
+        // `State::apply`, not timed): the sync reads the state's change log
+        // and visits that node only.
+        let mut changing = state.clone();
+        let names: Vec<String> = changing.nodes.keys().cloned().collect();
+        let mut follower = Planner::new();
+        follower.sync_state(&changing);
+        let mut k = 0u64;
+        group.bench_function(format!("planner_sync_state_one_change/{label}"), |b| {
+            b.iter_custom(|iters| {
+                let mut took = Duration::ZERO;
+                for _ in 0..iters {
+                    k += 1;
+                    let node = names[k as usize % names.len()].clone();
+                    let unschedulable = !changing.nodes[&node].spec.unschedulable;
+                    let cmd = Command::Cordon {
+                        node,
+                        unschedulable,
+                        reason: None,
+                        evict: false,
+                    };
+                    changing.apply(k, &Envelope::new(k, cmd)).expect("a cordon");
+                    let start = Instant::now();
+                    follower.sync_state(&changing);
+                    took += start.elapsed();
+                }
+                assert_eq!(follower.visited(), 1);
+                took
+            })
+        });
+        // The same sync without a usable change log (two copies of the
+        // state, a different one each time): a visit of every node, what
+        // every round did before the log.
+        let twin = changing.clone();
+        let mut flip = false;
+        group.bench_function(format!("planner_sync_state_full_visit/{label}"), |b| {
+            b.iter(|| {
+                flip = !flip;
+                follower.sync_state(if flip { &twin } else { &changing });
+            })
         });
         group.bench_function(format!("leader_round_gang_32x8/{label}"), |b| {
             b.iter(|| {

@@ -62,9 +62,13 @@ impl tonic::service::Interceptor for Bearer {
     }
 }
 
+/// Largest reply the CLI reads: listing thousands of nodes or jobs is more
+/// than tonic's default of 4 MiB.
+const MAX_REPLY_BYTES: usize = 1 << 30;
+
 /// A `Control` client on `ch` that sends `bearer`'s token.
 pub fn client_for(ch: Channel, bearer: &Bearer) -> Client {
-    ControlClient::with_interceptor(ch, bearer.clone())
+    ControlClient::with_interceptor(ch, bearer.clone()).max_decoding_message_size(MAX_REPLY_BYTES)
 }
 
 /// How this process's connections use TLS: `https://` URLs are checked

@@ -46,6 +46,9 @@
 //! start and runs tasks without limits. The supervisor sets both up as it
 //! starts the task, and reads them back when it ends.
 //!
+//! [`hollow`] runs many simulated nodes in one process (`--simulate N`):
+//! the same agent loops, with tasks that run as timers.
+//!
 //! The pure parts are [`env::task_env`] (what a task sees), [`agent::plan()`]
 //! (desired vs. local → actions) and the inventory parsers; the rest is the
 //! I/O shell around them. [`Node`] ties it together; `main.rs` only parses
@@ -54,6 +57,7 @@
 pub mod agent;
 pub mod assignment;
 pub mod env;
+pub mod hollow;
 pub mod inventory;
 pub mod isolation;
 pub mod logs;
@@ -162,6 +166,8 @@ pub enum NodeError {
     Tls(String),
     #[error("{0}")]
     Isolation(String),
+    #[error("--simulate: {0}")]
+    Fleet(String),
 }
 
 /// A daemon with its listeners bound, ready to [`Node::run`].

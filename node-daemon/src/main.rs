@@ -152,6 +152,30 @@ struct Cli {
     /// Let tasks share the host's /tmp instead of each having its own.
     #[arg(long)]
     no_private_tmp: bool,
+
+    /// Run N hollow nodes in this process instead of one real daemon: each
+    /// joins, registers, heartbeats, watches its assignments and reports
+    /// through the real API, and runs each task as a timer (its env's
+    /// GPUCTL_SIM_DURATION, else --task-duration; GPUCTL_SIM_EXIT_CODE).
+    /// Nodes are named NAME-00000, NAME-00001, ... (--name, default
+    /// "hollow"); each keeps its credential in WORK_DIR/NODE.token.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    simulate: Option<u32>,
+
+    /// With --simulate: a node list (CSV with the columns cpu_milli,
+    /// memory_mib, gpu, model, as the openb trace's node lists) whose rows
+    /// are dealt to the nodes in turn.
+    #[arg(long, value_name = "FILE", requires = "simulate", conflicts_with_all = ["gpus", "gpu_file"])]
+    node_list: Option<PathBuf>,
+
+    /// With --simulate: how long a task runs when its env names no
+    /// GPUCTL_SIM_DURATION (0: it succeeds at once).
+    #[arg(long, default_value = "0", value_parser = gpuctl_node::hollow::tasks::parse_duration, value_name = "DURATION")]
+    task_duration: Duration,
+
+    /// With --simulate: spread the nodes' registrations over this long.
+    #[arg(long, default_value = "0", value_parser = gpuctl_node::hollow::tasks::parse_duration, value_name = "DURATION")]
+    ramp: Duration,
 }
 
 /// `500ms`, `1s`, `1.5s`, `2m`.
@@ -261,7 +285,105 @@ fn choose_inventory(
     }
 }
 
+/// `--simulate N`: a fleet of hollow nodes.
+async fn run_fleet(cli: Cli, count: u32) -> anyhow::Result<()> {
+    use gpuctl_node::hollow::{self, FleetConfig, Shapes};
+    let prefix = cli.name.clone().unwrap_or_else(|| "hollow".to_string());
+    gpuctl_common::api::validate_name("--name", &prefix)?;
+    let shapes = if let Some(path) = &cli.node_list {
+        Shapes::from_node_list(path)?
+    } else if let Some(path) = &cli.gpu_file {
+        Shapes::from_yaml_file(path)?
+    } else if !cli.gpus.is_empty() {
+        SimulatedInventory::from_specs("check", &cli.gpus)?;
+        Shapes::Specs(cli.gpus.clone())
+    } else {
+        bail!("--simulate: describe the nodes' GPUs with --gpus, --gpu-file or --node-list");
+    };
+    let cpu_milli = match &cli.cpus {
+        Some(s) => parse_cpus(s)?,
+        None => 64_000,
+    };
+    let memory_bytes = match &cli.memory {
+        Some(s) => {
+            gpuctl_common::api::parse_bytes(s).map_err(|e| anyhow::anyhow!("--memory: {e}"))?
+        }
+        None => 256 << 30,
+    };
+    let cfg = FleetConfig {
+        count: count as usize,
+        servers: servers_of(&cli)?,
+        shapes,
+        cpu_milli,
+        memory_bytes,
+        labels: labels_of(&cli)?,
+        heartbeat_interval: heartbeat_of(&cli)?,
+        task_duration: cli.task_duration,
+        work_dir: cli
+            .work_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("gpu-fleet-{prefix}"))),
+        join_token_file: cli.join_token_file.clone(),
+        tls: cli.tls.load()?,
+        ramp: cli.ramp,
+        prefix,
+    };
+    {
+        use std::io::Write;
+        let banner = format!(
+            "gpu-node: {count} hollow node(s) {}..{} with {}\n",
+            hollow::node_name(&cfg.prefix, 0),
+            hollow::node_name(&cfg.prefix, cfg.count - 1),
+            cfg.servers.join(",")
+        );
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(banner.as_bytes()).and_then(|_| out.flush());
+    }
+    hollow::run_fleet(cfg, shutdown_signal())
+        .await
+        .context("starting the hollow fleet")?;
+    Ok(())
+}
+
+fn labels_of(cli: &Cli) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut labels = BTreeMap::new();
+    for l in &cli.labels {
+        let Some((k, v)) = l.split_once('=') else {
+            bail!("--label {l:?}: expected KEY=VALUE");
+        };
+        if k.is_empty() {
+            bail!("--label {l:?}: the key must not be empty");
+        }
+        labels.insert(k.to_string(), v.to_string());
+    }
+    Ok(labels)
+}
+
+fn servers_of(cli: &Cli) -> anyhow::Result<Vec<String>> {
+    let servers: Vec<String> = cli
+        .server
+        .iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if servers.is_empty() {
+        bail!("--server: give at least one scheduler URL, e.g. http://127.0.0.1:7000");
+    }
+    Ok(servers)
+}
+
+fn heartbeat_of(cli: &Cli) -> anyhow::Result<Duration> {
+    Ok(match cli.heartbeat_interval_ms {
+        Some(0) => bail!("--heartbeat-interval-ms must be more than 0"),
+        Some(ms) => Duration::from_millis(ms),
+        None => cli.heartbeat_interval,
+    })
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(n) = cli.simulate {
+        return run_fleet(cli, n).await;
+    }
     let tls = cli.tls.load()?;
     let name = match &cli.name {
         Some(n) => {
@@ -286,30 +408,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         None => mem_total().unwrap_or(0),
     };
-    let mut labels = BTreeMap::new();
-    for l in &cli.labels {
-        let Some((k, v)) = l.split_once('=') else {
-            bail!("--label {l:?}: expected KEY=VALUE");
-        };
-        if k.is_empty() {
-            bail!("--label {l:?}: the key must not be empty");
-        }
-        labels.insert(k.to_string(), v.to_string());
-    }
-    let servers: Vec<String> = cli
-        .server
-        .iter()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect();
-    if servers.is_empty() {
-        bail!("--server: give at least one scheduler URL, e.g. http://127.0.0.1:7000");
-    }
-    let heartbeat_interval = match cli.heartbeat_interval_ms {
-        Some(0) => bail!("--heartbeat-interval-ms must be more than 0"),
-        Some(ms) => Duration::from_millis(ms),
-        None => cli.heartbeat_interval,
-    };
+    let labels = labels_of(&cli)?;
+    let servers = servers_of(&cli)?;
+    let heartbeat_interval = heartbeat_of(&cli)?;
     let config = Config {
         work_dir,
         artifact_dir: cli.artifact_dir.clone(),

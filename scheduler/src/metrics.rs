@@ -2,13 +2,14 @@
 
 use std::time::Duration;
 
-use gpuctl_common::api::{JobPhase, NodePhase};
+use gpuctl_common::api::NodePhase;
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 use crate::raft::status::RaftStatus;
-use crate::state::State;
+use crate::state::{State, JOB_PHASES};
 
 /// Every metric the scheduler exports, registered in one registry.
 #[derive(Clone)]
@@ -26,6 +27,9 @@ pub struct Metrics {
     nodes: IntGaugeVec,
     gpus: IntGauge,
     gpus_allocated_milli: IntGauge,
+    /// Node assignment sets built for `WatchAssignments` streams: with
+    /// per-node wakeups, it follows the nodes whose tasks changed.
+    pub assignment_builds: IntCounter,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
@@ -149,6 +153,14 @@ impl Metrics {
                 )
                 .expect("valid"),
             ),
+            assignment_builds: reg(
+                &r,
+                IntCounter::new(
+                    "gpuctl_scheduler_assignment_builds_total",
+                    "Assignment sets built for node WatchAssignments streams.",
+                )
+                .expect("valid"),
+            ),
             registry: r,
         }
     }
@@ -168,41 +180,73 @@ impl Metrics {
         self.raft_leader.set(i64::from(st.is_leader()));
     }
 
-    /// Refresh the object gauges from the state.
+    /// Refresh the object gauges from the counts the state keeps as
+    /// objects change (no walk over jobs or nodes).
     pub fn observe_state(&self, s: &State) {
-        for p in [
-            JobPhase::Pending,
-            JobPhase::Running,
-            JobPhase::Succeeded,
-            JobPhase::Failed,
-            JobPhase::Cancelled,
-        ] {
-            let n = s.jobs.values().filter(|j| j.status.phase == p).count();
+        let c = s.counts();
+        for (p, n) in JOB_PHASES.iter().zip(c.jobs) {
             self.jobs.with_label_values(&[&p.to_string()]).set(n as i64);
         }
-        for p in [NodePhase::Ready, NodePhase::Lost] {
-            let n = s.nodes.values().filter(|x| x.status.phase == p).count();
+        for (p, n) in [
+            (NodePhase::Ready, c.nodes_ready),
+            (NodePhase::Lost, c.nodes_lost),
+        ] {
             self.nodes
                 .with_label_values(&[&p.to_string()])
                 .set(n as i64);
         }
-        let ready = s
+        self.gpus.set(c.gpus_ready as i64);
+        self.gpus_allocated_milli
+            .set(s.gpu_milli_allocated() as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::testutil::register;
+    use crate::state::{Command, Envelope};
+
+    /// The gauges read the state's counts: the same figures as a walk
+    /// over every job and node.
+    #[test]
+    fn gauges_match_a_scan_of_the_state() {
+        let mut s = State::default();
+        let mut index = 0;
+        let mut apply = |s: &mut State, cmd: Command| {
+            index += 1;
+            s.apply(index, &Envelope::new(1000 * index, cmd))
+        };
+        for n in ["a", "b"] {
+            let node = gpuctl_testkit::node(n).gpus(2, gpuctl_testkit::A100);
+            apply(&mut s, register(&node.build())).unwrap();
+        }
+        for j in ["x", "y", "z"] {
+            let job = Box::new(gpuctl_testkit::job(j).gpus(1.0).build());
+            apply(&mut s, Command::SubmitJob { job }).unwrap();
+        }
+        let round = crate::placement::plan_round(&s);
+        let bindings = round.bindings;
+        apply(&mut s, Command::Bind { bindings }).unwrap();
+        apply(&mut s, Command::CancelJob { name: "z".into() }).ok();
+        apply(&mut s, Command::NodeLost { node: "b".into() }).unwrap();
+        let m = Metrics::new();
+        m.observe_state(&s);
+        for p in JOB_PHASES {
+            let want = s.jobs.values().filter(|j| j.status.phase == p).count();
+            let got = m.jobs.with_label_values(&[&p.to_string()]).get();
+            assert_eq!(got, want as i64, "{p} jobs");
+        }
+        let lost = s
             .nodes
             .values()
-            .filter(|n| n.status.phase == NodePhase::Ready);
-        self.gpus
-            .set(ready.map(|n| n.status.gpus.len() as i64).sum());
-        let alloc: u64 = s
-            .nodes
-            .keys()
-            .map(|n| {
-                s.usage(n)
-                    .gpu_milli
-                    .values()
-                    .map(|m| u64::from(*m))
-                    .sum::<u64>()
-            })
-            .sum();
-        self.gpus_allocated_milli.set(alloc as i64);
+            .filter(|n| n.status.phase == NodePhase::Lost)
+            .count();
+        assert_eq!(m.nodes.with_label_values(&["Lost"]).get(), lost as i64);
+        assert_eq!(lost, 1);
+        assert_eq!(m.gpus.get(), 2, "GPUs on Ready nodes");
+        let held: u64 = s.jobs.values().map(|j| j.gpu_milli_held()).sum();
+        assert_eq!(m.gpus_allocated_milli.get(), held as i64);
+        assert!(held > 0, "something runs on node a");
     }
 }

@@ -66,6 +66,7 @@ impl Server {
         let heartbeats = Arc::new(Heartbeats::default());
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let loads = Arc::new(Loads::default());
+        let wakeups = Arc::new(crate::api::node_watch::NodeWakeups::default());
         let api = Api {
             raft: raft.clone(),
             heartbeats: heartbeats.clone(),
@@ -74,8 +75,14 @@ impl Server {
             peers: peers.clone(),
             loads: loads.clone(),
             audit_log: Arc::new(crate::api::audit::AuditLog::new(&cfg.data_dir)),
+            wakeups: wakeups.clone(),
         };
         let tasks = vec![
+            tokio::spawn(crate::api::node_watch::follow(
+                raft.shared.clone(),
+                wakeups,
+                stop_rx.clone(),
+            )),
             serve_grpc(api, grpc, cfg.tls.as_ref(), stop_rx.clone())?,
             serve_metrics(metrics_listener, &metrics, raft.clone(), stop_rx.clone()),
             follow_membership(&raft, peers, stop_rx.clone()),

@@ -172,6 +172,22 @@ impl Servers {
         })
     }
 
+    /// The same replicas over the same (lazily connecting) channels, for
+    /// another node of this process (hollow nodes share connections), with
+    /// its own contact record and no credentials yet.
+    pub fn sharing(&self) -> Servers {
+        Servers {
+            ca: self.ca.clone(),
+            urls: self.urls.clone(),
+            channels: self.channels.clone(),
+            current: AtomicUsize::new(self.current.load(Ordering::Relaxed)),
+            contact: Contact::default(),
+            node: String::new(),
+            credentials: Credentials::none(),
+            joining: tokio::sync::Mutex::default(),
+        }
+    }
+
     /// Calls of node `node` carry `credentials` (without: no token).
     pub fn with_credentials(mut self, node: &str, credentials: Credentials) -> Servers {
         self.node = node.to_string();

@@ -14,6 +14,8 @@
 //!  identity.rs     Control's users, tokens, WhoAmI and Audit
 //!  nodes.rs        NodeService: register, heartbeat, assignments, reports
 //!  assignments.rs  a node's tasks as TaskAssignment messages
+//!  node_watch.rs   per-node wakeups of those streams, from the state's
+//!                  per-node change log
 //!  raft_peer.rs    Raft: peers' messages in, writes forwarded to the leader
 //!  workflows.rs    Control's workflow parts (apply, reads, wait)
 //!  proposer.rs     Proposer: propose here, or forward to the leader
@@ -42,6 +44,7 @@ mod control;
 mod convert;
 mod guard;
 mod identity;
+pub mod node_watch;
 mod nodes;
 pub mod peers;
 pub mod proposer;
@@ -90,6 +93,9 @@ pub struct Api {
     pub loads: Arc<Loads>,
     /// This replica's record of mutating calls.
     pub audit_log: Arc<audit::AuditLog>,
+    /// Per-node wakeups of `WatchAssignments` streams, fed by
+    /// [`node_watch::follow`].
+    pub wakeups: Arc<node_watch::NodeWakeups>,
 }
 
 impl Api {

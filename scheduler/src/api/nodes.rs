@@ -148,7 +148,8 @@ impl NodeService for Api {
             },
         )
         .await?;
-        let mut version = self.raft.shared.version.subscribe();
+        // Woken only when this node's assignments may have changed.
+        let mut wake = self.wakeups.subscribe(&node);
         let shared = self.raft.shared.clone();
         let owners = self.opts.auth.enabled;
         let mut stop = self.stop.clone();
@@ -156,7 +157,9 @@ impl NodeService for Api {
         tokio::spawn(async move {
             let mut last: Option<Vec<pb::TaskAssignment>> = None;
             loop {
-                let v = *version.borrow_and_update();
+                wake.borrow_and_update();
+                let v = *shared.version.borrow();
+                shared.metrics.assignment_builds.inc();
                 let a = assignments_for(&shared.read(), &node, v, owners);
                 if last.as_ref() != Some(&a.tasks) {
                     last = Some(a.tasks.clone());
@@ -165,7 +168,7 @@ impl NodeService for Api {
                     }
                 }
                 tokio::select! {
-                    r = version.changed() => if r.is_err() { return },
+                    r = wake.changed() => if r.is_err() { return },
                     _ = tx.closed() => return,
                     _ = stop.wait_for(|s| *s) => return,
                 }

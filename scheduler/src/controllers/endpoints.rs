@@ -321,7 +321,9 @@ mod tests {
         fn apply(&mut self, cmd: Command) -> Result<Applied, ApplyError> {
             self.index += 1;
             let now = self.now_ms();
-            self.s.apply(self.index, &Envelope::new(now, cmd))
+            let r = self.s.apply(self.index, &Envelope::new(now, cmd));
+            self.s.check_index();
+            r
         }
         /// The clock of the last command.
         fn now_ms(&self) -> u64 {

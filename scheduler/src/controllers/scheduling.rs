@@ -12,9 +12,7 @@ use crate::state::{Command, State};
 
 /// Whether any job waits for placement (no round is planned otherwise).
 pub fn has_pending(st: &State) -> bool {
-    st.jobs
-        .values()
-        .any(|j| j.status.phase == JobPhase::Pending)
+    st.counts().jobs_in(JobPhase::Pending) > 0
 }
 
 /// The commands of one scheduling round: a `Bind` with every gang placed

@@ -23,7 +23,7 @@ use super::policy::Policy;
 use super::reservation::Reservation;
 use super::round::{plan_round_with, Round};
 use super::snapshot::{node_view, nodes_with_usage, view_matches, NodeView, Snapshot};
-use crate::state::{Binding, State};
+use crate::state::{Binding, ChangeCursor, State};
 
 /// Placement state kept across rounds; see the module doc.
 #[derive(Debug, Default)]
@@ -34,6 +34,11 @@ pub struct Planner {
     /// Times the model was built from scratch (a sync that found nodes
     /// added, removed or reconfigured, or the first).
     rebuilds: u64,
+    /// Where the state's node change log stood at the last
+    /// [`Planner::sync_state`]; `None` after a sync to a snapshot.
+    cursor: Option<ChangeCursor>,
+    /// Nodes looked at by the last [`Planner::sync_state`].
+    visited: usize,
 }
 
 impl Planner {
@@ -59,37 +64,89 @@ impl Planner {
     }
 
     /// Bring the model and its snapshot to `st`: [`Planner::sync`] to
-    /// [`Snapshot::of`] `st`, but comparing each node of the state with its
-    /// view in place and building views only for the nodes that changed.
+    /// [`Snapshot::of`] `st`, looking only at the nodes the state's change
+    /// log names since the last sync (every node the first time, or when
+    /// `st` is another state than last time).
     pub fn sync_state(&mut self, st: &State) {
+        let log = st.node_changes();
+        let now = log.cursor();
+        let since = self.cursor.and_then(|c| log.since(c));
+        let synced = match since {
+            Some(changed) => self.sync_nodes(st, changed),
+            None => self.sync_all(st),
+        };
+        if !synced {
+            self.snap = Snapshot::of(st);
+            self.model = ClusterModel::from_views(&self.snap.nodes);
+            self.rebuilds += 1;
+            self.visited = self.snap.nodes.len();
+        }
+        self.cursor = Some(now);
+    }
+
+    /// Update the nodes named in `changed`; false when one was added,
+    /// removed or reconfigured (the model must be built anew).
+    fn sync_nodes<'a>(&mut self, st: &State, changed: impl Iterator<Item = &'a str>) -> bool {
+        let mut updates: Vec<(usize, NodeView)> = Vec::new();
+        self.visited = 0;
+        for name in changed {
+            self.visited += 1;
+            let found = self
+                .snap
+                .nodes
+                .binary_search_by(|v| v.name.as_str().cmp(name));
+            let (Ok(i), Some(n)) = (found, st.nodes.get(name)) else {
+                return false; // added or removed
+            };
+            let usage = st.node_usage(name);
+            if view_matches(n, usage, &self.snap.nodes[i]) {
+                continue;
+            }
+            let new = node_view(n, usage);
+            if !same_node(&self.snap.nodes[i], &new) {
+                return false;
+            }
+            updates.push((i, new));
+        }
+        for (i, new) in updates {
+            self.update(i, new);
+        }
+        true
+    }
+
+    /// Compare every node of `st` with its view in place, building views
+    /// only for the nodes that changed; false when the model must be built
+    /// anew.
+    fn sync_all(&mut self, st: &State) -> bool {
         let mut changed: Vec<(usize, NodeView)> = Vec::new();
         let mut count = 0;
-        let mut same_nodes = true;
         for (i, (n, u)) in nodes_with_usage(st).enumerate() {
             count = i + 1;
             let Some(old) = self.snap.nodes.get(i) else {
-                same_nodes = false;
-                break;
+                return false;
             };
             if view_matches(n, u, old) {
                 continue;
             }
             let new = node_view(n, u);
             if !same_node(old, &new) {
-                same_nodes = false;
-                break;
+                return false;
             }
             changed.push((i, new));
         }
-        if !same_nodes || count != self.snap.nodes.len() {
-            self.snap = Snapshot::of(st);
-            self.model = ClusterModel::from_views(&self.snap.nodes);
-            self.rebuilds += 1;
-            return;
+        self.visited = count;
+        if count != self.snap.nodes.len() {
+            return false;
         }
         for (i, new) in changed {
             self.update(i, new);
         }
+        true
+    }
+
+    /// How many nodes the last [`Planner::sync_state`] looked at.
+    pub fn visited(&self) -> usize {
+        self.visited
     }
 
     /// [`place_with_reservation`](super::place::place_with_reservation) on the
@@ -129,6 +186,8 @@ impl Planner {
     /// is schedulable) is updated in place; any other difference (nodes
     /// added, removed, renamed or reconfigured) builds the model anew.
     pub fn sync(&mut self, snapshot: &Snapshot) {
+        // The state's change log no longer describes what the model stands for.
+        self.cursor = None;
         let mut changed = Vec::new();
         let same_nodes =
             self.snap.nodes.len() == snapshot.nodes.len()
@@ -199,6 +258,8 @@ mod tests {
     use super::*;
     use crate::placement::place::place_with_reservation;
     use crate::placement::testutil::{job, node};
+    use crate::state::testutil::register;
+    use crate::state::{Command, Envelope};
     use rand::{rngs::StdRng, Rng, SeedableRng};
 
     /// A kept planner decides as the stateless functions round after round
@@ -300,6 +361,39 @@ mod tests {
         }
     }
 
+    fn apply(st: &mut State, cmd: Command) {
+        st.apply(1, &Envelope::new(1_000, cmd)).unwrap();
+    }
+
+    /// After the first round, a sync looks only at the nodes the state's
+    /// change log names: one bound job is one node visited, out of 200.
+    #[test]
+    fn syncs_only_the_changed_nodes() {
+        let mut st = State::default();
+        for i in 0..200 {
+            let n = gpuctl_testkit::node(&format!("n{i:03}"))
+                .uuid_prefix(&format!("n{i:03}"))
+                .gpus(8, "A100")
+                .build();
+            apply(&mut st, register(&n));
+        }
+        let mut planner = Planner::new();
+        planner.sync_state(&st);
+        assert_eq!(planner.visited(), 200, "the first sync sees every node");
+        planner.sync_state(&st);
+        assert_eq!(planner.visited(), 0, "nothing changed");
+        let job = Box::new(job("a", None, 0, 1, 2.0));
+        apply(&mut st, Command::SubmitJob { job });
+        let round = crate::placement::round::plan_round(&st);
+        let bindings = round.bindings;
+        assert_eq!(bindings.len(), 1);
+        apply(&mut st, Command::Bind { bindings });
+        planner.sync_state(&st);
+        assert_eq!(planner.visited(), 1, "only the node the job was bound to");
+        assert_eq!(planner.snapshot(), &Snapshot::of(&st));
+        assert_eq!(planner.rebuilds(), 1);
+    }
+
     /// Synced from the state, the planner's snapshot is the state's
     /// snapshot as nodes come, go, change and run jobs, and its rounds are
     /// the stateless rounds.
@@ -321,20 +415,32 @@ mod tests {
         let changes: [(&str, Change); 6] = [
             ("first round", |_| {}),
             ("a node added between", |st| {
-                st.nodes.insert("n2".into(), {
-                    let mut n = st.nodes["n1"].clone();
-                    n.metadata.name = "n2".into();
-                    n
-                });
+                let mut n = st.nodes["n1"].clone();
+                n.metadata.name = "n2".into();
+                apply(st, register(&n));
             }),
             ("a cordon", |st| {
-                st.nodes.get_mut("n1").unwrap().spec.unschedulable = true;
+                let (node, unschedulable) = ("n1".to_string(), true);
+                apply(
+                    st,
+                    Command::Cordon {
+                        node,
+                        unschedulable,
+                        reason: None,
+                        evict: false,
+                    },
+                );
             }),
             ("a GPU unhealthy", |st| {
-                st.nodes.get_mut("n2").unwrap().status.gpus[0].healthy = false;
+                let mut n = st.nodes["n2"].clone();
+                n.status.gpus[0].healthy = false;
+                apply(st, register(&n));
             }),
             ("a node removed", |st| {
-                st.nodes.remove("n3");
+                // No command removes a node: a state loaded without it.
+                let jobs = st.jobs.values().cloned().collect();
+                let nodes = st.nodes.values().filter(|n| n.metadata.name != "n3");
+                *st = State::from_objects(jobs, nodes.cloned().collect());
             }),
             ("a job bound elsewhere holds GPUs", |st| {
                 let mut j = job("b", None, 0, 1, 2.0);

@@ -16,6 +16,8 @@
 //!               one file per command family (each an `impl State`)
 //!  identity.rs  user and token records (token hashes, never secrets)
 //!  views.rs     read models (queue status, endpoint views, tasks on a node)
+//!  index.rs     derived indexes kept per apply: jobs by node, per-node
+//!               change log, object counts
 //!  objects.rs  stored.rs  workflow_object.rs   the stored form
 //! ```
 
@@ -30,6 +32,7 @@ mod health;
 #[cfg(test)]
 mod health_tests;
 pub mod identity;
+pub mod index;
 mod jobs;
 mod nodes;
 mod objects;
@@ -49,6 +52,7 @@ pub use command::{
     Applied, ApplyError, Binding, Command, Envelope, ErrorCode, GpuFault, NodeRegistration,
     StepOutputs, TaskPlacement, TaskReport,
 };
+pub use index::{ChangeCursor, Counts, JOB_PHASES};
 pub use objects::{ObjKey, RequestRecord, MAX_REQUEST_ID_LEN, MAX_REQUEST_RECORDS, REQUEST_TTL_MS};
 pub use workflow_object::{
     MemoRecord, WorkflowObject, WorkflowRecords, LABEL_STEP, LABEL_WORKFLOW, WORKFLOW_API_VERSION,
@@ -88,8 +92,36 @@ pub struct State {
     pub tokens: BTreeMap<String, identity::Token>,
     /// Derived: what tasks hold on each node.
     usage: BTreeMap<String, NodeUsage>,
+    /// Derived: the sum of `usage`'s GPU thousandths.
+    gpu_milli_allocated: u64,
+    /// Derived: jobs by node, object counts.
+    index: index::TaskIndex,
+    /// Derived: the nodes in the order they last changed.
+    changes: index::NodeChanges,
     /// Objects changed since the last [`State::take_dirty`].
-    dirty: BTreeSet<ObjKey>,
+    dirty: Dirty,
+}
+
+/// The objects an apply changed: all of them since the last
+/// [`State::take_dirty`] (to store), and those that bear on nodes since the
+/// last apply (to keep the derived indexes in step).
+#[derive(Debug, Clone, Default)]
+struct Dirty {
+    keys: BTreeSet<ObjKey>,
+    /// Jobs, nodes, secrets and users changed by the apply under way.
+    fresh: Vec<ObjKey>,
+}
+
+impl Dirty {
+    fn insert(&mut self, key: ObjKey) {
+        if matches!(
+            key,
+            ObjKey::Job(_) | ObjKey::Node(_) | ObjKey::Secret(_) | ObjKey::User(_)
+        ) {
+            self.fresh.push(key.clone());
+        }
+        self.keys.insert(key);
+    }
 }
 
 impl State {
@@ -124,9 +156,16 @@ impl State {
         self
     }
 
-    /// Recompute the usage index from the tasks.
+    /// Recompute the derived indexes from the objects: the usage index,
+    /// jobs by node and the counts; every node counts as changed.
     pub fn rebuild_usage(&mut self) {
         self.usage.clear();
+        self.gpu_milli_allocated = 0;
+        self.index = index::TaskIndex::build(self.jobs.values(), self.nodes.values());
+        self.changes = index::NodeChanges::default();
+        for n in self.nodes.keys() {
+            self.changes.changed(n);
+        }
         let holds: Vec<(String, Vec<GpuShare>, u64, u64)> = self
             .jobs
             .values()
@@ -151,9 +190,30 @@ impl State {
         self.usage.get(node).cloned().unwrap_or_default()
     }
 
+    /// Usage of one node, when something runs there.
+    pub fn node_usage(&self, node: &str) -> Option<&NodeUsage> {
+        self.usage.get(node)
+    }
+
     /// Usage of each node where something runs, by node name (in order).
     pub fn usages(&self) -> impl Iterator<Item = (&str, &NodeUsage)> + '_ {
         self.usage.iter().map(|(n, u)| (n.as_str(), u))
+    }
+
+    /// Thousandths of GPUs held by bound or running tasks, cluster-wide.
+    pub fn gpu_milli_allocated(&self) -> u64 {
+        self.gpu_milli_allocated
+    }
+
+    /// Jobs and nodes by phase, kept as they change.
+    pub fn counts(&self) -> &Counts {
+        self.index.counts()
+    }
+
+    /// The per-node change log: which nodes changed since a reader's
+    /// [`ChangeCursor`].
+    pub fn node_changes(&self) -> &index::NodeChanges {
+        &self.changes
     }
 
     /// Record that an object changed (or was removed), to persist it.
@@ -163,13 +223,64 @@ impl State {
 
     /// Objects changed since the last call, to persist with the applied index.
     pub fn take_dirty(&mut self) -> BTreeSet<ObjKey> {
-        std::mem::take(&mut self.dirty)
+        std::mem::take(&mut self.dirty.keys)
+    }
+
+    /// After an apply: bring the derived indexes up to the objects it
+    /// changed, and note the nodes whose tasks or use changed.
+    fn settle(&mut self) {
+        let fresh = std::mem::take(&mut self.dirty.fresh);
+        if fresh.is_empty() {
+            return;
+        }
+        let mut changed: BTreeSet<String> = BTreeSet::new();
+        let mut every_busy_node = false;
+        for key in fresh {
+            match key {
+                ObjKey::Job(n) => changed.extend(self.index.job_changed(&n, self.jobs.get(&n))),
+                ObjKey::Node(n) => {
+                    self.index.node_changed(&n, self.nodes.get(&n));
+                    // A gang's other nodes read this one's address (MASTER_ADDR).
+                    for j in self.index.jobs_on(&n) {
+                        changed.extend(self.index.nodes_of(j).iter().cloned());
+                    }
+                    changed.insert(n);
+                }
+                // Assignments carry secret values and owners' uids.
+                ObjKey::Secret(_) | ObjKey::User(_) => every_busy_node = true,
+                _ => {}
+            }
+        }
+        if every_busy_node {
+            changed.extend(self.index.busy_nodes().map(str::to_string));
+        }
+        for n in &changed {
+            self.changes.changed(n);
+        }
+    }
+
+    /// Check the derived indexes against a scan of the objects.
+    #[cfg(test)]
+    pub(crate) fn check_index(&self) {
+        let scanned = index::TaskIndex::build(self.jobs.values(), self.nodes.values());
+        assert_eq!(self.index, scanned, "the task index drifted from the jobs");
+        let held: u64 = self
+            .usage
+            .values()
+            .flat_map(|u| u.gpu_milli.values())
+            .map(|m| u64::from(*m))
+            .sum();
+        assert_eq!(
+            self.gpu_milli_allocated, held,
+            "allocated GPU total drifted"
+        );
     }
 
     fn hold(&mut self, node: &str, gpus: &[GpuShare], cpu: u64, mem: u64) {
         let u = self.usage.entry(node.to_string()).or_default();
         for g in gpus {
             *u.gpu_milli.entry(g.index).or_default() += g.milli;
+            self.gpu_milli_allocated += u64::from(g.milli);
         }
         u.cpu_milli += cpu;
         u.memory_bytes += mem;
@@ -179,7 +290,9 @@ impl State {
         if let Some(u) = self.usage.get_mut(node) {
             for g in gpus {
                 if let Some(m) = u.gpu_milli.get_mut(&g.index) {
-                    *m = m.saturating_sub(g.milli);
+                    let freed = (*m).min(g.milli);
+                    self.gpu_milli_allocated -= u64::from(freed);
+                    *m -= freed;
                     if *m == 0 {
                         u.gpu_milli.remove(&g.index);
                     }
@@ -198,7 +311,16 @@ impl State {
     /// the same refusal). This makes a client's retry after a lost answer
     /// (say, the leader died between commit and reply) safe for every write,
     /// compare-and-set included.
+    ///
+    /// The derived indexes follow the objects the command changed (see
+    /// [`index`]), never the whole state.
     pub fn apply(&mut self, index: u64, env: &Envelope) -> Result<Applied, ApplyError> {
+        let r = self.apply_once(index, env);
+        self.settle();
+        r
+    }
+
+    fn apply_once(&mut self, index: u64, env: &Envelope) -> Result<Applied, ApplyError> {
         let Some(id) = &env.request_id else {
             return self.apply_cmd(index, env);
         };
@@ -308,6 +430,7 @@ impl State {
         let r = self.apply_command(index, env);
         let touched: Vec<String> = self
             .dirty
+            .keys
             .iter()
             .filter_map(|k| match k {
                 ObjKey::Job(n) => Some(n.clone()),
@@ -323,6 +446,7 @@ impl State {
         self.workflow_jobs_changed(index, env.now_ms, &touched, report);
         let changed: Vec<String> = self
             .dirty
+            .keys
             .iter()
             .filter_map(|k| match k {
                 ObjKey::Workflow(n) => Some(n.clone()),
@@ -332,7 +456,14 @@ impl State {
         for w in changed {
             self.note_changed_nodes(&w);
         }
-        self.dirty.extend(earlier);
+        // The larger set absorbs the smaller (earlier applies of a batch
+        // may have marked many objects).
+        let Dirty { mut keys, fresh } = earlier;
+        if keys.len() < self.dirty.keys.len() {
+            std::mem::swap(&mut keys, &mut self.dirty.keys);
+        }
+        self.dirty.keys.extend(keys);
+        debug_assert!(fresh.is_empty(), "fresh keys are settled after each apply");
         r
     }
 

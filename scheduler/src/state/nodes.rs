@@ -95,17 +95,7 @@ impl State {
         n.status.phase = NodePhase::Lost;
         n.status.last_transition_ms = now;
         self.touch_node(index, node);
-        let affected: Vec<String> = self
-            .jobs
-            .values()
-            .filter(|j| {
-                j.status
-                    .tasks
-                    .iter()
-                    .any(|t| t.phase.holds_resources() && t.node.as_deref() == Some(node))
-            })
-            .map(|j| j.metadata.name.clone())
-            .collect();
+        let affected: Vec<String> = self.index.jobs_on(node).map(str::to_string).collect();
         for j in affected {
             self.fail_attempt(
                 index,

@@ -37,7 +37,9 @@ impl Harness {
     fn apply(&mut self, cmd: Command) -> Result<Applied, ApplyError> {
         self.index += 1;
         let env = Envelope::new(1000 * self.index, cmd);
-        self.s.apply(self.index, &env)
+        let r = self.s.apply(self.index, &env);
+        self.s.check_index();
+        r
     }
     fn bind(&mut self, job: &str, node: &str, gpu_sets: &[&[u32]]) -> Applied {
         let attempt = self.s.jobs[job].status.attempt;
@@ -621,4 +623,109 @@ fn an_oom_killed_task_keeps_its_message_and_usage_and_says_so_in_the_events() {
         j.status.events
     );
     h.check_usage();
+}
+
+/// The jobs-by-node index and the per-node change log follow each apply
+/// (the harness checks the index against a scan after every command), name
+/// only the nodes a command touched, and are rebuilt when a state is loaded.
+#[test]
+fn node_index_and_change_log_follow_the_change() {
+    let mut h = Harness::new();
+    h.apply(reg("n1", 4)).unwrap();
+    h.apply(reg("n2", 4)).unwrap();
+    h.apply(reg("n3", 4)).unwrap();
+    h.apply(Command::SubmitJob {
+        job: Box::new(job("gang", 2, 4.0, 1)),
+    })
+    .unwrap();
+    let share = |node: &str, g: u32| GpuShare {
+        index: g,
+        uuid: format!("GPU-{node}-{g}"),
+        milli: 1000,
+    };
+    let tasks = ["n1", "n2"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| TaskPlacement {
+            index: i as u32,
+            node: n.to_string(),
+            gpus: (0..4).map(|g| share(n, g)).collect(),
+        })
+        .collect();
+    let before = h.s.node_changes().cursor();
+    h.apply(Command::Bind {
+        bindings: vec![Binding {
+            job: "gang".into(),
+            attempt: 1,
+            tasks,
+        }],
+    })
+    .unwrap();
+    let changed: Vec<&str> = h.s.node_changes().since(before).unwrap().collect();
+    assert_eq!(changed, ["n1", "n2"], "the gang's nodes, not n3");
+    let on = |s: &State, n: &str| -> Vec<(String, u32)> {
+        s.tasks_on_node(n)
+            .map(|(j, t)| (j.metadata.name.clone(), t.index))
+            .collect()
+    };
+    assert_eq!(on(&h.s, "n1"), [("gang".to_string(), 0)]);
+    assert_eq!(on(&h.s, "n2"), [("gang".to_string(), 1)]);
+    assert!(on(&h.s, "n3").is_empty());
+    assert_eq!(h.s.counts().jobs, [0, 1, 0, 0, 0], "one job running");
+    assert_eq!(h.s.gpu_milli_allocated(), 8000);
+
+    // A job that only waits changes no node.
+    let before = h.s.node_changes().cursor();
+    h.apply(Command::SubmitJob {
+        job: Box::new(job("waits", 1, 4.0, 0)),
+    })
+    .unwrap();
+    assert_eq!(h.s.node_changes().since(before).unwrap().count(), 0);
+
+    // A state loaded from its stored objects has the same index, and a
+    // cursor of the old state reads as "look at everything".
+    let back = State::from_stored(&h.s.stored_objects()).unwrap();
+    back.check_index();
+    assert_eq!(on(&back, "n2"), on(&h.s, "n2"));
+    assert!(back.node_changes().since(before).is_none());
+
+    // n2 is lost: the gang's attempt fails on both nodes and waits again.
+    let before = h.s.node_changes().cursor();
+    h.apply(Command::NodeLost { node: "n2".into() }).unwrap();
+    let mut changed: Vec<&str> = h.s.node_changes().since(before).unwrap().collect();
+    changed.sort();
+    assert_eq!(changed, ["n1", "n2"]);
+    assert!(on(&h.s, "n1").is_empty() && on(&h.s, "n2").is_empty());
+    assert_eq!(h.s.counts().jobs, [2, 0, 0, 0, 0], "both wait");
+    assert_eq!((h.s.counts().nodes_ready, h.s.counts().nodes_lost), (2, 1));
+    assert_eq!(h.s.counts().gpus_ready, 8);
+    assert_eq!(h.s.gpu_milli_allocated(), 0);
+}
+
+/// Pending jobs come from the index in placement order: higher priority
+/// first, then submission order; bound jobs leave it, retried ones return.
+#[test]
+fn pending_jobs_in_priority_then_submission_order() {
+    let mut h = Harness::new();
+    h.apply(reg("n1", 1)).unwrap();
+    for (name, priority) in [("a", 0), ("b", 5), ("c", 0), ("d", 5)] {
+        let mut j = job(name, 1, 1.0, 1);
+        j.spec.priority = priority;
+        h.apply(Command::SubmitJob { job: Box::new(j) }).unwrap();
+    }
+    let names = |s: &State| -> Vec<String> {
+        s.pending_jobs()
+            .iter()
+            .map(|j| j.metadata.name.clone())
+            .collect()
+    };
+    assert_eq!(names(&h.s), ["b", "d", "a", "c"]);
+    h.bind("b", "n1", &[&[0]]);
+    assert_eq!(names(&h.s), ["d", "a", "c"]);
+    h.report("b", 0, TaskPhase::Failed, Some(1));
+    assert_eq!(
+        names(&h.s),
+        ["b", "d", "a", "c"],
+        "retried, in its old place"
+    );
 }

@@ -65,31 +65,28 @@ impl State {
 
     /// Jobs waiting for placement, in submission order.
     pub fn pending_jobs(&self) -> Vec<&Job> {
-        let mut v: Vec<&Job> = self
-            .jobs
-            .values()
-            .filter(|j| j.status.phase == JobPhase::Pending)
-            .collect();
-        v.sort_by_key(|j| {
-            (
-                std::cmp::Reverse(j.spec.priority),
-                j.metadata.uid.unwrap_or(0),
-            )
-        });
-        v
+        // From the index, already in order (priority, then submission).
+        self.index
+            .pending()
+            .filter_map(|n| self.jobs.get(n))
+            .collect()
     }
 
-    /// Tasks (of current attempts) bound to or running on `node`.
+    /// Tasks (of current attempts) bound to or running on `node`, read from
+    /// the jobs-by-node index (the jobs with a task there, in name order).
     pub fn tasks_on_node<'a>(
         &'a self,
         node: &'a str,
     ) -> impl Iterator<Item = (&'a Job, &'a TaskStatus)> + 'a {
-        self.jobs.values().flat_map(move |j| {
-            j.status
-                .tasks
-                .iter()
-                .filter(move |t| t.phase.holds_resources() && t.node.as_deref() == Some(node))
-                .map(move |t| (j, t))
-        })
+        self.index
+            .jobs_on(node)
+            .filter_map(move |n| self.jobs.get(n))
+            .flat_map(move |j| {
+                j.status
+                    .tasks
+                    .iter()
+                    .filter(move |t| t.phase.holds_resources() && t.node.as_deref() == Some(node))
+                    .map(move |t| (j, t))
+            })
     }
 }

@@ -37,7 +37,9 @@ impl H {
     fn apply(&mut self, cmd: Command) -> Result<Applied, ApplyError> {
         self.index += 1;
         let env = Envelope::new(1000 * self.index, cmd);
-        self.s.apply(self.index, &env)
+        let r = self.s.apply(self.index, &env);
+        self.s.check_index();
+        r
     }
     fn submit(&mut self, name: &str) {
         let wf = gpuctl_pipelines::parse_workflow("wf.yaml", WF).unwrap();

@@ -1,0 +1,360 @@
+//! The whole control plane at scale: `gpuctl dev` (TLS and tokens, 1 or 3
+//! scheduler replicas) plus a hollow fleet (`gpu-node --simulate N`, the
+//! openb node mix), then `--jobs` one-task jobs submitted through the API by
+//! `--clients` concurrent clients as fast as they are answered.
+//!
+//! Reports jobs bound and started per second (first submit to last bind or
+//! start), submit→running p50/p99 (the job's creation to its task's
+//! Running, both on the scheduler's clock), the submit call's p50/p99, `get
+//! jobs` p99 under the load, and each scheduler replica's CPU time and RSS.
+//!
+//! Build everything in release first: `cargo build --release --bins`, then
+//! `target/release/cluster-scale --nodes 1000 --jobs 10000 --replicas 3`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use benches::dev::{sibling, Dev, Security};
+use benches::percentile;
+use clap::Parser;
+use gpuctl_common::api::{Job, JobPhase};
+use gpuctl_proto::v1 as pb;
+
+#[derive(Parser)]
+struct Args {
+    /// Hollow nodes.
+    #[arg(long, default_value_t = 1000)]
+    nodes: u32,
+    /// One-task jobs to submit.
+    #[arg(long, default_value_t = 10_000)]
+    jobs: usize,
+    /// Concurrent submitting clients.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Scheduler replicas (1, 3 or 5).
+    #[arg(long, default_value_t = 1)]
+    replicas: u32,
+    /// How long each task runs (its GPUCTL_SIM_DURATION).
+    #[arg(long, default_value = "1s")]
+    task_duration: String,
+    /// GPUs each task asks for.
+    #[arg(long, default_value_t = 1.0)]
+    gpus: f64,
+    /// The openb node list [default: ../shared/traces/openb/openb_node_list_gpu_node.csv
+    /// beside the repository].
+    #[arg(long)]
+    node_list: Option<PathBuf>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let node_list = args.node_list.clone().unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/traces/openb/openb_node_list_gpu_node.csv")
+    });
+    if !node_list.is_file() {
+        bail!("node list {} not found (--node-list)", node_list.display());
+    }
+    let root = std::env::temp_dir().join(format!("gpuctl-scale-{}", std::process::id()));
+    let replicas = args.replicas.to_string();
+    let dev = Dev::start_with(
+        &root,
+        &["--gpus", "1xA100-80GB", "--replicas", &replicas],
+        Security::On,
+    )?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(run(&args, &root, &dev, &node_list));
+    dev.stop();
+    match result {
+        Ok(figures) => {
+            let _ = std::fs::remove_dir_all(&root);
+            if args.json {
+                println!("{figures}");
+            }
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!(
+                "kept {} for inspection (dev.log, fleet.log)",
+                root.display()
+            );
+            Err(e)
+        }
+    }
+}
+
+/// A hollow fleet, stopped (SIGINT, then SIGKILL) when dropped.
+struct Fleet(std::process::Child);
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// CPU seconds (user + system) and RSS bytes of a process, from /proc.
+fn cpu_and_rss(pid: i32) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some((ticks / 100.0, rss_kb * 1024))
+}
+
+fn scheduler_pids(root: &std::path::Path) -> anyhow::Result<Vec<i32>> {
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("state/cluster.json"))?)?;
+    Ok(v["schedulers"]
+        .as_array()
+        .context("schedulers in cluster.json")?
+        .iter()
+        .filter_map(|s| s["pid"].as_i64().map(|p| p as i32))
+        .collect())
+}
+
+async fn get_all(c: &mut benches::dev::ControlClient, kind: &str) -> anyhow::Result<Vec<String>> {
+    Ok(c.get(pb::GetRequest {
+        kind: kind.into(),
+        name: String::new(),
+    })
+    .await?
+    .into_inner()
+    .objects_json)
+}
+
+async fn run(
+    args: &Args,
+    root: &std::path::Path,
+    dev: &Dev,
+    node_list: &std::path::Path,
+) -> anyhow::Result<serde_json::Value> {
+    let state = root.join("state");
+    let arg = |p: PathBuf| p.display().to_string();
+    let log = std::fs::File::create(root.join("fleet.log"))?;
+    let n = args.nodes.to_string();
+    let _fleet = Fleet(
+        std::process::Command::new(sibling("gpu-node")?)
+            .args(["--simulate", &n, "--server", &dev.url("server")?])
+            .args(["--node-list", &arg(node_list.to_path_buf())])
+            .args(["--join-token-file", &arg(state.join("join.token"))])
+            .args(["--tls-cert", &arg(state.join("tls/cluster.pem"))])
+            .args(["--tls-key", &arg(state.join("tls/cluster-key.pem"))])
+            .args(["--tls-ca", &arg(state.join("tls/ca.pem"))])
+            .args(["--work-dir", &arg(root.join("fleet"))])
+            .args(["--ramp", "5s"])
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting gpu-node --simulate")?,
+    );
+    // Lists of thousands of nodes and jobs are more than tonic's default 4 MiB.
+    let mut c = dev.control().await?.max_decoding_message_size(1 << 30);
+    let up = Instant::now();
+    loop {
+        let ready = get_all(&mut c, "nodes")
+            .await?
+            .iter()
+            .filter(|j| j.contains("\"gpuctl.io/hollow\":\"true\"") && j.contains("\"Ready\""))
+            .count();
+        if ready >= args.nodes as usize {
+            break;
+        }
+        if up.elapsed() > Duration::from_secs(600) {
+            bail!(
+                "{ready} of {} hollow nodes ready after 10 minutes",
+                args.nodes
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let fleet_ready_s = up.elapsed().as_secs_f64();
+    c.cordon(pb::CordonRequest {
+        node: "dev-node-1".into(),
+        cordon: true,
+        reason: "cluster-scale: runs only hollow nodes".into(),
+        evict: false,
+    })
+    .await?;
+    let pids = scheduler_pids(root)?;
+    let cpu0: Vec<f64> = pids
+        .iter()
+        .map(|p| cpu_and_rss(*p).map_or(0.0, |x| x.0))
+        .collect();
+
+    // Submit from `clients` tasks, each taking job numbers from a counter.
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut submitters = tokio::task::JoinSet::new();
+    for _ in 0..args.clients {
+        let (next, total) = (next.clone(), args.jobs);
+        let mut c = dev.control().await?;
+        let (gpus, dur) = (args.gpus, args.task_duration.clone());
+        submitters.spawn(async move {
+            let mut took = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= total {
+                    return Ok::<_, anyhow::Error>(took);
+                }
+                let job = job_json(&format!("s-{i:06}"), gpus, &dur);
+                let t = Instant::now();
+                c.apply(pb::ApplyRequest {
+                    object_json: job,
+                    source: "<cluster-scale>".into(),
+                    ..Default::default()
+                })
+                .await
+                .with_context(|| format!("submitting job {i}"))?;
+                took.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        });
+    }
+    // `get jobs` under the load, timed, until every job has ended.
+    let mut list_ms = Vec::new();
+    let mut jobs: Vec<Job>;
+    loop {
+        let t = Instant::now();
+        let raw = get_all(&mut c, "jobs").await?;
+        list_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        jobs = raw
+            .iter()
+            .map(|j| serde_json::from_str(j))
+            .collect::<Result<_, _>>()?;
+        let ended = jobs.iter().filter(|j| j.status.phase.is_terminal()).count();
+        if jobs.len() == args.jobs && ended == args.jobs {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(1800) {
+            bail!("{ended} of {} jobs ended after 30 minutes", args.jobs);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let wall_s = start.elapsed().as_secs_f64();
+    let mut submit_ms = Vec::new();
+    while let Some(r) = submitters.join_next().await {
+        submit_ms.extend(r??);
+    }
+    let failed = jobs
+        .iter()
+        .filter(|j| j.status.phase != JobPhase::Succeeded)
+        .count();
+    let first_submit = jobs
+        .iter()
+        .filter_map(|j| j.metadata.creation_timestamp_ms)
+        .min()
+        .unwrap_or(0);
+    // A job's start time is when its attempt was bound.
+    let bound: Vec<u64> = jobs.iter().filter_map(|j| j.status.start_time_ms).collect();
+    let started: Vec<u64> = jobs
+        .iter()
+        .filter_map(|j| j.status.tasks.first().and_then(|t| t.start_time_ms))
+        .collect();
+    let per_s = |times: &[u64]| {
+        let last = times.iter().max().copied().unwrap_or(first_submit);
+        times.len() as f64 / ((last.saturating_sub(first_submit)) as f64 / 1e3).max(1e-3)
+    };
+    let mut to_running: Vec<f64> = jobs
+        .iter()
+        .filter_map(|j| {
+            let created = j.metadata.creation_timestamp_ms?;
+            let running = j.status.tasks.first()?.start_time_ms?;
+            Some(running.saturating_sub(created) as f64)
+        })
+        .collect();
+    to_running.sort_by(f64::total_cmp);
+    submit_ms.sort_by(f64::total_cmp);
+    list_ms.sort_by(f64::total_cmp);
+    let replicas: Vec<serde_json::Value> = pids
+        .iter()
+        .zip(&cpu0)
+        .map(|(p, c0)| {
+            let (cpu, rss) = cpu_and_rss(*p).unwrap_or((0.0, 0));
+            serde_json::json!({"pid": p, "cpu_s": cpu - c0, "rss_mib": rss >> 20})
+        })
+        .collect();
+    let figures = serde_json::json!({
+        "nodes": args.nodes,
+        "replicas": args.replicas,
+        "jobs": args.jobs,
+        "clients": args.clients,
+        "failed": failed,
+        "fleet_ready_s": fleet_ready_s,
+        "wall_s": wall_s,
+        "bound_per_s": per_s(&bound),
+        "started_per_s": per_s(&started),
+        "submit_to_running_ms_p50": percentile(&to_running, 50.0),
+        "submit_to_running_ms_p99": percentile(&to_running, 99.0),
+        "submit_rpc_ms_p50": percentile(&submit_ms, 50.0),
+        "submit_rpc_ms_p99": percentile(&submit_ms, 99.0),
+        "get_jobs_ms_p99": percentile(&list_ms, 99.0),
+        "schedulers": replicas,
+    });
+    if !args.json {
+        println!(
+            "{} hollow nodes (ready in {fleet_ready_s:.1} s), {} replica(s), {} jobs from {} clients, {failed} not succeeded, {wall_s:.1} s",
+            args.nodes, args.replicas, args.jobs, args.clients
+        );
+        println!(
+            "  bound {:.0}/s, started {:.0}/s; submit→running p50 {:.0} ms p99 {:.0} ms",
+            per_s(&bound),
+            per_s(&started),
+            percentile(&to_running, 50.0),
+            percentile(&to_running, 99.0)
+        );
+        println!(
+            "  submit call p50 {:.1} ms p99 {:.1} ms; get jobs p99 {:.0} ms ({} lists)",
+            percentile(&submit_ms, 50.0),
+            percentile(&submit_ms, 99.0),
+            percentile(&list_ms, 99.0),
+            list_ms.len()
+        );
+        for r in &replicas {
+            println!("  scheduler {r}");
+        }
+    }
+    Ok(figures)
+}
+
+/// A one-task job as JSON: `gpus` GPUs, its hollow duration in the env.
+fn job_json(name: &str, gpus: f64, duration: &str) -> String {
+    serde_json::json!({
+        "apiVersion": "gpuctl.io/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {"tasks": [{
+            "name": "main",
+            "replicas": 1,
+            "command": ["true"],
+            "env": {"GPUCTL_SIM_DURATION": duration},
+            "resources": {"gpus": gpus},
+        }]},
+    })
+    .to_string()
+}
