@@ -405,6 +405,16 @@ fn priority_preempts_and_a_wide_gang_is_not_starved() {
     eventually(Duration::from_secs(30), "low to run", || {
         (dev.job("low").status.phase == JobPhase::Running).then_some(())
     });
+    // Running means started, not yet past its first line: wait for that line
+    // in both tasks' logs before it is preempted.
+    eventually(Duration::from_secs(30), "low's tasks to print", || {
+        (0..2)
+            .all(|t| {
+                let out = dev.run(&["logs", "low", "--task", &t.to_string()]);
+                String::from_utf8_lossy(&out.stdout).contains("attempt=1")
+            })
+            .then_some(())
+    });
     dev.ok(&[
         "submit",
         "--name",
