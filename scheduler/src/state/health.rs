@@ -11,11 +11,11 @@
 //! `Cordon` with `evict` (the last step of `gpuctl drain`) requeues every
 //! job that still has a task on the node, also without using a retry.
 
-use gpuctl_common::api::{push_event, JobPhase, TaskPhase};
+use gpuctl_common::api::{push_event, TaskPhase};
 use gpuctl_common::xid;
 
 use super::command::{Applied, ApplyError, GpuFault};
-use super::jobs::{pending_tasks, remember_attempt};
+use super::jobs::queue_new_attempt;
 use super::objects::ObjKey;
 use super::State;
 
@@ -138,26 +138,10 @@ impl State {
         if job.status.phase.is_terminal() {
             return;
         }
-        let attempt = job.status.attempt;
-        remember_attempt(job, now, reason);
-        push_event(
-            &mut job.status.events,
-            now,
-            event,
-            format!("attempt {attempt}: {reason}"),
-        );
-        job.status.attempt = attempt + 1;
         job.status.requeues += 1;
-        job.status.phase = JobPhase::Pending;
-        job.status.tasks = pending_tasks(job);
-        job.status.start_time_ms = None;
-        job.status.message = Some(format!("{reason}; requeued"));
-        push_event(
-            &mut job.status.events,
-            now,
-            "Requeued",
-            format!("attempt {} queued; no retry used", attempt + 1),
-        );
+        let queued = format!("attempt {} queued; no retry used", job.status.attempt + 1);
+        let message = format!("{reason}; requeued");
+        queue_new_attempt(job, now, (event, reason), message, queued);
         self.touch_job(index, name);
     }
 }

@@ -463,26 +463,13 @@ impl State {
         let Some(job) = self.jobs.get_mut(name) else {
             return;
         };
-        let attempt = job.status.attempt;
-        remember_attempt(job, now, reason);
-        push_event(
-            &mut job.status.events,
-            now,
-            "Preempted",
-            format!("attempt {attempt}: {reason}"),
-        );
-        job.status.attempt = attempt + 1;
         job.status.preemptions += 1;
-        job.status.phase = JobPhase::Pending;
-        job.status.tasks = pending_tasks(job);
-        job.status.start_time_ms = None;
-        job.status.message = Some(format!("{reason}; waiting to run again"));
-        push_event(
-            &mut job.status.events,
-            now,
-            "Requeued",
-            format!("attempt {} queued after preemption by {by:?}", attempt + 1),
+        let queued = format!(
+            "attempt {} queued after preemption by {by:?}",
+            job.status.attempt + 1
         );
+        let message = format!("{reason}; waiting to run again");
+        queue_new_attempt(job, now, ("Preempted", reason), message, queued);
         self.touch_job(index, name);
     }
 
@@ -565,4 +552,30 @@ pub(super) fn pending_tasks(job: &Job) -> Vec<TaskStatus> {
         }
     }
     out
+}
+
+/// Ends `job`'s current attempt through no fault of its own (an `event`
+/// with its `reason`: a preemption, a GPU fault, a drain) and queues the
+/// next attempt, saying so in its events (`queued`) and `message`.
+pub(super) fn queue_new_attempt(
+    job: &mut Job,
+    now: u64,
+    (event, reason): (&str, &str),
+    message: String,
+    queued: String,
+) {
+    let attempt = job.status.attempt;
+    remember_attempt(job, now, reason);
+    push_event(
+        &mut job.status.events,
+        now,
+        event,
+        format!("attempt {attempt}: {reason}"),
+    );
+    job.status.attempt = attempt + 1;
+    job.status.phase = JobPhase::Pending;
+    job.status.tasks = pending_tasks(job);
+    job.status.start_time_ms = None;
+    job.status.message = Some(message);
+    push_event(&mut job.status.events, now, "Requeued", queued);
 }
