@@ -338,6 +338,22 @@ pub struct DevFlags {
     /// replica before it answers 503.
     #[arg(long, default_value = "60s", value_name = "DURATION")]
     pub cold_start_timeout: HumanDuration,
+    /// Each task in its own cgroup and with its own /tmp (on), or with
+    /// neither (off: the node daemons run with --cgroups off
+    /// --no-private-tmp), for comparisons such as benchmarks. Every task
+    /// runs under its supervisor process either way.
+    #[arg(long, value_enum, default_value_t = TaskIsolation::On, value_name = "on|off")]
+    pub task_isolation: TaskIsolation,
+}
+
+/// `gpuctl dev --task-isolation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TaskIsolation {
+    /// The node daemons' defaults: cgroups when the host allows them, a
+    /// private /tmp per task.
+    On,
+    /// `gpu-node --cgroups off --no-private-tmp`.
+    Off,
 }
 
 /// The object kinds `get` and `describe` know.
@@ -482,10 +498,16 @@ mod tests {
         assert_eq!(d.nodes, 2);
         assert_eq!(d.replicas, 1);
         assert_eq!(d.restart_delay.duration, Duration::from_secs(2));
+        assert_eq!(d.task_isolation, TaskIsolation::On);
         let c = parse(&["dev", "--replicas", "3", "--restart-delay", "500ms"]);
         let Command::Dev(d) = c.command else { panic!() };
         assert_eq!(d.replicas, 3);
         assert_eq!(d.restart_delay.duration, Duration::from_millis(500));
+        let c = parse(&["dev", "--task-isolation", "off"]);
+        let Command::Dev(d) = c.command else { panic!() };
+        assert_eq!(d.task_isolation, TaskIsolation::Off);
+        let bad = Cli::try_parse_from(["gpuctl", "dev", "--task-isolation", "none"]).unwrap_err();
+        assert!(bad.to_string().contains("--task-isolation"), "{bad}");
         let c = parse(&["cluster", "status", "-o", "json"]);
         assert!(matches!(
             c.command,

@@ -8,6 +8,15 @@
 //! cluster with TLS and tokens and on one without (`--security on|off|both`,
 //! default both, one after the other in the same run).
 //!
+//! Every task runs under its supervisor process (`gpu-node supervise`); that
+//! cannot be turned off. What can: each task's cgroup and private `/tmp`
+//! (`--isolation on|off|both`, default both: `gpuctl dev` as it runs by
+//! default, and `gpuctl dev --task-isolation off`). With `--rounds N` the
+//! clusters are started N times over, on and off interleaved, so that load
+//! from elsewhere on the machine falls on both alike. The probe also
+//! records whether it ran in a task cgroup and in a mount namespace of its
+//! own, and the driver checks that against the mode.
+//!
 //! Build everything in release first: `cargo build --release --bins`, then
 //! `target/release/submit-latency [--jobs 200] [--json]`.
 
@@ -36,9 +45,93 @@ struct Args {
     /// (`--insecure --no-auth`) or `both`.
     #[arg(long, default_value = "both", value_parser = ["on", "off", "both"])]
     security: String,
+    /// `on` (each task in its own cgroup, with its own /tmp, as `gpuctl
+    /// dev` runs by default), `off` (`gpuctl dev --task-isolation off`) or
+    /// `both`.
+    #[arg(long, default_value = "both", value_parser = ["on", "off", "both"])]
+    isolation: String,
+    /// Start every cluster this many times, modes interleaved.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    rounds: u32,
     /// Internal: record the current time into FILE and exit (the task).
     #[arg(long, hide = true)]
     probe: Option<PathBuf>,
+}
+
+/// Whether tasks get their cgroup and private `/tmp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Isolation {
+    On,
+    Off,
+}
+
+impl Isolation {
+    fn label(self) -> &'static str {
+        match self {
+            Isolation::On => "cgroup + private /tmp",
+            Isolation::Off => "no cgroup, shared /tmp",
+        }
+    }
+    fn dev_args(self) -> &'static [&'static str] {
+        match self {
+            Isolation::On => &[],
+            Isolation::Off => &["--task-isolation", "off"],
+        }
+    }
+}
+
+/// The clusters to start, in order: every security mode with every
+/// isolation mode (isolation varying fastest), `rounds` times over.
+fn clusters(args: &Args) -> Vec<(Security, Isolation)> {
+    let security: &[Security] = match args.security.as_str() {
+        "on" => &[Security::On],
+        "off" => &[Security::Off],
+        _ => &[Security::Off, Security::On],
+    };
+    let isolation: &[Isolation] = match args.isolation.as_str() {
+        "on" => &[Isolation::On],
+        "off" => &[Isolation::Off],
+        _ => &[Isolation::On, Isolation::Off],
+    };
+    let mut out = Vec::new();
+    for _ in 0..args.rounds {
+        for &s in security {
+            for &i in isolation {
+                out.push((s, i));
+            }
+        }
+    }
+    out
+}
+
+/// What the probe saw besides the time: whether its process was in a
+/// task cgroup of the node daemon, and its mount namespace.
+fn probe_record(t: u128) -> String {
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup")
+        .unwrap_or_default()
+        .contains("/gpuctl/");
+    format!("{t}\n{cgroup}\n{}\n", mount_ns())
+}
+
+fn mount_ns() -> String {
+    std::fs::read_link("/proc/self/ns/mnt")
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
+/// A probe file: the start time, whether in a task cgroup, whether in a
+/// mount namespace other than `driver_ns`.
+fn parse_probe(text: &str, driver_ns: &str) -> anyhow::Result<(u128, bool, bool)> {
+    let mut lines = text.lines();
+    let t = lines
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .parse()
+        .with_context(|| format!("probe file {text:?}: first line is not a time"))?;
+    let cgroup = lines.next() == Some("true");
+    let ns = lines.next().unwrap_or_default();
+    Ok((t, cgroup, !ns.is_empty() && ns != driver_ns))
 }
 
 fn now_ns() -> u128 {
@@ -53,26 +146,25 @@ fn main() -> anyhow::Result<()> {
     if let Some(path) = &args.probe {
         let t = now_ns();
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, t.to_string())?;
+        std::fs::write(&tmp, probe_record(t))?;
         std::fs::rename(&tmp, path)?;
         return Ok(());
     }
     let me = std::env::current_exe()?;
-    let modes: &[Security] = match args.security.as_str() {
-        "on" => &[Security::On],
-        "off" => &[Security::Off],
-        _ => &[Security::Off, Security::On],
-    };
     let mut all = Vec::new();
-    for &security in modes {
-        let root =
-            std::env::temp_dir().join(format!("gpuctl-bench-{}-{security:?}", std::process::id()));
-        let dev = Dev::start_with(&root, &["--gpus", &args.gpus], security)?;
+    for (n, (security, isolation)) in clusters(&args).into_iter().enumerate() {
+        let root = std::env::temp_dir().join(format!(
+            "gpuctl-bench-{}-{n}-{security:?}-{isolation:?}",
+            std::process::id()
+        ));
+        let mut dev_args = vec!["--gpus", &args.gpus];
+        dev_args.extend(isolation.dev_args());
+        let dev = Dev::start_with(&root, &dev_args, security)?;
         let result = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()?
-            .block_on(run(&args, &me, &root, &dev, security));
+            .block_on(run(&args, &me, &root, &dev, security, isolation));
         dev.stop();
         match result {
             Ok(r) => {
@@ -97,8 +189,12 @@ async fn run(
     root: &Path,
     dev: &Dev,
     security: Security,
+    isolation: Isolation,
 ) -> anyhow::Result<serde_json::Value> {
     let mut client = dev.control().await?;
+    let driver_ns = mount_ns();
+    // Tasks that ran in a task cgroup, and in a mount namespace of their own.
+    let (mut in_cgroup, mut own_ns) = (0usize, 0usize);
     let probes = root.join("probes");
     std::fs::create_dir_all(&probes)?;
 
@@ -153,7 +249,10 @@ async fn run(
         let limit = Instant::now() + Duration::from_secs(30);
         let started: u128 = loop {
             if let Ok(s) = std::fs::read_to_string(&probe) {
-                break s.trim().parse()?;
+                let (t, cgroup, ns) = parse_probe(&s, &driver_ns)?;
+                in_cgroup += usize::from(cgroup);
+                own_ns += usize::from(ns);
+                break t;
             }
             if Instant::now() > limit {
                 bail!("job {name}'s process did not start within 30s");
@@ -182,8 +281,14 @@ async fn run(
         percentile(&latencies_ms, 99.0),
     );
     let max = latencies_ms.last().copied().unwrap_or(f64::NAN);
+    if isolation == Isolation::Off && (in_cgroup > 0 || own_ns > 0) {
+        bail!("isolation off, yet {in_cgroup} task(s) ran in a cgroup and {own_ns} in their own mount namespace");
+    }
     let figures = serde_json::json!({
         "security": format!("{security:?}").to_lowercase(),
+        "isolation": format!("{isolation:?}").to_lowercase(),
+        "tasks_in_cgroup": in_cgroup,
+        "tasks_with_own_mount_ns": own_ns,
         "jobs": args.jobs,
         "start_latency_ms_p50": p50,
         "start_latency_ms_p99": p99,
@@ -194,7 +299,11 @@ async fn run(
         "submit_rpc_ms_p99": percentile(&submit_ms, 99.0),
     });
     if !args.json {
-        println!("{}:", security.label());
+        println!("{}, {}:", security.label(), isolation.label());
+        println!(
+            "  tasks in a task cgroup: {in_cgroup}/{}; in their own mount namespace: {own_ns}/{}",
+            args.jobs, args.jobs
+        );
         println!(
             "  submit returned → task process started (0 when it started first), over {} jobs:",
             args.jobs
@@ -212,4 +321,62 @@ async fn run(
         );
     }
     Ok(figures)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("submit-latency").chain(extra.iter().copied()))
+            .unwrap()
+    }
+
+    #[test]
+    fn both_modes_interleaved_by_default() {
+        let a = args(&["--security", "on"]);
+        assert_eq!(a.isolation, "both");
+        assert_eq!(
+            clusters(&a),
+            [
+                (Security::On, Isolation::On),
+                (Security::On, Isolation::Off)
+            ]
+        );
+        let a = args(&["--security", "on", "--rounds", "2"]);
+        let order: Vec<_> = clusters(&a).into_iter().map(|(_, i)| i).collect();
+        assert_eq!(
+            order,
+            [Isolation::On, Isolation::Off, Isolation::On, Isolation::Off]
+        );
+        assert_eq!(clusters(&args(&[])).len(), 4);
+        let a = args(&["--isolation", "off", "--security", "off"]);
+        assert_eq!(clusters(&a), [(Security::Off, Isolation::Off)]);
+        assert_eq!(Isolation::Off.dev_args(), ["--task-isolation", "off"]);
+        assert!(Isolation::On.dev_args().is_empty());
+    }
+
+    #[test]
+    fn bad_flags_are_refused_by_name() {
+        let e = Args::try_parse_from(["submit-latency", "--isolation", "maybe"])
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("--isolation"), "{e}");
+        let e = Args::try_parse_from(["submit-latency", "--rounds", "0"])
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("--rounds"), "{e}");
+    }
+
+    #[test]
+    fn probe_files_are_read_back() {
+        let (t, cgroup, ns) = parse_probe("42\ntrue\nmnt:[1]\n", "mnt:[2]").unwrap();
+        assert_eq!((t, cgroup, ns), (42, true, true));
+        let (_, cgroup, ns) = parse_probe("42\nfalse\nmnt:[2]\n", "mnt:[2]").unwrap();
+        assert!(!cgroup && !ns);
+        // A file from before the probe wrote more than the time.
+        assert_eq!(parse_probe("7", "mnt:[2]").unwrap(), (7, false, false));
+        let e = parse_probe("", "x").unwrap_err();
+        assert!(format!("{e:#}").contains("probe file"), "{e:#}");
+    }
 }

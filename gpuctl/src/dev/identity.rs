@@ -202,6 +202,7 @@ mod tests {
             cold_start_timeout: "60s".parse().unwrap(),
             insecure: false,
             no_auth: false,
+            task_isolation: crate::cli::TaskIsolation::On,
         };
         let plan = Plan::from_flags(flags, &env).unwrap();
         let first = ensure_admin_token(&plan).unwrap();

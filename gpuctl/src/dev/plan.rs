@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cli::DevFlags;
+use crate::cli::{DevFlags, TaskIsolation};
 use crate::config::{self, EnvVars};
 use crate::error::{Error, Result};
 
@@ -199,6 +199,9 @@ pub struct Plan {
     pub insecure: bool,
     /// No tokens: the schedulers accept every caller as an admin.
     pub no_auth: bool,
+    /// Tasks get their cgroup and private `/tmp` (the node daemons'
+    /// defaults); when false the node daemons run without either.
+    pub task_isolation: bool,
 }
 
 impl Plan {
@@ -231,6 +234,7 @@ impl Plan {
             cold_start_timeout: flags.cold_start_timeout.duration,
             insecure: flags.insecure,
             no_auth: flags.no_auth,
+            task_isolation: flags.task_isolation == TaskIsolation::On,
         })
     }
 
@@ -400,6 +404,9 @@ impl Plan {
             a.push("--join-token-file".into());
             a.push(self.join_token_file().display().to_string());
         }
+        if !self.task_isolation {
+            a.extend(["--cgroups".into(), "off".into(), "--no-private-tmp".into()]);
+        }
         a.extend(self.tls_args());
         a
     }
@@ -521,6 +528,7 @@ mod tests {
             no_auth: false,
             cold_start_timeout: Duration::from_secs(60),
             insecure: false,
+            task_isolation: true,
         }
     }
 
@@ -569,6 +577,32 @@ mod tests {
     }
 
     #[test]
+    fn task_isolation_off_turns_off_the_nodes_cgroups_and_private_tmp() {
+        let on = plan(Path::new("/s")).node_args(1, "http://127.0.0.1:7000");
+        assert!(!on
+            .iter()
+            .any(|a| a == "--cgroups" || a == "--no-private-tmp"));
+        let off = Plan {
+            task_isolation: false,
+            ..plan(Path::new("/s"))
+        }
+        .node_args(1, "http://127.0.0.1:7000")
+        .join(" ");
+        assert!(off.contains(" --cgroups off --no-private-tmp "), "{off}");
+        // The schedulers and the gateway are not affected.
+        let p = plan(Path::new("/s"));
+        let off_plan = Plan {
+            task_isolation: false,
+            ..plan(Path::new("/s"))
+        };
+        assert_eq!(p.scheduler_args(1), off_plan.scheduler_args(1));
+        assert_eq!(
+            p.gateway_args("http://127.0.0.1:7000"),
+            off_plan.gateway_args("http://127.0.0.1:7000")
+        );
+    }
+
+    #[test]
     fn defaults_from_env() {
         let env = EnvVars {
             home: Some("/home/u".into()),
@@ -586,8 +620,10 @@ mod tests {
             gateway_port: 0,
             cold_start_timeout: "60s".parse().unwrap(),
             insecure: false,
+            task_isolation: TaskIsolation::On,
         };
         let p = Plan::from_flags(flags, &env).unwrap();
+        assert!(p.task_isolation);
         assert_eq!(p.state_dir, Path::new("/home/u/.local/share/gpuctl/dev"));
         assert_eq!(p.gpus, [DEFAULT_GPUS]);
         assert!(p.scheduler_args(1).contains(&"127.0.0.1:7000".to_string()));
@@ -648,6 +684,7 @@ mod tests {
             gateway_port: 0,
             cold_start_timeout: "60s".parse().unwrap(),
             insecure: false,
+            task_isolation: TaskIsolation::On,
         };
         assert!(Plan::from_flags(flags, &env).is_err());
     }

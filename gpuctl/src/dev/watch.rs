@@ -252,6 +252,7 @@ mod tests {
             no_auth: false,
             cold_start_timeout: Duration::from_secs(60),
             insecure: false,
+            task_isolation: true,
         }
     }
 
