@@ -520,3 +520,27 @@ async fn secrets_reach_the_task_as_env_and_owner_only_files_that_go_with_it() {
     assert!(!read(&h.log("no-secret")).contains("started"));
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_under_tmp_stays_visible_in_the_tasks_own_tmp() {
+    let mut h = start(false).await;
+    // A checkout (or a user's program) under /tmp, outside the daemon's
+    // work folder: the task's own /tmp must not hide it.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let prog = elsewhere.path().join("prog.sh");
+    std::fs::write(&prog, "#!/bin/sh\necho ran from $0\nexit 4\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    h.fake
+        .push(vec![task("prog", "Bound", &[prog.to_str().unwrap()])]);
+    let r = h.report().await;
+    assert_eq!((r.job.as_str(), r.phase()), ("prog", TaskPhase::Running));
+    let r = h.report().await;
+    assert_eq!(
+        (r.phase(), r.exit_code),
+        (TaskPhase::Failed, 4),
+        "{}",
+        r.message
+    );
+    assert!(read(&h.log("prog")).contains("ran from"));
+}

@@ -14,7 +14,7 @@
 //! until that process has exited.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -408,6 +408,15 @@ impl Reconciler {
             }
         }
         let command = runtime::resolve_sibling_program(&a.command);
+        // A program or working directory under `/tmp` stays visible in the
+        // task's own `/tmp`.
+        let mut iso = iso.clone();
+        if let Some(tmp) = iso.tmp.as_mut() {
+            let program = command.first().map(Path::new).filter(|p| p.is_absolute());
+            let wd = Some(Path::new(&working_dir)).filter(|p| p.is_absolute());
+            tmp.keep_also(program.into_iter().chain(wd));
+        }
+        let iso = &iso;
         let meta = Meta {
             job: key.job.clone(),
             task_index: key.task_index,

@@ -34,6 +34,19 @@ pub fn top_of_tmp(path: &Path) -> Option<PathBuf> {
 }
 
 impl PrivateTmp {
+    /// Keeps the host's `/tmp` folders that hold these paths visible too
+    /// (a program or working directory the task names under `/tmp`).
+    pub fn keep_also<'a>(&mut self, paths: impl IntoIterator<Item = &'a Path>) {
+        for p in paths {
+            let Ok(p) = p.canonicalize() else { continue };
+            if let Some(top) = top_of_tmp(&p) {
+                if !self.keep.contains(&top) {
+                    self.keep.push(top);
+                }
+            }
+        }
+    }
+
     /// Where `keep`'s folder is bound inside `dir`.
     fn target(&self, kept: &Path) -> PathBuf {
         self.dir.join(kept.strip_prefix("/tmp").unwrap_or(kept))
