@@ -124,6 +124,12 @@ pub fn describe(xid: u64) -> String {
     }
 }
 
+/// What a task's failure says when GPU `index` (`uuid`) reported `xid`:
+/// `GPU 1 (GPU-…) reported XID 79 (GPU has fallen off the bus)`.
+pub fn fault_message(index: u32, uuid: &str, xid: u64) -> String {
+    format!("GPU {index} ({uuid}) reported {}", describe(xid))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -225,19 +225,9 @@ impl Isolation {
                     iso.tmp_root = Some(work.join("tmp"));
                     // The work folder, and the folder of this daemon's own
                     // programs (tasks run siblings such as gpu-model-server).
-                    let exe = std::env::current_exe()
-                        .ok()
-                        .and_then(|e| e.canonicalize().ok());
-                    iso.keep = [Some(work.clone()), exe]
-                        .iter()
-                        .flatten()
-                        .filter_map(|p| private_tmp::top_of_tmp(p))
-                        .fold(Vec::new(), |mut kept, top| {
-                            if !kept.contains(&top) {
-                                kept.push(top);
-                            }
-                            kept
-                        });
+                    iso.keep = private_tmp::top_of_tmp(&work).into_iter().collect();
+                    let exe = std::env::current_exe().ok();
+                    private_tmp::keep_tops(&mut iso.keep, exe.as_deref());
                     // Folders of tasks a previous run started go once the
                     // daemon knows which of them it takes back.
                     iso.notes.push("each task gets its own /tmp".into());

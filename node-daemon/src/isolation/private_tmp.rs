@@ -33,18 +33,24 @@ pub fn top_of_tmp(path: &Path) -> Option<PathBuf> {
     }
 }
 
+/// Adds to `keep` the top `/tmp` folder of each of `paths` (made canonical;
+/// those not under `/tmp` or not there add nothing), once each.
+pub fn keep_tops<'a>(keep: &mut Vec<PathBuf>, paths: impl IntoIterator<Item = &'a Path>) {
+    for p in paths {
+        let Ok(p) = p.canonicalize() else { continue };
+        if let Some(top) = top_of_tmp(&p) {
+            if !keep.contains(&top) {
+                keep.push(top);
+            }
+        }
+    }
+}
+
 impl PrivateTmp {
     /// Keeps the host's `/tmp` folders that hold these paths visible too
     /// (a program or working directory the task names under `/tmp`).
     pub fn keep_also<'a>(&mut self, paths: impl IntoIterator<Item = &'a Path>) {
-        for p in paths {
-            let Ok(p) = p.canonicalize() else { continue };
-            if let Some(top) = top_of_tmp(&p) {
-                if !self.keep.contains(&top) {
-                    self.keep.push(top);
-                }
-            }
-        }
+        keep_tops(&mut self.keep, paths);
     }
 
     /// Where `keep`'s folder is bound inside `dir`.

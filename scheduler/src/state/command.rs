@@ -228,8 +228,7 @@ pub struct GpuFault {
 impl GpuFault {
     /// `GPU 1 (GPU-…) reported XID 79 (GPU has fallen off the bus)`.
     pub fn message(&self) -> String {
-        let what = gpuctl_common::xid::describe(self.xid);
-        format!("GPU {} ({}) reported {what}", self.index, self.uuid)
+        gpuctl_common::xid::fault_message(self.index, &self.uuid, self.xid)
     }
 }
 

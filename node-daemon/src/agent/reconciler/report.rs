@@ -9,6 +9,28 @@ use crate::assignment::TaskReport;
 use crate::runtime::{Exit, TaskKey};
 
 impl Reconciler {
+    /// A report of `key` in `phase`, with nothing else to say.
+    fn report_of(
+        &self,
+        key: &TaskKey,
+        phase: TaskPhase,
+        exit_code: i32,
+        message: String,
+    ) -> TaskReport {
+        TaskReport {
+            node: self.cfg.node.clone(),
+            key: key.clone(),
+            phase,
+            exit_code,
+            message,
+            pid: 0,
+            port: 0,
+            outputs: None,
+            usage: None,
+            gpu_fault: None,
+        }
+    }
+
     /// The final report of a task that ran: its exit and what it used.
     pub(super) fn report_exit(
         &self,
@@ -18,16 +40,9 @@ impl Reconciler {
         outputs: Option<StepOutputs>,
     ) {
         let _ = self.reports.send(TaskReport {
-            node: self.cfg.node.clone(),
-            key: key.clone(),
-            phase,
-            exit_code: exit.code,
-            message: exit.message.clone(),
-            pid: 0,
-            port: 0,
             outputs,
             usage: exit.usage,
-            gpu_fault: None,
+            ..self.report_of(key, phase, exit.code, exit.message.clone())
         });
     }
 
@@ -48,20 +63,11 @@ impl Reconciler {
 
     /// Report `key` failed by the XID of `f` (the scheduler requeues its job).
     pub(super) fn report_fault(&self, key: &TaskKey, f: gpuctl_proto::v1::GpuFault) {
-        let what = gpuctl_common::xid::describe(f.xid);
-        let message = format!("GPU {} ({}) reported {what}", f.index, f.uuid);
+        let message = gpuctl_common::xid::fault_message(f.index, &f.uuid, f.xid);
         tracing::warn!("{key}: {message}; failing the task");
         let _ = self.reports.send(TaskReport {
-            node: self.cfg.node.clone(),
-            key: key.clone(),
-            phase: TaskPhase::Failed,
-            exit_code: -1,
-            message,
-            pid: 0,
-            port: 0,
-            outputs: None,
             gpu_fault: Some(f),
-            usage: None,
+            ..self.report_of(key, TaskPhase::Failed, -1, message)
         });
     }
 
@@ -90,16 +96,10 @@ impl Reconciler {
         outputs: Option<StepOutputs>,
     ) {
         let _ = self.reports.send(TaskReport {
-            node: self.cfg.node.clone(),
-            key: key.clone(),
-            phase,
-            exit_code,
-            message: message.to_string(),
             pid,
             port,
             outputs,
-            usage: None,
-            gpu_fault: None,
+            ..self.report_of(key, phase, exit_code, message.to_string())
         });
     }
 }
