@@ -527,7 +527,7 @@ impl Gateway {
                     &serde_json::json!({
                         "name": "gpuctl-gateway",
                         "version": env!("CARGO_PKG_VERSION"),
-                        "extensions": [],
+                        "extensions": ["binary_tensor_data"],
                     }),
                 ))
             }
