@@ -225,6 +225,7 @@ async fn run(
                         gpus: 1.0,
                         ..Default::default()
                     },
+                    image: None,
                 }],
                 min_available: None,
                 priority: 0,

@@ -72,6 +72,9 @@ pub struct Launched {
     spec: Vec<u8>,
     dir: TaskDir,
     pid: u32,
+    /// How long it may take to say whether the task started: longer for
+    /// a task whose image may have to be pulled first.
+    ready_timeout: Duration,
 }
 
 /// A task found in its folder when the daemon starts.
@@ -115,6 +118,7 @@ impl Supervisors {
             .map_err(|e| fail(format!("writing {:?}: {e}", dir.meta())))?;
         let log = std::fs::File::create(dir.log())
             .map_err(|e| fail(format!("creating {:?}: {e}", dir.log())))?;
+        let spec_container = spec.container;
         let spec = serde_json::to_vec(&OwnedStartSpec::new(spec))
             .map_err(|e| fail(format!("encoding it for its supervisor: {e}")))?;
         let mut cmd = tokio::process::Command::new(&self.exe);
@@ -138,11 +142,13 @@ impl Supervisors {
             ))
         })?;
         let pid = child.id().unwrap_or(0);
+        let pull = spec_pull_timeout(spec_container);
         Ok(Launched {
             child,
             spec,
             dir,
             pid,
+            ready_timeout: READY_TIMEOUT + pull,
         })
     }
 
@@ -150,6 +156,13 @@ impl Supervisors {
     pub fn scan(&self) -> Vec<Found> {
         record::scan(&self.root).into_iter().map(found).collect()
     }
+}
+
+/// The longest pull of a task's image before it starts (zero: no image).
+fn spec_pull_timeout(c: Option<&crate::container::ContainerSpec>) -> Duration {
+    c.map_or(Duration::ZERO, |c| {
+        Duration::from_millis(c.podman.pull_timeout_ms)
+    })
 }
 
 /// What a task folder says, and whether its supervisor lives.
@@ -249,10 +262,11 @@ impl Launched {
                 .await?;
             Ok::<String, std::io::Error>(line)
         };
-        let line = match tokio::time::timeout(READY_TIMEOUT, talk).await {
+        let limit = self.ready_timeout;
+        let line = match tokio::time::timeout(limit, talk).await {
             Err(_) => {
                 signal(self.pid, Signal::SIGKILL);
-                return Err(lost(format!("did not answer within {READY_TIMEOUT:?}")));
+                return Err(lost(format!("did not answer within {limit:?}")));
             }
             Ok(Err(e)) => return Err(lost(format!("could not be reached: {e}"))),
             Ok(Ok(line)) if line.is_empty() => {

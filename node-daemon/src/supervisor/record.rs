@@ -76,6 +76,9 @@ pub struct OwnedStartSpec {
     pub run_as: Option<RunAs>,
     /// Its cgroup and `/tmp`, set up by the supervisor as it starts the task.
     pub isolation: Option<crate::isolation::TaskIsolation>,
+    /// The image it runs in under podman; `None`: a process.
+    #[serde(default)]
+    pub container: Option<crate::container::ContainerSpec>,
 }
 
 impl OwnedStartSpec {
@@ -88,6 +91,7 @@ impl OwnedStartSpec {
             stdout: spec.stdout.map(Path::to_path_buf),
             run_as: spec.run_as.cloned(),
             isolation: spec.isolation.cloned(),
+            container: spec.container.cloned(),
         }
     }
 
@@ -100,6 +104,7 @@ impl OwnedStartSpec {
             stdout: self.stdout.as_deref(),
             run_as: self.run_as.as_ref(),
             isolation: self.isolation.as_ref(),
+            container: self.container.as_ref(),
         }
     }
 }
@@ -361,6 +366,7 @@ mod tests {
             stdout: None,
             run_as: None,
             isolation: None,
+            container: None,
         };
         let owned = OwnedStartSpec::new(&spec);
         let back: OwnedStartSpec =
