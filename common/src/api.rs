@@ -160,7 +160,10 @@ pub fn check_image(image: &str) -> Result<(), String> {
         return Err("empty: give an image such as pytorch/pytorch:2.4.0-cuda12.4-cudnn9-runtime, or leave it out".into());
     }
     if image.len() > 512 {
-        return Err(format!("{} characters is longer than an image reference may be (512)", image.len()));
+        return Err(format!(
+            "{} characters is longer than an image reference may be (512)",
+            image.len()
+        ));
     }
     if let Some(c) = image
         .chars()
@@ -169,7 +172,9 @@ pub fn check_image(image: &str) -> Result<(), String> {
         return Err(format!("{image:?} is not an image reference: {c:?} is not allowed (expected e.g. registry.example.com/team/train:1.2)"));
     }
     if !image.starts_with(|c: char| c.is_ascii_alphanumeric()) {
-        return Err(format!("{image:?} is not an image reference: it must start with a letter or digit"));
+        return Err(format!(
+            "{image:?} is not an image reference: it must start with a letter or digit"
+        ));
     }
     Ok(())
 }
@@ -791,7 +796,11 @@ spec:
                 "      command: [python, train.py]\n",
                 &format!("      image: {bad}\n      command: [python, train.py]\n"),
             ));
-            assert!(e.reason.contains("spec.tasks[0].image") || e.to_string().contains("spec.tasks[0].image"), "{e}");
+            assert!(
+                e.reason.contains("spec.tasks[0].image")
+                    || e.to_string().contains("spec.tasks[0].image"),
+                "{e}"
+            );
         }
         assert!(check_image("busybox@sha256:0123abc").is_ok());
     }

@@ -312,14 +312,12 @@ pub fn ensure_image(c: &ContainerSpec) -> Result<(), String> {
 /// Remove the task's container if it is still there (its client was killed
 /// before it): bounded, best effort.
 pub fn remove(c: &ContainerSpec) {
-    let cmd = c.podman.command(["rm", "--force", "--ignore", "--time", "0", &c.name]);
+    let cmd = c
+        .podman
+        .command(["rm", "--force", "--ignore", "--time", "0", &c.name]);
     match run_bounded(cmd, Duration::from_secs(30)) {
         Ok(out) if out.status.success() => {}
-        Ok(out) => tracing::warn!(
-            "removing container {}: {}",
-            c.name,
-            last_line(&out.stderr)
-        ),
+        Ok(out) => tracing::warn!("removing container {}: {}", c.name, last_line(&out.stderr)),
         Err(e) => tracing::warn!("removing container {}: {e}", c.name),
     }
 }
@@ -328,8 +326,13 @@ pub fn remove(c: &ContainerSpec) {
 /// `stop`). Returns when podman is done; bounded by the grace and a margin.
 pub async fn stop(c: ContainerSpec, grace: Duration) {
     let secs = grace.as_millis().div_ceil(1000).to_string();
-    let mut cmd = tokio::process::Command::from(c.podman.command(["stop", "--ignore", "--time", &secs, &c.name]));
-    cmd.stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true);
+    let mut cmd = tokio::process::Command::from(
+        c.podman
+            .command(["stop", "--ignore", "--time", &secs, &c.name]),
+    );
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
     let run = async {
         match cmd.status().await {
             Ok(s) if s.success() => {}
@@ -421,7 +424,14 @@ mod tests {
         c.binds.clear();
         c.cgroup_parent = None;
         let a = run_args(&c, &inputs);
-        for absent in ["--device", "--volume", "--workdir", "--user", "--cgroup-parent", "--env"] {
+        for absent in [
+            "--device",
+            "--volume",
+            "--workdir",
+            "--user",
+            "--cgroup-parent",
+            "--env",
+        ] {
             assert!(!a.iter().any(|x| x == absent), "{absent} in {a:?}");
         }
         assert_eq!(&a[a.len() - 2..], ["localhost/train:1", "true"]);
@@ -440,14 +450,21 @@ mod tests {
             user: None,
         };
         let a = run_args(&spec(&[]), &inputs);
-        let n = a.iter().filter(|x| x.ends_with(":/w/steps/train-1")).count();
+        let n = a
+            .iter()
+            .filter(|x| x.ends_with(":/w/steps/train-1"))
+            .count();
         assert_eq!(n, 1, "{a:?}");
     }
 
     #[test]
     fn podmans_own_exit_codes_are_named() {
-        assert!(exit_message(125, "x").unwrap().contains("podman could not run"));
-        assert!(exit_message(127, "x").unwrap().contains("not found in image \"x\""));
+        assert!(exit_message(125, "x")
+            .unwrap()
+            .contains("podman could not run"));
+        assert!(exit_message(127, "x")
+            .unwrap()
+            .contains("not found in image \"x\""));
         assert_eq!(exit_message(3, "x"), None);
     }
 

@@ -166,15 +166,23 @@ struct Cli {
     /// podman's global options, space-separated (--runtime podman). The
     /// default suits Debian's podman 4.3 on hosts with a hybrid cgroup
     /// layout; "" for none.
-    #[arg(long, allow_hyphen_values = true, value_name = "ARGS",
-          default_value = "--runtime runc --cgroup-manager cgroupfs")]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        value_name = "ARGS",
+        default_value = "--runtime runc --cgroup-manager cgroupfs"
+    )]
     podman_global_args: String,
 
     /// Options added to each `podman run`, space-separated (--runtime
     /// podman). The default's lower limits suit hosts without
     /// CAP_SYS_RESOURCE; "" for none.
-    #[arg(long, allow_hyphen_values = true, value_name = "ARGS",
-          default_value = "--ulimit nofile=1024:1024 --ulimit nproc=1000:1000")]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        value_name = "ARGS",
+        default_value = "--ulimit nofile=1024:1024 --ulimit nproc=1000:1000"
+    )]
     podman_run_args: String,
 
     /// Longest pull of an image that is not on this node (--runtime podman).

@@ -539,7 +539,14 @@ impl TaskCgroup {
         if self.v2 {
             return None;
         }
-        read_u64(&self.memory.join("memory.failcnt"))
+        // With swap accounting the memory+swap limit (set to the same
+        // value) is checked first, and counts the hit instead.
+        let memory = read_u64(&self.memory.join("memory.failcnt"));
+        let memsw = read_u64(&self.memory.join("memory.memsw.failcnt"));
+        match (memory, memsw) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+        }
     }
 
     /// What the task has used so far.

@@ -676,12 +676,17 @@ impl Active {
             return Ended::default();
         };
         let usage = cg.usage();
-        let hits = cg.limit_hits();
+        let mut hits = cg.limit_hits();
         let mut kills = cg.oom_kills();
         if let Some(parent) = &self.container_parent {
             // v1 counts the kill in the container's own cgroup, gone by
-            // now: a SIGKILL after the limit was hit tells it instead.
+            // now: a SIGKILL after the limit was hit tells it instead. With
+            // swap accounting the hit is not counted either, but the peak
+            // shows it.
             kills = kills.filter(|&n| n > 0);
+            if limit > 0 && usage.memory_peak_bytes >= limit {
+                hits = Some(hits.unwrap_or(0).max(1));
+            }
             cg.remove_container_tree(parent);
         } else {
             cg.remove();
