@@ -252,6 +252,7 @@ impl BenchImage {
                 .arg(&tar)
                 .arg(&name)
                 .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
                 .status()?
                 .success();
         let _ = std::fs::remove_dir_all(&dir);
