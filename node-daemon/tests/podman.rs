@@ -279,3 +279,53 @@ async fn a_node_without_a_runtime_says_the_image_was_not_used() {
     assert!(fake::read(&h.log("plain")).contains("not used"));
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_whose_supervisor_is_killed_is_removed() {
+    let Some(image) = busybox_image("supervisor killed") else {
+        return;
+    };
+    let mut h = node_with_podman().await;
+    h.fake
+        .push(vec![in_image("orphan", &image.name, "sleep 120")]);
+    let r = h.report().await;
+    assert_eq!(r.phase(), TaskPhase::Running, "{r:?}");
+    let p = image.podman.clone();
+    wait_until("the container runs", || {
+        container_exists(&p, "gpuctl-orphan-0-1")
+    })
+    .await;
+    let state = h.work.path().join("work/supervisors/orphan.0.1/state.json");
+    let doc: serde_json::Value = serde_json::from_str(&fake::read(&state)).unwrap();
+    let supervisor = doc["supervisor"]["pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(supervisor),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let r = h.report().await;
+    assert_eq!(r.phase(), TaskPhase::Failed, "{r:?}");
+    assert!(r.message.contains("supervisor"), "{r:?}");
+    wait_until("the container is gone", || {
+        !container_exists(&p, "gpuctl-orphan-0-1")
+    })
+    .await;
+    // And its cgroup, in every hierarchy.
+    wait_until("its cgroup is gone", || {
+        let dirs = std::fs::read_dir("/sys/fs/cgroup").map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .chain([std::path::PathBuf::from("/sys/fs/cgroup")])
+                .collect::<Vec<_>>()
+        });
+        dirs.unwrap_or_default().iter().all(|h| {
+            std::fs::read_dir(h.join("gpuctl")).map_or(true, |nodes| {
+                nodes
+                    .flatten()
+                    .all(|n| !n.path().join("orphan-0-1").exists())
+            })
+        })
+    })
+    .await;
+    h.shutdown().await;
+}

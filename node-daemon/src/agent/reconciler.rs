@@ -437,6 +437,7 @@ impl Reconciler {
             port,
             scratch: scratch.clone(),
             step: None,
+            container: container.clone(),
         };
         let started = match &a.step {
             None => self.cfg.supervisors.launch(

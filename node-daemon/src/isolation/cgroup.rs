@@ -595,39 +595,7 @@ impl TaskCgroup {
     /// remove them all, deepest first, then the node's and gpuctl's
     /// folders above when empty. Bounded.
     pub fn remove_container_tree(&self, parent: &str) {
-        let root = Path::new("/sys/fs/cgroup");
-        let rel = parent.trim_start_matches('/');
-        let mut tops = vec![root.join(rel)];
-        if !self.v2 {
-            if let Ok(entries) = std::fs::read_dir(root) {
-                for e in entries.flatten() {
-                    if e.file_type().is_ok_and(|t| t.is_dir()) {
-                        tops.push(e.path().join(rel));
-                    }
-                }
-            }
-        }
-        for top in tops.iter().filter(|t| t.is_dir()) {
-            let mut dirs = Vec::new();
-            collect_dirs(top, &mut dirs, 0);
-            // Children before their parents.
-            dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-            for d in &dirs {
-                let leaf = TaskCgroup {
-                    v2: self.v2,
-                    memory: d.clone(),
-                    cpu: None,
-                    cpuacct: None,
-                    pids: None,
-                    devices: None,
-                    v2_own: None,
-                };
-                leaf.remove();
-            }
-            for up in top.ancestors().skip(1).take(2) {
-                let _ = std::fs::remove_dir(up);
-            }
-        }
+        remove_container_tree(parent, self.v2);
     }
 
     /// SIGKILL whatever is left in the cgroup, then remove its folders.
@@ -669,6 +637,45 @@ impl TaskCgroup {
             if !removed {
                 tracing::warn!("cannot remove the task cgroup {}", dir.display());
             }
+        }
+    }
+}
+
+/// [`TaskCgroup::remove_container_tree`], for a container task whose
+/// cgroup is known only by its `--cgroup-parent` (`v2`: the unified
+/// hierarchy at `/sys/fs/cgroup`).
+pub fn remove_container_tree(parent: &str, v2: bool) {
+    let root = Path::new("/sys/fs/cgroup");
+    let rel = parent.trim_start_matches('/');
+    let mut tops = vec![root.join(rel)];
+    if !v2 {
+        if let Ok(entries) = std::fs::read_dir(root) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    tops.push(e.path().join(rel));
+                }
+            }
+        }
+    }
+    for top in tops.iter().filter(|t| t.is_dir()) {
+        let mut dirs = Vec::new();
+        collect_dirs(top, &mut dirs, 0);
+        // Children before their parents.
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for d in &dirs {
+            let leaf = TaskCgroup {
+                v2,
+                memory: d.clone(),
+                cpu: None,
+                cpuacct: None,
+                pids: None,
+                devices: None,
+                v2_own: None,
+            };
+            leaf.remove();
+        }
+        for up in top.ancestors().skip(1).take(2) {
+            let _ = std::fs::remove_dir(up);
         }
     }
 }

@@ -190,7 +190,7 @@ fn found(dir: TaskDir) -> Found {
             // Look again: it may have recorded the exit just before it ended.
             Ok(state) => match dir.read_exit() {
                 Ok(Some(exit)) => exit,
-                _ => supervisor_died(state.supervisor.pid, state.task),
+                _ => supervisor_died(state.supervisor.pid, state.task, meta.container.as_ref()),
             },
             Err(_) => Exit {
                 code: -1,
@@ -208,10 +208,25 @@ fn found(dir: TaskDir) -> Found {
 }
 
 /// The exit of a task whose supervisor died without recording one: its
-/// group (if it still runs) is killed, since nothing would stop it.
-fn supervisor_died(supervisor: u32, task: Option<ProcId>) -> Exit {
+/// group (if it still runs) is killed, and its container removed, since
+/// nothing would stop them.
+fn supervisor_died(
+    supervisor: u32,
+    task: Option<ProcId>,
+    container: Option<&crate::container::ContainerSpec>,
+) -> Exit {
     if let Some(t) = task.filter(ProcId::alive) {
         runtime::signal_group(t.pid, Signal::SIGKILL);
+    }
+    if let Some(c) = container.cloned() {
+        // podman may take a while: not on the caller's thread.
+        std::thread::spawn(move || {
+            crate::container::remove(&c);
+            if let Some(parent) = &c.cgroup_parent {
+                let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+                crate::isolation::cgroup::remove_container_tree(parent, v2);
+            }
+        });
     }
     Exit {
         code: -1,
@@ -288,7 +303,8 @@ impl Launched {
             Ok(Some(exit)) => exit,
             Ok(None) => {
                 let task = self.dir.read_state().ok().and_then(|s| s.task);
-                let mut exit = supervisor_died(self.pid, task);
+                let container = self.dir.read_meta().ok().and_then(|m| m.container);
+                let mut exit = supervisor_died(self.pid, task, container.as_ref());
                 if let Ok(st) = status {
                     exit.message = format!("{} ({st})", exit.message);
                 }
@@ -324,7 +340,8 @@ pub async fn wait_adopted(dir: TaskDir, supervisor: ProcId, task: Option<ProcId>
                 return exit;
             }
             let task = dir.read_state().ok().and_then(|s| s.task).or(task);
-            return supervisor_died(supervisor.pid, task);
+            let container = dir.read_meta().ok().and_then(|m| m.container);
+            return supervisor_died(supervisor.pid, task, container.as_ref());
         }
         tokio::time::sleep(POLL).await;
     }

@@ -38,6 +38,10 @@ pub struct Meta {
     pub scratch: Option<PathBuf>,
     /// A workflow step: what to collect when it exits.
     pub step: Option<StepMeta>,
+    /// The container it runs in, removed should its supervisor die
+    /// without stopping it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<crate::container::ContainerSpec>,
 }
 
 impl Meta {
@@ -303,6 +307,7 @@ mod tests {
             port: 20001,
             scratch: None,
             step: None,
+            container: None,
         };
         d.write_meta(&meta).unwrap();
         assert_eq!(d.read_meta().unwrap(), meta);
