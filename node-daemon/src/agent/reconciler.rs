@@ -425,9 +425,6 @@ impl Reconciler {
                 return (Err(runtime::StartError::new(127, message)), 0);
             }
         };
-        if let Some(note) = self.image_note(a) {
-            runtime::note_in_log(&log, &note);
-        }
         let meta = Meta {
             job: key.job.clone(),
             task_index: key.task_index,

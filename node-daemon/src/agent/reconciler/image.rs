@@ -1,7 +1,8 @@
 //! Tasks that name an `image`: on a node with a container runtime they run
 //! in it ([`crate::container`]); on a node that runs tasks as processes the
 //! command runs in the node's own environment, and the task's Running
-//! report (its events in `describe job`) and its log say so.
+//! report (its events in `describe job`) says so. Its log does not: that
+//! is the program's output (`gpuctl logs` of an Argo step shows only it).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
