@@ -26,7 +26,7 @@
 //!
 //! Pure apart from [`ensure_image`], [`remove`] and [`stop`], which run podman.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -230,12 +230,6 @@ pub fn run_args(c: &ContainerSpec, t: &RunInputs<'_>) -> Vec<String> {
     a.push(c.image.clone());
     a.extend(t.command.iter().cloned());
     a
-}
-
-/// The environment variables of [`run_args`] whose values podman reads from
-/// its own environment.
-pub fn env_keys(env: &BTreeMap<String, String>) -> BTreeSet<&str> {
-    env.keys().map(String::as_str).collect()
 }
 
 /// The last non-empty line of a command's output, for error messages.
