@@ -140,6 +140,11 @@ pub struct ContainerSpec {
     /// no cgroup (podman's own, unlimited).
     pub cgroup_parent: Option<String>,
     pub podman: Podman,
+    /// The working directory of the podman client (the task's supervisor
+    /// folder): podman's container monitor writes files such as `oom`
+    /// there. `None`: the supervisor's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_dir: Option<PathBuf>,
 }
 
 /// `gpuctl-<job>-<index>-<attempt>`: job names are DNS labels, so this is a
@@ -367,6 +372,7 @@ mod tests {
             binds: vec!["/w/steps/train-1".into()],
             cgroup_parent: Some("/gpuctl/node-1.abcd/train-0-1".into()),
             podman: Podman::default(),
+            client_dir: None,
         }
     }
 

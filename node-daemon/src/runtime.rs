@@ -390,6 +390,9 @@ fn spawn_container(
         .stdin(Stdio::null())
         .process_group(0)
         .kill_on_drop(false);
+    if let Some(dir) = c.client_dir.as_deref().filter(|d| d.is_dir()) {
+        cmd.current_dir(dir);
+    }
     let out = match spec.stdout {
         Some(p) => std::fs::File::create(p)
             .map_err(|e| start_error(&program, format!("output file {p:?}: {e}"))),

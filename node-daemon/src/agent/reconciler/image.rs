@@ -12,6 +12,7 @@ use crate::assignment::Assignment;
 use crate::container::{self, ContainerSpec, Podman, Runtime};
 use crate::isolation::TaskIsolation;
 use crate::runtime::TaskKey;
+use crate::supervisor::record::TaskDir;
 
 impl Reconciler {
     /// podman, when `a` names an image and this node runs images.
@@ -74,6 +75,7 @@ impl Reconciler {
             binds,
             cgroup_parent: iso.container_parent.clone(),
             podman: podman.clone(),
+            client_dir: TaskDir::new(&self.cfg.supervisors.root, key).map(|d| d.dir),
         }))
     }
 
