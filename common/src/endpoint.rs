@@ -397,6 +397,7 @@ impl Endpoint {
                     secret_files: Vec::new(),
                     working_dir: None,
                     resources: s.resources.clone(),
+                    image: None,
                 }],
                 min_available: None,
                 priority: 0,

@@ -345,6 +345,18 @@ pub struct DevFlags {
     /// runs under its supervisor process either way.
     #[arg(long, value_enum, default_value_t = TaskIsolation::On, value_name = "on|off")]
     pub task_isolation: TaskIsolation,
+    /// How the node daemons run tasks that name an image: process (in the
+    /// host's environment; the task's events say the image was not used)
+    /// or podman (in the image: `gpu-node --runtime podman`).
+    #[arg(long, value_enum, default_value_t = TaskRuntime::Process, value_name = "process|podman")]
+    pub runtime: TaskRuntime,
+}
+
+/// `gpuctl dev --runtime`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TaskRuntime {
+    Process,
+    Podman,
 }
 
 /// `gpuctl dev --task-isolation`.

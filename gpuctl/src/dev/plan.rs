@@ -202,6 +202,8 @@ pub struct Plan {
     /// Tasks get their cgroup and private `/tmp` (the node daemons'
     /// defaults); when false the node daemons run without either.
     pub task_isolation: bool,
+    /// The node daemons run tasks that name an image in it, under podman.
+    pub podman: bool,
 }
 
 impl Plan {
@@ -235,6 +237,7 @@ impl Plan {
             insecure: flags.insecure,
             no_auth: flags.no_auth,
             task_isolation: flags.task_isolation == TaskIsolation::On,
+            podman: flags.runtime == crate::cli::TaskRuntime::Podman,
         })
     }
 
@@ -414,6 +417,9 @@ impl Plan {
         if !self.task_isolation {
             a.extend(["--cgroups".into(), "off".into(), "--no-private-tmp".into()]);
         }
+        if self.podman {
+            a.extend(["--runtime".into(), "podman".into()]);
+        }
         a.extend(self.tls_args());
         a
     }
@@ -536,6 +542,7 @@ mod tests {
             cold_start_timeout: Duration::from_secs(60),
             insecure: false,
             task_isolation: true,
+            podman: false,
         }
     }
 
@@ -596,6 +603,14 @@ mod tests {
         .node_args(1, "http://127.0.0.1:7000")
         .join(" ");
         assert!(off.contains(" --cgroups off --no-private-tmp "), "{off}");
+        assert!(!off.contains("--runtime"), "{off}");
+        let podman = Plan {
+            podman: true,
+            ..plan(Path::new("/s"))
+        }
+        .node_args(1, "http://127.0.0.1:7000")
+        .join(" ");
+        assert!(podman.contains(" --runtime podman "), "{podman}");
         // The schedulers and the gateway are not affected.
         let p = plan(Path::new("/s"));
         let off_plan = Plan {
@@ -628,6 +643,7 @@ mod tests {
             cold_start_timeout: "60s".parse().unwrap(),
             insecure: false,
             task_isolation: TaskIsolation::On,
+            runtime: crate::cli::TaskRuntime::Process,
         };
         let p = Plan::from_flags(flags, &env).unwrap();
         assert!(p.task_isolation);
@@ -692,6 +708,7 @@ mod tests {
             cold_start_timeout: "60s".parse().unwrap(),
             insecure: false,
             task_isolation: TaskIsolation::On,
+            runtime: crate::cli::TaskRuntime::Process,
         };
         assert!(Plan::from_flags(flags, &env).is_err());
     }
