@@ -37,7 +37,7 @@ function when(ms) {
 }
 
 function gib(b) {
-  return b ? (b / 2 ** 30).toFixed(0) + " GiB" : "";
+  return (b / 2 ** 30).toFixed(0) + " GiB";
 }
 
 async function api(path) {
