@@ -254,7 +254,7 @@ spec:
         let wf = gpuctl_pipelines::spec::parse_unvalidated(DIAMOND).unwrap();
         let status = WorkflowStatus {
             name: "diamond".into(),
-            phase: gpuctl_pipelines::run::WorkflowPhase::Pending,
+            phase: gpuctl_pipelines::run::WorkflowPhase::Running,
             started_ms: 0,
             finished_ms: None,
             message: None,

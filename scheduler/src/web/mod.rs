@@ -21,22 +21,18 @@
 //! answer 401.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
-
-use crate::api::Api;
+use hyper::{Response, StatusCode};
 
 mod data;
 mod events;
 pub mod graph;
+mod server;
 mod session;
 
+pub use server::serve;
 pub use session::Session;
 
 /// A response body: whole, or streamed (server-sent events).
@@ -53,100 +49,9 @@ pub fn asset_bytes() -> usize {
     INDEX_HTML.len() + APP_JS.len() + APP_CSS.len()
 }
 
-/// What every connection shares.
-struct Ui {
-    api: Api,
-    /// Whether the listener speaks TLS (the session cookie is then `Secure`).
-    tls: bool,
-}
-
 /// Resolves once `stop` turns true (or its sender is gone).
 pub async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
-}
-
-/// Serve the UI on `listener` until `stop`: TLS with `acceptor` when given.
-pub fn serve(
-    api: Api,
-    listener: TcpListener,
-    acceptor: Option<tokio_rustls::TlsAcceptor>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
-    let ui = Arc::new(Ui {
-        api,
-        tls: acceptor.is_some(),
-    });
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = tokio::select! {
-                _ = stopped(&mut stop) => return,
-                r = listener.accept() => match r {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!("web UI listener accept failed: {e}");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let _ = stream.set_nodelay(true);
-            let ui = ui.clone();
-            let acceptor = acceptor.clone();
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                match acceptor {
-                    Some(a) => match a.accept(stream).await {
-                        Ok(s) => connection(ui, TokioIo::new(s), stop).await,
-                        // A browser that does not trust the CA, or a plain
-                        // HTTP request to the TLS port.
-                        Err(e) => tracing::debug!("web UI TLS handshake failed: {e}"),
-                    },
-                    None => connection(ui, TokioIo::new(stream), stop).await,
-                }
-            });
-        }
-    })
-}
-
-async fn connection<IO>(ui: Arc<Ui>, io: IO, mut stop: tokio::sync::watch::Receiver<bool>)
-where
-    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let svc = hyper::service::service_fn(move |req| {
-        let ui = ui.clone();
-        async move { Ok::<_, Infallible>(secured(route(&ui, req).await)) }
-    });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(std::time::Duration::from_secs(30))
-        .serve_connection(io, svc);
-    tokio::pin!(conn);
-    tokio::select! {
-        // Errors here are a client hanging up or sending garbage.
-        _ = conn.as_mut() => {}
-        _ = stopped(&mut stop) => conn.as_mut().graceful_shutdown(),
-    }
-}
-
-/// Headers every answer carries: scripts, styles and connections only
-/// from this origin, no framing, no sniffing, no referrer.
-fn secured(mut r: Response<Body>) -> Response<Body> {
-    let h = r.headers_mut();
-    let set = |h: &mut hyper::HeaderMap, k: &'static str, v: &'static str| {
-        h.insert(k, hyper::header::HeaderValue::from_static(v));
-    };
-    set(
-        h,
-        "content-security-policy",
-        "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
-    );
-    set(h, "x-content-type-options", "nosniff");
-    set(h, "referrer-policy", "no-referrer");
-    set(h, "x-frame-options", "DENY");
-    if !h.contains_key(hyper::header::CACHE_CONTROL) {
-        set(h, "cache-control", "no-store");
-    }
-    r
 }
 
 /// A whole response.
@@ -167,71 +72,6 @@ pub fn json(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
 /// A JSON error: `{"error": message}`.
 pub fn error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
     json(status, &serde_json::json!({ "error": message.into() }))
-}
-
-/// A redirect to `to` (303: the browser follows with GET).
-fn redirect(to: &str) -> Response<Body> {
-    let mut r = respond(StatusCode::SEE_OTHER, "text/plain", "");
-    if let Ok(v) = to.parse() {
-        r.headers_mut().insert(hyper::header::LOCATION, v);
-    }
-    r
-}
-
-async fn route(ui: &Ui, req: Request<Incoming>) -> Response<Body> {
-    let path = req.uri().path().to_string();
-    let method = req.method().clone();
-    match (&method, path.as_str()) {
-        (&Method::GET, "/login") => session::login_page(None, StatusCode::OK),
-        (&Method::POST, "/login") => session::login(&ui.api, ui.tls, req).await,
-        (&Method::POST, "/logout") => session::logout(ui.tls),
-        (&Method::GET, "/static/app.css") => {
-            let mut r = respond(StatusCode::OK, "text/css; charset=utf-8", APP_CSS);
-            r.headers_mut().insert(
-                hyper::header::CACHE_CONTROL,
-                hyper::header::HeaderValue::from_static("no-cache"),
-            );
-            r
-        }
-        (&Method::GET, "/favicon.ico") => respond(StatusCode::NO_CONTENT, "text/plain", ""),
-        _ => {
-            let who = match Session::of(&ui.api, req.headers()).await {
-                Ok(s) => s,
-                Err(e) if path.starts_with("/api/") => return error(StatusCode::UNAUTHORIZED, e),
-                Err(_) if method == Method::GET => return redirect("/login"),
-                Err(e) => return error(StatusCode::UNAUTHORIZED, e),
-            };
-            authenticated(ui, &who, &method, &path, &req).await
-        }
-    }
-}
-
-async fn authenticated(
-    ui: &Ui,
-    who: &Session,
-    method: &Method,
-    path: &str,
-    req: &Request<Incoming>,
-) -> Response<Body> {
-    if method != Method::GET {
-        return error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("{method} {path}: the web UI is read-only; use GET"),
-        );
-    }
-    match path {
-        "/" | "/index.html" => respond(StatusCode::OK, "text/html; charset=utf-8", INDEX_HTML),
-        "/static/app.js" => respond(StatusCode::OK, "text/javascript; charset=utf-8", APP_JS),
-        "/api/events" => events::stream(ui.api.clone(), who.clone()),
-        p if p.starts_with("/api/") => {
-            let query = req.uri().query().unwrap_or("");
-            data::answer(&ui.api, who, &p["/api/".len()..], query).await
-        }
-        _ => error(
-            StatusCode::NOT_FOUND,
-            format!("no such page {path}; the UI lives at /"),
-        ),
-    }
 }
 
 /// `%XX` and `+` decoded (form and query values); invalid escapes are kept.
