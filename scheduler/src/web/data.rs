@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!  GET /api/session              who the browser is, and this replica
-//!  GET /api/cluster              nodes with each GPU's use and health, queues
+//!  GET /api/cluster              nodes with each GPU's use and health, queues,
+//!                                GPUs allocated over the last hour
 //!  GET /api/jobs?queue=&phase=&owner=&limit=   jobs, newest first
 //!  GET /api/jobs/NAME            one job (tasks, nodes, GPUs, events)
 //!  GET /api/jobs/NAME/logs?task=N   a task's log so far (text)
@@ -23,6 +24,7 @@ use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 use tokio_stream::StreamExt;
 
+use super::history::History;
 use super::{error, param, respond, Body, Session};
 use crate::api::Api;
 use crate::state::State;
@@ -35,7 +37,13 @@ const MAX_LOG: usize = 1 << 20;
 const LOG_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The answer to `GET /api/{path}?{query}`.
-pub async fn answer(api: &Api, who: &Session, path: &str, query: &str) -> Response<Body> {
+pub async fn answer(
+    api: &Api,
+    history: &History,
+    who: &Session,
+    path: &str,
+    query: &str,
+) -> Response<Body> {
     let ok = |v: Value| super::json(StatusCode::OK, &v);
     let parts: Vec<&str> = path.split('/').collect();
     match parts.as_slice() {
@@ -45,7 +53,11 @@ pub async fn answer(api: &Api, who: &Session, path: &str, query: &str) -> Respon
             "replica": api.raft.shared.status().id,
             "authentication": api.opts.auth.enabled,
         })),
-        ["cluster"] => ok(cluster(&api.raft.shared.read())),
+        ["cluster"] => {
+            let mut v = cluster(&api.raft.shared.read());
+            v["history"] = history.to_json();
+            ok(v)
+        }
         ["jobs"] => ok(jobs(&api.raft.shared.read(), &Filter::from_query(query))),
         ["jobs", name] => match job(&api.raft.shared.read(), &super::url_decode(name)) {
             Some(v) => ok(v),

@@ -9,6 +9,7 @@
 //!  session.rs who the browser is: the cluster's bearer tokens, kept in an
 //!             HttpOnly cookie after the login page
 //!  data.rs    the JSON API: cluster, jobs, workflows, endpoints, control plane
+//!  history.rs GPUs allocated over the last hour (the Cluster chart)
 //!  graph.rs   a workflow's DAG as steps in layers (what the page draws)
 //!  events.rs  /api/events: one event per applied batch, with the nodes
 //!             it changed (the state's per-node change log)
@@ -29,6 +30,7 @@ use hyper::{Response, StatusCode};
 mod data;
 mod events;
 pub mod graph;
+mod history;
 mod server;
 mod session;
 

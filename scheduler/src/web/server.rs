@@ -9,6 +9,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use super::history::{History, EVERY};
 use super::session::{login, login_page, logout};
 use super::{error, respond, stopped, Body, Session, APP_CSS, APP_JS, INDEX_HTML};
 use crate::api::Api;
@@ -18,6 +19,7 @@ struct Ui {
     api: Api,
     /// Whether the listener speaks TLS (the session cookie is then `Secure`).
     tls: bool,
+    history: Arc<History>,
 }
 
 /// Serve the UI on `listener` until `stop`: TLS with `acceptor` when given.
@@ -27,9 +29,12 @@ pub fn serve(
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
+    let history = Arc::new(History::default());
+    tokio::spawn(sample(api.clone(), history.clone(), stop.clone()));
     let ui = Arc::new(Ui {
         api,
         tls: acceptor.is_some(),
+        history,
     });
     tokio::spawn(async move {
         loop {
@@ -61,6 +66,25 @@ pub fn serve(
             });
         }
     })
+}
+
+/// Until `stop`: a sample of the GPUs allocated every [`EVERY`].
+async fn sample(api: Api, history: Arc<History>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopped(&mut stop) => return,
+        }
+        let (allocated, total) = {
+            let st = api.raft.shared.read();
+            (
+                st.gpu_milli_allocated() as f64 / 1000.0,
+                st.counts().gpus_ready,
+            )
+        };
+        history.record(gpuctl_common::now_ms(), allocated, total);
+    }
 }
 
 async fn connection<IO>(ui: Arc<Ui>, io: IO, mut stop: tokio::sync::watch::Receiver<bool>)
@@ -160,7 +184,7 @@ async fn authenticated(
         "/api/events" => super::events::stream(ui.api.clone(), who.clone()),
         p if p.starts_with("/api/") => {
             let query = req.uri().query().unwrap_or("");
-            super::data::answer(&ui.api, who, &p["/api/".len()..], query).await
+            super::data::answer(&ui.api, &ui.history, who, &p["/api/".len()..], query).await
         }
         _ => error(
             StatusCode::NOT_FOUND,

@@ -128,7 +128,7 @@ async function viewCluster() {
         h("td", { class: "num" }, q.gpusInUse), h("td", null, h("div", { class: "bar" }, bar)),
         h("td", { class: "num" }, q.runningJobs), h("td", { class: "num" }, q.pendingJobs));
     }));
-  return [h("h1", null, "Cluster"), cards, h("h2", null, "Nodes"), legend, nodes, h("h2", null, "Queues"), queues];
+  return [h("h1", null, "Cluster"), cards, chart(c.history), h("h2", null, "Nodes"), legend, nodes, h("h2", null, "Queues"), queues];
 }
 
 // ---- Jobs ----
@@ -315,6 +315,25 @@ async function viewControl() {
 }
 
 // ---- Router and live updates ----
+
+// GPUs allocated over the last hour: [[ms, allocated, total], ...].
+function chart(samples) {
+  const W = 640, H = 90, P = 4;
+  if (!samples || samples.length < 2) {
+    return h("p", { class: "muted", id: "chart" }, "GPUs allocated over the last hour: a sample every 30 s; the chart starts with the second.");
+  }
+  const t0 = samples[0][0], t1 = samples[samples.length - 1][0];
+  const max = Math.max(1, ...samples.map((s) => s[2]));
+  const x = (t) => P + ((W - 2 * P) * (t - t0)) / Math.max(1, t1 - t0);
+  const y = (v) => H - P - ((H - 2 * P) * v) / max;
+  const line = (i) => samples.map((s, k) => (k ? "L" : "M") + x(s[0]).toFixed(1) + "," + y(s[i]).toFixed(1)).join(" ");
+  const last = samples[samples.length - 1];
+  return h("div", { id: "chart" },
+    h("svg", { class: "chart", width: W, height: H, viewBox: `0 0 ${W} ${H}` },
+      h("path", { d: line(2), class: "total" }), h("path", { d: line(1), class: "alloc" })),
+    h("div", { class: "muted" }, "GPUs allocated (blue) of GPUs ready (grey), last " +
+      Math.round((t1 - t0) / 60000) + " min; now " + last[1] + " of " + last[2]));
+}
 
 const views = { cluster: viewCluster, jobs: viewJobs, workflows: viewWorkflows, endpoints: viewEndpoints, control: viewControl };
 let drawing = false, again = false;
