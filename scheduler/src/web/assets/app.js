@@ -353,7 +353,7 @@ async function draw() {
     const x = window.scrollX, y = window.scrollY;
     main.replaceChildren(...[content].flat(Infinity).filter(Boolean));
     window.scrollTo(x, y);
-    main.dataset.drawn = String(Date.now());
+    main.dataset.drawnAt = performance.now().toFixed(0);
   } finally {
     drawing = false;
     if (again) { again = false; draw(); }
