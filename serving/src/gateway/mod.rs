@@ -42,6 +42,7 @@ mod lookup;
 mod metrics;
 use crate::p2c::{self, Rng, SplitMix64};
 use crate::upstream::{self, ResponseBody, SendError};
+pub use auth::API_KEY_HEADER;
 use body::{whole, InFlight};
 pub use body::{GatewayBody, Streamed};
 pub use config::{GatewayConfig, NoScaleUp, ScaleUp};
@@ -527,7 +528,7 @@ impl Gateway {
                     &serde_json::json!({
                         "name": "gpuctl-gateway",
                         "version": env!("CARGO_PKG_VERSION"),
-                        "extensions": [],
+                        "extensions": ["binary_tensor_data"],
                     }),
                 ))
             }
