@@ -112,6 +112,15 @@ fn every_page_shows_the_cluster_live_to_a_signed_in_browser_only() {
             .then_some(())
     });
 
+    // The same views in a terminal.
+    let top = dev.ok(&["top", "nodes", "--once"]);
+    assert!(
+        top.contains("node(s) ready") && top.contains("dev-node-1"),
+        "{top}"
+    );
+    let top = dev.ok(&["top", "jobs", "--once"]);
+    assert!(top.contains("gated") && !top.contains("done "), "{top}");
+
     let cluster: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dev.state().join("cluster.json")).unwrap())
             .unwrap();
