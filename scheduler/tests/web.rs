@@ -128,6 +128,12 @@ async fn only_a_valid_token_opens_the_ui_and_a_revoked_one_closes_it() {
     assert_eq!(code, 401);
     assert!(!head.contains("set-cookie"), "{head}");
     assert!(body.contains("id=\"login-error\""), "{body}");
+    let cross = [
+        ("content-type", "application/x-www-form-urlencoded"),
+        ("origin", "https://evil.example"),
+    ];
+    let (code, _, body) = call(a, "POST", "/login", &cross, &format!("token={ADMIN}")).await;
+    assert_eq!(code, 403, "a login posted from another site: {body}");
     let (code, _, body) = call(a, "POST", "/login", &form, "token=").await;
     assert_eq!(code, 401);
     assert!(body.contains("paste a token"), "{body}");

@@ -108,7 +108,8 @@ where
 }
 
 /// Headers every answer carries: scripts, styles and connections only
-/// from this origin, no framing, no sniffing, no referrer.
+/// from this origin, no framing, no sniffing, no referrer to other sites (same-origin: a form post then carries
+/// its Origin, which [`same_origin`] checks).
 fn secured(mut r: Response<Body>) -> Response<Body> {
     let h = r.headers_mut();
     let set = |h: &mut hyper::HeaderMap, k: &'static str, v: &'static str| {
@@ -120,7 +121,7 @@ fn secured(mut r: Response<Body>) -> Response<Body> {
         "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
     );
     set(h, "x-content-type-options", "nosniff");
-    set(h, "referrer-policy", "no-referrer");
+    set(h, "referrer-policy", "same-origin");
     set(h, "x-frame-options", "DENY");
     if !h.contains_key(hyper::header::CACHE_CONTROL) {
         set(h, "cache-control", "no-store");
@@ -142,6 +143,10 @@ async fn route(ui: &Ui, req: Request<Incoming>) -> Response<Body> {
     let method = req.method().clone();
     match (&method, path.as_str()) {
         (&Method::GET, "/login") => login_page(None, StatusCode::OK),
+        (&Method::POST, "/login" | "/logout") if !same_origin(req.headers(), ui.tls) => error(
+            StatusCode::FORBIDDEN,
+            format!("POST {path} from another site (its Origin header) is refused"),
+        ),
         (&Method::POST, "/login") => login(&ui.api, ui.tls, req).await,
         (&Method::POST, "/logout") => logout(ui.tls),
         (&Method::GET, "/static/app.css") => {
@@ -163,6 +168,21 @@ async fn route(ui: &Ui, req: Request<Incoming>) -> Response<Body> {
             authenticated(ui, &who, &method, &path, &req).await
         }
     }
+}
+
+/// Whether a form post comes from this UI's own pages: browsers send
+/// `Origin` with every POST, and it must name this scheme and host (no
+/// `Origin`, as from scripts and older clients, passes).
+fn same_origin(headers: &hyper::HeaderMap, tls: bool) -> bool {
+    let Some(origin) = headers.get(hyper::header::ORIGIN) else {
+        return true;
+    };
+    let host = headers
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let scheme = if tls { "https" } else { "http" };
+    origin.to_str().ok() == Some(&format!("{scheme}://{host}"))
 }
 
 async fn authenticated(
@@ -190,5 +210,28 @@ async fn authenticated(
             StatusCode::NOT_FOUND,
             format!("no such page {path}; the UI lives at /"),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_this_sites_pages_may_post_the_forms() {
+        let mut h = hyper::HeaderMap::new();
+        h.insert(hyper::header::HOST, "127.0.0.1:7443".parse().unwrap());
+        assert!(same_origin(&h, true), "no Origin: a script");
+        h.insert(
+            hyper::header::ORIGIN,
+            "https://127.0.0.1:7443".parse().unwrap(),
+        );
+        assert!(same_origin(&h, true));
+        assert!(!same_origin(&h, false), "the scheme counts");
+        h.insert(
+            hyper::header::ORIGIN,
+            "https://evil.example".parse().unwrap(),
+        );
+        assert!(!same_origin(&h, true));
     }
 }
