@@ -145,6 +145,18 @@ pub enum Command {
     Login,
     /// Who the scheduler takes you for.
     Whoami,
+    /// A live view in the terminal, drawn again every --interval: the nodes
+    /// with their GPUs in use, or the jobs not finished yet (the web UI,
+    /// `--ui-listen`, shows the same in a browser).
+    Top {
+        what: TopView,
+        /// How often the view is read again, e.g. 2s, 500ms.
+        #[arg(long, default_value = "2s")]
+        interval: HumanDuration,
+        /// Print the view once and exit (for scripts).
+        #[arg(long)]
+        once: bool,
+    },
     /// Users and tokens (admins; a user may create and revoke their own tokens).
     Admin {
         #[command(subcommand)]
@@ -426,6 +438,13 @@ pub fn parse_kind(s: &str) -> Result<Kind, String> {
             "unknown kind {s:?} (expected jobs, nodes, queues, workflows, endpoints, secrets, users or tokens)"
         )),
     }
+}
+
+/// What `gpuctl top` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TopView {
+    Nodes,
+    Jobs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -4,7 +4,7 @@
 use crate::cli::{is_workflow_word, Cli, ClusterCommand, Command};
 use crate::client::{self, Bearer, Conn};
 use crate::commands::ctx::Ctx;
-use crate::commands::{apply, cancel, cluster, cordon, get, identity, logs, wait};
+use crate::commands::{apply, cancel, cluster, cordon, get, identity, logs, top, wait};
 use crate::config::{self, EnvVars};
 use crate::error::{Error, Result};
 use crate::{dev, status};
@@ -95,6 +95,11 @@ pub async fn run(cli: Cli, env: &EnvVars) -> Result<u8> {
             identity::cmd_login(&mut cx, cli.token, env.config_dir().as_deref()).await
         }
         Command::Whoami => identity::cmd_whoami(&mut cx).await,
+        Command::Top {
+            what,
+            interval,
+            once,
+        } => top::cmd_top(&mut cx, what, interval.duration, once).await,
         Command::Admin { command } => identity::cmd_admin(&mut cx, command).await,
         Command::Audit { limit, user } => identity::cmd_audit(&mut cx, limit, user).await,
     }

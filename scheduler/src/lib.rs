@@ -33,6 +33,7 @@ pub mod placement;
 pub mod raft;
 pub mod server;
 pub mod state;
+pub mod web;
 
 /// What an endpoint's replica job is ([`endpoints::replica_job`]), at the
 /// crate root as well: other crates check their example endpoints with it.

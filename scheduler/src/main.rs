@@ -31,7 +31,11 @@ struct Args {
     /// HTTP address for /metrics and /healthz.
     #[arg(long, default_value = "127.0.0.1:7001")]
     metrics_listen: SocketAddr,
-    /// Write {"id","grpc","metrics","pid"} here once the replica accepts writes.
+    /// HTTPS address of the web UI (HTTP without TLS); off when not given.
+    /// Sign in with a user's token (`gpuctl admin create-token`).
+    #[arg(long, value_name = "ADDR")]
+    ui_listen: Option<SocketAddr>,
+    /// Write {"id","grpc","metrics","ui","pid"} here once the replica accepts writes.
     #[arg(long)]
     ready_file: Option<PathBuf>,
     /// Mark a node lost after this long without a heartbeat (e.g. 10s, 1500ms).
@@ -126,6 +130,22 @@ async fn main() -> anyhow::Result<()> {
     let metrics = tokio::net::TcpListener::bind(args.metrics_listen)
         .await
         .with_context(|| format!("cannot listen on {} for metrics", args.metrics_listen))?;
+    let ui = match args.ui_listen {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen on {a} for the web UI (--ui-listen)"))?,
+        ),
+        None => None,
+    };
+    let ui_url = match &ui {
+        Some(l) => Some(format!(
+            "{}://{}/",
+            if tls.is_some() { "https" } else { "http" },
+            l.local_addr()?
+        )),
+        None => None,
+    };
     let grpc_addr = grpc.local_addr()?;
     let metrics_addr = metrics.local_addr()?;
     let cfg = Config {
@@ -153,24 +173,31 @@ async fn main() -> anyhow::Result<()> {
             node_timeout: args.node_timeout,
             ..Default::default()
         },
-        tls,
+        tls: tls.clone(),
     };
-    let server = Server::start(cfg, grpc, metrics).await.with_context(|| {
+    let mut server = Server::start(cfg, grpc, metrics).await.with_context(|| {
         format!(
             "cannot start the scheduler on data folder {}",
             args.data_dir.display()
         )
     })?;
+    if let Some(l) = ui {
+        server.serve_ui(l, tls.as_ref())?;
+    }
     // A joining replica has no leader until the cluster adds it.
     if !args.join && !server.wait_leader(Duration::from_secs(30)).await {
         anyhow::bail!("replica {} found no leader within 30s", args.id);
     }
     println!("gpu-scheduler {}: gRPC on {grpc_addr}, metrics on http://{metrics_addr}/metrics, data in {}", args.id, args.data_dir.display());
+    if let Some(u) = &ui_url {
+        println!("gpu-scheduler {}: web UI on {u}", args.id);
+    }
     if let Some(path) = &args.ready_file {
         let body = serde_json::json!({
             "id": args.id,
             "grpc": grpc_addr.to_string(),
             "metrics": metrics_addr.to_string(),
+            "ui": ui_url,
             "pid": std::process::id(),
         });
         let tmp = path.with_extension("tmp");

@@ -41,6 +41,8 @@ pub struct Server {
     /// tests cut it off to partition the replica.
     pub transport: Option<Transport>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The services' shared handle, for the web UI.
+    api: Api,
     raft_thread: Option<std::thread::JoinHandle<()>>,
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -77,6 +79,7 @@ impl Server {
             audit_log: Arc::new(crate::api::audit::AuditLog::new(&cfg.data_dir)),
             wakeups: wakeups.clone(),
         };
+        let ui_api = api.clone();
         let tasks = vec![
             tokio::spawn(crate::api::node_watch::follow(
                 raft.shared.clone(),
@@ -99,9 +102,24 @@ impl Server {
             raft,
             transport,
             tasks,
+            api: ui_api,
             raft_thread: Some(thread),
             stop,
         })
+    }
+
+    /// Serve the web UI ([`crate::web`]) on `listener` until shutdown, with
+    /// TLS when `tls` is given (the gRPC port's certificate).
+    pub fn serve_ui(&mut self, listener: TcpListener, tls: Option<&Tls>) -> anyhow::Result<()> {
+        let acceptor = tls.map(|t| t.acceptor(None)).transpose()?;
+        let stop = self.stop.subscribe();
+        self.tasks.push(crate::web::serve(
+            self.api.clone(),
+            listener,
+            acceptor,
+            stop,
+        ));
+        Ok(())
     }
 
     /// Wait until this replica knows a leader (bounded).

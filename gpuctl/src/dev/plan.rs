@@ -336,6 +336,8 @@ impl Plan {
             "127.0.0.1:0".into(),
             "--ready-file".into(),
             self.scheduler_ready(id).display().to_string(),
+            "--ui-listen".into(),
+            "127.0.0.1:0".into(),
         ];
         if self.no_auth {
             a.push("--no-auth".into());
@@ -551,7 +553,7 @@ mod tests {
         let p = plan(Path::new("/s"));
         assert_eq!(
             p.scheduler_args(1).join(" "),
-            "--id 1 --data-dir /s/scheduler-1 --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --ready-file /s/scheduler-1.ready.json --admin-token-file /s/admin.token --tls-cert /s/tls/cluster.pem --tls-key /s/tls/cluster-key.pem --tls-ca /s/tls/ca.pem"
+            "--id 1 --data-dir /s/scheduler-1 --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --ready-file /s/scheduler-1.ready.json --ui-listen 127.0.0.1:0 --admin-token-file /s/admin.token --tls-cert /s/tls/cluster.pem --tls-key /s/tls/cluster-key.pem --tls-ca /s/tls/ca.pem"
         );
         let p3 = Plan {
             replicas: 3,
@@ -560,7 +562,7 @@ mod tests {
         };
         assert_eq!(
             p3.scheduler_args(2).join(" "),
-            "--id 2 --data-dir /s/scheduler-2 --listen 127.0.0.1:7200 --metrics-listen 127.0.0.1:0 --ready-file /s/scheduler-2.ready.json \
+            "--id 2 --data-dir /s/scheduler-2 --listen 127.0.0.1:7200 --metrics-listen 127.0.0.1:0 --ready-file /s/scheduler-2.ready.json --ui-listen 127.0.0.1:0 \
              --admin-token-file /s/admin.token --peers 1=127.0.0.1:7100,2=127.0.0.1:7200,3=127.0.0.1:7300 --tls-cert /s/tls/cluster.pem --tls-key /s/tls/cluster-key.pem --tls-ca /s/tls/ca.pem"
         );
         assert_eq!(

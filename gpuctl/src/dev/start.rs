@@ -252,6 +252,21 @@ pub(super) fn summary(plan: &Plan, s: &Started, ctx_path: Option<&Path>) -> Stri
             sch.get("pid").map_or("?".into(), |p| p.to_string())
         ));
     }
+    for (i, sch) in s.schedulers.iter().enumerate() {
+        if let Some(ui) = sch.get("ui").and_then(Value::as_str) {
+            let who = if plan.no_auth {
+                "no sign-in (--no-auth)"
+            } else {
+                "sign in with the admin token"
+            };
+            let label = if s.schedulers.len() > 1 {
+                format!("web UI {}", i + 1)
+            } else {
+                "web UI".to_string()
+            };
+            o.push_str(&format!("  {label:<16} {ui}   ({who})\n"));
+        }
+    }
     for n in &s.nodes {
         o.push_str(&format!(
             "  {:<16} agent {}   metrics {}/metrics   pid {}   GPUs {} ({})\n",

@@ -44,11 +44,7 @@ impl Api {
     }
 
     /// [`Api::caller`] then [`Api::check`].
-    pub(super) async fn allow(
-        &self,
-        md: &MetadataMap,
-        action: &Action<'_>,
-    ) -> Result<Principal, Status> {
+    pub async fn allow(&self, md: &MetadataMap, action: &Action<'_>) -> Result<Principal, Status> {
         let who = self.caller(md).await?;
         self.check(&who, action)?;
         Ok(who)
