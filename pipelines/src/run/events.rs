@@ -51,7 +51,7 @@ impl Run {
                     Ok(step) => {
                         if let Some(key) = &step.memoize_key {
                             if let Some(entry) = self.memo_hit(&id, key, cache, now_ms) {
-                                let n = self.nodes.get_mut(&id).expect("pending node");
+                                let n = self.node_mut(&id).expect("pending node");
                                 n.outputs = entry.outputs;
                                 n.memoized = true;
                                 n.started_ms = Some(now_ms);
@@ -66,7 +66,7 @@ impl Run {
                                 continue;
                             }
                         }
-                        let n = self.nodes.get_mut(&id).expect("pending node");
+                        let n = self.node_mut(&id).expect("pending node");
                         n.phase = NodePhase::Running;
                         n.started_ms = Some(now_ms);
                         n.not_before_ms = None;
@@ -159,7 +159,7 @@ impl Run {
             }
         }
         let memo_key = node.memo_key.clone();
-        let n = self.nodes.get_mut(id).expect("checked above");
+        let n = self.node_mut(id).expect("checked above");
         n.exit_code = outcome.exit_code;
         n.outputs = outputs;
         if phase == NodePhase::Succeeded {

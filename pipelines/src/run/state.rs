@@ -2,7 +2,8 @@
 //! in, starting a run from a workflow and its arguments, read access, and
 //! the bookkeeping every other part uses to add and finish nodes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +18,10 @@ use crate::validate::validate_all;
 #[serde(rename_all = "camelCase")]
 pub struct Run {
     pub(super) name: String,
-    pub(super) workflow: Workflow,
+    /// Shared, so that walking a DAG borrows its template instead of
+    /// copying it (a fan-out's items included) on every step.
+    #[serde(with = "shared")]
+    pub(super) workflow: Arc<Workflow>,
     /// `workflow.parameters.*` after arguments were applied.
     pub(super) parameters: BTreeMap<String, String>,
     pub(super) dags: BTreeMap<String, DagInfo>,
@@ -37,6 +41,39 @@ pub struct Run {
     pub(super) to_cancel: Vec<String>,
     /// Next node's `seq`.
     pub(super) next_seq: u64,
+    /// Nodes added or changed since the shell last took them (see
+    /// [`Run::take_touched`]); not stored, and no part of equality.
+    #[serde(skip)]
+    pub(super) touched: Touched,
+}
+
+/// The workflow stored as itself (serde's `Arc` support is a feature not
+/// turned on here).
+mod shared {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::spec::Workflow;
+
+    pub fn serialize<S: Serializer>(w: &Arc<Workflow>, s: S) -> Result<S::Ok, S::Error> {
+        Workflow::serialize(w, s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<Workflow>, D::Error> {
+        Workflow::deserialize(d).map(Arc::new)
+    }
+}
+
+/// Ids of nodes added or changed: what a shell that stores one record per
+/// node must write again. Two runs that differ only here are equal.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Touched(BTreeSet<String>);
+
+impl PartialEq for Touched {
+    fn eq(&self, _: &Touched) -> bool {
+        true
+    }
 }
 
 /// A run without its nodes, borrowed, for storing: a shell that keeps a
@@ -88,7 +125,7 @@ impl RunHeader {
     pub fn into_run(self, nodes: impl IntoIterator<Item = Node>) -> Run {
         Run {
             name: self.name,
-            workflow: self.workflow,
+            workflow: Arc::new(self.workflow),
             parameters: self.parameters,
             dags: self.dags,
             nodes: nodes.into_iter().map(|n| (n.id.clone(), n)).collect(),
@@ -103,6 +140,7 @@ impl RunHeader {
             terminated: self.terminated,
             to_cancel: self.to_cancel,
             next_seq: self.next_seq,
+            touched: Touched::default(),
         }
     }
 }
@@ -135,7 +173,7 @@ impl Run {
             .map(|s| now_ms + s as u64 * 1000);
         let mut run = Run {
             name: name.to_string(),
-            workflow: workflow.clone(),
+            workflow: Arc::new(workflow.clone()),
             parameters,
             dags,
             nodes: BTreeMap::new(),
@@ -150,6 +188,7 @@ impl Run {
             terminated: false,
             to_cancel: Vec::new(),
             next_seq: 0,
+            touched: Touched::default(),
         };
         let entry = workflow.spec.entrypoint.clone().unwrap_or_default();
         let root = run.name.clone();
@@ -253,7 +292,25 @@ impl Run {
     pub(super) fn insert_node(&mut self, mut n: Node) {
         n.seq = self.next_seq;
         self.next_seq += 1;
+        self.touched.0.insert(n.id.clone());
         self.nodes.insert(n.id.clone(), n);
+    }
+
+    /// Node `id` to change, noted as touched. Every change to a node goes
+    /// through here or [`Run::insert_node`].
+    pub(super) fn node_mut(&mut self, id: &str) -> Option<&mut Node> {
+        let n = self.nodes.get_mut(id)?;
+        if !self.touched.0.contains(id) {
+            self.touched.0.insert(id.to_string());
+        }
+        Some(n)
+    }
+
+    /// The ids of the nodes added or changed since the last call (a node
+    /// may be listed that did not change in the end). A shell that stores
+    /// each node as its own record writes these again, and no others.
+    pub fn take_touched(&mut self) -> BTreeSet<String> {
+        std::mem::take(&mut self.touched.0)
     }
 
     /// End node `id` in `phase`; `message` replaces the node's only when given.
@@ -264,7 +321,7 @@ impl Run {
         message: Option<String>,
         now_ms: u64,
     ) {
-        if let Some(n) = self.nodes.get_mut(id) {
+        if let Some(n) = self.node_mut(id) {
             n.phase = phase;
             if message.is_some() {
                 n.message = message;

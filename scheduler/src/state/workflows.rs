@@ -413,18 +413,40 @@ impl State {
             .into_iter()
             .map(|w| (w.metadata.name.clone(), w))
             .collect();
-        self.persisted_nodes = self
-            .workflows
-            .iter()
-            .map(|(name, w)| (name.clone(), w.run.nodes().clone()))
-            .collect();
+        #[cfg(test)]
+        {
+            self.persisted_nodes = self
+                .workflows
+                .iter()
+                .map(|(name, w)| (name.clone(), w.run.nodes().clone()))
+                .collect();
+        }
         self.memo = memo.into_iter().map(|r| (r.key, r.entry)).collect();
         self
     }
 
-    /// After an apply: mark the nodes of `workflow` that differ from what
-    /// was last marked, so only they are written.
+    /// After an apply: mark the nodes of `workflow` that its run added or
+    /// changed ([`Run::take_touched`]), so only they are written; a step's
+    /// end costs the nodes it changed, not a look at every node of a
+    /// 10,000-way fan-out.
     pub(super) fn note_changed_nodes(&mut self, workflow: &str) {
+        let Some(w) = self.workflows.get_mut(workflow) else {
+            return;
+        };
+        let touched = w.run.take_touched();
+        #[cfg(test)]
+        self.check_touched(workflow, &touched);
+        for id in touched {
+            self.dirty
+                .insert(ObjKey::WorkflowNode(workflow.to_string(), id));
+        }
+    }
+
+    /// Tests only: every node that differs from its last marked copy was
+    /// reported touched (a change the run did not note would not be
+    /// stored, and a restarted replica would lose it).
+    #[cfg(test)]
+    fn check_touched(&mut self, workflow: &str, touched: &BTreeSet<String>) {
         let Some(w) = self.workflows.get(workflow) else {
             return;
         };
@@ -434,9 +456,11 @@ impl State {
             .or_default();
         for (id, n) in w.run.nodes() {
             if shadow.get(id) != Some(n) {
+                assert!(
+                    touched.contains(id),
+                    "workflow {workflow}: node {id} changed but was not noted"
+                );
                 shadow.insert(id.clone(), n.clone());
-                self.dirty
-                    .insert(ObjKey::WorkflowNode(workflow.to_string(), id.clone()));
             }
         }
     }
@@ -482,6 +506,7 @@ impl State {
             self.dirty.insert(ObjKey::Job(job));
         }
         self.workflows.remove(name);
+        #[cfg(test)]
         self.persisted_nodes.remove(name);
         for id in nodes {
             self.dirty

@@ -73,25 +73,66 @@ fn fragment_by(
 
 /// Which GPU kinds each group of a mix accepts, worked out once for a
 /// cluster's kinds (the model and memory constraints of a mix's shapes
-/// compared with every kind once, not per GPU per node per decision).
+/// compared with every kind once, not per GPU per node per decision), and,
+/// per kind, the mix as a node of only that kind sees it.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct MixKinds {
     /// The kinds the table was worked out for.
     kinds: Vec<GpuKind>,
     /// Per group of the mix, per kind: whether the group's GPU side accepts it.
     accept: Vec<Vec<bool>>,
+    /// Per kind: the mix for a node whose GPUs are all of that kind.
+    by_kind: Vec<KindMix>,
+}
+
+/// The mix as a node of one GPU kind sees it. A shape whose models the
+/// kind does not serve finds every free GPU unusable whatever the node's
+/// state, so those shapes are one weight (`rest`); a shape that names the
+/// kind (or any kind) needs only GPUs with room, so shapes with the same GPU
+/// count and share are one group, however they name models. With model
+/// constraints spread over many models this keeps the work per node near
+/// that of a mix without constraints.
+#[derive(Debug, Clone, PartialEq, Default)]
+struct KindMix {
+    /// (GPUs, thousandths of each), the hosts (CPU, memory, weight) of the
+    /// shapes with that GPU side, and their summed weight; in the mix's order.
+    groups: Vec<((u32, u32), Vec<(u64, u64, f64)>, f64)>,
+    /// Summed weight of the shapes that do not accept the kind.
+    rest: f64,
 }
 
 impl MixKinds {
     /// The table for `mix`'s groups over `kinds`.
     pub fn of(mix: &WorkloadMix, kinds: &[GpuKind]) -> MixKinds {
+        let accept: Vec<Vec<bool>> = mix
+            .groups()
+            .iter()
+            .map(|g| g.gpu.accept_table(kinds))
+            .collect();
+        let by_kind = (0..kinds.len())
+            .map(|k| {
+                let mut km = KindMix::default();
+                for (g, acc) in mix.groups().iter().zip(&accept) {
+                    if !acc[k] && g.gpu.gpus > 0 {
+                        km.rest += g.weight;
+                        continue;
+                    }
+                    let side = (g.gpu.gpus, g.gpu.gpu_milli);
+                    match km.groups.iter_mut().find(|(s, ..)| *s == side) {
+                        Some((_, hosts, w)) => {
+                            hosts.extend_from_slice(&g.hosts);
+                            *w += g.weight;
+                        }
+                        None => km.groups.push((side, g.hosts.clone(), g.weight)),
+                    }
+                }
+                km
+            })
+            .collect();
         MixKinds {
             kinds: kinds.to_vec(),
-            accept: mix
-                .groups()
-                .iter()
-                .map(|g| g.gpu.accept_table(kinds))
-                .collect(),
+            accept,
+            by_kind,
         }
     }
 
@@ -125,6 +166,13 @@ pub fn node_frag_by(
     memory: bool,
 ) -> f64 {
     let total: u64 = gpus.iter().map(|g| u64::from(g.free)).sum();
+    let one_kind = gpus
+        .first()
+        .map(|g| g.kind)
+        .filter(|&k| gpus.iter().all(|g| g.kind == k));
+    if let Some(km) = one_kind.and_then(|k| table.by_kind.get(usize::from(k))) {
+        return frag_one_kind(gpus, total, host, km, memory);
+    }
     let mut f = 0.0;
     for (g, accept) in mix.groups().iter().zip(&table.accept) {
         let gpu_side = fragment_by(gpus, NO_LIMIT, &g.gpu, accept, false);
@@ -138,6 +186,40 @@ pub fn node_frag_by(
         }
     }
     f
+}
+
+/// [`node_frag_by`] for a node whose GPUs are all of one kind.
+fn frag_one_kind(gpus: &[Cap], total: u64, host: HostLeft, km: &KindMix, memory: bool) -> f64 {
+    let mut f = 0.0;
+    for &((count, milli), ref hosts, weight) in &km.groups {
+        // The GPU side: every GPU of the node is of an accepted kind.
+        let gpu_side = if count == 0 {
+            total
+        } else {
+            let (mut room, mut frag) = (0u32, 0u64);
+            for g in gpus {
+                if g.free >= milli {
+                    room += 1;
+                } else {
+                    frag += u64::from(g.free);
+                }
+            }
+            if room >= count {
+                frag
+            } else {
+                total
+            }
+        };
+        if gpu_side == total {
+            f += weight * total as f64;
+            continue;
+        }
+        for &(cpu, mem, w) in hosts {
+            let fits = host.cpu >= cpu && (!memory || host.memory >= mem);
+            f += w * if fits { gpu_side } else { total } as f64;
+        }
+    }
+    f + km.rest * total as f64
 }
 
 const NO_LIMIT: HostLeft = HostLeft {
