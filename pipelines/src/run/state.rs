@@ -45,6 +45,32 @@ pub struct Run {
     /// [`Run::take_touched`]); not stored, and no part of equality.
     #[serde(skip)]
     pub(super) touched: Touched,
+    /// Per fan-out group, how far its children are known done; not
+    /// stored (worked out again after a restore), no part of equality.
+    #[serde(skip)]
+    pub(super) groups: Groups,
+}
+
+/// How far a `TaskGroup`'s children are known done: the first `done` are
+/// all finished (finished nodes stay finished), the last failure among
+/// them, and whether every child is a step (nothing under the children to
+/// advance).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct GroupProgress {
+    pub done: usize,
+    pub failed: Option<NodePhase>,
+    pub leaves: bool,
+}
+
+/// [`GroupProgress`] by group node id; two runs that differ only here are
+/// equal.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Groups(pub BTreeMap<String, GroupProgress>);
+
+impl PartialEq for Groups {
+    fn eq(&self, _: &Groups) -> bool {
+        true
+    }
 }
 
 /// The workflow stored as itself (serde's `Arc` support is a feature not
@@ -83,7 +109,10 @@ impl PartialEq for Touched {
 #[serde(rename_all = "camelCase")]
 pub struct RunWithoutNodes<'a> {
     name: &'a String,
-    workflow: &'a Workflow,
+    /// Left out by [`Run::without_nodes_or_workflow`], for a shell that
+    /// stores the workflow once in a record of its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    workflow: Option<&'a Workflow>,
     parameters: &'a BTreeMap<String, String>,
     dags: &'a BTreeMap<String, DagInfo>,
     root: &'a String,
@@ -104,7 +133,8 @@ pub struct RunWithoutNodes<'a> {
 #[serde(rename_all = "camelCase")]
 pub struct RunHeader {
     name: String,
-    workflow: Workflow,
+    #[serde(default)]
+    workflow: Option<Workflow>,
     parameters: BTreeMap<String, String>,
     dags: BTreeMap<String, DagInfo>,
     root: String,
@@ -121,11 +151,20 @@ pub struct RunHeader {
 }
 
 impl RunHeader {
-    /// The run again, from its header and every node.
-    pub fn into_run(self, nodes: impl IntoIterator<Item = Node>) -> Run {
+    /// The run again, from its header (stored with its workflow) and every
+    /// node; `None` when the header was stored without the workflow.
+    pub fn into_run(self, nodes: impl IntoIterator<Item = Node>) -> Option<Run> {
+        let workflow = self.workflow.clone()?;
+        Some(self.into_run_with(workflow, nodes))
+    }
+
+    /// [`RunHeader::into_run`] for a header stored without its workflow
+    /// ([`Run::without_nodes_or_workflow`]): `workflow` is used unless the
+    /// header has its own.
+    pub fn into_run_with(self, workflow: Workflow, nodes: impl IntoIterator<Item = Node>) -> Run {
         Run {
             name: self.name,
-            workflow: Arc::new(self.workflow),
+            workflow: Arc::new(self.workflow.unwrap_or(workflow)),
             parameters: self.parameters,
             dags: self.dags,
             nodes: nodes.into_iter().map(|n| (n.id.clone(), n)).collect(),
@@ -141,6 +180,7 @@ impl RunHeader {
             to_cancel: self.to_cancel,
             next_seq: self.next_seq,
             touched: Touched::default(),
+            groups: Groups::default(),
         }
     }
 }
@@ -189,6 +229,7 @@ impl Run {
             to_cancel: Vec::new(),
             next_seq: 0,
             touched: Touched::default(),
+            groups: Groups::default(),
         };
         let entry = workflow.spec.entrypoint.clone().unwrap_or_default();
         let root = run.name.clone();
@@ -200,8 +241,18 @@ impl Run {
     /// Everything but the nodes, to store with each node on its own.
     pub fn without_nodes(&self) -> RunWithoutNodes<'_> {
         RunWithoutNodes {
+            workflow: Some(&self.workflow),
+            ..self.without_nodes_or_workflow()
+        }
+    }
+
+    /// Everything but the nodes and the workflow (which never changes
+    /// during a run: a shell that stores it once, on its own, rewrites only
+    /// this small header as the run moves; see [`RunHeader::into_run_with`]).
+    pub fn without_nodes_or_workflow(&self) -> RunWithoutNodes<'_> {
+        RunWithoutNodes {
             name: &self.name,
-            workflow: &self.workflow,
+            workflow: None,
             parameters: &self.parameters,
             dags: &self.dags,
             root: &self.root,
