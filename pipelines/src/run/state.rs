@@ -49,6 +49,30 @@ pub struct Run {
     /// stored (worked out again after a restore), no part of equality.
     #[serde(skip)]
     pub(super) groups: Groups,
+    /// The steps waiting to launch and the timed nodes, so that a step's
+    /// end does not look at every node; not stored, no part of equality.
+    #[serde(skip)]
+    pub(super) open: Open,
+}
+
+/// Nodes the clock-driven and launching parts look at, kept from the nodes
+/// each change touches ([`Run::node_mut`]). `stale` lists the nodes changed
+/// since the sets were last brought up to date; until `built`, the sets
+/// are worked out from every node.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Open {
+    pub built: bool,
+    pub stale: BTreeSet<String>,
+    /// Pending steps, by (seq, id).
+    pub pending: BTreeSet<(u64, String)>,
+    /// Pending nodes with a `not_before_ms`, running nodes with a deadline.
+    pub timed: BTreeSet<String>,
+}
+
+impl PartialEq for Open {
+    fn eq(&self, _: &Open) -> bool {
+        true
+    }
 }
 
 /// How far a `TaskGroup`'s children are known done: the first `done` are
@@ -181,6 +205,7 @@ impl RunHeader {
             next_seq: self.next_seq,
             touched: Touched::default(),
             groups: Groups::default(),
+            open: Open::default(),
         }
     }
 }
@@ -230,11 +255,13 @@ impl Run {
             next_seq: 0,
             touched: Touched::default(),
             groups: Groups::default(),
+            open: Open::default(),
         };
         let entry = workflow.spec.entrypoint.clone().unwrap_or_default();
         let root = run.name.clone();
         run.start_top_level(&root, &entry, false, now_ms);
         run.reconcile(now_ms);
+        run.refresh_open();
         Ok(run)
     }
 
@@ -344,6 +371,7 @@ impl Run {
         n.seq = self.next_seq;
         self.next_seq += 1;
         self.touched.0.insert(n.id.clone());
+        self.open.stale.insert(n.id.clone());
         self.nodes.insert(n.id.clone(), n);
     }
 
@@ -354,7 +382,46 @@ impl Run {
         if !self.touched.0.contains(id) {
             self.touched.0.insert(id.to_string());
         }
+        if !self.open.stale.contains(id) {
+            self.open.stale.insert(id.to_string());
+        }
         Some(n)
+    }
+
+    /// Bring [`Open`] up to date with the nodes changed since the last call.
+    pub(super) fn refresh_open(&mut self) {
+        let ids: Vec<String> = if self.open.built {
+            std::mem::take(&mut self.open.stale).into_iter().collect()
+        } else {
+            self.open = Open {
+                built: true,
+                ..Open::default()
+            };
+            self.nodes.keys().cloned().collect()
+        };
+        for id in ids {
+            let Some(n) = self.nodes.get(&id) else {
+                continue;
+            };
+            let pending = n.node_type == NodeType::Pod && n.phase == NodePhase::Pending;
+            if pending {
+                self.open.pending.insert((n.seq, id.clone()));
+            } else {
+                self.open.pending.remove(&(n.seq, id.clone()));
+            }
+            let timed = (n.phase == NodePhase::Pending && n.not_before_ms.is_some())
+                || (n.phase == NodePhase::Running && n.deadline_ms.is_some());
+            if timed {
+                self.open.timed.insert(id);
+            } else {
+                self.open.timed.remove(&id);
+            }
+        }
+    }
+
+    /// Whether [`Open`] holds for the nodes as they are now.
+    pub(super) fn open_is_current(&self) -> bool {
+        self.open.built && self.open.stale.is_empty()
     }
 
     /// The ids of the nodes added or changed since the last call (a node
