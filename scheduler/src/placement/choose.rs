@@ -91,7 +91,8 @@ pub fn choose_node_near<R: Rng + ?Sized>(
         }
         Policy::FragAware => {
             let mut memo = m.memo.lock(mix.id(), MEMO_FRAG_AWARE, m.nodes().len());
-            let shape = memo.shape(req);
+            let slots = Slots::of(&mut memo, req);
+            let shape = slots.shape;
             let mut scratch = Scratch::new(memo.mix_kinds(mix, &m.kinds));
             let ratio = HostRatio::of(mix);
             let mut stale = Vec::new();
@@ -100,7 +101,7 @@ pub fn choose_node_near<R: Rng + ?Sized>(
                 let key = frag_aware_rank(
                     m,
                     i,
-                    shape,
+                    slots,
                     req,
                     &accept,
                     mix,
@@ -118,11 +119,57 @@ pub fn choose_node_near<R: Rng + ?Sized>(
                 .filter_map(|&i| memo.rank_of(shape, i))
                 .min();
             let (.., node) = near.or_else(|| memo.top(shape))?;
-            let gpus = match memo.best(shape, node, &m.nodes()[node]) {
+            let n = &m.nodes()[node];
+            let gpus = match memo.best(slots.for_node(n, &accept), node, n) {
                 Some(Some(b)) => b.gpus.clone(),
                 _ => return None,
             };
             Some(at(node, gpus))
+        }
+    }
+}
+
+/// Where FragAware remembers a node's best option for a request: the
+/// request's own shape, or, on a node whose every GPU satisfies the
+/// request's model and memory constraints, the same request without them
+/// (on such a node the constraints change nothing: the same GPUs have
+/// room, the same options score alike). A constrained shape then reads
+/// what its unconstrained twin, and every other constraint that node
+/// satisfies, has worked out, instead of working each node out again.
+#[derive(Debug, Clone, Copy)]
+struct Slots {
+    shape: usize,
+    base: usize,
+}
+
+impl Slots {
+    fn of(memo: &mut Memo, req: &PodRequest) -> Slots {
+        if req.models.is_empty() && req.gpu_memory == 0 {
+            let shape = memo.shape(req);
+            return Slots { shape, base: shape };
+        }
+        let base = PodRequest {
+            models: Vec::new(),
+            gpu_memory: 0,
+            ..req.clone()
+        };
+        memo.shape(&base);
+        let shape = memo.shape(req);
+        // Looked up again: the memo may have started over to add `req`.
+        let base = memo.shape(&base);
+        Slots { shape, base }
+    }
+
+    /// The slot for node `n` (`accept`: the request's answer per kind).
+    fn for_node(self, n: &NodeModel, accept: &[bool]) -> usize {
+        let all = n
+            .gpus
+            .iter()
+            .all(|g| accept.get(usize::from(g.kind)).copied().unwrap_or(false));
+        if all {
+            self.base
+        } else {
+            self.shape
         }
     }
 }
@@ -140,6 +187,8 @@ pub(crate) fn frag_aware_scan(
     let accept = req.accept_table(&m.kinds);
     let mut memo = m.memo.lock(mix.id(), MEMO_FRAG_AWARE, m.nodes().len());
     let shape = memo.shape(req);
+    // Each shape on its own: what sharing a twin's work must agree with.
+    let slots = Slots { shape, base: shape };
     let mut scratch = Scratch::new(memo.mix_kinds(mix, &m.kinds));
     let ratio = HostRatio::of(mix);
     let mut best: Option<(u32, RankKey)> = None;
@@ -147,7 +196,7 @@ pub(crate) fn frag_aware_scan(
         let Some(key) = frag_aware_rank(
             m,
             i,
-            shape,
+            slots,
             req,
             &accept,
             mix,
@@ -186,7 +235,7 @@ pub(crate) fn frag_aware_scan(
 fn frag_aware_rank(
     m: &ClusterModel,
     i: usize,
-    shape: usize,
+    slots: Slots,
     req: &PodRequest,
     accept: &[bool],
     mix: &WorkloadMix,
@@ -198,6 +247,7 @@ fn frag_aware_rank(
     if !fit::passes(n, req, accept) {
         return None;
     }
+    let shape = slots.for_node(n, accept);
     if memo.best(shape, i, n).is_none() {
         let b = frag_aware_best(i, n, req, accept, mix, ratio, memo, s);
         memo.set_best(shape, i, n, b);
