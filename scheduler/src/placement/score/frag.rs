@@ -85,6 +85,9 @@ pub struct MixKinds {
     by_kind: Vec<KindMix>,
 }
 
+/// (CPU, memory, weight) of each shape of a group.
+type Hosts = Vec<(u64, u64, f64)>;
+
 /// The mix as a node of one GPU kind sees it. A shape whose models the
 /// kind does not serve finds every free GPU unusable whatever the node's
 /// state, so those shapes are one weight (`rest`); a shape that names the
@@ -96,7 +99,7 @@ pub struct MixKinds {
 struct KindMix {
     /// (GPUs, thousandths of each), the hosts (CPU, memory, weight) of the
     /// shapes with that GPU side, and their summed weight; in the mix's order.
-    groups: Vec<((u32, u32), Vec<(u64, u64, f64)>, f64)>,
+    groups: Vec<((u32, u32), Hosts, f64)>,
     /// Summed weight of the shapes that do not accept the kind.
     rest: f64,
 }
