@@ -7,7 +7,8 @@
 //!   (p50/p99), and the wall time of a 1,000-way `withItems` fan-out.
 //! - `trace-replay`: the placement engine over the Alibaba openb traces, the
 //!   FGD paper's method (GPU allocation ratio at 100% and 130% of capacity
-//!   requested); the replay core is [`replay`].
+//!   requested); the replay core is [`replay`], model constraints for lists
+//!   without them [`gpuspec`].
 //! - `store-vs-etcd`: a 3-replica gpuctl control plane and a 3-member etcd
 //!   side by side: committed writes/s and p50/p99 of ~1 KiB writes at 1, 16
 //!   and 64 clients, rounds interleaved; the pieces are in [`store`].
@@ -15,6 +16,7 @@
 //! Results are kept in `benches/RESULTS.md`.
 
 pub mod dev;
+pub mod gpuspec;
 pub mod replay;
 pub mod store;
 

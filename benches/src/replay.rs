@@ -470,6 +470,8 @@ pub struct SeedResult {
     pub failed_gpu: usize,
     /// Seconds each `choose_node` call took.
     pub decision_s: Vec<f64>,
+    /// Whether each of those decisions was for a pod that names GPU models.
+    pub constrained: Vec<bool>,
     /// Allocated GPU thousandths at the end (as the model counts them).
     pub allocated_milli: u64,
 }
@@ -577,6 +579,7 @@ pub fn replay_seed_with(
         failed: 0,
         failed_gpu: 0,
         decision_s: Vec::new(),
+        constrained: Vec::new(),
         allocated_milli: 0,
     };
     for i in arrivals(pods, sampling, seed, stop * capacity) {
@@ -586,6 +589,7 @@ pub fn replay_seed_with(
         let t = Instant::now();
         let at = choose_node(&model, pod, policy, mix, &mut ties);
         out.decision_s.push(t.elapsed().as_secs_f64());
+        out.constrained.push(!pod.models.is_empty());
         match at {
             Some(at) => {
                 model
@@ -628,6 +632,14 @@ pub struct Summary {
     /// Over every decision of every seed.
     pub decision_us_median: f64,
     pub decision_us_p99: f64,
+    /// Decisions for pods that name GPU models (mean per seed), and their
+    /// median and p99 (NaN when there are none).
+    pub constrained: f64,
+    pub constrained_us_median: f64,
+    pub constrained_us_p99: f64,
+    /// The same over the pods that name none.
+    pub unconstrained_us_median: f64,
+    pub unconstrained_us_p99: f64,
 }
 
 pub fn summarize(policy: &Policy, results: &[SeedResult]) -> Summary {
@@ -638,6 +650,21 @@ pub fn summarize(policy: &Policy, results: &[SeedResult]) -> Summary {
         .flat_map(|r| r.decision_s.iter().map(|s| s * 1e6))
         .collect();
     us.sort_by(f64::total_cmp);
+    let by = |want: bool| {
+        let mut v: Vec<f64> = results
+            .iter()
+            .flat_map(|r| {
+                r.decision_s
+                    .iter()
+                    .zip(&r.constrained)
+                    .filter(move |(_, &c)| c == want)
+                    .map(|(s, _)| s * 1e6)
+            })
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let (with, without) = (by(true), by(false));
     Summary {
         policy: policy.name().to_string(),
         seeds: results.len(),
@@ -648,6 +675,11 @@ pub fn summarize(policy: &Policy, results: &[SeedResult]) -> Summary {
         failed_gpu_pods: mean(|r| r.failed_gpu as f64),
         decision_us_median: crate::percentile(&us, 50.0),
         decision_us_p99: crate::percentile(&us, 99.0),
+        constrained: with.len() as f64 / n,
+        constrained_us_median: crate::percentile(&with, 50.0),
+        constrained_us_p99: crate::percentile(&with, 99.0),
+        unconstrained_us_median: crate::percentile(&without, 50.0),
+        unconstrained_us_p99: crate::percentile(&without, 99.0),
     }
 }
 

@@ -972,7 +972,18 @@ fn a_run_stored_as_header_and_nodes_comes_back_the_same() {
     let header = serde_json::to_vec(&run.without_nodes()).unwrap();
     let nodes: Vec<gpuctl_pipelines::Node> = run.nodes().values().cloned().collect();
     let h: gpuctl_pipelines::RunHeader = serde_json::from_slice(&header).unwrap();
-    let back = h.into_run(nodes);
+    let back = h.into_run(nodes.clone()).unwrap();
+    assert_eq!(
+        serde_json::to_value(&back).unwrap(),
+        serde_json::to_value(&run).unwrap()
+    );
+    // Stored without the workflow, it comes back with the one given.
+    let header = serde_json::to_vec(&run.without_nodes_or_workflow()).unwrap();
+    let text = String::from_utf8(header.clone()).unwrap();
+    assert!(!text.contains("\"templates\""), "{text}");
+    let h: gpuctl_pipelines::RunHeader = serde_json::from_slice(&header).unwrap();
+    assert!(h.clone().into_run(nodes.clone()).is_none());
+    let back = h.into_run_with(run.workflow().clone(), nodes);
     assert_eq!(
         serde_json::to_value(&back).unwrap(),
         serde_json::to_value(&run).unwrap()

@@ -10,7 +10,8 @@
 //! - **fan-out**: one `withItems` task of `--fan-out` items (default 1,000)
 //!   of a trivial step requesting 0.1 GPU (80 at a time on 8 GPUs). Reports
 //!   the wall time from `apply` to `wait` returning, and the run's own
-//!   start → finish time from its status.
+//!   start → finish time from its status, with the scheduler's CPU time
+//!   over the fan-out and its peak resident memory (from /proc).
 //!
 //! Build first (`cargo build --release --bins`, or debug), then
 //! `target/release/pipeline-overhead [--chain 100] [--fan-out 1000] [--json]`.
@@ -38,9 +39,33 @@ struct Args {
     /// Simulated GPUs of the dev node.
     #[arg(long, default_value = "8xA100-80GB")]
     gpus: String,
+    /// How long `gpuctl wait` waits for each workflow.
+    #[arg(long, default_value = "600s")]
+    wait_timeout: String,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+}
+
+/// The scheduler's (user + system) CPU seconds and peak resident bytes,
+/// from /proc, by the pid `gpuctl dev` records in `state/cluster.json`.
+fn scheduler_usage(root: &Path) -> Option<(f64, u64)> {
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("state/cluster.json")).ok()?).ok()?;
+    let pid = v["schedulers"].as_array()?.first()?["pid"].as_i64()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // utime and stime: fields 14 and 15 of the line, 12 and 13 after ")".
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hwm_kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some((ticks / 100.0, hwm_kb * 1024))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -102,7 +127,7 @@ fn run(args: &Args, dev: &Dev, root: &Path) -> anyhow::Result<()> {
     std::fs::write(&file, chain_yaml(args.chain, &stamps))?;
     let t0 = Instant::now();
     dev.gpuctl(&["apply", "-f", file.to_str().unwrap_or("")])?;
-    dev.gpuctl(&["wait", "chain", "--timeout", "600s"])?;
+    dev.gpuctl(&["wait", "chain", "--timeout", &args.wait_timeout])?;
     let chain_wall = t0.elapsed().as_secs_f64();
     let mut gaps_ms = Vec::new();
     for i in 1..args.chain {
@@ -114,13 +139,19 @@ fn run(args: &Args, dev: &Dev, root: &Path) -> anyhow::Result<()> {
 
     // The fan-out.
     let (mut fan_wall, mut fan_run) = (f64::NAN, f64::NAN);
+    let (mut fan_cpu, mut peak_rss) = (f64::NAN, 0u64);
     if args.fan_out > 0 {
         let file = root.join("fan.yaml");
         std::fs::write(&file, fan_yaml(args.fan_out, args.share))?;
+        let cpu0 = scheduler_usage(root).map_or(f64::NAN, |u| u.0);
         let t0 = Instant::now();
         dev.gpuctl(&["apply", "-f", file.to_str().unwrap_or("")])?;
-        dev.gpuctl(&["wait", "fan", "--timeout", "600s"])?;
+        dev.gpuctl(&["wait", "fan", "--timeout", &args.wait_timeout])?;
         fan_wall = t0.elapsed().as_secs_f64();
+        if let Some((cpu, rss)) = scheduler_usage(root) {
+            fan_cpu = cpu - cpu0;
+            peak_rss = rss;
+        }
         let doc: serde_json::Value =
             serde_json::from_str(&dev.gpuctl(&["get", "wf", "fan", "-o", "json"])?)?;
         let st = &doc["status"];
@@ -146,6 +177,8 @@ fn run(args: &Args, dev: &Dev, root: &Path) -> anyhow::Result<()> {
                 "chain_wall_s": chain_wall,
                 "fan_out": args.fan_out, "fan_out_share": args.share,
                 "fan_out_wall_s": fan_wall, "fan_out_run_s": fan_run,
+                "scheduler_cpu_s_fan_out": fan_cpu,
+                "scheduler_peak_rss_mib": peak_rss as f64 / 1048576.0,
             })
         );
     } else {
@@ -155,8 +188,8 @@ fn run(args: &Args, dev: &Dev, root: &Path) -> anyhow::Result<()> {
         );
         if args.fan_out > 0 {
             println!(
-                "fan-out of {} × {} GPU on {}: {fan_wall:.2} s apply → wait ({fan_run:.2} s by the run's own clock)",
-                args.fan_out, args.share, args.gpus
+                "fan-out of {} × {} GPU on {}: {fan_wall:.2} s apply → wait ({fan_run:.2} s by the run's own clock); scheduler CPU {fan_cpu:.1} s over it, peak RSS {:.0} MiB",
+                args.fan_out, args.share, args.gpus, peak_rss as f64 / 1048576.0
             );
         }
     }

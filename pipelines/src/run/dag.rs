@@ -19,16 +19,13 @@ impl Run {
         let Some(info) = self.dags.get(&tname).cloned() else {
             return;
         };
-        let Some(tmpl) = self.template(&tname).cloned() else {
+        let workflow = self.workflow.clone();
+        let Some((_, tmpl)) = workflow.template(&tname) else {
             return;
         };
-        let tasks = tmpl
-            .dag
-            .as_ref()
-            .map(|d| d.tasks.clone())
-            .unwrap_or_default();
-        self.start_ready_tasks(id, &info, &tasks, now_ms);
-        self.assess_dag(id, &info, &tmpl, &tasks, now_ms);
+        let tasks = tmpl.dag.as_ref().map_or(&[][..], |d| &d.tasks[..]);
+        self.start_ready_tasks(id, &info, tasks, now_ms);
+        self.assess_dag(id, &info, tmpl, tasks, now_ms);
     }
 
     /// Advance the tasks already started, and start (or omit) each task in
@@ -154,7 +151,7 @@ impl Run {
                 result = NodePhase::Error;
                 message = Some(problem);
             }
-            self.nodes.get_mut(id).expect("dag node").outputs = outputs;
+            self.node_mut(id).expect("dag node").outputs = outputs;
         }
         self.finish_node(id, result, message, now_ms);
     }
@@ -302,7 +299,7 @@ impl Run {
     pub(super) fn add_task_node(&mut self, dag_id: &str, task: &str, n: Node) {
         let nid = n.id.clone();
         self.insert_node(n);
-        let d = self.nodes.get_mut(dag_id).expect("dag node");
+        let d = self.node_mut(dag_id).expect("dag node");
         d.task_nodes.insert(task.to_string(), nid.clone());
         d.children.push(nid);
     }

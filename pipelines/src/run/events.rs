@@ -30,17 +30,18 @@ impl Run {
             if self.phase.is_terminal() {
                 break;
             }
-            let mut pending: Vec<(u64, String)> = self
-                .nodes
-                .values()
-                .filter(|n| {
-                    n.node_type == NodeType::Pod
-                        && n.phase == NodePhase::Pending
-                        && n.not_before_ms.is_none_or(|t| t <= now_ms)
+            self.refresh_open();
+            let pending: Vec<(u64, String)> = self
+                .open
+                .pending
+                .iter()
+                .filter(|(_, id)| {
+                    self.nodes[id.as_str()]
+                        .not_before_ms
+                        .is_none_or(|t| t <= now_ms)
                 })
-                .map(|n| (n.seq, n.id.clone()))
+                .cloned()
                 .collect();
-            pending.sort();
             let mut changed = false;
             for (_, id) in pending {
                 match self.build_step(&id) {
@@ -51,7 +52,7 @@ impl Run {
                     Ok(step) => {
                         if let Some(key) = &step.memoize_key {
                             if let Some(entry) = self.memo_hit(&id, key, cache, now_ms) {
-                                let n = self.nodes.get_mut(&id).expect("pending node");
+                                let n = self.node_mut(&id).expect("pending node");
                                 n.outputs = entry.outputs;
                                 n.memoized = true;
                                 n.started_ms = Some(now_ms);
@@ -66,7 +67,7 @@ impl Run {
                                 continue;
                             }
                         }
-                        let n = self.nodes.get_mut(&id).expect("pending node");
+                        let n = self.node_mut(&id).expect("pending node");
                         n.phase = NodePhase::Running;
                         n.started_ms = Some(now_ms);
                         n.not_before_ms = None;
@@ -81,6 +82,7 @@ impl Run {
             }
             self.reconcile(now_ms);
         }
+        self.refresh_open();
         out
     }
 
@@ -159,7 +161,7 @@ impl Run {
             }
         }
         let memo_key = node.memo_key.clone();
-        let n = self.nodes.get_mut(id).expect("checked above");
+        let n = self.node_mut(id).expect("checked above");
         n.exit_code = outcome.exit_code;
         n.outputs = outputs;
         if phase == NodePhase::Succeeded {
@@ -176,6 +178,7 @@ impl Run {
         }
         self.finish_node(id, phase, message, now_ms);
         self.reconcile(now_ms);
+        self.refresh_open();
         Ok(())
     }
 
@@ -248,6 +251,7 @@ impl Run {
     pub fn on_tick(&mut self, now_ms: u64) -> Tick {
         self.apply_deadlines(now_ms);
         self.reconcile(now_ms);
+        self.refresh_open();
         Tick {
             cancel: std::mem::take(&mut self.to_cancel),
             next_wakeup_ms: self.next_wakeup_ms(now_ms),
@@ -267,6 +271,7 @@ impl Run {
             self.reconcile(now_ms);
             self.message = Some(reason.to_string());
         }
+        self.refresh_open();
         std::mem::take(&mut self.to_cancel)
     }
 
@@ -289,7 +294,14 @@ impl Run {
         if let (Some(d), false) = (self.deadline_ms, main_done) {
             consider(d);
         }
-        for n in self.nodes.values() {
+        // The timed nodes when the index holds (after every call that
+        // changes the run), else every node.
+        let timed: Box<dyn Iterator<Item = &Node>> = if self.open_is_current() {
+            Box::new(self.open.timed.iter().filter_map(|id| self.nodes.get(id)))
+        } else {
+            Box::new(self.nodes.values())
+        };
+        for n in timed {
             if n.phase == NodePhase::Pending {
                 if let Some(nb) = n.not_before_ms {
                     consider(nb);
@@ -328,9 +340,12 @@ impl Run {
                 ));
             }
         }
+        self.refresh_open();
         let expired: Vec<(String, NodeType)> = self
-            .nodes
-            .values()
+            .open
+            .timed
+            .iter()
+            .filter_map(|id| self.nodes.get(id))
             .filter(|n| n.phase == NodePhase::Running && n.deadline_ms.is_some_and(|d| now_ms >= d))
             .map(|n| (n.id.clone(), n.node_type))
             .collect();

@@ -64,7 +64,7 @@ impl Run {
     ) {
         let last = &self.nodes[last_id];
         let (outputs, exit_code) = (last.outputs.clone(), last.exit_code);
-        let n = self.nodes.get_mut(id).expect("retry node");
+        let n = self.node_mut(id).expect("retry node");
         n.outputs = outputs;
         n.exit_code = exit_code;
         self.finish_node(id, phase, msg, now_ms);
@@ -88,7 +88,7 @@ impl Run {
         p.retries = attempt;
         p.not_before_ms = Some(not_before_ms);
         self.insert_node(p);
-        let n = self.nodes.get_mut(id).expect("retry node");
+        let n = self.node_mut(id).expect("retry node");
         n.children.push(child_id);
         n.retries = attempt;
     }

@@ -2,7 +2,8 @@
 //! in, starting a run from a workflow and its arguments, read access, and
 //! the bookkeeping every other part uses to add and finish nodes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +18,10 @@ use crate::validate::validate_all;
 #[serde(rename_all = "camelCase")]
 pub struct Run {
     pub(super) name: String,
-    pub(super) workflow: Workflow,
+    /// Shared, so that walking a DAG borrows its template instead of
+    /// copying it (a fan-out's items included) on every step.
+    #[serde(with = "shared")]
+    pub(super) workflow: Arc<Workflow>,
     /// `workflow.parameters.*` after arguments were applied.
     pub(super) parameters: BTreeMap<String, String>,
     pub(super) dags: BTreeMap<String, DagInfo>,
@@ -37,6 +41,89 @@ pub struct Run {
     pub(super) to_cancel: Vec<String>,
     /// Next node's `seq`.
     pub(super) next_seq: u64,
+    /// Nodes added or changed since the shell last took them (see
+    /// [`Run::take_touched`]); not stored, and no part of equality.
+    #[serde(skip)]
+    pub(super) touched: Touched,
+    /// Per fan-out group, how far its children are known done; not
+    /// stored (worked out again after a restore), no part of equality.
+    #[serde(skip)]
+    pub(super) groups: Groups,
+    /// The steps waiting to launch and the timed nodes, so that a step's
+    /// end does not look at every node; not stored, no part of equality.
+    #[serde(skip)]
+    pub(super) open: Open,
+}
+
+/// Nodes the clock-driven and launching parts look at, kept from the nodes
+/// each change touches ([`Run::node_mut`]). `stale` lists the nodes changed
+/// since the sets were last brought up to date; until `built`, the sets
+/// are worked out from every node.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Open {
+    pub built: bool,
+    pub stale: BTreeSet<String>,
+    /// Pending steps, by (seq, id).
+    pub pending: BTreeSet<(u64, String)>,
+    /// Pending nodes with a `not_before_ms`, running nodes with a deadline.
+    pub timed: BTreeSet<String>,
+}
+
+impl PartialEq for Open {
+    fn eq(&self, _: &Open) -> bool {
+        true
+    }
+}
+
+/// How far a `TaskGroup`'s children are known done: the first `done` are
+/// all finished (finished nodes stay finished), the last failure among
+/// them, and whether every child is a step (nothing under the children to
+/// advance).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct GroupProgress {
+    pub done: usize,
+    pub failed: Option<NodePhase>,
+    pub leaves: bool,
+}
+
+/// [`GroupProgress`] by group node id; two runs that differ only here are
+/// equal.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Groups(pub BTreeMap<String, GroupProgress>);
+
+impl PartialEq for Groups {
+    fn eq(&self, _: &Groups) -> bool {
+        true
+    }
+}
+
+/// The workflow stored as itself (serde's `Arc` support is a feature not
+/// turned on here).
+mod shared {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::spec::Workflow;
+
+    pub fn serialize<S: Serializer>(w: &Arc<Workflow>, s: S) -> Result<S::Ok, S::Error> {
+        Workflow::serialize(w, s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<Workflow>, D::Error> {
+        Workflow::deserialize(d).map(Arc::new)
+    }
+}
+
+/// Ids of nodes added or changed: what a shell that stores one record per
+/// node must write again. Two runs that differ only here are equal.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Touched(BTreeSet<String>);
+
+impl PartialEq for Touched {
+    fn eq(&self, _: &Touched) -> bool {
+        true
+    }
 }
 
 /// A run without its nodes, borrowed, for storing: a shell that keeps a
@@ -46,7 +133,10 @@ pub struct Run {
 #[serde(rename_all = "camelCase")]
 pub struct RunWithoutNodes<'a> {
     name: &'a String,
-    workflow: &'a Workflow,
+    /// Left out by [`Run::without_nodes_or_workflow`], for a shell that
+    /// stores the workflow once in a record of its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    workflow: Option<&'a Workflow>,
     parameters: &'a BTreeMap<String, String>,
     dags: &'a BTreeMap<String, DagInfo>,
     root: &'a String,
@@ -67,7 +157,8 @@ pub struct RunWithoutNodes<'a> {
 #[serde(rename_all = "camelCase")]
 pub struct RunHeader {
     name: String,
-    workflow: Workflow,
+    #[serde(default)]
+    workflow: Option<Workflow>,
     parameters: BTreeMap<String, String>,
     dags: BTreeMap<String, DagInfo>,
     root: String,
@@ -84,11 +175,20 @@ pub struct RunHeader {
 }
 
 impl RunHeader {
-    /// The run again, from its header and every node.
-    pub fn into_run(self, nodes: impl IntoIterator<Item = Node>) -> Run {
+    /// The run again, from its header (stored with its workflow) and every
+    /// node; `None` when the header was stored without the workflow.
+    pub fn into_run(self, nodes: impl IntoIterator<Item = Node>) -> Option<Run> {
+        let workflow = self.workflow.clone()?;
+        Some(self.into_run_with(workflow, nodes))
+    }
+
+    /// [`RunHeader::into_run`] for a header stored without its workflow
+    /// ([`Run::without_nodes_or_workflow`]): `workflow` is used unless the
+    /// header has its own.
+    pub fn into_run_with(self, workflow: Workflow, nodes: impl IntoIterator<Item = Node>) -> Run {
         Run {
             name: self.name,
-            workflow: self.workflow,
+            workflow: Arc::new(self.workflow.unwrap_or(workflow)),
             parameters: self.parameters,
             dags: self.dags,
             nodes: nodes.into_iter().map(|n| (n.id.clone(), n)).collect(),
@@ -103,6 +203,9 @@ impl RunHeader {
             terminated: self.terminated,
             to_cancel: self.to_cancel,
             next_seq: self.next_seq,
+            touched: Touched::default(),
+            groups: Groups::default(),
+            open: Open::default(),
         }
     }
 }
@@ -135,7 +238,7 @@ impl Run {
             .map(|s| now_ms + s as u64 * 1000);
         let mut run = Run {
             name: name.to_string(),
-            workflow: workflow.clone(),
+            workflow: Arc::new(workflow.clone()),
             parameters,
             dags,
             nodes: BTreeMap::new(),
@@ -150,19 +253,33 @@ impl Run {
             terminated: false,
             to_cancel: Vec::new(),
             next_seq: 0,
+            touched: Touched::default(),
+            groups: Groups::default(),
+            open: Open::default(),
         };
         let entry = workflow.spec.entrypoint.clone().unwrap_or_default();
         let root = run.name.clone();
         run.start_top_level(&root, &entry, false, now_ms);
         run.reconcile(now_ms);
+        run.refresh_open();
         Ok(run)
     }
 
     /// Everything but the nodes, to store with each node on its own.
     pub fn without_nodes(&self) -> RunWithoutNodes<'_> {
         RunWithoutNodes {
+            workflow: Some(&self.workflow),
+            ..self.without_nodes_or_workflow()
+        }
+    }
+
+    /// Everything but the nodes and the workflow (which never changes
+    /// during a run: a shell that stores it once, on its own, rewrites only
+    /// this small header as the run moves; see [`RunHeader::into_run_with`]).
+    pub fn without_nodes_or_workflow(&self) -> RunWithoutNodes<'_> {
+        RunWithoutNodes {
             name: &self.name,
-            workflow: &self.workflow,
+            workflow: None,
             parameters: &self.parameters,
             dags: &self.dags,
             root: &self.root,
@@ -253,7 +370,65 @@ impl Run {
     pub(super) fn insert_node(&mut self, mut n: Node) {
         n.seq = self.next_seq;
         self.next_seq += 1;
+        self.touched.0.insert(n.id.clone());
+        self.open.stale.insert(n.id.clone());
         self.nodes.insert(n.id.clone(), n);
+    }
+
+    /// Node `id` to change, noted as touched. Every change to a node goes
+    /// through here or [`Run::insert_node`].
+    pub(super) fn node_mut(&mut self, id: &str) -> Option<&mut Node> {
+        let n = self.nodes.get_mut(id)?;
+        if !self.touched.0.contains(id) {
+            self.touched.0.insert(id.to_string());
+        }
+        if !self.open.stale.contains(id) {
+            self.open.stale.insert(id.to_string());
+        }
+        Some(n)
+    }
+
+    /// Bring [`Open`] up to date with the nodes changed since the last call.
+    pub(super) fn refresh_open(&mut self) {
+        let ids: Vec<String> = if self.open.built {
+            std::mem::take(&mut self.open.stale).into_iter().collect()
+        } else {
+            self.open = Open {
+                built: true,
+                ..Open::default()
+            };
+            self.nodes.keys().cloned().collect()
+        };
+        for id in ids {
+            let Some(n) = self.nodes.get(&id) else {
+                continue;
+            };
+            let pending = n.node_type == NodeType::Pod && n.phase == NodePhase::Pending;
+            if pending {
+                self.open.pending.insert((n.seq, id.clone()));
+            } else {
+                self.open.pending.remove(&(n.seq, id.clone()));
+            }
+            let timed = (n.phase == NodePhase::Pending && n.not_before_ms.is_some())
+                || (n.phase == NodePhase::Running && n.deadline_ms.is_some());
+            if timed {
+                self.open.timed.insert(id);
+            } else {
+                self.open.timed.remove(&id);
+            }
+        }
+    }
+
+    /// Whether [`Open`] holds for the nodes as they are now.
+    pub(super) fn open_is_current(&self) -> bool {
+        self.open.built && self.open.stale.is_empty()
+    }
+
+    /// The ids of the nodes added or changed since the last call (a node
+    /// may be listed that did not change in the end). A shell that stores
+    /// each node as its own record writes these again, and no others.
+    pub fn take_touched(&mut self) -> BTreeSet<String> {
+        std::mem::take(&mut self.touched.0)
     }
 
     /// End node `id` in `phase`; `message` replaces the node's only when given.
@@ -264,7 +439,7 @@ impl Run {
         message: Option<String>,
         now_ms: u64,
     ) {
-        if let Some(n) = self.nodes.get_mut(id) {
+        if let Some(n) = self.node_mut(id) {
             n.phase = phase;
             if message.is_some() {
                 n.message = message;

@@ -51,7 +51,7 @@ impl Run {
             if let Some(n) = n {
                 self.add_task_node(dag_id, &task.name, n);
             } else {
-                let d = self.nodes.get_mut(dag_id).expect("dag node");
+                let d = self.node_mut(dag_id).expect("dag node");
                 d.task_nodes.insert(task.name.clone(), task_id.to_string());
                 d.children.push(task_id.to_string());
             }
@@ -116,8 +116,7 @@ impl Run {
             if let Some(n) = n {
                 self.insert_node(n);
             }
-            self.nodes
-                .get_mut(task_id)
+            self.node_mut(task_id)
                 .expect("group")
                 .children
                 .push(child_id);

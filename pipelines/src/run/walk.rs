@@ -3,7 +3,7 @@
 //! handler, and creating the nodes that run a template.
 
 use super::node::{Node, NodeInputs, NodePhase, NodeType, WorkflowPhase};
-use super::state::Run;
+use super::state::{GroupProgress, Run};
 use crate::spec::Template;
 use crate::validate::MAX_DAG_DEPTH;
 
@@ -67,21 +67,74 @@ impl Run {
         }
         match n.node_type {
             NodeType::Dag => self.advance_dag(id, now_ms),
-            NodeType::TaskGroup => {
-                for c in n.children.clone() {
-                    self.advance(&c, now_ms);
-                }
-                let n = &self.nodes[id];
-                let phases: Vec<NodePhase> =
-                    n.children.iter().map(|c| self.nodes[c].phase).collect();
-                if phases.iter().all(|p| p.is_fulfilled()) {
-                    let failed = phases.iter().rev().find(|p| p.failed_or_error()).copied();
-                    let msg = failed.map(|_| "one or more items failed".to_string());
-                    self.finish_node(id, failed.unwrap_or(NodePhase::Succeeded), msg, now_ms);
-                }
-            }
+            NodeType::TaskGroup => self.advance_group(id, now_ms),
             NodeType::Retry => self.advance_retry(id, now_ms),
             NodeType::Pod | NodeType::Skipped => {}
+        }
+    }
+
+    /// Advance a fan-out's `TaskGroup`: its children that have nodes under
+    /// them, then, once every child is done, the group. Children finish
+    /// for good, so the walk resumes after those known done (the run's
+    /// [`GroupProgress`](super::state::GroupProgress)); a group of steps
+    /// alone (no retries, no DAGs under it) stops at its first child still
+    /// to finish. A step's end thus costs about one look, not a look at
+    /// each of thousands of items.
+    fn advance_group(&mut self, id: &str, now_ms: u64) {
+        let len = self.nodes[id].children.len();
+        let p = match self.groups.0.get(id) {
+            Some(p) => *p,
+            None => {
+                let kids = &self.nodes[id].children;
+                let leaves = kids
+                    .iter()
+                    .all(|c| matches!(self.nodes[c].node_type, NodeType::Pod | NodeType::Skipped));
+                GroupProgress {
+                    done: 0,
+                    failed: None,
+                    leaves,
+                }
+            }
+        };
+        let (mut done, mut prefix_failed) = (p.done, p.failed);
+        let (mut all_done, mut failed) = (true, p.failed);
+        for k in p.done..len {
+            let c = &self.nodes[id].children[k];
+            let mut child = &self.nodes[c];
+            if !child.phase.is_fulfilled()
+                && !matches!(child.node_type, NodeType::Pod | NodeType::Skipped)
+            {
+                let c = c.clone();
+                self.advance(&c, now_ms);
+                child = &self.nodes[&c];
+            }
+            let phase = child.phase;
+            if phase.failed_or_error() {
+                failed = Some(phase);
+            }
+            if !phase.is_fulfilled() {
+                all_done = false;
+                if p.leaves {
+                    break;
+                }
+            } else if all_done {
+                done = k + 1;
+                if phase.failed_or_error() {
+                    prefix_failed = Some(phase);
+                }
+            }
+        }
+        self.groups.0.insert(
+            id.to_string(),
+            GroupProgress {
+                done,
+                failed: prefix_failed,
+                leaves: p.leaves,
+            },
+        );
+        if all_done {
+            let msg = failed.map(|_| "one or more items failed".to_string());
+            self.finish_node(id, failed.unwrap_or(NodePhase::Succeeded), msg, now_ms);
         }
     }
 

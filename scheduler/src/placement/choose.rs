@@ -2,6 +2,8 @@
 //! scores → choose. `place` runs this per task; the trace replay calls it
 //! per pod.
 
+use std::sync::Arc;
+
 use rand::Rng;
 
 use super::filter::gpu_fit;
@@ -12,7 +14,7 @@ use super::model::{ClusterModel, Placement};
 use super::node::NodeModel;
 use super::policy::Policy;
 use super::request::PodRequest;
-use super::score::frag::{self, Cap, HostLeft};
+use super::score::frag::{self, Cap, HostLeft, MixKinds};
 use super::score::strand::{self, HostRatio};
 use super::score::{bestfit, topology};
 
@@ -74,10 +76,10 @@ pub fn choose_node_near<R: Rng + ?Sized>(
             let mut memo = m.memo.lock(mix.id(), MEMO_FGD, m.nodes().len());
             let shape = memo.shape(req);
             let mut pick: Ties<Vec<usize>> = Ties::default();
-            let mut scratch = Scratch::new();
+            let mut scratch = Scratch::new(memo.mix_kinds(mix, &m.kinds));
             for (i, n) in feasible {
                 if memo.best(shape, i, n).is_none() {
-                    let b = fgd_best(m, i, n, req, &accept, mix, &mut memo, &mut scratch);
+                    let b = fgd_best(i, n, req, &accept, mix, &mut memo, &mut scratch);
                     memo.set_best(shape, i, n, b);
                 }
                 if let Some(Some(b)) = memo.best(shape, i, n) {
@@ -89,8 +91,9 @@ pub fn choose_node_near<R: Rng + ?Sized>(
         }
         Policy::FragAware => {
             let mut memo = m.memo.lock(mix.id(), MEMO_FRAG_AWARE, m.nodes().len());
-            let shape = memo.shape(req);
-            let mut scratch = Scratch::new();
+            let slots = Slots::of(&mut memo, req);
+            let shape = slots.shape;
+            let mut scratch = Scratch::new(memo.mix_kinds(mix, &m.kinds));
             let ratio = HostRatio::of(mix);
             let mut stale = Vec::new();
             memo.stale(shape, &m.changes, &mut stale);
@@ -98,7 +101,7 @@ pub fn choose_node_near<R: Rng + ?Sized>(
                 let key = frag_aware_rank(
                     m,
                     i,
-                    shape,
+                    slots,
                     req,
                     &accept,
                     mix,
@@ -116,11 +119,57 @@ pub fn choose_node_near<R: Rng + ?Sized>(
                 .filter_map(|&i| memo.rank_of(shape, i))
                 .min();
             let (.., node) = near.or_else(|| memo.top(shape))?;
-            let gpus = match memo.best(shape, node, &m.nodes()[node]) {
+            let n = &m.nodes()[node];
+            let gpus = match memo.best(slots.for_node(n, &accept), node, n) {
                 Some(Some(b)) => b.gpus.clone(),
                 _ => return None,
             };
             Some(at(node, gpus))
+        }
+    }
+}
+
+/// Where FragAware remembers a node's best option for a request: the
+/// request's own shape, or, on a node whose every GPU satisfies the
+/// request's model and memory constraints, the same request without them
+/// (on such a node the constraints change nothing: the same GPUs have
+/// room, the same options score alike). A constrained shape then reads
+/// what its unconstrained twin, and every other constraint that node
+/// satisfies, has worked out, instead of working each node out again.
+#[derive(Debug, Clone, Copy)]
+struct Slots {
+    shape: usize,
+    base: usize,
+}
+
+impl Slots {
+    fn of(memo: &mut Memo, req: &PodRequest) -> Slots {
+        if req.models.is_empty() && req.gpu_memory == 0 {
+            let shape = memo.shape(req);
+            return Slots { shape, base: shape };
+        }
+        let base = PodRequest {
+            models: Vec::new(),
+            gpu_memory: 0,
+            ..req.clone()
+        };
+        memo.shape(&base);
+        let shape = memo.shape(req);
+        // Looked up again: the memo may have started over to add `req`.
+        let base = memo.shape(&base);
+        Slots { shape, base }
+    }
+
+    /// The slot for node `n` (`accept`: the request's answer per kind).
+    fn for_node(self, n: &NodeModel, accept: &[bool]) -> usize {
+        let all = n
+            .gpus
+            .iter()
+            .all(|g| accept.get(usize::from(g.kind)).copied().unwrap_or(false));
+        if all {
+            self.base
+        } else {
+            self.shape
         }
     }
 }
@@ -138,14 +187,16 @@ pub(crate) fn frag_aware_scan(
     let accept = req.accept_table(&m.kinds);
     let mut memo = m.memo.lock(mix.id(), MEMO_FRAG_AWARE, m.nodes().len());
     let shape = memo.shape(req);
-    let mut scratch = Scratch::new();
+    // Each shape on its own: what sharing a twin's work must agree with.
+    let slots = Slots { shape, base: shape };
+    let mut scratch = Scratch::new(memo.mix_kinds(mix, &m.kinds));
     let ratio = HostRatio::of(mix);
     let mut best: Option<(u32, RankKey)> = None;
     for i in 0..m.nodes().len() {
         let Some(key) = frag_aware_rank(
             m,
             i,
-            shape,
+            slots,
             req,
             &accept,
             mix,
@@ -184,7 +235,7 @@ pub(crate) fn frag_aware_scan(
 fn frag_aware_rank(
     m: &ClusterModel,
     i: usize,
-    shape: usize,
+    slots: Slots,
     req: &PodRequest,
     accept: &[bool],
     mix: &WorkloadMix,
@@ -196,8 +247,9 @@ fn frag_aware_rank(
     if !fit::passes(n, req, accept) {
         return None;
     }
+    let shape = slots.for_node(n, accept);
     if memo.best(shape, i, n).is_none() {
-        let b = frag_aware_best(m, i, n, req, accept, mix, ratio, memo, s);
+        let b = frag_aware_best(i, n, req, accept, mix, ratio, memo, s);
         memo.set_best(shape, i, n, b);
     }
     let Some(Some(b)) = memo.best(shape, i, n) else {
@@ -243,9 +295,9 @@ struct Scratch {
 }
 
 impl Scratch {
-    fn new() -> Scratch {
+    fn new(table: Arc<MixKinds>) -> Scratch {
         Scratch {
-            before: Before::new(),
+            before: Before::new(table),
             opts: Vec::new(),
         }
     }
@@ -254,7 +306,6 @@ impl Scratch {
 /// FGD's best option on node `i`: the highest score, the first of equals.
 #[allow(clippy::too_many_arguments)]
 fn fgd_best(
-    m: &ClusterModel,
     i: usize,
     n: &NodeModel,
     req: &PodRequest,
@@ -264,10 +315,10 @@ fn fgd_best(
     s: &mut Scratch,
 ) -> Option<NodeBest> {
     fgd_options(n, req, accept, &mut s.opts);
-    s.before.load(m, i, n, mix, false, memo);
+    s.before.load(i, n, mix, false, memo);
     let mut best: Option<NodeBest> = None;
     for gpus in &s.opts {
-        let delta = s.before.delta(m, req, gpus, mix, false);
+        let delta = s.before.delta(req, gpus, mix, false);
         let score = frag::fgd_score(delta);
         if best.as_ref().is_none_or(|b| score > b.score) {
             best = Some(NodeBest {
@@ -286,7 +337,6 @@ fn fgd_best(
 /// equals.
 #[allow(clippy::too_many_arguments)]
 fn frag_aware_best(
-    m: &ClusterModel,
     i: usize,
     n: &NodeModel,
     req: &PodRequest,
@@ -297,7 +347,7 @@ fn frag_aware_best(
     s: &mut Scratch,
 ) -> Option<NodeBest> {
     frag_aware_options(n, req, accept, &mut s.opts);
-    s.before.load(m, i, n, mix, true, memo);
+    s.before.load(i, n, mix, true, memo);
     let mut best: Option<NodeBest> = None;
     // Stranding depends on the node's totals, not on which GPUs: the same
     // for every option.
@@ -318,7 +368,7 @@ fn frag_aware_best(
                 i64::from(mix.gap_waste(free - req.gpu_milli)) - i64::from(mix.gap_waste(free))
             })
             .sum();
-        let delta = s.before.delta(m, req, gpus, mix, true)
+        let delta = s.before.delta(req, gpus, mix, true)
             + STRAND_WEIGHT * strand_delta
             + WASTE_WEIGHT * waste as f64;
         let tight = gpus.iter().map(|&g| n.gpus[g].free - req.gpu_milli).sum();
@@ -353,28 +403,23 @@ struct Before {
     caps: Vec<Cap>,
     host: HostLeft,
     frag: f64,
+    /// The mix's groups' answers per GPU kind of the model.
+    table: Arc<MixKinds>,
 }
 
 impl Before {
-    fn new() -> Before {
+    fn new(table: Arc<MixKinds>) -> Before {
         Before {
             caps: Vec::new(),
             host: HostLeft { cpu: 0, memory: 0 },
             frag: 0.0,
+            table,
         }
     }
 
     /// Load node `i` (`n`) and its fragmentation, from the memo when it
     /// holds it for the node's present state.
-    fn load(
-        &mut self,
-        m: &ClusterModel,
-        i: usize,
-        n: &NodeModel,
-        mix: &WorkloadMix,
-        memory: bool,
-        memo: &mut Memo,
-    ) {
+    fn load(&mut self, i: usize, n: &NodeModel, mix: &WorkloadMix, memory: bool, memo: &mut Memo) {
         self.caps.clear();
         self.caps.extend(n.gpus.iter().map(|g| Cap {
             free: if g.healthy { g.free } else { 0 },
@@ -384,25 +429,18 @@ impl Before {
             cpu: n.cpu_left(),
             memory: n.memory_left(),
         };
-        let (caps, host) = (&self.caps, self.host);
+        let (caps, host, table) = (&self.caps, self.host, &self.table);
         self.frag = memo.before(i, n, || {
             if mix.entries().is_empty() {
                 0.0
             } else {
-                frag::node_frag(caps, host, mix, &m.kinds, memory)
+                frag::node_frag_by(caps, host, mix, table, memory)
             }
         });
     }
 
     /// Growth of the loaded node's fragmentation if `req` took `gpus` there.
-    fn delta(
-        &mut self,
-        m: &ClusterModel,
-        req: &PodRequest,
-        gpus: &[usize],
-        mix: &WorkloadMix,
-        memory: bool,
-    ) -> f64 {
+    fn delta(&mut self, req: &PodRequest, gpus: &[usize], mix: &WorkloadMix, memory: bool) -> f64 {
         if mix.entries().is_empty() {
             return 0.0;
         }
@@ -413,7 +451,7 @@ impl Before {
             cpu: self.host.cpu.saturating_sub(req.cpu_milli),
             memory: self.host.memory.saturating_sub(req.memory_bytes),
         };
-        let after = frag::node_frag(&self.caps, host, mix, &m.kinds, memory);
+        let after = frag::node_frag_by(&self.caps, host, mix, &self.table, memory);
         for &g in gpus {
             self.caps[g].free += req.gpu_milli;
         }
@@ -606,9 +644,11 @@ mod tests {
     }
 
     /// The per-shape index decides exactly as visiting every node does,
-    /// over random clusters (many identical nodes, so many ties) and random
-    /// runs of commits, releases, cordons, GPU health changes, gang tasks
-    /// and trials kept or rolled back.
+    /// over random clusters (many identical nodes, so many ties; three GPU
+    /// models) and random runs of commits, releases, cordons, GPU health
+    /// changes, gang tasks and trials kept or rolled back, with half the
+    /// requests naming GPU models (so the workload mix has constrained
+    /// shapes too).
     #[test]
     fn index_decides_as_the_scan() {
         let mut draw = StdRng::seed_from_u64(11);
@@ -641,10 +681,15 @@ mod tests {
                         memory_bytes: draw.gen_range(0..4) << 32,
                         gpus,
                         gpu_milli,
-                        models: if draw.gen_bool(0.2) {
-                            vec!["T4".into()]
-                        } else {
-                            vec![]
+                        // Model constraints as requests write them: one
+                        // model, alternatives, another case, none served.
+                        models: match draw.gen_range(0..10) {
+                            0 => vec!["T4".into()],
+                            1 => vec!["G2".into()],
+                            2 => vec!["P100".into(), "t4".into()],
+                            3 => vec!["g2".into(), "P100".into()],
+                            4 => vec!["H100".into()],
+                            _ => vec![],
                         },
                         gpu_memory: 0,
                     }

@@ -23,8 +23,10 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::changes::Changes;
-use super::node::NodeModel;
+use super::mix::WorkloadMix;
+use super::node::{GpuKind, NodeModel};
 use super::request::PodRequest;
+use super::score::frag::MixKinds;
 
 /// Shapes remembered before the memo starts over (bounds its memory when
 /// requests are very diverse).
@@ -144,9 +146,24 @@ pub(crate) struct Memo {
     index: Vec<ShapeIndex>,
     /// The model (its [`Changes::id`]) the indexes follow.
     index_model: u64,
+    /// Which kinds each group of the mix accepts, for the model's kinds.
+    mix_kinds: Option<Arc<MixKinds>>,
 }
 
 impl Memo {
+    /// The mix's [`MixKinds`] for `kinds`, worked out again only when the
+    /// kinds are not those it was worked out for (the memo holds one mix).
+    pub(crate) fn mix_kinds(&mut self, mix: &WorkloadMix, kinds: &[GpuKind]) -> Arc<MixKinds> {
+        match &self.mix_kinds {
+            Some(t) if t.holds_for(kinds, mix.groups().len()) => t.clone(),
+            _ => {
+                let t = Arc::new(MixKinds::of(mix, kinds));
+                self.mix_kinds = Some(t.clone());
+                t
+            }
+        }
+    }
+
     /// The slot of `req`'s shape.
     pub(crate) fn shape(&mut self, req: &PodRequest) -> usize {
         if let Some(&s) = self.shapes.get(req) {

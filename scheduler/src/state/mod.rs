@@ -79,8 +79,9 @@ pub struct State {
     pub workflows: BTreeMap<String, WorkflowObject>,
     /// The workflows' memoization cache: `memoize.key` → outputs.
     pub memo: BTreeMap<String, gpuctl_pipelines::MemoEntry>,
-    /// Derived: each workflow's nodes as last marked for storing, to find
-    /// the ones an apply changed.
+    /// Tests only: each workflow's nodes as last marked for storing, to
+    /// check that the run noted every node an apply changed.
+    #[cfg(test)]
     persisted_nodes: BTreeMap<String, BTreeMap<String, gpuctl_pipelines::Node>>,
     /// Endpoints; their replicas are jobs labelled `gpuctl.io/endpoint`.
     pub endpoints: BTreeMap<String, gpuctl_common::endpoint::Endpoint>,

@@ -40,8 +40,11 @@ pub enum ObjKey {
     Queue(String),
     /// A [`RequestRecord`], by request id.
     Request(String),
-    /// A workflow's header record (its run without nodes).
+    /// A workflow's header record (its run without nodes and without the
+    /// workflow document).
     Workflow(String),
+    /// A workflow's document as submitted, written once.
+    WorkflowSpec(String),
     /// One node of a workflow's run: (workflow, node id).
     WorkflowNode(String, String),
     /// A memoization cache entry, by key.
@@ -63,6 +66,7 @@ impl ObjKey {
             ObjKey::Queue(n) => format!("queue/{n}"),
             ObjKey::Request(n) => format!("req/{n}"),
             ObjKey::Workflow(n) => format!("workflow/{n}"),
+            ObjKey::WorkflowSpec(n) => format!("wfspec/{n}"),
             ObjKey::WorkflowNode(w, id) => format!("wfnode/{w}/{id}"),
             ObjKey::Memo(k) => format!("memo/{k}"),
             ObjKey::Endpoint(n) => format!("endpoint/{n}"),
@@ -84,6 +88,7 @@ impl ObjKey {
             "queue" => ObjKey::Queue(name),
             "req" => ObjKey::Request(name),
             "workflow" => ObjKey::Workflow(name),
+            "wfspec" => ObjKey::WorkflowSpec(name),
             "wfnode" => {
                 let (w, id) = rest.split_once('/').unwrap_or((rest, ""));
                 ObjKey::WorkflowNode(w.to_string(), id.to_string())
@@ -110,6 +115,7 @@ mod tests {
             ObjKey::Queue("research".into()),
             ObjKey::Request("r-1".into()),
             ObjKey::Workflow("wf".into()),
+            ObjKey::WorkflowSpec("wf".into()),
             ObjKey::WorkflowNode("wf".into(), "wf.a(0:x)".into()),
             ObjKey::Memo("gen-1".into()),
             ObjKey::Endpoint("lin".into()),

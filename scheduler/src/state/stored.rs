@@ -24,7 +24,7 @@ impl State {
                 continue;
             };
             match key {
-                ObjKey::Workflow(_) | ObjKey::WorkflowNode(..) => {
+                ObjKey::Workflow(_) | ObjKey::WorkflowSpec(_) | ObjKey::WorkflowNode(..) => {
                     workflows
                         .add(k.as_bytes(), v)
                         .map_err(|e| format!("stored object {k}: {e}"))?;
@@ -97,6 +97,7 @@ impl State {
                 .get(n)
                 .and_then(|r| serde_json::to_vec(r).ok()),
             ObjKey::Workflow(n) => self.workflows.get(n).and_then(|w| w.header_json()),
+            ObjKey::WorkflowSpec(n) => self.workflows.get(n).and_then(|w| w.spec_json()),
             ObjKey::WorkflowNode(w, id) => self.workflows.get(w).and_then(|w| w.node_json(id)),
             ObjKey::Memo(k) => self.memo.get(k).and_then(|e| {
                 serde_json::to_vec(&MemoRecord {

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use gpuctl_common::api::ObjectMeta;
-use gpuctl_pipelines::{MemoEntry, Node, Run, RunHeader, RunWithoutNodes, StepToLaunch};
+use gpuctl_pipelines::{MemoEntry, Node, Run, RunHeader, RunWithoutNodes, StepToLaunch, Workflow};
 use serde::{Deserialize, Serialize};
 
 use super::objects::ObjKey;
@@ -84,7 +84,9 @@ impl WorkflowObject {
 }
 
 /// How a workflow is stored: a header record (`workflow/<name>`: the object
-/// and its run without nodes) and one record per node
+/// and its run without nodes or document), the document as submitted
+/// (`wfspec/<name>`, written once; a header of an older version holds it
+/// instead) and one record per node
 /// (`wfnode/<name>/<node id>`: the node, its step's job, and the step's
 /// launch spec while the job runs). An apply
 /// rewrites only the nodes it changed, so a step of a 1,000-way fan-out
@@ -131,10 +133,17 @@ impl WorkflowObject {
     pub fn header_json(&self) -> Option<Vec<u8>> {
         serde_json::to_vec(&StoredRef {
             metadata: &self.metadata,
-            run: self.run.without_nodes(),
+            run: self.run.without_nodes_or_workflow(),
             wake_at_ms: self.wake_at_ms,
         })
         .ok()
+    }
+
+    /// The workflow document's record, written once when the workflow is
+    /// submitted (the header is rewritten on every step, and a fan-out's
+    /// items are most of the document).
+    pub fn spec_json(&self) -> Option<Vec<u8>> {
+        serde_json::to_vec(self.run.workflow()).ok()
     }
 
     /// The record of one node.
@@ -156,6 +165,9 @@ impl WorkflowObject {
         if let Some(h) = self.header_json() {
             out.push((ObjKey::Workflow(name.clone()), h));
         }
+        if let Some(w) = self.spec_json() {
+            out.push((ObjKey::WorkflowSpec(name.clone()), w));
+        }
         for id in self.run.nodes().keys() {
             if let Some(n) = self.node_json(id) {
                 out.push((ObjKey::WorkflowNode(name.clone(), id.clone()), n));
@@ -170,6 +182,7 @@ impl WorkflowObject {
 #[derive(Default)]
 pub struct WorkflowRecords {
     headers: Vec<Stored>,
+    specs: BTreeMap<String, Workflow>,
     nodes: BTreeMap<String, Vec<NodeRecord>>,
 }
 
@@ -182,6 +195,11 @@ impl WorkflowRecords {
                 self.headers.push(h);
                 Ok(true)
             }
+            Some(ObjKey::WorkflowSpec(wf)) => {
+                let w: Workflow = serde_json::from_slice(value).map_err(|e| e.to_string())?;
+                self.specs.insert(wf, w);
+                Ok(true)
+            }
             Some(ObjKey::WorkflowNode(wf, _)) => {
                 let n: NodeRecord = serde_json::from_slice(value).map_err(|e| e.to_string())?;
                 self.nodes.entry(wf).or_default().push(n);
@@ -191,11 +209,13 @@ impl WorkflowRecords {
         }
     }
 
-    /// The workflows (records of nodes without a header are dropped).
+    /// The workflows (records of nodes without a header, and headers
+    /// without their document, are dropped).
     pub fn finish(mut self) -> Vec<WorkflowObject> {
         self.headers
             .into_iter()
-            .map(|h| {
+            .filter_map(|h| {
+                let spec = self.specs.remove(&h.metadata.name);
                 let records = self.nodes.remove(&h.metadata.name).unwrap_or_default();
                 let mut jobs = BTreeMap::new();
                 let mut running = BTreeMap::new();
@@ -209,13 +229,17 @@ impl WorkflowRecords {
                     }
                     nodes.push(r.node);
                 }
-                WorkflowObject {
+                let run = match spec {
+                    Some(w) => h.run.into_run_with(w, nodes),
+                    None => h.run.into_run(nodes)?,
+                };
+                Some(WorkflowObject {
                     metadata: h.metadata,
-                    run: h.run.into_run(nodes),
+                    run,
                     wake_at_ms: h.wake_at_ms,
                     jobs,
                     running,
-                }
+                })
             })
             .collect()
     }

@@ -189,6 +189,7 @@ impl State {
             running: BTreeMap::new(),
         };
         self.workflows.insert(name.to_string(), obj);
+        self.dirty.insert(ObjKey::WorkflowSpec(name.to_string()));
         self.advance_workflow(index, now, name);
         Ok(self.workflow_applied(name))
     }
@@ -415,30 +416,59 @@ impl State {
             .into_iter()
             .map(|w| (w.metadata.name.clone(), w))
             .collect();
-        self.persisted_nodes = self
-            .workflows
-            .iter()
-            .map(|(name, w)| (name.clone(), w.run.nodes().clone()))
-            .collect();
+        #[cfg(test)]
+        {
+            self.persisted_nodes = self
+                .workflows
+                .iter()
+                .map(|(name, w)| (name.clone(), w.run.nodes().clone()))
+                .collect();
+        }
         self.memo = memo.into_iter().map(|r| (r.key, r.entry)).collect();
         self
     }
 
-    /// After an apply: mark the nodes of `workflow` that differ from what
-    /// was last marked, so only they are written.
+    /// After an apply: mark the nodes of `workflow` that its run added or
+    /// changed ([`Run::take_touched`]), so only they are written; a step's
+    /// end costs the nodes it changed, not a look at every node of a
+    /// 10,000-way fan-out.
     pub(super) fn note_changed_nodes(&mut self, workflow: &str) {
+        let Some(w) = self.workflows.get_mut(workflow) else {
+            return;
+        };
+        let touched = w.run.take_touched();
+        #[cfg(test)]
+        self.check_touched(workflow, &touched);
+        for id in touched {
+            self.dirty
+                .insert(ObjKey::WorkflowNode(workflow.to_string(), id));
+        }
+    }
+
+    /// Tests only: every node that differs from its last marked copy was
+    /// reported touched (a change the run did not note would not be
+    /// stored, and a restarted replica would lose it).
+    /// Runs of more than 2,000 nodes (the fan-out timing aid) are not
+    /// checked: the check compares every node on every apply.
+    #[cfg(test)]
+    fn check_touched(&mut self, workflow: &str, touched: &BTreeSet<String>) {
         let Some(w) = self.workflows.get(workflow) else {
             return;
         };
+        if w.run.nodes().len() > 2000 {
+            return;
+        }
         let shadow = self
             .persisted_nodes
             .entry(workflow.to_string())
             .or_default();
         for (id, n) in w.run.nodes() {
             if shadow.get(id) != Some(n) {
+                assert!(
+                    touched.contains(id),
+                    "workflow {workflow}: node {id} changed but was not noted"
+                );
                 shadow.insert(id.clone(), n.clone());
-                self.dirty
-                    .insert(ObjKey::WorkflowNode(workflow.to_string(), id.clone()));
             }
         }
     }
@@ -484,12 +514,14 @@ impl State {
             self.dirty.insert(ObjKey::Job(job));
         }
         self.workflows.remove(name);
+        #[cfg(test)]
         self.persisted_nodes.remove(name);
         for id in nodes {
             self.dirty
                 .insert(ObjKey::WorkflowNode(name.to_string(), id));
         }
         self.dirty.insert(ObjKey::Workflow(name.to_string()));
+        self.dirty.insert(ObjKey::WorkflowSpec(name.to_string()));
         Ok(Applied::Workflow(Box::new(view)))
     }
 }

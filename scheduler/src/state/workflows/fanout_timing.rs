@@ -1,6 +1,6 @@
 //! A profiling aid, not a check: the state machine's cost of a 1,000-way
 //! fan-out (`cargo test -p gpuctl-scheduler --lib time_fan_out -- --ignored
-//! --nocapture`).
+//! --nocapture`; `FAN_OUT=10000` for another width).
 
 use super::super::testutil::register;
 use super::super::{Binding, Command, Envelope, TaskPlacement, TaskReport};
@@ -10,7 +10,11 @@ use std::time::Instant;
 #[test]
 #[ignore]
 fn time_fan_out() {
-    let items: Vec<String> = (0..1000).map(|i| i.to_string()).collect();
+    let n: usize = std::env::var("FAN_OUT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let items: Vec<String> = (0..n).map(|i| i.to_string()).collect();
     let y = format!("apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata: {{name: fan}}\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    dag:\n      tasks:\n      - name: f\n        template: step\n        withItems: [{}]\n  - name: step\n    container:\n      image: busybox\n      command: [\"true\"]\n", items.join(", "));
     let wf = gpuctl_pipelines::parse_workflow("f", &y).unwrap();
     let mut s = State::default();

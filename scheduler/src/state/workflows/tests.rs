@@ -233,3 +233,106 @@ fn job_names_are_dns_labels() {
     let n = s.step_job_name(&long);
     assert!(n.len() <= 63 && validate_name("n", &n).is_ok(), "{n}");
 }
+
+/// A fan-out of the largest width a workflow may have (10,000 items) fits
+/// one Raft entry well under gRPC's 4 MiB message size, and one of 3,000
+/// steps runs to the end with every stored record small: the header holds
+/// no document and no nodes, each step's end rewrites only the nodes it
+/// changed. Not timed.
+#[test]
+fn a_fan_out_of_thousands_stays_within_limits() {
+    const MIB: usize = 1 << 20;
+    let fan = |n: usize| {
+        let items: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+        let y = format!("apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata: {{name: fan}}\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    dag:\n      tasks:\n      - name: f\n        template: step\n        withItems: [{}]\n  - name: step\n    container:\n      image: busybox\n      command: [\"true\"]\n", items.join(", "));
+        gpuctl_pipelines::parse_workflow("fan.yaml", &y).unwrap()
+    };
+    let submit = |wf| Command::SubmitWorkflow {
+        name: "fan".into(),
+        workflow: Box::new(wf),
+        arguments: BTreeMap::new(),
+        owner: None,
+    };
+    let widest = serde_json::to_vec(&Envelope::new(1, submit(fan(10_000)))).unwrap();
+    assert!(
+        widest.len() < MIB,
+        "a 10,000-item submit is {} bytes",
+        widest.len()
+    );
+
+    const N: usize = 3000;
+    let mut s = State::default();
+    let mut index = 0;
+    let mut apply = |s: &mut State, cmd: Command| {
+        index += 1;
+        s.apply(index, &Envelope::new(1000 * index, cmd))
+    };
+    apply(&mut s, register(&gpuctl_testkit::node("n1").build())).unwrap();
+    s.take_dirty();
+    apply(&mut s, submit(fan(N))).unwrap();
+    assert_eq!(s.jobs.len(), N, "every step's job is created at submit");
+    // (largest record, its key) of what an apply wrote, and how many
+    // workflow nodes it wrote.
+    let written = |s: &mut State| {
+        let mut largest = (0, String::new());
+        let mut nodes = 0;
+        for k in s.take_dirty() {
+            nodes += usize::from(matches!(k, ObjKey::WorkflowNode(..)));
+            let len = s.object_json(&k).map_or(0, |v| v.len());
+            if len > largest.0 {
+                largest = (len, k.storage_key());
+            }
+        }
+        (largest, nodes)
+    };
+    let ((len, key), nodes) = written(&mut s);
+    assert!(len < MIB, "{key}: {len} bytes");
+    assert_eq!(nodes, N + 2, "the DAG, the group and every step");
+    let header = s.object_json(&ObjKey::Workflow("fan".into())).unwrap();
+    assert!(header.len() < 4096, "header of {} bytes", header.len());
+    let jobs: Vec<String> = s.jobs.keys().cloned().collect();
+    for (i, j) in jobs.iter().enumerate() {
+        let bindings = vec![Binding {
+            job: j.clone(),
+            attempt: s.jobs[j].status.attempt,
+            tasks: vec![TaskPlacement {
+                index: 0,
+                node: "n1".into(),
+                gpus: vec![],
+            }],
+        }];
+        apply(&mut s, Command::Bind { bindings }).unwrap();
+        let report = TaskReport {
+            node: "n1".into(),
+            job: j.clone(),
+            index: 0,
+            attempt: s.jobs[j].status.attempt,
+            phase: TaskPhase::Succeeded,
+            exit_code: Some(0),
+            message: None,
+            pid: None,
+            outputs: None,
+            port: None,
+            usage: None,
+            gpu_fault: None,
+        };
+        apply(&mut s, Command::TaskReport { report }).unwrap();
+        let ((len, key), nodes) = written(&mut s);
+        // The group's record lists its children: written when it ends.
+        let limit = if i + 1 < N { 16 * 1024 } else { MIB };
+        assert!(len < limit, "step {i}: {key} is {len} bytes");
+        // The step's node, and at the last step its group and the DAG.
+        assert!(nodes <= 3, "step {i} wrote {nodes} workflow nodes");
+    }
+    let w = &s.workflows["fan"];
+    let open: Vec<_> = w
+        .run
+        .nodes()
+        .values()
+        .filter(|n| !n.phase.is_fulfilled())
+        .map(|n| (n.id.clone(), n.phase))
+        .take(5)
+        .collect();
+    assert_eq!(w.run.phase(), WorkflowPhase::Succeeded, "{open:?}");
+    assert_eq!(w.progress(), (N, N));
+}
