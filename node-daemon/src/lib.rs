@@ -63,6 +63,7 @@ pub mod isolation;
 pub mod logs;
 pub mod metrics;
 pub mod owner;
+pub mod replica_tls;
 pub mod runtime;
 pub mod secrets;
 pub mod steps;
@@ -138,6 +139,11 @@ pub struct Config {
     /// the NodeAgent service serves TLS and requires a client certificate
     /// from the CA. None: plaintext.
     pub tls: Option<gpuctl_security::tls::Tls>,
+    /// The node CA that signs endpoint replicas' certificates
+    /// ([`replica_tls`]); `None`: replicas that serve TLS cannot run here.
+    pub replica_ca: Option<Arc<gpuctl_security::replica::ReplicaIssuer>>,
+    /// `/metrics` and `/healthz` in plain HTTP although `tls` is given.
+    pub metrics_insecure: bool,
     /// Tasks' cgroups, pids limit and private `/tmp` ([`isolation`]).
     pub isolation: isolation::Options,
 }
@@ -422,6 +428,11 @@ impl Node {
                 artifact_dir,
                 secrets_dir: self.config.work_dir.join("secrets"),
                 isolation: self.isolation.clone(),
+                replica_tls: replica_tls::ReplicaTls {
+                    tls: self.config.tls.is_some(),
+                    issuer: self.config.replica_ca.clone(),
+                    address: self.identity.address.clone(),
+                },
             },
             self.inventory.clone(),
             self.metrics.clone(),

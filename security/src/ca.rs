@@ -1,15 +1,18 @@
 //! The local CA `gpuctl dev` makes: `DIR/ca.pem` and `DIR/ca-key.pem`,
 //! and one leaf, `DIR/cluster.pem` and `DIR/cluster-key.pem`, valid for
 //! `localhost`, `127.0.0.1` and `::1` as both server and client, which
-//! every process of a dev cluster presents. Keys are written 0600.
-//! [`Ca::issue`] makes other leaves (tests: a second CA, a wrong host).
+//! every process of a dev cluster presents, and a node CA,
+//! `DIR/node-ca.pem` and `DIR/node-ca-key.pem`, with which the dev nodes
+//! sign their replicas' certificates ([`crate::replica`]). Keys are written
+//! 0600. [`Ca::issue`] makes other leaves (tests: a second CA, a wrong host).
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CidrSubnet, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, GeneralSubtree, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    NameConstraints,
 };
 
 use crate::tls::TlsFiles;
@@ -111,6 +114,59 @@ impl Ca {
             key_pem: key.serialize_pem(),
         })
     }
+
+    /// A node CA for node `node`, signed by this CA: it may sign leaves
+    /// (path length 0) for `names` only (name constraints: the DNS names
+    /// and single IP addresses given; no IP address at all when none is
+    /// given). What a node daemon's `--replica-ca-cert`/`--replica-ca-key`
+    /// take.
+    pub fn issue_node_ca(&self, node: &str, names: &[&str]) -> Result<Leaf, CaError> {
+        let key = KeyPair::generate()?;
+        let mut p = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, format!("gpuctl node CA {node}"));
+        dn.push(DnType::OrganizationName, "gpuctl");
+        p.distinguished_name = dn;
+        p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let mut permitted = Vec::new();
+        let (mut v4, mut v6) = (false, false);
+        for n in names {
+            match n.parse::<std::net::IpAddr>() {
+                Ok(ip) => {
+                    v4 |= ip.is_ipv4();
+                    v6 |= ip.is_ipv6();
+                    let bits = if ip.is_ipv4() { 32 } else { 128 };
+                    permitted.push(GeneralSubtree::IpAddress(CidrSubnet::from_addr_prefix(
+                        ip, bits,
+                    )));
+                }
+                Err(_) => permitted.push(GeneralSubtree::DnsName(n.to_string())),
+            }
+        }
+        let mut excluded = Vec::new();
+        if !v4 {
+            excluded.push(GeneralSubtree::IpAddress(CidrSubnet::V4([0; 4], [0; 4])));
+        }
+        if !v6 {
+            excluded.push(GeneralSubtree::IpAddress(CidrSubnet::V6([0; 16], [0; 16])));
+        }
+        p.name_constraints = Some(NameConstraints {
+            permitted_subtrees: permitted,
+            excluded_subtrees: excluded,
+        });
+        p.use_authority_key_identifier_extension = true;
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        let cert = p.signed_by(&key, &issuer)?;
+        Ok(Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
 }
 
 /// The dev CA's files in a folder.
@@ -120,6 +176,9 @@ pub struct DevFiles {
     pub ca_key: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// The dev nodes' CA for replica certificates, and its key.
+    pub node_ca: PathBuf,
+    pub node_ca_key: PathBuf,
 }
 
 impl DevFiles {
@@ -129,6 +188,8 @@ impl DevFiles {
             ca_key: dir.join("ca-key.pem"),
             cert: dir.join("cluster.pem"),
             key: dir.join("cluster-key.pem"),
+            node_ca: dir.join("node-ca.pem"),
+            node_ca_key: dir.join("node-ca-key.pem"),
         }
     }
 
@@ -170,7 +231,8 @@ pub fn ensure_dev(dir: &Path) -> Result<DevFiles, CaError> {
     let files = DevFiles::in_dir(dir);
     let have_ca = files.ca.exists() && files.ca_key.exists();
     let have_leaf = files.cert.exists() && files.key.exists();
-    if have_ca && have_leaf {
+    let have_node_ca = files.node_ca.exists() && files.node_ca_key.exists();
+    if have_ca && have_leaf && have_node_ca {
         return Ok(files);
     }
     let ca = if have_ca {
@@ -191,9 +253,16 @@ pub fn ensure_dev(dir: &Path) -> Result<DevFiles, CaError> {
         write(&files.ca, &ca.cert_pem, false)?;
         ca
     };
-    let leaf = ca.issue(&DEV_NAMES)?;
-    write(&files.key, &leaf.key_pem, true)?;
-    write(&files.cert, &leaf.cert_pem, false)?;
+    if !have_leaf || !have_ca {
+        let leaf = ca.issue(&DEV_NAMES)?;
+        write(&files.key, &leaf.key_pem, true)?;
+        write(&files.cert, &leaf.cert_pem, false)?;
+    }
+    if !have_node_ca || !have_ca {
+        let node_ca = ca.issue_node_ca("dev", &DEV_NAMES)?;
+        write(&files.node_ca_key, &node_ca.key_pem, true)?;
+        write(&files.node_ca, &node_ca.cert_pem, false)?;
+    }
     Ok(files)
 }
 
@@ -222,6 +291,8 @@ mod tests {
             (&f.ca_key, 0o600),
             (&f.cert, 0o644),
             (&f.key, 0o600),
+            (&f.node_ca, 0o644),
+            (&f.node_ca_key, 0o600),
         ] {
             let m = std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
             assert_eq!(m, mode, "{}", p.display());

@@ -159,6 +159,8 @@ pub struct ReconcilerConfig {
     pub secrets_dir: PathBuf,
     /// What confines tasks on this host (cgroups, private `/tmp`).
     pub isolation: Arc<Isolation>,
+    /// What endpoint replicas get for TLS.
+    pub replica_tls: crate::replica_tls::ReplicaTls,
 }
 
 /// Owns the local task table; see the module docs.
@@ -389,14 +391,22 @@ impl Reconciler {
                 }
             }
         }
-        if !a.secret_error.is_empty() {
-            let message = format!("cannot start the task: {}", a.secret_error);
+        let mut files = a.secret_files.clone();
+        let root = &self.cfg.secrets_dir;
+        let tls = match a.wants_port {
+            true => (self.cfg.replica_tls).prepare(a, root, &mut files, &mut env),
+            false => Ok(()),
+        };
+        if let Err(message) = tls.and(match a.secret_error.as_str() {
+            "" => Ok(()),
+            e => Err(format!("cannot start the task: {e}")),
+        }) {
             runtime::note_in_log(&log, &message);
             return (Err(runtime::StartError::new(127, message)), 0);
         }
-        if !a.secret_files.is_empty() {
+        if !files.is_empty() {
             let owner = run_as.as_ref().map(|r| (r.uid, r.gid));
-            match secrets::write(&self.cfg.secrets_dir, key, &a.secret_files, owner) {
+            match secrets::write(&self.cfg.secrets_dir, key, &files, owner) {
                 Ok(dir) => {
                     env.insert("GPUCTL_SECRETS_DIR".into(), dir.display().to_string());
                 }
