@@ -192,6 +192,8 @@ pub struct Node {
     agent_server: tonic::transport::Server,
     /// What confines tasks here, found at start.
     isolation: Arc<isolation::Isolation>,
+    /// `/metrics` over HTTPS, unless `metrics_insecure`.
+    metrics_tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl std::fmt::Debug for Node {
@@ -332,7 +334,15 @@ impl Node {
         }
         let isolation = Arc::new(isolation);
         let metrics = Metrics::new(inventory.clone(), isolation.clone())?;
+        let metrics_tls = match &config.tls {
+            Some(t) if !config.metrics_insecure => Some(
+                t.acceptor(None)
+                    .map_err(|e| NodeError::Tls(format!("/metrics: {e}")))?,
+            ),
+            _ => None,
+        };
         Ok(Node {
+            metrics_tls,
             config,
             inventory,
             agent_listener,
@@ -355,6 +365,15 @@ impl Node {
     /// Where `/metrics` is served.
     pub fn metrics_addr(&self) -> SocketAddr {
         self.metrics_addr
+    }
+
+    /// `https` or `http`: how `/metrics` is served.
+    pub fn metrics_scheme(&self) -> &'static str {
+        if self.metrics_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// What `Register` reports about this node.
@@ -400,10 +419,11 @@ impl Node {
                     stopped(stop_rx.clone()),
                 ),
         );
-        let httpd = tokio::spawn(gpuctl_telemetry::serve(
+        let httpd = tokio::spawn(gpuctl_telemetry::serve_with(
             self.metrics_listener,
             self.metrics.registry.clone(),
             health,
+            self.metrics_tls.clone(),
             stopped(stop_rx.clone()),
         ));
 

@@ -140,7 +140,11 @@ mod tests {
             root.join("_tls/key.pem").display().to_string()
         );
         let cert = String::from_utf8(files["_tls/cert.pem"].clone()).unwrap();
-        assert_eq!(cert.matches("BEGIN CERTIFICATE").count(), 2, "leaf + node CA");
+        assert_eq!(
+            cert.matches("BEGIN CERTIFICATE").count(),
+            2,
+            "leaf + node CA"
+        );
         assert!(String::from_utf8_lossy(&files["_tls/key.pem"]).contains("PRIVATE KEY"));
     }
 
@@ -166,7 +170,10 @@ mod tests {
         // TLS wanted, and no node CA: says which flags.
         a.serve_plaintext = false;
         let e = rt.prepare(&a, root, &mut files, &mut env).unwrap_err();
-        assert!(e.contains("--replica-ca-cert FILE --replica-ca-key FILE"), "{e}");
+        assert!(
+            e.contains("--replica-ca-cert FILE --replica-ca-key FILE"),
+            "{e}"
+        );
         // A node started with --insecure: plain HTTP, said to the server.
         rt.tls = false;
         rt.prepare(&a, root, &mut files, &mut env).unwrap();

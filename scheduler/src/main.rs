@@ -60,9 +60,12 @@ struct Args {
     /// benchmarks and tests; never on a shared network).
     #[arg(long, conflicts_with = "admin_token_file")]
     no_auth: bool,
-    /// TLS for the gRPC port and for calls to peers and node daemons.
+    /// TLS for the gRPC port, calls to peers and node daemons, and /metrics.
     #[command(flatten)]
     tls: gpuctl_security::tls::TlsArgs,
+    /// Serve /metrics and /healthz in plain HTTP although TLS is configured.
+    #[arg(long)]
+    metrics_insecure: bool,
 }
 
 /// The authentication settings from `--admin-token-file` / `--no-auth`.
@@ -147,6 +150,7 @@ async fn main() -> anyhow::Result<()> {
         service: ServiceOptions {
             heartbeat_interval: args.heartbeat_interval,
             auth,
+            metrics_insecure: args.metrics_insecure,
             ..Default::default()
         },
         controller: ControllerOptions {
@@ -154,6 +158,11 @@ async fn main() -> anyhow::Result<()> {
             ..Default::default()
         },
         tls,
+    };
+    let metrics_scheme = if cfg.tls.is_some() && !args.metrics_insecure {
+        "https"
+    } else {
+        "http"
     };
     let server = Server::start(cfg, grpc, metrics).await.with_context(|| {
         format!(
@@ -165,7 +174,7 @@ async fn main() -> anyhow::Result<()> {
     if !args.join && !server.wait_leader(Duration::from_secs(30)).await {
         anyhow::bail!("replica {} found no leader within 30s", args.id);
     }
-    println!("gpu-scheduler {}: gRPC on {grpc_addr}, metrics on http://{metrics_addr}/metrics, data in {}", args.id, args.data_dir.display());
+    println!("gpu-scheduler {}: gRPC on {grpc_addr}, metrics on {metrics_scheme}://{metrics_addr}/metrics, data in {}", args.id, args.data_dir.display());
     if let Some(path) = &args.ready_file {
         let body = serde_json::json!({
             "id": args.id,

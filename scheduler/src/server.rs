@@ -77,6 +77,10 @@ impl Server {
             audit_log: Arc::new(crate::api::audit::AuditLog::new(&cfg.data_dir)),
             wakeups: wakeups.clone(),
         };
+        let metrics_tls = match &cfg.tls {
+            Some(t) if !cfg.service.metrics_insecure => Some(t.acceptor(None)?),
+            _ => None,
+        };
         let tasks = vec![
             tokio::spawn(crate::api::node_watch::follow(
                 raft.shared.clone(),
@@ -84,7 +88,13 @@ impl Server {
                 stop_rx.clone(),
             )),
             serve_grpc(api, grpc, cfg.tls.as_ref(), stop_rx.clone())?,
-            serve_metrics(metrics_listener, &metrics, raft.clone(), stop_rx.clone()),
+            serve_metrics(
+                metrics_listener,
+                &metrics,
+                metrics_tls,
+                raft.clone(),
+                stop_rx.clone(),
+            ),
             follow_membership(&raft, peers, stop_rx.clone()),
             tokio::spawn(runner::run_endpoints(raft.clone(), loads, stop_rx.clone())),
             tokio::spawn(runner::run_gc(raft.clone(), stop_rx.clone())),
@@ -240,10 +250,11 @@ fn serve_grpc(
 }
 
 /// Serve `/metrics`, and `/healthz` (healthy while a leader is known),
-/// until `stop`.
+/// until `stop`; over HTTPS when `tls` is given.
 fn serve_metrics(
     listener: TcpListener,
     metrics: &Metrics,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     raft: RaftHandle,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
@@ -260,7 +271,7 @@ fn serve_metrics(
     });
     let registry = metrics.registry.clone();
     tokio::spawn(async move {
-        gpuctl_telemetry::serve(listener, registry, health, async move {
+        gpuctl_telemetry::serve_with(listener, registry, health, tls, async move {
             let _ = stop.changed().await;
         })
         .await;

@@ -221,7 +221,10 @@ mod tests {
         let node = issuer(dir.path(), &cluster, &["10.0.0.5"]);
         let leaf = node.issue(&["127.0.0.1"], "lin-replica-0").unwrap();
         let e = handshake(dir.path(), &leaf, &cluster).await.unwrap_err();
-        assert!(e.contains("NameConstraint") || e.contains("name constraint"), "{e}");
+        assert!(
+            e.contains("NameConstraint") || e.contains("name constraint"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -338,9 +338,7 @@ impl Tls {
     /// chain may pass through a node CA); no client certificate is sent.
     pub fn rustls_client(&self) -> Result<rustls::ClientConfig, TlsError> {
         let (_, _, ca) = self.inner.ca.as_ref().ok_or_else(|| {
-            TlsError::Config(
-                "no CA to check the replicas' certificates: give --tls-ca FILE".into(),
-            )
+            TlsError::Config("no CA to check the replicas' certificates: give --tls-ca FILE".into())
         })?;
         let mut roots = rustls::RootCertStore::empty();
         for c in ca {

@@ -307,6 +307,8 @@ impl Harness {
             token_file: None,
             join_token_file: join,
             tls: None,
+            replica_ca: None,
+            metrics_insecure: false,
             isolation: Default::default(),
         };
         let node = Node::bind(config, inventory).await.unwrap();
