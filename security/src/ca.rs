@@ -38,8 +38,7 @@ pub enum CaError {
 pub struct Ca {
     /// The CA certificate, PEM.
     pub cert_pem: String,
-    params: CertificateParams,
-    key: KeyPair,
+    issuer: Issuer<'static, KeyPair>,
 }
 
 /// A certificate and its key, PEM.
@@ -74,14 +73,31 @@ impl Ca {
         let cert = params.self_signed(&key)?;
         Ok(Ca {
             cert_pem: cert.pem(),
-            params,
-            key,
+            issuer: Issuer::new(params, key),
         })
+    }
+
+    /// A CA from its certificate and key files (PEM), e.g. the cluster's,
+    /// to sign node CAs with; errors name the file.
+    pub fn load(cert: &Path, key: &Path) -> Result<Ca, CaError> {
+        let cert_pem = std::fs::read_to_string(cert).map_err(io(cert))?;
+        let key_pem = std::fs::read_to_string(key).map_err(io(key))?;
+        let key_pair = KeyPair::from_pem(&key_pem).map_err(|e| CaError::Invalid {
+            path: key.to_path_buf(),
+            why: format!("not a PEM private key: {e}"),
+        })?;
+        key_belongs(cert, &cert_pem, key, &key_pair)?;
+        let issuer =
+            Issuer::from_ca_cert_pem(&cert_pem, key_pair).map_err(|e| CaError::Invalid {
+                path: cert.to_path_buf(),
+                why: format!("not a PEM CA certificate: {e}"),
+            })?;
+        Ok(Ca { cert_pem, issuer })
     }
 
     /// The CA's key as PEM (keep it private).
     pub fn key_pem(&self) -> String {
-        self.key.serialize_pem()
+        self.issuer.key().serialize_pem()
     }
 
     /// A leaf for `names` (DNS names or IP addresses), for both server and
@@ -107,8 +123,7 @@ impl Ca {
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
         p.use_authority_key_identifier_extension = true;
-        let issuer = Issuer::from_params(&self.params, &self.key);
-        let cert = p.signed_by(&key, &issuer)?;
+        let cert = p.signed_by(&key, &self.issuer)?;
         Ok(Leaf {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
@@ -160,13 +175,38 @@ impl Ca {
             excluded_subtrees: excluded,
         });
         p.use_authority_key_identifier_extension = true;
-        let issuer = Issuer::from_params(&self.params, &self.key);
-        let cert = p.signed_by(&key, &issuer)?;
+        let cert = p.signed_by(&key, &self.issuer)?;
         Ok(Leaf {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
         })
     }
+}
+
+/// Checks that `key_pair` (read from `key`) is the private key of the first
+/// certificate in `cert_pem` (read from `cert`).
+pub(crate) fn key_belongs(
+    cert: &Path,
+    cert_pem: &str,
+    key: &Path,
+    key_pair: &KeyPair,
+) -> Result<(), CaError> {
+    use rustls_pki_types::pem::PemObject;
+    let der = rustls_pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .next()
+        .and_then(Result::ok)
+        .ok_or_else(|| CaError::Invalid {
+            path: cert.to_path_buf(),
+            why: "holds no PEM certificate".into(),
+        })?;
+    let public = rcgen::PublicKeyData::subject_public_key_info(key_pair);
+    if public.is_empty() || !der.as_ref().windows(public.len()).any(|w| w == public) {
+        return Err(CaError::Invalid {
+            path: key.to_path_buf(),
+            why: format!("does not belong to the certificate {}", cert.display()),
+        });
+    }
+    Ok(())
 }
 
 /// The dev CA's files in a folder.
@@ -244,8 +284,7 @@ pub fn ensure_dev(dir: &Path) -> Result<DevFiles, CaError> {
         let cert_pem = std::fs::read_to_string(&files.ca).map_err(io(&files.ca))?;
         Ca {
             cert_pem,
-            params: ca_params(NAME),
-            key,
+            issuer: Issuer::new(ca_params(NAME), key),
         }
     } else {
         let ca = Ca::new(NAME)?;

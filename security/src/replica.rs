@@ -22,10 +22,7 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
-
-use crate::ca::{CaError, Leaf};
+use crate::ca::{key_belongs, CaError, Leaf};
 
 /// A node CA, loaded: signs replica certificates on its node.
 pub struct ReplicaIssuer {
@@ -62,19 +59,9 @@ impl ReplicaIssuer {
         };
         let key_pair = KeyPair::from_pem(&key_pem)
             .map_err(|e| invalid(key, format!("not a PEM private key: {e}")))?;
-        let public = rcgen::PublicKeyData::subject_public_key_info(&key_pair);
+        key_belongs(cert, &ca_pem, key, &key_pair)?;
         let issuer = Issuer::from_ca_cert_pem(&ca_pem, key_pair)
             .map_err(|e| invalid(cert, format!("not a PEM CA certificate: {e}")))?;
-        let der = CertificateDer::pem_slice_iter(ca_pem.as_bytes())
-            .next()
-            .and_then(Result::ok)
-            .ok_or_else(|| invalid(cert, "holds no PEM certificate".into()))?;
-        if !contains(der.as_ref(), &public) {
-            return Err(invalid(
-                key,
-                format!("does not belong to the certificate {}", cert.display()),
-            ));
-        }
         Ok(ReplicaIssuer {
             ca_pem,
             issuer,
@@ -117,11 +104,6 @@ impl ReplicaIssuer {
             key_pem: key.serialize_pem(),
         })
     }
-}
-
-/// Whether `hay` contains `needle` (the public key inside the certificate).
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }
 
 #[cfg(test)]
