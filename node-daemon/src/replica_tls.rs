@@ -130,7 +130,7 @@ mod tests {
         let (mut files, mut env) = (BTreeMap::new(), BTreeMap::new());
         let a = replica();
         rt.prepare(&a, dir.path(), &mut files, &mut env).unwrap();
-        let root = secrets::task_dir(dir.path(), &&a.key());
+        let root = secrets::task_dir(dir.path(), &a.key());
         assert_eq!(
             env["GPUCTL_TLS_CERT"],
             root.join("_tls/cert.pem").display().to_string()

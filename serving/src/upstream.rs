@@ -417,7 +417,14 @@ async fn exchange(conn: &mut Conn, req: &Request<'_>) -> Result<Head, Exchange> 
             Ok(0) if !answered => return Err(Exchange::Stale),
             Ok(0) => return Err(Exchange::Failed("broke off its response head".into())),
             Ok(_) => answered = true,
-            Err(e) if !answered && e.kind() == io::ErrorKind::ConnectionReset => {
+            // A TLS replica that closed without close_notify reads as UnexpectedEof.
+            Err(e)
+                if !answered
+                    && matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof
+                    ) =>
+            {
                 return Err(Exchange::Stale)
             }
             Err(e) => {
