@@ -47,6 +47,31 @@ pub fn is_loopback(address: &str) -> bool {
 }
 
 impl ReplicaTls {
+    /// Writes task `a`'s secret files and, for a replica, its certificate
+    /// and key (owned by `owner`) under `root`, adding the variables that
+    /// name them to `env`; or the message the task fails with.
+    pub fn task_files(
+        &self,
+        a: &Assignment,
+        root: &Path,
+        owner: Option<(u32, u32)>,
+        env: &mut BTreeMap<String, String>,
+    ) -> Result<(), String> {
+        let mut files = a.secret_files.clone();
+        if a.wants_port {
+            self.prepare(a, root, &mut files, env)?;
+        }
+        if !a.secret_error.is_empty() {
+            return Err(format!("cannot start the task: {}", a.secret_error));
+        }
+        if !files.is_empty() {
+            let dir = secrets::write(root, &a.key(), &files, owner)
+                .map_err(|e| format!("cannot give the task its secret files: {e}"))?;
+            env.insert("GPUCTL_SECRETS_DIR".into(), dir.display().to_string());
+        }
+        Ok(())
+    }
+
     /// For serving task `a`: adds its certificate and key to `files` (its
     /// secret files, written under `secrets_root`) and the variables that
     /// name them to `env`; or says why the replica cannot run here.

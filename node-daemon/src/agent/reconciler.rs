@@ -391,31 +391,12 @@ impl Reconciler {
                 }
             }
         }
-        let mut files = a.secret_files.clone();
+        // Its secret files, and a replica's certificate.
+        let owner = run_as.as_ref().map(|r| (r.uid, r.gid));
         let root = &self.cfg.secrets_dir;
-        let tls = match a.wants_port {
-            true => (self.cfg.replica_tls).prepare(a, root, &mut files, &mut env),
-            false => Ok(()),
-        };
-        if let Err(message) = tls.and(match a.secret_error.as_str() {
-            "" => Ok(()),
-            e => Err(format!("cannot start the task: {e}")),
-        }) {
+        if let Err(message) = self.cfg.replica_tls.task_files(a, root, owner, &mut env) {
             runtime::note_in_log(&log, &message);
             return (Err(runtime::StartError::new(127, message)), 0);
-        }
-        if !files.is_empty() {
-            let owner = run_as.as_ref().map(|r| (r.uid, r.gid));
-            match secrets::write(&self.cfg.secrets_dir, key, &files, owner) {
-                Ok(dir) => {
-                    env.insert("GPUCTL_SECRETS_DIR".into(), dir.display().to_string());
-                }
-                Err(e) => {
-                    let message = format!("cannot give the task its secret files: {e}");
-                    runtime::note_in_log(&log, &message);
-                    return (Err(runtime::StartError::new(127, message)), 0);
-                }
-            }
         }
         let command = runtime::resolve_sibling_program(&a.command);
         // A program or working directory under `/tmp` stays visible in the
