@@ -352,7 +352,8 @@ pub struct DevFlags {
     /// (with --replicas 3 or 5) a scheduler replica that died.
     #[arg(long, default_value = "2s", value_name = "DURATION")]
     pub restart_delay: HumanDuration,
-    /// Port of the inference gateway (0: any free port).
+    /// Port of the inference gateway (0: any free port); its V2 gRPC service
+    /// listens on the next port (on any free one with 0).
     #[arg(long, default_value_t = 0)]
     pub gateway_port: u16,
     /// How long the gateway holds a request for an endpoint with no ready

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! scheduler Get(endpoints) ─every 500 ms (20 ms while a cold start is pending)─►
-//!   replicas Running, not draining, with a URL ─► probe GET /v2/health/ready
+//!   replicas Running, not draining, with a URL ─► probe GET /v2/health/ready (or /health for protocol: openai)
 //!       (every 10 ms) ─ready─► Gateway::set_replicas (at once, not at the next poll)
 //!   replicas draining ─► removed from routing; once no request is in flight on them
 //!       they are listed as drained in the next report
@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gpuctl_common::endpoint::Endpoint;
+use gpuctl_common::endpoint::{Endpoint, EndpointProtocol};
 use gpuctl_proto::v1 as pb;
 use gpuctl_proto::v1::control_client::ControlClient;
 use tokio::sync::mpsc;
@@ -391,7 +391,7 @@ pub async fn run(
                 tokio::spawn(probe(
                     gateway.clone(),
                     name.clone(),
-                    url.to_string(),
+                    (url.to_string(), ep.spec.protocol.ready_path()),
                     stop,
                     config.probe_every,
                     config.probe_timeout,
@@ -442,6 +442,7 @@ fn apply_routes(
             .filter(|u| ready.and_then(|m| m.get(u)).copied().unwrap_or(false))
             .collect();
         gateway.set_replicas(name, urls.clone());
+        gateway.set_openai(name, ep.spec.protocol == EndpointProtocol::OpenAi);
         gateway.set_desired(name, ep.status.desired_replicas);
         gateway.set_api_keys(
             name,
@@ -503,7 +504,7 @@ fn drained_now(
 async fn probe(
     gateway: Arc<Gateway>,
     endpoint: String,
-    url: String,
+    (url, ready_path): (String, &'static str),
     stop: Arc<AtomicBool>,
     every: Duration,
     limit: Duration,
@@ -515,7 +516,11 @@ async fn probe(
         if ready.is_closed() || stop.load(Ordering::Relaxed) {
             return;
         }
-        let attempt = tokio::time::timeout(Duration::from_secs(1), gateway.probe_ready(&url)).await;
+        let attempt = tokio::time::timeout(
+            Duration::from_secs(1),
+            gateway.probe_ready(&url, ready_path),
+        )
+        .await;
         match attempt {
             Ok(Ok(true)) => {
                 tracing::info!(endpoint, url, "replica ready");

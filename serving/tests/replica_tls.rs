@@ -20,6 +20,8 @@ use gpuctl_serving::model_server::{self, ModelServer, ModelServerConfig};
 use gpuctl_serving::replica_stream::ReplicaTls;
 use http_body_util::{BodyExt, Full};
 
+const READY: &str = "/v2/health/ready";
+
 const BODY: &str = r#"{"inputs": [
     {"name": "a", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]},
     {"name": "b", "shape": [1, 4], "datatype": "FP32", "data": [1, 1, 1, 1]}]}"#;
@@ -113,7 +115,7 @@ async fn the_gateway_reaches_a_replica_over_tls_through_its_node_ca() {
     let addr = replica(Some((&c, &k))).await;
     let url = format!("https://{addr}");
     let gw = gateway(Some(&files.ca));
-    assert_eq!(gw.probe_ready(&url).await, Ok(true));
+    assert_eq!(gw.probe_ready(&url, READY).await, Ok(true));
     gw.set_replicas("add_mul", vec![url]);
     for _ in 0..3 {
         let (status, body) = infer(&gw).await;
@@ -136,7 +138,7 @@ async fn a_replica_certificate_from_another_ca_is_refused_with_a_clear_error() {
         "TLS handshake refused: the replica's certificate is not signed by the CA in {} (unknown issuer)",
         files.ca.display()
     );
-    assert_eq!(gw.probe_ready(&url).await, Err(why.clone()));
+    assert_eq!(gw.probe_ready(&url, READY).await, Err(why.clone()));
     gw.set_replicas("add_mul", vec![url.clone()]);
     let (status, body) = infer(&gw).await;
     assert_eq!(status, 502, "{body}");
@@ -157,14 +159,17 @@ async fn plain_http_at_an_https_url_and_a_gateway_without_a_ca_are_refused() {
     let plain = replica(None).await;
     let gw = gateway(Some(&files.ca));
     assert_eq!(
-        gw.probe_ready(&format!("https://{plain}")).await,
+        gw.probe_ready(&format!("https://{plain}"), READY).await,
         Err("TLS handshake refused: the replica does not speak TLS: serve HTTPS with $GPUCTL_TLS_CERT and $GPUCTL_TLS_KEY, or set the endpoint's server.tls: false".into())
     );
     // The same replica at its http:// URL is fine.
-    assert_eq!(gw.probe_ready(&format!("http://{plain}")).await, Ok(true));
+    assert_eq!(
+        gw.probe_ready(&format!("http://{plain}"), READY).await,
+        Ok(true)
+    );
     let no_ca = gateway(None);
     assert_eq!(
-        no_ca.probe_ready(&format!("https://{plain}")).await,
+        no_ca.probe_ready(&format!("https://{plain}"), READY).await,
         Err("the replica serves https, and the gateway has no CA to check its certificate: give the gateway --tls-ca".into())
     );
 }

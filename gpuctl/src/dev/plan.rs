@@ -367,6 +367,13 @@ impl Plan {
             timeout_ms.to_string(),
             "--ready-file".into(),
             self.gateway_ready().display().to_string(),
+            // The V2 gRPC service beside HTTP: the next port, or any free one.
+            "--grpc-port".into(),
+            match self.gateway_port {
+                0 | u16::MAX => 0,
+                p => p + 1,
+            }
+            .to_string(),
         ];
         if !self.no_auth {
             a.push("--token-file".into());
@@ -566,7 +573,7 @@ mod tests {
         );
         assert_eq!(
             p.gateway_args("http://127.0.0.1:7000").join(" "),
-            "--server http://127.0.0.1:7000 --listen 127.0.0.1 --port 0 --cold-start-timeout-ms 60000 --ready-file /s/gateway.ready.json --token-file /s/gateway.token --tls-cert /s/tls/cluster.pem --tls-key /s/tls/cluster-key.pem --tls-ca /s/tls/ca.pem"
+            "--server http://127.0.0.1:7000 --listen 127.0.0.1 --port 0 --cold-start-timeout-ms 60000 --ready-file /s/gateway.ready.json --grpc-port 0 --token-file /s/gateway.token --tls-cert /s/tls/cluster.pem --tls-key /s/tls/cluster-key.pem --tls-ca /s/tls/ca.pem"
         );
         // `gpuctl dev --insecure`: every process plaintext, said explicitly.
         let plain = Plan {

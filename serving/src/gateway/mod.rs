@@ -40,9 +40,11 @@ mod body;
 mod config;
 mod lookup;
 mod metrics;
+mod openai;
 mod target;
 use crate::p2c::{self, Rng, SplitMix64};
 use crate::upstream::{self, ResponseBody, SendError};
+pub use auth::API_KEY_HEADER;
 use body::{whole, InFlight};
 pub use body::{GatewayBody, Streamed};
 pub use config::{GatewayConfig, NoScaleUp, ScaleUp};
@@ -122,6 +124,8 @@ struct Endpoint {
     /// Held requests watch it too: a back-off learned while they wait ends
     /// their wait at once.
     backoff_until: watch::Sender<Option<Instant>>,
+    /// Its replicas speak OpenAI's API (`protocol: openai`): `/v1/...` routes here.
+    openai: bool,
 }
 
 impl Endpoint {
@@ -230,6 +234,7 @@ impl Gateway {
             sampled: (0.0, 0),
             api_keys: None,
             backoff_until: watch::Sender::new(None),
+            openai: false,
         });
         let old = std::mem::take(&mut ep.replicas);
         for url in urls {
@@ -511,7 +516,7 @@ impl Gateway {
                     &serde_json::json!({
                         "name": "gpuctl-gateway",
                         "version": env!("CARGO_PKG_VERSION"),
-                        "extensions": [],
+                        "extensions": ["binary_tensor_data"],
                     }),
                 ))
             }
@@ -521,6 +526,7 @@ impl Gateway {
                     &serde_json::json!({"live": true, "ready": true}),
                 ))
             }
+            _ if path.starts_with("/v1/") => return self.openai(req).await,
             _ => {}
         }
         let Some(endpoint) = path
@@ -533,7 +539,16 @@ impl Gateway {
                 &format!("no route {path}: the gateway serves /v2/models/{{endpoint}}/..."),
             ));
         };
-        let endpoint = endpoint.to_string();
+        self.serve_endpoint(endpoint.to_string(), req).await
+    }
+
+    /// Routes a request to `endpoint`'s replicas: the endpoint looked up (asking the
+    /// scheduler when unknown), its API key checked, the request forwarded and counted.
+    async fn serve_endpoint<B>(&self, endpoint: String, req: Request<B>) -> Response<GatewayBody>
+    where
+        B: Body,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
         let route_of = |gw: &Gateway| {
             gw.lock()
                 .get(&endpoint)
@@ -657,6 +672,7 @@ impl Gateway {
                             _held: Box::new((slot, in_flight)),
                             endpoint: endpoint.to_string(),
                             replica: replica.base.clone(),
+                            on_frame: None,
                         }),
                     };
                     let mut out = Response::new(body);
@@ -704,17 +720,18 @@ fn backing_off(endpoint: &str, ep: &Endpoint) -> Option<Response<Full<Bytes>>> {
 }
 
 impl Gateway {
-    /// Whether the replica at `url` answers `GET /v2/health/ready` with 2xx,
+    /// Whether the replica at `url` answers `GET PATH` (`/v2/health/ready`,
+    /// or `/health` for an OpenAI server) with 2xx,
     /// on a connection of its own (TLS for `https://`); Err says why it
     /// could not be asked (a certificate the gateway does not trust, ...).
-    pub async fn probe_ready(&self, url: &str) -> Result<bool, String> {
+    pub async fn probe_ready(&self, url: &str, path: &str) -> Result<bool, String> {
         let base = url.trim_end_matches('/');
         let target = parse_base(base)?;
         let headers = hyper::HeaderMap::new();
         let body = Bytes::new();
         let req = upstream::Request {
             method: &hyper::Method::GET,
-            path_and_query: "/v2/health/ready",
+            path_and_query: path,
             authority: &target.authority,
             tls: target.tls.as_ref(),
             headers: &headers,
