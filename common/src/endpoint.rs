@@ -95,6 +95,14 @@ impl EndpointProtocol {
     }
 }
 
+impl EndpointSpec {
+    /// Whether replicas serve HTTPS (the built-in model server always does;
+    /// a server of the user's own unless `server.tls: false`).
+    pub fn serves_tls(&self) -> bool {
+        self.model.is_some() || self.server.as_ref().is_none_or(|s| s.tls != Some(false))
+    }
+}
+
 /// Who may call an endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -137,6 +145,12 @@ pub struct ServerSpec {
     pub secret_files: Vec<SecretFilesSource>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
+    /// Whether the server serves HTTPS with the certificate its node gives it
+    /// (`$GPUCTL_TLS_CERT`, `$GPUCTL_TLS_KEY`); absent: true. `false`: plain
+    /// HTTP, for a server that cannot (the node runs it only when its
+    /// address is a loopback address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -281,7 +295,8 @@ pub struct ReplicaStatus {
     pub phase: Option<TaskPhase>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
-    /// `http://node-address:port` once the replica is bound.
+    /// `https://node-address:port` once the replica is bound (`http://` for a
+    /// plaintext replica or a node started with `--insecure`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
 }

@@ -211,6 +211,27 @@ pub enum AdminCommand {
     },
     /// Revoke a token by its id (see `gpuctl get tokens`).
     RevokeToken { id: String },
+    /// Make a node's CA, signed by the cluster CA, with which the node signs
+    /// its endpoint replicas' certificates (`gpu-node --replica-ca-cert
+    /// --replica-ca-key`). It may sign for the node's addresses only. Works
+    /// offline: reads the cluster CA's key, calls no server.
+    NodeCa {
+        /// The node's name (in the CA's subject and the files' names).
+        node: String,
+        /// An address the node's replicas are reached at (its `--address`:
+        /// an IP address or DNS name); repeat for more.
+        #[arg(long = "address", required = true, value_name = "ADDR")]
+        addresses: Vec<String>,
+        /// The cluster CA's certificate (PEM).
+        #[arg(long, value_name = "FILE")]
+        cluster_ca: PathBuf,
+        /// The cluster CA's private key (PEM).
+        #[arg(long, value_name = "FILE")]
+        cluster_ca_key: PathBuf,
+        /// Where to write NODE-ca.pem and NODE-ca-key.pem (mode 0600).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

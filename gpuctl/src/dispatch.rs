@@ -1,10 +1,12 @@
 //! From a parsed command line to the command that runs it: `gpuctl dev`
 //! directly, everything else after resolving which scheduler to talk to.
 
-use crate::cli::{is_workflow_word, Cli, ClusterCommand, Command};
+use crate::cli::{is_workflow_word, AdminCommand, Cli, ClusterCommand, Command};
 use crate::client::{self, Bearer, Conn};
 use crate::commands::ctx::Ctx;
-use crate::commands::{apply, cancel, cluster, cordon, get, identity, logs, top, wait};
+use crate::commands::{
+    apply, cancel, cluster, cordon, get, identity, logs, node_ca, top, wait,
+};
 use crate::config::{self, EnvVars};
 use crate::error::{Error, Result};
 use crate::{dev, status};
@@ -15,6 +17,12 @@ pub async fn run(cli: Cli, env: &EnvVars) -> Result<u8> {
     if let Command::Dev(mut flags) = cli.command {
         flags.insecure = cli.insecure;
         return dev::run(flags, env).await;
+    }
+    if let Command::Admin {
+        command: command @ AdminCommand::NodeCa { .. },
+    } = cli.command
+    {
+        return node_ca::cmd_node_ca(command);
     }
     let servers = config::resolve_servers(
         cli.server.as_deref(),

@@ -221,6 +221,18 @@ fn endpoint_wakes_from_zero_scales_up_and_drains_without_failing_a_request() {
     assert!(cold < Duration::from_secs(10), "cold start took {cold:?}");
     let ep = dev.endpoint("linear");
     assert_eq!(ep.status.desired_replicas, 1);
+    // The gateway reached the replica over TLS: the model server serves the
+    // certificate its node signed, and its URL says https.
+    let urls: Vec<_> = ep
+        .status
+        .replicas
+        .iter()
+        .filter_map(|r| r.url.clone())
+        .collect();
+    assert!(
+        !urls.is_empty() && urls.iter().all(|u| u.starts_with("https://127.0.0.1:")),
+        "{urls:?}"
+    );
     assert!(ep
         .status
         .events

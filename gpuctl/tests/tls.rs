@@ -46,6 +46,8 @@ fn a_dev_cluster_speaks_tls_and_mismatches_are_explained() {
         ("ca-key.pem", 0o600),
         ("cluster.pem", 0o644),
         ("cluster-key.pem", 0o600),
+        ("node-ca.pem", 0o644),
+        ("node-ca-key.pem", 0o600),
     ] {
         let m = std::fs::metadata(tls.join(f)).unwrap().permissions().mode() & 0o777;
         assert_eq!(m, mode, "{f}");
@@ -53,6 +55,20 @@ fn a_dev_cluster_speaks_tls_and_mismatches_are_explained() {
     // The CLI checks the server against the context's CA.
     let nodes = dev.ok(&["get", "nodes"]);
     assert!(nodes.contains("dev-node-1"), "{nodes}");
+
+    // The scheduler's and the node's /metrics ports speak TLS too.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for ready in ["scheduler-1.ready.json", "node-1.ready.json"] {
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dev.state().join(ready)).unwrap())
+                .unwrap();
+        let metrics = doc["metrics"].as_str().unwrap().to_string();
+        let tls = rt.block_on(gpuctl_security::tls::speaks_tls(
+            &metrics,
+            Duration::from_secs(5),
+        ));
+        assert_eq!(tls, Some(true), "{ready}: {metrics}");
+    }
 
     // A plaintext client.
     let addr = server.trim_start_matches("https://");

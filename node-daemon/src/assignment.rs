@@ -47,6 +47,8 @@ pub struct Assignment {
     pub step: Option<StepIo>,
     /// A serving task: it gets a free port as `$PORT`.
     pub wants_port: bool,
+    /// A serving task whose server speaks plain HTTP (`server.tls: false`).
+    pub serve_plaintext: bool,
     /// Who the task runs as; `None`: the daemon's own user.
     pub owner: Option<Owner>,
     /// Variables from the task's `envFrom` secrets (`env` wins on a clash).
@@ -102,6 +104,7 @@ impl From<TaskAssignment> for Assignment {
             master_port: a.master_port,
             step: a.step,
             wants_port: a.wants_port,
+            serve_plaintext: a.serve_plaintext,
             owner: a.owner.map(|o| Owner {
                 user: o.user,
                 uid: o.uid,

@@ -64,6 +64,7 @@ pub mod isolation;
 pub mod logs;
 pub mod metrics;
 pub mod owner;
+pub mod replica_tls;
 pub mod runtime;
 pub mod secrets;
 pub mod steps;
@@ -139,6 +140,11 @@ pub struct Config {
     /// the NodeAgent service serves TLS and requires a client certificate
     /// from the CA. None: plaintext.
     pub tls: Option<gpuctl_security::tls::Tls>,
+    /// The node CA that signs endpoint replicas' certificates
+    /// ([`replica_tls`]); `None`: replicas that serve TLS cannot run here.
+    pub replica_ca: Option<Arc<gpuctl_security::replica::ReplicaIssuer>>,
+    /// `/metrics` and `/healthz` in plain HTTP although `tls` is given.
+    pub metrics_insecure: bool,
     /// Tasks' cgroups, pids limit and private `/tmp` ([`isolation`]).
     pub isolation: isolation::Options,
 }
@@ -187,6 +193,8 @@ pub struct Node {
     agent_server: tonic::transport::Server,
     /// What confines tasks here, found at start.
     isolation: Arc<isolation::Isolation>,
+    /// `/metrics` over HTTPS, unless `metrics_insecure`.
+    metrics_tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl std::fmt::Debug for Node {
@@ -327,7 +335,15 @@ impl Node {
         }
         let isolation = Arc::new(isolation);
         let metrics = Metrics::new(inventory.clone(), isolation.clone())?;
+        let metrics_tls = match &config.tls {
+            Some(t) if !config.metrics_insecure => Some(
+                t.acceptor(None)
+                    .map_err(|e| NodeError::Tls(format!("/metrics: {e}")))?,
+            ),
+            _ => None,
+        };
         Ok(Node {
+            metrics_tls,
             config,
             inventory,
             agent_listener,
@@ -350,6 +366,15 @@ impl Node {
     /// Where `/metrics` is served.
     pub fn metrics_addr(&self) -> SocketAddr {
         self.metrics_addr
+    }
+
+    /// `https` or `http`: how `/metrics` is served.
+    pub fn metrics_scheme(&self) -> &'static str {
+        if self.metrics_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// What `Register` reports about this node.
@@ -395,10 +420,11 @@ impl Node {
                     stopped(stop_rx.clone()),
                 ),
         );
-        let httpd = tokio::spawn(gpuctl_telemetry::serve(
+        let httpd = tokio::spawn(gpuctl_telemetry::serve_with(
             self.metrics_listener,
             self.metrics.registry.clone(),
             health,
+            self.metrics_tls.clone(),
             stopped(stop_rx.clone()),
         ));
 
@@ -423,6 +449,11 @@ impl Node {
                 artifact_dir,
                 secrets_dir: self.config.work_dir.join("secrets"),
                 isolation: self.isolation.clone(),
+                replica_tls: replica_tls::ReplicaTls {
+                    tls: self.config.tls.is_some(),
+                    issuer: self.config.replica_ca.clone(),
+                    address: self.identity.address.clone(),
+                },
             },
             self.inventory.clone(),
             self.metrics.clone(),

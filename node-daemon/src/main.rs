@@ -58,9 +58,23 @@ struct Cli {
     #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
     metrics_listen: SocketAddr,
 
-    /// TLS to the scheduler (mutual) and for the NodeAgent service.
+    /// TLS to the scheduler (mutual), for the NodeAgent service and for
+    /// /metrics.
     #[command(flatten)]
     tls: gpuctl_security::tls::TlsArgs,
+
+    /// PEM certificate of this node's CA, signed by the cluster CA, with
+    /// which the node signs each endpoint replica's certificate (see
+    /// `gpuctl admin node-ca`).
+    #[arg(long, value_name = "FILE", requires = "replica_ca_key")]
+    replica_ca_cert: Option<PathBuf>,
+    /// PEM private key of --replica-ca-cert.
+    #[arg(long, value_name = "FILE", requires = "replica_ca_cert")]
+    replica_ca_key: Option<PathBuf>,
+
+    /// Serve /metrics and /healthz in plain HTTP although TLS is configured.
+    #[arg(long)]
+    metrics_insecure: bool,
 
     /// Host other gang members use to reach this node (MASTER_ADDR)
     /// [default: the IP of --listen].
@@ -436,6 +450,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         return run_fleet(cli, n).await;
     }
     let tls = cli.tls.load()?;
+    let replica_ca = match (&cli.replica_ca_cert, &cli.replica_ca_key) {
+        (Some(c), Some(k)) if tls.is_some() => Some(std::sync::Arc::new(
+            gpuctl_security::replica::ReplicaIssuer::load(c, k)
+                .context("--replica-ca-cert/--replica-ca-key")?,
+        )),
+        (Some(_), _) => anyhow::bail!("--replica-ca-cert needs TLS: drop --insecure"),
+        _ => None,
+    };
     let name = match &cli.name {
         Some(n) => {
             gpuctl_common::api::validate_name("--name", n)?;
@@ -484,6 +506,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         token_file: cli.token_file.clone(),
         join_token_file: cli.join_token_file.clone(),
         tls,
+        replica_ca,
+        metrics_insecure: cli.metrics_insecure,
         isolation: gpuctl_node::isolation::Options {
             cgroups: cli.cgroups,
             pids_max: cli.task_pids_max,
@@ -498,12 +522,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     // Never panic on a closed stdout (a supervisor that stopped reading).
     let banner = format!(
         "gpu-node {name}: agent {} ({})\n\
-         gpu-node {name}: metrics http://{}/metrics\n\
+         gpu-node {name}: metrics {}://{}/metrics\n\
          gpu-node {name}: {}\n\
          gpu-node {name}: logs in {}\n\
          gpu-node {name}: scheduler {}\n",
         node.agent_addr(),
         node.identity().agent_endpoint,
+        node.metrics_scheme(),
         node.metrics_addr(),
         inventory::describe(inventory.as_ref()),
         work_dir.join("logs").display(),

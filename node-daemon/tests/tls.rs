@@ -63,6 +63,8 @@ async fn the_agent_requires_a_client_certificate_from_the_ca() {
         tls: Some(tls.clone()),
         token_file: None,
         join_token_file: None,
+        replica_ca: None,
+        metrics_insecure: false,
         isolation: Default::default(),
     };
     let node = Node::bind(config, inventory).await.unwrap();

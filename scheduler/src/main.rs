@@ -64,9 +64,12 @@ struct Args {
     /// benchmarks and tests; never on a shared network).
     #[arg(long, conflicts_with = "admin_token_file")]
     no_auth: bool,
-    /// TLS for the gRPC port and for calls to peers and node daemons.
+    /// TLS for the gRPC port, calls to peers and node daemons, and /metrics.
     #[command(flatten)]
     tls: gpuctl_security::tls::TlsArgs,
+    /// Serve /metrics and /healthz in plain HTTP although TLS is configured.
+    #[arg(long)]
+    metrics_insecure: bool,
 }
 
 /// The authentication settings from `--admin-token-file` / `--no-auth`.
@@ -167,6 +170,7 @@ async fn main() -> anyhow::Result<()> {
         service: ServiceOptions {
             heartbeat_interval: args.heartbeat_interval,
             auth,
+            metrics_insecure: args.metrics_insecure,
             ..Default::default()
         },
         controller: ControllerOptions {
@@ -174,6 +178,11 @@ async fn main() -> anyhow::Result<()> {
             ..Default::default()
         },
         tls: tls.clone(),
+    };
+    let metrics_scheme = if cfg.tls.is_some() && !args.metrics_insecure {
+        "https"
+    } else {
+        "http"
     };
     let mut server = Server::start(cfg, grpc, metrics).await.with_context(|| {
         format!(
@@ -188,7 +197,7 @@ async fn main() -> anyhow::Result<()> {
     if !args.join && !server.wait_leader(Duration::from_secs(30)).await {
         anyhow::bail!("replica {} found no leader within 30s", args.id);
     }
-    println!("gpu-scheduler {}: gRPC on {grpc_addr}, metrics on http://{metrics_addr}/metrics, data in {}", args.id, args.data_dir.display());
+    println!("gpu-scheduler {}: gRPC on {grpc_addr}, metrics on {metrics_scheme}://{metrics_addr}/metrics, data in {}", args.id, args.data_dir.display());
     if let Some(u) = &ui_url {
         println!("gpu-scheduler {}: web UI on {u}", args.id);
     }

@@ -80,6 +80,10 @@ impl Server {
             wakeups: wakeups.clone(),
         };
         let ui_api = api.clone();
+        let metrics_tls = match &cfg.tls {
+            Some(t) if !cfg.service.metrics_insecure => Some(t.acceptor(None)?),
+            _ => None,
+        };
         let tasks = vec![
             tokio::spawn(crate::api::node_watch::follow(
                 raft.shared.clone(),
@@ -87,7 +91,13 @@ impl Server {
                 stop_rx.clone(),
             )),
             serve_grpc(api, grpc, cfg.tls.as_ref(), stop_rx.clone())?,
-            serve_metrics(metrics_listener, &metrics, raft.clone(), stop_rx.clone()),
+            serve_metrics(
+                metrics_listener,
+                &metrics,
+                metrics_tls,
+                raft.clone(),
+                stop_rx.clone(),
+            ),
             follow_membership(&raft, peers, stop_rx.clone()),
             tokio::spawn(runner::run_endpoints(raft.clone(), loads, stop_rx.clone())),
             tokio::spawn(runner::run_gc(raft.clone(), stop_rx.clone())),
@@ -258,10 +268,11 @@ fn serve_grpc(
 }
 
 /// Serve `/metrics`, and `/healthz` (healthy while a leader is known),
-/// until `stop`.
+/// until `stop`; over HTTPS when `tls` is given.
 fn serve_metrics(
     listener: TcpListener,
     metrics: &Metrics,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     raft: RaftHandle,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
@@ -278,7 +289,7 @@ fn serve_metrics(
     });
     let registry = metrics.registry.clone();
     tokio::spawn(async move {
-        gpuctl_telemetry::serve(listener, registry, health, async move {
+        gpuctl_telemetry::serve_with(listener, registry, health, tls, async move {
             let _ = stop.changed().await;
         })
         .await;

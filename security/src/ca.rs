@@ -1,15 +1,18 @@
 //! The local CA `gpuctl dev` makes: `DIR/ca.pem` and `DIR/ca-key.pem`,
 //! and one leaf, `DIR/cluster.pem` and `DIR/cluster-key.pem`, valid for
 //! `localhost`, `127.0.0.1` and `::1` as both server and client, which
-//! every process of a dev cluster presents. Keys are written 0600.
-//! [`Ca::issue`] makes other leaves (tests: a second CA, a wrong host).
+//! every process of a dev cluster presents, and a node CA,
+//! `DIR/node-ca.pem` and `DIR/node-ca-key.pem`, with which the dev nodes
+//! sign their replicas' certificates ([`crate::replica`]). Keys are written
+//! 0600. [`Ca::issue`] makes other leaves (tests: a second CA, a wrong host).
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CidrSubnet, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, GeneralSubtree, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    NameConstraints,
 };
 
 use crate::tls::TlsFiles;
@@ -35,8 +38,7 @@ pub enum CaError {
 pub struct Ca {
     /// The CA certificate, PEM.
     pub cert_pem: String,
-    params: CertificateParams,
-    key: KeyPair,
+    issuer: Issuer<'static, KeyPair>,
 }
 
 /// A certificate and its key, PEM.
@@ -71,14 +73,31 @@ impl Ca {
         let cert = params.self_signed(&key)?;
         Ok(Ca {
             cert_pem: cert.pem(),
-            params,
-            key,
+            issuer: Issuer::new(params, key),
         })
+    }
+
+    /// A CA from its certificate and key files (PEM), e.g. the cluster's,
+    /// to sign node CAs with; errors name the file.
+    pub fn load(cert: &Path, key: &Path) -> Result<Ca, CaError> {
+        let cert_pem = std::fs::read_to_string(cert).map_err(io(cert))?;
+        let key_pem = std::fs::read_to_string(key).map_err(io(key))?;
+        let key_pair = KeyPair::from_pem(&key_pem).map_err(|e| CaError::Invalid {
+            path: key.to_path_buf(),
+            why: format!("not a PEM private key: {e}"),
+        })?;
+        key_belongs(cert, &cert_pem, key, &key_pair)?;
+        let issuer =
+            Issuer::from_ca_cert_pem(&cert_pem, key_pair).map_err(|e| CaError::Invalid {
+                path: cert.to_path_buf(),
+                why: format!("not a PEM CA certificate: {e}"),
+            })?;
+        Ok(Ca { cert_pem, issuer })
     }
 
     /// The CA's key as PEM (keep it private).
     pub fn key_pem(&self) -> String {
-        self.key.serialize_pem()
+        self.issuer.key().serialize_pem()
     }
 
     /// A leaf for `names` (DNS names or IP addresses), for both server and
@@ -104,13 +123,90 @@ impl Ca {
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
         p.use_authority_key_identifier_extension = true;
-        let issuer = Issuer::from_params(&self.params, &self.key);
-        let cert = p.signed_by(&key, &issuer)?;
+        let cert = p.signed_by(&key, &self.issuer)?;
         Ok(Leaf {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
         })
     }
+
+    /// A node CA for node `node`, signed by this CA: it may sign leaves
+    /// (path length 0) for `names` only (name constraints: the DNS names
+    /// and single IP addresses given; no IP address at all when none is
+    /// given). What a node daemon's `--replica-ca-cert`/`--replica-ca-key`
+    /// take.
+    pub fn issue_node_ca(&self, node: &str, names: &[&str]) -> Result<Leaf, CaError> {
+        let key = KeyPair::generate()?;
+        let mut p = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, format!("gpuctl node CA {node}"));
+        dn.push(DnType::OrganizationName, "gpuctl");
+        p.distinguished_name = dn;
+        p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let mut permitted = Vec::new();
+        let (mut v4, mut v6) = (false, false);
+        for n in names {
+            match n.parse::<std::net::IpAddr>() {
+                Ok(ip) => {
+                    v4 |= ip.is_ipv4();
+                    v6 |= ip.is_ipv6();
+                    let bits = if ip.is_ipv4() { 32 } else { 128 };
+                    permitted.push(GeneralSubtree::IpAddress(CidrSubnet::from_addr_prefix(
+                        ip, bits,
+                    )));
+                }
+                Err(_) => permitted.push(GeneralSubtree::DnsName(n.to_string())),
+            }
+        }
+        let mut excluded = Vec::new();
+        if !v4 {
+            excluded.push(GeneralSubtree::IpAddress(CidrSubnet::V4([0; 4], [0; 4])));
+        }
+        if !v6 {
+            excluded.push(GeneralSubtree::IpAddress(CidrSubnet::V6([0; 16], [0; 16])));
+        }
+        p.name_constraints = Some(NameConstraints {
+            permitted_subtrees: permitted,
+            excluded_subtrees: excluded,
+        });
+        p.use_authority_key_identifier_extension = true;
+        let cert = p.signed_by(&key, &self.issuer)?;
+        Ok(Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
+/// Checks that `key_pair` (read from `key`) is the private key of the first
+/// certificate in `cert_pem` (read from `cert`).
+pub(crate) fn key_belongs(
+    cert: &Path,
+    cert_pem: &str,
+    key: &Path,
+    key_pair: &KeyPair,
+) -> Result<(), CaError> {
+    use rustls_pki_types::pem::PemObject;
+    let der = rustls_pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .next()
+        .and_then(Result::ok)
+        .ok_or_else(|| CaError::Invalid {
+            path: cert.to_path_buf(),
+            why: "holds no PEM certificate".into(),
+        })?;
+    let public = rcgen::PublicKeyData::subject_public_key_info(key_pair);
+    if public.is_empty() || !der.as_ref().windows(public.len()).any(|w| w == public) {
+        return Err(CaError::Invalid {
+            path: key.to_path_buf(),
+            why: format!("does not belong to the certificate {}", cert.display()),
+        });
+    }
+    Ok(())
 }
 
 /// The dev CA's files in a folder.
@@ -120,6 +216,9 @@ pub struct DevFiles {
     pub ca_key: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// The dev nodes' CA for replica certificates, and its key.
+    pub node_ca: PathBuf,
+    pub node_ca_key: PathBuf,
 }
 
 impl DevFiles {
@@ -129,6 +228,8 @@ impl DevFiles {
             ca_key: dir.join("ca-key.pem"),
             cert: dir.join("cluster.pem"),
             key: dir.join("cluster-key.pem"),
+            node_ca: dir.join("node-ca.pem"),
+            node_ca_key: dir.join("node-ca-key.pem"),
         }
     }
 
@@ -170,7 +271,8 @@ pub fn ensure_dev(dir: &Path) -> Result<DevFiles, CaError> {
     let files = DevFiles::in_dir(dir);
     let have_ca = files.ca.exists() && files.ca_key.exists();
     let have_leaf = files.cert.exists() && files.key.exists();
-    if have_ca && have_leaf {
+    let have_node_ca = files.node_ca.exists() && files.node_ca_key.exists();
+    if have_ca && have_leaf && have_node_ca {
         return Ok(files);
     }
     let ca = if have_ca {
@@ -182,8 +284,7 @@ pub fn ensure_dev(dir: &Path) -> Result<DevFiles, CaError> {
         let cert_pem = std::fs::read_to_string(&files.ca).map_err(io(&files.ca))?;
         Ca {
             cert_pem,
-            params: ca_params(NAME),
-            key,
+            issuer: Issuer::new(ca_params(NAME), key),
         }
     } else {
         let ca = Ca::new(NAME)?;
@@ -191,9 +292,16 @@ pub fn ensure_dev(dir: &Path) -> Result<DevFiles, CaError> {
         write(&files.ca, &ca.cert_pem, false)?;
         ca
     };
-    let leaf = ca.issue(&DEV_NAMES)?;
-    write(&files.key, &leaf.key_pem, true)?;
-    write(&files.cert, &leaf.cert_pem, false)?;
+    if !have_leaf || !have_ca {
+        let leaf = ca.issue(&DEV_NAMES)?;
+        write(&files.key, &leaf.key_pem, true)?;
+        write(&files.cert, &leaf.cert_pem, false)?;
+    }
+    if !have_node_ca || !have_ca {
+        let node_ca = ca.issue_node_ca("dev", &DEV_NAMES)?;
+        write(&files.node_ca_key, &node_ca.key_pem, true)?;
+        write(&files.node_ca, &node_ca.cert_pem, false)?;
+    }
     Ok(files)
 }
 
@@ -222,6 +330,8 @@ mod tests {
             (&f.ca_key, 0o600),
             (&f.cert, 0o644),
             (&f.key, 0o600),
+            (&f.node_ca, 0o644),
+            (&f.node_ca_key, 0o600),
         ] {
             let m = std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
             assert_eq!(m, mode, "{}", p.display());

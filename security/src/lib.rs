@@ -5,7 +5,10 @@
 //! - [`tls`]: certificates loaded once into rustls/tonic configurations for
 //!   every listener and client, and one-line explanations of TLS mismatches.
 //! - [`ca`]: the local CA and cluster certificate `gpuctl dev` makes.
+//! - [`replica`]: endpoint replicas' certificates, signed on their node by
+//!   the node's CA.
 
 pub mod ca;
+pub mod replica;
 pub mod tls;
 pub mod token;

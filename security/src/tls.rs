@@ -333,6 +333,29 @@ impl Tls {
         Ok(cfg)
     }
 
+    /// A rustls client configuration for HTTP/1.1 over TLS (the gateway's
+    /// connections to replicas): servers are checked against the CA (their
+    /// chain may pass through a node CA); no client certificate is sent.
+    pub fn rustls_client(&self) -> Result<rustls::ClientConfig, TlsError> {
+        let (_, _, ca) = self.inner.ca.as_ref().ok_or_else(|| {
+            TlsError::Config("no CA to check the replicas' certificates: give --tls-ca FILE".into())
+        })?;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in ca {
+            roots
+                .add(c.clone())
+                .map_err(|e| TlsError::Config(format!("CA certificate: {e}")))?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Config(format!("TLS versions: {e}")))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(cfg)
+    }
+
     /// A `tokio_rustls` acceptor serving HTTP/1.1 with our identity.
     pub fn acceptor(
         &self,

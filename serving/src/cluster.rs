@@ -20,13 +20,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use gpuctl_common::endpoint::{Endpoint, EndpointProtocol};
 use gpuctl_proto::v1 as pb;
 use gpuctl_proto::v1::control_client::ControlClient;
-use http_body_util::Empty;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -243,9 +239,6 @@ pub async fn run(
         config.tls.as_ref(),
     )?;
     let id = gateway_id();
-    let probe_client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(5))
-        .build_http();
     let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<(String, String)>();
     // url → probe in progress (false) or ready (true), per endpoint.
     let mut probes: HashMap<String, HashMap<String, bool>> = HashMap::new();
@@ -396,7 +389,7 @@ pub async fn run(
                     old.store(true, Ordering::Relaxed);
                 }
                 tokio::spawn(probe(
-                    probe_client.clone(),
+                    gateway.clone(),
                     name.clone(),
                     (url.to_string(), ep.spec.protocol.ready_path()),
                     stop,
@@ -505,9 +498,11 @@ fn drained_now(
     out
 }
 
-/// Probes `url` until it answers ready, then reports it on `ready`.
+/// Probes `url` until it answers ready, then reports it on `ready`. Why it
+/// cannot be asked (a certificate the gateway does not trust) is logged
+/// when it changes.
 async fn probe(
-    client: Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
+    gateway: Arc<Gateway>,
     endpoint: String,
     (url, ready_path): (String, &'static str),
     stop: Arc<AtomicBool>,
@@ -516,21 +511,28 @@ async fn probe(
     ready: mpsc::UnboundedSender<(String, String)>,
 ) {
     let deadline = Instant::now() + limit;
-    let Ok(uri) = format!("{url}{ready_path}").parse::<hyper::Uri>() else {
-        tracing::warn!(endpoint, url, "replica URL is not valid");
-        return;
-    };
+    let mut last_error = String::new();
     while Instant::now() < deadline {
         if ready.is_closed() || stop.load(Ordering::Relaxed) {
             return;
         }
-        let attempt = tokio::time::timeout(Duration::from_secs(1), client.get(uri.clone())).await;
-        if let Ok(Ok(resp)) = attempt {
-            if resp.status().is_success() {
+        let attempt = tokio::time::timeout(
+            Duration::from_secs(1),
+            gateway.probe_ready(&url, ready_path),
+        )
+        .await;
+        match attempt {
+            Ok(Ok(true)) => {
                 tracing::info!(endpoint, url, "replica ready");
                 let _ = ready.send((endpoint, url));
                 return;
             }
+            // Refused connections are a server still starting: not worth a line.
+            Ok(Err(e)) if e != last_error && !e.contains("refused") => {
+                tracing::warn!(endpoint, url, "replica not reachable: {e}");
+                last_error = e;
+            }
+            _ => {}
         }
         tokio::time::sleep(every).await;
     }
@@ -614,7 +616,7 @@ mod tests {
             let gateway = gateway.clone();
             async move {
                 let req = hyper::Request::post("/v2/models/lin/infer")
-                    .body(http_body_util::Full::new(Bytes::from_static(b"{}")))
+                    .body(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")))
                     .unwrap();
                 gateway.handle_request(req).await.status()
             }

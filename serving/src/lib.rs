@@ -42,4 +42,5 @@ pub mod model;
 pub mod model_server;
 pub mod p2c;
 pub mod protocol;
+pub mod replica_stream;
 pub mod upstream;

@@ -22,6 +22,11 @@
 //! byte of answer) is replaced by a new connection once. Idle connections live in a
 //! pool per thread (the gateway runs one single-threaded runtime per core), so a
 //! request and its connection stay on one thread, with no lock.
+//!
+//! An `https://` replica is reached over TLS ([`crate::replica_stream`]): the
+//! handshake is part of connecting (within the connect timeout), and a
+//! certificate the gateway does not trust fails the connection with a line
+//! that says why.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -34,8 +39,11 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, StatusCode};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+
+use crate::replica_stream::{self, ReplicaTls};
 
 /// The longest response head read (status line and headers).
 pub const MAX_HEAD_BYTES: usize = 64 << 10;
@@ -69,6 +77,8 @@ pub struct Request<'a> {
     pub path_and_query: &'a str,
     /// `host:port`, also sent as `Host`.
     pub authority: &'a str,
+    /// For an `https://` replica: the name its certificate must hold.
+    pub tls: Option<&'a ServerName<'static>>,
     /// End-to-end headers only: no `Host`, `Content-Length` or hop-by-hop ones.
     pub headers: &'a HeaderMap,
     pub body: &'a Bytes,
@@ -89,7 +99,7 @@ pub enum ResponseBody {
 }
 
 struct Conn {
-    stream: TcpStream,
+    stream: replica_stream::Stream,
     /// Read buffer: `rbuf[..filled]` holds bytes read and not yet used.
     rbuf: Vec<u8>,
     filled: usize,
@@ -99,7 +109,7 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(stream: TcpStream) -> Conn {
+    fn new(stream: replica_stream::Stream) -> Conn {
         Conn {
             stream,
             rbuf: vec![0; READ_BUFFER],
@@ -112,16 +122,8 @@ impl Conn {
     /// Whether an idle connection can carry a request: nothing arrived on it since its
     /// last response (no end of stream, no stray bytes), as far as the reactor knows;
     /// when the reactor's readiness is stale, one non-blocking read settles it.
-    fn usable(&self) -> bool {
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        match self.stream.poll_read_ready(&mut cx) {
-            Poll::Pending => true,
-            Poll::Ready(Err(_)) => false,
-            Poll::Ready(Ok(())) => {
-                let mut probe = [0u8; 1];
-                matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-            }
-        }
+    fn usable(&mut self) -> bool {
+        self.stream.usable()
     }
 
     /// Reads more into `rbuf`, growing it (up to `max`) when full. Ready(Ok(0)) at the
@@ -173,6 +175,8 @@ pub struct Client {
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
     pub whole_up_to: u64,
+    /// TLS to `https://` replicas; None: the gateway reaches only `http://` ones.
+    pub tls: Option<ReplicaTls>,
 }
 
 /// How a response's body ends (RFC 9112 §6.3).
@@ -202,10 +206,7 @@ impl Client {
                 Err(Exchange::Failed(e)) => return Err(SendError::Failed(e)),
             }
         }
-        let mut c = self
-            .connect(req.authority)
-            .await
-            .map_err(SendError::Connect)?;
+        let mut c = self.connect(req).await.map_err(SendError::Connect)?;
         match exchange(&mut c, req).await {
             Ok(head) => self.finish(key, c, req, head).await,
             Err(Exchange::Stale) => Err(SendError::Failed(
@@ -215,8 +216,27 @@ impl Client {
         }
     }
 
-    async fn connect(&self, authority: &str) -> io::Result<Conn> {
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(authority))
+    /// A new connection to `req`'s replica: TCP, and TLS for an `https://` one,
+    /// within the connect timeout.
+    async fn connect(&self, req: &Request<'_>) -> io::Result<Conn> {
+        let tls = match (req.tls, &self.tls) {
+            (None, _) => None,
+            (Some(name), Some(t)) => Some((name, t)),
+            (Some(_), None) => {
+                return Err(io::Error::other(
+                    "the replica serves https, and the gateway has no CA to check its certificate: give the gateway --tls-ca",
+                ))
+            }
+        };
+        let open = async {
+            let tcp = TcpStream::connect(req.authority).await?;
+            tcp.set_nodelay(true)?;
+            match tls {
+                None => Ok(replica_stream::Stream::Plain(tcp)),
+                Some((name, t)) => t.handshake(tcp, name, req.authority).await,
+            }
+        };
+        let stream = tokio::time::timeout(self.connect_timeout, open)
             .await
             .map_err(|_| {
                 io::Error::new(
@@ -227,14 +247,26 @@ impl Client {
                     ),
                 )
             })??;
-        stream.set_nodelay(true)?;
         Ok(Conn::new(stream))
+    }
+
+    /// Sends `req` on a connection of its own, which is closed afterwards, and
+    /// returns the response's status (readiness probes: never pooled).
+    pub async fn probe(&self, req: &Request<'_>) -> Result<StatusCode, SendError> {
+        let mut c = self.connect(req).await.map_err(SendError::Connect)?;
+        match exchange(&mut c, req).await {
+            Ok(head) => Ok(head.status),
+            Err(Exchange::Stale) => Err(SendError::Failed(
+                "closed the connection without a response".into(),
+            )),
+            Err(Exchange::Failed(e)) => Err(SendError::Failed(e)),
+        }
     }
 
     fn take(&self, key: PoolKey) -> Option<Conn> {
         POOLS.with_borrow_mut(|p| {
             let idle = p.idle.get_mut(&key)?;
-            while let Some(c) = idle.pop() {
+            while let Some(mut c) = idle.pop() {
                 if c.idle_since.elapsed() < self.idle_timeout && c.usable() {
                     return Some(c);
                 }
@@ -356,6 +388,11 @@ async fn exchange(conn: &mut Conn, req: &Request<'_>) -> Result<Head, Exchange> 
             Err(e) => Err(e),
         }
     };
+    // TLS may hold written bytes back: out they go (nothing to do for TCP).
+    let written = match written {
+        Ok(()) => conn.stream.flush().await,
+        Err(e) => Err(e),
+    };
     if let Err(e) = written {
         return Err(match e.kind() {
             io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => Exchange::Stale,
@@ -380,7 +417,14 @@ async fn exchange(conn: &mut Conn, req: &Request<'_>) -> Result<Head, Exchange> 
             Ok(0) if !answered => return Err(Exchange::Stale),
             Ok(0) => return Err(Exchange::Failed("broke off its response head".into())),
             Ok(_) => answered = true,
-            Err(e) if !answered && e.kind() == io::ErrorKind::ConnectionReset => {
+            // A TLS replica that closed without close_notify reads as UnexpectedEof.
+            Err(e)
+                if !answered
+                    && matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof
+                    ) =>
+            {
                 return Err(Exchange::Stale)
             }
             Err(e) => {
@@ -811,6 +855,7 @@ mod tests {
                 method: &Method::POST,
                 path_and_query: "/v2/models/m/infer?a=b",
                 authority: "10.0.0.5:8000",
+                tls: None,
                 headers: &headers,
                 body: &body,
             },
@@ -827,6 +872,7 @@ mod tests {
                 method: &Method::GET,
                 path_and_query: "/v2/models/m",
                 authority: "h:1",
+                tls: None,
                 headers: &HeaderMap::new(),
                 body: &empty,
             },
@@ -907,6 +953,7 @@ mod tests {
             connect_timeout: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(90),
             whole_up_to: 1 << 20,
+            tls: None,
         }
     }
 
@@ -932,6 +979,7 @@ mod tests {
                     method: &method,
                     path_and_query: "/v2/models/m/infer",
                     authority: addr,
+                    tls: None,
                     headers: &headers,
                     body: &body,
                 },
@@ -1074,6 +1122,7 @@ mod tests {
                     method: &Method::GET,
                     path_and_query: "/chunked",
                     authority: &addr,
+                    tls: None,
                     headers: &headers,
                     body: &body,
                 },

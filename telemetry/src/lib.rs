@@ -12,7 +12,10 @@
 //! ```
 //!
 //! The server takes its listener and shutdown signal from outside, so tests
-//! run it on `127.0.0.1:0`.
+//! run it on `127.0.0.1:0`. With TLS ([`serve_with`]) it speaks HTTPS with
+//! the process's certificate (Prometheus: `scheme: https` and the cluster's
+//! CA as `tls_config.ca_file`); a plain HTTP request there gets a `400`
+//! that says to use https.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -45,11 +48,22 @@ pub fn register_build_info(registry: &Registry, component: &str) -> prometheus::
 /// Reports whether the process is healthy, with a short reason when it is not.
 pub type HealthCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
-/// Serve `/metrics` and `/healthz` until `shutdown` resolves.
+/// Serve `/metrics` and `/healthz` in plain HTTP until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
     registry: Registry,
     health: HealthCheck,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve_with(listener, registry, health, None, shutdown).await
+}
+
+/// [`serve`], over TLS (HTTPS) when `tls` is given.
+pub async fn serve_with(
+    listener: TcpListener,
+    registry: Registry,
+    health: HealthCheck,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
     let registry = Arc::new(registry);
@@ -68,6 +82,7 @@ pub async fn serve(
         };
         let registry = registry.clone();
         let health = health.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let registry = registry.clone();
@@ -75,9 +90,21 @@ pub async fn serve(
                 async move { Ok::<_, Infallible>(handle(&req, &registry, &health)) }
             });
             // Errors here are a client hanging up or sending garbage: nothing to do.
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            let http = hyper::server::conn::http1::Builder::new();
+            match tls {
+                None => {
+                    let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                }
+                Some(acceptor) => {
+                    let limit = gpuctl_security::tls::HANDSHAKE_TIMEOUT;
+                    match gpuctl_security::tls::accept_http(&acceptor, stream, limit).await {
+                        Ok(s) => {
+                            let _ = http.serve_connection(TokioIo::new(s), svc).await;
+                        }
+                        Err(e) => tracing::debug!("metrics connection: {e}"),
+                    }
+                }
+            }
         });
     }
 }
@@ -187,6 +214,50 @@ mod tests {
         assert_eq!(call(addr, "GET", "/nope").await.0, 404);
         assert_eq!(call(addr, "POST", "/metrics").await.0, 405);
 
+        let _ = stop.send(());
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn serves_https_with_the_process_certificate_and_refuses_plain_http() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = gpuctl_security::ca::ensure_dev(dir.path()).unwrap();
+        let tls = files.tls_files().load().unwrap();
+        let registry = Registry::new();
+        register_build_info(&registry, "test").unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let health: HealthCheck = Arc::new(|| Ok(()));
+        let server = tokio::spawn(serve_with(
+            listener,
+            registry,
+            health,
+            Some(tls.acceptor(None).unwrap()),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        // Prometheus' side: https, checked against the cluster CA.
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(tls.rustls_client().unwrap()));
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let mut s = connector.connect(name, tcp).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        let out = String::from_utf8_lossy(&out);
+        assert!(out.starts_with("HTTP/1.0 200"), "{out}");
+        assert!(out.contains("gpuctl_build_info"), "{out}");
+        // Plain HTTP on the HTTPS port: a 400 that says so.
+        let (code, body) = call(addr, "GET", "/metrics").await;
+        assert_eq!(code, 400);
+        assert_eq!(
+            body,
+            "this port speaks HTTPS: use https:// (and the cluster's CA)\n"
+        );
         let _ = stop.send(());
         server.await.unwrap();
     }

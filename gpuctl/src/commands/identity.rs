@@ -151,6 +151,10 @@ pub(crate) async fn cmd_admin(cx: &mut Ctx, command: AdminCommand) -> Result<u8>
             };
             eprintln!("token id {} ({expires}); it is shown only once", t.id);
         }
+        // Offline: `dispatch` runs it before any connection.
+        command @ AdminCommand::NodeCa { .. } => {
+            super::node_ca::cmd_node_ca(command)?;
+        }
         AdminCommand::RevokeToken { id } => {
             let req = pb::RevokeTokenRequest { id: id.clone() };
             cx.call(

@@ -423,6 +423,16 @@ impl Plan {
             a.extend(["--runtime".into(), "podman".into()]);
         }
         a.extend(self.tls_args());
+        if !self.insecure {
+            // The dev nodes' CA: each node signs its replicas' certificates.
+            let f = self.tls_files();
+            a.extend([
+                "--replica-ca-cert".into(),
+                f.node_ca.display().to_string(),
+                "--replica-ca-key".into(),
+                f.node_ca_key.display().to_string(),
+            ]);
+        }
         a
     }
 }
@@ -567,7 +577,8 @@ mod tests {
         );
         assert_eq!(
             p.node_args(2, "http://127.0.0.1:7000").join(" "),
-            "--server http://127.0.0.1:7000 --name dev-node-2 --gpus 4xH100-80GB --gpus 2xA100-40GB --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --work-dir /s/node-2 --artifact-dir /s/artifacts --ready-file /s/node-2.ready.json --join-token-file /s/join.token --tls-cert /s/tls/cluster.pem --tls-key /s/tls/cluster-key.pem --tls-ca /s/tls/ca.pem"
+            "--server http://127.0.0.1:7000 --name dev-node-2 --gpus 4xH100-80GB --gpus 2xA100-40GB --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --work-dir /s/node-2 --artifact-dir /s/artifacts --ready-file /s/node-2.ready.json --join-token-file /s/join.token --tls-cert /s/tls/cluster.pem --tls-key /s/tls/cluster-key.pem --tls-ca /s/tls/ca.pem \
+             --replica-ca-cert /s/tls/node-ca.pem --replica-ca-key /s/tls/node-ca-key.pem"
         );
         assert_eq!(
             p.gateway_args("http://127.0.0.1:7000").join(" "),

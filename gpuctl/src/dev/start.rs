@@ -240,8 +240,9 @@ pub(super) fn remove_context_if_ours(config_dir: &Path, ours: &Context) {
 
 /// What `gpuctl dev` prints once the cluster is up.
 pub(super) fn summary(plan: &Plan, s: &Started, ctx_path: Option<&Path>) -> String {
-    let url = |a: &str| format!("http://{a}");
-    let agent = |a: &str| format!("{}://{a}", plan.scheme());
+    // Every process's /metrics speaks TLS when the cluster does.
+    let url = |a: &str| format!("{}://{a}", plan.scheme());
+    let agent = url;
     let mut o = String::from("\ngpuctl dev: cluster is up\n\n");
     for (i, sch) in s.schedulers.iter().enumerate() {
         let label = format!("scheduler {}", i + 1);

@@ -165,6 +165,8 @@ pub struct ReconcilerConfig {
     pub secrets_dir: PathBuf,
     /// What confines tasks on this host (cgroups, private `/tmp`).
     pub isolation: Arc<Isolation>,
+    /// What endpoint replicas get for TLS.
+    pub replica_tls: crate::replica_tls::ReplicaTls,
 }
 
 /// Owns the local task table; see the module docs.
@@ -390,23 +392,12 @@ impl Reconciler {
                 }
             }
         }
-        if !a.secret_error.is_empty() {
-            let message = format!("cannot start the task: {}", a.secret_error);
+        // Its secret files, and a replica's certificate.
+        let owner = run_as.as_ref().map(|r| (r.uid, r.gid));
+        let root = &self.cfg.secrets_dir;
+        if let Err(message) = self.cfg.replica_tls.task_files(a, root, owner, &mut env) {
             runtime::note_in_log(&log, &message);
             return (Err(runtime::StartError::new(127, message)), 0);
-        }
-        if !a.secret_files.is_empty() {
-            let owner = run_as.as_ref().map(|r| (r.uid, r.gid));
-            match secrets::write(&self.cfg.secrets_dir, key, &a.secret_files, owner) {
-                Ok(dir) => {
-                    env.insert("GPUCTL_SECRETS_DIR".into(), dir.display().to_string());
-                }
-                Err(e) => {
-                    let message = format!("cannot give the task its secret files: {e}");
-                    runtime::note_in_log(&log, &message);
-                    return (Err(runtime::StartError::new(127, message)), 0);
-                }
-            }
         }
         let command = runtime::resolve_sibling_program(&a.command);
         // A program or working directory under `/tmp` stays visible in the

@@ -312,6 +312,8 @@ impl Harness {
             token_file: None,
             join_token_file: join,
             tls: None,
+            replica_ca: None,
+            metrics_insecure: false,
             isolation: gpuctl_node::isolation::Options {
                 runtime: self.runtime.clone(),
                 ..Default::default()

@@ -68,6 +68,9 @@ pub(super) fn assignments_for(
             cpu_milli: spec.resources.cpu.as_ref().map_or(0, |c| c.0),
             memory_bytes: spec.resources.memory.as_ref().map_or(0, |m| m.0),
             image: spec.image.clone().unwrap_or_default(),
+            serve_plaintext: endpoint_of(job)
+                .and_then(|e| st.endpoints.get(e))
+                .is_some_and(|e| !e.spec.serves_tls()),
         });
     }
     tasks.sort_by(|a, b| (&a.job, a.task_index).cmp(&(&b.job, b.task_index)));

@@ -66,6 +66,10 @@ pub struct ServiceOptions {
     /// How callers are authenticated (off by default: every caller is an
     /// anonymous admin).
     pub auth: auth::AuthOptions,
+    /// `/metrics` and `/healthz` in plain HTTP although TLS is configured
+    /// (`--metrics-insecure`); otherwise they speak HTTPS with the TLS
+    /// certificate.
+    pub metrics_insecure: bool,
 }
 
 impl Default for ServiceOptions {
@@ -74,6 +78,7 @@ impl Default for ServiceOptions {
             heartbeat_interval: Duration::from_secs(1),
             max_wait: Duration::from_secs(300),
             auth: auth::AuthOptions::default(),
+            metrics_insecure: false,
         }
     }
 }

@@ -428,6 +428,33 @@ mod tests {
         h.run("lin-replica-1", 1, 20002);
         let r = h.replicas();
         assert_eq!(r[0].url.as_deref(), Some("http://127.0.0.1:20001"));
+        // A node with TLS (its agent speaks https) gives its replicas
+        // certificates: they are reached over https, unless the endpoint's
+        // own server speaks plain HTTP (`server.tls: false`).
+        for n in h.s.nodes.values_mut() {
+            n.status.agent_endpoint = n.status.agent_endpoint.replace("http://", "https://");
+        }
+        assert_eq!(
+            h.replicas()[0].url.as_deref(),
+            Some("https://127.0.0.1:20001")
+        );
+        let model = h.s.endpoints["lin"].spec.clone();
+        let mut plain = model.clone();
+        assert!(plain.serves_tls());
+        plain.model = None;
+        plain.server = Some(
+            serde_json::from_value(serde_json::json!({"command": ["vllm"], "tls": false})).unwrap(),
+        );
+        assert!(!plain.serves_tls());
+        h.s.endpoints.get_mut("lin").unwrap().spec = plain;
+        assert_eq!(
+            h.replicas()[0].url.as_deref(),
+            Some("http://127.0.0.1:20001")
+        );
+        h.s.endpoints.get_mut("lin").unwrap().spec = model;
+        for n in h.s.nodes.values_mut() {
+            n.status.agent_endpoint = n.status.agent_endpoint.replace("https://", "http://");
+        }
         assert!(r.iter().all(|r| r.serving()));
 
         // Scale down: the newest running replica drains; its job keeps running.

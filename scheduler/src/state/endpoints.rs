@@ -46,8 +46,9 @@ pub fn replica_job(ep: &Endpoint, job_name: &str) -> Job {
                 ep.metadata.name.clone(),
                 "--listen".into(),
                 "0.0.0.0".into(),
-                // The gateway reaches replicas over plain HTTP.
-                "--insecure".into(),
+                // HTTPS with the certificate the node gives the replica
+                // ($GPUCTL_TLS_CERT, $GPUCTL_TLS_KEY); plain HTTP only on a
+                // node started with --insecure ($GPUCTL_INSECURE).
                 "--max-batch-size".into(),
                 spec.batching.max_batch_size.to_string(),
                 "--max-delay-ms".into(),

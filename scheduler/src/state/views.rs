@@ -33,6 +33,7 @@ impl State {
     /// URL filled in from its job and node.
     pub fn endpoint_view(&self, name: &str) -> Option<Endpoint> {
         let mut e = self.endpoints.get(name)?.clone();
+        let tls = e.spec.serves_tls();
         for r in &mut e.status.replicas {
             let task = self.jobs.get(&r.job).and_then(|j| j.status.tasks.first());
             r.phase = task.map(|t| t.phase);
@@ -45,7 +46,11 @@ impl State {
                 } else {
                     node.status.address.clone()
                 };
-                Some(format!("http://{host}:{port}"))
+                // A node with TLS gives its replicas certificates (its
+                // agent endpoint is https): the gateway reaches them over https.
+                let https = tls && node.status.agent_endpoint.starts_with("https://");
+                let scheme = if https { "https" } else { "http" };
+                Some(format!("{scheme}://{host}:{port}"))
             });
             if let Some(p) = task.and_then(|t| t.port) {
                 r.port = p;

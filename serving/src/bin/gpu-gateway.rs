@@ -10,6 +10,7 @@ use clap::Parser;
 use gpuctl_serving::cluster::{self, ClusterConfig};
 use gpuctl_serving::gateway::{self, Gateway, GatewayConfig, NoScaleUp, ScaleUp};
 use gpuctl_serving::grpc;
+use gpuctl_serving::replica_stream::ReplicaTls;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -151,6 +152,11 @@ async fn main() -> anyhow::Result<()> {
         response_timeout: Duration::from_secs(args.response_timeout_secs),
         header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
         body_read_timeout: Duration::from_secs(args.body_read_timeout_secs),
+        // https:// replicas are checked against the same CA as the scheduler.
+        replica_tls: match &tls {
+            Some(t) => Some(ReplicaTls::new(t).map_err(anyhow::Error::msg)?),
+            None => None,
+        },
         ..GatewayConfig::default()
     };
     let (wake_tx, wake_rx) = tokio::sync::mpsc::unbounded_channel::<String>();

@@ -51,19 +51,30 @@ struct Args {
     /// Threads one model run's matrix products may use (0: one per CPU core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// Serve HTTPS with this PEM certificate (with --tls-key); plaintext without.
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    /// Serve HTTPS with this PEM certificate (with --tls-key); plaintext
+    /// without. On a gpuctl node, the certificate the node gave the replica.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_key",
+        env = "GPUCTL_TLS_CERT"
+    )]
     tls_cert: Option<PathBuf>,
     /// PEM private key of --tls-cert.
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_cert",
+        env = "GPUCTL_TLS_KEY"
+    )]
     tls_key: Option<PathBuf>,
     /// Also serve the V2 protocol over gRPC (`inference.GRPCInferenceService`) on
     /// this port (0 picks a free one and prints it), with the same TLS.
     #[arg(long, env = "GRPC_PORT")]
     grpc_port: Option<u16>,
     /// Serve plaintext HTTP on an address beyond this host (plaintext on
-    /// loopback needs no flag).
-    #[arg(long, conflicts_with = "tls_cert")]
+    /// loopback needs no flag). Set by a node started with --insecure.
+    #[arg(long, conflicts_with = "tls_cert", env = "GPUCTL_INSECURE")]
     insecure: bool,
 }
 

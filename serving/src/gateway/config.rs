@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::http;
+use crate::replica_stream::ReplicaTls;
 
 /// Asked to bring an endpoint up from zero replicas ([`crate::cluster`] forwards it
 /// to the scheduler's endpoint controller); it must not block.
@@ -49,6 +50,9 @@ pub struct GatewayConfig {
     pub header_read_timeout: Duration,
     /// How long a client may take to send a request's body before 408.
     pub body_read_timeout: Duration,
+    /// TLS to `https://` replicas (the CA the gateway trusts); None: only
+    /// `http://` replicas can be reached.
+    pub replica_tls: Option<ReplicaTls>,
 }
 
 impl Default for GatewayConfig {
@@ -62,6 +66,7 @@ impl Default for GatewayConfig {
             response_timeout: Duration::from_secs(300),
             header_read_timeout: http::HEADER_READ_TIMEOUT,
             body_read_timeout: http::BODY_READ_TIMEOUT,
+            replica_tls: None,
         }
     }
 }

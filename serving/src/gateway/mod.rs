@@ -28,7 +28,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::{Body, Incoming};
 use hyper::header::{EXPECT, HOST};
-use hyper::{Request, Response, StatusCode, Uri};
+use hyper::{Request, Response, StatusCode};
 use prometheus::{Histogram, IntCounter, IntGauge, Registry};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -41,6 +41,7 @@ mod config;
 mod lookup;
 mod metrics;
 mod openai;
+mod target;
 use crate::p2c::{self, Rng, SplitMix64};
 use crate::upstream::{self, ResponseBody, SendError};
 pub use auth::API_KEY_HEADER;
@@ -48,6 +49,7 @@ use body::{whole, InFlight};
 pub use body::{GatewayBody, Streamed};
 pub use config::{GatewayConfig, NoScaleUp, ScaleUp};
 use metrics::Metrics;
+use target::{parse_base, Target};
 
 /// How a request for an endpoint the gateway does not know gets a fresh answer
 /// before 404, when the gateway follows a scheduler ([`crate::cluster`]): an
@@ -69,32 +71,13 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
 /// One replica: where it is and how busy the gateway keeps it.
 #[derive(Debug)]
 pub struct Replica {
-    /// `http://host:port`, no trailing slash.
+    /// `http://host:port` or `https://host:port`, no trailing slash.
     base: String,
-    /// `host:port` of `base`, parsed once, or why it has none.
-    authority: Result<String, String>,
+    /// `base`, parsed once, or why it cannot be reached.
+    target: Result<Target, String>,
     /// Names its idle connections in the per-thread pools; never reused.
     id: u64,
     outstanding: AtomicUsize,
-}
-
-/// The `host:port` of a replica's base URL, or why it has none.
-fn parse_base(base: &str) -> Result<String, String> {
-    let uri: Uri = base
-        .parse()
-        .map_err(|e| format!("replica URL {base:?} is not a valid URL: {e}"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(format!(
-            "replica URL {base:?} must start with http:// (replicas speak plain HTTP/1.1)"
-        ));
-    }
-    let Some(authority) = uri.authority() else {
-        return Err(format!(
-            "replica URL {base:?} needs a host (http://host:port)"
-        ));
-    };
-    let port = authority.port_u16().unwrap_or(80);
-    Ok(format!("{}:{port}", authority.host()))
 }
 
 impl Replica {
@@ -213,6 +196,7 @@ impl Gateway {
                 connect_timeout: config.connect_timeout,
                 idle_timeout: config.pool_idle_timeout,
                 whole_up_to: BUFFER_RESPONSES_UP_TO,
+                tls: config.replica_tls.clone(),
             },
             config,
             endpoints: Mutex::new(HashMap::new()),
@@ -265,7 +249,7 @@ impl Gateway {
                 .unwrap_or_else(|| {
                     static NEXT_REPLICA: AtomicU64 = AtomicU64::new(0);
                     Arc::new(Replica {
-                        authority: parse_base(&base),
+                        target: parse_base(&base),
                         id: NEXT_REPLICA.fetch_add(1, Ordering::Relaxed),
                         base,
                         outstanding: AtomicUsize::new(0),
@@ -649,8 +633,8 @@ impl Gateway {
                 continue;
             };
             let replica = slot.0.clone();
-            let authority = match &replica.authority {
-                Ok(a) => a,
+            let target = match &replica.target {
+                Ok(t) => t,
                 Err(e) => {
                     return whole(http::error(
                         StatusCode::BAD_GATEWAY,
@@ -661,7 +645,8 @@ impl Gateway {
             let request = upstream::Request {
                 method: &method,
                 path_and_query,
-                authority,
+                authority: &target.authority,
+                tls: target.tls.as_ref(),
                 headers: &headers,
                 body: &body,
             };
@@ -735,6 +720,30 @@ fn backing_off(endpoint: &str, ep: &Endpoint) -> Option<Response<Full<Bytes>>> {
 }
 
 impl Gateway {
+    /// Whether the replica at `url` answers `GET PATH` (`/v2/health/ready`,
+    /// or `/health` for an OpenAI server) with 2xx,
+    /// on a connection of its own (TLS for `https://`); Err says why it
+    /// could not be asked (a certificate the gateway does not trust, ...).
+    pub async fn probe_ready(&self, url: &str, path: &str) -> Result<bool, String> {
+        let base = url.trim_end_matches('/');
+        let target = parse_base(base)?;
+        let headers = hyper::HeaderMap::new();
+        let body = Bytes::new();
+        let req = upstream::Request {
+            method: &hyper::Method::GET,
+            path_and_query: path,
+            authority: &target.authority,
+            tls: target.tls.as_ref(),
+            headers: &headers,
+            body: &body,
+        };
+        match self.client.probe(&req).await {
+            Ok(status) => Ok(status.is_success()),
+            Err(SendError::Connect(e)) => Err(e.to_string()),
+            Err(SendError::Failed(e)) => Err(format!("replica {base} {e}")),
+        }
+    }
+
     fn upstream_error(&self, endpoint: &str, replica: &Replica, kind: &str) {
         self.metrics
             .upstream_errors
