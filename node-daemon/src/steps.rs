@@ -33,7 +33,7 @@ use gpuctl_proto::v1::{ArtifactRef, StepIo, StepOutputs};
 use crate::isolation::PrivateTmp;
 use crate::owner::{self, RunAs};
 
-/// Most bytes of standard output kept as `outputs.result`.
+/// Most bytes of standard output kept as `outputs.result` (the last ones).
 pub const MAX_RESULT_BYTES: u64 = 256 * 1024;
 /// Most bytes of an output parameter file.
 pub const MAX_PARAMETER_BYTES: u64 = 256 * 1024;
@@ -337,6 +337,22 @@ pub fn prepare(
     })
 }
 
+/// The last `limit` bytes of a file (plus one, so that a final newline,
+/// which the run trims, does not cost a byte of output): Argo keeps the end
+/// of a long standard output as `outputs.result`.
+fn read_tail(path: &Path, limit: u64, uid: Option<u32>) -> std::io::Result<String> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = owner::open_owned(path, uid)?;
+    let len = f.metadata()?.len();
+    let keep = limit + 1;
+    if len > keep {
+        f.seek(SeekFrom::Start(len - keep))?;
+    }
+    let mut buf = Vec::new();
+    f.take(keep).read_to_end(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
 fn read_bounded(path: &Path, limit: u64, uid: Option<u32>) -> std::io::Result<String> {
     let f = owner::open_owned(path, uid)?;
     let mut buf = Vec::new();
@@ -356,7 +372,7 @@ pub fn collect(
 ) -> StepOutputs {
     let mut out = StepOutputs::default();
     if let Some(p) = &prepared.stdout {
-        if let Ok(s) = read_bounded(p, MAX_RESULT_BYTES, uid) {
+        if let Ok(s) = read_tail(p, MAX_RESULT_BYTES, uid) {
             out.has_result = true;
             out.result = s;
         }
@@ -549,6 +565,12 @@ mod tests {
         assert_eq!(o.parameters["p"], "42");
         assert_eq!(o.result, "hello\n");
         assert_eq!(o.artifacts, ["model"]);
+        // A long output keeps its end, as Argo does.
+        let long = format!("{}END\n", "x".repeat(MAX_RESULT_BYTES as usize + 100));
+        std::fs::write(dir.join("stdout"), &long).unwrap();
+        let o = collect(&p, &io, false, &store, None);
+        assert_eq!(o.result.len(), MAX_RESULT_BYTES as usize + 1);
+        assert!(o.result.ends_with("xEND\n"));
         // A later step gets the artifact placed at its own path.
         let io2 = StepIo {
             input_artifacts: vec![aref("model", "in/m.bin", "wf.a")],

@@ -241,8 +241,8 @@ fn known_but_unsupported_fields_say_so() {
             "  - name: diamond\n    dag:",
             "  - name: diamond\n    steps: []\n    dag:",
         ),
-        "spec.templates[0].steps",
-        &["not supported", "dag"],
+        "spec.templates[0]",
+        &["exactly one of `dag`, `steps`"],
     );
 }
 

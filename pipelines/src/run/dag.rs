@@ -4,6 +4,7 @@
 
 use super::graph::DagInfo;
 use super::node::{Node, NodeOutputs, NodePhase, NodeType};
+use super::scope::TaskScope;
 use super::state::Run;
 use crate::expr::TaskResults;
 use crate::spec::{DagTask, Template};
@@ -205,6 +206,17 @@ impl Run {
     ) -> (NodeOutputs, Option<String>) {
         let all: Vec<usize> = (0..tasks.len()).collect();
         let scope = self.dag_scope(dag_node, tasks, &all);
+        self.composite_outputs(tmpl, &scope)
+    }
+
+    /// The outputs of a succeeded DAG or steps template, from `scope` (its
+    /// children's outputs); the second value is why the node is an Error
+    /// instead (the last output that could not be resolved), if any.
+    pub(super) fn composite_outputs(
+        &self,
+        tmpl: &Template,
+        scope: &TaskScope,
+    ) -> (NodeOutputs, Option<String>) {
         let mut outputs = NodeOutputs::default();
         let mut problem = None;
         for p in tmpl.output_parameters() {

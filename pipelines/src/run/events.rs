@@ -147,7 +147,7 @@ impl Run {
         };
         let mut message = outcome.message.clone();
         let mut outputs = NodeOutputs {
-            result: outcome.result.as_ref().map(|r| r.trim_end().to_string()),
+            result: outcome.result.as_deref().map(argo_result),
             ..Default::default()
         };
         if phase == NodePhase::Succeeded {
@@ -338,9 +338,24 @@ impl Run {
             let why = if ty == NodeType::Pod {
                 "Step exceeded its deadline (activeDeadlineSeconds)"
             } else {
-                "DAG exceeded its deadline (activeDeadlineSeconds)"
+                "Template exceeded its deadline (activeDeadlineSeconds)"
             };
             self.fail_subtree(&id, why, now_ms);
         }
     }
+}
+
+/// Most bytes of `outputs.result`.
+const MAX_RESULT_BYTES: usize = 256 * 1024;
+
+/// A step's standard output as Argo keeps it for `outputs.result`: one
+/// final newline trimmed, then the last 256 KiB (cut at a character
+/// boundary).
+fn argo_result(out: &str) -> String {
+    let out = out.strip_suffix('\n').unwrap_or(out);
+    let mut start = out.len().saturating_sub(MAX_RESULT_BYTES);
+    while !out.is_char_boundary(start) {
+        start += 1;
+    }
+    out[start..].to_string()
 }

@@ -97,7 +97,15 @@ impl Run {
             input_artifacts: n.inputs.artifacts.values().cloned().collect(),
             output_parameters,
             output_artifacts,
+            capture_result: t.script.is_some() || self.result_referenced(),
         })
+    }
+}
+
+impl Run {
+    /// Whether anything in the workflow reads an `outputs.result`.
+    fn result_referenced(&self) -> bool {
+        serde_json::to_string(&self.workflow).is_ok_and(|s| s.contains("outputs.result"))
     }
 }
 

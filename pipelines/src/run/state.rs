@@ -226,10 +226,18 @@ impl Run {
         self.nodes.get(id)
     }
 
-    /// The node of a task of the top-level DAG, by task name.
+    /// The node of a task of the top-level DAG (or of a step of the
+    /// top-level steps template), by name.
     pub fn task_node(&self, task: &str) -> Option<&Node> {
         let root = self.nodes.get(&self.root)?;
-        self.nodes.get(root.task_nodes.get(task)?)
+        if let Some(id) = root.task_nodes.get(task) {
+            return self.nodes.get(id);
+        }
+        root.children
+            .iter()
+            .filter_map(|g| self.nodes.get(g))
+            .filter(|g| g.node_type == NodeType::StepGroup)
+            .find_map(|g| self.nodes.get(g.task_nodes.get(task)?))
     }
 
     /// Steps launched and not yet reported finished (for a new leader to

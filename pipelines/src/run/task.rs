@@ -11,8 +11,9 @@ use crate::validate::MAX_FAN_OUT;
 use crate::vars::{sole_var, substitute, Scope};
 
 impl Run {
-    /// Start task `task` of DAG `dag_id`: expand, check `when`, resolve
-    /// arguments, and create its nodes.
+    /// Start task `task` of DAG `dag_id` (or a step of the step group
+    /// `dag_id`): expand, check `when`, resolve arguments, and create its
+    /// nodes.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn start_task(
         &mut self,
@@ -165,7 +166,7 @@ impl Run {
             Ok(inputs) => inputs,
             Err(msg) => return done(NodePhase::Error, msg),
         };
-        let depth = if callee.dag.is_some() {
+        let depth = if callee.is_composite() {
             depth + 1
         } else {
             depth

@@ -20,6 +20,11 @@ pub struct DagTemplate {
     pub target: Option<String>,
 }
 
+/// One step of a `steps` template. Argo's step has the fields of a DAG
+/// task but `dependencies` and `depends` (its group decides when it runs);
+/// validation refuses those two in a step with that reason.
+pub type WorkflowStep = DagTask;
+
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct DagTask {

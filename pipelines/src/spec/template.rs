@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::container::{Container, Script};
-use super::dag::DagTemplate;
+use super::dag::{DagTemplate, WorkflowStep};
 use super::io::{Artifact, Inputs, Outputs, Parameter};
 use super::scalar::{AnyString, Ignored, IntOrString, Unsupported};
 
@@ -19,6 +19,10 @@ pub struct Template {
     pub outputs: Option<Outputs>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dag: Option<DagTemplate>,
+    /// `steps:`: groups run one after another, the steps of a group in
+    /// parallel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<Vec<WorkflowStep>>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<Container>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -48,8 +52,6 @@ pub struct Template {
     pub archive_location: Ignored,
 
     #[serde(default, skip_serializing)]
-    pub steps: Unsupported,
-    #[serde(default, skip_serializing)]
     pub resource: Unsupported,
     #[serde(default, skip_serializing)]
     pub suspend: Unsupported,
@@ -78,15 +80,22 @@ pub struct Template {
 }
 
 impl Template {
-    /// `dag`, `container` or `script`.
+    /// `dag`, `steps`, `container` or `script`.
     pub fn kind(&self) -> &'static str {
         if self.dag.is_some() {
             "dag"
+        } else if self.steps.is_some() {
+            "steps"
         } else if self.script.is_some() {
             "script"
         } else {
             "container"
         }
+    }
+
+    /// A `dag` or `steps` template: one that calls other templates.
+    pub fn is_composite(&self) -> bool {
+        self.dag.is_some() || self.steps.is_some()
     }
 
     pub fn input_parameters(&self) -> &[Parameter] {

@@ -29,6 +29,9 @@ pub(super) struct VarCtx<'a> {
     pub(super) leaf: bool,
     /// An artifact `from`: `tasks.X.outputs.artifacts.Y`, `inputs.artifacts.Y`.
     pub(super) artifact: bool,
+    /// `dag` holds the steps of a steps template: they are named
+    /// `steps.X`, not `tasks.X`.
+    pub(super) steps: bool,
 }
 
 /// One error for each of `fields` that is set: Argo has it, gpuctl does

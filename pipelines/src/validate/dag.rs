@@ -60,6 +60,7 @@ impl<'a> Validator<'a> {
                 item,
                 leaf: false,
                 artifact: false,
+                steps: false,
             };
             self.task_refs(&tp, task, ctx);
             self.task_required_inputs(&tp, task);
@@ -71,7 +72,13 @@ impl<'a> Validator<'a> {
             item: false,
             leaf: false,
             artifact: false,
+            steps: false,
         };
+        self.composite_output_refs(p, t, ctx);
+    }
+
+    /// What a DAG's or steps template's outputs refer to.
+    pub(super) fn composite_output_refs(&mut self, p: &str, t: &Template, ctx: VarCtx<'_>) {
         for (j, op) in t.output_parameters().iter().enumerate() {
             if let Some(s) = op.value_from.as_ref().and_then(|v| v.parameter.as_ref()) {
                 self.check_str(
@@ -115,60 +122,13 @@ impl<'a> Validator<'a> {
         let mut seen = BTreeSet::new();
         for (j, task) in d.tasks.iter().enumerate() {
             let tp = format!("{dp}.tasks[{j}]");
-            if !valid_task_name(&task.name) {
-                self.err(format!("{tp}.name"), format!("{:?} is not a valid task name: use letters, digits, '-' and '_', starting with a letter or digit", task.name));
-            } else if !seen.insert(task.name.as_str()) {
-                self.err(
-                    format!("{tp}.name"),
-                    format!("duplicate task name {:?}", task.name),
-                );
-            }
-            unsupported(
-                &mut self.errors,
-                &tp,
-                &[
-                    ("templateRef", &task.template_ref),
-                    ("withSequence", &task.with_sequence),
-                    ("onExit", &task.on_exit),
-                    ("hooks", &task.hooks),
-                    ("inline", &task.inline),
-                ],
-                "",
-            );
-            match &task.template {
-                None => self.err(
-                    format!("{tp}.template"),
-                    "missing: the template this task runs",
-                ),
-                Some(n) if self.wf.template(n).is_none() => self.err(
-                    format!("{tp}.template"),
-                    format!("no template named {n:?}{}", self.known_templates()),
-                ),
-                Some(_) => {}
-            }
+            self.task_common(&tp, task, "task", &mut seen);
             if task.dependencies.is_some() && task.depends.is_some() {
                 self.err(
                     format!("{tp}.depends"),
                     "use either `depends` or `dependencies`, not both",
                 );
                 continue;
-            }
-            if task.with_items.is_some() && task.with_param.is_some() {
-                self.err(
-                    format!("{tp}.withParam"),
-                    "use either `withItems` or `withParam`, not both",
-                );
-            }
-            if let Some(items) = &task.with_items {
-                if items.len() > MAX_FAN_OUT {
-                    self.err(
-                        format!("{tp}.withItems"),
-                        format!(
-                            "{} items is more than the limit of {MAX_FAN_OUT}",
-                            items.len()
-                        ),
-                    );
-                }
             }
             let field = if task.depends.is_some() {
                 "depends"
@@ -232,8 +192,68 @@ impl<'a> Validator<'a> {
         Some(deps)
     }
 
+    /// What every DAG task and step needs: a valid, unique name, a template
+    /// that exists, and at most one kind of fan-out. `what` is "task" or
+    /// "step", for errors.
+    pub(super) fn task_common<'t>(
+        &mut self,
+        tp: &str,
+        task: &'t DagTask,
+        what: &str,
+        seen: &mut BTreeSet<&'t str>,
+    ) {
+        if !valid_task_name(&task.name) {
+            self.err(format!("{tp}.name"), format!("{:?} is not a valid {what} name: use letters, digits, '-' and '_', starting with a letter or digit", task.name));
+        } else if !seen.insert(task.name.as_str()) {
+            self.err(
+                format!("{tp}.name"),
+                format!("duplicate {what} name {:?}", task.name),
+            );
+        }
+        unsupported(
+            &mut self.errors,
+            &tp,
+            &[
+                ("templateRef", &task.template_ref),
+                ("withSequence", &task.with_sequence),
+                ("onExit", &task.on_exit),
+                ("hooks", &task.hooks),
+                ("inline", &task.inline),
+            ],
+            "",
+        );
+        match &task.template {
+            None => self.err(
+                format!("{tp}.template"),
+                "missing: the template this task runs",
+            ),
+            Some(n) if self.wf.template(n).is_none() => self.err(
+                format!("{tp}.template"),
+                format!("no template named {n:?}{}", self.known_templates()),
+            ),
+            Some(_) => {}
+        }
+        if task.with_items.is_some() && task.with_param.is_some() {
+            self.err(
+                format!("{tp}.withParam"),
+                "use either `withItems` or `withParam`, not both",
+            );
+        }
+        if let Some(items) = &task.with_items {
+            if items.len() > MAX_FAN_OUT {
+                self.err(
+                    format!("{tp}.withItems"),
+                    format!(
+                        "{} items is more than the limit of {MAX_FAN_OUT}",
+                        items.len()
+                    ),
+                );
+            }
+        }
+    }
+
     /// What a task's `when`, `withParam` and arguments refer to.
-    fn task_refs(&mut self, tp: &str, task: &DagTask, ctx: VarCtx<'_>) {
+    pub(super) fn task_refs(&mut self, tp: &str, task: &DagTask, ctx: VarCtx<'_>) {
         if let Some(w) = &task.when {
             self.check_str(&format!("{tp}.when"), w, ctx);
             // Syntax check with each variable replaced by a plain word.
@@ -304,7 +324,7 @@ impl<'a> Validator<'a> {
     }
 
     /// Required inputs of the called template must be supplied.
-    fn task_required_inputs(&mut self, tp: &str, task: &DagTask) {
+    pub(super) fn task_required_inputs(&mut self, tp: &str, task: &DagTask) {
         if let Some((_, callee)) = task.template.as_deref().and_then(|n| self.wf.template(n)) {
             for ip in callee.input_parameters() {
                 let given = task.parameters().iter().any(|a| a.name == ip.name);

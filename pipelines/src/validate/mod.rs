@@ -15,6 +15,7 @@
 //!  resources   GPU counts and the resources block
 //!  retry       retryStrategy and activeDeadlineSeconds
 //!  dag         DAG templates: tasks, dependencies, target, task arguments
+//!  steps       steps templates: groups, step names, what a step may name
 //!  graph       dependencies, cycles, ancestors, recursion between templates
 //!  refs        what each `{{...}}` may refer to where it sits
 //!  checker     the shared state (errors so far) and helpers
@@ -31,6 +32,7 @@ mod params;
 mod refs;
 mod resources;
 mod retry;
+mod steps;
 
 pub use graph::{ancestors_of, find_cycle, task_depends};
 pub use limits::{
@@ -99,7 +101,6 @@ impl<'a> Validator<'a> {
             &mut self.errors,
             &p,
             &[
-                ("steps", &t.steps),
                 ("resource", &t.resource),
                 ("suspend", &t.suspend),
                 ("containerSet", &t.container_set),
@@ -116,15 +117,20 @@ impl<'a> Validator<'a> {
             ],
             " (templates are `dag`, `container` or `script`)",
         );
-        let kinds = [t.dag.is_some(), t.container.is_some(), t.script.is_some()]
-            .iter()
-            .filter(|b| **b)
-            .count();
-        if kinds == 0 && t.steps.is_none() && t.resource.is_none() && t.suspend.is_none() {
+        let kinds = [
+            t.dag.is_some(),
+            t.steps.is_some(),
+            t.container.is_some(),
+            t.script.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if kinds == 0 && t.resource.is_none() && t.suspend.is_none() {
             self.err(
                 &p,
                 format!(
-                    "template {:?} has none of `dag`, `container`, `script`",
+                    "template {:?} has none of `dag`, `steps`, `container`, `script`",
                     t.name
                 ),
             );
@@ -132,18 +138,19 @@ impl<'a> Validator<'a> {
             self.err(
                 &p,
                 format!(
-                    "template {:?} must have exactly one of `dag`, `container`, `script`",
+                    "template {:?} must have exactly one of `dag`, `steps`, `container`, `script`",
                     t.name
                 ),
             );
         }
-        let leaf = t.dag.is_none();
+        let leaf = !t.is_composite();
         let ctx = VarCtx {
             tmpl: t,
             dag: None,
             item: false,
             leaf,
             artifact: false,
+            steps: false,
         };
         self.template_inputs(&p, t);
         self.template_outputs(&p, t, ctx);
@@ -166,6 +173,9 @@ impl<'a> Validator<'a> {
         }
         if let Some(d) = &t.dag {
             self.dag(&p, t, d);
+        }
+        if let Some(groups) = &t.steps {
+            self.steps(&p, t, groups);
         }
     }
 }

@@ -102,7 +102,7 @@ impl Validator<'_> {
 
     /// A template's `inputs`.
     pub(super) fn template_inputs(&mut self, p: &str, t: &Template) {
-        let leaf = t.dag.is_none();
+        let leaf = !t.is_composite();
         let mut seen = BTreeSet::new();
         for (j, ip) in t.input_parameters().iter().enumerate() {
             let pp = format!("{p}.inputs.parameters[{j}]");
@@ -148,7 +148,7 @@ impl Validator<'_> {
     /// A template's `outputs`: a step's come from files, a DAG's from its
     /// tasks.
     pub(super) fn template_outputs(&mut self, p: &str, t: &Template, ctx: VarCtx<'_>) {
-        let leaf = t.dag.is_none();
+        let leaf = !t.is_composite();
         let mut seen = BTreeSet::new();
         for (j, op) in t.output_parameters().iter().enumerate() {
             let pp = format!("{p}.outputs.parameters[{j}]");

@@ -78,16 +78,26 @@ impl Validator<'_> {
                 }
             }
             ["pod", "name"] | ["retries"] if ctx.leaf => Ok(()),
-            ["tasks", t, rest @ ..] => {
+            [root @ ("tasks" | "steps"), t, rest @ ..] => {
+                let what = if *root == "tasks" { "task" } else { "step" };
                 let Some((tasks, allowed, me)) = ctx.dag else {
-                    return Err(format!("`{{{{{v}}}}}`: only a DAG task's arguments, `when` and `withParam` (or a DAG's outputs) can refer to tasks"));
+                    return Err(format!("`{{{{{v}}}}}`: only a DAG task's or a step's arguments, `when` and `withParam` (or a DAG's or steps template's outputs) can refer to {root}"));
                 };
+                match (ctx.steps, *root) {
+                    (true, "tasks") => return Err(format!("`{{{{{v}}}}}`: in a steps template, refer to a step as `steps.{t}...`")),
+                    (false, "steps") => return Err(format!("`{{{{{v}}}}}`: in a DAG, refer to a task as `tasks.{t}...`")),
+                    _ => {}
+                }
                 let Some(idx) = tasks.iter().position(|x| x.name == *t) else {
-                    return Err(format!("`{{{{{v}}}}}`: unknown task {t:?}"));
+                    return Err(format!("`{{{{{v}}}}}`: unknown {what} {t:?}"));
                 };
                 if let (Some(allowed), Some(me)) = (allowed, me) {
                     if !allowed.contains(&idx) {
-                        return Err(format!("`{{{{{v}}}}}`: task {t:?} is not a dependency of {me:?}; add it to `depends` or `dependencies`"));
+                        return Err(if ctx.steps {
+                            format!("`{{{{{v}}}}}`: step {t:?} is not in a group before the one of {me:?}; a step sees the outputs of earlier groups only")
+                        } else {
+                            format!("`{{{{{v}}}}}`: task {t:?} is not a dependency of {me:?}; add it to `depends` or `dependencies`")
+                        });
                     }
                 }
                 let task_tmpl = tasks[idx]
@@ -96,7 +106,7 @@ impl Validator<'_> {
                     .and_then(|n| wf.template(n))
                     .map(|(_, t)| t);
                 match rest {
-                    ["status"] | ["exitCode"] | ["outputs", "result"] | ["outputs", "parameters"] => Ok(()),
+                    ["status"] | ["exitCode"] | ["id"] | ["outputs", "result"] | ["outputs", "parameters"] => Ok(()),
                     ["outputs", "parameters", p] => match task_tmpl {
                         Some(tt) if !tt.output_parameters().iter().any(|x| x.name == *p) => Err(format!(
                             "`{{{{{v}}}}}`: template {:?} of task {t:?} has no output parameter {p:?}",
@@ -112,11 +122,11 @@ impl Validator<'_> {
                         _ => Ok(()),
                     },
                     ["outputs", "artifacts", _] => Err(format!("`{{{{{v}}}}}`: pass artifacts with `arguments.artifacts[].from`")),
-                    _ => Err(format!("`{{{{{v}}}}}`: unknown task variable (use tasks.{t}.outputs.parameters.NAME, tasks.{t}.outputs.result, tasks.{t}.outputs.artifacts.NAME or tasks.{t}.status)")),
+                    _ => Err(format!("`{{{{{v}}}}}`: unknown {what} variable (use {root}.{t}.outputs.parameters.NAME, {root}.{t}.outputs.result, {root}.{t}.outputs.artifacts.NAME or {root}.{t}.status)")),
                 }
             }
             _ => Err(format!(
-                "unknown variable `{{{{{v}}}}}` {here} (known: inputs.parameters.*, inputs.artifacts.*, workflow.name, workflow.parameters.*, workflow.status, tasks.*, item)"
+                "unknown variable `{{{{{v}}}}}` {here} (known: inputs.parameters.*, inputs.artifacts.*, workflow.name, workflow.parameters.*, workflow.status, tasks.*, steps.*, item)"
             )),
         }
     }
