@@ -350,3 +350,48 @@ fn recursion_through_steps_needs_a_base_case() {
     assert_eq!(e.path, "spec.templates[0].steps[0][0].template", "{e}");
     assert!(e.reason.contains("recursion"), "{e}");
 }
+
+#[test]
+fn a_container_steps_standard_output_is_its_result_as_argo_keeps_it() {
+    let y = steps(
+        r#"
+    - - {name: gen, template: gen}
+    - - {name: show, template: print, arguments: {parameters: [{name: message, value: "{{steps.gen.outputs.result}}"}]}}"#,
+        r#"
+  - name: gen
+    container: {command: [sh, -c, "echo one; echo two"]}
+"#,
+    );
+    let mut sim = Sim::new(start(&y));
+    let long = format!("{}tail\n\n", "x".repeat(300 * 1024));
+    let phase = sim.finish(&mut |s: &StepToLaunch| {
+        // A container's output is captured because the workflow reads it.
+        assert!(s.capture_result, "{}", s.display_name);
+        let o = StepOutcome::succeeded();
+        if s.template == "gen" {
+            (1000, o.with_result(&long))
+        } else {
+            (1000, o)
+        }
+    });
+    assert_eq!(phase, WorkflowPhase::Succeeded);
+    let r = sim
+        .run
+        .task_node("gen")
+        .unwrap()
+        .outputs
+        .result
+        .clone()
+        .unwrap();
+    // One final newline trimmed, then the last 256 KiB kept.
+    assert_eq!(r.len(), 256 * 1024);
+    assert!(r.ends_with("xtail\n"), "{:?}", &r[r.len() - 10..]);
+
+    // Nothing reads a result: a container's output is not kept.
+    let y = steps("    - - {name: a, template: print}", "");
+    let mut sim = Sim::new(start(&y));
+    sim.finish(&mut |s: &StepToLaunch| {
+        assert!(!s.capture_result);
+        (1000, StepOutcome::succeeded())
+    });
+}

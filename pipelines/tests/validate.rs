@@ -508,10 +508,10 @@ fn malformed_variables() {
     reject(
         &ARGO_DIAMOND.replace(
             "{{inputs.parameters.message}}",
-            "{{=inputs.parameters.message}}",
+            "{{=sprig.env(inputs.parameters.message)}}",
         ),
         "spec.templates[1].container.command[1]",
-        &["expression templates"],
+        &["function \"sprig.env\"", "not supported"],
     );
     reject(
         &ARGO_DIAMOND.replace(

@@ -6,7 +6,7 @@ use super::graph::DagInfo;
 use super::node::{Node, NodeOutputs, NodePhase, NodeType};
 use super::scope::TaskScope;
 use super::state::Run;
-use crate::expr::TaskResults;
+use crate::expr::{eval_expr, to_text, TaskResults};
 use crate::spec::{DagTask, Template};
 use crate::vars::{sole_var, substitute};
 
@@ -220,6 +220,15 @@ impl Run {
         let mut outputs = NodeOutputs::default();
         let mut problem = None;
         for p in tmpl.output_parameters() {
+            if let Some(e) = p.value_from.as_ref().and_then(|v| v.expression.as_deref()) {
+                match eval_expr(e, &scope.vars) {
+                    Ok(v) => {
+                        outputs.parameters.insert(p.name.clone(), to_text(&v));
+                    }
+                    Err(e) => problem = Some(format!("output parameter {:?}: {e}", p.name)),
+                }
+                continue;
+            }
             let src = p
                 .value_from
                 .as_ref()

@@ -90,6 +90,13 @@ impl<'a> Validator<'a> {
             if let Some(v) = &op.value {
                 self.check_str(&format!("{p}.outputs.parameters[{j}].value"), &v.0, ctx);
             }
+            if let Some(e) = op.value_from.as_ref().and_then(|v| v.expression.as_ref()) {
+                self.check_expr(
+                    &format!("{p}.outputs.parameters[{j}].valueFrom.expression"),
+                    e,
+                    ctx,
+                );
+            }
         }
         for (j, a) in t.output_artifacts().iter().enumerate() {
             if let Some(f) = &a.from {
@@ -212,7 +219,7 @@ impl<'a> Validator<'a> {
         }
         unsupported(
             &mut self.errors,
-            &tp,
+            tp,
             &[
                 ("templateRef", &task.template_ref),
                 ("withSequence", &task.with_sequence),
@@ -262,7 +269,7 @@ impl<'a> Validator<'a> {
                     .iter()
                     .map(|s| match s {
                         Segment::Text(t) => t.to_string(),
-                        Segment::Var(_) => "x".to_string(),
+                        Segment::Var(_) | Segment::Expr(_) => "x".to_string(),
                     })
                     .collect();
                 if let Err(e) = parse_when(&probe) {

@@ -3,7 +3,8 @@
 //! the current task depends on, an item of a fan-out, a step's pod name).
 
 use super::checker::{Validator, VarCtx};
-use crate::vars::{segments, var_names};
+use crate::expr::{is_known_function, parse_expr};
+use crate::vars::{segments, Segment};
 
 impl Validator<'_> {
     /// Every `{{...}}` in `s`, found at `path`, must be well formed and
@@ -12,13 +13,62 @@ impl Validator<'_> {
         if !s.contains("{{") && !s.contains("}}") {
             return;
         }
-        if let Err((_, e)) = segments(s) {
-            self.err(path, e);
-            return;
-        }
-        for v in var_names(s) {
-            if let Err(e) = self.check_var(v, ctx) {
+        let segs = match segments(s) {
+            Ok(segs) => segs,
+            Err((_, e)) => {
                 self.err(path, e);
+                return;
+            }
+        };
+        for seg in segs {
+            match seg {
+                Segment::Var(v) => {
+                    if let Err(e) = self.check_var(v, ctx) {
+                        self.err(path, e);
+                    }
+                }
+                Segment::Expr(e) => self.check_expr(path, e, ctx),
+                Segment::Text(_) => {}
+            }
+        }
+    }
+
+    /// An expr-lang expression at `path`: it parses, calls only functions
+    /// gpuctl has, and reads only variables in reach of `ctx`.
+    pub(super) fn check_expr(&mut self, path: &str, src: &str, ctx: VarCtx<'_>) {
+        let ast = match parse_expr(src) {
+            Ok(ast) => ast,
+            Err(e) => {
+                self.err(path, format!("syntax error in expression {src:?} {e}"));
+                return;
+            }
+        };
+        for f in ast.functions() {
+            if !is_known_function(&f) {
+                self.err(path, format!("function {f:?} in expression {src:?} is not supported by gpuctl (see README: expressions)"));
+            }
+        }
+        for v in ast.variables() {
+            let parts: Vec<&str> = v.split('.').collect();
+            // A variable written down to its leaf is checked like
+            // `{{...}}`; a map (`inputs.parameters`) only by its root.
+            let leaf = match parts[0] {
+                "inputs" | "workflow" => {
+                    parts.len() >= 3 || v == "workflow.name" || v == "workflow.status"
+                }
+                "tasks" | "steps" => parts.len() >= 3,
+                "item" | "retries" => true,
+                "pod" => parts.len() >= 2,
+                "sprig" => continue,
+                _ => {
+                    self.err(path, format!("unknown name {:?} in expression {src:?} (known: inputs, workflow, tasks, steps, item, retries)", parts[0]));
+                    continue;
+                }
+            };
+            if leaf {
+                if let Err(e) = self.check_var(&v, ctx) {
+                    self.err(path, e);
+                }
             }
         }
     }
