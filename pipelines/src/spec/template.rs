@@ -77,6 +77,22 @@ pub struct Template {
     pub timeout: Unsupported,
     #[serde(default, skip_serializing)]
     pub pod_spec_patch: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub priority: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub priority_class_name: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub scheduler_name: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub automount_service_account_token: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub executor: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub host_aliases: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub fail_fast: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub metrics: Unsupported,
 }
 
 impl Template {

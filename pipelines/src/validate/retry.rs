@@ -36,12 +36,7 @@ impl Validator<'_> {
             }
         if let Some(b) = &r.backoff {
             let bp = format!("{rp}.backoff");
-            unsupported(
-                &mut self.errors,
-                &bp,
-                &[("cap", &b.cap)],
-                " (use maxDuration)",
-            );
+            unsupported(&mut self.errors, &bp, &[("cap", &b.cap)], "");
             for (name, val) in [("duration", &b.duration), ("maxDuration", &b.max_duration)] {
                 if let Some(d) = val {
                     if let Err(e) = parse_duration_ms(&d.0) {
