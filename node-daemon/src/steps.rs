@@ -302,6 +302,13 @@ pub fn prepare(
         let script = dir.join("script");
         std::fs::write(&script, &io.script_source)
             .map_err(|e| format!("writing the script to {script:?}: {e}"))?;
+        // Executable, as Argo leaves it: `command: [sh, -c]` runs the
+        // script file as a command.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| format!("making the script {script:?} executable: {e}"))?;
+        }
         let at = (io.script_arg_index as usize).min(command.len());
         command.insert(at, script.display().to_string());
     }
@@ -556,6 +563,14 @@ mod tests {
         let p = prepare(&files(&dir), &io, &cmd, "", &store, None).unwrap();
         assert_eq!(p.command[0], "sh");
         assert!(p.command[1].ends_with("/script"));
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&p.command[1])
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o111, 0o111, "the script is executable");
+        }
         assert_eq!(p.command[2], "-x");
         std::fs::create_dir_all(dir.join("out")).unwrap();
         std::fs::write(dir.join("out/p.txt"), "42\n").unwrap();

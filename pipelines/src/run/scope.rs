@@ -33,6 +33,35 @@ impl Run {
             "Running".into()
         };
         s.insert("workflow.status".into(), status);
+        // Seconds the main template ran (so far: 0 before it ends), and in
+        // the exit handler the nodes that failed, as Argo gives them.
+        let root = self.nodes.get(&self.root);
+        let ran_ms = root
+            .and_then(|r| r.finished_ms)
+            .map_or(0, |f| f.saturating_sub(self.started_ms));
+        s.insert(
+            "workflow.duration".into(),
+            format!("{:.3}", ran_ms as f64 / 1000.0),
+        );
+        let failures: Vec<serde_json::Value> = self
+            .nodes
+            .values()
+            .filter(|n| exit_handler && !n.exit_handler && n.phase.failed_or_error())
+            .filter(|n| n.node_type == NodeType::Pod)
+            .map(|n| {
+                serde_json::json!({
+                    "displayName": n.display_name,
+                    "message": n.message.clone().unwrap_or_default(),
+                    "templateName": n.template.clone().unwrap_or_default(),
+                    "phase": n.phase.to_string(),
+                    "podName": n.id,
+                })
+            })
+            .collect();
+        s.insert(
+            "workflow.failures".into(),
+            serde_json::Value::Array(failures).to_string(),
+        );
         for (k, v) in &self.parameters {
             s.insert(format!("workflow.parameters.{k}"), v.clone());
         }

@@ -11,6 +11,7 @@ use super::node::{Node, NodePhase, NodeType, WorkflowPhase};
 use super::step::RunError;
 use crate::spec::{Template, Workflow};
 use crate::validate::validate_all;
+use crate::vars::Scope;
 
 /// One workflow run. Serialize it to persist; deserialize to resume.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,12 +121,16 @@ impl Run {
             return Err(RunError::Invalid(e));
         }
         let parameters = resolve_arguments(workflow, arguments)?;
+        let workflow_vars: Scope = parameters
+            .iter()
+            .map(|(k, v)| (format!("workflow.parameters.{k}"), v.clone()))
+            .collect();
         let dags = workflow
             .spec
             .templates
             .iter()
             .filter(|t| t.dag.is_some())
-            .map(|t| (t.name.clone(), DagInfo::build(t)))
+            .map(|t| (t.name.clone(), DagInfo::build(t, &workflow_vars)))
             .collect();
         let deadline_ms = workflow
             .spec

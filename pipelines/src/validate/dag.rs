@@ -168,7 +168,18 @@ impl<'a> Validator<'a> {
                 }
             }
         }
-        if let Some(target) = &d.target {
+        if let Some(target) = d.target.as_ref().filter(|t| t.contains("{{")) {
+            // A target from a workflow parameter (`-p target=E`) is checked
+            // when the run starts.
+            for v in crate::vars::var_names(target) {
+                if !v.starts_with("workflow.parameters.") {
+                    self.err(
+                        format!("{dp}.target"),
+                        format!("`{{{{{v}}}}}`: a target can only use workflow parameters"),
+                    );
+                }
+            }
+        } else if let Some(target) = &d.target {
             for name in target.split_whitespace() {
                 if !index.contains_key(name) {
                     self.err(

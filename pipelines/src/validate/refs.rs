@@ -84,7 +84,7 @@ impl Validator<'_> {
             "here"
         };
         match parts.as_slice() {
-            ["workflow", "name" | "status" | "uid" | "namespace"] => Ok(()),
+            ["workflow", "name" | "status" | "uid" | "namespace" | "duration" | "failures"] => Ok(()),
             ["workflow", "parameters", p] => {
                 let declared = wf
                     .spec
