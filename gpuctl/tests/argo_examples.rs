@@ -136,6 +136,8 @@ fn argo_examples_run_with_argos_outcome() {
         "dag-diamond.yaml",
         "dag-nested.yaml",
         "dag-conditional-parameters.yaml",
+        "continue-on-fail.yaml",
+        "loops-sequence.yaml",
     ];
     // Every file of the folder is here.
     let dir = example("");
@@ -288,5 +290,56 @@ fn argo_examples_run_with_argos_outcome() {
     assert_eq!(
         o.node("")["outputs"]["parameters"]["stepresult"],
         side.as_str()
+    );
+
+    // continue-on-fail: C fails, `continueOn.failed` lets D run; with
+    // `parallelism: 1` no two steps overlap.
+    let o = run("continue-on-fail.yaml");
+    assert_eq!(o.phase, "Succeeded");
+    assert_eq!(o.phase_of("[1].C"), "Failed");
+    assert_eq!(o.phase_of("[2].D"), "Succeeded");
+    o.before("[0].A", "[1].B");
+    let (b, c) = (o.node("[1].B"), o.node("[1].C"));
+    let apart = b["finishedMs"].as_u64() <= c["startedMs"].as_u64()
+        || c["finishedMs"].as_u64() <= b["startedMs"].as_u64();
+    assert!(apart, "B and C overlap under parallelism 1: {b} {c}");
+    o.before("[1].C", "[2].D");
+
+    // loops-sequence: counts, ranges (down too), a count from a parameter
+    // and a printf format.
+    let o = run("loops-sequence.yaml");
+    assert_eq!(o.phase, "Succeeded");
+    let items = |step: &str| -> Vec<String> {
+        let mut v: Vec<String> = o
+            .pods()
+            .iter()
+            .filter_map(|p| p.strip_prefix(&format!("[0].{step}(")))
+            .map(|p| {
+                p.split_once(':')
+                    .unwrap()
+                    .1
+                    .trim_end_matches(')')
+                    .to_string()
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(items("sequence-count"), ["0", "1", "2", "3", "4"]);
+    assert_eq!(
+        items("sequence-start-end"),
+        ["100", "101", "102", "103", "104", "105"]
+    );
+    assert_eq!(items("sequence-param"), ["200", "201", "202"]);
+    assert_eq!(items("sequence-negative"), ["0", "1", "2", "3", "4", "5"]);
+    assert_eq!(
+        items("sequence-format"),
+        [
+            "testuser00",
+            "testuser01",
+            "testuser02",
+            "testuser03",
+            "testuser04"
+        ]
     );
 }

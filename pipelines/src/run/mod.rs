@@ -58,4 +58,5 @@ pub use step::{
     OutputArtifactSpec, OutputParameterSpec, RunError, StepOutcome, StepPhase, StepResources,
     StepToLaunch, Tick,
 };
+pub use task::format_sequence_item;
 pub use view::{NodeView, WorkflowStatus};

@@ -63,8 +63,9 @@ pub struct Template {
     pub data: Unsupported,
     #[serde(default, skip_serializing)]
     pub plugin: Unsupported,
-    #[serde(default, skip_serializing)]
-    pub parallelism: Unsupported,
+    /// At most this many steps of this template's invocation run at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallelism: Option<IntOrString>,
     #[serde(default, skip_serializing)]
     pub synchronization: Unsupported,
     #[serde(default, skip_serializing)]
@@ -73,8 +74,9 @@ pub struct Template {
     pub init_containers: Unsupported,
     #[serde(default, skip_serializing)]
     pub daemon: Unsupported,
-    #[serde(default, skip_serializing)]
-    pub timeout: Unsupported,
+    /// A leaf's longest run (`"30s"`, `"2m"`), like `activeDeadlineSeconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<AnyString>,
     #[serde(default, skip_serializing)]
     pub pod_spec_patch: Unsupported,
     #[serde(default, skip_serializing)]
@@ -131,8 +133,8 @@ impl Template {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RetryStrategy {
-    /// Retries after the first attempt; absent means unlimited in Argo, which
-    /// we cap (see [`crate::validate::MAX_RETRY_LIMIT`]).
+    /// Retries after the first attempt; absent means no limit, as in Argo
+    /// (a `backoff.maxDuration` or a deadline still ends it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<IntOrString>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -168,8 +170,10 @@ pub struct Backoff {
     /// No retry starts later than this after the first attempt started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_duration: Option<AnyString>,
-    #[serde(default, skip_serializing)]
-    pub cap: Unsupported,
+    /// The longest any one wait between attempts gets, however many
+    /// times `factor` multiplied it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap: Option<AnyString>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

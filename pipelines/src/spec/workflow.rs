@@ -123,8 +123,9 @@ pub struct WorkflowSpec {
     #[serde(default, skip_serializing)]
     pub archive_logs: Ignored,
 
-    #[serde(default, skip_serializing)]
-    pub parallelism: Unsupported,
+    /// At most this many steps of the run at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallelism: Option<IntOrString>,
     #[serde(default, skip_serializing)]
     pub workflow_template_ref: Unsupported,
     #[serde(default, skip_serializing)]

@@ -53,7 +53,9 @@ impl<'a> Validator<'a> {
             (0..d.tasks.len()).map(|j| ancestors_of(j, &deps)).collect();
         for (j, task) in d.tasks.iter().enumerate() {
             let tp = format!("{dp}.tasks[{j}]");
-            let item = task.with_items.is_some() || task.with_param.is_some();
+            let item = task.with_items.is_some()
+                || task.with_param.is_some()
+                || task.with_sequence.is_some();
             let ctx = VarCtx {
                 tmpl: t,
                 dag: Some((&d.tasks, Some(&ancestors[j]), Some(&task.name))),
@@ -233,7 +235,6 @@ impl<'a> Validator<'a> {
             tp,
             &[
                 ("templateRef", &task.template_ref),
-                ("withSequence", &task.with_sequence),
                 ("onExit", &task.on_exit),
                 ("hooks", &task.hooks),
                 ("inline", &task.inline),
@@ -250,6 +251,23 @@ impl<'a> Validator<'a> {
                 format!("no template named {n:?}{}", self.known_templates()),
             ),
             Some(_) => {}
+        }
+        if task.with_sequence.is_some() && (task.with_items.is_some() || task.with_param.is_some())
+        {
+            self.err(
+                format!("{tp}.withSequence"),
+                "use one of `withItems`, `withParam` and `withSequence`",
+            );
+        }
+        if let Some(seq) = &task.with_sequence {
+            if seq.count.is_some() == seq.end.is_some() {
+                self.err(format!("{tp}.withSequence"), "give either `count` or `end`");
+            }
+            if let Some(f) = &seq.format {
+                if let Err(e) = crate::run::format_sequence_item(f, 0) {
+                    self.err(format!("{tp}.withSequence.format"), e);
+                }
+            }
         }
         if task.with_items.is_some() && task.with_param.is_some() {
             self.err(
@@ -285,6 +303,21 @@ impl<'a> Validator<'a> {
                     .collect();
                 if let Err(e) = parse_when(&probe) {
                     self.err(format!("{tp}.when"), format!("syntax error in {w:?} {e}"));
+                }
+            }
+        }
+        if let Some(seq) = &task.with_sequence {
+            for (name, v) in [
+                ("count", &seq.count),
+                ("start", &seq.start),
+                ("end", &seq.end),
+            ] {
+                if let Some(v) = v {
+                    self.check_str(
+                        &format!("{tp}.withSequence.{name}"),
+                        &v.0,
+                        VarCtx { item: false, ..ctx },
+                    );
                 }
             }
         }

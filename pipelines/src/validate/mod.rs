@@ -42,7 +42,7 @@ pub use resources::parse_gpus;
 
 use gpuctl_common::api::FieldError;
 
-use crate::spec::{Template, Workflow};
+use crate::spec::{parse_duration_ms, Template, Workflow};
 use checker::{unsupported, Validator, VarCtx};
 use retry::positive_seconds;
 
@@ -65,7 +65,6 @@ impl<'a> Validator<'a> {
             &mut self.errors,
             "spec",
             &[
-                ("parallelism", &s.parallelism),
                 ("workflowTemplateRef", &s.workflow_template_ref),
                 ("volumeClaimTemplates", &s.volume_claim_templates),
                 ("hooks", &s.hooks),
@@ -99,6 +98,9 @@ impl<'a> Validator<'a> {
         if let Some(a) = &s.arguments {
             self.workflow_arguments(a);
         }
+        if let Some(p) = &s.parallelism {
+            self.parallelism("spec.parallelism", p);
+        }
         if let Some(d) = &s.active_deadline_seconds {
             if let Err(e) = positive_seconds(d) {
                 self.err("spec.activeDeadlineSeconds", e);
@@ -126,12 +128,10 @@ impl<'a> Validator<'a> {
                 ("http", &t.http),
                 ("data", &t.data),
                 ("plugin", &t.plugin),
-                ("parallelism", &t.parallelism),
                 ("synchronization", &t.synchronization),
                 ("sidecars", &t.sidecars),
                 ("initContainers", &t.init_containers),
                 ("daemon", &t.daemon),
-                ("timeout", &t.timeout),
                 ("podSpecPatch", &t.pod_spec_patch),
                 ("priority", &t.priority),
                 ("priorityClassName", &t.priority_class_name),
@@ -196,6 +196,16 @@ impl<'a> Validator<'a> {
         if let Some(d) = &t.active_deadline_seconds {
             if let Err(e) = positive_seconds(d) {
                 self.err(format!("{p}.activeDeadlineSeconds"), e);
+            }
+        }
+        if let Some(n) = &t.parallelism {
+            self.parallelism(&format!("{p}.parallelism"), n);
+        }
+        if let Some(d) = &t.timeout {
+            if t.is_composite() {
+                self.err(format!("{p}.timeout"), "Argo applies `timeout` to container and script templates; use `activeDeadlineSeconds` on a dag or steps template");
+            } else if let Err(e) = parse_duration_ms(&d.0) {
+                self.err(format!("{p}.timeout"), e);
             }
         }
         if let Some(m) = &t.memoize {

@@ -49,7 +49,9 @@ impl<'a> Validator<'a> {
             let earlier: BTreeSet<usize> = (0..first_of_group[i]).collect();
             for (j, step) in g.iter().enumerate() {
                 let tp = format!("{sp}[{i}][{j}]");
-                let item = step.with_items.is_some() || step.with_param.is_some();
+                let item = step.with_items.is_some()
+                    || step.with_param.is_some()
+                    || step.with_sequence.is_some();
                 let ctx = VarCtx {
                     tmpl: t,
                     dag: Some((&flat, Some(&earlier), Some(&step.name))),
