@@ -13,7 +13,6 @@
 //! Both are a hand-written lexer plus a recursive-descent parser. Errors give
 //! the 1-based column and what was expected there.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -21,22 +20,12 @@ use serde::{Deserialize, Serialize};
 mod eval;
 mod funcs;
 mod lang;
+mod value;
 
-pub use eval::{to_text, Val};
+pub use eval::eval_expr;
 pub use funcs::is_known as is_known_function;
 pub use lang::{parse_expr, Ast};
-
-/// Evaluate an expr-lang expression (the inside of `{{=...}}`, or a
-/// `valueFrom.expression`) with the `{{...}}` variables of `scope` in reach.
-pub fn eval_expr(src: &str, scope: &BTreeMap<String, String>) -> Result<Val, String> {
-    let ast = parse_expr(src).map_err(|e| format!("syntax error in expression {src:?} {e}"))?;
-    let env = eval::env_of(scope);
-    match eval::eval(&ast, &env) {
-        Ok(Val::Null) => Err(format!("expression {src:?} evaluated to nil")),
-        Ok(v) => Ok(v),
-        Err(e) => Err(format!("expression {src:?}: {e}")),
-    }
-}
+pub use value::{to_text, Val};
 
 /// A syntax error in an expression.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

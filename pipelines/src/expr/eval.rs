@@ -6,14 +6,11 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Map, Number, Value};
+use serde_json::{Map, Value};
 
 use super::funcs::call;
-use super::lang::Ast;
-
-/// A value in an expression: JSON's values, with integers kept apart from
-/// floats.
-pub type Val = Value;
+use super::lang::{parse_expr, Ast};
+use super::value::{equal, float, is_int, num, to_text, type_name, Val};
 
 /// The variables in reach as expr-lang sees them: the flat `a.b.c` names
 /// as nested maps (`inputs.parameters.x` is `inputs` → `parameters` → `x`).
@@ -45,40 +42,6 @@ pub fn env_of(scope: &BTreeMap<String, String>) -> Map<String, Value> {
     root
 }
 
-/// A number as a value: an integer when it is one.
-pub fn num(f: f64) -> Val {
-    if f.fract() == 0.0 && f.abs() < 9.0e15 {
-        Value::from(f as i64)
-    } else {
-        Number::from_f64(f).map_or(Value::Null, Value::Number)
-    }
-}
-
-pub fn float(f: f64) -> Val {
-    Number::from_f64(f).map_or(Value::Null, Value::Number)
-}
-
-pub fn type_name(v: &Val) -> &'static str {
-    match v {
-        Value::Null => "nil",
-        Value::Bool(_) => "bool",
-        Value::Number(n) if n.is_f64() => "float",
-        Value::Number(_) => "int",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "map",
-    }
-}
-
-/// A value as the text `{{=...}}` writes: a string as it is, anything else
-/// as JSON (as Argo does).
-pub fn to_text(v: &Val) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
 fn truthy(v: &Val, what: &str) -> Result<bool, String> {
     match v {
         Value::Bool(b) => Ok(*b),
@@ -92,10 +55,6 @@ fn truthy(v: &Val, what: &str) -> Result<bool, String> {
 
 fn as_f64(v: &Val) -> Option<f64> {
     v.as_f64()
-}
-
-fn is_int(v: &Val) -> bool {
-    matches!(v, Value::Number(n) if !n.is_f64())
 }
 
 /// Evaluate `e` in `env`.
@@ -293,11 +252,14 @@ fn binary(op: &str, a: &Val, b: &Val) -> Result<Val, String> {
     })
 }
 
-/// `==`: numbers by value (an int equals the same float), the rest by
-/// type and content.
-pub fn equal(a: &Val, b: &Val) -> bool {
-    match (a, b) {
-        (Value::Number(_), Value::Number(_)) => as_f64(a) == as_f64(b),
-        _ => a == b,
+/// Evaluate an expr-lang expression (the inside of `{{=...}}`, or a
+/// `valueFrom.expression`) with the `{{...}}` variables of `scope` in reach.
+pub fn eval_expr(src: &str, scope: &BTreeMap<String, String>) -> Result<Val, String> {
+    let ast = parse_expr(src).map_err(|e| format!("syntax error in expression {src:?} {e}"))?;
+    let env = env_of(scope);
+    match eval(&ast, &env) {
+        Ok(Value::Null) => Err(format!("expression {src:?} evaluated to nil")),
+        Ok(v) => Ok(v),
+        Err(e) => Err(format!("expression {src:?}: {e}")),
     }
 }

@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use super::eval::{float, num, to_text, type_name, Val};
+use super::value::{float, num, to_text, type_name, Val};
 
 /// expr-lang built-ins and Argo's additions.
 const BUILTINS: &[&str] = &[
@@ -532,7 +532,7 @@ fn jsonpath(doc: &Val, path: &str) -> Result<Val, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::eval::equal;
+    use super::super::value::equal;
     use super::*;
 
     #[test]
