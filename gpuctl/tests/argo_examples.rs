@@ -151,6 +151,27 @@ fn argo_examples_run_with_argos_outcome() {
     let names: BTreeMap<&str, String> = files.iter().map(|f| (*f, submit(&dev, f))).collect();
     let run = |f: &str| outcome(&dev, &names[f]);
 
+    // `gpuctl wait` waits for the workflow, exit handler included, even when
+    // its entrypoint is one container whose step job has the workflow's name.
+    let exit_handlers = &names["exit-handlers.yaml"];
+    let out = dev.run(&[
+        "wait",
+        &format!("workflow/{exit_handlers}"),
+        "--timeout",
+        "60s",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let wf: Value =
+        serde_json::from_str(&dev.ok(&["get", "workflow", exit_handlers, "-o", "json"])).unwrap();
+    assert_eq!(wf["status"]["phase"], "Failed");
+    assert_eq!(
+        wf["status"]["onExit"]["phase"], "Succeeded",
+        "the exit handler ended first"
+    );
+    let global = &names["global-parameters.yaml"];
+    let out = dev.ok(&["wait", global, "--timeout", "60s"]);
+    assert_eq!(out, format!("workflow/{global} Succeeded\n"));
+
     // steps: hello1, then hello2a and hello2b together.
     let o = run("steps.yaml");
     assert_eq!(o.phase, "Succeeded");
