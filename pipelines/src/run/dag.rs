@@ -104,6 +104,10 @@ impl Run {
             return;
         }
         let stopped = self.fail_fast_tripped(dag_node, info, tasks);
+        if stopped {
+            self.omit_unstarted(id, info, tasks, now_ms);
+        }
+        let dag_node = &self.nodes[id];
         let branch = self.branch_phases(dag_node, info, tasks);
         let mut result = NodePhase::Succeeded;
         let mut message = None;
@@ -158,6 +162,29 @@ impl Run {
             self.nodes.get_mut(id).expect("dag node").outputs = outputs;
         }
         self.finish_node(id, result, message, now_ms);
+    }
+
+    /// failFast stopped the DAG: record each task in reach that never
+    /// started as Omitted, as Argo shows them.
+    fn omit_unstarted(&mut self, id: &str, info: &DagInfo, tasks: &[DagTask], now_ms: u64) {
+        for &j in &info.order {
+            let task = &tasks[j];
+            if !info.active[j] || self.nodes[id].task_nodes.contains_key(&task.name) {
+                continue;
+            }
+            let mut n = Node::new(
+                &format!("{id}.{}", task.name),
+                &task.name,
+                NodeType::Skipped,
+                NodePhase::Omitted,
+            );
+            n.template = task.template.clone();
+            n.message = Some("omitted: failFast stopped the DAG after a task failed".into());
+            n.started_ms = Some(now_ms);
+            n.finished_ms = Some(now_ms);
+            n.exit_handler = self.nodes[id].exit_handler;
+            self.add_task_node(id, &task.name, n);
+        }
     }
 
     /// Each task's branch phase, by task index: a completed node's own
