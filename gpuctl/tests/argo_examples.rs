@@ -301,6 +301,12 @@ fn argo_examples_run_with_argos_outcome() {
     assert_eq!(o.phase, "Succeeded");
     assert_eq!(o.pods().len(), 16);
     o.before(".A.D", ".B.A");
+    // `logs --step A` names four steps here: the CLI asks which one.
+    let out = dev.run(&["logs", "workflow", &o.name, "--step", "A"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("A.A, B.A, C.A, D.A"), "{err}");
+    assert_eq!(logs(&dev, &o.name, "B.A"), "BA\n");
 
     // dag-conditional-parameters: valueFrom.expression picks the result
     // of the branch that ran.
