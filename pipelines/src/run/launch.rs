@@ -93,7 +93,7 @@ impl Run {
             input_artifacts: n.inputs.artifacts.values().cloned().collect(),
             output_parameters,
             output_artifacts,
-            capture_result: t.script.is_some() || self.result_referenced(),
+            capture_result: t.script.is_some() || self.reads_results,
         })
     }
 }
@@ -114,13 +114,6 @@ fn deadline_seconds(t: &Template) -> Option<u64> {
     match (ads, timeout) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
-    }
-}
-
-impl Run {
-    /// Whether anything in the workflow reads an `outputs.result`.
-    fn result_referenced(&self) -> bool {
-        serde_json::to_string(&self.workflow).is_ok_and(|s| s.contains("outputs.result"))
     }
 }
 

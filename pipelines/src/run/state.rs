@@ -38,6 +38,10 @@ pub struct Run {
     pub(super) to_cancel: Vec<String>,
     /// Next node's `seq`.
     pub(super) next_seq: u64,
+    /// Something in the workflow reads an `outputs.result`: container
+    /// steps keep their standard output too.
+    #[serde(default)]
+    pub(super) reads_results: bool,
 }
 
 /// A run without its nodes, borrowed, for storing: a shell that keeps a
@@ -61,6 +65,7 @@ pub struct RunWithoutNodes<'a> {
     terminated: bool,
     to_cancel: &'a Vec<String>,
     next_seq: u64,
+    reads_results: bool,
 }
 
 /// What [`RunWithoutNodes`] stored; with the nodes, a [`Run`] again.
@@ -82,6 +87,8 @@ pub struct RunHeader {
     terminated: bool,
     to_cancel: Vec<String>,
     next_seq: u64,
+    #[serde(default)]
+    reads_results: bool,
 }
 
 impl RunHeader {
@@ -104,6 +111,7 @@ impl RunHeader {
             terminated: self.terminated,
             to_cancel: self.to_cancel,
             next_seq: self.next_seq,
+            reads_results: self.reads_results,
         }
     }
 }
@@ -155,6 +163,8 @@ impl Run {
             terminated: false,
             to_cancel: Vec::new(),
             next_seq: 0,
+            reads_results: serde_json::to_string(workflow)
+                .is_ok_and(|s| s.contains("outputs.result")),
         };
         let entry = workflow.spec.entrypoint.clone().unwrap_or_default();
         let root = run.name.clone();
@@ -181,6 +191,7 @@ impl Run {
             terminated: self.terminated,
             to_cancel: &self.to_cancel,
             next_seq: self.next_seq,
+            reads_results: self.reads_results,
         }
     }
 
