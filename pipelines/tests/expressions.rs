@@ -242,6 +242,10 @@ fn unsupported_functions_and_unknown_names_are_refused_at_submit() {
         &["no workflow parameter \"nope\""],
     );
     refuse("{{= foo + 1 }}", &["unknown name \"foo\""]);
+    refuse(
+        "{{= workflow.nmae }}",
+        &["unknown variable `{{workflow.nmae}}`"],
+    );
     refuse("{{= 1 + }}", &["syntax error", "column"]);
     // And a good one passes.
     let y = dag_wf(

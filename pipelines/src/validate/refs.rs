@@ -53,9 +53,8 @@ impl Validator<'_> {
             // A variable written down to its leaf is checked like
             // `{{...}}`; a map (`inputs.parameters`) only by its root.
             let leaf = match parts[0] {
-                "inputs" | "workflow" => {
-                    parts.len() >= 3 || v == "workflow.name" || v == "workflow.status"
-                }
+                "inputs" => parts.len() >= 3,
+                "workflow" => parts.len() >= 3 || (parts.len() == 2 && parts[1] != "parameters"),
                 "tasks" | "steps" => parts.len() >= 3,
                 "item" | "retries" => true,
                 "pod" => parts.len() >= 2,
