@@ -142,6 +142,41 @@ pub struct TaskSpec {
     pub working_dir: Option<String>,
     #[serde(default)]
     pub resources: Resources,
+    /// The container image the command runs in (`pytorch/pytorch:2.4.0`),
+    /// as a Kubernetes container's `image`. Honoured on nodes that run a
+    /// container runtime (`gpu-node --runtime podman`); elsewhere the
+    /// command runs in the node's own environment, and the task's events
+    /// say so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+}
+
+/// Whether `image` can be an image reference (`[registry/]name[:tag][@digest]`):
+/// not empty, no spaces or control characters, only the characters image
+/// references use, and not starting with `-` (it would read as an option of
+/// the container runtime's command line). Why not, otherwise.
+pub fn check_image(image: &str) -> Result<(), String> {
+    if image.is_empty() {
+        return Err("empty: give an image such as pytorch/pytorch:2.4.0-cuda12.4-cudnn9-runtime, or leave it out".into());
+    }
+    if image.len() > 512 {
+        return Err(format!(
+            "{} characters is longer than an image reference may be (512)",
+            image.len()
+        ));
+    }
+    if let Some(c) = image
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '/' | ':' | '_' | '-' | '@')))
+    {
+        return Err(format!("{image:?} is not an image reference: {c:?} is not allowed (expected e.g. registry.example.com/team/train:1.2)"));
+    }
+    if !image.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err(format!(
+            "{image:?} is not an image reference: it must start with a letter or digit"
+        ));
+    }
+    Ok(())
 }
 
 fn default_group_name() -> String {
@@ -455,6 +490,9 @@ impl Job {
                     "missing command: give the program and its arguments, e.g. [python, train.py]",
                 ));
             }
+            if let Some(image) = &t.image {
+                check_image(image).map_err(|why| FieldError::new(format!("{p}.image"), why))?;
+            }
             for k in t.env.keys() {
                 if k.is_empty() || k.contains('=') || k.contains('\0') {
                     return Err(FieldError::new(
@@ -738,6 +776,34 @@ spec:
       env: {EPOCHS: "3"}
       resources: {gpus: 2, cpu: "500m", memory: 16Gi, gpuModel: "A100|H100"}
 "#;
+
+    #[test]
+    fn a_task_may_name_its_image() {
+        let with = GOOD.replace(
+            "      command: [python, train.py]\n",
+            "      image: registry.example.com/team/train:1.2\n      command: [python, train.py]\n",
+        );
+        let docs = parse_manifests("job.yaml", &with).expect("valid");
+        let crate::manifest::Manifest::Job(job) = &docs[0] else {
+            panic!("a Job")
+        };
+        assert_eq!(
+            job.spec.tasks[0].image.as_deref(),
+            Some("registry.example.com/team/train:1.2")
+        );
+        for bad in ["\"--privileged\"", "\"a b\"", "\"\""] {
+            let e = parse_err(&GOOD.replace(
+                "      command: [python, train.py]\n",
+                &format!("      image: {bad}\n      command: [python, train.py]\n"),
+            ));
+            assert!(
+                e.reason.contains("spec.tasks[0].image")
+                    || e.to_string().contains("spec.tasks[0].image"),
+                "{e}"
+            );
+        }
+        assert!(check_image("busybox@sha256:0123abc").is_ok());
+    }
 
     #[test]
     fn deep_nesting_is_refused_at_once_naming_where() {

@@ -60,6 +60,39 @@ pub struct EndpointSpec {
     /// Bearer KEY` or `x-api-key: KEY`); absent: the endpoint is open.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<EndpointAuth>,
+    /// What the replicas' server speaks: `v2` (the Open Inference Protocol, the
+    /// default) or `openai` (an OpenAI-compatible server such as vLLM, llama.cpp's
+    /// server or SGLang: the gateway routes `/v1/...` to it by the body's `model`).
+    #[serde(default, skip_serializing_if = "EndpointProtocol::is_v2")]
+    pub protocol: EndpointProtocol,
+}
+
+/// The API an endpoint's replicas serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum EndpointProtocol {
+    /// KServe's V2 / Open Inference Protocol at `/v2/models/NAME/...`; replicas
+    /// are ready when `GET /v2/health/ready` answers 200.
+    #[default]
+    #[serde(rename = "v2")]
+    V2,
+    /// OpenAI's API at `/v1/...` (chat/completions, completions, embeddings);
+    /// replicas are ready when `GET /health` answers 200 (vLLM, llama.cpp, SGLang).
+    #[serde(rename = "openai")]
+    OpenAi,
+}
+
+impl EndpointProtocol {
+    pub fn is_v2(&self) -> bool {
+        *self == EndpointProtocol::V2
+    }
+
+    /// The path a replica answers 200 on once it can serve.
+    pub fn ready_path(&self) -> &'static str {
+        match self {
+            EndpointProtocol::V2 => "/v2/health/ready",
+            EndpointProtocol::OpenAi => "/health",
+        }
+    }
 }
 
 /// Who may call an endpoint.
@@ -302,6 +335,12 @@ impl Endpoint {
                     "give spec.model or spec.server, not both",
                 ))
             }
+            (Some(_), None) if s.protocol == EndpointProtocol::OpenAi => {
+                return Err(FieldError::new(
+                    "spec.protocol",
+                    "openai needs spec.server.command (an OpenAI-compatible server such as vLLM); spec.model is served by gpu-model-server, which speaks v2",
+                ))
+            }
             (Some(m), None) => {
                 if m.path.trim().is_empty() {
                     return Err(FieldError::new(
@@ -358,6 +397,7 @@ impl Endpoint {
                     secret_files: Vec::new(),
                     working_dir: None,
                     resources: s.resources.clone(),
+                    image: None,
                 }],
                 min_available: None,
                 priority: 0,
@@ -466,6 +506,26 @@ mod tests {
         assert_eq!(e.spec.batching.max_batch_size, 16);
         let c = e.autoscaler_config();
         assert_eq!(c.panic_window, std::time::Duration::from_secs(6));
+    }
+
+    #[test]
+    fn the_protocol_defaults_to_v2_and_openai_needs_a_server_command() {
+        let Manifest::Endpoint(e) = parse(OK).unwrap() else {
+            panic!("not an endpoint")
+        };
+        assert_eq!(e.spec.protocol, super::EndpointProtocol::V2);
+        let openai = "apiVersion: gpuctl.io/v1\nkind: Endpoint\nmetadata: {name: llm}\nspec:\n  protocol: openai\n  server: {command: [vllm, serve, m]}\n";
+        let Manifest::Endpoint(e) = parse(openai).unwrap() else {
+            panic!("not an endpoint")
+        };
+        assert_eq!(e.spec.protocol.ready_path(), "/health");
+        let err = parse(&OK.replace("spec:\n", "spec:\n  protocol: openai\n")).unwrap_err();
+        assert!(
+            err.contains("spec.protocol") && err.contains("needs spec.server.command"),
+            "{err}"
+        );
+        let err = parse(&OK.replace("spec:\n", "spec:\n  protocol: grpc\n")).unwrap_err();
+        assert!(err.contains("protocol") && err.contains("grpc"), "{err}");
     }
 
     #[test]

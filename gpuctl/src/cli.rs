@@ -331,7 +331,8 @@ pub struct DevFlags {
     /// (with --replicas 3 or 5) a scheduler replica that died.
     #[arg(long, default_value = "2s", value_name = "DURATION")]
     pub restart_delay: HumanDuration,
-    /// Port of the inference gateway (0: any free port).
+    /// Port of the inference gateway (0: any free port); its V2 gRPC service
+    /// listens on the next port (on any free one with 0).
     #[arg(long, default_value_t = 0)]
     pub gateway_port: u16,
     /// How long the gateway holds a request for an endpoint with no ready
@@ -344,6 +345,18 @@ pub struct DevFlags {
     /// runs under its supervisor process either way.
     #[arg(long, value_enum, default_value_t = TaskIsolation::On, value_name = "on|off")]
     pub task_isolation: TaskIsolation,
+    /// How the node daemons run tasks that name an image: process (in the
+    /// host's environment; the task's events say the image was not used)
+    /// or podman (in the image: `gpu-node --runtime podman`).
+    #[arg(long, value_enum, default_value_t = TaskRuntime::Process, value_name = "process|podman")]
+    pub runtime: TaskRuntime,
+}
+
+/// `gpuctl dev --runtime`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TaskRuntime {
+    Process,
+    Podman,
 }
 
 /// `gpuctl dev --task-isolation`.

@@ -207,6 +207,7 @@ pub fn build_submit_job(args: &SubmitArgs, default_name: impl FnOnce() -> String
                     cpu,
                     memory,
                 },
+                image: None,
             }],
             min_available: None,
             priority: args.priority,

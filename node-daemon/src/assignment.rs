@@ -59,6 +59,10 @@ pub struct Assignment {
     pub cpu_milli: u64,
     /// `resources.memory` in bytes: the task's memory limit (0: none).
     pub memory_bytes: u64,
+    /// UUIDs of the GPUs in `gpu_indices`, in order (CDI names them so).
+    pub gpu_uuids: Vec<String>,
+    /// The container image the task runs in; empty: none.
+    pub image: String,
 }
 
 impl Assignment {
@@ -108,6 +112,8 @@ impl From<TaskAssignment> for Assignment {
             secret_error: a.secret_error,
             cpu_milli: a.cpu_milli,
             memory_bytes: a.memory_bytes,
+            gpu_uuids: a.gpu_uuids,
+            image: a.image,
         }
     }
 }

@@ -56,6 +56,7 @@
 
 pub mod agent;
 pub mod assignment;
+pub mod container;
 pub mod env;
 pub mod hollow;
 pub mod inventory;

@@ -153,6 +153,42 @@ struct Cli {
     #[arg(long)]
     no_private_tmp: bool,
 
+    /// How tasks that name an image run: process (the command runs in this
+    /// host's environment; the task's events say the image was not used) or
+    /// podman (in the image, under `podman run`).
+    #[arg(long, value_enum, default_value = "process")]
+    runtime: gpuctl_node::container::RuntimeKind,
+
+    /// The podman executable (--runtime podman).
+    #[arg(long, default_value = "podman", value_name = "PATH")]
+    podman: PathBuf,
+
+    /// podman's global options, space-separated (--runtime podman). The
+    /// default suits Debian's podman 4.3 on hosts with a hybrid cgroup
+    /// layout; "" for none.
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        value_name = "ARGS",
+        default_value = "--runtime runc --cgroup-manager cgroupfs"
+    )]
+    podman_global_args: String,
+
+    /// Options added to each `podman run`, space-separated (--runtime
+    /// podman). The default's lower limits suit hosts without
+    /// CAP_SYS_RESOURCE; "" for none.
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        value_name = "ARGS",
+        default_value = "--ulimit nofile=1024:1024 --ulimit nproc=1000:1000"
+    )]
+    podman_run_args: String,
+
+    /// Longest pull of an image that is not on this node (--runtime podman).
+    #[arg(long, default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
+    image_pull_timeout: Duration,
+
     /// Run N hollow nodes in this process instead of one real daemon: each
     /// joins, registers, heartbeats, watches its assignments and reports
     /// through the real API, and runs each task as a timer (its env's
@@ -176,6 +212,21 @@ struct Cli {
     /// With --simulate: spread the nodes' registrations over this long.
     #[arg(long, default_value = "0", value_parser = gpuctl_node::hollow::tasks::parse_duration, value_name = "DURATION")]
     ramp: Duration,
+}
+
+/// The task runtime the flags name.
+fn runtime_of(cli: &Cli) -> gpuctl_node::container::Runtime {
+    use gpuctl_node::container::{Podman, Runtime, RuntimeKind};
+    let words = |s: &str| s.split_whitespace().map(str::to_string).collect();
+    match cli.runtime {
+        RuntimeKind::Process => Runtime::Process,
+        RuntimeKind::Podman => Runtime::Podman(Podman {
+            program: cli.podman.clone(),
+            global_args: words(&cli.podman_global_args),
+            run_args: words(&cli.podman_run_args),
+            pull_timeout_ms: cli.image_pull_timeout.as_millis() as u64,
+        }),
+    }
 }
 
 /// `500ms`, `1s`, `1.5s`, `2m`.
@@ -437,6 +488,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cgroups: cli.cgroups,
             pids_max: cli.task_pids_max,
             private_tmp: !cli.no_private_tmp,
+            runtime: runtime_of(&cli),
         },
     };
     let work_dir = config.work_dir.clone();

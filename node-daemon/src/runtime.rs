@@ -13,6 +13,10 @@
 //! and with its own `/tmp` ([`crate::isolation`]), and [`Process::wait`]
 //! names an OOM kill, reports the task's CPU time and memory, and removes
 //! the cgroup.
+//!
+//! With a [`ContainerSpec`] the process is `podman run` of the task's image
+//! in the foreground ([`crate::container`]): the same log, exit code, stop
+//! and cgroup, with the container below the task's cgroup.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -26,6 +30,7 @@ use std::time::Duration;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
+use crate::container::{self, ContainerSpec};
 use crate::isolation::{self, TaskIsolation, Usage};
 use crate::owner::{self, RunAs};
 
@@ -104,6 +109,8 @@ pub struct StartSpec<'a> {
     pub run_as: Option<&'a RunAs>,
     /// Its cgroup and `/tmp`; `None`: neither.
     pub isolation: Option<&'a TaskIsolation>,
+    /// Run in this image under podman; `None`: a process on the host.
+    pub container: Option<&'a ContainerSpec>,
 }
 
 /// A started task process.
@@ -114,6 +121,8 @@ pub struct Process {
     child: tokio::process::Child,
     /// Its cgroup, read and removed when it ends.
     isolation: isolation::Active,
+    /// The container it runs (`podman run`), removed when it ends.
+    container: Option<ContainerSpec>,
 }
 
 /// How a task process ended. Serialized: a task's supervisor records it in
@@ -304,7 +313,10 @@ pub fn start(spec: &StartSpec<'_>) -> Result<Process, StartError> {
             })
         })
         .transpose();
-    let result = prepared.and_then(|prepared| spawn(program, args, spec, &log, prepared));
+    let result = prepared.and_then(|prepared| match spec.container {
+        Some(c) => spawn_container(c, spec, &log, prepared),
+        None => spawn(program, args, spec, &log, prepared),
+    });
     if let Err(e) = &result {
         let _ = writeln!(log, "gpu-node: {e}");
         if let Some(tmp) = spec.isolation.and_then(|i| i.tmp.as_ref()) {
@@ -333,11 +345,83 @@ fn spawn(
             pid: child.id().unwrap_or(0),
             child,
             isolation: active,
+            container: None,
         }),
         Err(e) => {
             active.discard();
             Err(e)
         }
+    }
+}
+
+/// `podman run` of the task's image, once the image is here: the podman
+/// client leads the task's process group (outside its cgroup: the
+/// container goes below it), with the task's variables in its environment
+/// for `--env KEY` to pass on, and its output into the log.
+fn spawn_container(
+    c: &ContainerSpec,
+    spec: &StartSpec<'_>,
+    log: &std::fs::File,
+    prepared: Option<isolation::Prepared>,
+) -> Result<Process, StartError> {
+    let active = prepared.map(|p| p.active).unwrap_or_default();
+    let fail = |message: String, active: isolation::Active| {
+        active.discard();
+        Err(StartError::new(127, message))
+    };
+    if let Err(message) = container::ensure_image(c) {
+        return fail(message, active);
+    }
+    let tmp = spec
+        .isolation
+        .and_then(|i| i.tmp.as_ref())
+        .map(|t| (t.dir.as_path(), t.keep.as_slice()));
+    let inputs = container::RunInputs {
+        command: spec.command,
+        env: spec.env,
+        working_dir: spec.working_dir,
+        tmp,
+        user: spec.run_as.filter(|r| r.switch).map(|r| (r.uid, r.gid)),
+    };
+    let program = c.podman.program.display().to_string();
+    let mut cmd = tokio::process::Command::new(&c.podman.program);
+    cmd.args(container::run_args(c, &inputs))
+        .envs(spec.env)
+        .stdin(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(false);
+    if let Some(dir) = c.client_dir.as_deref().filter(|d| d.is_dir()) {
+        cmd.current_dir(dir);
+    }
+    let out = match spec.stdout {
+        Some(p) => std::fs::File::create(p)
+            .map_err(|e| start_error(&program, format!("output file {p:?}: {e}"))),
+        None => log
+            .try_clone()
+            .map_err(|e| start_error(&program, format!("log file: {e}"))),
+    };
+    let err = log
+        .try_clone()
+        .map_err(|e| start_error(&program, format!("log file: {e}")));
+    let (out, err) = match (out, err) {
+        (Ok(o), Ok(e)) => (o, e),
+        (Err(e), _) | (_, Err(e)) => return fail(e.message, active),
+    };
+    cmd.stdout(out).stderr(err);
+    match cmd.spawn() {
+        Ok(child) => Ok(Process {
+            pid: child.id().unwrap_or(0),
+            child,
+            isolation: active,
+            container: Some(c.clone()),
+        }),
+        Err(e) => fail(
+            format!(
+                "cannot start image {:?} on node {}: running {program:?}: {e}",
+                c.image, c.node
+            ),
+            active,
+        ),
     }
 }
 
@@ -404,6 +488,11 @@ pub fn note_in_log(log: &Path, message: &str) {
 }
 
 impl Process {
+    /// The container the task runs in, if it does (to stop it).
+    pub fn container(&self) -> Option<&ContainerSpec> {
+        self.container.as_ref()
+    }
+
     /// Wait for the task's main process to end. Whatever it left running in
     /// its group (and, with a cgroup, anywhere in that) is then killed: a
     /// task is over when its main process is. With a cgroup, the exit names
@@ -418,9 +507,25 @@ impl Process {
             },
         };
         signal_group(self.pid, Signal::SIGKILL);
+        let mut exit = exit;
+        if let Some(m) = self
+            .container
+            .as_ref()
+            .and_then(|c| container::exit_message(exit.code, &c.image))
+        {
+            exit.message = m;
+        }
         let active = self.isolation;
+        let container = self.container;
         let (code, message) = (exit.code, exit.message.clone());
-        match tokio::task::spawn_blocking(move || active.finish(code, &message)).await {
+        let finish = move || {
+            // A client killed before its container leaves it behind.
+            if let Some(c) = &container {
+                container::remove(c);
+            }
+            active.finish(code, &message)
+        };
+        match tokio::task::spawn_blocking(finish).await {
             Ok(ended) => Exit {
                 message: ended.oom_message.unwrap_or(exit.message),
                 usage: ended.usage,
@@ -561,6 +666,7 @@ mod tests {
             stdout: None,
             run_as: None,
             isolation: None,
+            container: None,
         };
         (start(&spec), log)
     }

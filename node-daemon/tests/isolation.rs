@@ -69,6 +69,7 @@ async fn run(
         stdout: None,
         run_as,
         isolation: Some(iso),
+        container: None,
     };
     let p = runtime::start(&spec).expect("the task starts");
     let exit = tokio::time::timeout(Duration::from_secs(60), p.wait())
@@ -307,6 +308,7 @@ async fn running_tasks_usage_is_in_the_nodes_metrics() {
         stdout: None,
         run_as: None,
         isolation: Some(&task),
+        container: None,
     })
     .unwrap();
     let key = runtime::TaskKey {

@@ -559,6 +559,12 @@ fn other_checks() {
         "spec.templates[1].container.command",
         &["node's environment"],
     );
+    // An image that would read as an option of the container runtime.
+    reject(
+        &ARGO_DIAMOND.replacen("image: alpine:3.7", "image: \"--privileged\"", 1),
+        "spec.templates[1].container.image",
+        &["must start with a letter or digit"],
+    );
     reject(
         &ARGO_TRAINING.replace("activeDeadlineSeconds: 86400", "activeDeadlineSeconds: 0"),
         "spec.activeDeadlineSeconds",

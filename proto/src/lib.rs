@@ -1,4 +1,5 @@
-//! gpuctl's gRPC API: `proto/gpuctl.proto` and the tonic code generated from it.
+//! gpuctl's gRPC API: `proto/gpuctl.proto` and the tonic code generated from it,
+//! and the V2 inference service (`proto/grpc_predict_v2.proto`).
 //!
 //! ```text
 //! gpuctl CLI ──Control──► scheduler ◄──NodeService── node daemon
@@ -14,3 +15,10 @@ pub mod v1 {
 }
 
 pub use v1::*;
+
+/// The Open Inference Protocol's gRPC service (KServe's `grpc_predict_v2.proto`,
+/// `package inference`), offered by the gateway and the model server.
+pub mod inference {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("inference");
+}

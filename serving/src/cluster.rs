@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! scheduler Get(endpoints) ─every 500 ms (20 ms while a cold start is pending)─►
-//!   replicas Running, not draining, with a URL ─► probe GET /v2/health/ready
+//!   replicas Running, not draining, with a URL ─► probe GET /v2/health/ready (or /health for protocol: openai)
 //!       (every 10 ms) ─ready─► Gateway::set_replicas (at once, not at the next poll)
 //!   replicas draining ─► removed from routing; once no request is in flight on them
 //!       they are listed as drained in the next report
@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use gpuctl_common::endpoint::Endpoint;
+use gpuctl_common::endpoint::{Endpoint, EndpointProtocol};
 use gpuctl_proto::v1 as pb;
 use gpuctl_proto::v1::control_client::ControlClient;
 use http_body_util::Empty;
@@ -398,7 +398,7 @@ pub async fn run(
                 tokio::spawn(probe(
                     probe_client.clone(),
                     name.clone(),
-                    url.to_string(),
+                    (url.to_string(), ep.spec.protocol.ready_path()),
                     stop,
                     config.probe_every,
                     config.probe_timeout,
@@ -449,6 +449,7 @@ fn apply_routes(
             .filter(|u| ready.and_then(|m| m.get(u)).copied().unwrap_or(false))
             .collect();
         gateway.set_replicas(name, urls.clone());
+        gateway.set_openai(name, ep.spec.protocol == EndpointProtocol::OpenAi);
         gateway.set_desired(name, ep.status.desired_replicas);
         gateway.set_api_keys(
             name,
@@ -508,14 +509,14 @@ fn drained_now(
 async fn probe(
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
     endpoint: String,
-    url: String,
+    (url, ready_path): (String, &'static str),
     stop: Arc<AtomicBool>,
     every: Duration,
     limit: Duration,
     ready: mpsc::UnboundedSender<(String, String)>,
 ) {
     let deadline = Instant::now() + limit;
-    let Ok(uri) = format!("{url}/v2/health/ready").parse::<hyper::Uri>() else {
+    let Ok(uri) = format!("{url}{ready_path}").parse::<hyper::Uri>() else {
         tracing::warn!(endpoint, url, "replica URL is not valid");
         return;
     };

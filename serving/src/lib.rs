@@ -36,6 +36,7 @@ pub use gpuctl_common::autoscaler;
 pub mod batcher;
 pub mod cluster;
 pub mod gateway;
+pub mod grpc;
 pub mod http;
 pub mod model;
 pub mod model_server;

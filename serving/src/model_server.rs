@@ -296,7 +296,7 @@ impl ModelServer {
                 &serde_json::json!({
                     "name": "gpuctl-model-server",
                     "version": env!("CARGO_PKG_VERSION"),
-                    "extensions": [],
+                    "extensions": ["binary_tensor_data"],
                 }),
             ),
             ["v2", "health", "live"] if get => {
@@ -388,15 +388,23 @@ impl ModelServer {
             return self.loading();
         };
         let limits = (self.config.max_body_bytes, self.config.body_read_timeout);
-        let body = match http::read_body(req, limits.0, limits.1).await {
-            Ok((_, body)) => body,
+        let (parts, body) = match http::read_body(req, limits.0, limits.1).await {
+            Ok(read) => read,
             Err(BodyError::TooLarge { limit }) => {
                 let e = ProtocolError::BodyTooLarge { limit };
                 return http::error(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string());
             }
             Err(e) => return e.response(),
         };
-        let request = match protocol::decode_infer_request(&body, loaded.model.spec()) {
+        let split = match parts.headers.get(protocol::HEADER_LENGTH) {
+            None => Ok((&body[..], None)),
+            Some(v) => protocol::split_body(&body, &String::from_utf8_lossy(v.as_bytes()))
+                .map(|(json, binary)| (json, Some(binary))),
+        };
+        let decoded = split.and_then(|(json, binary)| {
+            protocol::decode_infer_request_parts(json, binary, loaded.model.spec())
+        });
+        let request = match decoded {
             Ok(r) => r,
             Err(e) => {
                 let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
@@ -437,10 +445,24 @@ impl ModelServer {
                 .filter(|t| wanted.contains(&t.name))
                 .collect(),
         };
-        http::json(
-            StatusCode::OK,
-            protocol::encode_infer_response(&self.name, request.id.as_deref(), &outputs),
-        )
+        if request.binary_outputs.is_empty() {
+            return http::json(
+                StatusCode::OK,
+                protocol::encode_infer_response(&self.name, request.id.as_deref(), &outputs),
+            );
+        }
+        let (body, header) = protocol::encode_infer_response_binary(
+            &self.name,
+            protocol::MODEL_VERSION,
+            request.id.as_deref(),
+            &outputs,
+            &request.binary_outputs,
+        );
+        let mut response = http::response(StatusCode::OK, "application/octet-stream", body);
+        if let Ok(v) = hyper::header::HeaderValue::from_str(&header.to_string()) {
+            response.headers_mut().insert(protocol::HEADER_LENGTH, v);
+        }
+        response
     }
 }
 

@@ -113,7 +113,7 @@ async fn infer_flat_nested_and_selected_outputs() {
     let infer = format!("{url}/v2/models/add_mul/infer");
     let flat = r#"{"id":"req-1","parameters":{"custom":true},"inputs":[
         {"name":"a","shape":[2,4],"datatype":"FP32","data":[1,2,3,4,5,6,7,8]},
-        {"name":"b","shape":[2,4],"datatype":"FP32","data":[1,1,1,1,2,2,2,2],"parameters":{"binary_data_size":0}}]}"#;
+        {"name":"b","shape":[2,4],"datatype":"FP32","data":[1,1,1,1,2,2,2,2],"parameters":{"content_type":"np"}}]}"#;
     let (code, body) = post(&infer, flat).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(

@@ -1,8 +1,12 @@
-//! Runs `triton_client.py` (NVIDIA's tritonclient[http], JSON tensors) against an
-//! in-process model server, when Python has `tritonclient.http`; skipped otherwise.
+//! Runs `triton_client.py` (NVIDIA's tritonclient[http], JSON and binary tensors) against an
+//! in-process model server, directly and through the gateway, when Python has
+//! `tritonclient.http`; skipped otherwise.
 
 mod common;
 
+use std::sync::Arc;
+
+use gpuctl_serving::gateway::{self, Gateway, GatewayConfig, NoScaleUp};
 use gpuctl_serving::model::OnnxModel;
 use gpuctl_serving::model_server::{self, ModelServer, ModelServerConfig};
 
@@ -24,21 +28,28 @@ async fn tritonclient_speaks_to_the_model_server() {
         server,
         std::future::pending(),
     ));
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/triton_client.py");
-    let out = tokio::time::timeout(
-        std::time::Duration::from_secs(60),
-        tokio::process::Command::new("python3")
-            .arg(script)
-            .arg(&addr)
-            .output(),
-    )
-    .await
-    .expect("the client finished within 60 s")
-    .expect("python3 ran");
-    assert!(
-        out.status.success(),
-        "tritonclient failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let gw = Gateway::new(GatewayConfig::default(), Arc::new(NoScaleUp));
+    gw.set_replicas("add_mul", vec![format!("http://{addr}")]);
+    let gw_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gw_addr = gw_listener.local_addr().unwrap().to_string();
+    tokio::spawn(gateway::serve(gw_listener, gw, std::future::pending()));
+    for (what, target) in [("model server", &addr), ("gateway", &gw_addr)] {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/triton_client.py");
+        let out = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            tokio::process::Command::new("python3")
+                .arg(script)
+                .arg(target)
+                .output(),
+        )
+        .await
+        .expect("the client finished within 60 s")
+        .expect("python3 ran");
+        assert!(
+            out.status.success(),
+            "tritonclient against the {what} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

@@ -20,6 +20,7 @@ pub fn job(name: &str) -> JobBuilder {
                     secret_files: Vec::new(),
                     working_dir: None,
                     resources: Resources::default(),
+                    image: None,
                 }],
                 min_available: None,
                 priority: 0,

@@ -17,6 +17,12 @@
 //! records whether it ran in a task cgroup and in a mount namespace of its
 //! own, and the driver checks that against the mode.
 //!
+//! `--runtime podman|both` adds a cluster whose node runs `gpu-node
+//! --runtime podman` (isolation on), where each job names an image the
+//! bench imports from `/bin/busybox` (Debian's `busybox-static`) and its
+//! probe is a busybox shell in the container that records the wall clock
+//! (`adjtimex`, microseconds). The image is removed at the end.
+//!
 //! Build everything in release first: `cargo build --release --bins`, then
 //! `target/release/submit-latency [--jobs 200] [--json]`.
 
@@ -50,6 +56,10 @@ struct Args {
     /// `both`.
     #[arg(long, default_value = "both", value_parser = ["on", "off", "both"])]
     isolation: String,
+    /// `process` (tasks as processes), `podman` (each task in an image
+    /// under podman, isolation on) or `both`.
+    #[arg(long, default_value = "process", value_parser = ["process", "podman", "both"])]
+    runtime: String,
     /// Start every cluster this many times, modes interleaved.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
     rounds: u32,
@@ -63,6 +73,8 @@ struct Args {
 enum Isolation {
     On,
     Off,
+    /// On, and the task runs in an image under podman.
+    Podman,
 }
 
 impl Isolation {
@@ -70,12 +82,14 @@ impl Isolation {
         match self {
             Isolation::On => "cgroup + private /tmp",
             Isolation::Off => "no cgroup, shared /tmp",
+            Isolation::Podman => "in an image under podman, cgroup + private /tmp",
         }
     }
     fn dev_args(self) -> &'static [&'static str] {
         match self {
             Isolation::On => &[],
             Isolation::Off => &["--task-isolation", "off"],
+            Isolation::Podman => &["--runtime", "podman"],
         }
     }
 }
@@ -93,11 +107,16 @@ fn clusters(args: &Args) -> Vec<(Security, Isolation)> {
         "off" => &[Isolation::Off],
         _ => &[Isolation::On, Isolation::Off],
     };
+    let process = args.runtime != "podman";
+    let podman = args.runtime != "process";
     let mut out = Vec::new();
     for _ in 0..args.rounds {
         for &s in security {
-            for &i in isolation {
+            for &i in isolation.iter().filter(|_| process) {
                 out.push((s, i));
+            }
+            if podman {
+                out.push((s, Isolation::Podman));
             }
         }
     }
@@ -152,7 +171,13 @@ fn main() -> anyhow::Result<()> {
     }
     let me = std::env::current_exe()?;
     let mut all = Vec::new();
-    for (n, (security, isolation)) in clusters(&args).into_iter().enumerate() {
+    let plan = clusters(&args);
+    let image = if plan.iter().any(|(_, i)| *i == Isolation::Podman) {
+        Some(BenchImage::import()?)
+    } else {
+        None
+    };
+    for (n, (security, isolation)) in plan.into_iter().enumerate() {
         let root = std::env::temp_dir().join(format!(
             "gpuctl-bench-{}-{n}-{security:?}-{isolation:?}",
             std::process::id()
@@ -164,7 +189,15 @@ fn main() -> anyhow::Result<()> {
             .worker_threads(2)
             .enable_all()
             .build()?
-            .block_on(run(&args, &me, &root, &dev, security, isolation));
+            .block_on(run(
+                &args,
+                &me,
+                &root,
+                &dev,
+                security,
+                isolation,
+                image.as_ref(),
+            ));
         dev.stop();
         match result {
             Ok(r) => {
@@ -183,6 +216,78 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The image podman tasks run in: `/bin/busybox` and its commands,
+/// imported for the run and removed when dropped.
+struct BenchImage {
+    name: String,
+}
+
+const PODMAN_GLOBAL: [&str; 4] = ["--runtime", "runc", "--cgroup-manager", "cgroupfs"];
+
+impl BenchImage {
+    fn import() -> anyhow::Result<BenchImage> {
+        let dir = std::env::temp_dir().join(format!("gpuctl-bench-image-{}", std::process::id()));
+        let bin = dir.join("rootfs/bin");
+        std::fs::create_dir_all(&bin)?;
+        std::fs::create_dir_all(dir.join("rootfs/tmp"))?;
+        std::fs::copy("/bin/busybox", bin.join("busybox"))
+            .context("copying /bin/busybox (apt-get install busybox-static)")?;
+        for cmd in ["sh", "adjtimex", "awk", "grep", "readlink", "mv", "echo"] {
+            std::os::unix::fs::symlink("busybox", bin.join(cmd))?;
+        }
+        let tar = dir.join("rootfs.tar");
+        let ok = std::process::Command::new("tar")
+            .arg("-C")
+            .arg(dir.join("rootfs"))
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()?
+            .success();
+        let name = format!("localhost/gpuctl-bench-{}:1", std::process::id());
+        let imported = ok
+            && std::process::Command::new("podman")
+                .args(PODMAN_GLOBAL)
+                .arg("import")
+                .arg(&tar)
+                .arg(&name)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()?
+                .success();
+        let _ = std::fs::remove_dir_all(&dir);
+        if !imported {
+            bail!("could not import the busybox image {name} into podman");
+        }
+        Ok(BenchImage { name })
+    }
+}
+
+impl Drop for BenchImage {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("podman")
+            .args(PODMAN_GLOBAL)
+            .args(["rmi", "--force", &self.name])
+            .stdout(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// The command of a job's task: this binary as the probe, or in an image
+/// a busybox shell that writes the same record.
+fn probe_command(me: &Path, probe: &Path, image: Option<&BenchImage>) -> Vec<String> {
+    let p = probe.display().to_string();
+    if image.is_none() {
+        return vec![me.display().to_string(), "--probe".into(), p];
+    }
+    let script = format!(
+        "t=$(adjtimex | awk '/tv_sec/{{s=$2}} /tv_usec/{{u=$2}} END{{printf \"%d%06d000\", s, u}}'); \
+         {{ echo $t; grep -q /gpuctl/ /proc/self/cgroup && echo true || echo false; \
+         readlink /proc/self/ns/mnt; }} > {p}.tmp && mv {p}.tmp {p}"
+    );
+    vec!["sh".into(), "-c".into(), script]
+}
+
 async fn run(
     args: &Args,
     me: &Path,
@@ -190,7 +295,9 @@ async fn run(
     dev: &Dev,
     security: Security,
     isolation: Isolation,
+    image: Option<&BenchImage>,
 ) -> anyhow::Result<serde_json::Value> {
+    let image = image.filter(|_| isolation == Isolation::Podman);
     let mut client = dev.control().await?;
     let driver_ns = mount_ns();
     // Tasks that ran in a task cgroup, and in a mount namespace of their own.
@@ -212,11 +319,7 @@ async fn run(
                 tasks: vec![TaskSpec {
                     name: "main".into(),
                     replicas: 1,
-                    command: vec![
-                        me.display().to_string(),
-                        "--probe".into(),
-                        probe.display().to_string(),
-                    ],
+                    command: probe_command(me, &probe, image),
                     env: Default::default(),
                     env_from: Vec::new(),
                     secret_files: Vec::new(),
@@ -225,6 +328,7 @@ async fn run(
                         gpus: 1.0,
                         ..Default::default()
                     },
+                    image: image.map(|i| i.name.clone()),
                 }],
                 min_available: None,
                 priority: 0,
@@ -246,7 +350,7 @@ async fn run(
             .with_context(|| format!("submitting {name}"))?;
         let returned = now_ns();
         submit_ms.push(sent.elapsed().as_secs_f64() * 1e3);
-        let limit = Instant::now() + Duration::from_secs(30);
+        let limit = Instant::now() + Duration::from_secs(60);
         let started: u128 = loop {
             if let Ok(s) = std::fs::read_to_string(&probe) {
                 let (t, cgroup, ns) = parse_probe(&s, &driver_ns)?;
@@ -255,7 +359,7 @@ async fn run(
                 break t;
             }
             if Instant::now() > limit {
-                bail!("job {name}'s process did not start within 30s");
+                bail!("job {name}'s process did not start within 60s");
             }
             tokio::time::sleep(Duration::from_micros(500)).await;
         };
@@ -265,7 +369,7 @@ async fn run(
         let w = client
             .wait(pb::WaitRequest {
                 name: name.clone(),
-                timeout_ms: 30_000,
+                timeout_ms: 60_000,
             })
             .await?
             .into_inner();
@@ -281,6 +385,9 @@ async fn run(
         percentile(&latencies_ms, 99.0),
     );
     let max = latencies_ms.last().copied().unwrap_or(f64::NAN);
+    if isolation == Isolation::Podman && own_ns < args.jobs {
+        bail!("runtime podman, yet only {own_ns} task(s) ran in a mount namespace of their own");
+    }
     if isolation == Isolation::Off && (in_cgroup > 0 || own_ns > 0) {
         bail!("isolation off, yet {in_cgroup} task(s) ran in a cgroup and {own_ns} in their own mount namespace");
     }
@@ -354,6 +461,43 @@ mod tests {
         assert_eq!(clusters(&a), [(Security::Off, Isolation::Off)]);
         assert_eq!(Isolation::Off.dev_args(), ["--task-isolation", "off"]);
         assert!(Isolation::On.dev_args().is_empty());
+        // Podman clusters come after each security mode's process ones.
+        let a = args(&["--security", "on", "--runtime", "both"]);
+        assert_eq!(
+            clusters(&a),
+            [
+                (Security::On, Isolation::On),
+                (Security::On, Isolation::Off),
+                (Security::On, Isolation::Podman)
+            ]
+        );
+        let a = args(&["--security", "off", "--runtime", "podman"]);
+        assert_eq!(clusters(&a), [(Security::Off, Isolation::Podman)]);
+        assert_eq!(Isolation::Podman.dev_args(), ["--runtime", "podman"]);
+    }
+
+    #[test]
+    fn a_podman_probe_is_a_busybox_shell_writing_the_record() {
+        let image = BenchImage {
+            name: "localhost/x:1".into(),
+        };
+        let c = probe_command(
+            Path::new("/me"),
+            Path::new("/tmp/b/probes/lat-0"),
+            Some(&image),
+        );
+        assert_eq!(&c[..2], ["sh", "-c"]);
+        assert!(
+            c[2].contains(
+                "> /tmp/b/probes/lat-0.tmp && mv /tmp/b/probes/lat-0.tmp /tmp/b/probes/lat-0"
+            ),
+            "{}",
+            c[2]
+        );
+        assert!(c[2].contains("printf \"%d%06d000\""), "{}", c[2]);
+        std::mem::forget(image);
+        let c = probe_command(Path::new("/me"), Path::new("/p"), None);
+        assert_eq!(c, ["/me", "--probe", "/p"]);
     }
 
     #[test]

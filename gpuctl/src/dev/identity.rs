@@ -203,6 +203,7 @@ mod tests {
             insecure: false,
             no_auth: false,
             task_isolation: crate::cli::TaskIsolation::On,
+            runtime: crate::cli::TaskRuntime::Process,
         };
         let plan = Plan::from_flags(flags, &env).unwrap();
         let first = ensure_admin_token(&plan).unwrap();

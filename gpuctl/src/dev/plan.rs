@@ -202,6 +202,8 @@ pub struct Plan {
     /// Tasks get their cgroup and private `/tmp` (the node daemons'
     /// defaults); when false the node daemons run without either.
     pub task_isolation: bool,
+    /// The node daemons run tasks that name an image in it, under podman.
+    pub podman: bool,
 }
 
 impl Plan {
@@ -235,6 +237,7 @@ impl Plan {
             insecure: flags.insecure,
             no_auth: flags.no_auth,
             task_isolation: flags.task_isolation == TaskIsolation::On,
+            podman: flags.runtime == crate::cli::TaskRuntime::Podman,
         })
     }
 
@@ -367,6 +370,13 @@ impl Plan {
             timeout_ms.to_string(),
             "--ready-file".into(),
             self.gateway_ready().display().to_string(),
+            // The V2 gRPC service beside HTTP: the next port, or any free one.
+            "--grpc-port".into(),
+            match self.gateway_port {
+                0 | u16::MAX => 0,
+                p => p + 1,
+            }
+            .to_string(),
         ];
         if !self.no_auth {
             a.push("--token-file".into());
@@ -406,6 +416,9 @@ impl Plan {
         }
         if !self.task_isolation {
             a.extend(["--cgroups".into(), "off".into(), "--no-private-tmp".into()]);
+        }
+        if self.podman {
+            a.extend(["--runtime".into(), "podman".into()]);
         }
         a.extend(self.tls_args());
         a
@@ -529,6 +542,7 @@ mod tests {
             cold_start_timeout: Duration::from_secs(60),
             insecure: false,
             task_isolation: true,
+            podman: false,
         }
     }
 
@@ -555,7 +569,7 @@ mod tests {
         );
         assert_eq!(
             p.gateway_args("http://127.0.0.1:7000").join(" "),
-            "--server http://127.0.0.1:7000 --listen 127.0.0.1 --port 0 --cold-start-timeout-ms 60000 --ready-file /s/gateway.ready.json --token-file /s/gateway.token --tls-cert /s/tls/cluster.pem --tls-key /s/tls/cluster-key.pem --tls-ca /s/tls/ca.pem"
+            "--server http://127.0.0.1:7000 --listen 127.0.0.1 --port 0 --cold-start-timeout-ms 60000 --ready-file /s/gateway.ready.json --grpc-port 0 --token-file /s/gateway.token --tls-cert /s/tls/cluster.pem --tls-key /s/tls/cluster-key.pem --tls-ca /s/tls/ca.pem"
         );
         // `gpuctl dev --insecure`: every process plaintext, said explicitly.
         let plain = Plan {
@@ -589,6 +603,14 @@ mod tests {
         .node_args(1, "http://127.0.0.1:7000")
         .join(" ");
         assert!(off.contains(" --cgroups off --no-private-tmp "), "{off}");
+        assert!(!off.contains("--runtime"), "{off}");
+        let podman = Plan {
+            podman: true,
+            ..plan(Path::new("/s"))
+        }
+        .node_args(1, "http://127.0.0.1:7000")
+        .join(" ");
+        assert!(podman.contains(" --runtime podman "), "{podman}");
         // The schedulers and the gateway are not affected.
         let p = plan(Path::new("/s"));
         let off_plan = Plan {
@@ -621,6 +643,7 @@ mod tests {
             cold_start_timeout: "60s".parse().unwrap(),
             insecure: false,
             task_isolation: TaskIsolation::On,
+            runtime: crate::cli::TaskRuntime::Process,
         };
         let p = Plan::from_flags(flags, &env).unwrap();
         assert!(p.task_isolation);
@@ -685,6 +708,7 @@ mod tests {
             cold_start_timeout: "60s".parse().unwrap(),
             insecure: false,
             task_isolation: TaskIsolation::On,
+            runtime: crate::cli::TaskRuntime::Process,
         };
         assert!(Plan::from_flags(flags, &env).is_err());
     }

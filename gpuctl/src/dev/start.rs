@@ -271,6 +271,12 @@ pub(super) fn summary(plan: &Plan, s: &Started, ctx_path: Option<&Path>) -> Stri
             field(g, "metrics"),
             g.get("pid").map_or("?".into(), |p| p.to_string()),
         ));
+        if let Some(grpc) = g.get("grpc").and_then(|v| v.as_str()) {
+            o.push_str(&format!(
+                "  {:<16} {grpc} (V2 gRPC, inference.GRPCInferenceService)\n",
+                "gateway gRPC"
+            ));
+        }
     }
     o.push_str(&format!(
         "  state dir        {}\n",

@@ -253,6 +253,7 @@ mod tests {
             cold_start_timeout: Duration::from_secs(60),
             insecure: false,
             task_isolation: true,
+            podman: false,
         }
     }
 

@@ -25,6 +25,7 @@ use tokio::time::Instant;
 
 use super::plan::{plan, Action, LocalState};
 use crate::assignment::{Assignment, TaskReport};
+use crate::container::ContainerSpec;
 use crate::env::task_env;
 use crate::inventory::GpuInventory;
 use crate::isolation::{Isolation, PrivateTmp, TaskIsolation};
@@ -37,8 +38,10 @@ use crate::supervisor::{self, Launched, Supervisors};
 use crate::{secrets, steps};
 
 mod adopt;
+mod image;
 mod report;
 mod started;
+mod waiting;
 pub use adopt::Adopted;
 
 /// Message of the report for a `Running` task this daemon has no process for.
@@ -93,6 +96,8 @@ struct LocalTask {
     /// The task's own `/tmp`, removed when it exits (after its outputs
     /// are read).
     tmp: Option<PrivateTmp>,
+    /// Said with its Running report (an image not used here).
+    note: Option<String>,
 }
 
 impl LocalTask {
@@ -112,6 +117,7 @@ impl LocalTask {
             step: None,
             scratch: None,
             tmp: None,
+            note: None,
         }
     }
 
@@ -292,21 +298,16 @@ impl Reconciler {
             return;
         }
         let (mut step, mut scratch) = (None, None);
-        let iso = self.cfg.isolation.for_task(
-            &key.job,
-            key.task_index,
-            key.attempt,
-            a.cpu_milli,
-            a.memory_bytes,
-            &a.gpu_indices,
-        );
+        let iso = self.isolation_of(a);
         let (started, port) = self.spawn(&key, a, &iso, &mut step, &mut scratch);
         match started {
             Ok(launched) => {
                 self.started(key.clone(), a, launched, port, step, received);
+                let note = self.image_note(a);
                 if let Some(t) = self.tasks.get_mut(&key) {
                     t.scratch = scratch;
                     t.tmp = iso.tmp;
+                    t.note = note;
                 }
             }
             Err(e) => {
@@ -417,6 +418,13 @@ impl Reconciler {
             tmp.keep_also(program.into_iter().chain(wd));
         }
         let iso = &iso;
+        let container = match self.container_of(key, a, &env, scratch.as_ref(), iso) {
+            Ok(c) => c,
+            Err(message) => {
+                runtime::note_in_log(&log, &message);
+                return (Err(runtime::StartError::new(127, message)), 0);
+            }
+        };
         let meta = Meta {
             job: key.job.clone(),
             task_index: key.task_index,
@@ -426,6 +434,7 @@ impl Reconciler {
             port,
             scratch: scratch.clone(),
             step: None,
+            container: container.clone(),
         };
         let started = match &a.step {
             None => self.cfg.supervisors.launch(
@@ -437,10 +446,14 @@ impl Reconciler {
                     stdout: None,
                     run_as: run_as.as_ref(),
                     isolation: Some(iso),
+                    container: container.as_ref(),
                 },
                 &meta,
             ),
-            Some(io) => self.start_step(key, a, io, &env, log, run_as.as_ref(), iso, step, meta),
+            Some(io) => {
+                let c = container.as_ref();
+                self.start_step(key, a, io, &env, log, run_as.as_ref(), iso, c, step, meta)
+            }
         };
         (started, port)
     }
@@ -527,54 +540,9 @@ impl Reconciler {
                 step,
                 scratch: None,
                 tmp: None,
+                note: None,
             },
         );
-    }
-
-    /// Why `a` cannot start yet: one of its GPUs would be used beyond its
-    /// capacity, counting processes still stopping on it. `None` when it can.
-    fn blocked_by(&self, a: &Assignment) -> Option<String> {
-        let want = a.gpu_shares();
-        for (&gpu, &need) in a.gpu_indices.iter().zip(&want) {
-            let holders = self.tasks.iter().filter_map(|(k, t)| {
-                let live = t.state.has_process();
-                let i = t.gpus.iter().position(|&g| g == gpu)?;
-                live.then(|| (k, t.state, t.milli.get(i).copied().unwrap_or(1000)))
-            });
-            let (mut held, mut stopping) = (0u32, Vec::new());
-            for (k, state, m) in holders {
-                held += m;
-                if state == LocalState::Stopping {
-                    stopping.push(k.to_string());
-                }
-            }
-            if !stopping.is_empty() && held + need > 1000 {
-                return Some(format!(
-                    "GPU {gpu} is still held by {} (stopping)",
-                    stopping.join(", ")
-                ));
-            }
-        }
-        None
-    }
-
-    /// Start the waiting tasks that can start now (after a process exited).
-    fn start_waiting(&mut self) {
-        if self.shutting_down {
-            return;
-        }
-        let waiting: Vec<TaskKey> = self
-            .tasks
-            .iter()
-            .filter(|(_, t)| t.state == LocalState::Waiting)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in waiting {
-            let Some((a, received)) = self.tasks.remove(&key).and_then(|t| t.waiting) else {
-                continue;
-            };
-            self.start(&a, received);
-        }
     }
 
     /// Prepare a workflow step's files (as `run_as`'s), then start it. A
@@ -589,6 +557,7 @@ impl Reconciler {
         log: PathBuf,
         run_as: Option<&RunAs>,
         iso: &TaskIsolation,
+        container: Option<&ContainerSpec>,
         step: &mut Option<Box<StepRun>>,
         mut meta: Meta,
     ) -> Result<Launched, StartError> {
@@ -622,6 +591,7 @@ impl Reconciler {
                 stdout: prepared.stdout.as_deref(),
                 run_as,
                 isolation: Some(iso),
+                container,
             },
             &meta,
         );

@@ -234,6 +234,49 @@ impl Layout {
         }
     }
 
+    /// The cgroup of a task that runs in a container, and the path podman
+    /// is given as `--cgroup-parent` (podman's cgroupfs manager makes it, and
+    /// the container's cgroup below it, in every hierarchy). On v2 it is
+    /// the task's usual cgroup, named relative to the cgroup2 mount at
+    /// `/sys/fs/cgroup`; on v1, where a daemon's controllers may sit at
+    /// different paths, it is `/gpuctl/<node>/<name>` from the root of each
+    /// hierarchy under `/sys/fs/cgroup/<controller>`. `None` when the
+    /// layout has no such path.
+    pub fn container_task(&self, node: &str, name: &str) -> Option<(TaskCgroup, String)> {
+        let root = Path::new("/sys/fs/cgroup");
+        match self {
+            Layout::V2 { .. } => {
+                let task = self.task(node, name);
+                let rel = task.memory.strip_prefix(root).ok()?;
+                Some((task.clone(), format!("/{}", rel.display())))
+            }
+            Layout::V1 {
+                memory,
+                cpu,
+                cpuacct,
+                pids,
+                ..
+            } => {
+                let rel = Path::new("gpuctl").join(node).join(name);
+                // `/sys/fs/cgroup/<hierarchy>` of a controller's folder.
+                let at = |dir: &Path| -> Option<PathBuf> {
+                    let h = dir.strip_prefix(root).ok()?.components().next()?;
+                    Some(root.join(h).join(&rel))
+                };
+                let task = TaskCgroup {
+                    v2: false,
+                    memory: at(memory)?,
+                    cpu: cpu.as_deref().and_then(at),
+                    cpuacct: cpuacct.as_deref().and_then(at),
+                    pids: pids.as_deref().and_then(at),
+                    devices: None,
+                    v2_own: None,
+                };
+                Some((task, format!("/{}", rel.display())))
+            }
+        }
+    }
+
     /// The folders this daemon's task cgroups of `node` live in (each
     /// controller's `<own>/gpuctl/<node>`).
     pub fn node_dirs(&self, node: &str) -> Vec<PathBuf> {
@@ -496,7 +539,14 @@ impl TaskCgroup {
         if self.v2 {
             return None;
         }
-        read_u64(&self.memory.join("memory.failcnt"))
+        // With swap accounting the memory+swap limit (set to the same
+        // value) is checked first, and counts the hit instead.
+        let memory = read_u64(&self.memory.join("memory.failcnt"));
+        let memsw = read_u64(&self.memory.join("memory.memsw.failcnt"));
+        match (memory, memsw) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+        }
     }
 
     /// What the task has used so far.
@@ -539,6 +589,15 @@ impl TaskCgroup {
         out
     }
 
+    /// A container task's cgroup (see [`Layout::container_task`]): podman
+    /// made the folder `parent` in every hierarchy, with the container's
+    /// and its monitor's cgroups below it. Kill what is left in each and
+    /// remove them all, deepest first, then the node's and gpuctl's
+    /// folders above when empty. Bounded.
+    pub fn remove_container_tree(&self, parent: &str) {
+        remove_container_tree(parent, self.v2);
+    }
+
     /// SIGKILL whatever is left in the cgroup, then remove its folders.
     /// Bounded: gives up (and says so) after about two seconds.
     pub fn remove(&self) {
@@ -577,6 +636,63 @@ impl TaskCgroup {
             }
             if !removed {
                 tracing::warn!("cannot remove the task cgroup {}", dir.display());
+            }
+        }
+    }
+}
+
+/// [`TaskCgroup::remove_container_tree`], for a container task whose
+/// cgroup is known only by its `--cgroup-parent` (`v2`: the unified
+/// hierarchy at `/sys/fs/cgroup`).
+pub fn remove_container_tree(parent: &str, v2: bool) {
+    let root = Path::new("/sys/fs/cgroup");
+    let rel = parent.trim_start_matches('/');
+    let mut tops = vec![root.join(rel)];
+    if !v2 {
+        if let Ok(entries) = std::fs::read_dir(root) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    tops.push(e.path().join(rel));
+                }
+            }
+        }
+    }
+    for top in tops.iter().filter(|t| t.is_dir()) {
+        let mut dirs = Vec::new();
+        collect_dirs(top, &mut dirs, 0);
+        // Children before their parents.
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for d in &dirs {
+            let leaf = TaskCgroup {
+                v2,
+                memory: d.clone(),
+                cpu: None,
+                cpuacct: None,
+                pids: None,
+                devices: None,
+                v2_own: None,
+            };
+            leaf.remove();
+        }
+        for up in top.ancestors().skip(1).take(2) {
+            let _ = std::fs::remove_dir(up);
+        }
+    }
+}
+
+/// `dir` and the folders below it (at most 4 levels, 256 folders).
+fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) {
+    if out.len() >= 256 {
+        return;
+    }
+    out.push(dir.to_path_buf());
+    if depth >= 4 {
+        return;
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                collect_dirs(&e.path(), out, depth + 1);
             }
         }
     }

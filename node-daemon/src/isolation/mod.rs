@@ -83,6 +83,8 @@ pub struct Options {
     /// Give each task its own `/tmp` (when the daemon may make mount
     /// namespaces).
     pub private_tmp: bool,
+    /// How tasks that name an image run ([`crate::container`]).
+    pub runtime: crate::container::Runtime,
 }
 
 /// The default `pids.max` of a task.
@@ -94,6 +96,7 @@ impl Default for Options {
             cgroups: CgroupMode::Auto,
             pids_max: DEFAULT_PIDS_MAX,
             private_tmp: true,
+            runtime: crate::container::Runtime::Process,
         }
     }
 }
@@ -109,6 +112,8 @@ pub struct Isolation {
     /// Kept visible inside a task's `/tmp` (see [`private_tmp`]).
     keep: Vec<PathBuf>,
     devices: Vec<devices::DeviceNode>,
+    /// How tasks that name an image run.
+    pub runtime: crate::container::Runtime,
     /// What the daemon says about it at start, one line each.
     pub notes: Vec<String>,
     /// What is missing (tasks run without it), said once at start.
@@ -120,6 +125,11 @@ pub struct Isolation {
 pub struct TaskIsolation {
     pub cgroup: Option<(TaskCgroup, Limits)>,
     pub tmp: Option<PrivateTmp>,
+    /// The task runs in a container: its cgroup is podman's
+    /// `--cgroup-parent` (this path), which the podman client does not
+    /// join, and podman binds the `/tmp` folder itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_parent: Option<String>,
 }
 
 /// The folder of a daemon's task cgroups: its node name and a hash of its
@@ -162,8 +172,17 @@ impl Isolation {
         let mut iso = Isolation {
             node: node.clone(),
             pids_max: settings.pids_max,
+            runtime: settings.runtime.clone(),
             ..Isolation::default()
         };
+        if let crate::container::Runtime::Podman(p) = &settings.runtime {
+            let version = p
+                .version()
+                .map_err(|e| format!("--runtime podman: podman does not run here: {e}"))?;
+            iso.notes.push(format!(
+                "tasks that name an image run in it under podman {version}"
+            ));
+        }
         if settings.cgroups != CgroupMode::Off {
             let found = if root {
                 Layout::detect().and_then(|l| {
@@ -286,7 +305,50 @@ impl Isolation {
         TaskIsolation {
             cgroup,
             tmp: self.task_tmp(job, index, attempt),
+            container_parent: None,
         }
+    }
+
+    /// What confines a task that runs in a container: the same limits, in
+    /// the cgroup podman is told to put the container under
+    /// ([`Layout::container_task`]); without it, podman's own cgroup and
+    /// no limits.
+    pub fn for_container(
+        &self,
+        job: &str,
+        index: u32,
+        attempt: u32,
+        cpu_milli: u64,
+        memory_bytes: u64,
+    ) -> TaskIsolation {
+        let name = task_name(job, index, attempt);
+        let found = self
+            .layout
+            .as_ref()
+            .and_then(|l| l.container_task(&self.node, &name));
+        let (cgroup, container_parent) = match found {
+            Some((cg, parent)) => {
+                let limits = Limits {
+                    cpu_milli,
+                    memory_bytes,
+                    pids_max: self.pids_max,
+                    devices: None,
+                };
+                (Some((cg, limits)), Some(parent))
+            }
+            None => (None, None),
+        };
+        TaskIsolation {
+            cgroup,
+            tmp: self.task_tmp(job, index, attempt),
+            container_parent,
+        }
+    }
+
+    /// Whether this host has NVIDIA device files (a task in a container
+    /// then gets its GPUs through CDI).
+    pub fn has_gpu_devices(&self) -> bool {
+        !self.devices.is_empty()
     }
 
     /// Remove the node's cgroup folders (`<own>/gpuctl/<node>`, and
@@ -503,6 +565,9 @@ pub fn prepare(
         identity: None,
     };
     let mut active = Active::default();
+    if task.container_parent.is_some() {
+        return prepare_container(task, run_as).map(|active| Prepared { hook, active });
+    }
     if let Some((cg, limits)) = &task.cgroup {
         cg.create(limits)?;
         active.cgroup = Some((cg.clone(), limits.memory_bytes));
@@ -557,18 +622,48 @@ pub fn prepare(
     Ok(Prepared { hook, active })
 }
 
+/// A container task's cgroup made with its limits (podman puts the
+/// container below it) and its `/tmp` folder; nothing for the podman
+/// client to join.
+fn prepare_container(
+    task: &TaskIsolation,
+    run_as: Option<&crate::owner::RunAs>,
+) -> Result<Active, String> {
+    let mut active = Active {
+        container_parent: task.container_parent.clone(),
+        ..Active::default()
+    };
+    if let Some((cg, limits)) = &task.cgroup {
+        cg.create(limits)?;
+        active.cgroup = Some((cg.clone(), limits.memory_bytes));
+    }
+    if let Some(tmp) = &task.tmp {
+        if let Err(e) = tmp.create(run_as) {
+            active.discard();
+            tmp.remove();
+            return Err(e);
+        }
+    }
+    Ok(active)
+}
+
 /// A started task's cgroup, read and removed when it ends.
 #[derive(Debug, Default)]
 pub struct Active {
     /// The cgroup and the memory limit written to it (0: none).
     cgroup: Option<(TaskCgroup, u64)>,
+    /// A container task: podman's cgroups below this path go too.
+    container_parent: Option<String>,
 }
 
 impl Active {
     /// The task never started: remove its cgroup.
     pub fn discard(self) {
-        if let Some((cg, _)) = self.cgroup {
-            cg.remove();
+        if let Some((cg, _)) = &self.cgroup {
+            match &self.container_parent {
+                Some(parent) => cg.remove_container_tree(parent),
+                None => cg.remove(),
+            }
         }
     }
 
@@ -581,8 +676,22 @@ impl Active {
             return Ended::default();
         };
         let usage = cg.usage();
-        let oom_message = oom_message(code, message, cg.oom_kills(), cg.limit_hits(), limit);
-        cg.remove();
+        let mut hits = cg.limit_hits();
+        let mut kills = cg.oom_kills();
+        if let Some(parent) = &self.container_parent {
+            // v1 counts the kill in the container's own cgroup, gone by
+            // now: a SIGKILL after the limit was hit tells it instead. With
+            // swap accounting the hit is not counted either, but the peak
+            // shows it.
+            kills = kills.filter(|&n| n > 0);
+            if limit > 0 && usage.memory_peak_bytes >= limit {
+                hits = Some(hits.unwrap_or(0).max(1));
+            }
+            cg.remove_container_tree(parent);
+        } else {
+            cg.remove();
+        }
+        let oom_message = oom_message(code, message, kills, hits, limit);
         Ended {
             usage: Some(usage),
             oom_message,

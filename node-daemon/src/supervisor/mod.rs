@@ -72,6 +72,9 @@ pub struct Launched {
     spec: Vec<u8>,
     dir: TaskDir,
     pid: u32,
+    /// How long it may take to say whether the task started: longer for
+    /// a task whose image may have to be pulled first.
+    ready_timeout: Duration,
 }
 
 /// A task found in its folder when the daemon starts.
@@ -115,6 +118,7 @@ impl Supervisors {
             .map_err(|e| fail(format!("writing {:?}: {e}", dir.meta())))?;
         let log = std::fs::File::create(dir.log())
             .map_err(|e| fail(format!("creating {:?}: {e}", dir.log())))?;
+        let spec_container = spec.container;
         let spec = serde_json::to_vec(&OwnedStartSpec::new(spec))
             .map_err(|e| fail(format!("encoding it for its supervisor: {e}")))?;
         let mut cmd = tokio::process::Command::new(&self.exe);
@@ -138,11 +142,13 @@ impl Supervisors {
             ))
         })?;
         let pid = child.id().unwrap_or(0);
+        let pull = spec_pull_timeout(spec_container);
         Ok(Launched {
             child,
             spec,
             dir,
             pid,
+            ready_timeout: READY_TIMEOUT + pull,
         })
     }
 
@@ -150,6 +156,13 @@ impl Supervisors {
     pub fn scan(&self) -> Vec<Found> {
         record::scan(&self.root).into_iter().map(found).collect()
     }
+}
+
+/// The longest pull of a task's image before it starts (zero: no image).
+fn spec_pull_timeout(c: Option<&crate::container::ContainerSpec>) -> Duration {
+    c.map_or(Duration::ZERO, |c| {
+        Duration::from_millis(c.podman.pull_timeout_ms)
+    })
 }
 
 /// What a task folder says, and whether its supervisor lives.
@@ -177,7 +190,7 @@ fn found(dir: TaskDir) -> Found {
             // Look again: it may have recorded the exit just before it ended.
             Ok(state) => match dir.read_exit() {
                 Ok(Some(exit)) => exit,
-                _ => supervisor_died(state.supervisor.pid, state.task),
+                _ => supervisor_died(state.supervisor.pid, state.task, meta.container.as_ref()),
             },
             Err(_) => Exit {
                 code: -1,
@@ -195,10 +208,25 @@ fn found(dir: TaskDir) -> Found {
 }
 
 /// The exit of a task whose supervisor died without recording one: its
-/// group (if it still runs) is killed, since nothing would stop it.
-fn supervisor_died(supervisor: u32, task: Option<ProcId>) -> Exit {
+/// group (if it still runs) is killed, and its container removed, since
+/// nothing would stop them.
+fn supervisor_died(
+    supervisor: u32,
+    task: Option<ProcId>,
+    container: Option<&crate::container::ContainerSpec>,
+) -> Exit {
     if let Some(t) = task.filter(ProcId::alive) {
         runtime::signal_group(t.pid, Signal::SIGKILL);
+    }
+    if let Some(c) = container.cloned() {
+        // podman may take a while: not on the caller's thread.
+        std::thread::spawn(move || {
+            crate::container::remove(&c);
+            if let Some(parent) = &c.cgroup_parent {
+                let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+                crate::isolation::cgroup::remove_container_tree(parent, v2);
+            }
+        });
     }
     Exit {
         code: -1,
@@ -249,10 +277,11 @@ impl Launched {
                 .await?;
             Ok::<String, std::io::Error>(line)
         };
-        let line = match tokio::time::timeout(READY_TIMEOUT, talk).await {
+        let limit = self.ready_timeout;
+        let line = match tokio::time::timeout(limit, talk).await {
             Err(_) => {
                 signal(self.pid, Signal::SIGKILL);
-                return Err(lost(format!("did not answer within {READY_TIMEOUT:?}")));
+                return Err(lost(format!("did not answer within {limit:?}")));
             }
             Ok(Err(e)) => return Err(lost(format!("could not be reached: {e}"))),
             Ok(Ok(line)) if line.is_empty() => {
@@ -274,7 +303,8 @@ impl Launched {
             Ok(Some(exit)) => exit,
             Ok(None) => {
                 let task = self.dir.read_state().ok().and_then(|s| s.task);
-                let mut exit = supervisor_died(self.pid, task);
+                let container = self.dir.read_meta().ok().and_then(|m| m.container);
+                let mut exit = supervisor_died(self.pid, task, container.as_ref());
                 if let Ok(st) = status {
                     exit.message = format!("{} ({st})", exit.message);
                 }
@@ -310,7 +340,8 @@ pub async fn wait_adopted(dir: TaskDir, supervisor: ProcId, task: Option<ProcId>
                 return exit;
             }
             let task = dir.read_state().ok().and_then(|s| s.task).or(task);
-            return supervisor_died(supervisor.pid, task);
+            let container = dir.read_meta().ok().and_then(|m| m.container);
+            return supervisor_died(supervisor.pid, task, container.as_ref());
         }
         tokio::time::sleep(POLL).await;
     }

@@ -38,6 +38,10 @@ pub struct Meta {
     pub scratch: Option<PathBuf>,
     /// A workflow step: what to collect when it exits.
     pub step: Option<StepMeta>,
+    /// The container it runs in, removed should its supervisor die
+    /// without stopping it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<crate::container::ContainerSpec>,
 }
 
 impl Meta {
@@ -76,6 +80,9 @@ pub struct OwnedStartSpec {
     pub run_as: Option<RunAs>,
     /// Its cgroup and `/tmp`, set up by the supervisor as it starts the task.
     pub isolation: Option<crate::isolation::TaskIsolation>,
+    /// The image it runs in under podman; `None`: a process.
+    #[serde(default)]
+    pub container: Option<crate::container::ContainerSpec>,
 }
 
 impl OwnedStartSpec {
@@ -88,6 +95,7 @@ impl OwnedStartSpec {
             stdout: spec.stdout.map(Path::to_path_buf),
             run_as: spec.run_as.cloned(),
             isolation: spec.isolation.cloned(),
+            container: spec.container.cloned(),
         }
     }
 
@@ -100,6 +108,7 @@ impl OwnedStartSpec {
             stdout: self.stdout.as_deref(),
             run_as: self.run_as.as_ref(),
             isolation: self.isolation.as_ref(),
+            container: self.container.as_ref(),
         }
     }
 }
@@ -298,6 +307,7 @@ mod tests {
             port: 20001,
             scratch: None,
             step: None,
+            container: None,
         };
         d.write_meta(&meta).unwrap();
         assert_eq!(d.read_meta().unwrap(), meta);
@@ -361,6 +371,7 @@ mod tests {
             stdout: None,
             run_as: None,
             isolation: None,
+            container: None,
         };
         let owned = OwnedStartSpec::new(&spec);
         let back: OwnedStartSpec =

@@ -5,6 +5,8 @@
 //! [`runtime::Process::wait`] and records the exit in its folder. On SIGTERM
 //! it stops the task's process group (SIGTERM, SIGKILL after the grace);
 //! when the lease is older than the fence timeout it does the same by itself.
+//! A task in an image is stopped by `podman stop` as well
+//! ([`crate::container::stop`]).
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -123,6 +125,7 @@ async fn supervise(args: SuperviseArgs) -> ExitCode {
         Err(e) => return not_started(&dir, e.exit_code, e.message),
     };
     let pid = process.pid;
+    let container = process.container().cloned();
     let state = State {
         supervisor: me,
         task: ProcId::of(pid),
@@ -141,6 +144,11 @@ async fn supervise(args: SuperviseArgs) -> ExitCode {
     let grace = Duration::from_millis(args.kill_grace_ms);
     let fence = Duration::from_millis(args.fence_ms);
     let stop = |grace: Duration| {
+        // A container is stopped by podman: a SIGKILL to its client would
+        // leave it running.
+        if let Some(c) = &container {
+            tokio::spawn(crate::container::stop(c.clone(), grace));
+        }
         let mut rx = exited_rx.clone();
         tokio::spawn(runtime::stop_group(pid, grace, async move {
             let _ = rx.wait_for(|done| *done).await;

@@ -188,6 +188,8 @@ pub struct Harness {
     pub agent: std::net::SocketAddr,
     pub stop: Option<tokio::sync::oneshot::Sender<()>>,
     pub node: tokio::task::JoinHandle<()>,
+    /// How the daemon runs tasks that name an image.
+    pub runtime: gpuctl_node::container::Runtime,
 }
 
 pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
@@ -210,6 +212,8 @@ pub struct Options {
     pub join_token: Option<String>,
     /// Do not give the daemon the join token (it still needs a credential).
     pub withhold_join_token: bool,
+    /// How the daemon runs tasks that name an image (default: processes).
+    pub runtime: gpuctl_node::container::Runtime,
 }
 
 /// `dead_first`: list an unreachable scheduler replica before the fake one.
@@ -260,6 +264,7 @@ pub async fn start_with(opts: Options) -> Harness {
         agent: "127.0.0.1:0".parse().unwrap(),
         stop: None,
         node: tokio::spawn(async {}),
+        runtime: opts.runtime.clone(),
     };
     let join = (opts.join_token.is_some() && !opts.withhold_join_token)
         .then(|| h.work.path().join("join.token"));
@@ -307,7 +312,10 @@ impl Harness {
             token_file: None,
             join_token_file: join,
             tls: None,
-            isolation: Default::default(),
+            isolation: gpuctl_node::isolation::Options {
+                runtime: self.runtime.clone(),
+                ..Default::default()
+            },
         };
         let node = Node::bind(config, inventory).await.unwrap();
         self.agent = node.agent_addr();

@@ -47,7 +47,8 @@ pub struct StepToLaunch {
     pub workflow: String,
     pub display_name: String,
     pub template: String,
-    /// Recorded only: the command runs in the node's environment.
+    /// The container image: the step's job runs in it on nodes with a
+    /// container runtime (`gpu-node --runtime podman`).
     pub image: Option<String>,
     pub command: Vec<String>,
     pub args: Vec<String>,

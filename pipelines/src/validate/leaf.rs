@@ -41,7 +41,7 @@ impl Validator<'_> {
             ctx,
         );
         if c.command.is_empty() {
-            self.err(format!("{cp}.command"), "missing: gpuctl runs the command in the node's environment, not the image's entrypoint; give e.g. [python, train.py]");
+            self.err(format!("{cp}.command"), "missing: gpuctl runs the command (in the image on nodes with a container runtime, else in the node's environment), not the image's entrypoint; give e.g. [python, train.py]");
         }
     }
 
@@ -104,6 +104,12 @@ impl Validator<'_> {
     ) {
         if let Some(i) = image {
             self.check_str(&format!("{p}.image"), i, ctx);
+            // One without `{{...}}` must be an image reference now.
+            if !i.contains("{{") {
+                if let Err(why) = gpuctl_common::api::check_image(i) {
+                    self.err(format!("{p}.image"), why);
+                }
+            }
         }
         for (j, c) in command.iter().enumerate() {
             self.check_str(&format!("{p}.command[{j}]"), c, ctx);

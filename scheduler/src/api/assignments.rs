@@ -67,6 +67,7 @@ pub(super) fn assignments_for(
             secret_error,
             cpu_milli: spec.resources.cpu.as_ref().map_or(0, |c| c.0),
             memory_bytes: spec.resources.memory.as_ref().map_or(0, |m| m.0),
+            image: spec.image.clone().unwrap_or_default(),
         });
     }
     tasks.sort_by(|a, b| (&a.job, a.task_index).cmp(&(&b.job, b.task_index)));

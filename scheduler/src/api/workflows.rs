@@ -146,6 +146,7 @@ fn infeasible_step(wf: &Workflow, nodes: &[&api::Node]) -> Option<String> {
                     secret_files: Vec::new(),
                     working_dir: None,
                     resources,
+                    image: None,
                 }],
                 min_available: None,
                 priority: 0,

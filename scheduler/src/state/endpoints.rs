@@ -83,6 +83,7 @@ pub fn replica_job(ep: &Endpoint, job_name: &str) -> Job {
                     .unwrap_or_default(),
                 working_dir,
                 resources: spec.resources.clone(),
+                image: None,
             }],
             min_available: None,
             priority: 0,

@@ -242,6 +242,13 @@ impl State {
                     t.pid = r.pid;
                     t.port = r.port;
                     t.start_time_ms = Some(now);
+                    // What the node says about how it started the task (an
+                    // image it could not honour) goes to the job's events.
+                    if let Some(m) = r.message.as_ref().filter(|m| !m.is_empty()) {
+                        t.message = Some(m.clone());
+                        let msg = format!("task {} on {}: {m}", r.index, r.node);
+                        push_event(&mut job.status.events, now, "NodeWarning", msg);
+                    }
                     self.touch_job(index, &r.job);
                 }
             }

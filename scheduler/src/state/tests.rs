@@ -100,6 +100,45 @@ impl Harness {
 }
 
 #[test]
+fn a_nodes_word_on_a_started_task_is_an_event() {
+    let mut h = Harness::new();
+    h.apply(reg("n1", 4)).unwrap();
+    h.apply(Command::SubmitJob {
+        job: Box::new(job("a", 1, 1.0, 0)),
+    })
+    .unwrap();
+    h.bind("a", "n1", &[&[0]]);
+    let r = TaskReport {
+        node: "n1".into(),
+        job: "a".into(),
+        index: 0,
+        attempt: 1,
+        phase: TaskPhase::Running,
+        exit_code: None,
+        message: Some("image \"x\" not used: node n1 runs tasks as processes".into()),
+        pid: Some(42),
+        outputs: None,
+        port: None,
+        usage: None,
+        gpu_fault: None,
+    };
+    h.apply(Command::TaskReport { report: r }).unwrap();
+    let j = &h.s.jobs["a"];
+    assert_eq!(j.status.tasks[0].phase, TaskPhase::Running);
+    let e = j.status.events.last().expect("an event");
+    assert_eq!(e.reason, "NodeWarning");
+    assert_eq!(
+        e.message,
+        "task 0 on n1: image \"x\" not used: node n1 runs tasks as processes"
+    );
+    assert!(j.status.tasks[0]
+        .message
+        .as_deref()
+        .unwrap()
+        .contains("not used"));
+}
+
+#[test]
 fn submit_bind_run_succeed() {
     let mut h = Harness::new();
     h.apply(reg("n1", 4)).unwrap();

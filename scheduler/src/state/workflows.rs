@@ -136,6 +136,8 @@ fn step_job(name: &str, workflow: &str, step: &StepToLaunch) -> Job {
                     memory: step.resources.memory,
                     ..Default::default()
                 },
+                // The step's `image`, run in under a node's container runtime.
+                image: step.image.clone(),
             }],
             min_available: None,
             priority: 0,

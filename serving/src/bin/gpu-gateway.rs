@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use gpuctl_serving::cluster::{self, ClusterConfig};
 use gpuctl_serving::gateway::{self, Gateway, GatewayConfig, NoScaleUp, ScaleUp};
+use gpuctl_serving::grpc;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -33,6 +34,11 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     listen: String,
+    /// Also serve the V2 protocol over gRPC (`inference.GRPCInferenceService`,
+    /// routed by model name like HTTP) on this port of --listen; 0 picks a free
+    /// one. With --tls-cert it is TLS too.
+    #[arg(long, env = "GRPC_PORT")]
+    grpc_port: Option<u16>,
     /// Largest request body forwarded (413 above it).
     #[arg(long, default_value_t = 16 << 20)]
     max_body_bytes: usize,
@@ -197,8 +203,26 @@ async fn main() -> anyhow::Result<()> {
             stopped(stop_rx.clone()),
         )))
     };
+    let grpc = match args.grpc_port {
+        Some(port) => {
+            let addr = format!("{}:{port}", args.listen);
+            let l = tokio::net::TcpListener::bind(&addr)
+                .await
+                .with_context(|| format!("listening for gRPC on {addr}"))?;
+            let at = l.local_addr()?;
+            println!("gpu-gateway: gRPC on {at}");
+            let (gw, tls, limit) = (gw.clone(), tls.clone(), args.max_body_bytes);
+            let stop = stopped(stop_rx.clone());
+            let task = tokio::spawn(async move {
+                grpc::serve(l, gw, tls.as_ref(), limit.saturating_add(64 << 10), stop).await
+            });
+            Some((at, task))
+        }
+        None => None,
+    };
     if let Some(path) = &args.ready_file {
         let doc = serde_json::json!({
+            "grpc": grpc.as_ref().map(|(at, _)| at.to_string()),
             "http": local.to_string(),
             "url": format!("{scheme}://{local}"),
             "metrics": format!("{scheme}://{local}/metrics"),
@@ -245,6 +269,11 @@ async fn main() -> anyhow::Result<()> {
     }
     let _ = stop_tx.send(true);
     let _ = server.await;
+    if let Some((_, task)) = grpc {
+        if let Ok(Err(e)) = task.await {
+            tracing::warn!("gRPC server: {e}");
+        }
+    }
     if let Some(f) = follower {
         if let Ok(Err(e)) = f.await {
             tracing::warn!("following the scheduler: {e}");

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use gpuctl_serving::grpc;
 use gpuctl_serving::model::OnnxModel;
 use gpuctl_serving::model_server::{self, ModelServer, ModelServerConfig};
 
@@ -56,6 +57,10 @@ struct Args {
     /// PEM private key of --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Also serve the V2 protocol over gRPC (`inference.GRPCInferenceService`) on
+    /// this port (0 picks a free one and prints it), with the same TLS.
+    #[arg(long, env = "GRPC_PORT")]
+    grpc_port: Option<u16>,
     /// Serve plaintext HTTP on an address beyond this host (plaintext on
     /// loopback needs no flag).
     #[arg(long, conflicts_with = "tls_cert")]
@@ -70,18 +75,18 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    let acceptor = match (&args.tls_cert, &args.tls_key) {
+    let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(
             gpuctl_security::tls::TlsFiles {
                 cert: Some(cert.clone()),
                 key: Some(key.clone()),
                 ca: None,
             }
-            .load()?
-            .acceptor(None)?,
+            .load()?,
         ),
         _ => None,
     };
+    let acceptor = tls.as_ref().map(|t| t.acceptor(None)).transpose()?;
     let threads = match args.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -121,6 +126,23 @@ async fn main() -> anyhow::Result<()> {
     }
     let scheme = if acceptor.is_some() { "https" } else { "http" };
     println!("gpu-model-server: model {name} on {scheme}://{local}");
+    let grpc = match args.grpc_port {
+        Some(port) => {
+            let addr = format!("{}:{port}", args.listen);
+            let l = tokio::net::TcpListener::bind(&addr)
+                .await
+                .with_context(|| format!("listening for gRPC on {addr}"))?;
+            println!("gpu-model-server: gRPC on {}", l.local_addr()?);
+            let (server, tls, limit) = (server.clone(), tls.clone(), args.max_body_bytes);
+            Some(tokio::spawn(async move {
+                let stop = async {
+                    let _ = tokio::signal::ctrl_c().await;
+                };
+                grpc::serve(l, server, tls.as_ref(), limit, stop).await
+            }))
+        }
+        None => None,
+    };
     let path = args.model.clone();
     let model_name = name.clone();
     let model = tokio::task::spawn_blocking(move || OnnxModel::load(&path, &model_name));
@@ -136,5 +158,8 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(model = %name, inputs = ?model.spec().inputs, outputs = ?model.spec().outputs, "model loaded; ready");
     server.set_model(model);
     serving.await?;
+    if let Some(g) = grpc {
+        g.await??;
+    }
     Ok(())
 }

@@ -33,6 +33,9 @@ pub enum GatewayBody {
     Streamed(Streamed),
 }
 
+/// What [`Streamed::on_frame`] calls with each data frame.
+pub(super) type FrameHook = Box<dyn FnMut(&Bytes) + Send>;
+
 pub struct Streamed {
     pub(super) body: StreamedBody,
     /// Released when the body is dropped: the request's slot on its
@@ -41,6 +44,9 @@ pub struct Streamed {
     /// For the log line when the replica breaks off.
     pub(super) endpoint: String,
     pub(super) replica: String,
+    /// Called with each data frame as it passes (OpenAI routes: time to first
+    /// token, and the usage of a stream that reports it).
+    pub(super) on_frame: Option<FrameHook>,
 }
 
 impl From<Full<Bytes>> for GatewayBody {
@@ -63,9 +69,17 @@ impl Body for GatewayBody {
                 .map(|f| f.map(|f| f.map_err(|e| match e {}))),
             GatewayBody::Streamed(s) => {
                 let frame = std::pin::Pin::new(&mut s.body).poll_frame(cx);
-                if let std::task::Poll::Ready(Some(Err(e))) = &frame {
-                    tracing::warn!(endpoint = %s.endpoint, replica = %s.replica,
-                        "replica broke off a streamed response: {e}");
+                match &frame {
+                    std::task::Poll::Ready(Some(Err(e))) => {
+                        tracing::warn!(endpoint = %s.endpoint, replica = %s.replica,
+                            "replica broke off a streamed response: {e}");
+                    }
+                    std::task::Poll::Ready(Some(Ok(f))) => {
+                        if let (Some(data), Some(hook)) = (f.data_ref(), s.on_frame.as_mut()) {
+                            hook(data);
+                        }
+                    }
+                    _ => {}
                 }
                 frame
             }

@@ -17,6 +17,11 @@ pub(super) struct Metrics {
     pub(super) ready_replicas: IntGaugeVec,
     pub(super) desired_replicas: IntGaugeVec,
     pub(super) upstream_errors: IntCounterVec,
+    /// OpenAI routes: time to the first streamed chunk, tokens by kind
+    /// (prompt, completion) and completion tokens per second, from `usage`.
+    pub(super) ttft: HistogramVec,
+    pub(super) tokens: IntCounterVec,
+    pub(super) tokens_per_second: HistogramVec,
 }
 
 impl Metrics {
@@ -87,8 +92,37 @@ impl Metrics {
             &["endpoint", "replica", "kind"],
         )
         .expect("valid metric");
+        let ttft = HistogramVec::new(
+            HistogramOpts::new(
+                "gpuctl_gateway_time_to_first_token_seconds",
+                "OpenAI routes, streamed responses: time from request received to the first chunk of the answer.",
+            )
+            .buckets(prometheus::exponential_buckets(0.001, 2.0, 16).expect("valid buckets")),
+            &["endpoint"],
+        )
+        .expect("valid metric");
+        let tokens = IntCounterVec::new(
+            Opts::new(
+                "gpuctl_gateway_tokens_total",
+                "OpenAI routes: tokens reported in responses' usage, by endpoint and kind (prompt, completion).",
+            ),
+            &["endpoint", "kind"],
+        )
+        .expect("valid metric");
+        let tokens_per_second = HistogramVec::new(
+            HistogramOpts::new(
+                "gpuctl_gateway_tokens_per_second",
+                "OpenAI routes: completion tokens of one response (from its usage) over its duration.",
+            )
+            .buckets(prometheus::exponential_buckets(1.0, 2.0, 14).expect("valid buckets")),
+            &["endpoint"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(ttft.clone()),
+            Box::new(tokens.clone()),
+            Box::new(tokens_per_second.clone()),
             Box::new(duration.clone()),
             Box::new(in_flight.clone()),
             Box::new(cold_starts.clone()),
@@ -112,6 +146,9 @@ impl Metrics {
             ready_replicas,
             desired_replicas,
             upstream_errors,
+            ttft,
+            tokens,
+            tokens_per_second,
         }
     }
 }

@@ -40,8 +40,10 @@ mod body;
 mod config;
 mod lookup;
 mod metrics;
+mod openai;
 use crate::p2c::{self, Rng, SplitMix64};
 use crate::upstream::{self, ResponseBody, SendError};
+pub use auth::API_KEY_HEADER;
 use body::{whole, InFlight};
 pub use body::{GatewayBody, Streamed};
 pub use config::{GatewayConfig, NoScaleUp, ScaleUp};
@@ -139,6 +141,8 @@ struct Endpoint {
     /// Held requests watch it too: a back-off learned while they wait ends
     /// their wait at once.
     backoff_until: watch::Sender<Option<Instant>>,
+    /// Its replicas speak OpenAI's API (`protocol: openai`): `/v1/...` routes here.
+    openai: bool,
 }
 
 impl Endpoint {
@@ -246,6 +250,7 @@ impl Gateway {
             sampled: (0.0, 0),
             api_keys: None,
             backoff_until: watch::Sender::new(None),
+            openai: false,
         });
         let old = std::mem::take(&mut ep.replicas);
         for url in urls {
@@ -527,7 +532,7 @@ impl Gateway {
                     &serde_json::json!({
                         "name": "gpuctl-gateway",
                         "version": env!("CARGO_PKG_VERSION"),
-                        "extensions": [],
+                        "extensions": ["binary_tensor_data"],
                     }),
                 ))
             }
@@ -537,6 +542,7 @@ impl Gateway {
                     &serde_json::json!({"live": true, "ready": true}),
                 ))
             }
+            _ if path.starts_with("/v1/") => return self.openai(req).await,
             _ => {}
         }
         let Some(endpoint) = path
@@ -549,7 +555,16 @@ impl Gateway {
                 &format!("no route {path}: the gateway serves /v2/models/{{endpoint}}/..."),
             ));
         };
-        let endpoint = endpoint.to_string();
+        self.serve_endpoint(endpoint.to_string(), req).await
+    }
+
+    /// Routes a request to `endpoint`'s replicas: the endpoint looked up (asking the
+    /// scheduler when unknown), its API key checked, the request forwarded and counted.
+    async fn serve_endpoint<B>(&self, endpoint: String, req: Request<B>) -> Response<GatewayBody>
+    where
+        B: Body,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
         let route_of = |gw: &Gateway| {
             gw.lock()
                 .get(&endpoint)
@@ -672,6 +687,7 @@ impl Gateway {
                             _held: Box::new((slot, in_flight)),
                             endpoint: endpoint.to_string(),
                             replica: replica.base.clone(),
+                            on_frame: None,
                         }),
                     };
                     let mut out = Response::new(body);

@@ -6,20 +6,35 @@ use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
+use super::binary::{self, BinaryPart};
 use super::{DataType, InferRequest, ModelSpec, ProtocolError, Tensor, TensorData};
 
 #[derive(Deserialize)]
 struct RawRequest {
     #[serde(default)]
     id: Option<String>,
-    // Tolerated and ignored (skipped unparsed): clients (tritonclient) send their own
-    // parameters.
+    // Read for the binary data extension; other keys are tolerated and ignored
+    // (clients such as tritonclient send their own parameters).
     #[serde(default)]
-    #[allow(dead_code)]
-    parameters: Option<IgnoredAny>,
+    parameters: Option<RawParameters>,
     inputs: Vec<RawInput>,
     #[serde(default)]
     outputs: Option<Vec<RawOutput>>,
+}
+
+/// The `parameters` of a request, an input or an output: the binary data extension's
+/// keys are read, anything else is skipped unparsed.
+#[derive(Deserialize, Default)]
+struct RawParameters {
+    #[serde(default)]
+    binary_data_output: Option<bool>,
+    #[serde(default)]
+    binary_data: Option<bool>,
+    #[serde(default)]
+    binary_data_size: Option<u64>,
+    #[serde(flatten)]
+    #[allow(dead_code)]
+    rest: std::collections::HashMap<String, IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -28,6 +43,8 @@ struct RawInput {
     shape: Option<Vec<i64>>,
     datatype: Option<String>,
     data: Option<RawData>,
+    #[serde(default)]
+    parameters: Option<RawParameters>,
 }
 
 /// One JSON scalar of a tensor's `data`, kept without a `serde_json::Value` per element.
@@ -185,6 +202,8 @@ impl<'de> Deserialize<'de> for RawData {
 #[derive(Deserialize)]
 struct RawOutput {
     name: String,
+    #[serde(default)]
+    parameters: Option<RawParameters>,
 }
 
 fn json_error(e: serde_json::Error) -> ProtocolError {
@@ -208,9 +227,21 @@ fn json_error(e: serde_json::Error) -> ProtocolError {
     }
 }
 
-/// Parses and validates an infer request body against `model`.
+/// Parses and validates an infer request body (JSON only) against `model`.
 pub fn decode_infer_request(body: &[u8], model: &ModelSpec) -> Result<InferRequest, ProtocolError> {
-    let raw: RawRequest = serde_json::from_slice(body).map_err(json_error)?;
+    decode_infer_request_parts(body, None, model)
+}
+
+/// Parses and validates an infer request against `model`: `json` is its JSON part and
+/// `binary` the binary part that follows it when the request has an
+/// `Inference-Header-Content-Length` header (see [`super::split_body`]).
+pub fn decode_infer_request_parts(
+    json: &[u8],
+    binary: Option<&[u8]>,
+    model: &ModelSpec,
+) -> Result<InferRequest, ProtocolError> {
+    let raw: RawRequest = serde_json::from_slice(json).map_err(json_error)?;
+    let mut part = BinaryPart::new(binary);
     let mut slots: Vec<Option<Tensor>> = vec![None; model.inputs.len()];
     for (i, input) in raw.inputs.into_iter().enumerate() {
         let name = input.name.ok_or_else(|| ProtocolError::MissingField {
@@ -251,8 +282,18 @@ pub fn decode_infer_request(body: &[u8], model: &ModelSpec) -> Result<InferReque
             });
         }
         let raw_shape = input.shape.ok_or_else(|| missing("shape"))?;
-        let data = input.data.ok_or_else(|| missing("data"))?;
         let shape = check_shape(&name, &raw_shape, &spec.shape)?;
+        let binary_size = input.parameters.and_then(|p| p.binary_data_size);
+        let data = match (input.data, binary_size) {
+            (Some(_), Some(_)) => return Err(ProtocolError::BinaryAndData { input: name }),
+            (None, Some(size)) => {
+                let bytes = part.take(&name, size)?;
+                let data = binary::tensor_data(&name, datatype, &shape, bytes)?;
+                slots[idx] = Some(Tensor { name, shape, data });
+                continue;
+            }
+            (data, None) => data.ok_or_else(|| missing("data"))?,
+        };
         let expected: usize = shape.iter().product();
         let data = match data {
             // The common case, without a Value per element. Rank 1 goes the general way,
@@ -279,6 +320,7 @@ pub fn decode_infer_request(body: &[u8], model: &ModelSpec) -> Result<InferReque
         };
         slots[idx] = Some(Tensor { name, shape, data });
     }
+    part.finish()?;
     let mut inputs = Vec::with_capacity(slots.len());
     for (slot, spec) in slots.into_iter().zip(&model.inputs) {
         inputs.push(slot.ok_or_else(|| ProtocolError::MissingInput {
@@ -286,11 +328,27 @@ pub fn decode_infer_request(body: &[u8], model: &ModelSpec) -> Result<InferReque
             model: model.name.clone(),
         })?);
     }
+    // Triton's rule: the request's binary_data_output is the default for every
+    // output, and an output's own binary_data overrides it.
+    let all_binary = raw
+        .parameters
+        .and_then(|p| p.binary_data_output)
+        .unwrap_or(false);
+    let mut binary_outputs = Vec::new();
     let outputs = match raw.outputs {
-        None => None,
+        None => {
+            if all_binary {
+                binary_outputs = model.outputs.iter().map(|s| s.name.clone()).collect();
+            }
+            None
+        }
         Some(outs) => {
             let mut names = Vec::with_capacity(outs.len());
             for o in outs {
+                let binary = o.parameters.and_then(|p| p.binary_data);
+                if binary.unwrap_or(all_binary) {
+                    binary_outputs.push(o.name.clone());
+                }
                 if !model.outputs.iter().any(|s| s.name == o.name) {
                     return Err(ProtocolError::UnknownOutput {
                         output: o.name,
@@ -307,6 +365,7 @@ pub fn decode_infer_request(body: &[u8], model: &ModelSpec) -> Result<InferReque
         id: raw.id,
         inputs,
         outputs,
+        binary_outputs,
     })
 }
 

@@ -9,8 +9,10 @@
 use serde::ser::SerializeSeq;
 use serde::{Serialize, Serializer};
 
+mod binary;
 mod decode;
-pub use decode::decode_infer_request;
+pub use binary::{encode_infer_response_binary, split_body, HEADER_LENGTH};
+pub use decode::{decode_infer_request, decode_infer_request_parts};
 
 /// A tensor element type, spelled as in the protocol (`FP32`, `INT64`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -220,6 +222,10 @@ pub struct InferRequest {
     pub inputs: Vec<Tensor>,
     /// The outputs the client asked for by name; `None` means all of them.
     pub outputs: Option<Vec<String>>,
+    /// The outputs to send in the binary part of the response (binary tensor data
+    /// extension): those asked for with `parameters.binary_data`, or all with the
+    /// request's `parameters.binary_data_output`.
+    pub binary_outputs: Vec<String>,
 }
 
 /// Everything that can be wrong with a request, with what the client needs to fix it.
@@ -317,6 +323,30 @@ pub enum ProtocolError {
         model: String,
         expected: Vec<String>,
     },
+    #[error(
+        "Inference-Header-Content-Length {value:?} is not a length within the body of {body} bytes"
+    )]
+    BadHeaderLength { value: String, body: usize },
+    #[error("input {input}: has both `data` and parameters.binary_data_size; give one")]
+    BinaryAndData { input: String },
+    #[error("input {input}: parameters.binary_data_size needs the Inference-Header-Content-Length header (binary tensor data extension)")]
+    BinaryWithoutHeader { input: String },
+    #[error("input {input}: binary_data_size {size} runs past the end of the binary data ({left} bytes left)")]
+    BinaryOverrun {
+        input: String,
+        size: u64,
+        left: usize,
+    },
+    #[error("input {input}: binary_data_size is {got} bytes but shape {shape:?} of {datatype} needs {expected}")]
+    BinarySize {
+        input: String,
+        shape: Vec<usize>,
+        datatype: DataType,
+        expected: usize,
+        got: usize,
+    },
+    #[error("the binary data has {extra} bytes after the last input's")]
+    BinaryTrailing { extra: usize },
 }
 
 impl ProtocolError {

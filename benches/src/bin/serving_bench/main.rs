@@ -6,6 +6,8 @@
 //!   batching on (`--max-batch-size 64`) vs off (`--max-batch-size 1`), small MLP;
 //! - `security`: on `gpuctl dev`, the gateway with TLS and an endpoint API key vs
 //!   plaintext and an open endpoint, wrk at 64 connections;
+//! - `protocols`: V2 gRPC infer direct to the model server vs through the
+//!   gateway, and a 1 MiB input as JSON vs binary tensors;
 //! - `cold-start`: on `gpuctl dev`, an endpoint at zero replicas, first request to its
 //!   response, over N wake-ups.
 //!
@@ -28,6 +30,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
+mod protocols;
 mod security;
 mod stats;
 mod wrk;
@@ -92,6 +95,21 @@ enum Cmd {
         seconds: u64,
         #[arg(long, default_value = "wrk")]
         wrk: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// gRPC infer direct vs through the gateway; 1 MiB of input as JSON vs binary.
+    Protocols {
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// The model-server binary (default: gpu-model-server next to this one).
+        #[arg(long)]
+        model_server: Option<PathBuf>,
+        /// The gateway binary (default: gpu-gateway next to this one).
+        #[arg(long)]
+        gateway: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -744,6 +762,13 @@ async fn main() -> anyhow::Result<()> {
             batching(clients, seconds, model, model_server, &generator, json).await
         }
         Cmd::ColdStart { wakeups, json } => cold_start(wakeups, json).await,
+        Cmd::Protocols {
+            clients,
+            seconds,
+            model_server,
+            gateway,
+            json,
+        } => protocols::run(clients, seconds, model_server, gateway, json).await,
         Cmd::Security {
             connections,
             seconds,

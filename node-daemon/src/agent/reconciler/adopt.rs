@@ -156,6 +156,7 @@ impl Reconciler {
             }),
             scratch: meta.scratch.clone(),
             tmp: None,
+            note: None,
         }
     }
 }

@@ -30,6 +30,7 @@ impl Reconciler {
             Ok(pid) => {
                 t.pid = Some(pid);
                 let port = t.port;
+                let note = t.note.take().unwrap_or_default();
                 if let Some(received) = t.received.take() {
                     self.metrics
                         .start_latency
@@ -41,7 +42,7 @@ impl Reconciler {
                 self.live.insert(key.clone());
                 self.metrics.tasks.track(key.clone());
                 if wanted {
-                    self.report_with(&key, TaskPhase::Running, 0, "", pid, port, None);
+                    self.report_with(&key, TaskPhase::Running, 0, &note, pid, port, None);
                 }
             }
             Err(e) => {

@@ -120,6 +120,11 @@ fn steps_become_jobs_in_the_apply_that_readies_them() {
         "the daemon adds the script"
     );
     assert!(h.s.step_of_job(a).unwrap().script_source.is_some());
+    assert_eq!(
+        a.spec.tasks[0].image.as_deref(),
+        Some("x"),
+        "the step's image goes to its job (nodes with podman run it)"
+    );
     let outputs = StepOutputs {
         parameters: [("p".to_string(), "7".to_string())].into(),
         result: Some("hi\n".into()),
