@@ -258,41 +258,84 @@ pub fn describe_workflow(w: &WorkflowDoc, now_ms: u64) -> String {
 }
 
 /// The steps that ran (have a job), in tree order, optionally only those
-/// whose display name or id is `step`: (display name, job).
+/// `step` names: (display name, job). `step` is a display name (`train`,
+/// which also names its fan-out items `train(0:a)` and retries), a job, or
+/// a node's path in the run (`outer.train`, `[1].train`, or its full id).
 pub fn step_jobs(w: &WorkflowDoc, step: Option<&str>) -> Vec<(String, String)> {
-    fn walk(n: &NodeView, jobs: &BTreeMap<String, String>, out: &mut Vec<(String, String)>) {
+    step_matches(w, step)
+        .into_iter()
+        .map(|(d, _, j)| (d, j))
+        .collect()
+}
+
+/// When `step` is a display name that steps in different places carry
+/// (`A` in each of four nested DAGs), their paths, to choose from.
+pub fn ambiguous_step(w: &WorkflowDoc, step: &str) -> Option<Vec<String>> {
+    let mut places: Vec<String> = step_matches(w, Some(step))
+        .into_iter()
+        .map(|(_, path, _)| base_path(&path).to_string())
+        .collect();
+    places.dedup();
+    (places.len() > 1).then_some(places)
+}
+
+/// A step's path without its fan-out item and retry suffixes.
+fn base_path(path: &str) -> &str {
+    let mut p = path;
+    while p.ends_with(')') {
+        match p.rfind('(') {
+            Some(i) if i > 0 => p = &p[..i],
+            _ => break,
+        }
+    }
+    p
+}
+
+/// (display name, path in the run, job) of each step `step` names.
+fn step_matches(w: &WorkflowDoc, step: Option<&str>) -> Vec<(String, String, String)> {
+    fn walk(
+        n: &NodeView,
+        run: &str,
+        jobs: &BTreeMap<String, String>,
+        out: &mut Vec<(String, String, String)>,
+    ) {
         if let Some(j) = jobs.get(&n.id) {
-            out.push((n.display_name.clone(), j.clone()));
+            let path = n.id.strip_prefix(run).unwrap_or(&n.id);
+            let path = path.strip_prefix('.').unwrap_or(path);
+            out.push((n.display_name.clone(), path.to_string(), j.clone()));
         }
         for c in &n.children {
-            walk(c, jobs, out);
+            walk(c, run, jobs, out);
         }
     }
     let mut all = Vec::new();
     let st = &w.status.run;
     for root in [&st.root, &st.on_exit].into_iter().flatten() {
-        walk(root, &w.status.jobs, &mut all);
+        walk(root, &st.name, &w.status.jobs, &mut all);
     }
-    match step {
-        None => all,
-        Some(s) => {
-            let by_id: Vec<(String, String)> = w
-                .status
-                .jobs
-                .iter()
-                .filter(|(id, _)| id.as_str() == s)
-                .map(|(id, j)| (id.clone(), j.clone()))
-                .collect();
-            let mut hits: Vec<(String, String)> = all
-                .into_iter()
-                .filter(|(d, j)| d == s || j == s || d.split('(').next() == Some(s))
-                .collect();
-            if hits.is_empty() {
-                hits = by_id;
-            }
-            hits
-        }
+    let Some(s) = step else { return all };
+    let by_path: Vec<_> = all
+        .iter()
+        .filter(|(_, path, _)| {
+            path == s || base_path(path) == s || format!("{}.{path}", st.name) == s
+        })
+        .cloned()
+        .collect();
+    if !by_path.is_empty() {
+        return by_path;
     }
+    let by_name: Vec<_> = all
+        .iter()
+        .filter(|(d, _, j)| d == s || j == s || d.split('(').next() == Some(s))
+        .cloned()
+        .collect();
+    if !by_name.is_empty() {
+        return by_name;
+    }
+    // A step of the entrypoint itself (its id is the run's name).
+    all.into_iter()
+        .filter(|(_, path, _)| path.is_empty() && s == st.name)
+        .collect()
 }
 
 #[cfg(test)]

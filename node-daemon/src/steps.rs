@@ -33,7 +33,7 @@ use gpuctl_proto::v1::{ArtifactRef, StepIo, StepOutputs};
 use crate::isolation::PrivateTmp;
 use crate::owner::{self, RunAs};
 
-/// Most bytes of standard output kept as `outputs.result`.
+/// Most bytes of standard output kept as `outputs.result` (the last ones).
 pub const MAX_RESULT_BYTES: u64 = 256 * 1024;
 /// Most bytes of an output parameter file.
 pub const MAX_PARAMETER_BYTES: u64 = 256 * 1024;
@@ -302,6 +302,13 @@ pub fn prepare(
         let script = dir.join("script");
         std::fs::write(&script, &io.script_source)
             .map_err(|e| format!("writing the script to {script:?}: {e}"))?;
+        // Executable, as Argo leaves it: `command: [sh, -c]` runs the
+        // script file as a command.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| format!("making the script {script:?} executable: {e}"))?;
+        }
         let at = (io.script_arg_index as usize).min(command.len());
         command.insert(at, script.display().to_string());
     }
@@ -337,6 +344,22 @@ pub fn prepare(
     })
 }
 
+/// The last `limit` bytes of a file (plus one, so that a final newline,
+/// which the run trims, does not cost a byte of output): Argo keeps the end
+/// of a long standard output as `outputs.result`.
+fn read_tail(path: &Path, limit: u64, uid: Option<u32>) -> std::io::Result<String> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = owner::open_owned(path, uid)?;
+    let len = f.metadata()?.len();
+    let keep = limit + 1;
+    if len > keep {
+        f.seek(SeekFrom::Start(len - keep))?;
+    }
+    let mut buf = Vec::new();
+    f.take(keep).read_to_end(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
 fn read_bounded(path: &Path, limit: u64, uid: Option<u32>) -> std::io::Result<String> {
     let f = owner::open_owned(path, uid)?;
     let mut buf = Vec::new();
@@ -356,7 +379,7 @@ pub fn collect(
 ) -> StepOutputs {
     let mut out = StepOutputs::default();
     if let Some(p) = &prepared.stdout {
-        if let Ok(s) = read_bounded(p, MAX_RESULT_BYTES, uid) {
+        if let Ok(s) = read_tail(p, MAX_RESULT_BYTES, uid) {
             out.has_result = true;
             out.result = s;
         }
@@ -540,6 +563,14 @@ mod tests {
         let p = prepare(&files(&dir), &io, &cmd, "", &store, None).unwrap();
         assert_eq!(p.command[0], "sh");
         assert!(p.command[1].ends_with("/script"));
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&p.command[1])
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o111, 0o111, "the script is executable");
+        }
         assert_eq!(p.command[2], "-x");
         std::fs::create_dir_all(dir.join("out")).unwrap();
         std::fs::write(dir.join("out/p.txt"), "42\n").unwrap();
@@ -549,6 +580,12 @@ mod tests {
         assert_eq!(o.parameters["p"], "42");
         assert_eq!(o.result, "hello\n");
         assert_eq!(o.artifacts, ["model"]);
+        // A long output keeps its end, as Argo does.
+        let long = format!("{}END\n", "x".repeat(MAX_RESULT_BYTES as usize + 100));
+        std::fs::write(dir.join("stdout"), &long).unwrap();
+        let o = collect(&p, &io, false, &store, None);
+        assert_eq!(o.result.len(), MAX_RESULT_BYTES as usize + 1);
+        assert!(o.result.ends_with("xEND\n"));
         // A later step gets the artifact placed at its own path.
         let io2 = StepIo {
             input_artifacts: vec![aref("model", "in/m.bin", "wf.a")],

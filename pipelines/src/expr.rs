@@ -1,5 +1,7 @@
-//! The two small expression languages of a DAG task.
+//! The expression languages of a workflow.
 //!
+//! - expr-lang, as Argo uses it in `{{=...}}` and `valueFrom.expression`:
+//!   parsed in `lang`, evaluated in `eval` with the functions of `funcs`.
 //! - `depends`: task results joined with `&&`, `||`, `!` and parentheses,
 //!   e.g. `(train.Succeeded || fallback.Failed) && !eval.Skipped`. Parsed
 //!   once at validation into a [`Depends`] tree and evaluated against the
@@ -14,6 +16,16 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+mod eval;
+mod funcs;
+mod lang;
+mod value;
+
+pub use eval::eval_expr;
+pub use funcs::is_known as is_known_function;
+pub use lang::{parse_expr, Ast};
+pub use value::{to_text, Val};
 
 /// A syntax error in an expression.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

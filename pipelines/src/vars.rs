@@ -2,10 +2,12 @@
 //!
 //! Argo's syntax: `{{` name `}}`, with spaces around the name trimmed. A name
 //! is a dotted path such as `inputs.parameters.lr`,
-//! `tasks.train.outputs.result` or `item.lr`. Expression templates
-//! (`{{=...}}`) are not supported.
+//! `tasks.train.outputs.result` or `item.lr`. `{{=...}}` holds an
+//! expr-lang expression ([`crate::expr::eval_expr`]).
 
 use std::collections::BTreeMap;
+
+use crate::expr::{eval_expr, to_text};
 
 /// A piece of a template string.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,6 +15,8 @@ pub enum Segment<'a> {
     Text(&'a str),
     /// The trimmed name between `{{` and `}}`.
     Var(&'a str),
+    /// The expression between `{{=` and `}}`.
+    Expr(&'a str),
 }
 
 /// Split `s` into text and variables; `Err((byte offset, reason))` when a
@@ -37,10 +41,11 @@ pub fn segments(s: &str) -> Result<Vec<Segment<'_>>, (usize, String)> {
             return Err((base + open, format!("empty variable `{{{{}}}}` in {s:?}")));
         }
         if let Some(expr) = name.strip_prefix('=') {
-            return Err((
-                base + open,
-                format!("expression templates `{{{{={expr}}}}}` are not supported; use a plain variable such as `{{{{inputs.parameters.x}}}}`"),
-            ));
+            out.push(Segment::Expr(expr.trim()));
+            let consumed = open + 2 + close + 2;
+            base += consumed;
+            rest = &rest[consumed..];
+            continue;
         }
         if name.contains("{{") {
             return Err((base + open, format!("nested `{{{{` in {s:?}")));
@@ -73,7 +78,7 @@ pub fn var_names(s: &str) -> Vec<&str> {
             segs.into_iter()
                 .filter_map(|s| match s {
                     Segment::Var(v) => Some(v),
-                    Segment::Text(_) => None,
+                    Segment::Text(_) | Segment::Expr(_) => None,
                 })
                 .collect()
         })
@@ -98,6 +103,7 @@ pub fn substitute(s: &str, scope: &Scope) -> Result<String, String> {
                 Some(val) => out.push_str(val),
                 None => return Err(format!("unable to resolve `{{{{{v}}}}}`")),
             },
+            Segment::Expr(e) => out.push_str(&to_text(&eval_expr(e, scope)?)),
         }
     }
     Ok(out)
@@ -137,6 +143,10 @@ mod tests {
         );
         assert!(substitute("{{nope}}", &scope).unwrap_err().contains("nope"));
         assert_eq!(sole_var(" {{a.b}} "), Some("a.b"));
+        assert_eq!(
+            substitute("n={{= asInt(inputs.parameters.x) + 1 }}", &scope).unwrap(),
+            "n=2"
+        );
         assert_eq!(sole_var("x{{a.b}}"), None);
     }
 
@@ -147,7 +157,6 @@ mod tests {
             .1
             .contains("unterminated"));
         assert!(segments("{{ }}").unwrap_err().1.contains("empty"));
-        assert!(segments("{{=1+1}}").unwrap_err().1.contains("expression"));
         assert!(segments("{{a..b}}").unwrap_err().1.contains("malformed"));
         assert!(segments("{{a b}}").unwrap_err().1.contains("malformed"));
     }

@@ -785,6 +785,12 @@ fn fail_fast_stops_new_tasks_unless_disabled() {
         "{:?}",
         sim.run.message()
     );
+    // The task that never started is recorded Omitted, as Argo shows it.
+    let after = sim.run.task_node("after-slow").unwrap();
+    assert_eq!(
+        (after.node_type, after.phase),
+        (NodeType::Skipped, NodePhase::Omitted)
+    );
 
     let y = dag(tasks, "").replace(
         "    dag:\n      tasks:",

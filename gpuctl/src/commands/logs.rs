@@ -6,7 +6,7 @@ use gpuctl_proto::v1::LogsRequest;
 use crate::client::status_error;
 use crate::commands::ctx::{job_target, Ctx};
 use crate::error::{Error, Result};
-use crate::stdout::{out, out_bytes};
+use crate::stdout::{finish_line, out, out_bytes};
 use crate::workflows;
 
 pub(crate) async fn cmd_logs(
@@ -52,6 +52,13 @@ pub(crate) async fn cmd_workflow_logs(
             name: name.to_string(),
         });
     };
+    if let Some(places) = step.and_then(|s| workflows::ambiguous_step(w, s)) {
+        return Err(Error::Other(format!(
+            "step {:?} of workflow {name:?} is in more than one place: {}; give one of these paths to --step",
+            step.unwrap_or_default(),
+            places.join(", ")
+        )));
+    }
     let steps = workflows::step_jobs(w, step);
     if steps.is_empty() {
         return Err(Error::Other(match step {
@@ -64,6 +71,7 @@ pub(crate) async fn cmd_workflow_logs(
     let many = steps.len() > 1;
     for (display, job) in steps {
         if many {
+            finish_line()?;
             out(&format!("==> {display} ({job}) <==\n"))?;
         }
         // A step whose job was never placed has no log yet: say so, go on.

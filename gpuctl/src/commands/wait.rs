@@ -17,7 +17,10 @@ const WAIT_CHUNK: Duration = Duration::from_secs(30);
 /// Slack for a server that overruns the timeout it was given.
 const WAIT_SLACK: Duration = Duration::from_secs(10);
 
-pub(crate) async fn cmd_wait(cx: &mut Ctx, name: &str, timeout: &HumanDuration) -> Result<u8> {
+pub(crate) async fn cmd_wait(cx: &mut Ctx, target: &str, timeout: &HumanDuration) -> Result<u8> {
+    // `workflow/NAME` and `job/NAME` go to the server as they are; the
+    // messages name the object once.
+    let name = target.split_once('/').map_or(target, |(_, n)| n);
     let start = tokio::time::Instant::now();
     let deadline = (!timeout.duration.is_zero()).then(|| start + timeout.duration);
     let mut phase = String::from("Pending");
@@ -30,7 +33,7 @@ pub(crate) async fn cmd_wait(cx: &mut Ctx, name: &str, timeout: &HumanDuration) 
         };
         // timeout_ms 0 would mean "for ever" to the server.
         let req = WaitRequest {
-            name: name.into(),
+            name: target.into(),
             timeout_ms: (chunk.as_millis() as u64).max(1),
         };
         let call = cx.call(job_target(name), |mut c| {

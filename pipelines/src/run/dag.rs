@@ -4,8 +4,9 @@
 
 use super::graph::DagInfo;
 use super::node::{Node, NodeOutputs, NodePhase, NodeType};
+use super::scope::TaskScope;
 use super::state::Run;
-use crate::expr::TaskResults;
+use crate::expr::{eval_expr, to_text, TaskResults};
 use crate::spec::{DagTask, Template};
 use crate::vars::{sole_var, substitute};
 
@@ -100,6 +101,10 @@ impl Run {
             return;
         }
         let stopped = self.fail_fast_tripped(dag_node, info, tasks);
+        if stopped {
+            self.omit_unstarted(id, info, tasks, now_ms);
+        }
+        let dag_node = &self.nodes[id];
         let branch = self.branch_phases(dag_node, info, tasks);
         let mut result = NodePhase::Succeeded;
         let mut message = None;
@@ -156,6 +161,29 @@ impl Run {
         self.finish_node(id, result, message, now_ms);
     }
 
+    /// failFast stopped the DAG: record each task in reach that never
+    /// started as Omitted, as Argo shows them.
+    fn omit_unstarted(&mut self, id: &str, info: &DagInfo, tasks: &[DagTask], now_ms: u64) {
+        for &j in &info.order {
+            let task = &tasks[j];
+            if !info.active[j] || self.nodes[id].task_nodes.contains_key(&task.name) {
+                continue;
+            }
+            let mut n = Node::new(
+                &format!("{id}.{}", task.name),
+                &task.name,
+                NodeType::Skipped,
+                NodePhase::Omitted,
+            );
+            n.template = task.template.clone();
+            n.message = Some("omitted: failFast stopped the DAG after a task failed".into());
+            n.started_ms = Some(now_ms);
+            n.finished_ms = Some(now_ms);
+            n.exit_handler = self.nodes[id].exit_handler;
+            self.add_task_node(id, &task.name, n);
+        }
+    }
+
     /// Each task's branch phase, by task index: a completed node's own
     /// phase; a skipped or omitted node inherits its parents' (failures
     /// win); `None` for a task not started.
@@ -202,9 +230,29 @@ impl Run {
     ) -> (NodeOutputs, Option<String>) {
         let all: Vec<usize> = (0..tasks.len()).collect();
         let scope = self.dag_scope(dag_node, tasks, &all);
+        self.composite_outputs(tmpl, &scope)
+    }
+
+    /// The outputs of a succeeded DAG or steps template, from `scope` (its
+    /// children's outputs); the second value is why the node is an Error
+    /// instead (the last output that could not be resolved), if any.
+    pub(super) fn composite_outputs(
+        &self,
+        tmpl: &Template,
+        scope: &TaskScope,
+    ) -> (NodeOutputs, Option<String>) {
         let mut outputs = NodeOutputs::default();
         let mut problem = None;
         for p in tmpl.output_parameters() {
+            if let Some(e) = p.value_from.as_ref().and_then(|v| v.expression.as_deref()) {
+                match eval_expr(e, &scope.vars) {
+                    Ok(v) => {
+                        outputs.parameters.insert(p.name.clone(), to_text(&v));
+                    }
+                    Err(e) => problem = Some(format!("output parameter {:?}: {e}", p.name)),
+                }
+                continue;
+            }
             let src = p
                 .value_from
                 .as_ref()

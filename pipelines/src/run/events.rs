@@ -42,8 +42,12 @@ impl Run {
                 })
                 .cloned()
                 .collect();
+            let mut limits = self.parallelism_limits();
             let mut changed = false;
             for (_, id) in pending {
+                if !limits.admit(&id) {
+                    continue;
+                }
                 match self.build_step(&id) {
                     Err(e) => {
                         self.finish_node(&id, NodePhase::Error, Some(e), now_ms);
@@ -73,6 +77,7 @@ impl Run {
                         n.not_before_ms = None;
                         n.memo_key = step.memoize_key.clone();
                         n.deadline_ms = step.active_deadline_seconds.map(|s| now_ms + s * 1000);
+                        limits.launched(&id);
                         out.push(step);
                     }
                 }
@@ -84,6 +89,44 @@ impl Run {
         }
         self.refresh_open();
         out
+    }
+
+    /// The `parallelism` limits in force: the workflow's, and each running
+    /// DAG or steps invocation's whose template sets one, with the steps
+    /// running under each.
+    fn parallelism_limits(&self) -> Limits {
+        let running: Vec<&str> = self
+            .nodes
+            .values()
+            .filter(|n| n.node_type == NodeType::Pod && n.phase == NodePhase::Running)
+            .map(|n| n.id.as_str())
+            .collect();
+        let mut scopes = Vec::new();
+        if let Some(p) = self
+            .workflow
+            .spec
+            .parallelism
+            .as_ref()
+            .and_then(|p| p.as_int())
+        {
+            scopes.push((None, p.max(1) as usize, running.len()));
+        }
+        for n in self.nodes.values() {
+            if !matches!(n.node_type, NodeType::Dag | NodeType::Steps) || n.phase.is_fulfilled() {
+                continue;
+            }
+            let limit = n
+                .template
+                .as_deref()
+                .and_then(|t| self.template(t))
+                .and_then(|t| t.parallelism.as_ref())
+                .and_then(|p| p.as_int());
+            if let Some(p) = limit {
+                let under = running.iter().filter(|r| is_under(r, &n.id)).count();
+                scopes.push((Some(n.id.clone()), p.max(1) as usize, under));
+            }
+        }
+        Limits { scopes }
     }
 
     /// A fresh cache entry for a first attempt's `key` (within the
@@ -149,7 +192,7 @@ impl Run {
         };
         let mut message = outcome.message.clone();
         let mut outputs = NodeOutputs {
-            result: outcome.result.as_ref().map(|r| r.trim_end().to_string()),
+            result: outcome.result.as_deref().map(argo_result),
             ..Default::default()
         };
         if phase == NodePhase::Succeeded {
@@ -353,9 +396,56 @@ impl Run {
             let why = if ty == NodeType::Pod {
                 "Step exceeded its deadline (activeDeadlineSeconds)"
             } else {
-                "DAG exceeded its deadline (activeDeadlineSeconds)"
+                "Template exceeded its deadline (activeDeadlineSeconds)"
             };
             self.fail_subtree(&id, why, now_ms);
+        }
+    }
+}
+
+/// Most bytes of `outputs.result`.
+const MAX_RESULT_BYTES: usize = 256 * 1024;
+
+/// A step's standard output as Argo keeps it for `outputs.result`: one
+/// final newline trimmed, then the last 256 KiB (cut at a character
+/// boundary).
+fn argo_result(out: &str) -> String {
+    let out = out.strip_suffix('\n').unwrap_or(out);
+    let mut start = out.len().saturating_sub(MAX_RESULT_BYTES);
+    while !out.is_char_boundary(start) {
+        start += 1;
+    }
+    out[start..].to_string()
+}
+
+/// Step `id` is inside the invocation `scope`: its id continues the
+/// scope's with a task (`.`) or a group (`[`).
+fn is_under(id: &str, scope: &str) -> bool {
+    id.strip_prefix(scope)
+        .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+}
+
+/// `parallelism` bookkeeping while launching: (invocation, or `None` for
+/// the whole run; limit; steps running in it).
+struct Limits {
+    scopes: Vec<(Option<String>, usize, usize)>,
+}
+
+impl Limits {
+    fn applies(scope: &Option<String>, id: &str) -> bool {
+        scope.as_deref().is_none_or(|s| is_under(id, s))
+    }
+    /// Whether step `id` may start now.
+    fn admit(&self, id: &str) -> bool {
+        self.scopes
+            .iter()
+            .all(|(s, limit, n)| !Self::applies(s, id) || n < limit)
+    }
+    fn launched(&mut self, id: &str) {
+        for (s, _, n) in &mut self.scopes {
+            if Self::applies(s, id) {
+                *n += 1;
+            }
         }
     }
 }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::expr::Depends;
 use crate::spec::Template;
 use crate::validate::{ancestors_of, task_depends};
+use crate::vars::{substitute, Scope};
 
 /// Per DAG template: its graph, derived once from the spec.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,8 +31,14 @@ pub(super) struct DagInfo {
 }
 
 impl DagInfo {
-    pub(super) fn build(t: &Template) -> DagInfo {
+    /// `workflow_vars` resolves a `target` written as a variable
+    /// (`{{workflow.parameters.target}}`).
+    pub(super) fn build(t: &Template, workflow_vars: &Scope) -> DagInfo {
         let d = t.dag.as_ref().expect("a DAG template");
+        let target = d
+            .target
+            .as_deref()
+            .map(|t| substitute(t, workflow_vars).unwrap_or_else(|_| t.to_string()));
         let n = d.tasks.len();
         let index: BTreeMap<&str, usize> = d
             .tasks
@@ -74,7 +81,7 @@ impl DagInfo {
                 break; // a cycle; validation rejects these
             }
         }
-        let (active, targets) = match d.target.as_deref() {
+        let (active, targets) = match target.as_deref() {
             Some(target) => {
                 let mut active = vec![false; n];
                 let mut targets = Vec::new();

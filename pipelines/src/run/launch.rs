@@ -7,7 +7,7 @@ use gpuctl_common::artifact::ArtifactKey;
 
 use super::state::Run;
 use super::step::{OutputArtifactSpec, OutputParameterSpec, StepResources, StepToLaunch};
-use crate::spec::{ResourceList, ResourceRequirements};
+use crate::spec::{parse_duration_ms, ResourceList, ResourceRequirements, Template};
 use crate::validate::parse_gpus;
 use crate::vars::substitute;
 
@@ -89,15 +89,31 @@ impl Run {
             resources: res,
             attempt: n.retries,
             memoize_key,
-            active_deadline_seconds: t
-                .active_deadline_seconds
-                .as_ref()
-                .and_then(|d| d.as_int())
-                .map(|s| s as u64),
+            active_deadline_seconds: deadline_seconds(t),
             input_artifacts: n.inputs.artifacts.values().cloned().collect(),
             output_parameters,
             output_artifacts,
+            capture_result: t.script.is_some() || self.reads_results,
         })
+    }
+}
+
+/// A leaf's deadline in seconds: the sooner of `activeDeadlineSeconds` and
+/// `timeout` (rounded up to a whole second).
+fn deadline_seconds(t: &Template) -> Option<u64> {
+    let ads = t
+        .active_deadline_seconds
+        .as_ref()
+        .and_then(|d| d.as_int())
+        .map(|s| s as u64);
+    let timeout = t
+        .timeout
+        .as_ref()
+        .and_then(|d| parse_duration_ms(&d.0).ok())
+        .map(|ms| ms.div_ceil(1000).max(1));
+    match (ads, timeout) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

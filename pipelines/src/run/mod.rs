@@ -6,6 +6,8 @@
 //! that a new leader resumes where the old one stopped.
 //!
 //! Nodes follow Argo's status tree: a `DAG` node per DAG invocation, a
+//! `Steps` node per steps invocation with a `StepGroup` per group (`wf[0]`,
+//! its steps `wf[0].a`), a
 //! `TaskGroup` per fan-out task (children `A(0:foo)`, `A(1:bar)`), a `Retry`
 //! node per leaf with a `retryStrategy` (children are attempts `A(0)`,
 //! `A(1)`), `Pod` nodes for the steps that actually run, and `Skipped` nodes
@@ -23,7 +25,8 @@
 //!    │
 //!  walk     reconcile: move every node forward; top-level and template nodes
 //!  ├ dag    a DAG node: start the tasks whose turn has come, then assess it
-//!  │ └ task one task: fan-out, `when`, arguments, its nodes
+//!  ├ steps  a Steps node: its groups one after another (Argo's `steps`)
+//!  │ └ task one task or step: fan-out, `when`, arguments, its nodes
 //!  ├ retry  a Retry node: conclude or schedule the next attempt
 //!  launch   a Pod node's fully substituted launch spec
 //!  scope    the `{{...}}` variables and artifacts in reach of a node
@@ -43,6 +46,7 @@ mod retry;
 mod scope;
 mod state;
 mod step;
+mod steps;
 mod task;
 mod view;
 mod walk;
@@ -54,4 +58,5 @@ pub use step::{
     OutputArtifactSpec, OutputParameterSpec, RunError, StepOutcome, StepPhase, StepResources,
     StepToLaunch, Tick,
 };
+pub use task::format_sequence_item;
 pub use view::{NodeView, WorkflowStatus};

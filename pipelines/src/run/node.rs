@@ -34,6 +34,10 @@ impl fmt::Display for WorkflowPhase {
 pub enum NodeType {
     #[serde(rename = "DAG")]
     Dag,
+    /// A `steps` template's node; its children are its `StepGroup`s.
+    Steps,
+    /// One group of a `steps` template (`wf[0]`); its children are steps.
+    StepGroup,
     TaskGroup,
     Retry,
     Pod,

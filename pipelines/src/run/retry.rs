@@ -112,12 +112,12 @@ fn next_attempt(
         RetryPolicy::OnFailure => last_phase == NodePhase::Failed,
         RetryPolicy::OnError => last_phase == NodePhase::Error,
     };
+    // No limit: retry until it succeeds, as Argo does.
     let limit = strategy
         .limit
         .as_ref()
-        .and_then(|l| l.as_int())
-        .unwrap_or(0)
-        .max(0) as u32;
+        .map_or(i64::from(u32::MAX), |l| l.as_int().unwrap_or(0))
+        .clamp(0, i64::from(u32::MAX)) as u32;
     if !retryable || retries_done >= limit {
         let msg = match (retryable, last_msg) {
             (true, Some(m)) if limit > 0 => Some(format!("{m} (no more retries: limit {limit})")),
@@ -141,7 +141,8 @@ fn next_attempt(
     NextAttempt::After(delay)
 }
 
-/// `duration × factor^retries_done` in milliseconds (0 without a backoff).
+/// `duration × factor^retries_done` in milliseconds, at most `cap` (0
+/// without a backoff).
 fn backoff_delay(backoff: Option<&Backoff>, retries_done: u32) -> u64 {
     let base = backoff
         .and_then(|b| b.duration.as_ref())
@@ -152,5 +153,12 @@ fn backoff_delay(backoff: Option<&Backoff>, retries_done: u32) -> u64 {
         .and_then(|f| f.as_int())
         .unwrap_or(1)
         .max(1) as u64;
-    base.saturating_mul(factor.saturating_pow(retries_done))
+    let delay = base.saturating_mul(factor.saturating_pow(retries_done));
+    match backoff
+        .and_then(|b| b.cap.as_ref())
+        .and_then(|c| parse_duration_ms(&c.0).ok())
+    {
+        Some(cap) => delay.min(cap),
+        None => delay,
+    }
 }

@@ -1,6 +1,7 @@
 //! The `{{...}}` variables and artifacts in reach of a node: the
-//! workflow's, a leaf's inputs, and in a DAG the inputs plus the outputs of
-//! the tasks a task depends on (a fan-out task's outputs as JSON lists).
+//! workflow's, a leaf's inputs, in a DAG the inputs plus the outputs of the
+//! tasks a task depends on, and in a steps template the outputs of the
+//! steps of earlier groups (a fan-out's outputs as JSON lists).
 
 use std::collections::BTreeMap;
 
@@ -32,6 +33,35 @@ impl Run {
             "Running".into()
         };
         s.insert("workflow.status".into(), status);
+        // Seconds the main template ran (so far: 0 before it ends), and in
+        // the exit handler the nodes that failed, as Argo gives them.
+        let root = self.nodes.get(&self.root);
+        let ran_ms = root
+            .and_then(|r| r.finished_ms)
+            .map_or(0, |f| f.saturating_sub(self.started_ms));
+        s.insert(
+            "workflow.duration".into(),
+            format!("{:.3}", ran_ms as f64 / 1000.0),
+        );
+        let failures: Vec<serde_json::Value> = self
+            .nodes
+            .values()
+            .filter(|n| exit_handler && !n.exit_handler && n.phase.failed_or_error())
+            .filter(|n| n.node_type == NodeType::Pod)
+            .map(|n| {
+                serde_json::json!({
+                    "displayName": n.display_name,
+                    "message": n.message.clone().unwrap_or_default(),
+                    "templateName": n.template.clone().unwrap_or_default(),
+                    "phase": n.phase.to_string(),
+                    "podName": n.id,
+                })
+            })
+            .collect();
+        s.insert(
+            "workflow.failures".into(),
+            serde_json::Value::Array(failures).to_string(),
+        );
         for (k, v) in &self.parameters {
             s.insert(format!("workflow.parameters.{k}"), v.clone());
         }
@@ -57,24 +87,51 @@ impl Run {
     /// Variables a task of DAG node `dag` may use; `tasks` limits which
     /// tasks' outputs are included.
     pub(super) fn dag_scope(&self, dag: &Node, tasks: &[DagTask], which: &[usize]) -> TaskScope {
+        let done: Vec<(&str, &Node)> = which
+            .iter()
+            .filter_map(|&j| {
+                let name = tasks[j].name.as_str();
+                let n = dag.task_nodes.get(name).and_then(|id| self.nodes.get(id))?;
+                Some((name, n))
+            })
+            .collect();
+        self.composite_scope(dag, "tasks", &done)
+    }
+
+    /// Variables a step of steps node `steps` may use: the outputs of the
+    /// steps of every group before the last one started (`steps.NAME.*`).
+    pub(super) fn steps_scope(&self, steps: &Node, groups_done: usize) -> TaskScope {
+        let mut done: Vec<(&str, &Node)> = Vec::new();
+        for g in steps.children.iter().take(groups_done) {
+            let Some(g) = self.nodes.get(g) else { continue };
+            for (name, id) in &g.task_nodes {
+                if let Some(n) = self.nodes.get(id) {
+                    done.push((name.as_str(), n));
+                }
+            }
+        }
+        self.composite_scope(steps, "steps", &done)
+    }
+
+    /// The scope inside a DAG or steps node `node`: the workflow's
+    /// variables, the node's inputs, and each finished child in `done` as
+    /// `PREFIX.NAME.*` (`tasks` or `steps`).
+    fn composite_scope(&self, node: &Node, prefix: &str, done: &[(&str, &Node)]) -> TaskScope {
         let mut s = TaskScope {
-            vars: self.workflow_scope(dag.exit_handler),
+            vars: self.workflow_scope(node.exit_handler),
             ..Default::default()
         };
-        for (k, v) in &dag.inputs.parameters {
+        for (k, v) in &node.inputs.parameters {
             s.vars.insert(format!("inputs.parameters.{k}"), v.clone());
         }
-        for (k, a) in &dag.inputs.artifacts {
+        for (k, a) in &node.inputs.artifacts {
             s.artifacts
                 .insert(format!("inputs.artifacts.{k}"), a.from.clone());
         }
-        for &j in which {
-            let name = &tasks[j].name;
-            let Some(n) = dag.task_nodes.get(name).and_then(|id| self.nodes.get(id)) else {
-                continue;
-            };
-            let pre = format!("tasks.{name}");
+        for (name, n) in done {
+            let pre = format!("{prefix}.{name}");
             s.vars.insert(format!("{pre}.status"), n.phase.to_string());
+            s.vars.insert(format!("{pre}.id"), n.id.clone());
             if let Some(c) = n.exit_code {
                 s.vars.insert(format!("{pre}.exitCode"), c.to_string());
             }
@@ -100,6 +157,7 @@ impl Run {
         }
         s
     }
+
     /// A fan-out task's outputs as JSON lists over its instances, in
     /// instance order: `outputs.result` (each parsed as JSON when it is),
     /// `outputs.parameters` (one map per instance that has any) and

@@ -12,6 +12,7 @@ use super::node::{Node, NodePhase, NodeType, WorkflowPhase};
 use super::step::RunError;
 use crate::spec::{Template, Workflow};
 use crate::validate::validate_all;
+use crate::vars::Scope;
 
 /// One workflow run. Serialize it to persist; deserialize to resume.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,6 +42,10 @@ pub struct Run {
     pub(super) to_cancel: Vec<String>,
     /// Next node's `seq`.
     pub(super) next_seq: u64,
+    /// Something in the workflow reads an `outputs.result`: container
+    /// steps keep their standard output too.
+    #[serde(default)]
+    pub(super) reads_results: bool,
     /// Nodes added or changed since the shell last took them (see
     /// [`Run::take_touched`]); not stored, and no part of equality.
     #[serde(skip)]
@@ -150,6 +155,7 @@ pub struct RunWithoutNodes<'a> {
     terminated: bool,
     to_cancel: &'a Vec<String>,
     next_seq: u64,
+    reads_results: bool,
 }
 
 /// What [`RunWithoutNodes`] stored; with the nodes, a [`Run`] again.
@@ -172,6 +178,8 @@ pub struct RunHeader {
     terminated: bool,
     to_cancel: Vec<String>,
     next_seq: u64,
+    #[serde(default)]
+    reads_results: bool,
 }
 
 impl RunHeader {
@@ -203,6 +211,7 @@ impl RunHeader {
             terminated: self.terminated,
             to_cancel: self.to_cancel,
             next_seq: self.next_seq,
+            reads_results: self.reads_results,
             touched: Touched::default(),
             groups: Groups::default(),
             open: Open::default(),
@@ -223,12 +232,16 @@ impl Run {
             return Err(RunError::Invalid(e));
         }
         let parameters = resolve_arguments(workflow, arguments)?;
+        let workflow_vars: Scope = parameters
+            .iter()
+            .map(|(k, v)| (format!("workflow.parameters.{k}"), v.clone()))
+            .collect();
         let dags = workflow
             .spec
             .templates
             .iter()
             .filter(|t| t.dag.is_some())
-            .map(|t| (t.name.clone(), DagInfo::build(t)))
+            .map(|t| (t.name.clone(), DagInfo::build(t, &workflow_vars)))
             .collect();
         let deadline_ms = workflow
             .spec
@@ -253,6 +266,8 @@ impl Run {
             terminated: false,
             to_cancel: Vec::new(),
             next_seq: 0,
+            reads_results: serde_json::to_string(workflow)
+                .is_ok_and(|s| s.contains("outputs.result")),
             touched: Touched::default(),
             groups: Groups::default(),
             open: Open::default(),
@@ -293,6 +308,7 @@ impl Run {
             terminated: self.terminated,
             to_cancel: &self.to_cancel,
             next_seq: self.next_seq,
+            reads_results: self.reads_results,
         }
     }
 
@@ -343,10 +359,18 @@ impl Run {
         self.nodes.get(id)
     }
 
-    /// The node of a task of the top-level DAG, by task name.
+    /// The node of a task of the top-level DAG (or of a step of the
+    /// top-level steps template), by name.
     pub fn task_node(&self, task: &str) -> Option<&Node> {
         let root = self.nodes.get(&self.root)?;
-        self.nodes.get(root.task_nodes.get(task)?)
+        if let Some(id) = root.task_nodes.get(task) {
+            return self.nodes.get(id);
+        }
+        root.children
+            .iter()
+            .filter_map(|g| self.nodes.get(g))
+            .filter(|g| g.node_type == NodeType::StepGroup)
+            .find_map(|g| self.nodes.get(g.task_nodes.get(task)?))
     }
 
     /// Steps launched and not yet reported finished (for a new leader to

@@ -67,6 +67,11 @@ pub struct StepToLaunch {
     pub input_artifacts: Vec<InputArtifact>,
     pub output_parameters: Vec<OutputParameterSpec>,
     pub output_artifacts: Vec<OutputArtifactSpec>,
+    /// Keep the step's standard output as `outputs.result`: always for a
+    /// script, and for a container when the workflow refers to a result
+    /// (Argo captures a container's standard output too).
+    #[serde(default)]
+    pub capture_result: bool,
 }
 
 impl StepToLaunch {
@@ -101,7 +106,8 @@ pub struct StepOutcome {
     pub message: Option<String>,
     /// Values read from the `output_parameters` files that existed.
     pub parameters: BTreeMap<String, String>,
-    /// Standard output (for `outputs.result`).
+    /// Standard output (for `outputs.result`): the run trims one final
+    /// newline and keeps the last 256 KiB, as Argo does.
     pub result: Option<String>,
     /// Names of the output artifacts that were found and stored.
     pub artifacts: BTreeSet<String>,

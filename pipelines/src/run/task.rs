@@ -6,13 +6,14 @@ use super::node::{InputArtifact, Node, NodeInputs, NodePhase, NodeType};
 use super::scope::TaskScope;
 use super::state::Run;
 use crate::expr::eval_when;
-use crate::spec::{DagTask, Template};
+use crate::spec::{AnyString, DagTask, Sequence, Template};
 use crate::validate::MAX_FAN_OUT;
 use crate::vars::{sole_var, substitute, Scope};
 
 impl Run {
-    /// Start task `task` of DAG `dag_id`: expand, check `when`, resolve
-    /// arguments, and create its nodes.
+    /// Start task `task` of DAG `dag_id` (or a step of the step group
+    /// `dag_id`): expand, check `when`, resolve arguments, and create its
+    /// nodes.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn start_task(
         &mut self,
@@ -164,7 +165,7 @@ impl Run {
             Ok(inputs) => inputs,
             Err(msg) => return done(NodePhase::Error, msg),
         };
-        let depth = if callee.dag.is_some() {
+        let depth = if callee.is_composite() {
             depth + 1
         } else {
             depth
@@ -180,6 +181,9 @@ impl Run {
 fn fan_out_items(task: &DagTask, vars: &Scope) -> Result<Option<Vec<serde_json::Value>>, String> {
     if let Some(items) = &task.with_items {
         return Ok(Some(items.clone()));
+    }
+    if let Some(seq) = &task.with_sequence {
+        return sequence_items(seq, vars).map(Some);
     }
     let Some(wp) = &task.with_param else {
         return Ok(None);
@@ -307,4 +311,92 @@ fn item_label(v: &serde_json::Value) -> String {
         }
         other => value_text(other),
     }
+}
+
+/// The items of a `withSequence`: each number as text in its `format`.
+fn sequence_items(seq: &Sequence, vars: &Scope) -> Result<Vec<serde_json::Value>, String> {
+    let num = |name: &str, v: &Option<AnyString>| -> Result<Option<i64>, String> {
+        let Some(v) = v else { return Ok(None) };
+        let text = substitute(&v.0, vars).map_err(|e| format!("withSequence.{name}: {e}"))?;
+        text.trim()
+            .parse::<i64>()
+            .map(Some)
+            .map_err(|_| format!("withSequence.{name}: {text:?} is not a whole number"))
+    };
+    let start = num("start", &seq.start)?.unwrap_or(0);
+    let numbers: Vec<i64> = match (num("count", &seq.count)?, num("end", &seq.end)?) {
+        (Some(c), _) if c < 0 => return Err(format!("withSequence.count: {c} is negative")),
+        (Some(c), _) if c as u64 > MAX_FAN_OUT as u64 => {
+            return Err(format!(
+                "withSequence.count: {c} is more than the limit of {MAX_FAN_OUT}"
+            ))
+        }
+        (Some(c), _) => (0..c).map(|i| start + i).collect(),
+        // As Argo: `end` is included, and a sequence counts down when it
+        // ends below its start.
+        (None, Some(e)) if e.abs_diff(start) >= MAX_FAN_OUT as u64 => {
+            return Err(format!(
+                "withSequence from {start} to {e} is more than the limit of {MAX_FAN_OUT} items"
+            ))
+        }
+        (None, Some(e)) if e >= start => (start..=e).collect(),
+        (None, Some(e)) => (e..=start).rev().collect(),
+        (None, None) => return Err("withSequence needs `count` or `end`".into()),
+    };
+    let format = seq.format.as_deref().unwrap_or("%d");
+    numbers
+        .into_iter()
+        .map(|n| format_sequence_item(format, n).map(serde_json::Value::String))
+        .collect()
+}
+
+/// `n` written with a printf-style `format` as Argo's `withSequence` takes
+/// it: text around one `%d`, `%Nd`, `%0Nd`, `%x`, `%X` or `%o` (and `%%`).
+pub fn format_sequence_item(format: &str, n: i64) -> Result<String, String> {
+    let bad = || format!("unsupported format {format:?}: use text with one %d, %03d, %x or %o");
+    let mut out = String::new();
+    let mut chars = format.chars().peekable();
+    let mut used = false;
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        if chars.peek() == Some(&'%') {
+            chars.next();
+            out.push('%');
+            continue;
+        }
+        let zero = chars.peek() == Some(&'0');
+        let mut width = String::new();
+        while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+            width.push(*d);
+            chars.next();
+        }
+        let w: usize = if width.is_empty() {
+            0
+        } else {
+            width.parse().map_err(|_| bad())?
+        };
+        if used || w > 64 {
+            return Err(bad());
+        }
+        used = true;
+        let text = match chars.next() {
+            Some('d') => n.to_string(),
+            Some('x') => format!("{n:x}"),
+            Some('X') => format!("{n:X}"),
+            Some('o') => format!("{n:o}"),
+            _ => return Err(bad()),
+        };
+        let pad = if zero { '0' } else { ' ' };
+        for _ in text.chars().count()..w {
+            out.push(pad);
+        }
+        out.push_str(&text);
+    }
+    if !used {
+        return Err(bad());
+    }
+    Ok(out)
 }

@@ -69,7 +69,9 @@ impl Run {
             NodeType::Dag => self.advance_dag(id, now_ms),
             NodeType::TaskGroup => self.advance_group(id, now_ms),
             NodeType::Retry => self.advance_retry(id, now_ms),
-            NodeType::Pod | NodeType::Skipped => {}
+            NodeType::Steps => self.advance_steps(id, now_ms),
+            // A steps node advances its groups itself.
+            NodeType::StepGroup | NodeType::Pod | NodeType::Skipped => {}
         }
     }
 
@@ -210,12 +212,17 @@ impl Run {
             .as_ref()
             .and_then(|d| d.as_int())
             .map(|s| s as u64 * 1000);
-        if t.dag.is_some() {
-            let mut n = Node::new(id, display, NodeType::Dag, NodePhase::Running);
+        if t.is_composite() {
+            let ty = if t.dag.is_some() {
+                NodeType::Dag
+            } else {
+                NodeType::Steps
+            };
+            let mut n = Node::new(id, display, ty, NodePhase::Running);
             if depth > MAX_DAG_DEPTH {
                 n.phase = NodePhase::Error;
                 n.message = Some(format!(
-                    "DAGs nested more than {MAX_DAG_DEPTH} deep; does a recursion miss its base case?"
+                    "DAG and steps templates nested more than {MAX_DAG_DEPTH} deep; does a recursion miss its base case?"
                 ));
                 n.finished_ms = Some(now_ms);
             }

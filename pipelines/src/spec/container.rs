@@ -40,6 +40,26 @@ pub struct Container {
     pub stdin: Unsupported,
     #[serde(default, skip_serializing)]
     pub lifecycle: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub readiness_probe: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub liveness_probe: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub startup_probe: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub volume_devices: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub termination_message_path: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub termination_message_policy: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub tty: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub stdin_once: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub restart_policy: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub resize_policy: Unsupported,
 }
 
 /// `script:`: a container whose `source` is written to a file and run.
@@ -78,6 +98,26 @@ pub struct Script {
     pub stdin: Unsupported,
     #[serde(default, skip_serializing)]
     pub lifecycle: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub readiness_probe: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub liveness_probe: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub startup_probe: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub volume_devices: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub termination_message_path: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub termination_message_policy: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub tty: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub stdin_once: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub restart_policy: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub resize_policy: Unsupported,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

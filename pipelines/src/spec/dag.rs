@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::io::{Artifact, Parameter};
-use super::scalar::Unsupported;
+use super::scalar::{AnyString, Unsupported};
 
 /// `dag:`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -19,6 +19,11 @@ pub struct DagTemplate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
 }
+
+/// One step of a `steps` template. Argo's step has the fields of a DAG
+/// task but `dependencies` and `depends` (its group decides when it runs);
+/// validation refuses those two in a step with that reason.
+pub type WorkflowStep = DagTask;
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -43,8 +48,8 @@ pub struct DagTask {
 
     #[serde(default, skip_serializing)]
     pub template_ref: Unsupported,
-    #[serde(default, skip_serializing)]
-    pub with_sequence: Unsupported,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub with_sequence: Option<Sequence>,
     #[serde(default, skip_serializing)]
     pub on_exit: Unsupported,
     #[serde(default, skip_serializing)]
@@ -66,6 +71,22 @@ impl DagTask {
     pub fn continues_on_error(&self) -> bool {
         self.continue_on.as_ref().is_some_and(|c| c.error)
     }
+}
+
+/// `withSequence`: numbers from `start` (default 0), `count` of them or up
+/// to `end` (inclusive, counting down when below `start`), each written
+/// with `format` (printf-style, default `%d`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Sequence {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<AnyString>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<AnyString>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<AnyString>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
 }
 
 /// A task's `arguments`.

@@ -66,8 +66,10 @@ pub struct ValueFrom {
     pub jq_filter: Unsupported,
     #[serde(default, skip_serializing)]
     pub config_map_key_ref: Unsupported,
-    #[serde(default, skip_serializing)]
-    pub expression: Unsupported,
+    /// A DAG's or steps template's output as an expr-lang expression over
+    /// its tasks (`tasks.A.outputs.result`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expression: Option<String>,
     #[serde(default, skip_serializing)]
     pub supplied: Unsupported,
     #[serde(default, skip_serializing)]

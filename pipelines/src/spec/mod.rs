@@ -34,7 +34,7 @@ mod template;
 mod workflow;
 
 pub use container::{Container, EnvVar, ResourceList, ResourceRequirements, Script};
-pub use dag::{Arguments, ContinueOn, DagTask, DagTemplate};
+pub use dag::{Arguments, ContinueOn, DagTask, DagTemplate, Sequence, WorkflowStep};
 pub use io::{Artifact, Inputs, Outputs, Parameter, ValueFrom};
 pub use parse::{from_document, parse_unvalidated, ARGO_API_VERSION};
 pub use scalar::{parse_duration_ms, AnyString, Ignored, IntOrString, Unsupported};

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::container::{Container, Script};
-use super::dag::DagTemplate;
+use super::dag::{DagTemplate, WorkflowStep};
 use super::io::{Artifact, Inputs, Outputs, Parameter};
 use super::scalar::{AnyString, Ignored, IntOrString, Unsupported};
 
@@ -19,6 +19,10 @@ pub struct Template {
     pub outputs: Option<Outputs>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dag: Option<DagTemplate>,
+    /// `steps:`: groups run one after another, the steps of a group in
+    /// parallel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<Vec<WorkflowStep>>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<Container>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -48,8 +52,6 @@ pub struct Template {
     pub archive_location: Ignored,
 
     #[serde(default, skip_serializing)]
-    pub steps: Unsupported,
-    #[serde(default, skip_serializing)]
     pub resource: Unsupported,
     #[serde(default, skip_serializing)]
     pub suspend: Unsupported,
@@ -61,8 +63,9 @@ pub struct Template {
     pub data: Unsupported,
     #[serde(default, skip_serializing)]
     pub plugin: Unsupported,
-    #[serde(default, skip_serializing)]
-    pub parallelism: Unsupported,
+    /// At most this many steps of this template's invocation run at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallelism: Option<IntOrString>,
     #[serde(default, skip_serializing)]
     pub synchronization: Unsupported,
     #[serde(default, skip_serializing)]
@@ -71,22 +74,46 @@ pub struct Template {
     pub init_containers: Unsupported,
     #[serde(default, skip_serializing)]
     pub daemon: Unsupported,
-    #[serde(default, skip_serializing)]
-    pub timeout: Unsupported,
+    /// A leaf's longest run (`"30s"`, `"2m"`), like `activeDeadlineSeconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<AnyString>,
     #[serde(default, skip_serializing)]
     pub pod_spec_patch: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub priority: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub priority_class_name: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub scheduler_name: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub automount_service_account_token: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub executor: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub host_aliases: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub fail_fast: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub metrics: Unsupported,
 }
 
 impl Template {
-    /// `dag`, `container` or `script`.
+    /// `dag`, `steps`, `container` or `script`.
     pub fn kind(&self) -> &'static str {
         if self.dag.is_some() {
             "dag"
+        } else if self.steps.is_some() {
+            "steps"
         } else if self.script.is_some() {
             "script"
         } else {
             "container"
         }
+    }
+
+    /// A `dag` or `steps` template: one that calls other templates.
+    pub fn is_composite(&self) -> bool {
+        self.dag.is_some() || self.steps.is_some()
     }
 
     pub fn input_parameters(&self) -> &[Parameter] {
@@ -106,8 +133,8 @@ impl Template {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RetryStrategy {
-    /// Retries after the first attempt; absent means unlimited in Argo, which
-    /// we cap (see [`crate::validate::MAX_RETRY_LIMIT`]).
+    /// Retries after the first attempt; absent means no limit, as in Argo
+    /// (a `backoff.maxDuration` or a deadline still ends it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<IntOrString>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -143,8 +170,10 @@ pub struct Backoff {
     /// No retry starts later than this after the first attempt started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_duration: Option<AnyString>,
-    #[serde(default, skip_serializing)]
-    pub cap: Unsupported,
+    /// The longest any one wait between attempts gets, however many
+    /// times `factor` multiplied it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap: Option<AnyString>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

@@ -123,8 +123,9 @@ pub struct WorkflowSpec {
     #[serde(default, skip_serializing)]
     pub archive_logs: Ignored,
 
-    #[serde(default, skip_serializing)]
-    pub parallelism: Unsupported,
+    /// At most this many steps of the run at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallelism: Option<IntOrString>,
     #[serde(default, skip_serializing)]
     pub workflow_template_ref: Unsupported,
     #[serde(default, skip_serializing)]
@@ -141,6 +142,38 @@ pub struct WorkflowSpec {
     pub shutdown: Unsupported,
     #[serde(default, skip_serializing)]
     pub retry_strategy: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub pod_priority: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub pod_priority_class_name: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub host_network: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub dns_policy: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub dns_config: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub host_aliases: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub scheduler_name: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub pod_disruption_budget: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub automount_service_account_token: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub executor: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub pod_spec_patch: Unsupported,
+    #[serde(default, skip_serializing, rename = "volumeClaimGC")]
+    pub volume_claim_gc: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub metrics: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub artifact_repository_ref: Unsupported,
+    #[serde(default, skip_serializing, rename = "artifactGC")]
+    pub artifact_gc: Unsupported,
+    #[serde(default, skip_serializing)]
+    pub workflow_metadata: Unsupported,
 }
 
 /// `spec.arguments`.

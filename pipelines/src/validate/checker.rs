@@ -29,10 +29,54 @@ pub(super) struct VarCtx<'a> {
     pub(super) leaf: bool,
     /// An artifact `from`: `tasks.X.outputs.artifacts.Y`, `inputs.artifacts.Y`.
     pub(super) artifact: bool,
+    /// `dag` holds the steps of a steps template: they are named
+    /// `steps.X`, not `tasks.X`.
+    pub(super) steps: bool,
 }
 
-/// One error for each of `fields` that is set: Argo has it, gpuctl does
-/// not; `why` may say what to use instead.
+/// Argo fields that only mean something to Kubernetes (pods, volumes,
+/// probes, the cluster's scheduler and API objects).
+const KUBERNETES_ONLY: &[&str] = &[
+    "resource",
+    "sidecars",
+    "initContainers",
+    "daemon",
+    "podSpecPatch",
+    "volumeClaimTemplates",
+    "volumeClaimGC",
+    "envFrom",
+    "valueFrom",
+    "configMapKeyRef",
+    "lifecycle",
+    "stdin",
+    "stdinOnce",
+    "tty",
+    "affinity",
+    "schedulerName",
+    "hostNetwork",
+    "dnsPolicy",
+    "dnsConfig",
+    "hostAliases",
+    "podDisruptionBudget",
+    "automountServiceAccountToken",
+    "executor",
+    "priority",
+    "priorityClassName",
+    "podPriority",
+    "podPriorityClassName",
+    "readinessProbe",
+    "livenessProbe",
+    "startupProbe",
+    "volumeDevices",
+    "terminationMessagePath",
+    "terminationMessagePolicy",
+    "restartPolicy",
+    "resizePolicy",
+];
+
+/// One error for each of `fields` that is set. A Kubernetes-only field
+/// says so; any other valid Argo field gpuctl lacks is "not supported
+/// yet", and `why` may say what to use instead.
 pub(super) fn unsupported(
     errors: &mut Vec<FieldError>,
     path: &str,
@@ -42,10 +86,13 @@ pub(super) fn unsupported(
     for (name, f) in fields {
         if f.is_some() {
             let sep = if path.is_empty() { "" } else { "." };
-            errors.push(FieldError::new(
-                format!("{path}{sep}{name}"),
-                format!("`{name}` is not supported by gpuctl{why}"),
-            ));
+            let at = format!("{path}{sep}{name}");
+            let reason = if KUBERNETES_ONLY.contains(name) {
+                format!("Kubernetes-only Argo feature {name:?} at {at}: gpuctl runs steps as tasks; see README")
+            } else {
+                format!("`{name}` is not supported yet by gpuctl{why}; see README")
+            };
+            errors.push(FieldError::new(at, reason));
         }
     }
 }

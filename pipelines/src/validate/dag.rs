@@ -53,13 +53,16 @@ impl<'a> Validator<'a> {
             (0..d.tasks.len()).map(|j| ancestors_of(j, &deps)).collect();
         for (j, task) in d.tasks.iter().enumerate() {
             let tp = format!("{dp}.tasks[{j}]");
-            let item = task.with_items.is_some() || task.with_param.is_some();
+            let item = task.with_items.is_some()
+                || task.with_param.is_some()
+                || task.with_sequence.is_some();
             let ctx = VarCtx {
                 tmpl: t,
                 dag: Some((&d.tasks, Some(&ancestors[j]), Some(&task.name))),
                 item,
                 leaf: false,
                 artifact: false,
+                steps: false,
             };
             self.task_refs(&tp, task, ctx);
             self.task_required_inputs(&tp, task);
@@ -71,7 +74,13 @@ impl<'a> Validator<'a> {
             item: false,
             leaf: false,
             artifact: false,
+            steps: false,
         };
+        self.composite_output_refs(p, t, ctx);
+    }
+
+    /// What a DAG's or steps template's outputs refer to.
+    pub(super) fn composite_output_refs(&mut self, p: &str, t: &Template, ctx: VarCtx<'_>) {
         for (j, op) in t.output_parameters().iter().enumerate() {
             if let Some(s) = op.value_from.as_ref().and_then(|v| v.parameter.as_ref()) {
                 self.check_str(
@@ -82,6 +91,13 @@ impl<'a> Validator<'a> {
             }
             if let Some(v) = &op.value {
                 self.check_str(&format!("{p}.outputs.parameters[{j}].value"), &v.0, ctx);
+            }
+            if let Some(e) = op.value_from.as_ref().and_then(|v| v.expression.as_ref()) {
+                self.check_expr(
+                    &format!("{p}.outputs.parameters[{j}].valueFrom.expression"),
+                    e,
+                    ctx,
+                );
             }
         }
         for (j, a) in t.output_artifacts().iter().enumerate() {
@@ -115,60 +131,13 @@ impl<'a> Validator<'a> {
         let mut seen = BTreeSet::new();
         for (j, task) in d.tasks.iter().enumerate() {
             let tp = format!("{dp}.tasks[{j}]");
-            if !valid_task_name(&task.name) {
-                self.err(format!("{tp}.name"), format!("{:?} is not a valid task name: use letters, digits, '-' and '_', starting with a letter or digit", task.name));
-            } else if !seen.insert(task.name.as_str()) {
-                self.err(
-                    format!("{tp}.name"),
-                    format!("duplicate task name {:?}", task.name),
-                );
-            }
-            unsupported(
-                &mut self.errors,
-                &tp,
-                &[
-                    ("templateRef", &task.template_ref),
-                    ("withSequence", &task.with_sequence),
-                    ("onExit", &task.on_exit),
-                    ("hooks", &task.hooks),
-                    ("inline", &task.inline),
-                ],
-                "",
-            );
-            match &task.template {
-                None => self.err(
-                    format!("{tp}.template"),
-                    "missing: the template this task runs",
-                ),
-                Some(n) if self.wf.template(n).is_none() => self.err(
-                    format!("{tp}.template"),
-                    format!("no template named {n:?}{}", self.known_templates()),
-                ),
-                Some(_) => {}
-            }
+            self.task_common(&tp, task, "task", &mut seen);
             if task.dependencies.is_some() && task.depends.is_some() {
                 self.err(
                     format!("{tp}.depends"),
                     "use either `depends` or `dependencies`, not both",
                 );
                 continue;
-            }
-            if task.with_items.is_some() && task.with_param.is_some() {
-                self.err(
-                    format!("{tp}.withParam"),
-                    "use either `withItems` or `withParam`, not both",
-                );
-            }
-            if let Some(items) = &task.with_items {
-                if items.len() > MAX_FAN_OUT {
-                    self.err(
-                        format!("{tp}.withItems"),
-                        format!(
-                            "{} items is more than the limit of {MAX_FAN_OUT}",
-                            items.len()
-                        ),
-                    );
-                }
             }
             let field = if task.depends.is_some() {
                 "depends"
@@ -201,7 +170,18 @@ impl<'a> Validator<'a> {
                 }
             }
         }
-        if let Some(target) = &d.target {
+        if let Some(target) = d.target.as_ref().filter(|t| t.contains("{{")) {
+            // A target from a workflow parameter (`-p target=E`) is checked
+            // when the run starts.
+            for v in crate::vars::var_names(target) {
+                if !v.starts_with("workflow.parameters.") {
+                    self.err(
+                        format!("{dp}.target"),
+                        format!("`{{{{{v}}}}}`: a target can only use workflow parameters"),
+                    );
+                }
+            }
+        } else if let Some(target) = &d.target {
             for name in target.split_whitespace() {
                 if !index.contains_key(name) {
                     self.err(
@@ -232,8 +212,84 @@ impl<'a> Validator<'a> {
         Some(deps)
     }
 
+    /// What every DAG task and step needs: a valid, unique name, a template
+    /// that exists, and at most one kind of fan-out. `what` is "task" or
+    /// "step", for errors.
+    pub(super) fn task_common<'t>(
+        &mut self,
+        tp: &str,
+        task: &'t DagTask,
+        what: &str,
+        seen: &mut BTreeSet<&'t str>,
+    ) {
+        if !valid_task_name(&task.name) {
+            self.err(format!("{tp}.name"), format!("{:?} is not a valid {what} name: use letters, digits, '-' and '_', starting with a letter or digit", task.name));
+        } else if !seen.insert(task.name.as_str()) {
+            self.err(
+                format!("{tp}.name"),
+                format!("duplicate {what} name {:?}", task.name),
+            );
+        }
+        unsupported(
+            &mut self.errors,
+            tp,
+            &[
+                ("templateRef", &task.template_ref),
+                ("onExit", &task.on_exit),
+                ("hooks", &task.hooks),
+                ("inline", &task.inline),
+            ],
+            "",
+        );
+        match &task.template {
+            None => self.err(
+                format!("{tp}.template"),
+                "missing: the template this task runs",
+            ),
+            Some(n) if self.wf.template(n).is_none() => self.err(
+                format!("{tp}.template"),
+                format!("no template named {n:?}{}", self.known_templates()),
+            ),
+            Some(_) => {}
+        }
+        if task.with_sequence.is_some() && (task.with_items.is_some() || task.with_param.is_some())
+        {
+            self.err(
+                format!("{tp}.withSequence"),
+                "use one of `withItems`, `withParam` and `withSequence`",
+            );
+        }
+        if let Some(seq) = &task.with_sequence {
+            if seq.count.is_some() == seq.end.is_some() {
+                self.err(format!("{tp}.withSequence"), "give either `count` or `end`");
+            }
+            if let Some(f) = &seq.format {
+                if let Err(e) = crate::run::format_sequence_item(f, 0) {
+                    self.err(format!("{tp}.withSequence.format"), e);
+                }
+            }
+        }
+        if task.with_items.is_some() && task.with_param.is_some() {
+            self.err(
+                format!("{tp}.withParam"),
+                "use either `withItems` or `withParam`, not both",
+            );
+        }
+        if let Some(items) = &task.with_items {
+            if items.len() > MAX_FAN_OUT {
+                self.err(
+                    format!("{tp}.withItems"),
+                    format!(
+                        "{} items is more than the limit of {MAX_FAN_OUT}",
+                        items.len()
+                    ),
+                );
+            }
+        }
+    }
+
     /// What a task's `when`, `withParam` and arguments refer to.
-    fn task_refs(&mut self, tp: &str, task: &DagTask, ctx: VarCtx<'_>) {
+    pub(super) fn task_refs(&mut self, tp: &str, task: &DagTask, ctx: VarCtx<'_>) {
         if let Some(w) = &task.when {
             self.check_str(&format!("{tp}.when"), w, ctx);
             // Syntax check with each variable replaced by a plain word.
@@ -242,11 +298,26 @@ impl<'a> Validator<'a> {
                     .iter()
                     .map(|s| match s {
                         Segment::Text(t) => t.to_string(),
-                        Segment::Var(_) => "x".to_string(),
+                        Segment::Var(_) | Segment::Expr(_) => "x".to_string(),
                     })
                     .collect();
                 if let Err(e) = parse_when(&probe) {
                     self.err(format!("{tp}.when"), format!("syntax error in {w:?} {e}"));
+                }
+            }
+        }
+        if let Some(seq) = &task.with_sequence {
+            for (name, v) in [
+                ("count", &seq.count),
+                ("start", &seq.start),
+                ("end", &seq.end),
+            ] {
+                if let Some(v) = v {
+                    self.check_str(
+                        &format!("{tp}.withSequence.{name}"),
+                        &v.0,
+                        VarCtx { item: false, ..ctx },
+                    );
                 }
             }
         }
@@ -304,7 +375,7 @@ impl<'a> Validator<'a> {
     }
 
     /// Required inputs of the called template must be supplied.
-    fn task_required_inputs(&mut self, tp: &str, task: &DagTask) {
+    pub(super) fn task_required_inputs(&mut self, tp: &str, task: &DagTask) {
         if let Some((_, callee)) = task.template.as_deref().and_then(|n| self.wf.template(n)) {
             for ip in callee.input_parameters() {
                 let given = task.parameters().iter().any(|a| a.name == ip.name);

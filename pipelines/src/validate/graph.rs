@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use super::checker::Validator;
 use crate::expr::{parse_depends, Depends, SyntaxError};
-use crate::spec::DagTask;
+use crate::spec::{DagTask, Template};
 
 /// The dependency structure of one DAG task, derived from `depends` or
 /// `dependencies`.
@@ -83,8 +83,30 @@ pub fn ancestors_of(j: usize, deps: &[Vec<usize>]) -> BTreeSet<usize> {
     out
 }
 
+/// The tasks of a DAG template or the steps of a steps template, in order.
+fn calls(t: &Template) -> impl Iterator<Item = &DagTask> {
+    let dag = t.dag.iter().flat_map(|d| d.tasks.iter());
+    let steps = t.steps.iter().flatten().flatten();
+    dag.chain(steps)
+}
+
+/// The path of the `template` field of call `j` (in [`calls`] order) of
+/// template `i`.
+fn call_path(t: &Template, i: usize, j: usize) -> String {
+    if let Some(groups) = &t.steps {
+        let mut k = j;
+        for (g, steps) in groups.iter().enumerate() {
+            if k < steps.len() {
+                return format!("spec.templates[{i}].steps[{g}][{k}].template");
+            }
+            k -= steps.len();
+        }
+    }
+    format!("spec.templates[{i}].dag.tasks[{j}].template")
+}
+
 impl Validator<'_> {
-    /// A DAG template that calls itself (directly or through others) needs a
+    /// A DAG or steps template that calls itself (directly or through others) needs a
     /// task with `when` on the way, or it would nest forever.
     pub(super) fn recursion(&mut self) {
         let tpls = &self.wf.spec.templates;
@@ -92,16 +114,13 @@ impl Validator<'_> {
         let edges: Vec<Vec<(usize, usize)>> = tpls
             .iter()
             .map(|t| {
-                t.dag.as_ref().map_or(Vec::new(), |d| {
-                    d.tasks
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(j, task)| {
-                            let (k, callee) = self.wf.template(task.template.as_deref()?)?;
-                            callee.dag.is_some().then_some((j, k))
-                        })
-                        .collect()
-                })
+                calls(t)
+                    .enumerate()
+                    .filter_map(|(j, task)| {
+                        let (k, callee) = self.wf.template(task.template.as_deref()?)?;
+                        callee.is_composite().then_some((j, k))
+                    })
+                    .collect()
             })
             .collect();
         let mut reported = BTreeSet::new();
@@ -120,10 +139,7 @@ impl Validator<'_> {
                         let mut cycle = path.clone();
                         cycle.push((node, task));
                         let has_base = cycle.iter().any(|&(ti, tj)| {
-                            tpls[ti]
-                                .dag
-                                .as_ref()
-                                .is_some_and(|d| d.tasks[tj].when.is_some())
+                            calls(&tpls[ti]).nth(tj).is_some_and(|t| t.when.is_some())
                         });
                         let key: BTreeSet<usize> = cycle.iter().map(|c| c.0).collect();
                         if !has_base && reported.insert(key) {
@@ -133,7 +149,7 @@ impl Validator<'_> {
                                 .collect();
                             names.push(&tpls[start].name);
                             self.err(
-                                format!("spec.templates[{node}].dag.tasks[{task}].template"),
+                                call_path(&tpls[node], node, task),
                                 format!("recursion without a base case: {} (add a `when` to a task on this loop so it can stop)", names.join(" -> ")),
                             );
                         }

@@ -17,6 +17,16 @@ impl Validator<'_> {
                 ("envFrom", &c.env_from),
                 ("stdin", &c.stdin),
                 ("lifecycle", &c.lifecycle),
+                ("readinessProbe", &c.readiness_probe),
+                ("livenessProbe", &c.liveness_probe),
+                ("startupProbe", &c.startup_probe),
+                ("volumeDevices", &c.volume_devices),
+                ("terminationMessagePath", &c.termination_message_path),
+                ("terminationMessagePolicy", &c.termination_message_policy),
+                ("tty", &c.tty),
+                ("stdinOnce", &c.stdin_once),
+                ("restartPolicy", &c.restart_policy),
+                ("resizePolicy", &c.resize_policy),
             ],
             "",
         );
@@ -45,6 +55,16 @@ impl Validator<'_> {
                 ("envFrom", &s.env_from),
                 ("stdin", &s.stdin),
                 ("lifecycle", &s.lifecycle),
+                ("readinessProbe", &s.readiness_probe),
+                ("livenessProbe", &s.liveness_probe),
+                ("startupProbe", &s.startup_probe),
+                ("volumeDevices", &s.volume_devices),
+                ("terminationMessagePath", &s.termination_message_path),
+                ("terminationMessagePolicy", &s.termination_message_policy),
+                ("tty", &s.tty),
+                ("stdinOnce", &s.stdin_once),
+                ("restartPolicy", &s.restart_policy),
+                ("resizePolicy", &s.resize_policy),
             ],
             "",
         );
@@ -111,12 +131,7 @@ impl Validator<'_> {
                     format!("duplicate variable {:?}", e.name),
                 );
             }
-            unsupported(
-                &mut self.errors,
-                &ep,
-                &[("valueFrom", &e.value_from)],
-                " (use `value`)",
-            );
+            unsupported(&mut self.errors, &ep, &[("valueFrom", &e.value_from)], "");
             if let Some(v) = &e.value {
                 self.check_str(&format!("{ep}.value"), &v.0, ctx);
             }

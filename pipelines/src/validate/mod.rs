@@ -15,6 +15,7 @@
 //!  resources   GPU counts and the resources block
 //!  retry       retryStrategy and activeDeadlineSeconds
 //!  dag         DAG templates: tasks, dependencies, target, task arguments
+//!  steps       steps templates: groups, step names, what a step may name
 //!  graph       dependencies, cycles, ancestors, recursion between templates
 //!  refs        what each `{{...}}` may refer to where it sits
 //!  checker     the shared state (errors so far) and helpers
@@ -31,6 +32,7 @@ mod params;
 mod refs;
 mod resources;
 mod retry;
+mod steps;
 
 pub use graph::{ancestors_of, find_cycle, task_depends};
 pub use limits::{
@@ -40,7 +42,7 @@ pub use resources::parse_gpus;
 
 use gpuctl_common::api::FieldError;
 
-use crate::spec::{Template, Workflow};
+use crate::spec::{parse_duration_ms, Template, Workflow};
 use checker::{unsupported, Validator, VarCtx};
 use retry::positive_seconds;
 
@@ -63,7 +65,6 @@ impl<'a> Validator<'a> {
             &mut self.errors,
             "spec",
             &[
-                ("parallelism", &s.parallelism),
                 ("workflowTemplateRef", &s.workflow_template_ref),
                 ("volumeClaimTemplates", &s.volume_claim_templates),
                 ("hooks", &s.hooks),
@@ -72,11 +73,33 @@ impl<'a> Validator<'a> {
                 ("suspend", &s.suspend),
                 ("shutdown", &s.shutdown),
                 ("retryStrategy", &s.retry_strategy),
+                ("podPriority", &s.pod_priority),
+                ("podPriorityClassName", &s.pod_priority_class_name),
+                ("hostNetwork", &s.host_network),
+                ("dnsPolicy", &s.dns_policy),
+                ("dnsConfig", &s.dns_config),
+                ("hostAliases", &s.host_aliases),
+                ("schedulerName", &s.scheduler_name),
+                ("podDisruptionBudget", &s.pod_disruption_budget),
+                (
+                    "automountServiceAccountToken",
+                    &s.automount_service_account_token,
+                ),
+                ("executor", &s.executor),
+                ("podSpecPatch", &s.pod_spec_patch),
+                ("volumeClaimGC", &s.volume_claim_gc),
+                ("metrics", &s.metrics),
+                ("artifactRepositoryRef", &s.artifact_repository_ref),
+                ("artifactGC", &s.artifact_gc),
+                ("workflowMetadata", &s.workflow_metadata),
             ],
             "",
         );
         if let Some(a) = &s.arguments {
             self.workflow_arguments(a);
+        }
+        if let Some(p) = &s.parallelism {
+            self.parallelism("spec.parallelism", p);
         }
         if let Some(d) = &s.active_deadline_seconds {
             if let Err(e) = positive_seconds(d) {
@@ -99,32 +122,45 @@ impl<'a> Validator<'a> {
             &mut self.errors,
             &p,
             &[
-                ("steps", &t.steps),
                 ("resource", &t.resource),
                 ("suspend", &t.suspend),
                 ("containerSet", &t.container_set),
                 ("http", &t.http),
                 ("data", &t.data),
                 ("plugin", &t.plugin),
-                ("parallelism", &t.parallelism),
                 ("synchronization", &t.synchronization),
                 ("sidecars", &t.sidecars),
                 ("initContainers", &t.init_containers),
                 ("daemon", &t.daemon),
-                ("timeout", &t.timeout),
                 ("podSpecPatch", &t.pod_spec_patch),
+                ("priority", &t.priority),
+                ("priorityClassName", &t.priority_class_name),
+                ("schedulerName", &t.scheduler_name),
+                (
+                    "automountServiceAccountToken",
+                    &t.automount_service_account_token,
+                ),
+                ("executor", &t.executor),
+                ("hostAliases", &t.host_aliases),
+                ("failFast", &t.fail_fast),
+                ("metrics", &t.metrics),
             ],
-            " (templates are `dag`, `container` or `script`)",
+            "",
         );
-        let kinds = [t.dag.is_some(), t.container.is_some(), t.script.is_some()]
-            .iter()
-            .filter(|b| **b)
-            .count();
-        if kinds == 0 && t.steps.is_none() && t.resource.is_none() && t.suspend.is_none() {
+        let kinds = [
+            t.dag.is_some(),
+            t.steps.is_some(),
+            t.container.is_some(),
+            t.script.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if kinds == 0 && t.resource.is_none() && t.suspend.is_none() {
             self.err(
                 &p,
                 format!(
-                    "template {:?} has none of `dag`, `container`, `script`",
+                    "template {:?} has none of `dag`, `steps`, `container`, `script`",
                     t.name
                 ),
             );
@@ -132,18 +168,19 @@ impl<'a> Validator<'a> {
             self.err(
                 &p,
                 format!(
-                    "template {:?} must have exactly one of `dag`, `container`, `script`",
+                    "template {:?} must have exactly one of `dag`, `steps`, `container`, `script`",
                     t.name
                 ),
             );
         }
-        let leaf = t.dag.is_none();
+        let leaf = !t.is_composite();
         let ctx = VarCtx {
             tmpl: t,
             dag: None,
             item: false,
             leaf,
             artifact: false,
+            steps: false,
         };
         self.template_inputs(&p, t);
         self.template_outputs(&p, t, ctx);
@@ -161,11 +198,24 @@ impl<'a> Validator<'a> {
                 self.err(format!("{p}.activeDeadlineSeconds"), e);
             }
         }
+        if let Some(n) = &t.parallelism {
+            self.parallelism(&format!("{p}.parallelism"), n);
+        }
+        if let Some(d) = &t.timeout {
+            if t.is_composite() {
+                self.err(format!("{p}.timeout"), "Argo applies `timeout` to container and script templates; use `activeDeadlineSeconds` on a dag or steps template");
+            } else if let Err(e) = parse_duration_ms(&d.0) {
+                self.err(format!("{p}.timeout"), e);
+            }
+        }
         if let Some(m) = &t.memoize {
             self.memoize(&p, m, leaf, ctx);
         }
         if let Some(d) = &t.dag {
             self.dag(&p, t, d);
+        }
+        if let Some(groups) = &t.steps {
+            self.steps(&p, t, groups);
         }
     }
 }

@@ -66,7 +66,6 @@ impl Validator<'_> {
                     ("jsonPath", &vf.json_path),
                     ("jqFilter", &vf.jq_filter),
                     ("configMapKeyRef", &vf.config_map_key_ref),
-                    ("expression", &vf.expression),
                     ("supplied", &vf.supplied),
                     ("event", &vf.event),
                 ],
@@ -102,7 +101,7 @@ impl Validator<'_> {
 
     /// A template's `inputs`.
     pub(super) fn template_inputs(&mut self, p: &str, t: &Template) {
-        let leaf = t.dag.is_none();
+        let leaf = !t.is_composite();
         let mut seen = BTreeSet::new();
         for (j, ip) in t.input_parameters().iter().enumerate() {
             let pp = format!("{p}.inputs.parameters[{j}]");
@@ -148,7 +147,7 @@ impl Validator<'_> {
     /// A template's `outputs`: a step's come from files, a DAG's from its
     /// tasks.
     pub(super) fn template_outputs(&mut self, p: &str, t: &Template, ctx: VarCtx<'_>) {
-        let leaf = t.dag.is_none();
+        let leaf = !t.is_composite();
         let mut seen = BTreeSet::new();
         for (j, op) in t.output_parameters().iter().enumerate() {
             let pp = format!("{p}.outputs.parameters[{j}]");
@@ -177,8 +176,12 @@ impl Validator<'_> {
                 }
             } else if has_path {
                 self.err(format!("{pp}.valueFrom.path"), "a DAG has no files; use `valueFrom.parameter: \"{{tasks.TASK.outputs.parameters.NAME}}\"`");
-            } else if !has_param && op.value.is_none() {
+            } else if !has_param && op.value.is_none() && vf.is_none_or(|v| v.expression.is_none())
+            {
                 self.err(format!("{pp}.valueFrom"), "missing `valueFrom.parameter`");
+            }
+            if leaf && vf.is_some_and(|v| v.expression.is_some()) {
+                self.err(format!("{pp}.valueFrom.expression"), "not supported yet on a container or script: use `valueFrom.path`, or compute it in the DAG or steps template that calls the step");
             }
         }
         let mut seen = BTreeSet::new();

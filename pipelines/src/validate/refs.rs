@@ -3,7 +3,8 @@
 //! the current task depends on, an item of a fan-out, a step's pod name).
 
 use super::checker::{Validator, VarCtx};
-use crate::vars::{segments, var_names};
+use crate::expr::{is_known_function, parse_expr};
+use crate::vars::{segments, Segment};
 
 impl Validator<'_> {
     /// Every `{{...}}` in `s`, found at `path`, must be well formed and
@@ -12,13 +13,61 @@ impl Validator<'_> {
         if !s.contains("{{") && !s.contains("}}") {
             return;
         }
-        if let Err((_, e)) = segments(s) {
-            self.err(path, e);
-            return;
-        }
-        for v in var_names(s) {
-            if let Err(e) = self.check_var(v, ctx) {
+        let segs = match segments(s) {
+            Ok(segs) => segs,
+            Err((_, e)) => {
                 self.err(path, e);
+                return;
+            }
+        };
+        for seg in segs {
+            match seg {
+                Segment::Var(v) => {
+                    if let Err(e) = self.check_var(v, ctx) {
+                        self.err(path, e);
+                    }
+                }
+                Segment::Expr(e) => self.check_expr(path, e, ctx),
+                Segment::Text(_) => {}
+            }
+        }
+    }
+
+    /// An expr-lang expression at `path`: it parses, calls only functions
+    /// gpuctl has, and reads only variables in reach of `ctx`.
+    pub(super) fn check_expr(&mut self, path: &str, src: &str, ctx: VarCtx<'_>) {
+        let ast = match parse_expr(src) {
+            Ok(ast) => ast,
+            Err(e) => {
+                self.err(path, format!("syntax error in expression {src:?} {e}"));
+                return;
+            }
+        };
+        for f in ast.functions() {
+            if !is_known_function(&f) {
+                self.err(path, format!("function {f:?} in expression {src:?} is not supported by gpuctl (see README: expressions)"));
+            }
+        }
+        for v in ast.variables() {
+            let parts: Vec<&str> = v.split('.').collect();
+            // A variable written down to its leaf is checked like
+            // `{{...}}`; a map (`inputs.parameters`) only by its root.
+            let leaf = match parts[0] {
+                "inputs" => parts.len() >= 3,
+                "workflow" => parts.len() >= 3 || (parts.len() == 2 && parts[1] != "parameters"),
+                "tasks" | "steps" => parts.len() >= 3,
+                "item" | "retries" => true,
+                "pod" => parts.len() >= 2,
+                "sprig" => continue,
+                _ => {
+                    self.err(path, format!("unknown name {:?} in expression {src:?} (known: inputs, workflow, tasks, steps, item, retries)", parts[0]));
+                    continue;
+                }
+            };
+            if leaf {
+                if let Err(e) = self.check_var(&v, ctx) {
+                    self.err(path, e);
+                }
             }
         }
     }
@@ -34,7 +83,7 @@ impl Validator<'_> {
             "here"
         };
         match parts.as_slice() {
-            ["workflow", "name" | "status" | "uid" | "namespace"] => Ok(()),
+            ["workflow", "name" | "status" | "uid" | "namespace" | "duration" | "failures"] => Ok(()),
             ["workflow", "parameters", p] => {
                 let declared = wf
                     .spec
@@ -78,16 +127,26 @@ impl Validator<'_> {
                 }
             }
             ["pod", "name"] | ["retries"] if ctx.leaf => Ok(()),
-            ["tasks", t, rest @ ..] => {
+            [root @ ("tasks" | "steps"), t, rest @ ..] => {
+                let what = if *root == "tasks" { "task" } else { "step" };
                 let Some((tasks, allowed, me)) = ctx.dag else {
-                    return Err(format!("`{{{{{v}}}}}`: only a DAG task's arguments, `when` and `withParam` (or a DAG's outputs) can refer to tasks"));
+                    return Err(format!("`{{{{{v}}}}}`: only a DAG task's or a step's arguments, `when` and `withParam` (or a DAG's or steps template's outputs) can refer to {root}"));
                 };
+                match (ctx.steps, *root) {
+                    (true, "tasks") => return Err(format!("`{{{{{v}}}}}`: in a steps template, refer to a step as `steps.{t}...`")),
+                    (false, "steps") => return Err(format!("`{{{{{v}}}}}`: in a DAG, refer to a task as `tasks.{t}...`")),
+                    _ => {}
+                }
                 let Some(idx) = tasks.iter().position(|x| x.name == *t) else {
-                    return Err(format!("`{{{{{v}}}}}`: unknown task {t:?}"));
+                    return Err(format!("`{{{{{v}}}}}`: unknown {what} {t:?}"));
                 };
                 if let (Some(allowed), Some(me)) = (allowed, me) {
                     if !allowed.contains(&idx) {
-                        return Err(format!("`{{{{{v}}}}}`: task {t:?} is not a dependency of {me:?}; add it to `depends` or `dependencies`"));
+                        return Err(if ctx.steps {
+                            format!("`{{{{{v}}}}}`: step {t:?} is not in a group before the one of {me:?}; a step sees the outputs of earlier groups only")
+                        } else {
+                            format!("`{{{{{v}}}}}`: task {t:?} is not a dependency of {me:?}; add it to `depends` or `dependencies`")
+                        });
                     }
                 }
                 let task_tmpl = tasks[idx]
@@ -96,7 +155,7 @@ impl Validator<'_> {
                     .and_then(|n| wf.template(n))
                     .map(|(_, t)| t);
                 match rest {
-                    ["status"] | ["exitCode"] | ["outputs", "result"] | ["outputs", "parameters"] => Ok(()),
+                    ["status"] | ["exitCode"] | ["id"] | ["outputs", "result"] | ["outputs", "parameters"] => Ok(()),
                     ["outputs", "parameters", p] => match task_tmpl {
                         Some(tt) if !tt.output_parameters().iter().any(|x| x.name == *p) => Err(format!(
                             "`{{{{{v}}}}}`: template {:?} of task {t:?} has no output parameter {p:?}",
@@ -112,11 +171,11 @@ impl Validator<'_> {
                         _ => Ok(()),
                     },
                     ["outputs", "artifacts", _] => Err(format!("`{{{{{v}}}}}`: pass artifacts with `arguments.artifacts[].from`")),
-                    _ => Err(format!("`{{{{{v}}}}}`: unknown task variable (use tasks.{t}.outputs.parameters.NAME, tasks.{t}.outputs.result, tasks.{t}.outputs.artifacts.NAME or tasks.{t}.status)")),
+                    _ => Err(format!("`{{{{{v}}}}}`: unknown {what} variable (use {root}.{t}.outputs.parameters.NAME, {root}.{t}.outputs.result, {root}.{t}.outputs.artifacts.NAME or {root}.{t}.status)")),
                 }
             }
             _ => Err(format!(
-                "unknown variable `{{{{{v}}}}}` {here} (known: inputs.parameters.*, inputs.artifacts.*, workflow.name, workflow.parameters.*, workflow.status, tasks.*, item)"
+                "unknown variable `{{{{{v}}}}}` {here} (known: inputs.parameters.*, inputs.artifacts.*, workflow.name, workflow.parameters.*, workflow.status, tasks.*, steps.*, item)"
             )),
         }
     }

@@ -1,5 +1,5 @@
-//! Retries and timeouts: `retryStrategy` (a limit is required, backoff
-//! durations must parse) and `activeDeadlineSeconds`.
+//! Retries and timeouts: `retryStrategy` (a sane limit, backoff durations
+//! that parse) and `activeDeadlineSeconds`.
 
 use super::checker::{unsupported, Validator};
 use super::limits::{MAX_DEADLINE_SECONDS, MAX_RETRY_LIMIT};
@@ -28,21 +28,29 @@ impl Validator<'_> {
             "",
         );
         match r.limit.as_ref().map(|l| (l, l.as_int())) {
-                None => self.err(format!("{rp}.limit"), format!("missing: gpuctl does not retry forever; give a limit (at most {MAX_RETRY_LIMIT})")),
-                Some((l, None)) => self.err(format!("{rp}.limit"), format!("expected a whole number, got {l}")),
-                Some((_, Some(n))) if n < 0 => self.err(format!("{rp}.limit"), format!("must be zero or more, got {n}")),
-                Some((_, Some(n))) if n > MAX_RETRY_LIMIT => self.err(format!("{rp}.limit"), format!("{n} retries is absurd (limit {MAX_RETRY_LIMIT})")),
-                Some(_) => {}
-            }
+            // No limit: Argo retries until the step succeeds.
+            None => {}
+            Some((l, None)) => self.err(
+                format!("{rp}.limit"),
+                format!("expected a whole number, got {l}"),
+            ),
+            Some((_, Some(n))) if n < 0 => self.err(
+                format!("{rp}.limit"),
+                format!("must be zero or more, got {n}"),
+            ),
+            Some((_, Some(n))) if n > MAX_RETRY_LIMIT => self.err(
+                format!("{rp}.limit"),
+                format!("{n} retries is absurd (limit {MAX_RETRY_LIMIT})"),
+            ),
+            Some(_) => {}
+        }
         if let Some(b) = &r.backoff {
             let bp = format!("{rp}.backoff");
-            unsupported(
-                &mut self.errors,
-                &bp,
-                &[("cap", &b.cap)],
-                " (use maxDuration)",
-            );
-            for (name, val) in [("duration", &b.duration), ("maxDuration", &b.max_duration)] {
+            for (name, val) in [
+                ("duration", &b.duration),
+                ("maxDuration", &b.max_duration),
+                ("cap", &b.cap),
+            ] {
                 if let Some(d) = val {
                     if let Err(e) = parse_duration_ms(&d.0) {
                         self.err(format!("{bp}.{name}"), e);
@@ -58,6 +66,19 @@ impl Validator<'_> {
                     ),
                 }
             }
+        }
+    }
+}
+
+impl Validator<'_> {
+    /// `parallelism`: a whole number of steps, at least 1.
+    pub(super) fn parallelism(&mut self, path: &str, v: &IntOrString) {
+        match v.as_int() {
+            Some(n) if n >= 1 => {}
+            _ => self.err(
+                path,
+                format!("expected a whole number of steps, at least 1, got {v}"),
+            ),
         }
     }
 }

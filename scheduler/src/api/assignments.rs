@@ -108,7 +108,7 @@ fn step_io(st: &State, job: &Job) -> Option<pb::StepIo> {
         has_script: s.script_source.is_some(),
         script_source: s.script_source.clone().unwrap_or_default(),
         script_arg_index: s.command.len() as u32,
-        capture_result: s.script_source.is_some(),
+        capture_result: s.script_source.is_some() || s.capture_result,
         output_parameters: s
             .output_parameters
             .iter()

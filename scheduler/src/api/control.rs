@@ -412,21 +412,41 @@ impl Control for Api {
         };
         let deadline = tokio::time::Instant::now() + limit;
         let mut version = self.raft.shared.version.subscribe();
+        // `workflow/NAME` or `job/NAME` says which; a bare name is the
+        // workflow when there is one (a workflow whose entrypoint is one
+        // step has a step job of its own name), else the job.
+        let (only, name) = match req.name.split_once('/') {
+            Some(("workflow" | "workflows" | "wf", n)) => (Some("workflow"), n),
+            Some(("job" | "jobs", n)) => (Some("job"), n),
+            _ => (None, req.name.as_str()),
+        };
         loop {
-            let job = {
-                let st = self.state();
-                match st.jobs.get(&req.name) {
-                    Some(j) => Some((j.status.phase, json(j)?)),
-                    None => None,
+            let workflow = if only == Some("job") {
+                None
+            } else {
+                self.workflow_phase(name)
+            };
+            let job = match workflow {
+                Some(_) => None,
+                None if only == Some("workflow") => None,
+                None => {
+                    let st = self.state();
+                    match st.jobs.get(name) {
+                        Some(j) => Some((j.status.phase, json(j)?)),
+                        None => None,
+                    }
                 }
             };
             let (phase, obj) = match job {
                 Some(j) => j,
                 None => {
-                    // Not a job: a workflow of that name?
-                    let (wphase, obj) = self.workflow_phase(&req.name).ok_or_else(|| {
-                        Status::not_found(format!("no job or workflow {:?}", req.name))
-                    })?;
+                    let what = match only {
+                        Some("workflow") => "no workflow",
+                        Some(_) => "no job",
+                        None => "no job or workflow",
+                    };
+                    let (wphase, obj) =
+                        workflow.ok_or_else(|| Status::not_found(format!("{what} {name:?}")))?;
                     if wphase.is_terminal() {
                         return Ok(Response::new(pb::WaitResponse {
                             finished: true,
