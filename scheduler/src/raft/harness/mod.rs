@@ -206,12 +206,14 @@ impl Cluster {
     }
 
     /// Run the replica's Ready processing until it has nothing left, as
-    /// the driver's loop would on its next turns.
+    /// the driver's loop would on its next turns (the first hands Raft the
+    /// requests queued since the last).
     fn process_ready(&mut self, id: u64) {
         let r = self
             .running
             .get_mut(&id)
             .unwrap_or_else(|| panic!("replica {id} is not running"));
+        r.on_ready(&mut self.in_flight).expect("storage");
         while r.node.has_ready() {
             r.on_ready(&mut self.in_flight).expect("storage");
         }
@@ -273,7 +275,11 @@ impl Cluster {
     pub(super) fn propose(&mut self, id: u64, cmd: Command) -> Answer {
         let (reply, answer) = oneshot::channel();
         let env = Box::new(Envelope::new(1_000, cmd));
-        self.replica_mut(id).handle(Msg::Propose { env, reply });
+        self.replica_mut(id).handle(Msg::Propose {
+            env,
+            reply,
+            term: None,
+        });
         self.process_ready(id);
         answer
     }
