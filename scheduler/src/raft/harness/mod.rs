@@ -284,6 +284,54 @@ impl Cluster {
         answer
     }
 
+    /// Hand replica `id` several proposals (each with the term it is
+    /// fenced to, if any) before its next Ready, as the driver does with
+    /// requests that arrive together.
+    pub(super) fn propose_together(
+        &mut self,
+        id: u64,
+        cmds: Vec<(Command, Option<u64>)>,
+    ) -> Vec<Answer> {
+        let r = self.replica_mut(id);
+        let answers = cmds
+            .into_iter()
+            .map(|(cmd, term)| {
+                let (reply, answer) = oneshot::channel();
+                let env = Box::new(Envelope::new(1_000, cmd));
+                r.handle(Msg::Propose { env, reply, term });
+                answer
+            })
+            .collect();
+        self.process_ready(id);
+        answers
+    }
+
+    /// Ask replica `id` for `n` read barriers before its next Ready.
+    pub(super) fn read_barriers_together(
+        &mut self,
+        id: u64,
+        n: usize,
+    ) -> Vec<oneshot::Receiver<Result<(), ProposeError>>> {
+        let r = self.replica_mut(id);
+        let answers = (0..n)
+            .map(|_| {
+                let (reply, answer) = oneshot::channel();
+                r.handle(Msg::ReadIndex(reply));
+                answer
+            })
+            .collect();
+        self.process_ready(id);
+        answers
+    }
+
+    /// The messages in flight from `from` of type `t`.
+    pub(super) fn in_flight_from(&self, from: u64, t: MessageType) -> Vec<&Message> {
+        self.in_flight
+            .iter()
+            .filter(|m| m.from == from && m.get_msg_type() == t)
+            .collect()
+    }
+
     /// Ask replica `id` for a read barrier (ReadIndex), as its handle would.
     pub(super) fn read_barrier(&mut self, id: u64) -> oneshot::Receiver<Result<(), ProposeError>> {
         let (reply, answer) = oneshot::channel();
