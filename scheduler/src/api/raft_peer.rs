@@ -66,13 +66,23 @@ impl RaftService for RaftPeerService {
         self.check_peer(&req)?;
         let mut inbound = req.into_inner();
         let raft = self.api.raft.clone();
+        let mut stop = self.api.stop.clone();
         // The answer stream stays open (and empty) while batches come in;
-        // it ends when the sender closes its side, or with the error that
-        // made this side stop reading.
+        // it ends when the sender closes its side, when this replica shuts
+        // down (so that the connection closes and the peer reconnects to
+        // whatever serves this address next), or with the error that made
+        // this side stop reading.
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(async move {
             loop {
-                match inbound.message().await {
+                if *stop.borrow_and_update() {
+                    return;
+                }
+                let next = tokio::select! {
+                    m = inbound.message() => m,
+                    _ = stop.changed() => return,
+                };
+                match next {
                     Ok(Some(batch)) => {
                         if let Err(s) = step_batch(&raft, batch) {
                             let _ = tx.send(Err(s)).await;
