@@ -85,11 +85,12 @@ async fn serve(peer: Recorder) -> String {
 }
 
 fn message(to: u64, index: u64) -> Message {
-    let mut m = Message::default();
-    m.from = 1;
-    m.to = to;
-    m.index = index;
-    m
+    Message {
+        from: 1,
+        to,
+        index,
+        ..Default::default()
+    }
 }
 
 /// Send messages with indexes 0, 1, … to peer 2 at `url`, in bursts as

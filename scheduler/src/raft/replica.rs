@@ -259,10 +259,11 @@ impl Replica {
                 );
                 continue;
             }
-            let mut e = Entry::default();
-            e.data = data.into();
-            e.context = self.context(id).into();
-            entries.push(e);
+            entries.push(Entry {
+                data: data.into(),
+                context: self.context(id).into(),
+                ..Default::default()
+            });
             ids.push(id);
         }
         if entries.is_empty() {
