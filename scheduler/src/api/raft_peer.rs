@@ -91,7 +91,10 @@ impl RaftService for RaftPeerService {
                     }
                     Ok(None) => return,
                     Err(s) => {
+                        // Tell the sender (a batch it cannot resend as is,
+                        // or a broken connection it will notice anyway).
                         tracing::debug!("raft stream from a peer ended: {s}");
+                        let _ = tx.send(Err(s)).await;
                         return;
                     }
                 }

@@ -164,6 +164,9 @@ impl Replica {
             }
             Msg::Unreachable(id) => {
                 self.node.report_unreachable(id);
+                // A snapshot on its way there may be lost with it: without
+                // this, the leader would wait for that snapshot forever.
+                self.node.report_snapshot(id, raft::SnapshotStatus::Failure);
                 false
             }
             Msg::ReadIndex(reply) => {
