@@ -151,6 +151,12 @@ impl Dev {
     pub async fn control(&self) -> anyhow::Result<ControlClient> {
         let server = self.url("server")?;
         let server = server.split(',').next().unwrap_or_default().to_string();
+        self.control_at(&server).await
+    }
+
+    /// [`Dev::control`] for the scheduler replica at `server`.
+    pub async fn control_at(&self, server: &str) -> anyhow::Result<ControlClient> {
+        let server = server.to_string();
         let tls = match self.context["ca"].as_str() {
             Some(ca) => Some(
                 gpuctl_security::tls::TlsFiles {

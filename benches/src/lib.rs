@@ -12,12 +12,17 @@
 //! - `store-vs-etcd`: a 3-replica gpuctl control plane and a 3-member etcd
 //!   side by side: committed writes/s and p50/p99 of ~1 KiB writes at 1, 16
 //!   and 64 clients, rounds interleaved; the pieces are in [`store`].
+//! - `cluster-scale`: `gpuctl dev` with 1 to 5 replicas and a hollow fleet,
+//!   jobs submitted by concurrent clients: jobs bound and started per
+//!   second, latencies, and per replica CPU, RSS, disk, Raft metrics and
+//!   the catch-up of a restarted follower ([`replicas`]).
 //!
 //! Results are kept in `benches/RESULTS.md`.
 
 pub mod dev;
 pub mod gpuspec;
 pub mod replay;
+pub mod replicas;
 pub mod store;
 
 /// Percentile (nearest-rank) of sorted samples; `p` in 0..=100.

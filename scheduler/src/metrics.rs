@@ -30,6 +30,11 @@ pub struct Metrics {
     /// Node assignment sets built for `WatchAssignments` streams: with
     /// per-node wakeups, it follows the nodes whose tasks changed.
     pub assignment_builds: IntCounter,
+    read_barrier_seconds: HistogramVec,
+    /// Time to persist one Ready's new entries and hard state (synced).
+    pub raft_append_seconds: Histogram,
+    /// Proposals handed to Raft together, in one `MsgPropose`.
+    pub raft_proposals_per_batch: Histogram,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
@@ -161,8 +166,51 @@ impl Metrics {
                 )
                 .expect("valid"),
             ),
+            read_barrier_seconds: reg(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "gpuctl_scheduler_read_barrier_duration_seconds",
+                        "Time a read barrier (Raft ReadIndex) takes, by result.",
+                    )
+                    .buckets(buckets.clone()),
+                    &["result"],
+                )
+                .expect("valid"),
+            ),
+            raft_append_seconds: reg(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "gpuctl_scheduler_raft_append_duration_seconds",
+                        "Time to persist one Raft Ready's entries and hard state (a synced write).",
+                    )
+                    .buckets(buckets.clone()),
+                )
+                .expect("valid"),
+            ),
+            raft_proposals_per_batch: reg(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "gpuctl_scheduler_raft_proposals_per_batch",
+                        "Proposals handed to Raft together, as one append.",
+                    )
+                    .buckets(vec![
+                        1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0,
+                    ]),
+                )
+                .expect("valid"),
+            ),
             registry: r,
         }
+    }
+
+    pub fn observe_read_barrier(&self, ok: bool, took: Duration) {
+        let result = if ok { "ok" } else { "error" };
+        self.read_barrier_seconds
+            .with_label_values(&[result])
+            .observe(took.as_secs_f64());
     }
 
     pub fn observe_command(&self, command: &str, ok: bool, took: Duration) {

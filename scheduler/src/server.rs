@@ -232,6 +232,9 @@ fn start_raft(cfg: &Config, metrics: &Metrics) -> anyhow::Result<StartedRaft> {
     })
 }
 
+/// Largest Raft peer message accepted (a snapshot is one message).
+const MAX_PEER_MESSAGE: usize = 1 << 30;
+
 /// Serve the `Control`, `NodeService` and Raft peer services until `stop`;
 /// with TLS, client certificates from the CA are accepted (and the Raft
 /// peer service requires one).
@@ -250,10 +253,16 @@ fn serve_grpc(
     let router = builder
         .add_service(ControlServer::new(api.clone()))
         .add_service(NodeServiceServer::new(api.clone()))
-        .add_service(RaftServer::new(RaftPeerService {
-            api,
-            require_client_cert: tls.is_some(),
-        }));
+        .add_service(
+            RaftServer::new(RaftPeerService {
+                api,
+                require_client_cert: tls.is_some(),
+            })
+            // A snapshot travels as one message: the whole state, which is
+            // larger than tonic's default 4 MiB limit from a few thousand
+            // jobs on. Only the other replicas may call this service.
+            .max_decoding_message_size(MAX_PEER_MESSAGE),
+        );
     Ok(tokio::spawn(async move {
         let shutdown = async move {
             let _ = stop.changed().await;

@@ -476,3 +476,59 @@ async fn add_and_remove_a_replica() {
         }
     }
 }
+
+/// Whether `addr` answers `get job NAME` with the job.
+async fn has_job(addr: &str, name: &str) -> bool {
+    let r = client(addr)
+        .await
+        .get(pb::GetRequest {
+            kind: "job".into(),
+            name: name.into(),
+        })
+        .await;
+    match r {
+        Ok(r) => r.into_inner().objects_json.len() == 1,
+        Err(e) if e.code() == tonic::Code::NotFound => false,
+        Err(e) => panic!("get job {name} via {addr}: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_read_after_an_acknowledged_write_sees_it_on_every_replica() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut replicas, _) = cluster(root.path()).await;
+    agreed_leader(&replicas).await;
+    register_node(&replicas[0].addr).await;
+    let addrs: Vec<String> = replicas.iter().map(|r| r.addr.clone()).collect();
+    // Sixteen writers at once, through every replica (the leader's writes
+    // skip the read barrier, the followers' are forwarded); each reads its
+    // job back from the two other replicas as soon as its write is
+    // acknowledged, so their read barriers are asked together and batched.
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..16usize {
+        let addrs = addrs.clone();
+        writers.spawn(async move {
+            for i in 0..4 {
+                let name = format!("w{w:02}-{i}");
+                apply(&addrs[w % 3], &name).await;
+                for other in [(w + 1) % 3, (w + 2) % 3] {
+                    assert!(
+                        has_job(&addrs[other], &name).await,
+                        "{name} acknowledged through {} but not seen by {}",
+                        addrs[w % 3],
+                        addrs[other]
+                    );
+                }
+            }
+        });
+    }
+    while let Some(r) = writers.join_next().await {
+        r.unwrap();
+    }
+    for r in &replicas {
+        assert_eq!(job_names(&r.addr).await.len(), 64, "replica {}", r.id);
+    }
+    for r in replicas.iter_mut() {
+        r.server.take().unwrap().shutdown().await;
+    }
+}

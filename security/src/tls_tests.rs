@@ -27,6 +27,13 @@ impl Raft for Echo {
     ) -> Result<Response<pb::ForwardResponse>, Status> {
         Err(Status::unimplemented("not here"))
     }
+    type StepStreamStream = tokio_stream::Empty<Result<pb::RaftAck, Status>>;
+    async fn step_stream(
+        &self,
+        _req: Request<tonic::Streaming<pb::RaftBatch>>,
+    ) -> Result<Response<Self::StepStreamStream>, Status> {
+        Err(Status::unimplemented("not here"))
+    }
 }
 
 struct Fixture {

@@ -6,7 +6,16 @@
 //! Reports jobs bound and started per second (first submit to last bind or
 //! start), submit→running p50/p99 (the job's creation to its task's
 //! Running, both on the scheduler's clock), the submit call's p50/p99, `get
-//! jobs` p99 under the load, and each scheduler replica's CPU time and RSS.
+//! jobs` p99 under the load, each scheduler replica's CPU time, RSS, data
+//! folder size on disk and a few of its metrics (mean Raft commit time per
+//! command, read barriers, synced appends, proposals per append).
+//!
+//! With several replicas it then measures catch-up: one follower (not the
+//! one the clients use) is stopped (SIGSTOP), `--catch-up-jobs` more jobs
+//! are submitted without it, and it is killed; `gpuctl dev` restarts it,
+//! and the driver times how long the restarted replica takes to answer and
+//! to apply everything the leader had committed (from its log, or by
+//! snapshot when the leader has compacted past it).
 //!
 //! Build everything in release first: `cargo build --release --bins`, then
 //! `target/release/cluster-scale --nodes 1000 --jobs 10000 --replicas 3`.
@@ -17,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use benches::dev::{sibling, Dev, Security};
-use benches::percentile;
+use benches::{percentile, replicas};
 use clap::Parser;
 use gpuctl_common::api::{Job, JobPhase};
 use gpuctl_proto::v1 as pb;
@@ -49,6 +58,10 @@ struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Jobs submitted while a follower is stopped, before it is restarted
+    /// and its catch-up timed (0: no catch-up run; needs 3 or more replicas).
+    #[arg(long, default_value_t = 5000)]
+    catch_up_jobs: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -127,17 +140,6 @@ fn cpu_and_rss(pid: i32) -> Option<(f64, u64)> {
     Some((ticks / 100.0, rss_kb * 1024))
 }
 
-fn scheduler_pids(root: &std::path::Path) -> anyhow::Result<Vec<i32>> {
-    let v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(root.join("state/cluster.json"))?)?;
-    Ok(v["schedulers"]
-        .as_array()
-        .context("schedulers in cluster.json")?
-        .iter()
-        .filter_map(|s| s["pid"].as_i64().map(|p| p as i32))
-        .collect())
-}
-
 async fn get_all(c: &mut benches::dev::ControlClient, kind: &str) -> anyhow::Result<Vec<String>> {
     Ok(c.get(pb::GetRequest {
         kind: kind.into(),
@@ -202,40 +204,14 @@ async fn run(
         evict: false,
     })
     .await?;
-    let pids = scheduler_pids(root)?;
-    let cpu0: Vec<f64> = pids
+    let infos = replicas::replicas(&state)?;
+    let cpu0: Vec<f64> = infos
         .iter()
-        .map(|p| cpu_and_rss(*p).map_or(0.0, |x| x.0))
+        .map(|r| cpu_and_rss(r.pid).map_or(0.0, |x| x.0))
         .collect();
 
-    // Submit from `clients` tasks, each taking job numbers from a counter.
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let start = Instant::now();
-    let mut submitters = tokio::task::JoinSet::new();
-    for _ in 0..args.clients {
-        let (next, total) = (next.clone(), args.jobs);
-        let mut c = dev.control().await?;
-        let (gpus, dur) = (args.gpus, args.task_duration.clone());
-        submitters.spawn(async move {
-            let mut took = Vec::new();
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= total {
-                    return Ok::<_, anyhow::Error>(took);
-                }
-                let job = job_json(&format!("s-{i:06}"), gpus, &dur);
-                let t = Instant::now();
-                c.apply(pb::ApplyRequest {
-                    object_json: job,
-                    source: "<cluster-scale>".into(),
-                    ..Default::default()
-                })
-                .await
-                .with_context(|| format!("submitting job {i}"))?;
-                took.push(t.elapsed().as_secs_f64() * 1e3);
-            }
-        });
-    }
+    let mut submitters = submit(dev, args, "s", args.jobs).await?;
     // `get jobs` under the load, timed, until every job has ended.
     let mut list_ms = Vec::new();
     let mut jobs: Vec<Job>;
@@ -291,12 +267,23 @@ async fn run(
     to_running.sort_by(f64::total_cmp);
     submit_ms.sort_by(f64::total_cmp);
     list_ms.sort_by(f64::total_cmp);
-    let replicas: Vec<serde_json::Value> = pids
+    let leader = replicas::status(&mut c).await?.leader_id;
+    let replicas: Vec<serde_json::Value> = infos
         .iter()
         .zip(&cpu0)
-        .map(|(p, c0)| {
-            let (cpu, rss) = cpu_and_rss(*p).unwrap_or((0.0, 0));
-            serde_json::json!({"pid": p, "cpu_s": cpu - c0, "rss_mib": rss >> 20})
+        .map(|(r, c0)| {
+            let (cpu, rss) = cpu_and_rss(r.pid).unwrap_or((0.0, 0));
+            let raft = replicas::scrape(&r.metrics)
+                .map(|t| replicas::raft_profile(&t))
+                .unwrap_or_default();
+            serde_json::json!({
+                "id": r.id,
+                "leader": r.id == leader,
+                "cpu_s": cpu - c0,
+                "rss_mib": rss >> 20,
+                "disk_mib": replicas::dir_size(&r.data_dir) >> 20,
+                "raft": raft,
+            })
         })
         .collect();
     let figures = serde_json::json!({
@@ -339,7 +326,83 @@ async fn run(
             println!("  scheduler {r}");
         }
     }
+    let mut figures = figures;
+    if args.replicas >= 3 && args.catch_up_jobs > 0 {
+        // A follower the clients do not use (they use replica 1).
+        let f = infos
+            .iter()
+            .find(|r| r.id != 1 && r.id != leader)
+            .context("a follower other than replica 1")?;
+        let urls: Vec<String> = dev.url("server")?.split(',').map(str::to_string).collect();
+        let url = urls
+            .get(f.id as usize - 1)
+            .context("the follower's URL")?
+            .clone();
+        let load = async {
+            let mut s = submit(dev, args, "c", args.catch_up_jobs).await?;
+            while let Some(r) = s.join_next().await {
+                r??;
+            }
+            Ok(())
+        };
+        let cu = replicas::catch_up(dev, f, &url, load).await?;
+        figures["catch_up"] = serde_json::json!({
+            "replica": f.id,
+            "jobs_while_stopped": args.catch_up_jobs,
+            "entries_behind": cu.behind,
+            "kill_to_serving_s": cu.kill_to_serving.as_secs_f64(),
+            "serving_to_caught_up_s": cu.serving_to_caught_up.as_secs_f64(),
+        });
+        if !args.json {
+            println!(
+                "  catch-up: replica {} stopped for {} jobs ({} entries behind), answering {:.1} s after SIGKILL, caught up {:.2} s later",
+                f.id,
+                args.catch_up_jobs,
+                cu.behind,
+                cu.kill_to_serving.as_secs_f64(),
+                cu.serving_to_caught_up.as_secs_f64()
+            );
+        }
+    }
     Ok(figures)
+}
+
+/// Submit `total` jobs named `PREFIX-NNNNNN` from `args.clients` tasks, each
+/// taking job numbers from a counter; each task answers with its calls'
+/// times in ms.
+async fn submit(
+    dev: &Dev,
+    args: &Args,
+    prefix: &str,
+    total: usize,
+) -> anyhow::Result<tokio::task::JoinSet<anyhow::Result<Vec<f64>>>> {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut submitters = tokio::task::JoinSet::new();
+    for _ in 0..args.clients {
+        let next = next.clone();
+        let mut c = dev.control().await?;
+        let (gpus, dur, prefix) = (args.gpus, args.task_duration.clone(), prefix.to_string());
+        submitters.spawn(async move {
+            let mut took = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= total {
+                    return Ok::<_, anyhow::Error>(took);
+                }
+                let job = job_json(&format!("{prefix}-{i:06}"), gpus, &dur);
+                let t = Instant::now();
+                c.apply(pb::ApplyRequest {
+                    object_json: job,
+                    source: "<cluster-scale>".into(),
+                    ..Default::default()
+                })
+                .await
+                .with_context(|| format!("submitting job {prefix}-{i:06}"))?;
+                took.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        });
+    }
+    Ok(submitters)
 }
 
 /// A one-task job as JSON: `gpus` GPUs, its hollow duration in the env.

@@ -98,22 +98,6 @@ impl Api {
             }
             Object::Manifest(m) => m,
         };
-        let (kind, queue) = match &*manifest {
-            Manifest::Job(j) => (ApplyKind::Job, j.metadata.queue.as_deref()),
-            Manifest::Endpoint(_) => (ApplyKind::Endpoint, None),
-            Manifest::Queue(_) => (ApplyKind::Queue, None),
-            Manifest::Secret(_) => (ApplyKind::Secret, None),
-        };
-        // Check against current state, not a follower's possibly older copy.
-        self.proposer().read_barrier().await?;
-        self.check(
-            who,
-            &Action::Apply {
-                kind,
-                name: manifest.name(),
-                queue,
-            },
-        )?;
         // The owner is the caller; only an admin may name another one.
         let owned = |meta: &mut api::ObjectMeta| {
             if !who.is_admin() || meta.owner.is_none() {
@@ -126,37 +110,67 @@ impl Api {
             Manifest::Queue(q) => q.metadata.owner = None,
             Manifest::Secret(s) => owned(&mut s.metadata),
         }
-        for name in secrets_named(&manifest) {
+        // Checked against current state, not a follower's possibly older
+        // copy (see `Proposer::checked_write`).
+        let checked = || self.checked_command(who, &source, &manifest, request_id.as_deref());
+        self.proposer()
+            .checked_write(request_id.clone(), checked)
+            .await
+            .map_err(|s| in_source(&source, s))
+    }
+
+    /// May `who` apply `manifest`, and could it ever run: the command that
+    /// creates it, or why not.
+    fn checked_command(
+        &self,
+        who: &Principal,
+        source: &str,
+        manifest: &Manifest,
+        request_id: Option<&str>,
+    ) -> Result<Command, Status> {
+        let (kind, queue) = match manifest {
+            Manifest::Job(j) => (ApplyKind::Job, j.metadata.queue.as_deref()),
+            Manifest::Endpoint(_) => (ApplyKind::Endpoint, None),
+            Manifest::Queue(_) => (ApplyKind::Queue, None),
+            Manifest::Secret(_) => (ApplyKind::Secret, None),
+        };
+        self.check(
+            who,
+            &Action::Apply {
+                kind,
+                name: manifest.name(),
+                queue,
+            },
+        )?;
+        for name in secrets_named(manifest) {
             self.check(who, &Action::UseSecret { name })?;
         }
         // A retry of a request that was applied gets its recorded answer.
-        let repeated = self.already_applied(request_id.as_deref());
-        let cmd = match *manifest {
+        let repeated = self.already_applied(request_id);
+        Ok(match manifest {
             Manifest::Job(job) => {
                 if !repeated {
-                    self.check_new_job(&source, &job)?;
+                    self.check_new_job(source, job)?;
                 }
-                Command::SubmitJob { job: Box::new(job) }
+                Command::SubmitJob {
+                    job: Box::new(job.clone()),
+                }
             }
             Manifest::Endpoint(ep) => {
                 if !repeated {
-                    self.check_new_endpoint(&source, &ep)?;
+                    self.check_new_endpoint(source, ep)?;
                 }
                 Command::CreateEndpoint {
-                    endpoint: Box::new(ep),
+                    endpoint: Box::new(ep.clone()),
                 }
             }
             Manifest::Queue(queue) => Command::PutQueue {
-                queue: Box::new(queue),
+                queue: Box::new(queue.clone()),
             },
             Manifest::Secret(secret) => Command::PutSecret {
-                secret: Box::new(secret),
+                secret: Box::new(secret.clone()),
             },
-        };
-        self.proposer()
-            .propose_request(cmd, request_id)
-            .await
-            .map_err(|s| in_source(&source, s))
+        })
     }
 
     /// A new job's name must be free, and some node must be able to run it.

@@ -311,16 +311,18 @@ impl Control for Api {
                 }
             };
             // Judge ownership on current state, not a follower's older copy.
-            self.proposer().read_barrier().await?;
-            self.check(
-                who,
-                &Action::Stop {
-                    verb: "cancel",
-                    kind,
-                    name: &req.name,
-                },
-            )?;
-            let object_json = self.proposer().propose(cmd).await?;
+            let checked = || {
+                self.check(
+                    who,
+                    &Action::Stop {
+                        verb: "cancel",
+                        kind,
+                        name: &req.name,
+                    },
+                )?;
+                Ok(cmd.clone())
+            };
+            let object_json = self.proposer().checked_write(None, checked).await?;
             Ok(Response::new(pb::CancelResponse { object_json }))
         }
         .await;
@@ -351,16 +353,18 @@ impl Control for Api {
                 }
             };
             // Judge ownership on current state, not a follower's older copy.
-            self.proposer().read_barrier().await?;
-            self.check(
-                who,
-                &Action::Stop {
-                    verb: "delete",
-                    kind,
-                    name: &req.name,
-                },
-            )?;
-            let object_json = self.proposer().propose(cmd).await?;
+            let checked = || {
+                self.check(
+                    who,
+                    &Action::Stop {
+                        verb: "delete",
+                        kind,
+                        name: &req.name,
+                    },
+                )?;
+                Ok(cmd.clone())
+            };
+            let object_json = self.proposer().checked_write(None, checked).await?;
             Ok(Response::new(pb::DeleteResponse { object_json }))
         }
         .await;

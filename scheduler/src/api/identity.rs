@@ -153,11 +153,11 @@ impl Api {
         let result = async {
             let who = who.as_ref().map_err(Clone::clone)?;
             // Whose token it is, on current state.
-            self.proposer().read_barrier().await?;
-            self.check(who, &Action::RevokeToken { id: &id })?;
-            self.proposer()
-                .propose(Command::RevokeToken { id: id.clone() })
-                .await?;
+            let checked = || {
+                self.check(who, &Action::RevokeToken { id: &id })?;
+                Ok(Command::RevokeToken { id: id.clone() })
+            };
+            self.proposer().checked_write(None, checked).await?;
             Ok(pb::RevokeTokenResponse {})
         }
         .await;

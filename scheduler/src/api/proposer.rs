@@ -1,7 +1,9 @@
 //! The API's one way to write: [`Proposer`] proposes a command on this
 //! replica when it leads and forwards it to the leader when it follows,
 //! waiting out a short election; [`Proposer::read_barrier`] makes the next
-//! local read current.
+//! local read current; [`Proposer::checked_write`] proposes a command built
+//! by checks that must see current state, paying for a read barrier only
+//! where the replica's own state cannot be trusted to be current.
 //!
 //! Every handler authorizes its caller (`authz.rs`) before it proposes, so
 //! a follower refuses a call before forwarding it; the leader applies a
@@ -105,6 +107,42 @@ impl Proposer<'_> {
             .map_err(|e| Status::internal(format!("encoding command: {e}")))?;
         let r = client.forward(pb::ForwardRequest { envelope }).await?;
         Ok(r.into_inner().object_json)
+    }
+
+    /// Propose the command `check` builds after checking the request
+    /// against this replica's state (authorization, names taken), with the
+    /// checks seeing every write acknowledged before this call.
+    ///
+    /// On a leader that has applied an entry of its own term, its state
+    /// already holds every acknowledged write (it answers its own writes
+    /// only once applied, and everything earlier leaders committed comes
+    /// before that entry), so no ReadIndex round is needed: the command is
+    /// proposed fenced to that term and refused if the replica no longer
+    /// leads in it by the time it reaches the log. A deposed leader that
+    /// does not know it yet may miss a newer leader's writes, but its
+    /// fenced entry can then never be committed. Refused so, or anywhere
+    /// else, the checks run again after a read barrier and the command is
+    /// proposed (or forwarded to the leader) as any other.
+    pub async fn checked_write(
+        &self,
+        request_id: Option<String>,
+        check: impl Fn() -> Result<Command, Status>,
+    ) -> Result<String, Status> {
+        let st = self.raft.shared.status();
+        if st.is_leader() && st.current_term_applied && !self.peers.is_cut_off() {
+            let mut env = Envelope::new(gpuctl_common::now_ms(), check()?);
+            env.request_id = request_id.clone();
+            match self.raft.propose_in_term(env, st.term).await {
+                Ok(applied) => return applied_json(applied),
+                // Leadership changed before the command was answered:
+                // check again on current state (with a request id, a
+                // command that did commit is not applied twice).
+                Err(ProposeError::NotLeader { .. }) => {}
+                Err(e) => return Err(to_status(e)),
+            }
+        }
+        self.read_barrier().await?;
+        self.propose_request(check()?, request_id).await
     }
 
     /// Make the next local read see every write committed before this call.

@@ -4,12 +4,30 @@
 use gpuctl_proto::v1 as pb;
 use gpuctl_proto::v1::raft_server::Raft as RaftService;
 use protobuf::Message as _;
-use tonic::{Request, Response, Status};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::to_status;
 use super::proposer::applied_json;
 use super::Api;
+use crate::raft::RaftHandle;
 use crate::state::Envelope;
+
+/// Hand a peer's batch of Raft messages to this replica's Raft node.
+fn step_batch(raft: &RaftHandle, b: pb::RaftBatch) -> Result<(), Status> {
+    for bytes in b.messages {
+        match raft::prelude::Message::parse_from_bytes(&bytes) {
+            Ok(m) => raft.step(m),
+            Err(e) => {
+                return Err(Status::invalid_argument(format!(
+                    "undecodable raft message from replica {}: {e}",
+                    b.from
+                )))
+            }
+        }
+    }
+    Ok(())
+}
 
 /// Peer-to-peer service: Raft messages in, forwarded writes to the leader.
 #[derive(Clone)]
@@ -35,19 +53,54 @@ impl RaftPeerService {
 impl RaftService for RaftPeerService {
     async fn step(&self, req: Request<pb::RaftBatch>) -> Result<Response<pb::RaftAck>, Status> {
         self.check_peer(&req)?;
-        let b = req.into_inner();
-        for bytes in b.messages {
-            match raft::prelude::Message::parse_from_bytes(&bytes) {
-                Ok(m) => self.api.raft.step(m),
-                Err(e) => {
-                    return Err(Status::invalid_argument(format!(
-                        "undecodable raft message from replica {}: {e}",
-                        b.from
-                    )))
+        step_batch(&self.api.raft, req.into_inner())?;
+        Ok(Response::new(pb::RaftAck {}))
+    }
+
+    type StepStreamStream = ReceiverStream<Result<pb::RaftAck, Status>>;
+
+    async fn step_stream(
+        &self,
+        req: Request<Streaming<pb::RaftBatch>>,
+    ) -> Result<Response<Self::StepStreamStream>, Status> {
+        self.check_peer(&req)?;
+        let mut inbound = req.into_inner();
+        let raft = self.api.raft.clone();
+        let mut stop = self.api.stop.clone();
+        // The answer stream stays open (and empty) while batches come in;
+        // it ends when the sender closes its side, when this replica shuts
+        // down (so that the connection closes and the peer reconnects to
+        // whatever serves this address next), or with the error that made
+        // this side stop reading.
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            loop {
+                if *stop.borrow_and_update() {
+                    return;
+                }
+                let next = tokio::select! {
+                    m = inbound.message() => m,
+                    _ = stop.changed() => return,
+                };
+                match next {
+                    Ok(Some(batch)) => {
+                        if let Err(s) = step_batch(&raft, batch) {
+                            let _ = tx.send(Err(s)).await;
+                            return;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(s) => {
+                        // Tell the sender (a batch it cannot resend as is,
+                        // or a broken connection it will notice anyway).
+                        tracing::debug!("raft stream from a peer ended: {s}");
+                        let _ = tx.send(Err(s)).await;
+                        return;
+                    }
                 }
             }
-        }
-        Ok(Response::new(pb::RaftAck {}))
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     async fn forward(

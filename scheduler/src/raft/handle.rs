@@ -45,6 +45,8 @@ pub(super) enum Msg {
     Propose {
         env: Box<Envelope>,
         reply: Reply,
+        /// Refuse (as not leader) unless this replica leads in this term.
+        term: Option<u64>,
     },
     /// A message from a peer.
     Step(Box<Message>),
@@ -124,13 +126,25 @@ impl Default for RaftOptions {
 impl RaftHandle {
     /// Propose a command and wait until it is committed and applied.
     pub async fn propose(&self, env: Envelope) -> Result<Applied, ProposeError> {
+        self.propose_in(env, None).await
+    }
+
+    /// [`RaftHandle::propose`], refused as [`ProposeError::NotLeader`]
+    /// unless this replica still leads in `term` when the command reaches
+    /// the log: a command checked against this leader's state is never
+    /// proposed by a later leadership of the same replica.
+    pub async fn propose_in_term(&self, env: Envelope, term: u64) -> Result<Applied, ProposeError> {
+        self.propose_in(env, Some(term)).await
+    }
+
+    async fn propose_in(&self, env: Envelope, term: Option<u64>) -> Result<Applied, ProposeError> {
         let name = env.cmd.name();
         let start = Instant::now();
         let env = Box::new(env);
         let timeout = self.propose_timeout;
         let res = self
             .ask(
-                |reply| Msg::Propose { env, reply },
+                |reply| Msg::Propose { env, reply, term },
                 timeout,
                 ProposeError::Timeout(timeout),
             )
@@ -172,12 +186,18 @@ impl RaftHandle {
     pub async fn read_barrier(&self) -> Result<(), ProposeError> {
         // A read has no side effect: a slow barrier is reported as "no
         // leader" so that clients retry, possibly on another replica.
-        self.ask(
-            Msg::ReadIndex,
-            READ_BARRIER_TIMEOUT,
-            ProposeError::NotLeader { leader: None },
-        )
-        .await
+        let start = Instant::now();
+        let res = self
+            .ask(
+                Msg::ReadIndex,
+                READ_BARRIER_TIMEOUT,
+                ProposeError::NotLeader { leader: None },
+            )
+            .await;
+        self.shared
+            .metrics
+            .observe_read_barrier(res.is_ok(), start.elapsed());
+        res
     }
 
     /// Add or remove a voter; returns once the change is applied here.

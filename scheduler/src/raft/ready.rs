@@ -19,22 +19,23 @@ use crate::state::{Applied, ApplyError, Envelope, ObjKey};
 impl Replica {
     /// Process the pending Ready, if any; messages go to `out`.
     pub(super) fn on_ready(&mut self, out: &mut dyn Outbox) -> Result<(), StoreError> {
-        if !self.node.has_ready() {
-            return Ok(());
-        }
-        let mut ready = self.node.ready();
         // A ReadIndex request in flight when the term or leader changes may
         // have gone to a replica that died: fail it (reads are safe to retry)
         // rather than let it wait out its timeout.
         let era = (self.node.raft.term, self.node.raft.leader_id);
         if era != self.era {
             self.era = era;
-            for (_, r) in self.reads.drain() {
+            for r in self.reads.drain().flat_map(|(_, rs)| rs) {
                 let _ = r.send(Err(ProposeError::NotLeader {
                     leader: Some(era.1).filter(|l| *l != 0),
                 }));
             }
         }
+        self.flush_requests();
+        if !self.node.has_ready() {
+            return Ok(());
+        }
+        let mut ready = self.node.ready();
         if let Some(ss) = ready.ss() {
             if ss.raft_state != StateRole::Leader
                 && !(self.pending.is_empty() && self.reads.is_empty())
@@ -52,16 +53,22 @@ impl Replica {
         }
         for rs in ready.take_read_states() {
             let id = self.request_id(&rs.request_ctx);
-            if let Some(reply) = id.and_then(|id| self.reads.remove(&id)) {
-                self.waiting_reads.push((rs.index, reply));
+            if let Some(replies) = id.and_then(|id| self.reads.remove(&id)) {
+                self.waiting_reads
+                    .extend(replies.into_iter().map(|r| (rs.index, r)));
             }
         }
         let committed = ready.take_committed_entries();
         self.apply_entries(committed, None)?;
         let hs = ready.hs().cloned();
         if !ready.entries().is_empty() || hs.is_some() {
+            let start = std::time::Instant::now();
             self.storage
                 .append(ready.entries(), hs.as_ref(), ready.must_sync())?;
+            self.shared
+                .metrics
+                .raft_append_seconds
+                .observe(start.elapsed().as_secs_f64());
         }
         if !ready.persisted_messages().is_empty() {
             out.send(ready.take_persisted_messages());

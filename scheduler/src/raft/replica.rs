@@ -7,11 +7,17 @@
 //! (`harness/`) does the same for several replicas over an in-memory
 //! network. What a Ready sends goes to an [`Outbox`]: the gRPC transport
 //! or the harness's queue.
+//!
+//! Requests are queued as they arrive and handed to Raft together just
+//! before each Ready ([`Replica::flush_requests`]): the proposals as one
+//! `MsgPropose` of many entries (one append per follower, not one per
+//! proposal), and every waiting read barrier under one ReadIndex (one
+//! heartbeat round for all of them, as etcd does).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-use raft::prelude::Message;
+use raft::prelude::{Entry, Message, MessageType};
 use raft::{Config, RawNode, StateRole};
 use tokio::sync::watch;
 
@@ -58,8 +64,14 @@ pub(super) struct Replica {
     pub(super) pending: HashMap<u64, Reply>,
     /// (term, leader) when last looked at, to notice elections.
     pub(super) era: (u64, u64),
-    /// ReadIndex requests waiting for their read state, by id.
-    pub(super) reads: HashMap<u64, ReadReply>,
+    /// Proposals accepted since the last Ready, not yet given to Raft:
+    /// (request id, entry data, the term they must be proposed in).
+    pub(super) queued: Vec<(u64, Vec<u8>, Option<u64>)>,
+    /// Read barriers asked for since the last Ready, not yet given to Raft.
+    pub(super) read_queue: Vec<ReadReply>,
+    /// ReadIndex requests waiting for their read state, by id: every
+    /// barrier asked for before that request was sent.
+    pub(super) reads: HashMap<u64, Vec<ReadReply>>,
     /// Read states waiting for `applied` to reach their index.
     pub(super) waiting_reads: Vec<(u64, ReadReply)>,
     pub(super) next_id: u64,
@@ -111,6 +123,9 @@ impl Replica {
             check_quorum: true,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
+            // Appends to a peer that already has one waiting in this
+            // Ready are merged into it.
+            batch_append: true,
             ..Default::default()
         };
         let logger = slog::Logger::root(TracingDrain, slog::o!("raft_id" => opts.id));
@@ -125,6 +140,8 @@ impl Replica {
             shared,
             opts,
             pending: HashMap::new(),
+            queued: Vec::new(),
+            read_queue: Vec::new(),
             reads: HashMap::new(),
             era: (0, 0),
             waiting_reads: Vec::new(),
@@ -147,6 +164,9 @@ impl Replica {
             }
             Msg::Unreachable(id) => {
                 self.node.report_unreachable(id);
+                // A snapshot on its way there may be lost with it: without
+                // this, the leader would wait for that snapshot forever.
+                self.node.report_snapshot(id, raft::SnapshotStatus::Failure);
                 false
             }
             Msg::ReadIndex(reply) => {
@@ -154,13 +174,12 @@ impl Replica {
                     let _ = reply.send(Err(ProposeError::NotLeader { leader: None }));
                     return false;
                 }
-                self.next_id += 1;
-                let id = self.next_id;
-                self.reads.insert(id, reply);
-                self.node.read_index(self.context(id));
+                self.read_queue.push(reply);
                 false
             }
             Msg::ConfChange { cc, reply } => {
+                // Keep the log in the order the requests came.
+                self.flush_proposals();
                 if self.node.raft.state != StateRole::Leader {
                     let leader = Some(self.node.raft.leader_id).filter(|l| *l != 0);
                     let _ = reply.send(Err(ProposeError::NotLeader { leader }));
@@ -189,9 +208,10 @@ impl Replica {
                 }
                 false
             }
-            Msg::Propose { env, reply } => {
-                if self.node.raft.state != StateRole::Leader {
-                    let leader = Some(self.node.raft.leader_id).filter(|l| *l != 0);
+            Msg::Propose { env, reply, term } => {
+                let r = &self.node.raft;
+                if r.state != StateRole::Leader || term.is_some_and(|t| t != r.term) {
+                    let leader = Some(r.leader_id).filter(|l| *l != 0);
                     let _ = reply.send(Err(ProposeError::NotLeader { leader }));
                     return false;
                 }
@@ -205,18 +225,98 @@ impl Replica {
                 };
                 self.next_id += 1;
                 let id = self.next_id;
-                match self.node.propose(self.context(id), data) {
-                    Ok(()) => {
-                        self.pending.insert(id, reply);
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(ProposeError::NotLeader { leader: None }));
-                        tracing::debug!("proposal dropped: {e}");
-                    }
-                }
+                self.pending.insert(id, reply);
+                self.queued.push((id, data, term));
                 false
             }
         }
+    }
+
+    /// Hand the queued proposals and read barriers to Raft; called before
+    /// each Ready.
+    pub(super) fn flush_requests(&mut self) {
+        self.flush_proposals();
+        self.flush_reads();
+    }
+
+    /// Propose every queued entry in one `MsgPropose`. A proposal fenced to
+    /// a term this replica no longer leads in is refused instead.
+    fn flush_proposals(&mut self) {
+        if self.queued.is_empty() {
+            return;
+        }
+        let queued = std::mem::take(&mut self.queued);
+        let (leader, term, leader_id) = {
+            let r = &self.node.raft;
+            (r.state == StateRole::Leader, r.term, r.leader_id)
+        };
+        let mut ids = Vec::with_capacity(queued.len());
+        let mut entries = Vec::with_capacity(queued.len());
+        for (id, data, fence) in queued {
+            if !leader || fence.is_some_and(|t| t != term) {
+                self.refuse(
+                    id,
+                    ProposeError::NotLeader {
+                        leader: Some(leader_id).filter(|l| *l != 0),
+                    },
+                );
+                continue;
+            }
+            entries.push(Entry {
+                data: data.into(),
+                context: self.context(id).into(),
+                ..Default::default()
+            });
+            ids.push(id);
+        }
+        if entries.is_empty() {
+            return;
+        }
+        self.shared
+            .metrics
+            .raft_proposals_per_batch
+            .observe(entries.len() as f64);
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgPropose);
+        m.from = self.node.raft.id;
+        m.set_entries(entries.into());
+        if let Err(e) = self.node.raft.step(m) {
+            tracing::debug!("{} proposals dropped: {e}", ids.len());
+            for id in ids {
+                self.refuse(id, ProposeError::NotLeader { leader: None });
+            }
+        }
+    }
+
+    /// Answer a proposal that never reached the log.
+    fn refuse(&mut self, id: u64, err: ProposeError) {
+        if let Some(reply) = self.pending.remove(&id) {
+            let _ = reply.send(Err(err));
+        }
+    }
+
+    /// Send one ReadIndex for every read barrier queued since the last.
+    /// A new leader answers none before it has committed an entry of its
+    /// term (raft-rs drops such a request): the barriers wait here until
+    /// it has.
+    fn flush_reads(&mut self) {
+        if self.read_queue.is_empty() {
+            return;
+        }
+        let r = &self.node.raft;
+        if r.leader_id == 0 {
+            for reply in self.read_queue.drain(..) {
+                let _ = reply.send(Err(ProposeError::NotLeader { leader: None }));
+            }
+            return;
+        }
+        if r.state == StateRole::Leader && !r.commit_to_current_term() {
+            return;
+        }
+        self.next_id += 1;
+        let id = self.next_id;
+        self.reads.insert(id, std::mem::take(&mut self.read_queue));
+        self.node.read_index(self.context(id));
     }
 
     /// Request context: this process's incarnation, then the request id.
@@ -239,11 +339,17 @@ impl Replica {
     }
 
     pub(super) fn fail_all(&mut self, err: ProposeError) {
+        self.queued.clear();
         for (_, r) in self.pending.drain() {
             let _ = r.send(Err(err.clone()));
         }
-        for (_, r) in self.reads.drain() {
+        for r in self.read_queue.drain(..) {
             let _ = r.send(Err(err.clone()));
+        }
+        for (_, rs) in self.reads.drain() {
+            for r in rs {
+                let _ = r.send(Err(err.clone()));
+            }
         }
         for (_, r) in self.waiting_reads.drain(..) {
             let _ = r.send(Err(err.clone()));
@@ -265,7 +371,10 @@ impl Replica {
 
     pub(super) fn publish_status(&mut self) {
         let r = &self.node.raft;
+        let leads_current = r.state == StateRole::Leader
+            && r.raft_log.term(self.applied).is_ok_and(|t| t == r.term);
         let st = RaftStatus {
+            current_term_applied: leads_current,
             id: r.id,
             leader_id: r.leader_id,
             term: r.term,

@@ -14,6 +14,11 @@ pub struct RaftStatus {
     pub voters: Vec<u64>,
     /// Replication progress of each peer; filled in on the leader only.
     pub progress: Vec<PeerProgress>,
+    /// This replica leads and has applied an entry of its own term, so its
+    /// state holds every write acknowledged before (by it or by earlier
+    /// leaders): a write proposed here in this term may be checked against
+    /// it without a ReadIndex round (`Proposer::write_fence`).
+    pub current_term_applied: bool,
 }
 
 /// How far one peer's log is, as the leader sees it.

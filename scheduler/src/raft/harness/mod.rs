@@ -206,12 +206,14 @@ impl Cluster {
     }
 
     /// Run the replica's Ready processing until it has nothing left, as
-    /// the driver's loop would on its next turns.
+    /// the driver's loop would on its next turns (the first hands Raft the
+    /// requests queued since the last).
     fn process_ready(&mut self, id: u64) {
         let r = self
             .running
             .get_mut(&id)
             .unwrap_or_else(|| panic!("replica {id} is not running"));
+        r.on_ready(&mut self.in_flight).expect("storage");
         while r.node.has_ready() {
             r.on_ready(&mut self.in_flight).expect("storage");
         }
@@ -273,9 +275,61 @@ impl Cluster {
     pub(super) fn propose(&mut self, id: u64, cmd: Command) -> Answer {
         let (reply, answer) = oneshot::channel();
         let env = Box::new(Envelope::new(1_000, cmd));
-        self.replica_mut(id).handle(Msg::Propose { env, reply });
+        self.replica_mut(id).handle(Msg::Propose {
+            env,
+            reply,
+            term: None,
+        });
         self.process_ready(id);
         answer
+    }
+
+    /// Hand replica `id` several proposals (each with the term it is
+    /// fenced to, if any) before its next Ready, as the driver does with
+    /// requests that arrive together.
+    pub(super) fn propose_together(
+        &mut self,
+        id: u64,
+        cmds: Vec<(Command, Option<u64>)>,
+    ) -> Vec<Answer> {
+        let r = self.replica_mut(id);
+        let answers = cmds
+            .into_iter()
+            .map(|(cmd, term)| {
+                let (reply, answer) = oneshot::channel();
+                let env = Box::new(Envelope::new(1_000, cmd));
+                r.handle(Msg::Propose { env, reply, term });
+                answer
+            })
+            .collect();
+        self.process_ready(id);
+        answers
+    }
+
+    /// Ask replica `id` for `n` read barriers before its next Ready.
+    pub(super) fn read_barriers_together(
+        &mut self,
+        id: u64,
+        n: usize,
+    ) -> Vec<oneshot::Receiver<Result<(), ProposeError>>> {
+        let r = self.replica_mut(id);
+        let answers = (0..n)
+            .map(|_| {
+                let (reply, answer) = oneshot::channel();
+                r.handle(Msg::ReadIndex(reply));
+                answer
+            })
+            .collect();
+        self.process_ready(id);
+        answers
+    }
+
+    /// The messages in flight from `from` of type `t`.
+    pub(super) fn in_flight_from(&self, from: u64, t: MessageType) -> Vec<&Message> {
+        self.in_flight
+            .iter()
+            .filter(|m| m.from == from && m.get_msg_type() == t)
+            .collect()
     }
 
     /// Ask replica `id` for a read barrier (ReadIndex), as its handle would.

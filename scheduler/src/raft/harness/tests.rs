@@ -4,6 +4,7 @@
 //! and adding and removing replicas. Bounds are in rounds (one tick per replica, then every message
 //! delivered); an election timeout is 12 to 23 ticks.
 
+use raft::prelude::MessageType;
 use tokio::sync::oneshot;
 
 use super::Cluster;
@@ -396,5 +397,121 @@ fn a_joining_replica_is_added_and_a_voter_removed() {
             .iter()
             .all(|id| job_names(c, *id) == ["early", "late"])
     });
+    assert_all_equal(&c);
+}
+
+#[test]
+fn proposals_that_arrive_together_are_one_append_per_follower() {
+    let mut c = Cluster::new(3);
+    let leader = c.elect();
+    commit(&mut c, leader, register("n1"));
+    c.rounds(2);
+    let names: Vec<String> = (0..20).map(|i| format!("j{i:02}")).collect();
+    let cmds = names.iter().map(|n| (submit(n), None)).collect();
+    let mut answers = c.propose_together(leader, cmds);
+    let appends = c.in_flight_from(leader, MessageType::MsgAppend);
+    assert_eq!(appends.len(), 2, "one append per follower");
+    assert!(appends.iter().all(|m| m.entries.len() == names.len()));
+    for a in &mut answers {
+        await_answer(&mut c, a, 10).expect("committed and applied");
+    }
+    c.run_until(10, "every replica applied every job", |c| {
+        c.ids().iter().all(|id| job_names(c, *id) == names)
+    });
+    assert_all_equal(&c);
+}
+
+#[test]
+fn read_barriers_asked_together_share_one_read_index_and_see_acknowledged_writes() {
+    let mut c = Cluster::new(3);
+    let leader = c.elect();
+    let f = c.ids().into_iter().find(|id| *id != leader).unwrap();
+    // A write acknowledged by the leader that the follower has not seen.
+    c.isolate(f);
+    commit(&mut c, leader, register("n1"));
+    c.heal();
+    assert!(c.with_state(f, |s| s.nodes.is_empty()));
+    let mut reads = c.read_barriers_together(f, 5);
+    assert_eq!(
+        c.in_flight_from(f, MessageType::MsgReadIndex).len(),
+        1,
+        "one ReadIndex for five barriers"
+    );
+    for r in &mut reads {
+        assert!(answered(r).is_none(), "not before the leader confirms");
+    }
+    for r in &mut reads {
+        await_answer(&mut c, r, 5).expect("read index");
+    }
+    // Every barrier answered means the acknowledged write is visible.
+    assert!(c.with_state(f, |s| s.nodes.contains_key("n1")));
+
+    // On the leader: one heartbeat round (one per follower) for them all.
+    c.deliver_all();
+    let mut reads = c.read_barriers_together(leader, 5);
+    let rounds = c
+        .in_flight_from(leader, MessageType::MsgHeartbeat)
+        .iter()
+        .filter(|m| !m.context.is_empty())
+        .count();
+    assert_eq!(
+        rounds, 2,
+        "one heartbeat with the read's context per follower"
+    );
+    for r in &mut reads {
+        await_answer(&mut c, r, 5).expect("read index");
+    }
+}
+
+#[test]
+fn a_fenced_proposal_commits_only_in_its_term() {
+    let mut c = Cluster::new(3);
+    let old = c.elect();
+    c.run_until(10, "the leader applied an entry of its term", |c| {
+        c.status(old).current_term_applied
+    });
+    for id in c.ids().into_iter().filter(|id| *id != old) {
+        assert!(!c.status(id).current_term_applied, "a follower never is");
+    }
+    let term = c.status(old).term;
+    commit(&mut c, old, register("n1"));
+    let mut a = c.propose_together(old, vec![(submit("fenced"), Some(term))]);
+    await_answer(&mut c, &mut a[0], 10).expect("fenced to the current term");
+    // Fenced to another term: refused without reaching the log.
+    let before = c.commit(old);
+    let mut a = c.propose_together(old, vec![(submit("stale"), Some(term - 1))]);
+    assert!(matches!(
+        answered(&mut a[0]),
+        Some(Err(ProposeError::NotLeader { .. }))
+    ));
+
+    // A deposed leader that does not know it yet: the majority elects a new
+    // one, which acknowledges a write; the old one's fenced entry (checked
+    // on state without that write) never commits.
+    c.isolate(old);
+    let majority: Vec<u64> = c.ids().into_iter().filter(|id| *id != old).collect();
+    c.run_until(100, "a leader among the majority", |c| {
+        c.leader_of(&majority).is_some()
+    });
+    let new = c.leader_of(&majority).unwrap();
+    commit(&mut c, new, submit("acknowledged"));
+    assert!(c.status(old).is_leader() && c.status(old).current_term_applied);
+    let mut late = c.propose_together(old, vec![(submit("late"), Some(term))]);
+    c.heal();
+    match await_answer(&mut c, &mut late[0], 60) {
+        Err(ProposeError::NotLeader { .. }) => {}
+        other => panic!("the deposed leader's fenced proposal: {other:?}"),
+    }
+    c.run_until(30, "every replica applied the same", |c| {
+        c.ids().iter().all(|id| c.applied(*id) == c.applied(new))
+    });
+    for id in c.ids() {
+        assert_eq!(
+            job_names(&c, id),
+            ["acknowledged", "fenced"],
+            "replica {id}"
+        );
+    }
+    assert!(c.commit(new) > before);
     assert_all_equal(&c);
 }
