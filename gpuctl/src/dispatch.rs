@@ -4,9 +4,7 @@
 use crate::cli::{is_workflow_word, AdminCommand, Cli, ClusterCommand, Command};
 use crate::client::{self, Bearer, Conn};
 use crate::commands::ctx::Ctx;
-use crate::commands::{
-    apply, cancel, cluster, cordon, get, identity, logs, node_ca, top, wait,
-};
+use crate::commands::{apply, cancel, cluster, cordon, get, identity, logs, node_ca, top, wait};
 use crate::config::{self, EnvVars};
 use crate::error::{Error, Result};
 use crate::{dev, status};

@@ -22,8 +22,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 
+use crate::procs::{cpu_seconds, free_port, repo_root, wait_listening, Proc};
 use crate::stats::{percentile, LoadResult};
-use crate::{free_port, wait_listening, Proc};
 
 fn result(mut lat: Vec<Duration>, errors: u64, measure: Duration) -> LoadResult {
     lat.sort();
@@ -198,7 +198,7 @@ pub(crate) async fn run(
     gateway: Option<PathBuf>,
     json: bool,
 ) -> anyhow::Result<()> {
-    let model = crate::repo_root().join("serving/testdata/add_mul.onnx");
+    let model = repo_root().join("serving/testdata/add_mul.onnx");
     let (http_port, grpc_port) = (free_port()?, free_port()?);
     let srv = Proc(
         Command::new(match &model_server {
@@ -261,7 +261,7 @@ pub(crate) async fn run(
         ("1 MiB JSON", json_body, None),
         ("1 MiB binary", binary_body, Some(header)),
     ] {
-        let before = crate::cpu_seconds(srv.0.id());
+        let before = cpu_seconds(srv.0.id());
         let r = http_load(
             direct_http,
             body.clone(),
@@ -271,7 +271,7 @@ pub(crate) async fn run(
             measure,
         )
         .await;
-        let after = crate::cpu_seconds(srv.0.id());
+        let after = cpu_seconds(srv.0.id());
         let cpu_ms = (after.0 + after.1 - before.0 - before.1) * 1e3
             / (r.rps * (warmup + measure).as_secs_f64()).max(1.0);
         if r.requests == 0 {
