@@ -233,7 +233,7 @@ pub(crate) async fn run(
             "--grpc-port",
             &gw_grpc.to_string(),
         ])
-        .args(["--workers", "1"])
+        .args(["--workers", "1", "--insecure"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
