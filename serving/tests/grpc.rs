@@ -271,22 +271,6 @@ async fn tritonclient_grpc_speaks_to_the_gateway_and_the_model_server() {
     gw.set_replicas("add_mul", vec![url]);
     let through = grpc_front(gw).await;
     for (what, addr) in [("model server", &direct), ("gateway", &through)] {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/triton_grpc.py");
-        let out = tokio::time::timeout(
-            std::time::Duration::from_secs(60),
-            tokio::process::Command::new("python3")
-                .arg(script)
-                .arg(addr)
-                .output(),
-        )
-        .await
-        .expect("the client finished within 60 s")
-        .expect("python3 ran");
-        assert!(
-            out.status.success(),
-            "tritonclient[grpc] against the {what} failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::python_client("triton_grpc.py", addr, what).await;
     }
 }

@@ -282,21 +282,5 @@ async fn the_openai_python_client_works_through_the_gateway() {
         return;
     }
     let (gw, _) = gateway().await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openai_client.py");
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new("python3")
-            .arg(script)
-            .arg(format!("{gw}/v1"))
-            .output(),
-    )
-    .await
-    .expect("the client finished within 60 s")
-    .expect("python3 ran");
-    assert!(
-        out.status.success(),
-        "the openai client failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::python_client("openai_client.py", &format!("{gw}/v1"), "gateway").await;
 }

@@ -34,22 +34,6 @@ async fn tritonclient_speaks_to_the_model_server() {
     let gw_addr = gw_listener.local_addr().unwrap().to_string();
     tokio::spawn(gateway::serve(gw_listener, gw, std::future::pending()));
     for (what, target) in [("model server", &addr), ("gateway", &gw_addr)] {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/triton_client.py");
-        let out = tokio::time::timeout(
-            std::time::Duration::from_secs(60),
-            tokio::process::Command::new("python3")
-                .arg(script)
-                .arg(target)
-                .output(),
-        )
-        .await
-        .expect("the client finished within 60 s")
-        .expect("python3 ran");
-        assert!(
-            out.status.success(),
-            "tritonclient against the {what} failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::python_client("triton_client.py", target, what).await;
     }
 }

@@ -42,3 +42,27 @@ pub fn testdata(name: &str) -> std::path::PathBuf {
         .join("testdata")
         .join(name)
 }
+
+/// Runs a Python client script from this folder with `arg` (an address), and
+/// fails naming `what` with the script's output unless it exits 0 within 60 s.
+pub async fn python_client(script: &str, arg: &str, what: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(script);
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        tokio::process::Command::new("python3")
+            .arg(&path)
+            .arg(arg)
+            .output(),
+    )
+    .await
+    .expect("the client finished within 60 s")
+    .expect("python3 ran");
+    assert!(
+        out.status.success(),
+        "{script} against the {what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
