@@ -4,9 +4,9 @@
 //! output with binary data naming its size in `parameters.binary_data_size` instead of
 //! carrying `data`. Elements are little-endian, row-major; a BOOL is one byte.
 
-use serde::Serialize;
-
-use super::{DataType, ProtocolError, Tensor, TensorData};
+use super::{
+    DataType, InferResponse, OutputParameters, OutputTensor, ProtocolError, Tensor, TensorData,
+};
 
 /// The header that splits a body into its JSON part and its binary part.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -146,31 +146,6 @@ fn write_le(out: &mut Vec<u8>, data: &TensorData) {
     }
 }
 
-#[derive(Serialize)]
-struct Response<'a> {
-    model_name: &'a str,
-    model_version: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<&'a str>,
-    outputs: Vec<Output<'a>>,
-}
-
-#[derive(Serialize)]
-struct Output<'a> {
-    name: &'a str,
-    datatype: &'static str,
-    shape: &'a [usize],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parameters: Option<OutputParameters>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<&'a TensorData>,
-}
-
-#[derive(Serialize)]
-struct OutputParameters {
-    binary_data_size: usize,
-}
-
 /// Renders an infer response whose outputs named in `binary` carry their data in the
 /// binary part. Returns the body and the length of its JSON header (the value of the
 /// `Inference-Header-Content-Length` response header).
@@ -182,7 +157,7 @@ pub fn encode_infer_response_binary(
     binary: &[String],
 ) -> (Vec<u8>, usize) {
     let mut raw = Vec::new();
-    let outputs: Vec<Output> = outputs
+    let outputs: Vec<OutputTensor> = outputs
         .iter()
         .map(|t| {
             let as_binary = binary.contains(&t.name);
@@ -193,7 +168,7 @@ pub fn encode_infer_response_binary(
                     binary_data_size: raw.len() - start,
                 }
             });
-            Output {
+            OutputTensor {
                 name: &t.name,
                 datatype: t.data.datatype().as_str(),
                 shape: &t.shape,
@@ -202,7 +177,7 @@ pub fn encode_infer_response_binary(
             }
         })
         .collect();
-    let response = Response {
+    let response = InferResponse {
         model_name: model,
         model_version: version,
         id,

@@ -364,6 +364,7 @@ pub fn error_body(message: &str) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({ "error": message })).unwrap_or_default()
 }
 
+/// An infer response as serialised, JSON or the JSON header of a binary one.
 #[derive(Serialize)]
 struct InferResponse<'a> {
     model_name: &'a str,
@@ -373,12 +374,22 @@ struct InferResponse<'a> {
     outputs: Vec<OutputTensor<'a>>,
 }
 
+/// One output: its `data` inline, or (binary tensor extension) its size in
+/// `parameters` with the bytes after the JSON header.
 #[derive(Serialize)]
 struct OutputTensor<'a> {
     name: &'a str,
     datatype: &'static str,
     shape: &'a [usize],
-    data: &'a TensorData,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<OutputParameters>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a TensorData>,
+}
+
+#[derive(Serialize)]
+struct OutputParameters {
+    binary_data_size: usize,
 }
 
 /// Renders an infer response: outputs with flat row-major `data`, serialised straight
@@ -394,7 +405,8 @@ pub fn encode_infer_response(model: &str, id: Option<&str>, outputs: &[Tensor]) 
                 name: &t.name,
                 datatype: t.data.datatype().as_str(),
                 shape: &t.shape,
-                data: &t.data,
+                parameters: None,
+                data: Some(&t.data),
             })
             .collect(),
     };
