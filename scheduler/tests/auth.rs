@@ -368,6 +368,7 @@ async fn users_stop_only_their_own_objects_and_team_leads_their_teams() {
     let cancel = |name: &str| pb::CancelRequest {
         kind: "job".into(),
         name: name.into(),
+        action: String::new(),
     };
     expect_err(
         c.control.cancel(with(&bob, cancel("train"))).await,

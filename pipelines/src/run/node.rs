@@ -42,6 +42,9 @@ pub enum NodeType {
     Retry,
     Pod,
     Skipped,
+    /// A `suspend` template's node: Running until resumed (or its
+    /// duration passes), then Succeeded.
+    Suspend,
 }
 
 impl fmt::Display for NodeType {

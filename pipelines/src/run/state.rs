@@ -46,6 +46,10 @@ pub struct Run {
     /// steps keep their standard output too.
     #[serde(default)]
     pub(super) reads_results: bool,
+    /// Suspended (`gpuctl suspend`, or `spec.suspend: true`): no step
+    /// starts until a resume; running steps finish.
+    #[serde(default)]
+    pub(super) suspended: bool,
     /// Nodes added or changed since the shell last took them (see
     /// [`Run::take_touched`]); not stored, and no part of equality.
     #[serde(skip)]
@@ -156,6 +160,7 @@ pub struct RunWithoutNodes<'a> {
     to_cancel: &'a Vec<String>,
     next_seq: u64,
     reads_results: bool,
+    suspended: bool,
 }
 
 /// What [`RunWithoutNodes`] stored; with the nodes, a [`Run`] again.
@@ -180,6 +185,8 @@ pub struct RunHeader {
     next_seq: u64,
     #[serde(default)]
     reads_results: bool,
+    #[serde(default)]
+    suspended: bool,
 }
 
 impl RunHeader {
@@ -212,6 +219,7 @@ impl RunHeader {
             to_cancel: self.to_cancel,
             next_seq: self.next_seq,
             reads_results: self.reads_results,
+            suspended: self.suspended,
             touched: Touched::default(),
             groups: Groups::default(),
             open: Open::default(),
@@ -268,6 +276,7 @@ impl Run {
             next_seq: 0,
             reads_results: serde_json::to_string(workflow)
                 .is_ok_and(|s| s.contains("outputs.result")),
+            suspended: workflow.spec.suspend == Some(true),
             touched: Touched::default(),
             groups: Groups::default(),
             open: Open::default(),
@@ -309,6 +318,7 @@ impl Run {
             to_cancel: &self.to_cancel,
             next_seq: self.next_seq,
             reads_results: self.reads_results,
+            suspended: self.suspended,
         }
     }
 

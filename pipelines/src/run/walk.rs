@@ -71,7 +71,7 @@ impl Run {
             NodeType::Retry => self.advance_retry(id, now_ms),
             NodeType::Steps => self.advance_steps(id, now_ms),
             // A steps node advances its groups itself.
-            NodeType::StepGroup | NodeType::Pod | NodeType::Skipped => {}
+            NodeType::StepGroup | NodeType::Pod | NodeType::Skipped | NodeType::Suspend => {}
         }
     }
 
@@ -212,6 +212,10 @@ impl Run {
             .as_ref()
             .and_then(|d| d.as_int())
             .map(|s| s as u64 * 1000);
+        if t.suspend.is_some() {
+            self.instantiate_suspend(id, display, t, inputs, depth, exit_handler, now_ms);
+            return;
+        }
         if t.is_composite() {
             let ty = if t.dag.is_some() {
                 NodeType::Dag

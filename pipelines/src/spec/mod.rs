@@ -30,6 +30,7 @@ mod dag;
 mod io;
 mod parse;
 mod scalar;
+mod suspend;
 mod template;
 mod workflow;
 
@@ -38,5 +39,6 @@ pub use dag::{Arguments, ContinueOn, DagTask, DagTemplate, Sequence, WorkflowSte
 pub use io::{Artifact, Inputs, Outputs, Parameter, ValueFrom};
 pub use parse::{from_document, parse_unvalidated, ARGO_API_VERSION};
 pub use scalar::{parse_duration_ms, AnyString, Ignored, IntOrString, Unsupported};
+pub use suspend::SuspendTemplate;
 pub use template::{Backoff, Memoize, RetryPolicy, RetryStrategy, Template};
 pub use workflow::{TtlStrategy, Workflow, WorkflowArguments, WorkflowMeta, WorkflowSpec};

@@ -16,6 +16,7 @@
 //!  retry       retryStrategy and activeDeadlineSeconds
 //!  dag         DAG templates: tasks, dependencies, target, task arguments
 //!  steps       steps templates: groups, step names, what a step may name
+//!  suspend     suspend templates: the duration, what a suspend node can output
 //!  graph       dependencies, cycles, ancestors, recursion between templates
 //!  refs        what each `{{...}}` may refer to where it sits
 //!  checker     the shared state (errors so far) and helpers
@@ -33,6 +34,7 @@ mod refs;
 mod resources;
 mod retry;
 mod steps;
+mod suspend;
 
 pub use graph::{ancestors_of, find_cycle, task_depends};
 pub use limits::{
@@ -70,7 +72,6 @@ impl<'a> Validator<'a> {
                 ("hooks", &s.hooks),
                 ("synchronization", &s.synchronization),
                 ("templateDefaults", &s.template_defaults),
-                ("suspend", &s.suspend),
                 ("shutdown", &s.shutdown),
                 ("retryStrategy", &s.retry_strategy),
                 ("podPriority", &s.pod_priority),
@@ -123,7 +124,6 @@ impl<'a> Validator<'a> {
             &p,
             &[
                 ("resource", &t.resource),
-                ("suspend", &t.suspend),
                 ("containerSet", &t.container_set),
                 ("http", &t.http),
                 ("data", &t.data),
@@ -152,15 +152,16 @@ impl<'a> Validator<'a> {
             t.steps.is_some(),
             t.container.is_some(),
             t.script.is_some(),
+            t.suspend.is_some(),
         ]
         .iter()
         .filter(|b| **b)
         .count();
-        if kinds == 0 && t.resource.is_none() && t.suspend.is_none() {
+        if kinds == 0 && t.resource.is_none() {
             self.err(
                 &p,
                 format!(
-                    "template {:?} has none of `dag`, `steps`, `container`, `script`",
+                    "template {:?} has none of `dag`, `steps`, `container`, `script`, `suspend`",
                     t.name
                 ),
             );
@@ -168,7 +169,7 @@ impl<'a> Validator<'a> {
             self.err(
                 &p,
                 format!(
-                    "template {:?} must have exactly one of `dag`, `steps`, `container`, `script`",
+                    "template {:?} must have exactly one of `dag`, `steps`, `container`, `script`, `suspend`",
                     t.name
                 ),
             );
@@ -216,6 +217,9 @@ impl<'a> Validator<'a> {
         }
         if let Some(groups) = &t.steps {
             self.steps(&p, t, groups);
+        }
+        if let Some(s) = &t.suspend {
+            self.suspend(&p, t, s, ctx);
         }
     }
 }
