@@ -22,9 +22,11 @@ pub(crate) fn workflow_name(verb: &str, first: &str, second: Option<String>) -> 
         }
         None => match first.split_once('/') {
             Some((k, n)) if is_workflow_word(k) => n.to_string(),
-            Some(_) => return Err(Error::Usage(format!(
+            Some(_) => {
+                return Err(Error::Usage(format!(
                 "{verb} works on workflows: `gpuctl {verb} NAME` or `workflow/NAME`; got {first:?}"
-            ))),
+            )))
+            }
             None => first.to_string(),
         },
     };

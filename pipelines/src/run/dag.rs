@@ -41,17 +41,19 @@ impl Run {
             let dag_node = &self.nodes[id];
             if let Some(child) = dag_node.task_nodes.get(&task.name).cloned() {
                 self.advance(&child, now_ms);
+                if self.nodes[&child].phase.is_fulfilled() && task.exit_hook().is_some() {
+                    let mut which = info.ancestors[j].clone();
+                    which.push(j);
+                    let scope = |r: &Run| r.dag_scope(&r.nodes[id], tasks, &which);
+                    self.run_exit_hook(id, task, scope, now_ms);
+                }
                 continue;
             }
             if self.fail_fast_tripped(dag_node, info, tasks) {
                 continue;
             }
-            let ready = info.deps[j].iter().all(|&k| {
-                dag_node
-                    .task_nodes
-                    .get(&tasks[k].name)
-                    .is_some_and(|c| self.nodes[c].phase.is_fulfilled())
-            });
+            // A dependency is done once its exit handler, if any, is too.
+            let ready = info.deps[j].iter().all(|&k| self.task_done(id, &tasks[k]));
             if !ready {
                 continue;
             }

@@ -27,6 +27,7 @@
 //!  ├ dag    a DAG node: start the tasks whose turn has come, then assess it
 //!  ├ steps  a Steps node: its groups one after another (Argo's `steps`)
 //!  │ └ task one task or step: fan-out, `when`, arguments, its nodes
+//!  │   hooks a task's or step's exit handler (`onExit`, `hooks.exit`)
 //!  ├ retry  a Retry node: conclude or schedule the next attempt
 //!  ├ suspend a Suspend node; suspending and resuming the whole run
 //!  launch   a Pod node's fully substituted launch spec
@@ -41,6 +42,7 @@
 mod dag;
 mod events;
 mod graph;
+mod hooks;
 mod launch;
 pub(crate) mod node;
 mod retry;

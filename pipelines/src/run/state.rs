@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::graph::DagInfo;
 use super::node::{Node, NodePhase, NodeType, WorkflowPhase};
 use super::step::RunError;
-use crate::spec::{Template, Workflow};
+use crate::spec::{hoist_inline, Template, Workflow};
 use crate::validate::validate_all;
 use crate::vars::Scope;
 
@@ -239,6 +239,9 @@ impl Run {
         if let Some(e) = validate_all(workflow).into_iter().next() {
             return Err(RunError::Invalid(e));
         }
+        // Inline templates become templates of their own (`PARENT/TASK`).
+        let (hoisted, _) = hoist_inline(workflow);
+        let workflow = &hoisted;
         let parameters = resolve_arguments(workflow, arguments)?;
         let workflow_vars: Scope = parameters
             .iter()

@@ -50,12 +50,16 @@ pub struct DagTask {
     pub template_ref: Unsupported,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub with_sequence: Option<Sequence>,
-    #[serde(default, skip_serializing)]
-    pub on_exit: Unsupported,
-    #[serde(default, skip_serializing)]
-    pub hooks: Unsupported,
-    #[serde(default, skip_serializing)]
-    pub inline: Unsupported,
+    /// A template run after the task ends, whatever its phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_exit: Option<String>,
+    /// `hooks.exit`: the same with arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<super::hooks::Hooks>,
+    /// The template written in place instead of naming one (hoisted into
+    /// `spec.templates` before validation; see `spec/inline.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline: Option<Box<super::template::Template>>,
 }
 
 impl DagTask {

@@ -27,6 +27,8 @@
 
 mod container;
 mod dag;
+mod hooks;
+mod inline;
 mod io;
 mod parse;
 mod scalar;
@@ -36,6 +38,8 @@ mod workflow;
 
 pub use container::{Container, EnvVar, ResourceList, ResourceRequirements, Script};
 pub use dag::{Arguments, ContinueOn, DagTask, DagTemplate, Sequence, WorkflowStep};
+pub use hooks::{Hooks, LifecycleHook};
+pub use inline::{hoist_inline, unhoisted_path};
 pub use io::{Artifact, Inputs, Outputs, Parameter, ValueFrom};
 pub use parse::{from_document, parse_unvalidated, ARGO_API_VERSION};
 pub use scalar::{parse_duration_ms, AnyString, Ignored, IntOrString, Unsupported};

@@ -66,6 +66,7 @@ impl<'a> Validator<'a> {
             };
             self.task_refs(&tp, task, ctx);
             self.task_required_inputs(&tp, task);
+            self.task_hooks(&tp, task, ctx);
         }
         // A DAG's outputs may name any of its tasks.
         let ctx = VarCtx {
@@ -233,14 +234,16 @@ impl<'a> Validator<'a> {
         unsupported(
             &mut self.errors,
             tp,
-            &[
-                ("templateRef", &task.template_ref),
-                ("onExit", &task.on_exit),
-                ("hooks", &task.hooks),
-                ("inline", &task.inline),
-            ],
+            &[("templateRef", &task.template_ref)],
             "",
         );
+        // Left in place by hoisting only beside a `template`.
+        if task.inline.is_some() {
+            self.err(
+                format!("{tp}.inline"),
+                "use either `template` or `inline`, not both",
+            );
+        }
         match &task.template {
             None => self.err(
                 format!("{tp}.template"),

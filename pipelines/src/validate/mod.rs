@@ -16,6 +16,7 @@
 //!  retry       retryStrategy and activeDeadlineSeconds
 //!  dag         DAG templates: tasks, dependencies, target, task arguments
 //!  steps       steps templates: groups, step names, what a step may name
+//!  hooks       a task's or step's exit handler (`onExit`, `hooks.exit`)
 //!  suspend     suspend templates: the duration, what a suspend node can output
 //!  graph       dependencies, cycles, ancestors, recursion between templates
 //!  refs        what each `{{...}}` may refer to where it sits
@@ -26,6 +27,7 @@
 mod checker;
 mod dag;
 mod graph;
+mod hooks;
 mod leaf;
 mod limits;
 mod names;
@@ -44,18 +46,27 @@ pub use resources::parse_gpus;
 
 use gpuctl_common::api::FieldError;
 
-use crate::spec::{parse_duration_ms, Template, Workflow};
+use crate::spec::{hoist_inline, parse_duration_ms, unhoisted_path, Template, Workflow};
 use checker::{unsupported, Validator, VarCtx};
 use retry::positive_seconds;
 
 /// Every problem in the workflow, in document order.
 pub fn validate_all(wf: &Workflow) -> Vec<FieldError> {
+    // Inline templates are checked as templates, each error at its place.
+    let (hoisted, origins) = hoist_inline(wf);
     let mut v = Validator {
-        wf,
+        wf: &hoisted,
         errors: Vec::new(),
     };
     v.workflow();
+    let own = wf.spec.templates.len();
     v.errors
+        .into_iter()
+        .map(|mut e| {
+            e.path = unhoisted_path(&e.path, own, &origins);
+            e
+        })
+        .collect()
 }
 
 impl<'a> Validator<'a> {
