@@ -143,6 +143,8 @@ fn argo_examples_run_with_argos_outcome() {
         "suspend-template.yaml",
         "dag-inline-workflow.yaml",
         "steps-inline-workflow.yaml",
+        "input-artifact-raw.yaml",
+        "dag-conditional-artifacts.yaml",
     ];
     // Every file of the folder is here.
     let dir = example("");
@@ -423,6 +425,24 @@ fn argo_examples_run_with_argos_outcome() {
     let o = run("steps-inline-workflow.yaml");
     assert_eq!(o.phase, "Succeeded");
     assert_eq!(o.pods(), ["[0].a"]);
+
+    // input-artifact-raw: the raw content is the file the step reads.
+    let o = run("input-artifact-raw.yaml");
+    assert_eq!(o.phase, "Succeeded");
+    assert_eq!(
+        logs(&dev, &o.name, &o.name),
+        "this is\nthe raw file\ncontents\n"
+    );
+
+    // dag-conditional-artifacts: the DAG's output artifact is the one of
+    // the branch that ran (fromExpression).
+    let o = run("dag-conditional-artifacts.yaml");
+    assert_eq!(o.phase, "Succeeded");
+    let side = o.result(".flip-coin").to_string();
+    assert!(side == "heads" || side == "tails", "{side:?}");
+    let picked = &o.node("")["outputs"]["artifacts"]["stepresult"];
+    assert_eq!(picked["step"], format!("{}.{side}", o.name), "{picked}");
+    assert_eq!(picked["name"], format!("{side}result"), "{picked}");
 
     // loops-sequence: counts, ranges (down too), a count from a parameter
     // and a printf format.

@@ -2,6 +2,7 @@
 //! it Omitted when its `depends` can no longer hold), honour failFast, and
 //! once every started task is done, decide the DAG's phase and outputs.
 
+use super::artifact_sources::artifact_from_expression;
 use super::graph::DagInfo;
 use super::node::{Node, NodeOutputs, NodePhase, NodeType};
 use super::scope::TaskScope;
@@ -276,14 +277,24 @@ impl Run {
             }
         }
         for a in tmpl.output_artifacts() {
-            let key = a
-                .from
-                .as_deref()
-                .and_then(sole_var)
-                .and_then(|v| scope.artifacts.get(v));
+            let key = match &a.from_expression {
+                Some(e) => match artifact_from_expression(e, &scope.vars, &scope.artifacts) {
+                    Ok(k) => Some(k),
+                    Err(e) => {
+                        problem = Some(format!("output artifact {:?}: {e}", a.name));
+                        continue;
+                    }
+                },
+                None => a
+                    .from
+                    .as_deref()
+                    .and_then(sole_var)
+                    .and_then(|v| scope.artifacts.get(v))
+                    .cloned(),
+            };
             match key {
                 Some(k) => {
-                    outputs.artifacts.insert(a.name.clone(), k.clone());
+                    outputs.artifacts.insert(a.name.clone(), k);
                 }
                 None if a.optional == Some(true) => {}
                 None => {

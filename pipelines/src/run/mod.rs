@@ -32,6 +32,7 @@
 //!  ├ suspend a Suspend node; suspending and resuming the whole run
 //!  launch   a Pod node's fully substituted launch spec
 //!  scope    the `{{...}}` variables and artifacts in reach of a node
+//!  artifact_sources  `raw` artifacts and `fromExpression`
 //!    │
 //!  state    the Run record, its stored forms, and node bookkeeping
 //!  graph    per-DAG-template structure derived once from the spec
@@ -39,6 +40,7 @@
 //!  node     the status tree's node types
 //! ```
 
+mod artifact_sources;
 mod dag;
 mod events;
 mod graph;

@@ -2,10 +2,12 @@
 //! without the shell, deciding the run's phase, starting the `onExit`
 //! handler, and creating the nodes that run a template.
 
+use super::artifact_sources::{raw_input, with_inputs};
 use super::node::{Node, NodeInputs, NodePhase, NodeType, WorkflowPhase};
 use super::state::{GroupProgress, Run};
 use crate::spec::Template;
 use crate::validate::MAX_DAG_DEPTH;
+use crate::vars::Scope;
 
 impl Run {
     /// Move everything forward as far as it can go without the shell.
@@ -172,15 +174,27 @@ impl Run {
                 }
             }
         }
-        if let Some(a) = t
-            .input_artifacts()
+        // A top-level template's artifacts can only be its own `raw` ones.
+        let vars: Scope = self
+            .parameters
             .iter()
-            .find(|a| a.optional != Some(true))
-        {
-            problem = Some(format!(
-                "input artifact {:?} of {template:?} cannot be supplied to a top-level template",
-                a.name
-            ));
+            .map(|(k, v)| (format!("workflow.parameters.{k}"), v.clone()))
+            .collect();
+        let vars = with_inputs(&vars, &inputs.parameters);
+        for a in t.input_artifacts() {
+            match raw_input(&self.name, id, &a.name, a.path.as_ref(), a, &vars) {
+                Some(Ok(r)) => {
+                    inputs.artifacts.insert(a.name.clone(), r);
+                }
+                Some(Err(e)) => problem = Some(e),
+                None if a.optional == Some(true) => {}
+                None => {
+                    problem = Some(format!(
+                        "input artifact {:?} of {template:?} cannot be supplied to a top-level template",
+                        a.name
+                    ))
+                }
+            }
         }
         if let Some(msg) = problem {
             let mut n = Node::new(id, id, NodeType::Skipped, NodePhase::Error);

@@ -40,7 +40,7 @@ pub use container::{Container, EnvVar, ResourceList, ResourceRequirements, Scrip
 pub use dag::{Arguments, ContinueOn, DagTask, DagTemplate, Sequence, WorkflowStep};
 pub use hooks::{Hooks, LifecycleHook};
 pub use inline::{hoist_inline, unhoisted_path};
-pub use io::{Artifact, Inputs, Outputs, Parameter, ValueFrom};
+pub use io::{Artifact, Inputs, Outputs, Parameter, RawArtifact, ValueFrom};
 pub use parse::{from_document, parse_unvalidated, ARGO_API_VERSION};
 pub use scalar::{parse_duration_ms, AnyString, Ignored, IntOrString, Unsupported};
 pub use suspend::SuspendTemplate;

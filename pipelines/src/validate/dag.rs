@@ -354,6 +354,13 @@ impl<'a> Validator<'a> {
         for (k, a) in task.artifacts().iter().enumerate() {
             let ap = format!("{tp}.arguments.artifacts[{k}]");
             self.artifact_common(&ap, a);
+            if let Some(r) = &a.raw {
+                self.check_str(&format!("{ap}.raw.data"), &r.data, ctx);
+                continue;
+            }
+            if a.from_expression.is_some() {
+                continue;
+            }
             match &a.from {
                 None => self.err(
                     format!("{ap}.from"),
@@ -394,7 +401,7 @@ impl<'a> Validator<'a> {
             }
             for ia in callee.input_artifacts() {
                 let given = task.artifacts().iter().any(|a| a.name == ia.name);
-                if !given && ia.optional != Some(true) {
+                if !given && ia.optional != Some(true) && ia.raw.is_none() {
                     self.err(
                         format!("{tp}.arguments.artifacts"),
                         format!(

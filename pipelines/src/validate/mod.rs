@@ -194,7 +194,7 @@ impl<'a> Validator<'a> {
             artifact: false,
             steps: false,
         };
-        self.template_inputs(&p, t);
+        self.template_inputs(&p, t, ctx);
         self.template_outputs(&p, t, ctx);
         if let Some(c) = &t.container {
             self.container(&p, c, ctx);
