@@ -23,7 +23,7 @@ spec:
   - name: wait-for-go
     container:
       image: busybox
-      command: [sh, -c, "i=0; while [ ! -f GO ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; echo first"]
+      command: [sh, -c, "i=0; while [ ! -f GO ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; printf first"]
       workingDir: DIR
   - name: hello
     container: {image: busybox, command: [echo, second]}
@@ -92,6 +92,12 @@ fn a_suspended_workflow_starts_no_step_until_resumed() {
     assert_eq!(
         dev.ok(&["logs", "workflow", "hold", "--step", "second"]),
         "second\n"
+    );
+    // `first` printed no final newline: the next header still starts a
+    // line of its own.
+    assert_eq!(
+        dev.ok(&["logs", "workflow", "hold"]),
+        "==> first (hold-0-first) <==\nfirst\n==> second (hold-1-second) <==\nsecond\n"
     );
     // A finished workflow cannot be suspended.
     let out = dev.run(&["suspend", "hold"]);
