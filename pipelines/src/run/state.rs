@@ -240,7 +240,7 @@ impl Run {
             return Err(RunError::Invalid(e));
         }
         // Inline templates become templates of their own (`PARENT/TASK`).
-        let (hoisted, _) = hoist_inline(workflow);
+        let (hoisted, _, _) = hoist_inline(workflow);
         let workflow = &hoisted;
         let parameters = resolve_arguments(workflow, arguments)?;
         let workflow_vars: Scope = parameters

@@ -6,6 +6,8 @@
 //! hoisted template are reported at its place in the document
 //! (`spec.templates[0].dag.tasks[1].inline...`).
 
+use gpuctl_common::api::FieldError;
+
 use super::template::Template;
 use super::workflow::Workflow;
 
@@ -14,11 +16,13 @@ const MAX_HOISTED: usize = 10_000;
 
 /// `wf` with every inline template hoisted, and for each hoisted template
 /// (in order, after the document's own) the path of the `inline` it came
-/// from. A task that names a `template` as well keeps its `inline` (for
-/// validation to refuse).
-pub fn hoist_inline(wf: &Workflow) -> (Workflow, Vec<String>) {
+/// from; the third part lists the inline templates that are no template
+/// (an unknown field, a wrong type), at their place. A task that names a
+/// `template` as well keeps its `inline` (for validation to refuse).
+pub fn hoist_inline(wf: &Workflow) -> (Workflow, Vec<String>, Vec<FieldError>) {
     let mut out = wf.clone();
     let mut origins: Vec<String> = Vec::new();
+    let mut errors = Vec::new();
     let own = out.spec.templates.len();
     let mut i = 0;
     while i < out.spec.templates.len() && origins.len() < MAX_HOISTED {
@@ -57,7 +61,19 @@ pub fn hoist_inline(wf: &Workflow) -> (Workflow, Vec<String>) {
             let Some(inline) = task.inline.take() else {
                 continue;
             };
-            let mut tmpl: Template = *inline;
+            let mut tmpl: Template = match serde_path_to_error::deserialize(inline) {
+                Ok(t) => t,
+                Err(e) => {
+                    let at = e.path().to_string();
+                    let at = if at == "." || at.is_empty() {
+                        format!("{path}.inline")
+                    } else {
+                        format!("{path}.inline.{at}")
+                    };
+                    errors.push(FieldError::new(at, e.into_inner().to_string()));
+                    continue;
+                }
+            };
             tmpl.name = format!("{parent}/{}", task.name);
             task.template = Some(tmpl.name.clone());
             hoisted.push((format!("{path}.inline"), tmpl));
@@ -68,7 +84,7 @@ pub fn hoist_inline(wf: &Workflow) -> (Workflow, Vec<String>) {
         }
         i += 1;
     }
-    (out, origins)
+    (out, origins, errors)
 }
 
 /// `path` (of an error in the hoisted workflow) at its place in the

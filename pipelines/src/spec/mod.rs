@@ -27,7 +27,6 @@
 
 mod container;
 mod dag;
-mod hooks;
 mod inline;
 mod io;
 mod parse;
@@ -37,8 +36,9 @@ mod template;
 mod workflow;
 
 pub use container::{Container, EnvVar, ResourceList, ResourceRequirements, Script};
-pub use dag::{Arguments, ContinueOn, DagTask, DagTemplate, Sequence, WorkflowStep};
-pub use hooks::{Hooks, LifecycleHook};
+pub use dag::{
+    Arguments, ContinueOn, DagTask, DagTemplate, Hooks, LifecycleHook, Sequence, WorkflowStep,
+};
 pub use inline::{hoist_inline, unhoisted_path};
 pub use io::{Artifact, Inputs, Outputs, Parameter, RawArtifact, ValueFrom};
 pub use parse::{from_document, parse_unvalidated, ARGO_API_VERSION};

@@ -53,20 +53,32 @@ use retry::positive_seconds;
 /// Every problem in the workflow, in document order.
 pub fn validate_all(wf: &Workflow) -> Vec<FieldError> {
     // Inline templates are checked as templates, each error at its place.
-    let (hoisted, origins) = hoist_inline(wf);
+    let (hoisted, origins, mut unreadable) = hoist_inline(wf);
     let mut v = Validator {
         wf: &hoisted,
         errors: Vec::new(),
     };
     v.workflow();
     let own = wf.spec.templates.len();
-    v.errors
+    let mut errors: Vec<FieldError> = v
+        .errors
         .into_iter()
         .map(|mut e| {
             e.path = unhoisted_path(&e.path, own, &origins);
             e
         })
-        .collect()
+        .collect();
+    // An inline template that is no template is the problem to name, not
+    // the template its task then lacks.
+    errors.retain(|e| {
+        !unreadable.iter().any(|u| {
+            e.path
+                .strip_suffix(".template")
+                .is_some_and(|task| u.path.starts_with(&format!("{task}.inline")))
+        })
+    });
+    unreadable.append(&mut errors);
+    unreadable
 }
 
 impl<'a> Validator<'a> {
