@@ -110,8 +110,9 @@ impl Run {
         g.depth = depth;
         g.exit_handler = exit_handler;
         self.insert_node(g);
-        self.nodes
-            .get_mut(id)
+        // Through node_mut: the steps node changed, and a shell that stores
+        // each node must write it again.
+        self.node_mut(id)
             .expect("steps node")
             .children
             .push(gid.clone());
@@ -131,7 +132,7 @@ impl Run {
         } else {
             NodePhase::Succeeded
         };
-        self.nodes.get_mut(id).expect("steps node").outputs = outputs;
+        self.node_mut(id).expect("steps node").outputs = outputs;
         self.finish_node(id, phase, problem, now_ms);
     }
 }

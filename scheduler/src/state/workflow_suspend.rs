@@ -119,8 +119,8 @@ spec:
         submit(
             &mut s,
             &WF.replace(
-                "      - {name: approve, template: approve}",
-                "      - {name: approve, template: echo}",
+                "{name: approve, template: approve}",
+                "{name: approve, template: echo}",
             )
             .replace("  entrypoint: main", "  entrypoint: main\n  suspend: true"),
         );
