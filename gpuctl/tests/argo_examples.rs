@@ -182,7 +182,9 @@ fn argo_examples_run_with_argos_outcome() {
         serde_json::from_str(&dev.ok(&["get", "workflow", suspended, "-o", "json"])).unwrap();
     assert_eq!(wf["status"]["phase"], "Running");
     assert_eq!(node_phase(&wf, &format!("{suspended}[2].delay")), None);
-    assert!(wf["status"]["jobs"].get(format!("{suspended}[3].release")).is_none());
+    assert!(wf["status"]["jobs"]
+        .get(format!("{suspended}[3].release"))
+        .is_none());
     assert_eq!(
         dev.ok(&["resume", suspended]),
         format!("workflow/{suspended} resumed\n")

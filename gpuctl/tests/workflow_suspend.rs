@@ -68,8 +68,14 @@ fn a_suspended_workflow_starts_no_step_until_resumed() {
     assert_eq!(wf["status"]["suspended"], true);
     // Its node may wait as Pending; no job was made for it.
     let second = node_phase(&wf, "hold[1].second");
-    assert!(matches!(second.as_deref(), None | Some("Pending")), "{wf:#}");
-    assert!(wf["status"]["jobs"].get("hold[1].second").is_none(), "{wf:#}");
+    assert!(
+        matches!(second.as_deref(), None | Some("Pending")),
+        "{wf:#}"
+    );
+    assert!(
+        wf["status"]["jobs"].get("hold[1].second").is_none(),
+        "{wf:#}"
+    );
 
     // Only workflows are suspended; an unknown one is named.
     let out = dev.run(&["suspend", "job/x"]);
