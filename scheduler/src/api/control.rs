@@ -312,7 +312,7 @@ impl Control for Api {
                 },
                 (_, "suspend" | "resume") => {
                     return Err(Status::invalid_argument(format!(
-                        "only workflows can be {verb}d; {kind} {:?} is a {kind}",
+                        "only workflows can be suspended or resumed; {kind} {:?} is not a workflow",
                         req.name
                     )))
                 }
