@@ -126,6 +126,11 @@ pub enum Command {
     CreateToken { token: Box<super::identity::Token> },
     /// Stop a token from working.
     RevokeToken { id: String },
+    /// `gpuctl suspend`: no new step of the workflow starts; running ones
+    /// finish.
+    SuspendWorkflow { name: String },
+    /// `gpuctl resume`: steps start again and waiting `suspend` steps end.
+    ResumeWorkflow { name: String },
 }
 
 impl Command {
@@ -157,6 +162,8 @@ impl Command {
             Command::CreateUser { .. } => "CreateUser",
             Command::CreateToken { .. } => "CreateToken",
             Command::RevokeToken { .. } => "RevokeToken",
+            Command::SuspendWorkflow { .. } => "SuspendWorkflow",
+            Command::ResumeWorkflow { .. } => "ResumeWorkflow",
         }
     }
 }
