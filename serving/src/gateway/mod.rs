@@ -48,6 +48,7 @@ pub use auth::API_KEY_HEADER;
 use body::{whole, InFlight};
 pub use body::{GatewayBody, Streamed};
 pub use config::{GatewayConfig, NoScaleUp, ScaleUp};
+pub use metrics::quantile_ms;
 use metrics::Metrics;
 use target::{parse_base, Target};
 
@@ -294,6 +295,15 @@ impl Gateway {
         self.lock()
             .get(endpoint)
             .map_or(0, |e| e.route.served.load(Ordering::Relaxed))
+    }
+
+    /// `endpoint`'s request-duration histogram so far: each bucket's upper
+    /// bound (seconds) and cumulative count; empty for an unknown endpoint.
+    pub fn latency_buckets(&self, endpoint: &str) -> Vec<(f64, u64)> {
+        self.lock()
+            .get(endpoint)
+            .map(|e| metrics::buckets(&e.route.duration))
+            .unwrap_or_default()
     }
 
     /// Whether requests are held for `endpoint` because it has no replica.
