@@ -250,7 +250,9 @@ def run(d, a, url):
             any(p[4] >= 1 for p in hist) and \
             d.find_elements(By.CSS_SELECTOR, charts + " svg[data-chart='replicas'] path.s-ready") and \
             d.find_elements(By.CSS_SELECTOR, charts + " svg[data-chart='latency'] path.s-p99") and \
-            d.find_elements(By.CSS_SELECTOR, charts + " svg[data-chart='rps'] path.m-cold")
+            d.find_elements(By.CSS_SELECTOR, charts + " svg[data-chart='rps'] path.m-cold") and \
+            all(float(d.find_element(By.CSS_SELECTOR, charts + " svg[data-chart='%s']" % c).get_attribute("data-max")) > 0
+                for c in ("rps", "latency", "replicas"))
     wait("charts of requests/s, latency and replicas with the cold start", charted)
     console_errors(d, "Endpoints")
     shot(d, a, "endpoints")

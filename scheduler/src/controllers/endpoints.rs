@@ -651,8 +651,8 @@ mod tests {
                 requests_per_second: c * 10.0,
                 cold_start: false,
                 drained: drained.iter().map(|d| d.to_string()).collect(),
-                latency_p50_ms: 0.0,
-                latency_p99_ms: 0.0,
+                latency_p50_ms: c,
+                latency_p99_ms: c * 10.0,
             }],
         };
         let sums = |loads: &Loads| {
@@ -666,6 +666,13 @@ mod tests {
         loads.record_at(&h.s, &report("a", 3.0, &["lin-replica-1"]), at(1));
         loads.record_at(&h.s, &report("b", 4.0, &[]), at(1));
         assert_eq!(sums(&loads), (7.0, 70.0), "the load of both gateways");
+        // Latency: the median weighted by requests, the larger p99.
+        let (p50, p99) = loads.lock()["lin"].latency;
+        assert!(
+            (p50 - (3.0 * 30.0 + 4.0 * 40.0) / 70.0).abs() < 1e-9,
+            "{p50}"
+        );
+        assert_eq!(p99, 40.0);
         // Gateway b still routes to (or serves on) the draining replica.
         assert!(!drained_cmd(&loads.plan(&h.s, at(1), 1_000)));
         loads.record_at(&h.s, &report("b", 4.0, &["lin-replica-1"]), at(2));

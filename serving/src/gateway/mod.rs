@@ -297,13 +297,11 @@ impl Gateway {
             .map_or(0, |e| e.route.served.load(Ordering::Relaxed))
     }
 
-    /// `endpoint`'s request-duration histogram so far: each bucket's upper
-    /// bound (seconds) and cumulative count; empty for an unknown endpoint.
+    /// `endpoint`'s request-duration buckets so far (bound in s, cumulative count).
     pub fn latency_buckets(&self, endpoint: &str) -> Vec<(f64, u64)> {
-        self.lock()
-            .get(endpoint)
-            .map(|e| metrics::buckets(&e.route.duration))
-            .unwrap_or_default()
+        let eps = self.lock();
+        eps.get(endpoint)
+            .map_or_else(Vec::new, |e| metrics::buckets(&e.route.duration))
     }
 
     /// Whether requests are held for `endpoint` because it has no replica.

@@ -14,7 +14,7 @@ function h(tag, attrs, ...kids) {
     if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
     else el.setAttribute(k, v === true ? "" : String(v));
   }
-  for (const k of kids.flat()) {
+  for (const k of kids.flat(Infinity)) {
     if (k === null || k === undefined || k === false) continue;
     el.append(k instanceof Node ? k : document.createTextNode(String(k)));
   }
@@ -278,7 +278,9 @@ let logView = null;
 
 function streamedLog(job, task) {
   const key = job + "/" + task;
-  if (logView && logView.key === key) { logView.used = true; return logView.el; }
+  // The same log again: the same element (a log that could not be read, as
+  // of a task not placed yet, is asked for again).
+  if (logView && logView.key === key && logView.el.dataset.state !== "error") { logView.used = true; return logView.el; }
   closeLog();
   const el = h("pre", { class: "log", id: "log", "data-state": "streaming" });
   const es = new EventSource("/api/jobs/" + encodeURIComponent(job) + "/logs/stream?task=" + encodeURIComponent(task));
@@ -392,7 +394,8 @@ function endpointCharts(e) {
 // `pts` between t0 and t1, with `marks` as vertical lines.
 function stepChart(title, pts, series, t0, t1, marks, kind) {
   const W = 300, H = 90, P = 4;
-  const max = Math.max(1, ...pts.flatMap((p) => series.map(([i]) => p[i])));
+  const top = Math.max(0, ...pts.flatMap((p) => series.map(([i]) => p[i])));
+  const max = Math.max(1, top);
   const x = (t) => (P + ((W - 2 * P) * (t - t0)) / Math.max(1, t1 - t0)).toFixed(1);
   const y = (v) => (H - P - ((H - 2 * P) * v) / max).toFixed(1);
   const lines = series.map(([i, cls]) => {
@@ -408,7 +411,7 @@ function stepChart(title, pts, series, t0, t1, marks, kind) {
   const legend = series.map(([i, cls, name]) => h("span", { class: "key " + cls }, name + " " + (last ? +last[i].toFixed(2) : "–")));
   return h("div", { class: "mini" },
     h("div", null, h("b", null, title), " ", h("span", { class: "muted" }, "max " + +max.toFixed(2))),
-    h("svg", { class: "chart", "data-chart": kind, width: W, height: H, viewBox: `0 0 ${W} ${H}` }, ticks, lines),
+    h("svg", { class: "chart", "data-chart": kind, "data-max": top, width: W, height: H, viewBox: `0 0 ${W} ${H}` }, ticks, lines),
     h("div", { class: "muted" }, legend));
 }
 
@@ -495,5 +498,8 @@ function live() {
 }
 
 window.addEventListener("hashchange", draw);
+// The Endpoints charts take a sample a second that is no change of the state:
+// drawn again every 5 s while on screen.
+setInterval(() => { if (route().view === "endpoints" && !document.hidden) draw(); }, 5000);
 draw();
 live();
