@@ -8,7 +8,8 @@
 #   benches/web_ui/scale.sh [BIN_DIR] [NODES] [JOBS] [CLIENTS] [RUNS]
 #
 # BIN_DIR holds gpuctl, gpu-scheduler, gpu-node, gpu-gateway (default
-# target/release). Prints the table RESULTS.md quotes; leaves nothing running.
+# target/release); $PYTHON (default python3) has selenium. Prints the table
+# RESULTS.md quotes; leaves nothing running.
 set -euo pipefail
 bin=${1:-target/release}
 nodes=${2:-1000}
@@ -52,7 +53,7 @@ for c in $(seq 0 $((clients - 1))); do
   : >"$f"
   for i in $(seq $((c * per)) $(( (c + 1) * per - 1 ))); do
     [ "$i" -ge "$jobs" ] && break
-    printf -- '---\napiVersion: gpuctl.io/v1\nkind: Job\nmetadata: {name: bench-%05d}\nspec:\n  tasks:\n  - command: [sleep, "3600"]\n    env: {GPUCTL_SIM_DURATION: 1h}\n    resources: {gpus: 1}\n' "$i" >>"$f"
+    printf -- '---\napiVersion: gpuctl.io/v1\nkind: Job\nmetadata: {name: bench-%05d}\nspec:\n  tasks:\n  - command: [sleep, "3600"]\n    env: {GPUCTL_SIM_DURATION: 60m}\n    resources: {gpus: 1}\n' "$i" >>"$f"
   done
 done
 start=$(date +%s.%N)
@@ -66,11 +67,23 @@ for p in "${apply_pids[@]}"; do wait "$p" || failed=$((failed + 1)); done
 took=$(python3 -c "import time,sys; print('%.0f' % (time.time() - float(sys.argv[1])))" "$start")
 total=$(cat "$work"/apply-*.log | grep -c 'bench-' || true)
 echo "jobs applied: $total in ${took}s by $clients clients ($failed client(s) failed)" >&2
-sleep 5
+# Until every GPU the jobs can fill holds one (or 15 minutes).
+want=$(( jobs < 8 * nodes ? jobs : 8 * nodes ))
+counts() {
+  curl -s --cacert "$state/tls/ca.pem" -H "Authorization: Bearer $(cat "$state/admin.token")" "${ui}api/cluster" \
+    | python3 -c 'import json,sys; c=json.load(sys.stdin)["counts"]; print(c["jobsRunning"], c["jobsPending"])'
+}
+start=$(date +%s)
+for _ in $(seq 900); do
+  read -r running pending < <(counts)
+  [ "$running" -ge "$want" ] && break
+  sleep 1
+done
+echo "jobs running: $running, pending: $pending, $(( $(date +%s) - start ))s after the last apply" >&2
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 # The Cluster answer's bytes, plain and gzipped, and the time to make it.
 for enc in identity gzip; do
   curl -s -o /dev/null --cacert "$state/tls/ca.pem" -H "Authorization: Bearer $(cat "$state/admin.token")" \
     -H "Accept-Encoding: $enc" -w "GET /api/cluster ($enc): %{size_download} bytes in %{time_total} s\n" "${ui}api/cluster" >&2
 done
-python3 "$here/first_render.py" --url "$ui" --token-file "$state/admin.token" --runs "$runs"
+${PYTHON:-python3} "$here/first_render.py" --url "$ui" --token-file "$state/admin.token" --runs "$runs"
