@@ -119,6 +119,11 @@ pub enum Command {
         name: String,
         concurrency: f64,
         requests_per_second: f64,
+        /// Request latency the gateways saw (median, 99th percentile), ms.
+        #[serde(default)]
+        latency_p50_ms: f64,
+        #[serde(default)]
+        latency_p99_ms: f64,
     },
     /// Add a user.
     CreateUser { user: Box<super::identity::User> },
