@@ -15,7 +15,9 @@
 //! The state machine (`scheduler/src/state/rollouts.rs`) applies these; the
 //! gateway reads [`Endpoint::canary_percent`] to split requests.
 
-use crate::endpoint::{Endpoint, EndpointSpec, ReplicaStatus};
+use crate::endpoint::{
+    Endpoint, EndpointSpec, ReplicaStatus, RolloutPhase, RolloutStatus, ROLLOUT_FAILED_AFTER,
+};
 
 /// Replicas of one revision: how many exist (not draining) and how many of
 /// those a gateway found ready.
@@ -116,6 +118,107 @@ impl Endpoint {
             None if self.rolling_out() => format!("r{stable}→r{latest} rolling"),
             None => format!("r{latest} 100%"),
         }
+    }
+}
+
+/// A replica of the latest revision that ended before a gateway found it
+/// ready, and why (its job's message).
+pub type EndedUnready = String;
+
+impl Endpoint {
+    /// Brings `status.rollout` up to date after the replicas changed (`want`
+    /// desired in all; `ended` the replicas of the latest revision that ended
+    /// before they were ready, this time): counts failures, marks the rollout
+    /// failed, canary or complete (then the latest revision is the stable
+    /// one). Returns the events to record.
+    pub fn settle_rollout(
+        &mut self,
+        ended: &[EndedUnready],
+        want: u32,
+        now: u64,
+    ) -> Vec<(&'static str, String)> {
+        let mut events = Vec::new();
+        let (latest, stable) = (self.status.latest_revision, self.status.stable_revision);
+        if !self.rolling_out() {
+            return events;
+        }
+        let name = self.metadata.name.clone();
+        let canary = self.canary_percent();
+        let counts = self.revision_counts();
+        let ready_latest = counts
+            .iter()
+            .find(|c| c.revision == latest)
+            .map_or(0, |c| c.ready);
+        let new_replicas = counts
+            .iter()
+            .find(|c| c.revision == latest)
+            .map_or(0, |c| c.replicas);
+        let old_serving: u32 = counts
+            .iter()
+            .filter(|c| c.revision != latest)
+            .map(|c| c.replicas)
+            .sum();
+        let r = self.status.rollout.get_or_insert(RolloutStatus {
+            from_revision: stable,
+            to_revision: latest,
+            phase: RolloutPhase::Progressing,
+            message: String::new(),
+            failures: 0,
+            started_ms: now,
+            finished_ms: None,
+        });
+        for why in ended {
+            r.failures += 1;
+            r.message = format!("a replica of revision {latest} ended before it was ready: {why}");
+            if r.failures >= ROLLOUT_FAILED_AFTER && r.phase != RolloutPhase::Failed {
+                r.phase = RolloutPhase::Failed;
+                events.push((
+                    "RolloutFailed",
+                    format!(
+                        "revision {latest}: {} replicas in a row ended before they were ready; \
+                         revision {stable} keeps serving. Last: {why}",
+                        r.failures
+                    ),
+                ));
+            }
+        }
+        if ready_latest > 0 {
+            r.failures = 0;
+            if r.phase == RolloutPhase::Failed {
+                r.phase = RolloutPhase::Progressing;
+            }
+        }
+        if r.phase == RolloutPhase::Failed {
+            return events;
+        }
+        if let Some(p) = canary {
+            if r.phase != RolloutPhase::Canary {
+                events.push((
+                    "Canary",
+                    format!("revision {latest} gets {p}% of requests, revision {stable} the rest"),
+                ));
+            }
+            r.phase = RolloutPhase::Canary;
+            r.message = format!(
+                "revision {latest} gets {p}% of requests ({ready_latest}/{new_replicas} replicas ready), \
+                 revision {stable} the rest; gpuctl rollout promote endpoint/{name} gives it all"
+            );
+        } else if (want == 0 || ready_latest >= want) && old_serving == 0 {
+            r.phase = RolloutPhase::Complete;
+            r.finished_ms = Some(now);
+            r.message = format!("revision {latest} serves all requests");
+            self.status.stable_revision = latest;
+            events.push((
+                "RolloutComplete",
+                format!("revision {latest} rolled out (from revision {stable})"),
+            ));
+        } else {
+            r.phase = RolloutPhase::Progressing;
+            r.message = format!(
+                "{ready_latest} of {want} replicas of revision {latest} ready; revision {stable} serves meanwhile"
+            );
+        }
+        events
     }
 }
 

@@ -126,6 +126,17 @@ pub enum Command {
     CreateToken { token: Box<super::identity::Token> },
     /// Stop a token from working.
     RevokeToken { id: String },
+    /// An endpoint applied again: a changed replica template rolls out as a
+    /// new revision.
+    UpdateEndpoint {
+        endpoint: Box<gpuctl_common::endpoint::Endpoint>,
+    },
+    /// The rolling-out revision of an endpoint gets all requests.
+    PromoteEndpoint { name: String },
+    /// Roll an endpoint back to revision `to_revision` (0: the previous one).
+    UndoEndpoint { name: String, to_revision: u64 },
+    /// Gateways found these replicas of an endpoint ready.
+    ReplicasReady { endpoint: String, jobs: Vec<String> },
 }
 
 impl Command {
@@ -157,6 +168,10 @@ impl Command {
             Command::CreateUser { .. } => "CreateUser",
             Command::CreateToken { .. } => "CreateToken",
             Command::RevokeToken { .. } => "RevokeToken",
+            Command::UpdateEndpoint { .. } => "UpdateEndpoint",
+            Command::PromoteEndpoint { .. } => "PromoteEndpoint",
+            Command::UndoEndpoint { .. } => "UndoEndpoint",
+            Command::ReplicasReady { .. } => "ReplicasReady",
         }
     }
 }
