@@ -360,6 +360,9 @@ pub struct RolloutStatus {
     /// Replicas of `to_revision` that ended in a row before becoming ready.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub failures: u32,
+    /// Why the last replica of `to_revision` that ended before it was ready ended.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_failure: String,
     pub started_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_ms: Option<u64>,

@@ -164,11 +164,13 @@ impl Endpoint {
             phase: RolloutPhase::Progressing,
             message: String::new(),
             failures: 0,
+            last_failure: String::new(),
             started_ms: now,
             finished_ms: None,
         });
         for why in ended {
             r.failures += 1;
+            r.last_failure = why.clone();
             r.message = format!("a replica of revision {latest} ended before it was ready: {why}");
             if r.failures >= ROLLOUT_FAILED_AFTER && r.phase != RolloutPhase::Failed {
                 r.phase = RolloutPhase::Failed;
@@ -217,6 +219,12 @@ impl Endpoint {
             r.message = format!(
                 "{ready_latest} of {want} replicas of revision {latest} ready; revision {stable} serves meanwhile"
             );
+            if r.failures > 0 {
+                r.message += &format!(
+                    "; {} replica(s) ended before they were ready, the last: {}",
+                    r.failures, r.last_failure
+                );
+            }
         }
         events
     }

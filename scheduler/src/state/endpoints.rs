@@ -256,6 +256,19 @@ impl State {
                 plan.add_replicas(&self.jobs, name, &of_rev, rev, n, backing_off, now);
             }
         }
+        // Revived replicas may be ready: the old revision's share follows.
+        let ready_now = plan
+            .replicas
+            .iter()
+            .filter(|r| !r.draining() && r.ready && plan.revision_of(r) == latest)
+            .count() as u32;
+        if ready_now != ready_latest {
+            for (rev, n) in ep.revision_targets(want, ready_now) {
+                if let Some(t) = targets.iter_mut().find(|(r, _)| *r == rev) {
+                    t.1 = n;
+                }
+            }
+        }
         for &(rev, n) in &targets {
             plan.remove_extra(&self.jobs, rev, n, now);
         }

@@ -80,6 +80,7 @@ fn start_revision(ep: &mut Endpoint, spec: EndpointSpec, cause: String, reuse: O
         phase: RolloutPhase::Progressing,
         message: String::new(),
         failures: 0,
+        last_failure: String::new(),
         started_ms: now,
         finished_ms: if from == next { Some(now) } else { None },
     });
@@ -277,5 +278,257 @@ impl State {
         let desired = cur.status.desired_replicas;
         self.reconcile_endpoint(index, now, name, desired, "replicas ready")?;
         Ok(Applied::Nothing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::state::testutil::register;
+    use crate::state::{Binding, Command, Envelope, State, TaskPlacement, TaskReport};
+    use gpuctl_common::api::{GpuShare, TaskPhase};
+    use gpuctl_common::endpoint::{Endpoint, RolloutPhase};
+
+    struct H {
+        s: State,
+        index: u64,
+    }
+
+    fn endpoint(path: &str, canary: Option<u32>) -> Endpoint {
+        let mut e = gpuctl_testkit::endpoint("lin")
+            .model(path)
+            .gpus(1.0)
+            .replicas(1, 4)
+            .build();
+        e.spec.canary_traffic_percent = canary;
+        e
+    }
+
+    impl H {
+        fn new() -> H {
+            let mut h = H {
+                s: State::default(),
+                index: 0,
+            };
+            let n1 = gpuctl_testkit::node("n1")
+                .uuid_prefix("GPU")
+                .gpus(8, gpuctl_testkit::A100);
+            h.apply(register(&n1.build()));
+            h
+        }
+        fn apply(&mut self, cmd: Command) {
+            self.try_apply(cmd).unwrap();
+        }
+        fn try_apply(&mut self, cmd: Command) -> Result<(), String> {
+            self.index += 1;
+            let r = self
+                .s
+                .apply(self.index, &Envelope::new(1000 * self.index, cmd));
+            self.s.check_index();
+            r.map(|_| ()).map_err(|e| e.to_string())
+        }
+        fn ep(&self) -> Endpoint {
+            self.s.endpoint_view("lin").unwrap()
+        }
+        /// (job, revision, draining) of each replica.
+        fn replicas(&self) -> Vec<(String, u64, bool)> {
+            self.ep()
+                .status
+                .replicas
+                .iter()
+                .map(|r| (r.job.clone(), r.revision, r.draining()))
+                .collect()
+        }
+        fn report(&mut self, job: &str, phase: TaskPhase) {
+            self.apply(Command::TaskReport {
+                report: TaskReport {
+                    node: "n1".into(),
+                    job: job.into(),
+                    index: 0,
+                    attempt: 1,
+                    phase,
+                    exit_code: (phase == TaskPhase::Failed).then_some(1),
+                    message: (phase == TaskPhase::Failed).then(|| "no such model file".into()),
+                    pid: Some(7),
+                    port: Some(20000 + self.index as u16),
+                    gpu_fault: None,
+                    outputs: None,
+                    usage: None,
+                },
+            });
+        }
+        /// Bind, run and report `job` ready.
+        fn ready(&mut self, job: &str, gpu: u32) {
+            self.bind(job, gpu);
+            self.report(job, TaskPhase::Running);
+            self.apply(Command::ReplicasReady {
+                endpoint: "lin".into(),
+                jobs: vec![job.into()],
+            });
+        }
+        fn bind(&mut self, job: &str, gpu: u32) {
+            self.apply(Command::Bind {
+                bindings: vec![Binding {
+                    job: job.into(),
+                    attempt: 1,
+                    tasks: vec![TaskPlacement {
+                        index: 0,
+                        node: "n1".into(),
+                        gpus: vec![GpuShare {
+                            index: gpu,
+                            uuid: format!("GPU-{gpu}"),
+                            milli: 1000,
+                        }],
+                    }],
+                }],
+            });
+        }
+        fn phase(&self) -> Option<RolloutPhase> {
+            self.ep().status.rollout.map(|r| r.phase)
+        }
+    }
+
+    #[test]
+    fn a_changed_template_rolls_out_and_old_replicas_drain_only_once_new_ones_are_ready() {
+        let mut h = H::new();
+        h.apply(Command::CreateEndpoint {
+            endpoint: Box::new(endpoint("/m/a.onnx", None)),
+        });
+        h.ready("lin-replica-0", 0);
+        assert_eq!(h.ep().status.latest_revision, 1);
+        // The same spec again, or only new autoscaling bounds: nothing rolls.
+        h.apply(Command::UpdateEndpoint {
+            endpoint: Box::new(endpoint("/m/a.onnx", None)),
+        });
+        let mut wider = endpoint("/m/a.onnx", None);
+        wider.spec.autoscaling.max_replicas = 6;
+        h.apply(Command::UpdateEndpoint {
+            endpoint: Box::new(wider),
+        });
+        assert_eq!(h.ep().status.latest_revision, 1);
+        assert_eq!(h.replicas(), vec![("lin-replica-0".into(), 1, false)]);
+        // A new model: revision 2 starts beside revision 1, which keeps serving.
+        h.apply(Command::UpdateEndpoint {
+            endpoint: Box::new(endpoint("/m/b.onnx", None)),
+        });
+        let ep = h.ep();
+        assert_eq!((ep.status.latest_revision, ep.status.stable_revision), (2, 1));
+        assert_eq!(
+            h.replicas(),
+            vec![
+                ("lin-replica-0".into(), 1, false),
+                ("lin-replica-1".into(), 2, false)
+            ]
+        );
+        let cmd = &h.s.jobs["lin-replica-1"].spec.tasks[0].command;
+        assert!(cmd.iter().any(|a| a == "/m/b.onnx"), "{cmd:?}");
+        assert_eq!(h.phase(), Some(RolloutPhase::Progressing));
+        // Running is not ready: the old one still serves.
+        h.report("lin-replica-1", TaskPhase::Pending);
+        assert!(!h.replicas()[0].2);
+        h.ready("lin-replica-1", 1);
+        assert_eq!(
+            h.replicas(),
+            vec![
+                ("lin-replica-0".into(), 1, true),
+                ("lin-replica-1".into(), 2, false)
+            ]
+        );
+        assert_eq!(h.phase(), Some(RolloutPhase::Complete));
+        assert_eq!(h.ep().status.stable_revision, 2);
+        // Undo: revision 1's template comes back as revision 3; the draining
+        // replica of revision 1 is renumbered and revived, not restarted.
+        h.apply(Command::UndoEndpoint {
+            name: "lin".into(),
+            to_revision: 0,
+        });
+        let ep = h.ep();
+        assert_eq!(ep.status.latest_revision, 3);
+        assert_eq!(ep.spec.model.as_ref().unwrap().path, "/m/a.onnx");
+        let revs: Vec<u64> = ep.status.revisions.iter().map(|r| r.revision).collect();
+        assert_eq!(revs, vec![2, 3], "revision 1 became 3");
+        assert_eq!(h.replicas()[0], ("lin-replica-0".into(), 3, false));
+        assert_eq!(h.phase(), Some(RolloutPhase::Complete));
+        assert!(h.replicas()[1].2, "revision 2's replica drains");
+        let err = h
+            .try_apply(Command::UndoEndpoint {
+                name: "lin".into(),
+                to_revision: 7,
+            })
+            .unwrap_err();
+        assert!(err.contains("no such revision (kept: 2, 3)"), "{err}");
+    }
+
+    #[test]
+    fn a_canary_splits_until_promoted_and_a_crash_loop_fails_the_rollout() {
+        let mut h = H::new();
+        h.apply(Command::CreateEndpoint {
+            endpoint: Box::new(endpoint("/m/a.onnx", None)),
+        });
+        h.ready("lin-replica-0", 0);
+        h.apply(Command::UpdateEndpoint {
+            endpoint: Box::new(endpoint("/m/b.onnx", Some(20))),
+        });
+        h.ready("lin-replica-1", 1);
+        assert_eq!(h.phase(), Some(RolloutPhase::Canary));
+        let ep = h.ep();
+        assert_eq!(ep.canary_percent(), Some(20));
+        assert!(h.replicas().iter().all(|r| !r.2), "both serve");
+        assert!(h
+            .try_apply(Command::PromoteEndpoint { name: "nope".into() })
+            .is_err());
+        h.apply(Command::PromoteEndpoint { name: "lin".into() });
+        assert_eq!(h.phase(), Some(RolloutPhase::Complete));
+        assert!(h.replicas()[0].2, "revision 1 drains");
+        assert_eq!(h.ep().canary_percent(), None);
+        let err = h
+            .try_apply(Command::PromoteEndpoint { name: "lin".into() })
+            .unwrap_err();
+        assert!(err.contains("no rollout to promote"), "{err}");
+
+        // Revision 3 crash-loops: it never takes traffic and, after three in
+        // a row, the rollout is Failed with the replica's reason.
+        h.apply(Command::UpdateEndpoint {
+            endpoint: Box::new(endpoint("/m/missing.onnx", None)),
+        });
+        for _ in 0..8 {
+            if h.phase() == Some(RolloutPhase::Failed) {
+                break;
+            }
+            let job = h
+                .replicas()
+                .into_iter()
+                .find(|r| r.1 == 3 && !r.2)
+                .map(|r| r.0);
+            let Some(job) = job else {
+                // Backing off: the next starts later.
+                h.index += 70;
+                h.apply(Command::ScaleEndpoint {
+                    name: "lin".into(),
+                    replicas: 1,
+                    reason: "test".into(),
+                });
+                continue;
+            };
+            h.bind(&job, 5);
+            h.report(&job, TaskPhase::Failed);
+            h.apply(Command::ScaleEndpoint {
+                name: "lin".into(),
+                replicas: 1,
+                reason: "test".into(),
+            });
+        }
+        let ep = h.ep();
+        let r = ep.status.rollout.clone().unwrap();
+        assert_eq!((r.phase, r.failures), (RolloutPhase::Failed, 3), "{r:?}");
+        assert!(r.message.contains("no such model file"), "{r:?}");
+        assert_eq!(ep.status.stable_revision, 2);
+        assert!(
+            ep.status
+                .replicas
+                .iter()
+                .any(|r| r.revision == 2 && !r.draining()),
+            "revision 2 keeps serving: {:?}",
+            ep.status.replicas
+        );
     }
 }
