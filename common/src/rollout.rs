@@ -263,7 +263,10 @@ mod tests {
         assert_eq!(c.revision_targets(1, 0), vec![(2, 1), (1, 1)]);
         assert_eq!(c.revision_targets(10, 0), vec![(2, 2), (1, 8)]);
         assert_eq!(c.revision_targets(0, 0), vec![(2, 0), (1, 0)]);
-        assert_eq!(ep(2, 1, Some(0)).revision_targets(4, 0), vec![(2, 0), (1, 4)]);
+        assert_eq!(
+            ep(2, 1, Some(0)).revision_targets(4, 0),
+            vec![(2, 0), (1, 4)]
+        );
         assert_eq!(ep(2, 1, Some(100)).canary_percent(), None);
         assert_eq!(c.traffic_summary(), "r1 80% r2 20%");
     }

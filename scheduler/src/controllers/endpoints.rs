@@ -51,6 +51,8 @@ struct GatewayReport {
     concurrency: f64,
     rps: f64,
     drained: BTreeSet<String>,
+    /// Replica jobs it found ready.
+    ready: BTreeSet<String>,
 }
 
 /// A gateway not heard from for this long no longer counts (it stopped, or
@@ -65,7 +67,7 @@ impl EndpointLoad {
         now: Instant,
         concurrency: f64,
         rps: f64,
-        drained: &[String],
+        (drained, ready): (&[String], &[String]),
     ) {
         self.heard = true;
         self.gateways.insert(
@@ -75,6 +77,7 @@ impl EndpointLoad {
                 concurrency,
                 rps,
                 drained: drained.iter().cloned().collect(),
+                ready: ready.iter().cloned().collect(),
             },
         );
         self.gateways
@@ -86,6 +89,14 @@ impl EndpointLoad {
         self.drained = live.fold(first, |acc, g| {
             acc.intersection(&g.drained).cloned().collect()
         });
+    }
+
+    /// Replica jobs some live gateway found ready.
+    fn ready(&self) -> BTreeSet<&str> {
+        self.gateways
+            .values()
+            .flat_map(|g| g.ready.iter().map(String::as_str))
+            .collect()
     }
 }
 
@@ -171,7 +182,7 @@ impl Loads {
             };
             let e = self.entry(&mut map, ep, now);
             let (c, rps) = (finite(l.concurrency), finite(l.requests_per_second));
-            e.report(&req.gateway, now, c, rps, &l.drained);
+            e.report(&req.gateway, now, c, rps, (&l.drained, &l.ready));
             let at = now.duration_since(self.origin);
             e.autoscaler.record(at, e.concurrency);
             if e.rps > 0.0 {
@@ -228,6 +239,21 @@ impl Loads {
                     name: name.clone(),
                     replicas: ep.status.desired_replicas,
                     reason: "replacing a replica that ended".into(),
+                });
+            }
+            // Replicas a gateway found ready: a rollout moves on.
+            let ready = e.ready();
+            let newly: Vec<String> = ep
+                .status
+                .replicas
+                .iter()
+                .filter(|r| !r.ready && ready.contains(r.job.as_str()))
+                .map(|r| r.job.clone())
+                .collect();
+            if !newly.is_empty() {
+                cmds.push(Command::ReplicasReady {
+                    endpoint: name.clone(),
+                    jobs: newly,
                 });
             }
             for r in ep.status.replicas.iter() {
@@ -637,6 +663,7 @@ mod tests {
                 requests_per_second: c * 10.0,
                 cold_start: false,
                 drained: drained.iter().map(|d| d.to_string()).collect(),
+                ready: vec![],
             }],
         };
         let sums = |loads: &Loads| {
@@ -700,6 +727,7 @@ mod tests {
                 requests_per_second: c * 100.0,
                 cold_start: false,
                 drained: vec![],
+                ready: vec![],
             }],
         };
         for s in 21..=40 {
@@ -731,6 +759,7 @@ mod tests {
                 requests_per_second: 0.0,
                 cold_start: cold,
                 drained: vec![],
+                ready: vec![],
             }],
         };
         // Nothing reported, nothing to do.

@@ -21,8 +21,8 @@ use std::collections::BTreeMap;
 
 use gpuctl_common::api::{push_event, Job, JobSpec, TaskPhase, TaskSpec, Topology, API_VERSION};
 use gpuctl_common::endpoint::{
-    crash_loop_backoff_ms, Endpoint, EndpointStatus, ReplicaStatus, Revision,
-    CRASH_LOOP_RESET_MS, ENDPOINT_LABEL,
+    crash_loop_backoff_ms, Endpoint, EndpointStatus, ReplicaStatus, Revision, CRASH_LOOP_RESET_MS,
+    ENDPOINT_LABEL,
 };
 
 use super::command::{Applied, ApplyError};
@@ -476,7 +476,8 @@ impl ReplicaPlan {
         now: u64,
     ) {
         let stable = self.stable;
-        let of_rev = move |r: &ReplicaStatus| (if r.revision == 0 { stable } else { r.revision }) == rev;
+        let of_rev =
+            move |r: &ReplicaStatus| (if r.revision == 0 { stable } else { r.revision }) == rev;
         while self.serving(rev) < want {
             if let Some(r) = self
                 .replicas
@@ -526,7 +527,8 @@ impl ReplicaPlan {
     ///    drain the newest running.
     fn remove_extra(&mut self, jobs: &BTreeMap<String, Job>, rev: u64, want: u32, now: u64) {
         let stable = self.stable;
-        let of_rev = move |r: &ReplicaStatus| (if r.revision == 0 { stable } else { r.revision }) == rev;
+        let of_rev =
+            move |r: &ReplicaStatus| (if r.revision == 0 { stable } else { r.revision }) == rev;
         while self.serving(rev) > want {
             let not_running = self.replicas.iter().rposition(|r| {
                 !r.draining()

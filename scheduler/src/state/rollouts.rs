@@ -51,7 +51,13 @@ fn ensure_history(ep: &mut Endpoint, now: u64) {
 /// Makes `spec` the endpoint's newest revision: `reuse` (a kept revision
 /// with the same template) is renumbered, its replicas with it, as a
 /// Deployment's ReplicaSet is on a rollback.
-fn start_revision(ep: &mut Endpoint, spec: EndpointSpec, cause: String, reuse: Option<u64>, now: u64) {
+fn start_revision(
+    ep: &mut Endpoint,
+    spec: EndpointSpec,
+    cause: String,
+    reuse: Option<u64>,
+    now: u64,
+) {
     let next = ep.status.latest_revision + 1;
     let stable = ep.status.stable_revision;
     if let Some(old) = reuse {
@@ -129,7 +135,10 @@ impl State {
         let name = ep.metadata.name.clone();
         ep.validate()
             .map_err(|e| ApplyError::Invalid(e.to_string()))?;
-        let cur = self.endpoints.get_mut(&name).ok_or_else(|| not_found(&name))?;
+        let cur = self
+            .endpoints
+            .get_mut(&name)
+            .ok_or_else(|| not_found(&name))?;
         ensure_history(cur, now);
         let template = ep.spec.replica_template();
         if template != cur.spec.replica_template() {
@@ -167,7 +176,10 @@ impl State {
         now: u64,
         name: &str,
     ) -> Result<Applied, ApplyError> {
-        let cur = self.endpoints.get_mut(name).ok_or_else(|| not_found(name))?;
+        let cur = self
+            .endpoints
+            .get_mut(name)
+            .ok_or_else(|| not_found(name))?;
         if !cur.rolling_out() {
             return Err(ApplyError::FailedPrecondition(format!(
                 "endpoint {name:?} has no rollout to promote: revision {} serves all requests",
@@ -203,7 +215,10 @@ impl State {
         name: &str,
         to_revision: u64,
     ) -> Result<Applied, ApplyError> {
-        let cur = self.endpoints.get_mut(name).ok_or_else(|| not_found(name))?;
+        let cur = self
+            .endpoints
+            .get_mut(name)
+            .ok_or_else(|| not_found(name))?;
         ensure_history(cur, now);
         let latest = cur.status.latest_revision;
         let kept: Vec<u64> = cur.status.revisions.iter().map(|r| r.revision).collect();
@@ -411,7 +426,10 @@ mod tests {
             endpoint: Box::new(endpoint("/m/b.onnx", None)),
         });
         let ep = h.ep();
-        assert_eq!((ep.status.latest_revision, ep.status.stable_revision), (2, 1));
+        assert_eq!(
+            (ep.status.latest_revision, ep.status.stable_revision),
+            (2, 1)
+        );
         assert_eq!(
             h.replicas(),
             vec![
@@ -474,7 +492,9 @@ mod tests {
         assert_eq!(ep.canary_percent(), Some(20));
         assert!(h.replicas().iter().all(|r| !r.2), "both serve");
         assert!(h
-            .try_apply(Command::PromoteEndpoint { name: "nope".into() })
+            .try_apply(Command::PromoteEndpoint {
+                name: "nope".into()
+            })
             .is_err());
         h.apply(Command::PromoteEndpoint { name: "lin".into() });
         assert_eq!(h.phase(), Some(RolloutPhase::Complete));
