@@ -76,7 +76,10 @@ pub enum RolloutCommand {
     },
     /// A canary's revision gets all requests; the old one drains as new
     /// replicas become ready.
-    Promote { target: String, name: Option<String> },
+    Promote {
+        target: String,
+        name: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -94,7 +94,9 @@ pub fn endpoints_table(eps: &[Endpoint], gateway: Option<&str>, now_ms: u64) -> 
         })
         .collect();
     table(
-        &["NAME", "MODEL", "READY", "MIN-MAX", "TRAFFIC", "RPS", "URL", "AGE"],
+        &[
+            "NAME", "MODEL", "READY", "MIN-MAX", "TRAFFIC", "RPS", "URL", "AGE",
+        ],
         &rows,
     )
 }
@@ -229,7 +231,9 @@ fn replicas_table(e: &Endpoint) -> String {
         })
         .collect();
     table(
-        &["JOB", "PHASE", "NODE", "URL", "REVISION", "READY", "ROUTING"],
+        &[
+            "JOB", "PHASE", "NODE", "URL", "REVISION", "READY", "ROUTING",
+        ],
         &rows,
     )
 }

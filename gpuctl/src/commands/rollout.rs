@@ -144,10 +144,17 @@ fn judge(ep: &Endpoint) -> (Option<std::result::Result<String, String>>, String)
             ))),
             String::new(),
         ),
-        RolloutPhase::Canary if ep.revision_counts().iter().any(|c| c.revision == latest && c.ready > 0) => (
-            Some(Ok(format!("endpoint \"{name}\" canary: {}", r.message))),
-            String::new(),
-        ),
+        RolloutPhase::Canary
+            if ep
+                .revision_counts()
+                .iter()
+                .any(|c| c.revision == latest && c.ready > 0) =>
+        {
+            (
+                Some(Ok(format!("endpoint \"{name}\" canary: {}", r.message))),
+                String::new(),
+            )
+        }
         _ => (
             None,
             format!(
@@ -193,7 +200,12 @@ fn history(ep: &Endpoint, revision: Option<u64>) -> Result<String> {
     let (latest, stable) = (ep.status.latest_revision, ep.status.stable_revision);
     if let Some(n) = revision {
         let Some(r) = ep.status.revisions.iter().find(|r| r.revision == n) else {
-            let kept: Vec<String> = ep.status.revisions.iter().map(|r| r.revision.to_string()).collect();
+            let kept: Vec<String> = ep
+                .status
+                .revisions
+                .iter()
+                .map(|r| r.revision.to_string())
+                .collect();
             return Err(Error::Other(format!(
                 "endpoint {:?} has no revision {n} (kept: {})",
                 ep.metadata.name,
@@ -233,7 +245,10 @@ fn history(ep: &Endpoint, revision: Option<u64>) -> Result<String> {
     Ok(format!(
         "endpoint/{}\n{}",
         ep.metadata.name,
-        crate::render::table(&["REVISION", "AGE", "READY", "ROLE", "RUNS", "CAUSE"], &rows)
+        crate::render::table(
+            &["REVISION", "AGE", "READY", "ROLE", "RUNS", "CAUSE"],
+            &rows
+        )
     ))
 }
 
