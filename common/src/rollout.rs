@@ -106,6 +106,23 @@ impl Endpoint {
         vec![(latest, want), (stable, want.saturating_sub(ready_latest))]
     }
 
+    /// Whether some revision has fewer serving replicas than it should for
+    /// the desired count (one ended, or a rollout waits for a replacement).
+    pub fn short_of_replicas(&self) -> bool {
+        let counts = self.revision_counts();
+        let of = |rev: u64| {
+            counts
+                .iter()
+                .find(|c| c.revision == rev)
+                .copied()
+                .unwrap_or_default()
+        };
+        let ready_latest = of(self.status.latest_revision).ready;
+        self.revision_targets(self.status.desired_replicas, ready_latest)
+            .iter()
+            .any(|&(rev, n)| of(rev).replicas < n)
+    }
+
     /// The traffic split in words, for `get` and `describe`:
     /// `r3 80% r4 20%`, or `r2 100%`.
     pub fn traffic_summary(&self) -> String {

@@ -216,7 +216,10 @@ fn a_new_model_rolls_out_under_load_without_a_failed_request_and_a_crashing_one_
     apply(&dev, &yaml(&testdata("linear.onnx"), ""));
     let (code, out, err) = rollout_status(&dev);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("successfully rolled out (revision 1)"), "{out}");
+    assert!(
+        out.contains("successfully rolled out (revision 1)"),
+        "{out}"
+    );
     eventually(Duration::from_secs(30), "revision 1 to answer", || {
         (infer(&gw) == Ok(Answer::V1)).then_some(())
     });
@@ -233,16 +236,26 @@ fn a_new_model_rolls_out_under_load_without_a_failed_request_and_a_crashing_one_
     apply(&dev, &yaml(&testdata("linear_v2.onnx"), ""));
     let (code, out, err) = rollout_status(&dev);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("successfully rolled out (revision 2)"), "{out}");
+    assert!(
+        out.contains("successfully rolled out (revision 2)"),
+        "{out}"
+    );
     // The old replica drains (its in-flight requests finish) and goes.
-    eventually(Duration::from_secs(60), "the old replica to be stopped", || {
-        let jobs = replica_jobs(&dev);
-        (!jobs.iter().any(|j| old_jobs.contains(j))).then_some(())
-    });
+    eventually(
+        Duration::from_secs(60),
+        "the old replica to be stopped",
+        || {
+            let jobs = replica_jobs(&dev);
+            (!jobs.iter().any(|j| old_jobs.contains(j))).then_some(())
+        },
+    );
     let old_gone = Instant::now();
     std::thread::sleep(Duration::from_secs(1));
     let answers = load.stop();
-    let failed: Vec<&String> = answers.iter().filter_map(|(_, a)| a.as_ref().err()).collect();
+    let failed: Vec<&String> = answers
+        .iter()
+        .filter_map(|(_, a)| a.as_ref().err())
+        .collect();
     assert!(
         failed.is_empty(),
         "{} of {} requests failed, e.g. {:?}",
@@ -326,18 +339,29 @@ fn a_canary_gets_its_share_until_promoted_and_undo_brings_the_old_model_back() {
     let table = dev.ok(&["get", "endpoints"]);
     assert!(table.contains("r1 80% r2 20%"), "{table}");
     let describe = dev.ok(&["describe", "endpoint", "linear"]);
-    assert!(describe.contains("Canary") && describe.contains("r2: 1/1 ready"), "{describe}");
+    assert!(
+        describe.contains("Canary") && describe.contains("r2: 1/1 ready"),
+        "{describe}"
+    );
     let history = dev.ok(&["rollout", "history", "endpoint/linear"]);
-    assert!(history.contains("rolling out") && history.contains("linear_v2.onnx"), "{history}");
+    assert!(
+        history.contains("rolling out") && history.contains("linear_v2.onnx"),
+        "{history}"
+    );
 
     // Promote: all requests to revision 2, revision 1 drains.
     dev.ok(&["rollout", "promote", "endpoint/linear"]);
     let (code, out, err) = rollout_status(&dev);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("successfully rolled out (revision 2)"), "{out}");
-    eventually(Duration::from_secs(30), "revision 1's replica to go", || {
-        (replica_jobs(&dev).len() == 1).then_some(())
-    });
+    assert!(
+        out.contains("successfully rolled out (revision 2)"),
+        "{out}"
+    );
+    eventually(
+        Duration::from_secs(30),
+        "revision 1's replica to go",
+        || (replica_jobs(&dev).len() == 1).then_some(()),
+    );
     for _ in 0..20 {
         assert_eq!(infer(&gw), Ok(Answer::V2));
     }
@@ -350,11 +374,16 @@ fn a_canary_gets_its_share_until_promoted_and_undo_brings_the_old_model_back() {
 
     // Undo: revision 1's model comes back as revision 3.
     let out = dev.ok(&["rollout", "undo", "endpoint/linear"]);
-    assert!(out.contains("revision 3 (rolled back to revision 1)"), "{out}");
+    assert!(
+        out.contains("revision 3 (rolled back to revision 1)"),
+        "{out}"
+    );
     assert_eq!(rollout_status(&dev).0, 0);
-    eventually(Duration::from_secs(30), "revision 2's replica to go", || {
-        (replica_jobs(&dev).len() == 1).then_some(())
-    });
+    eventually(
+        Duration::from_secs(30),
+        "revision 2's replica to go",
+        || (replica_jobs(&dev).len() == 1).then_some(()),
+    );
     for _ in 0..20 {
         assert_eq!(infer(&gw), Ok(Answer::V1));
     }

@@ -229,7 +229,7 @@ impl Loads {
                     replicas: d.desired,
                     reason: d.reason.to_string(),
                 });
-            } else if (ended || live.len() < ep.status.desired_replicas as usize)
+            } else if (ended || ep.short_of_replicas())
                 && ep.status.backoff_until_ms.is_none_or(|t| now_ms >= t)
                 && e.last_replace
                     .is_none_or(|t| now.duration_since(t) >= REPLACE_EVERY)
