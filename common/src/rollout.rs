@@ -83,7 +83,7 @@ impl Endpoint {
             out[i].replicas += 1;
             out[i].ready += u32::from(r.ready);
         }
-        out.sort_by(|a, b| b.revision.cmp(&a.revision));
+        out.sort_by_key(|c| std::cmp::Reverse(c.revision));
         out
     }
 

@@ -115,8 +115,8 @@ fn infer(gw: &Gw) -> Result<Answer, String> {
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
     let v: serde_json::Value = serde_json::from_str(body).map_err(|e| format!("{e}: {body}"))?;
     match v["outputs"][0]["data"][0].as_f64() {
-        Some(x) if x == 9.5 => Ok(Answer::V1),
-        Some(x) if x == 10.5 => Ok(Answer::V2),
+        Some(9.5) => Ok(Answer::V1),
+        Some(10.5) => Ok(Answer::V2),
         _ => Err(format!("unexpected answer {body}")),
     }
 }
@@ -165,17 +165,20 @@ fn replica_jobs(dev: &DevCluster) -> Vec<String> {
         .collect()
 }
 
+/// Each request's answer, with when it was sent.
+type Answers = Vec<(Instant, Result<Answer, String>)>;
+
 /// Each request's answer and when it was sent, from clients that run until stopped.
 struct Load {
     stop: Arc<AtomicBool>,
-    answers: Arc<Mutex<Vec<(Instant, Result<Answer, String>)>>>,
+    answers: Arc<Mutex<Answers>>,
     clients: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Load {
     fn start(gw: &Gw, clients: usize) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
-        let answers: Arc<Mutex<Vec<(Instant, Result<Answer, String>)>>> = Arc::default();
+        let answers: Arc<Mutex<Answers>> = Arc::default();
         let clients = (0..clients)
             .map(|_| {
                 let (gw, stop, answers) = (gw.clone(), stop.clone(), answers.clone());
@@ -199,7 +202,7 @@ impl Load {
         }
     }
 
-    fn stop(self) -> Vec<(Instant, Result<Answer, String>)> {
+    fn stop(self) -> Answers {
         self.stop.store(true, Ordering::Relaxed);
         for c in self.clients {
             c.join().expect("client thread");
