@@ -65,6 +65,12 @@ pub struct EndpointSpec {
     /// server or SGLang: the gateway routes `/v1/...` to it by the body's `model`).
     #[serde(default, skip_serializing_if = "EndpointProtocol::is_v2")]
     pub protocol: EndpointProtocol,
+    /// KServe's field: while a new revision rolls out, the share of requests
+    /// (0-100) it gets; the previous revision keeps the rest until
+    /// `gpuctl rollout promote`. Absent: the new revision takes all traffic
+    /// as its replicas become ready, and the old ones drain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_traffic_percent: Option<u32>,
 }
 
 /// The API an endpoint's replicas serve.
@@ -96,6 +102,18 @@ impl EndpointProtocol {
 }
 
 impl EndpointSpec {
+    /// The part of the spec that decides what a replica runs (model, server,
+    /// resources, batching, protocol): a change to it makes a new revision.
+    /// Autoscaling bounds, API keys and the canary share are left out.
+    pub fn replica_template(&self) -> EndpointSpec {
+        EndpointSpec {
+            autoscaling: Autoscaling::default(),
+            auth: None,
+            canary_traffic_percent: None,
+            ..self.clone()
+        }
+    }
+
     /// Whether replicas serve HTTPS (the built-in model server always does;
     /// a server of the user's own unless `server.tls: false`).
     pub fn serves_tls(&self) -> bool {
@@ -266,6 +284,94 @@ pub struct EndpointStatus {
     /// by the server from `spec.auth`'s Secret when the endpoint is read.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub api_key_hashes: Vec<String>,
+    /// The newest revision (what the spec asks replicas to run); revisions
+    /// count from 1, and each change of [`EndpointSpec::replica_template`]
+    /// makes the next.
+    #[serde(default, skip_serializing_if = "is_zero64")]
+    pub latest_revision: u64,
+    /// The revision last rolled out in full; differs from `latest_revision`
+    /// while a rollout (or a canary) is under way.
+    #[serde(default, skip_serializing_if = "is_zero64")]
+    pub stable_revision: u64,
+    /// Past and present revisions, oldest first (the last
+    /// [`REVISION_HISTORY_LIMIT`], and any that still has replicas).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revisions: Vec<Revision>,
+    /// The latest rollout: where it is, and why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+}
+
+fn is_zero64(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Revisions kept for `gpuctl rollout history` and `undo` (as a Deployment's
+/// `revisionHistoryLimit`).
+pub const REVISION_HISTORY_LIMIT: usize = 10;
+/// A rollout is reported failed once this many replicas of the new revision
+/// in a row ended before they became ready.
+pub const ROLLOUT_FAILED_AFTER: u32 = 3;
+
+/// One revision of an endpoint: what its replicas run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Revision {
+    pub revision: u64,
+    /// The spec as applied when the revision was made (its
+    /// [`EndpointSpec::replica_template`] is what replicas run).
+    pub spec: EndpointSpec,
+    pub created_ms: u64,
+    /// Why it was made: "applied", "rolled back to revision 2", ...
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cause: String,
+}
+
+/// Where a rollout stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RolloutPhase {
+    /// New replicas are starting; the old revision serves until they are ready.
+    Progressing,
+    /// The new revision takes `canaryTrafficPercent` of requests until promoted.
+    Canary,
+    /// Every serving replica runs the latest revision.
+    Complete,
+    /// Replicas of the new revision keep ending before they are ready; the
+    /// old revision keeps serving (new replicas are still tried, backing off).
+    Failed,
+}
+
+impl std::fmt::Display for RolloutPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RolloutPhase::Progressing => "Progressing",
+            RolloutPhase::Canary => "Canary",
+            RolloutPhase::Complete => "Complete",
+            RolloutPhase::Failed => "Failed",
+        })
+    }
+}
+
+/// The latest rollout of an endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// The revision rolled out from (the stable one when it started).
+    pub from_revision: u64,
+    pub to_revision: u64,
+    pub phase: RolloutPhase,
+    /// In words: progress, or why it failed (the replica's last message).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// Replicas of `to_revision` that ended in a row before becoming ready.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failures: u32,
+    /// Why the last replica of `to_revision` that ended before it was ready ended.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_failure: String,
+    pub started_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_ms: Option<u64>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -305,6 +411,14 @@ pub struct ReplicaStatus {
     /// plaintext replica or a node started with `--insecure`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// The endpoint revision whose spec the replica runs (0: made before
+    /// revisions were kept, taken as the stable one).
+    #[serde(default, skip_serializing_if = "is_zero64")]
+    pub revision: u64,
+    /// A gateway found it ready (it answered its readiness path); a
+    /// rollout drains old replicas only as new ones become ready.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ready: bool,
 }
 
 impl ReplicaStatus {
@@ -471,6 +585,14 @@ impl Endpoint {
                 "spec.autoscaling.scaleToZeroAfterSeconds",
                 "more than a week is absurd",
             ));
+        }
+        if let Some(p) = s.canary_traffic_percent {
+            if p > 100 {
+                return Err(FieldError::new(
+                    "spec.canaryTrafficPercent",
+                    format!("must be between 0 and 100, got {p}"),
+                ));
+            }
         }
         let b = &s.batching;
         if b.max_batch_size == 0 || b.max_batch_size > 4096 {

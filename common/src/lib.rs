@@ -20,6 +20,7 @@ pub mod field;
 pub mod manifest;
 pub mod node;
 pub mod queue;
+pub mod rollout;
 pub mod secret;
 pub mod secret_ref;
 pub mod xid;

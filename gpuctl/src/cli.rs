@@ -43,6 +43,45 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `gpuctl rollout ...`; each names `endpoint/NAME` (or `endpoint NAME`).
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Wait until the latest rollout is complete (exit 0), a canary's new
+    /// revision is ready and takes its share (exit 0), the rollout failed
+    /// (exit 1, with the replicas' reason) or the timeout passed (exit 124).
+    Status {
+        target: String,
+        name: Option<String>,
+        /// How long to wait, e.g. 60s, 5m; 0 waits for ever.
+        #[arg(long, default_value = "0s")]
+        timeout: HumanDuration,
+        /// Print where it stands once, without waiting.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// The endpoint's revisions (or one with --revision: its spec as YAML).
+    History {
+        target: String,
+        name: Option<String>,
+        #[arg(long)]
+        revision: Option<u64>,
+    },
+    /// Roll back to the previous revision, or to --to-revision N: its
+    /// template becomes the newest revision and rolls out.
+    Undo {
+        target: String,
+        name: Option<String>,
+        #[arg(long)]
+        to_revision: Option<u64>,
+    },
+    /// A canary's revision gets all requests; the old one drains as new
+    /// replicas become ready.
+    Promote {
+        target: String,
+        name: Option<String>,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create the objects in files or folders (*.yaml, *.yml, *.json).
@@ -149,6 +188,12 @@ pub enum Command {
         /// How long to wait, e.g. 60s, 2m, 500ms; 0 waits for ever.
         #[arg(long, default_value = "60s")]
         timeout: HumanDuration,
+    },
+    /// An endpoint's rollouts, as `kubectl rollout`: status, history, undo,
+    /// and promote (a canary's revision gets all requests).
+    Rollout {
+        #[command(subcommand)]
+        command: RolloutCommand,
     },
     /// Start a whole cluster on this machine (scheduler + simulated GPU nodes).
     Dev(DevFlags),

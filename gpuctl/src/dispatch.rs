@@ -5,7 +5,7 @@ use crate::cli::{is_workflow_word, AdminCommand, Cli, ClusterCommand, Command};
 use crate::client::{self, Bearer, Conn};
 use crate::commands::ctx::Ctx;
 use crate::commands::{
-    apply, cancel, cluster, cordon, get, identity, logs, node_ca, suspend, top, wait,
+    apply, cancel, cluster, cordon, get, identity, logs, node_ca, rollout, suspend, top, wait,
 };
 use crate::config::{self, EnvVars};
 use crate::error::{Error, Result};
@@ -116,6 +116,7 @@ pub async fn run(cli: Cli, env: &EnvVars) -> Result<u8> {
             reason,
         } => cordon::cmd_drain(&mut cx, &node, timeout.duration, reason.as_deref()).await,
         Command::Wait { job, timeout } => wait::cmd_wait(&mut cx, &job, &timeout).await,
+        Command::Rollout { command } => rollout::cmd_rollout(&mut cx, command).await,
         Command::Login => {
             identity::cmd_login(&mut cx, cli.token, env.config_dir().as_deref()).await
         }

@@ -69,6 +69,16 @@ fn ready(ep: &Endpoint) -> usize {
     ep.status.replicas.iter().filter(|r| r.serving()).count()
 }
 
+/// The traffic split by revision (`r1 80% r2 20%`), `-` before revisions.
+fn traffic(e: &Endpoint) -> String {
+    let t = e.traffic_summary();
+    if t.is_empty() {
+        "-".into()
+    } else {
+        t
+    }
+}
+
 /// `gpuctl get endpoints`.
 pub fn endpoints_table(eps: &[Endpoint], gateway: Option<&str>, now_ms: u64) -> String {
     let rows: Vec<Vec<String>> = eps
@@ -80,6 +90,7 @@ pub fn endpoints_table(eps: &[Endpoint], gateway: Option<&str>, now_ms: u64) -> 
                 what(e),
                 format!("{}/{}", ready(e), e.status.desired_replicas),
                 format!("{}-{}", a.min_replicas, a.max_replicas),
+                traffic(e),
                 format!("{:.1}", e.status.requests_per_second),
                 endpoint_url(e, gateway),
                 format_age(e.metadata.creation_timestamp_ms, now_ms),
@@ -87,7 +98,9 @@ pub fn endpoints_table(eps: &[Endpoint], gateway: Option<&str>, now_ms: u64) -> 
         })
         .collect();
     table(
-        &["NAME", "MODEL", "READY", "MIN-MAX", "RPS", "URL", "AGE"],
+        &[
+            "NAME", "MODEL", "READY", "MIN-MAX", "TRAFFIC", "RPS", "URL", "AGE",
+        ],
         &rows,
     )
 }
@@ -153,6 +166,34 @@ pub fn describe_endpoint(e: &Endpoint, gateway: Option<&str>, now_ms: u64) -> St
     if let Some(r) = &e.status.reason {
         kv("Last scaled", r.clone());
     }
+    if e.status.latest_revision > 0 {
+        kv(
+            "Revision",
+            format!(
+                "{} (stable {}); traffic {}",
+                e.status.latest_revision,
+                e.status.stable_revision,
+                traffic(e)
+            ),
+        );
+        let per_rev: Vec<String> = e
+            .revision_counts()
+            .iter()
+            .map(|c| format!("r{}: {}/{} ready", c.revision, c.ready, c.replicas))
+            .collect();
+        if !per_rev.is_empty() {
+            kv("Revisions", per_rev.join(", "));
+        }
+    }
+    if let Some(r) = &e.status.rollout {
+        kv(
+            "Rollout",
+            format!(
+                "{} → {}: {} ({})",
+                r.from_revision, r.to_revision, r.phase, r.message
+            ),
+        );
+    }
     if let Some(until) = e.status.backoff_until_ms.filter(|&t| t > now_ms) {
         kv(
             "Back-off",
@@ -187,11 +228,18 @@ fn replicas_table(e: &Endpoint) -> String {
                 r.phase.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
                 r.node.clone().unwrap_or_else(|| "-".into()),
                 r.url.clone().unwrap_or_else(|| "-".into()),
+                e.replica_revision(r).to_string(),
+                if r.ready { "yes" } else { "no" }.into(),
                 if r.draining() { "draining" } else { "serving" }.into(),
             ]
         })
         .collect();
-    table(&["JOB", "PHASE", "NODE", "URL", "ROUTING"], &rows)
+    table(
+        &[
+            "JOB", "PHASE", "NODE", "URL", "REVISION", "READY", "ROUTING",
+        ],
+        &rows,
+    )
 }
 
 #[cfg(test)]

@@ -292,6 +292,7 @@ pub async fn run(
                         drained: Vec::new(),
                         latency_p50_ms: 0.0,
                         latency_p99_ms: 0.0,
+                        ready: Vec::new(),
                     }],
                 };
                 schedulers.report(req).await;
@@ -313,6 +314,7 @@ pub async fn run(
             _ = tokio::time::sleep_until(report_at) => {
                 last_report = Instant::now();
                 let drained = drained_now(&gateway, &known, &draining);
+                let ready = ready_jobs(&known, &probes);
                 let mut loads = Vec::new();
                 for name in gateway.endpoint_names() {
                     let served = gateway.served(&name);
@@ -329,6 +331,7 @@ pub async fn run(
                         drained: drained.get(&name).cloned().unwrap_or_default(),
                         latency_p50_ms: latency(0.5),
                         latency_p99_ms: latency(0.99),
+                        ready: ready.get(&name).cloned().unwrap_or_default(),
                     });
                 }
                 if !loads.is_empty() {
@@ -451,6 +454,23 @@ fn apply_routes(
             .filter(|u| ready.and_then(|m| m.get(u)).copied().unwrap_or(false))
             .collect();
         gateway.set_replicas(name, urls.clone());
+        // A canary: its share of requests to the latest revision's replicas.
+        let latest = ep.status.latest_revision;
+        let split = ep.canary_percent().map(|p| {
+            let canary = ep
+                .status
+                .replicas
+                .iter()
+                .filter(|r| ep.replica_revision(r) == latest);
+            (
+                p,
+                canary
+                    .filter_map(|r| r.url.clone())
+                    .filter(|u| urls.contains(u))
+                    .collect(),
+            )
+        });
+        gateway.set_split(name, split);
         gateway.set_openai(name, ep.spec.protocol == EndpointProtocol::OpenAi);
         gateway.set_desired(name, ep.status.desired_replicas);
         gateway.set_api_keys(
@@ -469,6 +489,33 @@ fn apply_routes(
             .map(|t| Duration::from_millis(t - now));
         gateway.set_backoff(name, backoff);
     }
+}
+
+/// Replica jobs this gateway found ready and has not seen draining, by
+/// endpoint: the leader marks them ready, and a rollout moves on.
+fn ready_jobs(
+    known: &[Endpoint],
+    probes: &HashMap<String, HashMap<String, bool>>,
+) -> HashMap<String, Vec<String>> {
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    for ep in known {
+        let Some(m) = probes.get(&ep.metadata.name) else {
+            continue;
+        };
+        for r in ep
+            .status
+            .replicas
+            .iter()
+            .filter(|r| !r.ready && r.serving())
+        {
+            if r.url.as_deref().is_some_and(|u| m.get(u) == Some(&true)) {
+                out.entry(ep.metadata.name.clone())
+                    .or_default()
+                    .push(r.job.clone());
+            }
+        }
+    }
+    out
 }
 
 /// Draining replicas with no request in flight here, by endpoint.

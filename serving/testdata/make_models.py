@@ -8,6 +8,8 @@ a dynamic first (batch) dimension named "batch" so the model server can batch re
 - add_mul.onnx: a, b FP32 [-1,4]  -> sum = a + b, product = a * b      (FP32 [-1,4])
 - linear.onnx:  x FP32 [-1,3]     -> y = x @ W + bias                  (FP32 [-1,2])
                 W = [[1,2],[3,4],[5,6]], bias = [0.5,-0.5]
+- linear_v2.onnx: the same with bias = [1.5,-1.5], so a rollout's two revisions
+                answer differently (the rollout tests)
 - int_bool.onnx: x INT64 [-1,3], mask BOOL [-1,3]
                 -> masked = where(mask, x, 0) (INT64 [-1,3]), positive = x > 0 (BOOL [-1,3])
 - mlp.onnx:     x FP32 [-1,16]  -> relu(relu(x @ W1) @ W2) @ W3 = y (FP32 [-1,10]), a small MLP
@@ -50,11 +52,11 @@ def add_mul():
     save(helper.make_model(graph, opset_imports=OPSET, producer_name="gpuctl-testdata"), "add_mul.onnx")
 
 
-def linear():
+def linear(bias_values=(0.5, -0.5), name="linear.onnx"):
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])
     w = numpy_helper.from_array(np.array([[1, 2], [3, 4], [5, 6]], dtype=np.float32), "W")
-    bias = numpy_helper.from_array(np.array([0.5, -0.5], dtype=np.float32), "bias")
+    bias = numpy_helper.from_array(np.array(bias_values, dtype=np.float32), "bias")
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Add", ["xw", "bias"], ["y"])],
         "linear",
@@ -62,7 +64,7 @@ def linear():
         [y],
         initializer=[w, bias],
     )
-    save(helper.make_model(graph, opset_imports=OPSET, producer_name="gpuctl-testdata"), "linear.onnx")
+    save(helper.make_model(graph, opset_imports=OPSET, producer_name="gpuctl-testdata"), name)
 
 
 def int_bool():
@@ -112,6 +114,7 @@ def mlp(hidden=1024, file="mlp.onnx"):
 if __name__ == "__main__":
     add_mul()
     linear()
+    linear((1.5, -1.5), "linear_v2.onnx")
     int_bool()
     mlp()
     mlp(2048, "mlp_wide.onnx")

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use gpuctl_common::api::{Job, Manifest};
 use gpuctl_proto::v1::ApplyRequest;
 
-use crate::cli::SubmitFlags;
+use crate::cli::{Kind, SubmitFlags};
 use crate::client::create;
 use crate::commands::ctx::{decode, Ctx};
 use crate::error::{Error, Result, EXIT_FAILURE};
@@ -56,7 +56,13 @@ pub(crate) async fn cmd_apply(cx: &mut Ctx, files: &[String]) -> Result<u8> {
             ..Default::default()
         };
         let verb = match &l.manifest {
-            Manifest::Job(_) | Manifest::Endpoint(_) => "created",
+            Manifest::Job(_) => "created",
+            // Applied again, an endpoint is updated (a rollout when what its
+            // replicas run changed), as kubectl says "configured".
+            Manifest::Endpoint(_) => match cx.get_raw(Kind::Endpoints, Some(&name)).await {
+                Ok(_) => "configured",
+                Err(_) => "created",
+            },
             Manifest::Queue(_) | Manifest::Secret(_) => "configured",
         };
         match create(&mut cx.conn, &req).await {

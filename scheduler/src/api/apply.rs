@@ -157,11 +157,31 @@ impl Api {
                 }
             }
             Manifest::Endpoint(ep) => {
-                if !repeated {
-                    self.check_new_endpoint(source, ep)?;
+                let exists = self.state().endpoints.contains_key(&ep.metadata.name);
+                if exists {
+                    // Applied again: a rollout when what replicas run changed.
+                    // The same rule as deleting it: its owner, their team
+                    // lead, an admin.
+                    self.check(
+                        who,
+                        &Action::Stop {
+                            verb: "update",
+                            kind: "endpoint",
+                            name: &ep.metadata.name,
+                        },
+                    )?;
                 }
-                Command::CreateEndpoint {
-                    endpoint: Box::new(ep.clone()),
+                if !repeated {
+                    self.check_endpoint(source, ep, !exists)?;
+                }
+                if exists {
+                    Command::UpdateEndpoint {
+                        endpoint: Box::new(ep.clone()),
+                    }
+                } else {
+                    Command::CreateEndpoint {
+                        endpoint: Box::new(ep.clone()),
+                    }
                 }
             }
             Manifest::Queue(queue) => Command::PutQueue {
@@ -200,11 +220,11 @@ impl Api {
         Ok(())
     }
 
-    /// A new endpoint's name must be free, and some node must be able to run
-    /// one replica.
-    fn check_new_endpoint(&self, source: &str, ep: &Endpoint) -> Result<(), Status> {
+    /// A new endpoint's name must be free (`new`), and some node must be able
+    /// to run one replica.
+    fn check_endpoint(&self, source: &str, ep: &Endpoint, new: bool) -> Result<(), Status> {
         let st = self.state();
-        if st.endpoints.contains_key(&ep.metadata.name) {
+        if new && st.endpoints.contains_key(&ep.metadata.name) {
             return Err(Status::already_exists(format!(
                 "{source}: endpoint {:?} already exists; delete it first (gpuctl delete endpoint {})",
                 ep.metadata.name, ep.metadata.name

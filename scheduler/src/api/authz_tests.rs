@@ -415,3 +415,30 @@ fn a_secret_is_used_replaced_and_deleted_only_within_its_team() {
     .is_err());
     check(&Principal::Anonymous, Action::UseSecret { name: "legacy" }).unwrap();
 }
+
+#[test]
+fn endpoint_rollouts_and_updates_are_for_its_owner_team_lead_or_an_admin() {
+    let mut st = state();
+    let mut ep = gpuctl_testkit::endpoint("serve").build();
+    ep.metadata.owner = Some("alice".into());
+    st.endpoints.insert("serve".into(), ep);
+    let bob = user("bob", "vision", Role::User, false);
+    let viewer = user("vera", "nlp", Role::Viewer, false);
+    for verb in ["update", "rollout promote", "rollout undo"] {
+        let a = stop(verb, "endpoint", "serve");
+        assert_eq!(
+            authorize(&bob, &a, &st),
+            Err(Denied(format!(
+                "user \"bob\" may not {verb} endpoint \"serve\" (owner \"alice\")"
+            )))
+        );
+        assert!(authorize(&viewer, &a, &st).is_err());
+        for ok in [
+            user("alice", "nlp", Role::User, false),
+            user("carol", "nlp", Role::User, true),
+            user("root", "", Role::Admin, false),
+        ] {
+            assert_eq!(authorize(&ok, &a, &st), Ok(()), "{ok:?} {verb}");
+        }
+    }
+}

@@ -166,6 +166,14 @@ impl Control for Api {
         Ok(Response::new(self.audit_call(&md, r).await?))
     }
 
+    async fn rollout(
+        &self,
+        req: Request<pb::RolloutRequest>,
+    ) -> Result<Response<pb::RolloutResponse>, Status> {
+        let (md, _, r) = req.into_parts();
+        Ok(Response::new(self.rollout_call(&md, r).await?))
+    }
+
     async fn report_load(
         &self,
         req: Request<pb::ReportLoadRequest>,

@@ -49,6 +49,7 @@ mod nodes;
 pub mod peers;
 pub mod proposer;
 pub mod raft_peer;
+mod rollout;
 mod workflows;
 
 pub use peers::Peers;

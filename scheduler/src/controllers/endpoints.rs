@@ -57,6 +57,8 @@ struct GatewayReport {
     rps: f64,
     latency: (f64, f64),
     drained: BTreeSet<String>,
+    /// Replica jobs it found ready.
+    ready: BTreeSet<String>,
 }
 
 /// A gateway not heard from for this long no longer counts (it stopped, or
@@ -75,6 +77,7 @@ impl EndpointLoad {
                 rps: finite(l.requests_per_second),
                 latency: (finite(l.latency_p50_ms), finite(l.latency_p99_ms)),
                 drained: l.drained.iter().cloned().collect(),
+                ready: l.ready.iter().cloned().collect(),
             },
         );
         self.gateways
@@ -93,6 +96,14 @@ impl EndpointLoad {
         self.drained = live.fold(first, |acc, g| {
             acc.intersection(&g.drained).cloned().collect()
         });
+    }
+
+    /// Replica jobs some live gateway found ready.
+    fn ready(&self) -> BTreeSet<&str> {
+        self.gateways
+            .values()
+            .flat_map(|g| g.ready.iter().map(String::as_str))
+            .collect()
     }
 }
 
@@ -225,7 +236,7 @@ impl Loads {
                     replicas: d.desired,
                     reason: d.reason.to_string(),
                 });
-            } else if (ended || live.len() < ep.status.desired_replicas as usize)
+            } else if (ended || ep.short_of_replicas())
                 && ep.status.backoff_until_ms.is_none_or(|t| now_ms >= t)
                 && e.last_replace
                     .is_none_or(|t| now.duration_since(t) >= REPLACE_EVERY)
@@ -235,6 +246,21 @@ impl Loads {
                     name: name.clone(),
                     replicas: ep.status.desired_replicas,
                     reason: "replacing a replica that ended".into(),
+                });
+            }
+            // Replicas a gateway found ready: a rollout moves on.
+            let ready = e.ready();
+            let newly: Vec<String> = ep
+                .status
+                .replicas
+                .iter()
+                .filter(|r| !r.ready && ready.contains(r.job.as_str()))
+                .map(|r| r.job.clone())
+                .collect();
+            if !newly.is_empty() {
+                cmds.push(Command::ReplicasReady {
+                    endpoint: name.clone(),
+                    jobs: newly,
                 });
             }
             for r in ep.status.replicas.iter() {
@@ -653,6 +679,7 @@ mod tests {
                 drained: drained.iter().map(|d| d.to_string()).collect(),
                 latency_p50_ms: c,
                 latency_p99_ms: c * 10.0,
+                ready: vec![],
             }],
         };
         let sums = |loads: &Loads| {

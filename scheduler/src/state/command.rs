@@ -136,6 +136,17 @@ pub enum Command {
     SuspendWorkflow { name: String },
     /// `gpuctl resume`: steps start again and waiting `suspend` steps end.
     ResumeWorkflow { name: String },
+    /// An endpoint applied again: a changed replica template rolls out as a
+    /// new revision.
+    UpdateEndpoint {
+        endpoint: Box<gpuctl_common::endpoint::Endpoint>,
+    },
+    /// The rolling-out revision of an endpoint gets all requests.
+    PromoteEndpoint { name: String },
+    /// Roll an endpoint back to revision `to_revision` (0: the previous one).
+    UndoEndpoint { name: String, to_revision: u64 },
+    /// Gateways found these replicas of an endpoint ready.
+    ReplicasReady { endpoint: String, jobs: Vec<String> },
 }
 
 impl Command {
@@ -169,6 +180,10 @@ impl Command {
             Command::RevokeToken { .. } => "RevokeToken",
             Command::SuspendWorkflow { .. } => "SuspendWorkflow",
             Command::ResumeWorkflow { .. } => "ResumeWorkflow",
+            Command::UpdateEndpoint { .. } => "UpdateEndpoint",
+            Command::PromoteEndpoint { .. } => "PromoteEndpoint",
+            Command::UndoEndpoint { .. } => "UndoEndpoint",
+            Command::ReplicasReady { .. } => "ReplicasReady",
         }
     }
 }

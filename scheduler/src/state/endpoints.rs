@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 
 use gpuctl_common::api::{push_event, Job, JobSpec, TaskPhase, TaskSpec, Topology, API_VERSION};
 use gpuctl_common::endpoint::{
-    crash_loop_backoff_ms, Endpoint, EndpointStatus, ReplicaStatus, CRASH_LOOP_RESET_MS,
+    crash_loop_backoff_ms, Endpoint, EndpointStatus, ReplicaStatus, Revision, CRASH_LOOP_RESET_MS,
     ENDPOINT_LABEL,
 };
 
@@ -116,14 +116,14 @@ pub fn finite(v: f64) -> f64 {
 }
 
 impl State {
-    fn touch_endpoint(&mut self, index: u64, name: &str) {
+    pub(super) fn touch_endpoint(&mut self, index: u64, name: &str) {
         if let Some(e) = self.endpoints.get_mut(name) {
             e.metadata.resource_version = Some(index);
         }
         self.mark_dirty(ObjKey::Endpoint(name.to_string()));
     }
 
-    fn endpoint_applied(&self, name: &str) -> Applied {
+    pub(super) fn endpoint_applied(&self, name: &str) -> Applied {
         self.endpoint_view(name)
             .map(|e| Applied::Endpoint(Box::new(e)))
             .unwrap_or(Applied::Nothing)
@@ -158,6 +158,14 @@ impl State {
         e.metadata.uid = Some(index);
         e.metadata.creation_timestamp_ms = Some(now);
         e.status = Default::default();
+        e.status.latest_revision = 1;
+        e.status.stable_revision = 1;
+        e.status.revisions = vec![Revision {
+            revision: 1,
+            spec: e.spec.clone(),
+            created_ms: now,
+            cause: "created".into(),
+        }];
         push_event(
             &mut e.status.events,
             now,
@@ -208,7 +216,7 @@ impl State {
 
     /// Bring the endpoint's replica jobs to `want` serving replicas (clamped to the
     /// endpoint's bounds).
-    fn reconcile_endpoint(
+    pub(super) fn reconcile_endpoint(
         &mut self,
         index: u64,
         now: u64,
@@ -225,10 +233,45 @@ impl State {
         let a = &ep.spec.autoscaling;
         let want = want.clamp(a.min_replicas, a.max_replicas);
         let old_desired = ep.status.desired_replicas;
+        let latest = ep.status.latest_revision;
         let mut plan = ReplicaPlan::new(&ep.status);
         let backing_off = plan.drop_ended(&self.jobs, now);
-        plan.add_replicas(&self.jobs, name, ep, want, backing_off, now);
-        plan.remove_extra(&self.jobs, want, now);
+        let ready_latest = plan
+            .replicas
+            .iter()
+            .filter(|r| !r.draining() && r.ready && plan.revision_of(r) == latest)
+            .count() as u32;
+        let mut targets = ep.revision_targets(want, ready_latest);
+        for r in &plan.replicas {
+            let rev = plan.revision_of(r);
+            if !targets.iter().any(|(t, _)| *t == rev) {
+                targets.push((rev, 0));
+            }
+        }
+        for &(rev, n) in &targets {
+            // A revision dropped from the history has no spec: it only shrinks.
+            if let Some(spec) = ep.revision_spec(rev) {
+                let mut of_rev = ep.clone();
+                of_rev.spec = spec.clone();
+                plan.add_replicas(&self.jobs, name, &of_rev, rev, n, backing_off, now);
+            }
+        }
+        // Revived replicas may be ready: the old revision's share follows.
+        let ready_now = plan
+            .replicas
+            .iter()
+            .filter(|r| !r.draining() && r.ready && plan.revision_of(r) == latest)
+            .count() as u32;
+        if ready_now != ready_latest {
+            for (rev, n) in ep.revision_targets(want, ready_now) {
+                if let Some(t) = targets.iter_mut().find(|(r, _)| *r == rev) {
+                    t.1 = n;
+                }
+            }
+        }
+        for &(rev, n) in &targets {
+            plan.remove_extra(&self.jobs, rev, n, now);
+        }
         let ReplicaPlan {
             replicas,
             serial,
@@ -237,6 +280,7 @@ impl State {
             mut events,
             remove_jobs,
             new_jobs,
+            ended_unready,
             ..
         } = plan;
 
@@ -254,6 +298,12 @@ impl State {
         ep.status.consecutive_failures = failures;
         ep.status.backoff_until_ms = backoff_until;
         ep.status.desired_replicas = want;
+        let ended: Vec<String> = ended_unready
+            .into_iter()
+            .filter(|(rev, _)| *rev == latest)
+            .map(|(_, why)| why)
+            .collect();
+        events.extend(ep.settle_rollout(&ended, want, now));
         if want != old_desired {
             ep.status.reason = Some(reason.to_string());
             push_event(
@@ -334,6 +384,11 @@ struct ReplicaPlan {
     new_jobs: Vec<Job>,
     /// A replica ended in this apply (the back-off event is recorded once).
     newly_failed: bool,
+    /// The revision of replicas made before revisions were kept.
+    stable: u64,
+    /// Replicas not draining that ended before a gateway found them ready:
+    /// their revision, and why they ended.
+    ended_unready: Vec<(u64, String)>,
 }
 
 impl ReplicaPlan {
@@ -347,22 +402,41 @@ impl ReplicaPlan {
             remove_jobs: Vec::new(),
             new_jobs: Vec::new(),
             newly_failed: false,
+            stable: status.stable_revision,
+            ended_unready: Vec::new(),
         }
     }
 
-    /// Replicas not draining.
-    fn serving(&self) -> u32 {
-        self.replicas.iter().filter(|r| !r.draining()).count() as u32
+    /// The revision `r` runs.
+    fn revision_of(&self, r: &ReplicaStatus) -> u64 {
+        if r.revision == 0 {
+            self.stable
+        } else {
+            r.revision
+        }
+    }
+
+    /// Replicas of revision `rev` not draining.
+    fn serving(&self, rev: u64) -> u32 {
+        self.replicas
+            .iter()
+            .filter(|r| !r.draining() && self.revision_of(r) == rev)
+            .count() as u32
     }
 
     /// 1. Replicas whose job ended are gone. One that ended on its own soon
     ///    after it started is a step of a crash loop: its replacement waits.
     ///    Returns whether replacements wait (backing off) at `now`.
     fn drop_ended(&mut self, jobs: &BTreeMap<String, Job>, now: u64) -> bool {
+        let stable = self.stable;
         self.replicas.retain(|r| match jobs.get(&r.job) {
             Some(j) if !j.status.phase.is_terminal() => true,
             Some(j) => {
                 let why = j.status.message.clone().unwrap_or_default();
+                if !r.draining() && !r.ready {
+                    let rev = if r.revision == 0 { stable } else { r.revision };
+                    self.ended_unready.push((rev, why.clone()));
+                }
                 if !r.draining() {
                     self.events.push((
                         "ReplicaEnded",
@@ -390,19 +464,30 @@ impl ReplicaPlan {
         backing_off
     }
 
-    /// 2. Too few: revive draining replicas, newest first, then add new ones
-    ///    (unless backing off), named `<name>-replica-<serial>`.
+    /// 2. Too few replicas of revision `rev` (whose spec `ep` holds): revive
+    ///    its draining replicas, newest first, then add new ones (unless
+    ///    backing off), named `<name>-replica-<serial>`.
+    #[allow(clippy::too_many_arguments)]
     fn add_replicas(
         &mut self,
         jobs: &BTreeMap<String, Job>,
         name: &str,
         ep: &Endpoint,
+        rev: u64,
         want: u32,
         backing_off: bool,
         now: u64,
     ) {
-        while self.serving() < want {
-            if let Some(r) = self.replicas.iter_mut().rev().find(|r| r.draining()) {
+        let stable = self.stable;
+        let of_rev =
+            move |r: &ReplicaStatus| (if r.revision == 0 { stable } else { r.revision }) == rev;
+        while self.serving(rev) < want {
+            if let Some(r) = self
+                .replicas
+                .iter_mut()
+                .rev()
+                .find(|r| r.draining() && of_rev(r))
+            {
                 r.draining_since_ms = None;
                 self.events
                     .push(("ReplicaRevived", format!("replica {} serves again", r.job)));
@@ -435,17 +520,22 @@ impl ReplicaPlan {
             self.new_jobs.push(replica_job(ep, &job_name));
             self.replicas.push(ReplicaStatus {
                 job: job_name,
+                revision: rev,
                 ..Default::default()
             });
         }
     }
 
-    /// 3. Too many: drop replicas not yet running, then drain the newest
-    ///    running.
-    fn remove_extra(&mut self, jobs: &BTreeMap<String, Job>, want: u32, now: u64) {
-        while self.serving() > want {
+    /// 3. Too many of revision `rev`: drop replicas not yet running, then
+    ///    drain the newest running.
+    fn remove_extra(&mut self, jobs: &BTreeMap<String, Job>, rev: u64, want: u32, now: u64) {
+        let stable = self.stable;
+        let of_rev =
+            move |r: &ReplicaStatus| (if r.revision == 0 { stable } else { r.revision }) == rev;
+        while self.serving(rev) > want {
             let not_running = self.replicas.iter().rposition(|r| {
                 !r.draining()
+                    && of_rev(r)
                     && jobs
                         .get(&r.job)
                         .and_then(|j| j.status.tasks.first())
@@ -456,7 +546,12 @@ impl ReplicaPlan {
                 self.remove_jobs.push(r.job);
                 continue;
             }
-            if let Some(r) = self.replicas.iter_mut().rev().find(|r| !r.draining()) {
+            if let Some(r) = self
+                .replicas
+                .iter_mut()
+                .rev()
+                .find(|r| !r.draining() && of_rev(r))
+            {
                 r.draining_since_ms = Some(now);
                 self.events
                     .push(("ReplicaDraining", format!("replica {} is draining", r.job)));

@@ -37,6 +37,7 @@ mod jobs;
 mod nodes;
 mod objects;
 mod queues;
+mod rollouts;
 mod secrets;
 mod stored;
 #[cfg(test)]
@@ -535,6 +536,14 @@ impl State {
             Command::CreateUser { user } => self.create_user(now, user),
             Command::CreateToken { token } => self.create_token(now, token),
             Command::RevokeToken { id } => self.revoke_token(id),
+            Command::UpdateEndpoint { endpoint } => self.update_endpoint(index, now, endpoint),
+            Command::PromoteEndpoint { name } => self.promote_endpoint(index, now, name),
+            Command::UndoEndpoint { name, to_revision } => {
+                self.undo_endpoint(index, now, name, *to_revision)
+            }
+            Command::ReplicasReady { endpoint, jobs } => {
+                self.replicas_ready(index, now, endpoint, jobs)
+            }
         }
     }
 }

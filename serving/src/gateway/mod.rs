@@ -37,10 +37,13 @@ use crate::http::{self, strip_hop_by_hop};
 
 mod auth;
 mod body;
+mod canary;
 mod config;
 mod lookup;
 mod metrics;
 mod openai;
+mod probe;
+mod split;
 mod target;
 use crate::p2c::{self, Rng, SplitMix64};
 use crate::upstream::{self, ResponseBody, SendError};
@@ -127,6 +130,8 @@ struct Endpoint {
     backoff_until: watch::Sender<Option<Instant>>,
     /// Its replicas speak OpenAI's API (`protocol: openai`): `/v1/...` routes here.
     openai: bool,
+    /// A canary's share of requests while one rolls out ([`Gateway::set_split`]).
+    split: Option<split::Split>,
 }
 
 impl Endpoint {
@@ -236,6 +241,7 @@ impl Gateway {
             api_keys: None,
             backoff_until: watch::Sender::new(None),
             openai: false,
+            split: None,
         });
         let old = std::mem::take(&mut ep.replicas);
         for url in urls {
@@ -378,8 +384,9 @@ impl Gateway {
     /// Picks a replica not in `tried` by p2c and counts a request on it.
     fn pick(&self, endpoint: &str, tried: &[Arc<Replica>]) -> Option<Outstanding> {
         let eps = self.lock();
-        let all = &eps.get(endpoint)?.replicas;
-        let replica = if tried.is_empty() {
+        let ep = eps.get(endpoint)?;
+        let all = &ep.replicas;
+        let replica = if tried.is_empty() && ep.split.is_none() {
             // The usual case: no allocation, and no draw for a single replica.
             let i = match all.len() {
                 0 => return None,
@@ -391,10 +398,13 @@ impl Gateway {
             };
             all[i].clone()
         } else {
-            let candidates: Vec<&Arc<Replica>> = all
+            let mut candidates: Vec<&Arc<Replica>> = all
                 .iter()
                 .filter(|r| !tried.iter().any(|t| Arc::ptr_eq(t, r)))
                 .collect();
+            if let Some(s) = &ep.split {
+                s.keep_group(&mut candidates, |r| &r.base);
+            }
             let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
             let i = p2c::pick_by(
                 candidates.len(),
@@ -728,30 +738,6 @@ fn backing_off(endpoint: &str, ep: &Endpoint) -> Option<Response<Full<Bytes>>> {
 }
 
 impl Gateway {
-    /// Whether the replica at `url` answers `GET PATH` (`/v2/health/ready`,
-    /// or `/health` for an OpenAI server) with 2xx,
-    /// on a connection of its own (TLS for `https://`); Err says why it
-    /// could not be asked (a certificate the gateway does not trust, ...).
-    pub async fn probe_ready(&self, url: &str, path: &str) -> Result<bool, String> {
-        let base = url.trim_end_matches('/');
-        let target = parse_base(base)?;
-        let headers = hyper::HeaderMap::new();
-        let body = Bytes::new();
-        let req = upstream::Request {
-            method: &hyper::Method::GET,
-            path_and_query: path,
-            authority: &target.authority,
-            tls: target.tls.as_ref(),
-            headers: &headers,
-            body: &body,
-        };
-        match self.client.probe(&req).await {
-            Ok(status) => Ok(status.is_success()),
-            Err(SendError::Connect(e)) => Err(e.to_string()),
-            Err(SendError::Failed(e)) => Err(format!("replica {base} {e}")),
-        }
-    }
-
     fn upstream_error(&self, endpoint: &str, replica: &Replica, kind: &str) {
         self.metrics
             .upstream_errors
