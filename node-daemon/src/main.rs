@@ -170,7 +170,12 @@ struct Cli {
     /// Supervisors kept started ahead of tasks, each with its task's process
     /// made and waiting in a cgroup of its own, so that a task starts
     /// without either step; 0: a supervisor is started for each task.
-    #[arg(long, default_value_t = gpuctl_node::isolation::DEFAULT_WARM_SUPERVISORS, value_name = "N")]
+    #[arg(
+        long,
+        env = "GPU_NODE_WARM_SUPERVISORS",
+        default_value_t = gpuctl_node::isolation::DEFAULT_WARM_SUPERVISORS,
+        value_name = "N"
+    )]
     warm_supervisors: usize,
 
     /// How tasks that name an image run: process (the command runs in this

@@ -489,6 +489,13 @@ impl TaskCgroup {
             if limits.pids_max > 0 {
                 write(&d.join("pids.max"), &limits.pids_max.to_string())?;
             }
+            if let Some(rules) = &limits.devices {
+                let guard = super::bpf::Guard {
+                    major: super::devices::NVIDIA_MAJOR,
+                    minors: rules.minors.clone(),
+                };
+                super::bpf::guard(d, &[guard])?;
+            }
             return Ok(());
         }
         if limits.memory_bytes > 0 {

@@ -16,9 +16,8 @@
 //! Applied through the v1 `devices` controller (`devices.deny`,
 //! `devices.allow`). cgroup v2 has no such files: the kernel checks device
 //! access there with a `BPF_PROG_TYPE_CGROUP_DEVICE` program attached to
-//! the cgroup (what runc and crun load). This daemon does not load one
-//! yet, so on a v2 host a task can open every GPU's device file; only
-//! `CUDA_VISIBLE_DEVICES` steers it to its own.
+//! the cgroup (what runc and crun load); [`super::bpf`] builds and
+//! attaches one to a task's v2 cgroup with the same rules.
 
 use std::path::Path;
 
@@ -34,11 +33,15 @@ pub struct DeviceNode {
     pub minor: u32,
 }
 
-/// Lines for the v1 `devices.deny` and then `devices.allow` files.
+/// Lines for the v1 `devices.deny` and then `devices.allow` files, and
+/// the same as the minors of major 195 a v2 device program allows
+/// ([`super::bpf`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Rules {
     pub deny: Vec<String>,
     pub allow: Vec<String>,
+    #[serde(default)]
+    pub minors: Vec<u32>,
 }
 
 /// The rules for a task bound to `gpus` (indices) on a host with
@@ -69,6 +72,7 @@ pub fn rules(nodes: &[DeviceNode], gpus: &[u32]) -> Option<Rules> {
     allow.dedup();
     Some(Rules {
         deny: vec![format!("c {NVIDIA_MAJOR}:* rwm")],
+        minors: allow.iter().map(|(m, _)| *m).collect(),
         allow: allow.into_iter().map(|(_, l)| l).collect(),
     })
 }

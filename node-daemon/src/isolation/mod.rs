@@ -37,6 +37,7 @@
 //! GPU device rules ([`devices`]) are applied on v1 only; see that module
 //! for what v2 lacks.
 
+pub mod bpf;
 pub mod cgroup;
 pub mod devices;
 pub mod private_tmp;
@@ -246,9 +247,14 @@ impl Isolation {
                     "GPU device files: each task may open only its own GPUs' (devices cgroup)"
                         .into(),
                 ),
+                Some(Layout::V2 { .. }) => iso.notes.push(
+                    "GPU device files: each task may open only its own GPUs' (a BPF device \
+                     program on its cgroup)"
+                        .into(),
+                ),
                 _ => iso.warnings.push(
                     "GPU device files are not guarded per task here (needs the cgroup v1 \
-                     devices controller)"
+                     devices controller, or tasks' cgroups on cgroup v2)"
                         .into(),
                 ),
             }
@@ -300,6 +306,20 @@ impl Isolation {
         self.tmp_root.as_deref()
     }
 
+    /// The cgroup a running task's usage is read from: its own, or, for a
+    /// task in a container, the `--cgroup-parent` podman put the
+    /// container below (whose counters include the container's). `None`
+    /// without cgroups or when neither is there.
+    pub fn running_cgroup(&self, job: &str, index: u32, attempt: u32) -> Option<TaskCgroup> {
+        let own = self.task_cgroup(job, index, attempt)?;
+        if own.memory.is_dir() {
+            return Some(own);
+        }
+        let layout = self.layout.as_ref()?;
+        let (cg, _) = layout.container_task(&self.node, &task_name(job, index, attempt))?;
+        cg.memory.is_dir().then_some(cg)
+    }
+
     /// The `/tmp` of a task, when tasks get their own.
     pub fn task_tmp(&self, job: &str, index: u32, attempt: u32) -> Option<PrivateTmp> {
         let root = self.tmp_root.as_ref()?;
@@ -320,10 +340,9 @@ impl Isolation {
         gpus: &[u32],
     ) -> TaskIsolation {
         let cgroup = self.task_cgroup(job, index, attempt).map(|c| {
-            let devices = c
-                .devices
-                .as_ref()
-                .and_then(|_| devices::rules(&self.devices, gpus));
+            let devices = (c.devices.is_some() || c.v2)
+                .then(|| devices::rules(&self.devices, gpus))
+                .flatten();
             let limits = Limits {
                 cpu_milli,
                 memory_bytes,

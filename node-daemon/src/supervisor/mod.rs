@@ -123,7 +123,10 @@ impl Supervisors {
         dir.write_meta(meta)
             .map_err(|e| fail(format!("writing {:?}: {e}", dir.meta())))?;
         let ready_timeout = READY_TIMEOUT + spec_pull_timeout(spec.container);
-        if let Some(m) = self.warm.as_ref().and_then(pool::Pool::take) {
+        // A task in an image runs `podman run`, which makes its own
+        // processes and cgroups: a warm one's waiting process is no use.
+        let warm = self.warm.as_ref().filter(|_| spec.container.is_none());
+        if let Some(m) = warm.and_then(pool::Pool::take) {
             let start = record::WarmStart {
                 dir: dir.dir.clone(),
                 spec: OwnedStartSpec::new(spec),
