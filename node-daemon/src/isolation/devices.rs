@@ -8,10 +8,10 @@
 //! and `nvidia-uvm`/`nvidia-uvm-tools`/`nvidia-caps` (majors of their own,
 //! given dynamically; UVM holds no GPU's memory by itself).
 //!
-//! GPU N is taken to be `/dev/nvidiaN`, the device node whose name has the
-//! task's GPU index: NVML orders GPUs by PCI bus like the driver's minor
-//! numbers on the hosts we know, but the two can differ; a host where they
-//! do would need the inventory to report each GPU's minor number.
+//! A task's GPUs are given here by their device-file minors: the
+//! inventory reports each GPU's (NVML's `minor_number`), since CUDA's index
+//! and the driver's minor can differ; a GPU whose minor is unknown (the
+//! simulated inventory) is taken to be `/dev/nvidia<index>`.
 //!
 //! Applied through the v1 `devices` controller (`devices.deny`,
 //! `devices.allow`). cgroup v2 has no such files: the kernel checks device
@@ -44,7 +44,7 @@ pub struct Rules {
     pub minors: Vec<u32>,
 }
 
-/// The rules for a task bound to `gpus` (indices) on a host with
+/// The rules for a task bound to `gpus` (device-file minors) on a host with
 /// `nodes`; `None` when the host has no NVIDIA GPU device file (nothing to
 /// guard). Pure.
 pub fn rules(nodes: &[DeviceNode], gpus: &[u32]) -> Option<Rules> {
