@@ -124,6 +124,8 @@ pub struct Isolation {
     /// Kept visible inside a task's `/tmp` (see [`private_tmp`]).
     keep: Vec<PathBuf>,
     devices: Vec<devices::DeviceNode>,
+    /// cgroup v2 device programs load here (checked at start).
+    v2_devices: bool,
     /// How tasks that name an image run.
     pub runtime: crate::container::Runtime,
     /// What the daemon says about it at start, one line each.
@@ -247,11 +249,19 @@ impl Isolation {
                     "GPU device files: each task may open only its own GPUs' (devices cgroup)"
                         .into(),
                 ),
-                Some(Layout::V2 { .. }) => iso.notes.push(
-                    "GPU device files: each task may open only its own GPUs' (a BPF device \
-                     program on its cgroup)"
-                        .into(),
-                ),
+                Some(Layout::V2 { .. }) => match bpf::load(&bpf::program(&[])) {
+                    Ok(_) => {
+                        iso.v2_devices = true;
+                        iso.notes.push(
+                            "GPU device files: each task may open only its own GPUs' (a BPF \
+                             device program on its cgroup)"
+                                .into(),
+                        );
+                    }
+                    Err(e) => iso.warnings.push(format!(
+                        "GPU device files are not guarded per task here: {e}"
+                    )),
+                },
                 _ => iso.warnings.push(
                     "GPU device files are not guarded per task here (needs the cgroup v1 \
                      devices controller, or tasks' cgroups on cgroup v2)"
@@ -340,7 +350,7 @@ impl Isolation {
         gpus: &[u32],
     ) -> TaskIsolation {
         let cgroup = self.task_cgroup(job, index, attempt).map(|c| {
-            let devices = (c.devices.is_some() || c.v2)
+            let devices = (c.devices.is_some() || (c.v2 && self.v2_devices))
                 .then(|| devices::rules(&self.devices, gpus))
                 .flatten();
             let limits = Limits {
