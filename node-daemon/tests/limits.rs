@@ -160,14 +160,19 @@ async fn tasks_start_in_warm_supervisors_whose_cgroups_go_with_the_daemon() {
     }
     let mut h = start(false).await;
     let work = h.work.path().to_path_buf();
-    wait_until("two warm supervisors", || warm_members(&work).len() == 2).await;
+    // Each waits in a cgroup of its own, not yet a task's (once it has
+    // joined it: its supervisor says it is ready only then).
+    let in_pool = |stub: u32| {
+        memory_cgroup(stub)
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(".pool."))
+    };
+    wait_until("two warm supervisors waiting in their cgroups", || {
+        let m = warm_members(&work);
+        m.len() == 2 && m.iter().all(|(_, stub)| in_pool(*stub))
+    })
+    .await;
     let before = warm_members(&work);
-    // Each waits in a cgroup of its own, not yet a task's.
-    for (_, stub) in &before {
-        let cg = memory_cgroup(*stub);
-        let name = cg.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(name.starts_with(".pool."), "{cg:?}");
-    }
     let mut t = task(
         "warm",
         "Bound",
@@ -196,7 +201,11 @@ async fn tasks_start_in_warm_supervisors_whose_cgroups_go_with_the_daemon() {
         "{log}"
     );
     // Another member takes its place.
-    wait_until("the pool refilled", || warm_members(&work).len() == 2).await;
+    wait_until("the pool refilled", || {
+        let m = warm_members(&work);
+        m.len() == 2 && m.iter().all(|(_, stub)| in_pool(*stub))
+    })
+    .await;
     let members = warm_members(&work);
     let pools: Vec<_> = members.iter().map(|(_, s)| memory_cgroup(*s)).collect();
     h.shutdown().await;
