@@ -445,6 +445,11 @@ pub struct DevFlags {
     /// or podman (in the image: `gpu-node --runtime podman`).
     #[arg(long, value_enum, default_value_t = TaskRuntime::Process, value_name = "process|podman")]
     pub runtime: TaskRuntime,
+    /// Cordon a node once this many of its GPUs are unhealthy (a fatal
+    /// XID; `gpu-node --cordon-after-unhealthy-gpus`); 0: never by count (a
+    /// GPU that falls off the bus, XID 79, always cordons it).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub cordon_after_unhealthy_gpus: u32,
 }
 
 /// `gpuctl dev --runtime`.

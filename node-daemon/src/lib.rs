@@ -69,6 +69,7 @@ pub mod runtime;
 pub mod secrets;
 pub mod steps;
 pub mod supervisor;
+pub mod warm;
 
 pub use supervisor::record::write_atomically;
 
@@ -406,6 +407,7 @@ impl Node {
         let health = self.health();
         let control_loops = self.control_loops(artifact_dir.clone(), events_tx.clone());
         let supervisors = self.supervisors();
+        let warm = supervisors.warm.clone();
 
         let mut agent_server = self.agent_server;
         let grpc = tokio::spawn(
@@ -482,6 +484,10 @@ impl Node {
         // The reconciler stops every process group and waits (bounded) for them.
         let _ = events_tx.send(Event::Shutdown);
         let _ = reconciler.await;
+        // Warm supervisors leave with their waiting processes and cgroups.
+        if let Some(pool) = warm {
+            pool.close().await;
+        }
         // Reports of the tasks just stopped: best effort, bounded.
         if tokio::time::timeout(Duration::from_secs(2), outbox)
             .await
@@ -499,12 +505,33 @@ impl Node {
         let exe = self.config.supervisor_exe.clone().unwrap_or_else(|| {
             std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"))
         });
+        let lease = self.config.work_dir.join("lease");
+        let size = self.config.isolation.warm_supervisors;
+        let warm = (size > 0).then(|| {
+            let flags = vec![
+                "--lease".to_string(),
+                lease.display().to_string(),
+                "--fence-ms".to_string(),
+                self.config.fence_timeout.as_millis().to_string(),
+                "--kill-grace-ms".to_string(),
+                self.config.kill_grace.as_millis().to_string(),
+            ];
+            let pool = Arc::new(supervisor::pool::Pool::new(
+                size,
+                exe.clone(),
+                flags,
+                self.isolation.clone(),
+            ));
+            pool.fill();
+            pool
+        });
         supervisor::Supervisors {
             root: self.config.work_dir.join("supervisors"),
             exe,
-            lease: self.config.work_dir.join("lease"),
+            lease,
             fence: self.config.fence_timeout,
             kill_grace: self.config.kill_grace,
+            warm,
         }
     }
 

@@ -167,6 +167,17 @@ struct Cli {
     #[arg(long)]
     no_private_tmp: bool,
 
+    /// Supervisors kept started ahead of tasks, each with its task's process
+    /// made and waiting in a cgroup of its own, so that a task starts
+    /// without either step; 0: a supervisor is started for each task.
+    #[arg(
+        long,
+        env = "GPU_NODE_WARM_SUPERVISORS",
+        default_value_t = gpuctl_node::isolation::DEFAULT_WARM_SUPERVISORS,
+        value_name = "N"
+    )]
+    warm_supervisors: usize,
+
     /// How tasks that name an image run: process (the command runs in this
     /// host's environment; the task's events say the image was not used) or
     /// podman (in the image, under `podman run`).
@@ -512,6 +523,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cgroups: cli.cgroups,
             pids_max: cli.task_pids_max,
             private_tmp: !cli.no_private_tmp,
+            warm_supervisors: cli.warm_supervisors,
             runtime: runtime_of(&cli),
         },
     };
@@ -565,6 +577,15 @@ async fn shutdown_signal() {
     }
 }
 
+/// `gpu-node task-exec`'s flags.
+#[derive(Debug, clap::Parser)]
+#[command(name = "gpu-node task-exec")]
+struct TaskExecArgs {
+    /// A `cgroup.procs` file to join first (repeated).
+    #[arg(long, value_name = "FILE")]
+    join: Vec<std::path::PathBuf>,
+}
+
 fn main() -> ExitCode {
     // `gpu-node supervise ...`: the supervisor of one task, which the
     // daemon starts (see gpuctl_node::supervisor); not for people to run.
@@ -572,6 +593,12 @@ fn main() -> ExitCode {
         let args =
             gpuctl_node::supervisor::run::SuperviseArgs::parse_from(std::env::args_os().skip(1));
         return gpuctl_node::supervisor::run::main(args);
+    }
+    // `gpu-node task-exec ...`: a task's process made ahead of time by a
+    // warm supervisor (see gpuctl_node::warm); not for people to run.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "task-exec") {
+        let args = TaskExecArgs::parse_from(std::env::args_os().skip(1));
+        return gpuctl_node::warm::stub_main(&args.join);
     }
     let cli = Cli::parse();
     tracing_subscriber::fmt()

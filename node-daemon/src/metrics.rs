@@ -176,7 +176,10 @@ impl Collector for TaskCollector {
         self.memory_peak.reset();
         let keys: Vec<TaskKey> = self.tasks.lock().iter().cloned().collect();
         for k in keys {
-            let Some(cg) = self.isolation.task_cgroup(&k.job, k.task_index, k.attempt) else {
+            let Some(cg) = self
+                .isolation
+                .running_cgroup(&k.job, k.task_index, k.attempt)
+            else {
                 continue;
             };
             let u = cg.usage();

@@ -281,6 +281,16 @@ pub fn resolve_sibling_program(command: &[String]) -> Vec<String> {
 /// the caller waits with [`Process::wait`]. On failure the reason is also
 /// appended to the log, so `gpuctl logs` shows it.
 pub fn start(spec: &StartSpec<'_>) -> Result<Process, StartError> {
+    start_with(spec, None)
+}
+
+/// [`start`], by handing the task to a process made ahead of time
+/// (`waiting`, see [`crate::warm`]) instead of forking one. A task in a
+/// container does not use it (the process is dropped: it goes).
+pub fn start_with(
+    spec: &StartSpec<'_>,
+    waiting: Option<crate::warm::Stub>,
+) -> Result<Process, StartError> {
     let Some((program, args)) = spec.command.split_first() else {
         return Err(StartError {
             exit_code: 127,
@@ -303,6 +313,16 @@ pub fn start(spec: &StartSpec<'_>) -> Result<Process, StartError> {
                 format!("giving log {:?} to uid {}: {e}", spec.log, r.uid),
             )
         })?;
+    }
+    if let Some(stub) = waiting.filter(|_| spec.container.is_none()) {
+        let result = spawn_waiting(program, args, spec, stub);
+        if let Err(e) = &result {
+            let _ = writeln!(log, "gpu-node: {e}");
+            if let Some(tmp) = spec.isolation.and_then(|i| i.tmp.as_ref()) {
+                tmp.remove();
+            }
+        }
+        return result;
     }
     let prepared = spec
         .isolation
@@ -350,6 +370,68 @@ fn spawn(
         Err(e) => {
             active.discard();
             Err(e)
+        }
+    }
+}
+
+/// The task exec'd by `stub`, which waits in its pool cgroup (renamed to
+/// the task's here) or joins the task's cgroup itself.
+fn spawn_waiting(
+    program: &str,
+    args: &[String],
+    spec: &StartSpec<'_>,
+    stub: crate::warm::Stub,
+) -> Result<Process, StartError> {
+    let waiting = isolation::Waiting {
+        pool: stub.pool.as_ref(),
+    };
+    let none = TaskIsolation::default();
+    let (hook, active) =
+        isolation::prepare_spec(spec.isolation.unwrap_or(&none), spec.run_as, Some(waiting))
+            .map_err(|e| StartError {
+                exit_code: 127,
+                message: format!("cannot start {program:?}: confining the task: {e}"),
+            })?;
+    let files = (|| {
+        if !spec.working_dir.is_empty() && !Path::new(spec.working_dir).is_dir() {
+            return Err(start_error(
+                program,
+                format!("working directory {:?} does not exist", spec.working_dir),
+            ));
+        }
+        if let Some(p) = spec.stdout {
+            let f = std::fs::File::create(p)
+                .map_err(|e| start_error(program, format!("output file {p:?}: {e}")))?;
+            if let Some(r) = spec.run_as {
+                owner::own_file(&f, r)
+                    .map_err(|e| start_error(program, format!("output file {p:?}: {e}")))?;
+            }
+        }
+        Ok(())
+    })();
+    if let Err(e) = files {
+        active.discard();
+        return Err(e);
+    }
+    let exec = crate::warm::ExecSpec {
+        program: program.to_string(),
+        args: args.to_vec(),
+        env: spec.env.clone(),
+        working_dir: spec.working_dir.to_string(),
+        stdout: spec.stdout.unwrap_or(spec.log).to_path_buf(),
+        stderr: spec.log.to_path_buf(),
+        hook,
+    };
+    match stub.exec(&exec) {
+        Ok(child) => Ok(Process {
+            pid: child.id().unwrap_or(0),
+            child,
+            isolation: active,
+            container: None,
+        }),
+        Err(why) => {
+            active.discard();
+            Err(start_error(program, why))
         }
     }
 }

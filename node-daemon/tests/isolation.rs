@@ -376,6 +376,7 @@ async fn device_rules_reach_the_tasks_devices_cgroup() {
     limits.devices = Some(gpuctl_node::isolation::devices::Rules {
         deny: vec!["c 1:3 rwm".into()],
         allow: vec!["c 1:5 rwm".into()],
+        minors: vec![5],
     });
     let (exit, log) = run(
         work.path(),
@@ -391,4 +392,84 @@ async fn device_rules_reach_the_tasks_devices_cgroup() {
     assert!(log.contains("zero-open"), "{log}");
     assert_removed(&task);
     node_dirs_removed(iso, &task);
+}
+
+/// The cgroup2 mount and this process's folder in it, when there is one.
+fn own_v2_cgroup() -> Option<PathBuf> {
+    use gpuctl_node::isolation::cgroup::{parse_mountinfo, parse_proc_cgroup};
+    let mounts = parse_mountinfo(&std::fs::read_to_string("/proc/self/mountinfo").ok()?);
+    let m = mounts.iter().find(|m| m.fstype == "cgroup2")?;
+    let cgroups = parse_proc_cgroup(&std::fs::read_to_string("/proc/self/cgroup").ok()?);
+    let (_, path) = cgroups.iter().find(|(cs, _)| cs.is_empty())?;
+    let rel = path.strip_prefix(m.root.as_str())?.trim_start_matches('/');
+    Some(m.point.join(rel))
+}
+
+/// What `script` prints when run by a shell that first joins `cgroup`.
+fn in_cgroup(cgroup: &Path, script: &str) -> String {
+    let procs = cgroup.join("cgroup.procs");
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("echo $$ > {}; {script}", procs.display()))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A v2 cgroup with the device program attached: the guarded major's
+/// other minors cannot be opened from inside (EPERM), its listed minor
+/// and other majors can; the program goes with the cgroup. Runs on
+/// hybrid hosts too: device programs apply to v2 cgroups whether or not
+/// any controller is enabled there.
+#[test]
+fn a_v2_device_program_allows_only_the_listed_minors() {
+    use gpuctl_node::isolation::bpf::{guard, Guard};
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipping the device program test: not root");
+        return;
+    }
+    let Some(own) = own_v2_cgroup() else {
+        eprintln!("skipping the device program test: no cgroup2 mount");
+        return;
+    };
+    let dir = own.join(format!("gpuctl-devtest-{}", std::process::id()));
+    std::fs::create_dir(&dir).unwrap();
+    struct Remove(PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let cleanup = Remove(dir.clone());
+    // Major 1: /dev/null is 1:3, /dev/zero 1:5. Only /dev/zero is allowed.
+    guard(
+        &dir,
+        &[Guard {
+            major: 1,
+            minors: vec![5],
+        }],
+    )
+    .unwrap();
+    let out = in_cgroup(
+        &dir,
+        "cat /dev/null && echo null=opened || echo null=refused; \
+         head -c 3 /dev/zero | wc -c; test -r /dev/tty; echo other=ok",
+    );
+    assert!(out.contains("null=refused"), "{out}");
+    assert!(out.contains("Operation not permitted"), "{out}");
+    assert!(
+        out.contains("\n3\n") || out.starts_with("3\n") || out.contains(" 3\n"),
+        "{out}"
+    );
+    assert!(out.contains("other=ok"), "{out}");
+    // Outside the cgroup nothing changed.
+    assert!(std::fs::File::open("/dev/null").is_ok());
+    // The shell has exited: the cgroup (and with it the program) goes.
+    drop(cleanup);
+    assert!(!dir.exists(), "{dir:?} left behind");
 }

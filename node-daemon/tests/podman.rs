@@ -335,3 +335,65 @@ async fn a_container_whose_supervisor_is_killed_is_removed() {
     .await;
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_containers_usage_is_in_the_nodes_metrics() {
+    let Some(image) = busybox_image("container usage") else {
+        return;
+    };
+    if !nix::unistd::geteuid().is_root() || gpuctl_node::isolation::Layout::detect().is_err() {
+        eprintln!("skipping container usage: no task cgroups here");
+        return;
+    }
+    let mut h = node_with_podman().await;
+    // Its page cache (8 MiB written to its /tmp) is charged to it; it
+    // runs until told to stop.
+    let mut t = in_image(
+        "boxbusy",
+        &image.name,
+        "dd if=/dev/zero of=/tmp/fill bs=1048576 count=8; \
+         while [ ! -e /tmp/stop ]; do sleep 0.05; done",
+    );
+    t.memory_bytes = 256 << 20;
+    h.fake.push(vec![t]);
+    assert_eq!(h.report().await.phase(), TaskPhase::Running);
+    let metric = "gpuctl_node_task_memory_bytes{job=\"boxbusy\",task=\"0\"} ";
+    let mut seen = String::new();
+    for _ in 0..300 {
+        let text = fake::metrics_text(h.work.path());
+        seen = text
+            .lines()
+            .find(|l| l.starts_with(metric))
+            .unwrap_or_default()
+            .to_string();
+        let bytes: f64 = seen
+            .strip_prefix(metric)
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0);
+        if bytes > 1e6 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let bytes: f64 = seen
+        .strip_prefix(metric)
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(bytes > 1e6, "container memory not in the metrics: {seen:?}");
+    let text = fake::metrics_text(h.work.path());
+    assert!(
+        text.contains("gpuctl_node_task_cpu_seconds_total{job=\"boxbusy\",task=\"0\"}"),
+        "{text}"
+    );
+    // Stop it through its /tmp (the task's own folder on the host).
+    let tmp = std::fs::read_dir(h.work.path().join("work/tmp"))
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("boxbusy-0-1"))
+        .map(|e| e.path())
+        .expect("the task's /tmp folder");
+    std::fs::write(tmp.join("stop"), "").unwrap();
+    let r = h.report().await;
+    assert_eq!(r.phase(), TaskPhase::Succeeded, "{r:?}");
+    h.shutdown().await;
+}

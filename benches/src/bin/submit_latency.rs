@@ -11,7 +11,11 @@
 //! Every task runs under its supervisor process (`gpu-node supervise`); that
 //! cannot be turned off. What can: each task's cgroup and private `/tmp`
 //! (`--isolation on|off|both`, default both: `gpuctl dev` as it runs by
-//! default, and `gpuctl dev --task-isolation off`). With `--rounds N` the
+//! default, and `gpuctl dev --task-isolation off`). `--isolation cold` is
+//! "on" without warm supervisors (the node daemons run with
+//! `GPU_NODE_WARM_SUPERVISORS=0`): each task's supervisor is started for
+//! it and its process moved into its cgroup; `--isolation all` runs on,
+//! cold and off. With `--rounds N` the
 //! clusters are started N times over, on and off interleaved, so that load
 //! from elsewhere on the machine falls on both alike. The probe also
 //! records whether it ran in a task cgroup and in a mount namespace of its
@@ -54,7 +58,7 @@ struct Args {
     /// `on` (each task in its own cgroup, with its own /tmp, as `gpuctl
     /// dev` runs by default), `off` (`gpuctl dev --task-isolation off`) or
     /// `both`.
-    #[arg(long, default_value = "both", value_parser = ["on", "off", "both"])]
+    #[arg(long, default_value = "both", value_parser = ["on", "off", "cold", "both", "all"])]
     isolation: String,
     /// `process` (tasks as processes), `podman` (each task in an image
     /// under podman, isolation on) or `both`.
@@ -73,6 +77,10 @@ struct Args {
 enum Isolation {
     On,
     Off,
+    /// On, without warm supervisors (`gpu-node --warm-supervisors 0`):
+    /// each task's supervisor is started for it and its process moved
+    /// into its cgroup.
+    Cold,
     /// On, and the task runs in an image under podman.
     Podman,
 }
@@ -81,13 +89,14 @@ impl Isolation {
     fn label(self) -> &'static str {
         match self {
             Isolation::On => "cgroup + private /tmp",
+            Isolation::Cold => "cgroup + private /tmp, no warm supervisors",
             Isolation::Off => "no cgroup, shared /tmp",
             Isolation::Podman => "in an image under podman, cgroup + private /tmp",
         }
     }
     fn dev_args(self) -> &'static [&'static str] {
         match self {
-            Isolation::On => &[],
+            Isolation::On | Isolation::Cold => &[],
             Isolation::Off => &["--task-isolation", "off"],
             Isolation::Podman => &["--runtime", "podman"],
         }
@@ -105,6 +114,8 @@ fn clusters(args: &Args) -> Vec<(Security, Isolation)> {
     let isolation: &[Isolation] = match args.isolation.as_str() {
         "on" => &[Isolation::On],
         "off" => &[Isolation::Off],
+        "cold" => &[Isolation::Cold],
+        "all" => &[Isolation::On, Isolation::Cold, Isolation::Off],
         _ => &[Isolation::On, Isolation::Off],
     };
     let process = args.runtime != "podman";
@@ -160,6 +171,9 @@ fn now_ns() -> u128 {
         .unwrap_or(0)
 }
 
+/// `gpu-node --warm-supervisors` from the environment.
+const WARM_ENV: &str = "GPU_NODE_WARM_SUPERVISORS";
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(path) = &args.probe {
@@ -184,7 +198,13 @@ fn main() -> anyhow::Result<()> {
         ));
         let mut dev_args = vec!["--gpus", &args.gpus];
         dev_args.extend(isolation.dev_args());
-        let dev = Dev::start_with(&root, &dev_args, security)?;
+        // The node daemons `gpuctl dev` starts read it from the environment.
+        if isolation == Isolation::Cold {
+            std::env::set_var(WARM_ENV, "0");
+        }
+        let dev = Dev::start_with(&root, &dev_args, security);
+        std::env::remove_var(WARM_ENV);
+        let dev = dev?;
         let result = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

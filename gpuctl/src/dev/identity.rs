@@ -204,6 +204,7 @@ mod tests {
             no_auth: false,
             task_isolation: crate::cli::TaskIsolation::On,
             runtime: crate::cli::TaskRuntime::Process,
+            cordon_after_unhealthy_gpus: 0,
         };
         let plan = Plan::from_flags(flags, &env).unwrap();
         let first = ensure_admin_token(&plan).unwrap();

@@ -249,6 +249,8 @@ pub struct Plan {
     pub task_isolation: bool,
     /// The node daemons run tasks that name an image in it, under podman.
     pub podman: bool,
+    /// `gpu-node --cordon-after-unhealthy-gpus` (0: not passed).
+    pub cordon_after_unhealthy_gpus: u32,
 }
 
 impl Plan {
@@ -284,6 +286,7 @@ impl Plan {
             no_auth: flags.no_auth,
             task_isolation: flags.task_isolation == TaskIsolation::On,
             podman: flags.runtime == crate::cli::TaskRuntime::Podman,
+            cordon_after_unhealthy_gpus: flags.cordon_after_unhealthy_gpus,
         })
     }
 
@@ -471,6 +474,12 @@ impl Plan {
         if self.podman {
             a.extend(["--runtime".into(), "podman".into()]);
         }
+        if self.cordon_after_unhealthy_gpus > 0 {
+            a.extend([
+                "--cordon-after-unhealthy-gpus".into(),
+                self.cordon_after_unhealthy_gpus.to_string(),
+            ]);
+        }
         a.extend(self.tls_args());
         if !self.insecure {
             // The dev nodes' CA: each node signs its replicas' certificates.
@@ -606,6 +615,7 @@ mod tests {
             insecure: false,
             task_isolation: true,
             podman: false,
+            cordon_after_unhealthy_gpus: 0,
         }
     }
 
@@ -653,6 +663,19 @@ mod tests {
             );
             assert!(!args.iter().any(|a| a.starts_with("--tls-")), "{args:?}");
         }
+    }
+
+    #[test]
+    fn the_cordon_rule_reaches_the_node_daemons() {
+        let none = plan(Path::new("/s")).node_args(1, "http://127.0.0.1:7000");
+        assert!(!none.iter().any(|a| a == "--cordon-after-unhealthy-gpus"));
+        let two = Plan {
+            cordon_after_unhealthy_gpus: 2,
+            ..plan(Path::new("/s"))
+        }
+        .node_args(1, "http://127.0.0.1:7000")
+        .join(" ");
+        assert!(two.contains(" --cordon-after-unhealthy-gpus 2"), "{two}");
     }
 
     #[test]
@@ -709,6 +732,7 @@ mod tests {
             insecure: false,
             task_isolation: TaskIsolation::On,
             runtime: crate::cli::TaskRuntime::Process,
+            cordon_after_unhealthy_gpus: 0,
         };
         let p = Plan::from_flags(flags, &env).unwrap();
         assert!(p.task_isolation);
@@ -774,6 +798,7 @@ mod tests {
             insecure: false,
             task_isolation: TaskIsolation::On,
             runtime: crate::cli::TaskRuntime::Process,
+            cordon_after_unhealthy_gpus: 0,
         };
         assert!(Plan::from_flags(flags, &env).is_err());
     }

@@ -255,6 +255,7 @@ mod tests {
             insecure: false,
             task_isolation: true,
             podman: false,
+            cordon_after_unhealthy_gpus: 0,
         }
     }
 

@@ -19,6 +19,24 @@ pub struct GpuInfo {
     /// The fatal XID that took it out of service (0: none; see
     /// [`gpuctl_common::xid`]).
     pub xid: u64,
+    /// The minor number of its device file, `/dev/nvidia<minor>` (NVML's
+    /// `minor_number`); `None`: unknown (simulated), taken to be `index`.
+    pub minor: Option<u32>,
+}
+
+/// The device-file minors of the GPUs with CUDA indices `indices`: each
+/// one's reported minor, else its index. Pure.
+pub fn device_minors(devices: &[GpuInfo], indices: &[u32]) -> Vec<u32> {
+    indices
+        .iter()
+        .map(|i| {
+            devices
+                .iter()
+                .find(|d| d.index == *i)
+                .and_then(|d| d.minor)
+                .unwrap_or(*i)
+        })
+        .collect()
 }
 
 /// A point-in-time sample of one GPU, with the meanings of the DCGM exporter.
@@ -68,5 +86,29 @@ impl GpuInventory for NoGpus {
     }
     fn metrics(&self) -> Vec<GpuSample> {
         Vec::new()
+    }
+}
+
+#[cfg(test)]
+mod minor_tests {
+    use super::*;
+
+    #[test]
+    fn minors_come_from_the_inventory_else_the_index() {
+        let gpu = |index, minor| GpuInfo {
+            uuid: format!("GPU-{index}"),
+            index,
+            model: "A100".into(),
+            memory_bytes: 0,
+            nvlink_domain: String::new(),
+            healthy: true,
+            xid: 0,
+            minor,
+        };
+        // NVML's order and the driver's minors differ on this host.
+        let devices = [gpu(0, Some(2)), gpu(1, Some(0)), gpu(2, None)];
+        assert_eq!(device_minors(&devices, &[0, 1]), [2, 0]);
+        assert_eq!(device_minors(&devices, &[2, 5]), [2, 5]);
+        assert!(device_minors(&devices, &[]).is_empty());
     }
 }

@@ -9,7 +9,7 @@ mod gpu;
 mod nvml;
 mod sim;
 
-pub use gpu::{GpuInfo, GpuInventory, GpuSample, NoGpus};
+pub use gpu::{device_minors, GpuInfo, GpuInventory, GpuSample, NoGpus};
 pub use nvml::{NvmlError, NvmlInventory};
 pub use sim::{parse_gpu_spec, SimError, SimulatedInventory};
 

@@ -94,6 +94,7 @@ impl NvmlInventory {
                 nvlink_domain,
                 healthy,
                 xid: 0,
+                minor: dev.minor_number().ok(),
             });
         }
         Ok(NvmlInventory {

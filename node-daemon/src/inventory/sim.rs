@@ -299,6 +299,7 @@ impl SimulatedInventory {
                     nvlink_domain: g.nvlink_domain.clone(),
                     healthy: true,
                     xid: 0,
+                    minor: None,
                 });
             }
         }

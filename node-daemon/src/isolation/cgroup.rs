@@ -489,6 +489,13 @@ impl TaskCgroup {
             if limits.pids_max > 0 {
                 write(&d.join("pids.max"), &limits.pids_max.to_string())?;
             }
+            if let Some(rules) = &limits.devices {
+                let guard = super::bpf::Guard {
+                    major: super::devices::NVIDIA_MAJOR,
+                    minors: rules.minors.clone(),
+                };
+                super::bpf::guard(d, &[guard])?;
+            }
             return Ok(());
         }
         if limits.memory_bytes > 0 {
@@ -515,6 +522,35 @@ impl TaskCgroup {
             }
             for line in &rules.allow {
                 write(&d.join("devices.allow"), line)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rename `pool`'s folders (a warm process's cgroup, with nothing set)
+    /// to this task's, in the same parents: what is in it is then in the
+    /// task's cgroup without moving (moving a process between v1 cgroups
+    /// waits in the kernel). v1 only: cgroup v2 refuses renames. On failure
+    /// the folders renamed so far get their names back.
+    pub fn take_over(&self, pool: &TaskCgroup) -> Result<(), String> {
+        let (from, to) = (pool.dirs(), self.dirs());
+        if self.v2 || pool.v2 || from.len() != to.len() {
+            return Err(format!(
+                "cannot rename cgroup {} to {}: not a v1 cgroup of the same controllers",
+                pool.memory.display(),
+                self.memory.display()
+            ));
+        }
+        for (i, (f, t)) in from.iter().zip(&to).enumerate() {
+            if let Err(e) = std::fs::rename(f, t) {
+                for (f, t) in from.iter().zip(&to).take(i) {
+                    let _ = std::fs::rename(t, f);
+                }
+                return Err(format!(
+                    "cannot rename cgroup {} to {}: {e}",
+                    f.display(),
+                    t.display()
+                ));
             }
         }
         Ok(())

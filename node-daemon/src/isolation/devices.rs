@@ -8,17 +8,16 @@
 //! and `nvidia-uvm`/`nvidia-uvm-tools`/`nvidia-caps` (majors of their own,
 //! given dynamically; UVM holds no GPU's memory by itself).
 //!
-//! GPU N is taken to be `/dev/nvidiaN`, the device node whose name has the
-//! task's GPU index: NVML orders GPUs by PCI bus like the driver's minor
-//! numbers on the hosts we know, but the two can differ; a host where they
-//! do would need the inventory to report each GPU's minor number.
+//! A task's GPUs are given here by their device-file minors: the
+//! inventory reports each GPU's (NVML's `minor_number`), since CUDA's index
+//! and the driver's minor can differ; a GPU whose minor is unknown (the
+//! simulated inventory) is taken to be `/dev/nvidia<index>`.
 //!
 //! Applied through the v1 `devices` controller (`devices.deny`,
 //! `devices.allow`). cgroup v2 has no such files: the kernel checks device
 //! access there with a `BPF_PROG_TYPE_CGROUP_DEVICE` program attached to
-//! the cgroup (what runc and crun load). This daemon does not load one
-//! yet, so on a v2 host a task can open every GPU's device file; only
-//! `CUDA_VISIBLE_DEVICES` steers it to its own.
+//! the cgroup (what runc and crun load); [`super::bpf`] builds and
+//! attaches one to a task's v2 cgroup with the same rules.
 
 use std::path::Path;
 
@@ -34,14 +33,18 @@ pub struct DeviceNode {
     pub minor: u32,
 }
 
-/// Lines for the v1 `devices.deny` and then `devices.allow` files.
+/// Lines for the v1 `devices.deny` and then `devices.allow` files, and
+/// the same as the minors of major 195 a v2 device program allows
+/// ([`super::bpf`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Rules {
     pub deny: Vec<String>,
     pub allow: Vec<String>,
+    #[serde(default)]
+    pub minors: Vec<u32>,
 }
 
-/// The rules for a task bound to `gpus` (indices) on a host with
+/// The rules for a task bound to `gpus` (device-file minors) on a host with
 /// `nodes`; `None` when the host has no NVIDIA GPU device file (nothing to
 /// guard). Pure.
 pub fn rules(nodes: &[DeviceNode], gpus: &[u32]) -> Option<Rules> {
@@ -69,6 +72,7 @@ pub fn rules(nodes: &[DeviceNode], gpus: &[u32]) -> Option<Rules> {
     allow.dedup();
     Some(Rules {
         deny: vec![format!("c {NVIDIA_MAJOR}:* rwm")],
+        minors: allow.iter().map(|(m, _)| *m).collect(),
         allow: allow.into_iter().map(|(_, l)| l).collect(),
     })
 }

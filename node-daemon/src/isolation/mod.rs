@@ -37,9 +37,11 @@
 //! GPU device rules ([`devices`]) are applied on v1 only; see that module
 //! for what v2 lacks.
 
+pub mod bpf;
 pub mod cgroup;
 pub mod devices;
 pub mod private_tmp;
+pub mod start;
 
 use std::ffi::CString;
 use std::fs::File;
@@ -48,6 +50,7 @@ use std::path::{Path, PathBuf};
 
 pub use cgroup::{Layout, Limits, TaskCgroup, Usage};
 pub use private_tmp::PrivateTmp;
+pub use start::{prepare, prepare_spec, HookSpec, MountSpec, Prepared, Waiting};
 
 /// Whether tasks get cgroups (`--cgroups`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -85,7 +88,15 @@ pub struct Options {
     pub private_tmp: bool,
     /// How tasks that name an image run ([`crate::container`]).
     pub runtime: crate::container::Runtime,
+    /// Supervisors started ahead of time, each with its task's process
+    /// forked and waiting (in a cgroup of its own where it can be renamed
+    /// to the task's), so that a task starts without waiting for either
+    /// ([`crate::supervisor::pool`]); 0: none.
+    pub warm_supervisors: usize,
 }
+
+/// The default number of supervisors kept warm.
+pub const DEFAULT_WARM_SUPERVISORS: usize = 2;
 
 /// The default `pids.max` of a task.
 pub const DEFAULT_PIDS_MAX: u64 = 4096;
@@ -97,6 +108,7 @@ impl Default for Options {
             pids_max: DEFAULT_PIDS_MAX,
             private_tmp: true,
             runtime: crate::container::Runtime::Process,
+            warm_supervisors: DEFAULT_WARM_SUPERVISORS,
         }
     }
 }
@@ -112,6 +124,8 @@ pub struct Isolation {
     /// Kept visible inside a task's `/tmp` (see [`private_tmp`]).
     keep: Vec<PathBuf>,
     devices: Vec<devices::DeviceNode>,
+    /// cgroup v2 device programs load here (checked at start).
+    v2_devices: bool,
     /// How tasks that name an image run.
     pub runtime: crate::container::Runtime,
     /// What the daemon says about it at start, one line each.
@@ -147,6 +161,10 @@ pub fn instance_name(node: &str, work_dir: &Path) -> String {
         });
     format!("{node}.{:08x}", hash as u32)
 }
+
+/// How the cgroups of warm supervisors' waiting processes begin: a dot,
+/// which no job name begins with.
+pub const POOL_PREFIX: &str = ".pool.";
 
 /// `name-index-attempt`: a task's cgroup and `/tmp` folder name.
 pub fn task_name(job: &str, index: u32, attempt: u32) -> String {
@@ -231,9 +249,22 @@ impl Isolation {
                     "GPU device files: each task may open only its own GPUs' (devices cgroup)"
                         .into(),
                 ),
+                Some(Layout::V2 { .. }) => match bpf::load(&bpf::program(&[])) {
+                    Ok(_) => {
+                        iso.v2_devices = true;
+                        iso.notes.push(
+                            "GPU device files: each task may open only its own GPUs' (a BPF \
+                             device program on its cgroup)"
+                                .into(),
+                        );
+                    }
+                    Err(e) => iso.warnings.push(format!(
+                        "GPU device files are not guarded per task here: {e}"
+                    )),
+                },
                 _ => iso.warnings.push(
                     "GPU device files are not guarded per task here (needs the cgroup v1 \
-                     devices controller)"
+                     devices controller, or tasks' cgroups on cgroup v2)"
                         .into(),
                 ),
             }
@@ -265,12 +296,41 @@ impl Isolation {
         Some(layout.task(&self.node, &task_name(job, index, attempt)))
     }
 
-    /// The `/tmp` of a task, when tasks get their own.
+    /// The cgroup a warm supervisor's waiting process sits in, named
+    /// `.pool.<daemon pid>.<n>` (never a task's name), renamed to the
+    /// task's when it gets one ([`TaskCgroup::take_over`]). Only on v1,
+    /// where cgroups can be renamed; `None` elsewhere (the process then
+    /// joins the task's cgroup as it starts the task).
+    pub fn pool_cgroup(&self, n: u64) -> Option<TaskCgroup> {
+        match self.layout.as_ref()? {
+            l @ Layout::V1 { .. } => Some(l.task(
+                &self.node,
+                &format!("{POOL_PREFIX}{}.{n}", std::process::id()),
+            )),
+            Layout::V2 { .. } => None,
+        }
+    }
+
     /// The folder of the tasks' `/tmp` folders, when tasks get their own.
     pub fn tmp_root(&self) -> Option<&Path> {
         self.tmp_root.as_deref()
     }
 
+    /// The cgroup a running task's usage is read from: its own, or, for a
+    /// task in a container, the `--cgroup-parent` podman put the
+    /// container below (whose counters include the container's). `None`
+    /// without cgroups or when neither is there.
+    pub fn running_cgroup(&self, job: &str, index: u32, attempt: u32) -> Option<TaskCgroup> {
+        let own = self.task_cgroup(job, index, attempt)?;
+        if own.memory.is_dir() {
+            return Some(own);
+        }
+        let layout = self.layout.as_ref()?;
+        let (cg, _) = layout.container_task(&self.node, &task_name(job, index, attempt))?;
+        cg.memory.is_dir().then_some(cg)
+    }
+
+    /// The `/tmp` of a task, when tasks get their own.
     pub fn task_tmp(&self, job: &str, index: u32, attempt: u32) -> Option<PrivateTmp> {
         let root = self.tmp_root.as_ref()?;
         Some(PrivateTmp {
@@ -290,10 +350,9 @@ impl Isolation {
         gpus: &[u32],
     ) -> TaskIsolation {
         let cgroup = self.task_cgroup(job, index, attempt).map(|c| {
-            let devices = c
-                .devices
-                .as_ref()
-                .and_then(|_| devices::rules(&self.devices, gpus));
+            let devices = (c.devices.is_some() || (c.v2 && self.v2_devices))
+                .then(|| devices::rules(&self.devices, gpus))
+                .flatten();
             let limits = Limits {
                 cpu_milli,
                 memory_bytes,
@@ -387,11 +446,12 @@ impl Isolation {
         }
         // A task whose supervisor outlived the daemon still runs in its
         // cgroup: the daemon takes it back ([`crate::supervisor`]). Only
-        // the empty ones are left over.
+        // the empty ones are left over, and the cgroups of warm
+        // supervisors' waiting processes, which never ran a task.
         let mut removed = 0;
         for n in &names {
             let task = layout.task(&self.node, n);
-            if task.pids().is_empty() {
+            if n.starts_with(POOL_PREFIX) || task.pids().is_empty() {
                 task.remove();
                 removed += 1;
             }
@@ -542,90 +602,22 @@ pub fn install(cmd: &mut tokio::process::Command, hook: Hook) {
     }
 }
 
-/// A task's cgroup and `/tmp` made ready, and the hook that puts the child
-/// in them.
-#[derive(Debug)]
-pub struct Prepared {
-    pub hook: Hook,
-    /// What [`Active::finish`] reads and removes after the task.
-    pub active: Active,
-}
-
-/// `task`'s cgroup created with its limits and its `/tmp` folder made (the
-/// user's), and the hook for the child, which switches to `run_as` itself
-/// (`uid`, `gid`, groups) after the steps that need root. On failure,
-/// nothing is left behind.
-pub fn prepare(
-    task: &TaskIsolation,
-    run_as: Option<&crate::owner::RunAs>,
-) -> Result<Prepared, String> {
-    let mut hook = Hook {
-        procs: Vec::new(),
-        mounts: None,
-        identity: None,
-    };
-    let mut active = Active::default();
-    if task.container_parent.is_some() {
-        return prepare_container(task, run_as).map(|active| Prepared { hook, active });
+/// [`install`] for a process that execs without forking (a warm
+/// supervisor's waiting process, [`crate::warm`]).
+#[allow(unsafe_code)]
+pub fn install_std(cmd: &mut std::process::Command, hook: Hook) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: as in `install`; here the hook runs in the process itself,
+    // right before its exec.
+    unsafe {
+        cmd.pre_exec(move || hook.run());
     }
-    if let Some((cg, limits)) = &task.cgroup {
-        cg.create(limits)?;
-        active.cgroup = Some((cg.clone(), limits.memory_bytes));
-        for p in cg.procs_files() {
-            match std::fs::OpenOptions::new().write(true).open(&p) {
-                Ok(f) => hook.procs.push(f),
-                Err(e) => {
-                    cg.remove();
-                    return Err(format!("opening {}: {e}", p.display()));
-                }
-            }
-        }
-    }
-    if let Some(tmp) = &task.tmp {
-        let mounts = tmp.create(run_as).and_then(|()| {
-            let mut binds = Vec::new();
-            for (from, to) in tmp.binds() {
-                binds.push((cstring(&from)?, cstring(&to)?));
-            }
-            Ok(Mounts {
-                binds,
-                tmp: Some(cstring(&tmp.dir)?),
-            })
-        });
-        match mounts {
-            Ok(m) => hook.mounts = Some(m),
-            Err(e) => {
-                if let Some((cg, _)) = &task.cgroup {
-                    cg.remove();
-                }
-                tmp.remove();
-                return Err(e);
-            }
-        }
-    }
-    if let Some(r) = run_as.filter(|r| r.switch && !hook.is_empty()) {
-        let mut groups: Vec<nix::unistd::Gid> = r
-            .groups
-            .iter()
-            .copied()
-            .map(nix::unistd::Gid::from_raw)
-            .collect();
-        if groups.is_empty() {
-            groups.push(nix::unistd::Gid::from_raw(r.gid));
-        }
-        hook.identity = Some((
-            groups,
-            nix::unistd::Gid::from_raw(r.gid),
-            nix::unistd::Uid::from_raw(r.uid),
-        ));
-    }
-    Ok(Prepared { hook, active })
 }
 
 /// A container task's cgroup made with its limits (podman puts the
 /// container below it) and its `/tmp` folder; nothing for the podman
 /// client to join.
-fn prepare_container(
+pub(crate) fn prepare_container(
     task: &TaskIsolation,
     run_as: Option<&crate::owner::RunAs>,
 ) -> Result<Active, String> {

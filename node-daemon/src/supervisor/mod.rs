@@ -18,6 +18,7 @@
 //! reconciler's.
 
 pub mod lease;
+pub mod pool;
 pub mod record;
 pub mod run;
 
@@ -62,12 +63,17 @@ pub struct Supervisors {
     pub fence: Duration,
     /// SIGTERM → SIGKILL delay when stopping a task.
     pub kill_grace: Duration,
+    /// Supervisors started ahead of time; `None`: each is started for
+    /// its task.
+    pub warm: Option<std::sync::Arc<pool::Pool>>,
 }
 
 /// A supervisor this daemon started (its child).
 #[derive(Debug)]
 pub struct Launched {
     child: tokio::process::Child,
+    stdin: Option<tokio::process::ChildStdin>,
+    stdout: Option<tokio::io::BufReader<tokio::process::ChildStdout>>,
     /// The spec to send on its standard input.
     spec: Vec<u8>,
     dir: TaskDir,
@@ -116,9 +122,29 @@ impl Supervisors {
         })?;
         dir.write_meta(meta)
             .map_err(|e| fail(format!("writing {:?}: {e}", dir.meta())))?;
+        let ready_timeout = READY_TIMEOUT + spec_pull_timeout(spec.container);
+        // A task in an image runs `podman run`, which makes its own
+        // processes and cgroups: a warm one's waiting process is no use.
+        let warm = self.warm.as_ref().filter(|_| spec.container.is_none());
+        if let Some(m) = warm.and_then(pool::Pool::take) {
+            let start = record::WarmStart {
+                dir: dir.dir.clone(),
+                spec: OwnedStartSpec::new(spec),
+            };
+            let spec = serde_json::to_vec(&start)
+                .map_err(|e| fail(format!("encoding it for its supervisor: {e}")))?;
+            return Ok(Launched {
+                child: m.child,
+                stdin: Some(m.stdin),
+                stdout: Some(m.stdout),
+                spec,
+                dir,
+                pid: m.pid,
+                ready_timeout,
+            });
+        }
         let log = std::fs::File::create(dir.log())
             .map_err(|e| fail(format!("creating {:?}: {e}", dir.log())))?;
-        let spec_container = spec.container;
         let spec = serde_json::to_vec(&OwnedStartSpec::new(spec))
             .map_err(|e| fail(format!("encoding it for its supervisor: {e}")))?;
         let mut cmd = tokio::process::Command::new(&self.exe);
@@ -135,20 +161,21 @@ impl Supervisors {
             .stdout(Stdio::piped())
             .stderr(log)
             .kill_on_drop(false);
-        let child = cmd.spawn().map_err(|e| {
+        let mut child = cmd.spawn().map_err(|e| {
             fail(format!(
                 "starting its supervisor {:?}: {e}",
                 self.exe.display()
             ))
         })?;
         let pid = child.id().unwrap_or(0);
-        let pull = spec_pull_timeout(spec_container);
         Ok(Launched {
+            stdin: child.stdin.take(),
+            stdout: child.stdout.take().map(tokio::io::BufReader::new),
             child,
             spec,
             dir,
             pid,
-            ready_timeout: READY_TIMEOUT + pull,
+            ready_timeout,
         })
     }
 
@@ -263,8 +290,7 @@ impl Launched {
                 format!("cannot start the task: its supervisor {why} (see {log:?})"),
             )
         };
-        let (Some(mut stdin), Some(stdout)) = (self.child.stdin.take(), self.child.stdout.take())
-        else {
+        let (Some(mut stdin), Some(mut stdout)) = (self.stdin.take(), self.stdout.take()) else {
             return Err(lost("has no pipes".into()));
         };
         let spec = std::mem::take(&mut self.spec);
@@ -272,9 +298,7 @@ impl Launched {
             stdin.write_all(&spec).await?;
             drop(stdin);
             let mut line = String::new();
-            tokio::io::BufReader::new(stdout)
-                .read_line(&mut line)
-                .await?;
+            stdout.read_line(&mut line).await?;
             Ok::<String, std::io::Error>(line)
         };
         let limit = self.ready_timeout;

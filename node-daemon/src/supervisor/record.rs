@@ -113,6 +113,16 @@ impl OwnedStartSpec {
     }
 }
 
+/// What a warm supervisor reads on its standard input.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct WarmStart {
+    pub dir: PathBuf,
+    pub spec: OwnedStartSpec,
+}
+
+/// The line a warm supervisor says once its task's process waits.
+pub const WARM_READY: &str = "{\"warm\":\"ready\"}";
+
 /// One process: its pid and its start time in clock ticks since boot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcId {

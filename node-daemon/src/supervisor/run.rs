@@ -1,5 +1,5 @@
 //! The supervisor process (`gpu-node supervise`): one per task. It leaves
-//! the daemon's session, reads the task's [`OwnedStartSpec`] from its
+//! the daemon's session, reads the task's [`super::record::OwnedStartSpec`] from its
 //! standard input, starts the task with [`runtime::start`], says so on its
 //! standard output (one [`Ready`] line), then waits for the task with
 //! [`runtime::Process::wait`] and records the exit in its folder. On SIGTERM
@@ -17,7 +17,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 use super::lease;
-use super::record::{OwnedStartSpec, ProcId, Ready, State, TaskDir};
+use super::record::{ProcId, Ready, State, TaskDir, WarmStart, WARM_READY};
 use crate::runtime::{self, Exit};
 
 /// The longest SIGTERM → SIGKILL grace when fencing: the task must be gone
@@ -29,8 +29,9 @@ pub const FENCE_GRACE: Duration = Duration::from_secs(1);
 #[command(name = "gpu-node supervise")]
 pub struct SuperviseArgs {
     /// The task's folder (meta.json in, state.json and exit.json out).
-    #[arg(long, value_name = "DIR")]
-    pub dir: PathBuf,
+    /// Required unless `--warm`.
+    #[arg(long, value_name = "DIR", required_unless_present = "warm")]
+    pub dir: Option<PathBuf>,
     /// The daemon's lease file.
     #[arg(long, value_name = "FILE")]
     pub lease: PathBuf,
@@ -40,6 +41,14 @@ pub struct SuperviseArgs {
     /// SIGTERM → SIGKILL delay when stopping the task.
     #[arg(long, default_value_t = 5000, value_name = "MS")]
     pub kill_grace_ms: u64,
+    /// Start warm: make the task's process first (`gpu-node task-exec`,
+    /// see [`crate::warm`]), say `{"warm":"ready"}` on standard output,
+    /// then read the task as a [`WarmStart`] (its folder and its spec).
+    #[arg(long)]
+    pub warm: bool,
+    /// With `--warm`: the cgroup (JSON) the task's process waits in.
+    #[arg(long, value_name = "JSON", requires = "warm")]
+    pub pool_cgroup: Option<String>,
 }
 
 /// Run a supervisor to the end of its task.
@@ -93,34 +102,95 @@ fn not_started(dir: &TaskDir, exit_code: i32, message: String) -> ExitCode {
 /// The spec, up to the end of standard input: the daemon closes it once
 /// written (or by dying), and kills a supervisor that does not answer in
 /// time, so this read ends.
-fn read_spec() -> Result<OwnedStartSpec, String> {
+fn read_spec<T: serde::de::DeserializeOwned>() -> Result<Option<T>, String> {
     let mut buf = Vec::new();
     std::io::stdin()
         .lock()
         .read_to_end(&mut buf)
         .map_err(|e| format!("reading the task from standard input: {e}"))?;
+    if buf.is_empty() {
+        return Ok(None);
+    }
     serde_json::from_slice(&buf)
+        .map(Some)
         .map_err(|e| format!("the task on standard input is not valid: {e}"))
 }
 
-async fn supervise(args: SuperviseArgs) -> ExitCode {
-    let dir = TaskDir {
-        dir: args.dir.clone(),
+/// A warm supervisor until its task comes: its task's process made, then
+/// the task read. `None`: the daemon went (or gave it no task), and the
+/// waiting process and its cgroup are gone.
+fn warm_start(args: &SuperviseArgs) -> Option<(WarmStart, crate::warm::Stub)> {
+    let pool = match args.pool_cgroup.as_deref().map(serde_json::from_str) {
+        None => None,
+        Some(Ok(cg)) => Some(cg),
+        Some(Err(e)) => {
+            eprintln!("gpu-node supervise: --pool-cgroup is not valid: {e}");
+            return None;
+        }
     };
-    let started_ms = now_ms();
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+    let stub = match crate::warm::Stub::spawn(&exe, pool) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("gpu-node supervise: cannot make the task's process ahead: {e}");
+            return None;
+        }
+    };
+    {
+        let mut out = std::io::stdout().lock();
+        let line = format!("{WARM_READY}\n");
+        out.write_all(line.as_bytes())
+            .and_then(|_| out.flush())
+            .ok()?;
+    }
+    let start: WarmStart = match read_spec() {
+        Ok(Some(s)) => s,
+        Ok(None) => return None,
+        Err(e) => {
+            eprintln!("gpu-node supervise: {e}");
+            return None;
+        }
+    };
+    // From now on this supervisor's standard error is its task's.
+    let dir = TaskDir {
+        dir: start.dir.clone(),
+    };
+    if let Ok(log) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.log())
+    {
+        let _ = nix::unistd::dup2_stderr(log);
+    }
+    Some((start, stub))
+}
+
+async fn supervise(args: SuperviseArgs) -> ExitCode {
     // Before anything else, so that a stop that comes early is not lost.
-    let mut term = match signal(SignalKind::terminate()) {
+    let term = signal(SignalKind::terminate());
+    let (dir, spec, stub) = if args.warm {
+        match warm_start(&args) {
+            Some((start, stub)) => (start.dir, Some(start.spec), Some(stub)),
+            None => return ExitCode::SUCCESS,
+        }
+    } else {
+        (args.dir.clone().unwrap_or_default(), None, None)
+    };
+    let dir = TaskDir { dir };
+    let started_ms = now_ms();
+    let mut term = match term {
         Ok(s) => s,
         Err(e) => return not_started(&dir, 127, format!("cannot watch SIGTERM: {e}")),
     };
     let Some(me) = ProcId::of(std::process::id()) else {
         return not_started(&dir, 127, "cannot read this process's start time".into());
     };
-    let spec = match read_spec() {
-        Ok(s) => s,
+    let spec = match spec.map_or_else(read_spec, |s| Ok(Some(s))) {
+        Ok(Some(s)) => s,
+        Ok(None) => return not_started(&dir, 127, "no task on standard input".into()),
         Err(message) => return not_started(&dir, 127, message),
     };
-    let process = match runtime::start(&spec.borrow()) {
+    let process = match runtime::start_with(&spec.borrow(), stub) {
         Ok(p) => p,
         Err(e) => return not_started(&dir, e.exit_code, e.message),
     };

@@ -31,7 +31,9 @@ impl Reconciler {
         if self.podman_for(a).is_some() {
             iso.for_container(job, i, n, a.cpu_milli, a.memory_bytes)
         } else {
-            iso.for_task(job, i, n, a.cpu_milli, a.memory_bytes, &a.gpu_indices)
+            // Device rules name /dev/nvidia<minor>, not CUDA's index.
+            let minors = crate::inventory::device_minors(&self.inventory.devices(), &a.gpu_indices);
+            iso.for_task(job, i, n, a.cpu_milli, a.memory_bytes, &minors)
         }
     }
 
