@@ -29,6 +29,7 @@ mod container;
 mod dag;
 mod io;
 mod parse;
+mod refs;
 mod scalar;
 mod template;
 mod workflow;
@@ -36,7 +37,10 @@ mod workflow;
 pub use container::{Container, EnvVar, ResourceList, ResourceRequirements, Script};
 pub use dag::{Arguments, ContinueOn, DagTask, DagTemplate, Sequence, WorkflowStep};
 pub use io::{Artifact, Inputs, Outputs, Parameter, ValueFrom};
-pub use parse::{from_document, parse_unvalidated, ARGO_API_VERSION};
+pub use parse::{
+    check_header, from_document, from_document_as, parse_unvalidated, ARGO_API_VERSION,
+};
+pub use refs::{kind_name, TemplateRef, WorkflowTemplateRef};
 pub use scalar::{parse_duration_ms, AnyString, Ignored, IntOrString, Unsupported};
 pub use template::{Backoff, Memoize, RetryPolicy, RetryStrategy, Template};
 pub use workflow::{TtlStrategy, Workflow, WorkflowArguments, WorkflowMeta, WorkflowSpec};

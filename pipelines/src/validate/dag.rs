@@ -234,23 +234,27 @@ impl<'a> Validator<'a> {
             &mut self.errors,
             tp,
             &[
-                ("templateRef", &task.template_ref),
                 ("onExit", &task.on_exit),
                 ("hooks", &task.hooks),
                 ("inline", &task.inline),
             ],
             "",
         );
-        match &task.template {
-            None => self.err(
-                format!("{tp}.template"),
-                "missing: the template this task runs",
+        match (&task.template, &task.template_ref) {
+            (Some(_), Some(_)) => self.err(
+                format!("{tp}.templateRef"),
+                "use either `template` or `templateRef`, not both",
             ),
-            Some(n) if self.wf.template(n).is_none() => self.err(
+            (None, Some(r)) => self.template_ref(tp, r),
+            (None, None) => self.err(
+                format!("{tp}.template"),
+                "missing: the template this task runs (`template`, or `templateRef` for one of a WorkflowTemplate)",
+            ),
+            (Some(n), None) if self.wf.template(n).is_none() => self.err(
                 format!("{tp}.template"),
                 format!("no template named {n:?}{}", self.known_templates()),
             ),
-            Some(_) => {}
+            (Some(_), None) => {}
         }
         if task.with_sequence.is_some() && (task.with_items.is_some() || task.with_param.is_some())
         {

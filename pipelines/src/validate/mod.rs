@@ -16,6 +16,7 @@
 //!  retry       retryStrategy and activeDeadlineSeconds
 //!  dag         DAG templates: tasks, dependencies, target, task arguments
 //!  steps       steps templates: groups, step names, what a step may name
+//!  template_ref  a task's `templateRef` (resolved at submit, see `resolve`)
 //!  graph       dependencies, cycles, ancestors, recursion between templates
 //!  refs        what each `{{...}}` may refer to where it sits
 //!  checker     the shared state (errors so far) and helpers
@@ -33,6 +34,7 @@ mod refs;
 mod resources;
 mod retry;
 mod steps;
+mod template_ref;
 
 pub use graph::{ancestors_of, find_cycle, task_depends};
 pub use limits::{
@@ -65,7 +67,6 @@ impl<'a> Validator<'a> {
             &mut self.errors,
             "spec",
             &[
-                ("workflowTemplateRef", &s.workflow_template_ref),
                 ("volumeClaimTemplates", &s.volume_claim_templates),
                 ("hooks", &s.hooks),
                 ("synchronization", &s.synchronization),
