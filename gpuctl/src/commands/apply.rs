@@ -153,6 +153,12 @@ pub(crate) async fn cmd_submit(cx: &mut Ctx, flags: &SubmitFlags) -> Result<u8> 
                         l.manifest.kind()
                     )))
                 }
+                manifest::Object::Argo(a) => {
+                    return Err(Error::Usage(format!(
+                        "{}: a {} is stored with `gpuctl apply -f`; submit a workflow that names it (workflowTemplateRef or templateRef)",
+                        a.source, a.kind
+                    )))
+                }
             }
         }
         let (source, w) =
