@@ -186,11 +186,10 @@ fn template_references_are_checked_before_lookup() {
     // A WorkflowTemplate is refused where a Workflow is expected.
     let e = parse_workflow(
         "t.yaml",
-        &read("stored/workflow-templates.yaml")
+        read("stored/workflow-templates.yaml")
             .split("---")
             .next()
-            .unwrap()
-            .to_string(),
+            .unwrap(),
     )
     .unwrap_err();
     assert!(
