@@ -173,6 +173,13 @@ fn templates_are_stored_referenced_copied_at_submit_and_crons_managed() {
         "cluster-workflow-template-submittable"
     );
 
+    // The rest of the folder: every file of it runs here.
+    for f in ["steps.yaml", "workflow-template-ref.yaml"] {
+        let name = submit(&dev, &["-f", &path(&format!("templates/runs/{f}"))]);
+        assert_eq!(finished(&dev, &name).0, "Succeeded", "{f}");
+    }
+    assert_eq!(std::fs::read_dir(example("templates/runs")).unwrap().count(), 5);
+
     // CronWorkflows: applied, listed, described, suspended and resumed.
     let cron = path("cron/cron-workflow.yaml");
     assert_eq!(
