@@ -178,7 +178,12 @@ fn templates_are_stored_referenced_copied_at_submit_and_crons_managed() {
         let name = submit(&dev, &["-f", &path(&format!("templates/runs/{f}"))]);
         assert_eq!(finished(&dev, &name).0, "Succeeded", "{f}");
     }
-    assert_eq!(std::fs::read_dir(example("templates/runs")).unwrap().count(), 5);
+    assert_eq!(
+        std::fs::read_dir(example("templates/runs"))
+            .unwrap()
+            .count(),
+        5
+    );
 
     // CronWorkflows: applied, listed, described, suspended and resumed.
     let cron = path("cron/cron-workflow.yaml");

@@ -15,9 +15,11 @@
 //!   template. Inside it, `template: x` names a sibling in the same
 //!   `WorkflowTemplate`; `templateRef`s there are followed in turn.
 //!
-//! A copied template is named `NAME/TEMPLATE` (`cluster:NAME/TEMPLATE` for a
-//! `ClusterWorkflowTemplate`): Argo template names cannot hold `/`, so a
-//! copy never collides with the workflow's own templates.
+//! A copied template is named `wftmpl:NAME/TEMPLATE` (`cwftmpl:NAME/TEMPLATE`
+//! for a `ClusterWorkflowTemplate`): Argo template names cannot hold `:`,
+//! so a copy never collides with the workflow's own templates or its
+//! hoisted inline ones (`PARENT/TASK`). Inside a copy, a task's `onExit`
+//! and `hooks.exit` name siblings too and are renamed the same way.
 
 use std::collections::BTreeMap;
 
@@ -125,6 +127,17 @@ pub fn resolve(wf: &Workflow, store: &dyn TemplateStore) -> Result<Workflow, Fie
                 (None, Some((c, n))) => task.template.clone().map(|x| (*c, n.clone(), x)),
                 (None, None) => None,
             };
+            // Exit handlers inside a copy name its siblings.
+            if let Some((c, n)) = &origin.imported {
+                let mut handlers: Vec<&mut String> = task.on_exit.iter_mut().collect();
+                if let Some(hooks) = task.hooks.as_mut() {
+                    handlers.extend(hooks.values_mut().filter_map(|h| h.template.as_mut()));
+                }
+                for h in handlers {
+                    let key = (*c, n.clone(), h.clone());
+                    *h = imports.import(&key, &at, &mut out.spec.templates, &mut origins)?;
+                }
+            }
             let Some(key) = target else {
                 continue;
             };
@@ -189,9 +202,9 @@ impl Imports<'_> {
             ));
         };
         let local = if *cluster {
-            format!("cluster:{name}/{template}")
+            format!("cwftmpl:{name}/{template}")
         } else {
-            format!("{name}/{template}")
+            format!("wftmpl:{name}/{template}")
         };
         let mut copy = t.clone();
         copy.name = local.clone();

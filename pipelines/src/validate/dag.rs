@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::checker::{unsupported, Validator, VarCtx};
+use super::checker::{Validator, VarCtx};
 use super::graph::{ancestors_of, find_cycle, task_depends};
 use super::limits::{MAX_FAN_OUT, MAX_TASKS_PER_DAG};
 use crate::expr::parse_when;
@@ -66,6 +66,7 @@ impl<'a> Validator<'a> {
             };
             self.task_refs(&tp, task, ctx);
             self.task_required_inputs(&tp, task);
+            self.task_hooks(&tp, task, ctx);
         }
         // A DAG's outputs may name any of its tasks.
         let ctx = VarCtx {
@@ -230,16 +231,13 @@ impl<'a> Validator<'a> {
                 format!("duplicate {what} name {:?}", task.name),
             );
         }
-        unsupported(
-            &mut self.errors,
-            tp,
-            &[
-                ("onExit", &task.on_exit),
-                ("hooks", &task.hooks),
-                ("inline", &task.inline),
-            ],
-            "",
-        );
+        // Left in place by hoisting only beside a `template`.
+        if task.inline.is_some() {
+            self.err(
+                format!("{tp}.inline"),
+                "use either `template` or `inline`, not both",
+            );
+        }
         match (&task.template, &task.template_ref) {
             (Some(_), Some(_)) => self.err(
                 format!("{tp}.templateRef"),
@@ -355,6 +353,13 @@ impl<'a> Validator<'a> {
         for (k, a) in task.artifacts().iter().enumerate() {
             let ap = format!("{tp}.arguments.artifacts[{k}]");
             self.artifact_common(&ap, a);
+            if let Some(r) = &a.raw {
+                self.check_str(&format!("{ap}.raw.data"), &r.data, ctx);
+                continue;
+            }
+            if a.from_expression.is_some() {
+                continue;
+            }
             match &a.from {
                 None => self.err(
                     format!("{ap}.from"),
@@ -395,7 +400,7 @@ impl<'a> Validator<'a> {
             }
             for ia in callee.input_artifacts() {
                 let given = task.artifacts().iter().any(|a| a.name == ia.name);
-                if !given && ia.optional != Some(true) {
+                if !given && ia.optional != Some(true) && ia.raw.is_none() {
                     self.err(
                         format!("{tp}.arguments.artifacts"),
                         format!(

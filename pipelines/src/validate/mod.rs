@@ -16,6 +16,8 @@
 //!  retry       retryStrategy and activeDeadlineSeconds
 //!  dag         DAG templates: tasks, dependencies, target, task arguments
 //!  steps       steps templates: groups, step names, what a step may name
+//!  hooks       a task's or step's exit handler (`onExit`, `hooks.exit`)
+//!  suspend     suspend templates: the duration, what a suspend node can output
 //!  template_ref  a task's `templateRef` (resolved at submit, see `resolve`)
 //!  graph       dependencies, cycles, ancestors, recursion between templates
 //!  refs        what each `{{...}}` may refer to where it sits
@@ -26,6 +28,7 @@
 mod checker;
 mod dag;
 mod graph;
+mod hooks;
 mod leaf;
 mod limits;
 mod names;
@@ -34,6 +37,7 @@ mod refs;
 mod resources;
 mod retry;
 mod steps;
+mod suspend;
 mod template_ref;
 
 pub use graph::{ancestors_of, find_cycle, task_depends};
@@ -44,18 +48,39 @@ pub use resources::parse_gpus;
 
 use gpuctl_common::api::FieldError;
 
-use crate::spec::{parse_duration_ms, Template, Workflow};
+use crate::spec::{hoist_inline, parse_duration_ms, unhoisted_path, Template, Workflow};
 use checker::{unsupported, Validator, VarCtx};
 use retry::positive_seconds;
 
 /// Every problem in the workflow, in document order.
 pub fn validate_all(wf: &Workflow) -> Vec<FieldError> {
+    // Inline templates are checked as templates, each error at its place.
+    let (hoisted, origins, mut unreadable) = hoist_inline(wf);
     let mut v = Validator {
-        wf,
+        wf: &hoisted,
         errors: Vec::new(),
     };
     v.workflow();
-    v.errors
+    let own = wf.spec.templates.len();
+    let mut errors: Vec<FieldError> = v
+        .errors
+        .into_iter()
+        .map(|mut e| {
+            e.path = unhoisted_path(&e.path, own, &origins);
+            e
+        })
+        .collect();
+    // An inline template that is no template is the problem to name, not
+    // the template its task then lacks.
+    errors.retain(|e| {
+        !unreadable.iter().any(|u| {
+            e.path
+                .strip_suffix(".template")
+                .is_some_and(|task| u.path.starts_with(&format!("{task}.inline")))
+        })
+    });
+    unreadable.append(&mut errors);
+    unreadable
 }
 
 impl<'a> Validator<'a> {
@@ -71,7 +96,6 @@ impl<'a> Validator<'a> {
                 ("hooks", &s.hooks),
                 ("synchronization", &s.synchronization),
                 ("templateDefaults", &s.template_defaults),
-                ("suspend", &s.suspend),
                 ("shutdown", &s.shutdown),
                 ("retryStrategy", &s.retry_strategy),
                 ("podPriority", &s.pod_priority),
@@ -124,7 +148,6 @@ impl<'a> Validator<'a> {
             &p,
             &[
                 ("resource", &t.resource),
-                ("suspend", &t.suspend),
                 ("containerSet", &t.container_set),
                 ("http", &t.http),
                 ("data", &t.data),
@@ -153,15 +176,16 @@ impl<'a> Validator<'a> {
             t.steps.is_some(),
             t.container.is_some(),
             t.script.is_some(),
+            t.suspend.is_some(),
         ]
         .iter()
         .filter(|b| **b)
         .count();
-        if kinds == 0 && t.resource.is_none() && t.suspend.is_none() {
+        if kinds == 0 && t.resource.is_none() {
             self.err(
                 &p,
                 format!(
-                    "template {:?} has none of `dag`, `steps`, `container`, `script`",
+                    "template {:?} has none of `dag`, `steps`, `container`, `script`, `suspend`",
                     t.name
                 ),
             );
@@ -169,7 +193,7 @@ impl<'a> Validator<'a> {
             self.err(
                 &p,
                 format!(
-                    "template {:?} must have exactly one of `dag`, `steps`, `container`, `script`",
+                    "template {:?} must have exactly one of `dag`, `steps`, `container`, `script`, `suspend`",
                     t.name
                 ),
             );
@@ -183,7 +207,7 @@ impl<'a> Validator<'a> {
             artifact: false,
             steps: false,
         };
-        self.template_inputs(&p, t);
+        self.template_inputs(&p, t, ctx);
         self.template_outputs(&p, t, ctx);
         if let Some(c) = &t.container {
             self.container(&p, c, ctx);
@@ -217,6 +241,9 @@ impl<'a> Validator<'a> {
         }
         if let Some(groups) = &t.steps {
             self.steps(&p, t, groups);
+        }
+        if let Some(s) = &t.suspend {
+            self.suspend(&p, t, s, ctx);
         }
     }
 }

@@ -161,6 +161,15 @@ pub enum Command {
     RevokeToken {
         id: String,
     },
+    /// `gpuctl suspend`: no new step of the workflow starts; running ones
+    /// finish.
+    SuspendWorkflow {
+        name: String,
+    },
+    /// `gpuctl resume`: steps start again and waiting `suspend` steps end.
+    ResumeWorkflow {
+        name: String,
+    },
     /// Store (or replace) a `WorkflowTemplate`, or with `cluster` a
     /// `ClusterWorkflowTemplate`.
     PutWorkflowTemplate {
@@ -219,6 +228,8 @@ impl Command {
             Command::CreateUser { .. } => "CreateUser",
             Command::CreateToken { .. } => "CreateToken",
             Command::RevokeToken { .. } => "RevokeToken",
+            Command::SuspendWorkflow { .. } => "SuspendWorkflow",
+            Command::ResumeWorkflow { .. } => "ResumeWorkflow",
             Command::PutWorkflowTemplate { .. } => "PutWorkflowTemplate",
             Command::DeleteWorkflowTemplate { .. } => "DeleteWorkflowTemplate",
             Command::PutCronWorkflow { .. } => "PutCronWorkflow",

@@ -50,6 +50,7 @@ pub(crate) mod testutil;
 mod users;
 pub mod views;
 mod workflow_object;
+mod workflow_suspend;
 pub mod workflows;
 
 pub use command::{
@@ -519,6 +520,8 @@ impl State {
             } => self.submit_workflow(index, now, name, workflow, arguments, owner.as_deref()),
             Command::WorkflowTick { name } => self.workflow_tick(index, now, name),
             Command::CancelWorkflow { name } => self.cancel_workflow(index, now, name),
+            Command::SuspendWorkflow { name } => self.suspend_workflow(index, now, name),
+            Command::ResumeWorkflow { name } => self.resume_workflow(index, now, name),
             Command::DeleteJob { name } => self.delete_job(name),
             Command::DeleteWorkflow { name } => self.delete_workflow(name),
             Command::CreateEndpoint { endpoint } => self.create_endpoint(index, now, endpoint),

@@ -260,6 +260,7 @@ spec:
             message: None,
             root: None,
             on_exit: None,
+            suspended: false,
         };
         let g = layout(&wf, &status, &BTreeMap::new());
         let placed: Vec<(&str, usize, usize, &str)> = g
