@@ -197,3 +197,52 @@ fn template_references_are_checked_before_lookup() {
         "{e}"
     );
 }
+
+#[test]
+fn exit_handlers_inside_a_referenced_template_call_its_siblings() {
+    let lib = r#"
+apiVersion: argoproj.io/v1alpha1
+kind: WorkflowTemplate
+metadata: {name: lib}
+spec:
+  templates:
+  - name: train
+    dag:
+      tasks:
+      - {name: fit, template: echo, onExit: cleanup, arguments: {parameters: [{name: m, value: fit}]}}
+  - name: echo
+    inputs: {parameters: [{name: m}]}
+    container: {image: x, command: [echo, "{{inputs.parameters.m}}"]}
+  - name: cleanup
+    container: {image: x, command: [echo, cleanup]}
+"#;
+    let mut store = InMemoryTemplates::default();
+    store.add(
+        parse_workflow_template_document("lib.yaml", serde_yaml_ng::from_str(lib).unwrap())
+            .unwrap(),
+    );
+    let wf = r#"
+apiVersion: argoproj.io/v1alpha1
+kind: Workflow
+metadata: {name: w}
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    steps:
+    - - {name: t, templateRef: {name: lib, template: train}}
+  - name: cleanup
+    container: {image: x, command: [echo, not-this-one]}
+"#;
+    let r = resolve(&parse_workflow("w.yaml", wf).unwrap(), &store).unwrap();
+    assert!(validate_all(&r).is_empty(), "{:#?}", validate_all(&r));
+    let sim = run(&r, &[]);
+    assert_eq!(echoed(&sim, "fit"), "echo fit");
+    let handler = sim
+        .log
+        .iter()
+        .map(|(_, s)| s.argv(None).join(" "))
+        .find(|a| a.contains("cleanup") || a.contains("not-this-one"))
+        .expect("the exit handler ran");
+    assert_eq!(handler, "echo cleanup", "the library's own cleanup");
+}
