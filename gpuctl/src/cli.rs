@@ -92,10 +92,13 @@ pub enum Command {
     },
     /// Submit a quick job: one task group running CMD.
     Submit(SubmitFlags),
-    /// List jobs, nodes, queues, workflows, endpoints, users or tokens, or show one.
+    /// List jobs, nodes, queues, workflows, endpoints, users, tokens,
+    /// workflowtemplates, clusterworkflowtemplates or cronworkflows, or show one.
     Get {
         /// jobs, nodes, queues, workflows, endpoints, users or tokens (job, node,
-        /// no, queue, q, workflow, wf, endpoint, ep, user, token).
+        /// no, queue, q, workflow, wf, endpoint, ep, user, token), Argo's
+        /// workflowtemplates (wftmpl), clusterworkflowtemplates (cwftmpl),
+        /// cronworkflows (cwf).
         #[arg(value_parser = parse_kind)]
         kind: Kind,
         name: Option<String>,
@@ -134,10 +137,11 @@ pub enum Command {
         /// With `workflow` as the first argument: the workflow's name.
         name: Option<String>,
     },
-    /// Delete a finished job, a finished workflow (with its step jobs), or an
-    /// endpoint (its replicas are stopped).
+    /// Delete a finished job, a finished workflow (with its step jobs), an
+    /// endpoint (its replicas are stopped), a secret, a workflowtemplate, a
+    /// clusterworkflowtemplate or a cronworkflow (its workflows stay).
     Delete {
-        /// job, workflow or endpoint.
+        /// job, workflow, endpoint, secret, wftmpl, cwftmpl or cwf.
         #[arg(value_parser = parse_kind)]
         kind: Kind,
         name: String,
@@ -223,6 +227,12 @@ pub enum Command {
     Admin {
         #[command(subcommand)]
         command: AdminCommand,
+    },
+    /// CronWorkflows: `cron suspend NAME` stops its scheduling, `cron
+    /// resume NAME` starts it again (like `argo cron suspend|resume`).
+    Cron {
+        #[command(subcommand)]
+        command: CronCommand,
     },
     /// The audit log: every mutating call with who, what, result; merged
     /// from every scheduler replica, oldest first.
@@ -469,6 +479,16 @@ pub enum TaskIsolation {
     Off,
 }
 
+/// `gpuctl cron ...`.
+#[derive(Debug, Subcommand)]
+pub enum CronCommand {
+    /// No new runs until resumed (runs going on are left alone).
+    Suspend { name: String },
+    /// Schedule again (a time missed while suspended runs only if it is
+    /// within startingDeadlineSeconds, or a minute).
+    Resume { name: String },
+}
+
 /// The object kinds `get` and `describe` know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -480,6 +500,9 @@ pub enum Kind {
     Secrets,
     Users,
     Tokens,
+    WorkflowTemplates,
+    ClusterWorkflowTemplates,
+    CronWorkflows,
 }
 
 impl Kind {
@@ -494,6 +517,9 @@ impl Kind {
             Kind::Secrets => "secrets",
             Kind::Users => "users",
             Kind::Tokens => "tokens",
+            Kind::WorkflowTemplates => "workflowtemplates",
+            Kind::ClusterWorkflowTemplates => "clusterworkflowtemplates",
+            Kind::CronWorkflows => "cronworkflows",
         }
     }
     /// The singular, as in `job/x` and `job "x" not found`.
@@ -507,6 +533,9 @@ impl Kind {
             Kind::Secrets => "secret",
             Kind::Users => "user",
             Kind::Tokens => "token",
+            Kind::WorkflowTemplates => "workflowtemplate",
+            Kind::ClusterWorkflowTemplates => "clusterworkflowtemplate",
+            Kind::CronWorkflows => "cronworkflow",
         }
     }
 }
@@ -522,8 +551,14 @@ pub fn parse_kind(s: &str) -> Result<Kind, String> {
         "secret" | "secrets" => Ok(Kind::Secrets),
         "user" | "users" => Ok(Kind::Users),
         "token" | "tokens" => Ok(Kind::Tokens),
+        // Argo's kinds, with its CLI's short names.
+        "workflowtemplate" | "workflowtemplates" | "wftmpl" => Ok(Kind::WorkflowTemplates),
+        "clusterworkflowtemplate" | "clusterworkflowtemplates" | "cwftmpl" | "cwft" => {
+            Ok(Kind::ClusterWorkflowTemplates)
+        }
+        "cronworkflow" | "cronworkflows" | "cwf" | "cronwf" => Ok(Kind::CronWorkflows),
         _ => Err(format!(
-            "unknown kind {s:?} (expected jobs, nodes, queues, workflows, endpoints, secrets, users or tokens)"
+            "unknown kind {s:?} (expected jobs, nodes, queues, workflows, endpoints, secrets, users, tokens, workflowtemplates (wftmpl), clusterworkflowtemplates (cwftmpl) or cronworkflows (cwf))"
         )),
     }
 }

@@ -128,6 +128,7 @@ pub async fn run(cli: Cli, env: &EnvVars) -> Result<u8> {
         } => top::cmd_top(&mut cx, what, interval.duration, once).await,
         Command::Admin { command } => identity::cmd_admin(&mut cx, command).await,
         Command::Audit { limit, user } => identity::cmd_audit(&mut cx, limit, user).await,
+        Command::Cron { command } => apply::cmd_cron(&mut cx, command).await,
     }
 }
 

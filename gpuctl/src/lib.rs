@@ -12,6 +12,8 @@
 //! command, `commands/` has one file per command group (apply and submit,
 //! get and describe, logs, wait, cancel and delete, cordon and drain,
 //! cluster), and `status` is `gpuctl cluster status`. `dev/` is `gpuctl dev`.
+//! `argo_objects` reads, shows and suspends WorkflowTemplates,
+//! ClusterWorkflowTemplates and CronWorkflows.
 //!
 //! The binary is a thin `main` around [`run`]; everything a test wants to
 //! pin (address resolution, manifests, tables) is a pure function in a module.
@@ -19,6 +21,7 @@
 //! Exit codes: 0 success, 1 failure (server error, bad manifest, unreachable
 //! server, a job that `wait` saw fail), 2 bad command line, 124 `wait` timed out.
 
+pub mod argo_objects;
 pub mod cli;
 pub mod client;
 mod commands;

@@ -52,6 +52,8 @@ pub enum Object {
         source: String,
         workflow: Box<gpuctl_pipelines::Workflow>,
     },
+    /// A WorkflowTemplate, ClusterWorkflowTemplate or CronWorkflow.
+    Argo(Box<crate::argo_objects::ArgoObject>),
 }
 
 /// Like [`load_manifests`], also reading `kind: Workflow` files (one
@@ -59,6 +61,12 @@ pub enum Object {
 pub fn load_objects(paths: &[String], stdin: &mut dyn Read) -> Result<Vec<Object>> {
     let mut out = Vec::new();
     for (source, text) in read_sources(paths, stdin)? {
+        if crate::argo_objects::is_argo_object_text(&text) {
+            for o in crate::argo_objects::parse_file(&source, &text)? {
+                out.push(Object::Argo(Box::new(o)));
+            }
+            continue;
+        }
         if crate::workflows::is_workflow_text(&text) {
             let workflow = crate::workflows::parse_workflow_file(&source, &text)?;
             out.push(Object::Workflow {

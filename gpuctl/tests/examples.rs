@@ -127,6 +127,8 @@ fn check_objects(node: &Node, objects: Vec<Object>, model_files_exist: bool) -> 
                     }
                 }
             }
+            // Checked when read; they run through the workflows that use them.
+            Object::Argo(_) => {}
         }
     }
     problems

@@ -45,7 +45,9 @@
 //! the node daemon's store finds it without this crate). [`parse_workflow`]
 //! lives here because it joins parsing and validation.
 
+pub mod cron;
 pub mod expr;
+pub mod resolve;
 pub mod run;
 pub mod spec;
 pub mod store;
@@ -83,6 +85,22 @@ pub fn parse_workflow_document(
     doc: Document,
 ) -> Result<Workflow, ManifestError> {
     let wf = spec::from_document(doc).map_err(|e| e.in_source(source_name, 0))?;
+    validated(source_name, wf)
+}
+
+/// A `WorkflowTemplate` or `ClusterWorkflowTemplate` document, checked like
+/// a workflow (its `entrypoint` may be left to the workflows that use it)
+/// and named with `metadata.name`. Its `templateRef`s are checked when it
+/// is stored, against the templates stored then ([`resolve`]).
+pub fn parse_workflow_template_document(
+    source_name: &str,
+    doc: Document,
+) -> Result<Workflow, ManifestError> {
+    let wf = spec::from_document_as(doc, &["WorkflowTemplate", "ClusterWorkflowTemplate"])
+        .map_err(|e| e.in_source(source_name, 0))?;
+    let name = wf.metadata.name.clone().unwrap_or_default();
+    gpuctl_common::api::validate_name("metadata.name", &name)
+        .map_err(|e| e.in_source(source_name, 0))?;
     validated(source_name, wf)
 }
 

@@ -232,9 +232,9 @@ fn known_but_unsupported_fields_say_so() {
     );
     reject(
         &ARGO_DIAMOND.replace("        template: echo\n        arguments:\n          parameters: [{name: message, value: A}]",
-            "        templateRef: {name: other, template: echo}"),
+            "        template: echo\n        templateRef: {name: other, template: echo}"),
         "spec.templates[0].dag.tasks[0].templateRef",
-        &["not supported"],
+        &["use either `template` or `templateRef`"],
     );
     reject(
         &ARGO_DIAMOND.replace(

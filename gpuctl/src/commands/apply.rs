@@ -40,6 +40,19 @@ pub(crate) async fn cmd_apply(cx: &mut Ctx, files: &[String]) -> Result<u8> {
                 }
                 continue;
             }
+            manifest::Object::Argo(o) => {
+                match apply_argo_object(cx, &o).await {
+                    Ok(verb) => out(&format!("{}/{} {verb}\n", o.kind, o.name))?,
+                    Err(e) => {
+                        if matches!(e, Error::Unreachable { .. }) {
+                            return Err(e);
+                        }
+                        eprintln!("error: {e}");
+                        code = EXIT_FAILURE;
+                    }
+                }
+                continue;
+            }
         };
         let kind = l.manifest.kind().to_ascii_lowercase();
         let name = l.manifest.name().to_string();
@@ -80,6 +93,53 @@ pub(crate) async fn cmd_apply(cx: &mut Ctx, files: &[String]) -> Result<u8> {
     Ok(code)
 }
 
+/// Store a WorkflowTemplate, ClusterWorkflowTemplate or CronWorkflow:
+/// `created`, or `configured` when it replaced one.
+pub(crate) async fn apply_argo_object(
+    cx: &mut Ctx,
+    o: &crate::argo_objects::ArgoObject,
+) -> Result<&'static str> {
+    check_size(&o.source, &format!("{}/{}", o.kind, o.name), &o.json)?;
+    let req = ApplyRequest {
+        object_json: o.json.clone(),
+        source: o.source.clone(),
+        request_id: new_request_id(),
+        ..Default::default()
+    };
+    let kind = crate::cli::parse_kind(&o.kind).map_err(Error::Other)?;
+    let existed = cx.get_raw(kind, Some(&o.name)).await.is_ok();
+    create(&mut cx.conn, &req)
+        .await
+        .map_err(|e| e.into_error(None, cx.urls()))?;
+    Ok(if existed { "configured" } else { "created" })
+}
+
+/// `gpuctl cron suspend|resume NAME`: the stored CronWorkflow applied again
+/// with `spec.suspend` changed.
+pub(crate) async fn cmd_cron(cx: &mut Ctx, command: crate::cli::CronCommand) -> Result<u8> {
+    let (name, suspend) = match command {
+        crate::cli::CronCommand::Suspend { name } => (name, true),
+        crate::cli::CronCommand::Resume { name } => (name, false),
+    };
+    let raw = cx
+        .get_raw(crate::cli::Kind::CronWorkflows, Some(&name))
+        .await?;
+    let v = decode(&raw[0], "cronworkflow")?;
+    let doc = crate::argo_objects::with_suspend(&v, suspend);
+    let req = ApplyRequest {
+        object_json: doc.to_string(),
+        source: format!("cronworkflow/{name}"),
+        request_id: new_request_id(),
+        ..Default::default()
+    };
+    create(&mut cx.conn, &req)
+        .await
+        .map_err(|e| e.into_error(None, cx.urls()))?;
+    let verb = if suspend { "suspended" } else { "resumed" };
+    out(&format!("cronworkflow/{name} {verb}\n"))?;
+    Ok(0)
+}
+
 pub(crate) async fn cmd_submit(cx: &mut Ctx, flags: &SubmitFlags) -> Result<u8> {
     if let Some(file) = &flags.file {
         if !flags.command.is_empty() {
@@ -97,6 +157,12 @@ pub(crate) async fn cmd_submit(cx: &mut Ctx, flags: &SubmitFlags) -> Result<u8> 
                         "{}: submit -f takes a workflow (kind: Workflow); use `gpuctl apply -f` for a {}",
                         l.source,
                         l.manifest.kind()
+                    )))
+                }
+                manifest::Object::Argo(a) => {
+                    return Err(Error::Usage(format!(
+                        "{}: a {} is stored with `gpuctl apply -f`; submit a workflow that names it (workflowTemplateRef or templateRef)",
+                        a.source, a.kind
                     )))
                 }
             }

@@ -46,9 +46,17 @@ pub(crate) async fn cmd_cancel_job(cx: &mut Ctx, job: &str) -> Result<u8> {
 }
 
 pub(crate) async fn cmd_delete(cx: &mut Ctx, kind: Kind, name: &str) -> Result<u8> {
-    if !matches!(kind, Kind::Jobs | Kind::Workflows | Kind::Endpoints) {
+    if !matches!(
+        kind,
+        Kind::Jobs
+            | Kind::Workflows
+            | Kind::Endpoints
+            | Kind::WorkflowTemplates
+            | Kind::ClusterWorkflowTemplates
+            | Kind::CronWorkflows
+    ) {
         return Err(Error::Usage(format!(
-            "{} cannot be deleted; jobs, workflows and endpoints can",
+            "{} cannot be deleted; jobs, workflows, endpoints, workflowtemplates, clusterworkflowtemplates and cronworkflows can",
             kind.api_name()
         )));
     }

@@ -6,7 +6,7 @@ use crate::commands::ctx::{decode, Ctx};
 use crate::commands::identity;
 use crate::error::{Error, Result};
 use crate::stdout::out;
-use crate::{endpoints, render, secrets, workflows};
+use crate::{argo_objects, endpoints, render, secrets, workflows};
 
 pub(crate) async fn cmd_get(
     cx: &mut Ctx,
@@ -54,6 +54,12 @@ pub(crate) async fn cmd_get(
                 Kind::Secrets => secrets::secrets_table(&cx.get_secrets(name).await?, now),
                 Kind::Users => identity::users_table(&values_of(cx, kind, name).await?),
                 Kind::Tokens => identity::tokens_table(&values_of(cx, kind, name).await?, now),
+                Kind::WorkflowTemplates | Kind::ClusterWorkflowTemplates => {
+                    argo_objects::templates_table(&values_of(cx, kind, name).await?, now)
+                }
+                Kind::CronWorkflows => {
+                    argo_objects::cron_table(&values_of(cx, kind, name).await?, now)
+                }
             };
             out(&text)?;
         }
@@ -119,13 +125,21 @@ pub(crate) async fn cmd_describe(cx: &mut Ctx, kind: Kind, name: &str) -> Result
             .map(|s| secrets::describe_secret(s, now))
             .collect::<Vec<_>>()
             .join("\n"),
-        Kind::Users | Kind::Tokens => values_of(cx, kind, Some(name))
+        Kind::CronWorkflows => values_of(cx, kind, Some(name))
             .await?
             .iter()
-            .map(serde_yaml_ng::to_string)
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| Error::Other(format!("cannot render YAML: {e}")))?
-            .join("---\n"),
+            .map(argo_objects::describe_cron)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Kind::Users | Kind::Tokens | Kind::WorkflowTemplates | Kind::ClusterWorkflowTemplates => {
+            values_of(cx, kind, Some(name))
+                .await?
+                .iter()
+                .map(serde_yaml_ng::to_string)
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| Error::Other(format!("cannot render YAML: {e}")))?
+                .join("---\n")
+        }
     };
     out(&text)?;
     Ok(0)

@@ -65,6 +65,15 @@ impl Run {
         for (k, v) in &self.parameters {
             s.insert(format!("workflow.parameters.{k}"), v.clone());
         }
+        // The time a CronWorkflow scheduled this run for (RFC 3339).
+        if let Some(t) = self
+            .workflow
+            .metadata
+            .annotations
+            .get(crate::cron::ANNOTATION_SCHEDULED_TIME)
+        {
+            s.insert("workflow.scheduledTime".into(), t.clone());
+        }
         s
     }
 

@@ -48,8 +48,9 @@ pub struct DagTask {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub continue_on: Option<ContinueOn>,
 
-    #[serde(default, skip_serializing)]
-    pub template_ref: Unsupported,
+    /// A template of a `WorkflowTemplate`, copied in at submit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_ref: Option<super::refs::TemplateRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub with_sequence: Option<Sequence>,
     /// A template run after the task ends, whatever its phase.

@@ -30,6 +30,7 @@ mod dag;
 mod inline;
 mod io;
 mod parse;
+mod refs;
 mod scalar;
 mod suspend;
 mod template;
@@ -41,7 +42,10 @@ pub use dag::{
 };
 pub use inline::{hoist_inline, unhoisted_path};
 pub use io::{Artifact, Inputs, Outputs, Parameter, RawArtifact, ValueFrom};
-pub use parse::{from_document, parse_unvalidated, ARGO_API_VERSION};
+pub use parse::{
+    check_header, from_document, from_document_as, parse_unvalidated, ARGO_API_VERSION,
+};
+pub use refs::{kind_name, TemplateRef, WorkflowTemplateRef};
 pub use scalar::{parse_duration_ms, AnyString, Ignored, IntOrString, Unsupported};
 pub use suspend::SuspendTemplate;
 pub use template::{Backoff, Memoize, RetryPolicy, RetryStrategy, Template};

@@ -36,6 +36,23 @@ pub fn parse_unvalidated(text: &str) -> Result<Workflow, FieldError> {
 
 /// [`parse_unvalidated`] of a document already read (an API payload).
 pub fn from_document(value: Document) -> Result<Workflow, FieldError> {
+    from_document_as(value, &["Workflow"])
+}
+
+/// A document of one of `kinds` (`Workflow`, `WorkflowTemplate`,
+/// `ClusterWorkflowTemplate`: the same document under another kind),
+/// strictly.
+pub fn from_document_as(value: Document, kinds: &[&str]) -> Result<Workflow, FieldError> {
+    check_header(&value, kinds)?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        FieldError::new(path, e.into_inner().to_string())
+    })
+}
+
+/// `apiVersion` is Argo's and `kind` one of `kinds`.
+pub fn check_header(value: &Document, kinds: &[&str]) -> Result<(), FieldError> {
     let map = value.as_mapping().ok_or_else(|| {
         FieldError::new(
             "",
@@ -60,30 +77,24 @@ pub fn from_document(value: Document) -> Result<Workflow, FieldError> {
             ))
         }
     }
+    let want = kinds.join("` or `");
     match map.get("kind").map(|v| v.as_str()) {
-        Some(Some("Workflow")) => {}
+        Some(Some(k)) if kinds.contains(&k) => Ok(()),
         Some(Some(k @ ("WorkflowTemplate" | "ClusterWorkflowTemplate" | "CronWorkflow"))) => {
-            return Err(FieldError::new(
+            Err(FieldError::new(
                 "kind",
-                format!("{k} is not supported; submit a `kind: Workflow`"),
+                format!(
+                    "a {k} is stored with `gpuctl apply -f`, not submitted; expected `{want}` here"
+                ),
             ))
         }
-        None => {
-            return Err(FieldError::new(
-                "kind",
-                "missing field (expected `kind: Workflow`)",
-            ))
-        }
-        Some(other) => {
-            return Err(FieldError::new(
-                "kind",
-                format!("expected `Workflow`, got {:?}", other.unwrap_or("")),
-            ))
-        }
+        None => Err(FieldError::new(
+            "kind",
+            format!("missing field (expected `kind: {want}`)"),
+        )),
+        Some(other) => Err(FieldError::new(
+            "kind",
+            format!("expected `{want}`, got {:?}", other.unwrap_or("")),
+        )),
     }
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." { String::new() } else { path };
-        FieldError::new(path, e.into_inner().to_string())
-    })
 }

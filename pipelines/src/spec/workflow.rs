@@ -126,8 +126,9 @@ pub struct WorkflowSpec {
     /// At most this many steps of the run at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parallelism: Option<IntOrString>,
-    #[serde(default, skip_serializing)]
-    pub workflow_template_ref: Unsupported,
+    /// The spec of a `WorkflowTemplate`, merged in at submit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_template_ref: Option<super::refs::WorkflowTemplateRef>,
     #[serde(default, skip_serializing)]
     pub volume_claim_templates: Unsupported,
     #[serde(default, skip_serializing)]

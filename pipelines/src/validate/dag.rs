@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::checker::{unsupported, Validator, VarCtx};
+use super::checker::{Validator, VarCtx};
 use super::graph::{ancestors_of, find_cycle, task_depends};
 use super::limits::{MAX_FAN_OUT, MAX_TASKS_PER_DAG};
 use crate::expr::parse_when;
@@ -231,12 +231,6 @@ impl<'a> Validator<'a> {
                 format!("duplicate {what} name {:?}", task.name),
             );
         }
-        unsupported(
-            &mut self.errors,
-            tp,
-            &[("templateRef", &task.template_ref)],
-            "",
-        );
         // Left in place by hoisting only beside a `template`.
         if task.inline.is_some() {
             self.err(
@@ -244,16 +238,21 @@ impl<'a> Validator<'a> {
                 "use either `template` or `inline`, not both",
             );
         }
-        match &task.template {
-            None => self.err(
-                format!("{tp}.template"),
-                "missing: the template this task runs",
+        match (&task.template, &task.template_ref) {
+            (Some(_), Some(_)) => self.err(
+                format!("{tp}.templateRef"),
+                "use either `template` or `templateRef`, not both",
             ),
-            Some(n) if self.wf.template(n).is_none() => self.err(
+            (None, Some(r)) => self.template_ref(tp, r),
+            (None, None) => self.err(
+                format!("{tp}.template"),
+                "missing: the template this task runs (`template`, or `templateRef` for one of a WorkflowTemplate)",
+            ),
+            (Some(n), None) if self.wf.template(n).is_none() => self.err(
                 format!("{tp}.template"),
                 format!("no template named {n:?}{}", self.known_templates()),
             ),
-            Some(_) => {}
+            (Some(_), None) => {}
         }
         if task.with_sequence.is_some() && (task.with_items.is_some() || task.with_param.is_some())
         {

@@ -18,6 +18,7 @@
 //!  steps       steps templates: groups, step names, what a step may name
 //!  hooks       a task's or step's exit handler (`onExit`, `hooks.exit`)
 //!  suspend     suspend templates: the duration, what a suspend node can output
+//!  template_ref  a task's `templateRef` (resolved at submit, see `resolve`)
 //!  graph       dependencies, cycles, ancestors, recursion between templates
 //!  refs        what each `{{...}}` may refer to where it sits
 //!  checker     the shared state (errors so far) and helpers
@@ -37,6 +38,7 @@ mod resources;
 mod retry;
 mod steps;
 mod suspend;
+mod template_ref;
 
 pub use graph::{ancestors_of, find_cycle, task_depends};
 pub use limits::{
@@ -90,7 +92,6 @@ impl<'a> Validator<'a> {
             &mut self.errors,
             "spec",
             &[
-                ("workflowTemplateRef", &s.workflow_template_ref),
                 ("volumeClaimTemplates", &s.volume_claim_templates),
                 ("hooks", &s.hooks),
                 ("synchronization", &s.synchronization),

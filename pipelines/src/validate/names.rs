@@ -36,7 +36,8 @@ impl Validator<'_> {
     /// Every template has a name of its own.
     pub(super) fn template_names(&mut self) {
         let s = &self.wf.spec;
-        if s.templates.is_empty() {
+        // With `workflowTemplateRef` the templates come from the template.
+        if s.templates.is_empty() && s.workflow_template_ref.is_none() {
             self.err("spec.templates", "a workflow needs at least one template");
         }
         let mut names = BTreeSet::new();
@@ -56,7 +57,13 @@ impl Validator<'_> {
     pub(super) fn entry_points(&mut self) {
         let wf = self.wf;
         let s = &wf.spec;
+        // A workflowTemplateRef brings the entrypoint and the templates it
+        // may name; a WorkflowTemplate may leave the entrypoint to the
+        // workflow that uses it. Both are checked once resolved.
+        let elsewhere = s.workflow_template_ref.is_some();
         match &s.entrypoint {
+            None if elsewhere || wf.kind != "Workflow" => {}
+            Some(_) if elsewhere => {}
             None => self.err(
                 "spec.entrypoint",
                 "missing: name the template to start with (e.g. `entrypoint: main`)",
@@ -68,7 +75,7 @@ impl Validator<'_> {
             Some(_) => {}
         }
         if let Some(e) = &s.on_exit {
-            if wf.template(e).is_none() {
+            if !elsewhere && wf.template(e).is_none() {
                 self.err(
                     "spec.onExit",
                     format!("no template named {e:?}{}", self.known_templates()),

@@ -84,6 +84,8 @@ impl Validator<'_> {
         };
         match parts.as_slice() {
             ["workflow", "name" | "status" | "uid" | "namespace" | "duration" | "failures"] => Ok(()),
+            // Set in the workflows a CronWorkflow creates.
+            ["workflow", "scheduledTime"] => Ok(()),
             ["workflow", "parameters", p] => {
                 let declared = wf
                     .spec

@@ -20,17 +20,25 @@ use crate::state::Command;
 enum Object {
     Manifest(Box<Manifest>),
     Workflow(Box<Workflow>),
+    /// A `WorkflowTemplate` or `ClusterWorkflowTemplate`.
+    Template(Box<Workflow>),
+    Cron(Box<gpuctl_pipelines::cron::CronWorkflow>),
 }
 
 /// Read the payload once, look up its kind, and parse it as that kind.
 fn parse_object(source: &str, object_json: &str) -> Result<Object, Status> {
     let doc =
         json_document(source, object_json).map_err(|e| Status::invalid_argument(e.to_string()))?;
-    let object = if document_kind(&doc) == Some("Workflow") {
-        gpuctl_pipelines::parse_workflow_document(source, doc)
-            .map(|wf| Object::Workflow(Box::new(wf)))
-    } else {
-        parse_manifest_document(source, doc).map(|m| Object::Manifest(Box::new(m)))
+    let object = match document_kind(&doc) {
+        Some("Workflow") => gpuctl_pipelines::parse_workflow_document(source, doc)
+            .map(|wf| Object::Workflow(Box::new(wf))),
+        Some("WorkflowTemplate" | "ClusterWorkflowTemplate") => {
+            gpuctl_pipelines::parse_workflow_template_document(source, doc)
+                .map(|t| Object::Template(Box::new(t)))
+        }
+        Some("CronWorkflow") => gpuctl_pipelines::cron::parse_cron_workflow_document(source, doc)
+            .map(|c| Object::Cron(Box::new(c))),
+        _ => parse_manifest_document(source, doc).map(|m| Object::Manifest(Box::new(m))),
     };
     object.map_err(|e| Status::invalid_argument(e.to_string()))
 }
@@ -60,6 +68,11 @@ impl Api {
                     .or_else(|| wf.metadata.generate_name.clone())
                     .unwrap_or_default(),
             ),
+            Ok(Object::Template(t)) => (
+                t.kind.to_ascii_lowercase(),
+                t.metadata.name.clone().unwrap_or_default(),
+            ),
+            Ok(Object::Cron(c)) => ("cronworkflow".to_string(), c.name().to_string()),
             Err(_) => (String::new(), String::new()),
         };
         let r = async {
@@ -96,6 +109,10 @@ impl Api {
                     .apply_workflow(&source, *wf, params, request_id, who.owner())
                     .await;
             }
+            Object::Template(t) => {
+                return self.apply_template(who, &source, *t, request_id).await;
+            }
+            Object::Cron(c) => return self.apply_cron(who, &source, *c, request_id).await,
             Object::Manifest(m) => m,
         };
         // The owner is the caller; only an admin may name another one.

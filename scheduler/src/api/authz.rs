@@ -14,8 +14,10 @@
 //! - node credentials: the node service, as their own node only;
 //! - join tokens: only `NodeService.Join`.
 //!
-//! Queue objects, cordons, replica membership, users, join tokens
-//! and the audit log are for admins.
+//! Queue objects, ClusterWorkflowTemplates, cordons, replica membership,
+//! users, join tokens and the audit log are for admins. WorkflowTemplates
+//! and CronWorkflows are owned like workflows: applying one over an
+//! existing one replaces it, which takes its owner (or team lead).
 
 use gpuctl_common::queue::DEFAULT_QUEUE;
 
@@ -79,6 +81,10 @@ pub enum ApplyKind {
     Endpoint,
     Queue,
     Secret,
+    WorkflowTemplate,
+    /// Admins only: the cluster's shared templates.
+    ClusterWorkflowTemplate,
+    CronWorkflow,
 }
 
 impl ApplyKind {
@@ -89,6 +95,9 @@ impl ApplyKind {
             ApplyKind::Endpoint => "endpoint",
             ApplyKind::Queue => "queue",
             ApplyKind::Secret => "secret",
+            ApplyKind::WorkflowTemplate => "workflowtemplate",
+            ApplyKind::ClusterWorkflowTemplate => "clusterworkflowtemplate",
+            ApplyKind::CronWorkflow => "cronworkflow",
         }
     }
 }
@@ -268,7 +277,7 @@ fn user_rules(
     }
     match action {
         Action::Apply { kind, name, queue } => match kind {
-            ApplyKind::Queue => Err(Denied(format!(
+            ApplyKind::Queue | ApplyKind::ClusterWorkflowTemplate => Err(Denied(format!(
                 "{who} may not apply {} {name:?}: only admins configure {}s",
                 kind.name(),
                 kind.name()
@@ -352,6 +361,18 @@ fn owner_of(st: &State, kind: &str, name: &str) -> Option<Option<String>> {
         "workflow" => st.workflows.get(name).map(|w| w.metadata.owner.clone()),
         "endpoint" => st.endpoints.get(name).map(|e| e.metadata.owner.clone()),
         "secret" => st.secrets.get(name).map(|s| s.metadata.owner.clone()),
+        "workflowtemplate" => st
+            .workflow_templates
+            .get(name)
+            .map(|t| t.metadata.owner.clone()),
+        "clusterworkflowtemplate" => st
+            .cluster_workflow_templates
+            .get(name)
+            .map(|t| t.metadata.owner.clone()),
+        "cronworkflow" => st
+            .cron_workflows
+            .get(name)
+            .map(|c| c.metadata.owner.clone()),
         _ => None,
     }
 }

@@ -442,3 +442,66 @@ fn endpoint_rollouts_and_updates_are_for_its_owner_team_lead_or_an_admin() {
         }
     }
 }
+
+#[test]
+fn cluster_workflow_templates_are_for_admins_and_workflow_templates_for_their_owner() {
+    let alice = user("alice", "nlp", Role::User, false);
+    let bob = user("bob", "vision", Role::User, false);
+    let m = denied(
+        &alice,
+        Action::Apply {
+            kind: ApplyKind::ClusterWorkflowTemplate,
+            name: "lib",
+            queue: None,
+        },
+    );
+    assert!(m.contains("only admins"), "{m}");
+    let admin = user("root", "", Role::Admin, false);
+    let apply = Action::Apply {
+        kind: ApplyKind::ClusterWorkflowTemplate,
+        name: "lib",
+        queue: None,
+    };
+    assert!(authorize(&admin, &apply, &state()).is_ok());
+    for kind in [ApplyKind::WorkflowTemplate, ApplyKind::CronWorkflow] {
+        let a = Action::Apply {
+            kind,
+            name: "t",
+            queue: None,
+        };
+        assert!(authorize(&bob, &a, &state()).is_ok(), "{kind:?}");
+    }
+    // Replacing or deleting one takes its owner.
+    let mut st = state();
+    let doc = "apiVersion: argoproj.io/v1alpha1\nkind: WorkflowTemplate\nmetadata: {name: t}\nspec:\n  templates:\n  - {name: m, container: {image: x, command: [\"true\"]}}\n";
+    let t = gpuctl_pipelines::parse_workflow_template_document(
+        "t.yaml",
+        serde_yaml_ng::from_str(doc).unwrap(),
+    )
+    .unwrap();
+    st.apply(
+        1,
+        &crate::state::Envelope::new(
+            0,
+            crate::state::Command::PutWorkflowTemplate {
+                cluster: false,
+                template: Box::new(t),
+                owner: Some("alice".into()),
+            },
+        ),
+    )
+    .unwrap();
+    let replace = |verb| Action::Stop {
+        verb,
+        kind: "workflowtemplate",
+        name: "t",
+    };
+    assert!(authorize(&alice, &replace("replace"), &st).is_ok());
+    let Err(Denied(m)) = authorize(&bob, &replace("delete"), &st) else {
+        panic!("bob may not delete alice's template")
+    };
+    assert_eq!(
+        m,
+        "user \"bob\" may not delete workflowtemplate \"t\" (owner \"alice\")"
+    );
+}

@@ -220,6 +220,13 @@ impl Control for Api {
             let objects_json = self.get_workflows(&req.name)?;
             return Ok(Response::new(pb::GetResponse { objects_json }));
         }
+        if matches!(
+            kind,
+            "workflowtemplate" | "clusterworkflowtemplate" | "cronworkflow"
+        ) {
+            let objects_json = self.get_argo_objects(kind, &req.name)?;
+            return Ok(Response::new(pb::GetResponse { objects_json }));
+        }
         if kind == "user" || kind == "token" {
             let objects_json = identity_objects(&self.state(), kind, &req.name)?;
             return Ok(Response::new(pb::GetResponse { objects_json }));
@@ -380,11 +387,14 @@ impl Control for Api {
                 "workflow" => Command::DeleteWorkflow { name },
                 "endpoint" => Command::DeleteEndpoint { name },
                 "secret" => Command::DeleteSecret { name },
-                other => {
-                    return Err(Status::invalid_argument(format!(
-                        "{other}s cannot be deleted; jobs, workflows, endpoints and secrets can"
-                    )))
-                }
+                other => match super::argo_objects::delete_command(other, name) {
+                    Some(cmd) => cmd,
+                    None => {
+                        return Err(Status::invalid_argument(format!(
+                            "{other}s cannot be deleted; jobs, workflows, endpoints, secrets, workflowtemplates, clusterworkflowtemplates and cronworkflows can"
+                        )))
+                    }
+                },
             };
             // Judge ownership on current state, not a follower's older copy.
             let checked = || {

@@ -74,8 +74,14 @@ pub(super) fn kind_of(kind: &str) -> Result<&'static str, Status> {
         "secret" | "secrets" => Ok("secret"),
         "user" | "users" => Ok("user"),
         "token" | "tokens" => Ok("token"),
+        // Argo's kind names and its CLI's short names.
+        "workflowtemplate" | "workflowtemplates" | "wftmpl" => Ok("workflowtemplate"),
+        "clusterworkflowtemplate" | "clusterworkflowtemplates" | "cwftmpl" | "cwft" => {
+            Ok("clusterworkflowtemplate")
+        }
+        "cronworkflow" | "cronworkflows" | "cwf" | "cronwf" => Ok("cronworkflow"),
         other => Err(Status::invalid_argument(format!(
-            "unknown kind {other:?}: this server knows jobs, nodes, queues, workflows, endpoints, secrets, users and tokens"
+            "unknown kind {other:?}: this server knows jobs, nodes, queues, workflows, endpoints, secrets, users, tokens, workflowtemplates, clusterworkflowtemplates and cronworkflows"
         ))),
     }
 }

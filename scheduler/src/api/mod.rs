@@ -36,6 +36,7 @@ use crate::raft::RaftHandle;
 use crate::state::State;
 
 mod apply;
+mod argo_objects;
 mod assignments;
 pub mod audit;
 pub mod auth;

@@ -172,6 +172,7 @@ pub fn applied_json(applied: Applied) -> Result<String, Status> {
         Applied::Secret(s) => json(&*s),
         Applied::User(u) => json(&*u),
         Applied::Token(t) => json(&t.view()),
+        Applied::Object(v) => json(&*v),
         _ => Ok(String::new()),
     }
 }

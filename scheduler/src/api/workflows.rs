@@ -45,6 +45,21 @@ impl Api {
         // A retry of an applied request gets its first answer (and does not
         // start a second run under another generated name).
         let repeated = self.already_applied(request_id.as_deref());
+        // Templates by reference are copied in now: the run keeps what the
+        // templates were at submit, whatever happens to them later.
+        let wf = if gpuctl_pipelines::resolve::has_references(&wf) {
+            let r = gpuctl_pipelines::resolve::resolve(&wf, &*self.state())
+                .map_err(|e| Status::invalid_argument(e.in_source(source, 0).to_string()))?;
+            if let Some(e) = gpuctl_pipelines::validate_all(&r).into_iter().next() {
+                return Err(Status::invalid_argument(format!(
+                    "{source}: with its templates resolved: {}: {}",
+                    e.path, e.reason
+                )));
+            }
+            r
+        } else {
+            wf
+        };
         if !repeated {
             let st = self.state();
             if !generated && st.workflows.contains_key(&name) {

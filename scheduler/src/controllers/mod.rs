@@ -12,9 +12,12 @@
 //!  endpoints.rs   gateway load (Loads) → autoscaler → ScaleEndpoint,
 //!                 ReplicaDrained, EndpointLoad
 //!  gc.rs          finished work past its time to live → DeleteJob/Workflow
+//!  cron.rs        CronWorkflows' scheduled times → CronRun; their workflows
+//!                 past the history limits → DeleteWorkflow
 //!  runner.rs      the loops that read the state and propose
 //! ```
 
+pub mod cron;
 pub mod endpoints;
 pub mod gc;
 pub mod liveness;

@@ -10,7 +10,8 @@
 //!   `resync`;
 //! - [`run_endpoints`]: the endpoint controller ([`endpoints`]), woken by
 //!   gateway reports ([`report_load`]);
-//! - [`run_gc`]: clean-up of finished work ([`gc`]), once a second.
+//! - [`run_gc`]: clean-up of finished work ([`gc`]) and CronWorkflows
+//!   ([`cron`]), once a second.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +21,7 @@ use tokio::sync::watch;
 
 use super::endpoints::{self, Loads};
 use super::liveness::{self, Heartbeats};
-use super::{gc, scheduling, timeouts, workflows};
+use super::{cron, gc, scheduling, timeouts, workflows};
 use crate::placement;
 use crate::raft::{ProposeError, RaftHandle};
 use crate::state::{Applied, Command, Envelope};
@@ -215,13 +216,19 @@ pub async fn run_gc(raft: RaftHandle, mut shutdown: watch::Receiver<bool>) {
     loop {
         if raft.shared.status().is_leader() {
             let now = gpuctl_common::now_ms();
-            let cmds = gc::due(&raft.shared.read(), now);
+            let mut cmds = gc::due(&raft.shared.read(), now);
+            // CronWorkflows run on the same once-a-second beat.
+            cmds.extend(cron::due(&raft.shared.read(), now));
             for cmd in cmds {
                 let what = format!("{cmd:?}");
+                let why = match cmd {
+                    Command::CronRun { .. } => "scheduled",
+                    _ => "time to live over",
+                };
                 // Deletions are routine: a refusal (the object changed) is
                 // only worth a debug line.
                 match propose_at(&raft, now, cmd).await {
-                    Ok(_) => tracing::info!("time to live over: {what}"),
+                    Ok(_) => tracing::info!("{why}: {what}"),
                     Err(e) => tracing::debug!("{what} not applied: {e}"),
                 }
             }

@@ -37,15 +37,25 @@ impl Envelope {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     /// Store a new job (validated before proposing; re-checked here).
-    SubmitJob { job: Box<Job> },
+    SubmitJob {
+        job: Box<Job>,
+    },
     /// Add a node or refresh its inventory and addresses.
-    RegisterNode { reg: NodeRegistration },
+    RegisterNode {
+        reg: NodeRegistration,
+    },
     /// Place whole gangs (one binding per job).
-    Bind { bindings: Vec<Binding> },
+    Bind {
+        bindings: Vec<Binding>,
+    },
     /// A node daemon reported a task's phase.
-    TaskReport { report: TaskReport },
+    TaskReport {
+        report: TaskReport,
+    },
     /// Stop a job for good.
-    CancelJob { name: String },
+    CancelJob {
+        name: String,
+    },
     /// Mark a node (un)schedulable, with why; `evict` also requeues every
     /// job with a task there, without using a retry (`gpuctl drain`).
     Cordon {
@@ -57,7 +67,9 @@ pub enum Command {
         evict: bool,
     },
     /// The node missed its heartbeats: fail what ran there.
-    NodeLost { node: String },
+    NodeLost {
+        node: String,
+    },
     /// Fail the current attempt of a job (e.g. it ran past its timeout).
     FailAttempt {
         job: String,
@@ -66,13 +78,17 @@ pub enum Command {
     },
     /// Create or replace a queue. When the queue carries
     /// `metadata.resourceVersion`, the replace is a compare-and-set on it.
-    PutQueue { queue: Box<Queue> },
+    PutQueue {
+        queue: Box<Queue>,
+    },
     /// Create or replace a secret.
     PutSecret {
         secret: Box<gpuctl_common::secret::Secret>,
     },
     /// Remove a secret.
-    DeleteSecret { name: String },
+    DeleteSecret {
+        name: String,
+    },
     /// Stop the current attempts of `victims` (job, attempt) so that job
     /// `by` can run; each is queued again without using up a retry.
     Preempt {
@@ -92,19 +108,29 @@ pub enum Command {
         owner: Option<String>,
     },
     /// A workflow's timer passed (retry backoff, a deadline).
-    WorkflowTick { name: String },
+    WorkflowTick {
+        name: String,
+    },
     /// Stop a workflow: its running steps are cancelled.
-    CancelWorkflow { name: String },
+    CancelWorkflow {
+        name: String,
+    },
     /// Remove a finished job.
-    DeleteJob { name: String },
+    DeleteJob {
+        name: String,
+    },
     /// Remove a finished workflow and its step jobs.
-    DeleteWorkflow { name: String },
+    DeleteWorkflow {
+        name: String,
+    },
     /// Store a new endpoint; it starts at `minReplicas`.
     CreateEndpoint {
         endpoint: Box<gpuctl_common::endpoint::Endpoint>,
     },
     /// Remove an endpoint and stop its replicas.
-    DeleteEndpoint { name: String },
+    DeleteEndpoint {
+        name: String,
+    },
     /// Set an endpoint's desired replicas: missing replica jobs are created, extra
     /// ones start draining, and replicas whose jobs ended are replaced.
     ScaleEndpoint {
@@ -113,7 +139,10 @@ pub enum Command {
         reason: String,
     },
     /// A draining replica has no request in flight (or its grace ran out): stop it.
-    ReplicaDrained { endpoint: String, job: String },
+    ReplicaDrained {
+        endpoint: String,
+        job: String,
+    },
     /// Load the gateway observed, kept for `gpuctl get endpoints`.
     EndpointLoad {
         name: String,
@@ -126,14 +155,22 @@ pub enum Command {
         latency_p99_ms: f64,
     },
     /// Add a user.
-    CreateUser { user: Box<super::identity::User> },
+    CreateUser {
+        user: Box<super::identity::User>,
+    },
     /// Store a token record (its hash, never the secret).
-    CreateToken { token: Box<super::identity::Token> },
+    CreateToken {
+        token: Box<super::identity::Token>,
+    },
     /// Stop a token from working.
-    RevokeToken { id: String },
+    RevokeToken {
+        id: String,
+    },
     /// `gpuctl suspend`: no new step of the workflow starts; running ones
     /// finish.
-    SuspendWorkflow { name: String },
+    SuspendWorkflow {
+        name: String,
+    },
     /// `gpuctl resume`: steps start again and waiting `suspend` steps end.
     ResumeWorkflow { name: String },
     /// An endpoint applied again: a changed replica template rolls out as a
@@ -147,6 +184,33 @@ pub enum Command {
     UndoEndpoint { name: String, to_revision: u64 },
     /// Gateways found these replicas of an endpoint ready.
     ReplicasReady { endpoint: String, jobs: Vec<String> },
+    /// Store (or replace) a `WorkflowTemplate`, or with `cluster` a
+    /// `ClusterWorkflowTemplate`.
+    PutWorkflowTemplate {
+        cluster: bool,
+        template: Box<gpuctl_pipelines::Workflow>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<String>,
+    },
+    DeleteWorkflowTemplate {
+        cluster: bool,
+        name: String,
+    },
+    /// Store (or replace the spec of) a `CronWorkflow`.
+    PutCronWorkflow {
+        cron: Box<gpuctl_pipelines::cron::CronWorkflow>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<String>,
+    },
+    DeleteCronWorkflow {
+        name: String,
+    },
+    /// A CronWorkflow's scheduled time (Unix seconds) has come: run it, or
+    /// record why not. Applied once per time.
+    CronRun {
+        name: String,
+        scheduled_s: i64,
+    },
 }
 
 impl Command {
@@ -184,6 +248,11 @@ impl Command {
             Command::PromoteEndpoint { .. } => "PromoteEndpoint",
             Command::UndoEndpoint { .. } => "UndoEndpoint",
             Command::ReplicasReady { .. } => "ReplicasReady",
+            Command::PutWorkflowTemplate { .. } => "PutWorkflowTemplate",
+            Command::DeleteWorkflowTemplate { .. } => "DeleteWorkflowTemplate",
+            Command::PutCronWorkflow { .. } => "PutCronWorkflow",
+            Command::DeleteCronWorkflow { .. } => "DeleteCronWorkflow",
+            Command::CronRun { .. } => "CronRun",
         }
     }
 }
@@ -337,6 +406,8 @@ pub enum Applied {
     User(Box<super::identity::User>),
     /// A token record (the API serves it without its hash).
     Token(Box<super::identity::Token>),
+    /// Any other object, as the API serves it (templates, CronWorkflows).
+    Object(Box<serde_json::Value>),
     /// Bindings that were applied (by job name) and those refused.
     Bound {
         applied: Vec<String>,

@@ -15,6 +15,8 @@
 //!  jobs.rs  nodes.rs  queues.rs  endpoints.rs  workflows.rs  users.rs
 //!               one file per command family (each an `impl State`)
 //!  identity.rs  user and token records (token hashes, never secrets)
+//!  templates.rs stored WorkflowTemplates, ClusterWorkflowTemplates and
+//!               CronWorkflows; cron.rs a CronWorkflow's scheduled time
 //!  views.rs     read models (queue status, endpoint views, tasks on a node)
 //!  index.rs     derived indexes kept per apply: jobs by node, per-node
 //!               change log, object counts
@@ -27,6 +29,7 @@ use gpuctl_common::api::{GpuShare, Job, Node};
 use gpuctl_common::queue::Queue;
 
 mod command;
+mod cron;
 pub mod endpoints;
 mod health;
 #[cfg(test)]
@@ -40,6 +43,7 @@ mod queues;
 mod rollouts;
 mod secrets;
 mod stored;
+pub mod templates;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -93,6 +97,12 @@ pub struct State {
     pub users: BTreeMap<String, identity::User>,
     /// Token records (hashes, never secrets), by token id.
     pub tokens: BTreeMap<String, identity::Token>,
+    /// Argo `WorkflowTemplate`s, by name.
+    pub workflow_templates: BTreeMap<String, templates::StoredTemplate>,
+    /// Argo `ClusterWorkflowTemplate`s, by name.
+    pub cluster_workflow_templates: BTreeMap<String, templates::StoredTemplate>,
+    /// Argo `CronWorkflow`s, by name.
+    pub cron_workflows: BTreeMap<String, templates::CronObject>,
     /// Derived: what tasks hold on each node.
     usage: BTreeMap<String, NodeUsage>,
     /// Derived: the sum of `usage`'s GPU thousandths.
@@ -424,7 +434,12 @@ impl State {
     }
 
     fn apply_cmd(&mut self, index: u64, env: &Envelope) -> Result<Applied, ApplyError> {
-        if self.workflows.is_empty() && !matches!(env.cmd, Command::SubmitWorkflow { .. }) {
+        if self.workflows.is_empty()
+            && !matches!(
+                env.cmd,
+                Command::SubmitWorkflow { .. } | Command::CronRun { .. }
+            )
+        {
             return self.apply_command(index, env);
         }
         // Step jobs this command ends advance their workflows in the same
@@ -544,6 +559,19 @@ impl State {
             Command::ReplicasReady { endpoint, jobs } => {
                 self.replicas_ready(index, now, endpoint, jobs)
             }
+            Command::PutWorkflowTemplate {
+                cluster,
+                template,
+                owner,
+            } => self.put_workflow_template(index, now, *cluster, template, owner.as_deref()),
+            Command::DeleteWorkflowTemplate { cluster, name } => {
+                self.delete_workflow_template(*cluster, name)
+            }
+            Command::PutCronWorkflow { cron, owner } => {
+                self.put_cron_workflow(index, now, cron, owner.as_deref())
+            }
+            Command::DeleteCronWorkflow { name } => self.delete_cron_workflow(name),
+            Command::CronRun { name, scheduled_s } => self.cron_run(index, now, name, *scheduled_s),
         }
     }
 }

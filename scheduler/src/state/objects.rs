@@ -55,6 +55,9 @@ pub enum ObjKey {
     User(String),
     /// A token record, by token id.
     Token(String),
+    WorkflowTemplate(String),
+    ClusterWorkflowTemplate(String),
+    CronWorkflow(String),
 }
 
 impl ObjKey {
@@ -73,6 +76,9 @@ impl ObjKey {
             ObjKey::Secret(n) => format!("secret/{n}"),
             ObjKey::User(n) => format!("user/{n}"),
             ObjKey::Token(n) => format!("token/{n}"),
+            ObjKey::WorkflowTemplate(n) => format!("wftmpl/{n}"),
+            ObjKey::ClusterWorkflowTemplate(n) => format!("cwftmpl/{n}"),
+            ObjKey::CronWorkflow(n) => format!("cronwf/{n}"),
         }
     }
 
@@ -98,6 +104,9 @@ impl ObjKey {
             "secret" => ObjKey::Secret(name),
             "user" => ObjKey::User(name),
             "token" => ObjKey::Token(name),
+            "wftmpl" => ObjKey::WorkflowTemplate(name),
+            "cwftmpl" => ObjKey::ClusterWorkflowTemplate(name),
+            "cronwf" => ObjKey::CronWorkflow(name),
             _ => return None,
         })
     }
@@ -122,6 +131,9 @@ mod tests {
             ObjKey::Secret("hf".into()),
             ObjKey::User("alice".into()),
             ObjKey::Token("0123456789ab".into()),
+            ObjKey::WorkflowTemplate("t".into()),
+            ObjKey::ClusterWorkflowTemplate("t".into()),
+            ObjKey::CronWorkflow("nightly".into()),
         ];
         for k in keys {
             assert_eq!(ObjKey::parse(&k.storage_key()), Some(k));

@@ -51,6 +51,15 @@ impl State {
                 ObjKey::Token(n) => {
                     s.tokens.insert(n, decode(k, v)?);
                 }
+                ObjKey::WorkflowTemplate(n) => {
+                    s.workflow_templates.insert(n, decode(k, v)?);
+                }
+                ObjKey::ClusterWorkflowTemplate(n) => {
+                    s.cluster_workflow_templates.insert(n, decode(k, v)?);
+                }
+                ObjKey::CronWorkflow(n) => {
+                    s.cron_workflows.insert(n, decode(k, v)?);
+                }
                 ObjKey::Request(_) => {
                     let r: RequestRecord = decode(k, v)?;
                     s.requests_by_age.insert((r.at_ms, r.id.clone()));
@@ -76,7 +85,22 @@ impl State {
             .chain(self.endpoints.keys().map(|n| ObjKey::Endpoint(n.clone())))
             .chain(self.secrets.keys().map(|n| ObjKey::Secret(n.clone())))
             .chain(self.users.keys().map(|n| ObjKey::User(n.clone())))
-            .chain(self.tokens.keys().map(|n| ObjKey::Token(n.clone())));
+            .chain(self.tokens.keys().map(|n| ObjKey::Token(n.clone())))
+            .chain(
+                self.workflow_templates
+                    .keys()
+                    .map(|n| ObjKey::WorkflowTemplate(n.clone())),
+            )
+            .chain(
+                self.cluster_workflow_templates
+                    .keys()
+                    .map(|n| ObjKey::ClusterWorkflowTemplate(n.clone())),
+            )
+            .chain(
+                self.cron_workflows
+                    .keys()
+                    .map(|n| ObjKey::CronWorkflow(n.clone())),
+            );
         let mut out: Vec<(String, Vec<u8>)> = keys
             .filter_map(|k| self.object_json(&k).map(|v| (k.storage_key(), v)))
             .collect();
@@ -113,6 +137,18 @@ impl State {
             ObjKey::Secret(n) => self.secrets.get(n).and_then(|s| serde_json::to_vec(s).ok()),
             ObjKey::User(n) => self.users.get(n).and_then(|u| serde_json::to_vec(u).ok()),
             ObjKey::Token(n) => self.tokens.get(n).and_then(|t| serde_json::to_vec(t).ok()),
+            ObjKey::WorkflowTemplate(n) => self
+                .workflow_templates
+                .get(n)
+                .and_then(|t| serde_json::to_vec(t).ok()),
+            ObjKey::ClusterWorkflowTemplate(n) => self
+                .cluster_workflow_templates
+                .get(n)
+                .and_then(|t| serde_json::to_vec(t).ok()),
+            ObjKey::CronWorkflow(n) => self
+                .cron_workflows
+                .get(n)
+                .and_then(|c| serde_json::to_vec(c).ok()),
         }
     }
 }

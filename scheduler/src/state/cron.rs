@@ -1,0 +1,117 @@
+//! A CronWorkflow's scheduled time, as the leader's controller proposed it
+//! (`Command::CronRun`): applied once per time (a repeat after a failover
+//! changes nothing), it records the time as handled and then runs the
+//! workflow, or records why not: suspended, noticed too late
+//! (`startingDeadlineSeconds`), or a run still going under
+//! `concurrencyPolicy: Forbid`. `Replace` stops the running ones first.
+//! The workflow is named `NAME-<unix seconds>` (Argo's name), its
+//! `workflowTemplateRef` resolved against the templates stored now.
+
+use std::collections::BTreeMap;
+
+use gpuctl_pipelines::cron::{rfc3339, ConcurrencyPolicy};
+use gpuctl_pipelines::resolve::{has_references, resolve};
+
+use super::command::{Applied, ApplyError};
+use super::objects::ObjKey;
+use super::State;
+
+/// A scheduled time noticed this late still runs, whatever
+/// `startingDeadlineSeconds` says: the controller looks once a second and a
+/// leader change takes seconds, which Argo's own timer never sees.
+pub const MIN_GRACE_SECONDS: i64 = 60;
+
+impl State {
+    pub(super) fn cron_run(
+        &mut self,
+        index: u64,
+        now: u64,
+        name: &str,
+        scheduled_s: i64,
+    ) -> Result<Applied, ApplyError> {
+        let c = self
+            .cron_workflows
+            .get_mut(name)
+            .ok_or_else(|| ApplyError::NotFound {
+                kind: "cronworkflow",
+                name: name.to_string(),
+            })?;
+        if c.status.last_scheduled_s.is_some_and(|l| l >= scheduled_s) {
+            // Decided already (a new leader proposing the same time again).
+            return Ok(Applied::Nothing);
+        }
+        c.status.last_scheduled_s = Some(scheduled_s);
+        let cron = c.cron.clone();
+        let owner = c.metadata.owner.clone();
+        self.dirty.insert(ObjKey::CronWorkflow(name.to_string()));
+        let at = rfc3339(scheduled_s);
+        let message = self.cron_start(index, now, &cron, owner.as_deref(), scheduled_s, &at);
+        if let Some(c) = self.cron_workflows.get_mut(name) {
+            c.status.message = Some(message);
+        }
+        Ok(Applied::Nothing)
+    }
+
+    /// Start the run for `scheduled_s` if the CronWorkflow's settings allow:
+    /// what happened, in words.
+    fn cron_start(
+        &mut self,
+        index: u64,
+        now: u64,
+        cron: &gpuctl_pipelines::cron::CronWorkflow,
+        owner: Option<&str>,
+        scheduled_s: i64,
+        at: &str,
+    ) -> String {
+        if cron.spec.suspend {
+            return format!("{at}: not run: suspended");
+        }
+        let late = (now / 1000) as i64 - scheduled_s;
+        let grace = cron
+            .spec
+            .starting_deadline_seconds
+            .unwrap_or(0)
+            .max(MIN_GRACE_SECONDS);
+        if late > grace {
+            return format!(
+                "{at}: not run: noticed {late}s late, past startingDeadlineSeconds ({grace}s)"
+            );
+        }
+        let active: Vec<String> = self
+            .cron_children(cron.name())
+            .iter()
+            .filter(|w| !w.run.phase().is_terminal())
+            .map(|w| w.metadata.name.clone())
+            .collect();
+        match cron.concurrency_policy() {
+            ConcurrencyPolicy::Forbid if !active.is_empty() => {
+                return format!(
+                    "{at}: not run: {} still running (concurrencyPolicy Forbid)",
+                    active.join(", ")
+                );
+            }
+            ConcurrencyPolicy::Replace => {
+                for w in &active {
+                    // A run that ended meanwhile has nothing to stop.
+                    let _ = self.cancel_workflow(index, now, w);
+                }
+            }
+            _ => {}
+        }
+        let mut wf = cron.workflow_at(scheduled_s);
+        let wf_name = wf.metadata.name.clone().unwrap_or_default();
+        if has_references(&wf) {
+            match resolve(&wf, self) {
+                Ok(r) => wf = r,
+                Err(e) => return format!("{at}: not run: spec.workflowSpec: {}", e.reason),
+            }
+        }
+        if let Some(e) = gpuctl_pipelines::validate_all(&wf).into_iter().next() {
+            return format!("{at}: not run: {}: {}", e.path, e.reason);
+        }
+        match self.submit_workflow(index, now, &wf_name, &wf, &BTreeMap::new(), owner) {
+            Ok(_) => format!("{at}: started workflow {wf_name}"),
+            Err(e) => format!("{at}: not run: {e}"),
+        }
+    }
+}
