@@ -6,8 +6,8 @@
 Signs in, then for each page loads it afresh RUNS times and reports the median
 of: the time from navigation start until the page's view is drawn (the
 script's `main.dataset.drawnAt`, in the page's own clock), and the bytes of
-the HTML, script, style sheet and the API answers it read (uncompressed;
-nothing is compressed on the wire).
+the HTML, script, style sheet and the API answers it read: as the page sees
+them (decoded) and on the wire (encoded: gzipped where the server did).
 """
 
 import argparse
@@ -40,10 +40,10 @@ def main():
         d.get(url + "/login")
         d.find_element(By.ID, "token").send_keys(open(a.token_file).read().strip())
         d.find_element(By.ID, "sign-in").click()
-        print("| page | first render (median of %d) | bytes: page + script + style | bytes: API |" % a.runs)
-        print("|---|---|---|---|")
+        print("| page | first render (median of %d) | bytes: page + script + style | bytes: API | on the wire: page + script + style | on the wire: API |" % a.runs)
+        print("|---|---|---|---|---|---|")
         for page in PAGES:
-            times, static, api = [], [], []
+            times, static, api, static_z, api_z = [], [], [], [], []
             for _ in range(a.runs):
                 d.get("about:blank")
                 d.get(url + "/#/" + page)
@@ -58,11 +58,14 @@ def main():
                 times.append(float(drawn))
                 entries = d.execute_script(
                     "return performance.getEntriesByType('navigation').concat(performance.getEntriesByType('resource'))"
-                    ".map(e => [e.name, e.decodedBodySize || 0]);")
-                static.append(sum(n for name, n in entries if "/api/" not in name))
-                api.append(sum(n for name, n in entries if "/api/" in name and "/api/events" not in name))
-            print("| %s | %.0f ms | %d | %d |" % (page, statistics.median(times), statistics.median(static),
-                                                  statistics.median(api)))
+                    ".map(e => [e.name, e.decodedBodySize || 0, e.encodedBodySize || 0]);")
+                static.append(sum(n for name, n, _ in entries if "/api/" not in name))
+                api.append(sum(n for name, n, _ in entries if "/api/" in name and "/api/events" not in name))
+                static_z.append(sum(z for name, _, z in entries if "/api/" not in name))
+                api_z.append(sum(z for name, _, z in entries if "/api/" in name and "/api/events" not in name))
+            print("| %s | %.0f ms | %d | %d | %d | %d |" % (
+                page, statistics.median(times), statistics.median(static), statistics.median(api),
+                statistics.median(static_z), statistics.median(api_z)))
     finally:
         d.quit()
 

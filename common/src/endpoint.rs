@@ -263,6 +263,12 @@ pub struct EndpointStatus {
     pub concurrency: f64,
     #[serde(default)]
     pub requests_per_second: f64,
+    /// Request latency the gateways last reported (median and 99th
+    /// percentile, milliseconds; 0 while nothing is served).
+    #[serde(default)]
+    pub latency_p50_ms: f64,
+    #[serde(default)]
+    pub latency_p99_ms: f64,
     /// Replicas that ended on their own in a row, each soon after it started
     /// (a crash loop: a bad model file, a server that exits). One that ran for
     /// [`CRASH_LOOP_RESET_MS`] or longer starts the count again.

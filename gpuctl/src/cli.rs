@@ -164,6 +164,23 @@ pub enum Command {
     },
     /// Mark a node schedulable again.
     Uncordon { node: String },
+    /// Suspend a workflow, as `argo suspend`: no new step starts; running
+    /// steps finish. `gpuctl resume` starts it again.
+    Suspend {
+        /// The workflow's name (or `workflow NAME`, `workflow/NAME`).
+        workflow: String,
+        name: Option<String>,
+    },
+    /// Resume a workflow, as `argo resume`: steps start again, and its
+    /// `suspend` steps that wait end Succeeded.
+    Resume {
+        /// The workflow's name (or `workflow NAME`, `workflow/NAME`).
+        workflow: String,
+        name: Option<String>,
+        /// Resume only the matching suspend nodes (not supported yet).
+        #[arg(long)]
+        node_field_selector: Option<String>,
+    },
     /// Wait until a job or workflow finishes: exit 0 Succeeded, 1 Failed,
     /// Error or Cancelled, 124 timeout.
     Wait {

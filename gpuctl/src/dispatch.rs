@@ -5,7 +5,7 @@ use crate::cli::{is_workflow_word, AdminCommand, Cli, ClusterCommand, Command};
 use crate::client::{self, Bearer, Conn};
 use crate::commands::ctx::Ctx;
 use crate::commands::{
-    apply, cancel, cluster, cordon, get, identity, logs, node_ca, rollout, top, wait,
+    apply, cancel, cluster, cordon, get, identity, logs, node_ca, rollout, suspend, top, wait,
 };
 use crate::config::{self, EnvVars};
 use crate::error::{Error, Result};
@@ -93,6 +93,23 @@ pub async fn run(cli: Cli, env: &EnvVars) -> Result<u8> {
             cordon::cmd_cordon(&mut cx, &node, true, reason.as_deref()).await
         }
         Command::Uncordon { node } => cordon::cmd_cordon(&mut cx, &node, false, None).await,
+        Command::Suspend { workflow, name } => {
+            let name = suspend::workflow_name("suspend", &workflow, name)?;
+            suspend::cmd_suspend(&mut cx, &name, "suspend").await
+        }
+        Command::Resume {
+            workflow,
+            name,
+            node_field_selector,
+        } => {
+            if node_field_selector.is_some() {
+                return Err(Error::Usage(
+                    "resume --node-field-selector is not supported yet by gpuctl: resume resumes every suspend step of the workflow".into(),
+                ));
+            }
+            let name = suspend::workflow_name("resume", &workflow, name)?;
+            suspend::cmd_suspend(&mut cx, &name, "resume").await
+        }
         Command::Drain {
             node,
             timeout,

@@ -10,19 +10,14 @@ use gpuctl_common::endpoint::Endpoint;
 use crate::manifest::{Loaded, STDIN_SOURCE};
 use crate::render::{format_age, format_gpus, indent, push_events, shell_join, table};
 
-/// A relative `spec.model.path` is relative to the manifest's folder (to the current
-/// folder for stdin), as the node daemon on this machine would not know it.
+/// A relative `spec.model.path` or `spec.server.workingDir` is relative to the
+/// manifest's folder (to the current folder for stdin), as the node daemon on this
+/// machine would not know it.
 pub fn resolve_model_paths(loaded: &mut [Loaded], cwd: &Path) {
     for l in loaded {
         let Manifest::Endpoint(ep) = &mut l.manifest else {
             continue;
         };
-        let Some(m) = ep.spec.model.as_mut() else {
-            continue;
-        };
-        if Path::new(&m.path).is_absolute() {
-            continue;
-        }
         let base = if l.source == STDIN_SOURCE {
             cwd.to_path_buf()
         } else {
@@ -33,12 +28,21 @@ pub fn resolve_model_paths(loaded: &mut [Loaded], cwd: &Path) {
                 cwd.join(dir)
             }
         };
-        let joined = base.join(&m.path);
-        m.path = joined
-            .canonicalize()
-            .unwrap_or(joined)
-            .to_string_lossy()
-            .into_owned();
+        let paths = [
+            ep.spec.model.as_mut().map(|m| &mut m.path),
+            ep.spec.server.as_mut().and_then(|s| s.working_dir.as_mut()),
+        ];
+        for path in paths.into_iter().flatten() {
+            if Path::new(path.as_str()).is_absolute() {
+                continue;
+            }
+            let joined = base.join(&*path);
+            *path = joined
+                .canonicalize()
+                .unwrap_or(joined)
+                .to_string_lossy()
+                .into_owned();
+        }
     }
 }
 
@@ -273,6 +277,42 @@ mod tests {
             path(&loaded[1]),
             "/nonexistent/work/../testdata/linear.onnx"
         );
+    }
+
+    #[test]
+    fn a_relative_server_working_dir_follows_the_manifest() {
+        let mut e = gpuctl_testkit::endpoint("chat").build();
+        e.spec.model = None;
+        e.spec.server = Some(gpuctl_common::endpoint::ServerSpec {
+            command: vec!["python3".into(), "openai-server.py".into()],
+            env: Default::default(),
+            env_from: vec![],
+            secret_files: vec![],
+            working_dir: Some(".".into()),
+            tls: None,
+        });
+        let mut abs = e.clone();
+        abs.spec.server.as_mut().unwrap().working_dir = Some("/srv/llm".into());
+        let mut loaded = vec![
+            Loaded {
+                source: "examples/ep.yaml".into(),
+                manifest: Manifest::Endpoint(e),
+            },
+            Loaded {
+                source: "examples/ep.yaml".into(),
+                manifest: Manifest::Endpoint(abs),
+            },
+        ];
+        resolve_model_paths(&mut loaded, Path::new("/nonexistent/work"));
+        let dir = |l: &Loaded| match &l.manifest {
+            Manifest::Endpoint(e) => e.spec.server.as_ref().unwrap().working_dir.clone(),
+            _ => unreachable!(),
+        };
+        assert_eq!(
+            dir(&loaded[0]).as_deref(),
+            Some("/nonexistent/work/examples/.")
+        );
+        assert_eq!(dir(&loaded[1]).as_deref(), Some("/srv/llm"));
     }
 
     #[test]

@@ -111,6 +111,10 @@ pub fn job_gpus(job: &Job) -> f64 {
 
 /// `gpuctl get jobs`.
 pub fn jobs_table(jobs: &[Job], now_ms: u64) -> String {
+    // IMAGE only when some job runs in one (a workflow step's `image`).
+    let with_image = jobs
+        .iter()
+        .any(|j| j.spec.tasks.iter().any(|t| t.image.is_some()));
     let rows: Vec<Vec<String>> = jobs
         .iter()
         .map(|j| {
@@ -120,21 +124,37 @@ pub fn jobs_table(jobs: &[Job], now_ms: u64) -> String {
                 .iter()
                 .filter(|t| t.phase == TaskPhase::Running)
                 .count();
-            vec![
+            let mut row = vec![
                 j.metadata.name.clone(),
                 j.metadata.queue.clone().unwrap_or_else(|| "default".into()),
                 j.status.phase.to_string(),
                 format!("{running}/{}", j.task_count()),
                 format_gpus(job_gpus(j)),
                 j.status.attempt.to_string(),
-                format_age(j.metadata.creation_timestamp_ms, now_ms),
-            ]
+            ];
+            if with_image {
+                let images: Vec<&str> = j
+                    .spec
+                    .tasks
+                    .iter()
+                    .filter_map(|t| t.image.as_deref())
+                    .collect();
+                row.push(if images.is_empty() {
+                    "-".into()
+                } else {
+                    images.join(",")
+                });
+            }
+            row.push(format_age(j.metadata.creation_timestamp_ms, now_ms));
+            row
         })
         .collect();
-    table(
-        &["NAME", "QUEUE", "PHASE", "TASKS", "GPUS", "ATTEMPT", "AGE"],
-        &rows,
-    )
+    let mut headers = vec!["NAME", "QUEUE", "PHASE", "TASKS", "GPUS", "ATTEMPT"];
+    if with_image {
+        headers.push("IMAGE");
+    }
+    headers.push("AGE");
+    table(&headers, &rows)
 }
 
 /// `Ready`, `Lost`, with `,SchedulingDisabled` when cordoned.
@@ -426,6 +446,9 @@ fn task_groups(o: &mut String, tasks: &[TaskSpec]) {
     for t in tasks {
         let _ = writeln!(o, "  {}:", t.name);
         let _ = writeln!(o, "    Replicas:   {}", t.replicas);
+        if let Some(image) = &t.image {
+            let _ = writeln!(o, "    Image:      {image}");
+        }
         let _ = writeln!(o, "    Command:    {}", shell_join(&t.command));
         let _ = writeln!(o, "    Resources:  {}", resources_line(t));
         if let Some(w) = &t.working_dir {

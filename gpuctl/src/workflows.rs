@@ -86,6 +86,22 @@ fn duration(started: Option<u64>, finished: Option<u64>, now_ms: u64) -> String 
     }
 }
 
+/// The run's phase, `Running (Suspended)` as Argo shows a run that is
+/// suspended or waits in a `suspend` step.
+fn phase_text(st: &gpuctl_pipelines::WorkflowStatus) -> String {
+    fn waiting(n: &gpuctl_pipelines::NodeView) -> bool {
+        (n.node_type == gpuctl_pipelines::NodeType::Suspend
+            && n.phase == gpuctl_pipelines::NodePhase::Running)
+            || n.children.iter().any(waiting)
+    }
+    let waits = st.root.iter().chain(st.on_exit.iter()).any(waiting);
+    if !st.phase.is_terminal() && (st.suspended || waits) {
+        format!("{} (Suspended)", st.phase)
+    } else {
+        st.phase.to_string()
+    }
+}
+
 /// `gpuctl get workflows`.
 pub fn workflows_table(wfs: &[WorkflowDoc], now_ms: u64) -> String {
     let rows: Vec<Vec<String>> = wfs
@@ -94,7 +110,7 @@ pub fn workflows_table(wfs: &[WorkflowDoc], now_ms: u64) -> String {
             let st = &w.status.run;
             vec![
                 w.metadata.name.clone(),
-                st.phase.to_string(),
+                phase_text(st),
                 w.status.progress.clone(),
                 duration(Some(st.started_ms), st.finished_ms, now_ms),
                 format_age(w.metadata.creation_timestamp_ms, now_ms),
@@ -203,7 +219,7 @@ pub fn describe_workflow(w: &WorkflowDoc, now_ms: u64) -> String {
     let st = &w.status.run;
     let mut out = String::new();
     let _ = writeln!(out, "Name:       {}", w.metadata.name);
-    let _ = writeln!(out, "Phase:      {}", st.phase);
+    let _ = writeln!(out, "Phase:      {}", phase_text(st));
     if let Some(m) = &st.message {
         let _ = writeln!(out, "Message:    {m}");
     }

@@ -138,6 +138,13 @@ fn argo_examples_run_with_argos_outcome() {
         "dag-conditional-parameters.yaml",
         "continue-on-fail.yaml",
         "loops-sequence.yaml",
+        "exit-handler-dag-level.yaml",
+        "exit-handler-step-level.yaml",
+        "suspend-template.yaml",
+        "dag-inline-workflow.yaml",
+        "steps-inline-workflow.yaml",
+        "input-artifact-raw.yaml",
+        "dag-conditional-artifacts.yaml",
     ];
     // Every file of the folder is here.
     let dir = example("");
@@ -150,6 +157,38 @@ fn argo_examples_run_with_argos_outcome() {
     );
     let names: BTreeMap<&str, String> = files.iter().map(|f| (*f, submit(&dev, f))).collect();
     let run = |f: &str| outcome(&dev, &names[f]);
+
+    // suspend-template: `approve` waits (nothing after it starts) until
+    // `gpuctl resume`, as `argo resume`.
+    let suspended = &names["suspend-template.yaml"];
+    let node_phase = |wf: &Value, id: &str| -> Option<String> {
+        fn find<'a>(n: &'a Value, id: &str) -> Option<&'a Value> {
+            if n["id"] == id {
+                return Some(n);
+            }
+            n["children"].as_array()?.iter().find_map(|c| find(c, id))
+        }
+        find(&wf["status"]["root"], id).map(|n| n["phase"].as_str().unwrap_or("").to_string())
+    };
+    let approve = format!("{suspended}[1].approve");
+    support::eventually(Duration::from_secs(60), "approve waits", || {
+        let wf: Value =
+            serde_json::from_str(&dev.ok(&["get", "workflow", suspended, "-o", "json"])).unwrap();
+        (node_phase(&wf, &approve).as_deref() == Some("Running")).then_some(())
+    });
+    let describe = dev.ok(&["describe", "workflow", suspended]);
+    assert!(describe.contains("approve"), "{describe}");
+    let wf: Value =
+        serde_json::from_str(&dev.ok(&["get", "workflow", suspended, "-o", "json"])).unwrap();
+    assert_eq!(wf["status"]["phase"], "Running");
+    assert_eq!(node_phase(&wf, &format!("{suspended}[2].delay")), None);
+    assert!(wf["status"]["jobs"]
+        .get(format!("{suspended}[3].release"))
+        .is_none());
+    assert_eq!(
+        dev.ok(&["resume", suspended]),
+        format!("workflow/{suspended} resumed\n")
+    );
 
     // `gpuctl wait` waits for the workflow, exit handler included, even when
     // its entrypoint is one container whose step job has the workflow's name.
@@ -331,6 +370,82 @@ fn argo_examples_run_with_argos_outcome() {
         || c["finishedMs"].as_u64() <= b["startedMs"].as_u64();
     assert!(apart, "B and C overlap under parallelism 1: {b} {c}");
     o.before("[1].C", "[2].D");
+
+    // exit-handler-dag-level: each task's handler runs after it, and
+    // before the tasks that depend on it.
+    let o = run("exit-handler-dag-level.yaml");
+    assert_eq!(o.phase, "Succeeded");
+    assert_eq!(
+        o.pods(),
+        [
+            ".A",
+            ".A.onExit",
+            ".B",
+            ".B.onExit",
+            ".C",
+            ".C.onExit",
+            ".D",
+            ".D.onExit"
+        ]
+    );
+    o.before(".A", ".A.onExit");
+    o.before(".A.onExit", ".B");
+    o.before(".A.onExit", ".C");
+    o.before(".B.onExit", ".D");
+    o.before(".C.onExit", ".D");
+    o.before(".D", ".D.onExit");
+    assert_eq!(logs(&dev, &o.name, "D.onExit"), "task cleanup\n");
+
+    // exit-handler-step-level: `hooks.exit` of each step, the next group
+    // after the handlers of the one before.
+    let o = run("exit-handler-step-level.yaml");
+    assert_eq!(o.phase, "Succeeded");
+    o.before("[0].hello1", "[0].hello1.onExit");
+    o.before("[0].hello1.onExit", "[1].hello2a");
+    o.before("[1].hello2b", "[1].hello2b.onExit");
+    assert_eq!(logs(&dev, &o.name, "hello2a.onExit"), "step cleanup\n");
+
+    // suspend-template, resumed above: `delay` resumed itself after its 2 s.
+    let o = run("suspend-template.yaml");
+    assert_eq!(o.phase, "Succeeded");
+    assert_eq!(o.pods(), ["[0].build", "[3].release"]);
+    assert_eq!(o.node("[1].approve")["nodeType"], "Suspend");
+    assert_eq!(o.phase_of("[1].approve"), "Succeeded");
+    assert_eq!(o.phase_of("[2].delay"), "Succeeded");
+    o.before("[0].build", "[1].approve");
+    o.before("[1].approve", "[2].delay");
+    o.before("[2].delay", "[3].release");
+    let delay = o.node("[2].delay");
+    let waited = delay["finishedMs"].as_u64().unwrap() - delay["startedMs"].as_u64().unwrap();
+    assert!(waited >= 2000, "delay waited {waited} ms");
+
+    // dag-inline-workflow and steps-inline-workflow: the template written
+    // in the task runs.
+    let o = run("dag-inline-workflow.yaml");
+    assert_eq!(o.phase, "Succeeded");
+    assert_eq!(o.pods(), [".a"]);
+    assert_eq!(logs(&dev, &o.name, "a"), "hello\n");
+    let o = run("steps-inline-workflow.yaml");
+    assert_eq!(o.phase, "Succeeded");
+    assert_eq!(o.pods(), ["[0].a"]);
+
+    // input-artifact-raw: the raw content is the file the step reads.
+    let o = run("input-artifact-raw.yaml");
+    assert_eq!(o.phase, "Succeeded");
+    assert_eq!(
+        logs(&dev, &o.name, &o.name),
+        "this is\nthe raw file\ncontents\n"
+    );
+
+    // dag-conditional-artifacts: the DAG's output artifact is the one of
+    // the branch that ran (fromExpression).
+    let o = run("dag-conditional-artifacts.yaml");
+    assert_eq!(o.phase, "Succeeded");
+    let side = o.result(".flip-coin").to_string();
+    assert!(side == "heads" || side == "tails", "{side:?}");
+    let picked = &o.node("")["outputs"]["artifacts"]["stepresult"];
+    assert_eq!(picked["step"], format!("{}.{side}", o.name), "{picked}");
+    assert_eq!(picked["name"], format!("{side}result"), "{picked}");
 
     // loops-sequence: counts, ranges (down too), a count from a parameter
     // and a printf format.

@@ -599,6 +599,24 @@ fn leader_failover_keeps_every_acknowledged_job() {
         .collect();
 
     let acked_count = || results.lock().unwrap().iter().filter(|(_, r)| r.ok).count();
+    // Each replica's web UI URL, which a restart must not move.
+    let uis = || -> BTreeMap<u64, String> {
+        let text = std::fs::read_to_string(dev.state().join("cluster.json")).unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        v["schedulers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["id"].as_u64().unwrap(),
+                    s["ui"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    };
+    let ui_before = uis();
+    assert!(ui_before.values().all(|u| !u.is_empty()), "{ui_before:?}");
     // Kill the leader five times in a row.
     let mut kills = Vec::new();
     for round in 1..=5 {
@@ -638,6 +656,11 @@ fn leader_failover_keeps_every_acknowledged_job() {
                 let p = dev.scheduler_pids()[&leader];
                 (p != pid && alive(p)).then_some(p)
             },
+        );
+        assert_eq!(
+            uis()[&leader],
+            ui_before[&leader],
+            "replica {leader}'s web UI moved when it was restarted"
         );
         kills.push((leader, pid, new_pid, new_leader, new_term, elected_after));
     }

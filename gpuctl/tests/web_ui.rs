@@ -50,14 +50,16 @@ spec:
   - name: main
     dag:
       tasks:
-      - {name: prepare, template: echo}
-      - {name: train, template: echo, dependencies: [prepare], withItems: ["a", "b"]}
-      - {name: report, template: echo, dependencies: [train]}
+      - {name: prepare, template: echo, arguments: {parameters: [{name: msg, value: prepared}]}}
+      - {name: train, template: echo, dependencies: [prepare], withItems: ["a", "b"],
+         arguments: {parameters: [{name: msg, value: "{{item}}"}]}}
+      - {name: report, template: echo, dependencies: [train], arguments: {parameters: [{name: msg, value: done}]}}
   - name: echo
+    inputs: {parameters: [{name: msg}]}
     script:
       image: none
       command: [sh]
-      source: echo step-output
+      source: echo step-output-{{inputs.parameters.msg}}
 "#;
 
 /// An endpoint at zero replicas until traffic arrives, staying up a while after.
@@ -93,7 +95,7 @@ fn every_page_shows_the_cluster_live_to_a_signed_in_browser_only() {
     dev.ok(&["submit", "--name", "done", "--", "echo", "hi"]);
     dev.ok(&["wait", "done"]);
     let gate = format!(
-        "echo hello-from-gated; i=0; while [ ! -f {} ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done",
+        "echo hello-from-gated; i=0; while [ ! -f {} ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done; echo released-gated",
         release.display()
     );
     dev.ok(&[
@@ -157,6 +159,7 @@ fn every_page_shows_the_cluster_live_to_a_signed_in_browser_only() {
         .arg("--release")
         .arg(&release)
         .args(["--log-text", "hello-from-gated", "--done-job", "done"])
+        .args(["--log-after-text", "released-gated"])
         .args(["--workflow", "ui-pipeline"])
         .args(["--workflow-steps", &steps.to_string()])
         .args(["--endpoint", "ui-linear"])

@@ -317,6 +317,15 @@ pub fn prepare(
             continue;
         }
         let to = host_path(&cwd, files.tmp, &a.path);
+        if let Some(raw) = &a.raw {
+            place_raw(dir, &to, raw, run_as).map_err(|e| {
+                format!(
+                    "input artifact {:?} (raw) could not be written at {}: {e}",
+                    a.name, a.path
+                )
+            })?;
+            continue;
+        }
         let placed = match run_as.filter(|r| r.switch && !inside(dir, &to)) {
             // Outside the step's folder: written with the user's rights.
             Some(r) => store
@@ -442,6 +451,28 @@ pub fn append_to_log(stdout: &Path, log: &Path, uid: Option<u32>) {
     }
 }
 
+/// A `raw` input artifact's content written at `to`: directly inside the
+/// step's folder (given to the step's user with the folder), with the
+/// user's rights elsewhere.
+fn place_raw(dir: &Path, to: &Path, raw: &str, run_as: Option<&RunAs>) -> Result<(), String> {
+    match run_as.filter(|r| r.switch && !inside(dir, to)) {
+        Some(r) => {
+            let staged = dir.join(".raw-artifact");
+            std::fs::write(&staged, raw).map_err(|e| e.to_string())?;
+            let file = std::fs::File::open(&staged).map_err(|e| e.to_string())?;
+            let placed = owner::copy_as(r, file, to);
+            let _ = std::fs::remove_file(&staged);
+            placed
+        }
+        None => {
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+            }
+            std::fs::write(to, raw).map_err(|e| e.to_string())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -537,7 +568,29 @@ mod tests {
             store_workflow: "wf".into(),
             store_step: step.into(),
             store_name: name.into(),
+            raw: None,
         }
+    }
+
+    #[test]
+    fn a_raw_input_artifact_is_written_at_its_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = FsArtifactStore::new(tmp.path().join("store"));
+        let io = StepIo {
+            input_artifacts: vec![ArtifactRef {
+                raw: Some("this is\nthe raw file\ncontents\n".into()),
+                // Nothing is stored under its key.
+                ..aref("myfile", "in/file", "wf.a")
+            }],
+            ..Default::default()
+        };
+        let dir = tmp.path().join("a-1");
+        let cmd = vec!["cat".to_string()];
+        prepare(&files(&dir), &io, &cmd, "", &store, None).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("in/file")).unwrap(),
+            "this is\nthe raw file\ncontents\n"
+        );
     }
 
     #[test]

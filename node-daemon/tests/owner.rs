@@ -252,6 +252,7 @@ async fn a_step_reads_its_inputs_and_reports_only_its_own_files() {
                 store_workflow: "wf".into(),
                 store_step: "wf.a".into(),
                 store_name: "model".into(),
+                raw: None,
             })
             .collect(),
         ..Default::default()

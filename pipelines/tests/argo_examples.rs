@@ -26,7 +26,7 @@ fn files(kind: &str) -> Vec<PathBuf> {
 #[test]
 fn every_example_in_runs_is_accepted_unchanged_or_with_its_noted_edit() {
     let runs = files("runs");
-    assert!(runs.len() >= 16, "{runs:?}");
+    assert!(runs.len() >= 17, "{runs:?}");
     for f in runs {
         let text = std::fs::read_to_string(&f).unwrap();
         assert!(text.starts_with("# Source: https://github.com/argoproj/argo-workflows/"));
@@ -58,11 +58,6 @@ fn every_example_in_refused_is_refused_with_a_plain_reason() {
             "sidecar.yaml",
             "spec.templates[0].sidecars",
             "Kubernetes-only Argo feature \"sidecars\"",
-        ),
-        (
-            "suspend-template.yaml",
-            "spec.templates[1].suspend",
-            "not supported yet",
         ),
         (
             "volumes-pvc.yaml",

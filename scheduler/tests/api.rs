@@ -400,6 +400,7 @@ async fn bad_requests_are_refused_with_reasons() {
         .cancel(pb::CancelRequest {
             kind: "job".into(),
             name: "nope".into(),
+            action: String::new(),
         })
         .await
         .unwrap_err();

@@ -368,6 +368,7 @@ async fn users_stop_only_their_own_objects_and_team_leads_their_teams() {
     let cancel = |name: &str| pb::CancelRequest {
         kind: "job".into(),
         name: name.into(),
+        action: String::new(),
     };
     expect_err(
         c.control.cancel(with(&bob, cancel("train"))).await,
@@ -794,5 +795,71 @@ async fn an_endpoints_key_hashes_reach_the_gateway_and_admins_only() {
     assert_eq!(hashes(gateway).await, want);
     assert_eq!(hashes(ADMIN.to_string()).await, want);
     assert_eq!(hashes(alice).await, serde_json::Value::Null);
+    c.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflows_are_suspended_and_resumed_by_whoever_may_cancel_them() {
+    let mut c = start().await;
+    let alice = c.user("alice", "nlp", "user", false).await;
+    let bob = c.user("bob", "vision", "user", false).await;
+    let carol = c.user("carol", "nlp", "user", true).await;
+    let wf = serde_json::json!({
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": "approve"},
+        "spec": {
+            "entrypoint": "main",
+            "templates": [
+                {"name": "main", "steps": [[{"name": "wait", "template": "wait"}]]},
+                {"name": "wait", "suspend": {}}
+            ]
+        }
+    });
+    c.apply(&alice, wf.to_string()).await.unwrap();
+    let req = |action: &str, kind: &str| pb::CancelRequest {
+        kind: kind.into(),
+        name: "approve".into(),
+        action: action.into(),
+    };
+    expect_err(
+        c.control
+            .cancel(with(&bob, req("suspend", "workflow")))
+            .await,
+        Code::PermissionDenied,
+        "user \"bob\" may not suspend workflow \"approve\" (owner \"alice\")",
+    );
+    expect_err(
+        c.control
+            .cancel(with(&bob, req("resume", "workflow")))
+            .await,
+        Code::PermissionDenied,
+        "user \"bob\" may not resume workflow \"approve\" (owner \"alice\")",
+    );
+    let r = c
+        .control
+        .cancel(with(&alice, req("suspend", "workflow")))
+        .await;
+    let shown = r.unwrap().into_inner().object_json;
+    assert!(shown.contains("\"suspended\":true"), "{shown}");
+    // A team lead may resume the workflows of the team; the waiting step ends.
+    let r = c
+        .control
+        .cancel(with(&carol, req("resume", "workflow")))
+        .await;
+    let shown = r.unwrap().into_inner().object_json;
+    assert!(shown.contains("\"phase\":\"Succeeded\""), "{shown}");
+    expect_err(
+        c.control.cancel(with(&alice, req("suspend", "job"))).await,
+        Code::InvalidArgument,
+        "only workflows can be suspended or resumed; job \"approve\" is not a workflow",
+    );
+    expect_err(
+        c.control
+            .cancel(with(&alice, req("pause", "workflow")))
+            .await,
+        Code::InvalidArgument,
+        "action \"pause\": use cancel, suspend or resume",
+    );
     c.server.shutdown().await;
 }

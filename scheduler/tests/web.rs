@@ -292,16 +292,23 @@ async fn the_api_reads_the_state_and_the_feed_follows_its_changes() {
         let (code, _, body) = call(a, "GET", "/api/cluster", &auth, "").await;
         assert_eq!(code, 200, "{body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        gpu = v["nodes"][0]["gpus"][0].clone();
-        if gpu["usedMilli"] == 1000 {
+        gpu = v["nodes"][0].clone();
+        if gpu["gpus"]["used"][0] == 1000 {
             assert_eq!(v["queues"][0]["name"], "default");
             assert_eq!(v["counts"]["jobsPending"], 1);
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(gpu["usedMilli"], 1000, "{gpu}");
-    assert_eq!(gpu["tasks"][0]["job"], "first", "{gpu}");
+    // The node's GPUs in columns: GPU 0 wholly used by task 0 of "first".
+    assert_eq!(gpu["gpus"]["used"][0], 1000, "{gpu}");
+    assert_eq!(gpu["jobs"], serde_json::json!(["first"]), "{gpu}");
+    assert_eq!(
+        gpu["gpus"]["tasks"],
+        serde_json::json!([[0, 0, 0, 1000]]),
+        "{gpu}"
+    );
+    assert!(gpu["gpus"]["models"][0][2].as_u64().unwrap() >= 1, "{gpu}");
 
     // The jobs, filtered by phase, and one on its own.
     let (code, _, body) = call(a, "GET", "/api/jobs?phase=Pending", &auth, "").await;

@@ -248,6 +248,8 @@ pub async fn run(
     let mut draining: HashMap<(String, String), Option<Arc<Replica>>> = HashMap::new();
     let mut known: Vec<Endpoint> = Vec::new();
     let mut last_served: HashMap<String, u64> = HashMap::new();
+    // Each endpoint's latency histogram at the last report.
+    let mut last_latency: HashMap<String, Vec<(f64, u64)>> = HashMap::new();
     let mut last_report = Instant::now();
     let mut next_poll = Instant::now();
     gateway.follow_scheduler();
@@ -288,6 +290,8 @@ pub async fn run(
                         requests_per_second: 0.0,
                         cold_start: true,
                         drained: Vec::new(),
+                        latency_p50_ms: 0.0,
+                        latency_p99_ms: 0.0,
                         ready: Vec::new(),
                     }],
                 };
@@ -315,6 +319,9 @@ pub async fn run(
                 for name in gateway.endpoint_names() {
                     let served = gateway.served(&name);
                     let before = last_served.insert(name.clone(), served).unwrap_or(served);
+                    let buckets = gateway.latency_buckets(&name);
+                    let earlier = last_latency.insert(name.clone(), buckets.clone()).unwrap_or_default();
+                    let latency = |q| crate::gateway::quantile_ms(&earlier, &buckets, q).unwrap_or(0.0);
                     loads.push(pb::EndpointLoad {
                         endpoint: name.clone(),
                         concurrency: gateway.mean_concurrency(&name),
@@ -322,6 +329,8 @@ pub async fn run(
                             / config.report_every.as_secs_f64(),
                         cold_start: gateway.waiting(&name),
                         drained: drained.get(&name).cloned().unwrap_or_default(),
+                        latency_p50_ms: latency(0.5),
+                        latency_p99_ms: latency(0.99),
                         ready: ready.get(&name).cloned().unwrap_or_default(),
                     });
                 }

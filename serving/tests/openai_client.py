@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
 """Calls the gateway's OpenAI-compatible routes with the official `openai` client.
 
-Usage: openai_client.py BASE_URL   (e.g. http://127.0.0.1:PORT/v1, endpoint "chat"
-backed by the echoing stand-in of tests/openai.rs). Run by that test when
-`import openai` works.
+Usage: openai_client.py BASE_URL [CA_FILE]   (e.g. http://127.0.0.1:PORT/v1, endpoint
+"chat" backed by the echoing stand-in of tests/openai.rs, or https://…/v1 with the
+cluster's CA and examples/openai-server.py as the endpoint's server, from
+gpuctl/tests/serving_openai.rs). Run by those tests when `import openai` works.
 """
 
 import sys
 
 import openai
 
-client = openai.OpenAI(base_url=sys.argv[1], api_key="unused", max_retries=0, timeout=30)
+http_client = openai.DefaultHttpxClient(verify=sys.argv[2]) if len(sys.argv) > 2 else None
+client = openai.OpenAI(
+    base_url=sys.argv[1], api_key="unused", max_retries=0, timeout=60, http_client=http_client
+)
 
 assert [m.id for m in client.models.list()] == ["chat"]
 

@@ -14,6 +14,7 @@ pub(crate) async fn cmd_cancel_workflow(cx: &mut Ctx, name: &str) -> Result<u8> 
     let req = CancelRequest {
         kind: "workflows".into(),
         name: name.to_string(),
+        action: String::new(),
     };
     let target = Some(Target {
         kind: "workflow",
@@ -33,6 +34,7 @@ pub(crate) async fn cmd_cancel_job(cx: &mut Ctx, job: &str) -> Result<u8> {
     let req = CancelRequest {
         kind: "jobs".into(),
         name: job.to_string(),
+        action: String::new(),
     };
     cx.call(job_target(job), |mut c| {
         let req = req.clone();

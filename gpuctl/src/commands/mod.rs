@@ -12,5 +12,6 @@ pub(crate) mod identity;
 pub(crate) mod logs;
 pub(crate) mod node_ca;
 pub(crate) mod rollout;
+pub(crate) mod suspend;
 pub(crate) mod top;
 pub(crate) mod wait;

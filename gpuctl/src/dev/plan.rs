@@ -40,12 +40,54 @@ pub struct ReplicaPort {
     pub id: u64,
     /// gRPC port on 127.0.0.1 (0: any free port, for a single replica).
     pub port: u16,
+    /// Web UI port on 127.0.0.1, kept so that a replica restarted by
+    /// `gpuctl dev` serves its UI at the same URL (0: any free port, for a
+    /// single replica, which is never restarted).
+    #[serde(default)]
+    pub ui_port: u16,
 }
 
 impl ReplicaPlan {
     pub fn ports(&self) -> Vec<u16> {
         self.schedulers.iter().map(|s| s.port).collect()
     }
+    pub fn ui_ports(&self) -> Vec<u16> {
+        self.schedulers.iter().map(|s| s.ui_port).collect()
+    }
+}
+
+/// `n` free ports on 127.0.0.1, all different (every listener is held until
+/// all are chosen).
+fn free_ports(n: usize) -> Result<Vec<u16>> {
+    let listeners = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(|e| Error::io("cannot find a free port on 127.0.0.1", e))?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<std::io::Result<_>>()
+        .map_err(|e| Error::io("cannot find a free port on 127.0.0.1", e))
+}
+
+/// Give every replica of a multi-replica plan a web UI port: the one kept
+/// in `replicas.json` while it is free, else a new free one (a UI port in
+/// use is no reason to refuse the cluster, unlike a Raft port).
+fn plan_ui_ports(plan: &mut ReplicaPlan) -> Result<()> {
+    if plan.replicas == 1 {
+        return Ok(());
+    }
+    let taken: Vec<usize> = (0..plan.schedulers.len())
+        .filter(|&i| {
+            let p = plan.schedulers[i].ui_port;
+            p == 0 || plan.ports().contains(&p) || port_free(p).is_err()
+        })
+        .collect();
+    let fresh = free_ports(taken.len())?;
+    for (i, port) in taken.into_iter().zip(fresh) {
+        plan.schedulers[i].ui_port = port;
+    }
+    Ok(())
 }
 
 /// The replica count a state dir was made for: `replicas.json`, else 1 when
@@ -64,7 +106,11 @@ pub fn saved_replica_plan(state_dir: &Path) -> Result<Option<ReplicaPlan>> {
             let used = std::fs::read_dir(&legacy).is_ok_and(|mut d| d.next().is_some());
             Ok(used.then(|| ReplicaPlan {
                 replicas: 1,
-                schedulers: vec![ReplicaPort { id: 1, port: 0 }],
+                schedulers: vec![ReplicaPort {
+                    id: 1,
+                    port: 0,
+                    ui_port: 0,
+                }],
             }))
         }
         Err(e) => Err(Error::io(format!("cannot read {}", path.display()), e)),
@@ -103,6 +149,7 @@ pub fn plan_ports(
             schedulers: vec![ReplicaPort {
                 id: 1,
                 port: flag_port,
+                ui_port: 0,
             }],
         });
     }
@@ -126,7 +173,9 @@ pub fn plan_ports(
         for s in &p.schedulers {
             port_free(s.port).map_err(|e| taken(s.id, s.port, e, &whence))?;
         }
-        return Ok(p.clone());
+        let mut p = p.clone();
+        plan_ui_ports(&mut p)?;
+        return Ok(p);
     }
     let ports: Vec<u16> = if flag_port != 0 {
         let ports: Vec<u16> = (0..n)
@@ -142,18 +191,9 @@ pub fn plan_ports(
         }
         ports
     } else {
-        // Hold every listener until all are chosen, so the ports differ.
-        let listeners = (0..n)
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-            .collect::<std::io::Result<Vec<_>>>()
-            .map_err(|e| Error::io("cannot find a free port on 127.0.0.1", e))?;
-        listeners
-            .iter()
-            .map(|l| l.local_addr().map(|a| a.port()))
-            .collect::<std::io::Result<_>>()
-            .map_err(|e| Error::io("cannot find a free port on 127.0.0.1", e))?
+        free_ports(n as usize)?
     };
-    Ok(ReplicaPlan {
+    let mut plan = ReplicaPlan {
         replicas: n,
         schedulers: ports
             .into_iter()
@@ -161,9 +201,12 @@ pub fn plan_ports(
             .map(|(i, port)| ReplicaPort {
                 id: i as u64 + 1,
                 port,
+                ui_port: 0,
             })
             .collect(),
-    })
+    };
+    plan_ui_ports(&mut plan)?;
+    Ok(plan)
 }
 
 fn join_ports(ports: &[u16]) -> String {
@@ -190,6 +233,8 @@ pub struct Plan {
     /// Port of replica `i` at `ports[i - 1]`; filled in by [`plan_ports`]
     /// (until then, `--scheduler-port` for the first).
     pub ports: Vec<u16>,
+    /// Web UI port of replica `i` at `ui_ports[i - 1]` (0 or absent: any).
+    pub ui_ports: Vec<u16>,
     /// The inference gateway's port (0: any free one).
     pub gateway_port: u16,
     /// How long the gateway holds a request while an endpoint has no replica.
@@ -232,6 +277,7 @@ impl Plan {
             replicas,
             restart_delay: flags.restart_delay.duration,
             ports: vec![flags.scheduler_port],
+            ui_ports: Vec::new(),
             gateway_port: flags.gateway_port,
             cold_start_timeout: flags.cold_start_timeout.duration,
             insecure: flags.insecure,
@@ -337,7 +383,10 @@ impl Plan {
             "--ready-file".into(),
             self.scheduler_ready(id).display().to_string(),
             "--ui-listen".into(),
-            "127.0.0.1:0".into(),
+            format!(
+                "127.0.0.1:{}",
+                self.ui_ports.get(id as usize - 1).copied().unwrap_or(0)
+            ),
         ];
         if self.no_auth {
             a.push("--no-auth".into());
@@ -452,6 +501,7 @@ impl Plan {
             &self.state_dir,
         )?;
         self.ports = replica_plan.ports();
+        self.ui_ports = replica_plan.ui_ports();
         if saved.as_ref() != Some(&replica_plan) {
             config::write_atomic(
                 &self.state_dir.join(REPLICAS_FILE),
@@ -549,6 +599,7 @@ mod tests {
             replicas: 1,
             restart_delay: Duration::from_secs(2),
             ports: vec![0],
+            ui_ports: vec![],
             gateway_port: 0,
             no_auth: false,
             cold_start_timeout: Duration::from_secs(60),
@@ -568,11 +619,12 @@ mod tests {
         let p3 = Plan {
             replicas: 3,
             ports: vec![7100, 7200, 7300],
+            ui_ports: vec![7101, 7201, 7301],
             ..plan(Path::new("/s"))
         };
         assert_eq!(
             p3.scheduler_args(2).join(" "),
-            "--id 2 --data-dir /s/scheduler-2 --listen 127.0.0.1:7200 --metrics-listen 127.0.0.1:0 --ready-file /s/scheduler-2.ready.json --ui-listen 127.0.0.1:0 \
+            "--id 2 --data-dir /s/scheduler-2 --listen 127.0.0.1:7200 --metrics-listen 127.0.0.1:0 --ready-file /s/scheduler-2.ready.json --ui-listen 127.0.0.1:7201 \
              --admin-token-file /s/admin.token --peers 1=127.0.0.1:7100,2=127.0.0.1:7200,3=127.0.0.1:7300 --tls-cert /s/tls/cluster.pem --tls-key /s/tls/cluster-key.pem --tls-ca /s/tls/ca.pem"
         );
         assert_eq!(
@@ -736,10 +788,12 @@ mod tests {
             p.schedulers.iter().map(|s| s.id).collect::<Vec<_>>(),
             [1, 2, 3]
         );
+        // Raft and web UI ports, all different.
         let mut ports = p.ports();
+        ports.extend(p.ui_ports());
         ports.sort_unstable();
         ports.dedup();
-        assert_eq!(ports.len(), 3);
+        assert_eq!(ports.len(), 6);
         assert!(ports.iter().all(|&p| p != 0));
         config::write_atomic(
             &dir.path().join(REPLICAS_FILE),
@@ -754,6 +808,19 @@ mod tests {
             plan_ports(3, p.ports()[0], Some(&saved), dir.path()).unwrap(),
             p
         );
+        // A kept UI port now in use gets a new one (and the others stay).
+        {
+            let _ui = std::net::TcpListener::bind(("127.0.0.1", p.ui_ports()[0])).unwrap();
+            let q = plan_ports(3, 0, Some(&saved), dir.path()).unwrap();
+            assert_eq!(q.ports(), p.ports());
+            assert_ne!(q.ui_ports()[0], p.ui_ports()[0]);
+            assert_eq!(q.ui_ports()[1..], p.ui_ports()[1..]);
+        }
+        // A file from before UI ports were kept gets them.
+        let mut old = saved.clone();
+        old.schedulers.iter_mut().for_each(|s| s.ui_port = 0);
+        let q = plan_ports(3, 0, Some(&old), dir.path()).unwrap();
+        assert!(q.ui_ports().iter().all(|&u| u != 0), "{q:?}");
         let e = plan_ports(3, 1, Some(&saved), dir.path()).unwrap_err();
         assert!(e.to_string().contains("leave out --scheduler-port"), "{e}");
         // A different count is refused, saying how to get one.

@@ -248,6 +248,7 @@ mod tests {
             replicas,
             restart_delay: Duration::from_secs(2),
             ports: vec![0; replicas as usize],
+            ui_ports: vec![],
             gateway_port: 0,
             no_auth: false,
             cold_start_timeout: Duration::from_secs(60),

@@ -83,6 +83,22 @@ frac    default    Running   3/3     1.5    2         90s
 }
 
 #[test]
+fn a_step_job_s_image_is_shown_by_get_and_describe() {
+    let (mut jobs, _) = fixture();
+    jobs[1].spec.tasks[0].image = Some("busybox:1.36".into());
+    let got = jobs_table(&jobs, NOW);
+    let want = "\
+NAME    QUEUE      PHASE     TASKS   GPUS   ATTEMPT   IMAGE          AGE
+train   research   Running   1/3     3      1         -              90s
+frac    default    Running   3/3     1.5    2         busybox:1.36   90s
+";
+    assert_eq!(got, want, "\n{got}");
+    let d = describe_job(&jobs[1], NOW);
+    assert!(d.contains("    Image:      busybox:1.36\n"), "{d}");
+    assert!(!describe_job(&jobs[0], NOW).contains("Image:"));
+}
+
+#[test]
 fn nodes_table_sums_allocation_and_shows_cordon() {
     let (jobs, nodes) = fixture();
     let got = nodes_table(&nodes, &jobs, NOW);

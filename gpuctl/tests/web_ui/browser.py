@@ -69,6 +69,7 @@ def main():
     p.add_argument("--job", required=True, help="a running job gated on --release")
     p.add_argument("--release", required=True, help="file whose creation lets --job finish")
     p.add_argument("--log-text", required=True, help="what --job's log holds")
+    p.add_argument("--log-after-text", required=True, help="what --job writes once released")
     p.add_argument("--done-job", required=True, help="a job that succeeded")
     p.add_argument("--workflow", required=True)
     p.add_argument("--workflow-steps", required=True, help="JSON: step name -> phase")
@@ -161,10 +162,20 @@ def run(d, a, url):
     d.get(url + "/#/jobs/%s?log=0" % a.job)
     wait("job %s running" % a.job, lambda: d.find_element(By.ID, "job-phase").get_attribute("data-phase") == "Running")
     wait("the job's log", lambda: a.log_text in d.find_element(By.ID, "log").text)
-    d.execute_script("window.__notReloaded = true;")
+    if d.find_element(By.ID, "log").get_attribute("data-state") != "streaming":
+        fail("the running job's log is not followed: data-state=%s" % d.find_element(By.ID, "log").get_attribute("data-state"))
+    d.execute_script("window.__notReloaded = true; document.getElementById('log').__kept = true;")
     open(a.release, "w").close()
     wait("job %s to show Succeeded without a reload" % a.job,
          lambda: d.find_element(By.ID, "job-phase").get_attribute("data-phase") == "Succeeded")
+    # The log streamed on: what the task wrote after the page opened, in the same element, then its end.
+    wait("the log's new lines streamed in",
+         lambda: a.log_after_text in d.find_element(By.ID, "log").text and
+         d.find_element(By.ID, "log").get_attribute("data-state") == "ended")
+    if not d.execute_script("return document.getElementById('log').__kept === true;"):
+        fail("the log element was replaced (read again) instead of streamed")
+    if d.find_element(By.ID, "log").text.count(a.log_text) != 1:
+        fail("the streamed log repeats itself: " + d.find_element(By.ID, "log").text)
     if not d.execute_script("return window.__notReloaded === true;"):
         fail("the job page reloaded instead of updating")
     task = d.find_element(By.CSS_SELECTOR, "#tasks tr[data-task='0']")
@@ -190,7 +201,13 @@ def run(d, a, url):
     first = d.find_elements(By.CSS_SELECTOR, "#dag g.step")[0]
     first.click()
     wait("the step panel", lambda: d.find_element(By.ID, "step"))
-    wait("the step's log", lambda: d.find_element(By.ID, "log").text.strip())
+    # Its inputs, its output (the script's result) and its log.
+    wait("the step's input parameter",
+         lambda: d.find_element(By.CSS_SELECTOR, "#step dd[data-input='msg']").text == "prepared")
+    if "step-output-prepared" not in d.find_element(By.ID, "step").text:
+        fail("the step panel lacks the step's result: " + d.find_element(By.ID, "step").text)
+    wait("the step's log", lambda: "step-output-prepared" in d.find_element(By.ID, "log").text and
+         d.find_element(By.ID, "log").get_attribute("data-state") == "ended")
     console_errors(d, "workflow")
     shot(d, a, "workflow")
 
@@ -217,6 +234,26 @@ def run(d, a, url):
     wait("endpoint %s scaled to 1/1 without a reload" % a.endpoint, lambda: replicas(1, 1))
     if not d.execute_script("return window.__notReloaded === true;"):
         fail("the Endpoints page reloaded instead of updating")
+    # More traffic: the charts show requests, latency and the replica, with the cold start marked.
+    for _ in range(20):
+        with urllib.request.urlopen(req, timeout=WAIT_S, context=ctx) as r:
+            r.read()
+    charts = "[data-endpoint-charts='%s']" % a.endpoint
+
+    def charted():
+        hist = d.execute_async_script(
+            "const name = arguments[0], done = arguments[arguments.length - 1];"
+            "fetch('/api/endpoints').then(r => r.json())"
+            ".then(es => done((es.find(e => e.metadata.name === name) || {}).history), e => done(null));",
+            a.endpoint)
+        return hist and any(p[1] > 0 for p in hist) and any(p[3] > 0 for p in hist) and \
+            any(p[4] >= 1 for p in hist) and \
+            d.find_elements(By.CSS_SELECTOR, charts + " svg[data-chart='replicas'] path.s-ready") and \
+            d.find_elements(By.CSS_SELECTOR, charts + " svg[data-chart='latency'] path.s-p99") and \
+            d.find_elements(By.CSS_SELECTOR, charts + " svg[data-chart='rps'] path.m-cold") and \
+            all(float(d.find_element(By.CSS_SELECTOR, charts + " svg[data-chart='%s']" % c).get_attribute("data-max")) > 0
+                for c in ("rps", "latency", "replicas"))
+    wait("charts of requests/s, latency and replicas with the cold start", charted)
     console_errors(d, "Endpoints")
     shot(d, a, "endpoints")
 

@@ -2,6 +2,7 @@
 //! it Omitted when its `depends` can no longer hold), honour failFast, and
 //! once every started task is done, decide the DAG's phase and outputs.
 
+use super::artifact_sources::artifact_from_expression;
 use super::graph::DagInfo;
 use super::node::{Node, NodeOutputs, NodePhase, NodeType};
 use super::scope::TaskScope;
@@ -41,17 +42,19 @@ impl Run {
             let dag_node = &self.nodes[id];
             if let Some(child) = dag_node.task_nodes.get(&task.name).cloned() {
                 self.advance(&child, now_ms);
+                if self.nodes[&child].phase.is_fulfilled() && task.exit_hook().is_some() {
+                    let mut which = info.ancestors[j].clone();
+                    which.push(j);
+                    let scope = |r: &Run| r.dag_scope(&r.nodes[id], tasks, &which);
+                    self.run_exit_hook(id, task, scope, now_ms);
+                }
                 continue;
             }
             if self.fail_fast_tripped(dag_node, info, tasks) {
                 continue;
             }
-            let ready = info.deps[j].iter().all(|&k| {
-                dag_node
-                    .task_nodes
-                    .get(&tasks[k].name)
-                    .is_some_and(|c| self.nodes[c].phase.is_fulfilled())
-            });
+            // A dependency is done once its exit handler, if any, is too.
+            let ready = info.deps[j].iter().all(|&k| self.task_done(id, &tasks[k]));
             if !ready {
                 continue;
             }
@@ -274,14 +277,24 @@ impl Run {
             }
         }
         for a in tmpl.output_artifacts() {
-            let key = a
-                .from
-                .as_deref()
-                .and_then(sole_var)
-                .and_then(|v| scope.artifacts.get(v));
+            let key = match &a.from_expression {
+                Some(e) => match artifact_from_expression(e, &scope.vars, &scope.artifacts) {
+                    Ok(k) => Some(k),
+                    Err(e) => {
+                        problem = Some(format!("output artifact {:?}: {e}", a.name));
+                        continue;
+                    }
+                },
+                None => a
+                    .from
+                    .as_deref()
+                    .and_then(sole_var)
+                    .and_then(|v| scope.artifacts.get(v))
+                    .cloned(),
+            };
             match key {
                 Some(k) => {
-                    outputs.artifacts.insert(a.name.clone(), k.clone());
+                    outputs.artifacts.insert(a.name.clone(), k);
                 }
                 None if a.optional == Some(true) => {}
                 None => {

@@ -27,7 +27,8 @@ impl Run {
         self.reconcile(now_ms);
         let mut out = Vec::new();
         loop {
-            if self.phase.is_terminal() {
+            // A suspended run starts nothing; what runs finishes.
+            if self.phase.is_terminal() || self.suspended {
                 break;
             }
             self.refresh_open();
@@ -384,6 +385,7 @@ impl Run {
             }
         }
         self.refresh_open();
+        self.wake_suspended(now_ms);
         let expired: Vec<(String, NodeType)> = self
             .open
             .timed

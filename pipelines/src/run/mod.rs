@@ -12,7 +12,7 @@
 //! node per leaf with a `retryStrategy` (children are attempts `A(0)`,
 //! `A(1)`), `Pod` nodes for the steps that actually run, and `Skipped` nodes
 //! for tasks whose `when` was false (phase Skipped) or whose `depends` can no
-//! longer hold (phase Omitted). Node ids are Argo node names
+//! longer hold (phase Omitted), and `Suspend` nodes for `suspend` templates. Node ids are Argo node names
 //! (`wf.outer.inner(0:a)`), which makes them stable step ids.
 //!
 //! This module only declares its parts and re-exports the public ones; the
@@ -27,9 +27,12 @@
 //!  ├ dag    a DAG node: start the tasks whose turn has come, then assess it
 //!  ├ steps  a Steps node: its groups one after another (Argo's `steps`)
 //!  │ └ task one task or step: fan-out, `when`, arguments, its nodes
+//!  │   hooks a task's or step's exit handler (`onExit`, `hooks.exit`)
 //!  ├ retry  a Retry node: conclude or schedule the next attempt
+//!  ├ suspend a Suspend node; suspending and resuming the whole run
 //!  launch   a Pod node's fully substituted launch spec
 //!  scope    the `{{...}}` variables and artifacts in reach of a node
+//!  artifact_sources  `raw` artifacts and `fromExpression`
 //!    │
 //!  state    the Run record, its stored forms, and node bookkeeping
 //!  graph    per-DAG-template structure derived once from the spec
@@ -37,9 +40,11 @@
 //!  node     the status tree's node types
 //! ```
 
+mod artifact_sources;
 mod dag;
 mod events;
 mod graph;
+mod hooks;
 mod launch;
 pub(crate) mod node;
 mod retry;
@@ -47,6 +52,7 @@ mod scope;
 mod state;
 mod step;
 mod steps;
+mod suspend;
 mod task;
 mod view;
 mod walk;

@@ -42,6 +42,9 @@ pub enum NodeType {
     Retry,
     Pod,
     Skipped,
+    /// A `suspend` template's node: Running until resumed (or its
+    /// duration passes), then Succeeded.
+    Suspend,
 }
 
 impl fmt::Display for NodeType {
@@ -106,6 +109,10 @@ pub struct InputArtifact {
     /// Where the step expects it; `None` for a DAG's input.
     pub path: Option<String>,
     pub from: ArtifactKey,
+    /// A `raw` artifact's content (substituted): written at `path`
+    /// instead of fetching `from`, which names nothing in the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<String>,
 }
 
 /// What a node produced.

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::graph::DagInfo;
 use super::node::{Node, NodePhase, NodeType, WorkflowPhase};
 use super::step::RunError;
-use crate::spec::{Template, Workflow};
+use crate::spec::{hoist_inline, Template, Workflow};
 use crate::validate::validate_all;
 use crate::vars::Scope;
 
@@ -46,6 +46,10 @@ pub struct Run {
     /// steps keep their standard output too.
     #[serde(default)]
     pub(super) reads_results: bool,
+    /// Suspended (`gpuctl suspend`, or `spec.suspend: true`): no step
+    /// starts until a resume; running steps finish.
+    #[serde(default)]
+    pub(super) suspended: bool,
     /// Nodes added or changed since the shell last took them (see
     /// [`Run::take_touched`]); not stored, and no part of equality.
     #[serde(skip)]
@@ -156,6 +160,7 @@ pub struct RunWithoutNodes<'a> {
     to_cancel: &'a Vec<String>,
     next_seq: u64,
     reads_results: bool,
+    suspended: bool,
 }
 
 /// What [`RunWithoutNodes`] stored; with the nodes, a [`Run`] again.
@@ -180,6 +185,8 @@ pub struct RunHeader {
     next_seq: u64,
     #[serde(default)]
     reads_results: bool,
+    #[serde(default)]
+    suspended: bool,
 }
 
 impl RunHeader {
@@ -212,6 +219,7 @@ impl RunHeader {
             to_cancel: self.to_cancel,
             next_seq: self.next_seq,
             reads_results: self.reads_results,
+            suspended: self.suspended,
             touched: Touched::default(),
             groups: Groups::default(),
             open: Open::default(),
@@ -231,6 +239,9 @@ impl Run {
         if let Some(e) = validate_all(workflow).into_iter().next() {
             return Err(RunError::Invalid(e));
         }
+        // Inline templates become templates of their own (`PARENT/TASK`).
+        let (hoisted, _, _) = hoist_inline(workflow);
+        let workflow = &hoisted;
         let parameters = resolve_arguments(workflow, arguments)?;
         let workflow_vars: Scope = parameters
             .iter()
@@ -268,6 +279,7 @@ impl Run {
             next_seq: 0,
             reads_results: serde_json::to_string(workflow)
                 .is_ok_and(|s| s.contains("outputs.result")),
+            suspended: workflow.spec.suspend == Some(true),
             touched: Touched::default(),
             groups: Groups::default(),
             open: Open::default(),
@@ -309,6 +321,7 @@ impl Run {
             to_cancel: &self.to_cancel,
             next_seq: self.next_seq,
             reads_results: self.reads_results,
+            suspended: self.suspended,
         }
     }
 

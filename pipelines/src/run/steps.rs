@@ -64,6 +64,14 @@ impl Run {
         for c in &children {
             self.advance(c, now_ms);
         }
+        // Exit handlers of the steps that ended; the group waits for them.
+        if let Some((parent, i)) = group_of(gid) {
+            for step in steps.iter().filter(|s| s.exit_hook().is_some()) {
+                let scope = |r: &Run| r.steps_scope(&r.nodes[&parent], i + 1);
+                self.run_exit_hook(gid, step, scope, now_ms);
+            }
+        }
+        let children = &self.nodes[gid].children;
         if !children.iter().all(|c| self.nodes[c].phase.is_fulfilled()) {
             return None;
         }
@@ -102,8 +110,9 @@ impl Run {
         g.depth = depth;
         g.exit_handler = exit_handler;
         self.insert_node(g);
-        self.nodes
-            .get_mut(id)
+        // Through node_mut: the steps node changed, and a shell that stores
+        // each node must write it again.
+        self.node_mut(id)
             .expect("steps node")
             .children
             .push(gid.clone());
@@ -123,7 +132,14 @@ impl Run {
         } else {
             NodePhase::Succeeded
         };
-        self.nodes.get_mut(id).expect("steps node").outputs = outputs;
+        self.node_mut(id).expect("steps node").outputs = outputs;
         self.finish_node(id, phase, problem, now_ms);
     }
+}
+
+/// The steps node and index of step group `gid` (`ID[i]`).
+fn group_of(gid: &str) -> Option<(String, usize)> {
+    let (parent, rest) = gid.rsplit_once('[')?;
+    let i = rest.strip_suffix(']')?.parse().ok()?;
+    Some((parent.to_string(), i))
 }

@@ -2,6 +2,7 @@
 //! `TaskGroup`, then for each instance the `when` check, argument
 //! resolution against the task's scope, and the template's nodes.
 
+use super::artifact_sources::{artifact_from_expression, raw_input, with_inputs};
 use super::node::{InputArtifact, Node, NodeInputs, NodePhase, NodeType};
 use super::scope::TaskScope;
 use super::state::Run;
@@ -161,7 +162,7 @@ impl Run {
         else {
             return done(NodePhase::Error, "template not found".into());
         };
-        let inputs = match task_inputs(task, &callee, vars, scope) {
+        let inputs = match task_inputs(&self.name, id, task, &callee, vars, scope) {
             Ok(inputs) => inputs,
             Err(msg) => return done(NodePhase::Error, msg),
         };
@@ -230,6 +231,8 @@ fn check_when(task: &DagTask, w: &str, vars: &Scope) -> Result<(), (NodePhase, S
 /// value or default, each artifact from the task's `from`. An error is the
 /// first input that cannot be supplied.
 fn task_inputs(
+    workflow: &str,
+    id: &str,
     task: &DagTask,
     callee: &Template,
     vars: &Scope,
@@ -260,10 +263,30 @@ fn task_inputs(
     }
     for ia in callee.input_artifacts() {
         let arg = task.artifacts().iter().find(|a| a.name == ia.name);
-        let key = arg
-            .and_then(|a| a.from.as_deref())
-            .and_then(sole_var)
-            .and_then(|v| scope.artifacts.get(v));
+        // The argument's `raw`, `fromExpression` or `from`; else the
+        // template's own `raw`.
+        let raw = match arg {
+            Some(a) => raw_input(workflow, id, &ia.name, ia.path.as_ref(), a, vars),
+            None => {
+                let own = with_inputs(vars, &inputs.parameters);
+                raw_input(workflow, id, &ia.name, ia.path.as_ref(), ia, &own)
+            }
+        };
+        if let Some(r) = raw {
+            inputs.artifacts.insert(ia.name.clone(), r?);
+            continue;
+        }
+        let key =
+            match arg.and_then(|a| a.from_expression.as_deref()) {
+                Some(e) => Some(artifact_from_expression(e, vars, &scope.artifacts).map_err(
+                    |e| format!("input artifact {:?} of task {:?}: {e}", ia.name, task.name),
+                )?),
+                None => arg
+                    .and_then(|a| a.from.as_deref())
+                    .and_then(sole_var)
+                    .and_then(|v| scope.artifacts.get(v))
+                    .cloned(),
+            };
         match key {
             Some(k) => {
                 inputs.artifacts.insert(
@@ -271,7 +294,8 @@ fn task_inputs(
                     InputArtifact {
                         name: ia.name.clone(),
                         path: ia.path.clone(),
-                        from: k.clone(),
+                        from: k,
+                        raw: None,
                     },
                 );
             }

@@ -17,6 +17,7 @@ impl Run {
             message: self.message.clone(),
             root: self.view(&self.root),
             on_exit: self.exit_node.as_ref().and_then(|e| self.view(e)),
+            suspended: self.suspended,
         }
     }
 
@@ -51,6 +52,9 @@ pub struct WorkflowStatus {
     pub message: Option<String>,
     pub root: Option<NodeView>,
     pub on_exit: Option<NodeView>,
+    /// Suspended (`gpuctl suspend`): no step starts until `gpuctl resume`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspended: bool,
 }
 
 /// One node of [`WorkflowStatus`], with its children nested.

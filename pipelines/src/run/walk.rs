@@ -2,10 +2,12 @@
 //! without the shell, deciding the run's phase, starting the `onExit`
 //! handler, and creating the nodes that run a template.
 
+use super::artifact_sources::{raw_input, with_inputs};
 use super::node::{Node, NodeInputs, NodePhase, NodeType, WorkflowPhase};
 use super::state::{GroupProgress, Run};
 use crate::spec::Template;
 use crate::validate::MAX_DAG_DEPTH;
+use crate::vars::Scope;
 
 impl Run {
     /// Move everything forward as far as it can go without the shell.
@@ -71,7 +73,7 @@ impl Run {
             NodeType::Retry => self.advance_retry(id, now_ms),
             NodeType::Steps => self.advance_steps(id, now_ms),
             // A steps node advances its groups itself.
-            NodeType::StepGroup | NodeType::Pod | NodeType::Skipped => {}
+            NodeType::StepGroup | NodeType::Pod | NodeType::Skipped | NodeType::Suspend => {}
         }
     }
 
@@ -172,15 +174,27 @@ impl Run {
                 }
             }
         }
-        if let Some(a) = t
-            .input_artifacts()
+        // A top-level template's artifacts can only be its own `raw` ones.
+        let vars: Scope = self
+            .parameters
             .iter()
-            .find(|a| a.optional != Some(true))
-        {
-            problem = Some(format!(
-                "input artifact {:?} of {template:?} cannot be supplied to a top-level template",
-                a.name
-            ));
+            .map(|(k, v)| (format!("workflow.parameters.{k}"), v.clone()))
+            .collect();
+        let vars = with_inputs(&vars, &inputs.parameters);
+        for a in t.input_artifacts() {
+            match raw_input(&self.name, id, &a.name, a.path.as_ref(), a, &vars) {
+                Some(Ok(r)) => {
+                    inputs.artifacts.insert(a.name.clone(), r);
+                }
+                Some(Err(e)) => problem = Some(e),
+                None if a.optional == Some(true) => {}
+                None => {
+                    problem = Some(format!(
+                        "input artifact {:?} of {template:?} cannot be supplied to a top-level template",
+                        a.name
+                    ))
+                }
+            }
         }
         if let Some(msg) = problem {
             let mut n = Node::new(id, id, NodeType::Skipped, NodePhase::Error);
@@ -212,6 +226,10 @@ impl Run {
             .as_ref()
             .and_then(|d| d.as_int())
             .map(|s| s as u64 * 1000);
+        if t.suspend.is_some() {
+            self.instantiate_suspend(id, display, t, inputs, depth, exit_handler, now_ms);
+            return;
+        }
         if t.is_composite() {
             let ty = if t.dag.is_some() {
                 NodeType::Dag

@@ -1,6 +1,8 @@
 //! A `dag` template: its tasks, their dependencies, fan-out, conditions and
 //! the arguments they pass to the templates they call.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::io::{Artifact, Parameter};
@@ -50,12 +52,17 @@ pub struct DagTask {
     pub template_ref: Unsupported,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub with_sequence: Option<Sequence>,
-    #[serde(default, skip_serializing)]
-    pub on_exit: Unsupported,
-    #[serde(default, skip_serializing)]
-    pub hooks: Unsupported,
-    #[serde(default, skip_serializing)]
-    pub inline: Unsupported,
+    /// A template run after the task ends, whatever its phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_exit: Option<String>,
+    /// `hooks.exit`: the same with arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<Hooks>,
+    /// The template written in place instead of naming one, kept as
+    /// written: read as a template when it is hoisted into
+    /// `spec.templates` before validation (`spec/inline.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline: Option<serde_json::Value>,
 }
 
 impl DagTask {
@@ -106,4 +113,36 @@ pub struct ContinueOn {
     pub failed: bool,
     #[serde(default)]
     pub error: bool,
+}
+
+/// One lifecycle hook: the template it runs and its arguments.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LifecycleHook {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<Arguments>,
+    #[serde(default, skip_serializing)]
+    pub template_ref: Unsupported,
+    /// When the hook runs (hooks other than `exit`); not supported yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expression: Option<String>,
+}
+
+/// `hooks:` by name (`exit`, or a name of the user's with an expression).
+pub type Hooks = BTreeMap<String, LifecycleHook>;
+
+impl DagTask {
+    /// The exit handler: `hooks.exit`, else `onExit` (Argo's older form of
+    /// the same hook, without arguments).
+    pub fn exit_hook(&self) -> Option<LifecycleHook> {
+        if let Some(h) = self.hooks.as_ref().and_then(|h| h.get("exit")) {
+            return Some(h.clone());
+        }
+        self.on_exit.as_ref().map(|t| LifecycleHook {
+            template: Some(t.clone()),
+            ..Default::default()
+        })
+    }
 }

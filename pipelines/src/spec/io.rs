@@ -101,8 +101,13 @@ pub struct Artifact {
     pub http: Unsupported,
     #[serde(default, skip_serializing)]
     pub git: Unsupported,
-    #[serde(default, skip_serializing)]
-    pub raw: Unsupported,
+    /// Inline content: the file a step finds at `path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<RawArtifact>,
+    /// An expression that picks the artifact
+    /// (`cond ? tasks.a.outputs.artifacts.x : tasks.b.outputs.artifacts.y`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_expression: Option<String>,
     #[serde(default, skip_serializing)]
     pub artifactory: Unsupported,
     #[serde(default, skip_serializing)]
@@ -115,4 +120,11 @@ pub struct Artifact {
     pub sub_path: Unsupported,
     #[serde(default, skip_serializing)]
     pub global_name: Unsupported,
+}
+
+/// `raw:` an artifact's content written in the document.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawArtifact {
+    pub data: String,
 }

@@ -27,16 +27,22 @@
 
 mod container;
 mod dag;
+mod inline;
 mod io;
 mod parse;
 mod scalar;
+mod suspend;
 mod template;
 mod workflow;
 
 pub use container::{Container, EnvVar, ResourceList, ResourceRequirements, Script};
-pub use dag::{Arguments, ContinueOn, DagTask, DagTemplate, Sequence, WorkflowStep};
-pub use io::{Artifact, Inputs, Outputs, Parameter, ValueFrom};
+pub use dag::{
+    Arguments, ContinueOn, DagTask, DagTemplate, Hooks, LifecycleHook, Sequence, WorkflowStep,
+};
+pub use inline::{hoist_inline, unhoisted_path};
+pub use io::{Artifact, Inputs, Outputs, Parameter, RawArtifact, ValueFrom};
 pub use parse::{from_document, parse_unvalidated, ARGO_API_VERSION};
 pub use scalar::{parse_duration_ms, AnyString, Ignored, IntOrString, Unsupported};
+pub use suspend::SuspendTemplate;
 pub use template::{Backoff, Memoize, RetryPolicy, RetryStrategy, Template};
 pub use workflow::{TtlStrategy, Workflow, WorkflowArguments, WorkflowMeta, WorkflowSpec};

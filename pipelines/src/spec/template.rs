@@ -7,11 +7,14 @@ use super::container::{Container, Script};
 use super::dag::{DagTemplate, WorkflowStep};
 use super::io::{Artifact, Inputs, Outputs, Parameter};
 use super::scalar::{AnyString, Ignored, IntOrString, Unsupported};
+use super::suspend::SuspendTemplate;
 
-/// One template: a `dag`, a `container` or a `script`.
+/// One template: a `dag`, `steps`, a `container`, a `script` or `suspend`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Template {
+    /// Required, except in an `inline` template.
+    #[serde(default)]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inputs: Option<Inputs>,
@@ -53,8 +56,9 @@ pub struct Template {
 
     #[serde(default, skip_serializing)]
     pub resource: Unsupported,
-    #[serde(default, skip_serializing)]
-    pub suspend: Unsupported,
+    /// `suspend:`: wait for a resume, or for its `duration`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspend: Option<SuspendTemplate>,
     #[serde(default, skip_serializing)]
     pub container_set: Unsupported,
     #[serde(default, skip_serializing)]
@@ -98,9 +102,11 @@ pub struct Template {
 }
 
 impl Template {
-    /// `dag`, `steps`, `container` or `script`.
+    /// `dag`, `steps`, `container`, `script` or `suspend`.
     pub fn kind(&self) -> &'static str {
-        if self.dag.is_some() {
+        if self.suspend.is_some() {
+            "suspend"
+        } else if self.dag.is_some() {
             "dag"
         } else if self.steps.is_some() {
             "steps"

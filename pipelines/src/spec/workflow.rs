@@ -136,8 +136,10 @@ pub struct WorkflowSpec {
     pub synchronization: Unsupported,
     #[serde(default, skip_serializing)]
     pub template_defaults: Unsupported,
-    #[serde(default, skip_serializing)]
-    pub suspend: Unsupported,
+    /// `suspend: true`: the run starts suspended (no step starts until
+    /// `gpuctl resume`), as `argo suspend` leaves it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspend: Option<bool>,
     #[serde(default, skip_serializing)]
     pub shutdown: Unsupported,
     #[serde(default, skip_serializing)]

@@ -66,6 +66,7 @@ impl<'a> Validator<'a> {
             };
             self.task_refs(&tp, task, ctx);
             self.task_required_inputs(&tp, task);
+            self.task_hooks(&tp, task, ctx);
         }
         // A DAG's outputs may name any of its tasks.
         let ctx = VarCtx {
@@ -233,14 +234,16 @@ impl<'a> Validator<'a> {
         unsupported(
             &mut self.errors,
             tp,
-            &[
-                ("templateRef", &task.template_ref),
-                ("onExit", &task.on_exit),
-                ("hooks", &task.hooks),
-                ("inline", &task.inline),
-            ],
+            &[("templateRef", &task.template_ref)],
             "",
         );
+        // Left in place by hoisting only beside a `template`.
+        if task.inline.is_some() {
+            self.err(
+                format!("{tp}.inline"),
+                "use either `template` or `inline`, not both",
+            );
+        }
         match &task.template {
             None => self.err(
                 format!("{tp}.template"),
@@ -351,6 +354,13 @@ impl<'a> Validator<'a> {
         for (k, a) in task.artifacts().iter().enumerate() {
             let ap = format!("{tp}.arguments.artifacts[{k}]");
             self.artifact_common(&ap, a);
+            if let Some(r) = &a.raw {
+                self.check_str(&format!("{ap}.raw.data"), &r.data, ctx);
+                continue;
+            }
+            if a.from_expression.is_some() {
+                continue;
+            }
             match &a.from {
                 None => self.err(
                     format!("{ap}.from"),
@@ -391,7 +401,7 @@ impl<'a> Validator<'a> {
             }
             for ia in callee.input_artifacts() {
                 let given = task.artifacts().iter().any(|a| a.name == ia.name);
-                if !given && ia.optional != Some(true) {
+                if !given && ia.optional != Some(true) && ia.raw.is_none() {
                     self.err(
                         format!("{tp}.arguments.artifacts"),
                         format!(

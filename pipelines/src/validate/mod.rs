@@ -16,6 +16,8 @@
 //!  retry       retryStrategy and activeDeadlineSeconds
 //!  dag         DAG templates: tasks, dependencies, target, task arguments
 //!  steps       steps templates: groups, step names, what a step may name
+//!  hooks       a task's or step's exit handler (`onExit`, `hooks.exit`)
+//!  suspend     suspend templates: the duration, what a suspend node can output
 //!  graph       dependencies, cycles, ancestors, recursion between templates
 //!  refs        what each `{{...}}` may refer to where it sits
 //!  checker     the shared state (errors so far) and helpers
@@ -25,6 +27,7 @@
 mod checker;
 mod dag;
 mod graph;
+mod hooks;
 mod leaf;
 mod limits;
 mod names;
@@ -33,6 +36,7 @@ mod refs;
 mod resources;
 mod retry;
 mod steps;
+mod suspend;
 
 pub use graph::{ancestors_of, find_cycle, task_depends};
 pub use limits::{
@@ -42,18 +46,39 @@ pub use resources::parse_gpus;
 
 use gpuctl_common::api::FieldError;
 
-use crate::spec::{parse_duration_ms, Template, Workflow};
+use crate::spec::{hoist_inline, parse_duration_ms, unhoisted_path, Template, Workflow};
 use checker::{unsupported, Validator, VarCtx};
 use retry::positive_seconds;
 
 /// Every problem in the workflow, in document order.
 pub fn validate_all(wf: &Workflow) -> Vec<FieldError> {
+    // Inline templates are checked as templates, each error at its place.
+    let (hoisted, origins, mut unreadable) = hoist_inline(wf);
     let mut v = Validator {
-        wf,
+        wf: &hoisted,
         errors: Vec::new(),
     };
     v.workflow();
-    v.errors
+    let own = wf.spec.templates.len();
+    let mut errors: Vec<FieldError> = v
+        .errors
+        .into_iter()
+        .map(|mut e| {
+            e.path = unhoisted_path(&e.path, own, &origins);
+            e
+        })
+        .collect();
+    // An inline template that is no template is the problem to name, not
+    // the template its task then lacks.
+    errors.retain(|e| {
+        !unreadable.iter().any(|u| {
+            e.path
+                .strip_suffix(".template")
+                .is_some_and(|task| u.path.starts_with(&format!("{task}.inline")))
+        })
+    });
+    unreadable.append(&mut errors);
+    unreadable
 }
 
 impl<'a> Validator<'a> {
@@ -70,7 +95,6 @@ impl<'a> Validator<'a> {
                 ("hooks", &s.hooks),
                 ("synchronization", &s.synchronization),
                 ("templateDefaults", &s.template_defaults),
-                ("suspend", &s.suspend),
                 ("shutdown", &s.shutdown),
                 ("retryStrategy", &s.retry_strategy),
                 ("podPriority", &s.pod_priority),
@@ -123,7 +147,6 @@ impl<'a> Validator<'a> {
             &p,
             &[
                 ("resource", &t.resource),
-                ("suspend", &t.suspend),
                 ("containerSet", &t.container_set),
                 ("http", &t.http),
                 ("data", &t.data),
@@ -152,15 +175,16 @@ impl<'a> Validator<'a> {
             t.steps.is_some(),
             t.container.is_some(),
             t.script.is_some(),
+            t.suspend.is_some(),
         ]
         .iter()
         .filter(|b| **b)
         .count();
-        if kinds == 0 && t.resource.is_none() && t.suspend.is_none() {
+        if kinds == 0 && t.resource.is_none() {
             self.err(
                 &p,
                 format!(
-                    "template {:?} has none of `dag`, `steps`, `container`, `script`",
+                    "template {:?} has none of `dag`, `steps`, `container`, `script`, `suspend`",
                     t.name
                 ),
             );
@@ -168,7 +192,7 @@ impl<'a> Validator<'a> {
             self.err(
                 &p,
                 format!(
-                    "template {:?} must have exactly one of `dag`, `steps`, `container`, `script`",
+                    "template {:?} must have exactly one of `dag`, `steps`, `container`, `script`, `suspend`",
                     t.name
                 ),
             );
@@ -182,7 +206,7 @@ impl<'a> Validator<'a> {
             artifact: false,
             steps: false,
         };
-        self.template_inputs(&p, t);
+        self.template_inputs(&p, t, ctx);
         self.template_outputs(&p, t, ctx);
         if let Some(c) = &t.container {
             self.container(&p, c, ctx);
@@ -216,6 +240,9 @@ impl<'a> Validator<'a> {
         }
         if let Some(groups) = &t.steps {
             self.steps(&p, t, groups);
+        }
+        if let Some(s) = &t.suspend {
+            self.suspend(&p, t, s, ctx);
         }
     }
 }

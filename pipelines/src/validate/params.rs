@@ -87,7 +87,6 @@ impl Validator<'_> {
                 ("gcs", &a.gcs),
                 ("http", &a.http),
                 ("git", &a.git),
-                ("raw", &a.raw),
                 ("artifactory", &a.artifactory),
                 ("hdfs", &a.hdfs),
                 ("oss", &a.oss),
@@ -97,10 +96,26 @@ impl Validator<'_> {
             ],
             " (artifacts pass between tasks with `from` and live in gpuctl's artifact store)",
         );
+        let sources = [
+            a.from.is_some(),
+            a.raw.is_some(),
+            a.from_expression.is_some(),
+        ];
+        if sources.iter().filter(|s| **s).count() > 1 {
+            self.err(path, "give one of `from`, `fromExpression` and `raw`");
+        }
+        if let Some(e) = &a.from_expression {
+            if let Err(err) = crate::expr::parse_expr(e) {
+                self.err(
+                    format!("{path}.fromExpression"),
+                    format!("syntax error in expression {e:?} {err}"),
+                );
+            }
+        }
     }
 
     /// A template's `inputs`.
-    pub(super) fn template_inputs(&mut self, p: &str, t: &Template) {
+    pub(super) fn template_inputs(&mut self, p: &str, t: &Template, ctx: VarCtx<'_>) {
         let leaf = !t.is_composite();
         let mut seen = BTreeSet::new();
         for (j, ip) in t.input_parameters().iter().enumerate() {
@@ -135,11 +150,14 @@ impl Validator<'_> {
                     "missing: where the step expects the artifact (e.g. /tmp/model)",
                 );
             }
-            if a.from.is_some() {
+            if a.from.is_some() || a.from_expression.is_some() {
                 self.err(
                     format!("{ap}.from"),
                     "pass `from` in the task's `arguments.artifacts`",
                 );
+            }
+            if let Some(r) = &a.raw {
+                self.check_str(&format!("{ap}.raw.data"), &r.data, ctx);
             }
         }
     }
@@ -194,6 +212,12 @@ impl Validator<'_> {
                     format!("duplicate output artifact {:?}", a.name),
                 );
             }
+            if a.raw.is_some() {
+                self.err(
+                    format!("{ap}.raw"),
+                    "`raw` gives an input's content; an output artifact is written by a step",
+                );
+            }
             if leaf {
                 if a.path.is_none() {
                     self.err(
@@ -201,13 +225,13 @@ impl Validator<'_> {
                         "missing: the file or folder the step writes",
                     );
                 }
-                if a.from.is_some() {
+                if a.from.is_some() || a.from_expression.is_some() {
                     self.err(
                         format!("{ap}.from"),
                         "a step's output artifact takes a `path`",
                     );
                 }
-            } else if a.from.is_none() {
+            } else if a.from.is_none() && a.from_expression.is_none() {
                 self.err(format!("{ap}.from"), "missing: a DAG's output artifact comes `from: \"{{tasks.TASK.outputs.artifacts.NAME}}\"`");
             }
         }

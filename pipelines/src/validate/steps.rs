@@ -62,6 +62,7 @@ impl<'a> Validator<'a> {
                 };
                 self.task_refs(&tp, step, ctx);
                 self.task_required_inputs(&tp, step);
+                self.task_hooks(&tp, step, ctx);
             }
         }
         // A steps template's outputs may name any of its steps.

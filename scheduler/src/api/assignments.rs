@@ -100,6 +100,7 @@ fn step_io(st: &State, job: &Job) -> Option<pb::StepIo> {
             store_workflow: key.workflow.clone(),
             store_step: key.step.clone(),
             store_name: key.name.clone(),
+            raw: None,
         }
     };
     Some(pb::StepIo {
@@ -120,7 +121,10 @@ fn step_io(st: &State, job: &Job) -> Option<pb::StepIo> {
         input_artifacts: s
             .input_artifacts
             .iter()
-            .map(|a| art(&a.name, a.path.as_deref().unwrap_or(""), false, &a.from))
+            .map(|a| pb::ArtifactRef {
+                raw: a.raw.clone(),
+                ..art(&a.name, a.path.as_deref().unwrap_or(""), false, &a.from)
+            })
             .collect(),
         output_artifacts: s
             .output_artifacts

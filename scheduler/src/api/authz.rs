@@ -111,7 +111,7 @@ pub enum Action<'a> {
         name: &'a str,
     },
     /// Cancel (`verb` "cancel") or delete ("delete") a job, workflow or
-    /// endpoint.
+    /// endpoint; suspend ("suspend") or resume ("resume") a workflow.
     Stop {
         verb: &'a str,
         kind: &'a str,

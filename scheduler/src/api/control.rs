@@ -301,15 +301,37 @@ impl Control for Api {
         let r = async {
             let who = who.as_ref().map_err(Clone::clone)?;
             let kind = kind.clone()?;
-            let cmd = match kind {
-                "workflow" => Command::CancelWorkflow {
+            let verb = match req.action.as_str() {
+                "" | "cancel" => "cancel",
+                "suspend" => "suspend",
+                "resume" => "resume",
+                other => {
+                    return Err(Status::invalid_argument(format!(
+                        "action {other:?}: use cancel, suspend or resume"
+                    )))
+                }
+            };
+            let cmd = match (kind, verb) {
+                ("workflow", "suspend") => Command::SuspendWorkflow {
+                    name: req.name.clone(),
+                },
+                ("workflow", "resume") => Command::ResumeWorkflow {
+                    name: req.name.clone(),
+                },
+                (_, "suspend" | "resume") => {
+                    return Err(Status::invalid_argument(format!(
+                        "only workflows can be suspended or resumed; {kind} {:?} is not a workflow",
+                        req.name
+                    )))
+                }
+                ("workflow", _) => Command::CancelWorkflow {
                     name: req.name.clone(),
                 },
                 // Deleting an endpoint stops its replicas and removes it.
-                "endpoint" => Command::DeleteEndpoint {
+                ("endpoint", _) => Command::DeleteEndpoint {
                     name: req.name.clone(),
                 },
-                "job" => Command::CancelJob {
+                ("job", _) => Command::CancelJob {
                     name: req.name.clone(),
                 },
                 _ => {
@@ -323,7 +345,7 @@ impl Control for Api {
                 self.check(
                     who,
                     &Action::Stop {
-                        verb: "cancel",
+                        verb,
                         kind,
                         name: &req.name,
                     },
@@ -334,7 +356,11 @@ impl Control for Api {
             Ok(Response::new(pb::CancelResponse { object_json }))
         }
         .await;
-        self.audit(&who, "cancel", kind.unwrap_or(""), &req.name, &r);
+        let verb = match req.action.as_str() {
+            "suspend" | "resume" => req.action.as_str(),
+            _ => "cancel",
+        };
+        self.audit(&who, verb, kind.unwrap_or(""), &req.name, &r);
         r
     }
 

@@ -33,10 +33,15 @@ struct EndpointLoad {
     /// Sums over the gateways heard from in the last [`GATEWAY_STALE`].
     concurrency: f64,
     rps: f64,
+    /// Latency over those gateways, ms: the median weighted by each one's
+    /// requests per second, and the largest 99th percentile.
+    latency: (f64, f64),
     /// Draining replicas every such gateway last reported idle.
     drained: BTreeSet<String>,
     last_load_write: Option<Instant>,
-    written: (f64, f64),
+    /// What the last `EndpointLoad` wrote: concurrency, requests per second,
+    /// median and 99th percentile latency.
+    written: [f64; 4],
     last_replace: Option<Instant>,
     /// Whether a gateway has reported since this replica began leading. Until
     /// then the autoscaler sees the serving replicas as fully loaded: gateways
@@ -50,6 +55,7 @@ struct GatewayReport {
     at: Instant,
     concurrency: f64,
     rps: f64,
+    latency: (f64, f64),
     drained: BTreeSet<String>,
     /// Replica jobs it found ready.
     ready: BTreeSet<String>,
@@ -61,29 +67,30 @@ const GATEWAY_STALE: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl EndpointLoad {
     /// Record `gateway`'s report at `now` and work out the sums again.
-    fn report(
-        &mut self,
-        gateway: &str,
-        now: Instant,
-        concurrency: f64,
-        rps: f64,
-        (drained, ready): (&[String], &[String]),
-    ) {
+    fn report(&mut self, gateway: &str, now: Instant, l: &pb::EndpointLoad) {
         self.heard = true;
         self.gateways.insert(
             gateway.to_string(),
             GatewayReport {
                 at: now,
-                concurrency,
-                rps,
-                drained: drained.iter().cloned().collect(),
-                ready: ready.iter().cloned().collect(),
+                concurrency: finite(l.concurrency),
+                rps: finite(l.requests_per_second),
+                latency: (finite(l.latency_p50_ms), finite(l.latency_p99_ms)),
+                drained: l.drained.iter().cloned().collect(),
+                ready: l.ready.iter().cloned().collect(),
             },
         );
         self.gateways
             .retain(|_, g| now.saturating_duration_since(g.at) < GATEWAY_STALE);
         self.concurrency = self.gateways.values().map(|g| g.concurrency).sum();
         self.rps = self.gateways.values().map(|g| g.rps).sum();
+        let p50: f64 = self.gateways.values().map(|g| g.latency.0 * g.rps).sum();
+        let p99 = self
+            .gateways
+            .values()
+            .map(|g| g.latency.1)
+            .fold(0.0, f64::max);
+        self.latency = (if self.rps > 0.0 { p50 / self.rps } else { 0.0 }, p99);
         let mut live = self.gateways.values();
         let first = live.next().map(|g| g.drained.clone()).unwrap_or_default();
         self.drained = live.fold(first, |acc, g| {
@@ -144,9 +151,10 @@ impl Loads {
                 gateways: HashMap::new(),
                 concurrency: 0.0,
                 rps: 0.0,
+                latency: (0.0, 0.0),
                 drained: BTreeSet::new(),
                 last_load_write: None,
-                written: (0.0, 0.0),
+                written: [0.0; 4],
                 last_replace: None,
                 heard: false,
             });
@@ -181,8 +189,7 @@ impl Loads {
                 continue;
             };
             let e = self.entry(&mut map, ep, now);
-            let (c, rps) = (finite(l.concurrency), finite(l.requests_per_second));
-            e.report(&req.gateway, now, c, rps, (&l.drained, &l.ready));
+            e.report(&req.gateway, now, l);
             let at = now.duration_since(self.origin);
             e.autoscaler.record(at, e.concurrency);
             if e.rps > 0.0 {
@@ -274,18 +281,25 @@ impl Loads {
                     });
                 }
             }
-            let changed = (e.rps - e.written.0).abs() > 0.05 * e.written.0.max(1.0)
-                || (e.concurrency - e.written.1).abs() > 0.05 * e.written.1.max(1.0);
+            let now_load = [e.rps, e.concurrency, e.latency.0, e.latency.1];
+            // A change of 5% (10% for latencies, which vary more) is written.
+            let changed = now_load
+                .iter()
+                .zip(e.written)
+                .zip([0.05, 0.05, 0.1, 0.1])
+                .any(|((now, was), by)| (now - was).abs() > by * was.max(1.0));
             if changed
                 && e.last_load_write
                     .is_none_or(|t| now.duration_since(t) >= LOAD_WRITE_EVERY)
             {
                 e.last_load_write = Some(now);
-                e.written = (e.rps, e.concurrency);
+                e.written = now_load;
                 cmds.push(Command::EndpointLoad {
                     name: name.clone(),
                     concurrency: e.concurrency,
                     requests_per_second: e.rps,
+                    latency_p50_ms: e.latency.0,
+                    latency_p99_ms: e.latency.1,
                 });
             }
         }
@@ -663,6 +677,8 @@ mod tests {
                 requests_per_second: c * 10.0,
                 cold_start: false,
                 drained: drained.iter().map(|d| d.to_string()).collect(),
+                latency_p50_ms: c,
+                latency_p99_ms: c * 10.0,
                 ready: vec![],
             }],
         };
@@ -677,6 +693,13 @@ mod tests {
         loads.record_at(&h.s, &report("a", 3.0, &["lin-replica-1"]), at(1));
         loads.record_at(&h.s, &report("b", 4.0, &[]), at(1));
         assert_eq!(sums(&loads), (7.0, 70.0), "the load of both gateways");
+        // Latency: the median weighted by requests, the larger p99.
+        let (p50, p99) = loads.lock()["lin"].latency;
+        assert!(
+            (p50 - (3.0 * 30.0 + 4.0 * 40.0) / 70.0).abs() < 1e-9,
+            "{p50}"
+        );
+        assert_eq!(p99, 40.0);
         // Gateway b still routes to (or serves on) the draining replica.
         assert!(!drained_cmd(&loads.plan(&h.s, at(1), 1_000)));
         loads.record_at(&h.s, &report("b", 4.0, &["lin-replica-1"]), at(2));
@@ -727,7 +750,7 @@ mod tests {
                 requests_per_second: c * 100.0,
                 cold_start: false,
                 drained: vec![],
-                ready: vec![],
+                ..Default::default()
             }],
         };
         for s in 21..=40 {
@@ -759,7 +782,7 @@ mod tests {
                 requests_per_second: 0.0,
                 cold_start: cold,
                 drained: vec![],
-                ready: vec![],
+                ..Default::default()
             }],
         };
         // Nothing reported, nothing to do.

@@ -119,6 +119,11 @@ pub enum Command {
         name: String,
         concurrency: f64,
         requests_per_second: f64,
+        /// Request latency the gateways saw (median, 99th percentile), ms.
+        #[serde(default)]
+        latency_p50_ms: f64,
+        #[serde(default)]
+        latency_p99_ms: f64,
     },
     /// Add a user.
     CreateUser { user: Box<super::identity::User> },
@@ -126,6 +131,11 @@ pub enum Command {
     CreateToken { token: Box<super::identity::Token> },
     /// Stop a token from working.
     RevokeToken { id: String },
+    /// `gpuctl suspend`: no new step of the workflow starts; running ones
+    /// finish.
+    SuspendWorkflow { name: String },
+    /// `gpuctl resume`: steps start again and waiting `suspend` steps end.
+    ResumeWorkflow { name: String },
     /// An endpoint applied again: a changed replica template rolls out as a
     /// new revision.
     UpdateEndpoint {
@@ -168,6 +178,8 @@ impl Command {
             Command::CreateUser { .. } => "CreateUser",
             Command::CreateToken { .. } => "CreateToken",
             Command::RevokeToken { .. } => "RevokeToken",
+            Command::SuspendWorkflow { .. } => "SuspendWorkflow",
+            Command::ResumeWorkflow { .. } => "ResumeWorkflow",
             Command::UpdateEndpoint { .. } => "UpdateEndpoint",
             Command::PromoteEndpoint { .. } => "PromoteEndpoint",
             Command::UndoEndpoint { .. } => "UndoEndpoint",

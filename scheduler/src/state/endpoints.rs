@@ -356,12 +356,15 @@ impl State {
         name: &str,
         concurrency: f64,
         rps: f64,
+        (p50, p99): (f64, f64),
     ) -> Result<Applied, ApplyError> {
         let Some(ep) = self.endpoints.get_mut(name) else {
             return Ok(Applied::Nothing);
         };
         ep.status.concurrency = finite(concurrency);
         ep.status.requests_per_second = finite(rps);
+        ep.status.latency_p50_ms = finite(p50);
+        ep.status.latency_p99_ms = finite(p99);
         self.touch_endpoint(index, name);
         Ok(Applied::Nothing)
     }

@@ -47,6 +47,7 @@ pub(crate) mod testutil;
 mod users;
 pub mod views;
 mod workflow_object;
+mod workflow_suspend;
 pub mod workflows;
 
 pub use command::{
@@ -505,6 +506,8 @@ impl State {
             } => self.submit_workflow(index, now, name, workflow, arguments, owner.as_deref()),
             Command::WorkflowTick { name } => self.workflow_tick(index, now, name),
             Command::CancelWorkflow { name } => self.cancel_workflow(index, now, name),
+            Command::SuspendWorkflow { name } => self.suspend_workflow(index, now, name),
+            Command::ResumeWorkflow { name } => self.resume_workflow(index, now, name),
             Command::DeleteJob { name } => self.delete_job(name),
             Command::DeleteWorkflow { name } => self.delete_workflow(name),
             Command::CreateEndpoint { endpoint } => self.create_endpoint(index, now, endpoint),
@@ -521,7 +524,15 @@ impl State {
                 name,
                 concurrency,
                 requests_per_second,
-            } => self.endpoint_load(index, name, *concurrency, *requests_per_second),
+                latency_p50_ms,
+                latency_p99_ms,
+            } => self.endpoint_load(
+                index,
+                name,
+                *concurrency,
+                *requests_per_second,
+                (*latency_p50_ms, *latency_p99_ms),
+            ),
             Command::CreateUser { user } => self.create_user(now, user),
             Command::CreateToken { token } => self.create_token(now, token),
             Command::RevokeToken { id } => self.revoke_token(id),

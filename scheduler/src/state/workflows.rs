@@ -10,7 +10,8 @@
 //!  TaskReport (a step's job ends) ─────┤ on_step_finished(outputs from the
 //!                                      │   node daemon), in the same apply
 //!  WorkflowTick (leader's clock) ──────┤ on_tick: deadlines, retry backoff
-//!  CancelWorkflow ─────────────────────┘ terminate: step jobs cancelled
+//!  CancelWorkflow ─────────────────────┤ terminate: step jobs cancelled
+//!  Suspend/ResumeWorkflow ─────────────┘ (workflow_suspend.rs)
 //! ```
 //!
 //! Step jobs are created in the same apply that finished their dependencies:
@@ -241,7 +242,7 @@ impl State {
         Ok(self.workflow_applied(name))
     }
 
-    fn workflow_applied(&self, name: &str) -> Applied {
+    pub(super) fn workflow_applied(&self, name: &str) -> Applied {
         self.workflows
             .get(name)
             .map(|w| Applied::Workflow(Box::new(w.view())))
@@ -302,7 +303,7 @@ impl State {
 
     /// Launch the steps whose turn has come, stop those the run gave up on,
     /// and note when the run next needs the clock.
-    fn advance_workflow(&mut self, index: u64, now: u64, name: &str) {
+    pub(super) fn advance_workflow(&mut self, index: u64, now: u64, name: &str) {
         // Bounded: each round either launches steps or errors some (which
         // may make others ready); a run has finitely many steps.
         for _ in 0..10_000 {
@@ -362,7 +363,7 @@ impl State {
     }
 
     /// Cancel the jobs of these steps (those not already over).
-    fn cancel_steps(&mut self, index: u64, now: u64, workflow: &str, steps: &[String]) {
+    pub(super) fn cancel_steps(&mut self, index: u64, now: u64, workflow: &str, steps: &[String]) {
         for id in steps {
             let Some(job) = self
                 .workflows

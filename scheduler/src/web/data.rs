@@ -2,14 +2,18 @@
 //!
 //! ```text
 //!  GET /api/session              who the browser is, and this replica
-//!  GET /api/cluster              nodes with each GPU's use and health, queues,
-//!                                GPUs allocated over the last hour
+//!  GET /api/cluster              nodes with their GPUs' use and health (in
+//!                                columns, see [`cluster`]), queues, GPUs
+//!                                allocated over the last hour
 //!  GET /api/jobs?queue=&phase=&owner=&limit=   jobs, newest first
 //!  GET /api/jobs/NAME            one job (tasks, nodes, GPUs, events)
 //!  GET /api/jobs/NAME/logs?task=N   a task's log so far (text)
+//!  GET /api/jobs/NAME/logs/stream?task=N   the same, followed (log_stream.rs)
 //!  GET /api/workflows            workflows with their phase and progress
 //!  GET /api/workflows/NAME       one workflow, and its DAG laid out (graph.rs)
-//!  GET /api/endpoints            endpoints with replicas ready/desired
+//!  GET /api/endpoints            endpoints with replicas ready/desired, and
+//!                                their load, latency and replicas over the
+//!                                last hour with scale events (the charts)
 //!  GET /api/control              the control plane: replicas, leader, term, indices
 //! ```
 
@@ -24,6 +28,7 @@ use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 use tokio_stream::StreamExt;
 
+use super::endpoint_history::EndpointHistory;
 use super::history::History;
 use super::{error, param, respond, Body, Session};
 use crate::api::Api;
@@ -40,6 +45,7 @@ const LOG_TIMEOUT: Duration = Duration::from_secs(5);
 pub async fn answer(
     api: &Api,
     history: &History,
+    endpoint_history: &EndpointHistory,
     who: &Session,
     path: &str,
     query: &str,
@@ -69,14 +75,25 @@ pub async fn answer(
             let name = super::url_decode(name);
             let st = api.raft.shared.read();
             match st.workflows.get(&name) {
-                Some(w) => ok(json!({
-                    "workflow": w.view(),
-                    "graph": super::graph::layout(w.run.workflow(), &w.run.status(), &w.jobs),
-                })),
+                Some(w) => {
+                    let mut graph =
+                        super::graph::layout(w.run.workflow(), &w.run.status(), &w.jobs);
+                    // Each step's inputs (parameters, artifacts and where they come from).
+                    for s in &mut graph.steps {
+                        if let Some(n) = w.run.node(&s.id) {
+                            s.inputs = serde_json::to_value(&n.inputs).unwrap_or_default();
+                        }
+                    }
+                    ok(json!({ "workflow": w.view(), "graph": graph }))
+                }
                 None => error(StatusCode::NOT_FOUND, format!("workflow {name:?} not found")),
             }
         }
-        ["endpoints"] => ok(endpoints(&api.raft.shared.read())),
+        ["endpoints"] => ok(endpoints(
+            &api.raft.shared.read(),
+            endpoint_history,
+            gpuctl_common::now_ms(),
+        )),
         ["control"] => ok(control(api)),
         _ => error(
             StatusCode::NOT_FOUND,
@@ -85,11 +102,24 @@ pub async fn answer(
     }
 }
 
-/// Nodes (each GPU with its use, health and the jobs on it), queues and
-/// totals.
+/// Nodes, queues and totals. Each node is
+///
+/// ```text
+///  {name, phase, cordoned (only when true), inventory,
+///   cpu: [used, total] (milli-CPUs), memory: [used, total] (bytes),
+///   jobs: [names of the jobs with a task there],
+///   gpus: {models: [[model, memoryBytes, count], ...]   runs, in GPU order
+///          index: [...]         only when the indexes are not 0, 1, ...
+///          used: [milli, ...]   per GPU; absent when none is used
+///          unhealthy: [[gpu, xid or null], ...]   absent when none
+///          tasks: [[gpu, job (its place in jobs), task, milli], ...]}}
+/// ```
+///
+/// columns per node rather than an object per GPU, the per-node fields said
+/// once: a free 8-GPU node is about 200 bytes, not 1.2 KB.
 pub fn cluster(st: &State) -> Value {
-    let mut on_gpu: BTreeMap<(&str, u32), Vec<Value>> = BTreeMap::new();
-    let mut on_node: BTreeMap<&str, std::collections::BTreeSet<&str>> = BTreeMap::new();
+    // (node, GPU index, job, task, milli) of every task holding resources.
+    let mut on_node: BTreeMap<&str, Vec<(u32, &str, u32, u32)>> = BTreeMap::new();
     for j in st.jobs.values() {
         for t in &j.status.tasks {
             let Some(node) = t.node.as_deref() else {
@@ -98,13 +128,12 @@ pub fn cluster(st: &State) -> Value {
             if !t.phase.holds_resources() {
                 continue;
             }
-            on_node.entry(node).or_default().insert(&j.metadata.name);
+            let held = on_node.entry(node).or_default();
+            if t.gpus.is_empty() {
+                held.push((u32::MAX, &j.metadata.name, t.index, 0));
+            }
             for g in &t.gpus {
-                on_gpu.entry((node, g.index)).or_default().push(json!({
-                    "job": j.metadata.name,
-                    "task": t.index,
-                    "milli": g.milli,
-                }));
+                held.push((g.index, &j.metadata.name, t.index, g.milli));
             }
         }
     }
@@ -114,35 +143,23 @@ pub fn cluster(st: &State) -> Value {
         .map(|n| {
             let name = n.metadata.name.as_str();
             let usage = st.usage(name);
-            let gpus: Vec<Value> = n
-                .status
-                .gpus
-                .iter()
-                .map(|g| {
-                    json!({
-                        "index": g.index,
-                        "model": g.model,
-                        "memoryBytes": g.memory_bytes,
-                        "healthy": g.healthy,
-                        "xid": g.xid,
-                        "usedMilli": usage.gpu_milli.get(&g.index).copied().unwrap_or(0),
-                        "tasks": on_gpu.remove(&(name, g.index)).unwrap_or_default(),
-                    })
-                })
-                .collect();
-            json!({
+            let held = on_node.remove(name).unwrap_or_default();
+            let mut jobs: Vec<&str> = held.iter().map(|h| h.1).collect();
+            jobs.sort_unstable();
+            jobs.dedup();
+            let mut v = json!({
                 "name": name,
                 "phase": n.status.phase,
-                "cordoned": n.spec.unschedulable,
                 "inventory": n.status.inventory,
-                "cpuMilli": n.status.cpu_milli,
-                "cpuUsedMilli": usage.cpu_milli,
-                "memoryBytes": n.status.memory_bytes,
-                "memoryUsedBytes": usage.memory_bytes,
-                "gpus": gpus,
-                "jobs": on_node.remove(name).unwrap_or_default(),
-                "events": n.status.events.iter().rev().take(5).collect::<Vec<_>>(),
-            })
+                "cpu": [usage.cpu_milli, n.status.cpu_milli],
+                "memory": [usage.memory_bytes, n.status.memory_bytes],
+                "jobs": jobs,
+                "gpus": gpu_columns(&n.status.gpus, &usage.gpu_milli, &held, &jobs),
+            });
+            if n.spec.unschedulable {
+                v["cordoned"] = json!(true);
+            }
+            v
         })
         .collect();
     let counts = st.counts();
@@ -158,6 +175,55 @@ pub fn cluster(st: &State) -> Value {
             "jobsRunning": counts.jobs_in(JobPhase::Running),
         },
     })
+}
+
+/// A node's GPUs as columns (see [`cluster`]).
+fn gpu_columns(
+    gpus: &[gpuctl_common::node::Gpu],
+    used: &BTreeMap<u32, u32>,
+    held: &[(u32, &str, u32, u32)],
+    jobs: &[&str],
+) -> Value {
+    let mut models: Vec<(&str, u64, u32)> = Vec::new();
+    for g in gpus {
+        match models.last_mut() {
+            Some((m, b, n)) if *m == g.model && *b == g.memory_bytes => *n += 1,
+            _ => models.push((&g.model, g.memory_bytes, 1)),
+        }
+    }
+    let mut v = json!({
+        "models": models.iter().map(|(m, b, n)| json!([m, b, n])).collect::<Vec<_>>(),
+    });
+    if gpus.iter().enumerate().any(|(i, g)| g.index as usize != i) {
+        v["index"] = json!(gpus.iter().map(|g| g.index).collect::<Vec<_>>());
+    }
+    let milli: Vec<u32> = gpus
+        .iter()
+        .map(|g| used.get(&g.index).copied().unwrap_or(0))
+        .collect();
+    if milli.iter().any(|&m| m > 0) {
+        v["used"] = json!(milli);
+    }
+    let bad: Vec<Value> = gpus
+        .iter()
+        .filter(|g| !g.healthy)
+        .map(|g| json!([g.index, g.xid]))
+        .collect();
+    if !bad.is_empty() {
+        v["unhealthy"] = Value::Array(bad);
+    }
+    let tasks: Vec<Value> = held
+        .iter()
+        .filter(|h| h.0 != u32::MAX)
+        .map(|(gpu, job, task, milli)| {
+            let j = jobs.binary_search(job).unwrap_or(0);
+            json!([gpu, j, task, milli])
+        })
+        .collect();
+    if !tasks.is_empty() {
+        v["tasks"] = Value::Array(tasks);
+    }
+    v
 }
 
 /// Every queue (the default one too) with its quota, weight, use and a
@@ -362,13 +428,31 @@ pub fn workflows(st: &State) -> Value {
     )
 }
 
-/// Endpoints with their replicas (API key hashes left out).
-pub fn endpoints(st: &State) -> Value {
+/// Endpoints with their replicas (API key hashes left out), each with its
+/// figures over time (`history`, see [`EndpointHistory::to_json`]) and its
+/// scale events as chart marks (`marks`: `[ms, "coldStart" | "scale",
+/// message]`), and this replica's clock (`now`, ms) for the charts' end.
+pub fn endpoints(st: &State, history: &EndpointHistory, now_ms: u64) -> Value {
+    let cold = gpuctl_common::autoscaler::Reason::ColdStart.to_string();
     Value::Array(
         st.endpoint_views()
             .into_iter()
             .map(|mut e| {
                 e.status.api_key_hashes.clear();
+                let marks: Vec<Value> = e
+                    .status
+                    .events
+                    .iter()
+                    .filter(|ev| ev.reason == "Scaled")
+                    .map(|ev| {
+                        let kind = if ev.message.ends_with(&cold) {
+                            "coldStart"
+                        } else {
+                            "scale"
+                        };
+                        json!([ev.time_ms, kind, ev.message])
+                    })
+                    .collect();
                 let ready = e
                     .status
                     .replicas
@@ -377,6 +461,9 @@ pub fn endpoints(st: &State) -> Value {
                     .count();
                 let mut v = serde_json::to_value(&e).unwrap_or_default();
                 v["ready"] = json!(ready);
+                v["history"] = history.to_json(&e.metadata.name);
+                v["marks"] = Value::Array(marks);
+                v["now"] = json!(now_ms);
                 v
             })
             .collect(),

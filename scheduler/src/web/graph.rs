@@ -33,6 +33,9 @@ pub struct Step {
     pub started_ms: Option<u64>,
     pub finished_ms: Option<u64>,
     pub outputs: serde_json::Value,
+    /// What it was given (`parameters`, `artifacts`); filled in by the
+    /// caller, which has the run's nodes (`null` until then).
+    pub inputs: serde_json::Value,
     /// The job that ran it (the last attempt's).
     pub job: Option<String>,
 }
@@ -117,6 +120,7 @@ fn step(n: &NodeView, task: &str, layer: usize, jobs: &BTreeMap<String, String>)
         started_ms: n.started_ms,
         finished_ms: n.finished_ms,
         outputs: serde_json::to_value(&n.outputs).unwrap_or_default(),
+        inputs: serde_json::Value::Null,
         job: job.cloned(),
     }
 }
@@ -189,6 +193,7 @@ pub fn layout(wf: &Workflow, status: &WorkflowStatus, jobs: &BTreeMap<String, St
                         started_ms: None,
                         finished_ms: None,
                         outputs: serde_json::Value::Null,
+                        inputs: serde_json::Value::Null,
                         job: None,
                     });
                 }
@@ -260,6 +265,7 @@ spec:
             message: None,
             root: None,
             on_exit: None,
+            suspended: false,
         };
         let g = layout(&wf, &status, &BTreeMap::new());
         let placed: Vec<(&str, usize, usize, &str)> = g

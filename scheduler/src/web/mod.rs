@@ -10,9 +10,15 @@
 //!             HttpOnly cookie after the login page
 //!  data.rs    the JSON API: cluster, jobs, workflows, endpoints, control plane
 //!  history.rs GPUs allocated over the last hour (the Cluster chart)
+//!  endpoint_history.rs  each endpoint's requests/s, latency and replicas
+//!             over the last hour (the Endpoints charts), sampled from the
+//!             applied state
 //!  graph.rs   a workflow's DAG as steps in layers (what the page draws)
 //!  events.rs  /api/events: one event per applied batch, with the nodes
 //!             it changed (the state's per-node change log)
+//!  log_stream.rs  /api/jobs/NAME/logs/stream: a task's log as events,
+//!             followed until the task ends (`Control.Logs` with follow)
+//!  gzip.rs    answers gzipped for browsers that accept it
 //!  assets/    index.html, login.html, app.js, app.css
 //! ```
 //!
@@ -28,9 +34,12 @@ use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::{Response, StatusCode};
 
 mod data;
+mod endpoint_history;
 mod events;
 pub mod graph;
+mod gzip;
 mod history;
+mod log_stream;
 mod server;
 mod session;
 

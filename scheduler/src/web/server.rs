@@ -9,6 +9,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use super::endpoint_history::{self, EndpointHistory};
 use super::history::{History, EVERY};
 use super::session::{login, login_page, logout};
 use super::{error, respond, stopped, Body, Session, APP_CSS, APP_JS, INDEX_HTML};
@@ -20,6 +21,7 @@ struct Ui {
     /// Whether the listener speaks TLS (the session cookie is then `Secure`).
     tls: bool,
     history: Arc<History>,
+    endpoint_history: Arc<EndpointHistory>,
 }
 
 /// Serve the UI on `listener` until `stop`: TLS with `acceptor` when given.
@@ -31,10 +33,17 @@ pub fn serve(
 ) -> tokio::task::JoinHandle<()> {
     let history = Arc::new(History::default());
     tokio::spawn(sample(api.clone(), history.clone(), stop.clone()));
+    let endpoint_history = Arc::new(EndpointHistory::default());
+    tokio::spawn(sample_endpoints(
+        api.clone(),
+        endpoint_history.clone(),
+        stop.clone(),
+    ));
     let ui = Arc::new(Ui {
         api,
         tls: acceptor.is_some(),
         history,
+        endpoint_history,
     });
     tokio::spawn(async move {
         loop {
@@ -87,13 +96,34 @@ async fn sample(api: Api, history: Arc<History>, mut stop: tokio::sync::watch::R
     }
 }
 
+/// Until `stop`: the endpoints' figures every [`endpoint_history::EVERY`].
+async fn sample_endpoints(
+    api: Api,
+    history: Arc<EndpointHistory>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(endpoint_history::EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopped(&mut stop) => return,
+        }
+        let now = endpoint_history::figures(&api.raft.shared.read());
+        history.record(gpuctl_common::now_ms(), now);
+    }
+}
+
 async fn connection<IO>(ui: Arc<Ui>, io: IO, mut stop: tokio::sync::watch::Receiver<bool>)
 where
     IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let svc = hyper::service::service_fn(move |req| {
         let ui = ui.clone();
-        async move { Ok::<_, Infallible>(secured(route(&ui, req).await)) }
+        async move {
+            let gzip = super::gzip::accepts(req.headers());
+            let r = super::gzip::maybe(gzip, route(&ui, req).await).await;
+            Ok::<_, Infallible>(secured(r))
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
@@ -202,9 +232,22 @@ async fn authenticated(
         "/" | "/index.html" => respond(StatusCode::OK, "text/html; charset=utf-8", INDEX_HTML),
         "/static/app.js" => respond(StatusCode::OK, "text/javascript; charset=utf-8", APP_JS),
         "/api/events" => super::events::stream(ui.api.clone(), who.clone()),
+        p if p.starts_with("/api/jobs/") && p.ends_with("/logs/stream") => {
+            let name = &p["/api/jobs/".len()..p.len() - "/logs/stream".len()];
+            let query = req.uri().query().unwrap_or("");
+            super::log_stream::stream(ui.api.clone(), who.clone(), super::url_decode(name), query)
+        }
         p if p.starts_with("/api/") => {
             let query = req.uri().query().unwrap_or("");
-            super::data::answer(&ui.api, &ui.history, who, &p["/api/".len()..], query).await
+            super::data::answer(
+                &ui.api,
+                &ui.history,
+                &ui.endpoint_history,
+                who,
+                &p["/api/".len()..],
+                query,
+            )
+            .await
         }
         _ => error(
             StatusCode::NOT_FOUND,

@@ -1,6 +1,9 @@
 //! The gateway's Prometheus metrics, registered once per gateway.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::core::Metric;
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
 
 fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
@@ -150,5 +153,62 @@ impl Metrics {
             tokens,
             tokens_per_second,
         }
+    }
+}
+
+/// A histogram's buckets: upper bound (seconds) and cumulative count.
+pub(super) fn buckets(h: &Histogram) -> Vec<(f64, u64)> {
+    h.metric()
+        .get_histogram()
+        .get_bucket()
+        .iter()
+        .map(|b| (b.upper_bound(), b.cumulative_count()))
+        .collect()
+}
+
+/// The `q` quantile (0..1) in milliseconds of the requests counted between
+/// two readings of one histogram's buckets (`before`, `now`: upper bound in
+/// seconds, cumulative count), interpolated linearly inside its bucket as
+/// Prometheus' `histogram_quantile` does; `None` when no request was counted.
+pub fn quantile_ms(before: &[(f64, u64)], now: &[(f64, u64)], q: f64) -> Option<f64> {
+    let count = |i: usize| {
+        let b = before.get(i).map_or(0, |b| b.1);
+        now[i].1.saturating_sub(b)
+    };
+    let total = count(now.len().checked_sub(1)?);
+    if total == 0 {
+        return None;
+    }
+    let rank = q.clamp(0.0, 1.0) * total as f64;
+    let mut lower = (0.0, 0);
+    for (i, &(bound, _)) in now.iter().enumerate() {
+        let c = count(i);
+        if c as f64 >= rank {
+            let (lo, below) = lower;
+            let inside = (c - below).max(1) as f64;
+            let at = lo + (bound - lo) * (rank - below as f64) / inside;
+            return Some(at * 1000.0);
+        }
+        lower = (bound, c);
+    }
+    Some(lower.0 * 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_come_from_the_buckets_counted_between_two_readings() {
+        let before = [(0.001, 10), (0.002, 10), (0.004, 10)];
+        // Since `before`: 50 requests under 1 ms, 49 in 1-2 ms, 1 in 2-4 ms.
+        let now = [(0.001, 60), (0.002, 109), (0.004, 110)];
+        let p50 = quantile_ms(&before, &now, 0.5).unwrap();
+        assert!((p50 - 1.0).abs() < 1e-9, "{p50}");
+        let p99 = quantile_ms(&before, &now, 0.99).unwrap();
+        assert!((p99 - 2.0).abs() < 1e-9, "{p99}");
+        assert!(quantile_ms(&now, &now, 0.5).is_none(), "nothing new");
+        assert!(quantile_ms(&[], &[], 0.5).is_none());
+        assert_eq!(quantile_ms(&[], &now, 1.0), Some(4.0));
     }
 }

@@ -51,6 +51,7 @@ pub use auth::API_KEY_HEADER;
 use body::{whole, InFlight};
 pub use body::{GatewayBody, Streamed};
 pub use config::{GatewayConfig, NoScaleUp, ScaleUp};
+pub use metrics::quantile_ms;
 use metrics::Metrics;
 use target::{parse_base, Target};
 
@@ -300,6 +301,13 @@ impl Gateway {
         self.lock()
             .get(endpoint)
             .map_or(0, |e| e.route.served.load(Ordering::Relaxed))
+    }
+
+    /// `endpoint`'s request-duration buckets so far (bound in s, cumulative count).
+    pub fn latency_buckets(&self, endpoint: &str) -> Vec<(f64, u64)> {
+        let eps = self.lock();
+        eps.get(endpoint)
+            .map_or_else(Vec::new, |e| metrics::buckets(&e.route.duration))
     }
 
     /// Whether requests are held for `endpoint` because it has no replica.

@@ -14,7 +14,7 @@ function h(tag, attrs, ...kids) {
     if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
     else el.setAttribute(k, v === true ? "" : String(v));
   }
-  for (const k of kids.flat()) {
+  for (const k of kids.flat(Infinity)) {
     if (k === null || k === undefined || k === false) continue;
     el.append(k instanceof Node ? k : document.createTextNode(String(k)));
   }
@@ -88,6 +88,24 @@ function gpuCell(node, g) {
     h("div", null, "#" + g.index), h("div", null, label));
 }
 
+// A node's GPUs from the columns /api/cluster sends: models as runs
+// [model, memoryBytes, count], and the used, unhealthy and tasks columns.
+function gpusOf(n) {
+  const c = n.gpus || {};
+  const out = [];
+  for (const [model, memoryBytes, count] of c.models || []) {
+    for (let k = 0; k < count; k++) {
+      const i = out.length;
+      out.push({ index: c.index ? c.index[i] : i, model, memoryBytes, healthy: true, xid: 0,
+        usedMilli: c.used ? c.used[i] : 0, tasks: [] });
+    }
+  }
+  const at = new Map(out.map((g) => [g.index, g]));
+  for (const [i, xid] of c.unhealthy || []) if (at.has(i)) { at.get(i).healthy = false; at.get(i).xid = xid; }
+  for (const [i, job, task, milli] of c.tasks || []) if (at.has(i)) at.get(i).tasks.push({ job: n.jobs[job], task, milli });
+  return out;
+}
+
 async function viewCluster() {
   const c = await api("cluster");
   const k = c.counts;
@@ -108,9 +126,9 @@ async function viewCluster() {
     c.nodes.map((n) => h("tr", { "data-node": n.name },
       h("td", null, h("b", null, n.name), h("div", { class: "muted" }, n.inventory)),
       h("td", null, badge(n.phase), " ", n.cordoned ? h("span", { class: "badge cordoned", "data-cordoned": "1" }, "cordoned") : null),
-      h("td", null, h("div", { class: "gpus" }, n.gpus.map((g) => gpuCell(n, g)))),
-      h("td", { class: "num" }, (n.cpuUsedMilli / 1000).toFixed(1) + " / " + (n.cpuMilli / 1000).toFixed(0)),
-      h("td", { class: "num" }, gib(n.memoryUsedBytes) + " / " + gib(n.memoryBytes)),
+      h("td", null, h("div", { class: "gpus" }, gpusOf(n).map((g) => gpuCell(n, g)))),
+      h("td", { class: "num" }, (n.cpu[0] / 1000).toFixed(1) + " / " + (n.cpu[1] / 1000).toFixed(0)),
+      h("td", { class: "num" }, gib(n.memory[0]) + " / " + gib(n.memory[1])),
       h("td", null, (n.jobs || []).map((j) => h("div", null, h("a", { href: "#/jobs/" + encodeURIComponent(j) }, j)))))));
   const queues = h("table", { id: "queues" },
     h("tr", null, h("th", null, "Queue"), h("th", { class: "num" }, "Quota"), h("th", { class: "num" }, "Weight"),
@@ -193,10 +211,7 @@ async function viewJob(r) {
   const out = [h("h1", null, "Job ", j.metadata.name), h("div", { class: "panel" }, info),
     h("h2", null, "Tasks"), tasks, h("h2", null, "Events"), events];
   if (logTask !== null) {
-    let text;
-    try { text = await api("jobs/" + encodeURIComponent(r.name) + "/logs?task=" + encodeURIComponent(logTask)); }
-    catch (e) { text = "log not available: " + e.message; }
-    out.push(h("h2", null, "Log of task " + logTask), h("pre", { class: "log", id: "log" }, text || "(empty)"));
+    out.push(h("h2", null, "Log of task " + logTask), streamedLog(r.name, logTask));
   }
   return out;
 }
@@ -247,14 +262,71 @@ async function viewWorkflow(r) {
   const step = sel === null ? null : d.graph.steps[Number(sel)];
   const out = [h("h1", null, "Workflow ", w.metadata.name, " ", badge(w.status.phase)),
     h("p", { class: "muted" }, "progress " + w.status.progress + (w.status.message ? " · " + w.status.message : "")),
-    h("div", { class: "split" }, dag(d.graph, sel), step ? stepPanel(step) : h("div", { class: "panel muted" }, "Click a step for its outputs and log."))];
+    h("div", { class: "split" }, dag(d.graph, sel), step ? stepPanel(step) : h("div", { class: "panel muted" }, "Click a step for its inputs, outputs and log."))];
   if (step && step.job) {
-    let text;
-    try { text = await api("jobs/" + encodeURIComponent(step.job) + "/logs?task=0"); }
-    catch (e) { text = "log not available: " + e.message; }
-    out.push(h("h2", null, "Log of " + step.name), h("pre", { class: "log", id: "log" }, text || "(empty)"));
+    out.push(h("h2", null, "Log of " + step.name), streamedLog(step.job, "0"));
   }
   return out;
+}
+
+// A task's log, streamed: /api/jobs/NAME/logs/stream follows it until the
+// task ends. The element lives across redraws of its page (draw() closes the
+// stream once a redraw no longer shows it); data-state is "streaming",
+// "ended" or "error".
+const MAX_LOG_CHARS = 1 << 20;
+let logView = null;
+
+function streamedLog(job, task) {
+  const key = job + "/" + task;
+  // The same log again: the same element (a log that could not be read, as
+  // of a task not placed yet, is asked for again).
+  if (logView && logView.key === key && logView.el.dataset.state !== "error") { logView.used = true; return logView.el; }
+  closeLog();
+  const el = h("pre", { class: "log", id: "log", "data-state": "streaming" });
+  const es = new EventSource("/api/jobs/" + encodeURIComponent(job) + "/logs/stream?task=" + encodeURIComponent(task));
+  logView = { key, el, es, used: true };
+  let text = "";
+  const show = () => {
+    const atEnd = el.scrollTop + el.clientHeight >= el.scrollHeight - 4;
+    el.textContent = text;
+    if (atEnd) el.scrollTop = el.scrollHeight;
+  };
+  // The server sends the log from its start on every (re)connection.
+  es.addEventListener("open", () => { text = ""; });
+  es.addEventListener("log", (e) => {
+    text += JSON.parse(e.data);
+    if (text.length > MAX_LOG_CHARS) text = text.slice(text.length - MAX_LOG_CHARS);
+    show();
+  });
+  es.addEventListener("end", () => {
+    es.close();
+    el.dataset.state = "ended";
+    if (!text) { text = "(empty)"; show(); }
+  });
+  es.addEventListener("error", (e) => {
+    if (e.data) {
+      es.close();
+      el.dataset.state = "error";
+      text += (text ? "\n" : "") + "log not available: " + JSON.parse(e.data).error;
+      show();
+    }
+  });
+  es.addEventListener("unauthorized", () => { es.close(); location.href = "/login"; });
+  return el;
+}
+
+function closeLog() {
+  if (logView) { logView.es.close(); logView = null; }
+}
+
+function inputList(inputs) {
+  const i = inputs || {};
+  return [
+    Object.entries(i.parameters || {}).map(([k, v]) => [h("dt", null, "in: " + k), h("dd", { "data-input": k }, h("code", null, v))]),
+    Object.values(i.artifacts || {}).map((a) => [h("dt", null, "in artifact"),
+      h("dd", { "data-input-artifact": a.name }, a.name, " ← ", h("code", null, a.from.step + "/" + a.from.name),
+        a.path ? [" at ", h("code", null, a.path)] : null)]),
+  ];
 }
 
 function stepPanel(s) {
@@ -270,9 +342,10 @@ function stepPanel(s) {
       h("dt", null, "Finished"), h("dd", null, when(s.finishedMs)),
       s.job ? [h("dt", null, "Job"), h("dd", null, h("a", { href: "#/jobs/" + encodeURIComponent(s.job) }, s.job))] : null,
       s.message ? [h("dt", null, "Message"), h("dd", null, s.message)] : null,
+      inputList(s.inputs),
       o.result !== undefined ? [h("dt", null, "Result"), h("dd", null, h("code", null, o.result))] : null,
-      Object.entries(o.parameters || {}).map(([k, v]) => [h("dt", null, "out: " + k), h("dd", null, h("code", null, v))]),
-      Object.keys(o.artifacts || {}).map((k) => [h("dt", null, "artifact"), h("dd", null, k)])));
+      Object.entries(o.parameters || {}).map(([k, v]) => [h("dt", null, "out: " + k), h("dd", { "data-output": k }, h("code", null, v))]),
+      Object.keys(o.artifacts || {}).map((k) => [h("dt", null, "out artifact"), h("dd", { "data-output-artifact": k }, k)])));
 }
 
 // ---- Endpoints and control plane ----
@@ -281,15 +354,65 @@ async function viewEndpoints() {
   const es = await api("endpoints");
   return [h("h1", null, "Endpoints"), h("table", { id: "endpoints" },
     h("tr", null, h("th", null, "Endpoint"), h("th", { class: "num" }, "Ready / desired"), h("th", null, "Replicas"),
-      h("th", { class: "num" }, "Requests/s"), h("th", { class: "num" }, "Concurrency"), h("th", null, "Reason")),
+      h("th", { class: "num" }, "Requests/s"), h("th", { class: "num" }, "Latency p50 / p99"),
+      h("th", { class: "num" }, "Concurrency"), h("th", null, "Reason")),
     es.map((e) => h("tr", { "data-endpoint": e.metadata.name, "data-ready": e.ready, "data-desired": e.status.desiredReplicas },
       h("td", null, h("b", null, e.metadata.name)),
       h("td", { class: "num" }, e.ready + " / " + e.status.desiredReplicas),
       h("td", null, (e.status.replicas || []).map((p) => h("div", null,
         h("a", { href: "#/jobs/" + encodeURIComponent(p.job) }, p.job), " ", badge(p.phase || "Pending"), " ", p.node || ""))),
       h("td", { class: "num" }, (e.status.requestsPerSecond || 0).toFixed(2)),
+      h("td", { class: "num" }, ms(e.status.latencyP50Ms) + " / " + ms(e.status.latencyP99Ms)),
       h("td", { class: "num" }, (e.status.concurrency || 0).toFixed(2)),
-      h("td", { class: "muted" }, e.status.reason || ""))))];
+      h("td", { class: "muted" }, e.status.reason || "")))),
+    es.map(endpointCharts)];
+}
+
+function ms(v) {
+  return v ? (v < 10 ? v.toFixed(1) : v.toFixed(0)) + " ms" : "–";
+}
+
+// An endpoint's charts: history rows are [ms, rps, p50, p99, ready, desired,
+// concurrency], one where the figures changed (so drawn as steps, held to
+// `now`); marks are [ms, "coldStart" | "scale", message].
+function endpointCharts(e) {
+  const pts = e.history || [];
+  const now = e.now || Date.now();
+  const t0 = pts.length ? Math.min(pts[0][0], now - 60000) : now - 60000;
+  const marks = (e.marks || []).filter((m) => m[0] >= t0);
+  const colds = marks.filter((m) => m[1] === "coldStart").length;
+  return h("div", { class: "ep-charts", "data-endpoint-charts": e.metadata.name, "data-points": pts.length },
+    h("h2", null, e.metadata.name, h("span", { class: "muted" }, " · last " + Math.max(1, Math.round((now - t0) / 60000)) +
+      " min · " + (marks.length - colds) + " scale event(s), " + colds + " cold start(s)")),
+    h("div", { class: "charts" },
+      stepChart("Requests per second", pts, [[1, "s-rps", "req/s"]], t0, now, marks, "rps"),
+      stepChart("Latency (ms)", pts, [[2, "s-p50", "p50"], [3, "s-p99", "p99"]], t0, now, marks, "latency"),
+      stepChart("Replicas", pts, [[5, "s-desired", "desired"], [4, "s-ready", "ready"]], t0, now, marks, "replicas")));
+}
+
+// A small step chart of the columns `series` ([column, class, name]) of
+// `pts` between t0 and t1, with `marks` as vertical lines.
+function stepChart(title, pts, series, t0, t1, marks, kind) {
+  const W = 300, H = 90, P = 4;
+  const top = Math.max(0, ...pts.flatMap((p) => series.map(([i]) => p[i])));
+  const max = Math.max(1, top);
+  const x = (t) => (P + ((W - 2 * P) * (t - t0)) / Math.max(1, t1 - t0)).toFixed(1);
+  const y = (v) => (H - P - ((H - 2 * P) * v) / max).toFixed(1);
+  const lines = series.map(([i, cls]) => {
+    if (!pts.length) return null;
+    let d = "M" + x(pts[0][0]) + "," + y(pts[0][i]);
+    for (let k = 1; k < pts.length; k++) d += " H" + x(pts[k][0]) + " V" + y(pts[k][i]);
+    d += " H" + x(t1);
+    return h("path", { d, class: cls });
+  });
+  const ticks = marks.map((m) => h("path", { d: "M" + x(m[0]) + ",0 V" + H, class: m[1] === "coldStart" ? "m-cold" : "m-scale" },
+    h("title", null, when(m[0]) + " · " + m[2])));
+  const last = pts.length ? pts[pts.length - 1] : null;
+  const legend = series.map(([i, cls, name]) => h("span", { class: "key " + cls }, name + " " + (last ? +last[i].toFixed(2) : "–")));
+  return h("div", { class: "mini" },
+    h("div", null, h("b", null, title), " ", h("span", { class: "muted" }, "max " + +max.toFixed(2))),
+    h("svg", { class: "chart", "data-chart": kind, "data-max": top, width: W, height: H, viewBox: `0 0 ${W} ${H}` }, ticks, lines),
+    h("div", { class: "muted" }, legend));
 }
 
 async function viewControl() {
@@ -348,9 +471,11 @@ async function draw() {
     if (r.view === "jobs" && r.name) fn = viewJob;
     if (r.view === "workflows" && r.name) fn = viewWorkflow;
     let content;
+    if (logView) logView.used = false;
     try { content = await fn(r); }
     catch (e) { content = [h("h1", null, r.view), h("p", { class: "error", id: "error" }, e.message)]; }
     const x = window.scrollX, y = window.scrollY;
+    if (logView && !logView.used) closeLog();
     main.replaceChildren(...[content].flat(Infinity).filter(Boolean));
     window.scrollTo(x, y);
     main.dataset.drawnAt = performance.now().toFixed(0);
@@ -373,5 +498,8 @@ function live() {
 }
 
 window.addEventListener("hashchange", draw);
+// The Endpoints charts take a sample a second that is no change of the state:
+// drawn again every 5 s while on screen.
+setInterval(() => { if (route().view === "endpoints" && !document.hidden) draw(); }, 5000);
 draw();
 live();

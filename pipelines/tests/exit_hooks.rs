@@ -1,0 +1,151 @@
+//! A task's or step's exit handler (`onExit`, `hooks.exit`), as Argo runs
+//! it: after the task ends whatever its phase, before what depends on the
+//! task starts, with the task's status in reach; its own phase leaves the
+//! workflow's alone.
+
+mod common;
+use common::{all_ok, failing, start, Sim};
+
+use gpuctl_pipelines::{parse_workflow, NodePhase, WorkflowPhase};
+
+fn example(name: &str) -> String {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/argo-examples/runs")
+        .join(name);
+    std::fs::read_to_string(p).unwrap()
+}
+
+#[test]
+fn each_dag_task_s_handler_runs_after_it_and_before_its_dependents() {
+    let mut sim = Sim::new(start(&example("exit-handler-dag-level.yaml")));
+    assert_eq!(sim.finish(&mut all_ok), WorkflowPhase::Succeeded);
+    assert_eq!(sim.launched_at(0), ["A"]);
+    assert_eq!(sim.launched_at(1000), ["A.onExit"]);
+    assert_eq!(sim.launched_at(2000), ["B", "C"]);
+    assert_eq!(sim.launched_at(3000), ["B.onExit", "C.onExit"]);
+    assert_eq!(sim.launched_at(4000), ["D"]);
+    assert_eq!(sim.launched_at(5000), ["D.onExit"]);
+    assert_eq!(sim.step_named("A.onExit").args, ["task cleanup"]);
+    assert_eq!(sim.step_named("D.onExit").id, "wf.D.onExit");
+}
+
+#[test]
+fn each_step_s_exit_hook_runs_before_the_next_group() {
+    let mut sim = Sim::new(start(&example("exit-handler-step-level.yaml")));
+    assert_eq!(sim.finish(&mut all_ok), WorkflowPhase::Succeeded);
+    assert_eq!(sim.launched_at(0), ["hello1"]);
+    assert_eq!(sim.launched_at(1000), ["hello1.onExit"]);
+    assert_eq!(sim.launched_at(2000), ["hello2a", "hello2b"]);
+    assert_eq!(sim.launched_at(3000), ["hello2a.onExit", "hello2b.onExit"]);
+    assert_eq!(sim.step_named("hello1.onExit").id, "wf[0].hello1.onExit");
+    assert_eq!(sim.phase_of("hello2b.onExit"), NodePhase::Succeeded);
+}
+
+const FAILING: &str = r#"
+apiVersion: argoproj.io/v1alpha1
+kind: Workflow
+metadata: {name: wf}
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    dag:
+      tasks:
+      - name: A
+        template: echo
+        hooks:
+          exit:
+            template: report
+            arguments:
+              parameters:
+              - {name: status, value: "{{tasks.A.status}}"}
+              - {name: code, value: "{{tasks.A.exitCode}}"}
+      - {name: B, depends: A, template: echo}
+      - {name: C, depends: A.Failed, template: echo}
+  - name: echo
+    container: {image: busybox, command: [echo, hi]}
+  - name: report
+    inputs:
+      parameters: [{name: status}, {name: code}]
+    container: {image: busybox, command: [echo, "{{inputs.parameters.status}} {{inputs.parameters.code}}"]}
+"#;
+
+#[test]
+fn a_failed_task_s_handler_runs_with_its_status_and_the_dag_still_fails() {
+    let mut sim = Sim::new(start(FAILING));
+    assert_eq!(sim.finish(&mut failing(&["A"])), WorkflowPhase::Failed);
+    assert_eq!(sim.step_named("A.onExit").command, ["echo", "Failed 1"]);
+    // C (A.Failed) starts only once A's handler has ended; B is omitted.
+    assert_eq!(sim.launched_at(1000), ["A.onExit"]);
+    assert_eq!(sim.launched_at(2000), ["C"]);
+    assert_eq!(sim.phase_of("B"), NodePhase::Omitted);
+}
+
+#[test]
+fn a_handler_that_fails_leaves_the_task_and_the_workflow_phase_alone() {
+    // As Argo: a DAG's phase is its tasks', a step group's its steps'.
+    let mut sim = Sim::new(start(FAILING));
+    assert_eq!(
+        sim.finish(&mut failing(&["A.onExit"])),
+        WorkflowPhase::Succeeded
+    );
+    assert_eq!(sim.phase_of("A"), NodePhase::Succeeded);
+    assert_eq!(sim.phase_of("A.onExit"), NodePhase::Failed);
+    assert_eq!(sim.launched_at(2000), ["B"]);
+    let steps = example("exit-handler-step-level.yaml");
+    let mut sim = Sim::new(start(&steps));
+    assert_eq!(
+        sim.finish(&mut failing(&["hello1.onExit"])),
+        WorkflowPhase::Succeeded
+    );
+}
+
+#[test]
+fn a_skipped_task_runs_no_handler() {
+    let yaml = FAILING.replace(
+        "      - name: A\n        template: echo",
+        "      - name: A\n        when: \"1 == 2\"\n        template: echo",
+    );
+    let mut sim = Sim::new(start(&yaml));
+    sim.finish(&mut all_ok);
+    assert!(
+        !sim.launched().iter().any(|s| s == "A.onExit"),
+        "{:?}",
+        sim.launched()
+    );
+}
+
+#[test]
+fn hooks_gpuctl_does_not_run_and_bad_handlers_are_refused_at_their_field() {
+    let err = |yaml: &str| parse_workflow("wf.yaml", yaml).unwrap_err().to_string();
+    let e = err(&FAILING.replace(
+        "          exit:\n",
+        "          running:\n            expression: \"true\"\n          exit:\n",
+    ));
+    assert!(
+        e.contains("spec.templates[0].dag.tasks[0].hooks.running")
+            && e.contains("not supported yet"),
+        "{e}"
+    );
+    let e = err(&FAILING.replace("template: report", "template: nope"));
+    assert!(
+        e.contains("spec.templates[0].dag.tasks[0].hooks.exit.template")
+            && e.contains("no template named \"nope\""),
+        "{e}"
+    );
+    let e = err(&FAILING.replace(
+        "        template: echo\n        hooks:",
+        "        template: echo\n        onExit: report\n        hooks:",
+    ));
+    assert!(e.contains("use either `onExit` or `hooks.exit`"), "{e}");
+    let e = err(&example("exit-handler-dag-level.yaml").replace("onExit: exit", "onExit: exits"));
+    assert!(
+        e.contains("spec.templates[0].dag.tasks[0].onExit: no template named \"exits\""),
+        "{e}"
+    );
+    let e = err(&FAILING.replace("{{tasks.A.exitCode}}", "{{tasks.Z.exitCode}}"));
+    assert!(
+        e.contains("hooks.exit.arguments.parameters[1].value"),
+        "{e}"
+    );
+}
