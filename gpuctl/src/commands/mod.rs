@@ -11,7 +11,7 @@ pub(crate) mod get;
 pub(crate) mod identity;
 pub(crate) mod logs;
 pub(crate) mod node_ca;
-pub(crate) mod suspend;
 pub(crate) mod rollout;
+pub(crate) mod suspend;
 pub(crate) mod top;
 pub(crate) mod wait;

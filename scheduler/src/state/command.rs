@@ -172,18 +172,28 @@ pub enum Command {
         name: String,
     },
     /// `gpuctl resume`: steps start again and waiting `suspend` steps end.
-    ResumeWorkflow { name: String },
+    ResumeWorkflow {
+        name: String,
+    },
     /// An endpoint applied again: a changed replica template rolls out as a
     /// new revision.
     UpdateEndpoint {
         endpoint: Box<gpuctl_common::endpoint::Endpoint>,
     },
     /// The rolling-out revision of an endpoint gets all requests.
-    PromoteEndpoint { name: String },
+    PromoteEndpoint {
+        name: String,
+    },
     /// Roll an endpoint back to revision `to_revision` (0: the previous one).
-    UndoEndpoint { name: String, to_revision: u64 },
+    UndoEndpoint {
+        name: String,
+        to_revision: u64,
+    },
     /// Gateways found these replicas of an endpoint ready.
-    ReplicasReady { endpoint: String, jobs: Vec<String> },
+    ReplicasReady {
+        endpoint: String,
+        jobs: Vec<String>,
+    },
     /// Store (or replace) a `WorkflowTemplate`, or with `cluster` a
     /// `ClusterWorkflowTemplate`.
     PutWorkflowTemplate {
