@@ -95,6 +95,8 @@ pub struct Contact {
     /// ms since the epoch of the last acknowledged call; 0: never.
     last_ok_ms: std::sync::atomic::AtomicU64,
     last_error: std::sync::Mutex<Option<String>>,
+    /// The heartbeat interval the scheduler asked for last, in ms (0: none yet).
+    interval_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Contact {
@@ -111,8 +113,18 @@ impl Contact {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
     }
 
-    /// Healthy when the scheduler acknowledged a call within `within`.
+    /// Record the heartbeat interval in force (a large fleet is asked for a
+    /// longer one than configured).
+    pub fn set_interval(&self, interval: Duration) {
+        let ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+        self.interval_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Healthy when the scheduler acknowledged a call within `within`, or
+    /// within five of the heartbeat intervals in force if that is longer.
     pub fn check(&self, now_ms: u64, within: Duration) -> Result<(), String> {
+        let within =
+            within.max(Duration::from_millis(self.interval_ms.load(Ordering::Relaxed)) * 5);
         let last = self.last_ok_ms.load(Ordering::Relaxed);
         let error = self
             .last_error
