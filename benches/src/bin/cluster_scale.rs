@@ -86,6 +86,9 @@ struct Args {
     /// and describes one (timed: the `describe` figure).
     #[arg(long, default_value_t = 250)]
     list_every_ms: u64,
+    /// Spread the hollow nodes' joins over this long (`gpu-node --ramp`).
+    #[arg(long, default_value = "5s")]
+    ramp: String,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -193,7 +196,7 @@ async fn run(
             .args(["--tls-key", &arg(state.join("tls/cluster-key.pem"))])
             .args(["--tls-ca", &arg(state.join("tls/ca.pem"))])
             .args(["--work-dir", &arg(root.join("fleet"))])
-            .args(["--ramp", "5s"])
+            .args(["--ramp", &args.ramp])
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

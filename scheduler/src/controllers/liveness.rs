@@ -149,16 +149,22 @@ impl Heartbeats {
 }
 
 /// `NodeLost` for every Ready node not heard from for longer than `timeout`
-/// at `now`. A node never heard from counts as heard at `now` (first asked).
+/// at `now` (`now_ms` on the scheduler's clock). A node never heard from
+/// counts as heard at `now` (first asked), and a registration counts as a
+/// heartbeat: one handled by another replica reaches this table only with
+/// the node's next heartbeat, while its `registered_ms` is in the state.
 pub fn lost_nodes(
     st: &State,
     heartbeats: &Heartbeats,
     now: Instant,
+    now_ms: u64,
     timeout: Duration,
 ) -> Vec<Command> {
+    let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
     st.nodes
         .values()
         .filter(|n| n.status.phase == NodePhase::Ready)
+        .filter(|n| now_ms.saturating_sub(n.status.registered_ms) > timeout_ms)
         .filter(|n| now.duration_since(heartbeats.last_seen(&n.metadata.name, now)) > timeout)
         .map(|n| Command::NodeLost {
             node: n.metadata.name.clone(),
@@ -170,6 +176,9 @@ pub fn lost_nodes(
 mod tests {
     use super::*;
     use crate::state::{testutil, Envelope};
+
+    /// A scheduler clock long after the test nodes registered (at 1 s).
+    const LATER: u64 = 1_000_000;
 
     fn register(st: &mut State, index: u64, name: &str) {
         let n = gpuctl_testkit::node(name)
@@ -189,13 +198,19 @@ mod tests {
         let timeout = Duration::from_secs(10);
         hb.beat("a", t0);
         // "b" was never heard from: first asked, it counts as heard now.
-        assert!(lost_nodes(&st, &hb, t0 + timeout, timeout).is_empty());
+        assert!(lost_nodes(&st, &hb, t0 + timeout, LATER, timeout).is_empty());
         hb.beat("b", t0 + Duration::from_secs(5));
-        let lost = lost_nodes(&st, &hb, t0 + timeout + Duration::from_millis(1), timeout);
+        let lost = lost_nodes(
+            &st,
+            &hb,
+            t0 + timeout + Duration::from_millis(1),
+            LATER,
+            timeout,
+        );
         assert_eq!(lost, vec![Command::NodeLost { node: "a".into() }]);
         hb.reset();
         assert!(
-            lost_nodes(&st, &hb, t0 + 3 * timeout, timeout).is_empty(),
+            lost_nodes(&st, &hb, t0 + 3 * timeout, LATER, timeout).is_empty(),
             "after a reset every node starts a fresh grace period"
         );
     }
@@ -273,16 +288,40 @@ mod tests {
         // A new leader: a fresh grace period for everyone, from when it
         // first looks.
         hb.reset();
-        assert!(lost_nodes(&st, &hb, t0, timeout).is_empty());
+        assert!(lost_nodes(&st, &hb, t0, LATER, timeout).is_empty());
         // "b" beats, "a" stays silent.
         hb.beat("b", t0 + Duration::from_secs(6));
         let t = t0 + timeout + Duration::from_millis(1);
         assert!(
-            lost_nodes(&st, &hb, t0 + timeout, hb.timeout(2, t0 + timeout)).is_empty(),
+            lost_nodes(&st, &hb, t0 + timeout, LATER, hb.timeout(2, t0 + timeout)).is_empty(),
             "not before the timeout"
         );
         assert_eq!(
-            lost_nodes(&st, &hb, t, hb.timeout(2, t)),
+            lost_nodes(&st, &hb, t, LATER, hb.timeout(2, t)),
+            vec![Command::NodeLost { node: "a".into() }]
+        );
+    }
+
+    #[test]
+    fn a_node_registered_again_through_another_replica_is_not_lost_at_once() {
+        let mut st = State::default();
+        register(&mut st, 1, "a");
+        let hb = Heartbeats::default();
+        let t0 = Instant::now();
+        let timeout = Duration::from_secs(10);
+        hb.beat("a", t0);
+        // Long silent on this replica's table, but registered again (on a
+        // follower) at 100 s on the scheduler's clock.
+        let n = gpuctl_testkit::node("a")
+            .cpu_milli(1000)
+            .memory_bytes(1 << 30);
+        let cmd = testutil::register(&n.build());
+        st.apply(2, &Envelope::new(100_000, cmd)).unwrap();
+        let late = t0 + Duration::from_secs(60);
+        assert!(lost_nodes(&st, &hb, late, 105_000, timeout).is_empty());
+        // Silent for the timeout after that registration: lost.
+        assert_eq!(
+            lost_nodes(&st, &hb, late, 110_001, timeout),
             vec![Command::NodeLost { node: "a".into() }]
         );
     }

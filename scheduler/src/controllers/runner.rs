@@ -169,7 +169,11 @@ async fn check_liveness(raft: &RaftHandle, heartbeats: &Heartbeats) {
     let (lost, timeout) = {
         let st = raft.shared.read();
         let timeout = heartbeats.timeout(st.nodes.len(), now);
-        (liveness::lost_nodes(&st, heartbeats, now, timeout), timeout)
+        let now_ms = gpuctl_common::now_ms();
+        (
+            liveness::lost_nodes(&st, heartbeats, now, now_ms, timeout),
+            timeout,
+        )
     };
     for cmd in lost {
         if let Command::NodeLost { node } = &cmd {
