@@ -400,4 +400,19 @@ mod tests {
             "{e}"
         );
     }
+
+    #[test]
+    fn a_longer_interval_from_the_scheduler_allows_a_longer_silence() {
+        let c = Contact::default();
+        let within = Duration::from_secs(10);
+        c.ok(5_000);
+        // A large fleet told to beat every 10 s: five intervals of silence.
+        c.set_interval(Duration::from_secs(10));
+        assert_eq!(c.check(55_000, within), Ok(()));
+        let e = c.check(55_001, within).unwrap_err();
+        assert!(
+            e.starts_with("no heartbeat acknowledged by the scheduler for 50.0s"),
+            "{e}"
+        );
+    }
 }
