@@ -44,6 +44,11 @@ struct Args {
     /// Interval node daemons are asked to heartbeat at.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     heartbeat_interval: Duration,
+    /// Most heartbeats per second the whole fleet is asked to send (0: no
+    /// limit): a larger fleet is told a longer interval, and the node timeout
+    /// grows to at least four of them (10,000 nodes: every 10 s, lost after 40 s).
+    #[arg(long, default_value_t = gpuctl_scheduler::api::DEFAULT_HEARTBEATS_PER_SECOND)]
+    heartbeats_per_second: u32,
     /// Every replica of the cluster, this one included: `1=127.0.0.1:7000,2=127.0.0.1:7002,3=...`.
     /// Leave out for a single replica.
     #[arg(long, value_parser = gpuctl_scheduler::raft::transport::parse_peers)]
@@ -169,6 +174,7 @@ async fn main() -> anyhow::Result<()> {
         },
         service: ServiceOptions {
             heartbeat_interval: args.heartbeat_interval,
+            heartbeats_per_second: args.heartbeats_per_second,
             auth,
             metrics_insecure: args.metrics_insecure,
             ..Default::default()

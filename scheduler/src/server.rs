@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 
 use crate::api::raft_peer::RaftPeerService;
 use crate::api::{Api, Peers, ServiceOptions};
+use crate::controllers::liveness::Cadence;
 use crate::controllers::{runner, ControllerOptions, Heartbeats, Loads};
 use crate::metrics::Metrics;
 use crate::raft::{RaftHandle, RaftOptions, RaftStorage, Transport};
@@ -65,7 +66,11 @@ impl Server {
             Peers::new(cfg.id, &addresses, transport.clone(), cfg.tls.clone())
                 .map_err(anyhow::Error::msg)?,
         );
-        let heartbeats = Arc::new(Heartbeats::default());
+        let heartbeats = Arc::new(Heartbeats::new(Cadence {
+            interval: cfg.service.heartbeat_interval,
+            timeout: cfg.controller.node_timeout,
+            budget: cfg.service.heartbeats_per_second,
+        }));
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let loads = Arc::new(Loads::default());
         let wakeups = Arc::new(crate::api::node_watch::NodeWakeups::default());

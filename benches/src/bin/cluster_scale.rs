@@ -1,12 +1,16 @@
 //! The whole control plane at scale: `gpuctl dev` (TLS and tokens, 1 or 3
 //! scheduler replicas) plus a hollow fleet (`gpu-node --simulate N`, the
 //! openb node mix), then `--jobs` one-task jobs submitted through the API by
-//! `--clients` concurrent clients as fast as they are answered.
+//! `--clients` concurrent clients as fast as they are answered, or at a
+//! fixed offered rate (`--rate`), with `--gangs` of them gangs of up to
+//! `--gang-max` tasks.
 //!
 //! Reports jobs bound and started per second (first submit to last bind or
 //! start), submit→running p50/p99 (the job's creation to its task's
-//! Running, both on the scheduler's clock), the submit call's p50/p99, `get
-//! jobs` p99 under the load, each scheduler replica's CPU time, RSS, data
+//! Running, both on the scheduler's clock; a gang's when its last task
+//! runs), the submit call's p50/p99, `get jobs` and `describe job` (a
+//! pending job's, when there is one) p50/p99 under the load, the load
+//! average, each scheduler replica's CPU time, RSS, data
 //! folder size on disk and a few of its metrics (mean Raft commit time per
 //! command, read barriers, synced appends, proposals per append).
 //!
@@ -62,6 +66,29 @@ struct Args {
     /// and its catch-up timed (0: no catch-up run; needs 3 or more replicas).
     #[arg(long, default_value_t = 5000)]
     catch_up_jobs: usize,
+    /// Offered rate in jobs per second, all clients together (each job is
+    /// due at `start + i / rate`; a client that falls behind submits at
+    /// once). 0: as fast as the submits are answered.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Gang jobs, mixed in with the one-task jobs (every `jobs / gangs`-th
+    /// job is a gang): each a gang of 1 to `--gang-max` tasks of
+    /// `--gang-gpus` GPUs, the size drawn with a fixed seed.
+    #[arg(long, default_value_t = 0)]
+    gangs: usize,
+    /// Largest gang.
+    #[arg(long, default_value_t = 32)]
+    gang_max: u32,
+    /// GPUs of each gang task.
+    #[arg(long, default_value_t = 8.0)]
+    gang_gpus: f64,
+    /// How often the driver lists every job (timed: the `get jobs` figure)
+    /// and describes one (timed: the `describe` figure).
+    #[arg(long, default_value_t = 250)]
+    list_every_ms: u64,
+    /// Spread the hollow nodes' joins over this long (`gpu-node --ramp`).
+    #[arg(long, default_value = "5s")]
+    ramp: String,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -169,7 +196,7 @@ async fn run(
             .args(["--tls-key", &arg(state.join("tls/cluster-key.pem"))])
             .args(["--tls-ca", &arg(state.join("tls/ca.pem"))])
             .args(["--work-dir", &arg(root.join("fleet"))])
-            .args(["--ramp", "5s"])
+            .args(["--ramp", &args.ramp])
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -180,8 +207,17 @@ async fn run(
     let mut c = dev.control().await?.max_decoding_message_size(1 << 30);
     let up = Instant::now();
     loop {
-        let ready = get_all(&mut c, "nodes")
-            .await?
+        // A replica starved on a busy machine may be between leaders for a
+        // moment: ask again (bounded by the deadline below).
+        let nodes = match get_all(&mut c, "nodes").await {
+            Ok(n) => n,
+            Err(e) if transient(&e) => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let ready = nodes
             .iter()
             .filter(|j| j.contains("\"gpuctl.io/hollow\":\"true\"") && j.contains("\"Ready\""))
             .count();
@@ -210,14 +246,30 @@ async fn run(
         .map(|r| cpu_and_rss(r.pid).map_or(0.0, |x| x.0))
         .collect();
 
+    let load0 = load_average();
     let start = Instant::now();
     let mut submitters = submit(dev, args, "s", args.jobs).await?;
-    // `get jobs` under the load, timed, until every job has ended.
+    // `get jobs` and `describe job` under the load, timed, until every
+    // job has ended. The job described is one still pending when there is
+    // one (its description says why it waits: the costlier answer).
     let mut list_ms = Vec::new();
+    let mut describe_ms = Vec::new();
+    let mut unavailable = 0u32;
     let mut jobs: Vec<Job>;
     loop {
+        if start.elapsed() > Duration::from_secs(1800) {
+            bail!("not every job ended after 30 minutes");
+        }
         let t = Instant::now();
-        let raw = get_all(&mut c, "jobs").await?;
+        let raw = match get_all(&mut c, "jobs").await {
+            Ok(r) => r,
+            Err(e) if transient(&e) => {
+                unavailable += 1;
+                tokio::time::sleep(Duration::from_millis(args.list_every_ms)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         list_ms.push(t.elapsed().as_secs_f64() * 1e3);
         jobs = raw
             .iter()
@@ -227,10 +279,25 @@ async fn run(
         if jobs.len() == args.jobs && ended == args.jobs {
             break;
         }
-        if start.elapsed() > Duration::from_secs(1800) {
-            bail!("{ended} of {} jobs ended after 30 minutes", args.jobs);
+        let described = jobs
+            .iter()
+            .find(|j| j.status.phase == JobPhase::Pending)
+            .or(jobs.last());
+        if let Some(j) = described {
+            let t = Instant::now();
+            let r = c
+                .get(pb::GetRequest {
+                    kind: "job".into(),
+                    name: j.metadata.name.clone(),
+                })
+                .await;
+            match r {
+                Ok(_) => describe_ms.push(t.elapsed().as_secs_f64() * 1e3),
+                Err(s) if s.code() == tonic::Code::Unavailable => unavailable += 1,
+                Err(s) => return Err(s.into()),
+            }
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(args.list_every_ms)).await;
     }
     let wall_s = start.elapsed().as_secs_f64();
     let mut submit_ms = Vec::new();
@@ -248,23 +315,26 @@ async fn run(
         .unwrap_or(0);
     // A job's start time is when its attempt was bound.
     let bound: Vec<u64> = jobs.iter().filter_map(|j| j.status.start_time_ms).collect();
-    let started: Vec<u64> = jobs
-        .iter()
-        .filter_map(|j| j.status.tasks.first().and_then(|t| t.start_time_ms))
-        .collect();
+    let started: Vec<u64> = jobs.iter().filter_map(running_at).collect();
     let per_s = |times: &[u64]| {
         let last = times.iter().max().copied().unwrap_or(first_submit);
         times.len() as f64 / ((last.saturating_sub(first_submit)) as f64 / 1e3).max(1e-3)
     };
-    let mut to_running: Vec<f64> = jobs
-        .iter()
-        .filter_map(|j| {
-            let created = j.metadata.creation_timestamp_ms?;
-            let running = j.status.tasks.first()?.start_time_ms?;
-            Some(running.saturating_sub(created) as f64)
-        })
-        .collect();
-    to_running.sort_by(f64::total_cmp);
+    let latency = |gang: bool| {
+        let mut ms: Vec<f64> = jobs
+            .iter()
+            .filter(|j| (j.spec.tasks.iter().map(|t| t.replicas).sum::<u32>() > 1) == gang)
+            .filter_map(|j| {
+                let created = j.metadata.creation_timestamp_ms?;
+                Some(running_at(j)?.saturating_sub(created) as f64)
+            })
+            .collect();
+        ms.sort_by(f64::total_cmp);
+        ms
+    };
+    let to_running = latency(false);
+    let gang_to_running = latency(true);
+    describe_ms.sort_by(f64::total_cmp);
     submit_ms.sort_by(f64::total_cmp);
     list_ms.sort_by(f64::total_cmp);
     let leader = replicas::status(&mut c).await?.leader_id;
@@ -300,7 +370,17 @@ async fn run(
         "submit_to_running_ms_p99": percentile(&to_running, 99.0),
         "submit_rpc_ms_p50": percentile(&submit_ms, 50.0),
         "submit_rpc_ms_p99": percentile(&submit_ms, 99.0),
+        "get_jobs_ms_p50": percentile(&list_ms, 50.0),
         "get_jobs_ms_p99": percentile(&list_ms, 99.0),
+        "describe_ms_p50": percentile(&describe_ms, 50.0),
+        "describe_ms_p99": percentile(&describe_ms, 99.0),
+        "offered_rate": args.rate,
+        "gangs": args.gangs,
+        "gang_submit_to_running_ms_p50": percentile(&gang_to_running, 50.0),
+        "gang_submit_to_running_ms_p99": percentile(&gang_to_running, 99.0),
+        "reads_unavailable": unavailable,
+        "load_1m_start": load0,
+        "load_1m_end": load_average(),
         "schedulers": replicas,
     });
     if !args.json {
@@ -316,11 +396,29 @@ async fn run(
             percentile(&to_running, 99.0)
         );
         println!(
-            "  submit call p50 {:.1} ms p99 {:.1} ms; get jobs p99 {:.0} ms ({} lists)",
+            "  submit call p50 {:.1} ms p99 {:.1} ms; get jobs p50 {:.0} ms p99 {:.0} ms ({} lists); describe p50 {:.1} ms p99 {:.1} ms",
             percentile(&submit_ms, 50.0),
             percentile(&submit_ms, 99.0),
+            percentile(&list_ms, 50.0),
             percentile(&list_ms, 99.0),
-            list_ms.len()
+            list_ms.len(),
+            percentile(&describe_ms, 50.0),
+            percentile(&describe_ms, 99.0),
+        );
+        if unavailable > 0 {
+            println!("  {unavailable} reads answered unavailable (no leader for a moment)");
+        }
+        if args.gangs > 0 {
+            println!(
+                "  {} gangs: submit→running p50 {:.0} ms p99 {:.0} ms",
+                gang_to_running.len(),
+                percentile(&gang_to_running, 50.0),
+                percentile(&gang_to_running, 99.0)
+            );
+        }
+        println!(
+            "  load average (1 min): {load0:.2} at the start, {:.2} at the end",
+            load_average()
         );
         for r in &replicas {
             println!("  scheduler {r}");
@@ -378,10 +476,18 @@ async fn submit(
 ) -> anyhow::Result<tokio::task::JoinSet<anyhow::Result<Vec<f64>>>> {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut submitters = tokio::task::JoinSet::new();
+    let begin = tokio::time::Instant::now();
+    let mix = Mix {
+        gpus: args.gpus,
+        duration: args.task_duration.clone(),
+        gang_every: (args.gangs > 0).then(|| (total / args.gangs).max(1)),
+        gang_max: args.gang_max.max(1),
+        gang_gpus: args.gang_gpus,
+    };
     for _ in 0..args.clients {
         let next = next.clone();
         let mut c = dev.control().await?;
-        let (gpus, dur, prefix) = (args.gpus, args.task_duration.clone(), prefix.to_string());
+        let (mix, prefix, rate) = (mix.clone(), prefix.to_string(), args.rate);
         submitters.spawn(async move {
             let mut took = Vec::new();
             loop {
@@ -389,15 +495,35 @@ async fn submit(
                 if i >= total {
                     return Ok::<_, anyhow::Error>(took);
                 }
-                let job = job_json(&format!("{prefix}-{i:06}"), gpus, &dur);
-                let t = Instant::now();
-                c.apply(pb::ApplyRequest {
-                    object_json: job,
+                if rate > 0.0 {
+                    tokio::time::sleep_until(begin + Duration::from_secs_f64(i as f64 / rate))
+                        .await;
+                }
+                let name = format!("{prefix}-{i:06}");
+                let req = pb::ApplyRequest {
+                    object_json: mix.job_json(&name, i),
                     source: "<cluster-scale>".into(),
+                    // Retried (below) as the same request: applied once.
+                    request_id: name.clone(),
                     ..Default::default()
-                })
-                .await
-                .with_context(|| format!("submitting job {prefix}-{i:06}"))?;
+                };
+                let t = Instant::now();
+                // A replica between leaders answers unavailable: a few
+                // retries, as `gpuctl apply` does.
+                let mut tries = 0;
+                loop {
+                    match c.apply(req.clone()).await {
+                        Ok(_) => break,
+                        Err(s) if s.code() == tonic::Code::Unavailable && tries < 10 => {
+                            tries += 1;
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        Err(s) => {
+                            return Err(anyhow::Error::from(s))
+                                .with_context(|| format!("submitting job {name}"))
+                        }
+                    }
+                }
                 took.push(t.elapsed().as_secs_f64() * 1e3);
             }
         });
@@ -405,19 +531,70 @@ async fn submit(
     Ok(submitters)
 }
 
-/// A one-task job as JSON: `gpus` GPUs, its hollow duration in the env.
-fn job_json(name: &str, gpus: f64, duration: &str) -> String {
-    serde_json::json!({
-        "apiVersion": "gpuctl.io/v1",
-        "kind": "Job",
-        "metadata": {"name": name},
-        "spec": {"tasks": [{
-            "name": "main",
-            "replicas": 1,
-            "command": ["true"],
-            "env": {"GPUCTL_SIM_DURATION": duration},
-            "resources": {"gpus": gpus},
-        }]},
-    })
-    .to_string()
+/// What the submitted jobs ask for.
+#[derive(Clone)]
+struct Mix {
+    gpus: f64,
+    duration: String,
+    /// Every this many jobs one is a gang.
+    gang_every: Option<usize>,
+    gang_max: u32,
+    gang_gpus: f64,
+}
+
+impl Mix {
+    /// Job `i` as JSON: a one-task job of `gpus` GPUs, or (every
+    /// `gang_every`-th) a gang of 1..=`gang_max` tasks of `gang_gpus`
+    /// GPUs, its size drawn from a generator seeded with `i`; the hollow
+    /// duration in the env.
+    fn job_json(&self, name: &str, i: usize) -> String {
+        use rand::{Rng, SeedableRng};
+        let gang = self.gang_every.is_some_and(|e| i % e == e - 1);
+        let (replicas, gpus) = if gang {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(i as u64);
+            (rng.gen_range(1..=self.gang_max), self.gang_gpus)
+        } else {
+            (1, self.gpus)
+        };
+        serde_json::json!({
+            "apiVersion": "gpuctl.io/v1",
+            "kind": "Job",
+            "metadata": {"name": name},
+            "spec": {"tasks": [{
+                "name": "main",
+                "replicas": replicas,
+                "command": ["true"],
+                "env": {"GPUCTL_SIM_DURATION": self.duration},
+                "resources": {"gpus": gpus},
+            }]},
+        })
+        .to_string()
+    }
+}
+
+/// When every task of the job's current attempt was Running (the last
+/// task's start), if all were.
+fn running_at(j: &Job) -> Option<u64> {
+    if j.status.tasks.is_empty() {
+        return None;
+    }
+    j.status
+        .tasks
+        .iter()
+        .map(|t| t.start_time_ms)
+        .try_fold(0, |m, t| Some(m.max(t?)))
+}
+
+/// Whether a failed read was a replica between leaders (asked again).
+fn transient(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<tonic::Status>()
+        .is_some_and(|s| s.code() == tonic::Code::Unavailable)
+}
+
+/// The 1-minute load average, from /proc/loadavg (NaN if unreadable).
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
 }

@@ -144,10 +144,14 @@ pub async fn heartbeat_loop(
                 quiet.ok("Heartbeat");
                 servers.contact.ok(gpuctl_common::now_ms());
                 servers.accepted(&call);
-                if resp.into_inner().reregister {
+                let resp = resp.into_inner();
+                if resp.reregister {
                     tracing::info!("scheduler asked node {} to register again", id.name);
                     interval = register_until_ok(&servers, &id, &inv, default).await;
+                } else if resp.heartbeat_interval_ms > 0 {
+                    interval = Duration::from_millis(resp.heartbeat_interval_ms);
                 }
+                servers.contact.set_interval(interval);
             }
             Err(s) => {
                 servers.contact.failed(format!(

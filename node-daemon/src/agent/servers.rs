@@ -95,6 +95,8 @@ pub struct Contact {
     /// ms since the epoch of the last acknowledged call; 0: never.
     last_ok_ms: std::sync::atomic::AtomicU64,
     last_error: std::sync::Mutex<Option<String>>,
+    /// The heartbeat interval the scheduler asked for last, in ms (0: none yet).
+    interval_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Contact {
@@ -111,8 +113,18 @@ impl Contact {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
     }
 
-    /// Healthy when the scheduler acknowledged a call within `within`.
+    /// Record the heartbeat interval in force (a large fleet is asked for a
+    /// longer one than configured).
+    pub fn set_interval(&self, interval: Duration) {
+        let ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+        self.interval_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Healthy when the scheduler acknowledged a call within `within`, or
+    /// within five of the heartbeat intervals in force if that is longer.
     pub fn check(&self, now_ms: u64, within: Duration) -> Result<(), String> {
+        let within =
+            within.max(Duration::from_millis(self.interval_ms.load(Ordering::Relaxed)) * 5);
         let last = self.last_ok_ms.load(Ordering::Relaxed);
         let error = self
             .last_error
@@ -385,6 +397,21 @@ mod tests {
         let e = c.check(15_001, within).unwrap_err();
         assert!(
             e.starts_with("no heartbeat acknowledged by the scheduler for 10.0s"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_longer_interval_from_the_scheduler_allows_a_longer_silence() {
+        let c = Contact::default();
+        let within = Duration::from_secs(10);
+        c.ok(5_000);
+        // A large fleet told to beat every 10 s: five intervals of silence.
+        c.set_interval(Duration::from_secs(10));
+        assert_eq!(c.check(55_000, within), Ok(()));
+        let e = c.check(55_001, within).unwrap_err();
+        assert!(
+            e.starts_with("no heartbeat acknowledged by the scheduler for 50.0s"),
             "{e}"
         );
     }

@@ -137,7 +137,10 @@ impl NodeService for FakeScheduler {
             .unwrap()
             .heartbeats
             .push(request.into_inner());
-        Ok(Response::new(HeartbeatResponse { reregister: false }))
+        Ok(Response::new(HeartbeatResponse {
+            reregister: false,
+            heartbeat_interval_ms: 0,
+        }))
     }
 
     type WatchAssignmentsStream = ReceiverStream<Result<Assignments, Status>>;

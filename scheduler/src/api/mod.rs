@@ -61,7 +61,8 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 /// Settings the services need.
 #[derive(Debug, Clone)]
 pub struct ServiceOptions {
-    /// Interval node daemons are told to heartbeat at.
+    /// Interval node daemons are told to heartbeat at (stretched for a
+    /// large fleet: `heartbeats_per_second`).
     pub heartbeat_interval: Duration,
     /// Longest server-side wait of one `Wait` call.
     pub max_wait: Duration,
@@ -72,7 +73,16 @@ pub struct ServiceOptions {
     /// (`--metrics-insecure`); otherwise they speak HTTPS with the TLS
     /// certificate.
     pub metrics_insecure: bool,
+    /// Most heartbeats per second the whole fleet is asked to send (0: no
+    /// limit). A fleet larger than this times the interval is told a
+    /// longer interval ([`crate::controllers::liveness::Cadence`]).
+    pub heartbeats_per_second: u32,
 }
+
+/// The default of [`ServiceOptions::heartbeats_per_second`]: at 1,000
+/// nodes or fewer, every node beats each second; 10,000 nodes beat every
+/// 10 s, as Kubernetes' node leases are renewed.
+pub const DEFAULT_HEARTBEATS_PER_SECOND: u32 = 1000;
 
 impl Default for ServiceOptions {
     fn default() -> Self {
@@ -81,6 +91,7 @@ impl Default for ServiceOptions {
             max_wait: Duration::from_secs(300),
             auth: auth::AuthOptions::default(),
             metrics_insecure: false,
+            heartbeats_per_second: DEFAULT_HEARTBEATS_PER_SECOND,
         }
     }
 }

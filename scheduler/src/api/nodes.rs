@@ -69,9 +69,11 @@ impl NodeService for Api {
         self.proposer()
             .propose(Command::RegisterNode { reg })
             .await?;
-        self.heartbeats.beat(&r.name, Instant::now());
+        let now = Instant::now();
+        self.heartbeats.beat(&r.name, now);
+        let interval = self.heartbeats.interval(self.state().nodes.len(), now);
         Ok(Response::new(pb::RegisterResponse {
-            heartbeat_interval_ms: self.opts.heartbeat_interval.as_millis() as u64,
+            heartbeat_interval_ms: interval.as_millis() as u64,
         }))
     }
 
@@ -97,16 +99,22 @@ impl NodeService for Api {
                 }
             }
         }
-        let known = self
-            .state()
-            .nodes
-            .get(&r.name)
-            .map(|n| n.status.phase == NodePhase::Ready)
-            .unwrap_or(false);
+        let (known, nodes) = {
+            let st = self.state();
+            let known = st
+                .nodes
+                .get(&r.name)
+                .is_some_and(|n| n.status.phase == NodePhase::Ready);
+            (known, st.nodes.len())
+        };
+        let now = Instant::now();
         if known {
-            self.heartbeats.beat(&r.name, Instant::now());
+            self.heartbeats.beat(&r.name, now);
         }
-        Ok(Response::new(pb::HeartbeatResponse { reregister: !known }))
+        Ok(Response::new(pb::HeartbeatResponse {
+            reregister: !known,
+            heartbeat_interval_ms: self.heartbeats.interval(nodes, now).as_millis() as u64,
+        }))
     }
 
     async fn gone_workflows(

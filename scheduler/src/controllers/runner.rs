@@ -29,7 +29,8 @@ use crate::state::{Applied, Command, Envelope};
 /// Settings of the controllers.
 #[derive(Debug, Clone)]
 pub struct ControllerOptions {
-    /// A node silent for this long is marked lost.
+    /// A node silent for this long is marked lost (longer in a fleet whose
+    /// heartbeat interval is stretched: [`liveness::Cadence`]).
     pub node_timeout: Duration,
     /// How often the liveness and timeout checks run, and the scheduling
     /// loop's fallback period when nothing changes.
@@ -96,7 +97,7 @@ pub async fn run(
             }
             if last_checks.elapsed() >= opts.resync {
                 last_checks = Instant::now();
-                check_liveness(&raft, &heartbeats, opts.node_timeout).await;
+                check_liveness(&raft, &heartbeats).await;
                 let expired = timeouts::expired(&raft.shared.read(), gpuctl_common::now_ms());
                 for cmd in expired {
                     propose(&raft, cmd).await;
@@ -161,8 +162,20 @@ pub async fn schedule_once(raft: &RaftHandle, planner: &mut placement::Planner) 
     }
 }
 
-async fn check_liveness(raft: &RaftHandle, heartbeats: &Heartbeats, timeout: Duration) {
-    let lost = liveness::lost_nodes(&raft.shared.read(), heartbeats, Instant::now(), timeout);
+/// Mark lost the Ready nodes silent for longer than the timeout in force
+/// (`--node-timeout`, or more in a fleet large enough that its heartbeat
+/// interval was stretched: [`liveness::Cadence`]).
+async fn check_liveness(raft: &RaftHandle, heartbeats: &Heartbeats) {
+    let now = Instant::now();
+    let (lost, timeout) = {
+        let st = raft.shared.read();
+        let timeout = heartbeats.timeout(st.nodes.len(), now);
+        let now_ms = gpuctl_common::now_ms();
+        (
+            liveness::lost_nodes(&st, heartbeats, now, now_ms, timeout),
+            timeout,
+        )
+    };
     for cmd in lost {
         if let Command::NodeLost { node } = &cmd {
             tracing::warn!("node {node} missed heartbeats for {timeout:?}: marking it lost");
