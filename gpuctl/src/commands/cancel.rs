@@ -9,12 +9,13 @@ use crate::commands::ctx::{job_target, Ctx};
 use crate::error::{Error, Result};
 use crate::stdout::out;
 
-/// `cancel workflow NAME`: its running steps are stopped, nothing new starts.
-pub(crate) async fn cmd_cancel_workflow(cx: &mut Ctx, name: &str) -> Result<u8> {
+/// `Control.Cancel` on workflow `name` with `action`: "" cancels it,
+/// "suspend" and "resume" do what they say.
+pub(crate) async fn workflow_action(cx: &mut Ctx, name: &str, action: &str) -> Result<()> {
     let req = CancelRequest {
         kind: "workflows".into(),
         name: name.to_string(),
-        action: String::new(),
+        action: action.to_string(),
     };
     let target = Some(Target {
         kind: "workflow",
@@ -25,6 +26,12 @@ pub(crate) async fn cmd_cancel_workflow(cx: &mut Ctx, name: &str) -> Result<u8> 
         async move { c.cancel(req).await }
     })
     .await?;
+    Ok(())
+}
+
+/// `cancel workflow NAME`: its running steps are stopped, nothing new starts.
+pub(crate) async fn cmd_cancel_workflow(cx: &mut Ctx, name: &str) -> Result<u8> {
+    workflow_action(cx, name, "").await?;
     out(&format!("workflow/{name} cancelled\n"))?;
     Ok(0)
 }

@@ -2,10 +2,7 @@
 //! (running ones finish) and starts again, as `argo suspend` and
 //! `argo resume`; resuming also ends the workflow's waiting `suspend` steps.
 
-use gpuctl_proto::v1::CancelRequest;
-
 use crate::cli::is_workflow_word;
-use crate::client::Target;
 use crate::commands::ctx::Ctx;
 use crate::error::{Error, Result};
 use crate::stdout::out;
@@ -40,20 +37,7 @@ pub(crate) fn workflow_name(verb: &str, first: &str, second: Option<String>) -> 
 
 /// `action` is "suspend" or "resume".
 pub(crate) async fn cmd_suspend(cx: &mut Ctx, name: &str, action: &str) -> Result<u8> {
-    let req = CancelRequest {
-        kind: "workflows".into(),
-        name: name.to_string(),
-        action: action.to_string(),
-    };
-    let target = Some(Target {
-        kind: "workflow",
-        name,
-    });
-    cx.call(target, |mut c| {
-        let req = req.clone();
-        async move { c.cancel(req).await }
-    })
-    .await?;
+    super::cancel::workflow_action(cx, name, action).await?;
     let done = if action == "suspend" {
         "suspended"
     } else {

@@ -15,14 +15,8 @@ impl State {
         now: u64,
         name: &str,
     ) -> Result<Applied, ApplyError> {
-        let w = self
-            .workflows
-            .get_mut(name)
-            .ok_or_else(|| ApplyError::NotFound {
-                kind: "workflow",
-                name: name.to_string(),
-            })?;
-        w.run
+        self.workflow_mut(name)?
+            .run
             .suspend()
             .map_err(|e| ApplyError::FailedPrecondition(format!("workflow {name:?} {e}")))?;
         self.advance_workflow(index, now, name);
@@ -37,13 +31,7 @@ impl State {
         now: u64,
         name: &str,
     ) -> Result<Applied, ApplyError> {
-        let w = self
-            .workflows
-            .get_mut(name)
-            .ok_or_else(|| ApplyError::NotFound {
-                kind: "workflow",
-                name: name.to_string(),
-            })?;
+        let w = self.workflow_mut(name)?;
         w.run
             .resume(now)
             .map_err(|e| ApplyError::FailedPrecondition(format!("workflow {name:?} {e}")))?;

@@ -214,6 +214,16 @@ impl State {
         Ok(Applied::Nothing)
     }
 
+    /// Workflow `name`, to change; NotFound when there is none.
+    pub(super) fn workflow_mut(&mut self, name: &str) -> Result<&mut WorkflowObject, ApplyError> {
+        self.workflows
+            .get_mut(name)
+            .ok_or_else(|| ApplyError::NotFound {
+                kind: "workflow",
+                name: name.to_string(),
+            })
+    }
+
     /// Stop a workflow: running steps are cancelled, nothing new starts.
     pub(super) fn cancel_workflow(
         &mut self,
@@ -221,13 +231,7 @@ impl State {
         now: u64,
         name: &str,
     ) -> Result<Applied, ApplyError> {
-        let w = self
-            .workflows
-            .get_mut(name)
-            .ok_or_else(|| ApplyError::NotFound {
-                kind: "workflow",
-                name: name.to_string(),
-            })?;
+        let w = self.workflow_mut(name)?;
         if w.run.phase().is_terminal() {
             return Err(ApplyError::FailedPrecondition(format!(
                 "workflow {name:?} already {}; nothing to cancel",
