@@ -241,6 +241,12 @@ def run(d, a, url):
     charts = "[data-endpoint-charts='%s']" % a.endpoint
 
     def charted():
+        # Traffic keeps flowing while the page is watched: a sample is taken
+        # once a second, so a burst that ended between two samples is not
+        # enough to chart.
+        for _ in range(5):
+            with urllib.request.urlopen(req, timeout=WAIT_S, context=ctx) as r:
+                r.read()
         hist = d.execute_async_script(
             "const name = arguments[0], done = arguments[arguments.length - 1];"
             "fetch('/api/endpoints').then(r => r.json())"
