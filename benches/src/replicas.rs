@@ -4,6 +4,7 @@
 //! to catch up.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -54,14 +55,43 @@ pub fn dir_size(dir: &Path) -> u64 {
         .sum()
 }
 
-/// The `/metrics` text of a process's plaintext metrics server at `addr`.
-pub fn scrape(addr: &str) -> anyhow::Result<String> {
+/// The `/metrics` text of a process's metrics server at `addr` (`host:port`);
+/// over HTTPS checked against the CA file `ca` when one is given (`gpuctl dev`
+/// serves every `/metrics` with TLS unless it runs `--insecure`).
+pub fn scrape(addr: &str, ca: Option<&Path>) -> anyhow::Result<String> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).with_context(|| format!("metrics at {addr}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let tcp = std::net::TcpStream::connect(addr).with_context(|| format!("metrics at {addr}"))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let request = format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n");
     let mut body = String::new();
-    s.read_to_string(&mut body)?;
+    match ca {
+        None => {
+            let mut s = tcp;
+            s.write_all(request.as_bytes())?;
+            s.read_to_string(&mut body)?;
+        }
+        Some(ca) => {
+            let tls = gpuctl_security::tls::TlsFiles {
+                cert: None,
+                key: None,
+                ca: Some(ca.to_path_buf()),
+                ..Default::default()
+            }
+            .load()?;
+            let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+            let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                .with_context(|| format!("a TLS name for {host}"))?;
+            let conn = rustls::ClientConnection::new(Arc::new(tls.rustls_client()?), name)?;
+            let mut s = rustls::StreamOwned::new(conn, tcp);
+            s.write_all(request.as_bytes())?;
+            // A server that closes without close_notify ends the body too.
+            match s.read_to_string(&mut body) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !body.is_empty() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
     Ok(body)
 }
 

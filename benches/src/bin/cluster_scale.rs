@@ -338,12 +338,14 @@ async fn run(
     submit_ms.sort_by(f64::total_cmp);
     list_ms.sort_by(f64::total_cmp);
     let leader = replicas::status(&mut c).await?.leader_id;
+    // `gpuctl dev` serves every /metrics over TLS (its CA in the state folder).
+    let metrics_ca = Some(state.join("tls/ca.pem"));
     let replicas: Vec<serde_json::Value> = infos
         .iter()
         .zip(&cpu0)
         .map(|(r, c0)| {
             let (cpu, rss) = cpu_and_rss(r.pid).unwrap_or((0.0, 0));
-            let raft = replicas::scrape(&r.metrics)
+            let raft = replicas::scrape(&r.metrics, metrics_ca.as_deref())
                 .map(|t| replicas::raft_profile(&t))
                 .unwrap_or_default();
             serde_json::json!({
