@@ -75,7 +75,6 @@ pub fn scrape(addr: &str, ca: Option<&Path>) -> anyhow::Result<String> {
                 cert: None,
                 key: None,
                 ca: Some(ca.to_path_buf()),
-                ..Default::default()
             }
             .load()?;
             let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
