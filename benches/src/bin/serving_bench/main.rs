@@ -36,7 +36,7 @@ mod security;
 mod stats;
 mod wrk;
 use procs::{cpu_seconds, free_port, one_request, repo_root, wait_listening, Proc};
-use stats::{median, medians, percentile, LoadResult, PairedRounds};
+use stats::{answered_ok, median, medians, percentile, LoadResult, PairedRounds, Tally, Window};
 use wrk::{parse_wrk, wrk_script};
 
 #[derive(Parser)]
@@ -134,18 +134,16 @@ async fn load(
     warmup: Duration,
     measure: Duration,
 ) -> LoadResult {
-    let start = Instant::now() + warmup;
-    let end = start + measure;
+    let window = Window::new(warmup, measure);
     let path: Arc<str> = path.into();
     let mut tasks = Vec::new();
     for _ in 0..connections {
         let (path, body) = (path.clone(), body.clone());
         tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            let mut errors = 0u64;
-            'outer: while Instant::now() < end {
+            let mut tally: Tally = (Vec::new(), 0);
+            'outer: while window.open() {
                 let Ok(stream) = tokio::net::TcpStream::connect(addr).await else {
-                    errors += 1;
+                    tally.1 += 1;
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 };
@@ -153,11 +151,11 @@ async fn load(
                 let Ok((mut send, conn)) =
                     hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
                 else {
-                    errors += 1;
+                    tally.1 += 1;
                     continue;
                 };
                 tokio::spawn(conn);
-                while Instant::now() < end {
+                while window.open() {
                     let req = Request::builder()
                         .method("POST")
                         .uri(&*path)
@@ -166,45 +164,17 @@ async fn load(
                         .body(Full::new(body.clone()))
                         .expect("valid request");
                     let t = Instant::now();
-                    let ok = match send.send_request(req).await {
-                        Ok(resp) => {
-                            let good = resp.status().is_success();
-                            resp.into_body().collect().await.is_ok() && good
-                        }
-                        Err(_) => false,
-                    };
-                    let done = Instant::now();
-                    if done >= start && done < end {
-                        if ok {
-                            lat.push(done - t);
-                        } else {
-                            errors += 1;
-                        }
-                    }
+                    let ok = answered_ok(&mut send, req).await;
+                    window.record(t, ok, &mut tally);
                     if !ok {
                         continue 'outer; // a fresh connection
                     }
                 }
             }
-            (lat, errors)
+            tally
         }));
     }
-    let mut all = Vec::new();
-    let mut errors = 0;
-    for t in tasks {
-        if let Ok((l, e)) = t.await {
-            all.extend(l);
-            errors += e;
-        }
-    }
-    all.sort();
-    LoadResult {
-        requests: all.len() as u64,
-        errors,
-        rps: all.len() as f64 / measure.as_secs_f64(),
-        p50_ms: percentile(&all, 0.5),
-        p99_ms: percentile(&all, 0.99),
-    }
+    LoadResult::gather(tasks, measure).await
 }
 
 /// The fixed-response upstream: any request gets the same small JSON.

@@ -18,23 +18,12 @@ use bytes::Bytes;
 use gpuctl_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use gpuctl_proto::inference::model_infer_request::InferInputTensor;
 use gpuctl_proto::inference::ModelInferRequest;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 
 use crate::procs::{cpu_seconds, free_port, repo_root, wait_listening, Proc};
-use crate::stats::{percentile, LoadResult};
-
-fn result(mut lat: Vec<Duration>, errors: u64, measure: Duration) -> LoadResult {
-    lat.sort();
-    LoadResult {
-        requests: lat.len() as u64,
-        errors,
-        rps: lat.len() as f64 / measure.as_secs_f64(),
-        p50_ms: percentile(&lat, 0.5),
-        p99_ms: percentile(&lat, 0.99),
-    }
-}
+use crate::stats::{answered_ok, LoadResult, Tally, Window};
 
 fn infer_request(rows: usize) -> ModelInferRequest {
     let tensor = |name: &str| InferInputTensor {
@@ -61,40 +50,25 @@ async fn grpc_load(
     warmup: Duration,
     measure: Duration,
 ) -> LoadResult {
-    let start = Instant::now() + warmup;
-    let end = start + measure;
+    let window = Window::new(warmup, measure);
     let mut tasks = Vec::new();
     for _ in 0..clients {
         tasks.push(tokio::spawn(async move {
-            let (mut lat, mut errors) = (Vec::new(), 0u64);
+            let mut tally: Tally = (Vec::new(), 0);
             let Ok(mut c) = GrpcInferenceServiceClient::connect(format!("http://{addr}")).await
             else {
-                return (lat, 1);
+                return (tally.0, 1);
             };
             let req = infer_request(1);
-            while Instant::now() < end {
+            while window.open() {
                 let t = Instant::now();
                 let ok = c.model_infer(req.clone()).await.is_ok();
-                let done = Instant::now();
-                if done >= start && done < end {
-                    if ok {
-                        lat.push(done - t);
-                    } else {
-                        errors += 1;
-                    }
-                }
+                window.record(t, ok, &mut tally);
             }
-            (lat, errors)
+            tally
         }));
     }
-    let (mut all, mut errors) = (Vec::new(), 0);
-    for t in tasks {
-        if let Ok((l, e)) = t.await {
-            all.extend(l);
-            errors += e;
-        }
-    }
-    result(all, errors, measure)
+    LoadResult::gather(tasks, measure).await
 }
 
 /// `clients` keep-alive HTTP/1.1 connections posting `body` (with `header`: the
@@ -107,24 +81,23 @@ async fn http_load(
     warmup: Duration,
     measure: Duration,
 ) -> LoadResult {
-    let start = Instant::now() + warmup;
-    let end = start + measure;
+    let window = Window::new(warmup, measure);
     let mut tasks = Vec::new();
     for _ in 0..clients {
         let body = body.clone();
         tasks.push(tokio::spawn(async move {
-            let (mut lat, mut errors) = (Vec::new(), 0u64);
+            let mut tally: Tally = (Vec::new(), 0);
             let Ok(stream) = tokio::net::TcpStream::connect(addr).await else {
-                return (lat, 1);
+                return (tally.0, 1);
             };
             let _ = stream.set_nodelay(true);
             let Ok((mut send, conn)) =
                 hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
             else {
-                return (lat, 1);
+                return (tally.0, 1);
             };
             tokio::spawn(conn);
-            while Instant::now() < end {
+            while window.open() {
                 let mut req =
                     Request::post("/v2/models/add_mul/infer").header("host", addr.to_string());
                 if let Some(n) = header {
@@ -134,36 +107,16 @@ async fn http_load(
                 }
                 let req = req.body(Full::new(body.clone())).expect("valid request");
                 let t = Instant::now();
-                let ok = match send.send_request(req).await {
-                    Ok(resp) => {
-                        let good = resp.status().is_success();
-                        resp.into_body().collect().await.is_ok() && good
-                    }
-                    Err(_) => false,
-                };
-                let done = Instant::now();
-                if done >= start && done < end {
-                    if ok {
-                        lat.push(done - t);
-                    } else {
-                        errors += 1;
-                    }
-                }
+                let ok = answered_ok(&mut send, req).await;
+                window.record(t, ok, &mut tally);
                 if !ok {
                     break;
                 }
             }
-            (lat, errors)
+            tally
         }));
     }
-    let (mut all, mut errors) = (Vec::new(), 0);
-    for t in tasks {
-        if let Ok((l, e)) = t.await {
-            all.extend(l);
-            errors += e;
-        }
-    }
-    result(all, errors, measure)
+    LoadResult::gather(tasks, measure).await
 }
 
 /// The 1 MiB request both ways: (JSON body, (binary body, its JSON header's length)).

@@ -1,7 +1,12 @@
 //! What a load run measured, and the figures over rounds: medians, quantiles,
 //! and the paired gateway-vs-nginx summary.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::Request;
 
 /// What one load run measured.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -11,6 +16,85 @@ pub(crate) struct LoadResult {
     pub(crate) rps: f64,
     pub(crate) p50_ms: f64,
     pub(crate) p99_ms: f64,
+}
+
+/// One client's latencies of answered requests, and its errors.
+pub(crate) type Tally = (Vec<Duration>, u64);
+
+/// The measured part of a load run: answers that arrive after the warm-up
+/// (`start`) and before `end` count.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Window {
+    pub(crate) start: Instant,
+    pub(crate) end: Instant,
+}
+
+impl Window {
+    /// From now: `warmup`, then `measure`.
+    pub(crate) fn new(warmup: Duration, measure: Duration) -> Window {
+        let start = Instant::now() + warmup;
+        Window {
+            start,
+            end: start + measure,
+        }
+    }
+
+    /// Whether clients should keep sending.
+    pub(crate) fn open(&self) -> bool {
+        Instant::now() < self.end
+    }
+
+    /// The answer to a request sent at `sent`, just received: its latency when
+    /// `ok`, else an error; counted only inside the window.
+    pub(crate) fn record(&self, sent: Instant, ok: bool, tally: &mut Tally) {
+        let done = Instant::now();
+        if done >= self.start && done < self.end {
+            if ok {
+                tally.0.push(done - sent);
+            } else {
+                tally.1 += 1;
+            }
+        }
+    }
+}
+
+impl LoadResult {
+    /// The figures of every client's tally over a window of `measure`.
+    pub(crate) async fn gather(
+        clients: Vec<tokio::task::JoinHandle<Tally>>,
+        measure: Duration,
+    ) -> LoadResult {
+        let (mut all, mut errors) = (Vec::new(), 0);
+        for c in clients {
+            if let Ok((l, e)) = c.await {
+                all.extend(l);
+                errors += e;
+            }
+        }
+        all.sort();
+        LoadResult {
+            requests: all.len() as u64,
+            errors,
+            rps: all.len() as f64 / measure.as_secs_f64(),
+            p50_ms: percentile(&all, 0.5),
+            p99_ms: percentile(&all, 0.99),
+        }
+    }
+}
+
+/// Send `req` on a kept-alive HTTP/1.1 connection and read the whole answer:
+/// true for a 2xx answer read to its end.
+pub(crate) async fn answered_ok(
+    send: &mut SendRequest<Full<Bytes>>,
+    req: Request<Full<Bytes>>,
+) -> bool {
+    match send.send_request(req).await {
+        Ok(resp) => {
+            let good = resp.status().is_success();
+            resp.into_body().collect().await.is_ok() && good
+        }
+        Err(_) => false,
+    }
 }
 
 /// Medians over rounds of each figure (each on its own).
