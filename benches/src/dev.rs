@@ -212,18 +212,28 @@ impl Dev {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
-        let deadline = Instant::now() + STOP_WITHIN;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
+        stop_child(&mut child, nix::sys::signal::Signal::SIGINT, STOP_WITHIN);
     }
+}
+
+/// Send `signal` to `child`, wait up to `grace` for it to exit, then kill it;
+/// it is reaped either way.
+pub fn stop_child(
+    child: &mut std::process::Child,
+    signal: nix::sys::signal::Signal,
+    grace: Duration,
+) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, signal);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 impl Drop for Dev {

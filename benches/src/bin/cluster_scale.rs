@@ -136,17 +136,11 @@ struct Fleet(std::process::Child);
 
 impl Drop for Fleet {
     fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        benches::dev::stop_child(
+            &mut self.0,
+            nix::sys::signal::Signal::SIGINT,
+            Duration::from_secs(10),
+        );
     }
 }
 
