@@ -11,10 +11,9 @@
 //! Needs every binary next to `gpuctl` (`cargo build --bins`).
 
 mod support;
+use support::gateway::{https, Gw};
 use support::{eventually, gpuctl_bin, require_binaries, DevCluster};
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,40 +43,6 @@ fn start() -> DevCluster {
     )
 }
 
-/// The gateway's address and TLS that trusts the dev CA.
-#[derive(Clone)]
-struct Gw {
-    addr: String,
-    tls: Arc<rustls::ClientConfig>,
-}
-
-fn gateway(dev: &DevCluster) -> Gw {
-    let text = std::fs::read_to_string(dev.config().join("context.json")).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let addr = v["gateway"]
-        .as_str()
-        .and_then(|u| u.strip_prefix("https://"))
-        .expect("the context names the gateway, over https")
-        .to_string();
-    let ca = std::fs::read(v["ca"].as_str().expect("the context names the CA")).unwrap();
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&ca) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Gw {
-        addr,
-        tls: Arc::new(cfg),
-    }
-}
-
 const INFER: &str = r#"{"inputs":[{"name":"x","shape":[1,3],"datatype":"FP32","data":[1,1,1]}]}"#;
 
 /// Which revision's model answered: linear.onnx says 9.5, linear_v2.onnx 10.5.
@@ -90,30 +55,12 @@ enum Answer {
 /// One inference on a fresh HTTPS connection: which model answered, or why
 /// the request failed.
 fn infer(gw: &Gw) -> Result<Answer, String> {
-    let tcp = TcpStream::connect(&gw.addr).map_err(|e| e.to_string())?;
-    tcp.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let conn = rustls::ClientConnection::new(gw.tls.clone(), name).map_err(|e| e.to_string())?;
-    let mut s = rustls::StreamOwned::new(conn, tcp);
-    write!(
-        s,
-        "POST /v2/models/linear/infer HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{INFER}",
-        gw.addr,
-        INFER.len()
-    )
-    .map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    match s.read_to_end(&mut raw) {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
-        Err(e) => return Err(e.to_string()),
+    let (status, body) =
+        https(gw, "POST", "/v2/models/linear/infer", INFER).map_err(|e| e.to_string())?;
+    if status != 200 {
+        return Err(format!("HTTP {status}: {body}"));
     }
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    if !text.starts_with("HTTP/1.1 200") {
-        return Err(text);
-    }
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    let v: serde_json::Value = serde_json::from_str(body).map_err(|e| format!("{e}: {body}"))?;
+    let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
     match v["outputs"][0]["data"][0].as_f64() {
         Some(9.5) => Ok(Answer::V1),
         Some(10.5) => Ok(Answer::V2),
@@ -215,7 +162,7 @@ impl Load {
 #[test]
 fn a_new_model_rolls_out_under_load_without_a_failed_request_and_a_crashing_one_never_serves() {
     let dev = start();
-    let gw = gateway(&dev);
+    let gw = dev.gateway();
     apply(&dev, &yaml(&testdata("linear.onnx"), ""));
     let (code, out, err) = rollout_status(&dev);
     assert_eq!(code, 0, "{out}{err}");
@@ -319,7 +266,7 @@ fn a_new_model_rolls_out_under_load_without_a_failed_request_and_a_crashing_one_
 #[test]
 fn a_canary_gets_its_share_until_promoted_and_undo_brings_the_old_model_back() {
     let dev = start();
-    let gw = gateway(&dev);
+    let gw = dev.gateway();
     apply(&dev, &yaml(&testdata("linear.onnx"), ""));
     assert_eq!(rollout_status(&dev).0, 0);
     eventually(Duration::from_secs(30), "revision 1 to answer", || {

@@ -7,10 +7,9 @@
 //! `gpu-gateway` and `gpu-model-server`.
 
 mod support;
+use support::gateway::https;
 use support::{eventually, gpuctl_bin, require_binaries, DevCluster};
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -56,37 +55,6 @@ impl Dev {
         ))
     }
 
-    /// The gateway's `host:port` and the CA its certificate is checked
-    /// against, from the context `gpuctl dev` wrote.
-    fn gateway(&self) -> Gw {
-        let text = std::fs::read_to_string(self.config().join("context.json")).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        let url = v["gateway"]
-            .as_str()
-            .expect("the context names the gateway");
-        let addr = url
-            .strip_prefix("https://")
-            .expect("the gateway speaks https")
-            .to_string();
-        let ca = std::fs::read(v["ca"].as_str().expect("the context names the CA")).unwrap();
-        use rustls::pki_types::pem::PemObject;
-        let mut roots = rustls::RootCertStore::empty();
-        for c in rustls::pki_types::CertificateDer::pem_slice_iter(&ca) {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        Gw {
-            addr,
-            tls: Arc::new(cfg),
-        }
-    }
-
     fn endpoint(&self, name: &str) -> Endpoint {
         serde_json::from_str(&self.ok(&["get", "endpoint", name, "-o", "json"])).unwrap()
     }
@@ -102,53 +70,6 @@ impl Dev {
             serde_json::from_str(&self.ok(&["get", "jobs", "-o", "json"])).unwrap();
         v.len()
     }
-}
-
-/// The gateway: its address, and TLS that trusts the dev CA.
-#[derive(Clone)]
-struct Gw {
-    addr: String,
-    tls: Arc<rustls::ClientConfig>,
-}
-
-impl std::fmt::Display for Gw {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.addr)
-    }
-}
-
-/// One HTTPS (HTTP/1.1) request on a fresh connection: (status, body).
-fn http(gw: &Gw, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
-    let addr = &gw.addr;
-    let tcp = TcpStream::connect(addr)?;
-    tcp.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let conn = rustls::ClientConnection::new(gw.tls.clone(), name)
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
-    let mut s = rustls::StreamOwned::new(conn, tcp);
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut raw = Vec::new();
-    match s.read_to_end(&mut raw) {
-        Ok(_) => {}
-        // A peer that closes without a TLS close_notify, after answering.
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
-        Err(e) => return Err(e),
-    }
-    let text = String::from_utf8_lossy(&raw);
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
 }
 
 const INFER: &str =
@@ -203,7 +124,7 @@ fn endpoint_wakes_from_zero_scales_up_and_drains_without_failing_a_request() {
     );
     // The gateway knows the endpoint as soon as apply returns: a request for a
     // name it has not routed yet makes it ask the scheduler before 404.
-    let (code, body) = http(&gw, "GET", "/v2/models/linear/ready", "").unwrap();
+    let (code, body) = https(&gw, "GET", "/v2/models/linear/ready", "").unwrap();
     assert_ne!(code, 404, "right after apply: {body}");
     eventually(
         Duration::from_secs(10),
@@ -213,7 +134,7 @@ fn endpoint_wakes_from_zero_scales_up_and_drains_without_failing_a_request() {
 
     // 1. The first request wakes the endpoint and gets the model's answer.
     let t = Instant::now();
-    let (code, body) = http(&gw, "POST", "/v2/models/linear/infer", INFER).unwrap();
+    let (code, body) = https(&gw, "POST", "/v2/models/linear/infer", INFER).unwrap();
     let cold = t.elapsed();
     assert_eq!(code, 200, "{body}");
     check_linear_answer(&body);
@@ -264,7 +185,7 @@ fn endpoint_wakes_from_zero_scales_up_and_drains_without_failing_a_request() {
         clients.push(std::thread::spawn(move || {
             let stop = if i == 0 { stop_all } else { stop_heavy };
             while !stop.load(Ordering::Relaxed) {
-                match http(&gw, "POST", "/v2/models/linear/infer", INFER) {
+                match https(&gw, "POST", "/v2/models/linear/infer", INFER) {
                     Ok((200, body)) => {
                         check_linear_answer(&body);
                         ok.fetch_add(1, Ordering::Relaxed);
@@ -322,7 +243,7 @@ fn endpoint_wakes_from_zero_scales_up_and_drains_without_failing_a_request() {
         (dev.job_count() == 0).then_some(())
     });
     let (code, _) = eventually(Duration::from_secs(10), "the gateway to forget it", || {
-        let r = http(&gw, "POST", "/v2/models/linear/infer", INFER).ok()?;
+        let r = https(&gw, "POST", "/v2/models/linear/infer", INFER).ok()?;
         (r.0 == 404).then_some(r)
     });
     assert_eq!(code, 404);
@@ -348,12 +269,12 @@ fn endpoint_without_room_for_a_replica_answers_503_saying_why() {
         Duration::from_secs(10),
         "the gateway to know the endpoint",
         || {
-            let (code, _) = http(&gw, "GET", "/v2/models/linear/ready", "").ok()?;
+            let (code, _) = https(&gw, "GET", "/v2/models/linear/ready", "").ok()?;
             (code != 404).then_some(())
         },
     );
     let t = Instant::now();
-    let (code, body) = http(&gw, "POST", "/v2/models/linear/infer", INFER).unwrap();
+    let (code, body) = https(&gw, "POST", "/v2/models/linear/infer", INFER).unwrap();
     let waited = t.elapsed();
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("no ready replica after 2s"), "{body}");
@@ -402,7 +323,7 @@ fn a_replica_that_keeps_failing_backs_off_and_the_503_says_so() {
     // A request during the back-off gets 503 at once (not after the 60 s
     // cold-start timeout) saying why, with the replica's last output.
     let t = Instant::now();
-    let (code, body) = http(&gw, "POST", "/v2/models/linear/infer", INFER).unwrap();
+    let (code, body) = https(&gw, "POST", "/v2/models/linear/infer", INFER).unwrap();
     assert_eq!(code, 503, "{body}");
     assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
     assert!(
@@ -458,7 +379,7 @@ fn endpoints_keep_serving_while_scheduler_leaders_die() {
         Duration::from_secs(30),
         "the gateway to know the endpoint",
         || {
-            let r = http(&gw, "POST", "/v2/models/linear/infer", INFER).ok()?;
+            let r = https(&gw, "POST", "/v2/models/linear/infer", INFER).ok()?;
             (r.0 != 404).then_some(r)
         },
     );
@@ -477,7 +398,7 @@ fn endpoints_keep_serving_while_scheduler_leaders_die() {
             std::thread::spawn(move || {
                 let deadline = Instant::now() + Duration::from_secs(120);
                 while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
-                    match http(&gw, "POST", "/v2/models/linear/infer", INFER) {
+                    match https(&gw, "POST", "/v2/models/linear/infer", INFER) {
                         Ok((200, body)) => {
                             check_linear_answer(&body);
                             served.fetch_add(1, Ordering::SeqCst);
@@ -537,7 +458,7 @@ fn endpoints_keep_serving_while_scheduler_leaders_die() {
         let ep = dev.endpoint("linear");
         (ep.status.replicas.is_empty() && dev.job_count() == 0).then_some(())
     });
-    let (code, body) = http(&gw, "POST", "/v2/models/linear/infer", INFER).unwrap();
+    let (code, body) = https(&gw, "POST", "/v2/models/linear/infer", INFER).unwrap();
     assert_eq!(code, 200, "{body}");
     check_linear_answer(&body);
 }

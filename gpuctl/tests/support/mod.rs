@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod gateway;
+
 /// The `gpuctl` binary under test; `gpu-scheduler` and `gpu-node` sit beside it.
 pub fn gpuctl_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_gpuctl"))
