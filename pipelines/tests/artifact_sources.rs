@@ -2,16 +2,9 @@
 //! `fromExpression`, as Argo has them.
 
 mod common;
-use common::{all_ok, start, Sim};
+use common::{all_ok, example, start, Sim};
 
 use gpuctl_pipelines::{parse_workflow, StepOutcome, StepToLaunch, WorkflowPhase};
-
-fn example(name: &str) -> String {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/argo-examples/runs")
-        .join(name);
-    std::fs::read_to_string(p).unwrap()
-}
 
 #[test]
 fn a_raw_input_artifact_carries_its_content_to_the_step() {

@@ -4,16 +4,9 @@
 //! workflow's alone.
 
 mod common;
-use common::{all_ok, failing, start, Sim};
+use common::{all_ok, example, failing, start, Sim};
 
 use gpuctl_pipelines::{parse_workflow, NodePhase, WorkflowPhase};
-
-fn example(name: &str) -> String {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/argo-examples/runs")
-        .join(name);
-    std::fs::read_to_string(p).unwrap()
-}
 
 #[test]
 fn each_dag_task_s_handler_runs_after_it_and_before_its_dependents() {

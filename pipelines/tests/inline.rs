@@ -2,16 +2,9 @@
 //! template, errors reported at their place in the document.
 
 mod common;
-use common::{all_ok, start, Sim};
+use common::{all_ok, example, start, Sim};
 
 use gpuctl_pipelines::{parse_workflow, WorkflowPhase};
-
-fn example(name: &str) -> String {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/argo-examples/runs")
-        .join(name);
-    std::fs::read_to_string(p).unwrap()
-}
 
 #[test]
 fn an_inline_container_runs_in_a_dag_and_in_steps() {

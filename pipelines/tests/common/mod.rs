@@ -9,6 +9,14 @@ use gpuctl_pipelines::{
     parse_workflow, MemoEntry, Run, StepOutcome, StepToLaunch, Workflow, WorkflowPhase,
 };
 
+/// The text of Argo example `name` from the compatibility folder's `runs/`.
+pub fn example(name: &str) -> String {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/argo-examples/runs")
+        .join(name);
+    std::fs::read_to_string(p).unwrap()
+}
+
 pub fn wf(yaml: &str) -> Workflow {
     parse_workflow("wf.yaml", yaml).unwrap_or_else(|e| panic!("{e}"))
 }
