@@ -43,10 +43,27 @@ impl Api {
         authorize(who, action, &self.state()).map_err(|d| Status::permission_denied(d.0))
     }
 
-    /// [`Api::caller`] then [`Api::check`].
+    /// [`Api::check`], judged again after catching up with the leader when
+    /// this replica would refuse: a rule that reads state (which node runs
+    /// a task, who owns an object) must not refuse on a lagging copy, such
+    /// as a replica restarted a moment ago that has not yet applied the
+    /// binding a node reports on.
+    async fn check_current(&self, who: &Principal, action: &Action<'_>) -> Result<(), Status> {
+        match self.check(who, action) {
+            Err(e) if e.code() == tonic::Code::PermissionDenied => {
+                // Without a leader to catch up with, the refusal is not
+                // final: the caller is told to try again.
+                self.proposer().read_barrier().await?;
+                self.check(who, action)
+            }
+            r => r,
+        }
+    }
+
+    /// [`Api::caller`] then [`Api::check`] on current state.
     pub async fn allow(&self, md: &MetadataMap, action: &Action<'_>) -> Result<Principal, Status> {
         let who = self.caller(md).await?;
-        self.check(&who, action)?;
+        self.check_current(&who, action).await?;
         Ok(who)
     }
 
@@ -60,7 +77,7 @@ impl Api {
     ) -> Result<Principal, Status> {
         let who = self.caller(md).await;
         let r = match &who {
-            Ok(w) => self.check(w, action).map(|()| w.clone()),
+            Ok(w) => self.check_current(w, action).await.map(|()| w.clone()),
             Err(e) => Err(e.clone()),
         };
         if r.is_err() {
