@@ -59,6 +59,9 @@ pub enum Event {
     Started {
         key: TaskKey,
         ready: Result<u32, StartError>,
+        /// The supervisor's pid (a warm one gone before it read its task
+        /// was replaced by another).
+        supervisor: u32,
     },
     /// A task's main process ended.
     Exited { key: TaskKey, exit: Exit },
@@ -230,7 +233,11 @@ impl Reconciler {
         while let Some(ev) = rx.recv().await {
             match ev {
                 Event::Desired { tasks, received } => self.reconcile(&tasks, received),
-                Event::Started { key, ready } => self.on_started(key, ready),
+                Event::Started {
+                    key,
+                    ready,
+                    supervisor,
+                } => self.on_started(key, ready, supervisor),
                 Event::Exited { key, exit } => self.exited(key, exit),
                 Event::GpuFault(f) => self.gpu_fault(&f),
                 Event::Shutdown => {
@@ -505,6 +512,7 @@ impl Reconciler {
             let _ = events.send(Event::Started {
                 key: waiter_key.clone(),
                 ready,
+                supervisor: launched.pid(),
             });
             let exit = launched.wait().await;
             let _ = exited_tx.send(true);
@@ -745,11 +753,15 @@ impl Reconciler {
                     left.remove(&key);
                     self.exited(key, exit);
                 }
-                Ok(Some(Event::Started { key, ready })) => {
+                Ok(Some(Event::Started {
+                    key,
+                    ready,
+                    supervisor,
+                })) => {
                     if ready.is_err() {
                         left.remove(&key);
                     }
-                    self.on_started(key, ready);
+                    self.on_started(key, ready, supervisor);
                 }
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => break,

@@ -81,6 +81,24 @@ pub struct Launched {
     /// How long it may take to say whether the task started: longer for
     /// a task whose image may have to be pulled first.
     ready_timeout: Duration,
+    /// A warm supervisor's replacement, should it be gone before it read
+    /// its task; `None`: a supervisor started for this task.
+    cold: Option<Box<Cold>>,
+}
+
+/// How to start a supervisor for a task after all.
+#[derive(Debug)]
+struct Cold {
+    supervisors: Supervisors,
+    spec: Vec<u8>,
+}
+
+/// Why a supervisor gave no answer.
+enum Silence {
+    /// Its standard input was closed before the task was written to it:
+    /// it cannot have started the task.
+    Unread(std::io::Error),
+    Lost(String),
 }
 
 /// A task found in its folder when the daemon starts.
@@ -126,10 +144,13 @@ impl Supervisors {
         // A task in an image runs `podman run`, which makes its own
         // processes and cgroups: a warm one's waiting process is no use.
         let warm = self.warm.as_ref().filter(|_| spec.container.is_none());
+        let owned = OwnedStartSpec::new(spec);
+        let cold_spec = serde_json::to_vec(&owned)
+            .map_err(|e| fail(format!("encoding it for its supervisor: {e}")))?;
         if let Some(m) = warm.and_then(pool::Pool::take) {
             let start = record::WarmStart {
                 dir: dir.dir.clone(),
-                spec: OwnedStartSpec::new(spec),
+                spec: owned,
             };
             let spec = serde_json::to_vec(&start)
                 .map_err(|e| fail(format!("encoding it for its supervisor: {e}")))?;
@@ -141,12 +162,26 @@ impl Supervisors {
                 dir,
                 pid: m.pid,
                 ready_timeout,
+                cold: Some(Box::new(Cold {
+                    supervisors: self.clone(),
+                    spec: cold_spec,
+                })),
             });
         }
+        self.spawn_cold(dir, cold_spec, ready_timeout)
+    }
+
+    /// Fork and exec a supervisor for the task whose folder is `dir`; it
+    /// reads `spec` on its standard input.
+    fn spawn_cold(
+        &self,
+        dir: TaskDir,
+        spec: Vec<u8>,
+        ready_timeout: Duration,
+    ) -> Result<Launched, StartError> {
+        let fail = |why: String| StartError::new(127, format!("cannot start the task: {why}"));
         let log = std::fs::File::create(dir.log())
             .map_err(|e| fail(format!("creating {:?}: {e}", dir.log())))?;
-        let spec = serde_json::to_vec(&OwnedStartSpec::new(spec))
-            .map_err(|e| fail(format!("encoding it for its supervisor: {e}")))?;
         let mut cmd = tokio::process::Command::new(&self.exe);
         cmd.arg("supervise")
             .arg("--dir")
@@ -176,6 +211,7 @@ impl Supervisors {
             dir,
             pid,
             ready_timeout,
+            cold: None,
         })
     }
 
@@ -281,42 +317,86 @@ impl Launched {
     }
 
     /// Send the spec and wait (bounded) for the supervisor's word: the
-    /// task's pid, or why it could not start.
+    /// task's pid, or why it could not start. A warm supervisor that was
+    /// gone before it could read the task (it died after the pool last
+    /// looked) is replaced by one started for the task; [`Launched::pid`]
+    /// then names the new one.
     pub async fn ready(&mut self) -> Result<u32, StartError> {
-        let log = self.dir.log();
-        let lost = |why: String| {
-            StartError::new(
-                127,
-                format!("cannot start the task: its supervisor {why} (see {log:?})"),
-            )
+        match self.talk().await {
+            Err(Silence::Unread(e)) if self.cold.is_some() => {
+                let Some(cold) = self.cold.take() else {
+                    unreachable!("checked above")
+                };
+                tracing::warn!(
+                    "warm supervisor {} was gone before it read its task ({e}); \
+                     starting one for the task",
+                    self.pid
+                );
+                signal(self.pid, Signal::SIGKILL);
+                let _ = self.child.wait().await;
+                let dir = TaskDir {
+                    dir: self.dir.dir.clone(),
+                };
+                *self = cold
+                    .supervisors
+                    .spawn_cold(dir, cold.spec, self.ready_timeout)?;
+                self.talk().await.map_err(|s| self.silence(s))?
+            }
+            r => r.map_err(|s| self.silence(s))?,
+        }
+    }
+
+    /// Why the task did not start, for a supervisor that gave no answer.
+    fn silence(&self, s: Silence) -> StartError {
+        let why = match s {
+            Silence::Unread(e) => format!("could not be reached: {e}"),
+            Silence::Lost(why) => why,
         };
+        StartError::new(
+            127,
+            format!(
+                "cannot start the task: its supervisor {why} (see {:?})",
+                self.dir.log()
+            ),
+        )
+    }
+
+    /// Write the spec, read the answer.
+    async fn talk(&mut self) -> Result<Result<u32, StartError>, Silence> {
         let (Some(mut stdin), Some(mut stdout)) = (self.stdin.take(), self.stdout.take()) else {
-            return Err(lost("has no pipes".into()));
+            return Err(Silence::Lost("has no pipes".into()));
         };
         let spec = std::mem::take(&mut self.spec);
         let talk = async move {
-            stdin.write_all(&spec).await?;
+            if let Err(e) = stdin.write_all(&spec).await {
+                return Err(Silence::Unread(e));
+            }
             drop(stdin);
             let mut line = String::new();
-            stdout.read_line(&mut line).await?;
-            Ok::<String, std::io::Error>(line)
+            stdout
+                .read_line(&mut line)
+                .await
+                .map_err(|e| Silence::Lost(format!("could not be reached: {e}")))?;
+            Ok(line)
         };
         let limit = self.ready_timeout;
         let line = match tokio::time::timeout(limit, talk).await {
             Err(_) => {
                 signal(self.pid, Signal::SIGKILL);
-                return Err(lost(format!("did not answer within {limit:?}")));
+                return Err(Silence::Lost(format!("did not answer within {limit:?}")));
             }
-            Ok(Err(e)) => return Err(lost(format!("could not be reached: {e}"))),
+            Ok(Err(s)) => return Err(s),
             Ok(Ok(line)) if line.is_empty() => {
-                return Err(lost("exited before starting the task".into()))
+                return Err(Silence::Lost("exited before starting the task".into()))
             }
             Ok(Ok(line)) => line,
         };
         match serde_json::from_str::<Ready>(&line) {
-            Ok(Ready::Started { pid }) => Ok(pid),
-            Ok(Ready::Failed { exit_code, message }) => Err(StartError::new(exit_code, message)),
-            Err(e) => Err(lost(format!("answered {line:?} ({e})"))),
+            Ok(Ready::Started { pid }) => Ok(Ok(pid)),
+            Ok(Ready::Failed { exit_code, message }) => {
+                Ok(Err(StartError::new(exit_code, message)))
+            }
+            Err(e) => Err(Silence::Lost(format!("answered {line:?} ({e})"))),
         }
     }
 

@@ -147,6 +147,11 @@ impl Pool {
         })
     }
 
+    /// How many members are ready now.
+    pub fn ready_len(&self) -> usize {
+        self.ready().len()
+    }
+
     /// A ready member, if there is one (and more are started).
     pub fn take(self: &Arc<Self>) -> Option<Member> {
         let member = loop {

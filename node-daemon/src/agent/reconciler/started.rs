@@ -21,10 +21,16 @@ impl Reconciler {
     }
 
     /// The supervisor of `key` said whether its task started.
-    pub(super) fn on_started(&mut self, key: TaskKey, ready: Result<u32, StartError>) {
+    pub(super) fn on_started(
+        &mut self,
+        key: TaskKey,
+        ready: Result<u32, StartError>,
+        supervisor: u32,
+    ) {
         let Some(t) = self.tasks.get_mut(&key) else {
             return;
         };
+        t.supervisor = Some(supervisor);
         let wanted = t.state == LocalState::Running;
         match ready {
             Ok(pid) => {
