@@ -71,7 +71,17 @@ pub struct EndpointSpec {
     /// as its replicas become ready, and the old ones drain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary_traffic_percent: Option<u32>,
+    /// As a Deployment's field: a rollout whose new revision gains no ready
+    /// replica for this long (while it has fewer than it should) is marked
+    /// Failed (`ProgressDeadlineExceeded`); the previous revision keeps
+    /// serving and the new one keeps being tried. Absent: 600.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_deadline_seconds: Option<u64>,
 }
+
+/// A rollout's progress deadline when the endpoint names none (as a
+/// Deployment's `progressDeadlineSeconds` and Knative's `progressDeadline`).
+pub const DEFAULT_PROGRESS_DEADLINE_SECONDS: u64 = 600;
 
 /// The API an endpoint's replicas serve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -104,14 +114,23 @@ impl EndpointProtocol {
 impl EndpointSpec {
     /// The part of the spec that decides what a replica runs (model, server,
     /// resources, batching, protocol): a change to it makes a new revision.
-    /// Autoscaling bounds, API keys and the canary share are left out.
+    /// Autoscaling bounds, API keys, the canary share and the progress
+    /// deadline are left out.
     pub fn replica_template(&self) -> EndpointSpec {
         EndpointSpec {
             autoscaling: Autoscaling::default(),
             auth: None,
             canary_traffic_percent: None,
+            progress_deadline_seconds: None,
             ..self.clone()
         }
+    }
+
+    /// How long a rollout may go without progress, in ms.
+    pub fn progress_deadline_ms(&self) -> u64 {
+        self.progress_deadline_seconds
+            .unwrap_or(DEFAULT_PROGRESS_DEADLINE_SECONDS)
+            .saturating_mul(1000)
     }
 
     /// Whether replicas serve HTTPS (the built-in model server always does;
@@ -328,16 +347,18 @@ pub struct Revision {
 }
 
 /// Where a rollout stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum RolloutPhase {
     /// New replicas are starting; the old revision serves until they are ready.
+    #[default]
     Progressing,
     /// The new revision takes `canaryTrafficPercent` of requests until promoted.
     Canary,
     /// Every serving replica runs the latest revision.
     Complete,
-    /// Replicas of the new revision keep ending before they are ready; the
-    /// old revision keeps serving (new replicas are still tried, backing off).
+    /// Replicas of the new revision keep ending before they are ready, or
+    /// none became ready within the progress deadline; the old revision
+    /// keeps serving (new replicas are still tried, backing off).
     Failed,
 }
 
@@ -353,7 +374,7 @@ impl std::fmt::Display for RolloutPhase {
 }
 
 /// The latest rollout of an endpoint.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutStatus {
     /// The revision rolled out from (the stable one when it started).
@@ -372,6 +393,20 @@ pub struct RolloutStatus {
     pub started_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_ms: Option<u64>,
+    /// The last time `to_revision` gained a ready replica (0: none since
+    /// `started_ms`), and how many it had then.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub progress_ms: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ready_seen: u32,
+    /// Failed because it made no progress within the deadline (not because
+    /// replicas crashed): only new progress clears it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deadline_exceeded: bool,
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -123,6 +123,32 @@ impl Endpoint {
             .any(|&(rev, n)| of(rev).replicas < n)
     }
 
+    /// Whether the rollout under way has gone past its progress deadline
+    /// without being marked Failed yet (the endpoint controller then has
+    /// the state settle it).
+    pub fn rollout_stalled(&self, now: u64) -> bool {
+        let Some(r) = self.status.rollout.as_ref().filter(|_| self.rolling_out()) else {
+            return false;
+        };
+        if r.phase == RolloutPhase::Failed {
+            return false;
+        }
+        let latest = self.status.latest_revision;
+        let ready = self
+            .revision_counts()
+            .iter()
+            .find(|c| c.revision == latest)
+            .map_or(0, |c| c.ready);
+        let target = self
+            .revision_targets(self.status.desired_replicas, ready)
+            .iter()
+            .find(|(rev, _)| *rev == latest)
+            .map_or(0, |(_, n)| *n);
+        ready < target
+            && now.saturating_sub(r.progress_ms.max(r.started_ms))
+                >= self.spec.progress_deadline_ms()
+    }
+
     /// The traffic split in words, for `get` and `describe`:
     /// `r3 80% r4 20%`, or `r2 100%`.
     pub fn traffic_summary(&self) -> String {
@@ -175,16 +201,23 @@ impl Endpoint {
             .filter(|c| c.revision != latest)
             .map(|c| c.replicas)
             .sum();
+        let latest_target = self
+            .revision_targets(want, ready_latest)
+            .iter()
+            .find(|(rev, _)| *rev == latest)
+            .map_or(0, |(_, n)| *n);
+        let deadline_ms = self.spec.progress_deadline_ms();
         let r = self.status.rollout.get_or_insert(RolloutStatus {
             from_revision: stable,
             to_revision: latest,
-            phase: RolloutPhase::Progressing,
-            message: String::new(),
-            failures: 0,
-            last_failure: String::new(),
             started_ms: now,
-            finished_ms: None,
+            ..Default::default()
         });
+        let progressed = ready_latest > r.ready_seen;
+        if progressed {
+            r.ready_seen = ready_latest;
+            r.progress_ms = now;
+        }
         for why in ended {
             r.failures += 1;
             r.last_failure = why.clone();
@@ -203,11 +236,29 @@ impl Endpoint {
         }
         if ready_latest > 0 {
             r.failures = 0;
-            if r.phase == RolloutPhase::Failed {
+            if r.phase == RolloutPhase::Failed && (progressed || !r.deadline_exceeded) {
                 r.phase = RolloutPhase::Progressing;
+                r.deadline_exceeded = false;
             }
         }
         if r.phase == RolloutPhase::Failed {
+            return events;
+        }
+        // A Deployment's progress deadline: no new ready replica of the
+        // latest revision for that long, while it has fewer than it should.
+        let since = r.progress_ms.max(r.started_ms);
+        if ready_latest < latest_target && now.saturating_sub(since) >= deadline_ms {
+            r.phase = RolloutPhase::Failed;
+            r.deadline_exceeded = true;
+            r.message = format!(
+                "ProgressDeadlineExceeded: {ready_latest} of {latest_target} replicas of revision \
+                 {latest} ready and none more for {}s; revision {stable} keeps serving",
+                deadline_ms / 1000
+            );
+            if !r.last_failure.is_empty() {
+                r.message += &format!(" (last replica failure: {})", r.last_failure);
+            }
+            events.push(("ProgressDeadlineExceeded", r.message.clone()));
             return events;
         }
         if let Some(p) = canary {

@@ -289,7 +289,7 @@ mod tests {
             failures: 3,
             last_failure: String::new(),
             started_ms: 0,
-            finished_ms: None,
+            ..Default::default()
         });
         assert!(matches!(judge(&ep).0, Some(Err(m)) if m.contains("exited with code 1")));
         ep.status.rollout.as_mut().unwrap().phase = RolloutPhase::Progressing;

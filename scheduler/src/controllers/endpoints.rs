@@ -247,6 +247,17 @@ impl Loads {
                     replicas: ep.status.desired_replicas,
                     reason: "replacing a replica that ended".into(),
                 });
+            } else if ep.rollout_stalled(now_ms)
+                && e.last_replace
+                    .is_none_or(|t| now.duration_since(t) >= REPLACE_EVERY)
+            {
+                // The state marks the rollout Failed when it settles it.
+                e.last_replace = Some(now);
+                cmds.push(Command::ScaleEndpoint {
+                    name: name.clone(),
+                    replicas: ep.status.desired_replicas,
+                    reason: "rollout progress deadline".into(),
+                });
             }
             // Replicas a gateway found ready: a rollout moves on.
             let ready = e.ready();
@@ -576,6 +587,55 @@ mod tests {
         let nodes = h.s.nodes.values().cloned().collect();
         let back = State::from_objects(jobs, nodes).with_endpoints(eps);
         assert_eq!(back.endpoint_view("lin"), h.s.endpoint_view("lin"));
+    }
+
+    #[test]
+    fn a_rollout_past_its_progress_deadline_is_settled_as_failed() {
+        use gpuctl_common::endpoint::RolloutPhase;
+        let mut h = H::new();
+        h.apply(Command::CreateEndpoint {
+            endpoint: Box::new(endpoint(1, 1)),
+        })
+        .unwrap();
+        h.run("lin-replica-0", 0, 20001);
+        h.apply(Command::ReplicasReady {
+            endpoint: "lin".into(),
+            jobs: vec!["lin-replica-0".into()],
+        })
+        .unwrap();
+        let mut next = endpoint(1, 1);
+        next.spec.model.as_mut().unwrap().path = "/m/other.onnx".into();
+        next.spec.progress_deadline_seconds = Some(20);
+        h.apply(Command::UpdateEndpoint {
+            endpoint: Box::new(next),
+        })
+        .unwrap();
+        // Revision 2's replica runs and never turns ready.
+        h.run("lin-replica-1", 1, 20002);
+        let loads = Loads::default();
+        let t0 = loads.origin;
+        let plan_and_apply = |h: &mut H| {
+            let secs = std::time::Duration::from_millis(h.now_ms());
+            for c in loads.plan(&h.s, t0 + secs, h.now_ms()) {
+                h.apply(c).unwrap();
+            }
+        };
+        let phase = |h: &H| h.s.endpoints["lin"].status.rollout.clone().unwrap().phase;
+        plan_and_apply(&mut h);
+        assert_eq!(phase(&h), RolloutPhase::Progressing);
+        h.skew_ms += 25_000;
+        plan_and_apply(&mut h);
+        let ep = h.s.endpoint_view("lin").unwrap();
+        let r = ep.status.rollout.unwrap();
+        assert_eq!(r.phase, RolloutPhase::Failed, "{r:?}");
+        assert!(r.message.contains("ProgressDeadlineExceeded"), "{r:?}");
+        assert!(
+            ep.status
+                .replicas
+                .iter()
+                .any(|r| r.job == "lin-replica-0" && !r.draining()),
+            "revision 1 keeps serving"
+        );
     }
 
     #[test]

@@ -89,6 +89,7 @@ fn start_revision(
         last_failure: String::new(),
         started_ms: now,
         finished_ms: if from == next { Some(now) } else { None },
+        ..Default::default()
     });
     if from == next {
         // Rolled back to the revision that serves: nothing to wait for.
@@ -550,5 +551,70 @@ mod tests {
             "revision 2 keeps serving: {:?}",
             ep.status.replicas
         );
+    }
+
+    #[test]
+    fn a_rollout_without_progress_fails_at_its_deadline_and_goes_on_once_a_replica_is_ready() {
+        let mut h = H::new();
+        h.apply(Command::CreateEndpoint {
+            endpoint: Box::new(endpoint("/m/a.onnx", None)),
+        });
+        h.ready("lin-replica-0", 0);
+        // Revision 2's replica runs but never answers its readiness probe.
+        let mut slow = endpoint("/m/b.onnx", None);
+        slow.spec.progress_deadline_seconds = Some(60);
+        h.apply(Command::UpdateEndpoint {
+            endpoint: Box::new(slow.clone()),
+        });
+        h.bind("lin-replica-1", 1);
+        h.report("lin-replica-1", TaskPhase::Running);
+        let settle = |h: &mut H| {
+            h.apply(Command::ScaleEndpoint {
+                name: "lin".into(),
+                replicas: 1,
+                reason: "test".into(),
+            })
+        };
+        settle(&mut h);
+        assert_eq!(h.phase(), Some(RolloutPhase::Progressing));
+        // A change of the deadline alone makes no revision.
+        slow.spec.progress_deadline_seconds = Some(30);
+        h.apply(Command::UpdateEndpoint {
+            endpoint: Box::new(slow),
+        });
+        assert_eq!(h.ep().status.latest_revision, 2);
+        assert!(!h.ep().rollout_stalled(1000 * h.index));
+        h.index += 30;
+        assert!(h.ep().rollout_stalled(1000 * (h.index + 1)));
+        settle(&mut h);
+        let ep = h.ep();
+        let r = ep.status.rollout.clone().unwrap();
+        assert_eq!(r.phase, RolloutPhase::Failed, "{r:?}");
+        assert!(
+            r.message.starts_with(
+                "ProgressDeadlineExceeded: 0 of 1 replicas of revision 2 ready and none more for 30s"
+            ),
+            "{r:?}"
+        );
+        assert!(ep
+            .status
+            .events
+            .iter()
+            .any(|e| e.reason == "ProgressDeadlineExceeded"));
+        assert!(!ep.rollout_stalled(1000 * (h.index + 100)), "marked once");
+        assert!(
+            h.replicas().iter().any(|r| r.1 == 1 && !r.2),
+            "revision 1 keeps serving: {:?}",
+            h.replicas()
+        );
+        // Settling again changes nothing; a ready replica moves it on.
+        settle(&mut h);
+        assert_eq!(h.phase(), Some(RolloutPhase::Failed));
+        h.apply(Command::ReplicasReady {
+            endpoint: "lin".into(),
+            jobs: vec!["lin-replica-1".into()],
+        });
+        assert_eq!(h.phase(), Some(RolloutPhase::Complete));
+        assert_eq!(h.ep().status.stable_revision, 2);
     }
 }
