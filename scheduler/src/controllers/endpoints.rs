@@ -236,28 +236,28 @@ impl Loads {
                     replicas: d.desired,
                     reason: d.reason.to_string(),
                 });
-            } else if (ended || ep.short_of_replicas())
-                && ep.status.backoff_until_ms.is_none_or(|t| now_ms >= t)
-                && e.last_replace
-                    .is_none_or(|t| now.duration_since(t) >= REPLACE_EVERY)
+            } else if e
+                .last_replace
+                .is_none_or(|t| now.duration_since(t) >= REPLACE_EVERY)
             {
-                e.last_replace = Some(now);
-                cmds.push(Command::ScaleEndpoint {
-                    name: name.clone(),
-                    replicas: ep.status.desired_replicas,
-                    reason: "replacing a replica that ended".into(),
-                });
-            } else if ep.rollout_stalled(now_ms)
-                && e.last_replace
-                    .is_none_or(|t| now.duration_since(t) >= REPLACE_EVERY)
-            {
-                // The state marks the rollout Failed when it settles it.
-                e.last_replace = Some(now);
-                cmds.push(Command::ScaleEndpoint {
-                    name: name.clone(),
-                    replicas: ep.status.desired_replicas,
-                    reason: "rollout progress deadline".into(),
-                });
+                let replace = (ended || ep.short_of_replicas())
+                    && ep.status.backoff_until_ms.is_none_or(|t| now_ms >= t);
+                // A stalled rollout is marked Failed when the state settles it.
+                let reason = if replace {
+                    Some("replacing a replica that ended")
+                } else if ep.rollout_stalled(now_ms) {
+                    Some("rollout progress deadline")
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
+                    e.last_replace = Some(now);
+                    cmds.push(Command::ScaleEndpoint {
+                        name: name.clone(),
+                        replicas: ep.status.desired_replicas,
+                        reason: reason.into(),
+                    });
+                }
             }
             // Replicas a gateway found ready: a rollout moves on.
             let ready = e.ready();
