@@ -58,7 +58,7 @@ pub fn outcome(a: &Assignment, default: Duration) -> Outcome {
     Outcome::Exit { after, code }
 }
 
-/// `0`, `250ms`, `2s`, `1.5m`: at most a day.
+/// `0`, `250ms`, `2s`, `1.5m`, `2h`: at most a day.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     let split = t
@@ -67,13 +67,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = t.split_at(split);
     let n: f64 = num
         .parse()
-        .map_err(|_| "expected a duration such as 500ms, 2s or 1m".to_string())?;
+        .map_err(|_| "expected a duration such as 500ms, 2s, 1m or 1h".to_string())?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" => n,
         "m" => n * 60.0,
+        "h" => n * 3600.0,
         "" if n == 0.0 => 0.0,
-        _ => return Err("use ms, s or m (e.g. 500ms, 2s, 1m)".into()),
+        _ => return Err("use ms, s, m or h (e.g. 500ms, 2s, 1m, 1h)".into()),
     };
     if !(0.0..=86_400.0).contains(&secs) {
         return Err("must be from 0 to 24h".into());
@@ -236,7 +237,9 @@ mod tests {
         );
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert!(parse_duration("2h").is_err());
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert!(parse_duration("25h").is_err());
+        assert!(parse_duration("2d").is_err());
     }
 
     #[test]
