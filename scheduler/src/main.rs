@@ -69,6 +69,28 @@ struct Args {
     /// benchmarks and tests; never on a shared network).
     #[arg(long, conflicts_with = "admin_token_file")]
     no_auth: bool,
+    /// Also accept OpenID Connect ID tokens (JWTs) whose `iss` is this URL,
+    /// as the Kubernetes API server's flag of the same name; the name they
+    /// carry must be a gpuctl user (`gpuctl admin create-user`).
+    #[arg(
+        long,
+        value_name = "URL",
+        requires_all = ["oidc_client_id", "oidc_jwks_file", "admin_token_file"]
+    )]
+    oidc_issuer_url: Option<String>,
+    /// The audience an ID token must name (`aud`).
+    #[arg(long, value_name = "ID", requires = "oidc_issuer_url")]
+    oidc_client_id: Option<String>,
+    /// The issuer's public keys, a JWKS document (its `jwks_uri` saved to a
+    /// file; read at start, nothing is fetched).
+    #[arg(long, value_name = "FILE", requires = "oidc_issuer_url")]
+    oidc_jwks_file: Option<PathBuf>,
+    /// The claim that names the user (`email` needs `email_verified` not false).
+    #[arg(long, value_name = "CLAIM", default_value = "sub")]
+    oidc_username_claim: String,
+    /// Put before the claim's value to make the user name (e.g. `oidc:`).
+    #[arg(long, value_name = "PREFIX", default_value = "")]
+    oidc_username_prefix: String,
     /// TLS for the gRPC port, calls to peers and node daemons, and /metrics.
     #[command(flatten)]
     tls: gpuctl_security::tls::TlsArgs,
@@ -96,7 +118,23 @@ fn auth_options(args: &Args) -> anyhow::Result<AuthOptions> {
         path.display(),
         token.len()
     );
-    Ok(AuthOptions::with_admin_token(token))
+    let mut opts = AuthOptions::with_admin_token(token);
+    if let (Some(issuer), Some(client_id), Some(jwks)) = (
+        &args.oidc_issuer_url,
+        &args.oidc_client_id,
+        &args.oidc_jwks_file,
+    ) {
+        let keys = gpuctl_security::oidc::read_jwks(jwks)
+            .map_err(|e| anyhow::anyhow!("--oidc-jwks-file {e}"))?;
+        opts.oidc = Some(std::sync::Arc::new(gpuctl_security::oidc::OidcConfig {
+            issuer: issuer.clone(),
+            client_id: client_id.clone(),
+            username_claim: args.oidc_username_claim.clone(),
+            username_prefix: args.oidc_username_prefix.clone(),
+            keys,
+        }));
+    }
+    Ok(opts)
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -256,6 +294,56 @@ mod tests {
         assert!(parse(&["--no-auth", "--admin-token-file", "x"]).is_err());
         let open = parse(&["--no-auth"]).unwrap();
         assert!(!auth_options(&open).unwrap().enabled);
+    }
+
+    #[test]
+    fn oidc_flags_come_together_and_the_keys_file_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = dir.path().join("admin.token");
+        std::fs::write(&admin, "0123456789abcdef0123").unwrap();
+        let jwks = dir.path().join("jwks.json");
+        let admin_s = admin.to_str().unwrap();
+        let jwks_s = jwks.to_str().unwrap();
+        let e = parse(&[
+            "--admin-token-file",
+            admin_s,
+            "--oidc-issuer-url",
+            "https://idp",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--oidc-client-id"), "{e}");
+        assert!(parse(&["--no-auth", "--oidc-client-id", "gpuctl"]).is_err());
+        let full = [
+            "--admin-token-file",
+            admin_s,
+            "--oidc-issuer-url",
+            "https://idp",
+            "--oidc-client-id",
+            "gpuctl",
+            "--oidc-jwks-file",
+            jwks_s,
+        ];
+        let e = auth_options(&parse(&full).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(&format!("--oidc-jwks-file {jwks_s}: ")),
+            "{e}"
+        );
+        std::fs::write(&jwks, r#"{"keys": []}"#).unwrap();
+        let e = auth_options(&parse(&full).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.ends_with("no RSA or EC signing key in \"keys\""), "{e}");
+        let signer = gpuctl_testkit::oidc::IdTokenSigner::new("k1");
+        std::fs::write(&jwks, gpuctl_testkit::oidc::IdTokenSigner::jwks(&[&signer])).unwrap();
+        let opts = auth_options(&parse(&full).unwrap()).unwrap();
+        let cfg = opts.oidc.expect("configured");
+        assert_eq!(
+            (cfg.issuer.as_str(), cfg.username_claim.as_str()),
+            ("https://idp", "sub")
+        );
     }
 
     #[test]

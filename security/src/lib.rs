@@ -9,6 +9,7 @@
 //!   the node's CA.
 
 pub mod ca;
+pub mod oidc;
 pub mod replica;
 pub mod tls;
 pub mod token;

@@ -7,6 +7,7 @@
 //! cluster(4, 8)                                                -> n0..n3, 8 A100s each
 //! queue("research").quota(16.0).borrow().build()               -> queue::Queue
 //! endpoint("lin").model("/m/linear.onnx").gpus(1.0).build()    -> endpoint::Endpoint
+//! oidc::IdTokenSigner::new("k1").token(&claims)                -> a signed ID token
 //! ```
 //!
 //! Every builder starts from the object as a user would write it with
@@ -17,6 +18,7 @@
 mod endpoint;
 mod job;
 mod node;
+pub mod oidc;
 mod queue;
 
 pub use endpoint::{endpoint, EndpointBuilder};

@@ -1,10 +1,15 @@
 //! Authentication: who a call's `authorization: Bearer <token>` metadata
 //! says the caller is. The bootstrap admin (`--admin-token-file`) is
 //! compared by hash; every other token is looked up by its id and must match
-//! the stored hash, be unrevoked and unexpired. A scheduler started with
-//! `--no-auth` treats every caller as an anonymous admin.
+//! the stored hash, be unrevoked and unexpired. With `--oidc-issuer-url`, an
+//! OpenID Connect ID token (a JWT) is accepted too: verified against the
+//! issuer's keys (`gpuctl_security::oidc`), it names a user who must exist.
+//! A scheduler started with `--no-auth` treats every caller as an anonymous
+//! admin.
 
-use gpuctl_security::token;
+use std::sync::Arc;
+
+use gpuctl_security::{oidc, token};
 use tonic::metadata::MetadataMap;
 use tonic::Status;
 
@@ -23,6 +28,8 @@ pub struct AuthOptions {
     pub enabled: bool,
     /// [`token::hash`] of the bootstrap admin's token.
     pub admin_token_hash: Option<String>,
+    /// ID tokens from this issuer are accepted as bearer tokens.
+    pub oidc: Option<Arc<oidc::OidcConfig>>,
 }
 
 impl AuthOptions {
@@ -31,6 +38,7 @@ impl AuthOptions {
         AuthOptions {
             enabled: true,
             admin_token_hash: Some(token::hash(admin_token.trim())),
+            oidc: None,
         }
     }
 }
@@ -68,6 +76,9 @@ pub fn authenticate(
                 token_id: String::new(),
             });
         }
+    }
+    if oidc::looks_like_jwt(presented) {
+        return id_token(opts, presented, st, now_ms);
     }
     let id = token::id_of(presented).map_err(|e| {
         Status::unauthenticated(format!(
@@ -117,6 +128,33 @@ pub fn authenticate(
                 token_id: id.to_string(),
             }
         }
+    })
+}
+
+/// The user an OpenID Connect ID token names.
+fn id_token(opts: &AuthOptions, jwt: &str, st: &State, now_ms: u64) -> Result<Principal, Status> {
+    let Some(cfg) = &opts.oidc else {
+        return Err(Status::unauthenticated(
+            "this cluster accepts no OpenID Connect ID tokens (its schedulers run without \
+             --oidc-issuer-url); use a gpuctl token (gpuctl login)",
+        ));
+    };
+    let v = cfg.verify(jwt, now_ms).map_err(|why| {
+        Status::unauthenticated(format!("ID token refused: {why} (issuer {:?})", cfg.issuer))
+    })?;
+    let u = st.users.get(&v.username).ok_or_else(|| {
+        Status::unauthenticated(format!(
+            "the ID token names user {:?}, who is not a user of this cluster; an admin adds \
+             them with `gpuctl admin create-user {}`",
+            v.username, v.username
+        ))
+    })?;
+    Ok(Principal::User {
+        name: u.name.clone(),
+        role: u.role,
+        team: u.team.clone(),
+        team_lead: u.team_lead,
+        token_id: "oidc".into(),
     })
 }
 
@@ -194,6 +232,69 @@ mod tests {
         assert_eq!(
             authenticate(&AuthOptions::default(), &md(None), &st, 0).unwrap(),
             Principal::Anonymous
+        );
+    }
+
+    #[test]
+    fn an_id_token_from_the_issuer_names_an_existing_user() {
+        use gpuctl_testkit::oidc::IdTokenSigner;
+        let issuer = IdTokenSigner::new("k1");
+        let keys = oidc::parse_jwks(&IdTokenSigner::jwks(&[&issuer])).unwrap();
+        let mut opts = AuthOptions::with_admin_token(&token::generate().token);
+        let mut st = State::default();
+        st.users.insert(
+            "oidc:alice".into(),
+            User {
+                name: "oidc:alice".into(),
+                team: "nlp".into(),
+                role: Role::Viewer,
+                team_lead: false,
+                uid: None,
+                allow_root: false,
+                created: 0,
+            },
+        );
+        let now = 1_800_000_000_000u64;
+        let claims = |sub: &str| {
+            serde_json::json!({"iss": "https://idp.example", "aud": "gpuctl", "sub": sub,
+                               "exp": now / 1000 + 60})
+        };
+        let bearer = |sub: &str| format!("Bearer {}", issuer.token(&claims(sub)));
+        let who = |opts: &AuthOptions, v: &str| authenticate(opts, &md(Some(v)), &st, now);
+        // Without an issuer configured, an ID token is refused, saying so.
+        let e = who(&opts, &bearer("alice")).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+        assert!(e
+            .message()
+            .starts_with("this cluster accepts no OpenID Connect ID tokens"));
+        opts.oidc = Some(Arc::new(oidc::OidcConfig {
+            issuer: "https://idp.example".into(),
+            client_id: "gpuctl".into(),
+            username_claim: "sub".into(),
+            username_prefix: "oidc:".into(),
+            keys,
+        }));
+        match who(&opts, &bearer("alice")).unwrap() {
+            Principal::User {
+                name, role, team, ..
+            } => assert_eq!(
+                (name.as_str(), role, team.as_str()),
+                ("oidc:alice", Role::Viewer, "nlp")
+            ),
+            other => panic!("{other:?}"),
+        }
+        let e = who(&opts, &bearer("bob")).unwrap_err();
+        assert_eq!(
+            e.message(),
+            "the ID token names user \"oidc:bob\", who is not a user of this cluster; an admin adds them with `gpuctl admin create-user oidc:bob`"
+        );
+        // Another issuer's key: refused with the reason.
+        let other = IdTokenSigner::new("k1");
+        let forged = format!("Bearer {}", other.token(&claims("alice")));
+        let e = who(&opts, &forged).unwrap_err();
+        assert_eq!(
+            e.message(),
+            "ID token refused: the signature does not verify with the issuer's keys (issuer \"https://idp.example\")"
         );
     }
 }

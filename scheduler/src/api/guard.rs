@@ -28,12 +28,21 @@ impl Api {
     }
 
     /// Whether the call carries a well-formed token whose id this replica
-    /// has no record of (yet).
+    /// has no record of (yet), or an ID token.
     fn unknown_token(&self, md: &MetadataMap) -> bool {
-        md.get("authorization")
+        let Some(t) = md
+            .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| gpuctl_security::token::from_bearer(v).ok())
-            .and_then(|t| gpuctl_security::token::id_of(t).ok())
+        else {
+            return false;
+        };
+        // An ID token may name a user created a moment ago.
+        if gpuctl_security::oidc::looks_like_jwt(t) {
+            return self.opts.auth.oidc.is_some();
+        }
+        gpuctl_security::token::id_of(t)
+            .ok()
             .is_some_and(|id| !self.state().tokens.contains_key(id))
     }
 

@@ -8,9 +8,32 @@ use super::identity::{Token, TokenKind, User};
 use super::objects::ObjKey;
 use super::State;
 
+/// A user's name: as an object's (lowercase letters, digits, '-'), or as an
+/// identity provider spells people (`alice@example.com`, `oidc:alice`,
+/// `a.b_c`): '.', '_', '@' and ':' inside too, at most 128 characters.
+fn validate_user_name(name: &str) -> Result<(), String> {
+    let inner = |c: char| matches!(c, '-' | '.' | '_' | '@' | ':');
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || inner(c))
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "user name {name:?} is not valid: use at most 128 lowercase letters, digits and \
+             '-', '.', '_', '@', ':' (as in alice, alice@example.com or oidc:alice), \
+             starting and ending with a letter or digit"
+        ))
+    }
+}
+
 impl State {
     pub(super) fn create_user(&mut self, now: u64, user: &User) -> Result<Applied, ApplyError> {
-        validate_name("name", &user.name).map_err(|e| ApplyError::Invalid(format!("user {e}")))?;
+        validate_user_name(&user.name).map_err(ApplyError::Invalid)?;
         if !user.team.is_empty() {
             validate_name("team", &user.team)
                 .map_err(|e| ApplyError::Invalid(format!("user {:?}: {e}", user.name)))?;
@@ -80,6 +103,25 @@ mod tests {
     use super::*;
     use crate::state::identity::{Role, Token, TokenKind, User};
     use crate::state::{Command, Envelope};
+
+    #[test]
+    fn user_names_may_be_an_identity_provider_s_spelling() {
+        for ok in ["alice", "alice@example.com", "oidc:alice", "a.b_c-d", "x"] {
+            validate_user_name(ok).unwrap();
+        }
+        for bad in [
+            "",
+            "Alice",
+            "@alice",
+            "alice.",
+            "al ice",
+            "al/ice",
+            &"a".repeat(129),
+        ] {
+            let e = validate_user_name(bad).unwrap_err();
+            assert!(e.starts_with("user name"), "{e}");
+        }
+    }
 
     fn user(name: &str) -> User {
         User {
