@@ -75,6 +75,17 @@ struct Args {
     /// Serve /metrics and /healthz in plain HTTP although TLS is configured.
     #[arg(long)]
     metrics_insecure: bool,
+    /// The IANA time zone of CronWorkflows without `timezone` (Argo: the
+    /// controller's local zone); default: this process's (`TZ`, then
+    /// /etc/localtime). Give every replica the same one.
+    #[arg(long, value_name = "NAME", value_parser = parse_zone)]
+    cron_timezone: Option<String>,
+}
+
+/// `--cron-timezone`: a name the time zone database knows.
+fn parse_zone(name: &str) -> Result<String, String> {
+    gpuctl_pipelines::cron::time_zone(name)?;
+    Ok(name.to_string())
 }
 
 /// The authentication settings from `--admin-token-file` / `--no-auth`.
@@ -130,6 +141,15 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if let Some(z) = &args.cron_timezone {
+        gpuctl_scheduler::cron_zone::set_from_flag(z).map_err(anyhow::Error::msg)?;
+    }
+    tracing::info!(
+        "CronWorkflows without timezone run in {}",
+        gpuctl_scheduler::cron_zone::local()
+            .iana_name()
+            .unwrap_or("UTC")
+    );
     let auth = auth_options(&args)?;
     let tls = args.tls.load()?;
     let grpc = tokio::net::TcpListener::bind(args.listen)
@@ -256,6 +276,19 @@ mod tests {
         assert!(parse(&["--no-auth", "--admin-token-file", "x"]).is_err());
         let open = parse(&["--no-auth"]).unwrap();
         assert!(!auth_options(&open).unwrap().enabled);
+    }
+
+    #[test]
+    fn a_cron_timezone_must_be_a_known_zone() {
+        let e = parse(&["--no-auth", "--cron-timezone", "Mars/Olympus"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--cron-timezone") && e.contains("unknown time zone \"Mars/Olympus\""),
+            "{e}"
+        );
+        let ok = parse(&["--no-auth", "--cron-timezone", "Asia/Tokyo"]).unwrap();
+        assert_eq!(ok.cron_timezone.as_deref(), Some("Asia/Tokyo"));
     }
 
     #[test]

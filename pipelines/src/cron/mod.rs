@@ -56,7 +56,8 @@ pub struct CronWorkflowSpec {
     /// Cron expressions: a run at each time any of them names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub schedules: Vec<String>,
-    /// IANA time zone of the schedules; absent: UTC.
+    /// IANA time zone of the schedules; absent: the scheduler's local zone
+    /// (Argo: the controller's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -109,12 +110,13 @@ impl CronWorkflow {
         v
     }
 
-    /// The schedules in their time zone.
-    pub fn schedule(&self) -> Result<CronSchedule, String> {
-        CronSchedule::new(
-            &self.schedule_exprs(),
-            self.spec.timezone.as_deref().unwrap_or(""),
-        )
+    /// The schedules in their time zone; without `timezone`, in `local`
+    /// (Argo: the controller's local time zone).
+    pub fn schedule_in(&self, local: &jiff::tz::TimeZone) -> Result<CronSchedule, String> {
+        match self.spec.timezone.as_deref() {
+            Some(tz) if !tz.is_empty() => CronSchedule::new(&self.schedule_exprs(), tz),
+            _ => CronSchedule::in_zone(&self.schedule_exprs(), local.clone()),
+        }
     }
 
     pub fn concurrency_policy(&self) -> ConcurrencyPolicy {

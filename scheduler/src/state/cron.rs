@@ -22,6 +22,45 @@ use super::State;
 pub const MIN_GRACE_SECONDS: i64 = 60;
 
 impl State {
+    /// Remove a CronWorkflow and, as Argo's owner references have
+    /// Kubernetes do, the workflows it made: running ones are stopped
+    /// first (as `gpuctl cancel workflow`), then every one is deleted with
+    /// its step jobs. The view returned lists them under
+    /// `status.deletedWorkflows`.
+    pub(super) fn delete_cron_workflow(
+        &mut self,
+        index: u64,
+        now: u64,
+        name: &str,
+    ) -> Result<Applied, ApplyError> {
+        let mut view = self.cron_view(name);
+        if !self.cron_workflows.contains_key(name) {
+            return Err(ApplyError::NotFound {
+                kind: "cronworkflow",
+                name: name.to_string(),
+            });
+        }
+        let children: Vec<(String, bool)> = self
+            .cron_children(name)
+            .iter()
+            .map(|w| (w.metadata.name.clone(), w.run.phase().is_terminal()))
+            .collect();
+        for (wf, done) in &children {
+            if !done {
+                // Its exit handler, if any, does not run: the workflow goes.
+                let _ = self.cancel_workflow(index, now, wf);
+            }
+            self.remove_workflow(wf);
+        }
+        self.cron_workflows.remove(name);
+        self.dirty.insert(ObjKey::CronWorkflow(name.to_string()));
+        if let Some(status) = view.get_mut("status") {
+            status["deletedWorkflows"] =
+                serde_json::json!(children.iter().map(|(n, _)| n).collect::<Vec<_>>());
+        }
+        Ok(Applied::Object(Box::new(view)))
+    }
+
     pub(super) fn cron_run(
         &mut self,
         index: u64,

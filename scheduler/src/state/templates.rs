@@ -212,19 +212,6 @@ impl State {
         Ok(Applied::Object(Box::new(self.cron_view(&name))))
     }
 
-    /// Remove a CronWorkflow; the workflows it made stay until deleted.
-    pub(super) fn delete_cron_workflow(&mut self, name: &str) -> Result<Applied, ApplyError> {
-        let view = self.cron_view(name);
-        self.cron_workflows
-            .remove(name)
-            .ok_or_else(|| ApplyError::NotFound {
-                kind: "cronworkflow",
-                name: name.to_string(),
-            })?;
-        self.dirty.insert(ObjKey::CronWorkflow(name.to_string()));
-        Ok(Applied::Object(Box::new(view)))
-    }
-
     /// The workflows a CronWorkflow made, oldest first.
     pub fn cron_children(&self, name: &str) -> Vec<&super::WorkflowObject> {
         let mut v: Vec<&super::WorkflowObject> = self
@@ -262,7 +249,7 @@ impl State {
         let failed = children.iter().filter(|w| phase(w).is_terminal()).count() - succeeded;
         let next = c
             .cron
-            .schedule()
+            .schedule_in(&crate::cron_zone::local())
             .ok()
             .and_then(|s| {
                 let from = c
