@@ -47,7 +47,7 @@ pub fn due_in(st: &State, now_ms: u64, local: &jiff::tz::TimeZone) -> Vec<Comman
                     .map(|n| Command::DeleteWorkflow { name: (*n).clone() }),
             );
         }
-        if c.cron.spec.suspend {
+        if c.cron.spec.suspend || c.status.stopped {
             continue;
         }
         let Ok(schedule) = c.cron.schedule_in(local) else {

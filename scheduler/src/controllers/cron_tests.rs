@@ -523,3 +523,52 @@ fn every_schedules_run_that_long_after_the_last_time() {
         serde_json::json!(gpuctl_pipelines::cron::rfc3339((T0 + 630) as i64))
     );
 }
+
+#[test]
+fn a_stop_strategy_stops_scheduling_once_its_expression_holds() {
+    // Argo 3.6: `cronworkflow.failed` counts every failed run, also those
+    // the history limit has deleted since; once it holds the CronWorkflow
+    // is Stopped, labelled completed, and schedules nothing more.
+    let mut h = H::new("  stopStrategy: {expression: \"cronworkflow.failed >= 2\"}");
+    h.tick(600);
+    h.finish(&format!("nightly-{}", T0 + 600), 1);
+    let v = h.s.cron_view("nightly");
+    assert_eq!(v["status"]["failed"], 1);
+    assert_eq!(v["status"]["phase"], "Active");
+    h.tick(1200);
+    h.finish(&format!("nightly-{}", T0 + 1200), 1);
+    // The controller prunes the older failure (failedJobsHistoryLimit 1).
+    h.tick(1201);
+    assert_eq!(h.workflows(), [format!("nightly-{}", T0 + 1200)]);
+    let v = h.s.cron_view("nightly");
+    assert_eq!(v["status"]["failed"], 2, "{v:#}");
+    assert_eq!(v["status"]["succeeded"], 0);
+    assert_eq!(v["status"]["phase"], "Stopped");
+    assert_eq!(
+        v["metadata"]["labels"]["cronworkflows.argoproj.io/completed"],
+        "true"
+    );
+    assert!(h.message().contains("stopStrategy"), "{}", h.message());
+    assert!(h.tick(1800).is_empty(), "nothing more is scheduled");
+    assert_eq!(h.workflows().len(), 1);
+    // A replayed decision for a later time does not run either.
+    h.apply_at(
+        (T0 + 1800) * 1000,
+        Command::CronRun {
+            name: "nightly".into(),
+            scheduled_s: (T0 + 1800) as i64,
+        },
+    )
+    .unwrap();
+    assert_eq!(h.workflows().len(), 1);
+    // The counts and the stop survive a restart.
+    let restored = State::from_stored(&h.s.stored_objects()).unwrap();
+    assert_eq!(restored.cron_workflows, h.s.cron_workflows);
+
+    // Successes count too.
+    let mut h = H::new("  stopStrategy: {expression: \"cronworkflow.succeeded >= 1\"}");
+    h.tick(600);
+    h.finish(&format!("nightly-{}", T0 + 600), 0);
+    assert_eq!(h.s.cron_view("nightly")["status"]["phase"], "Stopped");
+    assert!(h.tick(1200).is_empty());
+}

@@ -364,6 +364,7 @@ impl State {
             w.metadata.resource_version = Some(index);
         }
         self.dirty.insert(ObjKey::Workflow(name.to_string()));
+        self.cron_child_changed(name);
     }
 
     /// Cancel the jobs of these steps (those not already over).
