@@ -15,7 +15,8 @@ static ZONE: OnceLock<TimeZone> = OnceLock::new();
 /// Set the zone from `--cron-timezone` (an IANA name), once, before the
 /// server starts; a name jiff does not know is an error naming it.
 pub fn set_from_flag(name: &str) -> Result<(), String> {
-    let tz = gpuctl_pipelines::cron::time_zone(name).map_err(|e| format!("--cron-timezone: {e}"))?;
+    let tz =
+        gpuctl_pipelines::cron::time_zone(name).map_err(|e| format!("--cron-timezone: {e}"))?;
     let _ = ZONE.set(tz);
     Ok(())
 }

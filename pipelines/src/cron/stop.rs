@@ -70,7 +70,9 @@ impl StopStrategy {
         } else if let Err(e) = self.holds("x", Counts::default()) {
             v.push((
                 "expression",
-                format!("{e} (known: cronworkflow.succeeded, cronworkflow.failed, cronworkflow.name)"),
+                format!(
+                    "{e} (known: cronworkflow.succeeded, cronworkflow.failed, cronworkflow.name)"
+                ),
             ));
         }
         v

@@ -120,11 +120,10 @@ impl Run {
             let mut s = scope(self);
             // The items as the group expanded them (the scope it started
             // with is in this one).
-            let items =
-                items.get_or_insert_with(|| match fan_out_items(task, &s.vars) {
-                    Ok(Some(v)) => v,
-                    _ => Vec::new(),
-                });
+            let items = items.get_or_insert_with(|| match fan_out_items(task, &s.vars) {
+                Ok(Some(v)) => v,
+                _ => Vec::new(),
+            });
             if let Some(item) = items.get(i) {
                 insert_item(&mut s.vars, item);
             }

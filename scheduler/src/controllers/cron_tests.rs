@@ -6,7 +6,6 @@
 //! what was decided.
 
 use super::{due, due_in};
-use jiff::tz::TimeZone;
 use crate::state::testutil::register;
 use crate::state::{
     Applied, ApplyError, Binding, Command, Envelope, State, TaskPlacement, TaskReport,
@@ -14,6 +13,7 @@ use crate::state::{
 use gpuctl_common::api::TaskPhase;
 use gpuctl_pipelines::cron::parse_cron_workflow_document;
 use gpuctl_pipelines::WorkflowPhase;
+use jiff::tz::TimeZone;
 
 /// 2026-12-03T10:00:00Z.
 const T0: u64 = 1_796_292_000;
@@ -443,7 +443,11 @@ fn deleting_a_cron_workflow_stops_and_deletes_the_workflows_it_made() {
         h.s.jobs
             .values()
             .filter(|j| {
-                j.metadata.labels.get(crate::state::LABEL_WORKFLOW).map(String::as_str) == Some(wf)
+                j.metadata
+                    .labels
+                    .get(crate::state::LABEL_WORKFLOW)
+                    .map(String::as_str)
+                    == Some(wf)
             })
             .count()
     };

@@ -10,8 +10,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use gpuctl_pipelines::cron::{rfc3339, ConcurrencyPolicy, Counts, LABEL_CRON_WORKFLOW};
-use gpuctl_pipelines::WorkflowPhase;
 use gpuctl_pipelines::resolve::{has_references, resolve};
+use gpuctl_pipelines::WorkflowPhase;
 
 use super::command::{Applied, ApplyError};
 use super::objects::ObjKey;
