@@ -250,3 +250,24 @@ spec:
     assert_eq!(sim.step_named("A(0:1).onExit").id, "wf.A(0:1).onExit");
     assert_eq!(sim.phase_of("A(1:2).onExit"), NodePhase::Succeeded);
 }
+
+#[test]
+fn argo_s_with_items_with_hooks_runs_a_handler_per_item() {
+    // Argo's smoke test: a DAG task over three items, each item a steps
+    // template; each item's exit hook runs after that item.
+    let mut sim = Sim::new(start(&example("with-items-with-hooks.yaml")));
+    assert_eq!(sim.finish(&mut all_ok), WorkflowPhase::Succeeded);
+    assert_eq!(sim.launched_at(0), ["run-sim", "run-sim", "run-sim"]);
+    assert_eq!(
+        sim.launched_at(1000),
+        [
+            "run-sim(0:1).onExit",
+            "run-sim(1:2).onExit",
+            "run-sim(2:3).onExit"
+        ]
+    );
+    let h = sim.step_named("run-sim(2:3).onExit");
+    assert_eq!(h.id, "wf.run-sim(2:3).onExit");
+    assert_eq!(h.script_source.as_deref(), Some("echo \"I am a hook bar\""));
+    assert_eq!(sim.launched().len(), 6);
+}

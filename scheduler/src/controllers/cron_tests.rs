@@ -576,3 +576,47 @@ fn a_stop_strategy_stops_scheduling_once_its_expression_holds() {
     assert_eq!(h.s.cron_view("nightly")["status"]["phase"], "Stopped");
     assert!(h.tick(1200).is_empty());
 }
+
+#[test]
+fn argo_s_stop_condition_cron_workflows_stop_as_its_tests_expect() {
+    // Argo's e2e TestStoppingConditionWithSucceeded/WithFailed: after the
+    // first run ends the CronWorkflow is Stopped, labelled completed, with
+    // the counts Argo asserts.
+    for (file, code, succeeded, failed) in [
+        ("stop-condition-succeeded.yaml", 0, 1, 0),
+        ("stop-condition-failed.yaml", 1, 0, 1),
+    ] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../pipelines/tests/argo-examples/cron")
+            .join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+        let c = parse_cron_workflow_document(file, doc).unwrap_or_else(|e| panic!("{e}"));
+        let name = c.name().to_string();
+        let mut h = H {
+            s: State::default(),
+            index: 0,
+        };
+        h.apply_at(T0, register(&gpuctl_testkit::node("n1").build()))
+            .unwrap();
+        h.apply_at(
+            T0 * 1000,
+            Command::PutCronWorkflow {
+                cron: Box::new(c),
+                owner: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(h.tick(60).len(), 1, "{file}");
+        h.finish(&format!("{name}-{}", T0 + 60), code);
+        let v = h.s.cron_view(&name);
+        assert_eq!(v["status"]["phase"], "Stopped", "{file}: {v:#}");
+        assert_eq!(v["status"]["succeeded"], succeeded, "{file}");
+        assert_eq!(v["status"]["failed"], failed, "{file}");
+        assert_eq!(
+            v["metadata"]["labels"]["cronworkflows.argoproj.io/completed"],
+            "true"
+        );
+        assert!(h.tick(120).is_empty(), "{file}: stopped");
+    }
+}
