@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::io::{Artifact, Parameter};
-use super::scalar::{AnyString, Unsupported};
+use super::scalar::AnyString;
 
 /// `dag:`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
