@@ -178,7 +178,10 @@ pub fn cron_table(objs: &[serde_json::Value], now_ms: u64) -> String {
                     .map_or("N/A".to_string(), |t| format_age(Some(t), now_ms)),
                 next,
                 schedules(v),
-                v["spec"]["timezone"].as_str().unwrap_or("UTC").to_string(),
+                v["spec"]["timezone"]
+                    .as_str()
+                    .unwrap_or(LOCAL_ZONE)
+                    .to_string(),
                 v["spec"]["suspend"].as_bool().unwrap_or(false).to_string(),
                 st["active"].as_array().map_or(0, Vec::len).to_string(),
             ]
@@ -216,7 +219,7 @@ pub fn describe_cron(v: &serde_json::Value) -> String {
         ("Schedules", schedules(v)),
         (
             "Timezone",
-            spec["timezone"].as_str().unwrap_or("UTC").into(),
+            spec["timezone"].as_str().unwrap_or(LOCAL_ZONE).into(),
         ),
         (
             "Suspended",
@@ -235,8 +238,9 @@ pub fn describe_cron(v: &serde_json::Value) -> String {
         ("LastScheduledTime", s(&st["lastScheduledTime"])),
         ("NextScheduledTime", s(&st["nextScheduledTime"])),
         ("Active Workflows", active.join(", ")),
+        ("Phase", s(&st["phase"])),
         (
-            "Kept",
+            "Runs",
             format!(
                 "{} succeeded, {} failed",
                 st["succeeded"].as_u64().unwrap_or(0),
@@ -249,6 +253,11 @@ pub fn describe_cron(v: &serde_json::Value) -> String {
     }
     out
 }
+
+/// How a CronWorkflow without `timezone` shows its zone: the scheduler's
+/// local one (`gpu-scheduler --cron-timezone`, or its process's), as Argo
+/// uses its controller's.
+const LOCAL_ZONE: &str = "(scheduler's)";
 
 /// The CronWorkflow `v` (as `get` shows it) as a document to apply again,
 /// with `spec.suspend` set to `suspend`.

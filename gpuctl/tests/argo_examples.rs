@@ -145,6 +145,7 @@ fn argo_examples_run_with_argos_outcome() {
         "steps-inline-workflow.yaml",
         "input-artifact-raw.yaml",
         "dag-conditional-artifacts.yaml",
+        "with-items-with-hooks.yaml",
     ];
     // Every file of the folder is here.
     let dir = example("");
@@ -473,6 +474,25 @@ fn argo_examples_run_with_argos_outcome() {
         ["100", "101", "102", "103", "104", "105"]
     );
     assert_eq!(items("sequence-param"), ["200", "201", "202"]);
+
+    // with-items-with-hooks (Argo's smoke test): each item of the fan-out
+    // task has its own exit handler, run after that item.
+    let o = run("with-items-with-hooks.yaml");
+    assert_eq!(o.phase, "Succeeded");
+    for item in ["(0:1)", "(1:2)", "(2:3)"] {
+        o.before(
+            &format!(".run-sim{item}[0].run-sim"),
+            &format!(".run-sim{item}.onExit"),
+        );
+        assert_eq!(
+            logs(&dev, &o.name, &format!("run-sim{item}.onExit")),
+            "I am a hook bar\n"
+        );
+    }
+    assert_eq!(
+        o.pods().iter().filter(|p| p.ends_with(".onExit")).count(),
+        3
+    );
     assert_eq!(items("sequence-negative"), ["0", "1", "2", "3", "4", "5"]);
     assert_eq!(
         items("sequence-format"),

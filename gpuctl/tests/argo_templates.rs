@@ -225,4 +225,43 @@ fn templates_are_stored_referenced_copied_at_submit_and_crons_managed() {
         "cronworkflow/hello-world deleted\n"
     );
     assert_eq!(dev.ok(&["get", "cwf"]).lines().count(), 1);
+
+    // `@every` runs soon after it is applied; its stopStrategy stops it
+    // after the first success (runs already started carry on), and
+    // deleting it stops and deletes every workflow it made, as Argo's
+    // owner references do.
+    let every = dir.path().join("every.yaml");
+    std::fs::write(
+        &every,
+        "apiVersion: argoproj.io/v1alpha1\nkind: CronWorkflow\nmetadata: {name: every}\nspec:\n  schedules: [\"@every 1s\"]\n  stopStrategy: {expression: \"cronworkflow.succeeded >= 1\"}\n  workflowSpec:\n    entrypoint: main\n    templates:\n    - name: main\n      container: {image: busybox, command: [sh, -c, \"sleep 1; echo hi\"]}\n",
+    )
+    .unwrap();
+    dev.ok(&["apply", "-f", every.to_str().unwrap()]);
+    let cwf = || -> Value {
+        serde_json::from_str(&dev.ok(&["get", "cwf", "every", "-o", "json"])).unwrap()
+    };
+    support::eventually(Duration::from_secs(60), "the stopStrategy holds", || {
+        (cwf()["status"]["phase"] == "Stopped").then_some(())
+    });
+    let v = cwf();
+    assert!(v["status"]["succeeded"].as_u64() >= Some(1), "{v:#}");
+    assert_eq!(
+        v["metadata"]["labels"]["cronworkflows.argoproj.io/completed"],
+        "true"
+    );
+    let made = |dev: &DevCluster| -> usize {
+        dev.ok(&["get", "workflows"])
+            .lines()
+            .filter(|l| l.starts_with("every-"))
+            .count()
+    };
+    assert!(made(&dev) >= 1);
+    let last = v["status"]["lastScheduledTime"].clone();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(cwf()["status"]["lastScheduledTime"], last, "stopped");
+    assert_eq!(
+        dev.ok(&["delete", "cwf", "every"]),
+        "cronworkflow/every deleted\n"
+    );
+    assert_eq!(made(&dev), 0, "its workflows went with it");
 }

@@ -22,6 +22,7 @@ mod funcs;
 mod lang;
 mod value;
 
+pub use eval::eval as eval_ast;
 pub use eval::eval_expr;
 pub use funcs::is_known as is_known_function;
 pub use lang::{parse_expr, Ast};

@@ -19,7 +19,8 @@
 //! for a `ClusterWorkflowTemplate`): Argo template names cannot hold `:`,
 //! so a copy never collides with the workflow's own templates or its
 //! hoisted inline ones (`PARENT/TASK`). Inside a copy, a task's `onExit`
-//! and `hooks.exit` name siblings too and are renamed the same way.
+//! and `hooks.exit` name siblings too and are renamed the same way; a
+//! hook's own `templateRef` is copied as a task's.
 
 use std::collections::BTreeMap;
 
@@ -63,9 +64,14 @@ impl TemplateStore for InMemoryTemplates {
 pub fn has_references(wf: &Workflow) -> bool {
     wf.spec.workflow_template_ref.is_some()
         || wf.spec.templates.iter().any(|t| {
-            tasks_of(t)
-                .iter()
-                .any(|(_, task)| task.template_ref.is_some())
+            tasks_of(t).iter().any(|(_, task)| {
+                task.template_ref.is_some()
+                    || task
+                        .hooks
+                        .iter()
+                        .flat_map(|h| h.values())
+                        .any(|h| h.template_ref.is_some())
+            })
         })
 }
 
@@ -136,6 +142,14 @@ pub fn resolve(wf: &Workflow, store: &dyn TemplateStore) -> Result<Workflow, Fie
                 for h in handlers {
                     let key = (*c, n.clone(), h.clone());
                     *h = imports.import(&key, &at, &mut out.spec.templates, &mut origins)?;
+                }
+            }
+            // A hook's own `templateRef`.
+            for h in task.hooks.iter_mut().flat_map(|h| h.values_mut()) {
+                if let Some(r) = h.template_ref.take() {
+                    let key = (r.cluster_scope, r.name, r.template);
+                    h.template =
+                        Some(imports.import(&key, &at, &mut out.spec.templates, &mut origins)?);
                 }
             }
             let Some(key) = target else {

@@ -201,3 +201,83 @@ fn latest_between_finds_the_last_missed_time_only() {
         Some("2028-01-01T00:00:00Z".to_string())
     );
 }
+
+#[test]
+fn every_schedules_stop_strategies_and_their_mistakes() {
+    // `@every` as robfig parses it (Argo's schema: whole numbers, Go units).
+    let s = sched(&["@every 1h30m"], "UTC");
+    assert_eq!(
+        s.next_after(at("2026-01-01T00:00:00Z")),
+        Some(at("2026-01-01T01:30:00Z"))
+    );
+    assert_eq!(
+        s.latest_between(at("2026-01-01T00:00:00Z"), at("2026-01-01T04:00:00Z")),
+        Some(at("2026-01-01T03:00:00Z"))
+    );
+    let s = sched(&["@every 500ms"], "UTC");
+    assert_eq!(s.next_after(10), Some(11), "under a second counts as one");
+    // Mixed with a five-field schedule: whichever comes first.
+    let s = sched(&["@every 2h", "30 0 * * *"], "UTC");
+    assert_eq!(
+        s.next_after(at("2026-01-01T00:00:00Z")),
+        Some(at("2026-01-01T00:30:00Z"))
+    );
+    let refused = |from: &str, to: &str| {
+        let text = example().replacen(from, to, 1);
+        assert_ne!(text, example(), "{from}");
+        parse_cron_workflow_document("c.yaml", doc(&text))
+            .unwrap_err()
+            .to_string()
+    };
+    let e = refused(r#"    - "* * * * *""#, r#"    - "@every 1.5h""#);
+    assert!(
+        e.starts_with("c.yaml: spec.schedules[0]: \"@every 1.5h\": \"1.5h\" is not a duration"),
+        "{e}"
+    );
+    let e = refused(r#"    - "* * * * *""#, r#"    - "@reboot""#);
+    assert!(e.contains("@every DURATION"), "{e}");
+    // stopStrategy: Argo 3.6's names; the release candidates' `condition`
+    // is refused with the new name given.
+    let stop = |s: &str| format!("  stopStrategy:\n    {s}\n  startingDeadlineSeconds: 0");
+    let ok = example().replacen(
+        "  startingDeadlineSeconds: 0",
+        &stop("expression: \"cronworkflow.failed >= 3\""),
+        1,
+    );
+    let c = parse_cron_workflow_document("c.yaml", doc(&ok)).unwrap();
+    let st = c.spec.stop_strategy.clone().unwrap();
+    let n = |succeeded, failed| gpuctl_pipelines::cron::Counts { succeeded, failed };
+    assert_eq!(st.holds("x", n(5, 2)), Ok(false));
+    assert_eq!(st.holds("x", n(0, 3)), Ok(true));
+    let e = refused(
+        "  startingDeadlineSeconds: 0",
+        &stop("condition: \"failed >= 3\""),
+    );
+    assert!(
+        e.starts_with("c.yaml: spec.stopStrategy.condition: `condition` is the name Argo 3.6's release candidates used")
+            && e.contains("cronworkflow.failed >= 3"),
+        "{e}"
+    );
+    let e = refused(
+        "  startingDeadlineSeconds: 0",
+        &stop("expression: \"failed >= 3\""),
+    );
+    assert!(
+        e.starts_with("c.yaml: spec.stopStrategy.expression: "),
+        "{e}"
+    );
+    assert!(e.contains("cronworkflow.failed"), "{e}");
+    let e = refused(
+        "  startingDeadlineSeconds: 0",
+        &stop("expression: \"cronworkflow.failed\""),
+    );
+    assert!(e.contains("not true or false"), "{e}");
+    let e = refused(
+        "  startingDeadlineSeconds: 0",
+        "  when: \"true\"\n  startingDeadlineSeconds: 0",
+    );
+    assert!(
+        e.starts_with("c.yaml: spec.when: `when` on a CronWorkflow is not supported yet"),
+        "{e}"
+    );
+}

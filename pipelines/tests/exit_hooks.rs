@@ -142,3 +142,132 @@ fn hooks_gpuctl_does_not_run_and_bad_handlers_are_refused_at_their_field() {
         "{e}"
     );
 }
+
+const FAN_OUT_STEPS: &str = r#"
+apiVersion: argoproj.io/v1alpha1
+kind: Workflow
+metadata: {name: wf}
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    steps:
+    - - name: loop
+        template: echo
+        arguments: {parameters: [{name: msg, value: "{{item}}"}]}
+        withItems: [a, b]
+        continueOn: {failed: true}
+        hooks:
+          exit:
+            template: report
+            arguments:
+              parameters:
+              - {name: what, value: "{{item}} {{steps.loop.status}} {{steps.loop.exitCode}}"}
+    - - name: after
+        template: echo
+        arguments: {parameters: [{name: msg, value: after}]}
+  - name: echo
+    inputs: {parameters: [{name: msg}]}
+    container: {image: busybox, command: [echo, "{{inputs.parameters.msg}}"]}
+  - name: report
+    inputs: {parameters: [{name: what}]}
+    container: {image: busybox, command: [echo, "{{inputs.parameters.what}}"]}
+"#;
+
+#[test]
+fn a_fan_out_step_s_handler_runs_once_per_item_as_each_item_ends() {
+    // Argo expands the step into `loop(0:a)`, `loop(1:b)`, each with its
+    // own exit hook (`{{item}}` substituted), run when that item ends.
+    let mut sim = Sim::new(start(FAN_OUT_STEPS));
+    let mut script = |s: &gpuctl_pipelines::StepToLaunch| match s.display_name.as_str() {
+        "loop(1:b)" => (3000, gpuctl_pipelines::StepOutcome::failed(2)),
+        _ => (1000, gpuctl_pipelines::StepOutcome::succeeded()),
+    };
+    assert_eq!(sim.finish(&mut script), WorkflowPhase::Succeeded);
+    assert_eq!(sim.launched_at(0), ["loop(0:a)", "loop(1:b)"]);
+    assert_eq!(sim.launched_at(1000), ["loop(0:a).onExit"]);
+    assert_eq!(sim.launched_at(3000), ["loop(1:b).onExit"]);
+    // The next group waits for every item's handler.
+    assert_eq!(sim.launched_at(4000), ["after"]);
+    assert_eq!(
+        sim.step_named("loop(0:a).onExit").command,
+        ["echo", "a Succeeded 0"]
+    );
+    assert_eq!(
+        sim.step_named("loop(1:b).onExit").command,
+        ["echo", "b Failed 2"]
+    );
+    assert_eq!(
+        sim.step_named("loop(1:b).onExit").id,
+        "wf[0].loop(1:b).onExit"
+    );
+    assert_eq!(sim.launched().len(), 5, "{:?}", sim.launched());
+}
+
+#[test]
+fn a_fan_out_dag_task_s_handler_runs_once_per_item_before_its_dependents() {
+    let yaml = r#"
+apiVersion: argoproj.io/v1alpha1
+kind: Workflow
+metadata: {name: wf}
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    dag:
+      tasks:
+      - name: A
+        template: echo
+        arguments: {parameters: [{name: msg, value: "{{item}}"}]}
+        withItems: [1, 2, 3]
+        hooks:
+          exit:
+            template: report
+            arguments:
+              parameters: [{name: what, value: "{{item}} {{tasks.A.status}}"}]
+      - {name: B, depends: A, template: echo, arguments: {parameters: [{name: msg, value: b}]}}
+  - name: echo
+    inputs: {parameters: [{name: msg}]}
+    container: {image: busybox, command: [echo, "{{inputs.parameters.msg}}"]}
+  - name: report
+    inputs: {parameters: [{name: what}]}
+    container: {image: busybox, command: [echo, "{{inputs.parameters.what}}"]}
+"#;
+    let mut sim = Sim::new(start(yaml));
+    let mut script = |s: &gpuctl_pipelines::StepToLaunch| match s.display_name.as_str() {
+        "A(1:2)" => (2000, gpuctl_pipelines::StepOutcome::succeeded()),
+        _ => (1000, gpuctl_pipelines::StepOutcome::succeeded()),
+    };
+    assert_eq!(sim.finish(&mut script), WorkflowPhase::Succeeded);
+    assert_eq!(sim.launched_at(0), ["A(0:1)", "A(1:2)", "A(2:3)"]);
+    assert_eq!(sim.launched_at(1000), ["A(0:1).onExit", "A(2:3).onExit"]);
+    assert_eq!(sim.launched_at(2000), ["A(1:2).onExit"]);
+    assert_eq!(sim.launched_at(3000), ["B"]);
+    assert_eq!(
+        sim.step_named("A(1:2).onExit").command,
+        ["echo", "2 Succeeded"]
+    );
+    assert_eq!(sim.step_named("A(0:1).onExit").id, "wf.A(0:1).onExit");
+    assert_eq!(sim.phase_of("A(1:2).onExit"), NodePhase::Succeeded);
+}
+
+#[test]
+fn argo_s_with_items_with_hooks_runs_a_handler_per_item() {
+    // Argo's smoke test: a DAG task over three items, each item a steps
+    // template; each item's exit hook runs after that item.
+    let mut sim = Sim::new(start(&example("with-items-with-hooks.yaml")));
+    assert_eq!(sim.finish(&mut all_ok), WorkflowPhase::Succeeded);
+    assert_eq!(sim.launched_at(0), ["run-sim", "run-sim", "run-sim"]);
+    assert_eq!(
+        sim.launched_at(1000),
+        [
+            "run-sim(0:1).onExit",
+            "run-sim(1:2).onExit",
+            "run-sim(2:3).onExit"
+        ]
+    );
+    let h = sim.step_named("run-sim(2:3).onExit");
+    assert_eq!(h.id, "wf.run-sim(2:3).onExit");
+    assert_eq!(h.script_source.as_deref(), Some("echo \"I am a hook bar\""));
+    assert_eq!(sim.launched().len(), 6);
+}

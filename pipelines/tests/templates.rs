@@ -246,3 +246,57 @@ spec:
         .expect("the exit handler ran");
     assert_eq!(handler, "echo cleanup", "the library's own cleanup");
 }
+
+#[test]
+fn an_exit_hook_may_name_a_template_of_a_workflow_template() {
+    // `hooks.exit.templateRef`, as a task's `templateRef`: copied at submit.
+    let mut store = InMemoryTemplates::default();
+    store.add(
+        parse_workflow_template_document("lib.yaml", serde_yaml_ng::from_str(
+            "apiVersion: argoproj.io/v1alpha1\nkind: WorkflowTemplate\nmetadata: {name: lib}\nspec:\n  templates:\n  - name: report\n    inputs: {parameters: [{name: s}]}\n    container: {image: x, command: [echo, \"report {{inputs.parameters.s}}\"]}\n",
+        ).unwrap())
+        .unwrap(),
+    );
+    let wf = r#"
+apiVersion: argoproj.io/v1alpha1
+kind: Workflow
+metadata: {name: w}
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    dag:
+      tasks:
+      - name: A
+        template: echo
+        hooks:
+          exit:
+            templateRef: {name: lib, template: report}
+            arguments: {parameters: [{name: s, value: "{{tasks.A.status}}"}]}
+  - name: echo
+    container: {image: x, command: [echo, a]}
+"#;
+    let parsed = parse_workflow("w.yaml", wf).unwrap_or_else(|e| panic!("{e}"));
+    assert!(has_references(&parsed));
+    let r = resolve(&parsed, &store).unwrap();
+    assert!(!has_references(&r));
+    assert!(validate_all(&r).is_empty(), "{:#?}", validate_all(&r));
+    let sim = run(&r, &[]);
+    assert_eq!(echoed(&sim, "A.onExit"), "echo report Succeeded");
+    // Missing, or beside a `template`: refused naming the field.
+    let e = resolve(
+        &parse_workflow("w.yaml", &wf.replace("template: report", "template: nope")).unwrap(),
+        &store,
+    )
+    .unwrap_err();
+    assert!(e.reason.contains("has no template \"nope\""), "{e:?}");
+    let both = wf.replace(
+        "            templateRef:",
+        "            template: echo\n            templateRef:",
+    );
+    let e = parse_workflow("w.yaml", &both).unwrap_err().to_string();
+    assert!(
+        e.contains("hooks.exit.templateRef: use either `template` or `templateRef`"),
+        "{e}"
+    );
+}

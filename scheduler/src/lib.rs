@@ -28,6 +28,7 @@
 
 pub mod api;
 pub mod controllers;
+pub mod cron_zone;
 pub mod metrics;
 pub mod placement;
 pub mod raft;

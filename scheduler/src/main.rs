@@ -97,6 +97,17 @@ struct Args {
     /// Serve /metrics and /healthz in plain HTTP although TLS is configured.
     #[arg(long)]
     metrics_insecure: bool,
+    /// The IANA time zone of CronWorkflows without `timezone` (Argo: the
+    /// controller's local zone); default: this process's (`TZ`, then
+    /// /etc/localtime). Give every replica the same one.
+    #[arg(long, value_name = "NAME", value_parser = parse_zone)]
+    cron_timezone: Option<String>,
+}
+
+/// `--cron-timezone`: a name the time zone database knows.
+fn parse_zone(name: &str) -> Result<String, String> {
+    gpuctl_pipelines::cron::time_zone(name)?;
+    Ok(name.to_string())
 }
 
 /// The authentication settings from `--admin-token-file` / `--no-auth`.
@@ -168,6 +179,15 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if let Some(z) = &args.cron_timezone {
+        gpuctl_scheduler::cron_zone::set_from_flag(z).map_err(anyhow::Error::msg)?;
+    }
+    tracing::info!(
+        "CronWorkflows without timezone run in {}",
+        gpuctl_scheduler::cron_zone::local()
+            .iana_name()
+            .unwrap_or("UTC")
+    );
     let auth = auth_options(&args)?;
     let tls = args.tls.load()?;
     let grpc = tokio::net::TcpListener::bind(args.listen)
@@ -344,6 +364,19 @@ mod tests {
             (cfg.issuer.as_str(), cfg.username_claim.as_str()),
             ("https://idp", "sub")
         );
+    }
+
+    #[test]
+    fn a_cron_timezone_must_be_a_known_zone() {
+        let e = parse(&["--no-auth", "--cron-timezone", "Mars/Olympus"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--cron-timezone") && e.contains("unknown time zone \"Mars/Olympus\""),
+            "{e}"
+        );
+        let ok = parse(&["--no-auth", "--cron-timezone", "Asia/Tokyo"]).unwrap();
+        assert_eq!(ok.cron_timezone.as_deref(), Some("Asia/Tokyo"));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! scheduler's (a leader-only controller, its decisions in the Raft log).
 
 pub mod schedule;
+pub mod stop;
 
 use std::collections::BTreeMap;
 
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::{Ignored, Unsupported, Workflow, WorkflowMeta, WorkflowSpec, ARGO_API_VERSION};
 pub use schedule::{rfc3339, time_zone, CronSchedule, Schedule};
+pub use stop::{Counts, StopStrategy};
 
 /// The label Argo puts on the workflows a CronWorkflow creates.
 pub const LABEL_CRON_WORKFLOW: &str = "workflows.argoproj.io/cron-workflow";
@@ -56,7 +58,8 @@ pub struct CronWorkflowSpec {
     /// Cron expressions: a run at each time any of them names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub schedules: Vec<String>,
-    /// IANA time zone of the schedules; absent: UTC.
+    /// IANA time zone of the schedules; absent: the scheduler's local zone
+    /// (Argo: the controller's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -75,8 +78,13 @@ pub struct CronWorkflowSpec {
     pub workflow_spec: WorkflowSpec,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow_metadata: Option<CronWorkflowMetadata>,
+    /// Stop scheduling once this holds (Argo 3.6 and later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_strategy: Option<StopStrategy>,
+    /// Run a scheduled time only when this holds (Argo 3.6 and later);
+    /// not supported yet.
     #[serde(default, skip_serializing)]
-    pub stop_strategy: Unsupported,
+    pub when: Unsupported,
 }
 
 /// `workflowMetadata`: labels and annotations of the workflows it makes.
@@ -109,12 +117,13 @@ impl CronWorkflow {
         v
     }
 
-    /// The schedules in their time zone.
-    pub fn schedule(&self) -> Result<CronSchedule, String> {
-        CronSchedule::new(
-            &self.schedule_exprs(),
-            self.spec.timezone.as_deref().unwrap_or(""),
-        )
+    /// The schedules in their time zone; without `timezone`, in `local`
+    /// (Argo: the controller's local time zone).
+    pub fn schedule_in(&self, local: &jiff::tz::TimeZone) -> Result<CronSchedule, String> {
+        match self.spec.timezone.as_deref() {
+            Some(tz) if !tz.is_empty() => CronSchedule::new(&self.schedule_exprs(), tz),
+            _ => CronSchedule::in_zone(&self.schedule_exprs(), local.clone()),
+        }
     }
 
     pub fn concurrency_policy(&self) -> ConcurrencyPolicy {
@@ -235,10 +244,15 @@ pub fn validate_cron(c: &CronWorkflow) -> Vec<FieldError> {
             ));
         }
     }
-    if s.stop_strategy.is_some() {
+    if let Some(st) = &s.stop_strategy {
+        for (field, why) in st.problems() {
+            errors.push(FieldError::new(format!("spec.stopStrategy.{field}"), why));
+        }
+    }
+    if s.when.is_some() {
         errors.push(FieldError::new(
-            "spec.stopStrategy",
-            "`stopStrategy` is not supported yet by gpuctl; suspend it with `gpuctl cron suspend`; see README",
+            "spec.when",
+            "`when` on a CronWorkflow is not supported yet by gpuctl; see README",
         ));
     }
     // The workflow it makes, checked as one (a template reference is

@@ -2,7 +2,10 @@
 //! five fields, minute hour day-of-month month day-of-week, each `*`, `?`,
 //! a number or name, a range `a-b`, a step `*/n` or `a-b/n`, or a list of
 //! those; `@yearly`, `@annually`, `@monthly`, `@weekly`, `@daily`,
-//! `@midnight` and `@hourly`. When both day fields are restricted, a day
+//! `@midnight` and `@hourly`, and `@every DURATION` (Go's duration units,
+//! whole numbers: `@every 1h30m`; runs that long after the last scheduled
+//! time, or after the CronWorkflow was created; under a second counts as
+//! one, as robfig's). When both day fields are restricted, a day
 //! matching either runs (as cron). Times are found in a time zone's wall
 //! clock: a time skipped when clocks move forward does not run, one
 //! repeated when they move back runs twice (Argo's documented behaviour).
@@ -22,6 +25,8 @@ pub struct Schedule {
     any_day: bool,
     /// The day-of-week field was `*` or `?`.
     any_weekday: bool,
+    /// `@every`: seconds between runs (the fields above are unused).
+    every_s: Option<i64>,
 }
 
 const MONTHS: [&str; 12] = [
@@ -39,9 +44,23 @@ impl Schedule {
             "@weekly" => "0 0 * * 0",
             "@daily" | "@midnight" => "0 0 * * *",
             "@hourly" => "0 * * * *",
+            other if other.starts_with("@every") => {
+                let d = other["@every".len()..].trim();
+                let every_s = go_duration_s(d).map_err(|why| format!("{other:?}: {why}"))?;
+                return Ok(Schedule {
+                    minutes: 0,
+                    hours: 0,
+                    days: 0,
+                    months: 0,
+                    weekdays: 0,
+                    any_day: false,
+                    any_weekday: false,
+                    every_s: Some(every_s),
+                });
+            }
             other if other.starts_with('@') => {
                 return Err(format!(
-                    "{other:?} is not supported (use five fields, or @yearly, @monthly, @weekly, @daily or @hourly)"
+                    "{other:?} is not supported (use five fields, or @yearly, @monthly, @weekly, @daily, @hourly or @every DURATION)"
                 ))
             }
             other => other,
@@ -71,6 +90,7 @@ impl Schedule {
             weekdays: (weekdays & 0x7f) as u8,
             any_day: star(fields[2]),
             any_weekday: star(fields[4]),
+            every_s: None,
         })
     }
 
@@ -83,6 +103,46 @@ impl Schedule {
             d || w
         }
     }
+}
+
+/// A Go duration as `@every` takes it (Argo's schema: whole numbers with
+/// units `ns`, `us`, `µs`, `ms`, `s`, `m`, `h`, e.g. `1h30m`), in whole
+/// seconds, at least one (robfig rounds shorter delays up to a second and
+/// drops fractions of one).
+fn go_duration_s(text: &str) -> Result<i64, String> {
+    const UNITS: [(&str, u128); 7] = [
+        ("ns", 1),
+        ("us", 1_000),
+        ("µs", 1_000),
+        ("ms", 1_000_000),
+        ("s", 1_000_000_000),
+        ("m", 60_000_000_000),
+        ("h", 3_600_000_000_000),
+    ];
+    let bad = || format!("{text:?} is not a duration such as 30s, 15m or 1h30m");
+    if text.is_empty() {
+        return Err(bad());
+    }
+    let mut rest = text;
+    let mut total_ns: u128 = 0;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u128 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        // The longest unit that matches (`ms` before `m`).
+        let (unit, mult) = UNITS
+            .iter()
+            .filter(|(u, _)| rest.starts_with(u))
+            .max_by_key(|(u, _)| u.len())
+            .ok_or_else(bad)?;
+        rest = &rest[unit.len()..];
+        total_ns = total_ns.saturating_add(n.saturating_mul(*mult));
+    }
+    let s = (total_ns / 1_000_000_000).min(i64::MAX as u128) as i64;
+    Ok(s.max(1))
 }
 
 /// One field as a bit set of the values it allows.
@@ -150,7 +210,11 @@ const MAX_ROUNDS: u32 = 5 * 366 * 24;
 impl CronSchedule {
     /// Parse `exprs` in time zone `tz` (an IANA name; empty: UTC).
     pub fn new(exprs: &[String], tz: &str) -> Result<CronSchedule, String> {
-        let tz = time_zone(tz)?;
+        CronSchedule::in_zone(exprs, time_zone(tz)?)
+    }
+
+    /// Parse `exprs` in time zone `tz`.
+    pub fn in_zone(exprs: &[String], tz: TimeZone) -> Result<CronSchedule, String> {
         let schedules = exprs
             .iter()
             .map(|e| Schedule::parse(e))
@@ -158,9 +222,27 @@ impl CronSchedule {
         Ok(CronSchedule { schedules, tz })
     }
 
+    /// The `@every` delays, in seconds.
+    fn every(&self) -> impl Iterator<Item = i64> + '_ {
+        self.schedules.iter().filter_map(|s| s.every_s)
+    }
+
     /// The first time, in Unix seconds, after `after_s` at which a schedule
     /// runs; `None` when none does in the next years.
     pub fn next_after(&self, after_s: i64) -> Option<i64> {
+        let every = self.every().map(|d| after_s.saturating_add(d)).min();
+        let cron = self.next_cron_after(after_s);
+        match (every, cron) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// `next_after` for the five-field schedules alone.
+    fn next_cron_after(&self, after_s: i64) -> Option<i64> {
+        if self.schedules.iter().all(|s| s.every_s.is_some()) {
+            return None;
+        }
         let mut t = (after_s.div_euclid(60) + 1) * 60;
         // Each round either finds a time or moves on by at least a minute;
         // day and month jumps keep the rounds few.
@@ -209,15 +291,32 @@ impl CronSchedule {
         Some(t + 60)
     }
 
-    /// The latest time in `(after_s, now_s]` at which a schedule runs.
+    /// The latest time in `(after_s, now_s]` at which a schedule runs
+    /// (`@every D`: the last of `after_s + k·D`).
     pub fn latest_between(&self, after_s: i64, now_s: i64) -> Option<i64> {
+        let every = self
+            .every()
+            .filter(|d| now_s.saturating_sub(after_s) >= *d)
+            .map(|d| after_s + (now_s - after_s) / d * d)
+            .max();
+        let cron = self.latest_cron_between(after_s, now_s);
+        match (every, cron) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn latest_cron_between(&self, after_s: i64, now_s: i64) -> Option<i64> {
+        if self.schedules.iter().all(|s| s.every_s.is_some()) {
+            return None;
+        }
         // Search back from now in widening windows, so that a long-missed
         // schedule costs no more than a recent one.
         for window in [3_600, 86_400, 32 * 86_400, 366 * 86_400, i64::MAX] {
             let from = after_s.max(now_s.saturating_sub(window));
             let mut last = None;
             let mut t = from;
-            while let Some(n) = self.next_after(t).filter(|n| *n <= now_s) {
+            while let Some(n) = self.next_cron_after(t).filter(|n| *n <= now_s) {
                 last = Some(n);
                 t = n;
             }

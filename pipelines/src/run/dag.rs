@@ -42,11 +42,15 @@ impl Run {
             let dag_node = &self.nodes[id];
             if let Some(child) = dag_node.task_nodes.get(&task.name).cloned() {
                 self.advance(&child, now_ms);
-                if self.nodes[&child].phase.is_fulfilled() && task.exit_hook().is_some() {
+                // A fan-out's items each have a handler, started as each
+                // item ends.
+                let c = &self.nodes[&child];
+                let started = c.phase.is_fulfilled() || c.node_type == NodeType::TaskGroup;
+                if started && task.exit_hook().is_some() {
                     let mut which = info.ancestors[j].clone();
                     which.push(j);
                     let scope = |r: &Run| r.dag_scope(&r.nodes[id], tasks, &which);
-                    self.run_exit_hook(id, task, scope, now_ms);
+                    self.run_exit_hook(id, task, "tasks", scope, now_ms);
                 }
                 continue;
             }

@@ -139,32 +139,38 @@ impl Run {
         }
         for (name, n) in done {
             let pre = format!("{prefix}.{name}");
-            s.vars.insert(format!("{pre}.status"), n.phase.to_string());
-            s.vars.insert(format!("{pre}.id"), n.id.clone());
-            if let Some(c) = n.exit_code {
-                s.vars.insert(format!("{pre}.exitCode"), c.to_string());
-            }
-            if n.node_type == NodeType::TaskGroup {
-                self.add_group_outputs(&mut s.vars, &pre, n);
-            } else {
-                for (k, v) in &n.outputs.parameters {
-                    s.vars
-                        .insert(format!("{pre}.outputs.parameters.{k}"), v.clone());
-                }
-                s.vars.insert(
-                    format!("{pre}.outputs.parameters"),
-                    serde_json::to_string(&n.outputs.parameters).unwrap_or_default(),
-                );
-                if let Some(r) = &n.outputs.result {
-                    s.vars.insert(format!("{pre}.outputs.result"), r.clone());
-                }
-                for (k, a) in &n.outputs.artifacts {
-                    s.artifacts
-                        .insert(format!("{pre}.outputs.artifacts.{k}"), a.clone());
-                }
-            }
+            self.add_node_vars(&mut s, &pre, n);
         }
         s
+    }
+
+    /// Node `n` as `PRE.status`, `PRE.id`, `PRE.exitCode` and
+    /// `PRE.outputs.*` (a fan-out's outputs as lists over its items).
+    pub(super) fn add_node_vars(&self, s: &mut TaskScope, pre: &str, n: &Node) {
+        s.vars.insert(format!("{pre}.status"), n.phase.to_string());
+        s.vars.insert(format!("{pre}.id"), n.id.clone());
+        if let Some(c) = n.exit_code {
+            s.vars.insert(format!("{pre}.exitCode"), c.to_string());
+        }
+        if n.node_type == NodeType::TaskGroup {
+            self.add_group_outputs(&mut s.vars, pre, n);
+            return;
+        }
+        for (k, v) in &n.outputs.parameters {
+            s.vars
+                .insert(format!("{pre}.outputs.parameters.{k}"), v.clone());
+        }
+        s.vars.insert(
+            format!("{pre}.outputs.parameters"),
+            serde_json::to_string(&n.outputs.parameters).unwrap_or_default(),
+        );
+        if let Some(r) = &n.outputs.result {
+            s.vars.insert(format!("{pre}.outputs.result"), r.clone());
+        }
+        for (k, a) in &n.outputs.artifacts {
+            s.artifacts
+                .insert(format!("{pre}.outputs.artifacts.{k}"), a.clone());
+        }
     }
 
     /// A fan-out task's outputs as JSON lists over its instances, in

@@ -68,7 +68,7 @@ impl Run {
         if let Some((parent, i)) = group_of(gid) {
             for step in steps.iter().filter(|s| s.exit_hook().is_some()) {
                 let scope = |r: &Run| r.steps_scope(&r.nodes[&parent], i + 1);
-                self.run_exit_hook(gid, step, scope, now_ms);
+                self.run_exit_hook(gid, step, "steps", scope, now_ms);
             }
         }
         let children = &self.nodes[gid].children;

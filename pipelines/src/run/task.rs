@@ -99,12 +99,7 @@ impl Run {
             let label = format!("{}({i}:{})", task.name, item_label(item));
             let child_id = format!("{task_id}({i}:{})", item_label(item));
             let mut vars = scope.vars.clone();
-            vars.insert("item".into(), value_text(item));
-            if let serde_json::Value::Object(m) = item {
-                for (k, v) in m {
-                    vars.insert(format!("item.{k}"), value_text(v));
-                }
-            }
+            insert_item(&mut vars, item);
             let n = self.make_task_instance(
                 &child_id,
                 &label,
@@ -179,7 +174,10 @@ impl Run {
 /// The items a task fans out over: `withItems` as written, or `withParam`
 /// after substitution parsed as a JSON list; `None` for a task without
 /// either. An error is why the task cannot start.
-fn fan_out_items(task: &DagTask, vars: &Scope) -> Result<Option<Vec<serde_json::Value>>, String> {
+pub(super) fn fan_out_items(
+    task: &DagTask,
+    vars: &Scope,
+) -> Result<Option<Vec<serde_json::Value>>, String> {
     if let Some(items) = &task.with_items {
         return Ok(Some(items.clone()));
     }
@@ -314,6 +312,16 @@ fn task_inputs(
 }
 
 /// `{{item}}` text: strings as they are, everything else as JSON.
+/// `{{item}}`, and `{{item.KEY}}` for a map.
+pub(super) fn insert_item(vars: &mut Scope, item: &serde_json::Value) {
+    vars.insert("item".into(), value_text(item));
+    if let serde_json::Value::Object(m) = item {
+        for (k, v) in m {
+            vars.insert(format!("item.{k}"), value_text(v));
+        }
+    }
+}
+
 fn value_text(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::String(s) => s.clone(),

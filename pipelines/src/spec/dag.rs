@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::io::{Artifact, Parameter};
-use super::scalar::{AnyString, Unsupported};
+use super::scalar::AnyString;
 
 /// `dag:`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -124,8 +124,10 @@ pub struct LifecycleHook {
     pub template: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arguments: Option<Arguments>,
-    #[serde(default, skip_serializing)]
-    pub template_ref: Unsupported,
+    /// The handler's template in a `WorkflowTemplate` (resolved at
+    /// submit, as a task's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_ref: Option<super::refs::TemplateRef>,
     /// When the hook runs (hooks other than `exit`); not supported yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expression: Option<String>,

@@ -32,12 +32,6 @@ impl Validator<'_> {
                     "`expression` on an exit hook is not supported yet by gpuctl; see README",
                 );
             }
-            if h.template_ref.is_some() {
-                self.err(
-                    format!("{hp}.templateRef"),
-                    "`templateRef` is not supported yet by gpuctl; see README",
-                );
-            }
         }
         let Some(hook) = task.exit_hook() else {
             return;
@@ -47,12 +41,17 @@ impl Validator<'_> {
         } else {
             format!("{tp}.hooks.exit")
         };
-        match hook.template.as_deref() {
-            None => self.err(
-                format!("{hp}.template"),
-                "missing: the template the exit handler runs",
+        match (hook.template.as_deref(), &hook.template_ref) {
+            (Some(_), Some(_)) => self.err(
+                format!("{hp}.templateRef"),
+                "use either `template` or `templateRef`, not both",
             ),
-            Some(n) if self.wf.template(n).is_none() => self.err(
+            (None, Some(r)) => self.template_ref(&hp, r),
+            (None, None) => self.err(
+                format!("{hp}.template"),
+                "missing: the template the exit handler runs (`template`, or `templateRef` for one of a WorkflowTemplate)",
+            ),
+            (Some(n), None) if self.wf.template(n).is_none() => self.err(
                 if task.on_exit.is_some() {
                     hp.clone()
                 } else {
@@ -60,11 +59,12 @@ impl Validator<'_> {
                 },
                 format!("no template named {n:?}{}", self.known_templates()),
             ),
-            Some(_) => {}
+            (Some(_), None) => {}
         }
         let as_task = DagTask {
             name: task.name.clone(),
             template: hook.template.clone(),
+            template_ref: hook.template_ref.clone(),
             arguments: hook.arguments.clone(),
             ..Default::default()
         };

@@ -10,8 +10,15 @@ use gpuctl_pipelines::WorkflowPhase;
 
 use crate::state::{Command, State};
 
-/// The commands due at `now_ms`: history pruning, then runs, by name.
+/// The commands due at `now_ms`: history pruning, then runs, by name;
+/// schedules without `timezone` in the scheduler's local zone
+/// ([`crate::cron_zone`]).
 pub fn due(st: &State, now_ms: u64) -> Vec<Command> {
+    due_in(st, now_ms, &crate::cron_zone::local())
+}
+
+/// [`due`] with schedules without `timezone` in `local`.
+pub fn due_in(st: &State, now_ms: u64, local: &jiff::tz::TimeZone) -> Vec<Command> {
     let now_s = (now_ms / 1000) as i64;
     let mut cmds = Vec::new();
     for (name, c) in &st.cron_workflows {
@@ -40,10 +47,10 @@ pub fn due(st: &State, now_ms: u64) -> Vec<Command> {
                     .map(|n| Command::DeleteWorkflow { name: (*n).clone() }),
             );
         }
-        if c.cron.spec.suspend {
+        if c.cron.spec.suspend || c.status.stopped {
             continue;
         }
-        let Ok(schedule) = c.cron.schedule() else {
+        let Ok(schedule) = c.cron.schedule_in(local) else {
             continue;
         };
         let created_s = c.metadata.creation_timestamp_ms.unwrap_or(now_ms) / 1000;

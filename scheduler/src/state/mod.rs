@@ -570,7 +570,7 @@ impl State {
             Command::PutCronWorkflow { cron, owner } => {
                 self.put_cron_workflow(index, now, cron, owner.as_deref())
             }
-            Command::DeleteCronWorkflow { name } => self.delete_cron_workflow(name),
+            Command::DeleteCronWorkflow { name } => self.delete_cron_workflow(index, now, name),
             Command::CronRun { name, scheduled_s } => self.cron_run(index, now, name, *scheduled_s),
         }
     }

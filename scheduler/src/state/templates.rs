@@ -22,6 +22,9 @@ use super::command::{Applied, ApplyError};
 use super::objects::ObjKey;
 use super::State;
 
+/// The label Argo puts on a CronWorkflow its `stopStrategy` stopped.
+pub const LABEL_CRON_COMPLETED: &str = "cronworkflows.argoproj.io/completed";
+
 /// A stored `WorkflowTemplate` or `ClusterWorkflowTemplate`: the document
 /// as applied, with the server's metadata.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,6 +53,24 @@ pub struct CronStatus {
     /// What happened at that time: the workflow started, or why none was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Its workflows that succeeded, ever (Argo's `status.succeeded`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub succeeded: u64,
+    /// Its workflows that failed, ever, and runs that could not be
+    /// submitted (Argo's `status.failed`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failed: u64,
+    /// The finished workflows still kept that the counts include.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub counted: std::collections::BTreeSet<String>,
+    /// `stopStrategy` held: nothing more is scheduled (Argo's phase
+    /// `Stopped`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopped: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl TemplateStore for State {
@@ -212,19 +233,6 @@ impl State {
         Ok(Applied::Object(Box::new(self.cron_view(&name))))
     }
 
-    /// Remove a CronWorkflow; the workflows it made stay until deleted.
-    pub(super) fn delete_cron_workflow(&mut self, name: &str) -> Result<Applied, ApplyError> {
-        let view = self.cron_view(name);
-        self.cron_workflows
-            .remove(name)
-            .ok_or_else(|| ApplyError::NotFound {
-                kind: "cronworkflow",
-                name: name.to_string(),
-            })?;
-        self.dirty.insert(ObjKey::CronWorkflow(name.to_string()));
-        Ok(Applied::Object(Box::new(view)))
-    }
-
     /// The workflows a CronWorkflow made, oldest first.
     pub fn cron_children(&self, name: &str) -> Vec<&super::WorkflowObject> {
         let mut v: Vec<&super::WorkflowObject> = self
@@ -242,8 +250,9 @@ impl State {
     }
 
     /// A CronWorkflow as `gpuctl get` shows it: Argo's shape, with
-    /// `status.active`, `lastScheduledTime`, `succeeded`/`failed` counts of
-    /// the workflows kept, and the last decision's message.
+    /// `status.active`, `lastScheduledTime`, the `succeeded`/`failed`
+    /// counts, `phase` (`Active`, or `Stopped` by its `stopStrategy`), and
+    /// the last decision's message.
     pub fn cron_view(&self, name: &str) -> serde_json::Value {
         let Some(c) = self.cron_workflows.get(name) else {
             return serde_json::Value::Null;
@@ -255,14 +264,9 @@ impl State {
             .filter(|w| !phase(w).is_terminal())
             .map(|w| w.metadata.name.as_str())
             .collect();
-        let succeeded = children
-            .iter()
-            .filter(|w| phase(w) == gpuctl_pipelines::WorkflowPhase::Succeeded)
-            .count();
-        let failed = children.iter().filter(|w| phase(w).is_terminal()).count() - succeeded;
         let next = c
             .cron
-            .schedule()
+            .schedule_in(&crate::cron_zone::local())
             .ok()
             .and_then(|s| {
                 let from = c
@@ -276,14 +280,22 @@ impl State {
             "active": active,
             "lastScheduledTime": c.status.last_scheduled_s.map(rfc3339),
             "nextScheduledTime": next,
-            "succeeded": succeeded,
-            "failed": failed,
+            "succeeded": c.status.succeeded,
+            "failed": c.status.failed,
+            "phase": if c.status.stopped { "Stopped" } else { "Active" },
             "message": c.status.message,
         });
+        // Argo labels a stopped one `.../completed: "true"`.
+        let mut doc_meta = c.cron.metadata.clone();
+        if c.status.stopped {
+            doc_meta
+                .labels
+                .insert(LABEL_CRON_COMPLETED.to_string(), "true".to_string());
+        }
         argo_view(
             "CronWorkflow",
             &c.metadata,
-            &c.cron.metadata,
+            &doc_meta,
             serde_json::to_value(&c.cron.spec).unwrap_or_default(),
             Some(status),
         )

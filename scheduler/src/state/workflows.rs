@@ -364,6 +364,7 @@ impl State {
             w.metadata.resource_version = Some(index);
         }
         self.dirty.insert(ObjKey::Workflow(name.to_string()));
+        self.cron_child_changed(name);
     }
 
     /// Cancel the jobs of these steps (those not already over).
@@ -504,6 +505,15 @@ impl State {
                 w.run.phase()
             )));
         }
+        Ok(self.remove_workflow(name))
+    }
+
+    /// Remove workflow `name`, its step jobs (any task still holding
+    /// resources stopped) and its records, whatever its phase.
+    pub(super) fn remove_workflow(&mut self, name: &str) -> Applied {
+        let Some(w) = self.workflows.get(name) else {
+            return Applied::Nothing;
+        };
         let view = w.view();
         let nodes: Vec<String> = w.run.nodes().keys().cloned().collect();
         let steps: Vec<String> = self
@@ -527,7 +537,7 @@ impl State {
         }
         self.dirty.insert(ObjKey::Workflow(name.to_string()));
         self.dirty.insert(ObjKey::WorkflowSpec(name.to_string()));
-        Ok(Applied::Workflow(Box::new(view)))
+        Applied::Workflow(Box::new(view))
     }
 }
 
