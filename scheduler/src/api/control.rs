@@ -17,7 +17,7 @@ use super::convert::{job_phase_to_pb, json, kind_of, to_status, workflow_phase_t
 use super::guard::forwarded;
 use super::proposer::NO_LEADER_WAIT;
 use super::{Api, BoxStream};
-use crate::placement;
+
 use crate::raft::ProposeError;
 use crate::state::identity::Role;
 use crate::state::{Command, State};
@@ -245,8 +245,9 @@ impl Control for Api {
                     .ok_or_else(|| Status::not_found(format!("job {:?} not found", req.name)))?
                     .clone();
                 if job.status.phase == api::JobPhase::Pending {
-                    let round = placement::plan_round(&st);
-                    job.status.waiting = placement::waiting_reason(&st, &round, &req.name);
+                    // Not under this read lock: see `Api::waiting_reason`.
+                    drop(st);
+                    job.status.waiting = self.waiting_reason(&req.name);
                 }
                 vec![json(&job)?]
             }
