@@ -27,24 +27,7 @@ use std::time::{Duration, Instant};
 use raft::prelude::{Message, MessageType};
 use raft::{ReadOnlyOption, StateRole};
 
-use super::replica::Replica;
-
-/// A lease in force until both its tick and its instant.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Lease {
-    term: u64,
-    until_tick: u64,
-    until: Instant,
-}
-
-/// When a leader-started heartbeat round began: the term, this replica's
-/// tick count and the instant.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct RoundStart {
-    term: u64,
-    tick: u64,
-    at: Instant,
-}
+use super::replica::{Lease, Replica, RoundStart};
 
 impl Replica {
     /// Ticks a lease lasts: under half the election timeout, less the tick

@@ -16,13 +16,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
 use raft::prelude::{Entry, Message, MessageType};
 use raft::{Config, RawNode, StateRole};
 use tokio::sync::watch;
 
 use super::handle::{Msg, ProposeError, RaftOptions, ReadReply, Reply, Shared};
-use super::lease::{Lease, RoundStart};
 use super::status::{PeerProgress, RaftStatus};
 use super::storage::{RaftStorage, StoreError};
 use crate::metrics::Metrics;
@@ -54,6 +54,23 @@ impl slog::Drain for TracingDrain {
         }
         Ok(())
     }
+}
+
+/// A leader's lease (`lease.rs`), in force until both its tick and its instant.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Lease {
+    pub(super) term: u64,
+    pub(super) until_tick: u64,
+    pub(super) until: Instant,
+}
+
+/// When a leader-started heartbeat round began: the term, this replica's
+/// tick count and the instant.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RoundStart {
+    pub(super) term: u64,
+    pub(super) tick: u64,
+    pub(super) at: Instant,
 }
 
 pub(super) struct Replica {
