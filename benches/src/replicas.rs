@@ -148,6 +148,10 @@ pub fn raft_profile(text: &str) -> serde_json::Value {
     if n > 0.0 {
         out.insert("proposals_per_append".into(), (sum / n).into());
     }
+    out.insert(
+        "lease_reads".into(),
+        metric(text, "gpuctl_scheduler_raft_lease_reads_total", "").into(),
+    );
     out.into()
 }
 

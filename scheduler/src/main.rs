@@ -60,6 +60,11 @@ struct Args {
     /// Compact the Raft log after this many applied entries.
     #[arg(long, default_value_t = 10_000)]
     compact_after: u64,
+    /// Answer every read barrier with a heartbeat round to a majority
+    /// (Raft's ReadIndex), never on the leader's lease. Leases assume that
+    /// the replicas' clocks advance at about the same rate.
+    #[arg(long)]
+    no_lease_reads: bool,
     /// File holding the bootstrap admin's token (user "admin", role admin);
     /// the scheduler keeps only its hash. Create users and their tokens with
     /// it (`gpuctl admin create-user`, `gpuctl admin create-token`).
@@ -228,6 +233,7 @@ async fn main() -> anyhow::Result<()> {
             id: args.id,
             join: args.join,
             compact_after: args.compact_after.max(100),
+            lease_reads: !args.no_lease_reads,
             ..Default::default()
         },
         service: ServiceOptions {

@@ -35,6 +35,9 @@ pub struct Metrics {
     pub raft_append_seconds: Histogram,
     /// Proposals handed to Raft together, in one `MsgPropose`.
     pub raft_proposals_per_batch: Histogram,
+    /// ReadIndex requests (this replica's and followers') answered on the
+    /// leader's lease, without a heartbeat round.
+    pub raft_lease_reads: IntCounter,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
@@ -201,6 +204,14 @@ impl Metrics {
                     ]),
                 )
                 .expect("valid"),
+            ),
+            raft_lease_reads: reg(
+                &r,
+                IntCounter::new(
+                    "gpuctl_scheduler_raft_lease_reads_total",
+                    "ReadIndex requests answered on the leader's lease, without a heartbeat round.",
+                )
+                .expect("metric"),
             ),
             registry: r,
         }

@@ -83,6 +83,7 @@ impl Server {
             loads: loads.clone(),
             audit_log: Arc::new(crate::api::audit::AuditLog::new(&cfg.data_dir)),
             wakeups: wakeups.clone(),
+            explainer: Arc::default(),
         };
         let ui_api = api.clone();
         let metrics_tls = match &cfg.tls {

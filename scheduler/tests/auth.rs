@@ -863,3 +863,90 @@ async fn workflows_are_suspended_and_resumed_by_whoever_may_cancel_them() {
     );
     c.server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_through_a_follower_is_authorized_checked_and_audited_on_the_leader() {
+    let root = tempfile::tempdir().unwrap();
+    let (servers, mut clients) = three(root.path()).await;
+    let leader = servers[0].raft.shared.status().leader_id as usize - 1;
+    let f = (leader + 1) % 3;
+    clients[leader]
+        .create_user(with(
+            ADMIN,
+            pb::CreateUserRequest {
+                name: "vera".into(),
+                role: "viewer".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    let vera = clients[leader]
+        .create_token(with(
+            ADMIN,
+            pb::CreateTokenRequest {
+                user: "vera".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    // A node, registered with the leader, so that jobs could run.
+    let url = servers[0].raft.shared.members.borrow()[&(leader as u64 + 1)].clone();
+    let ch = tonic::transport::Endpoint::from_shared(url)
+        .unwrap()
+        .timeout(LIMIT)
+        .connect_lazy();
+    NodeServiceClient::new(ch)
+        .register(with(ADMIN, register("n1")))
+        .await
+        .unwrap();
+    let apply = |token: &str, name: &str| {
+        with(
+            token,
+            pb::ApplyRequest {
+                object_json: job_json(name, None),
+                ..Default::default()
+            },
+        )
+    };
+    // Accepted through the follower, answered with the stored job.
+    let r = clients[f]
+        .apply(apply(ADMIN, "through-follower"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.object_json.contains("\"through-follower\""), "{r:?}");
+    // Refused with the same words as on the leader itself.
+    expect_err(
+        clients[f].apply(apply(&vera, "refused")).await,
+        Code::PermissionDenied,
+        "user \"vera\" is a viewer and may not apply",
+    );
+    // A name taken is checked on current state wherever it arrives.
+    let e = clients[f]
+        .apply(apply(ADMIN, "through-follower"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+    let applies = |entries: &[String], result: &str| {
+        entries
+            .iter()
+            .filter(|e| e.contains("\"verb\":\"apply\"") && e.contains(result))
+            .count()
+    };
+    let on_leader = audit_of(&mut clients[leader]).await;
+    assert_eq!(
+        applies(&on_leader, "\"result\":\"ok\""),
+        1,
+        "{on_leader:#?}"
+    );
+    assert_eq!(applies(&on_leader, "\"result\":\"denied\""), 1);
+    let on_follower = audit_of(&mut clients[f]).await;
+    assert_eq!(applies(&on_follower, ""), 0, "{on_follower:#?}");
+    for s in servers {
+        s.shutdown().await;
+    }
+}

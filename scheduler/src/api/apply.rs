@@ -227,8 +227,7 @@ impl Api {
                 )));
             }
         }
-        let nodes: Vec<&api::Node> = st.nodes.values().collect();
-        if let Some(why) = placement::infeasible(&nodes, job) {
+        if let Some(why) = placement::infeasible(st.nodes.values(), job) {
             return Err(Status::invalid_argument(format!(
                 "{source}: job {:?}: {why}",
                 job.metadata.name
@@ -247,7 +246,6 @@ impl Api {
                 ep.metadata.name, ep.metadata.name
             )));
         }
-        let nodes: Vec<&api::Node> = st.nodes.values().collect();
         let probe = crate::state::endpoints::replica_job(ep, &ep.metadata.name);
         let missing = ep
             .spec
@@ -265,7 +263,7 @@ impl Api {
                 ep.metadata.name
             )));
         }
-        if let Some(why) = placement::infeasible(&nodes, &probe) {
+        if let Some(why) = placement::infeasible(st.nodes.values(), &probe) {
             return Err(Status::invalid_argument(format!(
                 "{source}: endpoint {:?}: spec.resources: a replica {why}",
                 ep.metadata.name

@@ -114,6 +114,9 @@ pub struct Api {
     /// Per-node wakeups of `WatchAssignments` streams, fed by
     /// [`node_watch::follow`].
     pub wakeups: Arc<node_watch::NodeWakeups>,
+    /// Why pending jobs wait, for `describe` (a planner of its own, and
+    /// the round it planned for the state as last applied).
+    pub explainer: Arc<std::sync::Mutex<crate::placement::Explainer>>,
 }
 
 impl Api {
@@ -133,5 +136,14 @@ impl Api {
 
     fn state(&self) -> std::sync::RwLockReadGuard<'_, State> {
         self.raft.shared.read()
+    }
+
+    /// Why the pending job `name` waits, as the `Waiting:` text. The
+    /// explainer is taken before the state's read lock, so that calls
+    /// waiting for it do not hold back the next apply.
+    pub fn waiting_reason(&self, name: &str) -> Option<String> {
+        let mut explainer = self.explainer.lock().unwrap_or_else(|p| p.into_inner());
+        let st = self.state();
+        explainer.waiting_reason(&st, name)
     }
 }

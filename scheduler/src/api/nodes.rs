@@ -67,7 +67,7 @@ impl NodeService for Api {
             cordon_after_unhealthy_gpus: r.cordon_after_unhealthy_gpus,
         };
         self.proposer()
-            .propose(Command::RegisterNode { reg })
+            .propose_only(Command::RegisterNode { reg })
             .await?;
         let now = Instant::now();
         self.heartbeats.beat(&r.name, now);
@@ -231,7 +231,7 @@ impl NodeService for Api {
             }),
         };
         self.proposer()
-            .propose(Command::TaskReport { report })
+            .propose_only(Command::TaskReport { report })
             .await?;
         Ok(Response::new(pb::ReportTaskResponse {}))
     }

@@ -21,6 +21,10 @@ use super::peers::Peers;
 use crate::raft::{ProposeError, RaftHandle};
 use crate::state::{Applied, Command, Envelope};
 
+/// Metadata on a forwarded command whose sender does not use the changed
+/// object: the leader answers without encoding it.
+pub const NO_ANSWER: &str = "x-gpuctl-no-answer";
+
 /// How long a write waits for an election to finish before giving up.
 pub const NO_LEADER_WAIT: Duration = Duration::from_secs(5);
 
@@ -60,24 +64,41 @@ impl Proposer<'_> {
         self.propose_request(cmd, None).await
     }
 
+    /// [`Proposer::propose`] for a caller that does not use the changed
+    /// object: it is never encoded as JSON, here or on the leader.
+    pub async fn propose_only(&self, cmd: Command) -> Result<(), Status> {
+        self.propose_as(cmd, None, false).await.map(drop)
+    }
+
     /// [`Proposer::propose`] for a client request with its retry-stable id.
     pub async fn propose_request(
         &self,
         cmd: Command,
         request_id: Option<String>,
     ) -> Result<String, Status> {
+        self.propose_as(cmd, request_id, true).await
+    }
+
+    /// Propose (or forward); the changed object as JSON when `answer`.
+    async fn propose_as(
+        &self,
+        cmd: Command,
+        request_id: Option<String>,
+        answer: bool,
+    ) -> Result<String, Status> {
         let mut env = Envelope::new(gpuctl_common::now_ms(), cmd);
         env.request_id = request_id;
         let deadline = Instant::now() + NO_LEADER_WAIT;
         loop {
             match self.raft.propose(env.clone()).await {
-                Ok(applied) => return applied_json(applied),
+                Ok(applied) if answer => return applied_json(applied),
+                Ok(_) => return Ok(String::new()),
                 Err(ProposeError::NotLeader { leader }) => {
                     if let Some(client) = leader
                         .filter(|l| *l != self.peers.me)
                         .and_then(|l| self.peers.raft_client(l))
                     {
-                        return self.forward(client, &env).await;
+                        return self.forward(client, &env, answer).await;
                     }
                     if Instant::now() >= deadline {
                         return Err(Status::unavailable(format!(
@@ -96,6 +117,7 @@ impl Proposer<'_> {
         &self,
         mut client: RaftClient<Channel>,
         env: &Envelope,
+        answer: bool,
     ) -> Result<String, Status> {
         if self.peers.is_cut_off() {
             return Err(Status::unavailable(format!(
@@ -105,7 +127,12 @@ impl Proposer<'_> {
         }
         let envelope = serde_json::to_vec(env)
             .map_err(|e| Status::internal(format!("encoding command: {e}")))?;
-        let r = client.forward(pb::ForwardRequest { envelope }).await?;
+        let mut req = tonic::Request::new(pb::ForwardRequest { envelope });
+        if !answer {
+            req.metadata_mut()
+                .insert(NO_ANSWER, tonic::metadata::MetadataValue::from_static("1"));
+        }
+        let r = client.forward(req).await?;
         Ok(r.into_inner().object_json)
     }
 

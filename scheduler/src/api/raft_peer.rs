@@ -8,7 +8,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::to_status;
-use super::proposer::applied_json;
+use super::proposer::{applied_json, NO_ANSWER};
 use super::Api;
 use crate::raft::RaftHandle;
 use crate::state::Envelope;
@@ -113,14 +113,18 @@ impl RaftService for RaftPeerService {
                 "this replica is cut off from its peers",
             ));
         }
+        let answer = req.metadata().get(NO_ANSWER).is_none();
         let mut env: Envelope = serde_json::from_slice(&req.into_inner().envelope)
             .map_err(|e| Status::invalid_argument(format!("undecodable forwarded command: {e}")))?;
         // The leader's clock stamps every command it proposes.
         env.now_ms = gpuctl_common::now_ms();
         // Propose here only: a forwarded write is never forwarded again.
         let applied = self.api.raft.propose(env).await.map_err(to_status)?;
-        Ok(Response::new(pb::ForwardResponse {
-            object_json: applied_json(applied)?,
-        }))
+        let object_json = if answer {
+            applied_json(applied)?
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ForwardResponse { object_json }))
     }
 }

@@ -171,7 +171,7 @@ fn infeasible_step(wf: &Workflow, nodes: &[&api::Node]) -> Option<String> {
                 ttl_seconds_after_finished: None,
             },
         );
-        if let Some(why) = crate::placement::infeasible(nodes, &job) {
+        if let Some(why) = crate::placement::infeasible(nodes.iter().copied(), &job) {
             return Some(format!("spec.templates[{i}].{field}.resources: {why}"));
         }
     }

@@ -9,8 +9,16 @@ use super::request::PodRequest;
 /// Why no node of the cluster could ever run a task of `job`, even empty;
 /// `None` when every task group fits some node. Checked at submit so that an
 /// impossible request is refused instead of waiting forever.
-pub fn infeasible(nodes: &[&Node], job: &Job) -> Option<String> {
-    if nodes.is_empty() {
+///
+/// `nodes` is walked lazily: a request that the first nodes can run costs
+/// a few node visits, not one per node of the cluster.
+pub fn infeasible<'a, I>(nodes: I, job: &Job) -> Option<String>
+where
+    I: IntoIterator<Item = &'a Node>,
+    I::IntoIter: Clone,
+{
+    let nodes = nodes.into_iter();
+    if nodes.clone().next().is_none() {
         return Some(
             "the cluster has no nodes yet; start a node daemon (gpu-node) or `gpuctl dev`".into(),
         );
@@ -18,12 +26,12 @@ pub fn infeasible(nodes: &[&Node], job: &Job) -> Option<String> {
     for (gi, t) in job.spec.tasks.iter().enumerate() {
         let req = as_submitted(&t.resources);
         let fits = nodes
-            .iter()
+            .clone()
             .any(|n| !fit_request(n, InUse::NONE, &req, None).is_never());
         if !fits {
             return Some(format!(
                 "spec.tasks[{gi}].resources: no node could ever run this task: it {}",
-                never_reason(nodes, &t.resources)
+                never_reason(nodes.clone(), &t.resources)
             ));
         }
     }
@@ -32,10 +40,9 @@ pub fn infeasible(nodes: &[&Node], job: &Job) -> Option<String> {
 
 /// What about `r` no node could ever give: GPUs when even the node with the
 /// most GPUs `r` accepts has too few, else CPU or memory.
-fn never_reason(nodes: &[&Node], r: &Resources) -> String {
+fn never_reason<'a>(nodes: impl Iterator<Item = &'a Node>, r: &Resources) -> String {
     let milli = r.gpu_milli();
     let largest = nodes
-        .iter()
         .map(|n| {
             (
                 n.status
@@ -68,11 +75,7 @@ fn never_reason(nodes: &[&Node], r: &Resources) -> String {
 
 /// A gang needs all its GPUs at once (with `minAvailable`, those of its
 /// smallest tasks): why the whole cluster is too small for that, if it is.
-fn gang_too_wide(nodes: &[&Node], job: &Job) -> Option<String> {
-    let cluster_milli: u64 = nodes
-        .iter()
-        .map(|n| n.status.gpus.len() as u64 * 1000)
-        .sum();
+fn gang_too_wide<'a>(mut nodes: impl Iterator<Item = &'a Node>, job: &Job) -> Option<String> {
     let need: u64 = job
         .spec
         .tasks
@@ -93,6 +96,14 @@ fn gang_too_wide(nodes: &[&Node], job: &Job) -> Option<String> {
         }
         None => need,
     };
+    // Counted only as far as needed: most jobs fit on the first nodes.
+    let mut cluster_milli = 0;
+    while cluster_milli < need_min {
+        match nodes.next() {
+            Some(n) => cluster_milli += n.status.gpus.len() as u64 * 1000,
+            None => break,
+        }
+    }
     if need_min > cluster_milli {
         return Some(format!(
             "spec.tasks: the gang needs {} GPUs at once, but the whole cluster has {}",
@@ -133,21 +144,21 @@ mod tests {
         let n = gpuctl_testkit::node("n1")
             .gpus(4, gpuctl_testkit::A100)
             .build();
-        assert_eq!(infeasible(&[&n], &job("ok", 1, 4.0)), None);
-        let why = infeasible(&[&n], &job("wide", 3, 4.0)).unwrap();
+        assert_eq!(infeasible([&n], &job("ok", 1, 4.0)), None);
+        let why = infeasible([&n], &job("wide", 3, 4.0)).unwrap();
         assert!(
             why.contains("needs 12 GPUs at once, but the whole cluster has 4"),
             "{why}"
         );
         let mut some = job("some", 3, 2.0);
         some.spec.min_available = Some(2);
-        assert_eq!(infeasible(&[&n], &some), None);
-        let why = infeasible(&[&n], &job("big", 1, 8.0)).unwrap();
+        assert_eq!(infeasible([&n], &some), None);
+        let why = infeasible([&n], &job("big", 1, 8.0)).unwrap();
         assert!(why.contains("largest node (n1) has 4"), "{why}");
         let mut h = job("h100", 1, 1.0);
         h.spec.tasks[0].resources.gpu_model = Some("H100".into());
-        assert!(infeasible(&[&n], &h).unwrap().contains("model H100"));
-        assert!(infeasible(&[], &job("x", 1, 1.0))
+        assert!(infeasible([&n], &h).unwrap().contains("model H100"));
+        assert!(infeasible([], &job("x", 1, 1.0))
             .unwrap()
             .contains("no nodes"));
     }

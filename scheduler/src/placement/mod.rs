@@ -71,4 +71,4 @@ pub use request::PodRequest;
 pub use reservation::Reservation;
 pub use round::{plan_round, Round};
 pub use snapshot::{GpuView, NodeView, Snapshot};
-pub use waiting::{group_fits, waiting, waiting_reason, GroupFit, Waiting};
+pub use waiting::{group_fits, waiting, waiting_reason, Explainer, GroupFit, Waiting};

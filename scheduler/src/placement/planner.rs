@@ -58,6 +58,11 @@ impl Planner {
         plan_round_with(st, pending, snap, Some(model))
     }
 
+    /// The cluster model, standing for [`Planner::snapshot`].
+    pub fn model(&self) -> &ClusterModel {
+        &self.model
+    }
+
     /// The snapshot the model stands for.
     pub fn snapshot(&self) -> &Snapshot {
         &self.snap

@@ -2,6 +2,12 @@
 //! what held it back in the round (its queue's quota, a preemption under
 //! way, a reservation) and, when no node has room, what the node filters
 //! answer for each of its task groups.
+//!
+//! [`Explainer`] answers it cheaply enough for every `describe`: it keeps a
+//! planner of its own (synced from the state's per-node change log, not
+//! rebuilt from every node), and the round it planned for the state's
+//! current [`generation`](crate::state::State::generation), which every
+//! `describe` until the next apply shares.
 
 use std::fmt;
 
@@ -10,6 +16,7 @@ use gpuctl_common::api::{Job, JobPhase};
 use super::filter::Fit;
 use super::fit::fit;
 use super::model::ClusterModel;
+use super::planner::Planner;
 use super::request::PodRequest;
 use super::round::Round;
 use super::snapshot::Snapshot;
@@ -101,6 +108,17 @@ impl fmt::Display for GroupFit {
 /// Why the pending job `name` is not running, from a round's decisions
 /// (`None` when the round binds it, or it is not pending).
 pub fn waiting(st: &State, round: &Round, name: &str) -> Option<Waiting> {
+    waiting_with(st, round, name, |job| group_fits(&Snapshot::of(st), job))
+}
+
+/// [`waiting`], with `fits` answering what the node filters say of each
+/// of a job's groups.
+fn waiting_with(
+    st: &State,
+    round: &Round,
+    name: &str,
+    fits: impl FnOnce(&Job) -> Vec<GroupFit>,
+) -> Option<Waiting> {
     let job = st.jobs.get(name)?;
     if job.status.phase != JobPhase::Pending || round.bindings.iter().any(|b| b.job == name) {
         return None;
@@ -124,7 +142,7 @@ pub fn waiting(st: &State, round: &Round, name: &str) -> Option<Waiting> {
     }
     Some(Waiting::NoRoom {
         gpu_milli: job.gpu_milli_requested(),
-        groups: group_fits(&Snapshot::of(st), job),
+        groups: fits(job),
     })
 }
 
@@ -136,7 +154,11 @@ pub fn waiting_reason(st: &State, round: &Round, name: &str) -> Option<String> {
 /// What the node filters of `snapshot` answer for a task of each of
 /// `job`'s groups.
 pub fn group_fits(snapshot: &Snapshot, job: &Job) -> Vec<GroupFit> {
-    let model = ClusterModel::from_views(&snapshot.nodes);
+    group_fits_on(&ClusterModel::from_views(&snapshot.nodes), job)
+}
+
+/// [`group_fits`] on a cluster model.
+fn group_fits_on(model: &ClusterModel, job: &Job) -> Vec<GroupFit> {
     job.spec
         .tasks
         .iter()
@@ -167,6 +189,56 @@ pub fn group_fits(snapshot: &Snapshot, job: &Job) -> Vec<GroupFit> {
             g
         })
         .collect()
+}
+
+/// Answers [`waiting`] for `describe`: the same answer, from a planner
+/// kept between calls and the round it planned for the state's current
+/// generation (see the module doc).
+#[derive(Debug, Default)]
+pub struct Explainer {
+    planner: Planner,
+    /// The last round planned, and the state generation it was planned for.
+    round: Option<(u64, Round)>,
+    /// Rounds planned (tests and metrics).
+    rounds: u64,
+}
+
+impl Explainer {
+    pub fn new() -> Explainer {
+        Explainer::default()
+    }
+
+    /// Why the pending job `name` waits in `st`; `None` when it is not
+    /// pending (or not known), or when the next round binds it.
+    pub fn waiting(&mut self, st: &State, name: &str) -> Option<Waiting> {
+        let job = st.jobs.get(name)?;
+        if job.status.phase != JobPhase::Pending {
+            return None;
+        }
+        let generation = st.generation();
+        if self.round.as_ref().map(|(g, _)| *g) != Some(generation) {
+            let round = self.planner.plan_round(st);
+            self.round = Some((generation, round));
+            self.rounds += 1;
+        }
+        let Explainer { planner, round, .. } = self;
+        let (_, round) = round.as_ref()?;
+        waiting_with(st, round, name, |job| {
+            // The round synced the planner unless nothing was pending.
+            planner.sync_state(st);
+            group_fits_on(planner.model(), job)
+        })
+    }
+
+    /// [`Explainer::waiting`] as the `Waiting:` text.
+    pub fn waiting_reason(&mut self, st: &State, name: &str) -> Option<String> {
+        self.waiting(st, name).map(|w| w.to_string())
+    }
+
+    /// How many rounds it has planned.
+    pub fn rounds(&self) -> u64 {
+        self.rounds
+    }
 }
 
 #[cfg(test)]
@@ -233,5 +305,45 @@ mod tests {
         for (w, want) in cases {
             assert_eq!(w.to_string(), want);
         }
+    }
+
+    #[test]
+    fn the_explainer_answers_as_a_fresh_round_and_plans_once_per_apply() {
+        use crate::state::testutil::register;
+        use crate::state::{Command, Envelope};
+        let mut st = State::default();
+        let mut index = 0;
+        let mut apply = |s: &mut State, cmd: Command| {
+            index += 1;
+            s.apply(index, &Envelope::new(1000 * index, cmd)).unwrap();
+        };
+        for n in ["a", "b"] {
+            let node = gpuctl_testkit::node(n).gpus(2, gpuctl_testkit::A100);
+            apply(&mut st, register(&node.build()));
+        }
+        for (j, gpus) in [("one", 2.0), ("two", 2.0), ("three", 2.0)] {
+            let job = Box::new(gpuctl_testkit::job(j).gpus(gpus).build());
+            apply(&mut st, Command::SubmitJob { job });
+        }
+        let round = crate::placement::plan_round(&st);
+        let bindings = round.bindings.clone();
+        assert_eq!(bindings.len(), 2, "two of the three fit");
+        apply(&mut st, Command::Bind { bindings });
+        let mut ex = Explainer::new();
+        let fresh = crate::placement::plan_round(&st);
+        let want = waiting(&st, &fresh, "three");
+        assert!(want.is_some(), "three waits");
+        assert_eq!(ex.waiting(&st, "three"), want);
+        assert_eq!(ex.waiting(&st, "three"), want, "asked again");
+        assert_eq!(ex.waiting(&st, "one"), None, "bound, not pending");
+        assert_eq!(ex.rounds(), 1, "one round for the same state");
+        // Another submit: the next answer is planned on the state after it.
+        let job = Box::new(gpuctl_testkit::job("four").gpus(1.0).build());
+        apply(&mut st, Command::SubmitJob { job });
+        assert_eq!(
+            ex.waiting(&st, "four"),
+            waiting(&st, &crate::placement::plan_round(&st), "four")
+        );
+        assert_eq!(ex.rounds(), 2);
     }
 }

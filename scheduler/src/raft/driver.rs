@@ -115,7 +115,7 @@ impl Driver {
                 }
             }
             if Instant::now() >= next_tick {
-                self.replica.node.tick();
+                self.replica.tick();
                 next_tick = Instant::now() + self.replica.opts.tick;
             }
             if let Err(e) = self.replica.on_ready(&mut self.transport) {

@@ -108,6 +108,10 @@ pub struct RaftOptions {
     pub compact_after: u64,
     /// How long a caller waits for its proposal to be applied.
     pub propose_timeout: Duration,
+    /// Answer read barriers on the leader's lease while a majority has
+    /// confirmed it lately (`lease.rs`); otherwise every batch of them is
+    /// a heartbeat round (raft-rs's `Safe` ReadIndex).
+    pub lease_reads: bool,
 }
 
 impl Default for RaftOptions {
@@ -119,6 +123,7 @@ impl Default for RaftOptions {
             tick: Duration::from_millis(100),
             compact_after: 10_000,
             propose_timeout: Duration::from_secs(10),
+            lease_reads: true,
         }
     }
 }

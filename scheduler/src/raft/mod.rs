@@ -6,6 +6,8 @@
 //!                  │ and the gRPC transport, around …
 //!  replica.rs    Replica: raft-rs's RawNode, the bookkeeping of proposals
 //!                  and reads, the status it publishes
+//!  lease.rs      leader-lease reads: a leader a majority confirmed lately
+//!                  answers read barriers without a heartbeat round
 //!  ready.rs      one Ready: send → apply (State::apply) → persist → advance
 //!  storage.rs    RaftStorage: the log, hard state and applied objects in RocksDB
 //!  transport.rs  Raft messages to the other replicas over gRPC
@@ -21,6 +23,7 @@ pub mod driver;
 pub mod handle;
 #[cfg(test)]
 mod harness;
+mod lease;
 mod ready;
 mod replica;
 pub mod status;

@@ -25,6 +25,7 @@ impl Replica {
         let era = (self.node.raft.term, self.node.raft.leader_id);
         if era != self.era {
             self.era = era;
+            self.drop_lease();
             for r in self.reads.drain().flat_map(|(_, rs)| rs) {
                 let _ = r.send(Err(ProposeError::NotLeader {
                     leader: Some(era.1).filter(|l| *l != 0),
@@ -53,6 +54,9 @@ impl Replica {
         }
         for rs in ready.take_read_states() {
             let id = self.request_id(&rs.request_ctx);
+            if let Some(id) = id {
+                self.round_confirmed(id);
+            }
             if let Some(replies) = id.and_then(|id| self.reads.remove(&id)) {
                 self.waiting_reads
                     .extend(replies.into_iter().map(|r| (rs.index, r)));

@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
 use raft::prelude::{Entry, Message, MessageType};
 use raft::{Config, RawNode, StateRole};
@@ -55,6 +56,23 @@ impl slog::Drain for TracingDrain {
     }
 }
 
+/// A leader's lease (`lease.rs`), in force until both its tick and its instant.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Lease {
+    pub(super) term: u64,
+    pub(super) until_tick: u64,
+    pub(super) until: Instant,
+}
+
+/// When a leader-started heartbeat round began: the term, this replica's
+/// tick count and the instant.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RoundStart {
+    pub(super) term: u64,
+    pub(super) tick: u64,
+    pub(super) at: Instant,
+}
+
 pub(super) struct Replica {
     pub(super) node: RawNode<RaftStorage>,
     pub(super) storage: RaftStorage,
@@ -80,6 +98,12 @@ pub(super) struct Replica {
     pub(super) incarnation: u64,
     pub(super) applied: u64,
     pub(super) last_compact_check: u64,
+    /// Ticks since this replica started (what leases are measured in).
+    pub(super) ticks: u64,
+    /// The leader's lease, while it has one (`lease.rs`).
+    pub(super) lease: Option<Lease>,
+    /// This leader's ReadIndex heartbeat rounds in flight, by request id.
+    pub(super) rounds: HashMap<u64, RoundStart>,
 }
 
 impl Replica {
@@ -149,6 +173,9 @@ impl Replica {
             incarnation,
             applied,
             last_compact_check: applied,
+            ticks: 0,
+            lease: None,
+            rounds: HashMap::new(),
         })
     }
 
@@ -157,9 +184,7 @@ impl Replica {
         match m {
             Msg::Shutdown => true,
             Msg::Step(m) => {
-                if let Err(e) = self.node.step(*m) {
-                    tracing::debug!("dropping raft message: {e}");
-                }
+                self.step_peer(*m);
                 false
             }
             Msg::Unreachable(id) => {
@@ -316,11 +341,19 @@ impl Replica {
         self.next_id += 1;
         let id = self.next_id;
         self.reads.insert(id, std::mem::take(&mut self.read_queue));
-        self.node.read_index(self.context(id));
+        let ctx = self.context(id);
+        if self.lease_valid() {
+            self.read_on_lease(ctx);
+            self.maybe_probe();
+        } else {
+            // The round renews the lease when a majority answers it.
+            self.round_started(id);
+            self.node.read_index(ctx);
+        }
     }
 
     /// Request context: this process's incarnation, then the request id.
-    fn context(&self, id: u64) -> Vec<u8> {
+    pub(super) fn context(&self, id: u64) -> Vec<u8> {
         let mut ctx = self.incarnation.to_be_bytes().to_vec();
         ctx.extend_from_slice(&id.to_be_bytes());
         ctx

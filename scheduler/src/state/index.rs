@@ -241,6 +241,38 @@ impl Clone for Lineage {
     }
 }
 
+/// A number no other state, and no other version of this one, has had:
+/// taken afresh by every apply, by a clone and by a new state. A reader
+/// that derived something from a state keys it by this to know when it
+/// must derive it again.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Generation(u64);
+
+static GENERATIONS: AtomicU64 = AtomicU64::new(1);
+
+impl Generation {
+    /// Move to a number not seen before.
+    pub fn bump(&mut self) {
+        *self = Generation::default();
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0
+    }
+}
+
+impl Default for Generation {
+    fn default() -> Self {
+        Generation(GENERATIONS.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+impl Clone for Generation {
+    fn clone(&self) -> Self {
+        Generation::default()
+    }
+}
+
 /// Where a reader of [`NodeChanges`] stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChangeCursor {

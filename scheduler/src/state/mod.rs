@@ -111,6 +111,8 @@ pub struct State {
     index: index::TaskIndex,
     /// Derived: the nodes in the order they last changed.
     changes: index::NodeChanges,
+    /// Derived: new at every apply.
+    generation: index::Generation,
     /// Objects changed since the last [`State::take_dirty`].
     dirty: Dirty,
 }
@@ -176,6 +178,7 @@ impl State {
         self.gpu_milli_allocated = 0;
         self.index = index::TaskIndex::build(self.jobs.values(), self.nodes.values());
         self.changes = index::NodeChanges::default();
+        self.generation.bump();
         for n in self.nodes.keys() {
             self.changes.changed(n);
         }
@@ -227,6 +230,13 @@ impl State {
     /// [`ChangeCursor`].
     pub fn node_changes(&self) -> &index::NodeChanges {
         &self.changes
+    }
+
+    /// A number this state has had since its last apply and no other
+    /// state or version of it has had: what is derived from the state can
+    /// be kept while it stays the same.
+    pub fn generation(&self) -> u64 {
+        self.generation.get()
     }
 
     /// Record that an object changed (or was removed), to persist it.
@@ -330,6 +340,7 @@ impl State {
     pub fn apply(&mut self, index: u64, env: &Envelope) -> Result<Applied, ApplyError> {
         let r = self.apply_once(index, env);
         self.settle();
+        self.generation.bump();
         r
     }
 

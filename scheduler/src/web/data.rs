@@ -65,7 +65,7 @@ pub async fn answer(
             ok(v)
         }
         ["jobs"] => ok(jobs(&api.raft.shared.read(), &Filter::from_query(query))),
-        ["jobs", name] => match job(&api.raft.shared.read(), &super::url_decode(name)) {
+        ["jobs", name] => match job(api, &super::url_decode(name)) {
             Some(v) => ok(v),
             None => error(StatusCode::NOT_FOUND, format!("job {name:?} not found")),
         },
@@ -347,11 +347,10 @@ pub fn jobs(st: &State, filter: &Filter) -> Value {
 }
 
 /// One job as `gpuctl get job NAME -o json` shows it, with why it waits.
-fn job(st: &State, name: &str) -> Option<Value> {
-    let mut j = st.jobs.get(name)?.clone();
+fn job(api: &Api, name: &str) -> Option<Value> {
+    let mut j = api.raft.shared.read().jobs.get(name)?.clone();
     if j.status.phase == JobPhase::Pending {
-        let round = crate::placement::plan_round(st);
-        j.status.waiting = crate::placement::waiting_reason(st, &round, name);
+        j.status.waiting = api.waiting_reason(name);
     }
     serde_json::to_value(&j).ok()
 }

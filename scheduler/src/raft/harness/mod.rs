@@ -28,6 +28,7 @@ use super::storage::RaftStorage;
 use crate::metrics::Metrics;
 use crate::state::{Applied, Command, Envelope, State};
 
+mod lease_tests;
 mod tests;
 
 /// The answer to a proposal, once it is applied (or refused).
@@ -225,7 +226,7 @@ impl Cluster {
     pub(super) fn round(&mut self) {
         for id in self.ids() {
             self.pin_election_timeout(id);
-            self.replica_mut(id).node.tick();
+            self.replica_mut(id).tick();
             self.process_ready(id);
         }
         self.deliver_all();
@@ -412,6 +413,11 @@ impl Cluster {
     pub(super) fn elect(&mut self) -> u64 {
         self.run_until(100, "an agreed leader", |c| c.leader().is_some());
         self.leader().expect("agreed above")
+    }
+
+    /// Whether replica `id` holds a leader's lease now (`lease.rs`).
+    pub(super) fn lease_valid(&self, id: u64) -> bool {
+        self.replica(id).lease_valid()
     }
 
     pub(super) fn applied(&self, id: u64) -> u64 {

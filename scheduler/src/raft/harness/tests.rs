@@ -423,7 +423,15 @@ fn proposals_that_arrive_together_are_one_append_per_follower() {
 
 #[test]
 fn read_barriers_asked_together_share_one_read_index_and_see_acknowledged_writes() {
-    let mut c = Cluster::new(3);
+    // Without leases, so that the leader's reads are heartbeat rounds too
+    // (with them: `lease_tests.rs`).
+    let mut c = Cluster::with_options(
+        3,
+        RaftOptions {
+            lease_reads: false,
+            ..Default::default()
+        },
+    );
     let leader = c.elect();
     let f = c.ids().into_iter().find(|id| *id != leader).unwrap();
     // A write acknowledged by the leader that the follower has not seen.
