@@ -42,7 +42,7 @@ fn dev_node() -> Node {
 /// Why `job` would be refused or never start on the dev node; `None` when
 /// it runs.
 fn why_not(node: &Node, job: &Job) -> Option<String> {
-    if let Some(why) = gpuctl_scheduler::placement::infeasible(&[node], job) {
+    if let Some(why) = gpuctl_scheduler::placement::infeasible([node], job) {
         return Some(why);
     }
     let tasks = &job.spec.tasks;
