@@ -75,23 +75,47 @@ fn expect_err<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code, messa
     assert_eq!((e.code(), e.message()), (code, message));
 }
 
+/// Create user `name` through `c` (as the bootstrap admin), and a token of
+/// theirs.
+async fn user_on(
+    c: &mut ControlClient<Channel>,
+    name: &str,
+    team: &str,
+    role: &str,
+    lead: bool,
+) -> pb::CreateTokenResponse {
+    c.create_user(with(
+        ADMIN,
+        pb::CreateUserRequest {
+            name: name.into(),
+            team: team.into(),
+            role: role.into(),
+            team_lead: lead,
+            uid: Some(1000),
+            allow_root: false,
+        },
+    ))
+    .await
+    .unwrap();
+    c.create_token(with(
+        ADMIN,
+        pb::CreateTokenRequest {
+            user: name.into(),
+            ttl_seconds: 0,
+            kind: String::new(),
+            description: "test".into(),
+        },
+    ))
+    .await
+    .unwrap()
+    .into_inner()
+}
+
 impl Cluster {
     async fn user(&mut self, name: &str, team: &str, role: &str, lead: bool) -> String {
-        self.control
-            .create_user(with(
-                ADMIN,
-                pb::CreateUserRequest {
-                    name: name.into(),
-                    team: team.into(),
-                    role: role.into(),
-                    team_lead: lead,
-                    uid: Some(1000),
-                    allow_root: false,
-                },
-            ))
+        user_on(&mut self.control, name, team, role, lead)
             .await
-            .unwrap();
-        self.token(name, 0).await.token
+            .token
     }
 
     async fn token(&mut self, user: &str, ttl_seconds: u64) -> pb::CreateTokenResponse {
@@ -662,28 +686,7 @@ async fn followers_authenticate_fresh_tokens_refuse_before_forwarding_and_audit_
     let f2 = (leader + 2) % 3;
 
     // Created through one follower (forwarded to the leader) ...
-    clients[f1]
-        .create_user(with(
-            ADMIN,
-            pb::CreateUserRequest {
-                name: "alice".into(),
-                team: "nlp".into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap();
-    let t = clients[f1]
-        .create_token(with(
-            ADMIN,
-            pb::CreateTokenRequest {
-                user: "alice".into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let t = user_on(&mut clients[f1], "alice", "nlp", "", false).await;
     // ... and good at once on the other, which may not have applied it yet.
     let who = clients[f2]
         .who_am_i(with(&t.token, pb::WhoAmIRequest {}))
@@ -870,28 +873,8 @@ async fn an_apply_through_a_follower_is_authorized_checked_and_audited_on_the_le
     let (servers, mut clients) = three(root.path()).await;
     let leader = servers[0].raft.shared.status().leader_id as usize - 1;
     let f = (leader + 1) % 3;
-    clients[leader]
-        .create_user(with(
-            ADMIN,
-            pb::CreateUserRequest {
-                name: "vera".into(),
-                role: "viewer".into(),
-                ..Default::default()
-            },
-        ))
+    let vera = user_on(&mut clients[leader], "vera", "", "viewer", false)
         .await
-        .unwrap();
-    let vera = clients[leader]
-        .create_token(with(
-            ADMIN,
-            pb::CreateTokenRequest {
-                user: "vera".into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
         .token;
     // A node, registered with the leader, so that jobs could run.
     let url = servers[0].raft.shared.members.borrow()[&(leader as u64 + 1)].clone();
