@@ -673,7 +673,7 @@ mod tests {
     fn get_all() -> GetRequest {
         GetRequest {
             kind: "jobs".into(),
-            name: String::new(),
+            ..Default::default()
         }
     }
 
@@ -750,6 +750,7 @@ mod tests {
         let req = GetRequest {
             kind: "jobs".into(),
             name: "nope".into(),
+            ..Default::default()
         };
         let e = conn
             .call(|mut c| {

@@ -70,6 +70,7 @@ impl Fake {
         }
         Ok(GetResponse {
             objects_json: vec![],
+            ..Default::default()
         })
     }
 

@@ -89,6 +89,7 @@ async fn get_job(c: &mut ControlClient<Channel>, name: &str) -> Job {
         .get(pb::GetRequest {
             kind: "jobs".into(),
             name: name.into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -261,6 +262,7 @@ async fn gang_lifecycle_and_restart() {
         .get(pb::GetRequest {
             kind: "jobs".into(),
             name: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -284,6 +286,7 @@ async fn gang_lifecycle_and_restart() {
         .get(pb::GetRequest {
             kind: "nodes".into(),
             name: "n1".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -332,6 +335,7 @@ async fn silent_node_is_lost_and_its_job_retried() {
         .get(pb::GetRequest {
             kind: "node".into(),
             name: "n1".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -384,6 +388,7 @@ async fn bad_requests_are_refused_with_reasons() {
         .get(pb::GetRequest {
             kind: "pods".into(),
             name: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -392,6 +397,7 @@ async fn bad_requests_are_refused_with_reasons() {
         .get(pb::GetRequest {
             kind: "job".into(),
             name: "nope".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -464,6 +470,7 @@ async fn get_queue(c: &mut ControlClient<Channel>, name: &str) -> serde_json::Va
         .get(pb::GetRequest {
             kind: "queues".into(),
             name: name.into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -610,6 +617,7 @@ async fn secrets_reach_only_the_assignment_and_survive_restart() {
         .get(pb::GetRequest {
             kind: "secrets".into(),
             name: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -657,6 +665,7 @@ async fn secrets_reach_only_the_assignment_and_survive_restart() {
         .get(pb::GetRequest {
             kind: "secret".into(),
             name: "keys".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -665,5 +674,91 @@ async fn secrets_reach_only_the_assignment_and_survive_restart() {
         got.objects_json[0].contains("<redacted> (1 bytes)"),
         "{:?}",
         got.objects_json
+    );
+}
+
+/// One page of `get jobs`: the names and the continue token.
+async fn page(
+    c: &mut ControlClient<Channel>,
+    limit: u32,
+    continue_token: String,
+) -> Result<(Vec<String>, String), tonic::Status> {
+    let r = c
+        .get(pb::GetRequest {
+            kind: "jobs".into(),
+            limit,
+            continue_token,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let names = r
+        .objects_json
+        .iter()
+        .map(|j| serde_json::from_str::<Job>(j).unwrap().metadata.name)
+        .collect();
+    Ok((names, r.continue_token))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_list_reads_in_pages_in_submission_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, addr) = start(dir.path(), Duration::from_secs(60)).await;
+    let (mut c, mut n) = clients(&addr).await;
+    n.register(register("n1", 1)).await.unwrap();
+    // Submitted out of name order: pages follow submission.
+    let names = ["e", "b", "d", "a", "c"];
+    for n in names {
+        c.apply(pb::ApplyRequest {
+            object_json: job_json(n, 1, 1.0),
+            source: format!("{n}.yaml"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let (first, token) = page(&mut c, 2, String::new()).await.unwrap();
+    assert_eq!(first, ["e", "b"]);
+    assert!(!token.is_empty(), "more follow");
+    // A job submitted between pages comes at the end.
+    c.apply(pb::ApplyRequest {
+        object_json: job_json("late", 1, 1.0),
+        source: "late.yaml".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (second, token) = page(&mut c, 2, token).await.unwrap();
+    assert_eq!(second, ["d", "a"]);
+    let (third, token) = page(&mut c, 2, token).await.unwrap();
+    assert_eq!(third, ["c", "late"]);
+    assert_eq!(token, "", "the list ended exactly on the page's end");
+    // No limit: the whole list in the same order, and no token.
+    let (all, token) = page(&mut c, 0, String::new()).await.unwrap();
+    assert_eq!(all, ["e", "b", "d", "a", "c", "late"]);
+    assert_eq!(token, "");
+
+    // A token not given by the server, and a limit on another kind, are
+    // refused with the rule.
+    let e = page(&mut c, 2, "garbage".into()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(
+        e.message().contains("continue_token \"garbage\""),
+        "{}",
+        e.message()
+    );
+    let e = c
+        .get(pb::GetRequest {
+            kind: "nodes".into(),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(
+        e.message().contains("page a list of jobs"),
+        "{}",
+        e.message()
     );
 }

@@ -142,6 +142,7 @@ impl Cluster {
                 pb::GetRequest {
                     kind: kind.into(),
                     name: String::new(),
+                    ..Default::default()
                 },
             ))
             .await
@@ -502,6 +503,7 @@ async fn nodes_act_only_as_themselves_and_join_tokens_only_join() {
                 pb::GetRequest {
                     kind: "jobs".into(),
                     name: String::new(),
+                    ..Default::default()
                 },
             ))
             .await,
@@ -702,6 +704,7 @@ async fn followers_authenticate_fresh_tokens_refuse_before_forwarding_and_audit_
             pb::GetRequest {
                 kind: "users".into(),
                 name: String::new(),
+                ..Default::default()
             },
         ))
         .await
@@ -727,6 +730,7 @@ async fn followers_authenticate_fresh_tokens_refuse_before_forwarding_and_audit_
             pb::GetRequest {
                 kind: "users".into(),
                 name: String::new(),
+                ..Default::default()
             },
         ))
         .await
@@ -785,6 +789,7 @@ async fn an_endpoints_key_hashes_reach_the_gateway_and_admins_only() {
                     pb::GetRequest {
                         kind: "endpoints".into(),
                         name: "private".into(),
+                        ..Default::default()
                     },
                 ))
                 .await

@@ -150,6 +150,7 @@ async fn job_names(addr: &str) -> Vec<String> {
         .get(pb::GetRequest {
             kind: "jobs".into(),
             name: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -484,6 +485,7 @@ async fn has_job(addr: &str, name: &str) -> bool {
         .get(pb::GetRequest {
             kind: "job".into(),
             name: name.into(),
+            ..Default::default()
         })
         .await;
     match r {

@@ -99,6 +99,7 @@ async fn replicas_talk_over_mutual_tls_and_refuse_peers_without_a_certificate() 
         .get(pb::GetRequest {
             kind: "nodes".into(),
             name: "n1".into(),
+            ..Default::default()
         })
         .await
         .unwrap()

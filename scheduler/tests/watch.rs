@@ -123,6 +123,7 @@ async fn a_job_wakes_only_the_stream_of_its_node() {
                 .get(pb::GetRequest {
                     kind: "jobs".into(),
                     name: "a".into(),
+                    ..Default::default()
                 })
                 .await
                 .unwrap()

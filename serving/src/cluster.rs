@@ -146,6 +146,7 @@ impl Schedulers {
             .get(pb::GetRequest {
                 kind: "endpoints".into(),
                 name: String::new(),
+                ..Default::default()
             })
             .await
         {

@@ -164,11 +164,44 @@ fn cpu_and_rss(pid: i32) -> Option<(f64, u64)> {
 async fn get_all(c: &mut benches::dev::ControlClient, kind: &str) -> anyhow::Result<Vec<String>> {
     Ok(c.get(pb::GetRequest {
         kind: kind.into(),
-        name: String::new(),
+        ..Default::default()
     })
     .await?
     .into_inner()
     .objects_json)
+}
+
+/// Jobs per page, as `gpuctl get jobs` (and kubectl) read a long list.
+const LIST_CHUNK: u32 = 500;
+
+/// Every job, read in pages of [`LIST_CHUNK`] as `gpuctl get jobs` reads
+/// them; each page's time is added to `page_ms`.
+async fn list_jobs(
+    c: &mut benches::dev::ControlClient,
+    page_ms: &mut Vec<f64>,
+) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut token = String::new();
+    // Each page moves past at least one job: bounded by the jobs held.
+    for _ in 0..100_000 {
+        let t = Instant::now();
+        let page = c
+            .get(pb::GetRequest {
+                kind: "jobs".into(),
+                limit: LIST_CHUNK,
+                continue_token: std::mem::take(&mut token),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        page_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        out.extend(page.objects_json);
+        if page.continue_token.is_empty() {
+            return Ok(out);
+        }
+        token = page.continue_token;
+    }
+    bail!("the job list did not end after 100,000 pages")
 }
 
 async fn run(
@@ -247,6 +280,7 @@ async fn run(
     // job has ended. The job described is one still pending when there is
     // one (its description says why it waits: the costlier answer).
     let mut list_ms = Vec::new();
+    let mut page_ms = Vec::new();
     let mut describe_ms = Vec::new();
     let mut unavailable = 0u32;
     let mut jobs: Vec<Job>;
@@ -255,7 +289,7 @@ async fn run(
             bail!("not every job ended after 30 minutes");
         }
         let t = Instant::now();
-        let raw = match get_all(&mut c, "jobs").await {
+        let raw = match list_jobs(&mut c, &mut page_ms).await {
             Ok(r) => r,
             Err(e) if transient(&e) => {
                 unavailable += 1;
@@ -283,6 +317,7 @@ async fn run(
                 .get(pb::GetRequest {
                     kind: "job".into(),
                     name: j.metadata.name.clone(),
+                    ..Default::default()
                 })
                 .await;
             match r {
@@ -331,6 +366,7 @@ async fn run(
     describe_ms.sort_by(f64::total_cmp);
     submit_ms.sort_by(f64::total_cmp);
     list_ms.sort_by(f64::total_cmp);
+    page_ms.sort_by(f64::total_cmp);
     let leader = replicas::status(&mut c).await?.leader_id;
     // `gpuctl dev` serves every /metrics over TLS (its CA in the state folder).
     let metrics_ca = Some(state.join("tls/ca.pem"));
@@ -368,6 +404,8 @@ async fn run(
         "submit_rpc_ms_p99": percentile(&submit_ms, 99.0),
         "get_jobs_ms_p50": percentile(&list_ms, 50.0),
         "get_jobs_ms_p99": percentile(&list_ms, 99.0),
+        "get_jobs_page_ms_p50": percentile(&page_ms, 50.0),
+        "get_jobs_page_ms_p99": percentile(&page_ms, 99.0),
         "describe_ms_p50": percentile(&describe_ms, 50.0),
         "describe_ms_p99": percentile(&describe_ms, 99.0),
         "offered_rate": args.rate,
@@ -392,12 +430,14 @@ async fn run(
             percentile(&to_running, 99.0)
         );
         println!(
-            "  submit call p50 {:.1} ms p99 {:.1} ms; get jobs p50 {:.0} ms p99 {:.0} ms ({} lists); describe p50 {:.1} ms p99 {:.1} ms",
+            "  submit call p50 {:.1} ms p99 {:.1} ms; get jobs p50 {:.0} ms p99 {:.0} ms ({} lists; a page of {LIST_CHUNK} p50 {:.1} ms p99 {:.1} ms); describe p50 {:.1} ms p99 {:.1} ms",
             percentile(&submit_ms, 50.0),
             percentile(&submit_ms, 99.0),
             percentile(&list_ms, 50.0),
             percentile(&list_ms, 99.0),
             list_ms.len(),
+            percentile(&page_ms, 50.0),
+            percentile(&page_ms, 99.0),
             percentile(&describe_ms, 50.0),
             percentile(&describe_ms, 99.0),
         );

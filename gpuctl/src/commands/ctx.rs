@@ -5,6 +5,11 @@ use gpuctl_common::api::{Job, Node};
 use gpuctl_common::queue::Queue;
 use gpuctl_proto::v1::GetRequest;
 
+/// Jobs per page when the CLI lists them (kubectl's `--chunk-size` default).
+const LIST_CHUNK: u32 = 500;
+/// Pages one list may take: 50 million jobs.
+const MAX_PAGES: usize = 100_000;
+
 use crate::cli::Kind;
 use crate::client::{Client, Conn, Target};
 use crate::error::{Error, Result};
@@ -37,9 +42,13 @@ impl Ctx {
     }
 
     pub(crate) async fn get_raw(&mut self, kind: Kind, name: Option<&str>) -> Result<Vec<String>> {
+        if kind == Kind::Jobs && name.is_none() {
+            return self.list_jobs_paged().await;
+        }
         let req = GetRequest {
             kind: kind.api_name().into(),
             name: name.unwrap_or_default().into(),
+            ..Default::default()
         };
         let target = name.map(|n| Target {
             kind: kind.singular(),
@@ -59,6 +68,39 @@ impl Ctx {
             });
         }
         Ok(objs)
+    }
+
+    /// Every job, read in pages of [`LIST_CHUNK`] as `kubectl get` reads a
+    /// long list: no single answer grows with the cluster's history, and the
+    /// server encodes one page per call. A server that does not page answers
+    /// the whole list at once, without a continue token.
+    async fn list_jobs_paged(&mut self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut token = String::new();
+        // Bounded: each page moves past at least one job.
+        for _ in 0..MAX_PAGES {
+            let req = GetRequest {
+                kind: Kind::Jobs.api_name().into(),
+                limit: LIST_CHUNK,
+                continue_token: std::mem::take(&mut token),
+                ..Default::default()
+            };
+            let page = self
+                .call(None, |mut c| {
+                    let req = req.clone();
+                    async move { c.get(req).await }
+                })
+                .await?
+                .into_inner();
+            out.extend(page.objects_json);
+            if page.continue_token.is_empty() {
+                return Ok(out);
+            }
+            token = page.continue_token;
+        }
+        Err(Error::Other(format!(
+            "the job list did not end after {MAX_PAGES} pages of {LIST_CHUNK}"
+        )))
     }
 
     pub(crate) async fn get_jobs(&mut self, name: Option<&str>) -> Result<Vec<Job>> {

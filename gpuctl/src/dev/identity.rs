@@ -56,6 +56,7 @@ pub(super) async fn ensure_join_token(plan: &Plan, admin: &mut Conn) -> Result<(
             let req = pb::GetRequest {
                 kind: "tokens".into(),
                 name: id.to_string(),
+                ..Default::default()
             };
             let known = admin
                 .call(|mut c| {

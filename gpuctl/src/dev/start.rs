@@ -179,6 +179,7 @@ async fn wait_for_nodes(sup: &Supervisor, plan: &Plan, conn: &mut client::Conn) 
         let req = GetRequest {
             kind: "nodes".into(),
             name: String::new(),
+            ..Default::default()
         };
         if let Ok(resp) = conn
             .call(|mut c| {

@@ -232,27 +232,44 @@ impl Control for Api {
                 }
             );
         let kind = kind_of(&req.kind)?;
+        let paged = req.limit != 0 || !req.continue_token.is_empty();
+        if paged && (kind != "job" || !req.name.is_empty()) {
+            return Err(Status::invalid_argument(format!(
+                "limit and continue_token page a list of jobs; a list of {kind}s or one object is read whole (leave them unset)"
+            )));
+        }
         self.proposer().read_barrier().await?;
+        if paged {
+            return Ok(Response::new(self.jobs_page(&req)?));
+        }
         if kind == "workflow" {
             let objects_json = self.get_workflows(&req.name)?;
-            return Ok(Response::new(pb::GetResponse { objects_json }));
+            return Ok(Response::new(pb::GetResponse {
+                objects_json,
+                ..Default::default()
+            }));
         }
         if matches!(
             kind,
             "workflowtemplate" | "clusterworkflowtemplate" | "cronworkflow"
         ) {
             let objects_json = self.get_argo_objects(kind, &req.name)?;
-            return Ok(Response::new(pb::GetResponse { objects_json }));
+            return Ok(Response::new(pb::GetResponse {
+                objects_json,
+                ..Default::default()
+            }));
         }
         if kind == "user" || kind == "token" {
             let objects_json = identity_objects(&self.state(), kind, &req.name)?;
-            return Ok(Response::new(pb::GetResponse { objects_json }));
+            return Ok(Response::new(pb::GetResponse {
+                objects_json,
+                ..Default::default()
+            }));
         }
         let st = self.state();
         let objects_json = match (kind, req.name.is_empty()) {
             ("job", true) => {
-                let mut jobs: Vec<&Job> = st.jobs.values().collect();
-                jobs.sort_by_key(|j| j.metadata.uid);
+                let (jobs, _) = st.jobs_page(None, 0);
                 jobs.into_iter().map(json).collect::<Result<_, _>>()?
             }
             ("job", false) => {
@@ -309,7 +326,10 @@ impl Control for Api {
                 Status::not_found(format!("node {:?} not found", req.name))
             })?)?],
         };
-        Ok(Response::new(pb::GetResponse { objects_json }))
+        Ok(Response::new(pb::GetResponse {
+            objects_json,
+            ..Default::default()
+        }))
     }
 
     async fn cancel(
@@ -683,7 +703,41 @@ impl Control for Api {
     }
 }
 
+/// A paged list's continue token: the last listed job's uid and name.
+fn continue_token(j: &Job) -> String {
+    format!("{}:{}", j.metadata.uid.unwrap_or(0), j.metadata.name)
+}
+
 impl Api {
+    /// One page of `get jobs` (`limit`, `continue_token`), in submission
+    /// order; only this page's jobs are encoded.
+    fn jobs_page(&self, req: &pb::GetRequest) -> Result<pb::GetResponse, Status> {
+        let after = match req.continue_token.as_str() {
+            "" => None,
+            t => {
+                let parsed = t
+                    .split_once(':')
+                    .and_then(|(uid, name)| Some((uid.parse::<u64>().ok()?, name)));
+                Some(parsed.ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "continue_token {t:?} is not one this server gave (it is the previous answer's continue_token, as given)"
+                    ))
+                })?)
+            }
+        };
+        let st = self.state();
+        let (jobs, more) = st.jobs_page(after, req.limit as usize);
+        let continue_token = match (more, jobs.last()) {
+            (true, Some(last)) => continue_token(last),
+            _ => String::new(),
+        };
+        let objects_json = jobs.into_iter().map(json).collect::<Result<_, _>>()?;
+        Ok(pb::GetResponse {
+            objects_json,
+            continue_token,
+        })
+    }
+
     async fn add_peer_as(
         &self,
         who: &Result<Principal, Status>,

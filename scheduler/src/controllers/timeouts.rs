@@ -8,8 +8,8 @@ use crate::state::{Command, State};
 
 /// `FailAttempt` for every running attempt past its job's timeout at `now_ms`.
 pub fn expired(st: &State, now_ms: u64) -> Vec<Command> {
-    st.jobs
-        .values()
+    // Running jobs are live: the index's set, not every job held.
+    st.live_jobs()
         .filter(|j| j.status.phase == JobPhase::Running)
         .filter_map(|j| {
             let limit = j.spec.timeout_seconds? * 1000;
@@ -40,14 +40,12 @@ mod tests {
 
     #[test]
     fn only_attempts_past_their_timeout_fail() {
-        let mut st = State::default();
-        for j in [
+        let jobs = vec![
             running("slow", Some(10), 1_000),
             running("fresh", Some(10), 5_000),
             running("unbounded", None, 0),
-        ] {
-            st.jobs.insert(j.metadata.name.clone(), j);
-        }
+        ];
+        let mut st = State::from_objects(jobs, vec![]);
         assert!(expired(&st, 11_000).is_empty(), "exactly at the limit");
         let cmds = expired(&st, 11_001);
         assert_eq!(

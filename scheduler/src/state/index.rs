@@ -3,8 +3,11 @@
 //!
 //! - [`TaskIndex`]: which jobs hold resources on each node (what
 //!   [`State::tasks_on_node`] reads instead of scanning every job), the
-//!   pending jobs in placement order (what a scheduling round reads), and
-//!   each job's phase for the [`Counts`] the gauges read.
+//!   pending jobs in placement order (what a scheduling round reads), the
+//!   live jobs (not ended, or still holding resources: all a round's fair
+//!   share, workload mix and preemption look at), the jobs in submission
+//!   order (what a paged `get jobs` reads), and each job's phase for the
+//!   [`Counts`] the gauges read.
 //! - [`NodeChanges`]: a per-node change sequence. Every apply that changes
 //!   what a node runs or holds, or the node itself, moves that node to the
 //!   end of the log; a reader that remembers a [`ChangeCursor`] asks for
@@ -36,6 +39,10 @@ pub struct TaskIndex {
     /// Pending jobs in placement order: priority (highest first), then
     /// submission (uid), then name.
     pending: BTreeSet<PendingKey>,
+    /// Jobs not ended or still holding resources, by name.
+    live: BTreeSet<String>,
+    /// Jobs by submission (uid, then name).
+    submitted: BTreeSet<(u64, String)>,
     counts: Counts,
 }
 
@@ -48,6 +55,8 @@ struct JobEntry {
     nodes: Vec<String>,
     /// Its key in `pending` while it is pending.
     pending: Option<PendingKey>,
+    /// Its uid, its key in `submitted`.
+    uid: u64,
 }
 
 /// Object counts for the gauges, kept as objects change.
@@ -125,6 +134,8 @@ impl TaskIndex {
             if let Some(k) = &old.pending {
                 self.pending.remove(k);
             }
+            self.live.remove(name);
+            self.submitted.remove(&(old.uid, name.to_string()));
             for n in old.nodes {
                 if let Some(set) = self.by_node.get_mut(&n) {
                     set.remove(name);
@@ -155,10 +166,16 @@ impl TaskIndex {
                 self.pending.insert(key.clone());
                 key
             });
+            if !phase.is_terminal() || !nodes.is_empty() {
+                self.live.insert(name.to_string());
+            }
+            let uid = j.metadata.uid.unwrap_or(0);
+            self.submitted.insert((uid, name.to_string()));
             let entry = JobEntry {
                 phase,
                 nodes,
                 pending,
+                uid,
             };
             self.by_job.insert(name.to_string(), entry);
         }
@@ -209,6 +226,33 @@ impl TaskIndex {
     /// Pending jobs' names in placement order (priority, then submission).
     pub fn pending(&self) -> impl Iterator<Item = &str> + '_ {
         self.pending.iter().map(|(_, _, n)| n.as_str())
+    }
+
+    /// Jobs not ended, or ended with a task still holding resources, in
+    /// name order.
+    pub fn live(&self) -> impl Iterator<Item = &str> + '_ {
+        self.live.iter().map(String::as_str)
+    }
+
+    /// Jobs in submission order (uid, then name), from just after `after`
+    /// (a job's uid and name; `None`: from the first).
+    pub fn submitted_after(
+        &self,
+        after: Option<(u64, &str)>,
+    ) -> impl Iterator<Item = (u64, &str)> + '_ {
+        use std::ops::Bound;
+        let from = match after {
+            Some((uid, name)) => Bound::Excluded((uid, name.to_string())),
+            None => Bound::Unbounded,
+        };
+        self.submitted
+            .range((from, Bound::Unbounded))
+            .map(|(u, n)| (*u, n.as_str()))
+    }
+
+    /// How many jobs there are.
+    pub fn job_count(&self) -> usize {
+        self.submitted.len()
     }
 
     /// Nodes where some task holds resources, in name order.

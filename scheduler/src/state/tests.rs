@@ -741,6 +741,46 @@ fn node_index_and_change_log_follow_the_change() {
     assert_eq!(h.s.gpu_milli_allocated(), 0);
 }
 
+/// The live jobs a round reads leave the index when they end, and every
+/// job stays listed in submission order, pages included.
+#[test]
+fn live_jobs_leave_the_index_when_they_end_and_pages_follow_submission() {
+    let mut h = Harness::new();
+    h.apply(reg("n1", 2)).unwrap();
+    for name in ["z", "y", "x"] {
+        let j = job(name, 1, 1.0, 0);
+        h.apply(Command::SubmitJob { job: Box::new(j) }).unwrap();
+    }
+    let live =
+        |s: &State| -> Vec<String> { s.live_jobs().map(|j| j.metadata.name.clone()).collect() };
+    assert_eq!(live(&h.s), ["x", "y", "z"]);
+    h.bind("z", "n1", &[&[0]]);
+    h.report("z", 0, TaskPhase::Running, None);
+    assert_eq!(live(&h.s), ["x", "y", "z"]);
+    h.report("z", 0, TaskPhase::Succeeded, Some(0));
+    assert_eq!(live(&h.s), ["x", "y"], "an ended job that holds nothing");
+    h.apply(Command::CancelJob { name: "x".into() }).unwrap();
+    assert_eq!(live(&h.s), ["y"]);
+
+    let names =
+        |jobs: Vec<&Job>| -> Vec<String> { jobs.iter().map(|j| j.metadata.name.clone()).collect() };
+    let (all, more) = h.s.jobs_page(None, 0);
+    assert_eq!(
+        (names(all), more),
+        (vec!["z".into(), "y".into(), "x".into()], false)
+    );
+    let (first, more) = h.s.jobs_page(None, 2);
+    let last = first[1];
+    let after = (last.metadata.uid.unwrap(), last.metadata.name.as_str());
+    assert_eq!(
+        (names(first.clone()), more),
+        (vec!["z".into(), "y".into()], true)
+    );
+    let (rest, more) = h.s.jobs_page(Some(after), 2);
+    assert_eq!((names(rest), more), (vec!["x".to_string()], false));
+    assert_eq!(h.s.job_count(), 3);
+}
+
 /// Pending jobs come from the index in placement order: higher priority
 /// first, then submission order; bound jobs leave it, retried ones return.
 #[test]

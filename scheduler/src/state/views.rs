@@ -14,7 +14,9 @@ impl State {
     pub fn queue_status(&self, queue: &str) -> QueueStatus {
         let mut st = QueueStatus::default();
         let mut milli = 0u64;
-        for j in self.jobs.values() {
+        // Ended jobs neither wait nor run, and hold nothing once their
+        // tasks stopped: the live ones are all that count.
+        for j in self.live_jobs() {
             if j.metadata.queue.as_deref().unwrap_or(DEFAULT_QUEUE) != queue {
                 continue;
             }
@@ -66,6 +68,34 @@ impl State {
             .keys()
             .filter_map(|n| self.endpoint_view(n))
             .collect()
+    }
+
+    /// Jobs not ended, or ended with a task still holding resources, in
+    /// name order: every job a scheduling round's fair share, workload mix
+    /// and preemption can count (read from the index, not a scan of every
+    /// job ever held).
+    pub fn live_jobs(&self) -> impl Iterator<Item = &Job> + '_ {
+        self.index.live().filter_map(|n| self.jobs.get(n))
+    }
+
+    /// Up to `limit` jobs (0: no limit) in submission order, from just
+    /// after the job `after` (its uid and name), and whether more follow.
+    pub fn jobs_page(&self, after: Option<(u64, &str)>, limit: usize) -> (Vec<&Job>, bool) {
+        let mut it = self
+            .index
+            .submitted_after(after)
+            .filter_map(|(_, n)| self.jobs.get(n));
+        if limit == 0 {
+            return (it.collect(), false);
+        }
+        let page: Vec<&Job> = it.by_ref().take(limit).collect();
+        let more = it.next().is_some();
+        (page, more)
+    }
+
+    /// How many jobs the state holds.
+    pub fn job_count(&self) -> usize {
+        self.index.job_count()
     }
 
     /// Jobs waiting for placement, in submission order.
