@@ -84,6 +84,7 @@ impl Server {
             audit_log: Arc::new(crate::api::audit::AuditLog::new(&cfg.data_dir)),
             wakeups: wakeups.clone(),
             explainer: Arc::default(),
+            job_json: Arc::default(),
         };
         let ui_api = api.clone();
         let metrics_tls = match &cfg.tls {

@@ -270,7 +270,8 @@ impl Control for Api {
         let objects_json = match (kind, req.name.is_empty()) {
             ("job", true) => {
                 let (jobs, _) = st.jobs_page(None, 0);
-                jobs.into_iter().map(json).collect::<Result<_, _>>()?
+                let holds = |n: &str| st.jobs.contains_key(n);
+                self.job_json.encode(&jobs, st.job_count(), holds)?
             }
             ("job", false) => {
                 let mut job = st
@@ -731,7 +732,8 @@ impl Api {
             (true, Some(last)) => continue_token(last),
             _ => String::new(),
         };
-        let objects_json = jobs.into_iter().map(json).collect::<Result<_, _>>()?;
+        let holds = |n: &str| st.jobs.contains_key(n);
+        let objects_json = self.job_json.encode(&jobs, st.job_count(), holds)?;
         Ok(pb::GetResponse {
             objects_json,
             continue_token,

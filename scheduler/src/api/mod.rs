@@ -45,6 +45,7 @@ mod control;
 mod convert;
 mod guard;
 mod identity;
+mod job_json;
 pub mod node_watch;
 mod nodes;
 pub mod peers;
@@ -117,6 +118,8 @@ pub struct Api {
     /// Why pending jobs wait, for `describe` (a planner of its own, and
     /// the round it planned for the state as last applied).
     pub explainer: Arc<std::sync::Mutex<crate::placement::Explainer>>,
+    /// Jobs' JSON as lists answer it, kept per version.
+    pub job_json: Arc<job_json::JobJson>,
 }
 
 impl Api {
