@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use gpuctl_common::api::{self, Job, JobPhase};
+use gpuctl_common::api::{self, JobPhase};
 use gpuctl_proto::v1 as pb;
 use gpuctl_proto::v1::control_server::Control;
 use raft::prelude::{ConfChange, ConfChangeType};
@@ -239,7 +239,9 @@ impl Control for Api {
             )));
         }
         if paged {
-            return Ok(Response::new(self.jobs_page(&req).await?));
+            return Ok(Response::new(
+                self.job_json.page(self.proposer(), &req).await?,
+            ));
         }
         self.proposer().read_barrier().await?;
         if kind == "workflow" {
@@ -704,73 +706,7 @@ impl Control for Api {
     }
 }
 
-/// Where a paged list of jobs goes on: the applied index its first page
-/// was read at (every later page reads a state at least that new), and
-/// the last listed job's uid and name.
-struct ListCursor<'a> {
-    index: u64,
-    uid: u64,
-    name: &'a str,
-}
-
-impl<'a> ListCursor<'a> {
-    fn token(index: u64, last: &Job) -> String {
-        let uid = last.metadata.uid.unwrap_or(0);
-        format!("{index}:{uid}:{}", last.metadata.name)
-    }
-
-    fn parse(t: &'a str) -> Result<Self, Status> {
-        let parsed = (|| {
-            let (index, rest) = t.split_once(':')?;
-            let (uid, name) = rest.split_once(':')?;
-            Some(ListCursor {
-                index: index.parse().ok()?,
-                uid: uid.parse().ok()?,
-                name: Some(name).filter(|n| !n.is_empty())?,
-            })
-        })();
-        parsed.ok_or_else(|| {
-            Status::invalid_argument(format!(
-                "continue_token {t:?} is not one this server gave (it is the previous answer's continue_token, as given)"
-            ))
-        })
-    }
-}
-
 impl Api {
-    /// One page of `get jobs` (`limit`, `continue_token`), in submission
-    /// order; only this page's jobs are encoded. The first page reads after
-    /// a read barrier, as every `Get`; the next ones, as a Kubernetes list's
-    /// continuation, need no round to the leader: they are read here once
-    /// this replica has applied what the first page saw (at once, almost
-    /// always; otherwise after a barrier).
-    async fn jobs_page(&self, req: &pb::GetRequest) -> Result<pb::GetResponse, Status> {
-        let cursor = match req.continue_token.as_str() {
-            "" => None,
-            t => Some(ListCursor::parse(t)?),
-        };
-        let seen = cursor.as_ref().map_or(u64::MAX, |c| c.index);
-        if *self.raft.shared.version.borrow() < seen {
-            self.proposer().read_barrier().await?;
-        }
-        // The applied index before the read: the state read is at least it.
-        let index = *self.raft.shared.version.borrow();
-        let index = cursor.as_ref().map_or(index, |c| c.index);
-        let after = cursor.as_ref().map(|c| (c.uid, c.name));
-        let st = self.state();
-        let (jobs, more) = st.jobs_page(after, req.limit as usize);
-        let continue_token = match (more, jobs.last()) {
-            (true, Some(last)) => ListCursor::token(index, last),
-            _ => String::new(),
-        };
-        let holds = |n: &str| st.jobs.contains_key(n);
-        let objects_json = self.job_json.encode(&jobs, st.job_count(), holds)?;
-        Ok(pb::GetResponse {
-            objects_json,
-            continue_token,
-        })
-    }
-
     async fn add_peer_as(
         &self,
         who: &Result<Principal, Status>,

@@ -45,7 +45,7 @@ mod control;
 mod convert;
 mod guard;
 mod identity;
-mod job_json;
+mod job_list;
 pub mod node_watch;
 mod nodes;
 pub mod peers;
@@ -119,7 +119,7 @@ pub struct Api {
     /// the round it planned for the state as last applied).
     pub explainer: Arc<std::sync::Mutex<crate::placement::Explainer>>,
     /// Jobs' JSON as lists answer it, kept per version.
-    pub job_json: Arc<job_json::JobJson>,
+    pub job_json: Arc<job_list::JobJson>,
 }
 
 impl Api {

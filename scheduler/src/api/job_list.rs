@@ -1,4 +1,12 @@
-//! Jobs as `Get` answers them, encoded once per version: a list of jobs
+//! Paged lists of jobs and the jobs' JSON they answer with.
+//!
+//! `Get` of jobs with `limit` / `continue_token` reads one page in
+//! submission order ([`JobJson::page`]): the first page after a read
+//! barrier, the next ones from this replica's state once it has applied
+//! what the first page saw (the token carries that index), as a Kubernetes
+//! list's continuation reads at its first page's resourceVersion.
+//!
+//! Jobs are encoded once per version ([`JobJson`]): a list of jobs
 //! (`gpuctl get jobs`, every page of it) re-encodes only the jobs that
 //! changed since the last list, the rest are copies of the text kept from
 //! then. A job's version is its `resourceVersion`, the log index of the
@@ -10,11 +18,13 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use gpuctl_common::api::Job;
+use gpuctl_proto::v1 as pb;
 use tonic::Status;
 
 use super::convert::json;
+use super::proposer::Proposer;
 
-/// See the module doc.
+/// Jobs' JSON kept by version; see the module doc.
 #[derive(Debug, Default)]
 pub struct JobJson {
     /// Job name → the version it was encoded at, and the text.
@@ -63,6 +73,80 @@ impl JobJson {
             kept.retain(|name, _| holds(name));
         }
         Ok(out)
+    }
+}
+
+/// Where a paged list of jobs goes on: the applied index its first page
+/// was read at (every later page reads a state at least that new), and
+/// the last listed job's uid and name.
+struct ListCursor<'a> {
+    index: u64,
+    uid: u64,
+    name: &'a str,
+}
+
+impl<'a> ListCursor<'a> {
+    fn token(index: u64, last: &Job) -> String {
+        let uid = last.metadata.uid.unwrap_or(0);
+        format!("{index}:{uid}:{}", last.metadata.name)
+    }
+
+    fn parse(t: &'a str) -> Result<Self, Status> {
+        let parsed = (|| {
+            let (index, rest) = t.split_once(':')?;
+            let (uid, name) = rest.split_once(':')?;
+            Some(ListCursor {
+                index: index.parse().ok()?,
+                uid: uid.parse().ok()?,
+                name: Some(name).filter(|n| !n.is_empty())?,
+            })
+        })();
+        parsed.ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "continue_token {t:?} is not one this server gave (it is the previous answer's continue_token, as given)"
+            ))
+        })
+    }
+}
+
+impl JobJson {
+    /// One page of `get jobs` (`limit`, `continue_token`), in submission
+    /// order; only this page's jobs are encoded. The first page reads after
+    /// a read barrier, as every `Get`; the next ones, as a Kubernetes list's
+    /// continuation, need no round to the leader: they are read here once
+    /// this replica has applied what the first page saw (at once, almost
+    /// always; otherwise after a barrier).
+    /// `proposer` reads and waits on this replica's Raft.
+    pub(super) async fn page(
+        &self,
+        proposer: Proposer<'_>,
+        req: &pb::GetRequest,
+    ) -> Result<pb::GetResponse, Status> {
+        let shared = &proposer.raft.shared;
+        let cursor = match req.continue_token.as_str() {
+            "" => None,
+            t => Some(ListCursor::parse(t)?),
+        };
+        let seen = cursor.as_ref().map_or(u64::MAX, |c| c.index);
+        if *shared.version.borrow() < seen {
+            proposer.read_barrier().await?;
+        }
+        // The applied index before the read: the state read is at least it.
+        let index = *shared.version.borrow();
+        let index = cursor.as_ref().map_or(index, |c| c.index);
+        let after = cursor.as_ref().map(|c| (c.uid, c.name));
+        let st = shared.read();
+        let (jobs, more) = st.jobs_page(after, req.limit as usize);
+        let continue_token = match (more, jobs.last()) {
+            (true, Some(last)) => ListCursor::token(index, last),
+            _ => String::new(),
+        };
+        let holds = |n: &str| st.jobs.contains_key(n);
+        let objects_json = self.encode(&jobs, st.job_count(), holds)?;
+        Ok(pb::GetResponse {
+            objects_json,
+            continue_token,
+        })
     }
 }
 
