@@ -12,6 +12,12 @@ use gpuctl_scheduler::controllers::ControllerOptions;
 use gpuctl_scheduler::raft::RaftOptions;
 use gpuctl_scheduler::server::{Config, Server};
 
+/// mimalloc instead of glibc's malloc: a replica allocates and frees small
+/// objects (gRPC frames, jobs, log entries) on many threads at once, where
+/// glibc's arenas spent about a sixth of its CPU (benches/RESULTS.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "gpu-scheduler",
