@@ -237,6 +237,17 @@ struct Cli {
     /// With --simulate: spread the nodes' registrations over this long.
     #[arg(long, default_value = "0", value_parser = gpuctl_node::hollow::tasks::parse_duration, value_name = "DURATION")]
     ramp: Duration,
+
+    /// Print this host's GPUs as the daemon would register them (NVML, or
+    /// the simulated ones --gpus/--gpu-file give), then a sample of each
+    /// one's use and health taken after listening for XID events for
+    /// --xid-listen, and exit. Needs no scheduler.
+    #[arg(long, conflicts_with = "simulate")]
+    print_inventory: bool,
+
+    /// With --print-inventory: how long to listen for XID events first.
+    #[arg(long, default_value = "2s", value_parser = gpuctl_node::hollow::tasks::parse_duration, value_name = "DURATION", requires = "print_inventory")]
+    xid_listen: Duration,
 }
 
 /// The task runtime the flags name.
@@ -456,9 +467,26 @@ fn heartbeat_of(cli: &Cli) -> anyhow::Result<Duration> {
     })
 }
 
+/// `--print-inventory`: this host's GPUs and a sample of each, no scheduler.
+async fn print_inventory(cli: &Cli) -> anyhow::Result<()> {
+    let name = cli.name.clone().unwrap_or_else(default_name);
+    let work_dir = cli.work_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let inventory = choose_inventory(cli, &name, work_dir.join("inject-xid"))?;
+    // A first sample drains XID events already pending; the second, after
+    // listening, reports what came meanwhile.
+    inventory.metrics();
+    tokio::time::sleep(cli.xid_listen).await;
+    let samples = inventory.metrics();
+    print!("{}", inventory::report(inventory.as_ref(), &samples));
+    Ok(())
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(n) = cli.simulate {
         return run_fleet(cli, n).await;
+    }
+    if cli.print_inventory {
+        return print_inventory(&cli).await;
     }
     let tls = cli.tls.load()?;
     let replica_ca = match (&cli.replica_ca_cert, &cli.replica_ca_key) {
