@@ -6,7 +6,7 @@ use std::sync::RwLock;
 use std::time::Duration;
 
 use gpuctl_proto::v1::control_client::ControlClient;
-use gpuctl_proto::v1::ApplyRequest;
+use gpuctl_proto::v1::{ApplyRequest, GetRequest, GetResponse};
 use gpuctl_security::tls::{self, Tls, TlsFiles};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
@@ -14,6 +14,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
 use crate::error::Error;
+pub use crate::error::ListTooLong;
 
 /// How long one connection attempt may take before the next address is tried.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -587,6 +588,45 @@ pub async fn create(
         }
     })
     .await
+}
+
+/// Jobs per page when a list of jobs is read in pages (kubectl's
+/// `--chunk-size` default).
+pub const LIST_CHUNK: u32 = 500;
+
+/// Pages one list may take: 50 million jobs.
+const MAX_PAGES: usize = 100_000;
+
+/// Every job, read in pages of [`LIST_CHUNK`] as `kubectl get` reads a long
+/// list (no single answer grows with the cluster's history, and the server
+/// encodes one page per call); `get` answers one page's request. A server
+/// that does not page answers the whole list at once, without a continue
+/// token.
+pub async fn list_jobs<E: From<ListTooLong>>(
+    mut get: impl AsyncFnMut(GetRequest) -> std::result::Result<GetResponse, E>,
+) -> std::result::Result<Vec<String>, E> {
+    let mut out = Vec::new();
+    let mut token = String::new();
+    // Bounded: each page moves past at least one job.
+    for _ in 0..MAX_PAGES {
+        let page = get(GetRequest {
+            kind: "jobs".into(),
+            limit: LIST_CHUNK,
+            continue_token: std::mem::take(&mut token),
+            ..Default::default()
+        })
+        .await?;
+        out.extend(page.objects_json);
+        if page.continue_token.is_empty() {
+            return Ok(out);
+        }
+        token = page.continue_token;
+    }
+    Err(ListTooLong {
+        pages: MAX_PAGES,
+        chunk: LIST_CHUNK,
+    }
+    .into())
 }
 
 #[cfg(test)]

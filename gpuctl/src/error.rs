@@ -66,4 +66,19 @@ impl Error {
     }
 }
 
+/// A list of jobs read in pages that had not ended after `pages` pages
+/// (`gpuctl::client::list_jobs`).
+#[derive(Debug, thiserror::Error)]
+#[error("the job list did not end after {pages} pages of {chunk}")]
+pub struct ListTooLong {
+    pub pages: usize,
+    pub chunk: u32,
+}
+
+impl From<ListTooLong> for Error {
+    fn from(e: ListTooLong) -> Self {
+        Error::Other(e.to_string())
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -709,25 +709,13 @@ async fn a_job_list_reads_in_pages_in_submission_order() {
     // Submitted out of name order: pages follow submission.
     let names = ["e", "b", "d", "a", "c"];
     for n in names {
-        c.apply(pb::ApplyRequest {
-            object_json: job_json(n, 1, 1.0),
-            source: format!("{n}.yaml"),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        apply(&mut c, job_json(n, 1, 1.0), "").await.unwrap();
     }
     let (first, token) = page(&mut c, 2, String::new()).await.unwrap();
     assert_eq!(first, ["e", "b"]);
     assert!(!token.is_empty(), "more follow");
     // A job submitted between pages comes at the end.
-    c.apply(pb::ApplyRequest {
-        object_json: job_json("late", 1, 1.0),
-        source: "late.yaml".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    apply(&mut c, job_json("late", 1, 1.0), "").await.unwrap();
     let (second, token) = page(&mut c, 2, token).await.unwrap();
     assert_eq!(second, ["d", "a"]);
     let (third, token) = page(&mut c, 2, token).await.unwrap();

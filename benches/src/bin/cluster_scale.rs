@@ -171,37 +171,19 @@ async fn get_all(c: &mut benches::dev::ControlClient, kind: &str) -> anyhow::Res
     .objects_json)
 }
 
-/// Jobs per page, as `gpuctl get jobs` (and kubectl) read a long list.
-const LIST_CHUNK: u32 = 500;
-
-/// Every job, read in pages of [`LIST_CHUNK`] as `gpuctl get jobs` reads
-/// them; each page's time is added to `page_ms`.
+/// Every job, read in pages as `gpuctl get jobs` reads them
+/// ([`gpuctl::client::list_jobs`]); each page's time is added to `page_ms`.
 async fn list_jobs(
     c: &mut benches::dev::ControlClient,
     page_ms: &mut Vec<f64>,
 ) -> anyhow::Result<Vec<String>> {
-    let mut out = Vec::new();
-    let mut token = String::new();
-    // Each page moves past at least one job: bounded by the jobs held.
-    for _ in 0..100_000 {
+    gpuctl::client::list_jobs(async |req: pb::GetRequest| {
         let t = Instant::now();
-        let page = c
-            .get(pb::GetRequest {
-                kind: "jobs".into(),
-                limit: LIST_CHUNK,
-                continue_token: std::mem::take(&mut token),
-                ..Default::default()
-            })
-            .await?
-            .into_inner();
+        let page = c.get(req).await?.into_inner();
         page_ms.push(t.elapsed().as_secs_f64() * 1e3);
-        out.extend(page.objects_json);
-        if page.continue_token.is_empty() {
-            return Ok(out);
-        }
-        token = page.continue_token;
-    }
-    bail!("the job list did not end after 100,000 pages")
+        Ok::<_, anyhow::Error>(page)
+    })
+    .await
 }
 
 async fn run(
@@ -430,12 +412,13 @@ async fn run(
             percentile(&to_running, 99.0)
         );
         println!(
-            "  submit call p50 {:.1} ms p99 {:.1} ms; get jobs p50 {:.0} ms p99 {:.0} ms ({} lists; a page of {LIST_CHUNK} p50 {:.1} ms p99 {:.1} ms); describe p50 {:.1} ms p99 {:.1} ms",
+            "  submit call p50 {:.1} ms p99 {:.1} ms; get jobs p50 {:.0} ms p99 {:.0} ms ({} lists; a page of {} p50 {:.1} ms p99 {:.1} ms); describe p50 {:.1} ms p99 {:.1} ms",
             percentile(&submit_ms, 50.0),
             percentile(&submit_ms, 99.0),
             percentile(&list_ms, 50.0),
             percentile(&list_ms, 99.0),
             list_ms.len(),
+            gpuctl::client::LIST_CHUNK,
             percentile(&page_ms, 50.0),
             percentile(&page_ms, 99.0),
             percentile(&describe_ms, 50.0),

@@ -5,11 +5,6 @@ use gpuctl_common::api::{Job, Node};
 use gpuctl_common::queue::Queue;
 use gpuctl_proto::v1::GetRequest;
 
-/// Jobs per page when the CLI lists them (kubectl's `--chunk-size` default).
-const LIST_CHUNK: u32 = 500;
-/// Pages one list may take: 50 million jobs.
-const MAX_PAGES: usize = 100_000;
-
 use crate::cli::Kind;
 use crate::client::{Client, Conn, Target};
 use crate::error::{Error, Result};
@@ -70,37 +65,19 @@ impl Ctx {
         Ok(objs)
     }
 
-    /// Every job, read in pages of [`LIST_CHUNK`] as `kubectl get` reads a
-    /// long list: no single answer grows with the cluster's history, and the
-    /// server encodes one page per call. A server that does not page answers
-    /// the whole list at once, without a continue token.
+    /// Every job, in pages ([`crate::client::list_jobs`]), each call with
+    /// failover.
     async fn list_jobs_paged(&mut self) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        let mut token = String::new();
-        // Bounded: each page moves past at least one job.
-        for _ in 0..MAX_PAGES {
-            let req = GetRequest {
-                kind: Kind::Jobs.api_name().into(),
-                limit: LIST_CHUNK,
-                continue_token: std::mem::take(&mut token),
-                ..Default::default()
-            };
+        crate::client::list_jobs(async |req: GetRequest| {
             let page = self
                 .call(None, |mut c| {
                     let req = req.clone();
                     async move { c.get(req).await }
                 })
-                .await?
-                .into_inner();
-            out.extend(page.objects_json);
-            if page.continue_token.is_empty() {
-                return Ok(out);
-            }
-            token = page.continue_token;
-        }
-        Err(Error::Other(format!(
-            "the job list did not end after {MAX_PAGES} pages of {LIST_CHUNK}"
-        )))
+                .await?;
+            Ok::<_, Error>(page.into_inner())
+        })
+        .await
     }
 
     pub(crate) async fn get_jobs(&mut self, name: Option<&str>) -> Result<Vec<Job>> {

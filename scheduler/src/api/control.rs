@@ -232,16 +232,14 @@ impl Control for Api {
                 }
             );
         let kind = kind_of(&req.kind)?;
-        let paged = req.limit != 0 || !req.continue_token.is_empty();
-        if paged && (kind != "job" || !req.name.is_empty()) {
-            return Err(Status::invalid_argument(format!(
-                "limit and continue_token page a list of jobs; a list of {kind}s or one object is read whole (leave them unset)"
-            )));
-        }
-        if paged {
-            return Ok(Response::new(
-                self.job_json.page(self.proposer(), &req).await?,
-            ));
+        if req.limit != 0 || !req.continue_token.is_empty() {
+            if kind != "job" || !req.name.is_empty() {
+                return Err(Status::invalid_argument(format!(
+                    "limit and continue_token page a list of jobs; a list of {kind}s or one object is read whole (leave them unset)"
+                )));
+            }
+            let page = self.job_json.page(self.proposer(), &req).await?;
+            return Ok(Response::new(page));
         }
         self.proposer().read_barrier().await?;
         if kind == "workflow" {
@@ -272,8 +270,7 @@ impl Control for Api {
         let objects_json = match (kind, req.name.is_empty()) {
             ("job", true) => {
                 let (jobs, _) = st.jobs_page(None, 0);
-                let holds = |n: &str| st.jobs.contains_key(n);
-                self.job_json.encode(&jobs, st.job_count(), holds)?
+                self.job_json.encode(&jobs, &st)?
             }
             ("job", false) => {
                 let mut job = st

@@ -23,6 +23,7 @@ use tonic::Status;
 
 use super::convert::json;
 use super::proposer::Proposer;
+use crate::state::State;
 
 /// Jobs' JSON kept by version; see the module doc.
 #[derive(Debug, Default)]
@@ -35,15 +36,10 @@ pub struct JobJson {
 const SLACK: usize = 1024;
 
 impl JobJson {
-    /// `jobs` encoded as JSON, in order. `held` is how many jobs the state
-    /// holds now and `holds` whether it holds one by name: once the kept
-    /// texts outnumber the jobs by [`SLACK`], those of jobs gone are dropped.
-    pub fn encode(
-        &self,
-        jobs: &[&Job],
-        held: usize,
-        holds: impl Fn(&str) -> bool,
-    ) -> Result<Vec<String>, Status> {
+    /// `jobs`, read from `st`, encoded as JSON, in order. Once the kept
+    /// texts outnumber the state's jobs by [`SLACK`], those of jobs the
+    /// state no longer holds are dropped.
+    pub fn encode(&self, jobs: &[&Job], st: &State) -> Result<Vec<String>, Status> {
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::with_capacity(jobs.len());
         for j in jobs {
@@ -69,8 +65,8 @@ impl JobJson {
                 }
             }
         }
-        if kept.len() > held + SLACK {
-            kept.retain(|name, _| holds(name));
+        if kept.len() > st.jobs.len() + SLACK {
+            kept.retain(|name, _| st.jobs.contains_key(name));
         }
         Ok(out)
     }
@@ -131,9 +127,11 @@ impl JobJson {
         if *shared.version.borrow() < seen {
             proposer.read_barrier().await?;
         }
-        // The applied index before the read: the state read is at least it.
-        let index = *shared.version.borrow();
-        let index = cursor.as_ref().map_or(index, |c| c.index);
+        // The first page's applied index, taken before the read: the state
+        // read is at least it.
+        let index = cursor
+            .as_ref()
+            .map_or_else(|| *shared.version.borrow(), |c| c.index);
         let after = cursor.as_ref().map(|c| (c.uid, c.name));
         let st = shared.read();
         let (jobs, more) = st.jobs_page(after, req.limit as usize);
@@ -141,8 +139,7 @@ impl JobJson {
             (true, Some(last)) => ListCursor::token(index, last),
             _ => String::new(),
         };
-        let holds = |n: &str| st.jobs.contains_key(n);
-        let objects_json = self.encode(&jobs, st.job_count(), holds)?;
+        let objects_json = self.encode(&jobs, &st)?;
         Ok(pb::GetResponse {
             objects_json,
             continue_token,
@@ -166,11 +163,11 @@ mod tests {
         let cache = JobJson::default();
         let a1 = job("a", 1, 0);
         let b1 = job("b", 2, 0);
-        let all = |_: &str| true;
-        let first = cache.encode(&[&a1, &b1], 2, all).unwrap();
+        let st = State::from_objects(vec![a1.clone(), b1.clone()], vec![]);
+        let first = cache.encode(&[&a1, &b1], &st).unwrap();
         assert_eq!(first, [json(&a1).unwrap(), json(&b1).unwrap()]);
         let a3 = job("a", 3, 7);
-        let second = cache.encode(&[&a3, &b1], 2, all).unwrap();
+        let second = cache.encode(&[&a3, &b1], &st).unwrap();
         assert_eq!(second[0], json(&a3).unwrap(), "the new version's text");
         assert!(second[0].contains("\"priority\":7"), "{}", second[0]);
         assert_eq!(second[1], first[1]);
@@ -183,13 +180,12 @@ mod tests {
             .map(|i| job(&format!("j{i}"), i + 1, 0))
             .collect();
         let refs: Vec<&Job> = many.iter().collect();
-        cache.encode(&refs, refs.len(), |_| true).unwrap();
+        let all = State::from_objects(many.clone(), vec![]);
+        cache.encode(&refs, &all).unwrap();
         // The state now holds j0 and j1: the next list (of j0 alone, its
         // first page) sweeps the rest.
-        let only = job("j0", 1, 0);
-        cache
-            .encode(&[&only], 2, |n| n == "j0" || n == "j1")
-            .unwrap();
+        let st = State::from_objects(many[..2].to_vec(), vec![]);
+        cache.encode(&[&many[0]], &st).unwrap();
         let kept = cache.kept.lock().unwrap();
         let mut names: Vec<&String> = kept.keys().collect();
         names.sort();

@@ -236,10 +236,7 @@ impl TaskIndex {
 
     /// Jobs in submission order (uid, then name), from just after `after`
     /// (a job's uid and name; `None`: from the first).
-    pub fn submitted_after(
-        &self,
-        after: Option<(u64, &str)>,
-    ) -> impl Iterator<Item = (u64, &str)> + '_ {
+    pub fn submitted_after(&self, after: Option<(u64, &str)>) -> impl Iterator<Item = &str> + '_ {
         use std::ops::Bound;
         let from = match after {
             Some((uid, name)) => Bound::Excluded((uid, name.to_string())),
@@ -247,12 +244,7 @@ impl TaskIndex {
         };
         self.submitted
             .range((from, Bound::Unbounded))
-            .map(|(u, n)| (*u, n.as_str()))
-    }
-
-    /// How many jobs there are.
-    pub fn job_count(&self) -> usize {
-        self.submitted.len()
+            .map(|(_, n)| n.as_str())
     }
 
     /// Nodes where some task holds resources, in name order.

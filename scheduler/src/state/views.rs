@@ -84,18 +84,13 @@ impl State {
         let mut it = self
             .index
             .submitted_after(after)
-            .filter_map(|(_, n)| self.jobs.get(n));
+            .filter_map(|n| self.jobs.get(n));
         if limit == 0 {
             return (it.collect(), false);
         }
         let page: Vec<&Job> = it.by_ref().take(limit).collect();
         let more = it.next().is_some();
         (page, more)
-    }
-
-    /// How many jobs the state holds.
-    pub fn job_count(&self) -> usize {
-        self.index.job_count()
     }
 
     /// Jobs waiting for placement, in submission order.
