@@ -65,6 +65,47 @@ pub type ControlClient = gpuctl_proto::v1::control_client::ControlClient<
     tonic::service::interceptor::InterceptedService<tonic::transport::Channel, BearerToken>,
 >;
 
+/// Connects `Control` clients to a running `gpuctl dev` (its context's
+/// CA and token); cheap to clone into tasks.
+#[derive(Clone)]
+pub struct Dialer {
+    context: serde_json::Value,
+}
+
+impl Dialer {
+    /// A `Control` client of the scheduler replica at `server`, over TLS
+    /// with the context's CA when the cluster speaks it, sending the
+    /// context's token.
+    pub async fn control_at(&self, server: &str) -> anyhow::Result<ControlClient> {
+        let server = server.to_string();
+        let tls = match self.context["ca"].as_str() {
+            Some(ca) => Some(
+                gpuctl_security::tls::TlsFiles {
+                    ca: Some(ca.into()),
+                    ..Default::default()
+                }
+                .load()?,
+            ),
+            None => None,
+        };
+        let channel = gpuctl_security::tls::endpoint_for_url(&server, tls.as_ref())?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .with_context(|| format!("connecting to {server}"))?;
+        let token = match self.context["token"].as_str() {
+            Some(t) => Some(format!("Bearer {t}").parse()?),
+            None => None,
+        };
+        Ok(
+            gpuctl_proto::v1::control_client::ControlClient::with_interceptor(
+                channel,
+                BearerToken(token),
+            ),
+        )
+    }
+}
+
 /// A running `gpuctl dev`.
 pub struct Dev {
     child: Option<Child>,
@@ -149,39 +190,25 @@ impl Dev {
     /// A `Control` client of the first scheduler, over TLS with the
     /// context's CA when the cluster speaks it, sending the context's token.
     pub async fn control(&self) -> anyhow::Result<ControlClient> {
+        self.control_at(&self.first_server()?).await
+    }
+
+    /// The URL of the first scheduler replica.
+    pub fn first_server(&self) -> anyhow::Result<String> {
         let server = self.url("server")?;
-        let server = server.split(',').next().unwrap_or_default().to_string();
-        self.control_at(&server).await
+        Ok(server.split(',').next().unwrap_or_default().to_string())
     }
 
     /// [`Dev::control`] for the scheduler replica at `server`.
     pub async fn control_at(&self, server: &str) -> anyhow::Result<ControlClient> {
-        let server = server.to_string();
-        let tls = match self.context["ca"].as_str() {
-            Some(ca) => Some(
-                gpuctl_security::tls::TlsFiles {
-                    ca: Some(ca.into()),
-                    ..Default::default()
-                }
-                .load()?,
-            ),
-            None => None,
-        };
-        let channel = gpuctl_security::tls::endpoint_for_url(&server, tls.as_ref())?
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .with_context(|| format!("connecting to {server}"))?;
-        let token = match self.context["token"].as_str() {
-            Some(t) => Some(format!("Bearer {t}").parse()?),
-            None => None,
-        };
-        Ok(
-            gpuctl_proto::v1::control_client::ControlClient::with_interceptor(
-                channel,
-                BearerToken(token),
-            ),
-        )
+        self.dialer().control_at(server).await
+    }
+
+    /// What connects `Control` clients to this cluster, for other tasks.
+    pub fn dialer(&self) -> Dialer {
+        Dialer {
+            context: self.context.clone(),
+        }
     }
 
     /// Run `gpuctl ARGS` against the cluster; its stdout, or an error with

@@ -11,6 +11,7 @@ use gpuctl_proto::v1::node_service_server::NodeServiceServer;
 use gpuctl_security::tls::{ClientAuth, Tls};
 use tokio::net::TcpListener;
 
+use crate::api::leader_hint::LeaderHint;
 use crate::api::raft_peer::RaftPeerService;
 use crate::api::{Api, Peers, ServiceOptions};
 use crate::controllers::liveness::Cadence;
@@ -257,7 +258,12 @@ fn serve_grpc(
     if let Some(t) = tls {
         builder = builder.tls_config(t.server_config(ClientAuth::Optional)?)?;
     }
+    // A follower's every answer names the leader (`api/leader_hint.rs`).
+    let hint = LeaderHint::new(api.raft.clone(), tls.is_some());
     let router = builder
+        .layer(tower::util::MapResponseLayer::new(
+            move |r: tonic::codegen::http::Response<tonic::body::Body>| hint.add(r),
+        ))
         .add_service(ControlServer::new(api.clone()))
         .add_service(NodeServiceServer::new(api.clone()))
         .add_service(

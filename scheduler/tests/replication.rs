@@ -96,8 +96,9 @@ fn job_json(name: &str) -> String {
     serde_json::to_string(&gpuctl_testkit::job(name).build()).unwrap()
 }
 
-/// Register a CPU-only node through `addr` (jobs are refused on a cluster with no nodes).
-async fn register_node(addr: &str) {
+/// Register a CPU-only node through `addr` (jobs are refused on a cluster
+/// with no nodes); the answer's metadata.
+async fn register_node(addr: &str) -> tonic::metadata::MetadataMap {
     let ch = tonic::transport::Endpoint::from_shared(addr.to_string())
         .unwrap()
         .connect_lazy();
@@ -112,7 +113,9 @@ async fn register_node(addr: &str) {
         ..Default::default()
     })
     .await
-    .unwrap();
+    .unwrap()
+    .metadata()
+    .clone()
 }
 
 /// Id of the replica that all running replicas agree leads, within LIMIT.
@@ -530,6 +533,47 @@ async fn a_read_after_an_acknowledged_write_sees_it_on_every_replica() {
     for r in &replicas {
         assert_eq!(job_names(&r.addr).await.len(), 64, "replica {}", r.id);
     }
+    for r in replicas.iter_mut() {
+        r.server.take().unwrap().shutdown().await;
+    }
+}
+
+/// Every answer of a follower names the leader's URL (`gpuctl-leader`), so
+/// that clients given several replicas send their writes to it; the
+/// leader's answers carry no such header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_followers_answers_name_the_leader() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut replicas, peers) = cluster(root.path()).await;
+    let leader = agreed_leader(&replicas).await;
+    for r in &replicas {
+        let answer = client(&r.addr)
+            .await
+            .cluster_status(pb::ClusterStatusRequest {})
+            .await
+            .unwrap();
+        let named = answer
+            .metadata()
+            .get("gpuctl-leader")
+            .map(|v| v.to_str().unwrap().to_string());
+        if r.id == leader {
+            assert_eq!(named, None, "the leader names no other");
+        } else {
+            assert_eq!(
+                named.as_deref(),
+                Some(peers[&leader].as_str()),
+                "replica {}",
+                r.id
+            );
+        }
+    }
+    // The node service's answers too (a node's reports are writes).
+    let follower = replicas.iter().find(|r| r.id != leader).unwrap();
+    let answer = register_node(&follower.addr).await;
+    assert_eq!(
+        answer.get("gpuctl-leader").unwrap().to_str().unwrap(),
+        peers[&leader]
+    );
     for r in replicas.iter_mut() {
         r.server.take().unwrap().shutdown().await;
     }

@@ -506,6 +506,8 @@ async fn submit(
     for _ in 0..args.clients {
         let next = next.clone();
         let mut c = dev.control().await?;
+        let dialer = dev.dialer();
+        let mut server = dev.first_server()?;
         let (mix, prefix, rate) = (mix.clone(), prefix.to_string(), args.rate);
         submitters.spawn(async move {
             let mut took = Vec::new();
@@ -532,7 +534,16 @@ async fn submit(
                 let mut tries = 0;
                 loop {
                     match c.apply(req.clone()).await {
-                        Ok(_) => break,
+                        Ok(answer) => {
+                            // A follower names the leader: send the next
+                            // jobs there (no forwarding hop), as the node
+                            // daemons do.
+                            if let Some(l) = leader_named(answer.metadata(), &server) {
+                                c = dialer.control_at(&l).await?;
+                                server = l;
+                            }
+                            break;
+                        }
                         Err(s) if s.code() == tonic::Code::Unavailable && tries < 10 => {
                             tries += 1;
                             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -548,6 +559,13 @@ async fn submit(
         });
     }
     Ok(submitters)
+}
+
+/// The leader's URL when a following replica's answer names one other
+/// than `current` (the `gpuctl-leader` header).
+fn leader_named(answer: &tonic::metadata::MetadataMap, current: &str) -> Option<String> {
+    let l = answer.get("gpuctl-leader")?.to_str().ok()?;
+    (l != current).then(|| l.to_string())
 }
 
 /// What the submitted jobs ask for.

@@ -76,7 +76,7 @@ pub async fn register_until_ok(
             Ok(resp) => {
                 quiet.ok("Register");
                 servers.contact.ok(gpuctl_common::now_ms());
-                servers.accepted(&call);
+                servers.accepted(&call, resp.metadata());
                 tracing::info!(
                     "registered node {} with {}",
                     id.name,
@@ -143,7 +143,7 @@ pub async fn heartbeat_loop(
             Ok(resp) => {
                 quiet.ok("Heartbeat");
                 servers.contact.ok(gpuctl_common::now_ms());
-                servers.accepted(&call);
+                servers.accepted(&call, resp.metadata());
                 let resp = resp.into_inner();
                 if resp.reregister {
                     tracing::info!("scheduler asked node {} to register again", id.name);

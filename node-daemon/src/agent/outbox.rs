@@ -70,9 +70,9 @@ async fn send_lane(
         loop {
             let (call, mut client) = servers.client();
             match client.report_task(request.clone()).await {
-                Ok(_) => {
+                Ok(resp) => {
                     quiet(&|q| q.ok("ReportTask"));
-                    servers.accepted(&call);
+                    servers.accepted(&call, resp.metadata());
                     break;
                 }
                 Err(s) if permanent(s.code()) => {

@@ -15,6 +15,9 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
 use super::credentials::{Bearer, Credentials, Refusal};
+/// The header a following replica names the leader's URL in (the
+/// scheduler's `api::leader_hint`).
+pub const LEADER_HEADER: &str = "gpuctl-leader";
 use super::retry::{brief, Backoff, Quiet};
 
 /// A `NodeService` client whose calls carry the node's credential.
@@ -215,9 +218,29 @@ impl Servers {
         (call, authorized(self.channels[index].clone(), header))
     }
 
-    /// The scheduler answered `call`: its credential works.
-    pub fn accepted(&self, call: &Call) {
+    /// The scheduler answered `call`: its credential works. A following
+    /// replica names the leader in its answer ([`LEADER_HEADER`]); when the
+    /// leader is one of ours, the next calls go to it (writes sent to a
+    /// follower cost a forwarding hop).
+    pub fn accepted(&self, call: &Call, answer: &tonic::metadata::MetadataMap) {
         self.credentials.confirm(call.credential);
+        let Some(leader) = answer.get(LEADER_HEADER).and_then(|v| v.to_str().ok()) else {
+            return;
+        };
+        if let Some(next) = self.urls.iter().position(|u| same_replica(u, leader)) {
+            if next != call.index
+                && self
+                    .current
+                    .compare_exchange(call.index, next, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                tracing::debug!(
+                    "scheduler {} follows; calling the leader {} from now on",
+                    self.urls[call.index],
+                    self.urls[next]
+                );
+            }
+        }
     }
 
     /// The URL of replica `i`, for messages.
@@ -266,6 +289,16 @@ impl Servers {
             }
         }
     }
+}
+
+/// Whether `ours` (as given to `--server`: `host:port` or a URL) and the
+/// leader's URL as the replicas name it are the same address.
+fn same_replica(ours: &str, leader: &str) -> bool {
+    fn bare(u: &str) -> &str {
+        let u = u.trim().trim_end_matches('/');
+        u.split_once("://").map_or(u, |(_, rest)| rest)
+    }
+    bare(ours) == bare(leader)
 }
 
 impl Servers {
@@ -399,6 +432,46 @@ mod tests {
             e.starts_with("no heartbeat acknowledged by the scheduler for 10.0s"),
             "{e}"
         );
+    }
+
+    fn hint(url: &str) -> tonic::metadata::MetadataMap {
+        let mut md = tonic::metadata::MetadataMap::new();
+        md.insert(LEADER_HEADER, url.parse().unwrap());
+        md
+    }
+
+    #[tokio::test]
+    async fn calls_move_to_the_leader_a_follower_names() {
+        let urls: Vec<String> = ["10.0.0.1:7000", "http://10.0.0.2:7000", "10.0.0.3:7000"]
+            .map(String::from)
+            .to_vec();
+        let s = Servers::new(&urls, None).unwrap();
+        let (call, _) = s.client();
+        assert_eq!(call.index, 0);
+        // An answer without the header (the leader's own) changes nothing.
+        s.accepted(&call, &tonic::metadata::MetadataMap::new());
+        assert_eq!(s.client().0.index, 0);
+        // A leader this node does not know by that address is ignored.
+        s.accepted(&call, &hint("http://10.9.9.9:7000"));
+        assert_eq!(s.client().0.index, 0);
+        // Replica 1 follows and names replica 3 (scheme and a trailing
+        // slash aside, the same address as given to --server).
+        s.accepted(&call, &hint("http://10.0.0.3:7000/"));
+        let (call, _) = s.client();
+        assert_eq!(call.index, 2);
+        // A late answer of the call made before the move does not move it
+        // back or elsewhere.
+        s.accepted(
+            &Call {
+                index: 0,
+                credential: 0,
+            },
+            &hint("http://10.0.0.2:7000"),
+        );
+        assert_eq!(s.client().0.index, 2);
+        // The leader changed: its successor is named by the old one.
+        s.accepted(&call, &hint("http://10.0.0.2:7000"));
+        assert_eq!(s.client().0.index, 1);
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub async fn artifact_sweep_loop(servers: Arc<Servers>, artifact_dir: PathBuf, e
         let gone = match client.gone_workflows(req).await {
             Ok(resp) => {
                 quiet.ok("GoneWorkflows");
-                servers.accepted(&call);
+                servers.accepted(&call, resp.metadata());
                 resp.into_inner().gone
             }
             Err(s) => {

@@ -26,13 +26,14 @@ pub async fn watch_loop(servers: Arc<Servers>, node: String, events: mpsc::Unbou
             .await
         {
             Ok(resp) => {
+                let answer = resp.metadata().clone();
                 let mut stream = resp.into_inner();
                 loop {
                     match stream.message().await {
                         Ok(Some(msg)) => {
                             let received = Instant::now();
                             quiet.ok(&what);
-                            servers.accepted(&call);
+                            servers.accepted(&call, &answer);
                             backoff.reset();
                             tracing::debug!(
                                 "assignments version {}: {} tasks",

@@ -46,6 +46,7 @@ mod convert;
 mod guard;
 mod identity;
 mod job_list;
+pub mod leader_hint;
 pub mod node_watch;
 mod nodes;
 pub mod peers;
