@@ -161,22 +161,35 @@ impl WorkloadMix {
         reqs: impl IntoIterator<Item = &'a PodRequest>,
         opts: MixOptions,
     ) -> WorkloadMix {
+        WorkloadMix::from_counted(reqs.into_iter().map(|r| (r, 1)), opts)
+    }
+
+    /// [`WorkloadMix::from_requests`] of requests each given `n` times.
+    fn from_counted<'a>(
+        reqs: impl IntoIterator<Item = (&'a PodRequest, u32)>,
+        opts: MixOptions,
+    ) -> WorkloadMix {
         let mut count: HashMap<PodRequest, f64> = HashMap::new();
         let mut total = 0.0;
-        for r in reqs {
-            if opts.gpu_only && r.gpus == 0 {
+        for (r, n) in reqs {
+            if n == 0 || (opts.gpu_only && r.gpus == 0) {
                 continue;
             }
-            let mut shape = r.clone();
-            if !opts.memory {
-                shape.memory_bytes = 0;
+            let w = f64::from(n)
+                * if opts.by_gpu_demand {
+                    r.total_gpu_milli().max(1) as f64 / 1000.0
+                } else {
+                    1.0
+                };
+            let shape_memory = if opts.memory { r.memory_bytes } else { 0 };
+            match count.get_mut(r).filter(|_| shape_memory == r.memory_bytes) {
+                Some(c) => *c += w,
+                None => {
+                    let mut shape = r.clone();
+                    shape.memory_bytes = shape_memory;
+                    *count.entry(shape).or_default() += w;
+                }
             }
-            let w = if opts.by_gpu_demand {
-                r.total_gpu_milli().max(1) as f64 / 1000.0
-            } else {
-                1.0
-            };
-            *count.entry(shape).or_default() += w;
             total += w;
         }
         let mut entries: Vec<MixEntry> = count
@@ -222,18 +235,18 @@ impl WorkloadMix {
     /// The mix of the tasks of `jobs` (what the live scheduler knows: the
     /// pending queue).
     pub fn from_jobs(jobs: &[&Job], opts: MixOptions) -> WorkloadMix {
-        let reqs: Vec<PodRequest> = jobs
+        // Each task spec's request once, with its replicas as a count: a
+        // round reads every live job, and most share a few shapes.
+        let reqs: Vec<(PodRequest, u32)> = jobs
             .iter()
             .flat_map(|j| {
-                j.spec.tasks.iter().flat_map(|t| {
-                    std::iter::repeat_n(
-                        PodRequest::from_resources(&t.resources),
-                        t.replicas as usize,
-                    )
-                })
+                j.spec
+                    .tasks
+                    .iter()
+                    .map(|t| (PodRequest::from_resources(&t.resources), t.replicas))
             })
             .collect();
-        WorkloadMix::from_requests(&reqs, opts)
+        WorkloadMix::from_counted(reqs.iter().map(|(r, n)| (r, *n)), opts)
     }
 
     /// The mix a scheduling round scores against: the tasks of every job

@@ -56,8 +56,10 @@ pub(super) fn plan_round_with(
     mut kept: Option<&mut ClusterModel>,
 ) -> Round {
     // Only live jobs hold resources, wait, or can be preempted: the round
-    // costs what is live, not every ended job the state keeps.
-    let held = fair::held_by_queue(st.live_jobs());
+    // costs what is live, not every ended job the state keeps (looked up
+    // once: the queues' use, the workload mix and preemption read them).
+    let live: Vec<&Job> = st.live_jobs().collect();
+    let held = fair::held_by_queue(live.iter().copied());
     let ordered = fair::order(&pending, &st.queues, &held, &fair::capacity(snap));
     let gpu_held: BTreeMap<String, u64> =
         held.iter().map(|(q, u)| (q.clone(), u.gpu_milli)).collect();
@@ -73,7 +75,7 @@ pub(super) fn plan_round_with(
         };
     }
     let policy = Policy::default();
-    let mix = WorkloadMix::of_workload(st.live_jobs(), policy.mix_options());
+    let mix = WorkloadMix::of_workload(live.iter().copied(), policy.mix_options());
     let (bindings, reservation) = match kept.as_deref_mut() {
         Some(model) => place_kept(model, snap, &admitted, &policy, &mix),
         None => place_with_reservation(snap, &admitted, &policy, &mix),
@@ -82,11 +84,10 @@ pub(super) fn plan_round_with(
         .iter()
         .find(|j| !bindings.iter().any(|b| b.job == j.metadata.name));
     let preemption = head.and_then(|head| {
-        let jobs: Vec<&Job> = st.live_jobs().collect();
         let (queues, held) = (&st.queues, &gpu_held);
         match kept {
-            Some(model) => preempt::plan_on(model, snap, head, &jobs, queues, held, &policy, &mix),
-            None => preempt::plan(snap, head, &jobs, queues, held, &policy, &mix),
+            Some(model) => preempt::plan_on(model, snap, head, &live, queues, held, &policy, &mix),
+            None => preempt::plan(snap, head, &live, queues, held, &policy, &mix),
         }
     });
     Round {

@@ -1,9 +1,11 @@
-//! What one Raft `Ready` does to a replica, in the order raft-rs
-//! prescribes: send the leader's messages → install a snapshot → note read
-//! states → apply committed entries (`State::apply`, then the changed
-//! objects and the applied index to RocksDB) → persist new entries and the
-//! hard state → send the messages that needed them persisted → `advance()`
-//! and apply what that commits → answer reads → compact the log.
+//! What one Raft `Ready` does to a replica: send the leader's messages →
+//! install a snapshot → note read states → persist new entries and the
+//! hard state → send the messages that needed them persisted → apply
+//! committed entries (`State::apply`, then the changed objects and the
+//! applied index to RocksDB) → `advance()` and apply what that commits →
+//! answer reads → compact the log. (raft-rs's example applies before it
+//! persists; it allows either, and persisting first sends a follower's
+//! acknowledgement without waiting for its apply.)
 //!
 //! Both the driver thread and the in-process test harness run exactly this.
 
@@ -62,8 +64,14 @@ impl Replica {
                     .extend(replies.into_iter().map(|r| (rs.index, r)));
             }
         }
-        let committed = ready.take_committed_entries();
-        self.apply_entries(committed, None)?;
+        // New entries are stored, and the messages that wait for them
+        // (a follower's acknowledgement, a vote) sent, before the committed
+        // entries are applied: applying is the longest step of a Ready, and
+        // the leader's next commit waits for those acknowledgements (and
+        // for its own stored entries), not for this replica's apply.
+        // raft-rs allows committed entries to be applied anywhere before
+        // `advance`; the commit index stored with the hard state first is
+        // never below the applied index stored after.
         let hs = ready.hs().cloned();
         if !ready.entries().is_empty() || hs.is_some() {
             let start = std::time::Instant::now();
@@ -77,6 +85,8 @@ impl Replica {
         if !ready.persisted_messages().is_empty() {
             out.send(ready.take_persisted_messages());
         }
+        let committed = ready.take_committed_entries();
+        self.apply_entries(committed, None)?;
         let mut light = self.node.advance(ready);
         let commit = light.commit_index();
         out.send(light.take_messages());
