@@ -63,8 +63,10 @@ struct Args {
     /// empty and wait to be added with `gpuctl cluster add-peer ID ADDR`.
     #[arg(long)]
     join: bool,
-    /// Compact the Raft log after this many applied entries.
-    #[arg(long, default_value_t = 10_000)]
+    /// Compact the Raft log after this many applied entries, keeping the
+    /// newest half for followers that fall behind (one further behind is
+    /// sent a snapshot of the whole state).
+    #[arg(long, default_value_t = gpuctl_scheduler::raft::DEFAULT_COMPACT_AFTER)]
     compact_after: u64,
     /// Answer every read barrier with a heartbeat round to a majority
     /// (Raft's ReadIndex), never on the leader's lease. Leases assume that

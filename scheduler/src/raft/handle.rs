@@ -93,6 +93,14 @@ pub struct RaftHandle {
     pub(super) propose_timeout: Duration,
 }
 
+/// The default of [`RaftOptions::compact_after`]. The log keeps the newest
+/// half, 25,000 entries: at 2,000 jobs a second (about three entries a
+/// job) a follower that stops for 4 s catches up from the log instead of a
+/// snapshot of the whole state (10,000 kept 0.8 s; 100,000 jobs' state is
+/// about 450 MiB on disk). Between compactions the log holds 25,000 to
+/// 75,000 entries, in memory too (tens of MiB for one-task jobs).
+pub const DEFAULT_COMPACT_AFTER: u64 = 50_000;
+
 /// Settings of the driver.
 #[derive(Debug, Clone)]
 pub struct RaftOptions {
@@ -121,7 +129,7 @@ impl Default for RaftOptions {
             initial_voters: vec![1],
             join: false,
             tick: Duration::from_millis(100),
-            compact_after: 10_000,
+            compact_after: DEFAULT_COMPACT_AFTER,
             propose_timeout: Duration::from_secs(10),
             lease_reads: true,
         }

@@ -31,7 +31,7 @@ pub mod storage;
 pub mod transport;
 
 pub use driver::start;
-pub use handle::{ProposeError, RaftHandle, RaftOptions, Shared};
+pub use handle::{ProposeError, RaftHandle, RaftOptions, Shared, DEFAULT_COMPACT_AFTER};
 pub use status::{PeerProgress, RaftStatus};
 pub use storage::{RaftStorage, Recovered, StoreError};
 pub use transport::Transport;
