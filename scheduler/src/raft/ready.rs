@@ -101,14 +101,20 @@ impl Replica {
 
     /// Replace the stored and the in-memory state with a leader's snapshot.
     fn install_snapshot(&mut self, snap: &raft::prelude::Snapshot) -> Result<(), StoreError> {
+        let start = std::time::Instant::now();
         let rec = self.storage.apply_snapshot(snap)?;
+        let stored = start.elapsed();
         let state = rec.state()?;
         tracing::info!(
-            "installed a snapshot at index {} ({} jobs, {} nodes, {} queues)",
+            "installed a snapshot at index {} ({} jobs, {} nodes, {} queues; {} MiB, stored in \
+             {:.2} s, loaded in {:.2} s)",
             rec.applied,
             state.jobs.len(),
             state.nodes.len(),
-            state.queues.len()
+            state.queues.len(),
+            snap.data.len() >> 20,
+            stored.as_secs_f64(),
+            (start.elapsed() - stored).as_secs_f64()
         );
         *self.shared.state.write().unwrap_or_else(|p| p.into_inner()) = state;
         self.applied = rec.applied;

@@ -431,9 +431,7 @@ impl RaftStorage {
             }
         };
         let mut s = Snapshot {
-            data: serde_json::to_vec(&data)
-                .map_err(|e| corrupt("snapshot", e))?
-                .into(),
+            data: encode_snapshot(&data).into(),
             ..Default::default()
         };
         let m = s.mut_metadata();
@@ -446,8 +444,7 @@ impl RaftStorage {
     /// Replace everything with a snapshot from the leader: the state column
     /// family, the applied index, the log (emptied) and the configuration.
     pub fn apply_snapshot(&self, snap: &Snapshot) -> Result<Recovered, StoreError> {
-        let data: SnapshotData = serde_json::from_slice(&snap.data)
-            .map_err(|e| corrupt("snapshot from the leader", e))?;
+        let data = decode_snapshot(&snap.data)?;
         let meta = snap.get_metadata().clone();
         let mut c = self.wl();
         let log = c.db.cf_handle(CF_LOG).expect("exists");
@@ -531,10 +528,64 @@ where
 
 /// What a snapshot carries: every object at `applied`, as (storage key,
 /// JSON text) pairs.
-#[derive(Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Default)]
 struct SnapshotData {
     applied: u64,
     objects: Vec<(String, String)>,
+}
+
+/// A snapshot's bytes: `{"applied":N,"objects":[["KEY",OBJECT],...]}`, each
+/// stored object's JSON written as it is (a value that is not a JSON object
+/// as a JSON string, as every object was before). Escaping every object into
+/// a string made a snapshot of 100,000 jobs about a second slower to build
+/// and as much to read.
+fn encode_snapshot(data: &SnapshotData) -> Vec<u8> {
+    use std::io::Write as _;
+    let size: usize = data.objects.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
+    let mut out = Vec::with_capacity(size + 64);
+    let _ = write!(out, "{{\"applied\":{},\"objects\":[", data.applied);
+    for (i, (k, v)) in data.objects.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'[');
+        // Writing a string to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, k);
+        out.push(b',');
+        if v.starts_with('{') {
+            out.extend_from_slice(v.as_bytes());
+        } else {
+            let _ = serde_json::to_writer(&mut out, v);
+        }
+        out.push(b']');
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
+/// Read a snapshot's bytes ([`encode_snapshot`]); objects written as JSON
+/// strings (by older replicas) are read too.
+fn decode_snapshot(bytes: &[u8]) -> Result<SnapshotData, StoreError> {
+    #[derive(serde::Deserialize)]
+    struct Wire<'a> {
+        applied: u64,
+        #[serde(borrow)]
+        objects: Vec<(std::borrow::Cow<'a, str>, &'a serde_json::value::RawValue)>,
+    }
+    let bad = |e| corrupt("snapshot from the leader", e);
+    let wire: Wire = serde_json::from_slice(bytes).map_err(bad)?;
+    let mut objects = Vec::with_capacity(wire.objects.len());
+    for (k, raw) in wire.objects {
+        let v = match raw.get() {
+            text if text.starts_with('"') => serde_json::from_str::<String>(text).map_err(bad)?,
+            text => text.to_string(),
+        };
+        objects.push((k.into_owned(), v));
+    }
+    Ok(SnapshotData {
+        applied: wire.applied,
+        objects,
+    })
 }
 
 impl Core {
@@ -612,9 +663,18 @@ impl raft::Storage for RaftStorage {
         Ok(self.rl().last_index())
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        let start = std::time::Instant::now();
         match self.build_snapshot(request_index) {
-            Ok(Some(s)) => Ok(s),
+            Ok(Some(s)) => {
+                tracing::info!(
+                    "built a snapshot at index {} for replica {to} ({} MiB in {:.2} s)",
+                    s.get_metadata().index,
+                    s.data.len() >> 20,
+                    start.elapsed().as_secs_f64()
+                );
+                Ok(s)
+            }
             Ok(None) => Err(raft::Error::Store(
                 StorageError::SnapshotTemporarilyUnavailable,
             )),

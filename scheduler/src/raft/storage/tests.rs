@@ -250,3 +250,28 @@ fn compaction_keeps_term_of_last_dropped_entry() {
     assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (3, 4));
     assert_eq!(s.term(2).unwrap(), 1);
 }
+
+#[test]
+fn snapshots_carry_objects_as_they_are_and_read_the_older_escaped_form() {
+    let job = r#"{"apiVersion":"gpuctl.io/v1","kind":"Job","metadata":{"name":"a \"quoted\" \\ name"},"spec":{"tasks":[{"command":["echo","ü \n"]}]}}"#;
+    let data = SnapshotData {
+        applied: 7,
+        objects: vec![
+            ("job/a".into(), job.into()),
+            ("other/\"x\"".into(), "not an object".into()),
+        ],
+    };
+    let bytes = encode_snapshot(&data);
+    let text = std::str::from_utf8(&bytes).unwrap();
+    assert!(text.contains(job), "the object is embedded, not escaped: {text}");
+    let back = decode_snapshot(&bytes).unwrap();
+    assert_eq!(back.applied, 7);
+    assert_eq!(back.objects, data.objects);
+    // What replicas wrote before: every object a JSON string.
+    let older = serde_json::json!({"applied": 7, "objects": [["job/a", job]]}).to_string();
+    let back = decode_snapshot(older.as_bytes()).unwrap();
+    assert_eq!(back.objects, vec![("job/a".to_string(), job.to_string())]);
+    // Bytes that are not a snapshot are refused with a reason.
+    let e = decode_snapshot(b"{\"applied\":1,\"objects\":[[\"k\",{]]}").unwrap_err();
+    assert!(e.to_string().contains("snapshot from the leader"), "{e}");
+}
