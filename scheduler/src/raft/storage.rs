@@ -541,7 +541,11 @@ struct SnapshotData {
 /// and as much to read.
 fn encode_snapshot(data: &SnapshotData) -> Vec<u8> {
     use std::io::Write as _;
-    let size: usize = data.objects.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
+    let size: usize = data
+        .objects
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 8)
+        .sum();
     let mut out = Vec::with_capacity(size + 64);
     let _ = write!(out, "{{\"applied\":{},\"objects\":[", data.applied);
     for (i, (k, v)) in data.objects.iter().enumerate() {

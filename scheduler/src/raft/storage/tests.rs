@@ -263,7 +263,10 @@ fn snapshots_carry_objects_as_they_are_and_read_the_older_escaped_form() {
     };
     let bytes = encode_snapshot(&data);
     let text = std::str::from_utf8(&bytes).unwrap();
-    assert!(text.contains(job), "the object is embedded, not escaped: {text}");
+    assert!(
+        text.contains(job),
+        "the object is embedded, not escaped: {text}"
+    );
     let back = decode_snapshot(&bytes).unwrap();
     assert_eq!(back.applied, 7);
     assert_eq!(back.objects, data.objects);
