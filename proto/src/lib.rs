@@ -16,6 +16,11 @@ pub mod v1 {
 
 pub use v1::*;
 
+/// The response header in which a scheduler replica that follows names the
+/// leader's gRPC URL (as the replicas' membership gives it), on every
+/// answer: clients that know several replicas send their next calls there.
+pub const LEADER_HEADER: &str = "gpuctl-leader";
+
 /// The Open Inference Protocol's gRPC service (KServe's `grpc_predict_v2.proto`,
 /// `package inference`), offered by the gateway and the model server.
 pub mod inference {

@@ -562,9 +562,9 @@ async fn submit(
 }
 
 /// The leader's URL when a following replica's answer names one other
-/// than `current` (the `gpuctl-leader` header).
+/// than `current` ([`gpuctl_proto::LEADER_HEADER`]).
 fn leader_named(answer: &tonic::metadata::MetadataMap, current: &str) -> Option<String> {
-    let l = answer.get("gpuctl-leader")?.to_str().ok()?;
+    let l = answer.get(gpuctl_proto::LEADER_HEADER)?.to_str().ok()?;
     (l != current).then(|| l.to_string())
 }
 

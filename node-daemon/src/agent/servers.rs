@@ -9,15 +9,13 @@ use std::time::Duration;
 
 use gpuctl_proto::v1::node_service_client::NodeServiceClient;
 use gpuctl_proto::v1::JoinRequest;
+use gpuctl_proto::LEADER_HEADER;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
 use super::credentials::{Bearer, Credentials, Refusal};
-/// The header a following replica names the leader's URL in (the
-/// scheduler's `api::leader_hint`).
-pub const LEADER_HEADER: &str = "gpuctl-leader";
 use super::retry::{brief, Backoff, Quiet};
 
 /// A `NodeService` client whose calls carry the node's credential.
@@ -228,12 +226,7 @@ impl Servers {
             return;
         };
         if let Some(next) = self.urls.iter().position(|u| same_replica(u, leader)) {
-            if next != call.index
-                && self
-                    .current
-                    .compare_exchange(call.index, next, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_ok()
-            {
+            if next != call.index && self.move_from(call.index, next) {
                 tracing::debug!(
                     "scheduler {} follows; calling the leader {} from now on",
                     self.urls[call.index],
@@ -241,6 +234,14 @@ impl Servers {
                 );
             }
         }
+    }
+
+    /// Call replica `next` from now on, unless another call already moved
+    /// away from `from`; whether this moved it.
+    fn move_from(&self, from: usize, next: usize) -> bool {
+        self.current
+            .compare_exchange(from, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
     }
 
     /// The URL of replica `i`, for messages.
@@ -275,11 +276,7 @@ impl Servers {
         );
         if rotate && self.channels.len() > 1 {
             let next = (i + 1) % self.channels.len();
-            if self
-                .current
-                .compare_exchange(i, next, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-            {
+            if self.move_from(i, next) {
                 tracing::debug!(
                     "scheduler {} failed ({}); trying {}",
                     self.urls[i],

@@ -14,8 +14,7 @@ use tonic::codegen::http::{HeaderValue, Response};
 
 use crate::raft::RaftHandle;
 
-/// The response header a follower adds: the leader's gRPC URL.
-pub const LEADER_HEADER: &str = "gpuctl-leader";
+use gpuctl_proto::LEADER_HEADER;
 
 /// The header value for the current leader, cached per leader id.
 pub struct LeaderHint {
