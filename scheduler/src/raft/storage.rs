@@ -444,8 +444,19 @@ impl RaftStorage {
     /// Replace everything with a snapshot from the leader: the state column
     /// family, the applied index, the log (emptied) and the configuration.
     pub fn apply_snapshot(&self, snap: &Snapshot) -> Result<Recovered, StoreError> {
-        let data = decode_snapshot(&snap.data)?;
-        let meta = snap.get_metadata().clone();
+        let rec = read_snapshot(snap)?;
+        self.store_snapshot(snap.get_metadata(), &rec.objects)?;
+        Ok(rec)
+    }
+
+    /// The storing half of [`RaftStorage::apply_snapshot`], for a snapshot
+    /// already read with [`read_snapshot`]: a caller may decode the objects
+    /// into state on another thread meanwhile.
+    pub fn store_snapshot(
+        &self,
+        meta: &SnapshotMetadata,
+        objects: &[(String, Vec<u8>)],
+    ) -> Result<(), StoreError> {
         let mut c = self.wl();
         let log = c.db.cf_handle(CF_LOG).expect("exists");
         let meta_cf = c.db.cf_handle(CF_META).expect("exists");
@@ -457,7 +468,7 @@ impl RaftStorage {
             let (k, _) = item.map_err(rocks(&c.path))?;
             b.delete_cf(state, k);
         }
-        for (k, v) in &data.objects {
+        for (k, v) in objects {
             b.put_cf(state, k, v);
         }
         b.put_cf(state, KEY_APPLIED, meta.index.to_be_bytes());
@@ -489,15 +500,21 @@ impl RaftStorage {
         c.hard_state = hs;
         c.conf_state = meta.get_conf_state().clone();
         c.snapshot_meta = meta.clone();
-        Ok(Recovered {
-            objects: data
-                .objects
-                .into_iter()
-                .map(|(k, v)| (k, v.into_bytes()))
-                .collect(),
-            applied: meta.index,
-        })
+        Ok(())
     }
+}
+
+/// A leader's snapshot as the objects it holds and the index it was taken at.
+pub fn read_snapshot(snap: &Snapshot) -> Result<Recovered, StoreError> {
+    let data = decode_snapshot(&snap.data)?;
+    Ok(Recovered {
+        objects: data
+            .objects
+            .into_iter()
+            .map(|(k, v)| (k, v.into_bytes()))
+            .collect(),
+        applied: snap.get_metadata().index,
+    })
 }
 
 /// Decode the state column family: the applied index and every object.
