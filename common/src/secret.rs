@@ -20,6 +20,23 @@ pub const MAX_SECRET_BYTES: usize = 1 << 20;
 /// What `get`/`describe` show instead of a value.
 pub const REDACTED: &str = "<redacted>";
 
+/// How a value encrypted at rest is stored in `data`: this prefix, the
+/// key's name, `:`, and the base64 of the nonce, ciphertext and tag
+/// (`gpuctl_security::sealing`). `:` is not base64, so no value a user
+/// gives can look like one.
+pub const SEALED_PREFIX: &str = "gpuctl:enc:aesgcm:v1:";
+
+/// What a sealed value holds beyond the plaintext (AES-GCM's nonce and tag).
+const SEAL_OVERHEAD: usize = 28;
+
+/// A sealed value's key name and its bytes (nonce, ciphertext, tag).
+fn parse_sealed(v: &str) -> Option<(&str, Vec<u8>)> {
+    let rest = v.strip_prefix(SEALED_PREFIX)?;
+    let (key, b64) = rest.split_once(':')?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    Some((key, bytes))
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Secret {
@@ -56,6 +73,16 @@ fn validate_key(path: &str, key: &str) -> Result<(), FieldError> {
 impl Secret {
     /// Check names, keys, encodings and size; merge `stringData` into `data`.
     pub fn validate(&mut self) -> Result<(), FieldError> {
+        self.check(false)
+    }
+
+    /// [`Secret::validate`] for a secret as it is stored: values may be
+    /// sealed (encrypted at rest).
+    pub fn validate_stored(&mut self) -> Result<(), FieldError> {
+        self.check(true)
+    }
+
+    fn check(&mut self, sealed_ok: bool) -> Result<(), FieldError> {
         validate_name("metadata.name", &self.metadata.name)?;
         if self.metadata.queue.is_some() {
             return Err(FieldError::new(
@@ -66,6 +93,12 @@ impl Secret {
         let mut total = 0usize;
         for (k, v) in &self.data {
             validate_key("data", k)?;
+            if sealed_ok {
+                if let Some((_, sealed)) = parse_sealed(v) {
+                    total += sealed.len().saturating_sub(SEAL_OVERHEAD);
+                    continue;
+                }
+            }
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(v.trim())
                 .map_err(|e| {
@@ -98,7 +131,8 @@ impl Secret {
         Ok(())
     }
 
-    /// The decoded values (of a validated secret).
+    /// The decoded values (of a validated secret that holds no sealed
+    /// value: see [`Secret::open_values`]).
     pub fn values(&self) -> BTreeMap<String, Vec<u8>> {
         self.data
             .iter()
@@ -111,13 +145,83 @@ impl Secret {
             .collect()
     }
 
+    /// What a sealed value of key `key` is bound to: this secret's name and
+    /// the key, so that it cannot be moved to another secret or key.
+    fn seal_context(&self, key: &str) -> Vec<u8> {
+        format!("gpuctl/secret/{}/{key}", self.metadata.name).into_bytes()
+    }
+
+    /// Whether any value is stored encrypted.
+    pub fn is_sealed(&self) -> bool {
+        self.data.values().any(|v| v.starts_with(SEALED_PREFIX))
+    }
+
+    /// Encrypt every value not yet encrypted (of a validated secret):
+    /// `seal(context, plaintext)` gives the key's name and the sealed
+    /// bytes, or `None` to keep the value as it is.
+    pub fn seal_values(&mut self, seal: impl Fn(&[u8], &[u8]) -> Option<(String, Vec<u8>)>) {
+        let b64 = &base64::engine::general_purpose::STANDARD;
+        let keys: Vec<String> = self.data.keys().cloned().collect();
+        for k in keys {
+            let v = &self.data[&k];
+            if v.starts_with(SEALED_PREFIX) {
+                continue;
+            }
+            let Ok(plain) = b64.decode(v.trim()) else {
+                continue;
+            };
+            if let Some((name, sealed)) = seal(&self.seal_context(&k), &plain) {
+                let stored = format!("{SEALED_PREFIX}{name}:{}", b64.encode(sealed));
+                self.data.insert(k, stored);
+            }
+        }
+    }
+
+    /// The values, sealed ones decrypted by `open(key name, context,
+    /// sealed bytes)`; an error names the secret's key that could not be read.
+    pub fn open_values(
+        &self,
+        open: impl Fn(&str, &[u8], &[u8]) -> Result<Vec<u8>, String>,
+    ) -> Result<BTreeMap<String, Vec<u8>>, String> {
+        let mut out = BTreeMap::new();
+        for (k, v) in &self.data {
+            let value = if v.starts_with(SEALED_PREFIX) {
+                let (name, sealed) = parse_sealed(v).ok_or_else(|| {
+                    format!(
+                        "secret {:?} key {k:?}: malformed encrypted value",
+                        self.metadata.name
+                    )
+                })?;
+                open(name, &self.seal_context(k), &sealed)
+                    .map_err(|e| format!("secret {:?} key {k:?}: {e}", self.metadata.name))?
+            } else {
+                match base64::engine::general_purpose::STANDARD.decode(v.trim()) {
+                    Ok(b) => b,
+                    Err(_) => continue,
+                }
+            };
+            out.insert(k.clone(), value);
+        }
+        Ok(out)
+    }
+
+    /// A value's size in bytes, sealed or not.
+    fn value_len(v: &str) -> usize {
+        match parse_sealed(v) {
+            Some((_, sealed)) => sealed.len().saturating_sub(SEAL_OVERHEAD),
+            None => base64::engine::general_purpose::STANDARD
+                .decode(v.trim())
+                .map_or(0, |b| b.len()),
+        }
+    }
+
     /// The secret as `get` shows it: every value replaced by
     /// `<redacted>` and its size.
     pub fn redacted(&self) -> Secret {
         let mut s = self.clone();
         s.string_data.clear();
-        for (k, v) in s.data.iter_mut() {
-            let n = self.values().get(k).map_or(0, Vec::len);
+        for v in s.data.values_mut() {
+            let n = Secret::value_len(v);
             *v = format!("{REDACTED} ({n} bytes)");
         }
         s
@@ -169,6 +273,59 @@ mod tests {
         let big = "x".repeat(MAX_SECRET_BYTES + 1);
         let e = secret(&[], &[("k", &big)]).validate().unwrap_err();
         assert!(e.reason.contains("at most"), "{}", e.reason);
+    }
+
+    #[test]
+    fn sealed_values_are_stored_as_such_and_open_only_in_place() {
+        // A stand-in cipher: the context and the reversed value, 28 bytes
+        // longer as AES-GCM's output is (the real one is
+        // gpuctl_security::sealing, tested there).
+        let seal = |ctx: &[u8], plain: &[u8]| {
+            let mut out = vec![0u8; 28];
+            out[..ctx.len().min(28)].copy_from_slice(&ctx[..ctx.len().min(28)]);
+            out.extend(plain.iter().rev());
+            Some(("k1".to_string(), out))
+        };
+        let open = |name: &str, ctx: &[u8], sealed: &[u8]| -> Result<Vec<u8>, String> {
+            if name != "k1" {
+                return Err(format!("no key {name:?}"));
+            }
+            if sealed[..ctx.len().min(28)] != ctx[..ctx.len().min(28)] {
+                return Err("moved".to_string());
+            }
+            Ok(sealed[28..].iter().rev().copied().collect())
+        };
+        let mut s = secret(&[("b", "AAE=")], &[("token", "hunter2")]);
+        s.validate().unwrap();
+        assert!(!s.is_sealed());
+        s.seal_values(seal);
+        assert!(s.is_sealed());
+        assert!(
+            s.data["token"].starts_with("gpuctl:enc:aesgcm:v1:k1:"),
+            "{:?}",
+            s.data
+        );
+        assert!(!serde_json::to_string(&s).unwrap().contains("aHVudGVyMg"));
+        // Stored, it validates and shows its size; the values open.
+        s.clone().validate_stored().unwrap();
+        assert_eq!(s.redacted().data["token"], "<redacted> (7 bytes)");
+        assert_eq!(s.redacted().data["b"], "<redacted> (2 bytes)");
+        let v = s.open_values(open).unwrap();
+        assert_eq!(v["token"], b"hunter2");
+        assert_eq!(v["b"], vec![0u8, 1]);
+        // Sealing again leaves sealed values alone.
+        let before = s.data.clone();
+        s.seal_values(seal);
+        assert_eq!(s.data, before);
+        // The value moved to another secret does not open, naming the key.
+        let mut moved = s.clone();
+        moved.metadata.name = "other".into();
+        let e = moved.open_values(open).unwrap_err();
+        assert!(e.starts_with("secret \"other\" key \"b\": moved"), "{e}");
+        // A user cannot hand in a value that looks sealed.
+        let mut forged = secret(&[("token", s.data["token"].as_str())], &[]);
+        let e = forged.validate().unwrap_err();
+        assert!(e.to_string().contains("is not base64"), "{e}");
     }
 
     #[test]

@@ -104,6 +104,13 @@ struct Args {
     /// Put before the claim's value to make the user name (e.g. `oidc:`).
     #[arg(long, value_name = "PREFIX", default_value = "")]
     oidc_username_prefix: String,
+    /// Encrypt Secret values at rest (in the Raft log, the stored state and
+    /// snapshots) as this file says: a Kubernetes `EncryptionConfiguration`
+    /// whose entry for `secrets` lists `aesgcm` keys (the first provider
+    /// encrypts new values; every key decrypts) and optionally `identity`.
+    /// Give every replica the same file.
+    #[arg(long, value_name = "FILE")]
+    encryption_provider_config: Option<PathBuf>,
     /// TLS for the gRPC port, calls to peers and node daemons, and /metrics.
     #[command(flatten)]
     tls: gpuctl_security::tls::TlsArgs,
@@ -161,6 +168,28 @@ fn auth_options(args: &Args) -> anyhow::Result<AuthOptions> {
     Ok(opts)
 }
 
+/// Install the keys of `--encryption-provider-config`, and say how Secret
+/// values are stored.
+fn encryption_at_rest(args: &Args) -> anyhow::Result<()> {
+    use gpuctl_security::sealing;
+    let Some(path) = &args.encryption_provider_config else {
+        tracing::warn!(
+            "Secret values are stored unencrypted; give --encryption-provider-config to encrypt them"
+        );
+        return Ok(());
+    };
+    let keys = sealing::Keyring::read(path)
+        .map_err(|e| anyhow::anyhow!("--encryption-provider-config {e}"))?;
+    match keys.write_key() {
+        Some(k) => tracing::info!("Secret values are encrypted at rest with aesgcm key {k:?}"),
+        None => tracing::warn!(
+            "Secret values are stored unencrypted (the first provider of {} is identity); values encrypted before are still read",
+            path.display()
+        ),
+    }
+    sealing::install(keys).map_err(anyhow::Error::msg)
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
@@ -202,6 +231,7 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or("UTC")
     );
     let auth = auth_options(&args)?;
+    encryption_at_rest(&args)?;
     let tls = args.tls.load()?;
     let grpc = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -377,6 +407,31 @@ mod tests {
         assert_eq!(
             (cfg.issuer.as_str(), cfg.username_claim.as_str()),
             ("https://idp", "sub")
+        );
+    }
+
+    #[test]
+    fn an_encryption_configuration_is_checked_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("encryption.yaml");
+        let f_s = f.to_str().unwrap();
+        let args = parse(&["--no-auth", "--encryption-provider-config", f_s]).unwrap();
+        let e = encryption_at_rest(&args).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!(
+                "--encryption-provider-config {f_s}: cannot read it"
+            )),
+            "{e}"
+        );
+        std::fs::write(
+            &f,
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources: []\n",
+        )
+        .unwrap();
+        let e = encryption_at_rest(&args).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!("--encryption-provider-config {f_s}: resources: no entry names secrets")
         );
     }
 

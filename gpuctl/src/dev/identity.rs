@@ -38,6 +38,19 @@ pub(super) fn ensure_admin_token(plan: &Plan) -> Result<String> {
     Ok(t)
 }
 
+/// The replicas' encryption configuration for Secret values:
+/// `STATE_DIR/encryption.yaml` (mode 0600), made with one random key on
+/// first use and checked on every start.
+pub(super) fn ensure_encryption_config(plan: &Plan) -> Result<()> {
+    let path = plan.encryption_config_file();
+    if !path.exists() {
+        let text = gpuctl_security::sealing::new_config("dev-1");
+        config::write_private(&path, text.as_bytes())?;
+    }
+    gpuctl_security::sealing::Keyring::read(&path).map_err(Error::Other)?;
+    Ok(())
+}
+
 /// A connection to the replicas as the bootstrap admin.
 pub(super) fn admin_conn(urls: &[String], admin_token: &str) -> Result<Conn> {
     Ok(Conn::new(urls.to_vec()).with_bearer(Bearer::new(Some(admin_token), "admin.token")?))
@@ -188,7 +201,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_admin_token_is_made_once_private_and_kept() {
+    fn the_admin_token_and_the_encryption_key_are_made_once_private_and_kept() {
         let dir = tempfile::tempdir().unwrap();
         let env = crate::config::EnvVars::default();
         let flags = crate::cli::DevFlags {
@@ -213,6 +226,23 @@ mod tests {
         let meta = std::fs::metadata(plan.admin_token_file()).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
         assert_eq!(ensure_admin_token(&plan).unwrap(), first);
+
+        ensure_encryption_config(&plan).unwrap();
+        let path = plan.encryption_config_file();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let keys = gpuctl_security::sealing::Keyring::read(&path).unwrap();
+        assert_eq!(keys.write_key(), Some("dev-1"));
+        ensure_encryption_config(&plan).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            text,
+            "kept across starts"
+        );
+        std::fs::write(&path, "kind: Nope\n").unwrap();
+        let e = ensure_encryption_config(&plan).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{}: ", path.display())), "{e}");
     }
 
     #[test]

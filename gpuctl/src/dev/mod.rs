@@ -60,6 +60,7 @@ pub async fn run(flags: DevFlags, env: &EnvVars) -> Result<u8> {
     let mut plan = Plan::from_flags(flags, env)?;
     plan.prepare_state_dir()?;
     let admin_token = identity::ensure_admin_token(&plan)?;
+    identity::ensure_encryption_config(&plan)?;
     // The dev CA and cluster certificate (made once, reused after), and
     // this process's own connections to the cluster.
     let ca = if plan.insecure {

@@ -331,6 +331,11 @@ impl Plan {
     pub fn admin_token_file(&self) -> PathBuf {
         self.state_dir.join("admin.token")
     }
+    /// The encryption configuration every replica encrypts Secret values
+    /// with (one random AES-256-GCM key, made on first start).
+    pub fn encryption_config_file(&self) -> PathBuf {
+        self.state_dir.join("encryption.yaml")
+    }
     /// The join token every node trades for its credential.
     pub fn join_token_file(&self) -> PathBuf {
         self.state_dir.join("join.token")
@@ -397,6 +402,8 @@ impl Plan {
             a.push("--admin-token-file".into());
             a.push(self.admin_token_file().display().to_string());
         }
+        a.push("--encryption-provider-config".into());
+        a.push(self.encryption_config_file().display().to_string());
         if self.replicas > 1 {
             a.push("--peers".into());
             a.push(self.peers_arg());
@@ -624,7 +631,7 @@ mod tests {
         let p = plan(Path::new("/s"));
         assert_eq!(
             p.scheduler_args(1).join(" "),
-            "--id 1 --data-dir /s/scheduler-1 --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --ready-file /s/scheduler-1.ready.json --ui-listen 127.0.0.1:0 --admin-token-file /s/admin.token --tls-cert /s/tls/cluster.pem --tls-key /s/tls/cluster-key.pem --tls-ca /s/tls/ca.pem"
+            "--id 1 --data-dir /s/scheduler-1 --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --ready-file /s/scheduler-1.ready.json --ui-listen 127.0.0.1:0 --admin-token-file /s/admin.token --encryption-provider-config /s/encryption.yaml --tls-cert /s/tls/cluster.pem --tls-key /s/tls/cluster-key.pem --tls-ca /s/tls/ca.pem"
         );
         let p3 = Plan {
             replicas: 3,
@@ -635,7 +642,7 @@ mod tests {
         assert_eq!(
             p3.scheduler_args(2).join(" "),
             "--id 2 --data-dir /s/scheduler-2 --listen 127.0.0.1:7200 --metrics-listen 127.0.0.1:0 --ready-file /s/scheduler-2.ready.json --ui-listen 127.0.0.1:7201 \
-             --admin-token-file /s/admin.token --peers 1=127.0.0.1:7100,2=127.0.0.1:7200,3=127.0.0.1:7300 --tls-cert /s/tls/cluster.pem --tls-key /s/tls/cluster-key.pem --tls-ca /s/tls/ca.pem"
+             --admin-token-file /s/admin.token --encryption-provider-config /s/encryption.yaml --peers 1=127.0.0.1:7100,2=127.0.0.1:7200,3=127.0.0.1:7300 --tls-cert /s/tls/cluster.pem --tls-key /s/tls/cluster-key.pem --tls-ca /s/tls/ca.pem"
         );
         assert_eq!(
             p.node_args(2, "http://127.0.0.1:7000").join(" "),

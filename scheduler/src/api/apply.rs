@@ -205,7 +205,7 @@ impl Api {
                 queue: Box::new(queue.clone()),
             },
             Manifest::Secret(secret) => Command::PutSecret {
-                secret: Box::new(secret.clone()),
+                secret: Box::new(sealed(secret)?),
             },
         })
     }
@@ -281,6 +281,21 @@ fn refs<'a>(
         .map(|e| e.secret_ref.name.as_str())
         .chain(files.iter().map(|f| f.secret_ref.name.as_str()))
         .collect()
+}
+
+/// A secret as it is proposed: with an encryption configuration whose
+/// first provider encrypts (`--encryption-provider-config`), validated and
+/// its values sealed, so that the Raft log, the stored state and snapshots
+/// hold ciphertext only; otherwise as given (the state validates it).
+fn sealed(secret: &gpuctl_common::secret::Secret) -> Result<gpuctl_common::secret::Secret, Status> {
+    let mut s = secret.clone();
+    let Some(keys) = gpuctl_security::sealing::installed().filter(|k| k.encrypts()) else {
+        return Ok(s);
+    };
+    s.validate()
+        .map_err(|e| Status::invalid_argument(format!("secret {:?}: {e}", secret.metadata.name)))?;
+    s.seal_values(|context, plain| keys.seal(context, plain));
+    Ok(s)
 }
 
 /// The secrets an applied job or endpoint would give its tasks.

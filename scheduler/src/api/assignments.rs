@@ -33,14 +33,15 @@ pub(super) fn assignments_for(
             .and_then(|n| st.nodes.get(n))
             .map(|n| n.status.address.clone())
             .unwrap_or_default();
-        let (secret_env, secret_files, secret_error) = match st.task_secrets(spec) {
-            Ok(s) => (
-                s.env.into_iter().collect(),
-                s.files.into_iter().collect(),
-                String::new(),
-            ),
-            Err(why) => (Default::default(), Default::default(), why),
-        };
+        let (secret_env, secret_files, secret_error) =
+            match st.task_secrets(spec, gpuctl_security::sealing::installed()) {
+                Ok(s) => (
+                    s.env.into_iter().collect(),
+                    s.files.into_iter().collect(),
+                    String::new(),
+                ),
+                Err(why) => (Default::default(), Default::default(), why),
+            };
         tasks.push(pb::TaskAssignment {
             job: job.metadata.name.clone(),
             task_index: t.index,

@@ -58,7 +58,7 @@ impl State {
                 r.port = p;
             }
         }
-        e.status.api_key_hashes = self.api_key_hashes(&e);
+        e.status.api_key_hashes = self.api_key_hashes(&e, gpuctl_security::sealing::installed());
         Some(e)
     }
 
