@@ -205,6 +205,32 @@ impl Secret {
         Ok(out)
     }
 
+    /// Whether some value is not stored as `key` would store it: sealed with
+    /// another key, or plain where `key` names one (`None`: plain).
+    pub fn needs_reseal(&self, key: Option<&str>) -> bool {
+        self.data
+            .values()
+            .any(|v| parse_sealed(v).map(|(name, _)| name) != key)
+    }
+
+    /// This secret with every value opened by `open` and stored again by
+    /// `seal` (see [`Secret::open_values`], [`Secret::seal_values`]).
+    pub fn resealed(
+        &self,
+        open: impl Fn(&str, &[u8], &[u8]) -> Result<Vec<u8>, String>,
+        seal: impl Fn(&[u8], &[u8]) -> Option<(String, Vec<u8>)>,
+    ) -> Result<Secret, String> {
+        let b64 = &base64::engine::general_purpose::STANDARD;
+        let mut s = self.clone();
+        s.data = self
+            .open_values(open)?
+            .into_iter()
+            .map(|(k, v)| (k, b64.encode(v)))
+            .collect();
+        s.seal_values(seal);
+        Ok(s)
+    }
+
     /// A value's size in bytes, sealed or not.
     fn value_len(v: &str) -> usize {
         match parse_sealed(v) {

@@ -1,9 +1,10 @@
 //! Secret values encrypted at rest on the default `gpuctl dev`: a task gets
 //! the value, and nothing the scheduler writes to disk (Raft log, stored
-//! state) holds it, in plain text or base64, before or after a restart.
+//! state) holds it, in plain text or base64, before or after a restart; a
+//! rotated key takes over and the old one can then be removed.
 
 mod support;
-use support::DevCluster;
+use support::{eventually, DevCluster};
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -49,7 +50,7 @@ fn run_job(dev: &DevCluster, name: &str) -> String {
 }
 
 #[test]
-fn secret_values_reach_the_task_and_are_stored_encrypted() {
+fn secret_values_reach_the_task_are_stored_encrypted_and_follow_a_rotated_key() {
     let root = tempfile::tempdir().unwrap();
     let dev = DevCluster::start(root, &[], Duration::from_secs(90));
     let config = dev.state().join("encryption.yaml");
@@ -96,5 +97,48 @@ fn secret_values_reach_the_task_and_are_stored_encrypted() {
     assert!(log.contains(&format!("key={VALUE}")), "{log}");
     let root = dev.stop();
     assert!(!found_under(&data, VALUE.as_bytes()));
+
+    // Rotation: a new key first, the old one kept to read with; the leader
+    // stores the secret again under the new key...
+    let config = root.path().join("state").join("encryption.yaml");
+    let old_key = std::fs::read_to_string(&config)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("secret: ").map(str::to_string))
+        .expect("the dev key");
+    let new_key = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
+    std::fs::write(
+        &config,
+        encryption_config(&[("rot-2", new_key), ("dev-1", &old_key)]),
+    )
+    .unwrap();
+    let dev = DevCluster::start(root, &[], Duration::from_secs(90));
+    let log = dev.state().join("logs").join("scheduler-1.log");
+    eventually(
+        Duration::from_secs(30),
+        "the secret stored under rot-2",
+        || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            text.contains("secret \"api\" stored again under the encryption configuration's first provider (rot-2)")
+            .then_some(())
+        },
+    );
+    let root = dev.stop();
+    // ...so that without the old key the value still reaches a task.
+    std::fs::write(&config, encryption_config(&[("rot-2", new_key)])).unwrap();
+    let dev = DevCluster::start(root, &[], Duration::from_secs(90));
+    let log = run_job(&dev, "enc-rotated-0d7b");
+    assert!(log.contains(&format!("key={VALUE}")), "{log}");
+    let root = dev.stop();
+    assert!(!found_under(&data, VALUE_B64.as_bytes()));
     drop(root);
+}
+
+/// An `EncryptionConfiguration` with these `aesgcm` keys, the first writing.
+fn encryption_config(keys: &[(&str, &str)]) -> String {
+    let mut s = "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - aesgcm:\n          keys:\n".to_string();
+    for (name, key) in keys {
+        s += &format!("            - name: {name}\n              secret: {key}\n");
+    }
+    s
 }

@@ -21,6 +21,7 @@ pub mod cron;
 pub mod endpoints;
 pub mod gc;
 pub mod liveness;
+pub mod reseal;
 pub mod runner;
 pub mod scheduling;
 pub mod timeouts;

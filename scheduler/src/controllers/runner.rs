@@ -10,8 +10,8 @@
 //!   `resync`;
 //! - [`run_endpoints`]: the endpoint controller ([`endpoints`]), woken by
 //!   gateway reports ([`report_load`]);
-//! - [`run_gc`]: clean-up of finished work ([`gc`]) and CronWorkflows
-//!   ([`cron`]), once a second.
+//! - [`run_gc`]: clean-up of finished work ([`gc`]), CronWorkflows
+//!   ([`cron`]) and re-encrypting secrets ([`reseal`]), once a second.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ use tokio::sync::watch;
 
 use super::endpoints::{self, Loads};
 use super::liveness::{self, Heartbeats};
-use super::{cron, gc, scheduling, timeouts, workflows};
+use super::{cron, gc, reseal, scheduling, timeouts, workflows};
 use crate::placement;
 use crate::raft::{ProposeError, RaftHandle};
 use crate::state::{Applied, Command, Envelope};
@@ -224,7 +224,11 @@ pub async fn run_endpoints(
     }
 }
 
-/// Clean-up's loop: on the leader, delete what is due, once a second.
+/// Secrets stored again under a rotated encryption configuration per beat.
+const RESEAL_PER_BEAT: usize = 16;
+
+/// Clean-up's loop: on the leader, delete what is due, once a second, and
+/// store again secrets not encrypted as the configuration says ([`reseal`]).
 pub async fn run_gc(raft: RaftHandle, mut shutdown: watch::Receiver<bool>) {
     loop {
         if raft.shared.status().is_leader() {
@@ -243,6 +247,22 @@ pub async fn run_gc(raft: RaftHandle, mut shutdown: watch::Receiver<bool>) {
                 match propose_at(&raft, now, cmd).await {
                     Ok(_) => tracing::info!("{why}: {what}"),
                     Err(e) => tracing::debug!("{what} not applied: {e}"),
+                }
+            }
+            if let Some(keys) = gpuctl_security::sealing::installed() {
+                let cmds = reseal::due(&raft.shared.read(), keys, RESEAL_PER_BEAT);
+                for cmd in cmds {
+                    let Command::PutSecret { secret } = &cmd else {
+                        continue;
+                    };
+                    let name = secret.metadata.name.clone();
+                    match propose_at(&raft, now, cmd).await {
+                        Ok(_) => tracing::info!(
+                            "secret {name:?} stored again under the encryption configuration's first provider ({})",
+                            keys.write_key().unwrap_or("identity")
+                        ),
+                        Err(e) => tracing::debug!("secret {name:?} not stored again: {e}"),
+                    }
                 }
             }
         }

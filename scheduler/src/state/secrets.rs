@@ -25,9 +25,18 @@ impl State {
             .map_err(|e| ApplyError::Invalid(format!("secret {:?}: {e}", s.metadata.name)))?;
         s.api_version = API_VERSION.to_string();
         let name = s.metadata.name.clone();
+        let expected = s.metadata.resource_version;
         s.metadata.resource_version = Some(index);
         match self.secrets.get(&name) {
             Some(old) => {
+                if let Some(want) = expected {
+                    let have = old.metadata.resource_version.unwrap_or(0);
+                    if want != have {
+                        return Err(ApplyError::Conflict(format!(
+                            "secret {name:?} was changed (resourceVersion {have}) after version {want} that this update is based on; apply it again without resourceVersion"
+                        )));
+                    }
+                }
                 s.metadata.uid = old.metadata.uid;
                 s.metadata.creation_timestamp_ms = old.metadata.creation_timestamp_ms;
             }
