@@ -11,6 +11,8 @@ use gpuctl_scheduler::api::ServiceOptions;
 use gpuctl_scheduler::controllers::ControllerOptions;
 use gpuctl_scheduler::raft::RaftOptions;
 use gpuctl_scheduler::server::{Config, Server};
+use gpuctl_security::oidc::KeySet;
+use gpuctl_security::oidc_discovery::{self, Discovery};
 
 /// mimalloc instead of glibc's malloc: a replica allocates and frees small
 /// objects (gRPC frames, jobs, log entries) on many threads at once, where
@@ -88,16 +90,28 @@ struct Args {
     #[arg(
         long,
         value_name = "URL",
-        requires_all = ["oidc_client_id", "oidc_jwks_file", "admin_token_file"]
+        requires_all = ["oidc_client_id", "admin_token_file"]
     )]
     oidc_issuer_url: Option<String>,
     /// The audience an ID token must name (`aud`).
     #[arg(long, value_name = "ID", requires = "oidc_issuer_url")]
     oidc_client_id: Option<String>,
     /// The issuer's public keys, a JWKS document (its `jwks_uri` saved to a
-    /// file; read at start, nothing is fetched).
+    /// file; read at start, nothing is fetched). Without it the keys are
+    /// fetched from the issuer (`URL/.well-known/openid-configuration`, then
+    /// its `jwks_uri`; https only) and fetched again every 5 minutes and
+    /// when a token names a key they lack.
     #[arg(long, value_name = "FILE", requires = "oidc_issuer_url")]
     oidc_jwks_file: Option<PathBuf>,
+    /// The CAs that sign the issuer's HTTPS certificate (PEM), when its keys
+    /// are fetched; default: the system's CA bundle.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "oidc_issuer_url",
+        conflicts_with = "oidc_jwks_file"
+    )]
+    oidc_ca_file: Option<PathBuf>,
     /// The claim that names the user (`email` needs `email_verified` not false).
     #[arg(long, value_name = "CLAIM", default_value = "sub")]
     oidc_username_claim: String,
@@ -130,10 +144,11 @@ fn parse_zone(name: &str) -> Result<String, String> {
     Ok(name.to_string())
 }
 
-/// The authentication settings from `--admin-token-file` / `--no-auth`.
-fn auth_options(args: &Args) -> anyhow::Result<AuthOptions> {
+/// The authentication settings from `--admin-token-file` / `--no-auth`,
+/// and the issuer to fetch OIDC keys from when they are not in a file.
+fn auth_options(args: &Args) -> anyhow::Result<(AuthOptions, Option<Discovery>)> {
     let Some(path) = &args.admin_token_file else {
-        return Ok(AuthOptions::default());
+        return Ok((AuthOptions::default(), None));
     };
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("--admin-token-file {}: cannot read it", path.display()))?;
@@ -150,13 +165,21 @@ fn auth_options(args: &Args) -> anyhow::Result<AuthOptions> {
         token.len()
     );
     let mut opts = AuthOptions::with_admin_token(token);
-    if let (Some(issuer), Some(client_id), Some(jwks)) = (
-        &args.oidc_issuer_url,
-        &args.oidc_client_id,
-        &args.oidc_jwks_file,
-    ) {
-        let keys = gpuctl_security::oidc::read_jwks(jwks)
-            .map_err(|e| anyhow::anyhow!("--oidc-jwks-file {e}"))?;
+    let mut discovery = None;
+    if let (Some(issuer), Some(client_id)) = (&args.oidc_issuer_url, &args.oidc_client_id) {
+        let keys = match &args.oidc_jwks_file {
+            Some(jwks) => KeySet::new(
+                gpuctl_security::oidc::read_jwks(jwks)
+                    .map_err(|e| anyhow::anyhow!("--oidc-jwks-file {e}"))?,
+            ),
+            None => {
+                discovery = Some(
+                    Discovery::new(issuer, args.oidc_ca_file.as_deref())
+                        .map_err(|e| anyhow::anyhow!("--oidc-issuer-url: {e}"))?,
+                );
+                KeySet::default()
+            }
+        };
         opts.oidc = Some(std::sync::Arc::new(gpuctl_security::oidc::OidcConfig {
             issuer: issuer.clone(),
             client_id: client_id.clone(),
@@ -165,7 +188,7 @@ fn auth_options(args: &Args) -> anyhow::Result<AuthOptions> {
             keys,
         }));
     }
-    Ok(opts)
+    Ok((opts, discovery))
 }
 
 /// Install the keys of `--encryption-provider-config`, and say how Secret
@@ -230,7 +253,17 @@ async fn main() -> anyhow::Result<()> {
             .iana_name()
             .unwrap_or("UTC")
     );
-    let auth = auth_options(&args)?;
+    let (auth, discovery) = auth_options(&args)?;
+    // Stops the OIDC key fetcher when main returns.
+    let (_stop_fetching, stop_rx) = tokio::sync::watch::channel(false);
+    if let (Some(d), Some(cfg)) = (discovery, &auth.oidc) {
+        tokio::spawn(oidc_discovery::keep_fresh(
+            d,
+            cfg.keys.clone(),
+            oidc_discovery::Pace::default(),
+            stop_rx,
+        ));
+    }
     encryption_at_rest(&args)?;
     let tls = args.tls.load()?;
     let grpc = tokio::net::TcpListener::bind(args.listen)
@@ -357,7 +390,7 @@ mod tests {
         assert!(e.contains("--admin-token-file <FILE>"), "{e}");
         assert!(parse(&["--no-auth", "--admin-token-file", "x"]).is_err());
         let open = parse(&["--no-auth"]).unwrap();
-        assert!(!auth_options(&open).unwrap().enabled);
+        assert!(!auth_options(&open).unwrap().0.enabled);
     }
 
     #[test]
@@ -402,7 +435,35 @@ mod tests {
         assert!(e.ends_with("no RSA or EC signing key in \"keys\""), "{e}");
         let signer = gpuctl_testkit::oidc::IdTokenSigner::new("k1");
         std::fs::write(&jwks, gpuctl_testkit::oidc::IdTokenSigner::jwks(&[&signer])).unwrap();
-        let opts = auth_options(&parse(&full).unwrap()).unwrap();
+        let (opts, discovery) = auth_options(&parse(&full).unwrap()).unwrap();
+        assert!(discovery.is_none(), "keys from the file");
+        // Without a keys file they are fetched from the issuer, over https only.
+        let fetched = |issuer: &str, ca: &str| {
+            let mut a = vec!["--admin-token-file", admin_s, "--oidc-issuer-url", issuer];
+            a.extend(["--oidc-client-id", "gpuctl", "--oidc-ca-file", ca]);
+            auth_options(&parse(&a).unwrap())
+        };
+        let ca = dir.path().join("ca.pem");
+        let ca_s = ca.to_str().unwrap();
+        let e = fetched("http://idp", ca_s).unwrap_err().to_string();
+        assert!(
+            e.starts_with(
+                "--oidc-issuer-url: the issuer URL \"http://idp\" must start with https://"
+            ),
+            "{e}"
+        );
+        let e = fetched("https://idp", ca_s).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("--oidc-issuer-url: {ca_s}: ")),
+            "{e}"
+        );
+        let dev_ca = gpuctl_security::ca::ensure_dev(&dir.path().join("tls")).unwrap();
+        let (o, d) = fetched("https://idp", dev_ca.ca.to_str().unwrap()).unwrap();
+        assert!(d.is_some() && o.oidc.unwrap().keys.get().is_empty());
+        assert!(
+            parse(&[&full[..], &["--oidc-ca-file", ca_s]].concat()).is_err(),
+            "a file or a fetch"
+        );
         let cfg = opts.oidc.expect("configured");
         assert_eq!(
             (cfg.issuer.as_str(), cfg.username_claim.as_str()),
@@ -472,7 +533,7 @@ mod tests {
             "{e}"
         );
         std::fs::write(&path, "a-long-enough-admin-secret\n").unwrap();
-        let opts = auth_options(&args(&path)).unwrap();
+        let (opts, _) = auth_options(&args(&path)).unwrap();
         assert!(opts.enabled);
         assert_eq!(
             opts.admin_token_hash,

@@ -12,6 +12,7 @@
 
 pub mod ca;
 pub mod oidc;
+pub mod oidc_discovery;
 pub mod replica;
 pub mod sealing;
 pub mod tls;

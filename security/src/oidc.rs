@@ -1,8 +1,10 @@
 //! OpenID Connect ID tokens as bearer tokens, as the Kubernetes API server
 //! accepts them (`--oidc-issuer-url`, `--oidc-client-id`,
-//! `--oidc-username-claim`, `--oidc-username-prefix`): a JWT signed by the
-//! issuer, checked against the issuer's keys (a JWKS file, read at start:
-//! nothing is fetched), its `iss`, `aud`, `exp` and `nbf`. The name it
+//! `--oidc-username-claim`, `--oidc-username-prefix`, `--oidc-ca-file`): a
+//! JWT signed by the issuer, checked against the issuer's keys (a JWKS file
+//! read at start, or fetched through the issuer's discovery document and
+//! kept fresh: [`crate::oidc_discovery`]), its `iss`, `aud`, `exp` and
+//! `nbf`. The name it
 //! carries is then a gpuctl user's, who must exist (`gpuctl admin
 //! create-user`): the user object holds the role and team.
 //!
@@ -10,6 +12,7 @@
 //! through ring; `none` and HMAC are refused (a public key is not a secret).
 
 use std::path::Path;
+use std::sync::{Arc, RwLock};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -52,7 +55,52 @@ pub struct OidcConfig {
     /// Put before the claim's value to make the gpuctl user name, so that
     /// the issuer's names cannot collide with users made for tokens.
     pub username_prefix: String,
-    pub keys: Vec<Jwk>,
+    pub keys: KeySet,
+}
+
+/// The issuer's keys as they are now: read from a file once, or fetched
+/// and replaced while the replica runs. Clones share the same set.
+#[derive(Debug, Clone, Default)]
+pub struct KeySet {
+    inner: Arc<KeySetInner>,
+}
+
+#[derive(Debug, Default)]
+struct KeySetInner {
+    keys: RwLock<Arc<Vec<Jwk>>>,
+    /// Woken when a token names a key the set lacks.
+    missed: tokio::sync::Notify,
+}
+
+impl KeySet {
+    /// A set holding `keys`.
+    pub fn new(keys: Vec<Jwk>) -> KeySet {
+        let set = KeySet::default();
+        set.replace(keys);
+        set
+    }
+
+    /// The keys now.
+    pub fn get(&self) -> Arc<Vec<Jwk>> {
+        self.inner
+            .keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Put `keys` in place of the set's; whether they differ.
+    pub fn replace(&self, keys: Vec<Jwk>) -> bool {
+        let mut k = self.inner.keys.write().unwrap_or_else(|p| p.into_inner());
+        let changed = **k != keys;
+        *k = Arc::new(keys);
+        changed
+    }
+
+    /// Resolves after a token named a key the set lacks.
+    pub async fn missed(&self) {
+        self.inner.missed.notified().await
+    }
 }
 
 /// What a valid ID token says.
@@ -200,8 +248,11 @@ impl OidcConfig {
         let message = &jwt.as_bytes()[..h.len() + 1 + p.len()];
         let mut tried = false;
         let mut good = false;
-        for k in self
-            .keys
+        let keys = self.keys.get();
+        if keys.is_empty() {
+            return Err("the issuer's keys have not been fetched yet; try again shortly".into());
+        }
+        for k in keys
             .iter()
             .filter(|k| kid.is_none() || k.kid.as_deref() == kid)
         {
@@ -214,6 +265,8 @@ impl OidcConfig {
             }
         }
         if !tried {
+            // The issuer may have rotated its keys: fetch them again soon.
+            self.keys.inner.missed.notify_one();
             return Err(match kid {
                 Some(kid) => format!("no {alg} key with kid {kid:?} in the issuer's keys"),
                 None => format!("no {alg} key in the issuer's keys"),

@@ -22,7 +22,7 @@ fn config(keys: Vec<Jwk>) -> OidcConfig {
         client_id: "gpuctl".into(),
         username_claim: "sub".into(),
         username_prefix: "oidc:".into(),
-        keys,
+        keys: KeySet::new(keys),
     }
 }
 

@@ -346,14 +346,7 @@ impl Tls {
                 .add(c.clone())
                 .map_err(|e| TlsError::Config(format!("CA certificate: {e}")))?;
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::Config(format!("TLS versions: {e}")))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(cfg)
+        http1_client(roots).map_err(|e| TlsError::Config(format!("TLS versions: {e}")))
     }
 
     /// A `tokio_rustls` acceptor serving HTTP/1.1 with our identity.
@@ -365,6 +358,18 @@ impl Tls {
             self.rustls_server(auth)?,
         )))
     }
+}
+
+/// A rustls client configuration for HTTP/1.1 that trusts `roots` and
+/// sends no client certificate.
+pub fn http1_client(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
 }
 
 /// `addr` (`host:port` or a URL) with the scheme TLS calls for:

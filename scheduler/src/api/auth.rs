@@ -272,7 +272,7 @@ mod tests {
             client_id: "gpuctl".into(),
             username_claim: "sub".into(),
             username_prefix: "oidc:".into(),
-            keys,
+            keys: oidc::KeySet::new(keys),
         }));
         match who(&opts, &bearer("alice")).unwrap() {
             Principal::User {
