@@ -117,20 +117,24 @@ impl Keyring {
                 c.api_version, c.kind
             ));
         }
+        // As Kubernetes reads it: the first entry that covers secrets (by
+        // name, or the wildcards `*.` and `*.*`) gives their providers.
         let mut found = None;
         for (i, r) in c.resources.iter().enumerate() {
             for (j, res) in r.resources.iter().enumerate() {
-                if res != "secrets" && res != "secrets." {
+                let named = res == "secrets" || res == "secrets.";
+                if !named && res != "*." && res != "*.*" {
                     return Err(format!(
                         "resources[{i}].resources[{j}]: {res:?}: only secrets are stored encrypted here"
                     ));
                 }
+                if named && found.is_some() {
+                    return Err(format!(
+                        "resources[{i}].resources[{j}]: secrets are already configured by an earlier entry"
+                    ));
+                }
             }
-            if found.replace(i).is_some() {
-                return Err(format!(
-                    "resources[{i}]: secrets are already configured by an earlier entry"
-                ));
-            }
+            found.get_or_insert(i);
         }
         let Some(i) = found else {
             return Err("resources: no entry names secrets".into());

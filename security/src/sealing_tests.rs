@@ -89,6 +89,27 @@ fn a_new_configuration_parses_and_encrypts() {
 }
 
 #[test]
+fn wildcards_cover_secrets_and_the_first_entry_that_covers_them_wins() {
+    let first = config(&aesgcm(&[("k1", K1)])).replace("[secrets]", "['*.*']");
+    let ring = Keyring::parse(&first).unwrap();
+    assert_eq!(ring.write_key(), Some("k1"));
+    let two = format!(
+        "{}  - resources: ['*.']\n    providers:\n{IDENTITY}",
+        config(&aesgcm(&[("k1", K1)]))
+    );
+    assert_eq!(Keyring::parse(&two).unwrap().write_key(), Some("k1"));
+    let again = format!(
+        "{}  - resources: [secrets]\n    providers:\n{IDENTITY}",
+        config(&aesgcm(&[("k1", K1)]))
+    );
+    let e = Keyring::parse(&again).unwrap_err();
+    assert!(
+        e.contains("resources[1].resources[0]: secrets are already configured"),
+        "{e}"
+    );
+}
+
+#[test]
 fn mistakes_in_the_configuration_name_the_field() {
     let cases: Vec<(String, &str)> = vec![
         (
