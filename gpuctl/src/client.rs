@@ -19,7 +19,10 @@ pub use crate::error::ListTooLong;
 /// How long one connection attempt may take before the next address is tried.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
-pub type Client = ControlClient<InterceptedService<Channel, Bearer>>;
+mod leader_hint;
+use leader_hint::{next_replica, LeaderNote, Noting};
+
+pub type Client = ControlClient<InterceptedService<Noting<Channel>, Bearer>>;
 
 /// Puts `authorization: Bearer <token>` on every call (nothing without a
 /// token).
@@ -69,7 +72,13 @@ const MAX_REPLY_BYTES: usize = 1 << 30;
 
 /// A `Control` client on `ch` that sends `bearer`'s token.
 pub fn client_for(ch: Channel, bearer: &Bearer) -> Client {
-    ControlClient::with_interceptor(ch, bearer.clone()).max_decoding_message_size(MAX_REPLY_BYTES)
+    noting_client(ch, bearer, LeaderNote::default())
+}
+
+/// [`client_for`] that notes in `note` the leader a follower's answers name.
+fn noting_client(ch: Channel, bearer: &Bearer, note: LeaderNote) -> Client {
+    ControlClient::with_interceptor(Noting::new(ch, note), bearer.clone())
+        .max_decoding_message_size(MAX_REPLY_BYTES)
 }
 
 /// How this process's connections use TLS: `https://` URLs are checked
@@ -404,14 +413,16 @@ pub fn round_order(n: usize, start: usize, tried: &[u32], per_address: u32) -> V
 }
 
 /// A set of scheduler replicas that a command talks to: calls go to the
-/// replica that answered last and move on to the next address when one is
-/// unavailable (see [`Conn::call`]).
+/// replica that answered last, or to the leader that a follower's answer
+/// named, and move on to the next address when one is unavailable (see
+/// [`Conn::call`]).
 pub struct Conn {
     urls: Vec<String>,
     clients: Vec<Option<Client>>,
     current: usize,
     pub policy: RetryPolicy,
     bearer: Bearer,
+    leader: LeaderNote,
 }
 
 impl Conn {
@@ -427,6 +438,7 @@ impl Conn {
             current: 0,
             policy,
             bearer: Bearer::default(),
+            leader: LeaderNote::default(),
         }
     }
 
@@ -445,7 +457,8 @@ impl Conn {
         &self.urls
     }
 
-    /// The address the last successful call went to.
+    /// The address the next call goes to first: the one that answered last,
+    /// or the leader its answer named.
     pub fn current_url(&self) -> &str {
         &self.urls[self.current]
     }
@@ -490,7 +503,7 @@ impl Conn {
                     Some(c) => c.clone(),
                     None => match dial(&self.urls[i], self.policy.connect_timeout).await {
                         Ok(ch) => {
-                            let c = client_for(ch, &self.bearer);
+                            let c = noting_client(ch, &self.bearer, self.leader.clone());
                             self.clients[i] = Some(c.clone());
                             c
                         }
@@ -511,9 +524,12 @@ impl Conn {
                         }
                     },
                 };
-                match f(client).await {
+                self.leader.take();
+                let answer = f(client).await;
+                let next = next_replica(&self.urls, i, self.leader.take().as_deref());
+                match answer {
                     Ok(v) => {
-                        self.current = i;
+                        self.current = next;
                         return Ok(v);
                     }
                     Err(s) if is_retryable(&s) => {
@@ -534,7 +550,7 @@ impl Conn {
                         last = Some(CallError::Status(s));
                     }
                     Err(s) => {
-                        self.current = i;
+                        self.current = next;
                         return Err(CallError::Status(s));
                     }
                 }

@@ -21,6 +21,17 @@ pub use v1::*;
 /// answer: clients that know several replicas send their next calls there.
 pub const LEADER_HEADER: &str = "gpuctl-leader";
 
+/// Whether two replica URLs name the same replica, whatever their scheme or
+/// trailing slash (a client may know `https://h:p` where the membership
+/// says `h:p`).
+pub fn same_replica(a: &str, b: &str) -> bool {
+    fn bare(u: &str) -> &str {
+        let u = u.trim().trim_end_matches('/');
+        u.split_once("://").map_or(u, |(_, rest)| rest)
+    }
+    bare(a) == bare(b)
+}
+
 /// The Open Inference Protocol's gRPC service (KServe's `grpc_predict_v2.proto`,
 /// `package inference`), offered by the gateway and the model server.
 pub mod inference {

@@ -225,7 +225,11 @@ impl Servers {
         let Some(leader) = answer.get(LEADER_HEADER).and_then(|v| v.to_str().ok()) else {
             return;
         };
-        if let Some(next) = self.urls.iter().position(|u| same_replica(u, leader)) {
+        if let Some(next) = self
+            .urls
+            .iter()
+            .position(|u| gpuctl_proto::same_replica(u, leader))
+        {
             if next != call.index && self.move_from(call.index, next) {
                 tracing::debug!(
                     "scheduler {} follows; calling the leader {} from now on",
@@ -290,14 +294,6 @@ impl Servers {
 
 /// Whether `ours` (as given to `--server`: `host:port` or a URL) and the
 /// leader's URL as the replicas name it are the same address.
-fn same_replica(ours: &str, leader: &str) -> bool {
-    fn bare(u: &str) -> &str {
-        let u = u.trim().trim_end_matches('/');
-        u.split_once("://").map_or(u, |(_, rest)| rest)
-    }
-    bare(ours) == bare(leader)
-}
-
 impl Servers {
     /// Before the first call: with a join token and no credential yet,
     /// trade the join token for one (retried with backoff until the
