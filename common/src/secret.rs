@@ -208,9 +208,14 @@ impl Secret {
     /// Whether some value is not stored as `key` would store it: sealed with
     /// another key, or plain where `key` names one (`None`: plain).
     pub fn needs_reseal(&self, key: Option<&str>) -> bool {
-        self.data
-            .values()
-            .any(|v| parse_sealed(v).map(|(name, _)| name) != key)
+        // Only the key's name is read (the leader asks this of every secret
+        // once a second): no value is decoded.
+        fn sealed_with(v: &str) -> Option<&str> {
+            v.strip_prefix(SEALED_PREFIX)
+                .and_then(|rest| rest.split_once(':'))
+                .map(|(name, _)| name)
+        }
+        self.data.values().any(|v| sealed_with(v) != key)
     }
 
     /// This secret with every value opened by `open` and stored again by

@@ -119,7 +119,8 @@ fn secret_values_reach_the_task_are_stored_encrypted_and_follow_a_rotated_key() 
         "the secret stored under rot-2",
         || {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            text.contains("secret \"api\" stored again under the encryption configuration's first provider (rot-2)")
+            (text.contains("secret \"api\" stored again under the encryption configuration's first provider (rot-2)")
+            && text.contains("every secret is stored under the encryption configuration's first provider (rot-2)"))
             .then_some(())
         },
     );

@@ -11,25 +11,31 @@ use gpuctl_security::sealing::Keyring;
 
 use crate::state::{Command, State};
 
-/// At most `limit` `PutSecret` commands for the secrets not stored as
-/// `keys` would store them; a secret that cannot be opened (a key the
-/// configuration no longer holds) is left as it is and named in the log.
-pub fn due(st: &State, keys: &Keyring, limit: usize) -> Vec<Command> {
+/// What is due: at most `limit` `PutSecret` commands for the secrets not
+/// stored as the configuration would store them, and why each secret that
+/// cannot be opened (a key the configuration no longer holds) stays as it is.
+#[derive(Debug, Default)]
+pub struct Due {
+    pub commands: Vec<Command>,
+    pub unreadable: Vec<String>,
+}
+
+/// The secrets to store again under `keys`' first provider.
+pub fn due(st: &State, keys: &Keyring, limit: usize) -> Due {
     let want = keys.write_key();
-    st.secrets
-        .values()
-        .filter(|s| s.needs_reseal(want))
-        .filter_map(|s| match resealed(s, keys) {
-            Ok(s) => Some(Command::PutSecret {
+    let mut out = Due::default();
+    for s in st.secrets.values().filter(|s| s.needs_reseal(want)) {
+        if out.commands.len() >= limit {
+            break;
+        }
+        match resealed(s, keys) {
+            Ok(s) => out.commands.push(Command::PutSecret {
                 secret: Box::new(s),
             }),
-            Err(why) => {
-                tracing::debug!("not re-encrypted: {why}");
-                None
-            }
-        })
-        .take(limit)
-        .collect()
+            Err(why) => out.unreadable.push(why),
+        }
+    }
+    out
 }
 
 fn resealed(s: &Secret, keys: &Keyring) -> Result<Secret, String> {
@@ -113,13 +119,13 @@ mod tests {
         put(&mut st, 2, "by-old", "o-value", Some(&old));
         put(&mut st, 3, "by-new", "n-value", Some(&rotated));
 
-        assert_eq!(due(&st, &rotated, 1).len(), 1, "at most the limit");
-        let cmds = due(&st, &rotated, 10);
+        assert_eq!(due(&st, &rotated, 1).commands.len(), 1, "at most the limit");
+        let cmds = due(&st, &rotated, 10).commands;
         assert_eq!(cmds.len(), 2);
         for (i, cmd) in cmds.into_iter().enumerate() {
             st.apply(10 + i as u64, &Envelope::new(0, cmd)).unwrap();
         }
-        assert!(due(&st, &rotated, 10).is_empty(), "nothing left");
+        assert!(due(&st, &rotated, 10).commands.is_empty(), "nothing left");
         for s in st.secrets.values() {
             assert!(!s.needs_reseal(Some("new")), "{:?}", s.data);
         }
@@ -132,7 +138,7 @@ mod tests {
 
         // identity first: sealed values are stored plain again.
         let off = keyring("new", &[("new", B)], true);
-        for (i, cmd) in due(&st, &off, 10).into_iter().enumerate() {
+        for (i, cmd) in due(&st, &off, 10).commands.into_iter().enumerate() {
             st.apply(20 + i as u64, &Envelope::new(0, cmd)).unwrap();
         }
         assert!(st.secrets.values().all(|s| !s.is_sealed()));
@@ -144,7 +150,7 @@ mod tests {
         let keys = keyring("k", &[("k", A)], false);
         let mut st = State::default();
         put(&mut st, 1, "s", "first", None);
-        let cmds = due(&st, &keys, 10);
+        let cmds = due(&st, &keys, 10).commands;
         put(&mut st, 2, "s", "second", None);
         let e = st.apply(3, &Envelope::new(0, cmds.into_iter().next().unwrap()));
         assert!(matches!(e, Err(ApplyError::Conflict(_))), "{e:?}");
@@ -152,8 +158,19 @@ mod tests {
         // A secret sealed with a key the configuration lacks is left alone.
         let other = keyring("o", &[("o", B)], false);
         put(&mut st, 4, "t", "x", Some(&other));
-        assert!(due(&st, &keys, 10)
-            .iter()
-            .all(|c| !matches!(c, Command::PutSecret { secret } if secret.metadata.name == "t")));
+        let d = due(&st, &keys, 10);
+        assert!(
+            d.commands.iter().all(
+                |c| !matches!(c, Command::PutSecret { secret } if secret.metadata.name == "t")
+            ),
+            "{:?}",
+            d.commands
+        );
+        assert_eq!(d.unreadable.len(), 1, "{:?}", d.unreadable);
+        assert!(
+            d.unreadable[0].starts_with("secret \"t\" key \"v\": it is encrypted with key \"o\""),
+            "{:?}",
+            d.unreadable
+        );
     }
 }

@@ -230,6 +230,9 @@ const RESEAL_PER_BEAT: usize = 16;
 /// Clean-up's loop: on the leader, delete what is due, once a second, and
 /// store again secrets not encrypted as the configuration says ([`reseal`]).
 pub async fn run_gc(raft: RaftHandle, mut shutdown: watch::Receiver<bool>) {
+    // Whether secrets were being stored again: the beat that finds none
+    // left says so once.
+    let mut resealing = false;
     loop {
         if raft.shared.status().is_leader() {
             let now = gpuctl_common::now_ms();
@@ -250,16 +253,28 @@ pub async fn run_gc(raft: RaftHandle, mut shutdown: watch::Receiver<bool>) {
                 }
             }
             if let Some(keys) = gpuctl_security::sealing::installed() {
-                let cmds = reseal::due(&raft.shared.read(), keys, RESEAL_PER_BEAT);
-                for cmd in cmds {
+                let due = reseal::due(&raft.shared.read(), keys, RESEAL_PER_BEAT);
+                let first = keys.write_key().unwrap_or("identity");
+                if due.commands.is_empty() && std::mem::take(&mut resealing) {
+                    match due.unreadable.len() {
+                        0 => tracing::info!(
+                            "every secret is stored under the encryption configuration's first provider ({first})"
+                        ),
+                        n => tracing::warn!(
+                            "every secret that can be read is stored under the first provider ({first}); {n} cannot be decrypted with the configured keys and stay as they are: {}",
+                            due.unreadable.join("; ")
+                        ),
+                    }
+                }
+                resealing |= !due.commands.is_empty();
+                for cmd in due.commands {
                     let Command::PutSecret { secret } = &cmd else {
                         continue;
                     };
                     let name = secret.metadata.name.clone();
                     match propose_at(&raft, now, cmd).await {
                         Ok(_) => tracing::info!(
-                            "secret {name:?} stored again under the encryption configuration's first provider ({})",
-                            keys.write_key().unwrap_or("identity")
+                            "secret {name:?} stored again under the encryption configuration's first provider ({first})"
                         ),
                         Err(e) => tracing::debug!("secret {name:?} not stored again: {e}"),
                     }
