@@ -118,6 +118,14 @@ struct Args {
     /// Put before the claim's value to make the user name (e.g. `oidc:`).
     #[arg(long, value_name = "PREFIX", default_value = "")]
     oidc_username_prefix: String,
+    /// A claim an ID token must carry with this exact value, e.g. `hd=example.com`
+    /// (repeat the flag for several).
+    #[arg(long, value_name = "KEY=VALUE", requires = "oidc_issuer_url", value_parser = parse_claim)]
+    oidc_required_claim: Vec<(String, String)>,
+    /// The signature algorithms accepted, comma-separated (default: RS256,
+    /// RS384, RS512, ES256, ES384).
+    #[arg(long, value_name = "ALGS", requires = "oidc_issuer_url", value_delimiter = ',', value_parser = parse_alg)]
+    oidc_signing_algs: Vec<String>,
     /// Encrypt Secret values at rest (in the Raft log, the stored state and
     /// snapshots) as this file says: a Kubernetes `EncryptionConfiguration`
     /// whose entry for `secrets` lists `aesgcm` keys (the first provider
@@ -136,6 +144,23 @@ struct Args {
     /// /etc/localtime). Give every replica the same one.
     #[arg(long, value_name = "NAME", value_parser = parse_zone)]
     cron_timezone: Option<String>,
+}
+
+/// `--oidc-required-claim KEY=VALUE`.
+fn parse_claim(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+/// One of `--oidc-signing-algs`.
+fn parse_alg(s: &str) -> Result<String, String> {
+    let supported = gpuctl_security::oidc::SIGNING_ALGS;
+    supported
+        .contains(&s.trim())
+        .then(|| s.trim().to_string())
+        .ok_or_else(|| format!("{s:?} is not supported (one of {})", supported.join(", ")))
 }
 
 /// `--cron-timezone`: a name the time zone database knows.
@@ -186,6 +211,8 @@ fn auth_options(args: &Args) -> anyhow::Result<(AuthOptions, Option<Discovery>)>
             username_claim: args.oidc_username_claim.clone(),
             username_prefix: args.oidc_username_prefix.clone(),
             keys,
+            required_claims: args.oidc_required_claim.clone(),
+            signing_algs: args.oidc_signing_algs.clone(),
         }));
     }
     Ok((opts, discovery))
@@ -465,6 +492,35 @@ mod tests {
             "a file or a fetch"
         );
         let cfg = opts.oidc.expect("configured");
+        assert!(cfg.required_claims.is_empty() && cfg.signing_algs.is_empty());
+        let narrowed = [
+            &full[..],
+            &[
+                "--oidc-required-claim",
+                "hd=example.com",
+                "--oidc-signing-algs",
+                "ES256,RS256",
+            ],
+        ]
+        .concat();
+        let (o, _) = auth_options(&parse(&narrowed).unwrap()).unwrap();
+        let c = o.oidc.unwrap();
+        assert_eq!(
+            c.required_claims,
+            vec![("hd".to_string(), "example.com".to_string())]
+        );
+        assert_eq!(
+            c.signing_algs,
+            vec!["ES256".to_string(), "RS256".to_string()]
+        );
+        let e = parse(&[&full[..], &["--oidc-signing-algs", "HS256"]].concat())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"HS256\" is not supported"), "{e}");
+        let e = parse(&[&full[..], &["--oidc-required-claim", "hd"]].concat())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("expected KEY=VALUE"), "{e}");
         assert_eq!(
             (cfg.issuer.as_str(), cfg.username_claim.as_str()),
             ("https://idp", "sub")

@@ -56,7 +56,16 @@ pub struct OidcConfig {
     /// the issuer's names cannot collide with users made for tokens.
     pub username_prefix: String,
     pub keys: KeySet,
+    /// Claims that must be present with exactly these string values
+    /// (`--oidc-required-claim KEY=VALUE`).
+    pub required_claims: Vec<(String, String)>,
+    /// The signature algorithms accepted (`--oidc-signing-algs`); empty:
+    /// every one of [`SIGNING_ALGS`].
+    pub signing_algs: Vec<String>,
 }
+
+/// The signature algorithms an ID token may use.
+pub const SIGNING_ALGS: [&str; 5] = ["RS256", "RS384", "RS512", "ES256", "ES384"];
 
 /// The issuer's keys as they are now: read from a file once, or fetched
 /// and replaced while the replica runs. Clones share the same set.
@@ -238,9 +247,16 @@ impl OidcConfig {
         let header: Value = serde_json::from_slice(&b64(h, "the header")?)
             .map_err(|e| format!("the header is not JSON: {e}"))?;
         let alg = header.get("alg").and_then(Value::as_str).unwrap_or("");
-        if !matches!(alg, "RS256" | "RS384" | "RS512" | "ES256" | "ES384") {
+        if !SIGNING_ALGS.contains(&alg) {
             return Err(format!(
-                "signature algorithm {alg:?} is not accepted (RS256, RS384, RS512, ES256, ES384)"
+                "signature algorithm {alg:?} is not accepted ({})",
+                SIGNING_ALGS.join(", ")
+            ));
+        }
+        if !self.signing_algs.is_empty() && !self.signing_algs.iter().any(|a| a == alg) {
+            return Err(format!(
+                "signature algorithm {alg:?} is not one this cluster accepts (--oidc-signing-algs {})",
+                self.signing_algs.join(",")
             ));
         }
         let kid = header.get("kid").and_then(Value::as_str);
@@ -308,6 +324,17 @@ impl OidcConfig {
                     "it is not valid for another {}s (\"nbf\")",
                     (nbf - now_ms) / 1000
                 ));
+            }
+        }
+        for (k, want) in &self.required_claims {
+            match claims.get(k) {
+                Some(Value::String(v)) if v == want => {}
+                Some(v) => return Err(format!("claim {k:?} is {v}, not {want:?} as required")),
+                None => {
+                    return Err(format!(
+                        "it has no {k:?} claim, which is required ({want:?})"
+                    ))
+                }
             }
         }
         let name = claims

@@ -170,6 +170,8 @@ async fn a_token_under_a_rotated_key_is_accepted_once_the_keys_are_fetched_again
         username_claim: "sub".into(),
         username_prefix: String::new(),
         keys: KeySet::default(),
+        required_claims: Vec::new(),
+        signing_algs: Vec::new(),
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -23,6 +23,8 @@ fn config(keys: Vec<Jwk>) -> OidcConfig {
         username_claim: "sub".into(),
         username_prefix: "oidc:".into(),
         keys: KeySet::new(keys),
+        required_claims: Vec::new(),
+        signing_algs: Vec::new(),
     }
 }
 
@@ -55,6 +57,40 @@ fn a_token_signed_by_the_issuer_names_its_user() {
     c["email_verified"] = false.into();
     let err = by_email.verify(&s.token(&c), NOW_MS).unwrap_err();
     assert!(err.contains("is not verified"), "{err}");
+}
+
+#[test]
+fn required_claims_and_signing_algorithms_narrow_what_is_accepted() {
+    let s = Signer::new("k1");
+    let mut cfg = config(jwks(&[s.jwk()]));
+    cfg.required_claims = vec![("hd".into(), "example.com".into())];
+    let e = cfg.verify(&s.token(&claims()), NOW_MS).unwrap_err();
+    assert_eq!(
+        e,
+        "it has no \"hd\" claim, which is required (\"example.com\")"
+    );
+    let mut c = claims();
+    c["hd"] = "evil.example".into();
+    let e = cfg.verify(&s.token(&c), NOW_MS).unwrap_err();
+    assert_eq!(
+        e,
+        "claim \"hd\" is \"evil.example\", not \"example.com\" as required"
+    );
+    c["hd"] = "example.com".into();
+    assert_eq!(
+        cfg.verify(&s.token(&c), NOW_MS).unwrap().username,
+        "oidc:alice"
+    );
+
+    // The test issuer signs ES256: accepted unless the list leaves it out.
+    cfg.signing_algs = vec!["RS256".into()];
+    let e = cfg.verify(&s.token(&c), NOW_MS).unwrap_err();
+    assert!(
+        e.contains("\"ES256\" is not one this cluster accepts (--oidc-signing-algs RS256)"),
+        "{e}"
+    );
+    cfg.signing_algs = vec!["RS256".into(), "ES256".into()];
+    assert!(cfg.verify(&s.token(&c), NOW_MS).is_ok());
 }
 
 #[test]

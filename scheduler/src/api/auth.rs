@@ -273,6 +273,8 @@ mod tests {
             username_claim: "sub".into(),
             username_prefix: "oidc:".into(),
             keys: oidc::KeySet::new(keys),
+            required_claims: Vec::new(),
+            signing_algs: Vec::new(),
         }));
         match who(&opts, &bearer("alice")).unwrap() {
             Principal::User {
