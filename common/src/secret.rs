@@ -26,15 +26,31 @@ pub const REDACTED: &str = "<redacted>";
 /// gives can look like one.
 pub const SEALED_PREFIX: &str = "gpuctl:enc:aesgcm:v1:";
 
-/// What a sealed value holds beyond the plaintext (AES-GCM's nonce and tag).
-const SEAL_OVERHEAD: usize = 28;
+/// What a sealed value holds beyond the plaintext (AES-GCM's nonce and
+/// tag: `gpuctl_security::sealing::OVERHEAD`).
+pub const SEAL_OVERHEAD: usize = 28;
+
+/// A sealed value's key name and its base64 text, read without decoding.
+fn split_sealed(v: &str) -> Option<(&str, &str)> {
+    v.strip_prefix(SEALED_PREFIX)?.split_once(':')
+}
 
 /// A sealed value's key name and its bytes (nonce, ciphertext, tag).
 fn parse_sealed(v: &str) -> Option<(&str, Vec<u8>)> {
-    let rest = v.strip_prefix(SEALED_PREFIX)?;
-    let (key, b64) = rest.split_once(':')?;
+    let (key, b64) = split_sealed(v)?;
     let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
     Some((key, bytes))
+}
+
+/// The plaintext size of a sealed value.
+fn sealed_len(v: &str) -> Option<usize> {
+    parse_sealed(v).map(|(_, sealed)| sealed.len().saturating_sub(SEAL_OVERHEAD))
+}
+
+/// What a sealed value of key `key` of secret `secret` is bound to, so that
+/// it cannot be moved to another secret or key.
+fn seal_context(secret: &str, key: &str) -> Vec<u8> {
+    format!("gpuctl/secret/{secret}/{key}").into_bytes()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,11 +109,9 @@ impl Secret {
         let mut total = 0usize;
         for (k, v) in &self.data {
             validate_key("data", k)?;
-            if sealed_ok {
-                if let Some((_, sealed)) = parse_sealed(v) {
-                    total += sealed.len().saturating_sub(SEAL_OVERHEAD);
-                    continue;
-                }
+            if let Some(n) = sealed_ok.then(|| sealed_len(v)).flatten() {
+                total += n;
+                continue;
             }
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(v.trim())
@@ -145,12 +159,6 @@ impl Secret {
             .collect()
     }
 
-    /// What a sealed value of key `key` is bound to: this secret's name and
-    /// the key, so that it cannot be moved to another secret or key.
-    fn seal_context(&self, key: &str) -> Vec<u8> {
-        format!("gpuctl/secret/{}/{key}", self.metadata.name).into_bytes()
-    }
-
     /// Whether any value is stored encrypted.
     pub fn is_sealed(&self) -> bool {
         self.data.values().any(|v| v.starts_with(SEALED_PREFIX))
@@ -161,18 +169,15 @@ impl Secret {
     /// bytes, or `None` to keep the value as it is.
     pub fn seal_values(&mut self, seal: impl Fn(&[u8], &[u8]) -> Option<(String, Vec<u8>)>) {
         let b64 = &base64::engine::general_purpose::STANDARD;
-        let keys: Vec<String> = self.data.keys().cloned().collect();
-        for k in keys {
-            let v = &self.data[&k];
+        for (k, v) in self.data.iter_mut() {
             if v.starts_with(SEALED_PREFIX) {
                 continue;
             }
             let Ok(plain) = b64.decode(v.trim()) else {
                 continue;
             };
-            if let Some((name, sealed)) = seal(&self.seal_context(&k), &plain) {
-                let stored = format!("{SEALED_PREFIX}{name}:{}", b64.encode(sealed));
-                self.data.insert(k, stored);
+            if let Some((name, sealed)) = seal(&seal_context(&self.metadata.name, k), &plain) {
+                *v = format!("{SEALED_PREFIX}{name}:{}", b64.encode(sealed));
             }
         }
     }
@@ -192,7 +197,7 @@ impl Secret {
                         self.metadata.name
                     )
                 })?;
-                open(name, &self.seal_context(k), &sealed)
+                open(name, &seal_context(&self.metadata.name, k), &sealed)
                     .map_err(|e| format!("secret {:?} key {k:?}: {e}", self.metadata.name))?
             } else {
                 match base64::engine::general_purpose::STANDARD.decode(v.trim()) {
@@ -210,12 +215,9 @@ impl Secret {
     pub fn needs_reseal(&self, key: Option<&str>) -> bool {
         // Only the key's name is read (the leader asks this of every secret
         // once a second): no value is decoded.
-        fn sealed_with(v: &str) -> Option<&str> {
-            v.strip_prefix(SEALED_PREFIX)
-                .and_then(|rest| rest.split_once(':'))
-                .map(|(name, _)| name)
-        }
-        self.data.values().any(|v| sealed_with(v) != key)
+        self.data
+            .values()
+            .any(|v| split_sealed(v).map(|(name, _)| name) != key)
     }
 
     /// This secret with every value opened by `open` and stored again by
@@ -238,12 +240,11 @@ impl Secret {
 
     /// A value's size in bytes, sealed or not.
     fn value_len(v: &str) -> usize {
-        match parse_sealed(v) {
-            Some((_, sealed)) => sealed.len().saturating_sub(SEAL_OVERHEAD),
-            None => base64::engine::general_purpose::STANDARD
+        sealed_len(v).unwrap_or_else(|| {
+            base64::engine::general_purpose::STANDARD
                 .decode(v.trim())
-                .map_or(0, |b| b.len()),
-        }
+                .map_or(0, |b| b.len())
+        })
     }
 
     /// The secret as `get` shows it: every value replaced by

@@ -66,13 +66,10 @@ impl State {
 /// Decrypts sealed secret values with `keys`, the replica's encryption
 /// configuration (`--encryption-provider-config`), if it has one.
 fn opener(keys: Option<&Keyring>) -> impl Fn(&str, &[u8], &[u8]) -> Result<Vec<u8>, String> + '_ {
-    move |name, context, sealed| {
-        match keys {
+    const NO_KEYS: &str = "this replica was started without --encryption-provider-config";
+    move |name, context, sealed| match keys {
         Some(k) => k.open(name, context, sealed),
-        None => Err(format!(
-            "it is encrypted with key {name:?} and this replica was started without --encryption-provider-config"
-        )),
-    }
+        None => Err(format!("it is encrypted with key {name:?} and {NO_KEYS}")),
     }
 }
 
@@ -226,6 +223,11 @@ mod tests {
         s.validate().unwrap();
         s.seal_values(|ctx, plain| keys.seal(ctx, plain));
         assert!(s.is_sealed());
+        // The size a sealed value shows assumes the cipher's overhead.
+        assert_eq!(
+            gpuctl_common::secret::SEAL_OVERHEAD,
+            gpuctl_security::sealing::OVERHEAD
+        );
         let mut st = State::default();
         let shown = st.put_secret(1, 0, &s).unwrap();
         let Applied::Secret(shown) = shown else {
