@@ -9,14 +9,14 @@
 use gpuctl_common::secret::Secret;
 use gpuctl_security::sealing::Keyring;
 
-use crate::state::{Command, State};
+use crate::state::State;
 
-/// What is due: at most `limit` `PutSecret` commands for the secrets not
-/// stored as the configuration would store them, and why each secret that
-/// cannot be opened (a key the configuration no longer holds) stays as it is.
+/// What is due: at most `limit` secrets as they are to be stored again
+/// (each a `PutSecret`), and why each secret that cannot be opened (a key
+/// the configuration no longer holds) stays as it is.
 #[derive(Debug, Default)]
 pub struct Due {
-    pub commands: Vec<Command>,
+    pub secrets: Vec<Secret>,
     pub unreadable: Vec<String>,
 }
 
@@ -25,13 +25,11 @@ pub fn due(st: &State, keys: &Keyring, limit: usize) -> Due {
     let want = keys.write_key();
     let mut out = Due::default();
     for s in st.secrets.values().filter(|s| s.needs_reseal(want)) {
-        if out.commands.len() >= limit {
+        if out.secrets.len() >= limit {
             break;
         }
         match resealed(s, keys) {
-            Ok(s) => out.commands.push(Command::PutSecret {
-                secret: Box::new(s),
-            }),
+            Ok(s) => out.secrets.push(s),
             Err(why) => out.unreadable.push(why),
         }
     }
@@ -55,7 +53,17 @@ mod tests {
     use gpuctl_common::api::{ObjectMeta, API_VERSION};
 
     use super::*;
-    use crate::state::{ApplyError, Envelope};
+    use crate::state::{ApplyError, Command, Envelope};
+
+    /// The `PutSecret` commands of what is due.
+    fn commands(d: Due) -> Vec<Command> {
+        d.secrets
+            .into_iter()
+            .map(|s| Command::PutSecret {
+                secret: Box::new(s),
+            })
+            .collect()
+    }
 
     fn keyring(first: &str, keys: &[(&str, &str)], identity_first: bool) -> Keyring {
         let mut providers = String::new();
@@ -119,13 +127,13 @@ mod tests {
         put(&mut st, 2, "by-old", "o-value", Some(&old));
         put(&mut st, 3, "by-new", "n-value", Some(&rotated));
 
-        assert_eq!(due(&st, &rotated, 1).commands.len(), 1, "at most the limit");
-        let cmds = due(&st, &rotated, 10).commands;
+        assert_eq!(due(&st, &rotated, 1).secrets.len(), 1, "at most the limit");
+        let cmds = commands(due(&st, &rotated, 10));
         assert_eq!(cmds.len(), 2);
         for (i, cmd) in cmds.into_iter().enumerate() {
             st.apply(10 + i as u64, &Envelope::new(0, cmd)).unwrap();
         }
-        assert!(due(&st, &rotated, 10).commands.is_empty(), "nothing left");
+        assert!(due(&st, &rotated, 10).secrets.is_empty(), "nothing left");
         for s in st.secrets.values() {
             assert!(!s.needs_reseal(Some("new")), "{:?}", s.data);
         }
@@ -138,7 +146,7 @@ mod tests {
 
         // identity first: sealed values are stored plain again.
         let off = keyring("new", &[("new", B)], true);
-        for (i, cmd) in due(&st, &off, 10).commands.into_iter().enumerate() {
+        for (i, cmd) in commands(due(&st, &off, 10)).into_iter().enumerate() {
             st.apply(20 + i as u64, &Envelope::new(0, cmd)).unwrap();
         }
         assert!(st.secrets.values().all(|s| !s.is_sealed()));
@@ -150,7 +158,7 @@ mod tests {
         let keys = keyring("k", &[("k", A)], false);
         let mut st = State::default();
         put(&mut st, 1, "s", "first", None);
-        let cmds = due(&st, &keys, 10).commands;
+        let cmds = commands(due(&st, &keys, 10));
         put(&mut st, 2, "s", "second", None);
         let e = st.apply(3, &Envelope::new(0, cmds.into_iter().next().unwrap()));
         assert!(matches!(e, Err(ApplyError::Conflict(_))), "{e:?}");
@@ -160,11 +168,9 @@ mod tests {
         put(&mut st, 4, "t", "x", Some(&other));
         let d = due(&st, &keys, 10);
         assert!(
-            d.commands.iter().all(
-                |c| !matches!(c, Command::PutSecret { secret } if secret.metadata.name == "t")
-            ),
+            d.secrets.iter().all(|s| s.metadata.name != "t"),
             "{:?}",
-            d.commands
+            d.secrets
         );
         assert_eq!(d.unreadable.len(), 1, "{:?}", d.unreadable);
         assert!(

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gpuctl_proto::v1 as pb;
+use gpuctl_security::sealing::Keyring;
 use tokio::sync::watch;
 
 use super::endpoints::{self, Loads};
@@ -227,6 +228,37 @@ pub async fn run_endpoints(
 /// Secrets stored again under a rotated encryption configuration per beat.
 const RESEAL_PER_BEAT: usize = 16;
 
+/// One beat of [`reseal`]: store again the secrets due, and say once when
+/// none is left (`resealing`: whether the beats before found some).
+async fn reseal_beat(raft: &RaftHandle, keys: &Keyring, now: u64, resealing: &mut bool) {
+    let due = reseal::due(&raft.shared.read(), keys, RESEAL_PER_BEAT);
+    let first = keys.write_key().unwrap_or("identity");
+    if due.secrets.is_empty() && std::mem::take(resealing) {
+        match due.unreadable.len() {
+            0 => tracing::info!(
+                "every secret is stored under the encryption configuration's first provider ({first})"
+            ),
+            n => tracing::warn!(
+                "every secret that can be read is stored under the first provider ({first}); {n} cannot be decrypted with the configured keys and stay as they are: {}",
+                due.unreadable.join("; ")
+            ),
+        }
+    }
+    *resealing |= !due.secrets.is_empty();
+    for secret in due.secrets {
+        let name = secret.metadata.name.clone();
+        let cmd = Command::PutSecret {
+            secret: Box::new(secret),
+        };
+        match propose_at(raft, now, cmd).await {
+            Ok(_) => tracing::info!(
+                "secret {name:?} stored again under the encryption configuration's first provider ({first})"
+            ),
+            Err(e) => tracing::debug!("secret {name:?} not stored again: {e}"),
+        }
+    }
+}
+
 /// Clean-up's loop: on the leader, delete what is due, once a second, and
 /// store again secrets not encrypted as the configuration says ([`reseal`]).
 pub async fn run_gc(raft: RaftHandle, mut shutdown: watch::Receiver<bool>) {
@@ -253,32 +285,7 @@ pub async fn run_gc(raft: RaftHandle, mut shutdown: watch::Receiver<bool>) {
                 }
             }
             if let Some(keys) = gpuctl_security::sealing::installed() {
-                let due = reseal::due(&raft.shared.read(), keys, RESEAL_PER_BEAT);
-                let first = keys.write_key().unwrap_or("identity");
-                if due.commands.is_empty() && std::mem::take(&mut resealing) {
-                    match due.unreadable.len() {
-                        0 => tracing::info!(
-                            "every secret is stored under the encryption configuration's first provider ({first})"
-                        ),
-                        n => tracing::warn!(
-                            "every secret that can be read is stored under the first provider ({first}); {n} cannot be decrypted with the configured keys and stay as they are: {}",
-                            due.unreadable.join("; ")
-                        ),
-                    }
-                }
-                resealing |= !due.commands.is_empty();
-                for cmd in due.commands {
-                    let Command::PutSecret { secret } = &cmd else {
-                        continue;
-                    };
-                    let name = secret.metadata.name.clone();
-                    match propose_at(&raft, now, cmd).await {
-                        Ok(_) => tracing::info!(
-                            "secret {name:?} stored again under the encryption configuration's first provider ({first})"
-                        ),
-                        Err(e) => tracing::debug!("secret {name:?} not stored again: {e}"),
-                    }
-                }
+                reseal_beat(&raft, keys, now, &mut resealing).await;
             }
         }
         tokio::select! {

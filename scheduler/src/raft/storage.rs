@@ -443,14 +443,17 @@ impl RaftStorage {
 
     /// Replace everything with a snapshot from the leader: the state column
     /// family, the applied index, the log (emptied) and the configuration.
+    /// (A replica does the two halves side by side: `Replica::install_snapshot`.)
+    #[cfg(test)]
     pub fn apply_snapshot(&self, snap: &Snapshot) -> Result<Recovered, StoreError> {
         let rec = read_snapshot(snap)?;
         self.store_snapshot(snap.get_metadata(), &rec.objects)?;
         Ok(rec)
     }
 
-    /// The storing half of [`RaftStorage::apply_snapshot`], for a snapshot
-    /// already read with [`read_snapshot`]: a caller may decode the objects
+    /// Replace everything stored with a snapshot already read with
+    /// [`read_snapshot`]: the state column family, the applied index, the
+    /// log (emptied) and the configuration. A caller may decode the objects
     /// into state on another thread meanwhile.
     pub fn store_snapshot(
         &self,
