@@ -13,8 +13,7 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use serde_json::Value;
 
 use crate::oidc::{parse_jwks, Jwk, KeySet};
@@ -58,11 +57,12 @@ impl Discovery {
                 "the issuer URL {issuer:?} must start with https:// to fetch its keys (or give a keys file)"
             ));
         }
-        let pem = match ca_file {
-            Some(p) => std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?,
+        let path = match ca_file {
+            Some(p) => p,
             None => SYSTEM_CAS
                 .iter()
-                .find_map(|p| std::fs::read(p).ok())
+                .map(Path::new)
+                .find(|p| p.exists())
                 .ok_or_else(|| {
                     format!(
                         "no system CA bundle ({}); give the issuer's CA with --oidc-ca-file",
@@ -70,14 +70,9 @@ impl Discovery {
                     )
                 })?,
         };
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(&pem) {
-            let c = c.map_err(|e| format!("CA certificates: {e}"))?;
-            roots.add(c).map_err(|e| format!("CA certificate: {e}"))?;
-        }
-        if roots.is_empty() {
-            return Err("no CA certificate in the CA file".into());
-        }
+        let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let ca = crate::tls::certs("issuer's CA bundle", path, &pem).map_err(|e| e.to_string())?;
+        let roots = crate::tls::roots(&ca)?;
         let cfg = crate::tls::http1_client(roots).map_err(|e| format!("TLS versions: {e}"))?;
         Ok(Discovery {
             issuer: issuer.to_string(),

@@ -134,7 +134,18 @@ fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-fn certs(
+/// A root store holding `ca`.
+pub(crate) fn roots(ca: &[CertificateDer<'static>]) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in ca {
+        roots
+            .add(c.clone())
+            .map_err(|e| format!("CA certificate: {e}"))?;
+    }
+    Ok(roots)
+}
+
+pub(crate) fn certs(
     what: &'static str,
     path: &Path,
     pem: &[u8],
@@ -300,12 +311,7 @@ impl Tls {
         let builder = match (auth, &self.inner.ca) {
             (None, _) | (Some(ClientAuth::Optional), None) => builder.with_no_client_auth(),
             (Some(a), Some((_, _, ca))) => {
-                let mut roots = rustls::RootCertStore::empty();
-                for c in ca {
-                    roots
-                        .add(c.clone())
-                        .map_err(|e| TlsError::Config(format!("CA certificate: {e}")))?;
-                }
+                let roots = roots(ca).map_err(TlsError::Config)?;
                 let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
                     Arc::new(roots),
                     provider,
@@ -340,13 +346,8 @@ impl Tls {
         let (_, _, ca) = self.inner.ca.as_ref().ok_or_else(|| {
             TlsError::Config("no CA to check the replicas' certificates: give --tls-ca FILE".into())
         })?;
-        let mut roots = rustls::RootCertStore::empty();
-        for c in ca {
-            roots
-                .add(c.clone())
-                .map_err(|e| TlsError::Config(format!("CA certificate: {e}")))?;
-        }
-        http1_client(roots).map_err(|e| TlsError::Config(format!("TLS versions: {e}")))
+        http1_client(roots(ca).map_err(TlsError::Config)?)
+            .map_err(|e| TlsError::Config(format!("TLS versions: {e}")))
     }
 
     /// A `tokio_rustls` acceptor serving HTTP/1.1 with our identity.
